@@ -1,0 +1,1 @@
+"""Inference: the ONNX Runtime classifier and the image / video analysis built on it."""

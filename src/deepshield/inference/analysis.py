@@ -1,0 +1,200 @@
+"""The analysis API: faces found, cropped with the bundle's policy, scored in one batch."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.faces.crop import crop_face
+from deepshield.faces.detector import Face, FaceDetector
+from deepshield.inference.heatmap import cam_to_heatmap
+from deepshield.inference.results import (
+    FaceResult,
+    ImageResult,
+    TimelinePoint,
+    TrackPoint,
+    TrackResult,
+    Verdict,
+    VideoResult,
+    VideoSummary,
+)
+from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+from deepshield.inference.tracking import associate
+from deepshield.media.images import ImageLimits, load_image
+from deepshield.media.sniff import MediaKind, sniff_path
+from deepshield.media.video import VideoLimits, sample_frames
+
+VIDEO_RULE = (
+    "track score = mean of the top half of its frame probabilities; tracks seen in fewer than "
+    "min(3, frames sampled) frames do not count unless no track does; verdict = the highest track score"
+)
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class VideoRule:
+    top_fraction: float = 0.5
+    min_track_frames: int = 3
+
+    def track_score(self, probabilities: list[float]) -> float:
+        ordered = sorted(probabilities, reverse=True)
+        k = max(1, math.ceil(len(ordered) * self.top_fraction))
+        return float(np.mean(ordered[:k]))
+
+
+class Detector:
+    """Deepfake detector over images and videos. Thread-safe; load once, call many times."""
+
+    def __init__(
+        self,
+        classifier: OnnxClassifier,
+        face_detector: FaceDetector | None = None,
+        threshold: float | None = None,
+        image_limits: ImageLimits = ImageLimits(),
+        video_limits: VideoLimits = VideoLimits(),
+        video_rule: VideoRule = VideoRule(),
+    ) -> None:
+        self.classifier = classifier
+        self.faces = face_detector or FaceDetector()
+        self.threshold = classifier.card.calibration.threshold if threshold is None else threshold
+        self.image_limits = image_limits
+        self.video_limits = video_limits
+        self.video_rule = video_rule
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs
+    ) -> Detector:
+        """Load a bundle directory; None or "default" gives the model shipped with the package."""
+        path = DEFAULT_BUNDLE if bundle in (None, "default") else Path(bundle)
+        return cls(OnnxClassifier(path), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
+
+    @property
+    def card(self):
+        return self.classifier.card
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.card.name} {self.card.version}"
+
+    def _score_faces(self, images: list[np.ndarray], faces_per_image: list[list[Face]], keep_pixels: bool) -> list[list[FaceResult]]:
+        policy = self.card.crop_policy
+        crops = [crop_face(image, face.box, face.keypoints, policy) for image, faces in zip(images, faces_per_image) for face in faces]
+        if not crops:
+            return [[] for _ in images]
+        scores = self.classifier.score(np.stack([c.pixels for c in crops]))
+        temperature = self.card.calibration.temperature
+        results: list[list[FaceResult]] = []
+        flat = 0
+        for faces in faces_per_image:
+            row = []
+            for index, face in enumerate(faces):
+                probability = float(scores.probabilities[flat])
+                row.append(
+                    FaceResult(
+                        index=index,
+                        box=face.box.as_list(),
+                        detection_score=round(face.score, 4),
+                        keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
+                        probability=probability,
+                        logit=float(scores.logits[flat]),
+                        label="fake" if probability >= self.threshold else "real",
+                        crop=crops[flat].pixels if keep_pixels else None,
+                        heatmap=cam_to_heatmap(scores.cams[flat], policy.size, temperature) if keep_pixels else None,
+                    )
+                )
+                flat += 1
+            results.append(row)
+        return results
+
+    def _verdict(self, probability: float | None, what: str) -> Verdict:
+        if probability is None:
+            return Verdict(label="no_face", probability=None, reason="no face found")
+        label = "fake" if probability >= self.threshold else "real"
+        return Verdict(label=label, probability=probability, reason=f"most suspicious {what}: {probability:.1%} (threshold {self.threshold:.1%})")
+
+    def analyze_image(self, source: Path | str | bytes | np.ndarray, heatmaps: bool = True) -> ImageResult:
+        """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
+        started = time.perf_counter()
+        image = source if isinstance(source, np.ndarray) else load_image(source, self.image_limits)
+        faces = self.faces.detect(image)
+        face_results = self._score_faces([image], [faces], keep_pixels=heatmaps)[0]
+        worst = max((f.probability for f in face_results), default=None)
+        return ImageResult(
+            width=image.shape[1],
+            height=image.shape[0],
+            faces=face_results,
+            verdict=self._verdict(worst, "face"),
+            model=self.model_name,
+            threshold=self.threshold,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def analyze_video(self, path: Path | str, frames: int = 32, progress: ProgressCallback | None = None) -> VideoResult:
+        """Sample `frames` frames uniformly, score every face, track people, aggregate to a verdict."""
+        started = time.perf_counter()
+        report = progress or (lambda fraction, stage: None)
+        report(0.0, "decoding")
+        info, sampled = sample_frames(path, frames, self.video_limits)
+        report(0.4, "detecting faces")
+        faces_per_frame = [self.faces.detect(frame.image) for frame in sampled]
+        report(0.7, "scoring faces")
+        scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=False)
+        report(0.95, "aggregating")
+        tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
+        min_frames = min(self.video_rule.min_track_frames, len(sampled))
+        track_results = []
+        for track in tracks:
+            points = [
+                TrackPoint(
+                    frame_index=sampled[pos].index,
+                    timestamp_s=round(sampled[pos].timestamp_s, 3),
+                    box=scored[pos][face_pos].box,
+                    probability=scored[pos][face_pos].probability,
+                )
+                for pos, face_pos in track.members
+            ]
+            score = self.video_rule.track_score([p.probability for p in points])
+            track_results.append(
+                TrackResult(
+                    track_id=track.track_id,
+                    points=points,
+                    score=score,
+                    label="fake" if score >= self.threshold else "real",
+                    counted=len(points) >= min_frames,
+                )
+            )
+        voting = [t for t in track_results if t.counted] or track_results
+        timeline = [
+            TimelinePoint(
+                frame_index=frame.index,
+                timestamp_s=round(frame.timestamp_s, 3),
+                faces=len(scored[pos]),
+                max_probability=max((f.probability for f in scored[pos]), default=None),
+            )
+            for pos, frame in enumerate(sampled)
+        ]
+        report(1.0, "done")
+        return VideoResult(
+            video=VideoSummary(**info.__dict__),
+            sampled_frames=len(sampled),
+            tracks=track_results,
+            timeline=timeline,
+            verdict=self._verdict(max((t.score for t in voting), default=None), "face track"),
+            rule=VIDEO_RULE,
+            model=self.model_name,
+            threshold=self.threshold,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def analyze_path(self, path: Path | str, frames: int = 32, heatmaps: bool = False) -> ImageResult | VideoResult:
+        """Image or video, told apart by content."""
+        path = Path(path)
+        if sniff_path(path) is MediaKind.VIDEO:
+            return self.analyze_video(path, frames)
+        return self.analyze_image(path, heatmaps=heatmaps)

@@ -1,0 +1,90 @@
+"""Load a model bundle and run it with ONNX Runtime (no torch needed at serving time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from deepshield.errors import BundleError
+from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, ModelCard
+from deepshield.models.export import file_sha256
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class FaceScores:
+    logits: np.ndarray  # N, uncalibrated
+    probabilities: np.ndarray  # N, calibrated P(fake)
+    cams: np.ndarray  # N x h x w, per-location logits
+
+
+def read_card(bundle_dir: Path) -> ModelCard:
+    card_path = bundle_dir / CARD_FILE
+    if not bundle_dir.is_dir():
+        raise BundleError(f"model bundle {bundle_dir} is not a directory")
+    if not card_path.is_file():
+        raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}")
+    try:
+        card = ModelCard.model_validate_json(card_path.read_text())
+    except (ValidationError, ValueError) as exc:
+        raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
+    if card.format != BUNDLE_FORMAT:
+        raise BundleError(f"model bundle format {card.format} is not supported (expected {BUNDLE_FORMAT})")
+    return card
+
+
+class OnnxClassifier:
+    """The bundle's network on ONNX Runtime. Checks the bundle on load and refuses a broken one."""
+
+    def __init__(self, bundle_dir: Path | str, threads: int | None = None) -> None:
+        bundle_dir = Path(bundle_dir)
+        self.card = read_card(bundle_dir)
+        onnx_path = bundle_dir / ONNX_FILE
+        if not onnx_path.is_file():
+            raise BundleError(f"model bundle {bundle_dir} has no {ONNX_FILE}")
+        if self.card.onnx_sha256 and file_sha256(onnx_path) != self.card.onnx_sha256:
+            raise BundleError(f"{onnx_path} does not match the checksum in its model card (corrupt or replaced)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise BundleError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        size = self.card.input_size
+        if len(inputs) != 1 or inputs[0].name != "image" or list(inputs[0].shape[1:]) != [size, size, 3]:
+            raise BundleError(f"{onnx_path} input {[(i.name, i.shape) for i in inputs]} does not match the card's {size}x{size}x3 'image'")
+        if outputs != ["logit", "cam"]:
+            raise BundleError(f"{onnx_path} outputs {outputs}, expected ['logit', 'cam']")
+
+    @property
+    def input_size(self) -> int:
+        return self.card.input_size
+
+    def probability(self, logits: np.ndarray) -> np.ndarray:
+        temperature = self.card.calibration.temperature
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+
+    def score(self, crops: np.ndarray, batch_size: int = 16) -> FaceScores:
+        """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy."""
+        if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")
+        logits, cams = [], []
+        for start in range(0, len(crops), batch_size):
+            batch = np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8)
+            logit, cam = self.session.run(["logit", "cam"], {"image": batch})
+            logits.append(logit)
+            cams.append(cam)
+        if not logits:
+            empty = np.zeros((0,), np.float32)
+            return FaceScores(empty, empty.astype(np.float64), np.zeros((0, 1, 1), np.float32))
+        logit_all = np.concatenate(logits)
+        return FaceScores(logit_all, self.probability(logit_all), np.concatenate(cams))

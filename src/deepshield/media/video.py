@@ -1,0 +1,166 @@
+"""Decode videos with PyAV: probe, then sample N frames uniformly, tolerating broken packets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_bytes: int = 500 * 1024 * 1024
+    max_duration_s: float = 15 * 60.0
+    max_pixels_per_frame: int = 8_300_000  # 4K UHD
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int  # exact when the container says so, else estimated from duration x fps
+    duration_s: float
+    rotation: int  # degrees clockwise the display must apply, from the stream metadata
+    codec: str
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int  # position in decode order
+    timestamp_s: float
+    image: np.ndarray  # H x W x 3 uint8 RGB, upright
+
+
+def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise MediaTooLargeError(f"video file is {size / 1e6:.0f} MB, above the {limits.max_bytes / 1e6:.0f} MB limit")
+    if size == 0:
+        raise UnsupportedMediaError("empty file: expected a video")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"cannot open video: {exc}") from exc
+
+
+def _info(container: av.container.InputContainer) -> VideoInfo:
+    if not container.streams.video:
+        raise CorruptMediaError("file has no video stream")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    frames = int(stream.frames or 0)
+    if frames <= 0 and fps > 0:
+        frames = int(round(duration * fps))
+    if fps <= 0 and frames > 0 and duration > 0:
+        fps = frames / duration
+    rotation = 0
+    rotate_tag = stream.metadata.get("rotate")
+    if rotate_tag is not None:
+        try:
+            rotation = int(float(rotate_tag)) % 360
+        except ValueError:
+            rotation = 0
+    return VideoInfo(
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        fps=fps,
+        frame_count=frames,
+        duration_s=duration,
+        rotation=rotation,
+        codec=stream.codec_context.name,
+    )
+
+
+def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+    with _open(Path(path), limits) as container:
+        return _info(container)
+
+
+def _check_limits(info: VideoInfo, limits: VideoLimits) -> None:
+    if info.duration_s > limits.max_duration_s:
+        raise MediaTooLargeError(
+            f"video is {info.duration_s:.0f} s long, above the {limits.max_duration_s:.0f} s limit"
+        )
+    if info.width * info.height > limits.max_pixels_per_frame:
+        raise MediaTooLargeError(f"video frames are {info.width}x{info.height}, above the 4K limit")
+
+
+def _upright(frame: av.VideoFrame, stream_rotation: int) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    # Display-matrix rotation is counter-clockwise in FFmpeg's side data; the 'rotate' tag is clockwise.
+    rotation = (-int(frame.rotation)) % 360 if frame.rotation else stream_rotation
+    quarter_turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=-quarter_turns)) if quarter_turns else image
+
+
+def uniform_indices(frame_count: int, n: int) -> list[int]:
+    """n indices spread evenly over [0, frame_count), centred in their bins."""
+    if frame_count <= 0 or n <= 0:
+        return []
+    if n >= frame_count:
+        return list(range(frame_count))
+    step = frame_count / n
+    return sorted({min(frame_count - 1, int(step * (i + 0.5))) for i in range(n)})
+
+
+def sample_frames(
+    path: Path | str, n: int = 32, limits: VideoLimits = VideoLimits()
+) -> tuple[VideoInfo, list[VideoFrame]]:
+    """Decode the video once and keep n uniformly spaced frames.
+
+    Packets that fail to decode are skipped (a damaged stretch costs frames, not the video), so
+    fewer than n frames can come back. Raises CorruptMediaError when no frame can be decoded.
+    """
+    path = Path(path)
+    with _open(path, limits) as container:
+        info = _info(container)
+        _check_limits(info, limits)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        # Without any frame count (rare: no duration either) every frame is kept, then thinned.
+        wanted = set(uniform_indices(info.frame_count, n)) if info.frame_count > 0 else None
+        kept: list[VideoFrame] = []
+        index = -1
+        broken_packets = 0
+        decoded_any = False
+        try:
+            packets = container.demux(stream)
+            for packet in packets:
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.FFmpegError):
+                    broken_packets += 1
+                    continue
+                for frame in frames:
+                    index += 1
+                    decoded_any = True
+                    if wanted is None or index in wanted:
+                        kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
+        except av.error.FFmpegError:
+            broken_packets += 1  # a demuxer error ends the stream; keep what we have
+        if not decoded_any:
+            raise CorruptMediaError("video has no decodable frames")
+        if wanted is None and len(kept) > n:
+            kept = [kept[i] for i in uniform_indices(len(kept), n)]
+    if not kept:
+        raise CorruptMediaError("video has no decodable frames at the sampled positions")
+    return info, kept
+
+
+def _timestamp(frame: av.VideoFrame, index: int, fps: float) -> float:
+    if frame.time is not None and math.isfinite(frame.time):
+        return float(frame.time)
+    return index / fps if fps > 0 else 0.0

@@ -1,0 +1,1 @@
+"""Models: the classifier network (torch, training side) and the model bundle format (both sides)."""

@@ -1,0 +1,52 @@
+"""The model card: everything needed to use model.onnx correctly, stored beside it as JSON."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from deepshield.faces.crop import CropPolicy
+
+BUNDLE_FORMAT = 1
+ONNX_FILE = "model.onnx"
+CARD_FILE = "model_card.json"
+
+
+class Normalization(BaseModel):
+    # Applied inside the ONNX graph (which takes uint8 RGB NHWC), recorded here for people and ports.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class Calibration(BaseModel):
+    temperature: float = Field(1.0, gt=0, description="probability = sigmoid(logit / temperature)")
+    threshold: float = Field(0.5, ge=0, le=1, description="probability at or above which a face is labelled fake")
+    fitted_on: str = "not fitted"
+
+
+class TrainingInfo(BaseModel):
+    data: list[str] = []
+    command: str = ""
+    config: dict = {}
+    epochs: int = 0
+    seed: int | None = None
+
+
+class ModelCard(BaseModel):
+    format: int = BUNDLE_FORMAT
+    name: str
+    version: str
+    architecture: str
+    input_size: int
+    input_format: str = "uint8 RGB, N x H x W x 3; normalisation is inside the graph"
+    outputs: dict[str, str] = {
+        "logit": "N: fake logit per face (uncalibrated; divide by temperature)",
+        "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
+    }
+    normalization: Normalization = Normalization()
+    crop_policy: CropPolicy
+    calibration: Calibration = Calibration()
+    training: TrainingInfo = TrainingInfo()
+    metrics: dict[str, float] = {}
+    intended_use: str = ""
+    license: str = ""
+    onnx_sha256: str = ""

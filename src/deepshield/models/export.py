@@ -1,0 +1,46 @@
+"""Write a model bundle: model.onnx (logit + CAM, preprocessing inside) and model_card.json."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard
+from deepshield.models.network import DeepfakeNet, ExportWrapper
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Path:
+    """Export `net` (switched to eval mode) with `card` into out_dir; returns out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if card.input_size != net.input_size:
+        raise ValueError(f"card input_size {card.input_size} != network input_size {net.input_size}")
+    wrapper = ExportWrapper(net, card.normalization).eval()
+    dummy = torch.zeros(2, card.input_size, card.input_size, 3, dtype=torch.uint8)
+    onnx_path = out_dir / ONNX_FILE
+    tmp_path = out_dir / (ONNX_FILE + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            str(tmp_path),
+            input_names=["image"],
+            output_names=["logit", "cam"],
+            dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, "cam": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    tmp_path.replace(onnx_path)
+    card = card.model_copy(update={"onnx_sha256": file_sha256(onnx_path)})
+    (out_dir / CARD_FILE).write_text(card.model_dump_json(indent=2))
+    return out_dir
