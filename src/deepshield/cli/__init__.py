@@ -1,0 +1,1 @@
+"""Command-line interface: `deepshield <command>`; one module per command."""

@@ -1,0 +1,52 @@
+"""Entry point. Each command lives in its own module with `register(subparsers)`, whose parser sets
+`run`, a function of the parsed arguments returning the exit code. Imports of heavy libraries stay
+inside the commands so that `deepshield --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from deepshield import __version__
+from deepshield.errors import DeepShieldError
+
+COMMAND_MODULES = ("scan", "serve")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepshield", description="Find face-swap deepfakes in photos and videos.")
+    parser.add_argument("--version", action="version", version=f"deepshield {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"deepshield.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # MediaPipe / TFLite print C++ logs at start-up; keep the terminal for our output.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return args.run(args)
+    except DeepShieldError as exc:
+        print(f"deepshield: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("deepshield: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""`deepshield scan`: analyse images and videos, one result row per file."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
+    parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    parser.add_argument("--frames", type=_positive_int, default=32, help="frames sampled per video (default 32)")
+    parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
+    parser.add_argument("--out", type=Path, help="write results here instead of standard output")
+    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    parser.add_argument("--threshold", type=_probability, default=None, help="fake threshold (default: the model card's)")
+    parser.add_argument("--min-face-size", type=_positive_int, default=20, help="ignore faces smaller than this (pixels)")
+    parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write a heatmap overlay PNG per image face here")
+    parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _summary(row) -> dict:
+    return {name: getattr(row, name) for name in SUMMARY_FIELDS}
+
+
+def render(rows: list, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([row.model_dump(exclude_none=True) for row in rows], indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(row.model_dump_json(exclude_none=True) + "\n" for row in rows)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(_summary(row))
+        return buffer.getvalue()
+    return _table(rows)
+
+
+def _table(rows: list) -> str:
+    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "FACES", "MS", "ERROR")
+    lines = [header]
+    for row in rows:
+        lines.append(
+            (
+                row.path,
+                row.kind or "-",
+                row.verdict or "ERROR",
+                "-" if row.probability is None else f"{row.probability:.1%}",
+                "-" if row.faces is None else str(row.faces),
+                "-" if row.elapsed_ms is None else f"{row.elapsed_ms:.0f}",
+                row.error or "",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+def write_heatmaps(row, directory: Path) -> None:
+    from deepshield.inference.heatmap import encode_png, overlay
+
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = Path(row.path).stem
+    for face in row.result.faces:
+        if face.crop is not None and face.heatmap is not None:
+            (directory / f"{stem}_face{face.index}.png").write_bytes(encode_png(overlay(face.crop, face.heatmap)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
+    from deepshield.inference.analysis import Detector
+    from deepshield.inference.scan import collect_files, scan_files
+
+    files = collect_files(args.paths, args.recursive)
+    if not files:
+        print("deepshield scan: no media files found", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    detector = Detector.from_bundle(args.model, min_face_size=args.min_face_size, threshold=args.threshold)
+    rows = []
+    for row in tqdm(scan_files(detector, files, args.frames, heatmaps=args.heatmaps is not None), total=len(files), unit="file", file=sys.stderr, disable=None):
+        if args.heatmaps is not None and row.kind == "image":
+            write_heatmaps(row, args.heatmaps)
+        rows.append(row)
+    text = render(rows, args.format)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK if all(row.status == "ok" for row in rows) else EXIT_SOME_FAILED

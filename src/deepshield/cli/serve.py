@@ -1,0 +1,20 @@
+"""`deepshield serve`: the web app and REST API."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the web app and REST API", description="Serve the web page and the /v1 REST API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepshield.serving.server import serve
+
+    serve(host=args.host, port=args.port, model=args.model)
+    return 0

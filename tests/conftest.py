@@ -1,0 +1,63 @@
+"""Shared fixtures. Everything is built here from data shipped inside packages (no ../shared)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """512 x 512 RGB photo with one real face (Eileen Collins), shipped inside scikit-image."""
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A randomly initialised tiny network exported as a real bundle (64 px input)."""
+    import torch
+
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.models.card import ModelCard
+    from deepshield.models.export import export_bundle
+    from deepshield.models.network import DeepfakeNet
+
+    torch.manual_seed(0)
+    net = DeepfakeNet("tiny", 64, pretrained=False).eval()
+    card = ModelCard(name="tiny-test", version="0.0.1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    return export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def detector(tiny_bundle):
+    from deepshield.inference.analysis import Detector
+
+    return Detector.from_bundle(tiny_bundle)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264") -> Path:
+    """Encode RGB frames (even width and height) into a video file with PyAV."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def face_video(tmp_path, astronaut) -> Path:
+    """2 s, 10 fps: the astronaut drifting right by 2 px a frame (one face track)."""
+    frames = [np.roll(astronaut, 2 * i, axis=1) for i in range(20)]
+    return write_video(tmp_path / "face.mp4", frames)
