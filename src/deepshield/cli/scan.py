@@ -78,11 +78,20 @@ def _table(rows: list) -> str:
     return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
 
 
-def write_heatmaps(row, directory: Path) -> None:
+def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:
+    """One overlay PNG per face, named `<file stem>_face<index>.png`. Pass the same `used_stems` set for
+    every row of a scan: files sharing a stem (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) then get
+    `<stem>-2_face0.png` and so on instead of overwriting each other's heatmaps."""
     from deepshield.inference.heatmap import encode_png, overlay
 
     directory.mkdir(parents=True, exist_ok=True)
     stem = Path(row.path).stem
+    if used_stems is not None:
+        base, number = stem, 1
+        while stem in used_stems:
+            number += 1
+            stem = f"{base}-{number}"
+        used_stems.add(stem)
     for face in row.result.faces:
         if face.crop is not None and face.heatmap is not None:
             (directory / f"{stem}_face{face.index}.png").write_bytes(encode_png(overlay(face.crop, face.heatmap)))
@@ -101,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     detector = Detector.from_bundle(args.model, min_face_size=args.min_face_size, threshold=args.threshold)
     rows = []
+    used_stems: set[str] = set()
     for row in tqdm(scan_files(detector, files, args.frames, heatmaps=args.heatmaps is not None), total=len(files), unit="file", file=sys.stderr, disable=None):
         if args.heatmaps is not None and row.kind == "image":
-            write_heatmaps(row, args.heatmaps)
+            write_heatmaps(row, args.heatmaps, used_stems)
         rows.append(row)
     text = render(rows, args.format)
     if args.out:

@@ -36,15 +36,46 @@ VIDEO_RULE = (
 ProgressCallback = Callable[[float, str], None]
 
 
+VIDEO_RULE_KINDS = ("topk-mean", "mean", "max")
+
+
 @dataclass(frozen=True)
 class VideoRule:
+    """How a track's frame probabilities become one score. `kind`: "topk-mean" (the default: mean of
+    the top `top_fraction`), "mean" (all frames) or "max" (the single most suspicious frame)."""
+
     top_fraction: float = 0.5
     min_track_frames: int = 3
+    kind: str = "topk-mean"
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIDEO_RULE_KINDS:
+            raise ValueError(f"video rule kind must be one of {', '.join(VIDEO_RULE_KINDS)}, got {self.kind!r}")
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
 
     def track_score(self, probabilities: list[float]) -> float:
+        if self.kind == "mean":
+            return float(np.mean(probabilities))
+        if self.kind == "max":
+            return float(np.max(probabilities))
         ordered = sorted(probabilities, reverse=True)
         k = max(1, math.ceil(len(ordered) * self.top_fraction))
         return float(np.mean(ordered[:k]))
+
+    def describe(self) -> str:
+        """The rule in words (VIDEO_RULE for the default rule)."""
+        if self == VideoRule():
+            return VIDEO_RULE
+        how = {
+            "topk-mean": f"mean of the top {self.top_fraction:.0%} of its frame probabilities",
+            "mean": "mean of all its frame probabilities",
+            "max": "highest of its frame probabilities",
+        }[self.kind]
+        return (
+            f"track score = {how}; tracks seen in fewer than min({self.min_track_frames}, frames sampled) frames "
+            "do not count unless no track does; verdict = the highest track score"
+        )
 
 
 class Detector:
@@ -186,7 +217,7 @@ class Detector:
             tracks=track_results,
             timeline=timeline,
             verdict=self._verdict(max((t.score for t in voting), default=None), "face track"),
-            rule=VIDEO_RULE,
+            rule=self.video_rule.describe(),
             model=self.model_name,
             threshold=self.threshold,
             elapsed_ms=(time.perf_counter() - started) * 1000,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +13,21 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.media.sniff import image_format_name, unsupported_message
+
+# What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
+# unpack and divide straight from header fields.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError, ZeroDivisionError, zlib.error)
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 40_000_000
+
+
+def _megabytes(count: float) -> str:
+    return f"{count / 1e6:.3g} MB"
 
 
 def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
@@ -26,10 +37,10 @@ def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
         path = Path(source)
         size = path.stat().st_size
         if size > limits.max_bytes:
-            raise MediaTooLargeError(f"image file is {size / 1e6:.1f} MB, above the {limits.max_bytes / 1e6:.0f} MB limit")
+            raise MediaTooLargeError(f"image file is {_megabytes(size)}, above the {_megabytes(limits.max_bytes)} limit")
         data = path.read_bytes()
     if len(data) > limits.max_bytes:
-        raise MediaTooLargeError(f"image file is {len(data) / 1e6:.1f} MB, above the {limits.max_bytes / 1e6:.0f} MB limit")
+        raise MediaTooLargeError(f"image file is {_megabytes(len(data))}, above the {_megabytes(limits.max_bytes)} limit")
     if not data:
         raise UnsupportedMediaError("empty file: expected an image")
     return data
@@ -69,13 +80,18 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise UnsupportedMediaError("not an image Pillow can read (unknown or unsupported format)") from exc
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
+        # Pillow reports a damaged header of a format it knows as "cannot identify": tell those apart
+        # by the magic bytes, so that a broken JPEG is not called an unsupported type.
+        claimed = image_format_name(data)
+        if claimed is not None:
+            raise CorruptMediaError(f"corrupt image: the file starts like a {claimed} but its header cannot be read") from exc
+        raise UnsupportedMediaError(unsupported_message(data, expected="an image")) from exc
     width, height = image.size
     if width * height > limits.max_pixels:
         raise MediaTooLargeError(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-            f"above the {limits.max_pixels / 1e6:.0f} megapixel limit"
+            f"image is {width}x{height} = {width * height / 1e6:.3g} megapixels, "
+            f"above the {limits.max_pixels / 1e6:.3g} megapixel limit"
         )
     if width == 0 or height == 0:
         raise CorruptMediaError("image has zero width or height")
@@ -84,5 +100,7 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
         image.load()
         image = ImageOps.exif_transpose(image)
         return np.ascontiguousarray(_to_rgb_array(image))
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
+        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+    except _DECODE_ERRORS as exc:
         raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc

@@ -23,14 +23,19 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"MM\x00*"),  # TIFF big-endian
     (8, b"WEBP"),
 )
+_IMAGE_NAMES = ("JPEG", "PNG", "GIF", "GIF", "BMP", "TIFF", "TIFF", "WebP")
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"avif", b"avis", b"mif1", b"msf1")
+TS_PACKET = 188
 _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"),  # MP4 / MOV / M4V / 3GP
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
     (8, b"AVI "),
     (0, b"\x00\x00\x01\xba"),  # MPEG-PS
-    (0, b"\x47"),  # MPEG-TS sync byte (checked last: one byte is weak evidence)
+    (0, b"\x47"),  # MPEG-TS sync byte, which must repeat every 188 bytes (checked below)
 )
-HEADER_BYTES = 16
+# Bytes to read for sniffing: enough for two MPEG-TS packets (a lone 0x47 byte is any text
+# starting with "G"). With fewer bytes MPEG-TS is accepted on its first sync byte alone.
+HEADER_BYTES = 2 * TS_PACKET + 1
 
 
 def sniff_media_kind(head: bytes) -> MediaKind:
@@ -41,15 +46,45 @@ def sniff_media_kind(head: bytes) -> MediaKind:
     for offset, magic in _VIDEO_SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             # HEIC/AVIF stills also use an ISO-BMFF 'ftyp' box; we do not decode them.
-            if magic == b"ftyp" and head[8:12] in (b"heic", b"heix", b"avif", b"mif1"):
+            if magic == b"ftyp" and _is_heif(head):
                 break
+            if magic == b"\x47" and not _looks_like_ts(head):
+                continue
             return MediaKind.VIDEO
+    raise UnsupportedMediaError(unsupported_message(head))
+
+
+def _is_heif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _looks_like_ts(head: bytes) -> bool:
+    """Sync byte at every packet start within the first HEADER_BYTES (just the first when head is short)."""
+    return all(head[i] == 0x47 for i in range(0, min(len(head), HEADER_BYTES), TS_PACKET))
+
+
+def image_format_name(head: bytes) -> str | None:
+    """The image format the magic bytes claim (e.g. "JPEG"), or None."""
+    for (offset, magic), name in zip(_IMAGE_SIGNATURES, _IMAGE_NAMES):
+        if head[offset : offset + len(magic)] == magic and (name != "WebP" or head[:4] == b"RIFF"):
+            return name
+    return None
+
+
+def unsupported_message(head: bytes, expected: str = "an image or a video") -> str:
+    """The message for bytes we do not read, naming what was expected and, where known, what was found."""
     if not head:
-        raise UnsupportedMediaError("empty file: expected an image or a video")
-    raise UnsupportedMediaError(
-        "unsupported file type: expected an image (JPEG, PNG, GIF, BMP, TIFF, WebP) "
-        "or a video (MP4, MOV, MKV, WebM, AVI)"
-    )
+        return f"empty file: expected {expected}"
+    if _is_heif(head):
+        found = " (HEIC/HEIF or AVIF image)"
+    elif head.startswith(b"%PDF"):
+        found = " (PDF document)"
+    else:
+        found = ""
+    images = "an image (JPEG, PNG, GIF, BMP, TIFF, WebP)"
+    videos = "a video (MP4, MOV, MKV, WebM, AVI, MPEG-TS)"
+    wanted = {"an image": images, "a video": videos}.get(expected, f"{images} or {videos}")
+    return f"unsupported file type{found}: expected {wanted}"
 
 
 def sniff_path(path: Path) -> MediaKind:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -26,7 +26,7 @@ class VideoInfo:
     fps: float
     frame_count: int  # exact when the container says so, else estimated from duration x fps
     duration_s: float
-    rotation: int  # degrees clockwise the display must apply, from the stream metadata
+    rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
 
 
@@ -40,13 +40,15 @@ class VideoFrame:
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
     size = path.stat().st_size
     if size > limits.max_bytes:
-        raise MediaTooLargeError(f"video file is {size / 1e6:.0f} MB, above the {limits.max_bytes / 1e6:.0f} MB limit")
+        raise MediaTooLargeError(f"video file is {size / 1e6:.3g} MB, above the {limits.max_bytes / 1e6:.3g} MB limit")
     if size == 0:
         raise UnsupportedMediaError("empty file: expected a video")
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise CorruptMediaError(f"cannot open video: {exc}") from exc
+        # FFmpeg's message ends with the file name: keep only the reason (server paths stay private).
+        reason = exc.strerror or type(exc).__name__
+        raise CorruptMediaError(f"cannot open video ({reason}): the file is truncated, corrupt or not a video") from exc
 
 
 def _info(container: av.container.InputContainer) -> VideoInfo:
@@ -66,6 +68,8 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         frames = int(round(duration * fps))
     if fps <= 0 and frames > 0 and duration > 0:
         fps = frames / duration
+    # FFmpeg 7 no longer exports the 'rotate' tag (the display matrix replaced it, and PyAV reads
+    # that only from decoded frames): sample_frames and probe_video fill rotation from the first frame.
     rotation = 0
     rotate_tag = stream.metadata.get("rotate")
     if rotate_tag is not None:
@@ -85,14 +89,32 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
 
 
 def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+    """Container facts, plus the rotation read from the first decodable frame (a few ms)."""
     with _open(Path(path), limits) as container:
-        return _info(container)
+        info = _info(container)
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                return _with_frame_rotation(info, frame)
+        except av.error.FFmpegError:
+            pass
+        return info
+
+
+def _display_rotation(frame: av.VideoFrame) -> int | None:
+    """Clockwise degrees from the frame's display matrix, None without one. FFmpeg's (and PyAV's)
+    angle is counter-clockwise; the legacy 'rotate' tag, like VideoInfo.rotation, is clockwise."""
+    return (-int(frame.rotation)) % 360 if frame.rotation else None
+
+
+def _with_frame_rotation(info: VideoInfo, frame: av.VideoFrame) -> VideoInfo:
+    rotation = _display_rotation(frame)
+    return info if rotation is None else replace(info, rotation=rotation)
 
 
 def _check_limits(info: VideoInfo, limits: VideoLimits) -> None:
     if info.duration_s > limits.max_duration_s:
         raise MediaTooLargeError(
-            f"video is {info.duration_s:.0f} s long, above the {limits.max_duration_s:.0f} s limit"
+            f"video is {info.duration_s:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
         )
     if info.width * info.height > limits.max_pixels_per_frame:
         raise MediaTooLargeError(f"video frames are {info.width}x{info.height}, above the 4K limit")
@@ -100,9 +122,10 @@ def _check_limits(info: VideoInfo, limits: VideoLimits) -> None:
 
 def _upright(frame: av.VideoFrame, stream_rotation: int) -> np.ndarray:
     image = frame.to_ndarray(format="rgb24")
-    # Display-matrix rotation is counter-clockwise in FFmpeg's side data; the 'rotate' tag is clockwise.
-    rotation = (-int(frame.rotation)) % 360 if frame.rotation else stream_rotation
-    quarter_turns = (rotation // 90) % 4
+    rotation = _display_rotation(frame)
+    if rotation is None:
+        rotation = stream_rotation
+    quarter_turns = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, k=-quarter_turns)) if quarter_turns else image
 
 
@@ -130,8 +153,10 @@ def sample_frames(
         _check_limits(info, limits)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        # Without any frame count (rare: no duration either) every frame is kept, then thinned.
+        # Without any frame count (rare: no duration either) every `stride`-th frame is kept, the
+        # stride doubling whenever max(2n, 32) frames are held, then the n nearest to uniform are kept.
         wanted = set(uniform_indices(info.frame_count, n)) if info.frame_count > 0 else None
+        stride = 1
         kept: list[VideoFrame] = []
         index = -1
         broken_packets = 0
@@ -146,18 +171,39 @@ def sample_frames(
                     continue
                 for frame in frames:
                     index += 1
-                    decoded_any = True
-                    if wanted is None or index in wanted:
-                        kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
+                    if not decoded_any:
+                        decoded_any = True
+                        info = _with_frame_rotation(info, frame)
+                    if wanted is None:
+                        if index % stride:
+                            continue
+                        if len(kept) >= max(2 * n, 32):
+                            stride *= 2
+                            kept = [f for f in kept if f.index % stride == 0]
+                            if index % stride:
+                                continue
+                    elif index not in wanted:
+                        continue
+                    kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
         except av.error.FFmpegError:
             broken_packets += 1  # a demuxer error ends the stream; keep what we have
         if not decoded_any:
             raise CorruptMediaError("video has no decodable frames")
         if wanted is None and len(kept) > n:
-            kept = [kept[i] for i in uniform_indices(len(kept), n)]
+            kept = _nearest(kept, uniform_indices(index + 1, n))
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     return info, kept
+
+
+def _nearest(frames: list[VideoFrame], targets: list[int]) -> list[VideoFrame]:
+    """For each target index the closest frame not already chosen (frames sorted by index)."""
+    chosen: dict[int, VideoFrame] = {}
+    for target in targets:
+        best = min((f for f in frames if f.index not in chosen), key=lambda f: abs(f.index - target), default=None)
+        if best is not None:
+            chosen[best.index] = best
+    return sorted(chosen.values(), key=lambda f: f.index)
 
 
 def _timestamp(frame: av.VideoFrame, index: int, fps: float) -> float:

@@ -1,6 +1,10 @@
-"""The model card: everything needed to use model.onnx correctly, stored beside it as JSON."""
+"""The model bundle's layout and its card: everything needed to use model.onnx correctly, stored
+beside it as JSON. Torch-free: the serving side imports this."""
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -50,3 +54,11 @@ class ModelCard(BaseModel):
     intended_use: str = ""
     license: str = ""
     onnx_sha256: str = ""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
-from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard
+from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard, file_sha256
 from deepshield.models.network import DeepfakeNet, ExportWrapper
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Path:

@@ -1,0 +1,275 @@
+"""End-to-end latency of Detector.analyze_image and Detector.analyze_video, ONNX Runtime against a
+plain PyTorch-eager pipeline (same face detector, same crops, the classifier run as the torch
+DeepfakeNet instead), with a per-stage profile. Prints a table; not part of the test suite.
+
+    python bench/bench_latency.py                      # the shipped bundle, or a temporary one
+    python bench/bench_latency.py --model BUNDLE --checkpoint train_out/best.pt
+
+Targets on 2 CPU cores: image p50 <= 60 ms, 32-frame video <= 2.5 s, ONNX >= 2x torch eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+IMAGE_TARGET_MS = 60.0
+VIDEO_TARGET_S = 2.5
+SPEEDUP_TARGET = 2.0
+
+
+def make_photo() -> bytes:
+    """A ~1 megapixel one-face JPEG: the astronaut upscaled to 1024 x 1024."""
+    from skimage import data
+
+    image = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return encoded.tobytes()
+
+
+def make_clip(path: Path, seconds: int = 10, fps: int = 30) -> Path:
+    """10 s of 1280 x 720 at 30 fps: the astronaut (face ~130 px) drifting across a grey studio."""
+    from skimage import data
+
+    photo = cv2.resize(data.astronaut(), (700, 700), interpolation=cv2.INTER_AREA)[:620]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        for index in range(seconds * fps):
+            canvas = np.full((720, 1280, 3), 70, np.uint8)
+            x = 80 + int(400 * index / (seconds * fps))
+            canvas[50:670, x : x + 700] = photo
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class TorchEagerClassifier:
+    """OnnxClassifier's interface over the torch DeepfakeNet in eager mode (the baseline)."""
+
+    def __init__(self, net, card) -> None:
+        import torch
+
+        from deepshield.models.network import normalize_batch
+
+        self.card = card
+        self.net = net.eval()
+        self._torch = torch
+        self._normalize = normalize_batch
+
+    def score(self, crops: np.ndarray, batch_size: int = 16):
+        from deepshield.inference.runtime import FaceScores
+
+        logits, cams = [], []
+        with self._torch.no_grad():
+            for start in range(0, len(crops), batch_size):
+                batch = self._torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size]))
+                logit, cam = self.net(self._normalize(batch, self.card.normalization))
+                logits.append(logit.numpy())
+                cams.append(cam.numpy())
+        logit_all = np.concatenate(logits)
+        probabilities = 1.0 / (1.0 + np.exp(-logit_all.astype(np.float64) / self.card.calibration.temperature))
+        return FaceScores(logit_all, probabilities, np.concatenate(cams))
+
+
+def resolve_bundle(args, workdir: Path):
+    """(bundle dir, torch net with the same weights or the same architecture, notes for the table)."""
+    import torch
+
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.inference.runtime import DEFAULT_BUNDLE
+    from deepshield.models.card import ModelCard
+    from deepshield.models.export import export_bundle
+    from deepshield.models.network import DeepfakeNet
+    from deepshield.inference.runtime import read_card
+
+    notes = []
+    bundle = Path(args.model) if args.model else DEFAULT_BUNDLE
+    if args.model or (DEFAULT_BUNDLE / "model_card.json").is_file():
+        card = read_card(bundle)
+        net = DeepfakeNet(card.architecture, card.input_size, pretrained=False)
+        if args.checkpoint:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+            net.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+            notes.append(f"torch baseline: weights from {args.checkpoint}")
+        else:
+            notes.append("torch baseline: same architecture, random weights (same FLOPs; pass --checkpoint for the trained ones)")
+        notes.insert(0, f"model: {bundle} ({card.name} {card.version}, {card.architecture} {card.input_size} px)")
+        return bundle, net.eval(), notes
+    torch.manual_seed(0)
+    net = DeepfakeNet("efficientnet_lite0", 224, pretrained=False).eval()
+    card = ModelCard(name="bench-random", version="0", architecture="efficientnet_lite0", input_size=224, crop_policy=CropPolicy(size=224))
+    bundle = export_bundle(net, card, workdir / "bundle")
+    notes.append("model: no shipped bundle in src/deepshield/models/default/: exported a random-init efficientnet_lite0 224 px bundle to a temp dir")
+    notes.append("torch baseline: the very network that was exported (same weights)")
+    return bundle, net, notes
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_interleaved(calls: dict[str, object], runs: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per call for each pipeline, the pipelines alternating run by run (in turn first), so
+    that both see the same machine: the CPU may be shared with other work."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for run in range(runs):
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            started = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def time_calls(call, runs: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def profile_image(detector, torch_classifier, photo: bytes, runs: int) -> dict[str, float]:
+    """Median ms per stage of one image: decode, detect, crop, classify (ONNX / torch), heatmap."""
+    from deepshield.faces.crop import crop_face
+    from deepshield.inference.heatmap import cam_to_heatmap
+    from deepshield.media.images import load_image
+
+    image = load_image(photo)
+    faces = detector.faces.detect(image)
+    policy = detector.card.crop_policy
+    crops = np.stack([crop_face(image, f.box, f.keypoints, policy).pixels for f in faces])
+    cams = detector.classifier.score(crops).cams
+    stages = {
+        "decode (JPEG 1 MP)": lambda: load_image(photo),
+        "detect faces": lambda: detector.faces.detect(image),
+        "crop": lambda: [crop_face(image, f.box, f.keypoints, policy) for f in faces],
+        "classify ONNX": lambda: detector.classifier.score(crops),
+        "classify torch eager": lambda: torch_classifier.score(crops),
+        "heatmap": lambda: [cam_to_heatmap(c, policy.size, 1.0) for c in cams],
+    }
+    return {name: statistics.median(time_calls(call, runs, warmup=2)) * 1000 for name, call in stages.items()}
+
+
+def profile_video(detector, torch_classifier, clip: Path, frames: int) -> dict[str, float]:
+    from deepshield.faces.crop import crop_face
+    from deepshield.media.video import sample_frames
+
+    started = time.perf_counter()
+    _, sampled = sample_frames(clip, frames)
+    decode = time.perf_counter() - started
+    started = time.perf_counter()
+    faces = [detector.faces.detect(f.image) for f in sampled]
+    detect = time.perf_counter() - started
+    policy = detector.card.crop_policy
+    started = time.perf_counter()
+    crops = np.stack([crop_face(f.image, face.box, face.keypoints, policy).pixels for f, fs in zip(sampled, faces) for face in fs])
+    crop = time.perf_counter() - started
+    timings = {"decode + sample": decode, f"detect faces ({len(sampled)} frames)": detect, f"crop ({len(crops)} faces)": crop}
+    for name, classifier in (("classify ONNX", detector.classifier), ("classify torch eager", torch_classifier)):
+        classifier.score(crops[:2])
+        started = time.perf_counter()
+        classifier.score(crops)
+        timings[name] = time.perf_counter() - started
+    return {name: seconds * 1000 for name, seconds in timings.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="bundle folder (default: the shipped bundle, else a temporary random-init one)")
+    parser.add_argument("--checkpoint", help="torch checkpoint {'model': state_dict} with the bundle's weights, for the torch baseline")
+    parser.add_argument("--runs", type=int, default=50, help="image runs per pipeline (default 50)")
+    parser.add_argument("--video-runs", type=int, default=5, help="video runs per pipeline (default 5)")
+    parser.add_argument("--frames", type=int, default=32, help="frames sampled per video (default 32)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from deepshield.inference.analysis import Detector
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        bundle, net, notes = resolve_bundle(args, workdir)
+        onnx_detector = Detector.from_bundle(bundle)
+        torch_classifier = TorchEagerClassifier(net, onnx_detector.card)
+        torch_detector = Detector(torch_classifier, onnx_detector.faces, threshold=onnx_detector.threshold)
+        photo = make_photo()
+        clip = make_clip(workdir / "clip.mp4")
+
+        found = onnx_detector.analyze_image(photo)
+        assert len(found.faces) == 1, f"expected one face in the benchmark photo, found {len(found.faces)}"
+        video_check = onnx_detector.analyze_video(clip, frames=args.frames)
+        faces_in_video = sum(p.faces for p in video_check.timeline)
+
+        pipelines = {"onnx": onnx_detector, "torch": torch_detector}
+        image_times = time_interleaved({name: (lambda d=det: d.analyze_image(photo)) for name, det in pipelines.items()}, args.runs)
+        image_times = {name: [t * 1000 for t in times] for name, times in image_times.items()}
+        video_times = time_interleaved(
+            {name: (lambda d=det: d.analyze_video(clip, frames=args.frames)) for name, det in pipelines.items()}, args.video_runs, warmup=1
+        )
+        image_stages = profile_image(onnx_detector, torch_classifier, photo, max(10, args.runs // 3))
+        video_stages = profile_video(onnx_detector, torch_classifier, clip, args.frames)
+
+    load = os.getloadavg()
+    print(f"deepshield latency benchmark  ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})")
+    print(f"onnxruntime threads: {onnx_detector.classifier.session.get_session_options().intra_op_num_threads}, torch threads: {torch.get_num_threads()}")
+    for note in notes:
+        print(note)
+    print(f"photo: 1024 x 1024 JPEG, 1 face; clip: 10 s 1280 x 720 30 fps H.264, {args.frames} frames sampled, {faces_in_video} faces found")
+    print()
+    header = f"{'pipeline':<34}{'ONNX Runtime':>14}{'torch eager':>14}{'torch/ONNX':>12}{'target':>14}"
+    print(header)
+    print("-" * len(header))
+    onnx_p50, torch_p50 = percentile(image_times["onnx"], 50), percentile(image_times["torch"], 50)
+    onnx_p95, torch_p95 = percentile(image_times["onnx"], 95), percentile(image_times["torch"], 95)
+    onnx_video, torch_video = statistics.median(video_times["onnx"]), statistics.median(video_times["torch"])
+    rows = [
+        (f"analyze_image p50 ({args.runs} runs)", f"{onnx_p50:.1f} ms", f"{torch_p50:.1f} ms", torch_p50 / onnx_p50, f"<= {IMAGE_TARGET_MS:.0f} ms"),
+        (f"analyze_image p95 ({args.runs} runs)", f"{onnx_p95:.1f} ms", f"{torch_p95:.1f} ms", torch_p95 / onnx_p95, ""),
+        (f"analyze_video median ({args.video_runs} runs)", f"{onnx_video:.2f} s", f"{torch_video:.2f} s", torch_video / onnx_video, f"<= {VIDEO_TARGET_S} s"),
+    ]
+    for name, onnx_text, torch_text, ratio, target in rows:
+        print(f"{name:<34}{onnx_text:>14}{torch_text:>14}{ratio:>11.2f}x{target:>14}")
+    print()
+    print("where the time goes (median ms)")
+    for title, stages in (("image", image_stages), ("video", video_stages)):
+        print(f"  {title}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in stages.items()))
+    classify_ratio = image_stages["classify torch eager"] / image_stages["classify ONNX"]
+    print()
+    verdicts = [
+        ("image p50", onnx_p50 <= IMAGE_TARGET_MS, f"{onnx_p50:.1f} ms vs {IMAGE_TARGET_MS:.0f} ms"),
+        ("video", onnx_video <= VIDEO_TARGET_S, f"{onnx_video:.2f} s vs {VIDEO_TARGET_S} s"),
+        ("ONNX >= 2x torch (image p50)", torch_p50 / onnx_p50 >= SPEEDUP_TARGET, f"{torch_p50 / onnx_p50:.2f}x; classifier alone {classify_ratio:.2f}x"),
+    ]
+    for name, ok, detail in verdicts:
+        print(f"{'MET ' if ok else 'MISSED'}  {name}: {detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

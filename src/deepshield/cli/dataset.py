@@ -1,0 +1,73 @@
+"""`deepshield dataset`: inspect (stats) and rebalance (balance) a prepared face dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("dataset", help="statistics and balancing of a prepared dataset", description="Inspect or rebalance a dataset built by `deepshield prepare`.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    stats = actions.add_parser("stats", help="counts per label, source, method and split, with bar charts", description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.")
+    stats.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    stats.add_argument("--tracking-uri", default=None, metavar="URI", help="also log an MLflow run here (the project's store: sqlite:///mlruns.db)")
+    stats.add_argument("--experiment", default="dataset-stats", help="MLflow experiment name (default dataset-stats)")
+    stats.set_defaults(run=run_stats)
+
+    balance = actions.add_parser("balance", help="add real faces, down-sample, or synthesise fakes", description="Rebalance real and fake faces; no existing row changes split.")
+    balance.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    how = balance.add_mutually_exclusive_group(required=True)
+    how.add_argument("--add-real", type=Path, metavar="FOLDER", help="extract real faces from every image/video in FOLDER (same crop policy)")
+    how.add_argument("--downsample", action="store_true", help="drop source files of the majority label, per split, group-aware (to removed.csv)")
+    how.add_argument("--synth-fakes", type=_positive_int, metavar="N", help="add N fakes self-blended from real faces")
+    balance.add_argument("--workers", type=_positive_int, default=1, help="worker processes for --add-real")
+    balance.add_argument("--seed", type=int, default=None, help="seed (default: the dataset's)")
+    balance.add_argument("--no-progress", action="store_true", help="no progress bar")
+    balance.set_defaults(run=run_balance)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from deepshield.cli.main import EXIT_OK
+    from deepshield.data.manifest import read_errors, read_manifest
+    from deepshield.data.stats import compute_stats, format_stats, log_to_mlflow, write_stats
+
+    records = read_manifest(args.dataset)
+    stats = compute_stats(records, read_errors(args.dataset))
+    pngs = write_stats(stats, args.dataset)
+    sys.stdout.write(format_stats(stats))
+    print(f"\ncharts: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
+    for warning in stats.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if args.tracking_uri:
+        run_id = log_to_mlflow(stats, args.dataset, pngs[0].parent, args.tracking_uri, args.experiment)
+        print(f"MLflow run {run_id} logged to {args.tracking_uri} (experiment {args.experiment})", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_balance(args: argparse.Namespace) -> int:
+    from deepshield.cli.main import EXIT_OK
+    from deepshield.data import balance
+    from deepshield.data.manifest import read_manifest
+    from deepshield.data.stats import compute_stats
+
+    progress = not args.no_progress
+    if args.add_real is not None:
+        summary = balance.add_real(args.dataset, args.add_real, workers=args.workers, progress=progress)
+    elif args.downsample:
+        summary = balance.downsample(args.dataset, seed=args.seed)
+    else:
+        summary = balance.synth_fakes(args.dataset, args.synth_fakes, seed=args.seed, progress=progress)
+    print(f"deepshield dataset balance: {summary.describe()}", file=sys.stderr)
+    for warning in compute_stats(read_manifest(args.dataset)).warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,88 @@
+"""`deepshield prepare`: raw DFDC / FaceForensics++ / labelled folders / CSV -> a face-crop dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="build a face dataset from raw videos and images",
+        description=(
+            "Extract face crops (lossless PNG) from DFDC folders, FaceForensics++, folders named real/ and fake/, "
+            "or a CSV manifest (path,label[,group]) into DATASET_DIR with manifest.csv, errors.csv and a group-aware "
+            "train/val/test split. Re-running resumes: finished files are skipped."
+        ),
+    )
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="dataset folders or CSV files")
+    parser.add_argument("--out", type=Path, required=True, metavar="DATASET_DIR", help="output dataset folder")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)")
+    parser.add_argument("--frames", type=_positive_int, default=32, help="frames sampled uniformly per video (default 32)")
+    parser.add_argument("--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST", help="split fractions (default 0.8,0.1,0.1)")
+    parser.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: CropPolicy's, 224)")
+    parser.add_argument("--crop-scale", type=float, default=None, help="crop side / face box side (default: CropPolicy's, 1.5)")
+    parser.add_argument("--align", action="store_true", help="rotate crops so that the eyes are level")
+    parser.add_argument("--min-face-size", type=_positive_int, default=20, help="ignore faces smaller than this (pixels)")
+    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def crop_policy(size: int | None, scale: float | None, align: bool = False):
+    from pydantic import ValidationError
+
+    from deepshield.errors import DeepShieldError
+    from deepshield.faces.crop import CropPolicy
+
+    values = {"align": align}
+    if size is not None:
+        values["size"] = size
+    if scale is not None:
+        values["scale"] = scale
+    try:
+        return CropPolicy(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DeepShieldError(f"invalid crop policy: {problems}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.prepare import prepare_dataset
+    from deepshield.data.split import parse_ratios
+
+    settings = ExtractSettings(
+        frames=args.frames,
+        faces=args.faces,
+        policy=crop_policy(args.crop_size, args.crop_scale, args.align),
+        min_face_size=args.min_face_size,
+    )
+    summary = prepare_dataset(
+        args.sources,
+        args.out,
+        fmt=args.format,
+        settings=settings,
+        workers=args.workers,
+        seed=args.seed,
+        ratios=parse_ratios(args.split),
+        progress=not args.no_progress,
+        ffpp_compressions=args.ffpp_compression,
+    )
+    print(f"deepshield prepare: {summary.describe()}", file=sys.stderr)
+    return EXIT_OK if summary.crops else EXIT_SOME_FAILED

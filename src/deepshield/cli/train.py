@@ -1,0 +1,60 @@
+"""`deepshield train` and `deepshield export`: train a detector from real faces, write a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a detector (fakes synthesised from real faces)",
+        description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=1e-3 (repeatable)")
+    parser.add_argument("--params", type=Path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
+    parser.add_argument("--run-dir", type=Path, help="where checkpoints, plots and the bundle go")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    parser.set_defaults(run=run_train)
+
+    export = subparsers.add_parser("export", help="export a training checkpoint as a model bundle", description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).")
+    export.add_argument("checkpoint", type=Path, help="a best.pt written by training")
+    export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    export.add_argument("--name")
+    export.add_argument("--version")
+    export.set_defaults(run=run_export)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from deepshield.training.config import load_config
+    from deepshield.training.trainer import Trainer
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if args.no_tracking:
+        overrides.append("tracking.enabled=false")
+    config = load_config(args.config, overrides, args.params)
+    command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    result = Trainer(config, command=command).run(resume=args.resume)
+    if result.bundle_dir:
+        print(f"bundle written to {result.bundle_dir}")
+    elif result.stopped_early:
+        print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from deepshield.training.export import export_checkpoint
+
+    card = export_checkpoint(args.checkpoint, args.out, args.name, args.version)
+    print(f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}")
+    return 0

@@ -1,0 +1,260 @@
+"""Balance real and fake faces after `prepare`: add real faces from another folder, down-sample the
+majority label, or top fakes up by self-blending real faces.
+
+No step moves an existing row to another split. New rows join the split of their group when the
+group is known (synthesised fakes), otherwise the split the group-aware splitter picks with the
+existing rows fixed. Down-sampled rows go to removed.csv (their crops stay on disk), not away.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.data.extract import ExtractSettings, encode_png, run_extraction, sweep_temp_files
+from deepshield.data.layout import DatasetLayout, atomic_write_bytes, dataset_lock
+from deepshield.data.manifest import (
+    SPLITS,
+    CropRecord,
+    DatasetSource,
+    ManifestError,
+    load_crop,
+    read_errors,
+    read_info,
+    read_manifest,
+    read_manifest_file,
+    write_errors,
+    write_info,
+    write_manifest,
+)
+from deepshield.data.prepare import outcomes_to_rows, problem_rows
+from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
+from deepshield.data.split import assign_groups, group_label_counts
+from deepshield.errors import DeepShieldError
+
+SYNTH_DIR = "crops/_synth"
+
+
+@dataclass
+class BalanceSummary:
+    action: str
+    added: int = 0
+    removed: int = 0
+    errors: int = 0
+    before: dict = field(default_factory=dict)  # label -> crops
+    after: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        def fmt(counts: dict) -> str:
+            return ", ".join(f"{label} {counts.get(label, 0)}" for label in (REAL, FAKE))
+
+        text = f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors; before {fmt(self.before)}; after {fmt(self.after)}"
+        return "\n".join([text, *self.notes])
+
+
+def _label_counts(records: Sequence[CropRecord]) -> dict[str, int]:
+    counts = Counter(r.label for r in records)
+    return {REAL: counts[REAL], FAKE: counts[FAKE]}
+
+
+# ------------------------------------------------------------------------------------------ add-real
+
+
+def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, progress: bool = True) -> BalanceSummary:
+    layout = DatasetLayout(dataset_dir)
+    info = read_info(layout.root)
+    records = read_manifest(layout.root)
+    errors = read_errors(layout.root)
+    folder = Path(folder).resolve()
+    if not folder.exists():
+        raise DeepShieldError(f"{folder}: no such file or folder")
+    previous = next((s for s in info.sources if Path(s.path) == folder and s.format == "add-real"), None)
+    key = previous.root_key if previous else root_keys([folder], [s.root_key for s in info.sources])[0]
+    prefix = f"crops/{key}/"
+    records = [r for r in records if not r.crop_path.startswith(prefix)]
+    errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
+    before = _label_counts(records)
+
+    entries = list(read_as_label(folder, key, REAL))
+    items = [e for e in entries if isinstance(e, SourceItem)]
+    problems = [e for e in entries if isinstance(e, SourceProblem)]
+    settings = ExtractSettings(frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size)
+    notes = []
+    if info.extractor and settings.fingerprint() != info.extractor:
+        notes.append(
+            "note: the face detector or crop code changed since this dataset was prepared; the added faces are "
+            "cropped by the new code (re-run prepare to recrop everything alike)"
+        )
+    outcomes = run_extraction(items, layout, settings, workers, progress)
+    new_records, new_errors = outcomes_to_rows(items, outcomes)
+    new_errors = problem_rows(problems) + new_errors
+
+    fixed = {r.group: r.split for r in records}
+    splits = assign_groups(group_label_counts([*records, *new_records]), info.split, info.seed, fixed)
+    new_records = [r.with_split(splits[r.group]) for r in new_records]
+    write_manifest(layout.manifest, [*records, *new_records])
+    write_errors(layout.errors, [*errors, *new_errors])
+    if previous is None:
+        info.sources.append(DatasetSource(path=str(folder), format="add-real", root_key=key))
+    info.history.append(f"add-real {folder}")
+    write_info(layout.root, info)
+    sweep_temp_files(layout)
+    after = _label_counts([*records, *new_records])
+    return BalanceSummary("add-real", added=len(new_records), errors=len(new_errors), before=before, after=after, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------- downsample
+
+
+def _removal_order(files: dict[str, list[str]], rng: random.Random) -> list[str]:
+    """Source files in the order to remove them: always from the group with the most files left
+    (ties in a seeded order), so that every group keeps some of its files for as long as possible."""
+    groups = sorted(files)
+    rng.shuffle(groups)
+    rank = {group: i for i, group in enumerate(groups)}
+    remaining = {group: rng.sample(sorted(files[group]), len(files[group])) for group in groups}
+    order: list[str] = []
+    while any(remaining.values()):
+        group = max((g for g in groups if remaining[g]), key=lambda g: (len(remaining[g]), -rank[g]))
+        order.append(remaining[group].pop())
+    return order
+
+
+def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSummary:
+    layout = DatasetLayout(dataset_dir)
+    info = read_info(layout.root)
+    records = read_manifest(layout.root)
+    seed = info.seed if seed is None else seed
+    before = _label_counts(records)
+    removed_files: set[tuple[str, str, str]] = set()  # (split, label, source file)
+    notes = []
+    for split in SPLITS:
+        rows = [r for r in records if r.split == split]
+        counts = _label_counts(rows)
+        if counts[REAL] == counts[FAKE]:
+            continue
+        major, minor = (REAL, FAKE) if counts[REAL] > counts[FAKE] else (FAKE, REAL)
+        if counts[minor] == 0:
+            notes.append(f"split {split}: no {minor} faces, left as it is (down-sampling would empty it)")
+            continue
+        crops_per_file = Counter(r.source_file for r in rows if r.label == major)
+        files: dict[str, list[str]] = defaultdict(list)
+        for r in rows:
+            if r.label == major and r.source_file not in files[r.group]:
+                files[r.group].append(r.source_file)
+        excess = counts[major] - counts[minor]
+        for source_file in _removal_order(files, random.Random(f"{seed}:{split}")):
+            n = crops_per_file[source_file]
+            if excess <= 0:
+                break
+            if n - excess > excess:
+                continue  # removing this file would leave a bigger imbalance the other way
+            removed_files.add((split, major, source_file))
+            excess -= n
+    keep = [r for r in records if (r.split, r.label, r.source_file) not in removed_files]
+    dropped = [r for r in records if (r.split, r.label, r.source_file) in removed_files]
+    if dropped:
+        previous = read_manifest_file(layout.removed) if layout.removed.exists() else []
+        write_manifest(layout.removed, [*previous, *dropped])
+        write_manifest(layout.manifest, keep)
+        info.history.append(f"downsample seed={seed}: {len(dropped)} crops removed")
+        write_info(layout.root, info)
+    return BalanceSummary("downsample", removed=len(dropped), before=before, after=_label_counts(keep), notes=notes)
+
+
+# -------------------------------------------------------------------------------------- synth-fakes
+
+
+def _synthesis():
+    try:
+        from deepshield.synthesis import FaceSample, self_blend
+    except ImportError as exc:
+        raise DeepShieldError("--synth-fakes is not available yet: deepshield.synthesis (self-blending) is missing") from exc
+    return FaceSample, self_blend
+
+
+def _pick_reals(reals: Sequence[CropRecord], n: int, rng: random.Random) -> list[CropRecord]:
+    """n real crops spread over as many groups as possible (round-robin over groups, seeded)."""
+    by_group: dict[str, list[CropRecord]] = defaultdict(list)
+    for record in reals:
+        by_group[record.group].append(record)
+    groups = sorted(by_group)
+    rng.shuffle(groups)
+    queues = {g: rng.sample(by_group[g], len(by_group[g])) for g in groups}
+    picks: list[CropRecord] = []
+    while len(picks) < n:
+        for group in groups:
+            if len(picks) == n:
+                break
+            queue = queues[group]
+            picks.append(queue[(len(picks) // len(groups)) % len(queue)])
+    return picks
+
+
+def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progress: bool = True) -> BalanceSummary:
+    FaceSample, self_blend = _synthesis()
+    if n <= 0:
+        raise DeepShieldError("--synth-fakes needs a positive number")
+    layout = DatasetLayout(dataset_dir)
+    info = read_info(layout.root)
+    records = read_manifest(layout.root)
+    seed = info.seed if seed is None else seed
+    reals = [r for r in records if r.label == REAL and not r.crop_path.startswith(SYNTH_DIR)]
+    if not reals:
+        raise ManifestError("--synth-fakes needs real faces in the dataset to blend")
+    from tqdm import tqdm
+
+    from deepshield.faces.landmarks import FaceMesher
+
+    mesher = FaceMesher()
+    taken = {r.crop_path for r in records}
+    added: list[CropRecord] = []
+    picks = _pick_reals(reals, n, random.Random(f"{seed}:synth"))
+    for i, real in enumerate(tqdm(picks, unit="face", disable=None if progress else True, desc="synthesise")):
+        image = load_crop(real, layout.root)
+        sample = FaceSample(image=image, keypoints=real.landmarks_array, landmarks=mesher.landmarks(image))
+        result = self_blend(sample, np.random.default_rng([seed, len(taken), i]))
+        stem = real.crop_path.removeprefix("crops/").removesuffix(".png")
+        k = 0
+        while (path := f"{SYNTH_DIR}/{stem}_sbi{k}.png") in taken:
+            k += 1
+        taken.add(path)
+        atomic_write_bytes(layout.root / path, encode_png(result.image))
+        added.append(replace(real, crop_path=path, label=FAKE, method=result.method))
+    write_manifest(layout.manifest, [*records, *added])
+    info.history.append(f"synth-fakes {n} seed={seed}")
+    write_info(layout.root, info)
+    return BalanceSummary("synth-fakes", added=len(added), before=_label_counts(records), after=_label_counts([*records, *added]))
+
+
+def add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, progress: bool = True) -> BalanceSummary:
+    """Extract real faces from every image/video under `folder` with the dataset's own settings
+    (crop policy, frames, faces). Adding the same folder again replaces what it added before."""
+    with dataset_lock(_existing(dataset_dir)):
+        return _add_real(dataset_dir, folder, workers, progress)
+
+
+def downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSummary:
+    """Within each split, remove whole source files of the majority label until the labels are
+    (about) even. Removed rows are appended to removed.csv; their crops stay on disk."""
+    with dataset_lock(_existing(dataset_dir)):
+        return _downsample(dataset_dir, seed)
+
+
+def synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progress: bool = True) -> BalanceSummary:
+    """Add n fakes made by self-blending real crops (SBI, deepshield.synthesis.self_blend). Each fake
+    keeps its real's group and split (it shows the same person), so no identity crosses a split."""
+    with dataset_lock(_existing(dataset_dir)):
+        return _synth_fakes(dataset_dir, n, seed, progress)
+
+
+def _existing(dataset_dir: Path | str) -> Path:
+    root = Path(dataset_dir)
+    read_info(root)  # raises a clear error when there is no prepared dataset here
+    return root

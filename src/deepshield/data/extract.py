@@ -1,0 +1,263 @@
+"""Face extraction: one source file in, lossless face crops and a done record out; a process pool over files.
+
+Each file's crops are written under temporary names and renamed into place, then its done record
+is written; a killed run therefore leaves, per file, either a complete result or one that the next
+run redoes (after wiping that file's crop folder). Outcomes depend only on the file and the
+settings, so the dataset is the same whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
+from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
+from deepshield.data.sources import SourceItem
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy, crop_face
+from deepshield.faces.detector import Face, FaceDetector
+
+NO_FACE = "no face found"
+FACE_MODES = ("all", "largest")
+PNG_COMPRESSION = 3  # zlib level: lossless whatever the level; 3 is a good speed/size trade-off
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    frames: int = 32  # frames sampled uniformly per video
+    faces: str = "all"  # "all" faces per frame, or only the "largest"
+    policy: CropPolicy = field(default_factory=CropPolicy)
+    min_face_size: int = 20
+
+    def __post_init__(self) -> None:
+        if self.faces not in FACE_MODES:
+            raise ValueError(f"faces must be one of {FACE_MODES}, got {self.faces!r}")
+        if self.frames < 1:
+            raise ValueError("frames must be at least 1")
+
+    def fingerprint(self) -> str:
+        """Changes whenever something that shapes the crops changes: a setting, or the code of the
+        detector or of the crop function. Done records with another fingerprint are redone."""
+        text = json.dumps(
+            {
+                "frames": self.frames,
+                "faces": self.faces,
+                "policy": self.policy.model_dump(),
+                "min_face_size": self.min_face_size,
+                "code": code_fingerprint(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the modules that decide what a crop looks like (face detection and the crop policy):
+    a dataset is never resumed with crops made by another version of them."""
+    import deepshield.faces.crop as crop_module
+    import deepshield.faces.detector as detector_module
+
+    digest = hashlib.sha256()
+    for module in (crop_module, detector_module):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _frames_of(path: Path, frames: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
+    from deepshield.media.images import load_image
+    from deepshield.media.sniff import MediaKind, sniff_path
+    from deepshield.media.video import sample_frames
+
+    if sniff_path(path) is MediaKind.VIDEO:
+        _, sampled = sample_frames(path, frames)
+        return "video", [(frame.index, frame.image) for frame in sampled]
+    return "image", [(0, load_image(path))]
+
+
+def _select(faces: list[Face], mode: str) -> list[Face]:
+    if mode == "largest" and faces:
+        return [max(faces, key=lambda f: f.box.area)]
+    return faces
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSettings, detector: FaceDetector) -> FileOutcome:
+    """Extract one file's faces and write its crops and done record. Never raises for a bad file."""
+    source_file = str(item.path)
+    try:
+        stamp = FileStamp.of(item.path)
+    except FileNotFoundError:
+        return FileOutcome(item.key, source_file, ok=False, reason="file not found")  # no record: retried next run
+    except OSError as exc:
+        return FileOutcome(item.key, source_file, ok=False, reason=f"cannot read file: {exc.strerror or exc}")
+    crop_dir = layout.crop_dir(item.key)
+    shutil.rmtree(crop_dir, ignore_errors=True)  # leftovers of an interrupted or outdated run
+    try:
+        kind, frames = _frames_of(item.path, settings.frames)
+    except DeepShieldError as exc:  # unsupported, corrupt, too large: final for this file as it is
+        outcome = FileOutcome(item.key, source_file, ok=False, reason=str(exc))
+        write_record(layout, outcome, stamp, settings.fingerprint())
+        return outcome
+    except Exception as exc:  # noqa: BLE001 - unexpected (I/O, memory): reported, retried next run
+        return FileOutcome(item.key, source_file, ok=False, reason=f"{type(exc).__name__}: {exc}")
+    entries: list[FaceEntry] = []
+    try:
+        for frame_index, image in frames:
+            for face_index, face in enumerate(_select(detector.detect(image), settings.faces)):
+                crop = crop_face(image, face.box, face.keypoints, settings.policy)
+                points = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+                relative = layout.crop_relpath(item.key, frame_index, face_index)
+                atomic_write_bytes(layout.root / relative, encode_png(crop.pixels))
+                entries.append(
+                    FaceEntry(
+                        crop_path=relative,
+                        frame_index=frame_index,
+                        face_index=face_index,
+                        detection_score=round(face.score, 4),
+                        box=tuple(round(float(v), 2) for v in (face.box.x0, face.box.y0, face.box.x1, face.box.y1)),  # type: ignore[arg-type]
+                        landmarks=tuple((round(float(x), 2), round(float(y), 2)) for x, y in points),
+                    )
+                )
+    except Exception as exc:  # noqa: BLE001
+        return FileOutcome(item.key, source_file, ok=False, reason=f"{type(exc).__name__}: {exc}")
+    outcome = FileOutcome(
+        item.key,
+        source_file,
+        ok=bool(entries),
+        reason="" if entries else NO_FACE,
+        kind=kind,
+        frames_sampled=len(frames),
+        faces=tuple(entries),
+    )
+    write_record(layout, outcome, stamp, settings.fingerprint())
+    return outcome
+
+
+# ------------------------------------------------------------------------------------ process pool
+
+_WORKER: dict = {}
+
+
+def _quiet_native_logs() -> None:
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _init_worker(root: str, settings: ExtractSettings) -> None:
+    _quiet_native_logs()
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend
+    _WORKER["layout"] = DatasetLayout(root)
+    _WORKER["settings"] = settings
+    _WORKER["detector"] = FaceDetector(min_face_size=settings.min_face_size)
+
+
+def _work(item: SourceItem) -> FileOutcome:
+    return extract_item(item, _WORKER["layout"], _WORKER["settings"], _WORKER["detector"])
+
+
+FileDoneHook = Callable[[FileOutcome], None]
+
+
+def run_extraction(
+    items: Sequence[SourceItem],
+    layout: DatasetLayout,
+    settings: ExtractSettings,
+    workers: int = 1,
+    progress: bool = True,
+    on_file_done: FileDoneHook | None = None,
+) -> dict[str, FileOutcome]:
+    """Outcomes of every item, by key. Files with a valid done record are not touched again."""
+    fingerprint = settings.fingerprint()
+    outcomes: dict[str, FileOutcome] = {}
+    todo: list[SourceItem] = []
+    for item in items:
+        earlier = load_valid_record(layout, item.key, item.path, fingerprint) if item.path.exists() else None
+        if earlier is not None:
+            outcomes[item.key] = earlier
+        else:
+            todo.append(item)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="file", file=sys.stderr, disable=None if progress else True, desc="prepare")
+    crops = sum(len(o.faces) for o in outcomes.values())
+
+    def finished(outcome: FileOutcome) -> None:
+        nonlocal crops
+        outcomes[outcome.key] = outcome
+        crops += len(outcome.faces)
+        bar.update(1)
+        bar.set_postfix(crops=crops, refresh=False)
+        if on_file_done is not None:
+            on_file_done(outcome)
+
+    try:
+        if not todo:
+            return outcomes
+        if workers <= 1 or len(todo) == 1:
+            _quiet_native_logs()
+            detector = FaceDetector(min_face_size=settings.min_face_size)
+            for item in todo:
+                finished(extract_item(item, layout, settings, detector))
+        else:
+            _run_pool(todo, layout, settings, min(workers, len(todo)), finished)
+    finally:
+        bar.close()
+    return outcomes
+
+
+def _run_pool(todo: Sequence[SourceItem], layout: DatasetLayout, settings: ExtractSettings, workers: int, finished: Callable[[FileOutcome], None]) -> None:
+    # spawn, not fork: MediaPipe and PyAV start native threads that a forked child would inherit half-dead.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(str(layout.root), settings))
+    pending: set[Future] = set()
+    queue = iter(todo)
+    try:
+        # Keep a bounded number of files in flight so that an interruption loses little work.
+        for item in queue:
+            pending.add(pool.submit(_work, item))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(future.result())
+                next_item = next(queue, None)
+                if next_item is not None:
+                    pending.add(pool.submit(_work, next_item))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def sweep_temp_files(layout: DatasetLayout) -> int:
+    """Delete temporary files left by killed runs (only call while no extraction is running)."""
+    removed = 0
+    for folder in (layout.crops, layout.records):
+        if folder.is_dir():
+            for path in folder.rglob(f"*{TEMP_SUFFIX}"):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

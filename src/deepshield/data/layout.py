@@ -1,0 +1,121 @@
+"""Where things live inside a dataset folder. Every other module asks this one for paths.
+
+    DATASET_DIR/
+      manifest.csv     one row per face crop (see deepshield.data.manifest)
+      errors.csv       one row per source file that gave no crop, with the reason
+      dataset.json     how the dataset was built: sources, crop policy, frames, seed, split ratios
+      removed.csv      rows taken out by `dataset balance --downsample` (kept, not deleted)
+      crops/<root>/<file path inside the source>/<frame>_<face>.png
+      records/<root>/<file path inside the source>.json    per-file done record (resume)
+      stats/*.png, stats/stats.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.csv"
+ERRORS_NAME = "errors.csv"
+INFO_NAME = "dataset.json"
+REMOVED_NAME = "removed.csv"
+TEMP_SUFFIX = ".part"
+LOCK_NAME = ".lock"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
+
+
+def safe_name(text: str) -> str:
+    """A single path component made of portable characters (never empty, never '.' or '..')."""
+    cleaned = _UNSAFE.sub("_", text).strip("_") or "_"
+    return "_" + cleaned if cleaned in (".", "..") else cleaned
+
+
+def safe_relpath(relative: str) -> str:
+    """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes)."""
+    parts = [("_up_" if part == ".." else safe_name(part)) for part in Path(relative).as_posix().split("/") if part not in ("", ".")]
+    return "/".join(parts) or "_"
+
+
+class DatasetLayout:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def errors(self) -> Path:
+        return self.root / ERRORS_NAME
+
+    @property
+    def info(self) -> Path:
+        return self.root / INFO_NAME
+
+    @property
+    def removed(self) -> Path:
+        return self.root / REMOVED_NAME
+
+    @property
+    def crops(self) -> Path:
+        return self.root / "crops"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    def crop_dir(self, key: str) -> Path:
+        """Folder holding the crops of one source file; `key` is '<root>/<path inside the source>'."""
+        return self.crops / key
+
+    def crop_relpath(self, key: str, frame_index: int, face_index: int) -> str:
+        return f"crops/{key}/{frame_index:06d}_{face_index:02d}.png"
+
+    def record_path(self, key: str) -> Path:
+        return self.records / f"{key}.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write to a temporary name in the same folder, then rename: readers see all or nothing.
+
+    `durable` also flushes to disk before the rename (survives a power cut, not only a killed process).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
+
+
+@contextlib.contextmanager
+def dataset_lock(root: Path) -> Iterator[None]:
+    """Exclusive write access to a dataset folder for the duration of a prepare or balance step."""
+    import fcntl
+
+    from deepshield.errors import DeepShieldError
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DeepShieldError(f"{root}: another deepshield process is writing this dataset; wait for it to finish") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

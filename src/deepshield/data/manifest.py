@@ -1,0 +1,214 @@
+"""The dataset manifest: one typed row per face crop, stored as ``manifest.csv``.
+
+CSV rather than Parquet: a dataset is at most a few million rows, a CSV of that size loads in
+seconds, diffs and greps well, and needs nothing but the standard library (pandas and pyarrow read
+it too). Columns, in order:
+
+    crop_path        PNG path relative to the dataset folder
+    label            real | fake
+    split            train | val | test
+    group            files sharing a group (a DFDC original and its fakes) are always in one split
+    source           dataset the file comes from (dfdc, ffpp, a folder's name...)
+    method           manipulation method for fakes (unknown when the source does not say), none for reals
+    source_file      the image or video the crop was taken from (absolute path when prepared)
+    frame_index      decoded frame number in the video (0 for images)
+    face_index       face number in that frame, in reading order (0 with --faces largest)
+    detection_score  face detector confidence
+    box_x0..box_y1   detector box in source-frame pixels
+    <keypoint>_x/_y  the detector's 6 keypoints (right_eye, left_eye, nose_tip, mouth_center,
+                     right_ear, left_ear; "right" is the subject's right) in crop pixels
+
+``errors.csv`` has one row per source file that gave no crop (unreadable, corrupt, no face found,
+unlabelled), with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from deepshield.data.layout import DatasetLayout, atomic_write_text
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy
+from deepshield.faces.detector import KEYPOINT_NAMES
+
+SPLITS = ("train", "val", "test")
+KEYPOINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
+BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
+MANIFEST_COLUMNS = (
+    "crop_path",
+    "label",
+    "split",
+    "group",
+    "source",
+    "method",
+    "source_file",
+    "frame_index",
+    "face_index",
+    "detection_score",
+    *BOX_COLUMNS,
+    *KEYPOINT_COLUMNS,
+)
+ERROR_COLUMNS = ("source_file", "label", "group", "source", "method", "reason")
+
+
+class ManifestError(DeepShieldError):
+    """A dataset folder has no manifest, or a manifest that does not parse."""
+
+
+@dataclass(frozen=True)
+class CropRecord:
+    crop_path: str
+    label: str
+    split: str
+    group: str
+    source: str
+    method: str
+    source_file: str
+    frame_index: int
+    face_index: int
+    detection_score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in source-frame pixels
+    landmarks: tuple[tuple[float, float], ...]  # 6 keypoints in crop pixels, KEYPOINT_NAMES order
+
+    @property
+    def is_fake(self) -> bool:
+        return self.label == "fake"
+
+    @property
+    def landmarks_array(self) -> np.ndarray:
+        return np.asarray(self.landmarks, dtype=np.float32).reshape(len(KEYPOINT_NAMES), 2)
+
+    def with_split(self, split: str) -> CropRecord:
+        return replace(self, split=split)
+
+    def to_row(self) -> dict[str, str]:
+        row = {name: getattr(self, name) for name in MANIFEST_COLUMNS[:9]}
+        row["detection_score"] = f"{self.detection_score:.4f}"
+        row.update({name: f"{value:.2f}" for name, value in zip(BOX_COLUMNS, self.box)})
+        row.update({name: f"{value:.2f}" for name, value in zip(KEYPOINT_COLUMNS, (v for point in self.landmarks for v in point))})
+        return {key: str(value) for key, value in row.items()}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> CropRecord:
+        values = [float(row[name]) for name in KEYPOINT_COLUMNS]
+        return cls(
+            crop_path=row["crop_path"],
+            label=row["label"],
+            split=row["split"],
+            group=row["group"],
+            source=row["source"],
+            method=row["method"],
+            source_file=row["source_file"],
+            frame_index=int(row["frame_index"]),
+            face_index=int(row["face_index"]),
+            detection_score=float(row["detection_score"]),
+            box=tuple(float(row[name]) for name in BOX_COLUMNS),  # type: ignore[arg-type]
+            landmarks=tuple((values[i], values[i + 1]) for i in range(0, len(values), 2)),
+        )
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    source_file: str
+    reason: str
+    label: str = ""
+    group: str = ""
+    source: str = ""
+    method: str = ""
+
+    def to_row(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in ERROR_COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> ErrorRecord:
+        return cls(**{f.name: row.get(f.name, "") for f in fields(cls)})
+
+
+class DatasetSource(BaseModel):
+    path: str
+    format: str
+    root_key: str
+
+
+class DatasetInfo(BaseModel):
+    """dataset.json: how the dataset was built, so that additions use the same settings."""
+
+    format_version: int = 1
+    crop_policy: CropPolicy = Field(default_factory=CropPolicy)
+    frames: int = 32
+    faces: str = "all"
+    min_face_size: int = 20
+    seed: int = 0
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    extractor: str = Field("", description="fingerprint of the extraction settings and code (see ExtractSettings.fingerprint)")
+    sources: list[DatasetSource] = Field(default_factory=list)
+    history: list[str] = Field(default_factory=list, description="balance steps applied after prepare, in order")
+
+
+def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_manifest(path: Path, records: Iterable[CropRecord]) -> None:
+    atomic_write_text(path, _csv_text(MANIFEST_COLUMNS, (r.to_row() for r in records)), durable=True)
+
+
+def write_errors(path: Path, errors: Iterable[ErrorRecord]) -> None:
+    atomic_write_text(path, _csv_text(ERROR_COLUMNS, (e.to_row() for e in errors)), durable=True)
+
+
+def read_manifest_file(path: Path) -> list[CropRecord]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [CropRecord.from_row(row) for row in csv.DictReader(handle)]
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path}: no manifest here (run `deepshield prepare` first)") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ManifestError(f"{path}: malformed manifest ({exc})") from exc
+
+
+def read_manifest(dataset_dir: Path | str) -> list[CropRecord]:
+    """Every crop of a prepared dataset, in manifest order (the loader the training code uses)."""
+    return read_manifest_file(DatasetLayout(dataset_dir).manifest)
+
+
+def read_errors(dataset_dir: Path | str) -> list[ErrorRecord]:
+    path = DatasetLayout(dataset_dir).errors
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [ErrorRecord.from_row(row) for row in csv.DictReader(handle)]
+
+
+def read_info(dataset_dir: Path | str) -> DatasetInfo:
+    path = DatasetLayout(dataset_dir).info
+    try:
+        return DatasetInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path}: no dataset.json here (run `deepshield prepare` first)") from exc
+
+
+def write_info(dataset_dir: Path | str, info: DatasetInfo) -> None:
+    atomic_write_text(DatasetLayout(dataset_dir).info, info.model_dump_json(indent=2) + "\n", durable=True)
+
+
+def load_crop(record: CropRecord, dataset_dir: Path | str) -> np.ndarray:
+    """The record's face crop as an H x W x 3 uint8 RGB array."""
+    import cv2
+
+    path = Path(dataset_dir) / record.crop_path
+    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise ManifestError(f"{path}: crop missing or unreadable")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

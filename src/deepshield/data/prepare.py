@@ -1,0 +1,171 @@
+"""`prepare` end to end: sources -> face extraction -> manifest, errors and split.
+
+The manifest is rebuilt from the done records every run, so it always reflects the sources given
+(a `dataset balance` step applied afterwards has to be applied again after a re-prepare).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepshield.data.extract import ExtractSettings, FileDoneHook, run_extraction, sweep_temp_files
+from deepshield.data.layout import DatasetLayout, dataset_lock
+from deepshield.data.manifest import (
+    CropRecord,
+    DatasetInfo,
+    DatasetSource,
+    ErrorRecord,
+    write_errors,
+    write_info,
+    write_manifest,
+)
+from deepshield.data.records import FileOutcome
+from deepshield.data.sources import SourceItem, SourceProblem, detect_format, read_source, root_keys
+from deepshield.data.split import apply_split, split_counts
+
+
+@dataclass
+class PrepareSummary:
+    dataset_dir: Path
+    files: int  # media files found in the sources
+    skipped: int  # files already done by an earlier run
+    crops: int
+    errors: int
+    split_counts: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name} {sum(c.values())}" for name, c in self.split_counts.items())
+        return (
+            f"{self.files} files ({self.skipped} already done), {self.crops} face crops ({parts}), "
+            f"{self.errors} errors (see {self.dataset_dir / 'errors.csv'})"
+        )
+
+
+def collect_items(
+    sources: Sequence[Path],
+    fmt: str = "auto",
+    ffpp_compressions: Sequence[str] | None = None,
+    taken_keys: Sequence[str] = (),
+    exclude: Path | None = None,
+) -> tuple[list[SourceItem], list[SourceProblem], list[DatasetSource]]:
+    """Read every SOURCE (formats checked for all before any is read). Duplicates become problems.
+    Files under `exclude` (the dataset being written, when it lies inside a source) are not read."""
+    paths = [Path(p).resolve() for p in sources]
+    exclude = exclude.resolve() if exclude is not None else None
+    formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
+    keys = root_keys(paths, taken_keys)
+    items: list[SourceItem] = []
+    problems: list[SourceProblem] = []
+    seen_files: dict[Path, str] = {}
+    seen_keys: set[str] = set()
+    for path, form, key in zip(paths, formats, keys):
+        for entry in read_source(path, form, key, ffpp_compressions):
+            if exclude is not None and entry.path.resolve().is_relative_to(exclude):
+                continue
+            if isinstance(entry, SourceProblem):
+                problems.append(entry)
+                continue
+            resolved = entry.path.resolve() if entry.path.exists() else entry.path
+            if resolved in seen_files or entry.key in seen_keys:
+                problems.append(
+                    SourceProblem(entry.path, f"listed twice (also as {seen_files.get(resolved, entry.key)})", entry.source, entry.label, entry.group, entry.method)
+                )
+                continue
+            seen_files[resolved] = entry.key
+            seen_keys.add(entry.key)
+            items.append(entry)
+    described = [DatasetSource(path=str(p), format=f, root_key=k) for p, f, k in zip(paths, formats, keys)]
+    return items, problems, described
+
+
+def outcomes_to_rows(items: Sequence[SourceItem], outcomes: dict[str, FileOutcome]) -> tuple[list[CropRecord], list[ErrorRecord]]:
+    records: list[CropRecord] = []
+    errors: list[ErrorRecord] = []
+    for item in items:
+        outcome = outcomes[item.key]
+        if not outcome.ok:
+            errors.append(ErrorRecord(str(item.path), outcome.reason, item.label, item.group, item.source, item.method))
+            continue
+        for face in outcome.faces:
+            records.append(
+                CropRecord(
+                    crop_path=face.crop_path,
+                    label=item.label,
+                    split="",
+                    group=item.group,
+                    source=item.source,
+                    method=item.method,
+                    source_file=str(item.path),
+                    frame_index=face.frame_index,
+                    face_index=face.face_index,
+                    detection_score=face.detection_score,
+                    box=face.box,
+                    landmarks=face.landmarks,
+                )
+            )
+    return records, errors
+
+
+def problem_rows(problems: Sequence[SourceProblem]) -> list[ErrorRecord]:
+    return [ErrorRecord(str(p.path), p.reason, p.label, p.group, p.source, p.method) for p in problems]
+
+
+def prepare_dataset(
+    sources: Sequence[Path | str],
+    out: Path | str,
+    fmt: str = "auto",
+    settings: ExtractSettings = ExtractSettings(),
+    workers: int = 1,
+    seed: int = 0,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    progress: bool = True,
+    ffpp_compressions: Sequence[str] | None = None,
+    on_file_done: FileDoneHook | None = None,
+) -> PrepareSummary:
+    """Build (or resume building) the dataset in `out` from the SOURCE paths; see the module doc."""
+    layout = DatasetLayout(out)
+    with dataset_lock(layout.root):
+        return _prepare(layout, sources, fmt, settings, workers, seed, ratios, progress, ffpp_compressions, on_file_done)
+
+
+def _prepare(
+    layout: DatasetLayout,
+    sources: Sequence[Path | str],
+    fmt: str,
+    settings: ExtractSettings,
+    workers: int,
+    seed: int,
+    ratios: tuple[float, float, float],
+    progress: bool,
+    ffpp_compressions: Sequence[str] | None,
+    on_file_done: FileDoneHook | None,
+) -> PrepareSummary:
+    items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
+    outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done)
+    records, errors = outcomes_to_rows(items, outcomes)
+    errors = problem_rows(problems) + errors
+    records = apply_split(records, ratios, seed)
+    write_manifest(layout.manifest, records)
+    write_errors(layout.errors, errors)
+    info = DatasetInfo(
+        crop_policy=settings.policy,
+        frames=settings.frames,
+        faces=settings.faces,
+        min_face_size=settings.min_face_size,
+        seed=seed,
+        split=ratios,
+        extractor=settings.fingerprint(),
+        sources=described,
+    )
+    write_info(layout.root, info)
+    sweep_temp_files(layout)
+    return PrepareSummary(
+        dataset_dir=layout.root,
+        files=len(items),
+        skipped=sum(1 for o in outcomes.values() if o.from_record),
+        crops=len(records),
+        errors=len(errors),
+        split_counts=split_counts(records),
+    )

@@ -1,0 +1,369 @@
+"""Source readers: turn a raw dataset on disk into typed items (one per media file), never dicts.
+
+Four layouts are read:
+
+* ``dfdc``: folders holding ``metadata.json`` (file name -> {"label": "REAL"/"FAKE", "original": ...})
+  next to the mp4 files; a root holding many ``dfdc_train_part_*`` folders is one source.
+  Group = the ``original`` video for fakes, the video itself for reals.
+* ``ffpp``: FaceForensics++ (``original_sequences/<youtube|actors>/<compression>/videos/*.mp4``,
+  ``manipulated_sequences/<method>/<compression>/videos/<target>_<source>.mp4``). Ids linked by a
+  fake are joined into one group (for YouTube pairs: the sorted pair, e.g. ``000_003``), so a fake
+  and both its originals stay on one side of the split.
+* ``folders``: images or videos under folders named ``real`` / ``fake`` (any case, any depth); a
+  sub-folder right under ``fake/`` names the method. Group = the file itself.
+* ``csv``: ``path,label[,group][,method][,source]``, paths relative to the CSV file.
+
+Anything that cannot become an item (a label that is neither real nor fake, a video missing from
+metadata.json, a file outside any real/fake folder) comes out as a SourceProblem, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from deepshield.data.layout import safe_name, safe_relpath
+from deepshield.errors import DeepShieldError
+
+REAL, FAKE = "real", "fake"
+LABELS = (REAL, FAKE)
+NO_METHOD = "none"  # method of real items
+UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
+
+Format = Literal["dfdc", "ffpp", "folders", "csv"]
+FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
+
+IMAGE_SUFFIXES = frozenset(".jpg .jpeg .png .gif .bmp .tif .tiff .webp".split())
+VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split())
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+class SourceFormatError(DeepShieldError):
+    """A SOURCE argument is not a layout we read, or not the one named."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    path: Path  # the media file (image or video)
+    label: str  # "real" or "fake"
+    group: str  # items of one group never straddle train/val/test
+    source: str  # dataset it comes from ("dfdc", "ffpp", a folder's name...)
+    method: str  # manipulation method for fakes ("Deepfakes", "unknown"), "none" for reals
+    key: str  # "<root key>/<path inside the source>": names its crops and its done record
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    path: Path  # the file (or metadata/CSV) concerned
+    reason: str
+    source: str
+    label: str = ""
+    group: str = ""
+    method: str = ""
+
+
+SourceEntry = SourceItem | SourceProblem
+
+
+def normalise_label(text: str) -> str | None:
+    value = str(text).strip().lower()
+    return value if value in LABELS else None
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _media_files(root: Path) -> list[Path]:
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not _is_hidden(p.relative_to(root))
+    )
+
+
+# --------------------------------------------------------------------------------------------- DFDC
+
+
+def _dfdc_metadata_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("metadata.json") if not _is_hidden(p.relative_to(root)))
+
+
+def _looks_like_dfdc_metadata(path: Path) -> bool:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(entries, dict) and any(isinstance(v, dict) and "label" in v for v in entries.values())
+
+
+def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[SourceEntry]:
+    base = root.parent if root.is_file() else root
+    for meta in _dfdc_metadata_files(root):
+        try:
+            entries = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            yield SourceProblem(meta, f"unreadable metadata.json: {exc}", source)
+            continue
+        if not isinstance(entries, dict):
+            yield SourceProblem(meta, "metadata.json is not an object mapping file names to entries", source)
+            continue
+        listed = set()
+        for name in sorted(entries):
+            entry = entries[name]
+            path = meta.parent / name
+            listed.add(path.name)
+            label = normalise_label(entry.get("label", "")) if isinstance(entry, dict) else None
+            if label is None:
+                yield SourceProblem(path, f"metadata.json entry has no REAL/FAKE label: {entry!r}", source)
+                continue
+            original = entry.get("original") if label == FAKE else None
+            group = f"{source}:{Path(str(original)).name if original else name}"
+            yield SourceItem(
+                path=path,
+                label=label,
+                group=group,
+                source=source,
+                method=UNKNOWN_METHOD if label == FAKE else NO_METHOD,
+                key=f"{root_key}/{safe_relpath(path.relative_to(base).as_posix())}",
+            )
+        for path in sorted(meta.parent.iterdir()):
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and path.name not in listed:
+                yield SourceProblem(path, "video not listed in metadata.json (label unknown)", source)
+
+
+# -------------------------------------------------------------------------------------------- FF++
+
+_FFPP_FAKE = re.compile(r"^(\d+)_(\d+)(?:__.*)?$")  # 000_003 (YouTube) or 01_02__scene__ID (DeepFakeDetection)
+_FFPP_REAL = re.compile(r"^(\d+)(?:__.*)?$")  # 000 (YouTube) or 01__scene (actors)
+_FFPP_NOT_COMPRESSION = {"masks"}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def components(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for x in self.parent:
+            out.setdefault(self.find(x), []).append(x)
+        return out
+
+
+def _ffpp_videos(folder: Path, compressions: Sequence[str] | None) -> Iterator[tuple[str, str, Path]]:
+    """(sub-folder name, compression, video) under <folder>/<name>/<compression>/videos/."""
+    if not folder.is_dir():
+        return
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for comp in sorted(p for p in sub.iterdir() if p.is_dir() and p.name not in _FFPP_NOT_COMPRESSION):
+            if compressions and comp.name not in compressions:
+                continue
+            videos = comp / "videos"
+            for video in sorted(videos.iterdir()) if videos.is_dir() else []:
+                if video.is_file() and video.suffix.lower() in VIDEO_SUFFIXES:
+                    yield sub.name, comp.name, video
+
+
+def read_ffpp(root: Path, root_key: str, source: str = "ffpp", compressions: Sequence[str] | None = None) -> Iterator[SourceEntry]:
+    reals = list(_ffpp_videos(root / "original_sequences", compressions))
+    fakes = list(_ffpp_videos(root / "manipulated_sequences", compressions))
+    ids = _UnionFind()
+
+    def namespace(kind: str) -> str:
+        return "actors" if kind in ("actors", "DeepFakeDetection") else "youtube"
+
+    real_ids: list[str] = []
+    for kind, _, video in reals:
+        match = _FFPP_REAL.match(video.stem)
+        node = f"{namespace(kind)}/{match.group(1) if match else video.stem}"
+        ids.find(node)
+        real_ids.append(node)
+    fake_ids: list[str] = []
+    for method, _, video in fakes:
+        match = _FFPP_FAKE.match(video.stem)
+        if match:
+            a, b = (f"{namespace(method)}/{match.group(i)}" for i in (1, 2))
+            ids.union(a, b)
+            fake_ids.append(a)
+        else:
+            node = f"{namespace(method)}/{method}/{video.stem}"
+            ids.find(node)
+            fake_ids.append(node)
+    names = {}
+    for members in ids.components().values():
+        prefixes = {m.split("/", 1)[0] for m in members}
+        tails = sorted(m.split("/", 1)[1] for m in members)
+        name = "_".join(tails) if prefixes == {"youtube"} else "+".join(sorted(members))
+        for m in members:
+            names[m] = f"{source}:{name}"
+    for (kind, _, video), node in zip(reals, real_ids):
+        yield SourceItem(video, REAL, names[node], source, NO_METHOD, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
+    for (method, _, video), node in zip(fakes, fake_ids):
+        yield SourceItem(video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
+    if not reals and not fakes:
+        yield SourceProblem(root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source)
+
+
+# ----------------------------------------------------------------------------------------- folders
+
+
+def folder_source_name(root: Path) -> str:
+    """The dataset name of a folder source: its own name, or its parent's when it is itself real/ or fake/."""
+    root = root.resolve()
+    while normalise_label(root.name) is not None and root.parent != root:
+        root = root.parent
+    return root.name or "folders"
+
+
+def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
+    source = source or folder_source_name(root)
+    for path in _media_files(root):
+        relative = path.relative_to(root)
+        folders = (root.resolve().name, *relative.parts[:-1])
+        positions = [i for i, name in enumerate(folders) if normalise_label(name) is not None]
+        if not positions:
+            yield SourceProblem(path, "not inside a folder named real/ or fake/ (label unknown)", source)
+            continue
+        at = positions[-1]  # the innermost real/ or fake/ decides
+        label = normalise_label(folders[at])
+        method = NO_METHOD if label == REAL else (folders[at + 1] if at + 1 < len(folders) else UNKNOWN_METHOD)
+        rel = relative.as_posix()
+        yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
+
+
+def read_as_label(root: Path, root_key: str, label: str, source: str | None = None) -> Iterator[SourceEntry]:
+    """Every image or video under `root`, all with one label (a folder of extra real faces)."""
+    source = source or folder_source_name(root)
+    files = _media_files(root) if root.is_dir() else [root]
+    base = root if root.is_dir() else root.parent
+    for path in files:
+        rel = path.relative_to(base).as_posix()
+        method = NO_METHOD if label == REAL else UNKNOWN_METHOD
+        yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
+    if not files:
+        yield SourceProblem(root, "no image or video files found", source, label)
+
+
+# --------------------------------------------------------------------------------------------- CSV
+
+
+def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
+    base = csv_path.parent
+    default_source = source or safe_name(base.resolve().name or csv_path.stem)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            fields = {(name or "").strip().lower() for name in reader.fieldnames or []}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        yield SourceProblem(csv_path, f"unreadable CSV: {exc}", default_source)
+        return
+    if not rows:
+        yield SourceProblem(csv_path, "CSV has no rows", default_source)
+        return
+    if not {"path", "label"} <= fields:
+        yield SourceProblem(csv_path, "CSV needs the columns path,label (optional: group, method, source)", default_source)
+        return
+    seen: set[str] = set()
+    for number, raw in enumerate(rows, start=2):  # line 1 is the header
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        written = row.get("path", "")
+        row_source = row.get("source") or default_source
+        where = csv_path if not written else (base / written)
+        label = normalise_label(row.get("label", ""))
+        if not written:
+            yield SourceProblem(csv_path, f"line {number}: empty path", row_source)
+            continue
+        if label is None:
+            yield SourceProblem(where, f"line {number}: label {row.get('label', '')!r} is neither real nor fake", row_source)
+            continue
+        if written in seen:
+            yield SourceProblem(where, f"line {number}: path listed twice in {csv_path.name}", row_source, label)
+            continue
+        seen.add(written)
+        group = f"{row_source}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
+        method = row.get("method") or (NO_METHOD if label == REAL else UNKNOWN_METHOD)
+        yield SourceItem(where, label, group, row_source, method, f"{root_key}/{safe_relpath(written)}")
+
+
+# ------------------------------------------------------------------------------------------ detect
+
+
+def detect_format(path: Path) -> str:
+    """Guess a SOURCE's layout. Raises SourceFormatError with advice when it cannot."""
+    if not path.exists():
+        raise SourceFormatError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv"
+        if path.name == "metadata.json":
+            return "dfdc"
+        raise SourceFormatError(f"{path}: a SOURCE file must be a CSV manifest (path,label[,group]) or a DFDC metadata.json")
+    if (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir():
+        return "ffpp"
+    if any(_looks_like_dfdc_metadata(meta) for meta in _dfdc_metadata_files(path)):
+        return "dfdc"
+    if normalise_label(path.name) is not None or any(
+        p.is_dir() and normalise_label(p.name) is not None for p in path.rglob("*")
+    ):
+        return "folders"
+    raise SourceFormatError(
+        f"{path}: cannot tell the dataset layout (no metadata.json, no FaceForensics++ folders, no real/ or fake/ "
+        "folder); name it with --format"
+    )
+
+
+def root_keys(paths: Sequence[Path], taken: Sequence[str] = ()) -> list[str]:
+    """One short, unique folder name per SOURCE argument (its own name; '-2', '-3' appended on
+    clashes with each other or with `taken`, the keys a dataset already uses)."""
+    keys: list[str] = []
+    for path in paths:
+        resolved = path.resolve()
+        base = safe_name(resolved.stem if resolved.is_file() and resolved.suffix.lower() == ".csv" and resolved.stem not in ("", "metadata") else resolved.name)
+        if resolved.is_file() and resolved.name == "metadata.json":
+            base = safe_name(resolved.parent.name)
+        key, n = base, 1
+        while key in keys or key in taken:
+            n += 1
+            key = f"{base}-{n}"
+        keys.append(key)
+    return keys
+
+
+def read_source(path: Path, fmt: str = "auto", root_key: str | None = None, ffpp_compressions: Sequence[str] | None = None) -> Iterator[SourceEntry]:
+    """All entries of one SOURCE, in a deterministic order."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise SourceFormatError(f"unknown format {fmt!r}: expected one of auto, {', '.join(FORMATS)}")
+    if not path.exists():
+        raise SourceFormatError(f"{path}: no such file or folder")
+    key = root_key or root_keys([path])[0]
+    if fmt == "csv":
+        if not path.is_file():
+            raise SourceFormatError(f"{path}: --format csv needs a CSV file")
+        return read_csv_manifest(path, key)
+    if fmt == "dfdc":
+        return read_dfdc(path, key)
+    if not path.is_dir():
+        raise SourceFormatError(f"{path}: --format {fmt} needs a folder")
+    if fmt == "ffpp":
+        return read_ffpp(path, key, compressions=ffpp_compressions)
+    return read_folders(path, key)

@@ -1,0 +1,203 @@
+"""Dataset statistics: counts per label, source, method and split; bar charts; optional MLflow run;
+and warnings about biases a model would happily learn instead of the manipulation."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deepshield.data.layout import DatasetLayout, atomic_write_text
+from deepshield.data.manifest import SPLITS, CropRecord, ErrorRecord
+from deepshield.data.sources import FAKE, LABELS, REAL
+from deepshield.errors import DeepShieldError
+
+LABEL_COLOURS = {REAL: "#2e7d32", FAKE: "#c62828"}
+DEFAULT_EXPERIMENT = "dataset-stats"
+
+
+@dataclass
+class DatasetStats:
+    crops: int
+    by_label: dict[str, int]
+    by_source: dict[str, dict[str, int]]  # source -> label -> crops
+    by_method: dict[str, dict[str, int]]
+    by_split: dict[str, dict[str, int]]
+    files: int  # distinct source files
+    files_by_label: dict[str, int]  # distinct source files per label (a real video with synthesised fakes counts in both)
+    groups: int
+    errors_by_reason: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def _table(records: Sequence[CropRecord], key) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter] = {}
+    for record in records:
+        out.setdefault(key(record), Counter())[record.label] += 1
+    return {name: {label: out[name][label] for label in LABELS} for name in sorted(out)}
+
+
+def _error_reason(reason: str) -> str:
+    """Collapse per-file details ('line 12: ...', sizes) so that reasons count as categories."""
+    reason = re.sub(r"^line \d+: ", "", reason)
+    return reason.split(":")[0].strip() or reason
+
+
+def source_warnings(by_source: dict[str, dict[str, int]], by_label: dict[str, int]) -> list[str]:
+    """Warn when real and fake faces come from different sources: a model can learn the source
+    (camera, resolution, compression, framing) instead of the fake."""
+    if not (by_label.get(REAL) and by_label.get(FAKE)) or not by_source:
+        return []
+    only_real = sorted(s for s, c in by_source.items() if c[REAL] and not c[FAKE])
+    only_fake = sorted(s for s, c in by_source.items() if c[FAKE] and not c[REAL])
+    if not only_real and not only_fake:
+        return []
+    parts = []
+    if only_real:
+        parts.append(f"only real faces from {', '.join(only_real)}")
+    if only_fake:
+        parts.append(f"only fake faces from {', '.join(only_fake)}")
+    return [
+        "real and fake faces come from different sources ("
+        + "; ".join(parts)
+        + "): a model can learn to tell the sources apart (camera, resolution, compression) instead of the fake. "
+        "Add faces of the missing label from the same sources (`dataset balance --add-real` / `--synth-fakes`) "
+        "and report test results per source."
+    ]
+
+
+def split_warnings(by_split: dict[str, dict[str, int]], by_label: dict[str, int]) -> list[str]:
+    out = []
+    for split, counts in by_split.items():
+        if not sum(counts.values()):
+            out.append(f"split {split} is empty (too few groups for the requested ratios?)")
+            continue
+        missing = [label for label in LABELS if by_label.get(label) and not counts.get(label)]
+        if missing:
+            out.append(f"split {split} has no {' and no '.join(missing)} faces")
+    return out
+
+
+def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] = ()) -> DatasetStats:
+    by_label = {label: sum(1 for r in records if r.label == label) for label in LABELS}
+    by_source = _table(records, lambda r: r.source)
+    by_split_raw = _table(records, lambda r: r.split or "unsplit")
+    by_split = {split: by_split_raw.get(split, {label: 0 for label in LABELS}) for split in SPLITS}
+    by_split.update({k: v for k, v in by_split_raw.items() if k not in by_split})
+    files: dict[str, set] = {label: set() for label in LABELS}
+    for record in records:
+        files.setdefault(record.label, set()).add(record.source_file)
+    reasons = Counter(_error_reason(e.reason) for e in errors)
+    stats = DatasetStats(
+        crops=len(records),
+        by_label=by_label,
+        by_source=by_source,
+        by_method=_table(records, lambda r: r.method),
+        by_split=by_split,
+        files=len({r.source_file for r in records}),
+        files_by_label={label: len(files[label]) for label in LABELS},
+        groups=len({r.group for r in records}),
+        errors_by_reason=dict(sorted(reasons.items())),
+    )
+    stats.warnings = source_warnings(by_source, by_label) + split_warnings(by_split, by_label)
+    return stats
+
+
+def format_stats(stats: DatasetStats) -> str:
+    lines = [f"{stats.crops} face crops from {stats.files} files in {stats.groups} groups"]
+
+    def block(title: str, table: dict[str, dict[str, int]]) -> None:
+        width = max([len(title), *map(len, table)])
+        lines.append("")
+        lines.append(f"{title.upper():<{width}}  {'REAL':>8}  {'FAKE':>8}  {'TOTAL':>8}")
+        for name, counts in table.items():
+            lines.append(f"{name:<{width}}  {counts[REAL]:>8}  {counts[FAKE]:>8}  {counts[REAL] + counts[FAKE]:>8}")
+
+    block("label", {"all": stats.by_label})
+    block("split", stats.by_split)
+    block("source", stats.by_source)
+    block("method", stats.by_method)
+    if stats.errors_by_reason:
+        lines.append("")
+        lines.append("ERRORS (files without a crop)")
+        lines.extend(f"{count:>8}  {reason}" for reason, count in stats.errors_by_reason.items())
+    return "\n".join(lines) + "\n"
+
+
+def _bar_chart(table: dict[str, dict[str, int]], title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.6), dpi=100)
+    bottom = [0] * len(names)
+    for label in LABELS:
+        values = [table[name][label] for name in names]
+        bars = ax.bar(names, values, bottom=bottom, color=LABEL_COLOURS[label], label=label)
+        ax.bar_label(bars, labels=[str(v) if v else "" for v in values], label_type="center", color="white", fontsize=8)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_title(title)
+    ax.set_ylabel("face crops")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    if len(names) > 4 or max(map(len, names), default=0) > 10:
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def plot_stats(stats: DatasetStats, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        _bar_chart({label: {lab: stats.by_label[label] if lab == label else 0 for lab in LABELS} for label in LABELS}, "Crops per label", out_dir / "labels.png"),
+        _bar_chart(stats.by_split, "Crops per split", out_dir / "splits.png"),
+        _bar_chart(stats.by_source, "Crops per source", out_dir / "sources.png"),
+        _bar_chart(stats.by_method, "Crops per method", out_dir / "methods.png"),
+    ]
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
+
+
+def log_to_mlflow(stats: DatasetStats, dataset_dir: Path, stats_dir: Path, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """One MLflow run with the counts as metrics and the charts as artifacts; returns the run id."""
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise DeepShieldError("--tracking-uri needs MLflow: pip install 'deepfake-shield[train]'") from exc
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    metrics = {"crops": stats.crops, "files": stats.files, "groups": stats.groups}
+    metrics.update({f"crops_{label}": n for label, n in stats.by_label.items()})
+    for prefix, table in (("source", stats.by_source), ("method", stats.by_method), ("split", stats.by_split)):
+        for name, counts in table.items():
+            for label, n in counts.items():
+                metrics[_metric_name(f"{prefix}.{name}.{label}")] = n
+    metrics["errors"] = sum(stats.errors_by_reason.values())
+    with mlflow.start_run(run_name=f"stats {dataset_dir.resolve().name}") as run:
+        mlflow.set_tags({"deepshield.kind": "dataset-stats", "dataset_dir": str(dataset_dir.resolve())})
+        if stats.warnings:
+            mlflow.set_tag("warnings", " | ".join(stats.warnings)[:5000])
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_artifacts(str(stats_dir), artifact_path="stats")
+        return run.info.run_id
+
+
+def write_stats(stats: DatasetStats, dataset_dir: Path) -> list[Path]:
+    """stats/stats.json and the bar charts under DATASET_DIR/stats/."""
+    out_dir = DatasetLayout(dataset_dir).stats
+    pngs = plot_stats(stats, out_dir)
+    atomic_write_text(out_dir / "stats.json", stats.to_json())
+    return pngs

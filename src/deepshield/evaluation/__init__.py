@@ -1,0 +1,1 @@
+"""Evaluation: metrics with their edge cases, calibration, and plots of both."""

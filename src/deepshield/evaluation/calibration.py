@@ -1,0 +1,86 @@
+"""Temperature scaling and threshold choice, fitted on held-out logits; reliability of probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from deepshield.evaluation.metrics import MetricsError, binary_log_loss
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The T > 0 minimising the log-loss of sigmoid(logit / T) (Guo et al., 2017), searched in [0.05, 20]."""
+    labels = np.asarray(labels, np.float64)
+    logits = np.asarray(logits, np.float64)
+    if labels.size == 0 or labels.shape != logits.shape:
+        raise MetricsError(f"temperature fitting needs equal-length, non-empty labels and logits (got {labels.shape}, {logits.shape})")
+    low, high = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    result = minimize_scalar(lambda log_t: binary_log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(low, high), method="bounded")
+    return float(np.exp(result.x))
+
+
+def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: float | None = None) -> float:
+    """Best balanced accuracy, or the lowest threshold whose false-positive rate is <= target_fpr.
+
+    When even the highest score leaves the false-positive rate above the target (a real sample holds
+    the top score), the threshold returned lies just above every score (1.0 at most)."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, np.float64)
+    real = probabilities[labels == 0]
+    fake = probabilities[labels == 1]
+    if target_fpr is not None and real.size == 0:
+        raise MetricsError("a threshold for a target false-positive rate needs real samples")
+    if target_fpr is None and (real.size == 0 or fake.size == 0):
+        raise MetricsError("a balanced-accuracy threshold needs real and fake samples")
+    candidates = np.unique(np.concatenate([probabilities, [0.5]]))
+    fpr = np.array([(real >= t).mean() for t in candidates])
+    if target_fpr is not None:
+        allowed = np.flatnonzero(fpr <= target_fpr)
+        return float(candidates[allowed[0]]) if allowed.size else float(min(1.0, np.nextafter(candidates[-1], np.inf)))
+    tpr = np.array([(fake >= t).mean() for t in candidates])
+    return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Equal-width probability bins: mean predicted probability vs observed fraction of fakes."""
+
+    edges: np.ndarray  # bins + 1
+    mean_predicted: np.ndarray  # bins, NaN where empty
+    fraction_fake: np.ndarray  # bins, NaN where empty
+    counts: np.ndarray  # bins
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: count-weighted mean |fraction fake - mean predicted|."""
+        filled = self.counts > 0
+        if not filled.any():
+            return float("nan")
+        gaps = np.abs(self.fraction_fake[filled] - self.mean_predicted[filled])
+        return float(np.sum(gaps * self.counts[filled]) / self.counts.sum())
+
+
+def reliability(labels, probabilities, bins: int = 10) -> Reliability:
+    labels = np.asarray(labels, np.float64)
+    probabilities = np.asarray(probabilities, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probabilities, edges[1:-1], right=False), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins).astype(np.int64)
+    sum_p = np.bincount(index, weights=probabilities, minlength=bins)
+    sum_y = np.bincount(index, weights=labels, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_predicted = np.where(counts > 0, sum_p / counts, np.nan)
+        fraction_fake = np.where(counts > 0, sum_y / counts, np.nan)
+    return Reliability(edges, mean_predicted, fraction_fake, counts)
+
+
+def expected_calibration_error(labels, probabilities, bins: int = 10) -> float:
+    return reliability(labels, probabilities, bins).ece

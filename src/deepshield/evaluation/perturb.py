@@ -1,0 +1,164 @@
+"""Perturbations a photo or video meets on its way through social networks, as typed objects.
+
+Parsed from the command line's syntax, one argument per kind with comma-separated values::
+
+    jpeg:90,70,50   re-encode as JPEG at quality 90, then 70, then 50 (three perturbations)
+    resize:0.5      shrink to half width and height (area averaging), then back up (bilinear)
+    blur:1.5        Gaussian blur with sigma 1.5 pixels
+    noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
+
+Each is applied to the full frame before face detection, the way a platform re-encodes the whole
+upload. Video frames are perturbed one by one (a JPEG of each frame stands in for a re-encode with
+a video codec). Noise is seeded per file and frame, so a rerun gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from deepshield.errors import DeepShieldError
+
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0)"
+
+
+class PerturbationError(DeepShieldError):
+    """A --perturb spec that cannot be parsed."""
+
+
+class Perturbation(ABC):
+    kind: str
+
+    @property
+    @abstractmethod
+    def value(self) -> float: ...
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.value:g}"
+
+    @abstractmethod
+    def apply(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """H x W x 3 uint8 RGB in, same shape and dtype out (never modified in place)."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Jpeg(Perturbation):
+    quality: int
+    kind = "jpeg"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise PerturbationError(f"jpeg quality must be an integer from 1 to 100, got {self.quality}")
+
+    @property
+    def value(self) -> float:
+        return self.quality
+
+    def apply(self, image, rng=None):
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+            raise PerturbationError("JPEG encoding failed")
+        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class Resize(Perturbation):
+    factor: float
+    kind = "resize"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.factor) and 0 < self.factor < 1):
+            raise PerturbationError(f"resize factor must be between 0 and 1 (exclusive), got {self.factor:g}")
+
+    @property
+    def value(self) -> float:
+        return self.factor
+
+    def apply(self, image, rng=None):
+        height, width = image.shape[:2]
+        small = (max(1, round(width * self.factor)), max(1, round(height * self.factor)))
+        shrunk = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+        return cv2.resize(shrunk, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class Blur(Perturbation):
+    sigma: float
+    kind = "blur"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sigma) and 0 < self.sigma <= 50):
+            raise PerturbationError(f"blur sigma must be above 0 and at most 50 pixels, got {self.sigma:g}")
+
+    @property
+    def value(self) -> float:
+        return self.sigma
+
+    def apply(self, image, rng=None):
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=self.sigma, sigmaY=self.sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+@dataclass(frozen=True)
+class Noise(Perturbation):
+    std: float
+    kind = "noise"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.std) and 0 < self.std <= 128):
+            raise PerturbationError(f"noise std must be above 0 and at most 128 grey levels, got {self.std:g}")
+
+    @property
+    def value(self) -> float:
+        return self.std
+
+    def apply(self, image, rng=None):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        noisy = image.astype(np.float32) + rng.normal(0.0, self.std, image.shape).astype(np.float32)
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+KINDS: dict[str, tuple[type[Perturbation], type]] = {"jpeg": (Jpeg, int), "resize": (Resize, float), "blur": (Blur, float), "noise": (Noise, float)}
+
+
+def parse_spec(spec: str) -> list[Perturbation]:
+    """'jpeg:90,70' -> [Jpeg(90), Jpeg(70)]. PerturbationError with the expected syntax otherwise."""
+    text = spec.strip()
+    kind, sep, values = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep:
+        raise PerturbationError(f"perturbation {spec!r} has no values: expected {SYNTAX}")
+    if kind not in KINDS:
+        raise PerturbationError(f"unknown perturbation {kind!r} in {spec!r}: expected {SYNTAX}")
+    cls, number = KINDS[kind]
+    parts = [v.strip() for v in values.split(",")]
+    if not parts or any(not v for v in parts):
+        raise PerturbationError(f"perturbation {spec!r} has an empty value: expected {SYNTAX}")
+    out = []
+    for part in parts:
+        try:
+            parsed = number(part)
+        except ValueError:
+            wanted = "an integer" if number is int else "a number"
+            raise PerturbationError(f"{kind} value {part!r} in {spec!r} is not {wanted}") from None
+        out.append(cls(parsed))
+    return out
+
+
+def parse_perturbations(specs: Iterable[str]) -> list[Perturbation]:
+    """Every spec parsed, in order, duplicates refused."""
+    out: list[Perturbation] = []
+    for spec in specs:
+        for perturbation in parse_spec(spec):
+            if any(p.name == perturbation.name for p in out):
+                raise PerturbationError(f"perturbation {perturbation.name} is given twice")
+            out.append(perturbation)
+    return out

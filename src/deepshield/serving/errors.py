@@ -1,0 +1,126 @@
+"""Every error the API returns is JSON: {"error": <short code>, "detail": <message for people>}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
+
+log = logging.getLogger("deepshield.serving")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="short machine-readable code, e.g. unsupported_media")
+    detail: str = Field(description="what went wrong, in words meant to be shown to a person")
+
+
+class ApiError(Exception):
+    """An error answer. Raised anywhere in a request; turned into JSON by the handler below."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+# Codes for HTTP errors raised by the framework itself (unknown route, wrong method, static 404).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "upload_timeout",
+    413: "too_large",
+    415: "unsupported_media",
+    422: "unprocessable",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "busy",
+    504: "timeout",
+}
+
+
+def from_library_error(exc: DeepShieldError) -> ApiError:
+    """Map the library's refusals onto HTTP: what the media is (415), what is wrong with it (422)."""
+    if isinstance(exc, UnsupportedMediaError):
+        return ApiError(415, "unsupported_media", str(exc))
+    if isinstance(exc, MediaTooLargeError):
+        return ApiError(422, "media_too_large", str(exc))
+    if isinstance(exc, CorruptMediaError):
+        return ApiError(422, "corrupt_media", str(exc))
+    return ApiError(422, "unprocessable", str(exc))
+
+
+def internal_error(exc: BaseException) -> ApiError:
+    log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
+    return ApiError(500, "internal_error", f"the analysis failed unexpectedly ({type(exc).__name__}); the server is still running, please report this file")
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "detail": detail}, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(DeepShieldError)
+    async def _library_error(request: Request, exc: DeepShieldError) -> JSONResponse:
+        api = from_library_error(exc)
+        return error_response(api.status, api.code, api.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, "invalid_request", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 404:
+            detail = f"no such resource: {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        else:
+            detail = str(exc.detail)
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort (Starlette's ServerErrorMiddleware calls this, then re-raises for the log).
+        api = internal_error(exc)
+        return error_response(api.status, api.code, api.detail)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses=` entries documenting the JSON error body for these statuses."""
+    descriptions = {
+        400: "Malformed request (not multipart, no `file` field, empty file, bad parameter)",
+        401: "Missing or wrong X-API-Key (only when the server has an API key)",
+        404: "No such job (unknown or expired)",
+        408: "The upload took too long",
+        413: "Upload above the byte limit",
+        415: "Not an image or video type we read (judged by content, not name)",
+        422: "Media we cannot analyse: corrupt, too many pixels, too long",
+        500: "Unexpected failure in the analysis (the server keeps serving)",
+        503: "Server busy: too many requests or jobs waiting; retry later",
+        504: "The analysis took longer than the request timeout",
+    }
+    return {status: {"model": ErrorBody, "description": descriptions.get(status, "Error")} for status in statuses}

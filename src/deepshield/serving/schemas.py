@@ -1,0 +1,63 @@
+"""Response models of the REST API (they also make the OpenAPI schema at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from deepshield.inference.results import FaceResult, ImageResult, VideoResult
+from deepshield.serving.errors import ErrorBody
+
+
+class FileInfo(BaseModel):
+    name: str = Field(description="the name the client gave the file (not used on the server)")
+    size_bytes: int
+    sha256: str = Field(description="SHA-256 of the uploaded bytes, for the record")
+    kind: Literal["image", "video"]
+
+
+class FaceView(FaceResult):
+    crop_png: str = Field(description="the face crop the model saw, as a PNG data URL")
+    heatmap_png: str = Field(description="the crop with the heatmap blended on top (red = looks manipulated), as a PNG data URL")
+
+
+class AnalyzeResponse(ImageResult):
+    faces: list[FaceView]
+    file: FileInfo
+    preview_jpeg: str | None = Field(None, description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.")
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    kind: Literal["image", "video"]
+    progress: float = Field(ge=0, le=1)
+    stage: str = Field(description="what the analysis is doing now")
+    file: FileInfo
+    frames: int = Field(description="frames sampled (videos)")
+    created_at: float = Field(description="Unix time")
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = Field(None, description="Unix time after which a finished job is forgotten")
+    result: AnalyzeResponse | VideoResult | None = Field(None, description="when done: an image result as from /v1/analyze, or a video result")
+    error: ErrorBody | None = Field(None, description="when failed")
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_video_duration_s: float
+    max_video_pixels_per_frame: int
+    video_frames: int
+    max_video_frames: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    api_key_required: bool
+    analyses_running: int
+    analyses_waiting: int
+    jobs_pending: int
+    limits: Limits

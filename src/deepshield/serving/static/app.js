@@ -1,0 +1,552 @@
+/* Deepfake Shield web page: upload, call the /v1 API, draw the results. Plain JS, no dependencies. */
+"use strict";
+
+(function () {
+  const KEY_STORAGE = "deepshield-api-key";
+  const POLL_MS = 600;
+  const VIDEO_SUFFIXES = ["mp4", "mov", "m4v", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "3gp"];
+  const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const state = { limits: null, card: null, run: 0 };
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- helpers
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = value;
+      else if (name === "class") node.className = value;
+      else node.setAttribute(name, value === true ? "" : value);
+    }
+    for (const child of [].concat(children || [])) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  }
+
+  function svg(tag, attrs, children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "text") node.textContent = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of [].concat(children || [])) {
+      if (child) node.append(child);
+    }
+    return node;
+  }
+
+  const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
+  const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
+
+  function formatBytes(n) {
+    if (n >= 1e9) return (n / 1e9).toFixed(1) + " GB";
+    if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e8 ? 0 : 1) + " MB";
+    if (n >= 1e3) return (n / 1e3).toFixed(0) + " KB";
+    return n + " bytes";
+  }
+
+  function formatTime(seconds, span) {
+    if (span >= 60) {
+      const m = Math.floor(seconds / 60);
+      const s = seconds - m * 60;
+      return `${m}:${s.toFixed(0).padStart(2, "0")}`;
+    }
+    return `${seconds.toFixed(span < 5 ? 1 : 0)} s`;
+  }
+
+  class ApiFailure extends Error {
+    constructor(status, code, detail) {
+      super(detail);
+      this.status = status;
+      this.code = code;
+      this.detail = detail;
+    }
+  }
+
+  async function api(path, options) {
+    const headers = new Headers((options && options.headers) || {});
+    const key = localStorage.getItem(KEY_STORAGE);
+    if (key) headers.set("X-API-Key", key);
+    let response;
+    try {
+      response = await fetch(path, Object.assign({}, options, { headers }));
+    } catch (err) {
+      throw new ApiFailure(0, "network", "Could not reach the server. Check your connection and that the server is running.");
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    if (!response.ok) {
+      const code = (body && body.error) || "http_" + response.status;
+      const detail = (body && body.detail) || `The server answered ${response.status} ${response.statusText}.`;
+      if (response.status === 401) showKeyPanel();
+      throw new ApiFailure(response.status, code, detail);
+    }
+    return body;
+  }
+
+  // ---------------------------------------------------------------- messages and progress
+  const TITLES = {
+    400: "Request refused.",
+    401: "API key needed.",
+    404: "Not found.",
+    408: "Upload too slow.",
+    413: "File too large.",
+    415: "File type not supported.",
+    422: "This file cannot be analysed.",
+    500: "The analysis failed.",
+    503: "The server is busy.",
+    504: "The analysis took too long.",
+  };
+
+  function showMessage(title, detail, kind) {
+    const box = $("message");
+    box.className = "alert" + (kind === "info" ? " info" : "");
+    $("message-title").textContent = title;
+    $("message-detail").textContent = capitalise(detail || "");
+    box.hidden = false;
+  }
+
+  function showError(err) {
+    if (err instanceof ApiFailure) {
+      showMessage(TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem."), err.detail);
+    } else {
+      showMessage("Something went wrong in this page.", String(err && err.message ? err.message : err));
+    }
+  }
+
+  function clearOutput() {
+    $("message").hidden = true;
+    $("result").hidden = true;
+    $("image-result").hidden = true;
+    $("video-result").hidden = true;
+    $("progress").hidden = true;
+  }
+
+  function setBusy(busy) {
+    $("dropzone").classList.toggle("busy", busy);
+  }
+
+  function showProgress(fileName, fraction, stage) {
+    $("progress").hidden = false;
+    $("progress-file").textContent = fileName;
+    $("progress-stage").textContent = stage || "";
+    const bar = $("progress-bar");
+    if (fraction === null) {
+      bar.classList.add("indeterminate");
+      bar.removeAttribute("aria-valuenow");
+    } else {
+      bar.classList.remove("indeterminate");
+      bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
+      $("progress-fill").style.width = (fraction * 100).toFixed(1) + "%";
+    }
+  }
+
+  // ---------------------------------------------------------------- start-up
+  function showKeyPanel() {
+    $("api-key-panel").hidden = false;
+  }
+
+  async function loadServerInfo() {
+    try {
+      const health = await api("/healthz");
+      state.limits = health.limits;
+      $("limits").textContent =
+        `Photos: JPEG, PNG, WebP, GIF, BMP, TIFF · Videos: MP4, MOV, MKV, WebM, AVI · up to ${formatBytes(health.limits.max_upload_bytes)}` +
+        `, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
+      if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
+    } catch (err) {
+      showError(err);
+    }
+    try {
+      const card = await api("/v1/model");
+      state.card = card;
+      const info = $("model-info");
+      const pills = [
+        el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" }),
+        el("span", { class: "pill", text: `Threshold ${pct(card.calibration.threshold, 0)}`, "data-role": "threshold" }),
+      ];
+      if (card.metrics && card.metrics.auc !== undefined) pills.push(el("span", { class: "pill", text: `AUC ${Number(card.metrics.auc).toFixed(3)}` }));
+      info.replaceChildren(...pills);
+      $("api-key-panel").hidden = true;
+    } catch (err) {
+      $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
+    }
+  }
+
+  async function loadExamples() {
+    let examples = [];
+    try {
+      const response = await fetch("/static/examples/index.json");
+      if (response.ok) examples = await response.json();
+    } catch (err) {
+      examples = [];
+    }
+    const list = $("examples");
+    if (!examples.length) {
+      list.replaceChildren(el("p", { class: "muted small", text: "No examples installed." }));
+      return;
+    }
+    list.replaceChildren(
+      ...examples.map((example) => {
+        const thumb = example.kind === "video" ? example.poster || "" : example.file;
+        const button = el("button", { type: "button", class: "example", title: example.description, "data-file": example.file }, [
+          el("div", { class: "thumb" }, thumb ? [el("img", { src: "/static/examples/" + thumb, alt: "" })] : []),
+          el("span", { text: example.title }),
+          el("span", { class: "tag", text: example.kind === "video" ? "video" : "photo" }),
+        ]);
+        button.addEventListener("click", () => runExample(example));
+        return button;
+      })
+    );
+  }
+
+  async function runExample(example) {
+    try {
+      const response = await fetch("/static/examples/" + example.file);
+      if (!response.ok) throw new ApiFailure(response.status, "example", "The example file could not be loaded.");
+      const blob = await response.blob();
+      const type = blob.type || (example.kind === "video" ? "video/mp4" : "image/jpeg");
+      analyse(new File([blob], example.file, { type }));
+    } catch (err) {
+      clearOutput();
+      showError(err);
+    }
+  }
+
+  // ---------------------------------------------------------------- analysis flow
+  function looksLikeVideo(file) {
+    if (file.type && file.type.startsWith("video/")) return true;
+    const suffix = (file.name.split(".").pop() || "").toLowerCase();
+    return !file.type && VIDEO_SUFFIXES.includes(suffix);
+  }
+
+  async function analyse(file) {
+    const run = ++state.run;
+    clearOutput();
+    if (!file) return;
+    if (state.limits && file.size > state.limits.max_upload_bytes) {
+      showMessage(TITLES[413], `${file.name} is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`);
+      return;
+    }
+    if (file.size === 0) {
+      showMessage(TITLES[400], `${file.name} is empty.`);
+      return;
+    }
+    setBusy(true);
+    try {
+      if (looksLikeVideo(file)) {
+        await analyseAsJob(file, run);
+      } else {
+        showProgress(file.name, null, "Uploading and analysing…");
+        let result;
+        try {
+          result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
+        } catch (err) {
+          if (err instanceof ApiFailure && err.code === "video_needs_job") {
+            await analyseAsJob(file, run);
+            return;
+          }
+          throw err;
+        }
+        if (run !== state.run) return;
+        $("progress").hidden = true;
+        renderImage(result);
+      }
+    } catch (err) {
+      if (run !== state.run) return;
+      $("progress").hidden = true;
+      showError(err);
+    } finally {
+      if (run === state.run) setBusy(false);
+    }
+  }
+
+  function formData(file) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return form;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function analyseAsJob(file, run) {
+    showProgress(file.name, 0, "Uploading…");
+    let job = await api("/v1/jobs", { method: "POST", body: formData(file) });
+    while (job.status === "queued" || job.status === "running") {
+      if (run !== state.run) return;
+      showProgress(file.name, job.progress, job.status === "queued" ? "Waiting for a free worker…" : capitalise(job.stage) + "…");
+      await sleep(POLL_MS);
+      job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+    }
+    if (run !== state.run) return;
+    $("progress").hidden = true;
+    if (job.status === "failed") {
+      const error = job.error || { error: "failed", detail: "The analysis failed." };
+      const status = { unsupported_media: 415, corrupt_media: 422, media_too_large: 422, unprocessable: 422, internal_error: 500 }[error.error] || 422;
+      throw new ApiFailure(status, error.error, error.detail);
+    }
+    if (job.result.kind === "video") renderVideo(job.result, job.file);
+    else renderImage(job.result);
+  }
+
+  const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.slice(1) : "");
+
+  // ---------------------------------------------------------------- results: shared
+  function renderVerdict(verdict, what) {
+    const box = $("verdict");
+    box.className = "verdict " + verdict.label;
+    const titles = { fake: "Signs of face manipulation", real: "No manipulation detected", no_face: "No face found" };
+    $("verdict-label").textContent = titles[verdict.label] || verdict.label;
+    $("verdict-reason").textContent =
+      verdict.label === "no_face"
+        ? `Deepfake Shield checks faces and found none it could analyse in this ${what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
+        : capitalise(verdict.reason) + ".";
+    const score = $("verdict-score");
+    if (verdict.probability === null || verdict.probability === undefined) {
+      score.replaceChildren();
+    } else {
+      score.replaceChildren(document.createTextNode(pct(verdict.probability)), el("small", { text: "probability of manipulation" }));
+    }
+  }
+
+  function renderFacts(target, facts) {
+    target.replaceChildren(
+      ...facts.filter(([, value]) => value !== null && value !== undefined && value !== "").map(([name, value]) => el("div", {}, [el("dt", { text: name }), el("dd", { text: String(value) })]))
+    );
+  }
+
+  function renderFileFacts(result, file) {
+    renderFacts($("file-facts"), [
+      ["File", file && file.name],
+      ["Size", file && formatBytes(file.size_bytes)],
+      ["SHA-256", file && file.sha256],
+      ["Model", result.model],
+      ["Threshold", pct(result.threshold, 1)],
+      ["Analysis time", `${(result.elapsed_ms / 1000).toFixed(2)} s`],
+    ]);
+  }
+
+  // ---------------------------------------------------------------- results: image
+  function renderImage(result) {
+    $("result").hidden = false;
+    $("image-result").hidden = false;
+    renderVerdict(result.verdict, "image");
+    renderFileFacts(result, result.file);
+
+    const stage = $("photo-stage");
+    const img = $("photo");
+    stage.querySelectorAll(".face-box").forEach((node) => node.remove());
+    img.src = result.preview_jpeg || "";
+    for (const face of result.faces) {
+      const [x0, y0, x1, y1] = face.box;
+      const colour = scoreColour(face.probability);
+      const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${pct(face.probability, 1)} probability of manipulation` });
+      box.style.left = (100 * x0 / result.width).toFixed(3) + "%";
+      box.style.top = (100 * y0 / result.height).toFixed(3) + "%";
+      box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
+      box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
+      box.style.borderColor = colour;
+      const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${pct(face.probability)}` });
+      label.style.background = colour;
+      box.append(label);
+      box.addEventListener("mouseenter", () => highlight(face.index, true));
+      box.addEventListener("mouseleave", () => highlight(face.index, false));
+      box.addEventListener("click", () => {
+        const card = document.querySelector(`.face-card[data-face="${face.index}"]`);
+        if (card) card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      });
+      stage.append(box);
+    }
+
+    const faces = $("faces");
+    if (!result.faces.length) {
+      faces.replaceChildren(el("div", { class: "no-face", "data-role": "no-face" }, [
+        el("strong", { text: "No face found. " }),
+        document.createTextNode("Nothing to score: the detector needs faces at least 20 pixels wide, reasonably sharp and not turned fully away."),
+      ]));
+      return;
+    }
+    const threshold = result.threshold;
+    faces.replaceChildren(
+      ...result.faces.map((face) => {
+        const colour = scoreColour(face.probability);
+        const fill = el("div", { class: "meter-fill" });
+        fill.style.width = pct(face.probability, 1);
+        fill.style.background = colour;
+        const tick = el("div", { class: "meter-threshold", title: `threshold ${pct(threshold, 1)}` });
+        tick.style.left = pct(threshold, 1);
+        const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(pct(face.probability)), el("small", { text: "fake" })]);
+        scoreNode.style.color = colour;
+        const card = el("article", { class: "face-card", "data-face": String(face.index) }, [
+          el("div", { class: "face-head" }, [
+            el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: face.label.toUpperCase() })]),
+            scoreNode,
+          ]),
+          el("div", { class: "meter", title: `${pct(face.probability, 1)}; the threshold is ${pct(threshold, 1)}` }, [fill, tick]),
+          el("div", { class: "face-images" }, [
+            el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
+            el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
+          ]),
+          el("div", { class: "face-meta", text: `Probability ${pct(face.probability, 1)} · threshold ${pct(threshold, 1)} · detection confidence ${pct(face.detection_score)}` }),
+        ]);
+        card.style.borderLeftColor = colour;
+        card.addEventListener("mouseenter", () => highlight(face.index, true));
+        card.addEventListener("mouseleave", () => highlight(face.index, false));
+        return card;
+      })
+    );
+  }
+
+  function highlight(index, on) {
+    document.querySelectorAll(`[data-face="${index}"]`).forEach((node) => node.classList.toggle("highlight", on));
+  }
+
+  // ---------------------------------------------------------------- results: video
+  function niceStep(span, maxTicks) {
+    const steps = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900];
+    return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
+  }
+
+  function renderVideo(result, file) {
+    $("result").hidden = false;
+    $("video-result").hidden = false;
+    renderVerdict(result.verdict, "video");
+    renderFileFacts(result, file);
+    const v = result.video;
+    renderFacts($("video-facts"), [
+      ["Duration", `${v.duration_s.toFixed(1)} s`],
+      ["Resolution", `${v.width} × ${v.height}`],
+      ["Frame rate", `${v.fps.toFixed(2)} fps`],
+      ["Codec", v.codec],
+      ["Frames analysed", `${result.sampled_frames}`],
+      ["Faces tracked", `${result.tracks.length}`],
+    ]);
+    $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
+    drawTimeline(result);
+  }
+
+  function drawTimeline(result) {
+    const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
+    const times = result.timeline.map((p) => p.timestamp_s);
+    const span = Math.max(result.video.duration_s || 0, times.length ? Math.max(...times) : 0, 0.1);
+    const x = (t) => L + (W - L - R) * (t / span);
+    const y = (p) => T + (H - T - B) * (1 - p);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of manipulation over time for each face" });
+
+    for (const p of [0, 0.25, 0.5, 0.75, 1]) {
+      root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
+      root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
+    }
+    const step = niceStep(span, 8);
+    for (let t = 0; t <= span + 1e-9; t += step) {
+      root.append(svg("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 5 }));
+      root.append(svg("text", { class: "tick", x: x(t), y: H - B + 18, "text-anchor": "middle", text: formatTime(t, span) }));
+    }
+    root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+    root.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+
+    // Sampled frames without any face: small grey marks on the time axis.
+    for (const point of result.timeline) {
+      if (point.faces === 0) {
+        root.append(svg("rect", { class: "no-face-mark", x: x(point.timestamp_s) - 2, y: H - B - 6, width: 4, height: 6 }, [svg("title", { text: `${formatTime(point.timestamp_s, span)}: no face in this frame` })]));
+      }
+    }
+
+    const threshold = result.threshold;
+    root.append(svg("line", { class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
+    root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) - 2, text: "threshold" }));
+    root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) + 11, text: pct(threshold, threshold * 100 % 1 ? 1 : 0) }));
+
+    const legend = [];
+    result.tracks.forEach((track, i) => {
+      const colour = TRACK_COLOURS[i % TRACK_COLOURS.length];
+      const name = `Face ${i + 1}`;
+      const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(p.probability).toFixed(1)}`).join(" ");
+      const group = svg("g", { "data-track": String(track.track_id) });
+      if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
+      for (const p of track.points) {
+        group.append(svg("circle", { cx: x(p.timestamp_s), cy: y(p.probability), r: 3.5, fill: colour }, [svg("title", { text: `${name} at ${formatTime(p.timestamp_s, span)} (frame ${p.frame_index}): ${pct(p.probability, 1)}` })]));
+      }
+      root.append(group);
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = colour;
+      legend.push(
+        el("div", { class: "legend-item" }, [
+          swatch,
+          el("strong", { text: name }),
+          el("span", { text: `score ${pct(track.score)}` }),
+          el("span", { class: "label " + track.label, text: track.label.toUpperCase() }),
+          el("span", { class: "muted", text: `${track.points.length} of ${result.sampled_frames} frames` + (track.counted ? "" : " · too brief to count") }),
+        ])
+      );
+    });
+    if (!result.tracks.length) {
+      root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
+    }
+    $("timeline").replaceChildren(root);
+    $("legend").replaceChildren(...legend);
+  }
+
+  // ---------------------------------------------------------------- wiring
+  function wire() {
+    const zone = $("dropzone");
+    const input = $("file-input");
+    $("choose-button").addEventListener("click", (event) => {
+      event.stopPropagation();
+      input.click();
+    });
+    zone.addEventListener("click", () => input.click());
+    zone.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        input.click();
+      }
+    });
+    input.addEventListener("change", () => {
+      if (input.files && input.files[0]) analyse(input.files[0]);
+      input.value = "";
+    });
+    ["dragenter", "dragover"].forEach((name) =>
+      zone.addEventListener(name, (event) => {
+        event.preventDefault();
+        zone.classList.add("dragging");
+      })
+    );
+    ["dragleave", "dragend"].forEach((name) => zone.addEventListener(name, () => zone.classList.remove("dragging")));
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      zone.classList.remove("dragging");
+      const file = event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files[0];
+      if (file) analyse(file);
+    });
+    // Dropping a file elsewhere on the page must not navigate away from it.
+    window.addEventListener("dragover", (event) => event.preventDefault());
+    window.addEventListener("drop", (event) => event.preventDefault());
+    // Paste an image from the clipboard.
+    window.addEventListener("paste", (event) => {
+      const item = [...((event.clipboardData && event.clipboardData.items) || [])].find((i) => i.kind === "file");
+      if (item) analyse(item.getAsFile());
+    });
+    $("api-key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = $("api-key-input").value.trim();
+      if (key) localStorage.setItem(KEY_STORAGE, key);
+      else localStorage.removeItem(KEY_STORAGE);
+      $("message").hidden = true;
+      loadServerInfo();
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    wire();
+    loadServerInfo();
+    loadExamples();
+  });
+})();

@@ -1,0 +1,156 @@
+"""Receive one uploaded file: streamed straight to a temp file with a server-chosen name, byte-limited.
+
+FastAPI's UploadFile would parse the whole body before the handler could refuse it; this parser
+counts bytes as they arrive and stops at the limit, so an oversized upload costs at most the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from deepshield.media.sniff import HEADER_BYTES
+from deepshield.serving.errors import ApiError
+
+FIELD_NAME = "file"
+# Multipart framing and small extra fields ride on top of the file itself.
+_OVERHEAD_BYTES = 64 * 1024
+_MAX_PARTS = 16
+
+
+@dataclass
+class Upload:
+    path: Path  # server-chosen name inside the server's private temp folder
+    filename: str  # as the client named it: shown back, never used as a path
+    size: int
+    sha256: str
+    head: bytes  # first bytes, for sniffing the type
+
+    def delete(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _display_name(raw: bytes | None) -> str:
+    if not raw:
+        return "upload"
+    name = raw.decode("utf-8", errors="replace").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    return name[:200] or "upload"
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the upload is above the {limit / 1e6:.0f} MB limit")
+
+
+class _Receiver:
+    def __init__(self, handle, limit: int) -> None:
+        self.handle = handle
+        self.limit = limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.head = b""
+        self.filename: str | None = None
+        self.found = False
+        self.parts = 0
+        self._in_file = False
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+
+    # python-multipart callbacks --------------------------------------------------------------
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > _MAX_PARTS:
+            raise ApiError(400, "bad_request", f"too many parts in the form (at most {_MAX_PARTS})")
+        self._headers = {}
+        self._in_file = False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field = b""
+        self._header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if options.get(b"name") == FIELD_NAME.encode() and not self.found:
+            self.found = True
+            self._in_file = True
+            self.filename = _display_name(options.get(b"filename"))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            return  # other fields are ignored (the total body is still bounded)
+        chunk = data[start:end]
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _too_large(self.limit)
+        if len(self.head) < HEADER_BYTES:
+            self.head += chunk[: HEADER_BYTES - len(self.head)]
+        self.digest.update(chunk)
+        self.handle.write(chunk)
+
+    def on_part_end(self) -> None:
+        self._in_file = False
+
+    def callbacks(self) -> dict:
+        names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished", "on_part_data", "on_part_end")
+        return {name: getattr(self, name) for name in names}
+
+
+async def receive_upload(request: Request, directory: Path, limit: int, timeout_s: float) -> Upload:
+    """Stream the multipart field `file` of the request into `directory`. Raises ApiError 400/408/413."""
+    content_type, options = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data" or not options.get(b"boundary"):
+        raise ApiError(400, "bad_request", f"expected a multipart/form-data body with the media in a field named '{FIELD_NAME}'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + _OVERHEAD_BYTES:
+        raise _too_large(limit)  # refused before reading a byte
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bin", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            receiver = _Receiver(handle, limit)
+            parser = MultipartParser(options[b"boundary"], receiver.callbacks(), max_size=limit + _OVERHEAD_BYTES)
+            total = 0
+            async with asyncio.timeout(timeout_s):
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > limit + _OVERHEAD_BYTES:
+                        raise _too_large(limit)
+                    try:
+                        parser.write(chunk)
+                    except ApiError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - python-multipart's own parse errors
+                        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+            try:
+                parser.finalize()
+            except Exception as exc:  # noqa: BLE001
+                raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+        if not receiver.found:
+            raise ApiError(400, "bad_request", f"no file: send the media in a multipart field named '{FIELD_NAME}'")
+        if receiver.size == 0:
+            raise ApiError(400, "empty_file", "the uploaded file is empty")
+        return Upload(path, receiver.filename or "upload", receiver.size, receiver.digest.hexdigest(), receiver.head)
+    except TimeoutError:
+        path.unlink(missing_ok=True)
+        raise ApiError(408, "upload_timeout", f"the upload did not complete within {timeout_s:.0f} s") from None
+    except BaseException:  # refused, malformed, client gone, cancelled: nothing is left behind
+        path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,130 @@
+"""Blend a source face into a target face inside a deformed mask.
+
+Self-blending (SBI): source and target are two differently augmented copies of the same real
+face, so the only evidence of manipulation is the blending itself (boundary, colour and
+frequency mismatch) rather than identity cues that do not generalise across generators.
+Cross-identity blending: the source is another real person's face aligned by landmarks, as in
+a face swap, with its colour matched to the target (Face X-ray).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, Field
+
+from deepshield.synthesis.masks import deform, region_mask
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    image: np.ndarray  # H x W x 3 uint8 RGB face crop
+    keypoints: np.ndarray  # 6 x 2 detector keypoints in crop pixels
+    landmarks: np.ndarray | None = None  # 468 x 2 face-mesh points in crop pixels, when found
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    image: np.ndarray  # the fake, H x W x 3 uint8
+    mask: np.ndarray  # H x W float32 in [0, 1]: how much of the source each pixel holds
+    method: str  # "self_blend" or "cross_blend"
+
+
+class SynthesisConfig(BaseModel):
+    part_probability: float = Field(0.25, ge=0, le=1, description="chance the mask covers one facial part, not the whole face")
+    full_blend_probability: float = Field(0.5, ge=0, le=1, description="chance the mask's peak is 1 rather than a random ratio")
+    min_blend_ratio: float = Field(0.5, gt=0, le=1)
+    max_shift: float = Field(0.03, ge=0, description="source misalignment, fraction of the crop side")
+    max_scale_change: float = Field(0.05, ge=0)
+
+
+def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each change applied with probability 1/2 and moderate strength: a colour mismatch that is
+    too strong would teach the model colour alone."""
+    out = image.astype(np.float32)
+    if rng.random() < 0.5:
+        out += rng.uniform(-15, 15, size=3)  # per-channel shift
+    if rng.random() < 0.5:
+        out = (out - 128) * rng.uniform(0.9, 1.1) + 128 + rng.uniform(-12, 12)  # contrast, brightness
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + rng.integers(-4, 5)) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] + rng.integers(-15, 16), 0, 255)
+        out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    return out
+
+
+def _frequency_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make the source softer or sharper than the target: the resampling mismatch of real swaps."""
+    choice = rng.integers(3)
+    if choice == 0:
+        height, width = image.shape[:2]
+        factor = rng.uniform(0.4, 0.85)
+        small = cv2.resize(image, (max(1, int(width * factor)), max(1, int(height * factor))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    if choice == 1:
+        blurred = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.6, 1.5))
+        amount = rng.uniform(0.3, 1.0)
+        return cv2.addWeighted(image, 1 + amount, blurred, -amount, 0)  # unsharp mask
+    return image
+
+
+def _misalign(image: np.ndarray, rng: np.random.Generator, config: SynthesisConfig) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = 1 + rng.uniform(-config.max_scale_change, config.max_scale_change)
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0, scale)
+    matrix[:, 2] += rng.uniform(-config.max_shift, config.max_shift, size=2) * (width, height)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
+def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig) -> np.ndarray:
+    shape = target.image.shape[:2]
+    mask = deform(region_mask(shape, target.landmarks, target.keypoints, rng, config.part_probability), rng)
+    if rng.random() >= config.full_blend_probability:
+        mask *= rng.uniform(config.min_blend_ratio, 1.0)
+    return mask
+
+
+def _blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    alpha = mask[..., None]
+    return np.clip(source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+
+
+def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()) -> SynthesisResult:
+    """SBI: blend an augmented, slightly misaligned copy of the face back into itself."""
+    source = _misalign(_frequency_jitter(_colour_jitter(target.image, rng), rng), rng, config)
+    mask = _soft_mask(target, rng, config)
+    return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="self_blend")
+
+
+def _match_colour(source: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Reinhard colour transfer in Lab, statistics taken inside the blend region."""
+    inside = region > 0.5
+    if inside.sum() < 16:
+        return source
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    tgt = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    src_mean, src_std = src[inside].mean(0), src[inside].std(0) + 1e-3
+    tgt_mean, tgt_std = tgt[inside].mean(0), tgt[inside].std(0) + 1e-3
+    matched = (src - src_mean) / src_std * tgt_std + tgt_mean
+    return cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def cross_blend(
+    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()
+) -> SynthesisResult:
+    """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended."""
+    height, width = target.image.shape[:2]
+    use_mesh = target.landmarks is not None and donor.landmarks is not None
+    src_points = donor.landmarks if use_mesh else donor.keypoints[:4]
+    dst_points = target.landmarks if use_mesh else target.keypoints[:4]
+    matrix, _ = cv2.estimateAffinePartial2D(src_points.astype(np.float32), dst_points.astype(np.float32))
+    if matrix is None:
+        return self_blend(target, rng, config)
+    aligned = cv2.warpAffine(donor.image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+    mask = _soft_mask(target, rng, config)
+    source = _frequency_jitter(_match_colour(aligned, target.image, mask), rng)
+    return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="cross_blend")

@@ -1,0 +1,128 @@
+"""A small tracker interface over MLflow.
+
+The default store is a local SQLite file (no server); artifacts go to a folder beside it. The
+client API is used instead of mlflow's module-level "active run", so that trainings, nested search
+trials and servers in one process never step on each other's runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    run_id = None
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_artifact(self, path, folder=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def finish(self, status="FINISHED"):
+        pass
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For sqlite:///x/mlruns.db keep artifacts in x/mlartifacts (MLflow's default is the cwd)."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri[len("sqlite:///") :]).resolve()
+        return (database.parent / "mlartifacts").as_uri()
+    return None
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class MlflowTracker:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        found = self.client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")  # resuming: same run, continued
+            self.run_id = run_id
+        else:
+            run_tags = dict(tags or {})
+            if parent_run_id:
+                run_tags["mlflow.parentRunId"] = parent_run_id
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, v) for k, v in flatten(params).items() if k not in existing]  # params are write-once
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), folder)
+        else:
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
+    if not enabled:
+        return NullTracker()
+    return MlflowTracker(uri, experiment, **kwargs)

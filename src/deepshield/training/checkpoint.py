@@ -1,0 +1,21 @@
+"""Checkpoints: written atomically, holding everything needed to continue exactly where a run stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a kill during the write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)

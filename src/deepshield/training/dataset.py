@@ -1,0 +1,110 @@
+"""Samples for training and validation: real faces and fakes synthesised on the fly.
+
+Every sample is a pure function of (seed, epoch, index): the same run gives the same data
+whatever the worker count, and a resumed run continues with exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from deepshield.synthesis.blend import SynthesisConfig, cross_blend, self_blend
+from deepshield.training.augment import degrade
+from deepshield.training.config import AugmentConfig
+from deepshield.training.facebank import FaceBank
+
+REAL, FAKE = 0, 1
+
+
+def split_by_group(bank: FaceBank, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Identity-disjoint split: whole groups go to validation until it holds val_fraction of faces."""
+    groups = np.unique(bank.groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    target = val_fraction * len(bank)
+    val_groups, count = set(), 0
+    counts = {g: c for g, c in zip(*np.unique(bank.groups, return_counts=True))}
+    for group in groups:
+        if count >= target:
+            break
+        val_groups.add(group)
+        count += counts[group]
+    is_val = np.array([g in val_groups for g in bank.groups])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+@dataclass
+class FakeMaker:
+    bank: FaceBank
+    synthesis: SynthesisConfig
+    cross_fraction: float
+
+    def make(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        target = self.bank.sample(index)
+        if len(self.bank) > 1 and rng.random() < self.cross_fraction:
+            donor = int(rng.integers(len(self.bank) - 1))
+            donor += donor >= index  # never the face itself
+            return cross_blend(target, self.bank.sample(donor), rng, self.synthesis).image
+        return self_blend(target, rng, self.synthesis).image
+
+
+class TrainingSamples(Dataset):
+    """Balanced: even indices are real faces, odd indices fakes. A fake is synthesised from a real
+    face, or drawn from the pool of prepared fakes (half and half when both are available)."""
+
+    def __init__(
+        self,
+        bank: FaceBank,
+        fake_pool: np.ndarray,
+        length: int,
+        seed: int,
+        epoch: int,
+        synthesis: SynthesisConfig,
+        augment: AugmentConfig,
+        cross_fraction: float,
+        synthesize: bool = True,
+    ):
+        if len(bank) == 0:
+            raise ValueError("training needs real faces")
+        if not synthesize and len(fake_pool) == 0:
+            raise ValueError("training needs fakes: enable synthesis or give datasets with fake crops")
+        self.bank = bank
+        self.fake_pool = fake_pool
+        self.length = length
+        self.seed = seed
+        self.epoch = epoch
+        self.fakes = FakeMaker(bank, synthesis, cross_fraction)
+        self.synthesize = synthesize
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        face = int(rng.integers(len(self.bank)))
+        label = index % 2
+        if label == REAL:
+            image = self.bank.images[face]
+        elif self.synthesize and (len(self.fake_pool) == 0 or rng.random() < 0.5):
+            image = self.fakes.make(face, rng)
+        else:
+            image = self.fake_pool[int(rng.integers(len(self.fake_pool)))]
+        return torch.from_numpy(degrade(image, rng, self.augment)), label
+
+
+def validation_samples(
+    bank: FaceBank, fake_pool: np.ndarray, seed: int, synthesis: SynthesisConfig, cross_fraction: float, synthesize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every validation face as itself, plus one fixed fake made from it (when synthesising) and
+    every prepared fake: an unchanging set."""
+    maker = FakeMaker(bank, synthesis, cross_fraction)
+    fakes = [maker.make(i, np.random.default_rng([seed, 10**6, i])) for i in range(len(bank))] if synthesize else []
+    fake_images = np.concatenate([np.stack(fakes), fake_pool]) if fakes else fake_pool
+    images = np.concatenate([bank.images, fake_images])
+    labels = np.concatenate([np.zeros(len(bank), np.int64), np.ones(len(fake_images), np.int64)])
+    return images, labels

@@ -1,0 +1,156 @@
+"""Real faces, detected and cropped once with the model's crop policy, with landmarks for synthesis.
+
+Building the bank is the slow, deterministic part of training data (detection + face mesh); it is
+cached as one .npz keyed by the source files and the crop policy, so runs and resumes reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy, crop_face
+from deepshield.synthesis.blend import FaceSample
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class FaceBank:
+    images: np.ndarray  # N x S x S x 3 uint8
+    keypoints: np.ndarray  # N x 6 x 2 float32, crop pixels
+    landmarks: np.ndarray  # N x 468 x 2 float32, NaN where the mesh failed
+    groups: np.ndarray  # N identity groups (str): a split never separates one group
+    paths: np.ndarray  # N source paths (str)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, index: int) -> FaceSample:
+        landmarks = self.landmarks[index]
+        return FaceSample(
+            image=self.images[index],
+            keypoints=self.keypoints[index],
+            landmarks=None if np.isnan(landmarks).any() else landmarks,
+        )
+
+    def subset(self, indices: np.ndarray) -> FaceBank:
+        return FaceBank(self.images[indices], self.keypoints[indices], self.landmarks[indices], self.groups[indices], self.paths[indices])
+
+    @classmethod
+    def concat(cls, banks: list[FaceBank]) -> FaceBank:
+        return cls(*(np.concatenate([getattr(b, name) for b in banks]) for name in ("images", "keypoints", "landmarks", "groups", "paths")))
+
+    @classmethod
+    def empty(cls, size: int) -> FaceBank:
+        return cls(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 6, 2), np.float32), np.zeros((0, 468, 2), np.float32), np.array([], dtype=str), np.array([], dtype=str))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=self.images, keypoints=self.keypoints, landmarks=self.landmarks, groups=self.groups, paths=self.paths)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> FaceBank:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["images"], data["keypoints"], data["landmarks"], data["groups"], data["paths"])
+
+
+def identity_group(path: Path, pattern: str | None) -> str:
+    """Group id for identity-disjoint splits: the regex's first group on the file name, else the file."""
+    if pattern:
+        match = re.match(pattern, path.name)
+        if match:
+            return f"{path.parent.name}/{match.group(1)}"
+    return f"{path.parent.name}/{path.stem}"
+
+
+def list_images(folders: list[Path], limit_per_folder: int | None = None) -> list[Path]:
+    files: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise DeepShieldError(f"real-face folder {folder} does not exist")
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files.extend(found[:limit_per_folder] if limit_per_folder else found)
+    return files
+
+
+_worker: dict = {}
+
+
+def _init_worker(policy_json: str) -> None:
+    from deepshield.faces.detector import FaceDetector
+    from deepshield.faces.landmarks import FaceMesher
+
+    _worker["policy"] = CropPolicy.model_validate_json(policy_json)
+    _worker["detector"] = FaceDetector(min_face_size=24)
+    _worker["mesher"] = FaceMesher()
+
+
+def _process(path: Path):
+    from deepshield.media.images import load_image
+
+    try:
+        image = load_image(path)
+    except DeepShieldError as exc:
+        return path, None, str(exc)
+    faces = _worker["detector"].detect(image)
+    if not faces:
+        return path, None, "no face found"
+    face = max(faces, key=lambda f: f.box.area)
+    crop = crop_face(image, face.box, face.keypoints, _worker["policy"])
+    keypoints = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+    landmarks = _worker["mesher"].landmarks(crop.pixels)
+    if landmarks is None:
+        landmarks = np.full((468, 2), np.nan, np.float32)
+    return path, (crop.pixels, keypoints.astype(np.float32), landmarks), None
+
+
+def build_facebank(
+    folders: list[Path], policy: CropPolicy, cache_dir: Path, group_pattern: str | None = None, workers: int = 2, limit_per_folder: int | None = None
+) -> FaceBank:
+    files = list_images(folders, limit_per_folder)
+    if not files:
+        raise DeepShieldError(f"no images found in {', '.join(map(str, folders))}")
+    key = hashlib.sha256((policy.model_dump_json() + "\n".join(map(str, files))).encode()).hexdigest()[:16]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"facebank-{key}.npz"
+    if cache.exists():
+        log.info("face bank from cache %s", cache)
+        return FaceBank.load(cache)
+    crops, keypoints, landmarks, groups, paths = [], [], [], [], []
+    skipped = 0
+    with ExitStack() as stack:
+        if workers > 1:
+            context = get_context("spawn")  # MediaPipe graphs must not be forked
+            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(policy.model_dump_json(),)))
+            results = pool.imap(_process, files, chunksize=16)
+        else:
+            _init_worker(policy.model_dump_json())
+            results = map(_process, files)
+        for path, item, error in tqdm(results, total=len(files), desc="face bank", unit="img"):
+            if item is None:
+                skipped += 1
+                log.debug("skipped %s: %s", path, error)
+                continue
+            crops.append(item[0])
+            keypoints.append(item[1])
+            landmarks.append(item[2])
+            groups.append(identity_group(path, group_pattern))
+            paths.append(str(path))
+    if not crops:
+        raise DeepShieldError("no face was found in any real-face image")
+    log.info("face bank: %d faces, %d images skipped", len(crops), skipped)
+    bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.array(groups), np.array(paths))
+    bank.save(cache)
+    return bank

@@ -1,0 +1,23 @@
+"""Small real-face image sets made from the scikit-image astronaut (no ../shared needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data as skdata
+
+
+def write_real_faces(folder: Path, count: int = 8) -> Path:
+    """`count` distinct views of the one real face: crops at several zooms, flips, colour casts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = skdata.astronaut()
+    for k in range(count):
+        margin = 40 + 12 * (k % 4)
+        view = image[max(0, 85 - margin) : 180 + margin, max(0, 178 - margin) : 273 + margin]
+        if k % 2:
+            view = view[:, ::-1]
+        view = np.clip(view.astype(np.int16) + (k * 7 % 30) - 15, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"person{k % 4}_{k}.png"), cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_RGB2BGR))
+    return folder

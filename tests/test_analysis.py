@@ -1,0 +1,300 @@
+"""The analysis API: per-face results, verdicts, thresholds, video tracks and timelines."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import deepshield.inference.analysis as analysis
+from deepshield.faces.crop import CropPolicy
+from deepshield.faces.detector import Box, Face
+from deepshield.inference.analysis import VIDEO_RULE, Detector, VideoRule
+from deepshield.inference.runtime import FaceScores, OnnxClassifier
+from deepshield.inference.tracking import associate
+from deepshield.media.video import VideoFrame, VideoInfo, uniform_indices
+from deepshield.models.card import Calibration, ModelCard
+
+from conftest import write_video
+
+
+def sigmoid(x: float, temperature: float = 1.0) -> float:
+    return 1 / (1 + math.exp(-x / temperature))
+
+
+class ScriptedClassifier:
+    """Stands in for OnnxClassifier: returns the given logits in the order crops arrive (the
+    analysis scores every face of a call in one batch: frame by frame, faces in reading order)."""
+
+    def __init__(self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5) -> None:
+        self.card = ModelCard(
+            name="scripted", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32),
+            calibration=Calibration(temperature=temperature, threshold=threshold),
+        )
+        self.logits = list(logits)
+        self.batches: list[int] = []
+
+    def score(self, crops: np.ndarray) -> FaceScores:
+        assert crops.shape[1:] == (32, 32, 3)
+        self.batches.append(len(crops))
+        logits = np.array(self.logits[: len(crops)], np.float32)
+        del self.logits[: len(crops)]
+        cams = np.repeat(logits[:, None, None], 4, axis=1).repeat(4, axis=2)
+        probabilities = 1 / (1 + np.exp(-logits.astype(np.float64) / self.card.calibration.temperature))
+        return FaceScores(logits, probabilities, cams)
+
+
+@pytest.fixture(scope="module")
+def three_faces(astronaut) -> np.ndarray:
+    return np.concatenate([astronaut] * 3, axis=1)
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def test_one_result_per_face_in_reading_order(detector, three_faces):
+    result = detector.analyze_image(three_faces)
+    assert (result.width, result.height) == (1536, 512)
+    assert [f.index for f in result.faces] == [0, 1, 2]
+    centres = [(f.box[0] + f.box[2]) / 2 for f in result.faces]
+    for k, centre in enumerate(centres):
+        assert abs(centre - (225 + 512 * k)) < 25
+    for face in result.faces:
+        assert face.probability == pytest.approx(sigmoid(face.logit, detector.card.calibration.temperature), rel=1e-6)
+        assert face.crop.shape == (64, 64, 3) and face.heatmap.shape == (64, 64)
+        assert 0 <= face.heatmap.min() and face.heatmap.max() <= 1
+        assert len(face.keypoints) == 6 and 0 < face.detection_score <= 1
+    assert result.model == "tiny-test 0.0.1" and result.elapsed_ms > 0
+
+
+def test_verdict_is_the_most_suspicious_face(detector, three_faces):
+    scripted = ScriptedClassifier([-1.0, 2.0, 0.5])
+    result = Detector(scripted, detector.faces).analyze_image(three_faces)
+    assert [f.logit for f in result.faces] == [-1.0, 2.0, 0.5]
+    assert [f.label for f in result.faces] == ["real", "fake", "fake"]
+    assert result.verdict.label == "fake"
+    assert result.verdict.probability == pytest.approx(sigmoid(2.0))
+    assert "88.1%" in result.verdict.reason and "threshold 50.0%" in result.verdict.reason
+    assert scripted.batches == [3]  # every face in one classifier call
+
+
+def test_all_real_faces_give_a_real_verdict(detector, three_faces):
+    result = Detector(ScriptedClassifier([-3.0, -0.5, -2.0]), detector.faces).analyze_image(three_faces)
+    assert result.verdict.label == "real"
+    assert result.verdict.probability == pytest.approx(sigmoid(-0.5))
+
+
+def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
+    result = detector.analyze_image(np.full((300, 400, 3), 90, np.uint8))
+    assert result.faces == []
+    assert result.verdict.label == "no_face" and result.verdict.probability is None
+    assert result.verdict.reason == "no face found"
+
+
+def test_encoded_bytes_and_paths_are_analysed(detector, astronaut, tmp_path):
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    (tmp_path / "a.jpg").write_bytes(jpeg.tobytes())
+    from_bytes = detector.analyze_image(jpeg.tobytes())
+    from_path = detector.analyze_path(tmp_path / "a.jpg")
+    assert len(from_bytes.faces) == len(from_path.faces) == 1
+    assert from_bytes.faces[0].probability == pytest.approx(from_path.faces[0].probability)
+    assert from_path.faces[0].crop is None  # analyze_path keeps no pixels unless asked
+
+
+def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
+    probability = detector.analyze_image(astronaut).faces[0].probability
+    assert 0 < probability < 1
+    strict = Detector(detector.classifier, detector.faces, threshold=min(1.0, probability + 0.01)).analyze_image(astronaut)
+    lenient = Detector(detector.classifier, detector.faces, threshold=max(0.0, probability - 0.01)).analyze_image(astronaut)
+    assert strict.faces[0].label == "real" and strict.verdict.label == "real"
+    assert lenient.faces[0].label == "fake" and lenient.verdict.label == "fake"
+    assert strict.threshold == pytest.approx(probability + 0.01)
+    # At exactly the threshold a face counts as fake; from_bundle passes the override through.
+    exact = Detector(detector.classifier, detector.faces, threshold=probability).analyze_image(astronaut)
+    assert exact.faces[0].label == "fake"
+    assert Detector.from_bundle(tiny_bundle, threshold=0.25).threshold == 0.25
+    assert Detector(detector.classifier, detector.faces).threshold == detector.card.calibration.threshold
+
+
+def test_json_carries_no_pixels(detector, astronaut):
+    result = detector.analyze_image(astronaut)
+    data = json.loads(result.model_dump_json())
+    assert set(data["faces"][0]) == {"index", "box", "detection_score", "keypoints", "probability", "logit", "label"}
+    assert data["kind"] == "image" and data["verdict"]["label"] in ("fake", "real")
+
+
+def test_heatmap_is_the_cam_through_the_sigmoid(detector, astronaut):
+    face = Detector(ScriptedClassifier([1.5], temperature=2.0), detector.faces).analyze_image(astronaut).faces[0]
+    assert face.heatmap.shape == (32, 32)
+    np.testing.assert_allclose(face.heatmap, sigmoid(1.5, 2.0), rtol=1e-5)  # a flat CAM: a flat map
+    assert face.probability == pytest.approx(sigmoid(1.5, 2.0))
+
+
+# --- video rule and tracking -----------------------------------------------------------------
+
+
+def test_track_score_is_the_mean_of_the_top_half():
+    rule = VideoRule()
+    assert rule.track_score([0.9, 0.1, 0.5, 0.7]) == pytest.approx(0.8)  # mean(0.9, 0.7)
+    assert rule.track_score([0.2, 0.4, 0.6]) == pytest.approx(0.5)  # ceil(1.5) = 2: mean(0.6, 0.4)
+    assert rule.track_score([0.3]) == pytest.approx(0.3)
+    assert VideoRule(top_fraction=1.0).track_score([0.2, 0.4, 0.9]) == pytest.approx(0.5)
+    assert VideoRule(top_fraction=0.25).track_score([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]) == pytest.approx(0.75)
+
+
+def box(x: float, y: float = 0.0, side: float = 100.0) -> Box:
+    return Box(x, y, x + side, y + side)
+
+
+def test_associate_follows_moving_faces():
+    frames = [[box(0 + 10 * t), box(500 - 10 * t)] for t in range(5)]
+    tracks = associate(frames)
+    assert len(tracks) == 2
+    assert [t.members for t in tracks] == [[(t, 0) for t in range(5)], [(t, 1) for t in range(5)]]
+
+
+def test_associate_bridges_short_gaps_only():
+    seen = [box(0)]
+    bridged = associate([seen, [], [], [], seen])  # missing for 3 samples: max_gap
+    assert len(bridged) == 1 and [m[0] for m in bridged[0].members] == [0, 4]
+    broken = associate([seen, [], [], [], [], seen])  # missing for 4
+    assert len(broken) == 2
+
+
+def test_associate_prefers_the_best_overlap():
+    # Two faces close together swap order: each new box joins the track it overlaps most.
+    frames = [[box(0), box(80)], [box(75), box(5)]]
+    tracks = associate(frames)
+    assert [t.members for t in tracks] == [[(0, 0), (1, 1)], [(0, 1), (1, 0)]]
+    assert associate([[box(0)], [box(300)]])[1].members == [(1, 0)]  # no overlap: a new person
+
+
+class FrameScriptDetector:
+    """Stands in for FaceDetector: frame k (its pixels all equal k) has the faces script[k]."""
+
+    def __init__(self, script: dict[int, list[Box]]) -> None:
+        self.script = script
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return [Face(b, 0.9, np.zeros((6, 2), np.float32)) for b in self.script.get(int(image[0, 0, 0]), [])]
+
+
+def scripted_video(monkeypatch, frame_count: int):
+    info = VideoInfo(width=640, height=360, fps=10.0, frame_count=frame_count, duration_s=frame_count / 10, rotation=0, codec="h264")
+    frames = [VideoFrame(i, i / 10, np.full((360, 640, 3), i, np.uint8)) for i in range(frame_count)]
+    monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits: (info, frames))
+
+
+def test_short_tracks_do_not_decide_the_verdict(monkeypatch):
+    scripted_video(monkeypatch, 6)
+    # Person A in every frame, moderately suspicious; person B flashes up in frame 2 only.
+    script = {i: [box(100, 100)] for i in range(6)}
+    script[2] = [box(100, 100), box(400, 100)]
+    logits = [0.0, 0.5, 1.0, 4.0, -0.5, 0.2, 0.8]  # frame 2 holds A (1.0) then B (4.0)
+    detector = Detector(ScriptedClassifier(logits), FrameScriptDetector(script))
+    result = detector.analyze_video("unused.mp4", frames=6)
+    assert result.sampled_frames == 6
+    a, b = result.tracks
+    assert [p.frame_index for p in a.points] == [0, 1, 2, 3, 4, 5] and a.counted
+    assert [p.frame_index for p in b.points] == [2] and not b.counted
+    a_probabilities = [sigmoid(x) for x in (0.0, 0.5, 1.0, -0.5, 0.2, 0.8)]
+    assert a.score == pytest.approx(np.mean(sorted(a_probabilities)[-3:]))
+    assert b.score == pytest.approx(sigmoid(4.0)) and b.label == "fake"
+    assert result.verdict.probability == pytest.approx(a.score)  # B's 98% is one frame: not counted
+    assert result.verdict.label == "fake"  # A's top-half mean is 0.63
+    assert result.rule == VIDEO_RULE
+
+
+def test_when_no_track_is_long_enough_all_tracks_vote(monkeypatch):
+    scripted_video(monkeypatch, 6)
+    script = {0: [box(0)], 1: [box(0)], 3: [box(300)], 4: [box(300)]}  # two people, 2 frames each
+    detector = Detector(ScriptedClassifier([-2.0, -1.0, 1.0, 3.0]), FrameScriptDetector(script))
+    result = detector.analyze_video("unused.mp4", frames=6)
+    assert len(result.tracks) == 2 and not any(t.counted for t in result.tracks)
+    assert result.verdict.probability == pytest.approx(np.mean([sigmoid(3.0)]))  # top half of [1, 3]: 3
+    assert result.verdict.label == "fake"
+
+
+def test_video_without_faces_gives_no_face(monkeypatch):
+    scripted_video(monkeypatch, 4)
+    result = Detector(ScriptedClassifier([]), FrameScriptDetector({})).analyze_video("unused.mp4", frames=4)
+    assert result.tracks == [] and result.verdict.label == "no_face"
+    assert [p.faces for p in result.timeline] == [0, 0, 0, 0]
+    assert all(p.max_probability is None for p in result.timeline)
+
+
+def test_timeline_has_a_point_per_sampled_frame(monkeypatch):
+    scripted_video(monkeypatch, 5)
+    script = {0: [box(0)], 1: [box(0), box(300)], 3: [box(0)], 4: [box(300)]}
+    detector = Detector(ScriptedClassifier([0.0, -1.0, 2.0, 1.0, 0.5]), FrameScriptDetector(script))
+    result = detector.analyze_video("unused.mp4", frames=5)
+    assert [(p.frame_index, p.faces) for p in result.timeline] == [(0, 1), (1, 2), (2, 0), (3, 1), (4, 1)]
+    expected = [sigmoid(0.0), sigmoid(2.0), None, sigmoid(1.0), sigmoid(0.5)]
+    for point, want in zip(result.timeline, expected):
+        assert point.max_probability == (pytest.approx(want) if want is not None else None)
+    assert [p.timestamp_s for p in result.timeline] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+# --- real videos -----------------------------------------------------------------------------
+
+
+def test_real_video_sampled_tracked_and_timed(detector, face_video):
+    stages = []
+    result = detector.analyze_video(face_video, frames=8, progress=lambda fraction, stage: stages.append((fraction, stage)))
+    assert result.sampled_frames == 8
+    assert (result.video.width, result.video.height, result.video.frame_count) == (512, 512, 20)
+    assert result.video.fps == 10.0 and result.video.duration_s == pytest.approx(2.0, abs=0.11)
+    assert [p.frame_index for p in result.timeline] == uniform_indices(20, 8) == [1, 3, 6, 8, 11, 13, 16, 18]
+    assert [p.faces for p in result.timeline] == [1] * 8
+    (track,) = result.tracks
+    assert [p.frame_index for p in track.points] == [1, 3, 6, 8, 11, 13, 16, 18]
+    # The face drifts right 2 px a frame: so do the track's boxes.
+    xs = [p.box[0] for p in track.points]
+    assert xs[-1] - xs[0] == pytest.approx(34, abs=8)
+    assert track.score == pytest.approx(VideoRule().track_score([p.probability for p in track.points]))
+    assert result.verdict.probability == pytest.approx(track.score)
+    assert [s for _, s in stages] == ["decoding", "detecting faces", "scoring faces", "aggregating", "done"]
+    assert [f for f, _ in stages] == sorted(f for f, _ in stages) and stages[-1][0] == 1.0
+
+
+def test_two_people_moving_make_two_tracks(detector, astronaut, tmp_path):
+    photo = cv2.resize(astronaut, (384, 384), interpolation=cv2.INTER_AREA)  # faces of 71 px
+    frames = []
+    for t in range(10):
+        canvas = np.zeros((448, 896, 3), np.uint8)
+        canvas[32:416, 4 * t : 4 * t + 384] = photo  # walks right
+        canvas[32:416, 508 - 4 * t : 892 - 4 * t] = photo  # walks left
+        frames.append(canvas)
+    result = detector.analyze_video(write_video(tmp_path / "two.mp4", frames), frames=10)
+    assert len(result.tracks) == 2
+    left, right = result.tracks
+    assert [len(left.points), len(right.points)] == [10, 10]
+    assert left.points[-1].box[0] - left.points[0].box[0] == pytest.approx(36, abs=8)
+    assert right.points[-1].box[0] - right.points[0].box[0] == pytest.approx(-36, abs=8)
+    assert all(p.faces == 2 for p in result.timeline)
+
+
+def test_face_missing_for_one_frame_keeps_its_track(detector, astronaut, tmp_path):
+    frames = [np.roll(astronaut, 2 * i, axis=1) for i in range(12)]
+    frames[6] = np.zeros_like(astronaut)  # the face is gone for one frame
+    result = detector.analyze_video(write_video(tmp_path / "gap.mp4", frames), frames=12)
+    (track,) = result.tracks
+    assert [p.frame_index for p in track.points] == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    assert len(result.timeline) == 12
+    assert result.timeline[6].faces == 0 and result.timeline[6].max_probability is None
+    assert all(p.faces == 1 for i, p in enumerate(result.timeline) if i != 6)
+
+
+def test_analyze_path_tells_videos_from_images_by_content(detector, face_video, astronaut, tmp_path):
+    disguised = tmp_path / "clip.jpg"  # a video with an image's name
+    disguised.write_bytes(face_video.read_bytes())
+    assert detector.analyze_path(disguised, frames=4).kind == "video"
+    (tmp_path / "photo.mp4").write_bytes(cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))[1].tobytes())
+    assert detector.analyze_path(tmp_path / "photo.mp4").kind == "image"
+
+
+def test_real_classifier_is_onnx(detector):
+    assert isinstance(detector.classifier, OnnxClassifier)

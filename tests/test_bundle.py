@@ -1,0 +1,191 @@
+"""The bundle contract: what ONNX Runtime computes from model.onnx is what the torch network
+computes, and a broken bundle is refused with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepshield.errors import BundleError
+from deepshield.faces.crop import CropPolicy
+from deepshield.inference.runtime import OnnxClassifier
+from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard
+from deepshield.models.export import export_bundle, file_sha256
+from deepshield.models.network import DeepfakeNet, normalize_batch
+
+
+def torch_outputs(net: DeepfakeNet, card: ModelCard, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        logit, cam = net(normalize_batch(torch.from_numpy(crops), card.normalization))
+    return logit.numpy(), cam.numpy()
+
+
+def face_like_crops(astronaut: np.ndarray, size: int, count: int) -> np.ndarray:
+    """Real photo content (not noise) at a few offsets, plus one flat grey crop."""
+    import cv2
+
+    crops = [cv2.resize(astronaut[y : y + 160, x : x + 160], (size, size), interpolation=cv2.INTER_AREA) for y, x in [(60, 150), (0, 0), (300, 300), (200, 50)]]
+    crops.append(np.full((size, size, 3), 128, np.uint8))
+    return np.stack([crops[i % len(crops)] for i in range(count)])
+
+
+@pytest.fixture(scope="module")
+def efficientnet_bundle(tmp_path_factory):
+    torch.manual_seed(1)
+    net = DeepfakeNet("efficientnet_lite0", 96, pretrained=True).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.05)  # a head that gives logits of a few units
+    card = ModelCard(
+        name="effnet-test", version="0.0.1", architecture="efficientnet_lite0", input_size=96, crop_policy=CropPolicy(size=96),
+        calibration=Calibration(temperature=1.7, threshold=0.4),
+    )
+    return net, card, export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "effnet")
+
+
+@pytest.fixture(scope="module")
+def tiny_net_bundle(tmp_path_factory):
+    torch.manual_seed(2)
+    net = DeepfakeNet("tiny", 64, pretrained=False).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    card = ModelCard(name="tiny", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    return net, card, export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.mark.parametrize("which", ["tiny_net_bundle", "efficientnet_bundle"])
+def test_onnx_runtime_matches_torch(request, astronaut, which):
+    net, card, bundle = request.getfixturevalue(which)
+    classifier = OnnxClassifier(bundle)
+    assert classifier.input_size == card.input_size
+    crops = face_like_crops(astronaut, card.input_size, 20)  # more than one ORT batch of 16
+    scores = classifier.score(crops)
+    logits, cams = torch_outputs(net, card, crops)
+    assert np.ptp(logits) > 0.05  # the crops really give different answers
+    np.testing.assert_allclose(scores.logits, logits, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores.cams, cams, rtol=1e-3, atol=1e-4)
+    # Calibrated probability: sigmoid(logit / temperature), temperature from the card.
+    expected = 1 / (1 + np.exp(-logits.astype(np.float64) / card.calibration.temperature))
+    np.testing.assert_allclose(scores.probabilities, expected, rtol=1e-5, atol=1e-6)
+    # A batch of one gives what the same crop gives inside a batch.
+    single = classifier.score(crops[:1])
+    np.testing.assert_allclose(single.logits, scores.logits[:1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("which", "cam_side"), [("tiny_net_bundle", 8), ("efficientnet_bundle", 3)])
+def test_cam_shape_and_mean_is_the_logit(request, astronaut, which, cam_side):
+    net, card, bundle = request.getfixturevalue(which)
+    scores = OnnxClassifier(bundle).score(face_like_crops(astronaut, card.input_size, 3))
+    assert scores.cams.shape == (3, cam_side, cam_side)  # input / 8 (tiny), input / 32 (EfficientNet)
+    np.testing.assert_allclose(scores.cams.mean(axis=(1, 2)), scores.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_card_records_checksum_and_policy(efficientnet_bundle):
+    _, card, bundle = efficientnet_bundle
+    stored = json.loads((bundle / CARD_FILE).read_text())
+    assert stored["onnx_sha256"] == file_sha256(bundle / ONNX_FILE)
+    assert stored["input_size"] == 96 and stored["crop_policy"]["size"] == 96
+    assert stored["calibration"]["temperature"] == 1.7
+    assert OnnxClassifier(bundle).card.calibration.threshold == 0.4
+
+
+def test_pretrained_weights_are_loaded():
+    torch.manual_seed(3)
+    first = DeepfakeNet("efficientnet_lite0", 96, pretrained=True).backbone.state_dict()
+    torch.manual_seed(4)
+    second = DeepfakeNet("efficientnet_lite0", 96, pretrained=True).backbone.state_dict()
+    torch.manual_seed(4)
+    random_init = DeepfakeNet("efficientnet_lite0", 96, pretrained=False).backbone.state_dict()
+    stem = "net._conv_stem.weight"
+    assert torch.equal(first[stem], second[stem])  # the shipped ImageNet weights, not the seed's
+    assert not torch.equal(first[stem], random_init[stem])
+
+
+def test_score_rejects_wrong_crop_shapes(tiny_bundle):
+    classifier = OnnxClassifier(tiny_bundle)
+    with pytest.raises(ValueError, match="expected N x 64 x 64 x 3 crops"):
+        classifier.score(np.zeros((2, 32, 32, 3), np.uint8))
+    empty = classifier.score(np.zeros((0, 64, 64, 3), np.uint8))
+    assert empty.logits.shape == (0,) and empty.probabilities.shape == (0,)
+
+
+def test_export_refuses_mismatched_input_size(tmp_path):
+    net = DeepfakeNet("tiny", 64, pretrained=False)
+    card = ModelCard(name="x", version="1", architecture="tiny", input_size=96, crop_policy=CropPolicy(size=96))
+    with pytest.raises(ValueError, match="card input_size 96 != network input_size 64"):
+        export_bundle(net, card, tmp_path / "b")
+
+
+# --- the loader refuses broken bundles ------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def edit_card(bundle: Path, **changes) -> None:
+    card = json.loads((bundle / CARD_FILE).read_text())
+    card.update(changes)
+    (bundle / CARD_FILE).write_text(json.dumps(card))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(BundleError, match="is not a directory"):
+        OnnxClassifier(tmp_path / "nowhere")
+
+
+def test_missing_card(bundle_copy):
+    (bundle_copy / CARD_FILE).unlink()
+    with pytest.raises(BundleError, match="has no model_card.json"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_invalid_json(bundle_copy):
+    (bundle_copy / CARD_FILE).write_text('{"format": 1, "name": ')
+    with pytest.raises(BundleError, match="model card .* is invalid"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_card_missing_required_field(bundle_copy):
+    card = json.loads((bundle_copy / CARD_FILE).read_text())
+    del card["crop_policy"]
+    (bundle_copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="(?s)is invalid.*crop_policy"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_wrong_format_number(bundle_copy):
+    edit_card(bundle_copy, format=2)
+    with pytest.raises(BundleError, match="model bundle format 2 is not supported \\(expected 1\\)"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_missing_onnx(bundle_copy):
+    (bundle_copy / ONNX_FILE).unlink()
+    with pytest.raises(BundleError, match="has no model.onnx"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_checksum_mismatch(bundle_copy):
+    onnx = bundle_copy / ONNX_FILE
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match the checksum in its model card"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_unloadable_onnx(bundle_copy):
+    (bundle_copy / ONNX_FILE).write_bytes(b"not a protobuf at all")
+    edit_card(bundle_copy, onnx_sha256=file_sha256(bundle_copy / ONNX_FILE))
+    with pytest.raises(BundleError, match="is not a loadable ONNX model"):
+        OnnxClassifier(bundle_copy)
+
+
+def test_input_size_mismatch_between_card_and_graph(bundle_copy):
+    edit_card(bundle_copy, input_size=128, crop_policy={"size": 128, "scale": 1.5, "align": False})
+    with pytest.raises(BundleError, match=r"input \[\('image', \['batch', 64, 64, 3\]\)\] does not match the card's 128x128x3"):
+        OnnxClassifier(bundle_copy)

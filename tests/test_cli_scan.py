@@ -1,0 +1,181 @@
+"""`deepshield scan`, in process through deepshield.cli.main.main and once as the console script."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+from deepshield.cli.scan import SUMMARY_FIELDS
+
+from conftest import write_video
+
+
+def save_image(path: Path, rgb: np.ndarray) -> Path:
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    path.write_bytes(data.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory, astronaut) -> Path:
+    """photos/: a face (JPEG), no face (PNG), a face video, a notes file; photos/more/: one face."""
+    root = tmp_path_factory.mktemp("media") / "photos"
+    (root / "more").mkdir(parents=True)
+    save_image(root / "astronaut.jpg", astronaut)
+    save_image(root / "blank.png", np.full((200, 300, 3), 128, np.uint8))
+    write_video(root / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    (root / "notes.txt").write_text("not media: a folder scan skips it by its suffix\n")
+    save_image(root / "more" / "flipped.png", np.ascontiguousarray(astronaut[:, ::-1]))
+    return root
+
+
+def scan(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["scan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_folder_of_images_and_videos_as_json(capsys, media, tiny_bundle):
+    code, out, _ = scan(capsys, str(media), "--model", str(tiny_bundle), "--format", "json", "--frames", "4")
+    assert code == EXIT_OK
+    rows = json.loads(out)
+    assert [Path(r["path"]).name for r in rows] == ["astronaut.jpg", "blank.png", "clip.mp4"]  # sorted, no notes.txt
+    photo, blank, clip = rows
+    assert photo["status"] == "ok" and photo["kind"] == "image" and photo["faces"] == 1
+    assert photo["verdict"] in ("fake", "real") and 0 <= photo["probability"] <= 1
+    assert photo["probability"] == photo["result"]["verdict"]["probability"]
+    assert len(photo["result"]["faces"]) == 1 and photo["result"]["model"] == "tiny-test 0.0.1"
+    assert blank["verdict"] == "no_face" and blank["faces"] == 0 and "probability" not in blank
+    assert clip["kind"] == "video" and clip["faces"] == 1  # one face track
+    assert clip["result"]["sampled_frames"] == 4 and len(clip["result"]["timeline"]) == 4
+    assert all("error" not in r for r in rows)
+
+
+def test_recursive_descends_into_subfolders(capsys, media, tiny_bundle):
+    code, out, _ = scan(capsys, str(media), "-r", "--model", str(tiny_bundle), "--format", "jsonl", "--frames", "2")
+    assert code == EXIT_OK
+    rows = [json.loads(line) for line in out.splitlines()]
+    names = [Path(r["path"]).relative_to(media).as_posix() for r in rows]
+    assert names == ["astronaut.jpg", "blank.png", "clip.mp4", "more/flipped.png"]
+    flipped = rows[-1]
+    assert flipped["faces"] == 1
+    box = flipped["result"]["faces"][0]["box"]
+    assert 230 < box[0] < 260  # the mirrored face sits at x 239-334
+
+
+def test_csv_has_the_summary_fields(capsys, media, tiny_bundle):
+    code, out, _ = scan(capsys, str(media / "astronaut.jpg"), str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv")
+    assert code == EXIT_OK
+    reader = csv.DictReader(io.StringIO(out))
+    assert tuple(reader.fieldnames) == SUMMARY_FIELDS
+    rows = list(reader)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["kind"] == "image" and rows[0]["faces"] == "1" and 0 <= float(rows[0]["probability"]) <= 1
+    assert rows[1]["verdict"] == "no_face" and rows[1]["probability"] == "" and rows[1]["error"] == ""
+    assert float(rows[0]["elapsed_ms"]) > 0
+
+
+def test_table_is_the_default(capsys, media, tiny_bundle):
+    code, out, _ = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle))
+    assert code == EXIT_OK
+    header, line = out.splitlines()
+    assert header.split() == ["FILE", "KIND", "VERDICT", "P(FAKE)", "FACES", "MS", "ERROR"]
+    assert line.split()[1:5] == ["image", "no_face", "-", "0"]
+
+
+def test_out_writes_a_file_and_nothing_to_stdout(capsys, media, tiny_bundle, tmp_path):
+    target = tmp_path / "reports" / "scan.json"
+    code, out, _ = scan(capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--out", str(target))
+    assert code == EXIT_OK and out == ""
+    assert json.loads(target.read_text())[0]["faces"] == 1
+
+
+def test_heatmaps_are_written_as_pngs_without_name_clashes(capsys, media, tiny_bundle, tmp_path, astronaut):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save_image(folder / "a.jpg", astronaut)
+    save_image(folder / "a.png", np.concatenate([astronaut, astronaut], axis=1))  # same stem, two faces
+    shutil.copy(media / "clip.mp4", folder / "clip.mp4")  # videos get no heatmaps
+    out_dir = tmp_path / "heat"
+    code, _, _ = scan(capsys, str(folder), "--model", str(tiny_bundle), "--heatmaps", str(out_dir), "--format", "json", "--frames", "2")
+    assert code == EXIT_OK
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a-2_face0.png", "a-2_face1.png", "a_face0.png"]
+    for png in out_dir.iterdir():
+        image = cv2.imread(str(png))
+        assert image.shape == (64, 64, 3)  # the crop, at the bundle's input size, with the overlay
+        assert image.std() > 5
+
+
+def test_a_bad_file_is_an_error_row_and_the_scan_goes_on(capsys, media, tiny_bundle, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((media / "astronaut.jpg").read_bytes()[:3000])
+    text = tmp_path / "fake.png"
+    text.write_text("hello")
+    code, out, _ = scan(
+        capsys, str(broken), str(media / "astronaut.jpg"), str(text), str(tmp_path / "missing.jpg"),
+        "--model", str(tiny_bundle), "--format", "json",
+    )
+    assert code == EXIT_SOME_FAILED
+    rows = json.loads(out)
+    assert [r["status"] for r in rows] == ["error", "ok", "error", "error"]
+    assert "corrupt or truncated image" in rows[0]["error"]
+    assert rows[1]["faces"] == 1
+    assert "unsupported file type" in rows[2]["error"]
+    assert rows[3]["error"] == "no such file"
+    assert all("verdict" not in r for r in rows if r["status"] == "error")
+
+
+def test_no_media_found_is_a_failure(capsys, tmp_path, tiny_bundle):
+    (tmp_path / "readme.txt").write_text("nothing to scan")
+    code, out, err = scan(capsys, str(tmp_path), "--model", str(tiny_bundle))
+    assert code == EXIT_SOME_FAILED and "no media files found" in err and out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "0"], "--frames: must be a positive integer"),
+        (["--frames", "two"], "--frames"),
+        (["--threshold", "1.5"], "--threshold: must be between 0 and 1"),
+        (["--format", "xml"], "invalid choice: 'xml'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, media, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["scan", str(media / "blank.png"), *args])
+    assert exit_info.value.code == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_bad_model_is_a_usage_error(capsys, media, tmp_path):
+    code, out, err = scan(capsys, str(media / "blank.png"), "--model", str(tmp_path / "no-model"))
+    assert code == EXIT_USAGE
+    assert "deepshield: error: model bundle" in err and "is not a directory" in err and out == ""
+
+
+def test_console_script_runs(media, tiny_bundle, tmp_path):
+    script = Path(sys.executable).with_name("deepshield")
+    command = [str(script)] if script.exists() else [shutil.which("deepshield") or "deepshield"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [*command, "scan", str(media / "astronaut.jpg"), str(tmp_path / "gone.png"), "--model", str(tiny_bundle), "--format", "jsonl"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == EXIT_SOME_FAILED, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["faces"] == 1
+    usage = subprocess.run([*command, "scan", "x.jpg", "--frames", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert usage.returncode == EXIT_USAGE and "must be a positive integer" in usage.stderr

@@ -1,0 +1,153 @@
+"""`deepshield dataset stats` and `dataset balance` on small image datasets built here."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deepshield.cli.main import main
+from deepshield.data import balance
+from deepshield.data.extract import ExtractSettings
+from deepshield.data.layout import DatasetLayout
+from deepshield.data.manifest import load_crop, read_info, read_manifest, read_manifest_file
+from deepshield.data.prepare import prepare_dataset
+from deepshield.data.stats import compute_stats
+from deepshield.faces.crop import CropPolicy
+
+SETTINGS = ExtractSettings(frames=1, policy=CropPolicy(size=64))
+
+
+@pytest.fixture(scope="module")
+def small(astronaut) -> np.ndarray:
+    return cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+
+
+def faces(folder: Path, small: np.ndarray, n: int, start: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        image = np.roll(small, 7 * (i % 9) - 28, axis=1)
+        image = image[:, ::-1] if i % 2 else image
+        image = np.clip(image.astype(np.int16) + (i * 5) % 30 - 15, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def biased(tmp_path_factory, small) -> Path:
+    """Reals only from 'studio', fakes only from 'web': the source alone tells the label."""
+    raw = tmp_path_factory.mktemp("raw")
+    faces(raw / "studio" / "real", small, 3)
+    faces(raw / "web" / "fake" / "swapper", small, 5, start=10)
+    out = tmp_path_factory.mktemp("ds") / "biased"
+    prepare_dataset([raw / "studio", raw / "web"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    return out
+
+
+def test_stats_counts_charts_and_source_warning(biased: Path, capsys):
+    assert main(["dataset", "stats", str(biased)]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: real and fake faces come from different sources" in captured.err
+    assert "only real faces from studio" in captured.err and "only fake faces from web" in captured.err
+    assert "studio" in captured.out and "swapper" in captured.out
+    stats_dir = DatasetLayout(biased).stats
+    for name in ("labels", "splits", "sources", "methods"):
+        png = stats_dir / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and cv2.imread(str(png)).shape[0] > 100
+    assert (stats_dir / "stats.json").exists()
+    stats = compute_stats(read_manifest(biased))
+    assert stats.by_label == {"real": 3, "fake": 5}
+    assert stats.by_source == {"studio": {"real": 3, "fake": 0}, "web": {"real": 0, "fake": 5}}
+    assert stats.by_method == {"none": {"real": 3, "fake": 0}, "swapper": {"real": 0, "fake": 5}}
+    assert stats.by_split["train"] == {"real": 3, "fake": 5}
+
+
+def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
+    faces(tmp_path / "mixed" / "real", small, 2)
+    faces(tmp_path / "mixed" / "fake", small, 2, start=5)
+    prepare_dataset([tmp_path / "mixed"], tmp_path / "ds", settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    stats = compute_stats(read_manifest(tmp_path / "ds"))
+    assert not [w for w in stats.warnings if "sources" in w]
+
+
+def test_stats_logged_to_mlflow(biased: Path, tmp_path: Path, monkeypatch, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # artifacts land next to the store
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert main(["dataset", "stats", str(biased), "--tracking-uri", uri, "--experiment", "stats-test"]) == 0
+    assert "MLflow run" in capsys.readouterr().err
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("stats-test").experiment_id])
+    assert run.data.metrics["crops_real"] == 3 and run.data.metrics["crops_fake"] == 5
+    assert run.data.metrics["source.web.fake"] == 5
+    assert "different sources" in run.data.tags["warnings"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "stats")}
+    assert {"stats/labels.png", "stats/sources.png", "stats/methods.png", "stats/splits.png"} <= artifacts
+
+
+def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
+    faces(tmp_path / "web" / "real", small, 2)
+    faces(tmp_path / "web" / "fake", small, 6, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "web"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    before = read_manifest(out)
+    extra = faces(tmp_path / "more_reals", small, 4, start=30)
+    summary = balance.add_real(out, extra, progress=False)
+    assert summary.added == 4 and summary.after == {"real": 6, "fake": 6}
+    records = read_manifest(out)
+    assert records[: len(before)] == before  # existing rows (and their splits) untouched
+    added = records[len(before) :]
+    assert {r.label for r in added} == {"real"} and {r.source for r in added} == {"more_reals"}
+    assert all(load_crop(r, out).shape == (64, 64, 3) for r in added)
+    assert {r.split for r in added} <= {"train", "val"}
+    # Adding the same folder again replaces its rows rather than duplicating them.
+    assert main(["dataset", "balance", str(out), "--add-real", str(extra), "--no-progress"]) == 0
+    assert read_manifest(out) == records
+    assert read_info(out).history == [f"add-real {extra.resolve()}"] * 2
+
+
+def test_balance_downsample_removes_whole_files_per_split(tmp_path: Path, small):
+    faces(tmp_path / "src" / "real", small, 3)
+    faces(tmp_path / "src" / "fake", small, 8, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    summary = balance.downsample(out)
+    assert summary.removed == 5 and summary.after == {"real": 3, "fake": 3}
+    kept = read_manifest(out)
+    removed = read_manifest_file(DatasetLayout(out).removed)
+    assert Counter(r.label for r in removed) == {"fake": 5}
+    assert {r.source_file for r in kept}.isdisjoint({r.source_file for r in removed})
+    # Same seed, same choice.
+    again = tmp_path / "again"
+    prepare_dataset([tmp_path / "src"], again, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    balance.downsample(again)
+    assert [r.crop_path for r in read_manifest(again)] == [r.crop_path for r in kept]
+
+
+def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
+    faces(tmp_path / "src" / "real", small, 4)
+    faces(tmp_path / "src" / "fake", small, 1, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    reals = {r.crop_path: r for r in read_manifest(out) if r.label == "real"}
+    assert main(["dataset", "balance", str(out), "--synth-fakes", "3", "--no-progress"]) == 0
+    records = read_manifest(out)
+    synth = [r for r in records if r.method == "self_blend"]
+    assert len(synth) == 3 and {r.label for r in synth} == {"fake"}
+    assert len({r.group for r in synth}) == 3  # spread over different real faces
+    by_group = defaultdict(set)
+    for record in records:
+        by_group[record.group].add(record.split)
+    assert all(len(splits) == 1 for splits in by_group.values())
+    for record in synth:
+        (origin,) = [r for r in reals.values() if r.group == record.group]
+        pixels = load_crop(record, out)
+        assert pixels.shape == (64, 64, 3) and not np.array_equal(pixels, load_crop(origin, out))
+
+
+def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
+    assert main(["dataset", "balance", str(tmp_path), "--downsample"]) == 2
+    assert "run `deepshield prepare` first" in capsys.readouterr().err

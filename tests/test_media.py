@@ -1,0 +1,436 @@
+"""Media decoding: every image mode we accept comes out upright RGB, every bad input gets its own
+clear error, and videos are sampled as specified."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from conftest import write_video
+from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.media import ImageLimits, MediaKind, VideoLimits, load_image, probe_video, sample_frames, sniff_media_kind
+from deepshield.media.sniff import HEADER_BYTES, sniff_path
+from deepshield.media.video import uniform_indices
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes | None) -> bytes:
+    """A PNG written by hand: IHDR, one IDAT with `rows` (filter bytes included) or none, IEND."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+    data = png_chunk(b"IDAT", zlib.compress(rows)) if rows is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + header + data + png_chunk(b"IEND", b"")
+
+
+def pattern(height: int = 48, width: int = 64) -> np.ndarray:
+    """Asymmetric blocks: red top-left, green top-right, blue bottom-left, white bottom-right."""
+    image = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    image[:h, :w] = (255, 0, 0)
+    image[:h, w:] = (0, 255, 0)
+    image[h:, :w] = (0, 0, 255)
+    image[h:, w:] = (255, 255, 255)
+    return image
+
+
+# --- sniffing --------------------------------------------------------------------------------
+
+
+def test_sniff_tells_images_from_videos(astronaut, face_video):
+    assert sniff_media_kind(encode(Image.fromarray(astronaut), "JPEG")[:HEADER_BYTES]) is MediaKind.IMAGE
+    assert sniff_media_kind(encode(Image.fromarray(astronaut), "WEBP")[:HEADER_BYTES]) is MediaKind.IMAGE
+    assert sniff_path(face_video) is MediaKind.VIDEO
+    ts = bytes([0x47]) + bytes(187)
+    assert sniff_media_kind(ts * 3) is MediaKind.VIDEO  # MPEG-TS: the sync byte every 188 bytes
+    with pytest.raises(UnsupportedMediaError, match="unsupported file type: expected an image .* or a video"):
+        sniff_media_kind(b"Good morning! A text file that starts with a G, like MPEG-TS\n" * 10)
+    with pytest.raises(UnsupportedMediaError, match="empty file"):
+        sniff_media_kind(b"")
+
+
+def test_heic_and_pdf_are_named_in_the_refusal():
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\)"):
+        sniff_media_kind(heic)
+    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\): expected an image"):
+        load_image(heic)
+    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(PDF document\): expected an image"):
+        load_image(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
+
+
+# --- images: modes ---------------------------------------------------------------------------
+
+
+def test_jpeg_and_png_decode_to_rgb(astronaut):
+    decoded = load_image(encode(Image.fromarray(astronaut), "PNG"))
+    assert decoded.dtype == np.uint8 and decoded.shape == (512, 512, 3) and decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, astronaut)
+    jpeg = load_image(encode(Image.fromarray(astronaut), "JPEG", quality=95))
+    assert np.abs(jpeg.astype(int) - astronaut).mean() < 3
+
+
+def test_path_and_bytes_give_the_same_pixels(tmp_path, astronaut):
+    path = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(path)
+    np.testing.assert_array_equal(load_image(path), load_image(path.read_bytes()))
+    np.testing.assert_array_equal(load_image(str(path)), astronaut)
+
+
+def test_greyscale_becomes_three_equal_channels():
+    grey = np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) % 256
+    decoded = load_image(encode(Image.fromarray(grey.astype(np.uint8), "L"), "PNG"))
+    assert decoded.shape == (32, 64, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(decoded[:, :, channel], grey)
+
+
+def test_16_bit_greyscale_png_is_scaled_to_8_bits():
+    values = np.array([[0, 257, 32896, 65535]], np.uint16).repeat(4, axis=0)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    decoded = load_image(encode(image, "PNG"))
+    np.testing.assert_array_equal(decoded[0, :, 0], [0, 1, 128, 255])
+    assert (decoded[..., 0] == decoded[..., 2]).all()
+
+
+def test_16_bit_rgb_png_is_read():
+    # Pillow cannot write 16-bit RGB, so the PNG is written by hand (big-endian samples).
+    samples = np.zeros((2, 3, 3), np.uint16)
+    samples[:, 0] = (65535, 0, 0)
+    samples[:, 1] = (0, 32896, 0)
+    samples[:, 2] = (257, 514, 65535)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in samples)
+    decoded = load_image(png(3, 2, 16, 2, rows))
+    assert decoded.shape == (2, 3, 3)
+    np.testing.assert_allclose(decoded[0].astype(int), [[255, 0, 0], [0, 128, 0], [1, 2, 255]], atol=1)
+
+
+def test_cmyk_jpeg_comes_out_in_the_right_colours():
+    rgb = pattern()
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    data = encode(cmyk, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    decoded = load_image(data)
+    assert np.abs(decoded.astype(int) - rgb)[4:20, 4:28].max() < 20  # away from block edges
+
+
+def test_transparency_is_shown_on_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, :4] = (255, 0, 0, 255)  # opaque red
+    rgba[:, 4:] = (0, 0, 255, 0)  # fully transparent blue: shows white
+    rgba[0, :4] = (255, 0, 0, 128)  # half-transparent red over white
+    decoded = load_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (decoded[1:, :4] == (255, 0, 0)).all()
+    assert (decoded[:, 4:] == 255).all()
+    np.testing.assert_allclose(decoded[0, 0].astype(int), (255, 127, 127), atol=1)
+
+
+def test_la_greyscale_with_alpha_is_shown_on_white():
+    la = np.zeros((4, 4, 2), np.uint8)
+    la[:, :2] = (40, 255)
+    la[:, 2:] = (40, 0)
+    decoded = load_image(encode(Image.fromarray(la, "LA"), "PNG"))
+    assert (decoded[:, :2] == 40).all() and (decoded[:, 2:] == 255).all()
+
+
+def test_palette_png_with_transparent_index_is_shown_on_white():
+    image = Image.new("P", (6, 2))
+    image.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    image.putdata([1, 1, 1, 0, 0, 0] * 2)
+    data = encode(image, "PNG", transparency=0)
+    assert "transparency" in Image.open(io.BytesIO(data)).info
+    decoded = load_image(data)
+    assert (decoded[:, :3] == (200, 30, 30)).all() and (decoded[:, 3:] == 255).all()
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 3
+    decoded = load_image(buffer.getvalue())
+    assert decoded.shape == (16, 16, 3)
+    assert decoded[..., 0].min() > 200 and decoded[..., 1:].max() < 30
+
+
+@pytest.mark.parametrize(("orientation", "stored_turns"), [(6, 1), (3, 2), (8, 3)])
+def test_exif_orientation_is_applied(orientation, stored_turns):
+    # The camera stored the upright picture turned; the EXIF orientation says how to turn it back.
+    # Orientation 6 = "rotate 90 clockwise to display": the stored pixels are the upright ones
+    # turned 90 counter-clockwise (np.rot90 k=1).
+    upright = pattern(48, 64)
+    stored = np.ascontiguousarray(np.rot90(upright, k=stored_turns))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
+    decoded = load_image(data)
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 4
+
+
+# --- images: bad input -----------------------------------------------------------------------
+
+
+def test_empty_file_is_refused(tmp_path):
+    with pytest.raises(UnsupportedMediaError, match="empty file: expected an image"):
+        load_image(b"")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(UnsupportedMediaError, match="empty file"):
+        load_image(tmp_path / "empty.jpg")
+
+
+def test_text_file_is_not_an_image(tmp_path):
+    path = tmp_path / "notes.jpg"  # the name lies; the content decides
+    path.write_text("these are my notes, not a picture\n")
+    with pytest.raises(UnsupportedMediaError, match="unsupported file type: expected an image"):
+        load_image(path)
+
+
+def test_corrupt_bytes_after_a_jpeg_signature_are_corrupt_not_unsupported():
+    data = b"\xff\xd8\xff\xe0" + bytes(random.Random(1).randrange(256) for _ in range(500))
+    with pytest.raises(CorruptMediaError, match="corrupt image: the file starts like a JPEG"):
+        load_image(data)
+
+
+def test_truncated_jpeg_is_corrupt(astronaut):
+    data = encode(Image.fromarray(astronaut), "JPEG")
+    with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
+        load_image(data[: len(data) // 2])
+
+
+def test_truncated_png_is_corrupt(astronaut):
+    data = encode(Image.fromarray(astronaut), "PNG")
+    with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
+        load_image(data[: len(data) // 3])
+
+
+def test_too_many_bytes(tmp_path, astronaut):
+    data = encode(Image.fromarray(astronaut), "PNG")
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    limits = ImageLimits(max_bytes=100_000)
+    for source in (data, path):
+        with pytest.raises(MediaTooLargeError, match=r"image file is 0\.\d+ MB, above the 0\.1 MB limit"):
+            load_image(source, limits)
+
+
+def test_too_many_pixels_is_refused_from_the_header(monkeypatch):
+    # 8000 x 6000 = 48 megapixels (Pillow itself would decode it), with no pixel data at all:
+    # had anything tried to decode it, the error would be "truncated" instead.
+    data = png(8000, 6000, 8, 2, rows=None)
+    with pytest.raises(MediaTooLargeError, match=r"8000x6000 = 48 megapixels, above the 40 megapixel limit"):
+        load_image(data)
+
+
+@pytest.fixture(scope="module")
+def bomb_png() -> bytes:
+    """A real 32768 x 32768 1-bit PNG (one gigapixel, 3 GB as RGB) that compresses to ~130 kB."""
+    side = 32768
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + side // 8)
+    block = row * 256
+    body = b"".join(compressor.compress(block) for _ in range(side // 256)) + compressor.flush()
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("pillow_limit", ["default", "disabled"])
+def test_decompression_bomb_is_refused_without_decoding(monkeypatch, bomb_png, pillow_limit):
+    assert len(bomb_png) < 5_000_000
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or pytest.fail("decoded the bomb"))
+    if pillow_limit == "disabled":
+        # Some library in the process turned Pillow's own guard off: our pixel limit still holds.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+        match = r"32768x32768 = 1\.07e\+03 megapixels, above the 40 megapixel limit"
+    else:
+        match = "image is a decompression bomb"
+    started = time.perf_counter()
+    with pytest.raises(MediaTooLargeError, match=match):
+        load_image(bomb_png)
+    assert time.perf_counter() - started < 1.0 and not decoded
+
+
+def test_damaged_images_only_raise_our_errors(astronaut):
+    # Truncations, byte flips and insertions in every format: whatever Pillow raises inside
+    # (OSError, SyntaxError, struct.error, ...) must reach callers as a DeepShieldError.
+    rng = random.Random(7)
+    small = Image.fromarray(astronaut[200:264, 200:264])
+    sources = [encode(small, fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF")]
+    sources.append(encode(small.convert("P"), "GIF"))
+    for original in sources:
+        for trial in range(60):
+            data = bytearray(original)
+            if trial % 3 == 0:
+                data = data[: rng.randrange(1, len(data))]
+            elif trial % 3 == 1:
+                for _ in range(rng.randint(1, 8)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            else:
+                at = rng.randrange(len(data))
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+            try:
+                image = load_image(bytes(data))
+            except DeepShieldError:
+                continue
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+# --- videos ----------------------------------------------------------------------------------
+
+
+def test_uniform_indices_are_bin_centres():
+    assert uniform_indices(20, 8) == [1, 3, 6, 8, 11, 13, 16, 18]
+    assert uniform_indices(10, 5) == [1, 3, 5, 7, 9]
+    assert uniform_indices(100, 1) == [50]
+    assert uniform_indices(5, 8) == [0, 1, 2, 3, 4]
+    assert uniform_indices(0, 8) == [] and uniform_indices(10, 0) == []
+
+
+@pytest.fixture(scope="module")
+def counting_video(tmp_path_factory) -> Path:
+    """40 frames at 20 fps whose grey level tells the frame number (level = 6 x index)."""
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]
+    return write_video(tmp_path_factory.mktemp("video") / "count.mp4", frames, fps=20)
+
+
+def frame_number(image: np.ndarray) -> int:
+    return round(float(image.mean()) / 6)
+
+
+def test_probe_reads_fps_count_duration(counting_video):
+    info = probe_video(counting_video)
+    assert (info.width, info.height, info.fps, info.frame_count) == (96, 64, 20.0, 40)
+    assert info.duration_s == pytest.approx(2.0, abs=0.06)
+    assert info.rotation == 0 and info.codec == "h264"
+
+
+def test_frames_are_sampled_uniformly(counting_video):
+    info, frames = sample_frames(counting_video, 8)
+    expected = uniform_indices(40, 8)
+    assert expected == [2, 7, 12, 17, 22, 27, 32, 37]
+    assert [f.index for f in frames] == expected
+    assert [frame_number(f.image) for f in frames] == expected  # the pixels are those frames'
+    assert [f.timestamp_s for f in frames] == pytest.approx([i / 20 for i in expected], abs=1e-3)
+    assert all(f.image.shape == (64, 96, 3) and f.image.dtype == np.uint8 for f in frames)
+    _, everything = sample_frames(counting_video, 100)
+    assert [f.index for f in everything] == list(range(40))
+
+
+def test_stream_without_frame_count_is_still_sampled_uniformly(tmp_path):
+    # A raw H.264 stream has no duration and no frame count: frames are thinned while decoding.
+    frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(50)]
+    path = write_video(tmp_path / "raw.h264", frames, fps=25)
+    info, sampled = sample_frames(path, 5)
+    assert info.frame_count == 0
+    indices = [f.index for f in sampled]
+    assert len(indices) == 5
+    assert all(abs(got - want) <= 2 for got, want in zip(indices, uniform_indices(50, 5))), indices
+    assert [round(float(f.image.mean()) / 4) for f in sampled] == indices
+
+
+@pytest.mark.parametrize(("display_ccw", "quarter_turns"), [(-90, -1), (90, 1), (180, 2)])
+def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
+    # Phones store landscape frames plus a display matrix; -90 here (90 clockwise) is the common
+    # portrait case, the legacy 'rotate=90' tag.
+    stored = pattern(64, 96)
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(display_ccw)
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    expected = np.rot90(stored, k=quarter_turns)
+    info, frames = sample_frames(path, 2)
+    assert info.rotation == (-display_ccw) % 360
+    assert probe_video(path).rotation == (-display_ccw) % 360
+    assert frames[0].image.shape == expected.shape
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
+
+
+def test_broken_packets_in_the_middle_still_give_frames(tmp_path, astronaut):
+    frames = [np.roll(astronaut[::2, ::2], 3 * i, axis=1) for i in range(60)]
+    path = write_video(tmp_path / "good.mp4", frames, fps=30)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    middle = len(data) // 2
+    data[middle : middle + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    info, sampled = sample_frames(broken, 8)
+    assert info.frame_count == 60
+    assert len(sampled) >= 5
+    assert sampled[0].index == uniform_indices(60, 8)[0]
+    assert all(f.image.shape == (256, 256, 3) for f in sampled)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "voice.mp4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert sniff_path(path) is MediaKind.VIDEO
+    with pytest.raises(CorruptMediaError, match="file has no video stream"):
+        sample_frames(path, 8)
+
+
+def test_header_only_truncated_and_garbage_videos_are_refused(tmp_path, face_video):
+    data = face_video.read_bytes()
+    cases = {
+        "header.mp4": data[:32],  # just the ftyp box
+        "truncated.mp4": data[: len(data) // 2],  # the index (moov) is at the end: gone
+        "garbage.mp4": np.random.default_rng(3).integers(0, 256, 20_000, dtype=np.uint8).tobytes(),
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CorruptMediaError, match=r"cannot open video \(.+\): the file is truncated, corrupt or not a video") as caught:
+            sample_frames(path, 8)
+        assert str(tmp_path) not in str(caught.value)  # no server paths in user-facing messages
+
+
+def test_empty_and_oversized_videos_are_refused(tmp_path, face_video):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(UnsupportedMediaError, match="empty file: expected a video"):
+        sample_frames(tmp_path / "empty.mp4", 8)
+    with pytest.raises(MediaTooLargeError, match=r"video file is 0\.\d+ MB, above the 0\.001 MB limit"):
+        sample_frames(face_video, 8, VideoLimits(max_bytes=1000))
+
+
+def test_over_long_video_is_refused(face_video):
+    with pytest.raises(MediaTooLargeError, match=r"video is 2 s long, above the 1\.5 s limit"):
+        sample_frames(face_video, 8, VideoLimits(max_duration_s=1.5))
+    info, frames = sample_frames(face_video, 4, VideoLimits(max_duration_s=2.5))
+    assert len(frames) == 4
+
+
+def test_oversized_frames_are_refused(face_video):
+    with pytest.raises(MediaTooLargeError, match="video frames are 512x512, above the 4K limit"):
+        sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=512 * 511))

@@ -1,0 +1,389 @@
+"""`deepshield prepare`: sources (DFDC, FF++, folders, CSV) -> face crops, manifest, errors, split.
+
+Small datasets are built here from the astronaut photo (256 px, shifted / flipped / tinted variants
+as different "people"); videos have 3 frames and 2 are sampled, crops are 64 px.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import write_video
+
+from deepshield.cli.main import main
+from deepshield.data.extract import NO_FACE, ExtractSettings
+from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout
+from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest
+from deepshield.data.prepare import prepare_dataset
+from deepshield.data.sources import SourceFormatError, SourceItem, detect_format, read_source
+from deepshield.data.split import apply_split, parse_ratios
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy
+
+SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
+
+
+@pytest.fixture(scope="module")
+def small(astronaut) -> np.ndarray:
+    return cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+
+
+def variant(image: np.ndarray, i: int) -> np.ndarray:
+    """A distinct-looking copy per i: shifted, mirrored every other one, tinted."""
+    out = np.roll(image, 9 * (i % 7) - 27, axis=1)
+    if i % 2:
+        out = out[:, ::-1]
+    tint = np.array([(i * 7) % 25, (i * 11) % 25, (i * 13) % 25])
+    return np.ascontiguousarray(np.clip(out.astype(np.int16) + tint - 12, 0, 255).astype(np.uint8))
+
+
+def clip(image: np.ndarray, i: int, frames: int = 3) -> list[np.ndarray]:
+    base = variant(image, i)
+    return [np.ascontiguousarray(np.roll(base, 2 * k, axis=1)) for k in range(frames)]
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def build_dfdc(root: Path, small: np.ndarray) -> Path:
+    """Two parts; 6 reals, 7 fakes (one made from an original in the other part), plus a corrupt,
+    a faceless, a missing and an unlisted video."""
+    part0, part1 = root / "dfdc_train_part_0", root / "dfdc_train_part_1"
+    part0.mkdir(parents=True)
+    part1.mkdir(parents=True)
+    meta0, meta1 = {}, {}
+    for i in range(6):
+        write_video(part0 / f"real{i}.mp4", clip(small, i))
+        meta0[f"real{i}.mp4"] = {"label": "REAL", "split": "train"}
+        write_video(part1 / f"fake{i}.mp4", clip(small, i + 20))
+        meta1[f"fake{i}.mp4"] = {"label": "FAKE", "split": "train", "original": f"real{i}.mp4"}
+    write_video(part0 / "fake0b.mp4", clip(small, 30))
+    meta0["fake0b.mp4"] = {"label": "FAKE", "split": "train", "original": "real0.mp4"}
+    write_video(part1 / "blank.mp4", [np.full((128, 128, 3), 90, np.uint8)] * 3)
+    meta1["blank.mp4"] = {"label": "FAKE", "split": "train", "original": "real1.mp4"}
+    (part1 / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    meta1["broken.mp4"] = {"label": "REAL", "split": "train"}
+    meta1["missing.mp4"] = {"label": "FAKE", "split": "train", "original": "real2.mp4"}
+    write_video(part1 / "unlisted.mp4", clip(small, 40))
+    (part0 / "metadata.json").write_text(json.dumps(meta0))
+    (part1 / "metadata.json").write_text(json.dumps(meta1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dfdc_root(tmp_path_factory, small) -> Path:
+    return build_dfdc(tmp_path_factory.mktemp("raw") / "dfdc", small)
+
+
+@pytest.fixture(scope="module")
+def dfdc_dataset(tmp_path_factory, dfdc_root) -> Path:
+    """The reference: an uninterrupted single-worker run."""
+    out = tmp_path_factory.mktemp("datasets") / "reference"
+    prepare_dataset([dfdc_root], out, settings=SETTINGS, workers=1, seed=3, progress=False)
+    return out
+
+
+def _crop_bytes(dataset: Path) -> dict[str, bytes]:
+    return {r.crop_path: (dataset / r.crop_path).read_bytes() for r in read_manifest(dataset)}
+
+
+def assert_groups_within_one_split(records: list[CropRecord]) -> None:
+    splits = defaultdict(set)
+    for record in records:
+        splits[record.group].add(record.split)
+    assert all(len(s) == 1 for s in splits.values()), {g: s for g, s in splits.items() if len(s) > 1}
+
+
+# ------------------------------------------------------------------------------------------- DFDC
+
+
+def test_dfdc_manifest_rows_labels_and_groups(dfdc_dataset: Path, dfdc_root: Path):
+    records = read_manifest(dfdc_dataset)
+    # 13 videos with a face, 2 sampled frames each, one face per frame.
+    assert len(records) == 26
+    by_file = defaultdict(list)
+    for record in records:
+        by_file[Path(record.source_file).name].append(record)
+    assert sorted(by_file) == sorted([f"real{i}.mp4" for i in range(6)] + [f"fake{i}.mp4" for i in range(6)] + ["fake0b.mp4"])
+    for name, rows in by_file.items():
+        assert [(r.frame_index, r.face_index) for r in rows] == [(0, 0), (2, 0)]
+        assert {r.label for r in rows} == {"real" if name.startswith("real") else "fake"}
+        assert {r.source for r in rows} == {"dfdc"}
+    # The group of a fake is its original, wherever the original lives; a real is its own group.
+    assert {r.group for r in by_file["real0.mp4"]} == {"dfdc:real0.mp4"}
+    assert {r.group for r in by_file["fake0.mp4"]} == {"dfdc:real0.mp4"}
+    assert {r.group for r in by_file["fake0b.mp4"]} == {"dfdc:real0.mp4"}
+    assert {r.group for r in by_file["fake4.mp4"]} == {"dfdc:real4.mp4"}
+    assert {r.method for r in by_file["fake1.mp4"]} == {"unknown"} and {r.method for r in by_file["real1.mp4"]} == {"none"}
+    record = by_file["real3.mp4"][0]
+    assert record.crop_path.startswith("crops/dfdc/dfdc_train_part_0/real3.mp4/") and record.crop_path.endswith(".png")
+    assert Path(record.source_file) == (dfdc_root / "dfdc_train_part_0" / "real3.mp4").resolve()
+    crop = load_crop(record, dfdc_dataset)
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    # The 6 keypoints are in crop coordinates: eyes above the mouth, all inside the crop.
+    points = record.landmarks_array
+    assert points.shape == (6, 2) and (points[:4] > 0).all() and (points[:4] < 64).all()
+    assert points[0, 1] < points[3, 1] and points[1, 1] < points[3, 1]
+    info = read_info(dfdc_dataset)
+    assert info.crop_policy.size == 64 and info.frames == 2 and info.sources[0].format == "dfdc"
+
+
+def test_dfdc_errors_are_recorded_with_reasons(dfdc_dataset: Path):
+    errors = {Path(e.source_file).name: e for e in read_errors(dfdc_dataset)}
+    assert set(errors) == {"blank.mp4", "broken.mp4", "missing.mp4", "unlisted.mp4"}
+    assert errors["blank.mp4"].reason == NO_FACE and errors["blank.mp4"].label == "fake"
+    assert errors["blank.mp4"].group == "dfdc:real1.mp4"
+    assert "video" in errors["broken.mp4"].reason and errors["broken.mp4"].label == "real"
+    assert errors["missing.mp4"].reason == "file not found"
+    assert "not listed in metadata.json" in errors["unlisted.mp4"].reason
+    with open(DatasetLayout(dfdc_dataset).errors, newline="") as handle:
+        assert next(csv.reader(handle)) == ["source_file", "label", "group", "source", "method", "reason"]
+
+
+def test_dfdc_split_keeps_groups_together(dfdc_dataset: Path):
+    records = read_manifest(dfdc_dataset)
+    assert_groups_within_one_split(records)
+    assert {r.split for r in records} <= {"train", "val", "test"}
+    assert Counter(r.split for r in records)["train"] > len(records) / 2
+
+
+def test_two_workers_give_the_same_dataset(dfdc_dataset: Path, dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "two"
+    summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, workers=2, seed=3, progress=False)
+    assert summary.crops == 26 and summary.skipped == 0
+    assert DatasetLayout(out).manifest.read_text() == DatasetLayout(dfdc_dataset).manifest.read_text()
+    assert DatasetLayout(out).errors.read_text() == DatasetLayout(dfdc_dataset).errors.read_text()
+    assert _crop_bytes(out) == _crop_bytes(dfdc_dataset)
+
+
+def test_interrupted_run_resumes_to_the_same_manifest(dfdc_dataset: Path, dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "interrupted"
+    done = []
+
+    def crash_after_three(outcome):
+        done.append(outcome.key)
+        if len(done) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, on_file_done=crash_after_three)
+    assert not DatasetLayout(out).manifest.exists()
+    summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False)
+    assert summary.skipped == 3
+    assert DatasetLayout(out).manifest.read_text() == DatasetLayout(dfdc_dataset).manifest.read_text()
+    assert DatasetLayout(out).errors.read_text() == DatasetLayout(dfdc_dataset).errors.read_text()
+    assert _crop_bytes(out) == _crop_bytes(dfdc_dataset)
+
+
+def test_half_written_file_is_redone_and_finished_ones_skipped(dfdc_dataset: Path, dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "copy"
+    shutil.copytree(dfdc_dataset, out)
+    layout = DatasetLayout(out)
+    key = "dfdc/dfdc_train_part_0/real2.mp4"
+    layout.record_path(key).unlink()  # killed before its done record was written...
+    crops = sorted(layout.crop_dir(key).glob("*.png"))
+    crops[1].rename(crops[1].with_name(crops[1].name + f".123{TEMP_SUFFIX}"))  # ...while writing its 2nd crop
+    (crops[1].with_name("garbage.png")).write_bytes(b"half a png")
+    summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False)
+    # 16 files listed: all but the redone one and the missing one (never recorded) are skipped.
+    assert summary.files == 16 and summary.skipped == 16 - 2
+    assert layout.manifest.read_text() == DatasetLayout(dfdc_dataset).manifest.read_text()
+    assert _crop_bytes(out) == _crop_bytes(dfdc_dataset)
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}")) and not (layout.crop_dir(key) / "garbage.png").exists()
+
+
+def test_changed_settings_redo_everything(dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "resized"
+    prepare_dataset([dfdc_root / "dfdc_train_part_0"], out, settings=SETTINGS, progress=False)
+    bigger = ExtractSettings(frames=2, policy=CropPolicy(size=80))
+    summary = prepare_dataset([dfdc_root / "dfdc_train_part_0"], out, settings=bigger, progress=False)
+    assert summary.skipped == 0
+    records = read_manifest(out)
+    assert len(records) == 14 and all(load_crop(r, out).shape == (80, 80, 3) for r in records)
+
+
+# ------------------------------------------------------------------------------------------- FF++
+
+
+def test_ffpp_layout_groups_pairs_with_both_originals(tmp_path: Path, small):
+    root = tmp_path / "FaceForensics"
+    originals = root / "original_sequences" / "youtube" / "c23" / "videos"
+    originals.mkdir(parents=True)
+    for i in range(4):
+        write_video(originals / f"{i:03d}.mp4", clip(small, i))
+    for method, name, i in (("Deepfakes", "000_001", 10), ("Deepfakes", "001_000", 11), ("Face2Face", "002_003", 12)):
+        folder = root / "manipulated_sequences" / method / "c23" / "videos"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_video(folder / f"{name}.mp4", clip(small, i))
+    (root / "manipulated_sequences" / "Deepfakes" / "masks" / "videos").mkdir(parents=True)  # not a compression level
+    assert detect_format(root) == "ffpp"
+    prepare_dataset([root], tmp_path / "ds", settings=ExtractSettings(frames=1, policy=CropPolicy(size=64)), progress=False)
+    records = read_manifest(tmp_path / "ds")
+    by_file = {Path(r.source_file).name: r for r in records}
+    assert len(records) == 7
+    assert by_file["000.mp4"].group == by_file["001.mp4"].group == by_file["000_001.mp4"].group == by_file["001_000.mp4"].group == "ffpp:000_001"
+    assert by_file["002.mp4"].group == by_file["002_003.mp4"].group == "ffpp:002_003"
+    assert by_file["000_001.mp4"].method == "Deepfakes" and by_file["002_003.mp4"].method == "Face2Face"
+    assert by_file["003.mp4"].label == "real" and by_file["003.mp4"].method == "none" and by_file["003.mp4"].source == "ffpp"
+    assert_groups_within_one_split(records)
+
+
+# ---------------------------------------------------------------------------------------- folders
+
+
+def test_folders_labelled_by_folder_name(tmp_path: Path, small):
+    root = tmp_path / "mixed"
+    write_png(root / "Real" / "a.png", variant(small, 1))
+    write_png(root / "FAKE" / "faceswap" / "b.png", variant(small, 2))
+    write_png(root / "fake" / "c.png", variant(small, 3))
+    write_png(root / "batch1" / "real" / "deeper" / "d.png", variant(small, 4))
+    (root / "batch1" / "fake").mkdir()
+    write_video(root / "batch1" / "fake" / "e.mp4", clip(small, 5))
+    write_png(root / "unsorted" / "f.png", variant(small, 6))
+    (root / "Real" / "notes.txt").write_text("not media")
+    assert detect_format(root) == "folders"
+    summary = prepare_dataset([root], tmp_path / "ds", settings=SETTINGS, progress=False)
+    records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
+    assert summary.files == 5 and summary.errors == 1
+    assert set(records) == {"a.png", "b.png", "c.png", "d.png", "e.mp4"}
+    assert records["a.png"].label == "real" and records["d.png"].label == "real"
+    assert records["b.png"].label == "fake" and records["b.png"].method == "faceswap"
+    assert records["c.png"].method == "unknown" and records["e.mp4"].label == "fake"
+    assert records["a.png"].frame_index == 0 and records["a.png"].source == "mixed"
+    assert records["a.png"].group == "mixed:Real/a.png"
+    (error,) = read_errors(tmp_path / "ds")
+    assert Path(error.source_file).name == "f.png" and "real/ or fake/" in error.reason
+
+
+def test_largest_face_only(tmp_path: Path, small):
+    two = np.zeros((256, 512, 3), np.uint8)
+    two[:, :256] = small
+    two[38:218, 294:474] = cv2.resize(small, (180, 180))  # the same face, smaller, on the right
+    write_png(tmp_path / "real" / "two.png", two)
+    everything = prepare_dataset([tmp_path / "real"], tmp_path / "all", settings=SETTINGS, progress=False)
+    largest = prepare_dataset([tmp_path / "real"], tmp_path / "largest", settings=ExtractSettings(frames=2, faces="largest", policy=CropPolicy(size=64)), progress=False)
+    assert everything.crops == 2 and largest.crops == 1
+    (record,) = read_manifest(tmp_path / "largest")
+    assert record.face_index == 0 and record.box[0] < 256  # the left face is the bigger one
+
+
+# -------------------------------------------------------------------------------------------- CSV
+
+
+def test_csv_manifest_with_groups(tmp_path: Path, small):
+    root = tmp_path / "labelled"
+    for i in range(4):
+        write_png(root / "images" / f"{i}.png", variant(small, i))
+    rows = [
+        "path,label,group",
+        "images/0.png,real,alice",
+        "images/1.png,FAKE,alice",
+        "images/2.png,fake,",
+        "images/3.png,maybe,bob",
+        "images/404.png,real,carol",
+    ]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert detect_format(root / "labels.csv") == "csv"
+    prepare_dataset([root / "labels.csv"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
+    assert set(records) == {"0.png", "1.png", "2.png"}
+    assert records["0.png"].group == records["1.png"].group == "labelled:alice"
+    assert records["0.png"].split == records["1.png"].split
+    assert records["1.png"].label == "fake" and records["2.png"].group == "labels:images/2.png"
+    reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
+    assert "neither real nor fake" in reasons["3.png"] and reasons["404.png"] == "file not found"
+
+
+def test_several_sources_in_one_dataset(tmp_path: Path, small):
+    write_png(tmp_path / "studio" / "real" / "a.png", variant(small, 1))
+    write_png(tmp_path / "web" / "fake" / "a.png", variant(small, 2))
+    prepare_dataset([tmp_path / "studio", tmp_path / "web"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    records = read_manifest(tmp_path / "ds")
+    assert sorted((r.source, r.label, r.crop_path) for r in records) == [
+        ("studio", "real", "crops/studio/real/a.png/000000_00.png"),
+        ("web", "fake", "crops/web/fake/a.png/000000_00.png"),
+    ]
+
+
+def test_format_detection_errors_and_typed_items(tmp_path: Path, small):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SourceFormatError, match="--format"):
+        detect_format(tmp_path / "plain")
+    with pytest.raises(SourceFormatError, match="no such"):
+        detect_format(tmp_path / "absent")
+    write_png(tmp_path / "plain" / "x.png", small)
+    (item,) = read_source(tmp_path / "plain", "folders")  # a named format is not detected
+    assert not isinstance(item, SourceItem)  # a problem: no real/ or fake/ folder
+    write_png(tmp_path / "ds" / "real" / "x.png", small)
+    (item,) = read_source(tmp_path / "ds")
+    assert isinstance(item, SourceItem) and item.label == "real" and item.key == "ds/real/x.png"
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+def _fake_records(n_groups: int) -> list[CropRecord]:
+    records = []
+    for g in range(n_groups):
+        labels = ["real"] * (1 + g % 3) + ["fake"] * (g % 4)  # groups of mixed sizes and mixes
+        for k, label in enumerate(labels):
+            records.append(CropRecord(f"crops/{g}/{k}.png", label, "", f"g{g}", "s", "m", f"/src/{g}_{k}.mp4", 0, 0, 0.9, (0, 0, 1, 1), ((0.0, 0.0),) * 6))
+    return records
+
+
+def test_split_is_group_aware_stratified_and_seeded():
+    records = _fake_records(300)
+    split = apply_split(records, (0.8, 0.1, 0.1), seed=0)
+    assert_groups_within_one_split(split)
+    totals = Counter(r.label for r in split)
+    for name, target in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        for label in ("real", "fake"):
+            share = sum(1 for r in split if r.split == name and r.label == label) / totals[label]
+            assert abs(share - target) < 0.03, (name, label, share)
+    assert apply_split(records, (0.8, 0.1, 0.1), seed=0) == split
+    assert apply_split(records, (0.8, 0.1, 0.1), seed=1) != split
+    assert parse_ratios("0.7,0.3") == (0.7, 0.3, 0.0)
+    with pytest.raises(DeepShieldError):
+        parse_ratios("0.5,0.1,0.1")
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_prepare(tmp_path: Path, small, capsys):
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
+    code = main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--crop-size", "48", "--crop-scale", "2", "--split", "1,0,0", "--no-progress"])
+    assert code == 0
+    assert "2 face crops" in capsys.readouterr().err
+    records = read_manifest(tmp_path / "ds")
+    assert {r.split for r in records} == {"train"} and load_crop(records[0], tmp_path / "ds").shape == (48, 48, 3)
+    assert read_info(tmp_path / "ds").crop_policy == CropPolicy(size=48, scale=2.0)
+    assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--crop-size", "8"]) == 2
+    assert "crop policy" in capsys.readouterr().err
+
+
+def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    first = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)
+    second = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)
+    assert first.files == second.files == 1 and second.skipped == 1 and second.crops == 1
+
+
+def test_one_writer_per_dataset(tmp_path: Path, small):
+    from deepshield.data.layout import dataset_lock
+
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    with dataset_lock(tmp_path / "ds"):
+        with pytest.raises(DeepShieldError, match="another deepshield process"):
+            prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)

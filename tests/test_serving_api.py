@@ -1,0 +1,510 @@
+"""REST API: every route, every error status, the API key, jobs from submission to result, limits, temp files."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import http.client
+import io
+import threading
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from deepshield.inference.analysis import Detector
+from deepshield.media.images import ImageLimits
+from deepshield.media.video import VideoLimits
+from deepshield.serving.app import create_app
+from deepshield.serving.settings import ServerSettings
+from deepshield.serving.testing import live_server
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def encode(image: np.ndarray, fmt: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg(astronaut) -> bytes:
+    return encode(astronaut)
+
+
+def upload(data: bytes, name: str = "photo.jpg", mime: str = "image/jpeg") -> dict:
+    return {"file": (name, data, mime)}
+
+
+class HookedDetector:
+    """The real detector, with a hook run at the start of every analysis (to block or crash on purpose)."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.hook = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _run_hook(self) -> None:
+        if self.hook is not None:
+            self.hook()
+
+    def analyze_image(self, *args, **kwargs):
+        self._run_hook()
+        return self.inner.analyze_image(*args, **kwargs)
+
+    def analyze_video(self, *args, **kwargs):
+        self._run_hook()
+        return self.inner.analyze_video(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def client_for(detector, **settings) -> TestClient:
+    app = create_app(detector, ServerSettings(**settings))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(detector):
+    with client_for(detector) as client:
+        yield client
+
+
+def upload_files(client: TestClient) -> list:
+    return sorted(client.app.state.runtime.upload_dir.iterdir())
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}, body
+    assert body["detail"]
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout_s: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s} s")
+
+
+def png_size(url: str) -> tuple[int, int]:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):]))).size
+
+
+# ------------------------------------------------------------------------------------------ routes
+def test_healthz_and_model_card(client, detector):
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "ok" and body["model"] == "tiny-test 0.0.1" and body["api_key_required"] is False
+    assert body["limits"]["max_upload_bytes"] == ServerSettings().max_upload_bytes
+    card = client.get("/v1/model")
+    assert card.status_code == 200
+    assert card.json()["name"] == "tiny-test" and card.json()["input_size"] == 64
+    assert card.json()["calibration"]["threshold"] == detector.threshold
+
+
+def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpeg):
+    response = client.post("/v1/analyze", files=upload(astronaut_jpeg))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["kind"] == "image" and (result["width"], result["height"]) == (512, 512)
+    assert len(result["faces"]) == 1
+    face = result["faces"][0]
+    assert 0.0 <= face["probability"] <= 1.0 and face["label"] in ("fake", "real")
+    assert png_size(face["crop_png"]) == (64, 64)
+    assert png_size(face["heatmap_png"]) == (64, 64)
+    assert result["verdict"]["label"] == face["label"]
+    assert result["file"] == {"name": "photo.jpg", "size_bytes": len(astronaut_jpeg), "sha256": hashlib.sha256(astronaut_jpeg).hexdigest(), "kind": "image"}
+    assert result["preview_jpeg"] is None
+    with_preview = client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).json()
+    assert with_preview["preview_jpeg"].startswith("data:image/jpeg;base64,")
+    assert upload_files(client) == []  # uploads are deleted once answered
+
+
+def test_analyze_accepts_png_whatever_its_name(client, astronaut):
+    response = client.post("/v1/analyze", files=upload(encode(astronaut, "PNG"), name="holiday.mp4", mime="video/mp4"))
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1
+
+
+def test_image_without_face_is_a_clear_no_face_verdict(client):
+    blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
+    result = client.post("/v1/analyze", files=upload(blank, "blank.png", "image/png")).json()
+    assert result["faces"] == []
+    assert result["verdict"] == {"label": "no_face", "probability": None, "reason": "no face found"}
+
+
+# ------------------------------------------------------------------------------------------ 400
+def test_malformed_requests_are_400(client, astronaut_jpeg):
+    assert_error(client.post("/v1/analyze", content=astronaut_jpeg, headers={"content-type": "image/jpeg"}), 400, "bad_request")
+    assert_error(client.post("/v1/analyze", data={"note": "no file here"}), 400, "bad_request")
+    assert_error(client.post("/v1/analyze", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}), 400, "bad_request")
+    assert_error(client.post("/v1/analyze", files=upload(b"")), 400, "empty_file")
+    assert_error(client.post("/v1/jobs?frames=0", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    body = assert_error(client.post("/v1/jobs?frames=lots", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    assert "frames" in body["detail"]
+    assert_error(client.post("/v1/analyze?preview=maybe", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ 401
+def test_api_key_guards_every_v1_route(detector, astronaut_jpeg, monkeypatch):
+    monkeypatch.setenv("DEEPSHIELD_API_KEY", "s3cret-key")
+    settings = ServerSettings.from_env()
+    assert settings.api_key == "s3cret-key"
+    app = create_app(detector, settings)
+    with TestClient(app) as client:
+        calls = [
+            lambda h: client.get("/v1/model", headers=h),
+            lambda h: client.post("/v1/analyze", files=upload(astronaut_jpeg), headers=h),
+            lambda h: client.post("/v1/jobs", files=upload(astronaut_jpeg), headers=h),
+            lambda h: client.get("/v1/jobs/whatever", headers=h),
+        ]
+        for call in calls:
+            assert_error(call({}), 401, "unauthorized")
+            assert_error(call({"X-API-Key": "wrong"}), 401, "unauthorized")
+        good = {"X-API-Key": "s3cret-key"}
+        assert client.get("/v1/model", headers=good).status_code == 200
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg), headers=good).status_code == 200
+        assert client.get("/v1/jobs/whatever", headers=good).status_code == 404
+        # The page, the docs and the health check stay open.
+        assert client.get("/healthz").json()["api_key_required"] is True
+        assert client.get("/").status_code == 200 and client.get("/docs").status_code == 200
+        assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ 404 / 405
+def test_unknown_things_are_json_404s(client):
+    assert_error(client.get("/v1/jobs/not-a-job"), 404, "job_not_found")
+    assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(client.get("/nothing-here"), 404, "not_found")
+    assert_error(client.get("/static/missing.js"), 404, "not_found")
+    assert_error(client.get("/v1/analyze"), 405, "method_not_allowed")
+
+
+# ------------------------------------------------------------------------------------------ 413
+def _multipart(data: bytes, boundary: str = "deepshield-test-boundary") -> tuple[bytes, str]:
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_uploads_above_the_byte_limit_are_413(detector, astronaut_jpeg):
+    with client_for(detector, max_upload_bytes=20_000) as client:
+        # Refused from the declared length, before reading the body.
+        assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 413, "too_large")
+        assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg)), 413, "too_large")
+        # Refused while streaming when no length is declared (chunked upload).
+        body, content_type = _multipart(astronaut_jpeg)
+        chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+        response = client.post("/v1/analyze", content=chunks, headers={"content-type": content_type})
+        assert "content-length" not in response.request.headers
+        assert_error(response, 413, "too_large")
+        # Just under the limit is fine.
+        small = encode(np.full((64, 64, 3), 90, np.uint8))
+        assert client.post("/v1/analyze", files=upload(small)).status_code == 200
+        assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ 415
+def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video):
+    body = assert_error(client.post("/v1/analyze", files=upload(b"%PDF-1.7 not a picture", "photo.jpg")), 415, "unsupported_media")
+    assert "unsupported file type" in body["detail"]
+    assert_error(client.post("/v1/jobs", files=upload(b"#!/bin/sh\necho hi\n", "clip.mp4", "video/mp4")), 415, "unsupported_media")
+    # A video sent to the synchronous route is pointed to the jobs route.
+    body = assert_error(client.post("/v1/analyze", files=upload(face_video.read_bytes(), "clip.jpg")), 415, "video_needs_job")
+    assert "/v1/jobs" in body["detail"]
+    assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ 422
+def test_corrupt_and_oversized_media_are_422(detector, client, astronaut_jpeg, astronaut):
+    truncated = astronaut_jpeg[: len(astronaut_jpeg) // 3]
+    assert_error(client.post("/v1/analyze", files=upload(truncated)), 422, "corrupt_media")
+    small_limits = Detector(detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000))
+    with client_for(small_limits) as limited:
+        body = assert_error(limited.post("/v1/analyze", files=upload(astronaut_jpeg)), 422, "media_too_large")
+        assert "megapixel" in body["detail"]
+        # The same through a job: the job fails with the same error body.
+        job = limited.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        done = wait_for_job(limited, job["id"])
+        assert done["status"] == "failed" and done["error"]["error"] == "media_too_large"
+        assert upload_files(limited) == []
+
+
+def test_video_limits_and_corrupt_videos_fail_their_jobs(detector, face_video):
+    short_limit = Detector(detector.classifier, detector.faces, video_limits=VideoLimits(max_duration_s=1.0))
+    with client_for(short_limit) as client:
+        job = client.post("/v1/jobs", files=upload(face_video.read_bytes(), "clip.mp4", "video/mp4")).json()
+        done = wait_for_job(client, job["id"])
+        assert done["status"] == "failed"
+        assert done["error"]["error"] == "media_too_large" and "limit" in done["error"]["detail"]
+        broken = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
+        job = client.post("/v1/jobs", files=upload(broken, "broken.mp4", "video/mp4")).json()
+        done = wait_for_job(client, job["id"])
+        assert done["status"] == "failed" and done["error"]["error"] == "corrupt_media"
+        assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ jobs
+def test_video_job_from_submission_to_result(client, face_video):
+    response = client.post("/v1/jobs?frames=8", files=upload(face_video.read_bytes(), "face.mp4", "video/mp4"))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] in ("queued", "running") and job["kind"] == "video" and job["frames"] == 8
+    seen = set()
+    deadline = time.monotonic() + 60
+    while job["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        job = client.get(response.headers["location"]).json()
+        seen.add(job["status"])
+        assert 0.0 <= job["progress"] <= 1.0
+        time.sleep(0.02)
+    assert job["status"] == "done", job["error"]
+    assert job["progress"] == 1.0 and job["stage"] == "done"
+    assert job["finished_at"] >= job["started_at"] >= job["created_at"]
+    assert job["expires_at"] == pytest.approx(job["finished_at"] + ServerSettings().job_ttl_s)
+    result = job["result"]
+    assert result["kind"] == "video" and result["sampled_frames"] == 8
+    assert len(result["tracks"]) == 1 and len(result["tracks"][0]["points"]) == 8
+    assert result["verdict"]["label"] in ("fake", "real")
+    assert upload_files(client) == []  # the video was deleted when the job ended
+
+
+def test_job_progress_is_reported_stage_by_stage(detector, face_video):
+    stages = []
+    hooked = HookedDetector(detector)
+    real_video = detector.analyze_video
+
+    def recording_analyze_video(path, frames=32, progress=None):
+        def spy(fraction, stage):
+            stages.append((fraction, stage))
+            progress(fraction, stage)
+
+        return real_video(path, frames=frames, progress=spy)
+
+    hooked.analyze_video = recording_analyze_video
+    with client_for(hooked) as client:
+        job = client.post("/v1/jobs?frames=4", files=upload(face_video.read_bytes(), "face.mp4")).json()
+        assert wait_for_job(client, job["id"])["status"] == "done"
+    fractions = [f for f, _ in stages]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert "detecting faces" in [s for _, s in stages]
+
+
+def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
+    job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+    assert job["kind"] == "image"
+    done = wait_for_job(client, job["id"])
+    assert done["status"] == "done"
+    assert done["result"]["kind"] == "image" and len(done["result"]["faces"]) == 1
+    assert done["result"]["faces"][0]["heatmap_png"].startswith("data:image/png;base64,")
+
+
+def test_jobs_expire_and_their_count_is_bounded(detector, astronaut_jpeg):
+    with client_for(detector, job_ttl_s=0.3, max_jobs=2, max_pending_jobs=1) as client:
+        ids = []
+        for _ in range(3):
+            job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+            assert wait_for_job(client, job["id"])["status"] == "done"
+            ids.append(job["id"])
+        # Only the last two are remembered.
+        assert_error(client.get(f"/v1/jobs/{ids[0]}"), 404, "job_not_found")
+        assert client.get(f"/v1/jobs/{ids[2]}").status_code == 200
+        time.sleep(0.4)
+        assert_error(client.get(f"/v1/jobs/{ids[2]}"), 404, "job_not_found")
+        assert len(client.app.state.runtime.jobs) == 0
+
+
+# ------------------------------------------------------------------------------------------ 503 / 504 / 500
+async def _post_async(client: httpx.AsyncClient, data: bytes, path: str = "/v1/analyze") -> httpx.Response:
+    return await client.post(path, files=upload(data))
+
+
+def _async_client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30)
+
+
+def test_requests_beyond_the_queue_bound_get_503(detector, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+    entered, release = threading.Event(), threading.Event()
+
+    def block():
+        entered.set()
+        release.wait(20)
+
+    hooked.hook = block
+    app = create_app(hooked, ServerSettings(max_concurrency=1, max_queue=1))
+
+    async def scenario():
+        async with _async_client(app) as client:
+            running = asyncio.create_task(_post_async(client, astronaut_jpeg))
+            assert await asyncio.to_thread(entered.wait, 20)
+            waiting = asyncio.create_task(_post_async(client, astronaut_jpeg))
+            for _ in range(200):  # until the second request is admitted and queued
+                if app.state.runtime.gate.admitted == 2:
+                    break
+                await asyncio.sleep(0.01)
+            refused = await _post_async(client, astronaut_jpeg)
+            health = await client.get("/healthz")
+            release.set()
+            return await running, await waiting, refused, health
+
+    running, waiting, refused, health = asyncio.run(scenario())
+    body = assert_error(refused, 503, "busy")
+    assert "busy" in body["detail"] and refused.headers["retry-after"]
+    assert health.json()["analyses_running"] == 1 and health.json()["analyses_waiting"] == 1
+    assert running.status_code == 200 and waiting.status_code == 200
+
+
+def test_jobs_beyond_the_pending_bound_get_503(detector, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+    release = threading.Event()
+    hooked.hook = lambda: release.wait(20)
+    with client_for(hooked, max_pending_jobs=1) as client:
+        first = client.post("/v1/jobs", files=upload(astronaut_jpeg))
+        assert first.status_code == 202
+        assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg)), 503, "busy")
+        release.set()
+        assert wait_for_job(client, first.json()["id"])["status"] == "done"
+        assert client.post("/v1/jobs", files=upload(astronaut_jpeg)).status_code == 202
+
+
+def test_slow_analysis_times_out_with_504_and_cleans_up(detector, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+    release = threading.Event()
+    hooked.hook = lambda: release.wait(20)
+    with client_for(hooked, request_timeout_s=0.3) as client:
+        started = time.monotonic()
+        body = assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 504, "timeout")
+        assert time.monotonic() - started < 5 and "did not finish" in body["detail"]
+        release.set()
+        deadline = time.monotonic() + 10
+        while upload_files(client) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert upload_files(client) == []
+        hooked.hook = None
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200
+
+
+def test_a_crash_in_analysis_is_a_500_and_the_server_keeps_serving(detector, astronaut_jpeg, face_video):
+    hooked = HookedDetector(detector)
+
+    def crash():
+        raise RuntimeError("simulated bug deep in the model")
+
+    hooked.hook = crash
+    with client_for(hooked) as client:
+        body = assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 500, "internal_error")
+        assert "still running" in body["detail"] and "simulated" not in body["detail"]  # no internals leak
+        job = client.post("/v1/jobs", files=upload(face_video.read_bytes(), "v.mp4")).json()
+        failed = wait_for_job(client, job["id"])
+        assert failed["status"] == "failed" and failed["error"]["error"] == "internal_error"
+        hooked.hook = None
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert upload_files(client) == []
+
+
+# ------------------------------------------------------------------------------------------ page, docs, static files
+def test_page_and_static_assets_are_served_with_protective_headers(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert 'src="/static/app.js"' in page.text and "http://" not in page.text and "https://" not in page.text
+    for asset in ("/static/app.js", "/static/style.css", "/static/favicon.svg", "/static/examples/index.json"):
+        assert client.get(asset).status_code == 200, asset
+    examples = client.get("/static/examples/index.json").json()
+    assert {e["kind"] for e in examples} == {"image", "video"}
+    for example in examples:
+        assert client.get("/static/examples/" + example["file"]).status_code == 200
+
+
+def test_docs_work_offline_from_vendored_swagger_ui(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/vendor/swagger-ui-bundle.js" in docs.text and "/static/vendor/swagger-ui.css" in docs.text
+    assert "cdn." not in docs.text and "https://" not in docs.text
+    bundle = client.get("/static/vendor/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 500_000
+    assert client.get("/static/vendor/swagger-ui.css").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/analyze", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/model", "/healthz"} <= set(schema["paths"])
+    analyze = schema["paths"]["/v1/analyze"]["post"]
+    assert "multipart/form-data" in analyze["requestBody"]["content"]
+    assert {"400", "413", "415", "422", "503"} <= set(analyze["responses"])
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+TRAVERSALS = [
+    "/static/../app.py",
+    "/static/..%2fapp.py",
+    "/static/..%2F..%2Fserving%2Fapp.py",
+    "/static/%2e%2e/%2e%2e/serving/app.py",
+    "/static/vendor/../../app.py",
+    "/static/vendor/..%2f..%2fapp.py",
+    "/static/..%5capp.py",
+    "/static//etc/passwd",
+    "/static/%2fetc%2fpasswd",
+    "/static/....//....//app.py",
+    "/../../../../etc/passwd",
+]
+
+
+def test_no_path_traversal_out_of_the_static_folder(detector):
+    app = create_app(detector, ServerSettings())
+    with live_server(app) as base_url:
+        host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+        for path in TRAVERSALS:
+            connection = http.client.HTTPConnection(host, port, timeout=10)
+            connection.request("GET", path)  # sent byte for byte: no client-side normalisation
+            response = connection.getresponse()
+            body = response.read()
+            connection.close()
+            assert response.status in (400, 404), (path, response.status)
+            assert b"create_app" not in body and b"root:" not in body, path
+        # The server is still fine afterwards.
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", "/static/app.js")
+        assert connection.getresponse().status == 200
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_settings_come_from_the_environment():
+    settings = ServerSettings.from_env({"DEEPSHIELD_MAX_QUEUE": "4", "DEEPSHIELD_REQUEST_TIMEOUT_S": "2.5", "DEEPSHIELD_API_KEY": "k", "DEEPSHIELD_MAX_UPLOAD_BYTES": ""})
+    assert (settings.max_queue, settings.request_timeout_s, settings.api_key) == (4, 2.5, "k")
+    assert settings.max_upload_bytes == ServerSettings().max_upload_bytes
+    with pytest.raises(ValueError, match="DEEPSHIELD_MAX_QUEUE"):
+        ServerSettings.from_env({"DEEPSHIELD_MAX_QUEUE": "many"})
+    with pytest.raises(ValueError, match="max_concurrency"):
+        ServerSettings.from_env({"DEEPSHIELD_MAX_CONCURRENCY": "0"})
+
+
+def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jpeg):
+    with client_for(detector) as client:
+        folder = client.app.state.runtime.upload_dir
+        assert folder.stat().st_mode & 0o077 == 0  # this user only
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg, name="../../etc/evil.jpg")).json()["file"]["name"] == "evil.jpg"
+    assert not folder.exists()

@@ -1,0 +1,177 @@
+"""The web page in a real browser: headless Debian Chromium driven by Playwright, against a real uvicorn server.
+
+Skipped when Chromium or Playwright is missing, except under CI=true, where it must run
+(`.ci/setup-system.sh` installs Chromium; never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepshield.serving.app import create_app
+from deepshield.serving.settings import ServerSettings
+from deepshield.serving.testing import live_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOT_COPY = Path("/tmp/deepshield-screenshot.png")
+TIMEOUT_MS = 60_000
+
+
+def _require_browser():
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "Python playwright is not installed (pip install playwright==1.64.1)"
+        sync_playwright = None
+    if reason is None and not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install -y chromium; see .ci/setup-system.sh)"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test must run under CI: {reason}")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def server(detector):
+    app = create_app(detector, ServerSettings())
+    with live_server(app) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _require_browser()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    outside: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("request", lambda request: outside.append(request.url) if not request.url.startswith((server, "data:", "blob:")) else None)
+    page.problems = problems
+    page.outside = outside
+    yield page
+    context.close()
+
+
+def _jpeg(path: Path, image: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=92)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astronaut, tmp_path):
+    page.goto(server + "/")
+    # The model's name, version and threshold are shown.
+    page.wait_for_selector("[data-role=model-name]")
+    assert page.inner_text("[data-role=model-name]") == "Model tiny-test 0.0.1"
+    assert page.inner_text("[data-role=threshold]") == "Threshold 50%"
+
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+    page.wait_for_selector(".face-card")
+    assert page.locator(".face-card").count() == 1
+    score = page.inner_text(".face-card .face-score")
+    assert score.endswith("fake") and "%" in score
+    assert page.inner_text(".face-card .label") in ("FAKE", "REAL")
+    # The box is drawn on the image, and the crop and heatmap images have really loaded.
+    assert page.locator("#photo-stage .face-box").count() == 1
+    page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
+    for image in page.locator(".face-card .face-images img").all():
+        assert image.evaluate("img => img.complete && img.naturalWidth === 64")
+    assert page.inner_text("#verdict-label") in ("Signs of face manipulation", "No manipulation detected")
+    assert not page.is_visible("#message")
+
+    shot = tmp_path / "deepshield-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    assert shot.stat().st_size > 10_000
+
+    # A bad file: the server's message is shown, and the previous result is gone.
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("these are my notes, not a photo")
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_selector("#message:not([hidden])")
+    assert "File type not supported" in page.inner_text("#message")
+    assert "Unsupported file type" in page.inner_text("#message-detail")
+    assert not page.is_visible("#result")
+    page.screenshot(path=str(tmp_path / "deepshield-error.png"), full_page=True)
+
+    assert page.problems == []
+    assert page.outside == []  # nothing fetched from anywhere but this server
+
+
+def test_image_without_a_face_says_so(page, server, tmp_path):
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
+    page.wait_for_selector("[data-role=no-face]")
+    assert page.inner_text("#verdict-label") == "No face found"
+    assert page.problems == []
+
+
+def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
+    page.goto(server + "/")
+    page.wait_for_selector("button.example[data-file$='.mp4']")
+    # Record every progress value the bar shows while the job runs.
+    page.evaluate(
+        """() => {
+            window.progressSeen = [];
+            const bar = document.getElementById('progress-bar');
+            new MutationObserver(() => window.progressSeen.push(bar.getAttribute('aria-valuenow')))
+                .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+        }"""
+    )
+    page.click("button.example[data-file$='.mp4']")
+    page.wait_for_selector("#timeline svg")
+    assert page.evaluate("window.progressSeen.length") >= 1  # the progress bar was shown and moved
+    assert page.locator("#timeline svg line.threshold").count() == 1
+    assert page.locator("#timeline svg circle").count() >= 10  # one point per sampled frame with the face
+    assert "Face 1" in page.inner_text("#legend")
+    assert page.inner_text("#verdict-label") in ("Signs of face manipulation", "No manipulation detected")
+    assert not page.is_visible("#progress")
+    page.screenshot(path=str(tmp_path / "deepshield-video.png"), full_page=True)
+    assert page.problems == [] and page.outside == []
+
+
+def test_api_docs_render_offline(page, server):
+    page.goto(server + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    assert page.locator(".opblock").count() >= 5
+    assert page.outside == []
+
+
+def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, detector, astronaut, tmp_path):
+    app = create_app(detector, ServerSettings(api_key="page-key"))
+    with live_server(app) as base_url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(base_url + "/")
+            page.wait_for_selector("#api-key-panel:not([hidden])")
+            page.fill("#api-key-input", "page-key")
+            page.click("#api-key-form button[type=submit]")
+            page.wait_for_selector("[data-role=model-name]")
+            assert page.is_hidden("#api-key-panel")
+            page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+            page.wait_for_selector(".face-card")
+        finally:
+            context.close()

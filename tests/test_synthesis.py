@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from deepshield.faces.crop import CropPolicy, crop_face
+from deepshield.faces.detector import FaceDetector
+from deepshield.faces.landmarks import FaceMesher
+from deepshield.synthesis import FaceSample, SynthesisConfig, cross_blend, self_blend
+from deepshield.synthesis.masks import deform, keypoint_ellipse_mask
+
+
+@pytest.fixture(scope="module")
+def face_sample(astronaut) -> FaceSample:
+    face = FaceDetector().detect(astronaut)[0]
+    crop = crop_face(astronaut, face.box, face.keypoints, CropPolicy(size=128))
+    keypoints = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+    landmarks = FaceMesher().landmarks(crop.pixels)
+    assert landmarks is not None and landmarks.shape == (468, 2)
+    return FaceSample(crop.pixels, keypoints.astype(np.float32), landmarks)
+
+
+WHOLE_FACE = SynthesisConfig(part_probability=0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_self_blend_mask_covers_the_face_and_only_it(face_sample, seed):
+    result = self_blend(face_sample, np.random.default_rng(seed), WHOLE_FACE)
+    mask = result.mask
+    assert mask.shape == face_sample.image.shape[:2] and mask.dtype == np.float32
+    assert 0.0 <= mask.min() and mask.max() <= 1.0
+    # Eyes, nose and mouth centre are inside the blended region ...
+    for x, y in face_sample.keypoints[:4]:
+        assert mask[int(y), int(x)] > 0.3
+    # ... the crop's corners (background) are not.
+    for y, x in [(0, 0), (0, 127), (127, 0), (127, 127)]:
+        assert mask[y, x] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fake_differs_from_real_only_inside_the_mask_support(face_sample, seed):
+    result = self_blend(face_sample, np.random.default_rng(seed))
+    outside = result.mask == 0
+    assert outside.any()
+    assert np.array_equal(result.image[outside], face_sample.image[outside])
+    inside = result.mask > 0.5
+    difference = np.abs(result.image.astype(int) - face_sample.image.astype(int)).sum(axis=2)
+    assert difference[inside].mean() > 1.0  # the blend changed the face
+
+
+def test_cross_blend_replaces_inside_the_mask_with_the_donor(face_sample):
+    donor = FaceSample(np.ascontiguousarray(face_sample.image[:, ::-1]), face_sample.keypoints.copy(), face_sample.landmarks.copy())
+    donor_landmarks = donor.landmarks.copy()
+    donor_landmarks[:, 0] = face_sample.image.shape[1] - 1 - donor_landmarks[:, 0]
+    donor = FaceSample(donor.image, donor.keypoints, donor_landmarks)
+    result = cross_blend(face_sample, donor, np.random.default_rng(3), WHOLE_FACE)
+    assert result.method == "cross_blend"
+    outside = result.mask == 0
+    assert np.array_equal(result.image[outside], face_sample.image[outside])
+    assert np.abs(result.image.astype(int) - face_sample.image.astype(int))[result.mask > 0.5 * result.mask.max()].mean() > 2.0
+
+
+def test_synthesis_is_deterministic_under_a_seed(face_sample):
+    first = self_blend(face_sample, np.random.default_rng(42))
+    second = self_blend(face_sample, np.random.default_rng(42))
+    other = self_blend(face_sample, np.random.default_rng(43))
+    assert np.array_equal(first.image, second.image) and np.array_equal(first.mask, second.mask)
+    assert not np.array_equal(first.mask, other.mask)
+
+
+def test_keypoint_fallback_mask_when_no_mesh(face_sample):
+    sample = FaceSample(face_sample.image, face_sample.keypoints, None)
+    ellipse = keypoint_ellipse_mask((128, 128), sample.keypoints)
+    for x, y in sample.keypoints[:4]:
+        assert ellipse[int(y), int(x)] == 1.0
+    result = self_blend(sample, np.random.default_rng(0))
+    assert np.array_equal(result.image[result.mask == 0], sample.image[result.mask == 0])
+
+
+def test_deform_keeps_the_region_near_its_origin():
+    mask = np.zeros((100, 100), np.float32)
+    mask[30:70, 30:70] = 1
+    soft = deform(mask, np.random.default_rng(0))
+    assert soft.max() == pytest.approx(1.0)
+    assert soft[50, 50] > 0.5 and soft[2, 2] == 0.0
+
+
+def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
+    from deepshield.cli.main import main
+    from tests.face_data import write_real_faces
+
+    real = write_real_faces(tmp_path / "real", 4)
+    out = tmp_path / "out"
+    assert main(["synth", str(real), str(out), "-n", "4", "--size", "96"]) == 0
+    assert sorted(p.name for p in out.glob("fake_*.png") if "mask" not in p.name) == [f"fake_{k:03d}.png" for k in range(4)]
+    assert len(list(out.glob("fake_*_mask.png"))) == 4
+    assert (out / "contact_sheet.png").stat().st_size > 10_000

@@ -1,0 +1,108 @@
+"""A tiny real training run: tracked, checkpointed, resumable, exported to a loadable bundle."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from deepshield.errors import DeepShieldError
+from deepshield.inference.runtime import OnnxClassifier
+from deepshield.training.checkpoint import LAST, load_checkpoint
+from deepshield.training.config import TrainConfig, load_config
+from deepshield.training.trainer import Trainer
+from tests.face_data import write_real_faces
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory) -> Path:
+    return write_real_faces(tmp_path_factory.mktemp("faces") / "real", 8)
+
+
+def tiny_config(real_dir: Path, run_dir: Path, db: Path, cache: Path, **overrides) -> TrainConfig:
+    settings = [
+        f"run_dir={run_dir}",
+        f"data.real_dirs={[str(real_dir)]}".replace("'", '"'),
+        "data.group_pattern=^(person\\d)_",
+        "data.val_fraction=0.25",
+        f"data.cache_dir={cache}",
+        "data.loader_workers=0",
+        "data.bank_workers=1",
+        "model.backbone=tiny",
+        "model.input_size=48",
+        "model.pretrained=false",
+        "optim.epochs=2",
+        "optim.samples_per_epoch=16",
+        "optim.batch_size=4",
+        "optim.checkpoint_every_steps=2",
+        f"tracking.uri=sqlite:///{db}",
+        "tracking.experiment=test",
+        "threads=1",
+    ] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(None, settings)
+
+
+def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache")
+    result = Trainer(config, command="pytest").run()
+    assert result.progress.global_step == 2 * (16 // 4)
+    assert [h["epoch"] for h in result.progress.history] == [0, 1]
+    assert all(0.0 <= h["val_auc"] <= 1.0 and h["images_per_s"] > 0 for h in result.progress.history)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert checkpoints == ["best.pt", "epoch_001.pt", "epoch_002.pt", "last.pt"]
+    for plot in ("roc.png", "pr.png", "confusion.png", "hardest.png", "loss.png"):
+        assert (tmp_path / "run" / "plots" / plot).stat().st_size > 1000
+
+    classifier = OnnxClassifier(result.bundle_dir)
+    card = classifier.card
+    assert card.input_size == 48 and card.crop_policy.size == 48 and card.training.command == "pytest"
+    assert card.calibration.temperature > 0 and 0 <= card.calibration.threshold <= 1
+    assert "val_auc" in card.metrics
+    scores = classifier.score(np.zeros((3, 48, 48, 3), np.uint8))
+    assert scores.logits.shape == (3,) and scores.cams.shape[0] == 3
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.get_run(result.progress.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.backbone"] == "tiny"
+    history = client.get_metric_history(run.info.run_id, "val_auc")
+    assert [m.step for m in history] == [0, 1]
+    for metric in ("train_loss", "val_loss", "val_ap", "val_eer", "val_log_loss", "val_balanced_accuracy", "lr", "images_per_s"):
+        assert metric in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"plots", "bundle"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "bundle")} == {"bundle/model.onnx", "bundle/model_card.json"}
+
+
+def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
+    cache = tmp_path / "cache"
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+
+    interrupted = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache, max_steps=3)).run()
+    assert interrupted.stopped_early and interrupted.bundle_dir is None
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
+
+    assert resumed.progress.global_step == straight.progress.global_step == 8
+    assert resumed.progress.run_id == interrupted.progress.run_id  # the same MLflow run, continued
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / LAST)["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+    assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx([h["val_auc"] for h in straight.progress.history])
+
+
+def test_config_overrides_params_file_and_errors(tmp_path):
+    params = tmp_path / "best.yaml"
+    params.write_text("optim.lr: 0.002\noptim.batch_size: 8\n")
+    config = load_config(None, ["model.input_size=96", "tracking.enabled=false"], params)
+    assert config.optim.lr == 0.002 and config.optim.batch_size == 8
+    assert config.model.input_size == 96 and config.tracking.enabled is False
+    assert config.model.backbone == "efficientnet_lite0"  # default.toml
+    with pytest.raises(DeepShieldError, match="section.key=value"):
+        load_config(None, ["lr"])
+    with pytest.raises(DeepShieldError, match="invalid training configuration"):
+        load_config(None, ["optim.batch_size=-3"])
+    with pytest.raises(DeepShieldError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
