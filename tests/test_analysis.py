@@ -18,7 +18,7 @@ from deepshield.inference.tracking import associate
 from deepshield.media.video import VideoFrame, VideoInfo, uniform_indices
 from deepshield.models.card import Calibration, ModelCard
 
-from conftest import write_video
+from tests.conftest import write_video
 
 
 def sigmoid(x: float, temperature: float = 1.0) -> float:

@@ -18,7 +18,7 @@ import pytest
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
 
-from conftest import write_video
+from tests.conftest import write_video
 
 
 def save_image(path: Path, rgb: np.ndarray) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from conftest import write_video
+from tests.conftest import write_video
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.media import ImageLimits, MediaKind, VideoLimits, load_image, probe_video, sample_frames, sniff_media_kind
 from deepshield.media.sniff import HEADER_BYTES, sniff_path
@@ -231,7 +231,7 @@ def test_too_many_bytes(tmp_path, astronaut):
             load_image(source, limits)
 
 
-def test_too_many_pixels_is_refused_from_the_header(monkeypatch):
+def test_too_many_pixels_is_refused_from_the_header():
     # 8000 x 6000 = 48 megapixels (Pillow itself would decode it), with no pixel data at all:
     # had anything tried to decode it, the error would be "truncated" instead.
     data = png(8000, 6000, 8, 2, rows=None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import write_video
+from tests.conftest import write_video
 
 from deepshield.cli.main import main
 from deepshield.data.extract import NO_FACE, ExtractSettings

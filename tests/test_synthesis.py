@@ -93,3 +93,17 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     assert sorted(p.name for p in out.glob("fake_*.png") if "mask" not in p.name) == [f"fake_{k:03d}.png" for k in range(4)]
     assert len(list(out.glob("fake_*_mask.png"))) == 4
     assert (out / "contact_sheet.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blends_never_reach_the_crop_padding(face_sample, seed):
+    # The left third of the crop is padding (outside the photo): no blend may touch it or its edge,
+    # or black padding would leak into fakes and become a cue that real photos do not have.
+    valid = np.ones((128, 128), bool)
+    valid[:, :50] = False
+    sample = FaceSample(face_sample.image, face_sample.keypoints, face_sample.landmarks, valid)
+    rng = np.random.default_rng(seed)
+    for result in (self_blend(sample, rng, WHOLE_FACE), cross_blend(sample, sample, rng, WHOLE_FACE)):
+        assert result.mask[:, :54].max() == 0.0
+        assert np.array_equal(result.image[:, :54], face_sample.image[:, :54])
+        assert result.mask.max() > 0.3  # the rest of the face is still blended

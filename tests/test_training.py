@@ -106,3 +106,19 @@ def test_config_overrides_params_file_and_errors(tmp_path):
         load_config(None, ["optim.batch_size=-3"])
     with pytest.raises(DeepShieldError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_dir, tmp_path, monkeypatch):
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{"optim.epochs": 1})
+    original = Trainer._end_epoch
+
+    def crash(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_end_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config).run()
+    monkeypatch.setattr(Trainer, "_end_epoch", original)
+    result = Trainer(config).run(resume=True)
+    assert [h["epoch"] for h in result.progress.history] == [0]
+    assert result.progress.history[0]["images_per_s"] > 0 and result.bundle_dir is not None

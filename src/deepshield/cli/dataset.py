@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from deepshield.cli.args import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dataset", help="statistics and balancing of a prepared dataset", description="Inspect or rebalance a dataset built by `deepshield prepare`.")
@@ -22,24 +24,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how = balance.add_mutually_exclusive_group(required=True)
     how.add_argument("--add-real", type=Path, metavar="FOLDER", help="extract real faces from every image/video in FOLDER (same crop policy)")
     how.add_argument("--downsample", action="store_true", help="drop source files of the majority label, per split, group-aware (to removed.csv)")
-    how.add_argument("--synth-fakes", type=_positive_int, metavar="N", help="add N fakes self-blended from real faces")
-    balance.add_argument("--workers", type=_positive_int, default=1, help="worker processes for --add-real")
+    how.add_argument("--synth-fakes", type=positive_int, metavar="N", help="add N fakes self-blended from real faces")
+    balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
     balance.add_argument("--seed", type=int, default=None, help="seed (default: the dataset's)")
     balance.add_argument("--no-progress", action="store_true", help="no progress bar")
     balance.set_defaults(run=run_balance)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
-
-
 def run_stats(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.data.manifest import read_errors, read_manifest
-    from deepshield.data.stats import compute_stats, format_stats, log_to_mlflow, write_stats
+    from deepshield.data.stats import (
+        compute_stats,
+        format_stats,
+        log_to_mlflow,
+        write_stats,
+    )
 
     records = read_manifest(args.dataset)
     stats = compute_stats(records, read_errors(args.dataset))

@@ -13,7 +13,7 @@ import sys
 from deepshield import __version__
 from deepshield.errors import DeepShieldError
 
-COMMAND_MODULES = ("scan", "serve", "synth", "train", "prepare", "dataset")
+COMMAND_MODULES = ("scan", "serve", "synth", "train", "prepare", "dataset", "evaluate", "calibrate", "tune")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

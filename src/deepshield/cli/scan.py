@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from deepshield.cli.args import positive_int, probability
+
 SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
 
 
@@ -16,28 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    parser.add_argument("--frames", type=_positive_int, default=32, help="frames sampled per video (default 32)")
+    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled per video (default 32)")
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument("--out", type=Path, help="write results here instead of standard output")
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
-    parser.add_argument("--threshold", type=_probability, default=None, help="fake threshold (default: the model card's)")
-    parser.add_argument("--min-face-size", type=_positive_int, default=20, help="ignore faces smaller than this (pixels)")
+    parser.add_argument("--threshold", type=probability, default=None, help="fake threshold (default: the model card's)")
+    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write a heatmap overlay PNG per image face here")
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
 
 
 def _summary(row) -> dict:

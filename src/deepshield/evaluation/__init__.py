@@ -1,1 +1,3 @@
-"""Evaluation: metrics with their edge cases, calibration, and plots of both."""
+"""Evaluation: metrics with their edge cases and bootstrap intervals (`metrics`), calibration
+(`calibration`, `recalibrate`), perturbations (`perturb`), scoring a labelled set once (`scoring`),
+every figure of a report (`summary`), the report folder (`report`) and plots (`plots`)."""

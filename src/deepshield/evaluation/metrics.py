@@ -244,7 +244,7 @@ def bootstrap_intervals(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    max_cells: int = 20_000_000,
+    max_cells: int = 5_000_000,
 ) -> BootstrapResult:
     """Percentile intervals of every metric, resampling clusters (default: each sample its own).
 

@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
 
 
 def _save(figure, path: Path) -> Path:
@@ -21,7 +22,7 @@ def _save(figure, path: Path) -> Path:
 
 
 def roc_plot(labels, scores, path: Path, title: str = "ROC") -> Path:
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr, _ = roc_curve_points(labels, scores)
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     axis.plot(fpr, tpr, lw=2)
     axis.plot([0, 1], [0, 1], "--", color="grey", lw=1)
@@ -30,7 +31,7 @@ def roc_plot(labels, scores, path: Path, title: str = "ROC") -> Path:
 
 
 def pr_plot(labels, scores, path: Path, title: str = "Precision-recall") -> Path:
-    precision, recall, _ = precision_recall_curve(labels, scores)
+    recall, precision = pr_curve_points(labels, scores)
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     axis.plot(recall, precision, lw=2)
     axis.axhline(np.mean(labels), ls="--", color="grey", lw=1)
@@ -72,4 +73,91 @@ def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, ti
             axis.plot(*zip(*points), marker="o", label=key)
     axis.set(xlabel="epoch", title=title)
     axis.legend()
+    return _save(figure, path)
+
+
+# ----------------------------------------------------------------------------- evaluation report
+
+LEVEL_STYLES = {"file": "-", "face": "--"}
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC") -> Path:
+    """Several ROC curves on one axis; `curves`: legend -> (labels, scores)."""
+    figure, axis = plt.subplots(figsize=(4.8, 4.5))
+    for name, (labels, scores) in curves.items():
+        fpr, tpr, _ = roc_curve_points(labels, scores)
+        axis.plot(fpr, tpr, lw=2, label=name)
+    axis.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    axis.set(xlabel="false-positive rate (reals flagged)", ylabel="true-positive rate (fakes caught)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axis.legend(loc="lower right", fontsize=8)
+    return _save(figure, path)
+
+
+def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Precision-recall") -> Path:
+    figure, axis = plt.subplots(figsize=(4.8, 4.5))
+    for name, (labels, scores) in curves.items():
+        recall, precision = pr_curve_points(labels, scores)
+        line = axis.plot(recall, precision, lw=2, label=name)[0]
+        axis.axhline(np.mean(labels), ls=":", color=line.get_color(), lw=1)
+    axis.set(xlabel="recall (fakes caught)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axis.legend(loc="lower left", fontsize=8)
+    return _save(figure, path)
+
+
+def reliability_plot(curves: dict[str, dict], path: Path, title: str = "Calibration (reliability)") -> Path:
+    """`curves`: legend -> the summary's reliability dict (edges, mean_predicted, fraction_fake, counts, ece)."""
+    figure, (axis, counts_axis) = plt.subplots(2, 1, figsize=(4.8, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    axis.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
+    width = None
+    for offset, (name, rel) in enumerate(curves.items()):
+        if not rel:
+            continue
+        predicted = np.array([np.nan if v is None else v for v in rel["mean_predicted"]], dtype=float)
+        observed = np.array([np.nan if v is None else v for v in rel["fraction_fake"]], dtype=float)
+        filled = ~np.isnan(predicted)
+        ece = rel.get("ece")
+        axis.plot(predicted[filled], observed[filled], marker="o", lw=1.5, label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
+        edges = np.asarray(rel["edges"])
+        width = (edges[1] - edges[0]) / (len(curves) + 0.5)
+        counts_axis.bar(edges[:-1] + width * (offset + 0.25), rel["counts"], width=width, align="edge", label=name)
+    axis.set(ylabel="fraction fake", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axis.legend(loc="upper left", fontsize=8)
+    counts_axis.set(xlabel="predicted probability of fake", ylabel="count")
+    counts_axis.set_yscale("symlog")
+    return _save(figure, path)
+
+
+def score_histograms(labels, scores, threshold: float, path: Path, title: str) -> Path:
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=float)
+    figure, axis = plt.subplots(figsize=(5, 3.4))
+    bins = np.linspace(0, 1, 41)
+    for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
+        chosen = scores[labels == value]
+        if chosen.size:
+            axis.hist(chosen, bins=bins, alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
+    axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def perturbation_plot(rows: list[dict], path: Path, title: str = "AUC under perturbations") -> Path:
+    names = [r["condition"] for r in rows]
+    values = [np.nan if r.get("file_auc") is None else r["file_auc"] for r in rows]
+    faces = [np.nan if r.get("face_auc") is None else r["face_auc"] for r in rows]
+    low = [np.nan if r.get("file_auc_low") is None else r["file_auc_low"] for r in rows]
+    high = [np.nan if r.get("file_auc_high") is None else r["file_auc_high"] for r in rows]
+    x = np.arange(len(rows))
+    figure, axis = plt.subplots(figsize=(max(4.5, 0.75 * len(rows) + 2), 3.6))
+    errors = np.array([np.array(values) - np.array(low), np.array(high) - np.array(values)])
+    errors = np.where(np.isnan(errors), 0, errors)
+    axis.bar(x - 0.2, values, width=0.4, yerr=errors, capsize=3, label="file AUC (95% CI)")
+    axis.bar(x + 0.2, faces, width=0.4, label="face AUC", alpha=0.7)
+    axis.axhline(0.5, color="grey", ls=":", lw=1)
+    axis.set_xticks(x)
+    axis.set_xticklabels(names, rotation=30, ha="right")
+    axis.set(ylim=(0, 1.18), ylabel="AUC", title=title)
+    axis.set_yticks(np.linspace(0, 1, 6))
+    axis.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
     return _save(figure, path)

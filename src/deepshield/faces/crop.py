@@ -67,3 +67,9 @@ def crop_face(image: np.ndarray, box: Box, keypoints: np.ndarray | None, policy:
         source, warp, (policy.size, policy.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
     return FaceCrop(pixels=pixels, matrix=matrix)
+
+
+def crop_validity(image_shape: tuple[int, ...], matrix: np.ndarray, size: int) -> np.ndarray:
+    """size x size bool map of the crop pixels that come from inside the image (False: black padding)."""
+    ones = np.ones(image_shape[:2], np.uint8)
+    return cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0

@@ -23,6 +23,7 @@ class FaceSample:
     image: np.ndarray  # H x W x 3 uint8 RGB face crop
     keypoints: np.ndarray  # 6 x 2 detector keypoints in crop pixels
     landmarks: np.ndarray | None = None  # 468 x 2 face-mesh points in crop pixels, when found
+    valid: np.ndarray | None = None  # H x W bool: pixels from inside the photo (False: crop padding); None = all
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,24 @@ def _misalign(image: np.ndarray, rng: np.random.Generator, config: SynthesisConf
     return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
 
 
-def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig) -> np.ndarray:
+def _inside(valid: np.ndarray | None, margin: int) -> np.ndarray | float:
+    """Soft map that is 0 within `margin` pixels of the crop's padding. Without it a misaligned
+    source drags the black padding into the blend, and the model learns padding edges as a fake cue."""
+    if valid is None or valid.all():
+        return 1.0
+    # Erode by 2 x margin, then blur with a kernel of radius margin: exactly 0 within margin of the padding.
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (4 * margin + 1, 4 * margin + 1))
+    inner = cv2.erode(valid.astype(np.uint8), kernel).astype(np.float32)
+    return cv2.GaussianBlur(inner, (2 * margin + 1, 2 * margin + 1), margin / 3)
+
+
+def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig, valid: np.ndarray | None = None) -> np.ndarray:
     shape = target.image.shape[:2]
     mask = deform(region_mask(shape, target.landmarks, target.keypoints, rng, config.part_probability), rng)
     if rng.random() >= config.full_blend_probability:
         mask *= rng.uniform(config.min_blend_ratio, 1.0)
-    return mask
+    margin = int(np.ceil(config.max_shift * max(shape))) + 3
+    return (mask * _inside(target.valid if valid is None else valid, margin)).astype(np.float32)
 
 
 def _blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -125,6 +138,10 @@ def cross_blend(
     if matrix is None:
         return self_blend(target, rng, config)
     aligned = cv2.warpAffine(donor.image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
-    mask = _soft_mask(target, rng, config)
+    valid = target.valid
+    if donor.valid is not None:
+        donor_valid = cv2.warpAffine(donor.valid.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST) > 0
+        valid = donor_valid if valid is None else valid & donor_valid
+    mask = _soft_mask(target, rng, config, valid)
     source = _frequency_jitter(_match_colour(aligned, target.image, mask), rng)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="cross_blend")

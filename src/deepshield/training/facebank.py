@@ -18,11 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
-from deepshield.faces.crop import CropPolicy, crop_face
+from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
 from deepshield.synthesis.blend import FaceSample
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
+BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class FaceBank:
     images: np.ndarray  # N x S x S x 3 uint8
     keypoints: np.ndarray  # N x 6 x 2 float32, crop pixels
     landmarks: np.ndarray  # N x 468 x 2 float32, NaN where the mesh failed
+    valid: np.ndarray  # N x S x S bool: crop pixels from inside the photo (False: padding)
     groups: np.ndarray  # N identity groups (str): a split never separates one group
     paths: np.ndarray  # N source paths (str)
 
@@ -42,28 +45,36 @@ class FaceBank:
             image=self.images[index],
             keypoints=self.keypoints[index],
             landmarks=None if np.isnan(landmarks).any() else landmarks,
+            valid=self.valid[index],
         )
 
     def subset(self, indices: np.ndarray) -> FaceBank:
-        return FaceBank(self.images[indices], self.keypoints[indices], self.landmarks[indices], self.groups[indices], self.paths[indices])
+        return FaceBank(*(getattr(self, name)[indices] for name in FIELDS))
 
     @classmethod
     def concat(cls, banks: list[FaceBank]) -> FaceBank:
-        return cls(*(np.concatenate([getattr(b, name) for b in banks]) for name in ("images", "keypoints", "landmarks", "groups", "paths")))
+        return cls(*(np.concatenate([getattr(b, name) for b in banks]) for name in FIELDS))
 
     @classmethod
     def empty(cls, size: int) -> FaceBank:
-        return cls(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 6, 2), np.float32), np.zeros((0, 468, 2), np.float32), np.array([], dtype=str), np.array([], dtype=str))
+        return cls(
+            np.zeros((0, size, size, 3), np.uint8),
+            np.zeros((0, 6, 2), np.float32),
+            np.zeros((0, 468, 2), np.float32),
+            np.zeros((0, size, size), bool),
+            np.array([], dtype=str),
+            np.array([], dtype=str),
+        )
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=self.images, keypoints=self.keypoints, landmarks=self.landmarks, groups=self.groups, paths=self.paths)
+        np.savez(tmp, **{name: getattr(self, name) for name in FIELDS})
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> FaceBank:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["images"], data["keypoints"], data["landmarks"], data["groups"], data["paths"])
+            return cls(*(data[name] for name in FIELDS))
 
 
 def identity_group(path: Path, pattern: str | None) -> str:
@@ -113,7 +124,8 @@ def _process(path: Path):
     landmarks = _worker["mesher"].landmarks(crop.pixels)
     if landmarks is None:
         landmarks = np.full((468, 2), np.nan, np.float32)
-    return path, (crop.pixels, keypoints.astype(np.float32), landmarks), None
+    valid = crop_validity(image.shape, crop.matrix, crop.pixels.shape[0])
+    return path, (crop.pixels, keypoints.astype(np.float32), landmarks, valid), None
 
 
 def build_facebank(
@@ -122,13 +134,13 @@ def build_facebank(
     files = list_images(folders, limit_per_folder)
     if not files:
         raise DeepShieldError(f"no images found in {', '.join(map(str, folders))}")
-    key = hashlib.sha256((policy.model_dump_json() + "\n".join(map(str, files))).encode()).hexdigest()[:16]
+    key = hashlib.sha256((BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files))).encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"facebank-{key}.npz"
     if cache.exists():
         log.info("face bank from cache %s", cache)
         return FaceBank.load(cache)
-    crops, keypoints, landmarks, groups, paths = [], [], [], [], []
+    crops, keypoints, landmarks, valid, groups, paths = [], [], [], [], [], []
     skipped = 0
     with ExitStack() as stack:
         if workers > 1:
@@ -146,11 +158,12 @@ def build_facebank(
             crops.append(item[0])
             keypoints.append(item[1])
             landmarks.append(item[2])
+            valid.append(item[3])
             groups.append(identity_group(path, group_pattern))
             paths.append(str(path))
     if not crops:
         raise DeepShieldError("no face was found in any real-face image")
     log.info("face bank: %d faces, %d images skipped", len(crops), skipped)
-    bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.array(groups), np.array(paths))
+    bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths))
     bank.save(cache)
     return bank

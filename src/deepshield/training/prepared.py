@@ -47,6 +47,7 @@ def load_prepared(dataset_dirs: list[Path], policy: CropPolicy, split: str) -> P
                     images=np.stack([_resized(load_crop(r, directory), policy.size) for r in reals]),
                     keypoints=np.stack([r.landmarks_array * ratio for r in reals]).astype(np.float32),
                     landmarks=np.full((len(reals), 468, 2), np.nan, np.float32),  # no mesh: ellipse masks
+                    valid=np.ones((len(reals), policy.size, policy.size), bool),  # padding unknown
                     groups=np.array([f"{directory.name}/{r.group}" for r in reals]),
                     paths=np.array([str(directory / r.crop_path) for r in reals]),
                 )

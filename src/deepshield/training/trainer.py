@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,28 @@ def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) -
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, command: str = "") -> None:
+    """`epoch_callback(progress)` runs after each epoch's validation and checkpoints (progress.epoch =
+    epochs done, progress.history[-1] = that epoch's metrics); an exception it raises (e.g. a
+    search pruning the trial) ends the run like an interruption: last checkpoint kept, run KILLED.
+    `parent_run_id` / `run_tags` nest the MLflow run (a search trial); `export_bundle=False` skips
+    the final bundle (search trials)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        command: str = "",
+        *,
+        epoch_callback: Callable[[Progress], None] | None = None,
+        parent_run_id: str | None = None,
+        run_tags: dict[str, str] | None = None,
+        export_bundle: bool = True,
+    ) -> None:
         self.config = config
         self.command = command
+        self.epoch_callback = epoch_callback
+        self.parent_run_id = parent_run_id
+        self.run_tags = run_tags
+        self.export_bundle = export_bundle
         self.run_dir = Path(config.run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
         self.plots = self.run_dir / "plots"
@@ -142,7 +162,13 @@ class Trainer:
             log.warning("nothing to resume in %s: starting fresh", self.checkpoints)
 
         tracker = open_tracker(
-            config.tracking.enabled, config.tracking.uri, config.tracking.experiment, run_name=config.tracking.run_name, run_id=progress.run_id
+            config.tracking.enabled,
+            config.tracking.uri,
+            config.tracking.experiment,
+            run_name=config.tracking.run_name,
+            run_id=progress.run_id,
+            parent_run_id=self.parent_run_id,
+            tags=self.run_tags,
         )
         progress.run_id = tracker.run_id
         tracker.log_params(config.model_dump(mode="json") | {"train_faces": len(train_bank), "val_samples": len(val_labels)})
@@ -166,13 +192,15 @@ class Trainer:
                     save_checkpoint(snapshot(), last)
                     break
                 self._end_epoch(net, val_images, val_labels, progress, snapshot, tracker)
+                if self.epoch_callback is not None:
+                    self.epoch_callback(progress)
         except BaseException:
             save_checkpoint(snapshot(), last)  # Ctrl-C or a crash: keep the work done so far
             tracker.finish("KILLED")
             raise
 
         bundle_dir = None
-        if not stopped_early and (self.checkpoints / BEST).exists():
+        if self.export_bundle and not stopped_early and (self.checkpoints / BEST).exists():
             bundle_dir = self.run_dir / "bundle"
             card = export_checkpoint(self.checkpoints / BEST, bundle_dir)
             tracker.log_artifact(bundle_dir, "bundle")
@@ -182,6 +210,8 @@ class Trainer:
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
 
     def _train_epoch(self, net, optimizer, scheduler, bank, fake_pool, progress: Progress, steps_per_epoch: int, snapshot, tracker) -> bool:
+        if progress.history and progress.history[-1]["epoch"] == progress.epoch:
+            return False  # stopped during this epoch's validation: its steps are done, validate again
         config = self.config
         batch = config.optim.batch_size
         samples = TrainingSamples(

@@ -1,0 +1,35 @@
+# Fresh-machine entry points (see README). Python 3.11 is required (torch 2.13.0 CPU wheel, mediapipe 0.10.21).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test install-app install-test bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The app needs no torch: inference runs on ONNX Runtime.
+$(VENV)/.app-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.app-installed
+
+install-app: $(VENV)/.app-installed
+install-test: $(VENV)/.test-installed
+
+run: install-app
+	$(BIN)/deepshield serve --host $(HOST) --port $(PORT)
+
+test: install-test
+	bash .ci/setup-system.sh
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: install-test
+	$(BIN)/python bench/bench_latency.py
+	$(BIN)/python bench/bench_serving.py

@@ -1,0 +1,101 @@
+"""`deepshield tune`: hyperparameter search (Optuna), every trial a nested MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+EPILOG = """\
+space file (YAML/TOML): dotted training-config keys ->
+  a list (categorical / grid), {low, high, log: true} (float), {low, high, step} (int, or float with a step),
+  and an optional `budget:` mapping of per-trial overrides (e.g. optim.epochs: 2) not used by --train-best.
+
+examples:
+  deepshield tune --config train.yaml --space space.yaml --sampler grid
+  deepshield tune --config train.yaml --space space.yaml --sampler tpe --trials 20 --pruner median \\
+      --trial-set optim.epochs=2 --trial-set data.limit_per_folder=200 --n-jobs 2 --train-best
+
+run the same command again to resume a killed or interrupted search (--trials is the study's total).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune",
+        help="search hyperparameters (grid / random / TPE, pruning, MLflow-tracked)",
+        description="Search training hyperparameters: each trial trains with the project's trainer on a small budget in its own run "
+        "directory, selected on a validation metric of the identity-disjoint split; resumable from its study.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="training configuration (default: training/default.toml)")
+    parser.add_argument("--space", type=Path, required=True, help="search-space file (YAML or TOML)")
+    parser.add_argument(
+        "--sampler", choices=("auto", "grid", "random", "tpe"), default="auto", help="default: grid when every parameter is a finite list, else tpe"
+    )
+    parser.add_argument("--trials", type=int, help="total trials of the study (default: the whole grid; 10 for random/tpe)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds (running ones finish)")
+    parser.add_argument(
+        "--select",
+        default="max.val_auc",
+        metavar="max.METRIC|min.METRIC",
+        help="winner: val_auc, val_ap, val_balanced_accuracy (max) or val_loss, val_log_loss, val_eer (min); default max.val_auc",
+    )
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db), e.g. postgresql://user@host/db")
+    parser.add_argument("--study", help="study name (default: the space file's name)")
+    parser.add_argument(
+        "--pruner", choices=("median", "halving", "none"), default="median", help="stop bad trials early from their per-epoch validation metric"
+    )
+    parser.add_argument("--n-jobs", type=int, default=1, help="trials in parallel, one process each (torch threads split between them)")
+    parser.add_argument("--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the config for the trials and --train-best")
+    parser.add_argument(
+        "--trial-set",
+        dest="trial_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="per-trial budget override (not used by --train-best), e.g. optim.epochs=2",
+    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument(
+        "--baseline", action="store_true", help="run the config's own values of the searched keys as the first trial (random/tpe), for comparison"
+    )
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint of finished trials (default: only best.pt)")
+    parser.add_argument("--train-best", action="store_true", help="then train the winner at full budget (no per-trial budget) into <out>/best/bundle")
+    parser.set_defaults(run=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from deepshield.tuning.study import SearchSettings, run_search
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # like Ctrl-C: running trials keep their checkpoints
+    settings = SearchSettings(
+        space=args.space,
+        config=args.config,
+        overrides=args.overrides,
+        trial_overrides=args.trial_overrides,
+        sampler=args.sampler,
+        trials=args.trials,
+        timeout=args.timeout,
+        select=args.select,
+        storage=args.storage,
+        study=args.study,
+        pruner=args.pruner,
+        n_jobs=args.n_jobs,
+        out=args.out,
+        tracking_uri=args.tracking_uri,
+        tracking=False if args.no_tracking else None,
+        train_best=args.train_best,
+        baseline=args.baseline,
+        keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed,
+    )
+    result = run_search(settings, echo=lambda line: print(line, flush=True))
+    return 0 if result.report.best is not None else 1

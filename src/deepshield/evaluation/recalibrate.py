@@ -1,0 +1,136 @@
+"""Refit a bundle's temperature and threshold on a labelled set and write it as a new bundle version.
+
+* Temperature: fitted on the face logits (what the temperature scales), minimising log-loss.
+* Threshold: fitted on the *file* scores (the video rule over face tracks, an image's most suspicious
+  face), since the threshold decides verdicts on files: the lowest threshold whose false-positive
+  rate over real files is at most the target, or (``target_fpr=None``) the best balanced accuracy.
+  Files without a face take no part.
+
+The new bundle is a copy of the old one (model.onnx byte for byte) with a new model card: the new
+calibration, ``fitted_on`` saying on what and how, the version with a ``+cal.<date>`` local part,
+and the metrics on the calibration set before and after (``calibration_before_*``,
+``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import date as Date
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.errors import BundleError, DeepShieldError
+from deepshield.evaluation.calibration import expected_calibration_error, fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.metrics import check_inputs, detection_metrics
+from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.evaluation.summary import file_level
+from deepshield.inference.analysis import VideoRule
+from deepshield.models.card import CARD_FILE, ModelCard
+
+REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
+
+
+@dataclass
+class CalibrationResult:
+    card: ModelCard
+    temperature_before: float
+    temperature_after: float
+    threshold_before: float
+    threshold_after: float
+    before: dict[str, dict[str, float]]  # level -> metric -> value
+    after: dict[str, dict[str, float]]
+    files: int
+    faces: int
+
+
+def calibrated_version(version: str, when: Date) -> str:
+    """'1.0.0' -> '1.0.0+cal.20250101'; an earlier '+cal...' (or other local part) is replaced."""
+    public = version.split("+", 1)[0] or "0.0.0"
+    return f"{public}+cal.{when:%Y%m%d}"
+
+
+def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
+    metrics = detection_metrics(labels, probabilities, threshold)
+    out = {name: float(getattr(metrics, name)) for name in REPORTED}
+    real = probabilities[labels == 0]
+    out["false_positive_rate"] = float((real >= threshold).mean())
+    out["ece"] = expected_calibration_error(labels, probabilities)
+    return out
+
+
+def recalibrate(
+    scored: ScoredSet,
+    card: ModelCard,
+    target_fpr: float | None = None,
+    rule: VideoRule = VideoRule(),
+    described_as: str = "",
+    frames: int | None = None,
+    when: Date | None = None,
+) -> CalibrationResult:
+    when = when or Date.today()
+    if target_fpr is not None and not 0 <= target_fpr < 1:
+        raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
+    mask = scored.condition_mask(CLEAN) if scored.face_count else np.zeros(0, bool)
+    labels = scored.labels_of_faces()[mask]
+    logits = scored.faces["logit"][mask].astype(np.float64)
+    check_inputs(labels, sigmoid(logits), "faces")
+    t_before, thr_before = card.calibration.temperature, card.calibration.threshold
+    temperature = fit_temperature(labels, logits)
+    before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
+    after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
+    check_inputs(after_files.labels, after_files.scores, "files with a face")
+    threshold = fit_threshold(after_files.labels, after_files.scores, target_fpr)
+    before = {
+        "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
+        "file": _level_metrics(before_files.labels, before_files.scores, thr_before),
+    }
+    after = {
+        "face": _level_metrics(labels, sigmoid(logits / temperature), threshold),
+        "file": _level_metrics(after_files.labels, after_files.scores, threshold),
+    }
+    n_files = int(after_files.labels.size)
+    n_real = int((after_files.labels == 0).sum())
+    how = f"false-positive rate <= {target_fpr:g} over real files" if target_fpr is not None else "best balanced accuracy over files"
+    fitted_on = (
+        f"{described_as or 'a labelled set'}: {n_files} files with a face ({n_real} real, {n_files - n_real} fake), {labels.size} faces"
+        + (f", {frames} frames per video" if frames else "")
+        + f"; temperature on face logits (log-loss), threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
+    )
+    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(("calibration_before_", "calibration_after_"))}
+    for stage, values in (("before", before), ("after", after)):
+        for level, numbers in values.items():
+            for name, value in numbers.items():
+                if np.isfinite(value):
+                    metrics[f"calibration_{stage}_{level}_{name}"] = round(float(value), 4)
+    new_card = card.model_copy(
+        update={
+            "version": calibrated_version(card.version, when),
+            "calibration": card.calibration.model_copy(update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on}),
+            "metrics": metrics,
+        }
+    )
+    ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
+    return CalibrationResult(new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size))
+
+
+def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: bool = False) -> Path:
+    """Copy the bundle folder `source` to `out` and write `card` there. Refuses to overwrite `source`
+    or a non-empty `out` (unless force)."""
+    source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve():
+        raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise BundleError(f"{out} exists and is not empty (use --force to replace it)")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    temporary = out.with_name(out.name + ".part")
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
+    if out.exists():
+        out.rmdir()
+    temporary.rename(out)
+    return out
+

@@ -1,0 +1,379 @@
+"""Write an evaluation report folder: report.html (self-contained), metrics.json, scores.csv, files.csv, PNGs.
+
+    REPORT_DIR/
+      report.html    one page; every picture is embedded (data: URIs), no script, no web font, no CDN
+      metrics.json   every figure of the page (see deepshield.evaluation.summary)
+      scores.csv     one row per scored face and condition (clean or a perturbation)
+      files.csv      one row per file: status, score under each video rule and each perturbation
+      plots/*.png    the page's plots; examples/*.png the worst cases' crops and heatmap overlays
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.evaluation import plots
+from deepshield.evaluation.metrics import METRIC_NAMES
+from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.evaluation.summary import EvaluationSettings, face_level, file_level
+from deepshield.inference.analysis import VideoRule
+
+METRIC_LABELS = {
+    "auc": "AUC",
+    "ap": "AP",
+    "eer": "EER",
+    "log_loss": "log-loss",
+    "balanced_accuracy": "balanced acc.",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+}
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
+    probabilities = scored.probabilities()
+    columns = scored.faces
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["condition", "path", "label", "source", "method", "kind", "frame_index", "face_index", "track_id", "detection_score", "box_x0", "box_y0", "box_x1", "box_y1", "logit", "probability"])
+        for row in range(scored.face_count):
+            f = scored.files[int(columns["file_id"][row])]
+            writer.writerow(
+                [
+                    scored.conditions[int(columns["condition"][row])],
+                    f.path,
+                    f.label_name,
+                    f.source,
+                    f.method,
+                    f.kind,
+                    int(columns["frame_index"][row]),
+                    int(columns["face_index"][row]),
+                    int(columns["track_id"][row]),
+                    f"{columns['detection_score'][row]:.4f}",
+                    *(f"{columns[name][row]:.1f}" for name in ("x0", "y0", "x1", "y1")),
+                    f"{columns['logit'][row]:.5f}",
+                    f"{probabilities[row]:.6f}",
+                ]
+            )
+    return path
+
+
+def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path) -> Path:
+    rule = settings.rule
+    by_rule = {kind: scored.file_scores(CLEAN, VideoRule(kind=kind)) for kind in settings.rules}
+    by_condition = {c: scored.file_scores(c, rule) for c in scored.conditions[1:]}
+    clean = scored.file_scores(CLEAN, rule)
+    counts = np.bincount(scored.faces["file_id"][scored.condition_mask(CLEAN)], minlength=len(scored.files)) if scored.face_count else np.zeros(len(scored.files), int)
+
+    def fmt(value: float) -> str:
+        return "" if math.isnan(value) else f"{value:.6f}"
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
+        for f in scored.files:
+            score = clean[f.file_id]
+            status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
+            called = "" if status == "error" else ("no_face" if status == "no_face" else ("fake" if score >= settings.threshold else "real"))
+            writer.writerow(
+                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called]
+                + [fmt(values[f.file_id]) for values in by_rule.values()]
+                + [fmt(values[f.file_id]) for values in by_condition.values()]
+            )
+    return path
+
+
+def _png(image: np.ndarray, path: Path) -> Path:
+    from deepshield.inference.heatmap import encode_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(image))
+    return path
+
+
+def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: dict, out: Path) -> dict[str, Path]:
+    """Every plot that the data allows (a one-class set has no ROC); name -> PNG path."""
+    folder = out / "plots"
+    made: dict[str, Path] = {}
+    files = file_level(scored, CLEAN, settings.rule, settings.no_face)
+    faces = face_level(scored)
+    both = {name: (d.labels, d.scores) for name, d in (("file", files), ("face", faces)) if len(np.unique(d.labels)) == 2}
+    if both:
+        made["roc"] = plots.roc_curves({f"{k} level (AUC {summary[k]['metrics']['auc']['value']:.3f})": v for k, v in both.items()}, folder / "roc.png")
+        made["pr"] = plots.pr_curves({f"{k} level (AP {summary[k]['metrics']['ap']['value']:.3f})": v for k, v in both.items()}, folder / "pr.png")
+    reliabilities = {f"{k} level": summary["calibration"][k] for k in ("file", "face") if summary["calibration"].get(k)}
+    if reliabilities:
+        made["reliability"] = plots.reliability_plot(reliabilities, folder / "reliability.png")
+    if files.labels.size:
+        made["hist_file"] = plots.score_histograms(files.labels, files.scores, settings.threshold, folder / "hist_file.png", f"file scores ({settings.rule.kind})")
+        made["confusion_file"] = plots.confusion_plot(files.labels, files.scores, settings.threshold, folder / "confusion_file.png")
+    if faces.labels.size:
+        made["hist_face"] = plots.score_histograms(faces.labels, faces.scores, settings.threshold, folder / "hist_face.png", "face probabilities")
+        made["confusion_face"] = plots.confusion_plot(faces.labels, faces.scores, settings.threshold, folder / "confusion_face.png")
+    if len(summary["perturbations"]) > 1:
+        made["perturbations"] = plots.perturbation_plot(summary["perturbations"], folder / "perturbations.png")
+    return made
+
+
+def write_examples(scored: ScoredSet, summary: dict, out: Path) -> dict[str, list[dict]]:
+    """Crop and heatmap overlay PNGs of the worst false positives and negatives."""
+    from deepshield.inference.heatmap import overlay
+
+    by_path = {scored.files[e.file_id].path: e for e in scored.examples.values()}
+    written: dict[str, list[dict]] = {}
+    for kind, short in (("false_positives", "fp"), ("false_negatives", "fn")):
+        written[kind] = []
+        for rank, entry in enumerate(summary["worst"][kind], start=1):
+            example = by_path.get(entry["path"])
+            if example is None:
+                continue
+            crop = _png(example.crop, out / "examples" / f"{short}_{rank:02d}_crop.png")
+            heat = _png(overlay(example.crop, example.heatmap), out / "examples" / f"{short}_{rank:02d}_heatmap.png")
+            written[kind].append({**entry, "crop": crop, "heatmap": heat})
+    return written
+
+
+# ------------------------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24;padding:0 1rem}
+h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem;font-size:1.25rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid #d0d7de;padding:.3rem .55rem;text-align:right}
+th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em}.muted{color:#57606a}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}.plots img{max-width:520px;width:100%;border:1px solid #eee}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:230px;font-size:.75rem;word-break:break-all}
+.gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
+.bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
+"""
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None:
+        return ""
+    return f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt)}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _with_ci(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    text = _num(entry.get("value"))
+    if entry.get("low") is not None:
+        text += f' <span class="ci">[{_num(entry["low"])}, {_num(entry["high"])}]</span>'
+    return text
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _metrics_table(rows: list[tuple[str, dict]]) -> str:
+    head = "<tr><th class=l></th><th>files</th><th>samples</th><th>fakes</th>" + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES) + "</tr>"
+    body = []
+    for name, block in rows:
+        cells = f"<td class=l>{_e(name)}</td><td>{block.get('files', '–')}</td><td>{block.get('count', 0)}</td><td>{block.get('positives', 0)}</td>"
+        if "metrics" in block:
+            cells += "".join(f"<td>{_with_ci(block['metrics'][n])}</td>" for n in METRIC_NAMES)
+        else:
+            rate = block.get("detection_rate") or block.get("true_negative_rate")
+            what = "detection rate" if "detection_rate" in block else "true-negative rate"
+            note = f"{what} {_with_ci(rate)} — " if rate else ""
+            cells += f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.get("error", ""))}</span></td>'
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _confusion_table(block: dict, title: str) -> str:
+    c = block.get("confusion")
+    if not c:
+        return ""
+    return (
+        f"<table><tr><th class=l>{_e(title)}</th><th>called real</th><th>called fake</th></tr>"
+        f"<tr><th class=l>real</th><td>{c['tn']}</td><td>{c['fp']}</td></tr>"
+        f"<tr><th class=l>fake</th><td>{c['fn']}</td><td>{c['tp']}</td></tr></table>"
+    )
+
+
+def _perturbation_table(rows: list[dict], sources: list[str]) -> str:
+    head = "<tr><th class=l>condition</th><th>file AUC [95% CI]</th><th>Δ vs clean</th><th>face AUC</th><th>Δ vs clean</th><th>balanced acc.</th><th>recall</th><th>FPR</th><th>files without a face</th><th>faces</th>"
+    if len(sources) > 1:
+        head += "".join(f"<th>{_e(s)} file AUC</th>" for s in sources)
+    head += "</tr>"
+    body = []
+    for r in rows:
+        auc = {"value": r["file_auc"], "low": r["file_auc_low"], "high": r["file_auc_high"]}
+
+        def delta(value):
+            if value is None:
+                return "–"
+            css = "bad" if value < -0.02 else ("good" if value > 0.02 else "")
+            return f'<span class="{css}">{value:+.3f}</span>'
+
+        cells = (
+            f"<td class=l>{_e(r['condition'])}</td><td>{_with_ci(auc)}</td><td>{delta(r['file_auc_change'])}</td><td>{_num(r['face_auc'])}</td>"
+            f"<td>{delta(r['face_auc_change'])}</td><td>{_num(r['file_balanced_accuracy'])}</td><td>{_num(r['file_recall'])}</td>"
+            f"<td>{_num(r['file_false_positive_rate'])}</td><td>{r['files_without_face']}</td><td>{r['faces']}</td>"
+        )
+        if len(sources) > 1:
+            cells += "".join(f"<td>{_num(r['by_source_file_auc'].get(s))}</td>" for s in sources)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _listing(entries: list[dict], columns: list[str], limit: int = 200) -> str:
+    if not entries:
+        return '<p class="muted">none</p>'
+    head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
+    rows = "".join("<tr>" + "".join(f"<td class=l>{_e(e.get(c, ''))}</td>" for c in columns) + "</tr>" for e in entries[:limit])
+    more = f'<p class="muted">… and {len(entries) - limit} more (see metrics.json)</p>' if len(entries) > limit else ""
+    return f"<table><tr>{head}</tr>{rows}</table>{more}"
+
+
+def _gallery(entries: list[dict], what: str) -> str:
+    if not entries:
+        return f'<p class="muted">no {what} among the files kept for the gallery</p>'
+    figures = []
+    for e in entries:
+        where = f"frame {e['frame_index']}, face {e['face_index']}"
+        figures.append(
+            f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
+            f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])})<br>{_e(e['path'])}<br>"
+            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span></figcaption></figure>'
+        )
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
+    s = summary["settings"]
+    counts = summary["counts"]
+    model = summary.get("model", {})
+    sources = sorted(summary["by_source"])
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.get("name", "?"))} {_e(model.get("version", ""))}</b>'
+        f" · data: {_e(', '.join(s.get('datasets', [])))}</p>",
+        "<table>"
+        + "".join(
+            f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
+            for k, v in (
+                ("threshold (score ≥ is called fake)", f"{s['threshold']:.4f}"),
+                ("temperature", model.get("temperature", "–")),
+                ("video rule (headline)", s["video_rule_text"]),
+                ("frames sampled per video", s.get("frames", "–")),
+                ("files", f"{counts['files']} ({counts['real_files']} real, {counts['fake_files']} fake; {counts['images']} images, {counts['videos']} videos)"),
+                ("files with a face / without / unreadable", f"{counts['files_with_face']} / {counts['files_without_face']} / {counts['unreadable_files']}"),
+                ("files in file-level metrics", counts["files_in_file_metrics"]),
+                ("faces scored (clean)", counts["faces"]),
+                ("files without a face", "left out of file-level metrics (counted and listed below)" if s["no_face"] == "exclude" else "scored 0 (called real) in file-level metrics"),
+                ("confidence intervals", f"{s['confidence']:.0%} percentile bootstrap, {s['bootstrap_resamples']} resamples of files (stratified by class), seed {s['seed']}" if s["bootstrap_resamples"] else "not computed (--bootstrap 0)"),
+            )
+        )
+        + "</table>",
+    ]
+    for note in summary.get("notes", []):
+        parts.append(f'<p class="warn">{_e(note)}</p>')
+    parts += [
+        "<h2>Headline metrics</h2>",
+        "<p>File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
+        "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
+        _metrics_table([("file level", summary["file"]), ("face level", summary["face"])]),
+        '<div class="plots">' + _confusion_table(summary["file"], "files") + _confusion_table(summary["face"], "faces") + "</div>",
+        '<div class="plots">' + _img(images.get("roc"), "ROC curves") + _img(images.get("pr"), "precision-recall curves") + "</div>",
+        "<h2>Calibration</h2>",
+        "<p>Do probabilities mean what they say? Each point is a bin of scores: mean predicted probability against the observed fraction of fakes. "
+        f"Expected calibration error: file level {_num(summary['calibration'].get('file', {}).get('ece'))}, face level {_num(summary['calibration'].get('face', {}).get('ece'))}.</p>",
+        '<div class="plots">' + _img(images.get("reliability"), "reliability diagram") + _img(images.get("hist_file"), "file score histogram per class") + _img(images.get("hist_face"), "face probability histogram per class") + "</div>",
+        "<h2>By source dataset</h2>",
+        _metrics_table([(f"{name} · file", block["file"]) for name, block in summary["by_source"].items()] + [(f"{name} · face", block["face"]) for name, block in summary["by_source"].items()]),
+        "<h2>By manipulation method</h2>",
+        "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
+        _metrics_table([(f"{name} · file", block["file"]) for name, block in summary["by_method"].items()]) if summary["by_method"] else '<p class="muted">no fakes</p>',
+        "<h2>Video rules compared</h2>",
+        "<p>The same face scores aggregated per file by each rule (file level). For images every rule gives the most suspicious face.</p>",
+        _metrics_table([(f"{kind}", block["file"]) for kind, block in summary["video_rules"].items()]),
+    ]
+    if any("videos_only" in block for block in summary["video_rules"].values()):
+        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block["videos_only"]) for kind, block in summary["video_rules"].items()]))
+    parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block['rule'])}</li>" for kind, block in summary["video_rules"].items()) + "</ul>")
+    parts += ["<h2>Robustness to perturbations</h2>"]
+    if len(summary["perturbations"]) > 1:
+        parts += [
+            "<p>Each perturbation is applied to the full frame before face detection (video frames one by one), then the set is scored again. "
+            "Files that lose their face under a perturbation follow the no-face policy above.</p>",
+            _perturbation_table(summary["perturbations"], sources),
+            '<div class="plots">' + _img(images.get("perturbations"), "AUC under perturbations") + "</div>",
+        ]
+    else:
+        parts.append('<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5)</p>')
+    parts += [
+        "<h2>Worst false positives</h2><p>Real files with the highest scores; the most suspicious face, its crop and heatmap (red: looks manipulated).</p>",
+        _gallery(examples.get("false_positives", []), "false positives"),
+        "<h2>Worst false negatives</h2><p>Fake files with the lowest scores; their most suspicious face.</p>",
+        _gallery(examples.get("false_negatives", []), "false negatives"),
+        f"<h2>Files without a face ({len(summary['no_face_files'])})</h2>",
+        _listing(summary["no_face_files"], ["path", "label", "source", "method"]),
+        f"<h2>Unreadable files ({len(summary['unreadable_files'])})</h2>",
+        _listing(summary["unreadable_files"], ["path", "label", "source", "reason"]),
+    ]
+    if summary["unlabelled_entries"]:
+        parts += [f"<h2>Unlabelled entries ({len(summary['unlabelled_entries'])})</h2>", _listing(summary["unlabelled_entries"], ["path", "reason"])]
+    parts.append('<p class="muted">Figures: metrics.json · per-face scores: scores.csv · per-file scores: files.csv</p></body></html>')
+    return "\n".join(parts)
+
+
+def write_report(scored: ScoredSet, settings: EvaluationSettings, summary: dict, out: Path, title: str = "Deepfake Shield evaluation") -> Path:
+    """Write the report folder; returns the path of report.html."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_scores_csv(scored, out / "scores.csv")
+    write_files_csv(scored, settings, out / "files.csv")
+    images = write_plots(scored, settings, summary, out)
+    examples = write_examples(scored, summary, out)
+    page = out / "report.html"
+    page.write_text(render_html(summary, images, examples, title), encoding="utf-8")
+    return page
+
+
+def log_report(tracker, summary: dict, report_dir: Path) -> None:
+    """Params, headline metrics (both levels, with interval ends), the perturbation AUCs and the folder."""
+    from deepshield.evaluation.summary import headline
+
+    tracker.log_params({"model": summary.get("model", {}), "settings": summary["settings"], "counts": summary["counts"]})
+    metrics = {**headline(summary, "file"), **headline(summary, "face")}
+    for row in summary["perturbations"]:
+        name = row["condition"].replace(":", "_")
+        if row["file_auc"] is not None:
+            metrics[f"perturb_{name}_file_auc"] = row["file_auc"]
+        if row["face_auc"] is not None:
+            metrics[f"perturb_{name}_face_auc"] = row["face_auc"]
+    for kind, block in summary["video_rules"].items():
+        auc = block["file"].get("metrics", {}).get("auc", {}).get("value")
+        if auc is not None:
+            metrics[f"rule_{kind}_file_auc"] = auc
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(report_dir, "evaluation")

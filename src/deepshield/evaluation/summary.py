@@ -1,0 +1,306 @@
+"""From a ScoredSet to every figure of an evaluation (the content of metrics.json).
+
+Two levels are measured:
+
+* face level: every face of every sampled frame is one sample, labelled with its file's label;
+* file level: one score per file (image or video) by the video rule, as `Detector` gives verdicts.
+
+Every metric comes with a bootstrap confidence interval that resamples *files* (stratified by
+class): faces of one video are correlated, so resampling faces would overstate the precision.
+
+Files in which no face was found have no score. With ``no_face="exclude"`` (the default) they are
+left out of the file-level metrics and counted and listed; with ``no_face="zero"`` they enter the
+file-level metrics with score 0 (called real), which charges a detector for fakes it never saw.
+They never enter face-level metrics (they have no face). Files that could not be read at all
+(missing, corrupt) are always left out, counted and listed.
+
+Subsets: per source dataset (that source's files), and per manipulation method (that method's
+fakes against every real of the sources the method appears in). A subset holding one class only
+gets its accuracy at the threshold (the detection rate for fakes, the true-negative rate for reals)
+with a bootstrap interval, and no AUC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deepshield.evaluation.calibration import reliability
+from deepshield.evaluation.metrics import METRIC_NAMES, MetricsError, bootstrap_intervals, check_inputs, bootstrap_weights, confusion_counts, detection_metrics
+from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
+
+NO_FACE_POLICIES = ("exclude", "zero")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    threshold: float = 0.5
+    rules: tuple[str, ...] = VIDEO_RULE_KINDS  # the first is the headline rule; all are compared
+    bootstrap: int = 1000  # resamples; 0 = no intervals
+    seed: int = 0
+    confidence: float = 0.95
+    no_face: str = "exclude"
+    extra: dict = field(default_factory=dict)  # recorded as is in metrics.json "settings"
+
+    def __post_init__(self) -> None:
+        if not self.rules or any(r not in VIDEO_RULE_KINDS for r in self.rules):
+            raise MetricsError(f"video rules must be among {', '.join(VIDEO_RULE_KINDS)}, got {list(self.rules)}")
+        if self.no_face not in NO_FACE_POLICIES:
+            raise MetricsError(f"no-face policy must be one of {', '.join(NO_FACE_POLICIES)}, got {self.no_face!r}")
+
+    @property
+    def rule(self) -> VideoRule:
+        return VideoRule(kind=self.rules[0])
+
+
+def clean_json(value):
+    """NaN and infinities become None; numpy scalars plain numbers (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _one_class_rate(correct: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings) -> dict:
+    rate = float(correct.mean())
+    out = {"value": rate, "low": None, "high": None}
+    if settings.bootstrap:
+        keys, inverse = np.unique(clusters, return_inverse=True)
+        per_correct = np.bincount(inverse, weights=correct.astype(np.float64))
+        per_count = np.bincount(inverse).astype(np.float64)
+        rng = np.random.default_rng(settings.seed)
+        weights = bootstrap_weights(np.arange(len(keys)), np.zeros(len(keys), np.int64), settings.bootstrap, rng)
+        values = (weights @ per_correct) / (weights @ per_count)
+        tail = (1 - settings.confidence) / 2 * 100
+        out["low"], out["high"] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return out
+
+
+def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str) -> dict:
+    """count, positives, every metric with its interval, confusion matrix; or an `error` with what can be said."""
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    out: dict = {"count": int(labels.size), "positives": int(labels.sum()), "files": int(len(np.unique(clusters)))}
+    if labels.size == 0:
+        out["error"] = f"no {what} to measure"
+        return out
+    try:
+        check_inputs(labels, scores, what)
+        metrics = detection_metrics(labels, scores, settings.threshold)
+    except MetricsError as exc:
+        out["error"] = str(exc)
+        correct = (scores >= settings.threshold) == (labels == 1)
+        name = "detection_rate" if labels[0] == 1 else "true_negative_rate"
+        out[name] = _one_class_rate(correct, clusters, settings)
+        out["confusion"] = confusion_counts(labels, scores, settings.threshold)
+        return out
+    intervals = None
+    if settings.bootstrap:
+        intervals = bootstrap_intervals(labels, scores, clusters, settings.threshold, settings.bootstrap, settings.seed, settings.confidence).intervals
+    out["metrics"] = {
+        name: {
+            "value": getattr(metrics, name),
+            "low": intervals[name].low if intervals else None,
+            "high": intervals[name].high if intervals else None,
+        }
+        for name in METRIC_NAMES
+    }
+    out["confusion"] = confusion_counts(labels, scores, settings.threshold)
+    return out
+
+
+@dataclass
+class LevelData:
+    labels: np.ndarray
+    scores: np.ndarray
+    clusters: np.ndarray  # file ids
+    file_ids: np.ndarray  # per sample
+
+
+def face_level(scored: ScoredSet, condition: str = CLEAN, temperature: float | None = None) -> LevelData:
+    mask = scored.condition_mask(condition) if scored.face_count else np.zeros(0, bool)
+    file_ids = scored.faces["file_id"][mask]
+    return LevelData(scored.labels_of_faces()[mask], scored.probabilities(temperature)[mask], file_ids, file_ids)
+
+
+def file_level(scored: ScoredSet, condition: str, rule: VideoRule, no_face: str, temperature: float | None = None) -> LevelData:
+    scores = scored.file_scores(condition, rule, temperature)
+    readable = np.array([not f.error for f in scored.files], dtype=bool)
+    if no_face == "zero":
+        scores = np.where(np.isnan(scores) & readable, 0.0, scores)
+    keep = readable & ~np.isnan(scores)
+    ids = np.flatnonzero(keep)
+    labels = np.array([scored.files[i].label for i in ids], dtype=np.int64)
+    return LevelData(labels, scores[keep], ids, ids)
+
+
+def _subset(data: LevelData, file_mask: np.ndarray) -> LevelData:
+    keep = file_mask[data.file_ids]
+    return LevelData(data.labels[keep], data.scores[keep], data.clusters[keep], data.file_ids[keep])
+
+
+def _block(data: LevelData, settings: EvaluationSettings, what: str) -> dict:
+    return metric_block(data.labels, data.scores, data.clusters, settings, what)
+
+
+def _auc(data: LevelData) -> float | None:
+    try:
+        return detection_metrics(data.labels, data.scores).auc
+    except MetricsError:
+        return None
+
+
+def _reliability(data: LevelData) -> dict:
+    if data.labels.size == 0:
+        return {}
+    rel = reliability(data.labels, data.scores)
+    return {"ece": rel.ece, "edges": rel.edges.tolist(), "mean_predicted": rel.mean_predicted.tolist(), "fraction_fake": rel.fraction_fake.tolist(), "counts": rel.counts.tolist()}
+
+
+def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | None = None) -> dict:
+    """Everything the report shows, as a JSON-ready dict (NaN already replaced by None)."""
+    rule = settings.rule
+    files = scored.files
+    faces = face_level(scored)
+    per_file = file_level(scored, CLEAN, rule, settings.no_face)
+    clean_scores = scored.file_scores(CLEAN, rule)
+    sources = sorted({f.source for f in files})
+    methods = sorted({f.method for f in files if f.label == 1})
+    source_of = np.array([f.source for f in files], dtype=object)
+    method_of = np.array([f.method for f in files], dtype=object)
+    label_of = np.array([f.label for f in files], dtype=np.int64)
+
+    by_source = {}
+    for source in sources:
+        mask = source_of == source
+        by_source[source] = {"file": _block(_subset(per_file, mask), settings, "files"), "face": _block(_subset(faces, mask), settings, "faces")}
+    by_method = {}
+    for method in methods:
+        method_sources = sorted({f.source for f in files if f.label == 1 and f.method == method})
+        mask = ((label_of == 1) & (method_of == method)) | ((label_of == 0) & np.isin(source_of, method_sources))
+        by_method[method] = {
+            "reals_from": method_sources,
+            "file": _block(_subset(per_file, mask), settings, "files"),
+            "face": _block(_subset(faces, mask), settings, "faces"),
+        }
+
+    video_rules = {}
+    for kind in settings.rules:
+        video_rules[kind] = {"rule": VideoRule(kind=kind).describe(), "file": _block(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), settings, "files")}
+    is_video = np.array([f.kind == "video" or (f.kind == "crops" and f.frames > 1) for f in files], dtype=bool)
+    if is_video.any() and not is_video.all():
+        for kind in settings.rules:
+            video_rules[kind]["videos_only"] = _block(_subset(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), is_video), settings, "videos")
+
+    perturbations = []
+    clean_file_auc = _auc(per_file)
+    clean_face_auc = _auc(faces)
+    readable = np.array([not f.error for f in files], dtype=bool)
+    for condition in scored.conditions:
+        condition_faces = face_level(scored, condition)
+        condition_files = file_level(scored, condition, rule, settings.no_face)
+        with_face = ~np.isnan(scored.file_scores(condition, rule))
+        file_block = _block(condition_files, settings, "files")
+        auc = file_block.get("metrics", {}).get("auc", {})
+        face_auc = _auc(condition_faces)
+        perturbations.append(
+            {
+                "condition": condition,
+                "faces": int(condition_faces.labels.size),
+                "files_with_face": int((with_face & readable).sum()),
+                "files_without_face": int((~with_face & readable).sum()),
+                "file_auc": auc.get("value"),
+                "file_auc_low": auc.get("low"),
+                "file_auc_high": auc.get("high"),
+                "file_auc_change": None if auc.get("value") is None or clean_file_auc is None else auc["value"] - clean_file_auc,
+                "face_auc": face_auc,
+                "face_auc_change": None if face_auc is None or clean_face_auc is None else face_auc - clean_face_auc,
+                "file_balanced_accuracy": file_block.get("metrics", {}).get("balanced_accuracy", {}).get("value"),
+                "file_recall": file_block.get("metrics", {}).get("recall", {}).get("value"),
+                "file_false_positive_rate": _fpr(file_block),
+                "by_source_file_auc": {s: _auc(_subset(condition_files, source_of == s)) for s in sources},
+            }
+        )
+
+    no_face_files = [
+        {"path": f.path, "label": f.label_name, "source": f.source, "method": f.method}
+        for f in files
+        if not f.error and np.isnan(clean_scores[f.file_id])
+    ]
+    errors = [{"path": f.path, "label": f.label_name, "source": f.source, "reason": f.error} for f in files if f.error]
+    worst_fp = sorted((e for e in scored.examples.values() if files[e.file_id].label == 0 and e.score >= settings.threshold), key=lambda e: -e.score)
+    worst_fn = sorted((e for e in scored.examples.values() if files[e.file_id].label == 1 and e.score < settings.threshold), key=lambda e: e.score)
+
+    def describe_example(e) -> dict:
+        f = files[e.file_id]
+        return {"path": f.path, "source": f.source, "method": f.method, "score": e.score, "face_probability": e.probability, "frame_index": e.frame_index, "face_index": e.face_index}
+
+    summary = {
+        "model": model or {},
+        "settings": {
+            "threshold": settings.threshold,
+            "video_rule": rule.kind,
+            "video_rule_text": rule.describe(),
+            "compared_rules": list(settings.rules),
+            "bootstrap_resamples": settings.bootstrap,
+            "bootstrap_unit": "file (stratified by class)",
+            "confidence": settings.confidence,
+            "seed": settings.seed,
+            "no_face": settings.no_face,
+            "mode": scored.mode,
+            **settings.extra,
+        },
+        "counts": {
+            "files": len(files),
+            "real_files": int((label_of == 0).sum()),
+            "fake_files": int((label_of == 1).sum()),
+            "images": sum(1 for f in files if f.kind == "image"),
+            "videos": sum(1 for f in files if f.kind == "video"),
+            "files_with_face": int((~np.isnan(clean_scores) & readable).sum()),
+            "files_without_face": len(no_face_files),
+            "unreadable_files": len(errors),
+            "unlabelled_entries": len(scored.problems),
+            "faces": int(faces.labels.size),
+            "files_in_file_metrics": int(per_file.labels.size),
+        },
+        "file": _block(per_file, settings, "files"),
+        "face": _block(faces, settings, "faces"),
+        "calibration": {"file": _reliability(per_file), "face": _reliability(faces)},
+        "by_source": by_source,
+        "by_method": by_method,
+        "video_rules": video_rules,
+        "perturbations": perturbations,
+        "no_face_files": no_face_files,
+        "unreadable_files": errors,
+        "unlabelled_entries": [{"path": p, "reason": r} for p, r in scored.problems],
+        "worst": {"false_positives": [describe_example(e) for e in worst_fp], "false_negatives": [describe_example(e) for e in worst_fn]},
+        "notes": list(scored.notes),
+    }
+    return clean_json(summary)
+
+
+def _fpr(block: dict) -> float | None:
+    confusion = block.get("confusion")
+    if not confusion or confusion["tn"] + confusion["fp"] == 0:
+        return None
+    return confusion["fp"] / (confusion["tn"] + confusion["fp"])
+
+
+def headline(summary: dict, level: str = "file") -> dict[str, float]:
+    """Flat name -> value of one level's metrics (for MLflow and the terminal)."""
+    block = summary.get(level, {})
+    out = {}
+    for name, values in block.get("metrics", {}).items():
+        for part in ("value", "low", "high"):
+            if values.get(part) is not None:
+                out[f"{level}_{name}" + ("" if part == "value" else f"_{part}")] = values[part]
+    return out

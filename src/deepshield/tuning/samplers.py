@@ -1,0 +1,114 @@
+"""Samplers (grid, random, TPE) and pruners (median, successive halving, none)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial
+
+from deepshield.errors import DeepShieldError
+from deepshield.tuning.space import SearchSpace
+from deepshield.tuning.trials import GRID_ID, holds_slot
+
+SAMPLERS = ("auto", "grid", "random", "tpe")
+PRUNERS = ("median", "halving", "none")
+
+
+class GridSearchSampler(BaseSampler):
+    """Every grid point once, resumable and safe with parallel workers.
+
+    Optuna's GridSampler counts any finished trial as a visited point, so a trial lost to a kill
+    (or one skipped as surplus) would leave its point unvisited for good. Here a point is taken only
+    while a trial on it is done (complete, pruned, error), running or queued (a retry carries its
+    point in its `grid_id` user attribute). Free points are picked at random (with a per-process
+    seed) so that concurrent workers rarely collide; a trial that finds no free point gets
+    grid_id -1 and the objective drops it as surplus.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+        self._names = space.names
+        self._points = space.grid_points()
+        self._rng = random.Random(seed)
+        self._chosen: dict[int, int] = {}  # trial_id -> grid id, for this process's trials
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def taken(self, study: optuna.Study) -> set[int]:
+        trials = study.get_trials(deepcopy=False)
+        return {int(t.user_attrs[GRID_ID]) for t in trials if GRID_ID in t.user_attrs and holds_slot(t)}
+
+    def free_points(self, study: optuna.Study) -> list[int]:
+        taken = self.taken(study)
+        return [i for i in range(len(self._points)) if i not in taken]
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if GRID_ID in trial.user_attrs:  # a retry: its point travels with it
+            self._chosen[trial._trial_id] = int(trial.user_attrs[GRID_ID])
+            return
+        free = self.free_points(study)
+        grid_id = self._rng.choice(free) if free else -1
+        self._chosen[trial._trial_id] = grid_id
+        study._storage.set_trial_user_attr(trial._trial_id, GRID_ID, grid_id)
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        grid_id = self._chosen.get(trial._trial_id, int(trial.user_attrs.get(GRID_ID, -1)))
+        if grid_id < 0 or param_name not in self._names:
+            raise RuntimeError(f"no grid point for {param_name} in trial {trial.number}")
+        return self._points[grid_id][param_name]
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._chosen.pop(trial._trial_id, None)
+
+
+def resolve_sampler_name(name: str, space: SearchSpace) -> str:
+    if name not in SAMPLERS:
+        raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if name == "auto":
+        return "grid" if space.finite else "tpe"
+    if name == "grid":
+        space.grid()  # raises a clear error for continuous ranges
+    return name
+
+
+def process_seed(seed: int, *parts: Any) -> int:
+    """A seed per (search seed, worker, trials so far): a resumed search or a second worker does not
+    replay the first one's random draws."""
+    return zlib.crc32(repr((seed, *parts)).encode())
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int, n_trials: int | None) -> BaseSampler:
+    if name == "grid":
+        return GridSearchSampler(space, seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        # Few trials on a laptop: start modelling after a third of them (at least 2, at most 10).
+        startup = max(2, min(10, (n_trials or 30) // 3))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """Pruning looks at the selected metric after each epoch (step = epochs done)."""
+    if name == "median":
+        # Prune a trial whose epoch-k value is worse than the median of earlier trials at epoch k,
+        # once two trials have finished.
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0, interval_steps=1)
+    if name == "halving":
+        # Asynchronous successive halving: at epochs 1, 2, 4, ... keep the better half.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2, min_early_stopping_rate=0)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise DeepShieldError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")

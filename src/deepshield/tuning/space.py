@@ -1,0 +1,320 @@
+"""The search-space file: which training-config keys a search varies, and the per-trial budget.
+
+YAML or TOML (or JSON). Keys are dotted training-config keys (nested sections work too):
+
+    optim.lr: {low: 1.0e-4, high: 3.0e-3, log: true}   # float range (log scale)
+    optim.batch_size: [16, 32, 64]                      # list: categorical / grid values
+    model.dropout: {low: 0.0, high: 0.4, step: 0.1}     # float with a step (grid-able)
+    optim.epochs: {low: 2, high: 6, step: 2}            # int range (ints and an int step)
+    budget:                                             # per-trial overrides, not searched and
+      optim.epochs: 2                                   # not used by --train-best
+      data.limit_per_folder: 200
+
+`{values: [...]}` is the long form of a list, and `type: float|int` forces a range's type (a range
+whose bounds are both integers is an int range). YAML 1.1 reads `1e-4` as a string; such values
+are taken as numbers here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from deepshield.errors import DeepShieldError
+
+BUDGET_KEY = "budget"
+RANGE_KEYS = {"low", "high", "step", "log", "type"}
+# Keys a search manages itself: searching them, or budgeting them, would break the search's bookkeeping.
+MANAGED_KEYS = ("run_dir", "tracking.")
+# Keys that change the face bank (detection + crops): the bank cache is keyed by them.
+BANK_KEYS = ("data.real_dirs", "data.group_pattern", "data.limit_per_folder", "model.input_size", "model.crop_scale")
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _yaml_number(value: Any) -> Any:
+    """`1e-4` in YAML 1.1 is a string: read it as the number it was meant to be."""
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _number(value: Any, what: str) -> int | float:
+    if isinstance(value, bool):
+        raise DeepShieldError(f"{what} must be a number, not {value!r}")
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+    raise DeepShieldError(f"{what} must be a number, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched key: a categorical list, or an int / float range."""
+
+    name: str
+    kind: str  # "categorical" | "int" | "float"
+    choices: tuple = ()
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = None
+    log: bool = False
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    @property
+    def finite(self) -> bool:
+        return self.kind != "float" or self.step is not None
+
+    def grid_values(self) -> list:
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise DeepShieldError(
+                f"grid search needs a finite list for {self.name}: give a list of values or a step "
+                f"(e.g. {{low: {self.low}, high: {self.high}, step: ...}}), or use --sampler random / tpe"
+            )
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def probe_values(self) -> list:
+        """Values that must all make a valid training config: every choice, or both bounds."""
+        return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            return "{" + ", ".join(map(repr, self.choices)) + "}"
+        text = f"[{self.low}, {self.high}]"
+        if self.step is not None:
+            text += f" step {self.step}"
+        return text + (" log" if self.log else "") + f" ({self.kind})"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            return {"values": list(self.choices)}
+        spec: dict[str, Any] = {"type": self.kind, "low": self.low, "high": self.high}
+        if self.step is not None:
+            spec["step"] = self.step
+        if self.log:
+            spec["log"] = True
+        return spec
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+    budget: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    @property
+    def finite(self) -> bool:
+        return all(p.finite for p in self.params)
+
+    def grid(self) -> dict[str, list]:
+        return {p.name: p.grid_values() for p in self.params}
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        grid = self.grid()
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+    def suggest(self, trial) -> dict[str, Any]:
+        return {p.name: p.suggest(trial) for p in self.params}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": {p.name: p.to_dict() for p in self.params}, BUDGET_KEY: dict(self.budget)}
+
+    def fingerprint(self, include_budget: bool = True) -> str:
+        data = self.to_dict()
+        if not include_budget:
+            data.pop(BUDGET_KEY)
+        return json.dumps(data, sort_keys=True, default=str)
+
+    def with_budget(self, extra: dict[str, Any]) -> SearchSpace:
+        return SearchSpace(self.params, {**self.budget, **extra})
+
+
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, list) or (isinstance(value, dict) and ("values" in value or "choices" in value or "low" in value or "high" in value))
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys; a list or a range mapping ends a key."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not _is_spec(value):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _flatten_values(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten_values(value, f"{name}."))
+        else:
+            flat[name] = _yaml_number(value)
+    return flat
+
+
+def parse_param(name: str, spec: Any) -> Param:
+    if isinstance(spec, dict) and ("values" in spec or "choices" in spec):
+        spec = spec.get("values", spec.get("choices"))
+    if isinstance(spec, list):
+        if not spec:
+            raise DeepShieldError(f"search space: {name} has an empty list of values")
+        choices = tuple(_yaml_number(v) for v in spec)
+        for value in choices:
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise DeepShieldError(f"search space: {name} values must be numbers, strings or booleans, not {value!r}")
+        if len(set(map(repr, choices))) != len(choices):
+            raise DeepShieldError(f"search space: {name} lists a value twice")
+        return Param(name, "categorical", choices=choices)
+    if not isinstance(spec, dict):
+        raise DeepShieldError(f"search space: {name} must be a list of values or {{low, high[, log][, step]}}, not {spec!r}")
+    unknown = set(spec) - RANGE_KEYS
+    if unknown:
+        raise DeepShieldError(f"search space: {name} has unknown field(s) {', '.join(sorted(unknown))} (use low, high, step, log, type)")
+    if "low" not in spec or "high" not in spec:
+        raise DeepShieldError(f"search space: {name} needs both low and high")
+    low, high = _number(spec["low"], f"{name}.low"), _number(spec["high"], f"{name}.high")
+    step = _number(spec["step"], f"{name}.step") if spec.get("step") is not None else None
+    log = bool(spec.get("log", False))
+    kind = spec.get("type")
+    if kind is None:
+        kind = "int" if all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int)) else "float"
+    if kind not in ("int", "float"):
+        raise DeepShieldError(f"search space: {name}.type must be int or float, not {kind!r}")
+    if kind == "int" and not all(float(v).is_integer() for v in (low, high, step or 1)):
+        raise DeepShieldError(f"search space: {name} is an int range but low/high/step are not integers")
+    if not low < high:
+        raise DeepShieldError(f"search space: {name} needs low < high (got {low} and {high})")
+    if log and low <= 0:
+        raise DeepShieldError(f"search space: {name} is log-scaled, so low must be > 0")
+    if log and step is not None:
+        raise DeepShieldError(f"search space: {name} cannot have both log and step")
+    if step is not None and step <= 0:
+        raise DeepShieldError(f"search space: {name}.step must be > 0")
+    if kind == "int":
+        return Param(name, "int", low=int(low), high=int(high), step=int(step) if step is not None else None, log=log)
+    return Param(name, "float", low=float(low), high=float(high), step=float(step) if step is not None else None, log=log)
+
+
+def config_leaf_keys(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
+    """Every dotted key of the training configuration, e.g. optim.lr."""
+    if model is None:
+        from deepshield.training.config import TrainConfig
+
+        model = TrainConfig
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= config_leaf_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def check_keys(keys, what: str) -> None:
+    known = config_leaf_keys()
+    for key in keys:
+        if key.startswith(MANAGED_KEYS) or key in MANAGED_KEYS:
+            raise DeepShieldError(f"{what}: {key} is set by the search itself (each trial gets its own run_dir and a nested MLflow run)")
+        if key not in known:
+            hint = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
+            raise DeepShieldError(f"{what}: {key} is not a training-config key" + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+
+
+def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = None) -> SearchSpace:
+    if not isinstance(mapping, dict):
+        raise DeepShieldError("search space: the file must hold a mapping of config keys")
+    mapping = dict(mapping)
+    budget = _flatten_values(mapping.pop(BUDGET_KEY, None) or {})
+    body = mapping.pop("params") if set(mapping) == {"params"} else mapping
+    params = tuple(parse_param(name, spec) for name, spec in _flatten(body).items())
+    if not params:
+        raise DeepShieldError("search space: no parameter to search")
+    check_keys([p.name for p in params], "search space")
+    budget.update(extra_budget or {})
+    check_keys(budget, "trial budget")
+    both = sorted(set(budget) & {p.name for p in params})
+    if both:
+        raise DeepShieldError(f"{', '.join(both)} is both searched and fixed by the trial budget: remove it from one of them")
+    return SearchSpace(params, budget)
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    from deepshield.training.config import _read_mapping
+
+    return _read_mapping(Path(path))
+
+
+def load_space(path: Path, extra_budget: dict[str, Any] | None = None) -> SearchSpace:
+    return parse_space(read_mapping(path), extra_budget)
+
+
+def parse_assignments(items) -> dict[str, Any]:
+    """`KEY=VALUE` strings (values as JSON when they parse, e.g. 2, 1e-3, true, null) to a dict."""
+    values: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise DeepShieldError(f"{item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        try:
+            value = json.loads(text.strip())
+        except json.JSONDecodeError:
+            value = text.strip()
+        values[key.strip()] = value
+    return values
+
+
+def apply_values(config, values: dict[str, Any]):
+    """A copy of a TrainConfig with dotted keys set (validated), as `load_config(params=...)` does."""
+    from deepshield.training.config import TrainConfig
+
+    mapping = config.model_dump(mode="json")
+    for key, value in values.items():
+        node = mapping
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return TrainConfig.model_validate(mapping)
+    except ValueError as exc:
+        raise DeepShieldError(f"invalid training configuration with {values}: {exc}") from exc
+
+
+def check_against(space: SearchSpace, config) -> None:
+    """Fail before any training if a searched value or the budget makes an invalid config."""
+    apply_values(config, space.budget)
+    for param in space.params:
+        for value in param.probe_values():
+            apply_values(config, {**space.budget, param.name: value})

@@ -1,0 +1,199 @@
+"""Metrics, bootstrap intervals, calibration helpers and video rules, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deepshield.errors import DeepShieldError
+from deepshield.evaluation.calibration import expected_calibration_error, fit_temperature, fit_threshold, reliability, sigmoid
+from deepshield.evaluation.metrics import (
+    METRIC_NAMES,
+    MetricsError,
+    binary_log_loss,
+    bootstrap_intervals,
+    confusion_counts,
+    detection_metrics,
+    equal_error_rate,
+    roc_curve_points,
+    weighted_metrics,
+)
+from deepshield.inference.analysis import VIDEO_RULE, VideoRule
+
+
+def test_hand_computed_small_set():
+    # Sorted by score: 0.9 fake, 0.6 real, 0.4 fake, 0.1 real.
+    m = detection_metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], threshold=0.5)
+    assert m.count == 4 and m.positives == 2
+    assert m.auc == pytest.approx(0.75)  # 3 of 4 (fake, real) pairs ordered right
+    assert m.ap == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # recall 1/2 at precision 1, then 1 at 2/3
+    assert m.eer == pytest.approx(0.5)
+    assert m.log_loss == pytest.approx(-(math.log(0.9) + math.log(0.4)) / 2)
+    # At 0.5: 0.9 and 0.6 called fake -> tp 1, fp 1, fn 1, tn 1.
+    assert (m.accuracy, m.balanced_accuracy, m.precision, m.recall, m.f1) == pytest.approx((0.5, 0.5, 0.5, 0.5, 0.5))
+    assert confusion_counts([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], 0.5) == {"tn": 1, "fp": 1, "fn": 1, "tp": 1}
+
+
+def test_auc_ap_and_eer_with_ties():
+    labels = [0, 0, 1, 1, 1]
+    scores = [0.2, 0.5, 0.5, 0.5, 0.8]
+    m = detection_metrics(labels, scores)
+    # Pairs: each 0.5 fake beats 0.2 and ties 0.5 (half credit) -> 1.5; 0.8 beats both -> 2. (1.5 + 1.5 + 2) / 6.
+    assert m.auc == pytest.approx(5 / 6)
+    # At 0.8: precision 1, recall 1/3; at 0.5: precision 3/4, recall 1.
+    assert m.ap == pytest.approx(1 / 3 + 2 / 3 * 3 / 4)
+    # ROC points (0, 0), (0, 1/3), (1/2, 1): the FNR = FPR crossing lies 4/7 of the way along the second segment.
+    assert m.eer == pytest.approx(2 / 7)
+    assert equal_error_rate(np.array(labels), np.array(scores)) == pytest.approx(2 / 7)
+
+
+def test_threshold_metrics_on_an_imbalanced_set():
+    m = detection_metrics([0, 0, 0, 1], [0.7, 0.2, 0.1, 0.9], threshold=0.5)
+    assert m.recall == pytest.approx(1.0)
+    assert m.balanced_accuracy == pytest.approx((1 + 2 / 3) / 2)
+    assert m.accuracy == pytest.approx(0.75)
+    assert m.precision == pytest.approx(0.5)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.auc == pytest.approx(1.0) and m.eer == pytest.approx(0.0)
+    assert detection_metrics([0, 1], [0.9, 0.95], threshold=0.99).precision == 0.0  # nothing called fake
+
+
+def test_perfectly_wrong_and_constant_scores():
+    assert detection_metrics([0, 1], [0.9, 0.1]).auc == 0.0
+    flat = detection_metrics([0, 0, 1, 1], [0.5] * 4)
+    assert flat.auc == pytest.approx(0.5) and flat.eer == pytest.approx(0.5) and flat.ap == pytest.approx(0.5)
+
+
+def test_agrees_with_scikit_learn_on_random_sets():
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(3)
+    for n in (6, 40, 500):
+        labels = rng.integers(0, 2, n)
+        labels[:2] = (0, 1)
+        scores = np.round(rng.random(n), 1)  # many ties
+        m = detection_metrics(labels, scores)
+        assert m.auc == pytest.approx(roc_auc_score(labels, scores))
+        assert m.ap == pytest.approx(average_precision_score(labels, scores))
+        assert m.log_loss == pytest.approx(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)))
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        ours_fpr, ours_tpr, _ = roc_curve_points(labels, scores)
+        np.testing.assert_allclose(ours_fpr, fpr)
+        np.testing.assert_allclose(ours_tpr, tpr)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        ([], [], "no samples"),
+        ([1, 1, 1], [0.2, 0.4, 0.9], "both classes: all 3 samples are fake"),
+        ([0, 0], [0.2, 0.4], "both classes: all 2 samples are real"),
+        ([0, 1], [0.2], "equal-length"),
+        ([0, 2], [0.2, 0.3], "0 (real) or 1 (fake)"),
+        ([0, 1], [0.2, float("nan")], "NaN"),
+        ([0, 1], [0.2, 1.3], "probabilities in [0, 1]"),
+    ],
+)
+def test_bad_inputs_get_a_clear_message(labels, scores, message):
+    with pytest.raises(MetricsError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        detection_metrics(labels, scores)
+    assert issubclass(MetricsError, DeepShieldError)  # the CLI shows it as a message, not a traceback
+
+
+def test_weighted_metrics_equal_metrics_of_the_repeated_set():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    scores = np.round(rng.random(8), 1)
+    weights = np.array([[2, 0, 1, 3, 1, 0, 1, 2]])
+    weighted = weighted_metrics(labels, scores, weights, 0.5)
+    repeated = detection_metrics(np.repeat(labels, weights[0]), np.repeat(scores, weights[0]), 0.5)
+    for name in METRIC_NAMES:
+        assert weighted[name][0] == pytest.approx(getattr(repeated, name)), name
+    assert np.isnan(weighted_metrics(labels, scores, np.array([[1, 1, 1, 0, 0, 0, 1, 0]]), 0.5)["auc"][0])  # no fake left
+
+
+def test_bootstrap_contains_the_estimate_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 60)
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
+    point = detection_metrics(labels, scores)
+    first = bootstrap_intervals(labels, scores, resamples=400, seed=7)
+    again = bootstrap_intervals(labels, scores, resamples=400, seed=7)
+    other = bootstrap_intervals(labels, scores, resamples=400, seed=8)
+    assert first == again
+    assert first.intervals["auc"] != other.intervals["auc"]
+    for name in METRIC_NAMES:
+        interval = first.intervals[name]
+        assert interval.low <= getattr(point, name) <= interval.high, name
+        assert interval.low < interval.high, name
+    assert first.resamples == 400 and first.clusters == 120
+
+
+def test_bootstrap_resamples_files_not_faces():
+    """10 faces per file, all alike within a file: intervals over files are much wider than over faces."""
+    rng = np.random.default_rng(2)
+    file_labels = np.repeat([0, 1], 10)
+    file_scores = np.clip(rng.normal(0.4 + 0.2 * file_labels, 0.15), 0, 1)
+    labels = np.repeat(file_labels, 10)
+    scores = np.repeat(file_scores, 10) + rng.normal(0, 0.005, 200).clip(-0.01, 0.01)
+    files = np.repeat(np.arange(20), 10)
+    by_file = bootstrap_intervals(labels, scores, files, resamples=300, seed=0).intervals["auc"]
+    by_face = bootstrap_intervals(labels, scores, None, resamples=300, seed=0).intervals["auc"]
+    assert (by_file.high - by_file.low) > 2 * (by_face.high - by_face.low)
+    with pytest.raises(MetricsError, match="both real and fake"):
+        bootstrap_intervals([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], clusters=[0, 0, 1, 1], resamples=10)
+
+
+def test_log_loss_and_empty_log_loss():
+    assert binary_log_loss(np.array([1, 0]), np.array([1.0, 0.0])) == pytest.approx(1e-7, rel=0.01)  # clipped, not 0 or inf
+    with pytest.raises(MetricsError):
+        binary_log_loss(np.array([]), np.array([]))
+
+
+def test_reliability_bins_and_ece():
+    labels = [0, 0, 1, 1, 1, 0]
+    probabilities = [0.05, 0.15, 0.85, 0.95, 0.92, 0.91]
+    rel = reliability(labels, probabilities, bins=10)
+    assert rel.counts.tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 3]
+    assert rel.fraction_fake[9] == pytest.approx(2 / 3)
+    assert rel.mean_predicted[9] == pytest.approx((0.95 + 0.92 + 0.91) / 3)
+    expected = (0.05 + 0.15 + 0.15 + 3 * abs(2 / 3 - (0.95 + 0.92 + 0.91) / 3)) / 6
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(expected)
+    assert reliability([1], [1.0]).counts[-1] == 1  # 1.0 falls in the last bin
+
+
+def test_fit_temperature_undoes_overconfidence():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 2000)
+    labels = (rng.random(2000) < sigmoid(true_logits)).astype(int)
+    overconfident = 4 * true_logits
+    temperature = fit_temperature(labels, overconfident)
+    assert temperature == pytest.approx(4, rel=0.15)
+    assert binary_log_loss(labels, sigmoid(overconfident / temperature)) < binary_log_loss(labels, sigmoid(overconfident))
+
+
+def test_fit_threshold_target_fpr_and_balanced():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])
+    t = fit_threshold(labels, scores, target_fpr=0.0)
+    assert t == pytest.approx(0.8)  # lowest threshold flagging no real (0.7 is real)
+    assert fit_threshold(labels, scores, target_fpr=0.25) == pytest.approx(0.4)
+    assert fit_threshold(labels, scores) == pytest.approx(0.4)  # every fake, one real of four: balanced accuracy 7/8
+    top_real = fit_threshold(np.array([0, 1]), np.array([0.9, 0.2]), target_fpr=0.0)
+    assert top_real > 0.9  # above every score when a real holds the top score
+    with pytest.raises(MetricsError):
+        fit_threshold(np.array([1, 1]), np.array([0.2, 0.3]), target_fpr=0.05)
+
+
+def test_video_rule_kinds():
+    values = [0.1, 0.2, 0.9, 0.6]
+    assert VideoRule().track_score(values) == pytest.approx((0.9 + 0.6) / 2)
+    assert VideoRule(kind="topk-mean").track_score(values) == pytest.approx(0.75)
+    assert VideoRule(kind="mean").track_score(values) == pytest.approx(0.45)
+    assert VideoRule(kind="max").track_score(values) == pytest.approx(0.9)
+    assert VideoRule().describe() == VIDEO_RULE and VideoRule(kind="topk-mean").describe() == VIDEO_RULE
+    assert "highest of its frame probabilities" in VideoRule(kind="max").describe()
+    with pytest.raises(ValueError, match="video rule kind"):
+        VideoRule(kind="median")

@@ -1,0 +1,106 @@
+"""Perturbations: parsed from the CLI syntax with clear errors, and changing pixels as specified."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepshield.errors import DeepShieldError
+from deepshield.evaluation.perturb import Blur, Jpeg, Noise, PerturbationError, Resize, parse_perturbations
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / mse))
+
+
+def test_parse_the_documented_syntax():
+    parsed = parse_perturbations(["jpeg:90,70,50", "resize:0.5", "blur:1.5", "noise:5"])
+    assert parsed == [Jpeg(90), Jpeg(70), Jpeg(50), Resize(0.5), Blur(1.5), Noise(5.0)]
+    assert [p.name for p in parsed] == ["jpeg:90", "jpeg:70", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"]
+    assert parse_perturbations([" JPEG: 80 , 60 "]) == [Jpeg(80), Jpeg(60)]
+    assert parse_perturbations([]) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("jpeg", "has no values"),
+        ("jpeg:", "empty value"),
+        ("jpeg:90,,50", "empty value"),
+        ("jpeg:high", "'high' .* is not an integer"),
+        ("jpeg:0", "quality must be an integer from 1 to 100"),
+        ("jpeg:101", "quality must be an integer from 1 to 100"),
+        ("resize:1.5", "between 0 and 1"),
+        ("resize:0", "between 0 and 1"),
+        ("resize:nan", "between 0 and 1"),
+        ("blur:-1", "sigma must be above 0"),
+        ("noise:0", "std must be above 0"),
+        ("noise:x", "is not a number"),
+        ("sharpen:2", "unknown perturbation 'sharpen'"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_reason(spec, message):
+    with pytest.raises(PerturbationError, match=message):
+        parse_perturbations([spec])
+    assert issubclass(PerturbationError, DeepShieldError)
+
+
+def test_duplicates_are_refused():
+    with pytest.raises(PerturbationError, match="jpeg:90 is given twice"):
+        parse_perturbations(["jpeg:90", "jpeg:70,90"])
+
+
+def test_jpeg_quality_lowers_psnr_monotonically(astronaut):
+    values = [psnr(astronaut, Jpeg(q).apply(astronaut)) for q in (95, 90, 70, 50, 20)]
+    assert values == sorted(values, reverse=True)
+    assert values[0] > 35 and values[-1] < values[0] - 5
+    out = Jpeg(70).apply(astronaut)
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+
+
+def test_resize_halves_then_restores_the_size():
+    checker = np.indices((60, 100)).sum(axis=0) % 2 * 255  # 1-pixel checkerboard
+    image = np.repeat(checker[:, :, None], 3, axis=2).astype(np.uint8)
+    out = Resize(0.5).apply(image)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    # At half size each output pixel averages a 2 x 2 block: the checkerboard is gone, flat grey remains.
+    assert np.abs(out[2:-2, 2:-2].astype(int) - 128).max() <= 1
+
+
+def test_resize_keeps_smooth_content(astronaut):
+    out = Resize(0.5).apply(astronaut)
+    assert out.shape == astronaut.shape
+    assert 22 < psnr(astronaut, out) < 40
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.5, 3.0])
+def test_blur_sigma_is_measured_on_an_edge(sigma):
+    image = np.zeros((64, 128, 3), np.uint8)
+    image[:, 64:] = 255
+    out = Blur(sigma).apply(image)[32, :, 0].astype(np.float64)
+    derivative = np.diff(out)  # the blurred step's derivative is the Gaussian itself
+    positions = np.arange(derivative.size) + 0.5
+    centre = np.sum(positions * derivative) / derivative.sum()
+    measured = np.sqrt(np.sum(derivative * (positions - centre) ** 2) / derivative.sum())
+    assert measured == pytest.approx(np.sqrt(sigma**2 + 1 / 12), rel=0.08)  # + the pixel's own width
+    assert centre == pytest.approx(63.5, abs=0.1)
+
+
+def test_noise_std_is_measured_and_seeded():
+    image = np.full((200, 200, 3), 128, np.uint8)
+    out = Noise(5).apply(image, np.random.default_rng(1))
+    difference = out.astype(np.float64) - 128
+    assert difference.std() == pytest.approx(5, rel=0.03)
+    assert abs(difference.mean()) < 0.1
+    np.testing.assert_array_equal(out, Noise(5).apply(image, np.random.default_rng(1)))
+    assert not np.array_equal(out, Noise(5).apply(image, np.random.default_rng(2)))
+    dark = Noise(20).apply(np.zeros((10, 10, 3), np.uint8), np.random.default_rng(0))
+    assert dark.min() == 0  # clipped, not wrapped around
+
+
+def test_perturbations_leave_the_input_alone(astronaut):
+    before = astronaut.copy()
+    for p in parse_perturbations(["jpeg:50", "resize:0.5", "blur:2", "noise:10"]):
+        p.apply(astronaut, np.random.default_rng(0))
+    np.testing.assert_array_equal(before, astronaut)

@@ -1,0 +1,208 @@
+"""`deepshield evaluate` end to end on a tiny folder dataset built from the astronaut photo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
+from deepshield.evaluation.scoring import CLEAN, score_datasets
+from deepshield.evaluation.summary import EvaluationSettings, summarize
+from deepshield.inference.analysis import VideoRule
+from deepshield.inference.runtime import OnnxClassifier
+
+from tests.conftest import write_video
+
+
+def save_image(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    path.write_bytes(data.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory, astronaut) -> Path:
+    """real/: the photo, its mirror image, a face-less grey image, a broken JPEG;
+    fake/swap/: a blurred-face edit, a darkened copy, and a 6-frame video of the photo drifting."""
+    root = tmp_path_factory.mktemp("eval") / "tinyset"
+    save_image(root / "real" / "astronaut.jpg", astronaut)
+    save_image(root / "real" / "mirror.png", np.ascontiguousarray(astronaut[:, ::-1]))
+    save_image(root / "real" / "blank.png", np.full((120, 160, 3), 128, np.uint8))
+    (root / "real" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    edited = astronaut.copy()
+    edited[120:260, 180:320] = cv2.GaussianBlur(edited[120:260, 180:320], (0, 0), 5)
+    save_image(root / "fake" / "swap" / "edited.jpg", edited)
+    save_image(root / "fake" / "swap" / "dark.png", (astronaut * 0.7).astype(np.uint8))
+    write_video(root / "fake" / "swap" / "drift.mp4", [np.roll(astronaut, 3 * i, axis=1) for i in range(6)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, folder_dataset, tiny_bundle):
+    out = tmp_path_factory.mktemp("report") / "rep"
+    code = main(
+        ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "4", "--bootstrap", "200",
+         "--perturb", "jpeg:90,50", "resize:0.5", "blur:1.5", "noise:5", "--no-progress"]
+    )
+    assert code == EXIT_OK
+    return out
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(name):
+        raise AssertionError(f"{name} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_report_files_are_written(report):
+    for name in ("report.html", "metrics.json", "scores.csv", "files.csv", "plots/roc.png", "plots/pr.png", "plots/reliability.png",
+                 "plots/hist_file.png", "plots/hist_face.png", "plots/perturbations.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+
+
+def test_html_is_self_contained(report):
+    page = (report / "report.html").read_text()
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r"https?://|//cdn", page)
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    for heading in ("Headline metrics", "Calibration", "By source dataset", "By manipulation method", "Video rules compared",
+                    "Robustness to perturbations", "Worst false positives", "Worst false negatives", "Files without a face"):
+        assert heading in page
+    assert "blank.png" in page and "broken.jpg" in page
+
+
+def test_metrics_json(report):
+    m = _strict_json(report / "metrics.json")
+    counts = m["counts"]
+    assert (counts["files"], counts["real_files"], counts["fake_files"]) == (7, 4, 3)
+    assert (counts["files_with_face"], counts["files_without_face"], counts["unreadable_files"]) == (5, 1, 1)
+    assert counts["files_in_file_metrics"] == 5 and counts["faces"] == 4 + 4  # four images + four video frames
+    assert [f["path"].endswith("blank.png") for f in m["no_face_files"]] == [True]
+    assert m["unreadable_files"][0]["path"].endswith("broken.jpg")
+    for level in ("file", "face"):
+        for name, entry in m[level]["metrics"].items():
+            assert entry["low"] <= entry["value"] + 1e-9 and entry["value"] <= entry["high"] + 1e-9, (level, name)
+        c = m[level]["confusion"]
+        assert c["tn"] + c["fp"] + c["fn"] + c["tp"] == m[level]["count"]
+    assert [r["condition"] for r in m["perturbations"]] == ["clean", "jpeg:90", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"]
+    assert m["perturbations"][0]["file_auc"] == pytest.approx(m["file"]["metrics"]["auc"]["value"])
+    assert set(m["video_rules"]) == {"topk-mean", "mean", "max"}
+    assert "videos_only" in m["video_rules"]["max"]  # images and videos mixed: videos also on their own
+    assert set(m["by_source"]) == {"tinyset"} and set(m["by_method"]) == {"swap"}
+    assert m["settings"]["no_face"] == "exclude" and m["settings"]["threshold"] == 0.5
+
+
+def test_scores_csv_has_every_face_of_every_condition(report):
+    rows = list(csv.DictReader(open(report / "scores.csv")))
+    assert len(rows) == 6 * 8  # 6 conditions (clean + 5), 8 faces each: the perturbations are mild
+    assert {r["condition"] for r in rows} == {"clean", "jpeg:90", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"}
+    video = [r for r in rows if r["path"].endswith("drift.mp4") and r["condition"] == "clean"]
+    assert len(video) == 4 and {r["track_id"] for r in video} == {"0"} and len({r["frame_index"] for r in video}) == 4
+    files = {Path(r["path"]).name: r for r in csv.DictReader(open(report / "files.csv"))}
+    assert files["blank.png"]["status"] == "no_face" and files["blank.png"]["called"] == "no_face"
+    assert files["broken.jpg"]["status"] == "error" and files["broken.jpg"]["reason"]
+    assert files["drift.mp4"]["frames_sampled"] == "4" and files["drift.mp4"]["faces"] == "4"
+
+
+def test_scores_match_the_detector(folder_dataset, detector):
+    """Evaluation scores files exactly as the product's Detector does (same crops, same video rule)."""
+    scored = score_datasets([folder_dataset], detector.classifier, frames=4, progress=False)
+    scores = {Path(f.path).name: s for f, s in zip(scored.files, scored.file_scores(CLEAN, VideoRule()))}
+    assert scores["astronaut.jpg"] == pytest.approx(detector.analyze_image(folder_dataset / "real" / "astronaut.jpg").verdict.probability, abs=1e-6)
+    video = detector.analyze_video(folder_dataset / "fake" / "swap" / "drift.mp4", frames=4)
+    assert scores["drift.mp4"] == pytest.approx(video.verdict.probability, abs=1e-6)
+    assert np.isnan(scores["blank.png"]) and np.isnan(scores["broken.jpg"])
+
+
+def test_no_face_files_can_be_scored_zero(folder_dataset, tiny_bundle):
+    scored = score_datasets([folder_dataset], OnnxClassifier(tiny_bundle), frames=2, progress=False)
+    excluded = summarize(scored, EvaluationSettings(bootstrap=0, no_face="exclude"))
+    zero = summarize(scored, EvaluationSettings(bootstrap=0, no_face="zero"))
+    assert excluded["file"]["count"] == 5 and zero["file"]["count"] == 6
+    assert zero["file"]["confusion"]["tn"] == excluded["file"]["confusion"]["tn"] + 1  # the grey image, a real, called real
+    assert excluded["face"]["count"] == zero["face"]["count"]  # no face, no face-level sample
+    assert excluded["file"]["metrics"]["auc"]["low"] is None  # --bootstrap 0: no intervals
+
+
+def test_one_class_subset_gets_a_detection_rate(folder_dataset, tiny_bundle, tmp_path):
+    fakes_only = tmp_path / "only" / "fake"
+    fakes_only.mkdir(parents=True)
+    for path in (folder_dataset / "fake" / "swap").iterdir():
+        (fakes_only / path.name).write_bytes(path.read_bytes())
+    scored = score_datasets([fakes_only.parent], OnnxClassifier(tiny_bundle), frames=2, progress=False)
+    summary = summarize(scored, EvaluationSettings(bootstrap=50))
+    assert "both classes: all 3 files are fake" in summary["file"]["error"]
+    rate = summary["file"]["detection_rate"]
+    assert rate["low"] <= rate["value"] <= rate["high"]
+
+
+def test_bad_perturbation_is_a_usage_error(capsys, folder_dataset, tiny_bundle, tmp_path):
+    code = main(["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tmp_path / "r"), "--perturb", "jpeg:150"])
+    assert code == EXIT_USAGE
+    assert "jpeg quality must be an integer from 1 to 100" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_dataset_layout_is_a_usage_error(capsys, tiny_bundle, tmp_path):
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "misc" / "a.jpg").write_bytes(b"x")
+    assert main(["evaluate", str(tmp_path / "misc"), "--model", str(tiny_bundle), "--out", str(tmp_path / "r")]) == EXIT_USAGE
+    assert "cannot tell the dataset layout" in capsys.readouterr().err
+
+
+def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, tmp_path):
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.prepare import prepare_dataset
+    from deepshield.faces.crop import CropPolicy
+
+    classifier = OnnxClassifier(tiny_bundle)
+    prepared = tmp_path / "prepared"
+    prepare_dataset([folder_dataset], prepared, settings=ExtractSettings(frames=4, policy=classifier.card.crop_policy), progress=False)
+    from_crops = score_datasets([prepared], classifier, progress=False)
+    from_media = score_datasets([folder_dataset], classifier, frames=4, progress=False)
+    assert from_crops.mode == "crops" and from_crops.face_count == from_media.face_count
+    media_scores = {Path(f.path).name: s for f, s in zip(from_media.files, from_media.file_scores())}
+    for f, s in zip(from_crops.files, from_crops.file_scores()):
+        name = Path(f.path).name
+        if np.isnan(media_scores[name]):
+            assert np.isnan(s), name
+        else:
+            assert s == pytest.approx(media_scores[name], abs=1e-5), name  # lossless crops: same pixels, same scores
+    summary = summarize(from_crops, EvaluationSettings(bootstrap=0))
+    assert summary["counts"]["files_without_face"] == 1 and summary["counts"]["unreadable_files"] == 1
+
+    other = tmp_path / "other-policy"
+    prepare_dataset([folder_dataset], other, settings=ExtractSettings(frames=2, policy=CropPolicy(size=64, scale=1.3)), progress=False)
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert "crop policy" in capsys.readouterr().err
+    assert "crop policy" in (out / "report.html").read_text()
+    assert main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--perturb", "jpeg:50"]) == EXIT_USAGE
+    assert "perturbations of the full frame cannot be applied" in capsys.readouterr().err
+
+
+def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    out = tmp_path / "rep"
+    code = main(["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--bootstrap", "20",
+                 "--tracking-uri", uri, "--no-progress"])
+    assert code == EXIT_OK
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("deepshield-evaluate")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert {"file_auc", "file_auc_low", "face_auc", "rule_max_file_auc"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/report.html" in artifacts and "evaluation/metrics.json" in artifacts

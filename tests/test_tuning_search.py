@@ -1,0 +1,216 @@
+"""The search machinery with a scripted trainer (no torch): grid coverage, selection, pruning,
+resume after an interruption or a kill, parallel worker processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from deepshield.errors import DeepShieldError
+from deepshield.training.config import load_config
+from deepshield.tuning.objective import TrainingOutcome
+from deepshield.tuning.study import SearchSettings, run_search
+from deepshield.tuning.trials import RETRY_OF, RUN_DIR
+
+TESTS = Path(__file__).parent
+CALLS: list[dict] = []
+
+
+def scripted_metrics(lr: float, batch: int, epoch: int) -> dict:
+    """val_auc peaks at lr=1e-3 (epoch 1 best); val_loss is lowest at lr=1e-2: the two selectors disagree."""
+    distance = abs(math.log10(lr) + 3)
+    auc = 0.9 - 0.1 * distance - 0.001 * batch + (0.02 if epoch == 1 else 0.0)
+    loss = 0.3 + 0.05 * abs(math.log10(lr) + 2) + 0.01 * epoch
+    return {"epoch": epoch, "train_loss": 0.01 * batch, "val_auc": auc, "val_loss": loss, "val_eer": 1 - auc}
+
+
+def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, command=""):
+    """Stands in for the trainer: same callback protocol, scripted metrics, a checkpoint file per epoch."""
+    run_dir = Path(config.run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    done = int(last.read_text()) if resume and last.exists() else 0
+    progress = SimpleNamespace(epoch=done, history=[scripted_metrics(config.optim.lr, config.optim.batch_size, e) for e in range(done)], run_id=None)
+    CALLS.append(
+        {"lr": config.optim.lr, "batch": config.optim.batch_size, "run_dir": str(run_dir), "resume": resume, "from_epoch": done, "threads": config.threads}
+    )
+    kill_at = os.environ.get("FAKE_KILL_AT_LR")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "threads.txt").write_text(str(config.threads))
+    while progress.epoch < config.optim.epochs:
+        progress.history.append(scripted_metrics(config.optim.lr, config.optim.batch_size, progress.epoch))
+        progress.epoch += 1
+        last.parent.mkdir(parents=True, exist_ok=True)
+        last.write_text(str(progress.epoch))
+        if epoch_callback is not None:
+            epoch_callback(progress)
+        time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
+        if kill_at and float(kill_at) == config.optim.lr and not resume:
+            os.kill(os.getpid(), signal.SIGKILL)  # a killed search: no cleanup at all
+        if os.environ.get("FAKE_INTERRUPT_AT_LR") and float(os.environ["FAKE_INTERRUPT_AT_LR"]) == config.optim.lr and not resume:
+            del os.environ["FAKE_INTERRUPT_AT_LR"]  # Ctrl-C once
+            raise KeyboardInterrupt
+    return TrainingOutcome(progress.history, None)
+
+
+@pytest.fixture
+def space(tmp_path) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 3\n")
+    return path
+
+
+def settings(space: Path, tmp_path: Path, **kwargs) -> SearchSettings:
+    return SearchSettings(space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner=kwargs.pop("pruner", "none"), **kwargs)
+
+
+def study_of(result) -> optuna.Study:
+    return optuna.load_study(study_name=result.study_name, storage=result.storage)
+
+
+def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
+    CALLS.clear()
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    points = sorted((t.params["optim.lr"], t.params["optim.batch_size"]) for t in trials)
+    assert points == sorted((lr, b) for lr in (1e-4, 1e-3, 1e-2) for b in (8, 16))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and len(CALLS) == 6
+    assert {c["run_dir"] for c in CALLS} == {str(tmp_path / "out" / "trials" / "space" / f"trial_{i:04d}") for i in range(6)}
+    best = result.report.best
+    assert best.params == {"optim.lr": 1e-3, "optim.batch_size": 8}
+    assert best.value == pytest.approx(max(t.value for t in trials)) == pytest.approx(scripted_metrics(1e-3, 8, 1)["val_auc"])
+    assert best.user_attrs["best_epoch"] == 2  # the trial's best epoch (1-based), not its last (3)
+    # best.yaml round-trips into the training config, as `deepshield train --params best.yaml` reads it
+    config = load_config(params=result.report.best_yaml)
+    assert (config.optim.lr, config.optim.batch_size) == (1e-3, 8)
+    assert config.optim.epochs == load_config().optim.epochs  # the per-trial budget is not part of it
+    assert {p.name for p in result.report.plots} >= {"optimization_history.png", "parallel_coordinates.png", "metric_vs_params.png", "param_importances.png"}
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("trial,state,max.val_auc")
+
+
+def test_min_selector_uses_its_own_metric(space, tmp_path):
+    result = run_search(settings(space, tmp_path, select="min.val_loss", study="by-loss"), train_fn=fake_train, echo=lambda _: None)
+    assert result.report.best.params["optim.lr"] == 1e-2  # lowest val_loss, although not the highest AUC
+    assert result.report.best.value == pytest.approx(min(t.value for t in study_of(result).get_trials()))
+    assert result.report.best.value == pytest.approx(scripted_metrics(1e-2, 8, 0)["val_loss"])
+
+
+def test_pruned_trials_are_recorded_as_pruned(space, tmp_path):
+    CALLS.clear()
+    always = optuna.pruners.ThresholdPruner(lower=2.0)  # every AUC is below 2: prune at the first epoch
+    result = run_search(settings(space, tmp_path, pruner=always, sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert all(list(t.intermediate_values) == [1] for t in trials)  # stopped after epoch 1 of 3
+    assert result.counts["pruned"] == 3 and result.report.best is None and result.report.best_yaml is None
+    assert "PRUNED" in (tmp_path / "out" / "results.csv").read_text()
+
+
+def test_median_pruner_stops_a_trial_worse_than_earlier_ones(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1e-3, 1e-2, 1e-4]\nbudget:\n  optim.epochs: 3\n")
+    order = iter([1e-3, 1e-2, 1e-4])  # the third trial is the worst at every epoch
+
+    class Ordered(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            return next(order)
+
+    from deepshield.tuning import study as study_module
+
+    original = study_module.make_sampler
+    study_module.make_sampler = lambda *a, **k: Ordered()
+    try:
+        result = run_search(settings(space, tmp_path, pruner="median", sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None)
+    finally:
+        study_module.make_sampler = original
+    states = {t.params["optim.lr"]: t.state.name for t in study_of(result).get_trials()}
+    assert states == {1e-3: "COMPLETE", 1e-2: "COMPLETE", 1e-4: "PRUNED"}
+
+
+def test_resume_does_not_repeat_finished_trials(space, tmp_path):
+    CALLS.clear()
+    first = run_search(settings(space, tmp_path, trials=2), train_fn=fake_train, echo=lambda _: None)
+    assert first.counts["done"] == 2 and len(CALLS) == 2
+    second = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)  # the whole grid now
+    trials = study_of(second).get_trials()
+    assert len(CALLS) == 6 and len(trials) == 6
+    assert len({(t.params["optim.lr"], t.params["optim.batch_size"]) for t in trials}) == 6
+    # another space (or budget) under the same study name would mix incomparable trials
+    space.write_text("optim.lr: [1e-4, 1e-3]\nbudget:\n  optim.epochs: 3\n")
+    with pytest.raises(DeepShieldError, match="another search space"):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+
+
+def test_baseline_trial_runs_the_config_defaults_first(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\noptim.batch_size: [8, 16, 32]\nbudget:\n  optim.epochs: 2\n")
+    result = run_search(settings(space, tmp_path, sampler="tpe", trials=2, baseline=True), train_fn=fake_train, echo=lambda _: None)
+    first = study_of(result).get_trials()[0]
+    defaults = load_config()
+    assert first.params == {"optim.lr": defaults.optim.lr, "optim.batch_size": defaults.optim.batch_size}
+    assert result.report.baseline.number == 0 and result.counts["done"] == 2
+
+
+def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
+    CALLS.clear()
+    monkeypatch.setenv("FAKE_INTERRUPT_AT_LR", "0.001")  # Ctrl-C during the first trial with lr=1e-3
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    lost_dir = CALLS[-1]["run_dir"]
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    retry = next(t for t in trials if RETRY_OF in t.user_attrs)
+    lost = trials[retry.user_attrs[RETRY_OF]]
+    assert lost.state.name == "FAIL" and lost.user_attrs[RUN_DIR] == retry.user_attrs[RUN_DIR] == lost_dir
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params
+    resumed = next(c for c in CALLS if c["resume"])
+    assert resumed["run_dir"] == lost_dir and resumed["from_epoch"] == 1  # continued, not restarted
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
+
+
+def test_killed_search_resumes_without_repeating(space, tmp_path):
+    """SIGKILL a search process in the middle of a trial; the next run finishes the grid exactly once."""
+    script = (
+        "import sys; from pathlib import Path; from test_tuning_search import fake_train, settings;"
+        "from deepshield.tuning.study import run_search;"
+        f"run_search(settings(Path({str(space)!r}), Path({str(tmp_path)!r})), train_fn=fake_train, echo=print)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "FAKE_KILL_AT_LR": "0.01"}
+    process = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    running = [t for t in study.get_trials() if t.state.name == "RUNNING"]
+    assert len(running) == 1 and running[0].params["optim.lr"] == 0.01
+    finished_before = {t.number for t in study.get_trials() if t.state.name == "COMPLETE"}
+
+    CALLS.clear()
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
+    assert trials[running[0].number].state.name == "FAIL"  # the killed one, re-run as a retry
+    retry = next(t for t in trials if t.user_attrs.get(RETRY_OF) == running[0].number)
+    assert retry.user_attrs[RUN_DIR] == running[0].user_attrs[RUN_DIR]
+    assert {c["run_dir"] for c in CALLS if c["resume"]} == {running[0].user_attrs[RUN_DIR]}
+    assert len(CALLS) == 6 - len(finished_before)  # nothing finished was trained again
+
+
+def test_parallel_worker_processes(space, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_SLEEP", "0.2")
+    result = run_search(settings(space, tmp_path, n_jobs=2), train_fn=fake_train, echo=lambda _: None)
+    trials = [t for t in study_of(result).get_trials() if t.state.name == "COMPLETE"]
+    assert len(trials) == 6 and len({tuple(sorted(t.params.items())) for t in trials}) == 6  # no point twice
+    workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
+    assert str(os.getpid()) not in workers  # trained in worker processes (both, unless one started late)
+    threads = {(Path(t.user_attrs["run_dir"]) / "threads.txt").read_text() for t in trials}
+    assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}  # torch threads split between the processes

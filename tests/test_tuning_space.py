@@ -1,0 +1,101 @@
+"""Search-space files, selectors, best.yaml round trip: no training."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepshield.errors import DeepShieldError
+from deepshield.training.config import load_config
+from deepshield.tuning.selector import parse_selector
+from deepshield.tuning.space import apply_values, check_against, load_space, parse_assignments, parse_space
+
+
+def test_space_kinds_and_yaml_scientific_notation(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "optim.lr: {low: 1e-4, high: 3e-3, log: true}\n"  # YAML 1.1 reads 1e-4 as a string
+        "optim.batch_size: [16, 32]\n"
+        "model:\n  dropout: {low: 0.0, high: 0.4, step: 0.1}\n"  # nested section
+        "optim.epochs: {low: 2, high: 6, step: 2}\n"
+        "optim.weight_decay: {values: [1e-3, 1e-2]}\n"
+        "budget:\n  optim.samples_per_epoch: 64\n  data: {limit_per_folder: 20}\n"
+    )
+    space = load_space(path, extra_budget={"optim.samples_per_epoch": 32})
+    kinds = {p.name: (p.kind, p.log) for p in space.params}
+    assert kinds == {
+        "optim.lr": ("float", True),
+        "optim.batch_size": ("categorical", False),
+        "model.dropout": ("float", False),
+        "optim.epochs": ("int", False),
+        "optim.weight_decay": ("categorical", False),
+    }
+    assert space.param("optim.lr").low == pytest.approx(1e-4)
+    assert space.param("optim.weight_decay").choices == (1e-3, 1e-2)
+    assert space.budget == {"optim.samples_per_epoch": 32, "data.limit_per_folder": 20}  # --trial-set wins
+    assert not space.finite  # the log range has no grid
+    with pytest.raises(DeepShieldError, match="grid search needs a finite list for optim.lr"):
+        space.grid()
+    assert space.param("model.dropout").grid_values() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert space.param("optim.epochs").grid_values() == [2, 4, 6]
+
+
+def test_space_toml_and_grid(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('"optim.lr" = [1e-4, 1e-3]\n"optim.batch_size" = [8, 16, 32]\n[budget]\n"optim.epochs" = 1\n')
+    space = load_space(path)
+    points = space.grid_points()
+    assert len(points) == 6 and len({tuple(p.items()) for p in points}) == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim.lrr: [1, 2]\n", "not a training-config key"),
+        ("optim.lr: {low: 1, high: 0.1}\n", "low < high"),
+        ("optim.lr: {low: 0, high: 1, log: true}\n", "low must be > 0"),
+        ("optim.lr: []\n", "empty list"),
+        ("run_dir: [a, b]\n", "set by the search itself"),
+        ("optim.epochs: [1, 2]\nbudget: {optim.epochs: 1}\n", "both searched and fixed"),
+        ("budget: {optim.epochs: 1}\n", "no parameter to search"),
+        ("optim.lr: {low: 1, high: 2, mean: 3}\n", "unknown field"),
+    ],
+)
+def test_space_errors(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(DeepShieldError, match=message):
+        load_space(path)
+
+
+def test_space_values_checked_against_config():
+    space = parse_space({"optim.batch_size": [1, 8]})  # batch_size >= 2
+    with pytest.raises(DeepShieldError, match="invalid training configuration"):
+        check_against(space, load_config())
+
+
+def test_selectors():
+    assert (parse_selector("max.val_auc").direction, parse_selector("min.val_loss").direction) == ("maximize", "minimize")
+    for text in ("min.train_loss", "min.loss", "max.train_auc"):
+        with pytest.raises(DeepShieldError, match="validation metric of the identity-disjoint split"):
+            parse_selector(text)
+    for text in ("val_auc", "best.val_auc", "max.auc"):
+        with pytest.raises(DeepShieldError):
+            parse_selector(text)
+    history = [
+        {"epoch": 0, "val_auc": 0.7, "val_loss": 0.5},
+        {"epoch": 1, "val_auc": 0.9, "val_loss": 0.6},
+        {"epoch": 2, "val_auc": 0.8, "val_loss": float("nan")},
+    ]
+    assert parse_selector("max.val_auc").best_epoch(history) == (0.9, 1)
+    assert parse_selector("min.val_loss").best_epoch(history) == (0.5, 0)
+    assert parse_selector("min.val_eer").best_epoch(history) is None
+
+
+def test_assignments_and_apply_values_match_load_config(tmp_path):
+    values = parse_assignments(["optim.epochs=2", "optim.lr=1e-3", "model.backbone=tiny", "data.limit_per_folder=null"])
+    assert values == {"optim.epochs": 2, "optim.lr": 1e-3, "model.backbone": "tiny", "data.limit_per_folder": None}
+    params = tmp_path / "p.yaml"
+    params.write_text("optim.epochs: 2\noptim.lr: 0.001\nmodel.backbone: tiny\n")
+    assert apply_values(load_config(), values) == load_config(params=params).model_copy(
+        update={"data": load_config().data.model_copy(update={"limit_per_folder": None})}
+    )
