@@ -41,11 +41,13 @@ def pool_startup_s(workers: int, frames: int) -> float:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from deepshield.data.extract import ExtractSettings, _init_worker
+    from deepshield.data.extract import ExtractJob, ExtractSettings
+    from deepshield.engines.local import _pool_init
 
     with tempfile.TemporaryDirectory(prefix="bench_pool_") as tmp:
         started = time.perf_counter()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(tmp, ExtractSettings(frames=frames))) as pool:
+        job = ExtractJob(tmp, ExtractSettings(frames=frames))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)) as pool:
             for future in [pool.submit(os.getpid) for _ in range(workers)]:
                 future.result()
         return time.perf_counter() - started

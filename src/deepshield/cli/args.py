@@ -24,3 +24,29 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
+
+
+def engine_arguments(parser: argparse.ArgumentParser, workers_help: str | None = None) -> None:
+    """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare and tune."""
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where the work runs: this machine (default) or a Ray cluster (pip install 'deepfake-shield[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="Ray cluster to join with --engine ray: auto (the cluster this machine joined with `ray start`) or HOST:6379 (default: $RAY_ADDRESS, "
+        "else a cluster started here with `ray start`, else a private local Ray instance)",
+    )
+    if workers_help is not None:
+        parser.add_argument("--workers", type=positive_int, default=None, help=workers_help)
+
+
+def check_engine_arguments(args: argparse.Namespace) -> None:
+    from deepshield.errors import DeepShieldError
+
+    if args.ray_address and args.engine != "ray":
+        raise DeepShieldError("--ray-address needs --engine ray")

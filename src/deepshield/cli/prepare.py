@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import positive_int
+from deepshield.cli.args import check_engine_arguments, engine_arguments, positive_int
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 
@@ -26,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)")
     parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
     parser.add_argument("--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only")
-    parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST", help="split fractions (default 0.8,0.1,0.1)")
     parser.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: CropPolicy's, 224)")
@@ -35,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
     parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine_arguments(
+        parser,
+        workers_help="worker processes (default 1); with --engine ray, files in flight on the cluster (default: twice its CPUs). "
+        "With a multi-node Ray cluster, DATASET_DIR and the sources must be on storage every node mounts at the same path",
+    )
     parser.set_defaults(run=run)
 
 
@@ -61,23 +65,28 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.data.extract import ExtractSettings
     from deepshield.data.prepare import prepare_dataset
     from deepshield.data.split import parse_ratios
+    from deepshield.engines import make_engine
 
+    check_engine_arguments(args)
     settings = ExtractSettings(
         frames=args.frames,
         faces=args.faces,
         policy=crop_policy(args.crop_size, args.crop_scale, args.align),
         min_face_size=args.min_face_size,
     )
-    summary = prepare_dataset(
-        args.sources,
-        args.out,
-        fmt=args.format,
-        settings=settings,
-        workers=args.workers,
-        seed=args.seed,
-        ratios=parse_ratios(args.split),
-        progress=not args.no_progress,
-        ffpp_compressions=args.ffpp_compression,
-    )
+    ratios = parse_ratios(args.split)
+    with make_engine(args.engine, workers=args.workers, address=args.ray_address) as engine:
+        summary = prepare_dataset(
+            args.sources,
+            args.out,
+            fmt=args.format,
+            settings=settings,
+            workers=args.workers or 1,
+            seed=args.seed,
+            ratios=ratios,
+            progress=not args.no_progress,
+            ffpp_compressions=args.ffpp_compression,
+            engine=engine,
+        )
     print(f"deepshield prepare: {summary.describe()}", file=sys.stderr)
     return EXIT_OK if summary.crops else EXIT_SOME_FAILED

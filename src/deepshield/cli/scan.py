@@ -6,10 +6,11 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import positive_int, probability
+from deepshield.cli.args import check_engine_arguments, engine_arguments, positive_int, probability
 
 SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
 
@@ -25,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=probability, default=None, help="fake threshold (default: the model card's)")
     parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write a heatmap overlay PNG per image face here")
+    engine_arguments(
+        parser,
+        workers_help="files in parallel: local worker processes, one model each (default 1: in this process); "
+        "with --engine ray, files in flight on the cluster (default: twice its CPUs)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -89,20 +95,29 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
-    from deepshield.inference.analysis import Detector
-    from deepshield.inference.scan import collect_files, scan_files
+    from deepshield.engines import make_engine
+    from deepshield.inference.scan import ScanJob, collect_files
 
+    check_engine_arguments(args)
     files = collect_files(args.paths, args.recursive)
     if not files:
         print("deepshield scan: no media files found", file=sys.stderr)
         return EXIT_SOME_FAILED
-    detector = Detector.from_bundle(args.model, min_face_size=args.min_face_size, threshold=args.threshold)
+    job = ScanJob(
+        bundle=args.model,
+        min_face_size=args.min_face_size,
+        threshold=args.threshold,
+        frames=args.frames,
+        heatmaps=args.heatmaps is not None,
+        base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
+    )
     rows = []
     used_stems: set[str] = set()
-    for row in tqdm(scan_files(detector, files, args.frames, heatmaps=args.heatmaps is not None), total=len(files), unit="file", file=sys.stderr, disable=None):
-        if args.heatmaps is not None and row.kind == "image":
-            write_heatmaps(row, args.heatmaps, used_stems)
-        rows.append(row)
+    with make_engine(args.engine, workers=args.workers, address=args.ray_address) as engine:
+        for row in tqdm(engine.map(job, files), total=len(files), unit="file", file=sys.stderr, disable=None):
+            if args.heatmaps is not None and row.kind == "image":
+                write_heatmaps(row, args.heatmaps, used_stems)
+            rows.append(row)
     text = render(rows, args.format)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ import argparse
 import signal
 from pathlib import Path
 
+from deepshield.cli.args import check_engine_arguments, engine_arguments
+
 EPILOG = """\
 space file (YAML/TOML): dotted training-config keys ->
   a list (categorical / grid), {low, high, log: true} (float), {low, high, step} (int, or float with a step),
@@ -15,6 +17,8 @@ examples:
   deepshield tune --config train.yaml --space space.yaml --sampler grid
   deepshield tune --config train.yaml --space space.yaml --sampler tpe --trials 20 --pruner median \\
       --trial-set optim.epochs=2 --trial-set data.limit_per_folder=200 --n-jobs 2 --train-best
+  deepshield tune --config train.yaml --space space.yaml --trials 40 --n-jobs 8 --engine ray \\
+      --ray-address auto --storage postgresql://optuna@db/optuna --tracking-uri http://mlflow:5000
 
 run the same command again to resume a killed or interrupted search (--trials is the study's total).
 """
@@ -47,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--pruner", choices=("median", "halving", "none"), default="median", help="stop bad trials early from their per-epoch validation metric"
     )
-    parser.add_argument("--n-jobs", type=int, default=1, help="trials in parallel, one process each (torch threads split between them)")
+    parser.add_argument(
+        "--n-jobs", type=int, default=1, help="trials in parallel, one process each (torch threads split between them); with --engine ray, one Ray task each"
+    )
     parser.add_argument("--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the config for the trials and --train-best")
     parser.add_argument(
@@ -66,11 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint of finished trials (default: only best.pt)")
     parser.add_argument("--train-best", action="store_true", help="then train the winner at full budget (no per-trial budget) into <out>/best/bundle")
+    engine_arguments(parser)  # --engine ray: the --n-jobs workers run as Ray tasks sharing the study's storage
     parser.set_defaults(run=run_tune)
 
 
 def run_tune(args: argparse.Namespace) -> int:
     from deepshield.tuning.study import SearchSettings, run_search
+
+    check_engine_arguments(args)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -96,6 +105,8 @@ def run_tune(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         keep_checkpoints=args.keep_checkpoints,
         seed=args.seed,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     result = run_search(settings, echo=lambda line: print(line, flush=True))
     return 0 if result.report.best is not None else 1

@@ -1,4 +1,5 @@
-"""Face extraction: one source file in, lossless face crops and a done record out; a process pool over files.
+"""Face extraction: one source file in, lossless face crops and a done record out; an engine
+(a local process pool, or Ray) over files.
 
 Each file's crops are written under temporary names and renamed into place, then its done record
 is written; a killed run therefore leaves, per file, either a complete result or one that the next
@@ -11,12 +12,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import numpy as np
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
 from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
 from deepshield.data.sources import SourceItem
+from deepshield.engines import Engine, FileJob
+from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
@@ -154,9 +155,7 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
     return outcome
 
 
-# ------------------------------------------------------------------------------------ process pool
-
-_WORKER: dict = {}
+# ------------------------------------------------------------------------------------ engines
 
 
 def _quiet_native_logs() -> None:
@@ -164,18 +163,31 @@ def _quiet_native_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _init_worker(root: str, settings: ExtractSettings) -> None:
-    _quiet_native_logs()
-    import cv2
+@dataclass(frozen=True)
+class ExtractJob(FileJob):
+    """extract_item as an engine job: a FaceDetector per worker process, crops and done records
+    written by the workers into the dataset folder (`root`, absolute: on a cluster it must be on
+    storage every node shares)."""
 
-    cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend
-    _WORKER["layout"] = DatasetLayout(root)
-    _WORKER["settings"] = settings
-    _WORKER["detector"] = FaceDetector(min_face_size=settings.min_face_size)
+    root: str
+    settings: ExtractSettings
 
+    def worker_init(self) -> None:
+        _quiet_native_logs()
+        import cv2
 
-def _work(item: SourceItem) -> FileOutcome:
-    return extract_item(item, _WORKER["layout"], _WORKER["settings"], _WORKER["detector"])
+        cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend
+
+    def setup(self) -> FaceDetector:
+        _quiet_native_logs()
+        return FaceDetector(min_face_size=self.settings.min_face_size)
+
+    def run(self, detector: FaceDetector, item: SourceItem) -> FileOutcome:
+        return extract_item(item, DatasetLayout(self.root), self.settings, detector)
+
+    def fail(self, item: SourceItem, reason: str) -> FileOutcome:
+        # no done record: the file is retried on the next run
+        return FileOutcome(item.key, str(item.path), ok=False, reason=reason)
 
 
 FileDoneHook = Callable[[FileOutcome], None]
@@ -188,8 +200,10 @@ def run_extraction(
     workers: int = 1,
     progress: bool = True,
     on_file_done: FileDoneHook | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, FileOutcome]:
-    """Outcomes of every item, by key. Files with a valid done record are not touched again."""
+    """Outcomes of every item, by key. Files with a valid done record are not touched again.
+    `engine`: where the files are extracted (default: the local engine with `workers` processes)."""
     fingerprint = settings.fingerprint()
     outcomes: dict[str, FileOutcome] = {}
     todo: list[SourceItem] = []
@@ -217,39 +231,13 @@ def run_extraction(
     try:
         if not todo:
             return outcomes
-        if workers <= 1 or len(todo) == 1:
-            _quiet_native_logs()
-            detector = FaceDetector(min_face_size=settings.min_face_size)
-            for item in todo:
-                finished(extract_item(item, layout, settings, detector))
-        else:
-            _run_pool(todo, layout, settings, min(workers, len(todo)), finished)
+        engine = engine or LocalEngine(workers)
+        # As they finish (the progress bar moves): the dataset's order comes from `items`, not from here.
+        for outcome in engine.map(ExtractJob(os.path.abspath(layout.root), settings), todo, ordered=False):
+            finished(outcome)
     finally:
         bar.close()
     return outcomes
-
-
-def _run_pool(todo: Sequence[SourceItem], layout: DatasetLayout, settings: ExtractSettings, workers: int, finished: Callable[[FileOutcome], None]) -> None:
-    # spawn, not fork: MediaPipe and PyAV start native threads that a forked child would inherit half-dead.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(str(layout.root), settings))
-    pending: set[Future] = set()
-    queue = iter(todo)
-    try:
-        # Keep a bounded number of files in flight so that an interruption loses little work.
-        for item in queue:
-            pending.add(pool.submit(_work, item))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                finished(future.result())
-                next_item = next(queue, None)
-                if next_item is not None:
-                    pending.add(pool.submit(_work, next_item))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sweep_temp_files(layout: DatasetLayout) -> int:

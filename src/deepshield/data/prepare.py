@@ -24,6 +24,7 @@ from deepshield.data.manifest import (
 from deepshield.data.records import FileOutcome
 from deepshield.data.sources import SourceItem, SourceProblem, detect_format, read_source, root_keys
 from deepshield.data.split import apply_split, split_counts
+from deepshield.engines import Engine
 
 
 @dataclass
@@ -123,11 +124,14 @@ def prepare_dataset(
     progress: bool = True,
     ffpp_compressions: Sequence[str] | None = None,
     on_file_done: FileDoneHook | None = None,
+    engine: Engine | None = None,
 ) -> PrepareSummary:
-    """Build (or resume building) the dataset in `out` from the SOURCE paths; see the module doc."""
+    """Build (or resume building) the dataset in `out` from the SOURCE paths; see the module doc.
+    `engine` runs the extraction (default: the local engine with `workers` processes); with a Ray
+    engine the workers write into `out`, which must then be on storage every node shares."""
     layout = DatasetLayout(out)
     with dataset_lock(layout.root):
-        return _prepare(layout, sources, fmt, settings, workers, seed, ratios, progress, ffpp_compressions, on_file_done)
+        return _prepare(layout, sources, fmt, settings, workers, seed, ratios, progress, ffpp_compressions, on_file_done, engine)
 
 
 def _prepare(
@@ -141,9 +145,10 @@ def _prepare(
     progress: bool,
     ffpp_compressions: Sequence[str] | None,
     on_file_done: FileDoneHook | None,
+    engine: Engine | None = None,
 ) -> PrepareSummary:
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
-    outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done)
+    outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
     records, errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + errors
     records = apply_split(records, ratios, seed)

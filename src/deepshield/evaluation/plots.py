@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
+    """Write a matplotlib figure as PNG (creating folders) and free it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -27,7 +28,7 @@ def roc_plot(labels, scores, path: Path, title: str = "ROC") -> Path:
     axis.plot(fpr, tpr, lw=2)
     axis.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     axis.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def pr_plot(labels, scores, path: Path, title: str = "Precision-recall") -> Path:
@@ -36,7 +37,7 @@ def pr_plot(labels, scores, path: Path, title: str = "Precision-recall") -> Path
     axis.plot(recall, precision, lw=2)
     axis.axhline(np.mean(labels), ls="--", color="grey", lw=1)
     axis.set(xlabel="recall (fakes caught)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def confusion_plot(labels, scores, threshold: float, path: Path) -> Path:
@@ -49,7 +50,7 @@ def confusion_plot(labels, scores, threshold: float, path: Path) -> Path:
         axis.text(col, row, str(value), ha="center", va="center", fontsize=13, color="black")
     axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"], xlabel="predicted", ylabel="true")
     axis.set_title(f"threshold {threshold:.2f}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def example_grid(images: list[np.ndarray], captions: list[str], path: Path, columns: int = 8, title: str = "") -> Path:
@@ -62,7 +63,7 @@ def example_grid(images: list[np.ndarray], captions: list[str], path: Path, colu
         axis.set_title(caption, fontsize=7)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, title: str) -> Path:
@@ -73,7 +74,7 @@ def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, ti
             axis.plot(*zip(*points), marker="o", label=key)
     axis.set(xlabel="epoch", title=title)
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------- evaluation report
@@ -90,7 +91,7 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
     axis.plot([0, 1], [0, 1], ":", color="grey", lw=1)
     axis.set(xlabel="false-positive rate (reals flagged)", ylabel="true-positive rate (fakes caught)", title=title, xlim=(0, 1), ylim=(0, 1.01))
     axis.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Precision-recall") -> Path:
@@ -101,7 +102,7 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, titl
         axis.axhline(np.mean(labels), ls=":", color=line.get_color(), lw=1)
     axis.set(xlabel="recall (fakes caught)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
     axis.legend(loc="lower left", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def reliability_plot(curves: dict[str, dict], path: Path, title: str = "Calibration (reliability)") -> Path:
@@ -124,7 +125,7 @@ def reliability_plot(curves: dict[str, dict], path: Path, title: str = "Calibrat
     axis.legend(loc="upper left", fontsize=8)
     counts_axis.set(xlabel="predicted probability of fake", ylabel="count")
     counts_axis.set_yscale("symlog")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def score_histograms(labels, scores, threshold: float, path: Path, title: str) -> Path:
@@ -139,7 +140,7 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
     axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def perturbation_plot(rows: list[dict], path: Path, title: str = "AUC under perturbations") -> Path:
@@ -160,4 +161,4 @@ def perturbation_plot(rows: list[dict], path: Path, title: str = "AUC under pert
     axis.set(ylim=(0, 1.18), ylabel="AUC", title=title)
     axis.set_yticks(np.linspace(0, 1, 6))
     axis.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
-    return _save(figure, path)
+    return save_figure(figure, path)

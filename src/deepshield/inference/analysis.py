@@ -171,9 +171,11 @@ class Detector:
         started = time.perf_counter()
         report = progress or (lambda fraction, stage: None)
         report(0.0, "decoding")
-        info, sampled = sample_frames(path, frames, self.video_limits)
-        report(0.4, "detecting faces")
-        faces_per_frame = [self.faces.detect(frame.image) for frame in sampled]
+        info, sampled = sample_frames(path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"))
+        faces_per_frame = []
+        for position, frame in enumerate(sampled):
+            report(0.4 + 0.3 * position / len(sampled), "detecting faces")
+            faces_per_frame.append(self.faces.detect(frame.image))
         report(0.7, "scoring faces")
         scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=False)
         report(0.95, "aggregating")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from deepshield.engines import FileJob
 from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
@@ -68,3 +70,35 @@ def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = Fals
 def scan_files(detector: Detector, files: Iterable[Path], frames: int, heatmaps: bool = False) -> Iterator[ScanRow]:
     for path in files:
         yield scan_file(detector, path, frames, heatmaps)
+
+
+@dataclass(frozen=True)
+class ScanJob(FileJob):
+    """scan_file as an engine job: a Detector per worker process, one ScanRow per path.
+
+    `base_dir` (the caller's working directory, for engines whose workers may run elsewhere): relative
+    paths and the bundle are opened from there, while each row keeps the path as it was given."""
+
+    bundle: str | None = None  # None or "default": the shipped model
+    min_face_size: int = 20
+    threshold: float | None = None
+    frames: int = 32
+    heatmaps: bool = False
+    base_dir: str | None = None
+
+    def _located(self, path: Path) -> Path:
+        return path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
+
+    def setup(self) -> Detector:
+        bundle = self.bundle
+        if bundle not in (None, "default"):
+            bundle = str(self._located(Path(bundle)))
+        return Detector.from_bundle(bundle, min_face_size=self.min_face_size, threshold=self.threshold)
+
+    def run(self, detector: Detector, path: Path) -> ScanRow:
+        row = scan_file(detector, self._located(path), self.frames, self.heatmaps)
+        row.path = str(path)
+        return row
+
+    def fail(self, path: Path, reason: str) -> ScanRow:
+        return ScanRow(path=str(path), status="error", error=reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,12 +141,13 @@ def uniform_indices(frame_count: int, n: int) -> list[int]:
 
 
 def sample_frames(
-    path: Path | str, n: int = 32, limits: VideoLimits = VideoLimits()
+    path: Path | str, n: int = 32, limits: VideoLimits = VideoLimits(), on_frame: Callable[[float], None] | None = None
 ) -> tuple[VideoInfo, list[VideoFrame]]:
     """Decode the video once and keep n uniformly spaced frames.
 
     Packets that fail to decode are skipped (a damaged stretch costs frames, not the video), so
     fewer than n frames can come back. Raises CorruptMediaError when no frame can be decoded.
+    `on_frame(fraction)` is called as decoding advances (fraction of the expected frames).
     """
     path = Path(path)
     with _open(path, limits) as container:
@@ -171,6 +173,8 @@ def sample_frames(
                     continue
                 for frame in frames:
                     index += 1
+                    if on_frame is not None and info.frame_count > 0 and index % 16 == 0:
+                        on_frame(min(1.0, index / info.frame_count))
                     if not decoded_any:
                         decoded_any = True
                         info = _with_frame_rotation(info, frame)

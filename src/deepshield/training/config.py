@@ -31,7 +31,7 @@ class DataConfig(BaseModel):
 
 class ModelConfig(BaseModel):
     backbone: str = "efficientnet_lite0"
-    input_size: int = 160
+    input_size: int = 224
     crop_scale: float = 1.5
     pretrained: bool = True
     dropout: float = 0.2

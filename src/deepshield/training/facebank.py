@@ -20,6 +20,7 @@ from tqdm import tqdm
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
 from deepshield.synthesis.blend import FaceSample
+from deepshield.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -167,3 +168,15 @@ def build_facebank(
     bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths))
     bank.save(cache)
     return bank
+
+
+def facebank_for(config: TrainConfig) -> FaceBank:
+    """The face bank of a training configuration's real-face folders (built once, then cached)."""
+    return build_facebank(
+        [Path(p) for p in config.data.real_dirs],
+        CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
+        Path(config.data.cache_dir),
+        config.data.group_pattern,
+        config.data.bank_workers,
+        config.data.limit_per_folder,
+    )

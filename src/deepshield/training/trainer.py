@@ -19,17 +19,27 @@ from tqdm import tqdm
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import detection_metrics
-from deepshield.evaluation.plots import confusion_plot, curves_plot, example_grid, pr_plot, roc_plot
+from deepshield.evaluation.plots import (
+    confusion_plot,
+    curves_plot,
+    example_grid,
+    pr_plot,
+    roc_plot,
+)
 from deepshield.faces.crop import CropPolicy
 from deepshield.models.card import Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from deepshield.training.config import TrainConfig
-from deepshield.training.dataset import TrainingSamples, split_by_group, validation_samples
-from deepshield.training.facebank import FaceBank, build_facebank
-from deepshield.training.prepared import load_prepared
+from deepshield.training.dataset import (
+    TrainingSamples,
+    split_by_group,
+    validation_samples,
+)
 from deepshield.training.export import export_checkpoint
+from deepshield.training.facebank import FaceBank, facebank_for
+from deepshield.training.prepared import load_prepared
 
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()
@@ -108,14 +118,7 @@ class Trainer:
         policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
         train_reals, val_reals = [], []
         if config.data.real_dirs:
-            bank = build_facebank(
-                [Path(p) for p in config.data.real_dirs],
-                policy,
-                Path(config.data.cache_dir),
-                config.data.group_pattern,
-                config.data.bank_workers,
-                config.data.limit_per_folder,
-            )
+            bank = facebank_for(config)
             train_idx, val_idx = split_by_group(bank, config.data.val_fraction, config.seed)
             train_reals.append(bank.subset(train_idx))
             val_reals.append(bank.subset(val_idx))

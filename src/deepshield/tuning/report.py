@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from deepshield.evaluation.plots import save_figure
 from deepshield.tuning.selector import VALIDATION_METRICS, Selector
 from deepshield.tuning.space import Param, SearchSpace
 from deepshield.tuning.trials import (
@@ -135,14 +136,6 @@ def write_best_yaml(trial: FrozenTrial, study_name: str, selector: Selector, spa
 # ---- plots -------------------------------------------------------------------------------------
 
 
-def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
 def _pruned_value(trial: FrozenTrial) -> float | None:
     if trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
@@ -166,7 +159,7 @@ def history_plot(trials: list[FrozenTrial], selector: Selector, path: Path) -> P
     axis.set(xlabel="trial", ylabel=selector.metric, title=f"optimisation history ({selector})")
     if complete or pruned:
         axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def intermediate_plot(trials: list[FrozenTrial], selector: Selector, path: Path) -> Path:
@@ -180,7 +173,7 @@ def intermediate_plot(trials: list[FrozenTrial], selector: Selector, path: Path)
     axis.set(xlabel="epochs done", ylabel=selector.metric, title="per-epoch validation metric (dashed: pruned)")
     if len(trials) <= 12 and any(t.intermediate_values for t in trials):
         axis.legend(fontsize=7, ncol=2)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _axis_position(param: Param, value: Any) -> float:
@@ -229,7 +222,7 @@ def parallel_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selec
     axis.set_yticks([])
     axis.set_ylim(-0.08, 1.08)
     axis.set_title("parallel coordinates (colour: metric; thick: best; dashed: pruned)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _x_position(param: Param, value: Any) -> float:
@@ -272,7 +265,7 @@ def params_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selecto
     if axes.flat[0].get_legend_handles_labels()[0]:
         axes.flat[0].legend(fontsize=7)
     figure.suptitle(f"{selector.metric} against each parameter")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tuple[Path | None, str | None]:
@@ -292,7 +285,7 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
     figure, axis = plt.subplots(figsize=(6, 0.5 * len(names) + 1.6))
     axis.barh(names, [importances[n] for n in names], color="tab:blue")
     axis.set(xlabel="importance (normalised, Optuna's default evaluator)", title=f"parameter importances ({len(complete)} completed trials)")
-    return _save(figure, path), None
+    return save_figure(figure, path), None
 
 
 def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: list[str] = ()) -> Report:

@@ -6,11 +6,16 @@ study (completed + pruned + failed-with-error), so finished trials are never run
 that was interrupted (Ctrl-C / SIGTERM) or killed (found RUNNING with a dead worker process) is
 re-run with the same parameters in the same run_dir, and its training resumes from its last
 checkpoint (same MLflow child run).
+
+With `engine="ray"` the n_jobs workers are Ray tasks running the same worker loop against the same
+storage URL (see docs/ray.md: on a multi-node cluster that is a server database, and the MLflow
+store a tracking server); sampling, pruning, selection and MLflow logging are unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -28,9 +33,22 @@ from optuna.trial import TrialState
 
 from deepshield.errors import DeepShieldError
 from deepshield.tuning.objective import Objective, TrainFn, TrialContext, run_training
-from deepshield.tuning.samplers import GridSearchSampler, make_pruner, make_sampler, process_seed, resolve_sampler_name
+from deepshield.tuning.samplers import (
+    GridSearchSampler,
+    make_pruner,
+    make_sampler,
+    process_seed,
+    resolve_sampler_name,
+)
 from deepshield.tuning.selector import direction_warning, parse_selector
-from deepshield.tuning.space import BANK_KEYS, SearchSpace, apply_values, check_against, load_space, parse_assignments
+from deepshield.tuning.space import (
+    BANK_KEYS,
+    SearchSpace,
+    apply_values,
+    check_against,
+    load_space,
+    parse_assignments,
+)
 from deepshield.tuning.trials import (
     BASELINE,
     BEST_EPOCH,
@@ -73,6 +91,8 @@ class SearchSettings:
     prewarm: bool = True  # build the face bank(s) once before the trials
     baseline: bool = False  # first trial: the config's own values of the searched keys (random / tpe)
     keep_checkpoints: bool = False  # keep every checkpoint of finished trials (default: best.pt only)
+    engine: str = "local"  # "ray": the n_jobs study workers run as Ray tasks (see docs/ray.md)
+    ray_address: str | None = None  # None: $RAY_ADDRESS, else Ray's default
 
 
 @dataclass
@@ -249,6 +269,36 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _ray_worker(spec: WorkerSpec, worker_index: int, emit: Callable[[str], None]) -> None:
+    """Entry point of a study worker run as a Ray task; `ray.cancel` raises KeyboardInterrupt in it,
+    as SIGTERM does in a local worker process."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    with contextlib.suppress(KeyboardInterrupt):
+        worker_loop(spec, worker_index, echo=emit)
+
+
+def start_ray(settings: SearchSettings, storage_url: str, config, echo: Callable[[str], None]):
+    """Connect to the Ray cluster (or start a local instance); warn about stores one node cannot share."""
+    from deepshield.engines import make_engine
+
+    engine = make_engine("ray", address=settings.ray_address)
+    nodes = engine.node_count()
+    echo(f"ray: {settings.n_jobs} study worker(s) as Ray tasks on {nodes} node(s), {engine.cluster_cpus()} CPU(s)")
+    if nodes > 1:
+        if storage_url.startswith("sqlite"):
+            echo("warning: an SQLite study on a multi-node cluster: workers on other nodes cannot share it; use --storage postgresql://... (see docs/ray.md)")
+        uri = str(config.tracking.uri) if config.tracking.enabled else ""
+        if uri.startswith(("sqlite", "file:")) or (uri and "://" not in uri):
+            echo(f"warning: MLflow store {uri} is a local file; on a multi-node cluster use a tracking server (--tracking-uri http://...)")
+    return engine
+
+
+def ray_trial_cpus(engine, n_jobs: int) -> int:
+    """CPUs (and torch threads) per study worker on Ray: the cluster's CPUs split between the
+    workers, at most one node's worth (a task runs on one node)."""
+    return max(1, min(engine.cluster_cpus() // n_jobs, engine.largest_node_cpus()))
+
+
 def run_workers(spec: WorkerSpec, n_jobs: int, echo: Callable[[str], None]) -> None:
     if n_jobs <= 1:
         worker_loop(spec, 0, echo)
@@ -349,7 +399,9 @@ def _parent_run(study: optuna.Study, config, settings: SearchSettings, space: Se
             "search.seed": settings.seed,
         }
     )
-    tracker.set_tags({"search.trials": str(target), "search.n_jobs": str(settings.n_jobs), "search.storage": safe_url(storage_url)})
+    tracker.set_tags(
+        {"search.trials": str(target), "search.n_jobs": str(settings.n_jobs), "search.storage": safe_url(storage_url), "search.engine": settings.engine}
+    )
     return tracker
 
 
@@ -367,32 +419,28 @@ def _bank_configs(space: SearchSpace, base) -> list:
 
 
 def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None]) -> None:
-    from deepshield.faces.crop import CropPolicy
-    from deepshield.training.facebank import build_facebank
+    from deepshield.training.facebank import facebank_for
 
     for config in _bank_configs(space, base):
         if not config.data.real_dirs:  # prepared datasets only: nothing to detect
             continue
-        policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
         echo(f"face bank: {len(config.data.real_dirs)} folder(s), {config.model.input_size} px (built once, cached in {config.data.cache_dir})")
-        build_facebank(
-            [Path(p) for p in config.data.real_dirs],
-            policy,
-            Path(config.data.cache_dir),
-            config.data.group_pattern,
-            config.data.bank_workers,
-            config.data.limit_per_folder,
-        )
+        facebank_for(config)
 
 
 def run_search(settings: SearchSettings, *, train_fn: TrainFn = run_training, echo: Callable[[str], None] = print) -> SearchResult:
-    from deepshield.tuning.report import format_table, write_report  # matplotlib: not in worker processes
+    from deepshield.tuning.report import (  # matplotlib: not in worker processes
+        format_table,
+        write_report,
+    )
 
     selector = parse_selector(settings.select)
     if (note := direction_warning(selector)) is not None:
         echo(note)
     if settings.n_jobs < 1:
         raise DeepShieldError("--n-jobs must be at least 1")
+    if settings.engine not in ("local", "ray"):
+        raise DeepShieldError(f"unknown engine {settings.engine!r}; choose local or ray")
     base = _load_base_config(settings)
     space = load_space(settings.space, parse_assignments(settings.trial_overrides))
     clash = sorted(set(parse_assignments(settings.overrides)) & set(space.names))
@@ -435,30 +483,42 @@ def run_search(settings: SearchSettings, *, train_fn: TrainFn = run_training, ec
         + (f"; re-running interrupted trial(s) {', '.join(map(str, requeued))} from their checkpoints" if requeued else "")
     )
 
-    tracker = _parent_run(study, base, settings, space, selector, sampler, target, storage_url) if base.tracking.enabled else None
-    parent_run_id = tracker.run_id if tracker else None
-    cpus = os.cpu_count() or 1
-    threads = max(1, cpus // settings.n_jobs) if settings.n_jobs > 1 else None
-    context = TrialContext(
-        base_config=base,
-        space=space,
-        selector=selector,
-        out_dir=out_dir,
-        study_name=name,
-        target=target,
-        parent_run_id=parent_run_id,
-        threads=threads,
-        train_fn=train_fn,
-        keep_checkpoints=settings.keep_checkpoints,
-    )
     pruner = make_pruner(settings.pruner) if isinstance(settings.pruner, str) else settings.pruner
-    spec = WorkerSpec(context, storage_url, sampler, pruner, settings.seed, time.time() + settings.timeout if settings.timeout else None)
+    ray_engine = start_ray(settings, storage_url, base, echo) if settings.engine == "ray" else None
+    try:
+        tracker = _parent_run(study, base, settings, space, selector, sampler, target, storage_url) if base.tracking.enabled else None
+        parent_run_id = tracker.run_id if tracker else None
+        cpus = os.cpu_count() or 1
+        threads = max(1, cpus // settings.n_jobs) if settings.n_jobs > 1 else None
+        ray_cpus = ray_trial_cpus(ray_engine, settings.n_jobs) if ray_engine is not None else 1
+        if ray_engine is not None and settings.n_jobs > 1:
+            threads = ray_cpus  # the cluster's CPUs, not this machine's
+        context = TrialContext(
+            base_config=base,
+            space=space,
+            selector=selector,
+            out_dir=out_dir,
+            study_name=name,
+            target=target,
+            parent_run_id=parent_run_id,
+            threads=threads,
+            train_fn=train_fn,
+            keep_checkpoints=settings.keep_checkpoints,
+        )
+        spec = WorkerSpec(context, storage_url, sampler, pruner, settings.seed, time.time() + settings.timeout if settings.timeout else None)
+    except BaseException:
+        if ray_engine is not None:
+            ray_engine.close()
+        raise
 
     status = "FINISHED"
     try:
         if settings.prewarm:
             prewarm_facebanks(space, apply_values(base, space.budget), echo)
-        run_workers(spec, settings.n_jobs, echo)
+        if ray_engine is not None:
+            ray_engine.run_workers(functools.partial(_ray_worker, spec), settings.n_jobs, echo, cpus=ray_cpus)
+        else:
+            run_workers(spec, settings.n_jobs, echo)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -466,6 +526,8 @@ def run_search(settings: SearchSettings, *, train_fn: TrainFn = run_training, ec
         status = "FAILED"
         raise
     finally:
+        if ray_engine is not None:
+            ray_engine.close()
         report = write_report(study, space, selector, out_dir, notes)
         final = counts(study)
         if tracker is not None:

@@ -1,0 +1,131 @@
+"""Execution engines: where the per-file work of `scan` and `prepare` (and the trial workers of
+`tune`) runs. One interface, two engines:
+
+- ``local`` (:mod:`deepshield.engines.local`): this machine; in this process, or a pool of spawned
+  worker processes;
+- ``ray`` (:mod:`deepshield.engines.ray`): a Ray cluster, local or remote. ``ray`` is an optional
+  extra (``pip install 'deepfake-shield[ray]'``) and is imported only when this engine is chosen.
+
+The unit of work is a :class:`FileJob`: ``setup`` once per worker process (load the model),
+``run`` once per file, ``fail`` to turn an exception (or a dead worker) into that file's error
+result. ``Engine.map`` runs a job over a list of items with a bounded number in flight and yields
+one result per item, in input order (or, with ``ordered=False``, as they finish); a failure of one
+item never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+from deepshield.errors import DeepShieldError
+
+ENGINES = ("local", "ray")
+QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}  # MediaPipe / TFLite start-up chatter
+
+S = TypeVar("S")  # per-worker state (a Detector, a FaceDetector)
+T = TypeVar("T")  # an item (a path, a SourceItem)
+R = TypeVar("R")  # a result (a ScanRow, a FileOutcome)
+
+
+class FileJob(ABC, Generic[S, T, R]):
+    """Per-file work. Instances travel to worker processes (pickled), so they hold only settings
+    (paths, numbers); the heavy state is built by `setup` inside each worker and cached there."""
+
+    def worker_init(self) -> None:
+        """Called once in a separate worker process (pool process, Ray worker) before `setup`;
+        not when the job runs in the calling process. Default: quiet native logs."""
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+
+    @abstractmethod
+    def setup(self) -> S:
+        """Per-worker state, built once per worker process (an exception here is fatal to the map)."""
+
+    @abstractmethod
+    def run(self, state: S, item: T) -> R:
+        """The result for one item. Should not raise; if it does, `fail` makes the item's result."""
+
+    @abstractmethod
+    def fail(self, item: T, reason: str) -> R:
+        """The error result of an item whose `run` raised or whose worker died."""
+
+
+class Reorder:
+    """Turns out-of-order completions into results in input order (or passes them through when
+    `ordered` is False), and tells how far submission may run ahead of the oldest unfinished item."""
+
+    def __init__(self, ordered: bool, window: int) -> None:
+        self.ordered = ordered
+        self.window = window
+        self.finished: dict[int, Any] = {}
+        self.emitted = 0
+
+    def may_submit(self, submitted: int) -> bool:
+        # In order, a slow first item must not let finished results pile up without bound.
+        return not self.ordered or submitted - self.emitted < self.window
+
+    def add(self, index: int, result: Any) -> Iterator:
+        if not self.ordered:
+            self.emitted += 1
+            yield result
+            return
+        self.finished[index] = result
+        while self.emitted in self.finished:
+            yield self.finished.pop(self.emitted)
+            self.emitted += 1
+
+
+class WorkerSetupError(DeepShieldError):
+    """A job's `setup` failed in a worker (e.g. the model bundle is missing on a node)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def call_job(job: FileJob, state: Any, item: Any) -> Any:
+    """`job.run`, with any exception turned into the item's error result."""
+    try:
+        return job.run(state, item)
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the others
+        return job.fail(item, describe_error(exc))
+
+
+class Engine(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def map(self, job: FileJob[Any, T, R], items: Sequence[T], *, ordered: bool = True) -> Iterator[R]:
+        """One result per item: in input order, or as they finish when `ordered` is False."""
+
+    def close(self) -> None:
+        """Release what the engine started (worker processes, a Ray instance it launched)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def ray_address(explicit: str | None) -> str | None:
+    """--ray-address, else $RAY_ADDRESS, else None (Ray then joins a cluster started on this machine
+    with `ray start`, or starts a private local instance)."""
+    return explicit or os.environ.get("RAY_ADDRESS") or None
+
+
+def make_engine(name: str, *, workers: int | None = None, address: str | None = None) -> Engine:
+    """`local`: `workers` processes (None or 1: this process). `ray`: at most `workers` items in
+    flight on the cluster (None: twice the cluster's CPUs), connecting to `address`."""
+    if name == "local":
+        from deepshield.engines.local import LocalEngine
+
+        return LocalEngine(workers or 1)
+    if name == "ray":
+        from deepshield.engines.ray import RayEngine
+
+        return RayEngine(address=ray_address(address), workers=workers)
+    raise DeepShieldError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -1,0 +1,271 @@
+"""The Ray engine: per-file work as Ray tasks, and long-running workers (the `tune` study workers)
+as Ray tasks, on a local or remote Ray cluster.
+
+Files: one Ray task per file (1 CPU each). Each Ray worker process builds the job's state (the
+Detector, the FaceDetector) on its first task and keeps it for the following ones (Ray reuses its
+worker processes), so a model is loaded once per worker process, not once per file. At most
+`workers` tasks are in flight (default: twice the cluster's CPUs); results come back as they finish
+and are yielded in input order. A task that raises, or whose worker process dies (after one
+retry), becomes that file's error result; the other files carry on.
+
+Paths travel as they are: on a multi-node cluster, the inputs, the model bundle and the dataset
+folder must be on storage that every node mounts at the same path (see docs/ray.md).
+
+This module imports ray; nothing else in deepshield imports it, and this module is imported only
+when the ray engine is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from deepshield.engines import (
+    Engine,
+    FileJob,
+    Reorder,
+    WorkerSetupError,
+    call_job,
+    describe_error,
+)
+from deepshield.errors import DeepShieldError
+
+try:
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+except ImportError as exc:  # pragma: no cover - exercised only where ray is missing
+    raise DeepShieldError("the ray engine needs Ray: pip install 'deepfake-shield[ray]' (ray==2.60.0)") from exc
+
+log = logging.getLogger(__name__)
+
+# ---- inside Ray worker processes ---------------------------------------------------------------
+
+_STATE: dict[str, Any] = {}  # job key -> the job's per-worker state (only the latest job is kept)
+
+
+class _SetupFailed:
+    """Returned (not raised) by a task whose worker could not build the job's state."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _worker_state(job: FileJob, key: str) -> Any:
+    if key not in _STATE:
+        _STATE.clear()  # a new job: drop the previous one's model
+        job.worker_init()
+        _STATE[key] = job.setup()
+    return _STATE[key]
+
+
+def _run_file(job: FileJob, key: str, item: Any) -> Any:
+    try:
+        state = _worker_state(job, key)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver, which stops the map
+        return _SetupFailed(f"on {socket.gethostname()}: {describe_error(exc)}")
+    return call_job(job, state, item)
+
+
+def _run_worker(fn: Callable[[int, Callable[[str], None]], Any], index: int, queue, cwd: str) -> Any:
+    """A long-running worker: fn(index, emit), its lines sent to the driver through `queue`. Runs in
+    the driver's working directory when this node has it (a shared file system), so that relative
+    paths in configurations mean the same thing."""
+    previous = os.getcwd()
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    try:
+        return fn(index, queue.put)
+    finally:
+        os.chdir(previous)
+
+
+_run_file_task = ray.remote(_run_file)
+_run_worker_task = ray.remote(_run_worker)
+
+
+# ---- the driver --------------------------------------------------------------------------------
+
+
+def job_key(job: FileJob) -> str:
+    """Identifies the job's per-worker state: the same settings give the same key."""
+    return hashlib.sha256(pickle.dumps(job)).hexdigest()[:20]
+
+
+def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail fast on a HOST:PORT that nothing answers on (Ray itself retries for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # let Ray judge the format
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise DeepShieldError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from exc
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        return describe_error(exc.cause)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class RayEngine(Engine):
+    name = "ray"
+
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, *, cpus_per_task: float = 1, max_retries: int = 1, init_kwargs: dict | None = None
+    ) -> None:
+        """Connect (on first use) to the cluster at `address` (None: Ray's own default: $RAY_ADDRESS,
+        else a cluster started on this machine with `ray start`, else a new private local instance),
+        unless this process is already connected: then that connection is used and left open."""
+        self.address = address
+        self.workers = workers
+        self.cpus_per_task = cpus_per_task
+        self.max_retries = max_retries  # a task whose worker died is run once more (a lost node)
+        self.cancel_wait_s = 60.0  # after an interruption, how long to wait for cancelled tasks to stop
+        self.init_kwargs = dict(init_kwargs or {})
+        self._started = False
+
+    def connect(self) -> RayEngine:
+        if ray.is_initialized():
+            return self
+        check_reachable(self.address)
+        kwargs = {"address": self.address, "log_to_driver": False, "logging_level": logging.WARNING, **self.init_kwargs}
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            raise DeepShieldError(f"cannot connect to the Ray cluster at {self.address or '(default)'}: {exc}") from exc
+        self._started = True
+        return self
+
+    def close(self) -> None:
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+    def cluster_cpus(self) -> int:
+        self.connect()
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def largest_node_cpus(self) -> int:
+        self.connect()
+        sizes = [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+        return max([1, *sizes])
+
+    def node_count(self) -> int:
+        self.connect()
+        return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+    def in_flight_limit(self) -> int:
+        return self.workers if self.workers else 2 * self.cluster_cpus()
+
+    def map(self, job: FileJob, items: Sequence, *, ordered: bool = True) -> Iterator:
+        items = list(items)
+        if not items:
+            return
+        self.connect()
+        limit = max(1, self.in_flight_limit())
+        job_ref = ray.put(job)
+        key = job_key(job)
+        task = _run_file_task.options(num_cpus=self.cpus_per_task, max_retries=self.max_retries, name="deepshield-file")
+        pending: dict[Any, int] = {}
+        order = Reorder(ordered, window=4 * limit)
+        submitted = 0
+        try:
+            while order.emitted < len(items):
+                while submitted < len(items) and len(pending) < limit and order.may_submit(submitted):
+                    pending[task.remote(job_ref, key, items[submitted])] = submitted
+                    submitted += 1
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayError as exc:  # the task raised past call_job, or its worker died twice
+                        result = job.fail(items[index], failure_reason(exc))
+                    if isinstance(result, _SetupFailed):
+                        raise WorkerSetupError(f"worker setup failed {result.reason}")
+                    yield from order.add(index, result)
+        finally:
+            if pending:  # interrupted or failed: unfinished files are redone next time
+                for ref in pending:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref)  # a KeyboardInterrupt inside the task, as Ctrl-C would be
+                # As the local pool does on shutdown: return only once no task is still writing
+                # (a re-run must not redo a file that a cancelled task is half-way through).
+                with contextlib.suppress(Exception):
+                    ray.wait(list(pending), num_returns=len(pending), timeout=self.cancel_wait_s)
+
+    def run_workers(
+        self,
+        fn: Callable[[int, Callable[[str], None]], Any],
+        count: int,
+        echo: Callable[[str], None],
+        *,
+        cpus: float = 1,
+        stagger_s: float = 1.0,
+        grace_s: float = 120.0,
+    ) -> list[int]:
+        """Run fn(index, emit) for index 0..count-1 as Ray tasks of `cpus` CPUs each; every line a
+        worker emits is echoed here as it comes. On KeyboardInterrupt the tasks are cancelled (a
+        KeyboardInterrupt inside each, as Ctrl-C would) and given `grace_s` to finish before it is
+        raised again. Returns the indices of workers that ended with an error."""
+        from ray.util.queue import Empty, Queue
+
+        self.connect()
+        queue = Queue(actor_options={"num_cpus": 0})
+        task = _run_worker_task.options(num_cpus=cpus, max_retries=0, name="deepshield-worker")
+        cwd = os.getcwd()
+
+        def drain() -> None:
+            while True:
+                try:
+                    lines = queue.get_nowait_batch(max(1, queue.qsize()))
+                except Empty:
+                    return
+                if not lines:
+                    return
+                for line in lines:
+                    echo(line)
+
+        refs: list = []
+        try:
+            for index in range(count):
+                refs.append(task.remote(fn, index, queue, cwd))
+                if index < count - 1:
+                    time.sleep(stagger_s)  # staggered: fewer collisions on the study's first rows
+            pending = list(refs)
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+                drain()
+            drain()
+        except KeyboardInterrupt:
+            echo("interrupted: waiting for the workers to checkpoint their trials ...")
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+                drain()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                queue.shutdown()
+        failed = []
+        for index, ref in enumerate(refs):
+            try:
+                ray.get(ref)
+            except RayError as exc:
+                echo(f"warning: Ray worker {index} ended with an error: {failure_reason(exc)}")
+                failed.append(index)
+        return failed

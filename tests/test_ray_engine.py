@@ -1,0 +1,285 @@
+# ruff: noqa: F811 - fixtures imported from the other suites are then named as test arguments
+"""`--engine ray`: prepare, scan and tune on a local single-node Ray (2 CPUs) give what the local
+engine gives on the same inputs; a file whose task fails (raises, or kills its worker) becomes an
+error result while the others finish; an interrupted Ray prepare resumes without redoing files.
+
+The inputs are the other suites' (test_cli_scan's media folder, test_prepare's DFDC sample,
+test_tuning_search's scripted trainer), built here through their fixtures and helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main  # noqa: E402
+from deepshield.data.layout import DatasetLayout  # noqa: E402
+from deepshield.data.prepare import prepare_dataset  # noqa: E402
+from deepshield.engines import FileJob, WorkerSetupError, make_engine  # noqa: E402
+from deepshield.tuning.objective import TrainingOutcome  # noqa: E402
+from deepshield.tuning.study import SearchSettings, run_search  # noqa: E402
+from tests.face_data import write_real_faces  # noqa: E402
+from tests.test_cli_scan import media  # noqa: E402,F401 - the fixture: photos/ with a face, no face, a video, notes
+from tests.test_prepare import SETTINGS, _crop_bytes, dfdc_dataset, dfdc_root, small  # noqa: E402,F401 - fixtures
+from tests.test_tuning_search import fake_train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """One local Ray instance for the module; the engines see it and neither start nor stop Ray.
+    Its workers inherit this environment: the scripted trainer's epochs take 0.2 s."""
+    os.environ["FAKE_EPOCH_SLEEP"] = "0.2"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+    os.environ.pop("FAKE_EPOCH_SLEEP", None)
+
+
+def test_ray_is_imported_only_when_chosen():
+    code = (
+        "import sys, deepshield, deepshield.engines, deepshield.inference.scan, deepshield.data.prepare, deepshield.tuning.study\n"
+        "from deepshield.cli.main import build_parser\n"
+        "build_parser().parse_args(['scan', 'x.jpg', '--engine', 'ray'])\n"
+        "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=REPO)
+
+
+# ------------------------------------------------------------------------------------------- scan
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k != "elapsed_ms"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_scan_ray_matches_local_in_order_with_error_rows(capsys, media, tiny_bundle):
+    # a folder (recursive: 4 media files), a file that is not media and a missing one: 2 error rows
+    args = ["scan", str(media), str(media / "notes.txt"), str(media / "gone.jpg"), "-r", "--model", str(tiny_bundle), "--format", "json", "--frames", "2"]
+    local_code = main(args)
+    local = json.loads(capsys.readouterr().out)
+    ray_code = main([*args, "--engine", "ray", "--workers", "2"])
+    remote = json.loads(capsys.readouterr().out)
+    assert local_code == ray_code == EXIT_SOME_FAILED
+    names = [Path(r["path"]).relative_to(media).as_posix() for r in remote]
+    assert names == ["astronaut.jpg", "blank.png", "clip.mp4", "more/flipped.png", "notes.txt", "gone.jpg"]  # input order
+    assert [r["status"] for r in remote] == ["ok"] * 4 + ["error"] * 2
+    assert _without_timings(remote) == _without_timings(local)
+    # the local engine's process pool (the same engine interface) gives them too
+    assert main([*args, "--workers", "2"]) == EXIT_SOME_FAILED
+    assert _without_timings(json.loads(capsys.readouterr().out)) == _without_timings(local)
+
+
+def test_scan_engine_options_are_checked(capsys, media, tiny_bundle):
+    assert main(["scan", str(media / "blank.png"), "--model", str(tiny_bundle), "--ray-address", "auto"]) == EXIT_USAGE
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
+    # a bundle that cannot load is a usage error on Ray too (not one error row per file)
+    assert main(["scan", str(media / "blank.png"), "--model", str(media / "no-bundle"), "--engine", "ray"]) == EXIT_USAGE
+    assert "worker setup failed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- failures per file
+
+
+class Flaky(FileJob):
+    """Items: numbers; -1 raises, -2 kills its worker process. The state counts setups per process."""
+
+    def setup(self):
+        return {"pid": os.getpid(), "setups": _setups()}
+
+    def run(self, state, item):
+        if item == -1:
+            raise ValueError("bad item")
+        if item == -2:
+            os._exit(3)
+        return ("ok", item, state["pid"], state["setups"])
+
+    def fail(self, item, reason):
+        return ("error", item, reason)
+
+
+_SETUPS = [0]
+
+
+def _setups() -> int:
+    _SETUPS[0] += 1
+    return _SETUPS[0]
+
+
+def test_failing_tasks_become_error_results_and_the_others_finish():
+    items = [0, 1, -1, 2, 3, -2, 4, 5, 6, 7]
+    with make_engine("ray", workers=2) as engine:
+        results = list(engine.map(Flaky(), items))
+    assert [r[1] for r in results] == items  # in input order
+    by_item = {r[1]: r for r in results}
+    assert by_item[-1] == ("error", -1, "ValueError: bad item")
+    assert by_item[-2][0] == "error" and "Worker" in by_item[-2][2]  # died twice (one retry): recorded, not fatal
+    done = [r for r in results if r[0] == "ok"]
+    assert len(done) == 8 and all(r[3] == 1 for r in done)  # one setup per worker process, reused across files
+    with make_engine("local") as engine:  # same results in this process for what does not kill it
+        assert [r[:2] if r[0] == "ok" else r for r in engine.map(Flaky(), [0, -1, 1])] == [("ok", 0), ("error", -1, "ValueError: bad item"), ("ok", 1)]
+
+
+class BrokenSetup(Flaky):
+    def setup(self):
+        raise RuntimeError("no model here")
+
+
+def test_a_worker_that_cannot_set_up_stops_the_map():
+    with make_engine("ray", workers=2) as engine, pytest.raises(WorkerSetupError, match="no model here"):
+        list(engine.map(BrokenSetup(), [1, 2, 3]))
+
+
+# ---------------------------------------------------------------------------------------- prepare
+
+
+def test_prepare_ray_gives_the_local_dataset(dfdc_dataset: Path, dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "ray"
+    with make_engine("ray", workers=2) as engine:
+        summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, engine=engine)
+    assert summary.crops == 26 and summary.errors == 4  # blank, broken, missing, unlisted: as the local run
+    for name in ("manifest.csv", "errors.csv"):
+        assert (out / name).read_text() == (dfdc_dataset / name).read_text()
+    assert _crop_bytes(out) == _crop_bytes(dfdc_dataset)
+
+
+def test_interrupted_ray_prepare_resumes_without_redoing_files(dfdc_dataset: Path, dfdc_root: Path, tmp_path: Path):
+    out = tmp_path / "resumed"
+    first: list[str] = []
+
+    def stop_after_three(outcome):
+        first.append(outcome.key)
+        if len(first) == 3:
+            raise KeyboardInterrupt
+
+    with make_engine("ray", workers=2) as engine:
+        with pytest.raises(KeyboardInterrupt):
+            prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, on_file_done=stop_after_three, engine=engine)
+        second: list[str] = []
+        summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, on_file_done=lambda o: second.append(o.key), engine=engine)
+    finished_first = {k for k in first if (DatasetLayout(out).records / f"{k}.json").exists()}
+    assert len(finished_first) >= 2 and summary.skipped >= len(finished_first)  # (the missing file is never recorded)
+    assert not finished_first & set(second)  # finished files were not extracted again
+    assert DatasetLayout(out).manifest.read_text() == DatasetLayout(dfdc_dataset).manifest.read_text()
+    assert _crop_bytes(out) == _crop_bytes(dfdc_dataset)
+
+
+def test_cli_prepare_with_ray(tmp_path: Path, capsys):
+    source = tmp_path / "faces"
+    write_real_faces(source / "real", count=3)
+    (source / "real" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(["prepare", str(source), "--out", str(tmp_path / "ds"), "--crop-size", "64", "--no-progress", "--engine", "ray", "--workers", "2"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    assert "3 face crops" in capsys.readouterr().err
+    assert "broken.png" in (tmp_path / "ds" / "errors.csv").read_text()
+
+
+# ------------------------------------------------------------------------------------------- tune
+
+
+def tracked_train(config, *, epoch_callback, parent_run_id, run_tags, resume, command=""):
+    """test_tuning_search's scripted trainer, with an MLflow child run as the trainer makes one:
+    nested under the search's run, tagged by the search, a val metric per epoch."""
+    from deepshield.tracking.tracker import MlflowTracker
+
+    tracker = MlflowTracker(config.tracking.uri, config.tracking.experiment, run_name=config.tracking.run_name, parent_run_id=parent_run_id, tags=run_tags)
+    tracker.log_params({"optim.lr": config.optim.lr, "optim.batch_size": config.optim.batch_size})
+
+    def callback(progress):
+        progress.run_id = tracker.run_id
+        tracker.log_metrics({"val_auc": progress.history[-1]["val_auc"]}, step=progress.epoch - 1)
+        epoch_callback(progress)
+
+    try:
+        outcome = fake_train(config, epoch_callback=callback, parent_run_id=parent_run_id, run_tags=run_tags, resume=resume)
+    except optuna.TrialPruned:
+        tracker.finish("KILLED")
+        raise
+    tracker.finish()
+    return TrainingOutcome(outcome.history, tracker.run_id)
+
+
+def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 2\n")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    pruner = optuna.pruners.ThresholdPruner(lower=0.85)  # order-independent: lr 1e-4 and 1e-2 stop after epoch 1
+
+    def search(engine: str, n_jobs: int):
+        settings = SearchSettings(
+            space=space, out=tmp_path / engine, study=engine, tracking_uri=uri, prewarm=False, pruner=pruner, n_jobs=n_jobs, engine=engine
+        )
+        lines: list[str] = []
+        result = run_search(settings, train_fn=tracked_train, echo=lines.append)
+        return result, lines
+
+    local, _ = search("local", 1)
+    remote, lines = search("ray", 2)
+
+    def outcomes(result):
+        trials = optuna.load_study(study_name=result.study_name, storage=result.storage).get_trials()
+        return {(t.params["optim.lr"], t.params["optim.batch_size"]): (t.state.name, t.value, t.user_attrs.get("best_epoch")) for t in trials}
+
+    assert outcomes(remote) == outcomes(local)
+    assert sorted(state for state, _, _ in outcomes(remote).values()) == ["COMPLETE"] * 2 + ["PRUNED"] * 4
+    assert remote.report.best.params == local.report.best.params == {"optim.lr": 1e-3, "optim.batch_size": 8}
+    assert remote.report.best.value == local.report.best.value
+    assert sum(bool(re.match(r"trial \d+: ", line)) for line in lines) == 6, "\n".join(lines)  # the workers' lines reached the driver
+    workers = {t.user_attrs["worker"] for t in optuna.load_study(study_name="ray", storage=remote.storage).get_trials()}
+    assert f"{socket.gethostname()}:{os.getpid()}" not in workers  # trained in Ray workers, not here
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("deepshield-train").experiment_id
+
+    def children(result):
+        parent = client.get_run(result.parent_run_id)
+        runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+        states = sorted((r.data.params["optim.lr"], r.data.params["optim.batch_size"], r.data.tags["optuna.state"]) for r in runs)
+        return parent.info.status, {k: parent.data.metrics[k] for k in ("trials_complete", "trials_pruned", "best_val_auc")}, states
+
+    assert children(remote) == children(local)
+    assert client.get_run(remote.parent_run_id).data.tags["search.engine"] == "ray"
+
+
+def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
+    """Ctrl-C in the driver (here: raised by the echo when the first trial line arrives) cancels the
+    Ray tasks like SIGTERM stops local workers; the next run re-runs the lost trials in their run_dirs."""
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 3\n")
+    settings = SearchSettings(space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner="none", n_jobs=2, engine="ray")
+
+    def ctrl_c_at_first_trial(line: str) -> None:
+        if re.match(r"trial \d+: ", line):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings, train_fn=fake_train, echo=ctrl_c_at_first_trial)
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    assert not any(t.state.name == "RUNNING" for t in study.get_trials())  # every cancelled trial was closed
+    assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) < 6
+    lost = {t.number: t.user_attrs["run_dir"] for t in study.get_trials() if t.user_attrs.get("interrupted")}
+    assert lost  # the workers were mid-trial (each trial takes 0.6 s; between two trials, a few ms)
+
+    result = run_search(settings, train_fn=fake_train, echo=lambda _: None)
+    trials = optuna.load_study(study_name="space", storage=result.storage).get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
+    retries = {t.user_attrs["retry_of"]: t.user_attrs["run_dir"] for t in complete if "retry_of" in t.user_attrs}
+    assert retries == lost  # each interrupted trial re-run once, in its own run_dir
