@@ -39,7 +39,7 @@ class ModelCard(BaseModel):
     format: int = BUNDLE_FORMAT
     name: str
     version: str
-    architecture: str
+    architecture: str = Field(description="backbone name (deepshield.models.network.BACKBONES); the head is a 1x1-conv CAM")
     input_size: int
     input_format: str = "uint8 RGB, N x H x W x 3; normalisation is inside the graph"
     outputs: dict[str, str] = {

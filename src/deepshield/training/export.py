@@ -36,7 +36,7 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, name: str | None = N
     card = ModelCard(
         name=name or config.export.name,
         version=version or config.export.version,
-        architecture=f"{config.model.backbone} + 1x1-conv CAM head",
+        architecture=config.model.backbone,
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         calibration=Calibration(
