@@ -73,8 +73,10 @@ def model_info(classifier, path: Path) -> dict:
     }
 
 
-def print_summary(summary: dict, out=sys.stdout) -> None:
+def print_summary(summary: dict, out=None) -> None:
     from deepshield.evaluation.report import METRIC_LABELS
+
+    out = out or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is swapped
 
     def cell(entry) -> str:
         if not entry or entry.get("value") is None:

@@ -18,6 +18,19 @@ COMMAND_MODULES = ("scan", "serve", "synth", "train", "prepare", "dataset", "eva
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Logs to whatever sys.stderr is when a record is written, not when main() ran: callers that
+    swap stderr (test runners, embedding applications) never get writes to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepshield", description="Find face-swap deepfakes in photos and videos.")
     parser.add_argument("--version", action="version", version=f"deepshield {__version__}")
@@ -34,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=[_CurrentStderrHandler()],
+        force=True,
+    )
     # MediaPipe / TFLite print C++ logs at start-up; keep the terminal for our output.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
