@@ -122,3 +122,47 @@ def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_
     result = Trainer(config).run(resume=True)
     assert [h["epoch"] for h in result.progress.history] == [0]
     assert result.progress.history[0]["images_per_s"] > 0 and result.bundle_dir is not None
+
+
+@pytest.fixture(scope="module")
+def prepared_dataset(tmp_path_factory) -> Path:
+    """A prepared folder dataset (deepshield prepare) of real and fake astronaut crops at 64 px."""
+    import cv2
+
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.prepare import prepare_dataset
+    from deepshield.faces.crop import CropPolicy
+
+    root = tmp_path_factory.mktemp("prepared")
+    faces = write_real_faces(root / "raw" / "real", 8)
+    (root / "raw" / "fake").mkdir()
+    for k, path in enumerate(sorted(faces.glob("*.png"))):
+        image = cv2.imread(str(path))
+        cv2.imwrite(str(root / "raw" / "fake" / f"tinted_{k}.png"), cv2.GaussianBlur(image, (0, 0), 1.5))
+    settings = ExtractSettings(frames=1, policy=CropPolicy(size=64, scale=1.5))
+    prepare_dataset([root / "raw"], root / "ds", settings=settings, ratios=(0.5, 0.5, 0.0), progress=False)
+    return root / "ds"
+
+
+def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
+    config = tiny_config(
+        Path("unused"), tmp_path / "run", tmp_path / "d.db", tmp_path / "cache",
+        **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "data.synthesize": "false"},
+    )
+    trainer = Trainer(config)
+    train_bank, train_pool, val_images, val_labels = trainer._build_data()
+    # Real crops feed the bank (resized from 64 to the model's 48 px), fake crops the pool.
+    assert len(train_bank) > 0 and len(train_pool) > 0 and train_bank.images.shape[1:] == (48, 48, 3)
+    assert set(val_labels.tolist()) == {0, 1}
+    result = trainer.run()
+    assert result.progress.global_step == 8 and result.bundle_dir is not None
+    assert OnnxClassifier(result.bundle_dir).card.training.data == [f"prepared dataset {prepared_dataset}"]
+
+
+def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):
+    config = tiny_config(
+        Path("unused"), tmp_path / "run", tmp_path / "e.db", tmp_path / "cache",
+        **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "model.crop_scale": "1.3"},
+    )
+    with pytest.raises(DeepShieldError, match="re-run `deepshield prepare` with --crop-scale 1.3"):
+        Trainer(config).run()
