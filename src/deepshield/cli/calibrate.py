@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import positive_int
-from deepshield.cli.evaluate import FORMAT_CHOICES, RULE_CHOICES
+from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,20 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: deepshield calibrate data/val --model bundle --out bundle-cal --target-fpr 0.05",
     )
-    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder")
-    parser.add_argument("--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)")
+    add_labelled_set_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
     goal = parser.add_mutually_exclusive_group()
     goal.add_argument("--target-fpr", type=_rate, default=None, metavar="RATE", help="threshold: lowest with at most this false-positive rate over real files")
     goal.add_argument("--balanced", action="store_true", help="threshold: best balanced accuracy over files (the default)")
-    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)")
-    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
     parser.add_argument("--video-rule", choices=RULE_CHOICES, default="topk-mean", help="rule turning face scores into file scores (default topk-mean, the detector's)")
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", help="prepared datasets: which split to use (default all)")
-    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
-    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23")
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 

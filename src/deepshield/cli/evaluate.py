@@ -12,6 +12,18 @@ FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 RULE_CHOICES = ("topk-mean", "mean", "max")
 
 
+def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs `evaluate` and `calibrate` share: which labelled media, which model, how it is sampled."""
+    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder")
+    parser.add_argument("--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)")
+    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
+    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", help="prepared datasets: which split to use (default all)")
+    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
+    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -25,10 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: deepshield evaluate data/test --model bundle --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5 --out report",
     )
-    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder")
-    parser.add_argument("--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)")
-    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)")
-    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
+    add_labelled_set_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("evaluation-report"), metavar="REPORT_DIR", help="report folder (default ./evaluation-report)")
     parser.add_argument("--perturb", nargs="+", action="extend", default=[], metavar="SPEC", help="perturbations, e.g. jpeg:90,70,50 resize:0.5 blur:1.5 noise:5")
     parser.add_argument(
@@ -42,13 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-face", choices=("exclude", "zero"), default="exclude",
         help="files without a face in file-level metrics: left out and counted (exclude, default) or scored 0 (zero)",
     )
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", help="prepared datasets: which split to score (default all)")
-    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
     parser.add_argument("--examples", type=non_negative_int, default=8, metavar="N", help="worst false positives / negatives shown (default 8)")
-    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23")
     parser.add_argument("--tracking-uri", default=None, metavar="URI", help="log the report to MLflow here (e.g. sqlite:///mlruns.db)")
     parser.add_argument("--experiment", default="deepshield-evaluate", help="MLflow experiment name (default deepshield-evaluate)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 

@@ -10,7 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import check_engine_arguments, engine_arguments, positive_int, probability
+from deepshield.cli.args import (
+    check_engine_arguments,
+    engine_arguments,
+    positive_int,
+    probability,
+)
 
 SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
 
