@@ -38,11 +38,11 @@ def _rate(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepshield.cli.evaluate import load_classifier
+    from deepshield.cli.evaluate import load_classifier, score_labelled_set
     from deepshield.cli.main import EXIT_OK
     from deepshield.errors import BundleError
     from deepshield.evaluation.recalibrate import recalibrate, write_calibrated_bundle
-    from deepshield.evaluation.scoring import describe_counts, score_datasets
+    from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.analysis import VideoRule
     from deepshield.inference.runtime import OnnxClassifier
 
@@ -53,18 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
         raise BundleError(f"{out} exists and is not empty (use --force to replace it)")  # said before the slow scoring
     rule = VideoRule(kind=args.video_rule)
-    scored = score_datasets(
-        args.datasets,
-        classifier,
-        fmt=args.format,
-        frames=args.frames,
-        rule=rule,
-        min_face_size=args.min_face_size,
-        split=args.split,
-        examples=0,
-        ffpp_compressions=args.ffpp_compression,
-        progress=not args.no_progress,
-    )
+    scored = score_labelled_set(args, classifier, rule, examples=0)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
     result = recalibrate(scored, classifier.card, args.target_fpr, rule, described, frames=args.frames)

@@ -24,6 +24,24 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def score_labelled_set(args: argparse.Namespace, classifier, rule, **options):
+    """score_datasets on the inputs that add_labelled_set_arguments parsed."""
+    from deepshield.evaluation.scoring import score_datasets
+
+    return score_datasets(
+        args.datasets,
+        classifier,
+        fmt=args.format,
+        frames=args.frames,
+        rule=rule,
+        min_face_size=args.min_face_size,
+        split=args.split,
+        ffpp_compressions=args.ffpp_compression,
+        progress=not args.no_progress,
+        **options,
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -116,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import log_report, write_report
-    from deepshield.evaluation.scoring import describe_counts, score_datasets
+    from deepshield.evaluation.scoring import describe_counts
     from deepshield.evaluation.summary import EvaluationSettings, summarize
     from deepshield.tracking import open_tracker
 
@@ -139,20 +157,7 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split,
         },
     )
-    scored = score_datasets(
-        args.datasets,
-        classifier,
-        fmt=args.format,
-        frames=args.frames,
-        perturbations=perturbations,
-        rule=settings.rule,
-        min_face_size=args.min_face_size,
-        split=args.split,
-        examples=args.examples,
-        seed=args.seed,
-        ffpp_compressions=args.ffpp_compression,
-        progress=not args.no_progress,
-    )
+    scored = score_labelled_set(args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed)
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
     summary = summarize(scored, settings, model_info(classifier, bundle))
     page = write_report(scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}")
