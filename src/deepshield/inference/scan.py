@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +65,6 @@ def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = Fals
         elapsed_ms=round(result.elapsed_ms, 1),
         result=result,
     )
-
-
-def scan_files(detector: Detector, files: Iterable[Path], frames: int, heatmaps: bool = False) -> Iterator[ScanRow]:
-    for path in files:
-        yield scan_file(detector, path, frames, heatmaps)
 
 
 @dataclass(frozen=True)

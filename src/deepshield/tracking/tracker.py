@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from deepshield.dotted import flatten
+
 log = logging.getLogger(__name__)
 
 
@@ -53,17 +55,6 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)[:6000]
-    return flat
-
-
 class MlflowTracker:
     def __init__(
         self,
@@ -94,13 +85,14 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        items = [Param(k, v) for k, v in flatten(params).items() if k not in existing]  # params are write-once
+        items = [Param(k, v) for k, v in flatten(params, leaf=lambda v: str(v)[:6000]).items() if k not in existing]  # params are write-once
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from deepshield.dotted import set_dotted
 from deepshield.errors import DeepShieldError
 from deepshield.synthesis.blend import SynthesisConfig
 
@@ -104,16 +105,6 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     raise DeepShieldError(f"config file {path} must be .toml, .yaml or .json")
 
 
-def _set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = mapping
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise DeepShieldError(f"cannot set {key}: {part} is not a section")
-    node[parts[-1]] = value
-
-
 def _parse_value(text: str) -> Any:
     """CLI values: JSON when it parses (numbers, booleans, lists, null), else the plain string."""
     try:
@@ -126,12 +117,12 @@ def load_config(path: Path | None = None, overrides: list[str] = (), params: Pat
     mapping = _read_mapping(path or DEFAULT_CONFIG)
     if params is not None:
         for key, value in _read_mapping(params).items():
-            _set_dotted(mapping, key, value)
+            set_dotted(mapping, key, value)
     for item in overrides:
         if "=" not in item:
             raise DeepShieldError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
-        _set_dotted(mapping, key.strip(), _parse_value(value.strip()))
+        set_dotted(mapping, key.strip(), _parse_value(value.strip()))
     try:
         return TrainConfig.model_validate(mapping)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from deepshield.dotted import flatten
 from deepshield.errors import DeepShieldError
 
 BUDGET_KEY = "budget"
@@ -160,29 +161,6 @@ def _is_spec(value: Any) -> bool:
     return isinstance(value, list) or (isinstance(value, dict) and ("values" in value or "choices" in value or "low" in value or "high" in value))
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys; a list or a range mapping ends a key."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and not _is_spec(value):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _flatten_values(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten_values(value, f"{name}."))
-        else:
-            flat[name] = _yaml_number(value)
-    return flat
-
-
 def parse_param(name: str, spec: Any) -> Param:
     if isinstance(spec, dict) and ("values" in spec or "choices" in spec):
         spec = spec.get("values", spec.get("choices"))
@@ -256,9 +234,9 @@ def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = N
     if not isinstance(mapping, dict):
         raise DeepShieldError("search space: the file must hold a mapping of config keys")
     mapping = dict(mapping)
-    budget = _flatten_values(mapping.pop(BUDGET_KEY, None) or {})
+    budget = flatten(mapping.pop(BUDGET_KEY, None) or {}, leaf=_yaml_number)
     body = mapping.pop("params") if set(mapping) == {"params"} else mapping
-    params = tuple(parse_param(name, spec) for name, spec in _flatten(body).items())
+    params = tuple(parse_param(name, spec) for name, spec in flatten(body, is_leaf=_is_spec).items())
     if not params:
         raise DeepShieldError("search space: no parameter to search")
     check_keys([p.name for p in params], "search space")

@@ -1,0 +1,38 @@
+"""Dotted keys ("optim.lr") for nested settings: what --set, --params, search spaces and tracked
+parameters all speak."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from deepshield.errors import DeepShieldError
+
+
+def flatten(
+    mapping: dict[str, Any],
+    prefix: str = "",
+    *,
+    is_leaf: Callable[[Any], bool] = lambda value: False,
+    leaf: Callable[[Any], Any] = lambda value: value,
+) -> dict[str, Any]:
+    """Nested dicts to {dotted key: leaf(value)}. A dict for which is_leaf is true ends a key."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not is_leaf(value):
+            flat.update(flatten(value, f"{name}.", is_leaf=is_leaf, leaf=leaf))
+        else:
+            flat[name] = leaf(value)
+    return flat
+
+
+def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """The inverse: set mapping["a"]["b"] for key "a.b", creating sections as needed."""
+    parts = key.split(".")
+    node = mapping
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DeepShieldError(f"cannot set {key}: {part} is not a section")
+    node[parts[-1]] = value
