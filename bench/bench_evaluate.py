@@ -105,7 +105,7 @@ def main() -> int:
 
     from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import write_report
-    from deepshield.evaluation.scoring import MediaScorer, list_items
+    from deepshield.evaluation.scoring import MediaCropper, ScoredSet, list_items, score_cropped
     from deepshield.evaluation.summary import EvaluationSettings, summarize
     from deepshield.faces.detector import FaceDetector
     from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
@@ -133,9 +133,11 @@ def main() -> int:
         bootstrap=args.bootstrap,
         extra={"datasets": [str(p) for p in parts], "frames": args.frames, "perturbations": [p.name for p in perturbations]},
     )
-    scorer = MediaScorer(classifier, FaceDetector(), args.frames, perturbations, settings.rule)
+    cropper = MediaCropper(classifier.card.crop_policy, FaceDetector(), args.frames, perturbations)
     started = time.perf_counter()
-    scored = scorer.score(items, problems)
+    files = []
+    faces, examples = score_cropped(cropper.crop(items, files), classifier, settings.rule, examples=8)
+    scored = ScoredSet(files, cropper.conditions, faces, classifier.card.calibration.temperature, "media", examples, [(str(p.path), p.reason) for p in problems])
     scoring_s = time.perf_counter() - started
     started = time.perf_counter()
     card = classifier.card

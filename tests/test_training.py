@@ -150,10 +150,10 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "data.synthesize": "false"},
     )
     trainer = Trainer(config)
-    train_bank, train_pool, val_images, val_labels = trainer._build_data()
+    data = trainer._build_data()
     # Real crops feed the bank (resized from 64 to the model's 48 px), fake crops the pool.
-    assert len(train_bank) > 0 and len(train_pool) > 0 and train_bank.images.shape[1:] == (48, 48, 3)
-    assert set(val_labels.tolist()) == {0, 1}
+    assert len(data.bank) > 0 and len(data.fake_pool) > 0 and data.bank.images.shape[1:] == (48, 48, 3)
+    assert set(data.val_labels.tolist()) == {0, 1}
     result = trainer.run()
     assert result.progress.global_step == 8 and result.bundle_dir is not None
     assert OnnxClassifier(result.bundle_dir).card.training.data == [f"prepared dataset {prepared_dataset}"]

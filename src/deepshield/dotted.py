@@ -3,6 +3,7 @@ parameters all speak."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +37,19 @@ def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise DeepShieldError(f"cannot set {key}: {part} is not a section")
     node[parts[-1]] = value
+
+
+def parse_value(text: str) -> Any:
+    """A value typed on the command line: JSON when it parses (numbers, booleans, lists, null), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`section.key=value` (what --set takes) to (dotted key, parsed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise DeepShieldError(f"override {text!r} must look like section.key=value")
+    return key.strip(), parse_value(value.strip())

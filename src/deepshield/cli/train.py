@@ -21,13 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    parser.add_argument("--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_DIR)")
     parser.set_defaults(run=run_train)
 
     export = subparsers.add_parser("export", help="export a training checkpoint as a model bundle", description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).")
     export.add_argument("checkpoint", type=Path, help="a best.pt written by training")
     export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    export.add_argument("--name")
-    export.add_argument("--version")
+    export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
+    export.add_argument("--version", help="bundle version (default: the configuration's, else 0.0.0+<run id>)")
+    export.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction, default=None, help="average each face with its mirror image (default: as trained)")
     export.set_defaults(run=run_export)
 
 
@@ -42,6 +44,8 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
+    if args.data_dir:
+        overrides.append(f"data.root={args.data_dir.resolve()}")
     config = load_config(args.config, overrides, args.params)
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     result = Trainer(config, command=command).run(resume=args.resume)
@@ -55,6 +59,6 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from deepshield.training.export import export_checkpoint
 
-    card = export_checkpoint(args.checkpoint, args.out, args.name, args.version)
+    card = export_checkpoint(args.checkpoint, args.out, args.name, args.version, args.test_time_flip)
     print(f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}")
     return 0

@@ -29,6 +29,7 @@ from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
+from deepshield.media.frames import read_frames
 
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
@@ -77,17 +78,6 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _frames_of(path: Path, frames: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
-    from deepshield.media.images import load_image
-    from deepshield.media.sniff import MediaKind, sniff_path
-    from deepshield.media.video import sample_frames
-
-    if sniff_path(path) is MediaKind.VIDEO:
-        _, sampled = sample_frames(path, frames)
-        return "video", [(frame.index, frame.image) for frame in sampled]
-    return "image", [(0, load_image(path))]
-
-
 def _select(faces: list[Face], mode: str) -> list[Face]:
     if mode == "largest" and faces:
         return [max(faces, key=lambda f: f.box.area)]
@@ -115,7 +105,7 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
     crop_dir = layout.crop_dir(item.key)
     shutil.rmtree(crop_dir, ignore_errors=True)  # leftovers of an interrupted or outdated run
     try:
-        kind, frames = _frames_of(item.path, settings.frames)
+        kind, frames = read_frames(item.path, settings.frames)
     except DeepShieldError as exc:  # unsupported, corrupt, too large: final for this file as it is
         outcome = FileOutcome(item.key, source_file, ok=False, reason=str(exc))
         write_record(layout, outcome, stamp, settings.fingerprint())

@@ -20,26 +20,27 @@ import heapq
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from deepshield.data.sources import VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
-from deepshield.faces.crop import crop_face
+from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Box, FaceDetector
 from deepshield.inference.analysis import VideoRule
 from deepshield.inference.heatmap import cam_to_heatmap
-from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
+from deepshield.media.frames import read_frames
 
 log = logging.getLogger(__name__)
 
 CLEAN = "clean"
-FACE_COLUMNS = ("condition", "file_id", "frame_pos", "frame_index", "face_index", "track_id", "detection_score", "x0", "y0", "x1", "y1", "logit")
 Warn = Callable[[str], None]
 
 
@@ -124,27 +125,50 @@ class ScoredSet:
 
 
 def aggregate_tracks(track_ids: np.ndarray, probabilities: np.ndarray, frames: int, rule: VideoRule) -> float:
-    """A file's score from its faces' track ids and probabilities (see ScoredSet.file_scores)."""
-    min_frames = min(rule.min_track_frames, max(1, frames))
+    """A file's score from its faces' track ids and probabilities, by `rule.aggregate` (the video rule)."""
     per_track: dict[int, list[float]] = defaultdict(list)
     for track, probability in zip(track_ids.tolist(), probabilities.tolist()):
         per_track[track].append(probability)
-    scored = [(rule.track_score(values), len(values) >= min_frames) for values in per_track.values()]
-    voting = [score for score, counted in scored if counted] or [score for score, _ in scored]
-    return max(voting)
+    return rule.aggregate(list(per_track.values()), frames).score
 
 
-class _Rows:
-    def __init__(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in FACE_COLUMNS}
+class FaceRow(NamedTuple):
+    """Where one scored face sits: its file, condition, frame, track and box (FACE_COLUMNS but the logit)."""
 
-    def add(self, **values) -> None:
-        for name in FACE_COLUMNS:
-            self.columns[name].append(values[name])
+    condition: int
+    file_id: int
+    frame_pos: int
+    frame_index: int
+    face_index: int
+    track_id: int
+    detection_score: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        dtypes = {"logit": np.float32, "detection_score": np.float32, "x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32}
-        return {name: np.asarray(values, dtype=dtypes.get(name, np.int64)) for name, values in self.columns.items()}
+
+FACE_COLUMNS = (*FaceRow._fields, "logit")
+_FLOAT_COLUMNS = ("logit", "detection_score", "x0", "y0", "x1", "y1")
+
+
+def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """Rows (and their logits) as equal-length typed columns."""
+    columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
+    if logits is not None:
+        columns["logit"] = list(logits)
+    return {name: np.asarray(values, dtype=np.float32 if name in _FLOAT_COLUMNS else np.int64) for name, values in columns.items()}
+
+
+@dataclass
+class CroppedFile:
+    """One file's faces under one condition: found, cut with the crop policy and linked into tracks,
+    not yet scored. What evaluation scores at once and training benchmarks cache."""
+
+    record: FileRecord
+    condition: int
+    rows: list[FaceRow]
+    crops: np.ndarray  # len(rows) x S x S x 3 uint8
 
 
 class _Gallery:
@@ -171,67 +195,54 @@ class _Gallery:
         return {file_id: example for heap in self.heaps.values() for _, file_id, example in heap}
 
 
-def _frames_of(path: Path, frames: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
-    from deepshield.media.images import load_image
-    from deepshield.media.sniff import MediaKind, sniff_path
-    from deepshield.media.video import sample_frames
+def _track_rows(record: FileRecord, condition: int, indices: list[int], faces_per_frame: list[list]) -> list[FaceRow]:
+    """Rows for the faces of a file's frames, linked into tracks by box overlap (as `Detector` does)."""
+    tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
+    track_of = {member: track.track_id for track in tracks for member in track.members}
+    return [
+        FaceRow(condition, record.file_id, position, indices[position], face_position, track_of[(position, face_position)],
+                float(face.score), face.box.x0, face.box.y0, face.box.x1, face.box.y1)
+        for position, faces in enumerate(faces_per_frame)
+        for face_position, face in enumerate(faces)
+    ]  # fmt: skip
 
-    if sniff_path(path) is MediaKind.VIDEO:
-        _, sampled = sample_frames(path, frames)
-        return "video", [(frame.index, frame.image) for frame in sampled]
-    return "image", [(0, load_image(path))]
 
-
-class MediaScorer:
-    """Scores raw images and videos through detection, the crop policy and the classifier."""
+class MediaCropper:
+    """Raw images and videos to `CroppedFile`s: frames decoded, each perturbation applied to the full
+    frame, faces detected and cut with the crop policy, linked into tracks."""
 
     def __init__(
         self,
-        classifier: OnnxClassifier,
+        policy: CropPolicy,
         face_detector: FaceDetector,
         frames: int = 32,
         perturbations: Sequence[Perturbation] = (),
-        rule: VideoRule = VideoRule(),
-        examples: int = 8,
         seed: int = 0,
     ) -> None:
-        self.classifier = classifier
+        self.policy = policy
         self.detector = face_detector
         self.frames = frames
         self.perturbations = list(perturbations)
-        self.rule = rule
-        self.examples = examples
         self.seed = seed
 
     @property
     def conditions(self) -> list[str]:
         return [CLEAN, *(p.name for p in self.perturbations)]
 
-    def score(self, items: Sequence[SourceItem], problems: Sequence[SourceProblem] = (), progress: bool = True) -> ScoredSet:
+    def crop(self, items: Sequence[SourceItem], files: list[FileRecord], progress: bool = True) -> Iterator[CroppedFile]:
+        """Appends each item's FileRecord to `files` (with its error, if any) and yields its faces."""
         from tqdm import tqdm
 
-        files: list[FileRecord] = []
-        rows = _Rows()
-        gallery = _Gallery(self.examples)
-        for item in tqdm(items, unit="file", file=sys.stderr, disable=None if progress else True, desc="scoring"):
+        for item in tqdm(items, unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
             record = FileRecord(len(files), str(item.path), int(item.label == "fake"), item.source, item.method, item.group)
             files.append(record)
-            self._score_file(record, item.path, rows, gallery)
-        return ScoredSet(
-            files=files,
-            conditions=self.conditions,
-            faces=rows.arrays(),
-            temperature=self.classifier.card.calibration.temperature,
-            mode="media",
-            examples=gallery.examples(),
-            problems=[(str(p.path), p.reason) for p in problems],
-        )
+            yield from self._crop_file(record, item.path)
 
-    def _score_file(self, record: FileRecord, path: Path, rows: _Rows, gallery: _Gallery) -> None:
+    def _crop_file(self, record: FileRecord, path: Path) -> Iterator[CroppedFile]:
         try:
             if not path.is_file():
                 raise DeepShieldError("file not found")
-            record.kind, frames = _frames_of(path, self.frames)
+            record.kind, frames = read_frames(path, self.frames)
         except DeepShieldError as exc:
             record.error = str(exc)
             return
@@ -241,68 +252,54 @@ class MediaScorer:
         record.frames = len(frames)
         conditions: list[Perturbation | None] = [None, *self.perturbations]
         for condition, perturbation in enumerate(conditions):
-            images = [
-                image if perturbation is None else perturbation.apply(image, np.random.default_rng([self.seed, record.file_id, position, condition]))
-                for position, (_, image) in enumerate(frames)
-            ]
             try:
-                self._score_frames(record, condition, [index for index, _ in frames], images, rows, gallery if perturbation is None else None)
+                images = [
+                    image if perturbation is None else perturbation.apply(image, np.random.default_rng([self.seed, record.file_id, position, condition]))
+                    for position, (_, image) in enumerate(frames)
+                ]
+                faces_per_frame = [self.detector.detect(image) for image in images]
+                crops = [crop_face(image, face.box, face.keypoints, self.policy).pixels for image, faces in zip(images, faces_per_frame) for face in faces]
             except Exception as exc:  # noqa: BLE001
                 if perturbation is None:
                     record.error = f"{type(exc).__name__}: {exc}"
                     return
                 log.warning("%s under %s: %s", path, perturbation.name, exc)
-
-    def _score_frames(self, record: FileRecord, condition: int, indices: list[int], images: list[np.ndarray], rows: _Rows, gallery: _Gallery | None) -> None:
-        policy = self.classifier.card.crop_policy
-        faces_per_frame = [self.detector.detect(image) for image in images]
-        crops = [crop_face(image, face.box, face.keypoints, policy).pixels for image, faces in zip(images, faces_per_frame) for face in faces]
-        if not crops:
-            return
-        scores = self.classifier.score(np.stack(crops))
-        tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-        track_of = {member: track.track_id for track in tracks for member in track.members}
-        flat = 0
-        start = len(rows.columns["logit"])
-        for position, faces in enumerate(faces_per_frame):
-            for face_position, face in enumerate(faces):
-                rows.add(
-                    condition=condition,
-                    file_id=record.file_id,
-                    frame_pos=position,
-                    frame_index=indices[position],
-                    face_index=face_position,
-                    track_id=track_of[(position, face_position)],
-                    detection_score=face.score,
-                    x0=face.box.x0,
-                    y0=face.box.y0,
-                    x1=face.box.x1,
-                    y1=face.box.y1,
-                    logit=float(scores.logits[flat]),
-                )
-                flat += 1
-        if gallery is not None:
-            _offer(gallery, record, rows, start, scores.logits, scores.probabilities, scores.cams, crops, self.rule, self.classifier)
+                continue
+            if crops:
+                yield CroppedFile(record, condition, _track_rows(record, condition, [index for index, _ in frames], faces_per_frame), np.stack(crops))
 
 
-def _offer(gallery: _Gallery, record: FileRecord, rows: _Rows, start: int, logits, probabilities, cams, crops, rule: VideoRule, classifier: OnnxClassifier) -> None:
-    tracks = np.asarray(rows.columns["track_id"][start:])
-    score = aggregate_tracks(tracks, np.asarray(probabilities, np.float64), record.frames, rule)
-    best = int(np.argmax(probabilities))
-    card = classifier.card
+def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, rule: VideoRule, examples: int) -> tuple[dict[str, np.ndarray], dict[int, Example]]:
+    """Score each file's crops as they come (memory stays one file's worth); keep the gallery's examples."""
+    rows: list[FaceRow] = []
+    logits: list[float] = []
+    gallery = _Gallery(examples)
+    for item in cropped:
+        scores = classifier.score(item.crops)
+        rows.extend(item.rows)
+        logits.extend(scores.logits.tolist())
+        if item.condition == 0:
+            _offer(gallery, item, scores, rule, classifier.card.calibration.temperature)
+    return face_columns(rows, logits), gallery.examples()
+
+
+def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: VideoRule, temperature: float) -> None:
+    tracks = np.array([row.track_id for row in item.rows])
+    score = aggregate_tracks(tracks, np.asarray(scores.probabilities, np.float64), item.record.frames, rule)
+    best = int(np.argmax(scores.probabilities))
 
     def make() -> Example:
         return Example(
-            file_id=record.file_id,
+            file_id=item.record.file_id,
             score=score,
-            probability=float(probabilities[best]),
-            frame_index=int(rows.columns["frame_index"][start + best]),
-            face_index=int(rows.columns["face_index"][start + best]),
-            crop=crops[best],
-            heatmap=cam_to_heatmap(cams[best], crops[best].shape[0], card.calibration.temperature),
+            probability=float(scores.probabilities[best]),
+            frame_index=item.rows[best].frame_index,
+            face_index=item.rows[best].face_index,
+            crop=item.crops[best],
+            heatmap=cam_to_heatmap(scores.cams[best], item.crops.shape[1], temperature),
         )
 
-    gallery.offer(record.label, score, make)
+    gallery.offer(item.record.label, score, make)
 
 
 # ------------------------------------------------------------------------------------ prepared set
@@ -314,109 +311,88 @@ def is_prepared_dataset(path: Path) -> bool:
     return Path(path).is_dir() and DatasetLayout(path).manifest.is_file()
 
 
-def score_prepared(
-    dataset_dir: Path,
-    classifier: OnnxClassifier,
-    split: str | None = None,
-    rule: VideoRule = VideoRule(),
-    examples: int = 8,
-    progress: bool = True,
-    warn: Warn = _warn_stderr,
-) -> ScoredSet:
-    """Score the crops of a prepared dataset (manifest.csv) with the classifier, file by file."""
-    import cv2
-    from tqdm import tqdm
+@dataclass
+class PreparedCrops:
+    """The crops of a prepared dataset (manifest.csv), file by file, as `CroppedFile`s."""
 
-    from deepshield.data.extract import NO_FACE
-    from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_info, read_manifest
+    dataset_dir: Path
+    policy: CropPolicy  # what the model expects
+    split: str | None = None
+    warn: Warn = _warn_stderr
+    notes: list[str] = field(default_factory=list)
 
-    records = read_manifest(dataset_dir)
-    notes = []
-    if split not in (None, "all"):
-        records = [r for r in records if r.split == split]
-        notes.append(f"split {split} only ({len(records)} crops); files without a face have no split and are not listed")
-    try:
-        info = read_info(dataset_dir)
-        policy, frames = info.crop_policy, info.frames
-    except (ManifestError, ValueError) as exc:
-        warn(f"{dataset_dir}: no readable dataset.json ({exc}); its crop policy cannot be checked")
-        policy, frames = None, 32
-    card = classifier.card
-    if policy is not None and policy != card.crop_policy:
-        message = (
-            f"the dataset's crops were cut with crop policy {policy.model_dump()} but the model expects "
-            f"{card.crop_policy.model_dump()}: scores will not match what the model gives on raw media"
-        )
-        warn(message)
-        notes.append(message)
-    size = card.input_size
-    by_file: dict[str, list] = {}
-    for record in records:
-        by_file.setdefault(record.source_file, []).append(record)
-    files: list[FileRecord] = []
-    rows = _Rows()
-    gallery = _Gallery(examples)
-    resized = 0
-    for source_file, members in tqdm(list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="scoring"):
-        first = members[0]
-        is_video = Path(source_file).suffix.lower() in VIDEO_SUFFIXES
-        record = FileRecord(len(files), source_file, int(first.is_fake), first.source, first.method, first.group, "crops", frames if is_video else 1)
-        files.append(record)
+    def crop(self, files: list[FileRecord], progress: bool = True) -> Iterator[CroppedFile]:
+        import cv2
+        from tqdm import tqdm
+
+        from deepshield.data.extract import NO_FACE
+        from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_info, read_manifest
+
+        dataset_dir = self.dataset_dir
+        records = read_manifest(dataset_dir)
+        if self.split not in (None, "all"):
+            records = [r for r in records if r.split == self.split]
+            self.notes.append(f"split {self.split} only ({len(records)} crops); files without a face have no split and are not listed")
         try:
-            crops = [load_crop(m, dataset_dir) for m in members]
-        except ManifestError as exc:
-            record.error = str(exc)
-            continue
-        if any(c.shape[:2] != (size, size) for c in crops):
-            resized += 1
-            crops = [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
-        scores = classifier.score(np.stack(crops))
+            info = read_info(dataset_dir)
+            policy, frames = info.crop_policy, info.frames
+        except (ManifestError, ValueError) as exc:
+            self.warn(f"{dataset_dir}: no readable dataset.json ({exc}); its crop policy cannot be checked")
+            policy, frames = None, 32
+        if policy is not None and policy != self.policy:
+            message = (
+                f"the dataset's crops were cut with crop policy {policy.model_dump()} but the model expects "
+                f"{self.policy.model_dump()}: scores will not match what the model gives on raw media"
+            )
+            self.warn(message)
+            self.notes.append(message)
+        size = self.policy.size
+        by_file: dict[str, list] = {}
+        for record in records:
+            by_file.setdefault(record.source_file, []).append(record)
+        resized = 0
+        for source_file, members in tqdm(list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
+            first = members[0]
+            is_video = Path(source_file).suffix.lower() in VIDEO_SUFFIXES
+            record = FileRecord(len(files), source_file, int(first.is_fake), first.source, first.method, first.group, "crops", frames if is_video else 1)
+            files.append(record)
+            try:
+                crops = [load_crop(m, dataset_dir) for m in members]
+            except ManifestError as exc:
+                record.error = str(exc)
+                continue
+            if any(c.shape[:2] != (size, size) for c in crops):
+                resized += 1
+                crops = [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+            yield CroppedFile(record, 0, self._rows(record, members), np.stack(crops))
+        if resized:
+            self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
+        if self.split in (None, "all"):
+            for error in read_errors(dataset_dir):
+                if error.label not in ("real", "fake"):
+                    continue
+                is_video = Path(error.source_file).suffix.lower() in VIDEO_SUFFIXES
+                record = FileRecord(len(files), error.source_file, int(error.label == "fake"), error.source, error.method, error.group, "crops", frames if is_video else 1)
+                if error.reason != NO_FACE:
+                    record.error = error.reason
+                files.append(record)
+
+    @staticmethod
+    def _rows(record: FileRecord, members: list) -> list[FaceRow]:
+        """The manifest's faces linked into tracks by box overlap, frame by frame, as on raw media."""
         frame_indices = sorted({m.frame_index for m in members})
         position_of = {index: pos for pos, index in enumerate(frame_indices)}
         boxes_per_frame: list[list[Box]] = [[] for _ in frame_indices]
-        slot: list[tuple[int, int]] = []
+        slots: list[tuple[int, int]] = []
         for m in members:
             pos = position_of[m.frame_index]
-            slot.append((pos, len(boxes_per_frame[pos])))
+            slots.append((pos, len(boxes_per_frame[pos])))
             boxes_per_frame[pos].append(Box(*m.box))
         track_of = {member: track.track_id for track in associate(boxes_per_frame) for member in track.members}
-        start = len(rows.columns["logit"])
-        for flat, m in enumerate(members):
-            rows.add(
-                condition=0,
-                file_id=record.file_id,
-                frame_pos=slot[flat][0],
-                frame_index=m.frame_index,
-                face_index=m.face_index,
-                track_id=track_of[slot[flat]],
-                detection_score=m.detection_score,
-                x0=m.box[0],
-                y0=m.box[1],
-                x1=m.box[2],
-                y1=m.box[3],
-                logit=float(scores.logits[flat]),
-            )
-        _offer(gallery, record, rows, start, scores.logits, scores.probabilities, scores.cams, crops, rule, classifier)
-    if resized:
-        warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
-    if split in (None, "all"):
-        for error in read_errors(dataset_dir):
-            if error.label not in ("real", "fake"):
-                continue
-            is_video = Path(error.source_file).suffix.lower() in VIDEO_SUFFIXES
-            record = FileRecord(len(files), error.source_file, int(error.label == "fake"), error.source, error.method, error.group, "crops", frames if is_video else 1)
-            if error.reason != NO_FACE:
-                record.error = error.reason
-            files.append(record)
-    return ScoredSet(
-        files=files,
-        conditions=[CLEAN],
-        faces=rows.arrays(),
-        temperature=card.calibration.temperature,
-        mode="crops",
-        examples=gallery.examples(),
-        notes=notes,
-    )
+        return [
+            FaceRow(0, record.file_id, slot[0], m.frame_index, m.face_index, track_of[slot], float(m.detection_score), *map(float, m.box))
+            for m, slot in zip(members, slots)
+        ]
 
 
 # ----------------------------------------------------------------------------------------- both
@@ -431,26 +407,38 @@ def list_items(datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: S
     return items, problems
 
 
-def score_datasets(
+@dataclass
+class LabelledSet:
+    """A labelled set opened for scoring: its files (filled as `cropped` is consumed) and the stream of
+    their faces. Raw media and prepared datasets alike, under one crop policy."""
+
+    files: list[FileRecord]
+    cropped: Iterator[CroppedFile]
+    conditions: list[str]
+    mode: str  # "media" or "crops"
+    problems: list[tuple[str, str]]
+    notes: list[str]
+
+
+def open_labelled_set(
     datasets: Sequence[Path],
-    classifier: OnnxClassifier,
+    policy: CropPolicy,
     *,
     fmt: str = "auto",
     frames: int = 32,
     perturbations: Sequence[Perturbation] = (),
-    rule: VideoRule = VideoRule(),
     min_face_size: int = 20,
     split: str | None = None,
-    examples: int = 8,
     seed: int = 0,
     ffpp_compressions: Sequence[str] | None = None,
     progress: bool = True,
     warn: Warn = _warn_stderr,
-) -> ScoredSet:
-    """Raw sources (any number) or one prepared dataset folder, scored. DeepShieldError on bad input."""
+) -> LabelledSet:
+    """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input."""
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise DeepShieldError("no dataset given")
+    files: list[FileRecord] = []
     prepared = [d for d in datasets if is_prepared_dataset(d)]
     if prepared:
         if len(datasets) > 1:
@@ -460,7 +448,8 @@ def score_datasets(
                 f"{prepared[0]} is a prepared dataset: its crops were cut from the original frames, so perturbations of the "
                 "full frame cannot be applied; evaluate the raw dataset it was prepared from to get the perturbation table"
             )
-        return score_prepared(prepared[0], classifier, split=split, rule=rule, examples=examples, progress=progress, warn=warn)
+        source = PreparedCrops(prepared[0], policy, split, warn)
+        return LabelledSet(files, source.crop(files, progress), [CLEAN], "crops", [], source.notes)
     if split not in (None, "all"):
         raise DeepShieldError("--split applies to prepared datasets (manifest.csv) only; raw sources have no split")
     items, problems = list_items(datasets, fmt, ffpp_compressions)
@@ -470,8 +459,24 @@ def score_datasets(
         warn(f"{len(problems)} entries have no usable label and are left out (listed in the report)")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
-    scorer = MediaScorer(classifier, FaceDetector(min_face_size=min_face_size), frames, perturbations, rule, examples, seed)
-    return scorer.score(items, problems, progress=progress)
+    cropper = MediaCropper(policy, FaceDetector(min_face_size=min_face_size), frames, perturbations, seed)
+    return LabelledSet(files, cropper.crop(items, files, progress), cropper.conditions, "media", [(str(p.path), p.reason) for p in problems], [])
+
+
+def score_datasets(
+    datasets: Sequence[Path],
+    classifier: OnnxClassifier,
+    *,
+    rule: VideoRule = VideoRule(),
+    examples: int = 8,
+    **options,
+) -> ScoredSet:
+    """Every face of a labelled set scored once (options: those of `open_labelled_set`)."""
+    labelled = open_labelled_set(datasets, classifier.card.crop_policy, **options)
+    faces, gallery = score_cropped(labelled.cropped, classifier, rule, examples)
+    return ScoredSet(
+        labelled.files, labelled.conditions, faces, classifier.card.calibration.temperature, labelled.mode, gallery, labelled.problems, labelled.notes
+    )
 
 
 def describe_counts(scored: ScoredSet) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,13 @@ VIDEO_RULE_KINDS = ("topk-mean", "mean", "max")
 
 
 @dataclass(frozen=True)
+class TrackVote:
+    scores: list[float]  # per track
+    counted: list[bool]  # per track: takes part in the verdict
+    score: float | None  # the file's score
+
+
+@dataclass(frozen=True)
 class VideoRule:
     """How a track's frame probabilities become one score. `kind`: "topk-mean" (the default: mean of
     the top `top_fraction`), "mean" (all frames) or "max" (the single most suspicious frame)."""
@@ -62,6 +69,16 @@ class VideoRule:
         ordered = sorted(probabilities, reverse=True)
         k = max(1, math.ceil(len(ordered) * self.top_fraction))
         return float(np.mean(ordered[:k]))
+
+    def aggregate(self, tracks: Sequence[Sequence[float]], frames: int) -> TrackVote:
+        """The video rule, in one place: each track's score, whether it counts (seen in at least
+        min(min_track_frames, frames sampled) frames; all count when none does), and the file's score
+        (the highest counted track score; None without tracks)."""
+        scores = [self.track_score(list(probabilities)) for probabilities in tracks]
+        long_enough = [len(probabilities) >= min(self.min_track_frames, max(1, frames)) for probabilities in tracks]
+        counted = long_enough if any(long_enough) else [True] * len(tracks)
+        score = max((s for s, c in zip(scores, counted) if c), default=None)
+        return TrackVote(scores, counted, score)
 
     def describe(self) -> str:
         """The rule in words (VIDEO_RULE for the default rule)."""

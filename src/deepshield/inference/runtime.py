@@ -85,6 +85,9 @@ class OnnxClassifier:
         for start in range(0, len(crops), batch_size):
             batch = np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8)
             logit, cam = self.session.run(["logit", "cam"], {"image": batch})
+            if self.card.test_time_flip:  # the mirror image's evidence too; its CAM flipped back onto the face
+                mirror_logit, mirror_cam = self.session.run(["logit", "cam"], {"image": np.ascontiguousarray(batch[:, :, ::-1])})
+                logit, cam = (logit + mirror_logit) / 2, (cam + mirror_cam[:, :, ::-1]) / 2
             logits.append(logit)
             cams.append(cam)
         if not logits:

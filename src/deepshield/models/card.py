@@ -29,9 +29,11 @@ class Calibration(BaseModel):
 
 class TrainingInfo(BaseModel):
     data: list[str] = []
+    benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
     command: str = ""
     config: dict = {}
     epochs: int = 0
+    selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
     seed: int | None = None
 
 
@@ -48,6 +50,7 @@ class ModelCard(BaseModel):
     }
     normalization: Normalization = Normalization()
     crop_policy: CropPolicy
+    test_time_flip: bool = Field(False, description="a face's logit and CAM are averaged with its mirror image's")
     calibration: Calibration = Calibration()
     training: TrainingInfo = TrainingInfo()
     metrics: dict[str, float] = {}

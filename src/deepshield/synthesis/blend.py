@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from deepshield.strict import StrictModel
 from deepshield.synthesis.masks import deform, region_mask
 
 
@@ -33,7 +34,7 @@ class SynthesisResult:
     method: str  # "self_blend" or "cross_blend"
 
 
-class SynthesisConfig(BaseModel):
+class SynthesisConfig(StrictModel):
     part_probability: float = Field(0.25, ge=0, le=1, description="chance the mask covers one facial part, not the whole face")
     full_blend_probability: float = Field(0.5, ge=0, le=1, description="chance the mask's peak is 1 rather than a random ratio")
     min_blend_ratio: float = Field(0.5, gt=0, le=1)

@@ -1,84 +1,126 @@
 """Training configuration: one TOML or YAML file, overridden by `--set section.key=value` and by a
-`--params` file of dotted keys (what a hyperparameter search writes)."""
+`--params` file of dotted keys (what a hyperparameter search writes). Every section is strict: an
+unknown key is an error naming it (and the nearest valid key)."""
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError, model_validator
 
-from deepshield.dotted import set_dotted
+from deepshield.dotted import parse_assignment, set_dotted
 from deepshield.errors import DeepShieldError
+from deepshield.strict import StrictModel, explain
 from deepshield.synthesis.blend import SynthesisConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+DATA_DIR_ENV = "DEEPSHIELD_DATA_DIR"
+Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BACKBONES
 
 
-class DataConfig(BaseModel):
+class DataConfig(StrictModel):
+    root: Path | None = Field(
+        None, description=f"folder that relative real_dirs, datasets and benchmarks are read from (default: ${DATA_DIR_ENV}, else the working directory)"
+    )
     real_dirs: list[Path] = Field(default_factory=list, description="folders of real face images (fakes are synthesised)")
     datasets: list[Path] = Field(default_factory=list, description="prepared datasets (deepshield prepare): their train/val splits are used")
+    benchmarks: list[Path] = Field(
+        default_factory=list, description="labelled sets scored every epoch with the product's pipeline, to choose with (never trained on)"
+    )
+    benchmark_frames: int = Field(32, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)")
     synthesize: bool = Field(True, description="synthesise fakes from the real faces (off: only the datasets' fakes)")
     group_pattern: str | None = Field(None, description="regex on file names; its first group is the identity (others: one identity per file)")
     limit_per_folder: int | None = None
+    max_padding_fraction: float | None = Field(
+        None, gt=0, le=1, description="leave out real faces whose crop is more than this share padding (tightly cropped, low-resolution photos)"
+    )
     val_fraction: float = Field(0.1, gt=0, lt=1)
     cache_dir: Path = Path(".cache/deepshield")
     cross_blend_fraction: float = Field(0.3, ge=0, le=1, description="share of fakes made by cross-identity blending (rest: self-blending)")
     loader_workers: int = Field(1, ge=0)
     bank_workers: int = Field(2, ge=1)
 
+    def data_root(self) -> Path | None:
+        root = self.root or (Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None)
+        return root.expanduser() if root else None
 
-class ModelConfig(BaseModel):
-    backbone: str = "efficientnet_lite0"
-    input_size: int = 224
-    crop_scale: float = 1.5
+    def locate(self, path: Path, what: str) -> Path:
+        """A configured path on this machine: absolute as written; relative under the data root."""
+        path = Path(path).expanduser()
+        root = self.data_root()
+        found = path if path.is_absolute() or root is None else root / path
+        if not found.exists():
+            where = f"under data root {root}" if root and not path.is_absolute() else "from the working directory"
+            raise DeepShieldError(
+                f"{what} {path} not found ({where}): set {DATA_DIR_ENV} (or data.root, or --data-dir) to the folder that holds it, "
+                f"e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
+            )
+        return found
+
+
+class ModelConfig(StrictModel):
+    backbone: Backbone = "efficientnet_lite0"
+    input_size: int = Field(224, ge=32, le=512)
+    crop_scale: float = Field(1.5, gt=1, le=3)
     pretrained: bool = True
-    dropout: float = 0.2
+    dropout: float = Field(0.2, ge=0, lt=1)
 
 
-class OptimConfig(BaseModel):
+class OptimConfig(StrictModel):
     epochs: int = Field(6, ge=1)
     samples_per_epoch: int = Field(12000, ge=2)
     batch_size: int = Field(32, ge=2)
+    optimizer: Literal["adamw", "sam"] = Field("adamw", description="sam: sharpness-aware minimisation around AdamW (what SBI trains with; 2 passes a step)")
+    sam_rho: float = Field(0.05, gt=0, description="SAM's neighbourhood radius")
     lr: float = Field(4e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every_steps: int = Field(50, ge=1, description="mid-epoch checkpoints, so a kill loses little work")
 
 
-class AugmentConfig(BaseModel):
-    jpeg_probability: float = 0.5
+class AugmentConfig(StrictModel):
+    jpeg_probability: float = Field(0.5, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (30, 100)
-    rescale_probability: float = 0.3
+    codec_probability: float = Field(0.0, ge=0, le=1, description="re-encode the crop with H.264, as compressed video does to real swaps")
+    codec_crf: tuple[int, int] = Field((18, 40), description="H.264 constant rate factor range (higher: stronger compression)")
+    rescale_probability: float = Field(0.3, ge=0, le=1)
     rescale_range: tuple[float, float] = (0.35, 0.9)
-    blur_probability: float = 0.15
-    noise_probability: float = 0.15
-    colour_probability: float = 0.5
-    flip_probability: float = 0.5
-    jitter_shift: float = 0.04
-    jitter_scale: float = 0.06
-    jitter_rotation_deg: float = 8.0
+    blur_probability: float = Field(0.15, ge=0, le=1)
+    noise_probability: float = Field(0.15, ge=0, le=1)
+    colour_probability: float = Field(0.5, ge=0, le=1)
+    flip_probability: float = Field(0.5, ge=0, le=1)
+    jitter_shift: float = Field(0.04, ge=0)
+    jitter_scale: float = Field(0.06, ge=0)
+    jitter_rotation_deg: float = Field(8.0, ge=0)
 
 
-class TrackingConfig(BaseModel):
+class TrackingConfig(StrictModel):
     enabled: bool = True
     uri: str = "sqlite:///mlruns.db"
     experiment: str = "deepshield-train"
     run_name: str | None = None
 
 
-class ExportConfig(BaseModel):
-    name: str = "deepshield-effnetlite0-sbi"
-    version: str = "1.0.0"
+class ExportConfig(StrictModel):
+    name: str | None = Field(None, description="bundle name (default: the run's name)")
+    version: str | None = Field(None, description="bundle version (default: 0.0.0+<run id>)")
+    select: str = Field("max.val_auc", description="the per-epoch metric that picks the exported epoch, e.g. max.bench_auc")
+    threshold_fpr: float | None = Field(
+        None, gt=0, lt=1, description="fit the threshold for this false-positive rate on real media (validation and benchmark real faces); default: best balanced accuracy on validation"
+    )
+    test_time_flip: bool = Field(False, description="served bundle averages each face's logit with its mirror image's")
     intended_use: str = ""
     license: str = ""
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     seed: int = 0
     run_dir: Path = Path("runs/default")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cuda: mixed precision (bfloat16) on the first GPU")
     threads: int | None = Field(None, description="torch intra-op threads (default: all cores)")
     max_steps: int | None = Field(None, description="stop after this many optimisation steps (smoke runs)")
     data: DataConfig = DataConfig()
@@ -89,28 +131,40 @@ class TrainConfig(BaseModel):
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
 
+    @model_validator(mode="after")
+    def _check_select(self) -> TrainConfig:
+        from deepshield.training.records import parse_epoch_selector
+
+        parse_epoch_selector(self.export.select, has_benchmarks=bool(self.data.benchmarks))
+        return self
+
+    def recorded(self) -> dict[str, Any]:
+        """The configuration as a model card or tracker records it: without the machine's data root."""
+        dumped = self.model_dump(mode="json")
+        dumped["data"].pop("root", None)
+        return dumped
+
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DeepShieldError(f"config file {path} does not exist")
     text = path.read_text()
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise DeepShieldError(f"config file {path} must be .toml, .yaml or .json")
+    import yaml
 
-        return yaml.safe_load(text) or {}
-    if path.suffix == ".json":
-        return json.loads(text)
-    raise DeepShieldError(f"config file {path} must be .toml, .yaml or .json")
-
-
-def _parse_value(text: str) -> Any:
-    """CLI values: JSON when it parses (numbers, booleans, lists, null), else the plain string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        if path.suffix == ".toml":
+            mapping = tomllib.loads(text)
+        elif path.suffix == ".json":
+            mapping = json.loads(text)
+        else:
+            mapping = yaml.safe_load(text) or {}
+    except (ValueError, yaml.YAMLError) as exc:
+        raise DeepShieldError(f"config file {path} cannot be parsed: {exc}") from exc
+    if not isinstance(mapping, dict):
+        raise DeepShieldError(f"config file {path} must hold a mapping of keys, not {type(mapping).__name__}")
+    return mapping
 
 
 def load_config(path: Path | None = None, overrides: list[str] = (), params: Path | None = None) -> TrainConfig:
@@ -119,11 +173,14 @@ def load_config(path: Path | None = None, overrides: list[str] = (), params: Pat
         for key, value in _read_mapping(params).items():
             set_dotted(mapping, key, value)
     for item in overrides:
-        if "=" not in item:
-            raise DeepShieldError(f"override {item!r} must look like section.key=value")
-        key, value = item.split("=", 1)
-        set_dotted(mapping, key.strip(), _parse_value(value.strip()))
+        set_dotted(mapping, *parse_assignment(item))
+    return validate_config(mapping)
+
+
+def validate_config(mapping: dict[str, Any]) -> TrainConfig:
     try:
         return TrainConfig.model_validate(mapping)
-    except ValueError as exc:
+    except ValidationError as exc:
+        raise DeepShieldError(f"invalid training configuration: {explain(exc, TrainConfig)}") from exc
+    except DeepShieldError as exc:
         raise DeepShieldError(f"invalid training configuration: {exc}") from exc

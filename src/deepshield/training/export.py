@@ -1,19 +1,82 @@
-"""From a training checkpoint to a served bundle: calibration fitted on the validation split."""
+"""From a training checkpoint to a served bundle: temperature fitted on the validation split, the
+threshold on it too or, with export.threshold_fpr, for a stated false-positive rate on real media."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from deepshield.evaluation.calibration import fit_temperature, fit_threshold, sigmoid
 from deepshield.evaluation.metrics import detection_metrics
+from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
+from deepshield.inference.analysis import VideoRule
 from deepshield.models.card import Calibration, ModelCard, TrainingInfo
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.config import TrainConfig
+
+# One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
+# checkpoint stays loadable whatever this module's classes become.
+RealFileFaces = tuple[np.ndarray, np.ndarray, int]
+
+
+def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
+    """The real files of a scored benchmark, face by face, for fitting a threshold on real media."""
+    mask = scored.condition_mask(CLEAN)
+    out = []
+    for record in scored.files:
+        if record.label != 0:
+            continue
+        faces = mask & (scored.faces["file_id"] == record.file_id)
+        if faces.any():
+            out.append((scored.faces["track_id"][faces].copy(), scored.faces["logit"][faces].astype(np.float64), record.frames))
+    return out
+
+
+def _file_score(faces: RealFileFaces, temperature: float, rule: VideoRule) -> float:
+    tracks, logits, frames = faces
+    probabilities = sigmoid(np.asarray(logits, np.float64) / temperature)
+    by_track = [probabilities[tracks == t].tolist() for t in np.unique(tracks)]
+    return rule.aggregate(by_track, frames).score
+
+
+@dataclass(frozen=True)
+class FittedCalibration:
+    temperature: float
+    threshold: float
+    fitted_on: str
+    real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
+
+
+def fit_calibration(
+    val_labels: np.ndarray, val_logits: np.ndarray, benchmark_reals: dict[str, list[RealFileFaces]], target_fpr: float | None
+) -> FittedCalibration:
+    """Temperature on the validation split; threshold at the best validation balanced accuracy, or
+    (target_fpr) the lowest one that flags at most that share of every real source: validation real
+    faces and each benchmark's real files (scored by the video rule)."""
+    labels = np.asarray(val_labels)
+    logits = np.asarray(val_logits, dtype=np.float64)
+    temperature = fit_temperature(labels, logits)
+    rule = VideoRule()
+    reals = {"validation": sigmoid(logits[labels == 0] / temperature)}
+    reals |= {name: np.array([_file_score(f, temperature, rule) for f in files]) for name, files in benchmark_reals.items() if files}
+    validation = f"validation split ({len(labels)} faces: real + synthesised fakes, identity-disjoint)"
+    if target_fpr is None:
+        threshold = fit_threshold(labels, sigmoid(logits / temperature))
+        fitted_on = f"temperature and threshold (best balanced accuracy): {validation}"
+    else:
+        threshold = max(fit_threshold(np.zeros(s.size), s, target_fpr) for s in reals.values())
+        counts = ", ".join(f"{name} {scores.size}" for name, scores in reals.items())
+        fitted_on = (
+            f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr:.0%} of each set of real media "
+            f"(real faces or files: {counts})"
+        )
+    real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
+    return FittedCalibration(temperature, threshold, fitted_on, real_fpr)
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
@@ -23,35 +86,54 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]
     return net.eval(), config
 
 
-def export_checkpoint(checkpoint_path: Path, out_dir: Path, name: str | None = None, version: str | None = None) -> ModelCard:
+def bundle_identity(config: TrainConfig, run_id: str | None, run_dir: Path) -> tuple[str, str]:
+    """Name and version: the configuration's, else the run's name and 0.0.0+<run id> (never the shipped model's)."""
+    name = config.export.name or config.tracking.run_name or Path(run_dir).name
+    version = config.export.version or f"0.0.0+{(run_id or 'untracked')[:12]}"
+    return name, version
+
+
+def export_checkpoint(
+    checkpoint_path: Path, out_dir: Path, name: str | None = None, version: str | None = None, test_time_flip: bool | None = None
+) -> ModelCard:
     """Write a bundle from a checkpoint holding validation logits (the trainer's best.pt)."""
     checkpoint = load_checkpoint(checkpoint_path)
     net, config = network_from_checkpoint(checkpoint)
     labels = np.asarray(checkpoint["val_labels"])
     logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
-    temperature = fit_temperature(labels, logits)
-    probabilities = sigmoid(logits / temperature)
-    threshold = fit_threshold(labels, probabilities)
-    metrics = detection_metrics(labels, probabilities, threshold)
+    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), config.export.threshold_fpr)
+    metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
+    default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
+    recorded = config.recorded()
     card = ModelCard(
-        name=name or config.export.name,
-        version=version or config.export.version,
+        name=name or default_name,
+        version=version or default_version,
         architecture=config.model.backbone,
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
-        calibration=Calibration(
-            temperature=temperature, threshold=threshold, fitted_on=f"validation split ({len(labels)} faces: real + synthesised fakes, identity-disjoint)"
-        ),
+        test_time_flip=config.export.test_time_flip if test_time_flip is None else test_time_flip,
+        calibration=Calibration(temperature=fitted.temperature, threshold=fitted.threshold, fitted_on=fitted.fitted_on),
         training=TrainingInfo(
             data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
+            benchmarks=[str(p) for p in config.data.benchmarks],
             command=checkpoint.get("command", ""),
-            config=config.model_dump(mode="json"),
+            config=recorded,
             epochs=int(checkpoint["epoch"]) + 1,
+            selected_by=config.export.select,
             seed=config.seed,
         ),
-        metrics={f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")},
+        metrics={f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")}
+        | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
+        | _selected_epoch_metrics(checkpoint),
         intended_use=config.export.intended_use,
         license=config.export.license,
     )
     export_bundle(net, card, out_dir)
     return card
+
+
+def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
+    """The exported epoch's benchmark figures, as training logged them."""
+    epoch = int(checkpoint["epoch"])
+    record = next((r for r in checkpoint.get("progress", {}).get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+    return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}

@@ -92,6 +92,7 @@ def list_images(folders: list[Path], limit_per_folder: int | None = None) -> lis
     for folder in folders:
         if not folder.is_dir():
             raise DeepShieldError(f"real-face folder {folder} does not exist")
+        folder = folder.resolve()  # one cache key however the folder was spelled
         found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         files.extend(found[:limit_per_folder] if limit_per_folder else found)
     return files
@@ -173,7 +174,7 @@ def build_facebank(
 def facebank_for(config: TrainConfig) -> FaceBank:
     """The face bank of a training configuration's real-face folders (built once, then cached)."""
     return build_facebank(
-        [Path(p) for p in config.data.real_dirs],
+        [config.data.locate(p, "real-face folder") for p in config.data.real_dirs],
         CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         Path(config.data.cache_dir),
         config.data.group_pattern,

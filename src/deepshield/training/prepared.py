@@ -58,3 +58,8 @@ def load_prepared(dataset_dirs: list[Path], policy: CropPolicy, split: str) -> P
         reals=FaceBank.concat(real_banks) if real_banks else FaceBank.empty(policy.size),
         fakes=np.stack(fakes) if fakes else empty,
     )
+
+
+def prepared_source_files(dataset_dirs: list[Path]) -> list[Path]:
+    """The media the datasets' crops were cut from (every split): what a benchmark must not contain."""
+    return sorted({Path(record.source_file) for directory in dataset_dirs for record in read_manifest(directory)})

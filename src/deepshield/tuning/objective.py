@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from deepshield.errors import DeepShieldError
-from deepshield.tuning.selector import VALIDATION_METRICS, Selector
+from deepshield.tuning.selector import Selector, metric_direction
 from deepshield.tuning.space import SearchSpace, apply_values
 from deepshield.tuning.trials import (
     BEST_EPOCH,
@@ -104,7 +104,7 @@ def _finite(value: Any) -> bool:
 
 
 def _metrics(record: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items() if (k in VALIDATION_METRICS or k == "train_loss") and _finite(v)}
+    return {k: float(v) for k, v in record.items() if (metric_direction(k) is not None or k == "train_loss") and _finite(v)}
 
 
 class EpochReporter:

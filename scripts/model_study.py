@@ -1,0 +1,127 @@
+"""The recipe study (docs/model-study.md): train every recipe of docs/study/runs.yaml from
+docs/study/base.toml at the same budget, each scored every epoch on the benchmarks, then table and plot
+them. Resumable: finished runs are skipped, an interrupted one continues from its checkpoint.
+
+    export DEEPSHIELD_DATA_DIR=../shared/data
+    .venv/bin/python scripts/model_study.py                      # every run, then the table and plots
+    .venv/bin/python scripts/model_study.py --only sbi-only --seed 1
+    .venv/bin/python scripts/model_study.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = {"dfdc_sample": "face", "modern_swaps": "file", "face_edits": "file"}  # the level each set is reported at
+COLUMNS = ["val_auc", *(f"bench_{name}_{level}_auc" for name, level in BENCH.items()), "bench_auc", "bench_dfdc_sample_face_fpr", "bench_modern_swaps_fpr", "images_per_s"]
+
+
+def run_name(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
+def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> None:
+    run_dir = args.out / run_name(name, seed)
+    if (run_dir / "bundle" / "model_card.json").is_file():
+        print(f"study: {run_name(name, seed)} done", flush=True)
+        return
+    command = [str(Path(sys.executable).with_name("deepshield")), "train", "--config", str(args.base), "--resume"]
+    settings = {"run_dir": str(run_dir), "tracking.run_name": f"study-{run_name(name, seed)}", "seed": seed, **overrides}
+    for key, value in settings.items():
+        command += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    print("study: " + " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def history(run_dir: Path) -> list[dict]:
+    import torch
+
+    last = run_dir / "checkpoints" / "last.pt"
+    return torch.load(last, map_location="cpu", weights_only=False)["progress"]["history"] if last.is_file() else []
+
+
+def cell(record: dict, key: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return "–"
+    if key == "images_per_s":
+        return f"{value:.0f}"
+    low, high = record.get(f"{key}_lo"), record.get(f"{key}_hi")
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None else f"{value:.3f}"
+
+
+def report(args: argparse.Namespace, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histories = {name: history(args.out / name) for name in names}
+    histories = {name: h for name, h in histories.items() if h}
+    out = args.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = sorted({k for h in histories.values() for r in h for k in r if k != "epoch"})
+        writer.writerow(["run", "epoch", *keys])
+        for name, records in histories.items():
+            for record in records:
+                writer.writerow([name, record["epoch"], *(record.get(k, "") for k in keys)])
+    lines = [
+        "| run | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for name, records in histories.items():
+        lines.append(f"| {name} | " + " | ".join(cell(records[-1], key) for key in COLUMNS) + " |")
+    (out / "results.md").write_text(
+        "Last epoch of each run (equal samples seen); AUC with 95% bootstrap intervals over files. "
+        "Written by scripts/model_study.py.\n\n" + "\n".join(lines) + "\n"
+    )
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True)
+    for name, records in histories.items():
+        samples = [(r["epoch"] + 1) * args.samples_per_epoch for r in records]
+        for axis, key in zip(axes, ["bench_auc", *(f"bench_{n}_{level}_auc" for n, level in BENCH.items())]):
+            axis.plot(samples, [r.get(key) for r in records], marker="o", label=name)
+            axis.set(title=key, xlabel="samples seen")
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "learning_curves.png", dpi=110)
+    print((out / "results.md").read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=ROOT / "docs/study/base.toml")
+    parser.add_argument("--runs", type=Path, default=ROOT / "docs/study/runs.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs/study")
+    parser.add_argument("--report-dir", type=Path, default=ROOT / "docs/study")
+    parser.add_argument("--only", nargs="*", help="run only these recipes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    import tomllib
+
+    args.samples_per_epoch = tomllib.loads(args.base.read_text())["optim"]["samples_per_epoch"]
+    runs = yaml.safe_load(args.runs.read_text())
+    chosen = args.only or list(runs)
+    unknown = [n for n in chosen if n not in runs]
+    if unknown:
+        parser.error(f"unknown runs {unknown}; known: {list(runs)}")
+    if not args.report_only:
+        for name in chosen:
+            train(name, runs[name] or {}, args.seed, args)
+    names = [run_name(n, s) for n in runs for s in range(0, 4)]
+    report(args, [n for n in names if (args.out / n).is_dir()])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The frames of one media file, whatever its kind: what dataset preparation and evaluation read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from deepshield.media.images import load_image
+from deepshield.media.sniff import MediaKind, sniff_path
+from deepshield.media.video import sample_frames
+
+FileKind = Literal["image", "video"]
+
+
+def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, np.ndarray]]]:
+    """("image", [(0, pixels)]) or ("video", [(frame index, pixels), ...] for `frames` sampled uniformly)."""
+    if sniff_path(path) is MediaKind.VIDEO:
+        _, sampled = sample_frames(path, frames)
+        return "video", [(frame.index, frame.image) for frame in sampled]
+    return "image", [(0, load_image(path))]

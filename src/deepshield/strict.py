@@ -1,0 +1,41 @@
+"""Strict settings: an unknown key is an error that names it and suggests the nearest valid one, so a
+typo in a config file, `--set` or `--params` never silently trains the wrong experiment."""
+
+from __future__ import annotations
+
+import difflib
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
+    """Field names of the (nested) model that `path` (a pydantic error location, minus its last part) leads to."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)
+
+
+def explain(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem, with dotted keys; unknown keys get 'did you mean ...?'."""
+    lines = []
+    for error in exc.errors():
+        location = tuple(error["loc"])
+        key = ".".join(map(str, location))
+        if error["type"] == "extra_forbidden":
+            known = _fields_at(model, location[:-1]) or []
+            given = str(location[-1])
+            close = [k for k in known if k.startswith(given)][:1] or difflib.get_close_matches(given, known, n=1, cutoff=0.5)
+            prefix = ".".join(map(str, location[:-1]))
+            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else (f"; valid keys: {', '.join(known)}" if known else "")
+            lines.append(f"unknown key {key}{hint}")
+        else:
+            lines.append(f"{key}: {error['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,224 @@
+"""Benchmarks during training: labelled real media (e.g. dev-eval) scored every epoch with the product's
+own pipeline, so that epochs, trials and recipes are chosen on real deepfakes rather than on our own
+synthesised fakes.
+
+A benchmark's faces are found and cut once per crop policy (detection, crop policy, tracking: the
+code `deepshield evaluate` runs) and cached; each epoch only runs the network over the cached crops
+and applies the video rule. A benchmark is for choosing, never for training: one that shares a file
+(by path or content) with the training data is refused.
+
+Metric names (what `export.select` and `tune --select` take):
+- per benchmark `<set>` (its folder name, lower case, non-alphanumerics as _):
+  bench_<set>_face_auc (each face labelled with its file's label), bench_<set>_file_auc (one score per
+  file by the video rule), both with _lo/_hi (95% bootstrap interval over files), bench_<set>_ap (face
+  level), bench_<set>_fpr (share of real files at or above the epoch's threshold) and bench_<set>_face_fpr
+  (share of real faces, e.g. frames of real videos);
+- pooled over benchmarks: bench_face_auc, bench_file_auc (with _lo/_hi), bench_fpr, and bench_auc, the
+  mean of the per-benchmark face AUCs (every set weighs the same, however many files it has).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepshield.errors import DeepShieldError
+from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics
+from deepshield.evaluation.scoring import CLEAN, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
+from deepshield.faces.crop import CropPolicy
+from deepshield.inference.analysis import VideoRule
+
+log = logging.getLogger(__name__)
+BENCH_FORMAT = "1"  # part of the cache key: bump when what a cached benchmark holds changes
+BOOTSTRAP_RESAMPLES = 300
+Predict = Callable[[np.ndarray], np.ndarray]  # N crops (uint8) -> N logits
+
+
+class BenchmarkOverlapError(DeepShieldError):
+    """A benchmark shares files with the training data."""
+
+
+def benchmark_name(path: Path) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", Path(path).resolve().name.lower()).strip("_") or "set"
+
+
+@dataclass
+class Benchmark:
+    """One labelled set's faces, cut with one crop policy, ready to be scored by any network."""
+
+    name: str
+    files: list[FileRecord]
+    rows: list[FaceRow]
+    crops: np.ndarray  # len(rows) x S x S x 3 uint8
+
+    def scored(self, logits: np.ndarray, temperature: float) -> ScoredSet:
+        return ScoredSet(self.files, [CLEAN], face_columns(self.rows, logits), temperature, "media")
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            name=self.name,
+            files=json.dumps([asdict(f) for f in self.files]),
+            rows=np.array(self.rows, dtype=np.float64).reshape(len(self.rows), len(FaceRow._fields)),
+            crops=self.crops,
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Benchmark:
+        with np.load(path, allow_pickle=False) as data:
+            files = [FileRecord(**f) for f in json.loads(str(data["files"]))]
+            kinds = [int if name not in ("detection_score", "x0", "y0", "x1", "y1") else float for name in FaceRow._fields]
+            rows = [FaceRow(*(kind(v) for kind, v in zip(kinds, row))) for row in data["rows"]]
+            return cls(str(data["name"]), files, rows, data["crops"])
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_files: Iterable[Path]) -> None:
+    """Refuse a benchmark that holds a training file, by resolved path or by identical content."""
+    training = [Path(p).resolve() for p in training_files]
+    training_paths = set(training)
+    candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
+    shared = sorted(p for p in candidates if p in training_paths)
+    if not shared:
+        sizes: dict[int, list[Path]] = {}
+        for path in training:
+            if path.is_file():
+                sizes.setdefault(path.stat().st_size, []).append(path)
+        by_size = [p for p in candidates if p.stat().st_size in sizes]
+        if by_size:
+            training_digests = {_digest(t) for p in by_size for t in sizes[p.stat().st_size]}
+            shared = sorted(p for p in by_size if _digest(p) in training_digests)
+    if shared:
+        listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
+        raise BenchmarkOverlapError(
+            f"benchmark {benchmark} shares {len(shared)} file(s) with the training data ({listed}): a benchmark is for "
+            "choosing epochs and recipes and must never be trained on; remove them from one side"
+        )
+
+
+def _listing_key(path: Path, policy: CropPolicy, frames: int, min_face_size: int) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    listing = "\n".join(f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+    text = "\n".join([BENCH_FORMAT, str(path.resolve()), policy.model_dump_json(), str(frames), str(min_face_size), listing])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_benchmark(
+    path: Path, policy: CropPolicy, cache_dir: Path, training_files: Iterable[Path], frames: int = 32, min_face_size: int = 20
+) -> Benchmark:
+    """A benchmark's faces from the cache, or found and cut now (then cached). Refuses overlap with training."""
+    name = benchmark_name(path)
+    if is_prepared_dataset(path):
+        from deepshield.data.manifest import read_manifest
+
+        media = [Path(r.source_file) for r in read_manifest(path)]
+    else:
+        from deepshield.evaluation.scoring import list_items
+
+        media = [item.path for item in list_items([path])[0]]
+    check_no_overlap(name, media, training_files)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"benchmark-{name}-{_listing_key(path, policy, frames, min_face_size)}.npz"
+    if cache.exists():
+        log.info("benchmark %s from cache %s", name, cache)
+        return Benchmark.load(cache)
+    labelled = open_labelled_set([path], policy, frames=frames, min_face_size=min_face_size, warn=log.warning)
+    rows: list[FaceRow] = []
+    crops: list[np.ndarray] = []
+    for item in labelled.cropped:
+        rows.extend(item.rows)
+        crops.append(item.crops)
+    benchmark = Benchmark(name, labelled.files, rows, np.concatenate(crops) if crops else np.zeros((0, policy.size, policy.size, 3), np.uint8))
+    benchmark.save(cache)
+    faces_by_label = np.bincount([labelled.files[r.file_id].label for r in rows], minlength=2)
+    log.info("benchmark %s: %d files, %d faces (%d real, %d fake)", name, len(labelled.files), len(rows), *faces_by_label)
+    return benchmark
+
+
+@dataclass
+class BenchmarkScores:
+    """One epoch's scores of one benchmark."""
+
+    benchmark: Benchmark
+    scored: ScoredSet
+
+    def real_file_scores(self, rule: VideoRule, temperature: float | None = None) -> np.ndarray:
+        scores = self.scored.file_scores(CLEAN, rule, temperature)
+        labels = np.array([f.label for f in self.scored.files])
+        return scores[(labels == 0) & ~np.isnan(scores)]
+
+
+def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, prefix: str) -> dict[str, float]:
+    try:
+        auc = detection_metrics(labels, scores).auc
+    except MetricsError:
+        return {}
+    interval = bootstrap_intervals(labels, scores, clusters, resamples=BOOTSTRAP_RESAMPLES).intervals["auc"]
+    return {prefix: auc, f"{prefix}_lo": interval.low, f"{prefix}_hi": interval.high}
+
+
+def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """(labels, scores, file clusters) at face level and at file level."""
+    face_ids = scored.faces["file_id"]
+    face = (scored.labels_of_faces(), scored.probabilities(), face_ids + offset)
+    file_scores = scored.file_scores(CLEAN, rule)
+    keep = np.flatnonzero(~np.isnan(file_scores))
+    file = (np.array([scored.files[i].label for i in keep], np.int64), file_scores[keep], keep + offset)
+    return face, file
+
+
+def benchmark_metrics(results: list[BenchmarkScores], threshold: float, rule: VideoRule = VideoRule()) -> dict[str, float]:
+    """Every bench_* metric of one epoch (see the module's docstring)."""
+    metrics: dict[str, float] = {}
+    pooled_face: list[tuple[np.ndarray, ...]] = []
+    pooled_file: list[tuple[np.ndarray, ...]] = []
+    real_flags: list[np.ndarray] = []
+    face_aucs = []
+    offset = 0
+    for result in results:
+        name = result.benchmark.name
+        face, file = _levels(result.scored, rule, offset)
+        offset += len(result.scored.files)
+        pooled_face.append(face)
+        pooled_file.append(file)
+        metrics |= _auc_with_interval(*face, f"bench_{name}_face_auc")
+        metrics |= _auc_with_interval(*file, f"bench_{name}_file_auc")
+        if f"bench_{name}_face_auc" in metrics:
+            face_aucs.append(metrics[f"bench_{name}_face_auc"])
+            metrics[f"bench_{name}_ap"] = detection_metrics(face[0], face[1]).ap
+        face_reals = face[1][face[0] == 0]
+        if face_reals.size:
+            metrics[f"bench_{name}_face_fpr"] = float((face_reals >= threshold).mean())
+        flags = result.real_file_scores(rule) >= threshold
+        real_flags.append(flags)
+        if flags.size:
+            metrics[f"bench_{name}_fpr"] = float(flags.mean())
+    if results:
+        metrics |= _auc_with_interval(*(np.concatenate(parts) for parts in zip(*pooled_face)), "bench_face_auc")
+        metrics |= _auc_with_interval(*(np.concatenate(parts) for parts in zip(*pooled_file)), "bench_file_auc")
+        flags = np.concatenate(real_flags)
+        if flags.size:
+            metrics["bench_fpr"] = float(flags.mean())
+        if face_aucs:
+            metrics["bench_auc"] = float(np.mean(face_aucs))
+    return metrics
+
+
+def score_benchmarks(benchmarks: list[Benchmark], predict: Predict, temperature: float) -> list[BenchmarkScores]:
+    return [BenchmarkScores(b, b.scored(predict(b.crops) if len(b.crops) else np.zeros(0, np.float32), temperature)) for b in benchmarks]

@@ -1,0 +1,146 @@
+"""Benchmarks during training: real labelled media scored every epoch with the product's pipeline,
+logged, used to pick the exported epoch and to rank search trials; never overlapping the training data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from skimage import data as skdata
+
+from deepshield.errors import DeepShieldError
+from deepshield.inference.runtime import OnnxClassifier
+from deepshield.training.augment import degrade, h264
+from deepshield.training.benchmarks import BenchmarkOverlapError, benchmark_name
+from deepshield.training.checkpoint import BEST, load_checkpoint
+from deepshield.training.config import AugmentConfig
+from deepshield.training.records import parse_selector
+from deepshield.training.trainer import Trainer
+from tests.face_data import write_real_faces
+from tests.test_training import tiny_config
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory) -> Path:
+    return write_real_faces(tmp_path_factory.mktemp("faces") / "real", 8)
+
+
+@pytest.fixture(scope="module")
+def benchmark_dir(tmp_path_factory) -> Path:
+    """A folder benchmark: two real photos of the astronaut and two with a pasted, recoloured face."""
+    root = tmp_path_factory.mktemp("bench") / "Tiny Bench"
+    image = skdata.astronaut()
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+    for k in range(2):
+        real = np.clip(image.astype(np.int16) + 10 * k, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "real" / f"r{k}.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
+        fake = real.copy()
+        fake[90:180, 180:270] = np.clip(fake[90:180, 180:270].astype(np.int16) * [1.0, 0.8, 0.7] + 20 * k, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "fake" / f"f{k}.png"), cv2.cvtColor(fake, cv2.COLOR_RGB2BGR))
+    return root
+
+
+def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_dir, benchmark_dir, tmp_path):
+    name = benchmark_name(benchmark_dir)
+    assert name == "tiny_bench"
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache",
+        **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "2", "export.select": "min.val_loss", "optim.epochs": "3"},
+    )  # fmt: skip
+    result = Trainer(config, command="pytest").run()
+    history = result.progress.history
+    keys = (f"bench_{name}_face_auc", f"bench_{name}_file_auc", f"bench_{name}_ap", f"bench_{name}_fpr", "bench_auc", "bench_face_auc", "bench_fpr")
+    for record in history:
+        for key in keys:
+            assert key in record and 0.0 <= record[key] <= 1.0, (key, record)
+        assert record[f"bench_{name}_face_auc_lo"] <= record[f"bench_{name}_face_auc"] <= record[f"bench_{name}_face_auc_hi"]
+        assert record["bench_auc"] == pytest.approx(record[f"bench_{name}_face_auc"])  # one benchmark: the mean is its AUC
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    for key in ("bench_auc", f"bench_{name}_file_auc", "val_auc"):
+        assert [m.step for m in client.get_metric_history(result.progress.run_id, key)] == [0, 1, 2]
+    # The exported epoch is the one export.select names, not the best synthetic AUC.
+    value, epoch = parse_selector("min.val_loss").best_epoch(history)
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST)
+    assert best["epoch"] == epoch == result.progress.best_epoch and result.progress.best_value == pytest.approx(value)
+    card = OnnxClassifier(result.bundle_dir).card
+    assert card.training.epochs == epoch + 1 and card.training.selected_by == "min.val_loss"
+    assert card.training.benchmarks == [str(benchmark_dir)]
+    assert card.metrics["bench_auc"] == pytest.approx(history[epoch]["bench_auc"], abs=1e-4)
+    # Named after the run, not like the shipped model.
+    assert card.name == "run" and card.version == f"0.0.0+{result.progress.run_id[:12]}"
+
+
+def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark_dir, tmp_path):
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "t.db", tmp_path / "cache",
+        **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "1", "export.threshold_fpr": "0.05", "optim.epochs": "1"},
+    )  # fmt: skip
+    card = OnnxClassifier(Trainer(config).run().bundle_dir).card
+    # 5% of two real benchmark files or a few validation faces: none may be flagged.
+    assert card.metrics["real_fpr_validation"] <= 0.05 and card.metrics["real_fpr_tiny_bench"] == 0.0
+    assert "5% of each set of real media" in card.calibration.fitted_on
+
+
+def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_dir, benchmark_dir, tmp_path):
+    leaky = tmp_path / "leaky"
+    shutil.copytree(benchmark_dir, leaky)
+    shutil.copy(next(real_dir.glob("*.png")), leaky / "real" / "copied.png")  # same content, other path
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{leaky}"]'})
+    with pytest.raises(BenchmarkOverlapError, match="shares 1 file.*copied.png.*never be trained on"):
+        Trainer(config).run()
+    same_folder = tiny_config(real_dir, tmp_path / "run2", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{real_dir.parent}"]'})
+    with pytest.raises(DeepShieldError, match="shares 8 file"):
+        Trainer(same_folder).run()
+
+
+def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
+    with pytest.raises(DeepShieldError, match="needs benchmarks: set data.benchmarks"):
+        tiny_config(real_dir, tmp_path / "run", tmp_path / "s.db", tmp_path / "cache", **{"export.select": "max.bench_auc"})
+    assert parse_selector("max.bench_modern_swaps_file_auc_lo").direction == "maximize"
+    assert parse_selector("min.bench_fpr").direction == "minimize"
+    with pytest.raises(DeepShieldError, match="unknown metric"):
+        parse_selector("max.bench_auroc")
+
+
+def test_codec_augmentation_is_deterministic_keeps_shape_and_changes_pixels():
+    face = cv2.resize(skdata.astronaut()[60:220, 160:300], (63, 63))  # odd sides: padded for yuv420p, cut back
+    once, again = h264(face, 35, (2, -1)), h264(face, 35, (2, -1))
+    assert once.shape == face.shape and once.dtype == np.uint8
+    assert np.array_equal(once, again)
+    assert np.abs(once.astype(int) - face).mean() > 1.0
+    assert np.abs(h264(face, 45, (2, -1)).astype(int) - face).mean() > np.abs(h264(face, 18, (2, -1)).astype(int) - face).mean()
+    config = AugmentConfig(codec_probability=1.0, jpeg_probability=0.0)
+    a = degrade(face, np.random.default_rng([3, 1]), config)
+    b = degrade(face, np.random.default_rng([3, 1]), config)
+    assert np.array_equal(a, b) and a.shape == face.shape and a.dtype == np.uint8
+
+
+def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
+    """A search selecting on bench_auc picks the trial best on the benchmark, not on the synthetic split."""
+    from deepshield.tuning.objective import TrainingOutcome
+    from deepshield.tuning.study import SearchSettings, run_search
+
+    def scripted(config, *, epoch_callback, parent_run_id, run_tags, resume, command=""):
+        from types import SimpleNamespace
+
+        lr = config.optim.lr
+        progress = SimpleNamespace(epoch=0, history=[], run_id=None)
+        while progress.epoch < config.optim.epochs:
+            # synthetic AUC rises with lr; the benchmark prefers the smallest lr
+            progress.history.append({"epoch": progress.epoch, "train_loss": 0.5, "val_auc": 0.5 + 10 * lr, "bench_auc": 0.9 - 10 * lr})
+            progress.epoch += 1
+            epoch_callback(progress)
+        return TrainingOutcome(progress.history, None)
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1e-3, 1e-2, 3e-2]\nbudget:\n  optim.epochs: 2\n")
+    common = dict(space=space, tracking=False, prewarm=False, pruner="none")
+    by_bench = run_search(SearchSettings(out=tmp_path / "a", select="max.bench_auc", **common), train_fn=scripted, echo=lambda _: None)
+    by_val = run_search(SearchSettings(out=tmp_path / "b", select="max.val_auc", **common), train_fn=scripted, echo=lambda _: None)
+    assert by_bench.report.best.params == {"optim.lr": 1e-3} and by_bench.report.best.value == pytest.approx(0.89)
+    assert by_val.report.best.params == {"optim.lr": 3e-2}

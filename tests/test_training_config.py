@@ -1,0 +1,87 @@
+"""Training configuration: strict keys with suggestions, checked values, data paths from one setting,
+and the shipped model's card agreeing with its configuration."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from deepshield.errors import DeepShieldError
+from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, TrainConfig, load_config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=1e-3", r"unknown key optim\.lrr; did you mean optim\.lr\?"),
+        ("modle.input_size=96", r"unknown key modle; did you mean model\?"),
+        ("augment.codec_prob=0.3", r"unknown key augment\.codec_prob; did you mean augment\.codec_probability\?"),
+        ("synthesis.part_prob=0.3", r"unknown key synthesis\.part_prob; did you mean synthesis\.part_probability\?"),
+        ("model.backbone=resnet50", r"model\.backbone: Input should be 'efficientnet_lite0' or 'tiny'"),
+        ("optim.optimizer=sgd", r"optim\.optimizer: Input should be 'adamw' or 'sam'"),
+        ("export.select=max.train_loss", "selects on a training metric"),
+    ],
+)
+def test_a_typo_or_bad_value_is_an_error_that_names_the_key(override, message):
+    with pytest.raises(DeepShieldError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_keys_in_a_file_and_a_params_file_are_refused_too(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("optim:\n  epochs: 2\n  warmup: 0.1\n")
+    with pytest.raises(DeepShieldError, match=r"unknown key optim\.warmup; did you mean optim\.warmup_fraction\?"):
+        load_config(config)
+    params = tmp_path / "best.yaml"
+    params.write_text("model.dropuot: 0.3\n")
+    with pytest.raises(DeepShieldError, match=r"unknown key model\.dropuot; did you mean model\.dropout\?"):
+        load_config(None, [], params)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[optim\nepochs = 2\n")
+    with pytest.raises(DeepShieldError, match="cannot be parsed"):
+        load_config(broken)
+
+
+def test_relative_data_paths_come_from_the_data_dir_setting(tmp_path, monkeypatch):
+    (tmp_path / "real-faces" / "a").mkdir(parents=True)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    config = load_config(None, ['data.real_dirs=["real-faces/a"]'])
+    monkeypatch.chdir(tmp_path / "real-faces")  # anywhere but the data folder
+    with pytest.raises(DeepShieldError, match=rf"real-face folder real-faces/a not found .*set {DATA_DIR_ENV} \(or data\.root, or --data-dir\)"):
+        config.data.locate(config.data.real_dirs[0], "real-face folder")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert config.data.locate(config.data.real_dirs[0], "real-face folder") == tmp_path / "real-faces" / "a"
+    rooted = load_config(None, [f"data.root={tmp_path}", 'data.real_dirs=["real-faces/a"]'])
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert rooted.data.locate(Path("real-faces/a"), "x") == tmp_path / "real-faces" / "a"
+    assert "root" not in rooted.recorded()["data"]  # a machine's folder never reaches a model card
+
+
+def test_the_packaged_config_names_data_relative_to_the_data_dir():
+    config = load_config()
+    assert all(not p.is_absolute() and not str(p).startswith("..") for p in config.data.real_dirs)
+    assert config.export.name is None and config.export.version is None  # a toy run is named after itself
+
+
+def test_the_shipped_bundle_loads_and_its_card_agrees_with_its_configuration():
+    classifier = OnnxClassifier(DEFAULT_BUNDLE)  # checks the ONNX file against the card's SHA-256
+    card = classifier.card
+    assert len(card.onnx_sha256) == 64
+    config = TrainConfig.model_validate(card.training.config)  # strict: the card's config is a valid one
+    assert (config.model.input_size, config.model.crop_scale, config.model.backbone) == (card.input_size, card.crop_policy.scale, card.architecture)
+    assert card.crop_policy.size == card.input_size
+    words = shlex.split(card.training.command)
+    assert words[:2] == ["deepshield", "train"]
+    for item in [w for w in words if "=" in w and not w.startswith("-")]:  # every --set in the command is in the config
+        key, value = item.split("=", 1)
+        node = card.training.config
+        for part in key.split("."):
+            node = node[part]
+        assert json.dumps(node) == value or str(node) == value, key
+    text = json.dumps(card.model_dump(mode="json"))
+    assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text  # no machine paths
+    assert DEFAULT_CONFIG.is_file()
