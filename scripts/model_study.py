@@ -2,7 +2,7 @@
 docs/study/base.toml at the same budget, each scored every epoch on the benchmarks, then table and plot
 them. Resumable: finished runs are skipped, an interrupted one continues from its checkpoint.
 
-    export DEEPSHIELD_DATA_DIR=../shared/data
+    export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/model_study.py                      # every run, then the table and plots
     .venv/bin/python scripts/model_study.py --only sbi-only --seed 1
     .venv/bin/python scripts/model_study.py --report-only

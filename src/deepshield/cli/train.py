@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    parser.add_argument("--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)")
     parser.set_defaults(run=run_train)
 
     export = subparsers.add_parser("export", help="export a training checkpoint as a model bundle", description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).")

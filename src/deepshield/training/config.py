@@ -18,7 +18,7 @@ from deepshield.strict import StrictModel, explain
 from deepshield.synthesis.blend import SynthesisConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
-DATA_DIR_ENV = "DEEPSHIELD_DATA_DIR"
+DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
 Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BACKBONES
 
 

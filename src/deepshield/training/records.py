@@ -99,7 +99,8 @@ def parse_selector(text: str) -> Selector:
         raise DeepShieldError(
             f"selector {text!r} selects on a training metric. Training loss measures how well a trial fits the "
             "faces it trains on (and summed over an epoch it favours large batches, which take fewer steps); "
-            "it says nothing about generalisation. Select on a held-out metric instead: "
+            "it says nothing about generalisation. Select on a held-out metric instead, a validation metric of the "
+            "identity-disjoint split or a benchmark's: "
             f"{', '.join(f'{d}.{m}' for m, d in VALIDATION_METRICS.items())}, or a benchmark's (max.bench_auc, ...)"
         )
     if metric_direction(metric) is None:
