@@ -70,6 +70,7 @@ class TrackingConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
+    select: str = "max.val_auc"
     name: str = "deepshield-effnetlite0-sbi"
     version: str = "1.0.0"
     intended_use: str = ""

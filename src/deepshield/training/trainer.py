@@ -40,6 +40,7 @@ from deepshield.training.dataset import (
 from deepshield.training.export import export_checkpoint
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared
+from deepshield.tuning.selector import parse_selector
 
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()
@@ -52,7 +53,7 @@ class Progress:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    best_auc: float = -1.0
+    best_auc: float = -1.0  # the best epoch's value of export.select's metric (val_auc by default)
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
     run_id: str | None = None
@@ -108,6 +109,7 @@ class Trainer:
         self.parent_run_id = parent_run_id
         self.run_tags = run_tags
         self.export_bundle = export_bundle
+        self.export_selector = parse_selector(config.export.select)  # which epoch best.pt (and the bundle) keeps
         self.run_dir = Path(config.run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
         self.plots = self.run_dir / "plots"
@@ -280,9 +282,10 @@ class Trainer:
         tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=progress.epoch)
         log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in record.items()})
         print(f"epoch {progress.epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"), flush=True)
-        improved = metrics.auc > progress.best_auc
+        value = record.get(self.export_selector.metric, math.nan)
+        improved = math.isfinite(value) and (progress.best_epoch < 0 or self.export_selector.better(value, progress.best_auc))
         if improved:
-            progress.best_auc, progress.best_epoch = metrics.auc, progress.epoch
+            progress.best_auc, progress.best_epoch = value, progress.epoch
             self._plots(val_images, val_labels, probabilities, tracker)
         epoch_done = progress.epoch
         progress.epoch += 1
