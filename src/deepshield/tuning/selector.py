@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from deepshield.errors import DeepShieldError
 
@@ -27,7 +28,7 @@ TRAINING_METRICS = ("train_loss", "loss", "lr", "images_per_s")
 
 @dataclass(frozen=True)
 class Selector:
-    mode: str  # "max" | "min"
+    mode: Literal["max", "min"]
     metric: str
 
     @property

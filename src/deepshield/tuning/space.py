@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -64,7 +64,7 @@ class Param:
     """One searched key: a categorical list, or an int / float range."""
 
     name: str
-    kind: str  # "categorical" | "int" | "float"
+    kind: Literal["categorical", "int", "float"]
     choices: tuple = ()
     low: float | int | None = None
     high: float | int | None = None
