@@ -20,18 +20,21 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.evaluation.summary import Confusion, EvaluationSettings, EvaluationSummary, Interval, ModelInfo, summarize
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dev-eval"
 PARTS = ("face-edits", "dfdc-sample")
 DEFAULT_PERTURB = ["jpeg:90,70,50", "resize:0.5", "blur:1.5", "noise:5"]
 
 
-def ci(entry: dict | None) -> str:
-    if not entry or entry.get("value") is None:
+def ci(entry) -> str:
+    """An Interval as `value (low–high)`."""
+    if entry is None or entry.value is None:
         return "–"
-    text = f"{entry['value']:.3f}"
-    if entry.get("low") is not None:
-        text += f" ({entry['low']:.2f}–{entry['high']:.2f})"
+    text = f"{entry.value:.3f}"
+    if entry.low is not None:
+        text += f" ({entry.low:.2f}–{entry.high:.2f})"
     return text
 
 
@@ -39,55 +42,52 @@ def num(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def metrics_rows(summary: dict) -> list[str]:
+def metrics_rows(summary: EvaluationSummary) -> list[str]:
     header = "| data | files (real / fake) | no face / unreadable | file AUC (95% CI) | AP | EER | balanced acc. | recall | FPR | log-loss | face AUC |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    blocks = [(name, block) for name, block in sorted(summary["by_source"].items())] + [("all", {"file": summary["file"], "face": summary["face"]})]
+    blocks = [(name, block.file, block.face) for name, block in sorted(summary.by_source.items())] + [("all", summary.file, summary.face)]
     by_source_counts = {}
-    for f in summary["no_face_files"]:
-        by_source_counts.setdefault(f["source"], [0, 0])[0] += 1
-    for f in summary["unreadable_files"]:
-        by_source_counts.setdefault(f["source"], [0, 0])[1] += 1
-    for name, block in blocks:
-        file_block, face_block = block["file"], block["face"]
-        m = file_block.get("metrics", {})
-        c = file_block.get("confusion", {})
-        reals = c.get("tn", 0) + c.get("fp", 0)
-        fakes = c.get("fn", 0) + c.get("tp", 0)
-        fpr = c["fp"] / reals if reals else None
-        missing = by_source_counts.get(name, [0, 0]) if name != "all" else [len(summary["no_face_files"]), len(summary["unreadable_files"])]
+    for f in summary.no_face_files:
+        by_source_counts.setdefault(f.source, [0, 0])[0] += 1
+    for f in summary.unreadable_files:
+        by_source_counts.setdefault(f.source, [0, 0])[1] += 1
+    for name, file_block, face_block in blocks:
+        m = file_block.metrics
+        c = file_block.confusion or Confusion(tn=0, fp=0, fn=0, tp=0)
+        reals, fakes = c.tn + c.fp, c.fn + c.tp
+        missing = by_source_counts.get(name, [0, 0]) if name != "all" else [len(summary.no_face_files), len(summary.unreadable_files)]
         if not m:
-            lines.append(f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {file_block.get('error', '–')} | | | | | | | |")
+            lines.append(f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {file_block.error or '–'} | | | | | | | |")
             continue
         lines.append(
-            f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {ci(m['auc'])} | {num(m['ap']['value'])} | {num(m['eer']['value'])} | "
-            f"{num(m['balanced_accuracy']['value'])} | {num(m['recall']['value'])} | {num(fpr)} | {num(m['log_loss']['value'])} | "
-            f"{num(face_block.get('metrics', {}).get('auc', {}).get('value'))} |"
+            f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {ci(m['auc'])} | {num(m['ap'].value)} | {num(m['eer'].value)} | "
+            f"{num(m['balanced_accuracy'].value)} | {num(m['recall'].value)} | {num(c.false_positive_rate)} | {num(m['log_loss'].value)} | "
+            f"{num(face_block.value('auc'))} |"
         )
     return lines
 
 
-def perturbation_rows(summary: dict) -> list[str]:
-    sources = sorted(summary["by_source"])
+def perturbation_rows(summary: EvaluationSummary) -> list[str]:
+    sources = sorted(summary.by_source)
     header = "| condition | file AUC, all (95% CI) | Δ | " + " | ".join(f"{s} file AUC" for s in sources) + " | face AUC | files without a face |"
     lines = [header, "|" + "---|" * (4 + len(sources) + 1)]
-    for row in summary["perturbations"]:
-        auc = {"value": row["file_auc"], "low": row["file_auc_low"], "high": row["file_auc_high"]}
-        delta = "–" if row["file_auc_change"] is None else f"{row['file_auc_change']:+.3f}"
-        per = " | ".join(num(row["by_source_file_auc"].get(s)) for s in sources)
-        lines.append(f"| {row['condition']} | {ci(auc)} | {delta} | {per} | {num(row['face_auc'])} | {row['files_without_face']} |")
+    for row in summary.perturbations:
+        auc = Interval(value=row.file_auc, low=row.file_auc_low, high=row.file_auc_high)
+        delta = "–" if row.file_auc_change is None else f"{row.file_auc_change:+.3f}"
+        per = " | ".join(num(row.by_source_file_auc.get(s)) for s in sources)
+        lines.append(f"| {row.condition} | {ci(auc)} | {delta} | {per} | {num(row.face_auc)} | {row.files_without_face} |")
     return lines
 
 
-def rule_rows(summary: dict) -> list[str]:
+def rule_rows(summary: EvaluationSummary) -> list[str]:
     lines = ["| video rule | file AUC (95% CI) | balanced acc. | log-loss |", "|---|---|---|---|"]
-    for kind, block in summary["video_rules"].items():
-        part = block.get("videos_only", block["file"])
-        m = part.get("metrics")
+    for kind, block in summary.video_rules.items():
+        part = block.videos_only or block.file
+        m = part.metrics
         if not m:
-            lines.append(f"| {kind} | {part.get('error', '–')} | | |")
+            lines.append(f"| {kind} | {part.error or '–'} | | |")
             continue
-        lines.append(f"| {kind} | {ci(m['auc'])} | {num(m['balanced_accuracy']['value'])} | {num(m['log_loss']['value'])} |")
+        lines.append(f"| {kind} | {ci(m['auc'])} | {num(m['balanced_accuracy'].value)} | {num(m['log_loss'].value)} |")
     return lines
 
 
@@ -106,7 +106,6 @@ def main() -> int:
     from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import write_report
     from deepshield.evaluation.scoring import MediaCropper, ScoredSet, list_items, score_cropped
-    from deepshield.evaluation.summary import EvaluationSettings, summarize
     from deepshield.faces.detector import FaceDetector
     from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
 
@@ -141,16 +140,16 @@ def main() -> int:
     scoring_s = time.perf_counter() - started
     started = time.perf_counter()
     card = classifier.card
-    summary = summarize(scored, settings, {"name": card.name, "version": card.version, "temperature": card.calibration.temperature, "threshold": card.calibration.threshold})
+    summary = summarize(scored, settings, ModelInfo(name=card.name, version=card.version, temperature=card.calibration.temperature, threshold=card.calibration.threshold))
     page = write_report(scored, settings, summary, args.out, title=f"dev-eval: {card.name} {card.version}")
     report_s = time.perf_counter() - started
 
-    counts = summary["counts"]
+    counts = summary.counts
     print(f"\n### Evaluation on dev-eval: {card.name} {card.version}\n")
     print(
         f"Threshold {card.calibration.threshold:.3f} (model card), temperature {card.calibration.temperature:.3g}, video rule "
-        f"`{settings.rule.kind}`, {args.frames} frames per video; {counts['images']} images and {counts['videos']} videos scored, "
-        f"{counts['faces']} faces. 95% intervals: {args.bootstrap} bootstrap resamples of files. No file without a face is in "
+        f"`{settings.rule.kind}`, {args.frames} frames per video; {counts.images} images and {counts.videos} videos scored, "
+        f"{counts.faces} faces. 95% intervals: {args.bootstrap} bootstrap resamples of files. No file without a face is in "
         "the file-level figures (they are counted in the third column)."
     )
     print()

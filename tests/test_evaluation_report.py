@@ -10,10 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.evaluation.scoring import CLEAN, score_datasets
-from deepshield.evaluation.summary import EvaluationSettings, summarize
+from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
 from deepshield.inference.analysis import VideoRule
 from deepshield.inference.runtime import OnnxClassifier
 
@@ -81,6 +82,18 @@ def test_html_is_self_contained(report):
     assert "blank.png" in page and "broken.jpg" in page
 
 
+def test_metrics_json_is_the_typed_summary(report):
+    """metrics.json reads back into an EvaluationSummary and writes out the same; unknown keys are refused."""
+    m = _strict_json(report / "metrics.json")
+    summary = EvaluationSummary.model_validate(m)
+    assert summary.to_json() == m
+    assert summary.file.value("auc") == m["file"]["metrics"]["auc"]["value"] and summary.face.metrics["auc"].low == m["face"]["metrics"]["auc"]["low"]
+    assert "metrics" not in m["video_rules"]["max"]["videos_only"] and summary.video_rules["max"].videos_only.metrics is None  # one class: left out
+    assert summary.headline("file")["file_auc_low"] == m["file"]["metrics"]["auc"]["low"]
+    with pytest.raises(ValidationError, match="threshhold"):
+        EvaluationSummary.model_validate({**m, "settings": {**m["settings"], "threshhold": 0.4}})
+
+
 def test_metrics_json(report):
     m = _strict_json(report / "metrics.json")
     counts = m["counts"]
@@ -128,10 +141,10 @@ def test_no_face_files_can_be_scored_zero(folder_dataset, tiny_bundle):
     scored = score_datasets([folder_dataset], OnnxClassifier(tiny_bundle), frames=2, progress=False)
     excluded = summarize(scored, EvaluationSettings(bootstrap=0, no_face="exclude"))
     zero = summarize(scored, EvaluationSettings(bootstrap=0, no_face="zero"))
-    assert excluded["file"]["count"] == 5 and zero["file"]["count"] == 6
-    assert zero["file"]["confusion"]["tn"] == excluded["file"]["confusion"]["tn"] + 1  # the grey image, a real, called real
-    assert excluded["face"]["count"] == zero["face"]["count"]  # no face, no face-level sample
-    assert excluded["file"]["metrics"]["auc"]["low"] is None  # --bootstrap 0: no intervals
+    assert excluded.file.count == 5 and zero.file.count == 6
+    assert zero.file.confusion.tn == excluded.file.confusion.tn + 1  # the grey image, a real, called real
+    assert excluded.face.count == zero.face.count  # no face, no face-level sample
+    assert excluded.file.metrics["auc"].low is None  # --bootstrap 0: no intervals
 
 
 def test_one_class_subset_gets_a_detection_rate(folder_dataset, tiny_bundle, tmp_path):
@@ -141,9 +154,9 @@ def test_one_class_subset_gets_a_detection_rate(folder_dataset, tiny_bundle, tmp
         (fakes_only / path.name).write_bytes(path.read_bytes())
     scored = score_datasets([fakes_only.parent], OnnxClassifier(tiny_bundle), frames=2, progress=False)
     summary = summarize(scored, EvaluationSettings(bootstrap=50))
-    assert "both classes: all 3 files are fake" in summary["file"]["error"]
-    rate = summary["file"]["detection_rate"]
-    assert rate["low"] <= rate["value"] <= rate["high"]
+    assert "both classes: all 3 files are fake" in summary.file.error
+    rate = summary.file.detection_rate
+    assert rate.low <= rate.value <= rate.high and summary.file.metrics is None
 
 
 def test_bad_perturbation_is_a_usage_error(capsys, folder_dataset, tiny_bundle, tmp_path):
@@ -179,7 +192,7 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
         else:
             assert s == pytest.approx(media_scores[name], abs=1e-5), name  # lossless crops: same pixels, same scores
     summary = summarize(from_crops, EvaluationSettings(bootstrap=0))
-    assert summary["counts"]["files_without_face"] == 1 and summary["counts"]["unreadable_files"] == 1
+    assert summary.counts.files_without_face == 1 and summary.counts.unreadable_files == 1
 
     other = tmp_path / "other-policy"
     prepare_dataset([folder_dataset], other, settings=ExtractSettings(frames=2, policy=CropPolicy(size=64, scale=1.3)), progress=False)

@@ -1,14 +1,17 @@
-"""The MLRun integration without an MLRun service (mlrun is not installed here, nor needed)."""
+"""The MLRun integration: its checks and handler with a stand-in context (mlrun not needed), and one
+hyperparameter run through real MLRun in local mode where the `mlrun` extra is installed."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from deepshield.errors import DeepShieldError
+from tests.test_tuning_train import workspace  # noqa: F401 - the fixture: faces, a tiny training config
 
 
 def test_deepshield_and_the_cli_never_import_mlrun():
@@ -72,3 +75,43 @@ def test_handler_parameters_and_results(monkeypatch, tmp_path):
     assert dict(logged) == {"val_auc": 0.8, "val_loss": 0.5, "val_eer": 0.25, "epochs": 2, "best_epoch": 2, "run_dir": str(tmp_path / "u-0001")}
     with pytest.raises(DeepShieldError, match="not a training-config key"):
         integration.train_trial(context, **{"optim.lrate": 1.0})
+
+
+def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkeypatch):
+    """`new_task().with_hyper_params(grid, selector="max.val_auc")` run by real MLRun, locally (no MLRun
+    service): MLRun calls train_trial once per grid point, each trains with the project's trainer,
+    and MLRun picks the iteration with the highest logged val_auc. Skipped where mlrun is not
+    installed (the `mlrun` extra; `make test` installs only `test`).
+
+    Without an MLRun API service, local runs keep results and the iterations table, but not
+    artifacts: MLRun records them as store:// URIs that only the service resolves (so `run.outputs`
+    raises), and here the handler logs none. Artifacts need `MLRUN_DBPATH` (docs/mlrun.md)."""
+    mlrun = pytest.importorskip("mlrun")
+    from deepshield.integrations.mlrun import hyper_param_task, train_trial
+    from deepshield.training.checkpoint import load_checkpoint
+    from deepshield.tuning.selector import VALIDATION_METRICS
+
+    monkeypatch.delenv("MLRUN_DBPATH", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLRun writes its local run records under the working directory
+    grid = {"optim.lr": [1e-3, 1e-2], "optim.batch_size": [4]}
+    task = hyper_param_task(grid, selector="max.val_auc", params={"config": str(workspace / "train.yaml"), "budget": {"optim.epochs": 2}, "out_dir": str(tmp_path / "trials")})
+    run = mlrun.new_function(name="deepshield-trial", kind="local").run(task, handler=train_trial, local=True, artifact_path=str(tmp_path / "artifacts"))
+    assert run.status.state == "completed"
+
+    header, *rows = run.status.iterations
+    table = [dict(zip(header, row)) for row in rows]
+    assert sorted(r["param.optim.lr"] for r in table) == [1e-3, 1e-2] and all(r["state"] == "completed" for r in table)
+    for row in table:  # every logged result is what the trainer recorded in the trial's history
+        history = load_checkpoint(Path(row["output.run_dir"]) / "checkpoints" / "last.pt")["progress"]["history"]
+        config = load_checkpoint(Path(row["output.run_dir"]) / "checkpoints" / "last.pt")["config"]
+        assert (config["optim"]["lr"], config["optim"]["batch_size"], config["optim"]["epochs"]) == (row["param.optim.lr"], 4, 2)
+        assert row["output.epochs"] == len(history) == 2
+        for metric, mode in VALIDATION_METRICS.items():
+            best = (max if mode == "max" else min)(r[metric] for r in history)
+            assert row[f"output.{metric}"] == pytest.approx(best), metric
+        assert "output.train_loss" not in row
+
+    winner = max(table, key=lambda r: r["output.val_auc"])
+    assert run.output("best_iteration") == winner["iter"]
+    assert run.output("val_auc") == pytest.approx(winner["output.val_auc"])  # the run's results: the selected iteration's
+    assert run.output("run_dir") == winner["output.run_dir"]

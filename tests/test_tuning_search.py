@@ -40,7 +40,8 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
     done = int(last.read_text()) if resume and last.exists() else 0
     progress = SimpleNamespace(epoch=done, history=[scripted_metrics(config.optim.lr, config.optim.batch_size, e) for e in range(done)], run_id=None)
     CALLS.append(
-        {"lr": config.optim.lr, "batch": config.optim.batch_size, "run_dir": str(run_dir), "resume": resume, "from_epoch": done, "threads": config.threads}
+        {"lr": config.optim.lr, "batch": config.optim.batch_size, "run_dir": str(run_dir), "resume": resume, "from_epoch": done, "threads": config.threads,
+         "export_select": config.export.select}  # fmt: skip
     )
     kill_at = os.environ.get("FAKE_KILL_AT_LR")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,10 +99,21 @@ def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
 
 
 def test_min_selector_uses_its_own_metric(space, tmp_path):
+    CALLS.clear()
     result = run_search(settings(space, tmp_path, select="min.val_loss", study="by-loss"), train_fn=fake_train, echo=lambda _: None)
+    assert {c["export_select"] for c in CALLS} == {"min.val_loss"}  # each trial's best.pt: the epoch its value comes from
     assert result.report.best.params["optim.lr"] == 1e-2  # lowest val_loss, although not the highest AUC
     assert result.report.best.value == pytest.approx(min(t.value for t in study_of(result).get_trials()))
     assert result.report.best.value == pytest.approx(scripted_metrics(1e-2, 8, 0)["val_loss"])
+
+
+def test_export_select_follows_the_selector(space, tmp_path):
+    with pytest.raises(DeepShieldError, match="export.select follows --select"):
+        run_search(settings(space, tmp_path, overrides=["export.select=max.val_auc"], select="min.val_loss"), train_fn=fake_train, echo=lambda _: None)
+    space.write_text("export.select: [max.val_auc, min.val_loss]\n")
+    with pytest.raises(DeepShieldError, match="set by the search itself"):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_pruned_trials_are_recorded_as_pruned(space, tmp_path):
@@ -124,14 +136,14 @@ def test_median_pruner_stops_a_trial_worse_than_earlier_ones(tmp_path):
         def sample_independent(self, study, trial, name, distribution):
             return next(order)
 
-    from deepshield.tuning import study as study_module
+    from deepshield.tuning import workers as workers_module
 
-    original = study_module.make_sampler
-    study_module.make_sampler = lambda *a, **k: Ordered()
+    original = workers_module.make_sampler
+    workers_module.make_sampler = lambda *a, **k: Ordered()
     try:
         result = run_search(settings(space, tmp_path, pruner="median", sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None)
     finally:
-        study_module.make_sampler = original
+        workers_module.make_sampler = original
     states = {t.params["optim.lr"]: t.state.name for t in study_of(result).get_trials()}
     assert states == {1e-3: "COMPLETE", 1e-2: "COMPLETE", 1e-4: "PRUNED"}
 

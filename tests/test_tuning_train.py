@@ -4,6 +4,7 @@ checkpoint, and the MLRun handler with a fake context."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 from PIL import Image
 
 from deepshield.cli.main import main
+from deepshield.errors import DeepShieldError
+from deepshield.training.checkpoint import BEST, load_checkpoint
 from deepshield.training.config import load_config
+from deepshield.training.trainer import Trainer
 from deepshield.tuning.objective import run_training
 from deepshield.tuning.study import SearchSettings, run_search
 from deepshield.tuning.trials import MLFLOW_RUN_ID, RETRY_OF
@@ -69,7 +73,7 @@ def runs_by_parent(workspace: Path, parent_id: str):
 def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     out = workspace / "cli"
     code = main(["tune", "--config", str(workspace / "train.yaml"), "--space", str(workspace / "space.yaml"), "--out", str(out),
-                 "--trial-set", "optim.epochs=1", "--pruner", "none", "--train-best"])  # fmt: skip
+                 "--trial-set", "optim.epochs=1", "--pruner", "none", "--select", "min.val_loss", "--train-best"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "best: trial" in printed and "bundle written to" in printed
@@ -97,12 +101,37 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     assert all(len(mlflow.get_metric_history(r.info.run_id, "val_auc")) == 1 for r in trials)  # the per-trial budget
     assert len(mlflow.get_metric_history(best[0].info.run_id, "val_auc")) == 2  # --train-best: the full budget
     assert (out / "best" / "bundle" / "model.onnx").exists()
+    # the bundle is the full-budget epoch with the lowest val_loss (--select), not the highest val_auc
+    card = json.loads((out / "best" / "bundle" / "model_card.json").read_text())
+    losses = [m.value for m in sorted(mlflow.get_metric_history(best[0].info.run_id, "val_loss"), key=lambda m: m.step)]
+    assert card["training"]["config"]["export"]["select"] == "min.val_loss"
+    assert card["training"]["epochs"] == losses.index(min(losses)) + 1
     assert sorted(p.name for p in (out / "trials" / "space" / "trial_0000" / "checkpoints").iterdir()) == ["best.pt"]  # finished: no resume needed
 
     config = load_config(workspace / "train.yaml", params=out / "best.yaml")  # what `deepshield train --params` does
     assert config.optim.lr == float(best[0].data.params["optim.lr"])
     assert config.optim.epochs == 2
     assert parent.data.tags["best.trial"] in {r.data.tags["optuna.trial_number"] for r in trials}
+
+
+def test_trainer_keeps_the_epoch_export_select_picks(workspace, tmp_path, monkeypatch):
+    """best.pt (what the bundle is exported from) is the best epoch by export.select: val_auc by default."""
+    from deepshield.training import trainer as trainer_module
+
+    real = trainer_module.detection_metrics
+    for select, kept in (("min.val_eer", 0), ("max.val_auc", 1)):
+        scripted = iter([(0.6, 0.10), (0.9, 0.40), (0.7, 0.30)])  # (auc, eer) of epochs 0, 1, 2: the two selectors disagree
+
+        def metrics(labels, probabilities, scripted=scripted):
+            auc, eer = next(scripted)
+            return real(labels, probabilities).model_copy(update={"auc": auc, "eer": eer})
+
+        monkeypatch.setattr(trainer_module, "detection_metrics", metrics)
+        overrides = [f"run_dir={tmp_path / select}", "optim.epochs=3", "tracking.enabled=false", f"export.select={select}"]
+        result = Trainer(load_config(workspace / "train.yaml", overrides), export_bundle=False).run()
+        assert (result.progress.best_epoch, load_checkpoint(result.run_dir / "checkpoints" / BEST)["epoch"]) == (kept, kept), select
+    with pytest.raises(DeepShieldError, match="training metric"):
+        Trainer(load_config(workspace / "train.yaml", ["export.select=min.train_loss"]))
 
 
 def test_interrupted_trial_resumes_from_its_checkpoint(workspace):
@@ -162,7 +191,5 @@ def test_mlrun_handler_trains_one_trial_and_logs_results(workspace, tmp_path):
     assert 0 <= results["val_auc"] <= 1
     run_dir = Path(results["run_dir"])
     assert run_dir == tmp_path / "abc123-0003" and (run_dir / "checkpoints" / "best.pt").exists()
-    from deepshield.training.checkpoint import load_checkpoint
-
     config = load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]
     assert (config["optim"]["lr"], config["optim"]["batch_size"], config["tracking"]["enabled"]) == (0.01, 4, False)

@@ -82,52 +82,54 @@ def load_classifier(model: str | None):
     return OnnxClassifier(path), path
 
 
-def model_info(classifier, path: Path) -> dict:
+def model_info(classifier, path: Path):
+    from deepshield.evaluation.summary import ModelInfo
+
     card = classifier.card
-    return {
-        "name": card.name,
-        "version": card.version,
-        "bundle": str(path),
-        "temperature": card.calibration.temperature,
-        "threshold": card.calibration.threshold,
-        "calibration_fitted_on": card.calibration.fitted_on,
-        "crop_policy": card.crop_policy.model_dump(),
-        "onnx_sha256": card.onnx_sha256,
-    }
+    return ModelInfo(
+        name=card.name,
+        version=card.version,
+        bundle=str(path),
+        temperature=card.calibration.temperature,
+        threshold=card.calibration.threshold,
+        calibration_fitted_on=card.calibration.fitted_on,
+        crop_policy=card.crop_policy,
+        onnx_sha256=card.onnx_sha256,
+    )
 
 
-def print_summary(summary: dict, out=None) -> None:
+def print_summary(summary, out=None) -> None:
+    """The headline figures of an EvaluationSummary on the terminal."""
     from deepshield.evaluation.report import METRIC_LABELS
 
     out = out or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is swapped
 
     def cell(entry) -> str:
-        if not entry or entry.get("value") is None:
+        if entry is None or entry.value is None:
             return "-"
-        text = f"{entry['value']:.3f}"
-        return text + (f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry.get("low") is not None else "")
+        text = f"{entry.value:.3f}"
+        return text + (f" [{entry.low:.3f}, {entry.high:.3f}]" if entry.low is not None else "")
 
-    counts = summary["counts"]
+    counts = summary.counts
     print(
-        f"{counts['files']} files ({counts['real_files']} real, {counts['fake_files']} fake): {counts['files_with_face']} with a face, "
-        f"{counts['files_without_face']} without, {counts['unreadable_files']} unreadable; {counts['faces']} faces",
+        f"{counts.files} files ({counts.real_files} real, {counts.fake_files} fake): {counts.files_with_face} with a face, "
+        f"{counts.files_without_face} without, {counts.unreadable_files} unreadable; {counts.faces} faces",
         file=out,
     )
     names = ("auc", "ap", "eer", "log_loss", "balanced_accuracy", "precision", "recall", "f1")
-    for level in ("file", "face"):
-        block = summary[level]
-        if "metrics" not in block:
-            print(f"{level} level: {block.get('error', 'no metrics')}", file=out)
+    for level, block in (("file", summary.file), ("face", summary.face)):
+        if not block.metrics:
+            print(f"{level} level: {block.error or 'no metrics'}", file=out)
             continue
-        print(f"{level} level ({block['count']} samples, threshold {summary['settings']['threshold']:.3f}):", file=out)
+        print(f"{level} level ({block.count} samples, threshold {summary.settings.threshold:.3f}):", file=out)
         for name in names:
-            print(f"  {METRIC_LABELS[name]:<14} {cell(block['metrics'][name])}", file=out)
-    if len(summary["perturbations"]) > 1:
+            print(f"  {METRIC_LABELS[name]:<14} {cell(block.metrics[name])}", file=out)
+    if len(summary.perturbations) > 1:
         print("perturbations (file AUC / face AUC):", file=out)
-        for row in summary["perturbations"]:
-            file_auc = "-" if row["file_auc"] is None else f"{row['file_auc']:.3f}"
-            face_auc = "-" if row["face_auc"] is None else f"{row['face_auc']:.3f}"
-            print(f"  {row['condition']:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row['files_without_face']}", file=out)
+        for row in summary.perturbations:
+            file_auc = "-" if row.file_auc is None else f"{row.file_auc:.3f}"
+            face_auc = "-" if row.face_auc is None else f"{row.face_auc:.3f}"
+            print(f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}", file=out)
 
 
 def run(args: argparse.Namespace) -> int:

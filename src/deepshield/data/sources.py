@@ -31,7 +31,8 @@ from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
 
 REAL, FAKE = "real", "fake"
-LABELS = (REAL, FAKE)
+Label = Literal["real", "fake"]
+LABELS: tuple[Label, ...] = (REAL, FAKE)
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
@@ -50,7 +51,7 @@ class SourceFormatError(DeepShieldError):
 @dataclass(frozen=True)
 class SourceItem:
     path: Path  # the media file (image or video)
-    label: str  # "real" or "fake"
+    label: Label
     group: str  # items of one group never straddle train/val/test
     source: str  # dataset it comes from ("dfdc", "ffpp", a folder's name...)
     method: str  # manipulation method for fakes ("Deepfakes", "unknown"), "none" for reals
@@ -70,7 +71,7 @@ class SourceProblem:
 SourceEntry = SourceItem | SourceProblem
 
 
-def normalise_label(text: str) -> str | None:
+def normalise_label(text: str) -> Label | None:
     value = str(text).strip().lower()
     return value if value in LABELS else None
 

@@ -1,5 +1,5 @@
-"""Execution engines: where the per-file work of `scan` and `prepare` (and the trial workers of
-`tune`) runs. One interface, two engines:
+"""Execution engines: where the per-file work of `scan` and `prepare` and the study workers of
+`tune` run. One interface, two engines:
 
 - ``local`` (:mod:`deepshield.engines.local`): this machine; in this process, or a pool of spawned
   worker processes;
@@ -10,14 +10,15 @@ The unit of work is a :class:`FileJob`: ``setup`` once per worker process (load 
 ``run`` once per file, ``fail`` to turn an exception (or a dead worker) into that file's error
 result. ``Engine.map`` runs a job over a list of items with a bounded number in flight and yields
 one result per item, in input order (or, with ``ordered=False``, as they finish); a failure of one
-item never stops the others.
+item never stops the others. ``Engine.run_workers`` runs a few long-lived workers instead (the study
+workers of `tune`), each a callable ``fn(index, emit)`` that reports lines through ``emit``.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from deepshield.errors import DeepShieldError
@@ -28,6 +29,8 @@ QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}  # MediaPipe 
 S = TypeVar("S")  # per-worker state (a Detector, a FaceDetector)
 T = TypeVar("T")  # an item (a path, a SourceItem)
 R = TypeVar("R")  # a result (a ScanRow, a FileOutcome)
+WorkerFn = Callable[[int, Callable[[str], None]], Any]  # fn(worker index, emit(line))
+INTERRUPTED_WORKERS = "interrupted: waiting for the workers to checkpoint their work ..."
 
 
 class FileJob(ABC, Generic[S, T, R]):
@@ -100,6 +103,29 @@ class Engine(ABC):
     @abstractmethod
     def map(self, job: FileJob[Any, T, R], items: Sequence[T], *, ordered: bool = True) -> Iterator[R]:
         """One result per item: in input order, or as they finish when `ordered` is False."""
+
+    @abstractmethod
+    def run_workers(
+        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
+    ) -> list[int]:
+        """Run fn(index, emit) for index 0..count-1, each in its own worker, started `stagger_s` apart
+        (fewer collisions on a shared store's first rows), `cpus` CPUs (and native threads) each. On
+        KeyboardInterrupt every worker gets a KeyboardInterrupt inside fn (as Ctrl-C would) and
+        `grace_s` to stop, then it is raised again. Returns the indices of the workers that ended
+        abnormally (each one echoed as a warning)."""
+
+    @abstractmethod
+    def worker_cpus(self, count: int) -> int:
+        """CPUs for each of `count` long-lived workers: the engine's CPUs split between them, at most
+        one machine's worth (a worker runs on one machine)."""
+
+    def node_count(self) -> int:
+        """Machines the workers may run on."""
+        return 1
+
+    def describe(self) -> str:
+        """Where the work runs, for the command's first lines."""
+        return "this machine"
 
     def close(self) -> None:
         """Release what the engine started (worker processes, a Ray instance it launched)."""

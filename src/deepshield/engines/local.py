@@ -1,6 +1,7 @@
-"""The local engine: a job in this process (1 worker), or in a pool of spawned worker processes.
+"""The local engine: a job in this process (1 worker), or in a pool of spawned worker processes;
+long-lived workers (`run_workers`) in this process (1 worker) or one spawned process each.
 
-spawn, not fork: MediaPipe and PyAV start native threads that a forked child would inherit
+spawn, not fork: MediaPipe, PyAV and torch start native threads that a forked child would inherit
 half-dead. A bounded number of items is in flight (twice the workers) so that an interruption
 loses little work. A worker process that dies takes the pool with it (BrokenProcessPool is raised:
 on one machine that is a machine problem, not a file's).
@@ -8,14 +9,19 @@ on one machine that is a machine problem, not a file's).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from collections.abc import Iterator, Sequence
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from deepshield.engines import Engine, FileJob, Reorder, call_job
+from deepshield.engines import INTERRUPTED_WORKERS, QUIET_ENV, Engine, FileJob, Reorder, WorkerFn, call_job
 
 _WORKER: dict[str, Any] = {}
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts
 
 
 def _pool_init(job: FileJob) -> None:
@@ -26,6 +32,38 @@ def _pool_init(job: FileJob) -> None:
 
 def _pool_call(item: Any) -> Any:
     return call_job(_WORKER["job"], _WORKER["state"], item)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _worker_main(fn: WorkerFn, index: int) -> None:
+    """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
+    KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    with contextlib.suppress(KeyboardInterrupt):
+        fn(index, _print_line)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class LocalEngine(Engine):
@@ -64,3 +102,49 @@ class LocalEngine(Engine):
                     yield from order.add(index, future.result())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def worker_cpus(self, count: int) -> int:
+        return max(1, (os.cpu_count() or 1) // max(1, count))
+
+    def describe(self) -> str:
+        return f"this machine, {os.cpu_count() or 1} CPU(s)"
+
+    def run_workers(
+        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
+    ) -> list[int]:
+        """One worker: fn(0, echo) in this process (a KeyboardInterrupt goes straight through). More:
+        one spawned process each, `cpus` native threads each (OMP/MKL_NUM_THREADS); their lines are
+        printed to the inherited stdout, not passed to `echo`."""
+        if count <= 1:
+            fn(0, echo)
+            return []
+        context = multiprocessing.get_context("spawn")
+        processes: list = []
+        try:
+            with _environment({key: str(cpus) for key in THREAD_ENV}):  # a child reads its environment as it starts
+                for index in range(count):
+                    process = context.Process(target=_worker_main, args=(fn, index), name=f"deepshield-worker-{index}")
+                    process.start()
+                    processes.append(process)
+                    if index < count - 1:
+                        time.sleep(stagger_s)
+            for process in processes:
+                process.join()
+        except KeyboardInterrupt:
+            echo(INTERRUPTED_WORKERS)
+            self._stop(processes, grace_s)
+            raise
+        failed = [index for index, process in enumerate(processes) if process.exitcode not in (0, None)]
+        for index in failed:
+            echo(f"warning: worker process {index} exited abnormally (exit code {processes[index].exitcode})")
+        return failed
+
+    @staticmethod
+    def _stop(processes: list, grace_s: float) -> None:
+        for process in processes:
+            process.terminate()  # SIGTERM: a KeyboardInterrupt in the worker (see _worker_main)
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()

@@ -28,9 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from deepshield.engines import (
+    INTERRUPTED_WORKERS,
+    QUIET_ENV,
     Engine,
     FileJob,
     Reorder,
+    WorkerFn,
     WorkerSetupError,
     call_job,
     describe_error,
@@ -73,15 +76,19 @@ def _run_file(job: FileJob, key: str, item: Any) -> Any:
     return call_job(job, state, item)
 
 
-def _run_worker(fn: Callable[[int, Callable[[str], None]], Any], index: int, queue, cwd: str) -> Any:
+def _run_worker(fn: WorkerFn, index: int, queue, cwd: str) -> None:
     """A long-running worker: fn(index, emit), its lines sent to the driver through `queue`. Runs in
     the driver's working directory when this node has it (a shared file system), so that relative
-    paths in configurations mean the same thing."""
+    paths in configurations mean the same thing. `ray.cancel` raises KeyboardInterrupt in it, as
+    SIGTERM does in a local worker process."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     previous = os.getcwd()
     if os.path.isdir(cwd):
         os.chdir(cwd)
     try:
-        return fn(index, queue.put)
+        with contextlib.suppress(KeyboardInterrupt):
+            fn(index, queue.put)
     finally:
         os.chdir(previous)
 
@@ -166,6 +173,12 @@ class RayEngine(Engine):
         self.connect()
         return sum(1 for node in ray.nodes() if node.get("Alive"))
 
+    def worker_cpus(self, count: int) -> int:
+        return max(1, min(self.cluster_cpus() // max(1, count), self.largest_node_cpus()))
+
+    def describe(self) -> str:
+        return f"Ray cluster, {self.node_count()} node(s), {self.cluster_cpus()} CPU(s)"
+
     def in_flight_limit(self) -> int:
         return self.workers if self.workers else 2 * self.cluster_cpus()
 
@@ -207,19 +220,10 @@ class RayEngine(Engine):
                     ray.wait(list(pending), num_returns=len(pending), timeout=self.cancel_wait_s)
 
     def run_workers(
-        self,
-        fn: Callable[[int, Callable[[str], None]], Any],
-        count: int,
-        echo: Callable[[str], None],
-        *,
-        cpus: float = 1,
-        stagger_s: float = 1.0,
-        grace_s: float = 120.0,
+        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
     ) -> list[int]:
-        """Run fn(index, emit) for index 0..count-1 as Ray tasks of `cpus` CPUs each; every line a
-        worker emits is echoed here as it comes. On KeyboardInterrupt the tasks are cancelled (a
-        KeyboardInterrupt inside each, as Ctrl-C would) and given `grace_s` to finish before it is
-        raised again. Returns the indices of workers that ended with an error."""
+        """Ray tasks of `cpus` CPUs each; every line a worker emits is echoed here as it comes. On
+        KeyboardInterrupt the tasks are cancelled (a KeyboardInterrupt inside each)."""
         from ray.util.queue import Empty, Queue
 
         self.connect()
@@ -243,14 +247,14 @@ class RayEngine(Engine):
             for index in range(count):
                 refs.append(task.remote(fn, index, queue, cwd))
                 if index < count - 1:
-                    time.sleep(stagger_s)  # staggered: fewer collisions on the study's first rows
+                    time.sleep(stagger_s)
             pending = list(refs)
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
                 drain()
             drain()
         except KeyboardInterrupt:
-            echo("interrupted: waiting for the workers to checkpoint their trials ...")
+            echo(INTERRUPTED_WORKERS)
             for ref in refs:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,6 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
+
+if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn from its models only
+    from deepshield.evaluation.summary import PerturbationRow, Reliability
 
 
 def save_figure(figure, path: Path) -> Path:
@@ -105,22 +109,20 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, titl
     return save_figure(figure, path)
 
 
-def reliability_plot(curves: dict[str, dict], path: Path, title: str = "Calibration (reliability)") -> Path:
-    """`curves`: legend -> the summary's reliability dict (edges, mean_predicted, fraction_fake, counts, ece)."""
+def reliability_plot(curves: dict[str, Reliability], path: Path, title: str = "Calibration (reliability)") -> Path:
+    """`curves`: legend -> the summary's Reliability (edges, mean_predicted, fraction_fake, counts, ece)."""
     figure, (axis, counts_axis) = plt.subplots(2, 1, figsize=(4.8, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     axis.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
     width = None
     for offset, (name, rel) in enumerate(curves.items()):
-        if not rel:
-            continue
-        predicted = np.array([np.nan if v is None else v for v in rel["mean_predicted"]], dtype=float)
-        observed = np.array([np.nan if v is None else v for v in rel["fraction_fake"]], dtype=float)
+        predicted = np.array([np.nan if v is None else v for v in rel.mean_predicted], dtype=float)
+        observed = np.array([np.nan if v is None else v for v in rel.fraction_fake], dtype=float)
         filled = ~np.isnan(predicted)
-        ece = rel.get("ece")
+        ece = rel.ece
         axis.plot(predicted[filled], observed[filled], marker="o", lw=1.5, label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
-        edges = np.asarray(rel["edges"])
+        edges = np.asarray(rel.edges)
         width = (edges[1] - edges[0]) / (len(curves) + 0.5)
-        counts_axis.bar(edges[:-1] + width * (offset + 0.25), rel["counts"], width=width, align="edge", label=name)
+        counts_axis.bar(edges[:-1] + width * (offset + 0.25), rel.counts, width=width, align="edge", label=name)
     axis.set(ylabel="fraction fake", title=title, xlim=(0, 1), ylim=(0, 1.01))
     axis.legend(loc="upper left", fontsize=8)
     counts_axis.set(xlabel="predicted probability of fake", ylabel="count")
@@ -143,12 +145,12 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     return save_figure(figure, path)
 
 
-def perturbation_plot(rows: list[dict], path: Path, title: str = "AUC under perturbations") -> Path:
-    names = [r["condition"] for r in rows]
-    values = [np.nan if r.get("file_auc") is None else r["file_auc"] for r in rows]
-    faces = [np.nan if r.get("face_auc") is None else r["face_auc"] for r in rows]
-    low = [np.nan if r.get("file_auc_low") is None else r["file_auc_low"] for r in rows]
-    high = [np.nan if r.get("file_auc_high") is None else r["file_auc_high"] for r in rows]
+def perturbation_plot(rows: list[PerturbationRow], path: Path, title: str = "AUC under perturbations") -> Path:
+    def values_of(name: str) -> list[float]:
+        return [np.nan if getattr(r, name) is None else getattr(r, name) for r in rows]
+
+    names = [r.condition for r in rows]
+    values, faces, low, high = (values_of(name) for name in ("file_auc", "face_auc", "file_auc_low", "file_auc_high"))
     x = np.arange(len(rows))
     figure, axis = plt.subplots(figsize=(max(4.5, 0.75 * len(rows) + 2), 3.6))
     errors = np.array([np.array(values) - np.array(low), np.array(high) - np.array(values)])

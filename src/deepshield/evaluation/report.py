@@ -19,11 +19,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from deepshield.evaluation import plots
 from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
-from deepshield.evaluation.summary import EvaluationSettings, face_level, file_level
+from deepshield.evaluation.summary import (
+    Confusion,
+    EvaluationSettings,
+    EvaluationSummary,
+    Interval,
+    MetricBlock,
+    PerturbationRow,
+    face_level,
+    file_level,
+)
 from deepshield.inference.analysis import VideoRule
 
 METRIC_LABELS = {
@@ -103,17 +113,19 @@ def _png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: dict, out: Path) -> dict[str, Path]:
+def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path) -> dict[str, Path]:
     """Every plot that the data allows (a one-class set has no ROC); name -> PNG path."""
     folder = out / "plots"
     made: dict[str, Path] = {}
     files = file_level(scored, CLEAN, settings.rule, settings.no_face)
     faces = face_level(scored)
     both = {name: (d.labels, d.scores) for name, d in (("file", files), ("face", faces)) if len(np.unique(d.labels)) == 2}
+    blocks = {"file": summary.file, "face": summary.face}
     if both:
-        made["roc"] = plots.roc_curves({f"{k} level (AUC {summary[k]['metrics']['auc']['value']:.3f})": v for k, v in both.items()}, folder / "roc.png")
-        made["pr"] = plots.pr_curves({f"{k} level (AP {summary[k]['metrics']['ap']['value']:.3f})": v for k, v in both.items()}, folder / "pr.png")
-    reliabilities = {f"{k} level": summary["calibration"][k] for k in ("file", "face") if summary["calibration"].get(k)}
+        made["roc"] = plots.roc_curves({f"{k} level (AUC {blocks[k].value('auc'):.3f})": v for k, v in both.items()}, folder / "roc.png")
+        made["pr"] = plots.pr_curves({f"{k} level (AP {blocks[k].value('ap'):.3f})": v for k, v in both.items()}, folder / "pr.png")
+    calibration = summary.calibration
+    reliabilities = {f"{k} level": rel for k, rel in (("file", calibration.file), ("face", calibration.face)) if rel is not None}
     if reliabilities:
         made["reliability"] = plots.reliability_plot(reliabilities, folder / "reliability.png")
     if files.labels.size:
@@ -122,12 +134,12 @@ def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: dict, 
     if faces.labels.size:
         made["hist_face"] = plots.score_histograms(faces.labels, faces.scores, settings.threshold, folder / "hist_face.png", "face probabilities")
         made["confusion_face"] = plots.confusion_plot(faces.labels, faces.scores, settings.threshold, folder / "confusion_face.png")
-    if len(summary["perturbations"]) > 1:
-        made["perturbations"] = plots.perturbation_plot(summary["perturbations"], folder / "perturbations.png")
+    if len(summary.perturbations) > 1:
+        made["perturbations"] = plots.perturbation_plot(summary.perturbations, folder / "perturbations.png")
     return made
 
 
-def write_examples(scored: ScoredSet, summary: dict, out: Path) -> dict[str, list[dict]]:
+def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> dict[str, list[dict]]:
     """Crop and heatmap overlay PNGs of the worst false positives and negatives."""
     from deepshield.inference.heatmap import overlay
 
@@ -135,13 +147,13 @@ def write_examples(scored: ScoredSet, summary: dict, out: Path) -> dict[str, lis
     written: dict[str, list[dict]] = {}
     for kind, short in (("false_positives", "fp"), ("false_negatives", "fn")):
         written[kind] = []
-        for rank, entry in enumerate(summary["worst"][kind], start=1):
-            example = by_path.get(entry["path"])
+        for rank, entry in enumerate(getattr(summary.worst, kind), start=1):
+            example = by_path.get(entry.path)
             if example is None:
                 continue
             crop = _png(example.crop, out / "examples" / f"{short}_{rank:02d}_crop.png")
             heat = _png(overlay(example.crop, example.heatmap), out / "examples" / f"{short}_{rank:02d}_heatmap.png")
-            written[kind].append({**entry, "crop": crop, "heatmap": heat})
+            written[kind].append({**entry.model_dump(), "crop": crop, "heatmap": heat})
     return written
 
 
@@ -177,12 +189,12 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _with_ci(entry: dict | None) -> str:
-    if not entry:
+def _with_ci(entry: Interval | None) -> str:
+    if entry is None:
         return "–"
-    text = _num(entry.get("value"))
-    if entry.get("low") is not None:
-        text += f' <span class="ci">[{_num(entry["low"])}, {_num(entry["high"])}]</span>'
+    text = _num(entry.value)
+    if entry.low is not None:
+        text += f' <span class="ci">[{_num(entry.low)}, {_num(entry.high)}]</span>'
     return text
 
 
@@ -190,41 +202,41 @@ def _e(text) -> str:
     return html.escape(str(text))
 
 
-def _metrics_table(rows: list[tuple[str, dict]]) -> str:
+def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
     head = "<tr><th class=l></th><th>files</th><th>samples</th><th>fakes</th>" + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES) + "</tr>"
     body = []
     for name, block in rows:
-        cells = f"<td class=l>{_e(name)}</td><td>{block.get('files', '–')}</td><td>{block.get('count', 0)}</td><td>{block.get('positives', 0)}</td>"
-        if "metrics" in block:
-            cells += "".join(f"<td>{_with_ci(block['metrics'][n])}</td>" for n in METRIC_NAMES)
+        cells = f"<td class=l>{_e(name)}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
+        if block.metrics:
+            cells += "".join(f"<td>{_with_ci(block.metrics[n])}</td>" for n in METRIC_NAMES)
         else:
-            rate = block.get("detection_rate") or block.get("true_negative_rate")
-            what = "detection rate" if "detection_rate" in block else "true-negative rate"
+            rate = block.detection_rate or block.true_negative_rate
+            what = "detection rate" if block.detection_rate else "true-negative rate"
             note = f"{what} {_with_ci(rate)} — " if rate else ""
-            cells += f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.get("error", ""))}</span></td>'
+            cells += f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.error or "")}</span></td>'
         body.append(f"<tr>{cells}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _confusion_table(block: dict, title: str) -> str:
-    c = block.get("confusion")
-    if not c:
+def _confusion_table(block: MetricBlock, title: str) -> str:
+    c: Confusion | None = block.confusion
+    if c is None:
         return ""
     return (
         f"<table><tr><th class=l>{_e(title)}</th><th>called real</th><th>called fake</th></tr>"
-        f"<tr><th class=l>real</th><td>{c['tn']}</td><td>{c['fp']}</td></tr>"
-        f"<tr><th class=l>fake</th><td>{c['fn']}</td><td>{c['tp']}</td></tr></table>"
+        f"<tr><th class=l>real</th><td>{c.tn}</td><td>{c.fp}</td></tr>"
+        f"<tr><th class=l>fake</th><td>{c.fn}</td><td>{c.tp}</td></tr></table>"
     )
 
 
-def _perturbation_table(rows: list[dict], sources: list[str]) -> str:
+def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
     head = "<tr><th class=l>condition</th><th>file AUC [95% CI]</th><th>Δ vs clean</th><th>face AUC</th><th>Δ vs clean</th><th>balanced acc.</th><th>recall</th><th>FPR</th><th>files without a face</th><th>faces</th>"
     if len(sources) > 1:
         head += "".join(f"<th>{_e(s)} file AUC</th>" for s in sources)
     head += "</tr>"
     body = []
     for r in rows:
-        auc = {"value": r["file_auc"], "low": r["file_auc_low"], "high": r["file_auc_high"]}
+        auc = Interval(value=r.file_auc, low=r.file_auc_low, high=r.file_auc_high)
 
         def delta(value):
             if value is None:
@@ -233,21 +245,21 @@ def _perturbation_table(rows: list[dict], sources: list[str]) -> str:
             return f'<span class="{css}">{value:+.3f}</span>'
 
         cells = (
-            f"<td class=l>{_e(r['condition'])}</td><td>{_with_ci(auc)}</td><td>{delta(r['file_auc_change'])}</td><td>{_num(r['face_auc'])}</td>"
-            f"<td>{delta(r['face_auc_change'])}</td><td>{_num(r['file_balanced_accuracy'])}</td><td>{_num(r['file_recall'])}</td>"
-            f"<td>{_num(r['file_false_positive_rate'])}</td><td>{r['files_without_face']}</td><td>{r['faces']}</td>"
+            f"<td class=l>{_e(r.condition)}</td><td>{_with_ci(auc)}</td><td>{delta(r.file_auc_change)}</td><td>{_num(r.face_auc)}</td>"
+            f"<td>{delta(r.face_auc_change)}</td><td>{_num(r.file_balanced_accuracy)}</td><td>{_num(r.file_recall)}</td>"
+            f"<td>{_num(r.file_false_positive_rate)}</td><td>{r.files_without_face}</td><td>{r.faces}</td>"
         )
         if len(sources) > 1:
-            cells += "".join(f"<td>{_num(r['by_source_file_auc'].get(s))}</td>" for s in sources)
+            cells += "".join(f"<td>{_num(r.by_source_file_auc.get(s))}</td>" for s in sources)
         body.append(f"<tr>{cells}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _listing(entries: list[dict], columns: list[str], limit: int = 200) -> str:
+def _listing(entries: list[BaseModel], columns: list[str], limit: int = 200) -> str:
     if not entries:
         return '<p class="muted">none</p>'
     head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
-    rows = "".join("<tr>" + "".join(f"<td class=l>{_e(e.get(c, ''))}</td>" for c in columns) + "</tr>" for e in entries[:limit])
+    rows = "".join("<tr>" + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns) + "</tr>" for e in entries[:limit])
     more = f'<p class="muted">… and {len(entries) - limit} more (see metrics.json)</p>' if len(entries) > limit else ""
     return f"<table><tr>{head}</tr>{rows}</table>{more}"
 
@@ -266,65 +278,66 @@ def _gallery(entries: list[dict], what: str) -> str:
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
-def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
-    s = summary["settings"]
-    counts = summary["counts"]
-    model = summary.get("model", {})
-    sources = sorted(summary["by_source"])
+def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
+    s = summary.settings
+    counts = summary.counts
+    model = summary.model
+    sources = sorted(summary.by_source)
+    calibration = summary.calibration
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.get("name", "?"))} {_e(model.get("version", ""))}</b>'
-        f" · data: {_e(', '.join(s.get('datasets', [])))}</p>",
+        f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
+        f" · data: {_e(', '.join(s.datasets))}</p>",
         "<table>"
         + "".join(
             f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
             for k, v in (
-                ("threshold (score ≥ is called fake)", f"{s['threshold']:.4f}"),
-                ("temperature", model.get("temperature", "–")),
-                ("video rule (headline)", s["video_rule_text"]),
-                ("frames sampled per video", s.get("frames", "–")),
-                ("files", f"{counts['files']} ({counts['real_files']} real, {counts['fake_files']} fake; {counts['images']} images, {counts['videos']} videos)"),
-                ("files with a face / without / unreadable", f"{counts['files_with_face']} / {counts['files_without_face']} / {counts['unreadable_files']}"),
-                ("files in file-level metrics", counts["files_in_file_metrics"]),
-                ("faces scored (clean)", counts["faces"]),
-                ("files without a face", "left out of file-level metrics (counted and listed below)" if s["no_face"] == "exclude" else "scored 0 (called real) in file-level metrics"),
-                ("confidence intervals", f"{s['confidence']:.0%} percentile bootstrap, {s['bootstrap_resamples']} resamples of files (stratified by class), seed {s['seed']}" if s["bootstrap_resamples"] else "not computed (--bootstrap 0)"),
+                ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
+                ("temperature", "–" if model.temperature is None else model.temperature),
+                ("video rule (headline)", s.video_rule_text),
+                ("frames sampled per video", "–" if s.frames is None else s.frames),
+                ("files", f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, {counts.videos} videos)"),
+                ("files with a face / without / unreadable", f"{counts.files_with_face} / {counts.files_without_face} / {counts.unreadable_files}"),
+                ("files in file-level metrics", counts.files_in_file_metrics),
+                ("faces scored (clean)", counts.faces),
+                ("files without a face", "left out of file-level metrics (counted and listed below)" if s.no_face == "exclude" else "scored 0 (called real) in file-level metrics"),
+                ("confidence intervals", f"{s.confidence:.0%} percentile bootstrap, {s.bootstrap_resamples} resamples of files (stratified by class), seed {s.seed}" if s.bootstrap_resamples else "not computed (--bootstrap 0)"),
             )
         )
         + "</table>",
     ]
-    for note in summary.get("notes", []):
+    for note in summary.notes:
         parts.append(f'<p class="warn">{_e(note)}</p>')
     parts += [
         "<h2>Headline metrics</h2>",
         "<p>File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
         "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
-        _metrics_table([("file level", summary["file"]), ("face level", summary["face"])]),
-        '<div class="plots">' + _confusion_table(summary["file"], "files") + _confusion_table(summary["face"], "faces") + "</div>",
+        _metrics_table([("file level", summary.file), ("face level", summary.face)]),
+        '<div class="plots">' + _confusion_table(summary.file, "files") + _confusion_table(summary.face, "faces") + "</div>",
         '<div class="plots">' + _img(images.get("roc"), "ROC curves") + _img(images.get("pr"), "precision-recall curves") + "</div>",
         "<h2>Calibration</h2>",
         "<p>Do probabilities mean what they say? Each point is a bin of scores: mean predicted probability against the observed fraction of fakes. "
-        f"Expected calibration error: file level {_num(summary['calibration'].get('file', {}).get('ece'))}, face level {_num(summary['calibration'].get('face', {}).get('ece'))}.</p>",
+        f"Expected calibration error: file level {_num(calibration.file and calibration.file.ece)}, face level {_num(calibration.face and calibration.face.ece)}.</p>",
         '<div class="plots">' + _img(images.get("reliability"), "reliability diagram") + _img(images.get("hist_file"), "file score histogram per class") + _img(images.get("hist_face"), "face probability histogram per class") + "</div>",
         "<h2>By source dataset</h2>",
-        _metrics_table([(f"{name} · file", block["file"]) for name, block in summary["by_source"].items()] + [(f"{name} · face", block["face"]) for name, block in summary["by_source"].items()]),
+        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_source.items()] + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
-        _metrics_table([(f"{name} · file", block["file"]) for name, block in summary["by_method"].items()]) if summary["by_method"] else '<p class="muted">no fakes</p>',
+        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()]) if summary.by_method else '<p class="muted">no fakes</p>',
         "<h2>Video rules compared</h2>",
         "<p>The same face scores aggregated per file by each rule (file level). For images every rule gives the most suspicious face.</p>",
-        _metrics_table([(f"{kind}", block["file"]) for kind, block in summary["video_rules"].items()]),
+        _metrics_table([(f"{kind}", block.file) for kind, block in summary.video_rules.items()]),
     ]
-    if any("videos_only" in block for block in summary["video_rules"].values()):
-        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block["videos_only"]) for kind, block in summary["video_rules"].items()]))
-    parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block['rule'])}</li>" for kind, block in summary["video_rules"].items()) + "</ul>")
+    if any(block.videos_only is not None for block in summary.video_rules.values()):
+        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items()]))
+    parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block.rule)}</li>" for kind, block in summary.video_rules.items()) + "</ul>")
     parts += ["<h2>Robustness to perturbations</h2>"]
-    if len(summary["perturbations"]) > 1:
+    if len(summary.perturbations) > 1:
         parts += [
             "<p>Each perturbation is applied to the full frame before face detection (video frames one by one), then the set is scored again. "
             "Files that lose their face under a perturbation follow the no-face policy above.</p>",
-            _perturbation_table(summary["perturbations"], sources),
+            _perturbation_table(summary.perturbations, sources),
             '<div class="plots">' + _img(images.get("perturbations"), "AUC under perturbations") + "</div>",
         ]
     else:
@@ -334,22 +347,22 @@ def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list
         _gallery(examples.get("false_positives", []), "false positives"),
         "<h2>Worst false negatives</h2><p>Fake files with the lowest scores; their most suspicious face.</p>",
         _gallery(examples.get("false_negatives", []), "false negatives"),
-        f"<h2>Files without a face ({len(summary['no_face_files'])})</h2>",
-        _listing(summary["no_face_files"], ["path", "label", "source", "method"]),
-        f"<h2>Unreadable files ({len(summary['unreadable_files'])})</h2>",
-        _listing(summary["unreadable_files"], ["path", "label", "source", "reason"]),
+        f"<h2>Files without a face ({len(summary.no_face_files)})</h2>",
+        _listing(summary.no_face_files, ["path", "label", "source", "method"]),
+        f"<h2>Unreadable files ({len(summary.unreadable_files)})</h2>",
+        _listing(summary.unreadable_files, ["path", "label", "source", "reason"]),
     ]
-    if summary["unlabelled_entries"]:
-        parts += [f"<h2>Unlabelled entries ({len(summary['unlabelled_entries'])})</h2>", _listing(summary["unlabelled_entries"], ["path", "reason"])]
+    if summary.unlabelled_entries:
+        parts += [f"<h2>Unlabelled entries ({len(summary.unlabelled_entries)})</h2>", _listing(summary.unlabelled_entries, ["path", "reason"])]
     parts.append('<p class="muted">Figures: metrics.json · per-face scores: scores.csv · per-file scores: files.csv</p></body></html>')
     return "\n".join(parts)
 
 
-def write_report(scored: ScoredSet, settings: EvaluationSettings, summary: dict, out: Path, title: str = "Deepfake Shield evaluation") -> Path:
+def write_report(scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path, title: str = "Deepfake Shield evaluation") -> Path:
     """Write the report folder; returns the path of report.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     write_scores_csv(scored, out / "scores.csv")
     write_files_csv(scored, settings, out / "files.csv")
     images = write_plots(scored, settings, summary, out)
@@ -359,20 +372,19 @@ def write_report(scored: ScoredSet, settings: EvaluationSettings, summary: dict,
     return page
 
 
-def log_report(tracker, summary: dict, report_dir: Path) -> None:
+def log_report(tracker, summary: EvaluationSummary, report_dir: Path) -> None:
     """Params, headline metrics (both levels, with interval ends), the perturbation AUCs and the folder."""
-    from deepshield.evaluation.summary import headline
-
-    tracker.log_params({"model": summary.get("model", {}), "settings": summary["settings"], "counts": summary["counts"]})
-    metrics = {**headline(summary, "file"), **headline(summary, "face")}
-    for row in summary["perturbations"]:
-        name = row["condition"].replace(":", "_")
-        if row["file_auc"] is not None:
-            metrics[f"perturb_{name}_file_auc"] = row["file_auc"]
-        if row["face_auc"] is not None:
-            metrics[f"perturb_{name}_face_auc"] = row["face_auc"]
-    for kind, block in summary["video_rules"].items():
-        auc = block["file"].get("metrics", {}).get("auc", {}).get("value")
+    recorded = summary.to_json()
+    tracker.log_params({part: recorded[part] for part in ("model", "settings", "counts")})
+    metrics = {**summary.headline("file"), **summary.headline("face")}
+    for row in summary.perturbations:
+        name = row.condition.replace(":", "_")
+        if row.file_auc is not None:
+            metrics[f"perturb_{name}_file_auc"] = row.file_auc
+        if row.face_auc is not None:
+            metrics[f"perturb_{name}_face_auc"] = row.face_auc
+    for kind, block in summary.video_rules.items():
+        auc = block.file.value("auc")
         if auc is not None:
             metrics[f"rule_{kind}_file_auc"] = auc
     tracker.log_metrics(metrics)

@@ -18,21 +18,28 @@ Subsets: per source dataset (that source's files), and per manipulation method (
 fakes against every real of the sources the method appears in). A subset holding one class only
 gets its accuracy at the threshold (the detection rate for fakes, the true-negative rate for reals)
 with a bootstrap interval, and no AUC.
+
+`summarize` returns an `EvaluationSummary`; `EvaluationSummary.to_json()` is metrics.json: a block
+leaves out what it does not have (a one-class subset has no `metrics`), and NaN is written as null.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from deepshield.evaluation.calibration import reliability
 from deepshield.evaluation.metrics import METRIC_NAMES, MetricsError, bootstrap_intervals, check_inputs, bootstrap_weights, confusion_counts, detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
 
-NO_FACE_POLICIES = ("exclude", "zero")
+NoFacePolicy = Literal["exclude", "zero"]
+NO_FACE_POLICIES: tuple[NoFacePolicy, ...] = ("exclude", "zero")
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,8 @@ class EvaluationSettings:
     bootstrap: int = 1000  # resamples; 0 = no intervals
     seed: int = 0
     confidence: float = 0.95
-    no_face: str = "exclude"
-    extra: dict = field(default_factory=dict)  # recorded as is in metrics.json "settings"
+    no_face: NoFacePolicy = "exclude"
+    extra: dict = field(default_factory=dict)  # recorded in metrics.json "settings" (keys: SummarySettings' optional ones)
 
     def __post_init__(self) -> None:
         if not self.rules or any(r not in VIDEO_RULE_KINDS for r in self.rules):
@@ -54,6 +61,205 @@ class EvaluationSettings:
     @property
     def rule(self) -> VideoRule:
         return VideoRule(kind=self.rules[0])
+
+
+# ---- the summary: metrics.json as typed objects -----------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Interval(_Strict):
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+class Confusion(_Strict):
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+
+    @property
+    def false_positive_rate(self) -> float | None:
+        return None if self.tn + self.fp == 0 else self.fp / (self.tn + self.fp)
+
+
+class MetricBlock(_Strict):
+    """One set's figures. Both classes: `metrics` (every metric name -> Interval) and `confusion`.
+    One class only, or nothing to measure: `error`, and for one class the share called right."""
+
+    count: int
+    positives: int
+    files: int
+    error: str | None = None
+    detection_rate: Interval | None = None  # fakes only
+    true_negative_rate: Interval | None = None  # reals only
+    metrics: dict[str, Interval] | None = None
+    confusion: Confusion | None = None
+
+    def value(self, name: str) -> float | None:
+        """A metric's value; None when the block has no metrics."""
+        return self.metrics[name].value if self.metrics else None
+
+
+class SourceBlock(_Strict):
+    file: MetricBlock
+    face: MetricBlock
+
+
+class MethodBlock(_Strict):
+    reals_from: list[str]  # the sources whose reals the method's fakes are measured against
+    file: MetricBlock
+    face: MetricBlock
+
+
+class VideoRuleBlock(_Strict):
+    rule: str  # the rule in words
+    file: MetricBlock
+    videos_only: MetricBlock | None = None  # when images and videos are mixed
+
+
+class Reliability(_Strict):
+    ece: float | None
+    edges: list[float]
+    mean_predicted: list[float | None]  # None: an empty bin
+    fraction_fake: list[float | None]
+    counts: list[int]
+
+
+class Calibration(_Strict):
+    file: Reliability | None = None  # None: nothing to bin
+    face: Reliability | None = None
+
+
+class PerturbationRow(_Strict):
+    condition: str  # "clean" or a perturbation, e.g. "jpeg:50"
+    faces: int
+    files_with_face: int
+    files_without_face: int
+    file_auc: float | None
+    file_auc_low: float | None
+    file_auc_high: float | None
+    file_auc_change: float | None  # against clean
+    face_auc: float | None
+    face_auc_change: float | None
+    file_balanced_accuracy: float | None
+    file_recall: float | None
+    file_false_positive_rate: float | None
+    by_source_file_auc: dict[str, float | None]
+
+
+class FileEntry(_Strict):
+    """A file listed in the report: without a face (`method`), unreadable (`reason`)."""
+
+    path: str
+    label: str
+    source: str
+    method: str | None = None
+    reason: str | None = None
+
+
+class UnlabelledEntry(_Strict):
+    path: str
+    reason: str
+
+
+class Example(_Strict):
+    path: str
+    source: str
+    method: str
+    score: float
+    face_probability: float
+    frame_index: int
+    face_index: int
+
+
+class WorstExamples(_Strict):
+    false_positives: list[Example]
+    false_negatives: list[Example]
+
+
+class ModelInfo(_Strict):
+    """The evaluated bundle, as far as the caller tells (all optional)."""
+
+    name: str | None = None
+    version: str | None = None
+    bundle: str | None = None
+    temperature: float | None = None
+    threshold: float | None = None
+    calibration_fitted_on: str | None = None
+    crop_policy: CropPolicy | None = None
+    onnx_sha256: str | None = None
+
+
+class SummarySettings(_Strict):
+    threshold: float
+    video_rule: str
+    video_rule_text: str
+    compared_rules: list[str]
+    bootstrap_resamples: int
+    bootstrap_unit: str
+    confidence: float
+    seed: int
+    no_face: NoFacePolicy
+    mode: str  # how the set was scored: "media" or "crops"
+    # What the command recorded (EvaluationSettings.extra):
+    datasets: list[str] = []
+    format: str | None = None
+    frames: int | None = None
+    perturbations: list[str] = []
+    min_face_size: int | None = None
+    split: str | None = None
+
+
+class Counts(_Strict):
+    files: int
+    real_files: int
+    fake_files: int
+    images: int
+    videos: int
+    files_with_face: int
+    files_without_face: int
+    unreadable_files: int
+    unlabelled_entries: int
+    faces: int
+    files_in_file_metrics: int
+
+
+class EvaluationSummary(_Strict):
+    model: ModelInfo
+    settings: SummarySettings
+    counts: Counts
+    file: MetricBlock
+    face: MetricBlock
+    calibration: Calibration
+    by_source: dict[str, SourceBlock]
+    by_method: dict[str, MethodBlock]
+    video_rules: dict[str, VideoRuleBlock]
+    perturbations: list[PerturbationRow]  # clean first
+    no_face_files: list[FileEntry]
+    unreadable_files: list[FileEntry]
+    unlabelled_entries: list[UnlabelledEntry]
+    worst: WorstExamples
+    notes: list[str]
+
+    def to_json(self) -> dict:
+        """metrics.json: only what was set (a block without metrics has no `metrics` key)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def headline(self, level: Literal["file", "face"] = "file") -> dict[str, float]:
+        """Flat name -> value of one level's metrics, interval ends as <name>_low / _high (for MLflow)."""
+        block = self.file if level == "file" else self.face
+        out = {}
+        for name, interval in (block.metrics or {}).items():
+            for part in ("value", "low", "high"):
+                value = getattr(interval, part)
+                if value is not None:
+                    out[f"{level}_{name}" + ("" if part == "value" else f"_{part}")] = value
+        return out
 
 
 def clean_json(value):
@@ -85,14 +291,14 @@ def _one_class_rate(correct: np.ndarray, clusters: np.ndarray, settings: Evaluat
     return out
 
 
-def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str) -> dict:
+def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str) -> MetricBlock:
     """count, positives, every metric with its interval, confusion matrix; or an `error` with what can be said."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     out: dict = {"count": int(labels.size), "positives": int(labels.sum()), "files": int(len(np.unique(clusters)))}
     if labels.size == 0:
         out["error"] = f"no {what} to measure"
-        return out
+        return MetricBlock.model_validate(out)
     try:
         check_inputs(labels, scores, what)
         metrics = detection_metrics(labels, scores, settings.threshold)
@@ -102,7 +308,7 @@ def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, s
         name = "detection_rate" if labels[0] == 1 else "true_negative_rate"
         out[name] = _one_class_rate(correct, clusters, settings)
         out["confusion"] = confusion_counts(labels, scores, settings.threshold)
-        return out
+        return MetricBlock.model_validate(clean_json(out))
     intervals = None
     if settings.bootstrap:
         intervals = bootstrap_intervals(labels, scores, clusters, settings.threshold, settings.bootstrap, settings.seed, settings.confidence).intervals
@@ -115,7 +321,7 @@ def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, s
         for name in METRIC_NAMES
     }
     out["confusion"] = confusion_counts(labels, scores, settings.threshold)
-    return out
+    return MetricBlock.model_validate(clean_json(out))
 
 
 @dataclass
@@ -148,7 +354,7 @@ def _subset(data: LevelData, file_mask: np.ndarray) -> LevelData:
     return LevelData(data.labels[keep], data.scores[keep], data.clusters[keep], data.file_ids[keep])
 
 
-def _block(data: LevelData, settings: EvaluationSettings, what: str) -> dict:
+def _block(data: LevelData, settings: EvaluationSettings, what: str) -> MetricBlock:
     return metric_block(data.labels, data.scores, data.clusters, settings, what)
 
 
@@ -159,15 +365,16 @@ def _auc(data: LevelData) -> float | None:
         return None
 
 
-def _reliability(data: LevelData) -> dict:
+def _reliability(data: LevelData) -> Reliability | None:
     if data.labels.size == 0:
-        return {}
+        return None
     rel = reliability(data.labels, data.scores)
-    return {"ece": rel.ece, "edges": rel.edges.tolist(), "mean_predicted": rel.mean_predicted.tolist(), "fraction_fake": rel.fraction_fake.tolist(), "counts": rel.counts.tolist()}
+    values = {"ece": rel.ece, "edges": rel.edges.tolist(), "mean_predicted": rel.mean_predicted.tolist(), "fraction_fake": rel.fraction_fake.tolist(), "counts": rel.counts.tolist()}
+    return Reliability.model_validate(clean_json(values))
 
 
-def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | None = None) -> dict:
-    """Everything the report shows, as a JSON-ready dict (NaN already replaced by None)."""
+def summarize(scored: ScoredSet, settings: EvaluationSettings, model: ModelInfo | None = None) -> EvaluationSummary:
+    """Everything the report shows (NaN already replaced by None)."""
     rule = settings.rule
     files = scored.files
     faces = face_level(scored)
@@ -210,7 +417,7 @@ def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | Non
         condition_files = file_level(scored, condition, rule, settings.no_face)
         with_face = ~np.isnan(scored.file_scores(condition, rule))
         file_block = _block(condition_files, settings, "files")
-        auc = file_block.get("metrics", {}).get("auc", {})
+        auc = file_block.metrics["auc"] if file_block.metrics else Interval(value=None)
         face_auc = _auc(condition_faces)
         perturbations.append(
             {
@@ -218,15 +425,15 @@ def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | Non
                 "faces": int(condition_faces.labels.size),
                 "files_with_face": int((with_face & readable).sum()),
                 "files_without_face": int((~with_face & readable).sum()),
-                "file_auc": auc.get("value"),
-                "file_auc_low": auc.get("low"),
-                "file_auc_high": auc.get("high"),
-                "file_auc_change": None if auc.get("value") is None or clean_file_auc is None else auc["value"] - clean_file_auc,
+                "file_auc": auc.value,
+                "file_auc_low": auc.low,
+                "file_auc_high": auc.high,
+                "file_auc_change": None if auc.value is None or clean_file_auc is None else auc.value - clean_file_auc,
                 "face_auc": face_auc,
                 "face_auc_change": None if face_auc is None or clean_face_auc is None else face_auc - clean_face_auc,
-                "file_balanced_accuracy": file_block.get("metrics", {}).get("balanced_accuracy", {}).get("value"),
-                "file_recall": file_block.get("metrics", {}).get("recall", {}).get("value"),
-                "file_false_positive_rate": _fpr(file_block),
+                "file_balanced_accuracy": file_block.value("balanced_accuracy"),
+                "file_recall": file_block.value("recall"),
+                "file_false_positive_rate": file_block.confusion.false_positive_rate if file_block.confusion else None,
                 "by_source_file_auc": {s: _auc(_subset(condition_files, source_of == s)) for s in sources},
             }
         )
@@ -245,7 +452,7 @@ def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | Non
         return {"path": f.path, "source": f.source, "method": f.method, "score": e.score, "face_probability": e.probability, "frame_index": e.frame_index, "face_index": e.face_index}
 
     summary = {
-        "model": model or {},
+        "model": model or ModelInfo(),
         "settings": {
             "threshold": settings.threshold,
             "video_rule": rule.kind,
@@ -285,22 +492,4 @@ def summarize(scored: ScoredSet, settings: EvaluationSettings, model: dict | Non
         "worst": {"false_positives": [describe_example(e) for e in worst_fp], "false_negatives": [describe_example(e) for e in worst_fn]},
         "notes": list(scored.notes),
     }
-    return clean_json(summary)
-
-
-def _fpr(block: dict) -> float | None:
-    confusion = block.get("confusion")
-    if not confusion or confusion["tn"] + confusion["fp"] == 0:
-        return None
-    return confusion["fp"] / (confusion["tn"] + confusion["fp"])
-
-
-def headline(summary: dict, level: str = "file") -> dict[str, float]:
-    """Flat name -> value of one level's metrics (for MLflow and the terminal)."""
-    block = summary.get(level, {})
-    out = {}
-    for name, values in block.get("metrics", {}).items():
-        for part in ("value", "low", "high"):
-            if values.get(part) is not None:
-                out[f"{level}_{name}" + ("" if part == "value" else f"_{part}")] = values[part]
-    return out
+    return EvaluationSummary.model_validate(clean_json(summary))

@@ -1,10 +1,12 @@
 """MLRun: one training trial as an MLRun function handler, so MLRun's own hyperparameter runs
 (`new_task().with_hyper_params(grid, selector="max.val_auc")`) drive the project's trainer.
 
-mlrun is not a dependency of deepshield: it is imported inside the functions that need it, and
-`train_trial` itself only needs the `context` object MLRun passes in.
+mlrun is an optional extra (`pip install 'deepfake-shield[mlrun]'`, mlrun==1.12.1): it is imported
+inside the functions that need it, and `train_trial` itself only needs the `context` object MLRun
+passes in. docs/mlrun.md shows a local run (no MLRun service: results but no artifacts) and one
+against a service.
 
-On the MLRun side (for example)::
+Against an MLRun service (for example)::
 
     import mlrun
     from deepshield.integrations.mlrun import hyper_param_task

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from deepshield.errors import DeepShieldError
+from deepshield.tuning.samplers import GridSearchSampler
 from deepshield.tuning.selector import Selector, metric_direction
 from deepshield.tuning.space import SearchSpace, apply_values
 from deepshield.tuning.trials import (
@@ -35,6 +36,7 @@ from deepshield.tuning.trials import (
 )
 
 log = logging.getLogger(__name__)
+EXPORT_SELECT = "export.select"  # the trainer keeps (and exports) the epoch best by this selector
 
 
 class SurplusTrial(Exception):
@@ -82,7 +84,13 @@ def trial_run_dir(out_dir: Path, study_name: str, number: int) -> Path:
 
 
 def trial_config(context: TrialContext, params: dict[str, Any], run_dir: Path, number: int):
-    values = {**context.space.budget, **params, "run_dir": str(run_dir), "tracking.run_name": f"{context.study_name}-trial-{number:04d}"}
+    values = {
+        **context.space.budget,
+        **params,
+        "run_dir": str(run_dir),
+        "tracking.run_name": f"{context.study_name}-trial-{number:04d}",
+        EXPORT_SELECT: str(context.selector),  # the trial's best.pt is the epoch its value comes from
+    }
     if context.threads is not None and context.base_config.threads is None:
         values["threads"] = context.threads
     return apply_values(context.base_config, values)
@@ -160,8 +168,8 @@ class Objective:
 
     @staticmethod
     def _grid_exhausted(trial: optuna.Trial) -> bool:
-        chosen = getattr(trial.study.sampler, "_chosen", None)  # GridSearchSampler: -1 when no point was free
-        return chosen is not None and chosen.get(trial._trial_id) == -1
+        sampler = trial.study.sampler
+        return isinstance(sampler, GridSearchSampler) and sampler.grid_id(trial) == -1
 
     def __call__(self, trial: optuna.Trial) -> float:
         context = self.context

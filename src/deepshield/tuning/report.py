@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from deepshield.evaluation.plots import save_figure
 from deepshield.tuning.selector import VALIDATION_METRICS, Selector
 from deepshield.tuning.space import Param, SearchSpace
+from deepshield.tuning.storage import ATTR_BASELINE
 from deepshield.tuning.trials import (
     BASELINE,
     BEST_EPOCH,
@@ -66,7 +67,7 @@ def visible_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def is_baseline(study: optuna.Study, trial: FrozenTrial) -> bool:
-    values = study.user_attrs.get("deepshield.baseline")
+    values = study.user_attrs.get(ATTR_BASELINE)
     return bool(trial.user_attrs.get(BASELINE)) or (bool(values) and trial.params == values)
 
 

@@ -12,6 +12,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
+from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
 from deepshield.tuning.trials import GRID_ID, holds_slot
 
@@ -47,14 +48,18 @@ class GridSearchSampler(BaseSampler):
         taken = self.taken(study)
         return [i for i in range(len(self._points)) if i not in taken]
 
+    def grid_id(self, trial: optuna.Trial | FrozenTrial) -> int | None:
+        """The grid point this process chose for a running trial (-1: none was free; None: not one of this process's trials)."""
+        return self._chosen.get(trial_id(trial))
+
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if GRID_ID in trial.user_attrs:  # a retry: its point travels with it
-            self._chosen[trial._trial_id] = int(trial.user_attrs[GRID_ID])
+            self._chosen[trial_id(trial)] = int(trial.user_attrs[GRID_ID])
             return
         free = self.free_points(study)
         grid_id = self._rng.choice(free) if free else -1
-        self._chosen[trial._trial_id] = grid_id
-        study._storage.set_trial_user_attr(trial._trial_id, GRID_ID, grid_id)
+        self._chosen[trial_id(trial)] = grid_id
+        set_trial_attr(study, trial, GRID_ID, grid_id)
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         return {}
@@ -63,13 +68,13 @@ class GridSearchSampler(BaseSampler):
         return {}
 
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        grid_id = self._chosen.get(trial._trial_id, int(trial.user_attrs.get(GRID_ID, -1)))
+        grid_id = self._chosen.get(trial_id(trial), int(trial.user_attrs.get(GRID_ID, -1)))
         if grid_id < 0 or param_name not in self._names:
             raise RuntimeError(f"no grid point for {param_name} in trial {trial.number}")
         return self._points[grid_id][param_name]
 
     def after_trial(self, study, trial, state, values) -> None:
-        self._chosen.pop(trial._trial_id, None)
+        self._chosen.pop(trial_id(trial), None)
 
 
 def resolve_sampler_name(name: str, space: SearchSpace) -> str:

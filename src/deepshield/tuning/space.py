@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -33,7 +33,7 @@ from deepshield.errors import DeepShieldError
 BUDGET_KEY = "budget"
 RANGE_KEYS = {"low", "high", "step", "log", "type"}
 # Keys a search manages itself: searching them, or budgeting them, would break the search's bookkeeping.
-MANAGED_KEYS = ("run_dir", "tracking.")
+MANAGED_KEYS = ("run_dir", "tracking.", "export.select")
 # Keys that change the face bank (detection + crops): the bank cache is keyed by them.
 BANK_KEYS = ("data.real_dirs", "data.group_pattern", "data.limit_per_folder", "model.input_size", "model.crop_scale")
 
@@ -64,7 +64,7 @@ class Param:
     """One searched key: a categorical list, or an int / float range."""
 
     name: str
-    kind: str  # "categorical" | "int" | "float"
+    kind: Literal["categorical", "int", "float"]
     choices: tuple = ()
     low: float | int | None = None
     high: float | int | None = None
@@ -224,7 +224,7 @@ def check_keys(keys, what: str) -> None:
     known = config_leaf_keys()
     for key in keys:
         if key.startswith(MANAGED_KEYS) or key in MANAGED_KEYS:
-            raise DeepShieldError(f"{what}: {key} is set by the search itself (each trial gets its own run_dir and a nested MLflow run)")
+            raise DeepShieldError(f"{what}: {key} is set by the search itself (each trial gets its own run_dir, a nested MLflow run, and export.select from the selector)")
         if key not in known:
             hint = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
             raise DeepShieldError(f"{what}: {key} is not a training-config key" + (f" (did you mean {', '.join(hint)}?)" if hint else ""))

@@ -1,0 +1,69 @@
+"""The search's MLflow parent run: one per study and tracking URI (found again on resume), holding
+the search's settings, its results table, report, plots and best.yaml, and the trial counts. The
+trials are its nested runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import optuna
+
+from deepshield.tuning.storage import ATTR_PARENTS, safe_url
+
+log = logging.getLogger(__name__)
+
+
+def start_parent_run(study: optuna.Study, plan):
+    """The study's parent run under plan.base's tracking URI (a new one if MLflow lost it), with the
+    search's settings as parameters. `plan`: a deepshield.tuning.study.SearchPlan."""
+    from deepshield.tracking.tracker import MlflowTracker
+
+    config, settings = plan.base, plan.settings
+    uri = config.tracking.uri
+    parents = dict(study.user_attrs.get(ATTR_PARENTS) or {})
+    tags = {"deepshield.role": "search", "optuna.study": study.study_name}
+    tracker = None
+    if parents.get(uri):
+        try:
+            tracker = MlflowTracker(uri, config.tracking.experiment, run_id=parents[uri])
+        except Exception as exc:  # noqa: BLE001 - e.g. deleted in MLflow: start a new parent run
+            log.warning("parent run %s not found (%s): starting a new one", parents[uri], exc)
+    if tracker is None:
+        tracker = MlflowTracker(uri, config.tracking.experiment, run_name=f"{study.study_name}-search", tags=tags)
+        parents[uri] = tracker.run_id
+        study.set_user_attr(ATTR_PARENTS, parents)
+    tracker.log_params(
+        {
+            "search.sampler": plan.sampler,
+            "search.pruner": settings.pruner if isinstance(settings.pruner, str) else type(settings.pruner).__name__,
+            "search.selector": str(plan.selector),
+            "search.space": json.dumps(plan.space.to_dict()["params"], sort_keys=True),
+            "search.budget": json.dumps(plan.space.budget, sort_keys=True),
+            "search.config": str(settings.config or "default"),
+            "search.seed": settings.seed,
+        }
+    )
+    tracker.set_tags(
+        {"search.trials": str(plan.target), "search.n_jobs": str(settings.n_jobs), "search.storage": safe_url(plan.storage_url), "search.engine": settings.engine}
+    )
+    return tracker
+
+
+def log_parent(tracker, report, final: dict[str, int], selector, status: str) -> None:
+    """The search's outcome on its parent run, which ends with `status` (FINISHED, KILLED, FAILED)."""
+    try:
+        for path in [report.results_csv, report.report_md, *([report.best_yaml] if report.best_yaml else [])]:
+            tracker.log_artifact(path)
+        for path in report.plots:
+            tracker.log_artifact(path, "plots")
+        metrics = {f"trials_{k}": float(v) for k, v in final.items() if k != "running"}
+        if report.best is not None:
+            metrics[f"best_{selector.metric}"] = float(report.best.value)
+            tracker.set_tags({"best.trial": str(report.best.number), "best.params": json.dumps(report.best.params, sort_keys=True)})
+        tracker.log_metrics(metrics)
+        if report.notes:
+            tracker.set_tags({"search.notes": " | ".join(report.notes)[:5000]})
+        tracker.finish(status)
+    except Exception as exc:  # noqa: BLE001 - the search's results are on disk whatever MLflow says
+        log.warning("could not log the search to MLflow: %s", exc)

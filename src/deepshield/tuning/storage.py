@@ -1,0 +1,133 @@
+"""The study in its storage: opening SQLite or a server database, the study's own attributes (space,
+selector, baseline, MLflow parent runs), recovery of lost trials and the trial counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from deepshield.errors import DeepShieldError
+from deepshield.tuning.optuna_api import set_trial_attr
+from deepshield.tuning.selector import Selector
+from deepshield.tuning.space import SearchSpace
+from deepshield.tuning.trials import (
+    BASELINE,
+    GRID_ID,
+    INTERRUPTED,
+    RETRY_OF,
+    RUN_DIR,
+    counts_as_done,
+    dead_worker,
+    is_error,
+    lost_without_retry,
+)
+
+ATTR_SPACE, ATTR_SELECTOR, ATTR_PARENTS = "deepshield.space", "deepshield.selector", "deepshield.mlflow_parent_runs"
+ATTR_BASELINE = "deepshield.baseline"  # the config's own values of the searched keys (--baseline)
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without its password, for printing and for MLflow tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy knows: show only what follows the credentials
+        return url.split("@")[-1]
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # Worker processes share the file: wait for locks rather than fail.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    # A server database may be shared by several machines: a heartbeat finds trials whose machine
+    # died (the dead-process check only sees this machine), and they are re-run like lost trials.
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=600, failed_trial_callback=enqueue_retry)
+
+
+def enqueue_retry(study: optuna.Study, lost) -> None:
+    if not lost.params or RUN_DIR not in lost.user_attrs:
+        return
+    attrs = {RETRY_OF: lost.number, RUN_DIR: lost.user_attrs[RUN_DIR]}
+    if int(lost.user_attrs.get(GRID_ID, -1)) >= 0:
+        attrs[GRID_ID] = int(lost.user_attrs[GRID_ID])
+    study.enqueue_trial(dict(lost.params), user_attrs=attrs, skip_if_exists=False)
+
+
+def check_study(study: optuna.Study, space: SearchSpace, selector: Selector, created: bool) -> None:
+    """A new study records its space and selector; a resumed one must have been made with the same."""
+    if study.direction.name.lower() != selector.direction:
+        raise DeepShieldError(
+            f"study '{study.study_name}' was created to {study.direction.name.lower()}; {selector} needs {selector.direction}: use a new --study name"
+        )
+    attrs = study.user_attrs
+    if created or ATTR_SPACE not in attrs:
+        study.set_user_attr(ATTR_SPACE, space.fingerprint())
+        study.set_user_attr(ATTR_SELECTOR, str(selector))
+        return
+    if attrs.get(ATTR_SELECTOR) != str(selector):
+        raise DeepShieldError(
+            f"study '{study.study_name}' selects with {attrs.get(ATTR_SELECTOR)}, not {selector}: use a new --study name (or the original selector)"
+        )
+    if attrs.get(ATTR_SPACE) != space.fingerprint():
+        raise DeepShieldError(
+            f"study '{study.study_name}' was made with another search space or trial budget, so its trials are not comparable "
+            "with new ones: use a new --study name (or the original space file and --trial-set values)"
+        )
+
+
+def _config_value(config, key: str) -> Any:
+    node: Any = config.model_dump(mode="json")
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def enqueue_baseline(study: optuna.Study, space: SearchSpace, config, sampler: str) -> str | None:
+    """Queue the configuration's own values of the searched keys as the first trial, so the report
+    shows what the search gained over the defaults under the same budget. Returns a note if it cannot."""
+    values = {p.name: _config_value(config, p.name) for p in space.params}
+    study.set_user_attr(ATTR_BASELINE, values)
+    if sampler == "grid":
+        return None if values in space.grid_points() else "baseline skipped: the config's values are not a grid point (add them to the lists to compare)"
+    for param in space.params:
+        value = values[param.name]
+        if param.kind == "categorical":
+            inside = repr(value) in {repr(c) for c in param.choices}
+        else:
+            inside = value is not None and param.low <= value <= param.high
+            if inside and param.step is not None:
+                inside = abs((value - param.low) / param.step - round((value - param.low) / param.step)) < 1e-6
+        if not inside:
+            return f"baseline skipped: the config's {param.name}={value!r} is outside the searched {param.describe()}"
+    study.enqueue_trial(values, user_attrs={BASELINE: True})
+    return None
+
+
+def recover_lost_trials(study: optuna.Study) -> list[int]:
+    """Fail trials left RUNNING by a dead process on this machine, then queue a retry of every lost
+    trial that has none yet. Returns the numbers of the lost trials queued again."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if dead_worker(trial):
+            set_trial_attr(study, trial, INTERRUPTED, True)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    queued = []
+    for lost in lost_without_retry(study.get_trials(deepcopy=False)):
+        enqueue_retry(study, lost)
+        queued.append(lost.number)
+    return queued
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(is_error(t) for t in trials),
+        "done": sum(counts_as_done(t) for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+    }

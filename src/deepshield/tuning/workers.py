@@ -1,0 +1,84 @@
+"""A study worker: loads the study, runs trials one at a time until the search's target, deadline or
+grid is reached. The engine (local processes or Ray tasks) runs `worker_loop` n_jobs times."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from deepshield.tuning.objective import Objective, TrialContext
+from deepshield.tuning.samplers import GridSearchSampler, make_sampler, process_seed
+from deepshield.tuning.storage import open_storage
+from deepshield.tuning.trials import BEST_EPOCH, ERROR, RETRY_OF, counts_as_done, is_error, is_surplus
+
+ERRORS_IN_ROW = 3  # a worker stops after this many failed trials in a row: the configuration is broken
+
+
+@dataclass
+class WorkerSpec:
+    """What every worker needs (picklable: it travels to spawned processes and Ray tasks)."""
+
+    context: TrialContext
+    storage: str
+    sampler: str
+    pruner: Any
+    seed: int
+    deadline: float | None  # time.time() after which no trial starts
+
+
+def quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def trial_line(trial: FrozenTrial, metric: str) -> str:
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    retry = f" (resumes trial {trial.user_attrs[RETRY_OF]})" if RETRY_OF in trial.user_attrs else ""
+    if trial.state == TrialState.COMPLETE:
+        return f"trial {trial.number}{retry}: {metric}={trial.value:.4f} (epoch {trial.user_attrs.get(BEST_EPOCH)} of {max(trial.intermediate_values, default='?')}) [{params}]"
+    if trial.state == TrialState.PRUNED:
+        step = max(trial.intermediate_values, default=0)
+        value = trial.intermediate_values.get(step)
+        return f"trial {trial.number}{retry}: pruned after epoch {step}" + (f" ({metric}={value:.4f})" if value is not None else "") + f" [{params}]"
+    return f"trial {trial.number}{retry}: failed: {trial.user_attrs.get(ERROR, trial.state.name)} [{params}]"
+
+
+def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], None] = print) -> None:
+    """Run trials until the study has `target` done trials, the deadline passes, or the grid is used up."""
+    quiet_optuna()
+    context = spec.context
+    storage = open_storage(spec.storage)
+    existing = len(optuna.load_study(study_name=context.study_name, storage=storage).get_trials(deepcopy=False))
+    sampler = make_sampler(spec.sampler, context.space, process_seed(spec.seed, worker_index, existing), context.target)
+    study = optuna.load_study(study_name=context.study_name, storage=storage, sampler=sampler, pruner=spec.pruner)
+    objective = Objective(context)
+    errors_in_row = 0
+    while True:
+        if spec.deadline is not None and time.time() >= spec.deadline:
+            break
+        trials = study.get_trials(deepcopy=False)
+        done = sum(counts_as_done(t) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        if context.target is not None and done + running >= context.target:
+            break
+        if isinstance(sampler, GridSearchSampler) and not waiting and not sampler.free_points(study):
+            break
+        objective.last_number = None
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if objective.last_number is None:
+            continue
+        trial = study.get_trials(deepcopy=False)[objective.last_number]
+        if is_surplus(trial):
+            continue
+        echo(trial_line(trial, context.selector.metric))
+        errors_in_row = errors_in_row + 1 if is_error(trial) else 0
+        if errors_in_row >= ERRORS_IN_ROW:
+            echo(f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)")
+            break

@@ -1,0 +1,76 @@
+"""The local engine's long-lived workers (`run_workers`, what `tune --n-jobs` runs): one spawned
+process each with its share of threads, failures reported by index, Ctrl-C passed on to every
+worker as a KeyboardInterrupt; a single worker runs in this process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deepshield.engines import make_engine
+
+
+def record_worker(folder: Path, index: int, emit) -> None:
+    """Writes what it saw; worker 1 fails."""
+    (folder / f"worker_{index}.txt").write_text(f"{os.getpid()} {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('MKL_NUM_THREADS')}")
+    emit(f"worker {index} done")
+    if index == 1:
+        raise RuntimeError("worker 1 breaks")
+
+
+def sleeping_worker(folder: Path, index: int, emit) -> None:
+    """Sleeps until interrupted, then records that it was (as a trial records its checkpoint)."""
+    (folder / f"started_{index}").touch()
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        (folder / f"interrupted_{index}").touch()
+        raise
+
+
+def test_workers_run_in_spawned_processes_with_their_thread_share(tmp_path, capfd):
+    lines: list[str] = []
+    with make_engine("local") as engine:
+        failed = engine.run_workers(functools.partial(record_worker, tmp_path), 3, lines.append, cpus=2, stagger_s=0.1)
+    assert failed == [1]
+    seen = {int(p.stem.split("_")[1]): p.read_text().split() for p in tmp_path.glob("worker_*.txt")}
+    assert sorted(seen) == [0, 1, 2]
+    pids = {pid for pid, _, _ in seen.values()}
+    assert len(pids) == 3 and str(os.getpid()) not in pids  # one process each, none of them this one
+    assert all(threads == ["2", "2"] for _, *threads in seen.values())  # OMP / MKL threads: the `cpus` share
+    assert lines == ["warning: worker process 1 exited abnormally (exit code 1)"]
+    printed = capfd.readouterr().out
+    assert all(f"worker {i} done" in printed for i in range(3))  # the workers' lines: on the inherited stdout
+
+
+def test_one_worker_runs_here_and_its_errors_propagate(tmp_path):
+    lines: list[str] = []
+    with make_engine("local") as engine:
+        assert engine.run_workers(functools.partial(record_worker, tmp_path), 1, lines.append) == []
+        assert (tmp_path / "worker_0.txt").read_text().split()[0] == str(os.getpid())
+        assert lines == ["worker 0 done"]  # in this process the lines go to echo
+        with pytest.raises(RuntimeError, match="worker 1 breaks"):
+            engine.run_workers(lambda index, emit: record_worker(tmp_path, 1, emit), 1, lines.append)
+
+
+def test_ctrl_c_interrupts_every_worker_then_is_raised(tmp_path):
+    def ctrl_c_once_both_started() -> None:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"started_{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C: interrupts the main thread's wait
+
+    threading.Thread(target=ctrl_c_once_both_started, daemon=True).start()
+    lines: list[str] = []
+    before = dict(os.environ)
+    with make_engine("local") as engine, pytest.raises(KeyboardInterrupt):
+        engine.run_workers(functools.partial(sleeping_worker, tmp_path), 2, lines.append, stagger_s=0.1, grace_s=30)
+    assert sorted(p.name for p in tmp_path.glob("interrupted_*")) == ["interrupted_0", "interrupted_1"]  # each got its KeyboardInterrupt
+    assert lines == ["interrupted: waiting for the workers to checkpoint their work ..."]
+    assert dict(os.environ) == before  # the thread variables set for the children are restored
