@@ -26,7 +26,7 @@ from deepshield.serving.gate import AnalysisGate
 from deepshield.serving.jobs import JobStore
 from deepshield.serving.schemas import AnalyzeResponse, FileInfo, Health, JobView, Limits
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.uploads import FIELD_NAME, Upload, receive_upload
+from deepshield.serving.uploads import FIELD_NAME, Upload, UploadPolicy, UploadSlots, receive_upload
 from deepshield.serving.work import analyze_image_file, analyze_video_file
 
 log = logging.getLogger("deepshield.serving")
@@ -102,6 +102,10 @@ class Runtime:
         self.settings = settings
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
         self.jobs = JobStore(settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s)
+        self.upload_policy = UploadPolicy(
+            settings.max_upload_bytes, settings.upload_timeout_s, settings.min_upload_rate, settings.max_uploads, settings.max_uploads_per_client
+        )
+        self.upload_slots = UploadSlots(self.upload_policy)
         self._upload_dir: Path | None = None
 
     @property
@@ -111,11 +115,15 @@ class Runtime:
             self._upload_dir = Path(tempfile.mkdtemp(prefix="deepshield-serve-", dir=self.settings.tmp_dir))
         return self._upload_dir
 
+    async def receive(self, request: Request) -> Upload:
+        return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
+
     def limits(self) -> Limits:
         image, video = self.detector.image_limits, self.detector.video_limits
         return Limits(
             max_upload_bytes=self.settings.max_upload_bytes,
             max_image_pixels=image.max_pixels,
+            max_image_working_bytes=image.max_working_bytes,
             max_video_duration_s=video.max_duration_s,
             max_video_pixels_per_frame=video.max_pixels_per_frame,
             video_frames=self.settings.video_frames,
@@ -211,30 +219,30 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         responses=error_responses(400, 408, 413, 415, 422, 500, 503, 504),
     )
     async def analyze(request: Request, preview: bool = Query(False, description="also send the analysed image back as a JPEG data URL")) -> AnalyzeResponse:
-        with runtime.gate.admit():
-            upload = await receive_upload(request, runtime.upload_dir, settings.max_upload_bytes, settings.upload_timeout_s)
-            try:
-                kind = _sniff(upload)
-                if kind is MediaKind.VIDEO:
-                    raise ApiError(415, "video_needs_job", "this is a video: submit it to POST /v1/jobs, which analyses it in the background")
-            except BaseException:
-                upload.delete()
-                raise
-            file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind="image")
-            preview_side = settings.preview_max_side if preview else None
+        runtime.gate.check_capacity()  # refused before a byte is received; the upload itself holds no slot
+        upload = await runtime.receive(request)
+        try:
+            kind = _sniff(upload)
+            if kind is MediaKind.VIDEO:
+                raise ApiError(415, "video_needs_job", "this is a video: submit it to POST /v1/jobs, which analyses it in the background")
+        except BaseException:
+            upload.delete()
+            raise
+        file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind="image")
+        preview_side = settings.preview_max_side if preview else None
 
-            def work() -> AnalyzeResponse:
-                return analyze_image_file(detector, upload.path, file, preview_side)
+        def work() -> AnalyzeResponse:
+            return analyze_image_file(detector, upload.path, file, preview_side)
 
-            try:
-                # The upload is deleted when the analysis ends, even one abandoned by a timeout.
-                return await runtime.gate.run(work, settings.request_timeout_s, on_finish=upload.delete)
-            except (ApiError, asyncio.CancelledError):
-                raise
-            except DeepShieldError as exc:
-                raise from_library_error(exc) from None
-            except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
-                raise internal_error(exc) from None
+        try:
+            # The upload is deleted when the analysis ends (even one abandoned by a timeout) or is refused.
+            return await runtime.gate.run(work, settings.request_timeout_s, on_finish=upload.delete)
+        except (ApiError, asyncio.CancelledError):
+            raise
+        except DeepShieldError as exc:
+            raise from_library_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
+            raise internal_error(exc) from None
 
     @v1.post(
         "/jobs",
@@ -252,8 +260,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         frames: int | None = Query(None, ge=1, le=settings.max_video_frames, description=f"frames sampled from a video (default {settings.video_frames})"),
     ) -> JSONResponse:
         runtime.jobs.check_capacity()
-        with runtime.gate.admit():  # the upload itself counts against the request bound
-            upload = await receive_upload(request, runtime.upload_dir, settings.max_upload_bytes, settings.upload_timeout_s)
+        upload = await runtime.receive(request)
         try:
             kind = _sniff(upload)
         except BaseException:
@@ -293,7 +300,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             model=detector.model_name,
             api_key_required=bool(settings.api_key),
             analyses_running=gate.running,
-            analyses_waiting=gate.admitted - gate.running,
+            analyses_waiting=gate.waiting,
             jobs_pending=runtime.jobs.pending(),
             limits=runtime.limits(),
         )
