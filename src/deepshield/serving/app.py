@@ -102,9 +102,7 @@ class Runtime:
         self.settings = settings
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
         self.jobs = JobStore(settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s)
-        self.upload_policy = UploadPolicy(
-            settings.max_upload_bytes, settings.upload_timeout_s, settings.min_upload_rate, settings.max_uploads, settings.max_uploads_per_client
-        )
+        self.upload_policy = UploadPolicy.from_settings(settings)
         self.upload_slots = UploadSlots(self.upload_policy)
         self._upload_dir: Path | None = None
 

@@ -19,7 +19,8 @@ class ServerSettings:
     max_queue: int = 16  # analyses allowed to wait beyond those running; above: 503 (uploads do not count)
     request_timeout_s: float = 60.0  # analysis of one /v1/analyze request, queueing included; above: 504
     upload_timeout_s: float = 300.0  # receiving one whole upload; above: 408
-    min_upload_rate: int = 16_000  # bytes/s an upload must average after its first 10 s; below: 408
+    min_upload_rate: int = 16_000  # bytes/s an upload must average once upload_grace_s have passed; below: 408
+    upload_grace_s: float = 10.0  # time an upload gets before its rate counts
     max_uploads: int = 32  # uploads being received at once; above: 503
     max_uploads_per_client: int = 4  # uploads at once from one client address; above: 429
     header_timeout_s: float = 10.0  # a connection must finish a request's headers within this; else closed
@@ -71,7 +72,7 @@ class ServerSettings:
                 raise ValueError(f"server setting {name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ValueError("server setting max_queue must be >= 0")
-        timeouts = ("request_timeout_s", "upload_timeout_s", "job_ttl_s", "header_timeout_s", "keep_alive_s", "job_timeout_s")
+        timeouts = ("request_timeout_s", "upload_timeout_s", "upload_grace_s", "job_ttl_s", "header_timeout_s", "keep_alive_s", "job_timeout_s")
         for name in timeouts:
             if getattr(self, name) <= 0:
                 raise ValueError(f"server setting {name} must be positive, got {getattr(self, name)}")

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from deepshield.media.sniff import HEADER_BYTES
 from deepshield.media.units import format_bytes
 from deepshield.serving.errors import ApiError
+from deepshield.serving.settings import ServerSettings
 
 log = logging.getLogger("deepshield.serving")
 
@@ -123,13 +124,21 @@ class _Receiver:
 class UploadPolicy:
     max_bytes: int
     timeout_s: float  # the whole upload
-    min_rate: int  # bytes/s averaged from the start, enforced after UPLOAD_GRACE_S
+    min_rate: int  # bytes/s averaged from the start, enforced once grace_s have passed
+    grace_s: float  # time before the rate counts (connection set-up, a slow start)
     max_uploads: int  # at once, all clients
     max_per_client: int  # at once, one client address
 
-
-# Time an upload gets before its average rate counts (connection set-up, a slow start).
-UPLOAD_GRACE_S = 10.0
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> UploadPolicy:
+        return cls(
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.upload_timeout_s,
+            min_rate=settings.min_upload_rate,
+            grace_s=settings.upload_grace_s,
+            max_uploads=settings.max_uploads,
+            max_per_client=settings.max_uploads_per_client,
+        )
 
 
 class UploadSlots:
@@ -192,7 +201,7 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
 
     def deadline() -> float:
         """When the upload must have received its next bytes: the overall timeout, or the rate floor."""
-        return min(started + policy.timeout_s, started + UPLOAD_GRACE_S + total / policy.min_rate)
+        return min(started + policy.timeout_s, started + policy.grace_s + total / policy.min_rate)
 
     try:
         with os.fdopen(fd, "wb") as handle:
