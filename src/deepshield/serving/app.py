@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
@@ -23,9 +21,11 @@ from deepshield.media.sniff import MediaKind, sniff_media_kind
 from deepshield.models.card import ModelCard
 from deepshield.serving.errors import ApiError, error_responses, from_library_error, install_error_handlers, internal_error
 from deepshield.serving.gate import AnalysisGate
-from deepshield.serving.jobs import JobStore
+from deepshield.serving.job_ledger import JobLedger
+from deepshield.serving.jobs import Job, JobStore, JobWork, ProgressFn
 from deepshield.serving.schemas import AnalyzeResponse, FileInfo, Health, JobView, Limits
 from deepshield.serving.settings import ServerSettings
+from deepshield.serving.storage import Storage
 from deepshield.serving.uploads import FIELD_NAME, Upload, UploadPolicy, UploadSlots, receive_upload
 from deepshield.serving.work import analyze_image_file, analyze_video_file
 
@@ -95,23 +95,37 @@ class SecurityHeaders:
 
 
 class Runtime:
-    """What the routes share: the detector, the settings, the gate, the jobs and the private upload folder."""
+    """What the routes share: the detector, the settings, the gate, the uploads, the jobs and their storage."""
 
     def __init__(self, detector: Detector, settings: ServerSettings) -> None:
         self.detector = detector
         self.settings = settings
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
-        self.jobs = JobStore(settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s)
+        self.storage = Storage(settings.data_dir, settings.tmp_dir)
+        ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
+        self.jobs = JobStore(
+            settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger
+        )
+        self.jobs.recover(self.storage.upload_dir)
+        self._ledger = ledger
         self.upload_policy = UploadPolicy.from_settings(settings)
         self.upload_slots = UploadSlots(self.upload_policy)
-        self._upload_dir: Path | None = None
 
     @property
     def upload_dir(self) -> Path:
-        if self._upload_dir is None or not self._upload_dir.is_dir():
-            # mkdtemp: a fresh folder readable by this user only; file names inside are chosen by us.
-            self._upload_dir = Path(tempfile.mkdtemp(prefix="deepshield-serve-", dir=self.settings.tmp_dir))
-        return self._upload_dir
+        return self.storage.upload_dir
+
+    def job_work(self, job: Job) -> JobWork:
+        """What a job runs: a video analysis, or an image analysis shaped as from /v1/analyze."""
+        detector, path = self.detector, job.upload.path
+        if job.kind == MediaKind.VIDEO.value:
+            return lambda progress: analyze_video_file(detector, path, job.frames, progress)
+
+        def work(progress: ProgressFn) -> AnalyzeResponse:
+            progress(0.1, "analysing image")
+            return analyze_image_file(detector, path, job.file, self.settings.preview_max_side)
+
+        return work
 
     async def receive(self, request: Request) -> Upload:
         return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
@@ -130,8 +144,9 @@ class Runtime:
 
     def close(self) -> None:
         self.jobs.close()
-        if self._upload_dir is not None:
-            shutil.rmtree(self._upload_dir, ignore_errors=True)
+        if self._ledger is not None:
+            self._ledger.close()
+        self.storage.close()
 
 
 def _sniff(upload: Upload) -> MediaKind:
@@ -175,6 +190,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             while True:
                 await asyncio.sleep(PURGE_INTERVAL_S)
                 runtime.jobs.purge()
+                runtime.storage.sweep()
 
         purger = asyncio.create_task(purge_forever())
         try:
@@ -266,17 +282,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             raise
         count = frames or settings.video_frames
         file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
-        if kind is MediaKind.VIDEO:
-
-            def work(progress):
-                return analyze_video_file(detector, upload.path, count, progress)
-        else:
-
-            def work(progress):
-                progress(0.1, "analysing image")
-                return analyze_image_file(detector, upload.path, file, settings.preview_max_side)
-
-        job = runtime.jobs.submit(kind.value, file, count, upload, work)
+        job = runtime.jobs.submit(kind.value, file, count, upload)
         view = job.view(settings.job_ttl_s)
         return JSONResponse(status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"})
 
