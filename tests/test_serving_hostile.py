@@ -16,7 +16,8 @@ import pytest
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.testing import live_server
-from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files
+from tests.test_media import mjpeg_with_lying_header
+from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files, wait_for_job
 
 BOUNDARY = "hostile"
 PART_HEAD = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n').encode() + b"\xff\xd8\xff"
@@ -181,3 +182,91 @@ def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpe
             time.sleep(0.05)
         health = client.get("/healthz").json()
         assert (health["analyses_running"], health["analyses_waiting"]) == (0, 0)
+
+
+# ------------------------------------------------------------------------------------------ jobs: time limit, lying media, kills
+def test_a_job_past_its_time_limit_fails_and_frees_the_worker(detector, face_video, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+
+    def endless_video(path, frames=32, progress=None):
+        for step in range(1000):  # reports progress like a long decode, and would take 20 s
+            progress(step / 1000, "decoding")
+            time.sleep(0.02)
+        pytest.fail("the job outlived its time limit")
+
+    hooked.analyze_video = endless_video
+    with client_for(hooked, job_timeout_s=0.5) as client:
+        started = time.monotonic()
+        job = client.post("/v1/jobs", files=upload(face_video.read_bytes(), "long.mp4")).json()
+        done = wait_for_job(client, job["id"], timeout_s=10)
+        assert done["status"] == "failed" and done["error"]["error"] == "timeout", done
+        assert "0 s job limit" in done["error"]["detail"] or "1 s job limit" in done["error"]["detail"]
+        assert time.monotonic() - started < 3
+        assert upload_files(client) == []
+        image_job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        assert wait_for_job(client, image_job["id"])["status"] == "done"
+
+
+def test_video_frames_larger_than_the_header_fail_the_job_naming_the_real_size(detector, tmp_path):
+    path = mjpeg_with_lying_header(tmp_path / "liar.mov", 3000)
+    with client_for(detector) as client:
+        job = client.post("/v1/jobs?frames=128", files=upload(path.read_bytes(), "liar.mov")).json()
+        done = wait_for_job(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["error"] == "media_too_large"
+    assert "3000x3000 = 9 megapixels, above the 8.3 megapixel limit" in done["error"]["detail"]
+
+
+def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detector, tmp_path):
+    import os
+
+    from deepshield.serving.storage import STALE_AFTER_S
+
+    with client_for(detector, tmp_dir=tmp_path) as live:
+        live_folder = live.app.state.runtime.upload_dir
+        dead_folder = tmp_path / "deepshield-serve-dead1234"
+        dead_folder.mkdir()
+        (dead_folder / "upload-x.bin").write_bytes(b"left behind by a SIGKILL")
+        old = time.time() - STALE_AFTER_S - 1
+        for folder in (live_folder, dead_folder):
+            os.utime(folder, (old, old))
+        with client_for(detector, tmp_dir=tmp_path) as second:
+            assert not dead_folder.exists()  # nobody held its lock
+            assert live_folder.is_dir()  # the first server still holds its own
+            assert second.app.state.runtime.upload_dir != live_folder
+
+
+def _post_file(base_url: str, path: str, data: bytes, name: str) -> dict:
+    response = httpx.post(base_url + path, files={"file": (name, data, "application/octet-stream")}, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle, tmp_path, astronaut):
+    import numpy as np
+
+    from deepshield.serving.testing import server_process
+    from tests.conftest import write_video
+
+    frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(32)]
+    video = write_video(tmp_path / "clip.mp4", frames, fps=16).read_bytes()
+    data_dir = tmp_path / "data"
+    env = {"DEEPSHIELD_DATA_DIR": str(data_dir), "DEEPSHIELD_MAX_PENDING_JOBS": "8"}
+    with server_process(tiny_bundle, env=env, log_path=tmp_path / "first.log") as (base_url, process):
+        ids = [_post_file(base_url, "/v1/jobs?frames=32", video, f"clip{i}.mp4")["id"] for i in range(8)]
+        process.kill()  # SIGKILL: no shutdown code runs
+        process.wait()
+    uploads = data_dir / "uploads"
+    assert len(list(uploads.glob("upload-*.bin"))) >= 6  # the queued jobs' files, still there
+    (uploads / "upload-orphan.bin").write_bytes(b"no job refers to this")
+    with server_process(tiny_bundle, env=env, log_path=tmp_path / "second.log") as (base_url, _):
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = [httpx.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json() for job_id in ids]
+            if all(job["status"] in ("done", "failed") for job in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        statuses = [(job["status"], (job.get("error") or {}).get("error")) for job in jobs]
+        # The job running at the kill is failed (running it again could kill the server again); every queued one ran.
+        assert statuses.count(("done", None)) >= 6, statuses
+        assert all(s in (("done", None), ("failed", "server_restarted")) for s in statuses), statuses
+        assert list(uploads.iterdir()) == []
