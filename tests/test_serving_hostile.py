@@ -270,3 +270,22 @@ def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle
         assert statuses.count(("done", None)) >= 6, statuses
         assert all(s in (("done", None), ("failed", "server_restarted")) for s in statuses), statuses
         assert list(uploads.iterdir()) == []
+
+
+def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astronaut_jpeg, tmp_path):
+    with client_for(detector, data_dir=tmp_path / "data") as client:
+        job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        first = wait_for_job(client, job["id"])
+        assert first["status"] == "done"
+    with client_for(detector, data_dir=tmp_path / "data") as client:
+        again = client.get(f"/v1/jobs/{job['id']}").json()
+        assert again == first  # the whole result, read back from SQLite
+        assert upload_files(client) == []
+
+
+def test_one_server_per_data_folder(detector, tmp_path):
+    from deepshield.errors import DeepShieldError
+
+    with client_for(detector, data_dir=tmp_path / "data"):
+        with pytest.raises(DeepShieldError, match="another server is using the data folder"):
+            create_app(detector, ServerSettings(data_dir=tmp_path / "data"))
