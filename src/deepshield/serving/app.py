@@ -107,7 +107,6 @@ class Runtime:
             settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger
         )
         self.jobs.recover(self.storage.upload_dir)
-        self._ledger = ledger
         self.upload_policy = UploadPolicy.from_settings(settings)
         self.upload_slots = UploadSlots(self.upload_policy)
 
@@ -144,8 +143,6 @@ class Runtime:
 
     def close(self) -> None:
         self.jobs.close()
-        if self._ledger is not None:
-            self._ledger.close()
         self.storage.close()
 
 

@@ -262,6 +262,7 @@ class JobStore:
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._ledger is not None:
+            self._ledger.close()
             return
         with self._lock:
             for job in self._jobs.values():
