@@ -179,3 +179,71 @@ def test_console_script_runs(media, tiny_bundle, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["faces"] == 1
     usage = subprocess.run([*command, "scan", "x.jpg", "--frames", "0"], capture_output=True, text=True, timeout=60, env=env)
     assert usage.returncode == EXIT_USAGE and "must be a positive integer" in usage.stderr
+
+
+# --- results as files finish, resume, special files ------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, tiny_bundle, tmp_path, monkeypatch, fmt):
+    import deepshield.inference.scan as scan_module
+
+    out = tmp_path / f"results.{fmt}"
+    files = [str(media / name) for name in ("astronaut.jpg", "blank.png", "clip.mp4")]
+    real_scan_file = scan_module.scan_file
+    scanned = []
+
+    def killed_on_the_third(detector, path, *args, **kwargs):
+        scanned.append(path.name)
+        if len(scanned) == 3:
+            raise KeyboardInterrupt  # as a kill mid-scan
+        return real_scan_file(detector, path, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module, "scan_file", killed_on_the_third)
+    code, _, _ = scan(capsys, *files, "--model", str(tiny_bundle), "--format", fmt, "--out", str(out))
+    assert code != EXIT_OK
+
+    def paths_in_out() -> list[str]:
+        text = out.read_text()
+        if fmt == "jsonl":
+            return [json.loads(line)["path"] for line in text.splitlines()]
+        return [row["path"] for row in csv.DictReader(io.StringIO(text))]
+
+    assert paths_in_out() == files[:2]  # the two finished files were written before the kill
+    with open(out, "a") as handle:
+        handle.write('{"path": "cut short' if fmt == "jsonl" else "cut,sho")  # a write the kill interrupted
+    scanned.clear()
+    code, _, err = scan(capsys, *files, "--model", str(tiny_bundle), "--format", fmt, "--out", str(out), "--resume")
+    assert code == EXIT_OK, err
+    assert scanned == ["clip.mp4"] and "2 files already in" in err
+    assert paths_in_out() == files
+
+
+def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):
+    code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--resume")
+    assert code == EXIT_USAGE and "--resume needs --out and --format jsonl or csv" in err
+
+
+def test_fifos_and_link_problems_get_error_rows_with_the_true_reason(capsys, tiny_bundle, tmp_path, astronaut):
+    import threading
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    save_image(folder / "face.jpg", astronaut)
+    os.mkfifo(folder / "pipe.mp4")
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    os.symlink("gone.png", folder / "dangling.png")
+    os.mkfifo(tmp_path / "explicit-pipe")
+    os.symlink("self", tmp_path / "self")
+    outcome = {}
+    args = [str(folder), str(tmp_path / "explicit-pipe"), str(tmp_path / "self"), "--model", str(tiny_bundle), "--format", "json"]
+    runner = threading.Thread(target=lambda: outcome.update(code=main(["scan", *args])), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "scan blocked on a FIFO"
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert outcome["code"] == EXIT_SOME_FAILED
+    assert rows["face.jpg"]["status"] == "ok"
+    assert rows["pipe.mp4"]["error"] == rows["explicit-pipe"]["error"] == "not a regular file: a FIFO (named pipe)"
+    assert rows["loop.jpg"]["error"] == rows["self"]["error"] == "symbolic link loop"
+    assert rows["dangling.png"]["error"] == "broken symbolic link"

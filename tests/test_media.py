@@ -8,6 +8,7 @@ import random
 import struct
 import time
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -227,7 +228,7 @@ def test_too_many_bytes(tmp_path, astronaut):
     path.write_bytes(data)
     limits = ImageLimits(max_bytes=100_000)
     for source in (data, path):
-        with pytest.raises(MediaTooLargeError, match=r"image file is 0\.\d+ MB, above the 0\.1 MB limit"):
+        with pytest.raises(MediaTooLargeError, match=r"image file is \d+ KB, above the 100 KB limit"):
             load_image(source, limits)
 
 
@@ -261,7 +262,8 @@ def test_decompression_bomb_is_refused_without_decoding(monkeypatch, bomb_png, p
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
         match = r"32768x32768 = 1\.07e\+03 megapixels, above the 40 megapixel limit"
     else:
-        match = "image is a decompression bomb"
+        # Pillow's guard fires first, in Image.open: the message is still ours.
+        match = r"image is 1\.07e\+03 megapixels, above the 40 megapixel limit"
     started = time.perf_counter()
     with pytest.raises(MediaTooLargeError, match=match):
         load_image(bomb_png)
@@ -420,7 +422,7 @@ def test_empty_and_oversized_videos_are_refused(tmp_path, face_video):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(UnsupportedMediaError, match="empty file: expected a video"):
         sample_frames(tmp_path / "empty.mp4", 8)
-    with pytest.raises(MediaTooLargeError, match=r"video file is 0\.\d+ MB, above the 0\.001 MB limit"):
+    with pytest.raises(MediaTooLargeError, match=r"video file is \d+(\.\d)? KB, above the 1 KB limit"):
         sample_frames(face_video, 8, VideoLimits(max_bytes=1000))
 
 
@@ -432,5 +434,151 @@ def test_over_long_video_is_refused(face_video):
 
 
 def test_oversized_frames_are_refused(face_video):
-    with pytest.raises(MediaTooLargeError, match="video frames are 512x512, above the 4K limit"):
-        sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=512 * 511))
+    with pytest.raises(MediaTooLargeError, match=r"video frames are 512x512 = 0\.262 megapixels, above the 0\.25 megapixel limit"):
+        sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=500 * 500))
+
+
+# --- hostile media: sizes that lie, pixel formats that hide, memory ------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_own(orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(pattern(48, 64)), "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    np.testing.assert_array_equal(load_image(data), expected)
+
+
+def test_sizes_below_a_megabyte_are_said_in_kilobytes():
+    from deepshield.media.units import format_bytes
+
+    assert [format_bytes(n) for n in (999, 100_000, 2_500_000, 200_000_000)] == ["999 bytes", "100 KB", "2.5 MB", "200 MB"]
+
+
+def test_pillow_bomb_guard_speaks_our_limit():
+    # 60000 x 60000 in the header: Pillow's own guard refuses it inside Image.open.
+    with pytest.raises(MediaTooLargeError, match=r"^image is 3\.6e\+03 megapixels, above the 40 megapixel limit$"):
+        load_image(png(60000, 60000, 8, 2, rows=None))
+
+
+def test_float_tiff_with_inf_and_nan_pixels_keeps_its_picture(astronaut):
+    grey = astronaut.mean(axis=2).astype(np.float32) / 255.0
+    grey[10, 10], grey[20, 20], grey[30, 30] = np.inf, np.nan, -np.inf
+    image = Image.fromarray(grey, "F")
+    decoded = load_image(encode(image, "TIFF"))
+    expected = np.clip(grey * 255 + 0.5, 0, 255)
+    finite = np.isfinite(grey)
+    assert decoded.shape == (512, 512, 3) and (decoded[..., 0] == decoded[..., 2]).all()
+    assert np.abs(decoded[..., 0].astype(float) - expected)[finite].max() <= 1
+    assert decoded[20, 20, 0] == 0 and decoded[10, 10, 0] == 255
+
+
+def test_float_tiff_outside_zero_one_is_stretched_by_percentiles(astronaut):
+    grey = astronaut.mean(axis=2).astype(np.float32) * 1000.0 - 5e4  # offset, scaled: no conventional range
+    decoded = load_image(encode(Image.fromarray(grey, "F"), "TIFF"))[..., 0].astype(float)
+    assert np.corrcoef(decoded.ravel(), grey.ravel())[0, 1] > 0.99
+    assert decoded.std() > 40  # a picture, not a black (or white) field
+
+
+def test_32_bit_integer_tiff_shifted_negative_keeps_its_picture(astronaut):
+    grey = astronaut.mean(axis=2).astype(np.int32) * 4096 - 2**30
+    image = Image.fromarray(grey, "I")
+    assert image.mode == "I"
+    decoded = load_image(encode(image, "TIFF"))[..., 0].astype(float)
+    assert np.corrcoef(decoded.ravel(), grey.ravel())[0, 1] > 0.99
+    assert decoded.std() > 40
+
+
+def test_32_bit_integer_image_in_the_8_bit_range_is_taken_as_is():
+    values = np.array([[0, 100, 255]], np.int32).repeat(2, axis=0)
+    decoded = load_image(encode(Image.fromarray(values, "I"), "TIFF"))
+    np.testing.assert_array_equal(decoded[0, :, 1], [0, 100, 255])
+
+
+def test_16_bit_image_is_converted_without_whole_image_temporaries():
+    import tracemalloc
+
+    side = 3000
+    data = encode(Image.fromarray(np.full((side, side), 40000, np.uint16)), "PNG")
+    tracemalloc.start()
+    try:
+        decoded = load_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded[0, 0, 0] == round(40000 / 257)
+    # The RGB result (3 bytes a pixel) plus band-sized temporaries; float copies of the whole image
+    # (the old conversion) took over 30 bytes a pixel.
+    assert peak < 3 * side * side + 16_000_000, peak
+
+
+def test_working_memory_budget_decodes_big_jpegs_smaller_and_refuses_other_formats():
+    picture = Image.fromarray(np.full((2000, 2000, 3), 120, np.uint8))
+    budget = ImageLimits(max_working_bytes=7_000_000)  # a 1000 x 1000 RGB decode
+    reduced = load_image(encode(picture, "JPEG"), budget)
+    assert reduced.shape == (1000, 1000, 3) and abs(int(reduced[500, 500, 0]) - 120) <= 2
+    with pytest.raises(MediaTooLargeError, match=r"2000x2000 \(RGB\): decoding it needs 28 MB, above the 7 MB working-memory limit"):
+        load_image(encode(picture, "PNG"), budget)
+    assert load_image(encode(picture, "PNG")).shape == (2000, 2000, 3)  # the default budget takes it
+
+
+def mjpeg_with_lying_header(path: Path, frame_side: int, frames: int = 6) -> Path:
+    """A .mov whose MJPEG stream says 64x64, as do its first two JPEG packets (FFmpeg probes those);
+    every later packet is frame_side square."""
+
+    def jpeg(side: int) -> bytes:
+        return encode(Image.fromarray(np.full((side, side, 3), 90, np.uint8)), "JPEG", quality=50)
+
+    small, big = jpeg(64), jpeg(frame_side)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        for i in range(frames):
+            packet = av.Packet(small if i < 2 else big)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 10)
+            container.mux(packet)
+    return path
+
+
+def test_frames_larger_than_the_header_says_are_refused_before_conversion(tmp_path, monkeypatch):
+    import deepshield.media.video as video
+
+    path = mjpeg_with_lying_header(tmp_path / "liar.mov", 1200)
+    assert probe_video(path).width == 64
+    upright = video._upright
+    monkeypatch.setattr(video, "_upright", lambda frame, turn: upright(frame, turn) if frame.width == 64 else pytest.fail("converted an oversized frame"))
+    with pytest.raises(MediaTooLargeError, match=r"video frames are 1200x1200 = 1\.44 megapixels, above the 1 megapixel limit"):
+        sample_frames(path, 8, VideoLimits(max_pixels_per_frame=1_000_000))
+
+
+@pytest.fixture(scope="module")
+def long_fast_video(tmp_path_factory) -> Path:
+    """3000 tiny frames at 1000 fps (keyframe every 250, x264's default); grey level ~ frame number."""
+    frames = [np.full((16, 16, 3), i * 255 // 2999, np.uint8) for i in range(3000)]
+    return write_video(tmp_path_factory.mktemp("fast") / "fast.mp4", frames, fps=1000)
+
+
+def test_frame_rate_and_frame_count_limits(long_fast_video):
+    with pytest.raises(MediaTooLargeError, match=r"video is 1000 frames per second, above the 240 fps limit"):
+        sample_frames(long_fast_video, 8)
+    with pytest.raises(MediaTooLargeError, match=r"video has 3000 frames, above the 1000 frame limit"):
+        sample_frames(long_fast_video, 8, VideoLimits(max_fps=1000, max_frames=1000))
+
+
+def test_far_apart_samples_are_reached_by_seeking(long_fast_video, monkeypatch):
+    import deepshield.media.video as video
+
+    decoded = []
+    check = video._check_frame
+    monkeypatch.setattr(video, "_check_frame", lambda frame, limits: decoded.append(1) or check(frame, limits))
+    info, frames = sample_frames(long_fast_video, 8, VideoLimits(max_fps=1000))
+    expected = uniform_indices(3000, 8)
+    assert [f.index for f in frames] == expected
+    assert [f.timestamp_s for f in frames] == pytest.approx([i / 1000 for i in expected], abs=1e-3)
+    assert all(abs(float(f.image.mean()) * 2999 / 255 - f.index) < 40 for f in frames)
+    # Each sample costs at most one keyframe interval (250) of decoding, not the whole video.
+    assert len(decoded) <= 8 * 250 < 3000, len(decoded)

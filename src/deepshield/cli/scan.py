@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled per video (default 32)")
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
-    parser.add_argument("--out", type=Path, help="write results here instead of standard output")
+    parser.add_argument("--out", type=Path, help="write results here instead of standard output (jsonl and csv: row by row, as files finish)")
+    parser.add_argument("--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest")
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.add_argument("--threshold", type=probability, default=None, help="fake threshold (default: the model card's)")
     parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
@@ -39,23 +41,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+STREAMED_FORMATS = ("jsonl", "csv")
+
+
 def _summary(row) -> dict:
     return {name: getattr(row, name) for name in SUMMARY_FIELDS}
 
 
+def render_row(row, fmt: str) -> str:
+    """One row of a streamed format (jsonl, csv), with its newline."""
+    if fmt == "jsonl":
+        return row.model_dump_json(exclude_none=True) + "\n"
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS).writerow(_summary(row))
+    return buffer.getvalue()
+
+
+def csv_header() -> str:
+    return ",".join(SUMMARY_FIELDS) + "\r\n"  # as csv.DictWriter.writeheader writes it
+
+
 def render(rows: list, fmt: str) -> str:
+    """The formats written once the scan is over: json (one array) and table (column widths)."""
     if fmt == "json":
         return json.dumps([row.model_dump(exclude_none=True) for row in rows], indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(row.model_dump_json(exclude_none=True) + "\n" for row in rows)
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(_summary(row))
-        return buffer.getvalue()
     return _table(rows)
+
+
+def finished_rows(out: Path, fmt: str) -> dict[str, str]:
+    """path -> status of the rows already in a streamed output file. A last line cut short (the
+    scan was killed mid-write) is cut off the file, so that its file is scanned again."""
+    if not out.exists():
+        return {}
+    data = out.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        with open(out, "r+b") as handle:
+            handle.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if fmt == "jsonl":
+        records = [json.loads(line) for line in lines if line.strip()]
+    else:
+        records = list(csv.DictReader(lines))
+    return {record["path"]: record["status"] for record in records}
 
 
 def _table(rows: list) -> str:
@@ -101,13 +129,20 @@ def run(args: argparse.Namespace) -> int:
 
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
     from deepshield.engines import make_engine
+    from deepshield.errors import DeepShieldError
     from deepshield.inference.scan import ScanJob, collect_files
 
     check_engine_arguments(args)
+    if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
+        raise DeepShieldError("--resume needs --out and --format jsonl or csv")
     files = collect_files(args.paths, args.recursive)
     if not files:
         print("deepshield scan: no media files found", file=sys.stderr)
         return EXIT_SOME_FAILED
+    earlier = finished_rows(args.out, args.format) if args.resume else {}
+    files = [path for path in files if str(path) not in earlier]
+    if earlier:
+        print(f"deepshield scan: {len(earlier)} files already in {args.out}, {len(files)} to scan", file=sys.stderr)
     job = ScanJob(
         bundle=args.model,
         min_face_size=args.min_face_size,
@@ -117,16 +152,37 @@ def run(args: argparse.Namespace) -> int:
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )
     rows = []
+    statuses = list(earlier.values())
     used_stems: set[str] = set()
-    with make_engine(args.engine, workers=args.workers, address=args.ray_address) as engine:
-        for row in tqdm(engine.map(job, files), total=len(files), unit="file", file=sys.stderr, disable=None):
+    with contextlib.ExitStack() as stack:
+        stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
+        engine = stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address)) if files else None
+        for row in tqdm(engine.map(job, files) if files else (), total=len(files), unit="file", file=sys.stderr, disable=None):
             if args.heatmaps is not None and row.kind == "image":
                 write_heatmaps(row, args.heatmaps, used_stems)
-            rows.append(row)
-    text = render(rows, args.format)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+            statuses.append(row.status)
+            if stream is None:
+                rows.append(row)
+            else:  # written as each file finishes: a killed scan keeps its rows
+                stream.write(render_row(row, args.format))
+                stream.flush()
+    if stream is None:
+        text = render(rows, args.format)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        else:
+            sys.stdout.write(text)
+    return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+
+
+def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """Where streamed rows go: stdout, or --out (appended to with --resume), csv header first when new."""
+    if args.out is None:
+        stream = sys.stdout
     else:
-        sys.stdout.write(text)
-    return EXIT_OK if all(row.status == "ok" for row in rows) else EXIT_SOME_FAILED
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))
+    if args.format == "csv" and (args.out is None or stream.tell() == 0):
+        stream.write(csv_header())
+    return stream

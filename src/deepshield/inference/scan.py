@@ -12,6 +12,7 @@ from deepshield.engines import FileJob
 from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
+from deepshield.media.files import check_media_file
 
 MEDIA_SUFFIXES = frozenset(
     ".jpg .jpeg .png .gif .bmp .tif .tiff .webp .mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split()
@@ -31,14 +32,16 @@ class ScanRow(BaseModel):
 
 
 def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
-    """Explicit files are kept whatever their name (type is sniffed later); folders contribute
-    their media files by suffix, sorted, so that a folder's notes or metadata are not errors."""
+    """Explicit paths are kept whatever their name (type is sniffed later); folders contribute their
+    entries with a media suffix, sorted, so that a folder's notes or metadata are not errors. Entries
+    that are not regular files (FIFOs, broken links, link loops) are kept too: each gets an error row
+    saying what it is, rather than vanishing from the results."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             files.extend(
-                sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+                sorted(p for p in path.glob(pattern) if not p.is_dir() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
             )
         else:
             files.append(path)
@@ -47,8 +50,7 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
 
 def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = False) -> ScanRow:
     try:
-        if not path.exists():
-            raise DeepShieldError("no such file")
+        check_media_file(path)  # names a missing file, a FIFO (never opened), a link loop, a broken link
         result = detector.analyze_path(path, frames=frames, heatmaps=heatmaps)
     except DeepShieldError as exc:
         return ScanRow(path=str(path), status="error", error=str(exc))

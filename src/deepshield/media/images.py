@@ -1,33 +1,47 @@
-"""Decode any still image we accept into an upright RGB uint8 array."""
+"""Decode any still image we accept into an upright RGB uint8 array, within a memory budget."""
 
 from __future__ import annotations
 
 import io
+import math
+import re
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.media.files import check_media_file
 from deepshield.media.sniff import image_format_name, unsupported_message
+from deepshield.media.units import format_bytes, megapixels
 
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
 # unpack and divide straight from header fields.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError, ZeroDivisionError, zlib.error)
+# Pillow keeps 1-byte modes in 1 byte a pixel, 16-bit grey in 2 and every other mode in 4.
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_RGB_BYTES = 3
+# Modes are converted a band of rows at a time, so that no whole-image temporary is ever made.
+_BAND_PIXELS = 1 << 20
+# Scale for float and 32-bit images is estimated from about this many pixels.
+_SCALE_SAMPLE_SIDE = 1024
+_JPEG_DRAFT_SCALES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 40_000_000
-
-
-def _megabytes(count: float) -> str:
-    return f"{count / 1e6:.3g} MB"
+    # Decoded pixels plus the RGB result, at the peak of load_image. Above it a JPEG is decoded at
+    # 1/2, 1/4 or 1/8 scale, any other image is refused. The default fits any image under
+    # max_pixels (Pillow stores at most 4 bytes a pixel, the result takes 3).
+    max_working_bytes: int = 280_000_000
 
 
 def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
@@ -35,42 +49,137 @@ def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
         data = source
     else:
         path = Path(source)
-        size = path.stat().st_size
+        size = check_media_file(path)
         if size > limits.max_bytes:
-            raise MediaTooLargeError(f"image file is {_megabytes(size)}, above the {_megabytes(limits.max_bytes)} limit")
+            raise MediaTooLargeError(f"image file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
         data = path.read_bytes()
     if len(data) > limits.max_bytes:
-        raise MediaTooLargeError(f"image file is {_megabytes(len(data))}, above the {_megabytes(limits.max_bytes)} limit")
+        raise MediaTooLargeError(f"image file is {format_bytes(len(data))}, above the {format_bytes(limits.max_bytes)} limit")
     if not data:
         raise UnsupportedMediaError("empty file: expected an image")
     return data
 
 
+def _too_many_pixels(pixels: int, limits: ImageLimits, size: tuple[int, int] | None = None) -> MediaTooLargeError:
+    what = f"{size[0]}x{size[1]} = {megapixels(pixels)} megapixels" if size else f"{megapixels(pixels)} megapixels"
+    return MediaTooLargeError(f"image is {what}, above the {megapixels(limits.max_pixels)} megapixel limit")
+
+
+def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> MediaTooLargeError:
+    """Pillow's own guard fired (far above our limit): say it in our words, with the size it found."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found is None:
+        return MediaTooLargeError(f"image has far more pixels than the {megapixels(limits.max_pixels)} megapixel limit")
+    return _too_many_pixels(int(found.group(1)), limits)
+
+
+def working_bytes(size: tuple[int, int], mode: str) -> int:
+    """Peak bytes load_image needs for an image of this size and Pillow mode: decoded + RGB result
+    (or two RGB copies while an EXIF rotation is applied, whichever is larger)."""
+    decoded = 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
+    return size[0] * size[1] * max(decoded + _RGB_BYTES, 2 * _RGB_BYTES)
+
+
+def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
+    """Make the decode fit max_working_bytes: JPEGs decode at a reduced scale, others are refused."""
+    needed = working_bytes(image.size, image.mode)
+    if needed <= limits.max_working_bytes:
+        return
+    width, height = image.size
+    if image.format == "JPEG":
+        for scale in _JPEG_DRAFT_SCALES:
+            reduced = (math.ceil(width / scale), math.ceil(height / scale))
+            if working_bytes(reduced, image.mode) <= limits.max_working_bytes:
+                image.draft(image.mode, reduced)
+                return
+    raise MediaTooLargeError(
+        f"image is {width}x{height} ({image.mode}): decoding it needs {format_bytes(needed)}, "
+        f"above the {format_bytes(limits.max_working_bytes)} working-memory limit"
+    )
+
+
+def _grey_range(image: Image.Image) -> tuple[float, float]:
+    """The values mapped to black and white for a 16-bit, 32-bit integer or float image.
+
+    16-bit images span their full range. 32-bit and float images use the conventional range their
+    values fit (0-255, 0-65535, 0-1 for floats); otherwise the 0.5th and 99.5th percentiles of the
+    finite values, so that one inf, NaN or outlier pixel, or an offset, cannot turn the picture black."""
+    if image.mode.startswith("I;16"):
+        return 0.0, 65535.0
+    scale = min(1.0, _SCALE_SAMPLE_SIDE / max(image.size))
+    sample_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    sample = np.asarray(image.resize(sample_size, Image.Resampling.NEAREST), dtype=np.float64)
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    conventional = ((0.0, 1.0), (0.0, 255.0), (0.0, 65535.0)) if image.mode == "F" else ((0.0, 255.0), (0.0, 65535.0))
+    for bottom, top in conventional:
+        if low >= bottom and high <= top:
+            return bottom, top
+    low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    return low, high if high > low else low + 1.0
+
+
+def _grey_band(low: float, high: float) -> Callable[[Image.Image], np.ndarray]:
+    gain = 255.0 / (high - low)
+
+    def convert(band: Image.Image) -> np.ndarray:
+        values = np.asarray(band, dtype=np.float32)
+        scaled = (values - np.float32(low)) * np.float32(gain) + np.float32(0.5)
+        scaled[np.isnan(scaled)] = 0.0
+        np.clip(scaled, 0.0, 255.0, out=scaled)
+        return scaled.astype(np.uint8)[:, :, None]  # broadcast to the three channels
+
+    return convert
+
+
+def _on_white(band: Image.Image) -> np.ndarray:
+    # Transparent pixels have arbitrary colours underneath: show them on white, as viewers do.
+    rgba = band.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+
+
+def _band_converter(image: Image.Image) -> Callable[[Image.Image], np.ndarray]:
+    """How one band of rows of this image's mode becomes RGB uint8."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        return _grey_band(*_grey_range(image))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return _on_white
+    return lambda band: np.asarray(band.convert("RGB"))
+
+
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert every Pillow mode we can meet to 8-bit RGB."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16-bit / 32-bit greyscale: rescale to the value range its bit depth implies.
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        if mode == "F":
-            top = max(float(values.max(initial=1.0)), 1.0)
-        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        # Transparent pixels have arbitrary colours underneath: show them on white, as viewers do.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    """Convert every Pillow mode we can meet to 8-bit RGB, band by band into one preallocated array."""
+    width, height = image.size
+    convert = _band_converter(image)
+    rgb = np.empty((height, width, _RGB_BYTES), np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        rgb[top:bottom] = convert(image.crop((0, top, width, bottom)))
+    return rgb
+
+
+# EXIF orientation -> how the stored pixels become upright (as Pillow's ImageOps.exif_transpose).
+_ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """Return an upright (EXIF-rotated) H x W x 3 uint8 RGB array.
 
-    Animated images give their first frame. Raises MediaTooLargeError above the byte or pixel
-    limit (checked from the header, before any pixel is decoded), UnsupportedMediaError for
-    non-images and CorruptMediaError for truncated or broken files.
+    Animated images give their first frame. Raises MediaTooLargeError above the byte, pixel or
+    working-memory limit (checked from the header, before any pixel is decoded), UnsupportedMediaError
+    for non-images and CorruptMediaError for truncated or broken files.
     """
     data = _read_bytes(source, limits)
     try:
@@ -79,7 +188,7 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+        raise _bomb_error(exc, limits) from exc
     except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
         # Pillow reports a damaged header of a format it knows as "cannot identify": tell those apart
         # by the magic bytes, so that a broken JPEG is not called an unsupported type.
@@ -89,18 +198,19 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
         raise UnsupportedMediaError(unsupported_message(data, expected="an image")) from exc
     width, height = image.size
     if width * height > limits.max_pixels:
-        raise MediaTooLargeError(
-            f"image is {width}x{height} = {width * height / 1e6:.3g} megapixels, "
-            f"above the {limits.max_pixels / 1e6:.3g} megapixel limit"
-        )
+        raise _too_many_pixels(width * height, limits, image.size)
     if width == 0 or height == 0:
         raise CorruptMediaError("image has zero width or height")
     try:
         image.seek(0)
+        _fit_budget(image, limits)
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return np.ascontiguousarray(_to_rgb_array(image))
+        orientation = image.getexif().get(0x0112, 1)
+        rgb = _to_rgb_array(image)
     except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
-        raise MediaTooLargeError(f"image is a decompression bomb: {exc}") from exc
+        raise _bomb_error(exc, limits) from exc
     except _DECODE_ERRORS as exc:
         raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc
+    del image  # the decoded pixels go before an orientation copy is made
+    upright = _ORIENTATIONS.get(orientation)
+    return np.ascontiguousarray(upright(rgb)) if upright else rgb

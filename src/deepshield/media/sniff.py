@@ -6,6 +6,7 @@ import enum
 from pathlib import Path
 
 from deepshield.errors import UnsupportedMediaError
+from deepshield.media.files import read_head
 
 
 class MediaKind(str, enum.Enum):
@@ -88,5 +89,4 @@ def unsupported_message(head: bytes, expected: str = "an image or a video") -> s
 
 
 def sniff_path(path: Path) -> MediaKind:
-    with open(path, "rb") as handle:
-        return sniff_media_kind(handle.read(HEADER_BYTES))
+    return sniff_media_kind(read_head(path, HEADER_BYTES))

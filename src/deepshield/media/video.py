@@ -1,9 +1,9 @@
-"""Decode videos with PyAV: probe, then sample N frames uniformly, tolerating broken packets."""
+"""Decode videos with PyAV: probe, then sample N frames uniformly (seeking where samples are far apart), tolerating broken packets."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,6 +11,12 @@ import av
 import numpy as np
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.media.files import check_media_file
+from deepshield.media.units import format_bytes, megapixels
+
+# Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
+# the sample) rather than by decoding every frame of the video.
+SEEK_MIN_SPACING = 64
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,8 @@ class VideoLimits:
     max_bytes: int = 500 * 1024 * 1024
     max_duration_s: float = 15 * 60.0
     max_pixels_per_frame: int = 8_300_000  # 4K UHD
+    max_fps: float = 240.0  # slow-motion phone video; beyond, decoding cost grows with no use to us
+    max_frames: int = 108_000  # 15 minutes at 120 fps
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,9 @@ class VideoFrame:
 
 
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
-    size = path.stat().st_size
+    size = check_media_file(path)
     if size > limits.max_bytes:
-        raise MediaTooLargeError(f"video file is {size / 1e6:.3g} MB, above the {limits.max_bytes / 1e6:.3g} MB limit")
+        raise MediaTooLargeError(f"video file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
     if size == 0:
         raise UnsupportedMediaError("empty file: expected a video")
     try:
@@ -112,13 +120,30 @@ def _with_frame_rotation(info: VideoInfo, frame: av.VideoFrame) -> VideoInfo:
     return info if rotation is None else replace(info, rotation=rotation)
 
 
+def _frame_size_error(width: int, height: int, limits: VideoLimits) -> MediaTooLargeError:
+    return MediaTooLargeError(
+        f"video frames are {width}x{height} = {megapixels(width * height)} megapixels, "
+        f"above the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
+    )
+
+
 def _check_limits(info: VideoInfo, limits: VideoLimits) -> None:
+    """The container's claims; every decoded frame is checked again (_check_frame): headers can lie."""
     if info.duration_s > limits.max_duration_s:
         raise MediaTooLargeError(
             f"video is {info.duration_s:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
         )
     if info.width * info.height > limits.max_pixels_per_frame:
-        raise MediaTooLargeError(f"video frames are {info.width}x{info.height}, above the 4K limit")
+        raise _frame_size_error(info.width, info.height, limits)
+    if info.fps > limits.max_fps:
+        raise MediaTooLargeError(f"video is {info.fps:.4g} frames per second, above the {limits.max_fps:.4g} fps limit")
+    if info.frame_count > limits.max_frames:
+        raise MediaTooLargeError(f"video has {info.frame_count} frames, above the {limits.max_frames} frame limit")
+
+
+def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
+    if frame.width * frame.height > limits.max_pixels_per_frame:
+        raise _frame_size_error(frame.width, frame.height, limits)
 
 
 def _upright(frame: av.VideoFrame, stream_rotation: int) -> np.ndarray:
@@ -140,61 +165,124 @@ def uniform_indices(frame_count: int, n: int) -> list[int]:
     return sorted({min(frame_count - 1, int(step * (i + 0.5))) for i in range(n)})
 
 
+def _worth_seeking(info: VideoInfo, n: int) -> bool:
+    return info.frame_count > 0 and info.fps > 0 and info.frame_count / max(1, n) >= SEEK_MIN_SPACING
+
+
 def sample_frames(
     path: Path | str, n: int = 32, limits: VideoLimits = VideoLimits(), on_frame: Callable[[float], None] | None = None
 ) -> tuple[VideoInfo, list[VideoFrame]]:
-    """Decode the video once and keep n uniformly spaced frames.
+    """Keep n uniformly spaced frames of the video.
 
-    Packets that fail to decode are skipped (a damaged stretch costs frames, not the video), so
-    fewer than n frames can come back. Raises CorruptMediaError when no frame can be decoded.
-    `on_frame(fraction)` is called as decoding advances (fraction of the expected frames).
+    Where samples are far apart (SEEK_MIN_SPACING frames or more) each is reached by seeking to the
+    keyframe before it; otherwise, or when seeking does not work for the file, the video is decoded
+    once from the start. Packets that fail to decode are skipped (a damaged stretch costs frames,
+    not the video), so fewer than n frames can come back. Raises MediaTooLargeError for a frame
+    above the pixel limit (whatever the header said) and CorruptMediaError when no frame decodes.
+    `on_frame(fraction)` is called as decoding advances.
     """
     path = Path(path)
     with _open(path, limits) as container:
         info = _info(container)
         _check_limits(info, limits)
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        # Without any frame count (rare: no duration either) every `stride`-th frame is kept, the
-        # stride doubling whenever max(2n, 32) frames are held, then the n nearest to uniform are kept.
-        wanted = set(uniform_indices(info.frame_count, n)) if info.frame_count > 0 else None
-        stride = 1
-        kept: list[VideoFrame] = []
-        index = -1
-        broken_packets = 0
-        decoded_any = False
+        if _worth_seeking(info, n):
+            sought = _sample_by_seeking(container, info, uniform_indices(info.frame_count, n), limits, on_frame)
+            if sought is not None:
+                return sought
+    with _open(path, limits) as container:
+        return _sample_sequentially(container, info, n, limits, on_frame)
+
+
+def _decoded_frames(container: av.container.InputContainer, limits: VideoLimits, counter: list[int]) -> Iterator[av.VideoFrame]:
+    """Every frame from the current position, size-checked before anyone converts it. Broken packets
+    are skipped and counted in counter[0]; a demuxer error ends the stream."""
+    stream = container.streams.video[0]
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except (av.error.InvalidDataError, av.error.FFmpegError):
+                counter[0] += 1
+                continue
+            for frame in frames:
+                _check_frame(frame, limits)
+                yield frame
+    except av.error.FFmpegError:
+        counter[0] += 1
+
+
+def _sample_by_seeking(
+    container: av.container.InputContainer, info: VideoInfo, targets: list[int], limits: VideoLimits, on_frame: Callable[[float], None] | None
+) -> tuple[VideoInfo, list[VideoFrame]] | None:
+    """Seek to the keyframe before each target and decode up to it. None when the file resists
+    (a seek fails, frames lack timestamps, or keyframes are further apart than the samples, where
+    decoding everything once is cheaper): the caller then decodes from the start."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if stream.time_base is None:
+        return None
+    start_s = float((stream.start_time or 0) * stream.time_base)
+    spacing = info.frame_count / len(targets)
+    half_frame_s = 0.5 / info.fps
+    kept: dict[int, VideoFrame] = {}
+    broken = [0]
+    for number, target in enumerate(targets):
+        target_s = start_s + target / info.fps
         try:
-            packets = container.demux(stream)
-            for packet in packets:
-                try:
-                    frames = packet.decode()
-                except (av.error.InvalidDataError, av.error.FFmpegError):
-                    broken_packets += 1
-                    continue
-                for frame in frames:
-                    index += 1
-                    if on_frame is not None and info.frame_count > 0 and index % 16 == 0:
-                        on_frame(min(1.0, index / info.frame_count))
-                    if not decoded_any:
-                        decoded_any = True
-                        info = _with_frame_rotation(info, frame)
-                    if wanted is None:
-                        if index % stride:
-                            continue
-                        if len(kept) >= max(2 * n, 32):
-                            stride *= 2
-                            kept = [f for f in kept if f.index % stride == 0]
-                            if index % stride:
-                                continue
-                    elif index not in wanted:
-                        continue
-                    kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
+            container.seek(int(target_s / stream.time_base), stream=stream, backward=True)
         except av.error.FFmpegError:
-            broken_packets += 1  # a demuxer error ends the stream; keep what we have
-        if not decoded_any:
-            raise CorruptMediaError("video has no decodable frames")
-        if wanted is None and len(kept) > n:
-            kept = _nearest(kept, uniform_indices(index + 1, n))
+            return None
+        for decoded, frame in enumerate(_decoded_frames(container, limits, broken)):
+            if frame.time is None or decoded > spacing:
+                return None
+            if frame.time + half_frame_s >= target_s:
+                if not kept:
+                    info = _with_frame_rotation(info, frame)
+                # A seek can land past the target: the index is the frame's own, from its timestamp.
+                index = max(0, round((frame.time - start_s) * info.fps))
+                kept.setdefault(index, VideoFrame(index, float(frame.time), _upright(frame, info.rotation)))
+                break
+        if on_frame is not None:
+            on_frame((number + 1) / len(targets))
+    if not kept:
+        return None
+    return info, sorted(kept.values(), key=lambda f: f.index)
+
+
+def _sample_sequentially(
+    container: av.container.InputContainer, info: VideoInfo, n: int, limits: VideoLimits, on_frame: Callable[[float], None] | None
+) -> tuple[VideoInfo, list[VideoFrame]]:
+    """Decode the video once and keep n uniformly spaced frames."""
+    container.streams.video[0].thread_type = "AUTO"
+    # Without any frame count (rare: no duration either) every `stride`-th frame is kept, the
+    # stride doubling whenever max(2n, 32) frames are held, then the n nearest to uniform are kept.
+    wanted = set(uniform_indices(info.frame_count, n)) if info.frame_count > 0 else None
+    stride = 1
+    kept: list[VideoFrame] = []
+    index = -1
+    for frame in _decoded_frames(container, limits, [0]):
+        index += 1
+        if index >= limits.max_frames:
+            raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
+        if on_frame is not None and info.frame_count > 0 and index % 16 == 0:
+            on_frame(min(1.0, index / info.frame_count))
+        if index == 0:
+            info = _with_frame_rotation(info, frame)
+        if wanted is None:
+            if index % stride:
+                continue
+            if len(kept) >= max(2 * n, 32):
+                stride *= 2
+                kept = [f for f in kept if f.index % stride == 0]
+                if index % stride:
+                    continue
+        elif index not in wanted:
+            continue
+        kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
+    if index < 0:
+        raise CorruptMediaError("video has no decodable frames")
+    if wanted is None and len(kept) > n:
+        kept = _nearest(kept, uniform_indices(index + 1, n))
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     return info, kept

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
@@ -23,10 +21,12 @@ from deepshield.media.sniff import MediaKind, sniff_media_kind
 from deepshield.models.card import ModelCard
 from deepshield.serving.errors import ApiError, error_responses, from_library_error, install_error_handlers, internal_error
 from deepshield.serving.gate import AnalysisGate
-from deepshield.serving.jobs import JobStore
+from deepshield.serving.job_ledger import JobLedger
+from deepshield.serving.jobs import Job, JobStore, JobWork, ProgressFn
 from deepshield.serving.schemas import AnalyzeResponse, FileInfo, Health, JobView, Limits
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.uploads import FIELD_NAME, Upload, receive_upload
+from deepshield.serving.storage import Storage
+from deepshield.serving.uploads import FIELD_NAME, Upload, UploadPolicy, UploadSlots, receive_upload
 from deepshield.serving.work import analyze_image_file, analyze_video_file
 
 log = logging.getLogger("deepshield.serving")
@@ -95,27 +95,46 @@ class SecurityHeaders:
 
 
 class Runtime:
-    """What the routes share: the detector, the settings, the gate, the jobs and the private upload folder."""
+    """What the routes share: the detector, the settings, the gate, the uploads, the jobs and their storage."""
 
     def __init__(self, detector: Detector, settings: ServerSettings) -> None:
         self.detector = detector
         self.settings = settings
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
-        self.jobs = JobStore(settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s)
-        self._upload_dir: Path | None = None
+        self.storage = Storage(settings.data_dir, settings.tmp_dir)
+        ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
+        self.jobs = JobStore(
+            settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger
+        )
+        self.jobs.recover(self.storage.upload_dir)
+        self.upload_policy = UploadPolicy.from_settings(settings)
+        self.upload_slots = UploadSlots(self.upload_policy)
 
     @property
     def upload_dir(self) -> Path:
-        if self._upload_dir is None or not self._upload_dir.is_dir():
-            # mkdtemp: a fresh folder readable by this user only; file names inside are chosen by us.
-            self._upload_dir = Path(tempfile.mkdtemp(prefix="deepshield-serve-", dir=self.settings.tmp_dir))
-        return self._upload_dir
+        return self.storage.upload_dir
+
+    def job_work(self, job: Job) -> JobWork:
+        """What a job runs: a video analysis, or an image analysis shaped as from /v1/analyze."""
+        detector, path = self.detector, job.upload.path
+        if job.kind == MediaKind.VIDEO.value:
+            return lambda progress: analyze_video_file(detector, path, job.frames, progress)
+
+        def work(progress: ProgressFn) -> AnalyzeResponse:
+            progress(0.1, "analysing image")
+            return analyze_image_file(detector, path, job.file, self.settings.preview_max_side)
+
+        return work
+
+    async def receive(self, request: Request) -> Upload:
+        return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
 
     def limits(self) -> Limits:
         image, video = self.detector.image_limits, self.detector.video_limits
         return Limits(
             max_upload_bytes=self.settings.max_upload_bytes,
             max_image_pixels=image.max_pixels,
+            max_image_working_bytes=image.max_working_bytes,
             max_video_duration_s=video.max_duration_s,
             max_video_pixels_per_frame=video.max_pixels_per_frame,
             video_frames=self.settings.video_frames,
@@ -124,8 +143,7 @@ class Runtime:
 
     def close(self) -> None:
         self.jobs.close()
-        if self._upload_dir is not None:
-            shutil.rmtree(self._upload_dir, ignore_errors=True)
+        self.storage.close()
 
 
 def _sniff(upload: Upload) -> MediaKind:
@@ -169,6 +187,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             while True:
                 await asyncio.sleep(PURGE_INTERVAL_S)
                 runtime.jobs.purge()
+                runtime.storage.sweep()
 
         purger = asyncio.create_task(purge_forever())
         try:
@@ -211,30 +230,30 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         responses=error_responses(400, 408, 413, 415, 422, 500, 503, 504),
     )
     async def analyze(request: Request, preview: bool = Query(False, description="also send the analysed image back as a JPEG data URL")) -> AnalyzeResponse:
-        with runtime.gate.admit():
-            upload = await receive_upload(request, runtime.upload_dir, settings.max_upload_bytes, settings.upload_timeout_s)
-            try:
-                kind = _sniff(upload)
-                if kind is MediaKind.VIDEO:
-                    raise ApiError(415, "video_needs_job", "this is a video: submit it to POST /v1/jobs, which analyses it in the background")
-            except BaseException:
-                upload.delete()
-                raise
-            file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind="image")
-            preview_side = settings.preview_max_side if preview else None
+        runtime.gate.check_capacity()  # refused before a byte is received; the upload itself holds no slot
+        upload = await runtime.receive(request)
+        try:
+            kind = _sniff(upload)
+            if kind is MediaKind.VIDEO:
+                raise ApiError(415, "video_needs_job", "this is a video: submit it to POST /v1/jobs, which analyses it in the background")
+        except BaseException:
+            upload.delete()
+            raise
+        file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind="image")
+        preview_side = settings.preview_max_side if preview else None
 
-            def work() -> AnalyzeResponse:
-                return analyze_image_file(detector, upload.path, file, preview_side)
+        def work() -> AnalyzeResponse:
+            return analyze_image_file(detector, upload.path, file, preview_side)
 
-            try:
-                # The upload is deleted when the analysis ends, even one abandoned by a timeout.
-                return await runtime.gate.run(work, settings.request_timeout_s, on_finish=upload.delete)
-            except (ApiError, asyncio.CancelledError):
-                raise
-            except DeepShieldError as exc:
-                raise from_library_error(exc) from None
-            except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
-                raise internal_error(exc) from None
+        try:
+            # The upload is deleted when the analysis ends (even one abandoned by a timeout) or is refused.
+            return await runtime.gate.run(work, settings.request_timeout_s, on_finish=upload.delete)
+        except (ApiError, asyncio.CancelledError):
+            raise
+        except DeepShieldError as exc:
+            raise from_library_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
+            raise internal_error(exc) from None
 
     @v1.post(
         "/jobs",
@@ -252,8 +271,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         frames: int | None = Query(None, ge=1, le=settings.max_video_frames, description=f"frames sampled from a video (default {settings.video_frames})"),
     ) -> JSONResponse:
         runtime.jobs.check_capacity()
-        with runtime.gate.admit():  # the upload itself counts against the request bound
-            upload = await receive_upload(request, runtime.upload_dir, settings.max_upload_bytes, settings.upload_timeout_s)
+        upload = await runtime.receive(request)
         try:
             kind = _sniff(upload)
         except BaseException:
@@ -261,17 +279,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             raise
         count = frames or settings.video_frames
         file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
-        if kind is MediaKind.VIDEO:
-
-            def work(progress):
-                return analyze_video_file(detector, upload.path, count, progress)
-        else:
-
-            def work(progress):
-                progress(0.1, "analysing image")
-                return analyze_image_file(detector, upload.path, file, settings.preview_max_side)
-
-        job = runtime.jobs.submit(kind.value, file, count, upload, work)
+        job = runtime.jobs.submit(kind.value, file, count, upload)
         view = job.view(settings.job_ttl_s)
         return JSONResponse(status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -293,7 +301,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             model=detector.model_name,
             api_key_required=bool(settings.api_key),
             analyses_running=gate.running,
-            analyses_waiting=gate.admitted - gate.running,
+            analyses_waiting=gate.waiting,
             jobs_pending=runtime.jobs.pending(),
             limits=runtime.limits(),
         )

@@ -1,16 +1,16 @@
 """Admission control and bounded concurrency for synchronous analyses.
 
-A request first takes an admission slot (refused at once with 503 when `max_concurrency +
-max_queue` requests are already in), then uploads, then waits for one of `max_concurrency` run
-permits and runs the analysis in a worker thread, off the event loop. A request that times out
-answers 504 at once; its analysis, if already started, finishes in the background still holding
-its permit, so the number of analyses running never exceeds the bound.
+An analysis takes an admission slot (refused at once with 503 when `max_concurrency + max_queue`
+analyses are already in), waits for one of `max_concurrency` run permits and runs in a worker
+thread, off the event loop. Uploads are received before admission, so a slow upload never holds a
+slot (they have their own bounds, see uploads.py). A request that times out answers 504 at once;
+its analysis, if already started, finishes in the background still holding its slot and permit, so
+neither bound is ever exceeded and `waiting` (admitted, not running) is never negative.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ class AnalysisGate:
     def __init__(self, max_concurrency: int, max_queue: int) -> None:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
-        self.admitted = 0  # requests inside: uploading, waiting or running
+        self.admitted = 0  # analyses inside: waiting or running (abandoned ones included, until they end)
         self.running = 0
         self._permits: asyncio.Semaphore | None = None  # made on first use, inside the server's loop
 
@@ -33,25 +33,24 @@ class AnalysisGate:
     def capacity(self) -> int:
         return self.max_concurrency + self.max_queue
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        if self._permits is None:
-            self._permits = asyncio.Semaphore(self.max_concurrency)
-        return self._permits
+    @property
+    def waiting(self) -> int:
+        return self.admitted - self.running
 
-    @contextlib.contextmanager
-    def admit(self):
+    def check_capacity(self) -> None:
+        """Refuse (503) when no analysis could be admitted now: called before an upload is received."""
         if self.admitted >= self.capacity:
             raise ApiError(
                 503,
                 "busy",
-                f"the server is busy ({self.running} analyses running, {self.admitted - self.running} waiting); retry in a few seconds",
+                f"the server is busy ({self.running} analyses running, {self.waiting} waiting); retry in a few seconds",
                 headers={"Retry-After": "2"},
             )
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._permits is None:
+            self._permits = asyncio.Semaphore(self.max_concurrency)
+        return self._permits
 
     async def _run(self, fn: Callable[[], T], started: asyncio.Event) -> T:
         async with self._semaphore():
@@ -62,12 +61,23 @@ class AnalysisGate:
             finally:
                 self.running -= 1
 
+    def _release(self, on_finish: Callable[[], None] | None) -> None:
+        self.admitted -= 1
+        if on_finish is not None:
+            on_finish()
+
     async def run(self, fn: Callable[[], T], timeout_s: float, on_finish: Callable[[], None] | None = None) -> T:
-        """Run fn in a thread under the concurrency bound; `on_finish` runs when fn is over (even after a timeout)."""
+        """Run fn in a thread under both bounds; `on_finish` runs when fn is over (even after a timeout) or refused."""
+        try:
+            self.check_capacity()
+        except ApiError:
+            if on_finish is not None:
+                on_finish()
+            raise
+        self.admitted += 1
         started = asyncio.Event()
         task = asyncio.ensure_future(self._run(fn, started))
-        if on_finish is not None:
-            task.add_done_callback(lambda _: on_finish())
+        task.add_done_callback(lambda _: self._release(on_finish))
         # Retrieve the outcome of an abandoned task so that asyncio does not log it as never retrieved.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:

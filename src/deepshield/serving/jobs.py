@@ -1,8 +1,14 @@
-"""Analysis jobs (videos, or images submitted as jobs): run by a small thread pool, kept in memory.
+"""Analysis jobs (videos, or images submitted as jobs): run by a small thread pool, each under a time limit.
 
 Bounded: at most `max_pending` queued or running (more: 503), at most `max_jobs` remembered
-(finished ones are forgotten oldest first), finished ones forgotten `ttl_s` after they end.
+(finished ones are forgotten oldest first), finished ones forgotten `ttl_s` after they end, and a
+job running longer than `timeout_s` fails with "timeout" at its next progress report.
 A job's uploaded file is deleted as soon as the job ends, however it ends.
+
+With a ledger (a server data folder) every state change is written to SQLite: on start, jobs that
+were queued run again (their uploads kept), jobs that were running when the server died are failed
+(running them again could kill it again), finished ones are served until they expire, and upload
+files no queued job refers to are removed.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
 
 from deepshield.errors import DeepShieldError
 from deepshield.serving.errors import ApiError, ErrorBody, from_library_error
+from deepshield.serving.job_ledger import JobLedger, JobRecord
 from deepshield.serving.schemas import FileInfo, JobView
 from deepshield.serving.uploads import Upload
 
@@ -25,6 +35,10 @@ log = logging.getLogger("deepshield.serving")
 
 ProgressFn = Callable[[float, str], None]
 JobWork = Callable[[ProgressFn], object]
+
+
+class JobTimeout(Exception):
+    """Raised from a job's progress report once its time is up (threads cannot be stopped from outside)."""
 
 
 @dataclass
@@ -40,7 +54,7 @@ class Job:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    result: object = None
+    result: BaseModel | dict | None = None  # a dict when read back from the ledger
     error: ErrorBody | None = None
 
     @property
@@ -64,12 +78,45 @@ class Job:
             error=self.error,
         )
 
+    def record(self) -> JobRecord:
+        result = self.result.model_dump(mode="json") if isinstance(self.result, BaseModel) else self.result
+        return JobRecord(
+            id=self.id, kind=self.kind, file=self.file, frames=self.frames, upload_path=self.upload.path, status=self.status,
+            stage=self.stage, progress=self.progress, created_at=self.created_at, started_at=self.started_at,
+            finished_at=self.finished_at, result=result, error=self.error,
+        )
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> Job:
+        upload = Upload(record.upload_path, record.file.name, record.file.size_bytes, record.file.sha256, head=b"")
+        return cls(
+            id=record.id, kind=record.kind, file=record.file, frames=record.frames, upload=upload, status=record.status,
+            progress=record.progress, stage=record.stage, created_at=record.created_at, started_at=record.started_at,
+            finished_at=record.finished_at, result=record.result, error=record.error,
+        )
+
+
+def _busy(max_pending: int) -> ApiError:
+    return ApiError(503, "busy", f"{max_pending} jobs are already queued or running; retry in a minute", headers={"Retry-After": "30"})
+
 
 class JobStore:
-    def __init__(self, workers: int, max_pending: int, max_jobs: int, ttl_s: float) -> None:
+    def __init__(
+        self,
+        workers: int,
+        max_pending: int,
+        max_jobs: int,
+        ttl_s: float,
+        timeout_s: float,
+        work_for: Callable[[Job], JobWork],
+        ledger: JobLedger | None = None,
+    ) -> None:
         self.max_pending = max_pending
         self.max_jobs = max_jobs
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._work_for = work_for
+        self._ledger = ledger
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepshield-job")
@@ -84,13 +131,23 @@ class JobStore:
         with self._lock:
             return len(self._jobs)
 
+    def _save(self, job: Job) -> None:
+        if self._ledger is not None:
+            self._ledger.save(job.record())
+
+    def _forget(self, job_ids: list[str]) -> None:
+        """Drop jobs from memory and ledger (the caller holds the lock)."""
+        for job_id in job_ids:
+            del self._jobs[job_id]
+        if self._ledger is not None and job_ids:
+            self._ledger.delete(job_ids)
+
     def purge(self, now: float | None = None) -> int:
         """Forget finished jobs past their expiry. Returns how many were forgotten."""
         now = time.time() if now is None else now
         with self._lock:
             expired = [job_id for job_id, job in self._jobs.items() if job.finished and job.finished_at + self.ttl_s <= now]
-            for job_id in expired:
-                del self._jobs[job_id]
+            self._forget(expired)
         return len(expired)
 
     def check_capacity(self) -> None:
@@ -98,7 +155,7 @@ class JobStore:
         if self._closed:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         if self.pending() >= self.max_pending:
-            raise ApiError(503, "busy", f"{self.max_pending} jobs are already queued or running; retry in a minute", headers={"Retry-After": "30"})
+            raise _busy(self.max_pending)
 
     def get(self, job_id: str) -> Job:
         self.purge()
@@ -109,7 +166,7 @@ class JobStore:
         return job
 
     # running -------------------------------------------------------------------------------------
-    def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload, work: JobWork) -> Job:
+    def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload) -> Job:
         """Create a job and queue it. Takes ownership of the upload (deleted when the job ends)."""
         self.purge()
         job = Job(id=secrets.token_urlsafe(12), kind=kind, file=file, frames=frames, upload=upload)
@@ -117,35 +174,43 @@ class JobStore:
             pending = sum(1 for j in self._jobs.values() if not j.finished)
             if self._closed or pending >= self.max_pending:
                 upload.delete()
-                raise ApiError(503, "busy", f"{self.max_pending} jobs are already queued or running; retry in a minute", headers={"Retry-After": "30"})
-            while len(self._jobs) >= self.max_jobs:
-                oldest = next((j for j in self._jobs.values() if j.finished), None)
-                if oldest is None:  # cannot happen while max_pending < max_jobs; kept for safety
-                    upload.delete()
-                    raise ApiError(503, "busy", "too many jobs in memory; retry later")
-                del self._jobs[oldest.id]
+                raise _busy(self.max_pending)
+            finished = [j.id for j in self._jobs.values() if j.finished]
+            # Pending jobs never exceed max_pending < max_jobs, so finished ones always make the room.
+            self._forget(finished[: max(0, len(self._jobs) - self.max_jobs + 1)])
             self._jobs[job.id] = job
-        try:
-            self._executor.submit(self._run, job, work)
-        except RuntimeError:  # executor shut down between the check and here
-            with self._lock:
-                self._jobs.pop(job.id, None)
-            upload.delete()
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+            self._save(job)
+        self._queue(job)
         return job
 
-    def _run(self, job: Job, work: JobWork) -> None:
+    def _queue(self, job: Job) -> None:
+        try:
+            self._executor.submit(self._run, job)
+        except RuntimeError:  # executor shut down between the check and here
+            with self._lock:
+                self._forget([job.id])
+            job.upload.delete()
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+
+    def _run(self, job: Job) -> None:
+        deadline = time.monotonic() + self.timeout_s
+
         def progress(fraction: float, stage: str) -> None:
+            if time.monotonic() > deadline:
+                raise JobTimeout
             job.progress = max(job.progress, min(1.0, float(fraction)))
             job.stage = stage
 
         job.started_at = time.time()
         job.status = "running"
         job.stage = "starting"
+        self._save(job)
         status, result, error = "failed", None, None
         try:
-            result = work(progress)
+            result = self._work_for(job)(progress)
             status = "done"
+        except JobTimeout:
+            error = ErrorBody(error="timeout", detail=f"the analysis did not finish within the {self.timeout_s:.0f} s job limit; the file is too long or too heavy to decode")
         except DeepShieldError as exc:
             api = from_library_error(exc)
             error = ErrorBody(error=api.code, detail=api.detail)
@@ -161,11 +226,44 @@ class JobStore:
         job.finished_at = time.time()
         job.stage = status
         job.status = status
+        self._save(job)
+
+    # restart -------------------------------------------------------------------------------------
+    def recover(self, upload_dir: Path) -> None:
+        """Take the ledger's jobs back after a restart (see the module docstring)."""
+        if self._ledger is None:
+            return
+        requeue = []
+        now = time.time()
+        with self._lock:
+            for record in self._ledger.load():
+                job = Job.from_record(record)
+                if job.status == "running" or (job.status == "queued" and not job.upload.path.is_file()):
+                    job.status = job.stage = "failed"
+                    job.finished_at = now
+                    job.error = ErrorBody(error="server_restarted", detail="the server stopped before this job finished; submit the file again")
+                    job.upload.delete()
+                    self._save(job)
+                elif job.status == "queued":
+                    requeue.append(job)
+                self._jobs[job.id] = job
+        kept = {job.upload.path.name for job in requeue}
+        orphans = [path for path in upload_dir.glob("upload-*.bin") if path.name not in kept]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        log.info("job ledger: %d job(s) requeued, %d orphaned upload(s) removed", len(requeue), len(orphans))
+        for job in requeue:
+            self._queue(job)
+        self.purge()
 
     def close(self) -> None:
-        """Stop taking jobs, drop the queued ones (deleting their files), let running ones end."""
+        """Stop taking jobs and let running ones end. Queued jobs are dropped (their files deleted),
+        unless a ledger keeps them for the next start."""
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._ledger is not None:
+            self._ledger.close()
+            return
         with self._lock:
             for job in self._jobs.values():
                 if job.status == "queued":

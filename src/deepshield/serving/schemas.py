@@ -47,6 +47,7 @@ class JobView(BaseModel):
 class Limits(BaseModel):
     max_upload_bytes: int
     max_image_pixels: int
+    max_image_working_bytes: int = Field(description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale")
     max_video_duration_s: float
     max_video_pixels_per_frame: int
     video_frames: int

@@ -1,4 +1,4 @@
-"""`serve()`: load the model once and run the app with uvicorn."""
+"""`serve()`: load the model once and run the app with uvicorn, behind the connection guard."""
 
 from __future__ import annotations
 
@@ -9,9 +9,28 @@ from deepshield.errors import DeepShieldError
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "uvicorn_config"]
 
 log = logging.getLogger("deepshield.serving")
+
+
+def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
+    """uvicorn's configuration for the app: header and keep-alive timeouts and the connection budget
+    (connections.py) instead of uvicorn's limit_concurrency, whose 503 would also hit /healthz."""
+    import uvicorn
+
+    from deepshield.serving.connections import ConnectionGuard, guarded_protocol
+
+    guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=guarded_protocol(guard),
+        timeout_keep_alive=settings.keep_alive_s,
+        server_header=False,
+    )
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = None, settings: ServerSettings | None = None) -> None:
@@ -30,13 +49,4 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = 
     print(f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs", flush=True)
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_keep_alive=5,
-        # Connections beyond this get uvicorn's own 503; the app's gate answers JSON 503s well before it.
-        limit_concurrency=max(64, 4 * (settings.max_concurrency + settings.max_queue + settings.max_pending_jobs)),
-        server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(app, settings, host, port)).run()

@@ -16,9 +16,17 @@ class ServerSettings:
 
     max_upload_bytes: int = 200_000_000  # above: 413 (videos are further limited by duration and frame size)
     max_concurrency: int = 2  # analyses running at once (threads); more cores do not help MediaPipe, which is serialised
-    max_queue: int = 16  # requests allowed to wait (or upload) beyond those running; above: 503
+    max_queue: int = 16  # analyses allowed to wait beyond those running; above: 503 (uploads do not count)
     request_timeout_s: float = 60.0  # analysis of one /v1/analyze request, queueing included; above: 504
-    upload_timeout_s: float = 300.0  # receiving one upload; above: 408
+    upload_timeout_s: float = 300.0  # receiving one whole upload; above: 408
+    min_upload_rate: int = 16_000  # bytes/s an upload must average once upload_grace_s have passed; below: 408
+    upload_grace_s: float = 10.0  # time an upload gets before its rate counts
+    max_uploads: int = 32  # uploads being received at once; above: 503
+    max_uploads_per_client: int = 4  # uploads at once from one client address; above: 429
+    header_timeout_s: float = 10.0  # a connection must finish a request's headers within this; else closed
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 512  # open connections; beyond, the oldest still sending headers is dropped
+    job_timeout_s: float = 600.0  # one job's analysis; above: the job fails with "timeout"
     video_frames: int = 32  # frames sampled per video when the request does not say
     max_video_frames: int = 128
     job_workers: int = 1  # jobs analysed at once
@@ -28,6 +36,7 @@ class ServerSettings:
     preview_max_side: int = 1280  # the analysed image sent back to the web page (?preview=true) fits this
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key with this value
     tmp_dir: Path | None = None  # uploads go to a private folder created under this (default: the system's)
+    data_dir: Path | None = None  # jobs are kept in <data_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServerSettings:
@@ -39,7 +48,7 @@ class ServerSettings:
             if raw is None or raw == "":
                 continue
             kind = type(getattr(cls, field.name)) if getattr(cls, field.name) is not None else str
-            if field.name == "tmp_dir":
+            if field.name in ("tmp_dir", "data_dir"):
                 values[field.name] = Path(raw)
             elif kind in (int, float):
                 try:
@@ -54,13 +63,18 @@ class ServerSettings:
         return settings
 
     def check(self) -> None:
-        positive = ("max_upload_bytes", "max_concurrency", "video_frames", "max_video_frames", "job_workers", "max_pending_jobs", "max_jobs", "preview_max_side")
+        positive = (
+            "max_upload_bytes", "max_concurrency", "video_frames", "max_video_frames", "job_workers", "max_pending_jobs", "max_jobs",
+            "preview_max_side", "min_upload_rate", "max_uploads", "max_uploads_per_client", "max_connections",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"server setting {name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ValueError("server setting max_queue must be >= 0")
-        if self.request_timeout_s <= 0 or self.upload_timeout_s <= 0 or self.job_ttl_s <= 0:
-            raise ValueError("server timeouts must be positive")
+        timeouts = ("request_timeout_s", "upload_timeout_s", "upload_grace_s", "job_ttl_s", "header_timeout_s", "keep_alive_s", "job_timeout_s")
+        for name in timeouts:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"server setting {name} must be positive, got {getattr(self, name)}")
         if self.video_frames > self.max_video_frames:
             raise ValueError("video_frames must not exceed max_video_frames")

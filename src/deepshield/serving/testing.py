@@ -37,15 +37,22 @@ def wait_healthy(base_url: str, timeout_s: float = 60.0, process: subprocess.Pop
 
 
 @contextlib.contextmanager
-def live_server(app, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve `app` with uvicorn in a daemon thread on a free port; yields the base URL."""
+def live_server(app, host: str = "127.0.0.1", settings=None) -> Iterator[str]:
+    """Serve `app` with uvicorn in a daemon thread on a free port; yields the base URL. With
+    `settings` (ServerSettings) it runs behind serve()'s connection guard and timeouts."""
     import uvicorn
+
+    from deepshield.serving.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=5))
+    if settings is None:
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=5)
+    else:
+        config = uvicorn_config(app, settings, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="deepshield-live-server", daemon=True)
     thread.start()
     base_url = f"http://{host}:{port}"

@@ -1,4 +1,5 @@
-"""Receive one uploaded file: streamed straight to a temp file with a server-chosen name, byte-limited.
+"""Receive one uploaded file: streamed straight to a temp file with a server-chosen name, byte-, time-
+and rate-limited, with bounded uploads at once (in all and per client).
 
 FastAPI's UploadFile would parse the whole body before the handler could refuse it; this parser
 counts bytes as they arrive and stops at the limit, so an oversized upload costs at most the limit.
@@ -7,17 +8,23 @@ counts bytes as they arrive and stops at the limit, so an oversized upload costs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from deepshield.media.sniff import HEADER_BYTES
+from deepshield.media.units import format_bytes
 from deepshield.serving.errors import ApiError
+from deepshield.serving.settings import ServerSettings
+
+log = logging.getLogger("deepshield.serving")
 
 FIELD_NAME = "file"
 # Multipart framing and small extra fields ride on top of the file itself.
@@ -49,7 +56,7 @@ def _display_name(raw: bytes | None) -> str:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"the upload is above the {limit / 1e6:.0f} MB limit")
+    return ApiError(413, "too_large", f"the upload is above the {format_bytes(limit)} limit")
 
 
 class _Receiver:
@@ -113,22 +120,94 @@ class _Receiver:
         return {name: getattr(self, name) for name in names}
 
 
-async def receive_upload(request: Request, directory: Path, limit: int, timeout_s: float) -> Upload:
-    """Stream the multipart field `file` of the request into `directory`. Raises ApiError 400/408/413."""
+@dataclass(frozen=True)
+class UploadPolicy:
+    max_bytes: int
+    timeout_s: float  # the whole upload
+    min_rate: int  # bytes/s averaged from the start, enforced once grace_s have passed
+    grace_s: float  # time before the rate counts (connection set-up, a slow start)
+    max_uploads: int  # at once, all clients
+    max_per_client: int  # at once, one client address
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> UploadPolicy:
+        return cls(
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.upload_timeout_s,
+            min_rate=settings.min_upload_rate,
+            grace_s=settings.upload_grace_s,
+            max_uploads=settings.max_uploads,
+            max_per_client=settings.max_uploads_per_client,
+        )
+
+
+class UploadSlots:
+    """Uploads being received, in all and per client address: the bounds that keep slow uploads
+    from taking the server (they hold no analysis slot while they trickle in)."""
+
+    def __init__(self, policy: UploadPolicy) -> None:
+        self.policy = policy
+        self.active = 0
+        self._per_client: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, client: str):
+        if self._per_client.get(client, 0) >= self.policy.max_per_client:
+            raise ApiError(429, "too_many_uploads", f"at most {self.policy.max_per_client} uploads at once from one client; wait for one to finish", headers={"Retry-After": "5"})
+        if self.active >= self.policy.max_uploads:
+            raise ApiError(503, "busy", f"{self.policy.max_uploads} uploads are already being received; retry in a few seconds", headers={"Retry-After": "5"})
+        self.active += 1
+        self._per_client[client] = self._per_client.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            left = self._per_client.pop(client) - 1
+            if left:
+                self._per_client[client] = left
+
+
+def _slow_upload(received: int, elapsed_s: float, policy: UploadPolicy) -> ApiError:
+    return ApiError(
+        408,
+        "upload_too_slow",
+        f"the upload is too slow: {format_bytes(received)} in {elapsed_s:.0f} s, below the minimum of {format_bytes(policy.min_rate)}/s",
+    )
+
+
+async def receive_upload(request: Request, directory: Path, policy: UploadPolicy, slots: UploadSlots) -> Upload:
+    """Stream the multipart field `file` of the request into `directory`, holding an upload slot.
+
+    Raises ApiError: 400 (malformed, incomplete, client gone), 408 (too slow, too long), 413, 429, 503."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise ApiError(400, "bad_request", f"expected a multipart/form-data body with the media in a field named '{FIELD_NAME}'")
+    limit = policy.max_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + _OVERHEAD_BYTES:
         raise _too_large(limit)  # refused before reading a byte
+    client = request.client.host if request.client else "unknown"
+    with slots.hold(client):
+        return await _receive(request, directory, policy, options[b"boundary"])
+
+
+async def _receive(request: Request, directory: Path, policy: UploadPolicy, boundary: bytes) -> Upload:
+    limit = policy.max_bytes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bin", dir=directory)
     path = Path(name)
+    total = 0
+
+    def deadline() -> float:
+        """When the upload must have received its next bytes: the overall timeout, or the rate floor."""
+        return min(started + policy.timeout_s, started + policy.grace_s + total / policy.min_rate)
+
     try:
         with os.fdopen(fd, "wb") as handle:
             receiver = _Receiver(handle, limit)
-            parser = MultipartParser(options[b"boundary"], receiver.callbacks(), max_size=limit + _OVERHEAD_BYTES)
-            total = 0
-            async with asyncio.timeout(timeout_s):
+            parser = MultipartParser(boundary, receiver.callbacks(), max_size=limit + _OVERHEAD_BYTES)
+            async with asyncio.timeout_at(deadline()) as timer:
                 async for chunk in request.stream():
                     total += len(chunk)
                     if total > limit + _OVERHEAD_BYTES:
@@ -139,6 +218,9 @@ async def receive_upload(request: Request, directory: Path, limit: int, timeout_
                         raise
                     except Exception as exc:  # noqa: BLE001 - python-multipart's own parse errors
                         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+                    timer.reschedule(deadline())
+            if parser.state != MultipartState.END:
+                raise ApiError(400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary")
             try:
                 parser.finalize()
             except Exception as exc:  # noqa: BLE001
@@ -150,7 +232,15 @@ async def receive_upload(request: Request, directory: Path, limit: int, timeout_
         return Upload(path, receiver.filename or "upload", receiver.size, receiver.digest.hexdigest(), receiver.head)
     except TimeoutError:
         path.unlink(missing_ok=True)
-        raise ApiError(408, "upload_timeout", f"the upload did not complete within {timeout_s:.0f} s") from None
-    except BaseException:  # refused, malformed, client gone, cancelled: nothing is left behind
+        elapsed = loop.time() - started
+        if elapsed >= policy.timeout_s:
+            raise ApiError(408, "upload_timeout", f"the upload did not complete within {policy.timeout_s:.0f} s") from None
+        raise _slow_upload(total, elapsed, policy) from None
+    except ClientDisconnect:
+        path.unlink(missing_ok=True)
+        # Nobody is left to answer: one line in the log, no traceback.
+        log.info("client disconnected mid-upload after %s", format_bytes(total))
+        raise ApiError(400, "client_disconnected", "the client disconnected before the upload completed") from None
+    except BaseException:  # refused, malformed, cancelled: nothing is left behind
         path.unlink(missing_ok=True)
         raise

@@ -1,0 +1,52 @@
+"""Media paths from users: only regular files are opened, and every other kind is named."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from deepshield.errors import DeepShieldError
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_media_file(path: Path) -> int:
+    """The size of `path`, a regular file (symbolic links followed). Raises DeepShieldError naming
+    what is there instead: nothing, a link loop, a broken link, a FIFO, a device, a folder. Nothing
+    is opened, so a FIFO can never block the caller."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DeepShieldError("symbolic link loop") from None
+        if exc.errno == errno.ENOENT:
+            raise DeepShieldError("broken symbolic link" if os.path.islink(path) else "no such file") from None
+        if exc.errno == errno.EACCES:
+            raise DeepShieldError("permission denied") from None
+        raise DeepShieldError(f"cannot read the file ({exc.strerror})") from None
+    for is_kind, name in _SPECIAL_KINDS:
+        if is_kind(info.st_mode):
+            raise DeepShieldError(f"not a regular file: {name}")
+    return info.st_size
+
+
+def read_head(path: Path, count: int) -> bytes:
+    """The first `count` bytes of a regular file. O_NONBLOCK: a FIFO swapped in after the check
+    still cannot block the open."""
+    check_media_file(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DeepShieldError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(count)
+    finally:
+        os.close(fd)

@@ -1,0 +1,96 @@
+"""The job ledger: every job's state in SQLite, so that accepted jobs survive a crash or restart."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepshield.serving.errors import ErrorBody
+from deepshield.serving.schemas import FileInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    file TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    upload_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    progress REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    result TEXT,
+    error TEXT
+)
+"""
+
+
+@dataclass
+class JobRecord:
+    """One row: what a job is and how far it got (result and error as JSON-ready values)."""
+
+    id: str
+    kind: str
+    file: FileInfo
+    frames: int
+    upload_path: Path
+    status: str
+    stage: str
+    progress: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: dict | None
+    error: ErrorBody | None
+
+
+class JobLedger:
+    """Thread-safe; one connection, every write committed at once (a SIGKILL loses nothing written)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+
+    def save(self, record: JobRecord) -> None:
+        row = (
+            record.id, record.kind, record.file.model_dump_json(), record.frames, str(record.upload_path), record.status, record.stage,
+            record.progress, record.created_at, record.started_at, record.finished_at,
+            None if record.result is None else json.dumps(record.result),
+            None if record.error is None else record.error.model_dump_json(),
+        )
+        with self._lock:
+            if self._closed:  # a job still running at shutdown: the next start fails it
+                return
+            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def delete(self, job_ids: list[str]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+
+    def load(self) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
+        return [
+            JobRecord(
+                id=row[0], kind=row[1], file=FileInfo.model_validate_json(row[2]), frames=row[3], upload_path=Path(row[4]),
+                status=row[5], stage=row[6], progress=row[7], created_at=row[8], started_at=row[9], finished_at=row[10],
+                result=None if row[11] is None else json.loads(row[11]),
+                error=None if row[12] is None else ErrorBody.model_validate_json(row[12]),
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._db.close()

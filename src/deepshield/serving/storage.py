@@ -1,0 +1,111 @@
+"""Where a server keeps uploads (and, with a data folder, its job ledger), and what it cleans on start.
+
+Each server holds an exclusive lock (flock, released by the kernel however the process ends) on its
+folder. Stateless (no data_dir): uploads go to a fresh private temp folder, and temp folders of
+servers that died without cleaning up (their lock is free) are removed at start. With a data_dir:
+uploads go to <data_dir>/uploads and jobs to <data_dir>/jobs.sqlite3; one server per data_dir.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from deepshield.errors import DeepShieldError
+
+log = logging.getLogger("deepshield.serving")
+
+TEMP_PREFIX = "deepshield-serve-"
+LEDGER_NAME = "jobs.sqlite3"
+# An unlocked temp folder is removed only once untouched this long: a server from before the lock
+# existed holds none, and its folder changes with every upload it takes.
+STALE_AFTER_S = 600.0
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on path (a file or folder), None when another process holds it."""
+    fd = os.open(path, os.O_RDONLY | (os.O_CREAT if not path.exists() else 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_dead_servers_folders(parent: Path, now: float | None = None) -> int:
+    """Remove temp upload folders whose server is gone (nobody holds their lock, untouched for
+    STALE_AFTER_S). Returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in parent.glob(TEMP_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < STALE_AFTER_S:
+            continue
+        fd = _try_lock(folder)
+        if fd is None:
+            continue  # a live server's
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d upload folder(s) left by servers that did not shut down", removed)
+    return removed
+
+
+class Storage:
+    def __init__(self, data_dir: Path | None, tmp_dir: Path | None) -> None:
+        self.data_dir = data_dir
+        self._tmp_parent = Path(tmp_dir or tempfile.gettempdir())
+        self._lock_fd: int | None = None
+        self._upload_dir: Path | None = None
+        if data_dir is not None:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = _try_lock(data_dir / "server.lock")
+            if self._lock_fd is None:
+                raise DeepShieldError(f"another server is using the data folder {data_dir}")
+        else:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Stateless mode: remove what dead servers left in the temp folder (at start, then periodically)."""
+        if self.data_dir is None:
+            remove_dead_servers_folders(self._tmp_parent)
+
+    @property
+    def ledger_path(self) -> Path | None:
+        return None if self.data_dir is None else self.data_dir / LEDGER_NAME
+
+    @property
+    def upload_dir(self) -> Path:
+        if self._upload_dir is not None and self._upload_dir.is_dir():
+            return self._upload_dir
+        if self.data_dir is not None:
+            self._upload_dir = self.data_dir / "uploads"
+            self._upload_dir.mkdir(mode=0o700, exist_ok=True)
+        else:
+            # mkdtemp: a fresh folder readable by this user only; file names inside are chosen by us.
+            self._upload_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self._tmp_parent))
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            self._lock_fd = _try_lock(self._upload_dir)
+        return self._upload_dir
+
+    def close(self) -> None:
+        """Stateless: the upload folder goes. With a data folder, it stays for the next start."""
+        if self.data_dir is None and self._upload_dir is not None:
+            shutil.rmtree(self._upload_dir, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,308 @@
+"""Hostile clients against a server each test starts on 127.0.0.1: half-open connections, trickling
+uploads, disconnects mid-body, unterminated bodies, timeouts. Every client is bounded in count and
+time and stops by itself."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from deepshield.serving.app import create_app
+from deepshield.serving.settings import ServerSettings
+from deepshield.serving.testing import live_server
+from tests.test_media import mjpeg_with_lying_header
+from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files, wait_for_job
+
+BOUNDARY = "hostile"
+PART_HEAD = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n').encode() + b"\xff\xd8\xff"
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg(astronaut) -> bytes:
+    return encode(astronaut)
+
+
+def port_of(base_url: str) -> int:
+    return urlsplit(base_url).port
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    sock.settimeout(5)
+    return sock
+
+
+def start_upload(port: int, declared: int = 200_000, source: str = "127.0.0.1") -> socket.socket:
+    """A multipart upload whose headers and first body bytes are sent; the rest never comes (yet)."""
+    sock = connect(port, source)
+    head = f"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
+    sock.sendall(head.encode() + PART_HEAD)
+    return sock
+
+
+def answer_within(sock: socket.socket, seconds: float) -> bytes:
+    """What the server has sent back within `seconds` (b"" if nothing, or the connection closed)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096)
+    except (TimeoutError, ConnectionResetError):
+        return b""
+
+
+def answered_sockets(sockets: list[socket.socket], expected: int, within_s: float) -> list[socket.socket]:
+    """The sockets the server has sent something on, waiting until `expected` have (or the time is up)."""
+    answered: set[socket.socket] = set()
+    deadline = time.monotonic() + within_s
+    while len(answered) < expected and time.monotonic() < deadline:
+        readable, _, _ = select.select([s for s in sockets if s not in answered], [], [], 0.1)
+        answered.update(readable)
+    time.sleep(0.3)  # long enough for an unexpected extra answer to show
+    answered.update(select.select([s for s in sockets if s not in answered], [], [], 0)[0])
+    return [s for s in sockets if s in answered]
+
+
+def closed_by_server(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def other_client(base_url: str) -> httpx.Client:
+    """A well-behaved client from another loopback address (127.0.0.2: its own per-client budget)."""
+    return httpx.Client(base_url=base_url, timeout=20, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+
+
+def test_half_open_connections_leave_healthz_answering(detector):
+    settings = ServerSettings(max_connections=40, header_timeout_s=1.5)
+    sockets: list[socket.socket] = []
+    with live_server(create_app(detector, settings), settings=settings) as base_url:
+        port = port_of(base_url)
+        try:
+            for _ in range(110):
+                sock = connect(port)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+                sockets.append(sock)
+            started = time.perf_counter()
+            with httpx.Client(base_url=base_url, timeout=5) as client:
+                for _ in range(5):
+                    health = client.get("/healthz")
+                    assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert time.perf_counter() - started < 2.0
+            # The budget dropped the oldest half-open sockets as new ones came (40 open at most, 20 half-open);
+            # the header timeout closes the rest.
+            dropped = sum(closed_by_server(sock, 0.05) for sock in sockets[:80])
+            assert dropped >= 80 - 20, dropped
+            assert all(closed_by_server(sock, 3.0) for sock in sockets[-20:])
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_slow_uploads_hold_no_analysis_slot_and_are_capped_per_client(detector, astronaut_jpeg):
+    settings = ServerSettings(max_concurrency=1, max_queue=1, max_uploads_per_client=4, upload_grace_s=30)
+    sockets: list[socket.socket] = []
+    app = create_app(detector, settings)
+    with live_server(app, settings=settings) as base_url:
+        port = port_of(base_url)
+        try:
+            sockets = [start_upload(port) for _ in range(18)]
+            answered = answered_sockets(sockets, expected=14, within_s=10)
+            assert len(answered) == 14  # and 4 uploads still trickling in
+            assert all(answer_within(sock, 1).startswith(b"HTTP/1.1 429") for sock in answered)
+            assert app.state.runtime.upload_slots.active == 4
+            with other_client(base_url) as client:
+                started = time.perf_counter()
+                response = client.post("/v1/analyze", files=upload(astronaut_jpeg))
+                assert response.status_code == 200, response.text
+                assert client.post("/v1/jobs", files=upload(astronaut_jpeg)).status_code == 202
+                assert time.perf_counter() - started < 10
+                health = client.get("/healthz").json()
+                assert health["analyses_waiting"] == 0 and health["analyses_running"] == 0
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_an_upload_below_the_minimum_rate_is_cut_off(detector):
+    settings = ServerSettings(min_upload_rate=2000, upload_grace_s=0.5)
+    with live_server(create_app(detector, settings), settings=settings) as base_url:
+        sock = start_upload(port_of(base_url))
+        try:
+            started = time.perf_counter()
+            for _ in range(4):  # a byte every 0.1 s (10 bytes/s) until the grace time is nearly over
+                sock.sendall(b"\x00")
+                time.sleep(0.1)
+            # Then nothing more is sent (a byte sent after the server has answered and closed would reset
+            # the connection and could lose the answer): the rate floor cuts the upload off.
+            answer = answer_within(sock, 5.0)
+            assert answer.startswith(b"HTTP/1.1 408") and b"upload_too_slow" in answer, answer
+            assert time.perf_counter() - started < 4.0
+        finally:
+            sock.close()
+
+
+def test_a_disconnect_mid_upload_is_one_info_line(detector, caplog):
+    settings = ServerSettings()
+    app = create_app(detector, settings)
+    with caplog.at_level(logging.INFO), live_server(app, settings=settings) as base_url:
+        sock = start_upload(port_of(base_url))
+        sock.sendall(b"\x00" * 1000)
+        time.sleep(0.2)
+        sock.close()
+        deadline = time.monotonic() + 5
+        while not any("disconnected mid-upload" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        uploads = list(app.state.runtime.upload_dir.iterdir())
+    lines = [r for r in caplog.records if "disconnected mid-upload" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert uploads == []
+
+
+def test_a_multipart_body_without_its_closing_boundary_is_incomplete(detector, astronaut_jpeg):
+    complete = (
+        PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    with client_for(detector) as client:
+        for path in ("/v1/analyze", "/v1/jobs"):
+            body = assert_error(client.post(path, content=complete[:1000], headers=headers), 400, "incomplete_upload")
+            assert "closing boundary" in body["detail"]
+        assert upload_files(client) == []
+        assert client.post("/v1/analyze", content=complete, headers=headers).status_code == 200
+
+
+def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+    entered, release = threading.Event(), threading.Event()
+    hooked.hook = lambda: entered.set() or release.wait(20)
+    with client_for(hooked, request_timeout_s=0.5) as client:
+        assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 504, "timeout")
+        assert entered.is_set()
+        health = client.get("/healthz").json()
+        assert (health["analyses_running"], health["analyses_waiting"]) == (1, 0)  # it still runs, abandoned
+        assert health["limits"]["max_image_working_bytes"] == 280_000_000
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["analyses_running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/healthz").json()
+        assert (health["analyses_running"], health["analyses_waiting"]) == (0, 0)
+
+
+# ------------------------------------------------------------------------------------------ jobs: time limit, lying media, kills
+def test_a_job_past_its_time_limit_fails_and_frees_the_worker(detector, face_video, astronaut_jpeg):
+    hooked = HookedDetector(detector)
+
+    def endless_video(path, frames=32, progress=None):
+        for step in range(1000):  # reports progress like a long decode, and would take 20 s
+            progress(step / 1000, "decoding")
+            time.sleep(0.02)
+        pytest.fail("the job outlived its time limit")
+
+    hooked.analyze_video = endless_video
+    with client_for(hooked, job_timeout_s=0.5) as client:
+        started = time.monotonic()
+        job = client.post("/v1/jobs", files=upload(face_video.read_bytes(), "long.mp4")).json()
+        done = wait_for_job(client, job["id"], timeout_s=10)
+        assert done["status"] == "failed" and done["error"]["error"] == "timeout", done
+        assert "0 s job limit" in done["error"]["detail"] or "1 s job limit" in done["error"]["detail"]
+        assert time.monotonic() - started < 3
+        assert upload_files(client) == []
+        image_job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        assert wait_for_job(client, image_job["id"])["status"] == "done"
+
+
+def test_video_frames_larger_than_the_header_fail_the_job_naming_the_real_size(detector, tmp_path):
+    path = mjpeg_with_lying_header(tmp_path / "liar.mov", 3000)
+    with client_for(detector) as client:
+        job = client.post("/v1/jobs?frames=128", files=upload(path.read_bytes(), "liar.mov")).json()
+        done = wait_for_job(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["error"] == "media_too_large"
+    assert "3000x3000 = 9 megapixels, above the 8.3 megapixel limit" in done["error"]["detail"]
+
+
+def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detector, tmp_path):
+    import os
+
+    from deepshield.serving.storage import STALE_AFTER_S
+
+    with client_for(detector, tmp_dir=tmp_path) as live:
+        live_folder = live.app.state.runtime.upload_dir
+        dead_folder = tmp_path / "deepshield-serve-dead1234"
+        dead_folder.mkdir()
+        (dead_folder / "upload-x.bin").write_bytes(b"left behind by a SIGKILL")
+        old = time.time() - STALE_AFTER_S - 1
+        for folder in (live_folder, dead_folder):
+            os.utime(folder, (old, old))
+        with client_for(detector, tmp_dir=tmp_path) as second:
+            assert not dead_folder.exists()  # nobody held its lock
+            assert live_folder.is_dir()  # the first server still holds its own
+            assert second.app.state.runtime.upload_dir != live_folder
+
+
+def _post_file(base_url: str, path: str, data: bytes, name: str) -> dict:
+    response = httpx.post(base_url + path, files={"file": (name, data, "application/octet-stream")}, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle, tmp_path, astronaut):
+    import numpy as np
+
+    from deepshield.serving.testing import server_process
+    from tests.conftest import write_video
+
+    frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(32)]
+    video = write_video(tmp_path / "clip.mp4", frames, fps=16).read_bytes()
+    data_dir = tmp_path / "data"
+    env = {"DEEPSHIELD_DATA_DIR": str(data_dir), "DEEPSHIELD_MAX_PENDING_JOBS": "8"}
+    with server_process(tiny_bundle, env=env, log_path=tmp_path / "first.log") as (base_url, process):
+        ids = [_post_file(base_url, "/v1/jobs?frames=32", video, f"clip{i}.mp4")["id"] for i in range(8)]
+        process.kill()  # SIGKILL: no shutdown code runs
+        process.wait()
+    uploads = data_dir / "uploads"
+    assert len(list(uploads.glob("upload-*.bin"))) >= 6  # the queued jobs' files, still there
+    (uploads / "upload-orphan.bin").write_bytes(b"no job refers to this")
+    with server_process(tiny_bundle, env=env, log_path=tmp_path / "second.log") as (base_url, _):
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = [httpx.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json() for job_id in ids]
+            if all(job["status"] in ("done", "failed") for job in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        statuses = [(job["status"], (job.get("error") or {}).get("error")) for job in jobs]
+        # The job running at the kill is failed (running it again could kill the server again); every queued one ran.
+        assert statuses.count(("done", None)) >= 6, statuses
+        assert all(s in (("done", None), ("failed", "server_restarted")) for s in statuses), statuses
+        assert list(uploads.iterdir()) == []
+
+
+def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astronaut_jpeg, tmp_path):
+    with client_for(detector, data_dir=tmp_path / "data") as client:
+        job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        first = wait_for_job(client, job["id"])
+        assert first["status"] == "done"
+    with client_for(detector, data_dir=tmp_path / "data") as client:
+        again = client.get(f"/v1/jobs/{job['id']}").json()
+        assert again == first  # the whole result, read back from SQLite
+        assert upload_files(client) == []
+
+
+def test_one_server_per_data_folder(detector, tmp_path):
+    from deepshield.errors import DeepShieldError
+
+    with client_for(detector, data_dir=tmp_path / "data"):
+        with pytest.raises(DeepShieldError, match="another server is using the data folder"):
+            create_app(detector, ServerSettings(data_dir=tmp_path / "data"))
