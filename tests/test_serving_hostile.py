@@ -266,13 +266,13 @@ def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle
 
     frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(32)]
     video = write_video(tmp_path / "clip.mp4", frames, fps=16).read_bytes()
-    data_dir = tmp_path / "data"
-    env = {"DEEPSHIELD_DATA_DIR": str(data_dir), "DEEPSHIELD_MAX_PENDING_JOBS": "8"}
+    state_dir = tmp_path / "data"
+    env = {"DEEPSHIELD_STATE_DIR": str(state_dir), "DEEPSHIELD_MAX_PENDING_JOBS": "8"}
     with server_process(tiny_bundle, env=env, log_path=tmp_path / "first.log") as (base_url, process):
         ids = [_post_file(base_url, "/v1/jobs?frames=32", video, f"clip{i}.mp4")["id"] for i in range(8)]
         process.kill()  # SIGKILL: no shutdown code runs
         process.wait()
-    uploads = data_dir / "uploads"
+    uploads = state_dir / "uploads"
     assert len(list(uploads.glob("upload-*.bin"))) >= 6  # the queued jobs' files, still there
     (uploads / "upload-orphan.bin").write_bytes(b"no job refers to this")
     with server_process(tiny_bundle, env=env, log_path=tmp_path / "second.log") as (base_url, _):
@@ -290,11 +290,11 @@ def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle
 
 
 def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astronaut_jpeg, tmp_path):
-    with client_for(detector, data_dir=tmp_path / "data") as client:
+    with client_for(detector, state_dir=tmp_path / "data") as client:
         job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
         first = wait_for_job(client, job["id"])
         assert first["status"] == "done"
-    with client_for(detector, data_dir=tmp_path / "data") as client:
+    with client_for(detector, state_dir=tmp_path / "data") as client:
         again = client.get(f"/v1/jobs/{job['id']}").json()
         assert again == first  # the whole result, read back from SQLite
         assert upload_files(client) == []
@@ -303,6 +303,6 @@ def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astr
 def test_one_server_per_data_folder(detector, tmp_path):
     from deepshield.errors import DeepShieldError
 
-    with client_for(detector, data_dir=tmp_path / "data"):
+    with client_for(detector, state_dir=tmp_path / "data"):
         with pytest.raises(DeepShieldError, match="another server is using the data folder"):
-            create_app(detector, ServerSettings(data_dir=tmp_path / "data"))
+            create_app(detector, ServerSettings(state_dir=tmp_path / "data"))

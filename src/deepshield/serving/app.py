@@ -101,7 +101,7 @@ class Runtime:
         self.detector = detector
         self.settings = settings
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
-        self.storage = Storage(settings.data_dir, settings.tmp_dir)
+        self.storage = Storage(settings.state_dir, settings.tmp_dir)
         ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
         self.jobs = JobStore(
             settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger

@@ -5,7 +5,7 @@ Bounded: at most `max_pending` queued or running (more: 503), at most `max_jobs`
 job running longer than `timeout_s` fails with "timeout" at its next progress report.
 A job's uploaded file is deleted as soon as the job ends, however it ends.
 
-With a ledger (a server data folder) every state change is written to SQLite: on start, jobs that
+With a ledger (a server state folder) every state change is written to SQLite: on start, jobs that
 were queued run again (their uploads kept), jobs that were running when the server died are failed
 (running them again could kill it again), finished ones are served until they expire, and upload
 files no queued job refers to are removed.

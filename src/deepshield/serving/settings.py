@@ -36,7 +36,7 @@ class ServerSettings:
     preview_max_side: int = 1280  # the analysed image sent back to the web page (?preview=true) fits this
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key with this value
     tmp_dir: Path | None = None  # uploads go to a private folder created under this (default: the system's)
-    data_dir: Path | None = None  # jobs are kept in <data_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
+    state_dir: Path | None = None  # jobs are kept in <state_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> ServerSettings:
@@ -48,7 +48,7 @@ class ServerSettings:
             if raw is None or raw == "":
                 continue
             kind = type(getattr(cls, field.name)) if getattr(cls, field.name) is not None else str
-            if field.name in ("tmp_dir", "data_dir"):
+            if field.name in ("tmp_dir", "state_dir"):
                 values[field.name] = Path(raw)
             elif kind in (int, float):
                 try:

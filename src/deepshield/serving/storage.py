@@ -1,9 +1,9 @@
-"""Where a server keeps uploads (and, with a data folder, its job ledger), and what it cleans on start.
+"""Where a server keeps uploads (and, with a state folder, its job ledger), and what it cleans on start.
 
 Each server holds an exclusive lock (flock, released by the kernel however the process ends) on its
-folder. Stateless (no data_dir): uploads go to a fresh private temp folder, and temp folders of
-servers that died without cleaning up (their lock is free) are removed at start. With a data_dir:
-uploads go to <data_dir>/uploads and jobs to <data_dir>/jobs.sqlite3; one server per data_dir.
+folder. Stateless (no state_dir): uploads go to a fresh private temp folder, and temp folders of
+servers that died without cleaning up (their lock is free) are removed at start. With a state_dir:
+uploads go to <state_dir>/uploads and jobs to <state_dir>/jobs.sqlite3; one server per state_dir.
 """
 
 from __future__ import annotations
@@ -65,34 +65,34 @@ def remove_dead_servers_folders(parent: Path, now: float | None = None) -> int:
 
 
 class Storage:
-    def __init__(self, data_dir: Path | None, tmp_dir: Path | None) -> None:
-        self.data_dir = data_dir
+    def __init__(self, state_dir: Path | None, tmp_dir: Path | None) -> None:
+        self.state_dir = state_dir
         self._tmp_parent = Path(tmp_dir or tempfile.gettempdir())
         self._lock_fd: int | None = None
         self._upload_dir: Path | None = None
-        if data_dir is not None:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_fd = _try_lock(data_dir / "server.lock")
+        if state_dir is not None:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = _try_lock(state_dir / "server.lock")
             if self._lock_fd is None:
-                raise DeepShieldError(f"another server is using the data folder {data_dir}")
+                raise DeepShieldError(f"another server is using the state folder {state_dir}")
         else:
             self.sweep()
 
     def sweep(self) -> None:
         """Stateless mode: remove what dead servers left in the temp folder (at start, then periodically)."""
-        if self.data_dir is None:
+        if self.state_dir is None:
             remove_dead_servers_folders(self._tmp_parent)
 
     @property
     def ledger_path(self) -> Path | None:
-        return None if self.data_dir is None else self.data_dir / LEDGER_NAME
+        return None if self.state_dir is None else self.state_dir / LEDGER_NAME
 
     @property
     def upload_dir(self) -> Path:
         if self._upload_dir is not None and self._upload_dir.is_dir():
             return self._upload_dir
-        if self.data_dir is not None:
-            self._upload_dir = self.data_dir / "uploads"
+        if self.state_dir is not None:
+            self._upload_dir = self.state_dir / "uploads"
             self._upload_dir.mkdir(mode=0o700, exist_ok=True)
         else:
             # mkdtemp: a fresh folder readable by this user only; file names inside are chosen by us.
@@ -103,8 +103,8 @@ class Storage:
         return self._upload_dir
 
     def close(self) -> None:
-        """Stateless: the upload folder goes. With a data folder, it stays for the next start."""
-        if self.data_dir is None and self._upload_dir is not None:
+        """Stateless: the upload folder goes. With a state folder, it stays for the next start."""
+        if self.state_dir is None and self._upload_dir is not None:
             shutil.rmtree(self._upload_dir, ignore_errors=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
