@@ -304,5 +304,5 @@ def test_one_server_per_data_folder(detector, tmp_path):
     from deepshield.errors import DeepShieldError
 
     with client_for(detector, state_dir=tmp_path / "data"):
-        with pytest.raises(DeepShieldError, match="another server is using the data folder"):
+        with pytest.raises(DeepShieldError, match="another server is using the state folder"):
             create_app(detector, ServerSettings(state_dir=tmp_path / "data"))
