@@ -139,10 +139,9 @@ class TrainConfig(StrictModel):
         return self
 
     def recorded(self) -> dict[str, Any]:
-        """The configuration as a model card or tracker records it: without the machine's data root."""
-        dumped = self.model_dump(mode="json")
-        dumped["data"].pop("root", None)
-        return dumped
+        """The configuration as a model card or tracker records it: without the folders that only say
+        where this machine kept things (data root, run and cache folders)."""
+        return self.model_dump(mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}})
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
