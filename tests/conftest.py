@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
@@ -10,7 +9,9 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from deepshield.native_logs import quiet_environment
+
+quiet_environment()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
+from deepshield.native_logs import quiet_environment
 
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
@@ -158,11 +159,6 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
 # ------------------------------------------------------------------------------------ engines
 
 
-def _quiet_native_logs() -> None:
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 @dataclass(frozen=True)
 class ExtractJob(FileJob):
     """extract_item as an engine job: a FaceDetector per worker process, crops and done records
@@ -173,13 +169,12 @@ class ExtractJob(FileJob):
     settings: ExtractSettings
 
     def worker_init(self) -> None:
-        _quiet_native_logs()
+        quiet_environment()
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend
 
     def setup(self) -> FaceDetector:
-        _quiet_native_logs()
         return FaceDetector(min_face_size=self.settings.min_face_size)
 
     def run(self, detector: FaceDetector, item: SourceItem) -> FileOutcome:

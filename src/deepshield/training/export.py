@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepshield.evaluation.calibration import fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
 from deepshield.evaluation.metrics import detection_metrics
 from deepshield.faces.crop import CropPolicy
 from deepshield.models.card import Calibration, ModelCard, TrainingInfo
@@ -40,7 +40,10 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, name: str | None = N
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         calibration=Calibration(
-            temperature=temperature, threshold=threshold, fitted_on=f"validation split ({len(labels)} faces: real + synthesised fakes, identity-disjoint)"
+            temperature=temperature,
+            threshold=threshold,
+            fitted_on=f"validation split ({len(labels)} faces: real + synthesised fakes, identity-disjoint)",
+            inconclusive=fit_inconclusive_band(labels, probabilities, threshold),
         ),
         training=TrainingInfo(
             data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
