@@ -61,6 +61,9 @@ def test_recalibration_lowers_log_loss_on_an_overconfident_set():
     assert new.calibration.temperature == result.temperature_after and new.calibration.threshold == result.threshold_after
     assert "toy set" in new.calibration.fitted_on and "300 files" in new.calibration.fitted_on and "balanced accuracy" in new.calibration.fitted_on
     assert new.metrics["calibration_before_face_log_loss"] > new.metrics["calibration_after_face_log_loss"]
+    band = new.calibration.inconclusive  # refitted on the same file scores around the new threshold
+    assert band is not None and band.low <= new.calibration.threshold <= band.high and band.high - band.low > 0
+    assert "balanced accuracy is within 0.02" in band.fitted_on and "300 scores" in band.fitted_on
 
 
 def test_target_fpr_bounds_false_positives_over_files():

@@ -68,12 +68,13 @@ BAND_TOLERANCE = 0.02
 
 
 def fit_inconclusive_band(labels: np.ndarray, probabilities: np.ndarray, threshold: float, tolerance: float = BAND_TOLERANCE) -> InconclusiveBand:
-    """The widest interval of thresholds around `threshold` each of which classifies this labelled set
-    with a balanced accuracy at most `tolerance` below the balanced accuracy at `threshold`.
+    """The scores whose side would change under some other threshold that classifies this labelled set
+    about as well: the widest interval of thresholds around `threshold` whose balanced accuracy is at
+    most `tolerance` below the balanced accuracy at `threshold`.
 
-    Any threshold in the band would have served about as well, so the data does not settle on which
-    side of the threshold a score inside it lies: such a score is inconclusive. The band always
-    contains the threshold; it is wide where the classes overlap and narrow where they separate."""
+    The data does not settle on which side of the threshold a score inside it lies: such a score is
+    inconclusive. The band always contains the threshold; it is wide where balanced accuracy is flat
+    around the threshold (overlapping classes with a flat optimum, or a gap without data between them)."""
     probabilities, real, fake = _split(labels, probabilities)
     if real.size == 0 or fake.size == 0:
         raise MetricsError("an inconclusive band needs real and fake samples")
@@ -93,7 +94,10 @@ def fit_inconclusive_band(labels: np.ndarray, probabilities: np.ndarray, thresho
         f"thresholds whose balanced accuracy is within {tolerance:g} of the threshold's ({balanced[at]:.3f}) "
         f"on {probabilities.size} scores ({real.size} real, {fake.size} fake)"
     )
-    return InconclusiveBand(low=float(candidates[low]), high=float(candidates[high]), fitted_on=how)
+    # Balanced accuracy is constant on (c[i-1], c[i]]: the acceptable thresholds reach down to just above
+    # the first failing candidate below, and up to the last acceptable one.
+    lowest = float(np.nextafter(candidates[low - 1], np.inf)) if low > 0 else 0.0
+    return InconclusiveBand(low=min(lowest, threshold), high=float(candidates[high]), fitted_on=how)
 
 
 @dataclass(frozen=True)
