@@ -206,3 +206,23 @@ def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
     assert {"file_auc", "file_auc_low", "face_auc", "rule_max_file_auc"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/report.html" in artifacts and "evaluation/metrics.json" in artifacts
+
+
+def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_path):
+    from deepshield.evaluation.report import _track_list
+
+    scored = score_datasets([folder_dataset], OnnxClassifier(tiny_bundle), frames=4, examples=8, progress=False)
+    by_name = {Path(scored.files[e.file_id].path).name: e for e in scored.examples.values()}
+    (track,) = by_name["drift.mp4"].tracks  # the drifting photo: one face, seen in every sampled frame
+    assert (track.frames_seen, track.first_frame, track.last_frame) == (4, 0, 5)
+    assert track.first_s == pytest.approx(0.0) and track.last_s == pytest.approx(0.5) and track.not_counted_reason is None
+    assert track.crop.shape == (64, 64, 3) and track.heatmap.shape == (64, 64)
+    assert track.score == pytest.approx(by_name["drift.mp4"].score)  # one track: the file's score
+    assert len(by_name["astronaut.jpg"].tracks) == 1 and by_name["astronaut.jpg"].tracks[0].first_s == 0.0
+    png = str(tmp_path / "x.png")
+    cv2.imwrite(png, np.zeros((8, 8, 3), np.uint8))
+    entry = {"track_id": 0, "score": 0.7, "frames_seen": 4, "first_frame": 0, "last_frame": 5, "first_s": 0.0, "last_s": 0.5, "peak_frame": 3, "crop": Path(png), "heatmap": Path(png)}
+    short = {**entry, "track_id": 1, "frames_seen": 1, "not_counted_reason": "seen in 1 of 4 sampled frames"}
+    html = _track_list([{**entry, "not_counted_reason": None}, short])
+    assert "track 0: <b>0.700</b> · 4 frames, 0.0–0.5 s · peak frame 3 · counts" in html
+    assert "does not count: seen in 1 of 4 sampled frames" in html and html.count("<img") == 4

@@ -128,7 +128,8 @@ def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: dict, 
 
 
 def write_examples(scored: ScoredSet, summary: dict, out: Path) -> dict[str, list[dict]]:
-    """Crop and heatmap overlay PNGs of the worst false positives and negatives."""
+    """Crop and heatmap overlay PNGs of the worst false positives and negatives, and of each of their
+    face tracks (its most suspicious frame), with when each track was seen and whether it counts."""
     from deepshield.inference.heatmap import overlay
 
     by_path = {scored.files[e.file_id].path: e for e in scored.examples.values()}
@@ -141,7 +142,23 @@ def write_examples(scored: ScoredSet, summary: dict, out: Path) -> dict[str, lis
                 continue
             crop = _png(example.crop, out / "examples" / f"{short}_{rank:02d}_crop.png")
             heat = _png(overlay(example.crop, example.heatmap), out / "examples" / f"{short}_{rank:02d}_heatmap.png")
-            written[kind].append({**entry, "crop": crop, "heatmap": heat})
+            tracks = [
+                {
+                    "track_id": t.track_id,
+                    "score": t.score,
+                    "frames_seen": t.frames_seen,
+                    "first_frame": t.first_frame,
+                    "last_frame": t.last_frame,
+                    "first_s": t.first_s,
+                    "last_s": t.last_s,
+                    "peak_frame": t.peak_frame,
+                    "not_counted_reason": t.not_counted_reason,
+                    "crop": _png(t.crop, out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_crop.png"),
+                    "heatmap": _png(overlay(t.crop, t.heatmap), out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png"),
+                }
+                for t in example.tracks
+            ]
+            written[kind].append({**entry, "crop": crop, "heatmap": heat, "tracks": tracks})
     return written
 
 
@@ -154,7 +171,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px s
 th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em}.muted{color:#57606a}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}.plots img{max-width:520px;width:100%;border:1px solid #eee}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:230px;font-size:.75rem;word-break:break-all}
-.gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
+.gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.gallery .track{margin-top:.4rem}.gallery .track img{width:56px;height:56px}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
 .bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
 """
 
@@ -261,9 +278,24 @@ def _gallery(entries: list[dict], what: str) -> str:
         figures.append(
             f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
             f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])})<br>{_e(e['path'])}<br>"
-            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span></figcaption></figure>'
+            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{_track_list(e.get("tracks", []))}</figcaption></figure>'
         )
     return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def _track_list(tracks: list[dict]) -> str:
+    """A video's face tracks under its gallery entry: who each is, when it was seen, whether it counts."""
+    if len(tracks) < 2 and not any(t["frames_seen"] > 1 for t in tracks):
+        return ""  # an image's single face: the entry above already shows it
+    items = []
+    for t in tracks:
+        when = f"{t['first_s']:.1f}–{t['last_s']:.1f} s" if t["first_s"] is not None else f"frames {t['first_frame']}–{t['last_frame']}"
+        counted = "counts" if t["not_counted_reason"] is None else f"does not count: {_e(t['not_counted_reason'])}"
+        items.append(
+            f'<div class="track"><img src="{_data_uri(t["crop"])}" alt="track {t["track_id"]} face"><img src="{_data_uri(t["heatmap"])}" alt="track {t["track_id"]} heatmap">'
+            f"<div>track {t['track_id']}: <b>{_num(t['score'])}</b> · {t['frames_seen']} frames, {when} · peak frame {t['peak_frame']} · {counted}</div></div>"
+        )
+    return "".join(items)
 
 
 def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:

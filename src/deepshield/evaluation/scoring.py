@@ -65,6 +65,23 @@ class FileRecord:
 
 
 @dataclass
+class TrackExample:
+    """One face track of a gallery file: who it is (its most suspicious crop and heatmap) and when it was seen."""
+
+    track_id: int
+    score: float  # by the scorer's video rule
+    frames_seen: int
+    first_frame: int
+    last_frame: int
+    first_s: float | None  # timestamps: None for a prepared dataset's crops
+    last_s: float | None
+    peak_frame: int
+    not_counted_reason: str | None  # None: counts towards the file's score
+    crop: np.ndarray
+    heatmap: np.ndarray
+
+
+@dataclass
 class Example:
     """The most suspicious face of a file (clean condition), for the report's worst-case gallery."""
 
@@ -75,6 +92,7 @@ class Example:
     face_index: int
     crop: np.ndarray
     heatmap: np.ndarray
+    tracks: list[TrackExample] = field(default_factory=list)
 
 
 @dataclass
@@ -171,15 +189,16 @@ class _Gallery:
         return {file_id: example for heap in self.heaps.values() for _, file_id, example in heap}
 
 
-def _frames_of(path: Path, frames: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
+def _frames_of(path: Path, frames: int) -> tuple[str, list[tuple[int, np.ndarray]], list[float]]:
+    """The file's kind, its (frame index, pixels) and the frames' timestamps in seconds."""
     from deepshield.media.images import load_image
     from deepshield.media.sniff import MediaKind, sniff_path
     from deepshield.media.video import sample_frames
 
     if sniff_path(path) is MediaKind.VIDEO:
         _, sampled = sample_frames(path, frames)
-        return "video", [(frame.index, frame.image) for frame in sampled]
-    return "image", [(0, load_image(path))]
+        return "video", [(frame.index, frame.image) for frame in sampled], [frame.timestamp_s for frame in sampled]
+    return "image", [(0, load_image(path))], [0.0]
 
 
 class MediaScorer:
@@ -231,7 +250,7 @@ class MediaScorer:
         try:
             if not path.is_file():
                 raise DeepShieldError("file not found")
-            record.kind, frames = _frames_of(path, self.frames)
+            record.kind, frames, timestamps = _frames_of(path, self.frames)
         except DeepShieldError as exc:
             record.error = str(exc)
             return
@@ -246,14 +265,16 @@ class MediaScorer:
                 for position, (_, image) in enumerate(frames)
             ]
             try:
-                self._score_frames(record, condition, [index for index, _ in frames], images, rows, gallery if perturbation is None else None)
+                self._score_frames(record, condition, [index for index, _ in frames], images, rows, gallery if perturbation is None else None, timestamps)
             except Exception as exc:  # noqa: BLE001
                 if perturbation is None:
                     record.error = f"{type(exc).__name__}: {exc}"
                     return
                 log.warning("%s under %s: %s", path, perturbation.name, exc)
 
-    def _score_frames(self, record: FileRecord, condition: int, indices: list[int], images: list[np.ndarray], rows: _Rows, gallery: _Gallery | None) -> None:
+    def _score_frames(
+        self, record: FileRecord, condition: int, indices: list[int], images: list[np.ndarray], rows: _Rows, gallery: _Gallery | None, timestamps: list[float]
+    ) -> None:
         policy = self.classifier.card.crop_policy
         faces_per_frame = [self.detector.detect(image) for image in images]
         crops = [crop_face(image, face.box, face.keypoints, policy).pixels for image, faces in zip(images, faces_per_frame) for face in faces]
@@ -282,14 +303,55 @@ class MediaScorer:
                 )
                 flat += 1
         if gallery is not None:
-            _offer(gallery, record, rows, start, scores.logits, scores.probabilities, scores.cams, crops, self.rule, self.classifier)
+            timestamp_of = dict(zip(indices, timestamps))
+            _offer(gallery, record, rows, start, scores.logits, scores.probabilities, scores.cams, crops, self.rule, self.classifier, timestamp_of)
 
 
-def _offer(gallery: _Gallery, record: FileRecord, rows: _Rows, start: int, logits, probabilities, cams, crops, rule: VideoRule, classifier: OnnxClassifier) -> None:
+def _offer(
+    gallery: _Gallery,
+    record: FileRecord,
+    rows: _Rows,
+    start: int,
+    logits,
+    probabilities,
+    cams,
+    crops,
+    rule: VideoRule,
+    classifier: OnnxClassifier,
+    timestamp_of: dict[int, float] | None = None,
+) -> None:
     tracks = np.asarray(rows.columns["track_id"][start:])
     score = aggregate_tracks(tracks, np.asarray(probabilities, np.float64), record.frames, rule)
     best = int(np.argmax(probabilities))
     card = classifier.card
+
+    def heatmap(position: int) -> np.ndarray:
+        return cam_to_heatmap(cams[position], crops[position].shape[0], card.calibration.temperature)
+
+    def track_examples() -> list[TrackExample]:
+        frames = np.asarray(rows.columns["frame_index"][start:])
+        members = {int(t): np.flatnonzero(tracks == t) for t in np.unique(tracks)}
+        longest = max(len(m) for m in members.values())
+        out = []
+        for track_id, positions in members.items():
+            peak = int(positions[np.argmax(np.asarray(probabilities)[positions])])
+            first, last = int(frames[positions].min()), int(frames[positions].max())
+            out.append(
+                TrackExample(
+                    track_id=track_id,
+                    score=rule.track_score([float(probabilities[p]) for p in positions]),
+                    frames_seen=len(positions),
+                    first_frame=first,
+                    last_frame=last,
+                    first_s=None if timestamp_of is None else timestamp_of[first],
+                    last_s=None if timestamp_of is None else timestamp_of[last],
+                    peak_frame=int(frames[peak]),
+                    not_counted_reason=rule.not_counted_reason(len(positions), record.frames, longest),
+                    crop=crops[peak],
+                    heatmap=heatmap(peak),
+                )
+            )
+        return out
 
     def make() -> Example:
         return Example(
@@ -299,7 +361,8 @@ def _offer(gallery: _Gallery, record: FileRecord, rows: _Rows, start: int, logit
             frame_index=int(rows.columns["frame_index"][start + best]),
             face_index=int(rows.columns["face_index"][start + best]),
             crop=crops[best],
-            heatmap=cam_to_heatmap(cams[best], crops[best].shape[0], card.calibration.temperature),
+            heatmap=heatmap(best),
+            tracks=track_examples(),
         )
 
     gallery.offer(record.label, score, make)

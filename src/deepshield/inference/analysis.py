@@ -69,6 +69,14 @@ class VideoRule:
         k = max(1, math.ceil(len(ordered) * self.top_fraction))
         return float(np.mean(ordered[:k]))
 
+    def not_counted_reason(self, frames_seen: int, sampled: int, longest: int) -> str | None:
+        """Why a track seen in `frames_seen` of `sampled` frames does not count towards the verdict
+        (the longest track of the file being seen in `longest`), or None when it counts."""
+        needed = min(self.min_track_frames, max(1, sampled))
+        if frames_seen >= needed or longest < needed:
+            return None
+        return f"seen in {frames_seen} of {sampled} sampled frames: faces seen in fewer than {needed} do not count while a longer-seen face exists"
+
     def describe(self) -> str:
         """The rule in words (VIDEO_RULE for the default rule)."""
         if self == VideoRule():
@@ -206,8 +214,7 @@ class Detector:
         scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=True)
         report(0.95, "aggregating")
         tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-        min_frames = min(self.video_rule.min_track_frames, len(sampled))
-        long_enough = any(len(track.members) >= min_frames for track in tracks)
+        longest = max((len(track.members) for track in tracks), default=0)
         track_results = []
         for track in tracks:
             members = [(sampled[pos], scored[pos][face_pos]) for pos, face_pos in track.members]
@@ -223,7 +230,7 @@ class Detector:
             ]
             score = self.video_rule.track_score([p.probability for p in points])
             peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
-            counted = len(points) >= min_frames or not long_enough
+            not_counted_reason = self.video_rule.not_counted_reason(len(points), len(sampled), longest)
             track_results.append(
                 TrackResult(
                     track_id=track.track_id,
@@ -236,10 +243,8 @@ class Detector:
                     last_seen_s=points[-1].timestamp_s,
                     peak_frame_index=peak_frame.index,
                     peak_timestamp_s=round(peak_frame.timestamp_s, 3),
-                    counted=counted,
-                    not_counted_reason=None
-                    if counted
-                    else f"seen in {len(points)} of {len(sampled)} sampled frames: faces seen in fewer than {min_frames} do not count while a longer-seen face exists",
+                    counted=not_counted_reason is None,
+                    not_counted_reason=not_counted_reason,
                     crop=peak_face.crop,
                     heatmap=peak_face.heatmap,
                 )
