@@ -191,7 +191,7 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
     assert "perturbations of the full frame cannot be applied" in capsys.readouterr().err
 
 
-def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
+def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -203,6 +203,10 @@ def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
     experiment = client.get_experiment_by_name("deepshield-evaluate")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
+    # The last line says how to open the experiment in the MLflow UI.
+    last = capsys.readouterr().out.splitlines()[-1]
+    page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+    assert last == f"MLflow: run `mlflow ui --backend-store-uri {uri}`, then open {page} (this run: {page}/runs/{run.info.run_id})"
     assert {"file_auc", "file_auc_low", "face_auc", "rule_max_file_auc"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/report.html" in artifacts and "evaluation/metrics.json" in artifacts
@@ -226,3 +230,25 @@ def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_p
     html = _track_list([{**entry, "not_counted_reason": None}, short])
     assert "track 0: <b>0.700</b> · 4 frames, 0.0–0.5 s · peak frame 3 · counts" in html
     assert "does not count: seen in 1 of 4 sampled frames" in html and html.count("<img") == 4
+
+
+def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_dataset, tiny_bundle, tmp_path):
+    listing = tmp_path / "set.csv"
+    listing.write_text(
+        f"path,label\n{folder_dataset / 'real' / 'astronaut.jpg'},real\n{tmp_path / 'gone.jpg'},fake\n{folder_dataset / 'real' / 'broken.jpg'},real\n"
+    )
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "3 files: 1 with faces, 0 without a face, 1 missing (listed but not on disk), 1 not readable" in err
+    assert f"1 files named by the dataset's listing but missing: {tmp_path / 'gone.jpg'}\n" in err
+    assert re.search(r"1 files unreadable: \S*broken.jpg \(", err)
+    page = (out / "report.html").read_text()
+    assert "<h2>Missing files (1)</h2>" in page and "<h2>Unreadable files (1)</h2>" in page
+    files = {Path(r["path"]).name: r for r in csv.DictReader(open(out / "files.csv"))}
+    assert files["gone.jpg"]["reason"] == "file not found" and files["gone.jpg"]["called"] == "error"
+    ok = files["astronaut.jpg"]
+    threshold = json.loads((out / "metrics.json").read_text())["settings"]["threshold"]
+    score = float(ok["score"])
+    expected = "likely_manipulated" if score >= threshold + 0.1 else "no_signs_found" if score < threshold - 0.1 else "inconclusive"
+    assert ok["called"] == expected and ok["called_at_threshold"] == ("fake" if score >= threshold else "real")

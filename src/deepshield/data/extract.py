@@ -23,7 +23,7 @@ import numpy as np
 
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
 from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
-from deepshield.data.sources import SourceItem
+from deepshield.data.sources import MISSING_FILE, SourceItem
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
@@ -110,7 +110,7 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
     try:
         stamp = FileStamp.of(item.path)
     except FileNotFoundError:
-        return FileOutcome(item.key, source_file, ok=False, reason="file not found")  # no record: retried next run
+        return FileOutcome(item.key, source_file, ok=False, reason=MISSING_FILE)  # no record: retried next run
     except OSError as exc:
         return FileOutcome(item.key, source_file, ok=False, reason=f"cannot read file: {exc.strerror or exc}")
     crop_dir = layout.crop_dir(item.key)

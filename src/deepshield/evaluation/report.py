@@ -80,15 +80,17 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
     def fmt(value: float) -> str:
         return "" if math.isnan(value) else f"{value:.6f}"
 
+    band = settings.inconclusive
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
+        header = ["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", "called_at_threshold"]
+        writer.writerow([*header, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
         for f in scored.files:
             score = clean[f.file_id]
             status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
-            called = "" if status == "error" else ("no_face" if status == "no_face" else ("fake" if score >= settings.threshold else "real"))
+            called, at_threshold = (status, status) if status != "ok" else (band.classify(score), "fake" if score >= settings.threshold else "real")
             writer.writerow(
-                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called]
+                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called, at_threshold]
                 + [fmt(values[f.file_id]) for values in by_rule.values()]
                 + [fmt(values[f.file_id]) for values in by_condition.values()]
             )
@@ -298,7 +300,16 @@ def _track_list(tracks: list[dict]) -> str:
     return "".join(items)
 
 
+def missing_and_unreadable(summary: dict) -> tuple[list[dict], list[dict]]:
+    """The files that could not be scored: those a listing names but are not on disk, and the rest."""
+    from deepshield.data.sources import MISSING_FILE
+
+    failed = summary["unreadable_files"]
+    return [f for f in failed if f["reason"] == MISSING_FILE], [f for f in failed if f["reason"] != MISSING_FILE]
+
+
 def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
+    missing, unreadable = missing_and_unreadable(summary)
     s = summary["settings"]
     counts = summary["counts"]
     model = summary.get("model", {})
@@ -368,8 +379,11 @@ def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list
         _gallery(examples.get("false_negatives", []), "false negatives"),
         f"<h2>Files without a face ({len(summary['no_face_files'])})</h2>",
         _listing(summary["no_face_files"], ["path", "label", "source", "method"]),
-        f"<h2>Unreadable files ({len(summary['unreadable_files'])})</h2>",
-        _listing(summary["unreadable_files"], ["path", "label", "source", "reason"]),
+        f"<h2>Missing files ({len(missing)})</h2>",
+        '<p class="muted">named by the dataset\'s listing (metadata.json, CSV) but not on disk</p>' if missing else "",
+        _listing(missing, ["path", "label", "source"]),
+        f"<h2>Unreadable files ({len(unreadable)})</h2>",
+        _listing(unreadable, ["path", "label", "source", "reason"]),
     ]
     if summary["unlabelled_entries"]:
         parts += [f"<h2>Unlabelled entries ({len(summary['unlabelled_entries'])})</h2>", _listing(summary["unlabelled_entries"], ["path", "reason"])]

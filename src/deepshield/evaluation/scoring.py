@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepshield.data.sources import VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.data.sources import MISSING_FILE, VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import crop_face
@@ -249,7 +249,7 @@ class MediaScorer:
     def _score_file(self, record: FileRecord, path: Path, rows: _Rows, gallery: _Gallery) -> None:
         try:
             if not path.is_file():
-                raise DeepShieldError("file not found")
+                raise DeepShieldError(MISSING_FILE)
             record.kind, frames, timestamps = _frames_of(path, self.frames)
         except DeepShieldError as exc:
             record.error = str(exc)
@@ -539,7 +539,8 @@ def score_datasets(
 
 def describe_counts(scored: ScoredSet) -> str:
     scored_ids = set(scored.faces["file_id"][scored.condition_mask(CLEAN)].tolist()) if scored.face_count else set()
-    errors = sum(1 for f in scored.files if f.error)
+    missing = sum(1 for f in scored.files if f.error == MISSING_FILE)
+    unreadable = sum(1 for f in scored.files if f.error and f.error != MISSING_FILE)
     no_face = sum(1 for f in scored.files if not f.error and f.file_id not in scored_ids)
-    return f"{len(scored.files)} files: {len(scored_ids)} with faces, {no_face} without a face, {errors} not readable"
+    return f"{len(scored.files)} files: {len(scored_ids)} with faces, {no_face} without a face, {missing} missing (listed but not on disk), {unreadable} not readable"
 

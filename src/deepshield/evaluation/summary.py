@@ -31,6 +31,7 @@ from deepshield.evaluation.calibration import reliability
 from deepshield.evaluation.metrics import METRIC_NAMES, MetricsError, bootstrap_intervals, check_inputs, bootstrap_weights, confusion_counts, detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
+from deepshield.models.card import InconclusiveBand
 
 NO_FACE_POLICIES = ("exclude", "zero")
 
@@ -44,6 +45,7 @@ class EvaluationSettings:
     confidence: float = 0.95
     no_face: str = "exclude"
     extra: dict = field(default_factory=dict)  # recorded as is in metrics.json "settings"
+    band: InconclusiveBand | None = None  # files.csv calls files three-way with it (default: threshold +- 0.10)
 
     def __post_init__(self) -> None:
         if not self.rules or any(r not in VIDEO_RULE_KINDS for r in self.rules):
@@ -54,6 +56,10 @@ class EvaluationSettings:
     @property
     def rule(self) -> VideoRule:
         return VideoRule(kind=self.rules[0])
+
+    @property
+    def inconclusive(self) -> InconclusiveBand:
+        return self.band or InconclusiveBand.around(self.threshold)
 
 
 def clean_json(value):
