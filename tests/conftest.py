@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
@@ -12,6 +13,9 @@ from skimage import data as skdata
 from deepshield.native_logs import quiet_environment
 
 quiet_environment()
+
+# What MediaPipe / TensorFlow Lite / absl write when not silenced (glog-style "W0000 ..." lines and others).
+NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
 
-from tests.conftest import write_video
+from tests.conftest import NATIVE_LOG_LINE, write_video
 
 
 def save_image(path: Path, rgb: np.ndarray) -> Path:
@@ -184,9 +183,6 @@ def test_console_script_runs(media, tiny_bundle, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["faces"] == 1
     usage = subprocess.run([*command, "scan", "x.jpg", "--frames", "0"], capture_output=True, text=True, timeout=60, env=env)
     assert usage.returncode == EXIT_USAGE and "must be a positive integer" in usage.stderr
-
-
-NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M)
 
 
 def test_no_native_log_lines_reach_stderr(media, tiny_bundle):
