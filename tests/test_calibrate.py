@@ -91,6 +91,8 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     assert code == EXIT_OK
     printed = capsys.readouterr().out
     assert "temperature" in printed and "in-sample" in printed
+    band = OnnxClassifier(out).card.calibration.inconclusive
+    assert f"inconclusive band {band.low:.4f} to {band.high:.4f} (thresholds whose balanced accuracy is within 0.02" in printed
     classifier = OnnxClassifier(out)  # loads: checksum, card and graph all consistent
     card = classifier.card
     assert card.calibration.temperature != before_card["calibration"]["temperature"]
