@@ -79,6 +79,7 @@ def test_html_is_self_contained(report):
                     "Robustness to perturbations", "Worst false positives", "Worst false negatives", "Files without a face"):
         assert heading in page
     assert "blank.png" in page and "broken.jpg" in page
+    assert "It does not detect fully AI-generated faces, lip-sync without blending, or manipulated audio." in page
 
 
 def test_metrics_json(report):

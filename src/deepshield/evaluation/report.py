@@ -25,6 +25,7 @@ from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import EvaluationSettings, face_level, file_level
 from deepshield.inference.analysis import VideoRule
+from deepshield.inference.results import SCOPE
 
 METRIC_LABELS = {
     "auc": "AUC",
@@ -317,6 +318,7 @@ def render_html(summary: dict, images: dict[str, Path], examples: dict[str, list
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">{_e(SCOPE)}</p>',
         f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.get("name", "?"))} {_e(model.get("version", ""))}</b>'
         f" · data: {_e(', '.join(s.get('datasets', [])))}</p>",
         "<table>"
