@@ -527,7 +527,7 @@
       root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
     }
     $("timeline").replaceChildren(root, tip);
-    $("legend").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span)));
+    $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span)));
   }
 
   // Hovering (or focusing) a point shows the face the model scored in that frame.
@@ -552,7 +552,8 @@
     const name = `Face ${i + 1}`;
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = trackColour(i);
-    const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
+    const when = track.first_seen_s === track.last_seen_s ? `at ${formatTime(track.first_seen_s, span)}` : `${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
+    const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
     const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
       el("div", { class: "track-head" }, [
         swatch,
