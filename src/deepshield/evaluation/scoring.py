@@ -143,13 +143,11 @@ class ScoredSet:
 
 def aggregate_tracks(track_ids: np.ndarray, probabilities: np.ndarray, frames: int, rule: VideoRule) -> float:
     """A file's score from its faces' track ids and probabilities (see ScoredSet.file_scores)."""
-    min_frames = min(rule.min_track_frames, max(1, frames))
     per_track: dict[int, list[float]] = defaultdict(list)
     for track, probability in zip(track_ids.tolist(), probabilities.tolist()):
         per_track[track].append(probability)
-    scored = [(rule.track_score(values), len(values) >= min_frames) for values in per_track.values()]
-    voting = [score for score, counted in scored if counted] or [score for score, _ in scored]
-    return max(voting)
+    longest = max(len(values) for values in per_track.values())
+    return max(rule.track_score(values) for values in per_track.values() if rule.not_counted_reason(len(values), frames, longest) is None)
 
 
 class _Rows:

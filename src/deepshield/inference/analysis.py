@@ -164,8 +164,8 @@ class Detector:
     def _verdict(self, probability: float | None, what: str) -> Verdict:
         if probability is None:
             return Verdict(label="no_face", threshold_label="no_face", probability=None, headline=HEADLINES["no_face"], reason="no face found")
-        label = self.band.classify(probability)
         band = self.band
+        label = band.classify(probability)
         return Verdict(
             label=label,
             threshold_label="fake" if probability >= self.threshold else "real",
