@@ -101,7 +101,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_evaluate_report"))
     parser.add_argument("--limit", type=int, default=None, help="score only the first N real and N fake files of each part (a quick check of the script)")
     args = parser.parse_args()
-    os.environ.setdefault("GLOG_minloglevel", "2")
 
     from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import write_report

@@ -18,9 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -60,7 +60,6 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count; the fastest is kept")
     args = parser.parse_args()
-    os.environ.setdefault("GLOG_minloglevel", "2")
     if not args.source.exists():
         print(f"bench_prepare: {args.source} not found", file=sys.stderr)
         return 2

@@ -99,7 +99,6 @@ def main() -> int:
     parser.add_argument("--model", help="model bundle (default: the shipped one, else an exported untrained one)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration (the first is cold)")
     args = parser.parse_args()
-    os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         import ray
     except ImportError:

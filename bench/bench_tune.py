@@ -63,7 +63,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.trials, args.limit, args.epochs, args.samples, args.size = 1, 8, 1, 64, 96
-    os.environ.setdefault("GLOG_minloglevel", "2")
     folders = sorted(p for p in args.data.iterdir() if p.is_dir()) if args.data.is_dir() else []
     if not folders:
         print(f"bench_tune: no face folders in {args.data}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 import av
@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from deepshield.native_logs import quiet_environment
+
+quiet_environment()
+
+# What MediaPipe / TensorFlow Lite / absl write when not silenced (glog-style "W0000 ..." lines and others).
+NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M)
 
 
 @pytest.fixture(scope="session")

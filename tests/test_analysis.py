@@ -74,17 +74,54 @@ def test_verdict_is_the_most_suspicious_face(detector, three_faces):
     scripted = ScriptedClassifier([-1.0, 2.0, 0.5])
     result = Detector(scripted, detector.faces).analyze_image(three_faces)
     assert [f.logit for f in result.faces] == [-1.0, 2.0, 0.5]
-    assert [f.label for f in result.faces] == ["real", "fake", "fake"]
-    assert result.verdict.label == "fake"
+    # The card has no fitted band: the default, threshold 0.5 +- 0.1.
+    assert (result.inconclusive.low, result.inconclusive.high) == pytest.approx((0.4, 0.6))
+    assert [f.label for f in result.faces] == ["no_signs_found", "likely_manipulated", "likely_manipulated"]
+    assert [f.threshold_label for f in result.faces] == ["real", "fake", "fake"]
+    assert result.verdict.label == "likely_manipulated" and result.verdict.threshold_label == "fake"
     assert result.verdict.probability == pytest.approx(sigmoid(2.0))
-    assert "88.1%" in result.verdict.reason and "threshold 50.0%" in result.verdict.reason
+    assert "88.1%" in result.verdict.reason and "threshold 50.0%" in result.verdict.reason and "from 40.0% to 60.0%" in result.verdict.reason
+    assert result.verdict.headline.startswith("Likely manipulated")
     assert scripted.batches == [3]  # every face in one classifier call
 
 
-def test_all_real_faces_give_a_real_verdict(detector, three_faces):
+def test_all_low_faces_give_no_signs_found_and_never_claim_authenticity(detector, three_faces):
     result = Detector(ScriptedClassifier([-3.0, -0.5, -2.0]), detector.faces).analyze_image(three_faces)
-    assert result.verdict.label == "real"
+    assert result.verdict.label == "no_signs_found" and result.verdict.threshold_label == "real"
     assert result.verdict.probability == pytest.approx(sigmoid(-0.5))
+    headline = result.verdict.headline.lower()
+    assert "this does not prove the file is authentic" in headline  # authenticity only ever denied
+    assert not any(claim in headline for claim in ("no manipulation", "is real", "genuine", "verified"))
+    assert "not fully AI-generated" not in result.scope and "fully AI-generated" in result.scope and "audio" in result.scope
+
+
+@pytest.mark.parametrize(("logit", "label"), [(-0.41, "no_signs_found"), (-0.40, "inconclusive"), (0.0, "inconclusive"), (0.40, "inconclusive"), (0.41, "likely_manipulated")])
+def test_a_borderline_score_is_inconclusive(detector, astronaut, logit, label):
+    # probability 0.5 +- 0.1 is sigmoid(+-0.405): the band's edges at logit +-0.405
+    result = Detector(ScriptedClassifier([logit]), detector.faces).analyze_image(astronaut)
+    assert result.verdict.label == label == result.faces[0].label
+    assert result.verdict.threshold_label == ("fake" if logit >= 0 else "real")
+
+
+def test_a_fitted_band_on_the_card_is_used_and_moves_with_the_threshold(detector, astronaut):
+    from deepshield.models.card import InconclusiveBand
+
+    scripted = ScriptedClassifier([0.0])  # probability 0.5
+    scripted.card.calibration.inconclusive = InconclusiveBand(low=0.45, high=0.7, fitted_on="test")
+    assert Detector(scripted, detector.faces).analyze_image(astronaut).verdict.label == "inconclusive"
+    moved = Detector(scripted, detector.faces, threshold=0.3)
+    assert (moved.band.low, moved.band.high) == pytest.approx((0.25, 0.5))
+    scripted.logits = [0.0]
+    assert moved.analyze_image(astronaut).verdict.label == "likely_manipulated"
+
+
+def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut):
+    from deepshield.errors import UnsupportedMediaError
+
+    path = write_video(tmp_path / "clip.mp4", [astronaut] * 2)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(UnsupportedMediaError, match="this is a video: use Detector.analyze_video, or analyze_path"):
+            detector.analyze_image(source)
 
 
 def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
@@ -109,12 +146,12 @@ def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
     assert 0 < probability < 1
     strict = Detector(detector.classifier, detector.faces, threshold=min(1.0, probability + 0.01)).analyze_image(astronaut)
     lenient = Detector(detector.classifier, detector.faces, threshold=max(0.0, probability - 0.01)).analyze_image(astronaut)
-    assert strict.faces[0].label == "real" and strict.verdict.label == "real"
-    assert lenient.faces[0].label == "fake" and lenient.verdict.label == "fake"
+    assert strict.faces[0].threshold_label == "real" and strict.verdict.threshold_label == "real"
+    assert lenient.faces[0].threshold_label == "fake" and lenient.verdict.threshold_label == "fake"
     assert strict.threshold == pytest.approx(probability + 0.01)
     # At exactly the threshold a face counts as fake; from_bundle passes the override through.
     exact = Detector(detector.classifier, detector.faces, threshold=probability).analyze_image(astronaut)
-    assert exact.faces[0].label == "fake"
+    assert exact.faces[0].threshold_label == "fake"
     assert Detector.from_bundle(tiny_bundle, threshold=0.25).threshold == 0.25
     assert Detector(detector.classifier, detector.faces).threshold == detector.card.calibration.threshold
 
@@ -122,8 +159,8 @@ def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
 def test_json_carries_no_pixels(detector, astronaut):
     result = detector.analyze_image(astronaut)
     data = json.loads(result.model_dump_json())
-    assert set(data["faces"][0]) == {"index", "box", "detection_score", "keypoints", "probability", "logit", "label"}
-    assert data["kind"] == "image" and data["verdict"]["label"] in ("fake", "real")
+    assert set(data["faces"][0]) == {"index", "box", "detection_score", "keypoints", "probability", "logit", "label", "threshold_label"}
+    assert data["kind"] == "image" and data["verdict"]["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
 
 
 def test_heatmap_is_the_cam_through_the_sigmoid(detector, astronaut):
@@ -200,11 +237,15 @@ def test_short_tracks_do_not_decide_the_verdict(monkeypatch):
     a, b = result.tracks
     assert [p.frame_index for p in a.points] == [0, 1, 2, 3, 4, 5] and a.counted
     assert [p.frame_index for p in b.points] == [2] and not b.counted
+    assert a.not_counted_reason is None
+    assert b.not_counted_reason == "seen in 1 of 6 sampled frames: faces seen in fewer than 3 do not count while a longer-seen face exists"
     a_probabilities = [sigmoid(x) for x in (0.0, 0.5, 1.0, -0.5, 0.2, 0.8)]
     assert a.score == pytest.approx(np.mean(sorted(a_probabilities)[-3:]))
-    assert b.score == pytest.approx(sigmoid(4.0)) and b.label == "fake"
+    assert (a.frames_seen, a.first_seen_s, a.last_seen_s, a.peak_frame_index, a.peak_timestamp_s) == (6, 0.0, 0.5, 2, 0.2)
+    assert (b.frames_seen, b.first_seen_s, b.last_seen_s, b.peak_frame_index) == (1, 0.2, 0.2, 2)
+    assert b.score == pytest.approx(sigmoid(4.0)) and b.label == "likely_manipulated" and b.threshold_label == "fake"
     assert result.verdict.probability == pytest.approx(a.score)  # B's 98% is one frame: not counted
-    assert result.verdict.label == "fake"  # A's top-half mean is 0.63
+    assert result.verdict.label == "likely_manipulated"  # A's top-half mean is 0.68, above the band's 0.6
     assert result.rule == VIDEO_RULE
 
 
@@ -213,9 +254,9 @@ def test_when_no_track_is_long_enough_all_tracks_vote(monkeypatch):
     script = {0: [box(0)], 1: [box(0)], 3: [box(300)], 4: [box(300)]}  # two people, 2 frames each
     detector = Detector(ScriptedClassifier([-2.0, -1.0, 1.0, 3.0]), FrameScriptDetector(script))
     result = detector.analyze_video("unused.mp4", frames=6)
-    assert len(result.tracks) == 2 and not any(t.counted for t in result.tracks)
+    assert len(result.tracks) == 2 and all(t.counted and t.not_counted_reason is None for t in result.tracks)
     assert result.verdict.probability == pytest.approx(np.mean([sigmoid(3.0)]))  # top half of [1, 3]: 3
-    assert result.verdict.label == "fake"
+    assert result.verdict.label == "likely_manipulated"
 
 
 def test_video_without_faces_gives_no_face(monkeypatch):
@@ -256,6 +297,13 @@ def test_real_video_sampled_tracked_and_timed(detector, face_video):
     assert xs[-1] - xs[0] == pytest.approx(34, abs=8)
     assert track.score == pytest.approx(VideoRule().track_score([p.probability for p in track.points]))
     assert result.verdict.probability == pytest.approx(track.score)
+    # Who the face is: its most suspicious frame's crop and heatmap, and a small copy per point.
+    peak = max(track.points, key=lambda p: p.probability)
+    assert (track.peak_frame_index, track.peak_timestamp_s) == (peak.frame_index, peak.timestamp_s)
+    assert (track.frames_seen, track.first_seen_s, track.last_seen_s) == (8, result.timeline[0].timestamp_s, result.timeline[-1].timestamp_s)
+    assert track.crop.shape == (64, 64, 3) and track.heatmap.shape == (64, 64) and track.crop.std() > 5
+    assert all(p.thumbnail.shape == (96, 96, 3) for p in track.points)
+    assert "crop" not in json.loads(result.model_dump_json())["tracks"][0]
     # Progress is reported per stage and within the long ones, never going backwards.
     assert list(dict.fromkeys(s for _, s in stages)) == ["decoding", "detecting faces", "scoring faces", "aggregating", "done"]
     assert sum(s == "detecting faces" for _, s in stages) == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,13 @@ def test_input_size_mismatch_between_card_and_graph(bundle_copy):
     edit_card(bundle_copy, input_size=128, crop_policy={"size": 128, "scale": 1.5, "align": False})
     with pytest.raises(BundleError, match=r"input \[\('image', \['batch', 64, 64, 3\]\)\] does not match the card's 128x128x3"):
         OnnxClassifier(bundle_copy)
+
+
+def test_export_shows_no_tracer_warnings(tmp_path):
+    net = DeepfakeNet("tiny", 32, pretrained=False).eval()
+    card = ModelCard(name="quiet", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_bundle(net, card, tmp_path / "quiet")
+    noise = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning) or "Constant folding" in str(w.message)]
+    assert noise == []  # the tracer's constant and constant-folding warnings: expected, and kept off the user's terminal

@@ -61,6 +61,9 @@ def test_recalibration_lowers_log_loss_on_an_overconfident_set():
     assert new.calibration.temperature == result.temperature_after and new.calibration.threshold == result.threshold_after
     assert "toy set" in new.calibration.fitted_on and "300 files" in new.calibration.fitted_on and "balanced accuracy" in new.calibration.fitted_on
     assert new.metrics["calibration_before_face_log_loss"] > new.metrics["calibration_after_face_log_loss"]
+    band = new.calibration.inconclusive  # refitted on the same file scores around the new threshold
+    assert band is not None and band.low <= new.calibration.threshold <= band.high and band.high - band.low > 0
+    assert "balanced accuracy is within 0.02" in band.fitted_on and "300 scores" in band.fitted_on
 
 
 def test_target_fpr_bounds_false_positives_over_files():
@@ -88,6 +91,8 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     assert code == EXIT_OK
     printed = capsys.readouterr().out
     assert "temperature" in printed and "in-sample" in printed
+    band = OnnxClassifier(out).card.calibration.inconclusive
+    assert f"inconclusive band {band.low:.4f} to {band.high:.4f} (thresholds whose balanced accuracy is within 0.02" in printed
     classifier = OnnxClassifier(out)  # loads: checksum, card and graph all consistent
     card = classifier.card
     assert card.calibration.temperature != before_card["calibration"]["temperature"]

@@ -80,6 +80,7 @@ def test_html_is_self_contained(report):
                     "Robustness to perturbations", "Worst false positives", "Worst false negatives", "Files without a face"):
         assert heading in page
     assert "blank.png" in page and "broken.jpg" in page
+    assert "It does not detect fully AI-generated faces, lip-sync without blending, or manipulated audio." in page
 
 
 def test_metrics_json_is_the_typed_summary(report):
@@ -204,7 +205,7 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
     assert "perturbations of the full frame cannot be applied" in capsys.readouterr().err
 
 
-def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
+def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -216,6 +217,52 @@ def test_report_is_logged_to_mlflow(folder_dataset, tiny_bundle, tmp_path):
     experiment = client.get_experiment_by_name("deepshield-evaluate")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
+    # The last line says how to open the experiment in the MLflow UI.
+    last = capsys.readouterr().out.splitlines()[-1]
+    page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+    assert last == f"MLflow: run `mlflow ui --backend-store-uri {uri}`, then open {page} (this run: {page}/runs/{run.info.run_id})"
     assert {"file_auc", "file_auc_low", "face_auc", "rule_max_file_auc"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/report.html" in artifacts and "evaluation/metrics.json" in artifacts
+
+
+def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_path):
+    from deepshield.evaluation.report import _track_list
+
+    scored = score_datasets([folder_dataset], OnnxClassifier(tiny_bundle), frames=4, examples=8, progress=False)
+    by_name = {Path(scored.files[e.file_id].path).name: e for e in scored.examples.values()}
+    (track,) = by_name["drift.mp4"].tracks  # the drifting photo: one face, seen in every sampled frame
+    assert (track.frames_seen, track.first_frame, track.last_frame) == (4, 0, 5)
+    assert track.first_s == pytest.approx(0.0) and track.last_s == pytest.approx(0.5) and track.not_counted_reason is None
+    assert track.crop.shape == (64, 64, 3) and track.heatmap.shape == (64, 64)
+    assert track.score == pytest.approx(by_name["drift.mp4"].score)  # one track: the file's score
+    assert len(by_name["astronaut.jpg"].tracks) == 1 and by_name["astronaut.jpg"].tracks[0].first_s == 0.0
+    png = str(tmp_path / "x.png")
+    cv2.imwrite(png, np.zeros((8, 8, 3), np.uint8))
+    entry = {"track_id": 0, "score": 0.7, "frames_seen": 4, "first_frame": 0, "last_frame": 5, "first_s": 0.0, "last_s": 0.5, "peak_frame": 3, "crop": Path(png), "heatmap": Path(png)}
+    short = {**entry, "track_id": 1, "frames_seen": 1, "not_counted_reason": "seen in 1 of 4 sampled frames"}
+    html = _track_list([{**entry, "not_counted_reason": None}, short])
+    assert "track 0: <b>0.700</b> · 4 frames, 0.0–0.5 s · peak frame 3 · counts" in html
+    assert "does not count: seen in 1 of 4 sampled frames" in html and html.count("<img") == 4
+
+
+def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_dataset, tiny_bundle, tmp_path):
+    listing = tmp_path / "set.csv"
+    listing.write_text(
+        f"path,label\n{folder_dataset / 'real' / 'astronaut.jpg'},real\n{tmp_path / 'gone.jpg'},fake\n{folder_dataset / 'real' / 'broken.jpg'},real\n"
+    )
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "3 files: 1 with faces, 0 without a face, 1 missing (listed but not on disk), 1 not readable" in err
+    assert f"1 files named by the dataset's listing but missing: {tmp_path / 'gone.jpg'}\n" in err
+    assert re.search(r"1 files unreadable: \S*broken.jpg \(", err)
+    page = (out / "report.html").read_text()
+    assert "<h2>Missing files (1)</h2>" in page and "<h2>Unreadable files (1)</h2>" in page
+    files = {Path(r["path"]).name: r for r in csv.DictReader(open(out / "files.csv"))}
+    assert files["gone.jpg"]["reason"] == "file not found" and files["gone.jpg"]["called"] == "error"
+    ok = files["astronaut.jpg"]
+    threshold = json.loads((out / "metrics.json").read_text())["settings"]["threshold"]
+    score = float(ok["score"])
+    expected = "likely_manipulated" if score >= threshold + 0.1 else "no_signs_found" if score < threshold - 0.1 else "inconclusive"
+    assert ok["called"] == expected and ok["called_at_threshold"] == ("fake" if score >= threshold else "real")

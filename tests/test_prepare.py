@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -371,6 +372,21 @@ def test_cli_prepare(tmp_path: Path, small, capsys):
     assert read_info(tmp_path / "ds").crop_policy == CropPolicy(size=48, scale=2.0)
     assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--crop-size", "8"]) == 2
     assert "crop policy" in capsys.readouterr().err
+
+
+def test_cli_prepare_lists_missing_apart_from_unreadable_and_warns_of_empty_splits(tmp_path: Path, small, capsys):
+    write_png(tmp_path / "src" / "a.png", variant(small, 1))
+    (tmp_path / "src" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    listing = tmp_path / "src" / "set.csv"
+    listing.write_text("path,label\na.png,real\ngone.png,fake\nbroken.png,real\n")
+    code = main(["prepare", str(listing), "--out", str(tmp_path / "ds"), "--crop-size", "48", "--crop-scale", "2", "--no-progress"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"warning: 1 files named by the sources' listings are missing: {tmp_path / 'src' / 'gone.png'}\n" in err
+    assert re.search(r"warning: 1 files could not be read: \S*broken.png \(", err)
+    # One crop, three splits asked for: val and test come out empty, and the user is told.
+    assert "warning: split val is empty" in err and "warning: split test is empty" in err and "warning: split train" not in err
+    assert "3 errors" not in err and "2 errors, of which 1 missing and 1 unreadable" in err
 
 
 def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):

@@ -119,6 +119,10 @@ def test_healthz_and_model_card(client, detector):
     assert card.status_code == 200
     assert card.json()["name"] == "tiny-test" and card.json()["input_size"] == 64
     assert card.json()["calibration"]["threshold"] == detector.threshold
+    # The tiny bundle's card has no fitted band: the loader gives the documented default.
+    band = card.json()["calibration"]["inconclusive"]
+    assert (band["low"], band["high"]) == pytest.approx((detector.threshold - 0.1, detector.threshold + 0.1))
+    assert band["fitted_on"].startswith("default for a card without a fitted band")
 
 
 def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpeg):
@@ -128,15 +132,44 @@ def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpe
     assert result["kind"] == "image" and (result["width"], result["height"]) == (512, 512)
     assert len(result["faces"]) == 1
     face = result["faces"][0]
-    assert 0.0 <= face["probability"] <= 1.0 and face["label"] in ("fake", "real")
+    assert 0.0 <= face["probability"] <= 1.0 and face["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
+    assert face["threshold_label"] == ("fake" if face["probability"] >= result["threshold"] else "real")
     assert png_size(face["crop_png"]) == (64, 64)
     assert png_size(face["heatmap_png"]) == (64, 64)
     assert result["verdict"]["label"] == face["label"]
+    assert result["scope"].startswith("Deepfake Shield judges face swaps and face edits only")
     assert result["file"] == {"name": "photo.jpg", "size_bytes": len(astronaut_jpeg), "sha256": hashlib.sha256(astronaut_jpeg).hexdigest(), "kind": "image"}
     assert result["preview_jpeg"] is None
     with_preview = client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).json()
     assert with_preview["preview_jpeg"].startswith("data:image/jpeg;base64,")
     assert upload_files(client) == []  # uploads are deleted once answered
+
+
+def test_api_json_is_the_python_results_json_plus_images_and_file(client, detector, astronaut_jpeg):
+    """What the README promises: .model_dump_json() of a result is the API's JSON without the data URLs and file info."""
+    api = client.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
+    local = detector.analyze_image(astronaut_jpeg).model_dump(mode="json")
+    added = {"file", "preview_jpeg"}
+    assert set(api) == set(local) | added
+    for name in set(local) - {"faces", "elapsed_ms"}:
+        assert api[name] == local[name], name
+    assert [{k: v for k, v in f.items() if k not in ("crop_png", "heatmap_png")} for f in api["faces"]] == local["faces"]
+
+
+@pytest.mark.parametrize(("offset", "label"), [(0.0, "inconclusive"), (0.3, "no_signs_found"), (-0.3, "likely_manipulated")])
+def test_api_verdict_is_three_way_around_the_band(detector, astronaut, astronaut_jpeg, offset, label):
+    """A score at the threshold is inconclusive; well below the band the wording claims no authenticity."""
+    probability = detector.analyze_image(astronaut).faces[0].probability
+    threshold = min(1.0, max(0.0, probability + offset))
+    with client_for(Detector(detector.classifier, detector.faces, threshold=threshold)) as borderline:
+        result = borderline.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
+    verdict = result["verdict"]
+    assert verdict["label"] == label == result["faces"][0]["label"]
+    assert (result["inconclusive"]["low"], result["inconclusive"]["high"]) == pytest.approx((max(0, threshold - 0.1), min(1, threshold + 0.1)))
+    if label == "no_signs_found":
+        assert verdict["headline"] == "No signs of face swapping found — this does not prove the file is authentic"
+    if label == "inconclusive":
+        assert verdict["threshold_label"] == "fake" and verdict["headline"].startswith("Inconclusive")
 
 
 def test_analyze_accepts_png_whatever_its_name(client, astronaut):
@@ -148,7 +181,9 @@ def test_image_without_face_is_a_clear_no_face_verdict(client):
     blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
     result = client.post("/v1/analyze", files=upload(blank, "blank.png", "image/png")).json()
     assert result["faces"] == []
-    assert result["verdict"] == {"label": "no_face", "probability": None, "reason": "no face found"}
+    assert result["verdict"] == {
+        "label": "no_face", "threshold_label": "no_face", "probability": None, "headline": "No face found — nothing was checked", "reason": "no face found",
+    }
 
 
 # ------------------------------------------------------------------------------------------ 400
@@ -288,7 +323,14 @@ def test_video_job_from_submission_to_result(client, face_video):
     result = job["result"]
     assert result["kind"] == "video" and result["sampled_frames"] == 8
     assert len(result["tracks"]) == 1 and len(result["tracks"][0]["points"]) == 8
-    assert result["verdict"]["label"] in ("fake", "real")
+    assert result["verdict"]["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
+    (track,) = result["tracks"]
+    assert png_size(track["thumbnail_png"]) == (64, 64) and png_size(track["heatmap_png"]) == (64, 64)
+    assert track["thumbnail_png"] != track["heatmap_png"]
+    assert all(point["thumbnail_jpeg"].startswith("data:image/jpeg;base64,") for point in track["points"])
+    assert track["frames_seen"] == 8 and track["counted"] is True and track["not_counted_reason"] is None
+    assert track["first_seen_s"] == result["timeline"][0]["timestamp_s"] and track["last_seen_s"] == result["timeline"][-1]["timestamp_s"]
+    assert track["peak_frame_index"] == max(track["points"], key=lambda p: p["probability"])["frame_index"]
     assert upload_files(client) == []  # the video was deleted when the job ended
 
 

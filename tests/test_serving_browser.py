@@ -90,14 +90,17 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     page.wait_for_selector(".face-card")
     assert page.locator(".face-card").count() == 1
     score = page.inner_text(".face-card .face-score")
-    assert score.endswith("fake") and "%" in score
-    assert page.inner_text(".face-card .label") in ("FAKE", "REAL")
+    assert score.endswith("score") and "%" in score
+    assert page.inner_text(".face-card .label") in ("LIKELY MANIPULATED", "INCONCLUSIVE", "NO SIGNS FOUND")
     # The box is drawn on the image, and the crop and heatmap images have really loaded.
     assert page.locator("#photo-stage .face-box").count() == 1
     page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
     for image in page.locator(".face-card .face-images img").all():
         assert image.evaluate("img => img.complete && img.naturalWidth === 64")
-    assert page.inner_text("#verdict-label") in ("Signs of face manipulation", "No manipulation detected")
+    assert page.inner_text("#verdict-label").startswith(("Likely manipulated", "Inconclusive", "No signs of face swapping found"))
+    assert page.inner_text("#result-file") == "Result for astronaut.jpg"
+    assert "not fully AI-generated" not in page.inner_text("#verdict-scope") and "fully AI-generated faces" in page.inner_text("#verdict-scope")
+    assert page.inner_text("[data-role=band]") == "Inconclusive 40%–60%"
     assert not page.is_visible("#message")
 
     shot = tmp_path / "deepshield-page.png"
@@ -110,8 +113,10 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     bad.write_text("these are my notes, not a photo")
     page.set_input_files("#file-input", str(bad))
     page.wait_for_selector("#message:not([hidden])")
-    assert "File type not supported" in page.inner_text("#message")
-    assert "Unsupported file type" in page.inner_text("#message-detail")
+    # One sentence, naming the file as the user wrote it.
+    assert page.inner_text("#message-title") == "notes.jpg:"
+    detail = page.inner_text("#message-detail")
+    assert detail.startswith("Unsupported file type") and "File type not supported" not in detail
     assert not page.is_visible("#result")
     page.screenshot(path=str(tmp_path / "deepshield-error.png"), full_page=True)
 
@@ -123,8 +128,27 @@ def test_image_without_a_face_says_so(page, server, tmp_path):
     page.goto(server + "/")
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")
-    assert page.inner_text("#verdict-label") == "No face found"
+    assert page.inner_text("#verdict-label") == "No face found — nothing was checked"
     assert page.problems == []
+
+
+def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronaut, tmp_path):
+    probability = detector.analyze_image(astronaut).faces[0].probability
+    borderline = type(detector)(detector.classifier, detector.faces, threshold=probability)  # the score sits on the threshold
+    with live_server(create_app(borderline, ServerSettings())) as base_url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(base_url + "/")
+            page.set_input_files("#file-input", str(_jpeg(tmp_path / "Borderline Photo (1).JPG", astronaut)))
+            page.wait_for_selector(".face-card")
+            assert page.get_attribute("#verdict", "class") == "verdict inconclusive"
+            assert page.inner_text("#verdict-label").startswith("Inconclusive")
+            assert page.inner_text(".face-card .label") == "INCONCLUSIVE"
+            assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
+        finally:
+            context.close()
 
 
 def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
@@ -139,15 +163,34 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
                 .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
         }"""
     )
-    page.click("button.example[data-file$='.mp4']")
+    example = "button.example[data-file='astronaut-pan.mp4']"
+    assert page.inner_text(example + " .truth") == "Real"
+    assert page.inner_text("button.example[data-file='astronaut-swap.jpg'] .truth") == "Manipulated"
+    page.click(example)
     page.wait_for_selector("#timeline svg")
     assert page.evaluate("window.progressSeen.length") >= 1  # the progress bar was shown and moved
-    assert page.locator("#timeline svg line.threshold").count() == 1
+    assert page.locator("#timeline svg line.threshold").count() == 1 and page.locator("#timeline svg rect.band").count() == 1
     assert page.locator("#timeline svg circle").count() >= 10  # one point per sampled frame with the face
-    assert "Face 1" in page.inner_text("#legend")
-    assert page.inner_text("#verdict-label") in ("Signs of face manipulation", "No manipulation detected")
+    assert page.inner_text("#result-file") == "Result for astronaut-pan.mp4"
+    assert page.get_attribute(example, "class") == "example selected"
+    # Beside the timeline, each face track: its most suspicious frame's face and heatmap, really loaded.
+    card = page.locator(".track-card").first
+    assert "Face 1" in card.inner_text() and "Seen in" in card.inner_text()
+    assert card.locator("[data-role=counted]").inner_text() == "Counts towards the verdict"
+    images = card.locator(".face-images img").all()
+    assert len(images) == 2 and all(image.evaluate("img => img.complete && img.naturalWidth === 64") for image in images)
+    # Hovering a point shows the face in that frame.
+    page.hover("#timeline svg circle.point >> nth=3")
+    page.wait_for_selector("#timeline-tip:not([hidden]) img")
+    assert page.evaluate("document.querySelector('#timeline-tip img').naturalWidth") == 96
+    assert "Face 1" in page.inner_text("#timeline-tip")
+    assert page.inner_text("#verdict-label").startswith(("Likely manipulated", "Inconclusive", "No signs of face swapping found"))
     assert not page.is_visible("#progress")
     page.screenshot(path=str(tmp_path / "deepshield-video.png"), full_page=True)
+    # Another file: the example card is no longer highlighted.
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "mine.jpg", np.full((200, 300, 3), 170, np.uint8))))
+    page.wait_for_selector("[data-role=no-face]")
+    assert page.get_attribute(example, "class") == "example"
     assert page.problems == [] and page.outside == []
 
 

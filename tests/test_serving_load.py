@@ -13,6 +13,8 @@ from PIL import Image
 
 from deepshield.serving.testing import rss_bytes, server_process
 
+from tests.conftest import NATIVE_LOG_LINE
+
 CLIENTS = 8
 WARMUP_REQUESTS = 48
 REQUESTS = 200
@@ -78,3 +80,5 @@ def test_many_concurrent_image_requests(tiny_bundle, astronaut, tmp_path):
     assert server_errors == []
     assert set(statuses) == {200}
     assert rss_after <= rss_warm * 1.2, f"RSS grew from {rss_warm / 2**20:.0f} to {rss_after / 2**20:.0f} MiB"
+    log = (tmp_path / "server.log").read_text()
+    assert "Uvicorn running" in log and NATIVE_LOG_LINE.search(log) is None, log[:2000]

@@ -61,6 +61,8 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     card = classifier.card
     assert card.input_size == 48 and card.crop_policy.size == 48 and card.training.command == "pytest"
     assert card.calibration.temperature > 0 and 0 <= card.calibration.threshold <= 1
+    band = card.calibration.inconclusive  # fitted on the validation split by export
+    assert band is not None and band.low <= card.calibration.threshold <= band.high and "balanced accuracy" in band.fitted_on
     assert "val_auc" in card.metrics
     scores = classifier.score(np.zeros((3, 48, 48, 3), np.uint8))
     assert scores.logits.shape == (3,) and scores.cams.shape[0] == 3

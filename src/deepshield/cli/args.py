@@ -12,6 +12,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_up_to(maximum: int):
+    """An argument type: an integer from 1 to `maximum`."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}")
+        return value
+
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

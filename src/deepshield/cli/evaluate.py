@@ -98,6 +98,18 @@ def model_info(classifier, path: Path):
     )
 
 
+def list_failed_files(summary, shown: int = 10) -> None:
+    """On stderr: the files a listing names but that are missing, apart from those that cannot be read."""
+    from deepshield.evaluation.report import missing_and_unreadable
+
+    missing, unreadable = missing_and_unreadable(summary)
+    for entries, what, with_reason in ((missing, "named by the dataset's listing but missing", False), (unreadable, "unreadable", True)):
+        if entries:
+            listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
+            more = f"; and {len(entries) - shown} more (see the report)" if len(entries) > shown else ""
+            print(f"deepshield evaluate: {len(entries)} files {what}: {listed}{more}", file=sys.stderr)
+
+
 def print_summary(summary, out=None) -> None:
     """The headline figures of an EvaluationSummary on the terminal."""
     from deepshield.evaluation.report import METRIC_LABELS
@@ -138,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.report import log_report, write_report
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.evaluation.summary import EvaluationSettings, summarize
-    from deepshield.tracking import open_tracker
+    from deepshield.tracking import open_tracker, where_to_look
 
     perturbations = parse_perturbations(args.perturb)  # bad specs fail before the model loads
     rules = tuple(dict.fromkeys(args.video_rule)) if args.video_rule else RULE_CHOICES
     classifier, bundle = load_classifier(args.model)
     threshold = classifier.card.calibration.threshold if args.threshold is None else args.threshold
+    calibration = classifier.card.calibration
     settings = EvaluationSettings(
         threshold=threshold,
+        band=calibration.band.moved(calibration.threshold, threshold),  # as Detector does for another threshold
         rules=rules,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -162,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     scored = score_labelled_set(args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed)
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
     summary = summarize(scored, settings, model_info(classifier, bundle))
+    list_failed_files(summary)
     page = write_report(scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}")
     print_summary(summary)
     print(f"report: {page}")
@@ -174,4 +189,5 @@ def run(args: argparse.Namespace) -> int:
             raise
         tracker.finish()
         print(f"logged to MLflow run {tracker.run_id} ({args.tracking_uri})")
+        print(where_to_look(args.tracking_uri, tracker.run_id))
     return EXIT_OK

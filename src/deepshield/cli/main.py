@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 from deepshield import __version__
 from deepshield.errors import DeepShieldError
+from deepshield.native_logs import quiet_environment
 
 COMMAND_MODULES = ("scan", "serve", "synth", "train", "prepare", "dataset", "evaluate", "calibrate", "tune")
 
@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[_CurrentStderrHandler()],
         force=True,
     )
-    # MediaPipe / TFLite print C++ logs at start-up; keep the terminal for our output.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
     try:
         return args.run(args)
     except DeepShieldError as exc:

@@ -88,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
             ffpp_compressions=args.ffpp_compression,
             engine=engine,
         )
+    for warning in summary.warnings():
+        print(f"deepshield prepare: warning: {warning}", file=sys.stderr)
     print(f"deepshield prepare: {summary.describe()}", file=sys.stderr)
     return EXIT_OK if summary.crops else EXIT_SOME_FAILED

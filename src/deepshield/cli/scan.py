@@ -14,9 +14,11 @@ from pathlib import Path
 from deepshield.cli.args import (
     check_engine_arguments,
     engine_arguments,
+    int_up_to,
     positive_int,
     probability,
 )
+from deepshield.serving.settings import ServerSettings
 
 SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
 
@@ -25,14 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled per video (default 32)")
+    most = ServerSettings.max_video_frames  # the API's bound, so both accept the same requests
+    parser.add_argument("--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)")
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument("--out", type=Path, help="write results here instead of standard output (jsonl and csv: row by row, as files finish)")
     parser.add_argument("--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest")
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
-    parser.add_argument("--threshold", type=probability, default=None, help="fake threshold (default: the model card's)")
+    parser.add_argument(
+        "--threshold", type=probability, default=None, help="threshold (default: the model card's); the inconclusive band moves with it, keeping its width"
+    )
     parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
-    parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write a heatmap overlay PNG per image face here")
+    parser.add_argument(
+        "--heatmaps", type=Path, metavar="DIR", help="write heatmap overlay PNGs here: one per face of an image, one per face track of a video (its most suspicious frame)"
+    )
     engine_arguments(
         parser,
         workers_help="files in parallel: local worker processes, one model each (default 1: in this process); "
@@ -102,11 +109,20 @@ def _table(rows: list) -> str:
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+    table = "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+    return table + "\n" + table_note()
+
+
+def table_note() -> str:
+    """Under the table, for people: what the verdicts mean and what the model does not judge."""
+    from deepshield.inference.results import SCOPE
+
+    return f"no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call.\n{SCOPE}\n"
 
 
 def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:
-    """One overlay PNG per face, named `<file stem>_face<index>.png`. Pass the same `used_stems` set for
+    """One overlay PNG per face of an image, `<file stem>_face<index>.png`, or per face track of a
+    video, `<file stem>_track<id>.png` (its most suspicious frame). Pass the same `used_stems` set for
     every row of a scan: files sharing a stem (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) then get
     `<stem>-2_face0.png` and so on instead of overwriting each other's heatmaps."""
     from deepshield.inference.heatmap import encode_png, overlay
@@ -119,9 +135,10 @@ def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> 
             number += 1
             stem = f"{base}-{number}"
         used_stems.add(stem)
-    for face in row.result.faces:
-        if face.crop is not None and face.heatmap is not None:
-            (directory / f"{stem}_face{face.index}.png").write_bytes(encode_png(overlay(face.crop, face.heatmap)))
+    named = [(f"face{face.index}", face) for face in row.result.faces] if row.kind == "image" else [(f"track{t.track_id}", t) for t in row.result.tracks]
+    for name, scored in named:
+        if scored.crop is not None and scored.heatmap is not None:
+            (directory / f"{stem}_{name}.png").write_bytes(encode_png(overlay(scored.crop, scored.heatmap)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address)) if files else None
         for row in tqdm(engine.map(job, files) if files else (), total=len(files), unit="file", file=sys.stderr, disable=None):
-            if args.heatmaps is not None and row.kind == "image":
+            if args.heatmaps is not None and row.status == "ok":
                 write_heatmaps(row, args.heatmaps, used_stems)
             statuses.append(row.status)
             if stream is None:

@@ -53,6 +53,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"bundle written to {result.bundle_dir}")
     elif result.stopped_early:
         print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")
+    if config.tracking.enabled and result.progress.run_id:
+        from deepshield.tracking import where_to_look
+
+        print(where_to_look(str(config.tracking.uri), result.progress.run_id))
     return 0
 
 

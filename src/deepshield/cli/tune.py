@@ -109,4 +109,9 @@ def run_tune(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
     )
     result = run_search(settings, echo=lambda line: print(line, flush=True))
+    if result.parent_run_id:
+        from deepshield.tracking import where_to_look
+        from deepshield.training.config import load_config
+
+        print(where_to_look(args.tracking_uri or str(load_config(args.config, args.overrides).tracking.uri), result.parent_run_id))
     return 0 if result.report.best is not None else 1

@@ -23,13 +23,14 @@ import numpy as np
 
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
 from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
-from deepshield.data.sources import SourceItem
+from deepshield.data.sources import MISSING_FILE, SourceItem
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.media.frames import read_frames
+from deepshield.native_logs import quiet_environment
 
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
@@ -99,13 +100,13 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
     try:
         stamp = FileStamp.of(item.path)
     except FileNotFoundError:
-        return FileOutcome(item.key, source_file, ok=False, reason="file not found")  # no record: retried next run
+        return FileOutcome(item.key, source_file, ok=False, reason=MISSING_FILE)  # no record: retried next run
     except OSError as exc:
         return FileOutcome(item.key, source_file, ok=False, reason=f"cannot read file: {exc.strerror or exc}")
     crop_dir = layout.crop_dir(item.key)
     shutil.rmtree(crop_dir, ignore_errors=True)  # leftovers of an interrupted or outdated run
     try:
-        kind, frames = read_frames(item.path, settings.frames)
+        kind, frames, _ = read_frames(item.path, settings.frames)
     except DeepShieldError as exc:  # unsupported, corrupt, too large: final for this file as it is
         outcome = FileOutcome(item.key, source_file, ok=False, reason=str(exc))
         write_record(layout, outcome, stamp, settings.fingerprint())
@@ -148,11 +149,6 @@ def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSetti
 # ------------------------------------------------------------------------------------ engines
 
 
-def _quiet_native_logs() -> None:
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 @dataclass(frozen=True)
 class ExtractJob(FileJob):
     """extract_item as an engine job: a FaceDetector per worker process, crops and done records
@@ -163,13 +159,12 @@ class ExtractJob(FileJob):
     settings: ExtractSettings
 
     def worker_init(self) -> None:
-        _quiet_native_logs()
+        quiet_environment()
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend
 
     def setup(self) -> FaceDetector:
-        _quiet_native_logs()
         return FaceDetector(min_face_size=self.settings.min_face_size)
 
     def run(self, detector: FaceDetector, item: SourceItem) -> FileOutcome:

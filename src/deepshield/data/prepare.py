@@ -10,19 +10,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepshield.data.extract import ExtractSettings, FileDoneHook, run_extraction, sweep_temp_files
+from deepshield.data.extract import NO_FACE, ExtractSettings, FileDoneHook, run_extraction, sweep_temp_files
 from deepshield.data.layout import DatasetLayout, dataset_lock
 from deepshield.data.manifest import (
     CropRecord,
     DatasetInfo,
     DatasetSource,
+    SPLITS,
     ErrorRecord,
     write_errors,
     write_info,
     write_manifest,
 )
 from deepshield.data.records import FileOutcome
-from deepshield.data.sources import SourceItem, SourceProblem, detect_format, read_source, root_keys
+from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, detect_format, read_source, root_keys
 from deepshield.data.split import apply_split, split_counts
 from deepshield.engines import Engine
 
@@ -35,13 +36,30 @@ class PrepareSummary:
     crops: int
     errors: int
     split_counts: dict = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # files a listing names that are not on disk
+    unreadable: list[ErrorRecord] = field(default_factory=list)  # files that exist but could not be read
+    empty_splits: list[str] = field(default_factory=list)  # splits given a share that got no crop
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {sum(c.values())}" for name, c in self.split_counts.items())
         return (
             f"{self.files} files ({self.skipped} already done), {self.crops} face crops ({parts}), "
-            f"{self.errors} errors (see {self.dataset_dir / 'errors.csv'})"
+            f"{self.errors} errors, of which {len(self.missing)} missing and {len(self.unreadable)} unreadable (see {self.dataset_dir / 'errors.csv'})"
         )
+
+    def warnings(self, shown: int = 10) -> list[str]:
+        """For people: the missing files apart from the unreadable ones, and the empty splits."""
+        def listing(entries: list[str]) -> str:
+            return "; ".join(entries[:shown]) + (f"; and {len(entries) - shown} more (see errors.csv)" if len(entries) > shown else "")
+
+        out = []
+        if self.missing:
+            out.append(f"{len(self.missing)} files named by the sources' listings are missing: {listing(self.missing)}")
+        if self.unreadable:
+            out.append(f"{len(self.unreadable)} files could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}")
+        for split in self.empty_splits:
+            out.append(f"split {split} is empty: too few groups (people or videos) for the --split fractions; add data or change --split")
+        return out
 
 
 def collect_items(
@@ -149,8 +167,8 @@ def _prepare(
 ) -> PrepareSummary:
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
     outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
-    records, errors = outcomes_to_rows(items, outcomes)
-    errors = problem_rows(problems) + errors
+    records, extraction_errors = outcomes_to_rows(items, outcomes)
+    errors = problem_rows(problems) + extraction_errors
     records = apply_split(records, ratios, seed)
     write_manifest(layout.manifest, records)
     write_errors(layout.errors, errors)
@@ -166,11 +184,15 @@ def _prepare(
     )
     write_info(layout.root, info)
     sweep_temp_files(layout)
+    counts = split_counts(records)
     return PrepareSummary(
         dataset_dir=layout.root,
         files=len(items),
         skipped=sum(1 for o in outcomes.values() if o.from_record),
         crops=len(records),
         errors=len(errors),
-        split_counts=split_counts(records),
+        split_counts=counts,
+        missing=[e.source_file for e in extraction_errors if e.reason == MISSING_FILE],
+        unreadable=[e for e in extraction_errors if e.reason not in (MISSING_FILE, NO_FACE)],
+        empty_splits=[split for split, share in zip(SPLITS, ratios) if share > 0 and records and not counts.get(split)],
     )

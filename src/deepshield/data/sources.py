@@ -19,6 +19,10 @@ metadata.json, a file outside any real/fake folder) comes out as a SourceProblem
 
 from __future__ import annotations
 
+# The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
+# apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
+MISSING_FILE = "file not found"
+
 import csv
 import json
 import re

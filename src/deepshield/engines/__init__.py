@@ -24,7 +24,6 @@ from typing import Any, Generic, TypeVar
 from deepshield.errors import DeepShieldError
 
 ENGINES = ("local", "ray")
-QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}  # MediaPipe / TFLite start-up chatter
 
 S = TypeVar("S")  # per-worker state (a Detector, a FaceDetector)
 T = TypeVar("T")  # an item (a path, a SourceItem)
@@ -40,8 +39,9 @@ class FileJob(ABC, Generic[S, T, R]):
     def worker_init(self) -> None:
         """Called once in a separate worker process (pool process, Ray worker) before `setup`;
         not when the job runs in the calling process. Default: quiet native logs."""
-        for key, value in QUIET_ENV.items():
-            os.environ.setdefault(key, value)
+        from deepshield.native_logs import quiet_environment
+
+        quiet_environment()
 
     @abstractmethod
     def setup(self) -> S:

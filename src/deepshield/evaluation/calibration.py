@@ -1,4 +1,4 @@
-"""Temperature scaling and threshold choice, fitted on held-out logits; reliability of probabilities."""
+"""Temperature scaling, threshold and inconclusive-band choice, fitted on held-out scores; reliability of probabilities."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
+from deepshield.models.card import InconclusiveBand
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
@@ -27,26 +28,76 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def _rates(real: np.ndarray, fake: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True- and false-positive rates of "fake at or above t" for every candidate threshold t."""
+    def share_at_or_above(scores: np.ndarray) -> np.ndarray:
+        if scores.size == 0:
+            return np.zeros(candidates.size)
+        return 1.0 - np.searchsorted(np.sort(scores), candidates, side="left") / scores.size
+
+    return share_at_or_above(fake), share_at_or_above(real)
+
+
+def _split(labels, probabilities) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, np.float64)
+    return probabilities, probabilities[labels == 0], probabilities[labels == 1]
+
+
 def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: float | None = None) -> float:
     """Best balanced accuracy, or the lowest threshold whose false-positive rate is <= target_fpr.
 
     When even the highest score leaves the false-positive rate above the target (a real sample holds
     the top score), the threshold returned lies just above every score (1.0 at most)."""
-    labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, np.float64)
-    real = probabilities[labels == 0]
-    fake = probabilities[labels == 1]
+    probabilities, real, fake = _split(labels, probabilities)
     if target_fpr is not None and real.size == 0:
         raise MetricsError("a threshold for a target false-positive rate needs real samples")
     if target_fpr is None and (real.size == 0 or fake.size == 0):
         raise MetricsError("a balanced-accuracy threshold needs real and fake samples")
     candidates = np.unique(np.concatenate([probabilities, [0.5]]))
-    fpr = np.array([(real >= t).mean() for t in candidates])
+    tpr, fpr = _rates(real, fake, candidates)
     if target_fpr is not None:
         allowed = np.flatnonzero(fpr <= target_fpr)
         return float(candidates[allowed[0]]) if allowed.size else float(min(1.0, np.nextafter(candidates[-1], np.inf)))
-    tpr = np.array([(fake >= t).mean() for t in candidates])
     return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
+
+
+# How much balanced accuracy a threshold inside the inconclusive band may give up against the fitted
+# threshold: 2 points. See README "Verdicts" for why this defines the band.
+BAND_TOLERANCE = 0.02
+
+
+def fit_inconclusive_band(labels: np.ndarray, probabilities: np.ndarray, threshold: float, tolerance: float = BAND_TOLERANCE) -> InconclusiveBand:
+    """The scores whose side would change under some other threshold that classifies this labelled set
+    about as well: the widest interval of thresholds around `threshold` whose balanced accuracy is at
+    most `tolerance` below the balanced accuracy at `threshold`.
+
+    The data does not settle on which side of the threshold a score inside it lies: such a score is
+    inconclusive. The band always contains the threshold; it is wide where balanced accuracy is flat
+    around the threshold (overlapping classes with a flat optimum, or a gap without data between them)."""
+    probabilities, real, fake = _split(labels, probabilities)
+    if real.size == 0 or fake.size == 0:
+        raise MetricsError("an inconclusive band needs real and fake samples")
+    if not 0 <= tolerance < 1:
+        raise MetricsError(f"band tolerance must be in [0, 1), got {tolerance}")
+    candidates = np.unique(np.concatenate([probabilities, [threshold]]))
+    tpr, fpr = _rates(real, fake, candidates)
+    balanced = (tpr + 1 - fpr) / 2
+    at = int(np.searchsorted(candidates, threshold))
+    good = balanced >= balanced[at] - tolerance - 1e-12
+    low = high = at
+    while low > 0 and good[low - 1]:
+        low -= 1
+    while high < candidates.size - 1 and good[high + 1]:
+        high += 1
+    how = (
+        f"thresholds whose balanced accuracy is within {tolerance:g} of the threshold's ({balanced[at]:.3f}) "
+        f"on {probabilities.size} scores ({real.size} real, {fake.size} fake)"
+    )
+    # Balanced accuracy is constant on (c[i-1], c[i]]: the acceptable thresholds reach down to just above
+    # the first failing candidate below, and up to the last acceptable one.
+    lowest = float(np.nextafter(candidates[low - 1], np.inf)) if low > 0 else 0.0
+    return InconclusiveBand(low=min(lowest, threshold), high=float(candidates[high]), fitted_on=how)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@
   face), since the threshold decides verdicts on files: the lowest threshold whose false-positive
   rate over real files is at most the target, or (``target_fpr=None``) the best balanced accuracy.
   Files without a face take no part.
+* Inconclusive band: fitted on the same file scores around the new threshold
+  (`deepshield.evaluation.calibration.fit_inconclusive_band`).
 
 The new bundle is a copy of the old one (model.onnx byte for byte) with a new model card: the new
 calibration, ``fitted_on`` saying on what and how, the version with a ``+cal.<date>`` local part,
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import BundleError, DeepShieldError
-from deepshield.evaluation.calibration import expected_calibration_error, fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.calibration import expected_calibration_error, fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
 from deepshield.evaluation.metrics import check_inputs, detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import file_level
@@ -82,6 +84,7 @@ def recalibrate(
     after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
     check_inputs(after_files.labels, after_files.scores, "files with a face")
     threshold = fit_threshold(after_files.labels, after_files.scores, target_fpr)
+    band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
     before = {
         "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
         "file": _level_metrics(before_files.labels, before_files.scores, thr_before),
@@ -107,7 +110,9 @@ def recalibrate(
     new_card = card.model_copy(
         update={
             "version": calibrated_version(card.version, when),
-            "calibration": card.calibration.model_copy(update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on}),
+            "calibration": card.calibration.model_copy(
+                update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on, "inconclusive": band}
+            ),
             "metrics": metrics,
         }
     )

@@ -35,6 +35,7 @@ from deepshield.evaluation.summary import (
     file_level,
 )
 from deepshield.inference.analysis import VideoRule
+from deepshield.inference.results import SCOPE
 
 METRIC_LABELS = {
     "auc": "AUC",
@@ -90,15 +91,17 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
     def fmt(value: float) -> str:
         return "" if math.isnan(value) else f"{value:.6f}"
 
+    band = settings.inconclusive
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
+        header = ["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", "called_at_threshold"]
+        writer.writerow([*header, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
         for f in scored.files:
             score = clean[f.file_id]
             status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
-            called = "" if status == "error" else ("no_face" if status == "no_face" else ("fake" if score >= settings.threshold else "real"))
+            called, at_threshold = (status, status) if status != "ok" else (band.classify(score), "fake" if score >= settings.threshold else "real")
             writer.writerow(
-                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called]
+                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called, at_threshold]
                 + [fmt(values[f.file_id]) for values in by_rule.values()]
                 + [fmt(values[f.file_id]) for values in by_condition.values()]
             )
@@ -140,7 +143,8 @@ def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: Evalua
 
 
 def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> dict[str, list[dict]]:
-    """Crop and heatmap overlay PNGs of the worst false positives and negatives."""
+    """Crop and heatmap overlay PNGs of the worst false positives and negatives, and of each of their
+    face tracks (its most suspicious frame), with when each track was seen and whether it counts."""
     from deepshield.inference.heatmap import overlay
 
     by_path = {scored.files[e.file_id].path: e for e in scored.examples.values()}
@@ -153,7 +157,23 @@ def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> 
                 continue
             crop = _png(example.crop, out / "examples" / f"{short}_{rank:02d}_crop.png")
             heat = _png(overlay(example.crop, example.heatmap), out / "examples" / f"{short}_{rank:02d}_heatmap.png")
-            written[kind].append({**entry.model_dump(), "crop": crop, "heatmap": heat})
+            tracks = [
+                {
+                    "track_id": t.track_id,
+                    "score": t.score,
+                    "frames_seen": t.frames_seen,
+                    "first_frame": t.first_frame,
+                    "last_frame": t.last_frame,
+                    "first_s": t.first_s,
+                    "last_s": t.last_s,
+                    "peak_frame": t.peak_frame,
+                    "not_counted_reason": t.not_counted_reason,
+                    "crop": _png(t.crop, out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_crop.png"),
+                    "heatmap": _png(overlay(t.crop, t.heatmap), out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png"),
+                }
+                for t in example.tracks
+            ]
+            written[kind].append({**entry.model_dump(), "crop": crop, "heatmap": heat, "tracks": tracks})
     return written
 
 
@@ -166,7 +186,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px s
 th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em}.muted{color:#57606a}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}.plots img{max-width:520px;width:100%;border:1px solid #eee}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:230px;font-size:.75rem;word-break:break-all}
-.gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
+.gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.gallery .track{margin-top:.4rem}.gallery .track img{width:56px;height:56px}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
 .bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
 """
 
@@ -273,12 +293,36 @@ def _gallery(entries: list[dict], what: str) -> str:
         figures.append(
             f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
             f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])})<br>{_e(e['path'])}<br>"
-            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span></figcaption></figure>'
+            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{_track_list(e.get("tracks", []))}</figcaption></figure>'
         )
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
+def _track_list(tracks: list[dict]) -> str:
+    """A video's face tracks under its gallery entry: who each is, when it was seen, whether it counts."""
+    if len(tracks) < 2 and not any(t["frames_seen"] > 1 for t in tracks):
+        return ""  # an image's single face: the entry above already shows it
+    items = []
+    for t in tracks:
+        when = f"{t['first_s']:.1f}–{t['last_s']:.1f} s" if t["first_s"] is not None else f"frames {t['first_frame']}–{t['last_frame']}"
+        counted = "counts" if t["not_counted_reason"] is None else f"does not count: {_e(t['not_counted_reason'])}"
+        items.append(
+            f'<div class="track"><img src="{_data_uri(t["crop"])}" alt="track {t["track_id"]} face"><img src="{_data_uri(t["heatmap"])}" alt="track {t["track_id"]} heatmap">'
+            f"<div>track {t['track_id']}: <b>{_num(t['score'])}</b> · {t['frames_seen']} frames, {when} · peak frame {t['peak_frame']} · {counted}</div></div>"
+        )
+    return "".join(items)
+
+
+def missing_and_unreadable(summary: EvaluationSummary) -> tuple[list, list]:
+    """The files that could not be scored: those a listing names but are not on disk, and the rest."""
+    from deepshield.data.sources import MISSING_FILE
+
+    failed = summary.unreadable_files
+    return [f for f in failed if f.reason == MISSING_FILE], [f for f in failed if f.reason != MISSING_FILE]
+
+
 def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
+    missing, unreadable = missing_and_unreadable(summary)
     s = summary.settings
     counts = summary.counts
     model = summary.model
@@ -287,6 +331,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">{_e(SCOPE)}</p>',
         f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
         f" · data: {_e(', '.join(s.datasets))}</p>",
         "<table>"
@@ -349,8 +394,11 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         _gallery(examples.get("false_negatives", []), "false negatives"),
         f"<h2>Files without a face ({len(summary.no_face_files)})</h2>",
         _listing(summary.no_face_files, ["path", "label", "source", "method"]),
-        f"<h2>Unreadable files ({len(summary.unreadable_files)})</h2>",
-        _listing(summary.unreadable_files, ["path", "label", "source", "reason"]),
+        f"<h2>Missing files ({len(missing)})</h2>",
+        '<p class="muted">named by the dataset\'s listing (metadata.json, CSV) but not on disk</p>' if missing else "",
+        _listing(missing, ["path", "label", "source"]),
+        f"<h2>Unreadable files ({len(unreadable)})</h2>",
+        _listing(unreadable, ["path", "label", "source", "reason"]),
     ]
     if summary.unlabelled_entries:
         parts += [f"<h2>Unlabelled entries ({len(summary.unlabelled_entries)})</h2>", _listing(summary.unlabelled_entries, ["path", "reason"])]

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deepshield.data.sources import VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.data.sources import MISSING_FILE, VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import CropPolicy, crop_face
@@ -66,6 +66,23 @@ class FileRecord:
 
 
 @dataclass
+class TrackExample:
+    """One face track of a gallery file: who it is (its most suspicious crop and heatmap) and when it was seen."""
+
+    track_id: int
+    score: float  # by the scorer's video rule
+    frames_seen: int
+    first_frame: int
+    last_frame: int
+    first_s: float | None  # timestamps: None for a prepared dataset's crops
+    last_s: float | None
+    peak_frame: int
+    not_counted_reason: str | None  # None: counts towards the file's score
+    crop: np.ndarray
+    heatmap: np.ndarray
+
+
+@dataclass
 class Example:
     """The most suspicious face of a file (clean condition), for the report's worst-case gallery."""
 
@@ -76,6 +93,7 @@ class Example:
     face_index: int
     crop: np.ndarray
     heatmap: np.ndarray
+    tracks: list[TrackExample] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +187,7 @@ class CroppedFile:
     condition: int
     rows: list[FaceRow]
     crops: np.ndarray  # len(rows) x S x S x 3 uint8
+    timestamp_of: dict[int, float] | None = None  # frame index -> seconds (None: a prepared dataset's crops)
 
 
 class _Gallery:
@@ -241,8 +260,8 @@ class MediaCropper:
     def _crop_file(self, record: FileRecord, path: Path) -> Iterator[CroppedFile]:
         try:
             if not path.is_file():
-                raise DeepShieldError("file not found")
-            record.kind, frames = read_frames(path, self.frames)
+                raise DeepShieldError(MISSING_FILE)
+            record.kind, frames, timestamps = read_frames(path, self.frames)
         except DeepShieldError as exc:
             record.error = str(exc)
             return
@@ -266,7 +285,9 @@ class MediaCropper:
                 log.warning("%s under %s: %s", path, perturbation.name, exc)
                 continue
             if crops:
-                yield CroppedFile(record, condition, _track_rows(record, condition, [index for index, _ in frames], faces_per_frame), np.stack(crops))
+                indices = [index for index, _ in frames]
+                rows = _track_rows(record, condition, indices, faces_per_frame)
+                yield CroppedFile(record, condition, rows, np.stack(crops), dict(zip(indices, timestamps)))
 
 
 def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, rule: VideoRule, examples: int) -> tuple[dict[str, np.ndarray], dict[int, Example]]:
@@ -285,18 +306,49 @@ def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, ru
 
 def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: VideoRule, temperature: float) -> None:
     tracks = np.array([row.track_id for row in item.rows])
-    score = aggregate_tracks(tracks, np.asarray(scores.probabilities, np.float64), item.record.frames, rule)
-    best = int(np.argmax(scores.probabilities))
+    probabilities = np.asarray(scores.probabilities, np.float64)
+    score = aggregate_tracks(tracks, probabilities, item.record.frames, rule)
+    best = int(np.argmax(probabilities))
+
+    def heatmap(position: int) -> np.ndarray:
+        return cam_to_heatmap(scores.cams[position], item.crops.shape[1], temperature)
+
+    def track_examples() -> list[TrackExample]:
+        frames = np.array([row.frame_index for row in item.rows])
+        members = {int(t): np.flatnonzero(tracks == t) for t in np.unique(tracks)}
+        longest = max(len(m) for m in members.values())
+        seconds = item.timestamp_of
+        out = []
+        for track_id, positions in members.items():
+            peak = int(positions[np.argmax(probabilities[positions])])
+            first, last = int(frames[positions].min()), int(frames[positions].max())
+            out.append(
+                TrackExample(
+                    track_id=track_id,
+                    score=rule.track_score([float(probabilities[p]) for p in positions]),
+                    frames_seen=len(positions),
+                    first_frame=first,
+                    last_frame=last,
+                    first_s=None if seconds is None else seconds[first],
+                    last_s=None if seconds is None else seconds[last],
+                    peak_frame=int(frames[peak]),
+                    not_counted_reason=rule.not_counted_reason(len(positions), item.record.frames, longest),
+                    crop=item.crops[peak],
+                    heatmap=heatmap(peak),
+                )
+            )
+        return out
 
     def make() -> Example:
         return Example(
             file_id=item.record.file_id,
             score=score,
-            probability=float(scores.probabilities[best]),
+            probability=float(probabilities[best]),
             frame_index=item.rows[best].frame_index,
             face_index=item.rows[best].face_index,
             crop=item.crops[best],
-            heatmap=cam_to_heatmap(scores.cams[best], item.crops.shape[1], temperature),
+            heatmap=heatmap(best),
+            tracks=track_examples(),
         )
 
     gallery.offer(item.record.label, score, make)
@@ -481,7 +533,8 @@ def score_datasets(
 
 def describe_counts(scored: ScoredSet) -> str:
     scored_ids = set(scored.faces["file_id"][scored.condition_mask(CLEAN)].tolist()) if scored.face_count else set()
-    errors = sum(1 for f in scored.files if f.error)
+    missing = sum(1 for f in scored.files if f.error == MISSING_FILE)
+    unreadable = sum(1 for f in scored.files if f.error and f.error != MISSING_FILE)
     no_face = sum(1 for f in scored.files if not f.error and f.file_id not in scored_ids)
-    return f"{len(scored.files)} files: {len(scored_ids)} with faces, {no_face} without a face, {errors} not readable"
+    return f"{len(scored.files)} files: {len(scored_ids)} with faces, {no_face} without a face, {missing} missing (listed but not on disk), {unreadable} not readable"
 

@@ -37,6 +37,7 @@ from deepshield.evaluation.metrics import METRIC_NAMES, MetricsError, bootstrap_
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
+from deepshield.models.card import InconclusiveBand
 
 NoFacePolicy = Literal["exclude", "zero"]
 NO_FACE_POLICIES: tuple[NoFacePolicy, ...] = ("exclude", "zero")
@@ -51,6 +52,7 @@ class EvaluationSettings:
     confidence: float = 0.95
     no_face: NoFacePolicy = "exclude"
     extra: dict = field(default_factory=dict)  # recorded in metrics.json "settings" (keys: SummarySettings' optional ones)
+    band: InconclusiveBand | None = None  # files.csv calls files three-way with it (default: threshold +- 0.10)
 
     def __post_init__(self) -> None:
         if not self.rules or any(r not in VIDEO_RULE_KINDS for r in self.rules):
@@ -61,6 +63,10 @@ class EvaluationSettings:
     @property
     def rule(self) -> VideoRule:
         return VideoRule(kind=self.rules[0])
+
+    @property
+    def inconclusive(self) -> InconclusiveBand:
+        return self.band or InconclusiveBand.around(self.threshold)
 
 
 # ---- the summary: metrics.json as typed objects -----------------------------------------------

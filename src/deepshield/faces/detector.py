@@ -108,16 +108,23 @@ class FaceDetector:
     """Find every face in an RGB uint8 image. Thread-safe (MediaPipe graphs are not, so calls are serialised)."""
 
     def __init__(self, min_face_size: int = 20, min_confidence: float = 0.5, max_faces: int = 32) -> None:
-        import mediapipe as mp  # heavy import, deferred until a detector is built
+        from deepshield.native_logs import native_output_silenced
 
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
         self.max_faces = max_faces
-        solution = mp.solutions.face_detection
-        self._models = [
-            solution.FaceDetection(model_selection=0, min_detection_confidence=min_confidence),
-            solution.FaceDetection(model_selection=1, min_detection_confidence=min_confidence),
-        ]
+        with native_output_silenced():
+            import mediapipe as mp  # heavy import, deferred until a detector is built
+
+            solution = mp.solutions.face_detection
+            self._models = [
+                solution.FaceDetection(model_selection=0, min_detection_confidence=min_confidence),
+                solution.FaceDetection(model_selection=1, min_detection_confidence=min_confidence),
+            ]
+            # The graphs start their models on their own threads, which log as they start: wait for
+            # them (a first inference) before letting stderr through.
+            for model in self._models:
+                model.process(np.zeros((DETECTION_SIDES[0], DETECTION_SIDES[0], 3), np.uint8))
         self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[Face]:

@@ -8,12 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.crop import crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
+    HEADLINES,
     FaceResult,
     ImageResult,
     TimelinePoint,
@@ -26,14 +29,17 @@ from deepshield.inference.results import (
 from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.media.images import ImageLimits, load_image
-from deepshield.media.sniff import MediaKind, sniff_path
+from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.video import VideoLimits, sample_frames
+from deepshield.models.card import InconclusiveBand
 
 VIDEO_RULE = (
     "track score = mean of the top half of its frame probabilities; tracks seen in fewer than "
     "min(3, frames sampled) frames do not count unless no track does; verdict = the highest track score"
 )
 ProgressCallback = Callable[[float, str], None]
+# Side of the small face copies kept for every timeline point (the page shows one on hover).
+POINT_THUMBNAIL_SIDE = 96
 
 
 VIDEO_RULE_KINDS = ("topk-mean", "mean", "max")
@@ -70,13 +76,20 @@ class VideoRule:
         k = max(1, math.ceil(len(ordered) * self.top_fraction))
         return float(np.mean(ordered[:k]))
 
+    def not_counted_reason(self, frames_seen: int, sampled: int, longest: int) -> str | None:
+        """Why a track seen in `frames_seen` of `sampled` frames does not count towards the verdict
+        (the longest track of the file being seen in `longest`), or None when it counts."""
+        needed = min(self.min_track_frames, max(1, sampled))
+        if frames_seen >= needed or longest < needed:
+            return None
+        return f"seen in {frames_seen} of {sampled} sampled frames: faces seen in fewer than {needed} do not count while a longer-seen face exists"
+
     def aggregate(self, tracks: Sequence[Sequence[float]], frames: int) -> TrackVote:
-        """The video rule, in one place: each track's score, whether it counts (seen in at least
-        min(min_track_frames, frames sampled) frames; all count when none does), and the file's score
-        (the highest counted track score; None without tracks)."""
+        """The video rule, in one place: each track's score, whether it counts (`not_counted_reason`),
+        and the file's score (the highest counted track score; None without tracks)."""
         scores = [self.track_score(list(probabilities)) for probabilities in tracks]
-        long_enough = [len(probabilities) >= min(self.min_track_frames, max(1, frames)) for probabilities in tracks]
-        counted = long_enough if any(long_enough) else [True] * len(tracks)
+        longest = max((len(probabilities) for probabilities in tracks), default=0)
+        counted = [self.not_counted_reason(len(probabilities), frames, longest) is None for probabilities in tracks]
         score = max((s for s, c in zip(scores, counted) if c), default=None)
         return TrackVote(scores, counted, score)
 
@@ -109,7 +122,10 @@ class Detector:
     ) -> None:
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
-        self.threshold = classifier.card.calibration.threshold if threshold is None else threshold
+        calibration = classifier.card.calibration
+        self.threshold = calibration.threshold if threshold is None else threshold
+        # Another threshold keeps the band's distances below and above it.
+        self.band: InconclusiveBand = calibration.band.moved(calibration.threshold, self.threshold)
         self.image_limits = image_limits
         self.video_limits = video_limits
         self.video_rule = video_rule
@@ -151,7 +167,8 @@ class Detector:
                         keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
                         probability=probability,
                         logit=float(scores.logits[flat]),
-                        label="fake" if probability >= self.threshold else "real",
+                        label=self.band.classify(probability),
+                        threshold_label="fake" if probability >= self.threshold else "real",
                         crop=crops[flat].pixels if keep_pixels else None,
                         heatmap=cam_to_heatmap(scores.cams[flat], policy.size, temperature) if keep_pixels else None,
                     )
@@ -162,14 +179,21 @@ class Detector:
 
     def _verdict(self, probability: float | None, what: str) -> Verdict:
         if probability is None:
-            return Verdict(label="no_face", probability=None, reason="no face found")
-        label = "fake" if probability >= self.threshold else "real"
-        return Verdict(label=label, probability=probability, reason=f"most suspicious {what}: {probability:.1%} (threshold {self.threshold:.1%})")
+            return Verdict(label="no_face", threshold_label="no_face", probability=None, headline=HEADLINES["no_face"], reason="no face found")
+        band = self.band
+        label = band.classify(probability)
+        return Verdict(
+            label=label,
+            threshold_label="fake" if probability >= self.threshold else "real",
+            probability=probability,
+            headline=HEADLINES[label],
+            reason=f"most suspicious {what}: {probability:.1%}; inconclusive from {band.low:.1%} to {band.high:.1%} (threshold {self.threshold:.1%})",
+        )
 
     def analyze_image(self, source: Path | str | bytes | np.ndarray, heatmaps: bool = True) -> ImageResult:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
-        image = source if isinstance(source, np.ndarray) else load_image(source, self.image_limits)
+        image = source if isinstance(source, np.ndarray) else self._load_image(source)
         faces = self.faces.detect(image)
         face_results = self._score_faces([image], [faces], keep_pixels=heatmaps)[0]
         worst = max((f.probability for f in face_results), default=None)
@@ -180,8 +204,17 @@ class Detector:
             verdict=self._verdict(worst, "face"),
             model=self.model_name,
             threshold=self.threshold,
+            inconclusive=self.band,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
+
+    def _load_image(self, source: Path | str | bytes) -> np.ndarray:
+        try:
+            return load_image(source, self.image_limits)
+        except UnsupportedMediaError:
+            if _is_video(source):
+                raise UnsupportedMediaError("this is a video: use Detector.analyze_video, or analyze_path, which tells images and videos apart") from None
+            raise
 
     def analyze_video(self, path: Path | str, frames: int = 32, progress: ProgressCallback | None = None) -> VideoResult:
         """Sample `frames` frames uniformly, score every face, track people, aggregate to a verdict."""
@@ -194,32 +227,45 @@ class Detector:
             report(0.4 + 0.3 * position / len(sampled), "detecting faces")
             faces_per_frame.append(self.faces.detect(frame.image))
         report(0.7, "scoring faces")
-        scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=False)
+        scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=True)
         report(0.95, "aggregating")
         tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-        min_frames = min(self.video_rule.min_track_frames, len(sampled))
+        longest = max((len(track.members) for track in tracks), default=0)
         track_results = []
         for track in tracks:
+            members = [(sampled[pos], scored[pos][face_pos]) for pos, face_pos in track.members]
             points = [
                 TrackPoint(
-                    frame_index=sampled[pos].index,
-                    timestamp_s=round(sampled[pos].timestamp_s, 3),
-                    box=scored[pos][face_pos].box,
-                    probability=scored[pos][face_pos].probability,
+                    frame_index=frame.index,
+                    timestamp_s=round(frame.timestamp_s, 3),
+                    box=face.box,
+                    probability=face.probability,
+                    thumbnail=cv2.resize(face.crop, (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA),
                 )
-                for pos, face_pos in track.members
+                for frame, face in members
             ]
             score = self.video_rule.track_score([p.probability for p in points])
+            peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
+            not_counted_reason = self.video_rule.not_counted_reason(len(points), len(sampled), longest)
             track_results.append(
                 TrackResult(
                     track_id=track.track_id,
                     points=points,
                     score=score,
-                    label="fake" if score >= self.threshold else "real",
-                    counted=len(points) >= min_frames,
+                    label=self.band.classify(score),
+                    threshold_label="fake" if score >= self.threshold else "real",
+                    frames_seen=len(points),
+                    first_seen_s=points[0].timestamp_s,
+                    last_seen_s=points[-1].timestamp_s,
+                    peak_frame_index=peak_frame.index,
+                    peak_timestamp_s=round(peak_frame.timestamp_s, 3),
+                    counted=not_counted_reason is None,
+                    not_counted_reason=not_counted_reason,
+                    crop=peak_face.crop,
+                    heatmap=peak_face.heatmap,
                 )
             )
-        voting = [t for t in track_results if t.counted] or track_results
+        voting = [t for t in track_results if t.counted]
         timeline = [
             TimelinePoint(
                 frame_index=frame.index,
@@ -239,6 +285,7 @@ class Detector:
             rule=self.video_rule.describe(),
             model=self.model_name,
             threshold=self.threshold,
+            inconclusive=self.band,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -248,3 +295,10 @@ class Detector:
         if sniff_path(path) is MediaKind.VIDEO:
             return self.analyze_video(path, frames)
         return self.analyze_image(path, heatmaps=heatmaps)
+
+
+def _is_video(source: Path | str | bytes) -> bool:
+    try:
+        return (sniff_media_kind(source[:HEADER_BYTES]) if isinstance(source, bytes) else sniff_path(Path(source))) is MediaKind.VIDEO
+    except (DeepShieldError, OSError):
+        return False

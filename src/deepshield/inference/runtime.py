@@ -35,6 +35,8 @@ def read_card(bundle_dir: Path) -> ModelCard:
         raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
     if card.format != BUNDLE_FORMAT:
         raise BundleError(f"model bundle format {card.format} is not supported (expected {BUNDLE_FORMAT})")
+    if card.calibration.inconclusive is None:  # a card from before bands were fitted: the documented default
+        card = card.model_copy(update={"calibration": card.calibration.model_copy(update={"inconclusive": card.calibration.band})})
     return card
 
 

@@ -23,7 +23,7 @@ class ScanRow(BaseModel):
     path: str
     status: str  # "ok" or "error"
     kind: str | None = None  # "image" / "video"
-    verdict: str | None = None  # "fake" / "real" / "no_face"
+    verdict: str | None = None  # "likely_manipulated" / "inconclusive" / "no_signs_found" / "no_face"
     probability: float | None = None
     faces: int | None = None  # faces (image) or face tracks (video)
     elapsed_ms: float | None = None

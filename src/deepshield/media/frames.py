@@ -14,9 +14,10 @@ from deepshield.media.video import sample_frames
 FileKind = Literal["image", "video"]
 
 
-def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, np.ndarray]]]:
-    """("image", [(0, pixels)]) or ("video", [(frame index, pixels), ...] for `frames` sampled uniformly)."""
+def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, np.ndarray]], list[float]]:
+    """("image", [(0, pixels)], [0.0]) or ("video", [(frame index, pixels), ...], [seconds, ...]) for
+    `frames` sampled uniformly."""
     if sniff_path(path) is MediaKind.VIDEO:
         _, sampled = sample_frames(path, frames)
-        return "video", [(frame.index, frame.image) for frame in sampled]
-    return "image", [(0, load_image(path))]
+        return "video", [(frame.index, frame.image) for frame in sampled], [frame.timestamp_s for frame in sampled]
+    return "image", [(0, load_image(path))], [0.0]

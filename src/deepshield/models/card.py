@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from deepshield.faces.crop import CropPolicy
 
@@ -21,10 +23,66 @@ class Normalization(BaseModel):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
+# Half-width of the inconclusive band given to a card without a fitted one (cards written before
+# bands were fitted): +-10 points of probability around the threshold. See README "Verdicts".
+DEFAULT_BAND_HALF_WIDTH = 0.10
+DEFAULT_BAND_METHOD = f"default for a card without a fitted band: threshold +- {DEFAULT_BAND_HALF_WIDTH:g}"
+
+VerdictLabel = Literal["likely_manipulated", "inconclusive", "no_signs_found"]
+
+
+class InconclusiveBand(BaseModel):
+    """Scores in [low, high) are too close to the threshold to call either way."""
+
+    low: float = Field(ge=0, le=1, description="probability from which a score is inconclusive (below: no signs found)")
+    high: float = Field(ge=0, le=1, description="probability from which a score is likely manipulated")
+    fitted_on: str = Field(description="how the band was chosen")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InconclusiveBand:
+        if self.low > self.high:
+            raise ValueError(f"inconclusive band low {self.low} is above its high {self.high}")
+        return self
+
+    @classmethod
+    def around(cls, threshold: float, half_width: float = DEFAULT_BAND_HALF_WIDTH) -> InconclusiveBand:
+        return cls(low=max(0.0, threshold - half_width), high=min(1.0, threshold + half_width), fitted_on=DEFAULT_BAND_METHOD)
+
+    def moved(self, old_threshold: float, new_threshold: float) -> InconclusiveBand:
+        """The band for another threshold: the same distances below and above it (clipped to [0, 1])."""
+        if new_threshold == old_threshold:
+            return self
+        return InconclusiveBand(
+            low=max(0.0, new_threshold - (old_threshold - self.low)),
+            high=min(1.0, new_threshold + (self.high - old_threshold)),
+            fitted_on=f"{self.fitted_on}; moved with the threshold from {old_threshold:.4f} to {new_threshold:.4f}",
+        )
+
+    def classify(self, probability: float) -> VerdictLabel:
+        if probability >= self.high:
+            return "likely_manipulated"
+        return "no_signs_found" if probability < self.low else "inconclusive"
+
+
 class Calibration(BaseModel):
     temperature: float = Field(1.0, gt=0, description="probability = sigmoid(logit / temperature)")
     threshold: float = Field(0.5, ge=0, le=1, description="probability at or above which a face is labelled fake")
     fitted_on: str = "not fitted"
+    inconclusive: InconclusiveBand | None = Field(
+        None, description="scores too close to the threshold to call; a card without one gets threshold +- 0.10 when loaded"
+    )
+
+    @model_validator(mode="after")
+    def _band_holds_threshold(self) -> Calibration:
+        band = self.inconclusive
+        if band is not None and not band.low <= self.threshold <= band.high:
+            raise ValueError(f"the inconclusive band [{band.low}, {band.high}] must contain the threshold {self.threshold}")
+        return self
+
+    @property
+    def band(self) -> InconclusiveBand:
+        """The fitted band, or the documented default around the threshold."""
+        return self.inconclusive or InconclusiveBand.around(self.threshold)
 
 
 class TrainingInfo(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +21,11 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
     dummy = torch.zeros(2, card.input_size, card.input_size, 3, dtype=torch.uint8)
     onnx_path = out_dir / ONNX_FILE
     tmp_path = out_dir / (ONNX_FILE + ".tmp")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns that the normalisation's tensors become constants (they are: the card's
+        # mean and std) and that strided slices are not constant-folded; neither is a fault.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             wrapper,
             (dummy,),

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from deepshield.inference.results import FaceResult, ImageResult, VideoResult
+from deepshield.inference.results import FaceResult, ImageResult, TrackPoint, TrackResult, VideoResult
 from deepshield.serving.errors import ErrorBody
 
 
@@ -20,6 +20,20 @@ class FileInfo(BaseModel):
 class FaceView(FaceResult):
     crop_png: str = Field(description="the face crop the model saw, as a PNG data URL")
     heatmap_png: str = Field(description="the crop with the heatmap blended on top (red = looks manipulated), as a PNG data URL")
+
+
+class TrackPointView(TrackPoint):
+    thumbnail_jpeg: str = Field(description="the face in this frame, small, as a JPEG data URL")
+
+
+class TrackView(TrackResult):
+    points: list[TrackPointView]
+    thumbnail_png: str = Field(description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL")
+    heatmap_png: str = Field(description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL")
+
+
+class VideoResponse(VideoResult):
+    tracks: list[TrackView]
 
 
 class AnalyzeResponse(ImageResult):
@@ -40,7 +54,7 @@ class JobView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float | None = Field(None, description="Unix time after which a finished job is forgotten")
-    result: AnalyzeResponse | VideoResult | None = Field(None, description="when done: an image result as from /v1/analyze, or a video result")
+    result: AnalyzeResponse | VideoResponse | None = Field(None, description="when done: an image result as from /v1/analyze, or a video result")
     error: ErrorBody | None = Field(None, description="when failed")
 
 

@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from deepshield.native_logs import QUIET_ENV
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -72,7 +74,7 @@ def server_process(model: str | Path | None, env: dict[str, str] | None = None, 
     command = [sys.executable, "-m", "deepshield.cli.main", "serve", "--host", host, "--port", str(port)]
     if model is not None:
         command += ["--model", str(model)]
-    full_env = {**os.environ, "GLOG_minloglevel": "2", **(env or {})}
+    full_env = {**os.environ, **QUIET_ENV, **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://{host}:{port}"

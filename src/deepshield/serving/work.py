@@ -11,13 +11,19 @@ import numpy as np
 
 from deepshield.inference.analysis import Detector, ProgressCallback
 from deepshield.inference.heatmap import encode_png, overlay
-from deepshield.inference.results import VideoResult
 from deepshield.media.images import load_image
-from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo
+from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
 
 
 def data_url(mime: str, payload: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def jpeg_url(image: np.ndarray, quality: int = 85) -> str:
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data_url("image/jpeg", buffer.tobytes())
 
 
 def preview_jpeg(image: np.ndarray, max_side: int) -> str:
@@ -25,24 +31,22 @@ def preview_jpeg(image: np.ndarray, max_side: int) -> str:
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
         image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data_url("image/jpeg", buffer.tobytes())
+    return jpeg_url(image)
+
+
+def crop_urls(crop: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
+    """A face crop and its heatmap overlay as PNG data URLs."""
+    return data_url("image/png", encode_png(crop)), data_url("image/png", encode_png(overlay(crop, heatmap)))
 
 
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:
     started = time.perf_counter()
     image = load_image(path, detector.image_limits)
     result = detector.analyze_image(image, heatmaps=True)
-    faces = [
-        FaceView(
-            **face.model_dump(),
-            crop_png=data_url("image/png", encode_png(face.crop)),
-            heatmap_png=data_url("image/png", encode_png(overlay(face.crop, face.heatmap))),
-        )
-        for face in result.faces
-    ]
+    faces = []
+    for face in result.faces:
+        crop_png, heatmap_png = crop_urls(face.crop, face.heatmap)
+        faces.append(FaceView(**face.model_dump(), crop_png=crop_png, heatmap_png=heatmap_png))
     fields = result.model_dump(exclude={"faces", "elapsed_ms"})
     return AnalyzeResponse(
         **fields,
@@ -53,5 +57,11 @@ def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_s
     )
 
 
-def analyze_video_file(detector: Detector, path: Path, frames: int, progress: ProgressCallback) -> VideoResult:
-    return detector.analyze_video(path, frames=frames, progress=progress)
+def analyze_video_file(detector: Detector, path: Path, frames: int, progress: ProgressCallback) -> VideoResponse:
+    result = detector.analyze_video(path, frames=frames, progress=progress)
+    tracks = []
+    for track in result.tracks:
+        thumbnail_png, heatmap_png = crop_urls(track.crop, track.heatmap)
+        points = [TrackPointView(**point.model_dump(), thumbnail_jpeg=jpeg_url(point.thumbnail, quality=80)) for point in track.points]
+        tracks.append(TrackView(**track.model_dump(exclude={"points"}), points=points, thumbnail_png=thumbnail_png, heatmap_png=heatmap_png))
+    return VideoResponse(**result.model_dump(exclude={"tracks"}), tracks=tracks)

@@ -114,6 +114,22 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def where_to_look(uri: str, run_id: str) -> str:
+    """One line saying how to open a run's experiment in the MLflow UI: the experiment's URL (it lists
+    the runs) and the run's, with the `mlflow ui` command that serves a local store."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = f"#/experiments/{MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id}"
+    if uri.startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+        return f"MLflow: {base}/{experiment} (this run: {base}/{experiment}/runs/{run_id})"
+    store = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}" if uri.startswith("sqlite:///") else uri
+    return f"MLflow: run `mlflow ui --backend-store-uri {store}`, then open {MLFLOW_UI}/{experiment} (this run: {MLFLOW_UI}/{experiment}/runs/{run_id})"
+
+
 def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
     if not enabled:
         return NullTracker()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deepshield.evaluation.calibration import fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
 from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
-from deepshield.models.card import Calibration, ModelCard, TrainingInfo
+from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, TrainingInfo
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
@@ -49,6 +49,7 @@ class FittedCalibration:
     temperature: float
     threshold: float
     fitted_on: str
+    band: InconclusiveBand  # around the threshold, on the validation split
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
 
 
@@ -76,7 +77,8 @@ def fit_calibration(
             f"(real faces or files: {counts})"
         )
     real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
-    return FittedCalibration(temperature, threshold, fitted_on, real_fpr)
+    band = fit_inconclusive_band(labels, sigmoid(logits / temperature), threshold)
+    return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
@@ -112,7 +114,7 @@ def export_checkpoint(
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         test_time_flip=config.export.test_time_flip if test_time_flip is None else test_time_flip,
-        calibration=Calibration(temperature=fitted.temperature, threshold=fitted.threshold, fitted_on=fitted.fitted_on),
+        calibration=Calibration(temperature=fitted.temperature, threshold=fitted.threshold, fitted_on=fitted.fitted_on, inconclusive=fitted.band),
         training=TrainingInfo(
             data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
             benchmarks=[str(p) for p in config.data.benchmarks],

@@ -8,7 +8,9 @@
   const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
   const SVG_NS = "http://www.w3.org/2000/svg";
 
-  const state = { limits: null, card: null, run: 0 };
+  const state = { limits: null, card: null, run: 0, example: null };
+  // Three-way labels (verdicts, faces, tracks), in words for the small badges.
+  const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   const $ = (id) => document.getElementById(id);
 
   // ---------------------------------------------------------------- helpers
@@ -39,6 +41,8 @@
   }
 
   const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
+  // A score for display: never a rounded "100%" or "0%", which would read as certainty.
+  const scorePct = (p) => (p === null || p === undefined ? "—" : p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : pct(p));
   const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
 
   function formatBytes(n) {
@@ -105,19 +109,21 @@
     504: "The analysis took too long.",
   };
 
-  function showMessage(title, detail, kind) {
+  // One sentence per error: the file's name, then the server's own message (a generic title only
+  // when the server sent none).
+  function showMessage(fileName, sentence, kind) {
     const box = $("message");
     box.className = "alert" + (kind === "info" ? " info" : "");
-    $("message-title").textContent = title;
-    $("message-detail").textContent = capitalise(detail || "");
+    $("message-title").textContent = fileName ? fileName + ":" : "";
+    $("message-detail").textContent = sentence ? capitalise(sentence.trim()).replace(/([^.!?])$/, "$1.") : "";
     box.hidden = false;
   }
 
-  function showError(err) {
+  function showError(err, fileName) {
     if (err instanceof ApiFailure) {
-      showMessage(TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem."), err.detail);
+      showMessage(fileName, err.detail || TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem."));
     } else {
-      showMessage("Something went wrong in this page.", String(err && err.message ? err.message : err));
+      showMessage(fileName, "Something went wrong in this page: " + String(err && err.message ? err.message : err));
     }
   }
 
@@ -168,10 +174,12 @@
       const card = await api("/v1/model");
       state.card = card;
       const info = $("model-info");
+      const band = card.calibration.inconclusive;
       const pills = [
         el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" }),
         el("span", { class: "pill", text: `Threshold ${pct(card.calibration.threshold, 0)}`, "data-role": "threshold" }),
       ];
+      if (band) pills.push(el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }));
       if (card.metrics && card.metrics.auc !== undefined) pills.push(el("span", { class: "pill", text: `AUC ${Number(card.metrics.auc).toFixed(3)}` }));
       info.replaceChildren(...pills);
       $("api-key-panel").hidden = true;
@@ -196,15 +204,26 @@
     list.replaceChildren(
       ...examples.map((example) => {
         const thumb = example.kind === "video" ? example.poster || "" : example.file;
-        const button = el("button", { type: "button", class: "example", title: example.description, "data-file": example.file }, [
+        const truth = example.truth === "manipulated" ? "manipulated" : "real";
+        const button = el("button", { type: "button", class: "example", title: example.description, "data-file": example.file, "data-truth": truth }, [
           el("div", { class: "thumb" }, thumb ? [el("img", { src: "/static/examples/" + thumb, alt: "" })] : []),
           el("span", { text: example.title }),
-          el("span", { class: "tag", text: example.kind === "video" ? "video" : "photo" }),
+          el("span", { class: "tag" }, [el("span", { class: "truth " + truth, text: truth === "manipulated" ? "Manipulated" : "Real" }), document.createTextNode(example.kind === "video" ? " video" : " photo")]),
         ]);
         button.addEventListener("click", () => runExample(example));
         return button;
       })
     );
+  }
+
+  function markExample(file) {
+    state.example = file;
+    document.querySelectorAll("button.example").forEach((button) => {
+      const selected = button.getAttribute("data-file") === file;
+      button.classList.toggle("selected", selected);
+      button.setAttribute("aria-pressed", selected ? "true" : "false");
+      if (!selected) button.blur();
+    });
   }
 
   async function runExample(example) {
@@ -213,10 +232,10 @@
       if (!response.ok) throw new ApiFailure(response.status, "example", "The example file could not be loaded.");
       const blob = await response.blob();
       const type = blob.type || (example.kind === "video" ? "video/mp4" : "image/jpeg");
-      analyse(new File([blob], example.file, { type }));
+      analyse(new File([blob], example.file, { type }), example.file);
     } catch (err) {
       clearOutput();
-      showError(err);
+      showError(err, example.file);
     }
   }
 
@@ -227,16 +246,18 @@
     return !file.type && VIDEO_SUFFIXES.includes(suffix);
   }
 
-  async function analyse(file) {
+  // `exampleFile`: set when the file is one of the examples (its card stays highlighted).
+  async function analyse(file, exampleFile) {
     const run = ++state.run;
     clearOutput();
+    markExample(exampleFile || null);
     if (!file) return;
     if (state.limits && file.size > state.limits.max_upload_bytes) {
-      showMessage(TITLES[413], `${file.name} is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`);
+      showMessage(file.name, `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`);
       return;
     }
     if (file.size === 0) {
-      showMessage(TITLES[400], `${file.name} is empty.`);
+      showMessage(file.name, "The file is empty.");
       return;
     }
     setBusy(true);
@@ -257,12 +278,12 @@
         }
         if (run !== state.run) return;
         $("progress").hidden = true;
-        renderImage(result);
+        renderImage(result, file.name);
       }
     } catch (err) {
       if (run !== state.run) return;
       $("progress").hidden = true;
-      showError(err);
+      showError(err, file.name);
     } finally {
       if (run === state.run) setBusy(false);
     }
@@ -279,11 +300,16 @@
   async function analyseAsJob(file, run) {
     showProgress(file.name, 0, "Uploading…");
     let job = await api("/v1/jobs", { method: "POST", body: formData(file) });
+    // A job is "queued" from submission until a worker takes it, which is usually at once: only a
+    // job still queued when polled again is really waiting.
+    let polls = 0;
     while (job.status === "queued" || job.status === "running") {
       if (run !== state.run) return;
-      showProgress(file.name, job.progress, job.status === "queued" ? "Waiting for a free worker…" : capitalise(job.stage) + "…");
+      const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
+      showProgress(file.name, job.progress, stage);
       await sleep(POLL_MS);
       job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+      polls += 1;
     }
     if (run !== state.run) return;
     $("progress").hidden = true;
@@ -292,27 +318,29 @@
       const status = { unsupported_media: 415, corrupt_media: 422, media_too_large: 422, unprocessable: 422, internal_error: 500 }[error.error] || 422;
       throw new ApiFailure(status, error.error, error.detail);
     }
-    if (job.result.kind === "video") renderVideo(job.result, job.file);
-    else renderImage(job.result);
+    if (job.result.kind === "video") renderVideo(job.result, job.file, file.name);
+    else renderImage(job.result, file.name);
   }
 
   const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.slice(1) : "");
 
   // ---------------------------------------------------------------- results: shared
-  function renderVerdict(verdict, what) {
+  function renderVerdict(result, what, fileName) {
+    const verdict = result.verdict;
     const box = $("verdict");
     box.className = "verdict " + verdict.label;
-    const titles = { fake: "Signs of face manipulation", real: "No manipulation detected", no_face: "No face found" };
-    $("verdict-label").textContent = titles[verdict.label] || verdict.label;
+    $("result-file").textContent = fileName ? `Result for ${fileName}` : "";
+    $("verdict-label").textContent = verdict.headline;
     $("verdict-reason").textContent =
       verdict.label === "no_face"
         ? `Deepfake Shield checks faces and found none it could analyse in this ${what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
         : capitalise(verdict.reason) + ".";
+    $("verdict-scope").textContent = result.scope;
     const score = $("verdict-score");
     if (verdict.probability === null || verdict.probability === undefined) {
       score.replaceChildren();
     } else {
-      score.replaceChildren(document.createTextNode(pct(verdict.probability)), el("small", { text: "probability of manipulation" }));
+      score.replaceChildren(document.createTextNode(scorePct(verdict.probability)), el("small", { text: "probability of manipulation" }));
     }
   }
 
@@ -322,23 +350,25 @@
     );
   }
 
-  function renderFileFacts(result, file) {
+  function renderFileFacts(result, file, fileName) {
+    const band = result.inconclusive;
     renderFacts($("file-facts"), [
-      ["File", file && file.name],
+      ["File", fileName || (file && file.name)],
       ["Size", file && formatBytes(file.size_bytes)],
       ["SHA-256", file && file.sha256],
       ["Model", result.model],
       ["Threshold", pct(result.threshold, 1)],
+      ["Inconclusive", `${pct(band.low, 1)} to ${pct(band.high, 1)}`],
       ["Analysis time", `${(result.elapsed_ms / 1000).toFixed(2)} s`],
     ]);
   }
 
   // ---------------------------------------------------------------- results: image
-  function renderImage(result) {
+  function renderImage(result, fileName) {
     $("result").hidden = false;
     $("image-result").hidden = false;
-    renderVerdict(result.verdict, "image");
-    renderFileFacts(result, result.file);
+    renderVerdict(result, "image", fileName);
+    renderFileFacts(result, result.file, fileName);
 
     const stage = $("photo-stage");
     const img = $("photo");
@@ -353,7 +383,7 @@
       box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
       box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
       box.style.borderColor = colour;
-      const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${pct(face.probability)}` });
+      const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${scorePct(face.probability)}` });
       label.style.background = colour;
       box.append(label);
       box.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -374,6 +404,7 @@
       return;
     }
     const threshold = result.threshold;
+    const band = result.inconclusive;
     faces.replaceChildren(
       ...result.faces.map((face) => {
         const colour = scoreColour(face.probability);
@@ -382,19 +413,22 @@
         fill.style.background = colour;
         const tick = el("div", { class: "meter-threshold", title: `threshold ${pct(threshold, 1)}` });
         tick.style.left = pct(threshold, 1);
-        const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(pct(face.probability)), el("small", { text: "fake" })]);
+        const zone = el("div", { class: "meter-band", title: `inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}` });
+        zone.style.left = pct(band.low, 1);
+        zone.style.width = pct(band.high - band.low, 1);
+        const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(scorePct(face.probability)), el("small", { text: "score" })]);
         scoreNode.style.color = colour;
         const card = el("article", { class: "face-card", "data-face": String(face.index) }, [
           el("div", { class: "face-head" }, [
-            el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: face.label.toUpperCase() })]),
+            el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: LABEL_WORDS[face.label] })]),
             scoreNode,
           ]),
-          el("div", { class: "meter", title: `${pct(face.probability, 1)}; the threshold is ${pct(threshold, 1)}` }, [fill, tick]),
+          el("div", { class: "meter", title: `${pct(face.probability, 1)}; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
           el("div", { class: "face-images" }, [
             el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
             el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
           ]),
-          el("div", { class: "face-meta", text: `Probability ${pct(face.probability, 1)} · threshold ${pct(threshold, 1)} · detection confidence ${pct(face.detection_score)}` }),
+          el("div", { class: "face-meta", text: `Probability ${pct(face.probability, 1)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}` }),
         ]);
         card.style.borderLeftColor = colour;
         card.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -414,11 +448,11 @@
     return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
   }
 
-  function renderVideo(result, file) {
+  function renderVideo(result, file, fileName) {
     $("result").hidden = false;
     $("video-result").hidden = false;
-    renderVerdict(result.verdict, "video");
-    renderFileFacts(result, file);
+    renderVerdict(result, "video", fileName);
+    renderFileFacts(result, file, fileName);
     const v = result.video;
     renderFacts($("video-facts"), [
       ["Duration", `${v.duration_s.toFixed(1)} s`],
@@ -432,6 +466,8 @@
     drawTimeline(result);
   }
 
+  const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
+
   function drawTimeline(result) {
     const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
     const times = result.timeline.map((p) => p.timestamp_s);
@@ -440,6 +476,10 @@
     const y = (p) => T + (H - T - B) * (1 - p);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of manipulation over time for each face" });
 
+    // The inconclusive band behind everything: scores in it are too close to the threshold to call.
+    const band = result.inconclusive;
+    root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
+    root.append(svg("text", { class: "band-label", x: L + 6, y: y(band.high) + 12, text: "inconclusive" }));
     for (const p of [0, 0.25, 0.5, 0.75, 1]) {
       root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
       root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
@@ -464,34 +504,75 @@
     root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) - 2, text: "threshold" }));
     root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) + 11, text: pct(threshold, threshold * 100 % 1 ? 1 : 0) }));
 
-    const legend = [];
+    const tip = $("timeline-tip");
+    tip.hidden = true;
     result.tracks.forEach((track, i) => {
-      const colour = TRACK_COLOURS[i % TRACK_COLOURS.length];
+      const colour = trackColour(i);
       const name = `Face ${i + 1}`;
       const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(p.probability).toFixed(1)}`).join(" ");
       const group = svg("g", { "data-track": String(track.track_id) });
       if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
       for (const p of track.points) {
-        group.append(svg("circle", { cx: x(p.timestamp_s), cy: y(p.probability), r: 3.5, fill: colour }, [svg("title", { text: `${name} at ${formatTime(p.timestamp_s, span)} (frame ${p.frame_index}): ${pct(p.probability, 1)}` })]));
+        const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(p.probability), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${pct(p.probability, 1)}` });
+        const show = () => showTip(tip, dot, p, name, span);
+        dot.addEventListener("mouseenter", show);
+        dot.addEventListener("focus", show);
+        dot.addEventListener("mouseleave", () => (tip.hidden = true));
+        dot.addEventListener("blur", () => (tip.hidden = true));
+        group.append(dot);
       }
       root.append(group);
-      const swatch = el("span", { class: "swatch" });
-      swatch.style.background = colour;
-      legend.push(
-        el("div", { class: "legend-item" }, [
-          swatch,
-          el("strong", { text: name }),
-          el("span", { text: `score ${pct(track.score)}` }),
-          el("span", { class: "label " + track.label, text: track.label.toUpperCase() }),
-          el("span", { class: "muted", text: `${track.points.length} of ${result.sampled_frames} frames` + (track.counted ? "" : " · too brief to count") }),
-        ])
-      );
     });
     if (!result.tracks.length) {
       root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
     }
-    $("timeline").replaceChildren(root);
-    $("legend").replaceChildren(...legend);
+    $("timeline").replaceChildren(root, tip);
+    $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span)));
+  }
+
+  // Hovering (or focusing) a point shows the face the model scored in that frame.
+  function showTip(tip, dot, point, name, span) {
+    tip.replaceChildren(
+      el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${formatTime(point.timestamp_s, span)}`, width: "96", height: "96" }),
+      el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${formatTime(point.timestamp_s, span)} · frame ${point.frame_index}`)]),
+      el("div", { text: `score ${pct(point.probability, 1)}` })
+    );
+    tip.hidden = false;
+    const chart = $("timeline").getBoundingClientRect();
+    const spot = dot.getBoundingClientRect();
+    const left = Math.min(Math.max(0, spot.left - chart.left - 60), chart.width - 140);
+    const above = spot.top - chart.top - tip.offsetHeight - 10;
+    tip.style.left = left + "px";
+    tip.style.top = (above >= 0 ? above : spot.bottom - chart.top + 10) + "px";
+  }
+
+  // Beside the timeline: who each line is (its most suspicious frame's face and heatmap), when it
+  // was seen, and whether it counts towards the verdict.
+  function trackCard(track, i, result, span) {
+    const name = `Face ${i + 1}`;
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = trackColour(i);
+    const when = track.first_seen_s === track.last_seen_s ? `at ${formatTime(track.first_seen_s, span)}` : `${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
+    const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
+    const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
+      el("div", { class: "track-head" }, [
+        swatch,
+        el("strong", { text: name }),
+        el("span", { class: "label " + track.label, text: LABEL_WORDS[track.label] }),
+        el("span", { class: "track-score", text: scorePct(track.score) }),
+      ]),
+      el("div", { class: "face-images" }, [
+        el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
+        el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
+      ]),
+      el("div", { class: "face-meta", text: seen }),
+      el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
+    ]);
+    card.style.borderLeftColor = trackColour(i);
+    const line = () => document.querySelector(`#timeline g[data-track="${track.track_id}"]`);
+    card.addEventListener("mouseenter", () => line() && line().classList.add("highlight"));
+    card.addEventListener("mouseleave", () => line() && line().classList.remove("highlight"));
+    return card;
   }
 
   // ---------------------------------------------------------------- wiring

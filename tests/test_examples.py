@@ -1,0 +1,40 @@
+"""The web page's examples show the product right: each falls on its labelled side with the shipped model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepshield.inference.analysis import Detector
+from deepshield.serving.app import STATIC_DIR
+
+EXAMPLES = STATIC_DIR / "examples"
+SIDE = {"real": "no_signs_found", "manipulated": "likely_manipulated"}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Detector:
+    return Detector.from_bundle()
+
+
+def examples() -> list[dict]:
+    return json.loads((EXAMPLES / "index.json").read_text())
+
+
+def test_every_example_is_labelled_and_present():
+    entries = examples()
+    assert {e["truth"] for e in entries} == {"real", "manipulated"}
+    assert {e["kind"] for e in entries} == {"image", "video"}
+    for entry in entries:
+        assert (EXAMPLES / entry["file"]).is_file() and entry["title"] and entry["description"]
+
+
+@pytest.mark.parametrize("entry", examples(), ids=lambda e: e["file"])
+def test_example_score_falls_on_its_labelled_side(shipped, entry):
+    result = shipped.analyze_path(EXAMPLES / entry["file"], frames=32)
+    assert result.kind == entry["kind"]
+    band = result.inconclusive
+    assert result.verdict.label == SIDE[entry["truth"]], (
+        f"{entry['file']} ({entry['truth']}) scored {result.verdict.probability:.3f}; inconclusive band [{band.low:.3f}, {band.high:.3f})"
+    )
