@@ -42,10 +42,15 @@ def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> No
 
 
 def history(run_dir: Path) -> list[dict]:
+    """The run's epoch records, each with the samples seen by its end."""
     import torch
 
     last = run_dir / "checkpoints" / "last.pt"
-    return torch.load(last, map_location="cpu", weights_only=False)["progress"]["history"] if last.is_file() else []
+    if not last.is_file():
+        return []
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    per_epoch = state["config"]["optim"]["samples_per_epoch"]
+    return [record | {"samples": (record["epoch"] + 1) * per_epoch} for record in state["progress"]["history"]]
 
 
 def cell(record: dict, key: str) -> str:
@@ -58,36 +63,36 @@ def cell(record: dict, key: str) -> str:
     return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None else f"{value:.3f}"
 
 
-def report(args: argparse.Namespace, names: list[str]) -> None:
+def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    histories = {name: history(args.out / name) for name in names}
+    histories = {name: history(run_dir) for name, run_dir in runs.items()}
     histories = {name: h for name, h in histories.items() if h}
     out = args.report_dir
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        keys = sorted({k for h in histories.values() for r in h for k in r if k != "epoch"})
-        writer.writerow(["run", "epoch", *keys])
+        keys = sorted({k for h in histories.values() for r in h for k in r if k not in ("epoch", "samples")})
+        writer.writerow(["run", "epoch", "samples", *keys])
         for name, records in histories.items():
             for record in records:
-                writer.writerow([name, record["epoch"], *(record.get(k, "") for k in keys)])
+                writer.writerow([name, record["epoch"], record["samples"], *(record.get(k, "") for k in keys)])
     lines = [
-        "| run | " + " | ".join(COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        "| run | samples | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
     ]
     for name, records in histories.items():
-        lines.append(f"| {name} | " + " | ".join(cell(records[-1], key) for key in COLUMNS) + " |")
+        lines.append(f"| {name} | {records[-1]['samples']:,} | " + " | ".join(cell(records[-1], key) for key in COLUMNS) + " |")
     (out / "results.md").write_text(
-        "Last epoch of each run (equal samples seen); AUC with 95% bootstrap intervals over files. "
+        "Last epoch of each run; AUC with 95% bootstrap intervals over files; every epoch is in results.csv. "
         "Written by scripts/model_study.py.\n\n" + "\n".join(lines) + "\n"
     )
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True)
     for name, records in histories.items():
-        samples = [(r["epoch"] + 1) * args.samples_per_epoch for r in records]
+        samples = [r["samples"] for r in records]
         for axis, key in zip(axes, ["bench_auc", *(f"bench_{n}_{level}_auc" for n, level in BENCH.items())]):
             axis.plot(samples, [r.get(key) for r in records], marker="o", label=name)
             axis.set(title=key, xlabel="samples seen")
@@ -106,10 +111,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these recipes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--also", nargs="*", type=Path, default=[], help="other run folders to table and plot beside the study's (e.g. a longer run)")
     args = parser.parse_args()
-    import tomllib
-
-    args.samples_per_epoch = tomllib.loads(args.base.read_text())["optim"]["samples_per_epoch"]
     runs = yaml.safe_load(args.runs.read_text())
     chosen = args.only or list(runs)
     unknown = [n for n in chosen if n not in runs]
@@ -119,7 +122,7 @@ def main() -> int:
         for name in chosen:
             train(name, runs[name] or {}, args.seed, args)
     names = [run_name(n, s) for n in runs for s in range(0, 4)]
-    report(args, [n for n in names if (args.out / n).is_dir()])
+    report(args, {n: args.out / n for n in names if (args.out / n).is_dir()} | {p.name: p for p in args.also})
     return 0
 
 

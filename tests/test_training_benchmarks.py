@@ -76,11 +76,15 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
 
 
 def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark_dir, tmp_path):
+    root = real_dir.parent.parent  # data paths relative to the data root: the card holds no machine folder
     config = tiny_config(
         real_dir, tmp_path / "run", tmp_path / "t.db", tmp_path / "cache",
-        **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "1", "export.threshold_fpr": "0.05", "optim.epochs": "1"},
+        **{"data.root": str(root), "data.real_dirs": f'["{real_dir.relative_to(root)}"]', "data.benchmarks": f'["{benchmark_dir.relative_to(root)}"]',
+           "data.benchmark_frames": "1", "export.threshold_fpr": "0.05", "optim.epochs": "1"},
     )  # fmt: skip
     card = OnnxClassifier(Trainer(config).run().bundle_dir).card
+    text = card.model_dump_json()
+    assert str(root) not in text and str(tmp_path) not in text
     # 5% of two real benchmark files or a few validation faces: none may be flagged.
     assert card.metrics["real_fpr_validation"] <= 0.05 and card.metrics["real_fpr_tiny_bench"] == 0.0
     assert "5% of each set of real media" in card.calibration.fitted_on
@@ -140,7 +144,10 @@ def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: [1e-3, 1e-2, 3e-2]\nbudget:\n  optim.epochs: 2\n")
     common = dict(space=space, tracking=False, prewarm=False, pruner="none")
-    by_bench = run_search(SearchSettings(out=tmp_path / "a", select="max.bench_auc", **common), train_fn=scripted, echo=lambda _: None)
+    with_benchmark = ['data.benchmarks=["dev-eval/modern-swaps"]']  # a benchmark selector needs a benchmark configured
+    by_bench = run_search(
+        SearchSettings(out=tmp_path / "a", select="max.bench_auc", overrides=with_benchmark, **common), train_fn=scripted, echo=lambda _: None
+    )
     by_val = run_search(SearchSettings(out=tmp_path / "b", select="max.val_auc", **common), train_fn=scripted, echo=lambda _: None)
     assert by_bench.report.best.params == {"optim.lr": 1e-3} and by_bench.report.best.value == pytest.approx(0.89)
     assert by_val.report.best.params == {"optim.lr": 3e-2}

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from deepshield.engines import INTERRUPTED_WORKERS, QUIET_ENV, Engine, FileJob, Reorder, WorkerFn, call_job
+from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
+from deepshield.native_logs import QUIET_ENV
 
 _WORKER: dict[str, Any] = {}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts

@@ -29,7 +29,6 @@ from typing import Any
 
 from deepshield.engines import (
     INTERRUPTED_WORKERS,
-    QUIET_ENV,
     Engine,
     FileJob,
     Reorder,
@@ -38,6 +37,7 @@ from deepshield.engines import (
     call_job,
     describe_error,
 )
+from deepshield.native_logs import QUIET_ENV
 from deepshield.errors import DeepShieldError
 
 try:

@@ -34,6 +34,7 @@ from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, det
 from deepshield.evaluation.scoring import CLEAN, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
+from deepshield.models.card import file_sha256
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "1"  # part of the cache key: bump when what a cached benchmark holds changes
@@ -81,14 +82,6 @@ class Benchmark:
             return cls(str(data["name"]), files, rows, data["crops"])
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_files: Iterable[Path]) -> None:
     """Refuse a benchmark that holds a training file, by resolved path or by identical content."""
     training = [Path(p).resolve() for p in training_files]
@@ -102,8 +95,8 @@ def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_f
                 sizes.setdefault(path.stat().st_size, []).append(path)
         by_size = [p for p in candidates if p.stat().st_size in sizes]
         if by_size:
-            training_digests = {_digest(t) for p in by_size for t in sizes[p.stat().st_size]}
-            shared = sorted(p for p in by_size if _digest(p) in training_digests)
+            training_digests = {file_sha256(t) for p in by_size for t in sizes[p.stat().st_size]}
+            shared = sorted(p for p in by_size if file_sha256(p) in training_digests)
     if shared:
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(

@@ -140,8 +140,8 @@ class TrainConfig(StrictModel):
 
     def recorded(self) -> dict[str, Any]:
         """The configuration as a model card or tracker records it: without the folders that only say
-        where this machine kept things (data root, run and cache folders)."""
-        return self.model_dump(mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}})
+        where this machine kept things (data root, run and cache folders, tracking store)."""
+        return self.model_dump(mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}})
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
