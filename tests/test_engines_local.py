@@ -60,6 +60,15 @@ def test_one_worker_runs_here_and_its_errors_propagate(tmp_path):
 
 
 def test_ctrl_c_interrupts_every_worker_then_is_raised(tmp_path):
+    # Python's own Ctrl-C handler, also when the suite was started in the background (SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_interrupts_every_worker(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     def ctrl_c_once_both_started() -> None:
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"started_{i}").exists() for i in range(2)) and time.monotonic() < deadline:

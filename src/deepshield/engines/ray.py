@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import pickle
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -83,6 +84,10 @@ def _run_worker(fn: WorkerFn, index: int, queue, cwd: str) -> None:
     SIGTERM does in a local worker process."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    # ray.cancel interrupts the task with SIGINT: a driver started in the background (SIGINT ignored,
+    # inherited by raylet and its workers) would otherwise never see its trials cancelled.
+    with contextlib.suppress(ValueError):  # not the main thread: the handler stays as it is
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = os.getcwd()
     if os.path.isdir(cwd):
         os.chdir(cwd)
