@@ -66,3 +66,23 @@ def face_video(tmp_path, astronaut) -> Path:
     """2 s, 10 fps: the astronaut drifting right by 2 px a frame (one face track)."""
     frames = [np.roll(astronaut, 2 * i, axis=1) for i in range(20)]
     return write_video(tmp_path / "face.mp4", frames)
+
+
+# Whole files by what they need: `make test-fast` (-m "not slow and not browser and not ray") skips them.
+MARKS_BY_FILE = {
+    "test_ray_engine.py": "ray",  # starts local Ray instances
+    "test_serving_browser.py": "browser",  # Debian chromium (installed as root by .ci/setup-system.sh)
+    "test_training.py": "slow",
+    "test_training_benchmarks.py": "slow",
+    "test_tuning_search.py": "slow",
+    "test_tuning_train.py": "slow",
+    "test_serving_hostile.py": "slow",
+    "test_serving_load.py": "slow",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        mark = MARKS_BY_FILE.get(item.path.name)
+        if mark:
+            item.add_marker(getattr(pytest.mark, mark))
