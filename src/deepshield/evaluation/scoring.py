@@ -167,7 +167,7 @@ class FaceRow(NamedTuple):
 
 
 FACE_COLUMNS = (*FaceRow._fields, "logit")
-_FLOAT_COLUMNS = ("logit", "detection_score", "x0", "y0", "x1", "y1")
+FLOAT_COLUMNS = ("logit", "detection_score", "x0", "y0", "x1", "y1")
 
 
 def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -175,7 +175,7 @@ def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | None = None)
     columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
     if logits is not None:
         columns["logit"] = list(logits)
-    return {name: np.asarray(values, dtype=np.float32 if name in _FLOAT_COLUMNS else np.int64) for name, values in columns.items()}
+    return {name: np.asarray(values, dtype=np.float32 if name in FLOAT_COLUMNS else np.int64) for name, values in columns.items()}
 
 
 @dataclass

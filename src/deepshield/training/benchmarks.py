@@ -31,7 +31,7 @@ import numpy as np
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics
-from deepshield.evaluation.scoring import CLEAN, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
+from deepshield.evaluation.scoring import CLEAN, FLOAT_COLUMNS, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
 from deepshield.models.card import file_sha256
@@ -77,7 +77,7 @@ class Benchmark:
     def load(cls, path: Path) -> Benchmark:
         with np.load(path, allow_pickle=False) as data:
             files = [FileRecord(**f) for f in json.loads(str(data["files"]))]
-            kinds = [int if name not in ("detection_score", "x0", "y0", "x1", "y1") else float for name in FaceRow._fields]
+            kinds = [float if name in FLOAT_COLUMNS else int for name in FaceRow._fields]
             rows = [FaceRow(*(kind(v) for kind, v in zip(kinds, row))) for row in data["rows"]]
             return cls(str(data["name"]), files, rows, data["crops"])
 
@@ -88,15 +88,13 @@ def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_f
     training_paths = set(training)
     candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
     shared = sorted(p for p in candidates if p in training_paths)
-    if not shared:
-        sizes: dict[int, list[Path]] = {}
-        for path in training:
-            if path.is_file():
-                sizes.setdefault(path.stat().st_size, []).append(path)
-        by_size = [p for p in candidates if p.stat().st_size in sizes]
-        if by_size:
-            training_digests = {file_sha256(t) for p in by_size for t in sizes[p.stat().st_size]}
-            shared = sorted(p for p in by_size if file_sha256(p) in training_digests)
+    if not shared:  # same content under another path: hash only the files whose size matches a candidate's
+        candidate_sizes = {p: p.stat().st_size for p in candidates}
+        wanted = set(candidate_sizes.values())
+        same_size = {t: t.stat().st_size for t in training if t.is_file() and t.stat().st_size in wanted}
+        matched_sizes = set(same_size.values())
+        digests = {file_sha256(t) for t in same_size}
+        shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
     if shared:
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(

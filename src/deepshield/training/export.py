@@ -10,7 +10,7 @@ import numpy as np
 
 from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
 from deepshield.evaluation.metrics import detection_metrics
-from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, TrainingInfo
@@ -39,9 +39,7 @@ def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
 
 def _file_score(faces: RealFileFaces, temperature: float, rule: VideoRule) -> float:
     tracks, logits, frames = faces
-    probabilities = sigmoid(np.asarray(logits, np.float64) / temperature)
-    by_track = [probabilities[tracks == t].tolist() for t in np.unique(tracks)]
-    return rule.aggregate(by_track, frames).score
+    return aggregate_tracks(np.asarray(tracks), sigmoid(np.asarray(logits, np.float64) / temperature), frames, rule)
 
 
 @dataclass(frozen=True)

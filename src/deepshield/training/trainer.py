@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -348,8 +348,7 @@ class Trainer:
         bench_scores = score_benchmarks(data.benchmarks, lambda crops: predict_logits(net, crops), 1.0)
         reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
         calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
-        for scores in bench_scores:
-            scores.scored.temperature = calibration.temperature
+        bench_scores = [replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores]
         record = EpochRecord(
             **progress.history[-1],
             val_loss=float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())),
