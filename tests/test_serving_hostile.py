@@ -5,6 +5,7 @@ time and stops by itself."""
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import threading
@@ -48,12 +49,26 @@ def start_upload(port: int, declared: int = 200_000, source: str = "127.0.0.1") 
 
 
 def answer_within(sock: socket.socket, seconds: float) -> bytes:
-    """What the server has sent back within `seconds` (b"" if nothing, or the connection closed)."""
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(4096)
-    except (TimeoutError, ConnectionResetError):
-        return b""
+    """The answer the server has sent back within `seconds`: its head and, when it says how long, its
+    whole body, however many packets they came in (b"" if nothing, or the connection was reset)."""
+    deadline = time.monotonic() + seconds
+    answer = b""
+    while time.monotonic() < deadline:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head + b"\r\n")
+        if sep and (length is None or len(body) >= int(length.group(1))):
+            return answer
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            return answer
+        except ConnectionResetError:
+            return b""
+        if not chunk:  # closed by the server
+            return answer
+        answer += chunk
+    return answer
 
 
 def answered_sockets(sockets: list[socket.socket], expected: int, within_s: float) -> list[socket.socket]:
