@@ -18,7 +18,7 @@ from deepshield.cli.args import (
     positive_int,
     probability,
 )
-from deepshield.serving.settings import ServerSettings
+from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
 SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    most = ServerSettings.max_video_frames  # the API's bound, so both accept the same requests
+    most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
     parser.add_argument("--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)")
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument("--out", type=Path, help="write results here instead of standard output (jsonl and csv: row by row, as files finish)")
