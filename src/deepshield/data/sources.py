@@ -33,6 +33,7 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
+from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 
 REAL, FAKE = "real", "fake"
 Label = Literal["real", "fake"]
@@ -42,10 +43,6 @@ UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
 Format = Literal["dfdc", "ffpp", "folders", "csv"]
 FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
-
-IMAGE_SUFFIXES = frozenset(".jpg .jpeg .png .gif .bmp .tif .tiff .webp".split())
-VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split())
-MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 class SourceFormatError(DeepShieldError):

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deepshield.data.sources import MISSING_FILE, VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import CropPolicy, crop_face
@@ -37,6 +37,7 @@ from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.media.frames import read_frames
+from deepshield.media.suffixes import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 

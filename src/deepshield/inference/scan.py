@@ -13,11 +13,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.media.files import check_media_file
-
-MEDIA_SUFFIXES = frozenset(
-    ".jpg .jpeg .png .gif .bmp .tif .tiff .webp .mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split()
-)
-
+from deepshield.media.suffixes import MEDIA_SUFFIXES
 
 class ScanRow(BaseModel):
     path: str

@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
+from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
 from deepshield.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 
