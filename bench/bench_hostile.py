@@ -38,7 +38,8 @@ import numpy as np
 from PIL import Image
 
 from bench_serving import RssSampler  # this folder is on the path when the script runs
-from deepshield.serving.testing import rss_bytes, server_process
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
+from tests.serving_support import rss_bytes, server_process  # noqa: E402
 
 BOUNDARY = "hostile"
 JOB_DEADLINE_S = 120.0

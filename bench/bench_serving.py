@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from deepshield.serving.testing import rss_bytes, server_process
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
+from tests.serving_support import rss_bytes, server_process  # noqa: E402
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "src" / "deepshield" / "serving" / "static" / "examples" / "astronaut-real.jpg"
 TARGET_RATE_AT_4 = 10.0

@@ -1,4 +1,4 @@
-"""Run the app on a real socket for tests and benchmarks: in a background thread, or as a subprocess."""
+"""Run the app on a real socket for tests and benchmarks (bench/ imports it too): in a background thread, or as a subprocess."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.testing import live_server
+from tests.serving_support import live_server
 from tests.test_media import mjpeg_with_lying_header
 from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files, wait_for_job
 
@@ -276,7 +276,7 @@ def _post_file(base_url: str, path: str, data: bytes, name: str) -> dict:
 def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle, tmp_path, astronaut):
     import numpy as np
 
-    from deepshield.serving.testing import server_process
+    from tests.serving_support import server_process
     from tests.conftest import write_video
 
     frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(32)]

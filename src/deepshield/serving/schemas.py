@@ -66,6 +66,15 @@ class Limits(BaseModel):
     max_video_pixels_per_frame: int
     video_frames: int
     max_video_frames: int
+    min_face_px: int = Field(description="faces narrower than this (pixels, in the analysed frame) are not detected")
+
+
+class AcceptedMedia(BaseModel):
+    """What the server reads (judged by content; a suffix only guesses, before uploading, whether a file is a video)."""
+
+    image_formats: list[str]
+    video_formats: list[str]
+    video_suffixes: list[str] = Field(description="file-name suffixes (without the dot) taken for videos")
 
 
 class Health(BaseModel):
@@ -76,3 +85,5 @@ class Health(BaseModel):
     analyses_waiting: int
     jobs_pending: int
     limits: Limits
+    accepted: AcceptedMedia
+    job_error_statuses: dict[str, int] = Field(description="for a failed job's error code, the HTTP status a request failing the same way answers with")
