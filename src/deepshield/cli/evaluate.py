@@ -76,9 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_classifier(model: str | None):
-    from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+    from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 
-    path = DEFAULT_BUNDLE if model in (None, "default") else Path(model)
+    path = bundle_dir(model)
     return OnnxClassifier(path), path
 
 

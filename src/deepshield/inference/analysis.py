@@ -26,7 +26,7 @@ from deepshield.inference.results import (
     VideoResult,
     VideoSummary,
 )
-from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.tracking import associate
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
@@ -135,8 +135,7 @@ class Detector:
         cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs
     ) -> Detector:
         """Load a bundle directory; None or "default" gives the model shipped with the package."""
-        path = DEFAULT_BUNDLE if bundle in (None, "default") else Path(bundle)
-        return cls(OnnxClassifier(path), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
+        return cls(OnnxClassifier(bundle_dir(bundle)), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
 
     @property
     def card(self):

@@ -16,6 +16,11 @@ from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, ModelCar
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
+def bundle_dir(bundle: Path | str | None) -> Path:
+    """The folder of a bundle as named by a caller (--model, Detector.from_bundle): None or "default" is the shipped model."""
+    return DEFAULT_BUNDLE if bundle is None or bundle == "default" else Path(bundle)
+
+
 @dataclass(frozen=True)
 class FaceScores:
     logits: np.ndarray  # N, uncalibrated

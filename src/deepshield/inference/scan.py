@@ -12,6 +12,7 @@ from deepshield.engines import FileJob
 from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
+from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 
@@ -83,9 +84,9 @@ class ScanJob(FileJob):
         return path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
 
     def setup(self) -> Detector:
-        bundle = self.bundle
-        if bundle not in (None, "default"):
-            bundle = str(self._located(Path(bundle)))
+        bundle = bundle_dir(self.bundle)
+        if bundle != DEFAULT_BUNDLE:
+            bundle = self._located(bundle)
         return Detector.from_bundle(bundle, min_face_size=self.min_face_size, threshold=self.threshold)
 
     def run(self, detector: Detector, path: Path) -> ScanRow:
