@@ -86,10 +86,7 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
     lines = complete.decode("utf-8").splitlines()
-    if fmt == "jsonl":
-        records = [json.loads(line) for line in lines if line.strip()]
-    else:
-        records = list(csv.DictReader(lines))
+    records = [json.loads(line) for line in lines if line.strip()] if fmt == "jsonl" else list(csv.DictReader(lines))
     return {record["path"]: record["status"] for record in records}
 
 
@@ -199,7 +196,7 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
         stream = sys.stdout
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))
+        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))  # noqa: SIM115 - the ExitStack closes it
     if args.format == "csv" and (args.out is None or stream.tell() == 0):
         stream.write(csv_header())
     return stream

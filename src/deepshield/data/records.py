@@ -9,7 +9,6 @@ A record is written (atomically, after every crop of its file has been renamed i
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,7 +104,4 @@ def load_valid_record(layout: DatasetLayout, key: str, source_file: Path, settin
 
 
 def remove_record(layout: DatasetLayout, key: str) -> None:
-    try:
-        os.remove(layout.record_path(key))
-    except FileNotFoundError:
-        pass
+    layout.record_path(key).unlink(missing_ok=True)

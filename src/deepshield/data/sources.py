@@ -19,10 +19,6 @@ metadata.json, a file outside any real/fake folder) comes out as a SourceProblem
 
 from __future__ import annotations
 
-# The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
-# apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
-MISSING_FILE = "file not found"
-
 import csv
 import json
 import re
@@ -34,6 +30,10 @@ from typing import Literal
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
+
+# The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
+# apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
+MISSING_FILE = "file not found"
 
 REAL, FAKE = "real", "fake"
 Label = Literal["real", "fake"]
@@ -215,7 +215,7 @@ def read_ffpp(root: Path, root_key: str, source: str = "ffpp", compressions: Seq
         name = "_".join(tails) if prefixes == {"youtube"} else "+".join(sorted(members))
         for m in members:
             names[m] = f"{source}:{name}"
-    for (kind, _, video), node in zip(reals, real_ids):
+    for (_, _, video), node in zip(reals, real_ids):
         yield SourceItem(video, REAL, names[node], source, NO_METHOD, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
     for (method, _, video), node in zip(fakes, fake_ids):
         yield SourceItem(video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")

@@ -59,16 +59,11 @@ def assign_groups(
     result = {group: split for group, split in fixed.items() if group in counts}
     for group in free:
         counter = counts[group]
-
-        def need(index: int) -> float:
-            split = SPLITS[index]
-            return sum(
-                counter[label] * (ratios[index] * totals[label] - current[split][label]) / totals[label]
-                for label in LABELS
-                if totals[label]
-            )
-
-        best = max(usable, key=lambda i: (need(i), -i))
+        needs = {
+            i: sum(counter[label] * (ratios[i] * totals[label] - current[SPLITS[i]][label]) / totals[label] for label in LABELS if totals[label])
+            for i in usable
+        }
+        best = max(usable, key=needs.__getitem__)  # of equal needs, the first split
         result[group] = SPLITS[best]
         current[SPLITS[best]].update(counter)
     return result

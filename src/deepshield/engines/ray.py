@@ -38,8 +38,8 @@ from deepshield.engines import (
     call_job,
     describe_error,
 )
-from deepshield.native_logs import quiet_environment
 from deepshield.errors import DeepShieldError
+from deepshield.native_logs import quiet_environment
 
 try:
     import ray

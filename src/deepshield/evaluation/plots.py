@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
+from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points
 
 if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn from its models only
     from deepshield.evaluation.summary import PerturbationRow, Reliability

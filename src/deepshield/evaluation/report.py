@@ -15,7 +15,7 @@ import csv
 import html
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -332,7 +332,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="muted">{_e(SCOPE)}</p>',
-        f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
+        f'<p class="muted">Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
         f" · data: {_e(', '.join(s.datasets))}</p>",
         "<table>"
         + "".join(

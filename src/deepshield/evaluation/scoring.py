@@ -17,6 +17,7 @@ scoring again.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import sys
 from collections import defaultdict
@@ -137,7 +138,7 @@ class ScoredSet:
         order = np.lexsort((tracks, file_ids))
         file_ids, tracks, probabilities = file_ids[order], tracks[order], probabilities[order]
         bounds = np.flatnonzero(np.r_[True, file_ids[1:] != file_ids[:-1], True])
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in itertools.pairwise(bounds):
             file_id = int(file_ids[start])
             scores[file_id] = aggregate_tracks(tracks[start:stop], probabilities[start:stop], self.files[file_id].frames, rule)
         return scores

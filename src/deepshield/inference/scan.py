@@ -16,6 +16,7 @@ from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 
+
 class ScanRow(BaseModel):
     path: str
     status: str  # "ok" or "error"

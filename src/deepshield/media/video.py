@@ -74,7 +74,7 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         duration = 0.0
     frames = int(stream.frames or 0)
     if frames <= 0 and fps > 0:
-        frames = int(round(duration * fps))
+        frames = round(duration * fps)
     if fps <= 0 and frames > 0 and duration > 0:
         fps = frames / duration
     # FFmpeg 7 no longer exports the 'rotate' tag (the display matrix replaced it, and PyAV reads

@@ -214,7 +214,7 @@ class JobStore:
         except DeepShieldError as exc:
             api = from_library_error(exc)
             error = ErrorBody(error=api.code, detail=api.detail)
-        except Exception as exc:  # noqa: BLE001 - one bad file never takes the worker down
+        except Exception as exc:  # one bad file never takes the worker down
             log.error("job %s failed", job.id, exc_info=True)
             error = ErrorBody(error="internal_error", detail=f"the analysis failed unexpectedly ({type(exc).__name__})")
         finally:

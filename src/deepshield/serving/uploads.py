@@ -41,10 +41,7 @@ class Upload:
     head: bytes  # first bytes, for sniffing the type
 
     def delete(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def _display_name(raw: bytes | None) -> str:
@@ -216,14 +213,14 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                         parser.write(chunk)
                     except ApiError:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - python-multipart's own parse errors
+                    except Exception as exc:  # python-multipart's own parse errors
                         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
                     timer.reschedule(deadline())
             if parser.state != MultipartState.END:
                 raise ApiError(400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary")
             try:
                 parser.finalize()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # python-multipart's own parse errors
                 raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
         if not receiver.found:
             raise ApiError(400, "bad_request", f"no file: send the media in a multipart field named '{FIELD_NAME}'")

@@ -107,8 +107,9 @@ def _blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarr
     return np.clip(source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
 
 
-def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()) -> SynthesisResult:
-    """SBI: blend an augmented, slightly misaligned copy of the face back into itself."""
+def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None) -> SynthesisResult:
+    """SBI: blend an augmented, slightly misaligned copy of the face back into itself (config None: the defaults)."""
+    config = SynthesisConfig() if config is None else config
     source = _misalign(_frequency_jitter(_colour_jitter(target.image, rng), rng), rng, config)
     mask = _soft_mask(target, rng, config)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="self_blend")
@@ -128,9 +129,10 @@ def _match_colour(source: np.ndarray, target: np.ndarray, region: np.ndarray) ->
 
 
 def cross_blend(
-    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()
+    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None
 ) -> SynthesisResult:
-    """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended."""
+    """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended (config None: the defaults)."""
+    config = SynthesisConfig() if config is None else config
     height, width = target.image.shape[:2]
     use_mesh = target.landmarks is not None and donor.landmarks is not None
     src_points = donor.landmarks if use_mesh else donor.keypoints[:4]

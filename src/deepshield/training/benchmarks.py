@@ -31,7 +31,16 @@ import numpy as np
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics
-from deepshield.evaluation.scoring import CLEAN, FLOAT_COLUMNS, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
+from deepshield.evaluation.scoring import (
+    CLEAN,
+    FLOAT_COLUMNS,
+    FaceRow,
+    FileRecord,
+    ScoredSet,
+    face_columns,
+    is_prepared_dataset,
+    open_labelled_set,
+)
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
 from deepshield.models.card import file_sha256

@@ -31,6 +31,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.models.card import Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.tracking.tracker import open_tracker
+from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import (
@@ -38,11 +39,10 @@ from deepshield.training.dataset import (
     split_by_group,
     validation_samples,
 )
-from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
 from deepshield.training.export import export_checkpoint, fit_calibration, real_file_faces
-from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared, prepared_source_files
+from deepshield.training.records import EpochRecord, parse_epoch_selector
 
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()

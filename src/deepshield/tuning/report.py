@@ -318,7 +318,7 @@ def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, ou
 def format_table(rows: list[dict[str, Any]], space: SearchSpace, selector: Selector, limit: int = 10) -> str:
     key = str(selector)
     ordered = sorted(rows, key=lambda r: (r["state"] != "COMPLETE", r[key] is None, -(r[key] or 0) if selector.mode == "max" else (r[key] or 0)))
-    columns = ["trial", "state", key, "best_epoch"] + space.names
+    columns = ["trial", "state", key, "best_epoch", *space.names]
     lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
     for row in ordered[:limit]:
         lines.append(" | ".join(_fmt(row.get(c)) for c in columns))
