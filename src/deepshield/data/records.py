@@ -101,7 +101,3 @@ def load_valid_record(layout: DatasetLayout, key: str, source_file: Path, settin
     if not all((layout.root / face.crop_path).is_file() for face in outcome.faces):
         return None
     return outcome
-
-
-def remove_record(layout: DatasetLayout, key: str) -> None:
-    layout.record_path(key).unlink(missing_ok=True)

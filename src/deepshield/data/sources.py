@@ -41,7 +41,6 @@ LABELS: tuple[Label, ...] = (REAL, FAKE)
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
-Format = Literal["dfdc", "ffpp", "folders", "csv"]
 FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
 
 

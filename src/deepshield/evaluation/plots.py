@@ -83,9 +83,6 @@ def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, ti
 
 # ----------------------------------------------------------------------------- evaluation report
 
-LEVEL_STYLES = {"file": "-", "face": "--"}
-
-
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC") -> Path:
     """Several ROC curves on one axis; `curves`: legend -> (labels, scores)."""
     figure, axis = plt.subplots(figsize=(4.8, 4.5))

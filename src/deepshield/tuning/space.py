@@ -153,9 +153,6 @@ class SearchSpace:
             data.pop(BUDGET_KEY)
         return json.dumps(data, sort_keys=True, default=str)
 
-    def with_budget(self, extra: dict[str, Any]) -> SearchSpace:
-        return SearchSpace(self.params, {**self.budget, **extra})
-
 
 def _is_spec(value: Any) -> bool:
     return isinstance(value, list) or (isinstance(value, dict) and ("values" in value or "choices" in value or "low" in value or "high" in value))
