@@ -68,7 +68,7 @@ def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = Fals
 
 
 @dataclass(frozen=True)
-class ScanJob(FileJob):
+class ScanJob(FileJob[Detector, Path, ScanRow]):
     """scan_file as an engine job: a Detector per worker process, one ScanRow per path.
 
     `base_dir` (the caller's working directory, for engines whose workers may run elsewhere): relative
