@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address)) if files else None
-        for row in tqdm(engine.map(job, files) if files else (), total=len(files), unit="file", file=sys.stderr, disable=None):
+        for row in tqdm(engine.map(job, files) if engine is not None else (), total=len(files), unit="file", file=sys.stderr, disable=None):
             if args.heatmaps is not None and row.status == "ok":
                 write_heatmaps(row, args.heatmaps, used_stems)
             statuses.append(row.status)

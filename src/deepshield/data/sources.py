@@ -35,8 +35,9 @@ from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 # apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
 MISSING_FILE = "file not found"
 
-REAL, FAKE = "real", "fake"
 Label = Literal["real", "fake"]
+REAL: Label = "real"
+FAKE: Label = "fake"
 LABELS: tuple[Label, ...] = (REAL, FAKE)
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
@@ -238,18 +239,17 @@ def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterat
     for path in _media_files(root):
         relative = path.relative_to(root)
         folders = (root.resolve().name, *relative.parts[:-1])
-        positions = [i for i, name in enumerate(folders) if normalise_label(name) is not None]
-        if not positions:
+        labelled = [(i, label) for i, name in enumerate(folders) if (label := normalise_label(name)) is not None]
+        if not labelled:
             yield SourceProblem(path, "not inside a folder named real/ or fake/ (label unknown)", source)
             continue
-        at = positions[-1]  # the innermost real/ or fake/ decides
-        label = normalise_label(folders[at])
+        at, label = labelled[-1]  # the innermost real/ or fake/ decides
         method = NO_METHOD if label == REAL else (folders[at + 1] if at + 1 < len(folders) else UNKNOWN_METHOD)
         rel = relative.as_posix()
         yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
 
 
-def read_as_label(root: Path, root_key: str, label: str, source: str | None = None) -> Iterator[SourceEntry]:
+def read_as_label(root: Path, root_key: str, label: Label, source: str | None = None) -> Iterator[SourceEntry]:
     """Every image or video under `root`, all with one label (a folder of extra real faces)."""
     source = source or folder_source_name(root)
     files = _media_files(root) if root.is_dir() else [root]

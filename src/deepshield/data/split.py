@@ -46,10 +46,10 @@ def assign_groups(
 ) -> dict[str, str]:
     """A split name for every group. Groups in `fixed` keep theirs (and count towards the targets)."""
     fixed = dict(fixed or {})
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for counter in counts.values():
         totals.update(counter)
-    current = {split: Counter() for split in SPLITS}
+    current: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for group, split in fixed.items():
         if group in counts:
             current[split].update(counts[group])
@@ -75,7 +75,7 @@ def apply_split(records: Sequence[CropRecord], ratios: Sequence[float], seed: in
 
 
 def split_counts(records: Sequence[CropRecord]) -> dict[str, Counter]:
-    out = {split: Counter() for split in SPLITS}
+    out: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for record in records:
         out.setdefault(record.split, Counter())[record.label] += 1
     return out

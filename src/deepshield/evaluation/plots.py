@@ -135,7 +135,7 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
         chosen = scores[labels == value]
         if chosen.size:
-            axis.hist(chosen, bins=bins, alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
+            axis.hist(chosen, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
     axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
     axis.legend(fontsize=8)

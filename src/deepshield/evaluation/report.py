@@ -15,6 +15,7 @@ import csv
 import html
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _listing(entries: list[BaseModel], columns: list[str], limit: int = 200) -> str:
+def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200) -> str:
     if not entries:
         return '<p class="muted">none</p>'
     head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
@@ -375,7 +376,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         _metrics_table([(f"{kind}", block.file) for kind, block in summary.video_rules.items()]),
     ]
     if any(block.videos_only is not None for block in summary.video_rules.values()):
-        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items()]))
+        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items() if block.videos_only is not None]))
     parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block.rule)}</li>" for kind, block in summary.video_rules.items()) + "</ul>")
     parts += ["<h2>Robustness to perturbations</h2>"]
     if len(summary.perturbations) > 1:

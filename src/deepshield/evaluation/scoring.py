@@ -149,7 +149,10 @@ def aggregate_tracks(track_ids: np.ndarray, probabilities: np.ndarray, frames: i
     per_track: dict[int, list[float]] = defaultdict(list)
     for track, probability in zip(track_ids.tolist(), probabilities.tolist()):
         per_track[track].append(probability)
-    return rule.aggregate(list(per_track.values()), frames).score
+    score = rule.aggregate(list(per_track.values()), frames).score
+    if score is None:
+        raise ValueError("aggregate_tracks needs at least one face")
+    return score
 
 
 class FaceRow(NamedTuple):
@@ -172,7 +175,7 @@ FACE_COLUMNS = (*FaceRow._fields, "logit")
 FLOAT_COLUMNS = ("logit", "detection_score", "x0", "y0", "x1", "y1")
 
 
-def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Rows (and their logits) as equal-length typed columns."""
     columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
     if logits is not None:
@@ -402,8 +405,8 @@ class PreparedCrops:
             self.notes.append(message)
         size = self.policy.size
         by_file: dict[str, list] = {}
-        for record in records:
-            by_file.setdefault(record.source_file, []).append(record)
+        for crop in records:
+            by_file.setdefault(crop.source_file, []).append(crop)
         resized = 0
         for source_file, members in tqdm(list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
             first = members[0]
@@ -457,7 +460,10 @@ def list_items(datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: S
     problems: list[SourceProblem] = []
     for path, key in zip(datasets, root_keys(list(datasets))):
         for entry in read_source(path, fmt, key, ffpp_compressions):
-            (items if isinstance(entry, SourceItem) else problems).append(entry)
+            if isinstance(entry, SourceItem):
+                items.append(entry)
+            else:
+                problems.append(entry)
     return items, problems
 
 

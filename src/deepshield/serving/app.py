@@ -88,7 +88,7 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to change the schema
 
 
 def create_app(detector: Detector, settings: ServerSettings | None = None) -> FastAPI:

@@ -34,7 +34,7 @@ from deepshield.serving.uploads import Upload
 log = logging.getLogger("deepshield.serving")
 
 ProgressFn = Callable[[float, str], None]
-JobWork = Callable[[ProgressFn], object]
+JobWork = Callable[[ProgressFn], BaseModel]  # a job's analysis, reporting progress; its result
 
 
 class JobTimeout(Exception):
@@ -146,7 +146,7 @@ class JobStore:
         """Forget finished jobs past their expiry. Returns how many were forgotten."""
         now = time.time() if now is None else now
         with self._lock:
-            expired = [job_id for job_id, job in self._jobs.items() if job.finished and job.finished_at + self.ttl_s <= now]
+            expired = [job_id for job_id, job in self._jobs.items() if job.finished_at is not None and job.finished_at + self.ttl_s <= now]
             self._forget(expired)
         return len(expired)
 

@@ -27,17 +27,17 @@ class TrackPointView(TrackPoint):
 
 
 class TrackView(TrackResult):
-    points: list[TrackPointView]
+    points: list[TrackPointView]  # type: ignore[assignment]  # the view narrows the result's item type (pydantic reads it)
     thumbnail_png: str = Field(description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL")
     heatmap_png: str = Field(description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL")
 
 
 class VideoResponse(VideoResult):
-    tracks: list[TrackView]
+    tracks: list[TrackView]  # type: ignore[assignment]  # as above
 
 
 class AnalyzeResponse(ImageResult):
-    faces: list[FaceView]
+    faces: list[FaceView]  # type: ignore[assignment]  # as above
     file: FileInfo
     preview_jpeg: str | None = Field(None, description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.")
 

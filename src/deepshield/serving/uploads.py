@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +24,9 @@ from deepshield.media.sniff import HEADER_BYTES
 from deepshield.media.units import format_bytes
 from deepshield.serving.errors import ApiError
 from deepshield.serving.settings import ServerSettings
+
+if TYPE_CHECKING:  # a typing-only name of python-multipart
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("deepshield.serving")
 
@@ -112,9 +116,9 @@ class _Receiver:
     def on_part_end(self) -> None:
         self._in_file = False
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished", "on_part_data", "on_part_end")
-        return {name: getattr(self, name) for name in names}
+        return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
 
 
 @dataclass(frozen=True)

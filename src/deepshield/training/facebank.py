@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -148,7 +150,7 @@ def build_facebank(
         if workers > 1:
             context = get_context("spawn")  # MediaPipe graphs must not be forked
             pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(policy.model_dump_json(),)))
-            results = pool.imap(_process, files, chunksize=16)
+            results: Iterator[Any] = pool.imap(_process, files, chunksize=16)
         else:
             _init_worker(policy.model_dump_json())
             results = map(_process, files)
