@@ -38,6 +38,7 @@ test-fast: install-test
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/ruff format --check .
 
 # Rewrites files: ruff's formatter, then ruff's safe fixes.
 format: install-test
