@@ -6,9 +6,9 @@ or above the band, `inconclusive` inside it, `no_signs_found` below it (which ne
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.models.card import InconclusiveBand, VerdictLabel
@@ -40,8 +40,8 @@ class FaceResult(BaseModel):
     logit: float
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
-    crop: np.ndarray | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
-    heatmap: np.ndarray | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
+    crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
+    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
 
 
 class Verdict(BaseModel):
@@ -72,7 +72,7 @@ class TrackPoint(BaseModel):
     timestamp_s: float
     box: list[float]
     probability: float
-    thumbnail: np.ndarray | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
+    thumbnail: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
 
 
 class TrackResult(BaseModel):
@@ -90,8 +90,8 @@ class TrackResult(BaseModel):
     peak_timestamp_s: float
     counted: bool = Field(description="whether the track takes part in the verdict")
     not_counted_reason: str | None = Field(None, description="why it does not, when it does not")
-    crop: np.ndarray | None = Field(None, exclude=True, repr=False)  # the peak frame's face crop
-    heatmap: np.ndarray | None = Field(None, exclude=True, repr=False)  # its heatmap
+    crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # the peak frame's face crop
+    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # its heatmap
 
 
 class TimelinePoint(BaseModel):

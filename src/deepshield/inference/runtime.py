@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from deepshield.errors import BundleError
@@ -16,11 +18,16 @@ from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, ModelCar
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
+def bundle_dir(bundle: Path | str | None) -> Path:
+    """The folder of a bundle as named by a caller (--model, Detector.from_bundle): None or "default" is the shipped model."""
+    return DEFAULT_BUNDLE if bundle is None or bundle == "default" else Path(bundle)
+
+
 @dataclass(frozen=True)
 class FaceScores:
-    logits: np.ndarray  # N, uncalibrated
-    probabilities: np.ndarray  # N, calibrated P(fake)
-    cams: np.ndarray  # N x h x w, per-location logits
+    logits: NDArray[Any]  # N, uncalibrated
+    probabilities: NDArray[Any]  # N, calibrated P(fake)
+    cams: NDArray[Any]  # N x h x w, per-location logits
 
 
 def read_card(bundle_dir: Path) -> ModelCard:
@@ -75,11 +82,11 @@ class OnnxClassifier:
     def input_size(self) -> int:
         return self.card.input_size
 
-    def probability(self, logits: np.ndarray) -> np.ndarray:
+    def probability(self, logits: NDArray[Any]) -> NDArray[Any]:
         temperature = self.card.calibration.temperature
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+        return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature)), dtype=np.float64)
 
-    def score(self, crops: np.ndarray, batch_size: int = 16) -> FaceScores:
+    def score(self, crops: NDArray[Any], batch_size: int = 16) -> FaceScores:
         """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy."""
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")

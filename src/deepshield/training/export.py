@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,5 +136,5 @@ def export_checkpoint(
 def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
     """The exported epoch's benchmark figures, as training logged them."""
     epoch = int(checkpoint["epoch"])
-    record = next((r for r in checkpoint.get("progress", {}).get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+    record: dict[str, Any] = next((r for r in checkpoint.get("progress", {}).get("history", []) if int(r.get("epoch", -1)) == epoch), {})
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
