@@ -8,10 +8,11 @@ per convolution. The network gets them in forward order, and each batch norm bec
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 from onnx import numpy_helper
 from torch import nn
 
@@ -22,7 +23,7 @@ class OnnxImportError(ValueError):
     """The graph's convolutions do not line up with the network's."""
 
 
-def _graph_convolutions(onnx_path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def _graph_convolutions(onnx_path: Path) -> list[tuple[NDArray[Any], NDArray[Any] | None]]:
     model = onnx.load(str(onnx_path))
     weights = {init.name: numpy_helper.to_array(init).copy() for init in model.graph.initializer}  # writable
     found = []
@@ -81,6 +82,8 @@ def load_onnx_weights(net: DeepfakeNet, onnx_path: Path | str) -> DeepfakeNet:
                 continue
             if conv.bias is not None:
                 conv.bias.zero_()
+            if norm.running_mean is None or norm.running_var is None:
+                raise OnnxImportError(f"batch norm after convolution {position} keeps no running statistics")
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
             norm.weight.fill_(1.0)
