@@ -113,8 +113,9 @@ class DeepfakeNet(nn.Module):
         cam = self.head(features).squeeze(1)
         synthetic = None
         if self.synthetic_head is not None:
-            rows = central_window(features.shape[2], self.synthetic_center)
-            cols = central_window(features.shape[3], self.synthetic_center)
+            # int(): the input size is fixed, so the tracer may bake the window in as constants
+            rows = central_window(int(features.shape[2]), self.synthetic_center)
+            cols = central_window(int(features.shape[3]), self.synthetic_center)
             centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
             synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
         return NetOutput(cam.mean(dim=(1, 2)), cam, synthetic)
