@@ -512,10 +512,9 @@ class Trainer:
         if improved:
             save_checkpoint(state | {"epoch": epoch_done} | kept, self.checkpoints / BEST)
         save_checkpoint(state, self.checkpoints / LAST)
-        paths = [
-            curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss"),
-            curves_plot(progress.history, ["val_auc", "val_ap", "val_balanced_accuracy"], self.plots / "val_metrics.png", "validation"),
-        ]
+        paths = [curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
+        if data is not None:
+            paths.append(curves_plot(progress.history, ["val_auc", "val_ap", "val_balanced_accuracy"], self.plots / "val_metrics.png", "validation"))
         if synthetic_data is not None:
             names = [f"synthetic_{name}_auc" for name in synthetic_data.checks.named()]
             paths.append(curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)"))
