@@ -219,6 +219,42 @@ def test_a_synthetic_threshold_for_a_model_without_the_score_is_refused(detector
         Detector(detector.classifier, detector.faces, synthetic_threshold=0.5)
 
 
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(two_output_bundle, tmp_path, capsys):
+    from deepshield.cli.main import EXIT_OK, main
+    from deepshield.evaluation.metrics import detection_metrics
+    from deepshield.faces.detector import FaceDetector
+    from tests.face_data import write_generated_faces, write_real_faces
+
+    _, bundle = two_output_bundle
+    root = tmp_path / "generated-set"
+    write_real_faces(root / "real", 4)
+    write_generated_faces(root / "fake", 4)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50", "--no-progress"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    synthetic = metrics["synthetic"]
+    # The file AUC is that of the highest synthetic probability the detector gives each file's faces.
+    detector = Detector(OnnxClassifier(bundle), FaceDetector())
+    labels, scores = [], []
+    for label, folder in ((0, "real"), (1, "fake")):
+        for path in sorted((root / folder).iterdir()):
+            labels.append(label)
+            scores.append(max(f.synthetic_probability for f in detector.analyze_image(path).faces))
+    expected = detection_metrics(np.array(labels), np.array(scores), 0.7)
+    assert synthetic["file"]["metrics"]["auc"]["value"] == pytest.approx(expected.auc)
+    assert synthetic["settings"]["threshold"] == 0.7 and synthetic["model"]["temperature"] == 2.0
+    (source,) = synthetic["by_source"]
+    confusion = synthetic["by_source"][source]["file"]["confusion"]
+    assert confusion["fp"] == sum(s >= 0.7 for s, y in zip(scores, labels) if y == 0)
+    assert metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]  # two scores, not one twice
+    assert "synthetic-face score (threshold 0.700)" in printed and "real faces flagged synthetic" in printed
+    assert "Synthetic-face score" in (out / "report.html").read_text()
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 

@@ -321,6 +321,28 @@ def missing_and_unreadable(summary: EvaluationSummary) -> tuple[list, list]:
     return [f for f in failed if f.reason == MISSING_FILE], [f for f in failed if f.reason != MISSING_FILE]
 
 
+def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
+    """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold."""
+    if synthetic is None:
+        return []
+    flagged = [
+        (name, block.face.confusion.false_positive_rate)
+        for name, block in [("all", synthetic)] + list(synthetic.by_source.items())
+        if block.face.confusion is not None and block.face.confusion.false_positive_rate is not None
+    ]
+    return [
+        "<h2>Synthetic-face score</h2>",
+        f"<p>The same faces scored by the model's second output (is the face fully AI-generated?), with its own temperature "
+        f"{_num(synthetic.model.temperature)} and threshold {synthetic.settings.threshold:.4f}. A set whose fakes are face swaps "
+        "is not what this score judges: read its AUC on sets of generated faces.</p>",
+        _metrics_table(
+            [("file level", synthetic.file), ("face level", synthetic.face)]
+            + [(f"{name} · face", block.face) for name, block in synthetic.by_source.items()]
+        ),
+        "<p>Real faces flagged synthetic (at its threshold): " + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged) + "</p>",
+    ]
+
+
 def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
     missing, unreadable = missing_and_unreadable(summary)
     s = summary.settings
@@ -367,6 +389,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         '<div class="plots">' + _img(images.get("reliability"), "reliability diagram") + _img(images.get("hist_file"), "file score histogram per class") + _img(images.get("hist_face"), "face probability histogram per class") + "</div>",
         "<h2>By source dataset</h2>",
         _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_source.items()] + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]),
+        *_synthetic_section(summary.synthetic),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
         _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()]) if summary.by_method else '<p class="muted">no fakes</p>',
