@@ -219,6 +219,30 @@ def test_a_synthetic_threshold_for_a_model_without_the_score_is_refused(detector
         Detector(detector.classifier, detector.faces, synthetic_threshold=0.5)
 
 
+# --- scan --------------------------------------------------------------------------------------
+
+
+def test_scan_shows_both_scores_and_the_driver(two_output_bundle, astronaut, tmp_path, capsys):
+    import cv2
+
+    from deepshield.cli.main import EXIT_OK, main
+
+    _, bundle = two_output_bundle
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    expected = Detector.from_bundle(bundle).analyze_image(photo).verdict
+    assert main(["scan", str(photo), "--model", str(bundle), "--format", "json"]) == EXIT_OK
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["synthetic_probability"] == pytest.approx(expected.synthetic_probability)
+    assert row["verdict_driver"] == expected.verdict_driver and row["verdict"] == expected.label
+    assert main(["scan", str(photo), "--model", str(bundle)]) == EXIT_OK
+    header, line, *rest = capsys.readouterr().out.splitlines()
+    cells = line.split()
+    assert cells[header.split().index("P(SYNTH)")] == f"{expected.synthetic_probability:.1%}"
+    assert cells[header.split().index("DRIVER")] == expected.verdict_driver
+    assert any("fully AI-generated" in text for text in rest)
+
+
 # --- evaluate ----------------------------------------------------------------------------------
 
 
