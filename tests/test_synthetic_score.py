@@ -46,13 +46,18 @@ def two_output_card(size: int = 64) -> ModelCard:
     )
 
 
-@pytest.fixture(scope="module")
-def two_output_bundle(tmp_path_factory):
+def export_two_output_bundle(folder) -> tuple[DeepfakeNet, object]:
+    """A tiny random two-output network exported as a real bundle (64 px; heads giving logits of a few units)."""
     torch.manual_seed(3)
     net = DeepfakeNet("tiny", 64, pretrained=False, synthetic_center=1 / 1.5).eval()
     torch.nn.init.normal_(net.head.weight, std=0.5)
     torch.nn.init.normal_(net.synthetic_head.weight, std=0.5)
-    return net, export_bundle(net, two_output_card(), tmp_path_factory.mktemp("bundle") / "two")
+    return net, export_bundle(net, two_output_card(), folder)
+
+
+@pytest.fixture(scope="module")
+def two_output_bundle(tmp_path_factory):
+    return export_two_output_bundle(tmp_path_factory.mktemp("bundle") / "two")
 
 
 def test_runtime_reads_both_outputs_of_one_pass(two_output_bundle, astronaut):
@@ -217,6 +222,34 @@ def test_a_video_aggregates_the_synthetic_score_per_track_by_the_video_rule(monk
 def test_a_synthetic_threshold_for_a_model_without_the_score_is_refused(detector):
     with pytest.raises(ValueError, match="no synthetic-face score"):
         Detector(detector.classifier, detector.faces, synthetic_threshold=0.5)
+
+
+# --- REST API ----------------------------------------------------------------------------------
+
+
+def test_the_api_carries_both_scores_and_the_driver(two_output_bundle, astronaut, tiny_bundle):
+    from fastapi.testclient import TestClient
+
+    from deepshield.serving.app import create_app
+    from deepshield.serving.settings import ServerSettings
+    from tests.test_serving_api import encode, upload
+
+    _, bundle = two_output_bundle
+    detector = Detector.from_bundle(bundle)
+    expected = detector.analyze_image(astronaut)
+    with TestClient(create_app(detector, ServerSettings())) as client:
+        body = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
+        card = client.get("/v1/model").json()
+    (face,) = body["faces"]
+    assert face["synthetic_probability"] == pytest.approx(expected.faces[0].synthetic_probability, abs=1e-3)  # JPEG upload
+    assert face["verdict_driver"] in ("manipulation", "synthetic") and face["synthetic_label"] is not None
+    assert body["verdict"]["verdict_driver"] == face["verdict_driver"] and body["synthetic_threshold"] == 0.7
+    assert body["synthetic_inconclusive"]["low"] == 0.6 and "each score is called by its own threshold" in body["verdict_rule"]
+    assert card["synthetic"]["calibration"]["threshold"] == 0.7
+    with TestClient(create_app(Detector.from_bundle(tiny_bundle), ServerSettings())) as client:
+        plain = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
+    assert plain["faces"][0]["synthetic_probability"] is None and plain["synthetic_threshold"] is None
+    assert plain["verdict"]["verdict_driver"] == "manipulation"
 
 
 # --- scan --------------------------------------------------------------------------------------
