@@ -84,6 +84,7 @@ def test_the_card_carries_both_calibrations_and_the_pooled_region(two_output_bun
     assert card["calibration"]["threshold"] == 0.5 and card["calibration"]["temperature"] == 1.0
     assert card["synthetic"]["calibration"]["threshold"] == 0.7 and card["synthetic"]["calibration"]["inconclusive"]["low"] == 0.6
     assert "central" in card["synthetic"]["pooling"]
+    assert card["synthetic"]["verdict_rule"].startswith("each score is called by its own threshold")
 
 
 def test_the_synthetic_head_pools_the_face_box_not_the_context():

@@ -12,15 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from deepshield.models.card import InconclusiveBand, VerdictLabel
+from deepshield.models.card import VERDICT_RULE, InconclusiveBand, VerdictLabel
 
+__all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine"]
 VerdictDriver = Literal["manipulation", "synthetic"]
 SEVERITY: dict[VerdictLabel, int] = {"no_signs_found": 0, "inconclusive": 1, "likely_manipulated": 2}
-VERDICT_RULE = (
-    "each score is called by its own threshold and inconclusive band; the verdict is the more severe call "
-    "(likely_manipulated > inconclusive > no_signs_found) and its score drives it; on equal calls, the score "
-    "further above its threshold drives"
-)
 
 
 @dataclass(frozen=True)

@@ -100,10 +100,19 @@ def card_outputs(synthetic: bool) -> dict[str, str]:
     return MANIPULATION_OUTPUTS | ({SYNTHETIC_OUTPUT: SYNTHETIC_OUTPUT_DOC} if synthetic else {})
 
 
+# The two-score verdict rule in words (deepshield.inference.verdict.combine applies it).
+VERDICT_RULE = (
+    "each score is called by its own threshold and inconclusive band; the verdict is the more severe call "
+    "(likely_manipulated > inconclusive > no_signs_found) and its score drives it; on equal calls, the score "
+    "further above its threshold drives"
+)
+
+
 class SyntheticScoreInfo(BaseModel):
     """The second score of a two-output bundle: is the face fully AI-generated? Calibrated on its own."""
 
     calibration: Calibration = Calibration()
+    verdict_rule: str = Field(VERDICT_RULE, description="how this score and the manipulation score make one verdict")
     pooling: str = Field(description="which part of the shared trunk's last feature map the synthetic head pools")
     trained: str = Field("", description="how the head was trained: frozen (on a parent run's trunk) or joint")
     parent: str | None = Field(None, description="the manipulation run whose trunk and head a frozen head was trained on")
