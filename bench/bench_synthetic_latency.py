@@ -2,7 +2,7 @@
 against a one-output bundle of the same trunk, in the same run, the two alternating call by call.
 Prints a table; not part of the test suite.
 
-    python bench/bench_synthetic_latency.py                                  # two bundles made here (random EfficientNet-Lite0)
+    python bench/bench_synthetic_latency.py             # two bundles made here (random EfficientNet-Lite0)
     python bench/bench_synthetic_latency.py --model TWO_OUTPUT --baseline ONE_OUTPUT
 
 Target (issue #15): the two-output p50 within 10% of the one-output p50 (one graph, one pass).
@@ -38,7 +38,10 @@ def make_bundles(workdir: Path, size: int) -> tuple[Path, Path]:
     base = dict(version="bench", architecture="efficientnet_lite0", input_size=size, crop_policy=CropPolicy(size=size))
     one_card = ModelCard(name="one-output", **base)
     two_card = ModelCard(
-        name="two-output", outputs=card_outputs(True), synthetic=SyntheticScoreInfo(calibration=Calibration(), pooling=two.synthetic_pooling()), **base
+        name="two-output",
+        outputs=card_outputs(True),
+        synthetic=SyntheticScoreInfo(calibration=Calibration(), pooling=two.synthetic_pooling()),
+        **base,
     )
     return export_bundle(two, two_card, workdir / "two"), export_bundle(one, one_card, workdir / "one")
 
@@ -46,7 +49,9 @@ def make_bundles(workdir: Path, size: int) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="two-output bundle (default: one made here, with --baseline)")
-    parser.add_argument("--baseline", help="one-output bundle (default: the same trunk made here without the synthetic head)")
+    parser.add_argument(
+        "--baseline", help="one-output bundle (default: the same trunk made here without the synthetic head)"
+    )
     parser.add_argument("--size", type=int, default=224, help="input size of the bundles made here (default 224)")
     parser.add_argument("--runs", type=int, default=50, help="calls per bundle (default 50)")
     args = parser.parse_args(argv)
@@ -61,14 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         detectors = {"one-output": Detector.from_bundle(one), "two-output": Detector.from_bundle(two)}
         if detectors["two-output"].card.synthetic is None or detectors["one-output"].card.synthetic is not None:
             parser.error("--model must have the synthetic-face score and --baseline must not")
-        seconds = time_interleaved({name: (lambda d=d: d.analyze_image(photo, heatmaps=True)) for name, d in detectors.items()}, args.runs)
+        seconds = time_interleaved(
+            {name: (lambda d=d: d.analyze_image(photo, heatmaps=True)) for name, d in detectors.items()}, args.runs
+        )
     p50 = {name: percentile(times, 50) * 1000 for name, times in seconds.items()}
     print(f"analyze_image, 1 MP photo, {args.runs} calls each, alternating; load average {os.getloadavg()[0]:.1f}")
     print(f"{'bundle':<12} {'p50 ms':>8} {'p95 ms':>8}")
     for name, times in seconds.items():
         print(f"{name:<12} {p50[name]:>8.1f} {percentile(times, 95) * 1000:>8.1f}")
     ratio = p50["two-output"] / p50["one-output"]
-    print(f"two-output / one-output p50: {ratio:.3f} (target <= {TARGET_RATIO:.2f}: {'met' if ratio <= TARGET_RATIO else 'missed'})")
+    print(
+        f"two-output / one-output p50: {ratio:.3f} "
+        f"(target <= {TARGET_RATIO:.2f}: {'met' if ratio <= TARGET_RATIO else 'missed'})"
+    )
     return 0
 
 

@@ -160,8 +160,19 @@ def test_json_carries_no_pixels(detector, astronaut):
     result = detector.analyze_image(astronaut)
     data = json.loads(result.model_dump_json())
     assert set(data["faces"][0]) == {
-        "index", "box", "detection_score", "keypoints", "probability", "logit", "label", "threshold_label",
-        "synthetic_probability", "synthetic_logit", "manipulation_label", "synthetic_label", "verdict_driver",
+        "index",
+        "box",
+        "detection_score",
+        "keypoints",
+        "probability",
+        "logit",
+        "label",
+        "threshold_label",
+        "synthetic_probability",
+        "synthetic_logit",
+        "manipulation_label",
+        "synthetic_label",
+        "verdict_driver",
     }
     # A one-output bundle: no synthetic score, the manipulation score drives.
     assert data["faces"][0]["synthetic_probability"] is None and data["faces"][0]["verdict_driver"] == "manipulation"

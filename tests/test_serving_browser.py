@@ -104,7 +104,8 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert not page.is_visible("#message")
     # A one-output model: the second score is said to be missing, not shown as 0.
     assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face score: not available in this model"
-    assert page.inner_text(".face-card [data-role=synthetic-score]") == "Synthetic-face score: not available in this model"
+    missing = "Synthetic-face score: not available in this model"
+    assert page.inner_text(".face-card [data-role=synthetic-score]") == missing
 
     shot = tmp_path / "deepshield-page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -174,9 +175,17 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
             page.wait_for_selector(".face-card")
             face = expected.faces[0]
             drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "manipulation score"
-            words = {"likely_manipulated": "likely AI-generated", "inconclusive": "inconclusive", "no_signs_found": "no signs of AI generation"}
+            words = {
+                "likely_manipulated": "likely AI-generated",
+                "inconclusive": "inconclusive",
+                "no_signs_found": "no signs of AI generation",
+            }
             line = page.inner_text(".face-card [data-role=synthetic-score]")
-            assert line == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) · the {drives} drives the verdict"
+            assert (
+                line
+                == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) "
+                f"· the {drives} drives the verdict"
+            )
             assert page.inner_text("[data-role=verdict-synthetic]").endswith(f"the {drives} drives the verdict")
             assert page.get_attribute("#verdict", "class") == f"verdict {expected.verdict.label}"
             assert "fully AI-generated" in page.inner_text("#verdict-scope")

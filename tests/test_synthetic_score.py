@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import deepshield.inference.analysis as analysis
 from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector, VideoRule
@@ -27,21 +26,32 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet, central_window, normalize_batch
 from deepshield.training.config import load_config
-from tests.test_analysis import FrameScriptDetector, box, scripted_video, sigmoid
+from tests.test_analysis import FrameScriptDetector, box, scripted_video
 from tests.test_bundle import face_like_crops
 
 SYNTHETIC_CALIBRATION = Calibration(
-    temperature=2.0, threshold=0.7, fitted_on="test", inconclusive=InconclusiveBand(low=0.6, high=0.8, fitted_on="test")
+    temperature=2.0,
+    threshold=0.7,
+    fitted_on="test",
+    inconclusive=InconclusiveBand(low=0.6, high=0.8, fitted_on="test"),
 )
 MANIPULATION_CALIBRATION = Calibration(
-    temperature=1.0, threshold=0.5, fitted_on="test", inconclusive=InconclusiveBand(low=0.4, high=0.6, fitted_on="test")
+    temperature=1.0,
+    threshold=0.5,
+    fitted_on="test",
+    inconclusive=InconclusiveBand(low=0.4, high=0.6, fitted_on="test"),
 )
 
 
 def two_output_card(size: int = 64) -> ModelCard:
     return ModelCard(
-        name="two-output", version="1", architecture="tiny", input_size=size, crop_policy=CropPolicy(size=size),
-        outputs=card_outputs(True), calibration=MANIPULATION_CALIBRATION,
+        name="two-output",
+        version="1",
+        architecture="tiny",
+        input_size=size,
+        crop_policy=CropPolicy(size=size),
+        outputs=card_outputs(True),
+        calibration=MANIPULATION_CALIBRATION,
         synthetic=SyntheticScoreInfo(calibration=SYNTHETIC_CALIBRATION, pooling="central 6x6 of 8x8 (test)"),
     )
 
@@ -72,8 +82,12 @@ def test_runtime_reads_both_outputs_of_one_pass(two_output_bundle, astronaut):
     np.testing.assert_allclose(scores.logits, expected.logit.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(scores.synthetic_logits, expected.synthetic_logit.numpy(), rtol=1e-3, atol=1e-4)
     # Each score through its own temperature.
-    np.testing.assert_allclose(scores.synthetic_probabilities, 1 / (1 + np.exp(-scores.synthetic_logits.astype(np.float64) / 2.0)), rtol=1e-6)
-    np.testing.assert_allclose(scores.probabilities, 1 / (1 + np.exp(-scores.logits.astype(np.float64) / 1.0)), rtol=1e-6)
+    np.testing.assert_allclose(
+        scores.synthetic_probabilities, 1 / (1 + np.exp(-scores.synthetic_logits.astype(np.float64) / 2.0)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        scores.probabilities, 1 / (1 + np.exp(-scores.logits.astype(np.float64) / 1.0)), rtol=1e-6
+    )
     assert classifier.score(crops[:0]).synthetic_logits.shape == (0,)
 
 
@@ -82,14 +96,21 @@ def test_the_card_carries_both_calibrations_and_the_pooled_region(two_output_bun
     card = json.loads((bundle / CARD_FILE).read_text())
     assert list(card["outputs"]) == ["logit", "cam", "synthetic_logit"]
     assert card["calibration"]["threshold"] == 0.5 and card["calibration"]["temperature"] == 1.0
-    assert card["synthetic"]["calibration"]["threshold"] == 0.7 and card["synthetic"]["calibration"]["inconclusive"]["low"] == 0.6
+    assert (
+        card["synthetic"]["calibration"]["threshold"] == 0.7
+        and card["synthetic"]["calibration"]["inconclusive"]["low"] == 0.6
+    )
     assert "central" in card["synthetic"]["pooling"]
     assert card["synthetic"]["verdict_rule"].startswith("each score is called by its own threshold")
 
 
 def test_the_synthetic_head_pools_the_face_box_not_the_context():
     # 1/1.5 of the side, centred: 5x5 at 160 px -> the central 3x3, 7x7 at 224 px -> 5x5.
-    assert central_window(5, 1 / 1.5) == (1, 4) and central_window(7, 1 / 1.5) == (1, 6) and central_window(8, 1 / 1.5) == (1, 7)
+    assert (
+        central_window(5, 1 / 1.5) == (1, 4)
+        and central_window(7, 1 / 1.5) == (1, 6)
+        and central_window(8, 1 / 1.5) == (1, 7)
+    )
     net = DeepfakeNet("tiny", 64, pretrained=False, synthetic_center=1 / 1.5).eval()
     image = torch.zeros(1, 3, 64, 64)
     with torch.no_grad():
@@ -114,7 +135,14 @@ def test_one_output_bundles_still_load_without_a_synthetic_score(tiny_bundle, de
 
 def test_a_card_and_graph_that_disagree_on_outputs_are_refused(two_output_bundle, tiny_bundle, tmp_path):
     with pytest.raises(ValueError, match="synthetic block disagree"):
-        ModelCard(name="x", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64), outputs=card_outputs(True))
+        ModelCard(
+            name="x",
+            version="1",
+            architecture="tiny",
+            input_size=64,
+            crop_policy=CropPolicy(size=64),
+            outputs=card_outputs(True),
+        )
     # A one-output graph whose card claims a synthetic score.
     import shutil
 
@@ -139,7 +167,12 @@ SYNTHETIC_RULE = ScoreRule(0.7, SYNTHETIC_CALIBRATION.inconclusive)
 @pytest.mark.parametrize(
     ("manipulation", "synthetic", "label", "driver"),
     [
-        (0.2, 0.3, "no_signs_found", "manipulation"),  # both below: manipulation 0.3 below, synthetic 0.4 below its threshold
+        (
+            0.2,
+            0.3,
+            "no_signs_found",
+            "manipulation",
+        ),  # both below: manipulation 0.3 below, synthetic 0.4 below its threshold
         (0.9, 0.3, "likely_manipulated", "manipulation"),  # manipulation above
         (0.2, 0.9, "likely_manipulated", "synthetic"),  # synthetic above
         (0.9, 0.95, "likely_manipulated", "manipulation"),  # both above: manipulation 0.40 over vs synthetic 0.25 over
@@ -172,8 +205,11 @@ class TwoScoreClassifier:
         manipulation, synthetic = (np.array(column, np.float32) for column in zip(*taken))
         cams = np.repeat(manipulation[:, None, None], 4, axis=1).repeat(4, axis=2)
         return FaceScores(
-            manipulation, 1 / (1 + np.exp(-manipulation.astype(np.float64))), cams,
-            synthetic, 1 / (1 + np.exp(-synthetic.astype(np.float64) / 2.0)),
+            manipulation,
+            1 / (1 + np.exp(-manipulation.astype(np.float64))),
+            cams,
+            synthetic,
+            1 / (1 + np.exp(-synthetic.astype(np.float64) / 2.0)),
         )
 
 
@@ -198,11 +234,16 @@ def test_images_show_both_scores_and_the_driver(astronaut, detector, manipulatio
     assert (face.label, face.verdict_driver) == (label, driver)
     assert (result.verdict.label, result.verdict.verdict_driver) == (label, driver)
     assert result.verdict.headline.startswith(headline)
-    assert "authentic" not in result.verdict.headline.replace("does not prove the file is authentic", "")  # never claimed
+    assert "authentic" not in result.verdict.headline.replace(
+        "does not prove the file is authentic", ""
+    )  # never claimed
     assert result.verdict.synthetic_probability == pytest.approx(synthetic)
     assert result.synthetic_threshold == 0.7 and result.synthetic_inconclusive.high == 0.8
     data = json.loads(result.model_dump_json())
-    assert data["faces"][0]["synthetic_probability"] == pytest.approx(synthetic) and data["verdict"]["verdict_driver"] == driver
+    assert (
+        data["faces"][0]["synthetic_probability"] == pytest.approx(synthetic)
+        and data["verdict"]["verdict_driver"] == driver
+    )
     assert "fully AI-generated" in data["scope"]
 
 
@@ -214,9 +255,17 @@ def test_a_video_aggregates_the_synthetic_score_per_track_by_the_video_rule(monk
     result = Detector(TwoScoreClassifier(logits), FrameScriptDetector(script)).analyze_video("unused.mp4", frames=4)
     (track,) = result.tracks
     assert track.synthetic_score == pytest.approx(VideoRule().track_score(synthetic)) == pytest.approx(0.925)
-    assert track.score == pytest.approx(0.2) and [p.synthetic_probability for p in track.points] == pytest.approx(synthetic)
-    assert (track.label, track.verdict_driver, track.manipulation_label) == ("likely_manipulated", "synthetic", "no_signs_found")
-    assert result.verdict.verdict_driver == "synthetic" and result.verdict.synthetic_probability == pytest.approx(0.925)
+    assert track.score == pytest.approx(0.2) and [p.synthetic_probability for p in track.points] == pytest.approx(
+        synthetic
+    )
+    assert (track.label, track.verdict_driver, track.manipulation_label) == (
+        "likely_manipulated",
+        "synthetic",
+        "no_signs_found",
+    )
+    assert result.verdict.verdict_driver == "synthetic" and result.verdict.synthetic_probability == pytest.approx(
+        0.925
+    )
     assert [p.max_synthetic_probability for p in result.timeline] == pytest.approx(synthetic)
 
 
@@ -242,10 +291,15 @@ def test_the_api_carries_both_scores_and_the_driver(two_output_bundle, astronaut
         body = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
         card = client.get("/v1/model").json()
     (face,) = body["faces"]
-    assert face["synthetic_probability"] == pytest.approx(expected.faces[0].synthetic_probability, abs=1e-3)  # JPEG upload
+    assert face["synthetic_probability"] == pytest.approx(
+        expected.faces[0].synthetic_probability, abs=1e-3
+    )  # JPEG upload
     assert face["verdict_driver"] in ("manipulation", "synthetic") and face["synthetic_label"] is not None
     assert body["verdict"]["verdict_driver"] == face["verdict_driver"] and body["synthetic_threshold"] == 0.7
-    assert body["synthetic_inconclusive"]["low"] == 0.6 and "each score is called by its own threshold" in body["verdict_rule"]
+    assert (
+        body["synthetic_inconclusive"]["low"] == 0.6
+        and "each score is called by its own threshold" in body["verdict_rule"]
+    )
     assert card["synthetic"]["calibration"]["threshold"] == 0.7
     with TestClient(create_app(Detector.from_bundle(tiny_bundle), ServerSettings())) as client:
         plain = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
@@ -291,7 +345,10 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     write_real_faces(root / "real", 4)
     write_generated_faces(root / "fake", 4)
     out = tmp_path / "report"
-    assert main(["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50", "--no-progress"]) == EXIT_OK
+    assert (
+        main(["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50", "--no-progress"])
+        == EXIT_OK
+    )
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     synthetic = metrics["synthetic"]
@@ -308,7 +365,9 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     (source,) = synthetic["by_source"]
     confusion = synthetic["by_source"][source]["file"]["confusion"]
     assert confusion["fp"] == sum(s >= 0.7 for s, y in zip(scores, labels) if y == 0)
-    assert metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]  # two scores, not one twice
+    assert (
+        metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]
+    )  # two scores, not one twice
     assert "synthetic-face score (threshold 0.700)" in printed and "real faces flagged synthetic" in printed
     assert "Synthetic-face score" in (out / "report.html").read_text()
 
@@ -317,7 +376,9 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
 
 
 def test_the_synthetic_section_is_strict():
-    with pytest.raises(DeepShieldError, match=r"unknown key synthetic\.holdout; did you mean synthetic\.holdout_fraction\?"):
+    with pytest.raises(
+        DeepShieldError, match=r"unknown key synthetic\.holdout; did you mean synthetic\.holdout_fraction\?"
+    ):
         load_config(None, ["synthetic.holdout=0.3", "synthetic.mode=joint"])
     with pytest.raises(DeepShieldError, match="needs synthetic.init"):
         load_config(None, ["synthetic.mode=frozen", "export.select=max.synthetic_val_auc"])
@@ -326,5 +387,7 @@ def test_the_synthetic_section_is_strict():
     with pytest.raises(DeepShieldError, match=r"needs the synthetic-face score"):
         load_config(None, ["export.select=max.synthetic_holdout_auc"])
     config = load_config(None, ["synthetic.mode=joint"])
-    assert config.synthetic.fake_dirs[0].as_posix() == "synthetic-faces/generated-photos" and not config.frozen_synthetic
+    assert (
+        config.synthetic.fake_dirs[0].as_posix() == "synthetic-faces/generated-photos" and not config.frozen_synthetic
+    )
     assert load_config(None).synthetic is None  # the packaged recipe trains no synthetic head

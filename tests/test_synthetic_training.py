@@ -26,8 +26,10 @@ def faces(tmp_path_factory) -> tuple[Path, Path]:
 def synthetic_settings(faces, **extra) -> dict:
     real, generated = faces
     return {
-        "synthetic.fake_dirs": f'["{generated}"]', "synthetic.matched_real_dir": str(real),
-        "optim.samples_per_epoch": 32, "optim.lr": 1e-2,
+        "synthetic.fake_dirs": f'["{generated}"]',
+        "synthetic.matched_real_dir": str(real),
+        "optim.samples_per_epoch": 32,
+        "optim.lr": 1e-2,
     } | extra
 
 
@@ -38,8 +40,17 @@ def parent(faces, tmp_path_factory):
 
 
 def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, parent, tmp_path, astronaut):
-    settings = synthetic_settings(faces, **{"synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"), "export.select": "max.synthetic_val_auc"})
-    result = Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings), command="pytest").run()
+    settings = synthetic_settings(
+        faces,
+        **{
+            "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
+            "export.select": "max.synthetic_val_auc",
+        },
+    )
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        command="pytest",
+    ).run()
     before = load_checkpoint(parent.run_dir / "checkpoints" / "best.pt")["model"]
     after = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["model"]
     for name, tensor in before.items():  # trunk, batch-norm statistics and manipulation head untouched
@@ -61,14 +72,20 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
     assert "central" in card.synthetic.pooling and list(card.outputs) == ["logit", "cam", "synthetic_logit"]
     for check in CHECKS:
         assert 0 <= card.metrics[f"synthetic_{check}_auc"] <= 1
-        assert card.metrics[f"synthetic_{check}_auc_lo"] <= card.metrics[f"synthetic_{check}_auc"] <= card.metrics[f"synthetic_{check}_auc_hi"]
+        assert (
+            card.metrics[f"synthetic_{check}_auc_lo"]
+            <= card.metrics[f"synthetic_{check}_auc"]
+            <= card.metrics[f"synthetic_{check}_auc_hi"]
+        )
     assert 0 <= card.metrics["synthetic_real_fpr"] <= 1 and "synthetic_matched_real_fpr" in card.metrics
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
 
 
 def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):
     settings = synthetic_settings(faces, **{"synthetic.mode": "joint"})
-    result = Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
     history = result.progress.history
     assert all("val_auc" in h and "synthetic_holdout_auc" in h for h in history)  # both scores validated every epoch
     first = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_001.pt")["model"]

@@ -84,7 +84,8 @@ def load_classifier(model: str | None):
 
 
 def model_info(classifier, path: Path, synthetic: bool = False):
-    """The bundle's figures for the summary: the manipulation score's calibration, or (`synthetic`) the synthetic-face score's."""
+    """The bundle's figures for the summary: the manipulation score's calibration, or (`synthetic`)
+    the synthetic-face score's."""
     from deepshield.evaluation.summary import ModelInfo
 
     card = classifier.card
@@ -106,7 +107,9 @@ def synthetic_settings(classifier, path: Path, settings):
     if classifier.card.synthetic is None:
         return None
     calibration = classifier.card.synthetic.calibration
-    return replace(settings, threshold=calibration.threshold, band=calibration.band), model_info(classifier, path, synthetic=True)
+    return replace(settings, threshold=calibration.threshold, band=calibration.band), model_info(
+        classifier, path, synthetic=True
+    )
 
 
 def list_failed_files(summary, shown: int = 10) -> None:
@@ -160,12 +163,18 @@ def print_summary(summary, out=None) -> None:
 def print_synthetic(synthetic, cell, out) -> None:
     """The synthetic-face score's lines: AUC per level and per source, and the real faces it flags."""
     print(f"synthetic-face score (threshold {synthetic.settings.threshold:.3f}):", file=out)
-    rows = [("all", synthetic.file, synthetic.face)] + [(name, block.file, block.face) for name, block in synthetic.by_source.items()]
+    rows = [("all", synthetic.file, synthetic.face)] + [
+        (name, block.file, block.face) for name, block in synthetic.by_source.items()
+    ]
     for name, file_block, face_block in rows:
-        auc = {level: cell(block.metrics["auc"]) if block.metrics else "-" for level, block in (("file", file_block), ("face", face_block))}
+        auc = {
+            level: cell(block.metrics["auc"]) if block.metrics else "-"
+            for level, block in (("file", file_block), ("face", face_block))
+        }
         rate = face_block.confusion.false_positive_rate if face_block.confusion else None
         flagged = "-" if rate is None else f"{rate:.1%}"
-        print(f"  {name:<20} AUC file {auc['file']}, face {auc['face']}; real faces flagged synthetic {flagged}", file=out)
+        line = f"  {name:<20} AUC file {auc['file']}, face {auc['face']}; real faces flagged synthetic {flagged}"
+        print(line, file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     )
     scored = score_labelled_set(args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed)
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
-    summary = summarize(scored, settings, model_info(classifier, bundle), synthetic_settings(classifier, bundle, settings))
+    synthetic = synthetic_settings(classifier, bundle, settings)
+    summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)
     list_failed_files(summary)
     page = write_report(scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}")
     print_summary(summary)

@@ -20,7 +20,10 @@ from deepshield.cli.args import (
 )
 from deepshield.serving.settings import ServerSettings
 
-SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver", "faces", "elapsed_ms", "error")
+SUMMARY_FIELDS = (
+    "path", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
+    "faces", "elapsed_ms", "error",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -125,7 +128,8 @@ def table_note(has_synthetic: bool = False) -> str:
     """Under the table, for people: what the verdicts mean and what the model does not judge."""
     from deepshield.inference.results import scope
 
-    return f"no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call.\n{scope(has_synthetic)}\n"
+    meaning = "no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call."
+    return f"{meaning}\n{scope(has_synthetic)}\n"
 
 
 def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:

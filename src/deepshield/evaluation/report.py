@@ -332,14 +332,17 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     ]
     return [
         "<h2>Synthetic-face score</h2>",
-        f"<p>The same faces scored by the model's second output (is the face fully AI-generated?), with its own temperature "
-        f"{_num(synthetic.model.temperature)} and threshold {synthetic.settings.threshold:.4f}. A set whose fakes are face swaps "
-        "is not what this score judges: read its AUC on sets of generated faces.</p>",
+        "<p>The same faces scored by the model's second output (is the face fully AI-generated?), "
+        f"with its own temperature {_num(synthetic.model.temperature)} and threshold "
+        f"{synthetic.settings.threshold:.4f}. A set whose fakes are face swaps is not what this score "
+        "judges: read its AUC on sets of generated faces.</p>",
         _metrics_table(
             [("file level", synthetic.file), ("face level", synthetic.face)]
             + [(f"{name} · face", block.face) for name, block in synthetic.by_source.items()]
         ),
-        "<p>Real faces flagged synthetic (at its threshold): " + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged) + "</p>",
+        "<p>Real faces flagged synthetic (at its threshold): "
+        + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged)
+        + "</p>",
     ]
 
 

@@ -114,7 +114,8 @@ class ScoredSet:
         if self.synthetic_temperature is None or "synthetic_logit" not in self.faces:
             return None
         faces = self.faces | {"logit": self.faces["synthetic_logit"]}
-        return replace(self, faces=faces, temperature=self.synthetic_temperature, examples={}, synthetic_temperature=None)
+        temperature = self.synthetic_temperature
+        return replace(self, faces=faces, temperature=temperature, examples={}, synthetic_temperature=None)
 
     @property
     def face_count(self) -> int:
@@ -544,7 +545,14 @@ def score_datasets(
     faces, gallery = score_cropped(labelled.cropped, classifier, rule, examples)
     synthetic = classifier.card.synthetic
     return ScoredSet(
-        labelled.files, labelled.conditions, faces, classifier.card.calibration.temperature, labelled.mode, gallery, labelled.problems, labelled.notes,
+        labelled.files,
+        labelled.conditions,
+        faces,
+        classifier.card.calibration.temperature,
+        labelled.mode,
+        gallery,
+        labelled.problems,
+        labelled.notes,
         synthetic_temperature=None if synthetic is None else synthetic.calibration.temperature,
     )
 

@@ -252,7 +252,8 @@ class EvaluationSummary(_Strict):
     worst: WorstExamples
     notes: list[str]
     synthetic: "EvaluationSummary | None" = Field(
-        None, description="the same set scored by the synthetic-face score (a two-output bundle): AUC per source, real faces flagged"
+        None,
+        description="the same set scored by the synthetic-face score (a two-output bundle): AUCs, real faces flagged",
     )
 
     def to_json(self) -> dict:
@@ -383,7 +384,10 @@ def _reliability(data: LevelData) -> Reliability | None:
 
 
 def summarize(
-    scored: ScoredSet, settings: EvaluationSettings, model: ModelInfo | None = None, synthetic: tuple[EvaluationSettings, ModelInfo] | None = None
+    scored: ScoredSet,
+    settings: EvaluationSettings,
+    model: ModelInfo | None = None,
+    synthetic: tuple[EvaluationSettings, ModelInfo] | None = None,
 ) -> EvaluationSummary:
     """Everything the report shows (NaN already replaced by None). `synthetic`: the synthetic-face
     score's settings (its threshold and band) and model figures, for a set scored by a two-output bundle."""

@@ -131,7 +131,9 @@ class Detector:
         synthetic = classifier.card.synthetic
         self.synthetic_rule: ScoreRule | None = None
         if synthetic is not None:
-            self.synthetic_rule = ScoreRule(synthetic.calibration.threshold, synthetic.calibration.band).moved(synthetic_threshold)
+            self.synthetic_rule = ScoreRule(synthetic.calibration.threshold, synthetic.calibration.band).moved(
+                synthetic_threshold
+            )
         elif synthetic_threshold is not None:
             raise ValueError("a synthetic-face threshold was given, but this model has no synthetic-face score")
         self.image_limits = image_limits
@@ -225,8 +227,11 @@ class Detector:
         `inference.verdict`: as severe as its most severe face or counted track)."""
         if probability is None:
             return Verdict(
-                label="no_face", threshold_label="no_face", probability=None,
-                headline=headline("no_face", None, self.has_synthetic), reason="no face found",
+                label="no_face",
+                threshold_label="no_face",
+                probability=None,
+                headline=headline("no_face", None, self.has_synthetic),
+                reason="no face found",
             )
         verdict = self._combine(probability, synthetic_probability)
         band = self.band
@@ -306,7 +311,9 @@ class Detector:
             ]
             score = self.video_rule.track_score([p.probability for p in points])
             # The synthetic score per track by the same video rule as the manipulation score.
-            synthetic_score = self.video_rule.track_score([p.synthetic_probability for p in points]) if self.has_synthetic else None
+            synthetic_score = (
+                self.video_rule.track_score([p.synthetic_probability for p in points]) if self.has_synthetic else None
+            )
             verdict = self._combine(score, synthetic_score)
             peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
             not_counted_reason = self.video_rule.not_counted_reason(len(points), len(sampled), longest)
@@ -349,7 +356,9 @@ class Detector:
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
-            verdict=self._verdict(max((t.score for t in voting), default=None), _highest(t.synthetic_score for t in voting), "face track"),
+            verdict=self._verdict(
+                max((t.score for t in voting), default=None), _highest(t.synthetic_score for t in voting), "face track"
+            ),
             rule=self.video_rule.describe(),
             **self._rule_fields(),
             elapsed_ms=(time.perf_counter() - started) * 1000,

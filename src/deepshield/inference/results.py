@@ -43,12 +43,17 @@ SYNTHETIC_HEADLINES: dict[str, str] = {
 }
 LABEL_FIELD = Field(description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)")
 THRESHOLD_LABEL_FIELD = Field(description="fake / real at the threshold alone: the old label, kept for compatibility")
-DRIVER_FIELD = Field("manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic")
-SYNTHETIC_FIELD = Field(None, description="calibrated probability that the face was fully AI-generated (None: not in this model)")
+DRIVER_FIELD = Field(
+    "manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic"
+)
+SYNTHETIC_FIELD = Field(
+    None, description="calibrated probability that the face was fully AI-generated (None: not in this model)"
+)
 
 
 def headline(label: str, driver: VerdictDriver | None, has_synthetic: bool) -> str:
-    """The verdict in words: a synthetic-driven call says so; no signs found names both scores when both were checked."""
+    """The verdict in words: a synthetic-driven call says so; no signs found names both scores
+    when both were checked."""
     if label != "no_face" and (driver == "synthetic" or (label == "no_signs_found" and has_synthetic)):
         return SYNTHETIC_HEADLINES[label]
     return HEADLINES[label]
@@ -81,8 +86,12 @@ class FaceResult(BaseModel):
 class Verdict(BaseModel):
     label: VerdictLabel | Literal["no_face"] = LABEL_FIELD
     threshold_label: ThresholdLabel | Literal["no_face"] = THRESHOLD_LABEL_FIELD
-    probability: float | None = Field(None, description="manipulation score of the most suspicious face or counted track")
-    synthetic_probability: float | None = Field(None, description="highest synthetic-face score of the faces or counted tracks")
+    probability: float | None = Field(
+        None, description="manipulation score of the most suspicious face or counted track"
+    )
+    synthetic_probability: float | None = Field(
+        None, description="highest synthetic-face score of the faces or counted tracks"
+    )
     verdict_driver: VerdictDriver | None = Field(None, description="the score whose call is the label (None: no face)")
     headline: str = Field(description="the verdict in words, for people (never claims authenticity)")
     reason: str
@@ -97,8 +106,12 @@ class ImageResult(BaseModel):
     model: str
     threshold: float
     inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
-    synthetic_threshold: float | None = Field(None, description="the synthetic-face score's threshold (None: not in this model)")
-    synthetic_inconclusive: InconclusiveBand | None = Field(None, description="the synthetic-face score's inconclusive band")
+    synthetic_threshold: float | None = Field(
+        None, description="the synthetic-face score's threshold (None: not in this model)"
+    )
+    synthetic_inconclusive: InconclusiveBand | None = Field(
+        None, description="the synthetic-face score's inconclusive band"
+    )
     verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
     elapsed_ms: float
@@ -123,7 +136,9 @@ class TrackResult(BaseModel):
     score: float = Field(description="aggregate of the track's frame probabilities (see VideoResult.rule)")
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
-    synthetic_score: float | None = Field(None, description="the same rule over the frames' synthetic-face probabilities")
+    synthetic_score: float | None = Field(
+        None, description="the same rule over the frames' synthetic-face probabilities"
+    )
     manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
@@ -167,8 +182,12 @@ class VideoResult(BaseModel):
     model: str
     threshold: float
     inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
-    synthetic_threshold: float | None = Field(None, description="the synthetic-face score's threshold (None: not in this model)")
-    synthetic_inconclusive: InconclusiveBand | None = Field(None, description="the synthetic-face score's inconclusive band")
+    synthetic_threshold: float | None = Field(
+        None, description="the synthetic-face score's threshold (None: not in this model)"
+    )
+    synthetic_inconclusive: InconclusiveBand | None = Field(
+        None, description="the synthetic-face score's inconclusive band"
+    )
     verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
     elapsed_ms: float

@@ -32,7 +32,9 @@ def calibrated(logits: np.ndarray, calibration: Calibration) -> np.ndarray:
 
 def _with_default_band(calibration: Calibration) -> Calibration:
     # a card from before bands were fitted: the documented default
-    return calibration if calibration.inconclusive else calibration.model_copy(update={"inconclusive": calibration.band})
+    if calibration.inconclusive:
+        return calibration
+    return calibration.model_copy(update={"inconclusive": calibration.band})
 
 
 def read_card(bundle_dir: Path) -> ModelCard:
@@ -116,17 +118,25 @@ class OnnxClassifier:
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")
         batches = [
-            self._run(np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8)) for start in range(0, len(crops), batch_size)
+            self._run(np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8))
+            for start in range(0, len(crops), batch_size)
         ]
         if not batches:
             empty = np.zeros((0,), np.float32)
             synthetic_empty = empty if self.has_synthetic else None
             return FaceScores(
-                empty, empty.astype(np.float64), np.zeros((0, 1, 1), np.float32),
-                synthetic_empty, None if synthetic_empty is None else empty.astype(np.float64),
+                empty,
+                empty.astype(np.float64),
+                np.zeros((0, 1, 1), np.float32),
+                synthetic_empty,
+                None if synthetic_empty is None else empty.astype(np.float64),
             )
         logits, cams, *rest = (np.concatenate(parts) for parts in zip(*batches))
         synthetic = rest[0] if rest else None
         return FaceScores(
-            logits, self.probability(logits), cams, synthetic, None if synthetic is None else self.synthetic_probability(synthetic)
+            logits,
+            self.probability(logits),
+            cams,
+            synthetic,
+            None if synthetic is None else self.synthetic_probability(synthetic),
         )

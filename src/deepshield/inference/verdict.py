@@ -56,4 +56,5 @@ def combine(
     by_margin = (synthetic - synthetic_rule.threshold) - (manipulation - manipulation_rule.threshold)
     synthetic_drives = by_severity > 0 or (by_severity == 0 and by_margin > 0)
     label = synthetic_label if synthetic_drives else manipulation_label
-    return CombinedVerdict(label, "synthetic" if synthetic_drives else "manipulation", manipulation_label, synthetic_label)
+    driver: VerdictDriver = "synthetic" if synthetic_drives else "manipulation"
+    return CombinedVerdict(label, driver, manipulation_label, synthetic_label)

@@ -91,7 +91,8 @@ MANIPULATION_OUTPUTS = {
     "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
 }
 SYNTHETIC_OUTPUT_DOC = (
-    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, divide by synthetic.calibration.temperature)"
+    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, "
+    "divide by synthetic.calibration.temperature)"
 )
 
 
@@ -115,8 +116,12 @@ class SyntheticScoreInfo(BaseModel):
     verdict_rule: str = Field(VERDICT_RULE, description="how this score and the manipulation score make one verdict")
     pooling: str = Field(description="which part of the shared trunk's last feature map the synthetic head pools")
     trained: str = Field("", description="how the head was trained: frozen (on a parent run's trunk) or joint")
-    parent: str | None = Field(None, description="the manipulation run whose trunk and head a frozen head was trained on")
-    data: list[str] = Field([], description="generated-face folders (label 1) and real-face folders (label 0) it learned from")
+    parent: str | None = Field(
+        None, description="the manipulation run whose trunk and head a frozen head was trained on"
+    )
+    data: list[str] = Field(
+        [], description="generated-face folders (label 1) and real-face folders (label 0) it learned from"
+    )
 
 
 class TrainingInfo(BaseModel):
@@ -136,13 +141,16 @@ class ModelCard(BaseModel):
     architecture: str = Field(description="backbone name (deepshield.models.network.BACKBONES); the head is a 1x1-conv CAM")
     input_size: int
     input_format: str = "uint8 RGB, N x H x W x 3; normalisation is inside the graph"
-    outputs: dict[str, str] = Field(default_factory=lambda: dict(MANIPULATION_OUTPUTS), description="the graph's outputs, in order")
+    outputs: dict[str, str] = Field(
+        default_factory=lambda: dict(MANIPULATION_OUTPUTS), description="the graph's outputs, in order"
+    )
     normalization: Normalization = Normalization()
     crop_policy: CropPolicy
     test_time_flip: bool = Field(False, description="a face's logit and CAM are averaged with its mirror image's")
     calibration: Calibration = Calibration()
     synthetic: SyntheticScoreInfo | None = Field(
-        None, description="the synthetic-face score, when the graph has the synthetic_logit output (None: not in this model)"
+        None,
+        description="the synthetic-face score, when the graph has the synthetic_logit output (None: not in it)",
     )
     training: TrainingInfo = TrainingInfo()
     metrics: dict[str, float] = {}
@@ -153,7 +161,9 @@ class ModelCard(BaseModel):
     @model_validator(mode="after")
     def _outputs_match_scores(self) -> ModelCard:
         if (SYNTHETIC_OUTPUT in self.outputs) != (self.synthetic is not None):
-            raise ValueError(f"outputs {list(self.outputs)} and the synthetic block disagree: a synthetic score needs both")
+            raise ValueError(
+                f"outputs {list(self.outputs)} and the synthetic block disagree: a synthetic score needs both"
+            )
         return self
 
     def output_names(self) -> list[str]:

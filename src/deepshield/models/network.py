@@ -72,7 +72,9 @@ def central_window(side: int, fraction: float) -> tuple[int, int]:
     it is exactly centred (5 cells at 1/1.5 give the central 3, 7 give 5, 8 give 6)."""
     length = max(1, min(side, round(side * fraction)))
     if (side - length) % 2:
-        length += 1 if length + 1 <= side and abs(length + 1 - side * fraction) <= abs(length - 1 - side * fraction) else -1
+        length += (
+            1 if length + 1 <= side and abs(length + 1 - side * fraction) <= abs(length - 1 - side * fraction) else -1
+        )
     start = (side - length) // 2
     return start, start + length
 
@@ -89,7 +91,12 @@ class DeepfakeNet(nn.Module):
     that the synthetic head pools (None: no synthetic head)."""
 
     def __init__(
-        self, backbone: str, input_size: int, pretrained: bool = True, dropout: float = 0.2, synthetic_center: float | None = None
+        self,
+        backbone: str,
+        input_size: int,
+        pretrained: bool = True,
+        dropout: float = 0.2,
+        synthetic_center: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
@@ -98,7 +105,9 @@ class DeepfakeNet(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1)
         self.synthetic_center = synthetic_center
-        self.synthetic_head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
+        self.synthetic_head = (
+            nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
+        )
 
     @property
     def has_synthetic_head(self) -> bool:

@@ -13,7 +13,14 @@ from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
-from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, SyntheticScoreInfo, TrainingInfo, card_outputs
+from deepshield.models.card import (
+    Calibration,
+    InconclusiveBand,
+    ModelCard,
+    SyntheticScoreInfo,
+    TrainingInfo,
+    card_outputs,
+)
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
@@ -53,7 +60,10 @@ class FittedCalibration:
 
 
 MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
-SYNTHETIC_SPLIT = "synthetic-face validation split ({count} faces: generated files apart from training and holdout, identity-disjoint real faces)"
+SYNTHETIC_SPLIT = (
+    "synthetic-face validation split ({count} faces: generated files apart from training and holdout, "
+    "identity-disjoint real faces)"
+)
 
 
 def fit_calibration(
@@ -88,7 +98,9 @@ def fit_calibration(
     return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
 
 
-def fit_synthetic_calibration(val_labels: np.ndarray, val_logits: np.ndarray, target_fpr: float | None) -> FittedCalibration:
+def fit_synthetic_calibration(
+    val_labels: np.ndarray, val_logits: np.ndarray, target_fpr: float | None
+) -> FittedCalibration:
     """The synthetic-face score's own temperature, threshold and band: `fit_calibration` on its validation split."""
     return fit_calibration(val_labels, val_logits, {}, target_fpr, SYNTHETIC_SPLIT)
 
@@ -96,7 +108,10 @@ def fit_synthetic_calibration(val_labels: np.ndarray, val_logits: np.ndarray, ta
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
     config = TrainConfig.model_validate(checkpoint["config"])
     centre = 1 / config.model.crop_scale if config.synthetic is not None else None
-    net = DeepfakeNet(config.model.backbone, config.model.input_size, pretrained=False, dropout=config.model.dropout, synthetic_center=centre)
+    model = config.model
+    net = DeepfakeNet(
+        model.backbone, model.input_size, pretrained=False, dropout=model.dropout, synthetic_center=centre
+    )
     net.load_state_dict(checkpoint["model"])
     return net.eval(), config
 
@@ -140,7 +155,11 @@ def export_checkpoint(
             selected_by=config.export.select,
             seed=config.seed,
         ),
-        metrics={f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")}
+        metrics={
+            f"val_{k}": round(float(v), 4)
+            for k, v in metrics.model_dump().items()
+            if k not in ("count", "positives", "threshold")
+        }
         | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
         | _selected_epoch_metrics(checkpoint)
         | synthetic_metrics,
@@ -152,7 +171,12 @@ def export_checkpoint(
 
 
 def _calibration(fitted: FittedCalibration) -> Calibration:
-    return Calibration(temperature=fitted.temperature, threshold=fitted.threshold, fitted_on=fitted.fitted_on, inconclusive=fitted.band)
+    return Calibration(
+        temperature=fitted.temperature,
+        threshold=fitted.threshold,
+        fitted_on=fitted.fitted_on,
+        inconclusive=fitted.band,
+    )
 
 
 def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
@@ -162,27 +186,38 @@ def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
         record = checkpoint["parent"]["metrics"]
     else:
         epoch = int(checkpoint["epoch"])
-        record = next((r for r in checkpoint.get("progress", {}).get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+        history = checkpoint.get("progress", {}).get("history", [])
+        record = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
 
 
-def _synthetic_score(checkpoint: dict, config: TrainConfig, net: DeepfakeNet) -> tuple[SyntheticScoreInfo | None, dict[str, float]]:
+def _synthetic_score(
+    checkpoint: dict, config: TrainConfig, net: DeepfakeNet
+) -> tuple[SyntheticScoreInfo | None, dict[str, float]]:
     """The card's synthetic block and figures: calibration on its validation split, every check's AUC
     with a 95% bootstrap interval, and the real faces it flags at the fitted threshold."""
     if config.synthetic is None:
         return None, {}
-    checks = {name: LabelledCrops(np.zeros((len(labels), 0)), np.asarray(labels)) for name, (labels, _) in checkpoint["synthetic_checks"].items()}
+    checks = {
+        name: LabelledCrops(np.zeros((len(labels), 0)), np.asarray(labels))
+        for name, (labels, _) in checkpoint["synthetic_checks"].items()
+    }
     logits = {name: np.asarray(values, np.float64) for name, (_, values) in checkpoint["synthetic_checks"].items()}
     named = SyntheticChecks(**checks)
     fitted = fit_synthetic_calibration(named.val.labels, logits["val"], config.synthetic.threshold_fpr)
-    metrics = check_metrics(named, logits, intervals=True) | flagged_real(named, logits, fitted.temperature, fitted.threshold)
+    metrics = check_metrics(named, logits, intervals=True) | flagged_real(
+        named, logits, fitted.temperature, fitted.threshold
+    )
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(
         calibration=_calibration(fitted),
         pooling=net.synthetic_pooling(),
         trained=(
-            f"frozen: only this head trained, on the trunk and manipulation head of {parent['path']} (run {parent['run_id']}, epoch {parent['epoch'] + 1}), "
-            "so the manipulation score is that run's" if parent else "joint: trained with the manipulation head, one loss per head"
+            f"frozen: only this head trained, on the trunk and manipulation head of {parent['path']} "
+            f"(run {parent['run_id']}, epoch {parent['epoch'] + 1}), "
+            "so the manipulation score is that run's"
+            if parent
+            else "joint: trained with the manipulation head, one loss per head"
         ),
         parent=None if parent is None else f"{parent['path']} (run {parent['run_id']})",
         data=checkpoint.get("synthetic_sources", []),

@@ -144,12 +144,18 @@ def build_facebank(
 
 
 def facebank_of_files(
-    files: list[Path], policy: CropPolicy, cache_dir: Path, group_pattern: str | None = None, workers: int = 2, perturbation: str | None = None
+    files: list[Path],
+    policy: CropPolicy,
+    cache_dir: Path,
+    group_pattern: str | None = None,
+    workers: int = 2,
+    perturbation: str | None = None,
 ) -> FaceBank:
     """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
     value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped."""
     perturbed = f"\nperturbation {perturbation}" if perturbation else ""  # unperturbed banks keep their cache key
-    key = hashlib.sha256((BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files)) + perturbed).encode()).hexdigest()[:16]
+    listing = BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files)) + perturbed
+    key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"facebank-{key}.npz"
     if cache.exists():

@@ -38,7 +38,9 @@ class EpochRecord(BaseModel):
     val_log_loss: float | None = _better("min")
     val_balanced_accuracy: float | None = _better("max")
     benchmarks: dict[str, float] = Field(default_factory=dict, description="bench_* metrics (see training.benchmarks)")
-    synthetic: dict[str, float] = Field(default_factory=dict, description="synthetic_* metrics (see training.synthetic)")
+    synthetic: dict[str, float] = Field(
+        default_factory=dict, description="synthetic_* metrics (see training.synthetic)"
+    )
 
     def flat(self) -> dict[str, float]:
         """epoch and every metric under one name each: what the tracker logs and selectors read."""

@@ -75,12 +75,16 @@ class SyntheticData:
     sources: list[str]  # the folders, as the card records them
 
 
-def _split_files(files: list[Path], holdout: float, val: float, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
+def _split_files(
+    files: list[Path], holdout: float, val: float, seed: int
+) -> tuple[list[Path], list[Path], list[Path]]:
     """(train, val, holdout) generated files, by a seeded shuffle."""
     order = np.random.default_rng([seed, SYNTHETIC_STREAM]).permutation(len(files))
     n_holdout, n_val = max(1, round(holdout * len(files))), max(1, round(val * len(files)))
     if n_holdout + n_val >= len(files):
-        raise DeepShieldError(f"{len(files)} generated faces are too few for a {holdout:.0%} holdout and {val:.0%} validation")
+        raise DeepShieldError(
+            f"{len(files)} generated faces are too few for a {holdout:.0%} holdout and {val:.0%} validation"
+        )
     picked = [files[i] for i in order]
     return picked[n_holdout + n_val :], picked[n_holdout : n_holdout + n_val], picked[:n_holdout]
 
@@ -105,14 +109,18 @@ def build_synthetic_data(config: TrainConfig) -> SyntheticData:
         raise DeepShieldError("the synthetic-face score needs real faces: set synthetic.real_dirs or data.real_dirs")
     real_folders = [data.locate(p, "real-face folder") for p in real_paths]
     matched = data.locate(synthetic.matched_real_dir, "matched-resolution real folder").resolve()
-    train_files, val_files, holdout_files = _split_files(list_images(fake_folders, limit), synthetic.holdout_fraction, synthetic.val_fraction, config.seed)
+    train_files, val_files, holdout_files = _split_files(
+        list_images(fake_folders, limit), synthetic.holdout_fraction, synthetic.val_fraction, config.seed
+    )
     reals = bank(list_images(real_folders, limit), group_pattern=data.group_pattern)
     train_idx, val_idx = split_by_group(reals, data.val_fraction, config.seed)
     val_real = reals.subset(val_idx)
     val_real_files = [Path(p) for p in val_real.paths]
     matched_real = val_real.images[[Path(p).is_relative_to(matched) for p in val_real.paths]]
     if not len(matched_real):
-        raise DeepShieldError(f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some")
+        raise DeepShieldError(
+            f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some"
+        )
     downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
     holdout_downscaled = bank(holdout_files, downscale).images
     checks = SyntheticChecks(
@@ -125,7 +133,9 @@ def build_synthetic_data(config: TrainConfig) -> SyntheticData:
     train_fake = bank(train_files).images
     log.info(
         "synthetic faces: %d generated / %d real for training; checks %s",
-        len(train_fake), len(train_idx), {name: len(crops) for name, crops in checks.named().items()},
+        len(train_fake),
+        len(train_idx),
+        {name: len(crops) for name, crops in checks.named().items()},
     )
     sources = [f"generated: {p}" for p in synthetic.fake_dirs] + [f"real: {p}" for p in real_paths]
     return SyntheticData(train_fake, reals.images[train_idx], checks, sources)
@@ -137,8 +147,17 @@ class SyntheticFaceSamples(Dataset):
 
     def __init__(self, fake: np.ndarray, real: np.ndarray, length: int, seed: int, epoch: int, augment) -> None:
         if not len(fake) or not len(real):
-            raise DeepShieldError(f"the synthetic-face score needs generated and real training faces (got {len(fake)} and {len(real)})")
-        self.fake, self.real, self.length, self.seed, self.epoch, self.augment = fake, real, length, seed, epoch, augment
+            raise DeepShieldError(
+                f"the synthetic-face score needs generated and real training faces (got {len(fake)} and {len(real)})"
+            )
+        self.fake, self.real, self.length, self.seed, self.epoch, self.augment = (
+            fake,
+            real,
+            length,
+            seed,
+            epoch,
+            augment,
+        )
 
     def __len__(self) -> int:
         return self.length
@@ -164,10 +183,17 @@ def check_metrics(checks: SyntheticChecks, logits: dict[str, np.ndarray], interv
     return out
 
 
-def flagged_real(checks: SyntheticChecks, logits: dict[str, np.ndarray], temperature: float, threshold: float) -> dict[str, float]:
+def flagged_real(
+    checks: SyntheticChecks, logits: dict[str, np.ndarray], temperature: float, threshold: float
+) -> dict[str, float]:
     """Shares of real faces called synthetic at the threshold: validation real faces (synthetic_real_fpr),
     the same photos downscaled and at JPEG-70, and the matched-resolution real photos (FFHQ)."""
-    sets = {"real": "val", "downscaled_real": "holdout_downscaled", "jpeg_real": "holdout_jpeg", "matched_real": "confound"}
+    sets = {
+        "real": "val",
+        "downscaled_real": "holdout_downscaled",
+        "jpeg_real": "holdout_jpeg",
+        "matched_real": "confound",
+    }
     out = {}
     for metric, name in sets.items():
         real = getattr(checks, name).labels == REAL

@@ -114,8 +114,11 @@ class ParentRun:
             "val_labels": self.checkpoint["val_labels"],
             "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
             "parent": {
-                "path": str(self.path), "run_id": progress.get("run_id"), "epoch": epoch,
-                "command": self.checkpoint.get("command", ""), "metrics": selected,
+                "path": str(self.path),
+                "run_id": progress.get("run_id"),
+                "epoch": epoch,
+                "command": self.checkpoint.get("command", ""),
+                "metrics": selected,
             },
         }
 
@@ -123,10 +126,15 @@ class ParentRun:
 def load_parent(config: TrainConfig) -> ParentRun:
     path = Path(config.synthetic.init).expanduser()
     if not path.is_file():
-        raise DeepShieldError(f"synthetic.init {path} is not a checkpoint file (give the manipulation run's checkpoints/best.pt)")
+        raise DeepShieldError(
+            f"synthetic.init {path} is not a checkpoint file (give the manipulation run's checkpoints/best.pt)"
+        )
     checkpoint = load_checkpoint(path)
     if "val_logits" not in checkpoint:
-        raise DeepShieldError(f"synthetic.init {path} holds no validation logits: give a run's best.pt, not last.pt or an epoch checkpoint")
+        raise DeepShieldError(
+            f"synthetic.init {path} holds no validation logits: "
+            "give a run's best.pt, not last.pt or an epoch checkpoint"
+        )
     parent = TrainConfig.model_validate(checkpoint["config"])
     if parent.synthetic is not None:
         raise DeepShieldError(f"synthetic.init {path} already has a synthetic head: give a manipulation-only run")
@@ -200,7 +208,9 @@ class Step:
         if batch.images is not None:
             loss = loss + F.binary_cross_entropy_with_logits(output.logit[:split].float(), batch.labels.float())
         if batch.synthetic_images is not None:
-            loss = loss + F.binary_cross_entropy_with_logits(output.synthetic_logit[split:].float(), batch.synthetic_labels.float())
+            loss = loss + F.binary_cross_entropy_with_logits(
+                output.synthetic_logit[split:].float(), batch.synthetic_labels.float()
+            )
         return loss
 
     def __call__(self, batch: Batch) -> float:
@@ -294,7 +304,9 @@ class Trainer:
         parent = load_parent(config) if config.frozen_synthetic else None
         if parent is not None and parent.config.model != config.model:
             # The kept trunk fixes the architecture, input size and crop policy.
-            log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, parent.config.model)
+            log.info(
+                "frozen synthetic head: model settings from the parent run %s: %s", parent.path, parent.config.model
+            )
             config = self.config = config.model_copy(update={"model": parent.config.model})
         # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation.
         data = None if parent is not None else self._build_data()
@@ -303,11 +315,16 @@ class Trainer:
         # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
         # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
         centre = 1 / config.model.crop_scale if config.synthetic is not None else None  # the face box inside the crop
-        net = DeepfakeNet(config.model.backbone, config.model.input_size, config.model.pretrained, config.model.dropout, centre)
+        net = DeepfakeNet(
+            config.model.backbone, config.model.input_size, config.model.pretrained, config.model.dropout, centre
+        )
         if parent is not None:
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
             if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
-                raise DeepShieldError(f"synthetic.init {parent.path} does not fit the network: missing {missing}, unexpected {unexpected}")
+                raise DeepShieldError(
+                    f"synthetic.init {parent.path} does not fit the network: "
+                    f"missing {missing}, unexpected {unexpected}"
+                )
             for name, parameter in net.named_parameters():
                 parameter.requires_grad_(name.startswith("synthetic_head."))
         net = net.to(device, memory_format=torch.channels_last)
@@ -342,7 +359,10 @@ class Trainer:
         progress.run_id = tracker.run_id
         sizes = {"train_faces": len(data.bank), "val_samples": len(data.val_labels)} if data is not None else {}
         if synthetic_data is not None:
-            sizes |= {"synthetic_train_generated": len(synthetic_data.train_fake), "synthetic_train_real": len(synthetic_data.train_real)}
+            sizes |= {
+                "synthetic_train_generated": len(synthetic_data.train_fake),
+                "synthetic_train_real": len(synthetic_data.train_real),
+            }
         tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
         step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
 
@@ -360,7 +380,9 @@ class Trainer:
         stopped_early = False
         try:
             while progress.epoch < config.optim.epochs:
-                stopped_early = self._train_epoch(step, scheduler, data, synthetic_data, progress, steps_per_epoch, snapshot)
+                stopped_early = self._train_epoch(
+                    step, scheduler, data, synthetic_data, progress, steps_per_epoch, snapshot
+                )
                 if stopped_early:
                     save_checkpoint(snapshot(), last)
                     break
@@ -396,7 +418,14 @@ class Trainer:
         )
 
     def _train_epoch(
-        self, step: Step, scheduler, data: TrainingData | None, synthetic_data: SyntheticData | None, progress: Progress, steps_per_epoch: int, snapshot
+        self,
+        step: Step,
+        scheduler,
+        data: TrainingData | None,
+        synthetic_data: SyntheticData | None,
+        progress: Progress,
+        steps_per_epoch: int,
+        snapshot,
     ) -> bool:
         if progress.history and progress.history[-1]["epoch"] == progress.epoch:
             return False  # stopped during this epoch's validation: its steps are done, validate again
@@ -408,18 +437,34 @@ class Trainer:
         if data is not None:
             manipulation = self._loader(
                 TrainingSamples(
-                    data.bank, data.fake_pool, length, config.seed, progress.epoch, config.synthesis, config.augment,
-                    config.data.cross_blend_fraction, config.data.synthesize,
+                    data.bank,
+                    data.fake_pool,
+                    length,
+                    config.seed,
+                    progress.epoch,
+                    config.synthesis,
+                    config.augment,
+                    config.data.cross_blend_fraction,
+                    config.data.synthesize,
                 ),
                 remaining,
             )
         if synthetic_data is not None:
             synthetic = self._loader(
-                SyntheticFaceSamples(synthetic_data.train_fake, synthetic_data.train_real, length, config.seed, progress.epoch, config.synthetic.augment),
+                SyntheticFaceSamples(
+                    synthetic_data.train_fake,
+                    synthetic_data.train_real,
+                    length,
+                    config.seed,
+                    progress.epoch,
+                    config.synthetic.augment,
+                ),
                 remaining,
             )
         step.net.train()
-        if config.frozen_synthetic:  # the kept trunk and head stay in eval mode: batch-norm statistics and dropout untouched
+        if (
+            config.frozen_synthetic
+        ):  # the kept trunk and head stay in eval mode: batch-norm statistics and dropout untouched
             for module in (step.net.backbone, step.net.dropout, step.net.head):
                 module.eval()
         device = next(step.net.parameters()).device
@@ -431,12 +476,19 @@ class Trainer:
         started = time.perf_counter()
         seen = 0
         loaders = [loader for loader in (manipulation, synthetic) if loader is not None]
-        bar = tqdm(zip(*loaders), total=len(remaining) // batch, desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}", unit="batch")
+        bar = tqdm(
+            zip(*loaders),
+            total=len(remaining) // batch,
+            desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
+            unit="batch",
+        )
         for parts in bar:
             parts = list(parts)
             images, labels = parts.pop(0) if manipulation is not None else (None, None)
             synthetic_images, synthetic_labels = parts.pop(0) if synthetic is not None else (None, None)
-            samples = Batch(to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels))
+            samples = Batch(
+                to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels)
+            )
             losses.append(step(samples))
             scheduler.step()
             seen += len(samples)
@@ -451,7 +503,16 @@ class Trainer:
         progress.history.append({"epoch": progress.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "images_per_s": seen / max(elapsed, 1e-9), "lr": scheduler.get_last_lr()[0]})
         return False
 
-    def _end_epoch(self, net, data: TrainingData | None, synthetic_data: SyntheticData | None, parent: ParentRun | None, progress: Progress, snapshot, tracker) -> None:
+    def _end_epoch(
+        self,
+        net,
+        data: TrainingData | None,
+        synthetic_data: SyntheticData | None,
+        parent: ParentRun | None,
+        progress: Progress,
+        snapshot,
+        tracker,
+    ) -> None:
         config = self.config
         manipulation: dict = {}
         kept: dict = {}  # what the best checkpoint keeps for the export's calibration
@@ -463,9 +524,13 @@ class Trainer:
             bench_scores = score_benchmarks(data.benchmarks, lambda crops: predict_logits(net, crops), 1.0)
             reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
             calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
-            bench_scores = [replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores]
+            bench_scores = [
+                replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores
+            ]
             manipulation = dict(
-                val_loss=float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())),
+                val_loss=float(
+                    F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())
+                ),
                 val_auc=metrics.auc,
                 val_ap=metrics.ap,
                 val_eer=metrics.eer,
@@ -482,8 +547,12 @@ class Trainer:
             checks = synthetic_data.checks.named()
             check_logits = {name: predict_logits(net, crops.images, synthetic=True) for name, crops in checks.items()}
             synthetic_metrics = check_metrics(synthetic_data.checks, check_logits)
-            fitted = fit_synthetic_calibration(synthetic_data.checks.val.labels, check_logits["val"], config.synthetic.threshold_fpr)
-            synthetic_metrics |= flagged_real(synthetic_data.checks, check_logits, fitted.temperature, fitted.threshold)
+            fitted = fit_synthetic_calibration(
+                synthetic_data.checks.val.labels, check_logits["val"], config.synthetic.threshold_fpr
+            )
+            synthetic_metrics |= flagged_real(
+                synthetic_data.checks, check_logits, fitted.temperature, fitted.threshold
+            )
             kept |= {
                 "synthetic_checks": {name: (crops.labels, check_logits[name]) for name, crops in checks.items()},
                 "synthetic_sources": synthetic_data.sources,
@@ -498,7 +567,8 @@ class Trainer:
         log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in flat.items()})
         shown = {k: v for k, v in flat.items() if k != "epoch" and not k.endswith(("_lo", "_hi", "_ap"))}
         print(f"epoch {progress.epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), flush=True)
-        selector = parse_epoch_selector(config.export.select, bool(data and data.benchmarks), synthetic_data is not None)
+        has_benchmarks = data is not None and bool(data.benchmarks)
+        selector = parse_epoch_selector(config.export.select, has_benchmarks, synthetic_data is not None)
         value = selector.value(flat)
         improved = value is not None and (progress.best_value is None or selector.better(value, progress.best_value))
         if improved:
@@ -514,10 +584,19 @@ class Trainer:
         save_checkpoint(state, self.checkpoints / LAST)
         paths = [curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
         if data is not None:
-            paths.append(curves_plot(progress.history, ["val_auc", "val_ap", "val_balanced_accuracy"], self.plots / "val_metrics.png", "validation"))
+            paths.append(
+                curves_plot(
+                    progress.history,
+                    ["val_auc", "val_ap", "val_balanced_accuracy"],
+                    self.plots / "val_metrics.png",
+                    "validation",
+                )
+            )
         if synthetic_data is not None:
             names = [f"synthetic_{name}_auc" for name in synthetic_data.checks.named()]
-            paths.append(curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)"))
+            paths.append(
+                curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)")
+            )
         if data is not None and data.benchmarks:
             names = ["bench_auc", "bench_face_auc", "bench_file_auc"] + [f"bench_{b.name}_face_auc" for b in data.benchmarks]
             paths.append(curves_plot(progress.history, names, self.plots / "benchmarks.png", "benchmarks (AUC)"))
