@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_latency import make_photo, percentile, time_interleaved  # noqa: E402
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=224, help="input size of the bundles made here (default 224)")
     parser.add_argument("--runs", type=int, default=50, help="calls per bundle (default 50)")
+    parser.add_argument("--graph-runs", type=int, default=300, help="graph-only calls, one crop (default 300)")
     args = parser.parse_args(argv)
     if bool(args.model) != bool(args.baseline):
         parser.error("give both --model and --baseline, or neither")
@@ -69,11 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time_interleaved(
             {name: (lambda d=d: d.analyze_image(photo, heatmaps=True)) for name, d in detectors.items()}, args.runs
         )
+        # The graph alone on one face crop, the only stage a second output can cost anything in (decoding
+        # and detection are shared); many more calls, as a loaded machine makes end-to-end figures noisy.
+        side = detectors["one-output"].card.input_size
+        crop = np.full((1, side, side, 3), 128, np.uint8)
+        graph_calls = {name: (lambda d=d: d.classifier.score(crop)) for name, d in detectors.items()}
+        graph = time_interleaved(graph_calls, args.graph_runs)
     p50 = {name: percentile(times, 50) * 1000 for name, times in seconds.items()}
     print(f"analyze_image, 1 MP photo, {args.runs} calls each, alternating; load average {os.getloadavg()[0]:.1f}")
     print(f"{'bundle':<12} {'p50 ms':>8} {'p95 ms':>8}")
     for name, times in seconds.items():
         print(f"{name:<12} {p50[name]:>8.1f} {percentile(times, 95) * 1000:>8.1f}")
+    for name, times in graph.items():
+        p50_ms, p95_ms = percentile(times, 50) * 1000, percentile(times, 95) * 1000
+        print(f"{name:<12} {p50_ms:>8.2f} {p95_ms:>8.2f}   graph only, 1 crop")
+    graph_ratio = percentile(graph["two-output"], 50) / percentile(graph["one-output"], 50)
+    print(f"graph only, two-output / one-output p50: {graph_ratio:.3f}")
     ratio = p50["two-output"] / p50["one-output"]
     print(
         f"two-output / one-output p50: {ratio:.3f} "

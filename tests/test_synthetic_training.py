@@ -45,6 +45,8 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
         **{
             "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
             "export.select": "max.synthetic_val_auc",
+            "export.threshold_fpr": 0.2,  # not the parent's (none): the manipulation threshold must stay the parent's
+            "export.test_time_flip": "true",  # nor may the manipulation output change by a flip the parent had not
         },
     )
     result = Trainer(

@@ -161,20 +161,26 @@ def print_summary(summary, out=None) -> None:
 
 
 def print_synthetic(synthetic, cell, out) -> None:
-    """The synthetic-face score's lines: AUC per level and per source, and the real faces it flags."""
+    """The synthetic-face score's lines: AUC per level and per source (a source with both classes),
+    the share of real faces it flags, and of a generated-only source's faces it detects."""
     print(f"synthetic-face score (threshold {synthetic.settings.threshold:.3f}):", file=out)
     rows = [("all", synthetic.file, synthetic.face)] + [
         (name, block.file, block.face) for name, block in synthetic.by_source.items()
     ]
+    width = max(len(name) for name, _, _ in rows)
     for name, file_block, face_block in rows:
-        auc = {
-            level: cell(block.metrics["auc"]) if block.metrics else "-"
-            for level, block in (("file", file_block), ("face", face_block))
-        }
-        rate = face_block.confusion.false_positive_rate if face_block.confusion else None
-        flagged = "-" if rate is None else f"{rate:.1%}"
-        line = f"  {name:<20} AUC file {auc['file']}, face {auc['face']}; real faces flagged synthetic {flagged}"
-        print(line, file=out)
+        parts = []
+        if face_block.metrics:
+            file_auc = cell(file_block.metrics["auc"]) if file_block.metrics else "-"
+            parts.append(f"AUC file {file_auc}, face {cell(face_block.metrics['auc'])}")
+        confusion = face_block.confusion
+        if confusion is not None and confusion.false_positive_rate is not None:
+            reals = confusion.fp + confusion.tn
+            rate = confusion.false_positive_rate
+            parts.append(f"real faces flagged synthetic {rate:.1%} ({confusion.fp} of {reals})")
+        if not face_block.metrics and face_block.detection_rate is not None:
+            parts.append(f"generated faces detected {cell(face_block.detection_rate)}")
+        print(f"  {name:<{width}}  " + "; ".join(parts), file=out)
 
 
 def run(args: argparse.Namespace) -> int:

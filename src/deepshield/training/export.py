@@ -24,7 +24,7 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import TrainConfig
+from deepshield.training.config import ExportConfig, TrainConfig
 from deepshield.training.synthetic import LabelledCrops, SyntheticChecks, check_metrics, flagged_real
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -131,7 +131,10 @@ def export_checkpoint(
     net, config = network_from_checkpoint(checkpoint)
     labels = np.asarray(checkpoint["val_labels"])
     logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
-    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), config.export.threshold_fpr)
+    # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
+    parent = checkpoint.get("parent")
+    manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
+    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), manipulation_export.threshold_fpr)
     metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
     default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
     recorded = config.recorded()
@@ -142,7 +145,7 @@ def export_checkpoint(
         architecture=config.model.backbone,
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
-        test_time_flip=config.export.test_time_flip if test_time_flip is None else test_time_flip,
+        test_time_flip=manipulation_export.test_time_flip if test_time_flip is None else test_time_flip,
         calibration=_calibration(fitted),
         outputs=card_outputs(synthetic is not None),
         synthetic=synthetic,

@@ -119,6 +119,7 @@ class ParentRun:
                 "epoch": epoch,
                 "command": self.checkpoint.get("command", ""),
                 "metrics": selected,
+                "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
             },
         }
 

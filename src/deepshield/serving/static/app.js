@@ -13,7 +13,9 @@
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   // The synthetic-face score's own call, in words (it uses the same three labels).
   const SYNTHETIC_WORDS = {
-    likely_manipulated: "likely AI-generated", inconclusive: "inconclusive", no_signs_found: "no signs of AI generation",
+    likely_manipulated: "likely AI-generated",
+    inconclusive: "inconclusive",
+    no_signs_found: "no signs of AI generation",
   };
   const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
 
@@ -362,7 +364,8 @@
         document.createTextNode(scorePct(verdict.probability)),
         el("small", { text: "probability of manipulation" }),
         el("small", {
-          "data-role": "verdict-synthetic", text: syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
+          "data-role": "verdict-synthetic",
+          text: syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
         }),
       );
     }
