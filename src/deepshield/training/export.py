@@ -25,7 +25,7 @@ from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.config import ExportConfig, TrainConfig
-from deepshield.training.synthetic import LabelledCrops, SyntheticChecks, check_metrics, flagged_real
+from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
 # checkpoint stays loadable whatever this module's classes become.
@@ -201,16 +201,9 @@ def _synthetic_score(
     with a 95% bootstrap interval, and the real faces it flags at the fitted threshold."""
     if config.synthetic is None:
         return None, {}
-    checks = {
-        name: LabelledCrops(np.zeros((len(labels), 0)), np.asarray(labels))
-        for name, (labels, _) in checkpoint["synthetic_checks"].items()
-    }
-    logits = {name: np.asarray(values, np.float64) for name, (_, values) in checkpoint["synthetic_checks"].items()}
-    named = SyntheticChecks(**checks)
-    fitted = fit_synthetic_calibration(named.val.labels, logits["val"], config.synthetic.threshold_fpr)
-    metrics = check_metrics(named, logits, intervals=True) | flagged_real(
-        named, logits, fitted.temperature, fitted.threshold
-    )
+    scored = ScoredChecks.from_stored(checkpoint["synthetic_checks"])
+    fitted = fit_synthetic_calibration(scored.labels["val"], scored.logits["val"], config.synthetic.threshold_fpr)
+    metrics = scored.metrics(intervals=True) | scored.flagged_real(fitted.temperature, fitted.threshold)
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(
         calibration=_calibration(fitted),

@@ -169,34 +169,61 @@ class SyntheticFaceSamples(Dataset):
         return torch.from_numpy(degrade(pool[int(rng.integers(len(pool)))], rng, self.augment)), label
 
 
-def check_metrics(checks: SyntheticChecks, logits: dict[str, np.ndarray], intervals: bool = False) -> dict[str, float]:
-    """synthetic_<check>_auc (and _ap) for every check from its logits; with `intervals`, 95% bootstrap
-    intervals over faces too (`_lo`, `_hi`)."""
-    out: dict[str, float] = {}
-    for name, crops in checks.named().items():
-        labels, scores = check_inputs(crops.labels, 1 / (1 + np.exp(-np.asarray(logits[name], np.float64))))
-        metrics = detection_metrics(labels, scores)
-        out[f"synthetic_{name}_auc"], out[f"synthetic_{name}_ap"] = metrics.auc, metrics.ap
-        if intervals:
-            auc = bootstrap_intervals(labels, scores, resamples=1000).intervals["auc"]
-            out[f"synthetic_{name}_auc_lo"], out[f"synthetic_{name}_auc_hi"] = auc.low, auc.high
-    return out
+@dataclass(frozen=True)
+class ScoredChecks:
+    """Every check's labels and synthetic-face logits: what an epoch computes its figures from and the
+    best checkpoint keeps (as plain arrays, so that a checkpoint stays loadable whatever this class becomes)."""
 
+    labels: dict[str, np.ndarray]
+    logits: dict[str, np.ndarray]
 
-def flagged_real(
-    checks: SyntheticChecks, logits: dict[str, np.ndarray], temperature: float, threshold: float
-) -> dict[str, float]:
-    """Shares of real faces called synthetic at the threshold: validation real faces (synthetic_real_fpr),
-    the same photos downscaled and at JPEG-70, and the matched-resolution real photos (FFHQ)."""
-    sets = {
-        "real": "val",
-        "downscaled_real": "holdout_downscaled",
-        "jpeg_real": "holdout_jpeg",
-        "matched_real": "confound",
-    }
-    out = {}
-    for metric, name in sets.items():
-        real = getattr(checks, name).labels == REAL
-        probabilities = 1 / (1 + np.exp(-np.asarray(logits[name], np.float64)[real] / temperature))
-        out[f"synthetic_{metric}_fpr"] = float((probabilities >= threshold).mean())
-    return out
+    @classmethod
+    def score(cls, checks: SyntheticChecks, predict) -> ScoredChecks:
+        """`predict(images) -> synthetic logits` over every check."""
+        named = checks.named()
+        return cls(
+            {name: crops.labels for name, crops in named.items()},
+            {name: predict(c.images) for name, c in named.items()},
+        )
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, tuple[np.ndarray, np.ndarray]]) -> ScoredChecks:
+        return cls(
+            {name: np.asarray(labels) for name, (labels, _) in stored.items()},
+            {name: np.asarray(logits, np.float64) for name, (_, logits) in stored.items()},
+        )
+
+    def stored(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {name: (self.labels[name], self.logits[name]) for name in self.labels}
+
+    def metrics(self, intervals: bool = False) -> dict[str, float]:
+        """synthetic_<check>_auc (and _ap) for every check; with `intervals`, 95% bootstrap intervals
+        over faces too (`_lo`, `_hi`)."""
+        out: dict[str, float] = {}
+        for name in self.labels:
+            labels, scores = check_inputs(
+                self.labels[name], 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)))
+            )
+            metrics = detection_metrics(labels, scores)
+            out[f"synthetic_{name}_auc"], out[f"synthetic_{name}_ap"] = metrics.auc, metrics.ap
+            if intervals:
+                auc = bootstrap_intervals(labels, scores, resamples=1000).intervals["auc"]
+                out[f"synthetic_{name}_auc_lo"], out[f"synthetic_{name}_auc_hi"] = auc.low, auc.high
+        return out
+
+    def flagged_real(self, temperature: float, threshold: float) -> dict[str, float]:
+        """Shares of real faces called synthetic at the threshold: validation real faces
+        (synthetic_real_fpr), the same photos downscaled and at JPEG-70, and the matched-resolution
+        real photos (FFHQ)."""
+        sets = {
+            "real": "val",
+            "downscaled_real": "holdout_downscaled",
+            "jpeg_real": "holdout_jpeg",
+            "matched_real": "confound",
+        }
+        out = {}
+        for metric, name in sets.items():
+            real = self.labels[name] == REAL
+            probabilities = 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)[real] / temperature))
+            out[f"synthetic_{metric}_fpr"] = float((probabilities >= threshold).mean())
+        return out

@@ -48,13 +48,7 @@ from deepshield.training.export import (
 from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared, prepared_source_files
-from deepshield.training.synthetic import (
-    SyntheticData,
-    SyntheticFaceSamples,
-    build_synthetic_data,
-    check_metrics,
-    flagged_real,
-)
+from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()
@@ -463,9 +457,8 @@ class Trainer:
                 remaining,
             )
         step.net.train()
-        if (
-            config.frozen_synthetic
-        ):  # the kept trunk and head stay in eval mode: batch-norm statistics and dropout untouched
+        # Frozen: the kept trunk and head stay in eval mode (batch-norm statistics and dropout untouched).
+        if config.frozen_synthetic:
             for module in (step.net.backbone, step.net.dropout, step.net.head):
                 module.eval()
         device = next(step.net.parameters()).device
@@ -545,22 +538,20 @@ class Trainer:
             kept = parent.record()
         synthetic_metrics: dict[str, float] = {}
         if synthetic_data is not None:
-            checks = synthetic_data.checks.named()
-            check_logits = {name: predict_logits(net, crops.images, synthetic=True) for name, crops in checks.items()}
-            synthetic_metrics = check_metrics(synthetic_data.checks, check_logits)
+            scored = ScoredChecks.score(
+                synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
+            )
             fitted = fit_synthetic_calibration(
-                synthetic_data.checks.val.labels, check_logits["val"], config.synthetic.threshold_fpr
+                scored.labels["val"], scored.logits["val"], config.synthetic.threshold_fpr
             )
-            synthetic_metrics |= flagged_real(
-                synthetic_data.checks, check_logits, fitted.temperature, fitted.threshold
-            )
+            synthetic_metrics = scored.metrics() | scored.flagged_real(fitted.temperature, fitted.threshold)
             kept |= {
-                "synthetic_checks": {name: (crops.labels, check_logits[name]) for name, crops in checks.items()},
+                "synthetic_checks": scored.stored(),
                 "synthetic_sources": synthetic_data.sources,
             }
             if data is None:  # frozen: the only validation is the synthetic score's
                 val = synthetic_data.checks.val
-                plotted = (val.images, val.labels, sigmoid(check_logits["val"].astype(np.float64)))
+                plotted = (val.images, val.labels, sigmoid(scored.logits["val"].astype(np.float64)))
         record = EpochRecord(**progress.history[-1], **manipulation, synthetic=synthetic_metrics)
         flat = record.flat()
         progress.history[-1] = flat
