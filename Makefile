@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test test-fast test-mlrun install-app install-test bench
+.PHONY: run test test-fast test-mlrun install-app install-test bench lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: install-test
 # The quick loop while editing: no root, no browser, no Ray, no training runs (about a minute).
 test-fast: install-test
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not browser and not ray"
+
+# ruff's checks and mypy (strict on media, faces, inference, models, synthesis): configured in pyproject.toml.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/ruff format --check .
+
+# Rewrites files: ruff's formatter, then ruff's safe fixes.
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The MLRun integration through real MLRun (local mode), in its own venv: the mlrun extra moves
 # pandas (3.x -> 2.1) and pyarrow, so it stays out of the test venv (see docs/mlrun.md).

@@ -20,7 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from deepshield.evaluation.summary import Confusion, EvaluationSettings, EvaluationSummary, Interval, ModelInfo, summarize
+from deepshield.evaluation.summary import (
+    Confusion,
+    EvaluationSettings,
+    EvaluationSummary,
+    Interval,
+    ModelInfo,
+    summarize,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dev-eval"

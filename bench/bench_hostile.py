@@ -21,6 +21,7 @@ uses only what every version of the server has, so that the same run measures an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
@@ -38,7 +39,9 @@ import numpy as np
 from PIL import Image
 
 from bench_serving import RssSampler  # this folder is on the path when the script runs
-from deepshield.serving.testing import rss_bytes, server_process
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
+from tests.serving_support import rss_bytes, server_process
 
 BOUNDARY = "hostile"
 JOB_DEADLINE_S = 120.0
@@ -176,10 +179,8 @@ def hostile_clients(model, image: bytes) -> dict:
                 sockets.append(sock)
             time.sleep(1.0)
             for sock in sockets[110:]:  # one more byte each: 1 byte/s
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b"\x00")
-                except OSError:
-                    pass
             latencies, statuses = [], []
             for _ in range(20):
                 started = time.perf_counter()

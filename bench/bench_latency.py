@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import av  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import av
+import cv2
+import numpy as np
 
 IMAGE_TARGET_MS = 60.0
 VIDEO_TARGET_S = 2.5
@@ -89,11 +89,10 @@ def resolve_bundle(args, workdir: Path):
     import torch
 
     from deepshield.faces.crop import CropPolicy
-    from deepshield.inference.runtime import DEFAULT_BUNDLE
+    from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
     from deepshield.models.card import ModelCard
     from deepshield.models.export import export_bundle
     from deepshield.models.network import DeepfakeNet
-    from deepshield.inference.runtime import read_card
 
     notes = []
     bundle = Path(args.model) if args.model else DEFAULT_BUNDLE

@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 CONFIGS = (("ray, 1 CPU", 1, None), ("ray, 2 CPUs", 2, None), ("ray, 2 CPUs, --workers 1", 2, 1))  # (label, Ray CPUs, --workers)
 
 

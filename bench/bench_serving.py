@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from deepshield.serving.testing import rss_bytes, server_process
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
+from tests.serving_support import rss_bytes, server_process
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "src" / "deepshield" / "serving" / "static" / "examples" / "astronaut-real.jpg"
 TARGET_RATE_AT_4 = 10.0
@@ -86,7 +87,7 @@ def run_level(base_url: str, image: bytes, clients: int, duration_s: float, head
     with ThreadPoolExecutor(clients) as pool:
         outcomes = list(pool.map(client, range(clients)))
     elapsed = time.monotonic() - started
-    latencies = sorted(l for lat, _ in outcomes for l in lat)
+    latencies = sorted(latency for client_latencies, _ in outcomes for latency in client_latencies)
     statuses: dict[int, int] = {}
     for _, counts in outcomes:
         for status, count in counts.items():

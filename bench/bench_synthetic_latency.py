@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_latency import make_photo, percentile, time_interleaved  # noqa: E402
+from bench_latency import make_photo, percentile, time_interleaved
 
 TARGET_RATIO = 1.10
 
@@ -37,7 +37,7 @@ def make_bundles(workdir: Path, size: int) -> tuple[Path, Path]:
     two = DeepfakeNet("efficientnet_lite0", size, pretrained=False, synthetic_center=1 / 1.5).eval()
     one = DeepfakeNet("efficientnet_lite0", size, pretrained=False).eval()
     one.load_state_dict({k: v for k, v in two.state_dict().items() if not k.startswith("synthetic_head.")})
-    base = dict(version="bench", architecture="efficientnet_lite0", input_size=size, crop_policy=CropPolicy(size=size))
+    base = {"version": "bench", "architecture": "efficientnet_lite0", "input_size": size, "crop_policy": CropPolicy(size=size)}
     one_card = ModelCard(name="one-output", **base)
     two_card = ModelCard(
         name="two-output",

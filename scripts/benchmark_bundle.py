@@ -32,7 +32,7 @@ def main() -> int:
         classifier = OnnxClassifier(bundle)
         card = classifier.card
         benchmarks = [load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames) for p in args.benchmarks]
-        scored = score_benchmarks(benchmarks, lambda crops: classifier.score(crops).logits, card.calibration.temperature)
+        scored = score_benchmarks(benchmarks, lambda crops, classifier=classifier: classifier.score(crops).logits, card.calibration.temperature)
         metrics = benchmark_metrics(scored, card.calibration.threshold)
         results[f"{card.name} {card.version}"] = {"bundle": str(bundle), "threshold": card.calibration.threshold} | metrics
         shown = {k: round(v, 3) for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}

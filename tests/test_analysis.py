@@ -17,7 +17,6 @@ from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.media.video import VideoFrame, VideoInfo, uniform_indices
 from deepshield.models.card import Calibration, ModelCard
-
 from tests.conftest import write_video
 
 
@@ -65,7 +64,7 @@ def test_one_result_per_face_in_reading_order(detector, three_faces):
     for face in result.faces:
         assert face.probability == pytest.approx(sigmoid(face.logit, detector.card.calibration.temperature), rel=1e-6)
         assert face.crop.shape == (64, 64, 3) and face.heatmap.shape == (64, 64)
-        assert 0 <= face.heatmap.min() and face.heatmap.max() <= 1
+        assert face.heatmap.min() >= 0 and face.heatmap.max() <= 1
         assert len(face.keypoints) == 6 and 0 < face.detection_score <= 1
     assert result.model == "tiny-test 0.0.1" and result.elapsed_ms > 0
 
@@ -120,7 +119,7 @@ def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut
 
     path = write_video(tmp_path / "clip.mp4", [astronaut] * 2)
     for source in (path, path.read_bytes()):
-        with pytest.raises(UnsupportedMediaError, match="this is a video: use Detector.analyze_video, or analyze_path"):
+        with pytest.raises(UnsupportedMediaError, match=r"this is a video: use Detector.analyze_video, or analyze_path"):
             detector.analyze_image(source)
 
 
@@ -132,7 +131,7 @@ def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
 
 
 def test_encoded_bytes_and_paths_are_analysed(detector, astronaut, tmp_path):
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     (tmp_path / "a.jpg").write_bytes(jpeg.tobytes())
     from_bytes = detector.analyze_image(jpeg.tobytes())
     from_path = detector.analyze_path(tmp_path / "a.jpg")

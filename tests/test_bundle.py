@@ -77,14 +77,14 @@ def test_onnx_runtime_matches_torch(request, astronaut, which):
 
 @pytest.mark.parametrize(("which", "cam_side"), [("tiny_net_bundle", 8), ("efficientnet_bundle", 3)])
 def test_cam_shape_and_mean_is_the_logit(request, astronaut, which, cam_side):
-    net, card, bundle = request.getfixturevalue(which)
+    _net, card, bundle = request.getfixturevalue(which)
     scores = OnnxClassifier(bundle).score(face_like_crops(astronaut, card.input_size, 3))
     assert scores.cams.shape == (3, cam_side, cam_side)  # input / 8 (tiny), input / 32 (EfficientNet)
     np.testing.assert_allclose(scores.cams.mean(axis=(1, 2)), scores.logits, rtol=1e-4, atol=1e-5)
 
 
 def test_card_records_checksum_and_policy(efficientnet_bundle):
-    _, card, bundle = efficientnet_bundle
+    _, _card, bundle = efficientnet_bundle
     stored = json.loads((bundle / CARD_FILE).read_text())
     assert stored["onnx_sha256"] == file_sha256(bundle / ONNX_FILE)
     assert stored["input_size"] == 96 and stored["crop_policy"]["size"] == 96
@@ -140,13 +140,13 @@ def test_missing_directory(tmp_path):
 
 def test_missing_card(bundle_copy):
     (bundle_copy / CARD_FILE).unlink()
-    with pytest.raises(BundleError, match="has no model_card.json"):
+    with pytest.raises(BundleError, match=r"has no model_card.json"):
         OnnxClassifier(bundle_copy)
 
 
 def test_invalid_json(bundle_copy):
     (bundle_copy / CARD_FILE).write_text('{"format": 1, "name": ')
-    with pytest.raises(BundleError, match="model card .* is invalid"):
+    with pytest.raises(BundleError, match=r"model card .* is invalid"):
         OnnxClassifier(bundle_copy)
 
 
@@ -154,7 +154,7 @@ def test_card_missing_required_field(bundle_copy):
     card = json.loads((bundle_copy / CARD_FILE).read_text())
     del card["crop_policy"]
     (bundle_copy / CARD_FILE).write_text(json.dumps(card))
-    with pytest.raises(BundleError, match="(?s)is invalid.*crop_policy"):
+    with pytest.raises(BundleError, match=r"(?s)is invalid.*crop_policy"):
         OnnxClassifier(bundle_copy)
 
 
@@ -166,7 +166,7 @@ def test_wrong_format_number(bundle_copy):
 
 def test_missing_onnx(bundle_copy):
     (bundle_copy / ONNX_FILE).unlink()
-    with pytest.raises(BundleError, match="has no model.onnx"):
+    with pytest.raises(BundleError, match=r"has no model.onnx"):
         OnnxClassifier(bundle_copy)
 
 

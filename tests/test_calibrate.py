@@ -16,7 +16,6 @@ from deepshield.evaluation.scoring import FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.models.card import Calibration, ModelCard
-
 from tests.test_evaluation_report import folder_dataset  # noqa: F401 - the shared tiny dataset fixture
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
-
 from tests.conftest import NATIVE_LOG_LINE, write_video
 
 

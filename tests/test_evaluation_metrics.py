@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import expected_calibration_error, fit_inconclusive_band, fit_temperature, fit_threshold, reliability, sigmoid
+from deepshield.evaluation.calibration import (
+    expected_calibration_error,
+    fit_inconclusive_band,
+    fit_temperature,
+    fit_threshold,
+    reliability,
+    sigmoid,
+)
 from deepshield.evaluation.metrics import (
     METRIC_NAMES,
     MetricsError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -17,7 +18,6 @@ from deepshield.evaluation.scoring import CLEAN, score_datasets
 from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
 from deepshield.inference.analysis import VideoRule
 from deepshield.inference.runtime import OnnxClassifier
-
 from tests.conftest import write_video
 
 
@@ -118,12 +118,12 @@ def test_metrics_json(report):
 
 
 def test_scores_csv_has_every_face_of_every_condition(report):
-    rows = list(csv.DictReader(open(report / "scores.csv")))
+    rows = list(csv.DictReader(io.StringIO((report / "scores.csv").read_text())))
     assert len(rows) == 6 * 8  # 6 conditions (clean + 5), 8 faces each: the perturbations are mild
     assert {r["condition"] for r in rows} == {"clean", "jpeg:90", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"}
     video = [r for r in rows if r["path"].endswith("drift.mp4") and r["condition"] == "clean"]
     assert len(video) == 4 and {r["track_id"] for r in video} == {"0"} and len({r["frame_index"] for r in video}) == 4
-    files = {Path(r["path"]).name: r for r in csv.DictReader(open(report / "files.csv"))}
+    files = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO((report / "files.csv").read_text()))}
     assert files["blank.png"]["status"] == "no_face" and files["blank.png"]["called"] == "no_face"
     assert files["broken.jpg"]["status"] == "error" and files["broken.jpg"]["reason"]
     assert files["drift.mp4"]["frames_sampled"] == "4" and files["drift.mp4"]["faces"] == "4"
@@ -260,7 +260,7 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
     assert re.search(r"1 files unreadable: \S*broken.jpg \(", err)
     page = (out / "report.html").read_text()
     assert "<h2>Missing files (1)</h2>" in page and "<h2>Unreadable files (1)</h2>" in page
-    files = {Path(r["path"]).name: r for r in csv.DictReader(open(out / "files.csv"))}
+    files = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO((out / "files.csv").read_text()))}
     assert files["gone.jpg"]["reason"] == "file not found" and files["gone.jpg"]["called"] == "error"
     ok = files["astronaut.jpg"]
     threshold = json.loads((out / "metrics.json").read_text())["settings"]["threshold"]

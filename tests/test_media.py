@@ -16,11 +16,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from tests.conftest import write_video
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
-from deepshield.media import ImageLimits, MediaKind, VideoLimits, load_image, probe_video, sample_frames, sniff_media_kind
+from deepshield.media import (
+    ImageLimits,
+    MediaKind,
+    VideoLimits,
+    load_image,
+    probe_video,
+    sample_frames,
+    sniff_media_kind,
+)
 from deepshield.media.sniff import HEADER_BYTES, sniff_path
 from deepshield.media.video import uniform_indices
+from tests.conftest import write_video
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -60,7 +68,7 @@ def test_sniff_tells_images_from_videos(astronaut, face_video):
     assert sniff_path(face_video) is MediaKind.VIDEO
     ts = bytes([0x47]) + bytes(187)
     assert sniff_media_kind(ts * 3) is MediaKind.VIDEO  # MPEG-TS: the sync byte every 188 bytes
-    with pytest.raises(UnsupportedMediaError, match="unsupported file type: expected an image .* or a video"):
+    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type: expected an image .* or a video"):
         sniff_media_kind(b"Good morning! A text file that starts with a G, like MPEG-TS\n" * 10)
     with pytest.raises(UnsupportedMediaError, match="empty file"):
         sniff_media_kind(b"")
@@ -325,7 +333,7 @@ def test_probe_reads_fps_count_duration(counting_video):
 
 
 def test_frames_are_sampled_uniformly(counting_video):
-    info, frames = sample_frames(counting_video, 8)
+    _info, frames = sample_frames(counting_video, 8)
     expected = uniform_indices(40, 8)
     assert expected == [2, 7, 12, 17, 22, 27, 32, 37]
     assert [f.index for f in frames] == expected
@@ -429,7 +437,7 @@ def test_empty_and_oversized_videos_are_refused(tmp_path, face_video):
 def test_over_long_video_is_refused(face_video):
     with pytest.raises(MediaTooLargeError, match=r"video is 2 s long, above the 1\.5 s limit"):
         sample_frames(face_video, 8, VideoLimits(max_duration_s=1.5))
-    info, frames = sample_frames(face_video, 4, VideoLimits(max_duration_s=2.5))
+    _info, frames = sample_frames(face_video, 4, VideoLimits(max_duration_s=2.5))
     assert len(frames) == 4
 
 
@@ -575,7 +583,7 @@ def test_far_apart_samples_are_reached_by_seeking(long_fast_video, monkeypatch):
     decoded = []
     check = video._check_frame
     monkeypatch.setattr(video, "_check_frame", lambda frame, limits: decoded.append(1) or check(frame, limits))
-    info, frames = sample_frames(long_fast_video, 8, VideoLimits(max_fps=1000))
+    _info, frames = sample_frames(long_fast_video, 8, VideoLimits(max_fps=1000))
     expected = uniform_indices(3000, 8)
     assert [f.index for f in frames] == expected
     assert [f.timestamp_s for f in frames] == pytest.approx([i / 1000 for i in expected], abs=1e-3)

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tests.conftest import write_video
 
 from deepshield.cli.main import main
 from deepshield.data.extract import NO_FACE, ExtractSettings
@@ -27,6 +26,7 @@ from deepshield.data.sources import SourceFormatError, SourceItem, detect_format
 from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
+from tests.conftest import write_video
 
 SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
 
@@ -400,6 +400,5 @@ def test_one_writer_per_dataset(tmp_path: Path, small):
     from deepshield.data.layout import dataset_lock
 
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
-    with dataset_lock(tmp_path / "ds"):
-        with pytest.raises(DeepShieldError, match="another deepshield process"):
-            prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    with dataset_lock(tmp_path / "ds"), pytest.raises(DeepShieldError, match="another deepshield process"):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)

@@ -18,12 +18,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.inference.analysis import Detector
 from deepshield.media.images import ImageLimits
+from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
+from deepshield.media.suffixes import VIDEO_SUFFIXES
 from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
+from deepshield.serving.errors import from_library_error
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.testing import live_server
+from tests.serving_support import live_server
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -532,6 +536,28 @@ def test_no_path_traversal_out_of_the_static_folder(detector):
         connection = http.client.HTTPConnection(host, port, timeout=10)
         connection.request("GET", "/static/app.js")
         assert connection.getresponse().status == 200
+
+
+def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
+    body = client.get("/healthz").json()
+    assert body["limits"]["min_face_px"] == detector.faces.min_face_size
+    assert body["accepted"] == {
+        "image_formats": list(IMAGE_FORMATS),
+        "video_formats": list(VIDEO_FORMATS),
+        "video_suffixes": sorted(suffix[1:] for suffix in VIDEO_SUFFIXES),
+    }
+    # Each library refusal a job can fail with has the status the same refusal gets as a request.
+    for error in (UnsupportedMediaError("x"), CorruptMediaError("x"), MediaTooLargeError("x"), DeepShieldError("x")):
+        api = from_library_error(error)
+        assert body["job_error_statuses"][api.code] == api.status
+    assert {"internal_error", "timeout", "server_restarted"} <= set(body["job_error_statuses"])
+
+
+def test_frames_above_the_servers_bound_are_refused(detector, astronaut_jpeg):
+    with client_for(detector, max_video_frames=40) as client:
+        body = assert_error(client.post("/v1/jobs?frames=41", files=upload(astronaut_jpeg)), 400, "invalid_request")
+        assert "frames" in body["detail"] and "40" in body["detail"]
+        assert client.post("/v1/jobs?frames=40", files=upload(astronaut_jpeg)).status_code == 202
 
 
 # ------------------------------------------------------------------------------------------ settings

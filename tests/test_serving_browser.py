@@ -17,7 +17,7 @@ from PIL import Image
 
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.testing import live_server
+from tests.serving_support import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -260,3 +260,39 @@ def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, detector, 
             page.wait_for_selector(".face-card")
         finally:
             context.close()
+
+
+def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
+    """Accepted formats, video suffixes, the minimum face size and job error statuses are the server's:
+    served changed, the page shows and uses the changed values."""
+
+    def changed_health(route):
+        body = route.fetch().json()
+        body["accepted"] = {"image_formats": ["PIXELFORMAT"], "video_formats": ["REELFORMAT"], "video_suffixes": ["reel"]}
+        body["limits"]["min_face_px"] = 77
+        body["job_error_statuses"] = {**body["job_error_statuses"], "corrupt_media": 499}
+        route.fulfill(json=body)
+
+    page.route("**/healthz", changed_health)
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None)
+    page.goto(server + "/")
+    page.wait_for_selector("#limits:has-text('REELFORMAT')")
+    assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
+    assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.reel"
+
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
+    page.wait_for_selector("[data-role=no-face]")
+    assert "at least 77 pixels wide" in page.inner_text("[data-role=no-face]")
+
+    # A file without a MIME type is taken for a video by the served suffixes: it goes to /v1/jobs. The
+    # job fails with a code and no detail: the page names the status the server gave that code.
+    failed_job = {"id": "j", "status": "failed", "error": {"error": "corrupt_media", "detail": ""}}
+    page.route("**/v1/jobs", lambda route: route.fulfill(status=202, json=failed_job))
+    clip = tmp_path / "clip.reel"  # a suffix without a MIME type: the browser gives the file none
+    clip.write_bytes(bytes(4000))
+    page.set_input_files("#file-input", str(clip))
+    page.wait_for_selector("#message:not([hidden])")
+    assert posts == ["/v1/analyze?preview=true", "/v1/jobs"]
+    assert page.inner_text("#message-detail") == "Error 499."
+    assert page.problems == []

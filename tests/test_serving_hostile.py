@@ -17,7 +17,7 @@ import pytest
 
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from deepshield.serving.testing import live_server
+from tests.serving_support import live_server
 from tests.test_media import mjpeg_with_lying_header
 from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files, wait_for_job
 
@@ -276,8 +276,8 @@ def _post_file(base_url: str, path: str, data: bytes, name: str) -> dict:
 def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle, tmp_path, astronaut):
     import numpy as np
 
-    from deepshield.serving.testing import server_process
     from tests.conftest import write_video
+    from tests.serving_support import server_process
 
     frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(32)]
     video = write_video(tmp_path / "clip.mp4", frames, fps=16).read_bytes()
@@ -318,6 +318,5 @@ def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astr
 def test_one_server_per_data_folder(detector, tmp_path):
     from deepshield.errors import DeepShieldError
 
-    with client_for(detector, state_dir=tmp_path / "data"):
-        with pytest.raises(DeepShieldError, match="another server is using the state folder"):
-            create_app(detector, ServerSettings(state_dir=tmp_path / "data"))
+    with client_for(detector, state_dir=tmp_path / "data"), pytest.raises(DeepShieldError, match="another server is using the state folder"):
+        create_app(detector, ServerSettings(state_dir=tmp_path / "data"))

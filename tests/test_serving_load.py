@@ -11,9 +11,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from deepshield.serving.testing import rss_bytes, server_process
-
 from tests.conftest import NATIVE_LOG_LINE
+from tests.serving_support import rss_bytes, server_process
 
 CLIENTS = 8
 WARMUP_REQUESTS = 48

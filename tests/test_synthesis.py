@@ -26,7 +26,7 @@ def test_self_blend_mask_covers_the_face_and_only_it(face_sample, seed):
     result = self_blend(face_sample, np.random.default_rng(seed), WHOLE_FACE)
     mask = result.mask
     assert mask.shape == face_sample.image.shape[:2] and mask.dtype == np.float32
-    assert 0.0 <= mask.min() and mask.max() <= 1.0
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
     # Eyes, nose and mouth centre are inside the blended region ...
     for x, y in face_sample.keypoints[:4]:
         assert mask[int(y), int(x)] > 0.3

@@ -380,7 +380,7 @@ def test_the_synthetic_section_is_strict():
         DeepShieldError, match=r"unknown key synthetic\.holdout; did you mean synthetic\.holdout_fraction\?"
     ):
         load_config(None, ["synthetic.holdout=0.3", "synthetic.mode=joint"])
-    with pytest.raises(DeepShieldError, match="needs synthetic.init"):
+    with pytest.raises(DeepShieldError, match=r"needs synthetic\.init"):
         load_config(None, ["synthetic.mode=frozen", "export.select=max.synthetic_val_auc"])
     with pytest.raises(DeepShieldError, match="select on the synthetic score"):
         load_config(None, ["synthetic.init=best.pt"])

@@ -105,7 +105,7 @@ def test_config_overrides_params_file_and_errors(tmp_path):
     assert config.optim.lr == 0.002 and config.optim.batch_size == 8
     assert config.model.input_size == 96 and config.tracking.enabled is False
     assert config.model.backbone == "efficientnet_lite0"  # default.toml
-    with pytest.raises(DeepShieldError, match="section.key=value"):
+    with pytest.raises(DeepShieldError, match=r"section.key=value"):
         load_config(None, ["lr"])
     with pytest.raises(DeepShieldError, match="invalid training configuration"):
         load_config(None, ["optim.batch_size=-3"])
@@ -169,5 +169,5 @@ def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset,
         Path("unused"), tmp_path / "run", tmp_path / "e.db", tmp_path / "cache",
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "model.crop_scale": "1.3"},
     )
-    with pytest.raises(DeepShieldError, match="re-run `deepshield prepare` with --crop-scale 1.3"):
+    with pytest.raises(DeepShieldError, match=r"re-run `deepshield prepare` with --crop-scale 1.3"):
         Trainer(config).run()

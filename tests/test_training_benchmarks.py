@@ -95,7 +95,7 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
     shutil.copytree(benchmark_dir, leaky)
     shutil.copy(next(real_dir.glob("*.png")), leaky / "real" / "copied.png")  # same content, other path
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{leaky}"]'})
-    with pytest.raises(BenchmarkOverlapError, match="shares 1 file.*copied.png.*never be trained on"):
+    with pytest.raises(BenchmarkOverlapError, match=r"shares 1 file.*copied.png.*never be trained on"):
         Trainer(config).run()
     same_folder = tiny_config(real_dir, tmp_path / "run2", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{real_dir.parent}"]'})
     with pytest.raises(DeepShieldError, match="shares 8 file"):
@@ -103,7 +103,7 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
 
 
 def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
-    with pytest.raises(DeepShieldError, match="needs benchmarks: set data.benchmarks"):
+    with pytest.raises(DeepShieldError, match=r"needs benchmarks: set data.benchmarks"):
         tiny_config(real_dir, tmp_path / "run", tmp_path / "s.db", tmp_path / "cache", **{"export.select": "max.bench_auc"})
     assert parse_selector("max.bench_modern_swaps_file_auc_lo").direction == "maximize"
     assert parse_selector("min.bench_fpr").direction == "minimize"
@@ -143,7 +143,7 @@ def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
 
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: [1e-3, 1e-2, 3e-2]\nbudget:\n  optim.epochs: 2\n")
-    common = dict(space=space, tracking=False, prewarm=False, pruner="none")
+    common = {"space": space, "tracking": False, "prewarm": False, "pruner": "none"}
     with_benchmark = ['data.benchmarks=["dev-eval/modern-swaps"]']  # a benchmark selector needs a benchmark configured
     by_bench = run_search(
         SearchSettings(out=tmp_path / "a", select="max.bench_auc", overrides=with_benchmark, **common), train_fn=scripted, echo=lambda _: None

@@ -77,7 +77,7 @@ def test_handler_parameters_and_results(monkeypatch, tmp_path):
         integration.train_trial(context, **{"optim.lrate": 1.0})
 
 
-def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkeypatch):
+def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkeypatch):  # noqa: F811 - the imported fixture
     """`new_task().with_hyper_params(grid, selector="max.val_auc")` run by real MLRun, locally (no MLRun
     service): MLRun calls train_trial once per grid point, each trains with the project's trainer,
     and MLRun picks the iteration with the highest logged val_auc. Skipped where mlrun is not

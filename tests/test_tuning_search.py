@@ -41,8 +41,8 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
     progress = SimpleNamespace(epoch=done, history=[scripted_metrics(config.optim.lr, config.optim.batch_size, e) for e in range(done)], run_id=None)
     CALLS.append(
         {"lr": config.optim.lr, "batch": config.optim.batch_size, "run_dir": str(run_dir), "resume": resume, "from_epoch": done, "threads": config.threads,
-         "export_select": config.export.select}  # fmt: skip
-    )
+         "export_select": config.export.select}
+    )  # fmt: skip
     kill_at = os.environ.get("FAKE_KILL_AT_LR")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "threads.txt").write_text(str(config.threads))
@@ -108,7 +108,7 @@ def test_min_selector_uses_its_own_metric(space, tmp_path):
 
 
 def test_export_select_follows_the_selector(space, tmp_path):
-    with pytest.raises(DeepShieldError, match="export.select follows --select"):
+    with pytest.raises(DeepShieldError, match=r"export.select follows --select"):
         run_search(settings(space, tmp_path, overrides=["export.select=max.val_auc"], select="min.val_loss"), train_fn=fake_train, echo=lambda _: None)
     space.write_text("export.select: [max.val_auc, min.val_loss]\n")
     with pytest.raises(DeepShieldError, match="set by the search itself"):

@@ -33,7 +33,7 @@ def test_space_kinds_and_yaml_scientific_notation(tmp_path):
     assert space.param("optim.weight_decay").choices == (1e-3, 1e-2)
     assert space.budget == {"optim.samples_per_epoch": 32, "data.limit_per_folder": 20}  # --trial-set wins
     assert not space.finite  # the log range has no grid
-    with pytest.raises(DeepShieldError, match="grid search needs a finite list for optim.lr"):
+    with pytest.raises(DeepShieldError, match=r"grid search needs a finite list for optim.lr"):
         space.grid()
     assert space.param("model.dropout").grid_values() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     assert space.param("optim.epochs").grid_values() == [2, 4, 6]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from deepshield.engines import ENGINES
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -42,7 +44,7 @@ def engine_arguments(parser: argparse.ArgumentParser, workers_help: str | None =
     """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare and tune."""
     parser.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=ENGINES,
         default="local",
         help="where the work runs: this machine (default) or a Ray cluster (pip install 'deepfake-shield[ray]')",
     )

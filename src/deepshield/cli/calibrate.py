@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     print(f"temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}")
     band = result.card.calibration.inconclusive
+    assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")
     print(f"{'metric (calibration set)':<34} {'before':>8} {'after':>8}")
     for level in ("file", "face"):

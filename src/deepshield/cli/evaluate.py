@@ -77,9 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_classifier(model: str | None):
-    from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+    from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 
-    path = DEFAULT_BUNDLE if model in (None, "default") else Path(model)
+    path = bundle_dir(model)
     return OnnxClassifier(path), path
 
 
@@ -228,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
             tracker.finish("FAILED")
             raise
         tracker.finish()
-        print(f"logged to MLflow run {tracker.run_id} ({args.tracking_uri})")
-        print(where_to_look(args.tracking_uri, tracker.run_id))
+        run_id = tracker.run_id
+        assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
+        print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
+        print(where_to_look(args.tracking_uri, run_id))
     return EXIT_OK

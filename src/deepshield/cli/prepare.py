@@ -48,7 +48,7 @@ def crop_policy(size: int | None, scale: float | None, align: bool = False):
     from deepshield.errors import DeepShieldError
     from deepshield.faces.crop import CropPolicy
 
-    values = {"align": align}
+    values: dict[str, bool | int | float] = {"align": align}
     if size is not None:
         values["size"] = size
     if scale is not None:

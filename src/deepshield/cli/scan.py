@@ -18,7 +18,7 @@ from deepshield.cli.args import (
     positive_int,
     probability,
 )
-from deepshield.serving.settings import ServerSettings
+from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
 SUMMARY_FIELDS = (
     "path", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    most = ServerSettings.max_video_frames  # the API's bound, so both accept the same requests
+    most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
     parser.add_argument("--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)")
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument("--out", type=Path, help="write results here instead of standard output (jsonl and csv: row by row, as files finish)")
@@ -89,10 +89,7 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
     lines = complete.decode("utf-8").splitlines()
-    if fmt == "jsonl":
-        records = [json.loads(line) for line in lines if line.strip()]
-    else:
-        records = list(csv.DictReader(lines))
+    records = [json.loads(line) for line in lines if line.strip()] if fmt == "jsonl" else list(csv.DictReader(lines))
     return {record["path"]: record["status"] for record in records}
 
 
@@ -186,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address)) if files else None
-        for row in tqdm(engine.map(job, files) if files else (), total=len(files), unit="file", file=sys.stderr, disable=None):
+        for row in tqdm(engine.map(job, files) if engine is not None else (), total=len(files), unit="file", file=sys.stderr, disable=None):
             if args.heatmaps is not None and row.status == "ok":
                 write_heatmaps(row, args.heatmaps, used_stems)
             statuses.append(row.status)
@@ -211,7 +208,7 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
         stream = sys.stdout
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))
+        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))  # noqa: SIM115 - the ExitStack closes it
     if args.format == "csv" and (args.out is None or stream.tell() == 0):
         stream.write(csv_header())
     return stream

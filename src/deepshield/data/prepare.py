@@ -13,10 +13,10 @@ from pathlib import Path
 from deepshield.data.extract import NO_FACE, ExtractSettings, FileDoneHook, run_extraction, sweep_temp_files
 from deepshield.data.layout import DatasetLayout, dataset_lock
 from deepshield.data.manifest import (
+    SPLITS,
     CropRecord,
     DatasetInfo,
     DatasetSource,
-    SPLITS,
     ErrorRecord,
     write_errors,
     write_info,

@@ -9,7 +9,6 @@ A record is written (atomically, after every crop of its file has been renamed i
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,10 +101,3 @@ def load_valid_record(layout: DatasetLayout, key: str, source_file: Path, settin
     if not all((layout.root / face.crop_path).is_file() for face in outcome.faces):
         return None
     return outcome
-
-
-def remove_record(layout: DatasetLayout, key: str) -> None:
-    try:
-        os.remove(layout.record_path(key))
-    except FileNotFoundError:
-        pass

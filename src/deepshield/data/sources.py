@@ -19,10 +19,6 @@ metadata.json, a file outside any real/fake folder) comes out as a SourceProblem
 
 from __future__ import annotations
 
-# The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
-# apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
-MISSING_FILE = "file not found"
-
 import csv
 import json
 import re
@@ -33,19 +29,20 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
+from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 
-REAL, FAKE = "real", "fake"
+# The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
+# apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
+MISSING_FILE = "file not found"
+
 Label = Literal["real", "fake"]
+REAL: Label = "real"
+FAKE: Label = "fake"
 LABELS: tuple[Label, ...] = (REAL, FAKE)
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
-Format = Literal["dfdc", "ffpp", "folders", "csv"]
 FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
-
-IMAGE_SUFFIXES = frozenset(".jpg .jpeg .png .gif .bmp .tif .tiff .webp".split())
-VIDEO_SUFFIXES = frozenset(".mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split())
-MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 class SourceFormatError(DeepShieldError):
@@ -218,7 +215,7 @@ def read_ffpp(root: Path, root_key: str, source: str = "ffpp", compressions: Seq
         name = "_".join(tails) if prefixes == {"youtube"} else "+".join(sorted(members))
         for m in members:
             names[m] = f"{source}:{name}"
-    for (kind, _, video), node in zip(reals, real_ids):
+    for (_, _, video), node in zip(reals, real_ids):
         yield SourceItem(video, REAL, names[node], source, NO_METHOD, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
     for (method, _, video), node in zip(fakes, fake_ids):
         yield SourceItem(video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
@@ -242,18 +239,17 @@ def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterat
     for path in _media_files(root):
         relative = path.relative_to(root)
         folders = (root.resolve().name, *relative.parts[:-1])
-        positions = [i for i, name in enumerate(folders) if normalise_label(name) is not None]
-        if not positions:
+        labelled = [(i, label) for i, name in enumerate(folders) if (label := normalise_label(name)) is not None]
+        if not labelled:
             yield SourceProblem(path, "not inside a folder named real/ or fake/ (label unknown)", source)
             continue
-        at = positions[-1]  # the innermost real/ or fake/ decides
-        label = normalise_label(folders[at])
+        at, label = labelled[-1]  # the innermost real/ or fake/ decides
         method = NO_METHOD if label == REAL else (folders[at + 1] if at + 1 < len(folders) else UNKNOWN_METHOD)
         rel = relative.as_posix()
         yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
 
 
-def read_as_label(root: Path, root_key: str, label: str, source: str | None = None) -> Iterator[SourceEntry]:
+def read_as_label(root: Path, root_key: str, label: Label, source: str | None = None) -> Iterator[SourceEntry]:
     """Every image or video under `root`, all with one label (a folder of extra real faces)."""
     source = source or folder_source_name(root)
     files = _media_files(root) if root.is_dir() else [root]

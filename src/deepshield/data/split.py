@@ -46,10 +46,10 @@ def assign_groups(
 ) -> dict[str, str]:
     """A split name for every group. Groups in `fixed` keep theirs (and count towards the targets)."""
     fixed = dict(fixed or {})
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for counter in counts.values():
         totals.update(counter)
-    current = {split: Counter() for split in SPLITS}
+    current: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for group, split in fixed.items():
         if group in counts:
             current[split].update(counts[group])
@@ -59,16 +59,11 @@ def assign_groups(
     result = {group: split for group, split in fixed.items() if group in counts}
     for group in free:
         counter = counts[group]
-
-        def need(index: int) -> float:
-            split = SPLITS[index]
-            return sum(
-                counter[label] * (ratios[index] * totals[label] - current[split][label]) / totals[label]
-                for label in LABELS
-                if totals[label]
-            )
-
-        best = max(usable, key=lambda i: (need(i), -i))
+        needs = {
+            i: sum(counter[label] * (ratios[i] * totals[label] - current[SPLITS[i]][label]) / totals[label] for label in LABELS if totals[label])
+            for i in usable
+        }
+        best = max(usable, key=needs.__getitem__)  # of equal needs, the first split
         result[group] = SPLITS[best]
         current[SPLITS[best]].update(counter)
     return result
@@ -80,7 +75,7 @@ def apply_split(records: Sequence[CropRecord], ratios: Sequence[float], seed: in
 
 
 def split_counts(records: Sequence[CropRecord]) -> dict[str, Counter]:
-    out = {split: Counter() for split in SPLITS}
+    out: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for record in records:
         out.setdefault(record.split, Counter())[record.label] += 1
     return out

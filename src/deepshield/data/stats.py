@@ -85,10 +85,10 @@ def split_warnings(by_split: dict[str, dict[str, int]], by_label: dict[str, int]
 
 
 def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] = ()) -> DatasetStats:
-    by_label = {label: sum(1 for r in records if r.label == label) for label in LABELS}
+    by_label: dict[str, int] = {label: sum(1 for r in records if r.label == label) for label in LABELS}
     by_source = _table(records, lambda r: r.source)
     by_split_raw = _table(records, lambda r: r.split or "unsplit")
-    by_split = {split: by_split_raw.get(split, {label: 0 for label in LABELS}) for split in SPLITS}
+    by_split = {split: by_split_raw.get(split, dict.fromkeys(LABELS, 0)) for split in SPLITS}
     by_split.update({k: v for k, v in by_split_raw.items() if k not in by_split})
     files: dict[str, set] = {label: set() for label in LABELS}
     for record in records:

@@ -127,7 +127,7 @@ class Engine(ABC):
         """Where the work runs, for the command's first lines."""
         return "this machine"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op unless the engine started something
         """Release what the engine started (worker processes, a Ray instance it launched)."""
 
     def __enter__(self) -> Engine:

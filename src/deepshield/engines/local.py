@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
-from deepshield.native_logs import QUIET_ENV
+from deepshield.native_logs import quiet_environment
 
 _WORKER: dict[str, Any] = {}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts
@@ -47,8 +47,7 @@ def _worker_main(fn: WorkerFn, index: int) -> None:
     """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
     KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_environment()
     with contextlib.suppress(KeyboardInterrupt):
         fn(index, _print_line)
 

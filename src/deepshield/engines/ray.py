@@ -38,8 +38,8 @@ from deepshield.engines import (
     call_job,
     describe_error,
 )
-from deepshield.native_logs import QUIET_ENV
 from deepshield.errors import DeepShieldError
+from deepshield.native_logs import quiet_environment
 
 try:
     import ray
@@ -82,8 +82,7 @@ def _run_worker(fn: WorkerFn, index: int, queue, cwd: str) -> None:
     the driver's working directory when this node has it (a shared file system), so that relative
     paths in configurations mean the same thing. `ray.cancel` raises KeyboardInterrupt in it, as
     SIGTERM does in a local worker process."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_environment()
     # ray.cancel interrupts the task with SIGINT: a driver started in the background (SIGINT ignored,
     # inherited by raylet and its workers) would otherwise never see its trials cancelled.
     with contextlib.suppress(ValueError):  # not the main thread: the handler stays as it is

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -126,7 +127,7 @@ class Noise(Perturbation):
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-KINDS: dict[str, tuple[type[Perturbation], type]] = {"jpeg": (Jpeg, int), "resize": (Resize, float), "blur": (Blur, float), "noise": (Noise, float)}
+KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {"jpeg": (Jpeg, int), "resize": (Resize, float), "blur": (Blur, float), "noise": (Noise, float)}
 
 
 def parse_spec(spec: str) -> list[Perturbation]:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
+from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points
 
 if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn from its models only
     from deepshield.evaluation.summary import PerturbationRow, Reliability
@@ -83,9 +83,6 @@ def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, ti
 
 # ----------------------------------------------------------------------------- evaluation report
 
-LEVEL_STYLES = {"file": "-", "face": "--"}
-
-
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC") -> Path:
     """Several ROC curves on one axis; `curves`: legend -> (labels, scores)."""
     figure, axis = plt.subplots(figsize=(4.8, 4.5))
@@ -138,7 +135,7 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
         chosen = scores[labels == value]
         if chosen.size:
-            axis.hist(chosen, bins=bins, alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
+            axis.hist(chosen, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
     axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
     axis.legend(fontsize=8)

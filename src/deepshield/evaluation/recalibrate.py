@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import BundleError, DeepShieldError
-from deepshield.evaluation.calibration import expected_calibration_error, fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.calibration import (
+    expected_calibration_error,
+    fit_inconclusive_band,
+    fit_temperature,
+    fit_threshold,
+    sigmoid,
+)
 from deepshield.evaluation.metrics import check_inputs, detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import file_level

@@ -15,7 +15,8 @@ import csv
 import html
 import json
 import math
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +276,7 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _listing(entries: list[BaseModel], columns: list[str], limit: int = 200) -> str:
+def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200) -> str:
     if not entries:
         return '<p class="muted">none</p>'
     head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
@@ -327,7 +328,7 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
         return []
     flagged = [
         (name, block.face.confusion.false_positive_rate)
-        for name, block in [("all", synthetic)] + list(synthetic.by_source.items())
+        for name, block in [("all", synthetic), *list(synthetic.by_source.items())]
         if block.face.confusion is not None and block.face.confusion.false_positive_rate is not None
     ]
     return [
@@ -357,7 +358,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="muted">{_e(SCOPE)}</p>',
-        f'<p class="muted">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
+        f'<p class="muted">Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
         f" · data: {_e(', '.join(s.datasets))}</p>",
         "<table>"
         + "".join(
@@ -401,7 +402,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         _metrics_table([(f"{kind}", block.file) for kind, block in summary.video_rules.items()]),
     ]
     if any(block.videos_only is not None for block in summary.video_rules.values()):
-        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items()]))
+        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items() if block.videos_only is not None]))
     parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block.rule)}</li>" for kind, block in summary.video_rules.items()) + "</ul>")
     parts += ["<h2>Robustness to perturbations</h2>"]
     if len(summary.perturbations) > 1:

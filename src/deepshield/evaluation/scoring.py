@@ -17,6 +17,7 @@ scoring again.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import sys
 from collections import defaultdict
@@ -27,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deepshield.data.sources import MISSING_FILE, VIDEO_SUFFIXES, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import CropPolicy, crop_face
@@ -37,6 +38,7 @@ from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.media.frames import read_frames
+from deepshield.media.suffixes import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ class ScoredSet:
         order = np.lexsort((tracks, file_ids))
         file_ids, tracks, probabilities = file_ids[order], tracks[order], probabilities[order]
         bounds = np.flatnonzero(np.r_[True, file_ids[1:] != file_ids[:-1], True])
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in itertools.pairwise(bounds):
             file_id = int(file_ids[start])
             scores[file_id] = aggregate_tracks(tracks[start:stop], probabilities[start:stop], self.files[file_id].frames, rule)
         return scores
@@ -157,7 +159,10 @@ def aggregate_tracks(track_ids: np.ndarray, probabilities: np.ndarray, frames: i
     per_track: dict[int, list[float]] = defaultdict(list)
     for track, probability in zip(track_ids.tolist(), probabilities.tolist()):
         per_track[track].append(probability)
-    return rule.aggregate(list(per_track.values()), frames).score
+    score = rule.aggregate(list(per_track.values()), frames).score
+    if score is None:
+        raise ValueError("aggregate_tracks needs at least one face")
+    return score
 
 
 class FaceRow(NamedTuple):
@@ -181,7 +186,7 @@ FLOAT_COLUMNS = ("logit", "synthetic_logit", "detection_score", "x0", "y0", "x1"
 
 
 def face_columns(
-    rows: Sequence[FaceRow], logits: Sequence[float] | None = None, synthetic_logits: Sequence[float] | None = None
+    rows: Sequence[FaceRow], logits: Sequence[float] | np.ndarray | None = None, synthetic_logits: Sequence[float] | None = None
 ) -> dict[str, np.ndarray]:
     """Rows (and their logits, and synthetic-face logits for a two-output bundle) as equal-length typed columns."""
     columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
@@ -417,8 +422,8 @@ class PreparedCrops:
             self.notes.append(message)
         size = self.policy.size
         by_file: dict[str, list] = {}
-        for record in records:
-            by_file.setdefault(record.source_file, []).append(record)
+        for crop in records:
+            by_file.setdefault(crop.source_file, []).append(crop)
         resized = 0
         for source_file, members in tqdm(list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
             first = members[0]
@@ -472,7 +477,10 @@ def list_items(datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: S
     problems: list[SourceProblem] = []
     for path, key in zip(datasets, root_keys(list(datasets))):
         for entry in read_source(path, fmt, key, ffpp_compressions):
-            (items if isinstance(entry, SourceItem) else problems).append(entry)
+            if isinstance(entry, SourceItem):
+                items.append(entry)
+            else:
+                problems.append(entry)
     return items, problems
 
 

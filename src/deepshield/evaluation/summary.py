@@ -33,7 +33,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.evaluation.calibration import reliability
-from deepshield.evaluation.metrics import METRIC_NAMES, MetricsError, bootstrap_intervals, check_inputs, bootstrap_weights, confusion_counts, detection_metrics
+from deepshield.evaluation.metrics import (
+    METRIC_NAMES,
+    MetricsError,
+    bootstrap_intervals,
+    bootstrap_weights,
+    check_inputs,
+    confusion_counts,
+    detection_metrics,
+)
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
@@ -251,7 +259,7 @@ class EvaluationSummary(_Strict):
     unlabelled_entries: list[UnlabelledEntry]
     worst: WorstExamples
     notes: list[str]
-    synthetic: "EvaluationSummary | None" = Field(
+    synthetic: EvaluationSummary | None = Field(
         None,
         description="the same set scored by the synthetic-face score (a two-output bundle): AUCs, real faces flagged",
     )
@@ -305,7 +313,7 @@ def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, s
     """count, positives, every metric with its interval, confusion matrix; or an `error` with what can be said."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
-    out: dict = {"count": int(labels.size), "positives": int(labels.sum()), "files": int(len(np.unique(clusters)))}
+    out: dict = {"count": int(labels.size), "positives": int(labels.sum()), "files": len(np.unique(clusters))}
     if labels.size == 0:
         out["error"] = f"no {what} to measure"
         return MetricBlock.model_validate(out)

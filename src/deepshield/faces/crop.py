@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from deepshield.faces.detector import Box
@@ -21,16 +23,17 @@ class CropPolicy(BaseModel):
 
 @dataclass(frozen=True)
 class FaceCrop:
-    pixels: np.ndarray  # size x size x 3 uint8 RGB
-    matrix: np.ndarray  # 2 x 3 affine map from image pixel coordinates to crop pixel coordinates
+    pixels: NDArray[Any]  # size x size x 3 uint8 RGB
+    matrix: NDArray[Any]  # 2 x 3 affine map from image pixel coordinates to crop pixel coordinates
 
-    def to_image(self, points: np.ndarray) -> np.ndarray:
+    def to_image(self, points: NDArray[Any]) -> NDArray[Any]:
         """Map N x 2 crop coordinates back to image coordinates."""
         inverse = cv2.invertAffineTransform(self.matrix)
-        return points @ inverse[:, :2].T + inverse[:, 2]
+        image_points: NDArray[Any] = points @ inverse[:, :2].T + inverse[:, 2]
+        return image_points
 
 
-def crop_matrix(box: Box, keypoints: np.ndarray | None, policy: CropPolicy) -> np.ndarray:
+def crop_matrix(box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy) -> NDArray[Any]:
     cx, cy = box.center
     side = policy.scale * max(box.width, box.height)
     angle = 0.0
@@ -38,12 +41,12 @@ def crop_matrix(box: Box, keypoints: np.ndarray | None, policy: CropPolicy) -> n
         (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
         angle = math.degrees(math.atan2(ly - ry, lx - rx))
     zoom = policy.size / side
-    matrix = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
+    matrix = np.asarray(cv2.getRotationMatrix2D((cx, cy), angle, zoom), dtype=np.float64)
     matrix[:, 2] += (policy.size / 2 - cx, policy.size / 2 - cy)
     return matrix
 
 
-def crop_face(image: np.ndarray, box: Box, keypoints: np.ndarray | None, policy: CropPolicy) -> FaceCrop:
+def crop_face(image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy) -> FaceCrop:
     """Square crop centred on the box, `policy.scale` times its longer side, resized to policy.size.
 
     Area outside the image is black. Large faces (a downscale beyond 2x) are first shrunk with area
@@ -64,12 +67,13 @@ def crop_face(image: np.ndarray, box: Box, keypoints: np.ndarray | None, policy:
     else:
         warp = matrix
     pixels = cv2.warpAffine(
-        source, warp, (policy.size, policy.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        source, warp, (policy.size, policy.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )
     return FaceCrop(pixels=pixels, matrix=matrix)
 
 
-def crop_validity(image_shape: tuple[int, ...], matrix: np.ndarray, size: int) -> np.ndarray:
+def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> NDArray[Any]:
     """size x size bool map of the crop pixels that come from inside the image (False: black padding)."""
     ones = np.ones(image_shape[:2], np.uint8)
-    return cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    inside: NDArray[np.bool_] = cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,)) > 0
+    return inside

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 # Longer side of the image each model is given (short range, full range). The full-range model
 # misses some faces of a 2 x 2 grid of 95 px faces in 1024 px at 256, none at 320 and above.
@@ -68,7 +70,7 @@ class Face:
     box: Box
     score: float
     # 6 x 2 pixel coordinates in KEYPOINT_NAMES order ("right" is the subject's right).
-    keypoints: np.ndarray = field(repr=False)
+    keypoints: NDArray[Any] = field(repr=False)
 
 
 def reading_order(faces: list[Face]) -> list[Face]:
@@ -86,7 +88,7 @@ def reading_order(faces: list[Face]) -> list[Face]:
     return [face for row in rows for face in sorted(row, key=lambda f: f.box.center[0])]
 
 
-def detection_input(image: np.ndarray, side: int) -> np.ndarray:
+def detection_input(image: NDArray[Any], side: int) -> NDArray[Any]:
     """The image shrunk (area averaging, aspect kept) so that its longer side is at most `side`."""
     height, width = image.shape[:2]
     if max(height, width) <= side:
@@ -127,7 +129,7 @@ class FaceDetector:
                 model.process(np.zeros((DETECTION_SIDES[0], DETECTION_SIDES[0], 3), np.uint8))
         self._lock = threading.Lock()
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: NDArray[Any]) -> list[Face]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}")
         height, width = image.shape[:2]

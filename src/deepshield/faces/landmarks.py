@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from deepshield.native_logs import native_output_silenced
 
@@ -24,7 +26,7 @@ class FaceMesher:
         self._lock = threading.Lock()
         self._found_a_face = False  # the graph logs a warning the first time it finds one
 
-    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+    def landmarks(self, image: NDArray[Any]) -> NDArray[Any] | None:
         """468 x 2 pixel coordinates of the most prominent face, or None when no face is found."""
         with self._lock:
             with native_output_silenced() if not self._found_a_face else contextlib.nullcontext():

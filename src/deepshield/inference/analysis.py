@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.crop import crop_face
@@ -27,13 +29,13 @@ from deepshield.inference.results import (
     headline,
     scope,
 )
-from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
+from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.tracking import associate
 from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.video import VideoLimits, sample_frames
-from deepshield.models.card import InconclusiveBand
+from deepshield.models.card import InconclusiveBand, ModelCard
 
 VIDEO_RULE = (
     "track score = mean of the top half of its frame probabilities; tracks seen in fewer than "
@@ -142,14 +144,13 @@ class Detector:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs
+        cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs: Any
     ) -> Detector:
         """Load a bundle directory; None or "default" gives the model shipped with the package."""
-        path = DEFAULT_BUNDLE if bundle in (None, "default") else Path(bundle)
-        return cls(OnnxClassifier(path), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
+        return cls(OnnxClassifier(bundle_dir(bundle)), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
 
     @property
-    def card(self):
+    def card(self) -> ModelCard:
         return self.classifier.card
 
     @property
@@ -183,7 +184,7 @@ class Detector:
     def model_name(self) -> str:
         return f"{self.card.name} {self.card.version}"
 
-    def _score_faces(self, images: list[np.ndarray], faces_per_image: list[list[Face]], keep_pixels: bool) -> list[list[FaceResult]]:
+    def _score_faces(self, images: list[NDArray[Any]], faces_per_image: list[list[Face]], keep_pixels: bool) -> list[list[FaceResult]]:
         policy = self.card.crop_policy
         crops = [crop_face(image, face.box, face.keypoints, policy) for image, faces in zip(images, faces_per_image) for face in faces]
         if not crops:
@@ -255,7 +256,7 @@ class Detector:
             reason=reason,
         )
 
-    def analyze_image(self, source: Path | str | bytes | np.ndarray, heatmaps: bool = True) -> ImageResult:
+    def analyze_image(self, source: Path | str | bytes | NDArray[Any], heatmaps: bool = True) -> ImageResult:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
@@ -272,7 +273,7 @@ class Detector:
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def _load_image(self, source: Path | str | bytes) -> np.ndarray:
+    def _load_image(self, source: Path | str | bytes) -> NDArray[Any]:
         try:
             return load_image(source, self.image_limits)
         except UnsupportedMediaError:
@@ -305,7 +306,7 @@ class Detector:
                     box=face.box,
                     probability=face.probability,
                     synthetic_probability=face.synthetic_probability,
-                    thumbnail=cv2.resize(face.crop, (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA),
+                    thumbnail=cv2.resize(face.crop, (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA),  # type: ignore[arg-type]  # keep_pixels=True: every face has its crop
                 )
                 for frame, face in members
             ]

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 
-def cam_to_heatmap(cam: np.ndarray, size: int, temperature: float) -> np.ndarray:
+def cam_to_heatmap(cam: NDArray[Any], size: int, temperature: float) -> NDArray[Any]:
     """Per-location logits (h x w) to a size x size map of per-region fake probability in [0, 1]."""
     upsampled = cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-    return (1.0 / (1.0 + np.exp(-upsampled / temperature))).astype(np.float32)
+    return np.asarray(1.0 / (1.0 + np.exp(-upsampled / temperature)), dtype=np.float32)
 
 
-def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+def overlay(crop: NDArray[Any], heatmap: NDArray[Any], opacity: float = 0.45) -> NDArray[Any]:
     """Crop with the heatmap blended on top (blue = looks real, red = looks manipulated)."""
     colours = cv2.applyColorMap(np.clip(heatmap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(crop, 1 - opacity, colours, opacity, 0)
 
 
-def encode_png(image_rgb: np.ndarray) -> bytes:
+def encode_png(image_rgb: NDArray[Any]) -> bytes:
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")

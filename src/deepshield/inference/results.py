@@ -10,9 +10,9 @@ is then the more severe of the two scores' calls and `verdict_driver` names the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
@@ -79,8 +79,8 @@ class FaceResult(BaseModel):
     manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
-    crop: np.ndarray | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
-    heatmap: np.ndarray | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
+    crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
+    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
 
 
 class Verdict(BaseModel):
@@ -125,7 +125,7 @@ class TrackPoint(BaseModel):
     box: list[float]
     probability: float
     synthetic_probability: float | None = SYNTHETIC_FIELD
-    thumbnail: np.ndarray | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
+    thumbnail: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
 
 
 class TrackResult(BaseModel):
@@ -149,8 +149,8 @@ class TrackResult(BaseModel):
     peak_timestamp_s: float
     counted: bool = Field(description="whether the track takes part in the verdict")
     not_counted_reason: str | None = Field(None, description="why it does not, when it does not")
-    crop: np.ndarray | None = Field(None, exclude=True, repr=False)  # the peak frame's face crop
-    heatmap: np.ndarray | None = Field(None, exclude=True, repr=False)  # its heatmap
+    crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # the peak frame's face crop
+    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # its heatmap
 
 
 class TimelinePoint(BaseModel):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from deepshield.errors import BundleError
@@ -16,18 +18,23 @@ from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibrat
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
+def bundle_dir(bundle: Path | str | None) -> Path:
+    """The folder of a bundle as named by a caller (--model, Detector.from_bundle): None or "default" is the shipped model."""
+    return DEFAULT_BUNDLE if bundle is None or bundle == "default" else Path(bundle)
+
+
 @dataclass(frozen=True)
 class FaceScores:
-    logits: np.ndarray  # N, uncalibrated
-    probabilities: np.ndarray  # N, calibrated P(fake)
-    cams: np.ndarray  # N x h x w, per-location logits
-    synthetic_logits: np.ndarray | None = None  # N, uncalibrated; None: the bundle has no synthetic score
-    synthetic_probabilities: np.ndarray | None = None  # N, calibrated P(fully AI-generated face)
+    logits: NDArray[Any]  # N, uncalibrated
+    probabilities: NDArray[Any]  # N, calibrated P(fake)
+    cams: NDArray[Any]  # N x h x w, per-location logits
+    synthetic_logits: NDArray[Any] | None = None  # N, uncalibrated; None: the bundle has no synthetic score
+    synthetic_probabilities: NDArray[Any] | None = None  # N, calibrated P(fully AI-generated face)
 
 
-def calibrated(logits: np.ndarray, calibration: Calibration) -> np.ndarray:
+def calibrated(logits: NDArray[Any], calibration: Calibration) -> NDArray[Any]:
     """sigmoid(logit / temperature): the one probability of either score."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature))
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature)), dtype=np.float64)
 
 
 def _with_default_band(calibration: Calibration) -> Calibration:
@@ -96,15 +103,15 @@ class OnnxClassifier:
     def has_synthetic(self) -> bool:
         return self.card.synthetic is not None
 
-    def probability(self, logits: np.ndarray) -> np.ndarray:
+    def probability(self, logits: NDArray[Any]) -> NDArray[Any]:
         return calibrated(logits, self.card.calibration)
 
-    def synthetic_probability(self, synthetic_logits: np.ndarray) -> np.ndarray:
+    def synthetic_probability(self, synthetic_logits: NDArray[Any]) -> NDArray[Any]:
         if self.card.synthetic is None:
             raise ValueError("this model has no synthetic-face score")
         return calibrated(synthetic_logits, self.card.synthetic.calibration)
 
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: NDArray[Any]) -> list[NDArray[Any]]:
         """Every output of the graph for one batch, in the card's order (one pass)."""
         outputs = self.session.run(self.outputs, {"image": batch})
         if self.card.test_time_flip:  # the mirror image's evidence too; its CAM flipped back onto the face
@@ -113,7 +120,7 @@ class OnnxClassifier:
             outputs = [(a + b) / 2 for a, b in zip(outputs, mirrored)]
         return outputs
 
-    def score(self, crops: np.ndarray, batch_size: int = 16) -> FaceScores:
+    def score(self, crops: NDArray[Any], batch_size: int = 16) -> FaceScores:
         """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy."""
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")

@@ -12,11 +12,9 @@ from deepshield.engines import FileJob
 from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
+from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
-
-MEDIA_SUFFIXES = frozenset(
-    ".jpg .jpeg .png .gif .bmp .tif .tiff .webp .mp4 .mov .m4v .mkv .webm .avi .mpg .mpeg .ts".split()
-)
+from deepshield.media.suffixes import MEDIA_SUFFIXES
 
 
 class ScanRow(BaseModel):
@@ -74,7 +72,7 @@ def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = Fals
 
 
 @dataclass(frozen=True)
-class ScanJob(FileJob):
+class ScanJob(FileJob[Detector, Path, ScanRow]):
     """scan_file as an engine job: a Detector per worker process, one ScanRow per path.
 
     `base_dir` (the caller's working directory, for engines whose workers may run elsewhere): relative
@@ -91,9 +89,9 @@ class ScanJob(FileJob):
         return path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
 
     def setup(self) -> Detector:
-        bundle = self.bundle
-        if bundle not in (None, "default"):
-            bundle = str(self._located(Path(bundle)))
+        bundle = bundle_dir(self.bundle)
+        if bundle != DEFAULT_BUNDLE:
+            bundle = self._located(bundle)
         return Detector.from_bundle(bundle, min_face_size=self.min_face_size, threshold=self.threshold)
 
     def run(self, detector: Detector, path: Path) -> ScanRow:

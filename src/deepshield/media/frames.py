@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
+from numpy.typing import NDArray
 
 from deepshield.media.images import load_image
 from deepshield.media.sniff import MediaKind, sniff_path
@@ -14,7 +14,7 @@ from deepshield.media.video import sample_frames
 FileKind = Literal["image", "video"]
 
 
-def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, np.ndarray]], list[float]]:
+def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, NDArray[Any]]], list[float]]:
     """("image", [(0, pixels)], [0.0]) or ("video", [(frame index, pixels), ...], [seconds, ...]) for
     `frames` sampled uniformly."""
     if sniff_path(path) is MediaKind.VIDEO:

@@ -11,8 +11,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
@@ -121,10 +123,10 @@ def _grey_range(image: Image.Image) -> tuple[float, float]:
     return low, high if high > low else low + 1.0
 
 
-def _grey_band(low: float, high: float) -> Callable[[Image.Image], np.ndarray]:
+def _grey_band(low: float, high: float) -> Callable[[Image.Image], NDArray[Any]]:
     gain = 255.0 / (high - low)
 
-    def convert(band: Image.Image) -> np.ndarray:
+    def convert(band: Image.Image) -> NDArray[Any]:
         values = np.asarray(band, dtype=np.float32)
         scaled = (values - np.float32(low)) * np.float32(gain) + np.float32(0.5)
         scaled[np.isnan(scaled)] = 0.0
@@ -134,14 +136,14 @@ def _grey_band(low: float, high: float) -> Callable[[Image.Image], np.ndarray]:
     return convert
 
 
-def _on_white(band: Image.Image) -> np.ndarray:
+def _on_white(band: Image.Image) -> NDArray[Any]:
     # Transparent pixels have arbitrary colours underneath: show them on white, as viewers do.
     rgba = band.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
 
 
-def _band_converter(image: Image.Image) -> Callable[[Image.Image], np.ndarray]:
+def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]:
     """How one band of rows of this image's mode becomes RGB uint8."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         return _grey_band(*_grey_range(image))
@@ -150,7 +152,7 @@ def _band_converter(image: Image.Image) -> Callable[[Image.Image], np.ndarray]:
     return lambda band: np.asarray(band.convert("RGB"))
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def _to_rgb_array(image: Image.Image) -> NDArray[Any]:
     """Convert every Pillow mode we can meet to 8-bit RGB, band by band into one preallocated array."""
     width, height = image.size
     convert = _band_converter(image)
@@ -163,7 +165,7 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 # EXIF orientation -> how the stored pixels become upright (as Pillow's ImageOps.exif_transpose).
-_ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+_ORIENTATIONS: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
     2: lambda a: a[:, ::-1],
     3: lambda a: a[::-1, ::-1],
     4: lambda a: a[::-1],
@@ -174,7 +176,7 @@ _ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> NDArray[Any]:
     """Return an upright (EXIF-rotated) H x W x 3 uint8 RGB array.
 
     Animated images give their first frame. Raises MediaTooLargeError above the byte, pixel or

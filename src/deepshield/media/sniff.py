@@ -25,6 +25,9 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (8, b"WEBP"),
 )
 _IMAGE_NAMES = ("JPEG", "PNG", "GIF", "GIF", "BMP", "TIFF", "TIFF", "WebP")
+# The formats named to people (refusals, the web page): the signatures above and below.
+IMAGE_FORMATS = tuple(dict.fromkeys(_IMAGE_NAMES))
+VIDEO_FORMATS = ("MP4", "MOV", "MKV", "WebM", "AVI", "MPEG-TS")
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"avif", b"avis", b"mif1", b"msf1")
 TS_PACKET = 188
 _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
@@ -82,8 +85,8 @@ def unsupported_message(head: bytes, expected: str = "an image or a video") -> s
         found = " (PDF document)"
     else:
         found = ""
-    images = "an image (JPEG, PNG, GIF, BMP, TIFF, WebP)"
-    videos = "a video (MP4, MOV, MKV, WebM, AVI, MPEG-TS)"
+    images = f"an image ({', '.join(IMAGE_FORMATS)})"
+    videos = f"a video ({', '.join(VIDEO_FORMATS)})"
     wanted = {"an image": images, "a video": videos}.get(expected, f"{images} or {videos}")
     return f"unsupported file type{found}: expected {wanted}"
 

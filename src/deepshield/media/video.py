@@ -6,9 +6,11 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+from numpy.typing import NDArray
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.media.files import check_media_file
@@ -43,7 +45,7 @@ class VideoInfo:
 class VideoFrame:
     index: int  # position in decode order
     timestamp_s: float
-    image: np.ndarray  # H x W x 3 uint8 RGB, upright
+    image: NDArray[Any]  # H x W x 3 uint8 RGB, upright
 
 
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
@@ -74,7 +76,7 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         duration = 0.0
     frames = int(stream.frames or 0)
     if frames <= 0 and fps > 0:
-        frames = int(round(duration * fps))
+        frames = round(duration * fps)
     if fps <= 0 and frames > 0 and duration > 0:
         fps = frames / duration
     # FFmpeg 7 no longer exports the 'rotate' tag (the display matrix replaced it, and PyAV reads
@@ -146,7 +148,7 @@ def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
         raise _frame_size_error(frame.width, frame.height, limits)
 
 
-def _upright(frame: av.VideoFrame, stream_rotation: int) -> np.ndarray:
+def _upright(frame: av.VideoFrame, stream_rotation: int) -> NDArray[Any]:
     image = frame.to_ndarray(format="rgb24")
     rotation = _display_rotation(frame)
     if rotation is None:

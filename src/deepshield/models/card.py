@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -128,7 +127,7 @@ class TrainingInfo(BaseModel):
     data: list[str] = []
     benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
     command: str = ""
-    config: dict = {}
+    config: dict[str, Any] = {}
     epochs: int = 0
     selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
     seed: int | None = None

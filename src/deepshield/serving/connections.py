@@ -25,8 +25,8 @@ class ConnectionGuard:
     def __init__(self, max_connections: int, header_timeout_s: float) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
-        self.open: set[asyncio.Protocol] = set()
-        self.awaiting_headers: dict[asyncio.Protocol, asyncio.TimerHandle] = {}  # oldest first
+        self.open: set[GuardedH11Protocol] = set()
+        self.awaiting_headers: dict[GuardedH11Protocol, asyncio.TimerHandle] = {}  # oldest first
         self.dropped = 0
 
     def opened(self, connection: GuardedH11Protocol) -> None:
@@ -72,7 +72,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[H11Protocol]:
 class GuardedH11Protocol(H11Protocol):
     connection_guard: ConnectionGuard
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.connection_guard.opened(self)
 

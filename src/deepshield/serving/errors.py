@@ -49,15 +49,27 @@ _HTTP_CODES = {
 }
 
 
+# The library's refusals on HTTP, most specific first: what the media is (415), what is wrong with it (422).
+_LIBRARY_ERRORS: tuple[tuple[type[DeepShieldError], int, str], ...] = (
+    (UnsupportedMediaError, 415, "unsupported_media"),
+    (MediaTooLargeError, 422, "media_too_large"),
+    (CorruptMediaError, 422, "corrupt_media"),
+    (DeepShieldError, 422, "unprocessable"),
+)
+
+# A failed job is answered 200 with its error inside: the status a request failing the same way gets,
+# served (GET /healthz) so that clients such as the web page can show both alike.
+JOB_ERROR_STATUSES: dict[str, int] = {code: status for _, status, code in _LIBRARY_ERRORS} | {
+    "internal_error": 500,
+    "server_restarted": 503,
+    "timeout": 504,
+}
+
+
 def from_library_error(exc: DeepShieldError) -> ApiError:
-    """Map the library's refusals onto HTTP: what the media is (415), what is wrong with it (422)."""
-    if isinstance(exc, UnsupportedMediaError):
-        return ApiError(415, "unsupported_media", str(exc))
-    if isinstance(exc, MediaTooLargeError):
-        return ApiError(422, "media_too_large", str(exc))
-    if isinstance(exc, CorruptMediaError):
-        return ApiError(422, "corrupt_media", str(exc))
-    return ApiError(422, "unprocessable", str(exc))
+    """The API's answer to one of the library's refusals."""
+    status, code = next((status, code) for kind, status, code in _LIBRARY_ERRORS if isinstance(exc, kind))
+    return ApiError(status, code, str(exc))
 
 
 def internal_error(exc: BaseException) -> ApiError:

@@ -34,7 +34,7 @@ from deepshield.serving.uploads import Upload
 log = logging.getLogger("deepshield.serving")
 
 ProgressFn = Callable[[float, str], None]
-JobWork = Callable[[ProgressFn], object]
+JobWork = Callable[[ProgressFn], BaseModel]  # a job's analysis, reporting progress; its result
 
 
 class JobTimeout(Exception):
@@ -146,7 +146,7 @@ class JobStore:
         """Forget finished jobs past their expiry. Returns how many were forgotten."""
         now = time.time() if now is None else now
         with self._lock:
-            expired = [job_id for job_id, job in self._jobs.items() if job.finished and job.finished_at + self.ttl_s <= now]
+            expired = [job_id for job_id, job in self._jobs.items() if job.finished_at is not None and job.finished_at + self.ttl_s <= now]
             self._forget(expired)
         return len(expired)
 
@@ -214,7 +214,7 @@ class JobStore:
         except DeepShieldError as exc:
             api = from_library_error(exc)
             error = ErrorBody(error=api.code, detail=api.detail)
-        except Exception as exc:  # noqa: BLE001 - one bad file never takes the worker down
+        except Exception as exc:  # one bad file never takes the worker down
             log.error("job %s failed", job.id, exc_info=True)
             error = ErrorBody(error="internal_error", detail=f"the analysis failed unexpectedly ({type(exc).__name__})")
         finally:

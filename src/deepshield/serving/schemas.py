@@ -27,17 +27,17 @@ class TrackPointView(TrackPoint):
 
 
 class TrackView(TrackResult):
-    points: list[TrackPointView]
+    points: list[TrackPointView]  # type: ignore[assignment]  # the view narrows the result's item type (pydantic reads it)
     thumbnail_png: str = Field(description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL")
     heatmap_png: str = Field(description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL")
 
 
 class VideoResponse(VideoResult):
-    tracks: list[TrackView]
+    tracks: list[TrackView]  # type: ignore[assignment]  # as above
 
 
 class AnalyzeResponse(ImageResult):
-    faces: list[FaceView]
+    faces: list[FaceView]  # type: ignore[assignment]  # as above
     file: FileInfo
     preview_jpeg: str | None = Field(None, description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.")
 
@@ -66,6 +66,15 @@ class Limits(BaseModel):
     max_video_pixels_per_frame: int
     video_frames: int
     max_video_frames: int
+    min_face_px: int = Field(description="faces narrower than this (pixels, in the analysed frame) are not detected")
+
+
+class AcceptedMedia(BaseModel):
+    """What the server reads (judged by content; a suffix only guesses, before uploading, whether a file is a video)."""
+
+    image_formats: list[str]
+    video_formats: list[str]
+    video_suffixes: list[str] = Field(description="file-name suffixes (without the dot) taken for videos")
 
 
 class Health(BaseModel):
@@ -76,3 +85,5 @@ class Health(BaseModel):
     analyses_waiting: int
     jobs_pending: int
     limits: Limits
+    accepted: AcceptedMedia
+    job_error_statuses: dict[str, int] = Field(description="for a failed job's error code, the HTTP status a request failing the same way answers with")

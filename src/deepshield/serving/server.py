@@ -28,7 +28,7 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
         port=port,
         log_level=log_level,
         http=guarded_protocol(guard),
-        timeout_keep_alive=settings.keep_alive_s,
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # any number of seconds works; the hint says int
         server_header=False,
     )
 

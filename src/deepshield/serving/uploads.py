@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +24,9 @@ from deepshield.media.sniff import HEADER_BYTES
 from deepshield.media.units import format_bytes
 from deepshield.serving.errors import ApiError
 from deepshield.serving.settings import ServerSettings
+
+if TYPE_CHECKING:  # a typing-only name of python-multipart
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("deepshield.serving")
 
@@ -41,10 +45,7 @@ class Upload:
     head: bytes  # first bytes, for sniffing the type
 
     def delete(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def _display_name(raw: bytes | None) -> str:
@@ -115,9 +116,9 @@ class _Receiver:
     def on_part_end(self) -> None:
         self._in_file = False
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished", "on_part_data", "on_part_end")
-        return {name: getattr(self, name) for name in names}
+        return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
 
 
 @dataclass(frozen=True)
@@ -216,14 +217,14 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                         parser.write(chunk)
                     except ApiError:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - python-multipart's own parse errors
+                    except Exception as exc:  # python-multipart's own parse errors
                         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
                     timer.reschedule(deadline())
             if parser.state != MultipartState.END:
                 raise ApiError(400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary")
             try:
                 parser.finalize()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # python-multipart's own parse errors
                 raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
         if not receiver.found:
             raise ApiError(400, "bad_request", f"no file: send the media in a multipart field named '{FIELD_NAME}'")

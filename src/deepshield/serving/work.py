@@ -11,12 +11,19 @@ import numpy as np
 
 from deepshield.inference.analysis import Detector, ProgressCallback
 from deepshield.inference.heatmap import encode_png, overlay
+from deepshield.inference.results import TrackPoint
 from deepshield.media.images import load_image
 from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
 
 
 def data_url(mime: str, payload: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def _thumbnail(point: TrackPoint) -> np.ndarray:
+    if point.thumbnail is None:
+        raise ValueError("a video result's track points carry their thumbnails (analyze_video)")
+    return point.thumbnail
 
 
 def jpeg_url(image: np.ndarray, quality: int = 85) -> str:
@@ -45,6 +52,7 @@ def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_s
     result = detector.analyze_image(image, heatmaps=True)
     faces = []
     for face in result.faces:
+        assert face.crop is not None and face.heatmap is not None, "analyze_image keeps pixels and heatmaps=True"
         crop_png, heatmap_png = crop_urls(face.crop, face.heatmap)
         faces.append(FaceView(**face.model_dump(), crop_png=crop_png, heatmap_png=heatmap_png))
     fields = result.model_dump(exclude={"faces", "elapsed_ms"})
@@ -61,7 +69,8 @@ def analyze_video_file(detector: Detector, path: Path, frames: int, progress: Pr
     result = detector.analyze_video(path, frames=frames, progress=progress)
     tracks = []
     for track in result.tracks:
+        assert track.crop is not None and track.heatmap is not None, "analyze_video keeps each track's peak crop and heatmap"
         thumbnail_png, heatmap_png = crop_urls(track.crop, track.heatmap)
-        points = [TrackPointView(**point.model_dump(), thumbnail_jpeg=jpeg_url(point.thumbnail, quality=80)) for point in track.points]
+        points = [TrackPointView(**point.model_dump(), thumbnail_jpeg=jpeg_url(_thumbnail(point), quality=80)) for point in track.points]
         tracks.append(TrackView(**track.model_dump(exclude={"points"}), points=points, thumbnail_png=thumbnail_png, heatmap_png=heatmap_png))
     return VideoResponse(**result.model_dump(exclude={"tracks"}), tracks=tracks)

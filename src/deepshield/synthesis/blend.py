@@ -10,9 +10,11 @@ a face swap, with its colour matched to the target (Face X-ray).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
 from deepshield.strict import StrictModel
@@ -21,16 +23,16 @@ from deepshield.synthesis.masks import deform, region_mask
 
 @dataclass(frozen=True)
 class FaceSample:
-    image: np.ndarray  # H x W x 3 uint8 RGB face crop
-    keypoints: np.ndarray  # 6 x 2 detector keypoints in crop pixels
-    landmarks: np.ndarray | None = None  # 468 x 2 face-mesh points in crop pixels, when found
-    valid: np.ndarray | None = None  # H x W bool: pixels from inside the photo (False: crop padding); None = all
+    image: NDArray[Any]  # H x W x 3 uint8 RGB face crop
+    keypoints: NDArray[Any]  # 6 x 2 detector keypoints in crop pixels
+    landmarks: NDArray[Any] | None = None  # 468 x 2 face-mesh points in crop pixels, when found
+    valid: NDArray[Any] | None = None  # H x W bool: pixels from inside the photo (False: crop padding); None = all
 
 
 @dataclass(frozen=True)
 class SynthesisResult:
-    image: np.ndarray  # the fake, H x W x 3 uint8
-    mask: np.ndarray  # H x W float32 in [0, 1]: how much of the source each pixel holds
+    image: NDArray[Any]  # the fake, H x W x 3 uint8
+    mask: NDArray[Any]  # H x W float32 in [0, 1]: how much of the source each pixel holds
     method: str  # "self_blend" or "cross_blend"
 
 
@@ -42,7 +44,7 @@ class SynthesisConfig(StrictModel):
     max_scale_change: float = Field(0.05, ge=0)
 
 
-def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     """Each change applied with probability 1/2 and moderate strength: a colour mismatch that is
     too strong would teach the model colour alone."""
     out = image.astype(np.float32)
@@ -50,16 +52,16 @@ def _colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out += rng.uniform(-15, 15, size=3)  # per-channel shift
     if rng.random() < 0.5:
         out = (out - 128) * rng.uniform(0.9, 1.1) + 128 + rng.uniform(-12, 12)  # contrast, brightness
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    jittered: NDArray[np.uint8] = np.clip(out, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
-        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.int16)
+        hsv = cv2.cvtColor(jittered, cv2.COLOR_RGB2HSV).astype(np.int16)
         hsv[..., 0] = (hsv[..., 0] + rng.integers(-4, 5)) % 180
         hsv[..., 1] = np.clip(hsv[..., 1] + rng.integers(-15, 16), 0, 255)
-        out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-    return out
+        jittered = np.asarray(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB), dtype=np.uint8)
+    return jittered
 
 
-def _frequency_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _frequency_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     """Make the source softer or sharper than the target: the resampling mismatch of real swaps."""
     choice = rng.integers(3)
     if choice == 0:
@@ -74,15 +76,15 @@ def _frequency_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return image
 
 
-def _misalign(image: np.ndarray, rng: np.random.Generator, config: SynthesisConfig) -> np.ndarray:
+def _misalign(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:
     height, width = image.shape[:2]
     scale = 1 + rng.uniform(-config.max_scale_change, config.max_scale_change)
-    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((width / 2, height / 2), 0, scale), dtype=np.float64)
     matrix[:, 2] += rng.uniform(-config.max_shift, config.max_shift, size=2) * (width, height)
     return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
 
 
-def _inside(valid: np.ndarray | None, margin: int) -> np.ndarray | float:
+def _inside(valid: NDArray[Any] | None, margin: int) -> NDArray[Any] | float:
     """Soft map that is 0 within `margin` pixels of the crop's padding. Without it a misaligned
     source drags the black padding into the blend, and the model learns padding edges as a fake cue."""
     if valid is None or valid.all():
@@ -93,28 +95,30 @@ def _inside(valid: np.ndarray | None, margin: int) -> np.ndarray | float:
     return cv2.GaussianBlur(inner, (2 * margin + 1, 2 * margin + 1), margin / 3)
 
 
-def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig, valid: np.ndarray | None = None) -> np.ndarray:
-    shape = target.image.shape[:2]
-    mask = deform(region_mask(shape, target.landmarks, target.keypoints, rng, config.part_probability), rng)
+def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig, valid: NDArray[Any] | None = None) -> NDArray[Any]:
+    height, width = target.image.shape[:2]
+    mask = deform(region_mask((height, width), target.landmarks, target.keypoints, rng, config.part_probability), rng)
     if rng.random() >= config.full_blend_probability:
         mask *= rng.uniform(config.min_blend_ratio, 1.0)
-    margin = int(np.ceil(config.max_shift * max(shape))) + 3
+    margin = int(np.ceil(config.max_shift * max(height, width))) + 3
     return (mask * _inside(target.valid if valid is None else valid, margin)).astype(np.float32)
 
 
-def _blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _blend(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> NDArray[Any]:
     alpha = mask[..., None]
-    return np.clip(source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    blended: NDArray[np.uint8] = np.clip(source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    return blended
 
 
-def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()) -> SynthesisResult:
-    """SBI: blend an augmented, slightly misaligned copy of the face back into itself."""
+def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None) -> SynthesisResult:
+    """SBI: blend an augmented, slightly misaligned copy of the face back into itself (config None: the defaults)."""
+    config = SynthesisConfig() if config is None else config
     source = _misalign(_frequency_jitter(_colour_jitter(target.image, rng), rng), rng, config)
     mask = _soft_mask(target, rng, config)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="self_blend")
 
 
-def _match_colour(source: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+def _match_colour(source: NDArray[Any], target: NDArray[Any], region: NDArray[Any]) -> NDArray[Any]:
     """Reinhard colour transfer in Lab, statistics taken inside the blend region."""
     inside = region > 0.5
     if inside.sum() < 16:
@@ -124,17 +128,20 @@ def _match_colour(source: np.ndarray, target: np.ndarray, region: np.ndarray) ->
     src_mean, src_std = src[inside].mean(0), src[inside].std(0) + 1e-3
     tgt_mean, tgt_std = tgt[inside].mean(0), tgt[inside].std(0) + 1e-3
     matched = (src - src_mean) / src_std * tgt_std + tgt_mean
-    return cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    rgb: NDArray[np.uint8] = cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return rgb
 
 
 def cross_blend(
-    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig = SynthesisConfig()
+    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None
 ) -> SynthesisResult:
-    """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended."""
+    """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended (config None: the defaults)."""
+    config = SynthesisConfig() if config is None else config
     height, width = target.image.shape[:2]
-    use_mesh = target.landmarks is not None and donor.landmarks is not None
-    src_points = donor.landmarks if use_mesh else donor.keypoints[:4]
-    dst_points = target.landmarks if use_mesh else target.keypoints[:4]
+    if target.landmarks is not None and donor.landmarks is not None:  # the face meshes, else the 4 eye/nose/mouth keypoints
+        src_points, dst_points = donor.landmarks, target.landmarks
+    else:
+        src_points, dst_points = donor.keypoints[:4], target.keypoints[:4]
     matrix, _ = cv2.estimateAffinePartial2D(src_points.astype(np.float32), dst_points.astype(np.float32))
     if matrix is None:
         return self_blend(target, rng, config)

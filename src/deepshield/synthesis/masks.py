@@ -3,8 +3,11 @@ has one learnable shape (Face X-ray, Li et al. 2020; SBI, Shiohara & Yamasaki 20
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 # MediaPipe face-mesh indices of facial parts, for part-only manipulations (eyes, nose, mouth edits).
 _LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
@@ -14,14 +17,14 @@ _MOUTH = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267,
 PART_INDICES = {"eyes": _LEFT_EYE + _RIGHT_EYE, "nose": _NOSE, "mouth": _MOUTH, "nose_mouth": _NOSE + _MOUTH}
 
 
-def hull_mask(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+def hull_mask(shape: tuple[int, int], points: NDArray[Any]) -> NDArray[Any]:
     mask = np.zeros(shape, np.uint8)
     hull = cv2.convexHull(np.round(points).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1)
+    cv2.fillConvexPoly(mask, hull, (1,))
     return mask.astype(np.float32)
 
 
-def keypoint_ellipse_mask(shape: tuple[int, int], keypoints: np.ndarray) -> np.ndarray:
+def keypoint_ellipse_mask(shape: tuple[int, int], keypoints: NDArray[Any]) -> NDArray[Any]:
     """Fallback when no dense mesh is available: an ellipse spanning eyes to below the mouth."""
     eyes = keypoints[:2].mean(axis=0)
     mouth = keypoints[3]
@@ -30,13 +33,13 @@ def keypoint_ellipse_mask(shape: tuple[int, int], keypoints: np.ndarray) -> np.n
     half_width = max(np.linalg.norm(keypoints[0] - keypoints[1]) * 1.0, half_height * 0.7)
     angle = np.degrees(np.arctan2(mouth[1] - eyes[1], mouth[0] - eyes[0])) - 90
     mask = np.zeros(shape, np.uint8)
-    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (int(half_width), int(half_height)), angle, 0, 360, 1, -1)
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (int(half_width), int(half_height)), angle, 0, 360, (1,), -1)
     return mask.astype(np.float32)
 
 
 def region_mask(
-    shape: tuple[int, int], landmarks: np.ndarray | None, keypoints: np.ndarray, rng: np.random.Generator, part_probability: float
-) -> np.ndarray:
+    shape: tuple[int, int], landmarks: NDArray[Any] | None, keypoints: NDArray[Any], rng: np.random.Generator, part_probability: float
+) -> NDArray[Any]:
     """Binary region to replace: the whole face hull, or (with part_probability) one facial part."""
     if landmarks is None:
         return keypoint_ellipse_mask(shape, keypoints)
@@ -46,7 +49,7 @@ def region_mask(
     return hull_mask(shape, landmarks)
 
 
-def deform(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def deform(mask: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     """Random dilation/erosion, elastic warp and blur; returns a soft mask in [0, 1]."""
     height, width = mask.shape
     face_size = max(np.sqrt(mask.sum()), 8.0)
@@ -63,7 +66,7 @@ def deform(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     dx = cv2.resize(rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     dy = cv2.resize(rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    mask = cv2.remap(mask, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mask = cv2.remap(mask, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,))
     # Soft boundary of random width.
     sigma = rng.uniform(0.01, 0.08) * face_size
     kernel_size = int(sigma * 3) * 2 + 1

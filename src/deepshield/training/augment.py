@@ -17,9 +17,9 @@ def geometric_jitter(image: np.ndarray, rng: np.random.Generator, config: Augmen
     size = image.shape[0]
     angle = rng.uniform(-config.jitter_rotation_deg, config.jitter_rotation_deg)
     scale = 1 + rng.uniform(-config.jitter_scale, config.jitter_scale)
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale), dtype=np.float64)
     matrix[:, 2] += rng.uniform(-config.jitter_shift, config.jitter_shift, size=2) * size
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:

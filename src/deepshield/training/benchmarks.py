@@ -31,7 +31,16 @@ import numpy as np
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics
-from deepshield.evaluation.scoring import CLEAN, FLOAT_COLUMNS, FaceRow, FileRecord, ScoredSet, face_columns, is_prepared_dataset, open_labelled_set
+from deepshield.evaluation.scoring import (
+    CLEAN,
+    FLOAT_COLUMNS,
+    FaceRow,
+    FileRecord,
+    ScoredSet,
+    face_columns,
+    is_prepared_dataset,
+    open_labelled_set,
+)
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
 from deepshield.models.card import file_sha256
@@ -78,7 +87,7 @@ class Benchmark:
         with np.load(path, allow_pickle=False) as data:
             files = [FileRecord(**f) for f in json.loads(str(data["files"]))]
             kinds = [float if name in FLOAT_COLUMNS else int for name in FaceRow._fields]
-            rows = [FaceRow(*(kind(v) for kind, v in zip(kinds, row))) for row in data["rows"]]
+            rows = [FaceRow._make(kind(v) for kind, v in zip(kinds, row)) for row in data["rows"]]
             return cls(str(data["name"]), files, rows, data["crops"])
 
 
@@ -164,7 +173,16 @@ def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, clusters: np.ndar
     return {prefix: auc, f"{prefix}_lo": interval.low, f"{prefix}_hi": interval.high}
 
 
-def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+# (labels, scores, file clusters) of one level, face or file
+Levels = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _pooled(parts: list[Levels]) -> Levels:
+    labels, scores, clusters = (np.concatenate(column) for column in zip(*parts))
+    return labels, scores, clusters
+
+
+def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[Levels, Levels]:
     """(labels, scores, file clusters) at face level and at file level."""
     face_ids = scored.faces["file_id"]
     face = (scored.labels_of_faces(), scored.probabilities(), face_ids + offset)
@@ -177,8 +195,8 @@ def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[tuple[
 def benchmark_metrics(results: list[BenchmarkScores], threshold: float, rule: VideoRule = VideoRule()) -> dict[str, float]:
     """Every bench_* metric of one epoch (see the module's docstring)."""
     metrics: dict[str, float] = {}
-    pooled_face: list[tuple[np.ndarray, ...]] = []
-    pooled_file: list[tuple[np.ndarray, ...]] = []
+    pooled_face: list[Levels] = []
+    pooled_file: list[Levels] = []
     real_flags: list[np.ndarray] = []
     face_aucs = []
     offset = 0
@@ -201,8 +219,8 @@ def benchmark_metrics(results: list[BenchmarkScores], threshold: float, rule: Vi
         if flags.size:
             metrics[f"bench_{name}_fpr"] = float(flags.mean())
     if results:
-        metrics |= _auc_with_interval(*(np.concatenate(parts) for parts in zip(*pooled_face)), "bench_face_auc")
-        metrics |= _auc_with_interval(*(np.concatenate(parts) for parts in zip(*pooled_file)), "bench_file_auc")
+        metrics |= _auc_with_interval(*_pooled(pooled_face), "bench_face_auc")
+        metrics |= _auc_with_interval(*_pooled(pooled_file), "bench_file_auc")
         flags = np.concatenate(real_flags)
         if flags.size:
             metrics["bench_fpr"] = float(flags.mean())

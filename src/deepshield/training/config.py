@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -246,7 +247,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return mapping
 
 
-def load_config(path: Path | None = None, overrides: list[str] = (), params: Path | None = None) -> TrainConfig:
+def load_config(path: Path | None = None, overrides: Sequence[str] = (), params: Path | None = None) -> TrainConfig:
     mapping = _read_mapping(path or DEFAULT_CONFIG)
     if params is not None:
         for key, value in _read_mapping(params).items():

@@ -27,7 +27,7 @@ def split_by_group(bank: FaceBank, val_fraction: float, seed: int) -> tuple[np.n
     rng.shuffle(groups)
     target = val_fraction * len(bank)
     val_groups, count = set(), 0
-    counts = {g: c for g, c in zip(*np.unique(bank.groups, return_counts=True))}
+    counts = dict(zip(*np.unique(bank.groups, return_counts=True)))
     for group in groups:
         if count >= target:
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -186,11 +187,11 @@ def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
     """The exported epoch's benchmark figures, as training logged them (a frozen synthetic run: its
     parent's, whose manipulation output it keeps unchanged)."""
     if "parent" in checkpoint:
-        record = checkpoint["parent"]["metrics"]
+        record = dict(checkpoint["parent"]["metrics"])
     else:
         epoch = int(checkpoint["epoch"])
         history = checkpoint.get("progress", {}).get("history", [])
-        record = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
+        record: dict[str, Any] = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
 
 

@@ -9,21 +9,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
+from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
 from deepshield.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 
@@ -168,7 +170,7 @@ def facebank_of_files(
             context = get_context("spawn")  # MediaPipe graphs must not be forked
             initargs = (policy.model_dump_json(), perturbation)
             pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=initargs))
-            results = pool.imap(_process, files, chunksize=16)
+            results: Iterator[Any] = pool.imap(_process, files, chunksize=16)
         else:
             _init_worker(policy.model_dump_json(), perturbation)
             results = map(_process, files)

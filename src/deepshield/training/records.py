@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -49,7 +49,9 @@ class EpochRecord(BaseModel):
 
 
 VALIDATION_METRICS: dict[str, Mode] = {
-    name: field.json_schema_extra["better"] for name, field in EpochRecord.model_fields.items() if isinstance(field.json_schema_extra, dict)
+    name: cast(Mode, field.json_schema_extra["better"])
+    for name, field in EpochRecord.model_fields.items()
+    if isinstance(field.json_schema_extra, dict)
 }
 TRAINING_METRICS = ("train_loss", "loss", "lr", "images_per_s")
 # bench_<set>_<metric>[_lo|_hi] and the pooled bench_<metric>: the metric's last word says its direction.
@@ -76,7 +78,7 @@ class Selector:
     metric: str
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         return "maximize" if self.mode == "max" else "minimize"
 
     def __str__(self) -> str:

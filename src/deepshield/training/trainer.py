@@ -31,6 +31,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.models.card import Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.tracking.tracker import open_tracker
+from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import (
@@ -38,16 +39,15 @@ from deepshield.training.dataset import (
     split_by_group,
     validation_samples,
 )
-from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
 from deepshield.training.export import (
     export_checkpoint,
     fit_calibration,
     fit_synthetic_calibration,
     real_file_faces,
 )
-from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared, prepared_source_files
+from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class Step:
         loss.backward()
         if self.kind == "sam":
             params = [p for p in self.net.parameters() if p.grad is not None]
-            norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
+            norm = torch.norm(torch.stack([grad.norm(2) for p in params if (grad := p.grad) is not None]), 2)
             with torch.no_grad():
                 moves = [p.grad * (self.rho / (norm + 1e-12)) for p in params]
                 for p, move in zip(params, moves):
@@ -322,7 +322,7 @@ class Trainer:
                 )
             for name, parameter in net.named_parameters():
                 parameter.requires_grad_(name.startswith("synthetic_head."))
-        net = net.to(device, memory_format=torch.channels_last)
+        net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
         trainable = [p for p in net.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         steps_per_epoch = config.optim.samples_per_epoch // config.optim.batch_size
@@ -521,17 +521,17 @@ class Trainer:
             bench_scores = [
                 replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores
             ]
-            manipulation = dict(
-                val_loss=float(
+            manipulation = {
+                "val_loss": float(
                     F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())
                 ),
-                val_auc=metrics.auc,
-                val_ap=metrics.ap,
-                val_eer=metrics.eer,
-                val_log_loss=metrics.log_loss,
-                val_balanced_accuracy=metrics.balanced_accuracy,
-                benchmarks=benchmark_metrics(bench_scores, calibration.threshold),
-            )
+                "val_auc": metrics.auc,
+                "val_ap": metrics.ap,
+                "val_eer": metrics.eer,
+                "val_log_loss": metrics.log_loss,
+                "val_balanced_accuracy": metrics.balanced_accuracy,
+                "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
+            }
             kept = {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
             plotted = (data.val_images, val_labels, probabilities)
         if parent is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,15 +147,15 @@ def _pruned_value(trial: FrozenTrial) -> float | None:
 
 def history_plot(trials: list[FrozenTrial], selector: Selector, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4))
-    complete = [(t.number, _value(t)) for t in trials if t.state == TrialState.COMPLETE and _value(t) is not None]
-    pruned = [(t.number, _pruned_value(t)) for t in trials if t.state == TrialState.PRUNED and _pruned_value(t) is not None]
+    complete = [(t.number, v) for t in trials if t.state == TrialState.COMPLETE and (v := _value(t)) is not None]
+    pruned = [(t.number, v) for t in trials if t.state == TrialState.PRUNED and (v := _pruned_value(t)) is not None]
     if pruned:
         axis.scatter(*zip(*pruned), marker="x", color="grey", label="pruned (last epoch reported)")
     if complete:
         axis.scatter(*zip(*complete), color="tab:blue", label="complete", zorder=3)
-        best, steps = None, []
+        best, steps = complete[0][1], []
         for number, value in complete:
-            best = value if best is None or selector.better(value, best) else best
+            best = value if selector.better(value, best) else best
             steps.append((number, best))
         axis.step(*zip(*steps), where="post", color="tab:red", label="best so far")
     axis.set(xlabel="trial", ylabel=selector.metric, title=f"optimisation history ({selector})")
@@ -181,7 +182,8 @@ def _axis_position(param: Param, value: Any) -> float:
     if param.kind == "categorical":
         index = [repr(c) for c in param.choices].index(repr(value)) if repr(value) in [repr(c) for c in param.choices] else 0
         return index / max(1, len(param.choices) - 1)
-    low, high, x = float(param.low), float(param.high), float(value)
+    low, high = param.bounds
+    x = float(value)
     if param.log:
         low, high, x = math.log10(low), math.log10(high), math.log10(x)
     return (x - low) / (high - low) if high > low else 0.5
@@ -194,7 +196,7 @@ def _axis_labels(param: Param) -> list[tuple[float, str]]:
 
 
 def parallel_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selector, path: Path) -> Path:
-    scored = [(t, _value(t)) for t in trials if t.state == TrialState.COMPLETE and _value(t) is not None]
+    scored = [(t, v) for t in trials if t.state == TrialState.COMPLETE and (v := _value(t)) is not None]
     params = space.params
     figure, axis = plt.subplots(figsize=(1.8 * (len(params) + 1) + 1.5, 4.2))
     values = [v for _, v in scored] + [v for t in trials if t.state == TrialState.PRUNED and (v := _pruned_value(t)) is not None]
@@ -241,23 +243,21 @@ def params_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selecto
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     for axis in axes.flat[len(params) :]:
         axis.axis("off")
-    best = None
-    scored = [t for t in trials if t.state == TrialState.COMPLETE and _value(t) is not None]
-    if scored:
-        best = max(scored, key=lambda t: _value(t) if selector.mode == "max" else -_value(t))
+    scored = [(t, v) for t in trials if t.state == TrialState.COMPLETE and (v := _value(t)) is not None]
+    best, best_value = max(scored, key=lambda item: item[1] if selector.mode == "max" else -item[1], default=(None, None))
     for axis, param in zip(axes.flat, params):
-        complete = [(_x_position(param, t.params[param.name]), _value(t)) for t in scored if param.name in t.params]
+        complete = [(_x_position(param, t.params[param.name]), v) for t, v in scored if param.name in t.params]
         pruned = [
-            (_x_position(param, t.params[param.name]), _pruned_value(t))
+            (_x_position(param, t.params[param.name]), v)
             for t in trials
-            if t.state == TrialState.PRUNED and param.name in t.params and _pruned_value(t) is not None
+            if t.state == TrialState.PRUNED and param.name in t.params and (v := _pruned_value(t)) is not None
         ]
         if pruned:
             axis.scatter(*zip(*pruned), marker="x", color="grey", label="pruned")
         if complete:
             axis.scatter(*zip(*complete), color="tab:blue", label="complete", zorder=3)
         if best is not None and param.name in best.params:
-            axis.scatter([_x_position(param, best.params[param.name])], [_value(best)], marker="*", s=180, color="tab:red", label="best", zorder=4)
+            axis.scatter([_x_position(param, best.params[param.name])], [best_value], marker="*", s=180, color="tab:red", label="best", zorder=4)
         if param.kind == "categorical":
             axis.set_xticks(range(len(param.choices)), [str(c) for c in param.choices])
         elif param.log:
@@ -289,7 +289,7 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
     return save_figure(figure, path), None
 
 
-def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: list[str] = ()) -> Report:
+def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: Sequence[str] = ()) -> Report:
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
     trials = visible_trials(study)
@@ -310,7 +310,7 @@ def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, ou
         report.plots.append(importance)
     else:
         (plots_dir / "param_importances.png").unlink(missing_ok=True)
-        report.notes.append(note)
+        report.notes.append(note or "parameter importances skipped")
     report.report_md.write_text(_markdown(study.study_name, rows, report, space, selector))
     return report
 
@@ -318,7 +318,7 @@ def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, ou
 def format_table(rows: list[dict[str, Any]], space: SearchSpace, selector: Selector, limit: int = 10) -> str:
     key = str(selector)
     ordered = sorted(rows, key=lambda r: (r["state"] != "COMPLETE", r[key] is None, -(r[key] or 0) if selector.mode == "max" else (r[key] or 0)))
-    columns = ["trial", "state", key, "best_epoch"] + space.names
+    columns = ["trial", "state", key, "best_epoch", *space.names]
     lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
     for row in ordered[:limit]:
         lines.append(" | ".join(_fmt(row.get(c)) for c in columns))
@@ -346,7 +346,7 @@ def _markdown(name: str, rows: list[dict[str, Any]], report: Report, space: Sear
     ]
     lines += ["", "Search space:", ""] + [f"- `{p.name}`: {p.describe()}" for p in space.params]
     lines += ["", "Per-trial budget: " + (", ".join(f"`{k}={v}`" for k, v in space.budget.items()) if space.budget else "none (full configuration)")]
-    if report.best is not None:
+    if report.best is not None and report.best_yaml is not None:
         lines += ["", f"## Best: trial {report.best.number}, {selector.metric} = {report.best.value:.4f}", ""]
         lines += [f"- `{k}`: {v}" for k, v in report.best.params.items()]
         lines += [

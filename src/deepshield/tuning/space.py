@@ -71,12 +71,20 @@ class Param:
     step: float | int | None = None
     log: bool = False
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """low and high of an int or float range (parse_param sets both)."""
+        if self.low is None or self.high is None:
+            raise DeepShieldError(f"{self.name} is a {self.kind} parameter without low and high")
+        return self.low, self.high
+
     def suggest(self, trial) -> Any:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
+        low, high = self.bounds
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(low), float(high), step=self.step, log=self.log)
 
     @property
     def finite(self) -> bool:
@@ -85,15 +93,16 @@ class Param:
     def grid_values(self) -> list:
         if self.kind == "categorical":
             return list(self.choices)
+        low, high = self.bounds
         if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step is None:
             raise DeepShieldError(
                 f"grid search needs a finite list for {self.name}: give a list of values or a step "
                 f"(e.g. {{low: {self.low}, high: {self.high}, step: ...}}), or use --sampler random / tpe"
             )
-        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
+        count = math.floor((high - low) / self.step + 1e-9) + 1
+        return [round(low + i * self.step, 12) for i in range(count)]
 
     def probe_values(self) -> list:
         """Values that must all make a valid training config: every choice, or both bounds."""
@@ -152,9 +161,6 @@ class SearchSpace:
         if not include_budget:
             data.pop(BUDGET_KEY)
         return json.dumps(data, sort_keys=True, default=str)
-
-    def with_budget(self, extra: dict[str, Any]) -> SearchSpace:
-        return SearchSpace(self.params, {**self.budget, **extra})
 
 
 def _is_spec(value: Any) -> bool:

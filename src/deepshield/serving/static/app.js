@@ -4,11 +4,12 @@
 (function () {
   const KEY_STORAGE = "deepshield-api-key";
   const POLL_MS = 600;
-  const VIDEO_SUFFIXES = ["mp4", "mov", "m4v", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "3gp"];
   const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
   const SVG_NS = "http://www.w3.org/2000/svg";
 
-  const state = { limits: null, card: null, run: 0, example: null };
+  // What the server owns (limits, accepted media, the status of a failed job's error code) comes from
+  // GET /healthz at start; nothing of it is written into this page.
+  const state = { limits: null, accepted: null, jobErrorStatuses: {}, card: null, run: 0, example: null };
   // Three-way labels (verdicts, faces, tracks), in words for the small badges.
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   // The synthetic-face score's own call, in words (it uses the same three labels).
@@ -178,9 +179,12 @@
     try {
       const health = await api("/healthz");
       state.limits = health.limits;
+      state.accepted = health.accepted;
+      state.jobErrorStatuses = health.job_error_statuses;
       $("limits").textContent =
-        `Photos: JPEG, PNG, WebP, GIF, BMP, TIFF · Videos: MP4, MOV, MKV, WebM, AVI · up to ${formatBytes(health.limits.max_upload_bytes)}` +
-        `, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
+        `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
+        ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
+      $("file-input").setAttribute("accept", ["image/*", "video/*", ...health.accepted.video_suffixes.map((suffix) => "." + suffix)].join(","));
       if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
     } catch (err) {
       showError(err);
@@ -263,7 +267,7 @@
   function looksLikeVideo(file) {
     if (file.type && file.type.startsWith("video/")) return true;
     const suffix = (file.name.split(".").pop() || "").toLowerCase();
-    return !file.type && VIDEO_SUFFIXES.includes(suffix);
+    return !file.type && state.accepted !== null && state.accepted.video_suffixes.includes(suffix);
   }
 
   // `exampleFile`: set when the file is one of the examples (its card stays highlighted).
@@ -335,7 +339,7 @@
     $("progress").hidden = true;
     if (job.status === "failed") {
       const error = job.error || { error: "failed", detail: "The analysis failed." };
-      const status = { unsupported_media: 415, corrupt_media: 422, media_too_large: 422, unprocessable: 422, internal_error: 500 }[error.error] || 422;
+      const status = state.jobErrorStatuses[error.error] || 422;
       throw new ApiFailure(status, error.error, error.detail);
     }
     if (job.result.kind === "video") renderVideo(job.result, job.file, file.name);
@@ -428,7 +432,9 @@
     if (!result.faces.length) {
       faces.replaceChildren(el("div", { class: "no-face", "data-role": "no-face" }, [
         el("strong", { text: "No face found. " }),
-        document.createTextNode("Nothing to score: the detector needs faces at least 20 pixels wide, reasonably sharp and not turned fully away."),
+        document.createTextNode(
+          `Nothing to score: the detector needs faces${state.limits ? ` at least ${state.limits.min_face_px} pixels wide` : ""}, reasonably sharp and not turned fully away.`
+        ),
       ]));
       return;
     }

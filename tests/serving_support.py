@@ -1,4 +1,4 @@
-"""Run the app on a real socket for tests and benchmarks: in a background thread, or as a subprocess."""
+"""Run the app on a real socket for tests and benchmarks (bench/ imports it too): in a background thread, or as a subprocess."""
 
 from __future__ import annotations
 
@@ -75,21 +75,19 @@ def server_process(model: str | Path | None, env: dict[str, str] | None = None, 
     if model is not None:
         command += ["--model", str(model)]
     full_env = {**os.environ, **QUIET_ENV, **(env or {})}
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://{host}:{port}"
-    try:
-        wait_healthy(base_url, timeout_s=120, process=process)
-        yield base_url, process
-    finally:
-        process.terminate()
+    with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        base_url = f"http://{host}:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if log_path:
-            log.close()
+            wait_healthy(base_url, timeout_s=120, process=process)
+            yield base_url, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,0 +1,9 @@
+"""File-name suffixes of the media we read: the one list folders are filtered by (scan, dataset
+sources, the face bank) and the web page's guess of which uploads are videos. What a file is, is
+still judged by its content (sniff.py); a suffix only decides which folder entries are looked at."""
+
+from __future__ import annotations
+
+IMAGE_SUFFIXES = frozenset([".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"])
+VIDEO_SUFFIXES = frozenset([".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"])
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES

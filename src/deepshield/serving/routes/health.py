@@ -1,0 +1,26 @@
+"""GET /healthz: liveness, load, limits and what the server accepts (the web page reads it at start)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from deepshield.serving.errors import JOB_ERROR_STATUSES
+from deepshield.serving.runtime import RuntimeDep
+from deepshield.serving.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and load")
+async def healthz(runtime: RuntimeDep) -> Health:
+    gate = runtime.gate
+    return Health(
+        model=runtime.detector.model_name,
+        api_key_required=bool(runtime.settings.api_key),
+        analyses_running=gate.running,
+        analyses_waiting=gate.waiting,
+        jobs_pending=runtime.jobs.pending(),
+        limits=runtime.limits(),
+        accepted=runtime.accepted_media(),
+        job_error_statuses=JOB_ERROR_STATUSES,
+    )

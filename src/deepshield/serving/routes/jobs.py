@@ -1,0 +1,54 @@
+"""POST /v1/jobs and GET /v1/jobs/{id}: videos (or images) analysed in the background."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from deepshield.serving.errors import ApiError, error_responses
+from deepshield.serving.routes.uploads import MULTIPART_BODY, sniff_upload
+from deepshield.serving.runtime import RuntimeDep
+from deepshield.serving.schemas import FileInfo, JobView
+
+router = APIRouter(tags=["analysis"])
+
+
+@router.post(
+    "/jobs",
+    response_model=JobView,
+    status_code=202,
+    summary="Submit a video (or image) for analysis",
+    description="Upload a video or an image (multipart field `file`). Answers `202` with the job at once; "
+    "poll `GET /v1/jobs/{id}` (the `Location` header) until its status is `done` or `failed`.",
+    openapi_extra=MULTIPART_BODY,
+    responses=error_responses(400, 408, 413, 415, 503),
+)
+async def submit_job(
+    request: Request,
+    runtime: RuntimeDep,
+    frames: Annotated[
+        int | None, Query(ge=1, description="frames sampled from a video: at most the server's max_video_frames, default its video_frames (GET /healthz limits)")
+    ] = None,
+) -> JSONResponse:
+    settings = runtime.settings
+    # The bound is a server setting, so it is checked here rather than in the (app-independent) route signature.
+    if frames is not None and frames > settings.max_video_frames:
+        raise ApiError(400, "invalid_request", f"query.frames: Input should be less than or equal to {settings.max_video_frames}")
+    runtime.jobs.check_capacity()
+    upload = await runtime.receive(request)
+    try:
+        kind = sniff_upload(upload)
+    except BaseException:
+        upload.delete()
+        raise
+    file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
+    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload)
+    view = job.view(settings.job_ttl_s)
+    return JSONResponse(status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, summary="A job's status, progress and result", responses=error_responses(404))
+async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
+    return runtime.jobs.get(job_id).view(runtime.settings.job_ttl_s)

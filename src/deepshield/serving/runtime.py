@@ -1,0 +1,104 @@
+"""What the routes share, kept on `app.state.runtime`, and the dependencies that hand it to them."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from deepshield.inference.analysis import Detector
+from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS, MediaKind
+from deepshield.media.suffixes import VIDEO_SUFFIXES
+from deepshield.serving.errors import ApiError
+from deepshield.serving.gate import AnalysisGate
+from deepshield.serving.job_ledger import JobLedger
+from deepshield.serving.jobs import Job, JobStore, JobWork, ProgressFn
+from deepshield.serving.schemas import AcceptedMedia, AnalyzeResponse, Limits
+from deepshield.serving.settings import ServerSettings
+from deepshield.serving.storage import Storage
+from deepshield.serving.uploads import Upload, UploadPolicy, UploadSlots, receive_upload
+from deepshield.serving.work import analyze_image_file, analyze_video_file
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class Runtime:
+    """The detector, the settings, the gate, the uploads, the jobs and their storage."""
+
+    def __init__(self, detector: Detector, settings: ServerSettings) -> None:
+        self.detector = detector
+        self.settings = settings
+        self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
+        self.storage = Storage(settings.state_dir, settings.tmp_dir)
+        ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
+        self.jobs = JobStore(
+            settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger
+        )
+        self.jobs.recover(self.storage.upload_dir)
+        self.upload_policy = UploadPolicy.from_settings(settings)
+        self.upload_slots = UploadSlots(self.upload_policy)
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.storage.upload_dir
+
+    def job_work(self, job: Job) -> JobWork:
+        """What a job runs: a video analysis, or an image analysis shaped as from /v1/analyze."""
+        detector, path = self.detector, job.upload.path
+        if job.kind == MediaKind.VIDEO.value:
+            return lambda progress: analyze_video_file(detector, path, job.frames, progress)
+
+        def work(progress: ProgressFn) -> AnalyzeResponse:
+            progress(0.1, "analysing image")
+            return analyze_image_file(detector, path, job.file, self.settings.preview_max_side)
+
+        return work
+
+    async def receive(self, request: Request) -> Upload:
+        return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
+
+    def limits(self) -> Limits:
+        image, video = self.detector.image_limits, self.detector.video_limits
+        return Limits(
+            max_upload_bytes=self.settings.max_upload_bytes,
+            max_image_pixels=image.max_pixels,
+            max_image_working_bytes=image.max_working_bytes,
+            max_video_duration_s=video.max_duration_s,
+            max_video_pixels_per_frame=video.max_pixels_per_frame,
+            video_frames=self.settings.video_frames,
+            max_video_frames=self.settings.max_video_frames,
+            min_face_px=self.detector.faces.min_face_size,
+        )
+
+    def accepted_media(self) -> AcceptedMedia:
+        return AcceptedMedia(
+            image_formats=list(IMAGE_FORMATS),
+            video_formats=list(VIDEO_FORMATS),
+            video_suffixes=sorted(suffix.removeprefix(".") for suffix in VIDEO_SUFFIXES),
+        )
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.storage.close()
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+_api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed only when the server has an API key")
+
+
+async def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_api_key_scheme)]) -> None:
+    """The /v1 routes' guard: with an API key set, the X-API-Key header must carry it (compared in constant time)."""
+    expected = runtime.settings.api_key
+    if not expected:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", f"this server needs an API key: send it in the {API_KEY_HEADER} header" if key is None else "wrong API key")
