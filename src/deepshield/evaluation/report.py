@@ -326,10 +326,11 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold."""
     if synthetic is None:
         return []
+    faces = [("all", synthetic.face)] + [(name, block.face) for name, block in synthetic.by_source.items()]
     flagged = [
-        (name, block.face.confusion.false_positive_rate)
-        for name, block in [("all", synthetic), *list(synthetic.by_source.items())]
-        if block.face.confusion is not None and block.face.confusion.false_positive_rate is not None
+        (name, face.confusion.false_positive_rate)
+        for name, face in faces
+        if face.confusion is not None and face.confusion.false_positive_rate is not None
     ]
     return [
         "<h2>Synthetic-face score</h2>",

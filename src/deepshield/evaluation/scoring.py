@@ -319,7 +319,7 @@ def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, ru
         scores = classifier.score(item.crops)
         rows.extend(item.rows)
         logits.extend(scores.logits.tolist())
-        if synthetic_logits is not None:
+        if synthetic_logits is not None and scores.synthetic_logits is not None:
             synthetic_logits.extend(scores.synthetic_logits.tolist())
         if item.condition == 0:
             _offer(gallery, item, scores, rule, classifier.card.calibration.temperature)

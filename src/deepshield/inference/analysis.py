@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ class Detector:
     def _combine(self, probability: float, synthetic_probability: float | None) -> CombinedVerdict:
         return combine(probability, self.manipulation_rule, synthetic_probability, self.synthetic_rule)
 
-    def _rule_fields(self) -> dict:
+    def _rule_fields(self) -> dict[str, Any]:
         """What every image and video result says about the scores' thresholds, bands and scope."""
         synthetic = self.synthetic_rule
         return {
@@ -211,7 +211,7 @@ class Detector:
                         label=verdict.label,
                         threshold_label="fake" if probability >= self.threshold else "real",
                         synthetic_probability=synthetic_probability,
-                        synthetic_logit=None if synthetic is None else float(scores.synthetic_logits[flat]),
+                        synthetic_logit=None if scores.synthetic_logits is None else float(scores.synthetic_logits[flat]),
                         manipulation_label=verdict.manipulation_label,
                         synthetic_label=verdict.synthetic_label,
                         verdict_driver=verdict.driver,
@@ -313,7 +313,7 @@ class Detector:
             score = self.video_rule.track_score([p.probability for p in points])
             # The synthetic score per track by the same video rule as the manipulation score.
             synthetic_score = (
-                self.video_rule.track_score([p.synthetic_probability for p in points]) if self.has_synthetic else None
+                self.video_rule.track_score([p.synthetic_probability or 0.0 for p in points]) if self.has_synthetic else None
             )
             verdict = self._combine(score, synthetic_score)
             peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
@@ -373,7 +373,7 @@ class Detector:
         return self.analyze_image(path, heatmaps=heatmaps)
 
 
-def _highest(values) -> float | None:
+def _highest(values: Iterable[float | None]) -> float | None:
     """The highest of scores that are all None (a model without that score) or all numbers."""
     present = [v for v in values if v is not None]
     return max(present) if present else None

@@ -43,7 +43,7 @@ SYNTHETIC_HEADLINES: dict[str, str] = {
 }
 LABEL_FIELD = Field(description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)")
 THRESHOLD_LABEL_FIELD = Field(description="fake / real at the threshold alone: the old label, kept for compatibility")
-DRIVER_FIELD = Field(
+DRIVER_FIELD: Any = Field(
     "manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic"
 )
 SYNTHETIC_FIELD = Field(

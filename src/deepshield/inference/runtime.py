@@ -113,7 +113,7 @@ class OnnxClassifier:
 
     def _run(self, batch: NDArray[Any]) -> list[NDArray[Any]]:
         """Every output of the graph for one batch, in the card's order (one pass)."""
-        outputs = self.session.run(self.outputs, {"image": batch})
+        outputs: list[NDArray[Any]] = self.session.run(self.outputs, {"image": batch})
         if self.card.test_time_flip:  # the mirror image's evidence too; its CAM flipped back onto the face
             mirrored = self.session.run(self.outputs, {"image": np.ascontiguousarray(batch[:, :, ::-1])})
             mirrored[1] = mirrored[1][:, :, ::-1]

@@ -129,7 +129,7 @@ class DeepfakeNet(nn.Module):
         features = self.dropout(self.backbone(x))
         cam = self.head(features).squeeze(1)
         synthetic = None
-        if self.synthetic_head is not None:
+        if self.synthetic_head is not None and self.synthetic_center is not None:
             # int(): the input size is fixed, so the tracer may bake the window in as constants
             rows = central_window(int(features.shape[2]), self.synthetic_center)
             cols = central_window(int(features.shape[3]), self.synthetic_center)
@@ -143,6 +143,8 @@ class DeepfakeNet(nn.Module):
 
     def synthetic_pooling(self) -> str:
         """The synthetic head's pooled region in words, for the model card."""
+        if self.synthetic_center is None:
+            raise ValueError("this network has no synthetic head")
         side = self.feature_side()
         start, stop = central_window(side, self.synthetic_center)
         return (

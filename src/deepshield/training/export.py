@@ -186,12 +186,13 @@ def _calibration(fitted: FittedCalibration) -> Calibration:
 def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
     """The exported epoch's benchmark figures, as training logged them (a frozen synthetic run: its
     parent's, whose manipulation output it keeps unchanged)."""
+    record: dict[str, Any]
     if "parent" in checkpoint:
         record = dict(checkpoint["parent"]["metrics"])
     else:
         epoch = int(checkpoint["epoch"])
         history = checkpoint.get("progress", {}).get("history", [])
-        record: dict[str, Any] = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
+        record = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,12 +98,12 @@ class ParentRun:
     checkpoint: dict
     config: TrainConfig
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """What a frozen run's best checkpoint keeps of its parent: the manipulation head's validation
         logits and benchmark reals (its calibration is fitted from them, as the parent's was) and figures."""
         progress = self.checkpoint.get("progress", {})
         epoch = int(self.checkpoint["epoch"])
-        selected = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+        selected: dict[str, Any] = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
         return {
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
@@ -119,6 +120,8 @@ class ParentRun:
 
 
 def load_parent(config: TrainConfig) -> ParentRun:
+    if config.synthetic is None or config.synthetic.init is None:
+        raise DeepShieldError("frozen synthetic mode needs synthetic.init: the manipulation run's best.pt")
     path = Path(config.synthetic.init).expanduser()
     if not path.is_file():
         raise DeepShieldError(
@@ -167,7 +170,10 @@ def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, s
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
             output = net.forward_all(normalize_batch(batch, NORMALIZATION))
-            outputs.append((output.synthetic_logit if synthetic else output.logit).float().cpu().numpy())
+            chosen = output.synthetic_logit if synthetic else output.logit
+            if chosen is None:
+                raise DeepShieldError("synthetic-face logits asked of a network without a synthetic head")
+            outputs.append(chosen.float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
 
 
@@ -200,9 +206,11 @@ class Step:
             output = self.net.forward_all(normalize_batch(images, NORMALIZATION))
         split = 0 if batch.images is None else len(batch.images)
         loss = torch.zeros((), device=images.device)
-        if batch.images is not None:
+        if batch.labels is not None:
             loss = loss + F.binary_cross_entropy_with_logits(output.logit[:split].float(), batch.labels.float())
-        if batch.synthetic_images is not None:
+        if batch.synthetic_labels is not None:
+            if output.synthetic_logit is None:
+                raise DeepShieldError("synthetic-face samples given to a network without a synthetic head")
             loss = loss + F.binary_cross_entropy_with_logits(
                 output.synthetic_logit[split:].float(), batch.synthetic_labels.float()
             )
@@ -444,7 +452,7 @@ class Trainer:
                 ),
                 remaining,
             )
-        if synthetic_data is not None:
+        if synthetic_data is not None and config.synthetic is not None:
             synthetic = self._loader(
                 SyntheticFaceSamples(
                     synthetic_data.train_fake,
@@ -477,9 +485,9 @@ class Trainer:
             unit="batch",
         )
         for parts in bar:
-            parts = list(parts)
-            images, labels = parts.pop(0) if manipulation is not None else (None, None)
-            synthetic_images, synthetic_labels = parts.pop(0) if synthetic is not None else (None, None)
+            queue = list(parts)
+            images, labels = queue.pop(0) if manipulation is not None else (None, None)
+            synthetic_images, synthetic_labels = queue.pop(0) if synthetic is not None else (None, None)
             samples = Batch(
                 to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels)
             )
@@ -537,7 +545,7 @@ class Trainer:
         if parent is not None:
             kept = parent.record()
         synthetic_metrics: dict[str, float] = {}
-        if synthetic_data is not None:
+        if synthetic_data is not None and config.synthetic is not None:
             scored = ScoredChecks.score(
                 synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
             )
