@@ -73,6 +73,7 @@ MARKS_BY_FILE = {
     "test_ray_engine.py": "ray",  # starts local Ray instances
     "test_serving_browser.py": "browser",  # Debian chromium (installed as root by .ci/setup-system.sh)
     "test_training.py": "slow",
+    "test_synthetic_training.py": "slow",
     "test_training_benchmarks.py": "slow",
     "test_tuning_search.py": "slow",
     "test_tuning_train.py": "slow",

@@ -21,3 +21,20 @@ def write_real_faces(folder: Path, count: int = 8) -> Path:
         view = np.clip(view.astype(np.int16) + (k * 7 % 30) - 15, 0, 255).astype(np.uint8)
         cv2.imwrite(str(folder / f"person{k % 4}_{k}.png"), cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_RGB2BGR))
     return folder
+
+
+def write_generated_faces(folder: Path, count: int = 12) -> Path:
+    """Stand-ins for a generator's faces: views of the same face as `write_real_faces`, each carrying a
+    faint periodic pattern (a fingerprint only the synthetic head can learn, as GAN upsampling leaves)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = skdata.astronaut()
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    pattern = (12 * np.sign(np.sin(xx * np.pi / 2) * np.sin(yy * np.pi / 2)))[..., None]
+    for k in range(count):
+        margin = 36 + 10 * (k % 5)
+        marked = np.clip(image.astype(np.float32) + pattern + (k * 5 % 20) - 10, 0, 255).astype(np.uint8)
+        view = marked[max(0, 85 - margin) : 180 + margin, max(0, 178 - margin) : 273 + margin]
+        if k % 2:
+            view = view[:, ::-1]
+        cv2.imwrite(str(folder / f"generated_{k}.png"), cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_RGB2BGR))
+    return folder

@@ -158,7 +158,23 @@ def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
 def test_json_carries_no_pixels(detector, astronaut):
     result = detector.analyze_image(astronaut)
     data = json.loads(result.model_dump_json())
-    assert set(data["faces"][0]) == {"index", "box", "detection_score", "keypoints", "probability", "logit", "label", "threshold_label"}
+    assert set(data["faces"][0]) == {
+        "index",
+        "box",
+        "detection_score",
+        "keypoints",
+        "probability",
+        "logit",
+        "label",
+        "threshold_label",
+        "synthetic_probability",
+        "synthetic_logit",
+        "manipulation_label",
+        "synthetic_label",
+        "verdict_driver",
+    }
+    # A one-output bundle: no synthetic score, the manipulation score drives.
+    assert data["faces"][0]["synthetic_probability"] is None and data["faces"][0]["verdict_driver"] == "manipulation"
     assert data["kind"] == "image" and data["verdict"]["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
 
 

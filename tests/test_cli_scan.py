@@ -91,8 +91,8 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     code, out, _ = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle))
     assert code == EXIT_OK
     header, line, blank, meaning, scope = out.splitlines()
-    assert header.split() == ["FILE", "KIND", "VERDICT", "P(FAKE)", "FACES", "MS", "ERROR"]
-    assert line.split()[1:5] == ["image", "no_face", "-", "0"]
+    assert header.split() == ["FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "MS", "ERROR"]
+    assert line.split()[1:7] == ["image", "no_face", "-", "-", "-", "0"]
     assert blank == "" and meaning.startswith("no_signs_found does not prove a file authentic")
     assert "not detect fully AI-generated faces, lip-sync without blending, or manipulated audio" in scope
 

@@ -91,6 +91,7 @@ def test_metrics_json_is_the_typed_summary(report):
     assert summary.file.value("auc") == m["file"]["metrics"]["auc"]["value"] and summary.face.metrics["auc"].low == m["face"]["metrics"]["auc"]["low"]
     assert "metrics" not in m["video_rules"]["max"]["videos_only"] and summary.video_rules["max"].videos_only.metrics is None  # one class: left out
     assert summary.headline("file")["file_auc_low"] == m["file"]["metrics"]["auc"]["low"]
+    assert "synthetic" not in m and summary.synthetic is None  # a one-output bundle has no synthetic-face score
     with pytest.raises(ValidationError, match="threshhold"):
         EvaluationSummary.model_validate({**m, "settings": {**m["settings"], "threshhold": 0.4}})
 

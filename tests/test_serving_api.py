@@ -187,6 +187,7 @@ def test_image_without_face_is_a_clear_no_face_verdict(client):
     assert result["faces"] == []
     assert result["verdict"] == {
         "label": "no_face", "threshold_label": "no_face", "probability": None, "headline": "No face found — nothing was checked", "reason": "no face found",
+        "synthetic_probability": None, "verdict_driver": None,  # no face: no score drives
     }
 
 

@@ -102,6 +102,10 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert "not fully AI-generated" not in page.inner_text("#verdict-scope") and "fully AI-generated faces" in page.inner_text("#verdict-scope")
     assert page.inner_text("[data-role=band]") == "Inconclusive 40%–60%"
     assert not page.is_visible("#message")
+    # A one-output model: the second score is said to be missing, not shown as 0.
+    assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face score: not available in this model"
+    missing = "Synthetic-face score: not available in this model"
+    assert page.inner_text(".face-card [data-role=synthetic-score]") == missing
 
     shot = tmp_path / "deepshield-page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -147,6 +151,44 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
             assert page.inner_text("#verdict-label").startswith("Inconclusive")
             assert page.inner_text(".face-card .label") == "INCONCLUSIVE"
             assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
+        finally:
+            context.close()
+
+
+def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronaut, tmp_path):
+    from deepshield.inference.analysis import Detector
+    from tests.test_synthetic_score import export_two_output_bundle
+
+    _, bundle = export_two_output_bundle(tmp_path / "two")
+    detector = Detector.from_bundle(bundle)
+    photo = _jpeg(tmp_path / "astronaut.jpg", astronaut)
+    expected = detector.analyze_image(photo)
+    with live_server(create_app(detector, ServerSettings())) as base_url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(base_url + "/")
+            page.wait_for_selector("[data-role=synthetic-threshold]")
+            assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70%"
+            page.set_input_files("#file-input", str(photo))
+            page.wait_for_selector(".face-card")
+            face = expected.faces[0]
+            drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "manipulation score"
+            words = {
+                "likely_manipulated": "likely AI-generated",
+                "inconclusive": "inconclusive",
+                "no_signs_found": "no signs of AI generation",
+            }
+            line = page.inner_text(".face-card [data-role=synthetic-score]")
+            assert (
+                line
+                == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) "
+                f"· the {drives} drives the verdict"
+            )
+            assert page.inner_text("[data-role=verdict-synthetic]").endswith(f"the {drives} drives the verdict")
+            assert page.get_attribute("#verdict", "class") == f"verdict {expected.verdict.label}"
+            assert "fully AI-generated" in page.inner_text("#verdict-scope")
         finally:
             context.close()
 

@@ -4,6 +4,7 @@ typo in a config file, `--set` or `--params` never silently trains the wrong exp
 from __future__ import annotations
 
 import difflib
+import typing
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -16,10 +17,12 @@ def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
     """Field names of the (nested) model that `path` (a pydantic error location, minus its last part) leads to."""
     for part in path:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # An optional section (`Section | None`) leads to its model too.
+        candidates = (getattr(field, "annotation", None), *typing.get_args(getattr(field, "annotation", None)))
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
             return None
-        model = annotation
+        model = nested[0]
     return list(model.model_fields)
 
 

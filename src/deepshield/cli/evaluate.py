@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from deepshield.cli.args import non_negative_int, positive_int, probability
@@ -82,19 +83,32 @@ def load_classifier(model: str | None):
     return OnnxClassifier(path), path
 
 
-def model_info(classifier, path: Path):
+def model_info(classifier, path: Path, synthetic: bool = False):
+    """The bundle's figures for the summary: the manipulation score's calibration, or (`synthetic`)
+    the synthetic-face score's."""
     from deepshield.evaluation.summary import ModelInfo
 
     card = classifier.card
+    calibration = card.synthetic.calibration if synthetic else card.calibration
     return ModelInfo(
         name=card.name,
         version=card.version,
         bundle=str(path),
-        temperature=card.calibration.temperature,
-        threshold=card.calibration.threshold,
-        calibration_fitted_on=card.calibration.fitted_on,
+        temperature=calibration.temperature,
+        threshold=calibration.threshold,
+        calibration_fitted_on=calibration.fitted_on,
         crop_policy=card.crop_policy,
         onnx_sha256=card.onnx_sha256,
+    )
+
+
+def synthetic_settings(classifier, path: Path, settings):
+    """The synthetic-face score's settings (its own threshold and band) and model figures; None without that score."""
+    if classifier.card.synthetic is None:
+        return None
+    calibration = classifier.card.synthetic.calibration
+    return replace(settings, threshold=calibration.threshold, band=calibration.band), model_info(
+        classifier, path, synthetic=True
     )
 
 
@@ -142,6 +156,31 @@ def print_summary(summary, out=None) -> None:
             file_auc = "-" if row.file_auc is None else f"{row.file_auc:.3f}"
             face_auc = "-" if row.face_auc is None else f"{row.face_auc:.3f}"
             print(f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}", file=out)
+    if summary.synthetic is not None:
+        print_synthetic(summary.synthetic, cell, out)
+
+
+def print_synthetic(synthetic, cell, out) -> None:
+    """The synthetic-face score's lines: AUC per level and per source (a source with both classes),
+    the share of real faces it flags, and of a generated-only source's faces it detects."""
+    print(f"synthetic-face score (threshold {synthetic.settings.threshold:.3f}):", file=out)
+    rows = [("all", synthetic.file, synthetic.face)] + [
+        (name, block.file, block.face) for name, block in synthetic.by_source.items()
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    for name, file_block, face_block in rows:
+        parts = []
+        if face_block.metrics:
+            file_auc = cell(file_block.metrics["auc"]) if file_block.metrics else "-"
+            parts.append(f"AUC file {file_auc}, face {cell(face_block.metrics['auc'])}")
+        confusion = face_block.confusion
+        if confusion is not None and confusion.false_positive_rate is not None:
+            reals = confusion.fp + confusion.tn
+            rate = confusion.false_positive_rate
+            parts.append(f"real faces flagged synthetic {rate:.1%} ({confusion.fp} of {reals})")
+        if not face_block.metrics and face_block.detection_rate is not None:
+            parts.append(f"generated faces detected {cell(face_block.detection_rate)}")
+        print(f"  {name:<{width}}  " + "; ".join(parts), file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
     )
     scored = score_labelled_set(args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed)
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
-    summary = summarize(scored, settings, model_info(classifier, bundle))
+    synthetic = synthetic_settings(classifier, bundle, settings)
+    summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)
     list_failed_files(summary)
     page = write_report(scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}")
     print_summary(summary)

@@ -20,7 +20,10 @@ from deepshield.cli.args import (
 )
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
-SUMMARY_FIELDS = ("path", "status", "kind", "verdict", "probability", "faces", "elapsed_ms", "error")
+SUMMARY_FIELDS = (
+    "path", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
+    "faces", "elapsed_ms", "error",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,8 +93,13 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
     return {record["path"]: record["status"] for record in records}
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def _table(rows: list) -> str:
-    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "FACES", "MS", "ERROR")
+    # P(SYNTH): the synthetic-face score ("-" for a model without it); DRIVER: the score that set the verdict.
+    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "MS", "ERROR")
     lines = [header]
     for row in rows:
         lines.append(
@@ -99,7 +107,9 @@ def _table(rows: list) -> str:
                 row.path,
                 row.kind or "-",
                 row.verdict or "ERROR",
-                "-" if row.probability is None else f"{row.probability:.1%}",
+                _percent(row.probability),
+                _percent(row.synthetic_probability),
+                row.verdict_driver or "-",
                 "-" if row.faces is None else str(row.faces),
                 "-" if row.elapsed_ms is None else f"{row.elapsed_ms:.0f}",
                 row.error or "",
@@ -107,14 +117,16 @@ def _table(rows: list) -> str:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
-    return table + "\n" + table_note()
+    has_synthetic = any(row.result is not None and row.result.synthetic_threshold is not None for row in rows)
+    return table + "\n" + table_note(has_synthetic)
 
 
-def table_note() -> str:
+def table_note(has_synthetic: bool = False) -> str:
     """Under the table, for people: what the verdicts mean and what the model does not judge."""
-    from deepshield.inference.results import SCOPE
+    from deepshield.inference.results import scope
 
-    return f"no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call.\n{SCOPE}\n"
+    meaning = "no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call."
+    return f"{meaning}\n{scope(has_synthetic)}\n"
 
 
 def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:

@@ -322,6 +322,32 @@ def missing_and_unreadable(summary: EvaluationSummary) -> tuple[list, list]:
     return [f for f in failed if f.reason == MISSING_FILE], [f for f in failed if f.reason != MISSING_FILE]
 
 
+def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
+    """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold."""
+    if synthetic is None:
+        return []
+    faces = [("all", synthetic.face)] + [(name, block.face) for name, block in synthetic.by_source.items()]
+    flagged = [
+        (name, face.confusion.false_positive_rate)
+        for name, face in faces
+        if face.confusion is not None and face.confusion.false_positive_rate is not None
+    ]
+    return [
+        "<h2>Synthetic-face score</h2>",
+        "<p>The same faces scored by the model's second output (is the face fully AI-generated?), "
+        f"with its own temperature {_num(synthetic.model.temperature)} and threshold "
+        f"{synthetic.settings.threshold:.4f}. A set whose fakes are face swaps is not what this score "
+        "judges: read its AUC on sets of generated faces.</p>",
+        _metrics_table(
+            [("file level", synthetic.file), ("face level", synthetic.face)]
+            + [(f"{name} · face", block.face) for name, block in synthetic.by_source.items()]
+        ),
+        "<p>Real faces flagged synthetic (at its threshold): "
+        + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged)
+        + "</p>",
+    ]
+
+
 def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
     missing, unreadable = missing_and_unreadable(summary)
     s = summary.settings
@@ -368,6 +394,7 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         '<div class="plots">' + _img(images.get("reliability"), "reliability diagram") + _img(images.get("hist_file"), "file score histogram per class") + _img(images.get("hist_face"), "face probability histogram per class") + "</div>",
         "<h2>By source dataset</h2>",
         _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_source.items()] + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]),
+        *_synthetic_section(summary.synthetic),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
         _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()]) if summary.by_method else '<p class="muted">no fakes</p>',

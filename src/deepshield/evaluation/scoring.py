@@ -22,7 +22,7 @@ import logging
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,6 +108,16 @@ class ScoredSet:
     examples: dict[int, Example] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unlabelled entries
     notes: list[str] = field(default_factory=list)
+    synthetic_temperature: float | None = None  # a two-output bundle: faces has a "synthetic_logit" column too
+
+    def synthetic_view(self) -> ScoredSet | None:
+        """The same faces scored by the synthetic-face score (its logits and temperature in place of
+        the manipulation score's), for every metric evaluate computes; None without that score."""
+        if self.synthetic_temperature is None or "synthetic_logit" not in self.faces:
+            return None
+        faces = self.faces | {"logit": self.faces["synthetic_logit"]}
+        temperature = self.synthetic_temperature
+        return replace(self, faces=faces, temperature=temperature, examples={}, synthetic_temperature=None)
 
     @property
     def face_count(self) -> int:
@@ -172,14 +182,18 @@ class FaceRow(NamedTuple):
 
 
 FACE_COLUMNS = (*FaceRow._fields, "logit")
-FLOAT_COLUMNS = ("logit", "detection_score", "x0", "y0", "x1", "y1")
+FLOAT_COLUMNS = ("logit", "synthetic_logit", "detection_score", "x0", "y0", "x1", "y1")
 
 
-def face_columns(rows: Sequence[FaceRow], logits: Sequence[float] | np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Rows (and their logits) as equal-length typed columns."""
+def face_columns(
+    rows: Sequence[FaceRow], logits: Sequence[float] | np.ndarray | None = None, synthetic_logits: Sequence[float] | None = None
+) -> dict[str, np.ndarray]:
+    """Rows (and their logits, and synthetic-face logits for a two-output bundle) as equal-length typed columns."""
     columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
     if logits is not None:
         columns["logit"] = list(logits)
+    if synthetic_logits is not None:
+        columns["synthetic_logit"] = list(synthetic_logits)
     return {name: np.asarray(values, dtype=np.float32 if name in FLOAT_COLUMNS else np.int64) for name, values in columns.items()}
 
 
@@ -299,14 +313,17 @@ def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, ru
     """Score each file's crops as they come (memory stays one file's worth); keep the gallery's examples."""
     rows: list[FaceRow] = []
     logits: list[float] = []
+    synthetic_logits: list[float] | None = [] if classifier.card.synthetic is not None else None
     gallery = _Gallery(examples)
     for item in cropped:
         scores = classifier.score(item.crops)
         rows.extend(item.rows)
         logits.extend(scores.logits.tolist())
+        if synthetic_logits is not None and scores.synthetic_logits is not None:
+            synthetic_logits.extend(scores.synthetic_logits.tolist())
         if item.condition == 0:
             _offer(gallery, item, scores, rule, classifier.card.calibration.temperature)
-    return face_columns(rows, logits), gallery.examples()
+    return face_columns(rows, logits, synthetic_logits), gallery.examples()
 
 
 def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: VideoRule, temperature: float) -> None:
@@ -534,8 +551,17 @@ def score_datasets(
     """Every face of a labelled set scored once (options: those of `open_labelled_set`)."""
     labelled = open_labelled_set(datasets, classifier.card.crop_policy, **options)
     faces, gallery = score_cropped(labelled.cropped, classifier, rule, examples)
+    synthetic = classifier.card.synthetic
     return ScoredSet(
-        labelled.files, labelled.conditions, faces, classifier.card.calibration.temperature, labelled.mode, gallery, labelled.problems, labelled.notes
+        labelled.files,
+        labelled.conditions,
+        faces,
+        classifier.card.calibration.temperature,
+        labelled.mode,
+        gallery,
+        labelled.problems,
+        labelled.notes,
+        synthetic_temperature=None if synthetic is None else synthetic.calibration.temperature,
     )
 
 

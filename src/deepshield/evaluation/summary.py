@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.evaluation.calibration import reliability
 from deepshield.evaluation.metrics import (
@@ -259,6 +259,10 @@ class EvaluationSummary(_Strict):
     unlabelled_entries: list[UnlabelledEntry]
     worst: WorstExamples
     notes: list[str]
+    synthetic: EvaluationSummary | None = Field(
+        None,
+        description="the same set scored by the synthetic-face score (a two-output bundle): AUCs, real faces flagged",
+    )
 
     def to_json(self) -> dict:
         """metrics.json: only what was set (a block without metrics has no `metrics` key)."""
@@ -387,8 +391,14 @@ def _reliability(data: LevelData) -> Reliability | None:
     return Reliability.model_validate(clean_json(values))
 
 
-def summarize(scored: ScoredSet, settings: EvaluationSettings, model: ModelInfo | None = None) -> EvaluationSummary:
-    """Everything the report shows (NaN already replaced by None)."""
+def summarize(
+    scored: ScoredSet,
+    settings: EvaluationSettings,
+    model: ModelInfo | None = None,
+    synthetic: tuple[EvaluationSettings, ModelInfo] | None = None,
+) -> EvaluationSummary:
+    """Everything the report shows (NaN already replaced by None). `synthetic`: the synthetic-face
+    score's settings (its threshold and band) and model figures, for a set scored by a two-output bundle."""
     rule = settings.rule
     files = scored.files
     faces = face_level(scored)
@@ -506,4 +516,7 @@ def summarize(scored: ScoredSet, settings: EvaluationSettings, model: ModelInfo 
         "worst": {"false_positives": [describe_example(e) for e in worst_fp], "false_negatives": [describe_example(e) for e in worst_fn]},
         "notes": list(scored.notes),
     }
+    view = scored.synthetic_view()
+    if synthetic is not None and view is not None:
+        summary["synthetic"] = summarize(view, *synthetic).to_json()
     return EvaluationSummary.model_validate(clean_json(summary))

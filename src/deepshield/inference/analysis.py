@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from deepshield.faces.crop import crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
-    HEADLINES,
     FaceResult,
     ImageResult,
     TimelinePoint,
@@ -27,9 +26,12 @@ from deepshield.inference.results import (
     Verdict,
     VideoResult,
     VideoSummary,
+    headline,
+    scope,
 )
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.tracking import associate
+from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.video import VideoLimits, sample_frames
@@ -121,13 +123,21 @@ class Detector:
         image_limits: ImageLimits = ImageLimits(),
         video_limits: VideoLimits = VideoLimits(),
         video_rule: VideoRule = VideoRule(),
+        synthetic_threshold: float | None = None,
     ) -> None:
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
         calibration = classifier.card.calibration
-        self.threshold = calibration.threshold if threshold is None else threshold
         # Another threshold keeps the band's distances below and above it.
-        self.band: InconclusiveBand = calibration.band.moved(calibration.threshold, self.threshold)
+        self.manipulation_rule = ScoreRule(calibration.threshold, calibration.band).moved(threshold)
+        synthetic = classifier.card.synthetic
+        self.synthetic_rule: ScoreRule | None = None
+        if synthetic is not None:
+            self.synthetic_rule = ScoreRule(synthetic.calibration.threshold, synthetic.calibration.band).moved(
+                synthetic_threshold
+            )
+        elif synthetic_threshold is not None:
+            raise ValueError("a synthetic-face threshold was given, but this model has no synthetic-face score")
         self.image_limits = image_limits
         self.video_limits = video_limits
         self.video_rule = video_rule
@@ -144,6 +154,33 @@ class Detector:
         return self.classifier.card
 
     @property
+    def threshold(self) -> float:
+        return self.manipulation_rule.threshold
+
+    @property
+    def band(self) -> InconclusiveBand:
+        return self.manipulation_rule.band
+
+    @property
+    def has_synthetic(self) -> bool:
+        return self.synthetic_rule is not None
+
+    def _combine(self, probability: float, synthetic_probability: float | None) -> CombinedVerdict:
+        return combine(probability, self.manipulation_rule, synthetic_probability, self.synthetic_rule)
+
+    def _rule_fields(self) -> dict[str, Any]:
+        """What every image and video result says about the scores' thresholds, bands and scope."""
+        synthetic = self.synthetic_rule
+        return {
+            "model": self.model_name,
+            "threshold": self.threshold,
+            "inconclusive": self.band,
+            "synthetic_threshold": None if synthetic is None else synthetic.threshold,
+            "synthetic_inconclusive": None if synthetic is None else synthetic.band,
+            "scope": scope(self.has_synthetic),
+        }
+
+    @property
     def model_name(self) -> str:
         return f"{self.card.name} {self.card.version}"
 
@@ -156,10 +193,13 @@ class Detector:
         temperature = self.card.calibration.temperature
         results: list[list[FaceResult]] = []
         flat = 0
+        synthetic = scores.synthetic_probabilities
         for faces in faces_per_image:
             row = []
             for index, face in enumerate(faces):
                 probability = float(scores.probabilities[flat])
+                synthetic_probability = None if synthetic is None else float(synthetic[flat])
+                verdict = self._combine(probability, synthetic_probability)
                 row.append(
                     FaceResult(
                         index=index,
@@ -168,8 +208,13 @@ class Detector:
                         keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
                         probability=probability,
                         logit=float(scores.logits[flat]),
-                        label=self.band.classify(probability),
+                        label=verdict.label,
                         threshold_label="fake" if probability >= self.threshold else "real",
+                        synthetic_probability=synthetic_probability,
+                        synthetic_logit=None if scores.synthetic_logits is None else float(scores.synthetic_logits[flat]),
+                        manipulation_label=verdict.manipulation_label,
+                        synthetic_label=verdict.synthetic_label,
+                        verdict_driver=verdict.driver,
                         crop=crops[flat].pixels if keep_pixels else None,
                         heatmap=cam_to_heatmap(scores.cams[flat], policy.size, temperature) if keep_pixels else None,
                     )
@@ -178,17 +223,37 @@ class Detector:
             results.append(row)
         return results
 
-    def _verdict(self, probability: float | None, what: str) -> Verdict:
+    def _verdict(self, probability: float | None, synthetic_probability: float | None, what: str) -> Verdict:
+        """The file's verdict from its highest manipulation and highest synthetic score (the rule of
+        `inference.verdict`: as severe as its most severe face or counted track)."""
         if probability is None:
-            return Verdict(label="no_face", threshold_label="no_face", probability=None, headline=HEADLINES["no_face"], reason="no face found")
+            return Verdict(
+                label="no_face",
+                threshold_label="no_face",
+                probability=None,
+                headline=headline("no_face", None, self.has_synthetic),
+                reason="no face found",
+            )
+        verdict = self._combine(probability, synthetic_probability)
         band = self.band
-        label = band.classify(probability)
+        reason = (
+            f"most suspicious {what}: {probability:.1%}; inconclusive from {band.low:.1%} to {band.high:.1%} "
+            f"(threshold {self.threshold:.1%})"
+        )
+        if self.synthetic_rule is not None and synthetic_probability is not None:
+            rule = self.synthetic_rule
+            reason += (
+                f"; synthetic-face score {synthetic_probability:.1%}, inconclusive from {rule.band.low:.1%} to "
+                f"{rule.band.high:.1%} (threshold {rule.threshold:.1%}); the {verdict.driver} score drives the verdict"
+            )
         return Verdict(
-            label=label,
+            label=verdict.label,
             threshold_label="fake" if probability >= self.threshold else "real",
             probability=probability,
-            headline=HEADLINES[label],
-            reason=f"most suspicious {what}: {probability:.1%}; inconclusive from {band.low:.1%} to {band.high:.1%} (threshold {self.threshold:.1%})",
+            synthetic_probability=synthetic_probability,
+            verdict_driver=verdict.driver,
+            headline=headline(verdict.label, verdict.driver, self.has_synthetic),
+            reason=reason,
         )
 
     def analyze_image(self, source: Path | str | bytes | NDArray[Any], heatmaps: bool = True) -> ImageResult:
@@ -198,14 +263,13 @@ class Detector:
         faces = self.faces.detect(image)
         face_results = self._score_faces([image], [faces], keep_pixels=heatmaps)[0]
         worst = max((f.probability for f in face_results), default=None)
+        worst_synthetic = _highest(f.synthetic_probability for f in face_results)
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
             faces=face_results,
-            verdict=self._verdict(worst, "face"),
-            model=self.model_name,
-            threshold=self.threshold,
-            inconclusive=self.band,
+            verdict=self._verdict(worst, worst_synthetic, "face"),
+            **self._rule_fields(),
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -241,11 +305,17 @@ class Detector:
                     timestamp_s=round(frame.timestamp_s, 3),
                     box=face.box,
                     probability=face.probability,
+                    synthetic_probability=face.synthetic_probability,
                     thumbnail=cv2.resize(face.crop, (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA),  # type: ignore[arg-type]  # keep_pixels=True: every face has its crop
                 )
                 for frame, face in members
             ]
             score = self.video_rule.track_score([p.probability for p in points])
+            # The synthetic score per track by the same video rule as the manipulation score.
+            synthetic_score = (
+                self.video_rule.track_score([p.synthetic_probability or 0.0 for p in points]) if self.has_synthetic else None
+            )
+            verdict = self._combine(score, synthetic_score)
             peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
             not_counted_reason = self.video_rule.not_counted_reason(len(points), len(sampled), longest)
             track_results.append(
@@ -253,8 +323,12 @@ class Detector:
                     track_id=track.track_id,
                     points=points,
                     score=score,
-                    label=self.band.classify(score),
+                    label=verdict.label,
                     threshold_label="fake" if score >= self.threshold else "real",
+                    synthetic_score=synthetic_score,
+                    manipulation_label=verdict.manipulation_label,
+                    synthetic_label=verdict.synthetic_label,
+                    verdict_driver=verdict.driver,
                     frames_seen=len(points),
                     first_seen_s=points[0].timestamp_s,
                     last_seen_s=points[-1].timestamp_s,
@@ -273,6 +347,7 @@ class Detector:
                 timestamp_s=round(frame.timestamp_s, 3),
                 faces=len(scored[pos]),
                 max_probability=max((f.probability for f in scored[pos]), default=None),
+                max_synthetic_probability=_highest(f.synthetic_probability for f in scored[pos]),
             )
             for pos, frame in enumerate(sampled)
         ]
@@ -282,11 +357,11 @@ class Detector:
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
-            verdict=self._verdict(max((t.score for t in voting), default=None), "face track"),
+            verdict=self._verdict(
+                max((t.score for t in voting), default=None), _highest(t.synthetic_score for t in voting), "face track"
+            ),
             rule=self.video_rule.describe(),
-            model=self.model_name,
-            threshold=self.threshold,
-            inconclusive=self.band,
+            **self._rule_fields(),
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -296,6 +371,12 @@ class Detector:
         if sniff_path(path) is MediaKind.VIDEO:
             return self.analyze_video(path, frames)
         return self.analyze_image(path, heatmaps=heatmaps)
+
+
+def _highest(values: Iterable[float | None]) -> float | None:
+    """The highest of scores that are all None (a model without that score) or all numbers."""
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _is_video(source: Path | str | bytes) -> bool:

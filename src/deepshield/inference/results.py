@@ -2,7 +2,11 @@
 
 Every verdict is three-way (see `deepshield.models.card.InconclusiveBand`): `likely_manipulated` at
 or above the band, `inconclusive` inside it, `no_signs_found` below it (which never means authentic);
-`threshold_label` keeps the old fake/real call at the threshold alone, for compatibility."""
+`threshold_label` keeps the old fake/real call at the threshold alone, for compatibility.
+
+A model with a synthetic-face score gives every face, track and file a second probability; `label`
+is then the more severe of the two scores' calls and `verdict_driver` names the score that set it
+(`deepshield.inference.verdict`). `probability` / `score` stay the manipulation score."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
 from deepshield.models.card import InconclusiveBand, VerdictLabel
 
 ThresholdLabel = Literal["fake", "real"]
@@ -19,14 +24,43 @@ SCOPE = (
     "Deepfake Shield judges face swaps and face edits only. It does not detect fully AI-generated faces, "
     "lip-sync without blending, or manipulated audio."
 )
+SCOPE_WITH_SYNTHETIC = (
+    "Deepfake Shield judges face swaps and face edits, and whether a face was fully AI-generated (its "
+    "synthetic-face score was trained on one generator's faces and may miss others). It does not detect "
+    "lip-sync without blending or manipulated audio."
+)
 HEADLINES: dict[str, str] = {
     "likely_manipulated": "Likely manipulated: signs of face swapping or face editing found",
     "inconclusive": "Inconclusive: the score is too close to the threshold to call either way",
     "no_signs_found": "No signs of face swapping found — this does not prove the file is authentic",
     "no_face": "No face found — nothing was checked",
 }
+# Where the synthetic-face score drives the verdict, or takes part in a no-signs call.
+SYNTHETIC_HEADLINES: dict[str, str] = {
+    "likely_manipulated": "Likely AI-generated: signs of a fully generated face found",
+    "inconclusive": "Inconclusive: the synthetic-face score is too close to its threshold to call either way",
+    "no_signs_found": "No signs of face swapping or AI generation found — this does not prove the file is authentic",
+}
 LABEL_FIELD = Field(description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)")
 THRESHOLD_LABEL_FIELD = Field(description="fake / real at the threshold alone: the old label, kept for compatibility")
+DRIVER_FIELD: Any = Field(
+    "manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic"
+)
+SYNTHETIC_FIELD = Field(
+    None, description="calibrated probability that the face was fully AI-generated (None: not in this model)"
+)
+
+
+def headline(label: str, driver: VerdictDriver | None, has_synthetic: bool) -> str:
+    """The verdict in words: a synthetic-driven call says so; no signs found names both scores
+    when both were checked."""
+    if label != "no_face" and (driver == "synthetic" or (label == "no_signs_found" and has_synthetic)):
+        return SYNTHETIC_HEADLINES[label]
+    return HEADLINES[label]
+
+
+def scope(has_synthetic: bool) -> str:
+    return SCOPE_WITH_SYNTHETIC if has_synthetic else SCOPE
 
 
 class FaceResult(BaseModel):
@@ -40,6 +74,11 @@ class FaceResult(BaseModel):
     logit: float
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
+    synthetic_probability: float | None = SYNTHETIC_FIELD
+    synthetic_logit: float | None = None
+    manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
+    synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
+    verdict_driver: VerdictDriver = DRIVER_FIELD
     crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
     heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
 
@@ -47,7 +86,13 @@ class FaceResult(BaseModel):
 class Verdict(BaseModel):
     label: VerdictLabel | Literal["no_face"] = LABEL_FIELD
     threshold_label: ThresholdLabel | Literal["no_face"] = THRESHOLD_LABEL_FIELD
-    probability: float | None = Field(None, description="score of the most suspicious face or counted track")
+    probability: float | None = Field(
+        None, description="manipulation score of the most suspicious face or counted track"
+    )
+    synthetic_probability: float | None = Field(
+        None, description="highest synthetic-face score of the faces or counted tracks"
+    )
+    verdict_driver: VerdictDriver | None = Field(None, description="the score whose call is the label (None: no face)")
     headline: str = Field(description="the verdict in words, for people (never claims authenticity)")
     reason: str
 
@@ -61,6 +106,13 @@ class ImageResult(BaseModel):
     model: str
     threshold: float
     inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
+    synthetic_threshold: float | None = Field(
+        None, description="the synthetic-face score's threshold (None: not in this model)"
+    )
+    synthetic_inconclusive: InconclusiveBand | None = Field(
+        None, description="the synthetic-face score's inconclusive band"
+    )
+    verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
     elapsed_ms: float
 
@@ -72,6 +124,7 @@ class TrackPoint(BaseModel):
     timestamp_s: float
     box: list[float]
     probability: float
+    synthetic_probability: float | None = SYNTHETIC_FIELD
     thumbnail: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
 
 
@@ -83,6 +136,12 @@ class TrackResult(BaseModel):
     score: float = Field(description="aggregate of the track's frame probabilities (see VideoResult.rule)")
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
+    synthetic_score: float | None = Field(
+        None, description="the same rule over the frames' synthetic-face probabilities"
+    )
+    manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
+    synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
+    verdict_driver: VerdictDriver = DRIVER_FIELD
     frames_seen: int = Field(description="sampled frames in which this face was found")
     first_seen_s: float = Field(description="timestamp of the first sampled frame with this face")
     last_seen_s: float
@@ -99,6 +158,7 @@ class TimelinePoint(BaseModel):
     timestamp_s: float
     faces: int
     max_probability: float | None
+    max_synthetic_probability: float | None = None
 
 
 class VideoSummary(BaseModel):
@@ -122,5 +182,12 @@ class VideoResult(BaseModel):
     model: str
     threshold: float
     inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
+    synthetic_threshold: float | None = Field(
+        None, description="the synthetic-face score's threshold (None: not in this model)"
+    )
+    synthetic_inconclusive: InconclusiveBand | None = Field(
+        None, description="the synthetic-face score's inconclusive band"
+    )
+    verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
     elapsed_ms: float

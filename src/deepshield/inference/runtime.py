@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from deepshield.errors import BundleError
-from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, ModelCard, file_sha256
+from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard, file_sha256
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -28,6 +28,20 @@ class FaceScores:
     logits: NDArray[Any]  # N, uncalibrated
     probabilities: NDArray[Any]  # N, calibrated P(fake)
     cams: NDArray[Any]  # N x h x w, per-location logits
+    synthetic_logits: NDArray[Any] | None = None  # N, uncalibrated; None: the bundle has no synthetic score
+    synthetic_probabilities: NDArray[Any] | None = None  # N, calibrated P(fully AI-generated face)
+
+
+def calibrated(logits: NDArray[Any], calibration: Calibration) -> NDArray[Any]:
+    """sigmoid(logit / temperature): the one probability of either score."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature)), dtype=np.float64)
+
+
+def _with_default_band(calibration: Calibration) -> Calibration:
+    # a card from before bands were fitted: the documented default
+    if calibration.inconclusive:
+        return calibration
+    return calibration.model_copy(update={"inconclusive": calibration.band})
 
 
 def read_card(bundle_dir: Path) -> ModelCard:
@@ -42,8 +56,10 @@ def read_card(bundle_dir: Path) -> ModelCard:
         raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
     if card.format != BUNDLE_FORMAT:
         raise BundleError(f"model bundle format {card.format} is not supported (expected {BUNDLE_FORMAT})")
-    if card.calibration.inconclusive is None:  # a card from before bands were fitted: the documented default
-        card = card.model_copy(update={"calibration": card.calibration.model_copy(update={"inconclusive": card.calibration.band})})
+    card = card.model_copy(update={"calibration": _with_default_band(card.calibration)})
+    if card.synthetic is not None:
+        synthetic = card.synthetic.model_copy(update={"calibration": _with_default_band(card.synthetic.calibration)})
+        card = card.model_copy(update={"synthetic": synthetic})
     return card
 
 
@@ -75,32 +91,59 @@ class OnnxClassifier:
         size = self.card.input_size
         if len(inputs) != 1 or inputs[0].name != "image" or list(inputs[0].shape[1:]) != [size, size, 3]:
             raise BundleError(f"{onnx_path} input {[(i.name, i.shape) for i in inputs]} does not match the card's {size}x{size}x3 'image'")
-        if outputs != ["logit", "cam"]:
-            raise BundleError(f"{onnx_path} outputs {outputs}, expected ['logit', 'cam']")
+        self.outputs = self.card.output_names()
+        if outputs != self.outputs:
+            raise BundleError(f"{onnx_path} outputs {outputs}, but its model card says {self.outputs}")
 
     @property
     def input_size(self) -> int:
         return self.card.input_size
 
+    @property
+    def has_synthetic(self) -> bool:
+        return self.card.synthetic is not None
+
     def probability(self, logits: NDArray[Any]) -> NDArray[Any]:
-        temperature = self.card.calibration.temperature
-        return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature)), dtype=np.float64)
+        return calibrated(logits, self.card.calibration)
+
+    def synthetic_probability(self, synthetic_logits: NDArray[Any]) -> NDArray[Any]:
+        if self.card.synthetic is None:
+            raise ValueError("this model has no synthetic-face score")
+        return calibrated(synthetic_logits, self.card.synthetic.calibration)
+
+    def _run(self, batch: NDArray[Any]) -> list[NDArray[Any]]:
+        """Every output of the graph for one batch, in the card's order (one pass)."""
+        outputs: list[NDArray[Any]] = self.session.run(self.outputs, {"image": batch})
+        if self.card.test_time_flip:  # the mirror image's evidence too; its CAM flipped back onto the face
+            mirrored = self.session.run(self.outputs, {"image": np.ascontiguousarray(batch[:, :, ::-1])})
+            mirrored[1] = mirrored[1][:, :, ::-1]
+            outputs = [(a + b) / 2 for a, b in zip(outputs, mirrored)]
+        return outputs
 
     def score(self, crops: NDArray[Any], batch_size: int = 16) -> FaceScores:
         """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy."""
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")
-        logits, cams = [], []
-        for start in range(0, len(crops), batch_size):
-            batch = np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8)
-            logit, cam = self.session.run(["logit", "cam"], {"image": batch})
-            if self.card.test_time_flip:  # the mirror image's evidence too; its CAM flipped back onto the face
-                mirror_logit, mirror_cam = self.session.run(["logit", "cam"], {"image": np.ascontiguousarray(batch[:, :, ::-1])})
-                logit, cam = (logit + mirror_logit) / 2, (cam + mirror_cam[:, :, ::-1]) / 2
-            logits.append(logit)
-            cams.append(cam)
-        if not logits:
+        batches = [
+            self._run(np.ascontiguousarray(crops[start : start + batch_size], dtype=np.uint8))
+            for start in range(0, len(crops), batch_size)
+        ]
+        if not batches:
             empty = np.zeros((0,), np.float32)
-            return FaceScores(empty, empty.astype(np.float64), np.zeros((0, 1, 1), np.float32))
-        logit_all = np.concatenate(logits)
-        return FaceScores(logit_all, self.probability(logit_all), np.concatenate(cams))
+            synthetic_empty = empty if self.has_synthetic else None
+            return FaceScores(
+                empty,
+                empty.astype(np.float64),
+                np.zeros((0, 1, 1), np.float32),
+                synthetic_empty,
+                None if synthetic_empty is None else empty.astype(np.float64),
+            )
+        logits, cams, *rest = (np.concatenate(parts) for parts in zip(*batches))
+        synthetic = rest[0] if rest else None
+        return FaceScores(
+            logits,
+            self.probability(logits),
+            cams,
+            synthetic,
+            None if synthetic is None else self.synthetic_probability(synthetic),
+        )

@@ -22,7 +22,9 @@ class ScanRow(BaseModel):
     status: str  # "ok" or "error"
     kind: str | None = None  # "image" / "video"
     verdict: str | None = None  # "likely_manipulated" / "inconclusive" / "no_signs_found" / "no_face"
-    probability: float | None = None
+    probability: float | None = None  # the manipulation score
+    synthetic_probability: float | None = None  # the synthetic-face score (a two-output model)
+    verdict_driver: str | None = None  # "manipulation" / "synthetic": the score that set the verdict
     faces: int | None = None  # faces (image) or face tracks (video)
     elapsed_ms: float | None = None
     error: str | None = None
@@ -61,6 +63,8 @@ def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = Fals
         kind=result.kind,
         verdict=result.verdict.label,
         probability=result.verdict.probability,
+        synthetic_probability=result.verdict.synthetic_probability,
+        verdict_driver=result.verdict.verdict_driver,
         faces=count,
         elapsed_ms=round(result.elapsed_ms, 1),
         result=result,

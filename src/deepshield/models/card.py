@@ -84,6 +84,45 @@ class Calibration(BaseModel):
         return self.inconclusive or InconclusiveBand.around(self.threshold)
 
 
+SYNTHETIC_OUTPUT = "synthetic_logit"
+MANIPULATION_OUTPUTS = {
+    "logit": "N: fake logit per face (uncalibrated; divide by temperature)",
+    "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
+}
+SYNTHETIC_OUTPUT_DOC = (
+    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, "
+    "divide by synthetic.calibration.temperature)"
+)
+
+
+def card_outputs(synthetic: bool) -> dict[str, str]:
+    """The `outputs` of a card for a one-output (manipulation) or two-output graph."""
+    return MANIPULATION_OUTPUTS | ({SYNTHETIC_OUTPUT: SYNTHETIC_OUTPUT_DOC} if synthetic else {})
+
+
+# The two-score verdict rule in words (deepshield.inference.verdict.combine applies it).
+VERDICT_RULE = (
+    "each score is called by its own threshold and inconclusive band; the verdict is the more severe call "
+    "(likely_manipulated > inconclusive > no_signs_found) and its score drives it; on equal calls, the score "
+    "further above its threshold drives"
+)
+
+
+class SyntheticScoreInfo(BaseModel):
+    """The second score of a two-output bundle: is the face fully AI-generated? Calibrated on its own."""
+
+    calibration: Calibration = Calibration()
+    verdict_rule: str = Field(VERDICT_RULE, description="how this score and the manipulation score make one verdict")
+    pooling: str = Field(description="which part of the shared trunk's last feature map the synthetic head pools")
+    trained: str = Field("", description="how the head was trained: frozen (on a parent run's trunk) or joint")
+    parent: str | None = Field(
+        None, description="the manipulation run whose trunk and head a frozen head was trained on"
+    )
+    data: list[str] = Field(
+        [], description="generated-face folders (label 1) and real-face folders (label 0) it learned from"
+    )
+
+
 class TrainingInfo(BaseModel):
     data: list[str] = []
     benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
@@ -101,19 +140,33 @@ class ModelCard(BaseModel):
     architecture: str = Field(description="backbone name (deepshield.models.network.BACKBONES); the head is a 1x1-conv CAM")
     input_size: int
     input_format: str = "uint8 RGB, N x H x W x 3; normalisation is inside the graph"
-    outputs: dict[str, str] = {
-        "logit": "N: fake logit per face (uncalibrated; divide by temperature)",
-        "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
-    }
+    outputs: dict[str, str] = Field(
+        default_factory=lambda: dict(MANIPULATION_OUTPUTS), description="the graph's outputs, in order"
+    )
     normalization: Normalization = Normalization()
     crop_policy: CropPolicy
     test_time_flip: bool = Field(False, description="a face's logit and CAM are averaged with its mirror image's")
     calibration: Calibration = Calibration()
+    synthetic: SyntheticScoreInfo | None = Field(
+        None,
+        description="the synthetic-face score, when the graph has the synthetic_logit output (None: not in it)",
+    )
     training: TrainingInfo = TrainingInfo()
     metrics: dict[str, float] = {}
     intended_use: str = ""
     license: str = ""
     onnx_sha256: str = ""
+
+    @model_validator(mode="after")
+    def _outputs_match_scores(self) -> ModelCard:
+        if (SYNTHETIC_OUTPUT in self.outputs) != (self.synthetic is not None):
+            raise ValueError(
+                f"outputs {list(self.outputs)} and the synthetic block disagree: a synthetic score needs both"
+            )
+        return self
+
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Write a model bundle: model.onnx (logit + CAM, preprocessing inside) and model_card.json."""
+"""Write a model bundle: model.onnx (logit + CAM, and the synthetic-face logit when the network has
+that head; preprocessing inside) and model_card.json."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     if card.input_size != net.input_size:
         raise ValueError(f"card input_size {card.input_size} != network input_size {net.input_size}")
+    if (card.synthetic is not None) != net.has_synthetic_head:
+        raise ValueError(
+            f"card synthetic score {'present' if card.synthetic else 'absent'}, network synthetic head "
+            f"{'present' if net.has_synthetic_head else 'absent'}: they must agree"
+        )
+    outputs = card.output_names()
     wrapper = ExportWrapper(net, card.normalization).eval()
     dummy = torch.zeros(2, card.input_size, card.input_size, 3, dtype=torch.uint8)
     onnx_path = out_dir / ONNX_FILE
@@ -31,8 +38,8 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
             (dummy,),
             str(tmp_path),
             input_names=["image"],
-            output_names=["logit", "cam"],
-            dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, "cam": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={"image": {0: "batch"}} | {name: {0: "batch"} for name in outputs},
             opset_version=17,
             dynamo=False,
         )

@@ -1,8 +1,15 @@
 """The classifier: a convolutional backbone and a 1x1-conv head whose per-location logits are the
 class-activation map (CAM); their mean is the face's logit. The same forward pass therefore
-gives the score and the heatmap, and both survive ONNX export."""
+gives the score and the heatmap, and both survive ONNX export.
+
+Optionally a second 1x1-conv head on the same trunk gives the synthetic-face logit (is the face fully
+AI-generated?). It pools only the central region of the feature map, about the detector's face box
+inside the 1.5x context crop, so that backgrounds (plain studio backdrops in generated sets) are not
+its cue; one pass of the trunk gives both scores."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -68,20 +75,82 @@ def build_backbone(name: str, input_size: int, pretrained: bool) -> Backbone:
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
-class DeepfakeNet(nn.Module):
-    """Takes normalised float N x 3 x H x W; returns (logit N, cam N x h x w)."""
+def central_window(side: int, fraction: float) -> tuple[int, int]:
+    """[start, stop) of the centred run of about `fraction` x `side` cells, with side's parity so that
+    it is exactly centred (5 cells at 1/1.5 give the central 3, 7 give 5, 8 give 6)."""
+    length = max(1, min(side, round(side * fraction)))
+    if (side - length) % 2:
+        length += (
+            1 if length + 1 <= side and abs(length + 1 - side * fraction) <= abs(length - 1 - side * fraction) else -1
+        )
+    start = (side - length) // 2
+    return start, start + length
 
-    def __init__(self, backbone: str, input_size: int, pretrained: bool = True, dropout: float = 0.2) -> None:
+
+class NetOutput(NamedTuple):
+    logit: torch.Tensor  # N, manipulation
+    cam: torch.Tensor  # N x h x w, its per-location logits
+    synthetic_logit: torch.Tensor | None  # N, synthetic face; None without a synthetic head
+
+
+class DeepfakeNet(nn.Module):
+    """Takes normalised float N x 3 x H x W; `forward` returns (logit N, cam N x h x w), `forward_all`
+    the synthetic-face logit too. `synthetic_center`: the share of the feature map's side, centred,
+    that the synthetic head pools (None: no synthetic head)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        input_size: int,
+        pretrained: bool = True,
+        dropout: float = 0.2,
+        synthetic_center: float | None = None,
+    ) -> None:
         super().__init__()
         self.backbone_name = backbone
         self.input_size = input_size
         self.backbone = build_backbone(backbone, input_size, pretrained)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1)
+        self.synthetic_center = synthetic_center
+        self.synthetic_head = (
+            nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
+        )
+
+    @property
+    def has_synthetic_head(self) -> bool:
+        return self.synthetic_head is not None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cam = self.head(self.dropout(self.backbone(x))).squeeze(1)
-        return cam.mean(dim=(1, 2)), cam
+        output = self.forward_all(x)
+        return output.logit, output.cam
+
+    def forward_all(self, x: torch.Tensor) -> NetOutput:
+        features = self.dropout(self.backbone(x))
+        cam = self.head(features).squeeze(1)
+        synthetic = None
+        if self.synthetic_head is not None and self.synthetic_center is not None:
+            # int(): the input size is fixed, so the tracer may bake the window in as constants
+            rows = central_window(int(features.shape[2]), self.synthetic_center)
+            cols = central_window(int(features.shape[3]), self.synthetic_center)
+            centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
+            synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
+        return NetOutput(cam.mean(dim=(1, 2)), cam, synthetic)
+
+    def feature_side(self) -> int:
+        with torch.no_grad():
+            return int(self.backbone(torch.zeros(1, 3, self.input_size, self.input_size)).shape[2])
+
+    def synthetic_pooling(self) -> str:
+        """The synthetic head's pooled region in words, for the model card."""
+        if self.synthetic_center is None:
+            raise ValueError("this network has no synthetic head")
+        side = self.feature_side()
+        start, stop = central_window(side, self.synthetic_center)
+        return (
+            f"central {stop - start}x{stop - start} of the {side}x{side} last feature map at {self.input_size} px "
+            f"(about {self.synthetic_center:.2f} of the crop's side: the face box, not the context around it)"
+        )
 
 
 def normalize_batch(images: torch.Tensor, normalization: Normalization) -> torch.Tensor:
@@ -93,13 +162,14 @@ def normalize_batch(images: torch.Tensor, normalization: Normalization) -> torch
 
 
 class ExportWrapper(nn.Module):
-    """What goes into model.onnx: uint8 NHWC RGB in, normalisation inside, (logit, cam) out."""
+    """What goes into model.onnx: uint8 NHWC RGB in, normalisation inside, (logit, cam) out, and
+    synthetic_logit third when the network has a synthetic head."""
 
     def __init__(self, net: DeepfakeNet, normalization: Normalization) -> None:
         super().__init__()
         self.net = net
         self.normalization = normalization
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logit, cam = self.net(normalize_batch(image, self.normalization))
-        return logit, cam
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.net.forward_all(normalize_batch(image, self.normalization))
+        return tuple(t for t in output if t is not None)

@@ -99,6 +99,66 @@ class AugmentConfig(StrictModel):
     jitter_rotation_deg: float = Field(8.0, ge=0)
 
 
+# Heavier than the manipulation recipe's: a generator's fingerprint must be learnt through blur, JPEG,
+# resizing and noise (Wang et al., CVPR 2020), and applied to generated and real faces alike.
+SYNTHETIC_AUGMENT = AugmentConfig(
+    jpeg_probability=0.7,
+    rescale_probability=0.5,
+    rescale_range=(0.25, 0.9),
+    blur_probability=0.3,
+    noise_probability=0.3,
+)
+
+
+class SyntheticConfig(StrictModel):
+    """The synthetic-face score (a face no camera saw): a second head on the shared trunk. Present in
+    a configuration (a [synthetic] section or any `--set synthetic.<key>=...`): trained by this run."""
+
+    fake_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("synthetic-faces/generated-photos")],
+        description="folders of fully generated faces (label 1)",
+    )
+    real_dirs: list[Path] | None = Field(
+        None,
+        description=(
+            "folders of real faces (label 0; default: data.real_dirs). "
+            "Include FFHQ: real photos at the generated set's resolution"
+        ),
+    )
+    matched_real_dir: Path = Field(
+        Path("real-faces/ffhq"),
+        description="the real folder at the generated set's resolution, for the resolution-confound check",
+    )
+    mode: Literal["frozen", "joint"] = Field(
+        "frozen",
+        description="frozen: only the synthetic head is trained, on init's frozen trunk; joint: both heads together",
+    )
+    init: Path | None = Field(
+        None, description="frozen mode: the manipulation run's checkpoint (its best.pt) whose trunk and head are kept"
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="generated files never trained or calibrated on: the disjoint check"
+    )
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="generated files for validation and calibration")
+    limit_per_folder: int | None = Field(None, ge=1)
+    threshold_fpr: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "threshold: the lowest flagging at most this share of validation real faces (None: best balanced accuracy)"
+        ),
+    )
+    downscale_check: float = Field(
+        0.35, gt=0, lt=1, description="holdout copies downscaled by this factor (the resize perturbation)"
+    )
+    jpeg_check: int = Field(70, ge=1, le=100, description="holdout copies re-encoded at this JPEG quality")
+    augment: AugmentConfig = SYNTHETIC_AUGMENT
+
+    def real_folders(self, data: DataConfig) -> list[Path]:
+        return list(self.real_dirs if self.real_dirs is not None else data.real_dirs)
+
+
 class TrackingConfig(StrictModel):
     enabled: bool = True
     uri: str = "sqlite:///mlruns.db"
@@ -131,13 +191,33 @@ class TrainConfig(StrictModel):
     synthesis: SynthesisConfig = SynthesisConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    synthetic: SyntheticConfig | None = Field(
+        None, description="train the synthetic-face score too (None: manipulation only)"
+    )
 
     @model_validator(mode="after")
     def _check_select(self) -> TrainConfig:
         from deepshield.training.records import parse_epoch_selector
 
-        parse_epoch_selector(self.export.select, has_benchmarks=bool(self.data.benchmarks))
+        synthetic = self.synthetic
+        selector = parse_epoch_selector(
+            self.export.select, has_benchmarks=bool(self.data.benchmarks), has_synthetic=synthetic is not None
+        )
+        if synthetic is not None and synthetic.mode == "frozen":
+            if synthetic.init is None:
+                raise DeepShieldError("synthetic.mode = 'frozen' needs synthetic.init: the manipulation run's best.pt")
+            if not selector.metric.startswith("synthetic_"):
+                raise DeepShieldError(
+                    f"export.select {self.export.select!r} is a manipulation metric, "
+                    "which a frozen run does not change: "
+                    "select on the synthetic score, e.g. export.select = 'max.synthetic_val_auc'"
+                )
         return self
+
+    @property
+    def frozen_synthetic(self) -> bool:
+        """Only the synthetic head trains; the manipulation trunk and head are the parent run's."""
+        return self.synthetic is not None and self.synthetic.mode == "frozen"
 
     def recorded(self) -> dict[str, Any]:
         """The configuration as a model card or tracker records it: without the folders that only say

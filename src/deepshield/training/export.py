@@ -14,11 +14,19 @@ from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import VideoRule
-from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, TrainingInfo
+from deepshield.models.card import (
+    Calibration,
+    InconclusiveBand,
+    ModelCard,
+    SyntheticScoreInfo,
+    TrainingInfo,
+    card_outputs,
+)
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import TrainConfig
+from deepshield.training.config import ExportConfig, TrainConfig
+from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
 # checkpoint stays loadable whatever this module's classes become.
@@ -52,8 +60,19 @@ class FittedCalibration:
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
 
 
+MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
+SYNTHETIC_SPLIT = (
+    "synthetic-face validation split ({count} faces: generated files apart from training and holdout, "
+    "identity-disjoint real faces)"
+)
+
+
 def fit_calibration(
-    val_labels: np.ndarray, val_logits: np.ndarray, benchmark_reals: dict[str, list[RealFileFaces]], target_fpr: float | None
+    val_labels: np.ndarray,
+    val_logits: np.ndarray,
+    benchmark_reals: dict[str, list[RealFileFaces]],
+    target_fpr: float | None,
+    split: str = MANIPULATION_SPLIT,
 ) -> FittedCalibration:
     """Temperature on the validation split; threshold at the best validation balanced accuracy, or
     (target_fpr) the lowest one that flags at most that share of every real source: validation real
@@ -64,7 +83,7 @@ def fit_calibration(
     rule = VideoRule()
     reals = {"validation": sigmoid(logits[labels == 0] / temperature)}
     reals |= {name: np.array([_file_score(f, temperature, rule) for f in files]) for name, files in benchmark_reals.items() if files}
-    validation = f"validation split ({len(labels)} faces: real + synthesised fakes, identity-disjoint)"
+    validation = split.format(count=len(labels))
     if target_fpr is None:
         threshold = fit_threshold(labels, sigmoid(logits / temperature))
         fitted_on = f"temperature and threshold (best balanced accuracy): {validation}"
@@ -80,9 +99,20 @@ def fit_calibration(
     return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
 
 
+def fit_synthetic_calibration(
+    val_labels: np.ndarray, val_logits: np.ndarray, target_fpr: float | None
+) -> FittedCalibration:
+    """The synthetic-face score's own temperature, threshold and band: `fit_calibration` on its validation split."""
+    return fit_calibration(val_labels, val_logits, {}, target_fpr, SYNTHETIC_SPLIT)
+
+
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
     config = TrainConfig.model_validate(checkpoint["config"])
-    net = DeepfakeNet(config.model.backbone, config.model.input_size, pretrained=False, dropout=config.model.dropout)
+    centre = 1 / config.model.crop_scale if config.synthetic is not None else None
+    model = config.model
+    net = DeepfakeNet(
+        model.backbone, model.input_size, pretrained=False, dropout=model.dropout, synthetic_center=centre
+    )
     net.load_state_dict(checkpoint["model"])
     return net.eval(), config
 
@@ -102,18 +132,24 @@ def export_checkpoint(
     net, config = network_from_checkpoint(checkpoint)
     labels = np.asarray(checkpoint["val_labels"])
     logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
-    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), config.export.threshold_fpr)
+    # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
+    parent = checkpoint.get("parent")
+    manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
+    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), manipulation_export.threshold_fpr)
     metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
     default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
     recorded = config.recorded()
+    synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)
     card = ModelCard(
         name=name or default_name,
         version=version or default_version,
         architecture=config.model.backbone,
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
-        test_time_flip=config.export.test_time_flip if test_time_flip is None else test_time_flip,
-        calibration=Calibration(temperature=fitted.temperature, threshold=fitted.threshold, fitted_on=fitted.fitted_on, inconclusive=fitted.band),
+        test_time_flip=manipulation_export.test_time_flip if test_time_flip is None else test_time_flip,
+        calibration=_calibration(fitted),
+        outputs=card_outputs(synthetic is not None),
+        synthetic=synthetic,
         training=TrainingInfo(
             data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
             benchmarks=[str(p) for p in config.data.benchmarks],
@@ -123,9 +159,14 @@ def export_checkpoint(
             selected_by=config.export.select,
             seed=config.seed,
         ),
-        metrics={f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")}
+        metrics={
+            f"val_{k}": round(float(v), 4)
+            for k, v in metrics.model_dump().items()
+            if k not in ("count", "positives", "threshold")
+        }
         | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
-        | _selected_epoch_metrics(checkpoint),
+        | _selected_epoch_metrics(checkpoint)
+        | synthetic_metrics,
         intended_use=config.export.intended_use,
         license=config.export.license,
     )
@@ -133,8 +174,50 @@ def export_checkpoint(
     return card
 
 
+def _calibration(fitted: FittedCalibration) -> Calibration:
+    return Calibration(
+        temperature=fitted.temperature,
+        threshold=fitted.threshold,
+        fitted_on=fitted.fitted_on,
+        inconclusive=fitted.band,
+    )
+
+
 def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
-    """The exported epoch's benchmark figures, as training logged them."""
-    epoch = int(checkpoint["epoch"])
-    record: dict[str, Any] = next((r for r in checkpoint.get("progress", {}).get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+    """The exported epoch's benchmark figures, as training logged them (a frozen synthetic run: its
+    parent's, whose manipulation output it keeps unchanged)."""
+    record: dict[str, Any]
+    if "parent" in checkpoint:
+        record = dict(checkpoint["parent"]["metrics"])
+    else:
+        epoch = int(checkpoint["epoch"])
+        history = checkpoint.get("progress", {}).get("history", [])
+        record = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
+
+
+def _synthetic_score(
+    checkpoint: dict, config: TrainConfig, net: DeepfakeNet
+) -> tuple[SyntheticScoreInfo | None, dict[str, float]]:
+    """The card's synthetic block and figures: calibration on its validation split, every check's AUC
+    with a 95% bootstrap interval, and the real faces it flags at the fitted threshold."""
+    if config.synthetic is None:
+        return None, {}
+    scored = ScoredChecks.from_stored(checkpoint["synthetic_checks"])
+    fitted = fit_synthetic_calibration(scored.labels["val"], scored.logits["val"], config.synthetic.threshold_fpr)
+    metrics = scored.metrics(intervals=True) | scored.flagged_real(fitted.temperature, fitted.threshold)
+    parent = checkpoint.get("parent")
+    info = SyntheticScoreInfo(
+        calibration=_calibration(fitted),
+        pooling=net.synthetic_pooling(),
+        trained=(
+            f"frozen: only this head trained, on the trunk and manipulation head of {parent['path']} "
+            f"(run {parent['run_id']}, epoch {parent['epoch'] + 1}), "
+            "so the manipulation score is that run's"
+            if parent
+            else "joint: trained with the manipulation head, one loss per head"
+        ),
+        parent=None if parent is None else f"{parent['path']} (run {parent['run_id']})",
+        data=checkpoint.get("synthetic_sources", []),
+    )
+    return info, {k: round(v, 4) for k, v in metrics.items()}

@@ -103,11 +103,13 @@ def list_images(folders: list[Path], limit_per_folder: int | None = None) -> lis
 _worker: dict = {}
 
 
-def _init_worker(policy_json: str) -> None:
+def _init_worker(policy_json: str, perturbation_spec: str | None = None) -> None:
+    from deepshield.evaluation.perturb import parse_spec
     from deepshield.faces.detector import FaceDetector
     from deepshield.faces.landmarks import FaceMesher
 
     _worker["policy"] = CropPolicy.model_validate_json(policy_json)
+    _worker["perturbation"] = parse_spec(perturbation_spec)[0] if perturbation_spec else None
     _worker["detector"] = FaceDetector(min_face_size=24)
     _worker["mesher"] = FaceMesher()
 
@@ -119,6 +121,8 @@ def _process(path: Path):
         image = load_image(path)
     except DeepShieldError as exc:
         return path, None, str(exc)
+    if _worker["perturbation"] is not None:  # the whole photo degraded, then found and cropped as any other
+        image = _worker["perturbation"].apply(image)
     faces = _worker["detector"].detect(image)
     if not faces:
         return path, None, "no face found"
@@ -138,7 +142,22 @@ def build_facebank(
     files = list_images(folders, limit_per_folder)
     if not files:
         raise DeepShieldError(f"no images found in {', '.join(map(str, folders))}")
-    key = hashlib.sha256((BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files))).encode()).hexdigest()[:16]
+    return facebank_of_files(files, policy, cache_dir, group_pattern, workers)
+
+
+def facebank_of_files(
+    files: list[Path],
+    policy: CropPolicy,
+    cache_dir: Path,
+    group_pattern: str | None = None,
+    workers: int = 2,
+    perturbation: str | None = None,
+) -> FaceBank:
+    """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
+    value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped."""
+    perturbed = f"\nperturbation {perturbation}" if perturbation else ""  # unperturbed banks keep their cache key
+    listing = BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files)) + perturbed
+    key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"facebank-{key}.npz"
     if cache.exists():
@@ -149,10 +168,11 @@ def build_facebank(
     with ExitStack() as stack:
         if workers > 1:
             context = get_context("spawn")  # MediaPipe graphs must not be forked
-            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(policy.model_dump_json(),)))
+            initargs = (policy.model_dump_json(), perturbation)
+            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=initargs))
             results: Iterator[Any] = pool.imap(_process, files, chunksize=16)
         else:
-            _init_worker(policy.model_dump_json())
+            _init_worker(policy.model_dump_json(), perturbation)
             results = map(_process, files)
         for path, item, error in tqdm(results, total=len(files), desc="face bank", unit="img"):
             if item is None:
@@ -166,7 +186,7 @@ def build_facebank(
             groups.append(identity_group(path, group_pattern))
             paths.append(str(path))
     if not crops:
-        raise DeepShieldError("no face was found in any real-face image")
+        raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
     log.info("face bank: %d faces, %d images skipped", len(crops), skipped)
     bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths))
     bank.save(cache)

@@ -38,11 +38,14 @@ class EpochRecord(BaseModel):
     val_log_loss: float | None = _better("min")
     val_balanced_accuracy: float | None = _better("max")
     benchmarks: dict[str, float] = Field(default_factory=dict, description="bench_* metrics (see training.benchmarks)")
+    synthetic: dict[str, float] = Field(
+        default_factory=dict, description="synthetic_* metrics (see training.synthetic)"
+    )
 
     def flat(self) -> dict[str, float]:
         """epoch and every metric under one name each: what the tracker logs and selectors read."""
-        values = self.model_dump(exclude={"benchmarks"}, exclude_none=True)
-        return values | self.benchmarks
+        values = self.model_dump(exclude={"benchmarks", "synthetic"}, exclude_none=True)
+        return values | self.benchmarks | self.synthetic
 
 
 VALIDATION_METRICS: dict[str, Mode] = {
@@ -54,6 +57,8 @@ TRAINING_METRICS = ("train_loss", "loss", "lr", "images_per_s")
 # bench_<set>_<metric>[_lo|_hi] and the pooled bench_<metric>: the metric's last word says its direction.
 BENCH_DIRECTIONS: dict[str, Mode] = {"auc": "max", "ap": "max", "fpr": "min"}
 _BENCH_NAME = re.compile(r"^bench(_[a-z0-9_]+)?_(auc|ap|fpr)(_lo|_hi)?$")
+# synthetic_<set>_<metric>: the synthetic-face score's checks (val, holdout, holdout_downscaled, ...).
+_SYNTHETIC_NAME = re.compile(r"^synthetic_[a-z0-9_]+_(auc|ap|fpr)(_lo|_hi)?$")
 
 
 def metric_direction(metric: str) -> Mode | None:
@@ -61,7 +66,10 @@ def metric_direction(metric: str) -> Mode | None:
     if metric in VALIDATION_METRICS:
         return VALIDATION_METRICS[metric]
     match = _BENCH_NAME.match(metric)
-    return BENCH_DIRECTIONS[match.group(2)] if match else None
+    if match:
+        return BENCH_DIRECTIONS[match.group(2)]
+    match = _SYNTHETIC_NAME.match(metric)
+    return BENCH_DIRECTIONS[match.group(1)] if match else None
 
 
 @dataclass(frozen=True)
@@ -113,11 +121,14 @@ def parse_selector(text: str) -> Selector:
     return Selector(mode, metric)  # type: ignore[arg-type]
 
 
-def parse_epoch_selector(text: str, has_benchmarks: bool) -> Selector:
-    """A selector for a training configuration: a benchmark metric needs benchmarks to be configured."""
+def parse_epoch_selector(text: str, has_benchmarks: bool, has_synthetic: bool = False) -> Selector:
+    """A selector for a training configuration: a benchmark metric needs benchmarks to be configured,
+    a synthetic-score metric a [synthetic] section."""
     selector = parse_selector(text)
     if selector.metric.startswith("bench_") and not has_benchmarks:
         raise DeepShieldError(f"export.select {text!r} needs benchmarks: set data.benchmarks")
+    if selector.metric.startswith("synthetic_") and not has_synthetic:
+        raise DeepShieldError(f"export.select {text!r} needs the synthetic-face score: add a [synthetic] section")
     return selector
 
 

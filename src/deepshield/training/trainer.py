@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,10 +40,16 @@ from deepshield.training.dataset import (
     split_by_group,
     validation_samples,
 )
-from deepshield.training.export import export_checkpoint, fit_calibration, real_file_faces
+from deepshield.training.export import (
+    export_checkpoint,
+    fit_calibration,
+    fit_synthetic_calibration,
+    real_file_faces,
+)
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import EpochRecord, parse_epoch_selector
+from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()
@@ -71,6 +78,68 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One step's samples: manipulation (real vs fake) and synthetic-face (real vs generated); either may be absent."""
+
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    synthetic_images: torch.Tensor | None = None
+    synthetic_labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in (self.labels, self.synthetic_labels) if t is not None)
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """Frozen synthetic mode: the manipulation run whose trunk and head are kept as they are."""
+
+    path: Path
+    checkpoint: dict
+    config: TrainConfig
+
+    def record(self) -> dict[str, Any]:
+        """What a frozen run's best checkpoint keeps of its parent: the manipulation head's validation
+        logits and benchmark reals (its calibration is fitted from them, as the parent's was) and figures."""
+        progress = self.checkpoint.get("progress", {})
+        epoch = int(self.checkpoint["epoch"])
+        selected: dict[str, Any] = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+        return {
+            "val_logits": self.checkpoint["val_logits"],
+            "val_labels": self.checkpoint["val_labels"],
+            "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
+            "parent": {
+                "path": str(self.path),
+                "run_id": progress.get("run_id"),
+                "epoch": epoch,
+                "command": self.checkpoint.get("command", ""),
+                "metrics": selected,
+                "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
+            },
+        }
+
+
+def load_parent(config: TrainConfig) -> ParentRun:
+    if config.synthetic is None or config.synthetic.init is None:
+        raise DeepShieldError("frozen synthetic mode needs synthetic.init: the manipulation run's best.pt")
+    path = Path(config.synthetic.init).expanduser()
+    if not path.is_file():
+        raise DeepShieldError(
+            f"synthetic.init {path} is not a checkpoint file (give the manipulation run's checkpoints/best.pt)"
+        )
+    checkpoint = load_checkpoint(path)
+    if "val_logits" not in checkpoint:
+        raise DeepShieldError(
+            f"synthetic.init {path} holds no validation logits: "
+            "give a run's best.pt, not last.pt or an epoch checkpoint"
+        )
+    parent = TrainConfig.model_validate(checkpoint["config"])
+    if parent.synthetic is not None:
+        raise DeepShieldError(f"synthetic.init {path} already has a synthetic head: give a manipulation-only run")
+    return ParentRun(path, checkpoint, parent)
+
+
+@dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
     bundle_dir: Path | None
@@ -92,14 +161,19 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False) -> np.ndarray:
+    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits."""
     net.eval()
     device = next(net.parameters()).device
     outputs = []
     with torch.no_grad(), _autocast(device):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-            outputs.append(net(normalize_batch(batch, NORMALIZATION))[0].float().cpu().numpy())
+            output = net.forward_all(normalize_batch(batch, NORMALIZATION))
+            chosen = output.synthetic_logit if synthetic else output.logit
+            if chosen is None:
+                raise DeepShieldError("synthetic-face logits asked of a network without a synthetic head")
+            outputs.append(chosen.float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
 
 
@@ -124,14 +198,27 @@ class Step:
     def __init__(self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, kind: str, rho: float) -> None:
         self.net, self.optimizer, self.kind, self.rho = net, optimizer, kind, rho
 
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        """Manipulation BCE on its samples plus synthetic-face BCE on its samples, from one pass over both."""
+        parts = [t for t in (batch.images, batch.synthetic_images) if t is not None]
+        images = torch.cat(parts) if len(parts) > 1 else parts[0]
         with _autocast(images.device):
-            logits, _ = self.net(normalize_batch(images, NORMALIZATION))
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            output = self.net.forward_all(normalize_batch(images, NORMALIZATION))
+        split = 0 if batch.images is None else len(batch.images)
+        loss = torch.zeros((), device=images.device)
+        if batch.labels is not None:
+            loss = loss + F.binary_cross_entropy_with_logits(output.logit[:split].float(), batch.labels.float())
+        if batch.synthetic_labels is not None:
+            if output.synthetic_logit is None:
+                raise DeepShieldError("synthetic-face samples given to a network without a synthetic head")
+            loss = loss + F.binary_cross_entropy_with_logits(
+                output.synthetic_logit[split:].float(), batch.synthetic_labels.float()
+            )
+        return loss
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+    def __call__(self, batch: Batch) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(images, labels)
+        loss = self._loss(batch)
         loss.backward()
         if self.kind == "sam":
             params = [p for p in self.net.parameters() if p.grad is not None]
@@ -141,7 +228,7 @@ class Step:
                 for p, move in zip(params, moves):
                     p.add_(move)
             self.optimizer.zero_grad(set_to_none=True)
-            self._loss(images, labels).backward()
+            self._loss(batch).backward()
             with torch.no_grad():
                 for p, move in zip(params, moves):
                     p.sub_(move)
@@ -217,13 +304,35 @@ class Trainer:
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DeepShieldError("device cuda asked for, but torch sees no GPU")
-        data = self._build_data()
+        parent = load_parent(config) if config.frozen_synthetic else None
+        if parent is not None and parent.config.model != config.model:
+            # The kept trunk fixes the architecture, input size and crop policy.
+            log.info(
+                "frozen synthetic head: model settings from the parent run %s: %s", parent.path, parent.config.model
+            )
+            config = self.config = config.model_copy(update={"model": parent.config.model})
+        # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation.
+        data = None if parent is not None else self._build_data()
+        synthetic_data = build_synthetic_data(config) if config.synthetic is not None else None
 
         # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
         # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
-        net = DeepfakeNet(config.model.backbone, config.model.input_size, config.model.pretrained, config.model.dropout)
+        centre = 1 / config.model.crop_scale if config.synthetic is not None else None  # the face box inside the crop
+        net = DeepfakeNet(
+            config.model.backbone, config.model.input_size, config.model.pretrained, config.model.dropout, centre
+        )
+        if parent is not None:
+            missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
+            if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
+                raise DeepShieldError(
+                    f"synthetic.init {parent.path} does not fit the network: "
+                    f"missing {missing}, unexpected {unexpected}"
+                )
+            for name, parameter in net.named_parameters():
+                parameter.requires_grad_(name.startswith("synthetic_head."))
         net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         steps_per_epoch = config.optim.samples_per_epoch // config.optim.batch_size
         total_steps = steps_per_epoch * config.optim.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, int(total_steps * config.optim.warmup_fraction)))
@@ -251,7 +360,13 @@ class Trainer:
             tags=self.run_tags,
         )
         progress.run_id = tracker.run_id
-        tracker.log_params(config.recorded() | {"train_faces": len(data.bank), "val_samples": len(data.val_labels)})
+        sizes = {"train_faces": len(data.bank), "val_samples": len(data.val_labels)} if data is not None else {}
+        if synthetic_data is not None:
+            sizes |= {
+                "synthetic_train_generated": len(synthetic_data.train_fake),
+                "synthetic_train_real": len(synthetic_data.train_real),
+            }
+        tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
         step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
 
         def snapshot() -> dict:
@@ -268,11 +383,13 @@ class Trainer:
         stopped_early = False
         try:
             while progress.epoch < config.optim.epochs:
-                stopped_early = self._train_epoch(step, scheduler, data, progress, steps_per_epoch, snapshot)
+                stopped_early = self._train_epoch(
+                    step, scheduler, data, synthetic_data, progress, steps_per_epoch, snapshot
+                )
                 if stopped_early:
                     save_checkpoint(snapshot(), last)
                     break
-                self._end_epoch(net, data, progress, snapshot, tracker)
+                self._end_epoch(net, data, synthetic_data, parent, progress, snapshot, tracker)
                 if self.epoch_callback is not None:
                     self.epoch_callback(progress)
         except BaseException:
@@ -291,43 +408,92 @@ class Trainer:
         tracker.finish("FINISHED")
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
 
-    def _train_epoch(self, step: Step, scheduler, data: TrainingData, progress: Progress, steps_per_epoch: int, snapshot) -> bool:
+    def _loader(self, samples, remaining: list[int]) -> DataLoader:
+        # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG,
+        # which would shift the dropout masks of a resumed run away from an uninterrupted one.
+        return DataLoader(
+            samples,
+            batch_size=self.config.optim.batch_size,
+            sampler=remaining,
+            num_workers=self.config.data.loader_workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def _train_epoch(
+        self,
+        step: Step,
+        scheduler,
+        data: TrainingData | None,
+        synthetic_data: SyntheticData | None,
+        progress: Progress,
+        steps_per_epoch: int,
+        snapshot,
+    ) -> bool:
         if progress.history and progress.history[-1]["epoch"] == progress.epoch:
             return False  # stopped during this epoch's validation: its steps are done, validate again
         config = self.config
         batch = config.optim.batch_size
-        samples = TrainingSamples(
-            data.bank,
-            data.fake_pool,
-            steps_per_epoch * batch,
-            config.seed,
-            progress.epoch,
-            config.synthesis,
-            config.augment,
-            config.data.cross_blend_fraction,
-            config.data.synthesize,
-        )
-        remaining = list(range(progress.step_in_epoch * batch, len(samples)))
-        # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG,
-        # which would shift the dropout masks of a resumed run away from an uninterrupted one.
-        loader = DataLoader(
-            samples,
-            batch_size=batch,
-            sampler=remaining,
-            num_workers=config.data.loader_workers,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(config.seed),
-        )
+        length = steps_per_epoch * batch
+        remaining = list(range(progress.step_in_epoch * batch, length))
+        manipulation = synthetic = None
+        if data is not None:
+            manipulation = self._loader(
+                TrainingSamples(
+                    data.bank,
+                    data.fake_pool,
+                    length,
+                    config.seed,
+                    progress.epoch,
+                    config.synthesis,
+                    config.augment,
+                    config.data.cross_blend_fraction,
+                    config.data.synthesize,
+                ),
+                remaining,
+            )
+        if synthetic_data is not None and config.synthetic is not None:
+            synthetic = self._loader(
+                SyntheticFaceSamples(
+                    synthetic_data.train_fake,
+                    synthetic_data.train_real,
+                    length,
+                    config.seed,
+                    progress.epoch,
+                    config.synthetic.augment,
+                ),
+                remaining,
+            )
         step.net.train()
+        # Frozen: the kept trunk and head stay in eval mode (batch-norm statistics and dropout untouched).
+        if config.frozen_synthetic:
+            for module in (step.net.backbone, step.net.dropout, step.net.head):
+                module.eval()
         device = next(step.net.parameters()).device
+
+        def to_device(part):
+            return None if part is None else part.to(device, non_blocking=True)
+
         losses: list[float] = []
         started = time.perf_counter()
         seen = 0
-        bar = tqdm(loader, total=len(remaining) // batch, desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}", unit="batch")
-        for images, labels in bar:
-            losses.append(step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True)))
+        loaders = [loader for loader in (manipulation, synthetic) if loader is not None]
+        bar = tqdm(
+            zip(*loaders),
+            total=len(remaining) // batch,
+            desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
+            unit="batch",
+        )
+        for parts in bar:
+            queue = list(parts)
+            images, labels = queue.pop(0) if manipulation is not None else (None, None)
+            synthetic_images, synthetic_labels = queue.pop(0) if synthetic is not None else (None, None)
+            samples = Batch(
+                to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels)
+            )
+            losses.append(step(samples))
             scheduler.step()
-            seen += len(labels)
+            seen += len(samples)
             progress.step_in_epoch += 1
             progress.global_step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -339,52 +505,99 @@ class Trainer:
         progress.history.append({"epoch": progress.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "images_per_s": seen / max(elapsed, 1e-9), "lr": scheduler.get_last_lr()[0]})
         return False
 
-    def _end_epoch(self, net, data: TrainingData, progress: Progress, snapshot, tracker) -> None:
+    def _end_epoch(
+        self,
+        net,
+        data: TrainingData | None,
+        synthetic_data: SyntheticData | None,
+        parent: ParentRun | None,
+        progress: Progress,
+        snapshot,
+        tracker,
+    ) -> None:
         config = self.config
-        logits = predict_logits(net, data.val_images)
-        val_labels = data.val_labels
-        probabilities = sigmoid(logits.astype(np.float64))
-        metrics = detection_metrics(val_labels, probabilities)
-        bench_scores = score_benchmarks(data.benchmarks, lambda crops: predict_logits(net, crops), 1.0)
-        reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
-        calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
-        bench_scores = [replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores]
-        record = EpochRecord(
-            **progress.history[-1],
-            val_loss=float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())),
-            val_auc=metrics.auc,
-            val_ap=metrics.ap,
-            val_eer=metrics.eer,
-            val_log_loss=metrics.log_loss,
-            val_balanced_accuracy=metrics.balanced_accuracy,
-            benchmarks=benchmark_metrics(bench_scores, calibration.threshold),
-        )
+        manipulation: dict = {}
+        kept: dict = {}  # what the best checkpoint keeps for the export's calibration
+        if data is not None:
+            logits = predict_logits(net, data.val_images)
+            val_labels = data.val_labels
+            probabilities = sigmoid(logits.astype(np.float64))
+            metrics = detection_metrics(val_labels, probabilities)
+            bench_scores = score_benchmarks(data.benchmarks, lambda crops: predict_logits(net, crops), 1.0)
+            reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
+            calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
+            bench_scores = [
+                replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores
+            ]
+            manipulation = {
+                "val_loss": float(
+                    F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())
+                ),
+                "val_auc": metrics.auc,
+                "val_ap": metrics.ap,
+                "val_eer": metrics.eer,
+                "val_log_loss": metrics.log_loss,
+                "val_balanced_accuracy": metrics.balanced_accuracy,
+                "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
+            }
+            kept = {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
+            plotted = (data.val_images, val_labels, probabilities)
+        if parent is not None:
+            kept = parent.record()
+        synthetic_metrics: dict[str, float] = {}
+        if synthetic_data is not None and config.synthetic is not None:
+            scored = ScoredChecks.score(
+                synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
+            )
+            fitted = fit_synthetic_calibration(
+                scored.labels["val"], scored.logits["val"], config.synthetic.threshold_fpr
+            )
+            synthetic_metrics = scored.metrics() | scored.flagged_real(fitted.temperature, fitted.threshold)
+            kept |= {
+                "synthetic_checks": scored.stored(),
+                "synthetic_sources": synthetic_data.sources,
+            }
+            if data is None:  # frozen: the only validation is the synthetic score's
+                val = synthetic_data.checks.val
+                plotted = (val.images, val.labels, sigmoid(scored.logits["val"].astype(np.float64)))
+        record = EpochRecord(**progress.history[-1], **manipulation, synthetic=synthetic_metrics)
         flat = record.flat()
         progress.history[-1] = flat
         tracker.log_metrics({k: v for k, v in flat.items() if k != "epoch"}, step=progress.epoch)
         log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in flat.items()})
-        shown = {k: v for k, v in flat.items() if k != "epoch" and not k.endswith(("_lo", "_hi"))}
+        shown = {k: v for k, v in flat.items() if k != "epoch" and not k.endswith(("_lo", "_hi", "_ap"))}
         print(f"epoch {progress.epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), flush=True)
-        selector = parse_epoch_selector(config.export.select, bool(data.benchmarks))
+        has_benchmarks = data is not None and bool(data.benchmarks)
+        selector = parse_epoch_selector(config.export.select, has_benchmarks, synthetic_data is not None)
         value = selector.value(flat)
         improved = value is not None and (progress.best_value is None or selector.better(value, progress.best_value))
         if improved:
             progress.best_value, progress.best_epoch = value, progress.epoch
-            self._plots(data.val_images, val_labels, probabilities, tracker)
+            self._plots(*plotted, tracker)
         epoch_done = progress.epoch
         progress.epoch += 1
         progress.step_in_epoch = 0
         state = snapshot()
         save_checkpoint(state, self.checkpoints / f"epoch_{epoch_done + 1:03d}.pt")
         if improved:
-            best = state | {"epoch": epoch_done, "val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
-            save_checkpoint(best, self.checkpoints / BEST)
+            save_checkpoint(state | {"epoch": epoch_done} | kept, self.checkpoints / BEST)
         save_checkpoint(state, self.checkpoints / LAST)
-        paths = [
-            curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss"),
-            curves_plot(progress.history, ["val_auc", "val_ap", "val_balanced_accuracy"], self.plots / "val_metrics.png", "validation"),
-        ]
-        if data.benchmarks:
+        paths = [curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
+        if data is not None:
+            paths.append(
+                curves_plot(
+                    progress.history,
+                    ["val_auc", "val_ap", "val_balanced_accuracy"],
+                    self.plots / "val_metrics.png",
+                    "validation",
+                )
+            )
+        if synthetic_data is not None:
+            names = [f"synthetic_{name}_auc" for name in synthetic_data.checks.named()]
+            paths.append(
+                curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)")
+            )
+        if data is not None and data.benchmarks:
             names = ["bench_auc", "bench_face_auc", "bench_file_auc"] + [f"bench_{b.name}_face_auc" for b in data.benchmarks]
             paths.append(curves_plot(progress.history, names, self.plots / "benchmarks.png", "benchmarks (AUC)"))
         for path in paths:

@@ -12,6 +12,21 @@
   const state = { limits: null, accepted: null, jobErrorStatuses: {}, card: null, run: 0, example: null };
   // Three-way labels (verdicts, faces, tracks), in words for the small badges.
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
+  // The synthetic-face score's own call, in words (it uses the same three labels).
+  const SYNTHETIC_WORDS = {
+    likely_manipulated: "likely AI-generated",
+    inconclusive: "inconclusive",
+    no_signs_found: "no signs of AI generation",
+  };
+  const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
+
+  // A face's, track's or file's second score and which of the two set its label (see README "Verdicts").
+  function syntheticText(probability, label, driver) {
+    if (probability === null || probability === undefined) return NO_SYNTHETIC;
+    const call = label ? ` (${SYNTHETIC_WORDS[label]})` : "";
+    const drives = driver === "synthetic" ? "synthetic-face score" : "manipulation score";
+    return `Synthetic-face score ${pct(probability, 1)}${call} · the ${drives} drives the verdict`;
+  }
   const $ = (id) => document.getElementById(id);
 
   // ---------------------------------------------------------------- helpers
@@ -184,6 +199,11 @@
         el("span", { class: "pill", text: `Threshold ${pct(card.calibration.threshold, 0)}`, "data-role": "threshold" }),
       ];
       if (band) pills.push(el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }));
+      const synthetic = card.synthetic && card.synthetic.calibration;
+      pills.push(el("span", {
+        class: "pill", "data-role": "synthetic-threshold",
+        text: synthetic ? `Synthetic-face threshold ${pct(synthetic.threshold, 0)}` : NO_SYNTHETIC,
+      }));
       if (card.metrics && card.metrics.auc !== undefined) pills.push(el("span", { class: "pill", text: `AUC ${Number(card.metrics.auc).toFixed(3)}` }));
       info.replaceChildren(...pills);
       $("api-key-panel").hidden = true;
@@ -344,7 +364,14 @@
     if (verdict.probability === null || verdict.probability === undefined) {
       score.replaceChildren();
     } else {
-      score.replaceChildren(document.createTextNode(scorePct(verdict.probability)), el("small", { text: "probability of manipulation" }));
+      score.replaceChildren(
+        document.createTextNode(scorePct(verdict.probability)),
+        el("small", { text: "probability of manipulation" }),
+        el("small", {
+          "data-role": "verdict-synthetic",
+          text: syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
+        }),
+      );
     }
   }
 
@@ -363,6 +390,8 @@
       ["Model", result.model],
       ["Threshold", pct(result.threshold, 1)],
       ["Inconclusive", `${pct(band.low, 1)} to ${pct(band.high, 1)}`],
+      ["Synthetic-face threshold",
+        result.synthetic_threshold === null ? "not available in this model" : pct(result.synthetic_threshold, 1)],
       ["Analysis time", `${(result.elapsed_ms / 1000).toFixed(2)} s`],
     ]);
   }
@@ -435,6 +464,10 @@
             el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
           ]),
           el("div", { class: "face-meta", text: `Probability ${pct(face.probability, 1)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}` }),
+          el("div", {
+            class: "face-meta", "data-role": "synthetic-score",
+            text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),
+          }),
         ]);
         card.style.borderLeftColor = colour;
         card.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -572,6 +605,10 @@
         el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
       ]),
       el("div", { class: "face-meta", text: seen }),
+      el("div", {
+        class: "face-meta", "data-role": "synthetic-score",
+        text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
+      }),
       el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
     ]);
     card.style.borderLeftColor = trackColour(i);

@@ -1,0 +1,60 @@
+"""The verdict rule for a face, track or file with two scores, in one place.
+
+Each score (manipulation: face swap or edit; synthetic: a fully AI-generated face) is called
+three-way by its own threshold and inconclusive band. The verdict is the more severe of the two
+calls (likely_manipulated > inconclusive > no_signs_found); the score with that call drives it.
+When both calls are equally severe, the score whose calibrated probability is further above its
+threshold drives (manipulation when that ties too). A model without a synthetic score: the
+manipulation score alone, as before. See README "Verdicts"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from deepshield.models.card import VERDICT_RULE, InconclusiveBand, VerdictLabel
+
+__all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine"]
+VerdictDriver = Literal["manipulation", "synthetic"]
+SEVERITY: dict[VerdictLabel, int] = {"no_signs_found": 0, "inconclusive": 1, "likely_manipulated": 2}
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """One score's threshold and inconclusive band (the band holds the threshold)."""
+
+    threshold: float
+    band: InconclusiveBand
+
+    def classify(self, probability: float) -> VerdictLabel:
+        return self.band.classify(probability)
+
+    def moved(self, threshold: float | None) -> ScoreRule:
+        """Another threshold, the band keeping its distances below and above it."""
+        if threshold is None:
+            return self
+        return ScoreRule(threshold, self.band.moved(self.threshold, threshold))
+
+
+@dataclass(frozen=True)
+class CombinedVerdict:
+    label: VerdictLabel
+    driver: VerdictDriver
+    manipulation_label: VerdictLabel
+    synthetic_label: VerdictLabel | None
+
+
+def combine(
+    manipulation: float, manipulation_rule: ScoreRule, synthetic: float | None, synthetic_rule: ScoreRule | None
+) -> CombinedVerdict:
+    """The verdict of one face, track or file from its manipulation and (optional) synthetic score."""
+    manipulation_label = manipulation_rule.classify(manipulation)
+    if synthetic is None or synthetic_rule is None:
+        return CombinedVerdict(manipulation_label, "manipulation", manipulation_label, None)
+    synthetic_label = synthetic_rule.classify(synthetic)
+    by_severity = SEVERITY[synthetic_label] - SEVERITY[manipulation_label]
+    by_margin = (synthetic - synthetic_rule.threshold) - (manipulation - manipulation_rule.threshold)
+    synthetic_drives = by_severity > 0 or (by_severity == 0 and by_margin > 0)
+    label = synthetic_label if synthetic_drives else manipulation_label
+    driver: VerdictDriver = "synthetic" if synthetic_drives else "manipulation"
+    return CombinedVerdict(label, driver, manipulation_label, synthetic_label)

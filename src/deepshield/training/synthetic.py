@@ -1,0 +1,229 @@
+"""Data and checks for the synthetic-face score (is the face fully AI-generated?).
+
+A detector learns a generator's fingerprint only if nothing else tells the classes apart, so both
+classes go through the same path: the face bank's detection, crop policy and resize (`facebank`),
+and the same random degradations (`augment.degrade` with `synthetic.augment`, heavier than the
+manipulation recipe's), with the same random downscale for 512 px generated faces and 512 px FFHQ
+photos. The head pools only the crop's centre (see `models.network`), so plain studio backgrounds
+are not its cue.
+
+Generated files are split three ways, by file: training, validation (calibration) and a holdout that
+is never trained or calibrated on (the disjoint check, also scored downscaled and at JPEG-70). The
+resolution-confound check scores real photos at the generated set's resolution (FFHQ, 512 px) against
+downscaled generated faces: a model that had learnt "512 px studio portrait" instead of the generator
+would rank these the wrong way round (AUC well below 0.5).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from deepshield.errors import DeepShieldError
+from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
+from deepshield.faces.crop import CropPolicy
+from deepshield.training.augment import degrade
+from deepshield.training.config import TrainConfig
+from deepshield.training.dataset import FAKE, REAL, split_by_group
+from deepshield.training.facebank import FaceBank, facebank_of_files, list_images
+
+log = logging.getLogger(__name__)
+# A stream of its own in the (seed, epoch, index) seeding, apart from the manipulation samples'.
+SYNTHETIC_STREAM = 7
+
+
+@dataclass(frozen=True)
+class LabelledCrops:
+    """Face crops with labels (1: generated, 0: real)."""
+
+    images: np.ndarray  # N x S x S x 3 uint8
+    labels: np.ndarray  # N int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, fake: np.ndarray, real: np.ndarray) -> LabelledCrops:
+        images = np.concatenate([fake, real])
+        return cls(images, np.concatenate([np.full(len(fake), FAKE, np.int64), np.full(len(real), REAL, np.int64)]))
+
+
+@dataclass(frozen=True)
+class SyntheticChecks:
+    """The fixed sets scored every epoch (never trained on); their names are the metric names' middle."""
+
+    val: LabelledCrops  # validation generated vs validation real: calibration and selection
+    holdout: LabelledCrops  # generated files never trained or calibrated on vs validation real
+    holdout_downscaled: LabelledCrops  # both sides' photos downscaled (synthetic.downscale_check) before cropping
+    holdout_jpeg: LabelledCrops  # both sides' photos re-encoded at synthetic.jpeg_check
+    confound: LabelledCrops  # downscaled holdout generated vs matched-resolution real photos (FFHQ) at full size
+
+    def named(self) -> dict[str, LabelledCrops]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    train_fake: np.ndarray
+    train_real: np.ndarray
+    checks: SyntheticChecks
+    sources: list[str]  # the folders, as the card records them
+
+
+def _split_files(
+    files: list[Path], holdout: float, val: float, seed: int
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """(train, val, holdout) generated files, by a seeded shuffle."""
+    order = np.random.default_rng([seed, SYNTHETIC_STREAM]).permutation(len(files))
+    n_holdout, n_val = max(1, round(holdout * len(files))), max(1, round(val * len(files)))
+    if n_holdout + n_val >= len(files):
+        raise DeepShieldError(
+            f"{len(files)} generated faces are too few for a {holdout:.0%} holdout and {val:.0%} validation"
+        )
+    picked = [files[i] for i in order]
+    return picked[n_holdout + n_val :], picked[n_holdout : n_holdout + n_val], picked[:n_holdout]
+
+
+def build_synthetic_data(config: TrainConfig) -> SyntheticData:
+    """Generated and real faces, cropped by the face bank; the real split is `split_by_group`'s with
+    the run's seed (the manipulation split's, when the real folders are the same)."""
+    synthetic = config.synthetic
+    if synthetic is None:
+        raise ValueError("the configuration has no [synthetic] section")
+    data = config.data
+    policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
+    cache = Path(data.cache_dir)
+    limit = synthetic.limit_per_folder
+
+    def bank(files: list[Path], perturbation: str | None = None, group_pattern: str | None = None) -> FaceBank:
+        return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation)
+
+    fake_folders = [data.locate(p, "generated-face folder") for p in synthetic.fake_dirs]
+    real_paths = synthetic.real_folders(data)
+    if not real_paths:
+        raise DeepShieldError("the synthetic-face score needs real faces: set synthetic.real_dirs or data.real_dirs")
+    real_folders = [data.locate(p, "real-face folder") for p in real_paths]
+    matched = data.locate(synthetic.matched_real_dir, "matched-resolution real folder").resolve()
+    train_files, val_files, holdout_files = _split_files(
+        list_images(fake_folders, limit), synthetic.holdout_fraction, synthetic.val_fraction, config.seed
+    )
+    reals = bank(list_images(real_folders, limit), group_pattern=data.group_pattern)
+    train_idx, val_idx = split_by_group(reals, data.val_fraction, config.seed)
+    val_real = reals.subset(val_idx)
+    val_real_files = [Path(p) for p in val_real.paths]
+    matched_real = val_real.images[[Path(p).is_relative_to(matched) for p in val_real.paths]]
+    if not len(matched_real):
+        raise DeepShieldError(
+            f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some"
+        )
+    downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
+    holdout_downscaled = bank(holdout_files, downscale).images
+    checks = SyntheticChecks(
+        val=LabelledCrops.of(bank(val_files).images, val_real.images),
+        holdout=LabelledCrops.of(bank(holdout_files).images, val_real.images),
+        holdout_downscaled=LabelledCrops.of(holdout_downscaled, bank(val_real_files, downscale).images),
+        holdout_jpeg=LabelledCrops.of(bank(holdout_files, jpeg).images, bank(val_real_files, jpeg).images),
+        confound=LabelledCrops.of(holdout_downscaled, matched_real),
+    )
+    train_fake = bank(train_files).images
+    log.info(
+        "synthetic faces: %d generated / %d real for training; checks %s",
+        len(train_fake),
+        len(train_idx),
+        {name: len(crops) for name, crops in checks.named().items()},
+    )
+    sources = [f"generated: {p}" for p in synthetic.fake_dirs] + [f"real: {p}" for p in real_paths]
+    return SyntheticData(train_fake, reals.images[train_idx], checks, sources)
+
+
+class SyntheticFaceSamples(Dataset):
+    """Balanced: even indices real faces, odd indices generated ones, each degraded by the same
+    random draw of `augment`. A pure function of (seed, epoch, index), like `TrainingSamples`."""
+
+    def __init__(self, fake: np.ndarray, real: np.ndarray, length: int, seed: int, epoch: int, augment) -> None:
+        if not len(fake) or not len(real):
+            raise DeepShieldError(
+                f"the synthetic-face score needs generated and real training faces (got {len(fake)} and {len(real)})"
+            )
+        self.fake, self.real, self.length, self.seed, self.epoch, self.augment = (
+            fake,
+            real,
+            length,
+            seed,
+            epoch,
+            augment,
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index, SYNTHETIC_STREAM])
+        label = index % 2
+        pool = self.fake if label == FAKE else self.real
+        return torch.from_numpy(degrade(pool[int(rng.integers(len(pool)))], rng, self.augment)), label
+
+
+@dataclass(frozen=True)
+class ScoredChecks:
+    """Every check's labels and synthetic-face logits: what an epoch computes its figures from and the
+    best checkpoint keeps (as plain arrays, so that a checkpoint stays loadable whatever this class becomes)."""
+
+    labels: dict[str, np.ndarray]
+    logits: dict[str, np.ndarray]
+
+    @classmethod
+    def score(cls, checks: SyntheticChecks, predict) -> ScoredChecks:
+        """`predict(images) -> synthetic logits` over every check."""
+        named = checks.named()
+        return cls(
+            {name: crops.labels for name, crops in named.items()},
+            {name: predict(c.images) for name, c in named.items()},
+        )
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, tuple[np.ndarray, np.ndarray]]) -> ScoredChecks:
+        return cls(
+            {name: np.asarray(labels) for name, (labels, _) in stored.items()},
+            {name: np.asarray(logits, np.float64) for name, (_, logits) in stored.items()},
+        )
+
+    def stored(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {name: (self.labels[name], self.logits[name]) for name in self.labels}
+
+    def metrics(self, intervals: bool = False) -> dict[str, float]:
+        """synthetic_<check>_auc (and _ap) for every check; with `intervals`, 95% bootstrap intervals
+        over faces too (`_lo`, `_hi`)."""
+        out: dict[str, float] = {}
+        for name in self.labels:
+            labels, scores = check_inputs(
+                self.labels[name], 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)))
+            )
+            metrics = detection_metrics(labels, scores)
+            out[f"synthetic_{name}_auc"], out[f"synthetic_{name}_ap"] = metrics.auc, metrics.ap
+            if intervals:
+                auc = bootstrap_intervals(labels, scores, resamples=1000).intervals["auc"]
+                out[f"synthetic_{name}_auc_lo"], out[f"synthetic_{name}_auc_hi"] = auc.low, auc.high
+        return out
+
+    def flagged_real(self, temperature: float, threshold: float) -> dict[str, float]:
+        """Shares of real faces called synthetic at the threshold: validation real faces
+        (synthetic_real_fpr), the same photos downscaled and at JPEG-70, and the matched-resolution
+        real photos (FFHQ)."""
+        sets = {
+            "real": "val",
+            "downscaled_real": "holdout_downscaled",
+            "jpeg_real": "holdout_jpeg",
+            "matched_real": "confound",
+        }
+        out = {}
+        for metric, name in sets.items():
+            real = self.labels[name] == REAL
+            probabilities = 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)[real] / temperature))
+            out[f"synthetic_{metric}_fpr"] = float((probabilities >= threshold).mean())
+        return out

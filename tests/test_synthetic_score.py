@@ -1,0 +1,393 @@
+"""The synthetic-face score: a second output of the same graph, calibrated on its own, combined with
+the manipulation score by the documented verdict rule (inference.verdict), in images and videos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepshield.errors import BundleError, DeepShieldError
+from deepshield.faces.crop import CropPolicy
+from deepshield.inference.analysis import Detector, VideoRule
+from deepshield.inference.runtime import FaceScores, OnnxClassifier
+from deepshield.inference.verdict import ScoreRule, combine
+from deepshield.models.card import (
+    CARD_FILE,
+    SYNTHETIC_OUTPUT,
+    Calibration,
+    InconclusiveBand,
+    ModelCard,
+    SyntheticScoreInfo,
+    card_outputs,
+)
+from deepshield.models.export import export_bundle
+from deepshield.models.network import DeepfakeNet, central_window, normalize_batch
+from deepshield.training.config import load_config
+from tests.test_analysis import FrameScriptDetector, box, scripted_video
+from tests.test_bundle import face_like_crops
+
+SYNTHETIC_CALIBRATION = Calibration(
+    temperature=2.0,
+    threshold=0.7,
+    fitted_on="test",
+    inconclusive=InconclusiveBand(low=0.6, high=0.8, fitted_on="test"),
+)
+MANIPULATION_CALIBRATION = Calibration(
+    temperature=1.0,
+    threshold=0.5,
+    fitted_on="test",
+    inconclusive=InconclusiveBand(low=0.4, high=0.6, fitted_on="test"),
+)
+
+
+def two_output_card(size: int = 64) -> ModelCard:
+    return ModelCard(
+        name="two-output",
+        version="1",
+        architecture="tiny",
+        input_size=size,
+        crop_policy=CropPolicy(size=size),
+        outputs=card_outputs(True),
+        calibration=MANIPULATION_CALIBRATION,
+        synthetic=SyntheticScoreInfo(calibration=SYNTHETIC_CALIBRATION, pooling="central 6x6 of 8x8 (test)"),
+    )
+
+
+def export_two_output_bundle(folder) -> tuple[DeepfakeNet, object]:
+    """A tiny random two-output network exported as a real bundle (64 px; heads giving logits of a few units)."""
+    torch.manual_seed(3)
+    net = DeepfakeNet("tiny", 64, pretrained=False, synthetic_center=1 / 1.5).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    torch.nn.init.normal_(net.synthetic_head.weight, std=0.5)
+    return net, export_bundle(net, two_output_card(), folder)
+
+
+@pytest.fixture(scope="module")
+def two_output_bundle(tmp_path_factory):
+    return export_two_output_bundle(tmp_path_factory.mktemp("bundle") / "two")
+
+
+def test_runtime_reads_both_outputs_of_one_pass(two_output_bundle, astronaut):
+    net, bundle = two_output_bundle
+    classifier = OnnxClassifier(bundle)
+    assert classifier.outputs == ["logit", "cam", SYNTHETIC_OUTPUT] and classifier.has_synthetic
+    crops = face_like_crops(astronaut, 64, 20)
+    scores = classifier.score(crops)
+    with torch.no_grad():
+        expected = net.forward_all(normalize_batch(torch.from_numpy(crops), classifier.card.normalization))
+    assert np.ptp(expected.synthetic_logit.numpy()) > 0.05  # the crops really give different synthetic answers
+    np.testing.assert_allclose(scores.logits, expected.logit.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores.synthetic_logits, expected.synthetic_logit.numpy(), rtol=1e-3, atol=1e-4)
+    # Each score through its own temperature.
+    np.testing.assert_allclose(
+        scores.synthetic_probabilities, 1 / (1 + np.exp(-scores.synthetic_logits.astype(np.float64) / 2.0)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        scores.probabilities, 1 / (1 + np.exp(-scores.logits.astype(np.float64) / 1.0)), rtol=1e-6
+    )
+    assert classifier.score(crops[:0]).synthetic_logits.shape == (0,)
+
+
+def test_the_card_carries_both_calibrations_and_the_pooled_region(two_output_bundle):
+    _, bundle = two_output_bundle
+    card = json.loads((bundle / CARD_FILE).read_text())
+    assert list(card["outputs"]) == ["logit", "cam", "synthetic_logit"]
+    assert card["calibration"]["threshold"] == 0.5 and card["calibration"]["temperature"] == 1.0
+    assert (
+        card["synthetic"]["calibration"]["threshold"] == 0.7
+        and card["synthetic"]["calibration"]["inconclusive"]["low"] == 0.6
+    )
+    assert "central" in card["synthetic"]["pooling"]
+    assert card["synthetic"]["verdict_rule"].startswith("each score is called by its own threshold")
+
+
+def test_the_synthetic_head_pools_the_face_box_not_the_context():
+    # 1/1.5 of the side, centred: 5x5 at 160 px -> the central 3x3, 7x7 at 224 px -> 5x5.
+    assert (
+        central_window(5, 1 / 1.5) == (1, 4)
+        and central_window(7, 1 / 1.5) == (1, 6)
+        and central_window(8, 1 / 1.5) == (1, 7)
+    )
+    net = DeepfakeNet("tiny", 64, pretrained=False, synthetic_center=1 / 1.5).eval()
+    image = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net.forward_all(image)
+        image[:, :, :1, :] = 5.0  # the top row: context, outside the central cells' receptive field (rows 1-15 on)
+        after = net.forward_all(image)
+    assert before.logit.item() != after.logit.item()  # the manipulation head sees the whole crop
+    assert before.synthetic_logit.item() == after.synthetic_logit.item()
+    assert "central 6x6 of the 8x8" in net.synthetic_pooling()
+
+
+def test_one_output_bundles_still_load_without_a_synthetic_score(tiny_bundle, detector, astronaut):
+    classifier = OnnxClassifier(tiny_bundle)
+    assert classifier.card.synthetic is None and classifier.outputs == ["logit", "cam"]
+    scores = classifier.score(face_like_crops(astronaut, 64, 3))
+    assert scores.synthetic_logits is None and scores.synthetic_probabilities is None
+    result = detector.analyze_image(astronaut)
+    assert result.synthetic_threshold is None and result.verdict.synthetic_probability is None
+    assert result.faces[0].synthetic_label is None and result.verdict.verdict_driver == "manipulation"
+    assert "does not detect fully AI-generated faces" in result.scope
+
+
+def test_a_card_and_graph_that_disagree_on_outputs_are_refused(two_output_bundle, tiny_bundle, tmp_path):
+    with pytest.raises(ValueError, match="synthetic block disagree"):
+        ModelCard(
+            name="x",
+            version="1",
+            architecture="tiny",
+            input_size=64,
+            crop_policy=CropPolicy(size=64),
+            outputs=card_outputs(True),
+        )
+    # A one-output graph whose card claims a synthetic score.
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    card = ModelCard.model_validate_json((broken / CARD_FILE).read_text())
+    claimed = card.model_copy(update={"outputs": card_outputs(True), "synthetic": SyntheticScoreInfo(pooling="x")})
+    (broken / CARD_FILE).write_text(claimed.model_dump_json())
+    with pytest.raises(BundleError, match=r"outputs \['logit', 'cam'\], but its model card says"):
+        OnnxClassifier(broken)
+    net = DeepfakeNet("tiny", 64, pretrained=False)
+    with pytest.raises(ValueError, match="must agree"):
+        export_bundle(net, two_output_card(), tmp_path / "mismatch")
+
+
+# --- the verdict rule ------------------------------------------------------------------------
+
+MANIPULATION_RULE = ScoreRule(0.5, MANIPULATION_CALIBRATION.inconclusive)
+SYNTHETIC_RULE = ScoreRule(0.7, SYNTHETIC_CALIBRATION.inconclusive)
+
+
+@pytest.mark.parametrize(
+    ("manipulation", "synthetic", "label", "driver"),
+    [
+        (
+            0.2,
+            0.3,
+            "no_signs_found",
+            "manipulation",
+        ),  # both below: manipulation 0.3 below, synthetic 0.4 below its threshold
+        (0.9, 0.3, "likely_manipulated", "manipulation"),  # manipulation above
+        (0.2, 0.9, "likely_manipulated", "synthetic"),  # synthetic above
+        (0.9, 0.95, "likely_manipulated", "manipulation"),  # both above: manipulation 0.40 over vs synthetic 0.25 over
+        (0.65, 0.99, "likely_manipulated", "synthetic"),  # both above: synthetic 0.29 over vs 0.15
+        (0.2, 0.65, "inconclusive", "synthetic"),  # inconclusive beats no signs found, whatever the margins
+        (0.45, 0.1, "inconclusive", "manipulation"),
+    ],
+)
+def test_the_more_severe_call_drives_the_verdict(manipulation, synthetic, label, driver):
+    verdict = combine(manipulation, MANIPULATION_RULE, synthetic, SYNTHETIC_RULE)
+    assert (verdict.label, verdict.driver) == (label, driver)
+    assert verdict.manipulation_label == MANIPULATION_RULE.classify(manipulation)
+    assert verdict.synthetic_label == SYNTHETIC_RULE.classify(synthetic)
+
+
+def test_without_a_synthetic_score_the_manipulation_score_decides():
+    verdict = combine(0.9, MANIPULATION_RULE, None, None)
+    assert (verdict.label, verdict.driver, verdict.synthetic_label) == ("likely_manipulated", "manipulation", None)
+
+
+class TwoScoreClassifier:
+    """Stands in for a two-output OnnxClassifier: scripted (manipulation, synthetic) logits in crop order."""
+
+    def __init__(self, logits: list[tuple[float, float]]) -> None:
+        self.card = two_output_card(32)
+        self.logits = list(logits)
+
+    def score(self, crops: np.ndarray) -> FaceScores:
+        taken, self.logits = self.logits[: len(crops)], self.logits[len(crops) :]
+        manipulation, synthetic = (np.array(column, np.float32) for column in zip(*taken))
+        cams = np.repeat(manipulation[:, None, None], 4, axis=1).repeat(4, axis=2)
+        return FaceScores(
+            manipulation,
+            1 / (1 + np.exp(-manipulation.astype(np.float64))),
+            cams,
+            synthetic,
+            1 / (1 + np.exp(-synthetic.astype(np.float64) / 2.0)),
+        )
+
+
+def logit_for(probability: float, temperature: float = 1.0) -> float:
+    return float(np.log(probability / (1 - probability)) * temperature)
+
+
+@pytest.mark.parametrize(
+    ("manipulation", "synthetic", "label", "driver", "headline"),
+    [
+        (0.2, 0.3, "no_signs_found", "manipulation", "No signs of face swapping or AI generation found"),
+        (0.9, 0.3, "likely_manipulated", "manipulation", "Likely manipulated"),
+        (0.2, 0.9, "likely_manipulated", "synthetic", "Likely AI-generated"),
+        (0.9, 0.95, "likely_manipulated", "manipulation", "Likely manipulated"),
+    ],
+)
+def test_images_show_both_scores_and_the_driver(astronaut, detector, manipulation, synthetic, label, driver, headline):
+    classifier = TwoScoreClassifier([(logit_for(manipulation), logit_for(synthetic, 2.0))])
+    result = Detector(classifier, detector.faces).analyze_image(astronaut)
+    (face,) = result.faces
+    assert face.probability == pytest.approx(manipulation) and face.synthetic_probability == pytest.approx(synthetic)
+    assert (face.label, face.verdict_driver) == (label, driver)
+    assert (result.verdict.label, result.verdict.verdict_driver) == (label, driver)
+    assert result.verdict.headline.startswith(headline)
+    assert "authentic" not in result.verdict.headline.replace(
+        "does not prove the file is authentic", ""
+    )  # never claimed
+    assert result.verdict.synthetic_probability == pytest.approx(synthetic)
+    assert result.synthetic_threshold == 0.7 and result.synthetic_inconclusive.high == 0.8
+    data = json.loads(result.model_dump_json())
+    assert (
+        data["faces"][0]["synthetic_probability"] == pytest.approx(synthetic)
+        and data["verdict"]["verdict_driver"] == driver
+    )
+    assert "fully AI-generated" in data["scope"]
+
+
+def test_a_video_aggregates_the_synthetic_score_per_track_by_the_video_rule(monkeypatch):
+    scripted_video(monkeypatch, 4)
+    script = {i: [box(100, 100)] for i in range(4)}
+    synthetic = [0.3, 0.95, 0.9, 0.5]
+    logits = [(logit_for(0.2), logit_for(p, 2.0)) for p in synthetic]
+    result = Detector(TwoScoreClassifier(logits), FrameScriptDetector(script)).analyze_video("unused.mp4", frames=4)
+    (track,) = result.tracks
+    assert track.synthetic_score == pytest.approx(VideoRule().track_score(synthetic)) == pytest.approx(0.925)
+    assert track.score == pytest.approx(0.2) and [p.synthetic_probability for p in track.points] == pytest.approx(
+        synthetic
+    )
+    assert (track.label, track.verdict_driver, track.manipulation_label) == (
+        "likely_manipulated",
+        "synthetic",
+        "no_signs_found",
+    )
+    assert result.verdict.verdict_driver == "synthetic" and result.verdict.synthetic_probability == pytest.approx(
+        0.925
+    )
+    assert [p.max_synthetic_probability for p in result.timeline] == pytest.approx(synthetic)
+
+
+def test_a_synthetic_threshold_for_a_model_without_the_score_is_refused(detector):
+    with pytest.raises(ValueError, match="no synthetic-face score"):
+        Detector(detector.classifier, detector.faces, synthetic_threshold=0.5)
+
+
+# --- REST API ----------------------------------------------------------------------------------
+
+
+def test_the_api_carries_both_scores_and_the_driver(two_output_bundle, astronaut, tiny_bundle):
+    from fastapi.testclient import TestClient
+
+    from deepshield.serving.app import create_app
+    from deepshield.serving.settings import ServerSettings
+    from tests.test_serving_api import encode, upload
+
+    _, bundle = two_output_bundle
+    detector = Detector.from_bundle(bundle)
+    expected = detector.analyze_image(astronaut)
+    with TestClient(create_app(detector, ServerSettings())) as client:
+        body = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
+        card = client.get("/v1/model").json()
+    (face,) = body["faces"]
+    assert face["synthetic_probability"] == pytest.approx(
+        expected.faces[0].synthetic_probability, abs=1e-3
+    )  # JPEG upload
+    assert face["verdict_driver"] in ("manipulation", "synthetic") and face["synthetic_label"] is not None
+    assert body["verdict"]["verdict_driver"] == face["verdict_driver"] and body["synthetic_threshold"] == 0.7
+    assert (
+        body["synthetic_inconclusive"]["low"] == 0.6
+        and "each score is called by its own threshold" in body["verdict_rule"]
+    )
+    assert card["synthetic"]["calibration"]["threshold"] == 0.7
+    with TestClient(create_app(Detector.from_bundle(tiny_bundle), ServerSettings())) as client:
+        plain = client.post("/v1/analyze", files=upload(encode(astronaut))).json()
+    assert plain["faces"][0]["synthetic_probability"] is None and plain["synthetic_threshold"] is None
+    assert plain["verdict"]["verdict_driver"] == "manipulation"
+
+
+# --- scan --------------------------------------------------------------------------------------
+
+
+def test_scan_shows_both_scores_and_the_driver(two_output_bundle, astronaut, tmp_path, capsys):
+    import cv2
+
+    from deepshield.cli.main import EXIT_OK, main
+
+    _, bundle = two_output_bundle
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    expected = Detector.from_bundle(bundle).analyze_image(photo).verdict
+    assert main(["scan", str(photo), "--model", str(bundle), "--format", "json"]) == EXIT_OK
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["synthetic_probability"] == pytest.approx(expected.synthetic_probability)
+    assert row["verdict_driver"] == expected.verdict_driver and row["verdict"] == expected.label
+    assert main(["scan", str(photo), "--model", str(bundle)]) == EXIT_OK
+    header, line, *rest = capsys.readouterr().out.splitlines()
+    cells = line.split()
+    assert cells[header.split().index("P(SYNTH)")] == f"{expected.synthetic_probability:.1%}"
+    assert cells[header.split().index("DRIVER")] == expected.verdict_driver
+    assert any("fully AI-generated" in text for text in rest)
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(two_output_bundle, tmp_path, capsys):
+    from deepshield.cli.main import EXIT_OK, main
+    from deepshield.evaluation.metrics import detection_metrics
+    from deepshield.faces.detector import FaceDetector
+    from tests.face_data import write_generated_faces, write_real_faces
+
+    _, bundle = two_output_bundle
+    root = tmp_path / "generated-set"
+    write_real_faces(root / "real", 4)
+    write_generated_faces(root / "fake", 4)
+    out = tmp_path / "report"
+    assert (
+        main(["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50", "--no-progress"])
+        == EXIT_OK
+    )
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    synthetic = metrics["synthetic"]
+    # The file AUC is that of the highest synthetic probability the detector gives each file's faces.
+    detector = Detector(OnnxClassifier(bundle), FaceDetector())
+    labels, scores = [], []
+    for label, folder in ((0, "real"), (1, "fake")):
+        for path in sorted((root / folder).iterdir()):
+            labels.append(label)
+            scores.append(max(f.synthetic_probability for f in detector.analyze_image(path).faces))
+    expected = detection_metrics(np.array(labels), np.array(scores), 0.7)
+    assert synthetic["file"]["metrics"]["auc"]["value"] == pytest.approx(expected.auc)
+    assert synthetic["settings"]["threshold"] == 0.7 and synthetic["model"]["temperature"] == 2.0
+    (source,) = synthetic["by_source"]
+    confusion = synthetic["by_source"][source]["file"]["confusion"]
+    assert confusion["fp"] == sum(s >= 0.7 for s, y in zip(scores, labels) if y == 0)
+    assert (
+        metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]
+    )  # two scores, not one twice
+    assert "synthetic-face score (threshold 0.700)" in printed and "real faces flagged synthetic" in printed
+    assert "Synthetic-face score" in (out / "report.html").read_text()
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_the_synthetic_section_is_strict():
+    with pytest.raises(
+        DeepShieldError, match=r"unknown key synthetic\.holdout; did you mean synthetic\.holdout_fraction\?"
+    ):
+        load_config(None, ["synthetic.holdout=0.3", "synthetic.mode=joint"])
+    with pytest.raises(DeepShieldError, match=r"needs synthetic\.init"):
+        load_config(None, ["synthetic.mode=frozen", "export.select=max.synthetic_val_auc"])
+    with pytest.raises(DeepShieldError, match="select on the synthetic score"):
+        load_config(None, ["synthetic.init=best.pt"])
+    with pytest.raises(DeepShieldError, match=r"needs the synthetic-face score"):
+        load_config(None, ["export.select=max.synthetic_holdout_auc"])
+    config = load_config(None, ["synthetic.mode=joint"])
+    assert (
+        config.synthetic.fake_dirs[0].as_posix() == "synthetic-faces/generated-photos" and not config.frozen_synthetic
+    )
+    assert load_config(None).synthetic is None  # the packaged recipe trains no synthetic head

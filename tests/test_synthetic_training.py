@@ -1,0 +1,98 @@
+"""Training the synthetic-face score with the project's trainer: frozen on a parent run (whose
+manipulation output it must keep bit for bit) and jointly with the manipulation head."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepshield.inference.runtime import OnnxClassifier
+from deepshield.training.checkpoint import load_checkpoint
+from deepshield.training.trainer import Trainer
+from tests.face_data import write_generated_faces, write_real_faces
+from tests.test_bundle import face_like_crops
+from tests.test_training import tiny_config
+
+CHECKS = ("val", "holdout", "holdout_downscaled", "holdout_jpeg", "confound")
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("faces")
+    return write_real_faces(root / "real", 8), write_generated_faces(root / "generated", 12)
+
+
+def synthetic_settings(faces, **extra) -> dict:
+    real, generated = faces
+    return {
+        "synthetic.fake_dirs": f'["{generated}"]',
+        "synthetic.matched_real_dir": str(real),
+        "optim.samples_per_epoch": 32,
+        "optim.lr": 1e-2,
+    } | extra
+
+
+@pytest.fixture(scope="module")
+def parent(faces, tmp_path_factory):
+    root = tmp_path_factory.mktemp("parent")
+    return Trainer(tiny_config(faces[0], root / "run", root / "mlruns.db", root / "cache")).run()
+
+
+def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, parent, tmp_path, astronaut):
+    settings = synthetic_settings(
+        faces,
+        **{
+            "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
+            "export.select": "max.synthetic_val_auc",
+            "export.threshold_fpr": 0.2,  # not the parent's (none): the manipulation threshold must stay the parent's
+            "export.test_time_flip": "true",  # nor may the manipulation output change by a flip the parent had not
+        },
+    )
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        command="pytest",
+    ).run()
+    before = load_checkpoint(parent.run_dir / "checkpoints" / "best.pt")["model"]
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["model"]
+    for name, tensor in before.items():  # trunk, batch-norm statistics and manipulation head untouched
+        assert torch.equal(tensor, after[name]), name
+    assert any(not torch.equal(after[k], torch.zeros_like(after[k])) for k in after if k.startswith("synthetic_head."))
+
+    crops = face_like_crops(astronaut, 48, 6)
+    old, new = OnnxClassifier(parent.bundle_dir), OnnxClassifier(result.bundle_dir)
+    old_scores, new_scores = old.score(crops), new.score(crops)
+    np.testing.assert_array_equal(new_scores.logits, old_scores.logits)  # the face-swap score is the parent's
+    np.testing.assert_array_equal(new_scores.cams, old_scores.cams)
+    assert new_scores.synthetic_logits.shape == (6,) and old_scores.synthetic_logits is None
+
+    card = new.card
+    assert card.calibration == old.card.calibration  # fitted from the parent's validation logits, as the parent's was
+    assert card.synthetic.calibration.temperature > 0 and card.synthetic.calibration.inconclusive is not None
+    assert "synthetic-face validation split" in card.synthetic.calibration.fitted_on
+    assert str(parent.run_dir) in card.synthetic.parent and card.synthetic.trained.startswith("frozen")
+    assert "central" in card.synthetic.pooling and list(card.outputs) == ["logit", "cam", "synthetic_logit"]
+    for check in CHECKS:
+        assert 0 <= card.metrics[f"synthetic_{check}_auc"] <= 1
+        assert (
+            card.metrics[f"synthetic_{check}_auc_lo"]
+            <= card.metrics[f"synthetic_{check}_auc"]
+            <= card.metrics[f"synthetic_{check}_auc_hi"]
+        )
+    assert 0 <= card.metrics["synthetic_real_fpr"] <= 1 and "synthetic_matched_real_fpr" in card.metrics
+    assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
+
+
+def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):
+    settings = synthetic_settings(faces, **{"synthetic.mode": "joint"})
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
+    history = result.progress.history
+    assert all("val_auc" in h and "synthetic_holdout_auc" in h for h in history)  # both scores validated every epoch
+    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_001.pt")["model"]
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_002.pt")["model"]
+    for prefix in ("backbone.", "head.", "synthetic_head."):  # every part moved in the second epoch
+        assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith(prefix)), prefix
+    card = OnnxClassifier(result.bundle_dir).card
+    assert card.synthetic.trained.startswith("joint") and card.synthetic.parent is None and "val_auc" in card.metrics
