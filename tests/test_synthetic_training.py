@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.trainer import Trainer
@@ -81,6 +82,33 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
         )
     assert 0 <= card.metrics["synthetic_real_fpr"] <= 1 and "synthetic_matched_real_fpr" in card.metrics
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
+
+
+def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, parent, tmp_path, astronaut):
+    """A parent whose checkpoint was not kept (the shipped model): its weights come back from the graph,
+    its calibration and figures from its card."""
+    settings = synthetic_settings(faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"})
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings), command="pytest"
+    ).run()
+    crops = face_like_crops(astronaut, 48, 6)
+    old, new = OnnxClassifier(parent.bundle_dir), OnnxClassifier(result.bundle_dir)
+    old_scores, new_scores = old.score(crops), new.score(crops)
+    assert np.ptp(old_scores.logits) > 1e-3
+    np.testing.assert_allclose(new_scores.logits, old_scores.logits, rtol=1e-4, atol=1e-5)  # folded and refolded
+    np.testing.assert_allclose(new_scores.cams, old_scores.cams, rtol=1e-4, atol=1e-5)
+    assert new_scores.synthetic_logits.shape == (6,)
+    assert new.card.calibration == old.card.calibration  # as shipped, not refitted
+    assert new.card.metrics["val_auc"] == old.card.metrics["val_auc"]
+    assert new.card.synthetic.parent.startswith(f"bundle {old.card.name} {old.card.version}")
+
+
+def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_path):
+    settings = synthetic_settings(faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"})
+    first = Trainer(tiny_config(faces[0], tmp_path / "a", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    settings["synthetic.init"] = str(first.bundle_dir)
+    with pytest.raises(DeepShieldError, match="already has a synthetic head"):
+        Trainer(tiny_config(faces[0], tmp_path / "b", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
 
 
 def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):

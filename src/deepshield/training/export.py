@@ -130,13 +130,10 @@ def export_checkpoint(
     """Write a bundle from a checkpoint holding validation logits (the trainer's best.pt)."""
     checkpoint = load_checkpoint(checkpoint_path)
     net, config = network_from_checkpoint(checkpoint)
-    labels = np.asarray(checkpoint["val_labels"])
-    logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
     # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
     parent = checkpoint.get("parent")
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
-    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), manipulation_export.threshold_fpr)
-    metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
+    calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export)
     default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
     recorded = config.recorded()
     synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)
@@ -147,7 +144,7 @@ def export_checkpoint(
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         test_time_flip=manipulation_export.test_time_flip if test_time_flip is None else test_time_flip,
-        calibration=_calibration(fitted),
+        calibration=calibration,
         outputs=card_outputs(synthetic is not None),
         synthetic=synthetic,
         training=TrainingInfo(
@@ -159,12 +156,7 @@ def export_checkpoint(
             selected_by=config.export.select,
             seed=config.seed,
         ),
-        metrics={
-            f"val_{k}": round(float(v), 4)
-            for k, v in metrics.model_dump().items()
-            if k not in ("count", "positives", "threshold")
-        }
-        | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
+        metrics=manipulation_metrics
         | _selected_epoch_metrics(checkpoint)
         | synthetic_metrics,
         intended_use=config.export.intended_use,
@@ -172,6 +164,31 @@ def export_checkpoint(
     )
     export_bundle(net, card, out_dir)
     return card
+
+
+def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[Calibration, dict[str, float]]:
+    """The manipulation score's calibration and validation figures: fitted on the run's validation
+    logits, or (a frozen head on a bundle whose checkpoint was not kept) that bundle's, as shipped."""
+    parent = checkpoint.get("parent") or {}
+    if "card" in parent:
+        card = ModelCard.model_validate(parent["card"])
+        kept = {k: v for k, v in card.metrics.items() if k.startswith(("val_", "real_fpr_"))}
+        return card.calibration, kept
+    labels = np.asarray(checkpoint["val_labels"])
+    logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
+    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), export.threshold_fpr)
+    metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
+    figures = {
+        f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")
+    }
+    return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
+
+
+def _parent_name(parent: dict[str, Any]) -> str:
+    if "card" in parent:
+        card = ModelCard.model_validate(parent["card"])
+        return f"bundle {card.name} {card.version} ({parent['path']})"
+    return f"{parent['path']} (run {parent['run_id']})"
 
 
 def _calibration(fitted: FittedCalibration) -> Calibration:
@@ -211,13 +228,12 @@ def _synthetic_score(
         calibration=_calibration(fitted),
         pooling=net.synthetic_pooling(),
         trained=(
-            f"frozen: only this head trained, on the trunk and manipulation head of {parent['path']} "
-            f"(run {parent['run_id']}, epoch {parent['epoch'] + 1}), "
-            "so the manipulation score is that run's"
+            f"frozen: only this head trained, on the trunk and manipulation head of {_parent_name(parent)} "
+            f"(epoch {parent['epoch'] + 1}), so the manipulation score is that model's"
             if parent
             else "joint: trained with the manipulation head, one loss per head"
         ),
-        parent=None if parent is None else f"{parent['path']} (run {parent['run_id']})",
+        parent=None if parent is None else _parent_name(parent),
         data=checkpoint.get("synthetic_sources", []),
     )
     return info, {k: round(v, 4) for k, v in metrics.items()}

@@ -29,8 +29,10 @@ from deepshield.evaluation.plots import (
     roc_plot,
 )
 from deepshield.faces.crop import CropPolicy
-from deepshield.models.card import Normalization
+from deepshield.inference.runtime import read_card
+from deepshield.models.card import ONNX_FILE, ModelCard, Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
+from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -92,15 +94,34 @@ class Batch:
 
 @dataclass(frozen=True)
 class ParentRun:
-    """Frozen synthetic mode: the manipulation run whose trunk and head are kept as they are."""
+    """Frozen synthetic mode: the manipulation run whose trunk and head are kept as they are. Either a
+    run's best.pt, or a bundle whose checkpoint was not kept (`card`: its calibration and figures are
+    kept as shipped, its weights read back from the graph)."""
 
     path: Path
     checkpoint: dict
     config: TrainConfig
+    card: ModelCard | None = None
 
     def record(self) -> dict[str, Any]:
         """What a frozen run's best checkpoint keeps of its parent: the manipulation head's validation
-        logits and benchmark reals (its calibration is fitted from them, as the parent's was) and figures."""
+        logits and benchmark reals (its calibration is fitted from them, as the parent's was) and figures;
+        for a bundle parent, its card."""
+        parent = {
+            "path": str(self.path),
+            "command": self.checkpoint.get("command", ""),
+            "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
+        }
+        if self.card is not None:
+            return {
+                "parent": parent
+                | {
+                    "run_id": None,
+                    "epoch": max(self.card.training.epochs - 1, 0),
+                    "metrics": self.card.metrics,
+                    "card": self.card.model_dump(mode="json"),
+                }
+            }
         progress = self.checkpoint.get("progress", {})
         epoch = int(self.checkpoint["epoch"])
         selected: dict[str, Any] = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
@@ -108,24 +129,19 @@ class ParentRun:
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
             "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
-            "parent": {
-                "path": str(self.path),
-                "run_id": progress.get("run_id"),
-                "epoch": epoch,
-                "command": self.checkpoint.get("command", ""),
-                "metrics": selected,
-                "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
-            },
+            "parent": parent | {"run_id": progress.get("run_id"), "epoch": epoch, "metrics": selected},
         }
 
 
 def load_parent(config: TrainConfig) -> ParentRun:
     if config.synthetic is None or config.synthetic.init is None:
-        raise DeepShieldError("frozen synthetic mode needs synthetic.init: the manipulation run's best.pt")
+        raise DeepShieldError("frozen synthetic mode needs synthetic.init: the manipulation run's best.pt or a bundle")
     path = Path(config.synthetic.init).expanduser()
+    if path.is_dir():
+        return _parent_from_bundle(path)
     if not path.is_file():
         raise DeepShieldError(
-            f"synthetic.init {path} is not a checkpoint file (give the manipulation run's checkpoints/best.pt)"
+            f"synthetic.init {path} is neither a checkpoint file (a run's checkpoints/best.pt) nor a bundle folder"
         )
     checkpoint = load_checkpoint(path)
     if "val_logits" not in checkpoint:
@@ -137,6 +153,22 @@ def load_parent(config: TrainConfig) -> ParentRun:
     if parent.synthetic is not None:
         raise DeepShieldError(f"synthetic.init {path} already has a synthetic head: give a manipulation-only run")
     return ParentRun(path, checkpoint, parent)
+
+
+def _parent_from_bundle(bundle: Path) -> ParentRun:
+    card = read_card(bundle)
+    if card.synthetic is not None:
+        raise DeepShieldError(f"synthetic.init {bundle} already has a synthetic head: give a manipulation-only bundle")
+    # The training configuration the card recorded (model settings, threshold rule), else the card's own.
+    config = TrainConfig.model_validate(card.training.config) if card.training.config else TrainConfig()
+    model = config.model.model_copy(
+        update={"backbone": card.architecture, "input_size": card.input_size, "crop_scale": card.crop_policy.scale}
+    )
+    config = config.model_copy(update={"model": model, "synthetic": None})
+    net = DeepfakeNet(model.backbone, model.input_size, pretrained=False, dropout=model.dropout)
+    load_onnx_weights(net, bundle / ONNX_FILE)
+    checkpoint = {"model": net.state_dict(), "command": card.training.command}
+    return ParentRun(bundle, checkpoint, config, card)
 
 
 @dataclass(frozen=True)
