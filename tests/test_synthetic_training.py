@@ -72,6 +72,7 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
     assert card.synthetic.calibration.temperature > 0 and card.synthetic.calibration.inconclusive is not None
     assert "synthetic-face validation split" in card.synthetic.calibration.fitted_on
     assert str(parent.run_dir) in card.synthetic.parent and card.synthetic.trained.startswith("frozen")
+    assert card.synthetic.parent_training.config == old.card.training.config  # the parent's recipe, as its card has it
     assert "central" in card.synthetic.pooling and list(card.outputs) == ["logit", "cam", "synthetic_logit"]
     for check in CHECKS:
         assert 0 <= card.metrics[f"synthetic_{check}_auc"] <= 1
@@ -101,6 +102,9 @@ def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, pa
     assert new.card.calibration == old.card.calibration  # as shipped, not refitted
     assert new.card.metrics["val_auc"] == old.card.metrics["val_auc"]
     assert new.card.synthetic.parent.startswith(f"bundle {old.card.name} {old.card.version}")
+    kept = new.card.synthetic.parent_training  # how the manipulation score was trained: the parent's record
+    assert kept.command == old.card.training.command and kept.config["model"] == old.card.training.config["model"]
+    assert "run_dir" not in kept.config and "cache_dir" not in kept.config["data"]  # no machine folders
 
 
 def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_path):

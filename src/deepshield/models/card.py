@@ -108,6 +108,16 @@ VERDICT_RULE = (
 )
 
 
+class TrainingInfo(BaseModel):
+    data: list[str] = []
+    benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
+    command: str = ""
+    config: dict[str, Any] = {}
+    epochs: int = 0
+    selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
+    seed: int | None = None
+
+
 class SyntheticScoreInfo(BaseModel):
     """The second score of a two-output bundle: is the face fully AI-generated? Calibrated on its own."""
 
@@ -121,16 +131,9 @@ class SyntheticScoreInfo(BaseModel):
     data: list[str] = Field(
         [], description="generated-face folders (label 1) and real-face folders (label 0) it learned from"
     )
-
-
-class TrainingInfo(BaseModel):
-    data: list[str] = []
-    benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
-    command: str = ""
-    config: dict[str, Any] = {}
-    epochs: int = 0
-    selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
-    seed: int | None = None
+    parent_training: TrainingInfo | None = Field(
+        None, description="a frozen head's parent: how its manipulation score (trunk and head) was trained"
+    )
 
 
 class ModelCard(BaseModel):

@@ -135,7 +135,6 @@ def export_checkpoint(
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
     calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export)
     default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
-    recorded = config.recorded()
     synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)
     card = ModelCard(
         name=name or default_name,
@@ -147,15 +146,7 @@ def export_checkpoint(
         calibration=calibration,
         outputs=card_outputs(synthetic is not None),
         synthetic=synthetic,
-        training=TrainingInfo(
-            data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
-            benchmarks=[str(p) for p in config.data.benchmarks],
-            command=checkpoint.get("command", ""),
-            config=recorded,
-            epochs=int(checkpoint["epoch"]) + 1,
-            selected_by=config.export.select,
-            seed=config.seed,
-        ),
+        training=training_info(config, checkpoint.get("command", ""), int(checkpoint["epoch"]) + 1),
         metrics=manipulation_metrics
         | _selected_epoch_metrics(checkpoint)
         | synthetic_metrics,
@@ -182,6 +173,19 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
         f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")
     }
     return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
+
+
+def training_info(config: TrainConfig, command: str, epochs: int) -> TrainingInfo:
+    """How a run trained, as its card records it (no machine folders: `TrainConfig.recorded`)."""
+    return TrainingInfo(
+        data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
+        benchmarks=[str(p) for p in config.data.benchmarks],
+        command=command,
+        config=config.recorded(),
+        epochs=epochs,
+        selected_by=config.export.select,
+        seed=config.seed,
+    )
 
 
 def _parent_name(parent: dict[str, Any]) -> str:
@@ -235,5 +239,6 @@ def _synthetic_score(
         ),
         parent=None if parent is None else _parent_name(parent),
         data=checkpoint.get("synthetic_sources", []),
+        parent_training=None if parent is None else TrainingInfo.model_validate(parent["training"]),
     )
     return info, {k: round(v, 4) for k, v in metrics.items()}

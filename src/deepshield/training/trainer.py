@@ -47,6 +47,7 @@ from deepshield.training.export import (
     fit_calibration,
     fit_synthetic_calibration,
     real_file_faces,
+    training_info,
 )
 from deepshield.training.facebank import FaceBank, facebank_for
 from deepshield.training.prepared import load_prepared, prepared_source_files
@@ -113,6 +114,8 @@ class ParentRun:
             "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
         }
         if self.card is not None:
+            # Its recorded configuration without the machine's folders, as a card exported now records it.
+            training = self.card.training.model_copy(update={"config": self.config.recorded()})
             return {
                 "parent": parent
                 | {
@@ -120,16 +123,19 @@ class ParentRun:
                     "epoch": max(self.card.training.epochs - 1, 0),
                     "metrics": self.card.metrics,
                     "card": self.card.model_dump(mode="json"),
+                    "training": training.model_dump(mode="json"),
                 }
             }
         progress = self.checkpoint.get("progress", {})
         epoch = int(self.checkpoint["epoch"])
         selected: dict[str, Any] = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+        training = training_info(self.config, self.checkpoint.get("command", ""), epoch + 1)
         return {
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
             "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
-            "parent": parent | {"run_id": progress.get("run_id"), "epoch": epoch, "metrics": selected},
+            "parent": parent
+            | {"run_id": progress.get("run_id"), "epoch": epoch, "metrics": selected, "training": training.model_dump(mode="json")},
         }
 
 
