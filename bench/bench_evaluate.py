@@ -52,7 +52,9 @@ def num(value, digits: int = 3) -> str:
 def metrics_rows(summary: EvaluationSummary) -> list[str]:
     header = "| data | files (real / fake) | no face / unreadable | file AUC (95% CI) | AP | EER | balanced acc. | recall | FPR | log-loss | face AUC |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    blocks = [(name, block.file, block.face) for name, block in sorted(summary.by_source.items())] + [("all", summary.file, summary.face)]
+    blocks = [(name, block.file, block.face) for name, block in sorted(summary.by_source.items())] + [
+        ("all", summary.file, summary.face)
+    ]
     by_source_counts = {}
     for f in summary.no_face_files:
         by_source_counts.setdefault(f.source, [0, 0])[0] += 1
@@ -62,9 +64,15 @@ def metrics_rows(summary: EvaluationSummary) -> list[str]:
         m = file_block.metrics
         c = file_block.confusion or Confusion(tn=0, fp=0, fn=0, tp=0)
         reals, fakes = c.tn + c.fp, c.fn + c.tp
-        missing = by_source_counts.get(name, [0, 0]) if name != "all" else [len(summary.no_face_files), len(summary.unreadable_files)]
+        missing = (
+            by_source_counts.get(name, [0, 0])
+            if name != "all"
+            else [len(summary.no_face_files), len(summary.unreadable_files)]
+        )
         if not m:
-            lines.append(f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {file_block.error or '–'} | | | | | | | |")
+            lines.append(
+                f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {file_block.error or '–'} | | | | | | | |"
+            )
             continue
         lines.append(
             f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {ci(m['auc'])} | {num(m['ap'].value)} | {num(m['eer'].value)} | "
@@ -76,13 +84,19 @@ def metrics_rows(summary: EvaluationSummary) -> list[str]:
 
 def perturbation_rows(summary: EvaluationSummary) -> list[str]:
     sources = sorted(summary.by_source)
-    header = "| condition | file AUC, all (95% CI) | Δ | " + " | ".join(f"{s} file AUC" for s in sources) + " | face AUC | files without a face |"
+    header = (
+        "| condition | file AUC, all (95% CI) | Δ | "
+        + " | ".join(f"{s} file AUC" for s in sources)
+        + " | face AUC | files without a face |"
+    )
     lines = [header, "|" + "---|" * (4 + len(sources) + 1)]
     for row in summary.perturbations:
         auc = Interval(value=row.file_auc, low=row.file_auc_low, high=row.file_auc_high)
         delta = "–" if row.file_auc_change is None else f"{row.file_auc_change:+.3f}"
         per = " | ".join(num(row.by_source_file_auc.get(s)) for s in sources)
-        lines.append(f"| {row.condition} | {ci(auc)} | {delta} | {per} | {num(row.face_auc)} | {row.files_without_face} |")
+        lines.append(
+            f"| {row.condition} | {ci(auc)} | {delta} | {per} | {num(row.face_auc)} | {row.files_without_face} |"
+        )
     return lines
 
 
@@ -106,7 +120,12 @@ def main() -> int:
     parser.add_argument("--perturb", nargs="*", default=DEFAULT_PERTURB)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_evaluate_report"))
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N real and N fake files of each part (a quick check of the script)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="score only the first N real and N fake files of each part (a quick check of the script)",
+    )
     args = parser.parse_args()
 
     from deepshield.evaluation.perturb import parse_perturbations
@@ -130,23 +149,46 @@ def main() -> int:
     for part in parts:
         part_items, part_problems = list_items([part])
         if args.limit:
-            part_items = [i for i in part_items if i.label == "real"][: args.limit] + [i for i in part_items if i.label == "fake"][: args.limit]
+            part_items = [i for i in part_items if i.label == "real"][: args.limit] + [
+                i for i in part_items if i.label == "fake"
+            ][: args.limit]
         items += part_items
         problems += part_problems
     settings = EvaluationSettings(
         threshold=classifier.card.calibration.threshold,
         bootstrap=args.bootstrap,
-        extra={"datasets": [str(p) for p in parts], "frames": args.frames, "perturbations": [p.name for p in perturbations]},
+        extra={
+            "datasets": [str(p) for p in parts],
+            "frames": args.frames,
+            "perturbations": [p.name for p in perturbations],
+        },
     )
     cropper = MediaCropper(classifier.card.crop_policy, FaceDetector(), args.frames, perturbations)
     started = time.perf_counter()
     files = []
     faces, examples = score_cropped(cropper.crop(items, files), classifier, settings.rule, examples=8)
-    scored = ScoredSet(files, cropper.conditions, faces, classifier.card.calibration.temperature, "media", examples, [(str(p.path), p.reason) for p in problems])
+    scored = ScoredSet(
+        files,
+        cropper.conditions,
+        faces,
+        classifier.card.calibration.temperature,
+        "media",
+        examples,
+        [(str(p.path), p.reason) for p in problems],
+    )
     scoring_s = time.perf_counter() - started
     started = time.perf_counter()
     card = classifier.card
-    summary = summarize(scored, settings, ModelInfo(name=card.name, version=card.version, temperature=card.calibration.temperature, threshold=card.calibration.threshold))
+    summary = summarize(
+        scored,
+        settings,
+        ModelInfo(
+            name=card.name,
+            version=card.version,
+            temperature=card.calibration.temperature,
+            threshold=card.calibration.threshold,
+        ),
+    )
     page = write_report(scored, settings, summary, args.out, title=f"dev-eval: {card.name} {card.version}")
     report_s = time.perf_counter() - started
 

@@ -128,7 +128,9 @@ def outcome(response_or_job) -> str:
             code = repr(response_or_job.text[:40])
         return f"{response_or_job.status_code} {code}"
     error = response_or_job.get("error") or {}
-    return f"job {response_or_job['status']}" + (f" ({error.get('error')}: {error.get('detail', '')[:70]})" if error else "")
+    return f"job {response_or_job['status']}" + (
+        f" ({error.get('error')}: {error.get('detail', '')[:70]})" if error else ""
+    )
 
 
 def image_peak(model, data: bytes, name: str) -> tuple[float, str]:
@@ -213,7 +215,10 @@ def main() -> int:
     import deepshield
 
     print(f"code: {Path(deepshield.__file__).parent}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    photo = (Path(__file__).resolve().parent.parent / "src/deepshield/serving/static/examples/astronaut-real.jpg").read_bytes()
+    photo = (
+        Path(__file__).resolve().parent.parent / "src/deepshield/serving/static/examples/astronaut-real.jpg"
+    ).read_bytes()
+
     def report(what: str, figure: str, result: str) -> None:
         print(f"{what:<66}  {figure:<36}  {result}", flush=True)
 
@@ -227,14 +232,26 @@ def main() -> int:
         report(f"float 6300x6300 TIFF ({len(tiff) / 1e3:.0f} KB), /v1/analyze", f"+{added:.0f} MB RSS", result)
         mjpeg = lying_mjpeg(folder / "liar.mov")
         added, elapsed, result = job_figures(args.model, mjpeg, "liar.mov")
-        report(f"MJPEG .mov, header 64x64, frames 5000x5000 ({len(mjpeg) / 1e6:.1f} MB), job", f"+{added:.0f} MB RSS, {elapsed:.1f} s", result)
+        report(
+            f"MJPEG .mov, header 64x64, frames 5000x5000 ({len(mjpeg) / 1e6:.1f} MB), job",
+            f"+{added:.0f} MB RSS, {elapsed:.1f} s",
+            result,
+        )
         for fps in (1000, 240):
             video = tiny_fast_video(folder / f"fast{fps}.mp4", fps)
             added, elapsed, result = job_figures(args.model, video, f"fast{fps}.mp4")
-            report(f"16x16 H.264, 100k frames at {fps} fps ({len(video) / 1e6:.1f} MB), job", f"worker held {elapsed:.1f} s, +{added:.0f} MB RSS", result)
+            report(
+                f"16x16 H.264, 100k frames at {fps} fps ({len(video) / 1e6:.1f} MB), job",
+                f"worker held {elapsed:.1f} s, +{added:.0f} MB RSS",
+                result,
+            )
     clients = hostile_clients(args.model, photo)
     p50, worst = clients["healthz_ms"]
-    report("/healthz, 110 half-open + 18 slow uploads open", f"p50 {p50:.1f} ms, max {worst:.1f} ms", "HTTP " + "/".join(clients["healthz_statuses"]))
+    report(
+        "/healthz, 110 half-open + 18 slow uploads open",
+        f"p50 {p50:.1f} ms, max {worst:.1f} ms",
+        "HTTP " + "/".join(clients["healthz_statuses"]),
+    )
     report("/v1/analyze from 127.0.0.2 meanwhile", f"{clients['analyze_ms']:.0f} ms", clients["analyze"])
     return 0
 

@@ -104,7 +104,9 @@ def resolve_bundle(args, workdir: Path):
             net.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
             notes.append(f"torch baseline: weights from {args.checkpoint}")
         else:
-            notes.append("torch baseline: same architecture, random weights (same FLOPs; pass --checkpoint for the trained ones)")
+            notes.append(
+                "torch baseline: same architecture, random weights (same FLOPs; pass --checkpoint for the trained ones)"
+            )
         notes.insert(0, f"model: {bundle} ({card.name} {card.version}, {card.architecture} {card.input_size} px)")
         return bundle, net.eval(), notes
     torch.manual_seed(0)
@@ -112,7 +114,13 @@ def resolve_bundle(args, workdir: Path):
     # model and real activations. A fully random-init EfficientNet-Lite0 outputs constant features
     # (~1e-9 spread), which makes every logit the head's bias and the ONNX/torch check vacuous.
     net = DeepfakeNet("efficientnet_lite0", 224, pretrained=True).eval()
-    card = ModelCard(name="bench-random", version="0", architecture="efficientnet_lite0", input_size=224, crop_policy=CropPolicy(size=224))
+    card = ModelCard(
+        name="bench-random",
+        version="0",
+        architecture="efficientnet_lite0",
+        input_size=224,
+        crop_policy=CropPolicy(size=224),
+    )
     bundle = export_bundle(net, card, workdir / "bundle")
     notes.append(
         "model: no shipped bundle in src/deepshield/models/default/: exported an untrained efficientnet_lite0 224 px bundle "
@@ -206,9 +214,15 @@ def profile_video(detector, torch_classifier, clip: Path, frames: int) -> dict[s
     detect = time.perf_counter() - started
     policy = detector.card.crop_policy
     started = time.perf_counter()
-    crops = np.stack([crop_face(f.image, face.box, face.keypoints, policy).pixels for f, fs in zip(sampled, faces) for face in fs])
+    crops = np.stack(
+        [crop_face(f.image, face.box, face.keypoints, policy).pixels for f, fs in zip(sampled, faces) for face in fs]
+    )
     crop = time.perf_counter() - started
-    timings = {"decode + sample": decode, f"detect faces ({len(sampled)} frames)": detect, f"crop ({len(crops)} faces)": crop}
+    timings = {
+        "decode + sample": decode,
+        f"detect faces ({len(sampled)} frames)": detect,
+        f"crop ({len(crops)} faces)": crop,
+    }
     for name, classifier in (("classify ONNX", detector.classifier), ("classify torch eager", torch_classifier)):
         classifier.score(crops[:2])
         started = time.perf_counter()
@@ -224,12 +238,16 @@ def len_crops(video_stages: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="bundle folder (default: the shipped bundle, else a temporary random-init one)")
-    parser.add_argument("--checkpoint", help="torch checkpoint {'model': state_dict} with the bundle's weights, for the torch baseline")
+    parser.add_argument(
+        "--checkpoint", help="torch checkpoint {'model': state_dict} with the bundle's weights, for the torch baseline"
+    )
     parser.add_argument("--runs", type=int, default=50, help="image runs per pipeline (default 50)")
     parser.add_argument("--video-runs", type=int, default=5, help="video runs per pipeline (default 5)")
     parser.add_argument("--frames", type=int, default=32, help="frames sampled per video (default 32)")
     parser.add_argument(
-        "--torch-threads", type=int, default=None,
+        "--torch-threads",
+        type=int,
+        default=None,
         help="torch intra-op threads (default: whichever of 1 .. torch's default is fastest here, so the baseline is torch at its best)",
     )
     args = parser.parse_args(argv)
@@ -255,21 +273,34 @@ def main(argv: list[str] | None = None) -> int:
         faces_in_video = sum(p.faces for p in video_check.timeline)
 
         pipelines = {"onnx": onnx_detector, "torch": torch_detector}
-        image_times = time_interleaved({name: (lambda d=det: d.analyze_image(photo)) for name, det in pipelines.items()}, args.runs)
+        image_times = time_interleaved(
+            {name: (lambda d=det: d.analyze_image(photo)) for name, det in pipelines.items()}, args.runs
+        )
         image_times = {name: [t * 1000 for t in times] for name, times in image_times.items()}
         video_times = time_interleaved(
-            {name: (lambda d=det: d.analyze_video(clip, frames=args.frames)) for name, det in pipelines.items()}, args.video_runs, warmup=1
+            {name: (lambda d=det: d.analyze_video(clip, frames=args.frames)) for name, det in pipelines.items()},
+            args.video_runs,
+            warmup=1,
         )
         image_stages = profile_image(onnx_detector, torch_classifier, photo, max(10, args.runs // 3))
         video_stages = profile_video(onnx_detector, torch_classifier, clip, args.frames)
 
     load = os.getloadavg()
-    print(f"deepshield latency benchmark  ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})")
-    print(f"onnxruntime threads: {onnx_detector.classifier.session.get_session_options().intra_op_num_threads}, torch threads: {torch.get_num_threads()}")
+    print(
+        f"deepshield latency benchmark  ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})"
+    )
+    print(
+        f"onnxruntime threads: {onnx_detector.classifier.session.get_session_options().intra_op_num_threads}, torch threads: {torch.get_num_threads()}"
+    )
     for note in notes:
         print(note)
-    print(f"photo face logit, ONNX vs torch: differ by {logit_gap:.2g}" + ("" if logit_gap < 1e-3 else " (different weights)"))
-    print(f"photo: 1024 x 1024 JPEG, 1 face; clip: 10 s 1280 x 720 30 fps H.264, {args.frames} frames sampled, {faces_in_video} faces found")
+    print(
+        f"photo face logit, ONNX vs torch: differ by {logit_gap:.2g}"
+        + ("" if logit_gap < 1e-3 else " (different weights)")
+    )
+    print(
+        f"photo: 1024 x 1024 JPEG, 1 face; clip: 10 s 1280 x 720 30 fps H.264, {args.frames} frames sampled, {faces_in_video} faces found"
+    )
     print()
     header = f"{'pipeline':<34}{'ONNX Runtime':>14}{'torch eager':>14}{'torch/ONNX':>12}{'target':>14}"
     print(header)
@@ -278,9 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     onnx_p95, torch_p95 = percentile(image_times["onnx"], 95), percentile(image_times["torch"], 95)
     onnx_video, torch_video = statistics.median(video_times["onnx"]), statistics.median(video_times["torch"])
     rows = [
-        (f"analyze_image p50 ({args.runs} runs)", f"{onnx_p50:.1f} ms", f"{torch_p50:.1f} ms", torch_p50 / onnx_p50, f"<= {IMAGE_TARGET_MS:.0f} ms"),
-        (f"analyze_image p95 ({args.runs} runs)", f"{onnx_p95:.1f} ms", f"{torch_p95:.1f} ms", torch_p95 / onnx_p95, ""),
-        (f"analyze_video median ({args.video_runs} runs)", f"{onnx_video:.2f} s", f"{torch_video:.2f} s", torch_video / onnx_video, f"<= {VIDEO_TARGET_S} s"),
+        (
+            f"analyze_image p50 ({args.runs} runs)",
+            f"{onnx_p50:.1f} ms",
+            f"{torch_p50:.1f} ms",
+            torch_p50 / onnx_p50,
+            f"<= {IMAGE_TARGET_MS:.0f} ms",
+        ),
+        (
+            f"analyze_image p95 ({args.runs} runs)",
+            f"{onnx_p95:.1f} ms",
+            f"{torch_p95:.1f} ms",
+            torch_p95 / onnx_p95,
+            "",
+        ),
+        (
+            f"analyze_video median ({args.video_runs} runs)",
+            f"{onnx_video:.2f} s",
+            f"{torch_video:.2f} s",
+            torch_video / onnx_video,
+            f"<= {VIDEO_TARGET_S} s",
+        ),
     ]
     for name, onnx_text, torch_text, ratio, target in rows:
         print(f"{name:<34}{onnx_text:>14}{torch_text:>14}{ratio:>11.2f}x{target:>14}")
@@ -294,8 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [
         ("image p50", onnx_p50 <= IMAGE_TARGET_MS, f"{onnx_p50:.1f} ms vs {IMAGE_TARGET_MS:.0f} ms"),
         ("video", onnx_video <= VIDEO_TARGET_S, f"{onnx_video:.2f} s vs {VIDEO_TARGET_S} s"),
-        ("ONNX >= 2x torch, image p50", torch_p50 / onnx_p50 >= SPEEDUP_TARGET, f"{torch_p50 / onnx_p50:.2f}x (classifier alone, 1 crop: {classify_ratio:.2f}x)"),
-        ("ONNX >= 2x torch, video", torch_video / onnx_video >= SPEEDUP_TARGET, f"{torch_video / onnx_video:.2f}x (classifier alone, {len_crops(video_stages)} crops: {batch_ratio:.2f}x)"),
+        (
+            "ONNX >= 2x torch, image p50",
+            torch_p50 / onnx_p50 >= SPEEDUP_TARGET,
+            f"{torch_p50 / onnx_p50:.2f}x (classifier alone, 1 crop: {classify_ratio:.2f}x)",
+        ),
+        (
+            "ONNX >= 2x torch, video",
+            torch_video / onnx_video >= SPEEDUP_TARGET,
+            f"{torch_video / onnx_video:.2f}x (classifier alone, {len_crops(video_stages)} crops: {batch_ratio:.2f}x)",
+        ),
     ]
     for name, ok, detail in verdicts:
         print(f"{'MET ' if ok else 'MISSED'}  {name}: {detail}")

@@ -29,9 +29,18 @@ def run_once(source: Path, frames: int, workers: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         started = time.perf_counter()
-        summary = prepare_dataset([source], Path(tmp) / "ds", settings=ExtractSettings(frames=frames), workers=workers, progress=False)
+        summary = prepare_dataset(
+            [source], Path(tmp) / "ds", settings=ExtractSettings(frames=frames), workers=workers, progress=False
+        )
         wall = time.perf_counter() - started
-    return {"workers": workers, "files": summary.files, "errors": summary.errors, "crops": summary.crops, "wall_s": round(wall, 2), "crops_per_s": round(summary.crops / wall, 2)}
+    return {
+        "workers": workers,
+        "files": summary.files,
+        "errors": summary.errors,
+        "crops": summary.crops,
+        "wall_s": round(wall, 2),
+        "crops_per_s": round(summary.crops / wall, 2),
+    }
 
 
 def pool_startup_s(workers: int, frames: int) -> float:
@@ -47,7 +56,9 @@ def pool_startup_s(workers: int, frames: int) -> float:
     with tempfile.TemporaryDirectory(prefix="bench_pool_") as tmp:
         started = time.perf_counter()
         job = ExtractJob(tmp, ExtractSettings(frames=frames))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)
+        ) as pool:
             for future in [pool.submit(os.getpid) for _ in range(workers)]:
                 future.result()
         return time.perf_counter() - started
@@ -65,15 +76,21 @@ def main() -> int:
         return 2
     results = []
     for workers in (int(w) for w in args.workers.split(",")):
-        best = max((run_once(args.source, args.frames, workers) for _ in range(args.repeat)), key=lambda r: r["crops_per_s"])
+        best = max(
+            (run_once(args.source, args.frames, workers) for _ in range(args.repeat)), key=lambda r: r["crops_per_s"]
+        )
         best["pool_startup_s"] = round(pool_startup_s(workers, args.frames), 2)
         best["crops_per_s_after_startup"] = round(best["crops"] / max(best["wall_s"] - best["pool_startup_s"], 1e-6), 2)
         best["load_avg_1m"] = round(os.getloadavg()[0], 2)
         results.append(best)
         print(json.dumps(best), flush=True)
     base = results[0]["crops_per_s"]
-    print(f"\nsource {args.source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {os.cpu_count()} CPUs")
-    print(f"{'workers':>7}  {'crops':>6}  {'wall s':>7}  {'crops/s':>8}  {'speed-up':>8}  {'start-up s':>10}  {'crops/s after':>13}  {'load':>5}")
+    print(
+        f"\nsource {args.source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'workers':>7}  {'crops':>6}  {'wall s':>7}  {'crops/s':>8}  {'speed-up':>8}  {'start-up s':>10}  {'crops/s after':>13}  {'load':>5}"
+    )
     for r in results:
         print(
             f"{r['workers']:>7}  {r['crops']:>6}  {r['wall_s']:>7.2f}  {r['crops_per_s']:>8.2f}  {r['crops_per_s'] / base:>7.2f}x  "

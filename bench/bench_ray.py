@@ -34,7 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = (("ray, 1 CPU", 1, None), ("ray, 2 CPUs", 2, None), ("ray, 2 CPUs, --workers 1", 2, 1))  # (label, Ray CPUs, --workers)
+CONFIGS = (
+    ("ray, 1 CPU", 1, None),
+    ("ray, 2 CPUs", 2, None),
+    ("ray, 2 CPUs, --workers 1", 2, 1),
+)  # (label, Ray CPUs, --workers)
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -52,7 +56,9 @@ def make_images(folder: Path, count: int, size: int) -> list[Path]:
         tint = np.array([(i * 7) % 21, (i * 11) % 21, (i * 13) % 21]) - 10
         image = np.clip(image.astype(np.int16) + tint, 0, 255).astype(np.uint8)
         path = folder / f"face_{i:03d}.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        cv2.imwrite(
+            str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        )
         paths.append(path)
     return paths
 
@@ -73,9 +79,18 @@ def resolve_bundle(model: str | None, workdir: Path) -> tuple[Path, str]:
 
     torch.manual_seed(0)
     net = DeepfakeNet("efficientnet_lite0", 224, pretrained=True).eval()
-    card = ModelCard(name="bench-random", version="0", architecture="efficientnet_lite0", input_size=224, crop_policy=CropPolicy(size=224))
+    card = ModelCard(
+        name="bench-random",
+        version="0",
+        architecture="efficientnet_lite0",
+        input_size=224,
+        crop_policy=CropPolicy(size=224),
+    )
     bundle = export_bundle(net, card, workdir / "bundle")
-    return bundle, "no shipped bundle: an untrained efficientnet_lite0 224 px bundle (ImageNet backbone, random head) exported to a temp dir"
+    return (
+        bundle,
+        "no shipped bundle: an untrained efficientnet_lite0 224 px bundle (ImageNet backbone, random head) exported to a temp dir",
+    )
 
 
 def timed_runs(engine, job, files, repeat: int) -> tuple[list[float], list]:
@@ -88,7 +103,10 @@ def timed_runs(engine, job, files, repeat: int) -> tuple[list[float], list]:
 
 
 def signature(rows) -> list:
-    return [(row.path, row.status, row.verdict, None if row.probability is None else round(row.probability, 6), row.faces) for row in rows]
+    return [
+        (row.path, row.status, row.verdict, None if row.probability is None else round(row.probability, 6), row.faces)
+        for row in rows
+    ]
 
 
 def main() -> int:
@@ -115,7 +133,15 @@ def main() -> int:
 
         walls, rows = timed_runs(LocalEngine(1), job, files, args.repeat)
         reference = signature(rows)
-        results.append({"engine": "local", "workers": 1, "cold_s": walls[0], "warm_s": min(walls[1:] or walls), "load": os.getloadavg()[0]})
+        results.append(
+            {
+                "engine": "local",
+                "workers": 1,
+                "cold_s": walls[0],
+                "warm_s": min(walls[1:] or walls),
+                "load": os.getloadavg()[0],
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
 
         ray_init_s = []
@@ -145,8 +171,12 @@ def main() -> int:
     n = args.images
     local, one, two, serial = results
     print(f"\n{n} images {args.size}x{args.size} (one face each), {os.cpu_count()} CPUs; model: {model_note}")
-    print(f"ray.init (a private local instance): {min(ray_init_s):.2f}-{max(ray_init_s):.2f} s, not included below; rows identical to the local engine's: yes")
-    print(f"{'engine':>22}  {'in flight':>9}  {'cold s':>7}  {'warm s':>7}  {'img/s warm':>10}  {'vs local':>8}  {'load':>5}")
+    print(
+        f"ray.init (a private local instance): {min(ray_init_s):.2f}-{max(ray_init_s):.2f} s, not included below; rows identical to the local engine's: yes"
+    )
+    print(
+        f"{'engine':>22}  {'in flight':>9}  {'cold s':>7}  {'warm s':>7}  {'img/s warm':>10}  {'vs local':>8}  {'load':>5}"
+    )
     for r in results:
         rate = n / r["warm_s"]
         print(

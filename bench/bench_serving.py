@@ -26,7 +26,15 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
 from tests.serving_support import rss_bytes, server_process
 
-DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "src" / "deepshield" / "serving" / "static" / "examples" / "astronaut-real.jpg"
+DEFAULT_IMAGE = (
+    Path(__file__).resolve().parent.parent
+    / "src"
+    / "deepshield"
+    / "serving"
+    / "static"
+    / "examples"
+    / "astronaut-real.jpg"
+)
 TARGET_RATE_AT_4 = 10.0
 TARGET_P95_AT_4_MS = 500.0
 TARGET_RSS_BYTES = 1_000_000_000
@@ -104,7 +112,9 @@ def run_level(base_url: str, image: bytes, clients: int, duration_s: float, head
     }
 
 
-def bench(base_url: str, pid: int | None, image: bytes, levels: list[int], duration_s: float, headers: dict[str, str]) -> list[dict]:
+def bench(
+    base_url: str, pid: int | None, image: bytes, levels: list[int], duration_s: float, headers: dict[str, str]
+) -> list[dict]:
     print(f"warming up ({base_url}) ...", flush=True)
     run_level(base_url, image, max(levels), min(5.0, duration_s), headers)
     rows = []
@@ -125,21 +135,35 @@ def print_table(rows: list[dict], model: str) -> bool:
     print("-" * len(header))
     for r in rows:
         rss = f"{r['rss_peak'] / 2**20:.0f}" if r["rss_peak"] else "-"
-        print(f"{r['clients']:>7}  {r['rate']:>8.1f}  {r['p50_ms']:>7.0f}  {r['p95_ms']:>7.0f}  {r['mean_ms']:>7.0f}  {r['ok']:>6}  {r['errors']:>6}  {rss:>12}")
+        print(
+            f"{r['clients']:>7}  {r['rate']:>8.1f}  {r['p50_ms']:>7.0f}  {r['p95_ms']:>7.0f}  {r['mean_ms']:>7.0f}  {r['ok']:>6}  {r['errors']:>6}  {rss:>12}"
+        )
     print()
     ok = True
     at4 = next((r for r in rows if r["clients"] == 4), None)
     if at4 is not None:
         for label, value, target, good in (
-            ("throughput at 4 clients", f"{at4['rate']:.1f} images/s", f">= {TARGET_RATE_AT_4:.0f}", at4["rate"] >= TARGET_RATE_AT_4),
-            ("p95 latency at 4 clients", f"{at4['p95_ms']:.0f} ms", f"<= {TARGET_P95_AT_4_MS:.0f} ms", at4["p95_ms"] <= TARGET_P95_AT_4_MS),
+            (
+                "throughput at 4 clients",
+                f"{at4['rate']:.1f} images/s",
+                f">= {TARGET_RATE_AT_4:.0f}",
+                at4["rate"] >= TARGET_RATE_AT_4,
+            ),
+            (
+                "p95 latency at 4 clients",
+                f"{at4['p95_ms']:.0f} ms",
+                f"<= {TARGET_P95_AT_4_MS:.0f} ms",
+                at4["p95_ms"] <= TARGET_P95_AT_4_MS,
+            ),
         ):
             print(f"  {'PASS' if good else 'FAIL'}  {label}: {value} (target {target})")
             ok &= good
     peak = max((r["rss_peak"] for r in rows), default=0)
     if peak:
         good = peak <= TARGET_RSS_BYTES
-        print(f"  {'PASS' if good else 'FAIL'}  server RSS peak: {peak / 1e6:.0f} MB (target <= {TARGET_RSS_BYTES / 1e6:.0f} MB)")
+        print(
+            f"  {'PASS' if good else 'FAIL'}  server RSS peak: {peak / 1e6:.0f} MB (target <= {TARGET_RSS_BYTES / 1e6:.0f} MB)"
+        )
         ok &= good
     errors = sum(r["errors"] for r in rows)
     if errors:
@@ -152,7 +176,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark the Deepfake Shield REST API.")
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.add_argument("--url", default=None, help="benchmark this running server instead of starting one")
-    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the photo to send (default: the astronaut example)")
+    parser.add_argument(
+        "--image", type=Path, default=DEFAULT_IMAGE, help="the photo to send (default: the astronaut example)"
+    )
     parser.add_argument("--clients", default="1,4,8", help="comma-separated concurrency levels")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per level")
     args = parser.parse_args()

@@ -37,7 +37,12 @@ def make_bundles(workdir: Path, size: int) -> tuple[Path, Path]:
     two = DeepfakeNet("efficientnet_lite0", size, pretrained=False, synthetic_center=1 / 1.5).eval()
     one = DeepfakeNet("efficientnet_lite0", size, pretrained=False).eval()
     one.load_state_dict({k: v for k, v in two.state_dict().items() if not k.startswith("synthetic_head.")})
-    base = {"version": "bench", "architecture": "efficientnet_lite0", "input_size": size, "crop_policy": CropPolicy(size=size)}
+    base = {
+        "version": "bench",
+        "architecture": "efficientnet_lite0",
+        "input_size": size,
+        "crop_policy": CropPolicy(size=size),
+    }
     one_card = ModelCard(name="one-output", **base)
     two_card = ModelCard(
         name="two-output",

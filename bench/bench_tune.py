@@ -59,7 +59,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_tune")
     parser.add_argument("--cache-dir", type=Path, default=None, help="face-bank cache (default: <out>/cache)")
     parser.add_argument("--study", help="study name (default: a new one per run)")
-    parser.add_argument("--smoke", action="store_true", help="1 trial, 8 images per folder, 1 epoch of 64 samples at 96 px")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 trial, 8 images per folder, 1 epoch of 64 samples at 96 px"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.trials, args.limit, args.epochs, args.samples, args.size = 1, 8, 1, 64, 96
@@ -85,7 +87,12 @@ def main() -> int:
         f"tracking.uri=sqlite:///{out / 'mlruns.db'}",
         "tracking.experiment=bench-tune",
     ]
-    budget = [f"optim.epochs={args.epochs}", f"optim.samples_per_epoch={args.samples}", f"data.limit_per_folder={args.limit}", f"model.input_size={args.size}"]
+    budget = [
+        f"optim.epochs={args.epochs}",
+        f"optim.samples_per_epoch={args.samples}",
+        f"data.limit_per_folder={args.limit}",
+        f"model.input_size={args.size}",
+    ]
 
     base = load_config(None, overrides)
     space = load_space(space_path, {k: json.loads(v) for k, v in (b.split("=", 1) for b in budget)})
@@ -102,7 +109,9 @@ def main() -> int:
     wall = time.perf_counter() - started
 
     report = result.report
-    durations = [r["duration_s"] for r in report.rows if r["duration_s"] is not None and r["state"] in ("COMPLETE", "PRUNED")]
+    durations = [
+        r["duration_s"] for r in report.rows if r["duration_s"] is not None and r["state"] in ("COMPLETE", "PRUNED")
+    ]
     summary = {
         "study": study,
         "trials": result.counts,
@@ -113,7 +122,9 @@ def main() -> int:
         "best_val_auc": round(report.best.value, 4) if report.best else None,
         "best_params": report.best.params if report.best else None,
         "default_val_auc": round(report.baseline.value, 4) if report.baseline else None,
-        "gain_over_default": round(report.best.value - report.baseline.value, 4) if report.best and report.baseline else None,
+        "gain_over_default": round(report.best.value - report.baseline.value, 4)
+        if report.best and report.baseline
+        else None,
         "budget": {
             "trials": args.trials,
             "images_per_folder": args.limit,

@@ -31,10 +31,20 @@ def main() -> int:
     for bundle in args.bundles:
         classifier = OnnxClassifier(bundle)
         card = classifier.card
-        benchmarks = [load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames) for p in args.benchmarks]
-        scored = score_benchmarks(benchmarks, lambda crops, classifier=classifier: classifier.score(crops).logits, card.calibration.temperature)
+        benchmarks = [
+            load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames)
+            for p in args.benchmarks
+        ]
+        scored = score_benchmarks(
+            benchmarks,
+            lambda crops, classifier=classifier: classifier.score(crops).logits,
+            card.calibration.temperature,
+        )
         metrics = benchmark_metrics(scored, card.calibration.threshold)
-        results[f"{card.name} {card.version}"] = {"bundle": str(bundle), "threshold": card.calibration.threshold} | metrics
+        results[f"{card.name} {card.version}"] = {
+            "bundle": str(bundle),
+            "threshold": card.calibration.threshold,
+        } | metrics
         shown = {k: round(v, 3) for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
         print(f"{card.name} {card.version}: {shown}", flush=True)
     if args.out:

@@ -83,8 +83,14 @@ def main() -> None:
     target, region = face_sample(real, detector, mesher)
     donor, _ = face_sample(np.ascontiguousarray(real[:, ::-1]), detector, mesher)
     donor_image = cv2.resize(donor.image, (target.image.shape[1], target.image.shape[0]), interpolation=cv2.INTER_AREA)
-    scale = np.array([target.image.shape[1] / donor.image.shape[1], target.image.shape[0] / donor.image.shape[0]], np.float32)
-    donor = type(donor)(image=donor_image, keypoints=donor.keypoints * scale, landmarks=None if donor.landmarks is None else donor.landmarks * scale)
+    scale = np.array(
+        [target.image.shape[1] / donor.image.shape[1], target.image.shape[0] / donor.image.shape[0]], np.float32
+    )
+    donor = type(donor)(
+        image=donor_image,
+        keypoints=donor.keypoints * scale,
+        landmarks=None if donor.landmarks is None else donor.landmarks * scale,
+    )
 
     # Whole-face masks at full strength: the examples should show what the synthesis does.
     config = SynthesisConfig(part_probability=0.0, full_blend_probability=1.0)
@@ -94,8 +100,20 @@ def main() -> None:
     swapped = paste(real, swap.image, region)
     examples = [
         ("astronaut-real.jpg", real, "real", "Real photo", "Unedited NASA portrait of astronaut Eileen Collins."),
-        ("astronaut-self-blend.jpg", paste(real, sbi.image, region), "manipulated", "Self-blended face", "The face blended back into itself after colour and sharpness changes (the SBI training fake)."),
-        ("astronaut-swap.jpg", swapped, "manipulated", "Face-swap style", "A mirrored copy of the face aligned, colour-matched and blended in, as a face swap does."),
+        (
+            "astronaut-self-blend.jpg",
+            paste(real, sbi.image, region),
+            "manipulated",
+            "Self-blended face",
+            "The face blended back into itself after colour and sharpness changes (the SBI training fake).",
+        ),
+        (
+            "astronaut-swap.jpg",
+            swapped,
+            "manipulated",
+            "Face-swap style",
+            "A mirrored copy of the face aligned, colour-matched and blended in, as a face swap does.",
+        ),
     ]
     index = []
     for name, image, truth, title, description in examples:
@@ -104,11 +122,34 @@ def main() -> None:
 
     # Short clips (the video path, with one face track): slow pans over the real and the swapped photo.
     for name, image, truth, title, description, poster in (
-        ("astronaut-pan.mp4", real, "real", "Real video", "A 2.4 s pan over the real photo: try the video timeline.", "astronaut-real.jpg"),
-        ("astronaut-swap-pan.mp4", swapped, "manipulated", "Face-swap video", "The same pan over the face-swap-style photo.", "astronaut-swap.jpg"),
+        (
+            "astronaut-pan.mp4",
+            real,
+            "real",
+            "Real video",
+            "A 2.4 s pan over the real photo: try the video timeline.",
+            "astronaut-real.jpg",
+        ),
+        (
+            "astronaut-swap-pan.mp4",
+            swapped,
+            "manipulated",
+            "Face-swap video",
+            "The same pan over the face-swap-style photo.",
+            "astronaut-swap.jpg",
+        ),
     ):
         write_video(args.out / name, pan(image))
-        index.append({"file": name, "title": title, "description": description, "kind": "video", "truth": truth, "poster": poster})
+        index.append(
+            {
+                "file": name,
+                "title": title,
+                "description": description,
+                "kind": "video",
+                "truth": truth,
+                "poster": poster,
+            }
+        )
 
     (args.out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     for entry in index:

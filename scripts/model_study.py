@@ -21,7 +21,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = {"dfdc_sample": "face", "modern_swaps": "file", "face_edits": "file"}  # the level each set is reported at
-COLUMNS = ["val_auc", *(f"bench_{name}_{level}_auc" for name, level in BENCH.items()), "bench_auc", "bench_dfdc_sample_face_fpr", "bench_modern_swaps_fpr", "images_per_s"]
+COLUMNS = [
+    "val_auc",
+    *(f"bench_{name}_{level}_auc" for name, level in BENCH.items()),
+    "bench_auc",
+    "bench_dfdc_sample_face_fpr",
+    "bench_modern_swaps_fpr",
+    "images_per_s",
+]
 
 
 def run_name(name: str, seed: int) -> str:
@@ -34,7 +41,12 @@ def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> No
         print(f"study: {run_name(name, seed)} done", flush=True)
         return
     command = [str(Path(sys.executable).with_name("deepshield")), "train", "--config", str(args.base), "--resume"]
-    settings = {"run_dir": str(run_dir), "tracking.run_name": f"study-{run_name(name, seed)}", "seed": seed, **overrides}
+    settings = {
+        "run_dir": str(run_dir),
+        "tracking.run_name": f"study-{run_name(name, seed)}",
+        "seed": seed,
+        **overrides,
+    }
     for key, value in settings.items():
         command += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     print("study: " + " ".join(command), flush=True)
@@ -85,7 +97,9 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
         "|---" * (len(COLUMNS) + 2) + "|",
     ]
     for name, records in histories.items():
-        lines.append(f"| {name} | {records[-1]['samples']:,} | " + " | ".join(cell(records[-1], key) for key in COLUMNS) + " |")
+        lines.append(
+            f"| {name} | {records[-1]['samples']:,} | " + " | ".join(cell(records[-1], key) for key in COLUMNS) + " |"
+        )
     (out / "results.md").write_text(
         "Last epoch of each run; AUC with 95% bootstrap intervals over files; every epoch is in results.csv. "
         "Written by scripts/model_study.py.\n\n" + "\n".join(lines) + "\n"
@@ -111,7 +125,13 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these recipes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--also", nargs="*", type=Path, default=[], help="other run folders to table and plot beside the study's (e.g. a longer run)")
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="other run folders to table and plot beside the study's (e.g. a longer run)",
+    )
     args = parser.parse_args()
     runs = yaml.safe_load(args.runs.read_text())
     chosen = args.only or list(runs)

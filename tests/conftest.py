@@ -15,7 +15,9 @@ from deepshield.native_logs import quiet_environment
 quiet_environment()
 
 # What MediaPipe / TensorFlow Lite / absl write when not silenced (glog-style "W0000 ..." lines and others).
-NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M)
+NATIVE_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     net = DeepfakeNet("tiny", 64, pretrained=False).eval()
-    card = ModelCard(name="tiny-test", version="0.0.1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    card = ModelCard(
+        name="tiny-test", version="0.0.1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64)
+    )
     return export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "tiny")
 
 

@@ -68,7 +68,9 @@ def live_server(app, host: str = "127.0.0.1", settings=None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def server_process(model: str | Path | None, env: dict[str, str] | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def server_process(
+    model: str | Path | None, env: dict[str, str] | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `deepshield serve` as a subprocess on a free port; yields (base URL, process)."""
     port = free_port(host)
     command = [sys.executable, "-m", "deepshield.cli.main", "serve", "--host", host, "--port", str(port)]

@@ -30,7 +30,11 @@ class ScriptedClassifier:
 
     def __init__(self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5) -> None:
         self.card = ModelCard(
-            name="scripted", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32),
+            name="scripted",
+            version="1",
+            architecture="tiny",
+            input_size=32,
+            crop_policy=CropPolicy(size=32),
             calibration=Calibration(temperature=temperature, threshold=threshold),
         )
         self.logits = list(logits)
@@ -79,7 +83,11 @@ def test_verdict_is_the_most_suspicious_face(detector, three_faces):
     assert [f.threshold_label for f in result.faces] == ["real", "fake", "fake"]
     assert result.verdict.label == "likely_manipulated" and result.verdict.threshold_label == "fake"
     assert result.verdict.probability == pytest.approx(sigmoid(2.0))
-    assert "88.1%" in result.verdict.reason and "threshold 50.0%" in result.verdict.reason and "from 40.0% to 60.0%" in result.verdict.reason
+    assert (
+        "88.1%" in result.verdict.reason
+        and "threshold 50.0%" in result.verdict.reason
+        and "from 40.0% to 60.0%" in result.verdict.reason
+    )
     assert result.verdict.headline.startswith("Likely manipulated")
     assert scripted.batches == [3]  # every face in one classifier call
 
@@ -91,10 +99,23 @@ def test_all_low_faces_give_no_signs_found_and_never_claim_authenticity(detector
     headline = result.verdict.headline.lower()
     assert "this does not prove the file is authentic" in headline  # authenticity only ever denied
     assert not any(claim in headline for claim in ("no manipulation", "is real", "genuine", "verified"))
-    assert "not fully AI-generated" not in result.scope and "fully AI-generated" in result.scope and "audio" in result.scope
+    assert (
+        "not fully AI-generated" not in result.scope
+        and "fully AI-generated" in result.scope
+        and "audio" in result.scope
+    )
 
 
-@pytest.mark.parametrize(("logit", "label"), [(-0.41, "no_signs_found"), (-0.40, "inconclusive"), (0.0, "inconclusive"), (0.40, "inconclusive"), (0.41, "likely_manipulated")])
+@pytest.mark.parametrize(
+    ("logit", "label"),
+    [
+        (-0.41, "no_signs_found"),
+        (-0.40, "inconclusive"),
+        (0.0, "inconclusive"),
+        (0.40, "inconclusive"),
+        (0.41, "likely_manipulated"),
+    ],
+)
 def test_a_borderline_score_is_inconclusive(detector, astronaut, logit, label):
     # probability 0.5 +- 0.1 is sigmoid(+-0.405): the band's edges at logit +-0.405
     result = Detector(ScriptedClassifier([logit]), detector.faces).analyze_image(astronaut)
@@ -119,7 +140,9 @@ def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut
 
     path = write_video(tmp_path / "clip.mp4", [astronaut] * 2)
     for source in (path, path.read_bytes()):
-        with pytest.raises(UnsupportedMediaError, match=r"this is a video: use Detector.analyze_video, or analyze_path"):
+        with pytest.raises(
+            UnsupportedMediaError, match=r"this is a video: use Detector.analyze_video, or analyze_path"
+        ):
             detector.analyze_image(source)
 
 
@@ -143,8 +166,12 @@ def test_encoded_bytes_and_paths_are_analysed(detector, astronaut, tmp_path):
 def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
     probability = detector.analyze_image(astronaut).faces[0].probability
     assert 0 < probability < 1
-    strict = Detector(detector.classifier, detector.faces, threshold=min(1.0, probability + 0.01)).analyze_image(astronaut)
-    lenient = Detector(detector.classifier, detector.faces, threshold=max(0.0, probability - 0.01)).analyze_image(astronaut)
+    strict = Detector(detector.classifier, detector.faces, threshold=min(1.0, probability + 0.01)).analyze_image(
+        astronaut
+    )
+    lenient = Detector(detector.classifier, detector.faces, threshold=max(0.0, probability - 0.01)).analyze_image(
+        astronaut
+    )
     assert strict.faces[0].threshold_label == "real" and strict.verdict.threshold_label == "real"
     assert lenient.faces[0].threshold_label == "fake" and lenient.verdict.threshold_label == "fake"
     assert strict.threshold == pytest.approx(probability + 0.01)
@@ -175,7 +202,11 @@ def test_json_carries_no_pixels(detector, astronaut):
     }
     # A one-output bundle: no synthetic score, the manipulation score drives.
     assert data["faces"][0]["synthetic_probability"] is None and data["faces"][0]["verdict_driver"] == "manipulation"
-    assert data["kind"] == "image" and data["verdict"]["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
+    assert data["kind"] == "image" and data["verdict"]["label"] in (
+        "likely_manipulated",
+        "inconclusive",
+        "no_signs_found",
+    )
 
 
 def test_heatmap_is_the_cam_through_the_sigmoid(detector, astronaut):
@@ -235,7 +266,9 @@ class FrameScriptDetector:
 
 
 def scripted_video(monkeypatch, frame_count: int):
-    info = VideoInfo(width=640, height=360, fps=10.0, frame_count=frame_count, duration_s=frame_count / 10, rotation=0, codec="h264")
+    info = VideoInfo(
+        width=640, height=360, fps=10.0, frame_count=frame_count, duration_s=frame_count / 10, rotation=0, codec="h264"
+    )
     frames = [VideoFrame(i, i / 10, np.full((360, 640, 3), i, np.uint8)) for i in range(frame_count)]
     monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits, on_frame=None: (info, frames))
 
@@ -253,10 +286,19 @@ def test_short_tracks_do_not_decide_the_verdict(monkeypatch):
     assert [p.frame_index for p in a.points] == [0, 1, 2, 3, 4, 5] and a.counted
     assert [p.frame_index for p in b.points] == [2] and not b.counted
     assert a.not_counted_reason is None
-    assert b.not_counted_reason == "seen in 1 of 6 sampled frames: faces seen in fewer than 3 do not count while a longer-seen face exists"
+    assert (
+        b.not_counted_reason
+        == "seen in 1 of 6 sampled frames: faces seen in fewer than 3 do not count while a longer-seen face exists"
+    )
     a_probabilities = [sigmoid(x) for x in (0.0, 0.5, 1.0, -0.5, 0.2, 0.8)]
     assert a.score == pytest.approx(np.mean(sorted(a_probabilities)[-3:]))
-    assert (a.frames_seen, a.first_seen_s, a.last_seen_s, a.peak_frame_index, a.peak_timestamp_s) == (6, 0.0, 0.5, 2, 0.2)
+    assert (a.frames_seen, a.first_seen_s, a.last_seen_s, a.peak_frame_index, a.peak_timestamp_s) == (
+        6,
+        0.0,
+        0.5,
+        2,
+        0.2,
+    )
     assert (b.frames_seen, b.first_seen_s, b.last_seen_s, b.peak_frame_index) == (1, 0.2, 0.2, 2)
     assert b.score == pytest.approx(sigmoid(4.0)) and b.label == "likely_manipulated" and b.threshold_label == "fake"
     assert result.verdict.probability == pytest.approx(a.score)  # B's 98% is one frame: not counted
@@ -299,7 +341,9 @@ def test_timeline_has_a_point_per_sampled_frame(monkeypatch):
 
 def test_real_video_sampled_tracked_and_timed(detector, face_video):
     stages = []
-    result = detector.analyze_video(face_video, frames=8, progress=lambda fraction, stage: stages.append((fraction, stage)))
+    result = detector.analyze_video(
+        face_video, frames=8, progress=lambda fraction, stage: stages.append((fraction, stage))
+    )
     assert result.sampled_frames == 8
     assert (result.video.width, result.video.height, result.video.frame_count) == (512, 512, 20)
     assert result.video.fps == 10.0 and result.video.duration_s == pytest.approx(2.0, abs=0.11)
@@ -315,12 +359,22 @@ def test_real_video_sampled_tracked_and_timed(detector, face_video):
     # Who the face is: its most suspicious frame's crop and heatmap, and a small copy per point.
     peak = max(track.points, key=lambda p: p.probability)
     assert (track.peak_frame_index, track.peak_timestamp_s) == (peak.frame_index, peak.timestamp_s)
-    assert (track.frames_seen, track.first_seen_s, track.last_seen_s) == (8, result.timeline[0].timestamp_s, result.timeline[-1].timestamp_s)
+    assert (track.frames_seen, track.first_seen_s, track.last_seen_s) == (
+        8,
+        result.timeline[0].timestamp_s,
+        result.timeline[-1].timestamp_s,
+    )
     assert track.crop.shape == (64, 64, 3) and track.heatmap.shape == (64, 64) and track.crop.std() > 5
     assert all(p.thumbnail.shape == (96, 96, 3) for p in track.points)
     assert "crop" not in json.loads(result.model_dump_json())["tracks"][0]
     # Progress is reported per stage and within the long ones, never going backwards.
-    assert list(dict.fromkeys(s for _, s in stages)) == ["decoding", "detecting faces", "scoring faces", "aggregating", "done"]
+    assert list(dict.fromkeys(s for _, s in stages)) == [
+        "decoding",
+        "detecting faces",
+        "scoring faces",
+        "aggregating",
+        "done",
+    ]
     assert sum(s == "detecting faces" for _, s in stages) == 8
     assert [f for f, _ in stages] == sorted(f for f, _ in stages) and stages[-1][0] == 1.0
 

@@ -30,7 +30,10 @@ def face_like_crops(astronaut: np.ndarray, size: int, count: int) -> np.ndarray:
     """Real photo content (not noise) at a few offsets, plus one flat grey crop."""
     import cv2
 
-    crops = [cv2.resize(astronaut[y : y + 160, x : x + 160], (size, size), interpolation=cv2.INTER_AREA) for y, x in [(60, 150), (0, 0), (300, 300), (200, 50)]]
+    crops = [
+        cv2.resize(astronaut[y : y + 160, x : x + 160], (size, size), interpolation=cv2.INTER_AREA)
+        for y, x in [(60, 150), (0, 0), (300, 300), (200, 50)]
+    ]
     crops.append(np.full((size, size, 3), 128, np.uint8))
     return np.stack([crops[i % len(crops)] for i in range(count)])
 
@@ -41,7 +44,11 @@ def efficientnet_bundle(tmp_path_factory):
     net = DeepfakeNet("efficientnet_lite0", 96, pretrained=True).eval()
     torch.nn.init.normal_(net.head.weight, std=0.05)  # a head that gives logits of a few units
     card = ModelCard(
-        name="effnet-test", version="0.0.1", architecture="efficientnet_lite0", input_size=96, crop_policy=CropPolicy(size=96),
+        name="effnet-test",
+        version="0.0.1",
+        architecture="efficientnet_lite0",
+        input_size=96,
+        crop_policy=CropPolicy(size=96),
         calibration=Calibration(temperature=1.7, threshold=0.4),
     )
     return net, card, export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "effnet")
@@ -188,7 +195,9 @@ def test_unloadable_onnx(bundle_copy):
 
 def test_input_size_mismatch_between_card_and_graph(bundle_copy):
     edit_card(bundle_copy, input_size=128, crop_policy={"size": 128, "scale": 1.5, "align": False})
-    with pytest.raises(BundleError, match=r"input \[\('image', \['batch', 64, 64, 3\]\)\] does not match the card's 128x128x3"):
+    with pytest.raises(
+        BundleError, match=r"input \[\('image', \['batch', 64, 64, 3\]\)\] does not match the card's 128x128x3"
+    ):
         OnnxClassifier(bundle_copy)
 
 
@@ -198,5 +207,9 @@ def test_export_shows_no_tracer_warnings(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         export_bundle(net, card, tmp_path / "quiet")
-    noise = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning) or "Constant folding" in str(w.message)]
-    assert noise == []  # the tracer's constant and constant-folding warnings: expected, and kept off the user's terminal
+    noise = [
+        w for w in caught if issubclass(w.category, torch.jit.TracerWarning) or "Constant folding" in str(w.message)
+    ]
+    assert (
+        noise == []
+    )  # the tracer's constant and constant-folding warnings: expected, and kept off the user's terminal

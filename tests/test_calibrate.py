@@ -24,17 +24,38 @@ def overconfident_set(n_files: int = 300, faces_per_file: int = 3, seed: int = 0
     rng = np.random.default_rng(seed)
     true_logit = rng.normal(0, 1.5, n_files)
     labels = (rng.random(n_files) < sigmoid(true_logit)).astype(int)
-    files = [FileRecord(i, f"f{i}.mp4", int(labels[i]), "toy", "none" if labels[i] == 0 else "toy-swap", f"g{i}", "video", faces_per_file) for i in range(n_files)]
+    files = [
+        FileRecord(
+            i,
+            f"f{i}.mp4",
+            int(labels[i]),
+            "toy",
+            "none" if labels[i] == 0 else "toy-swap",
+            f"g{i}",
+            "video",
+            faces_per_file,
+        )
+        for i in range(n_files)
+    ]
     file_id = np.repeat(np.arange(n_files), faces_per_file)
     logits = 4 * (true_logit[file_id] + rng.normal(0, 0.3, file_id.size))
     columns = {name: np.zeros(file_id.size, np.int64) for name in FACE_COLUMNS}
-    columns.update(file_id=file_id, frame_pos=np.tile(np.arange(faces_per_file), n_files), logit=logits.astype(np.float32))
+    columns.update(
+        file_id=file_id, frame_pos=np.tile(np.arange(faces_per_file), n_files), logit=logits.astype(np.float32)
+    )
     columns["frame_index"] = columns["frame_pos"] * 10
     return ScoredSet(files=files, conditions=["clean"], faces=columns, temperature=1.0, mode="media")
 
 
 def toy_card(**calibration) -> ModelCard:
-    return ModelCard(name="toy", version="1.2.0", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64), calibration=Calibration(**calibration))
+    return ModelCard(
+        name="toy",
+        version="1.2.0",
+        architecture="tiny",
+        input_size=64,
+        crop_policy=CropPolicy(size=64),
+        calibration=Calibration(**calibration),
+    )
 
 
 def test_calibrated_version():
@@ -54,11 +75,19 @@ def test_recalibration_lowers_log_loss_on_an_overconfident_set():
     assert result.after["face"]["ece"] < result.before["face"]["ece"]
     assert result.after["face"]["auc"] == pytest.approx(result.before["face"]["auc"])  # a temperature never reorders
     labels = scored.labels_of_faces()
-    assert result.after["face"]["log_loss"] == pytest.approx(binary_log_loss(labels, sigmoid(scored.faces["logit"] / result.temperature_after)), rel=1e-4)
+    assert result.after["face"]["log_loss"] == pytest.approx(
+        binary_log_loss(labels, sigmoid(scored.faces["logit"] / result.temperature_after)), rel=1e-4
+    )
     new = result.card
     assert new.version == "1.2.0+cal.20250102" and new.name == card.name and new.crop_policy == card.crop_policy
-    assert new.calibration.temperature == result.temperature_after and new.calibration.threshold == result.threshold_after
-    assert "toy set" in new.calibration.fitted_on and "300 files" in new.calibration.fitted_on and "balanced accuracy" in new.calibration.fitted_on
+    assert (
+        new.calibration.temperature == result.temperature_after and new.calibration.threshold == result.threshold_after
+    )
+    assert (
+        "toy set" in new.calibration.fitted_on
+        and "300 files" in new.calibration.fitted_on
+        and "balanced accuracy" in new.calibration.fitted_on
+    )
     assert new.metrics["calibration_before_face_log_loss"] > new.metrics["calibration_after_face_log_loss"]
     band = new.calibration.inconclusive  # refitted on the same file scores around the new threshold
     assert band is not None and band.low <= new.calibration.threshold <= band.high and band.high - band.low > 0
@@ -86,12 +115,29 @@ def test_one_class_set_is_refused():
 def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     out = tmp_path / "tiny-cal"
     before_card = json.loads((tiny_bundle / "model_card.json").read_text())
-    code = main(["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--target-fpr", "0.0", "--frames", "2", "--no-progress"])
+    code = main(
+        [
+            "calibrate",
+            str(folder_dataset),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--target-fpr",
+            "0.0",
+            "--frames",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == EXIT_OK
     printed = capsys.readouterr().out
     assert "temperature" in printed and "in-sample" in printed
     band = OnnxClassifier(out).card.calibration.inconclusive
-    assert f"inconclusive band {band.low:.4f} to {band.high:.4f} (thresholds whose balanced accuracy is within 0.02" in printed
+    assert (
+        f"inconclusive band {band.low:.4f} to {band.high:.4f} (thresholds whose balanced accuracy is within 0.02"
+        in printed
+    )
     classifier = OnnxClassifier(out)  # loads: checksum, card and graph all consistent
     card = classifier.card
     assert card.calibration.temperature != before_card["calibration"]["temperature"]
@@ -103,18 +149,52 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
 
     # The new bundle evaluates with its own threshold and temperature.
     report = tmp_path / "rep"
-    assert main(["evaluate", str(folder_dataset), "--model", str(out), "--out", str(report), "--frames", "2", "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert (
+        main(
+            [
+                "evaluate",
+                str(folder_dataset),
+                "--model",
+                str(out),
+                "--out",
+                str(report),
+                "--frames",
+                "2",
+                "--bootstrap",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == EXIT_OK
+    )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["settings"]["threshold"] == pytest.approx(card.calibration.threshold)
     assert metrics["file"]["confusion"]["fp"] == 0  # fitted for no false positive on this very set
 
 
 def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
-    assert main(["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tiny_bundle)]) == EXIT_USAGE
+    assert (
+        main(["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tiny_bundle)]) == EXIT_USAGE
+    )
     assert "refusing to overwrite" in capsys.readouterr().err
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "something").write_text("x")
-    assert main(["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(taken), "--frames", "1", "--no-progress"]) == EXIT_USAGE
+    assert (
+        main(
+            [
+                "calibrate",
+                str(folder_dataset),
+                "--model",
+                str(tiny_bundle),
+                "--out",
+                str(taken),
+                "--frames",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == EXIT_USAGE
+    )
     assert "not empty" in capsys.readouterr().err
     assert (taken / "something").read_text() == "x"

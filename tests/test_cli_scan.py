@@ -53,7 +53,9 @@ def test_folder_of_images_and_videos_as_json(capsys, media, tiny_bundle):
     assert [Path(r["path"]).name for r in rows] == ["astronaut.jpg", "blank.png", "clip.mp4"]  # sorted, no notes.txt
     photo, blank, clip = rows
     assert photo["status"] == "ok" and photo["kind"] == "image" and photo["faces"] == 1
-    assert photo["verdict"] in ("likely_manipulated", "inconclusive", "no_signs_found") and 0 <= photo["probability"] <= 1
+    assert (
+        photo["verdict"] in ("likely_manipulated", "inconclusive", "no_signs_found") and 0 <= photo["probability"] <= 1
+    )
     assert photo["result"]["scope"].startswith("Deepfake Shield judges face swaps and face edits only")
     assert photo["probability"] == photo["result"]["verdict"]["probability"]
     assert len(photo["result"]["faces"]) == 1 and photo["result"]["model"] == "tiny-test 0.0.1"
@@ -76,7 +78,9 @@ def test_recursive_descends_into_subfolders(capsys, media, tiny_bundle):
 
 
 def test_csv_has_the_summary_fields(capsys, media, tiny_bundle):
-    code, out, _ = scan(capsys, str(media / "astronaut.jpg"), str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv")
+    code, out, _ = scan(
+        capsys, str(media / "astronaut.jpg"), str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv"
+    )
     assert code == EXIT_OK
     reader = csv.DictReader(io.StringIO(out))
     assert tuple(reader.fieldnames) == SUMMARY_FIELDS
@@ -99,7 +103,9 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
 
 def test_out_writes_a_file_and_nothing_to_stdout(capsys, media, tiny_bundle, tmp_path):
     target = tmp_path / "reports" / "scan.json"
-    code, out, _ = scan(capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--out", str(target))
+    code, out, _ = scan(
+        capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--out", str(target)
+    )
     assert code == EXIT_OK and out == ""
     assert json.loads(target.read_text())[0]["faces"] == 1
 
@@ -111,9 +117,25 @@ def test_heatmaps_are_written_as_pngs_without_name_clashes(capsys, media, tiny_b
     save_image(folder / "a.png", np.concatenate([astronaut, astronaut], axis=1))  # same stem, two faces
     shutil.copy(media / "clip.mp4", folder / "clip.mp4")  # a video: one heatmap per face track
     out_dir = tmp_path / "heat"
-    code, _, _ = scan(capsys, str(folder), "--model", str(tiny_bundle), "--heatmaps", str(out_dir), "--format", "json", "--frames", "2")
+    code, _, _ = scan(
+        capsys,
+        str(folder),
+        "--model",
+        str(tiny_bundle),
+        "--heatmaps",
+        str(out_dir),
+        "--format",
+        "json",
+        "--frames",
+        "2",
+    )
     assert code == EXIT_OK
-    assert sorted(p.name for p in out_dir.iterdir()) == ["a-2_face0.png", "a-2_face1.png", "a_face0.png", "clip_track0.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "a-2_face0.png",
+        "a-2_face1.png",
+        "a_face0.png",
+        "clip_track0.png",
+    ]
     for png in out_dir.iterdir():
         image = cv2.imread(str(png))
         assert image.shape == (64, 64, 3)  # the crop, at the bundle's input size, with the overlay
@@ -126,8 +148,15 @@ def test_a_bad_file_is_an_error_row_and_the_scan_goes_on(capsys, media, tiny_bun
     text = tmp_path / "fake.png"
     text.write_text("hello")
     code, out, _ = scan(
-        capsys, str(broken), str(media / "astronaut.jpg"), str(text), str(tmp_path / "missing.jpg"),
-        "--model", str(tiny_bundle), "--format", "json",
+        capsys,
+        str(broken),
+        str(media / "astronaut.jpg"),
+        str(text),
+        str(tmp_path / "missing.jpg"),
+        "--model",
+        str(tiny_bundle),
+        "--format",
+        "json",
     )
     assert code == EXIT_SOME_FAILED
     rows = json.loads(out)
@@ -174,13 +203,27 @@ def test_console_script_runs(media, tiny_bundle, tmp_path):
     command = [str(script)] if script.exists() else [shutil.which("deepshield") or "deepshield"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [*command, "scan", str(media / "astronaut.jpg"), str(tmp_path / "gone.png"), "--model", str(tiny_bundle), "--format", "jsonl"],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            *command,
+            "scan",
+            str(media / "astronaut.jpg"),
+            str(tmp_path / "gone.png"),
+            "--model",
+            str(tiny_bundle),
+            "--format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == EXIT_SOME_FAILED, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["faces"] == 1
-    usage = subprocess.run([*command, "scan", "x.jpg", "--frames", "0"], capture_output=True, text=True, timeout=60, env=env)
+    usage = subprocess.run(
+        [*command, "scan", "x.jpg", "--frames", "0"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert usage.returncode == EXIT_USAGE and "must be a positive integer" in usage.stderr
 
 
@@ -239,7 +282,15 @@ def test_fifos_and_link_problems_get_error_rows_with_the_true_reason(capsys, tin
     os.mkfifo(tmp_path / "explicit-pipe")
     os.symlink("self", tmp_path / "self")
     outcome = {}
-    args = [str(folder), str(tmp_path / "explicit-pipe"), str(tmp_path / "self"), "--model", str(tiny_bundle), "--format", "json"]
+    args = [
+        str(folder),
+        str(tmp_path / "explicit-pipe"),
+        str(tmp_path / "self"),
+        "--model",
+        str(tiny_bundle),
+        "--format",
+        "json",
+    ]
     runner = threading.Thread(target=lambda: outcome.update(code=main(["scan", *args])), daemon=True)
     runner.start()
     runner.join(60)
@@ -256,8 +307,22 @@ def test_no_native_log_lines_reach_stderr(media, tiny_bundle):
     # Without the quieting environment variables: the detector silences MediaPipe's start-up itself.
     env = {key: value for key, value in os.environ.items() if key not in ("GLOG_minloglevel", "TF_CPP_MIN_LOG_LEVEL")}
     done = subprocess.run(
-        [sys.executable, "-m", "deepshield.cli.main", "scan", str(media / "astronaut.jpg"), str(media / "clip.mp4"), "--model", str(tiny_bundle), "--frames", "2"],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "deepshield.cli.main",
+            "scan",
+            str(media / "astronaut.jpg"),
+            str(media / "clip.mp4"),
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == EXIT_OK, done.stderr
     assert NATIVE_LOG_LINE.search(done.stderr) is None, done.stderr

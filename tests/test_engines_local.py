@@ -18,7 +18,9 @@ from deepshield.engines import make_engine
 
 def record_worker(folder: Path, index: int, emit) -> None:
     """Writes what it saw; worker 1 fails."""
-    (folder / f"worker_{index}.txt").write_text(f"{os.getpid()} {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('MKL_NUM_THREADS')}")
+    (folder / f"worker_{index}.txt").write_text(
+        f"{os.getpid()} {os.environ.get('OMP_NUM_THREADS')} {os.environ.get('MKL_NUM_THREADS')}"
+    )
     emit(f"worker {index} done")
     if index == 1:
         raise RuntimeError("worker 1 breaks")
@@ -80,6 +82,9 @@ def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     before = dict(os.environ)
     with make_engine("local") as engine, pytest.raises(KeyboardInterrupt):
         engine.run_workers(functools.partial(sleeping_worker, tmp_path), 2, lines.append, stagger_s=0.1, grace_s=30)
-    assert sorted(p.name for p in tmp_path.glob("interrupted_*")) == ["interrupted_0", "interrupted_1"]  # each got its KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.glob("interrupted_*")) == [
+        "interrupted_0",
+        "interrupted_1",
+    ]  # each got its KeyboardInterrupt
     assert lines == ["interrupted: waiting for the workers to checkpoint their work ..."]
     assert dict(os.environ) == before  # the thread variables set for the children are restored

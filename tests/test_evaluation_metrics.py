@@ -104,7 +104,9 @@ def test_agrees_with_scikit_learn_on_random_sets():
     ],
 )
 def test_bad_inputs_get_a_clear_message(labels, scores, message):
-    with pytest.raises(MetricsError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        MetricsError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         detection_metrics(labels, scores)
     assert issubclass(MetricsError, DeepShieldError)  # the CLI shows it as a message, not a traceback
 
@@ -118,7 +120,9 @@ def test_weighted_metrics_equal_metrics_of_the_repeated_set():
     repeated = detection_metrics(np.repeat(labels, weights[0]), np.repeat(scores, weights[0]), 0.5)
     for name in METRIC_NAMES:
         assert weighted[name][0] == pytest.approx(getattr(repeated, name)), name
-    assert np.isnan(weighted_metrics(labels, scores, np.array([[1, 1, 1, 0, 0, 0, 1, 0]]), 0.5)["auc"][0])  # no fake left
+    assert np.isnan(
+        weighted_metrics(labels, scores, np.array([[1, 1, 1, 0, 0, 0, 1, 0]]), 0.5)["auc"][0]
+    )  # no fake left
 
 
 def test_bootstrap_contains_the_estimate_and_is_deterministic():
@@ -154,7 +158,9 @@ def test_bootstrap_resamples_files_not_faces():
 
 
 def test_log_loss_and_empty_log_loss():
-    assert binary_log_loss(np.array([1, 0]), np.array([1.0, 0.0])) == pytest.approx(1e-7, rel=0.01)  # clipped, not 0 or inf
+    assert binary_log_loss(np.array([1, 0]), np.array([1.0, 0.0])) == pytest.approx(
+        1e-7, rel=0.01
+    )  # clipped, not 0 or inf
     with pytest.raises(MetricsError):
         binary_log_loss(np.array([]), np.array([]))
 
@@ -178,7 +184,9 @@ def test_fit_temperature_undoes_overconfidence():
     overconfident = 4 * true_logits
     temperature = fit_temperature(labels, overconfident)
     assert temperature == pytest.approx(4, rel=0.15)
-    assert binary_log_loss(labels, sigmoid(overconfident / temperature)) < binary_log_loss(labels, sigmoid(overconfident))
+    assert binary_log_loss(labels, sigmoid(overconfident / temperature)) < binary_log_loss(
+        labels, sigmoid(overconfident)
+    )
 
 
 def test_fit_threshold_target_fpr_and_balanced():
@@ -197,6 +205,7 @@ def test_fit_threshold_target_fpr_and_balanced():
 def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])
+
     # Balanced accuracy per threshold: 0.1: .5, 0.2: .625, 0.3: .75, 0.4: .875, 0.6: .75, 0.7: .625, 0.8: .75, 0.9: .625
     def edges(tolerance):
         band = fit_inconclusive_band(labels, scores, 0.4, tolerance)
@@ -207,7 +216,10 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
     assert edges(0.125) == pytest.approx((0.2, 0.6))  # contiguous: 0.7 falls short, so 0.8 is not reached
     assert edges(0.25) == pytest.approx((0.1, 0.9))
     assert edges(0.02)[0] > 0.3 and edges(0.99) == (0.0, 0.9)
-    assert "within 0.125 of the threshold's (0.875) on 8 scores (4 real, 4 fake)" in fit_inconclusive_band(labels, scores, 0.4, 0.125).fitted_on
+    assert (
+        "within 0.125 of the threshold's (0.875) on 8 scores (4 real, 4 fake)"
+        in fit_inconclusive_band(labels, scores, 0.4, 0.125).fitted_on
+    )
     with pytest.raises(MetricsError):
         fit_inconclusive_band(np.array([1, 1]), np.array([0.2, 0.3]), 0.25)
 

@@ -50,8 +50,24 @@ def folder_dataset(tmp_path_factory, astronaut) -> Path:
 def report(tmp_path_factory, folder_dataset, tiny_bundle):
     out = tmp_path_factory.mktemp("report") / "rep"
     code = main(
-        ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "4", "--bootstrap", "200",
-         "--perturb", "jpeg:90,50", "resize:0.5", "blur:1.5", "noise:5", "--no-progress"]
+        [
+            "evaluate",
+            str(folder_dataset),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--frames",
+            "4",
+            "--bootstrap",
+            "200",
+            "--perturb",
+            "jpeg:90,50",
+            "resize:0.5",
+            "blur:1.5",
+            "noise:5",
+            "--no-progress",
+        ]
     )
     assert code == EXIT_OK
     return out
@@ -65,8 +81,18 @@ def _strict_json(path: Path) -> dict:
 
 
 def test_report_files_are_written(report):
-    for name in ("report.html", "metrics.json", "scores.csv", "files.csv", "plots/roc.png", "plots/pr.png", "plots/reliability.png",
-                 "plots/hist_file.png", "plots/hist_face.png", "plots/perturbations.png"):
+    for name in (
+        "report.html",
+        "metrics.json",
+        "scores.csv",
+        "files.csv",
+        "plots/roc.png",
+        "plots/pr.png",
+        "plots/reliability.png",
+        "plots/hist_file.png",
+        "plots/hist_face.png",
+        "plots/perturbations.png",
+    ):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
 
 
@@ -76,8 +102,17 @@ def test_html_is_self_contained(report):
     assert not re.search(r"https?://|//cdn", page)
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    for heading in ("Headline metrics", "Calibration", "By source dataset", "By manipulation method", "Video rules compared",
-                    "Robustness to perturbations", "Worst false positives", "Worst false negatives", "Files without a face"):
+    for heading in (
+        "Headline metrics",
+        "Calibration",
+        "By source dataset",
+        "By manipulation method",
+        "Video rules compared",
+        "Robustness to perturbations",
+        "Worst false positives",
+        "Worst false negatives",
+        "Files without a face",
+    ):
         assert heading in page
     assert "blank.png" in page and "broken.jpg" in page
     assert "It does not detect fully AI-generated faces, lip-sync without blending, or manipulated audio." in page
@@ -88,8 +123,14 @@ def test_metrics_json_is_the_typed_summary(report):
     m = _strict_json(report / "metrics.json")
     summary = EvaluationSummary.model_validate(m)
     assert summary.to_json() == m
-    assert summary.file.value("auc") == m["file"]["metrics"]["auc"]["value"] and summary.face.metrics["auc"].low == m["face"]["metrics"]["auc"]["low"]
-    assert "metrics" not in m["video_rules"]["max"]["videos_only"] and summary.video_rules["max"].videos_only.metrics is None  # one class: left out
+    assert (
+        summary.file.value("auc") == m["file"]["metrics"]["auc"]["value"]
+        and summary.face.metrics["auc"].low == m["face"]["metrics"]["auc"]["low"]
+    )
+    assert (
+        "metrics" not in m["video_rules"]["max"]["videos_only"]
+        and summary.video_rules["max"].videos_only.metrics is None
+    )  # one class: left out
     assert summary.headline("file")["file_auc_low"] == m["file"]["metrics"]["auc"]["low"]
     assert "synthetic" not in m and summary.synthetic is None  # a one-output bundle has no synthetic-face score
     with pytest.raises(ValidationError, match="threshhold"):
@@ -109,7 +150,14 @@ def test_metrics_json(report):
             assert entry["low"] <= entry["value"] + 1e-9 and entry["value"] <= entry["high"] + 1e-9, (level, name)
         c = m[level]["confusion"]
         assert c["tn"] + c["fp"] + c["fn"] + c["tp"] == m[level]["count"]
-    assert [r["condition"] for r in m["perturbations"]] == ["clean", "jpeg:90", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"]
+    assert [r["condition"] for r in m["perturbations"]] == [
+        "clean",
+        "jpeg:90",
+        "jpeg:50",
+        "resize:0.5",
+        "blur:1.5",
+        "noise:5",
+    ]
     assert m["perturbations"][0]["file_auc"] == pytest.approx(m["file"]["metrics"]["auc"]["value"])
     assert set(m["video_rules"]) == {"topk-mean", "mean", "max"}
     assert "videos_only" in m["video_rules"]["max"]  # images and videos mixed: videos also on their own
@@ -133,7 +181,9 @@ def test_scores_match_the_detector(folder_dataset, detector):
     """Evaluation scores files exactly as the product's Detector does (same crops, same video rule)."""
     scored = score_datasets([folder_dataset], detector.classifier, frames=4, progress=False)
     scores = {Path(f.path).name: s for f, s in zip(scored.files, scored.file_scores(CLEAN, VideoRule()))}
-    assert scores["astronaut.jpg"] == pytest.approx(detector.analyze_image(folder_dataset / "real" / "astronaut.jpg").verdict.probability, abs=1e-6)
+    assert scores["astronaut.jpg"] == pytest.approx(
+        detector.analyze_image(folder_dataset / "real" / "astronaut.jpg").verdict.probability, abs=1e-6
+    )
     video = detector.analyze_video(folder_dataset / "fake" / "swap" / "drift.mp4", frames=4)
     assert scores["drift.mp4"] == pytest.approx(video.verdict.probability, abs=1e-6)
     assert np.isnan(scores["blank.png"]) and np.isnan(scores["broken.jpg"])
@@ -162,7 +212,18 @@ def test_one_class_subset_gets_a_detection_rate(folder_dataset, tiny_bundle, tmp
 
 
 def test_bad_perturbation_is_a_usage_error(capsys, folder_dataset, tiny_bundle, tmp_path):
-    code = main(["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tmp_path / "r"), "--perturb", "jpeg:150"])
+    code = main(
+        [
+            "evaluate",
+            str(folder_dataset),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(tmp_path / "r"),
+            "--perturb",
+            "jpeg:150",
+        ]
+    )
     assert code == EXIT_USAGE
     assert "jpeg quality must be an integer from 1 to 100" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -171,7 +232,10 @@ def test_bad_perturbation_is_a_usage_error(capsys, folder_dataset, tiny_bundle, 
 def test_unknown_dataset_layout_is_a_usage_error(capsys, tiny_bundle, tmp_path):
     (tmp_path / "misc").mkdir()
     (tmp_path / "misc" / "a.jpg").write_bytes(b"x")
-    assert main(["evaluate", str(tmp_path / "misc"), "--model", str(tiny_bundle), "--out", str(tmp_path / "r")]) == EXIT_USAGE
+    assert (
+        main(["evaluate", str(tmp_path / "misc"), "--model", str(tiny_bundle), "--out", str(tmp_path / "r")])
+        == EXIT_USAGE
+    )
     assert "cannot tell the dataset layout" in capsys.readouterr().err
 
 
@@ -182,7 +246,12 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
 
     classifier = OnnxClassifier(tiny_bundle)
     prepared = tmp_path / "prepared"
-    prepare_dataset([folder_dataset], prepared, settings=ExtractSettings(frames=4, policy=classifier.card.crop_policy), progress=False)
+    prepare_dataset(
+        [folder_dataset],
+        prepared,
+        settings=ExtractSettings(frames=4, policy=classifier.card.crop_policy),
+        progress=False,
+    )
     from_crops = score_datasets([prepared], classifier, progress=False)
     from_media = score_datasets([folder_dataset], classifier, frames=4, progress=False)
     assert from_crops.mode == "crops" and from_crops.face_count == from_media.face_count
@@ -197,12 +266,35 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
     assert summary.counts.files_without_face == 1 and summary.counts.unreadable_files == 1
 
     other = tmp_path / "other-policy"
-    prepare_dataset([folder_dataset], other, settings=ExtractSettings(frames=2, policy=CropPolicy(size=64, scale=1.3)), progress=False)
+    prepare_dataset(
+        [folder_dataset],
+        other,
+        settings=ExtractSettings(frames=2, policy=CropPolicy(size=64, scale=1.3)),
+        progress=False,
+    )
     out = tmp_path / "rep"
-    assert main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert (
+        main(
+            [
+                "evaluate",
+                str(other),
+                "--model",
+                str(tiny_bundle),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == EXIT_OK
+    )
     assert "crop policy" in capsys.readouterr().err
     assert "crop policy" in (out / "report.html").read_text()
-    assert main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--perturb", "jpeg:50"]) == EXIT_USAGE
+    assert (
+        main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--perturb", "jpeg:50"])
+        == EXIT_USAGE
+    )
     assert "perturbations of the full frame cannot be applied" in capsys.readouterr().err
 
 
@@ -211,8 +303,23 @@ def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_pat
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     out = tmp_path / "rep"
-    code = main(["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--bootstrap", "20",
-                 "--tracking-uri", uri, "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(folder_dataset),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--frames",
+            "2",
+            "--bootstrap",
+            "20",
+            "--tracking-uri",
+            uri,
+            "--no-progress",
+        ]
+    )
     assert code == EXIT_OK
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("deepshield-evaluate")
@@ -221,7 +328,10 @@ def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_pat
     # The last line says how to open the experiment in the MLflow UI.
     last = capsys.readouterr().out.splitlines()[-1]
     page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
-    assert last == f"MLflow: run `mlflow ui --backend-store-uri {uri}`, then open {page} (this run: {page}/runs/{run.info.run_id})"
+    assert (
+        last
+        == f"MLflow: run `mlflow ui --backend-store-uri {uri}`, then open {page} (this run: {page}/runs/{run.info.run_id})"
+    )
     assert {"file_auc", "file_auc_low", "face_auc", "rule_max_file_auc"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/report.html" in artifacts and "evaluation/metrics.json" in artifacts
@@ -234,13 +344,26 @@ def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_p
     by_name = {Path(scored.files[e.file_id].path).name: e for e in scored.examples.values()}
     (track,) = by_name["drift.mp4"].tracks  # the drifting photo: one face, seen in every sampled frame
     assert (track.frames_seen, track.first_frame, track.last_frame) == (4, 0, 5)
-    assert track.first_s == pytest.approx(0.0) and track.last_s == pytest.approx(0.5) and track.not_counted_reason is None
+    assert (
+        track.first_s == pytest.approx(0.0) and track.last_s == pytest.approx(0.5) and track.not_counted_reason is None
+    )
     assert track.crop.shape == (64, 64, 3) and track.heatmap.shape == (64, 64)
     assert track.score == pytest.approx(by_name["drift.mp4"].score)  # one track: the file's score
     assert len(by_name["astronaut.jpg"].tracks) == 1 and by_name["astronaut.jpg"].tracks[0].first_s == 0.0
     png = str(tmp_path / "x.png")
     cv2.imwrite(png, np.zeros((8, 8, 3), np.uint8))
-    entry = {"track_id": 0, "score": 0.7, "frames_seen": 4, "first_frame": 0, "last_frame": 5, "first_s": 0.0, "last_s": 0.5, "peak_frame": 3, "crop": Path(png), "heatmap": Path(png)}
+    entry = {
+        "track_id": 0,
+        "score": 0.7,
+        "frames_seen": 4,
+        "first_frame": 0,
+        "last_frame": 5,
+        "first_s": 0.0,
+        "last_s": 0.5,
+        "peak_frame": 3,
+        "crop": Path(png),
+        "heatmap": Path(png),
+    }
     short = {**entry, "track_id": 1, "frames_seen": 1, "not_counted_reason": "seen in 1 of 4 sampled frames"}
     html = _track_list([{**entry, "not_counted_reason": None}, short])
     assert "track 0: <b>0.700</b> · 4 frames, 0.0–0.5 s · peak frame 3 · counts" in html
@@ -253,7 +376,22 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
         f"path,label\n{folder_dataset / 'real' / 'astronaut.jpg'},real\n{tmp_path / 'gone.jpg'},fake\n{folder_dataset / 'real' / 'broken.jpg'},real\n"
     )
     out = tmp_path / "rep"
-    assert main(["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert (
+        main(
+            [
+                "evaluate",
+                str(listing),
+                "--model",
+                str(tiny_bundle),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == EXIT_OK
+    )
     err = capsys.readouterr().err
     assert "3 files: 1 with faces, 0 without a face, 1 missing (listed but not on disk), 1 not readable" in err
     assert f"1 files named by the dataset's listing but missing: {tmp_path / 'gone.jpg'}\n" in err
@@ -265,5 +403,11 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
     ok = files["astronaut.jpg"]
     threshold = json.loads((out / "metrics.json").read_text())["settings"]["threshold"]
     score = float(ok["score"])
-    expected = "likely_manipulated" if score >= threshold + 0.1 else "no_signs_found" if score < threshold - 0.1 else "inconclusive"
+    expected = (
+        "likely_manipulated"
+        if score >= threshold + 0.1
+        else "no_signs_found"
+        if score < threshold - 0.1
+        else "inconclusive"
+    )
     assert ok["called"] == expected and ok["called_at_threshold"] == ("fake" if score >= threshold else "real")

@@ -109,7 +109,9 @@ def test_small_face_in_big_canvas(faces, astronaut, canvas_side, photo_side, top
     # Reliable down to about 7% of the canvas side (the models see 256 / 384 px versions of it).
     canvas = np.zeros((canvas_side, canvas_side, 3), np.uint8)
     y, x = top_left
-    canvas[y : y + photo_side, x : x + photo_side] = cv2.resize(astronaut, (photo_side, photo_side), interpolation=cv2.INTER_AREA)
+    canvas[y : y + photo_side, x : x + photo_side] = cv2.resize(
+        astronaut, (photo_side, photo_side), interpolation=cv2.INTER_AREA
+    )
     found = faces.detect(canvas)
     assert_found(found, [shifted(FACE, dx=x, dy=y, scale=photo_side / 512)], 0.5)
 
@@ -234,7 +236,9 @@ def test_align_levels_the_eyes(faces, astronaut, angle):
 def test_to_image_inverts_the_crop_matrix(align, side):
     image = np.zeros((1200, 1200, 3), np.uint8)
     box = Box(100, 150, 100 + side, 150 + side * 0.9)
-    keypoints = np.array([[100 + side * 0.3, 150 + side * 0.40], [100 + side * 0.7, 150 + side * 0.35]] + [[0, 0]] * 4, np.float32)
+    keypoints = np.array(
+        [[100 + side * 0.3, 150 + side * 0.40], [100 + side * 0.7, 150 + side * 0.35]] + [[0, 0]] * 4, np.float32
+    )
     crop = crop_face(image, box, keypoints, CropPolicy(size=96, align=align))
     points = np.array([[0, 0], [95, 0], [48, 48], [10, 80]], np.float64)
     np.testing.assert_allclose(apply(crop.matrix, crop.to_image(points)), points, atol=1e-6)

@@ -78,7 +78,9 @@ def test_heic_and_pdf_are_named_in_the_refusal():
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
     with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\)"):
         sniff_media_kind(heic)
-    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\): expected an image"):
+    with pytest.raises(
+        UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\): expected an image"
+    ):
         load_image(heic)
     with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(PDF document\): expected an image"):
         load_image(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
@@ -264,7 +266,9 @@ def bomb_png() -> bytes:
 def test_decompression_bomb_is_refused_without_decoding(monkeypatch, bomb_png, pillow_limit):
     assert len(bomb_png) < 5_000_000
     decoded = []
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or pytest.fail("decoded the bomb"))
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: decoded.append(self) or pytest.fail("decoded the bomb")
+    )
     if pillow_limit == "disabled":
         # Some library in the process turned Pillow's own guard off: our pixel limit still holds.
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
@@ -421,7 +425,9 @@ def test_header_only_truncated_and_garbage_videos_are_refused(tmp_path, face_vid
     for name, content in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        with pytest.raises(CorruptMediaError, match=r"cannot open video \(.+\): the file is truncated, corrupt or not a video") as caught:
+        with pytest.raises(
+            CorruptMediaError, match=r"cannot open video \(.+\): the file is truncated, corrupt or not a video"
+        ) as caught:
             sample_frames(path, 8)
         assert str(tmp_path) not in str(caught.value)  # no server paths in user-facing messages
 
@@ -442,7 +448,9 @@ def test_over_long_video_is_refused(face_video):
 
 
 def test_oversized_frames_are_refused(face_video):
-    with pytest.raises(MediaTooLargeError, match=r"video frames are 512x512 = 0\.262 megapixels, above the 0\.25 megapixel limit"):
+    with pytest.raises(
+        MediaTooLargeError, match=r"video frames are 512x512 = 0\.262 megapixels, above the 0\.25 megapixel limit"
+    ):
         sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=500 * 500))
 
 
@@ -463,7 +471,12 @@ def test_every_exif_orientation_matches_pillows_own(orientation):
 def test_sizes_below_a_megabyte_are_said_in_kilobytes():
     from deepshield.media.units import format_bytes
 
-    assert [format_bytes(n) for n in (999, 100_000, 2_500_000, 200_000_000)] == ["999 bytes", "100 KB", "2.5 MB", "200 MB"]
+    assert [format_bytes(n) for n in (999, 100_000, 2_500_000, 200_000_000)] == [
+        "999 bytes",
+        "100 KB",
+        "2.5 MB",
+        "200 MB",
+    ]
 
 
 def test_pillow_bomb_guard_speaks_our_limit():
@@ -528,7 +541,9 @@ def test_working_memory_budget_decodes_big_jpegs_smaller_and_refuses_other_forma
     budget = ImageLimits(max_working_bytes=7_000_000)  # a 1000 x 1000 RGB decode
     reduced = load_image(encode(picture, "JPEG"), budget)
     assert reduced.shape == (1000, 1000, 3) and abs(int(reduced[500, 500, 0]) - 120) <= 2
-    with pytest.raises(MediaTooLargeError, match=r"2000x2000 \(RGB\): decoding it needs 28 MB, above the 7 MB working-memory limit"):
+    with pytest.raises(
+        MediaTooLargeError, match=r"2000x2000 \(RGB\): decoding it needs 28 MB, above the 7 MB working-memory limit"
+    ):
         load_image(encode(picture, "PNG"), budget)
     assert load_image(encode(picture, "PNG")).shape == (2000, 2000, 3)  # the default budget takes it
 
@@ -558,8 +573,14 @@ def test_frames_larger_than_the_header_says_are_refused_before_conversion(tmp_pa
     path = mjpeg_with_lying_header(tmp_path / "liar.mov", 1200)
     assert probe_video(path).width == 64
     upright = video._upright
-    monkeypatch.setattr(video, "_upright", lambda frame, turn: upright(frame, turn) if frame.width == 64 else pytest.fail("converted an oversized frame"))
-    with pytest.raises(MediaTooLargeError, match=r"video frames are 1200x1200 = 1\.44 megapixels, above the 1 megapixel limit"):
+    monkeypatch.setattr(
+        video,
+        "_upright",
+        lambda frame, turn: upright(frame, turn) if frame.width == 64 else pytest.fail("converted an oversized frame"),
+    )
+    with pytest.raises(
+        MediaTooLargeError, match=r"video frames are 1200x1200 = 1\.44 megapixels, above the 1 megapixel limit"
+    ):
         sample_frames(path, 8, VideoLimits(max_pixels_per_frame=1_000_000))
 
 

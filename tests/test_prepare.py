@@ -115,7 +115,9 @@ def test_dfdc_manifest_rows_labels_and_groups(dfdc_dataset: Path, dfdc_root: Pat
     by_file = defaultdict(list)
     for record in records:
         by_file[Path(record.source_file).name].append(record)
-    assert sorted(by_file) == sorted([f"real{i}.mp4" for i in range(6)] + [f"fake{i}.mp4" for i in range(6)] + ["fake0b.mp4"])
+    assert sorted(by_file) == sorted(
+        [f"real{i}.mp4" for i in range(6)] + [f"fake{i}.mp4" for i in range(6)] + ["fake0b.mp4"]
+    )
     for name, rows in by_file.items():
         assert [(r.frame_index, r.face_index) for r in rows] == [(0, 0), (2, 0)]
         assert {r.label for r in rows} == {"real" if name.startswith("real") else "fake"}
@@ -125,7 +127,9 @@ def test_dfdc_manifest_rows_labels_and_groups(dfdc_dataset: Path, dfdc_root: Pat
     assert {r.group for r in by_file["fake0.mp4"]} == {"dfdc:real0.mp4"}
     assert {r.group for r in by_file["fake0b.mp4"]} == {"dfdc:real0.mp4"}
     assert {r.group for r in by_file["fake4.mp4"]} == {"dfdc:real4.mp4"}
-    assert {r.method for r in by_file["fake1.mp4"]} == {"unknown"} and {r.method for r in by_file["real1.mp4"]} == {"none"}
+    assert {r.method for r in by_file["fake1.mp4"]} == {"unknown"} and {r.method for r in by_file["real1.mp4"]} == {
+        "none"
+    }
     record = by_file["real3.mp4"][0]
     assert record.crop_path.startswith("crops/dfdc/dfdc_train_part_0/real3.mp4/") and record.crop_path.endswith(".png")
     assert Path(record.source_file) == (dfdc_root / "dfdc_train_part_0" / "real3.mp4").resolve()
@@ -228,14 +232,26 @@ def test_ffpp_layout_groups_pairs_with_both_originals(tmp_path: Path, small):
         write_video(folder / f"{name}.mp4", clip(small, i))
     (root / "manipulated_sequences" / "Deepfakes" / "masks" / "videos").mkdir(parents=True)  # not a compression level
     assert detect_format(root) == "ffpp"
-    prepare_dataset([root], tmp_path / "ds", settings=ExtractSettings(frames=1, policy=CropPolicy(size=64)), progress=False)
+    prepare_dataset(
+        [root], tmp_path / "ds", settings=ExtractSettings(frames=1, policy=CropPolicy(size=64)), progress=False
+    )
     records = read_manifest(tmp_path / "ds")
     by_file = {Path(r.source_file).name: r for r in records}
     assert len(records) == 7
-    assert by_file["000.mp4"].group == by_file["001.mp4"].group == by_file["000_001.mp4"].group == by_file["001_000.mp4"].group == "ffpp:000_001"
+    assert (
+        by_file["000.mp4"].group
+        == by_file["001.mp4"].group
+        == by_file["000_001.mp4"].group
+        == by_file["001_000.mp4"].group
+        == "ffpp:000_001"
+    )
     assert by_file["002.mp4"].group == by_file["002_003.mp4"].group == "ffpp:002_003"
     assert by_file["000_001.mp4"].method == "Deepfakes" and by_file["002_003.mp4"].method == "Face2Face"
-    assert by_file["003.mp4"].label == "real" and by_file["003.mp4"].method == "none" and by_file["003.mp4"].source == "ffpp"
+    assert (
+        by_file["003.mp4"].label == "real"
+        and by_file["003.mp4"].method == "none"
+        and by_file["003.mp4"].source == "ffpp"
+    )
     assert_groups_within_one_split(records)
 
 
@@ -272,7 +288,12 @@ def test_largest_face_only(tmp_path: Path, small):
     two[38:218, 294:474] = cv2.resize(small, (180, 180))  # the same face, smaller, on the right
     write_png(tmp_path / "real" / "two.png", two)
     everything = prepare_dataset([tmp_path / "real"], tmp_path / "all", settings=SETTINGS, progress=False)
-    largest = prepare_dataset([tmp_path / "real"], tmp_path / "largest", settings=ExtractSettings(frames=2, faces="largest", policy=CropPolicy(size=64)), progress=False)
+    largest = prepare_dataset(
+        [tmp_path / "real"],
+        tmp_path / "largest",
+        settings=ExtractSettings(frames=2, faces="largest", policy=CropPolicy(size=64)),
+        progress=False,
+    )
     assert everything.crops == 2 and largest.crops == 1
     (record,) = read_manifest(tmp_path / "largest")
     assert record.face_index == 0 and record.box[0] < 256  # the left face is the bigger one
@@ -338,7 +359,22 @@ def _fake_records(n_groups: int) -> list[CropRecord]:
     for g in range(n_groups):
         labels = ["real"] * (1 + g % 3) + ["fake"] * (g % 4)  # groups of mixed sizes and mixes
         for k, label in enumerate(labels):
-            records.append(CropRecord(f"crops/{g}/{k}.png", label, "", f"g{g}", "s", "m", f"/src/{g}_{k}.mp4", 0, 0, 0.9, (0, 0, 1, 1), ((0.0, 0.0),) * 6))
+            records.append(
+                CropRecord(
+                    f"crops/{g}/{k}.png",
+                    label,
+                    "",
+                    f"g{g}",
+                    "s",
+                    "m",
+                    f"/src/{g}_{k}.mp4",
+                    0,
+                    0,
+                    0.9,
+                    (0, 0, 1, 1),
+                    ((0.0, 0.0),) * 6,
+                )
+            )
     return records
 
 
@@ -364,7 +400,21 @@ def test_split_is_group_aware_stratified_and_seeded():
 def test_cli_prepare(tmp_path: Path, small, capsys):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
-    code = main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--crop-size", "48", "--crop-scale", "2", "--split", "1,0,0", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            str(tmp_path / "src"),
+            "--out",
+            str(tmp_path / "ds"),
+            "--crop-size",
+            "48",
+            "--crop-scale",
+            "2",
+            "--split",
+            "1,0,0",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "2 face crops" in capsys.readouterr().err
     records = read_manifest(tmp_path / "ds")
@@ -379,13 +429,29 @@ def test_cli_prepare_lists_missing_apart_from_unreadable_and_warns_of_empty_spli
     (tmp_path / "src" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     listing = tmp_path / "src" / "set.csv"
     listing.write_text("path,label\na.png,real\ngone.png,fake\nbroken.png,real\n")
-    code = main(["prepare", str(listing), "--out", str(tmp_path / "ds"), "--crop-size", "48", "--crop-scale", "2", "--no-progress"])
+    code = main(
+        [
+            "prepare",
+            str(listing),
+            "--out",
+            str(tmp_path / "ds"),
+            "--crop-size",
+            "48",
+            "--crop-scale",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert f"warning: 1 files named by the sources' listings are missing: {tmp_path / 'src' / 'gone.png'}\n" in err
     assert re.search(r"warning: 1 files could not be read: \S*broken.png \(", err)
     # One crop, three splits asked for: val and test come out empty, and the user is told.
-    assert "warning: split val is empty" in err and "warning: split test is empty" in err and "warning: split train" not in err
+    assert (
+        "warning: split val is empty" in err
+        and "warning: split test is empty" in err
+        and "warning: split train" not in err
+    )
     assert "3 errors" not in err and "2 errors, of which 1 missing and 1 unreadable" in err
 
 

@@ -70,14 +70,33 @@ def _without_timings(value):
 
 def test_scan_ray_matches_local_in_order_with_error_rows(capsys, media, tiny_bundle):
     # a folder (recursive: 4 media files), a file that is not media and a missing one: 2 error rows
-    args = ["scan", str(media), str(media / "notes.txt"), str(media / "gone.jpg"), "-r", "--model", str(tiny_bundle), "--format", "json", "--frames", "2"]
+    args = [
+        "scan",
+        str(media),
+        str(media / "notes.txt"),
+        str(media / "gone.jpg"),
+        "-r",
+        "--model",
+        str(tiny_bundle),
+        "--format",
+        "json",
+        "--frames",
+        "2",
+    ]
     local_code = main(args)
     local = json.loads(capsys.readouterr().out)
     ray_code = main([*args, "--engine", "ray", "--workers", "2"])
     remote = json.loads(capsys.readouterr().out)
     assert local_code == ray_code == EXIT_SOME_FAILED
     names = [Path(r["path"]).relative_to(media).as_posix() for r in remote]
-    assert names == ["astronaut.jpg", "blank.png", "clip.mp4", "more/flipped.png", "notes.txt", "gone.jpg"]  # input order
+    assert names == [
+        "astronaut.jpg",
+        "blank.png",
+        "clip.mp4",
+        "more/flipped.png",
+        "notes.txt",
+        "gone.jpg",
+    ]  # input order
     assert [r["status"] for r in remote] == ["ok"] * 4 + ["error"] * 2
     assert _without_timings(remote) == _without_timings(local)
     # the local engine's process pool (the same engine interface) gives them too
@@ -89,7 +108,9 @@ def test_scan_engine_options_are_checked(capsys, media, tiny_bundle):
     assert main(["scan", str(media / "blank.png"), "--model", str(tiny_bundle), "--ray-address", "auto"]) == EXIT_USAGE
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
     # a bundle that cannot load is a usage error on Ray too (not one error row per file)
-    assert main(["scan", str(media / "blank.png"), "--model", str(media / "no-bundle"), "--engine", "ray"]) == EXIT_USAGE
+    assert (
+        main(["scan", str(media / "blank.png"), "--model", str(media / "no-bundle"), "--engine", "ray"]) == EXIT_USAGE
+    )
     assert "worker setup failed" in capsys.readouterr().err
 
 
@@ -132,7 +153,11 @@ def test_failing_tasks_become_error_results_and_the_others_finish():
     done = [r for r in results if r[0] == "ok"]
     assert len(done) == 8 and all(r[3] == 1 for r in done)  # one setup per worker process, reused across files
     with make_engine("local") as engine:  # same results in this process for what does not kill it
-        assert [r[:2] if r[0] == "ok" else r for r in engine.map(Flaky(), [0, -1, 1])] == [("ok", 0), ("error", -1, "ValueError: bad item"), ("ok", 1)]
+        assert [r[:2] if r[0] == "ok" else r for r in engine.map(Flaky(), [0, -1, 1])] == [
+            ("ok", 0),
+            ("error", -1, "ValueError: bad item"),
+            ("ok", 1),
+        ]
 
 
 class BrokenSetup(Flaky):
@@ -169,9 +194,25 @@ def test_interrupted_ray_prepare_resumes_without_redoing_files(dfdc_dataset: Pat
 
     with make_engine("ray", workers=2) as engine:
         with pytest.raises(KeyboardInterrupt):
-            prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, on_file_done=stop_after_three, engine=engine)
+            prepare_dataset(
+                [dfdc_root],
+                out,
+                settings=SETTINGS,
+                seed=3,
+                progress=False,
+                on_file_done=stop_after_three,
+                engine=engine,
+            )
         second: list[str] = []
-        summary = prepare_dataset([dfdc_root], out, settings=SETTINGS, seed=3, progress=False, on_file_done=lambda o: second.append(o.key), engine=engine)
+        summary = prepare_dataset(
+            [dfdc_root],
+            out,
+            settings=SETTINGS,
+            seed=3,
+            progress=False,
+            on_file_done=lambda o: second.append(o.key),
+            engine=engine,
+        )
     finished_first = {k for k in first if (DatasetLayout(out).records / f"{k}.json").exists()}
     assert len(finished_first) >= 2 and summary.skipped >= len(finished_first)  # (the missing file is never recorded)
     assert not finished_first & set(second)  # finished files were not extracted again
@@ -183,7 +224,21 @@ def test_cli_prepare_with_ray(tmp_path: Path, capsys):
     source = tmp_path / "faces"
     write_real_faces(source / "real", count=3)
     (source / "real" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    code = main(["prepare", str(source), "--out", str(tmp_path / "ds"), "--crop-size", "64", "--no-progress", "--engine", "ray", "--workers", "2"])
+    code = main(
+        [
+            "prepare",
+            str(source),
+            "--out",
+            str(tmp_path / "ds"),
+            "--crop-size",
+            "64",
+            "--no-progress",
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+        ]
+    )
     assert code == EXIT_OK, capsys.readouterr().err
     assert "3 face crops" in capsys.readouterr().err
     assert "broken.png" in (tmp_path / "ds" / "errors.csv").read_text()
@@ -197,7 +252,13 @@ def tracked_train(config, *, epoch_callback, parent_run_id, run_tags, resume, co
     nested under the search's run, tagged by the search, a val metric per epoch."""
     from deepshield.tracking.tracker import MlflowTracker
 
-    tracker = MlflowTracker(config.tracking.uri, config.tracking.experiment, run_name=config.tracking.run_name, parent_run_id=parent_run_id, tags=run_tags)
+    tracker = MlflowTracker(
+        config.tracking.uri,
+        config.tracking.experiment,
+        run_name=config.tracking.run_name,
+        parent_run_id=parent_run_id,
+        tags=run_tags,
+    )
     tracker.log_params({"optim.lr": config.optim.lr, "optim.batch_size": config.optim.batch_size})
 
     def callback(progress):
@@ -206,7 +267,9 @@ def tracked_train(config, *, epoch_callback, parent_run_id, run_tags, resume, co
         epoch_callback(progress)
 
     try:
-        outcome = fake_train(config, epoch_callback=callback, parent_run_id=parent_run_id, run_tags=run_tags, resume=resume)
+        outcome = fake_train(
+            config, epoch_callback=callback, parent_run_id=parent_run_id, run_tags=run_tags, resume=resume
+        )
     except optuna.TrialPruned:
         tracker.finish("KILLED")
         raise
@@ -222,7 +285,14 @@ def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
 
     def search(engine: str, n_jobs: int):
         settings = SearchSettings(
-            space=space, out=tmp_path / engine, study=engine, tracking_uri=uri, prewarm=False, pruner=pruner, n_jobs=n_jobs, engine=engine
+            space=space,
+            out=tmp_path / engine,
+            study=engine,
+            tracking_uri=uri,
+            prewarm=False,
+            pruner=pruner,
+            n_jobs=n_jobs,
+            engine=engine,
         )
         lines: list[str] = []
         result = run_search(settings, train_fn=tracked_train, echo=lines.append)
@@ -233,13 +303,22 @@ def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
 
     def outcomes(result):
         trials = optuna.load_study(study_name=result.study_name, storage=result.storage).get_trials()
-        return {(t.params["optim.lr"], t.params["optim.batch_size"]): (t.state.name, t.value, t.user_attrs.get("best_epoch")) for t in trials}
+        return {
+            (t.params["optim.lr"], t.params["optim.batch_size"]): (
+                t.state.name,
+                t.value,
+                t.user_attrs.get("best_epoch"),
+            )
+            for t in trials
+        }
 
     assert outcomes(remote) == outcomes(local)
     assert sorted(state for state, _, _ in outcomes(remote).values()) == ["COMPLETE"] * 2 + ["PRUNED"] * 4
     assert remote.report.best.params == local.report.best.params == {"optim.lr": 1e-3, "optim.batch_size": 8}
     assert remote.report.best.value == local.report.best.value
-    assert sum(bool(re.match(r"trial \d+: ", line)) for line in lines) == 6, "\n".join(lines)  # the workers' lines reached the driver
+    assert sum(bool(re.match(r"trial \d+: ", line)) for line in lines) == 6, "\n".join(
+        lines
+    )  # the workers' lines reached the driver
     workers = {t.user_attrs["worker"] for t in optuna.load_study(study_name="ray", storage=remote.storage).get_trials()}
     assert f"{socket.gethostname()}:{os.getpid()}" not in workers  # trained in Ray workers, not here
 
@@ -251,8 +330,14 @@ def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
     def children(result):
         parent = client.get_run(result.parent_run_id)
         runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-        states = sorted((r.data.params["optim.lr"], r.data.params["optim.batch_size"], r.data.tags["optuna.state"]) for r in runs)
-        return parent.info.status, {k: parent.data.metrics[k] for k in ("trials_complete", "trials_pruned", "best_val_auc")}, states
+        states = sorted(
+            (r.data.params["optim.lr"], r.data.params["optim.batch_size"], r.data.tags["optuna.state"]) for r in runs
+        )
+        return (
+            parent.info.status,
+            {k: parent.data.metrics[k] for k in ("trials_complete", "trials_pruned", "best_val_auc")},
+            states,
+        )
 
     assert children(remote) == children(local)
     assert client.get_run(remote.parent_run_id).data.tags["search.engine"] == "ray"
@@ -263,7 +348,9 @@ def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
     Ray tasks like SIGTERM stops local workers; the next run re-runs the lost trials in their run_dirs."""
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 3\n")
-    settings = SearchSettings(space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner="none", n_jobs=2, engine="ray")
+    settings = SearchSettings(
+        space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner="none", n_jobs=2, engine="ray"
+    )
 
     def ctrl_c_at_first_trial(line: str) -> None:
         if re.match(r"trial \d+: ", line):

@@ -109,7 +109,7 @@ def wait_for_job(client: TestClient, job_id: str, timeout_s: float = 60.0) -> di
 def png_size(url: str) -> tuple[int, int]:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):]))).size
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :]))).size
 
 
 # ------------------------------------------------------------------------------------------ routes
@@ -136,13 +136,22 @@ def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpe
     assert result["kind"] == "image" and (result["width"], result["height"]) == (512, 512)
     assert len(result["faces"]) == 1
     face = result["faces"][0]
-    assert 0.0 <= face["probability"] <= 1.0 and face["label"] in ("likely_manipulated", "inconclusive", "no_signs_found")
+    assert 0.0 <= face["probability"] <= 1.0 and face["label"] in (
+        "likely_manipulated",
+        "inconclusive",
+        "no_signs_found",
+    )
     assert face["threshold_label"] == ("fake" if face["probability"] >= result["threshold"] else "real")
     assert png_size(face["crop_png"]) == (64, 64)
     assert png_size(face["heatmap_png"]) == (64, 64)
     assert result["verdict"]["label"] == face["label"]
     assert result["scope"].startswith("Deepfake Shield judges face swaps and face edits only")
-    assert result["file"] == {"name": "photo.jpg", "size_bytes": len(astronaut_jpeg), "sha256": hashlib.sha256(astronaut_jpeg).hexdigest(), "kind": "image"}
+    assert result["file"] == {
+        "name": "photo.jpg",
+        "size_bytes": len(astronaut_jpeg),
+        "sha256": hashlib.sha256(astronaut_jpeg).hexdigest(),
+        "kind": "image",
+    }
     assert result["preview_jpeg"] is None
     with_preview = client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).json()
     assert with_preview["preview_jpeg"].startswith("data:image/jpeg;base64,")
@@ -157,10 +166,14 @@ def test_api_json_is_the_python_results_json_plus_images_and_file(client, detect
     assert set(api) == set(local) | added
     for name in set(local) - {"faces", "elapsed_ms"}:
         assert api[name] == local[name], name
-    assert [{k: v for k, v in f.items() if k not in ("crop_png", "heatmap_png")} for f in api["faces"]] == local["faces"]
+    assert [{k: v for k, v in f.items() if k not in ("crop_png", "heatmap_png")} for f in api["faces"]] == local[
+        "faces"
+    ]
 
 
-@pytest.mark.parametrize(("offset", "label"), [(0.0, "inconclusive"), (0.3, "no_signs_found"), (-0.3, "likely_manipulated")])
+@pytest.mark.parametrize(
+    ("offset", "label"), [(0.0, "inconclusive"), (0.3, "no_signs_found"), (-0.3, "likely_manipulated")]
+)
 def test_api_verdict_is_three_way_around_the_band(detector, astronaut, astronaut_jpeg, offset, label):
     """A score at the threshold is inconclusive; well below the band the wording claims no authenticity."""
     probability = detector.analyze_image(astronaut).faces[0].probability
@@ -169,7 +182,9 @@ def test_api_verdict_is_three_way_around_the_band(detector, astronaut, astronaut
         result = borderline.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
     verdict = result["verdict"]
     assert verdict["label"] == label == result["faces"][0]["label"]
-    assert (result["inconclusive"]["low"], result["inconclusive"]["high"]) == pytest.approx((max(0, threshold - 0.1), min(1, threshold + 0.1)))
+    assert (result["inconclusive"]["low"], result["inconclusive"]["high"]) == pytest.approx(
+        (max(0, threshold - 0.1), min(1, threshold + 0.1))
+    )
     if label == "no_signs_found":
         assert verdict["headline"] == "No signs of face swapping found — this does not prove the file is authentic"
     if label == "inconclusive":
@@ -186,16 +201,25 @@ def test_image_without_face_is_a_clear_no_face_verdict(client):
     result = client.post("/v1/analyze", files=upload(blank, "blank.png", "image/png")).json()
     assert result["faces"] == []
     assert result["verdict"] == {
-        "label": "no_face", "threshold_label": "no_face", "probability": None, "headline": "No face found — nothing was checked", "reason": "no face found",
-        "synthetic_probability": None, "verdict_driver": None,  # no face: no score drives
+        "label": "no_face",
+        "threshold_label": "no_face",
+        "probability": None,
+        "headline": "No face found — nothing was checked",
+        "reason": "no face found",
+        "synthetic_probability": None,
+        "verdict_driver": None,  # no face: no score drives
     }
 
 
 # ------------------------------------------------------------------------------------------ 400
 def test_malformed_requests_are_400(client, astronaut_jpeg):
-    assert_error(client.post("/v1/analyze", content=astronaut_jpeg, headers={"content-type": "image/jpeg"}), 400, "bad_request")
+    assert_error(
+        client.post("/v1/analyze", content=astronaut_jpeg, headers={"content-type": "image/jpeg"}), 400, "bad_request"
+    )
     assert_error(client.post("/v1/analyze", data={"note": "no file here"}), 400, "bad_request")
-    assert_error(client.post("/v1/analyze", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}), 400, "bad_request")
+    assert_error(
+        client.post("/v1/analyze", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}), 400, "bad_request"
+    )
     assert_error(client.post("/v1/analyze", files=upload(b"")), 400, "empty_file")
     assert_error(client.post("/v1/jobs?frames=0", files=upload(astronaut_jpeg)), 400, "invalid_request")
     body = assert_error(client.post("/v1/jobs?frames=lots", files=upload(astronaut_jpeg)), 400, "invalid_request")
@@ -242,7 +266,7 @@ def test_unknown_things_are_json_404s(client):
 # ------------------------------------------------------------------------------------------ 413
 def _multipart(data: bytes, boundary: str = "deepshield-test-boundary") -> tuple[bytes, str]:
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
         + data
         + f"\r\n--{boundary}--\r\n".encode()
     )
@@ -268,11 +292,19 @@ def test_uploads_above_the_byte_limit_are_413(detector, astronaut_jpeg):
 
 # ------------------------------------------------------------------------------------------ 415
 def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video):
-    body = assert_error(client.post("/v1/analyze", files=upload(b"%PDF-1.7 not a picture", "photo.jpg")), 415, "unsupported_media")
+    body = assert_error(
+        client.post("/v1/analyze", files=upload(b"%PDF-1.7 not a picture", "photo.jpg")), 415, "unsupported_media"
+    )
     assert "unsupported file type" in body["detail"]
-    assert_error(client.post("/v1/jobs", files=upload(b"#!/bin/sh\necho hi\n", "clip.mp4", "video/mp4")), 415, "unsupported_media")
+    assert_error(
+        client.post("/v1/jobs", files=upload(b"#!/bin/sh\necho hi\n", "clip.mp4", "video/mp4")),
+        415,
+        "unsupported_media",
+    )
     # A video sent to the synchronous route is pointed to the jobs route.
-    body = assert_error(client.post("/v1/analyze", files=upload(face_video.read_bytes(), "clip.jpg")), 415, "video_needs_job")
+    body = assert_error(
+        client.post("/v1/analyze", files=upload(face_video.read_bytes(), "clip.jpg")), 415, "video_needs_job"
+    )
     assert "/v1/jobs" in body["detail"]
     assert upload_files(client) == []
 
@@ -334,7 +366,10 @@ def test_video_job_from_submission_to_result(client, face_video):
     assert track["thumbnail_png"] != track["heatmap_png"]
     assert all(point["thumbnail_jpeg"].startswith("data:image/jpeg;base64,") for point in track["points"])
     assert track["frames_seen"] == 8 and track["counted"] is True and track["not_counted_reason"] is None
-    assert track["first_seen_s"] == result["timeline"][0]["timestamp_s"] and track["last_seen_s"] == result["timeline"][-1]["timestamp_s"]
+    assert (
+        track["first_seen_s"] == result["timeline"][0]["timestamp_s"]
+        and track["last_seen_s"] == result["timeline"][-1]["timestamp_s"]
+    )
     assert track["peak_frame_index"] == max(track["points"], key=lambda p: p["probability"])["frame_index"]
     assert upload_files(client) == []  # the video was deleted when the job ended
 
@@ -562,7 +597,14 @@ def test_frames_above_the_servers_bound_are_refused(detector, astronaut_jpeg):
 
 # ------------------------------------------------------------------------------------------ settings
 def test_settings_come_from_the_environment():
-    settings = ServerSettings.from_env({"DEEPSHIELD_MAX_QUEUE": "4", "DEEPSHIELD_REQUEST_TIMEOUT_S": "2.5", "DEEPSHIELD_API_KEY": "k", "DEEPSHIELD_MAX_UPLOAD_BYTES": ""})
+    settings = ServerSettings.from_env(
+        {
+            "DEEPSHIELD_MAX_QUEUE": "4",
+            "DEEPSHIELD_REQUEST_TIMEOUT_S": "2.5",
+            "DEEPSHIELD_API_KEY": "k",
+            "DEEPSHIELD_MAX_UPLOAD_BYTES": "",
+        }
+    )
     assert (settings.max_queue, settings.request_timeout_s, settings.api_key) == (4, 2.5, "k")
     assert settings.max_upload_bytes == ServerSettings().max_upload_bytes
     with pytest.raises(ValueError, match="DEEPSHIELD_MAX_QUEUE"):
@@ -575,5 +617,8 @@ def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jp
     with client_for(detector) as client:
         folder = client.app.state.runtime.upload_dir
         assert folder.stat().st_mode & 0o077 == 0  # this user only
-        assert client.post("/v1/analyze", files=upload(astronaut_jpeg, name="../../etc/evil.jpg")).json()["file"]["name"] == "evil.jpg"
+        assert (
+            client.post("/v1/analyze", files=upload(astronaut_jpeg, name="../../etc/evil.jpg")).json()["file"]["name"]
+            == "evil.jpg"
+        )
     assert not folder.exists()

@@ -65,7 +65,10 @@ def page(browser, server):
     problems: list[str] = []
     outside: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("request", lambda request: outside.append(request.url) if not request.url.startswith((server, "data:", "blob:")) else None)
+    page.on(
+        "request",
+        lambda request: outside.append(request.url) if not request.url.startswith((server, "data:", "blob:")) else None,
+    )
     page.problems = problems
     page.outside = outside
     yield page
@@ -97,9 +100,13 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
     for image in page.locator(".face-card .face-images img").all():
         assert image.evaluate("img => img.complete && img.naturalWidth === 64")
-    assert page.inner_text("#verdict-label").startswith(("Likely manipulated", "Inconclusive", "No signs of face swapping found"))
+    assert page.inner_text("#verdict-label").startswith(
+        ("Likely manipulated", "Inconclusive", "No signs of face swapping found")
+    )
     assert page.inner_text("#result-file") == "Result for astronaut.jpg"
-    assert "not fully AI-generated" not in page.inner_text("#verdict-scope") and "fully AI-generated faces" in page.inner_text("#verdict-scope")
+    assert "not fully AI-generated" not in page.inner_text(
+        "#verdict-scope"
+    ) and "fully AI-generated faces" in page.inner_text("#verdict-scope")
     assert page.inner_text("[data-role=band]") == "Inconclusive 40%–60%"
     assert not page.is_visible("#message")
     # A one-output model: the second score is said to be missing, not shown as 0.
@@ -138,7 +145,9 @@ def test_image_without_a_face_says_so(page, server, tmp_path):
 
 def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronaut, tmp_path):
     probability = detector.analyze_image(astronaut).faces[0].probability
-    borderline = type(detector)(detector.classifier, detector.faces, threshold=probability)  # the score sits on the threshold
+    borderline = type(detector)(
+        detector.classifier, detector.faces, threshold=probability
+    )  # the score sits on the threshold
     with live_server(create_app(borderline, ServerSettings())) as base_url:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
@@ -182,8 +191,7 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
             }
             line = page.inner_text(".face-card [data-role=synthetic-score]")
             assert (
-                line
-                == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) "
+                line == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) "
                 f"· the {drives} drives the verdict"
             )
             assert page.inner_text("[data-role=verdict-synthetic]").endswith(f"the {drives} drives the verdict")
@@ -211,7 +219,10 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     page.click(example)
     page.wait_for_selector("#timeline svg")
     assert page.evaluate("window.progressSeen.length") >= 1  # the progress bar was shown and moved
-    assert page.locator("#timeline svg line.threshold").count() == 1 and page.locator("#timeline svg rect.band").count() == 1
+    assert (
+        page.locator("#timeline svg line.threshold").count() == 1
+        and page.locator("#timeline svg rect.band").count() == 1
+    )
     assert page.locator("#timeline svg circle").count() >= 10  # one point per sampled frame with the face
     assert page.inner_text("#result-file") == "Result for astronaut-pan.mp4"
     assert page.get_attribute(example, "class") == "example selected"
@@ -220,13 +231,17 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert "Face 1" in card.inner_text() and "Seen in" in card.inner_text()
     assert card.locator("[data-role=counted]").inner_text() == "Counts towards the verdict"
     images = card.locator(".face-images img").all()
-    assert len(images) == 2 and all(image.evaluate("img => img.complete && img.naturalWidth === 64") for image in images)
+    assert len(images) == 2 and all(
+        image.evaluate("img => img.complete && img.naturalWidth === 64") for image in images
+    )
     # Hovering a point shows the face in that frame.
     page.hover("#timeline svg circle.point >> nth=3")
     page.wait_for_selector("#timeline-tip:not([hidden]) img")
     assert page.evaluate("document.querySelector('#timeline-tip img').naturalWidth") == 96
     assert "Face 1" in page.inner_text("#timeline-tip")
-    assert page.inner_text("#verdict-label").startswith(("Likely manipulated", "Inconclusive", "No signs of face swapping found"))
+    assert page.inner_text("#verdict-label").startswith(
+        ("Likely manipulated", "Inconclusive", "No signs of face swapping found")
+    )
     assert not page.is_visible("#progress")
     page.screenshot(path=str(tmp_path / "deepshield-video.png"), full_page=True)
     # Another file: the example card is no longer highlighted.
@@ -268,14 +283,20 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
 
     def changed_health(route):
         body = route.fetch().json()
-        body["accepted"] = {"image_formats": ["PIXELFORMAT"], "video_formats": ["REELFORMAT"], "video_suffixes": ["reel"]}
+        body["accepted"] = {
+            "image_formats": ["PIXELFORMAT"],
+            "video_formats": ["REELFORMAT"],
+            "video_suffixes": ["reel"],
+        }
         body["limits"]["min_face_px"] = 77
         body["job_error_statuses"] = {**body["job_error_statuses"], "corrupt_media": 499}
         route.fulfill(json=body)
 
     page.route("**/healthz", changed_health)
     posts: list[str] = []
-    page.on("request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None)
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
     page.goto(server + "/")
     page.wait_for_selector("#limits:has-text('REELFORMAT')")
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")

@@ -22,7 +22,9 @@ from tests.test_media import mjpeg_with_lying_header
 from tests.test_serving_api import HookedDetector, assert_error, client_for, encode, upload, upload_files, wait_for_job
 
 BOUNDARY = "hostile"
-PART_HEAD = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n').encode() + b"\xff\xd8\xff"
+PART_HEAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+).encode() + b"\xff\xd8\xff"
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +178,9 @@ def test_a_disconnect_mid_upload_is_one_info_line(detector, caplog):
         time.sleep(0.2)
         sock.close()
         deadline = time.monotonic() + 5
-        while not any("disconnected mid-upload" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        while (
+            not any("disconnected mid-upload" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         uploads = list(app.state.runtime.upload_dir.iterdir())
     lines = [r for r in caplog.records if "disconnected mid-upload" in r.getMessage()]
@@ -186,9 +190,7 @@ def test_a_disconnect_mid_upload_is_one_info_line(detector, caplog):
 
 
 def test_a_multipart_body_without_its_closing_boundary_is_incomplete(detector, astronaut_jpeg):
-    complete = (
-        PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    complete = PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
     headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
     with client_for(detector) as client:
         for path in ("/v1/analyze", "/v1/jobs"):
@@ -318,5 +320,8 @@ def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astr
 def test_one_server_per_data_folder(detector, tmp_path):
     from deepshield.errors import DeepShieldError
 
-    with client_for(detector, state_dir=tmp_path / "data"), pytest.raises(DeepShieldError, match="another server is using the state folder"):
+    with (
+        client_for(detector, state_dir=tmp_path / "data"),
+        pytest.raises(DeepShieldError, match="another server is using the state folder"),
+    ):
         create_app(detector, ServerSettings(state_dir=tmp_path / "data"))

@@ -43,7 +43,9 @@ def _fire(base_url: str, images: list[bytes], count: int, deadline: float) -> li
                 if time.monotonic() > deadline:
                     break
                 started = time.perf_counter()
-                response = http.post("/v1/analyze", files={"file": (f"img{i}.jpg", images[i % len(images)], "application/octet-stream")})
+                response = http.post(
+                    "/v1/analyze", files={"file": (f"img{i}.jpg", images[i % len(images)], "application/octet-stream")}
+                )
                 results.append((response.status_code, time.perf_counter() - started))
         return results
 

@@ -47,7 +47,9 @@ def test_fake_differs_from_real_only_inside_the_mask_support(face_sample, seed):
 
 
 def test_cross_blend_replaces_inside_the_mask_with_the_donor(face_sample):
-    donor = FaceSample(np.ascontiguousarray(face_sample.image[:, ::-1]), face_sample.keypoints.copy(), face_sample.landmarks.copy())
+    donor = FaceSample(
+        np.ascontiguousarray(face_sample.image[:, ::-1]), face_sample.keypoints.copy(), face_sample.landmarks.copy()
+    )
     donor_landmarks = donor.landmarks.copy()
     donor_landmarks[:, 0] = face_sample.image.shape[1] - 1 - donor_landmarks[:, 0]
     donor = FaceSample(donor.image, donor.keypoints, donor_landmarks)
@@ -55,7 +57,10 @@ def test_cross_blend_replaces_inside_the_mask_with_the_donor(face_sample):
     assert result.method == "cross_blend"
     outside = result.mask == 0
     assert np.array_equal(result.image[outside], face_sample.image[outside])
-    assert np.abs(result.image.astype(int) - face_sample.image.astype(int))[result.mask > 0.5 * result.mask.max()].mean() > 2.0
+    assert (
+        np.abs(result.image.astype(int) - face_sample.image.astype(int))[result.mask > 0.5 * result.mask.max()].mean()
+        > 2.0
+    )
 
 
 def test_synthesis_is_deterministic_under_a_seed(face_sample):
@@ -90,7 +95,9 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     real = write_real_faces(tmp_path / "real", 4)
     out = tmp_path / "out"
     assert main(["synth", str(real), str(out), "-n", "4", "--size", "96"]) == 0
-    assert sorted(p.name for p in out.glob("fake_*.png") if "mask" not in p.name) == [f"fake_{k:03d}.png" for k in range(4)]
+    assert sorted(p.name for p in out.glob("fake_*.png") if "mask" not in p.name) == [
+        f"fake_{k:03d}.png" for k in range(4)
+    ]
     assert len(list(out.glob("fake_*_mask.png"))) == 4
     assert (out / "contact_sheet.png").stat().st_size > 10_000
 

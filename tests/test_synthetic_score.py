@@ -263,9 +263,7 @@ def test_a_video_aggregates_the_synthetic_score_per_track_by_the_video_rule(monk
         "synthetic",
         "no_signs_found",
     )
-    assert result.verdict.verdict_driver == "synthetic" and result.verdict.synthetic_probability == pytest.approx(
-        0.925
-    )
+    assert result.verdict.verdict_driver == "synthetic" and result.verdict.synthetic_probability == pytest.approx(0.925)
     assert [p.max_synthetic_probability for p in result.timeline] == pytest.approx(synthetic)
 
 

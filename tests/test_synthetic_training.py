@@ -88,9 +88,12 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
 def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, parent, tmp_path, astronaut):
     """A parent whose checkpoint was not kept (the shipped model): its weights come back from the graph,
     its calibration and figures from its card."""
-    settings = synthetic_settings(faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"})
+    settings = synthetic_settings(
+        faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"}
+    )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings), command="pytest"
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        command="pytest",
     ).run()
     crops = face_like_crops(astronaut, 48, 6)
     old, new = OnnxClassifier(parent.bundle_dir), OnnxClassifier(result.bundle_dir)
@@ -108,7 +111,9 @@ def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, pa
 
 
 def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_path):
-    settings = synthetic_settings(faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"})
+    settings = synthetic_settings(
+        faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"}
+    )
     first = Trainer(tiny_config(faces[0], tmp_path / "a", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
     settings["synthetic.init"] = str(first.bundle_dir)
     with pytest.raises(DeepShieldError, match="already has a synthetic head"):

@@ -62,7 +62,11 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert card.input_size == 48 and card.crop_policy.size == 48 and card.training.command == "pytest"
     assert card.calibration.temperature > 0 and 0 <= card.calibration.threshold <= 1
     band = card.calibration.inconclusive  # fitted on the validation split by export
-    assert band is not None and band.low <= card.calibration.threshold <= band.high and "balanced accuracy" in band.fitted_on
+    assert (
+        band is not None
+        and band.low <= card.calibration.threshold <= band.high
+        and "balanced accuracy" in band.fitted_on
+    )
     assert "val_auc" in card.metrics
     scores = classifier.score(np.zeros((3, 48, 48, 3), np.uint8))
     assert scores.logits.shape == (3,) and scores.cams.shape[0] == 3
@@ -73,11 +77,23 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.backbone"] == "tiny"
     history = client.get_metric_history(run.info.run_id, "val_auc")
     assert [m.step for m in history] == [0, 1]
-    for metric in ("train_loss", "val_loss", "val_ap", "val_eer", "val_log_loss", "val_balanced_accuracy", "lr", "images_per_s"):
+    for metric in (
+        "train_loss",
+        "val_loss",
+        "val_ap",
+        "val_eer",
+        "val_log_loss",
+        "val_balanced_accuracy",
+        "lr",
+        "images_per_s",
+    ):
         assert metric in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"plots", "bundle"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "bundle")} == {"bundle/model.onnx", "bundle/model_card.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "bundle")} == {
+        "bundle/model.onnx",
+        "bundle/model_card.json",
+    }
 
 
 def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
@@ -95,7 +111,9 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["model"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
-    assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx([h["val_auc"] for h in straight.progress.history])
+    assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx(
+        [h["val_auc"] for h in straight.progress.history]
+    )
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):
@@ -151,7 +169,10 @@ def prepared_dataset(tmp_path_factory) -> Path:
 
 def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
     config = tiny_config(
-        Path("unused"), tmp_path / "run", tmp_path / "d.db", tmp_path / "cache",
+        Path("unused"),
+        tmp_path / "run",
+        tmp_path / "d.db",
+        tmp_path / "cache",
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "data.synthesize": "false"},
     )
     trainer = Trainer(config)
@@ -166,7 +187,10 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
 
 def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):
     config = tiny_config(
-        Path("unused"), tmp_path / "run", tmp_path / "e.db", tmp_path / "cache",
+        Path("unused"),
+        tmp_path / "run",
+        tmp_path / "e.db",
+        tmp_path / "cache",
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "model.crop_scale": "1.3"},
     )
     with pytest.raises(DeepShieldError, match=r"re-run `deepshield prepare` with --crop-scale 1.3"):

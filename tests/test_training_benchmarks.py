@@ -40,7 +40,9 @@ def benchmark_dir(tmp_path_factory) -> Path:
         real = np.clip(image.astype(np.int16) + 10 * k, 0, 255).astype(np.uint8)
         cv2.imwrite(str(root / "real" / f"r{k}.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
         fake = real.copy()
-        fake[90:180, 180:270] = np.clip(fake[90:180, 180:270].astype(np.int16) * [1.0, 0.8, 0.7] + 20 * k, 0, 255).astype(np.uint8)
+        fake[90:180, 180:270] = np.clip(
+            fake[90:180, 180:270].astype(np.int16) * [1.0, 0.8, 0.7] + 20 * k, 0, 255
+        ).astype(np.uint8)
         cv2.imwrite(str(root / "fake" / f"f{k}.png"), cv2.cvtColor(fake, cv2.COLOR_RGB2BGR))
     return root
 
@@ -54,12 +56,26 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
     )  # fmt: skip
     result = Trainer(config, command="pytest").run()
     history = result.progress.history
-    keys = (f"bench_{name}_face_auc", f"bench_{name}_file_auc", f"bench_{name}_ap", f"bench_{name}_fpr", "bench_auc", "bench_face_auc", "bench_fpr")
+    keys = (
+        f"bench_{name}_face_auc",
+        f"bench_{name}_file_auc",
+        f"bench_{name}_ap",
+        f"bench_{name}_fpr",
+        "bench_auc",
+        "bench_face_auc",
+        "bench_fpr",
+    )
     for record in history:
         for key in keys:
             assert key in record and 0.0 <= record[key] <= 1.0, (key, record)
-        assert record[f"bench_{name}_face_auc_lo"] <= record[f"bench_{name}_face_auc"] <= record[f"bench_{name}_face_auc_hi"]
-        assert record["bench_auc"] == pytest.approx(record[f"bench_{name}_face_auc"])  # one benchmark: the mean is its AUC
+        assert (
+            record[f"bench_{name}_face_auc_lo"]
+            <= record[f"bench_{name}_face_auc"]
+            <= record[f"bench_{name}_face_auc_hi"]
+        )
+        assert record["bench_auc"] == pytest.approx(
+            record[f"bench_{name}_face_auc"]
+        )  # one benchmark: the mean is its AUC
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     for key in ("bench_auc", f"bench_{name}_file_auc", "val_auc"):
         assert [m.step for m in client.get_metric_history(result.progress.run_id, key)] == [0, 1, 2]
@@ -94,17 +110,27 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
     leaky = tmp_path / "leaky"
     shutil.copytree(benchmark_dir, leaky)
     shutil.copy(next(real_dir.glob("*.png")), leaky / "real" / "copied.png")  # same content, other path
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{leaky}"]'})
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{leaky}"]'}
+    )
     with pytest.raises(BenchmarkOverlapError, match=r"shares 1 file.*copied.png.*never be trained on"):
         Trainer(config).run()
-    same_folder = tiny_config(real_dir, tmp_path / "run2", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{real_dir.parent}"]'})
+    same_folder = tiny_config(
+        real_dir,
+        tmp_path / "run2",
+        tmp_path / "o.db",
+        tmp_path / "cache",
+        **{"data.benchmarks": f'["{real_dir.parent}"]'},
+    )
     with pytest.raises(DeepShieldError, match="shares 8 file"):
         Trainer(same_folder).run()
 
 
 def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
     with pytest.raises(DeepShieldError, match=r"needs benchmarks: set data.benchmarks"):
-        tiny_config(real_dir, tmp_path / "run", tmp_path / "s.db", tmp_path / "cache", **{"export.select": "max.bench_auc"})
+        tiny_config(
+            real_dir, tmp_path / "run", tmp_path / "s.db", tmp_path / "cache", **{"export.select": "max.bench_auc"}
+        )
     assert parse_selector("max.bench_modern_swaps_file_auc_lo").direction == "maximize"
     assert parse_selector("min.bench_fpr").direction == "minimize"
     with pytest.raises(DeepShieldError, match="unknown metric"):
@@ -117,7 +143,10 @@ def test_codec_augmentation_is_deterministic_keeps_shape_and_changes_pixels():
     assert once.shape == face.shape and once.dtype == np.uint8
     assert np.array_equal(once, again)
     assert np.abs(once.astype(int) - face).mean() > 1.0
-    assert np.abs(h264(face, 45, (2, -1)).astype(int) - face).mean() > np.abs(h264(face, 18, (2, -1)).astype(int) - face).mean()
+    assert (
+        np.abs(h264(face, 45, (2, -1)).astype(int) - face).mean()
+        > np.abs(h264(face, 18, (2, -1)).astype(int) - face).mean()
+    )
     config = AugmentConfig(codec_probability=1.0, jpeg_probability=0.0)
     a = degrade(face, np.random.default_rng([3, 1]), config)
     b = degrade(face, np.random.default_rng([3, 1]), config)
@@ -136,7 +165,9 @@ def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
         progress = SimpleNamespace(epoch=0, history=[], run_id=None)
         while progress.epoch < config.optim.epochs:
             # synthetic AUC rises with lr; the benchmark prefers the smallest lr
-            progress.history.append({"epoch": progress.epoch, "train_loss": 0.5, "val_auc": 0.5 + 10 * lr, "bench_auc": 0.9 - 10 * lr})
+            progress.history.append(
+                {"epoch": progress.epoch, "train_loss": 0.5, "val_auc": 0.5 + 10 * lr, "bench_auc": 0.9 - 10 * lr}
+            )
             progress.epoch += 1
             epoch_callback(progress)
         return TrainingOutcome(progress.history, None)
@@ -146,8 +177,12 @@ def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
     common = {"space": space, "tracking": False, "prewarm": False, "pruner": "none"}
     with_benchmark = ['data.benchmarks=["dev-eval/modern-swaps"]']  # a benchmark selector needs a benchmark configured
     by_bench = run_search(
-        SearchSettings(out=tmp_path / "a", select="max.bench_auc", overrides=with_benchmark, **common), train_fn=scripted, echo=lambda _: None
+        SearchSettings(out=tmp_path / "a", select="max.bench_auc", overrides=with_benchmark, **common),
+        train_fn=scripted,
+        echo=lambda _: None,
     )
-    by_val = run_search(SearchSettings(out=tmp_path / "b", select="max.val_auc", **common), train_fn=scripted, echo=lambda _: None)
+    by_val = run_search(
+        SearchSettings(out=tmp_path / "b", select="max.val_auc", **common), train_fn=scripted, echo=lambda _: None
+    )
     assert by_bench.report.best.params == {"optim.lr": 1e-3} and by_bench.report.best.value == pytest.approx(0.89)
     assert by_val.report.best.params == {"optim.lr": 3e-2}

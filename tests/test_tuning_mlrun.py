@@ -68,11 +68,22 @@ def test_handler_parameters_and_results(monkeypatch, tmp_path):
 
     monkeypatch.setattr(objective, "run_training", fake_training)
     logged = []
-    context = types.SimpleNamespace(parameters={"optim.lr": "1e-3"}, uid="u", iteration=1, log_result=lambda k, v: logged.append((k, v)))
-    integration.train_trial(context, budget={"optim.epochs": 2}, out_dir=str(tmp_path), seed=5, **{"model.dropout": 0.1})
+    context = types.SimpleNamespace(
+        parameters={"optim.lr": "1e-3"}, uid="u", iteration=1, log_result=lambda k, v: logged.append((k, v))
+    )
+    integration.train_trial(
+        context, budget={"optim.epochs": 2}, out_dir=str(tmp_path), seed=5, **{"model.dropout": 0.1}
+    )
     config = seen["config"]
     assert (config.optim.lr, config.model.dropout, config.optim.epochs, config.seed) == (1e-3, 0.1, 2, 5)
-    assert dict(logged) == {"val_auc": 0.8, "val_loss": 0.5, "val_eer": 0.25, "epochs": 2, "best_epoch": 2, "run_dir": str(tmp_path / "u-0001")}
+    assert dict(logged) == {
+        "val_auc": 0.8,
+        "val_loss": 0.5,
+        "val_eer": 0.25,
+        "epochs": 2,
+        "best_epoch": 2,
+        "run_dir": str(tmp_path / "u-0001"),
+    }
     with pytest.raises(DeepShieldError, match="not a training-config key"):
         integration.train_trial(context, **{"optim.lrate": 1.0})
 
@@ -94,8 +105,18 @@ def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkey
     monkeypatch.delenv("MLRUN_DBPATH", raising=False)
     monkeypatch.chdir(tmp_path)  # MLRun writes its local run records under the working directory
     grid = {"optim.lr": [1e-3, 1e-2], "optim.batch_size": [4]}
-    task = hyper_param_task(grid, selector="max.val_auc", params={"config": str(workspace / "train.yaml"), "budget": {"optim.epochs": 2}, "out_dir": str(tmp_path / "trials")})
-    run = mlrun.new_function(name="deepshield-trial", kind="local").run(task, handler=train_trial, local=True, artifact_path=str(tmp_path / "artifacts"))
+    task = hyper_param_task(
+        grid,
+        selector="max.val_auc",
+        params={
+            "config": str(workspace / "train.yaml"),
+            "budget": {"optim.epochs": 2},
+            "out_dir": str(tmp_path / "trials"),
+        },
+    )
+    run = mlrun.new_function(name="deepshield-trial", kind="local").run(
+        task, handler=train_trial, local=True, artifact_path=str(tmp_path / "artifacts")
+    )
     assert run.status.state == "completed"
 
     header, *rows = run.status.iterations
@@ -104,7 +125,11 @@ def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkey
     for row in table:  # every logged result is what the trainer recorded in the trial's history
         history = load_checkpoint(Path(row["output.run_dir"]) / "checkpoints" / "last.pt")["progress"]["history"]
         config = load_checkpoint(Path(row["output.run_dir"]) / "checkpoints" / "last.pt")["config"]
-        assert (config["optim"]["lr"], config["optim"]["batch_size"], config["optim"]["epochs"]) == (row["param.optim.lr"], 4, 2)
+        assert (config["optim"]["lr"], config["optim"]["batch_size"], config["optim"]["epochs"]) == (
+            row["param.optim.lr"],
+            4,
+            2,
+        )
         assert row["output.epochs"] == len(history) == 2
         for metric, mode in VALIDATION_METRICS.items():
             best = (max if mode == "max" else min)(r[metric] for r in history)
@@ -113,5 +138,7 @@ def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkey
 
     winner = max(table, key=lambda r: r["output.val_auc"])
     assert run.output("best_iteration") == winner["iter"]
-    assert run.output("val_auc") == pytest.approx(winner["output.val_auc"])  # the run's results: the selected iteration's
+    assert run.output("val_auc") == pytest.approx(
+        winner["output.val_auc"]
+    )  # the run's results: the selected iteration's
     assert run.output("run_dir") == winner["output.run_dir"]

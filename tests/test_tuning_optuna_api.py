@@ -39,7 +39,9 @@ def test_set_trial_attr_writes_a_frozen_trials_attribute_to_the_storage(tmp_path
     study.ask()
     frozen = study.get_trials(deepcopy=False)[0]
     optuna_api.set_trial_attr(study, frozen, "grid_id", 3)
-    assert optuna.load_study(study_name="s", storage=storage).get_trials()[0].user_attrs == {"grid_id": 3}  # another process sees it
+    assert optuna.load_study(study_name="s", storage=storage).get_trials()[0].user_attrs == {
+        "grid_id": 3
+    }  # another process sees it
 
 
 def test_no_private_optuna_attribute_outside_the_adapter():

@@ -38,7 +38,11 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
     run_dir = Path(config.run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     done = int(last.read_text()) if resume and last.exists() else 0
-    progress = SimpleNamespace(epoch=done, history=[scripted_metrics(config.optim.lr, config.optim.batch_size, e) for e in range(done)], run_id=None)
+    progress = SimpleNamespace(
+        epoch=done,
+        history=[scripted_metrics(config.optim.lr, config.optim.batch_size, e) for e in range(done)],
+        run_id=None,
+    )
     CALLS.append(
         {"lr": config.optim.lr, "batch": config.optim.batch_size, "run_dir": str(run_dir), "resume": resume, "from_epoch": done, "threads": config.threads,
          "export_select": config.export.select}
@@ -56,7 +60,11 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
         time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
         if kill_at and float(kill_at) == config.optim.lr and not resume:
             os.kill(os.getpid(), signal.SIGKILL)  # a killed search: no cleanup at all
-        if os.environ.get("FAKE_INTERRUPT_AT_LR") and float(os.environ["FAKE_INTERRUPT_AT_LR"]) == config.optim.lr and not resume:
+        if (
+            os.environ.get("FAKE_INTERRUPT_AT_LR")
+            and float(os.environ["FAKE_INTERRUPT_AT_LR"]) == config.optim.lr
+            and not resume
+        ):
             del os.environ["FAKE_INTERRUPT_AT_LR"]  # Ctrl-C once
             raise KeyboardInterrupt
     return TrainingOutcome(progress.history, None)
@@ -70,7 +78,9 @@ def space(tmp_path) -> Path:
 
 
 def settings(space: Path, tmp_path: Path, **kwargs) -> SearchSettings:
-    return SearchSettings(space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner=kwargs.pop("pruner", "none"), **kwargs)
+    return SearchSettings(
+        space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner=kwargs.pop("pruner", "none"), **kwargs
+    )
 
 
 def study_of(result) -> optuna.Study:
@@ -84,24 +94,39 @@ def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
     points = sorted((t.params["optim.lr"], t.params["optim.batch_size"]) for t in trials)
     assert points == sorted((lr, b) for lr in (1e-4, 1e-3, 1e-2) for b in (8, 16))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and len(CALLS) == 6
-    assert {c["run_dir"] for c in CALLS} == {str(tmp_path / "out" / "trials" / "space" / f"trial_{i:04d}") for i in range(6)}
+    assert {c["run_dir"] for c in CALLS} == {
+        str(tmp_path / "out" / "trials" / "space" / f"trial_{i:04d}") for i in range(6)
+    }
     best = result.report.best
     assert best.params == {"optim.lr": 1e-3, "optim.batch_size": 8}
-    assert best.value == pytest.approx(max(t.value for t in trials)) == pytest.approx(scripted_metrics(1e-3, 8, 1)["val_auc"])
+    assert (
+        best.value
+        == pytest.approx(max(t.value for t in trials))
+        == pytest.approx(scripted_metrics(1e-3, 8, 1)["val_auc"])
+    )
     assert best.user_attrs["best_epoch"] == 2  # the trial's best epoch (1-based), not its last (3)
     # best.yaml round-trips into the training config, as `deepshield train --params best.yaml` reads it
     config = load_config(params=result.report.best_yaml)
     assert (config.optim.lr, config.optim.batch_size) == (1e-3, 8)
     assert config.optim.epochs == load_config().optim.epochs  # the per-trial budget is not part of it
-    assert {p.name for p in result.report.plots} >= {"optimization_history.png", "parallel_coordinates.png", "metric_vs_params.png", "param_importances.png"}
+    assert {p.name for p in result.report.plots} >= {
+        "optimization_history.png",
+        "parallel_coordinates.png",
+        "metric_vs_params.png",
+        "param_importances.png",
+    }
     rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].startswith("trial,state,max.val_auc")
 
 
 def test_min_selector_uses_its_own_metric(space, tmp_path):
     CALLS.clear()
-    result = run_search(settings(space, tmp_path, select="min.val_loss", study="by-loss"), train_fn=fake_train, echo=lambda _: None)
-    assert {c["export_select"] for c in CALLS} == {"min.val_loss"}  # each trial's best.pt: the epoch its value comes from
+    result = run_search(
+        settings(space, tmp_path, select="min.val_loss", study="by-loss"), train_fn=fake_train, echo=lambda _: None
+    )
+    assert {c["export_select"] for c in CALLS} == {
+        "min.val_loss"
+    }  # each trial's best.pt: the epoch its value comes from
     assert result.report.best.params["optim.lr"] == 1e-2  # lowest val_loss, although not the highest AUC
     assert result.report.best.value == pytest.approx(min(t.value for t in study_of(result).get_trials()))
     assert result.report.best.value == pytest.approx(scripted_metrics(1e-2, 8, 0)["val_loss"])
@@ -109,7 +134,11 @@ def test_min_selector_uses_its_own_metric(space, tmp_path):
 
 def test_export_select_follows_the_selector(space, tmp_path):
     with pytest.raises(DeepShieldError, match=r"export.select follows --select"):
-        run_search(settings(space, tmp_path, overrides=["export.select=max.val_auc"], select="min.val_loss"), train_fn=fake_train, echo=lambda _: None)
+        run_search(
+            settings(space, tmp_path, overrides=["export.select=max.val_auc"], select="min.val_loss"),
+            train_fn=fake_train,
+            echo=lambda _: None,
+        )
     space.write_text("export.select: [max.val_auc, min.val_loss]\n")
     with pytest.raises(DeepShieldError, match="set by the search itself"):
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
@@ -119,7 +148,9 @@ def test_export_select_follows_the_selector(space, tmp_path):
 def test_pruned_trials_are_recorded_as_pruned(space, tmp_path):
     CALLS.clear()
     always = optuna.pruners.ThresholdPruner(lower=2.0)  # every AUC is below 2: prune at the first epoch
-    result = run_search(settings(space, tmp_path, pruner=always, sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None)
+    result = run_search(
+        settings(space, tmp_path, pruner=always, sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None
+    )
     trials = study_of(result).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 3
     assert all(list(t.intermediate_values) == [1] for t in trials)  # stopped after epoch 1 of 3
@@ -141,7 +172,11 @@ def test_median_pruner_stops_a_trial_worse_than_earlier_ones(tmp_path):
     original = workers_module.make_sampler
     workers_module.make_sampler = lambda *a, **k: Ordered()
     try:
-        result = run_search(settings(space, tmp_path, pruner="median", sampler="random", trials=3), train_fn=fake_train, echo=lambda _: None)
+        result = run_search(
+            settings(space, tmp_path, pruner="median", sampler="random", trials=3),
+            train_fn=fake_train,
+            echo=lambda _: None,
+        )
     finally:
         workers_module.make_sampler = original
     states = {t.params["optim.lr"]: t.state.name for t in study_of(result).get_trials()}
@@ -164,8 +199,12 @@ def test_resume_does_not_repeat_finished_trials(space, tmp_path):
 
 def test_baseline_trial_runs_the_config_defaults_first(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\noptim.batch_size: [8, 16, 32]\nbudget:\n  optim.epochs: 2\n")
-    result = run_search(settings(space, tmp_path, sampler="tpe", trials=2, baseline=True), train_fn=fake_train, echo=lambda _: None)
+    space.write_text(
+        "optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\noptim.batch_size: [8, 16, 32]\nbudget:\n  optim.epochs: 2\n"
+    )
+    result = run_search(
+        settings(space, tmp_path, sampler="tpe", trials=2, baseline=True), train_fn=fake_train, echo=lambda _: None
+    )
     first = study_of(result).get_trials()[0]
     defaults = load_config()
     assert first.params == {"optim.lr": defaults.optim.lr, "optim.batch_size": defaults.optim.batch_size}
@@ -197,8 +236,14 @@ def test_killed_search_resumes_without_repeating(space, tmp_path):
         "from deepshield.tuning.study import run_search;"
         f"run_search(settings(Path({str(space)!r}), Path({str(tmp_path)!r})), train_fn=fake_train, echo=print)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "FAKE_KILL_AT_LR": "0.01"}
-    process = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "FAKE_KILL_AT_LR": "0.01",
+    }
+    process = subprocess.run(
+        [sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=120
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
     running = [t for t in study.get_trials() if t.state.name == "RUNNING"]

@@ -74,7 +74,10 @@ def test_space_values_checked_against_config():
 
 
 def test_selectors():
-    assert (parse_selector("max.val_auc").direction, parse_selector("min.val_loss").direction) == ("maximize", "minimize")
+    assert (parse_selector("max.val_auc").direction, parse_selector("min.val_loss").direction) == (
+        "maximize",
+        "minimize",
+    )
     for text in ("min.train_loss", "min.loss", "max.train_auc"):
         with pytest.raises(DeepShieldError, match="Select on a held-out metric"):
             parse_selector(text)

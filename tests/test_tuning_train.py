@@ -80,9 +80,13 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
 
     mlflow = client(workspace)
     experiment = mlflow.get_experiment_by_name("tune-test").experiment_id
-    (parent,) = mlflow.search_runs([experiment], filter_string="tags.`deepshield.role` = 'search' and tags.`optuna.study` = 'space'")
+    (parent,) = mlflow.search_runs(
+        [experiment], filter_string="tags.`deepshield.role` = 'search' and tags.`optuna.study` = 'space'"
+    )
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 2
-    artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)} | {a.path for a in mlflow.list_artifacts(parent.info.run_id, "plots")}
+    artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)} | {
+        a.path for a in mlflow.list_artifacts(parent.info.run_id, "plots")
+    }
     assert {
         "results.csv",
         "best.yaml",
@@ -106,7 +110,9 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     losses = [m.value for m in sorted(mlflow.get_metric_history(best[0].info.run_id, "val_loss"), key=lambda m: m.step)]
     assert card["training"]["config"]["export"]["select"] == "min.val_loss"
     assert card["training"]["epochs"] == losses.index(min(losses)) + 1
-    assert sorted(p.name for p in (out / "trials" / "space" / "trial_0000" / "checkpoints").iterdir()) == ["best.pt"]  # finished: no resume needed
+    assert sorted(p.name for p in (out / "trials" / "space" / "trial_0000" / "checkpoints").iterdir()) == [
+        "best.pt"
+    ]  # finished: no resume needed
 
     config = load_config(workspace / "train.yaml", params=out / "best.yaml")  # what `deepshield train --params` does
     assert config.optim.lr == float(best[0].data.params["optim.lr"])
@@ -120,16 +126,26 @@ def test_trainer_keeps_the_epoch_export_select_picks(workspace, tmp_path, monkey
 
     real = trainer_module.detection_metrics
     for select, kept in (("min.val_eer", 0), ("max.val_auc", 1)):
-        scripted = iter([(0.6, 0.10), (0.9, 0.40), (0.7, 0.30)])  # (auc, eer) of epochs 0, 1, 2: the two selectors disagree
+        scripted = iter(
+            [(0.6, 0.10), (0.9, 0.40), (0.7, 0.30)]
+        )  # (auc, eer) of epochs 0, 1, 2: the two selectors disagree
 
         def metrics(labels, probabilities, scripted=scripted):
             auc, eer = next(scripted)
             return real(labels, probabilities).model_copy(update={"auc": auc, "eer": eer})
 
         monkeypatch.setattr(trainer_module, "detection_metrics", metrics)
-        overrides = [f"run_dir={tmp_path / select}", "optim.epochs=3", "tracking.enabled=false", f"export.select={select}"]
+        overrides = [
+            f"run_dir={tmp_path / select}",
+            "optim.epochs=3",
+            "tracking.enabled=false",
+            f"export.select={select}",
+        ]
         result = Trainer(load_config(workspace / "train.yaml", overrides), export_bundle=False).run()
-        assert (result.progress.best_epoch, load_checkpoint(result.run_dir / "checkpoints" / BEST)["epoch"]) == (kept, kept), select
+        assert (result.progress.best_epoch, load_checkpoint(result.run_dir / "checkpoints" / BEST)["epoch"]) == (
+            kept,
+            kept,
+        ), select
     with pytest.raises(DeepShieldError, match="training metric"):
         Trainer(load_config(workspace / "train.yaml", ["export.select=min.train_loss"]))
 
@@ -147,7 +163,13 @@ def test_interrupted_trial_resumes_from_its_checkpoint(workspace):
         return run_training(config, epoch_callback=callback, **kwargs)
 
     settings = SearchSettings(
-        space=workspace / "space.yaml", config=workspace / "train.yaml", out=workspace / "resume", study="resume", pruner="none", trials=1, sampler="grid"
+        space=workspace / "space.yaml",
+        config=workspace / "train.yaml",
+        out=workspace / "resume",
+        study="resume",
+        pruner="none",
+        trials=1,
+        sampler="grid",
     )
     with pytest.raises(KeyboardInterrupt):
         run_search(settings, train_fn=train_once_interrupted, echo=lambda _: None)
@@ -183,8 +205,16 @@ class FakeMLRunContext:
 def test_mlrun_handler_trains_one_trial_and_logs_results(workspace, tmp_path):
     from deepshield.integrations.mlrun import train_trial
 
-    context = FakeMLRunContext({"optim.lr": 0.01, "config": "ignored.yaml"})  # older MLRun: hyperparameters only in context.parameters
-    train_trial(context, config=str(workspace / "train.yaml"), budget={"optim.epochs": 1}, out_dir=str(tmp_path), **{"optim.batch_size": 4})
+    context = FakeMLRunContext(
+        {"optim.lr": 0.01, "config": "ignored.yaml"}
+    )  # older MLRun: hyperparameters only in context.parameters
+    train_trial(
+        context,
+        config=str(workspace / "train.yaml"),
+        budget={"optim.epochs": 1},
+        out_dir=str(tmp_path),
+        **{"optim.batch_size": 4},
+    )
     results = context.results
     assert {"val_auc", "val_loss", "val_eer", "val_ap", "epochs", "best_epoch", "run_dir"} <= set(results)
     assert "train_loss" not in results and results["epochs"] == 1

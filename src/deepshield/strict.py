@@ -35,9 +35,15 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> str:
         if error["type"] == "extra_forbidden":
             known = _fields_at(model, location[:-1]) or []
             given = str(location[-1])
-            close = [k for k in known if k.startswith(given)][:1] or difflib.get_close_matches(given, known, n=1, cutoff=0.5)
+            close = [k for k in known if k.startswith(given)][:1] or difflib.get_close_matches(
+                given, known, n=1, cutoff=0.5
+            )
             prefix = ".".join(map(str, location[:-1]))
-            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else (f"; valid keys: {', '.join(known)}" if known else "")
+            hint = (
+                f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+                if close
+                else (f"; valid keys: {', '.join(known)}" if known else "")
+            )
             lines.append(f"unknown key {key}{hint}")
         else:
             lines.append(f"{key}: {error['msg']}")

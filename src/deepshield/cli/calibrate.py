@@ -23,9 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_labelled_set_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
     goal = parser.add_mutually_exclusive_group()
-    goal.add_argument("--target-fpr", type=_rate, default=None, metavar="RATE", help="threshold: lowest with at most this false-positive rate over real files")
-    goal.add_argument("--balanced", action="store_true", help="threshold: best balanced accuracy over files (the default)")
-    parser.add_argument("--video-rule", choices=RULE_CHOICES, default="topk-mean", help="rule turning face scores into file scores (default topk-mean, the detector's)")
+    goal.add_argument(
+        "--target-fpr",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="threshold: lowest with at most this false-positive rate over real files",
+    )
+    goal.add_argument(
+        "--balanced", action="store_true", help="threshold: best balanced accuracy over files (the default)"
+    )
+    parser.add_argument(
+        "--video-rule",
+        choices=RULE_CHOICES,
+        default="topk-mean",
+        help="rule turning face scores into file scores (default topk-mean, the detector's)",
+    )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run)
 
@@ -59,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     result = recalibrate(scored, classifier.card, args.target_fpr, rule, described, frames=args.frames)
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
-    print(f"temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}")
+    print(
+        f"temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}"
+    )
     band = result.card.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")

@@ -10,20 +10,46 @@ from deepshield.cli.args import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("dataset", help="statistics and balancing of a prepared dataset", description="Inspect or rebalance a dataset built by `deepshield prepare`.")
+    parser = subparsers.add_parser(
+        "dataset",
+        help="statistics and balancing of a prepared dataset",
+        description="Inspect or rebalance a dataset built by `deepshield prepare`.",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    stats = actions.add_parser("stats", help="counts per label, source, method and split, with bar charts", description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.")
+    stats = actions.add_parser(
+        "stats",
+        help="counts per label, source, method and split, with bar charts",
+        description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.",
+    )
     stats.add_argument("dataset", type=Path, metavar="DATASET_DIR")
-    stats.add_argument("--tracking-uri", default=None, metavar="URI", help="also log an MLflow run here (the project's store: sqlite:///mlruns.db)")
+    stats.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="also log an MLflow run here (the project's store: sqlite:///mlruns.db)",
+    )
     stats.add_argument("--experiment", default="dataset-stats", help="MLflow experiment name (default dataset-stats)")
     stats.set_defaults(run=run_stats)
 
-    balance = actions.add_parser("balance", help="add real faces, down-sample, or synthesise fakes", description="Rebalance real and fake faces; no existing row changes split.")
+    balance = actions.add_parser(
+        "balance",
+        help="add real faces, down-sample, or synthesise fakes",
+        description="Rebalance real and fake faces; no existing row changes split.",
+    )
     balance.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     how = balance.add_mutually_exclusive_group(required=True)
-    how.add_argument("--add-real", type=Path, metavar="FOLDER", help="extract real faces from every image/video in FOLDER (same crop policy)")
-    how.add_argument("--downsample", action="store_true", help="drop source files of the majority label, per split, group-aware (to removed.csv)")
+    how.add_argument(
+        "--add-real",
+        type=Path,
+        metavar="FOLDER",
+        help="extract real faces from every image/video in FOLDER (same crop policy)",
+    )
+    how.add_argument(
+        "--downsample",
+        action="store_true",
+        help="drop source files of the majority label, per split, group-aware (to removed.csv)",
+    )
     how.add_argument("--synth-fakes", type=positive_int, metavar="N", help="add N fakes self-blended from real faces")
     balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
     balance.add_argument("--seed", type=int, default=None, help="seed (default: the dataset's)")

@@ -15,13 +15,30 @@ RULE_CHOICES = ("topk-mean", "mean", "max")
 
 def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     """The inputs `evaluate` and `calibrate` share: which labelled media, which model, how it is sampled."""
-    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder")
-    parser.add_argument("--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)")
-    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)")
-    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", help="prepared datasets: which split to use (default all)")
-    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
-    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23")
+    parser.add_argument(
+        "datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder"
+    )
+    parser.add_argument(
+        "--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)"
+    )
+    parser.add_argument(
+        "--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)"
+    )
+    parser.add_argument(
+        "--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "train", "val", "test"),
+        default="all",
+        help="prepared datasets: which split to use (default all)",
+    )
+    parser.add_argument(
+        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+    )
+    parser.add_argument(
+        "--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,22 +74,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: deepshield evaluate data/test --model bundle --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5 --out report",
     )
     add_labelled_set_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("evaluation-report"), metavar="REPORT_DIR", help="report folder (default ./evaluation-report)")
-    parser.add_argument("--perturb", nargs="+", action="extend", default=[], metavar="SPEC", help="perturbations, e.g. jpeg:90,70,50 resize:0.5 blur:1.5 noise:5")
     parser.add_argument(
-        "--video-rule", nargs="+", choices=RULE_CHOICES, default=None, metavar="RULE",
+        "--out",
+        type=Path,
+        default=Path("evaluation-report"),
+        metavar="REPORT_DIR",
+        help="report folder (default ./evaluation-report)",
+    )
+    parser.add_argument(
+        "--perturb",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SPEC",
+        help="perturbations, e.g. jpeg:90,70,50 resize:0.5 blur:1.5 noise:5",
+    )
+    parser.add_argument(
+        "--video-rule",
+        nargs="+",
+        choices=RULE_CHOICES,
+        default=None,
+        metavar="RULE",
         help="video rules to compare (topk-mean, mean, max); the first gives the headline figures (default: topk-mean mean max)",
     )
-    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, metavar="N", help="bootstrap resamples for the intervals (0: none; default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the noise perturbation (default 0)")
-    parser.add_argument("--threshold", type=probability, default=None, help="fake threshold (default: the model card's)")
     parser.add_argument(
-        "--no-face", choices=("exclude", "zero"), default="exclude",
+        "--bootstrap",
+        type=non_negative_int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for the intervals (0: none; default 1000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap and of the noise perturbation (default 0)"
+    )
+    parser.add_argument(
+        "--threshold", type=probability, default=None, help="fake threshold (default: the model card's)"
+    )
+    parser.add_argument(
+        "--no-face",
+        choices=("exclude", "zero"),
+        default="exclude",
         help="files without a face in file-level metrics: left out and counted (exclude, default) or scored 0 (zero)",
     )
-    parser.add_argument("--examples", type=non_negative_int, default=8, metavar="N", help="worst false positives / negatives shown (default 8)")
-    parser.add_argument("--tracking-uri", default=None, metavar="URI", help="log the report to MLflow here (e.g. sqlite:///mlruns.db)")
-    parser.add_argument("--experiment", default="deepshield-evaluate", help="MLflow experiment name (default deepshield-evaluate)")
+    parser.add_argument(
+        "--examples",
+        type=non_negative_int,
+        default=8,
+        metavar="N",
+        help="worst false positives / negatives shown (default 8)",
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, metavar="URI", help="log the report to MLflow here (e.g. sqlite:///mlruns.db)"
+    )
+    parser.add_argument(
+        "--experiment", default="deepshield-evaluate", help="MLflow experiment name (default deepshield-evaluate)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -117,7 +173,10 @@ def list_failed_files(summary, shown: int = 10) -> None:
     from deepshield.evaluation.report import missing_and_unreadable
 
     missing, unreadable = missing_and_unreadable(summary)
-    for entries, what, with_reason in ((missing, "named by the dataset's listing but missing", False), (unreadable, "unreadable", True)):
+    for entries, what, with_reason in (
+        (missing, "named by the dataset's listing but missing", False),
+        (unreadable, "unreadable", True),
+    ):
         if entries:
             listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
             more = f"; and {len(entries) - shown} more (see the report)" if len(entries) > shown else ""
@@ -155,7 +214,10 @@ def print_summary(summary, out=None) -> None:
         for row in summary.perturbations:
             file_auc = "-" if row.file_auc is None else f"{row.file_auc:.3f}"
             face_auc = "-" if row.face_auc is None else f"{row.face_auc:.3f}"
-            print(f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}", file=out)
+            print(
+                f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}",
+                file=out,
+            )
     if summary.synthetic is not None:
         print_synthetic(summary.synthetic, cell, out)
 
@@ -212,16 +274,26 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split,
         },
     )
-    scored = score_labelled_set(args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed)
+    scored = score_labelled_set(
+        args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed
+    )
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
     synthetic = synthetic_settings(classifier, bundle, settings)
     summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)
     list_failed_files(summary)
-    page = write_report(scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}")
+    page = write_report(
+        scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}"
+    )
     print_summary(summary)
     print(f"report: {page}")
     if args.tracking_uri:
-        tracker = open_tracker(True, args.tracking_uri, args.experiment, run_name=f"evaluate {classifier.card.name} {classifier.card.version}", tags={"deepshield.command": "evaluate"})
+        tracker = open_tracker(
+            True,
+            args.tracking_uri,
+            args.experiment,
+            run_name=f"evaluate {classifier.card.name} {classifier.card.version}",
+            tags={"deepshield.command": "evaluate"},
+        )
         try:
             log_report(tracker, summary, args.out)
         except Exception:

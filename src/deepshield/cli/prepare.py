@@ -23,16 +23,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="dataset folders or CSV files")
     parser.add_argument("--out", type=Path, required=True, metavar="DATASET_DIR", help="output dataset folder")
-    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)")
-    parser.add_argument("--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)")
-    parser.add_argument("--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only")
+    parser.add_argument(
+        "--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)"
+    )
+    parser.add_argument(
+        "--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)"
+    )
+    parser.add_argument(
+        "--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only"
+    )
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST", help="split fractions (default 0.8,0.1,0.1)")
+    parser.add_argument(
+        "--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST", help="split fractions (default 0.8,0.1,0.1)"
+    )
     parser.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: CropPolicy's, 224)")
-    parser.add_argument("--crop-scale", type=float, default=None, help="crop side / face box side (default: CropPolicy's, 1.5)")
+    parser.add_argument(
+        "--crop-scale", type=float, default=None, help="crop side / face box side (default: CropPolicy's, 1.5)"
+    )
     parser.add_argument("--align", action="store_true", help="rotate crops so that the eyes are level")
-    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
-    parser.add_argument("--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)")
+    parser.add_argument(
+        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+    )
+    parser.add_argument(
+        "--ffpp-compression",
+        action="append",
+        metavar="LEVEL",
+        help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     engine_arguments(
         parser,

@@ -21,27 +21,55 @@ from deepshield.cli.args import (
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
 SUMMARY_FIELDS = (
-    "path", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
-    "faces", "elapsed_ms", "error",
+    "path",
+    "status",
+    "kind",
+    "verdict",
+    "probability",
+    "synthetic_probability",
+    "verdict_driver",
+    "faces",
+    "elapsed_ms",
+    "error",
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("scan", help="analyse images and videos", description="Score every face in images and videos.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)")
+    parser = subparsers.add_parser(
+        "scan", help="analyse images and videos", description="Score every face in images and videos."
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)"
+    )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
-    parser.add_argument("--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)")
+    parser.add_argument(
+        "--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)"
+    )
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
-    parser.add_argument("--out", type=Path, help="write results here instead of standard output (jsonl and csv: row by row, as files finish)")
-    parser.add_argument("--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write results here instead of standard output (jsonl and csv: row by row, as files finish)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest"
+    )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.add_argument(
-        "--threshold", type=probability, default=None, help="threshold (default: the model card's); the inconclusive band moves with it, keeping its width"
+        "--threshold",
+        type=probability,
+        default=None,
+        help="threshold (default: the model card's); the inconclusive band moves with it, keeping its width",
     )
-    parser.add_argument("--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)")
     parser.add_argument(
-        "--heatmaps", type=Path, metavar="DIR", help="write heatmap overlay PNGs here: one per face of an image, one per face track of a video (its most suspicious frame)"
+        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+    )
+    parser.add_argument(
+        "--heatmaps",
+        type=Path,
+        metavar="DIR",
+        help="write heatmap overlay PNGs here: one per face of an image, one per face track of a video (its most suspicious frame)",
     )
     engine_arguments(
         parser,
@@ -144,7 +172,11 @@ def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> 
             number += 1
             stem = f"{base}-{number}"
         used_stems.add(stem)
-    named = [(f"face{face.index}", face) for face in row.result.faces] if row.kind == "image" else [(f"track{t.track_id}", t) for t in row.result.tracks]
+    named = (
+        [(f"face{face.index}", face) for face in row.result.faces]
+        if row.kind == "image"
+        else [(f"track{t.track_id}", t) for t in row.result.tracks]
+    )
     for name, scored in named:
         if scored.crop is not None and scored.heatmap is not None:
             (directory / f"{stem}_{name}.png").write_bytes(encode_png(overlay(scored.crop, scored.heatmap)))
@@ -182,8 +214,18 @@ def run(args: argparse.Namespace) -> int:
     used_stems: set[str] = set()
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
-        engine = stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address)) if files else None
-        for row in tqdm(engine.map(job, files) if engine is not None else (), total=len(files), unit="file", file=sys.stderr, disable=None):
+        engine = (
+            stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address))
+            if files
+            else None
+        )
+        for row in tqdm(
+            engine.map(job, files) if engine is not None else (),
+            total=len(files),
+            unit="file",
+            file=sys.stderr,
+            disable=None,
+        ):
             if args.heatmaps is not None and row.status == "ok":
                 write_heatmaps(row, args.heatmaps, used_stems)
             statuses.append(row.status)

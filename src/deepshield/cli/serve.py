@@ -6,7 +6,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="run the web app and REST API", description="Serve the web page and the /v1 REST API.")
+    parser = subparsers.add_parser(
+        "serve", help="run the web app and REST API", description="Serve the web page and the /v1 REST API."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")

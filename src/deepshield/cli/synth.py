@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("synth", help="synthesise example fakes from real faces", description="Blend real faces into training fakes and write them with their masks and a contact sheet.")
+    parser = subparsers.add_parser(
+        "synth",
+        help="synthesise example fakes from real faces",
+        description="Blend real faces into training fakes and write them with their masks and a contact sheet.",
+    )
     parser.add_argument("real_dir", type=Path, help="folder of real face images")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("-n", type=int, default=16, help="number of fakes (default 16)")
@@ -40,8 +44,14 @@ def run(args: argparse.Namespace) -> int:
             result = self_blend(bank.sample(index), rng)
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}_mask.png"), (result.mask * 255).astype(np.uint8))
-        sheet_images += [bank.images[index], result.image, (np.repeat(result.mask[..., None], 3, 2) * 255).astype(np.uint8)]
+        sheet_images += [
+            bank.images[index],
+            result.image,
+            (np.repeat(result.mask[..., None], 3, 2) * 255).astype(np.uint8),
+        ]
         captions += ["real", result.method, "mask"]
-    sheet = example_grid(sheet_images, captions, args.out_dir / "contact_sheet.png", columns=6, title="synthesised fakes")
+    sheet = example_grid(
+        sheet_images, captions, args.out_dir / "contact_sheet.png", columns=6, title="synthesised fakes"
+    )
     print(f"{args.n} fakes and {sheet} written")
     return 0

@@ -15,21 +15,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
     )
     parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=1e-3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. optim.lr=1e-3 (repeatable)",
+    )
     parser.add_argument("--params", type=Path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints, plots and the bundle go")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    parser.add_argument("--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
+    )
     parser.set_defaults(run=run_train)
 
-    export = subparsers.add_parser("export", help="export a training checkpoint as a model bundle", description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).")
+    export = subparsers.add_parser(
+        "export",
+        help="export a training checkpoint as a model bundle",
+        description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).",
+    )
     export.add_argument("checkpoint", type=Path, help="a best.pt written by training")
     export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
     export.add_argument("--version", help="bundle version (default: the configuration's, else 0.0.0+<run id>)")
-    export.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction, default=None, help="average each face with its mirror image (default: as trained)")
+    export.add_argument(
+        "--test-time-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image (default: as trained)",
+    )
     export.set_defaults(run=run_export)
 
 
@@ -64,5 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     from deepshield.training.export import export_checkpoint
 
     card = export_checkpoint(args.checkpoint, args.out, args.name, args.version, args.test_time_flip)
-    print(f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}")
+    print(
+        f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}"
+    )
     return 0

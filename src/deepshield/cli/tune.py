@@ -36,26 +36,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, help="training configuration (default: training/default.toml)")
     parser.add_argument("--space", type=Path, required=True, help="search-space file (YAML or TOML)")
     parser.add_argument(
-        "--sampler", choices=("auto", "grid", "random", "tpe"), default="auto", help="default: grid when every parameter is a finite list, else tpe"
+        "--sampler",
+        choices=("auto", "grid", "random", "tpe"),
+        default="auto",
+        help="default: grid when every parameter is a finite list, else tpe",
     )
-    parser.add_argument("--trials", type=int, help="total trials of the study (default: the whole grid; 10 for random/tpe)")
-    parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds (running ones finish)")
+    parser.add_argument(
+        "--trials", type=int, help="total trials of the study (default: the whole grid; 10 for random/tpe)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="S", help="start no trial after S seconds (running ones finish)"
+    )
     parser.add_argument(
         "--select",
         default="max.val_auc",
         metavar="max.METRIC|min.METRIC",
         help="winner: val_auc, val_ap, val_balanced_accuracy (max) or val_loss, val_log_loss, val_eer (min); default max.val_auc",
     )
-    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db), e.g. postgresql://user@host/db")
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db), e.g. postgresql://user@host/db"
+    )
     parser.add_argument("--study", help="study name (default: the space file's name)")
     parser.add_argument(
-        "--pruner", choices=("median", "halving", "none"), default="median", help="stop bad trials early from their per-epoch validation metric"
+        "--pruner",
+        choices=("median", "halving", "none"),
+        default="median",
+        help="stop bad trials early from their per-epoch validation metric",
     )
     parser.add_argument(
-        "--n-jobs", type=int, default=1, help="trials in parallel, one process each (torch threads split between them); with --engine ray, one Ray task each"
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="trials in parallel, one process each (torch threads split between them); with --engine ray, one Ray task each",
     )
-    parser.add_argument("--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the config for the trials and --train-best")
+    parser.add_argument(
+        "--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the config for the trials and --train-best",
+    )
     parser.add_argument(
         "--trial-set",
         dest="trial_overrides",
@@ -68,10 +92,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
     parser.add_argument(
-        "--baseline", action="store_true", help="run the config's own values of the searched keys as the first trial (random/tpe), for comparison"
+        "--baseline",
+        action="store_true",
+        help="run the config's own values of the searched keys as the first trial (random/tpe), for comparison",
     )
-    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint of finished trials (default: only best.pt)")
-    parser.add_argument("--train-best", action="store_true", help="then train the winner at full budget (no per-trial budget) into <out>/best/bundle")
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every checkpoint of finished trials (default: only best.pt)",
+    )
+    parser.add_argument(
+        "--train-best",
+        action="store_true",
+        help="then train the winner at full budget (no per-trial budget) into <out>/best/bundle",
+    )
     engine_arguments(parser)  # --engine ray: the --n-jobs workers run as Ray tasks sharing the study's storage
     parser.set_defaults(run=run_tune)
 
@@ -113,5 +147,9 @@ def run_tune(args: argparse.Namespace) -> int:
         from deepshield.tracking import where_to_look
         from deepshield.training.config import load_config
 
-        print(where_to_look(args.tracking_uri or str(load_config(args.config, args.overrides).tracking.uri), result.parent_run_id))
+        print(
+            where_to_look(
+                args.tracking_uri or str(load_config(args.config, args.overrides).tracking.uri), result.parent_run_id
+            )
+        )
     return 0 if result.report.best is not None else 1

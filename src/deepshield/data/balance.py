@@ -84,7 +84,9 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     entries = list(read_as_label(folder, key, REAL))
     items = [e for e in entries if isinstance(e, SourceItem)]
     problems = [e for e in entries if isinstance(e, SourceProblem)]
-    settings = ExtractSettings(frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size)
+    settings = ExtractSettings(
+        frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size
+    )
     notes = []
     if info.extractor and settings.fingerprint() != info.extractor:
         notes.append(
@@ -106,7 +108,9 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     write_info(layout.root, info)
     sweep_temp_files(layout)
     after = _label_counts([*records, *new_records])
-    return BalanceSummary("add-real", added=len(new_records), errors=len(new_errors), before=before, after=after, notes=notes)
+    return BalanceSummary(
+        "add-real", added=len(new_records), errors=len(new_errors), before=before, after=after, notes=notes
+    )
 
 
 # ---------------------------------------------------------------------------------------- downsample
@@ -175,7 +179,9 @@ def _synthesis():
     try:
         from deepshield.synthesis import FaceSample, self_blend
     except ImportError as exc:
-        raise DeepShieldError("--synth-fakes is not available yet: deepshield.synthesis (self-blending) is missing") from exc
+        raise DeepShieldError(
+            "--synth-fakes is not available yet: deepshield.synthesis (self-blending) is missing"
+        ) from exc
     return FaceSample, self_blend
 
 
@@ -230,7 +236,9 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
     write_manifest(layout.manifest, [*records, *added])
     info.history.append(f"synth-fakes {n} seed={seed}")
     write_info(layout.root, info)
-    return BalanceSummary("synth-fakes", added=len(added), before=_label_counts(records), after=_label_counts([*records, *added]))
+    return BalanceSummary(
+        "synth-fakes", added=len(added), before=_label_counts(records), after=_label_counts([*records, *added])
+    )
 
 
 def add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, progress: bool = True) -> BalanceSummary:

@@ -89,13 +89,17 @@ def _select(faces: list[Face], mode: str) -> list[Face]:
 def encode_png(pixels: np.ndarray) -> bytes:
     import cv2
 
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    ok, encoded = cv2.imencode(
+        ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+    )
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
 
 
-def extract_item(item: SourceItem, layout: DatasetLayout, settings: ExtractSettings, detector: FaceDetector) -> FileOutcome:
+def extract_item(
+    item: SourceItem, layout: DatasetLayout, settings: ExtractSettings, detector: FaceDetector
+) -> FileOutcome:
     """Extract one file's faces and write its crops and done record. Never raises for a bad file."""
     source_file = str(item.path)
     try:
@@ -202,7 +206,14 @@ def run_extraction(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="file", file=sys.stderr, disable=None if progress else True, desc="prepare")
+    bar = tqdm(
+        total=len(items),
+        initial=len(items) - len(todo),
+        unit="file",
+        file=sys.stderr,
+        disable=None if progress else True,
+        desc="prepare",
+    )
     crops = sum(len(o.faces) for o in outcomes.values())
 
     def finished(outcome: FileOutcome) -> None:

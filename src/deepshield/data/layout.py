@@ -1,13 +1,13 @@
 """Where things live inside a dataset folder. Every other module asks this one for paths.
 
-    DATASET_DIR/
-      manifest.csv     one row per face crop (see deepshield.data.manifest)
-      errors.csv       one row per source file that gave no crop, with the reason
-      dataset.json     how the dataset was built: sources, crop policy, frames, seed, split ratios
-      removed.csv      rows taken out by `dataset balance --downsample` (kept, not deleted)
-      crops/<root>/<file path inside the source>/<frame>_<face>.png
-      records/<root>/<file path inside the source>.json    per-file done record (resume)
-      stats/*.png, stats/stats.json
+DATASET_DIR/
+  manifest.csv     one row per face crop (see deepshield.data.manifest)
+  errors.csv       one row per source file that gave no crop, with the reason
+  dataset.json     how the dataset was built: sources, crop policy, frames, seed, split ratios
+  removed.csv      rows taken out by `dataset balance --downsample` (kept, not deleted)
+  crops/<root>/<file path inside the source>/<frame>_<face>.png
+  records/<root>/<file path inside the source>.json    per-file done record (resume)
+  stats/*.png, stats/stats.json
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def safe_name(text: str) -> str:
 
 def safe_relpath(relative: str) -> str:
     """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes)."""
-    parts = [("_up_" if part == ".." else safe_name(part)) for part in Path(relative).as_posix().split("/") if part not in ("", ".")]
+    parts = [
+        ("_up_" if part == ".." else safe_name(part))
+        for part in Path(relative).as_posix().split("/")
+        if part not in ("", ".")
+    ]
     return "/".join(parts) or "_"
 
 
@@ -114,7 +118,9 @@ def dataset_lock(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise DeepShieldError(f"{root}: another deepshield process is writing this dataset; wait for it to finish") from exc
+            raise DeepShieldError(
+                f"{root}: another deepshield process is writing this dataset; wait for it to finish"
+            ) from exc
         try:
             yield
         finally:

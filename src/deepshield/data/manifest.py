@@ -92,7 +92,12 @@ class CropRecord:
         row = {name: getattr(self, name) for name in MANIFEST_COLUMNS[:9]}
         row["detection_score"] = f"{self.detection_score:.4f}"
         row.update({name: f"{value:.2f}" for name, value in zip(BOX_COLUMNS, self.box)})
-        row.update({name: f"{value:.2f}" for name, value in zip(KEYPOINT_COLUMNS, (v for point in self.landmarks for v in point))})
+        row.update(
+            {
+                name: f"{value:.2f}"
+                for name, value in zip(KEYPOINT_COLUMNS, (v for point in self.landmarks for v in point))
+            }
+        )
         return {key: str(value) for key, value in row.items()}
 
     @classmethod
@@ -147,7 +152,9 @@ class DatasetInfo(BaseModel):
     min_face_size: int = 20
     seed: int = 0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    extractor: str = Field("", description="fingerprint of the extraction settings and code (see ExtractSettings.fingerprint)")
+    extractor: str = Field(
+        "", description="fingerprint of the extraction settings and code (see ExtractSettings.fingerprint)"
+    )
     sources: list[DatasetSource] = Field(default_factory=list)
     history: list[str] = Field(default_factory=list, description="balance steps applied after prepare, in order")
 

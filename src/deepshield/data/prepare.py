@@ -49,16 +49,23 @@ class PrepareSummary:
 
     def warnings(self, shown: int = 10) -> list[str]:
         """For people: the missing files apart from the unreadable ones, and the empty splits."""
+
         def listing(entries: list[str]) -> str:
-            return "; ".join(entries[:shown]) + (f"; and {len(entries) - shown} more (see errors.csv)" if len(entries) > shown else "")
+            return "; ".join(entries[:shown]) + (
+                f"; and {len(entries) - shown} more (see errors.csv)" if len(entries) > shown else ""
+            )
 
         out = []
         if self.missing:
             out.append(f"{len(self.missing)} files named by the sources' listings are missing: {listing(self.missing)}")
         if self.unreadable:
-            out.append(f"{len(self.unreadable)} files could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}")
+            out.append(
+                f"{len(self.unreadable)} files could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
+            )
         for split in self.empty_splits:
-            out.append(f"split {split} is empty: too few groups (people or videos) for the --split fractions; add data or change --split")
+            out.append(
+                f"split {split} is empty: too few groups (people or videos) for the --split fractions; add data or change --split"
+            )
         return out
 
 
@@ -89,7 +96,14 @@ def collect_items(
             resolved = entry.path.resolve() if entry.path.exists() else entry.path
             if resolved in seen_files or entry.key in seen_keys:
                 problems.append(
-                    SourceProblem(entry.path, f"listed twice (also as {seen_files.get(resolved, entry.key)})", entry.source, entry.label, entry.group, entry.method)
+                    SourceProblem(
+                        entry.path,
+                        f"listed twice (also as {seen_files.get(resolved, entry.key)})",
+                        entry.source,
+                        entry.label,
+                        entry.group,
+                        entry.method,
+                    )
                 )
                 continue
             seen_files[resolved] = entry.key
@@ -99,7 +113,9 @@ def collect_items(
     return items, problems, described
 
 
-def outcomes_to_rows(items: Sequence[SourceItem], outcomes: dict[str, FileOutcome]) -> tuple[list[CropRecord], list[ErrorRecord]]:
+def outcomes_to_rows(
+    items: Sequence[SourceItem], outcomes: dict[str, FileOutcome]
+) -> tuple[list[CropRecord], list[ErrorRecord]]:
     records: list[CropRecord] = []
     errors: list[ErrorRecord] = []
     for item in items:
@@ -149,7 +165,9 @@ def prepare_dataset(
     engine the workers write into `out`, which must then be on storage every node shares."""
     layout = DatasetLayout(out)
     with dataset_lock(layout.root):
-        return _prepare(layout, sources, fmt, settings, workers, seed, ratios, progress, ffpp_compressions, on_file_done, engine)
+        return _prepare(
+            layout, sources, fmt, settings, workers, seed, ratios, progress, ffpp_compressions, on_file_done, engine
+        )
 
 
 def _prepare(

@@ -84,7 +84,9 @@ def _outcome_from_dict(data: dict) -> FileOutcome:
     )
 
 
-def load_valid_record(layout: DatasetLayout, key: str, source_file: Path, settings_fingerprint: str) -> FileOutcome | None:
+def load_valid_record(
+    layout: DatasetLayout, key: str, source_file: Path, settings_fingerprint: str
+) -> FileOutcome | None:
     """The earlier outcome for this file, or None when it has to be (re)done."""
     path = layout.record_path(key)
     try:

@@ -83,7 +83,9 @@ def _is_hidden(relative: Path) -> bool:
 
 def _media_files(root: Path) -> list[Path]:
     return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not _is_hidden(p.relative_to(root))
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not _is_hidden(p.relative_to(root))
     )
 
 
@@ -183,7 +185,9 @@ def _ffpp_videos(folder: Path, compressions: Sequence[str] | None) -> Iterator[t
                     yield sub.name, comp.name, video
 
 
-def read_ffpp(root: Path, root_key: str, source: str = "ffpp", compressions: Sequence[str] | None = None) -> Iterator[SourceEntry]:
+def read_ffpp(
+    root: Path, root_key: str, source: str = "ffpp", compressions: Sequence[str] | None = None
+) -> Iterator[SourceEntry]:
     reals = list(_ffpp_videos(root / "original_sequences", compressions))
     fakes = list(_ffpp_videos(root / "manipulated_sequences", compressions))
     ids = _UnionFind()
@@ -216,11 +220,22 @@ def read_ffpp(root: Path, root_key: str, source: str = "ffpp", compressions: Seq
         for m in members:
             names[m] = f"{source}:{name}"
     for (_, _, video), node in zip(reals, real_ids):
-        yield SourceItem(video, REAL, names[node], source, NO_METHOD, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
+        yield SourceItem(
+            video,
+            REAL,
+            names[node],
+            source,
+            NO_METHOD,
+            f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}",
+        )
     for (method, _, video), node in zip(fakes, fake_ids):
-        yield SourceItem(video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}")
+        yield SourceItem(
+            video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}"
+        )
     if not reals and not fakes:
-        yield SourceProblem(root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source)
+        yield SourceProblem(
+            root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source
+        )
 
 
 # ----------------------------------------------------------------------------------------- folders
@@ -280,7 +295,9 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
         yield SourceProblem(csv_path, "CSV has no rows", default_source)
         return
     if not {"path", "label"} <= fields:
-        yield SourceProblem(csv_path, "CSV needs the columns path,label (optional: group, method, source)", default_source)
+        yield SourceProblem(
+            csv_path, "CSV needs the columns path,label (optional: group, method, source)", default_source
+        )
         return
     seen: set[str] = set()
     for number, raw in enumerate(rows, start=2):  # line 1 is the header
@@ -293,7 +310,9 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
             yield SourceProblem(csv_path, f"line {number}: empty path", row_source)
             continue
         if label is None:
-            yield SourceProblem(where, f"line {number}: label {row.get('label', '')!r} is neither real nor fake", row_source)
+            yield SourceProblem(
+                where, f"line {number}: label {row.get('label', '')!r} is neither real nor fake", row_source
+            )
             continue
         if written in seen:
             yield SourceProblem(where, f"line {number}: path listed twice in {csv_path.name}", row_source, label)
@@ -316,7 +335,9 @@ def detect_format(path: Path) -> str:
             return "csv"
         if path.name == "metadata.json":
             return "dfdc"
-        raise SourceFormatError(f"{path}: a SOURCE file must be a CSV manifest (path,label[,group]) or a DFDC metadata.json")
+        raise SourceFormatError(
+            f"{path}: a SOURCE file must be a CSV manifest (path,label[,group]) or a DFDC metadata.json"
+        )
     if (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir():
         return "ffpp"
     if any(_looks_like_dfdc_metadata(meta) for meta in _dfdc_metadata_files(path)):
@@ -337,7 +358,11 @@ def root_keys(paths: Sequence[Path], taken: Sequence[str] = ()) -> list[str]:
     keys: list[str] = []
     for path in paths:
         resolved = path.resolve()
-        base = safe_name(resolved.stem if resolved.is_file() and resolved.suffix.lower() == ".csv" and resolved.stem not in ("", "metadata") else resolved.name)
+        base = safe_name(
+            resolved.stem
+            if resolved.is_file() and resolved.suffix.lower() == ".csv" and resolved.stem not in ("", "metadata")
+            else resolved.name
+        )
         if resolved.is_file() and resolved.name == "metadata.json":
             base = safe_name(resolved.parent.name)
         key, n = base, 1
@@ -348,7 +373,9 @@ def root_keys(paths: Sequence[Path], taken: Sequence[str] = ()) -> list[str]:
     return keys
 
 
-def read_source(path: Path, fmt: str = "auto", root_key: str | None = None, ffpp_compressions: Sequence[str] | None = None) -> Iterator[SourceEntry]:
+def read_source(
+    path: Path, fmt: str = "auto", root_key: str | None = None, ffpp_compressions: Sequence[str] | None = None
+) -> Iterator[SourceEntry]:
     """All entries of one SOURCE, in a deterministic order."""
     path = Path(path)
     fmt = detect_format(path) if fmt == "auto" else fmt

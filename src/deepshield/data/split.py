@@ -60,7 +60,11 @@ def assign_groups(
     for group in free:
         counter = counts[group]
         needs = {
-            i: sum(counter[label] * (ratios[i] * totals[label] - current[SPLITS[i]][label]) / totals[label] for label in LABELS if totals[label])
+            i: sum(
+                counter[label] * (ratios[i] * totals[label] - current[SPLITS[i]][label]) / totals[label]
+                for label in LABELS
+                if totals[label]
+            )
             for i in usable
         }
         best = max(usable, key=needs.__getitem__)  # of equal needs, the first split
@@ -69,7 +73,9 @@ def assign_groups(
     return result
 
 
-def apply_split(records: Sequence[CropRecord], ratios: Sequence[float], seed: int, fixed: Mapping[str, str] | None = None) -> list[CropRecord]:
+def apply_split(
+    records: Sequence[CropRecord], ratios: Sequence[float], seed: int, fixed: Mapping[str, str] | None = None
+) -> list[CropRecord]:
     splits = assign_groups(group_label_counts(records), ratios, seed, fixed)
     return [record.with_split(splits[record.group]) for record in records]
 

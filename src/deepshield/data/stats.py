@@ -27,7 +27,9 @@ class DatasetStats:
     by_method: dict[str, dict[str, int]]
     by_split: dict[str, dict[str, int]]
     files: int  # distinct source files
-    files_by_label: dict[str, int]  # distinct source files per label (a real video with synthesised fakes counts in both)
+    files_by_label: dict[
+        str, int
+    ]  # distinct source files per label (a real video with synthesised fakes counts in both)
     groups: int
     errors_by_reason: dict[str, int]
     warnings: list[str] = field(default_factory=list)
@@ -160,7 +162,11 @@ def _bar_chart(table: dict[str, dict[str, int]], title: str, path: Path) -> Path
 def plot_stats(stats: DatasetStats, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        _bar_chart({label: {lab: stats.by_label[label] if lab == label else 0 for lab in LABELS} for label in LABELS}, "Crops per label", out_dir / "labels.png"),
+        _bar_chart(
+            {label: {lab: stats.by_label[label] if lab == label else 0 for lab in LABELS} for label in LABELS},
+            "Crops per label",
+            out_dir / "labels.png",
+        ),
         _bar_chart(stats.by_split, "Crops per split", out_dir / "splits.png"),
         _bar_chart(stats.by_source, "Crops per source", out_dir / "sources.png"),
         _bar_chart(stats.by_method, "Crops per method", out_dir / "methods.png"),
@@ -171,7 +177,9 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
-def log_to_mlflow(stats: DatasetStats, dataset_dir: Path, stats_dir: Path, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+def log_to_mlflow(
+    stats: DatasetStats, dataset_dir: Path, stats_dir: Path, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT
+) -> str:
     """One MLflow run with the counts as metrics and the charts as artifacts; returns the run id."""
     try:
         import mlflow

@@ -106,7 +106,14 @@ class Engine(ABC):
 
     @abstractmethod
     def run_workers(
-        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
+        self,
+        fn: WorkerFn,
+        count: int,
+        echo: Callable[[str], None],
+        *,
+        cpus: int = 1,
+        stagger_s: float = 1.0,
+        grace_s: float = 120.0,
     ) -> list[int]:
         """Run fn(index, emit) for index 0..count-1, each in its own worker, started `stagger_s` apart
         (fewer collisions on a shared store's first rows), `cpus` CPUs (and native threads) each. On

@@ -86,7 +86,9 @@ class LocalEngine(Engine):
 
     @staticmethod
     def _pool(job: FileJob, items: list, workers: int, ordered: bool) -> Iterator:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)
+        )
         pending: dict[Future, int] = {}
         limit = 2 * workers
         order = Reorder(ordered, window=4 * limit)
@@ -110,7 +112,14 @@ class LocalEngine(Engine):
         return f"this machine, {os.cpu_count() or 1} CPU(s)"
 
     def run_workers(
-        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
+        self,
+        fn: WorkerFn,
+        count: int,
+        echo: Callable[[str], None],
+        *,
+        cpus: int = 1,
+        stagger_s: float = 1.0,
+        grace_s: float = 120.0,
     ) -> list[int]:
         """One worker: fn(0, echo) in this process (a KeyboardInterrupt goes straight through). More:
         one spawned process each, `cpus` native threads each (OMP/MKL_NUM_THREADS); their lines are

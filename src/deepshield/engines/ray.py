@@ -134,7 +134,13 @@ class RayEngine(Engine):
     name = "ray"
 
     def __init__(
-        self, address: str | None = None, workers: int | None = None, *, cpus_per_task: float = 1, max_retries: int = 1, init_kwargs: dict | None = None
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        *,
+        cpus_per_task: float = 1,
+        max_retries: int = 1,
+        init_kwargs: dict | None = None,
     ) -> None:
         """Connect (on first use) to the cluster at `address` (None: Ray's own default: $RAY_ADDRESS,
         else a cluster started on this machine with `ray start`, else a new private local instance),
@@ -224,7 +230,14 @@ class RayEngine(Engine):
                     ray.wait(list(pending), num_returns=len(pending), timeout=self.cancel_wait_s)
 
     def run_workers(
-        self, fn: WorkerFn, count: int, echo: Callable[[str], None], *, cpus: int = 1, stagger_s: float = 1.0, grace_s: float = 120.0
+        self,
+        fn: WorkerFn,
+        count: int,
+        echo: Callable[[str], None],
+        *,
+        cpus: int = 1,
+        stagger_s: float = 1.0,
+        grace_s: float = 120.0,
     ) -> list[int]:
         """Ray tasks of `cpus` CPUs each; every line a worker emits is echoed here as it comes. On
         KeyboardInterrupt the tasks are cancelled (a KeyboardInterrupt inside each)."""

@@ -22,14 +22,19 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     labels = np.asarray(labels, np.float64)
     logits = np.asarray(logits, np.float64)
     if labels.size == 0 or labels.shape != logits.shape:
-        raise MetricsError(f"temperature fitting needs equal-length, non-empty labels and logits (got {labels.shape}, {logits.shape})")
+        raise MetricsError(
+            f"temperature fitting needs equal-length, non-empty labels and logits (got {labels.shape}, {logits.shape})"
+        )
     low, high = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
-    result = minimize_scalar(lambda log_t: binary_log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(low, high), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: binary_log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(low, high), method="bounded"
+    )
     return float(np.exp(result.x))
 
 
 def _rates(real: np.ndarray, fake: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True- and false-positive rates of "fake at or above t" for every candidate threshold t."""
+
     def share_at_or_above(scores: np.ndarray) -> np.ndarray:
         if scores.size == 0:
             return np.zeros(candidates.size)
@@ -67,7 +72,9 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
 BAND_TOLERANCE = 0.02
 
 
-def fit_inconclusive_band(labels: np.ndarray, probabilities: np.ndarray, threshold: float, tolerance: float = BAND_TOLERANCE) -> InconclusiveBand:
+def fit_inconclusive_band(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, tolerance: float = BAND_TOLERANCE
+) -> InconclusiveBand:
     """The scores whose side would change under some other threshold that classifies this labelled set
     about as well: the widest interval of thresholds around `threshold` whose balanced accuracy is at
     most `tolerance` below the balanced accuracy at `threshold`.

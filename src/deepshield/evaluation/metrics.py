@@ -67,22 +67,32 @@ def check_inputs(labels, probabilities, what: str = "samples") -> tuple[np.ndarr
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if labels.shape != probabilities.shape or labels.ndim != 1:
-        raise MetricsError(f"labels {labels.shape} and probabilities {probabilities.shape} must be equal-length vectors")
+        raise MetricsError(
+            f"labels {labels.shape} and probabilities {probabilities.shape} must be equal-length vectors"
+        )
     if labels.size == 0:
         raise MetricsError(f"metrics need data: there are no {what}")
     if not np.isin(labels, (0, 1)).all():
-        raise MetricsError(f"labels must be 0 (real) or 1 (fake), got {sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]}")
+        raise MetricsError(
+            f"labels must be 0 (real) or 1 (fake), got {sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]}"
+        )
     if not np.isfinite(probabilities).all():
-        raise MetricsError(f"{int((~np.isfinite(probabilities)).sum())} of {probabilities.size} scores are NaN or infinite")
+        raise MetricsError(
+            f"{int((~np.isfinite(probabilities)).sum())} of {probabilities.size} scores are NaN or infinite"
+        )
     if probabilities.min() < 0 or probabilities.max() > 1:
-        raise MetricsError(f"scores must be probabilities in [0, 1], got [{probabilities.min():.4g}, {probabilities.max():.4g}]")
+        raise MetricsError(
+            f"scores must be probabilities in [0, 1], got [{probabilities.min():.4g}, {probabilities.max():.4g}]"
+        )
     labels = labels.astype(np.int64)
     if len(np.unique(labels)) < 2:
         raise MetricsError(f"metrics need both classes: all {labels.size} {what} are {'fake' if labels[0] else 'real'}")
     return labels, probabilities
 
 
-def _roc_points(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _roc_points(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative weighted true and false positives at each distinct score, highest score first.
 
     weights: B x N (one row per resample). Returns (tp, fp) as B x (U + 1) with a leading 0 column,
@@ -106,7 +116,9 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray, empty: float = 
     return out
 
 
-def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+def weighted_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
     """Every metric of METRIC_NAMES for each row of `weights` (B x N, non-negative); B-vectors out.
 
     A row whose weights leave one class empty gives NaN. With all weights 1 this is exactly
@@ -226,7 +238,9 @@ def detection_metrics(labels, probabilities, threshold: float = 0.5) -> Detectio
     )
 
 
-def bootstrap_weights(clusters: np.ndarray, cluster_labels: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_weights(
+    clusters: np.ndarray, cluster_labels: np.ndarray, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """resamples x C multiplicities: each class's clusters drawn with replacement, as many as it has."""
     counts = np.zeros((resamples, len(cluster_labels)))
     for value in (0, 1):
@@ -281,4 +295,6 @@ def bootstrap_intervals(
         values = np.concatenate(collected[name])
         low, high = np.nanpercentile(values, [tail, 100 - tail])
         intervals[name] = Interval(low=float(low), high=float(high))
-    return BootstrapResult(intervals=intervals, resamples=resamples, confidence=confidence, seed=seed, clusters=len(keys))
+    return BootstrapResult(
+        intervals=intervals, resamples=resamples, confidence=confidence, seed=seed, clusters=len(keys)
+    )

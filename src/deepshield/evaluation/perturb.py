@@ -65,7 +65,9 @@ class Jpeg(Perturbation):
         return self.quality
 
     def apply(self, image, rng=None):
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)])
+        ok, data = cv2.imencode(
+            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)]
+        )
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
             raise PerturbationError("JPEG encoding failed")
         return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -127,7 +129,12 @@ class Noise(Perturbation):
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {"jpeg": (Jpeg, int), "resize": (Resize, float), "blur": (Blur, float), "noise": (Noise, float)}
+KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
+    "jpeg": (Jpeg, int),
+    "resize": (Resize, float),
+    "blur": (Blur, float),
+    "noise": (Noise, float),
+}
 
 
 def parse_spec(spec: str) -> list[Perturbation]:

@@ -52,7 +52,14 @@ def confusion_plot(labels, scores, threshold: float, path: Path) -> Path:
     axis.imshow(matrix, cmap="Blues")
     for (row, col), value in np.ndenumerate(matrix):
         axis.text(col, row, str(value), ha="center", va="center", fontsize=13, color="black")
-    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"], xlabel="predicted", ylabel="true")
+    axis.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["real", "fake"],
+        yticklabels=["real", "fake"],
+        xlabel="predicted",
+        ylabel="true",
+    )
     axis.set_title(f"threshold {threshold:.2f}")
     return save_figure(figure, path)
 
@@ -83,6 +90,7 @@ def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, ti
 
 # ----------------------------------------------------------------------------- evaluation report
 
+
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "ROC") -> Path:
     """Several ROC curves on one axis; `curves`: legend -> (labels, scores)."""
     figure, axis = plt.subplots(figsize=(4.8, 4.5))
@@ -90,7 +98,13 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
         fpr, tpr, _ = roc_curve_points(labels, scores)
         axis.plot(fpr, tpr, lw=2, label=name)
     axis.plot([0, 1], [0, 1], ":", color="grey", lw=1)
-    axis.set(xlabel="false-positive rate (reals flagged)", ylabel="true-positive rate (fakes caught)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axis.set(
+        xlabel="false-positive rate (reals flagged)",
+        ylabel="true-positive rate (fakes caught)",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     axis.legend(loc="lower right", fontsize=8)
     return save_figure(figure, path)
 
@@ -108,7 +122,9 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, titl
 
 def reliability_plot(curves: dict[str, Reliability], path: Path, title: str = "Calibration (reliability)") -> Path:
     """`curves`: legend -> the summary's Reliability (edges, mean_predicted, fraction_fake, counts, ece)."""
-    figure, (axis, counts_axis) = plt.subplots(2, 1, figsize=(4.8, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    figure, (axis, counts_axis) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
     axis.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
     width = None
     for offset, (name, rel) in enumerate(curves.items()):
@@ -116,7 +132,13 @@ def reliability_plot(curves: dict[str, Reliability], path: Path, title: str = "C
         observed = np.array([np.nan if v is None else v for v in rel.fraction_fake], dtype=float)
         filled = ~np.isnan(predicted)
         ece = rel.ece
-        axis.plot(predicted[filled], observed[filled], marker="o", lw=1.5, label=f"{name} (ECE {ece:.3f})" if ece is not None else name)
+        axis.plot(
+            predicted[filled],
+            observed[filled],
+            marker="o",
+            lw=1.5,
+            label=f"{name} (ECE {ece:.3f})" if ece is not None else name,
+        )
         edges = np.asarray(rel.edges)
         width = (edges[1] - edges[0]) / (len(curves) + 0.5)
         counts_axis.bar(edges[:-1] + width * (offset + 0.25), rel.counts, width=width, align="edge", label=name)
@@ -135,7 +157,9 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     for value, name, colour in ((0, "real", "tab:blue"), (1, "fake", "tab:red")):
         chosen = scores[labels == value]
         if chosen.size:
-            axis.hist(chosen, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False)
+            axis.hist(
+                chosen, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False
+            )
     axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
     axis.legend(fontsize=8)

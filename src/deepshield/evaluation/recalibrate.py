@@ -101,7 +101,11 @@ def recalibrate(
     }
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
-    how = f"false-positive rate <= {target_fpr:g} over real files" if target_fpr is not None else "best balanced accuracy over files"
+    how = (
+        f"false-positive rate <= {target_fpr:g} over real files"
+        if target_fpr is not None
+        else "best balanced accuracy over files"
+    )
     fitted_on = (
         f"{described_as or 'a labelled set'}: {n_files} files with a face ({n_real} real, {n_files - n_real} fake), {labels.size} faces"
         + (f", {frames} frames per video" if frames else "")
@@ -117,13 +121,20 @@ def recalibrate(
         update={
             "version": calibrated_version(card.version, when),
             "calibration": card.calibration.model_copy(
-                update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on, "inconclusive": band}
+                update={
+                    "temperature": temperature,
+                    "threshold": threshold,
+                    "fitted_on": fitted_on,
+                    "inconclusive": band,
+                }
             ),
             "metrics": metrics,
         }
     )
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
-    return CalibrationResult(new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size))
+    return CalibrationResult(
+        new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size)
+    )
 
 
 def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: bool = False) -> Path:
@@ -144,4 +155,3 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
         out.rmdir()
     temporary.rename(out)
     return out
-

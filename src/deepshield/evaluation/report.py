@@ -1,11 +1,11 @@
 """Write an evaluation report folder: report.html (self-contained), metrics.json, scores.csv, files.csv, PNGs.
 
-    REPORT_DIR/
-      report.html    one page; every picture is embedded (data: URIs), no script, no web font, no CDN
-      metrics.json   every figure of the page (see deepshield.evaluation.summary)
-      scores.csv     one row per scored face and condition (clean or a perturbation)
-      files.csv      one row per file: status, score under each video rule and each perturbation
-      plots/*.png    the page's plots; examples/*.png the worst cases' crops and heatmap overlays
+REPORT_DIR/
+  report.html    one page; every picture is embedded (data: URIs), no script, no web font, no CDN
+  metrics.json   every figure of the page (see deepshield.evaluation.summary)
+  scores.csv     one row per scored face and condition (clean or a perturbation)
+  files.csv      one row per file: status, score under each video rule and each perturbation
+  plots/*.png    the page's plots; examples/*.png the worst cases' crops and heatmap overlays
 """
 
 from __future__ import annotations
@@ -59,7 +59,26 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
     columns = scored.faces
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["condition", "path", "label", "source", "method", "kind", "frame_index", "face_index", "track_id", "detection_score", "box_x0", "box_y0", "box_x1", "box_y1", "logit", "probability"])
+        writer.writerow(
+            [
+                "condition",
+                "path",
+                "label",
+                "source",
+                "method",
+                "kind",
+                "frame_index",
+                "face_index",
+                "track_id",
+                "detection_score",
+                "box_x0",
+                "box_y0",
+                "box_x1",
+                "box_y1",
+                "logit",
+                "probability",
+            ]
+        )
         for row in range(scored.face_count):
             f = scored.files[int(columns["file_id"][row])]
             writer.writerow(
@@ -87,7 +106,11 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
     by_rule = {kind: scored.file_scores(CLEAN, VideoRule(kind=kind)) for kind in settings.rules}
     by_condition = {c: scored.file_scores(c, rule) for c in scored.conditions[1:]}
     clean = scored.file_scores(CLEAN, rule)
-    counts = np.bincount(scored.faces["file_id"][scored.condition_mask(CLEAN)], minlength=len(scored.files)) if scored.face_count else np.zeros(len(scored.files), int)
+    counts = (
+        np.bincount(scored.faces["file_id"][scored.condition_mask(CLEAN)], minlength=len(scored.files))
+        if scored.face_count
+        else np.zeros(len(scored.files), int)
+    )
 
     def fmt(value: float) -> str:
         return "" if math.isnan(value) else f"{value:.6f}"
@@ -95,14 +118,46 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
     band = settings.inconclusive
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        header = ["path", "label", "source", "method", "group", "kind", "frames_sampled", "faces", "status", "reason", "score", "called", "called_at_threshold"]
+        header = [
+            "path",
+            "label",
+            "source",
+            "method",
+            "group",
+            "kind",
+            "frames_sampled",
+            "faces",
+            "status",
+            "reason",
+            "score",
+            "called",
+            "called_at_threshold",
+        ]
         writer.writerow([*header, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
         for f in scored.files:
             score = clean[f.file_id]
             status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
-            called, at_threshold = (status, status) if status != "ok" else (band.classify(score), "fake" if score >= settings.threshold else "real")
+            called, at_threshold = (
+                (status, status)
+                if status != "ok"
+                else (band.classify(score), "fake" if score >= settings.threshold else "real")
+            )
             writer.writerow(
-                [f.path, f.label_name, f.source, f.method, f.group, f.kind, f.frames, int(counts[f.file_id]), status, f.error, fmt(score), called, at_threshold]
+                [
+                    f.path,
+                    f.label_name,
+                    f.source,
+                    f.method,
+                    f.group,
+                    f.kind,
+                    f.frames,
+                    int(counts[f.file_id]),
+                    status,
+                    f.error,
+                    fmt(score),
+                    called,
+                    at_threshold,
+                ]
                 + [fmt(values[f.file_id]) for values in by_rule.values()]
                 + [fmt(values[f.file_id]) for values in by_condition.values()]
             )
@@ -117,27 +172,49 @@ def _png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def write_plots(scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path) -> dict[str, Path]:
+def write_plots(
+    scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path
+) -> dict[str, Path]:
     """Every plot that the data allows (a one-class set has no ROC); name -> PNG path."""
     folder = out / "plots"
     made: dict[str, Path] = {}
     files = file_level(scored, CLEAN, settings.rule, settings.no_face)
     faces = face_level(scored)
-    both = {name: (d.labels, d.scores) for name, d in (("file", files), ("face", faces)) if len(np.unique(d.labels)) == 2}
+    both = {
+        name: (d.labels, d.scores) for name, d in (("file", files), ("face", faces)) if len(np.unique(d.labels)) == 2
+    }
     blocks = {"file": summary.file, "face": summary.face}
     if both:
-        made["roc"] = plots.roc_curves({f"{k} level (AUC {blocks[k].value('auc'):.3f})": v for k, v in both.items()}, folder / "roc.png")
-        made["pr"] = plots.pr_curves({f"{k} level (AP {blocks[k].value('ap'):.3f})": v for k, v in both.items()}, folder / "pr.png")
+        made["roc"] = plots.roc_curves(
+            {f"{k} level (AUC {blocks[k].value('auc'):.3f})": v for k, v in both.items()}, folder / "roc.png"
+        )
+        made["pr"] = plots.pr_curves(
+            {f"{k} level (AP {blocks[k].value('ap'):.3f})": v for k, v in both.items()}, folder / "pr.png"
+        )
     calibration = summary.calibration
-    reliabilities = {f"{k} level": rel for k, rel in (("file", calibration.file), ("face", calibration.face)) if rel is not None}
+    reliabilities = {
+        f"{k} level": rel for k, rel in (("file", calibration.file), ("face", calibration.face)) if rel is not None
+    }
     if reliabilities:
         made["reliability"] = plots.reliability_plot(reliabilities, folder / "reliability.png")
     if files.labels.size:
-        made["hist_file"] = plots.score_histograms(files.labels, files.scores, settings.threshold, folder / "hist_file.png", f"file scores ({settings.rule.kind})")
-        made["confusion_file"] = plots.confusion_plot(files.labels, files.scores, settings.threshold, folder / "confusion_file.png")
+        made["hist_file"] = plots.score_histograms(
+            files.labels,
+            files.scores,
+            settings.threshold,
+            folder / "hist_file.png",
+            f"file scores ({settings.rule.kind})",
+        )
+        made["confusion_file"] = plots.confusion_plot(
+            files.labels, files.scores, settings.threshold, folder / "confusion_file.png"
+        )
     if faces.labels.size:
-        made["hist_face"] = plots.score_histograms(faces.labels, faces.scores, settings.threshold, folder / "hist_face.png", "face probabilities")
-        made["confusion_face"] = plots.confusion_plot(faces.labels, faces.scores, settings.threshold, folder / "confusion_face.png")
+        made["hist_face"] = plots.score_histograms(
+            faces.labels, faces.scores, settings.threshold, folder / "hist_face.png", "face probabilities"
+        )
+        made["confusion_face"] = plots.confusion_plot(
+            faces.labels, faces.scores, settings.threshold, folder / "confusion_face.png"
+        )
     if len(summary.perturbations) > 1:
         made["perturbations"] = plots.perturbation_plot(summary.perturbations, folder / "perturbations.png")
     return made
@@ -170,7 +247,10 @@ def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> 
                     "peak_frame": t.peak_frame,
                     "not_counted_reason": t.not_counted_reason,
                     "crop": _png(t.crop, out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_crop.png"),
-                    "heatmap": _png(overlay(t.crop, t.heatmap), out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png"),
+                    "heatmap": _png(
+                        overlay(t.crop, t.heatmap),
+                        out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png",
+                    ),
                 }
                 for t in example.tracks
             ]
@@ -224,7 +304,11 @@ def _e(text) -> str:
 
 
 def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
-    head = "<tr><th class=l></th><th>files</th><th>samples</th><th>fakes</th>" + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES) + "</tr>"
+    head = (
+        "<tr><th class=l></th><th>files</th><th>samples</th><th>fakes</th>"
+        + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES)
+        + "</tr>"
+    )
     body = []
     for name, block in rows:
         cells = f"<td class=l>{_e(name)}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
@@ -234,7 +318,9 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
             rate = block.detection_rate or block.true_negative_rate
             what = "detection rate" if block.detection_rate else "true-negative rate"
             note = f"{what} {_with_ci(rate)} — " if rate else ""
-            cells += f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.error or "")}</span></td>'
+            cells += (
+                f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.error or "")}</span></td>'
+            )
         body.append(f"<tr>{cells}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -280,7 +366,9 @@ def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200)
     if not entries:
         return '<p class="muted">none</p>'
     head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
-    rows = "".join("<tr>" + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns) + "</tr>" for e in entries[:limit])
+    rows = "".join(
+        "<tr>" + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns) + "</tr>" for e in entries[:limit]
+    )
     more = f'<p class="muted">… and {len(entries) - limit} more (see metrics.json)</p>' if len(entries) > limit else ""
     return f"<table><tr>{head}</tr>{rows}</table>{more}"
 
@@ -305,7 +393,11 @@ def _track_list(tracks: list[dict]) -> str:
         return ""  # an image's single face: the entry above already shows it
     items = []
     for t in tracks:
-        when = f"{t['first_s']:.1f}–{t['last_s']:.1f} s" if t["first_s"] is not None else f"frames {t['first_frame']}–{t['last_frame']}"
+        when = (
+            f"{t['first_s']:.1f}–{t['last_s']:.1f} s"
+            if t["first_s"] is not None
+            else f"frames {t['first_frame']}–{t['last_frame']}"
+        )
         counted = "counts" if t["not_counted_reason"] is None else f"does not count: {_e(t['not_counted_reason'])}"
         items.append(
             f'<div class="track"><img src="{_data_uri(t["crop"])}" alt="track {t["track_id"]} face"><img src="{_data_uri(t["heatmap"])}" alt="track {t["track_id"]} heatmap">'
@@ -348,7 +440,9 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     ]
 
 
-def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str) -> str:
+def render_html(
+    summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str
+) -> str:
     missing, unreadable = missing_and_unreadable(summary)
     s = summary.settings
     counts = summary.counts
@@ -369,12 +463,28 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
                 ("temperature", "–" if model.temperature is None else model.temperature),
                 ("video rule (headline)", s.video_rule_text),
                 ("frames sampled per video", "–" if s.frames is None else s.frames),
-                ("files", f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, {counts.videos} videos)"),
-                ("files with a face / without / unreadable", f"{counts.files_with_face} / {counts.files_without_face} / {counts.unreadable_files}"),
+                (
+                    "files",
+                    f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, {counts.videos} videos)",
+                ),
+                (
+                    "files with a face / without / unreadable",
+                    f"{counts.files_with_face} / {counts.files_without_face} / {counts.unreadable_files}",
+                ),
                 ("files in file-level metrics", counts.files_in_file_metrics),
                 ("faces scored (clean)", counts.faces),
-                ("files without a face", "left out of file-level metrics (counted and listed below)" if s.no_face == "exclude" else "scored 0 (called real) in file-level metrics"),
-                ("confidence intervals", f"{s.confidence:.0%} percentile bootstrap, {s.bootstrap_resamples} resamples of files (stratified by class), seed {s.seed}" if s.bootstrap_resamples else "not computed (--bootstrap 0)"),
+                (
+                    "files without a face",
+                    "left out of file-level metrics (counted and listed below)"
+                    if s.no_face == "exclude"
+                    else "scored 0 (called real) in file-level metrics",
+                ),
+                (
+                    "confidence intervals",
+                    f"{s.confidence:.0%} percentile bootstrap, {s.bootstrap_resamples} resamples of files (stratified by class), seed {s.seed}"
+                    if s.bootstrap_resamples
+                    else "not computed (--bootstrap 0)",
+                ),
             )
         )
         + "</table>",
@@ -386,25 +496,53 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         "<p>File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
         "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
         _metrics_table([("file level", summary.file), ("face level", summary.face)]),
-        '<div class="plots">' + _confusion_table(summary.file, "files") + _confusion_table(summary.face, "faces") + "</div>",
-        '<div class="plots">' + _img(images.get("roc"), "ROC curves") + _img(images.get("pr"), "precision-recall curves") + "</div>",
+        '<div class="plots">'
+        + _confusion_table(summary.file, "files")
+        + _confusion_table(summary.face, "faces")
+        + "</div>",
+        '<div class="plots">'
+        + _img(images.get("roc"), "ROC curves")
+        + _img(images.get("pr"), "precision-recall curves")
+        + "</div>",
         "<h2>Calibration</h2>",
         "<p>Do probabilities mean what they say? Each point is a bin of scores: mean predicted probability against the observed fraction of fakes. "
         f"Expected calibration error: file level {_num(calibration.file and calibration.file.ece)}, face level {_num(calibration.face and calibration.face.ece)}.</p>",
-        '<div class="plots">' + _img(images.get("reliability"), "reliability diagram") + _img(images.get("hist_file"), "file score histogram per class") + _img(images.get("hist_face"), "face probability histogram per class") + "</div>",
+        '<div class="plots">'
+        + _img(images.get("reliability"), "reliability diagram")
+        + _img(images.get("hist_file"), "file score histogram per class")
+        + _img(images.get("hist_face"), "face probability histogram per class")
+        + "</div>",
         "<h2>By source dataset</h2>",
-        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_source.items()] + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]),
+        _metrics_table(
+            [(f"{name} · file", block.file) for name, block in summary.by_source.items()]
+            + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]
+        ),
         *_synthetic_section(summary.synthetic),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
-        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()]) if summary.by_method else '<p class="muted">no fakes</p>',
+        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()])
+        if summary.by_method
+        else '<p class="muted">no fakes</p>',
         "<h2>Video rules compared</h2>",
         "<p>The same face scores aggregated per file by each rule (file level). For images every rule gives the most suspicious face.</p>",
         _metrics_table([(f"{kind}", block.file) for kind, block in summary.video_rules.items()]),
     ]
     if any(block.videos_only is not None for block in summary.video_rules.values()):
-        parts.append("<p>Videos only:</p>" + _metrics_table([(f"{kind} (videos)", block.videos_only) for kind, block in summary.video_rules.items() if block.videos_only is not None]))
-    parts.append("<ul>" + "".join(f"<li><b>{_e(kind)}</b>: {_e(block.rule)}</li>" for kind, block in summary.video_rules.items()) + "</ul>")
+        parts.append(
+            "<p>Videos only:</p>"
+            + _metrics_table(
+                [
+                    (f"{kind} (videos)", block.videos_only)
+                    for kind, block in summary.video_rules.items()
+                    if block.videos_only is not None
+                ]
+            )
+        )
+    parts.append(
+        "<ul>"
+        + "".join(f"<li><b>{_e(kind)}</b>: {_e(block.rule)}</li>" for kind, block in summary.video_rules.items())
+        + "</ul>"
+    )
     parts += ["<h2>Robustness to perturbations</h2>"]
     if len(summary.perturbations) > 1:
         parts += [
@@ -414,7 +552,9 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
             '<div class="plots">' + _img(images.get("perturbations"), "AUC under perturbations") + "</div>",
         ]
     else:
-        parts.append('<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5)</p>')
+        parts.append(
+            '<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5)</p>'
+        )
     parts += [
         "<h2>Worst false positives</h2><p>Real files with the highest scores; the most suspicious face, its crop and heatmap (red: looks manipulated).</p>",
         _gallery(examples.get("false_positives", []), "false positives"),
@@ -429,12 +569,23 @@ def render_html(summary: EvaluationSummary, images: dict[str, Path], examples: d
         _listing(unreadable, ["path", "label", "source", "reason"]),
     ]
     if summary.unlabelled_entries:
-        parts += [f"<h2>Unlabelled entries ({len(summary.unlabelled_entries)})</h2>", _listing(summary.unlabelled_entries, ["path", "reason"])]
-    parts.append('<p class="muted">Figures: metrics.json · per-face scores: scores.csv · per-file scores: files.csv</p></body></html>')
+        parts += [
+            f"<h2>Unlabelled entries ({len(summary.unlabelled_entries)})</h2>",
+            _listing(summary.unlabelled_entries, ["path", "reason"]),
+        ]
+    parts.append(
+        '<p class="muted">Figures: metrics.json · per-face scores: scores.csv · per-file scores: files.csv</p></body></html>'
+    )
     return "\n".join(parts)
 
 
-def write_report(scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path, title: str = "Deepfake Shield evaluation") -> Path:
+def write_report(
+    scored: ScoredSet,
+    settings: EvaluationSettings,
+    summary: EvaluationSummary,
+    out: Path,
+    title: str = "Deepfake Shield evaluation",
+) -> Path:
     """Write the report folder; returns the path of report.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

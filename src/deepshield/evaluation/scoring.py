@@ -134,7 +134,9 @@ class ScoredSet:
         labels = np.array([f.label for f in self.files], dtype=np.int64)
         return labels[self.faces["file_id"]] if self.face_count else np.zeros(0, np.int64)
 
-    def file_scores(self, condition: str = CLEAN, rule: VideoRule = VideoRule(), temperature: float | None = None) -> np.ndarray:
+    def file_scores(
+        self, condition: str = CLEAN, rule: VideoRule = VideoRule(), temperature: float | None = None
+    ) -> np.ndarray:
         """One score per file (NaN: no face, or not scored), by `rule` as `Detector` applies it:
         the highest score among the tracks seen in at least min(rule.min_track_frames, frames
         sampled) frames, or among all tracks when none is that long. An image's faces are tracks of one frame."""
@@ -150,7 +152,9 @@ class ScoredSet:
         bounds = np.flatnonzero(np.r_[True, file_ids[1:] != file_ids[:-1], True])
         for start, stop in itertools.pairwise(bounds):
             file_id = int(file_ids[start])
-            scores[file_id] = aggregate_tracks(tracks[start:stop], probabilities[start:stop], self.files[file_id].frames, rule)
+            scores[file_id] = aggregate_tracks(
+                tracks[start:stop], probabilities[start:stop], self.files[file_id].frames, rule
+            )
         return scores
 
 
@@ -186,7 +190,9 @@ FLOAT_COLUMNS = ("logit", "synthetic_logit", "detection_score", "x0", "y0", "x1"
 
 
 def face_columns(
-    rows: Sequence[FaceRow], logits: Sequence[float] | np.ndarray | None = None, synthetic_logits: Sequence[float] | None = None
+    rows: Sequence[FaceRow],
+    logits: Sequence[float] | np.ndarray | None = None,
+    synthetic_logits: Sequence[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows (and their logits, and synthetic-face logits for a two-output bundle) as equal-length typed columns."""
     columns = {name: [getattr(row, name) for row in rows] for name in FaceRow._fields}
@@ -194,7 +200,10 @@ def face_columns(
         columns["logit"] = list(logits)
     if synthetic_logits is not None:
         columns["synthetic_logit"] = list(synthetic_logits)
-    return {name: np.asarray(values, dtype=np.float32 if name in FLOAT_COLUMNS else np.int64) for name, values in columns.items()}
+    return {
+        name: np.asarray(values, dtype=np.float32 if name in FLOAT_COLUMNS else np.int64)
+        for name, values in columns.items()
+    }
 
 
 @dataclass
@@ -267,12 +276,16 @@ class MediaCropper:
     def conditions(self) -> list[str]:
         return [CLEAN, *(p.name for p in self.perturbations)]
 
-    def crop(self, items: Sequence[SourceItem], files: list[FileRecord], progress: bool = True) -> Iterator[CroppedFile]:
+    def crop(
+        self, items: Sequence[SourceItem], files: list[FileRecord], progress: bool = True
+    ) -> Iterator[CroppedFile]:
         """Appends each item's FileRecord to `files` (with its error, if any) and yields its faces."""
         from tqdm import tqdm
 
         for item in tqdm(items, unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
-            record = FileRecord(len(files), str(item.path), int(item.label == "fake"), item.source, item.method, item.group)
+            record = FileRecord(
+                len(files), str(item.path), int(item.label == "fake"), item.source, item.method, item.group
+            )
             files.append(record)
             yield from self._crop_file(record, item.path)
 
@@ -292,11 +305,19 @@ class MediaCropper:
         for condition, perturbation in enumerate(conditions):
             try:
                 images = [
-                    image if perturbation is None else perturbation.apply(image, np.random.default_rng([self.seed, record.file_id, position, condition]))
+                    image
+                    if perturbation is None
+                    else perturbation.apply(
+                        image, np.random.default_rng([self.seed, record.file_id, position, condition])
+                    )
                     for position, (_, image) in enumerate(frames)
                 ]
                 faces_per_frame = [self.detector.detect(image) for image in images]
-                crops = [crop_face(image, face.box, face.keypoints, self.policy).pixels for image, faces in zip(images, faces_per_frame) for face in faces]
+                crops = [
+                    crop_face(image, face.box, face.keypoints, self.policy).pixels
+                    for image, faces in zip(images, faces_per_frame)
+                    for face in faces
+                ]
             except Exception as exc:  # noqa: BLE001
                 if perturbation is None:
                     record.error = f"{type(exc).__name__}: {exc}"
@@ -309,7 +330,9 @@ class MediaCropper:
                 yield CroppedFile(record, condition, rows, np.stack(crops), dict(zip(indices, timestamps)))
 
 
-def score_cropped(cropped: Iterable[CroppedFile], classifier: OnnxClassifier, rule: VideoRule, examples: int) -> tuple[dict[str, np.ndarray], dict[int, Example]]:
+def score_cropped(
+    cropped: Iterable[CroppedFile], classifier: OnnxClassifier, rule: VideoRule, examples: int
+) -> tuple[dict[str, np.ndarray], dict[int, Example]]:
     """Score each file's crops as they come (memory stays one file's worth); keep the gallery's examples."""
     rows: list[FaceRow] = []
     logits: list[float] = []
@@ -406,7 +429,9 @@ class PreparedCrops:
         records = read_manifest(dataset_dir)
         if self.split not in (None, "all"):
             records = [r for r in records if r.split == self.split]
-            self.notes.append(f"split {self.split} only ({len(records)} crops); files without a face have no split and are not listed")
+            self.notes.append(
+                f"split {self.split} only ({len(records)} crops); files without a face have no split and are not listed"
+            )
         try:
             info = read_info(dataset_dir)
             policy, frames = info.crop_policy, info.frames
@@ -425,10 +450,21 @@ class PreparedCrops:
         for crop in records:
             by_file.setdefault(crop.source_file, []).append(crop)
         resized = 0
-        for source_file, members in tqdm(list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
+        for source_file, members in tqdm(
+            list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
+        ):
             first = members[0]
             is_video = Path(source_file).suffix.lower() in VIDEO_SUFFIXES
-            record = FileRecord(len(files), source_file, int(first.is_fake), first.source, first.method, first.group, "crops", frames if is_video else 1)
+            record = FileRecord(
+                len(files),
+                source_file,
+                int(first.is_fake),
+                first.source,
+                first.method,
+                first.group,
+                "crops",
+                frames if is_video else 1,
+            )
             files.append(record)
             try:
                 crops = [load_crop(m, dataset_dir) for m in members]
@@ -437,7 +473,10 @@ class PreparedCrops:
                 continue
             if any(c.shape[:2] != (size, size) for c in crops):
                 resized += 1
-                crops = [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+                crops = [
+                    c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+                    for c in crops
+                ]
             yield CroppedFile(record, 0, self._rows(record, members), np.stack(crops))
         if resized:
             self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
@@ -446,7 +485,16 @@ class PreparedCrops:
                 if error.label not in ("real", "fake"):
                     continue
                 is_video = Path(error.source_file).suffix.lower() in VIDEO_SUFFIXES
-                record = FileRecord(len(files), error.source_file, int(error.label == "fake"), error.source, error.method, error.group, "crops", frames if is_video else 1)
+                record = FileRecord(
+                    len(files),
+                    error.source_file,
+                    int(error.label == "fake"),
+                    error.source,
+                    error.method,
+                    error.group,
+                    "crops",
+                    frames if is_video else 1,
+                )
                 if error.reason != NO_FACE:
                     record.error = error.reason
                 files.append(record)
@@ -464,7 +512,16 @@ class PreparedCrops:
             boxes_per_frame[pos].append(Box(*m.box))
         track_of = {member: track.track_id for track in associate(boxes_per_frame) for member in track.members}
         return [
-            FaceRow(0, record.file_id, slot[0], m.frame_index, m.face_index, track_of[slot], float(m.detection_score), *map(float, m.box))
+            FaceRow(
+                0,
+                record.file_id,
+                slot[0],
+                m.frame_index,
+                m.face_index,
+                track_of[slot],
+                float(m.detection_score),
+                *map(float, m.box),
+            )
             for m, slot in zip(members, slots)
         ]
 
@@ -472,7 +529,9 @@ class PreparedCrops:
 # ----------------------------------------------------------------------------------------- both
 
 
-def list_items(datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: Sequence[str] | None = None) -> tuple[list[SourceItem], list[SourceProblem]]:
+def list_items(
+    datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: Sequence[str] | None = None
+) -> tuple[list[SourceItem], list[SourceProblem]]:
     items: list[SourceItem] = []
     problems: list[SourceProblem] = []
     for path, key in zip(datasets, root_keys(list(datasets))):
@@ -519,7 +578,9 @@ def open_labelled_set(
     prepared = [d for d in datasets if is_prepared_dataset(d)]
     if prepared:
         if len(datasets) > 1:
-            raise DeepShieldError("a prepared dataset folder (with manifest.csv) must be evaluated on its own, not with other datasets")
+            raise DeepShieldError(
+                "a prepared dataset folder (with manifest.csv) must be evaluated on its own, not with other datasets"
+            )
         if perturbations:
             raise DeepShieldError(
                 f"{prepared[0]} is a prepared dataset: its crops were cut from the original frames, so perturbations of the "
@@ -537,7 +598,14 @@ def open_labelled_set(
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
     cropper = MediaCropper(policy, FaceDetector(min_face_size=min_face_size), frames, perturbations, seed)
-    return LabelledSet(files, cropper.crop(items, files, progress), cropper.conditions, "media", [(str(p.path), p.reason) for p in problems], [])
+    return LabelledSet(
+        files,
+        cropper.crop(items, files, progress),
+        cropper.conditions,
+        "media",
+        [(str(p.path), p.reason) for p in problems],
+        [],
+    )
 
 
 def score_datasets(
@@ -571,4 +639,3 @@ def describe_counts(scored: ScoredSet) -> str:
     unreadable = sum(1 for f in scored.files if f.error and f.error != MISSING_FILE)
     no_face = sum(1 for f in scored.files if not f.error and f.file_id not in scored_ids)
     return f"{len(scored.files)} files: {len(scored_ids)} with faces, {no_face} without a face, {missing} missing (listed but not on disk), {unreadable} not readable"
-

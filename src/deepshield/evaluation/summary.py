@@ -59,7 +59,9 @@ class EvaluationSettings:
     seed: int = 0
     confidence: float = 0.95
     no_face: NoFacePolicy = "exclude"
-    extra: dict = field(default_factory=dict)  # recorded in metrics.json "settings" (keys: SummarySettings' optional ones)
+    extra: dict = field(
+        default_factory=dict
+    )  # recorded in metrics.json "settings" (keys: SummarySettings' optional ones)
     band: InconclusiveBand | None = None  # files.csv calls files three-way with it (default: threshold +- 0.10)
 
     def __post_init__(self) -> None:
@@ -309,7 +311,9 @@ def _one_class_rate(correct: np.ndarray, clusters: np.ndarray, settings: Evaluat
     return out
 
 
-def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str) -> MetricBlock:
+def metric_block(
+    labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str
+) -> MetricBlock:
     """count, positives, every metric with its interval, confusion matrix; or an `error` with what can be said."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
@@ -329,7 +333,9 @@ def metric_block(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, s
         return MetricBlock.model_validate(clean_json(out))
     intervals = None
     if settings.bootstrap:
-        intervals = bootstrap_intervals(labels, scores, clusters, settings.threshold, settings.bootstrap, settings.seed, settings.confidence).intervals
+        intervals = bootstrap_intervals(
+            labels, scores, clusters, settings.threshold, settings.bootstrap, settings.seed, settings.confidence
+        ).intervals
     out["metrics"] = {
         name: {
             "value": getattr(metrics, name),
@@ -356,7 +362,9 @@ def face_level(scored: ScoredSet, condition: str = CLEAN, temperature: float | N
     return LevelData(scored.labels_of_faces()[mask], scored.probabilities(temperature)[mask], file_ids, file_ids)
 
 
-def file_level(scored: ScoredSet, condition: str, rule: VideoRule, no_face: str, temperature: float | None = None) -> LevelData:
+def file_level(
+    scored: ScoredSet, condition: str, rule: VideoRule, no_face: str, temperature: float | None = None
+) -> LevelData:
     scores = scored.file_scores(condition, rule, temperature)
     readable = np.array([not f.error for f in scored.files], dtype=bool)
     if no_face == "zero":
@@ -387,7 +395,13 @@ def _reliability(data: LevelData) -> Reliability | None:
     if data.labels.size == 0:
         return None
     rel = reliability(data.labels, data.scores)
-    values = {"ece": rel.ece, "edges": rel.edges.tolist(), "mean_predicted": rel.mean_predicted.tolist(), "fraction_fake": rel.fraction_fake.tolist(), "counts": rel.counts.tolist()}
+    values = {
+        "ece": rel.ece,
+        "edges": rel.edges.tolist(),
+        "mean_predicted": rel.mean_predicted.tolist(),
+        "fraction_fake": rel.fraction_fake.tolist(),
+        "counts": rel.counts.tolist(),
+    }
     return Reliability.model_validate(clean_json(values))
 
 
@@ -413,7 +427,10 @@ def summarize(
     by_source = {}
     for source in sources:
         mask = source_of == source
-        by_source[source] = {"file": _block(_subset(per_file, mask), settings, "files"), "face": _block(_subset(faces, mask), settings, "faces")}
+        by_source[source] = {
+            "file": _block(_subset(per_file, mask), settings, "files"),
+            "face": _block(_subset(faces, mask), settings, "faces"),
+        }
     by_method = {}
     for method in methods:
         method_sources = sorted({f.source for f in files if f.label == 1 and f.method == method})
@@ -426,11 +443,16 @@ def summarize(
 
     video_rules = {}
     for kind in settings.rules:
-        video_rules[kind] = {"rule": VideoRule(kind=kind).describe(), "file": _block(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), settings, "files")}
+        video_rules[kind] = {
+            "rule": VideoRule(kind=kind).describe(),
+            "file": _block(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), settings, "files"),
+        }
     is_video = np.array([f.kind == "video" or (f.kind == "crops" and f.frames > 1) for f in files], dtype=bool)
     if is_video.any() and not is_video.all():
         for kind in settings.rules:
-            video_rules[kind]["videos_only"] = _block(_subset(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), is_video), settings, "videos")
+            video_rules[kind]["videos_only"] = _block(
+                _subset(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), is_video), settings, "videos"
+            )
 
     perturbations = []
     clean_file_auc = _auc(per_file)
@@ -468,12 +490,26 @@ def summarize(
         if not f.error and np.isnan(clean_scores[f.file_id])
     ]
     errors = [{"path": f.path, "label": f.label_name, "source": f.source, "reason": f.error} for f in files if f.error]
-    worst_fp = sorted((e for e in scored.examples.values() if files[e.file_id].label == 0 and e.score >= settings.threshold), key=lambda e: -e.score)
-    worst_fn = sorted((e for e in scored.examples.values() if files[e.file_id].label == 1 and e.score < settings.threshold), key=lambda e: e.score)
+    worst_fp = sorted(
+        (e for e in scored.examples.values() if files[e.file_id].label == 0 and e.score >= settings.threshold),
+        key=lambda e: -e.score,
+    )
+    worst_fn = sorted(
+        (e for e in scored.examples.values() if files[e.file_id].label == 1 and e.score < settings.threshold),
+        key=lambda e: e.score,
+    )
 
     def describe_example(e) -> dict:
         f = files[e.file_id]
-        return {"path": f.path, "source": f.source, "method": f.method, "score": e.score, "face_probability": e.probability, "frame_index": e.frame_index, "face_index": e.face_index}
+        return {
+            "path": f.path,
+            "source": f.source,
+            "method": f.method,
+            "score": e.score,
+            "face_probability": e.probability,
+            "frame_index": e.frame_index,
+            "face_index": e.face_index,
+        }
 
     summary = {
         "model": model or ModelInfo(),
@@ -513,7 +549,10 @@ def summarize(
         "no_face_files": no_face_files,
         "unreadable_files": errors,
         "unlabelled_entries": [{"path": p, "reason": r} for p, r in scored.problems],
-        "worst": {"false_positives": [describe_example(e) for e in worst_fp], "false_negatives": [describe_example(e) for e in worst_fn]},
+        "worst": {
+            "false_positives": [describe_example(e) for e in worst_fp],
+            "false_negatives": [describe_example(e) for e in worst_fn],
+        },
         "notes": list(scored.notes),
     }
     view = scored.synthetic_view()

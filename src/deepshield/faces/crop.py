@@ -67,7 +67,12 @@ def crop_face(image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, pol
     else:
         warp = matrix
     pixels = cv2.warpAffine(
-        source, warp, (policy.size, policy.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+        source,
+        warp,
+        (policy.size, policy.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
     )
     return FaceCrop(pixels=pixels, matrix=matrix)
 
@@ -75,5 +80,10 @@ def crop_face(image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, pol
 def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> NDArray[Any]:
     """size x size bool map of the crop pixels that come from inside the image (False: black padding)."""
     ones = np.ones(image_shape[:2], np.uint8)
-    inside: NDArray[np.bool_] = cv2.warpAffine(ones, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,)) > 0
+    inside: NDArray[np.bool_] = (
+        cv2.warpAffine(
+            ones, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,)
+        )
+        > 0
+    )
     return inside

@@ -147,7 +147,9 @@ class Detector:
         cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs: Any
     ) -> Detector:
         """Load a bundle directory; None or "default" gives the model shipped with the package."""
-        return cls(OnnxClassifier(bundle_dir(bundle)), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs)
+        return cls(
+            OnnxClassifier(bundle_dir(bundle)), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs
+        )
 
     @property
     def card(self) -> ModelCard:
@@ -184,9 +186,15 @@ class Detector:
     def model_name(self) -> str:
         return f"{self.card.name} {self.card.version}"
 
-    def _score_faces(self, images: list[NDArray[Any]], faces_per_image: list[list[Face]], keep_pixels: bool) -> list[list[FaceResult]]:
+    def _score_faces(
+        self, images: list[NDArray[Any]], faces_per_image: list[list[Face]], keep_pixels: bool
+    ) -> list[list[FaceResult]]:
         policy = self.card.crop_policy
-        crops = [crop_face(image, face.box, face.keypoints, policy) for image, faces in zip(images, faces_per_image) for face in faces]
+        crops = [
+            crop_face(image, face.box, face.keypoints, policy)
+            for image, faces in zip(images, faces_per_image)
+            for face in faces
+        ]
         if not crops:
             return [[] for _ in images]
         scores = self.classifier.score(np.stack([c.pixels for c in crops]))
@@ -211,7 +219,9 @@ class Detector:
                         label=verdict.label,
                         threshold_label="fake" if probability >= self.threshold else "real",
                         synthetic_probability=synthetic_probability,
-                        synthetic_logit=None if scores.synthetic_logits is None else float(scores.synthetic_logits[flat]),
+                        synthetic_logit=None
+                        if scores.synthetic_logits is None
+                        else float(scores.synthetic_logits[flat]),
                         manipulation_label=verdict.manipulation_label,
                         synthetic_label=verdict.synthetic_label,
                         verdict_driver=verdict.driver,
@@ -278,10 +288,14 @@ class Detector:
             return load_image(source, self.image_limits)
         except UnsupportedMediaError:
             if _is_video(source):
-                raise UnsupportedMediaError("this is a video: use Detector.analyze_video, or analyze_path, which tells images and videos apart") from None
+                raise UnsupportedMediaError(
+                    "this is a video: use Detector.analyze_video, or analyze_path, which tells images and videos apart"
+                ) from None
             raise
 
-    def analyze_video(self, path: Path | str, frames: int = 32, progress: ProgressCallback | None = None) -> VideoResult:
+    def analyze_video(
+        self, path: Path | str, frames: int = 32, progress: ProgressCallback | None = None
+    ) -> VideoResult:
         """Sample `frames` frames uniformly, score every face, track people, aggregate to a verdict."""
         started = time.perf_counter()
         report = progress or (lambda fraction, stage: None)
@@ -306,14 +320,20 @@ class Detector:
                     box=face.box,
                     probability=face.probability,
                     synthetic_probability=face.synthetic_probability,
-                    thumbnail=cv2.resize(face.crop, (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA),  # type: ignore[arg-type]  # keep_pixels=True: every face has its crop
+                    thumbnail=cv2.resize(
+                        face.crop,  # type: ignore[arg-type]  # keep_pixels=True: every face has its crop
+                        (POINT_THUMBNAIL_SIDE, POINT_THUMBNAIL_SIDE),
+                        interpolation=cv2.INTER_AREA,
+                    ),
                 )
                 for frame, face in members
             ]
             score = self.video_rule.track_score([p.probability for p in points])
             # The synthetic score per track by the same video rule as the manipulation score.
             synthetic_score = (
-                self.video_rule.track_score([p.synthetic_probability or 0.0 for p in points]) if self.has_synthetic else None
+                self.video_rule.track_score([p.synthetic_probability or 0.0 for p in points])
+                if self.has_synthetic
+                else None
             )
             verdict = self._combine(score, synthetic_score)
             peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
@@ -381,6 +401,8 @@ def _highest(values: Iterable[float | None]) -> float | None:
 
 def _is_video(source: Path | str | bytes) -> bool:
     try:
-        return (sniff_media_kind(source[:HEADER_BYTES]) if isinstance(source, bytes) else sniff_path(Path(source))) is MediaKind.VIDEO
+        return (
+            sniff_media_kind(source[:HEADER_BYTES]) if isinstance(source, bytes) else sniff_path(Path(source))
+        ) is MediaKind.VIDEO
     except (DeepShieldError, OSError):
         return False

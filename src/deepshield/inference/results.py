@@ -41,7 +41,9 @@ SYNTHETIC_HEADLINES: dict[str, str] = {
     "inconclusive": "Inconclusive: the synthetic-face score is too close to its threshold to call either way",
     "no_signs_found": "No signs of face swapping or AI generation found — this does not prove the file is authentic",
 }
-LABEL_FIELD = Field(description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)")
+LABEL_FIELD = Field(
+    description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)"
+)
 THRESHOLD_LABEL_FIELD = Field(description="fake / real at the threshold alone: the old label, kept for compatibility")
 DRIVER_FIELD: Any = Field(
     "manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic"
@@ -69,7 +71,9 @@ class FaceResult(BaseModel):
     index: int
     box: list[float] = Field(description="x0, y0, x1, y1 in image pixels")
     detection_score: float
-    keypoints: list[list[float]] = Field(description="eyes, nose tip, mouth centre, ear tragions (subject's right first)")
+    keypoints: list[list[float]] = Field(
+        description="eyes, nose tip, mouth centre, ear tragions (subject's right first)"
+    )
     probability: float = Field(description="calibrated probability that the face was manipulated")
     logit: float
     label: VerdictLabel = LABEL_FIELD
@@ -145,7 +149,9 @@ class TrackResult(BaseModel):
     frames_seen: int = Field(description="sampled frames in which this face was found")
     first_seen_s: float = Field(description="timestamp of the first sampled frame with this face")
     last_seen_s: float
-    peak_frame_index: int = Field(description="the frame where this face looks most manipulated: the thumbnail and heatmap are from it")
+    peak_frame_index: int = Field(
+        description="the frame where this face looks most manipulated: the thumbnail and heatmap are from it"
+    )
     peak_timestamp_s: float
     counted: bool = Field(description="whether the track takes part in the verdict")
     not_counted_reason: str | None = Field(None, description="why it does not, when it does not")

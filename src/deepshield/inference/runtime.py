@@ -34,7 +34,9 @@ class FaceScores:
 
 def calibrated(logits: NDArray[Any], calibration: Calibration) -> NDArray[Any]:
     """sigmoid(logit / temperature): the one probability of either score."""
-    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature)), dtype=np.float64)
+    return np.asarray(
+        1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature)), dtype=np.float64
+    )
 
 
 def _with_default_band(calibration: Calibration) -> Calibration:
@@ -90,7 +92,9 @@ class OnnxClassifier:
         outputs = [o.name for o in self.session.get_outputs()]
         size = self.card.input_size
         if len(inputs) != 1 or inputs[0].name != "image" or list(inputs[0].shape[1:]) != [size, size, 3]:
-            raise BundleError(f"{onnx_path} input {[(i.name, i.shape) for i in inputs]} does not match the card's {size}x{size}x3 'image'")
+            raise BundleError(
+                f"{onnx_path} input {[(i.name, i.shape) for i in inputs]} does not match the card's {size}x{size}x3 'image'"
+            )
         self.outputs = self.card.output_names()
         if outputs != self.outputs:
             raise BundleError(f"{onnx_path} outputs {outputs}, but its model card says {self.outputs}")

@@ -41,7 +41,11 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             files.extend(
-                sorted(p for p in path.glob(pattern) if not p.is_dir() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith("."))
+                sorted(
+                    p
+                    for p in path.glob(pattern)
+                    if not p.is_dir() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith(".")
+                )
             )
         else:
             files.append(path)

@@ -27,7 +27,12 @@ def associate(frames: list[list[Box]], iou_threshold: float = 0.2, max_gap: int 
         # Samples missed since the track's last match: up to max_gap keep it alive (this was off by one).
         live = [t for t in tracks if position - t.last_seen - 1 <= max_gap]
         pairs = sorted(
-            ((t.last_box.iou(box), ti, bi) for ti, t in enumerate(live) if t.last_box is not None for bi, box in enumerate(boxes)),
+            (
+                (t.last_box.iou(box), ti, bi)
+                for ti, t in enumerate(live)
+                if t.last_box is not None
+                for bi, box in enumerate(boxes)
+            ),
             reverse=True,
         )
         used_tracks: set[int] = set()

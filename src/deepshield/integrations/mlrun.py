@@ -11,14 +11,19 @@ Against an MLRun service (for example)::
     import mlrun
     from deepshield.integrations.mlrun import hyper_param_task
 
-    fn = mlrun.code_to_function("deepshield-trial", kind="job", image="<an image with deepshield[train]>",
-                                filename="trial.py", handler="train_trial")  # trial.py: from deepshield.integrations.mlrun import train_trial
+    fn = mlrun.code_to_function(
+        "deepshield-trial",
+        kind="job",
+        image="<an image with deepshield[train]>",
+        filename="trial.py",
+        handler="train_trial",
+    )  # trial.py: from deepshield.integrations.mlrun import train_trial
     task = hyper_param_task(
         {"optim.lr": [1e-4, 4e-4, 1e-3], "optim.batch_size": [16, 32]},
         selector="max.val_auc",
         params={"config": "train.yaml", "budget": {"optim.epochs": 2, "data.limit_per_folder": 300}},
     )
-    run = fn.run(task)   # run.outputs["best_iteration"], run.outputs["val_auc"], ...
+    run = fn.run(task)  # run.outputs["best_iteration"], run.outputs["val_auc"], ...
 
 Hyperparameters are dotted training-config keys. Every trial logs, with `context.log_result`, the best
 value over its epochs of each validation metric (val_auc, val_ap, val_balanced_accuracy: highest;
@@ -56,7 +61,9 @@ def trial_results(history: list[dict]) -> dict[str, float]:
     results["epochs"] = len(history)
     by_auc = [r for r in history if r.get("val_auc") is not None and math.isfinite(float(r["val_auc"]))]
     if by_auc:
-        results["best_epoch"] = int(max(by_auc, key=lambda r: float(r["val_auc"]))["epoch"]) + 1  # 1-based, as printed in training
+        results["best_epoch"] = (
+            int(max(by_auc, key=lambda r: float(r["val_auc"]))["epoch"]) + 1
+        )  # 1-based, as printed in training
     return results
 
 
@@ -95,7 +102,11 @@ def train_trial(
     if logger is not None:
         logger.info(f"deepshield trial {iteration}: {values} (budget {budget}) in {run_dir}")
     outcome = run_training(
-        trial_config, epoch_callback=None, parent_run_id=None, run_tags={"mlrun.uid": str(uid), "mlrun.iteration": str(iteration)}, resume=False
+        trial_config,
+        epoch_callback=None,
+        parent_run_id=None,
+        run_tags={"mlrun.uid": str(uid), "mlrun.iteration": str(iteration)},
+        resume=False,
     )
     results = trial_results(outcome.history)
     if not any(k.startswith("val_") for k in results):
@@ -116,5 +127,7 @@ def hyper_param_task(grid: dict[str, list], selector: str = "max.val_auc", param
     try:
         import mlrun
     except ImportError as exc:
-        raise DeepShieldError("mlrun is not installed here (pip install mlrun, matching your MLRun service's version)") from exc
+        raise DeepShieldError(
+            "mlrun is not installed here (pip install mlrun, matching your MLRun service's version)"
+        ) from exc
     return mlrun.new_task(params=params or {}, **task_kwargs).with_hyper_params(grid, selector=selector)

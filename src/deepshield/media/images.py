@@ -24,7 +24,18 @@ from deepshield.media.units import format_bytes, megapixels
 
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
 # unpack and divide straight from header fields.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError, ZeroDivisionError, zlib.error)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    TypeError,
+    KeyError,
+    ZeroDivisionError,
+    zlib.error,
+)
 # Pillow keeps 1-byte modes in 1 byte a pixel, 16-bit grey in 2 and every other mode in 4.
 _ONE_BYTE_MODES = frozenset({"1", "L", "P"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -53,10 +64,14 @@ def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
         path = Path(source)
         size = check_media_file(path)
         if size > limits.max_bytes:
-            raise MediaTooLargeError(f"image file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
+            raise MediaTooLargeError(
+                f"image file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit"
+            )
         data = path.read_bytes()
     if len(data) > limits.max_bytes:
-        raise MediaTooLargeError(f"image file is {format_bytes(len(data))}, above the {format_bytes(limits.max_bytes)} limit")
+        raise MediaTooLargeError(
+            f"image file is {format_bytes(len(data))}, above the {format_bytes(limits.max_bytes)} limit"
+        )
     if not data:
         raise UnsupportedMediaError("empty file: expected an image")
     return data
@@ -196,7 +211,9 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
         # by the magic bytes, so that a broken JPEG is not called an unsupported type.
         claimed = image_format_name(data)
         if claimed is not None:
-            raise CorruptMediaError(f"corrupt image: the file starts like a {claimed} but its header cannot be read") from exc
+            raise CorruptMediaError(
+                f"corrupt image: the file starts like a {claimed} but its header cannot be read"
+            ) from exc
         raise UnsupportedMediaError(unsupported_message(data, expected="an image")) from exc
     width, height = image.size
     if width * height > limits.max_pixels:

@@ -51,7 +51,9 @@ class VideoFrame:
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
     size = check_media_file(path)
     if size > limits.max_bytes:
-        raise MediaTooLargeError(f"video file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
+        raise MediaTooLargeError(
+            f"video file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit"
+        )
     if size == 0:
         raise UnsupportedMediaError("empty file: expected a video")
     try:
@@ -195,7 +197,9 @@ def sample_frames(
         return _sample_sequentially(container, info, n, limits, on_frame)
 
 
-def _decoded_frames(container: av.container.InputContainer, limits: VideoLimits, counter: list[int]) -> Iterator[av.VideoFrame]:
+def _decoded_frames(
+    container: av.container.InputContainer, limits: VideoLimits, counter: list[int]
+) -> Iterator[av.VideoFrame]:
     """Every frame from the current position, size-checked before anyone converts it. Broken packets
     are skipped and counted in counter[0]; a demuxer error ends the stream."""
     stream = container.streams.video[0]
@@ -214,7 +218,11 @@ def _decoded_frames(container: av.container.InputContainer, limits: VideoLimits,
 
 
 def _sample_by_seeking(
-    container: av.container.InputContainer, info: VideoInfo, targets: list[int], limits: VideoLimits, on_frame: Callable[[float], None] | None
+    container: av.container.InputContainer,
+    info: VideoInfo,
+    targets: list[int],
+    limits: VideoLimits,
+    on_frame: Callable[[float], None] | None,
 ) -> tuple[VideoInfo, list[VideoFrame]] | None:
     """Seek to the keyframe before each target and decode up to it. None when the file resists
     (a seek fails, frames lack timestamps, or keyframes are further apart than the samples, where
@@ -252,7 +260,11 @@ def _sample_by_seeking(
 
 
 def _sample_sequentially(
-    container: av.container.InputContainer, info: VideoInfo, n: int, limits: VideoLimits, on_frame: Callable[[float], None] | None
+    container: av.container.InputContainer,
+    info: VideoInfo,
+    n: int,
+    limits: VideoLimits,
+    on_frame: Callable[[float], None] | None,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
     """Decode the video once and keep n uniformly spaced frames."""
     container.streams.video[0].thread_type = "AUTO"

@@ -45,7 +45,9 @@ class InconclusiveBand(BaseModel):
 
     @classmethod
     def around(cls, threshold: float, half_width: float = DEFAULT_BAND_HALF_WIDTH) -> InconclusiveBand:
-        return cls(low=max(0.0, threshold - half_width), high=min(1.0, threshold + half_width), fitted_on=DEFAULT_BAND_METHOD)
+        return cls(
+            low=max(0.0, threshold - half_width), high=min(1.0, threshold + half_width), fitted_on=DEFAULT_BAND_METHOD
+        )
 
     def moved(self, old_threshold: float, new_threshold: float) -> InconclusiveBand:
         """The band for another threshold: the same distances below and above it (clipped to [0, 1])."""
@@ -68,14 +70,17 @@ class Calibration(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1, description="probability at or above which a face is labelled fake")
     fitted_on: str = "not fitted"
     inconclusive: InconclusiveBand | None = Field(
-        None, description="scores too close to the threshold to call; a card without one gets threshold +- 0.10 when loaded"
+        None,
+        description="scores too close to the threshold to call; a card without one gets threshold +- 0.10 when loaded",
     )
 
     @model_validator(mode="after")
     def _band_holds_threshold(self) -> Calibration:
         band = self.inconclusive
         if band is not None and not band.low <= self.threshold <= band.high:
-            raise ValueError(f"the inconclusive band [{band.low}, {band.high}] must contain the threshold {self.threshold}")
+            raise ValueError(
+                f"the inconclusive band [{band.low}, {band.high}] must contain the threshold {self.threshold}"
+            )
         return self
 
     @property
@@ -90,8 +95,7 @@ MANIPULATION_OUTPUTS = {
     "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
 }
 SYNTHETIC_OUTPUT_DOC = (
-    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, "
-    "divide by synthetic.calibration.temperature)"
+    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, divide by synthetic.calibration.temperature)"
 )
 
 
@@ -140,7 +144,9 @@ class ModelCard(BaseModel):
     format: int = BUNDLE_FORMAT
     name: str
     version: str
-    architecture: str = Field(description="backbone name (deepshield.models.network.BACKBONES); the head is a 1x1-conv CAM")
+    architecture: str = Field(
+        description="backbone name (deepshield.models.network.BACKBONES); the head is a 1x1-conv CAM"
+    )
     input_size: int
     input_format: str = "uint8 RGB, N x H x W x 3; normalisation is inside the graph"
     outputs: dict[str, str] = Field(

@@ -44,6 +44,7 @@ Find face-swap deepfakes in photos and videos.
 Scores are statistical estimates from a model, not proof: read them with the model card (`GET /v1/model`).
 """
 
+
 class SecurityHeaders:
     """Pure ASGI middleware adding protective headers to every response."""
 
@@ -59,7 +60,11 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                for name, value in ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")):
+                for name, value in (
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ):
                     if name not in names:
                         headers.append((name, value))
                 message = {**message, "headers": headers}
@@ -81,7 +86,13 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
                 default_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
                 if default_422.get("$ref", "").endswith("/HTTPValidationError"):
                     del responses["422"]
-                    responses.setdefault("400", {"description": "Invalid request parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+                    responses.setdefault(
+                        "400",
+                        {
+                            "description": "Invalid request parameter",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                        },
+                    )
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)

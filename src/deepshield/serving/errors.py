@@ -74,7 +74,11 @@ def from_library_error(exc: DeepShieldError) -> ApiError:
 
 def internal_error(exc: BaseException) -> ApiError:
     log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
-    return ApiError(500, "internal_error", f"the analysis failed unexpectedly ({type(exc).__name__}); the server is still running, please report this file")
+    return ApiError(
+        500,
+        "internal_error",
+        f"the analysis failed unexpectedly ({type(exc).__name__}); the server is still running, please report this file",
+    )
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

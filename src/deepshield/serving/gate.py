@@ -85,7 +85,11 @@ class AnalysisGate:
         except TimeoutError:
             if not started.is_set():
                 task.cancel()  # still queued: it will never run
-            raise ApiError(504, "timeout", f"the analysis did not finish within {timeout_s:.0f} s (server busy or file too heavy); retry later") from None
+            raise ApiError(
+                504,
+                "timeout",
+                f"the analysis did not finish within {timeout_s:.0f} s (server busy or file too heavy); retry later",
+            ) from None
         except asyncio.CancelledError:
             if not started.is_set():
                 task.cancel()

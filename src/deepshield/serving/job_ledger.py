@@ -61,8 +61,17 @@ class JobLedger:
 
     def save(self, record: JobRecord) -> None:
         row = (
-            record.id, record.kind, record.file.model_dump_json(), record.frames, str(record.upload_path), record.status, record.stage,
-            record.progress, record.created_at, record.started_at, record.finished_at,
+            record.id,
+            record.kind,
+            record.file.model_dump_json(),
+            record.frames,
+            str(record.upload_path),
+            record.status,
+            record.stage,
+            record.progress,
+            record.created_at,
+            record.started_at,
+            record.finished_at,
             None if record.result is None else json.dumps(record.result),
             None if record.error is None else record.error.model_dump_json(),
         )
@@ -82,8 +91,17 @@ class JobLedger:
             rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
         return [
             JobRecord(
-                id=row[0], kind=row[1], file=FileInfo.model_validate_json(row[2]), frames=row[3], upload_path=Path(row[4]),
-                status=row[5], stage=row[6], progress=row[7], created_at=row[8], started_at=row[9], finished_at=row[10],
+                id=row[0],
+                kind=row[1],
+                file=FileInfo.model_validate_json(row[2]),
+                frames=row[3],
+                upload_path=Path(row[4]),
+                status=row[5],
+                stage=row[6],
+                progress=row[7],
+                created_at=row[8],
+                started_at=row[9],
+                finished_at=row[10],
                 result=None if row[11] is None else json.loads(row[11]),
                 error=None if row[12] is None else ErrorBody.model_validate_json(row[12]),
             )

@@ -81,23 +81,48 @@ class Job:
     def record(self) -> JobRecord:
         result = self.result.model_dump(mode="json") if isinstance(self.result, BaseModel) else self.result
         return JobRecord(
-            id=self.id, kind=self.kind, file=self.file, frames=self.frames, upload_path=self.upload.path, status=self.status,
-            stage=self.stage, progress=self.progress, created_at=self.created_at, started_at=self.started_at,
-            finished_at=self.finished_at, result=result, error=self.error,
+            id=self.id,
+            kind=self.kind,
+            file=self.file,
+            frames=self.frames,
+            upload_path=self.upload.path,
+            status=self.status,
+            stage=self.stage,
+            progress=self.progress,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            result=result,
+            error=self.error,
         )
 
     @classmethod
     def from_record(cls, record: JobRecord) -> Job:
         upload = Upload(record.upload_path, record.file.name, record.file.size_bytes, record.file.sha256, head=b"")
         return cls(
-            id=record.id, kind=record.kind, file=record.file, frames=record.frames, upload=upload, status=record.status,
-            progress=record.progress, stage=record.stage, created_at=record.created_at, started_at=record.started_at,
-            finished_at=record.finished_at, result=record.result, error=record.error,
+            id=record.id,
+            kind=record.kind,
+            file=record.file,
+            frames=record.frames,
+            upload=upload,
+            status=record.status,
+            progress=record.progress,
+            stage=record.stage,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            result=record.result,
+            error=record.error,
         )
 
 
 def _busy(max_pending: int) -> ApiError:
-    return ApiError(503, "busy", f"{max_pending} jobs are already queued or running; retry in a minute", headers={"Retry-After": "30"})
+    return ApiError(
+        503,
+        "busy",
+        f"{max_pending} jobs are already queued or running; retry in a minute",
+        headers={"Retry-After": "30"},
+    )
 
 
 class JobStore:
@@ -146,7 +171,11 @@ class JobStore:
         """Forget finished jobs past their expiry. Returns how many were forgotten."""
         now = time.time() if now is None else now
         with self._lock:
-            expired = [job_id for job_id, job in self._jobs.items() if job.finished_at is not None and job.finished_at + self.ttl_s <= now]
+            expired = [
+                job_id
+                for job_id, job in self._jobs.items()
+                if job.finished_at is not None and job.finished_at + self.ttl_s <= now
+            ]
             self._forget(expired)
         return len(expired)
 
@@ -162,7 +191,11 @@ class JobStore:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise ApiError(404, "job_not_found", f"no job {job_id!r}: unknown, or finished more than {self.ttl_s / 60:.0f} minutes ago and forgotten")
+            raise ApiError(
+                404,
+                "job_not_found",
+                f"no job {job_id!r}: unknown, or finished more than {self.ttl_s / 60:.0f} minutes ago and forgotten",
+            )
         return job
 
     # running -------------------------------------------------------------------------------------
@@ -210,7 +243,10 @@ class JobStore:
             result = self._work_for(job)(progress)
             status = "done"
         except JobTimeout:
-            error = ErrorBody(error="timeout", detail=f"the analysis did not finish within the {self.timeout_s:.0f} s job limit; the file is too long or too heavy to decode")
+            error = ErrorBody(
+                error="timeout",
+                detail=f"the analysis did not finish within the {self.timeout_s:.0f} s job limit; the file is too long or too heavy to decode",
+            )
         except DeepShieldError as exc:
             api = from_library_error(exc)
             error = ErrorBody(error=api.code, detail=api.detail)
@@ -241,7 +277,10 @@ class JobStore:
                 if job.status == "running" or (job.status == "queued" and not job.upload.path.is_file()):
                     job.status = job.stage = "failed"
                     job.finished_at = now
-                    job.error = ErrorBody(error="server_restarted", detail="the server stopped before this job finished; submit the file again")
+                    job.error = ErrorBody(
+                        error="server_restarted",
+                        detail="the server stopped before this job finished; submit the file again",
+                    )
                     job.upload.delete()
                     self._save(job)
                 elif job.status == "queued":

@@ -35,7 +35,13 @@ class Runtime:
         self.storage = Storage(settings.state_dir, settings.tmp_dir)
         ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
         self.jobs = JobStore(
-            settings.job_workers, settings.max_pending_jobs, settings.max_jobs, settings.job_ttl_s, settings.job_timeout_s, self.job_work, ledger
+            settings.job_workers,
+            settings.max_pending_jobs,
+            settings.max_jobs,
+            settings.job_ttl_s,
+            settings.job_timeout_s,
+            self.job_work,
+            ledger,
         )
         self.jobs.recover(self.storage.upload_dir)
         self.upload_policy = UploadPolicy.from_settings(settings)
@@ -92,7 +98,9 @@ def _runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
-_api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed only when the server has an API key")
+_api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="needed only when the server has an API key"
+)
 
 
 async def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_api_key_scheme)]) -> None:
@@ -101,4 +109,8 @@ async def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Securi
     if not expected:
         return
     if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", f"this server needs an API key: send it in the {API_KEY_HEADER} header" if key is None else "wrong API key")
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"this server needs an API key: send it in the {API_KEY_HEADER} header" if key is None else "wrong API key",
+        )

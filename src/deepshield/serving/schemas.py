@@ -19,7 +19,9 @@ class FileInfo(BaseModel):
 
 class FaceView(FaceResult):
     crop_png: str = Field(description="the face crop the model saw, as a PNG data URL")
-    heatmap_png: str = Field(description="the crop with the heatmap blended on top (red = looks manipulated), as a PNG data URL")
+    heatmap_png: str = Field(
+        description="the crop with the heatmap blended on top (red = looks manipulated), as a PNG data URL"
+    )
 
 
 class TrackPointView(TrackPoint):
@@ -28,8 +30,12 @@ class TrackPointView(TrackPoint):
 
 class TrackView(TrackResult):
     points: list[TrackPointView]  # type: ignore[assignment]  # the view narrows the result's item type (pydantic reads it)
-    thumbnail_png: str = Field(description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL")
-    heatmap_png: str = Field(description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL")
+    thumbnail_png: str = Field(
+        description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL"
+    )
+    heatmap_png: str = Field(
+        description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL"
+    )
 
 
 class VideoResponse(VideoResult):
@@ -39,7 +45,10 @@ class VideoResponse(VideoResult):
 class AnalyzeResponse(ImageResult):
     faces: list[FaceView]  # type: ignore[assignment]  # as above
     file: FileInfo
-    preview_jpeg: str | None = Field(None, description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.")
+    preview_jpeg: str | None = Field(
+        None,
+        description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.",
+    )
 
 
 class JobView(BaseModel):
@@ -54,14 +63,18 @@ class JobView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float | None = Field(None, description="Unix time after which a finished job is forgotten")
-    result: AnalyzeResponse | VideoResponse | None = Field(None, description="when done: an image result as from /v1/analyze, or a video result")
+    result: AnalyzeResponse | VideoResponse | None = Field(
+        None, description="when done: an image result as from /v1/analyze, or a video result"
+    )
     error: ErrorBody | None = Field(None, description="when failed")
 
 
 class Limits(BaseModel):
     max_upload_bytes: int
     max_image_pixels: int
-    max_image_working_bytes: int = Field(description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale")
+    max_image_working_bytes: int = Field(
+        description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale"
+    )
     max_video_duration_s: float
     max_video_pixels_per_frame: int
     video_frames: int
@@ -86,4 +99,6 @@ class Health(BaseModel):
     jobs_pending: int
     limits: Limits
     accepted: AcceptedMedia
-    job_error_statuses: dict[str, int] = Field(description="for a failed job's error code, the HTTP status a request failing the same way answers with")
+    job_error_statuses: dict[str, int] = Field(
+        description="for a failed job's error code, the HTTP status a request failing the same way answers with"
+    )

@@ -33,7 +33,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
     )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = None, settings: ServerSettings | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = None, settings: ServerSettings | None = None
+) -> None:
     """Serve the web page and the REST API until interrupted. model None: the shipped default bundle."""
     import uvicorn
 
@@ -46,7 +48,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = 
             raise DeepShieldError(f"invalid server setting in the environment: {exc}") from None
     detector = Detector.from_bundle(model)
     app = create_app(detector, settings)
-    print(f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs", flush=True)
+    print(
+        f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs",
+        flush=True,
+    )
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
     uvicorn.Server(uvicorn_config(app, settings, host, port)).run()

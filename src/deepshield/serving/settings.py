@@ -22,12 +22,18 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_upload_bytes: int = Field(200_000_000, gt=0)  # above: 413 (videos are further limited by duration and frame size)
-    max_concurrency: int = Field(2, gt=0)  # analyses running at once (threads); more cores do not help MediaPipe, which is serialised
+    max_upload_bytes: int = Field(
+        200_000_000, gt=0
+    )  # above: 413 (videos are further limited by duration and frame size)
+    max_concurrency: int = Field(
+        2, gt=0
+    )  # analyses running at once (threads); more cores do not help MediaPipe, which is serialised
     max_queue: int = Field(16, ge=0)  # analyses allowed to wait beyond those running; above: 503 (uploads do not count)
     request_timeout_s: float = Field(60.0, gt=0)  # analysis of one /v1/analyze request, queueing included; above: 504
     upload_timeout_s: float = Field(300.0, gt=0)  # receiving one whole upload; above: 408
-    min_upload_rate: int = Field(16_000, gt=0)  # bytes/s an upload must average once upload_grace_s have passed; below: 408
+    min_upload_rate: int = Field(
+        16_000, gt=0
+    )  # bytes/s an upload must average once upload_grace_s have passed; below: 408
     upload_grace_s: float = Field(10.0, gt=0)  # time an upload gets before its rate counts
     max_uploads: int = Field(32, gt=0)  # uploads being received at once; above: 503
     max_uploads_per_client: int = Field(4, gt=0)  # uploads at once from one client address; above: 429
@@ -44,7 +50,9 @@ class ServerSettings(BaseModel):
     preview_max_side: int = Field(1280, gt=0)  # the analysed image sent back to the web page (?preview=true) fits this
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key with this value
     tmp_dir: Path | None = None  # uploads go to a private folder created under this (default: the system's)
-    state_dir: Path | None = None  # jobs are kept in <state_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
+    state_dir: Path | None = (
+        None  # jobs are kept in <state_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
+    )
 
     @model_validator(mode="after")
     def _frames_within_bound(self) -> ServerSettings:

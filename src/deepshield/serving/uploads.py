@@ -117,7 +117,15 @@ class _Receiver:
         self._in_file = False
 
     def callbacks(self) -> MultipartCallbacks:
-        names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished", "on_part_data", "on_part_end")
+        names = (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
         return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
 
 
@@ -154,9 +162,19 @@ class UploadSlots:
     @contextlib.contextmanager
     def hold(self, client: str):
         if self._per_client.get(client, 0) >= self.policy.max_per_client:
-            raise ApiError(429, "too_many_uploads", f"at most {self.policy.max_per_client} uploads at once from one client; wait for one to finish", headers={"Retry-After": "5"})
+            raise ApiError(
+                429,
+                "too_many_uploads",
+                f"at most {self.policy.max_per_client} uploads at once from one client; wait for one to finish",
+                headers={"Retry-After": "5"},
+            )
         if self.active >= self.policy.max_uploads:
-            raise ApiError(503, "busy", f"{self.policy.max_uploads} uploads are already being received; retry in a few seconds", headers={"Retry-After": "5"})
+            raise ApiError(
+                503,
+                "busy",
+                f"{self.policy.max_uploads} uploads are already being received; retry in a few seconds",
+                headers={"Retry-After": "5"},
+            )
         self.active += 1
         self._per_client[client] = self._per_client.get(client, 0) + 1
         try:
@@ -182,7 +200,9 @@ async def receive_upload(request: Request, directory: Path, policy: UploadPolicy
     Raises ApiError: 400 (malformed, incomplete, client gone), 408 (too slow, too long), 413, 429, 503."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise ApiError(400, "bad_request", f"expected a multipart/form-data body with the media in a field named '{FIELD_NAME}'")
+        raise ApiError(
+            400, "bad_request", f"expected a multipart/form-data body with the media in a field named '{FIELD_NAME}'"
+        )
     limit = policy.max_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + _OVERHEAD_BYTES:
@@ -221,7 +241,9 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
                     timer.reschedule(deadline())
             if parser.state != MultipartState.END:
-                raise ApiError(400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary")
+                raise ApiError(
+                    400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary"
+                )
             try:
                 parser.finalize()
             except Exception as exc:  # python-multipart's own parse errors
@@ -235,7 +257,9 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
         path.unlink(missing_ok=True)
         elapsed = loop.time() - started
         if elapsed >= policy.timeout_s:
-            raise ApiError(408, "upload_timeout", f"the upload did not complete within {policy.timeout_s:.0f} s") from None
+            raise ApiError(
+                408, "upload_timeout", f"the upload did not complete within {policy.timeout_s:.0f} s"
+            ) from None
         raise _slow_upload(total, elapsed, policy) from None
     except ClientDisconnect:
         path.unlink(missing_ok=True)

@@ -37,7 +37,9 @@ def preview_jpeg(image: np.ndarray, max_side: int) -> str:
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
-        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
     return jpeg_url(image)
 
 
@@ -69,8 +71,20 @@ def analyze_video_file(detector: Detector, path: Path, frames: int, progress: Pr
     result = detector.analyze_video(path, frames=frames, progress=progress)
     tracks = []
     for track in result.tracks:
-        assert track.crop is not None and track.heatmap is not None, "analyze_video keeps each track's peak crop and heatmap"
+        assert track.crop is not None and track.heatmap is not None, (
+            "analyze_video keeps each track's peak crop and heatmap"
+        )
         thumbnail_png, heatmap_png = crop_urls(track.crop, track.heatmap)
-        points = [TrackPointView(**point.model_dump(), thumbnail_jpeg=jpeg_url(_thumbnail(point), quality=80)) for point in track.points]
-        tracks.append(TrackView(**track.model_dump(exclude={"points"}), points=points, thumbnail_png=thumbnail_png, heatmap_png=heatmap_png))
+        points = [
+            TrackPointView(**point.model_dump(), thumbnail_jpeg=jpeg_url(_thumbnail(point), quality=80))
+            for point in track.points
+        ]
+        tracks.append(
+            TrackView(
+                **track.model_dump(exclude={"points"}),
+                points=points,
+                thumbnail_png=thumbnail_png,
+                heatmap_png=heatmap_png,
+            )
+        )
     return VideoResponse(**result.model_dump(exclude={"tracks"}), tracks=tracks)

@@ -37,8 +37,12 @@ class SynthesisResult:
 
 
 class SynthesisConfig(StrictModel):
-    part_probability: float = Field(0.25, ge=0, le=1, description="chance the mask covers one facial part, not the whole face")
-    full_blend_probability: float = Field(0.5, ge=0, le=1, description="chance the mask's peak is 1 rather than a random ratio")
+    part_probability: float = Field(
+        0.25, ge=0, le=1, description="chance the mask covers one facial part, not the whole face"
+    )
+    full_blend_probability: float = Field(
+        0.5, ge=0, le=1, description="chance the mask's peak is 1 rather than a random ratio"
+    )
     min_blend_ratio: float = Field(0.5, gt=0, le=1)
     max_shift: float = Field(0.03, ge=0, description="source misalignment, fraction of the crop side")
     max_scale_change: float = Field(0.05, ge=0)
@@ -67,7 +71,9 @@ def _frequency_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[
     if choice == 0:
         height, width = image.shape[:2]
         factor = rng.uniform(0.4, 0.85)
-        small = cv2.resize(image, (max(1, int(width * factor)), max(1, int(height * factor))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            image, (max(1, int(width * factor)), max(1, int(height * factor))), interpolation=cv2.INTER_AREA
+        )
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if choice == 1:
         blurred = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.6, 1.5))
@@ -95,7 +101,9 @@ def _inside(valid: NDArray[Any] | None, margin: int) -> NDArray[Any] | float:
     return cv2.GaussianBlur(inner, (2 * margin + 1, 2 * margin + 1), margin / 3)
 
 
-def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig, valid: NDArray[Any] | None = None) -> NDArray[Any]:
+def _soft_mask(
+    target: FaceSample, rng: np.random.Generator, config: SynthesisConfig, valid: NDArray[Any] | None = None
+) -> NDArray[Any]:
     height, width = target.image.shape[:2]
     mask = deform(region_mask((height, width), target.landmarks, target.keypoints, rng, config.part_probability), rng)
     if rng.random() >= config.full_blend_probability:
@@ -106,7 +114,9 @@ def _soft_mask(target: FaceSample, rng: np.random.Generator, config: SynthesisCo
 
 def _blend(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> NDArray[Any]:
     alpha = mask[..., None]
-    blended: NDArray[np.uint8] = np.clip(source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    blended: NDArray[np.uint8] = np.clip(
+        source.astype(np.float32) * alpha + target.astype(np.float32) * (1 - alpha) + 0.5, 0, 255
+    ).astype(np.uint8)
     return blended
 
 
@@ -138,7 +148,9 @@ def cross_blend(
     """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended (config None: the defaults)."""
     config = SynthesisConfig() if config is None else config
     height, width = target.image.shape[:2]
-    if target.landmarks is not None and donor.landmarks is not None:  # the face meshes, else the 4 eye/nose/mouth keypoints
+    if (
+        target.landmarks is not None and donor.landmarks is not None
+    ):  # the face meshes, else the 4 eye/nose/mouth keypoints
         src_points, dst_points = donor.landmarks, target.landmarks
     else:
         src_points, dst_points = donor.keypoints[:4], target.keypoints[:4]

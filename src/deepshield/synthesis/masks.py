@@ -10,10 +10,122 @@ import numpy as np
 from numpy.typing import NDArray
 
 # MediaPipe face-mesh indices of facial parts, for part-only manipulations (eyes, nose, mouth edits).
-_LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
-_RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246, 70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
-_NOSE = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 49, 279, 48, 278, 64, 294, 102, 331, 114, 343, 217, 437]
-_MOUTH = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185, 57, 287, 202, 422, 210, 430, 211, 431, 200, 18]
+_LEFT_EYE = [
+    263,
+    249,
+    390,
+    373,
+    374,
+    380,
+    381,
+    382,
+    362,
+    398,
+    384,
+    385,
+    386,
+    387,
+    388,
+    466,
+    300,
+    293,
+    334,
+    296,
+    336,
+    285,
+    295,
+    282,
+    283,
+    276,
+]
+_RIGHT_EYE = [
+    33,
+    7,
+    163,
+    144,
+    145,
+    153,
+    154,
+    155,
+    133,
+    173,
+    157,
+    158,
+    159,
+    160,
+    161,
+    246,
+    70,
+    63,
+    105,
+    66,
+    107,
+    55,
+    65,
+    52,
+    53,
+    46,
+]
+_NOSE = [
+    168,
+    6,
+    197,
+    195,
+    5,
+    4,
+    1,
+    19,
+    94,
+    2,
+    98,
+    327,
+    129,
+    358,
+    49,
+    279,
+    48,
+    278,
+    64,
+    294,
+    102,
+    331,
+    114,
+    343,
+    217,
+    437,
+]
+_MOUTH = [
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,
+    409,
+    270,
+    269,
+    267,
+    0,
+    37,
+    39,
+    40,
+    185,
+    57,
+    287,
+    202,
+    422,
+    210,
+    430,
+    211,
+    431,
+    200,
+    18,
+]
 PART_INDICES = {"eyes": _LEFT_EYE + _RIGHT_EYE, "nose": _NOSE, "mouth": _MOUTH, "nose_mouth": _NOSE + _MOUTH}
 
 
@@ -38,7 +150,11 @@ def keypoint_ellipse_mask(shape: tuple[int, int], keypoints: NDArray[Any]) -> ND
 
 
 def region_mask(
-    shape: tuple[int, int], landmarks: NDArray[Any] | None, keypoints: NDArray[Any], rng: np.random.Generator, part_probability: float
+    shape: tuple[int, int],
+    landmarks: NDArray[Any] | None,
+    keypoints: NDArray[Any],
+    rng: np.random.Generator,
+    part_probability: float,
 ) -> NDArray[Any]:
     """Binary region to replace: the whole face hull, or (with part_probability) one facial part."""
     if landmarks is None:
@@ -63,8 +179,12 @@ def deform(mask: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     # Elastic warp from a smooth random displacement field.
     grid = 4
     amplitude = rng.uniform(0.0, 0.06) * face_size
-    dx = cv2.resize(rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-    dy = cv2.resize(rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    dx = cv2.resize(
+        rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
+    dy = cv2.resize(
+        rng.normal(0, amplitude, (grid, grid)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     mask = cv2.remap(mask, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,))
     # Soft boundary of random width.

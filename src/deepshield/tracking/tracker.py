@@ -72,7 +72,11 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+        experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+        )
         if run_id:
             self.client.update_run(run_id, status="RUNNING")  # resuming: same run, continued
             self.run_id = run_id
@@ -86,7 +90,9 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        items = [Param(k, v) for k, v in flatten(params, leaf=lambda v: str(v)[:6000]).items() if k not in existing]  # params are write-once
+        items = [
+            Param(k, v) for k, v in flatten(params, leaf=lambda v: str(v)[:6000]).items() if k not in existing
+        ]  # params are write-once
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
@@ -96,7 +102,9 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+        ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
@@ -127,7 +135,7 @@ def where_to_look(uri: str, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
         base = uri.rstrip("/")
         return f"MLflow: {base}/{experiment} (this run: {base}/{experiment}/runs/{run_id})"
-    store = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}" if uri.startswith("sqlite:///") else uri
+    store = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}" if uri.startswith("sqlite:///") else uri
     return f"MLflow: run `mlflow ui --backend-store-uri {store}`, then open {MLFLOW_UI}/{experiment} (this run: {MLFLOW_UI}/{experiment}/runs/{run_id})"
 
 

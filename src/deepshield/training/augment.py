@@ -19,7 +19,9 @@ def geometric_jitter(image: np.ndarray, rng: np.random.Generator, config: Augmen
     scale = 1 + rng.uniform(-config.jitter_scale, config.jitter_scale)
     matrix = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale), dtype=np.float64)
     matrix[:, 2] += rng.uniform(-config.jitter_shift, config.jitter_shift, size=2) * size
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+    )
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -60,12 +62,16 @@ def degrade(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
     if rng.random() < config.rescale_probability:
         size = out.shape[0]
         small = max(8, int(size * rng.uniform(*config.rescale_range)))
-        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_LINEAR)
+        out = cv2.resize(
+            cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (size, size), interpolation=cv2.INTER_LINEAR
+        )
     if rng.random() < config.blur_probability:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
     if rng.random() < config.noise_probability:
         out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), out.shape), 0, 255).astype(np.uint8)
-    if config.codec_probability and rng.random() < config.codec_probability:  # no draw when off: older recipes keep their samples
+    if (
+        config.codec_probability and rng.random() < config.codec_probability
+    ):  # no draw when off: older recipes keep their samples
         out = h264(out, rng.integers(config.codec_crf[0], config.codec_crf[1] + 1), tuple(rng.integers(-3, 4, size=2)))
     if rng.random() < config.jpeg_probability:
         out = jpeg(out, rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))

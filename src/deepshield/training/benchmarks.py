@@ -114,13 +114,22 @@ def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_f
 
 def _listing_key(path: Path, policy: CropPolicy, frames: int, min_face_size: int) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    listing = "\n".join(f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
-    text = "\n".join([BENCH_FORMAT, str(path.resolve()), policy.model_dump_json(), str(frames), str(min_face_size), listing])
+    listing = "\n".join(
+        f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files
+    )
+    text = "\n".join(
+        [BENCH_FORMAT, str(path.resolve()), policy.model_dump_json(), str(frames), str(min_face_size), listing]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_benchmark(
-    path: Path, policy: CropPolicy, cache_dir: Path, training_files: Iterable[Path], frames: int = 32, min_face_size: int = 20
+    path: Path,
+    policy: CropPolicy,
+    cache_dir: Path,
+    training_files: Iterable[Path],
+    frames: int = 32,
+    min_face_size: int = 20,
 ) -> Benchmark:
     """A benchmark's faces from the cache, or found and cut now (then cached). Refuses overlap with training."""
     name = benchmark_name(path)
@@ -144,10 +153,17 @@ def load_benchmark(
     for item in labelled.cropped:
         rows.extend(item.rows)
         crops.append(item.crops)
-    benchmark = Benchmark(name, labelled.files, rows, np.concatenate(crops) if crops else np.zeros((0, policy.size, policy.size, 3), np.uint8))
+    benchmark = Benchmark(
+        name,
+        labelled.files,
+        rows,
+        np.concatenate(crops) if crops else np.zeros((0, policy.size, policy.size, 3), np.uint8),
+    )
     benchmark.save(cache)
     faces_by_label = np.bincount([labelled.files[r.file_id].label for r in rows], minlength=2)
-    log.info("benchmark %s: %d files, %d faces (%d real, %d fake)", name, len(labelled.files), len(rows), *faces_by_label)
+    log.info(
+        "benchmark %s: %d files, %d faces (%d real, %d fake)", name, len(labelled.files), len(rows), *faces_by_label
+    )
     return benchmark
 
 
@@ -192,7 +208,9 @@ def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[Levels
     return face, file
 
 
-def benchmark_metrics(results: list[BenchmarkScores], threshold: float, rule: VideoRule = VideoRule()) -> dict[str, float]:
+def benchmark_metrics(
+    results: list[BenchmarkScores], threshold: float, rule: VideoRule = VideoRule()
+) -> dict[str, float]:
     """Every bench_* metric of one epoch (see the module's docstring)."""
     metrics: dict[str, float] = {}
     pooled_face: list[Levels] = []
@@ -230,4 +248,7 @@ def benchmark_metrics(results: list[BenchmarkScores], threshold: float, rule: Vi
 
 
 def score_benchmarks(benchmarks: list[Benchmark], predict: Predict, temperature: float) -> list[BenchmarkScores]:
-    return [BenchmarkScores(b, b.scored(predict(b.crops) if len(b.crops) else np.zeros(0, np.float32), temperature)) for b in benchmarks]
+    return [
+        BenchmarkScores(b, b.scored(predict(b.crops) if len(b.crops) else np.zeros(0, np.float32), temperature))
+        for b in benchmarks
+    ]

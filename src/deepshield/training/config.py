@@ -25,23 +25,38 @@ Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BA
 
 class DataConfig(StrictModel):
     root: Path | None = Field(
-        None, description=f"folder that relative real_dirs, datasets and benchmarks are read from (default: ${DATA_DIR_ENV}, else the working directory)"
+        None,
+        description=f"folder that relative real_dirs, datasets and benchmarks are read from (default: ${DATA_DIR_ENV}, else the working directory)",
     )
-    real_dirs: list[Path] = Field(default_factory=list, description="folders of real face images (fakes are synthesised)")
-    datasets: list[Path] = Field(default_factory=list, description="prepared datasets (deepshield prepare): their train/val splits are used")
+    real_dirs: list[Path] = Field(
+        default_factory=list, description="folders of real face images (fakes are synthesised)"
+    )
+    datasets: list[Path] = Field(
+        default_factory=list, description="prepared datasets (deepshield prepare): their train/val splits are used"
+    )
     benchmarks: list[Path] = Field(
-        default_factory=list, description="labelled sets scored every epoch with the product's pipeline, to choose with (never trained on)"
+        default_factory=list,
+        description="labelled sets scored every epoch with the product's pipeline, to choose with (never trained on)",
     )
-    benchmark_frames: int = Field(32, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)")
+    benchmark_frames: int = Field(
+        32, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)"
+    )
     synthesize: bool = Field(True, description="synthesise fakes from the real faces (off: only the datasets' fakes)")
-    group_pattern: str | None = Field(None, description="regex on file names; its first group is the identity (others: one identity per file)")
+    group_pattern: str | None = Field(
+        None, description="regex on file names; its first group is the identity (others: one identity per file)"
+    )
     limit_per_folder: int | None = None
     max_padding_fraction: float | None = Field(
-        None, gt=0, le=1, description="leave out real faces whose crop is more than this share padding (tightly cropped, low-resolution photos)"
+        None,
+        gt=0,
+        le=1,
+        description="leave out real faces whose crop is more than this share padding (tightly cropped, low-resolution photos)",
     )
     val_fraction: float = Field(0.1, gt=0, lt=1)
     cache_dir: Path = Path(".cache/deepshield")
-    cross_blend_fraction: float = Field(0.3, ge=0, le=1, description="share of fakes made by cross-identity blending (rest: self-blending)")
+    cross_blend_fraction: float = Field(
+        0.3, ge=0, le=1, description="share of fakes made by cross-identity blending (rest: self-blending)"
+    )
     loader_workers: int = Field(1, ge=0)
     bank_workers: int = Field(2, ge=1)
 
@@ -75,7 +90,9 @@ class OptimConfig(StrictModel):
     epochs: int = Field(6, ge=1)
     samples_per_epoch: int = Field(12000, ge=2)
     batch_size: int = Field(32, ge=2)
-    optimizer: Literal["adamw", "sam"] = Field("adamw", description="sam: sharpness-aware minimisation around AdamW (what SBI trains with; 2 passes a step)")
+    optimizer: Literal["adamw", "sam"] = Field(
+        "adamw", description="sam: sharpness-aware minimisation around AdamW (what SBI trains with; 2 passes a step)"
+    )
     sam_rho: float = Field(0.05, gt=0, description="SAM's neighbourhood radius")
     lr: float = Field(4e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
@@ -86,8 +103,12 @@ class OptimConfig(StrictModel):
 class AugmentConfig(StrictModel):
     jpeg_probability: float = Field(0.5, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (30, 100)
-    codec_probability: float = Field(0.0, ge=0, le=1, description="re-encode the crop with H.264, as compressed video does to real swaps")
-    codec_crf: tuple[int, int] = Field((18, 40), description="H.264 constant rate factor range (higher: stronger compression)")
+    codec_probability: float = Field(
+        0.0, ge=0, le=1, description="re-encode the crop with H.264, as compressed video does to real swaps"
+    )
+    codec_crf: tuple[int, int] = Field(
+        (18, 40), description="H.264 constant rate factor range (higher: stronger compression)"
+    )
     rescale_probability: float = Field(0.3, ge=0, le=1)
     rescale_range: tuple[float, float] = (0.35, 0.9)
     blur_probability: float = Field(0.15, ge=0, le=1)
@@ -169,9 +190,14 @@ class TrackingConfig(StrictModel):
 class ExportConfig(StrictModel):
     name: str | None = Field(None, description="bundle name (default: the run's name)")
     version: str | None = Field(None, description="bundle version (default: 0.0.0+<run id>)")
-    select: str = Field("max.val_auc", description="the per-epoch metric that picks the exported epoch, e.g. max.bench_auc")
+    select: str = Field(
+        "max.val_auc", description="the per-epoch metric that picks the exported epoch, e.g. max.bench_auc"
+    )
     threshold_fpr: float | None = Field(
-        None, gt=0, lt=1, description="fit the threshold for this false-positive rate on real media (validation and benchmark real faces); default: best balanced accuracy on validation"
+        None,
+        gt=0,
+        lt=1,
+        description="fit the threshold for this false-positive rate on real media (validation and benchmark real faces); default: best balanced accuracy on validation",
     )
     test_time_flip: bool = Field(False, description="served bundle averages each face's logit with its mirror image's")
     intended_use: str = ""
@@ -222,7 +248,9 @@ class TrainConfig(StrictModel):
     def recorded(self) -> dict[str, Any]:
         """The configuration as a model card or tracker records it: without the folders that only say
         where this machine kept things (data root, run and cache folders, tracking store)."""
-        return self.model_dump(mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}})
+        return self.model_dump(
+            mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}}
+        )
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

@@ -98,7 +98,12 @@ class TrainingSamples(Dataset):
 
 
 def validation_samples(
-    bank: FaceBank, fake_pool: np.ndarray, seed: int, synthesis: SynthesisConfig, cross_fraction: float, synthesize: bool = True
+    bank: FaceBank,
+    fake_pool: np.ndarray,
+    seed: int,
+    synthesis: SynthesisConfig,
+    cross_fraction: float,
+    synthesize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every validation face as itself, plus one fixed fake made from it (when synthesising) and
     every prepared fake: an unchanging set."""

@@ -42,7 +42,9 @@ def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
             continue
         faces = mask & (scored.faces["file_id"] == record.file_id)
         if faces.any():
-            out.append((scored.faces["track_id"][faces].copy(), scored.faces["logit"][faces].astype(np.float64), record.frames))
+            out.append(
+                (scored.faces["track_id"][faces].copy(), scored.faces["logit"][faces].astype(np.float64), record.frames)
+            )
     return out
 
 
@@ -82,7 +84,11 @@ def fit_calibration(
     temperature = fit_temperature(labels, logits)
     rule = VideoRule()
     reals = {"validation": sigmoid(logits[labels == 0] / temperature)}
-    reals |= {name: np.array([_file_score(f, temperature, rule) for f in files]) for name, files in benchmark_reals.items() if files}
+    reals |= {
+        name: np.array([_file_score(f, temperature, rule) for f in files])
+        for name, files in benchmark_reals.items()
+        if files
+    }
     validation = split.format(count=len(labels))
     if target_fpr is None:
         threshold = fit_threshold(labels, sigmoid(logits / temperature))
@@ -125,7 +131,11 @@ def bundle_identity(config: TrainConfig, run_id: str | None, run_dir: Path) -> t
 
 
 def export_checkpoint(
-    checkpoint_path: Path, out_dir: Path, name: str | None = None, version: str | None = None, test_time_flip: bool | None = None
+    checkpoint_path: Path,
+    out_dir: Path,
+    name: str | None = None,
+    version: str | None = None,
+    test_time_flip: bool | None = None,
 ) -> ModelCard:
     """Write a bundle from a checkpoint holding validation logits (the trainer's best.pt)."""
     checkpoint = load_checkpoint(checkpoint_path)
@@ -134,7 +144,9 @@ def export_checkpoint(
     parent = checkpoint.get("parent")
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
     calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export)
-    default_name, default_version = bundle_identity(config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent)
+    default_name, default_version = bundle_identity(
+        config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent
+    )
     synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)
     card = ModelCard(
         name=name or default_name,
@@ -147,9 +159,7 @@ def export_checkpoint(
         outputs=card_outputs(synthetic is not None),
         synthetic=synthetic,
         training=training_info(config, checkpoint.get("command", ""), int(checkpoint["epoch"]) + 1),
-        metrics=manipulation_metrics
-        | _selected_epoch_metrics(checkpoint)
-        | synthetic_metrics,
+        metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,
         intended_use=config.export.intended_use,
         license=config.export.license,
     )
@@ -170,7 +180,9 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
     fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), export.threshold_fpr)
     metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
     figures = {
-        f"val_{k}": round(float(v), 4) for k, v in metrics.model_dump().items() if k not in ("count", "positives", "threshold")
+        f"val_{k}": round(float(v), 4)
+        for k, v in metrics.model_dump().items()
+        if k not in ("count", "positives", "threshold")
     }
     return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
 

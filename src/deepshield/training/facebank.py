@@ -137,7 +137,12 @@ def _process(path: Path):
 
 
 def build_facebank(
-    folders: list[Path], policy: CropPolicy, cache_dir: Path, group_pattern: str | None = None, workers: int = 2, limit_per_folder: int | None = None
+    folders: list[Path],
+    policy: CropPolicy,
+    cache_dir: Path,
+    group_pattern: str | None = None,
+    workers: int = 2,
+    limit_per_folder: int | None = None,
 ) -> FaceBank:
     files = list_images(folders, limit_per_folder)
     if not files:
@@ -188,7 +193,9 @@ def facebank_of_files(
     if not crops:
         raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
     log.info("face bank: %d faces, %d images skipped", len(crops), skipped)
-    bank = FaceBank(np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths))
+    bank = FaceBank(
+        np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths)
+    )
     bank.save(cache)
     return bank
 

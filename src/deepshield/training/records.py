@@ -104,7 +104,9 @@ class Selector:
 def parse_selector(text: str) -> Selector:
     mode, dot, metric = (text or "").strip().partition(".")
     if not dot or mode not in ("max", "min") or not metric:
-        raise DeepShieldError(f"selector {text!r} must look like max.<metric> or min.<metric>, e.g. max.val_auc, min.val_loss or max.bench_auc")
+        raise DeepShieldError(
+            f"selector {text!r} must look like max.<metric> or min.<metric>, e.g. max.val_auc, min.val_loss or max.bench_auc"
+        )
     if metric in TRAINING_METRICS or metric.startswith("train_"):
         raise DeepShieldError(
             f"selector {text!r} selects on a training metric. Training loss measures how well a trial fits the "

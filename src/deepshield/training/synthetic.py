@@ -75,9 +75,7 @@ class SyntheticData:
     sources: list[str]  # the folders, as the card records them
 
 
-def _split_files(
-    files: list[Path], holdout: float, val: float, seed: int
-) -> tuple[list[Path], list[Path], list[Path]]:
+def _split_files(files: list[Path], holdout: float, val: float, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
     """(train, val, holdout) generated files, by a seeded shuffle."""
     order = np.random.default_rng([seed, SYNTHETIC_STREAM]).permutation(len(files))
     n_holdout, n_val = max(1, round(holdout * len(files))), max(1, round(val * len(files)))

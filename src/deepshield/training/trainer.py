@@ -128,14 +128,21 @@ class ParentRun:
             }
         progress = self.checkpoint.get("progress", {})
         epoch = int(self.checkpoint["epoch"])
-        selected: dict[str, Any] = next((r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {})
+        selected: dict[str, Any] = next(
+            (r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {}
+        )
         training = training_info(self.config, self.checkpoint.get("command", ""), epoch + 1)
         return {
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
             "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
             "parent": parent
-            | {"run_id": progress.get("run_id"), "epoch": epoch, "metrics": selected, "training": training.model_dump(mode="json")},
+            | {
+                "run_id": progress.get("run_id"),
+                "epoch": epoch,
+                "metrics": selected,
+                "training": training.model_dump(mode="json"),
+            },
         }
 
 
@@ -222,7 +229,12 @@ def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) ->
         return bank
     padding = 1 - bank.valid.reshape(len(bank), -1).mean(axis=1)
     kept = np.flatnonzero(padding <= max_padding_fraction)
-    log.info("padding filter: %d of %d real faces kept (at most %.0f%% padding)", len(kept), len(bank), 100 * max_padding_fraction)
+    log.info(
+        "padding filter: %d of %d real faces kept (at most %.0f%% padding)",
+        len(kept),
+        len(bank),
+        100 * max_padding_fraction,
+    )
     if not len(kept):
         raise DeepShieldError(f"data.max_padding_fraction={max_padding_fraction} leaves no real face")
     return bank.subset(kept)
@@ -329,10 +341,22 @@ class Trainer:
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
         )
         benchmarks = [
-            load_benchmark(config.data.locate(p, "benchmark"), policy, Path(config.data.cache_dir), training_files, config.data.benchmark_frames)
+            load_benchmark(
+                config.data.locate(p, "benchmark"),
+                policy,
+                Path(config.data.cache_dir),
+                training_files,
+                config.data.benchmark_frames,
+            )
             for p in config.data.benchmarks
         ]
-        log.info("faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks", len(train_bank), len(train_pool), len(val_labels), len(benchmarks))
+        log.info(
+            "faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks",
+            len(train_bank),
+            len(train_pool),
+            len(val_labels),
+            len(benchmarks),
+        )
         return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks)
 
     def run(self, resume: bool = False) -> TrainResult:
@@ -363,8 +387,7 @@ class Trainer:
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
             if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
                 raise DeepShieldError(
-                    f"synthetic.init {parent.path} does not fit the network: "
-                    f"missing {missing}, unexpected {unexpected}"
+                    f"synthetic.init {parent.path} does not fit the network: missing {missing}, unexpected {unexpected}"
                 )
             for name, parameter in net.named_parameters():
                 parameter.requires_grad_(name.startswith("synthetic_head."))
@@ -373,7 +396,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         steps_per_epoch = config.optim.samples_per_epoch // config.optim.batch_size
         total_steps = steps_per_epoch * config.optim.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, int(total_steps * config.optim.warmup_fraction)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(total_steps, int(total_steps * config.optim.warmup_fraction))
+        )
         progress = Progress()
 
         last = self.checkpoints / LAST
@@ -439,7 +464,10 @@ class Trainer:
         if self.export_bundle and not stopped_early and (self.checkpoints / BEST).exists():
             bundle_dir = self.run_dir / "bundle"
             card = export_checkpoint(self.checkpoints / BEST, bundle_dir)
-            print(f"bundle {card.name} {card.version} (epoch {progress.best_epoch + 1}, chosen by {config.export.select}) written to {bundle_dir}", flush=True)
+            print(
+                f"bundle {card.name} {card.version} (epoch {progress.best_epoch + 1}, chosen by {config.export.select}) written to {bundle_dir}",
+                flush=True,
+            )
             tracker.log_artifact(bundle_dir, "bundle")
             tracker.log_metrics({f"final_{k}": v for k, v in card.metrics.items()})
             tracker.set_tags({"bundle": str(bundle_dir.resolve())})
@@ -540,7 +568,14 @@ class Trainer:
             if config.max_steps is not None and progress.global_step >= config.max_steps:
                 return True
         elapsed = time.perf_counter() - started
-        progress.history.append({"epoch": progress.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "images_per_s": seen / max(elapsed, 1e-9), "lr": scheduler.get_last_lr()[0]})
+        progress.history.append(
+            {
+                "epoch": progress.epoch,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "images_per_s": seen / max(elapsed, 1e-9),
+                "lr": scheduler.get_last_lr()[0],
+            }
+        )
         return False
 
     def _end_epoch(
@@ -636,7 +671,9 @@ class Trainer:
                 curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)")
             )
         if data is not None and data.benchmarks:
-            names = ["bench_auc", "bench_face_auc", "bench_file_auc"] + [f"bench_{b.name}_face_auc" for b in data.benchmarks]
+            names = ["bench_auc", "bench_face_auc", "bench_file_auc"] + [
+                f"bench_{b.name}_face_auc" for b in data.benchmarks
+            ]
             paths.append(curves_plot(progress.history, names, self.plots / "benchmarks.png", "benchmarks (AUC)"))
         for path in paths:
             tracker.log_artifact(path, "plots")
@@ -647,7 +684,10 @@ class Trainer:
             pr_plot(labels, probabilities, self.plots / "pr.png", "validation PR (best epoch)"),
             confusion_plot(labels, probabilities, 0.5, self.plots / "confusion.png"),
         ]
-        losses = -(labels * np.log(np.clip(probabilities, 1e-7, 1)) + (1 - labels) * np.log(np.clip(1 - probabilities, 1e-7, 1)))
+        losses = -(
+            labels * np.log(np.clip(probabilities, 1e-7, 1))
+            + (1 - labels) * np.log(np.clip(1 - probabilities, 1e-7, 1))
+        )
         hardest = np.argsort(-losses)[:16]
         paths.append(
             example_grid(

@@ -49,11 +49,20 @@ class TrainingOutcome:
     run_id: str | None
 
 
-def run_training(config, *, epoch_callback, parent_run_id: str | None, run_tags: dict[str, str], resume: bool, command: str = "") -> TrainingOutcome:
+def run_training(
+    config, *, epoch_callback, parent_run_id: str | None, run_tags: dict[str, str], resume: bool, command: str = ""
+) -> TrainingOutcome:
     """Train one trial with the project's trainer (no bundle export: only the winner gets one)."""
     from deepshield.training.trainer import Trainer
 
-    trainer = Trainer(config, command=command, epoch_callback=epoch_callback, parent_run_id=parent_run_id, run_tags=run_tags, export_bundle=False)
+    trainer = Trainer(
+        config,
+        command=command,
+        epoch_callback=epoch_callback,
+        parent_run_id=parent_run_id,
+        run_tags=run_tags,
+        export_bundle=False,
+    )
     result = trainer.run(resume=resume)
     return TrainingOutcome(result.progress.history, result.progress.run_id)
 
@@ -112,7 +121,9 @@ def _finite(value: Any) -> bool:
 
 
 def _metrics(record: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items() if (metric_direction(k) is not None or k == "train_loss") and _finite(v)}
+    return {
+        k: float(v) for k, v in record.items() if (metric_direction(k) is not None or k == "train_loss") and _finite(v)
+    }
 
 
 class EpochReporter:
@@ -179,7 +190,9 @@ class Objective:
             trial.set_user_attr(SURPLUS, True)
             raise SurplusTrial(f"trial {trial.number} not needed: the search's budget is met")
         retry_of = trial.user_attrs.get(RETRY_OF)
-        run_dir = Path(trial.user_attrs.get(RUN_DIR) or trial_run_dir(context.out_dir, context.study_name, trial.number))
+        run_dir = Path(
+            trial.user_attrs.get(RUN_DIR) or trial_run_dir(context.out_dir, context.study_name, trial.number)
+        )
         if retry_of is None and run_dir.exists():
             shutil.rmtree(run_dir)  # left by a deleted study of the same name: not this trial's
         trial.set_user_attr(RUN_DIR, str(run_dir))
@@ -247,7 +260,12 @@ class Objective:
         trial.set_user_attr(BEST_EPOCH, epoch)
         trial.set_user_attr(METRICS, _metrics(record))
         if uri:
-            run_tags = {"optuna.state": "COMPLETE", "optuna.trial_number": str(trial.number), "optuna.value": f"{value:.6g}", "optuna.best_epoch": str(epoch)}
+            run_tags = {
+                "optuna.state": "COMPLETE",
+                "optuna.trial_number": str(trial.number),
+                "optuna.value": f"{value:.6g}",
+                "optuna.best_epoch": str(epoch),
+            }
             if retry_of is not None:
                 run_tags["optuna.retry_of"] = str(retry_of)
             _tag_run(outcome.run_id, uri, run_tags)
@@ -258,5 +276,9 @@ class Objective:
         if not self.context.quiet:
             yield
             return
-        with open(run_dir / "train.log", "a") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        with (
+            open(run_dir / "train.log", "a") as handle,
+            contextlib.redirect_stdout(handle),
+            contextlib.redirect_stderr(handle),
+        ):
             yield

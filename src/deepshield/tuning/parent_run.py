@@ -45,7 +45,12 @@ def start_parent_run(study: optuna.Study, plan):
         }
     )
     tracker.set_tags(
-        {"search.trials": str(plan.target), "search.n_jobs": str(settings.n_jobs), "search.storage": safe_url(plan.storage_url), "search.engine": settings.engine}
+        {
+            "search.trials": str(plan.target),
+            "search.n_jobs": str(settings.n_jobs),
+            "search.storage": safe_url(plan.storage_url),
+            "search.engine": settings.engine,
+        }
     )
     return tracker
 
@@ -60,7 +65,9 @@ def log_parent(tracker, report, final: dict[str, int], selector, status: str) ->
         metrics = {f"trials_{k}": float(v) for k, v in final.items() if k != "running"}
         if report.best is not None:
             metrics[f"best_{selector.metric}"] = float(report.best.value)
-            tracker.set_tags({"best.trial": str(report.best.number), "best.params": json.dumps(report.best.params, sort_keys=True)})
+            tracker.set_tags(
+                {"best.trial": str(report.best.number), "best.params": json.dumps(report.best.params, sort_keys=True)}
+            )
         tracker.log_metrics(metrics)
         if report.notes:
             tracker.set_tags({"search.notes": " | ".join(report.notes)[:5000]})

@@ -127,9 +127,12 @@ def write_best_yaml(trial: FrozenTrial, study_name: str, selector: Selector, spa
     header = [
         f"# Best trial of search '{study_name}': trial {trial.number}, {selector.metric} = {trial.value:.4f} (best epoch {trial.user_attrs.get(BEST_EPOCH)}).",
         "# Dotted training-config keys: deepshield train --config <the search's config> --params best.yaml",
-        "# trains it at full budget. The search's per-trial budget was: " + (json.dumps(space.budget, sort_keys=True) if space.budget else "none"),
+        "# trains it at full budget. The search's per-trial budget was: "
+        + (json.dumps(space.budget, sort_keys=True) if space.budget else "none"),
     ]
-    body = yaml.safe_dump({k: trial.params[k] for k in space.names if k in trial.params}, sort_keys=False, default_flow_style=False)
+    body = yaml.safe_dump(
+        {k: trial.params[k] for k in space.names if k in trial.params}, sort_keys=False, default_flow_style=False
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(header) + "\n" + body)
     return path
@@ -171,7 +174,12 @@ def intermediate_plot(trials: list[FrozenTrial], selector: Selector, path: Path)
             continue
         steps = sorted(trial.intermediate_values)
         style = {"color": "grey", "ls": "--", "alpha": 0.7} if trial.state == TrialState.PRUNED else {"marker": "o"}
-        axis.plot(steps, [trial.intermediate_values[s] for s in steps], label=f"#{trial.number}" if len(trials) <= 12 else None, **style)
+        axis.plot(
+            steps,
+            [trial.intermediate_values[s] for s in steps],
+            label=f"#{trial.number}" if len(trials) <= 12 else None,
+            **style,
+        )
     axis.set(xlabel="epochs done", ylabel=selector.metric, title="per-epoch validation metric (dashed: pruned)")
     if len(trials) <= 12 and any(t.intermediate_values for t in trials):
         axis.legend(fontsize=7, ncol=2)
@@ -180,7 +188,11 @@ def intermediate_plot(trials: list[FrozenTrial], selector: Selector, path: Path)
 
 def _axis_position(param: Param, value: Any) -> float:
     if param.kind == "categorical":
-        index = [repr(c) for c in param.choices].index(repr(value)) if repr(value) in [repr(c) for c in param.choices] else 0
+        index = (
+            [repr(c) for c in param.choices].index(repr(value))
+            if repr(value) in [repr(c) for c in param.choices]
+            else 0
+        )
         return index / max(1, len(param.choices) - 1)
     low, high = param.bounds
     x = float(value)
@@ -199,7 +211,9 @@ def parallel_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selec
     scored = [(t, v) for t in trials if t.state == TrialState.COMPLETE and (v := _value(t)) is not None]
     params = space.params
     figure, axis = plt.subplots(figsize=(1.8 * (len(params) + 1) + 1.5, 4.2))
-    values = [v for _, v in scored] + [v for t in trials if t.state == TrialState.PRUNED and (v := _pruned_value(t)) is not None]
+    values = [v for _, v in scored] + [
+        v for t in trials if t.state == TrialState.PRUNED and (v := _pruned_value(t)) is not None
+    ]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     span = high - low or 1.0
     colormap = plt.get_cmap("viridis" if selector.mode == "max" else "viridis_r")
@@ -213,7 +227,13 @@ def parallel_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selec
     best = max(scored, key=lambda item: item[1] if selector.mode == "max" else -item[1], default=(None, None))[0]
     for trial, value in scored:
         ys = [_axis_position(p, trial.params[p.name]) for p in params] + [(value - low) / span]
-        axis.plot(xs, ys, color=colormap((value - low) / span), lw=3 if trial is best else 1.4, zorder=3 if trial is best else 2)
+        axis.plot(
+            xs,
+            ys,
+            color=colormap((value - low) / span),
+            lw=3 if trial is best else 1.4,
+            zorder=3 if trial is best else 2,
+        )
     for x, param in enumerate(params):
         axis.axvline(x, color="black", lw=0.8)
         for y, label in _axis_labels(param):
@@ -221,7 +241,9 @@ def parallel_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selec
     axis.axvline(len(params), color="black", lw=0.8)
     axis.text(len(params) + 0.03, 0, f"{low:.3g}", fontsize=7, va="center")
     axis.text(len(params) + 0.03, 1, f"{high:.3g}", fontsize=7, va="center")
-    axis.set_xticks(xs, [p.name + (" (log)" if p.log else "") for p in params] + [selector.metric], fontsize=8, rotation=15)
+    axis.set_xticks(
+        xs, [p.name + (" (log)" if p.log else "") for p in params] + [selector.metric], fontsize=8, rotation=15
+    )
     axis.set_yticks([])
     axis.set_ylim(-0.08, 1.08)
     axis.set_title("parallel coordinates (colour: metric; thick: best; dashed: pruned)")
@@ -244,7 +266,9 @@ def params_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selecto
     for axis in axes.flat[len(params) :]:
         axis.axis("off")
     scored = [(t, v) for t in trials if t.state == TrialState.COMPLETE and (v := _value(t)) is not None]
-    best, best_value = max(scored, key=lambda item: item[1] if selector.mode == "max" else -item[1], default=(None, None))
+    best, best_value = max(
+        scored, key=lambda item: item[1] if selector.mode == "max" else -item[1], default=(None, None)
+    )
     for axis, param in zip(axes.flat, params):
         complete = [(_x_position(param, t.params[param.name]), v) for t, v in scored if param.name in t.params]
         pruned = [
@@ -257,7 +281,15 @@ def params_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selecto
         if complete:
             axis.scatter(*zip(*complete), color="tab:blue", label="complete", zorder=3)
         if best is not None and param.name in best.params:
-            axis.scatter([_x_position(param, best.params[param.name])], [best_value], marker="*", s=180, color="tab:red", label="best", zorder=4)
+            axis.scatter(
+                [_x_position(param, best.params[param.name])],
+                [best_value],
+                marker="*",
+                s=180,
+                color="tab:red",
+                label="best",
+                zorder=4,
+            )
         if param.kind == "categorical":
             axis.set_xticks(range(len(param.choices)), [str(c) for c in param.choices])
         elif param.log:
@@ -285,16 +317,27 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
     names = list(importances)[::-1]
     figure, axis = plt.subplots(figsize=(6, 0.5 * len(names) + 1.6))
     axis.barh(names, [importances[n] for n in names], color="tab:blue")
-    axis.set(xlabel="importance (normalised, Optuna's default evaluator)", title=f"parameter importances ({len(complete)} completed trials)")
+    axis.set(
+        xlabel="importance (normalised, Optuna's default evaluator)",
+        title=f"parameter importances ({len(complete)} completed trials)",
+    )
     return save_figure(figure, path), None
 
 
-def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: Sequence[str] = ()) -> Report:
+def write_report(
+    study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: Sequence[str] = ()
+) -> Report:
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
     trials = visible_trials(study)
     rows = result_rows(study, space, selector)
-    report = Report(results_csv=write_csv(rows, out_dir / RESULTS_FILE), report_md=out_dir / REPORT_FILE, best_yaml=None, rows=rows, notes=list(extra_notes))
+    report = Report(
+        results_csv=write_csv(rows, out_dir / RESULTS_FILE),
+        report_md=out_dir / REPORT_FILE,
+        best_yaml=None,
+        rows=rows,
+        notes=list(extra_notes),
+    )
     report.best = best_trial(study)
     report.baseline = next((t for t in trials if t.state == TrialState.COMPLETE and is_baseline(study, t)), None)
     if report.best is not None:
@@ -317,7 +360,14 @@ def write_report(study: optuna.Study, space: SearchSpace, selector: Selector, ou
 
 def format_table(rows: list[dict[str, Any]], space: SearchSpace, selector: Selector, limit: int = 10) -> str:
     key = str(selector)
-    ordered = sorted(rows, key=lambda r: (r["state"] != "COMPLETE", r[key] is None, -(r[key] or 0) if selector.mode == "max" else (r[key] or 0)))
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            r["state"] != "COMPLETE",
+            r[key] is None,
+            -(r[key] or 0) if selector.mode == "max" else (r[key] or 0),
+        ),
+    )
     columns = ["trial", "state", key, "best_epoch", *space.names]
     lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
     for row in ordered[:limit]:
@@ -342,10 +392,16 @@ def _markdown(name: str, rows: list[dict[str, Any]], report: Report, space: Sear
     lines = [
         f"# Search `{name}`",
         "",
-        f"Selector: `{selector}` (best epoch of each trial). Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ".",
+        f"Selector: `{selector}` (best epoch of each trial). Trials: "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+        + ".",
     ]
     lines += ["", "Search space:", ""] + [f"- `{p.name}`: {p.describe()}" for p in space.params]
-    lines += ["", "Per-trial budget: " + (", ".join(f"`{k}={v}`" for k, v in space.budget.items()) if space.budget else "none (full configuration)")]
+    lines += [
+        "",
+        "Per-trial budget: "
+        + (", ".join(f"`{k}={v}`" for k, v in space.budget.items()) if space.budget else "none (full configuration)"),
+    ]
     if report.best is not None and report.best_yaml is not None:
         lines += ["", f"## Best: trial {report.best.number}, {selector.metric} = {report.best.value:.4f}", ""]
         lines += [f"- `{k}`: {v}" for k, v in report.best.params.items()]
@@ -354,7 +410,10 @@ def _markdown(name: str, rows: list[dict[str, Any]], report: Report, space: Sear
             f"Train it at full budget: `deepshield train --config <config> --params {report.best_yaml.name}` (or `deepshield tune ... --train-best`).",
         ]
     if report.baseline is not None and report.baseline.value is not None:
-        lines += ["", f"Baseline (the config's own values, same budget): trial {report.baseline.number}, {selector.metric} = {report.baseline.value:.4f}."]
+        lines += [
+            "",
+            f"Baseline (the config's own values, same budget): trial {report.baseline.number}, {selector.metric} = {report.baseline.value:.4f}.",
+        ]
     lines += ["", "## Trials", "", format_table(rows, space, selector, limit=20)]
     lines += ["", "## Plots", ""] + [f"- plots/{p.name}" for p in report.plots]
     if report.notes:

@@ -67,7 +67,9 @@ class GridSearchSampler(BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
         return {}
 
-    def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         grid_id = self._chosen.get(trial_id(trial), int(trial.user_attrs.get(GRID_ID, -1)))
         if grid_id < 0 or param_name not in self._names:
             raise RuntimeError(f"no grid point for {param_name} in trial {trial.number}")

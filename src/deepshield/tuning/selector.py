@@ -11,4 +11,11 @@ from deepshield.training.records import (
     parse_selector,
 )
 
-__all__ = ["TRAINING_METRICS", "VALIDATION_METRICS", "Selector", "direction_warning", "metric_direction", "parse_selector"]
+__all__ = [
+    "TRAINING_METRICS",
+    "VALIDATION_METRICS",
+    "Selector",
+    "direction_warning",
+    "metric_direction",
+    "parse_selector",
+]

@@ -164,7 +164,9 @@ class SearchSpace:
 
 
 def _is_spec(value: Any) -> bool:
-    return isinstance(value, list) or (isinstance(value, dict) and ("values" in value or "choices" in value or "low" in value or "high" in value))
+    return isinstance(value, list) or (
+        isinstance(value, dict) and ("values" in value or "choices" in value or "low" in value or "high" in value)
+    )
 
 
 def parse_param(name: str, spec: Any) -> Param:
@@ -176,15 +178,21 @@ def parse_param(name: str, spec: Any) -> Param:
         choices = tuple(_yaml_number(v) for v in spec)
         for value in choices:
             if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise DeepShieldError(f"search space: {name} values must be numbers, strings or booleans, not {value!r}")
+                raise DeepShieldError(
+                    f"search space: {name} values must be numbers, strings or booleans, not {value!r}"
+                )
         if len(set(map(repr, choices))) != len(choices):
             raise DeepShieldError(f"search space: {name} lists a value twice")
         return Param(name, "categorical", choices=choices)
     if not isinstance(spec, dict):
-        raise DeepShieldError(f"search space: {name} must be a list of values or {{low, high[, log][, step]}}, not {spec!r}")
+        raise DeepShieldError(
+            f"search space: {name} must be a list of values or {{low, high[, log][, step]}}, not {spec!r}"
+        )
     unknown = set(spec) - RANGE_KEYS
     if unknown:
-        raise DeepShieldError(f"search space: {name} has unknown field(s) {', '.join(sorted(unknown))} (use low, high, step, log, type)")
+        raise DeepShieldError(
+            f"search space: {name} has unknown field(s) {', '.join(sorted(unknown))} (use low, high, step, log, type)"
+        )
     if "low" not in spec or "high" not in spec:
         raise DeepShieldError(f"search space: {name} needs both low and high")
     low, high = _number(spec["low"], f"{name}.low"), _number(spec["high"], f"{name}.high")
@@ -192,7 +200,11 @@ def parse_param(name: str, spec: Any) -> Param:
     log = bool(spec.get("log", False))
     kind = spec.get("type")
     if kind is None:
-        kind = "int" if all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int)) else "float"
+        kind = (
+            "int"
+            if all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int))
+            else "float"
+        )
     if kind not in ("int", "float"):
         raise DeepShieldError(f"search space: {name}.type must be int or float, not {kind!r}")
     if kind == "int" and not all(float(v).is_integer() for v in (low, high, step or 1)):
@@ -207,7 +219,9 @@ def parse_param(name: str, spec: Any) -> Param:
         raise DeepShieldError(f"search space: {name}.step must be > 0")
     if kind == "int":
         return Param(name, "int", low=int(low), high=int(high), step=int(step) if step is not None else None, log=log)
-    return Param(name, "float", low=float(low), high=float(high), step=float(step) if step is not None else None, log=log)
+    return Param(
+        name, "float", low=float(low), high=float(high), step=float(step) if step is not None else None, log=log
+    )
 
 
 def config_leaf_keys(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
@@ -230,10 +244,14 @@ def check_keys(keys, what: str) -> None:
     known = config_leaf_keys()
     for key in keys:
         if key.startswith(MANAGED_KEYS) or key in MANAGED_KEYS:
-            raise DeepShieldError(f"{what}: {key} is set by the search itself (each trial gets its own run_dir, a nested MLflow run, and export.select from the selector)")
+            raise DeepShieldError(
+                f"{what}: {key} is set by the search itself (each trial gets its own run_dir, a nested MLflow run, and export.select from the selector)"
+            )
         if key not in known:
             hint = [k for k in sorted(known) if k.split(".")[-1] == key.split(".")[-1]]
-            raise DeepShieldError(f"{what}: {key} is not a training-config key" + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+            raise DeepShieldError(
+                f"{what}: {key} is not a training-config key" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+            )
 
 
 def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = None) -> SearchSpace:
@@ -250,7 +268,9 @@ def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = N
     check_keys(budget, "trial budget")
     both = sorted(set(budget) & {p.name for p in params})
     if both:
-        raise DeepShieldError(f"{', '.join(both)} is both searched and fixed by the trial budget: remove it from one of them")
+        raise DeepShieldError(
+            f"{', '.join(both)} is both searched and fixed by the trial budget: remove it from one of them"
+        )
     return SearchSpace(params, budget)
 
 

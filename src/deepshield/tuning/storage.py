@@ -93,7 +93,11 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace, config, sampler: s
     values = {p.name: _config_value(config, p.name) for p in space.params}
     study.set_user_attr(ATTR_BASELINE, values)
     if sampler == "grid":
-        return None if values in space.grid_points() else "baseline skipped: the config's values are not a grid point (add them to the lists to compare)"
+        return (
+            None
+            if values in space.grid_points()
+            else "baseline skipped: the config's values are not a grid point (add them to the lists to compare)"
+        )
     for param in space.params:
         value = values[param.name]
         if param.kind == "categorical":

@@ -153,7 +153,9 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
         raise DeepShieldError(f"unknown engine {settings.engine!r}; choose {' or '.join(ENGINES)}")
     overridden = parse_assignments(settings.overrides)
     if EXPORT_SELECT in overridden:
-        raise DeepShieldError(f"{EXPORT_SELECT} follows --select in a search (the kept epoch is the selected one): do not --set it")
+        raise DeepShieldError(
+            f"{EXPORT_SELECT} follows --select in a search (the kept epoch is the selected one): do not --set it"
+        )
     base = _load_base_config(settings)
     space = load_space(settings.space, parse_assignments(settings.trial_overrides))
     clash = sorted(set(overridden) & set(space.names))
@@ -178,7 +180,9 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(plan.storage_url)
     created = plan.name not in optuna.study.get_all_study_names(storage)
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
+    )
     check_study(study, plan.space, plan.selector, created)
     if created and plan.settings.baseline:
         note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
@@ -189,7 +193,11 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
     echo(
         f"study '{plan.name}' ({'new' if created else f'resumed: {done} trial(s) done'}) in {safe_url(plan.storage_url)}; "
         f"sampler {plan.sampler}, selector {plan.selector}, target {plan.target if plan.target is not None else 'until timeout'} trial(s)"
-        + (f"; re-running interrupted trial(s) {', '.join(map(str, requeued))} from their checkpoints" if requeued else "")
+        + (
+            f"; re-running interrupted trial(s) {', '.join(map(str, requeued))} from their checkpoints"
+            if requeued
+            else ""
+        )
     )
     return study
 
@@ -214,7 +222,9 @@ def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None]) -> 
     for config in _bank_configs(space, base):
         if not config.data.real_dirs:  # prepared datasets only: nothing to detect
             continue
-        echo(f"face bank: {len(config.data.real_dirs)} folder(s), {config.model.input_size} px (built once, cached in {config.data.cache_dir})")
+        echo(
+            f"face bank: {len(config.data.real_dirs)} folder(s), {config.model.input_size} px (built once, cached in {config.data.cache_dir})"
+        )
         facebank_for(config)
 
 
@@ -223,13 +233,19 @@ def _warn_about_shared_stores(plan: SearchPlan, engine: Engine, echo: Callable[[
     if engine.node_count() <= 1:
         return
     if plan.storage_url.startswith("sqlite"):
-        echo("warning: an SQLite study on a multi-node cluster: workers on other nodes cannot share it; use --storage postgresql://... (see docs/ray.md)")
+        echo(
+            "warning: an SQLite study on a multi-node cluster: workers on other nodes cannot share it; use --storage postgresql://... (see docs/ray.md)"
+        )
     uri = str(plan.base.tracking.uri) if plan.base.tracking.enabled else ""
     if uri.startswith(("sqlite", "file:")) or (uri and "://" not in uri):
-        echo(f"warning: MLflow store {uri} is a local file; on a multi-node cluster use a tracking server (--tracking-uri http://...)")
+        echo(
+            f"warning: MLflow store {uri} is a local file; on a multi-node cluster use a tracking server (--tracking-uri http://...)"
+        )
 
 
-def run_trials(plan: SearchPlan, engine: Engine, parent_run_id: str | None, train_fn: TrainFn, echo: Callable[[str], None]) -> None:
+def run_trials(
+    plan: SearchPlan, engine: Engine, parent_run_id: str | None, train_fn: TrainFn, echo: Callable[[str], None]
+) -> None:
     """n_jobs study workers on the engine until the study reaches its target (or the timeout); each
     worker gets an equal share of the engine's CPUs as torch threads (all of them when alone)."""
     settings = plan.settings
@@ -259,7 +275,9 @@ def run_trials(plan: SearchPlan, engine: Engine, parent_run_id: str | None, trai
 # ---- 4. report ---------------------------------------------------------------------------------
 
 
-def finish_search(plan: SearchPlan, study: optuna.Study, tracker, status: str, echo: Callable[[str], None]) -> SearchResult:
+def finish_search(
+    plan: SearchPlan, study: optuna.Study, tracker, status: str, echo: Callable[[str], None]
+) -> SearchResult:
     """results.csv, report.md, plots and best.yaml in the search folder, and on the MLflow parent run
     (ended with `status`), whatever the way the trials ended."""
     report = write_report(study, plan.space, plan.selector, plan.out_dir, plan.notes)
@@ -269,7 +287,13 @@ def finish_search(plan: SearchPlan, study: optuna.Study, tracker, status: str, e
     if status == "KILLED":
         echo(f"search interrupted: {final['done']} trial(s) done; run the same command again to resume")
     return SearchResult(
-        plan.name, plan.storage_url, plan.out_dir, report, tracker.run_id if tracker else None, final, interrupted=status == "KILLED"
+        plan.name,
+        plan.storage_url,
+        plan.out_dir,
+        report,
+        tracker.run_id if tracker else None,
+        final,
+        interrupted=status == "KILLED",
     )
 
 
@@ -281,16 +305,22 @@ def echo_summary(plan: SearchPlan, report: Report, echo: Callable[[str], None]) 
     for line in report.notes:
         echo(f"note: {line}")
     if report.best is not None:
-        echo(f"best: trial {report.best.number}, {selector.metric}={report.best.value:.4f}; parameters in {report.best_yaml}")
+        echo(
+            f"best: trial {report.best.number}, {selector.metric}={report.best.value:.4f}; parameters in {report.best_yaml}"
+        )
     if report.baseline is not None and report.baseline.value is not None:
-        echo(f"baseline (the config's own values, same budget): trial {report.baseline.number}, {selector.metric}={report.baseline.value:.4f}")
+        echo(
+            f"baseline (the config's own values, same budget): trial {report.baseline.number}, {selector.metric}={report.baseline.value:.4f}"
+        )
     echo(f"results: {report.results_csv}, plots in {plan.out_dir / 'plots'}, summary {report.report_md}")
 
 
 # ---- the search --------------------------------------------------------------------------------
 
 
-def run_search(settings: SearchSettings, *, train_fn: TrainFn = run_training, echo: Callable[[str], None] = print) -> SearchResult:
+def run_search(
+    settings: SearchSettings, *, train_fn: TrainFn = run_training, echo: Callable[[str], None] = print
+) -> SearchResult:
     plan = plan_search(settings, echo)
     study = open_study(plan, echo)
     tracker = start_parent_run(study, plan) if plan.base.tracking.enabled else None
@@ -339,7 +369,9 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
         if not resume:
             shutil.rmtree(run_dir)
     echo(f"training the best parameters at full budget in {run_dir}" + (" (resuming)" if resume else ""))
-    command = f"deepshield train --params {best_yaml} --set {export_select}" + (f" --config {settings.config}" if settings.config else "")
+    command = f"deepshield train --params {best_yaml} --set {export_select}" + (
+        f" --config {settings.config}" if settings.config else ""
+    )
     tags = {"deepshield.role": "best", "optuna.study": plan.name}
     result = Trainer(config, command=command, parent_run_id=parent_run_id, run_tags=tags).run(resume=resume)
     if result.bundle_dir:

@@ -17,7 +17,13 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 ERROR, SURPLUS, RETRY_OF, RUN_DIR, WORKER, GRID_ID = "error", "surplus", "retry_of", "run_dir", "worker", "grid_id"
-MLFLOW_RUN_ID, BEST_EPOCH, METRICS, LAST_METRICS, INTERRUPTED = "mlflow_run_id", "best_epoch", "metrics", "last_metrics", "interrupted"
+MLFLOW_RUN_ID, BEST_EPOCH, METRICS, LAST_METRICS, INTERRUPTED = (
+    "mlflow_run_id",
+    "best_epoch",
+    "metrics",
+    "last_metrics",
+    "interrupted",
+)
 BASELINE = "baseline"  # the config's own values, queued first with --baseline
 
 

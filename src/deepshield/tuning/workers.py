@@ -45,7 +45,11 @@ def trial_line(trial: FrozenTrial, metric: str) -> str:
     if trial.state == TrialState.PRUNED:
         step = max(trial.intermediate_values, default=0)
         value = trial.intermediate_values.get(step)
-        return f"trial {trial.number}{retry}: pruned after epoch {step}" + (f" ({metric}={value:.4f})" if value is not None else "") + f" [{params}]"
+        return (
+            f"trial {trial.number}{retry}: pruned after epoch {step}"
+            + (f" ({metric}={value:.4f})" if value is not None else "")
+            + f" [{params}]"
+        )
     return f"trial {trial.number}{retry}: failed: {trial.user_attrs.get(ERROR, trial.state.name)} [{params}]"
 
 
@@ -80,5 +84,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
         echo(trial_line(trial, context.selector.metric))
         errors_in_row = errors_in_row + 1 if is_error(trial) else 0
         if errors_in_row >= ERRORS_IN_ROW:
-            echo(f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)")
+            echo(
+                f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)"
+            )
             break

@@ -36,7 +36,11 @@ async def analyze(
     upload = await runtime.receive(request)
     try:
         if sniff_upload(upload) is MediaKind.VIDEO:
-            raise ApiError(415, "video_needs_job", "this is a video: submit it to POST /v1/jobs, which analyses it in the background")
+            raise ApiError(
+                415,
+                "video_needs_job",
+                "this is a video: submit it to POST /v1/jobs, which analyses it in the background",
+            )
     except BaseException:
         upload.delete()
         raise

@@ -29,13 +29,19 @@ async def submit_job(
     request: Request,
     runtime: RuntimeDep,
     frames: Annotated[
-        int | None, Query(ge=1, description="frames sampled from a video: at most the server's max_video_frames, default its video_frames (GET /healthz limits)")
+        int | None,
+        Query(
+            ge=1,
+            description="frames sampled from a video: at most the server's max_video_frames, default its video_frames (GET /healthz limits)",
+        ),
     ] = None,
 ) -> JSONResponse:
     settings = runtime.settings
     # The bound is a server setting, so it is checked here rather than in the (app-independent) route signature.
     if frames is not None and frames > settings.max_video_frames:
-        raise ApiError(400, "invalid_request", f"query.frames: Input should be less than or equal to {settings.max_video_frames}")
+        raise ApiError(
+            400, "invalid_request", f"query.frames: Input should be less than or equal to {settings.max_video_frames}"
+        )
     runtime.jobs.check_capacity()
     upload = await runtime.receive(request)
     try:
@@ -46,9 +52,16 @@ async def submit_job(
     file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
     job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload)
     view = job.view(settings.job_ttl_s)
-    return JSONResponse(status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"})
+    return JSONResponse(
+        status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"}
+    )
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, summary="A job's status, progress and result", responses=error_responses(404))
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="A job's status, progress and result",
+    responses=error_responses(404),
+)
 async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
     return runtime.jobs.get(job_id).view(runtime.settings.job_ttl_s)

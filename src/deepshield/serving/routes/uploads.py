@@ -19,7 +19,13 @@ MULTIPART_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": [FIELD_NAME],
-                    "properties": {FIELD_NAME: {"type": "string", "format": "binary", "description": "the image or video (type judged by content)"}},
+                    "properties": {
+                        FIELD_NAME: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the image or video (type judged by content)",
+                        }
+                    },
                 }
             }
         },
