@@ -389,3 +389,24 @@ def test_the_synthetic_section_is_strict():
         config.synthetic.fake_dirs[0].as_posix() == "synthetic-faces/generated-photos" and not config.frozen_synthetic
     )
     assert load_config(None).synthetic is None  # the packaged recipe trains no synthetic head
+
+
+def test_the_synthetic_threshold_keeps_its_rate_on_matched_resolution_real_photos_alone():
+    """Pooled validation reals are mostly low-resolution faces the score rarely flags; the FFHQ-like
+    photos must each stay under the target rate too, not only the pool."""
+    from deepshield.training.export import fit_synthetic_calibration
+    from deepshield.training.synthetic import ScoredChecks
+
+    rng = np.random.default_rng(0)
+    low_res_reals, photos, generated = rng.normal(-4, 1, 400), rng.normal(1, 1, 40), rng.normal(4, 1, 200)
+    labels = np.r_[np.zeros(440), np.ones(200)]
+    scored = ScoredChecks(
+        {"val": labels, "confound": np.r_[np.zeros(40), np.ones(200)]},
+        {"val": np.r_[low_res_reals, photos, generated], "confound": np.r_[photos, generated]},
+    )
+    fitted = fit_synthetic_calibration(scored, target_fpr=0.05)
+    flagged = np.mean(1 / (1 + np.exp(-photos / fitted.temperature)) >= fitted.threshold)
+    assert flagged <= 0.05
+    pooled_only = np.quantile(1 / (1 + np.exp(-np.r_[low_res_reals, photos] / fitted.temperature)), 0.95)
+    assert fitted.threshold > pooled_only  # the pooled rate alone would have allowed a lower threshold
+    assert "matched-resolution real photos 40" in fitted.fitted_on

@@ -622,9 +622,7 @@ class Trainer:
             scored = ScoredChecks.score(
                 synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
             )
-            fitted = fit_synthetic_calibration(
-                scored.labels["val"], scored.logits["val"], config.synthetic.threshold_fpr
-            )
+            fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr)
             synthetic_metrics = scored.metrics() | scored.flagged_real(fitted.temperature, fitted.threshold)
             kept |= {
                 "synthetic_checks": scored.stored(),
