@@ -411,3 +411,29 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
         else "inconclusive"
     )
     assert ok["called"] == expected and ok["called_at_threshold"] == ("fake" if score >= threshold else "real")
+
+
+def test_multi_face_and_short_track_videos_score_as_the_detector_does(tmp_path, astronaut, detector):
+    """Two people all through the video and a third in two frames only (a track too short to count):
+    evaluation and the Detector agree on the file score and on which tracks count."""
+    from tests.conftest import write_video
+
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(8):
+        row = [np.roll(small, 2 * i, axis=1), np.roll(small, -2 * i, axis=1)]
+        row.append(small if i in (3, 4) else np.full_like(small, 90))  # the third face: two frames only
+        frames.append(np.hstack(row))
+    root = tmp_path / "set"
+    (root / "fake" / "swap").mkdir(parents=True)
+    write_video(root / "fake" / "swap" / "crowd.mp4", frames)
+    (root / "real").mkdir(parents=True)
+    cv2.imwrite(str(root / "real" / "astronaut.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+
+    scored = score_datasets([root], detector.classifier, frames=8, progress=False)
+    scores = {Path(f.path).name: s for f, s in zip(scored.files, scored.file_scores(CLEAN, VideoRule()))}
+    video = detector.analyze_video(root / "fake" / "swap" / "crowd.mp4", frames=8)
+    counted = [t for t in video.tracks if t.counted]
+    assert len(video.tracks) >= 3 and len(counted) == 2  # the two-frame track is shown but not counted
+    assert scores["crowd.mp4"] == pytest.approx(video.verdict.probability, abs=1e-6)
+    assert scores["crowd.mp4"] == pytest.approx(max(t.score for t in counted), abs=1e-6)
