@@ -12,9 +12,10 @@ import pytest
 import deepshield.inference.analysis as analysis
 from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import Box, Face
-from deepshield.inference.analysis import VIDEO_RULE, Detector, VideoRule
+from deepshield.inference.analysis import Detector
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
+from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.media.video import VideoFrame, VideoInfo, uniform_indices
 from deepshield.models.card import Calibration, ModelCard
 from tests.conftest import write_video

@@ -27,7 +27,7 @@ from deepshield.evaluation.metrics import (
     roc_curve_points,
     weighted_metrics,
 )
-from deepshield.inference.analysis import VIDEO_RULE, VideoRule
+from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 
 
 def test_hand_computed_small_set():

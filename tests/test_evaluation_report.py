@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.evaluation.scoring import CLEAN, score_datasets
 from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
-from deepshield.inference.analysis import VideoRule
 from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.video_rule import VideoRule
 from tests.conftest import write_video
 
 

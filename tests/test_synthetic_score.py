@@ -11,9 +11,10 @@ import torch
 
 from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.analysis import Detector, VideoRule
+from deepshield.inference.analysis import Detector
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.verdict import ScoreRule, combine
+from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
     CARD_FILE,
     SYNTHETIC_OUTPUT,

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.errors import BundleError
     from deepshield.evaluation.recalibrate import recalibrate, write_calibrated_bundle
     from deepshield.evaluation.scoring import describe_counts
-    from deepshield.inference.analysis import VideoRule
     from deepshield.inference.runtime import OnnxClassifier
+    from deepshield.inference.video_rule import VideoRule
 
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)

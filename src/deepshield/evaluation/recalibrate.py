@@ -34,7 +34,7 @@ from deepshield.evaluation.calibration import (
 from deepshield.evaluation.metrics import check_inputs, detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import file_level
-from deepshield.inference.analysis import VideoRule
+from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import CARD_FILE, ModelCard
 
 REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")

@@ -35,8 +35,8 @@ from deepshield.evaluation.summary import (
     face_level,
     file_level,
 )
-from deepshield.inference.analysis import VideoRule
 from deepshield.inference.results import SCOPE
+from deepshield.inference.video_rule import VideoRule
 
 METRIC_LABELS = {
     "auc": "AUC",

@@ -31,12 +31,13 @@ import numpy as np
 from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, read_source, root_keys
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
-from deepshield.faces.crop import CropPolicy, crop_face
+from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import Box, FaceDetector
-from deepshield.inference.analysis import VideoRule
+from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
+from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
 
@@ -242,14 +243,13 @@ class _Gallery:
         return {file_id: example for heap in self.heaps.values() for _, file_id, example in heap}
 
 
-def _track_rows(record: FileRecord, condition: int, indices: list[int], faces_per_frame: list[list]) -> list[FaceRow]:
-    """Rows for the faces of a file's frames, linked into tracks by box overlap (as `Detector` does)."""
-    tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-    track_of = {member: track.track_id for track in tracks for member in track.members}
+def _track_rows(record: FileRecord, condition: int, indices: list[int], found: FrameFaces) -> list[FaceRow]:
+    """Rows for the faces of a file's frames, with the tracks `find_faces` linked them into."""
+    track_of = {member: track.track_id for track in found.tracks for member in track.members}
     return [
         FaceRow(condition, record.file_id, position, indices[position], face_position, track_of[(position, face_position)],
                 float(face.score), face.box.x0, face.box.y0, face.box.x1, face.box.y1)
-        for position, faces in enumerate(faces_per_frame)
+        for position, faces in enumerate(found.faces)
         for face_position, face in enumerate(faces)
     ]  # fmt: skip
 
@@ -312,22 +312,17 @@ class MediaCropper:
                     )
                     for position, (_, image) in enumerate(frames)
                 ]
-                faces_per_frame = [self.detector.detect(image) for image in images]
-                crops = [
-                    crop_face(image, face.box, face.keypoints, self.policy).pixels
-                    for image, faces in zip(images, faces_per_frame)
-                    for face in faces
-                ]
+                found = find_faces(images, self.detector, self.policy)
             except Exception as exc:  # noqa: BLE001
                 if perturbation is None:
                     record.error = f"{type(exc).__name__}: {exc}"
                     return
                 log.warning("%s under %s: %s", path, perturbation.name, exc)
                 continue
-            if crops:
+            if found.crops:
                 indices = [index for index, _ in frames]
-                rows = _track_rows(record, condition, indices, faces_per_frame)
-                yield CroppedFile(record, condition, rows, np.stack(crops), dict(zip(indices, timestamps)))
+                rows = _track_rows(record, condition, indices, found)
+                yield CroppedFile(record, condition, rows, found.pixels, dict(zip(indices, timestamps)))
 
 
 def score_cropped(
@@ -361,23 +356,23 @@ def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: Video
     def track_examples() -> list[TrackExample]:
         frames = np.array([row.frame_index for row in item.rows])
         members = {int(t): np.flatnonzero(tracks == t) for t in np.unique(tracks)}
-        longest = max(len(m) for m in members.values())
+        vote = rule.aggregate([probabilities[m].tolist() for m in members.values()], item.record.frames)
         seconds = item.timestamp_of
         out = []
-        for track_id, positions in members.items():
+        for (track_id, positions), track_score, reason in zip(members.items(), vote.scores, vote.not_counted_reasons):
             peak = int(positions[np.argmax(probabilities[positions])])
             first, last = int(frames[positions].min()), int(frames[positions].max())
             out.append(
                 TrackExample(
                     track_id=track_id,
-                    score=rule.track_score([float(probabilities[p]) for p in positions]),
+                    score=track_score,
                     frames_seen=len(positions),
                     first_frame=first,
                     last_frame=last,
                     first_s=None if seconds is None else seconds[first],
                     last_s=None if seconds is None else seconds[last],
                     peak_frame=int(frames[peak]),
-                    not_counted_reason=rule.not_counted_reason(len(positions), item.record.frames, longest),
+                    not_counted_reason=reason,
                     crop=item.crops[peak],
                     heatmap=heatmap(peak),
                 )

@@ -44,7 +44,7 @@ from deepshield.evaluation.metrics import (
 )
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.analysis import VIDEO_RULE_KINDS, VideoRule
+from deepshield.inference.video_rule import VIDEO_RULE_KINDS, VideoRule, VideoRuleKind
 from deepshield.models.card import InconclusiveBand
 
 NoFacePolicy = Literal["exclude", "zero"]
@@ -54,7 +54,7 @@ NO_FACE_POLICIES: tuple[NoFacePolicy, ...] = ("exclude", "zero")
 @dataclass(frozen=True)
 class EvaluationSettings:
     threshold: float = 0.5
-    rules: tuple[str, ...] = VIDEO_RULE_KINDS  # the first is the headline rule; all are compared
+    rules: tuple[VideoRuleKind, ...] = VIDEO_RULE_KINDS  # the first is the headline rule; all are compared
     bootstrap: int = 1000  # resamples; 0 = no intervals
     seed: int = 0
     confidence: float = 0.95

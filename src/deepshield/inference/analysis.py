@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
-from deepshield.faces.crop import crop_face
-from deepshield.faces.detector import Face, FaceDetector
+from deepshield.faces.detector import FaceDetector
+from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
     FaceResult,
@@ -30,86 +28,16 @@ from deepshield.inference.results import (
     scope,
 )
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
-from deepshield.inference.tracking import associate
 from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine
+from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.video import VideoLimits, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
-VIDEO_RULE = (
-    "track score = mean of the top half of its frame probabilities; tracks seen in fewer than "
-    "min(3, frames sampled) frames do not count unless no track does; verdict = the highest track score"
-)
 ProgressCallback = Callable[[float, str], None]
 # Side of the small face copies kept for every timeline point (the page shows one on hover).
 POINT_THUMBNAIL_SIDE = 96
-
-
-VIDEO_RULE_KINDS = ("topk-mean", "mean", "max")
-
-
-@dataclass(frozen=True)
-class TrackVote:
-    scores: list[float]  # per track
-    counted: list[bool]  # per track: takes part in the verdict
-    score: float | None  # the file's score
-
-
-@dataclass(frozen=True)
-class VideoRule:
-    """How a track's frame probabilities become one score. `kind`: "topk-mean" (the default: mean of
-    the top `top_fraction`), "mean" (all frames) or "max" (the single most suspicious frame)."""
-
-    top_fraction: float = 0.5
-    min_track_frames: int = 3
-    kind: str = "topk-mean"
-
-    def __post_init__(self) -> None:
-        if self.kind not in VIDEO_RULE_KINDS:
-            raise ValueError(f"video rule kind must be one of {', '.join(VIDEO_RULE_KINDS)}, got {self.kind!r}")
-        if not 0 < self.top_fraction <= 1:
-            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
-
-    def track_score(self, probabilities: list[float]) -> float:
-        if self.kind == "mean":
-            return float(np.mean(probabilities))
-        if self.kind == "max":
-            return float(np.max(probabilities))
-        ordered = sorted(probabilities, reverse=True)
-        k = max(1, math.ceil(len(ordered) * self.top_fraction))
-        return float(np.mean(ordered[:k]))
-
-    def not_counted_reason(self, frames_seen: int, sampled: int, longest: int) -> str | None:
-        """Why a track seen in `frames_seen` of `sampled` frames does not count towards the verdict
-        (the longest track of the file being seen in `longest`), or None when it counts."""
-        needed = min(self.min_track_frames, max(1, sampled))
-        if frames_seen >= needed or longest < needed:
-            return None
-        return f"seen in {frames_seen} of {sampled} sampled frames: faces seen in fewer than {needed} do not count while a longer-seen face exists"
-
-    def aggregate(self, tracks: Sequence[Sequence[float]], frames: int) -> TrackVote:
-        """The video rule, in one place: each track's score, whether it counts (`not_counted_reason`),
-        and the file's score (the highest counted track score; None without tracks)."""
-        scores = [self.track_score(list(probabilities)) for probabilities in tracks]
-        longest = max((len(probabilities) for probabilities in tracks), default=0)
-        counted = [self.not_counted_reason(len(probabilities), frames, longest) is None for probabilities in tracks]
-        score = max((s for s, c in zip(scores, counted) if c), default=None)
-        return TrackVote(scores, counted, score)
-
-    def describe(self) -> str:
-        """The rule in words (VIDEO_RULE for the default rule)."""
-        if self == VideoRule():
-            return VIDEO_RULE
-        how = {
-            "topk-mean": f"mean of the top {self.top_fraction:.0%} of its frame probabilities",
-            "mean": "mean of all its frame probabilities",
-            "max": "highest of its frame probabilities",
-        }[self.kind]
-        return (
-            f"track score = {how}; tracks seen in fewer than min({self.min_track_frames}, frames sampled) frames "
-            "do not count unless no track does; verdict = the highest track score"
-        )
 
 
 class Detector:
@@ -186,52 +114,38 @@ class Detector:
     def model_name(self) -> str:
         return f"{self.card.name} {self.card.version}"
 
-    def _score_faces(
-        self, images: list[NDArray[Any]], faces_per_image: list[list[Face]], keep_pixels: bool
-    ) -> list[list[FaceResult]]:
-        policy = self.card.crop_policy
-        crops = [
-            crop_face(image, face.box, face.keypoints, policy)
-            for image, faces in zip(images, faces_per_image)
-            for face in faces
-        ]
-        if not crops:
-            return [[] for _ in images]
-        scores = self.classifier.score(np.stack([c.pixels for c in crops]))
-        temperature = self.card.calibration.temperature
-        results: list[list[FaceResult]] = []
-        flat = 0
-        synthetic = scores.synthetic_probabilities
-        for faces in faces_per_image:
-            row = []
-            for index, face in enumerate(faces):
-                probability = float(scores.probabilities[flat])
-                synthetic_probability = None if synthetic is None else float(synthetic[flat])
-                verdict = self._combine(probability, synthetic_probability)
-                row.append(
-                    FaceResult(
-                        index=index,
-                        box=face.box.as_list(),
-                        detection_score=round(face.score, 4),
-                        keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
-                        probability=probability,
-                        logit=float(scores.logits[flat]),
-                        label=verdict.label,
-                        threshold_label="fake" if probability >= self.threshold else "real",
-                        synthetic_probability=synthetic_probability,
-                        synthetic_logit=None
-                        if scores.synthetic_logits is None
-                        else float(scores.synthetic_logits[flat]),
-                        manipulation_label=verdict.manipulation_label,
-                        synthetic_label=verdict.synthetic_label,
-                        verdict_driver=verdict.driver,
-                        crop=crops[flat].pixels if keep_pixels else None,
-                        heatmap=cam_to_heatmap(scores.cams[flat], policy.size, temperature) if keep_pixels else None,
-                    )
+    def _score_faces(self, found: FrameFaces, keep_pixels: bool) -> list[list[FaceResult]]:
+        """Every found face scored in one batch, as results grouped per frame."""
+        if not found.crops:
+            return [[] for _ in found.faces]
+        scores = self.classifier.score(found.pixels)
+        size, temperature = self.card.crop_policy.size, self.card.calibration.temperature
+        synthetic, synthetic_logits = scores.synthetic_probabilities, scores.synthetic_logits
+        results: list[FaceResult] = []
+        for flat, (index, face) in enumerate((i, f) for faces in found.faces for i, f in enumerate(faces)):
+            probability = float(scores.probabilities[flat])
+            synthetic_probability = None if synthetic is None else float(synthetic[flat])
+            verdict = self._combine(probability, synthetic_probability)
+            results.append(
+                FaceResult(
+                    index=index,
+                    box=face.box.as_list(),
+                    detection_score=round(face.score, 4),
+                    keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
+                    probability=probability,
+                    logit=float(scores.logits[flat]),
+                    label=verdict.label,
+                    threshold_label="fake" if probability >= self.threshold else "real",
+                    synthetic_probability=synthetic_probability,
+                    synthetic_logit=None if synthetic_logits is None else float(synthetic_logits[flat]),
+                    manipulation_label=verdict.manipulation_label,
+                    synthetic_label=verdict.synthetic_label,
+                    verdict_driver=verdict.driver,
+                    crop=found.crops[flat].pixels if keep_pixels else None,
+                    heatmap=cam_to_heatmap(scores.cams[flat], size, temperature) if keep_pixels else None,
                 )
-                flat += 1
-            results.append(row)
-        return results
+            )
+        return found.split(results)
 
     def _verdict(self, probability: float | None, synthetic_probability: float | None, what: str) -> Verdict:
         """The file's verdict from its highest manipulation and highest synthetic score (the rule of
@@ -270,8 +184,8 @@ class Detector:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
-        faces = self.faces.detect(image)
-        face_results = self._score_faces([image], [faces], keep_pixels=heatmaps)[0]
+        found = find_faces([image], self.faces, self.card.crop_policy)
+        face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         worst = max((f.probability for f in face_results), default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)
         return ImageResult(
@@ -301,18 +215,27 @@ class Detector:
         report = progress or (lambda fraction, stage: None)
         report(0.0, "decoding")
         info, sampled = sample_frames(path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"))
-        faces_per_frame = []
-        for position, frame in enumerate(sampled):
-            report(0.4 + 0.3 * position / len(sampled), "detecting faces")
-            faces_per_frame.append(self.faces.detect(frame.image))
+        found = find_faces(
+            [frame.image for frame in sampled],
+            self.faces,
+            self.card.crop_policy,
+            on_frame=lambda position: report(0.4 + 0.3 * position / len(sampled), "detecting faces"),
+        )
         report(0.7, "scoring faces")
-        scored = self._score_faces([f.image for f in sampled], faces_per_frame, keep_pixels=True)
+        scored = self._score_faces(found, keep_pixels=True)
         report(0.95, "aggregating")
-        tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-        longest = max((len(track.members) for track in tracks), default=0)
+        members = [[(sampled[pos], scored[pos][face_pos]) for pos, face_pos in track.members] for track in found.tracks]
+        vote = self.video_rule.aggregate([[face.probability for _, face in m] for m in members], len(sampled))
+        # The synthetic score per track by the same video rule as the manipulation score.
+        synthetic_vote = (
+            self.video_rule.aggregate(
+                [[face.synthetic_probability or 0.0 for _, face in m] for m in members], len(sampled)
+            )
+            if self.has_synthetic
+            else None
+        )
         track_results = []
-        for track in tracks:
-            members = [(sampled[pos], scored[pos][face_pos]) for pos, face_pos in track.members]
+        for position, (track, track_members) in enumerate(zip(found.tracks, members)):
             points = [
                 TrackPoint(
                     frame_index=frame.index,
@@ -326,18 +249,13 @@ class Detector:
                         interpolation=cv2.INTER_AREA,
                     ),
                 )
-                for frame, face in members
+                for frame, face in track_members
             ]
-            score = self.video_rule.track_score([p.probability for p in points])
-            # The synthetic score per track by the same video rule as the manipulation score.
-            synthetic_score = (
-                self.video_rule.track_score([p.synthetic_probability or 0.0 for p in points])
-                if self.has_synthetic
-                else None
-            )
+            score = vote.scores[position]
+            synthetic_score = None if synthetic_vote is None else synthetic_vote.scores[position]
             verdict = self._combine(score, synthetic_score)
-            peak_frame, peak_face = max(members, key=lambda member: member[1].probability)
-            not_counted_reason = self.video_rule.not_counted_reason(len(points), len(sampled), longest)
+            peak_frame, peak_face = max(track_members, key=lambda member: member[1].probability)
+            not_counted_reason = vote.not_counted_reasons[position]
             track_results.append(
                 TrackResult(
                     track_id=track.track_id,
@@ -360,7 +278,6 @@ class Detector:
                     heatmap=peak_face.heatmap,
                 )
             )
-        voting = [t for t in track_results if t.counted]
         timeline = [
             TimelinePoint(
                 frame_index=frame.index,
@@ -377,9 +294,7 @@ class Detector:
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
-            verdict=self._verdict(
-                max((t.score for t in voting), default=None), _highest(t.synthetic_score for t in voting), "face track"
-            ),
+            verdict=self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track"),
             rule=self.video_rule.describe(),
             **self._rule_fields(),
             elapsed_ms=(time.perf_counter() - started) * 1000,

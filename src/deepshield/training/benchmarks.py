@@ -42,7 +42,7 @@ from deepshield.evaluation.scoring import (
     open_labelled_set,
 )
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.analysis import VideoRule
+from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import file_sha256
 
 log = logging.getLogger(__name__)

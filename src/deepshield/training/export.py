@@ -13,7 +13,7 @@ from deepshield.evaluation.calibration import fit_inconclusive_band, fit_tempera
 from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.analysis import VideoRule
+from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
     DEFAULT_BAND_HALF_WIDTH,
     Calibration,

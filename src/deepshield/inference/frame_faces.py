@@ -1,0 +1,68 @@
+"""One file's frames to its faces: detected, cut with the bundle's crop policy, linked into tracks.
+
+The single detect -> crop -> track step: `Detector` (API, CLI, page), `evaluate`/`calibrate` and the
+training benchmarks (through `evaluation.scoring.MediaCropper`) all call `find_faces`, and then score
+the crops with `OnnxClassifier.score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face
+from deepshield.faces.detector import Face, FaceDetector
+from deepshield.inference.tracking import Track, associate
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """The faces of a sequence of frames (an image is one frame)."""
+
+    faces: list[list[Face]]  # per frame, in detection order
+    crops: list[FaceCrop]  # every face, frame by frame in that order
+    tracks: list[Track]  # members: (frame position, face position in it)
+
+    @property
+    def pixels(self) -> NDArray[np.uint8]:
+        """The crops as one N x S x S x 3 uint8 batch (needs at least one face)."""
+        return np.stack([crop.pixels for crop in self.crops])
+
+    def flat_positions(self) -> dict[tuple[int, int], int]:
+        """(frame position, face position) -> position in `crops`."""
+        pairs = ((frame, face) for frame, faces in enumerate(self.faces) for face in range(len(faces)))
+        return {pair: flat for flat, pair in enumerate(pairs)}
+
+    def split(self, values: Sequence[Any]) -> list[list[Any]]:
+        """Per-face `values` (in `crops` order) regrouped per frame."""
+        out, start = [], 0
+        for faces in self.faces:
+            out.append(list(values[start : start + len(faces)]))
+            start += len(faces)
+        return out
+
+
+def find_faces(
+    images: Sequence[NDArray[Any]],
+    detector: FaceDetector,
+    policy: CropPolicy,
+    on_frame: Callable[[int], None] | None = None,
+) -> FrameFaces:
+    """Detect the faces of every frame, crop each with `policy` and link them into tracks by box
+    overlap. `on_frame(position)` is called before each frame's detection (progress)."""
+    faces_per_frame: list[list[Face]] = []
+    for position, image in enumerate(images):
+        if on_frame is not None:
+            on_frame(position)
+        faces_per_frame.append(detector.detect(image))
+    crops = [
+        crop_face(image, face.box, face.keypoints, policy)
+        for image, faces in zip(images, faces_per_frame)
+        for face in faces
+    ]
+    tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
+    return FrameFaces(faces_per_frame, crops, tracks)
