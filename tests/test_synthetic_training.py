@@ -9,6 +9,7 @@ import torch
 
 from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import OnnxClassifier
+from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_generated_faces, write_real_faces
@@ -133,3 +134,62 @@ def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):
         assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith(prefix)), prefix
     card = OnnxClassifier(result.bundle_dir).card
     assert card.synthetic.trained.startswith("joint") and card.synthetic.parent is None and "val_auc" in card.metrics
+
+
+def _weights(state: dict) -> dict:
+    """The trained parameters of a state dict (batch-norm statistics move in any training step)."""
+    return {k: v for k, v in state.items() if "running_" not in k and "num_batches_tracked" not in k}
+
+
+def test_joint_mode_fine_tunes_from_a_checkpoint(faces, parent, tmp_path):
+    """model.init: every weight starts from a trained run's (here at a learning rate too small to move
+    them), and the synthetic head it lacks starts fresh."""
+    init = parent.run_dir / "checkpoints" / "best.pt"
+    settings = synthetic_settings(faces, **{"synthetic.mode": "joint", "model.init": str(init), "optim.lr": 1e-12})
+    Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    before = _weights(load_checkpoint(init)["model"])
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_001.pt")["model"]
+    assert set(after) - set(before) >= {"synthetic_head.weight"}
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, rtol=1e-6, atol=1e-8)
+    fresh = DeepfakeNet("tiny", 48, pretrained=False).state_dict()
+    assert any(not torch.allclose(fresh[k], before[k]) for k in before)  # the parent is not an untrained net
+
+
+def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, parent, tmp_path, astronaut):
+    """From a bundle (weights read back from its graph, batch norms folded): the fine-tuned model
+    computes the bundle's function until its weights move, then the synthetic head trains from fresh."""
+    settings = synthetic_settings(
+        faces, **{"synthetic.mode": "joint", "model.init": str(parent.bundle_dir), "optim.lr": 1e-12}
+    )
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
+    crops = face_like_crops(astronaut, 48, 6)
+    old, new = OnnxClassifier(parent.bundle_dir).score(crops), OnnxClassifier(result.bundle_dir).score(crops)
+    assert np.ptp(old.logits) > 1e-3
+    np.testing.assert_allclose(new.logits, old.logits, rtol=1e-4, atol=1e-4)
+    assert new.synthetic_logits is not None and old.synthetic_logits is None
+
+
+def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
+    settings = {"model.init": str(parent.bundle_dir), "model.input_size": 64}
+    with pytest.raises(
+        DeepShieldError, match=r"model.init .* \(backbone, input size, crop scale\) \('tiny', 48, 1.5\)"
+    ):
+        Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    with pytest.raises(DeepShieldError, match=r"a frozen synthetic run keeps synthetic\.init"):
+        tiny_config(
+            faces[0],
+            tmp_path / "run",
+            tmp_path / "mlruns.db",
+            tmp_path / "cache",
+            **synthetic_settings(
+                faces,
+                **{
+                    "synthetic.init": str(parent.bundle_dir),
+                    "model.init": str(parent.bundle_dir),
+                    "export.select": "max.synthetic_val_auc",
+                },
+            ),
+        )

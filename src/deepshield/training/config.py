@@ -84,6 +84,13 @@ class ModelConfig(StrictModel):
     crop_scale: float = Field(1.5, gt=1, le=3)
     pretrained: bool = True
     dropout: float = Field(0.2, ge=0, lt=1)
+    init: Path | None = Field(
+        None,
+        description=(
+            "start from these weights and train them all (fine-tuning): a run's checkpoint (its best.pt) or a "
+            "bundle folder with the same backbone, input size and crop scale (None: the backbone's ImageNet weights)"
+        ),
+    )
 
 
 class OptimConfig(StrictModel):
@@ -230,6 +237,10 @@ class TrainConfig(StrictModel):
             self.export.select, has_benchmarks=bool(self.data.benchmarks), has_synthetic=synthetic is not None
         )
         if synthetic is not None and synthetic.mode == "frozen":
+            if self.model.init is not None:
+                raise DeepShieldError(
+                    "model.init is for fine-tuning every weight; a frozen synthetic run keeps synthetic.init's"
+                )
             if synthetic.init is None:
                 raise DeepShieldError("synthetic.mode = 'frozen' needs synthetic.init: the manipulation run's best.pt")
             if not selector.metric.startswith("synthetic_"):

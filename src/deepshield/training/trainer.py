@@ -184,6 +184,34 @@ def _parent_from_bundle(bundle: Path) -> ParentRun:
     return ParentRun(bundle, checkpoint, config, card)
 
 
+def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """model.init's weights (a run's checkpoint or a bundle), checked to fit config.model."""
+    init = config.model.init
+    if init is None:
+        raise DeepShieldError("model.init is not set")
+    path = Path(init).expanduser()
+    if path.is_dir():
+        card = read_card(path)
+        found = (card.architecture, card.input_size, card.crop_policy.scale)
+        centre = None if card.synthetic is None else 1 / card.crop_policy.scale  # pooling only: weights load alike
+        net = DeepfakeNet(card.architecture, card.input_size, pretrained=False, synthetic_center=centre)
+        state = load_onnx_weights(net, path / ONNX_FILE).state_dict()
+    elif path.is_file():
+        checkpoint = load_checkpoint(path)
+        model = TrainConfig.model_validate(checkpoint["config"]).model
+        found = (model.backbone, model.input_size, model.crop_scale)
+        state = checkpoint["model"]
+    else:
+        raise DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
+    wanted = (config.model.backbone, config.model.input_size, config.model.crop_scale)
+    if found != wanted:
+        raise DeepShieldError(
+            f"model.init {path} was trained as (backbone, input size, crop scale) {found}, "
+            f"but this run's model settings are {wanted}: set them to match"
+        )
+    return state
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -391,6 +419,14 @@ class Trainer:
                 )
             for name, parameter in net.named_parameters():
                 parameter.requires_grad_(name.startswith("synthetic_head."))
+        elif config.model.init is not None:
+            # Fine-tuning (a resumed run then loads its own last weights over these): a head the initial
+            # weights lack starts fresh; one the run lacks is dropped.
+            missing, unexpected = net.load_state_dict(
+                {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}, strict=False
+            )
+            if any(not key.startswith("synthetic_head.") for key in missing):
+                raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
         net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
         trainable = [p for p in net.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -535,6 +571,12 @@ class Trainer:
         if config.frozen_synthetic:
             for module in (step.net.backbone, step.net.dropout, step.net.head):
                 module.eval()
+        elif config.model.init is not None and Path(config.model.init).expanduser().is_dir():
+            # A bundle's batch norms are folded into its convolutions (identities here): in training mode
+            # they would normalise by batch statistics and change the function the weights compute.
+            for norm in step.net.modules():
+                if isinstance(norm, torch.nn.BatchNorm2d):
+                    norm.eval()
         device = next(step.net.parameters()).device
 
         def to_device(part):
