@@ -101,12 +101,9 @@ class Verdict(BaseModel):
     reason: str
 
 
-class ImageResult(BaseModel):
-    kind: Literal["image"] = "image"
-    width: int
-    height: int
-    faces: list[FaceResult]
-    verdict: Verdict
+class ScoringTerms(BaseModel):
+    """What every image and video result says about the model, the scores' thresholds and bands, and scope."""
+
     model: str
     threshold: float
     inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
@@ -118,6 +115,14 @@ class ImageResult(BaseModel):
     )
     verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
+
+
+class ImageResult(ScoringTerms):
+    kind: Literal["image"] = "image"
+    width: int
+    height: int
+    faces: list[FaceResult]
+    verdict: Verdict
     elapsed_ms: float
 
 
@@ -177,7 +182,7 @@ class VideoSummary(BaseModel):
     codec: str
 
 
-class VideoResult(BaseModel):
+class VideoResult(ScoringTerms):
     kind: Literal["video"] = "video"
     video: VideoSummary
     sampled_frames: int
@@ -185,15 +190,4 @@ class VideoResult(BaseModel):
     timeline: list[TimelinePoint]
     verdict: Verdict
     rule: str
-    model: str
-    threshold: float
-    inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
-    synthetic_threshold: float | None = Field(
-        None, description="the synthetic-face score's threshold (None: not in this model)"
-    )
-    synthetic_inconclusive: InconclusiveBand | None = Field(
-        None, description="the synthetic-face score's inconclusive band"
-    )
-    verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
-    scope: str = Field(SCOPE, description="what the model judges and what it does not")
     elapsed_ms: float
