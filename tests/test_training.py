@@ -195,3 +195,17 @@ def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset,
     )
     with pytest.raises(DeepShieldError, match=r"re-run `deepshield prepare` with --crop-scale 1.3"):
         Trainer(config).run()
+
+
+def test_a_cached_face_bank_takes_its_groups_from_the_pattern_given_now(real_dir, tmp_path):
+    """The cache key does not hold the group pattern: a bank built under one pattern and read under
+    another must split by the new one, not the pattern it was first built with."""
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.training.facebank import build_facebank
+
+    policy = CropPolicy(size=48)
+    by_person = build_facebank([real_dir], policy, tmp_path, group_pattern=r"^(person\d)_", workers=1)
+    assert len({str(g) for g in by_person.groups}) == 4
+    by_file = build_facebank([real_dir], policy, tmp_path, group_pattern=None, workers=1)
+    assert len(list(tmp_path.glob("facebank-*.npz"))) == 1  # the second call read the cache
+    assert len({str(g) for g in by_file.groups}) == len(by_file) == len(by_person)

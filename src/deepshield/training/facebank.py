@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,10 @@ def facebank_of_files(
     cache = cache_dir / f"facebank-{key}.npz"
     if cache.exists():
         log.info("face bank from cache %s", cache)
-        return FaceBank.load(cache)
+        # The cache key does not hold the group pattern: groups come from the paths with today's pattern.
+        cached = FaceBank.load(cache)
+        regrouped = [identity_group(Path(path), group_pattern) for path in cached.paths.tolist()]
+        return replace(cached, groups=np.array(regrouped, dtype=str))
     crops, keypoints, landmarks, valid, groups, paths = [], [], [], [], [], []
     skipped = 0
     with ExitStack() as stack:
