@@ -213,9 +213,9 @@ class ModelInfo(_Strict):
 
 class SummarySettings(_Strict):
     threshold: float
-    video_rule: str
+    video_rule: VideoRuleKind
     video_rule_text: str
-    compared_rules: list[str]
+    compared_rules: list[VideoRuleKind]
     bootstrap_resamples: int
     bootstrap_unit: str
     confidence: float
