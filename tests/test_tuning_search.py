@@ -271,3 +271,47 @@ def test_parallel_worker_processes(space, tmp_path, monkeypatch):
     assert str(os.getpid()) not in workers  # trained in worker processes (both, unless one started late)
     threads = {(Path(t.user_attrs["run_dir"]) / "threads.txt").read_text() for t in trials}
     assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}  # torch threads split between the processes
+
+
+def test_a_grid_point_claimed_by_another_worker_meanwhile_is_given_up(tmp_path, monkeypatch):
+    """Two workers read the same free point before either writes its claim: the one that then sees
+    the other's claim picks another point, so no grid point is trained twice."""
+    from deepshield.tuning.optuna_api import set_trial_attr
+    from deepshield.tuning.samplers import GridSearchSampler
+    from deepshield.tuning.space import parse_space
+    from deepshield.tuning.trials import GRID_ID
+
+    space = parse_space({"optim.lr": [1e-4, 1e-3, 1e-2]})
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    rival = study.ask()
+    set_trial_attr(study, rival, GRID_ID, 0)  # claimed by another worker's trial
+    sampler = GridSearchSampler(space, seed=0)
+    stale = iter([[0, 1, 2]])  # the first read predates the rival's claim
+    real_free_points = sampler.free_points
+    monkeypatch.setattr(sampler, "free_points", lambda s: next(stale, None) or real_free_points(s))
+    monkeypatch.setattr(sampler._rng, "choice", lambda free: free[0])  # the rival's point, while it looks free
+    study.sampler = sampler
+    trial = study.ask()
+    assert sampler.grid_id(trial) != 0
+    assert trial.suggest_categorical("optim.lr", [1e-4, 1e-3, 1e-2]) != 1e-4
+    claims = [t.user_attrs[GRID_ID] for t in study.get_trials(deepcopy=False)]
+    assert sorted(claims) == [0, 1]  # each point claimed once
+
+
+def test_ctrl_c_while_a_grid_point_is_claimed_closes_the_trial(tmp_path, monkeypatch):
+    """Optuna leaves a trial RUNNING when its sampler raises inside ask(): the grid sampler closes it."""
+    from deepshield.tuning.samplers import GridSearchSampler
+    from deepshield.tuning.space import parse_space
+    from deepshield.tuning.trials import INTERRUPTED
+
+    sampler = GridSearchSampler(parse_space({"optim.lr": [1e-4, 1e-3]}), seed=0)
+
+    def interrupted(study):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampler, "free_points", interrupted)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", sampler=sampler)
+    with pytest.raises(KeyboardInterrupt):
+        study.ask()
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state.name == "FAIL" and trial.user_attrs[INTERRUPTED] is True
