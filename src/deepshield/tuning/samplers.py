@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import random
-import time
 import zlib
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
-from deepshield.tuning.trials import GRID_ID, INTERRUPTED, holds_slot
+from deepshield.tuning.trials import GRID_ID, holds_slot
 
 SAMPLERS = ("auto", "grid", "random", "tpe")
-CLAIM_ROUNDS = 5  # tries at an uncontested grid point before a trial gives up as surplus
 PRUNERS = ("median", "halving", "none")
 
 
@@ -54,47 +52,14 @@ class GridSearchSampler(BaseSampler):
         """The grid point this process chose for a running trial (-1: none was free; None: not one of this process's trials)."""
         return self._chosen.get(trial_id(trial))
 
-    def contested(self, study: optuna.Study, trial: FrozenTrial, grid_id: int) -> bool:
-        """Whether another trial that holds its slot claims `grid_id` too."""
-        mine = trial_id(trial)
-        return any(
-            trial_id(t) != mine and int(t.user_attrs.get(GRID_ID, -1)) == grid_id and holds_slot(t)
-            for t in study.get_trials(deepcopy=False)
-        )
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if GRID_ID in trial.user_attrs:  # a retry: its point travels with it
             self._chosen[trial_id(trial)] = int(trial.user_attrs[GRID_ID])
             return
-        try:
-            grid_id = self._claim(study, trial)
-        except KeyboardInterrupt:
-            # Optuna's ask() leaves RUNNING a trial whose sampler raised: close it, as the objective
-            # closes an interrupted trial (it has no parameters yet, so nothing is retried).
-            set_trial_attr(study, trial, INTERRUPTED, True)
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            raise
+        free = self.free_points(study)
+        grid_id = self._rng.choice(free) if free else -1
         self._chosen[trial_id(trial)] = grid_id
-
-    def _claim(self, study: optuna.Study, trial: FrozenTrial) -> int:
-        """A free grid point, claimed in the storage (-1: none is free).
-
-        Two workers can read the same free point before either writes its claim (Ray tasks finish
-        importing at the same moment). So: claim, then re-read; whoever sees a rival claim yields and
-        picks again. The later of two writers always sees the earlier one's claim, so no point stays
-        claimed twice; a worker still contested after CLAIM_ROUNDS gives up (surplus, dropped)."""
-        for _ in range(CLAIM_ROUNDS):
-            free = self.free_points(study)
-            if not free:
-                break
-            grid_id = self._rng.choice(free)
-            set_trial_attr(study, trial, GRID_ID, grid_id)
-            if not self.contested(study, trial, grid_id):
-                return grid_id
-            set_trial_attr(study, trial, GRID_ID, -1)
-            time.sleep(self._rng.uniform(0.005, 0.05))  # out of step with the rival before picking again
-        set_trial_attr(study, trial, GRID_ID, -1)
-        return -1
+        set_trial_attr(study, trial, GRID_ID, grid_id)
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         return {}
