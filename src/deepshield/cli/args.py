@@ -40,6 +40,11 @@ def probability(text: str) -> float:
     return value
 
 
+def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
+    """A repeatable dotted `KEY=VALUE` option (config overrides of train and tune), collected in a list."""
+    parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def engine_arguments(parser: argparse.ArgumentParser, workers_help: str | None = None) -> None:
     """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare and tune."""
     parser.add_argument(

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from deepshield.cli.args import assignments_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,14 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
     )
     parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. optim.lr=1e-3 (repeatable)",
-    )
+    assignments_argument(parser, "--set", "overrides", "override a config value, e.g. optim.lr=1e-3 (repeatable)")
     parser.add_argument("--params", type=Path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints, plots and the bundle go")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")

@@ -6,7 +6,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from deepshield.cli.args import check_engine_arguments, engine_arguments
+from deepshield.cli.args import assignments_argument, check_engine_arguments, engine_arguments
 
 EPILOG = """\
 space file (YAML/TOML): dotted training-config keys ->
@@ -72,21 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the config for the trials and --train-best",
-    )
-    parser.add_argument(
+    assignments_argument(parser, "--set", "overrides", "override the config for the trials and --train-best")
+    assignments_argument(
+        parser,
         "--trial-set",
-        dest="trial_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="per-trial budget override (not used by --train-best), e.g. optim.epochs=2",
+        "trial_overrides",
+        "per-trial budget override (not used by --train-best), e.g. optim.epochs=2",
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")

@@ -18,6 +18,7 @@ from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
     FaceResult,
     ImageResult,
+    ScoringTerms,
     TimelinePoint,
     TrackPoint,
     TrackResult,
@@ -98,17 +99,17 @@ class Detector:
     def _combine(self, probability: float, synthetic_probability: float | None) -> CombinedVerdict:
         return combine(probability, self.manipulation_rule, synthetic_probability, self.synthetic_rule)
 
-    def _rule_fields(self) -> dict[str, Any]:
+    def _scoring_terms(self) -> ScoringTerms:
         """What every image and video result says about the scores' thresholds, bands and scope."""
         synthetic = self.synthetic_rule
-        return {
-            "model": self.model_name,
-            "threshold": self.threshold,
-            "inconclusive": self.band,
-            "synthetic_threshold": None if synthetic is None else synthetic.threshold,
-            "synthetic_inconclusive": None if synthetic is None else synthetic.band,
-            "scope": scope(self.has_synthetic),
-        }
+        return ScoringTerms(
+            model=self.model_name,
+            threshold=self.threshold,
+            inconclusive=self.band,
+            synthetic_threshold=None if synthetic is None else synthetic.threshold,
+            synthetic_inconclusive=None if synthetic is None else synthetic.band,
+            scope=scope(self.has_synthetic),
+        )
 
     @property
     def model_name(self) -> str:
@@ -193,7 +194,7 @@ class Detector:
             height=image.shape[0],
             faces=face_results,
             verdict=self._verdict(worst, worst_synthetic, "face"),
-            **self._rule_fields(),
+            **dict(self._scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -296,7 +297,7 @@ class Detector:
             timeline=timeline,
             verdict=self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track"),
             rule=self.video_rule.describe(),
-            **self._rule_fields(),
+            **dict(self._scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 

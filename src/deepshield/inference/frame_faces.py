@@ -32,11 +32,6 @@ class FrameFaces:
         """The crops as one N x S x S x 3 uint8 batch (needs at least one face)."""
         return np.stack([crop.pixels for crop in self.crops])
 
-    def flat_positions(self) -> dict[tuple[int, int], int]:
-        """(frame position, face position) -> position in `crops`."""
-        pairs = ((frame, face) for frame, faces in enumerate(self.faces) for face in range(len(faces)))
-        return {pair: flat for flat, pair in enumerate(pairs)}
-
     def split(self, values: Sequence[Any]) -> list[list[Any]]:
         """Per-face `values` (in `crops` order) regrouped per frame."""
         out, start = [], 0

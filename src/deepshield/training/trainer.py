@@ -178,10 +178,15 @@ def _parent_from_bundle(bundle: Path) -> ParentRun:
         update={"backbone": card.architecture, "input_size": card.input_size, "crop_scale": card.crop_policy.scale}
     )
     config = config.model_copy(update={"model": model, "synthetic": None})
-    net = DeepfakeNet(model.backbone, model.input_size, pretrained=False, dropout=model.dropout)
-    load_onnx_weights(net, bundle / ONNX_FILE)
-    checkpoint = {"model": net.state_dict(), "command": card.training.command}
+    checkpoint = {"model": bundle_weights(bundle, card), "command": card.training.command}
     return ParentRun(bundle, checkpoint, config, card)
+
+
+def bundle_weights(bundle: Path, card: ModelCard) -> dict[str, torch.Tensor]:
+    """A bundle's weights read back from its graph (batch norms folded into the convolutions)."""
+    centre = None if card.synthetic is None else 1 / card.crop_policy.scale  # pooling only: weights load alike
+    net = DeepfakeNet(card.architecture, card.input_size, pretrained=False, synthetic_center=centre)
+    return load_onnx_weights(net, bundle / ONNX_FILE).state_dict()
 
 
 def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
@@ -193,9 +198,7 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
     if path.is_dir():
         card = read_card(path)
         found = (card.architecture, card.input_size, card.crop_policy.scale)
-        centre = None if card.synthetic is None else 1 / card.crop_policy.scale  # pooling only: weights load alike
-        net = DeepfakeNet(card.architecture, card.input_size, pretrained=False, synthetic_center=centre)
-        state = load_onnx_weights(net, path / ONNX_FILE).state_dict()
+        state = bundle_weights(path, card)
     elif path.is_file():
         checkpoint = load_checkpoint(path)
         model = TrainConfig.model_validate(checkpoint["config"]).model
