@@ -3,6 +3,7 @@ resume after an interruption or a kill, parallel worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -271,3 +272,43 @@ def test_parallel_worker_processes(space, tmp_path, monkeypatch):
     assert str(os.getpid()) not in workers  # trained in worker processes (both, unless one started late)
     threads = {(Path(t.user_attrs["run_dir"]) / "threads.txt").read_text() for t in trials}
     assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}  # torch threads split between the processes
+
+
+def test_workers_that_pick_a_grid_point_at_once_take_different_points(space, tmp_path, monkeypatch):
+    """Two workers with the same random draws read the free points at the same moment: with the
+    claim lock the second reads after the first has written, so the points differ."""
+    import threading
+
+    from deepshield.tuning.samplers import GridSearchSampler, make_sampler
+    from deepshield.tuning.space import load_space
+    from deepshield.tuning.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="race", storage=open_storage(url))
+    read = GridSearchSampler.free_points
+    readers = threading.Barrier(2, timeout=2)
+
+    def slow_read(self, study):
+        free = read(self, study)
+        # Without the lock both workers get here holding the same free list; with it the barrier times
+        # out, the lock having kept the other worker out.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            readers.wait()
+        return free
+
+    monkeypatch.setattr(GridSearchSampler, "free_points", slow_read)
+    grid_space = load_space(space)
+    points: list[int] = []
+
+    def worker() -> None:
+        sampler = make_sampler("grid", grid_space, seed=7, n_trials=None, storage_url=url)
+        study = optuna.load_study(study_name="race", storage=open_storage(url), sampler=sampler)
+        trial = study.ask()
+        points.append(sampler.grid_id(trial))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(points) == 2 and points[0] != points[1]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import random
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,14 +31,17 @@ class GridSearchSampler(BaseSampler):
     (or one skipped as surplus) would leave its point unvisited for good. Here a point is taken only
     while a trial on it is done (complete, pruned, error), running or queued (a retry carries its
     point in its `grid_id` user attribute). Free points are picked at random (with a per-process
-    seed) so that concurrent workers rarely collide; a trial that finds no free point gets
-    grid_id -1 and the objective drops it as surplus.
+    seed); with a SQLite storage, reading the free points and writing the claim happen under one
+    file lock beside the database, so two workers that start together never take the same point (a
+    server database has no such lock: there the random pick only makes a collision rare). A trial that
+    finds no free point gets grid_id -1 and the objective drops it as surplus.
     """
 
-    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, seed: int | None = None, lock_path: Path | None = None) -> None:
         self._names = space.names
         self._points = space.grid_points()
         self._rng = random.Random(seed)
+        self._lock_path = lock_path
         self._chosen: dict[int, int] = {}  # trial_id -> grid id, for this process's trials
 
     def __len__(self) -> int:
@@ -56,10 +63,11 @@ class GridSearchSampler(BaseSampler):
         if GRID_ID in trial.user_attrs:  # a retry: its point travels with it
             self._chosen[trial_id(trial)] = int(trial.user_attrs[GRID_ID])
             return
-        free = self.free_points(study)
-        grid_id = self._rng.choice(free) if free else -1
-        self._chosen[trial_id(trial)] = grid_id
-        set_trial_attr(study, trial, GRID_ID, grid_id)
+        with exclusive(self._lock_path):
+            free = self.free_points(study)
+            grid_id = self._rng.choice(free) if free else -1
+            self._chosen[trial_id(trial)] = grid_id  # before the write: an interrupt in it still finds the trial
+            set_trial_attr(study, trial, GRID_ID, grid_id)
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         return {}
@@ -79,6 +87,26 @@ class GridSearchSampler(BaseSampler):
         self._chosen.pop(trial_id(trial), None)
 
 
+@contextmanager
+def exclusive(lock_path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` across processes (released by the OS if the holder dies)."""
+    if lock_path is None:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def grid_lock_path(storage_url: str) -> Path | None:
+    """The claim lock of a SQLite study database (None for a server database)."""
+    prefix = "sqlite:///"
+    return Path(storage_url[len(prefix) :] + ".grid-lock") if storage_url.startswith(prefix) else None
+
+
 def resolve_sampler_name(name: str, space: SearchSpace) -> str:
     if name not in SAMPLERS:
         raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -95,9 +123,9 @@ def process_seed(seed: int, *parts: Any) -> int:
     return zlib.crc32(repr((seed, *parts)).encode())
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int, n_trials: int | None) -> BaseSampler:
+def make_sampler(name: str, space: SearchSpace, seed: int, n_trials: int | None, storage_url: str) -> BaseSampler:
     if name == "grid":
-        return GridSearchSampler(space, seed)
+        return GridSearchSampler(space, seed, grid_lock_path(storage_url))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":

@@ -43,7 +43,13 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # Worker processes share the file: wait for locks rather than fail.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        # Write-ahead logging: readers and the writer no longer block each other, so a worker stopped
+        # half-way through a read (Ctrl-C, ray.cancel) cannot hold up every other worker's write and
+        # the driver's report behind it. The mode is stored in the file; all processes are on one host.
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     # A server database may be shared by several machines: a heartbeat finds trials whose machine
     # died (the dead-process check only sees this machine), and they are re-run like lost trials.
     return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=600, failed_trial_callback=enqueue_retry)

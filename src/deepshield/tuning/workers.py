@@ -3,6 +3,7 @@ grid is reached. The engine (local processes or Ray tasks) runs `worker_loop` n_
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -10,12 +11,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from deepshield.tuning.objective import Objective, TrialContext
+from deepshield.tuning.optuna_api import set_trial_attr
 from deepshield.tuning.samplers import GridSearchSampler, make_sampler, process_seed
 from deepshield.tuning.storage import open_storage
-from deepshield.tuning.trials import BEST_EPOCH, ERROR, RETRY_OF, counts_as_done, is_error, is_surplus
+from deepshield.tuning.trials import (
+    BEST_EPOCH,
+    ERROR,
+    INTERRUPTED,
+    RETRY_OF,
+    WORKER,
+    counts_as_done,
+    is_error,
+    is_surplus,
+    worker_id,
+)
 
 ERRORS_IN_ROW = 3  # a worker stops after this many failed trials in a row: the configuration is broken
 
@@ -58,33 +71,64 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
     quiet_optuna()
     context = spec.context
     storage = open_storage(spec.storage)
-    existing = len(optuna.load_study(study_name=context.study_name, storage=storage).get_trials(deepcopy=False))
-    sampler = make_sampler(spec.sampler, context.space, process_seed(spec.seed, worker_index, existing), context.target)
-    study = optuna.load_study(study_name=context.study_name, storage=storage, sampler=sampler, pruner=spec.pruner)
-    objective = Objective(context)
-    errors_in_row = 0
-    while True:
-        if spec.deadline is not None and time.time() >= spec.deadline:
-            break
-        trials = study.get_trials(deepcopy=False)
-        done = sum(counts_as_done(t) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        waiting = sum(t.state == TrialState.WAITING for t in trials)
-        if context.target is not None and done + running >= context.target:
-            break
-        if isinstance(sampler, GridSearchSampler) and not waiting and not sampler.free_points(study):
-            break
-        objective.last_number = None
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        if objective.last_number is None:
-            continue
-        trial = study.get_trials(deepcopy=False)[objective.last_number]
-        if is_surplus(trial):
-            continue
-        echo(trial_line(trial, context.selector.metric))
-        errors_in_row = errors_in_row + 1 if is_error(trial) else 0
-        if errors_in_row >= ERRORS_IN_ROW:
-            echo(
-                f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)"
-            )
-            break
+    study: optuna.Study | None = None
+    sampler = None
+    try:
+        existing = len(optuna.load_study(study_name=context.study_name, storage=storage).get_trials(deepcopy=False))
+        sampler = make_sampler(
+            spec.sampler, context.space, process_seed(spec.seed, worker_index, existing), context.target, spec.storage
+        )
+        study = optuna.load_study(study_name=context.study_name, storage=storage, sampler=sampler, pruner=spec.pruner)
+        objective = Objective(context)
+        errors_in_row = 0
+        while True:
+            if spec.deadline is not None and time.time() >= spec.deadline:
+                break
+            trials = study.get_trials(deepcopy=False)
+            done = sum(counts_as_done(t) for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            if context.target is not None and done + running >= context.target:
+                break
+            if isinstance(sampler, GridSearchSampler) and not waiting and not sampler.free_points(study):
+                break
+            objective.last_number = None
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+            if objective.last_number is None:
+                continue
+            trial = study.get_trials(deepcopy=False)[objective.last_number]
+            if is_surplus(trial):
+                continue
+            echo(trial_line(trial, context.selector.metric))
+            errors_in_row = errors_in_row + 1 if is_error(trial) else 0
+            if errors_in_row >= ERRORS_IN_ROW:
+                echo(
+                    f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)"
+                )
+                break
+    except KeyboardInterrupt:
+        close_after_interrupt(study, storage, sampler)
+        raise
+    finally:  # a Ray worker process outlives its task: it keeps no connection to the study
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def close_after_interrupt(
+    study: optuna.Study | None, storage: optuna.storages.RDBStorage, sampler: BaseSampler | None
+) -> None:
+    """Leave the study as a killed process would, for the next start to recover. The interrupt (Ctrl-C,
+    SIGTERM, `ray.cancel`) can land inside a storage write, whose open transaction would keep the
+    SQLite file locked for as long as a reused Ray worker process lives; or after Optuna created a
+    trial and before it closed it, which would stay RUNNING in a process that is still alive."""
+    storage.remove_session()  # ends a half-done read or write: the database lock goes with it
+    if study is not None:  # None: interrupted while loading the study, before any trial of this worker
+        me = worker_id()
+        with contextlib.suppress(Exception):
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                mine = trial.user_attrs.get(WORKER) == me or (
+                    isinstance(sampler, GridSearchSampler) and sampler.grid_id(trial) is not None
+                )
+                if mine:
+                    set_trial_attr(study, trial, INTERRUPTED, True)
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
