@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,9 @@ import pytest
 from deepshield.errors import DeepShieldError
 from deepshield.training.config import load_config
 from deepshield.tuning.objective import TrainingOutcome
+from deepshield.tuning.samplers import GridSearchSampler, make_sampler
+from deepshield.tuning.space import load_space
+from deepshield.tuning.storage import open_storage
 from deepshield.tuning.study import SearchSettings, run_search
 from deepshield.tuning.trials import RETRY_OF, RUN_DIR
 
@@ -277,12 +281,6 @@ def test_parallel_worker_processes(space, tmp_path, monkeypatch):
 def test_workers_that_pick_a_grid_point_at_once_take_different_points(space, tmp_path, monkeypatch):
     """Two workers with the same random draws read the free points at the same moment: with the
     claim lock the second reads after the first has written, so the points differ."""
-    import threading
-
-    from deepshield.tuning.samplers import GridSearchSampler, make_sampler
-    from deepshield.tuning.space import load_space
-    from deepshield.tuning.storage import open_storage
-
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="race", storage=open_storage(url))
     read = GridSearchSampler.free_points

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 from deepshield.errors import DeepShieldError
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
+from deepshield.tuning.storage import sqlite_file
 from deepshield.tuning.trials import GRID_ID, holds_slot
 
 SAMPLERS = ("auto", "grid", "random", "tpe")
@@ -103,8 +104,8 @@ def exclusive(lock_path: Path | None) -> Iterator[None]:
 
 def grid_lock_path(storage_url: str) -> Path | None:
     """The claim lock of a SQLite study database (None for a server database)."""
-    prefix = "sqlite:///"
-    return Path(storage_url[len(prefix) :] + ".grid-lock") if storage_url.startswith(prefix) else None
+    database = sqlite_file(storage_url)
+    return None if database is None else database.with_name(database.name + ".grid-lock")
 
 
 def resolve_sampler_name(name: str, space: SearchSpace) -> str:

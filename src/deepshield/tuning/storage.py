@@ -39,9 +39,16 @@ def safe_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///` storage URL (None for a server database)."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) else None
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
         # Worker processes share the file: wait for locks rather than fail.
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
         # Write-ahead logging: readers and the writer no longer block each other, so a worker stopped

@@ -72,7 +72,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
     context = spec.context
     storage = open_storage(spec.storage)
     study: optuna.Study | None = None
-    sampler = None
+    sampler: BaseSampler | None = None
     try:
         existing = len(optuna.load_study(study_name=context.study_name, storage=storage).get_trials(deepcopy=False))
         sampler = make_sampler(
