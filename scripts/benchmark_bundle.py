@@ -1,5 +1,7 @@
 """Score model bundles on benchmarks with the metrics training logs (bench_*), for comparing a new
-bundle with the shipped one on equal terms before shipping it.
+bundle with the shipped one on equal terms before shipping it; with --ensembles K, also every
+combination of up to K of them, each face's calibrated logits averaged (each bundle scores its own
+crops; the faces are the same, found once per benchmark).
 
     export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/benchmark_bundle.py src/deepshield/models/default runs/default/bundle \\
@@ -9,13 +11,18 @@ bundle with the shipped one on equal terms before shipping it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.training.benchmarks import benchmark_metrics, load_benchmark, score_benchmarks
+from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
 from deepshield.training.config import DataConfig
+
+SHOWN = ("dfdc_sample_face_auc", "modern_swaps_face_auc", "modern_swaps_file_auc", "face_edits_file_auc", "auc")
 
 
 def main() -> int:
@@ -24,10 +31,14 @@ def main() -> int:
     parser.add_argument("--benchmarks", nargs="+", type=Path, required=True, help="relative to DEEPSHIELD_DATA_ROOT")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/deepshield"))
+    parser.add_argument("--ensembles", type=int, default=1, metavar="K", help="also combinations of 2..K bundles")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     data = DataConfig()
-    results = {}
+    # per bundle: its label, and per benchmark its faces' logits / temperature (the calibrated logit)
+    scored: dict[str, dict[str, np.ndarray]] = {}
+    thresholds: dict[str, float] = {}
+    faces: list[Benchmark] = []
     for bundle in args.bundles:
         classifier = OnnxClassifier(bundle)
         card = classifier.card
@@ -35,18 +46,28 @@ def main() -> int:
             load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames)
             for p in args.benchmarks
         ]
-        scored = score_benchmarks(
-            benchmarks,
-            lambda crops, classifier=classifier: classifier.score(crops).logits,
-            card.calibration.temperature,
-        )
-        metrics = benchmark_metrics(scored, card.calibration.threshold)
-        results[f"{card.name} {card.version}"] = {
-            "bundle": str(bundle),
-            "threshold": card.calibration.threshold,
-        } | metrics
-        shown = {k: round(v, 3) for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
-        print(f"{card.name} {card.version}: {shown}", flush=True)
+        faces = faces or benchmarks
+        if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in faces]:
+            raise SystemExit(f"{bundle}: other faces than the first bundle's (another detector setting?)")
+        label = f"{card.name} {card.version} ({bundle})"
+        thresholds[label] = card.calibration.threshold
+        scored[label] = {
+            b.name: classifier.score(b.crops).logits / card.calibration.temperature
+            if len(b.crops)
+            else np.zeros(0, np.float32)
+            for b in benchmarks
+        }
+    results = {}
+    for size in range(1, max(1, args.ensembles) + 1):
+        for members in itertools.combinations(scored, size):
+            logits = {b.name: np.mean([scored[m][b.name] for m in members], axis=0) for b in faces}
+            # the false-positive figures at the bundle's own threshold; an ensemble has none: 0.5
+            threshold = thresholds[members[0]] if size == 1 else 0.5
+            metrics = benchmark_metrics([BenchmarkScores(b, b.scored(logits[b.name], 1.0)) for b in faces], threshold)
+            name = " + ".join(members)
+            results[name] = {"members": list(members), "threshold": threshold} | metrics
+            shown = " ".join(f"{k}={metrics.get('bench_' + k, float('nan')):.3f}" for k in SHOWN)
+            print(f"{name}: {shown}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0

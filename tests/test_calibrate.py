@@ -104,6 +104,25 @@ def test_target_fpr_bounds_false_positives_over_files():
     assert looser.after["file"]["recall"] >= result.after["file"]["recall"]
 
 
+def test_each_source_held_out_is_fitted_on_the_others():
+    scored = overconfident_set(600, seed=2)
+    for record in scored.files[::2]:
+        record.source = "Other Set"
+    shipped = toy_card(temperature=1.0, threshold=0.5)
+    result = recalibrate(scored, shipped, target_fpr=0.05)
+    assert [c.source for c in result.held_out] == ["Other Set", "toy"]
+    for check in result.held_out:
+        assert check.real_files + check.fake_files == 300
+        assert check.fit.temperature == pytest.approx(4, rel=0.35)  # fitted without the held-out half
+        assert check.after["ece"] < check.before["ece"] - 0.05  # the overconfidence fitted away carries over
+        assert check.after["flagged"] <= 0.1 < check.before["flagged"]  # 5% on the fitting half, near it here
+        assert check.after["caught"] < check.before["caught"]  # the price of the stricter threshold
+    metrics = result.card.metrics
+    assert metrics["calibration_heldout_other_set_after_flagged"] == round(result.held_out[0].after["flagged"], 4)
+    assert "calibration_heldout_toy_before_ece" in metrics
+    assert recalibrate(overconfident_set(), shipped).held_out == []  # one source: nothing to hold out
+
+
 def test_one_class_set_is_refused():
     scored = overconfident_set(20)
     for f in scored.files:

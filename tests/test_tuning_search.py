@@ -234,6 +234,33 @@ def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
     assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
 
 
+def test_interrupt_inside_optunas_tell_leaves_the_trial_lost_not_running(space, tmp_path, monkeypatch):
+    """Ctrl-C while Optuna records a finished trial: Optuna's own `finally` turns it into an
+    UnboundLocalError; the worker still closes its trial (not left RUNNING in a live process) and the
+    search stops as interrupted, and the next start re-runs that trial in its run_dir."""
+    import optuna.study._optimize as optimize
+
+    tell = optimize._tell_with_warning
+    calls = {"n": 0}
+
+    def interrupted_tell(**kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second trial, after its training finished
+            raise KeyboardInterrupt
+        return tell(**kwargs)
+
+    monkeypatch.setattr(optimize, "_tell_with_warning", interrupted_tell)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "FAIL"]
+    monkeypatch.setattr(optimize, "_tell_with_warning", tell)
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    assert result.counts["done"] == 6 and trials[2].user_attrs.get(RETRY_OF) == 1
+
+
 def test_killed_search_resumes_without_repeating(space, tmp_path):
     """SIGKILL a search process in the middle of a trial; the next run finishes the grid exactly once."""
     script = (

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a labelled set (same inputs as `evaluate`), fit the temperature on the face logits and the threshold on "
             "the file scores, and write NEW_BUNDLE: model.onnx copied unchanged, a model card with the new calibration, "
-            "fitted_on, a '+cal.<date>' version and the metrics before and after. Calibrate and evaluate on different sets."
+            "fitted_on, a '+cal.<date>' version and the metrics before and after. Calibrate and evaluate on different sets; "
+            "with several sources, each is also held out in turn (fitted on the others, measured on it)."
         ),
         epilog="example: deepshield calibrate data/val --model bundle --out bundle-cal --target-fpr 0.05",
     )
@@ -82,5 +83,15 @@ def run(args: argparse.Namespace) -> int:
     for level in ("file", "face"):
         for name, value in result.before[level].items():
             print(f"  {level + ' ' + name:<32} {value:>8.4f} {result.after[level][name]:>8.4f}")
+    if result.held_out:
+        print("each source held out (fitted on the others, measured on it: the bundle's calibration -> the refit):")
+        for check in result.held_out:
+            b, a = check.before, check.after
+            print(
+                f"  {check.source}: temperature {check.fit.temperature:.3g}, threshold {check.fit.threshold:.3f}; "
+                f"real files flagged {b['flagged']:.3f} -> {a['flagged']:.3f} (of {check.real_files}), "
+                f"fakes caught {b['caught']:.3f} -> {a['caught']:.3f} (of {check.fake_files}), "
+                f"face ECE {b['ece']:.3f} -> {a['ece']:.3f}"
+            )
     print(f"wrote {args.out} (version {result.card.version}); these figures are in-sample: evaluate it on another set")
     return EXIT_OK

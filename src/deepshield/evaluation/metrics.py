@@ -20,6 +20,8 @@ fixed sort order, so 1000 resamples of a few thousand faces take well under a se
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -60,6 +62,11 @@ class BootstrapResult(BaseModel):
     seed: int
     clusters: int
     unit: str = "file"
+
+
+def metric_key(name: str) -> str:
+    """A set's name as it appears in metric names: lower case, runs of other characters as one "_"."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "set"
 
 
 def check_inputs(labels, probabilities, what: str = "samples") -> tuple[np.ndarray, np.ndarray]:

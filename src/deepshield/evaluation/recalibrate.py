@@ -12,6 +12,11 @@ The new bundle is a copy of the old one (model.onnx byte for byte) with a new mo
 calibration, ``fitted_on`` saying on what and how, the version with a ``+cal.<date>`` local part,
 and the metrics on the calibration set before and after (``calibration_before_*``,
 ``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
+
+With files from two or more sources (datasets), each source is also held out in turn: the same fit on
+the other sources, applied to the held-out one (real files flagged, fakes caught, face ECE, before and
+after; ``calibration_heldout_<source>_*``). That says whether the fit carries over to media it never
+saw, which the in-sample figures cannot.
 """
 
 from __future__ import annotations
@@ -31,13 +36,31 @@ from deepshield.evaluation.calibration import (
     fit_threshold,
     sigmoid,
 )
-from deepshield.evaluation.metrics import check_inputs, detection_metrics
+from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
-from deepshield.evaluation.summary import file_level
+from deepshield.evaluation.summary import LevelData, file_level
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import CARD_FILE, ModelCard
 
 REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
+
+
+@dataclass(frozen=True)
+class Fit:
+    temperature: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class HeldOutCheck:
+    """One source held out: the fit on the other sources against the bundle's calibration, on it."""
+
+    source: str
+    real_files: int
+    fake_files: int
+    fit: Fit
+    before: dict[str, float]  # flagged (real files at or above the threshold), caught (fakes), ece (faces)
+    after: dict[str, float]
 
 
 @dataclass
@@ -51,6 +74,7 @@ class CalibrationResult:
     after: dict[str, dict[str, float]]
     files: int
     faces: int
+    held_out: list[HeldOutCheck]
 
 
 def calibrated_version(version: str, when: Date) -> str:
@@ -68,6 +92,74 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
+def fit(scored: ScoredSet, rule: VideoRule, target_fpr: float | None, sources: set[str] | None = None) -> Fit:
+    """Temperature on the clean face logits, threshold on the file scores (of `sources`, else all)."""
+    faces = _face_mask(scored, sources)
+    labels = scored.labels_of_faces()[faces]
+    logits = scored.faces["logit"][faces].astype(np.float64)
+    check_inputs(labels, sigmoid(logits), "faces")
+    temperature = fit_temperature(labels, logits)
+    files = _files(scored, rule, temperature, sources)
+    check_inputs(files.labels, files.scores, "files with a face")
+    return Fit(temperature, fit_threshold(files.labels, files.scores, target_fpr))
+
+
+def _file_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
+    return np.array([sources is None or f.source in sources for f in scored.files], dtype=bool)
+
+
+def _face_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
+    if not scored.face_count:
+        return np.zeros(0, bool)
+    return scored.condition_mask(CLEAN) & _file_mask(scored, sources)[scored.faces["file_id"]]
+
+
+def _files(scored: ScoredSet, rule: VideoRule, temperature: float, sources: set[str] | None) -> LevelData:
+    files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
+    keep = _file_mask(scored, sources)[files.file_ids]
+    return LevelData(files.labels[keep], files.scores[keep], files.clusters[keep], files.file_ids[keep])
+
+
+def _held_out_figures(scored: ScoredSet, rule: VideoRule, calibration: Fit, source: str) -> dict[str, float]:
+    files = _files(scored, rule, calibration.temperature, {source})
+    flagged = files.scores >= calibration.threshold
+    faces = _face_mask(scored, {source})
+    labels = scored.labels_of_faces()[faces]
+    probabilities = sigmoid(scored.faces["logit"][faces].astype(np.float64) / calibration.temperature)
+    figures = {"flagged": float(flagged[files.labels == 0].mean()) if (files.labels == 0).any() else float("nan")}
+    figures["caught"] = float(flagged[files.labels == 1].mean()) if (files.labels == 1).any() else float("nan")
+    figures["ece"] = expected_calibration_error(labels, probabilities) if labels.size else float("nan")
+    return figures
+
+
+def held_out_checks(
+    scored: ScoredSet, shipped: Fit, target_fpr: float | None, rule: VideoRule = VideoRule()
+) -> list[HeldOutCheck]:
+    """Each source held out in turn (see the module's docstring); a source whose others hold only one
+    class cannot be checked and is skipped."""
+    sources = sorted({f.source for f in scored.files})
+    if len(sources) < 2:
+        return []
+    checks = []
+    for source in sources:
+        try:
+            refit = fit(scored, rule, target_fpr, set(sources) - {source})
+        except DeepShieldError:
+            continue
+        files = _files(scored, rule, refit.temperature, {source})
+        checks.append(
+            HeldOutCheck(
+                source,
+                int((files.labels == 0).sum()),
+                int((files.labels == 1).sum()),
+                refit,
+                _held_out_figures(scored, rule, shipped, source),
+                _held_out_figures(scored, rule, refit, source),
+            )
+        )
+    return checks
+
+
 def recalibrate(
     scored: ScoredSet,
     card: ModelCard,
@@ -80,16 +172,15 @@ def recalibrate(
     when = when or Date.today()
     if target_fpr is not None and not 0 <= target_fpr < 1:
         raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
-    mask = scored.condition_mask(CLEAN) if scored.face_count else np.zeros(0, bool)
+    fitted = fit(scored, rule, target_fpr)
+    temperature, threshold = fitted.temperature, fitted.threshold
+    mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
     logits = scored.faces["logit"][mask].astype(np.float64)
-    check_inputs(labels, sigmoid(logits), "faces")
     t_before, thr_before = card.calibration.temperature, card.calibration.threshold
-    temperature = fit_temperature(labels, logits)
     before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
     after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
-    check_inputs(after_files.labels, after_files.scores, "files with a face")
-    threshold = fit_threshold(after_files.labels, after_files.scores, target_fpr)
+    held_out = held_out_checks(scored, Fit(t_before, thr_before), target_fpr, rule)
     band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
     before = {
         "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
@@ -111,12 +202,21 @@ def recalibrate(
         + (f", {frames} frames per video" if frames else "")
         + f"; temperature on face logits (log-loss), threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
     )
-    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(("calibration_before_", "calibration_after_"))}
-    for stage, values in (("before", before), ("after", after)):
-        for level, numbers in values.items():
-            for name, value in numbers.items():
-                if np.isfinite(value):
-                    metrics[f"calibration_{stage}_{level}_{name}"] = round(float(value), 4)
+    earlier = ("calibration_before_", "calibration_after_", "calibration_heldout_")
+    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier)}
+    figures = {
+        f"calibration_{stage}_{level}_{name}": value
+        for stage, levels in (("before", before), ("after", after))
+        for level, numbers in levels.items()
+        for name, value in numbers.items()
+    }
+    figures |= {
+        f"calibration_heldout_{metric_key(check.source)}_{stage}_{name}": value
+        for check in held_out
+        for stage, numbers in (("before", check.before), ("after", check.after))
+        for name, value in numbers.items()
+    }
+    metrics |= {key: round(float(value), 4) for key, value in figures.items() if np.isfinite(value)}
     new_card = card.model_copy(
         update={
             "version": calibrated_version(card.version, when),
@@ -133,7 +233,7 @@ def recalibrate(
     )
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
     return CalibrationResult(
-        new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size)
+        new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size), held_out
     )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics
+from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics, metric_key
 from deepshield.evaluation.scoring import (
     CLEAN,
     FLOAT_COLUMNS,
@@ -56,7 +55,7 @@ class BenchmarkOverlapError(DeepShieldError):
 
 
 def benchmark_name(path: Path) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", Path(path).resolve().name.lower()).strip("_") or "set"
+    return metric_key(Path(path).resolve().name)
 
 
 @dataclass

@@ -64,10 +64,13 @@ class GridSearchSampler(BaseSampler):
         if GRID_ID in trial.user_attrs:  # a retry: its point travels with it
             self._chosen[trial_id(trial)] = int(trial.user_attrs[GRID_ID])
             return
+        # Marked as this process's before waiting for the lock: an interrupt while waiting, or inside the
+        # write, still finds the trial (as holding no point until the claim is written).
+        self._chosen[trial_id(trial)] = -1
         with exclusive(self._lock_path):
             free = self.free_points(study)
             grid_id = self._rng.choice(free) if free else -1
-            self._chosen[trial_id(trial)] = grid_id  # before the write: an interrupt in it still finds the trial
+            self._chosen[trial_id(trial)] = grid_id
             set_trial_attr(study, trial, GRID_ID, grid_id)
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:

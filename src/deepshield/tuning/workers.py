@@ -106,12 +106,27 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
                     f"worker {worker_index}: {ERRORS_IN_ROW} trials in a row failed; stopping (see each trial's train.log)"
                 )
                 break
-    except KeyboardInterrupt:
+    except BaseException as stop:
+        # Objective errors never get here (optimize catches them): whatever does stops this worker.
         close_after_interrupt(study, storage, sampler)
+        if not isinstance(stop, KeyboardInterrupt) and interrupted(stop):
+            raise KeyboardInterrupt from stop
         raise
     finally:  # a Ray worker process outlives its task: it keeps no connection to the study
         storage.remove_session()
         storage.engine.dispose()
+
+
+def interrupted(error: BaseException) -> bool:
+    """An interrupt somewhere in the error's chain. One that lands inside Optuna's own `tell` comes
+    out as an UnboundLocalError from the `finally` of optuna/study/_optimize.py, the interrupt as
+    its context."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def close_after_interrupt(
