@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -28,7 +29,7 @@ from deepshield.data.prepare import prepare_dataset  # noqa: E402
 from deepshield.engines import FileJob, WorkerSetupError, make_engine  # noqa: E402
 from deepshield.tuning.objective import TrainingOutcome  # noqa: E402
 from deepshield.tuning.study import SearchSettings, run_search  # noqa: E402
-from deepshield.tuning.trials import is_lost, is_surplus  # noqa: E402
+from deepshield.tuning.trials import is_surplus, lost_without_retry  # noqa: E402
 from tests.face_data import write_real_faces  # noqa: E402
 from tests.test_cli_scan import media  # noqa: E402,F401 - the fixture: photos/ with a face, no face, a video, notes
 from tests.test_prepare import SETTINGS, _crop_bytes, dfdc_dataset, dfdc_root, small  # noqa: E402,F401 - fixtures
@@ -346,30 +347,40 @@ def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
 
 
 def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
-    """Ctrl-C in the driver (here: raised by the echo when the first trial line arrives) cancels the
-    Ray tasks like SIGTERM stops local workers; the next run re-runs the lost trials in their run_dirs."""
+    """Ctrl-C in the driver (here: raised by the echo once a trial is part-way through its training)
+    cancels the Ray tasks like SIGTERM stops local workers; the next run re-runs the lost trials in
+    their run_dirs."""
     space = tmp_path / "space.yaml"
-    space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 3\n")
+    # 10 epochs of 0.2 s: a trial trains for 2 s, so the interrupt can wait until one is mid-training.
+    space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 10\n")
     settings = SearchSettings(
         space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner="none", n_jobs=2, engine="ray"
     )
 
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
 
-    def ctrl_c_at_first_trial(line: str) -> None:
-        if re.match(r"trial \d+: ", line):
-            raise KeyboardInterrupt
+    def mid_training(trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.state.name == "RUNNING" and bool(trial.params) and 1 <= len(trial.intermediate_values) <= 5
+
+    def ctrl_c_mid_training(line: str) -> None:
+        if not re.match(r"trial \d+: ", line):
+            return
+        study = optuna.load_study(study_name="space", storage=storage)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(mid_training(t) for t in study.get_trials()):
+            time.sleep(0.05)
+        raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_search(settings, train_fn=fake_train, echo=ctrl_c_at_first_trial)
+        run_search(settings, train_fn=fake_train, echo=ctrl_c_mid_training)
     study = optuna.load_study(study_name="space", storage=storage)
     running = [(t.number, t.user_attrs) for t in study.get_trials() if t.state.name == "RUNNING"]
     assert not running  # every cancelled trial was closed
     assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) < 6
-    # Trials the interrupt stopped once they had a run_dir: the ones a resume re-runs. One cut off
-    # before that had trained nothing and only frees its grid point.
-    lost = {t.number: t.user_attrs["run_dir"] for t in study.get_trials() if is_lost(t) and "run_dir" in t.user_attrs}
-    assert lost  # the workers were mid-trial (each trial takes 0.6 s; between two trials, a few ms)
+    # What a resume re-runs (as the product decides: lost with parameters and a run_dir); a trial cut
+    # off before it had its parameters trained nothing and only frees its grid point.
+    lost = {t.number: t.user_attrs["run_dir"] for t in lost_without_retry(study.get_trials())}
+    assert lost  # the trial that was mid-training at the Ctrl-C
 
     result = run_search(settings, train_fn=fake_train, echo=lambda _: None)
     trials = optuna.load_study(study_name="space", storage=result.storage).get_trials()
