@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
+from deepshield.training.benchmarks import (
+    Benchmark,
+    BenchmarkScores,
+    benchmark_metrics,
+    load_benchmark,
+    score_benchmarks,
+)
 from deepshield.training.config import DataConfig
 
 SHOWN = ("dfdc_sample_face_auc", "modern_swaps_face_auc", "modern_swaps_file_auc", "face_edits_file_auc", "auc")
@@ -38,7 +44,7 @@ def main() -> int:
     # per bundle: its label, and per benchmark its faces' logits / temperature (the calibrated logit)
     scored: dict[str, dict[str, np.ndarray]] = {}
     thresholds: dict[str, float] = {}
-    faces: list[Benchmark] = []
+    reference: list[Benchmark] = []  # the first bundle's benchmarks: the faces every bundle scores
     for bundle in args.bundles:
         classifier = OnnxClassifier(bundle)
         card = classifier.card
@@ -46,30 +52,32 @@ def main() -> int:
             load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames)
             for p in args.benchmarks
         ]
-        faces = faces or benchmarks
-        if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in faces]:
+        reference = reference or benchmarks
+        if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
             raise SystemExit(f"{bundle}: other faces than the first bundle's (another detector setting?)")
         label = f"{card.name} {card.version} ({bundle})"
         thresholds[label] = card.calibration.threshold
-        scored[label] = {
-            b.name: classifier.score(b.crops).logits / card.calibration.temperature
-            if len(b.crops)
-            else np.zeros(0, np.float32)
-            for b in benchmarks
-        }
-    results = {}
+        results = score_benchmarks(
+            benchmarks,
+            lambda crops, classifier=classifier, t=card.calibration.temperature: classifier.score(crops).logits / t,
+            1.0,
+        )
+        scored[label] = {r.benchmark.name: r.scored.faces["logit"] for r in results}
+    report = {}
     for size in range(1, max(1, args.ensembles) + 1):
         for members in itertools.combinations(scored, size):
-            logits = {b.name: np.mean([scored[m][b.name] for m in members], axis=0) for b in faces}
+            logits = {b.name: np.mean([scored[m][b.name] for m in members], axis=0) for b in reference}
             # the false-positive figures at the bundle's own threshold; an ensemble has none: 0.5
             threshold = thresholds[members[0]] if size == 1 else 0.5
-            metrics = benchmark_metrics([BenchmarkScores(b, b.scored(logits[b.name], 1.0)) for b in faces], threshold)
+            metrics = benchmark_metrics(
+                [BenchmarkScores(b, b.scored(logits[b.name], 1.0)) for b in reference], threshold
+            )
             name = " + ".join(members)
-            results[name] = {"members": list(members), "threshold": threshold} | metrics
+            report[name] = {"members": list(members), "threshold": threshold} | metrics
             shown = " ".join(f"{k}={metrics.get('bench_' + k, float('nan')):.3f}" for k in SHOWN)
             print(f"{name}: {shown}", flush=True)
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

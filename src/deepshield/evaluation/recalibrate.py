@@ -38,7 +38,7 @@ from deepshield.evaluation.calibration import (
 )
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
-from deepshield.evaluation.summary import LevelData, file_level
+from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import CARD_FILE, ModelCard
 
@@ -116,12 +116,11 @@ def _face_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
 
 def _files(scored: ScoredSet, rule: VideoRule, temperature: float, sources: set[str] | None) -> LevelData:
     files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
-    keep = _file_mask(scored, sources)[files.file_ids]
-    return LevelData(files.labels[keep], files.scores[keep], files.clusters[keep], files.file_ids[keep])
+    return subset_by_file(files, _file_mask(scored, sources))
 
 
-def _held_out_figures(scored: ScoredSet, rule: VideoRule, calibration: Fit, source: str) -> dict[str, float]:
-    files = _files(scored, rule, calibration.temperature, {source})
+def _held_out_figures(scored: ScoredSet, files: LevelData, calibration: Fit, source: str) -> dict[str, float]:
+    """`files`: the source's file scores at the calibration's temperature."""
     flagged = files.scores >= calibration.threshold
     faces = _face_mask(scored, {source})
     labels = scored.labels_of_faces()[faces]
@@ -146,15 +145,16 @@ def held_out_checks(
             refit = fit(scored, rule, target_fpr, set(sources) - {source})
         except DeepShieldError:
             continue
-        files = _files(scored, rule, refit.temperature, {source})
+        before = _files(scored, rule, shipped.temperature, {source})
+        after = _files(scored, rule, refit.temperature, {source})
         checks.append(
             HeldOutCheck(
                 source,
-                int((files.labels == 0).sum()),
-                int((files.labels == 1).sum()),
+                int((before.labels == 0).sum()),
+                int((before.labels == 1).sum()),
                 refit,
-                _held_out_figures(scored, rule, shipped, source),
-                _held_out_figures(scored, rule, refit, source),
+                _held_out_figures(scored, before, shipped, source),
+                _held_out_figures(scored, after, refit, source),
             )
         )
     return checks

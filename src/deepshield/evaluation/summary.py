@@ -375,7 +375,7 @@ def file_level(
     return LevelData(labels, scores[keep], ids, ids)
 
 
-def _subset(data: LevelData, file_mask: np.ndarray) -> LevelData:
+def subset_by_file(data: LevelData, file_mask: np.ndarray) -> LevelData:
     keep = file_mask[data.file_ids]
     return LevelData(data.labels[keep], data.scores[keep], data.clusters[keep], data.file_ids[keep])
 
@@ -428,8 +428,8 @@ def summarize(
     for source in sources:
         mask = source_of == source
         by_source[source] = {
-            "file": _block(_subset(per_file, mask), settings, "files"),
-            "face": _block(_subset(faces, mask), settings, "faces"),
+            "file": _block(subset_by_file(per_file, mask), settings, "files"),
+            "face": _block(subset_by_file(faces, mask), settings, "faces"),
         }
     by_method = {}
     for method in methods:
@@ -437,8 +437,8 @@ def summarize(
         mask = ((label_of == 1) & (method_of == method)) | ((label_of == 0) & np.isin(source_of, method_sources))
         by_method[method] = {
             "reals_from": method_sources,
-            "file": _block(_subset(per_file, mask), settings, "files"),
-            "face": _block(_subset(faces, mask), settings, "faces"),
+            "file": _block(subset_by_file(per_file, mask), settings, "files"),
+            "face": _block(subset_by_file(faces, mask), settings, "faces"),
         }
 
     video_rules = {}
@@ -451,7 +451,9 @@ def summarize(
     if is_video.any() and not is_video.all():
         for kind in settings.rules:
             video_rules[kind]["videos_only"] = _block(
-                _subset(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), is_video), settings, "videos"
+                subset_by_file(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), is_video),
+                settings,
+                "videos",
             )
 
     perturbations = []
@@ -480,7 +482,7 @@ def summarize(
                 "file_balanced_accuracy": file_block.value("balanced_accuracy"),
                 "file_recall": file_block.value("recall"),
                 "file_false_positive_rate": file_block.confusion.false_positive_rate if file_block.confusion else None,
-                "by_source_file_auc": {s: _auc(_subset(condition_files, source_of == s)) for s in sources},
+                "by_source_file_auc": {s: _auc(subset_by_file(condition_files, source_of == s)) for s in sources},
             }
         )
 

@@ -108,7 +108,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
                 break
     except BaseException as stop:
         # Objective errors never get here (optimize catches them): whatever does stops this worker.
-        close_after_interrupt(study, storage, sampler)
+        close_own_running_trials(study, storage, sampler)
         if not isinstance(stop, KeyboardInterrupt) and interrupted(stop):
             raise KeyboardInterrupt from stop
         raise
@@ -129,11 +129,11 @@ def interrupted(error: BaseException) -> bool:
     return False
 
 
-def close_after_interrupt(
+def close_own_running_trials(
     study: optuna.Study | None, storage: optuna.storages.RDBStorage, sampler: BaseSampler | None
 ) -> None:
-    """Leave the study as a killed process would, for the next start to recover. The interrupt (Ctrl-C,
-    SIGTERM, `ray.cancel`) can land inside a storage write, whose open transaction would keep the
+    """When a worker stops on an exception: leave the study as a killed process would, for the next
+    start to recover. An interrupt (Ctrl-C, SIGTERM, `ray.cancel`) can land inside a storage write, whose open transaction would keep the
     SQLite file locked for as long as a reused Ray worker process lives; or after Optuna created a
     trial and before it closed it, which would stay RUNNING in a process that is still alive."""
     storage.remove_session()  # ends a half-done read or write: the database lock goes with it
