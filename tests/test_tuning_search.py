@@ -237,7 +237,8 @@ def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
 def test_interrupt_inside_optunas_tell_leaves_the_trial_lost_not_running(space, tmp_path, monkeypatch):
     """Ctrl-C while Optuna records a finished trial: Optuna's own `finally` turns it into an
     UnboundLocalError; the worker still closes its trial (not left RUNNING in a live process) and the
-    search stops as interrupted, and the next start re-runs that trial in its run_dir."""
+    search stops as interrupted, and the next start retries that trial from its own last checkpoint:
+    its training had finished, so nothing is trained again."""
     import optuna.study._optimize as optimize
 
     tell = optimize._tell_with_warning
@@ -256,9 +257,15 @@ def test_interrupt_inside_optunas_tell_leaves_the_trial_lost_not_running(space, 
     states = [t.state.name for t in study.get_trials()]
     assert states == ["COMPLETE", "FAIL"]
     monkeypatch.setattr(optimize, "_tell_with_warning", tell)
+    CALLS.clear()
     result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
     trials = study_of(result).get_trials()
     assert result.counts["done"] == 6 and trials[2].user_attrs.get(RETRY_OF) == 1
+    retry = next(c for c in CALLS if c["resume"])
+    assert retry["run_dir"] == trials[1].user_attrs[RUN_DIR] and retry["from_epoch"] == 3  # all 3 epochs kept
+    for trial in trials:
+        if trial.state.name == "COMPLETE":  # recorded: only best.pt is left
+            assert not (Path(trial.user_attrs[RUN_DIR]) / "checkpoints" / "last.pt").exists()
 
 
 def test_killed_search_resumes_without_repeating(space, tmp_path):

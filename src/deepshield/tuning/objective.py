@@ -106,8 +106,10 @@ def trial_config(context: TrialContext, params: dict[str, Any], run_dir: Path, n
 
 
 def drop_checkpoints(run_dir: Path) -> None:
-    """A finished trial is never resumed: keep best.pt (for `deepshield export`), drop last.pt and the
-    per-epoch checkpoints (tens of MB each with the optimiser state)."""
+    """A trial Optuna has recorded as finished is never resumed: keep best.pt (for `deepshield export`),
+    drop last.pt and the per-epoch checkpoints (tens of MB each with the optimiser state). Called by
+    the worker after the record, not by the objective: a trial interrupted while Optuna records it is
+    retried, and its retry resumes from last.pt with nothing left to train."""
     folder = run_dir / "checkpoints"
     for path in [*folder.glob("epoch_*.pt"), folder / "last.pt"]:
         path.unlink(missing_ok=True)
@@ -232,8 +234,6 @@ class Objective:
         except optuna.TrialPruned:
             if uri:
                 _tag_run(reporter.run_id, uri, {"optuna.state": "PRUNED", "optuna.trial_number": str(trial.number)})
-            if not context.keep_checkpoints:
-                drop_checkpoints(run_dir)
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, True)
@@ -247,8 +247,6 @@ class Objective:
             raise
         if outcome.run_id:
             trial.set_user_attr(MLFLOW_RUN_ID, outcome.run_id)
-        if not context.keep_checkpoints:
-            drop_checkpoints(run_dir)
         best = context.selector.best_epoch(outcome.history)
         if best is None:
             message = f"no finite {context.selector.metric} in the trial's validation history (is the validation split too small?)"

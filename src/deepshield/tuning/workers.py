@@ -8,13 +8,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from deepshield.tuning.objective import Objective, TrialContext
+from deepshield.tuning.objective import Objective, TrialContext, drop_checkpoints
 from deepshield.tuning.optuna_api import set_trial_attr
 from deepshield.tuning.samplers import GridSearchSampler, make_sampler, process_seed
 from deepshield.tuning.storage import open_storage
@@ -23,6 +24,7 @@ from deepshield.tuning.trials import (
     ERROR,
     INTERRUPTED,
     RETRY_OF,
+    RUN_DIR,
     WORKER,
     counts_as_done,
     is_error,
@@ -99,6 +101,8 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
             trial = study.get_trials(deepcopy=False)[objective.last_number]
             if is_surplus(trial):
                 continue
+            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and not context.keep_checkpoints:
+                drop_checkpoints(Path(trial.user_attrs[RUN_DIR]))
             echo(trial_line(trial, context.selector.metric))
             errors_in_row = errors_in_row + 1 if is_error(trial) else 0
             if errors_in_row >= ERRORS_IN_ROW:
