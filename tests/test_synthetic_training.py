@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from deepshield.errors import DeepShieldError
-from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.trainer import Trainer
+from deepshield.training.trainer import Trainer, bundle_weights, initial_weights
 from tests.face_data import write_generated_faces, write_real_faces
 from tests.test_bundle import face_like_crops
 from tests.test_training import tiny_config
@@ -174,10 +174,15 @@ def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, pa
 
 def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
     settings = {"model.init": str(parent.bundle_dir), "model.input_size": 64}
-    with pytest.raises(
-        DeepShieldError, match=r"model.init .* \(backbone, input size, crop scale\) \('tiny', 48, 1.5\)"
-    ):
+    with pytest.raises(DeepShieldError, match=r"model.init .* \(backbone, input size\) \('tiny', 48\)"):
         Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    # Another crop scale is a fine-tune to a new framing: the same weights, every one of them, to start from.
+    reframed = tiny_config(
+        faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache",
+        **{"model.init": str(parent.bundle_dir), "model.crop_scale": 1.3},
+    )  # fmt: skip
+    start, bundle = initial_weights(reframed), bundle_weights(parent.bundle_dir, read_card(parent.bundle_dir))
+    assert start.keys() == bundle.keys() and all(torch.equal(start[k], bundle[k]) for k in bundle)
     with pytest.raises(DeepShieldError, match=r"a frozen synthetic run keeps synthetic\.init"):
         tiny_config(
             faces[0],

@@ -88,7 +88,8 @@ class ModelConfig(StrictModel):
         None,
         description=(
             "start from these weights and train them all (fine-tuning): a run's checkpoint (its best.pt) or a "
-            "bundle folder with the same backbone, input size and crop scale (None: the backbone's ImageNet weights)"
+            "bundle folder with the same backbone and input size; a different crop scale fine-tunes them to the "
+            "new framing (None: the backbone's ImageNet weights)"
         ),
     )
 

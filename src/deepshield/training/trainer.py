@@ -197,21 +197,23 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
     path = Path(init).expanduser()
     if path.is_dir():
         card = read_card(path)
-        found = (card.architecture, card.input_size, card.crop_policy.scale)
+        found, found_crop = (card.architecture, card.input_size), card.crop_policy.scale
         state = bundle_weights(path, card)
     elif path.is_file():
         checkpoint = load_checkpoint(path)
         model = TrainConfig.model_validate(checkpoint["config"]).model
-        found = (model.backbone, model.input_size, model.crop_scale)
+        found, found_crop = (model.backbone, model.input_size), model.crop_scale
         state = checkpoint["model"]
     else:
         raise DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
-    wanted = (config.model.backbone, config.model.input_size, config.model.crop_scale)
+    wanted = (config.model.backbone, config.model.input_size)
     if found != wanted:
         raise DeepShieldError(
-            f"model.init {path} was trained as (backbone, input size, crop scale) {found}, "
+            f"model.init {path} was trained as (backbone, input size) {found}, "
             f"but this run's model settings are {wanted}: set them to match"
         )
+    if found_crop != config.model.crop_scale:  # the weights are convolutions: only the framing they learnt moves
+        log.info("model.init was trained at crop scale %s: fine-tuning it to %s", found_crop, config.model.crop_scale)
     return state
 
 
