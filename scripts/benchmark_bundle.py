@@ -1,7 +1,9 @@
 """Score model bundles on benchmarks with the metrics training logs (bench_*), for comparing a new
 bundle with the shipped one on equal terms before shipping it; with --ensembles K, also every
 combination of up to K of them, each face's calibrated logits averaged (each bundle scores its own
-crops; the faces are the same, found once per benchmark).
+crops; the faces are the same, found once per benchmark). Every bundle or ensemble after the first is
+also compared with the first on the same files (a paired bootstrap of the AUC differences,
+`paired_comparison`): the test for "beats the shipped model" that two overlapping intervals cannot give.
 
     export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/benchmark_bundle.py src/deepshield/models/default runs/default/bundle \\
@@ -24,6 +26,7 @@ from deepshield.training.benchmarks import (
     BenchmarkScores,
     benchmark_metrics,
     load_benchmark,
+    paired_comparison,
     score_benchmarks,
 )
 from deepshield.training.config import DataConfig
@@ -64,18 +67,30 @@ def main() -> int:
         )
         scored[label] = {r.benchmark.name: r.scored.faces["logit"] for r in results}
     report = {}
+    first: list[BenchmarkScores] = []
     for size in range(1, max(1, args.ensembles) + 1):
         for members in itertools.combinations(scored, size):
             logits = {b.name: np.mean([scored[m][b.name] for m in members], axis=0) for b in reference}
             # the false-positive figures at the bundle's own threshold; an ensemble has none: 0.5
             threshold = thresholds[members[0]] if size == 1 else 0.5
-            metrics = benchmark_metrics(
-                [BenchmarkScores(b, b.scored(logits[b.name], 1.0)) for b in reference], threshold
-            )
+            results = [BenchmarkScores(b, b.scored(logits[b.name], 1.0)) for b in reference]
+            metrics = benchmark_metrics(results, threshold)
             name = " + ".join(members)
             report[name] = {"members": list(members), "threshold": threshold} | metrics
             shown = " ".join(f"{k}={metrics.get('bench_' + k, float('nan')):.3f}" for k in SHOWN)
             print(f"{name}: {shown}", flush=True)
+            if not first:
+                first = results
+                continue
+            against_first = paired_comparison(first, results)
+            report[name]["minus_first"] = {key: d.model_dump() for key, d in against_first.items()}
+            for key in SHOWN:
+                if (d := against_first.get("bench_" + key)) is not None:
+                    print(
+                        f"    {key} minus the first's: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}], "
+                        f"ahead in {d.share_b_ahead:.0%} of resamples",
+                        flush=True,
+                    )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 0

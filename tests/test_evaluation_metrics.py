@@ -19,11 +19,13 @@ from deepshield.evaluation.calibration import (
 from deepshield.evaluation.metrics import (
     METRIC_NAMES,
     MetricsError,
+    PairedDifference,
     binary_log_loss,
     bootstrap_intervals,
     confusion_counts,
     detection_metrics,
     equal_error_rate,
+    paired_auc_resamples,
     roc_curve_points,
     weighted_metrics,
 )
@@ -155,6 +157,44 @@ def test_bootstrap_resamples_files_not_faces():
     assert (by_file.high - by_file.low) > 2 * (by_face.high - by_face.low)
     with pytest.raises(MetricsError, match="both real and fake"):
         bootstrap_intervals([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], clusters=[0, 0, 1, 1], resamples=10)
+
+
+def test_a_paired_bootstrap_sees_a_gain_that_two_intervals_side_by_side_call_a_tie():
+    """B ranks every fake a little higher than A does: on 25 + 25 files the two AUC intervals overlap,
+    but on every resample of the same files B is at least as good, so the paired interval is above zero."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 25)
+    a = np.clip(rng.normal(0.45 + 0.1 * labels, 0.15), 0, 1)
+    b = np.clip(a + 0.05 * labels, 0, 1)
+    auc_a, auc_b = detection_metrics(labels, a).auc, detection_metrics(labels, b).auc
+    alone_b = bootstrap_intervals(labels, b, resamples=500, seed=0).intervals["auc"]
+    assert auc_b > auc_a > alone_b.low  # side by side: a tie
+    difference, resampled = paired_auc_resamples(labels, a, b, resamples=500, seed=0)
+    paired = PairedDifference.from_resamples(difference, resampled)
+    assert paired.difference == pytest.approx(auc_b - auc_a)
+    assert resampled.shape == (500,) and resampled.min() >= 0
+    assert paired.b_ahead and paired.low > 0 and paired.share_b_ahead > 0.95
+    assert paired.high - paired.low < (alone_b.high - alone_b.low) / 2
+
+    swapped = PairedDifference.from_resamples(*paired_auc_resamples(labels, b, a, resamples=500, seed=0))
+    assert swapped.difference == pytest.approx(-paired.difference) and swapped.high < 0 and not swapped.b_ahead
+    same = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, a, resamples=200))
+    assert (same.difference, same.low, same.high, same.share_b_ahead) == (0, 0, 0, 0) and not same.b_ahead
+
+
+def test_a_paired_bootstrap_resamples_files_and_checks_its_inputs():
+    labels = np.repeat([0, 1], 4)
+    files = np.repeat(np.arange(4), 2)
+    a, b = np.linspace(0.1, 0.8, 8), np.linspace(0.2, 0.9, 8)[::-1]
+    first = paired_auc_resamples(labels, a, b, files, resamples=50, seed=1)
+    again = paired_auc_resamples(labels, a, b, files, resamples=50, seed=1)
+    assert first[0] == again[0] and np.array_equal(first[1], again[1])
+    with pytest.raises(MetricsError, match="equal-length"):
+        paired_auc_resamples(labels, a, b[:5])
+    with pytest.raises(MetricsError, match="both real and fake"):
+        paired_auc_resamples(labels, a, b, clusters=np.arange(8) // 5)
+    with pytest.raises(MetricsError, match="at least one resample"):
+        paired_auc_resamples(labels, a, b, resamples=0)
 
 
 def test_log_loss_and_empty_log_loss():

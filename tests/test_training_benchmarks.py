@@ -13,9 +13,16 @@ from mlflow.tracking import MlflowClient
 from skimage import data as skdata
 
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.augment import degrade, h264
-from deepshield.training.benchmarks import BenchmarkOverlapError, benchmark_name
+from deepshield.training.benchmarks import (
+    Benchmark,
+    BenchmarkOverlapError,
+    BenchmarkScores,
+    benchmark_name,
+    paired_comparison,
+)
 from deepshield.training.checkpoint import BEST, load_checkpoint
 from deepshield.training.config import AugmentConfig
 from deepshield.training.records import parse_selector
@@ -186,3 +193,37 @@ def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):
     )
     assert by_bench.report.best.params == {"optim.lr": 1e-3} and by_bench.report.best.value == pytest.approx(0.89)
     assert by_val.report.best.params == {"optim.lr": 3e-2}
+
+
+def _image_benchmark(name: str, labels: list[int]) -> Benchmark:
+    """A benchmark of images with one face each (no crops: the tests give the logits)."""
+    files = [FileRecord(i, f"{i}.png", label, name, "", str(i), "image", 1) for i, label in enumerate(labels)]
+    rows = [FaceRow(0, i, 0, 0, 0, 0, 1.0, 0, 0, 10, 10) for i in range(len(labels))]
+    return Benchmark(name, files, rows, np.zeros((len(labels), 8, 8, 3), np.uint8))
+
+
+def test_two_models_are_compared_on_the_same_files_paired():
+    rng = np.random.default_rng(0)
+    benchmarks = [_image_benchmark("edits", [0] * 20 + [1] * 20), _image_benchmark("swaps", [0] * 15 + [1] * 15)]
+    reference, candidate = [], []
+    for b in benchmarks:
+        labels = np.array([f.label for f in b.files])
+        logits = rng.normal(labels * 0.6, 1.0)
+        reference.append(BenchmarkScores(b, b.scored(logits, 1.0)))
+        candidate.append(BenchmarkScores(b, b.scored(logits + 0.8 * labels, 1.0)))  # every fake higher
+    compared = paired_comparison(reference, candidate, resamples=300)
+    assert set(compared) == {f"bench_{n}_{level}_auc" for n in ("edits", "swaps") for level in ("face", "file")} | {
+        "bench_auc"
+    }
+    for key in ("bench_edits_face_auc", "bench_swaps_file_auc", "bench_auc"):
+        assert compared[key].difference > 0 and compared[key].b_ahead, key
+    mean_of_sets = np.mean([compared[f"bench_{n}_face_auc"].difference for n in ("edits", "swaps")])
+    assert compared["bench_auc"].difference == pytest.approx(mean_of_sets)
+    back = paired_comparison(candidate, reference, resamples=300)
+    assert back["bench_auc"].difference == pytest.approx(-mean_of_sets) and back["bench_auc"].high < 0
+
+    other = _image_benchmark("edits", [0] * 20 + [1] * 20)
+    other.rows = other.rows[1:] + other.rows[:1]  # the same files, the faces in another order
+    shifted = [BenchmarkScores(other, other.scored(np.zeros(40), 1.0)), candidate[1]]
+    with pytest.raises(DeepShieldError, match="other faces"):
+        paired_comparison(reference, shifted)

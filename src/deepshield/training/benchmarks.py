@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.metrics import MetricsError, bootstrap_intervals, detection_metrics, metric_key
+from deepshield.evaluation.metrics import (
+    MetricsError,
+    PairedDifference,
+    bootstrap_intervals,
+    detection_metrics,
+    metric_key,
+    paired_auc_resamples,
+)
 from deepshield.evaluation.scoring import (
     CLEAN,
     FLOAT_COLUMNS,
@@ -244,6 +251,42 @@ def benchmark_metrics(
         if face_aucs:
             metrics["bench_auc"] = float(np.mean(face_aucs))
     return metrics
+
+
+def paired_comparison(
+    reference: list[BenchmarkScores],
+    candidate: list[BenchmarkScores],
+    rule: VideoRule = VideoRule(),
+    resamples: int = 2000,
+) -> dict[str, PairedDifference]:
+    """The candidate's AUCs minus the reference's on the same benchmarks, resampled together (paired
+    bootstrap over files): bench_<set>_face_auc and bench_<set>_file_auc per set, and bench_auc (the mean
+    of the face-level differences, each set resampled on its own). Both must score the same faces."""
+    out: dict[str, PairedDifference] = {}
+    face_resamples = []
+    face_differences = []
+    for index, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
+        name = ref.benchmark.name
+        if cand.benchmark.name != name or not np.array_equal(ref.scored.faces["file_id"], cand.scored.faces["file_id"]):
+            raise DeepShieldError(f"benchmark {name}: the two models scored other faces; they cannot be paired")
+        for level, ref_level, cand_level in zip(
+            ("face", "file"), _levels(ref.scored, rule), _levels(cand.scored, rule)
+        ):
+            labels, ref_scores, clusters = ref_level
+            if not np.array_equal(clusters, cand_level[2]) or len(np.unique(labels)) < 2:
+                continue  # a file scored by one model only, or one class: no AUC to compare
+            difference, resampled = paired_auc_resamples(
+                labels, ref_scores, cand_level[1], clusters, resamples=resamples, seed=index
+            )
+            out[f"bench_{name}_{level}_auc"] = PairedDifference.from_resamples(difference, resampled)
+            if level == "face":
+                face_differences.append(difference)
+                face_resamples.append(resampled)
+    if face_resamples:
+        out["bench_auc"] = PairedDifference.from_resamples(
+            float(np.mean(face_differences)), np.mean(face_resamples, axis=0)
+        )
+    return out
 
 
 def score_benchmarks(benchmarks: list[Benchmark], predict: Predict, temperature: float) -> list[BenchmarkScores]:
