@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from skimage import data as skdata
 
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.metrics import MetricsError
 from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.augment import degrade, h264
@@ -20,6 +21,7 @@ from deepshield.training.benchmarks import (
     Benchmark,
     BenchmarkOverlapError,
     BenchmarkScores,
+    benchmark_metrics,
     benchmark_name,
     paired_comparison,
 )
@@ -219,6 +221,8 @@ def test_two_models_are_compared_on_the_same_files_paired():
         assert compared[key].difference > 0 and compared[key].b_ahead, key
     mean_of_sets = np.mean([compared[f"bench_{n}_face_auc"].difference for n in ("edits", "swaps")])
     assert compared["bench_auc"].difference == pytest.approx(mean_of_sets)
+    logged = [benchmark_metrics(side, threshold=0.5)["bench_auc"] for side in (reference, candidate)]
+    assert compared["bench_auc"].difference == pytest.approx(logged[1] - logged[0])  # the figure training logs
     back = paired_comparison(candidate, reference, resamples=300)
     assert back["bench_auc"].difference == pytest.approx(-mean_of_sets) and back["bench_auc"].high < 0
 
@@ -227,3 +231,8 @@ def test_two_models_are_compared_on_the_same_files_paired():
     shifted = [BenchmarkScores(other, other.scored(np.zeros(40), 1.0)), candidate[1]]
     with pytest.raises(DeepShieldError, match="other faces"):
         paired_comparison(reference, shifted)
+    unscored = np.where(np.arange(40) == 3, np.nan, 0.0)  # a model that leaves one face without a score
+    with pytest.raises(MetricsError, match="NaN"):
+        paired_comparison(
+            reference, [BenchmarkScores(benchmarks[0], benchmarks[0].scored(unscored, 1.0)), candidate[1]]
+        )

@@ -272,7 +272,8 @@ def bootstrap_intervals(
     Clusters are drawn with replacement within each class (every file has one label), so each
     resample keeps the set's numbers of real and fake files and every metric stays defined."""
     labels, probabilities = check_inputs(labels, probabilities)
-    _check_bootstrap(resamples, confidence)
+    _check_resamples(resamples)
+    _check_confidence(confidence)
     inverse, cluster_labels = _cluster_layout(labels, clusters)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, max_cells // max(1, labels.size)))
@@ -295,9 +296,12 @@ def bootstrap_intervals(
     )
 
 
-def _check_bootstrap(resamples: int, confidence: float) -> None:
+def _check_resamples(resamples: int) -> None:
     if resamples < 1:
         raise MetricsError("bootstrap needs at least one resample")
+
+
+def _check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
         raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
 
@@ -330,7 +334,8 @@ class PairedDifference(BaseModel):
     @classmethod
     def from_resamples(cls, difference: float, resampled: np.ndarray, confidence: float = 0.95) -> PairedDifference:
         """Percentile interval of resampled differences (e.g. a mean over benchmarks of per-set resamples)."""
-        _check_bootstrap(len(resampled), confidence)
+        _check_resamples(len(resampled))
+        _check_confidence(confidence)
         tail = (1 - confidence) / 2 * 100
         low, high = np.nanpercentile(resampled, [tail, 100 - tail])
         return cls(
@@ -359,7 +364,7 @@ def paired_auc_resamples(
     the same files its interval is narrower than two independent intervals would give."""
     labels, scores_a = check_inputs(labels, scores_a)
     _, scores_b = check_inputs(labels, scores_b)
-    _check_bootstrap(resamples, 0.95)
+    _check_resamples(resamples)
     inverse, cluster_labels = _cluster_layout(labels, clusters)
     weights = bootstrap_weights(inverse, cluster_labels, resamples, np.random.default_rng(seed))[:, inverse]
     ones = np.ones((1, labels.size))

@@ -214,6 +214,12 @@ def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[Levels
     return face, file
 
 
+def pooled_bench_auc(per_set_face_aucs: list[float] | list[np.ndarray]) -> np.ndarray:
+    """bench_auc, the one figure that picks epochs, trials and candidates: the mean of the sets' face-level
+    AUCs (each set counts once, whatever its size). Given per-set resamples, their mean per resample."""
+    return np.mean(per_set_face_aucs, axis=0)
+
+
 def benchmark_metrics(
     results: list[BenchmarkScores], threshold: float, rule: VideoRule = VideoRule()
 ) -> dict[str, float]:
@@ -249,7 +255,7 @@ def benchmark_metrics(
         if flags.size:
             metrics["bench_fpr"] = float(flags.mean())
         if face_aucs:
-            metrics["bench_auc"] = float(np.mean(face_aucs))
+            metrics["bench_auc"] = float(pooled_bench_auc(face_aucs))
     return metrics
 
 
@@ -272,9 +278,10 @@ def paired_comparison(
         for level, ref_level, cand_level in zip(
             ("face", "file"), _levels(ref.scored, rule), _levels(cand.scored, rule)
         ):
+            # the same faces (checked above) give both models the same scored files; a NaN score is refused
             labels, ref_scores, clusters = ref_level
-            if not np.array_equal(clusters, cand_level[2]) or len(np.unique(labels)) < 2:
-                continue  # a file scored by one model only, or one class: no AUC to compare
+            if len(np.unique(labels)) < 2:
+                continue  # one class: no AUC to compare, as benchmark_metrics gives none
             difference, resampled = paired_auc_resamples(
                 labels, ref_scores, cand_level[1], clusters, resamples=resamples, seed=index
             )
@@ -284,7 +291,7 @@ def paired_comparison(
                 face_resamples.append(resampled)
     if face_resamples:
         out["bench_auc"] = PairedDifference.from_resamples(
-            float(np.mean(face_differences)), np.mean(face_resamples, axis=0)
+            float(pooled_bench_auc(face_differences)), pooled_bench_auc(face_resamples)
         )
     return out
 
