@@ -12,9 +12,10 @@ from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import binary_log_loss
 from deepshield.evaluation.recalibrate import calibrated_version, recalibrate
-from deepshield.evaluation.scoring import FACE_COLUMNS, FileRecord, ScoredSet
+from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import Calibration, ModelCard
 from tests.test_evaluation_report import folder_dataset  # noqa: F401 - the shared tiny dataset fixture
 
@@ -102,6 +103,28 @@ def test_target_fpr_bounds_false_positives_over_files():
     looser = recalibrate(scored, toy_card(), target_fpr=0.3)
     assert looser.threshold_after < result.threshold_after
     assert looser.after["file"]["recall"] >= result.after["file"]["recall"]
+
+
+def test_target_fpr_holds_in_every_source_and_keep_temperature_moves_only_the_threshold():
+    scored = overconfident_set(600, seed=3)
+    small = [f for f in scored.files if f.label == 0][:40]
+    for record in small:
+        record.source = "small"  # a small source of real files the model scores high
+    scored.faces["logit"][np.isin(scored.faces["file_id"], [f.file_id for f in small])] += 6.0
+    card = toy_card(temperature=2.0, threshold=0.5)
+    result = recalibrate(scored, card, target_fpr=0.05, keep_temperature=True)
+    assert result.temperature_after == 2.0 and "temperature kept" in result.card.calibration.fitted_on
+    assert "each source" in result.card.calibration.fitted_on
+    scores = scored.file_scores(CLEAN, VideoRule(), 2.0)
+    for source in ("toy", "small"):
+        real = [f.file_id for f in scored.files if f.source == source and f.label == 0]
+        assert (scores[real] >= result.threshold_after).mean() <= 0.05, source
+    pooled_real = scores[[f.file_id for f in scored.files if f.label == 0]]
+    pooled_threshold = np.quantile(pooled_real, 0.95)
+    small_scores = scores[[f.file_id for f in small]]
+    assert (small_scores >= pooled_threshold).mean() > 0.15  # a pooled 5% would flag over three times that here
+    assert result.after["face"]["auc"] == pytest.approx(result.before["face"]["auc"])
+    assert result.after["face"]["log_loss"] == pytest.approx(result.before["face"]["log_loss"])
 
 
 def test_each_source_held_out_is_fitted_on_the_others():

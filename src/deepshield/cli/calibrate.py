@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_rate,
         default=None,
         metavar="RATE",
-        help="threshold: lowest with at most this false-positive rate over real files",
+        help="threshold: lowest with at most this false-positive rate over the real files of each source",
     )
     goal.add_argument(
         "--balanced", action="store_true", help="threshold: best balanced accuracy over files (the default)"
@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=RULE_CHOICES,
         default="topk-mean",
         help="rule turning face scores into file scores (default topk-mean, the detector's)",
+    )
+    parser.add_argument(
+        "--keep-temperature",
+        action="store_true",
+        help="keep the bundle's temperature: refit only the threshold and band (e.g. a threshold on real media)",
     )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run)
@@ -70,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
     scored = score_labelled_set(args, classifier, rule, examples=0)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
-    result = recalibrate(scored, classifier.card, args.target_fpr, rule, described, frames=args.frames)
+    result = recalibrate(
+        scored,
+        classifier.card,
+        args.target_fpr,
+        rule,
+        described,
+        frames=args.frames,
+        keep_temperature=args.keep_temperature,
+    )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     print(

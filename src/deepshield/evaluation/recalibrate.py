@@ -1,9 +1,13 @@
 """Refit a bundle's temperature and threshold on a labelled set and write it as a new bundle version.
 
-* Temperature: fitted on the face logits (what the temperature scales), minimising log-loss.
+* Temperature: fitted on the face logits (what the temperature scales), minimising log-loss; or
+  (``keep_temperature``) the bundle's own, so that only the threshold moves: the way to set a
+  threshold on real media alone, or on media the model ranks poorly, where a log-loss fit would
+  flatten every probability towards one half.
 * Threshold: fitted on the *file* scores (the video rule over face tracks, an image's most suspicious
   face), since the threshold decides verdicts on files: the lowest threshold whose false-positive
-  rate over real files is at most the target, or (``target_fpr=None``) the best balanced accuracy.
+  rate over the real files of *each* source is at most the target (the rule training's export uses),
+  or (``target_fpr=None``) the best balanced accuracy.
   Files without a face take no part.
 * Inconclusive band: fitted on the same file scores around the new threshold
   (`deepshield.evaluation.calibration.fit_inconclusive_band`).
@@ -92,16 +96,34 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
-def fit(scored: ScoredSet, rule: VideoRule, target_fpr: float | None, sources: set[str] | None = None) -> Fit:
-    """Temperature on the clean face logits, threshold on the file scores (of `sources`, else all)."""
+def fit(
+    scored: ScoredSet,
+    rule: VideoRule,
+    target_fpr: float | None,
+    sources: set[str] | None = None,
+    temperature: float | None = None,
+) -> Fit:
+    """Temperature on the clean face logits (unless one is given: kept), threshold on the file scores
+    (of `sources`, else all)."""
     faces = _face_mask(scored, sources)
     labels = scored.labels_of_faces()[faces]
     logits = scored.faces["logit"][faces].astype(np.float64)
     check_inputs(labels, sigmoid(logits), "faces")
-    temperature = fit_temperature(labels, logits)
+    if temperature is None:
+        temperature = fit_temperature(labels, logits)
     files = _files(scored, rule, temperature, sources)
     check_inputs(files.labels, files.scores, "files with a face")
-    return Fit(temperature, fit_threshold(files.labels, files.scores, target_fpr))
+    if target_fpr is None:
+        return Fit(temperature, fit_threshold(files.labels, files.scores))
+    # at most the target in every source: pooled, a large source's rate could hide a small one's far above it
+    real = files.labels == 0
+    real_scores = files.scores[real]
+    real_sources = np.array([scored.files[i].source for i in files.file_ids[real]])
+    threshold = max(
+        fit_threshold(np.zeros(int((real_sources == source).sum())), real_scores[real_sources == source], target_fpr)
+        for source in np.unique(real_sources)
+    )
+    return Fit(temperature, threshold)
 
 
 def _file_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
@@ -132,7 +154,11 @@ def _held_out_figures(scored: ScoredSet, files: LevelData, calibration: Fit, sou
 
 
 def held_out_checks(
-    scored: ScoredSet, shipped: Fit, target_fpr: float | None, rule: VideoRule = VideoRule()
+    scored: ScoredSet,
+    shipped: Fit,
+    target_fpr: float | None,
+    rule: VideoRule = VideoRule(),
+    temperature: float | None = None,
 ) -> list[HeldOutCheck]:
     """Each source held out in turn (see the module's docstring); a source whose others hold only one
     class cannot be checked and is skipped."""
@@ -142,7 +168,7 @@ def held_out_checks(
     checks = []
     for source in sources:
         try:
-            refit = fit(scored, rule, target_fpr, set(sources) - {source})
+            refit = fit(scored, rule, target_fpr, set(sources) - {source}, temperature)
         except DeepShieldError:
             continue
         before = _files(scored, rule, shipped.temperature, {source})
@@ -168,11 +194,13 @@ def recalibrate(
     described_as: str = "",
     frames: int | None = None,
     when: Date | None = None,
+    keep_temperature: bool = False,
 ) -> CalibrationResult:
     when = when or Date.today()
     if target_fpr is not None and not 0 <= target_fpr < 1:
         raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
-    fitted = fit(scored, rule, target_fpr)
+    kept = card.calibration.temperature if keep_temperature else None
+    fitted = fit(scored, rule, target_fpr, temperature=kept)
     temperature, threshold = fitted.temperature, fitted.threshold
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
@@ -180,7 +208,7 @@ def recalibrate(
     t_before, thr_before = card.calibration.temperature, card.calibration.threshold
     before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
     after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
-    held_out = held_out_checks(scored, Fit(t_before, thr_before), target_fpr, rule)
+    held_out = held_out_checks(scored, Fit(t_before, thr_before), target_fpr, rule, kept)
     band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
     before = {
         "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
@@ -193,14 +221,15 @@ def recalibrate(
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
     how = (
-        f"false-positive rate <= {target_fpr:g} over real files"
+        f"false-positive rate <= {target_fpr:g} over the real files of each source"
         if target_fpr is not None
         else "best balanced accuracy over files"
     )
     fitted_on = (
         f"{described_as or 'a labelled set'}: {n_files} files with a face ({n_real} real, {n_files - n_real} fake), {labels.size} faces"
         + (f", {frames} frames per video" if frames else "")
-        + f"; temperature on face logits (log-loss), threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
+        + ("; temperature kept" if keep_temperature else "; temperature on face logits (log-loss)")
+        + f", threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
     )
     earlier = ("calibration_before_", "calibration_after_", "calibration_heldout_")
     metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier)}
