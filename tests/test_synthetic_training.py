@@ -172,6 +172,25 @@ def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, pa
     assert new.synthetic_logits is not None and old.synthetic_logits is None
 
 
+def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(faces, parent, tmp_path):
+    """WiSE-FT: training moves the weights as without it; what an epoch is scored, chosen and exported by
+    is init_share x the starting weights + the rest x the trained ones."""
+    init = parent.run_dir / "checkpoints" / "best.pt"
+    settings = {"model.init": str(init), "model.init_share": 0.25, "optim.lr": 1e-2}
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
+    start = load_checkpoint(init)["model"]
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    trained = load_checkpoint(tmp_path / "run" / "checkpoints" / f"epoch_{best['epoch'] + 1:03d}.pt")["model"]
+    assert any(not torch.allclose(trained[k], start[k]) for k in _weights(start))  # the fine-tune trained
+    for name in _weights(start):
+        torch.testing.assert_close(best["model"][name], 0.25 * start[name] + 0.75 * trained[name])
+    assert read_card(result.bundle_dir).training.config["model"]["init_share"] == 0.25
+    with pytest.raises(DeepShieldError, match=r"model\.init_share mixes in model\.init's weights: set model\.init"):
+        tiny_config(faces[0], tmp_path / "r", tmp_path / "m.db", tmp_path / "c", **{"model.init_share": 0.5})
+
+
 def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
     settings = {"model.init": str(parent.bundle_dir), "model.input_size": 64}
     with pytest.raises(DeepShieldError, match=r"model.init .* \(backbone, input size\) \('tiny', 48\)"):

@@ -92,6 +92,22 @@ class ModelConfig(StrictModel):
             "new framing (None: the backbone's ImageNet weights)"
         ),
     )
+    init_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "weight-space ensembling with the starting point (WiSE-FT): every epoch evaluates, selects and exports "
+            "init_share x model.init's weights + (1 - init_share) x the fine-tuned ones, which keeps what the "
+            "starting model knew; training itself is unchanged (0: the fine-tuned weights alone)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_init_share(self) -> ModelConfig:
+        if self.init_share and self.init is None:
+            raise ValueError("model.init_share mixes in model.init's weights: set model.init")
+        return self
 
 
 class OptimConfig(StrictModel):

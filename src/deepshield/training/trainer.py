@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -255,6 +256,18 @@ def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, s
     return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
 
 
+def mixed_with_init(net: DeepfakeNet, init_state: dict[str, torch.Tensor], share: float) -> DeepfakeNet:
+    """A copy of `net` whose weights are share x init_state + (1 - share) x its own (WiSE-FT); what the
+    initial weights lack (a new head) and integer counters stay as trained."""
+    mixed = copy.deepcopy(net)
+    state = mixed.state_dict()  # the copy's own tensors: changed in place
+    with torch.no_grad():
+        for key, start in init_state.items():
+            if state[key].is_floating_point():
+                state[key].mul_(1 - share).add_(start, alpha=share)
+    return mixed
+
+
 def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) -> FaceBank:
     """Faces whose crop is at most `max_padding_fraction` padding (tight, low-resolution photos
     cropped at 1.5x their face are mostly black border)."""
@@ -345,6 +358,7 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
         self.plots = self.run_dir / "plots"
+        self.init_state: dict[str, torch.Tensor] | None = None  # model.init's weights, when mixed in (init_share)
 
     def _build_data(self) -> TrainingData:
         """Training faces, training fake pool, the fixed validation set, and the benchmarks."""
@@ -427,11 +441,12 @@ class Trainer:
         elif config.model.init is not None:
             # Fine-tuning (a resumed run then loads its own last weights over these): a head the initial
             # weights lack starts fresh; one the run lacks is dropped.
-            missing, unexpected = net.load_state_dict(
-                {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}, strict=False
-            )
+            initial = {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}
+            missing, unexpected = net.load_state_dict(initial, strict=False)
             if any(not key.startswith("synthetic_head.") for key in missing):
                 raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
+            if config.model.init_share:
+                self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
         net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
         trainable = [p for p in net.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -638,6 +653,9 @@ class Trainer:
         config = self.config
         manipulation: dict = {}
         kept: dict = {}  # what the best checkpoint keeps for the export's calibration
+        if self.init_state is not None:
+            net = mixed_with_init(net, self.init_state, config.model.init_share)
+            kept["model"] = net.state_dict()  # best.pt holds the weights it was chosen by and exports
         if data is not None:
             logits = predict_logits(net, data.val_images)
             val_labels = data.val_labels
@@ -660,7 +678,7 @@ class Trainer:
                 "val_balanced_accuracy": metrics.balanced_accuracy,
                 "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
             }
-            kept = {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
+            kept |= {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
             plotted = (data.val_images, val_labels, probabilities)
         if parent is not None:
             kept = parent.record()
