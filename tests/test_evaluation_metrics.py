@@ -248,7 +248,7 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
 
     # Balanced accuracy per threshold: 0.1: .5, 0.2: .625, 0.3: .75, 0.4: .875, 0.6: .75, 0.7: .625, 0.8: .75, 0.9: .625
     def edges(tolerance):
-        band = fit_inconclusive_band(labels, scores, 0.4, tolerance)
+        band = fit_inconclusive_band(labels, scores, 0.4, tolerance, max_half_width=1)
         return band.low, band.high
 
     # A threshold t in (c[i-1], c[i]] scores as c[i] does: the band starts just above the failing candidate.
@@ -256,6 +256,8 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
     assert edges(0.125) == pytest.approx((0.2, 0.6))  # contiguous: 0.7 falls short, so 0.8 is not reached
     assert edges(0.25) == pytest.approx((0.1, 0.9))
     assert edges(0.02)[0] > 0.3 and edges(0.99) == (0.0, 0.9)
+    capped = fit_inconclusive_band(labels, scores, 0.4, 0.25)  # the default cap: 0.1 either side
+    assert (capped.low, capped.high) == pytest.approx((0.3, 0.5)) and "capped at threshold +- 0.1" in capped.fitted_on
     assert (
         "within 0.125 of the threshold's (0.875) on 8 scores (4 real, 4 fake)"
         in fit_inconclusive_band(labels, scores, 0.4, 0.125).fitted_on
@@ -266,14 +268,19 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
 
 def test_inconclusive_band_on_separated_and_overlapping_classes():
     # Separated classes: every threshold in the gap is perfect, so the whole gap is inconclusive.
-    separated = fit_inconclusive_band(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.7, 0.8]), 0.7, tolerance=0.0)
+    separated = fit_inconclusive_band(
+        np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.7, 0.8]), 0.7, tolerance=0.0, max_half_width=1
+    )
     assert (separated.low, separated.high) == pytest.approx((0.2, 0.7))
     # Overlapping classes (normal logits 2 apart): the band holds the threshold and grows with the tolerance.
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 2000)
     probabilities = sigmoid(np.concatenate([rng.normal(-1, 1, 2000), rng.normal(1, 1, 2000)]))
     threshold = fit_threshold(labels, probabilities)
-    bands = [fit_inconclusive_band(labels, probabilities, threshold, tolerance) for tolerance in (0.005, 0.02, 0.05)]
+    bands = [
+        fit_inconclusive_band(labels, probabilities, threshold, tolerance, max_half_width=1)
+        for tolerance in (0.005, 0.02, 0.05)
+    ]
     assert all(band.low <= threshold <= band.high for band in bands)
     assert 0 < bands[0].high - bands[0].low < bands[1].high - bands[1].low < bands[2].high - bands[2].low < 0.6
 

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from skimage import data as skdata
 
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.calibration import fit_inconclusive_band, sigmoid
 from deepshield.evaluation.metrics import MetricsError
 from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
@@ -27,6 +28,7 @@ from deepshield.training.benchmarks import (
 )
 from deepshield.training.checkpoint import BEST, load_checkpoint
 from deepshield.training.config import AugmentConfig
+from deepshield.training.export import fit_calibration
 from deepshield.training.records import parse_selector
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_real_faces
@@ -236,3 +238,19 @@ def test_two_models_are_compared_on_the_same_files_paired():
         paired_comparison(
             reference, [BenchmarkScores(benchmarks[0], benchmarks[0].scored(unscored, 1.0)), candidate[1]]
         )
+
+
+def test_a_real_media_threshold_keeps_a_band_near_it():
+    """A threshold set on real media far above the validation optimum: the balanced-accuracy band around
+    it would reach down to scores real faces commonly get; capped, it stays within 0.1 of the threshold."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(500), np.ones(500)]
+    logits = np.r_[rng.normal(-2, 1, 500), rng.normal(2, 1, 500)]
+    bench_reals = {"bench": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in rng.normal(2.5, 1, 40)]}
+    fitted = fit_calibration(labels, logits, bench_reals, target_fpr=0.05)
+    assert fitted.real_fpr["bench"] <= 0.05 and fitted.threshold > 0.95
+    uncapped = fit_inconclusive_band(labels, sigmoid(logits / fitted.temperature), fitted.threshold, max_half_width=1)
+    assert uncapped.low < fitted.threshold - 0.3  # what the band was before the cap
+    band = fitted.band
+    assert fitted.threshold - 0.1 - 1e-9 <= band.low <= fitted.threshold <= band.high <= fitted.threshold + 0.1 + 1e-9
+    assert "capped at threshold +- 0.1" in band.fitted_on

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
-from deepshield.models.card import InconclusiveBand
+from deepshield.models.card import DEFAULT_BAND_HALF_WIDTH, InconclusiveBand
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
@@ -73,15 +73,24 @@ BAND_TOLERANCE = 0.02
 
 
 def fit_inconclusive_band(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float, tolerance: float = BAND_TOLERANCE
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    tolerance: float = BAND_TOLERANCE,
+    max_half_width: float = DEFAULT_BAND_HALF_WIDTH,
 ) -> InconclusiveBand:
     """The scores whose side would change under some other threshold that classifies this labelled set
     about as well: the widest interval of thresholds around `threshold` whose balanced accuracy is at
-    most `tolerance` below the balanced accuracy at `threshold`.
+    most `tolerance` below the balanced accuracy at `threshold`, capped at `max_half_width` either side.
 
     The data does not settle on which side of the threshold a score inside it lies: such a score is
     inconclusive. The band always contains the threshold; it is wide where balanced accuracy is flat
-    around the threshold (overlapping classes with a flat optimum, or a gap without data between them)."""
+    around the threshold (overlapping classes with a flat optimum, or a gap without data between them).
+    Uncapped it can span most of the scale: where the classes barely overlap (the synthetic-face score:
+    0.38 to 0.96 in its shipped run), or around a threshold set for a false-positive rate on real media
+    far from this set's optimum (0.12 to 0.96 around 0.93 in a fine-tune; 0.02 to 0.99 around 0.90
+    for the shipped model on dev-eval), where a real photo at 0.2 would read inconclusive. Capped, it
+    marks the scores near the threshold, as it should."""
     probabilities, real, fake = _split(labels, probabilities)
     if real.size == 0 or fake.size == 0:
         raise MetricsError("an inconclusive band needs real and fake samples")
@@ -99,12 +108,16 @@ def fit_inconclusive_band(
         high += 1
     how = (
         f"thresholds whose balanced accuracy is within {tolerance:g} of the threshold's ({balanced[at]:.3f}) "
-        f"on {probabilities.size} scores ({real.size} real, {fake.size} fake)"
+        f"on {probabilities.size} scores ({real.size} real, {fake.size} fake), capped at threshold +- {max_half_width:g}"
     )
     # Balanced accuracy is constant on (c[i-1], c[i]]: the acceptable thresholds reach down to just above
     # the first failing candidate below, and up to the last acceptable one.
     lowest = float(np.nextafter(candidates[low - 1], np.inf)) if low > 0 else 0.0
-    return InconclusiveBand(low=min(lowest, threshold), high=float(candidates[high]), fitted_on=how)
+    return InconclusiveBand(
+        low=max(min(lowest, threshold), threshold - max_half_width),
+        high=min(float(candidates[high]), threshold + max_half_width),
+        fitted_on=how,
+    )
 
 
 @dataclass(frozen=True)

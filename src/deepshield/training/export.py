@@ -3,7 +3,7 @@ threshold on it too or, with export.threshold_fpr, for a stated false-positive r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
-    DEFAULT_BAND_HALF_WIDTH,
     Calibration,
     InconclusiveBand,
     ModelCard,
@@ -115,17 +114,7 @@ def fit_synthetic_calibration(scored: ScoredChecks, target_fpr: float | None) ->
     photos: dict[str, list[RealFileFaces]] = {
         "matched-resolution real photos": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
     }
-    fitted = fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT)
-    # Generated and real faces barely overlap on validation, so the fitted band spans the empty gap
-    # between them (0.38 to 0.96 in the shipped run) and would call a real photo at 0.75 inconclusive:
-    # capped at the default half-width, it marks the scores near the threshold, as it should.
-    default = InconclusiveBand.around(fitted.threshold)
-    band = InconclusiveBand(
-        low=max(fitted.band.low, default.low),
-        high=min(fitted.band.high, default.high),
-        fitted_on=f"{fitted.band.fitted_on}, capped at threshold +- {DEFAULT_BAND_HALF_WIDTH:g}",
-    )
-    return replace(fitted, band=band)
+    return fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT)
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
