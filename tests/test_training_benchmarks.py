@@ -72,6 +72,7 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
         f"bench_{name}_file_auc",
         f"bench_{name}_ap",
         f"bench_{name}_fpr",
+        f"bench_{name}_tpr",
         "bench_auc",
         "bench_face_auc",
         "bench_fpr",
@@ -225,6 +226,12 @@ def test_two_models_are_compared_on_the_same_files_paired():
     assert compared["bench_auc"].difference == pytest.approx(mean_of_sets)
     logged = [benchmark_metrics(side, threshold=0.5)["bench_auc"] for side in (reference, candidate)]
     assert compared["bench_auc"].difference == pytest.approx(logged[1] - logged[0])  # the figure training logs
+    at_threshold = benchmark_metrics(reference, threshold=0.5)
+    for b, side in zip(benchmarks, reference, strict=True):
+        labels = np.array([f.label for f in b.files])
+        probabilities = side.scored.probabilities()
+        assert at_threshold[f"bench_{b.name}_tpr"] == pytest.approx(np.mean(probabilities[labels == 1] >= 0.5))
+        assert at_threshold[f"bench_{b.name}_fpr"] == pytest.approx(np.mean(probabilities[labels == 0] >= 0.5))
     back = paired_comparison(candidate, reference, resamples=300)
     assert back["bench_auc"].difference == pytest.approx(-mean_of_sets) and back["bench_auc"].high < 0
 

@@ -94,12 +94,18 @@ def test_the_shipped_bundle_loads_and_its_card_agrees_with_its_configuration():
     assert DEFAULT_CONFIG.is_file()
 
 
-def test_the_packaged_config_is_the_recipe_that_trained_the_shipped_model():
+def test_the_repository_holds_the_recipe_that_trained_the_shipped_model():
+    """The shipped face-swap score's training command, run from this repository, configures the recipe
+    its card records: the packaged configuration, or the configuration file the command names (the
+    fine-tune study's) with the command's --set values."""
     card = OnnxClassifier(DEFAULT_BUNDLE).card
     # A frozen synthetic head keeps its parent's manipulation score: the recipe is the parent's.
     parent = card.synthetic.parent_training if card.synthetic is not None else None
     shipped = TrainConfig.model_validate((parent or card.training).config)
-    packaged = load_config()
+    words = shlex.split((parent or card.training).command)
+    config_file = Path(words[words.index("--config") + 1]) if "--config" in words else None
+    sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+    packaged = load_config(config_file, sets)
     for section in ("model", "optim", "augment", "synthesis"):
         assert getattr(packaged, section) == getattr(shipped, section), section
     for key in ("group_pattern", "val_fraction", "cross_blend_fraction", "synthesize"):

@@ -11,8 +11,9 @@ Metric names (what `export.select` and `tune --select` take):
 - per benchmark `<set>` (its folder name, lower case, non-alphanumerics as _):
   bench_<set>_face_auc (each face labelled with its file's label), bench_<set>_file_auc (one score per
   file by the video rule), both with _lo/_hi (95% bootstrap interval over files), bench_<set>_ap (face
-  level), bench_<set>_fpr (share of real files at or above the epoch's threshold) and bench_<set>_face_fpr
-  (share of real faces, e.g. frames of real videos);
+  level), bench_<set>_fpr (share of real files at or above the epoch's threshold), bench_<set>_tpr
+  (share of fake files there: the fakes caught) and bench_<set>_face_fpr (share of real faces, e.g.
+  frames of real videos);
 - pooled over benchmarks: bench_face_auc, bench_file_auc (with _lo/_hi), bench_fpr, and bench_auc, the
   mean of the per-benchmark face AUCs (every set weighs the same, however many files it has).
 """
@@ -248,6 +249,9 @@ def benchmark_metrics(
         real_flags.append(flags)
         if flags.size:
             metrics[f"bench_{name}_fpr"] = float(flags.mean())
+        fake_file_scores = file[1][file[0] == 1]
+        if fake_file_scores.size:
+            metrics[f"bench_{name}_tpr"] = float((fake_file_scores >= threshold).mean())  # fakes caught
     if results:
         metrics |= _auc_with_interval(*_pooled(pooled_face), "bench_face_auc")
         metrics |= _auc_with_interval(*_pooled(pooled_file), "bench_file_auc")
