@@ -187,6 +187,20 @@ def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(fac
     for name in _weights(start):
         torch.testing.assert_close(best["model"][name], 0.25 * start[name] + 0.75 * trained[name])
     assert read_card(result.bundle_dir).training.config["model"]["init_share"] == 0.25
+    # A synthetic head frozen on that fine-tune: its parent's model.init is the parent's history, not its own.
+    frozen = synthetic_settings(
+        faces,
+        **{
+            "synthetic.init": str(tmp_path / "run" / "checkpoints" / "best.pt"),
+            "export.select": "max.synthetic_val_auc",
+        },
+    )
+    headed = Trainer(
+        tiny_config(faces[0], tmp_path / "frozen", tmp_path / "mlruns.db", tmp_path / "cache", **frozen)
+    ).run()
+    card = read_card(headed.bundle_dir)
+    assert card.training.config["model"]["init"] is None and card.training.config["model"]["init_share"] == 0
+    assert card.synthetic.parent_training.config["model"]["init_share"] == 0.25
     with pytest.raises(DeepShieldError, match=r"model\.init_share mixes in model\.init's weights: set model\.init"):
         tiny_config(faces[0], tmp_path / "r", tmp_path / "m.db", tmp_path / "c", **{"model.init_share": 0.5})
 

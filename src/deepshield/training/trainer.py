@@ -414,12 +414,13 @@ class Trainer:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DeepShieldError("device cuda asked for, but torch sees no GPU")
         parent = load_parent(config) if config.frozen_synthetic else None
-        if parent is not None and parent.config.model != config.model:
-            # The kept trunk fixes the architecture, input size and crop policy.
-            log.info(
-                "frozen synthetic head: model settings from the parent run %s: %s", parent.path, parent.config.model
-            )
-            config = self.config = config.model_copy(update={"model": parent.config.model})
+        if parent is not None:
+            # The kept trunk fixes the architecture, input size and crop policy; how the parent itself was
+            # initialised (model.init, init_share) is its history, not this run's.
+            model = parent.config.model.model_copy(update={"init": None, "init_share": 0.0})
+            if model != config.model:
+                log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
+                config = self.config = config.model_copy(update={"model": model})
         # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation.
         data = None if parent is not None else self._build_data()
         synthetic_data = build_synthetic_data(config) if config.synthetic is not None else None
