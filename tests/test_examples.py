@@ -40,9 +40,9 @@ def test_example_score_falls_on_its_labelled_side(shipped, entry):
         # An example the shipped model misses says so in its description and "shipped_verdict".
         assert result.verdict.label == entry.get("shipped_verdict", "likely_manipulated"), said
     else:
-        # The face-swap score finds no signs. The real video's frames, a pan over a studio portrait,
-        # score 92% on the synthetic-face score (threshold 94.8%): inconclusive, never flagged
-        # (docs/synthetic-faces.md, the shipped model's known weakness on high-quality portraits).
+        # The face-swap score finds no signs. A real video may read inconclusive, never flagged: its
+        # frames, a pan over a studio portrait, scored 92% on 1.1.0's synthetic-face score (threshold
+        # 94.8%; docs/synthetic-faces.md, a known weakness on high-quality portraits).
         assert result.verdict.probability < band.low, said
         assert result.verdict.label in ("no_signs_found", "inconclusive"), said
         if entry["kind"] == "image":
