@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,12 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
         allowed = np.flatnonzero(fpr <= target_fpr)
         return float(candidates[allowed[0]]) if allowed.size else float(min(1.0, np.nextafter(candidates[-1], np.inf)))
     return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
+
+
+def fit_threshold_each(real_score_sets: Iterable[np.ndarray], target_fpr: float) -> float:
+    """The lowest threshold whose false-positive rate is <= target_fpr in every one of these sets of real
+    scores (one per source): pooled, a large set's rate could hide a small one's far above the target."""
+    return max(fit_threshold(np.zeros(scores.size), scores, target_fpr) for scores in real_score_sets)
 
 
 # How much balanced accuracy a threshold inside the inconclusive band may give up against the fitted

@@ -38,6 +38,7 @@ from deepshield.evaluation.calibration import (
     fit_inconclusive_band,
     fit_temperature,
     fit_threshold,
+    fit_threshold_each,
     sigmoid,
 )
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
@@ -115,15 +116,11 @@ def fit(
     check_inputs(files.labels, files.scores, "files with a face")
     if target_fpr is None:
         return Fit(temperature, fit_threshold(files.labels, files.scores))
-    # at most the target in every source: pooled, a large source's rate could hide a small one's far above it
     real = files.labels == 0
     real_scores = files.scores[real]
     real_sources = np.array([scored.files[i].source for i in files.file_ids[real]])
-    threshold = max(
-        fit_threshold(np.zeros(int((real_sources == source).sum())), real_scores[real_sources == source], target_fpr)
-        for source in np.unique(real_sources)
-    )
-    return Fit(temperature, threshold)
+    per_source = (real_scores[real_sources == source] for source in np.unique(real_sources))
+    return Fit(temperature, fit_threshold_each(per_source, target_fpr))
 
 
 def _file_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:

@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature, fit_threshold, sigmoid
+from deepshield.evaluation.calibration import (
+    fit_inconclusive_band,
+    fit_temperature,
+    fit_threshold,
+    fit_threshold_each,
+    sigmoid,
+)
 from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
@@ -94,7 +100,7 @@ def fit_calibration(
         threshold = fit_threshold(labels, sigmoid(logits / temperature))
         fitted_on = f"temperature and threshold (best balanced accuracy): {validation}"
     else:
-        threshold = max(fit_threshold(np.zeros(s.size), s, target_fpr) for s in reals.values())
+        threshold = fit_threshold_each(reals.values(), target_fpr)
         counts = ", ".join(f"{name} {scores.size}" for name, scores in reals.items())
         fitted_on = (
             f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr:.0%} of each set of real media "
