@@ -38,3 +38,19 @@ def write_generated_faces(folder: Path, count: int = 12) -> Path:
             view = view[:, ::-1]
         cv2.imwrite(str(folder / f"generated_{k}.png"), cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_RGB2BGR))
     return folder
+
+
+def write_benchmark(root: Path) -> Path:
+    """A folder benchmark: two real photos of the astronaut and two with a pasted, recoloured face."""
+    image = skdata.astronaut()
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+    for k in range(2):
+        real = np.clip(image.astype(np.int16) + 10 * k, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "real" / f"r{k}.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
+        fake = real.copy()
+        fake[90:180, 180:270] = np.clip(
+            fake[90:180, 180:270].astype(np.int16) * [1.0, 0.8, 0.7] + 20 * k, 0, 255
+        ).astype(np.uint8)
+        cv2.imwrite(str(root / "fake" / f"f{k}.png"), cv2.cvtColor(fake, cv2.COLOR_RGB2BGR))
+    return root

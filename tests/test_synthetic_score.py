@@ -411,3 +411,33 @@ def test_the_synthetic_threshold_keeps_its_rate_on_matched_resolution_real_photo
     pooled_only = np.quantile(1 / (1 + np.exp(-np.r_[low_res_reals, photos] / fitted.temperature)), 0.95)
     assert fitted.threshold > pooled_only  # the pooled rate alone would have allowed a lower threshold
     assert "matched-resolution real photos 40" in fitted.fitted_on
+
+
+def test_the_synthetic_threshold_keeps_its_rate_on_each_benchmarks_real_files_and_reports_what_it_catches():
+    """The verdict takes the more severe score, so real media the synthetic score flags are false alarms
+    of the product: a benchmark's real files bound its threshold like the validation reals do."""
+    from deepshield.training.export import fit_synthetic_calibration, synthetic_flagged
+    from deepshield.training.synthetic import ScoredChecks
+
+    rng = np.random.default_rng(1)
+    reals, generated = rng.normal(-2, 1.5, 400), rng.normal(2, 1.5, 200)
+    labels = np.r_[np.zeros(400), np.ones(200)]
+    logits = np.r_[reals, generated]
+    scored = ScoredChecks(
+        {"val": labels, "confound": labels, "holdout": labels, "holdout_downscaled": labels, "holdout_jpeg": labels},
+        {"val": logits, "confound": logits, "holdout": logits, "holdout_downscaled": logits, "holdout_jpeg": logits},
+    )
+    # 20 real photos a benchmark holds, 5 of them scored like generated faces: at 5%, at most one may be flagged
+    photo_logits = np.r_[rng.normal(-2, 1, 15), rng.normal(2.5, 0.3, 5)]
+    photos = {"portraits": [(np.zeros(1, np.int64), np.array([x]), 1) for x in photo_logits]}
+    without = fit_synthetic_calibration(scored, 0.05)
+    fitted = fit_synthetic_calibration(scored, 0.05, photos)
+    assert fitted.threshold > without.threshold
+    figures = synthetic_flagged(scored, fitted)
+    assert figures["synthetic_bench_portraits_fpr"] <= 0.05
+    called = 1 / (1 + np.exp(-photo_logits / fitted.temperature)) >= fitted.threshold
+    assert figures["synthetic_bench_portraits_fpr"] == called.mean()
+    caught = np.mean(1 / (1 + np.exp(-generated / fitted.temperature)) >= fitted.threshold)
+    assert figures["synthetic_holdout_tpr"] == caught
+    assert 0 < caught < synthetic_flagged(scored, without)["synthetic_holdout_tpr"]  # the higher threshold's price
+    assert "portraits 20" in fitted.fitted_on

@@ -1,6 +1,7 @@
 """Training the synthetic-face score with the project's trainer: frozen on a parent run (whose
 manipulation output it must keep bit for bit) and jointly with the manipulation head."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +9,15 @@ import pytest
 import torch
 
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.calibration import sigmoid
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.network import DeepfakeNet
+from deepshield.training.benchmarks import BenchmarkOverlapError
 from deepshield.training.checkpoint import load_checkpoint
+from deepshield.training.export import fit_synthetic_calibration
+from deepshield.training.synthetic import ScoredChecks
 from deepshield.training.trainer import Trainer, bundle_weights, initial_weights
-from tests.face_data import write_generated_faces, write_real_faces
+from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
 from tests.test_bundle import face_like_crops
 from tests.test_training import tiny_config
 
@@ -83,7 +88,59 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
             <= card.metrics[f"synthetic_{check}_auc_hi"]
         )
     assert 0 <= card.metrics["synthetic_real_fpr"] <= 1 and "synthetic_matched_real_fpr" in card.metrics
+    assert 0 <= card.metrics["synthetic_holdout_tpr"] <= 1
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
+
+
+def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(faces, parent, tmp_path):
+    """The verdict takes the more severe of the two scores, so a benchmark's real files bound the synthetic
+    threshold too: at 20% of two real files, neither may be called synthetic."""
+    benchmark = write_benchmark(tmp_path / "Tiny Bench")
+    settings = synthetic_settings(
+        faces,
+        **{
+            "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
+            "synthetic.threshold_fpr": "0.2",
+            "export.select": "max.synthetic_val_auc",
+            "data.benchmarks": f'["{benchmark}"]',
+            "data.benchmark_frames": "2",
+            "optim.epochs": "1",
+        },
+    )
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        command="pytest",
+    ).run()
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    reals = best["synthetic_benchmark_reals"]["tiny_bench"]
+    assert len(reals) == 2  # the two real photos, scored by the synthetic head
+    calibration = read_card(result.bundle_dir).synthetic.calibration
+    for _, logits, _ in reals:
+        assert sigmoid(np.max(logits) / calibration.temperature) < calibration.threshold
+    assert "tiny_bench 2" in calibration.fitted_on
+    card = read_card(result.bundle_dir)
+    assert card.metrics["synthetic_bench_tiny_bench_fpr"] == 0.0
+    assert result.progress.history[-1]["synthetic_bench_tiny_bench_fpr"] == 0.0
+    without = fit_synthetic_calibration(ScoredChecks.from_stored(best["synthetic_checks"]), 0.2)
+    assert calibration.threshold >= without.threshold  # the benchmark can only raise it
+
+
+def test_a_benchmark_holding_a_synthetic_training_photo_is_refused(faces, parent, tmp_path):
+    real, generated = faces
+    benchmark = tmp_path / "leaky"
+    shutil.copytree(generated, benchmark / "fake")
+    shutil.copytree(real, benchmark / "real")
+    settings = synthetic_settings(
+        faces,
+        **{
+            "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
+            "export.select": "max.synthetic_val_auc",
+            "data.benchmarks": f'["{benchmark}"]',
+        },
+    )
+    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    with pytest.raises(BenchmarkOverlapError, match="leaky shares"):
+        Trainer(config).run()
 
 
 def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, parent, tmp_path, astronaut):

@@ -31,7 +31,7 @@ from deepshield.training.config import AugmentConfig
 from deepshield.training.export import fit_calibration
 from deepshield.training.records import parse_selector
 from deepshield.training.trainer import Trainer
-from tests.face_data import write_real_faces
+from tests.face_data import write_benchmark, write_real_faces
 from tests.test_training import tiny_config
 
 
@@ -42,20 +42,7 @@ def real_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def benchmark_dir(tmp_path_factory) -> Path:
-    """A folder benchmark: two real photos of the astronaut and two with a pasted, recoloured face."""
-    root = tmp_path_factory.mktemp("bench") / "Tiny Bench"
-    image = skdata.astronaut()
-    for label in ("real", "fake"):
-        (root / label).mkdir(parents=True)
-    for k in range(2):
-        real = np.clip(image.astype(np.int16) + 10 * k, 0, 255).astype(np.uint8)
-        cv2.imwrite(str(root / "real" / f"r{k}.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
-        fake = real.copy()
-        fake[90:180, 180:270] = np.clip(
-            fake[90:180, 180:270].astype(np.int16) * [1.0, 0.8, 0.7] + 20 * k, 0, 255
-        ).astype(np.uint8)
-        cv2.imwrite(str(root / "fake" / f"f{k}.png"), cv2.cvtColor(fake, cv2.COLOR_RGB2BGR))
-    return root
+    return write_benchmark(tmp_path_factory.mktemp("bench") / "Tiny Bench")
 
 
 def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_dir, benchmark_dir, tmp_path):

@@ -36,7 +36,10 @@ class DataConfig(StrictModel):
     )
     benchmarks: list[Path] = Field(
         default_factory=list,
-        description="labelled sets scored every epoch with the product's pipeline, to choose with (never trained on)",
+        description=(
+            "labelled sets scored every epoch with the product's pipeline, to choose with (never trained on); "
+            "their real files also hold each score's threshold_fpr"
+        ),
     )
     benchmark_frames: int = Field(
         32, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)"
@@ -191,7 +194,8 @@ class SyntheticConfig(StrictModel):
         gt=0,
         lt=1,
         description=(
-            "threshold: the lowest flagging at most this share of validation real faces (None: best balanced accuracy)"
+            "threshold: the lowest flagging at most this share of validation real faces, of the matched-resolution "
+            "real photos and of each benchmark's real files (None: best balanced accuracy)"
         ),
     )
     downscale_check: float = Field(

@@ -16,7 +16,7 @@ from deepshield.evaluation.calibration import (
     fit_threshold_each,
     sigmoid,
 )
-from deepshield.evaluation.metrics import detection_metrics
+from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
@@ -111,16 +111,33 @@ def fit_calibration(
     return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
 
 
-def fit_synthetic_calibration(scored: ScoredChecks, target_fpr: float | None) -> FittedCalibration:
+MATCHED_REAL_PHOTOS = "matched-resolution real photos"
+
+
+def fit_synthetic_calibration(
+    scored: ScoredChecks, target_fpr: float | None, benchmark_reals: dict[str, list[RealFileFaces]] | None = None
+) -> FittedCalibration:
     """The synthetic-face score's own temperature, threshold and band: `fit_calibration` on its validation
     split. With a target rate, the threshold also keeps to it on the validation's real photos at the
     generated set's resolution alone (FFHQ): pooled with the low-resolution faces, which it rarely
-    flags, their rate could hide three times the target."""
+    flags, their rate could hide three times the target; and on each benchmark's real files, scored by
+    the synthetic head (`benchmark_reals`): the verdict calls a face by the more severe of its two
+    scores, so real media the synthetic score flags are flagged by the product."""
     matched = scored.logits["confound"][scored.labels["confound"] == 0]
     photos: dict[str, list[RealFileFaces]] = {
-        "matched-resolution real photos": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
+        MATCHED_REAL_PHOTOS: [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
     }
+    photos |= benchmark_reals or {}
     return fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT)
+
+
+def synthetic_flagged(scored: ScoredChecks, fitted: FittedCalibration) -> dict[str, float]:
+    """Faces the synthetic score calls synthetic at its threshold: the checks' (`ScoredChecks.called_at`)
+    and each benchmark's real files (synthetic_bench_<name>_fpr)."""
+    benchmarks = {k: v for k, v in fitted.real_fpr.items() if k not in ("validation", MATCHED_REAL_PHOTOS)}
+    return scored.called_at(fitted.temperature, fitted.threshold) | {
+        f"synthetic_bench_{metric_key(name)}_fpr": rate for name, rate in benchmarks.items()
+    }
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
@@ -248,8 +265,10 @@ def _synthetic_score(
     if config.synthetic is None:
         return None, {}
     scored = ScoredChecks.from_stored(checkpoint["synthetic_checks"])
-    fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr)
-    metrics = scored.metrics(intervals=True) | scored.flagged_real(fitted.temperature, fitted.threshold)
+    fitted = fit_synthetic_calibration(
+        scored, config.synthetic.threshold_fpr, checkpoint.get("synthetic_benchmark_reals", {})
+    )
+    metrics = scored.metrics(intervals=True) | synthetic_flagged(scored, fitted)
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(
         calibration=_calibration(fitted),

@@ -55,10 +55,10 @@ VALIDATION_METRICS: dict[str, Mode] = {
 }
 TRAINING_METRICS = ("train_loss", "loss", "lr", "images_per_s")
 # bench_<set>_<metric>[_lo|_hi] and the pooled bench_<metric>: the metric's last word says its direction.
-BENCH_DIRECTIONS: dict[str, Mode] = {"auc": "max", "ap": "max", "fpr": "min"}
+BENCH_DIRECTIONS: dict[str, Mode] = {"auc": "max", "ap": "max", "fpr": "min", "tpr": "max"}
 _BENCH_NAME = re.compile(r"^bench(_[a-z0-9_]+)?_(auc|ap|fpr)(_lo|_hi)?$")
 # synthetic_<set>_<metric>: the synthetic-face score's checks (val, holdout, holdout_downscaled, ...).
-_SYNTHETIC_NAME = re.compile(r"^synthetic_[a-z0-9_]+_(auc|ap|fpr)(_lo|_hi)?$")
+_SYNTHETIC_NAME = re.compile(r"^synthetic_[a-z0-9_]+_(auc|ap|fpr|tpr)(_lo|_hi)?$")
 
 
 def metric_direction(metric: str) -> Mode | None:

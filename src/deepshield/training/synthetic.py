@@ -73,6 +73,7 @@ class SyntheticData:
     train_real: np.ndarray
     checks: SyntheticChecks
     sources: list[str]  # the folders, as the card records them
+    training_files: list[Path]  # the photos trained on: a benchmark must share none
 
 
 def _split_files(files: list[Path], holdout: float, val: float, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
@@ -136,7 +137,8 @@ def build_synthetic_data(config: TrainConfig) -> SyntheticData:
         {name: len(crops) for name, crops in checks.named().items()},
     )
     sources = [f"generated: {p}" for p in synthetic.fake_dirs] + [f"real: {p}" for p in real_paths]
-    return SyntheticData(train_fake, reals.images[train_idx], checks, sources)
+    training_files = train_files + [Path(reals.paths[i]) for i in train_idx]
+    return SyntheticData(train_fake, reals.images[train_idx], checks, sources, training_files)
 
 
 class SyntheticFaceSamples(Dataset):
@@ -209,19 +211,21 @@ class ScoredChecks:
                 out[f"synthetic_{name}_auc_lo"], out[f"synthetic_{name}_auc_hi"] = auc.low, auc.high
         return out
 
-    def flagged_real(self, temperature: float, threshold: float) -> dict[str, float]:
-        """Shares of real faces called synthetic at the threshold: validation real faces
+    def called_at(self, temperature: float, threshold: float) -> dict[str, float]:
+        """Shares of faces called synthetic at the threshold: of the real faces of validation
         (synthetic_real_fpr), the same photos downscaled and at JPEG-70, and the matched-resolution
-        real photos (FFHQ)."""
+        real photos (FFHQ); and of the holdout's generated faces (synthetic_holdout_tpr: what the
+        threshold still catches)."""
         sets = {
-            "real": "val",
-            "downscaled_real": "holdout_downscaled",
-            "jpeg_real": "holdout_jpeg",
-            "matched_real": "confound",
+            ("real", REAL): "val",
+            ("downscaled_real", REAL): "holdout_downscaled",
+            ("jpeg_real", REAL): "holdout_jpeg",
+            ("matched_real", REAL): "confound",
+            ("holdout", FAKE): "holdout",
         }
         out = {}
-        for metric, name in sets.items():
-            real = self.labels[name] == REAL
-            probabilities = 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)[real] / temperature))
-            out[f"synthetic_{metric}_fpr"] = float((probabilities >= threshold).mean())
+        for (metric, label), name in sets.items():
+            chosen = self.labels[name] == label
+            probabilities = 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)[chosen] / temperature))
+            out[f"synthetic_{metric}_{'fpr' if label == REAL else 'tpr'}"] = float((probabilities >= threshold).mean())
         return out

@@ -48,6 +48,7 @@ from deepshield.training.export import (
     fit_calibration,
     fit_synthetic_calibration,
     real_file_faces,
+    synthetic_flagged,
     training_info,
 )
 from deepshield.training.facebank import FaceBank, facebank_for
@@ -360,8 +361,9 @@ class Trainer:
         self.plots = self.run_dir / "plots"
         self.init_state: dict[str, torch.Tensor] | None = None  # model.init's weights, when mixed in (init_share)
 
-    def _build_data(self) -> TrainingData:
-        """Training faces, training fake pool, the fixed validation set, and the benchmarks."""
+    def _build_data(self, other_training_files: list[Path] | None = None) -> TrainingData:
+        """Training faces, training fake pool, the fixed validation set, and the benchmarks (which may
+        share no file with this data nor with `other_training_files`, the synthetic score's)."""
         config = self.config
         policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
         train_reals, val_reals = [], []
@@ -387,7 +389,20 @@ class Trainer:
         val_images, val_labels = validation_samples(
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
         )
-        benchmarks = [
+        benchmarks = self._load_benchmarks(training_files + (other_training_files or []))
+        log.info(
+            "faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks",
+            len(train_bank),
+            len(train_pool),
+            len(val_labels),
+            len(benchmarks),
+        )
+        return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks)
+
+    def _load_benchmarks(self, training_files: list[Path]) -> list[Benchmark]:
+        config = self.config
+        policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
+        return [
             load_benchmark(
                 config.data.locate(p, "benchmark"),
                 policy,
@@ -397,14 +412,6 @@ class Trainer:
             )
             for p in config.data.benchmarks
         ]
-        log.info(
-            "faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks",
-            len(train_bank),
-            len(train_pool),
-            len(val_labels),
-            len(benchmarks),
-        )
-        return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks)
 
     def run(self, resume: bool = False) -> TrainResult:
         config = self.config
@@ -421,9 +428,12 @@ class Trainer:
             if model != config.model:
                 log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
                 config = self.config = config.model_copy(update={"model": model})
-        # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation.
-        data = None if parent is not None else self._build_data()
         synthetic_data = build_synthetic_data(config) if config.synthetic is not None else None
+        synthetic_files = synthetic_data.training_files if synthetic_data is not None else []
+        # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation,
+        # but the benchmarks' real files still hold the synthetic score's false-positive target.
+        data = None if parent is not None else self._build_data(synthetic_files)
+        benchmarks = data.benchmarks if data is not None else self._load_benchmarks(synthetic_files)
 
         # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
         # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
@@ -509,7 +519,7 @@ class Trainer:
                 if stopped_early:
                     save_checkpoint(snapshot(), last)
                     break
-                self._end_epoch(net, data, synthetic_data, parent, progress, snapshot, tracker)
+                self._end_epoch(net, data, synthetic_data, benchmarks, parent, progress, snapshot, tracker)
                 if self.epoch_callback is not None:
                     self.epoch_callback(progress)
         except BaseException:
@@ -646,6 +656,7 @@ class Trainer:
         net,
         data: TrainingData | None,
         synthetic_data: SyntheticData | None,
+        benchmarks: list[Benchmark],
         parent: ParentRun | None,
         progress: Progress,
         snapshot,
@@ -688,11 +699,16 @@ class Trainer:
             scored = ScoredChecks.score(
                 synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
             )
-            fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr)
-            synthetic_metrics = scored.metrics() | scored.flagged_real(fitted.temperature, fitted.threshold)
+            bench_reals = {
+                b.benchmark.name: real_file_faces(b.scored)
+                for b in score_benchmarks(benchmarks, lambda crops: predict_logits(net, crops, synthetic=True), 1.0)
+            }
+            fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, bench_reals)
+            synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted)
             kept |= {
                 "synthetic_checks": scored.stored(),
                 "synthetic_sources": synthetic_data.sources,
+                "synthetic_benchmark_reals": bench_reals,
             }
             if data is None:  # frozen: the only validation is the synthetic score's
                 val = synthetic_data.checks.val
