@@ -240,3 +240,38 @@ def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp
     )
     assert "not empty" in capsys.readouterr().err
     assert (taken / "something").read_text() == "x"
+
+
+def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
+    """--score synthetic: the synthetic logits set the synthetic calibration; the face-swap one is kept."""
+    from deepshield.models.card import SyntheticScoreInfo, card_outputs
+
+    scored = overconfident_set(400, seed=5)
+    rng = np.random.default_rng(6)
+    labels = scored.labels_of_faces()
+    scored.faces["synthetic_logit"] = (np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.5, labels.size)).astype(
+        np.float32
+    )
+    scored.synthetic_temperature = 1.0
+    card = toy_card(temperature=3.0, threshold=0.4).model_copy(
+        update={
+            "synthetic": SyntheticScoreInfo(calibration=Calibration(temperature=1.0, threshold=0.5), pooling="all"),
+            "outputs": card_outputs(synthetic=True),
+        }
+    )
+    result = recalibrate(scored, card, target_fpr=0.02, keep_temperature=True, score="synthetic")
+    new = result.card
+    assert new.calibration == card.calibration  # the face-swap score's calibration is untouched
+    assert new.synthetic.calibration == result.calibration and result.calibration.threshold > 0.5
+    synthetic_files = scored.synthetic_view().file_scores(CLEAN, VideoRule(), 1.0)
+    real = [f.file_id for f in scored.files if f.label == 0]
+    assert (synthetic_files[real] >= result.calibration.threshold).mean() <= 0.02
+    assert (synthetic_files[real] >= 0.5).mean() > 0.05  # the old threshold flagged more than twice the target
+    assert "synthetic_calibration_after_file_false_positive_rate" in new.metrics
+    assert not any(k.startswith("calibration_") for k in new.metrics)
+
+    # A bundle without the score says so and writes nothing.
+    out = tmp_path / "cal"
+    args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--score", "synthetic"]
+    assert main(args) == EXIT_USAGE
+    assert "no synthetic-face score" in capsys.readouterr().err and not out.exists()

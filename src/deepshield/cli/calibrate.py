@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the bundle's temperature: refit only the threshold and band (e.g. a threshold on real media)",
     )
+    parser.add_argument(
+        "--score",
+        choices=("manipulation", "synthetic"),
+        default="manipulation",
+        help="which score to refit: the face-swap score (default) or the synthetic-face score "
+        "(label 1 = a generated face; e.g. --target-fpr on your own real photos)",
+    )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run)
 
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
         raise BundleError(f"{out} exists and is not empty (use --force to replace it)")  # said before the slow scoring
+    if args.score == "synthetic" and classifier.card.synthetic is None:
+        raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
     rule = VideoRule(kind=args.video_rule)
     scored = score_labelled_set(args, classifier, rule, examples=0)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
@@ -83,13 +92,15 @@ def run(args: argparse.Namespace) -> int:
         described,
         frames=args.frames,
         keep_temperature=args.keep_temperature,
+        score=args.score,
     )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     print(
-        f"temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}"
+        f"{args.score} score: temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; "
+        f"threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}"
     )
-    band = result.card.calibration.inconclusive
+    band = result.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")
     print(f"{'metric (calibration set)':<34} {'before':>8} {'after':>8}")

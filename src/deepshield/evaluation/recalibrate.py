@@ -17,6 +17,11 @@ calibration, ``fitted_on`` saying on what and how, the version with a ``+cal.<da
 and the metrics on the calibration set before and after (``calibration_before_*``,
 ``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
 
+``score="synthetic"`` refits the synthetic-face score's calibration instead (``synthetic.calibration``,
+metrics ``synthetic_calibration_*``) from the same faces' synthetic logits, with label 1 meaning a
+generated face: e.g. its threshold for a false-positive rate on one's own real photos, which the
+verdict would otherwise flag as AI-generated.
+
 With files from two or more sources (datasets), each source is also held out in turn: the same fit on
 the other sources, applied to the held-out one (real files flagged, fakes caught, face ECE, before and
 after; ``calibration_heldout_<source>_*``). That says whether the fit carries over to media it never
@@ -29,6 +34,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import date as Date
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -45,8 +51,9 @@ from deepshield.evaluation.metrics import check_inputs, detection_metrics, metri
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
 from deepshield.inference.video_rule import VideoRule
-from deepshield.models.card import CARD_FILE, ModelCard
+from deepshield.models.card import CARD_FILE, Calibration, ModelCard
 
+Score = Literal["manipulation", "synthetic"]
 REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
 
 
@@ -71,6 +78,7 @@ class HeldOutCheck:
 @dataclass
 class CalibrationResult:
     card: ModelCard
+    calibration: Calibration  # the refitted score's new calibration (in the card)
     temperature_before: float
     temperature_after: float
     threshold_before: float
@@ -192,17 +200,24 @@ def recalibrate(
     frames: int | None = None,
     when: Date | None = None,
     keep_temperature: bool = False,
+    score: Score = "manipulation",
 ) -> CalibrationResult:
     when = when or Date.today()
     if target_fpr is not None and not 0 <= target_fpr < 1:
         raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
-    kept = card.calibration.temperature if keep_temperature else None
+    calibration = card.calibration
+    if score == "synthetic":
+        view = scored.synthetic_view()
+        if card.synthetic is None or view is None:
+            raise DeepShieldError("this bundle has no synthetic-face score to calibrate")
+        scored, calibration = view, card.synthetic.calibration
+    kept = calibration.temperature if keep_temperature else None
     fitted = fit(scored, rule, target_fpr, temperature=kept)
     temperature, threshold = fitted.temperature, fitted.threshold
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
     logits = scored.faces["logit"][mask].astype(np.float64)
-    t_before, thr_before = card.calibration.temperature, card.calibration.threshold
+    t_before, thr_before = calibration.temperature, calibration.threshold
     before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
     after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
     held_out = held_out_checks(scored, Fit(t_before, thr_before), target_fpr, rule, kept)
@@ -228,38 +243,45 @@ def recalibrate(
         + ("; temperature kept" if keep_temperature else "; temperature on face logits (log-loss)")
         + f", threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
     )
-    earlier = ("calibration_before_", "calibration_after_", "calibration_heldout_")
+    prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
+    earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
     metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier)}
     figures = {
-        f"calibration_{stage}_{level}_{name}": value
+        f"{prefix}{stage}_{level}_{name}": value
         for stage, levels in (("before", before), ("after", after))
         for level, numbers in levels.items()
         for name, value in numbers.items()
     }
     figures |= {
-        f"calibration_heldout_{metric_key(check.source)}_{stage}_{name}": value
+        f"{prefix}heldout_{metric_key(check.source)}_{stage}_{name}": value
         for check in held_out
         for stage, numbers in (("before", check.before), ("after", check.after))
         for name, value in numbers.items()
     }
     metrics |= {key: round(float(value), 4) for key, value in figures.items() if np.isfinite(value)}
-    new_card = card.model_copy(
-        update={
-            "version": calibrated_version(card.version, when),
-            "calibration": card.calibration.model_copy(
-                update={
-                    "temperature": temperature,
-                    "threshold": threshold,
-                    "fitted_on": fitted_on,
-                    "inconclusive": band,
-                }
-            ),
-            "metrics": metrics,
-        }
+    refit = calibration.model_copy(
+        update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on, "inconclusive": band}
     )
+    update: dict = {"version": calibrated_version(card.version, when), "metrics": metrics}
+    if score == "manipulation":
+        update["calibration"] = refit
+    else:
+        assert card.synthetic is not None, "checked above"
+        update["synthetic"] = card.synthetic.model_copy(update={"calibration": refit})
+    new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
     return CalibrationResult(
-        new_card, t_before, temperature, thr_before, threshold, before, after, n_files, int(labels.size), held_out
+        new_card,
+        refit,
+        t_before,
+        temperature,
+        thr_before,
+        threshold,
+        before,
+        after,
+        n_files,
+        int(labels.size),
+        held_out,
     )
 
 
