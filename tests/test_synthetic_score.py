@@ -433,11 +433,11 @@ def test_the_synthetic_threshold_keeps_its_rate_on_each_benchmarks_real_files_an
     without = fit_synthetic_calibration(scored, 0.05)
     fitted = fit_synthetic_calibration(scored, 0.05, photos)
     assert fitted.threshold > without.threshold
-    figures = synthetic_flagged(scored, fitted)
+    figures = synthetic_flagged(scored, fitted, photos)
     assert figures["synthetic_bench_portraits_fpr"] <= 0.05
     called = 1 / (1 + np.exp(-photo_logits / fitted.temperature)) >= fitted.threshold
     assert figures["synthetic_bench_portraits_fpr"] == called.mean()
     caught = np.mean(1 / (1 + np.exp(-generated / fitted.temperature)) >= fitted.threshold)
     assert figures["synthetic_holdout_tpr"] == caught
-    assert 0 < caught < synthetic_flagged(scored, without)["synthetic_holdout_tpr"]  # the higher threshold's price
+    assert 0 < caught < synthetic_flagged(scored, without, {})["synthetic_holdout_tpr"]  # the higher threshold's price
     assert "portraits 20" in fitted.fitted_on

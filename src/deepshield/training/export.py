@@ -111,9 +111,6 @@ def fit_calibration(
     return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
 
 
-MATCHED_REAL_PHOTOS = "matched-resolution real photos"
-
-
 def fit_synthetic_calibration(
     scored: ScoredChecks, target_fpr: float | None, benchmark_reals: dict[str, list[RealFileFaces]] | None = None
 ) -> FittedCalibration:
@@ -125,18 +122,21 @@ def fit_synthetic_calibration(
     scores, so real media the synthetic score flags are flagged by the product."""
     matched = scored.logits["confound"][scored.labels["confound"] == 0]
     photos: dict[str, list[RealFileFaces]] = {
-        MATCHED_REAL_PHOTOS: [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
+        "matched-resolution real photos": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
     }
     photos |= benchmark_reals or {}
     return fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT)
 
 
-def synthetic_flagged(scored: ScoredChecks, fitted: FittedCalibration) -> dict[str, float]:
+def synthetic_flagged(
+    scored: ScoredChecks, fitted: FittedCalibration, benchmark_reals: dict[str, list[RealFileFaces]]
+) -> dict[str, float]:
     """Faces the synthetic score calls synthetic at its threshold: the checks' (`ScoredChecks.called_at`)
-    and each benchmark's real files (synthetic_bench_<name>_fpr)."""
-    benchmarks = {k: v for k, v in fitted.real_fpr.items() if k not in ("validation", MATCHED_REAL_PHOTOS)}
+    and each benchmark's real files (synthetic_bench_<name>_fpr; a benchmark without real files has none)."""
     return scored.called_at(fitted.temperature, fitted.threshold) | {
-        f"synthetic_bench_{metric_key(name)}_fpr": rate for name, rate in benchmarks.items()
+        f"synthetic_bench_{metric_key(name)}_fpr": fitted.real_fpr[name]
+        for name, files in benchmark_reals.items()
+        if files
     }
 
 
@@ -265,10 +265,9 @@ def _synthetic_score(
     if config.synthetic is None:
         return None, {}
     scored = ScoredChecks.from_stored(checkpoint["synthetic_checks"])
-    fitted = fit_synthetic_calibration(
-        scored, config.synthetic.threshold_fpr, checkpoint.get("synthetic_benchmark_reals", {})
-    )
-    metrics = scored.metrics(intervals=True) | synthetic_flagged(scored, fitted)
+    benchmark_reals = checkpoint.get("synthetic_benchmark_reals", {})
+    fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, benchmark_reals)
+    metrics = scored.metrics(intervals=True) | synthetic_flagged(scored, fitted, benchmark_reals)
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(
         calibration=_calibration(fitted),

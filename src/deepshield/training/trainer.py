@@ -704,7 +704,7 @@ class Trainer:
                 for b in score_benchmarks(benchmarks, lambda crops: predict_logits(net, crops, synthetic=True), 1.0)
             }
             fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, bench_reals)
-            synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted)
+            synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted, bench_reals)
             kept |= {
                 "synthetic_checks": scored.stored(),
                 "synthetic_sources": synthetic_data.sources,
