@@ -80,14 +80,20 @@ class CalibrationResult:
     card: ModelCard
     calibration: Calibration  # the refitted score's new calibration (in the card)
     temperature_before: float
-    temperature_after: float
     threshold_before: float
-    threshold_after: float
     before: dict[str, dict[str, float]]  # level -> metric -> value
     after: dict[str, dict[str, float]]
     files: int
     faces: int
     held_out: list[HeldOutCheck]
+
+    @property
+    def temperature_after(self) -> float:
+        return self.calibration.temperature
+
+    @property
+    def threshold_after(self) -> float:
+        return self.calibration.threshold
 
 
 def calibrated_version(version: str, when: Date) -> str:
@@ -270,19 +276,7 @@ def recalibrate(
         update["synthetic"] = card.synthetic.model_copy(update={"calibration": refit})
     new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
-    return CalibrationResult(
-        new_card,
-        refit,
-        t_before,
-        temperature,
-        thr_before,
-        threshold,
-        before,
-        after,
-        n_files,
-        int(labels.size),
-        held_out,
-    )
+    return CalibrationResult(new_card, refit, t_before, thr_before, before, after, n_files, int(labels.size), held_out)
 
 
 def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: bool = False) -> Path:
