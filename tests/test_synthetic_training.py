@@ -10,9 +10,11 @@ import torch
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
+from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.network import DeepfakeNet
-from deepshield.training.benchmarks import BenchmarkOverlapError
+from deepshield.training import trainer as trainer_module
+from deepshield.training.benchmarks import BenchmarkOverlapError, load_benchmark
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.export import fit_synthetic_calibration
 from deepshield.training.synthetic import ScoredChecks
@@ -38,6 +40,23 @@ def synthetic_settings(faces, **extra) -> dict:
         "optim.samples_per_epoch": 32,
         "optim.lr": 1e-2,
     } | extra
+
+
+def record_network_passes(monkeypatch) -> list[np.ndarray]:
+    """Every batch of crops the trainer runs the network over, in order."""
+    seen: list[np.ndarray] = []
+    predict_heads = trainer_module.predict_heads
+
+    def recording(net, images, batch_size=64):
+        seen.append(np.array(images, copy=True))
+        return predict_heads(net, images, batch_size)
+
+    monkeypatch.setattr(trainer_module, "predict_heads", recording)
+    return seen
+
+
+def passes_over(seen: list[np.ndarray], crops: np.ndarray) -> int:
+    return sum(a.shape == crops.shape and np.array_equal(a, crops) for a in seen)
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +111,10 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
 
 
-def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(faces, parent, tmp_path):
+def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(faces, parent, tmp_path, monkeypatch):
     """The verdict takes the more severe of the two scores, so a benchmark's real files bound the synthetic
-    threshold too: at 20% of two real files, neither may be called synthetic."""
+    threshold too: at 20% of two real files, neither may be called synthetic. Only those files are scored."""
+    seen = record_network_passes(monkeypatch)
     benchmark = write_benchmark(tmp_path / "Tiny Bench")
     settings = synthetic_settings(
         faces,
@@ -123,6 +143,9 @@ def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(
     assert result.progress.history[-1]["synthetic_bench_tiny_bench_fpr"] == 0.0
     without = fit_synthetic_calibration(ScoredChecks.from_stored(best["synthetic_checks"]), 0.2)
     assert calibration.threshold >= without.threshold  # the benchmark can only raise it
+    policy = CropPolicy(size=card.input_size, scale=card.crop_policy.scale)
+    cut = load_benchmark(benchmark, policy, tmp_path / "cache", [], 2)  # the run's cached faces
+    assert passes_over(seen, cut.real_files_only().crops) == 1 and passes_over(seen, cut.crops) == 0
 
 
 def test_a_benchmark_holding_a_synthetic_training_photo_is_refused(faces, parent, tmp_path):
@@ -178,8 +201,12 @@ def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_
         Trainer(tiny_config(faces[0], tmp_path / "b", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
 
 
-def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):
-    settings = synthetic_settings(faces, **{"synthetic.mode": "joint"})
+def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch):
+    seen = record_network_passes(monkeypatch)
+    benchmark = write_benchmark(tmp_path / "bench")
+    settings = synthetic_settings(
+        faces, **{"synthetic.mode": "joint", "data.benchmarks": f'["{benchmark}"]', "data.benchmark_frames": "2"}
+    )
     result = Trainer(
         tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
     ).run()
@@ -191,6 +218,9 @@ def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path):
         assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith(prefix)), prefix
     card = OnnxClassifier(result.bundle_dir).card
     assert card.synthetic.trained.startswith("joint") and card.synthetic.parent is None and "val_auc" in card.metrics
+    assert all("bench_bench_face_auc" in h and "synthetic_bench_bench_fpr" in h for h in history)
+    cut = load_benchmark(benchmark, card.crop_policy, tmp_path / "cache", [], 2)
+    assert passes_over(seen, cut.crops) == len(history)  # one pass an epoch serves both heads
 
 
 def _weights(state: dict) -> dict:

@@ -194,6 +194,15 @@ def _image_benchmark(name: str, labels: list[int]) -> Benchmark:
     return Benchmark(name, files, rows, np.zeros((len(labels), 8, 8, 3), np.uint8))
 
 
+def test_real_files_only_keeps_the_real_files_faces_and_crops():
+    benchmark = _image_benchmark("swaps", [0, 1, 0, 1, 1])
+    benchmark.crops[:] = np.arange(5, dtype=np.uint8)[:, None, None, None]  # each crop says its file
+    real = benchmark.real_files_only()
+    assert [f.file_id for f in real.files] == [0, 2] and [r.file_id for r in real.rows] == [0, 2]
+    assert real.crops[:, 0, 0, 0].tolist() == [0, 2] and real.name == "swaps"
+    assert len(benchmark.files) == 5  # the original is left whole
+
+
 def test_two_models_are_compared_on_the_same_files_paired():
     rng = np.random.default_rng(0)
     benchmarks = [_image_benchmark("edits", [0] * 20 + [1] * 20), _image_benchmark("swaps", [0] * 15 + [1] * 15)]

@@ -78,6 +78,14 @@ class Benchmark:
     def scored(self, logits: np.ndarray, temperature: float) -> ScoredSet:
         return ScoredSet(self.files, [CLEAN], face_columns(self.rows, logits), temperature, "media")
 
+    def real_files_only(self) -> Benchmark:
+        """The same benchmark without its fake files: all that a threshold held on real media reads."""
+        real = {f.file_id for f in self.files if f.label == 0}
+        kept = [i for i, row in enumerate(self.rows) if row.file_id in real]
+        return Benchmark(
+            self.name, [f for f in self.files if f.file_id in real], [self.rows[i] for i in kept], self.crops[kept]
+        )
+
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")
         np.savez(

@@ -60,8 +60,29 @@ class DataConfig(StrictModel):
     cross_blend_fraction: float = Field(
         0.3, ge=0, le=1, description="share of fakes made by cross-identity blending (rest: self-blending)"
     )
+    donor_dirs: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "faces used only as cross-blend donors, never as real samples: generated faces make a blend carry "
+            "a generator's texture, as regional GAN swaps (e4s, MegaFS) do"
+        ),
+    )
+    donor_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of cross-identity blends whose donor is from donor_dirs"
+    )
+    donor_limit_per_folder: int | None = Field(
+        None,
+        ge=1,
+        description="at most this many donors a folder, the first by name: the rest stay unseen (for the synthetic-face checks)",
+    )
     loader_workers: int = Field(1, ge=0)
     bank_workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _donors_go_together(self) -> DataConfig:
+        if (self.donor_fraction > 0) != bool(self.donor_dirs):
+            raise ValueError("data.donor_dirs and data.donor_fraction go together: set both, or neither")
+        return self
 
     def data_root(self) -> Path | None:
         root = self.root or (Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deepshield.synthesis.blend import SynthesisConfig, cross_blend, self_blend
+from deepshield.synthesis.blend import FaceSample, SynthesisConfig, cross_blend, self_blend
 from deepshield.training.augment import degrade
 from deepshield.training.config import AugmentConfig
 from deepshield.training.facebank import FaceBank
@@ -37,19 +37,35 @@ def split_by_group(bank: FaceBank, val_fraction: float, seed: int) -> tuple[np.n
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+@dataclass(frozen=True)
+class Donors:
+    """Faces used only as cross-blend donors, never as real samples (e.g. generated faces, so that a
+    blend carries a generator's texture as regional GAN swaps do); drawn for `fraction` of the cross blends."""
+
+    bank: FaceBank
+    fraction: float
+
+
 @dataclass
 class FakeMaker:
     bank: FaceBank
     synthesis: SynthesisConfig
     cross_fraction: float
+    donors: Donors | None = None
 
     def make(self, index: int, rng: np.random.Generator) -> np.ndarray:
         target = self.bank.sample(index)
         if len(self.bank) > 1 and rng.random() < self.cross_fraction:
-            donor = int(rng.integers(len(self.bank) - 1))
-            donor += donor >= index  # never the face itself
-            return cross_blend(target, self.bank.sample(donor), rng, self.synthesis).image
+            return cross_blend(target, self._donor(index, rng), rng, self.synthesis).image
         return self_blend(target, rng, self.synthesis).image
+
+    def _donor(self, index: int, rng: np.random.Generator) -> FaceSample:
+        # No draw without donors: a recipe without them keeps its samples exactly.
+        if self.donors is not None and rng.random() < self.donors.fraction:
+            return self.donors.bank.sample(int(rng.integers(len(self.donors.bank))))
+        donor = int(rng.integers(len(self.bank) - 1))
+        donor += donor >= index  # never the face itself
+        return self.bank.sample(donor)
 
 
 class TrainingSamples(Dataset):
@@ -67,6 +83,7 @@ class TrainingSamples(Dataset):
         augment: AugmentConfig,
         cross_fraction: float,
         synthesize: bool = True,
+        donors: Donors | None = None,
     ):
         if len(bank) == 0:
             raise ValueError("training needs real faces")
@@ -77,7 +94,7 @@ class TrainingSamples(Dataset):
         self.length = length
         self.seed = seed
         self.epoch = epoch
-        self.fakes = FakeMaker(bank, synthesis, cross_fraction)
+        self.fakes = FakeMaker(bank, synthesis, cross_fraction, donors)
         self.synthesize = synthesize
         self.augment = augment
 

@@ -17,6 +17,7 @@ would rank these the wrong way round (AUC well below 0.5).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,21 +77,34 @@ class SyntheticData:
     training_files: list[Path]  # the photos trained on: a benchmark must share none
 
 
-def _split_files(files: list[Path], holdout: float, val: float, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
-    """(train, val, holdout) generated files, by a seeded shuffle."""
+def split_generated_files(
+    files: list[Path], holdout: float, val: float, seed: int, seen: frozenset[Path] = frozenset()
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """(train, val, holdout) generated files, by a seeded shuffle. Files in `seen` (the trunk was trained
+    on them, as blend donors) only ever go to training: a check must score faces the network has not seen."""
     order = np.random.default_rng([seed, SYNTHETIC_STREAM]).permutation(len(files))
     n_holdout, n_val = max(1, round(holdout * len(files))), max(1, round(val * len(files)))
-    if n_holdout + n_val >= len(files):
-        raise DeepShieldError(
-            f"{len(files)} generated faces are too few for a {holdout:.0%} holdout and {val:.0%} validation"
-        )
     picked = [files[i] for i in order]
-    return picked[n_holdout + n_val :], picked[n_holdout : n_holdout + n_val], picked[:n_holdout]
+    unseen = [f for f in picked if f not in seen]
+    if n_holdout + n_val >= len(unseen):
+        faces = f"{len(files)} generated faces"
+        if len(unseen) < len(files):
+            faces = (
+                f"{len(unseen)} generated faces the network has not seen ({len(files) - len(unseen)} were blend "
+                "donors in its training: fewer with data.donor_limit_per_folder)"
+            )
+        raise DeepShieldError(f"{faces} are too few for a {holdout:.0%} holdout and {val:.0%} validation")
+    return (
+        unseen[n_holdout + n_val :] + [f for f in picked if f in seen],
+        unseen[n_holdout : n_holdout + n_val],
+        unseen[:n_holdout],
+    )
 
 
-def build_synthetic_data(config: TrainConfig) -> SyntheticData:
+def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()) -> SyntheticData:
     """Generated and real faces, cropped by the face bank; the real split is `split_by_group`'s with
-    the run's seed (the manipulation split's, when the real folders are the same)."""
+    the run's seed (the manipulation split's, when the real folders are the same). `seen_by_trunk`: image
+    files the network's trunk trains or was trained on (blend donors), kept out of the checks."""
     synthetic = config.synthetic
     if synthetic is None:
         raise ValueError("the configuration has no [synthetic] section")
@@ -108,8 +122,12 @@ def build_synthetic_data(config: TrainConfig) -> SyntheticData:
         raise DeepShieldError("the synthetic-face score needs real faces: set synthetic.real_dirs or data.real_dirs")
     real_folders = [data.locate(p, "real-face folder") for p in real_paths]
     matched = data.locate(synthetic.matched_real_dir, "matched-resolution real folder").resolve()
-    train_files, val_files, holdout_files = _split_files(
-        list_images(fake_folders, limit), synthetic.holdout_fraction, synthetic.val_fraction, config.seed
+    train_files, val_files, holdout_files = split_generated_files(
+        list_images(fake_folders, limit),
+        synthetic.holdout_fraction,
+        synthetic.val_fraction,
+        config.seed,
+        frozenset(Path(p).resolve() for p in seen_by_trunk),
     )
     reals = bank(list_images(real_folders, limit), group_pattern=data.group_pattern)
     train_idx, val_idx = split_by_group(reals, data.val_fraction, config.seed)

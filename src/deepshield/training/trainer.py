@@ -35,10 +35,11 @@ from deepshield.models.card import ONNX_FILE, ModelCard, Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.tracking.tracker import open_tracker
-from deepshield.training.benchmarks import Benchmark, benchmark_metrics, load_benchmark, score_benchmarks
+from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from deepshield.training.config import TrainConfig
+from deepshield.training.config import DataConfig, TrainConfig
 from deepshield.training.dataset import (
+    Donors,
     TrainingSamples,
     split_by_group,
     validation_samples,
@@ -51,7 +52,7 @@ from deepshield.training.export import (
     synthetic_flagged,
     training_info,
 )
-from deepshield.training.facebank import FaceBank, facebank_for
+from deepshield.training.facebank import FaceBank, facebank_for, facebank_of_files, list_images
 from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
@@ -80,6 +81,7 @@ class TrainingData:
     val_images: np.ndarray
     val_labels: np.ndarray
     benchmarks: list[Benchmark]
+    donors: Donors | None  # cross-blend donors that are not real samples (data.donor_dirs)
 
 
 @dataclass(frozen=True)
@@ -241,20 +243,43 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False) -> np.ndarray:
-    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits."""
+@dataclass(frozen=True)
+class HeadLogits:
+    """One pass of the network over crops: the manipulation logits, and the synthetic-face logits when
+    it has that head (both heads read the same features, so one pass gives both)."""
+
+    manipulation: np.ndarray
+    synthetic: np.ndarray | None
+
+    def of(self, synthetic: bool) -> np.ndarray:
+        chosen = self.synthetic if synthetic else self.manipulation
+        if chosen is None:
+            raise DeepShieldError("synthetic-face logits asked of a network without a synthetic head")
+        return chosen
+
+
+def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) -> HeadLogits:
+    """Both heads' logits of uint8 crops."""
     net.eval()
     device = next(net.parameters()).device
-    outputs = []
+    manipulation, synthetic = [], []
     with torch.no_grad(), _autocast(device):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
             output = net.forward_all(normalize_batch(batch, NORMALIZATION))
-            chosen = output.synthetic_logit if synthetic else output.logit
-            if chosen is None:
-                raise DeepShieldError("synthetic-face logits asked of a network without a synthetic head")
-            outputs.append(chosen.float().cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
+            manipulation.append(output.logit.float().cpu().numpy())
+            if output.synthetic_logit is not None:
+                synthetic.append(output.synthetic_logit.float().cpu().numpy())
+    empty = np.zeros(0, np.float32)
+    return HeadLogits(
+        np.concatenate(manipulation) if manipulation else empty,
+        np.concatenate(synthetic) if synthetic else (empty if net.has_synthetic_head else None),
+    )
+
+
+def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False) -> np.ndarray:
+    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits."""
+    return predict_heads(net, images, batch_size).of(synthetic)
 
 
 def mixed_with_init(net: DeepfakeNet, init_state: dict[str, torch.Tensor], share: float) -> DeepfakeNet:
@@ -267,6 +292,12 @@ def mixed_with_init(net: DeepfakeNet, init_state: dict[str, torch.Tensor], share
             if state[key].is_floating_point():
                 state[key].mul_(1 - share).add_(start, alpha=share)
     return mixed
+
+
+def donor_files(data: DataConfig) -> list[Path]:
+    """The image files data.donor_dirs gives as cross-blend donors (none without donors)."""
+    folders = [data.locate(p, "donor-face folder") for p in data.donor_dirs]
+    return list_images(folders, data.donor_limit_per_folder) if folders else []
 
 
 def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) -> FaceBank:
@@ -385,6 +416,15 @@ class Trainer:
             training_files += prepared_source_files(datasets)
         if not train_reals:
             raise DeepShieldError("no training data: set data.real_dirs and/or data.datasets")
+        donors = None
+        if config.data.donor_dirs:
+            donor_bank = facebank_of_files(
+                donor_files(config.data), policy, Path(config.data.cache_dir), workers=config.data.bank_workers
+            )
+            if not len(donor_bank):
+                raise DeepShieldError(f"no face found in the donor folders {config.data.donor_dirs}")
+            donors = Donors(donor_bank, config.data.donor_fraction)
+            training_files += [Path(p) for p in donor_bank.paths]
         train_bank, val_bank = FaceBank.concat(train_reals), FaceBank.concat(val_reals)
         val_images, val_labels = validation_samples(
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
@@ -397,7 +437,7 @@ class Trainer:
             len(val_labels),
             len(benchmarks),
         )
-        return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks)
+        return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks, donors)
 
     def _load_benchmarks(self, training_files: list[Path]) -> list[Benchmark]:
         config = self.config
@@ -428,12 +468,18 @@ class Trainer:
             if model != config.model:
                 log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
                 config = self.config = config.model_copy(update={"model": model})
-        synthetic_data = build_synthetic_data(config) if config.synthetic is not None else None
+        # The generated faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
+        seen_by_trunk = donor_files((parent.config if parent is not None else config).data)
+        synthetic_data = build_synthetic_data(config, seen_by_trunk) if config.synthetic is not None else None
         synthetic_files = synthetic_data.training_files if synthetic_data is not None else []
         # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation,
         # but the benchmarks' real files still hold the synthetic score's false-positive target.
         data = None if parent is not None else self._build_data(synthetic_files)
-        benchmarks = data.benchmarks if data is not None else self._load_benchmarks(synthetic_files)
+        benchmarks = (
+            data.benchmarks
+            if data is not None
+            else [b.real_files_only() for b in self._load_benchmarks(synthetic_files)]
+        )
 
         # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
         # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
@@ -582,6 +628,7 @@ class Trainer:
                     config.augment,
                     config.data.cross_blend_fraction,
                     config.data.synthesize,
+                    data.donors,
                 ),
                 remaining,
             )
@@ -668,12 +715,15 @@ class Trainer:
         if self.init_state is not None:
             net = mixed_with_init(net, self.init_state, config.model.init_share)
             kept["model"] = net.state_dict()  # best.pt holds the weights it was chosen by and exports
+        # One pass over the benchmarks serves both heads: `benchmarks` are data.benchmarks when the run has
+        # manipulation data, and only their real files in frozen mode (all the synthetic threshold reads).
+        bench_heads = [predict_heads(net, b.crops) for b in benchmarks]
         if data is not None:
             logits = predict_logits(net, data.val_images)
             val_labels = data.val_labels
             probabilities = sigmoid(logits.astype(np.float64))
             metrics = detection_metrics(val_labels, probabilities)
-            bench_scores = score_benchmarks(data.benchmarks, lambda crops: predict_logits(net, crops), 1.0)
+            bench_scores = [BenchmarkScores(b, b.scored(h.manipulation, 1.0)) for b, h in zip(benchmarks, bench_heads)]
             reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
             calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
             bench_scores = [
@@ -700,8 +750,7 @@ class Trainer:
                 synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
             )
             bench_reals = {
-                b.benchmark.name: real_file_faces(b.scored)
-                for b in score_benchmarks(benchmarks, lambda crops: predict_logits(net, crops, synthetic=True), 1.0)
+                b.name: real_file_faces(b.scored(h.of(synthetic=True), 1.0)) for b, h in zip(benchmarks, bench_heads)
             }
             fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, bench_reals)
             synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted, bench_reals)

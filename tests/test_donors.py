@@ -1,0 +1,127 @@
+"""Cross-blend donors that are not real samples (data.donor_dirs): e.g. generated faces blended into real
+photos, as regional GAN swaps make them."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from deepshield.errors import DeepShieldError
+from deepshield.synthesis import SynthesisConfig
+from deepshield.training.benchmarks import BenchmarkOverlapError
+from deepshield.training.checkpoint import load_checkpoint
+from deepshield.training.config import load_config
+from deepshield.training.dataset import Donors, FakeMaker
+from deepshield.training.facebank import FaceBank
+from deepshield.training.synthetic import split_generated_files
+from deepshield.training.trainer import Trainer
+from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
+from tests.test_training import tiny_config
+
+SIZE = 96
+KEYPOINTS = np.array([[34, 40], [62, 40], [48, 54], [48, 70], [20, 44], [76, 44]], np.float32)
+
+
+def bank_of(images: np.ndarray) -> FaceBank:
+    count = len(images)
+    return FaceBank(
+        images,
+        np.repeat(KEYPOINTS[None], count, axis=0),
+        np.full((count, 468, 2), np.nan, np.float32),
+        np.ones((count, SIZE, SIZE), bool),
+        np.array([f"g{i}" for i in range(count)]),
+        np.array([f"{i}.png" for i in range(count)]),
+    )
+
+
+def change_at_centre(fake: np.ndarray, real: np.ndarray) -> float:
+    centre = slice(SIZE // 3, 2 * SIZE // 3)
+    return float(np.abs(fake[centre, centre].astype(np.int16) - real[centre, centre]).mean())
+
+
+@pytest.fixture(scope="module")
+def banks() -> tuple[FaceBank, FaceBank]:
+    face = cv2.resize(skdata.astronaut()[40:240, 150:310], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    reals = np.stack([np.clip(face.astype(np.int16) + shift, 0, 255).astype(np.uint8) for shift in (-10, 0, 10)])
+    checker = ((np.indices((SIZE, SIZE)) // 8).sum(axis=0) % 2 * 200 + 30).astype(np.uint8)  # no real face's texture
+    donors = np.stack([np.stack([checker] * 3, axis=-1)] * 2)
+    return bank_of(reals), bank_of(donors)
+
+
+def test_donors_are_blended_into_the_real_faces_deterministically(banks):
+    reals, donors = banks
+    whole_face = SynthesisConfig(part_probability=0.0, full_blend_probability=1.0)
+    with_donors = FakeMaker(reals, whole_face, cross_fraction=1.0, donors=Donors(donors, fraction=1.0))
+    without = FakeMaker(reals, whole_face, cross_fraction=1.0)
+    for index in range(len(reals)):
+        fake = with_donors.make(index, np.random.default_rng([0, index]))
+        np.testing.assert_array_equal(fake, with_donors.make(index, np.random.default_rng([0, index])))
+        own = without.make(index, np.random.default_rng([0, index]))
+        # the donor's texture fills the blend; another view of the same real face changes it little
+        assert change_at_centre(fake, reals.images[index]) > 3 * change_at_centre(own, reals.images[index]), index
+
+
+def test_donors_need_a_share_and_a_share_needs_donors(tmp_path):
+    for settings in (["data.donor_fraction=0.5"], [f'data.donor_dirs=["{tmp_path}"]']):
+        with pytest.raises(DeepShieldError, match=r"data\.donor_dirs and data\.donor_fraction go together"):
+            load_config(None, settings)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("faces")
+    return write_real_faces(root / "real", 8), write_generated_faces(root / "generated", 4)
+
+
+def test_a_run_with_donors_trains_and_records_them(faces, tmp_path):
+    real, generated = faces
+    settings = {"data.donor_dirs": f'["{generated}"]', "data.donor_fraction": "0.5", "optim.epochs": "1"}
+    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    result = Trainer(config).run()
+    assert result.bundle_dir is not None and result.progress.history[0]["val_auc"] >= 0
+    recorded = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["config"]["data"]
+    assert recorded["donor_fraction"] == 0.5 and recorded["donor_dirs"] == [str(generated)]
+
+
+def test_a_benchmark_holding_a_donor_face_is_refused(faces, tmp_path):
+    real, generated = faces
+    benchmark = write_benchmark(tmp_path / "bench")
+    shutil.copy(next(generated.glob("*.png")), benchmark / "fake" / "donor.png")
+    settings = {
+        "data.donor_dirs": f'["{generated}"]',
+        "data.donor_fraction": "0.5",
+        "data.benchmarks": f'["{benchmark}"]',
+    }
+    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    with pytest.raises(BenchmarkOverlapError, match=r"donor\.png"):
+        Trainer(config).run()
+
+
+def test_generated_faces_the_trunk_saw_as_donors_stay_out_of_the_synthetic_checks(tmp_path):
+    files = [tmp_path / f"g{i:02d}.png" for i in range(20)]
+    seen = frozenset(files[:8])
+    plain = split_generated_files(files, 0.2, 0.15, seed=3)
+    train, val, holdout = split_generated_files(files, 0.2, 0.15, seed=3, seen=seen)
+    assert sorted(train + val + holdout) == sorted(files) and seen <= set(train)
+    assert (len(val), len(holdout)) == (len(plain[1]), len(plain[2])) == (3, 4)  # sizes from all the files
+    assert not seen & set(val + holdout)
+    with pytest.raises(DeepShieldError, match=r"6 generated faces the network has not seen \(14 were blend donors"):
+        split_generated_files(files, 0.2, 0.15, seed=3, seen=frozenset(files[:14]))
+
+
+def test_a_synthetic_head_on_a_trunk_that_saw_every_generated_face_is_refused(faces, tmp_path):
+    real, generated = faces
+    donors = {"data.donor_dirs": f'["{generated}"]', "data.donor_fraction": "0.5", "optim.epochs": "1"}
+    parent = Trainer(tiny_config(real, tmp_path / "parent", tmp_path / "mlruns.db", tmp_path / "cache", **donors)).run()
+    frozen = {
+        "synthetic.fake_dirs": f'["{generated}"]',
+        "synthetic.matched_real_dir": str(real),
+        "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
+        "export.select": "max.synthetic_val_auc",
+    }
+    config = tiny_config(real, tmp_path / "frozen", tmp_path / "mlruns.db", tmp_path / "cache", **frozen)
+    with pytest.raises(DeepShieldError, match=r"were blend donors in its training.*data\.donor_limit_per_folder"):
+        Trainer(config).run()
