@@ -468,9 +468,11 @@ class Trainer:
             if model != config.model:
                 log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
                 config = self.config = config.model_copy(update={"model": model})
-        # The generated faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
-        seen_by_trunk = donor_files((parent.config if parent is not None else config).data)
-        synthetic_data = build_synthetic_data(config, seen_by_trunk) if config.synthetic is not None else None
+        synthetic_data = None
+        if config.synthetic is not None:
+            # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
+            seen_by_trunk = donor_files((parent.config if parent is not None else config).data)
+            synthetic_data = build_synthetic_data(config, seen_by_trunk)
         synthetic_files = synthetic_data.training_files if synthetic_data is not None else []
         # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation,
         # but the benchmarks' real files still hold the synthetic score's false-positive target.
