@@ -426,6 +426,7 @@ class Trainer:
             donors = Donors(donor_bank, config.data.donor_fraction)
             training_files += [Path(p) for p in donor_bank.paths]
         train_bank, val_bank = FaceBank.concat(train_reals), FaceBank.concat(val_reals)
+        # Donors make training fakes only: the validation fakes stay the recipe's own, comparable across runs.
         val_images, val_labels = validation_samples(
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
         )
