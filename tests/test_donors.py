@@ -125,3 +125,17 @@ def test_a_synthetic_head_on_a_trunk_that_saw_every_generated_face_is_refused(fa
     config = tiny_config(real, tmp_path / "frozen", tmp_path / "mlruns.db", tmp_path / "cache", **frozen)
     with pytest.raises(DeepShieldError, match=r"were blend donors in its training.*data\.donor_limit_per_folder"):
         Trainer(config).run()
+
+
+def test_pasting_draws_nothing_when_off_and_makes_a_fake_when_on(banks):
+    reals, _ = banks
+    default = FakeMaker(reals, SynthesisConfig(), cross_fraction=0.3)
+    off = FakeMaker(reals, SynthesisConfig(paste_probability=0.0), cross_fraction=0.3)
+    on = FakeMaker(reals, SynthesisConfig(paste_probability=1.0), cross_fraction=0.3)
+    for index in range(len(reals)):
+        np.testing.assert_array_equal(
+            default.make(index, np.random.default_rng([1, index])), off.make(index, np.random.default_rng([1, index]))
+        )
+        pasted = on.make(index, np.random.default_rng([1, index]))
+        # the test bank has no meshes: a paste falls back to a cross blend with another face
+        assert change_at_centre(pasted, reals.images[index]) > 0

@@ -4,8 +4,8 @@ import pytest
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import FaceDetector
 from deepshield.faces.landmarks import FaceMesher
-from deepshield.synthesis import FaceSample, SynthesisConfig, cross_blend, self_blend
-from deepshield.synthesis.masks import deform, keypoint_ellipse_mask
+from deepshield.synthesis import FaceSample, SynthesisConfig, cross_blend, part_paste, self_blend
+from deepshield.synthesis.masks import deform, hull_mask, keypoint_ellipse_mask
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,9 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     ]
     assert len(list(out.glob("fake_*_mask.png"))) == 4
     assert (out / "contact_sheet.png").stat().st_size > 10_000
+    pasted = tmp_path / "pasted"
+    assert main(["synth", str(real), str(pasted), "-n", "2", "--size", "96", "--method", "paste"]) == 0
+    assert len(list(pasted.glob("fake_*_mask.png"))) == 2
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -114,3 +117,30 @@ def test_blends_never_reach_the_crop_padding(face_sample, seed):
         assert result.mask[:, :54].max() == 0.0
         assert np.array_equal(result.image[:, :54], face_sample.image[:, :54])
         assert result.mask.max() > 0.3  # the rest of the face is still blended
+
+
+def flipped_donor(face_sample: FaceSample) -> FaceSample:
+    """Another 'person': the mirrored face, with its mesh mirrored to match."""
+    landmarks = face_sample.landmarks.copy()
+    landmarks[:, 0] = face_sample.image.shape[1] - 1 - landmarks[:, 0]
+    return FaceSample(np.ascontiguousarray(face_sample.image[:, ::-1]), face_sample.keypoints.copy(), landmarks)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_paste_changes_one_part_and_nothing_outside_it(face_sample, seed):
+    result = part_paste(face_sample, flipped_donor(face_sample), np.random.default_rng(seed))
+    assert result.method == "part_paste" and result.mask.dtype == np.float32
+    outside = result.mask == 0
+    assert np.array_equal(result.image[outside], face_sample.image[outside])
+    # one part, not the face: well under the whole-face blend's area, and it does change the pixels
+    assert 0 < (result.mask > 0.5).sum() < 0.6 * hull_mask(result.mask.shape, face_sample.landmarks).sum()
+    changed = np.abs(result.image.astype(int) - face_sample.image.astype(int)).sum(axis=2)
+    assert changed[result.mask > 0.5].mean() > 2.0
+
+
+def test_part_paste_is_deterministic_and_falls_back_to_a_blend_without_meshes(face_sample):
+    donor = flipped_donor(face_sample)
+    first = part_paste(face_sample, donor, np.random.default_rng(7))
+    assert np.array_equal(first.image, part_paste(face_sample, donor, np.random.default_rng(7)).image)
+    no_mesh = FaceSample(face_sample.image, face_sample.keypoints, None)
+    assert part_paste(no_mesh, donor, np.random.default_rng(7)).method == "cross_blend"

@@ -15,7 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("real_dir", type=Path, help="folder of real face images")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("-n", type=int, default=16, help="number of fakes (default 16)")
-    parser.add_argument("--method", choices=("self", "cross", "mixed"), default="mixed")
+    parser.add_argument(
+        "--method",
+        choices=("self", "cross", "paste", "mixed"),
+        default="mixed",
+        help="self-blend, cross-identity blend, one part of another face pasted on, or each in turn (default)",
+    )
     parser.add_argument("--size", type=int, default=224, help="crop size")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -27,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from deepshield.evaluation.plots import example_grid
     from deepshield.faces.crop import CropPolicy
-    from deepshield.synthesis.blend import cross_blend, self_blend
+    from deepshield.synthesis.blend import cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
@@ -36,10 +41,11 @@ def run(args: argparse.Namespace) -> int:
     sheet_images, captions = [], []
     for k in range(args.n):
         index = int(rng.integers(len(bank)))
-        use_cross = args.method == "cross" or (args.method == "mixed" and k % 2 == 1)
-        if use_cross and len(bank) > 1:
+        method = ("self", "cross", "paste")[k % 3] if args.method == "mixed" else args.method
+        if method != "self" and len(bank) > 1:
             donor = (index + 1 + int(rng.integers(len(bank) - 1))) % len(bank)
-            result = cross_blend(bank.sample(index), bank.sample(donor), rng)
+            with_donor = cross_blend if method == "cross" else part_paste
+            result = with_donor(bank.sample(index), bank.sample(donor), rng)
         else:
             result = self_blend(bank.sample(index), rng)
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))

@@ -5,6 +5,9 @@ face, so the only evidence of manipulation is the blending itself (boundary, col
 frequency mismatch) rather than identity cues that do not generalise across generators.
 Cross-identity blending: the source is another real person's face aligned by landmarks, as in
 a face swap, with its colour matched to the target (Face X-ray).
+Part pasting: one part of another person's face (an eye, the eyes, the nose or the mouth) pasted
+inside a hand-drawn-like selection, at a slightly different scale and often not colour matched, as
+hand edits in a photo editor make them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from deepshield.strict import StrictModel
-from deepshield.synthesis.masks import deform, region_mask
+from deepshield.synthesis.masks import PASTE_PARTS, deform, lasso_mask, region_mask
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class FaceSample:
 class SynthesisResult:
     image: NDArray[Any]  # the fake, H x W x 3 uint8
     mask: NDArray[Any]  # H x W float32 in [0, 1]: how much of the source each pixel holds
-    method: str  # "self_blend" or "cross_blend"
+    method: str  # "self_blend", "cross_blend" or "part_paste"
 
 
 class SynthesisConfig(StrictModel):
@@ -46,6 +49,9 @@ class SynthesisConfig(StrictModel):
     min_blend_ratio: float = Field(0.5, gt=0, le=1)
     max_shift: float = Field(0.03, ge=0, description="source misalignment, fraction of the crop side")
     max_scale_change: float = Field(0.05, ge=0)
+    paste_probability: float = Field(
+        0.0, ge=0, le=1, description="chance a fake is one part of another face pasted on (hand-edit-like), not a blend"
+    )
 
 
 def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
@@ -142,12 +148,24 @@ def _match_colour(source: NDArray[Any], target: NDArray[Any], region: NDArray[An
     return rgb
 
 
+def _align_donor(
+    donor: FaceSample, target: FaceSample, matrix: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any] | None]:
+    """The donor warped onto the target's crop, and the pixels that are photo (not padding) in both."""
+    height, width = target.image.shape[:2]
+    aligned = cv2.warpAffine(donor.image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+    valid = target.valid
+    if donor.valid is not None:
+        donor_valid = cv2.warpAffine(donor.valid.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST) > 0
+        valid = donor_valid if valid is None else valid & donor_valid
+    return aligned, valid
+
+
 def cross_blend(
     target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None
 ) -> SynthesisResult:
     """Face-swap-like fake: the donor's face aligned onto the target by landmarks, colour-matched, blended (config None: the defaults)."""
     config = SynthesisConfig() if config is None else config
-    height, width = target.image.shape[:2]
     if (
         target.landmarks is not None and donor.landmarks is not None
     ):  # the face meshes, else the 4 eye/nose/mouth keypoints
@@ -157,11 +175,32 @@ def cross_blend(
     matrix, _ = cv2.estimateAffinePartial2D(src_points.astype(np.float32), dst_points.astype(np.float32))
     if matrix is None:
         return self_blend(target, rng, config)
-    aligned = cv2.warpAffine(donor.image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
-    valid = target.valid
-    if donor.valid is not None:
-        donor_valid = cv2.warpAffine(donor.valid.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST) > 0
-        valid = donor_valid if valid is None else valid & donor_valid
+    aligned, valid = _align_donor(donor, target, matrix)
     mask = _soft_mask(target, rng, config, valid)
     source = _frequency_jitter(_match_colour(aligned, target.image, mask), rng)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="cross_blend")
+
+
+def part_paste(
+    target: FaceSample, donor: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None
+) -> SynthesisResult:
+    """Hand-edit-like fake: one part of the donor, aligned by that part's landmarks at up to 15% another
+    scale, pasted inside a lasso or box selection; colour matched half the time, as editors often skip
+    it. Without face meshes there are no parts to align: a cross blend instead (config None: the defaults)."""
+    config = SynthesisConfig() if config is None else config
+    if target.landmarks is None or donor.landmarks is None:
+        return cross_blend(target, donor, rng, config)
+    indices = list(PASTE_PARTS.values())[rng.integers(len(PASTE_PARTS))]
+    dst_points = target.landmarks[indices].astype(np.float32)
+    matrix, _ = cv2.estimateAffinePartial2D(donor.landmarks[indices].astype(np.float32), dst_points)
+    if matrix is None:
+        return cross_blend(target, donor, rng, config)
+    scale = rng.uniform(0.9, 1.15)  # about the part's centre in the target
+    centre = dst_points.mean(axis=0)
+    matrix = scale * matrix
+    matrix[:, 2] += (1 - scale) * centre
+    aligned, valid = _align_donor(donor, target, matrix)
+    height, width = target.image.shape[:2]
+    mask = lasso_mask((height, width), dst_points, rng) * _inside(valid, 2)
+    source = _match_colour(aligned, target.image, mask) if rng.random() < 0.5 else aligned
+    return SynthesisResult(image=_blend(source, target.image, mask), mask=mask.astype(np.float32), method="part_paste")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deepshield.synthesis.blend import FaceSample, SynthesisConfig, cross_blend, self_blend
+from deepshield.synthesis.blend import FaceSample, SynthesisConfig, cross_blend, part_paste, self_blend
 from deepshield.training.augment import degrade
 from deepshield.training.config import AugmentConfig
 from deepshield.training.facebank import FaceBank
@@ -55,6 +55,10 @@ class FakeMaker:
 
     def make(self, index: int, rng: np.random.Generator) -> np.ndarray:
         target = self.bank.sample(index)
+        paste = self.synthesis.paste_probability
+        # No draw without pasting: a recipe without it keeps its samples exactly.
+        if paste > 0 and len(self.bank) > 1 and rng.random() < paste:
+            return part_paste(target, self._donor(index, rng), rng, self.synthesis).image
         if len(self.bank) > 1 and rng.random() < self.cross_fraction:
             return cross_blend(target, self._donor(index, rng), rng, self.synthesis).image
         return self_blend(target, rng, self.synthesis).image
