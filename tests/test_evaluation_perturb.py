@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.perturb import Blur, Jpeg, Noise, PerturbationError, Resize, parse_perturbations
+from deepshield.evaluation.perturb import H264, Blur, Jpeg, Noise, PerturbationError, Resize, parse_perturbations
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -19,6 +19,7 @@ def test_parse_the_documented_syntax():
     assert parsed == [Jpeg(90), Jpeg(70), Jpeg(50), Resize(0.5), Blur(1.5), Noise(5.0)]
     assert [p.name for p in parsed] == ["jpeg:90", "jpeg:70", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"]
     assert parse_perturbations([" JPEG: 80 , 60 "]) == [Jpeg(80), Jpeg(60)]
+    assert parse_perturbations(["h264:23,35"]) == [H264(23), H264(35)]
     assert parse_perturbations([]) == []
 
 
@@ -31,6 +32,8 @@ def test_parse_the_documented_syntax():
         ("jpeg:high", "'high' .* is not an integer"),
         ("jpeg:0", "quality must be an integer from 1 to 100"),
         ("jpeg:101", "quality must be an integer from 1 to 100"),
+        ("h264:52", "CRF must be an integer from 0 to 51"),
+        ("h264:2.5", "'2.5' .* is not an integer"),
         ("resize:1.5", "between 0 and 1"),
         ("resize:0", "between 0 and 1"),
         ("resize:nan", "between 0 and 1"),
@@ -57,6 +60,16 @@ def test_jpeg_quality_lowers_psnr_monotonically(astronaut):
     assert values[0] > 35 and values[-1] < values[0] - 5
     out = Jpeg(70).apply(astronaut)
     assert out.shape == astronaut.shape and out.dtype == np.uint8
+
+
+def test_h264_crf_lowers_psnr_and_is_deterministic(astronaut):
+    odd = np.ascontiguousarray(astronaut[:301, :299])  # odd sides: padded for 4:2:0, cropped back
+    values = [psnr(odd, H264(crf).apply(odd)) for crf in (18, 30, 42)]
+    assert values == sorted(values, reverse=True)
+    assert values[0] > 35 and values[-1] < values[0] - 8
+    out = H264(30).apply(odd)
+    assert out.shape == odd.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, H264(30).apply(odd))
 
 
 def test_resize_halves_then_restores_the_size():
@@ -101,6 +114,6 @@ def test_noise_std_is_measured_and_seeded():
 
 def test_perturbations_leave_the_input_alone(astronaut):
     before = astronaut.copy()
-    for p in parse_perturbations(["jpeg:50", "resize:0.5", "blur:2", "noise:10"]):
+    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10"]):
         p.apply(astronaut, np.random.default_rng(0))
     np.testing.assert_array_equal(before, astronaut)

@@ -17,7 +17,8 @@ from deepshield.evaluation.calibration import fit_inconclusive_band, sigmoid
 from deepshield.evaluation.metrics import MetricsError
 from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.training.augment import degrade, h264
+from deepshield.media.codecs import h264_roundtrip
+from deepshield.training.augment import degrade
 from deepshield.training.benchmarks import (
     Benchmark,
     BenchmarkOverlapError,
@@ -138,13 +139,13 @@ def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
 
 def test_codec_augmentation_is_deterministic_keeps_shape_and_changes_pixels():
     face = cv2.resize(skdata.astronaut()[60:220, 160:300], (63, 63))  # odd sides: padded for yuv420p, cut back
-    once, again = h264(face, 35, (2, -1)), h264(face, 35, (2, -1))
+    once, again = h264_roundtrip(face, 35, (2, -1)), h264_roundtrip(face, 35, (2, -1))
     assert once.shape == face.shape and once.dtype == np.uint8
     assert np.array_equal(once, again)
     assert np.abs(once.astype(int) - face).mean() > 1.0
     assert (
-        np.abs(h264(face, 45, (2, -1)).astype(int) - face).mean()
-        > np.abs(h264(face, 18, (2, -1)).astype(int) - face).mean()
+        np.abs(h264_roundtrip(face, 45, (2, -1)).astype(int) - face).mean()
+        > np.abs(h264_roundtrip(face, 18, (2, -1)).astype(int) - face).mean()
     )
     config = AugmentConfig(codec_probability=1.0, jpeg_probability=0.0)
     a = degrade(face, np.random.default_rng([3, 1]), config)

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Score every face of every sampled frame of a labelled set once, then report face- and file-level AUC, AP, EER, "
             "log-loss, balanced accuracy and precision/recall/F1 at the model's threshold, each with a bootstrap confidence "
             "interval over files; per source and per manipulation method; calibration; video rules side by side; and, with "
-            "--perturb, the same set re-scored under JPEG, resizing, blur and noise. DATASET: DFDC folders, FaceForensics++, "
+            "--perturb, the same set re-scored under JPEG, H.264, resizing, blur and noise. DATASET: DFDC folders, FaceForensics++, "
             "folders named real/ and fake/, a CSV (path,label[,group][,method][,source]) or a prepared dataset folder (manifest.csv)."
         ),
         epilog="example: deepshield evaluate data/test --model bundle --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5 --out report",
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="extend",
         default=[],
         metavar="SPEC",
-        help="perturbations, e.g. jpeg:90,70,50 resize:0.5 blur:1.5 noise:5",
+        help="perturbations, e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5",
     )
     parser.add_argument(
         "--video-rule",

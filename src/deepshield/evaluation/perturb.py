@@ -3,13 +3,14 @@
 Parsed from the command line's syntax, one argument per kind with comma-separated values::
 
     jpeg:90,70,50   re-encode as JPEG at quality 90, then 70, then 50 (three perturbations)
+    h264:23,35      re-encode with H.264 at CRF 23, then 35 (as the second frame of a two-frame clip)
     resize:0.5      shrink to half width and height (area averaging), then back up (bilinear)
     blur:1.5        Gaussian blur with sigma 1.5 pixels
     noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
 
 Each is applied to the full frame before face detection, the way a platform re-encodes the whole
-upload. Video frames are perturbed one by one (a JPEG of each frame stands in for a re-encode with
-a video codec). Noise is seeded per file and frame, so a rerun gives the same pixels.
+upload. Video frames are perturbed one by one (an H.264 or JPEG round trip of each frame stands in for
+re-encoding the whole video). Noise is seeded per file and frame, so a rerun gives the same pixels.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import cv2
 import numpy as np
 
 from deepshield.errors import DeepShieldError
+from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0)"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0)"
 
 
 class PerturbationError(DeepShieldError):
@@ -65,12 +67,25 @@ class Jpeg(Perturbation):
         return self.quality
 
     def apply(self, image, rng=None):
-        ok, data = cv2.imencode(
-            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)]
-        )
-        if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-            raise PerturbationError("JPEG encoding failed")
-        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return jpeg_roundtrip(image, self.quality)
+
+
+@dataclass(frozen=True)
+class H264(Perturbation):
+    crf: int
+    kind = "h264"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise PerturbationError(f"h264 CRF must be an integer from 0 to 51, got {self.crf}")
+
+    @property
+    def value(self) -> float:
+        return self.crf
+
+    def apply(self, image, rng=None):
+        # A 2-pixel pan from the first frame: the frame is coded by inter prediction, as most video frames are.
+        return h264_roundtrip(image, self.crf, (2, 2))
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,7 @@ class Noise(Perturbation):
 
 KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "jpeg": (Jpeg, int),
+    "h264": (H264, int),
     "resize": (Resize, float),
     "blur": (Blur, float),
     "noise": (Noise, float),

@@ -553,7 +553,7 @@ def render_html(
         ]
     else:
         parts.append(
-            '<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5)</p>'
+            '<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5)</p>'
         )
     parts += [
         "<h2>Worst false positives</h2><p>Real files with the highest scores; the most suspicious face, its crop and heatmap (red: looks manipulated).</p>",

@@ -3,12 +3,10 @@ traces that survive them rather than compression or resolution differences."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-import av
 import cv2
 import numpy as np
 
+from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 from deepshield.training.config import AugmentConfig
 
 
@@ -22,32 +20,6 @@ def geometric_jitter(image: np.ndarray, rng: np.random.Generator, config: Augmen
     return cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, buffer = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
-
-
-def h264(image: np.ndarray, crf: int, motion: tuple[int, int]) -> np.ndarray:
-    """The crop as the second frame of a two-frame H.264 clip whose first frame is the crop moved by
-    `motion` pixels: inter-frame prediction, chroma subsampling and quantisation, as a compressed video
-    leaves them on a real swap. One thread and a fixed preset: the same input gives the same output."""
-    height, width = image.shape[:2]
-    even = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")  # yuv420p needs even sides
-    encoder = av.CodecContext.create("libx264", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = even.shape[1], even.shape[0], "yuv420p"
-    encoder.time_base = Fraction(1, 25)
-    encoder.options = {"crf": str(int(crf)), "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
-    packets = []
-    for pts, frame in enumerate((np.roll(even, motion, axis=(0, 1)), even)):
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        video_frame.pts = pts
-        packets += encoder.encode(video_frame)
-    packets += encoder.encode(None)
-    decoder = av.CodecContext.create("h264", "r")
-    decoded = [frame for packet in [*packets, None] for frame in decoder.decode(packet)]
-    return np.ascontiguousarray(decoded[-1].to_ndarray(format="rgb24")[:height, :width])
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
@@ -72,7 +44,9 @@ def degrade(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
     if (
         config.codec_probability and rng.random() < config.codec_probability
     ):  # no draw when off: older recipes keep their samples
-        out = h264(out, rng.integers(config.codec_crf[0], config.codec_crf[1] + 1), tuple(rng.integers(-3, 4, size=2)))
+        out = h264_roundtrip(
+            out, rng.integers(config.codec_crf[0], config.codec_crf[1] + 1), tuple(rng.integers(-3, 4, size=2))
+        )
     if rng.random() < config.jpeg_probability:
-        out = jpeg(out, rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+        out = jpeg_roundtrip(out, rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
     return np.ascontiguousarray(out)
