@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -91,6 +92,30 @@ def test_verdict_is_the_most_suspicious_face(detector, three_faces):
     )
     assert result.verdict.headline.startswith("Likely manipulated")
     assert scripted.batches == [3]  # every face in one classifier call
+    assert "uncertain detection" not in result.verdict.reason  # the detector is sure of the astronaut
+
+
+class UnsureDetector:
+    """The real detector's faces, reported at the given confidences in reading order."""
+
+    def __init__(self, faces, scores: list[float]) -> None:
+        self.faces, self.scores = faces, scores
+
+    def detect(self, image):
+        return [replace(face, score=score) for face, score in zip(self.faces.detect(image), self.scores)]
+
+
+def test_the_reason_says_when_the_most_suspicious_face_is_an_uncertain_detection(detector, three_faces):
+    unsure = UnsureDetector(detector.faces, [0.95, 0.58, 0.95])
+    result = Detector(ScriptedClassifier([-1.0, 2.0, 0.5]), unsure).analyze_image(three_faces)
+    assert [f.detection_score for f in result.faces] == [0.95, 0.58, 0.95]
+    assert result.verdict.reason.endswith(
+        "; the most suspicious face is an uncertain detection (detector confidence 58%): check that it is a face"
+    )
+    assert result.verdict.label == "likely_manipulated"  # a hint for the reader, not a change of call
+    # An unsure face that is not the most suspicious one says nothing.
+    calm = Detector(ScriptedClassifier([2.0, -1.0, 0.5]), unsure).analyze_image(three_faces)
+    assert "uncertain detection" not in calm.verdict.reason
 
 
 def test_all_low_faces_give_no_signs_found_and_never_claim_authenticity(detector, three_faces):
