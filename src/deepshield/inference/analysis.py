@@ -191,10 +191,9 @@ class Detector:
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
         found = find_faces([image], self.faces, self.card.crop_policy)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
-        worst = max((f.probability for f in face_results), default=None)
-        worst_synthetic = _highest(f.synthetic_probability for f in face_results)
-        verdict = self._verdict(worst, worst_synthetic, "face")
         suspect = max(face_results, key=lambda f: f.probability, default=None)
+        worst_synthetic = _highest(f.synthetic_probability for f in face_results)
+        verdict = self._verdict(None if suspect is None else suspect.probability, worst_synthetic, "face")
         if suspect is not None and suspect.detection_score < UNCERTAIN_DETECTION:
             doubt = f"the most suspicious face is an uncertain detection (detector confidence {suspect.detection_score:.0%})"
             verdict = verdict.model_copy(update={"reason": f"{verdict.reason}; {doubt}: check that it is a face"})
