@@ -15,7 +15,7 @@ import torch
 from deepshield.errors import BundleError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard
+from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard, card_outputs
 from deepshield.models.export import export_bundle, file_sha256
 from deepshield.models.network import DeepfakeNet, normalize_batch
 
@@ -88,6 +88,44 @@ def test_cam_shape_and_mean_is_the_logit(request, astronaut, which, cam_side):
     scores = OnnxClassifier(bundle).score(face_like_crops(astronaut, card.input_size, 3))
     assert scores.cams.shape == (3, cam_side, cam_side)  # input / 8 (tiny), input / 32 (EfficientNet)
     np.testing.assert_allclose(scores.cams.mean(axis=(1, 2)), scores.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_log_mean_exp_pooling_leans_to_the_most_suspicious_locations():
+    cam = torch.tensor([[[0.0, 0.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])  # a local peak; a flat map
+    pooled = {
+        t: DeepfakeNet("tiny", 32, pretrained=False, cam_pooling_temperature=t).pool_cam(cam).numpy()
+        for t in (0.05, 2.0, 1e4)
+    }
+    np.testing.assert_allclose(pooled[2.0][0], 2 * np.log((3 + np.exp(2.0)) / 4), rtol=1e-6)
+    assert 1.0 < pooled[2.0][0] < 4.0  # between the mean and the peak
+    np.testing.assert_allclose(pooled[1e4], [1.0, 1.0], atol=1e-3)  # a large t: the mean
+    np.testing.assert_allclose(pooled[0.05][0], 4.0 - 0.05 * np.log(4), rtol=1e-5)  # a small t: the peak
+    np.testing.assert_allclose([p[1] for p in pooled.values()], 1.0, rtol=1e-3)  # a flat map: its value at any t
+    mean = DeepfakeNet("tiny", 32, pretrained=False).pool_cam(cam).numpy()
+    np.testing.assert_allclose(mean, [1.0, 1.0])
+
+
+def test_log_mean_exp_pooled_bundle_matches_torch(tmp_path, astronaut):
+    torch.manual_seed(3)
+    net = DeepfakeNet("tiny", 64, pretrained=False, cam_pooling_temperature=0.5).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    card = ModelCard(
+        name="lse",
+        version="1",
+        architecture="tiny",
+        input_size=64,
+        crop_policy=CropPolicy(size=64),
+        outputs=card_outputs(False, 0.5),
+    )
+    crops = face_like_crops(astronaut, 64, 5)
+    scores = OnnxClassifier(export_bundle(net, card, tmp_path / "lse")).score(crops)
+    logits, cams = torch_outputs(net, card, crops)
+    np.testing.assert_allclose(scores.logits, logits, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scores.cams, cams, rtol=1e-3, atol=1e-4)
+    flat = scores.cams.reshape(5, -1).astype(np.float64)
+    np.testing.assert_allclose(scores.logits, 0.5 * np.log(np.exp(flat / 0.5).mean(axis=1)), rtol=1e-4, atol=1e-5)
+    assert (scores.logits[:4] > flat[:4].mean(axis=1) + 1e-3).all()  # not the mean (the fifth crop is flat grey)
+    assert "t = 0.5" in OnnxClassifier(tmp_path / "lse").card.outputs["cam"]
 
 
 def test_card_records_checksum_and_policy(efficientnet_bundle):

@@ -96,6 +96,22 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     }
 
 
+def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_path):
+    config = tiny_config(
+        real_dir,
+        tmp_path / "run",
+        tmp_path / "mlruns.db",
+        tmp_path / "cache",
+        **{"optim.epochs": 1, "model.cam_pooling_temperature": 0.5},
+    )
+    classifier = OnnxClassifier(Trainer(config).run().bundle_dir)
+    assert "t = 0.5" in classifier.card.outputs["cam"]
+    assert classifier.card.training.config["model"]["cam_pooling_temperature"] == 0.5
+    scores = classifier.score(np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8))
+    cams = scores.cams.reshape(3, -1).astype(np.float64)
+    np.testing.assert_allclose(scores.logits, 0.5 * np.log(np.exp(cams / 0.5).mean(axis=1)), rtol=1e-4, atol=1e-5)
+
+
 def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     cache = tmp_path / "cache"
     straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()

@@ -99,9 +99,16 @@ SYNTHETIC_OUTPUT_DOC = (
 )
 
 
-def card_outputs(synthetic: bool) -> dict[str, str]:
-    """The `outputs` of a card for a one-output (manipulation) or two-output graph."""
-    return MANIPULATION_OUTPUTS | ({SYNTHETIC_OUTPUT: SYNTHETIC_OUTPUT_DOC} if synthetic else {})
+def card_outputs(synthetic: bool, cam_pooling_temperature: float | None = None) -> dict[str, str]:
+    """The `outputs` of a card for a one-output (manipulation) or two-output graph, saying how the
+    logit pools the CAM (the network's `cam_pooling_temperature`; None: the mean)."""
+    outputs = dict(MANIPULATION_OUTPUTS)
+    if cam_pooling_temperature is not None:
+        outputs["cam"] = (
+            "N x h x w: class-activation map, per-location logits; the logit is their log-mean-exp "
+            f"t x log(mean(exp(cam / t))) at t = {cam_pooling_temperature:g}"
+        )
+    return outputs | ({SYNTHETIC_OUTPUT: SYNTHETIC_OUTPUT_DOC} if synthetic else {})
 
 
 # The two-score verdict rule in words (deepshield.inference.verdict.combine applies it).

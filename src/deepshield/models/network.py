@@ -1,6 +1,7 @@
 """The classifier: a convolutional backbone and a 1x1-conv head whose per-location logits are the
-class-activation map (CAM); their mean is the face's logit. The same forward pass therefore
-gives the score and the heatmap, and both survive ONNX export.
+class-activation map (CAM); their mean (or, with a pooling temperature, their log-mean-exp, which leans
+towards the most suspicious locations) is the face's logit. The same forward pass therefore gives the
+score and the heatmap, and both survive ONNX export.
 
 Optionally a second 1x1-conv head on the same trunk gives the synthetic-face logit (is the face fully
 AI-generated?). It pools only the central region of the feature map, about the detector's face box
@@ -9,6 +10,7 @@ its cue; one pass of the trunk gives both scores."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -96,7 +98,8 @@ class NetOutput(NamedTuple):
 class DeepfakeNet(nn.Module):
     """Takes normalised float N x 3 x H x W; `forward` returns (logit N, cam N x h x w), `forward_all`
     the synthetic-face logit too. `synthetic_center`: the share of the feature map's side, centred,
-    that the synthetic head pools (None: no synthetic head)."""
+    that the synthetic head pools (None: no synthetic head). `cam_pooling_temperature` t pools the CAM
+    as t * log(mean(exp(cam / t))): the mean as t grows, the maximum as t shrinks (None: the mean)."""
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class DeepfakeNet(nn.Module):
         pretrained: bool = True,
         dropout: float = 0.2,
         synthetic_center: float | None = None,
+        cam_pooling_temperature: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
@@ -113,6 +117,7 @@ class DeepfakeNet(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1)
         self.synthetic_center = synthetic_center
+        self.cam_pooling_temperature = cam_pooling_temperature
         self.synthetic_head = (
             nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
         )
@@ -135,7 +140,15 @@ class DeepfakeNet(nn.Module):
             cols = central_window(int(features.shape[3]), self.synthetic_center)
             centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
             synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
-        return NetOutput(cam.mean(dim=(1, 2)), cam, synthetic)
+        return NetOutput(self.pool_cam(cam), cam, synthetic)
+
+    def pool_cam(self, cam: torch.Tensor) -> torch.Tensor:
+        """N x h x w per-location logits to N logits."""
+        if self.cam_pooling_temperature is None:
+            return cam.mean(dim=(1, 2))
+        t = self.cam_pooling_temperature
+        cells = cam.shape[1] * cam.shape[2]
+        return t * (torch.logsumexp(cam.flatten(1) / t, dim=1) - math.log(cells))
 
     def feature_side(self) -> int:
         with torch.no_grad():

@@ -108,6 +108,14 @@ class ModelConfig(StrictModel):
     crop_scale: float = Field(1.5, gt=1, le=3)
     pretrained: bool = True
     dropout: float = Field(0.2, ge=0, lt=1)
+    cam_pooling_temperature: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "how the CAM's per-location logits make the face's logit: t x log(mean(exp(cam / t))), which weighs the "
+            "most suspicious locations more as t shrinks (a part edit or a partial swap is local); None: the mean"
+        ),
+    )
     init: Path | None = Field(
         None,
         description=(

@@ -145,7 +145,12 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]
     centre = 1 / config.model.crop_scale if config.synthetic is not None else None
     model = config.model
     net = DeepfakeNet(
-        model.backbone, model.input_size, pretrained=False, dropout=model.dropout, synthetic_center=centre
+        model.backbone,
+        model.input_size,
+        pretrained=False,
+        dropout=model.dropout,
+        synthetic_center=centre,
+        cam_pooling_temperature=model.cam_pooling_temperature,
     )
     net.load_state_dict(checkpoint["model"])
     return net.eval(), config
@@ -184,7 +189,7 @@ def export_checkpoint(
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
         test_time_flip=manipulation_export.test_time_flip if test_time_flip is None else test_time_flip,
         calibration=calibration,
-        outputs=card_outputs(synthetic is not None),
+        outputs=card_outputs(synthetic is not None, config.model.cam_pooling_temperature),
         synthetic=synthetic,
         training=training_info(config, checkpoint.get("command", ""), int(checkpoint["epoch"]) + 1),
         metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,

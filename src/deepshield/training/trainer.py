@@ -488,7 +488,12 @@ class Trainer:
         # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
         centre = 1 / config.model.crop_scale if config.synthetic is not None else None  # the face box inside the crop
         net = DeepfakeNet(
-            config.model.backbone, config.model.input_size, config.model.pretrained, config.model.dropout, centre
+            config.model.backbone,
+            config.model.input_size,
+            config.model.pretrained,
+            config.model.dropout,
+            centre,
+            config.model.cam_pooling_temperature,
         )
         if parent is not None:
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
