@@ -11,6 +11,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.checkpoint import LAST, load_checkpoint
 from deepshield.training.config import TrainConfig, load_config
+from deepshield.training.export import export_checkpoint
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_real_faces
 
@@ -56,6 +57,10 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert checkpoints == ["best.pt", "epoch_001.pt", "epoch_002.pt", "last.pt"]
     for plot in ("roc.png", "pr.png", "confusion.png", "hardest.png", "loss.png"):
         assert (tmp_path / "run" / "plots" / plot).stat().st_size > 1000
+
+    with pytest.raises(DeepShieldError, match=r"last.pt is a resume checkpoint .* export the run's best.pt"):
+        export_checkpoint(tmp_path / "run" / "checkpoints" / LAST, tmp_path / "not-a-bundle")
+    assert not (tmp_path / "not-a-bundle").exists()
 
     classifier = OnnxClassifier(result.bundle_dir)
     card = classifier.card

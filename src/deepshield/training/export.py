@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import (
     fit_inconclusive_band,
     fit_temperature,
@@ -172,6 +173,11 @@ def export_checkpoint(
 ) -> ModelCard:
     """Write a bundle from a checkpoint holding validation logits (the trainer's best.pt)."""
     checkpoint = load_checkpoint(checkpoint_path)
+    if "val_labels" not in checkpoint and "card" not in (checkpoint.get("parent") or {}):
+        raise DeepShieldError(
+            f"{checkpoint_path} is a resume checkpoint (last.pt, epoch_NNN.pt): it holds no validation scores to "
+            "calibrate a bundle on; export the run's best.pt (the epoch export.select chose)"
+        )
     net, config = network_from_checkpoint(checkpoint)
     # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
     parent = checkpoint.get("parent")
