@@ -141,18 +141,23 @@ def synthetic_flagged(
     }
 
 
-def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
-    config = TrainConfig.model_validate(checkpoint["config"])
-    centre = 1 / config.model.crop_scale if config.synthetic is not None else None
+def build_network(config: TrainConfig, pretrained: bool) -> DeepfakeNet:
+    """The network a configuration trains: the one place its model settings become a DeepfakeNet."""
     model = config.model
-    net = DeepfakeNet(
+    return DeepfakeNet(
         model.backbone,
         model.input_size,
-        pretrained=False,
+        pretrained=pretrained,
         dropout=model.dropout,
-        synthetic_center=centre,
+        # the synthetic head pools the face box inside the crop
+        synthetic_center=1 / model.crop_scale if config.synthetic is not None else None,
         cam_pooling_temperature=model.cam_pooling_temperature,
     )
+
+
+def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
+    config = TrainConfig.model_validate(checkpoint["config"])
+    net = build_network(config, pretrained=False)
     net.load_state_dict(checkpoint["model"])
     return net.eval(), config
 

@@ -45,6 +45,7 @@ from deepshield.training.dataset import (
     validation_samples,
 )
 from deepshield.training.export import (
+    build_network,
     export_checkpoint,
     fit_calibration,
     fit_synthetic_calibration,
@@ -484,17 +485,7 @@ class Trainer:
             else [b.real_files_only() for b in self._load_benchmarks(synthetic_files)]
         )
 
-        # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
-        # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
-        centre = 1 / config.model.crop_scale if config.synthetic is not None else None  # the face box inside the crop
-        net = DeepfakeNet(
-            config.model.backbone,
-            config.model.input_size,
-            config.model.pretrained,
-            config.model.dropout,
-            centre,
-            config.model.cam_pooling_temperature,
-        )
+        net = build_network(config, config.model.pretrained)
         if parent is not None:
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
             if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
@@ -512,6 +503,8 @@ class Trainer:
                 raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
             if config.model.init_share:
                 self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
+        # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
+        # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
         net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
         trainable = [p for p in net.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
