@@ -293,16 +293,22 @@ def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(fac
 
 
 def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
-    settings = {"model.init": str(parent.bundle_dir), "model.input_size": 64}
-    with pytest.raises(DeepShieldError, match=r"model.init .* \(backbone, input size\) \('tiny', 48\)"):
-        Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
-    # Another crop scale is a fine-tune to a new framing: the same weights, every one of them, to start from.
-    reframed = tiny_config(
+    other = tiny_config(
         faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache",
-        **{"model.init": str(parent.bundle_dir), "model.crop_scale": 1.3},
+        **{"model.init": str(parent.bundle_dir), "model.backbone": "efficientnet_lite0"},
     )  # fmt: skip
-    start, bundle = initial_weights(reframed), bundle_weights(parent.bundle_dir, read_card(parent.bundle_dir))
-    assert start.keys() == bundle.keys() and all(torch.equal(start[k], bundle[k]) for k in bundle)
+    with pytest.raises(DeepShieldError, match=r"model.init .* is a tiny network, but this run's model.backbone is eff"):
+        initial_weights(other)
+    # Another crop scale or input size is a fine-tune to a new framing or resolution: the same weights,
+    # every one of them, to start from.
+    bundle = bundle_weights(parent.bundle_dir, read_card(parent.bundle_dir))
+    for change in ({"model.crop_scale": 1.3}, {"model.input_size": 64}):
+        moved = tiny_config(
+            faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache",
+            **{"model.init": str(parent.bundle_dir), **change},
+        )  # fmt: skip
+        start = initial_weights(moved)
+        assert start.keys() == bundle.keys() and all(torch.equal(start[k], bundle[k]) for k in bundle), change
     with pytest.raises(DeepShieldError, match=r"a frozen synthetic run keeps synthetic\.init"):
         tiny_config(
             faces[0],

@@ -202,22 +202,25 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
     path = Path(init).expanduser()
     if path.is_dir():
         card = read_card(path)
-        found, found_crop = (card.architecture, card.input_size), card.crop_policy.scale
+        found, found_size, found_crop = card.architecture, card.input_size, card.crop_policy.scale
         state = bundle_weights(path, card)
     elif path.is_file():
         checkpoint = load_checkpoint(path)
         model = TrainConfig.model_validate(checkpoint["config"]).model
-        found, found_crop = (model.backbone, model.input_size), model.crop_scale
+        found, found_size, found_crop = model.backbone, model.input_size, model.crop_scale
         state = checkpoint["model"]
     else:
         raise DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
-    wanted = (config.model.backbone, config.model.input_size)
-    if found != wanted:
+    if found != config.model.backbone:
         raise DeepShieldError(
-            f"model.init {path} was trained as (backbone, input size) {found}, "
-            f"but this run's model settings are {wanted}: set them to match"
+            f"model.init {path} is a {found} network, but this run's model.backbone is {config.model.backbone}: "
+            "set it to match"
         )
-    if found_crop != config.model.crop_scale:  # the weights are convolutions: only the framing they learnt moves
+    # The weights are convolutions pooled globally: another input size or crop scale only moves the
+    # resolution and framing they learnt, which the fine-tune then adapts to.
+    if found_size != config.model.input_size:
+        log.info("model.init was trained at %s px: fine-tuning it to %s px", found_size, config.model.input_size)
+    if found_crop != config.model.crop_scale:
         log.info("model.init was trained at crop scale %s: fine-tuning it to %s", found_crop, config.model.crop_scale)
     return state
 
