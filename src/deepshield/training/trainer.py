@@ -35,6 +35,7 @@ from deepshield.models.card import ONNX_FILE, ModelCard, Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.tracking.tracker import open_tracker
+from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
 from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from deepshield.training.config import DataConfig, TrainConfig
@@ -461,6 +462,7 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         config = self.config
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        keep_freed_memory()
         torch.manual_seed(config.seed)
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
