@@ -33,7 +33,7 @@ from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import build_network
 from deepshield.training.facebank import facebank_for
-from deepshield.training.trainer import Batch, Step
+from deepshield.training.trainer import Batch, Step, placed_for_training
 
 
 def synthesis_rate(samples: TrainingSamples, count: int) -> float:
@@ -46,8 +46,7 @@ def synthesis_rate(samples: TrainingSamples, count: int) -> float:
 
 def network_rate(config: TrainConfig, images: np.ndarray, batch: int, steps: int) -> float:
     """Images per second through the trainer's step, after one warm-up step."""
-    net = build_network(config, pretrained=True).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    net, optimizer = placed_for_training(build_network(config, pretrained=True), config, torch.device("cpu"))
     step = Step(net.train(), optimizer, config.optim.optimizer, config.optim.sam_rho)
     batches = [
         Batch(torch.from_numpy(images[i : i + batch]), torch.arange(i, i + batch) % 2)
@@ -60,13 +59,14 @@ def network_rate(config: TrainConfig, images: np.ndarray, batch: int, steps: int
     return steps * batch / (time.perf_counter() - started)
 
 
-def size_config(size: int, crop_scale: float, faces_per_folder: int) -> TrainConfig:
+def size_config(size: int, crop_scale: float, faces_per_folder: int | None = None) -> TrainConfig:
+    """The default training configuration at one input size (faces_per_folder: the face bank's share)."""
     return load_config(
         None,
         [
             f"model.input_size={size}",
             f"model.crop_scale={crop_scale}",
-            f"data.limit_per_folder={faces_per_folder}",
+            f"data.limit_per_folder={'null' if faces_per_folder is None else faces_per_folder}",
             "data.benchmarks=[]",
             "tracking.enabled=false",
         ],
@@ -84,7 +84,7 @@ def network_child(size: int, mode: str, args: argparse.Namespace) -> None:
     if mode == "keep" and not keep_freed_memory():
         raise SystemExit("this allocator does not take the setting")
     images = np.random.default_rng(0).integers(0, 256, (2 * args.batch, size, size, 3), dtype=np.uint8)
-    print(network_rate(size_config(size, args.crop_scale, 1), images, args.batch, args.steps))
+    print(network_rate(size_config(size, args.crop_scale), images, args.batch, args.steps))
 
 
 def main() -> None:
