@@ -16,7 +16,8 @@ from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, Score
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
-from deepshield.models.card import Calibration, ModelCard
+from deepshield.errors import DeepShieldError
+from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
 from tests.test_evaluation_report import folder_dataset  # noqa: F401 - the shared tiny dataset fixture
 
 
@@ -144,6 +145,47 @@ def test_each_source_held_out_is_fitted_on_the_others():
     assert metrics["calibration_heldout_other_set_after_flagged"] == round(result.held_out[0].after["flagged"], 4)
     assert "calibration_heldout_toy_before_ece" in metrics
     assert recalibrate(overconfident_set(), shipped).held_out == []  # one source: nothing to hold out
+
+
+def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
+    scored = overconfident_set(600, faces_per_file=1, seed=4)  # one face a file: its score is the face's
+    for record in scored.files[::2]:
+        record.source = "other"
+    band = InconclusiveBand(low=0.7, high=0.9, fitted_on="toy band")
+    card = toy_card(temperature=1.0, threshold=0.8, inconclusive=band)
+    result = recalibrate(scored, card, keep_verdicts=True)
+    new = result.calibration
+    assert result.temperature_after == pytest.approx(4, rel=0.3)
+    to_logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    for old, refit in ((0.8, new.threshold), (0.7, new.band.low), (0.9, new.band.high)):
+        assert to_logit(refit) * result.temperature_after == pytest.approx(to_logit(old), rel=1e-6)  # same logit
+    assert new.threshold < 0.7  # the 0.8 of an overconfident model is a much lower honest probability
+    assert "kept at the same logits" in new.band.fitted_on and "verdicts unchanged" in new.fitted_on
+    before = scored.file_scores(CLEAN, VideoRule(), 1.0)
+    after = scored.file_scores(CLEAN, VideoRule(), result.temperature_after)
+    assert [band.classify(b) for b in before] == [new.band.classify(a) for a in after]
+    assert result.verdicts_changed == 0 and result.card.metrics["calibration_verdicts_changed"] == 0
+    assert result.after["face"]["ece"] < result.before["face"]["ece"] - 0.05
+    assert [c.source for c in result.held_out] == ["other", "toy"]
+    for check in result.held_out:  # fitted on the other half: the same files flagged and caught, honest probabilities
+        assert check.after["flagged"] == check.before["flagged"] and check.after["caught"] == check.before["caught"]
+        assert check.after["ece"] < check.before["ece"] - 0.05
+    with pytest.raises(DeepShieldError, match="temperature alone"):
+        recalibrate(scored, card, target_fpr=0.05, keep_verdicts=True)
+
+    assert recalibrate(scored, card, keep_verdicts=True, version="1.2.2").card.version == "1.2.2"
+
+    out = tmp_path / "cal"
+    args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--keep-verdicts"]
+    assert main([*args, "--target-fpr", "0.05"]) == EXIT_USAGE
+    assert "cannot be combined" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--version", "9.9.9", "--frames", "2", "--no-progress"]) == EXIT_OK
+    assert "verdicts changed: 0 of" in capsys.readouterr().out
+    old, refit = OnnxClassifier(tiny_bundle).card.calibration, OnnxClassifier(out).card
+    assert refit.version == "9.9.9"
+    assert to_logit(refit.calibration.threshold) * refit.calibration.temperature == pytest.approx(
+        to_logit(old.threshold) * old.temperature, rel=1e-6
+    )
 
 
 def test_one_class_set_is_refused():

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a labelled set (same inputs as `evaluate`), fit the temperature on the face logits and the threshold on "
             "the file scores, and write NEW_BUNDLE: model.onnx copied unchanged, a model card with the new calibration, "
-            "fitted_on, a '+cal.<date>' version and the metrics before and after. Calibrate and evaluate on different sets; "
+            "fitted_on, a '+cal.<date>' version (or --version) and the metrics before and after. Calibrate and evaluate on different sets; "
             "with several sources, each is also held out in turn (fitted on the others, measured on it)."
         ),
         epilog="example: deepshield calibrate data/val --model bundle --out bundle-cal --target-fpr 0.05",
@@ -40,10 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="topk-mean",
         help="rule turning face scores into file scores (default topk-mean, the detector's)",
     )
-    parser.add_argument(
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument(
         "--keep-temperature",
         action="store_true",
         help="keep the bundle's temperature: refit only the threshold and band (e.g. a threshold on real media)",
+    )
+    keep.add_argument(
+        "--keep-verdicts",
+        action="store_true",
+        help="refit only the temperature; the threshold and band stay at the same logits, so every image's verdict "
+        "is unchanged (e.g. probabilities honest on real media without moving a false-positive-rate threshold)",
     )
     parser.add_argument(
         "--score",
@@ -51,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="manipulation",
         help="which score to refit: the face-swap score (default) or the synthetic-face score "
         "(label 1 = a generated face; e.g. --target-fpr on your own real photos)",
+    )
+    parser.add_argument(
+        "--version", default=None, help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)"
     )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run)
@@ -66,12 +76,14 @@ def _rate(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     from deepshield.cli.evaluate import load_classifier, score_labelled_set
     from deepshield.cli.main import EXIT_OK
-    from deepshield.errors import BundleError
+    from deepshield.errors import BundleError, DeepShieldError
     from deepshield.evaluation.recalibrate import recalibrate, write_calibrated_bundle
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
 
+    if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
+        raise DeepShieldError("--keep-verdicts keeps the threshold: it cannot be combined with --target-fpr or --balanced")
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)
     if out.resolve() == Path(bundle).resolve():
@@ -93,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         keep_temperature=args.keep_temperature,
         score=args.score,
+        keep_verdicts=args.keep_verdicts,
+        version=args.version,
     )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
@@ -103,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     band = result.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")
+    print(f"verdicts changed: {result.verdicts_changed} of {result.files} files")
     print(f"{'metric (calibration set)':<34} {'before':>8} {'after':>8}")
     for level in ("file", "face"):
         for name, value in result.before[level].items():

@@ -11,9 +11,14 @@
   Files without a face take no part.
 * Inconclusive band: fitted on the same file scores around the new threshold
   (`deepshield.evaluation.calibration.fit_inconclusive_band`).
+* Or (``keep_verdicts``) the temperature alone is refitted and the threshold and band stay where they
+  cut the logits, re-expressed at the new temperature: the probabilities a user reads become honest on
+  the calibration media while an image's verdict stays exactly what it was (a video's track score is a
+  mean of probabilities, so a video lying on a boundary can cross it). The way to make probabilities
+  calibrated on real media without moving operating points that were chosen for a false-positive rate.
 
 The new bundle is a copy of the old one (model.onnx byte for byte) with a new model card: the new
-calibration, ``fitted_on`` saying on what and how, the version with a ``+cal.<date>`` local part,
+calibration, ``fitted_on`` saying on what and how, the version given or the old one with a ``+cal.<date>`` local part,
 and the metrics on the calibration set before and after (``calibration_before_*``,
 ``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
 
@@ -51,7 +56,7 @@ from deepshield.evaluation.metrics import check_inputs, detection_metrics, metri
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
 from deepshield.inference.video_rule import VideoRule
-from deepshield.models.card import CARD_FILE, Calibration, ModelCard
+from deepshield.models.card import CARD_FILE, Calibration, InconclusiveBand, ModelCard
 
 Score = Literal["manipulation", "synthetic"]
 REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
@@ -86,6 +91,7 @@ class CalibrationResult:
     files: int
     faces: int
     held_out: list[HeldOutCheck]
+    verdicts_changed: int  # files of the calibration set whose verdict (three-way, from this score) moved
 
     @property
     def temperature_after(self) -> float:
@@ -111,21 +117,40 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
+def at_temperature(probability: float, temperature: float, new_temperature: float) -> float:
+    """The probability that the logit scored `probability` at `temperature` gets at `new_temperature`."""
+    clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
+    logit = np.log(clipped / (1 - clipped)) * temperature
+    return float(sigmoid(np.asarray(logit / new_temperature)))
+
+
+def band_at_temperature(band: InconclusiveBand, temperature: float, new_temperature: float) -> InconclusiveBand:
+    return InconclusiveBand(
+        low=at_temperature(band.low, temperature, new_temperature),
+        high=at_temperature(band.high, temperature, new_temperature),
+        fitted_on=f"{band.fitted_on}; kept at the same logits, re-expressed at temperature {new_temperature:.4g}",
+    )
+
+
 def fit(
     scored: ScoredSet,
     rule: VideoRule,
     target_fpr: float | None,
     sources: set[str] | None = None,
     temperature: float | None = None,
+    verdicts_of: Fit | None = None,
 ) -> Fit:
     """Temperature on the clean face logits (unless one is given: kept), threshold on the file scores
-    (of `sources`, else all)."""
+    (of `sources`, else all); or, with `verdicts_of`, the threshold that cuts the logits where its
+    threshold did (the verdicts kept)."""
     faces = _face_mask(scored, sources)
     labels = scored.labels_of_faces()[faces]
     logits = scored.faces["logit"][faces].astype(np.float64)
     check_inputs(labels, sigmoid(logits), "faces")
     if temperature is None:
         temperature = fit_temperature(labels, logits)
+    if verdicts_of is not None:
+        return Fit(temperature, at_temperature(verdicts_of.threshold, verdicts_of.temperature, temperature))
     files = _files(scored, rule, temperature, sources)
     check_inputs(files.labels, files.scores, "files with a face")
     if target_fpr is None:
@@ -170,6 +195,7 @@ def held_out_checks(
     target_fpr: float | None,
     rule: VideoRule = VideoRule(),
     temperature: float | None = None,
+    keep_verdicts: bool = False,
 ) -> list[HeldOutCheck]:
     """Each source held out in turn (see the module's docstring); a source whose others hold only one
     class cannot be checked and is skipped."""
@@ -179,7 +205,8 @@ def held_out_checks(
     checks = []
     for source in sources:
         try:
-            refit = fit(scored, rule, target_fpr, set(sources) - {source}, temperature)
+            others = set(sources) - {source}
+            refit = fit(scored, rule, target_fpr, others, temperature, shipped if keep_verdicts else None)
         except DeepShieldError:
             continue
         before = _files(scored, rule, shipped.temperature, {source})
@@ -207,10 +234,16 @@ def recalibrate(
     when: Date | None = None,
     keep_temperature: bool = False,
     score: Score = "manipulation",
+    keep_verdicts: bool = False,
+    version: str | None = None,
 ) -> CalibrationResult:
     when = when or Date.today()
     if target_fpr is not None and not 0 <= target_fpr < 1:
         raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
+    if keep_verdicts and (keep_temperature or target_fpr is not None):
+        raise DeepShieldError(
+            "keeping the verdicts refits the temperature alone: it cannot also keep the temperature or fit a threshold"
+        )
     calibration = card.calibration
     if score == "synthetic":
         view = scored.synthetic_view()
@@ -218,7 +251,8 @@ def recalibrate(
             raise DeepShieldError("this bundle has no synthetic-face score to calibrate")
         scored, calibration = view, card.synthetic.calibration
     kept = calibration.temperature if keep_temperature else None
-    fitted = fit(scored, rule, target_fpr, temperature=kept)
+    shipped = Fit(calibration.temperature, calibration.threshold)
+    fitted = fit(scored, rule, target_fpr, temperature=kept, verdicts_of=shipped if keep_verdicts else None)
     temperature, threshold = fitted.temperature, fitted.threshold
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
@@ -226,8 +260,15 @@ def recalibrate(
     t_before, thr_before = calibration.temperature, calibration.threshold
     before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
     after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
-    held_out = held_out_checks(scored, Fit(t_before, thr_before), target_fpr, rule, kept)
-    band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
+    held_out = held_out_checks(scored, shipped, target_fpr, rule, kept, keep_verdicts)
+    if keep_verdicts:
+        band = band_at_temperature(calibration.band, t_before, temperature)
+    else:
+        band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
+    verdicts_changed = sum(
+        calibration.band.classify(float(old)) != band.classify(float(new))
+        for old, new in zip(before_files.scores, after_files.scores, strict=True)
+    )
     before = {
         "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
         "file": _level_metrics(before_files.labels, before_files.scores, thr_before),
@@ -238,16 +279,23 @@ def recalibrate(
     }
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
-    how = (
-        f"false-positive rate <= {target_fpr:g} over the real files of each source"
-        if target_fpr is not None
-        else "best balanced accuracy over files"
-    )
+    if keep_verdicts:
+        threshold_how = (
+            f", threshold and band kept at the same logits (threshold {thr_before:.4f} at temperature {t_before:.4g}: "
+            "the verdicts unchanged)"
+        )
+    else:
+        how = (
+            f"false-positive rate <= {target_fpr:g} over the real files of each source"
+            if target_fpr is not None
+            else "best balanced accuracy over files"
+        )
+        threshold_how = f", threshold on file scores ({rule.kind} rule) for {how}"
     fitted_on = (
         f"{described_as or 'a labelled set'}: {n_files} files with a face ({n_real} real, {n_files - n_real} fake), {labels.size} faces"
         + (f", {frames} frames per video" if frames else "")
         + ("; temperature kept" if keep_temperature else "; temperature on face logits (log-loss)")
-        + f", threshold on file scores ({rule.kind} rule) for {how}; {when:%Y-%m-%d}"
+        + f"{threshold_how}; {when:%Y-%m-%d}"
     )
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
@@ -264,11 +312,12 @@ def recalibrate(
         for stage, numbers in (("before", check.before), ("after", check.after))
         for name, value in numbers.items()
     }
+    figures[f"{prefix}verdicts_changed"] = verdicts_changed
     metrics |= {key: round(float(value), 4) for key, value in figures.items() if np.isfinite(value)}
     refit = calibration.model_copy(
         update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on, "inconclusive": band}
     )
-    update: dict = {"version": calibrated_version(card.version, when), "metrics": metrics}
+    update: dict = {"version": version or calibrated_version(card.version, when), "metrics": metrics}
     if score == "manipulation":
         update["calibration"] = refit
     else:
@@ -276,7 +325,9 @@ def recalibrate(
         update["synthetic"] = card.synthetic.model_copy(update={"calibration": refit})
     new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
-    return CalibrationResult(new_card, refit, t_before, thr_before, before, after, n_files, int(labels.size), held_out)
+    return CalibrationResult(
+        new_card, refit, t_before, thr_before, before, after, n_files, int(labels.size), held_out, verdicts_changed
+    )
 
 
 def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: bool = False) -> Path:
