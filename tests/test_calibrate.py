@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
+from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import binary_log_loss
 from deepshield.evaluation.recalibrate import calibrated_version, recalibrate
@@ -16,7 +17,6 @@ from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, Score
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
-from deepshield.errors import DeepShieldError
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
 from tests.test_evaluation_report import folder_dataset  # noqa: F401 - the shared tiny dataset fixture
 

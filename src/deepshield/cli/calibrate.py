@@ -60,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(label 1 = a generated face; e.g. --target-fpr on your own real photos)",
     )
     parser.add_argument(
-        "--version", default=None, help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)"
+        "--version",
+        default=None,
+        help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)",
     )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run)
@@ -83,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.video_rule import VideoRule
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
-        raise DeepShieldError("--keep-verdicts keeps the threshold: it cannot be combined with --target-fpr or --balanced")
+        raise DeepShieldError(
+            "--keep-verdicts keeps the threshold: it cannot be combined with --target-fpr or --balanced"
+        )
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)
     if out.resolve() == Path(bundle).resolve():
