@@ -210,7 +210,7 @@ def profile_image(detector, torch_classifier, photo: bytes, runs: int) -> dict[s
         "crop": lambda: [crop_face(image, f.box, f.keypoints, policy) for f in faces],
         "classify ONNX": lambda: detector.classifier.score(crops),
         "classify torch eager": lambda: torch_classifier.score(crops),
-        "heatmap": lambda: [cam_to_heatmap(c, policy.size, 1.0) for c in cams],
+        "heatmap": lambda: [cam_to_heatmap(c, policy.size, detector.card.calibration) for c in cams],
     }
     return {name: statistics.median(time_calls(call, runs, warmup=2)) * 1000 for name, call in stages.items()}
 

@@ -30,14 +30,16 @@ class ScriptedClassifier:
     """Stands in for OnnxClassifier: returns the given logits in the order crops arrive (the
     analysis scores every face of a call in one batch: frame by frame, faces in reading order)."""
 
-    def __init__(self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5) -> None:
+    def __init__(
+        self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5, offset: float = 0.0
+    ) -> None:
         self.card = ModelCard(
             name="scripted",
             version="1",
             architecture="tiny",
             input_size=32,
             crop_policy=CropPolicy(size=32),
-            calibration=Calibration(temperature=temperature, threshold=threshold),
+            calibration=Calibration(temperature=temperature, threshold=threshold, offset=offset),
         )
         self.logits = list(logits)
         self.batches: list[int] = []
@@ -48,8 +50,7 @@ class ScriptedClassifier:
         logits = np.array(self.logits[: len(crops)], np.float32)
         del self.logits[: len(crops)]
         cams = np.repeat(logits[:, None, None], 4, axis=1).repeat(4, axis=2)
-        probabilities = 1 / (1 + np.exp(-logits.astype(np.float64) / self.card.calibration.temperature))
-        return FaceScores(logits, probabilities, cams)
+        return FaceScores(logits, self.card.calibration.probability(logits), cams)
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +241,10 @@ def test_heatmap_is_the_cam_through_the_sigmoid(detector, astronaut):
     assert face.heatmap.shape == (32, 32)
     np.testing.assert_allclose(face.heatmap, sigmoid(1.5, 2.0), rtol=1e-5)  # a flat CAM: a flat map
     assert face.probability == pytest.approx(sigmoid(1.5, 2.0))
+    shifted = ScriptedClassifier([1.5], temperature=2.0, offset=1.0)  # Platt: sigmoid((logit - offset) / T)
+    face = Detector(shifted, detector.faces).analyze_image(astronaut).faces[0]
+    np.testing.assert_allclose(face.heatmap, sigmoid(0.5, 2.0), rtol=1e-5)
+    assert face.probability == pytest.approx(sigmoid(0.5, 2.0))
 
 
 # --- video rule and tracking -----------------------------------------------------------------

@@ -49,7 +49,7 @@ def efficientnet_bundle(tmp_path_factory):
         architecture="efficientnet_lite0",
         input_size=96,
         crop_policy=CropPolicy(size=96),
-        calibration=Calibration(temperature=1.7, threshold=0.4),
+        calibration=Calibration(temperature=1.7, offset=0.3, threshold=0.4),
     )
     return net, card, export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "effnet")
 
@@ -74,8 +74,8 @@ def test_onnx_runtime_matches_torch(request, astronaut, which):
     assert np.ptp(logits) > 0.05  # the crops really give different answers
     np.testing.assert_allclose(scores.logits, logits, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(scores.cams, cams, rtol=1e-3, atol=1e-4)
-    # Calibrated probability: sigmoid(logit / temperature), temperature from the card.
-    expected = 1 / (1 + np.exp(-logits.astype(np.float64) / card.calibration.temperature))
+    # Calibrated probability: sigmoid((logit - offset) / temperature), both from the card.
+    expected = 1 / (1 + np.exp(-(logits.astype(np.float64) - card.calibration.offset) / card.calibration.temperature))
     np.testing.assert_allclose(scores.probabilities, expected, rtol=1e-5, atol=1e-6)
     # A batch of one gives what the same crop gives inside a batch.
     single = classifier.score(crops[:1])

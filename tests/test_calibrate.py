@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -12,7 +13,7 @@ from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import binary_log_loss
-from deepshield.evaluation.recalibrate import calibrated_version, recalibrate
+from deepshield.evaluation.recalibrate import Method, calibrated_version, recalibrate
 from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
@@ -98,10 +99,10 @@ def test_recalibration_lowers_log_loss_on_an_overconfident_set():
 
 def test_target_fpr_bounds_false_positives_over_files():
     scored = overconfident_set(seed=1)
-    result = recalibrate(scored, toy_card(), target_fpr=0.05)
+    result = recalibrate(scored, toy_card(), Method(target_fpr=0.05))
     assert result.after["file"]["false_positive_rate"] <= 0.05
     assert "false-positive rate <= 0.05" in result.card.calibration.fitted_on
-    looser = recalibrate(scored, toy_card(), target_fpr=0.3)
+    looser = recalibrate(scored, toy_card(), Method(target_fpr=0.3))
     assert looser.threshold_after < result.threshold_after
     assert looser.after["file"]["recall"] >= result.after["file"]["recall"]
 
@@ -113,7 +114,7 @@ def test_target_fpr_holds_in_every_source_and_keep_temperature_moves_only_the_th
         record.source = "small"  # a small source of real files the model scores high
     scored.faces["logit"][np.isin(scored.faces["file_id"], [f.file_id for f in small])] += 6.0
     card = toy_card(temperature=2.0, threshold=0.5)
-    result = recalibrate(scored, card, target_fpr=0.05, keep_temperature=True)
+    result = recalibrate(scored, card, Method(target_fpr=0.05, keep_temperature=True))
     assert result.temperature_after == 2.0 and "temperature kept" in result.card.calibration.fitted_on
     assert "each source" in result.card.calibration.fitted_on
     scores = scored.file_scores(CLEAN, VideoRule(), 2.0)
@@ -133,7 +134,7 @@ def test_each_source_held_out_is_fitted_on_the_others():
     for record in scored.files[::2]:
         record.source = "Other Set"
     shipped = toy_card(temperature=1.0, threshold=0.5)
-    result = recalibrate(scored, shipped, target_fpr=0.05)
+    result = recalibrate(scored, shipped, Method(target_fpr=0.05))
     assert [c.source for c in result.held_out] == ["Other Set", "toy"]
     for check in result.held_out:
         assert check.real_files + check.fake_files == 300
@@ -153,7 +154,7 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
         record.source = "other"
     band = InconclusiveBand(low=0.7, high=0.9, fitted_on="toy band")
     card = toy_card(temperature=1.0, threshold=0.8, inconclusive=band)
-    result = recalibrate(scored, card, keep_verdicts=True)
+    result = recalibrate(scored, card, Method(keep_verdicts=True))
     new = result.calibration
     assert result.temperature_after == pytest.approx(4, rel=0.3)
     to_logit = lambda p: np.log(p / (1 - p))  # noqa: E731
@@ -170,10 +171,10 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
     for check in result.held_out:  # fitted on the other half: the same files flagged and caught, honest probabilities
         assert check.after["flagged"] == check.before["flagged"] and check.after["caught"] == check.before["caught"]
         assert check.after["ece"] < check.before["ece"] - 0.05
-    with pytest.raises(DeepShieldError, match="temperature alone"):
-        recalibrate(scored, card, target_fpr=0.05, keep_verdicts=True)
+    with pytest.raises(DeepShieldError, match="keeps the threshold"):
+        Method(target_fpr=0.05, keep_verdicts=True)
 
-    assert recalibrate(scored, card, keep_verdicts=True, version="1.2.2").card.version == "1.2.2"
+    assert recalibrate(scored, card, Method(keep_verdicts=True), version="1.2.2").card.version == "1.2.2"
 
     out = tmp_path / "cal"
     args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--keep-verdicts"]
@@ -186,6 +187,39 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
     assert to_logit(refit.calibration.threshold) * refit.calibration.temperature == pytest.approx(
         to_logit(old.threshold) * old.temperature, rel=1e-6
     )
+
+
+def test_fit_offset_lowers_a_shifted_score_with_the_verdicts_kept():
+    """Real files scored well below the fakes but all high (a synthetic-face score on sharp real photos):
+    Platt scaling brings them down; a temperature alone cannot without flattening the fakes."""
+    scored = overconfident_set(600, faces_per_file=1, seed=7)
+    scored.faces["logit"] = (scored.faces["logit"] + 6.0).astype(np.float32)  # every face 6 logits too high
+    for record in scored.files[::2]:
+        record.source = "other"
+    card = toy_card(temperature=1.0, threshold=0.99, inconclusive=InconclusiveBand(low=0.9, high=0.995, fitted_on="x"))
+    platt = recalibrate(scored, card, Method(keep_verdicts=True, fit_offset=True))
+    alone = recalibrate(scored, card, Method(keep_verdicts=True))
+    assert platt.calibration.offset == pytest.approx(6, abs=1.5) and alone.calibration.offset == 0
+    assert platt.after["face"]["log_loss"] < alone.after["face"]["log_loss"] - 0.05
+    assert platt.after["face"]["ece"] < alone.after["face"]["ece"]
+    assert platt.verdicts_changed == 0 and "Platt scaling" in platt.calibration.fitted_on
+    assert "(logit - offset) / temperature" in platt.card.outputs["logit"]  # the card says how to apply it
+    real = [f.file_id for f in scored.files if f.label == 0]
+    before = scored.file_scores(CLEAN, VideoRule(), 1.0)[real]
+    after = replace(scored, offset=platt.calibration.offset).file_scores(
+        CLEAN, VideoRule(), platt.calibration.temperature
+    )[real]
+    assert (before > 0.7).mean() > 0.5 and (after > 0.7).mean() < 0.2  # real files no longer read as likely fakes
+    for check in platt.held_out:
+        assert check.after["flagged"] == check.before["flagged"] and check.after["ece"] < check.before["ece"]
+    again = recalibrate(scored, platt.card, Method(keep_verdicts=True))  # a kept offset stays
+    assert again.calibration.offset == platt.calibration.offset
+    assert again.temperature_after == pytest.approx(platt.temperature_after, rel=0.05)
+    shifted_only = recalibrate(scored, card, Method(keep_verdicts=True, keep_temperature=True, fit_offset=True))
+    assert shifted_only.temperature_after == 1.0 and shifted_only.calibration.offset == pytest.approx(6, abs=1.5)
+    assert shifted_only.verdicts_changed == 0 and "temperature kept, offset" in shifted_only.calibration.fitted_on
+    with pytest.raises(DeepShieldError, match="nothing to refit"):
+        Method(keep_verdicts=True, keep_temperature=True)
 
 
 def test_one_class_set_is_refused():
@@ -301,7 +335,7 @@ def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bund
             "outputs": card_outputs(synthetic=True),
         }
     )
-    result = recalibrate(scored, card, target_fpr=0.02, keep_temperature=True, score="synthetic")
+    result = recalibrate(scored, card, Method(target_fpr=0.02, keep_temperature=True), score="synthetic")
     new = result.card
     assert new.calibration == card.calibration  # the face-swap score's calibration is untouched
     assert new.synthetic.calibration == result.calibration and result.calibration.threshold > 0.5

@@ -11,6 +11,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import (
     expected_calibration_error,
     fit_inconclusive_band,
+    fit_platt,
     fit_temperature,
     fit_threshold,
     reliability,
@@ -227,6 +228,20 @@ def test_fit_temperature_undoes_overconfidence():
     assert binary_log_loss(labels, sigmoid(overconfident / temperature)) < binary_log_loss(
         labels, sigmoid(overconfident)
     )
+
+
+def test_fit_platt_undoes_overconfidence_and_a_shift():
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(0, 2, 4000)
+    labels = (rng.random(4000) < sigmoid(true_logits)).astype(int)
+    shifted = 4 * true_logits + 3  # overconfident and every face scored 3 logits too high
+    temperature, offset = fit_platt(labels, shifted)
+    assert temperature == pytest.approx(4, rel=0.15) and offset == pytest.approx(3, abs=0.5)
+    alone = fit_temperature(labels, shifted)
+    assert (
+        binary_log_loss(labels, sigmoid((shifted - offset) / temperature))
+        < binary_log_loss(labels, sigmoid(shifted / alone)) - 0.03
+    )  # a temperature alone cannot undo the shift (measured: 0.456 against 0.500)
 
 
 def test_fit_threshold_target_fpr_and_balanced():

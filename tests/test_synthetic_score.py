@@ -32,6 +32,7 @@ from tests.test_bundle import face_like_crops
 
 SYNTHETIC_CALIBRATION = Calibration(
     temperature=2.0,
+    offset=0.5,  # Platt scaling: every path (detector, evaluate, calibrate) applies it alike
     threshold=0.7,
     fitted_on="test",
     inconclusive=InconclusiveBand(low=0.6, high=0.8, fitted_on="test"),
@@ -82,9 +83,11 @@ def test_runtime_reads_both_outputs_of_one_pass(two_output_bundle, astronaut):
     assert np.ptp(expected.synthetic_logit.numpy()) > 0.05  # the crops really give different synthetic answers
     np.testing.assert_allclose(scores.logits, expected.logit.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(scores.synthetic_logits, expected.synthetic_logit.numpy(), rtol=1e-3, atol=1e-4)
-    # Each score through its own temperature.
+    # Each score through its own calibration: the synthetic one's temperature 2 and offset 0.5.
     np.testing.assert_allclose(
-        scores.synthetic_probabilities, 1 / (1 + np.exp(-scores.synthetic_logits.astype(np.float64) / 2.0)), rtol=1e-6
+        scores.synthetic_probabilities,
+        1 / (1 + np.exp(-(scores.synthetic_logits.astype(np.float64) - 0.5) / 2.0)),
+        rtol=1e-6,
     )
     np.testing.assert_allclose(
         scores.probabilities, 1 / (1 + np.exp(-scores.logits.astype(np.float64) / 1.0)), rtol=1e-6
@@ -361,6 +364,7 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     expected = detection_metrics(np.array(labels), np.array(scores), 0.7)
     assert synthetic["file"]["metrics"]["auc"]["value"] == pytest.approx(expected.auc)
     assert synthetic["settings"]["threshold"] == 0.7 and synthetic["model"]["temperature"] == 2.0
+    assert synthetic["model"]["offset"] == 0.5 and metrics["model"]["offset"] == 0.0
     (source,) = synthetic["by_source"]
     confusion = synthetic["by_source"][source]["file"]["confusion"]
     assert confusion["fp"] == sum(s >= 0.7 for s, y in zip(scores, labels) if y == 0)

@@ -40,17 +40,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="topk-mean",
         help="rule turning face scores into file scores (default topk-mean, the detector's)",
     )
-    keep = parser.add_mutually_exclusive_group()
-    keep.add_argument(
+    parser.add_argument(
         "--keep-temperature",
         action="store_true",
         help="keep the bundle's temperature: refit only the threshold and band (e.g. a threshold on real media)",
     )
-    keep.add_argument(
+    parser.add_argument(
         "--keep-verdicts",
         action="store_true",
-        help="refit only the temperature; the threshold and band stay at the same logits, so every image's verdict "
-        "is unchanged (e.g. probabilities honest on real media without moving a false-positive-rate threshold)",
+        help="refit only the temperature (and with --fit-offset the offset); the threshold and band stay at the same "
+        "logits, so every image's verdict is unchanged (e.g. probabilities honest on real media without moving a "
+        "false-positive-rate threshold)",
+    )
+    parser.add_argument(
+        "--fit-offset",
+        action="store_true",
+        help="fit an offset with the temperature (Platt scaling; with --keep-temperature the offset alone): for a "
+        "score that ranks well but is shifted, e.g. real photos all scored high and generated faces higher",
     )
     parser.add_argument(
         "--score",
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.evaluate import load_classifier, score_labelled_set
     from deepshield.cli.main import EXIT_OK
     from deepshield.errors import BundleError, DeepShieldError
-    from deepshield.evaluation.recalibrate import recalibrate, write_calibrated_bundle
+    from deepshield.evaluation.recalibrate import Method, recalibrate, write_calibrated_bundle
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
@@ -88,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError(
             "--keep-verdicts keeps the threshold: it cannot be combined with --target-fpr or --balanced"
         )
+    method = Method(
+        args.target_fpr, args.keep_temperature, args.keep_verdicts, args.fit_offset
+    )  # checked before scoring
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)
     if out.resolve() == Path(bundle).resolve():
@@ -101,22 +110,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
     result = recalibrate(
-        scored,
-        classifier.card,
-        args.target_fpr,
-        rule,
-        described,
-        frames=args.frames,
-        keep_temperature=args.keep_temperature,
-        score=args.score,
-        keep_verdicts=args.keep_verdicts,
-        version=args.version,
+        scored, classifier.card, method, rule, described, frames=args.frames, score=args.score, version=args.version
     )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     print(
-        f"{args.score} score: temperature {result.temperature_before:.4g} -> {result.temperature_after:.4g}; "
-        f"threshold {result.threshold_before:.4f} -> {result.threshold_after:.4f}"
+        f"{args.score} score: temperature {result.shipped.temperature:.4g} -> {result.temperature_after:.4g}; "
+        f"offset {result.shipped.offset:.4g} -> {result.calibration.offset:.4g}; "
+        f"threshold {result.shipped.threshold:.4f} -> {result.threshold_after:.4f}"
     )
     band = result.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         for check in result.held_out:
             b, a = check.before, check.after
             print(
-                f"  {check.source}: temperature {check.fit.temperature:.3g}, threshold {check.fit.threshold:.3f}; "
+                f"  {check.source}: temperature {check.fit.temperature:.3g}, offset {check.fit.offset:.3g}, "
+                f"threshold {check.fit.threshold:.3f}; "
                 f"real files flagged {b['flagged']:.3f} -> {a['flagged']:.3f} (of {check.real_files}), "
                 f"fakes caught {b['caught']:.3f} -> {a['caught']:.3f} (of {check.fake_files}), "
                 f"face ECE {b['ece']:.3f} -> {a['ece']:.3f}"

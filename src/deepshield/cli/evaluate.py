@@ -151,6 +151,7 @@ def model_info(classifier, path: Path, synthetic: bool = False):
         version=card.version,
         bundle=str(path),
         temperature=calibration.temperature,
+        offset=calibration.offset,
         threshold=calibration.threshold,
         calibration_fitted_on=calibration.fitted_on,
         crop_policy=card.crop_policy,

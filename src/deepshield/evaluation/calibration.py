@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
 from deepshield.models.card import DEFAULT_BAND_HALF_WIDTH, InconclusiveBand
@@ -31,6 +31,30 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         lambda log_t: binary_log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(low, high), method="bounded"
     )
     return float(np.exp(result.x))
+
+
+def fit_platt(labels: np.ndarray, logits: np.ndarray, temperature: float | None = None) -> tuple[float, float]:
+    """(T, b) minimising the log-loss of sigmoid((logit - b) / T) (Platt scaling, with T in [0.05, 20]), or
+    with `temperature` given, the offset b alone at that T: where a score ranks well but is shifted (real
+    photos all scored high, generated ones higher), an offset lowers the first without a temperature
+    flattening the second."""
+    labels = np.asarray(labels, np.float64)
+    logits = np.asarray(logits, np.float64)
+    start = np.log(fit_temperature(labels, logits))  # checks the inputs
+    if temperature is not None:
+        result = minimize_scalar(
+            lambda b: binary_log_loss(labels, sigmoid((logits - b) / temperature)),
+            bounds=(float(logits.min()), float(logits.max())),
+            method="bounded",
+        )
+        return temperature, float(result.x)
+
+    def loss(params: np.ndarray) -> float:
+        return binary_log_loss(labels, sigmoid((logits - params[1]) / np.exp(params[0])))
+
+    bounds = [tuple(np.log(TEMPERATURE_BOUNDS)), (float(logits.min()), float(logits.max()))]
+    result = minimize(loss, np.array([start, 0.0]), method="L-BFGS-B", bounds=bounds)
+    return float(np.exp(result.x[0])), float(result.x[1])
 
 
 def _rates(real: np.ndarray, fake: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ saw, which the in-sample figures cannot.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date as Date
 from pathlib import Path
 from typing import Literal
@@ -47,6 +47,7 @@ from deepshield.errors import BundleError, DeepShieldError
 from deepshield.evaluation.calibration import (
     expected_calibration_error,
     fit_inconclusive_band,
+    fit_platt,
     fit_temperature,
     fit_threshold,
     fit_threshold_each,
@@ -56,7 +57,15 @@ from deepshield.evaluation.metrics import check_inputs, detection_metrics, metri
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
 from deepshield.inference.video_rule import VideoRule
-from deepshield.models.card import CARD_FILE, Calibration, InconclusiveBand, ModelCard
+from deepshield.models.card import (
+    CARD_FILE,
+    MANIPULATION_OUTPUTS,
+    SYNTHETIC_OUTPUT,
+    SYNTHETIC_OUTPUT_DOC,
+    Calibration,
+    InconclusiveBand,
+    ModelCard,
+)
 
 Score = Literal["manipulation", "synthetic"]
 REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
@@ -66,6 +75,36 @@ REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
 class Fit:
     temperature: float
     threshold: float
+    offset: float = 0.0
+
+    def probability(self, logits: np.ndarray) -> np.ndarray:
+        return Calibration(temperature=self.temperature, offset=self.offset).probability(logits)
+
+    def logit_of(self, probability: float) -> float:
+        """The logit this calibration scores `probability`."""
+        clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
+        return float(np.log(clipped / (1 - clipped)) * self.temperature + self.offset)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to refit: the threshold for a false-positive rate (else the best balanced accuracy), or the
+    verdicts kept (threshold and band at the same logits); the temperature fitted or kept; with
+    `fit_offset`, the offset fitted too (Platt scaling; with the temperature kept, the offset alone),
+    else the bundle's offset kept."""
+
+    target_fpr: float | None = None
+    keep_temperature: bool = False
+    keep_verdicts: bool = False
+    fit_offset: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target_fpr is not None and not 0 <= self.target_fpr < 1:
+            raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {self.target_fpr}")
+        if self.keep_verdicts and self.target_fpr is not None:
+            raise DeepShieldError("keeping the verdicts keeps the threshold: it cannot also fit one")
+        if self.keep_verdicts and self.keep_temperature and not self.fit_offset:
+            raise DeepShieldError("keeping the verdicts and the temperature leaves nothing to refit (fit the offset?)")
 
 
 @dataclass(frozen=True)
@@ -84,8 +123,7 @@ class HeldOutCheck:
 class CalibrationResult:
     card: ModelCard
     calibration: Calibration  # the refitted score's new calibration (in the card)
-    temperature_before: float
-    threshold_before: float
+    shipped: Fit  # the bundle's calibration of the refitted score
     before: dict[str, dict[str, float]]  # level -> metric -> value
     after: dict[str, dict[str, float]]
     files: int
@@ -117,49 +155,49 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
-def at_temperature(probability: float, temperature: float, new_temperature: float) -> float:
-    """The probability that the logit scored `probability` at `temperature` gets at `new_temperature`."""
-    clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
-    logit = np.log(clipped / (1 - clipped)) * temperature
-    return float(sigmoid(np.asarray(logit / new_temperature)))
+def at_calibration(probability: float, old: Fit, new: Fit) -> float:
+    """The probability that the logit `old` scored `probability` gets under `new`."""
+    return float(new.probability(np.asarray(old.logit_of(probability)))[()])
 
 
-def band_at_temperature(band: InconclusiveBand, temperature: float, new_temperature: float) -> InconclusiveBand:
+def band_at_calibration(band: InconclusiveBand, old: Fit, new: Fit) -> InconclusiveBand:
     return InconclusiveBand(
-        low=at_temperature(band.low, temperature, new_temperature),
-        high=at_temperature(band.high, temperature, new_temperature),
-        fitted_on=f"{band.fitted_on}; kept at the same logits, re-expressed at temperature {new_temperature:.4g}",
+        low=at_calibration(band.low, old, new),
+        high=at_calibration(band.high, old, new),
+        fitted_on=f"{band.fitted_on}; kept at the same logits, re-expressed at {_describe(new)}",
     )
 
 
-def fit(
-    scored: ScoredSet,
-    rule: VideoRule,
-    target_fpr: float | None,
-    sources: set[str] | None = None,
-    temperature: float | None = None,
-    verdicts_of: Fit | None = None,
-) -> Fit:
-    """Temperature on the clean face logits (unless one is given: kept), threshold on the file scores
-    (of `sources`, else all); or, with `verdicts_of`, the threshold that cuts the logits where its
-    threshold did (the verdicts kept)."""
+def _describe(calibration: Fit) -> str:
+    offset = f", offset {calibration.offset:.4g}" if calibration.offset else ""
+    return f"temperature {calibration.temperature:.4g}{offset}"
+
+
+def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, sources: set[str] | None = None) -> Fit:
+    """Temperature (and offset) on the clean face logits of `sources` (else all), threshold on their
+    file scores; or, keeping the verdicts, the threshold that cuts the logits where `shipped`'s did."""
     faces = _face_mask(scored, sources)
     labels = scored.labels_of_faces()[faces]
     logits = scored.faces["logit"][faces].astype(np.float64)
     check_inputs(labels, sigmoid(logits), "faces")
-    if temperature is None:
-        temperature = fit_temperature(labels, logits)
-    if verdicts_of is not None:
-        return Fit(temperature, at_temperature(verdicts_of.threshold, verdicts_of.temperature, temperature))
-    files = _files(scored, rule, temperature, sources)
+    if method.fit_offset:
+        temperature, offset = fit_platt(labels, logits, shipped.temperature if method.keep_temperature else None)
+    elif method.keep_temperature:
+        temperature, offset = shipped.temperature, shipped.offset
+    else:
+        temperature, offset = fit_temperature(labels, logits - shipped.offset), shipped.offset
+    scale = Fit(temperature, 0.5, offset)
+    if method.keep_verdicts:
+        return Fit(temperature, at_calibration(shipped.threshold, shipped, scale), offset)
+    files = _files(scored, rule, scale, sources)
     check_inputs(files.labels, files.scores, "files with a face")
-    if target_fpr is None:
-        return Fit(temperature, fit_threshold(files.labels, files.scores))
+    if method.target_fpr is None:
+        return Fit(temperature, fit_threshold(files.labels, files.scores), offset)
     real = files.labels == 0
     real_scores = files.scores[real]
     real_sources = np.array([scored.files[i].source for i in files.file_ids[real]])
     per_source = (real_scores[real_sources == source] for source in np.unique(real_sources))
-    return Fit(temperature, fit_threshold_each(per_source, target_fpr))
+    return Fit(temperature, fit_threshold_each(per_source, method.target_fpr), offset)
 
 
 def _file_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
@@ -172,17 +210,19 @@ def _face_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
     return scored.condition_mask(CLEAN) & _file_mask(scored, sources)[scored.faces["file_id"]]
 
 
-def _files(scored: ScoredSet, rule: VideoRule, temperature: float, sources: set[str] | None) -> LevelData:
-    files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
+def _files(scored: ScoredSet, rule: VideoRule, calibration: Fit, sources: set[str] | None) -> LevelData:
+    """File scores at `calibration`'s temperature and offset (of `sources`, else all)."""
+    at = replace(scored, offset=calibration.offset)
+    files = file_level(at, CLEAN, rule, "exclude", temperature=calibration.temperature)
     return subset_by_file(files, _file_mask(scored, sources))
 
 
 def _held_out_figures(scored: ScoredSet, files: LevelData, calibration: Fit, source: str) -> dict[str, float]:
-    """`files`: the source's file scores at the calibration's temperature."""
+    """`files`: the source's file scores at the calibration."""
     flagged = files.scores >= calibration.threshold
     faces = _face_mask(scored, {source})
     labels = scored.labels_of_faces()[faces]
-    probabilities = sigmoid(scored.faces["logit"][faces].astype(np.float64) / calibration.temperature)
+    probabilities = calibration.probability(scored.faces["logit"][faces])
     figures = {"flagged": float(flagged[files.labels == 0].mean()) if (files.labels == 0).any() else float("nan")}
     figures["caught"] = float(flagged[files.labels == 1].mean()) if (files.labels == 1).any() else float("nan")
     figures["ece"] = expected_calibration_error(labels, probabilities) if labels.size else float("nan")
@@ -190,12 +230,7 @@ def _held_out_figures(scored: ScoredSet, files: LevelData, calibration: Fit, sou
 
 
 def held_out_checks(
-    scored: ScoredSet,
-    shipped: Fit,
-    target_fpr: float | None,
-    rule: VideoRule = VideoRule(),
-    temperature: float | None = None,
-    keep_verdicts: bool = False,
+    scored: ScoredSet, shipped: Fit, method: Method, rule: VideoRule = VideoRule()
 ) -> list[HeldOutCheck]:
     """Each source held out in turn (see the module's docstring); a source whose others hold only one
     class cannot be checked and is skipped."""
@@ -205,12 +240,11 @@ def held_out_checks(
     checks = []
     for source in sources:
         try:
-            others = set(sources) - {source}
-            refit = fit(scored, rule, target_fpr, others, temperature, shipped if keep_verdicts else None)
+            refit = fit(scored, rule, method, shipped, set(sources) - {source})
         except DeepShieldError:
             continue
-        before = _files(scored, rule, shipped.temperature, {source})
-        after = _files(scored, rule, refit.temperature, {source})
+        before = _files(scored, rule, shipped, {source})
+        after = _files(scored, rule, refit, {source})
         checks.append(
             HeldOutCheck(
                 source,
@@ -227,75 +261,71 @@ def held_out_checks(
 def recalibrate(
     scored: ScoredSet,
     card: ModelCard,
-    target_fpr: float | None = None,
+    method: Method = Method(),
     rule: VideoRule = VideoRule(),
     described_as: str = "",
     frames: int | None = None,
     when: Date | None = None,
-    keep_temperature: bool = False,
     score: Score = "manipulation",
-    keep_verdicts: bool = False,
     version: str | None = None,
 ) -> CalibrationResult:
     when = when or Date.today()
-    if target_fpr is not None and not 0 <= target_fpr < 1:
-        raise DeepShieldError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
-    if keep_verdicts and (keep_temperature or target_fpr is not None):
-        raise DeepShieldError(
-            "keeping the verdicts refits the temperature alone: it cannot also keep the temperature or fit a threshold"
-        )
     calibration = card.calibration
     if score == "synthetic":
         view = scored.synthetic_view()
         if card.synthetic is None or view is None:
             raise DeepShieldError("this bundle has no synthetic-face score to calibrate")
         scored, calibration = view, card.synthetic.calibration
-    kept = calibration.temperature if keep_temperature else None
-    shipped = Fit(calibration.temperature, calibration.threshold)
-    fitted = fit(scored, rule, target_fpr, temperature=kept, verdicts_of=shipped if keep_verdicts else None)
-    temperature, threshold = fitted.temperature, fitted.threshold
+    shipped = Fit(calibration.temperature, calibration.threshold, calibration.offset)
+    fitted = fit(scored, rule, method, shipped)
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
     logits = scored.faces["logit"][mask].astype(np.float64)
-    t_before, thr_before = calibration.temperature, calibration.threshold
-    before_files = file_level(scored, CLEAN, rule, "exclude", temperature=t_before)
-    after_files = file_level(scored, CLEAN, rule, "exclude", temperature=temperature)
-    held_out = held_out_checks(scored, shipped, target_fpr, rule, kept, keep_verdicts)
-    if keep_verdicts:
-        band = band_at_temperature(calibration.band, t_before, temperature)
+    before_files = _files(scored, rule, shipped, None)
+    after_files = _files(scored, rule, fitted, None)
+    held_out = held_out_checks(scored, shipped, method, rule)
+    if method.keep_verdicts:
+        band = band_at_calibration(calibration.band, shipped, fitted)
     else:
-        band = fit_inconclusive_band(after_files.labels, after_files.scores, threshold)
+        band = fit_inconclusive_band(after_files.labels, after_files.scores, fitted.threshold)
     verdicts_changed = sum(
         calibration.band.classify(float(old)) != band.classify(float(new))
         for old, new in zip(before_files.scores, after_files.scores, strict=True)
     )
     before = {
-        "face": _level_metrics(labels, sigmoid(logits / t_before), thr_before),
-        "file": _level_metrics(before_files.labels, before_files.scores, thr_before),
+        "face": _level_metrics(labels, shipped.probability(logits), shipped.threshold),
+        "file": _level_metrics(before_files.labels, before_files.scores, shipped.threshold),
     }
     after = {
-        "face": _level_metrics(labels, sigmoid(logits / temperature), threshold),
-        "file": _level_metrics(after_files.labels, after_files.scores, threshold),
+        "face": _level_metrics(labels, fitted.probability(logits), fitted.threshold),
+        "file": _level_metrics(after_files.labels, after_files.scores, fitted.threshold),
     }
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
-    if keep_verdicts:
+    if method.keep_verdicts:
         threshold_how = (
-            f", threshold and band kept at the same logits (threshold {thr_before:.4f} at temperature {t_before:.4g}: "
-            "the verdicts unchanged)"
+            f", threshold and band kept at the same logits (threshold {shipped.threshold:.4f} at "
+            f"{_describe(shipped)}: the verdicts unchanged)"
         )
     else:
         how = (
-            f"false-positive rate <= {target_fpr:g} over the real files of each source"
-            if target_fpr is not None
+            f"false-positive rate <= {method.target_fpr:g} over the real files of each source"
+            if method.target_fpr is not None
             else "best balanced accuracy over files"
         )
         threshold_how = f", threshold on file scores ({rule.kind} rule) for {how}"
+    if method.fit_offset and method.keep_temperature:
+        scale_how = "; temperature kept, offset on face logits (log-loss)"
+    elif method.fit_offset:
+        scale_how = "; temperature and offset on face logits (Platt scaling, log-loss)"
+    elif method.keep_temperature:
+        scale_how = "; temperature kept"
+    else:
+        scale_how = "; temperature on face logits (log-loss)"
     fitted_on = (
         f"{described_as or 'a labelled set'}: {n_files} files with a face ({n_real} real, {n_files - n_real} fake), {labels.size} faces"
         + (f", {frames} frames per video" if frames else "")
-        + ("; temperature kept" if keep_temperature else "; temperature on face logits (log-loss)")
-        + f"{threshold_how}; {when:%Y-%m-%d}"
+        + f"{scale_how}{threshold_how}; {when:%Y-%m-%d}"
     )
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
@@ -315,9 +345,24 @@ def recalibrate(
     figures[f"{prefix}verdicts_changed"] = verdicts_changed
     metrics |= {key: round(float(value), 4) for key, value in figures.items() if np.isfinite(value)}
     refit = calibration.model_copy(
-        update={"temperature": temperature, "threshold": threshold, "fitted_on": fitted_on, "inconclusive": band}
+        update={
+            "temperature": fitted.temperature,
+            "offset": fitted.offset,
+            "threshold": fitted.threshold,
+            "fitted_on": fitted_on,
+            "inconclusive": band,
+        }
     )
-    update: dict = {"version": version or calibrated_version(card.version, when), "metrics": metrics}
+    output, described = (
+        ("logit", MANIPULATION_OUTPUTS["logit"])
+        if score == "manipulation"
+        else (SYNTHETIC_OUTPUT, SYNTHETIC_OUTPUT_DOC)
+    )
+    update: dict = {
+        "version": version or calibrated_version(card.version, when),
+        "metrics": metrics,
+        "outputs": card.outputs | {output: described},  # says how the calibration, offset included, applies
+    }
     if score == "manipulation":
         update["calibration"] = refit
     else:
@@ -326,7 +371,7 @@ def recalibrate(
     new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
     return CalibrationResult(
-        new_card, refit, t_before, thr_before, before, after, n_files, int(labels.size), held_out, verdicts_changed
+        new_card, refit, shipped, before, after, n_files, int(labels.size), held_out, verdicts_changed
     )
 
 

@@ -427,7 +427,7 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     return [
         "<h2>Synthetic-face score</h2>",
         "<p>The same faces scored by the model's second output (is the face fully AI-generated?), "
-        f"with its own temperature {_num(synthetic.model.temperature)} and threshold "
+        f"with its own temperature {_num(synthetic.model.temperature)}, offset {_num(synthetic.model.offset)} and threshold "
         f"{synthetic.settings.threshold:.4f}. A set whose fakes are face swaps is not what this score "
         "judges: read its AUC on sets of generated faces.</p>",
         _metrics_table(
@@ -461,6 +461,10 @@ def render_html(
             for k, v in (
                 ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
                 ("temperature", "–" if model.temperature is None else model.temperature),
+                (
+                    "offset (probability = sigmoid((logit − offset) / temperature))",
+                    "–" if model.offset is None else model.offset,
+                ),
                 ("video rule (headline)", s.video_rule_text),
                 ("frames sampled per video", "–" if s.frames is None else s.frames),
                 (

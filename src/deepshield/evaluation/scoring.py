@@ -40,6 +40,7 @@ from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
+from deepshield.models.card import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -110,23 +111,33 @@ class ScoredSet:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unlabelled entries
     notes: list[str] = field(default_factory=list)
     synthetic_temperature: float | None = None  # a two-output bundle: faces has a "synthetic_logit" column too
+    offset: float = 0.0  # probability = sigmoid((logit - offset) / temperature) (the card's Calibration)
+    synthetic_offset: float = 0.0
 
     def synthetic_view(self) -> ScoredSet | None:
-        """The same faces scored by the synthetic-face score (its logits and temperature in place of
+        """The same faces scored by the synthetic-face score (its logits and calibration in place of
         the manipulation score's), for every metric evaluate computes; None without that score."""
         if self.synthetic_temperature is None or "synthetic_logit" not in self.faces:
             return None
         faces = self.faces | {"logit": self.faces["synthetic_logit"]}
-        temperature = self.synthetic_temperature
-        return replace(self, faces=faces, temperature=temperature, examples={}, synthetic_temperature=None)
+        return replace(
+            self,
+            faces=faces,
+            temperature=self.synthetic_temperature,
+            offset=self.synthetic_offset,
+            examples={},
+            synthetic_temperature=None,
+            synthetic_offset=0.0,
+        )
 
     @property
     def face_count(self) -> int:
         return int(self.faces["logit"].size)
 
     def probabilities(self, temperature: float | None = None) -> np.ndarray:
+        """Every face's probability at the set's calibration (or at another temperature, the offset kept)."""
         t = self.temperature if temperature is None else temperature
-        return 1.0 / (1.0 + np.exp(-self.faces["logit"].astype(np.float64) / t))
+        return Calibration(temperature=t, offset=self.offset).probability(self.faces["logit"])
 
     def condition_mask(self, condition: str) -> np.ndarray:
         return self.faces["condition"] == self.conditions.index(condition)
@@ -340,18 +351,18 @@ def score_cropped(
         if synthetic_logits is not None and scores.synthetic_logits is not None:
             synthetic_logits.extend(scores.synthetic_logits.tolist())
         if item.condition == 0:
-            _offer(gallery, item, scores, rule, classifier.card.calibration.temperature)
+            _offer(gallery, item, scores, rule, classifier.card.calibration)
     return face_columns(rows, logits, synthetic_logits), gallery.examples()
 
 
-def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: VideoRule, temperature: float) -> None:
+def _offer(gallery: _Gallery, item: CroppedFile, scores: FaceScores, rule: VideoRule, calibration: Calibration) -> None:
     tracks = np.array([row.track_id for row in item.rows])
     probabilities = np.asarray(scores.probabilities, np.float64)
     score = aggregate_tracks(tracks, probabilities, item.record.frames, rule)
     best = int(np.argmax(probabilities))
 
     def heatmap(position: int) -> np.ndarray:
-        return cam_to_heatmap(scores.cams[position], item.crops.shape[1], temperature)
+        return cam_to_heatmap(scores.cams[position], item.crops.shape[1], calibration)
 
     def track_examples() -> list[TrackExample]:
         frames = np.array([row.frame_index for row in item.rows])
@@ -625,6 +636,8 @@ def score_datasets(
         labelled.problems,
         labelled.notes,
         synthetic_temperature=None if synthetic is None else synthetic.calibration.temperature,
+        offset=classifier.card.calibration.offset,
+        synthetic_offset=0.0 if synthetic is None else synthetic.calibration.offset,
     )
 
 

@@ -205,6 +205,7 @@ class ModelInfo(_Strict):
     version: str | None = None
     bundle: str | None = None
     temperature: float | None = None
+    offset: float | None = None
     threshold: float | None = None
     calibration_fitted_on: str | None = None
     crop_policy: CropPolicy | None = None

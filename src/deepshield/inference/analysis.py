@@ -124,7 +124,7 @@ class Detector:
         if not found.crops:
             return [[] for _ in found.faces]
         scores = self.classifier.score(found.pixels)
-        size, temperature = self.card.crop_policy.size, self.card.calibration.temperature
+        size, calibration = self.card.crop_policy.size, self.card.calibration
         synthetic, synthetic_logits = scores.synthetic_probabilities, scores.synthetic_logits
         results: list[FaceResult] = []
         for flat, (index, face) in enumerate((i, f) for faces in found.faces for i, f in enumerate(faces)):
@@ -147,7 +147,7 @@ class Detector:
                     synthetic_label=verdict.synthetic_label,
                     verdict_driver=verdict.driver,
                     crop=found.crops[flat].pixels if keep_pixels else None,
-                    heatmap=cam_to_heatmap(scores.cams[flat], size, temperature) if keep_pixels else None,
+                    heatmap=cam_to_heatmap(scores.cams[flat], size, calibration) if keep_pixels else None,
                 )
             )
         return found.split(results)

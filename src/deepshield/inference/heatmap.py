@@ -8,11 +8,14 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from deepshield.models.card import Calibration
 
-def cam_to_heatmap(cam: NDArray[Any], size: int, temperature: float) -> NDArray[Any]:
-    """Per-location logits (h x w) to a size x size map of per-region fake probability in [0, 1]."""
+
+def cam_to_heatmap(cam: NDArray[Any], size: int, calibration: Calibration) -> NDArray[Any]:
+    """Per-location logits (h x w) to a size x size map of per-region fake probability in [0, 1], calibrated
+    as the face's logit (the CAM's mean) is."""
     upsampled = cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-    return np.asarray(1.0 / (1.0 + np.exp(-upsampled / temperature)), dtype=np.float32)
+    return np.asarray(calibration.probability(upsampled), dtype=np.float32)
 
 
 def overlay(crop: NDArray[Any], heatmap: NDArray[Any], opacity: float = 0.45) -> NDArray[Any]:

@@ -32,13 +32,6 @@ class FaceScores:
     synthetic_probabilities: NDArray[Any] | None = None  # N, calibrated P(fully AI-generated face)
 
 
-def calibrated(logits: NDArray[Any], calibration: Calibration) -> NDArray[Any]:
-    """sigmoid(logit / temperature): the one probability of either score."""
-    return np.asarray(
-        1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / calibration.temperature)), dtype=np.float64
-    )
-
-
 def _with_default_band(calibration: Calibration) -> Calibration:
     # a card from before bands were fitted: the documented default
     if calibration.inconclusive:
@@ -108,12 +101,12 @@ class OnnxClassifier:
         return self.card.synthetic is not None
 
     def probability(self, logits: NDArray[Any]) -> NDArray[Any]:
-        return calibrated(logits, self.card.calibration)
+        return self.card.calibration.probability(logits)
 
     def synthetic_probability(self, synthetic_logits: NDArray[Any]) -> NDArray[Any]:
         if self.card.synthetic is None:
             raise ValueError("this model has no synthetic-face score")
-        return calibrated(synthetic_logits, self.card.synthetic.calibration)
+        return self.card.synthetic.calibration.probability(synthetic_logits)
 
     def _run(self, batch: NDArray[Any]) -> list[NDArray[Any]]:
         """Every output of the graph for one batch, in the card's order (one pass)."""

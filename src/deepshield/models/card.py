@@ -7,6 +7,8 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field, model_validator
 
 from deepshield.faces.crop import CropPolicy
@@ -66,7 +68,10 @@ class InconclusiveBand(BaseModel):
 
 
 class Calibration(BaseModel):
-    temperature: float = Field(1.0, gt=0, description="probability = sigmoid(logit / temperature)")
+    temperature: float = Field(1.0, gt=0, description="probability = sigmoid((logit - offset) / temperature)")
+    offset: float = Field(
+        0.0, description="logit at which the probability is one half (0: temperature scaling alone; Platt scaling)"
+    )
     threshold: float = Field(0.5, ge=0, le=1, description="probability at or above which a face is labelled fake")
     fitted_on: str = "not fitted"
     inconclusive: InconclusiveBand | None = Field(
@@ -83,6 +88,11 @@ class Calibration(BaseModel):
             )
         return self
 
+    def probability(self, logits: Any) -> NDArray[np.float64]:
+        """The calibrated probability of every logit: the one place either score's logits become probabilities."""
+        scaled = (np.asarray(logits, dtype=np.float64) - self.offset) / self.temperature
+        return np.asarray(1.0 / (1.0 + np.exp(-scaled)), dtype=np.float64)
+
     @property
     def band(self) -> InconclusiveBand:
         """The fitted band, or the documented default around the threshold."""
@@ -91,11 +101,12 @@ class Calibration(BaseModel):
 
 SYNTHETIC_OUTPUT = "synthetic_logit"
 MANIPULATION_OUTPUTS = {
-    "logit": "N: fake logit per face (uncalibrated; divide by temperature)",
+    "logit": "N: fake logit per face (uncalibrated; probability = sigmoid((logit - offset) / temperature), calibration)",
     "cam": "N x h x w: class-activation map, per-location logits whose mean is the logit",
 }
 SYNTHETIC_OUTPUT_DOC = (
-    "N: synthetic-face logit per face (a face no camera saw; uncalibrated, divide by synthetic.calibration.temperature)"
+    "N: synthetic-face logit per face (a face no camera saw; uncalibrated; probability = "
+    "sigmoid((logit - offset) / temperature), synthetic.calibration)"
 )
 
 

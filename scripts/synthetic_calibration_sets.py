@@ -1,0 +1,71 @@
+"""Write the labelled sets on which `deepshield calibrate --score synthetic` refits a bundle's synthetic-face
+score for real media: the generated faces of the head's own validation split (the faces its temperature
+was fitted on; its holdout stays unseen) as label fake, and the real files of every benchmark its run
+named as label real, one CSV per source (a `source` column, so that `calibrate` holds each out in turn).
+The split is the trainer's (`split_generated_files` with the run's seed, fractions and limit, the parent's
+blend donors kept out), read from the bundle's card.
+
+    export DEEPSHIELD_DATA_ROOT=../shared/data
+    .venv/bin/python scripts/synthetic_calibration_sets.py --out runs/synthetic-calibration
+    cd runs/synthetic-calibration && ../../.venv/bin/deepshield calibrate generated-validation.csv \\
+        dfdc-sample-real.csv modern-swaps-real.csv face-edits-real.csv --score synthetic \\
+        --keep-verdicts --keep-temperature --fit-offset --out ../bundle-cal
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from deepshield.data.sources import REAL, SourceItem, read_source
+from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
+from deepshield.training.config import TrainConfig
+from deepshield.training.facebank import list_images
+from deepshield.training.synthetic import split_generated_files
+from deepshield.training.trainer import donor_files
+
+
+def write_set(path: Path, files: list[Path], label: str, source: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "source"])
+        writer.writerows([str(f.resolve()), label, source] for f in files)
+    print(f"{path}: {len(files)} {label} files", file=sys.stderr)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle (default: the shipped one)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the CSVs")
+    args = parser.parse_args()
+    card = read_card(args.model)
+    if card.synthetic is None or card.training is None:
+        parser.error(f"{args.model} has no synthetic-face score or no training record")
+    config = TrainConfig.model_validate(card.training.config)
+    synthetic = config.synthetic
+    assert synthetic is not None, "a synthetic head's run has a [synthetic] section"
+    parent = card.synthetic.parent_training
+    donors = donor_files(TrainConfig.model_validate(parent.config).data if parent is not None else config.data)
+    generated = list_images(
+        [config.data.locate(p, "generated-face folder") for p in synthetic.fake_dirs], synthetic.limit_per_folder
+    )
+    _, validation, _ = split_generated_files(
+        generated,
+        synthetic.holdout_fraction,
+        synthetic.val_fraction,
+        config.seed,
+        frozenset(p.resolve() for p in donors),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_set(args.out / "generated-validation.csv", validation, "fake", "generated-validation")
+    for benchmark in config.data.benchmarks:
+        folder = config.data.locate(benchmark, "benchmark")
+        reals = [e.path for e in read_source(folder) if isinstance(e, SourceItem) and e.label == REAL]
+        write_set(args.out / f"{folder.name}-real.csv", reals, "real", f"{folder.name}-real")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
