@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     data = DataConfig()
-    # per bundle: its label, and per benchmark its faces' logits / temperature (the calibrated logit)
+    # per bundle: its label, and per benchmark its faces' (logit - offset) / temperature (the calibrated logit)
     scored: dict[str, dict[str, np.ndarray]] = {}
     thresholds: dict[str, float] = {}
     reference: list[Benchmark] = []  # the first bundle's benchmarks: the faces every bundle scores
@@ -62,7 +62,9 @@ def main() -> int:
         thresholds[label] = card.calibration.threshold
         results = score_benchmarks(
             benchmarks,
-            lambda crops, classifier=classifier, t=card.calibration.temperature: classifier.score(crops).logits / t,
+            lambda crops, classifier=classifier, c=card.calibration: (
+                (classifier.score(crops).logits - c.offset) / c.temperature
+            ),
             1.0,
         )
         scored[label] = {r.benchmark.name: r.scored.faces["logit"] for r in results}
