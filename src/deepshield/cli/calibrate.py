@@ -131,12 +131,17 @@ def run(args: argparse.Namespace) -> int:
         print("each source held out (fitted on the others, measured on it: the bundle's calibration -> the refit):")
         for check in result.held_out:
             b, a = check.before, check.after
+            rates = [
+                f"{what} {b[key]:.3f} -> {a[key]:.3f} (of {count})"
+                for what, key, count in (
+                    ("real files flagged", "flagged", check.real_files),
+                    ("fakes caught", "caught", check.fake_files),
+                )
+                if count  # a source of one class has no rate for the other
+            ]
             print(
                 f"  {check.source}: temperature {check.fit.temperature:.3g}, offset {check.fit.offset:.3g}, "
-                f"threshold {check.fit.threshold:.3f}; "
-                f"real files flagged {b['flagged']:.3f} -> {a['flagged']:.3f} (of {check.real_files}), "
-                f"fakes caught {b['caught']:.3f} -> {a['caught']:.3f} (of {check.fake_files}), "
-                f"face ECE {b['ece']:.3f} -> {a['ece']:.3f}"
+                f"threshold {check.fit.threshold:.3f}; {', '.join(rates)}, face ECE {b['ece']:.3f} -> {a['ece']:.3f}"
             )
     print(f"wrote {args.out} (version {result.card.version}); these figures are in-sample: evaluate it on another set")
     return EXIT_OK
