@@ -117,6 +117,25 @@ def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_pa
     np.testing.assert_allclose(scores.logits, 0.5 * np.log(np.exp(cams / 0.5).mean(axis=1)), rtol=1e-4, atol=1e-5)
 
 
+def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monkeypatch):
+    """The allocator setting comes after the face bank is loaded: taken before, the bank's loading copies
+    stayed in the never-trimmed heap (a 288 px run was killed for memory)."""
+    import deepshield.training.trainer as trainer_module
+
+    calls: list[str] = []
+    build_data = Trainer._build_data
+
+    def recorded_build(self, *args, **kwargs):
+        calls.append("data")
+        return build_data(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_build_data", recorded_build)
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append("keep heap") or True)
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", max_steps=1)
+    Trainer(config).run()
+    assert calls == ["data", "keep heap"]
+
+
 def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     cache = tmp_path / "cache"
     straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()

@@ -4,7 +4,10 @@ A training step allocates and frees activations of tens of megabytes. glibc serv
 with fresh mmap()s and unmaps them when freed, so every step the kernel zeroes the same gigabytes
 again: on this project's 2-core CPU that cost a third to more than half of a step (EfficientNet-Lite0,
 batch 32: 6.6 -> 9.8 images/s at 224 px, 2.9 -> 6.8 at 288 px with the heap kept; bench/bench_train_throughput.py).
-The process then holds its peak memory until it exits, which a training run reaches anyway.
+The process then holds its peak memory until it exits, which a training run reaches anyway. The
+trainer takes the setting once its data is loaded: taken before, the face bank's loading copies (a few
+gigabytes at 288 px) stayed in the never-trimmed heap, and a 288 px fine-tune was killed for memory
+(23.6 GB resident on a 24 GB machine).
 """
 
 from __future__ import annotations

@@ -473,7 +473,6 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         config = self.config
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
-        keep_freed_memory()
         torch.manual_seed(config.seed)
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -557,6 +556,9 @@ class Trainer:
             }
         tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
         step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
+        # Only now, with the data loaded: arrays of gigabytes (face banks, their copies while loading) keep
+        # their own mappings, which go back to the kernel when freed; the heap then holds what steps reuse.
+        keep_freed_memory()
 
         def snapshot() -> dict:
             return {
