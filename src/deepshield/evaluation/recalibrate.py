@@ -1,9 +1,13 @@
-"""Refit a bundle's temperature and threshold on a labelled set and write it as a new bundle version.
+"""Refit a bundle's calibration (temperature, offset, threshold, band) on a labelled set -> a new bundle version.
 
 * Temperature: fitted on the face logits (what the temperature scales), minimising log-loss; or
   (``keep_temperature``) the bundle's own, so that only the threshold moves: the way to set a
   threshold on real media alone, or on media the model ranks poorly, where a log-loss fit would
   flatten every probability towards one half.
+* Offset (``fit_offset``): probability = sigmoid((logit - offset) / temperature), fitted with the
+  temperature by log-loss (Platt scaling), or alone with the temperature kept: for a score that ranks
+  well but sits too high (real photos all scored high, generated faces higher). Without it the
+  bundle's offset is kept (0 for plain temperature scaling).
 * Threshold: fitted on the *file* scores (the video rule over face tracks, an image's most suspicious
   face), since the threshold decides verdicts on files: the lowest threshold whose false-positive
   rate over the real files of *each* source is at most the target (the rule training's export uses),
@@ -11,8 +15,8 @@
   Files without a face take no part.
 * Inconclusive band: fitted on the same file scores around the new threshold
   (`deepshield.evaluation.calibration.fit_inconclusive_band`).
-* Or (``keep_verdicts``) the temperature alone is refitted and the threshold and band stay where they
-  cut the logits, re-expressed at the new temperature: the probabilities a user reads become honest on
+* Or (``keep_verdicts``) only the scale is refitted (the temperature, and the offset if asked) and the
+  threshold and band stay where they cut the logits, re-expressed at the new calibration: the probabilities a user reads become honest on
   the calibration media while an image's verdict stays exactly what it was (a video's track score is a
   mean of probabilities, so a video lying on a boundary can cross it). The way to make probabilities
   calibrated on real media without moving operating points that were chosen for a false-positive rate.
