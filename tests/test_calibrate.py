@@ -222,6 +222,24 @@ def test_fit_offset_lowers_a_shifted_score_with_the_verdicts_kept():
         Method(keep_verdicts=True, keep_temperature=True)
 
 
+def test_calibrate_cli_holds_out_a_source_of_real_files_alone(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
+    """A source of one class is held out with the rate it has (real files flagged), not a 'nan of 0'."""
+    listing = tmp_path / "two-sources.csv"
+    rows = [
+        ("fake/swap/edited.jpg", "fake", "mixed"),
+        ("fake/swap/dark.png", "fake", "mixed"),
+        ("real/astronaut.jpg", "real", "mixed"),
+        ("real/mirror.png", "real", "photos"),
+    ]
+    listing.write_text("path,label,source\n" + "".join(f"{folder_dataset / p},{y},{s}\n" for p, y, s in rows))
+    out = tmp_path / "cal"
+    args = ["calibrate", str(listing), "--model", str(tiny_bundle), "--out", str(out), "--keep-verdicts"]
+    assert main([*args, "--no-progress"]) == EXIT_OK
+    held_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  photos:")]
+    assert len(held_out) == 1 and "real files flagged" in held_out[0] and "(of 1)" in held_out[0]
+    assert "fakes caught" not in held_out[0] and "nan" not in held_out[0]
+
+
 def test_one_class_set_is_refused():
     scored = overconfident_set(20)
     for f in scored.files:
