@@ -94,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError(
             "--keep-verdicts keeps the threshold: it cannot be combined with --target-fpr or --balanced"
         )
-    method = Method(
-        args.target_fpr, args.keep_temperature, args.keep_verdicts, args.fit_offset
-    )  # checked before scoring
+    # checked before the slow scoring
+    method = Method(args.target_fpr, args.keep_temperature, args.keep_verdicts, args.fit_offset)
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)
     if out.resolve() == Path(bundle).resolve():

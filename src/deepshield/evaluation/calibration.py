@@ -18,14 +18,19 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
-    """The T > 0 minimising the log-loss of sigmoid(logit / T) (Guo et al., 2017), searched in [0.05, 20]."""
+def _fit_inputs(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels, np.float64)
     logits = np.asarray(logits, np.float64)
     if labels.size == 0 or labels.shape != logits.shape:
         raise MetricsError(
             f"temperature fitting needs equal-length, non-empty labels and logits (got {labels.shape}, {logits.shape})"
         )
+    return labels, logits
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The T > 0 minimising the log-loss of sigmoid(logit / T) (Guo et al., 2017), searched in [0.05, 20]."""
+    labels, logits = _fit_inputs(labels, logits)
     low, high = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
     result = minimize_scalar(
         lambda log_t: binary_log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(low, high), method="bounded"
@@ -38,9 +43,7 @@ def fit_platt(labels: np.ndarray, logits: np.ndarray, temperature: float | None 
     with `temperature` given, the offset b alone at that T: where a score ranks well but is shifted (real
     photos all scored high, generated ones higher), an offset lowers the first without a temperature
     flattening the second."""
-    labels = np.asarray(labels, np.float64)
-    logits = np.asarray(logits, np.float64)
-    start = np.log(fit_temperature(labels, logits))  # checks the inputs
+    labels, logits = _fit_inputs(labels, logits)
     if temperature is not None:
         result = minimize_scalar(
             lambda b: binary_log_loss(labels, sigmoid((logits - b) / temperature)),
@@ -53,7 +56,8 @@ def fit_platt(labels: np.ndarray, logits: np.ndarray, temperature: float | None 
         return binary_log_loss(labels, sigmoid((logits - params[1]) / np.exp(params[0])))
 
     bounds = [tuple(np.log(TEMPERATURE_BOUNDS)), (float(logits.min()), float(logits.max()))]
-    result = minimize(loss, np.array([start, 0.0]), method="L-BFGS-B", bounds=bounds)
+    start = np.array([np.log(fit_temperature(labels, logits)), 0.0])  # from temperature scaling alone
+    result = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
     return float(np.exp(result.x[0])), float(result.x[1])
 
 

@@ -81,13 +81,10 @@ class Fit:
     threshold: float
     offset: float = 0.0
 
-    def probability(self, logits: np.ndarray) -> np.ndarray:
-        return Calibration(temperature=self.temperature, offset=self.offset).probability(logits)
-
-    def logit_of(self, probability: float) -> float:
-        """The logit this calibration scores `probability`."""
-        clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
-        return float(np.log(clipped / (1 - clipped)) * self.temperature + self.offset)
+    @property
+    def scale(self) -> Calibration:
+        """How this fit turns logits into probabilities (its temperature and offset)."""
+        return Calibration(temperature=self.temperature, offset=self.offset)
 
 
 @dataclass(frozen=True)
@@ -159,12 +156,12 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
-def at_calibration(probability: float, old: Fit, new: Fit) -> float:
+def at_calibration(probability: float, old: Calibration, new: Calibration) -> float:
     """The probability that the logit `old` scored `probability` gets under `new`."""
-    return float(new.probability(np.asarray(old.logit_of(probability)))[()])
+    return float(new.probability(old.logit(probability)))
 
 
-def band_at_calibration(band: InconclusiveBand, old: Fit, new: Fit) -> InconclusiveBand:
+def band_at_calibration(band: InconclusiveBand, old: Calibration, new: Calibration) -> InconclusiveBand:
     return InconclusiveBand(
         low=at_calibration(band.low, old, new),
         high=at_calibration(band.high, old, new),
@@ -172,7 +169,7 @@ def band_at_calibration(band: InconclusiveBand, old: Fit, new: Fit) -> Inconclus
     )
 
 
-def _describe(calibration: Fit) -> str:
+def _describe(calibration: Calibration) -> str:
     offset = f", offset {calibration.offset:.4g}" if calibration.offset else ""
     return f"temperature {calibration.temperature:.4g}{offset}"
 
@@ -190,9 +187,9 @@ def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, source
         temperature, offset = shipped.temperature, shipped.offset
     else:
         temperature, offset = fit_temperature(labels, logits - shipped.offset), shipped.offset
-    scale = Fit(temperature, 0.5, offset)
+    scale = Calibration(temperature=temperature, offset=offset)
     if method.keep_verdicts:
-        return Fit(temperature, at_calibration(shipped.threshold, shipped, scale), offset)
+        return Fit(temperature, at_calibration(shipped.threshold, shipped.scale, scale), offset)
     files = _files(scored, rule, scale, sources)
     check_inputs(files.labels, files.scores, "files with a face")
     if method.target_fpr is None:
@@ -214,7 +211,7 @@ def _face_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
     return scored.condition_mask(CLEAN) & _file_mask(scored, sources)[scored.faces["file_id"]]
 
 
-def _files(scored: ScoredSet, rule: VideoRule, calibration: Fit, sources: set[str] | None) -> LevelData:
+def _files(scored: ScoredSet, rule: VideoRule, calibration: Calibration, sources: set[str] | None) -> LevelData:
     """File scores at `calibration`'s temperature and offset (of `sources`, else all)."""
     at = replace(scored, offset=calibration.offset)
     files = file_level(at, CLEAN, rule, "exclude", temperature=calibration.temperature)
@@ -226,7 +223,7 @@ def _held_out_figures(scored: ScoredSet, files: LevelData, calibration: Fit, sou
     flagged = files.scores >= calibration.threshold
     faces = _face_mask(scored, {source})
     labels = scored.labels_of_faces()[faces]
-    probabilities = calibration.probability(scored.faces["logit"][faces])
+    probabilities = calibration.scale.probability(scored.faces["logit"][faces])
     figures = {"flagged": float(flagged[files.labels == 0].mean()) if (files.labels == 0).any() else float("nan")}
     figures["caught"] = float(flagged[files.labels == 1].mean()) if (files.labels == 1).any() else float("nan")
     figures["ece"] = expected_calibration_error(labels, probabilities) if labels.size else float("nan")
@@ -247,8 +244,8 @@ def held_out_checks(
             refit = fit(scored, rule, method, shipped, set(sources) - {source})
         except DeepShieldError:
             continue
-        before = _files(scored, rule, shipped, {source})
-        after = _files(scored, rule, refit, {source})
+        before = _files(scored, rule, shipped.scale, {source})
+        after = _files(scored, rule, refit.scale, {source})
         checks.append(
             HeldOutCheck(
                 source,
@@ -285,11 +282,11 @@ def recalibrate(
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
     logits = scored.faces["logit"][mask].astype(np.float64)
-    before_files = _files(scored, rule, shipped, None)
-    after_files = _files(scored, rule, fitted, None)
+    before_files = _files(scored, rule, shipped.scale, None)
+    after_files = _files(scored, rule, fitted.scale, None)
     held_out = held_out_checks(scored, shipped, method, rule)
     if method.keep_verdicts:
-        band = band_at_calibration(calibration.band, shipped, fitted)
+        band = band_at_calibration(calibration.band, shipped.scale, fitted.scale)
     else:
         band = fit_inconclusive_band(after_files.labels, after_files.scores, fitted.threshold)
     verdicts_changed = sum(
@@ -297,11 +294,11 @@ def recalibrate(
         for old, new in zip(before_files.scores, after_files.scores, strict=True)
     )
     before = {
-        "face": _level_metrics(labels, shipped.probability(logits), shipped.threshold),
+        "face": _level_metrics(labels, shipped.scale.probability(logits), shipped.threshold),
         "file": _level_metrics(before_files.labels, before_files.scores, shipped.threshold),
     }
     after = {
-        "face": _level_metrics(labels, fitted.probability(logits), fitted.threshold),
+        "face": _level_metrics(labels, fitted.scale.probability(logits), fitted.threshold),
         "file": _level_metrics(after_files.labels, after_files.scores, fitted.threshold),
     }
     n_files = int(after_files.labels.size)
@@ -309,7 +306,7 @@ def recalibrate(
     if method.keep_verdicts:
         threshold_how = (
             f", threshold and band kept at the same logits (threshold {shipped.threshold:.4f} at "
-            f"{_describe(shipped)}: the verdicts unchanged)"
+            f"{_describe(shipped.scale)}: the verdicts unchanged)"
         )
     else:
         how = (

@@ -93,6 +93,11 @@ class Calibration(BaseModel):
         scaled = (np.asarray(logits, dtype=np.float64) - self.offset) / self.temperature
         return np.asarray(1.0 / (1.0 + np.exp(-scaled)), dtype=np.float64)
 
+    def logit(self, probability: float) -> float:
+        """The logit this calibration scores `probability` (the inverse of `probability`)."""
+        clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
+        return float(np.log(clipped / (1 - clipped)) * self.temperature + self.offset)
+
     @property
     def band(self) -> InconclusiveBand:
         """The fitted band, or the documented default around the threshold."""
