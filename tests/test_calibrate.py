@@ -13,7 +13,7 @@ from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import binary_log_loss
-from deepshield.evaluation.recalibrate import Method, calibrated_version, recalibrate
+from deepshield.evaluation.recalibrate import Method, at_calibration, calibrated_version, recalibrate
 from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
@@ -369,3 +369,13 @@ def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bund
     args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--score", "synthetic"]
     assert main(args) == EXIT_USAGE
     assert "no synthetic-face score" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_boundary_kept_at_its_logit_keeps_a_score_fitted_exactly_at_it_on_its_upper_side():
+    """Thresholds are fitted at a sample's own score; re-expressed at a new scale through the logit, the
+    round trip's rounding put about one such sample in nine below its own threshold."""
+    old, new = Calibration(temperature=0.75), Calibration(temperature=4.4, offset=0.3)
+    logits = np.clip(np.random.default_rng(0).normal(0, 3, 5000), -12, 12)
+    boundaries = np.array([at_calibration(p, old, new) for p in old.probability(logits)])
+    assert (new.probability(logits) >= boundaries).all()
+    assert (new.probability(logits - 1e-6) < boundaries).all()  # a score just below stays below

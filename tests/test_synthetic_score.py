@@ -445,3 +445,36 @@ def test_the_synthetic_threshold_keeps_its_rate_on_each_benchmarks_real_files_an
     assert figures["synthetic_holdout_tpr"] == caught
     assert 0 < caught < synthetic_flagged(scored, without, {})["synthetic_holdout_tpr"]  # the higher threshold's price
     assert "portraits 20" in fitted.fitted_on
+
+
+def test_the_synthetic_scale_refitted_on_real_photos_keeps_its_verdicts_and_lowers_them():
+    """synthetic.calibrate_on = 'benchmarks': real photos of another kind than the training ones all score
+    high; an offset fitted on them against the validation's generated faces lowers what they read while
+    every face stays on its side of the threshold (the same logits) and the temperature stays."""
+    from deepshield.training.export import fit_synthetic_calibration, synthetic_flagged
+    from deepshield.training.synthetic import ScoredChecks
+
+    rng = np.random.default_rng(2)
+    reals, generated = rng.normal(-3, 1.5, 300), rng.normal(3, 1.5, 150)
+    labels = np.r_[np.zeros(300), np.ones(150)]
+    logits = np.r_[reals, generated]
+    sets = ("val", "confound", "holdout", "holdout_downscaled", "holdout_jpeg")
+    scored = ScoredChecks(dict.fromkeys(sets, labels), dict.fromkeys(sets, logits))
+    photo_logits = rng.normal(1.5, 1, 60)  # high-quality real photos: far above the training reals
+    photos = {"portraits": [(np.zeros(1, np.int64), np.array([x]), 1) for x in photo_logits]}
+    validation = fit_synthetic_calibration(scored, 0.05, photos)
+    fitted = fit_synthetic_calibration(scored, 0.05, photos, on_benchmarks=True)
+    assert validation.offset == 0 and fitted.temperature == validation.temperature
+    assert fitted.offset > 1  # the real photos' logits pull the half-way point up
+    assert fitted.scale.logit(fitted.threshold) == pytest.approx(validation.scale.logit(validation.threshold))
+    for side in ("low", "high"):
+        assert fitted.scale.logit(getattr(fitted.band, side)) == pytest.approx(
+            validation.scale.logit(getattr(validation.band, side))
+        )
+    assert (
+        np.median(fitted.scale.probability(photo_logits)) < np.median(validation.scale.probability(photo_logits)) - 0.2
+    )
+    # The figures are read at the new scale: the same faces called as before.
+    assert synthetic_flagged(scored, fitted, photos) == pytest.approx(synthetic_flagged(scored, validation, photos))
+    assert "150 generated validation faces and 60 faces of the benchmarks' real files" in fitted.fitted_on
+    assert "offset" in fitted.fitted_on and "temperature kept" in fitted.fitted_on

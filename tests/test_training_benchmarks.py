@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from skimage import data as skdata
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import fit_inconclusive_band, sigmoid
+from deepshield.evaluation.calibration import binary_log_loss, fit_inconclusive_band, fit_temperature, sigmoid
 from deepshield.evaluation.metrics import MetricsError
 from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
@@ -29,7 +29,7 @@ from deepshield.training.benchmarks import (
 )
 from deepshield.training.checkpoint import BEST, load_checkpoint
 from deepshield.training.config import AugmentConfig
-from deepshield.training.export import fit_calibration
+from deepshield.training.export import RealMediaScale, fit_calibration
 from deepshield.training.records import parse_selector
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_benchmark, write_real_faces
@@ -258,3 +258,51 @@ def test_a_real_media_threshold_keeps_a_band_near_it():
     band = fitted.band
     assert fitted.threshold - 0.1 - 1e-9 <= band.low <= fitted.threshold <= band.high <= fitted.threshold + 0.1 + 1e-9
     assert "capped at threshold +- 0.1" in band.fitted_on
+
+
+def test_a_probability_scale_on_real_media_keeps_the_validation_cut():
+    """export.calibrate_on = 'benchmarks': a model sure of its own blends (validation) ranks real media
+    noisily; the temperature fitted on the real media is larger, the threshold and band cut the same logits."""
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(300), np.ones(300)]
+    logits = np.r_[rng.normal(-3, 1.5, 300), rng.normal(3, 1.5, 300)]
+    bench_labels = np.r_[np.zeros(80), np.ones(80)]
+    bench_logits = np.r_[rng.normal(-2, 3, 80), rng.normal(2, 3, 80)]
+    reals = {"bench": [(np.zeros(1, np.int64), np.array([x]), 1) for x in bench_logits[:80]]}
+    media = RealMediaScale(bench_labels, bench_logits, "160 bench faces")
+    validation = fit_calibration(labels, logits, reals, target_fpr=0.05)
+    fitted = fit_calibration(labels, logits, reals, target_fpr=0.05, real_media=media)
+    assert fitted.temperature == pytest.approx(fit_temperature(bench_labels, bench_logits))
+    assert fitted.temperature > 2 * validation.temperature and fitted.offset == 0
+    assert fitted.scale.logit(fitted.threshold) == pytest.approx(validation.scale.logit(validation.threshold))
+    assert fitted.scale.logit(fitted.band.low) == pytest.approx(validation.scale.logit(validation.band.low))
+    assert fitted.real_fpr == pytest.approx(validation.real_fpr)  # images: the same files flagged
+    # Calibrated where it is read: the real media's log-loss falls.
+    before = binary_log_loss(bench_labels, validation.scale.probability(bench_logits))
+    assert binary_log_loss(bench_labels, fitted.scale.probability(bench_logits)) < before - 0.2
+    assert "probabilities on real media: temperature" in fitted.fitted_on and "160 bench faces" in fitted.fitted_on
+
+
+def test_export_fits_the_temperature_on_the_benchmarks_faces(real_dir, benchmark_dir, tmp_path):
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache",
+        **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "1", "export.threshold_fpr": "0.05",
+           "export.calibrate_on": "benchmarks", "optim.epochs": "1"},
+    )  # fmt: skip
+    result = Trainer(config).run()
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST)
+    bench_labels, bench_logits = best["benchmark_faces"]["tiny_bench"]
+    assert set(bench_labels.tolist()) == {0, 1}
+    calibration = OnnxClassifier(result.bundle_dir).card.calibration
+    assert calibration.temperature == pytest.approx(fit_temperature(bench_labels, bench_logits), rel=1e-6)
+    validation = fit_calibration(best["val_labels"], best["val_logits"], best["benchmark_reals"], 0.05)
+    assert calibration.logit(calibration.threshold) == pytest.approx(validation.scale.logit(validation.threshold))
+    assert f"log-loss on {bench_labels.size} faces of tiny_bench" in calibration.fitted_on
+
+
+def test_a_scale_on_benchmarks_needs_benchmarks(real_dir, tmp_path):
+    for key, extra in (("export.calibrate_on", {}), ("synthetic.calibrate_on", {"synthetic.mode": "joint"})):
+        with pytest.raises(DeepShieldError, match=f"{key} = 'benchmarks' needs data.benchmarks"):
+            tiny_config(
+                real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{key: "benchmarks"}, **extra
+            )

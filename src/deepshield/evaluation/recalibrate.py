@@ -157,8 +157,13 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def at_calibration(probability: float, old: Calibration, new: Calibration) -> float:
-    """The probability that the logit `old` scored `probability` gets under `new`."""
-    return float(new.probability(old.logit(probability)))
+    """A boundary (threshold or band edge: a score at it lies on its upper side) re-expressed under `new`
+    at the logit where `old` put it. Thresholds are fitted at a sample's own score, so the logit is
+    lowered by its rounding (the float resolution of `probability`, magnified by the logit's slope there):
+    a score the old boundary held exactly stays on its upper side."""
+    clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
+    rounding = 4 * old.temperature * float(np.spacing(clipped)) / (clipped * (1 - clipped))
+    return float(new.probability(old.logit(probability) - rounding))
 
 
 def band_at_calibration(band: InconclusiveBand, old: Calibration, new: Calibration) -> InconclusiveBand:

@@ -21,6 +21,7 @@ from deepshield.synthesis.blend import SynthesisConfig
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
 Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BACKBONES
+CalibrateOn = Literal["validation", "benchmarks"]
 
 
 class DataConfig(StrictModel):
@@ -227,6 +228,14 @@ class SyntheticConfig(StrictModel):
             "real photos and of each benchmark's real files (None: best balanced accuracy)"
         ),
     )
+    calibrate_on: CalibrateOn = Field(
+        "validation",
+        description=(
+            "what the probability scale is fitted on: the validation split, or its generated faces against the "
+            "benchmarks' real faces (an offset by log-loss, the validation temperature kept: real photos of "
+            "another kind than the training ones; the threshold and band stay at the same logits)"
+        ),
+    )
     downscale_check: float = Field(
         0.35, gt=0, lt=1, description="holdout copies downscaled by this factor (the resize perturbation)"
     )
@@ -257,6 +266,14 @@ class ExportConfig(StrictModel):
         description="fit the threshold for this false-positive rate on real media (validation and benchmark real faces); default: best balanced accuracy on validation",
     )
     test_time_flip: bool = Field(False, description="served bundle averages each face's logit with its mirror image's")
+    calibrate_on: CalibrateOn = Field(
+        "validation",
+        description=(
+            "what the probability scale is fitted on: the validation split (synthesised fakes), or the benchmarks' "
+            "faces, real and fake (a temperature by log-loss; the threshold and band stay at the logits the "
+            "validation fit put them)"
+        ),
+    )
     intended_use: str = ""
     license: str = ""
 
@@ -299,6 +316,16 @@ class TrainConfig(StrictModel):
                     "which a frozen run does not change: "
                     "select on the synthetic score, e.g. export.select = 'max.synthetic_val_auc'"
                 )
+        on_benchmarks = [
+            key
+            for key, section in (("export", self.export), ("synthetic", synthetic))
+            if section is not None and section.calibrate_on == "benchmarks"
+        ]
+        if on_benchmarks and not self.data.benchmarks:
+            raise DeepShieldError(
+                f"{on_benchmarks[0]}.calibrate_on = 'benchmarks' needs data.benchmarks: the labelled real media "
+                "the probabilities are fitted on"
+            )
         return self
 
     @property

@@ -12,12 +12,14 @@ import numpy as np
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import (
     fit_inconclusive_band,
+    fit_platt,
     fit_temperature,
     fit_threshold,
     fit_threshold_each,
     sigmoid,
 )
-from deepshield.evaluation.metrics import detection_metrics, metric_key
+from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
+from deepshield.evaluation.recalibrate import at_calibration, band_at_calibration
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
@@ -38,6 +40,8 @@ from deepshield.training.synthetic import ScoredChecks
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
 # checkpoint stays loadable whatever this module's classes become.
 RealFileFaces = tuple[np.ndarray, np.ndarray, int]
+# One benchmark's clean faces: (label per face, logit per face).
+BenchmarkFaces = tuple[np.ndarray, np.ndarray]
 
 
 def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
@@ -55,9 +59,44 @@ def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
     return out
 
 
-def _file_score(faces: RealFileFaces, temperature: float, rule: VideoRule) -> float:
+def benchmark_faces(scored: ScoredSet) -> BenchmarkFaces:
+    """A scored benchmark's clean faces, real and fake: what a real-media probability scale is fitted on."""
+    mask = scored.condition_mask(CLEAN)
+    return scored.labels_of_faces()[mask].copy(), scored.faces["logit"][mask].astype(np.float64)
+
+
+def _file_score(faces: RealFileFaces, scale: Calibration, rule: VideoRule) -> float:
     tracks, logits, frames = faces
-    return aggregate_tracks(np.asarray(tracks), sigmoid(np.asarray(logits, np.float64) / temperature), frames, rule)
+    return aggregate_tracks(np.asarray(tracks), scale.probability(logits), frames, rule)
+
+
+@dataclass(frozen=True)
+class RealMediaScale:
+    """Labelled faces of real media to fit a score's probability scale on (`calibrate_on = "benchmarks"`):
+    the temperature by log-loss, or (`offset_only`) an offset with the validation temperature kept."""
+
+    labels: np.ndarray
+    logits: np.ndarray
+    described: str  # what the faces are, for the card
+    offset_only: bool = False
+
+    def fit(self, validation: Calibration) -> Calibration:
+        check_inputs(self.labels, sigmoid(self.logits), "benchmark faces")
+        if self.offset_only:
+            temperature, offset = fit_platt(self.labels, self.logits, validation.temperature)
+            return Calibration(temperature=temperature, offset=offset)
+        return Calibration(temperature=fit_temperature(self.labels, self.logits))
+
+    def how(self, scale: Calibration) -> str:
+        what = (
+            f"offset {scale.offset:.4g}, temperature kept"
+            if self.offset_only
+            else f"temperature {scale.temperature:.4g}"
+        )
+        return (
+            f"; probabilities on real media: {what}, by log-loss on {self.described}; threshold and band kept at "
+            "the logits the validation fit put them"
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +106,11 @@ class FittedCalibration:
     fitted_on: str
     band: InconclusiveBand  # around the threshold, on the validation split
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
+    offset: float = 0.0
+
+    @property
+    def scale(self) -> Calibration:
+        return Calibration(temperature=self.temperature, offset=self.offset)
 
 
 MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
@@ -76,29 +120,52 @@ SYNTHETIC_SPLIT = (
 )
 
 
+def manipulation_real_media(faces: dict[str, BenchmarkFaces] | None, export: ExportConfig) -> RealMediaScale | None:
+    """The benchmarks' faces the face-swap score's temperature is fitted on (export.calibrate_on), else None."""
+    if export.calibrate_on == "validation":
+        return None
+    if not faces:
+        raise DeepShieldError(
+            "export.calibrate_on = 'benchmarks' needs the benchmarks' scored faces, which this checkpoint does not "
+            "hold (trained before they were kept, or without data.benchmarks)"
+        )
+    labels = np.concatenate([labels for labels, _ in faces.values()])
+    logits = np.concatenate([logits for _, logits in faces.values()])
+    described = f"{labels.size} faces of {', '.join(faces)} ({int((labels == 0).sum())} real, {int(labels.sum())} fake)"
+    return RealMediaScale(labels, logits, described)
+
+
 def fit_calibration(
     val_labels: np.ndarray,
     val_logits: np.ndarray,
     benchmark_reals: dict[str, list[RealFileFaces]],
     target_fpr: float | None,
     split: str = MANIPULATION_SPLIT,
+    real_media: RealMediaScale | None = None,
 ) -> FittedCalibration:
     """Temperature on the validation split; threshold at the best validation balanced accuracy, or
     (target_fpr) the lowest one that flags at most that share of every real source: validation real
-    faces and each benchmark's real files (scored by the video rule)."""
+    faces and each benchmark's real files (scored by the video rule); band around it on the validation
+    split. With `real_media`, the probability scale is then refitted on those faces and the threshold and
+    band re-expressed at the same logits: the verdicts stay the validation fit's (a video's track score is a
+    mean of probabilities, so one lying on a boundary can cross it), the probabilities become real media's."""
     labels = np.asarray(val_labels)
     logits = np.asarray(val_logits, dtype=np.float64)
-    temperature = fit_temperature(labels, logits)
     rule = VideoRule()
-    reals = {"validation": sigmoid(logits[labels == 0] / temperature)}
-    reals |= {
-        name: np.array([_file_score(f, temperature, rule) for f in files])
-        for name, files in benchmark_reals.items()
-        if files
-    }
+
+    def real_scores(scale: Calibration) -> dict[str, np.ndarray]:
+        reals = {"validation": scale.probability(logits[labels == 0])}
+        return reals | {
+            name: np.array([_file_score(f, scale, rule) for f in files])
+            for name, files in benchmark_reals.items()
+            if files
+        }
+
+    scale = Calibration(temperature=fit_temperature(labels, logits))
+    reals = real_scores(scale)
     validation = split.format(count=len(labels))
     if target_fpr is None:
-        threshold = fit_threshold(labels, sigmoid(logits / temperature))
+        threshold = fit_threshold(labels, scale.probability(logits))
         fitted_on = f"temperature and threshold (best balanced accuracy): {validation}"
     else:
         threshold = fit_threshold_each(reals.values(), target_fpr)
@@ -107,26 +174,48 @@ def fit_calibration(
             f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr:.0%} of each set of real media "
             f"(real faces or files: {counts})"
         )
+    band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
+    if real_media is not None:
+        refitted = real_media.fit(scale)
+        threshold = at_calibration(threshold, scale, refitted)
+        band = band_at_calibration(band, scale, refitted)
+        fitted_on += real_media.how(refitted)
+        scale, reals = refitted, real_scores(refitted)
     real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
-    band = fit_inconclusive_band(labels, sigmoid(logits / temperature), threshold)
-    return FittedCalibration(temperature, threshold, fitted_on, band, real_fpr)
+    return FittedCalibration(scale.temperature, threshold, fitted_on, band, real_fpr, scale.offset)
 
 
 def fit_synthetic_calibration(
-    scored: ScoredChecks, target_fpr: float | None, benchmark_reals: dict[str, list[RealFileFaces]] | None = None
+    scored: ScoredChecks,
+    target_fpr: float | None,
+    benchmark_reals: dict[str, list[RealFileFaces]] | None = None,
+    on_benchmarks: bool = False,
 ) -> FittedCalibration:
     """The synthetic-face score's own temperature, threshold and band: `fit_calibration` on its validation
     split. With a target rate, the threshold also keeps to it on the validation's real photos at the
     generated set's resolution alone (FFHQ): pooled with the low-resolution faces, which it rarely
     flags, their rate could hide three times the target; and on each benchmark's real files, scored by
     the synthetic head (`benchmark_reals`): the verdict calls a face by the more severe of its two
-    scores, so real media the synthetic score flags are flagged by the product."""
+    scores, so real media the synthetic score flags are flagged by the product. `on_benchmarks`: the
+    scale is then refitted (an offset, the temperature kept) on the validation's generated faces against
+    the benchmarks' real faces, photos of other kinds than the training ones."""
     matched = scored.logits["confound"][scored.labels["confound"] == 0]
     photos: dict[str, list[RealFileFaces]] = {
         "matched-resolution real photos": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in matched]
     }
     photos |= benchmark_reals or {}
-    return fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT)
+    real_media = None
+    if on_benchmarks:
+        generated = scored.logits["val"][scored.labels["val"] == 1].astype(np.float64)
+        real = [logits for files in (benchmark_reals or {}).values() for _, logits, _ in files]
+        real_logits = np.concatenate(real) if real else np.zeros(0)
+        real_media = RealMediaScale(
+            np.r_[np.ones(generated.size, np.int64), np.zeros(real_logits.size, np.int64)],
+            np.r_[generated, real_logits],
+            f"{generated.size} generated validation faces and {real_logits.size} faces of the benchmarks' real files",
+            offset_only=True,
+        )
+    return fit_calibration(scored.labels["val"], scored.logits["val"], photos, target_fpr, SYNTHETIC_SPLIT, real_media)
 
 
 def synthetic_flagged(
@@ -134,7 +223,7 @@ def synthetic_flagged(
 ) -> dict[str, float]:
     """Faces the synthetic score calls synthetic at its threshold: the checks' (`ScoredChecks.called_at`)
     and each benchmark's real files (synthetic_bench_<name>_fpr; a benchmark without real files has none)."""
-    return scored.called_at(fitted.temperature, fitted.threshold) | {
+    return scored.called_at(fitted.scale, fitted.threshold) | {
         f"synthetic_bench_{metric_key(name)}_fpr": fitted.real_fpr[name]
         for name, files in benchmark_reals.items()
         if files
@@ -221,8 +310,11 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
         return card.calibration, kept
     labels = np.asarray(checkpoint["val_labels"])
     logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
-    fitted = fit_calibration(labels, logits, checkpoint.get("benchmark_reals", {}), export.threshold_fpr)
-    metrics = detection_metrics(labels, sigmoid(logits / fitted.temperature), fitted.threshold)
+    real_media = manipulation_real_media(checkpoint.get("benchmark_faces"), export)
+    fitted = fit_calibration(
+        labels, logits, checkpoint.get("benchmark_reals", {}), export.threshold_fpr, real_media=real_media
+    )
+    metrics = detection_metrics(labels, fitted.scale.probability(logits), fitted.threshold)
     figures = {
         f"val_{k}": round(float(v), 4)
         for k, v in metrics.model_dump().items()
@@ -254,6 +346,7 @@ def _parent_name(parent: dict[str, Any]) -> str:
 def _calibration(fitted: FittedCalibration) -> Calibration:
     return Calibration(
         temperature=fitted.temperature,
+        offset=fitted.offset,
         threshold=fitted.threshold,
         fitted_on=fitted.fitted_on,
         inconclusive=fitted.band,
@@ -282,7 +375,9 @@ def _synthetic_score(
         return None, {}
     scored = ScoredChecks.from_stored(checkpoint["synthetic_checks"])
     benchmark_reals = checkpoint.get("synthetic_benchmark_reals", {})
-    fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, benchmark_reals)
+    fitted = fit_synthetic_calibration(
+        scored, config.synthetic.threshold_fpr, benchmark_reals, config.synthetic.calibrate_on == "benchmarks"
+    )
     metrics = scored.metrics(intervals=True) | synthetic_flagged(scored, fitted, benchmark_reals)
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(

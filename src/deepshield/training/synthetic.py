@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
 from deepshield.faces.crop import CropPolicy
+from deepshield.models.card import Calibration
 from deepshield.training.augment import degrade
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import FAKE, REAL, split_by_group
@@ -229,7 +230,7 @@ class ScoredChecks:
                 out[f"synthetic_{name}_auc_lo"], out[f"synthetic_{name}_auc_hi"] = auc.low, auc.high
         return out
 
-    def called_at(self, temperature: float, threshold: float) -> dict[str, float]:
+    def called_at(self, scale: Calibration, threshold: float) -> dict[str, float]:
         """Shares of faces called synthetic at the threshold: of the real faces of validation
         (synthetic_real_fpr), the same photos downscaled and at JPEG-70, and the matched-resolution
         real photos (FFHQ); and of the holdout's generated faces (synthetic_holdout_tpr: what the
@@ -244,6 +245,6 @@ class ScoredChecks:
         out = {}
         for (metric, label), name in sets.items():
             chosen = self.labels[name] == label
-            probabilities = 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)[chosen] / temperature))
+            probabilities = scale.probability(self.logits[name][chosen])
             out[f"synthetic_{metric}_{'fpr' if label == REAL else 'tpr'}"] = float((probabilities >= threshold).mean())
         return out

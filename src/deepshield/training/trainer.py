@@ -46,10 +46,12 @@ from deepshield.training.dataset import (
     validation_samples,
 )
 from deepshield.training.export import (
+    benchmark_faces,
     build_network,
     export_checkpoint,
     fit_calibration,
     fit_synthetic_calibration,
+    manipulation_real_media,
     real_file_faces,
     synthetic_flagged,
     training_info,
@@ -142,6 +144,7 @@ class ParentRun:
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
             "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
+            "benchmark_faces": self.checkpoint.get("benchmark_faces", {}),
             "parent": parent
             | {
                 "run_id": progress.get("run_id"),
@@ -740,9 +743,17 @@ class Trainer:
             metrics = detection_metrics(val_labels, probabilities)
             bench_scores = [BenchmarkScores(b, b.scored(h.manipulation, 1.0)) for b, h in zip(benchmarks, bench_heads)]
             reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
-            calibration = fit_calibration(val_labels, logits, reals, config.export.threshold_fpr)
+            faces = {b.benchmark.name: benchmark_faces(b.scored) for b in bench_scores}
+            calibration = fit_calibration(
+                val_labels,
+                logits,
+                reals,
+                config.export.threshold_fpr,
+                real_media=manipulation_real_media(faces, config.export),
+            )
             bench_scores = [
-                replace(b, scored=replace(b.scored, temperature=calibration.temperature)) for b in bench_scores
+                replace(b, scored=replace(b.scored, temperature=calibration.temperature, offset=calibration.offset))
+                for b in bench_scores
             ]
             manipulation = {
                 "val_loss": float(
@@ -755,7 +766,7 @@ class Trainer:
                 "val_balanced_accuracy": metrics.balanced_accuracy,
                 "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
             }
-            kept |= {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals}
+            kept |= {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals, "benchmark_faces": faces}
             plotted = (data.val_images, val_labels, probabilities)
         if parent is not None:
             kept = parent.record()
@@ -767,7 +778,9 @@ class Trainer:
             bench_reals = {
                 b.name: real_file_faces(b.scored(h.of(synthetic=True), 1.0)) for b, h in zip(benchmarks, bench_heads)
             }
-            fitted = fit_synthetic_calibration(scored, config.synthetic.threshold_fpr, bench_reals)
+            fitted = fit_synthetic_calibration(
+                scored, config.synthetic.threshold_fpr, bench_reals, config.synthetic.calibrate_on == "benchmarks"
+            )
             synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted, bench_reals)
             kept |= {
                 "synthetic_checks": scored.stored(),
