@@ -179,20 +179,29 @@ def _describe(calibration: Calibration) -> str:
     return f"temperature {calibration.temperature:.4g}{offset}"
 
 
-def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, sources: set[str] | None = None) -> Fit:
-    """Temperature (and offset) on the clean face logits of `sources` (else all), threshold on their
-    file scores; or, keeping the verdicts, the threshold that cuts the logits where `shipped`'s did."""
-    faces = _face_mask(scored, sources)
-    labels = scored.labels_of_faces()[faces]
-    logits = scored.faces["logit"][faces].astype(np.float64)
-    check_inputs(labels, sigmoid(logits), "faces")
+def fit_scale(
+    labels: np.ndarray, logits: np.ndarray, method: Method, shipped: Calibration, what: str = "faces"
+) -> Calibration:
+    """The probability scale `method` fits on these labelled face logits, from `shipped`'s: the temperature
+    by log-loss (the offset kept) or kept, or with `fit_offset` the offset too (Platt scaling) or alone."""
+    check_inputs(labels, sigmoid(logits), what)
     if method.fit_offset:
         temperature, offset = fit_platt(labels, logits, shipped.temperature if method.keep_temperature else None)
     elif method.keep_temperature:
         temperature, offset = shipped.temperature, shipped.offset
     else:
         temperature, offset = fit_temperature(labels, logits - shipped.offset), shipped.offset
-    scale = Calibration(temperature=temperature, offset=offset)
+    return Calibration(temperature=temperature, offset=offset)
+
+
+def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, sources: set[str] | None = None) -> Fit:
+    """Temperature (and offset) on the clean face logits of `sources` (else all), threshold on their
+    file scores; or, keeping the verdicts, the threshold that cuts the logits where `shipped`'s did."""
+    faces = _face_mask(scored, sources)
+    scale = fit_scale(
+        scored.labels_of_faces()[faces], scored.faces["logit"][faces].astype(np.float64), method, shipped.scale
+    )
+    temperature, offset = scale.temperature, scale.offset
     if method.keep_verdicts:
         return Fit(temperature, at_calibration(shipped.threshold, shipped.scale, scale), offset)
     files = _files(scored, rule, scale, sources)

@@ -12,14 +12,12 @@ import numpy as np
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import (
     fit_inconclusive_band,
-    fit_platt,
     fit_temperature,
     fit_threshold,
     fit_threshold_each,
-    sigmoid,
 )
-from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
-from deepshield.evaluation.recalibrate import at_calibration, band_at_calibration
+from deepshield.evaluation.metrics import detection_metrics, metric_key
+from deepshield.evaluation.recalibrate import Method, at_calibration, band_at_calibration, fit_scale
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
@@ -81,11 +79,9 @@ class RealMediaScale:
     offset_only: bool = False
 
     def fit(self, validation: Calibration) -> Calibration:
-        check_inputs(self.labels, sigmoid(self.logits), "benchmark faces")
-        if self.offset_only:
-            temperature, offset = fit_platt(self.labels, self.logits, validation.temperature)
-            return Calibration(temperature=temperature, offset=offset)
-        return Calibration(temperature=fit_temperature(self.labels, self.logits))
+        """The scale `calibrate --keep-verdicts` would fit on these faces, from the validation's."""
+        method = Method(keep_verdicts=True, keep_temperature=self.offset_only, fit_offset=self.offset_only)
+        return fit_scale(self.labels, self.logits, method, validation, "benchmark faces")
 
     def how(self, scale: Calibration) -> str:
         what = (
