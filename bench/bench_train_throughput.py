@@ -40,7 +40,7 @@ def synthesis_rate(samples: TrainingSamples, count: int) -> float:
     """Samples per second made by this process."""
     started = time.perf_counter()
     for index in range(count):
-        samples[index]
+        samples[(0, index)]
     return count / (time.perf_counter() - started)
 
 
@@ -112,7 +112,6 @@ def main() -> None:
             np.zeros((0, size, size, 3), np.uint8),
             args.samples,
             config.seed,
-            0,
             config.synthesis,
             config.augment,
             config.data.cross_blend_fraction,

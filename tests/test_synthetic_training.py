@@ -268,11 +268,16 @@ def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(fac
         tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
     ).run()
     start = load_checkpoint(init)["model"]
-    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
-    trained = load_checkpoint(tmp_path / "run" / "checkpoints" / f"epoch_{best['epoch'] + 1:03d}.pt")["model"]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    trained = load_checkpoint(checkpoints / "last.pt")["model"]  # the weights training moved, to resume from
+    judged = load_checkpoint(checkpoints / "epoch_002.pt")["model"]  # the last epoch's, as scored and exportable
     assert any(not torch.allclose(trained[k], start[k]) for k in _weights(start))  # the fine-tune trained
     for name in _weights(start):
-        torch.testing.assert_close(best["model"][name], 0.25 * start[name] + 0.75 * trained[name])
+        torch.testing.assert_close(judged[name], 0.25 * start[name] + 0.75 * trained[name])
+    best = load_checkpoint(checkpoints / "best.pt")
+    chosen = load_checkpoint(checkpoints / f"epoch_{best['epoch'] + 1:03d}.pt")["model"]
+    for name in _weights(start):
+        torch.testing.assert_close(best["model"][name], chosen[name])
     assert read_card(result.bundle_dir).training.config["model"]["init_share"] == 0.25
     # A synthetic head frozen on that fine-tune: its parent's model.init is the parent's history, not its own.
     frozen = synthetic_settings(

@@ -1,5 +1,6 @@
 """A tiny real training run: tracked, checkpointed, resumable, exported to a loadable bundle."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.checkpoint import LAST, load_checkpoint
 from deepshield.training.config import TrainConfig, load_config
+from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_real_faces
@@ -61,6 +63,17 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     with pytest.raises(DeepShieldError, match=r"last.pt is a resume checkpoint .* export the run's best.pt"):
         export_checkpoint(tmp_path / "run" / "checkpoints" / LAST, tmp_path / "not-a-bundle")
     assert not (tmp_path / "not-a-bundle").exists()
+    # Any epoch exports as the chosen one does, its card saying it was named rather than chosen.
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    chosen = export_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", tmp_path / "chosen")
+    assert chosen.training.selected_by == "max.val_auc" and chosen.training.epochs == best["epoch"] + 1
+    for epoch in (0, 1):
+        named = export_checkpoint(tmp_path / "run" / "checkpoints" / f"epoch_00{epoch + 1}.pt", tmp_path / f"e{epoch}")
+        assert named.training.epochs == epoch + 1
+        assert named.training.selected_by == f"named at export (epoch {epoch + 1})"
+        assert named.metrics["val_auc"] == pytest.approx(result.progress.history[epoch]["val_auc"], abs=1e-4)
+        if epoch == best["epoch"]:
+            assert named.calibration == chosen.calibration
 
     classifier = OnnxClassifier(result.bundle_dir)
     card = classifier.card
@@ -134,6 +147,47 @@ def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monke
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", max_steps=1)
     Trainer(config).run()
     assert calls == ["data", "keep heap"]
+
+
+def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_nothing(real_dir, tmp_path, monkeypatch):
+    """A worker forked at each epoch kept a copy-on-write view of every page the trainer rewrote
+    (19-20 GB together at 288 px): the run's one worker is forked before the heap is kept, serves
+    every epoch, and its samples train exactly the model the training process makes by itself."""
+    from torch.utils.data import dataloader
+
+    import deepshield.training.trainer as trainer_module
+
+    calls: list[str] = []
+    start_workers = dataloader._MultiProcessingDataLoaderIter.__init__
+
+    def recorded_start(self, loader):
+        calls.append("fork workers")
+        start_workers(self, loader)
+
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__", recorded_start)
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append("keep heap") or True)
+    made_by = tmp_path / "made-by"
+    made_by.mkdir()
+    make_sample = TrainingSamples.__getitem__
+
+    def recorded_sample(self, item):
+        (made_by / f"{os.getpid()}-{item[0]}").touch()  # (process, epoch): written from the worker
+        return make_sample(self, item)
+
+    monkeypatch.setattr(TrainingSamples, "__getitem__", recorded_sample)
+    cache = tmp_path / "cache"
+    workers = {"data.loader_workers": 1}
+    Trainer(tiny_config(real_dir, tmp_path / "worker", tmp_path / "a.db", cache, **workers)).run()
+    assert calls == ["fork workers", "keep heap"]
+    pids, epochs = zip(*(path.name.split("-") for path in made_by.iterdir()))
+    assert len(set(pids)) == 1 and int(pids[0]) != os.getpid()
+    assert sorted(set(epochs)) == ["0", "1"]
+
+    Trainer(tiny_config(real_dir, tmp_path / "alone", tmp_path / "b.db", cache)).run()
+    a = load_checkpoint(tmp_path / "worker" / "checkpoints" / LAST)["model"]
+    b = load_checkpoint(tmp_path / "alone" / "checkpoints" / LAST)["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
 
 
 def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a training checkpoint as a model bundle",
         description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).",
     )
-    export.add_argument("checkpoint", type=Path, help="a best.pt written by training")
+    export.add_argument(
+        "checkpoint", type=Path, help="a best.pt written by training (the chosen epoch), or any of its epoch_NNN.pt"
+    )
     export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
     export.add_argument("--version", help="bundle version (default: the configuration's, else 0.0.0+<run id>)")

@@ -77,6 +77,8 @@ REPORTED = ("auc", "log_loss", "balanced_accuracy", "recall", "eer")
 
 @dataclass(frozen=True)
 class Fit:
+    """A scale (temperature, offset) and the threshold fitted at it."""
+
     temperature: float
     threshold: float
     offset: float = 0.0

@@ -10,6 +10,11 @@ import torch
 LAST, BEST = "last.pt", "best.pt"
 
 
+def epoch_file(epoch: int) -> str:
+    """The checkpoint of the 0-based `epoch`, as it stood when that epoch was scored."""
+    return f"epoch_{epoch + 1:03d}.pt"
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

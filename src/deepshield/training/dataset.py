@@ -1,7 +1,8 @@
 """Samples for training and validation: real faces and fakes synthesised on the fly.
 
-Every sample is a pure function of (seed, epoch, index): the same run gives the same data
-whatever the worker count, and a resumed run continues with exactly the batches it would have seen.
+Every sample is a pure function of (seed, epoch, index), and a training dataset is indexed by
+(epoch, index): the same run gives the same data whatever the worker count, one dataset serves every
+epoch, and a resumed run continues with exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from deepshield.synthesis.blend import FaceSample, SynthesisConfig, cross_blend,
 from deepshield.training.augment import degrade
 from deepshield.training.config import AugmentConfig
 from deepshield.training.facebank import FaceBank
+from deepshield.training.loading import Item
 
 REAL, FAKE = 0, 1
 
@@ -82,7 +84,6 @@ class TrainingSamples(Dataset):
         fake_pool: np.ndarray,
         length: int,
         seed: int,
-        epoch: int,
         synthesis: SynthesisConfig,
         augment: AugmentConfig,
         cross_fraction: float,
@@ -97,7 +98,6 @@ class TrainingSamples(Dataset):
         self.fake_pool = fake_pool
         self.length = length
         self.seed = seed
-        self.epoch = epoch
         self.fakes = FakeMaker(bank, synthesis, cross_fraction, donors)
         self.synthesize = synthesize
         self.augment = augment
@@ -105,8 +105,9 @@ class TrainingSamples(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, int]:
+        epoch, index = item
+        rng = np.random.default_rng([self.seed, epoch, index])
         face = int(rng.integers(len(self.bank)))
         label = index % 2
         if label == REAL:

@@ -17,7 +17,7 @@ from deepshield.evaluation.calibration import (
     fit_threshold_each,
 )
 from deepshield.evaluation.metrics import detection_metrics, metric_key
-from deepshield.evaluation.recalibrate import Method, at_calibration, band_at_calibration, fit_scale
+from deepshield.evaluation.recalibrate import Fit, Method, at_calibration, band_at_calibration, fit_scale
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
@@ -95,18 +95,13 @@ class RealMediaScale:
         )
 
 
-@dataclass(frozen=True)
-class FittedCalibration:
-    temperature: float
-    threshold: float
+@dataclass(frozen=True, kw_only=True)
+class FittedCalibration(Fit):
+    """A fit (temperature, offset, threshold) with what it was fitted on, its band and its real-media rates."""
+
     fitted_on: str
     band: InconclusiveBand  # around the threshold, on the validation split
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
-    offset: float = 0.0
-
-    @property
-    def scale(self) -> Calibration:
-        return Calibration(temperature=self.temperature, offset=self.offset)
 
 
 MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
@@ -178,7 +173,14 @@ def fit_calibration(
         fitted_on += real_media.how(refitted)
         scale, reals = refitted, real_scores(refitted)
     real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
-    return FittedCalibration(scale.temperature, threshold, fitted_on, band, real_fpr, scale.offset)
+    return FittedCalibration(
+        temperature=scale.temperature,
+        threshold=threshold,
+        offset=scale.offset,
+        fitted_on=fitted_on,
+        band=band,
+        real_fpr=real_fpr,
+    )
 
 
 def fit_synthetic_calibration(
@@ -261,12 +263,14 @@ def export_checkpoint(
     version: str | None = None,
     test_time_flip: bool | None = None,
 ) -> ModelCard:
-    """Write a bundle from a checkpoint holding validation logits (the trainer's best.pt)."""
+    """Write a bundle from a checkpoint holding an epoch's scores: the trainer's best.pt (the epoch
+    export.select chose) or any epoch_NNN.pt."""
     checkpoint = load_checkpoint(checkpoint_path)
     if "val_labels" not in checkpoint and "card" not in (checkpoint.get("parent") or {}):
         raise DeepShieldError(
-            f"{checkpoint_path} is a resume checkpoint (last.pt, epoch_NNN.pt): it holds no validation scores to "
-            "calibrate a bundle on; export the run's best.pt (the epoch export.select chose)"
+            f"{checkpoint_path} is a resume checkpoint (last.pt, or an epoch_NNN.pt written before epoch "
+            "checkpoints kept their scores): it holds no validation scores to calibrate a bundle on; export the "
+            "run's best.pt (the epoch export.select chose) or one of its epoch_NNN.pt"
         )
     net, config = network_from_checkpoint(checkpoint)
     # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
@@ -287,7 +291,13 @@ def export_checkpoint(
         calibration=calibration,
         outputs=card_outputs(synthetic is not None, config.model.cam_pooling_temperature),
         synthetic=synthetic,
-        training=training_info(config, checkpoint.get("command", ""), int(checkpoint["epoch"]) + 1),
+        training=training_info(
+            config,
+            checkpoint.get("command", ""),
+            int(checkpoint["epoch"]) + 1,
+            # a best.pt written before checkpoints said how their epoch was chosen: by export.select
+            checkpoint.get("selected_by", config.export.select),
+        ),
         metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,
         intended_use=config.export.intended_use,
         license=config.export.license,
@@ -319,7 +329,7 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
     return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
 
 
-def training_info(config: TrainConfig, command: str, epochs: int) -> TrainingInfo:
+def training_info(config: TrainConfig, command: str, epochs: int, selected_by: str) -> TrainingInfo:
     """How a run trained, as its card records it (no machine folders: `TrainConfig.recorded`)."""
     return TrainingInfo(
         data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
@@ -327,7 +337,7 @@ def training_info(config: TrainConfig, command: str, epochs: int) -> TrainingInf
         command=command,
         config=config.recorded(),
         epochs=epochs,
-        selected_by=config.export.select,
+        selected_by=selected_by,
         seed=config.seed,
     )
 

@@ -33,6 +33,7 @@ from deepshield.training.augment import degrade
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import FAKE, REAL, split_by_group
 from deepshield.training.facebank import FaceBank, facebank_of_files, list_images
+from deepshield.training.loading import Item
 
 log = logging.getLogger(__name__)
 # A stream of its own in the (seed, epoch, index) seeding, apart from the manipulation samples'.
@@ -164,25 +165,19 @@ class SyntheticFaceSamples(Dataset):
     """Balanced: even indices real faces, odd indices generated ones, each degraded by the same
     random draw of `augment`. A pure function of (seed, epoch, index), like `TrainingSamples`."""
 
-    def __init__(self, fake: np.ndarray, real: np.ndarray, length: int, seed: int, epoch: int, augment) -> None:
+    def __init__(self, fake: np.ndarray, real: np.ndarray, length: int, seed: int, augment) -> None:
         if not len(fake) or not len(real):
             raise DeepShieldError(
                 f"the synthetic-face score needs generated and real training faces (got {len(fake)} and {len(real)})"
             )
-        self.fake, self.real, self.length, self.seed, self.epoch, self.augment = (
-            fake,
-            real,
-            length,
-            seed,
-            epoch,
-            augment,
-        )
+        self.fake, self.real, self.length, self.seed, self.augment = fake, real, length, seed, augment
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index, SYNTHETIC_STREAM])
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, int]:
+        epoch, index = item
+        rng = np.random.default_rng([self.seed, epoch, index, SYNTHETIC_STREAM])
         label = index % 2
         pool = self.fake if label == FAKE else self.real
         return torch.from_numpy(degrade(pool[int(rng.integers(len(pool)))], rng, self.augment)), label

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
@@ -37,7 +37,7 @@ from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
-from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from deepshield.training.checkpoint import BEST, LAST, epoch_file, load_checkpoint, save_checkpoint
 from deepshield.training.config import DataConfig, TrainConfig
 from deepshield.training.dataset import (
     Donors,
@@ -57,6 +57,7 @@ from deepshield.training.export import (
     training_info,
 )
 from deepshield.training.facebank import FaceBank, facebank_for, facebank_of_files, list_images
+from deepshield.training.loading import EpochLoader, Loaders
 from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
@@ -139,7 +140,8 @@ class ParentRun:
         selected: dict[str, Any] = next(
             (r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {}
         )
-        training = training_info(self.config, self.checkpoint.get("command", ""), epoch + 1)
+        selected_by = self.checkpoint.get("selected_by", self.config.export.select)
+        training = training_info(self.config, self.checkpoint.get("command", ""), epoch + 1, selected_by)
         return {
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
@@ -157,19 +159,21 @@ class ParentRun:
 
 def load_parent(config: TrainConfig) -> ParentRun:
     if config.synthetic is None or config.synthetic.init is None:
-        raise DeepShieldError("frozen synthetic mode needs synthetic.init: the manipulation run's best.pt or a bundle")
+        raise DeepShieldError(
+            "frozen synthetic mode needs synthetic.init: the manipulation run's best.pt (or an epoch_NNN.pt) or a bundle"
+        )
     path = Path(config.synthetic.init).expanduser()
     if path.is_dir():
         return _parent_from_bundle(path)
     if not path.is_file():
         raise DeepShieldError(
-            f"synthetic.init {path} is neither a checkpoint file (a run's checkpoints/best.pt) nor a bundle folder"
+            f"synthetic.init {path} is neither a checkpoint file (a run's checkpoints/best.pt or epoch_NNN.pt) nor a bundle folder"
         )
     checkpoint = load_checkpoint(path)
     if "val_logits" not in checkpoint:
         raise DeepShieldError(
             f"synthetic.init {path} holds no validation logits: "
-            "give a run's best.pt, not last.pt or an epoch checkpoint"
+            "give a run's best.pt or one of its epoch_NNN.pt, not last.pt"
         )
     parent = TrainConfig.model_validate(checkpoint["config"])
     if parent.synthetic is not None:
@@ -559,7 +563,8 @@ class Trainer:
             }
         tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
         step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
-        # Only now, with the data loaded: arrays of gigabytes (face banks, their copies while loading) keep
+        loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
+        # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks, their copies while loading) keep
         # their own mappings, which go back to the kernel when freed; the heap then holds what steps reuse.
         keep_freed_memory()
 
@@ -577,9 +582,7 @@ class Trainer:
         stopped_early = False
         try:
             while progress.epoch < config.optim.epochs:
-                stopped_early = self._train_epoch(
-                    step, scheduler, data, synthetic_data, progress, steps_per_epoch, snapshot
-                )
+                stopped_early = self._train_epoch(step, scheduler, loaders, progress, steps_per_epoch, snapshot)
                 if stopped_early:
                     save_checkpoint(snapshot(), last)
                     break
@@ -605,24 +608,40 @@ class Trainer:
         tracker.finish("FINISHED")
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
 
-    def _loader(self, samples, remaining: list[int]) -> DataLoader:
-        # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG,
-        # which would shift the dropout masks of a resumed run away from an uninterrupted one.
-        return DataLoader(
-            samples,
-            batch_size=self.config.optim.batch_size,
-            sampler=remaining,
-            num_workers=self.config.data.loader_workers,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(self.config.seed),
-        )
+    def _loaders(self, data: TrainingData | None, synthetic_data: SyntheticData | None, length: int) -> Loaders:
+        config = self.config
+
+        def loader(samples: Dataset) -> EpochLoader:
+            return EpochLoader(samples, config.optim.batch_size, config.data.loader_workers, config.seed)
+
+        manipulation = synthetic = None
+        if data is not None:
+            manipulation = loader(
+                TrainingSamples(
+                    data.bank,
+                    data.fake_pool,
+                    length,
+                    config.seed,
+                    config.synthesis,
+                    config.augment,
+                    config.data.cross_blend_fraction,
+                    config.data.synthesize,
+                    data.donors,
+                )
+            )
+        if synthetic_data is not None and config.synthetic is not None:
+            synthetic = loader(
+                SyntheticFaceSamples(
+                    synthetic_data.train_fake, synthetic_data.train_real, length, config.seed, config.synthetic.augment
+                )
+            )
+        return Loaders(manipulation, synthetic)
 
     def _train_epoch(
         self,
         step: Step,
         scheduler,
-        data: TrainingData | None,
-        synthetic_data: SyntheticData | None,
+        loaders: Loaders,
         progress: Progress,
         steps_per_epoch: int,
         snapshot,
@@ -632,36 +651,7 @@ class Trainer:
         config = self.config
         batch = config.optim.batch_size
         length = steps_per_epoch * batch
-        remaining = list(range(progress.step_in_epoch * batch, length))
-        manipulation = synthetic = None
-        if data is not None:
-            manipulation = self._loader(
-                TrainingSamples(
-                    data.bank,
-                    data.fake_pool,
-                    length,
-                    config.seed,
-                    progress.epoch,
-                    config.synthesis,
-                    config.augment,
-                    config.data.cross_blend_fraction,
-                    config.data.synthesize,
-                    data.donors,
-                ),
-                remaining,
-            )
-        if synthetic_data is not None and config.synthetic is not None:
-            synthetic = self._loader(
-                SyntheticFaceSamples(
-                    synthetic_data.train_fake,
-                    synthetic_data.train_real,
-                    length,
-                    config.seed,
-                    progress.epoch,
-                    config.synthetic.augment,
-                ),
-                remaining,
-            )
+        remaining = range(progress.step_in_epoch * batch, length)
         step.net.train()
         # Frozen: the kept trunk and head stay in eval mode (batch-norm statistics and dropout untouched).
         if config.frozen_synthetic:
@@ -681,17 +671,13 @@ class Trainer:
         losses: list[float] = []
         started = time.perf_counter()
         seen = 0
-        loaders = [loader for loader in (manipulation, synthetic) if loader is not None]
         bar = tqdm(
-            zip(*loaders),
+            loaders.epoch(progress.epoch, remaining),
             total=len(remaining) // batch,
             desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
             unit="batch",
         )
-        for parts in bar:
-            queue = list(parts)
-            images, labels = queue.pop(0) if manipulation is not None else (None, None)
-            synthetic_images, synthetic_labels = queue.pop(0) if synthetic is not None else (None, None)
+        for (images, labels), (synthetic_images, synthetic_labels) in bar:
             samples = Batch(
                 to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels)
             )
@@ -808,9 +794,16 @@ class Trainer:
         progress.epoch += 1
         progress.step_in_epoch = 0
         state = snapshot()
-        save_checkpoint(state, self.checkpoints / f"epoch_{epoch_done + 1:03d}.pt")
+        # Every epoch's checkpoint can be exported as the chosen one can: it keeps what its epoch was
+        # scored by (the mixed weights, the validation and benchmark logits), so a rule that names an
+        # epoch (the last, say) needs no other tool. last.pt alone resumes.
+        judged = state | {"epoch": epoch_done} | kept
+        save_checkpoint(
+            judged | {"selected_by": f"named at export (epoch {epoch_done + 1})"},
+            self.checkpoints / epoch_file(epoch_done),
+        )
         if improved:
-            save_checkpoint(state | {"epoch": epoch_done} | kept, self.checkpoints / BEST)
+            save_checkpoint(judged | {"selected_by": config.export.select}, self.checkpoints / BEST)
         save_checkpoint(state, self.checkpoints / LAST)
         paths = [curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
         if data is not None:
