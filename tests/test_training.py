@@ -1,5 +1,6 @@
 """A tiny real training run: tracked, checkpointed, resumable, exported to a loadable bundle."""
 
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -177,8 +178,10 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     monkeypatch.setattr(TrainingSamples, "__getitem__", recorded_sample)
     cache = tmp_path / "cache"
     workers = {"data.loader_workers": 1}
+    before = set(multiprocessing.active_children())
     Trainer(tiny_config(real_dir, tmp_path / "worker", tmp_path / "a.db", cache, **workers)).run()
     assert calls == ["fork workers", "keep heap"]
+    assert set(multiprocessing.active_children()) <= before  # stopped when the run ended
     pids, epochs = zip(*(path.name.split("-") for path in made_by.iterdir()))
     assert len(set(pids)) == 1 and int(pids[0]) != os.getpid()
     assert sorted(set(epochs)) == ["0", "1"]
@@ -188,6 +191,23 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     b = load_checkpoint(tmp_path / "alone" / "checkpoints" / LAST)["model"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+
+
+def test_a_failed_run_stops_its_loader_worker(real_dir, tmp_path):
+    """The raised error's traceback keeps the run's frames, and so its loader, alive (a search goes on
+    to its next trial in the same process): the worker is stopped all the same."""
+
+    def fail(progress):
+        raise RuntimeError("trial failed")
+
+    before = set(multiprocessing.active_children())
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"data.loader_workers": 1}
+    )
+    with pytest.raises(RuntimeError, match="trial failed") as raised:
+        Trainer(config, epoch_callback=fail).run()
+    assert raised.traceback  # still held here
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):

@@ -61,6 +61,15 @@ class EpochLoader:
         self.sampler.set(epoch, indices)
         return iter(self.loader)
 
+    def close(self) -> None:
+        """Stop the workers now. Garbage collection would stop them too, but a run that raised keeps its
+        frames (and so this loader) alive in the traceback, and a search trains trial after trial in one
+        process: each trial's forked workers would linger. torch has no public call for this."""
+        shutdown = getattr(self.loader._iterator, "_shutdown_workers", None)  # None: no workers
+        if shutdown is not None:
+            shutdown()  # idempotent: the iterator's own __del__ calls it again harmlessly
+        self.loader._iterator = None
+
 
 @dataclass(frozen=True)
 class Loaders:
@@ -72,6 +81,11 @@ class Loaders:
     def __post_init__(self) -> None:
         if self.manipulation is None and self.synthetic is None:
             raise ValueError("training needs at least one stream of samples")
+
+    def close(self) -> None:
+        for loader in (self.manipulation, self.synthetic):
+            if loader is not None:
+                loader.close()
 
     def epoch(self, epoch: int, indices: Sequence[int]) -> Iterator[tuple[Any, Any]]:
         """(manipulation batch, synthetic-face batch) pairs, each an (images, labels) pair or (None, None)."""

@@ -593,6 +593,8 @@ class Trainer:
             save_checkpoint(snapshot(), last)  # Ctrl-C or a crash: keep the work done so far
             tracker.finish("KILLED")
             raise
+        finally:
+            loaders.close()
 
         bundle_dir = None
         if self.export_bundle and not stopped_early and (self.checkpoints / BEST).exists():
