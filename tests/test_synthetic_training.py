@@ -205,7 +205,13 @@ def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch
     seen = record_network_passes(monkeypatch)
     benchmark = write_benchmark(tmp_path / "bench")
     settings = synthetic_settings(
-        faces, **{"synthetic.mode": "joint", "data.benchmarks": f'["{benchmark}"]', "data.benchmark_frames": "2"}
+        faces,
+        **{
+            "synthetic.mode": "joint",
+            "data.benchmarks": f'["{benchmark}"]',
+            "data.benchmark_frames": "2",
+            "data.loader_workers": "1",  # as trained by default: both streams' workers serve both epochs
+        },
     )
     result = Trainer(
         tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
