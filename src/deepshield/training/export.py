@@ -291,13 +291,7 @@ def export_checkpoint(
         calibration=calibration,
         outputs=card_outputs(synthetic is not None, config.model.cam_pooling_temperature),
         synthetic=synthetic,
-        training=training_info(
-            config,
-            checkpoint.get("command", ""),
-            int(checkpoint["epoch"]) + 1,
-            # a best.pt written before checkpoints said how their epoch was chosen: by export.select
-            checkpoint.get("selected_by", config.export.select),
-        ),
+        training=training_info(config, checkpoint),
         metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,
         intended_use=config.export.intended_use,
         license=config.export.license,
@@ -329,15 +323,24 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
     return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
 
 
-def training_info(config: TrainConfig, command: str, epochs: int, selected_by: str) -> TrainingInfo:
-    """How a run trained, as its card records it (no machine folders: `TrainConfig.recorded`)."""
+def epoch_record(checkpoint: dict) -> dict[str, Any]:
+    """What training logged for the checkpoint's epoch (its entry in the run's history; empty if none)."""
+    epoch = int(checkpoint["epoch"])
+    history = checkpoint.get("progress", {}).get("history", [])
+    return next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
+
+
+def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
+    """How the checkpoint's run trained and how its epoch was chosen, as its card records it (no machine
+    folders: `TrainConfig.recorded`)."""
     return TrainingInfo(
         data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
         benchmarks=[str(p) for p in config.data.benchmarks],
-        command=command,
+        command=checkpoint.get("command", ""),
         config=config.recorded(),
-        epochs=epochs,
-        selected_by=selected_by,
+        epochs=int(checkpoint["epoch"]) + 1,
+        # a best.pt written before checkpoints said how their epoch was chosen: by export.select
+        selected_by=checkpoint.get("selected_by", config.export.select),
         seed=config.seed,
     )
 
@@ -362,13 +365,7 @@ def _calibration(fitted: FittedCalibration) -> Calibration:
 def _selected_epoch_metrics(checkpoint: dict) -> dict[str, float]:
     """The exported epoch's benchmark figures, as training logged them (a frozen synthetic run: its
     parent's, whose manipulation output it keeps unchanged)."""
-    record: dict[str, Any]
-    if "parent" in checkpoint:
-        record = dict(checkpoint["parent"]["metrics"])
-    else:
-        epoch = int(checkpoint["epoch"])
-        history = checkpoint.get("progress", {}).get("history", [])
-        record = next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
+    record = dict(checkpoint["parent"]["metrics"]) if "parent" in checkpoint else epoch_record(checkpoint)
     return {k: round(float(v), 4) for k, v in record.items() if k.startswith("bench_")}
 
 

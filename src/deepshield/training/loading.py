@@ -31,7 +31,7 @@ class EpochSampler(Sampler[Item]):
         self.items = [(epoch, index) for index in indices]
 
     def __iter__(self) -> Iterator[Item]:
-        return iter(list(self.items))
+        return iter(self.items)  # `set` rebinds the list: an iteration under way keeps its own
 
     def __len__(self) -> int:
         return len(self.items)

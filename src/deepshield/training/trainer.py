@@ -48,6 +48,7 @@ from deepshield.training.dataset import (
 from deepshield.training.export import (
     benchmark_faces,
     build_network,
+    epoch_record,
     export_checkpoint,
     fit_calibration,
     fit_synthetic_calibration,
@@ -135,13 +136,7 @@ class ParentRun:
                     "training": training.model_dump(mode="json"),
                 }
             }
-        progress = self.checkpoint.get("progress", {})
-        epoch = int(self.checkpoint["epoch"])
-        selected: dict[str, Any] = next(
-            (r for r in progress.get("history", []) if int(r.get("epoch", -1)) == epoch), {}
-        )
-        selected_by = self.checkpoint.get("selected_by", self.config.export.select)
-        training = training_info(self.config, self.checkpoint.get("command", ""), epoch + 1, selected_by)
+        training = training_info(self.config, self.checkpoint)
         return {
             "val_logits": self.checkpoint["val_logits"],
             "val_labels": self.checkpoint["val_labels"],
@@ -149,9 +144,9 @@ class ParentRun:
             "benchmark_faces": self.checkpoint.get("benchmark_faces", {}),
             "parent": parent
             | {
-                "run_id": progress.get("run_id"),
-                "epoch": epoch,
-                "metrics": selected,
+                "run_id": self.checkpoint.get("progress", {}).get("run_id"),
+                "epoch": int(self.checkpoint["epoch"]),
+                "metrics": epoch_record(self.checkpoint),
                 "training": training.model_dump(mode="json"),
             },
         }
@@ -564,8 +559,9 @@ class Trainer:
         tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
         step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
         loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
-        # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks, their copies while loading) keep
-        # their own mappings, which go back to the kernel when freed; the heap then holds what steps reuse.
+        # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks,
+        # their copies while loading) keep their own mappings, which go back to the kernel when freed; the
+        # heap then holds what steps reuse, and no worker keeps a copy of it.
         keep_freed_memory()
 
         def snapshot() -> dict:
