@@ -153,7 +153,9 @@ def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monke
 def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_nothing(real_dir, tmp_path, monkeypatch):
     """A worker forked at each epoch kept a copy-on-write view of every page the trainer rewrote
     (19-20 GB together at 288 px): the run's one worker is forked before the heap is kept, serves
-    every epoch, and its samples train exactly the model the training process makes by itself."""
+    every epoch, and its samples train exactly the model the training process makes by itself. It makes
+    them on one OpenCV thread (parallelism comes from the workers: 14 of them on a GPU machine)."""
+    import cv2
     from torch.utils.data import dataloader
 
     import deepshield.training.trainer as trainer_module
@@ -172,19 +174,25 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     make_sample = TrainingSamples.__getitem__
 
     def recorded_sample(self, item):
-        (made_by / f"{os.getpid()}-{item[0]}").touch()  # (process, epoch): written from the worker
+        (made_by / f"{os.getpid()}-{item[0]}-{cv2.getNumThreads()}").touch()  # written from the worker
         return make_sample(self, item)
 
     monkeypatch.setattr(TrainingSamples, "__getitem__", recorded_sample)
     cache = tmp_path / "cache"
     workers = {"data.loader_workers": 1}
     before = set(multiprocessing.active_children())
-    Trainer(tiny_config(real_dir, tmp_path / "worker", tmp_path / "a.db", cache, **workers)).run()
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(4)  # what a worker would inherit from a process that never limited OpenCV
+    try:
+        Trainer(tiny_config(real_dir, tmp_path / "worker", tmp_path / "a.db", cache, **workers)).run()
+    finally:
+        cv2.setNumThreads(threads_before)
     assert calls == ["fork workers", "keep heap"]
     assert set(multiprocessing.active_children()) <= before  # stopped when the run ended
-    pids, epochs = zip(*(path.name.split("-") for path in made_by.iterdir()))
+    pids, epochs, cv2_threads = zip(*(path.name.split("-") for path in made_by.iterdir()))
     assert len(set(pids)) == 1 and int(pids[0]) != os.getpid()
     assert sorted(set(epochs)) == ["0", "1"]
+    assert set(cv2_threads) == {"1"}
 
     Trainer(tiny_config(real_dir, tmp_path / "alone", tmp_path / "b.db", cache)).run()
     a = load_checkpoint(tmp_path / "worker" / "checkpoints" / LAST)["model"]

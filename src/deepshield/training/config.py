@@ -30,7 +30,8 @@ class DataConfig(StrictModel):
         description=f"folder that relative real_dirs, datasets and benchmarks are read from (default: ${DATA_DIR_ENV}, else the working directory)",
     )
     real_dirs: list[Path] = Field(
-        default_factory=list, description="folders of real face images (fakes are synthesised)"
+        default_factory=list,
+        description="folders of real face images, or packed face banks (`deepshield facebank pack`); fakes are synthesised",
     )
     datasets: list[Path] = Field(
         default_factory=list, description="prepared datasets (deepshield prepare): their train/val splits are used"

@@ -2,6 +2,8 @@
 
 Building the bank is the slow, deterministic part of training data (detection + face mesh); it is
 cached as one .npz keyed by the source files and the crop policy, so runs and resumes reuse it.
+A bank can also be packed into one portable file (`pack_facebank`: JPEG crops) that `data.real_dirs`
+names in place of folders, so a machine without the photos or MediaPipe (a GPU lease) trains on it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -28,6 +32,7 @@ from deepshield.training.config import TrainConfig
 log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
+PACKED_FORMAT = "1"  # written into each packed bank: bump when its layout changes
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ def identity_group(path: Path, pattern: str | None) -> str:
 def list_images(folders: list[Path], limit_per_folder: int | None = None) -> list[Path]:
     files: list[Path] = []
     for folder in folders:
+        if folder.is_file():
+            raise DeepShieldError(
+                f"{folder} is a file: only data.real_dirs reads packed face banks; here name a folder of images"
+            )
         if not folder.is_dir():
             raise DeepShieldError(f"real-face folder {folder} does not exist")
         folder = folder.resolve()  # one cache key however the folder was spelled
@@ -203,13 +212,83 @@ def facebank_of_files(
     return bank
 
 
-def facebank_for(config: TrainConfig) -> FaceBank:
-    """The face bank of a training configuration's real-face folders (built once, then cached)."""
-    return build_facebank(
-        [config.data.locate(p, "real-face folder") for p in config.data.real_dirs],
-        CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
-        Path(config.data.cache_dir),
-        config.data.group_pattern,
-        config.data.bank_workers,
-        config.data.limit_per_folder,
+def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int = 90) -> int:
+    """Write `bank` as one portable file: crops as JPEG at `quality`, landmarks as float16 (within an
+    eighth of a pixel up to 512 px), validity masks bit-packed, with the crop policy they were cut with. Returns bytes."""
+    encoded = []
+    for image in bank.images:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise DeepShieldError("could not JPEG-encode a face crop")
+        encoded.append(data.ravel())
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        format=np.array(PACKED_FORMAT),
+        policy=np.array(policy.model_dump_json()),
+        jpeg=np.concatenate(encoded) if encoded else np.zeros(0, np.uint8),
+        offsets=np.cumsum([0] + [len(e) for e in encoded]),
+        keypoints=bank.keypoints,
+        landmarks=bank.landmarks.astype(np.float16),
+        valid=np.packbits(bank.valid, axis=-1),
+        paths=bank.paths,
     )
+    tmp.replace(path)
+    return path.stat().st_size
+
+
+def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -> FaceBank:
+    """A packed bank's faces, refused unless cut with `policy`; groups from its paths with today's pattern."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["format"]) != PACKED_FORMAT:
+                raise DeepShieldError(f"{path} is a packed face bank of format {data['format']}, not {PACKED_FORMAT}")
+            packed_policy = CropPolicy.model_validate_json(str(data["policy"]))
+            jpeg, offsets = data["jpeg"], data["offsets"]
+            keypoints, landmarks, valid, paths = data["keypoints"], data["landmarks"], data["valid"], data["paths"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DeepShieldError(
+            f"{path} is not a packed face bank (`deepshield facebank pack` writes them): {exc}"
+        ) from exc
+    if packed_policy != policy:
+        raise DeepShieldError(
+            f"packed face bank {path} was cut with {packed_policy.model_dump()}, the configuration crops with "
+            f"{policy.model_dump()}: pack it again with this configuration"
+        )
+    images = [
+        cv2.cvtColor(cv2.imdecode(jpeg[start:end], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        for start, end in pairwise(offsets)
+    ]
+    groups = [identity_group(Path(p), group_pattern) for p in paths.tolist()]
+    return FaceBank(
+        np.stack(images) if images else np.zeros((0, policy.size, policy.size, 3), np.uint8),
+        keypoints,
+        landmarks.astype(np.float32),
+        np.unpackbits(valid, axis=-1, count=policy.size).astype(bool),
+        np.array(groups, dtype=str),
+        paths,
+    )
+
+
+def facebank_for(config: TrainConfig) -> FaceBank:
+    """The face bank of a training configuration's real faces: its folders' (built once, then cached)
+    and its packed banks', in that order."""
+    policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
+    entries = [config.data.locate(p, "real-face folder or packed face bank") for p in config.data.real_dirs]
+    folders = [p for p in entries if p.is_dir()]
+    banks = (
+        [
+            build_facebank(
+                folders,
+                policy,
+                Path(config.data.cache_dir),
+                config.data.group_pattern,
+                config.data.bank_workers,
+                config.data.limit_per_folder,
+            )
+        ]
+        if folders
+        else []
+    )
+    banks += [unpack_facebank(p, policy, config.data.group_pattern) for p in entries if not p.is_dir()]
+    return FaceBank.concat(banks)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -54,6 +55,10 @@ class EpochLoader:
             generator=torch.Generator().manual_seed(seed),
         )
         if workers:
+            # Parallelism comes from the workers: OpenCV's own threads in each (as many as cores) would
+            # only contend, most on a GPU machine's 14 workers. Set before the fork, which the workers
+            # inherit: a forked child that resizes OpenCV's thread pool itself hangs.
+            cv2.setNumThreads(1)
             iter(self.loader)  # forks the workers now; the empty sampler gives them nothing to make yet
 
     def epoch(self, epoch: int, indices: Sequence[int]) -> Iterator:

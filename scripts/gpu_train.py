@@ -1,0 +1,119 @@
+"""One training run on a GPU lease, sized to the time it has (docs/model-study.md, "Training on a GPU lease").
+
+Run from the repository root on the lent machine, with `.kit` (scripts/gpu_kit.py) carried:
+
+    python3 scripts/gpu_train.py --seconds 420 [--config docs/study/gpu.toml] [-- --set optim.lr=1e-3 ...]
+
+1. a probe: the configuration for --probe-steps steps, to read the training rate (samples/s) there;
+2. the run: the configuration's epochs, each of (rate x --seconds x --margin / epochs) samples, so the
+   whole learning-rate schedule fits the time; stopped at --seconds all the same, keeping finished epochs;
+3. the bundles of its last three epochs written to $OUT as eNNN.onnx + eNNN.json, with train.log and
+   probe.log: eight files, the lease's most. Score them here with scripts/benchmark_bundle.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deepshield(args: list[str], log: Path, timeout: float) -> int:
+    """`deepshield ARGS` with the kit on the path, its output appended to `log`; 124 when stopped at `timeout`."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO / '.kit' / 'site'}:{REPO / 'src'}", PYTHONUNBUFFERED="1")
+    with log.open("a") as sink:
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "deepshield.cli.main", *args],
+                cwd=REPO,
+                env=env,
+                stdout=sink,
+                stderr=sink,
+                timeout=timeout,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return 124
+
+
+def batches_per_second(log: Path) -> float:
+    """The last rate tqdm printed (it prints `N batch/s`, or `N s/batch` when slower than one a second)."""
+    rates = re.findall(r"([0-9.]+)(batch/s|s/batch)", log.read_text(errors="replace"))
+    if not rates:
+        raise SystemExit(f"the probe printed no training rate: see {log}")
+    value, unit = rates[-1]
+    return float(value) if unit == "batch/s" else 1 / float(value)
+
+
+def samples_per_epoch(rate: float, seconds: float, margin: float, epochs: int, batch_size: int) -> int:
+    """Whole batches an epoch, so that `epochs` of them take `margin` of `seconds` at `rate` samples/s."""
+    batches = int(rate * seconds * margin / epochs) // batch_size
+    if batches < 1:
+        raise SystemExit(f"at {rate:.1f} samples/s, {seconds:g} s give no batch of {batch_size} an epoch")
+    return batches * batch_size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="docs/study/gpu.toml")
+    parser.add_argument(
+        "--seconds", type=float, default=420, help="the run's wall-time limit (the probe's comes on top)"
+    )
+    parser.add_argument("--probe-steps", type=int, default=80)
+    parser.add_argument("--margin", type=float, default=0.8, help="share of --seconds planned for training")
+    parser.add_argument("train_args", nargs="*", help="more `deepshield train` arguments, after --")
+    args = parser.parse_args()
+    sys.path[:0] = [str(REPO / ".kit" / "site"), str(REPO / "src")]
+    from deepshield.training.config import load_config
+
+    out = Path(os.environ.get("OUT", "/tmp/gpu-out"))
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = [value for flag, value in pairwise(args.train_args) if flag == "--set"]
+    config = load_config(Path(args.config), overrides, None)
+    train = ["-v", "train", "--config", args.config, "--data-dir", ".kit", *args.train_args]
+
+    probe_log = out / "probe.log"
+    started = time.monotonic()
+    probe = [*train, "--run-dir", "/tmp/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
+    if deepshield(probe, probe_log, timeout=180) != 0:
+        print(probe_log.read_text()[-3000:])
+        raise SystemExit("the probe failed")
+    rate = batches_per_second(probe_log) * config.optim.batch_size
+    epochs = config.optim.epochs
+    per_epoch = samples_per_epoch(rate, args.seconds, args.margin, epochs, config.optim.batch_size)
+    print(
+        f"probe: {rate:.0f} samples/s after {time.monotonic() - started:.0f} s; {epochs} epochs of {per_epoch} samples"
+    )
+
+    run_dir = Path("/tmp/gpu-run")
+    started = time.monotonic()
+    status = deepshield(
+        [*train, "--run-dir", str(run_dir), "--set", f"optim.samples_per_epoch={per_epoch}"],
+        out / "train.log",
+        timeout=args.seconds,
+    )
+    print(f"training exited {status} after {time.monotonic() - started:.0f} s (124: stopped at the time limit)")
+    for line in (out / "train.log").read_text(errors="replace").splitlines():
+        if re.match(r"^epoch \d+:|.*(Error|error)", line):
+            print(line[:300])
+    for checkpoint in sorted((run_dir / "checkpoints").glob("epoch_*.pt"))[-3:]:
+        name = "e" + checkpoint.stem.removeprefix("epoch_")
+        bundle = run_dir / "bundles" / name
+        if deepshield(["export", str(checkpoint), "--out", str(bundle)], out / "train.log", timeout=120) == 0:
+            shutil.copy(bundle / "model.onnx", out / f"{name}.onnx")
+            shutil.copy(bundle / "model_card.json", out / f"{name}.json")
+            print(f"exported {checkpoint.name}")
+        else:
+            print(f"export of {checkpoint.name} failed: see train.log")
+    return 0 if status in (0, 124) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`deepshield facebank pack`: a training configuration's real faces as one portable file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deepshield.cli.args import assignments_argument, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "facebank",
+        help="pack a training configuration's real faces into one portable file",
+        description="Face banks: the real faces a training run synthesises its fakes from.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pack = actions.add_parser(
+        "pack",
+        help="detect, crop and mesh the configuration's real faces (cached), write them as one file",
+        description=(
+            "Write the configuration's real-face bank (crop policy of its model settings) as one .npz of JPEG "
+            "crops and landmarks. Name it in data.real_dirs on a machine without the photos or MediaPipe."
+        ),
+    )
+    pack.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
+    assignments_argument(pack, "--set", "overrides", "override a config value, e.g. model.input_size=288 (repeatable)")
+    pack.add_argument(
+        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
+    )
+    pack.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    pack.add_argument("--max-faces", type=positive_int, help="keep this many faces, drawn at random (default: all)")
+    pack.add_argument("--quality", type=int, default=90, choices=range(50, 101), metavar="50-100", help="JPEG quality")
+    pack.add_argument(
+        "--seed", type=int, default=None, help="seed of the --max-faces draw (default: the configuration's)"
+    )
+    pack.set_defaults(run=run_pack)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from deepshield.errors import DeepShieldError
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.training.config import load_config
+    from deepshield.training.facebank import facebank_for, pack_facebank
+
+    if args.out.suffix != ".npz":
+        raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
+    overrides = list(args.overrides) + ([f"data.root={args.data_dir.resolve()}"] if args.data_dir else [])
+    config = load_config(args.config, overrides, None)
+    bank = facebank_for(config)
+    if args.max_faces and args.max_faces < len(bank):
+        rng = np.random.default_rng(config.seed if args.seed is None else args.seed)
+        bank = bank.subset(np.sort(rng.choice(len(bank), args.max_faces, replace=False)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
+    size = pack_facebank(bank, policy, args.out, args.quality)
+    print(
+        f"{len(bank)} faces ({policy.size} px, crop scale {policy.scale:g}) packed into {args.out}: {size / 1e6:.1f} MB"
+    )
+    return 0

@@ -1,0 +1,93 @@
+"""Packed face banks: a configuration's real faces in one portable file that training reads in place of folders."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepshield.cli.main import main
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy
+from deepshield.training.facebank import build_facebank, facebank_for, list_images, unpack_facebank
+from deepshield.training.trainer import Trainer
+from tests.face_data import write_real_faces
+from tests.test_training import tiny_config
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory) -> Path:
+    return write_real_faces(tmp_path_factory.mktemp("faces") / "real", 8)
+
+
+@pytest.fixture(scope="module")
+def packed(real_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(the packed bank of `real_dir` at 48 px, the cache folder its unpacked bank was built in)"""
+    work = tmp_path_factory.mktemp("pack")
+    config = tiny_config(real_dir, work / "run", work / "e.db", work / "cache")
+    config_file = work / "config.json"
+    config_file.write_text(config.model_dump_json())
+    out = work / "faces.npz"
+    assert main(["facebank", "pack", "--config", str(config_file), "--out", str(out), "--quality", "95"]) == 0
+    return out, work / "cache"
+
+
+def test_a_packed_bank_holds_the_built_bank(real_dir, packed):
+    out, cache = packed
+    policy = CropPolicy(size=48)
+    built = build_facebank([real_dir], policy, cache, group_pattern=r"^(person\d)_", workers=1)  # from the cache
+    unpacked = unpack_facebank(out, policy, r"^(person\d)_")
+    assert len(unpacked) == len(built) == 8
+    error = np.abs(unpacked.images.astype(np.int16) - built.images).mean()
+    assert 0 < error < 3  # JPEG at quality 95: close, not identical
+    np.testing.assert_array_equal(unpacked.keypoints, built.keypoints)
+    np.testing.assert_allclose(unpacked.landmarks, built.landmarks, atol=0.02, equal_nan=True)
+    np.testing.assert_array_equal(unpacked.valid, built.valid)
+    assert unpacked.groups.tolist() == built.groups.tolist() and len(set(unpacked.groups.tolist())) == 4
+    assert unpacked.paths.tolist() == built.paths.tolist()
+
+
+def test_a_packed_bank_trains_in_place_of_its_folder(packed, tmp_path):
+    out, _ = packed
+    config = tiny_config(Path(out), tmp_path / "run", tmp_path / "e.db", tmp_path / "cache", **{"optim.epochs": "1"})
+    assert len(facebank_for(config)) == 8
+    result = Trainer(config).run()
+    assert result.progress.global_step == 16 // 4
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("facebank-*"))  # nothing rebuilt
+
+
+def test_max_faces_draws_a_seeded_subset(packed, tmp_path):
+    out, _ = packed
+    config_file = out.parent / "config.json"
+    subsets = []
+    for name in ("a", "b"):
+        target = tmp_path / f"{name}.npz"
+        argv = [
+            "facebank",
+            "pack",
+            "--config",
+            str(config_file),
+            "--out",
+            str(target),
+            "--max-faces",
+            "5",
+            "--seed",
+            "3",
+        ]
+        assert main(argv) == 0
+        subsets.append(unpack_facebank(target, CropPolicy(size=48), None).paths.tolist())
+    assert subsets[0] == subsets[1] and len(subsets[0]) == 5 and subsets[0] == sorted(subsets[0])
+
+
+def test_a_packed_bank_cut_with_another_policy_is_refused(packed):
+    out, _ = packed
+    with pytest.raises(DeepShieldError, match=r"pack it again with this configuration"):
+        unpack_facebank(out, CropPolicy(size=48, scale=1.3), None)
+
+
+def test_a_file_that_is_no_packed_bank_is_refused_by_name(tmp_path):
+    fake = tmp_path / "faces.npz"
+    fake.write_bytes(b"not a bank")
+    with pytest.raises(DeepShieldError, match=r"faces.npz is not a packed face bank"):
+        unpack_facebank(fake, CropPolicy(size=48), None)
+    with pytest.raises(DeepShieldError, match=r"only data.real_dirs reads packed face banks"):
+        list_images([fake])
