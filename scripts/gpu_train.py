@@ -60,6 +60,21 @@ def samples_per_epoch(rate: float, seconds: float, margin: float, epochs: int, b
     return batches * batch_size
 
 
+def ensure_shared_memory(wanted_gib: float = 4) -> None:
+    """Loader workers hand their batches over through /dev/shm (10 MB a batch of 64 at 224 px, a few in
+    flight per worker): a VM's default can be too small, so grow it (as root) where it is."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        print("no /dev/shm: loader workers may fail")
+        return
+    free = stats.f_bavail * stats.f_frsize / 2**30
+    print(f"/dev/shm: {free:.1f} GiB free")
+    if free < wanted_gib:
+        grown = subprocess.run(["mount", "-o", f"remount,size={int(wanted_gib * 4)}G", "/dev/shm"], check=False)
+        print(f"/dev/shm remounted larger: {'yes' if grown.returncode == 0 else 'no'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="docs/study/gpu.toml")
@@ -79,6 +94,7 @@ def main() -> int:
     config = load_config(Path(args.config), overrides, None)
     train = ["-v", "train", "--config", args.config, "--data-dir", ".kit", *args.train_args]
 
+    ensure_shared_memory()
     probe_log = out / "probe.log"
     started = time.monotonic()
     probe = [*train, "--run-dir", "/tmp/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
