@@ -45,6 +45,22 @@ def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, 
     parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
+def config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
+    """--config, --set and --data-dir: a training configuration as `config_overrides` reads it (train, facebank)."""
+    from pathlib import Path
+
+    parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
+    assignments_argument(parser, "--set", "overrides", set_help)
+    parser.add_argument(
+        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set assignments, with --data-dir as data.root."""
+    return list(args.overrides) + ([f"data.root={args.data_dir.resolve()}"] if args.data_dir else [])
+
+
 def engine_arguments(parser: argparse.ArgumentParser, workers_help: str | None = None) -> None:
     """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare and tune."""
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshield.cli.args import assignments_argument, positive_int
+from deepshield.cli.args import config_arguments, config_overrides, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "crops and landmarks. Name it in data.real_dirs on a machine without the photos or MediaPipe."
         ),
     )
-    pack.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
-    assignments_argument(pack, "--set", "overrides", "override a config value, e.g. model.input_size=288 (repeatable)")
-    pack.add_argument(
-        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
-    )
+    config_arguments(pack, "override a config value, e.g. model.input_size=288 (repeatable)")
     pack.add_argument("--out", type=Path, required=True, help="the .npz file to write")
     pack.add_argument("--max-faces", type=positive_int, help="keep this many faces, drawn at random (default: all)")
     pack.add_argument("--quality", type=int, default=90, choices=range(50, 101), metavar="50-100", help="JPEG quality")
@@ -47,8 +43,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".npz":
         raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
-    overrides = list(args.overrides) + ([f"data.root={args.data_dir.resolve()}"] if args.data_dir else [])
-    config = load_config(args.config, overrides, None)
+    config = load_config(args.config, config_overrides(args), None)
     bank = facebank_for(config)
     if args.max_faces and args.max_faces < len(bank):
         rng = np.random.default_rng(config.seed if args.seed is None else args.seed)

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import assignments_argument
+from deepshield.cli.args import config_arguments, config_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,16 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a detector (fakes synthesised from real faces)",
         description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
     )
-    parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
-    assignments_argument(parser, "--set", "overrides", "override a config value, e.g. optim.lr=1e-3 (repeatable)")
+    config_arguments(parser, "override a config value, e.g. optim.lr=1e-3 (repeatable)")
     parser.add_argument("--params", type=Path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints, plots and the bundle go")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    parser.add_argument(
-        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
-    )
     parser.set_defaults(run=run_train)
 
     export = subparsers.add_parser(
@@ -52,15 +48,13 @@ def run_train(args: argparse.Namespace) -> int:
     from deepshield.training.config import load_config
     from deepshield.training.trainer import Trainer
 
-    overrides = list(args.overrides)
+    overrides = config_overrides(args)
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
     if args.tracking_uri:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
-    if args.data_dir:
-        overrides.append(f"data.root={args.data_dir.resolve()}")
     config = load_config(args.config, overrides, args.params)
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     result = Trainer(config, command=command).run(resume=args.resume)

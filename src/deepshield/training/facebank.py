@@ -276,19 +276,12 @@ def facebank_for(config: TrainConfig) -> FaceBank:
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
     entries = [config.data.locate(p, "real-face folder or packed face bank") for p in config.data.real_dirs]
     folders = [p for p in entries if p.is_dir()]
-    banks = (
-        [
-            build_facebank(
-                folders,
-                policy,
-                Path(config.data.cache_dir),
-                config.data.group_pattern,
-                config.data.bank_workers,
-                config.data.limit_per_folder,
-            )
-        ]
-        if folders
-        else []
-    )
+    banks = []
+    if folders:
+        data = config.data
+        cache = Path(data.cache_dir)
+        banks.append(
+            build_facebank(folders, policy, cache, data.group_pattern, data.bank_workers, data.limit_per_folder)
+        )
     banks += [unpack_facebank(p, policy, config.data.group_pattern) for p in entries if not p.is_dir()]
     return FaceBank.concat(banks)
