@@ -172,6 +172,29 @@ def test_a_worker_that_cannot_set_up_stops_the_map():
         list(engine.map(BrokenSetup(), [1, 2, 3]))
 
 
+class SlowWriter(Flaky):
+    """Item n takes 0.3 + n seconds, then leaves a file named n in `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def run(self, state, item):
+        time.sleep(0.3 + item)
+        (self.folder / str(item)).touch()
+        return ("ok", item)
+
+
+def test_a_stopped_map_lets_the_files_already_sent_finish_and_starts_no_more(tmp_path: Path):
+    # Two in flight (0 and 1); the consumer stops after item 0, a second before item 1 is done. Item 1
+    # is finished, not cancelled half-way (a cancel racing a task's completion aborts Ray's driver);
+    # items 2-4 never start.
+    with make_engine("ray", workers=2) as engine:
+        results = engine.map(SlowWriter(tmp_path), [0, 1, 2, 3, 4])
+        assert next(results) == ("ok", 0)
+        results.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
+
+
 # ---------------------------------------------------------------------------------------- prepare
 
 

@@ -149,7 +149,9 @@ class RayEngine(Engine):
         self.workers = workers
         self.cpus_per_task = cpus_per_task
         self.max_retries = max_retries  # a task whose worker died is run once more (a lost node)
-        self.cancel_wait_s = 60.0  # after an interruption, how long to wait for cancelled tasks to stop
+        # After an interruption, how long files already sent to workers may take to finish before the
+        # ones still running are cancelled (then as long again for those to stop).
+        self.drain_wait_s = 60.0
         self.init_kwargs = dict(init_kwargs or {})
         self._started = False
 
@@ -220,14 +222,23 @@ class RayEngine(Engine):
                         raise WorkerSetupError(f"worker setup failed {result.reason}")
                     yield from order.add(index, result)
         finally:
-            if pending:  # interrupted or failed: unfinished files are redone next time
-                for ref in pending:
-                    with contextlib.suppress(Exception):
-                        ray.cancel(ref)  # a KeyboardInterrupt inside the task, as Ctrl-C would be
-                # As the local pool does on shutdown: return only once no task is still writing
-                # (a re-run must not redo a file that a cancelled task is half-way through).
+            if pending:  # interrupted or failed: nothing new starts, and what runs is left to finish
+                self._drain(list(pending))
+
+    def _drain(self, refs: list) -> None:
+        """Return once no task of `refs` is still writing (a re-run must not redo a file that a task is
+        half-way through), as the local pool does on shutdown. The files already sent finish and are
+        kept; only a task still running after `drain_wait_s` is cancelled (a KeyboardInterrupt inside
+        it, as Ctrl-C would be). Cancelling at once would race Ray's own bookkeeping: a task that
+        completes while its cancellation is handled aborts the driver (Ray 2.60, "Tried to complete
+        task that was not pending"), which took down a test run here."""
+        with contextlib.suppress(Exception):
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=self.drain_wait_s)
+            for ref in running:
                 with contextlib.suppress(Exception):
-                    ray.wait(list(pending), num_returns=len(pending), timeout=self.cancel_wait_s)
+                    ray.cancel(ref)
+            if running:
+                ray.wait(running, num_returns=len(running), timeout=self.drain_wait_s)
 
     def run_workers(
         self,
