@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepshield.engines import ENGINES
 
@@ -47,8 +48,6 @@ def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, 
 
 def config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     """--config, --set and --data-dir: a training configuration as `config_overrides` reads it (train, facebank)."""
-    from pathlib import Path
-
     parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
     assignments_argument(parser, "--set", "overrides", set_help)
     parser.add_argument(

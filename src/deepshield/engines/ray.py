@@ -123,6 +123,17 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
         raise DeepShieldError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from exc
 
 
+def _cancel_and_wait(refs: list, timeout_s: float) -> None:
+    """Cancel the tasks of `refs` (a KeyboardInterrupt inside each, as Ctrl-C would be) and wait up to
+    `timeout_s` for them to stop."""
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    if refs:
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+
+
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, RayTaskError) and exc.cause is not None:
         return describe_error(exc.cause)
@@ -234,11 +245,7 @@ class RayEngine(Engine):
         task that was not pending"), which took down a test run here."""
         with contextlib.suppress(Exception):
             _, running = ray.wait(refs, num_returns=len(refs), timeout=self.drain_wait_s)
-            for ref in running:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref)
-            if running:
-                ray.wait(running, num_returns=len(running), timeout=self.drain_wait_s)
+            _cancel_and_wait(running, self.drain_wait_s)
 
     def run_workers(
         self,
@@ -283,11 +290,8 @@ class RayEngine(Engine):
             drain()
         except KeyboardInterrupt:
             echo(INTERRUPTED_WORKERS)
-            for ref in refs:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref)
+            _cancel_and_wait(refs, grace_s)
             with contextlib.suppress(Exception):
-                ray.wait(refs, num_returns=len(refs), timeout=grace_s)
                 drain()
             raise
         finally:

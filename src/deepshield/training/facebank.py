@@ -274,14 +274,15 @@ def facebank_for(config: TrainConfig) -> FaceBank:
     """The face bank of a training configuration's real faces: its folders' (built once, then cached)
     and its packed banks', in that order."""
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
-    entries = [config.data.locate(p, "real-face folder or packed face bank") for p in config.data.real_dirs]
+    data = config.data
+    entries = [data.locate(p, "real-face folder or packed face bank") for p in data.real_dirs]
     folders = [p for p in entries if p.is_dir()]
+    packed = [p for p in entries if p not in folders]
     banks = []
     if folders:
-        data = config.data
         cache = Path(data.cache_dir)
         banks.append(
             build_facebank(folders, policy, cache, data.group_pattern, data.bank_workers, data.limit_per_folder)
         )
-    banks += [unpack_facebank(p, policy, config.data.group_pattern) for p in entries if not p.is_dir()]
+    banks += [unpack_facebank(p, policy, data.group_pattern) for p in packed]
     return FaceBank.concat(banks)
