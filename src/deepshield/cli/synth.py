@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="mixed",
         help="self-blend, cross-identity blend, one part of another face pasted on, or each in turn (default)",
     )
+    parser.add_argument(
+        "--smooth-probability",
+        type=float,
+        default=0.0,
+        help="chance a blend's source is smoothed like a face restorer's output (synthesis.smooth_probability)",
+    )
     parser.add_argument("--size", type=int, default=224, help="crop size")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -32,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     from deepshield.evaluation.plots import example_grid
     from deepshield.faces.crop import CropPolicy
-    from deepshield.synthesis.blend import cross_blend, part_paste, self_blend
+    from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
+    config = SynthesisConfig(smooth_probability=args.smooth_probability)
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
         if method != "self" and len(bank) > 1:
             donor = (index + 1 + int(rng.integers(len(bank) - 1))) % len(bank)
             with_donor = cross_blend if method == "cross" else part_paste
-            result = with_donor(bank.sample(index), bank.sample(donor), rng)
+            result = with_donor(bank.sample(index), bank.sample(donor), rng, config)
         else:
-            result = self_blend(bank.sample(index), rng)
+            result = self_blend(bank.sample(index), rng, config)
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}_mask.png"), (result.mask * 255).astype(np.uint8))
         sheet_images += [

@@ -8,6 +8,9 @@ a face swap, with its colour matched to the target (Face X-ray).
 Part pasting: one part of another person's face (an eye, the eyes, the nose or the mouth) pasted
 inside a hand-drawn-like selection, at a slightly different scale and often not colour matched, as
 hand edits in a photo editor make them.
+Restoration-like smoothing (optional): the source's texture is flattened by an edge-preserving
+filter, as the face restorers that swap tools run (GFPGAN, CodeFormer) and face generators leave it:
+skin without grain inside a face whose surroundings keep theirs.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ class SynthesisConfig(StrictModel):
     paste_probability: float = Field(
         0.0, ge=0, le=1, description="chance a fake is one part of another face pasted on (hand-edit-like), not a blend"
     )
+    smooth_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="chance a blend's source is smoothed like a face restorer's output instead of resampled",
+    )
 
 
 def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
@@ -86,6 +95,25 @@ def _frequency_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[
         amount = rng.uniform(0.3, 1.0)
         return cv2.addWeighted(image, 1 + amount, blurred, -amount, 0)  # unsharp mask
     return image
+
+
+def _restoration_smooth(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
+    """Edge-preserving smoothing: grain and fine skin texture go, edges stay (then are sometimes
+    crispened), the look of a restored or generated face rather than of a resampled one."""
+    smoothed = cv2.bilateralFilter(image, 0, rng.uniform(20, 60), rng.uniform(2.0, 5.0))
+    if rng.random() < 0.5:
+        blurred = cv2.GaussianBlur(smoothed, (0, 0), 1.0)
+        amount = rng.uniform(0.2, 0.6)
+        smoothed = cv2.addWeighted(smoothed, 1 + amount, blurred, -amount, 0)
+    return np.asarray(smoothed, dtype=np.uint8)
+
+
+def _texture_jitter(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:
+    """The source's texture mismatch: restoration-like smoothing (when configured) or a resampling one.
+    No random draw is spent when smoothing is off, so the default recipe's fakes stay as they were."""
+    if config.smooth_probability > 0 and rng.random() < config.smooth_probability:
+        return _restoration_smooth(image, rng)
+    return _frequency_jitter(image, rng)
 
 
 def _misalign(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:
@@ -129,7 +157,7 @@ def _blend(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> ND
 def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None) -> SynthesisResult:
     """SBI: blend an augmented, slightly misaligned copy of the face back into itself (config None: the defaults)."""
     config = SynthesisConfig() if config is None else config
-    source = _misalign(_frequency_jitter(_colour_jitter(target.image, rng), rng), rng, config)
+    source = _misalign(_texture_jitter(_colour_jitter(target.image, rng), rng, config), rng, config)
     mask = _soft_mask(target, rng, config)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="self_blend")
 
@@ -177,7 +205,7 @@ def cross_blend(
         return self_blend(target, rng, config)
     aligned, valid = _align_donor(donor, target, matrix)
     mask = _soft_mask(target, rng, config, valid)
-    source = _frequency_jitter(_match_colour(aligned, target.image, mask), rng)
+    source = _texture_jitter(_match_colour(aligned, target.image, mask), rng, config)
     return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="cross_blend")
 
 
