@@ -1,5 +1,5 @@
-import numpy as np
 import cv2
+import numpy as np
 import pytest
 
 from deepshield.faces.crop import CropPolicy, crop_face
