@@ -20,6 +20,7 @@ from PIL import Image
 
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.inference.analysis import Detector
+from deepshield.inference.results import scope
 from deepshield.media.images import ImageLimits
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
 from deepshield.media.suffixes import VIDEO_SUFFIXES
@@ -576,6 +577,7 @@ def test_no_path_traversal_out_of_the_static_folder(detector):
 def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     body = client.get("/healthz").json()
     assert body["limits"]["min_face_px"] == detector.faces.min_face_size
+    assert body["scope"] == scope(detector.has_synthetic)  # the footer's "what the model judges"
     assert body["accepted"] == {
         "image_formats": list(IMAGE_FORMATS),
         "video_formats": list(VIDEO_FORMATS),

@@ -289,6 +289,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
             "video_suffixes": ["reel"],
         }
         body["limits"]["min_face_px"] = 77
+        body["scope"] = "This model judges SCOPEWORD only."
         body["job_error_statuses"] = {**body["job_error_statuses"], "corrupt_media": 499}
         route.fulfill(json=body)
 
@@ -301,6 +302,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     page.wait_for_selector("#limits:has-text('REELFORMAT')")
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
     assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.reel"
+    assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")

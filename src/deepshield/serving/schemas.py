@@ -93,6 +93,7 @@ class AcceptedMedia(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
+    scope: str = Field(description="what the model in use judges and what it does not")
     api_key_required: bool
     analyses_running: int
     analyses_waiting: int

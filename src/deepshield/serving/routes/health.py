@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from deepshield.inference.results import scope
 from deepshield.serving.errors import JOB_ERROR_STATUSES
 from deepshield.serving.runtime import RuntimeDep
 from deepshield.serving.schemas import Health
@@ -16,6 +17,7 @@ async def healthz(runtime: RuntimeDep) -> Health:
     gate = runtime.gate
     return Health(
         model=runtime.detector.model_name,
+        scope=scope(runtime.detector.has_synthetic),
         api_key_required=bool(runtime.settings.api_key),
         analyses_running=gate.running,
         analyses_waiting=gate.waiting,

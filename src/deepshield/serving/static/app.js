@@ -181,6 +181,7 @@
       state.limits = health.limits;
       state.accepted = health.accepted;
       state.jobErrorStatuses = health.job_error_statuses;
+      $("footer-scope").textContent = health.scope;
       $("limits").textContent =
         `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
         ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
