@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+import deepshield.faces.detector as detector_module
 from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face, crop_matrix
-from deepshield.faces.detector import Box, Face, FaceDetector, detection_input, reading_order
+from deepshield.faces.detector import Box, Face, FaceDetector, detection_input, reading_order, tiles
 
 # Eileen Collins' face in skimage's 512 x 512 astronaut photo, as the short-range model boxes it
 # at full resolution (x 177.6-272.9, y 82.9-178.2); checked by eye against the photo.
@@ -273,3 +274,53 @@ def test_crop_policy_validates_its_fields():
         CropPolicy(size=8)
     with pytest.raises(ValueError):
         CropPolicy(scale=0.5)
+
+
+# --- tiles: faces too small for the whole-image pass ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "count"), [((1080, 1920), 3), ((3024, 4032), 6), ((4032, 3024), 6), ((720, 1280), 3), ((768, 768), 0)]
+)
+def test_tiles_cover_the_image_so_any_small_face_lies_whole_in_one(shape, count):
+    height, width = shape
+    windows = tiles(height, width)
+    assert len(windows) == count
+    if not windows:
+        return
+    assert all(0 <= t.x0 < t.x1 <= width and 0 <= t.y0 < t.y1 <= height for t in windows)
+    side = min(t.overlap for t in windows)
+    rng = np.random.default_rng(0)
+    for x, y in zip(rng.integers(0, width - side, 500), rng.integers(0, height - side, 500)):
+        assert any(t.x0 <= x and x + side <= t.x1 and t.y0 <= y and y + side <= t.y1 for t in windows), (x, y)
+
+
+def _astronaut_at(canvas: np.ndarray, astronaut: np.ndarray, photo_side: int, x: int, y: int) -> Box:
+    canvas[y : y + photo_side, x : x + photo_side] = cv2.resize(
+        astronaut, (photo_side, photo_side), interpolation=cv2.INTER_AREA
+    )
+    return shifted(FACE, dx=x, dy=y, scale=photo_side / 512)
+
+
+def test_faces_too_small_for_the_whole_image_are_found_in_tiles(faces, astronaut, monkeypatch):
+    # Faces of 4.5% of a phone photo's width (181 px in 4032): the whole-image pass misses them. One
+    # sits across the middle, where two tiles meet, one near a corner; each is found once, in place.
+    canvas = np.full((3024, 4032, 3), 90, np.uint8)
+    expected = [_astronaut_at(canvas, astronaut, 976, x, y) for x, y in ((1500, 300), (150, 1900))]
+    found = faces.detect(canvas)
+    assert_found(found, expected, 0.5)
+    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    assert faces.detect(canvas) == []
+
+
+def test_faces_the_whole_image_finds_keep_their_boxes(faces, astronaut, monkeypatch):
+    # A large face and a small one in a 1080p frame: the large one's detection is the same with and
+    # without tiles (no duplicate from a tile), the small one (67 px) only comes from a tile.
+    canvas = np.full((1080, 1920, 3), 90, np.uint8)
+    large = _astronaut_at(canvas, astronaut, 1000, 100, 40)
+    small = _astronaut_at(canvas, astronaut, 360, 1400, 500)
+    found = faces.detect(canvas)
+    assert_found(found, [large, small], 0.5)
+    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    whole_only = faces.detect(canvas)
+    assert len(whole_only) == 1 and whole_only[0].box == found[0].box
