@@ -316,12 +316,21 @@ def test_faces_too_small_for_the_whole_image_are_found_in_tiles(faces, astronaut
 
 def test_faces_the_whole_image_finds_keep_their_boxes(faces, astronaut, monkeypatch):
     # A large face and a small one in a 1080p frame: the large one's detection is the same with and
-    # without tiles (no duplicate from a tile), the small one (86 px) only comes from a tile.
+    # without tiles (no duplicate from a tile), the small one (100 px) only comes from a tile.
     canvas = np.full((1080, 1920, 3), 90, np.uint8)
     large = _astronaut_at(canvas, astronaut, 1000, 100, 40)
-    small = _astronaut_at(canvas, astronaut, 464, 1400, 500)
+    small = _astronaut_at(canvas, astronaut, 540, 1300, 480)
     found = faces.detect(canvas)
     assert_found(found, [large, small], 0.5)
     monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
     whole_only = faces.detect(canvas)
     assert len(whole_only) == 1 and whole_only[0].box == found[0].box
+
+
+def test_tiles_add_no_face_too_small_to_judge(faces, astronaut, monkeypatch):
+    # A 70 px face in a 1080p frame is within a tile's reach but under TILE_MIN_FACE (80): not added.
+    canvas = np.full((1080, 1920, 3), 90, np.uint8)
+    face = _astronaut_at(canvas, astronaut, 377, 1300, 500)
+    assert faces.detect(canvas) == []
+    monkeypatch.setattr(detector_module, "TILE_MIN_FACE", 60)
+    assert_found(faces.detect(canvas), [face], 0.5)
