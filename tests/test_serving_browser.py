@@ -6,7 +6,9 @@ Skipped when Chromium or Playwright is missing, except under CI=true, where it m
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -113,6 +115,14 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face score: not available in this model"
     missing = "Synthetic-face score: not available in this model"
     assert page.inner_text(".face-card [data-role=synthetic-score]") == missing
+    # The whole result can be saved as shown: the same scores, named after the file.
+    with page.expect_download() as saving:
+        page.click("[data-role=download]")
+    saved = json.loads(Path(saving.value.path()).read_text())
+    assert saving.value.suggested_filename == "astronaut.deepshield.json"
+    assert saved["file_name"] == "astronaut.jpg" and saved["result"]["kind"] == "image"
+    assert len(saved["result"]["faces"]) == 1 and saved["result"]["faces"][0]["crop_png"].startswith("data:image/png")
+    assert saved["file"]["sha256"] == hashlib.sha256((tmp_path / "astronaut.jpg").read_bytes()).hexdigest()
 
     shot = tmp_path / "deepshield-page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -244,6 +254,11 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     )
     assert not page.is_visible("#progress")
     page.screenshot(path=str(tmp_path / "deepshield-video.png"), full_page=True)
+    with page.expect_download() as saving:
+        page.click("[data-role=download]")
+    saved = json.loads(Path(saving.value.path()).read_text())
+    assert saving.value.suggested_filename == "astronaut-pan.deepshield.json"
+    assert saved["result"]["kind"] == "video" and len(saved["result"]["tracks"]) == page.locator(".track-card").count()
     # Another file: the example card is no longer highlighted.
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "mine.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")

@@ -382,6 +382,17 @@
     );
   }
 
+  // The whole result (scores, verdict, crops and heatmaps as data URLs) saved as shown, to keep or
+  // share: the page deletes nothing it was given, the server keeps no copy.
+  function offerDownload(result, file, fileName) {
+    const link = $("result-download");
+    if (link.href) URL.revokeObjectURL(link.href);
+    const saved = { file_name: fileName, file: file || null, result: result };
+    link.href = URL.createObjectURL(new Blob([JSON.stringify(saved, null, 2)], { type: "application/json" }));
+    link.download = (fileName || "result").replace(/\.[^.]*$/, "") + ".deepshield.json";
+    link.hidden = false;
+  }
+
   function renderFileFacts(result, file, fileName) {
     const band = result.inconclusive;
     renderFacts($("file-facts"), [
@@ -403,6 +414,7 @@
     $("image-result").hidden = false;
     renderVerdict(result, "image", fileName);
     renderFileFacts(result, result.file, fileName);
+    offerDownload(result, result.file, fileName);
 
     const stage = $("photo-stage");
     const img = $("photo");
@@ -493,6 +505,7 @@
     $("video-result").hidden = false;
     renderVerdict(result, "video", fileName);
     renderFileFacts(result, file, fileName);
+    offerDownload(result, file, fileName);
     const v = result.video;
     renderFacts($("video-facts"), [
       ["Duration", `${v.duration_s.toFixed(1)} s`],
