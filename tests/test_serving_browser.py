@@ -334,3 +334,38 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     assert posts == ["/v1/analyze?preview=true", "/v1/jobs"]
     assert page.inner_text("#message-detail") == "Error 499."
     assert page.problems == []
+
+
+def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page, server, astronaut, tmp_path):
+    page.goto(server + "/")
+    page.wait_for_selector("[data-role=model-name]")
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("these are my notes, not a photo")
+    files = [
+        _jpeg(tmp_path / "astronaut.jpg", astronaut),
+        _jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8)),
+        bad,
+    ]
+    page.set_input_files("#file-input", [str(path) for path in files])
+    page.wait_for_selector("#batch-summary:has-text('3 of 3 files analysed')")
+    rows = page.locator("[data-role=batch-row]")
+    assert rows.count() == 3
+    assert [rows.nth(i).get_attribute("data-status") for i in range(3)] == ["done", "done", "failed"]
+    assert rows.nth(1).locator(".label").inner_text() == "NO FACE"
+    assert rows.nth(2).inner_text().endswith("Not analysed")
+    assert page.inner_text("#batch-summary").endswith("1 no face, 1 not analysed")
+    # The latest finished file is shown: the bad file's own message, named after it.
+    assert page.inner_text("#message-title") == "notes.jpg:" and not page.is_visible("#result")
+    assert rows.nth(2).get_attribute("aria-pressed") == "true"
+    # Picking a row shows that file's result, scores as listed.
+    rows.nth(0).click()
+    page.wait_for_selector(".face-card")
+    assert page.inner_text("#result-file") == "Result for astronaut.jpg" and not page.is_visible("#message")
+    listed = rows.nth(0).locator(".batch-score").inner_text()
+    assert listed and page.inner_text("#verdict-score").startswith(listed)
+    assert rows.nth(0).get_attribute("aria-pressed") == "true" and rows.nth(2).get_attribute("aria-pressed") == "false"
+    # One file again: the list goes.
+    page.set_input_files("#file-input", str(files[1]))
+    page.wait_for_selector("[data-role=no-face]")
+    assert not page.is_visible("#batch")
+    assert page.problems == [] and page.outside == []

@@ -9,7 +9,7 @@
 
   // What the server owns (limits, accepted media, the status of a failed job's error code) comes from
   // GET /healthz at start; nothing of it is written into this page.
-  const state = { limits: null, accepted: null, jobErrorStatuses: {}, card: null, run: 0, example: null };
+  const state = { limits: null, accepted: null, jobErrorStatuses: {}, card: null, run: 0, example: null, batch: null };
   // Three-way labels (verdicts, faces, tracks), in words for the small badges.
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   // The synthetic-face score's own call, in words (it uses the same three labels).
@@ -143,11 +143,15 @@
     }
   }
 
-  function clearOutput() {
+  function clearResult() {
     $("message").hidden = true;
     $("result").hidden = true;
     $("image-result").hidden = true;
     $("video-result").hidden = true;
+  }
+
+  function clearOutput() {
+    clearResult();
     $("progress").hidden = true;
   }
 
@@ -271,40 +275,52 @@
     return !file.type && state.accepted !== null && state.accepted.video_suffixes.includes(suffix);
   }
 
+  // What the page can tell before uploading: a sentence when the file cannot go, else null.
+  function refusal(file) {
+    if (state.limits && file.size > state.limits.max_upload_bytes) {
+      return `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`;
+    }
+    if (file.size === 0) return "The file is empty.";
+    return null;
+  }
+
+  // Upload one file and wait for its analysis: { result, file } (file: what the server says of the
+  // upload), or null when a newer analysis took over meanwhile.
+  async function fetchAnalysis(file, run) {
+    if (looksLikeVideo(file)) return analyseAsJob(file, run);
+    showProgress(file.name, null, "Uploading and analysing…");
+    try {
+      const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
+      return { result, file: result.file };
+    } catch (err) {
+      if (err instanceof ApiFailure && err.code === "video_needs_job") return analyseAsJob(file, run);
+      throw err;
+    }
+  }
+
+  function render(analysis, fileName) {
+    if (analysis.result.kind === "video") renderVideo(analysis.result, analysis.file, fileName);
+    else renderImage(analysis.result, fileName);
+  }
+
   // `exampleFile`: set when the file is one of the examples (its card stays highlighted).
   async function analyse(file, exampleFile) {
     const run = ++state.run;
     clearOutput();
+    hideBatch();
     markExample(exampleFile || null);
     if (!file) return;
-    if (state.limits && file.size > state.limits.max_upload_bytes) {
-      showMessage(file.name, `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`);
-      return;
-    }
-    if (file.size === 0) {
-      showMessage(file.name, "The file is empty.");
+    const refused = refusal(file);
+    if (refused) {
+      showMessage(file.name, refused);
       return;
     }
     setBusy(true);
     try {
-      if (looksLikeVideo(file)) {
-        await analyseAsJob(file, run);
-      } else {
-        showProgress(file.name, null, "Uploading and analysing…");
-        let result;
-        try {
-          result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
-        } catch (err) {
-          if (err instanceof ApiFailure && err.code === "video_needs_job") {
-            await analyseAsJob(file, run);
-            return;
-          }
-          throw err;
-        }
-        if (run !== state.run) return;
-        $("progress").hidden = true;
-        renderImage(result, file.name);
-      }
+      const analysis = await fetchAnalysis(file, run);
+      if (!analysis || run !== state.run) return;
+      $("progress").hidden = true;
+      render(analysis, file.name);
     } catch (err) {
       if (run !== state.run) return;
       $("progress").hidden = true;
@@ -312,6 +328,98 @@
     } finally {
       if (run === state.run) setBusy(false);
     }
+  }
+
+  // ---------------------------------------------------------------- several files at once
+  // Analysed one after another and listed with their verdicts. The result shown is the latest
+  // finished one, until a row is picked: then that row's stays.
+  async function analyseAll(files) {
+    const run = ++state.run;
+    clearOutput();
+    markExample(null);
+    state.batch = { items: files.map((file) => ({ file, status: "waiting", analysis: null, error: null })), picked: null };
+    drawBatch();
+    setBusy(true);
+    try {
+      for (const item of state.batch.items) {
+        const refused = refusal(item.file);
+        if (refused) {
+          Object.assign(item, { status: "failed", error: refused });
+        } else {
+          item.status = "running";
+          drawBatch();
+          try {
+            item.analysis = await fetchAnalysis(item.file, run);
+            if (!item.analysis || run !== state.run) return;
+            item.status = "done";
+          } catch (err) {
+            if (run !== state.run) return;
+            Object.assign(item, { status: "failed", error: err });
+          }
+          $("progress").hidden = true;
+        }
+        if (state.batch.picked === null) showItem(item);
+        drawBatch();
+      }
+    } finally {
+      if (run === state.run) setBusy(false);
+    }
+  }
+
+  function showItem(item) {
+    clearResult();
+    if (item.status === "done") render(item.analysis, item.file.name);
+    else if (typeof item.error === "string") showMessage(item.file.name, item.error);
+    else if (item.error) showError(item.error, item.file.name);
+  }
+
+  function pickItem(index) {
+    const item = state.batch.items[index];
+    if (item.status !== "done" && item.status !== "failed") return;
+    state.batch.picked = index;
+    showItem(item);
+    drawBatch();
+  }
+
+  function hideBatch() {
+    state.batch = null;
+    $("batch").hidden = true;
+  }
+
+  function drawBatch() {
+    const batch = state.batch;
+    const finished = batch.items.filter((item) => item.status === "done" || item.status === "failed").length;
+    const counts = {};
+    for (const item of batch.items) {
+      if (item.status === "done") counts[item.analysis.result.verdict.label] = (counts[item.analysis.result.verdict.label] || 0) + 1;
+    }
+    const summary = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
+    const failed = batch.items.filter((item) => item.status === "failed").length;
+    if (failed) summary.push(`${failed} not analysed`);
+    $("batch-summary").textContent = `${finished} of ${batch.items.length} files analysed` + (summary.length ? ": " + summary.join(", ") : "");
+    const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (item.status === "done" || item.status === "failed" ? i : last), -1);
+    $("batch-list").replaceChildren(
+      ...batch.items.map((item, i) => {
+        const verdict = item.status === "done" ? item.analysis.result.verdict : null;
+        const status = verdict
+          ? el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] })
+          : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
+        const row = el("button", {
+          type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
+          "data-status": item.status, "aria-pressed": i === shown ? "true" : "false",
+          title: verdict && verdict.probability !== null && verdict.probability !== undefined
+            ? `${pct(verdict.probability, 1)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
+            : "",
+        }, [
+          el("span", { class: "file-name", text: item.file.name }),
+          status,
+          el("span", { class: "batch-score", text: verdict && verdict.probability !== null && verdict.probability !== undefined ? scorePct(verdict.probability) : "" }),
+        ]);
+        row.addEventListener("click", () => pickItem(i));
+        return row;
+      })
+    );
+    $("batch").hidden = false;
   }
 
   function formData(file) {
@@ -329,22 +437,21 @@
     // job still queued when polled again is really waiting.
     let polls = 0;
     while (job.status === "queued" || job.status === "running") {
-      if (run !== state.run) return;
+      if (run !== state.run) return null;
       const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
       showProgress(file.name, job.progress, stage);
       await sleep(POLL_MS);
       job = await api("/v1/jobs/" + encodeURIComponent(job.id));
       polls += 1;
     }
-    if (run !== state.run) return;
+    if (run !== state.run) return null;
     $("progress").hidden = true;
     if (job.status === "failed") {
       const error = job.error || { error: "failed", detail: "The analysis failed." };
       const status = state.jobErrorStatuses[error.error] || 422;
       throw new ApiFailure(status, error.error, error.detail);
     }
-    if (job.result.kind === "video") renderVideo(job.result, job.file, file.name);
-    else renderImage(job.result, file.name);
+    return { result: job.result, file: job.file };
   }
 
   const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.slice(1) : "");
@@ -647,8 +754,13 @@
         input.click();
       }
     });
+    const take = (files) => {
+      const list = [...(files || [])];
+      if (list.length > 1) analyseAll(list);
+      else if (list.length === 1) analyse(list[0]);
+    };
     input.addEventListener("change", () => {
-      if (input.files && input.files[0]) analyse(input.files[0]);
+      take(input.files);
       input.value = "";
     });
     ["dragenter", "dragover"].forEach((name) =>
@@ -661,8 +773,7 @@
     zone.addEventListener("drop", (event) => {
       event.preventDefault();
       zone.classList.remove("dragging");
-      const file = event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files[0];
-      if (file) analyse(file);
+      take(event.dataTransfer && event.dataTransfer.files);
     });
     // Dropping a file elsewhere on the page must not navigate away from it.
     window.addEventListener("dragover", (event) => event.preventDefault());
