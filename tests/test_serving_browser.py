@@ -369,3 +369,24 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     page.wait_for_selector("[data-role=no-face]")
     assert not page.is_visible("#batch")
     assert page.problems == [] and page.outside == []
+
+
+def test_the_frames_a_video_job_samples_can_be_raised_up_to_the_servers_maximum(page, server):
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
+    page.goto(server + "/")
+    page.wait_for_selector("#frames-choice:not([hidden])")
+    options = page.locator("[data-role=frames] option")
+    assert [options.nth(i).inner_text() for i in range(options.count())] == [
+        "32 (default)",
+        "64 (about 2x the time)",
+        "128 (about 4x the time)",
+    ]
+    page.select_option("[data-role=frames]", "64")
+    assert not page.is_visible("#result")  # choosing did not start anything (nor open the file dialog)
+    page.click("button.example[data-file='astronaut-pan.mp4']")
+    page.wait_for_selector("#timeline svg")
+    assert posts == ["/v1/jobs?frames=64"]
+    assert page.problems == [] and page.outside == []

@@ -175,6 +175,18 @@
   }
 
   // ---------------------------------------------------------------- start-up
+  // How many frames a video job samples: the server's default, then doublings up to its maximum.
+  // More frames find a swap that shows in part of a long video, at proportionally more time.
+  function offerFrameCounts(limits) {
+    const counts = [limits.video_frames];
+    while (counts[counts.length - 1] * 2 <= limits.max_video_frames) counts.push(counts[counts.length - 1] * 2);
+    if (counts[counts.length - 1] < limits.max_video_frames) counts.push(limits.max_video_frames);
+    $("frames-select").replaceChildren(
+      ...counts.map((n, i) => el("option", { value: String(n), text: i === 0 ? `${n} (default)` : `${n} (about ${Math.round(n / counts[0])}x the time)` }))
+    );
+    $("frames-choice").hidden = false;
+  }
+
   function showKeyPanel() {
     $("api-key-panel").hidden = false;
   }
@@ -190,6 +202,7 @@
         `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
         ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
       $("file-input").setAttribute("accept", ["image/*", "video/*", ...health.accepted.video_suffixes.map((suffix) => "." + suffix)].join(","));
+      offerFrameCounts(health.limits);
       if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
     } catch (err) {
       showError(err);
@@ -432,7 +445,9 @@
 
   async function analyseAsJob(file, run) {
     showProgress(file.name, 0, "Uploading…");
-    let job = await api("/v1/jobs", { method: "POST", body: formData(file) });
+    const select = $("frames-select");
+    const frames = select.selectedIndex > 0 ? "?frames=" + encodeURIComponent(select.value) : ""; // else the server's default
+    let job = await api("/v1/jobs" + frames, { method: "POST", body: formData(file) });
     // A job is "queued" from submission until a worker takes it, which is usually at once: only a
     // job still queued when polled again is really waiting.
     let polls = 0;
@@ -748,6 +763,8 @@
       input.click();
     });
     zone.addEventListener("click", () => input.click());
+    // The frame-count choice sits in the drop zone: using it must not open the file dialog.
+    for (const name of ["click", "keydown"]) $("frames-choice").addEventListener(name, (event) => event.stopPropagation());
     zone.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
