@@ -354,6 +354,14 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     assert rows.nth(1).locator(".label").inner_text() == "NO FACE"
     assert rows.nth(2).inner_text().endswith("Not analysed")
     assert page.inner_text("#batch-summary").endswith("1 no face, 1 not analysed")
+    # All of them can be saved at once, the failed file with its reason.
+    with page.expect_download() as saving:
+        page.click("[data-role=batch-download]")
+    saved = json.loads(Path(saving.value.path()).read_text())
+    assert saving.value.suggested_filename == "deepshield-results.json"
+    assert [entry["file_name"] for entry in saved] == ["astronaut.jpg", "wall.jpg", "notes.jpg"]
+    assert saved[0]["result"]["kind"] == "image" and saved[1]["result"]["verdict"]["label"] == "no_face"
+    assert saved[2]["result"] is None and saved[2]["error"].startswith("unsupported file type")
     # The latest finished file is shown: the bad file's own message, named after it.
     assert page.inner_text("#message-title") == "notes.jpg:" and not page.is_visible("#result")
     assert rows.nth(2).get_attribute("aria-pressed") == "true"

@@ -410,6 +410,17 @@
     const failed = batch.items.filter((item) => item.status === "failed").length;
     if (failed) summary.push(`${failed} not analysed`);
     $("batch-summary").textContent = `${finished} of ${batch.items.length} files analysed` + (summary.length ? ": " + summary.join(", ") : "");
+    if (finished === batch.items.length) {
+      const saved = batch.items.map((item) => ({
+        file_name: item.file.name,
+        file: item.analysis ? item.analysis.file || null : null,
+        result: item.analysis ? item.analysis.result : null,
+        error: item.status === "failed" ? (typeof item.error === "string" ? item.error : item.error.detail || String(item.error)) : null,
+      }));
+      offerJson($("batch-download"), saved, "deepshield-results.json");
+    } else {
+      $("batch-download").hidden = true;
+    }
     const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (item.status === "done" || item.status === "failed" ? i : last), -1);
     $("batch-list").replaceChildren(
       ...batch.items.map((item, i) => {
@@ -504,15 +515,19 @@
     );
   }
 
-  // The whole result (scores, verdict, crops and heatmaps as data URLs) saved as shown, to keep or
-  // share: the page deletes nothing it was given, the server keeps no copy.
-  function offerDownload(result, file, fileName) {
-    const link = $("result-download");
+  // A link that saves `saved` as a JSON file (the page's object URL it held before is released).
+  function offerJson(link, saved, name) {
     if (link.href) URL.revokeObjectURL(link.href);
-    const saved = { file_name: fileName, file: file || null, result: result };
     link.href = URL.createObjectURL(new Blob([JSON.stringify(saved, null, 2)], { type: "application/json" }));
-    link.download = (fileName || "result").replace(/\.[^.]*$/, "") + ".deepshield.json";
+    link.download = name;
     link.hidden = false;
+  }
+
+  // The whole result (scores, verdict, crops and heatmaps as data URLs) saved as shown, to keep or
+  // share: the server keeps no copy.
+  function offerDownload(result, file, fileName) {
+    const name = (fileName || "result").replace(/\.[^.]*$/, "") + ".deepshield.json";
+    offerJson($("result-download"), { file_name: fileName, file: file || null, result: result }, name);
   }
 
   function renderFileFacts(result, file, fileName) {
