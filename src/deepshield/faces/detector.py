@@ -208,19 +208,20 @@ class FaceDetector:
         found = [
             (tile, self._face_in(detection, tile)) for tile, result in results for detection in result.detections or []
         ]
-        candidates = [face for tile, face in found if tile is whole]
+        whole_faces = [
+            face for tile, face in found if tile is whole and min(face.box.width, face.box.height) >= self.min_face_size
+        ]
         # The tiles add faces the whole image missed; the faces it found keep their whole-image boxes.
-        candidates += [
+        tile_faces = [
             face
             for tile, face in found
             if tile is not whole
             and face.score >= max(self.min_confidence, TILE_MIN_CONFIDENCE)
             and min(face.box.width, face.box.height) >= max(self.min_face_size, TILE_MIN_FACE)
             and _inside_tile(face.box, tile, height, width)
-            and all(face.box.iou(other.box) < 0.3 for other in candidates)
+            and all(face.box.iou(other.box) < 0.3 for other in whole_faces)
         ]
-        candidates = [face for face in candidates if min(face.box.width, face.box.height) >= self.min_face_size]
-        faces = non_max_suppression(candidates, iou_threshold=0.3)[: self.max_faces]
+        faces = non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)[: self.max_faces]
         # Reading order (left to right, top to bottom) makes face indices stable for users.
         return reading_order(faces)
 
