@@ -91,21 +91,23 @@ def _frequency_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[
         )
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if choice == 1:
-        blurred = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.6, 1.5))
-        amount = rng.uniform(0.3, 1.0)
-        return cv2.addWeighted(image, 1 + amount, blurred, -amount, 0)  # unsharp mask
+        return _unsharp(image, rng.uniform(0.6, 1.5), rng.uniform(0.3, 1.0))
     return image
+
+
+def _unsharp(image: NDArray[Any], sigma: float, amount: float) -> NDArray[Any]:
+    """Unsharp mask: the image plus `amount` times what a Gaussian blur of `sigma` takes away."""
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    return np.asarray(cv2.addWeighted(image, 1 + amount, blurred, -amount, 0), dtype=np.uint8)
 
 
 def _restoration_smooth(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     """Edge-preserving smoothing: grain and fine skin texture go, edges stay (then are sometimes
     crispened), the look of a restored or generated face rather than of a resampled one."""
-    smoothed = cv2.bilateralFilter(image, 0, rng.uniform(20, 60), rng.uniform(2.0, 5.0))
+    smoothed = np.asarray(cv2.bilateralFilter(image, 0, rng.uniform(20, 60), rng.uniform(2.0, 5.0)), dtype=np.uint8)
     if rng.random() < 0.5:
-        blurred = cv2.GaussianBlur(smoothed, (0, 0), 1.0)
-        amount = rng.uniform(0.2, 0.6)
-        smoothed = cv2.addWeighted(smoothed, 1 + amount, blurred, -amount, 0)
-    return np.asarray(smoothed, dtype=np.uint8)
+        return _unsharp(smoothed, 1.0, rng.uniform(0.2, 0.6))
+    return smoothed
 
 
 def _texture_jitter(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:
