@@ -135,12 +135,16 @@
     box.hidden = false;
   }
 
-  function showError(err, fileName) {
+  // An error in one sentence: the server's own message, else a title for its status.
+  function errorSentence(err) {
     if (err instanceof ApiFailure) {
-      showMessage(fileName, err.detail || TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem."));
-    } else {
-      showMessage(fileName, "Something went wrong in this page: " + String(err && err.message ? err.message : err));
+      return err.detail || TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem.");
     }
+    return "Something went wrong in this page: " + String(err && err.message ? err.message : err);
+  }
+
+  function showError(err, fileName) {
+    showMessage(fileName, errorSentence(err));
   }
 
   function clearResult() {
@@ -367,7 +371,7 @@
             item.status = "done";
           } catch (err) {
             if (run !== state.run) return;
-            Object.assign(item, { status: "failed", error: err });
+            Object.assign(item, { status: "failed", error: errorSentence(err) });
           }
           $("progress").hidden = true;
         }
@@ -379,16 +383,17 @@
     }
   }
 
+  const isFinished = (item) => item.status === "done" || item.status === "failed";
+
   function showItem(item) {
     clearResult();
     if (item.status === "done") render(item.analysis, item.file.name);
-    else if (typeof item.error === "string") showMessage(item.file.name, item.error);
-    else if (item.error) showError(item.error, item.file.name);
+    else if (item.status === "failed") showMessage(item.file.name, item.error);
   }
 
   function pickItem(index) {
     const item = state.batch.items[index];
-    if (item.status !== "done" && item.status !== "failed") return;
+    if (!isFinished(item)) return;
     state.batch.picked = index;
     showItem(item);
     drawBatch();
@@ -401,7 +406,7 @@
 
   function drawBatch() {
     const batch = state.batch;
-    const finished = batch.items.filter((item) => item.status === "done" || item.status === "failed").length;
+    const finished = batch.items.filter(isFinished).length;
     const counts = {};
     for (const item of batch.items) {
       if (item.status === "done") counts[item.analysis.result.verdict.label] = (counts[item.analysis.result.verdict.label] || 0) + 1;
@@ -415,29 +420,30 @@
         file_name: item.file.name,
         file: item.analysis ? item.analysis.file || null : null,
         result: item.analysis ? item.analysis.result : null,
-        error: item.status === "failed" ? (typeof item.error === "string" ? item.error : item.error.detail || String(item.error)) : null,
+        error: item.error,
       }));
       offerJson($("batch-download"), saved, "deepshield-results.json");
     } else {
       $("batch-download").hidden = true;
     }
-    const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (item.status === "done" || item.status === "failed" ? i : last), -1);
+    const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (isFinished(item) ? i : last), -1);
     $("batch-list").replaceChildren(
       ...batch.items.map((item, i) => {
         const verdict = item.status === "done" ? item.analysis.result.verdict : null;
+        const scored = verdict !== null && verdict.probability !== null && verdict.probability !== undefined;
         const status = verdict
           ? el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] })
           : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
         const row = el("button", {
           type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
           "data-status": item.status, "aria-pressed": i === shown ? "true" : "false",
-          title: verdict && verdict.probability !== null && verdict.probability !== undefined
+          title: scored
             ? `${pct(verdict.probability, 1)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
             : "",
         }, [
           el("span", { class: "file-name", text: item.file.name }),
           status,
-          el("span", { class: "batch-score", text: verdict && verdict.probability !== null && verdict.probability !== undefined ? scorePct(verdict.probability) : "" }),
+          el("span", { class: "batch-score", text: scored ? scorePct(verdict.probability) : "" }),
         ]);
         row.addEventListener("click", () => pickItem(i));
         return row;
