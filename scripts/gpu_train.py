@@ -116,7 +116,7 @@ def main() -> int:
     started = time.monotonic()
     if args.rate is None:
         probe_log = out / "probe.log"
-        probe = [*train, "--run-dir", "/tmp/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
+        probe = [*train, "--run-dir", "runs/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
         if deepshield(probe, probe_log, timeout=180) != 0:
             print(probe_log.read_text()[-3000:])
             raise SystemExit("the probe failed")
@@ -127,7 +127,9 @@ def main() -> int:
         f"probe: {rate:.0f} samples/s after {time.monotonic() - started:.0f} s; {epochs} epochs of {per_epoch} samples"
     )
 
-    run_dir = Path("/tmp/gpu-run")
+    # Relative to the repository (the cwd of every command): the card records the command, and a
+    # path of the lent machine would be a machine path in a shipped card.
+    run_dir = Path("runs/gpu-lease")
     started = time.monotonic()
     status = deepshield(
         [*train, "--run-dir", str(run_dir), "--set", f"optim.samples_per_epoch={per_epoch}"],
@@ -139,9 +141,9 @@ def main() -> int:
         if re.match(r"^epoch \d+:|.*(Error|error)", line):
             print(line[:300])
     # The last epoch first: it is the one judged, and the call's time limit may cut the rest short.
-    for checkpoint in sorted((run_dir / "checkpoints").glob("epoch_*.pt"))[-3:][::-1]:
+    for checkpoint in sorted((REPO / run_dir / "checkpoints").glob("epoch_*.pt"))[-3:][::-1]:
         name = "e" + checkpoint.stem.removeprefix("epoch_")
-        bundle = run_dir / "bundles" / name
+        bundle = REPO / run_dir / "bundles" / name
         if deepshield(["export", str(checkpoint), "--out", str(bundle)], out / "train.log", timeout=120) == 0:
             shutil.copy(bundle / "model.onnx", out / f"{name}.onnx")
             shutil.copy(bundle / "model_card.json", out / f"{name}.json")
