@@ -112,3 +112,18 @@ def test_the_repository_holds_the_recipe_that_trained_the_shipped_model():
         assert getattr(packaged.data, key) == getattr(shipped.data, key), key
     assert [p.parts[-2:] for p in packaged.data.real_dirs] == [p.parts[-2:] for p in shipped.data.real_dirs]
     assert packaged.seed == shipped.seed
+
+
+def test_a_recorded_command_names_no_machine_folder():
+    from deepshield.training.config import recorded_command
+
+    lease = (
+        "deepshield -v train --config docs/study/gpu.toml --data-dir .kit --run-dir /tmp/gpu-run --set optim.lr=6e-4"
+    )
+    assert (
+        recorded_command(lease)
+        == "deepshield -v train --config docs/study/gpu.toml --data-dir .kit --set optim.lr=6e-4"
+    )
+    here = "deepshield train --run-dir=runs/x --data-dir /data --tracking-uri sqlite:///m.db --set 'data.real_dirs=[\"a b\"]' --resume"
+    assert recorded_command(here) == "deepshield train --set 'data.real_dirs=[\"a b\"]' --resume"
+    assert recorded_command("") == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -340,6 +341,33 @@ class TrainConfig(StrictModel):
         return self.model_dump(
             mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}}
         )
+
+
+# `deepshield train` options that only say where a machine keeps things, as `TrainConfig.recorded` leaves
+# run_dir, the data root and the tracking store out of a record; --data-dir only when absolute, since a
+# relative one (a lease's `.kit`) is part of how the command reads its data.
+_MACHINE_OPTIONS = ("--run-dir", "--tracking-uri")
+_ABSOLUTE_MACHINE_OPTIONS = ("--data-dir",)
+
+
+def recorded_command(command: str) -> str:
+    """A training command as a model card records it: without this machine's folders."""
+    words = shlex.split(command)
+    kept: list[str] = []
+    skip = False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        option, has_value, value = word.partition("=")
+        if not has_value:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        machine = option in _MACHINE_OPTIONS or (option in _ABSOLUTE_MACHINE_OPTIONS and Path(value).is_absolute())
+        if machine:
+            skip = not has_value
+            continue
+        kept.append(word)
+    return shlex.join(kept)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

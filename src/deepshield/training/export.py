@@ -32,7 +32,7 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import ExportConfig, TrainConfig
+from deepshield.training.config import ExportConfig, TrainConfig, recorded_command
 from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -332,11 +332,11 @@ def epoch_record(checkpoint: dict) -> dict[str, Any]:
 
 def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
     """How the checkpoint's run trained and how its epoch was chosen, as its card records it (no machine
-    folders: `TrainConfig.recorded`)."""
+    folders: `TrainConfig.recorded`, `recorded_command`)."""
     return TrainingInfo(
         data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
         benchmarks=[str(p) for p in config.data.benchmarks],
-        command=checkpoint.get("command", ""),
+        command=recorded_command(checkpoint.get("command", "")),
         config=config.recorded(),
         epochs=int(checkpoint["epoch"]) + 1,
         # a best.pt written before checkpoints said how their epoch was chosen: by export.select
@@ -350,6 +350,13 @@ def _parent_name(parent: dict[str, Any]) -> str:
         card = ModelCard.model_validate(parent["card"])
         return f"bundle {card.name} {card.version} ({parent['path']})"
     return f"{parent['path']} (run {parent['run_id']})"
+
+
+def _parent_training(parent: dict[str, Any]) -> TrainingInfo:
+    """The parent's training record, its command without machine folders (a bundle trained elsewhere,
+    e.g. on a GPU lease, may have recorded them)."""
+    training = TrainingInfo.model_validate(parent["training"])
+    return training.model_copy(update={"command": recorded_command(training.command)})
 
 
 def _calibration(fitted: FittedCalibration) -> Calibration:
@@ -394,6 +401,6 @@ def _synthetic_score(
         ),
         parent=None if parent is None else _parent_name(parent),
         data=checkpoint.get("synthetic_sources", []),
-        parent_training=None if parent is None else TrainingInfo.model_validate(parent["training"]),
+        parent_training=None if parent is None else _parent_training(parent),
     )
     return info, {k: round(v, 4) for k, v in metrics.items()}
