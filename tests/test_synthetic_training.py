@@ -17,6 +17,7 @@ from deepshield.training import trainer as trainer_module
 from deepshield.training.benchmarks import BenchmarkOverlapError, load_benchmark
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.export import fit_synthetic_calibration
+from deepshield.training.soup import make_soup, write_soup
 from deepshield.training.synthetic import ScoredChecks
 from deepshield.training.trainer import Trainer, bundle_weights, initial_weights
 from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
@@ -189,6 +190,22 @@ def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, pa
     kept = new.card.synthetic.parent_training  # how the manipulation score was trained: the parent's record
     assert kept.command == old.card.training.command and kept.config["model"] == old.card.training.config["model"]
     assert "run_dir" not in kept.config and "cache_dir" not in kept.config["data"]  # no machine folders
+
+
+def test_a_head_on_a_soup_keeps_the_soups_record(faces, parent, tmp_path):
+    """A soup was not trained: its head's card names the soup's ingredients, not a configuration."""
+    soup = write_soup(
+        make_soup([parent.bundle_dir, parent.bundle_dir], None, "s", "1.0.0", "deepshield soup"), tmp_path / "soup"
+    )
+    settings = synthetic_settings(
+        faces, **{"synthetic.init": str(tmp_path / "soup"), "export.select": "max.synthetic_val_auc"}
+    )
+    result = Trainer(
+        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
+    kept = OnnxClassifier(result.bundle_dir).card.synthetic.parent_training
+    assert kept.config == {} and kept.command == "deepshield soup"
+    assert [i.name for i in kept.soup] == [i.name for i in soup.training.soup] and len(kept.soup) == 2
 
 
 def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_path):

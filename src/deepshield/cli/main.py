@@ -13,7 +13,19 @@ from deepshield import __version__
 from deepshield.errors import DeepShieldError
 from deepshield.native_logs import quiet_environment
 
-COMMAND_MODULES = ("scan", "serve", "synth", "train", "prepare", "dataset", "facebank", "evaluate", "calibrate", "tune")
+COMMAND_MODULES = (
+    "scan",
+    "serve",
+    "synth",
+    "train",
+    "soup",
+    "prepare",
+    "dataset",
+    "facebank",
+    "evaluate",
+    "calibrate",
+    "tune",
+)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -143,6 +143,19 @@ class TrainingInfo(BaseModel):
     epochs: int = 0
     selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
     seed: int | None = None
+    soup: list[SoupIngredient] = Field(
+        [], description="a soup (`deepshield soup`): not trained, the weighted average of these networks"
+    )
+
+
+class SoupIngredient(BaseModel):
+    """One network of a soup: which bundle, its weight in the average, how its face-swap score was trained."""
+
+    name: str
+    version: str
+    onnx_sha256: str
+    weight: float = Field(gt=0, le=1)
+    training: TrainingInfo
 
 
 class SyntheticScoreInfo(BaseModel):
@@ -199,6 +212,11 @@ class ModelCard(BaseModel):
 
     def output_names(self) -> list[str]:
         return list(self.outputs)
+
+    def manipulation_training(self) -> TrainingInfo:
+        """How the face-swap score was trained: a frozen synthetic head's parent run, else this card's run."""
+        parent = self.synthetic.parent_training if self.synthetic is not None else None
+        return parent or self.training
 
 
 def file_sha256(path: Path) -> str:

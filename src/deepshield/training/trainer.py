@@ -125,7 +125,9 @@ class ParentRun:
         }
         if self.card is not None:
             # Its recorded configuration without the machine's folders, as a card exported now records it.
-            training = self.card.training.model_copy(update={"config": self.config.recorded()})
+            # A card that recorded none (a soup: not trained) keeps none rather than this run's defaults.
+            recorded = self.config.recorded() if self.card.training.config else {}
+            training = self.card.training.model_copy(update={"config": recorded})
             return {
                 "parent": parent
                 | {

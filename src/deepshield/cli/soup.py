@@ -1,0 +1,47 @@
+"""`deepshield soup`: average the face-swap networks of several bundles into one new bundle."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "soup",
+        help="average the face-swap networks of bundles of one architecture (a model soup)",
+        description=(
+            "Write a bundle whose face-swap network is the weighted average of the bundles' (same architecture, "
+            "input size and crop policy; meaningful for networks trained from one start, e.g. the same ImageNet "
+            "weights). Any synthetic-face head is left out and the scores are not calibrated: give the soup a head "
+            "(train --config src/deepshield/training/synthetic-frozen.toml --set synthetic.init=SOUP) and/or "
+            "`deepshield calibrate` it. The card records each ingredient, its weight and how it was trained."
+        ),
+        epilog="example: deepshield soup bundle-a bundle-b --weights 0.5 0.5 --out soup --name my-model --version 2.0.0",
+    )
+    parser.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="two or more model bundle folders")
+    parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
+    parser.add_argument("--out", type=Path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
+    parser.add_argument("--name", default="soup", help="the new bundle's name")
+    parser.add_argument("--version", default="0.0.0", help="the new bundle's version")
+    parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
+    parser.set_defaults(run=run_soup)
+
+
+def run_soup(args: argparse.Namespace) -> int:
+    from deepshield.errors import DeepShieldError
+    from deepshield.training.soup import make_soup, write_soup
+
+    if args.out.exists() and not args.force:
+        raise DeepShieldError(f"{args.out} exists: choose another --out or give --force")
+    # From the parsed arguments (not sys.argv): the same record whether run from a shell or main(argv).
+    words = ["soup", *map(str, args.bundles)] + (["--weights", *map(str, args.weights)] if args.weights else [])
+    command = "deepshield " + shlex.join(
+        [*words, "--out", str(args.out), "--name", args.name, "--version", args.version]
+    )
+    soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
+    card = write_soup(soup, args.out)
+    shares = ", ".join(f"{i.name} {i.version} x {i.weight:.3g}" for i in card.training.soup)
+    print(f"bundle written to {args.out}: {card.name} {card.version} = {shares} (not calibrated)")
+    return 0

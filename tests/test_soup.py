@@ -1,0 +1,95 @@
+"""`deepshield soup`: a bundle whose face-swap network is the weighted average of other bundles'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepshield.cli.main import main as deepshield
+from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import CropPolicy
+from deepshield.inference.runtime import OnnxClassifier, read_card
+from deepshield.models.card import ModelCard, TrainingInfo
+from deepshield.models.export import export_bundle
+from deepshield.models.network import DeepfakeNet
+from deepshield.training.soup import make_soup, write_soup
+from deepshield.training.trainer import bundle_weights
+
+
+def _bundle(path, seed: int, size: int = 64, command: str = ""):
+    torch.manual_seed(seed)
+    net = DeepfakeNet("tiny", size, pretrained=False).eval()
+    with torch.no_grad():  # batch norms away from the identity, so that folding them matters
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.3)
+                module.running_var.uniform_(0.5, 1.5)
+        torch.nn.init.normal_(net.head.weight, std=0.5)
+    card = ModelCard(
+        name=f"b{seed}",
+        version="1.0.0",
+        architecture="tiny",
+        input_size=size,
+        crop_policy=CropPolicy(size=size, scale=1.3),
+        training=TrainingInfo(command=command),
+    )
+    return export_bundle(net, card, path)
+
+
+@pytest.fixture
+def crops(astronaut):
+    return np.stack([astronaut[y : y + 64, x : x + 64] for y, x in [(60, 150), (0, 0), (300, 300), (200, 220)]])
+
+
+def test_the_soup_is_the_weighted_average_of_the_networks(tmp_path, crops):
+    first = _bundle(tmp_path / "a", seed=1, command="deepshield train --run-dir /machine/runs/a --set seed=1")
+    second = _bundle(tmp_path / "b", seed=2)
+    soup = write_soup(make_soup([first, second], [3, 1], "mix", "2.0.0", "deepshield soup a b"), tmp_path / "soup")
+    expected = {
+        key: 0.75 * a + 0.25 * b if a.is_floating_point() else a
+        for (key, a), b in zip(
+            bundle_weights(first, read_card(first)).items(),
+            bundle_weights(second, read_card(second)).values(),
+            strict=True,
+        )
+    }
+    for key, value in bundle_weights(tmp_path / "soup", soup).items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    scores = [OnnxClassifier(b).score(crops).logits for b in (first, second, tmp_path / "soup")]
+    assert np.abs(scores[2] - scores[0]).max() > 1e-3 and np.abs(scores[2] - scores[1]).max() > 1e-3
+    # the card says what it is: both ingredients and their shares, no machine folder, not calibrated
+    assert [(i.name, i.weight) for i in soup.training.soup] == [("b1", 0.75), ("b2", 0.25)]
+    assert soup.training.soup[0].training.command == "deepshield train --set seed=1"
+    assert soup.training.soup[0].onnx_sha256 == read_card(first).onnx_sha256
+    assert soup.synthetic is None and "synthetic_logit" not in soup.outputs
+    assert soup.calibration.fitted_on.startswith("not fitted")
+
+
+def test_a_soup_of_one_network_with_itself_computes_that_network(tmp_path, crops):
+    only = _bundle(tmp_path / "a", seed=1)
+    write_soup(make_soup([only, only], None, "same", "1.0.1", ""), tmp_path / "soup")
+    np.testing.assert_allclose(
+        OnnxClassifier(tmp_path / "soup").score(crops).logits, OnnxClassifier(only).score(crops).logits, atol=1e-4
+    )
+
+
+def test_networks_that_see_different_crops_are_not_averaged(tmp_path):
+    small, large = _bundle(tmp_path / "a", seed=1, size=64), _bundle(tmp_path / "b", seed=2, size=96)
+    with pytest.raises(DeepShieldError, match="input size differs"):
+        make_soup([small, large], None, "x", "1", "")
+    with pytest.raises(DeepShieldError, match="at least two bundles"):
+        make_soup([small], None, "x", "1", "")
+    with pytest.raises(DeepShieldError, match="one positive weight per bundle"):
+        make_soup([small, small], [1.0, 0.0], "x", "1", "")
+
+
+def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, capsys):
+    first, second = _bundle(tmp_path / "a", seed=1), _bundle(tmp_path / "b", seed=2)
+    out = tmp_path / "soup"
+    assert deepshield(["soup", str(first), str(second), "--out", str(out), "--name", "m", "--version", "3.0.0"]) == 0
+    assert "m 3.0.0 = b1 1.0.0 x 0.5, b2 1.0.0 x 0.5" in capsys.readouterr().out
+    assert read_card(out).training.command.startswith("deepshield soup")
+    before = (out / "model.onnx").read_bytes()
+    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
+    assert "exists" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == before
