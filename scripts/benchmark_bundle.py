@@ -31,7 +31,16 @@ from deepshield.training.benchmarks import (
 )
 from deepshield.training.config import DataConfig
 
-SHOWN = ("dfdc_sample_face_auc", "modern_swaps_face_auc", "modern_swaps_file_auc", "face_edits_file_auc", "auc")
+SHOWN = (
+    "dfdc_sample_face_auc",
+    "modern_swaps_face_auc",
+    "modern_swaps_file_auc",
+    "face_edits_file_auc",
+    "auc",
+    "modern_swaps_tpr_at_2pct_fpr",
+    "face_edits_tpr_at_2pct_fpr",
+    "tpr_at_2pct_fpr",
+)
 
 
 def main() -> int:

@@ -379,3 +379,17 @@ def test_a_boundary_kept_at_its_logit_keeps_a_score_fitted_exactly_at_it_on_its_
     boundaries = np.array([at_calibration(p, old, new) for p in old.probability(logits)])
     assert (new.probability(logits) >= boundaries).all()
     assert (new.probability(logits - 1e-6) < boundaries).all()  # a score just below stays below
+
+
+def test_the_catch_rate_at_a_false_alarm_rate_reads_the_top_of_the_reals():
+    from deepshield.evaluation.calibration import caught_at_fpr
+
+    reals = np.arange(100) / 100  # 0.00 ... 0.99
+    fakes = np.array([0.995, 0.985, 0.975, 0.5])
+    labels = np.r_[np.zeros(100), np.ones(4)]
+    scores = np.r_[reals, fakes]
+    assert caught_at_fpr(labels, scores, 0.02) == 0.5  # at most 2 reals flagged: threshold 0.98, two fakes above
+    assert caught_at_fpr(labels, scores, 0.0) == 0.25  # no real flagged: only the fake above them all
+    assert caught_at_fpr(labels, scores, 0.05) == 0.75
+    # the same ranking under any monotone rescaling (a calibration) gives the same figure
+    assert caught_at_fpr(labels, scores**3, 0.02) == 0.5

@@ -61,7 +61,9 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
         f"bench_{name}_ap",
         f"bench_{name}_fpr",
         f"bench_{name}_tpr",
+        f"bench_{name}_tpr_at_2pct_fpr",
         "bench_auc",
+        "bench_tpr_at_2pct_fpr",
         "bench_face_auc",
         "bench_fpr",
     )

@@ -96,6 +96,16 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
     return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
 
 
+def caught_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """The share of fakes at or above the lowest threshold that flags at most `fpr` of the reals: where a
+    detector's verdicts are made (few real files flagged), which a whole-curve AUC does not show."""
+    threshold = fit_threshold(labels, scores, fpr)
+    _, _, fake = _split(labels, scores)
+    if fake.size == 0:
+        raise MetricsError("a catch rate needs fake samples")
+    return float((fake >= threshold).mean())
+
+
 def fit_threshold_each(real_score_sets: Iterable[np.ndarray], target_fpr: float) -> float:
     """The lowest threshold whose false-positive rate is <= target_fpr in every one of these sets of real
     scores (one per source): pooled, a large set's rate could hide a small one's far above the target."""

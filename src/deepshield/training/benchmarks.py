@@ -12,10 +12,16 @@ Metric names (what `export.select` and `tune --select` take):
   bench_<set>_face_auc (each face labelled with its file's label), bench_<set>_file_auc (one score per
   file by the video rule), both with _lo/_hi (95% bootstrap interval over files), bench_<set>_ap (face
   level), bench_<set>_fpr (share of real files at or above the epoch's threshold), bench_<set>_tpr
-  (share of fake files there: the fakes caught) and bench_<set>_face_fpr (share of real faces, e.g.
-  frames of real videos);
-- pooled over benchmarks: bench_face_auc, bench_file_auc (with _lo/_hi), bench_fpr, and bench_auc, the
-  mean of the per-benchmark face AUCs (every set weighs the same, however many files it has).
+  (share of fake files there: the fakes caught), bench_<set>_face_fpr (share of real faces, e.g.
+  frames of real videos) and bench_<set>_tpr_at_2pct_fpr (the fake files caught at the lowest threshold
+  flagging at most 2% of the set's real files: 0 of 22, 10 of 534; independent of the calibration);
+- pooled over benchmarks: bench_face_auc, bench_file_auc (with _lo/_hi), bench_fpr, bench_auc, the
+  mean of the per-benchmark face AUCs (every set weighs the same, however many files it has), and
+  bench_tpr_at_2pct_fpr, the mean of the sets' catch rates at 2% of their real files.
+
+Why the low-false-alarm figure: on the dev-eval sets a GPU-trained model ranked the modern swaps and face
+edits better than the shipped one (bench_auc +0.040) and caught fewer of them where few real files are
+flagged (face edits at 1% of their reals: 11 against 23; docs/model-study.md, "The lease runs").
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.calibration import caught_at_fpr
 from deepshield.evaluation.metrics import (
     MetricsError,
     PairedDifference,
@@ -223,6 +230,10 @@ def _levels(scored: ScoredSet, rule: VideoRule, offset: int = 0) -> tuple[Levels
     return face, file
 
 
+# The share of a benchmark's real files its low-false-alarm catch rate allows (bench_*_tpr_at_2pct_fpr).
+LOW_FPR = 0.02
+
+
 def pooled_bench_auc(per_set_face_aucs: list[float] | list[np.ndarray]) -> np.ndarray:
     """bench_auc, the one figure that picks epochs, trials and candidates: the mean of the sets' face-level
     AUCs (each set counts once, whatever its size). Given per-set resamples, their mean per resample."""
@@ -238,6 +249,7 @@ def benchmark_metrics(
     pooled_file: list[Levels] = []
     real_flags: list[np.ndarray] = []
     face_aucs = []
+    low_fpr_catches: list[float] = []
     offset = 0
     for result in results:
         name = result.benchmark.name
@@ -260,6 +272,9 @@ def benchmark_metrics(
         fake_file_scores = file[1][file[0] == 1]
         if fake_file_scores.size:
             metrics[f"bench_{name}_tpr"] = float((fake_file_scores >= threshold).mean())  # fakes caught
+            if fake_file_scores.size < file[0].size:
+                metrics[f"bench_{name}_tpr_at_2pct_fpr"] = caught_at_fpr(file[0], file[1], LOW_FPR)
+                low_fpr_catches.append(metrics[f"bench_{name}_tpr_at_2pct_fpr"])
     if results:
         metrics |= _auc_with_interval(*_pooled(pooled_face), "bench_face_auc")
         metrics |= _auc_with_interval(*_pooled(pooled_file), "bench_file_auc")
@@ -268,6 +283,8 @@ def benchmark_metrics(
             metrics["bench_fpr"] = float(flags.mean())
         if face_aucs:
             metrics["bench_auc"] = float(pooled_bench_auc(face_aucs))
+        if low_fpr_catches:
+            metrics["bench_tpr_at_2pct_fpr"] = float(np.mean(low_fpr_catches))
     return metrics
 
 
