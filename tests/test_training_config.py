@@ -100,9 +100,9 @@ def test_the_repository_holds_the_recipe_that_trained_the_shipped_model():
     fine-tune study's) with the command's --set values."""
     card = OnnxClassifier(DEFAULT_BUNDLE).card
     # A frozen synthetic head keeps its parent's manipulation score: the recipe is the parent's.
-    parent = card.synthetic.parent_training if card.synthetic is not None else None
-    shipped = TrainConfig.model_validate((parent or card.training).config)
-    words = shlex.split((parent or card.training).command)
+    trained = card.manipulation_training()
+    shipped = TrainConfig.model_validate(trained.config)
+    words = shlex.split(trained.command)
     config_file = Path(words[words.index("--config") + 1]) if "--config" in words else None
     sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
     packaged = load_config(config_file, sets)

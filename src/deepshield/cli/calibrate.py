@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
+    from deepshield.models.card import check_bundle_folder
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
         raise DeepShieldError(
@@ -100,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.resolve() == Path(bundle).resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise BundleError(f"{out} exists and is not empty (use --force to replace it)")  # said before the slow scoring
+    check_bundle_folder(out, args.force)  # said before the slow scoring
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
     rule = VideoRule(kind=args.video_rule)

@@ -30,17 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_soup(args: argparse.Namespace) -> int:
-    from deepshield.errors import DeepShieldError
+    from deepshield.models.card import check_bundle_folder, clear_bundle_folder
     from deepshield.training.soup import make_soup, write_soup
 
-    if args.out.exists() and not args.force:
-        raise DeepShieldError(f"{args.out} exists: choose another --out or give --force")
+    check_bundle_folder(args.out, args.force)
     # From the parsed arguments (not sys.argv): the same record whether run from a shell or main(argv).
     words = ["soup", *map(str, args.bundles)] + (["--weights", *map(str, args.weights)] if args.weights else [])
     command = "deepshield " + shlex.join(
         [*words, "--out", str(args.out), "--name", args.name, "--version", args.version]
     )
     soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
+    clear_bundle_folder(args.out, args.force)  # after the ingredients are read: --out may be one of them
     card = write_soup(soup, args.out)
     shares = ", ".join(f"{i.name} {i.version} x {i.weight:.3g}" for i in card.training.soup)
     print(f"bundle written to {args.out}: {card.name} {card.version} = {shares} (not calibrated)")

@@ -69,6 +69,7 @@ from deepshield.models.card import (
     Calibration,
     InconclusiveBand,
     ModelCard,
+    clear_bundle_folder,
 )
 
 Score = Literal["manipulation", "synthetic"]
@@ -398,15 +399,10 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise BundleError(f"{out} exists and is not empty (use --force to replace it)")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    clear_bundle_folder(out, force)
     temporary = out.with_name(out.name + ".part")
     shutil.rmtree(temporary, ignore_errors=True)
     shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__"))
     (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    if out.exists():
-        out.rmdir()
     temporary.rename(out)
     return out

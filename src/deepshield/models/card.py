@@ -4,6 +4,7 @@ beside it as JSON. Torch-free: the serving side imports this."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field, model_validator
 
+from deepshield.errors import BundleError
 from deepshield.faces.crop import CropPolicy
 
 BUNDLE_FORMAT = 1
@@ -217,6 +219,21 @@ class ModelCard(BaseModel):
         """How the face-swap score was trained: a frozen synthetic head's parent run, else this card's run."""
         parent = self.synthetic.parent_training if self.synthetic is not None else None
         return parent or self.training
+
+
+def check_bundle_folder(folder: Path, force: bool) -> None:
+    """Refuse a new bundle's folder that is a file or holds anything, unless `force` (said before slow work)."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:
+        raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
+
+
+def clear_bundle_folder(folder: Path, force: bool) -> None:
+    """Make room for a new bundle at `folder`: refused as `check_bundle_folder` says, else emptied."""
+    check_bundle_folder(folder, force)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    elif folder.exists():
+        folder.unlink()
 
 
 def file_sha256(path: Path) -> str:

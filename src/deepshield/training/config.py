@@ -352,21 +352,16 @@ _ABSOLUTE_MACHINE_OPTIONS = ("--data-dir",)
 
 def recorded_command(command: str) -> str:
     """A training command as a model card records it: without this machine's folders."""
-    words = shlex.split(command)
+    words = iter(shlex.split(command))
     kept: list[str] = []
-    skip = False
-    for i, word in enumerate(words):
-        if skip:
-            skip = False
-            continue
+    for word in words:
         option, has_value, value = word.partition("=")
-        if not has_value:
-            value = words[i + 1] if i + 1 < len(words) else ""
-        machine = option in _MACHINE_OPTIONS or (option in _ABSOLUTE_MACHINE_OPTIONS and Path(value).is_absolute())
-        if machine:
-            skip = not has_value
+        if option not in _MACHINE_OPTIONS + _ABSOLUTE_MACHINE_OPTIONS:
+            kept.append(word)
             continue
-        kept.append(word)
+        given = [word] if has_value else [word, value := next(words, "")]
+        if option in _ABSOLUTE_MACHINE_OPTIONS and not Path(value).is_absolute():
+            kept += given
     return shlex.join(kept)
 
 

@@ -352,10 +352,9 @@ def _parent_name(parent: dict[str, Any]) -> str:
     return f"{parent['path']} (run {parent['run_id']})"
 
 
-def _parent_training(parent: dict[str, Any]) -> TrainingInfo:
-    """The parent's training record, its command without machine folders (a bundle trained elsewhere,
+def portable_training(training: TrainingInfo) -> TrainingInfo:
+    """Another model's training record, its command without machine folders (a bundle trained elsewhere,
     e.g. on a GPU lease, may have recorded them)."""
-    training = TrainingInfo.model_validate(parent["training"])
     return training.model_copy(update={"command": recorded_command(training.command)})
 
 
@@ -401,6 +400,6 @@ def _synthetic_score(
         ),
         parent=None if parent is None else _parent_name(parent),
         data=checkpoint.get("synthetic_sources", []),
-        parent_training=None if parent is None else _parent_training(parent),
+        parent_training=None if parent is None else portable_training(TrainingInfo.model_validate(parent["training"])),
     )
     return info, {k: round(v, 4) for k, v in metrics.items()}

@@ -19,6 +19,7 @@ from deepshield.models.card import Calibration, ModelCard, SoupIngredient, Train
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.config import recorded_command
+from deepshield.training.export import portable_training
 from deepshield.training.trainer import bundle_weights
 
 NOT_CALIBRATED = (
@@ -86,7 +87,7 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
             version=card.version,
             onnx_sha256=card.onnx_sha256,
             weight=round(share, 6),
-            training=_portable(card.manipulation_training()),
+            training=portable_training(card.manipulation_training()),
         )
         for card, share in zip(cards, shares, strict=True)
     ]
@@ -110,10 +111,6 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
         license=first.license,
     )
     return Soup(net, card)
-
-
-def _portable(training: TrainingInfo) -> TrainingInfo:
-    return training.model_copy(update={"command": recorded_command(training.command)})
 
 
 def write_soup(soup: Soup, out_dir: Path) -> ModelCard:
