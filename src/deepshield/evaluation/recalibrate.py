@@ -162,11 +162,16 @@ def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
 def at_calibration(probability: float, old: Calibration, new: Calibration) -> float:
     """A boundary (threshold or band edge: a score at it lies on its upper side) re-expressed under `new`
     at the logit where `old` put it. Thresholds are fitted at a sample's own score, so the logit is
-    lowered by its rounding (the float resolution of `probability`, magnified by the logit's slope there):
-    a score the old boundary held exactly stays on its upper side."""
+    lowered by its rounding: the float resolution of `probability`, magnified by the logit's slope there,
+    and the logit's own resolution (a score is its logit divided by the temperature, rounded). A score the
+    old boundary held exactly then stays on its upper side. The result is lowered by a few of its own ulps
+    too: the new scale's exp and division round as well, by up to 3 ulps on some CPUs' maths."""
     clipped = float(np.clip(probability, 1e-12, 1 - 1e-12))
-    rounding = 4 * old.temperature * float(np.spacing(clipped)) / (clipped * (1 - clipped))
-    return float(new.probability(old.logit(probability) - rounding))
+    logit = old.logit(probability)
+    resolution = old.temperature * float(np.spacing(clipped)) / (clipped * (1 - clipped))
+    rounding = 4 * (resolution + float(np.spacing(abs(logit))))
+    boundary = float(new.probability(logit - rounding))
+    return boundary - 8 * float(np.spacing(boundary))
 
 
 def band_at_calibration(band: InconclusiveBand, old: Calibration, new: Calibration) -> InconclusiveBand:
