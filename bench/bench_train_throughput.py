@@ -2,6 +2,7 @@
 network. Prints a table; not part of the test suite.
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python bench/bench_train_throughput.py --sizes 160 224 288
+    ... --sizes 224 --set augment.retouch_probability=0.3    # a recipe's synthesis cost
 
 For each input size, measured in the same run on the same machine:
 - **synthesis**: training samples per second made by one process with the trainer's dataset
@@ -59,8 +60,11 @@ def network_rate(config: TrainConfig, images: np.ndarray, batch: int, steps: int
     return steps * batch / (time.perf_counter() - started)
 
 
-def size_config(size: int, crop_scale: float, faces_per_folder: int | None = None) -> TrainConfig:
-    """The default training configuration at one input size (faces_per_folder: the face bank's share)."""
+def size_config(
+    size: int, crop_scale: float, faces_per_folder: int | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """The default training configuration at one input size (faces_per_folder: the face bank's share),
+    with `overrides` (`key=value`, as `deepshield train --set`) on top."""
     return load_config(
         None,
         [
@@ -69,6 +73,7 @@ def size_config(size: int, crop_scale: float, faces_per_folder: int | None = Non
             f"data.limit_per_folder={'null' if faces_per_folder is None else faces_per_folder}",
             "data.benchmarks=[]",
             "tracking.enabled=false",
+            *(overrides or []),
         ],
     )
 
@@ -96,6 +101,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128, help="samples synthesised per size")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4, help="timed optimisation steps per size")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting for synthesis, e.g. augment.retouch_probability=0.3 (repeatable)",
+    )
     args = parser.parse_args()
 
     if args.network_child:
@@ -105,7 +118,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
     rows = []
     for size in args.sizes:
-        config = size_config(size, args.crop_scale, args.faces_per_folder)
+        config = size_config(size, args.crop_scale, args.faces_per_folder, args.overrides)
         bank = facebank_for(config)
         samples = TrainingSamples(
             bank,

@@ -127,3 +127,25 @@ def test_a_recorded_command_names_no_machine_folder():
     here = "deepshield train --run-dir=runs/x --data-dir /data --tracking-uri sqlite:///m.db --set 'data.real_dirs=[\"a b\"]' --resume"
     assert recorded_command(here) == "deepshield train --set 'data.real_dirs=[\"a b\"]' --resume"
     assert recorded_command("") == ""
+
+
+STUDY = Path(__file__).resolve().parent.parent / "docs" / "study"
+
+
+@pytest.mark.parametrize(
+    ("base", "runs"),
+    [("base.toml", "runs.yaml"), ("finetune.toml", "finetune-runs.yaml"), ("finetune-1.2.2.toml", "retouch-runs.yaml")],
+)
+def test_every_committed_study_run_is_a_valid_configuration(base, runs):
+    """The study's documented commands fail at once on a mistyped key or a bad value, not hours in."""
+    import yaml
+
+    recipes = yaml.safe_load((STUDY / runs).read_text())
+    for name, overrides in recipes.items():
+        settings = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
+        try:
+            load_config(STUDY / base, settings)
+        except DeepShieldError as error:
+            raise AssertionError(f"{runs}: {name}: {error}") from error
+    for config in ("gpu.toml", "cross-codec.toml", "sbi-codec.toml"):
+        load_config(STUDY / config)

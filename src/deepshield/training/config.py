@@ -168,6 +168,15 @@ class AugmentConfig(StrictModel):
     codec_crf: tuple[int, int] = Field(
         (18, 40), description="H.264 constant rate factor range (higher: stronger compression)"
     )
+    retouch_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "retouch the crop as portrait apps do (edge-preserving skin smoothing, sharpening, tone and "
+            "saturation), real and fake alike, so that a retouched real photo is not read as a blend"
+        ),
+    )
     rescale_probability: float = Field(0.3, ge=0, le=1)
     rescale_range: tuple[float, float] = (0.35, 0.9)
     blur_probability: float = Field(0.15, ge=0, le=1)
