@@ -91,14 +91,15 @@ def _frequency_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[
         )
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     if choice == 1:
-        return _unsharp(image, rng.uniform(0.6, 1.5), rng.uniform(0.3, 1.0))
+        return unsharp(image, rng.uniform(0.6, 1.5), rng.uniform(0.3, 1.0))
     return image
 
 
-def _unsharp(image: NDArray[Any], sigma: float, amount: float) -> NDArray[Any]:
-    """Unsharp mask: the image plus `amount` times what a Gaussian blur of `sigma` takes away."""
+def unsharp(image: NDArray[Any], sigma: float, amount: float) -> NDArray[Any]:
+    """Unsharp mask: the image plus `amount` times what a Gaussian blur of `sigma` takes away, in the
+    image's own dtype (uint8 saturates; float keeps the overshoot for later steps to clip)."""
     blurred = cv2.GaussianBlur(image, (0, 0), sigma)
-    return np.asarray(cv2.addWeighted(image, 1 + amount, blurred, -amount, 0), dtype=np.uint8)
+    return np.asarray(cv2.addWeighted(image, 1 + amount, blurred, -amount, 0), dtype=image.dtype)
 
 
 def _restoration_smooth(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
@@ -106,7 +107,7 @@ def _restoration_smooth(image: NDArray[Any], rng: np.random.Generator) -> NDArra
     crispened), the look of a restored or generated face rather than of a resampled one."""
     smoothed = np.asarray(cv2.bilateralFilter(image, 0, rng.uniform(20, 60), rng.uniform(2.0, 5.0)), dtype=np.uint8)
     if rng.random() < 0.5:
-        return _unsharp(smoothed, 1.0, rng.uniform(0.2, 0.6))
+        return unsharp(smoothed, 1.0, rng.uniform(0.2, 0.6))
     return smoothed
 
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
+from deepshield.synthesis.blend import unsharp
 from deepshield.training.config import AugmentConfig
 
 
@@ -39,7 +40,7 @@ def retouch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pixels = pixels * (1 - strength) + smoothed * strength
     if rng.random() < 0.5:
         amount = rng.uniform(0.2, 0.6)
-        pixels = pixels * (1 + amount) - cv2.GaussianBlur(pixels, (0, 0), rng.uniform(0.8, 2.0)) * amount
+        pixels = unsharp(pixels, rng.uniform(0.8, 2.0), amount)
     if rng.random() < 0.5:
         gamma = rng.uniform(0.8, 1.25)
         pixels = 255 * (np.clip(pixels, 0, 255) / 255) ** gamma
