@@ -65,6 +65,19 @@ def history(run_dir: Path) -> list[dict]:
     return [record | {"samples": (record["epoch"] + 1) * per_epoch} for record in state["progress"]["history"]]
 
 
+def committed_histories(results_csv: Path) -> dict[str, list[dict]]:
+    """The epoch records of an earlier report's results.csv, by run (numbers as numbers)."""
+    if not results_csv.is_file():
+        return {}
+    histories: dict[str, list[dict]] = {}
+    with open(results_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            record = {key: float(value) for key, value in row.items() if key != "run" and value != ""}
+            record["epoch"], record["samples"] = int(record["epoch"]), int(record["samples"])
+            histories.setdefault(row["run"], []).append(record)
+    return histories
+
+
 def cell(record: dict, key: str) -> str:
     value = record.get(key)
     if value is None:
@@ -81,9 +94,12 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    histories = {name: history(run_dir) for name, run_dir in runs.items()}
-    histories = {name: h for name, h in histories.items() if h}
     out = args.report_dir
+    # runs/ does not travel with the repository: a run whose folder is gone keeps its committed rows.
+    histories = committed_histories(out / "results.csv")
+    for name, run_dir in runs.items():
+        if records := history(run_dir):
+            histories[name] = records
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

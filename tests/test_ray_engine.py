@@ -408,7 +408,8 @@ def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
     result = run_search(settings, train_fn=fake_train, echo=lambda _: None)
     trials = optuna.load_study(study_name="space", storage=result.storage).get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    # Every trial's story in the message: one CI run (2026-12-04) found 5 of 6 complete here, cause unknown.
+    # Every trial's story in the message. One CI run (2026-12-04) found 5 of 6 complete here; the likely
+    # cause, since fixed: fake_train wrote its checkpoint in place, so an interrupt could leave it empty.
     story = [(t.number, state_label(t), t.params, sorted(t.user_attrs)) for t in trials]
     assert len(complete) == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6, story
     retries = {t.user_attrs["retry_of"]: t.user_attrs["run_dir"] for t in complete if "retry_of" in t.user_attrs}

@@ -59,7 +59,10 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
         progress.history.append(scripted_metrics(config.optim.lr, config.optim.batch_size, progress.epoch))
         progress.epoch += 1
         last.parent.mkdir(parents=True, exist_ok=True)
-        last.write_text(str(progress.epoch))
+        # Atomic, as the trainer's checkpoints are: a Ctrl-C between write_text's truncation and its
+        # write would leave an empty file that the retry cannot resume from.
+        last.with_suffix(".tmp").write_text(str(progress.epoch))
+        last.with_suffix(".tmp").replace(last)
         if epoch_callback is not None:
             epoch_callback(progress)
         time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
