@@ -102,8 +102,8 @@ class UnsureDetector:
     def __init__(self, faces, scores: list[float]) -> None:
         self.faces, self.scores = faces, scores
 
-    def detect(self, image):
-        return [replace(face, score=score) for face, score in zip(self.faces.detect(image), self.scores)]
+    def detect(self, image, turns=False):
+        return [replace(face, score=score) for face, score in zip(self.faces.detect(image, turns), self.scores)]
 
 
 def test_the_reason_says_when_the_most_suspicious_face_is_an_uncertain_detection(detector, three_faces):
@@ -217,6 +217,7 @@ def test_json_carries_no_pixels(detector, astronaut):
         "box",
         "detection_score",
         "keypoints",
+        "turned_deg",
         "probability",
         "logit",
         "label",
@@ -292,7 +293,7 @@ class FrameScriptDetector:
     def __init__(self, script: dict[int, list[Box]]) -> None:
         self.script = script
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, turns: bool = False) -> list[Face]:
         return [Face(b, 0.9, np.zeros((6, 2), np.float32)) for b in self.script.get(int(image[0, 0, 0]), [])]
 
 

@@ -121,8 +121,8 @@ def extract_item(
     entries: list[FaceEntry] = []
     try:
         for frame_index, image in frames:
-            for face_index, face in enumerate(_select(detector.detect(image), settings.faces)):
-                crop = crop_face(image, face.box, face.keypoints, settings.policy)
+            for face_index, face in enumerate(_select(detector.detect(image, turns=kind == "image"), settings.faces)):
+                crop = crop_face(image, face.box, face.keypoints, settings.policy, face.turns)
                 points = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
                 relative = layout.crop_relpath(item.key, frame_index, face_index)
                 atomic_write_bytes(layout.root / relative, encode_png(crop.pixels))

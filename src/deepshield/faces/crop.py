@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from deepshield.faces.detector import Box
+from deepshield.faces.detector import Box, eye_line_deg
 
 
 class CropPolicy(BaseModel):
@@ -33,21 +33,33 @@ class FaceCrop:
         return image_points
 
 
-def crop_matrix(box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy) -> NDArray[Any]:
+def crop_matrix(box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy, turns: int = 0) -> NDArray[Any]:
+    """`turns`: quarter turns counter-clockwise that make the face upright (Face.turns)."""
     cx, cy = box.center
     side = policy.scale * max(box.width, box.height)
-    angle = 0.0
-    if policy.align and keypoints is not None:
-        (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
-        angle = math.degrees(math.atan2(ly - ry, lx - rx))
     zoom = policy.size / side
-    matrix = np.asarray(cv2.getRotationMatrix2D((cx, cy), angle, zoom), dtype=np.float64)
+    if policy.align and keypoints is not None:
+        matrix = np.asarray(cv2.getRotationMatrix2D((cx, cy), eye_line_deg(keypoints), zoom), dtype=np.float64)
+    else:  # exact quarter turns (cv2.getRotationMatrix2D's, without cos(90 degrees) = 6e-17)
+        cos, sin = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[turns % 4]
+        alpha, beta = zoom * cos, zoom * sin
+        matrix = np.array(
+            [[alpha, beta, (1 - alpha) * cx - beta * cy], [-beta, alpha, beta * cx + (1 - alpha) * cy]],
+            dtype=np.float64,
+        )
+        # Boxes are in edge coordinates (a pixel spans [i, i + 1)), the warp in centre ones (pixel i at
+        # i): turned, that half pixel turns too. With it the crop is the upright photo's crop exactly.
+        half = np.array([0.5, 0.5])
+        matrix[:, 2] += matrix[:, :2] @ half - zoom * half
     matrix[:, 2] += (policy.size / 2 - cx, policy.size / 2 - cy)
     return matrix
 
 
-def crop_face(image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy) -> FaceCrop:
-    """Square crop centred on the box, `policy.scale` times its longer side, resized to policy.size.
+def crop_face(
+    image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy, turns: int = 0
+) -> FaceCrop:
+    """Square crop centred on the box, `policy.scale` times its longer side, resized to policy.size,
+    turned upright by `turns` quarter turns (or, with `policy.align`, by the eyes' angle).
 
     Area outside the image is black. Large faces (a downscale beyond 2x) are first shrunk with area
     averaging all the way to the crop's scale, so that the bilinear warp only rotates and shifts:
@@ -55,7 +67,7 @@ def crop_face(image: NDArray[Any], box: Box, keypoints: NDArray[Any] | None, pol
     the crop's pixels back as moire (a cue a forensic model would learn). Shrinking only to a 2x
     remainder, as this function first did, still aliased such texture at about half its contrast.
     """
-    matrix = crop_matrix(box, keypoints, policy)
+    matrix = crop_matrix(box, keypoints, policy, turns)
     zoom = math.hypot(matrix[0, 0], matrix[0, 1])
     source = image
     if zoom < 0.5:

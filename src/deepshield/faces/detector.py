@@ -15,11 +15,20 @@ faces often are. So an image whose longer side is over TILE_FROM pixels is also 
 tiles of 0.6 times its longer side, each given to the full-range model alone: faces down to about 4.5%
 of the longer side (~180 px in a 4032 px phone photo, ~85 px in a 1080p frame; 2 to 4 more model calls),
 and no smaller than TILE_MIN_FACE.
+
+BlazeFace finds faces at any roll, but the classifier was trained on upright faces: real photos turned
+a quarter without their orientation tag (a stripped sideways phone photo) were flagged by the shipped
+model at 65% (upright: 0.9%). So `detect(image, turns=True)` also reads a photo that may be turned at
+one, two and three quarter turns and keeps the read where an upright face is found most surely
+(`chosen_turn`); its faces are then cut upright. Upside down, a face that fills the frame is often not
+found at all as it is. Figures: bench/bench_turned_photos.py.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +49,20 @@ TILE_MIN_CONFIDENCE = 0.75
 # Tiles look for faces big enough to judge: real faces of 70 px were flagged twice as often as at 90 px
 # and up (10 against 4-5 of about 230 real portraits set into a 1080p frame, shipped model 1.2.2).
 TILE_MIN_FACE = 80
+# Reading a photo's turn. BlazeFace finds faces at any roll, less surely off upright, and places its
+# keypoints as on an upright face: a read's surest face, less TURN_TILT_PENALTY per 45 degrees its eye
+# line leans past 15, ranks the reads. The photo is read turned when the best turn beats the photo as it
+# is by TURN_MARGIN and its face scores at least TURN_MIN_CONFIDENCE (four looks are four chances of a
+# false face). The turns are searched only when the photo as it is may be turned: no face, a surest face
+# under TURN_SEARCH_BELOW, or an eye line leaning more than TURN_SEARCH_TILT_DEG. Chosen on the 561 real
+# photos of dev-eval/modern-swaps and face-edits, each turned four ways (bench/bench_turned_photos.py):
+# 536-537 of the 551 with an upright face read right at every quarter turn (by confidence alone, with no
+# penalty, minimum 0.75: 504-522), and 6 of 555 upright photos read turned (that rule: 3).
+TURN_TILT_PENALTY = 0.2
+TURN_MARGIN = 0.05
+TURN_MIN_CONFIDENCE = 0.6
+TURN_SEARCH_BELOW = 0.85
+TURN_SEARCH_TILT_DEG = 25.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,61 @@ class Face:
     score: float
     # 6 x 2 pixel coordinates in KEYPOINT_NAMES order ("right" is the subject's right).
     keypoints: NDArray[Any] = field(repr=False)
+    # Quarter turns counter-clockwise (as np.rot90) that make the face upright; 0 for most faces.
+    turns: int = 0
+
+
+def unturned_points(points: NDArray[Any], turns: int, height: int, width: int) -> NDArray[Any]:
+    """N x 2 (x, y) pixel coordinates in np.rot90(image, turns) mapped back to `image` (height x width).
+    One counter-clockwise turn moves the point (x, y) of an image of width w to (y, w - x)."""
+    points = np.asarray(points, dtype=np.float64)
+    for k in range(turns % 4, 0, -1):
+        previous_width = width if (k - 1) % 2 == 0 else height  # the image's width before its k-th turn
+        points = np.stack([previous_width - points[:, 1], points[:, 0]], axis=1)
+    return points
+
+
+def unturned_face(face: Face, turns: int, height: int, width: int) -> Face:
+    """A face found in np.rot90(image, turns), in the coordinates of `image`."""
+    corners = unturned_points(np.array([[face.box.x0, face.box.y0], [face.box.x1, face.box.y1]]), turns, height, width)
+    (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+    keypoints = unturned_points(face.keypoints, turns, height, width).astype(np.float32)
+    return Face(Box(float(x0), float(y0), float(x1), float(y1)), face.score, keypoints, turns % 4)
+
+
+def eye_line_deg(keypoints: NDArray[Any]) -> float:
+    """The angle of the line from the subject's right eye to the left eye (0: level; image y points down)."""
+    (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
+    return math.degrees(math.atan2(ly - ry, lx - rx))
+
+
+def may_be_turned(faces: list[Face]) -> bool:
+    """Whether a photo's faces, read as it is, leave room for a turned read (see TURN_SEARCH_BELOW)."""
+    return (
+        not faces
+        or max(face.score for face in faces) < TURN_SEARCH_BELOW
+        or any(abs(eye_line_deg(face.keypoints)) > TURN_SEARCH_TILT_DEG for face in faces)
+    )
+
+
+def read_strength(faces: list[Face]) -> float:
+    """How surely a read finds an upright face: its surest face's score, less TURN_TILT_PENALTY per 45
+    degrees that face's eye line leans past 15 (0 without a face)."""
+    if not faces:
+        return 0.0
+    surest = max(faces, key=lambda face: face.score)
+    return surest.score - TURN_TILT_PENALTY * max(0.0, abs(eye_line_deg(surest.keypoints)) - 15.0) / 45.0
+
+
+def chosen_turn(found: Sequence[list[Face]]) -> int:
+    """`found[k]`: the faces of the image turned by k quarters (k = 0: as it is). A photo is turned as
+    a whole, so one turn is read for all its faces: the strongest read (`read_strength`) when it beats
+    the photo as it is by TURN_MARGIN and its surest face scores at least TURN_MIN_CONFIDENCE, else the
+    photo as it is."""
+    strength = [read_strength(faces) for faces in found]
+    best = max(range(len(found)), key=lambda k: strength[k])
+    surest = max((face.score for face in found[best]), default=0.0)
+    return best if surest >= TURN_MIN_CONFIDENCE and strength[best] > strength[0] + TURN_MARGIN else 0
 
 
 def reading_order(faces: list[Face]) -> list[Face]:
@@ -186,9 +264,23 @@ class FaceDetector:
                 model.process(np.zeros((DETECTION_SIDES[0], DETECTION_SIDES[0], 3), np.uint8))
         self._lock = threading.Lock()
 
-    def detect(self, image: NDArray[Any]) -> list[Face]:
+    def detect(self, image: NDArray[Any], turns: bool = False) -> list[Face]:
+        """The faces of an RGB uint8 image in reading order. With `turns`, a photo that may be turned
+        (`may_be_turned`) is also searched turned by one to three quarters, and each face carries the
+        turn that makes it upright (four times the detection work: for photos, whose orientation tag
+        may be lost; a video's comes from its container)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}")
+        faces = self._detect_as_is(image)
+        if turns and may_be_turned(faces):
+            found = [faces, *(self._detect_as_is(np.ascontiguousarray(np.rot90(image, k))) for k in (1, 2, 3))]
+            turn = chosen_turn(found)
+            faces = [unturned_face(face, turn, *image.shape[:2]) for face in found[turn]]
+        # Reading order (left to right, top to bottom) makes face indices stable for users.
+        return reading_order(faces)
+
+    def _detect_as_is(self, image: NDArray[Any]) -> list[Face]:
+        """The faces of the image as it is: both models on the whole image, the full-range one on tiles."""
         height, width = image.shape[:2]
         whole = Tile(0, 0, width, height)
         full_range_input = detection_input(image, DETECTION_SIDES[1])
@@ -221,9 +313,7 @@ class FaceDetector:
             and _inside_tile(face.box, tile, height, width)
             and all(face.box.iou(other.box) < 0.3 for other in whole_faces)
         ]
-        faces = non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)[: self.max_faces]
-        # Reading order (left to right, top to bottom) makes face indices stable for users.
-        return reading_order(faces)
+        return non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)[: self.max_faces]
 
     @staticmethod
     def _face_in(detection: Any, tile: Tile) -> Face:

@@ -137,6 +137,7 @@ class Detector:
                     box=face.box.as_list(),
                     detection_score=round(face.score, 4),
                     keypoints=[[round(float(x), 1), round(float(y), 1)] for x, y in face.keypoints],
+                    turned_deg=90 * face.turns,
                     probability=probability,
                     logit=float(scores.logits[flat]),
                     label=verdict.label,
@@ -189,7 +190,7 @@ class Detector:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
-        found = find_faces([image], self.faces, self.card.crop_policy)
+        found = find_faces([image], self.faces, self.card.crop_policy, turns=True)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)

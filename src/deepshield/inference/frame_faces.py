@@ -46,16 +46,18 @@ def find_faces(
     detector: FaceDetector,
     policy: CropPolicy,
     on_frame: Callable[[int], None] | None = None,
+    turns: bool = False,
 ) -> FrameFaces:
-    """Detect the faces of every frame, crop each with `policy` and link them into tracks by box
-    overlap. `on_frame(position)` is called before each frame's detection (progress)."""
+    """Detect the faces of every frame, crop each upright with `policy` and link them into tracks by
+    box overlap. `turns`: also look for faces turned a quarter or upside down (photos: see
+    FaceDetector.detect). `on_frame(position)` is called before each frame's detection (progress)."""
     faces_per_frame: list[list[Face]] = []
     for position, image in enumerate(images):
         if on_frame is not None:
             on_frame(position)
-        faces_per_frame.append(detector.detect(image))
+        faces_per_frame.append(detector.detect(image, turns=turns))
     crops = [
-        crop_face(image, face.box, face.keypoints, policy)
+        crop_face(image, face.box, face.keypoints, policy, face.turns)
         for image, faces in zip(images, faces_per_frame)
         for face in faces
     ]

@@ -74,6 +74,10 @@ class FaceResult(BaseModel):
     keypoints: list[list[float]] = Field(
         description="eyes, nose tip, mouth centre, ear tragions (subject's right first)"
     )
+    turned_deg: int = Field(
+        0,
+        description="degrees counter-clockwise the face was turned to be read upright (a sideways or upside-down photo)",
+    )
     probability: float = Field(description="calibrated probability that the face was manipulated")
     logit: float
     label: VerdictLabel = LABEL_FIELD
