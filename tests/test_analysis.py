@@ -209,6 +209,17 @@ def test_threshold_override_changes_labels(detector, astronaut, tiny_bundle):
     assert Detector(detector.classifier, detector.faces).threshold == detector.card.calibration.threshold
 
 
+def test_a_sideways_photo_is_scored_as_the_upright_one(detector, astronaut):
+    """A photo turned a quarter without its orientation tag: the face is read upright (turned_deg says
+    how), so it scores as the upright photo does, and its box is where it lies in the sideways photo."""
+    upright = detector.analyze_image(astronaut).faces[0]
+    sideways = detector.analyze_image(np.ascontiguousarray(np.rot90(astronaut, 1))).faces
+    assert len(sideways) == 1 and sideways[0].turned_deg == 270 and upright.turned_deg == 0
+    assert sideways[0].probability == pytest.approx(upright.probability, abs=0.01)
+    x0, y0, x1, y1 = upright.box
+    assert sideways[0].box == pytest.approx([y0, 512 - x1, y1, 512 - x0], abs=1.0)
+
+
 def test_json_carries_no_pixels(detector, astronaut):
     result = detector.analyze_image(astronaut)
     data = json.loads(result.model_dump_json())
