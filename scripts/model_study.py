@@ -121,10 +121,11 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
         "Written by scripts/model_study.py.\n\n" + "\n".join(lines) + "\n"
     )
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True)
-    for name, records in histories.items():
+    colours = plt.get_cmap("tab20").colors  # the default cycle repeats after ten runs
+    for index, (name, records) in enumerate(histories.items()):
         samples = [r["samples"] for r in records]
         for axis, key in zip(axes, ["bench_auc", *(f"bench_{n}_{level}_auc" for n, level in BENCH.items())]):
-            axis.plot(samples, [r.get(key) for r in records], marker="o", label=name)
+            axis.plot(samples, [r.get(key) for r in records], marker="o", label=name, color=colours[index % 20])
             axis.set(title=key, xlabel="samples seen")
     axes[0].legend(fontsize=7)
     figure.tight_layout()

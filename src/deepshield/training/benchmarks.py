@@ -60,7 +60,7 @@ from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import file_sha256
 
 log = logging.getLogger(__name__)
-BENCH_FORMAT = "2"  # part of the cache key: bump when what a cached benchmark holds changes
+BENCH_FORMAT = "3"  # part of the cache key: bump when what a cached benchmark holds changes (3: photos read upright)
 BOOTSTRAP_RESAMPLES = 300
 Predict = Callable[[np.ndarray], np.ndarray]  # N crops (uint8) -> N logits
 
