@@ -1,9 +1,15 @@
-"""Photos turned a quarter or upside down without an orientation tag: the shipped model's scores on real
-photos read as they are (the baseline: what `scan` did before it searched the turns) against reads with
-the turn search (`FaceDetector.detect(image, turns=True)`, what `scan` does now), in the same run.
+"""Photos (and videos) turned a quarter or upside down without an orientation tag: the shipped model's
+scores on real photos read as they are (the baseline: what `scan` did before it searched the turns)
+against reads with the turn search (`FaceDetector.detect_frames(..., turns=True)`, what `scan` does
+now), in the same run.
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python bench/bench_turned_photos.py \\
         [--dirs dev-eval/modern-swaps/real dev-eval/face-edits/real] [--limit 60] [--model BUNDLE]
+        [--videos dev-eval/dfdc-sample --frames 32]
+
+With --videos, each video of those folders (real or fake, as their metadata.json says) is also read
+turned, and its file score (the video rule over its tracks) printed per turn, both ways (DFDC
+folders: labels from metadata.json).
 
 Every photo is turned by 0, 90, 180 and 270 degrees (np.rot90, lossless) and read both ways, through the
 product's own detect -> crop -> score step (`find_faces`, `OnnxClassifier.score`). Per turn it prints the
@@ -17,6 +23,7 @@ turn's flagged share within 2 points of the upright photos', and upright photos'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -28,6 +35,7 @@ import numpy as np
 
 from deepshield.inference.frame_faces import find_faces
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
+from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import load_image
 
 TURN_DEGREES = (0, 90, 180, 270)
@@ -52,15 +60,52 @@ def photos(root: Path, dirs: list[str], limit: int) -> list[Path]:
     return chosen
 
 
-def read(image: np.ndarray, classifier: OnnxClassifier, faces, turns: bool, into: Reads) -> None:
+def file_score(
+    frames: list[np.ndarray], classifier: OnnxClassifier, faces, turns: bool
+) -> tuple[float | None, bool, float]:
+    """The file's score by the video rule (a photo: its highest face probability), whether it was read
+    turned, and the detection time in ms."""
     started = time.perf_counter()
-    found = find_faces([image], faces, classifier.card.crop_policy, turns=turns)
-    into.detect_ms.append(1000 * (time.perf_counter() - started))
+    found = find_faces(frames, faces, classifier.card.crop_policy, turns=turns)
+    elapsed = 1000 * (time.perf_counter() - started)
     if not found.crops:
+        return None, False, elapsed
+    probabilities = found.split(list(classifier.score(found.pixels).probabilities))
+    tracks = [[probabilities[frame][face] for frame, face in track.members] for track in found.tracks]
+    turned = any(face.turns for frame in found.faces for face in frame)
+    return VideoRule().aggregate(tracks, len(frames)).score, turned, elapsed
+
+
+def read(image: np.ndarray, classifier: OnnxClassifier, faces, turns: bool, into: Reads) -> None:
+    score, turned, elapsed = file_score([image], classifier, faces, turns)
+    into.detect_ms.append(elapsed)
+    if score is None:
         into.without_face += 1
         return
-    into.read_turned += any(face.turns for face in found.faces[0])
-    into.probabilities.append(float(classifier.score(found.pixels).probabilities.max()))
+    into.read_turned += turned
+    into.probabilities.append(score)
+
+
+def videos(root: Path, dirs: list[str], classifier: OnnxClassifier, faces, frames: int) -> None:
+    """Each video's file score per turn, read as it is and with the search."""
+    from deepshield.media.frames import read_frames
+
+    print("\n| video (label) | turned by | as it is (baseline) | with the turn search | read turned |")
+    print("|---|---|---|---|---|")
+    for metadata in sorted(m for folder in dirs for m in (root / folder).rglob("metadata.json")):  # DFDC layout
+        for name, entry in sorted(json.loads(metadata.read_text()).items()):
+            path = metadata.parent / name
+            if not path.is_file():
+                continue
+            _, sampled, _ = read_frames(path, frames)
+            for degrees in TURN_DEGREES:
+                turned = [np.ascontiguousarray(np.rot90(image, degrees // 90)) for _, image in sampled]
+                plain, _, _ = file_score(turned, classifier, faces, False)
+                searched, was_turned, _ = file_score(turned, classifier, faces, True)
+                print(
+                    f"| {name} ({entry['label'].lower()}) | {degrees} | {plain if plain is None else f'{plain:.3f}'} | "
+                    f"{searched if searched is None else f'{searched:.3f}'} | {'yes' if was_turned else 'no'} |"
+                )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -72,6 +117,8 @@ def main() -> int:
     parser.add_argument("--dirs", nargs="+", default=["dev-eval/modern-swaps/real", "dev-eval/face-edits/real"])
     parser.add_argument("--limit", type=int, default=60, help="photos per folder (0: all)")
     parser.add_argument("--model", default=None, help="bundle folder (default: the shipped model)")
+    parser.add_argument("--videos", nargs="*", default=[], help="labelled video folders (e.g. dev-eval/dfdc-sample)")
+    parser.add_argument("--frames", type=int, default=32, help="frames sampled per video")
     args = parser.parse_args()
     root = Path(os.environ.get("DEEPSHIELD_DATA_ROOT", ""))
     if not all((root / d).is_dir() for d in args.dirs):
@@ -114,6 +161,8 @@ def main() -> int:
         f"\nflagged share, turned against upright, with the search: at most {100 * worst:.1f} points apart (target 2)"
     )
     print(f"upright photos' detection time with the search: {cost:.2f} x the baseline's median (target <= 1.10)")
+    if args.videos:
+        videos(root, args.videos, classifier, faces, args.frames)
     return 0
 
 

@@ -387,17 +387,24 @@ def test_a_photo_is_read_in_one_turn_and_upright_unless_a_turn_is_clearly_surer(
     def faces(*scores: float) -> list[Face]:
         return [Face(Box(10 * i, 0, 10 * i + 8, 8), score, keypoints) for i, score in enumerate(scores)]
 
-    assert detector_module.chosen_turn([faces(0.75, 0.61), faces(), faces(0.92), faces(0.6)]) == 2
-    assert detector_module.chosen_turn([faces(0.80), faces(0.84), faces(), faces()]) == 0  # within the margin
-    assert detector_module.chosen_turn([faces(), faces(0.55), faces(0.58), faces()]) == 0  # too unsure: no face
-    assert detector_module.chosen_turn([faces(), faces(), faces(), faces(0.66)]) == 3  # found only turned
-    assert detector_module.chosen_turn([faces(), faces(), faces(), faces()]) == 0
+    assert detector_module.chosen_turn([[faces(0.75, 0.61), faces(), faces(0.92), faces(0.6)]]) == 2
+    assert detector_module.chosen_turn([[faces(0.80), faces(0.84), faces(), faces()]]) == 0  # within the margin
+    assert detector_module.chosen_turn([[faces(), faces(0.55), faces(0.58), faces()]]) == 0  # too unsure: no face
+    assert detector_module.chosen_turn([[faces(), faces(), faces(), faces(0.66)]]) == 3  # found only turned
+    assert detector_module.chosen_turn([[faces(), faces(), faces(), faces()]]) == 0
     # A read whose face leans (its eye line 60 degrees off level: BlazeFace places keypoints as on an
     # upright face) counts 0.2 less: the level read at 0.80 beats it at 0.90.
     leaning = np.zeros((6, 2), np.float32)
     leaning[1] = [10, 10 * math.sqrt(3)]
     assert detector_module.read_strength([Face(Box(0, 0, 8, 8), 0.90, leaning)]) == pytest.approx(0.70)
-    assert detector_module.chosen_turn([faces(0.6), [Face(Box(0, 0, 8, 8), 0.90, leaning)], faces(0.80), []]) == 2
+    assert detector_module.chosen_turn([[faces(0.6), [Face(Box(0, 0, 8, 8), 0.90, leaning)], faces(0.80), []]]) == 2
+    # A video: the turn strongest on average over its decision frames, one frame's slip outvoted.
+    frames = [
+        [faces(0.6), faces(), faces(0.9), faces()],
+        [faces(0.6), faces(0.95), faces(0.85), faces()],
+        [faces(0.62), faces(), faces(0.88), faces()],
+    ]
+    assert detector_module.chosen_turn(frames) == 2
 
 
 def test_the_turns_are_searched_only_when_a_photo_may_be_turned():

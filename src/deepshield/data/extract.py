@@ -120,8 +120,9 @@ def extract_item(
         return FileOutcome(item.key, source_file, ok=False, reason=f"{type(exc).__name__}: {exc}")
     entries: list[FaceEntry] = []
     try:
-        for frame_index, image in frames:
-            for face_index, face in enumerate(_select(detector.detect(image, turns=kind == "image"), settings.faces)):
+        found = detector.detect_frames([image for _, image in frames], turns=True)
+        for (frame_index, image), faces in zip(frames, found):
+            for face_index, face in enumerate(_select(faces, settings.faces)):
                 crop = crop_face(image, face.box, face.keypoints, settings.policy, face.turns)
                 points = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
                 relative = layout.crop_relpath(item.key, frame_index, face_index)

@@ -323,7 +323,7 @@ class MediaCropper:
                     )
                     for position, (_, image) in enumerate(frames)
                 ]
-                found = find_faces(images, self.detector, self.policy, turns=record.kind == "image")
+                found = find_faces(images, self.detector, self.policy)
             except Exception as exc:  # noqa: BLE001
                 if perturbation is None:
                     record.error = f"{type(exc).__name__}: {exc}"

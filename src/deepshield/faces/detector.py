@@ -18,17 +18,18 @@ and no smaller than TILE_MIN_FACE.
 
 BlazeFace finds faces at any roll, but the classifier was trained on upright faces: real photos turned
 a quarter without their orientation tag (a stripped sideways phone photo) were flagged by the shipped
-model at 65% (upright: 0.9%). So `detect(image, turns=True)` also reads a photo that may be turned at
-one, two and three quarter turns and keeps the read where an upright face is found most surely
-(`chosen_turn`); its faces are then cut upright. Upside down, a face that fills the frame is often not
-found at all as it is. Figures: bench/bench_turned_photos.py.
+model at 65% (upright: 0.9%). So `detect_frames(images, turns=True)` also reads a file (a photo, or a
+video re-encoded without its rotation) that may be turned at one, two and three quarter turns and keeps
+the read where an upright face is found most surely (`chosen_turn`), one for all its frames; its faces
+are then cut upright. Upside down, a face that fills the frame is often not found at all as it is.
+Figures: bench/bench_turned_photos.py.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,8 @@ TURN_MARGIN = 0.05
 TURN_MIN_CONFIDENCE = 0.6
 TURN_SEARCH_BELOW = 0.85
 TURN_SEARCH_TILT_DEG = 25.0
+# A video is searched when most of its frames may be turned, and its turn read on this many of them.
+TURN_DECISION_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,15 @@ def read_strength(faces: list[Face]) -> float:
     return surest.score - TURN_TILT_PENALTY * max(0.0, abs(eye_line_deg(surest.keypoints)) - 15.0) / 45.0
 
 
-def chosen_turn(found: Sequence[list[Face]]) -> int:
-    """`found[k]`: the faces of the image turned by k quarters (k = 0: as it is). A photo is turned as
-    a whole, so one turn is read for all its faces: the strongest read (`read_strength`) when it beats
-    the photo as it is by TURN_MARGIN and its surest face scores at least TURN_MIN_CONFIDENCE, else the
-    photo as it is."""
-    strength = [read_strength(faces) for faces in found]
-    best = max(range(len(found)), key=lambda k: strength[k])
-    surest = max((face.score for face in found[best]), default=0.0)
+def chosen_turn(reads: Sequence[Sequence[list[Face]]]) -> int:
+    """`reads[j][k]`: the faces of a file's frame j turned by k quarters (k = 0: as it is). A file is
+    turned as a whole, so one turn is read for all its faces: the turn strongest on average over the
+    frames (`read_strength`) when it beats the file as it is by TURN_MARGIN and its surest face scores at
+    least TURN_MIN_CONFIDENCE, else the file as it is."""
+    turns = range(len(reads[0])) if reads else range(1)
+    strength = [float(np.mean([read_strength(frame[k]) for frame in reads])) if reads else 0.0 for k in turns]
+    best = max(turns, key=lambda k: strength[k])
+    surest = max((face.score for frame in reads for face in frame[best]), default=0.0)
     return best if surest >= TURN_MIN_CONFIDENCE and strength[best] > strength[0] + TURN_MARGIN else 0
 
 
@@ -265,19 +269,54 @@ class FaceDetector:
         self._lock = threading.Lock()
 
     def detect(self, image: NDArray[Any], turns: bool = False) -> list[Face]:
-        """The faces of an RGB uint8 image in reading order. With `turns`, a photo that may be turned
-        (`may_be_turned`) is also searched turned by one to three quarters, and each face carries the
-        turn that makes it upright (four times the detection work: for photos, whose orientation tag
-        may be lost; a video's comes from its container)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}")
-        faces = self._detect_as_is(image)
-        if turns and may_be_turned(faces):
-            found = [faces, *(self._detect_as_is(np.ascontiguousarray(np.rot90(image, k))) for k in (1, 2, 3))]
-            turn = chosen_turn(found)
-            faces = [unturned_face(face, turn, *image.shape[:2]) for face in found[turn]]
+        """The faces of an RGB uint8 image in reading order; `turns`: see `detect_frames`."""
+        return self.detect_frames([image], turns)[0]
+
+    def detect_frames(
+        self,
+        images: Sequence[NDArray[Any]],
+        turns: bool = False,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> list[list[Face]]:
+        """The faces of each frame of one file (a photo: one frame), in reading order. With `turns`, a
+        file whose faces, read as they are, may be turned in most frames (`may_be_turned`) is also read
+        at its other quarter turns on up to TURN_DECISION_FRAMES of those frames, and read at the chosen
+        turn (`chosen_turn`) in every frame; each face then carries the turn that makes it upright. A
+        file is turned as a whole: a photo whose orientation tag was lost, a video re-encoded without its
+        rotation. `on_frame(position)` is called before each frame's detection (progress)."""
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}")
+        faces = []
+        for position, image in enumerate(images):
+            if on_frame is not None:
+                on_frame(position)
+            faces.append(self._detect_as_is(image))
+        unsure = [position for position, found in enumerate(faces) if may_be_turned(found)]
+        if turns and images and 2 * len(unsure) >= len(images):
+            chosen = [
+                unsure[i]
+                for i in np.linspace(0, len(unsure) - 1, min(TURN_DECISION_FRAMES, len(unsure))).round().astype(int)
+            ]
+            reads = {
+                position: [faces[position], *(self._detect_turned(images[position], k) for k in (1, 2, 3))]
+                for position in chosen
+            }
+            turn = chosen_turn(list(reads.values()))
+            if turn:
+                faces = [
+                    [
+                        unturned_face(face, turn, *image.shape[:2])
+                        for face in (reads[position][turn] if position in reads else self._detect_turned(image, turn))
+                    ]
+                    for position, image in enumerate(images)
+                ]
         # Reading order (left to right, top to bottom) makes face indices stable for users.
-        return reading_order(faces)
+        return [reading_order(found) for found in faces]
+
+    def _detect_turned(self, image: NDArray[Any], turns: int) -> list[Face]:
+        """The faces of np.rot90(image, turns), in its own coordinates."""
+        return self._detect_as_is(np.ascontiguousarray(np.rot90(image, turns)))
 
     def _detect_as_is(self, image: NDArray[Any]) -> list[Face]:
         """The faces of the image as it is: both models on the whole image, the full-range one on tiles."""

@@ -190,7 +190,7 @@ class Detector:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
-        found = find_faces([image], self.faces, self.card.crop_policy, turns=True)
+        found = find_faces([image], self.faces, self.card.crop_policy)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)

@@ -46,16 +46,12 @@ def find_faces(
     detector: FaceDetector,
     policy: CropPolicy,
     on_frame: Callable[[int], None] | None = None,
-    turns: bool = False,
+    turns: bool = True,
 ) -> FrameFaces:
-    """Detect the faces of every frame, crop each upright with `policy` and link them into tracks by
-    box overlap. `turns`: also look for faces turned a quarter or upside down (photos: see
-    FaceDetector.detect). `on_frame(position)` is called before each frame's detection (progress)."""
-    faces_per_frame: list[list[Face]] = []
-    for position, image in enumerate(images):
-        if on_frame is not None:
-            on_frame(position)
-        faces_per_frame.append(detector.detect(image, turns=turns))
+    """Detect the faces of every frame (with `turns`, the file read at a quarter turn or upside down when
+    it was turned without saying so: `FaceDetector.detect_frames`), crop each upright with `policy` and
+    link them into tracks by box overlap. `on_frame(position)` is called before each frame's detection."""
+    faces_per_frame = detector.detect_frames(images, turns, on_frame)
     crops = [
         crop_face(image, face.box, face.keypoints, policy, face.turns)
         for image, faces in zip(images, faces_per_frame)
