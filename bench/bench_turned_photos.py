@@ -23,7 +23,6 @@ turn's flagged share within 2 points of the upright photos', and upright photos'
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -88,22 +87,22 @@ def read(image: np.ndarray, classifier: OnnxClassifier, faces, turns: bool, into
 
 def videos(root: Path, dirs: list[str], classifier: OnnxClassifier, faces, frames: int) -> None:
     """Each video's file score per turn, read as it is and with the search."""
+    from deepshield.data.sources import SourceItem, read_dfdc
     from deepshield.media.frames import read_frames
 
     print("\n| video (label) | turned by | as it is (baseline) | with the turn search | read turned |")
     print("|---|---|---|---|---|")
-    for metadata in sorted(m for folder in dirs for m in (root / folder).rglob("metadata.json")):  # DFDC layout
-        for name, entry in sorted(json.loads(metadata.read_text()).items()):
-            path = metadata.parent / name
-            if not path.is_file():
+    for folder in dirs:
+        for item in read_dfdc(root / folder, folder):
+            if not isinstance(item, SourceItem) or not item.path.is_file():
                 continue
-            _, sampled, _ = read_frames(path, frames)
+            _, sampled, _ = read_frames(item.path, frames)
             for degrees in TURN_DEGREES:
                 turned = [np.ascontiguousarray(np.rot90(image, degrees // 90)) for _, image in sampled]
                 plain, _, _ = file_score(turned, classifier, faces, False)
                 searched, was_turned, _ = file_score(turned, classifier, faces, True)
                 print(
-                    f"| {name} ({entry['label'].lower()}) | {degrees} | {plain if plain is None else f'{plain:.3f}'} | "
+                    f"| {item.path.name} ({item.label}) | {degrees} | {plain if plain is None else f'{plain:.3f}'} | "
                     f"{searched if searched is None else f'{searched:.3f}'} | {'yes' if was_turned else 'no'} |"
                 )
 

@@ -157,12 +157,12 @@ def read_strength(faces: list[Face]) -> float:
 
 
 def chosen_turn(reads: Sequence[Sequence[list[Face]]]) -> int:
-    """`reads[j][k]`: the faces of a file's frame j turned by k quarters (k = 0: as it is). A file is
-    turned as a whole, so one turn is read for all its faces: the turn strongest on average over the
-    frames (`read_strength`) when it beats the file as it is by TURN_MARGIN and its surest face scores at
-    least TURN_MIN_CONFIDENCE, else the file as it is."""
-    turns = range(len(reads[0])) if reads else range(1)
-    strength = [float(np.mean([read_strength(frame[k]) for frame in reads])) if reads else 0.0 for k in turns]
+    """`reads[j][k]`: the faces of a file's frame j turned by k quarters (k = 0: as it is; at least one
+    frame). A file is turned as a whole, so one turn is read for all its faces: the turn strongest on
+    average over the frames (`read_strength`) when it beats the file as it is by TURN_MARGIN and its
+    surest face scores at least TURN_MIN_CONFIDENCE, else the file as it is."""
+    turns = range(len(reads[0]))
+    strength = [float(np.mean([read_strength(frame[k]) for frame in reads])) for k in turns]
     best = max(turns, key=lambda k: strength[k])
     surest = max((face.score for frame in reads for face in frame[best]), default=0.0)
     return best if surest >= TURN_MIN_CONFIDENCE and strength[best] > strength[0] + TURN_MARGIN else 0
@@ -292,27 +292,32 @@ class FaceDetector:
             if on_frame is not None:
                 on_frame(position)
             faces.append(self._detect_as_is(image))
-        unsure = [position for position, found in enumerate(faces) if may_be_turned(found)]
-        if turns and images and 2 * len(unsure) >= len(images):
-            chosen = [
-                unsure[i]
-                for i in np.linspace(0, len(unsure) - 1, min(TURN_DECISION_FRAMES, len(unsure))).round().astype(int)
-            ]
-            reads = {
-                position: [faces[position], *(self._detect_turned(images[position], k) for k in (1, 2, 3))]
-                for position in chosen
-            }
-            turn = chosen_turn(list(reads.values()))
-            if turn:
-                faces = [
-                    [
-                        unturned_face(face, turn, *image.shape[:2])
-                        for face in (reads[position][turn] if position in reads else self._detect_turned(image, turn))
-                    ]
-                    for position, image in enumerate(images)
-                ]
+        if turns:
+            faces = self._read_upright(images, faces)
         # Reading order (left to right, top to bottom) makes face indices stable for users.
         return [reading_order(found) for found in faces]
+
+    def _read_upright(self, images: Sequence[NDArray[Any]], faces: list[list[Face]]) -> list[list[Face]]:
+        """The frames' faces (`faces`: read as they are) at the file's chosen turn, in the frames'
+        coordinates: unchanged unless most frames may be turned and a turn wins (`detect_frames`)."""
+        unsure = [position for position, found in enumerate(faces) if may_be_turned(found)]
+        if not images or 2 * len(unsure) < len(images):
+            return faces
+        spread = np.linspace(0, len(unsure) - 1, min(TURN_DECISION_FRAMES, len(unsure))).round().astype(int)
+        reads = {
+            unsure[i]: [faces[unsure[i]], *(self._detect_turned(images[unsure[i]], k) for k in (1, 2, 3))]
+            for i in spread
+        }
+        turn = chosen_turn(list(reads.values()))
+        if not turn:
+            return faces
+        return [
+            [
+                unturned_face(face, turn, *image.shape[:2])
+                for face in (reads[position][turn] if position in reads else self._detect_turned(image, turn))
+            ]
+            for position, image in enumerate(images)
+        ]
 
     def _detect_turned(self, image: NDArray[Any], turns: int) -> list[Face]:
         """The faces of np.rot90(image, turns), in its own coordinates."""
