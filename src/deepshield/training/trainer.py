@@ -481,14 +481,8 @@ class Trainer:
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DeepShieldError("device cuda asked for, but torch sees no GPU")
-        parent = load_parent(config) if config.frozen_synthetic else None
-        if parent is not None:
-            # The kept trunk fixes the architecture, input size and crop policy; how the parent itself was
-            # initialised (model.init, init_share) is its history, not this run's.
-            model = parent.config.model.model_copy(update={"init": None, "init_share": 0.0})
-            if model != config.model:
-                log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
-                config = self.config = config.model_copy(update={"model": model})
+        parent = self._frozen_parent()
+        config = self.config
         synthetic_data = None
         if config.synthetic is not None:
             # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
@@ -504,43 +498,14 @@ class Trainer:
             else [b.real_files_only() for b in self._load_benchmarks(synthetic_files)]
         )
 
-        net = build_network(config, config.model.pretrained)
-        if parent is not None:
-            missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
-            if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
-                raise DeepShieldError(
-                    f"synthetic.init {parent.path} does not fit the network: missing {missing}, unexpected {unexpected}"
-                )
-            for name, parameter in net.named_parameters():
-                parameter.requires_grad_(name.startswith("synthetic_head."))
-        elif config.model.init is not None:
-            # Fine-tuning (a resumed run then loads its own last weights over these): a head the initial
-            # weights lack starts fresh; one the run lacks is dropped.
-            initial = {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}
-            missing, unexpected = net.load_state_dict(initial, strict=False)
-            if any(not key.startswith("synthetic_head.") for key in missing):
-                raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
-            if config.model.init_share:
-                self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
-        net, optimizer = placed_for_training(net, config, device)
+        net, optimizer = placed_for_training(self._initial_network(parent, device), config, device)
         steps_per_epoch = config.optim.samples_per_epoch // config.optim.batch_size
         total_steps = steps_per_epoch * config.optim.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(total_steps, int(total_steps * config.optim.warmup_fraction))
         )
-        progress = Progress()
-
         last = self.checkpoints / LAST
-        if resume and last.exists():
-            state = load_checkpoint(last)
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            progress = Progress(**state["progress"])
-            log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
-        elif resume:
-            log.warning("nothing to resume in %s: starting fresh", self.checkpoints)
+        progress = self._resumed(net, optimizer, scheduler) if resume else Progress()
 
         tracker = open_tracker(
             config.tracking.enabled,
@@ -596,17 +561,75 @@ class Trainer:
 
         bundle_dir = None
         if self.export_bundle and not stopped_early and (self.checkpoints / BEST).exists():
-            bundle_dir = self.run_dir / "bundle"
-            card = export_checkpoint(self.checkpoints / BEST, bundle_dir)
-            print(
-                f"bundle {card.name} {card.version} (epoch {progress.best_epoch + 1}, chosen by {config.export.select}) written to {bundle_dir}",
-                flush=True,
-            )
-            tracker.log_artifact(bundle_dir, "bundle")
-            tracker.log_metrics({f"final_{k}": v for k, v in card.metrics.items()})
-            tracker.set_tags({"bundle": str(bundle_dir.resolve())})
+            bundle_dir = self._export_best(progress, tracker)
         tracker.finish("FINISHED")
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
+
+    def _frozen_parent(self) -> ParentRun | None:
+        """Frozen synthetic mode's parent run, whose model settings this run takes; None in other modes."""
+        if not self.config.frozen_synthetic:
+            return None
+        parent = load_parent(self.config)
+        # The kept trunk fixes the architecture, input size and crop policy; how the parent itself was
+        # initialised (model.init, init_share) is its history, not this run's.
+        model = parent.config.model.model_copy(update={"init": None, "init_share": 0.0})
+        if model != self.config.model:
+            log.info("frozen synthetic head: model settings from the parent run %s: %s", parent.path, model)
+            self.config = self.config.model_copy(update={"model": model})
+        return parent
+
+    def _initial_network(self, parent: ParentRun | None, device: torch.device) -> DeepfakeNet:
+        """The network before its first step: the frozen parent's trunk and head with only the synthetic
+        head trainable, or the initial weights of a fine-tune (`model.init`), or the backbone's own."""
+        config = self.config
+        net = build_network(config, config.model.pretrained)
+        if parent is not None:
+            missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
+            if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
+                raise DeepShieldError(
+                    f"synthetic.init {parent.path} does not fit the network: missing {missing}, unexpected {unexpected}"
+                )
+            for name, parameter in net.named_parameters():
+                parameter.requires_grad_(name.startswith("synthetic_head."))
+        elif config.model.init is not None:
+            # Fine-tuning (a resumed run then loads its own last weights over these): a head the initial
+            # weights lack starts fresh; one the run lacks is dropped.
+            initial = {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}
+            missing, unexpected = net.load_state_dict(initial, strict=False)
+            if any(not key.startswith("synthetic_head.") for key in missing):
+                raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
+            if config.model.init_share:
+                self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
+        return net
+
+    def _resumed(self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> Progress:
+        """Loads the last checkpoint's weights, optimiser, schedule and random state; a fresh start when
+        there is none."""
+        last = self.checkpoints / LAST
+        if not last.exists():
+            log.warning("nothing to resume in %s: starting fresh", self.checkpoints)
+            return Progress()
+        state = load_checkpoint(last)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        progress = Progress(**state["progress"])
+        log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
+        return progress
+
+    def _export_best(self, progress: Progress, tracker) -> Path:
+        bundle_dir = self.run_dir / "bundle"
+        card = export_checkpoint(self.checkpoints / BEST, bundle_dir)
+        print(
+            f"bundle {card.name} {card.version} (epoch {progress.best_epoch + 1}, "
+            f"chosen by {self.config.export.select}) written to {bundle_dir}",
+            flush=True,
+        )
+        tracker.log_artifact(bundle_dir, "bundle")
+        tracker.log_metrics({f"final_{k}": v for k, v in card.metrics.items()})
+        tracker.set_tags({"bundle": str(bundle_dir.resolve())})
+        return bundle_dir
 
     def _loaders(self, data: TrainingData | None, synthetic_data: SyntheticData | None, length: int) -> Loaders:
         config = self.config
