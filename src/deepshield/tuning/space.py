@@ -173,21 +173,27 @@ def parse_param(name: str, spec: Any) -> Param:
     if isinstance(spec, dict) and ("values" in spec or "choices" in spec):
         spec = spec.get("values", spec.get("choices"))
     if isinstance(spec, list):
-        if not spec:
-            raise DeepShieldError(f"search space: {name} has an empty list of values")
-        choices = tuple(_yaml_number(v) for v in spec)
-        for value in choices:
-            if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise DeepShieldError(
-                    f"search space: {name} values must be numbers, strings or booleans, not {value!r}"
-                )
-        if len(set(map(repr, choices))) != len(choices):
-            raise DeepShieldError(f"search space: {name} lists a value twice")
-        return Param(name, "categorical", choices=choices)
+        return _categorical(name, spec)
     if not isinstance(spec, dict):
         raise DeepShieldError(
             f"search space: {name} must be a list of values or {{low, high[, log][, step]}}, not {spec!r}"
         )
+    return _range(name, spec)
+
+
+def _categorical(name: str, values: list[Any]) -> Param:
+    if not values:
+        raise DeepShieldError(f"search space: {name} has an empty list of values")
+    choices = tuple(_yaml_number(v) for v in values)
+    for value in choices:
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise DeepShieldError(f"search space: {name} values must be numbers, strings or booleans, not {value!r}")
+    if len(set(map(repr, choices))) != len(choices):
+        raise DeepShieldError(f"search space: {name} lists a value twice")
+    return Param(name, "categorical", choices=choices)
+
+
+def _range(name: str, spec: dict[str, Any]) -> Param:
     unknown = set(spec) - RANGE_KEYS
     if unknown:
         raise DeepShieldError(
