@@ -204,12 +204,8 @@ class Objective:
         except Exception as exc:
             trial.set_user_attr(ERROR, f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        if retry_of is not None:  # the lost trial's epochs count for pruning here too
-            lost = trial.study.get_trials(deepcopy=False)[int(retry_of)]
-            for step, value in sorted(lost.intermediate_values.items()):
-                trial.report(value, step)
-            if MLFLOW_RUN_ID in lost.user_attrs:
-                trial.set_user_attr(MLFLOW_RUN_ID, lost.user_attrs[MLFLOW_RUN_ID])
+        if retry_of is not None:
+            self._carry_over(trial, int(retry_of))
         reporter = EpochReporter(trial, context.selector, config.optim.epochs)
         tags = {
             "deepshield.role": "trial",
@@ -245,6 +241,22 @@ class Objective:
             if uri:
                 _tag_run(reporter.run_id, uri, {"optuna.state": "FAIL", "optuna.trial_number": str(trial.number)})
             raise
+        return self._record_outcome(trial, outcome, retry_of, uri)
+
+    @staticmethod
+    def _carry_over(trial: optuna.Trial, retry_of: int) -> None:
+        """A retry continues its lost trial: the lost epochs count for pruning here too, and the MLflow run goes on."""
+        lost = trial.study.get_trials(deepcopy=False)[retry_of]
+        for step, value in sorted(lost.intermediate_values.items()):
+            trial.report(value, step)
+        if MLFLOW_RUN_ID in lost.user_attrs:
+            trial.set_user_attr(MLFLOW_RUN_ID, lost.user_attrs[MLFLOW_RUN_ID])
+
+    def _record_outcome(
+        self, trial: optuna.Trial, outcome: TrainingOutcome, retry_of: int | None, uri: str | None
+    ) -> float:
+        """The trial's value (its best epoch by the selector), kept on the trial and tagged on its MLflow run."""
+        context = self.context
         if outcome.run_id:
             trial.set_user_attr(MLFLOW_RUN_ID, outcome.run_id)
         best = context.selector.best_epoch(outcome.history)
