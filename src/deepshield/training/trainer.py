@@ -104,6 +104,16 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class EpochScores:
+    """One head's scores at the end of an epoch: its logged metrics, what the best checkpoint keeps for the
+    export's calibration, and the validation images, labels and probabilities its plots show."""
+
+    metrics: dict[str, Any]
+    kept: dict[str, Any]
+    plotted: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
 class ParentRun:
     """Frozen synthetic mode: the manipulation run whose trunk and head are kept as they are. Either a
     run's best.pt, or a bundle whose checkpoint was not kept (`card`: its calibration and figures are
@@ -737,7 +747,6 @@ class Trainer:
         tracker,
     ) -> None:
         config = self.config
-        manipulation: dict = {}
         kept: dict = {}  # what the best checkpoint keeps for the export's calibration
         if self.init_state is not None:
             net = mixed_with_init(net, self.init_state, config.model.init_share)
@@ -745,61 +754,20 @@ class Trainer:
         # One pass over the benchmarks serves both heads: `benchmarks` are data.benchmarks when the run has
         # manipulation data, and only their real files in frozen mode (all the synthetic threshold reads).
         bench_heads = [predict_heads(net, b.crops) for b in benchmarks]
+        manipulation = synthetic = None
         if data is not None:
-            logits = predict_logits(net, data.val_images)
-            val_labels = data.val_labels
-            probabilities = sigmoid(logits.astype(np.float64))
-            metrics = detection_metrics(val_labels, probabilities)
-            bench_scores = [BenchmarkScores(b, b.scored(h.manipulation, 1.0)) for b, h in zip(benchmarks, bench_heads)]
-            reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
-            faces = {b.benchmark.name: benchmark_faces(b.scored) for b in bench_scores}
-            calibration = fit_calibration(
-                val_labels,
-                logits,
-                reals,
-                config.export.threshold_fpr,
-                real_media=manipulation_real_media(faces, config.export),
-            )
-            bench_scores = [
-                replace(b, scored=replace(b.scored, temperature=calibration.temperature, offset=calibration.offset))
-                for b in bench_scores
-            ]
-            manipulation = {
-                "val_loss": float(
-                    F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())
-                ),
-                "val_auc": metrics.auc,
-                "val_ap": metrics.ap,
-                "val_eer": metrics.eer,
-                "val_log_loss": metrics.log_loss,
-                "val_balanced_accuracy": metrics.balanced_accuracy,
-                "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
-            }
-            kept |= {"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals, "benchmark_faces": faces}
-            plotted = (data.val_images, val_labels, probabilities)
+            manipulation = self._manipulation_scores(net, data, benchmarks, bench_heads)
+            kept |= manipulation.kept
         if parent is not None:
             kept = parent.record()
-        synthetic_metrics: dict[str, float] = {}
-        if synthetic_data is not None and config.synthetic is not None:
-            scored = ScoredChecks.score(
-                synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True)
-            )
-            bench_reals = {
-                b.name: real_file_faces(b.scored(h.of(synthetic=True), 1.0)) for b, h in zip(benchmarks, bench_heads)
-            }
-            fitted = fit_synthetic_calibration(
-                scored, config.synthetic.threshold_fpr, bench_reals, config.synthetic.calibrate_on == "benchmarks"
-            )
-            synthetic_metrics = scored.metrics() | synthetic_flagged(scored, fitted, bench_reals)
-            kept |= {
-                "synthetic_checks": scored.stored(),
-                "synthetic_sources": synthetic_data.sources,
-                "synthetic_benchmark_reals": bench_reals,
-            }
-            if data is None:  # frozen: the only validation is the synthetic score's
-                val = synthetic_data.checks.val
-                plotted = (val.images, val.labels, sigmoid(scored.logits["val"].astype(np.float64)))
-        record = EpochRecord(**progress.history[-1], **manipulation, synthetic=synthetic_metrics)
+        if synthetic_data is not None:
+            synthetic = self._synthetic_scores(net, synthetic_data, benchmarks, bench_heads)
+            kept |= synthetic.kept
+        record = EpochRecord(
+            **progress.history[-1],
+            **(manipulation.metrics if manipulation is not None else {}),
+            synthetic=synthetic.metrics if synthetic is not None else {},
+        )
         flat = record.flat()
         progress.history[-1] = flat
         tracker.log_metrics({k: v for k, v in flat.items() if k != "epoch"}, step=progress.epoch)
@@ -812,7 +780,80 @@ class Trainer:
         improved = value is not None and (progress.best_value is None or selector.better(value, progress.best_value))
         if improved:
             progress.best_value, progress.best_epoch = value, progress.epoch
-            self._plots(*plotted, tracker)
+            # frozen mode's only validation is the synthetic score's
+            shown_scores = manipulation if manipulation is not None else synthetic
+            assert shown_scores is not None  # a run trains at least one head
+            self._plots(*shown_scores.plotted, tracker)
+        self._save_epoch(progress, snapshot, kept, improved)
+        for path in self._curve_plots(progress.history, data, synthetic_data):
+            tracker.log_artifact(path, "plots")
+
+    def _manipulation_scores(
+        self, net, data: TrainingData, benchmarks: list[Benchmark], bench_heads: list[HeadLogits]
+    ) -> EpochScores:
+        """The manipulation head on the synthetic validation and the benchmarks, calibrated as the export
+        would be at this epoch."""
+        config = self.config
+        logits = predict_logits(net, data.val_images)
+        val_labels = data.val_labels
+        probabilities = sigmoid(logits.astype(np.float64))
+        metrics = detection_metrics(val_labels, probabilities)
+        bench_scores = [BenchmarkScores(b, b.scored(h.manipulation, 1.0)) for b, h in zip(benchmarks, bench_heads)]
+        reals = {b.benchmark.name: real_file_faces(b.scored) for b in bench_scores}
+        faces = {b.benchmark.name: benchmark_faces(b.scored) for b in bench_scores}
+        calibration = fit_calibration(
+            val_labels,
+            logits,
+            reals,
+            config.export.threshold_fpr,
+            real_media=manipulation_real_media(faces, config.export),
+        )
+        bench_scores = [
+            replace(b, scored=replace(b.scored, temperature=calibration.temperature, offset=calibration.offset))
+            for b in bench_scores
+        ]
+        return EpochScores(
+            metrics={
+                "val_loss": float(
+                    F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val_labels).float())
+                ),
+                "val_auc": metrics.auc,
+                "val_ap": metrics.ap,
+                "val_eer": metrics.eer,
+                "val_log_loss": metrics.log_loss,
+                "val_balanced_accuracy": metrics.balanced_accuracy,
+                "benchmarks": benchmark_metrics(bench_scores, calibration.threshold),
+            },
+            kept={"val_logits": logits, "val_labels": val_labels, "benchmark_reals": reals, "benchmark_faces": faces},
+            plotted=(data.val_images, val_labels, probabilities),
+        )
+
+    def _synthetic_scores(
+        self, net, synthetic_data: SyntheticData, benchmarks: list[Benchmark], bench_heads: list[HeadLogits]
+    ) -> EpochScores:
+        """The synthetic-face head on its checks, its threshold fitted, and its false positives on the
+        benchmarks' real files."""
+        assert self.config.synthetic is not None  # synthetic data is built only from synthetic settings
+        settings = self.config.synthetic
+        scored = ScoredChecks.score(synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True))
+        bench_reals = {
+            b.name: real_file_faces(b.scored(h.of(synthetic=True), 1.0)) for b, h in zip(benchmarks, bench_heads)
+        }
+        fitted = fit_synthetic_calibration(
+            scored, settings.threshold_fpr, bench_reals, settings.calibrate_on == "benchmarks"
+        )
+        val = synthetic_data.checks.val
+        return EpochScores(
+            metrics=scored.metrics() | synthetic_flagged(scored, fitted, bench_reals),
+            kept={
+                "synthetic_checks": scored.stored(),
+                "synthetic_sources": synthetic_data.sources,
+                "synthetic_benchmark_reals": bench_reals,
+            },
+            plotted=(val.images, val.labels, sigmoid(scored.logits["val"].astype(np.float64))),
+        )
+
+    def _save_epoch(self, progress: Progress, snapshot, kept: dict, improved: bool) -> None:
         epoch_done = progress.epoch
         progress.epoch += 1
         progress.step_in_epoch = 0
@@ -826,13 +867,17 @@ class Trainer:
             self.checkpoints / epoch_file(epoch_done),
         )
         if improved:
-            save_checkpoint(judged | {"selected_by": config.export.select}, self.checkpoints / BEST)
+            save_checkpoint(judged | {"selected_by": self.config.export.select}, self.checkpoints / BEST)
         save_checkpoint(state, self.checkpoints / LAST)
-        paths = [curves_plot(progress.history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
+
+    def _curve_plots(
+        self, history: list[dict], data: TrainingData | None, synthetic_data: SyntheticData | None
+    ) -> list[Path]:
+        paths = [curves_plot(history, ["train_loss", "val_loss"], self.plots / "loss.png", "loss")]
         if data is not None:
             paths.append(
                 curves_plot(
-                    progress.history,
+                    history,
                     ["val_auc", "val_ap", "val_balanced_accuracy"],
                     self.plots / "val_metrics.png",
                     "validation",
@@ -840,16 +885,13 @@ class Trainer:
             )
         if synthetic_data is not None:
             names = [f"synthetic_{name}_auc" for name in synthetic_data.checks.named()]
-            paths.append(
-                curves_plot(progress.history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)")
-            )
+            paths.append(curves_plot(history, names, self.plots / "synthetic.png", "synthetic-face score (AUC)"))
         if data is not None and data.benchmarks:
             names = ["bench_auc", "bench_face_auc", "bench_file_auc"] + [
                 f"bench_{b.name}_face_auc" for b in data.benchmarks
             ]
-            paths.append(curves_plot(progress.history, names, self.plots / "benchmarks.png", "benchmarks (AUC)"))
-        for path in paths:
-            tracker.log_artifact(path, "plots")
+            paths.append(curves_plot(history, names, self.plots / "benchmarks.png", "benchmarks (AUC)"))
+        return paths
 
     def _plots(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, tracker) -> None:
         paths = [
