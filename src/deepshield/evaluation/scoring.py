@@ -424,12 +424,31 @@ class PreparedCrops:
     warn: Warn = _warn_stderr
     notes: list[str] = field(default_factory=list)
 
+    def _checked_frames(self) -> int:
+        """The frames sampled per video when the set was prepared (32 when unknown); warns when its crops were
+        cut with another crop policy than the model's."""
+        from deepshield.data.manifest import ManifestError, read_info
+
+        try:
+            info = read_info(self.dataset_dir)
+        except (ManifestError, ValueError) as exc:
+            self.warn(f"{self.dataset_dir}: no readable dataset.json ({exc}); its crop policy cannot be checked")
+            return 32
+        if info.crop_policy != self.policy:
+            message = (
+                f"the dataset's crops were cut with crop policy {info.crop_policy.model_dump()} but the model expects "
+                f"{self.policy.model_dump()}: scores will not match what the model gives on raw media"
+            )
+            self.warn(message)
+            self.notes.append(message)
+        return info.frames
+
     def crop(self, files: list[FileRecord], progress: bool = True) -> Iterator[CroppedFile]:
         import cv2
         from tqdm import tqdm
 
         from deepshield.data.extract import NO_FACE
-        from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_info, read_manifest
+        from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_manifest
 
         dataset_dir = self.dataset_dir
         records = read_manifest(dataset_dir)
@@ -438,19 +457,7 @@ class PreparedCrops:
             self.notes.append(
                 f"split {self.split} only ({len(records)} crops); files without a face have no split and are not listed"
             )
-        try:
-            info = read_info(dataset_dir)
-            policy, frames = info.crop_policy, info.frames
-        except (ManifestError, ValueError) as exc:
-            self.warn(f"{dataset_dir}: no readable dataset.json ({exc}); its crop policy cannot be checked")
-            policy, frames = None, 32
-        if policy is not None and policy != self.policy:
-            message = (
-                f"the dataset's crops were cut with crop policy {policy.model_dump()} but the model expects "
-                f"{self.policy.model_dump()}: scores will not match what the model gives on raw media"
-            )
-            self.warn(message)
-            self.notes.append(message)
+        frames = self._checked_frames()
         size = self.policy.size
         by_file: dict[str, list] = {}
         for crop in records:
