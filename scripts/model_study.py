@@ -35,6 +35,12 @@ def run_name(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
+def recipe_and_seed(name: str) -> tuple[str, int]:
+    """The inverse of run_name: ("crop-1.3", 1) for "crop-1.3-seed1"."""
+    recipe, _, seed = name.rpartition("-seed")
+    return (recipe, int(seed)) if recipe and seed.isdigit() else (name, 0)
+
+
 def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> None:
     run_dir = args.out / run_name(name, seed)
     if (run_dir / "bundle" / "model_card.json").is_file():
@@ -122,14 +128,25 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     )
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True)
     colours = plt.get_cmap("tab20").colors  # the default cycle repeats after ten runs
-    for index, (name, records) in enumerate(histories.items()):
+    # One colour per recipe, one line style per seed: a recipe's seeds read as one family.
+    recipes = list(dict.fromkeys(recipe_and_seed(name)[0] for name in histories))
+    styles = ["-", "--", ":", "-."]
+    for name, records in histories.items():
+        recipe, seed = recipe_and_seed(name)
         samples = [r["samples"] for r in records]
         for axis, key in zip(axes, ["bench_auc", *(f"bench_{n}_{level}_auc" for n, level in BENCH.items())]):
-            axis.plot(samples, [r.get(key) for r in records], marker="o", label=name, color=colours[index % 20])
+            axis.plot(
+                samples,
+                [r.get(key) for r in records],
+                marker="o",
+                label=name,
+                color=colours[recipes.index(recipe) % 20],
+                linestyle=styles[seed % len(styles)],
+            )
             axis.set(title=key, xlabel="samples seen")
-    axes[0].legend(fontsize=7)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     figure.tight_layout()
-    figure.savefig(out / "learning_curves.png", dpi=110)
+    figure.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
     print((out / "results.md").read_text())
 
 
