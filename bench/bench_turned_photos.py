@@ -36,6 +36,7 @@ from deepshield.inference.frame_faces import find_faces
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import load_image
+from deepshield.media.suffixes import IMAGE_SUFFIXES
 
 TURN_DEGREES = (0, 90, 180, 270)
 
@@ -53,7 +54,7 @@ class Reads:
 def photos(root: Path, dirs: list[str], limit: int) -> list[Path]:
     chosen: list[Path] = []
     for folder in dirs:
-        files = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+        files = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         step = max(1, len(files) // limit) if limit else 1  # spread over the folder, not its first names
         chosen += files[::step][:limit] if limit else files
     return chosen
