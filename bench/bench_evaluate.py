@@ -1,6 +1,6 @@
 """Benchmark `evaluate`: a bundle on the dev-eval set, with the perturbation table, as markdown for the README.
 
-    python bench/bench_evaluate.py [BUNDLE] [--data ../shared/data/dev-eval] [--frames 32]
+    python bench/bench_evaluate.py [BUNDLE] [--data DEV_EVAL_DIR] [--frames 32]
         [--perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5] [--bootstrap 1000] [--out REPORT_DIR] [--limit N]
 
 BUNDLE defaults to the shipped model (src/deepshield/models/default/). Both parts of dev-eval are
@@ -28,9 +28,10 @@ from deepshield.evaluation.summary import (
     ModelInfo,
     summarize,
 )
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.training.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "dev-eval"
 PARTS = ("face-edits", "dfdc-sample")
 DEFAULT_PERTURB = ["jpeg:90,70,50", "resize:0.5", "blur:1.5", "noise:5"]
 
@@ -115,8 +116,10 @@ def rule_rows(summary: EvaluationSummary) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?", default=None, help="model bundle (default: the shipped model)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="the dev-eval folder (default: $DEEPSHIELD_DATA_ROOT/dev-eval)"
+    )
+    parser.add_argument("--frames", type=int, default=DEFAULT_VIDEO_FRAMES)
     parser.add_argument("--perturb", nargs="*", default=DEFAULT_PERTURB)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_evaluate_report"))
@@ -138,7 +141,8 @@ def main() -> int:
     if not (bundle / "model_card.json").is_file():
         print(f"bench_evaluate: no model bundle at {bundle} (pass one as the first argument)", file=sys.stderr)
         return 2
-    parts = [args.data / p for p in PARTS]
+    data = args.data or DataConfig().locate(Path("dev-eval"), "the dev-eval sets")
+    parts = [data / p for p in PARTS]
     missing = [p for p in parts if not p.exists()]
     if missing:
         print(f"bench_evaluate: {', '.join(map(str, missing))} not found", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Benchmark `prepare`: face crops extracted per second with 1 and 2 worker processes.
 
-    python bench/bench_prepare.py [--source ../shared/data/dev-eval/dfdc-sample] [--frames 32] [--workers 1,2] [--repeat 1]
+    python bench/bench_prepare.py [--source DFDC_DIR] [--frames 32] [--workers 1,2] [--repeat 1]
 
 Reads the source read-only; every run writes to a fresh temporary folder (deleted afterwards), so
 no run resumes from another. Wall time includes starting the worker processes (spawn, importing
@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.training.config import DataConfig
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "dev-eval" / "dfdc-sample"
 
 
 def run_once(source: Path, frames: int, workers: int) -> dict:
@@ -66,19 +68,20 @@ def pool_startup_s(workers: int, frames: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument(
+        "--source", type=Path, default=None, help="a DFDC folder (default: $DEEPSHIELD_DATA_ROOT/dev-eval/dfdc-sample)"
+    )
+    parser.add_argument("--frames", type=int, default=DEFAULT_VIDEO_FRAMES)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count; the fastest is kept")
     args = parser.parse_args()
-    if not args.source.exists():
-        print(f"bench_prepare: {args.source} not found", file=sys.stderr)
+    source = args.source or DataConfig().locate(Path("dev-eval/dfdc-sample"), "the DFDC sample")
+    if not source.exists():
+        print(f"bench_prepare: {source} not found", file=sys.stderr)
         return 2
     results = []
     for workers in (int(w) for w in args.workers.split(",")):
-        best = max(
-            (run_once(args.source, args.frames, workers) for _ in range(args.repeat)), key=lambda r: r["crops_per_s"]
-        )
+        best = max((run_once(source, args.frames, workers) for _ in range(args.repeat)), key=lambda r: r["crops_per_s"])
         best["pool_startup_s"] = round(pool_startup_s(workers, args.frames), 2)
         best["crops_per_s_after_startup"] = round(best["crops"] / max(best["wall_s"] - best["pool_startup_s"], 1e-6), 2)
         best["load_avg_1m"] = round(os.getloadavg()[0], 2)
@@ -86,7 +89,7 @@ def main() -> int:
         print(json.dumps(best), flush=True)
     base = results[0]["crops_per_s"]
     print(
-        f"\nsource {args.source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {os.cpu_count()} CPUs"
+        f"\nsource {source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {os.cpu_count()} CPUs"
     )
     print(
         f"{'workers':>7}  {'crops':>6}  {'wall s':>7}  {'crops/s':>8}  {'speed-up':>8}  {'start-up s':>10}  {'crops/s after':>13}  {'load':>5}"

@@ -15,13 +15,12 @@ start (`deepshield.training.loading`).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from deepshield.training.config import DATA_DIR_ENV
+from deepshield.training.config import DataConfig
 
 
 def children(pid: int) -> list[int]:
@@ -68,8 +67,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--samples-per-epoch", type=int, default=480)
     args = parser.parse_args()
-    root = Path(os.environ.get(DATA_DIR_ENV, "../shared/data"))
-    source = root / "real-faces" / "utkface"
+    source = DataConfig().locate(Path("real-faces/utkface"), "the UTKFace crops")
     with tempfile.TemporaryDirectory() as work:
         faces = Path(work) / "faces"
         faces.mkdir()

@@ -7,7 +7,7 @@ it gains over the default configuration under the same budget.
 
 What it does:
 
-- **Data**: `--data` (default ../shared/data/real-faces: utkface, portraits, ffhq), the first
+- **Data**: `--data` (default $DEEPSHIELD_DATA_ROOT/real-faces: utkface, portraits, ffhq), the first
   `--limit` images of each folder, identity-disjoint validation split as in training (portraits
   grouped by person). The face bank (detection + crops) is built once into `--cache-dir` and
   timed separately: it is shared by every trial and by later runs.
@@ -35,8 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.training.config import DataConfig
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-faces"
 SPACE = """\
 optim.lr: {low: 1.0e-4, high: 3.0e-3, log: true}
 optim.weight_decay: {low: 1.0e-4, high: 5.0e-2, log: true}
@@ -47,7 +48,12 @@ model.dropout: {low: 0.0, high: 0.4}
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of real-face folders")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder of real-face folders (default: $DEEPSHIELD_DATA_ROOT/real-faces)",
+    )
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--limit", type=int, default=300, help="images per folder")
     parser.add_argument("--epochs", type=int, default=2)
@@ -65,9 +71,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.trials, args.limit, args.epochs, args.samples, args.size = 1, 8, 1, 64, 96
-    folders = sorted(p for p in args.data.iterdir() if p.is_dir()) if args.data.is_dir() else []
+    data = args.data or DataConfig().locate(Path("real-faces"), "the real-face folders")
+    folders = sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
     if not folders:
-        print(f"bench_tune: no face folders in {args.data}", file=sys.stderr)
+        print(f"bench_tune: no face folders in {data}", file=sys.stderr)
         return 2
 
     from deepshield.training.config import load_config

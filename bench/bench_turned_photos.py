@@ -37,6 +37,8 @@ from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import load_image
 from deepshield.media.suffixes import IMAGE_SUFFIXES
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.training.config import DATA_DIR_ENV, DataConfig
 
 TURN_DEGREES = (0, 90, 180, 270)
 
@@ -118,11 +120,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=60, help="photos per folder (0: all)")
     parser.add_argument("--model", default=None, help="bundle folder (default: the shipped model)")
     parser.add_argument("--videos", nargs="*", default=[], help="labelled video folders (e.g. dev-eval/dfdc-sample)")
-    parser.add_argument("--frames", type=int, default=32, help="frames sampled per video")
+    parser.add_argument("--frames", type=int, default=DEFAULT_VIDEO_FRAMES, help="frames sampled per video")
     args = parser.parse_args()
-    root = Path(os.environ.get("DEEPSHIELD_DATA_ROOT", ""))
+    root = DataConfig().data_root() or Path()
     if not all((root / d).is_dir() for d in args.dirs):
-        print(f"set DEEPSHIELD_DATA_ROOT to the folder holding {args.dirs}", file=sys.stderr)
+        print(f"set {DATA_DIR_ENV} to the folder holding {args.dirs}", file=sys.stderr)
         return 2
 
     from deepshield.faces.detector import FaceDetector

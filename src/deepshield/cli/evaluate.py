@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from deepshield.cli.args import non_negative_int, positive_int, probability
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 RULE_CHOICES = ("topk-mean", "mean", "max")
@@ -25,7 +26,10 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)"
     )
     parser.add_argument(
-        "--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)"
+        "--frames",
+        type=positive_int,
+        default=DEFAULT_VIDEO_FRAMES,
+        help=f"frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument(
         "--split",

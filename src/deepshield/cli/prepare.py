@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from deepshield.cli.args import check_engine_arguments, engine_arguments, positive_int
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 
@@ -27,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)"
     )
     parser.add_argument(
-        "--frames", type=positive_int, default=32, help="frames sampled uniformly per video (default 32)"
+        "--frames",
+        type=positive_int,
+        default=DEFAULT_VIDEO_FRAMES,
+        help=f"frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument(
         "--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only"

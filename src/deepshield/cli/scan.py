@@ -18,6 +18,7 @@ from deepshield.cli.args import (
     positive_int,
     probability,
 )
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
 SUMMARY_FIELDS = (
@@ -44,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
     parser.add_argument(
-        "--frames", type=int_up_to(most), default=32, help=f"frames sampled per video, 1 to {most} (default 32)"
+        "--frames",
+        type=int_up_to(most),
+        default=DEFAULT_VIDEO_FRAMES,
+        help=f"frames sampled per video, 1 to {most} (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument(

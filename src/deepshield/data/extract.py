@@ -31,6 +31,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.media.frames import read_frames
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.native_logs import quiet_environment
 
 NO_FACE = "no face found"
@@ -40,7 +41,7 @@ PNG_COMPRESSION = 3  # zlib level: lossless whatever the level; 3 is a good spee
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    frames: int = 32  # frames sampled uniformly per video
+    frames: int = DEFAULT_VIDEO_FRAMES  # frames sampled uniformly per video
     faces: str = "all"  # "all" faces per frame, or only the "largest"
     policy: CropPolicy = field(default_factory=CropPolicy)
     min_face_size: int = 20

@@ -37,6 +37,7 @@ from deepshield.data.layout import DatasetLayout, atomic_write_text
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import KEYPOINT_NAMES
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 SPLITS = ("train", "val", "test")
 KEYPOINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
@@ -147,7 +148,7 @@ class DatasetInfo(BaseModel):
 
     format_version: int = 1
     crop_policy: CropPolicy = Field(default_factory=CropPolicy)
-    frames: int = 32
+    frames: int = DEFAULT_VIDEO_FRAMES
     faces: str = "all"
     min_face_size: int = 20
     seed: int = 0

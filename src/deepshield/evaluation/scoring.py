@@ -40,6 +40,7 @@ from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.models.card import Calibration
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class MediaCropper:
         self,
         policy: CropPolicy,
         face_detector: FaceDetector,
-        frames: int = 32,
+        frames: int = DEFAULT_VIDEO_FRAMES,
         perturbations: Sequence[Perturbation] = (),
         seed: int = 0,
     ) -> None:
@@ -425,7 +426,7 @@ class PreparedCrops:
     notes: list[str] = field(default_factory=list)
 
     def _checked_frames(self) -> int:
-        """The frames sampled per video when the set was prepared (32 when unknown); warns when its crops were
+        """The frames sampled per video when the set was prepared (the default when unknown); warns when its crops were
         cut with another crop policy than the model's."""
         from deepshield.data.manifest import ManifestError, read_info
 
@@ -433,7 +434,7 @@ class PreparedCrops:
             info = read_info(self.dataset_dir)
         except (ManifestError, ValueError) as exc:
             self.warn(f"{self.dataset_dir}: no readable dataset.json ({exc}); its crop policy cannot be checked")
-            return 32
+            return DEFAULT_VIDEO_FRAMES
         if info.crop_policy != self.policy:
             message = (
                 f"the dataset's crops were cut with crop policy {info.crop_policy.model_dump()} but the model expects "
@@ -574,7 +575,7 @@ def open_labelled_set(
     policy: CropPolicy,
     *,
     fmt: str = "auto",
-    frames: int = 32,
+    frames: int = DEFAULT_VIDEO_FRAMES,
     perturbations: Sequence[Perturbation] = (),
     min_face_size: int = 20,
     split: str | None = None,

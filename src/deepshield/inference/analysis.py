@@ -33,7 +33,7 @@ from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
-from deepshield.media.video import VideoLimits, sample_frames
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES, VideoLimits, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
 ProgressCallback = Callable[[float, str], None]
@@ -218,7 +218,7 @@ class Detector:
             raise
 
     def analyze_video(
-        self, path: Path | str, frames: int = 32, progress: ProgressCallback | None = None
+        self, path: Path | str, frames: int = DEFAULT_VIDEO_FRAMES, progress: ProgressCallback | None = None
     ) -> VideoResult:
         """Sample `frames` frames uniformly, score every face, track people, aggregate to a verdict."""
         started = time.perf_counter()
@@ -310,7 +310,9 @@ class Detector:
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def analyze_path(self, path: Path | str, frames: int = 32, heatmaps: bool = False) -> ImageResult | VideoResult:
+    def analyze_path(
+        self, path: Path | str, frames: int = DEFAULT_VIDEO_FRAMES, heatmaps: bool = False
+    ) -> ImageResult | VideoResult:
         """Image or video, told apart by content."""
         path = Path(path)
         if sniff_path(path) is MediaKind.VIDEO:

@@ -15,6 +15,7 @@ from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
 from deepshield.media.suffixes import MEDIA_SUFFIXES
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 
 class ScanRow(BaseModel):
@@ -85,7 +86,7 @@ class ScanJob(FileJob[Detector, Path, ScanRow]):
     bundle: str | None = None  # None or "default": the shipped model
     min_face_size: int = 20
     threshold: float | None = None
-    frames: int = 32
+    frames: int = DEFAULT_VIDEO_FRAMES
     heatmaps: bool = False
     base_dir: str | None = None
 

@@ -19,6 +19,9 @@ from deepshield.media.units import format_bytes, megapixels
 # Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
+# Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
+# training benchmarks all default to it, so a video is scored on the same frames everywhere.
+DEFAULT_VIDEO_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,10 @@ def _worth_seeking(info: VideoInfo, n: int) -> bool:
 
 
 def sample_frames(
-    path: Path | str, n: int = 32, limits: VideoLimits = VideoLimits(), on_frame: Callable[[float], None] | None = None
+    path: Path | str,
+    n: int = DEFAULT_VIDEO_FRAMES,
+    limits: VideoLimits = VideoLimits(),
+    on_frame: Callable[[float], None] | None = None,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
     """Keep n uniformly spaced frames of the video.
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+
 ENV_PREFIX = "DEEPSHIELD_"
 # The API's bound on frames per video; `deepshield scan --frames` accepts the same range.
 MAX_VIDEO_FRAMES = 128
@@ -41,7 +43,7 @@ class ServerSettings(BaseModel):
     keep_alive_s: float = Field(5.0, gt=0)  # an idle keep-alive connection is closed after this
     max_connections: int = Field(512, gt=0)  # open connections; beyond, the oldest still sending headers is dropped
     job_timeout_s: float = Field(600.0, gt=0)  # one job's analysis; above: the job fails with "timeout"
-    video_frames: int = Field(32, gt=0)  # frames sampled per video when the request does not say
+    video_frames: int = Field(DEFAULT_VIDEO_FRAMES, gt=0)  # frames sampled per video when the request does not say
     max_video_frames: int = Field(MAX_VIDEO_FRAMES, gt=0)
     job_workers: int = Field(1, gt=0)  # jobs analysed at once
     max_pending_jobs: int = Field(8, gt=0)  # queued + running jobs; above: 503

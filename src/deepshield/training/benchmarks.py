@@ -57,6 +57,7 @@ from deepshield.evaluation.scoring import (
 )
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.models.card import file_sha256
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def load_benchmark(
     policy: CropPolicy,
     cache_dir: Path,
     training_files: Iterable[Path],
-    frames: int = 32,
+    frames: int = DEFAULT_VIDEO_FRAMES,
     min_face_size: int = 20,
 ) -> Benchmark:
     """A benchmark's faces from the cache, or found and cut now (then cached). Refuses overlap with training."""

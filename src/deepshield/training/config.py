@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from deepshield.dotted import parse_assignment, set_dotted
 from deepshield.errors import DeepShieldError
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import StrictModel, explain
 from deepshield.synthesis.blend import SynthesisConfig
 
@@ -45,7 +46,7 @@ class DataConfig(StrictModel):
         ),
     )
     benchmark_frames: int = Field(
-        32, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)"
+        DEFAULT_VIDEO_FRAMES, ge=1, le=256, description="frames sampled per benchmark video (as `deepshield scan`)"
     )
     synthesize: bool = Field(True, description="synthesise fakes from the real faces (off: only the datasets' fakes)")
     group_pattern: str | None = Field(
