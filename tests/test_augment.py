@@ -48,3 +48,25 @@ def test_retouching_off_is_never_drawn_and_on_is_part_of_degrade(monkeypatch):
     assert calls == [] and np.array_equal(first, degrade(face, np.random.default_rng(4), off))
     degrade(face, np.random.default_rng(4), AugmentConfig(retouch_probability=1.0))
     assert calls == [1]
+
+
+def test_a_framing_moves_the_blend_mask_with_the_face():
+    """The mask is reframed by the same draw as the face, so it still covers the blended pixels."""
+    face = _face()
+    mask = np.zeros(face.shape[:2], np.uint8)
+    mask[20:50, 30:70] = 255  # left of centre: a mirror moves it
+    config = AugmentConfig(flip_probability=1.0, jitter_shift=0.1, jitter_rotation_deg=10.0)
+    framing = augment.draw_framing(96, np.random.default_rng(3), config)
+    assert framing.flip
+    marked = face.copy()
+    marked[mask > 0] = 255
+    framed_face, framed_mask = framing.apply(marked), framing.apply(mask)
+    assert framed_mask.shape == mask.shape and framed_mask.dtype == np.uint8
+    inside = framed_mask > 250
+    assert inside.sum() > 0.8 * (mask > 0).sum()
+    assert (framed_face[inside] > 245).all()  # where the mask went, the marked pixels went
+    assert not np.array_equal(framed_mask, mask)
+    # `degrade` is this framing followed by the pixel degradations, from the same random draws.
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    framed = augment.draw_framing(96, rng_b, config).apply(face)
+    np.testing.assert_array_equal(degrade(face, rng_a, config), augment.degrade_framed(framed, rng_b, config))

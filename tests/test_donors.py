@@ -57,9 +57,9 @@ def test_donors_are_blended_into_the_real_faces_deterministically(banks):
     with_donors = FakeMaker(reals, whole_face, cross_fraction=1.0, donors=Donors(donors, fraction=1.0))
     without = FakeMaker(reals, whole_face, cross_fraction=1.0)
     for index in range(len(reals)):
-        fake = with_donors.make(index, np.random.default_rng([0, index]))
-        np.testing.assert_array_equal(fake, with_donors.make(index, np.random.default_rng([0, index])))
-        own = without.make(index, np.random.default_rng([0, index]))
+        fake = with_donors.make(index, np.random.default_rng([0, index])).image
+        np.testing.assert_array_equal(fake, with_donors.make(index, np.random.default_rng([0, index])).image)
+        own = without.make(index, np.random.default_rng([0, index])).image
         # the donor's texture fills the blend; another view of the same real face changes it little
         assert change_at_centre(fake, reals.images[index]) > 3 * change_at_centre(own, reals.images[index]), index
 
@@ -134,8 +134,9 @@ def test_pasting_draws_nothing_when_off_and_makes_a_fake_when_on(banks):
     on = FakeMaker(reals, SynthesisConfig(paste_probability=1.0), cross_fraction=0.3)
     for index in range(len(reals)):
         np.testing.assert_array_equal(
-            default.make(index, np.random.default_rng([1, index])), off.make(index, np.random.default_rng([1, index]))
+            default.make(index, np.random.default_rng([1, index])).image,
+            off.make(index, np.random.default_rng([1, index])).image,
         )
-        pasted = on.make(index, np.random.default_rng([1, index]))
+        pasted = on.make(index, np.random.default_rng([1, index])).image
         # the test bank has no meshes: a paste falls back to a cross blend with another face
         assert change_at_centre(pasted, reals.images[index]) > 0

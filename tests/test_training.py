@@ -331,3 +331,62 @@ def test_a_cached_face_bank_takes_its_groups_from_the_pattern_given_now(real_dir
     by_file = build_facebank([real_dir], policy, tmp_path, group_pattern=None, workers=1)
     assert len(list(tmp_path.glob("facebank-*.npz"))) == 1  # the second call read the cache
     assert len({str(g) for g in by_file.groups}) == len(by_file) == len(by_person)
+
+
+def test_mask_loss_rewards_a_head_that_points_at_the_blend_and_skips_unknown_masks():
+    from deepshield.training.trainer import mask_loss
+
+    masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    masks[:, 2:6, 2:6] = 255  # the central quarter blended, on a 4 x 4 grid: its central 2 x 2 cells
+    inside = torch.zeros(2, 4, 4, dtype=torch.bool)
+    inside[:, 1:3, 1:3] = True
+    right = torch.where(inside, 6.0, -6.0)
+    assert mask_loss(right, masks, None).item() < 0.01
+    assert mask_loss(-right, masks, None).item() > 5.0
+    assert mask_loss(torch.zeros(2, 4, 4), masks, None).item() == pytest.approx(np.log(2), abs=1e-6)
+    # Only the known masks count; none known: no loss.
+    known = torch.tensor([True, False])
+    mixed = torch.stack([right[0], -right[1]])
+    assert mask_loss(mixed, masks, known).item() < 0.01
+    assert mask_loss(-right, masks, torch.tensor([False, False])).item() == 0.0
+
+
+def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(real_dir, prepared_dataset, tmp_path):
+    """Synthesised fakes carry where they were blended, reals an empty mask, a prepared dataset's fakes
+    none; a run with the mask loss keeps the head in its checkpoints and exports the same two outputs."""
+    import onnxruntime as ort
+
+    from deepshield.training.checkpoint import load_checkpoint as read_checkpoint
+
+    config = tiny_config(
+        real_dir,
+        tmp_path / "run",
+        tmp_path / "m.db",
+        tmp_path / "cache",
+        **{"data.datasets": f'["{prepared_dataset}"]', "optim.epochs": 1, "optim.mask_loss_weight": 1.0},
+    )
+    trainer = Trainer(config)
+    data = trainer._build_data()
+    samples = TrainingSamples(
+        data.bank, data.fake_pool, 64, config.seed, config.synthesis, config.augment, 0.3, True, data.donors
+    )
+    kinds = set()
+    for index in range(64):
+        sample = samples[(0, index)]
+        assert sample.mask.shape == sample.image.shape[:2] and sample.mask.dtype == torch.uint8
+        if sample.label == 0:
+            assert sample.mask_known and int(sample.mask.max()) == 0
+            continue
+        kinds.add("blend" if sample.mask_known else "prepared")
+        if sample.mask_known:
+            assert int(sample.mask.max()) > 128  # somewhere the source dominates
+        else:
+            assert int(sample.mask.max()) == 0
+    assert kinds == {"blend", "prepared"}
+
+    result = trainer.run()
+    weights = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["model"]
+    assert weights["mask_head.weight"].shape == (1, 64, 1, 1)
+    session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["logit", "cam"]
+    assert OnnxClassifier(result.bundle_dir).card.training.config["optim"]["mask_loss_weight"] == 1.0

@@ -93,13 +93,16 @@ class NetOutput(NamedTuple):
     logit: torch.Tensor  # N, manipulation
     cam: torch.Tensor  # N x h x w, its per-location logits
     synthetic_logit: torch.Tensor | None  # N, synthetic face; None without a synthetic head
+    mask_logits: torch.Tensor | None = None  # N x h x w, where a blend is; None without a mask head
 
 
 class DeepfakeNet(nn.Module):
     """Takes normalised float N x 3 x H x W; `forward` returns (logit N, cam N x h x w), `forward_all`
     the synthetic-face logit too. `synthetic_center`: the share of the feature map's side, centred,
     that the synthetic head pools (None: no synthetic head). `cam_pooling_temperature` t pools the CAM
-    as t * log(mean(exp(cam / t))): the mean as t grows, the maximum as t shrinks (None: the mean)."""
+    as t * log(mean(exp(cam / t))): the mean as t grows, the maximum as t shrinks (None: the mean).
+    `mask_head`: a training-only 1x1-conv head on the same features that learns where a fake was blended
+    (an auxiliary task; the exported graph leaves it out)."""
 
     def __init__(
         self,
@@ -109,6 +112,7 @@ class DeepfakeNet(nn.Module):
         dropout: float = 0.2,
         synthetic_center: float | None = None,
         cam_pooling_temperature: float | None = None,
+        mask_head: bool = False,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
@@ -121,6 +125,7 @@ class DeepfakeNet(nn.Module):
         self.synthetic_head = (
             nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
         )
+        self.mask_head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if mask_head else None
 
     @property
     def has_synthetic_head(self) -> bool:
@@ -140,7 +145,8 @@ class DeepfakeNet(nn.Module):
             cols = central_window(int(features.shape[3]), self.synthetic_center)
             centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
             synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
-        return NetOutput(self.pool_cam(cam), cam, synthetic)
+        mask_logits = self.mask_head(features).squeeze(1) if self.mask_head is not None else None
+        return NetOutput(self.pool_cam(cam), cam, synthetic, mask_logits)
 
     def pool_cam(self, cam: torch.Tensor) -> torch.Tensor:
         """N x h x w per-location logits to N logits."""
@@ -185,4 +191,4 @@ class ExportWrapper(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         output = self.net.forward_all(normalize_batch(image, self.normalization))
-        return tuple(t for t in output if t is not None)
+        return tuple(t for t in (output.logit, output.cam, output.synthetic_logit) if t is not None)

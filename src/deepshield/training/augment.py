@@ -3,6 +3,8 @@ traces that survive them rather than compression or resolution differences."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -11,16 +13,28 @@ from deepshield.synthesis.blend import unsharp
 from deepshield.training.config import AugmentConfig
 
 
-def geometric_jitter(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Detector-like framing noise: small shift, scale and rotation around the crop centre."""
-    size = image.shape[0]
+@dataclass(frozen=True)
+class Framing:
+    """Detector-like framing noise drawn once for a sample: a mirror, then a small shift, scale and
+    rotation around the crop centre. Applied alike to the face and to its blend mask, so the mask still
+    says where the blend is."""
+
+    flip: bool
+    matrix: np.ndarray  # 2 x 3 affine, in crop pixels
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        size = pixels.shape[0]
+        out = np.ascontiguousarray(pixels[:, ::-1]) if self.flip else pixels
+        return cv2.warpAffine(out, self.matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def draw_framing(size: int, rng: np.random.Generator, config: AugmentConfig) -> Framing:
+    flip = bool(rng.random() < config.flip_probability)
     angle = rng.uniform(-config.jitter_rotation_deg, config.jitter_rotation_deg)
     scale = 1 + rng.uniform(-config.jitter_scale, config.jitter_scale)
     matrix = np.asarray(cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale), dtype=np.float64)
     matrix[:, 2] += rng.uniform(-config.jitter_shift, config.jitter_shift, size=2) * size
-    return cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
-    )
+    return Framing(flip, matrix)
 
 
 def retouch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -51,10 +65,13 @@ def retouch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """The face reframed (`draw_framing`), then degraded as a posted photo or video is."""
+    return degrade_framed(draw_framing(image.shape[0], rng, config).apply(image), rng, config)
+
+
+def degrade_framed(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """The degradations after the framing: retouching, colour, rescaling, blur, noise, H.264, JPEG."""
     out = image
-    if rng.random() < config.flip_probability:
-        out = out[:, ::-1]
-    out = geometric_jitter(np.ascontiguousarray(out), rng, config)
     # Retouching comes before the camera-to-viewer degradations, as it does to a posted photo; no draw
     # when off, so older recipes keep their samples.
     if config.retouch_probability and rng.random() < config.retouch_probability:

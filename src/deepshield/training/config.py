@@ -154,6 +154,14 @@ class OptimConfig(StrictModel):
         "adamw", description="sam: sharpness-aware minimisation around AdamW (what SBI trains with; 2 passes a step)"
     )
     sam_rho: float = Field(0.05, gt=0, description="SAM's neighbourhood radius")
+    mask_loss_weight: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "weight of an auxiliary loss that trains a second head to say where each synthesised fake was blended "
+            "(Face X-ray's localisation supervision, on the last feature map); training only, not exported (0: no head)"
+        ),
+    )
     lr: float = Field(4e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)

@@ -8,13 +8,14 @@ epoch, and a resumed run continues with exactly the batches it would have seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deepshield.synthesis.blend import FaceSample, SynthesisConfig, cross_blend, part_paste, self_blend
-from deepshield.training.augment import degrade
+from deepshield.synthesis.blend import FaceSample, SynthesisConfig, SynthesisResult, cross_blend, part_paste, self_blend
+from deepshield.training.augment import degrade_framed, draw_framing
 from deepshield.training.config import AugmentConfig
 from deepshield.training.facebank import FaceBank
 from deepshield.training.loading import Item
@@ -55,15 +56,15 @@ class FakeMaker:
     cross_fraction: float
     donors: Donors | None = None
 
-    def make(self, index: int, rng: np.random.Generator) -> np.ndarray:
+    def make(self, index: int, rng: np.random.Generator) -> SynthesisResult:
         target = self.bank.sample(index)
         paste = self.synthesis.paste_probability
         # No draw without pasting: a recipe without it keeps its samples exactly.
         if paste > 0 and len(self.bank) > 1 and rng.random() < paste:
-            return part_paste(target, self._donor(index, rng), rng, self.synthesis).image
+            return part_paste(target, self._donor(index, rng), rng, self.synthesis)
         if len(self.bank) > 1 and rng.random() < self.cross_fraction:
-            return cross_blend(target, self._donor(index, rng), rng, self.synthesis).image
-        return self_blend(target, rng, self.synthesis).image
+            return cross_blend(target, self._donor(index, rng), rng, self.synthesis)
+        return self_blend(target, rng, self.synthesis)
 
     def _donor(self, index: int, rng: np.random.Generator) -> FaceSample:
         # No draw without donors: a recipe without them keeps its samples exactly.
@@ -72,6 +73,17 @@ class FakeMaker:
         donor = int(rng.integers(len(self.bank) - 1))
         donor += donor >= index  # never the face itself
         return self.bank.sample(donor)
+
+
+class TrainingSample(NamedTuple):
+    """One manipulation sample (batched alike by the data loader): the degraded face, its label, and where
+    it was blended (uint8, 255 = all source; zeros for a real face), which `mask_known` says is unknown
+    for a prepared dataset's fake."""
+
+    image: torch.Tensor
+    label: int
+    mask: torch.Tensor
+    mask_known: bool
 
 
 class TrainingSamples(Dataset):
@@ -105,18 +117,23 @@ class TrainingSamples(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, item: Item) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: Item) -> TrainingSample:
         epoch, index = item
         rng = np.random.default_rng([self.seed, epoch, index])
         face = int(rng.integers(len(self.bank)))
         label = index % 2
+        mask: np.ndarray | None
         if label == REAL:
-            image = self.bank.images[face]
+            image, mask = self.bank.images[face], np.zeros(self.bank.images.shape[1:3], np.uint8)
         elif self.synthesize and (len(self.fake_pool) == 0 or rng.random() < 0.5):
-            image = self.fakes.make(face, rng)
+            fake = self.fakes.make(face, rng)
+            image, mask = fake.image, np.round(fake.mask * 255).astype(np.uint8)
         else:
-            image = self.fake_pool[int(rng.integers(len(self.fake_pool)))]
-        return torch.from_numpy(degrade(image, rng, self.augment)), label
+            image, mask = self.fake_pool[int(rng.integers(len(self.fake_pool)))], None
+        framing = draw_framing(image.shape[0], rng, self.augment)
+        degraded = degrade_framed(framing.apply(image), rng, self.augment)
+        framed_mask = np.zeros(image.shape[:2], np.uint8) if mask is None else framing.apply(mask)
+        return TrainingSample(torch.from_numpy(degraded), label, torch.from_numpy(framed_mask), mask is not None)
 
 
 def validation_samples(
@@ -130,7 +147,9 @@ def validation_samples(
     """Every validation face as itself, plus one fixed fake made from it (when synthesising) and
     every prepared fake: an unchanging set."""
     maker = FakeMaker(bank, synthesis, cross_fraction)
-    fakes = [maker.make(i, np.random.default_rng([seed, 10**6, i])) for i in range(len(bank))] if synthesize else []
+    fakes = (
+        [maker.make(i, np.random.default_rng([seed, 10**6, i])).image for i in range(len(bank))] if synthesize else []
+    )
     fake_images = np.concatenate([np.stack(fakes), fake_pool]) if fakes else fake_pool
     images = np.concatenate([bank.images, fake_images])
     labels = np.concatenate([np.zeros(len(bank), np.int64), np.ones(len(fake_images), np.int64)])

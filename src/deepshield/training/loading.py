@@ -93,8 +93,8 @@ class Loaders:
                 loader.close()
 
     def epoch(self, epoch: int, indices: Sequence[int]) -> Iterator[tuple[Any, Any]]:
-        """(manipulation batch, synthetic-face batch) pairs, each an (images, labels) pair or (None, None)."""
-        absent = itertools.repeat((None, None))
+        """(manipulation batch, synthetic-face batch) pairs, a stream's batch None when it is absent."""
+        absent = itertools.repeat(None)
         return zip(
             *(
                 absent if loader is None else loader.epoch(epoch, indices)

@@ -63,6 +63,7 @@ from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import EpochRecord, parse_epoch_selector
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
+MASK_HEAD = "mask_head."  # training-only head: no bundle has it
 log = logging.getLogger(__name__)
 NORMALIZATION = Normalization()
 
@@ -92,12 +93,30 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class Batch:
-    """One step's samples: manipulation (real vs fake) and synthetic-face (real vs generated); either may be absent."""
+    """One step's samples: manipulation (real vs fake, with where each was blended) and synthetic-face
+    (real vs generated); either may be absent."""
 
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     synthetic_images: torch.Tensor | None = None
     synthetic_labels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None  # N x H x W uint8 blend masks of the manipulation samples
+    mask_known: torch.Tensor | None = None  # N bool: False where a mask is not known (a prepared fake)
+
+    @classmethod
+    def on(cls, device: torch.device, manipulation: Any, synthetic: Any) -> Batch:
+        """A loader step's batches (a `TrainingSample` of tensors and an (images, labels) pair, either None) on `device`."""
+
+        def moved(part: torch.Tensor) -> torch.Tensor:
+            return part.to(device, non_blocking=True)
+
+        parts: dict[str, torch.Tensor] = {}
+        if manipulation is not None:
+            parts |= {"images": manipulation.image, "labels": manipulation.label}
+            parts |= {"masks": manipulation.mask, "mask_known": manipulation.mask_known}
+        if synthetic is not None:
+            parts |= {"synthetic_images": synthetic[0], "synthetic_labels": synthetic[1]}
+        return cls(**{name: moved(part) for name, part in parts.items()})
 
     def __len__(self) -> int:
         return sum(len(t) for t in (self.labels, self.synthetic_labels) if t is not None)
@@ -348,16 +367,31 @@ def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) ->
     return bank.subset(kept)
 
 
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """BCE of the mask head's N x h x w logits against each blend mask's share of every cell (a soft
+    target: 0 for a real face, up to 1 inside a blend), over the samples whose mask is known."""
+    cells = (int(logits.shape[-2]), int(logits.shape[-1]))
+    targets = F.adaptive_avg_pool2d(masks[:, None].float() / 255.0, cells)[:, 0]
+    if known is not None:
+        logits, targets = logits[known], targets[known]
+    if not len(logits):
+        return logits.sum()  # 0, still part of the graph
+    return F.binary_cross_entropy_with_logits(logits.float(), targets)
+
+
 class Step:
     """One optimisation step: AdamW, or SAM around it (Foret et al., 2021: the weights are moved to the
     worst point within `rho` of the gradient's direction, the gradient is taken there, and the base
     optimiser steps from the original weights; what SBI trains with)."""
 
-    def __init__(self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, kind: str, rho: float) -> None:
-        self.net, self.optimizer, self.kind, self.rho = net, optimizer, kind, rho
+    def __init__(
+        self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, kind: str, rho: float, mask_weight: float = 0.0
+    ) -> None:
+        self.net, self.optimizer, self.kind, self.rho, self.mask_weight = net, optimizer, kind, rho, mask_weight
 
     def _loss(self, batch: Batch) -> torch.Tensor:
-        """Manipulation BCE on its samples plus synthetic-face BCE on its samples, from one pass over both."""
+        """Manipulation BCE on its samples plus synthetic-face BCE on its samples, from one pass over both,
+        plus `mask_weight` x the blend-mask head's BCE where the masks are known."""
         parts = [t for t in (batch.images, batch.synthetic_images) if t is not None]
         images = torch.cat(parts) if len(parts) > 1 else parts[0]
         with _autocast(images.device):
@@ -366,6 +400,8 @@ class Step:
         loss = torch.zeros((), device=images.device)
         if batch.labels is not None:
             loss = loss + F.binary_cross_entropy_with_logits(output.logit[:split].float(), batch.labels.float())
+            if self.mask_weight and output.mask_logits is not None and batch.masks is not None:
+                loss = loss + self.mask_weight * mask_loss(output.mask_logits[:split], batch.masks, batch.mask_known)
         if batch.synthetic_labels is not None:
             if output.synthetic_logit is None:
                 raise DeepShieldError("synthetic-face samples given to a network without a synthetic head")
@@ -534,7 +570,7 @@ class Trainer:
                 "synthetic_train_real": len(synthetic_data.train_real),
             }
         tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
-        step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho)
+        step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho, config.optim.mask_loss_weight)
         loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
         # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks,
         # their copies while loading) keep their own mappings, which go back to the kernel when freed; the
@@ -595,6 +631,9 @@ class Trainer:
         net = build_network(config, config.model.pretrained)
         if parent is not None:
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
+            # The parent's training-only mask head, if it had one, has no use here.
+            missing = [key for key in missing if not key.startswith(MASK_HEAD)]
+            unexpected = [key for key in unexpected if not key.startswith(MASK_HEAD)]
             if unexpected or any(not key.startswith("synthetic_head.") for key in missing):
                 raise DeepShieldError(
                     f"synthetic.init {parent.path} does not fit the network: missing {missing}, unexpected {unexpected}"
@@ -606,7 +645,7 @@ class Trainer:
             # weights lack starts fresh; one the run lacks is dropped.
             initial = {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}
             missing, unexpected = net.load_state_dict(initial, strict=False)
-            if any(not key.startswith("synthetic_head.") for key in missing):
+            if any(not key.startswith(("synthetic_head.", MASK_HEAD)) for key in missing):
                 raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
             if config.model.init_share:
                 self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
@@ -698,9 +737,6 @@ class Trainer:
                     norm.eval()
         device = next(step.net.parameters()).device
 
-        def to_device(part):
-            return None if part is None else part.to(device, non_blocking=True)
-
         losses: list[float] = []
         started = time.perf_counter()
         seen = 0
@@ -710,10 +746,8 @@ class Trainer:
             desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
             unit="batch",
         )
-        for (images, labels), (synthetic_images, synthetic_labels) in bar:
-            samples = Batch(
-                to_device(images), to_device(labels), to_device(synthetic_images), to_device(synthetic_labels)
-            )
+        for manipulation, synthetic in bar:
+            samples = Batch.on(device, manipulation, synthetic)
             losses.append(step(samples))
             scheduler.step()
             seen += len(samples)
