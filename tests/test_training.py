@@ -390,3 +390,34 @@ def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(real_
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == ["logit", "cam"]
     assert OnnxClassifier(result.bundle_dir).card.training.config["optim"]["mask_loss_weight"] == 1.0
+
+
+@pytest.mark.parametrize(("mask_map", "cells"), [("last", 6), ("middle", 12)])
+def test_a_mask_head_reads_the_map_it_is_given_and_leaves_the_scores_alone(mask_map, cells):
+    from deepshield.models.network import DeepfakeNet
+
+    torch.manual_seed(0)
+    plain = DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0).eval()
+    masked = DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0, mask_head=mask_map).eval()
+    masked.load_state_dict(plain.state_dict() | {k: v for k, v in masked.state_dict().items() if "mask_head" in k})
+    images = torch.randn(3, 3, 48, 48)
+    with torch.no_grad():
+        before, after = plain.forward_all(images), masked.forward_all(images)
+    assert before.mask_logits is None and after.mask_logits is not None
+    assert after.mask_logits.shape == (3, cells, cells)
+    assert torch.equal(before.logit, after.logit) and torch.equal(before.cam, after.cam)
+
+
+def test_the_efficientnet_middle_map_comes_from_the_same_pass_as_its_features():
+    """`with_middle` repeats the library's feature pass (drop-connect included) to keep the stride-16
+    map: its final map must be exactly what the library computes."""
+    from deepshield.models.network import EfficientNetLite0Backbone
+
+    backbone = EfficientNetLite0Backbone(96, pretrained=False).train()
+    images = torch.randn(2, 3, 96, 96)
+    torch.manual_seed(1)
+    expected = backbone(images)
+    torch.manual_seed(1)
+    final, middle = backbone.with_middle(images)
+    assert torch.equal(final, expected)
+    assert middle.shape == (2, backbone.middle_channels, 6, 6)  # stride 16

@@ -11,7 +11,7 @@ its cue; one pass of the trunk gives both scores."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -19,12 +19,19 @@ from torch import nn
 from deepshield.models.card import Normalization
 
 BACKBONES = ("efficientnet_lite0", "tiny")
+MIDDLE_BLOCK = 10  # EfficientNet-Lite0's last block at stride 16 (112 channels)
+MaskMap = Literal["last", "middle"]  # the feature map a mask head reads: the last, or the stride-16 one
 
 
 class Backbone(nn.Module):
-    """Images to a feature map of `out_channels` channels (the head's input)."""
+    """Images to a feature map of `out_channels` channels (the head's input); `with_middle` also gives a
+    finer map from partway through, of `middle_channels` channels."""
 
     out_channels: int
+    middle_channels: int
+
+    def with_middle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 class TinyBackbone(Backbone):
@@ -39,10 +46,15 @@ class TinyBackbone(Backbone):
             channels = out
         self.features = nn.Sequential(*layers)
         self.out_channels = channels
+        self.middle_channels = width * 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features: torch.Tensor = self.features(x)
         return features
+
+    def with_middle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        middle = self.features[:6](x)  # after the second convolution: stride 4
+        return self.features[6:](middle), middle
 
 
 class EfficientNetLite0Backbone(Backbone):
@@ -63,10 +75,24 @@ class EfficientNetLite0Backbone(Backbone):
                 raise RuntimeError(f"EfficientNet-Lite0 weights do not fit: missing={missing} unexpected={unexpected}")
         del self.net._fc, self.net._avg_pooling, self.net._dropout
         self.out_channels = 1280
+        self.middle_channels = self.net._blocks[MIDDLE_BLOCK]._bn2.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features: torch.Tensor = self.net.extract_features(x)
         return features
+
+    def with_middle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The library's `extract_features`, step for step (drop-connect growing with depth), also keeping
+        block 10's output: the last map at stride 16."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        middle = x
+        rate = net._global_params.drop_connect_rate
+        for index, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=rate * float(index) / len(net._blocks) if rate else rate)
+            if index == MIDDLE_BLOCK:
+                middle = x
+        return net._swish(net._bn1(net._conv_head(x))), middle
 
 
 def build_backbone(name: str, input_size: int, pretrained: bool) -> Backbone:
@@ -101,8 +127,8 @@ class DeepfakeNet(nn.Module):
     the synthetic-face logit too. `synthetic_center`: the share of the feature map's side, centred,
     that the synthetic head pools (None: no synthetic head). `cam_pooling_temperature` t pools the CAM
     as t * log(mean(exp(cam / t))): the mean as t grows, the maximum as t shrinks (None: the mean).
-    `mask_head`: a training-only 1x1-conv head on the same features that learns where a fake was blended
-    (an auxiliary task; the exported graph leaves it out)."""
+    `mask_head`: a training-only 1x1-conv head that learns where a fake was blended (an auxiliary task;
+    the exported graph leaves it out), on the last feature map or the finer stride-16 one (None: no head)."""
 
     def __init__(
         self,
@@ -112,7 +138,7 @@ class DeepfakeNet(nn.Module):
         dropout: float = 0.2,
         synthetic_center: float | None = None,
         cam_pooling_temperature: float | None = None,
-        mask_head: bool = False,
+        mask_head: MaskMap | None = None,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
@@ -125,7 +151,9 @@ class DeepfakeNet(nn.Module):
         self.synthetic_head = (
             nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
         )
-        self.mask_head = nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if mask_head else None
+        self.mask_map = mask_head
+        mask_channels = self.backbone.middle_channels if mask_head == "middle" else self.backbone.out_channels
+        self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
 
     @property
     def has_synthetic_head(self) -> bool:
@@ -136,7 +164,12 @@ class DeepfakeNet(nn.Module):
         return output.logit, output.cam
 
     def forward_all(self, x: torch.Tensor) -> NetOutput:
-        features = self.dropout(self.backbone(x))
+        middle = None
+        if self.mask_map == "middle":
+            final, middle = self.backbone.with_middle(x)
+        else:
+            final = self.backbone(x)
+        features = self.dropout(final)
         cam = self.head(features).squeeze(1)
         synthetic = None
         if self.synthetic_head is not None and self.synthetic_center is not None:
@@ -145,7 +178,9 @@ class DeepfakeNet(nn.Module):
             cols = central_window(int(features.shape[3]), self.synthetic_center)
             centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
             synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
-        mask_logits = self.mask_head(features).squeeze(1) if self.mask_head is not None else None
+        mask_logits = None
+        if self.mask_head is not None:
+            mask_logits = self.mask_head(middle if self.mask_map == "middle" else features).squeeze(1)
         return NetOutput(self.pool_cam(cam), cam, synthetic, mask_logits)
 
     def pool_cam(self, cam: torch.Tensor) -> torch.Tensor:

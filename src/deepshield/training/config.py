@@ -23,6 +23,7 @@ from deepshield.synthesis.blend import SynthesisConfig
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
 Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BACKBONES
+MaskMap = Literal["last", "middle"]  # deepshield.models.network.MaskMap
 CalibrateOn = Literal["validation", "benchmarks"]
 
 
@@ -118,6 +119,13 @@ class ModelConfig(StrictModel):
         description=(
             "how the CAM's per-location logits make the face's logit: t x log(mean(exp(cam / t))), which weighs the "
             "most suspicious locations more as t shrinks (a part edit or a partial swap is local); None: the mean"
+        ),
+    )
+    mask_map: MaskMap = Field(
+        "last",
+        description=(
+            "the feature map the blend-mask head reads when optim.mask_loss_weight > 0: the last (5 x 5 at 160 px) "
+            "or the finer stride-16 one (10 x 10)"
         ),
     )
     init: Path | None = Field(
