@@ -367,12 +367,13 @@ def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(real_
     )
     trainer = Trainer(config)
     data = trainer._build_data()
-    samples = TrainingSamples(
-        data.bank, data.fake_pool, 64, config.seed, config.synthesis, config.augment, 0.3, True, data.donors
-    )
+    arguments = (data.bank, data.fake_pool, 64, config.seed, config.synthesis, config.augment, 0.3, True, data.donors)
+    samples, without = TrainingSamples(*arguments, masks=True), TrainingSamples(*arguments)
     kinds = set()
     for index in range(64):
-        sample = samples[(0, index)]
+        sample, plain = samples[(0, index)], without[(0, index)]
+        # Off (the default), no mask is made, and the faces are the same draws.
+        assert torch.equal(plain.image, sample.image) and not plain.mask_known and plain.mask.numel() == 0
         assert sample.mask.shape == sample.image.shape[:2] and sample.mask.dtype == torch.uint8
         if sample.label == 0:
             assert sample.mask_known and int(sample.mask.max()) == 0
@@ -398,7 +399,7 @@ def test_a_mask_head_reads_the_map_it_is_given_and_leaves_the_scores_alone(mask_
 
     torch.manual_seed(0)
     plain = DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0).eval()
-    masked = DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0, mask_head=mask_map).eval()
+    masked = DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0, mask_map=mask_map).eval()
     masked.load_state_dict(plain.state_dict() | {k: v for k, v in masked.state_dict().items() if "mask_head" in k})
     images = torch.randn(3, 3, 48, 48)
     with torch.no_grad():

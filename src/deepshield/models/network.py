@@ -127,8 +127,9 @@ class DeepfakeNet(nn.Module):
     the synthetic-face logit too. `synthetic_center`: the share of the feature map's side, centred,
     that the synthetic head pools (None: no synthetic head). `cam_pooling_temperature` t pools the CAM
     as t * log(mean(exp(cam / t))): the mean as t grows, the maximum as t shrinks (None: the mean).
-    `mask_head`: a training-only 1x1-conv head that learns where a fake was blended (an auxiliary task;
-    the exported graph leaves it out), on the last feature map or the finer stride-16 one (None: no head)."""
+    `mask_map`: where a training-only 1x1-conv head that learns where a fake was blended reads from (an
+    auxiliary task; the exported graph leaves it out): the last feature map or the finer stride-16 one
+    (None: no such head)."""
 
     def __init__(
         self,
@@ -138,7 +139,7 @@ class DeepfakeNet(nn.Module):
         dropout: float = 0.2,
         synthetic_center: float | None = None,
         cam_pooling_temperature: float | None = None,
-        mask_head: MaskMap | None = None,
+        mask_map: MaskMap | None = None,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
@@ -151,9 +152,9 @@ class DeepfakeNet(nn.Module):
         self.synthetic_head = (
             nn.Conv2d(self.backbone.out_channels, 1, kernel_size=1) if synthetic_center is not None else None
         )
-        self.mask_map = mask_head
-        mask_channels = self.backbone.middle_channels if mask_head == "middle" else self.backbone.out_channels
-        self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
+        self.mask_map = mask_map
+        mask_channels = self.backbone.middle_channels if mask_map == "middle" else self.backbone.out_channels
+        self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_map else None
 
     @property
     def has_synthetic_head(self) -> bool:
@@ -164,12 +165,11 @@ class DeepfakeNet(nn.Module):
         return output.logit, output.cam
 
     def forward_all(self, x: torch.Tensor) -> NetOutput:
-        middle = None
         if self.mask_map == "middle":
-            final, middle = self.backbone.with_middle(x)
+            final, mask_input = self.backbone.with_middle(x)
+            features = self.dropout(final)
         else:
-            final = self.backbone(x)
-        features = self.dropout(final)
+            features = mask_input = self.dropout(self.backbone(x))
         cam = self.head(features).squeeze(1)
         synthetic = None
         if self.synthetic_head is not None and self.synthetic_center is not None:
@@ -178,9 +178,7 @@ class DeepfakeNet(nn.Module):
             cols = central_window(int(features.shape[3]), self.synthetic_center)
             centre = features[:, :, rows[0] : rows[1], cols[0] : cols[1]]
             synthetic = self.synthetic_head(centre).mean(dim=(1, 2, 3))
-        mask_logits = None
-        if self.mask_head is not None:
-            mask_logits = self.mask_head(middle if self.mask_map == "middle" else features).squeeze(1)
+        mask_logits = self.mask_head(mask_input).squeeze(1) if self.mask_head is not None else None
         return NetOutput(self.pool_cam(cam), cam, synthetic, mask_logits)
 
     def pool_cam(self, cam: torch.Tensor) -> torch.Tensor:

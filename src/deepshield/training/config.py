@@ -167,7 +167,8 @@ class OptimConfig(StrictModel):
         ge=0,
         description=(
             "weight of an auxiliary loss that trains a second head to say where each synthesised fake was blended "
-            "(Face X-ray's localisation supervision, on the last feature map); training only, not exported (0: no head)"
+            "(Face X-ray's localisation supervision, on the map model.mask_map names); training only, not exported "
+            "(0: no head, and no masks made)"
         ),
     )
     lr: float = Field(4e-4, gt=0)

@@ -75,10 +75,14 @@ class FakeMaker:
         return self.bank.sample(donor)
 
 
+NO_MASK = torch.empty(0, 0, dtype=torch.uint8)  # every sample's mask when the dataset makes none
+
+
 class TrainingSample(NamedTuple):
-    """One manipulation sample (batched alike by the data loader): the degraded face, its label, and where
-    it was blended (uint8, 255 = all source; zeros for a real face), which `mask_known` says is unknown
-    for a prepared dataset's fake."""
+    """One manipulation sample (batched alike by the data loader): the degraded face, its label, and,
+    when the dataset makes masks, where it was blended (uint8, 255 = all source; zeros for a real face).
+    `mask_known` is False for a prepared dataset's fake (its mask is unknown: zeros, not to be learnt)
+    and when masks are off (every mask empty)."""
 
     image: torch.Tensor
     label: int
@@ -101,6 +105,7 @@ class TrainingSamples(Dataset):
         cross_fraction: float,
         synthesize: bool = True,
         donors: Donors | None = None,
+        masks: bool = False,
     ):
         if len(bank) == 0:
             raise ValueError("training needs real faces")
@@ -113,6 +118,7 @@ class TrainingSamples(Dataset):
         self.fakes = FakeMaker(bank, synthesis, cross_fraction, donors)
         self.synthesize = synthesize
         self.augment = augment
+        self.masks = masks  # only the mask loss reads them: off, no sample spends time on one
 
     def __len__(self) -> int:
         return self.length
@@ -122,18 +128,25 @@ class TrainingSamples(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         face = int(rng.integers(len(self.bank)))
         label = index % 2
-        mask: np.ndarray | None
+        blend: np.ndarray | None = None  # the fake's blend mask, float in [0, 1]
         if label == REAL:
-            image, mask = self.bank.images[face], np.zeros(self.bank.images.shape[1:3], np.uint8)
+            image = self.bank.images[face]
         elif self.synthesize and (len(self.fake_pool) == 0 or rng.random() < 0.5):
             fake = self.fakes.make(face, rng)
-            image, mask = fake.image, np.round(fake.mask * 255).astype(np.uint8)
+            image, blend = fake.image, fake.mask
         else:
-            image, mask = self.fake_pool[int(rng.integers(len(self.fake_pool)))], None
+            image = self.fake_pool[int(rng.integers(len(self.fake_pool)))]
         framing = draw_framing(image.shape[0], rng, self.augment)
-        degraded = degrade_framed(framing.apply(image), rng, self.augment)
-        framed_mask = np.zeros(image.shape[:2], np.uint8) if mask is None else framing.apply(mask)
-        return TrainingSample(torch.from_numpy(degraded), label, torch.from_numpy(framed_mask), mask is not None)
+        degraded = torch.from_numpy(degrade_framed(framing.apply(image), rng, self.augment))
+        if not self.masks:
+            return TrainingSample(degraded, label, NO_MASK, False)
+        if (
+            blend is None
+        ):  # a real face, nothing blended wherever the framing puts it; or a prepared fake's unknown mask
+            mask = np.zeros(image.shape[:2], np.uint8)
+        else:
+            mask = framing.apply(np.round(blend * 255).astype(np.uint8))
+        return TrainingSample(degraded, label, torch.from_numpy(mask), label == REAL or blend is not None)
 
 
 def validation_samples(

@@ -239,7 +239,7 @@ def build_network(config: TrainConfig, pretrained: bool) -> DeepfakeNet:
         # the synthetic head pools the face box inside the crop
         synthetic_center=1 / model.crop_scale if config.synthetic is not None else None,
         cam_pooling_temperature=model.cam_pooling_temperature,
-        mask_head=model.mask_map if config.optim.mask_loss_weight > 0 else None,
+        mask_map=model.mask_map if config.optim.mask_loss_weight > 0 else None,
     )
 
 

@@ -100,7 +100,7 @@ class Batch:
     labels: torch.Tensor | None = None
     synthetic_images: torch.Tensor | None = None
     synthetic_labels: torch.Tensor | None = None
-    masks: torch.Tensor | None = None  # N x H x W uint8 blend masks of the manipulation samples
+    masks: torch.Tensor | None = None  # N x H x W uint8 blend masks of the manipulation samples (N x 0 x 0: none made)
     mask_known: torch.Tensor | None = None  # N bool: False where a mask is not known (a prepared fake)
 
     @classmethod
@@ -699,6 +699,7 @@ class Trainer:
                     config.data.cross_blend_fraction,
                     config.data.synthesize,
                     data.donors,
+                    masks=config.optim.mask_loss_weight > 0,
                 )
             )
         if synthetic_data is not None and config.synthetic is not None:
