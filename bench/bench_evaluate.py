@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.errors import exit_status
 from deepshield.evaluation.summary import (
     Confusion,
     EvaluationSettings,
@@ -220,4 +221,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_evaluate"))

@@ -43,6 +43,8 @@ from bench_serving import RssSampler  # this folder is on the path when the scri
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
 from tests.serving_support import rss_bytes, server_process
 
+from deepshield.errors import exit_status
+
 BOUNDARY = "hostile"
 JOB_DEADLINE_S = 120.0
 
@@ -257,4 +259,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_hostile"))

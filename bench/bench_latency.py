@@ -22,6 +22,8 @@ import av
 import cv2
 import numpy as np
 
+from deepshield.errors import exit_status
+
 IMAGE_TARGET_MS = 60.0
 VIDEO_TARGET_S = 2.5
 SPEEDUP_TARGET = 2.0
@@ -373,4 +375,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_latency"))

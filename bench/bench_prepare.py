@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepshield.errors import exit_status
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.training.config import DataConfig
 
@@ -103,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_prepare"))

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepshield.errors import exit_status
+
 CONFIGS = (
     ("ray, 1 CPU", 1, None),
     ("ray, 2 CPUs", 2, None),
@@ -171,4 +173,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_ray"))

@@ -26,6 +26,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests/serving_support.py
 from tests.serving_support import rss_bytes, server_process
 
+from deepshield.errors import exit_status
+
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parent.parent
     / "src"
@@ -206,4 +208,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_serving"))

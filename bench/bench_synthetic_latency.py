@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_latency import make_photo, percentile, time_interleaved
+from deepshield.errors import exit_status
 
 TARGET_RATIO = 1.10
 
@@ -102,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_synthetic_latency"))

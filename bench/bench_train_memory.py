@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from deepshield.errors import exit_status
 from deepshield.training.config import DataConfig
 
 
@@ -101,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main, "bench_train_memory"))

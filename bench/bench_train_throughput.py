@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+from deepshield.errors import exit_status
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
@@ -150,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main, "bench_train_throughput"))

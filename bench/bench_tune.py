@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.errors import exit_status
 from deepshield.training.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,4 +158,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_tune"))

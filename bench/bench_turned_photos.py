@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepshield.errors import exit_status
 from deepshield.inference.frame_faces import find_faces
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.video_rule import VideoRule
@@ -169,4 +170,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "bench_turned_photos"))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepshield.errors import exit_status
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.benchmarks import (
     Benchmark,
@@ -108,4 +109,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "benchmark_bundle"))

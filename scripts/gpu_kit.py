@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from deepshield.cli.main import main as deepshield
+from deepshield.errors import exit_status
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / ".kit"
@@ -131,4 +132,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "gpu_kit"))

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from deepshield.errors import exit_status
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "deepshield" / "serving" / "static" / "examples"
 
@@ -163,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main, "make_examples"))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from deepshield.errors import exit_status
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = {"dfdc_sample": "face", "modern_swaps": "file", "face_edits": "file"}  # the level each set is reported at
 COLUMNS = [
@@ -181,4 +183,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "model_study"))

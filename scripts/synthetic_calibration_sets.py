@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from deepshield.data.sources import REAL, SourceItem, read_source
+from deepshield.errors import exit_status
 from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
 from deepshield.training.config import TrainConfig
 from deepshield.training.facebank import list_images
@@ -68,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, "synthetic_calibration_sets"))

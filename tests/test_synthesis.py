@@ -181,3 +181,40 @@ def test_restoration_smoothing_takes_the_grain_out_of_the_blended_face_only(face
         )
     ]
     assert any(kept)
+
+
+def _blocking(image: np.ndarray, region: np.ndarray) -> float:
+    """JPEG blocking inside `region`: the strongest 8-pixel phase of horizontal steps against their median."""
+    steps = np.abs(np.diff(image.astype(np.float32).mean(axis=2), axis=1))
+    inside = region[:, 1:] & region[:, :-1]
+    per_phase = [steps[:, phase::8][inside[:, phase::8]].mean() for phase in range(8)]
+    return float(max(per_phase) / np.median(per_phase))
+
+
+def test_source_compression_puts_blocking_inside_the_blend_only(face_sample):
+    # A smooth shaded image under the astronaut's face geometry: no blocking of its own, so any comes
+    # from the source's compression. No misalignment, so the source's grid stays one grid.
+    rows, cols = np.mgrid[0:128, 0:128].astype(np.float32)
+    shaded = np.stack([60 + cols, 80 + rows * 0.8, 90 + (rows + cols) * 0.4], axis=-1).astype(np.uint8)
+    smooth = FaceSample(shaded, face_sample.keypoints, face_sample.landmarks)
+    geometry = {"part_probability": 0.0, "full_blend_probability": 1.0, "max_shift": 0.0, "max_scale_change": 0.0}
+    compressed = SynthesisConfig(**geometry, source_jpeg_probability=1.0, source_jpeg_quality=(30, 50))
+    first = self_blend(smooth, np.random.default_rng(3), compressed)
+    assert np.array_equal(first.image, self_blend(smooth, np.random.default_rng(3), compressed).image)
+    for seed in range(6):
+        fake = self_blend(smooth, np.random.default_rng(seed), compressed)
+        plain = self_blend(smooth, np.random.default_rng(seed), SynthesisConfig(**geometry))
+        assert _blocking(fake.image, fake.mask > 0.95) > 2.5
+        assert _blocking(plain.image, plain.mask > 0.95) < 1.2
+        assert _blocking(fake.image, fake.mask == 0) < 1.05
+    # Off, the quality range draws nothing: the default recipe's fakes are unchanged.
+    off = SynthesisConfig(source_jpeg_quality=(10, 20))
+    assert np.array_equal(
+        self_blend(face_sample, np.random.default_rng(1), off).image,
+        self_blend(face_sample, np.random.default_rng(1)).image,
+    )
+
+
+def test_source_compression_quality_range_must_be_ordered():
+    with pytest.raises(ValueError, match="source_jpeg_quality"):
+        SynthesisConfig(source_jpeg_quality=(80, 40))

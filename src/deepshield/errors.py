@@ -1,5 +1,12 @@
 """The errors a user can meet. Each carries a message meant to be shown as-is."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
 
 class DeepShieldError(Exception):
     """Base class: anything the product refuses on purpose, with a message for the user."""
@@ -19,3 +26,16 @@ class MediaTooLargeError(DeepShieldError):
 
 class BundleError(DeepShieldError):
     """A model bundle is missing, incomplete or inconsistent with its model card."""
+
+
+def exit_status(run: Callable[[], int | None], program: str) -> int:
+    """Run an entry point (the CLI, a bench, a script) to its exit status: a refusal (DeepShieldError)
+    or Ctrl-C ends it with one line on stderr, not a traceback."""
+    try:
+        return run() or 0
+    except DeepShieldError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

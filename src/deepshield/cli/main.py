@@ -10,7 +10,7 @@ import logging
 import sys
 
 from deepshield import __version__
-from deepshield.errors import DeepShieldError
+from deepshield.errors import EXIT_USAGE, exit_status
 from deepshield.native_logs import quiet_environment
 
 COMMAND_MODULES = (
@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "tune",
 )
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -66,14 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         force=True,
     )
     quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
-    try:
-        return args.run(args)
-    except DeepShieldError as exc:
-        print(f"deepshield: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("deepshield: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: args.run(args), "deepshield")
 
 
 if __name__ == "__main__":

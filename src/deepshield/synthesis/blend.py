@@ -11,6 +11,9 @@ hand edits in a photo editor make them.
 Restoration-like smoothing (optional): the source's texture is flattened by an edge-preserving
 filter, as the face restorers that swap tools run (GFPGAN, CodeFormer) and face generators leave it:
 skin without grain inside a face whose surroundings keep theirs.
+Source compression (optional): the source is JPEG-compressed on its own before it is blended, so the
+face carries other blocking than its surroundings (and, once misaligned, off their 8 x 8 grid): the
+compression inconsistency a pasted or regenerated region leaves, which splicing forensics reads.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from deepshield.media.codecs import jpeg_roundtrip
 from deepshield.strict import StrictModel
 from deepshield.synthesis.masks import PASTE_PARTS, deform, lasso_mask, region_mask
 
@@ -61,6 +65,19 @@ class SynthesisConfig(StrictModel):
         le=1,
         description="chance a blend's source is smoothed like a face restorer's output instead of resampled",
     )
+    source_jpeg_probability: float = Field(
+        0.0, ge=0, le=1, description="chance a blend's source is JPEG-compressed on its own before blending"
+    )
+    source_jpeg_quality: tuple[int, int] = Field(
+        (30, 85), description="JPEG quality range (inclusive) of the source's own compression"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_quality(self) -> SynthesisConfig:
+        low, high = self.source_jpeg_quality
+        if not 1 <= low <= high <= 100:
+            raise ValueError(f"source_jpeg_quality must be 1 <= low <= high <= 100, got {self.source_jpeg_quality}")
+        return self
 
 
 def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
@@ -112,11 +129,17 @@ def _restoration_smooth(image: NDArray[Any], rng: np.random.Generator) -> NDArra
 
 
 def _texture_jitter(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:
-    """The source's texture mismatch: restoration-like smoothing (when configured) or a resampling one.
-    No random draw is spent when smoothing is off, so the default recipe's fakes stay as they were."""
+    """The source's texture mismatch: restoration-like smoothing (when configured) or a resampling one,
+    then its own compression (when configured). No random draw is spent on an option that is off, so
+    the default recipe's fakes stay as they were."""
     if config.smooth_probability > 0 and rng.random() < config.smooth_probability:
-        return _restoration_smooth(image, rng)
-    return _frequency_jitter(image, rng)
+        textured = _restoration_smooth(image, rng)
+    else:
+        textured = _frequency_jitter(image, rng)
+    if config.source_jpeg_probability > 0 and rng.random() < config.source_jpeg_probability:
+        low, high = config.source_jpeg_quality
+        return jpeg_roundtrip(textured, int(rng.integers(low, high + 1)))
+    return textured
 
 
 def _misalign(image: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig) -> NDArray[Any]:

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_exit_status_turns_a_refusal_into_one_line_and_passes_statuses_through(capsys):
+    def refuse() -> int:
+        raise DeepShieldError("no such folder")
+
+    assert exit_status(refuse, "bench_x") == EXIT_USAGE
+    assert capsys.readouterr().err == "bench_x: error: no such folder\n"
+    assert exit_status(lambda: 3, "bench_x") == 3
+    assert exit_status(lambda: None, "bench_x") == 0
+
+
+def test_a_bench_without_the_data_root_says_what_to_set_without_a_traceback(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "DEEPSHIELD_DATA_ROOT"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_tune.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_USAGE
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("bench_tune: error: the real-face folders real-faces not found")
+    assert "DEEPSHIELD_DATA_ROOT" in done.stderr
