@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="chance a blend's source is smoothed like a face restorer's output (synthesis.smooth_probability)",
     )
+    parser.add_argument(
+        "--source-jpeg-probability",
+        type=float,
+        default=0.0,
+        help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability)",
+    )
     parser.add_argument("--size", type=int, default=224, help="crop size")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -41,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
-    config = SynthesisConfig(smooth_probability=args.smooth_probability)
+    config = SynthesisConfig(
+        smooth_probability=args.smooth_probability, source_jpeg_probability=args.source_jpeg_probability
+    )
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
