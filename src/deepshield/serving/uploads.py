@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -116,6 +117,14 @@ class _Receiver:
     def on_part_end(self) -> None:
         self._in_file = False
 
+    def upload(self, path: Path) -> Upload:
+        """The received file, once the body has ended; refused when it holds no file or an empty one."""
+        if not self.found:
+            raise ApiError(400, "bad_request", f"no file: send the media in a multipart field named '{FIELD_NAME}'")
+        if self.size == 0:
+            raise ApiError(400, "empty_file", "the uploaded file is empty")
+        return Upload(path, self.filename or "upload", self.size, self.digest.hexdigest(), self.head)
+
     def callbacks(self) -> MultipartCallbacks:
         names = (
             "on_part_begin",
@@ -212,6 +221,17 @@ async def receive_upload(request: Request, directory: Path, policy: UploadPolicy
         return await _receive(request, directory, policy, options[b"boundary"])
 
 
+@contextlib.contextmanager
+def _multipart_errors() -> Iterator[None]:
+    """python-multipart's own parse errors as a 400; our refusals (raised from the callbacks) pass as they are."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+
+
 async def _receive(request: Request, directory: Path, policy: UploadPolicy, boundary: bytes) -> Upload:
     limit = policy.max_bytes
     loop = asyncio.get_running_loop()
@@ -233,26 +253,16 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                     total += len(chunk)
                     if total > limit + _OVERHEAD_BYTES:
                         raise _too_large(limit)
-                    try:
+                    with _multipart_errors():
                         parser.write(chunk)
-                    except ApiError:
-                        raise
-                    except Exception as exc:  # python-multipart's own parse errors
-                        raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
                     timer.reschedule(deadline())
             if parser.state != MultipartState.END:
                 raise ApiError(
                     400, "incomplete_upload", "incomplete upload: the body ended before the multipart closing boundary"
                 )
-            try:
+            with _multipart_errors():
                 parser.finalize()
-            except Exception as exc:  # python-multipart's own parse errors
-                raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
-        if not receiver.found:
-            raise ApiError(400, "bad_request", f"no file: send the media in a multipart field named '{FIELD_NAME}'")
-        if receiver.size == 0:
-            raise ApiError(400, "empty_file", "the uploaded file is empty")
-        return Upload(path, receiver.filename or "upload", receiver.size, receiver.digest.hexdigest(), receiver.head)
+        return receiver.upload(path)
     except TimeoutError:
         path.unlink(missing_ok=True)
         elapsed = loop.time() - started
