@@ -422,3 +422,29 @@ def test_the_efficientnet_middle_map_comes_from_the_same_pass_as_its_features():
     final, middle = backbone.with_middle(images)
     assert torch.equal(final, expected)
     assert middle.shape == (2, backbone.middle_channels, 6, 6)  # stride 16
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.0])
+def test_the_trunk_learns_at_its_share_of_the_learning_rate(scale, tmp_path):
+    from deepshield.models.network import DeepfakeNet
+    from deepshield.training.trainer import placed_for_training
+
+    config = load_config(None, ["optim.lr=0.01", f"optim.backbone_lr_scale={scale}"])
+    torch.manual_seed(0)
+    net, optimizer = placed_for_training(
+        DeepfakeNet("tiny", 48, pretrained=False, dropout=0.0), config, torch.device("cpu")
+    )
+    trunk = {id(p) for p in net.backbone.parameters()}
+    assert sorted(id(p) for g in optimizer.param_groups for p in g["params"]) == sorted(id(p) for p in net.parameters())
+    trunk_lrs = [g["lr"] for g in optimizer.param_groups if any(id(p) in trunk for p in g["params"])]
+    assert trunk_lrs == [pytest.approx(0.01 * scale)]
+    assert optimizer.param_groups[0]["lr"] == 0.01  # the logged lr is the heads'
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    for _ in range(3):
+        optimizer.zero_grad()
+        net.forward_all(torch.randn(4, 3, 48, 48)).logit.sum().backward()
+        optimizer.step()
+    moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in net.named_parameters()}
+    trunk_moved = max(v for k, v in moved.items() if k.startswith("backbone."))
+    assert moved["head.weight"] > 0
+    assert (trunk_moved == 0) if scale == 0 else (trunk_moved > 0)

@@ -172,6 +172,16 @@ class OptimConfig(StrictModel):
         ),
     )
     lr: float = Field(4e-4, gt=0)
+    backbone_lr_scale: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "the pretrained trunk's learning rate as a share of optim.lr (the heads keep optim.lr): under 1 the "
+            "trunk stays nearer its ImageNet features, which fine-tuning distorts (Kumar et al., ICLR 2022); "
+            "0 trains the heads alone"
+        ),
+    )
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every_steps: int = Field(50, ge=1, description="mid-epoch checkpoints, so a kill loses little work")

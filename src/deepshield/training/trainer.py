@@ -327,8 +327,20 @@ def placed_for_training(
     # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
     # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
     net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    return net, torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    optim = config.optim
+    if optim.backbone_lr_scale == 1:
+        groups: list[dict[str, Any]] = [{"params": [p for p in net.parameters() if p.requires_grad]}]
+    else:  # the heads first: the logged lr is the first group's
+        trunk = {id(p) for p in net.backbone.parameters()}
+        groups = [
+            {"params": [p for p in net.parameters() if p.requires_grad and id(p) not in trunk]},
+            {
+                "params": [p for p in net.backbone.parameters() if p.requires_grad],
+                "lr": optim.lr * optim.backbone_lr_scale,
+            },
+        ]
+    groups = [group for group in groups if group["params"]]  # a frozen trunk has none
+    return net, torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
 def mixed_with_init(net: DeepfakeNet, init_state: dict[str, torch.Tensor], share: float) -> DeepfakeNet:
