@@ -140,9 +140,8 @@ class TrainingSamples(Dataset):
         degraded = torch.from_numpy(degrade_framed(framing.apply(image), rng, self.augment))
         if not self.masks:
             return TrainingSample(degraded, label, NO_MASK, False)
-        if (
-            blend is None
-        ):  # a real face, nothing blended wherever the framing puts it; or a prepared fake's unknown mask
+        # A real face has nothing blended wherever the framing puts it; a prepared fake's mask is unknown.
+        if blend is None:
             mask = np.zeros(image.shape[:2], np.uint8)
         else:
             mask = framing.apply(np.round(blend * 255).astype(np.uint8))
