@@ -213,8 +213,3 @@ def test_source_compression_puts_blocking_inside_the_blend_only(face_sample):
         self_blend(face_sample, np.random.default_rng(1), off).image,
         self_blend(face_sample, np.random.default_rng(1)).image,
     )
-
-
-def test_source_compression_quality_range_must_be_ordered():
-    with pytest.raises(ValueError, match="source_jpeg_quality"):
-        SynthesisConfig(source_jpeg_quality=(80, 40))

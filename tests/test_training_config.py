@@ -24,6 +24,11 @@ from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, TrainConfig
         ("model.backbone=resnet50", r"model\.backbone: Input should be 'efficientnet_lite0' or 'tiny'"),
         ("optim.optimizer=sgd", r"optim\.optimizer: Input should be 'adamw' or 'sam'"),
         ("export.select=max.train_loss", "selects on a training metric"),
+        # Sampled ranges are checked when the config loads, not at the first training sample.
+        ("augment.jpeg_quality=[90, 40]", r"augment\.jpeg_quality: .*low <= high <= 100, got \(90, 40\)"),
+        ("augment.codec_crf=[18, 60]", r"augment\.codec_crf: .*0 <= low <= high <= 51, got \(18, 60\)"),
+        ("augment.rescale_range=[0.9, 0.3]", r"augment\.rescale_range: .*low <= high <= 1\.0"),
+        ("synthesis.source_jpeg_quality=[0, 40]", r"synthesis\.source_jpeg_quality: .*1 <= low"),
     ],
 )
 def test_a_typo_or_bad_value_is_an_error_that_names_the_key(override, message):

@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import difflib
 import typing
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _ordered_within(minimum: float, maximum: float) -> AfterValidator:
+    def check(value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not minimum <= low <= high <= maximum:
+            raise ValueError(f"must be a range with {minimum} <= low <= high <= {maximum}, got ({low}, {high})")
+        return value
+
+    return AfterValidator(check)
+
+
+# Inclusive (low, high) ranges a sample is drawn from: a reversed or out-of-bounds range is refused when
+# the config loads, not at the first training sample.
+JpegQualityRange = Annotated[tuple[int, int], _ordered_within(1, 100)]
+CrfRange = Annotated[tuple[int, int], _ordered_within(0, 51)]  # H.264's constant rate factor scale
+ScaleRange = Annotated[tuple[float, float], _ordered_within(0.01, 1.0)]  # shares of the side length
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:

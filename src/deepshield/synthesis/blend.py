@@ -24,10 +24,10 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from deepshield.media.codecs import jpeg_roundtrip
-from deepshield.strict import StrictModel
+from deepshield.strict import JpegQualityRange, StrictModel
 from deepshield.synthesis.masks import PASTE_PARTS, deform, lasso_mask, region_mask
 
 
@@ -68,16 +68,9 @@ class SynthesisConfig(StrictModel):
     source_jpeg_probability: float = Field(
         0.0, ge=0, le=1, description="chance a blend's source is JPEG-compressed on its own before blending"
     )
-    source_jpeg_quality: tuple[int, int] = Field(
+    source_jpeg_quality: JpegQualityRange = Field(
         (30, 85), description="JPEG quality range (inclusive) of the source's own compression"
     )
-
-    @model_validator(mode="after")
-    def _ordered_quality(self) -> SynthesisConfig:
-        low, high = self.source_jpeg_quality
-        if not 1 <= low <= high <= 100:
-            raise ValueError(f"source_jpeg_quality must be 1 <= low <= high <= 100, got {self.source_jpeg_quality}")
-        return self
 
 
 def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:

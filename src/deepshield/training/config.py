@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from deepshield.dotted import parse_assignment, set_dotted
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.strict import StrictModel, explain
+from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain
 from deepshield.synthesis.blend import SynthesisConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
@@ -189,13 +189,11 @@ class OptimConfig(StrictModel):
 
 class AugmentConfig(StrictModel):
     jpeg_probability: float = Field(0.5, ge=0, le=1)
-    jpeg_quality: tuple[int, int] = (30, 100)
+    jpeg_quality: JpegQualityRange = (30, 100)
     codec_probability: float = Field(
         0.0, ge=0, le=1, description="re-encode the crop with H.264, as compressed video does to real swaps"
     )
-    codec_crf: tuple[int, int] = Field(
-        (18, 40), description="H.264 constant rate factor range (higher: stronger compression)"
-    )
+    codec_crf: CrfRange = Field((18, 40), description="H.264 constant rate factor range (higher: stronger compression)")
     retouch_probability: float = Field(
         0.0,
         ge=0,
@@ -206,7 +204,7 @@ class AugmentConfig(StrictModel):
         ),
     )
     rescale_probability: float = Field(0.3, ge=0, le=1)
-    rescale_range: tuple[float, float] = (0.35, 0.9)
+    rescale_range: ScaleRange = (0.35, 0.9)
     blur_probability: float = Field(0.15, ge=0, le=1)
     noise_probability: float = Field(0.15, ge=0, le=1)
     colour_probability: float = Field(0.5, ge=0, le=1)
