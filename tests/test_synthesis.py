@@ -213,3 +213,33 @@ def test_source_compression_puts_blocking_inside_the_blend_only(face_sample):
         self_blend(face_sample, np.random.default_rng(1), off).image,
         self_blend(face_sample, np.random.default_rng(1)).image,
     )
+
+
+def test_seamless_compositing_leaves_no_seam_and_keeps_the_source_in_place(face_sample):
+    whole_face = {"part_probability": 0.0, "full_blend_probability": 1.0}
+    seamless = SynthesisConfig(**whole_face, seamless_probability=1.0)
+    target = face_sample.image.astype(float)
+    for seed in range(6):
+        # The compositing draw comes after the source and the mask: the same seed gives both the same ones.
+        alpha = self_blend(face_sample, np.random.default_rng(seed), SynthesisConfig(**whole_face))
+        poisson = self_blend(face_sample, np.random.default_rng(seed), seamless)
+        assert np.array_equal(alpha.mask, poisson.mask)
+        outside = alpha.mask == 0
+        assert np.array_equal(poisson.image[outside], face_sample.image[outside])
+        # The seam: the blend region's outer band, where alpha blending shows the source's colour offset
+        # and the Poisson composite meets the target's colours.
+        region = (alpha.mask >= 0.5).astype(np.uint8)
+        band = (region > 0) & ~(cv2.erode(region, np.ones((7, 7), np.uint8)) > 0)
+        seam_alpha = np.abs(alpha.image[band] - target[band]).mean()
+        seam_poisson = np.abs(poisson.image[band] - target[band]).mean()
+        assert seam_alpha > 5 and seam_poisson < 0.4 * seam_alpha
+        # Inside, the composite has the source's gradients, at the same place.
+        core = cv2.erode((alpha.mask > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        grad_alpha = np.diff(alpha.image.astype(float), axis=1)[core[:, 1:]]
+        grad_poisson = np.diff(poisson.image.astype(float), axis=1)[core[:, 1:]]
+        assert np.corrcoef(grad_alpha.ravel(), grad_poisson.ravel())[0, 1] > 0.9
+    # Off (the default), no draw is spent: the default recipe's fakes are unchanged.
+    assert np.array_equal(
+        self_blend(face_sample, np.random.default_rng(1), SynthesisConfig(seamless_probability=0.0)).image,
+        self_blend(face_sample, np.random.default_rng(1)).image,
+    )

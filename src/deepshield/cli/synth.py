@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability)",
     )
+    parser.add_argument(
+        "--seamless-probability",
+        type=float,
+        default=0.0,
+        help="chance a blend is a Poisson (seamless) composite (synthesis.seamless_probability)",
+    )
     parser.add_argument("--size", type=int, default=224, help="crop size")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.training.facebank import build_facebank
 
     config = SynthesisConfig(
-        smooth_probability=args.smooth_probability, source_jpeg_probability=args.source_jpeg_probability
+        smooth_probability=args.smooth_probability,
+        source_jpeg_probability=args.source_jpeg_probability,
+        seamless_probability=args.seamless_probability,
     )
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)

@@ -11,6 +11,9 @@ hand edits in a photo editor make them.
 Restoration-like smoothing (optional): the source's texture is flattened by an edge-preserving
 filter, as the face restorers that swap tools run (GFPGAN, CodeFormer) and face generators leave it:
 skin without grain inside a face whose surroundings keep theirs.
+Gradient-domain compositing (optional): the blend is a Poisson composite (seamless cloning, as DeepFaceLab's
+seamless merge and a photo editor's healing brush make them), so no colour seam is left at the mask's
+edge, only the texture mismatch inside it.
 Source compression (optional): the source is JPEG-compressed on its own before it is blended, so the
 face carries other blocking than its surroundings (and, once misaligned, off their 8 x 8 grid): the
 compression inconsistency a pasted or regenerated region leaves, which splicing forensics reads.
@@ -70,6 +73,15 @@ class SynthesisConfig(StrictModel):
     )
     source_jpeg_quality: JpegQualityRange = Field(
         (30, 85), description="JPEG quality range (inclusive) of the source's own compression"
+    )
+    seamless_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "chance a blend is composited in the gradient domain (Poisson, as seamless cloning and healing "
+            "brushes do) instead of alpha-blended: no colour seam, only the texture mismatch"
+        ),
     )
 
 
@@ -173,12 +185,36 @@ def _blend(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> ND
     return blended
 
 
+def _seamless(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> NDArray[Any]:
+    """Poisson compositing: the source's gradients inside the mask's core, the target's colours on its edge,
+    so a colour or brightness offset between them leaves no seam. The core is placed where it was cut
+    from (OpenCV centres the source's bounding box on the point given)."""
+    core = (mask >= 0.5 * mask.max()).astype(np.uint8)
+    core[:2], core[-2:], core[:, :2], core[:, -2:] = 0, 0, 0, 0  # the solver needs the target's pixels around the core
+    if core.sum() < 64:
+        return source
+    left, top, width, height = cv2.boundingRect(core)
+    centre = (left + width // 2, top + height // 2)
+    return np.asarray(cv2.seamlessClone(source, target, core * 255, centre, cv2.NORMAL_CLONE), dtype=np.uint8)
+
+
+def _composite(
+    source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig
+) -> NDArray[Any]:
+    """The blend itself: alpha blending, or (seamless_probability of the time) alpha blending of a Poisson
+    composite, which equals the target outside the core, so the soft mask still sets how much is mixed.
+    No random draw is spent when the option is off."""
+    if config.seamless_probability > 0 and rng.random() < config.seamless_probability:
+        source = _seamless(source, target, mask)
+    return _blend(source, target, mask)
+
+
 def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None) -> SynthesisResult:
     """SBI: blend an augmented, slightly misaligned copy of the face back into itself (config None: the defaults)."""
     config = SynthesisConfig() if config is None else config
     source = _misalign(_texture_jitter(_colour_jitter(target.image, rng), rng, config), rng, config)
     mask = _soft_mask(target, rng, config)
-    return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="self_blend")
+    return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="self_blend")
 
 
 def _match_colour(source: NDArray[Any], target: NDArray[Any], region: NDArray[Any]) -> NDArray[Any]:
@@ -225,7 +261,7 @@ def cross_blend(
     aligned, valid = _align_donor(donor, target, matrix)
     mask = _soft_mask(target, rng, config, valid)
     source = _texture_jitter(_match_colour(aligned, target.image, mask), rng, config)
-    return SynthesisResult(image=_blend(source, target.image, mask), mask=mask, method="cross_blend")
+    return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="cross_blend")
 
 
 def part_paste(
