@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability)",
     )
     parser.add_argument(
+        "--mesh-warp-probability",
+        type=float,
+        default=0.0,
+        help="chance a cross blend's donor is warped onto the target's face mesh (synthesis.mesh_warp_probability)",
+    )
+    parser.add_argument(
         "--seamless-probability",
         type=float,
         default=0.0,
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         smooth_probability=args.smooth_probability,
         source_jpeg_probability=args.source_jpeg_probability,
         seamless_probability=args.seamless_probability,
+        mesh_warp_probability=args.mesh_warp_probability,
     )
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)

@@ -4,7 +4,8 @@ Self-blending (SBI): source and target are two differently augmented copies of t
 face, so the only evidence of manipulation is the blending itself (boundary, colour and
 frequency mismatch) rather than identity cues that do not generalise across generators.
 Cross-identity blending: the source is another real person's face aligned by landmarks, as in
-a face swap, with its colour matched to the target (Face X-ray).
+a face swap, with its colour matched to the target (Face X-ray); optionally warped onto the target's
+face mesh, so it takes the target's face shape as swap tools render it.
 Part pasting: one part of another person's face (an eye, the eyes, the nose or the mouth) pasted
 inside a hand-drawn-like selection, at a slightly different scale and often not colour matched, as
 hand edits in a photo editor make them.
@@ -73,6 +74,15 @@ class SynthesisConfig(StrictModel):
     )
     source_jpeg_quality: JpegQualityRange = Field(
         (30, 85), description="JPEG quality range (inclusive) of the source's own compression"
+    )
+    mesh_warp_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "chance a cross blend's donor is warped onto the target's face mesh (piecewise affine) rather than "
+            "aligned by a similarity: the target's face shape, as swap tools render it, with no doubled contours"
+        ),
     )
     seamless_probability: float = Field(
         0.0,
@@ -232,16 +242,64 @@ def _match_colour(source: NDArray[Any], target: NDArray[Any], region: NDArray[An
 
 
 def _align_donor(
-    donor: FaceSample, target: FaceSample, matrix: NDArray[Any]
+    donor: FaceSample, target: FaceSample, matrix: NDArray[Any], maps: tuple[NDArray[Any], NDArray[Any]] | None = None
 ) -> tuple[NDArray[Any], NDArray[Any] | None]:
-    """The donor warped onto the target's crop, and the pixels that are photo (not padding) in both."""
+    """The donor warped onto the target's crop (by `matrix`, or sampled at the target-to-donor `maps`), and
+    the pixels that are photo (not padding) in both."""
     height, width = target.image.shape[:2]
-    aligned = cv2.warpAffine(donor.image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+    def warp(image: NDArray[Any], interpolation: int, border: int) -> NDArray[Any]:
+        if maps is None:
+            return np.asarray(cv2.warpAffine(image, matrix, (width, height), flags=interpolation, borderMode=border))
+        return np.asarray(cv2.remap(image, maps[0], maps[1], interpolation, borderMode=border))
+
+    aligned = warp(donor.image, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
     valid = target.valid
     if donor.valid is not None:
-        donor_valid = cv2.warpAffine(donor.valid.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST) > 0
+        donor_valid = warp(donor.valid.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT) > 0
         valid = donor_valid if valid is None else valid & donor_valid
     return aligned, valid
+
+
+def _mesh_maps(
+    donor_points: NDArray[Any], target_points: NDArray[Any], matrix: NDArray[Any], shape: tuple[int, int]
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Where each target pixel samples the donor: inside the target's face mesh, the matching point of the
+    donor's triangle (a piecewise-affine warp over the Delaunay triangles of the target's landmarks);
+    outside, the similarity `matrix` (donor to target). The two meet through a feather a few pixels
+    inside the mesh's edge, so the warp does not tear where a blend mask crosses it."""
+    height, width = shape
+    target_points = target_points.astype(np.float32)
+    low, high = np.floor(target_points.min(axis=0)) - 1, np.ceil(target_points.max(axis=0)) + 1
+    subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(high[0] - low[0]) + 1, int(high[1] - low[1]) + 1))
+    subdivision.insert([(float(x), float(y)) for x, y in target_points])
+    index = {(float(x), float(y)): k for k, (x, y) in reversed(list(enumerate(target_points)))}
+    # The triangle list holds corner coordinates; those not among the landmarks are the subdivision's outer ones.
+    found = (
+        [index.get((float(row[k]), float(row[k + 1]))) for k in (0, 2, 4)] for row in subdivision.getTriangleList()
+    )
+    triangles = [corners for corners in found if None not in corners]
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    inverse = cv2.invertAffineTransform(matrix)
+    similarity = np.stack(
+        [inverse[i, 0] * cols + inverse[i, 1] * rows + inverse[i, 2] for i in range(2)], axis=-1
+    ).astype(np.float32)
+    if not triangles:
+        return similarity[..., 0], similarity[..., 1]
+    corners = np.asarray(triangles)
+    # Per triangle, the affine map from target to donor: [x, y, 1] @ affine = donor point.
+    homogeneous = np.concatenate([target_points[corners], np.ones((*corners.shape, 1), np.float32)], axis=-1)
+    affine = np.linalg.pinv(homogeneous) @ donor_points.astype(np.float32)[corners]
+    label = np.full((height, width), -1, np.int32)
+    for k, triangle in enumerate(target_points[corners]):
+        cv2.fillConvexPoly(label, np.round(triangle).astype(np.int32), (k,))
+    inside = label >= 0
+    mesh = similarity.copy()
+    pixels = np.stack([cols[inside], rows[inside], np.ones(int(inside.sum()), np.float32)], axis=-1)
+    mesh[inside] = np.einsum("ni,nij->nj", pixels, affine[label[inside]])
+    feather = cv2.GaussianBlur(cv2.erode(inside.astype(np.float32), np.ones((7, 7), np.uint8)), (0, 0), 2.0)
+    maps = similarity + feather[..., None] * (mesh - similarity)
+    return maps[..., 0], maps[..., 1]
 
 
 def cross_blend(
@@ -258,7 +316,15 @@ def cross_blend(
     matrix, _ = cv2.estimateAffinePartial2D(src_points.astype(np.float32), dst_points.astype(np.float32))
     if matrix is None:
         return self_blend(target, rng, config)
-    aligned, valid = _align_donor(donor, target, matrix)
+    maps = None
+    if (
+        config.mesh_warp_probability > 0
+        and target.landmarks is not None
+        and donor.landmarks is not None
+        and rng.random() < config.mesh_warp_probability
+    ):
+        maps = _mesh_maps(donor.landmarks, target.landmarks, matrix, (target.image.shape[0], target.image.shape[1]))
+    aligned, valid = _align_donor(donor, target, matrix, maps)
     mask = _soft_mask(target, rng, config, valid)
     source = _texture_jitter(_match_colour(aligned, target.image, mask), rng, config)
     return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="cross_blend")
