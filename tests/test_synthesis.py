@@ -278,3 +278,29 @@ def test_a_mesh_warped_donor_takes_the_target_face_shape(face_sample):
         cross_blend(face_sample, donor, np.random.default_rng(2), SynthesisConfig(mesh_warp_probability=0.0)).image,
         cross_blend(face_sample, donor, np.random.default_rng(2)).image,
     )
+
+
+def test_cross_colour_jitter_leaves_a_colour_seam_the_colour_transfer_removed(face_sample):
+    # The donor is the target itself: the colour transfer leaves its colours as they are, so any offset
+    # inside the blend comes from the jitter.
+    still = {"part_probability": 0.0, "full_blend_probability": 1.0, "max_shift": 0.0, "max_scale_change": 0.0}
+    target = face_sample.image.astype(float)
+
+    def offsets(config: SynthesisConfig) -> list[float]:
+        found = []
+        for seed in range(8):
+            fake = cross_blend(face_sample, face_sample, np.random.default_rng(seed), config)
+            core = cv2.erode((fake.mask > 0.99).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+            found.append(float(np.abs((fake.image[core] - target[core]).mean(axis=0)).max()))
+        return found
+
+    assert max(offsets(SynthesisConfig(**still))) < 1.0
+    jittered = offsets(SynthesisConfig(**still, cross_colour_probability=1.0))
+    assert min(jittered) > 2.0 and np.mean(jittered) > 6.0
+    # Off (the default), no draw is spent: the default recipe's fakes are unchanged.
+    assert np.array_equal(
+        cross_blend(
+            face_sample, face_sample, np.random.default_rng(2), SynthesisConfig(cross_colour_probability=0.0)
+        ).image,
+        cross_blend(face_sample, face_sample, np.random.default_rng(2)).image,
+    )

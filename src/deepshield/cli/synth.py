@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="chance a cross blend's donor is warped onto the target's face mesh (synthesis.mesh_warp_probability)",
     )
     parser.add_argument(
+        "--cross-colour-probability",
+        type=float,
+        default=0.0,
+        help="chance a cross blend's source also gets a colour jitter (synthesis.cross_colour_probability)",
+    )
+    parser.add_argument(
         "--seamless-probability",
         type=float,
         default=0.0,
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         source_jpeg_probability=args.source_jpeg_probability,
         seamless_probability=args.seamless_probability,
         mesh_warp_probability=args.mesh_warp_probability,
+        cross_colour_probability=args.cross_colour_probability,
     )
     bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)

@@ -84,6 +84,15 @@ class SynthesisConfig(StrictModel):
             "aligned by a similarity: the target's face shape, as swap tools render it, with no doubled contours"
         ),
     )
+    cross_colour_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "chance a cross blend's colour-matched source also gets the self-blends' colour jitter: the "
+            "residual colour seam real swaps leave, which an exact colour transfer removes"
+        ),
+    )
     seamless_probability: float = Field(
         0.0,
         ge=0,
@@ -326,7 +335,10 @@ def cross_blend(
         maps = _mesh_maps(donor.landmarks, target.landmarks, matrix, (target.image.shape[0], target.image.shape[1]))
     aligned, valid = _align_donor(donor, target, matrix, maps)
     mask = _soft_mask(target, rng, config, valid)
-    source = _texture_jitter(_match_colour(aligned, target.image, mask), rng, config)
+    source = _match_colour(aligned, target.image, mask)
+    if config.cross_colour_probability > 0 and rng.random() < config.cross_colour_probability:
+        source = _colour_jitter(source, rng)
+    source = _texture_jitter(source, rng, config)
     return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="cross_blend")
 
 
