@@ -5,7 +5,7 @@ them. Resumable: finished runs are skipped, an interrupted one continues from it
     export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/model_study.py                      # every run, then the table and plots
     .venv/bin/python scripts/model_study.py --only sbi-only --seed 1
-    .venv/bin/python scripts/model_study.py --report-only
+    .venv/bin/python scripts/model_study.py --report-only   # results.md/.csv, learning_curves.png, factor_effects.png
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from deepshield.errors import exit_status
@@ -31,6 +32,10 @@ COLUMNS = [
     "bench_modern_swaps_fpr",
     "images_per_s",
 ]
+PLOTTED = ["bench_auc", *(f"bench_{name}_{level}_auc" for name, level in BENCH.items())]
+# The first from-scratch study's seed-0 runs trained beside the first baseline; every later seed-0 run beside
+# its rerun, `--also runs/study-extra/baseline-rerun` (docs/model-study.md, "The rest of the one-factor list").
+BESIDE_FIRST_BASELINE = {"sbi-only", "crop-1.3"}
 
 
 def run_name(name: str, seed: int) -> str:
@@ -96,6 +101,50 @@ def cell(record: dict, key: str) -> str:
     return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None else f"{value:.3f}"
 
 
+def baseline_of(recipe: str, seed: int, histories: dict[str, list[dict]]) -> str:
+    """The run a recipe's seed was trained beside, which its differences are taken from."""
+    if seed:
+        return run_name("baseline", seed)
+    return "baseline" if recipe in BESIDE_FIRST_BASELINE or "baseline-rerun" not in histories else "baseline-rerun"
+
+
+def plot_factor_effects(histories: dict[str, list[dict]], path: Path) -> None:
+    """Every factor's last epoch minus its seed's baseline's, one dot per seed and a bar at their mean: the
+    study at a glance. Runs at another budget than their baseline are left out."""
+    import matplotlib.pyplot as plt
+
+    effects: dict[str, list[tuple[int, dict[str, float]]]] = {}
+    for name, records in histories.items():
+        recipe, seed = recipe_and_seed(name)
+        baseline = histories.get(baseline_of(recipe, seed, histories))
+        if recipe.startswith("baseline") or not baseline or baseline[-1]["samples"] != records[-1]["samples"]:
+            continue
+        last, reference = records[-1], baseline[-1]
+        differences = {key: last[key] - reference[key] for key in PLOTTED if key in last and key in reference}
+        effects.setdefault(recipe, []).append((seed, differences))
+    if not effects:
+        return
+    recipes = sorted(effects, key=lambda r: np.mean([d.get("bench_auc", 0.0) for _, d in effects[r]]))
+    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(16, 0.32 * len(recipes) + 1.6), sharey=True)
+    markers = ["o", "s", "^", "D"]
+    for axis, key in zip(axes, PLOTTED):
+        axis.axvline(0, color="black", linewidth=0.8)
+        for row, recipe in enumerate(recipes):
+            values = [(seed, d[key]) for seed, d in effects[recipe] if key in d]
+            for seed, value in values:
+                axis.plot(value, row, markers[seed % len(markers)], color=f"C{seed}", markersize=5)
+            if values:
+                axis.plot([np.mean([v for _, v in values])] * 2, [row - 0.3, row + 0.3], color="black", linewidth=2)
+        axis.set(title=f"{key}\nminus its seed's baseline", yticks=range(len(recipes)), yticklabels=recipes)
+        axis.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], marker=markers[s], color=f"C{s}", linestyle="", label=f"seed {s}") for s in range(3)]
+    handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean over seeds"))
+    figure.legend(handles=handles, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     import matplotlib
 
@@ -136,7 +185,7 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     for name, records in histories.items():
         recipe, seed = recipe_and_seed(name)
         samples = [r["samples"] for r in records]
-        for axis, key in zip(axes, ["bench_auc", *(f"bench_{n}_{level}_auc" for n, level in BENCH.items())]):
+        for axis, key in zip(axes, PLOTTED):
             axis.plot(
                 samples,
                 [r.get(key) for r in records],
@@ -149,6 +198,7 @@ def report(args: argparse.Namespace, runs: dict[str, Path]) -> None:
     figure.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     figure.tight_layout()
     figure.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
+    plot_factor_effects(histories, out / "factor_effects.png")
     print((out / "results.md").read_text())
 
 
