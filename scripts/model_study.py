@@ -108,11 +108,9 @@ def baseline_of(recipe: str, seed: int, histories: dict[str, list[dict]]) -> str
     return "baseline" if recipe in BESIDE_FIRST_BASELINE or "baseline-rerun" not in histories else "baseline-rerun"
 
 
-def plot_factor_effects(histories: dict[str, list[dict]], path: Path) -> None:
-    """Every factor's last epoch minus its seed's baseline's, one dot per seed and a bar at their mean: the
-    study at a glance. Runs at another budget than their baseline are left out."""
-    import matplotlib.pyplot as plt
-
+def factor_effects(histories: dict[str, list[dict]]) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """Every factor's last epoch minus its seed's baseline's, by recipe: (seed, differences) per seed. Runs
+    at another budget than their baseline, and runs without their baseline, are left out."""
     effects: dict[str, list[tuple[int, dict[str, float]]]] = {}
     for name, records in histories.items():
         recipe, seed = recipe_and_seed(name)
@@ -122,6 +120,14 @@ def plot_factor_effects(histories: dict[str, list[dict]], path: Path) -> None:
         last, reference = records[-1], baseline[-1]
         differences = {key: last[key] - reference[key] for key in PLOTTED if key in last and key in reference}
         effects.setdefault(recipe, []).append((seed, differences))
+    return effects
+
+
+def plot_factor_effects(histories: dict[str, list[dict]], path: Path) -> None:
+    """The factors' effects, one dot per seed and a bar at their mean: the study at a glance."""
+    import matplotlib.pyplot as plt
+
+    effects = factor_effects(histories)
     if not effects:
         return
     recipes = sorted(effects, key=lambda r: np.mean([d.get("bench_auc", 0.0) for _, d in effects[r]]))

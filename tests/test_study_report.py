@@ -1,0 +1,46 @@
+"""The recipe study's report (scripts/model_study.py): each factor is read against the baseline of its own
+seed at the same budget."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "model_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("model_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(samples: int, bench_auc: float, **others: float) -> list[dict]:
+    return [
+        {"epoch": 0, "samples": samples // 2, "bench_auc": 0.5},
+        {"epoch": 1, "samples": samples, "bench_auc": bench_auc, **others},
+    ]
+
+
+def test_each_factor_is_read_against_its_seeds_baseline_at_the_same_budget(study, tmp_path):
+    histories = {
+        "baseline": _run(21000, 0.60),
+        "baseline-rerun": _run(21000, 0.55, bench_face_edits_file_auc=0.50),
+        "baseline-seed1": _run(21000, 0.70),
+        "crop-1.3": _run(21000, 0.66),  # trained beside the first baseline
+        "seamless": _run(21000, 0.52, bench_face_edits_file_auc=0.53),  # beside the rerun
+        "seamless-seed1": _run(21000, 0.75),
+        "seamless-seed2": _run(21000, 0.80),  # no seed-2 baseline: left out
+        "sbi-codec": _run(50000, 0.66),  # another budget: left out
+    }
+    effects = study.factor_effects(histories)
+    assert set(effects) == {"crop-1.3", "seamless"}
+    assert effects["crop-1.3"] == [(0, {"bench_auc": pytest.approx(0.06)})]
+    (seed0, first), (seed1, second) = effects["seamless"]
+    assert (seed0, seed1) == (0, 1)
+    assert first == {"bench_auc": pytest.approx(-0.03), "bench_face_edits_file_auc": pytest.approx(0.03)}
+    assert second == {"bench_auc": pytest.approx(0.05)}
+    study.plot_factor_effects(histories, tmp_path / "effects.png")
+    assert (tmp_path / "effects.png").stat().st_size > 10_000
