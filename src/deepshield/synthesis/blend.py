@@ -5,7 +5,8 @@ face, so the only evidence of manipulation is the blending itself (boundary, col
 frequency mismatch) rather than identity cues that do not generalise across generators.
 Cross-identity blending: the source is another real person's face aligned by landmarks, as in
 a face swap, with its colour matched to the target (Face X-ray); optionally warped onto the target's
-face mesh, so it takes the target's face shape as swap tools render it.
+face mesh, so it takes the target's face shape as swap tools render it, and optionally left with a
+colour seam (the self-blends' colour jitter after the colour transfer).
 Part pasting: one part of another person's face (an eye, the eyes, the nose or the mouth) pasted
 inside a hand-drawn-like selection, at a slightly different scale and often not colour matched, as
 hand edits in a photo editor make them.
