@@ -105,6 +105,12 @@ class SynthesisConfig(StrictModel):
     )
 
 
+def optional_draw(probability: float, rng: np.random.Generator) -> bool:
+    """True with `probability`, for an optional step of a recipe. Nothing is drawn when the step is off,
+    so a recipe without it keeps the random stream, and the samples, it had before the step existed."""
+    return probability > 0 and bool(rng.random() < probability)
+
+
 def _colour_jitter(image: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     """Each change applied with probability 1/2 and moderate strength: a colour mismatch that is
     too strong would teach the model colour alone."""
@@ -157,11 +163,11 @@ def _texture_jitter(image: NDArray[Any], rng: np.random.Generator, config: Synth
     """The source's texture mismatch: restoration-like smoothing (when configured) or a resampling one,
     then its own compression (when configured). No random draw is spent on an option that is off, so
     the default recipe's fakes stay as they were."""
-    if config.smooth_probability > 0 and rng.random() < config.smooth_probability:
+    if optional_draw(config.smooth_probability, rng):
         textured = _restoration_smooth(image, rng)
     else:
         textured = _frequency_jitter(image, rng)
-    if config.source_jpeg_probability > 0 and rng.random() < config.source_jpeg_probability:
+    if optional_draw(config.source_jpeg_probability, rng):
         low, high = config.source_jpeg_quality
         return jpeg_roundtrip(textured, int(rng.integers(low, high + 1)))
     return textured
@@ -224,7 +230,7 @@ def _composite(
     """The blend itself: alpha blending, or (seamless_probability of the time) alpha blending of a Poisson
     composite, which equals the target outside the core, so the soft mask still sets how much is mixed.
     No random draw is spent when the option is off."""
-    if config.seamless_probability > 0 and rng.random() < config.seamless_probability:
+    if optional_draw(config.seamless_probability, rng):
         source = _seamless(source, target, mask)
     return _blend(source, target, mask)
 
@@ -328,16 +334,15 @@ def cross_blend(
         return self_blend(target, rng, config)
     maps = None
     if (
-        config.mesh_warp_probability > 0
-        and target.landmarks is not None
+        target.landmarks is not None
         and donor.landmarks is not None
-        and rng.random() < config.mesh_warp_probability
+        and optional_draw(config.mesh_warp_probability, rng)
     ):
         maps = _mesh_maps(donor.landmarks, target.landmarks, matrix, (target.image.shape[0], target.image.shape[1]))
     aligned, valid = _align_donor(donor, target, matrix, maps)
     mask = _soft_mask(target, rng, config, valid)
     source = _match_colour(aligned, target.image, mask)
-    if config.cross_colour_probability > 0 and rng.random() < config.cross_colour_probability:
+    if optional_draw(config.cross_colour_probability, rng):
         source = _colour_jitter(source, rng)
     source = _texture_jitter(source, rng, config)
     return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="cross_blend")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
-from deepshield.synthesis.blend import unsharp
+from deepshield.synthesis.blend import optional_draw, unsharp
 from deepshield.training.config import AugmentConfig
 
 
@@ -72,9 +72,8 @@ def degrade(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
 def degrade_framed(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     """The degradations after the framing: retouching, colour, rescaling, blur, noise, H.264, JPEG."""
     out = image
-    # Retouching comes before the camera-to-viewer degradations, as it does to a posted photo; no draw
-    # when off, so older recipes keep their samples.
-    if config.retouch_probability and rng.random() < config.retouch_probability:
+    # Retouching comes before the camera-to-viewer degradations, as it does to a posted photo.
+    if optional_draw(config.retouch_probability, rng):
         out = retouch(out, rng)
     if rng.random() < config.colour_probability:
         gain = rng.uniform(0.85, 1.15)
@@ -90,9 +89,7 @@ def degrade_framed(image: np.ndarray, rng: np.random.Generator, config: AugmentC
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
     if rng.random() < config.noise_probability:
         out = np.clip(out.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), out.shape), 0, 255).astype(np.uint8)
-    if (
-        config.codec_probability and rng.random() < config.codec_probability
-    ):  # no draw when off: older recipes keep their samples
+    if optional_draw(config.codec_probability, rng):
         out = h264_roundtrip(
             out, rng.integers(config.codec_crf[0], config.codec_crf[1] + 1), tuple(rng.integers(-3, 4, size=2))
         )
