@@ -1,19 +1,13 @@
 """The GPU lease's driver (scripts/gpu_train.py) reads the probe's rate and sizes the run to its time."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_train.py"
+from tests.script_support import load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_train():
-    spec = importlib.util.spec_from_file_location("gpu_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_train")
 
 
 def test_the_last_rate_tqdm_printed_is_read_in_either_unit(gpu_train, tmp_path):

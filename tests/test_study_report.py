@@ -1,20 +1,14 @@
 """The recipe study's report (scripts/model_study.py): each factor is read against the baseline of its own
 seed at the same budget."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "model_study.py"
+from tests.script_support import load_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("model_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("model_study")
 
 
 def _run(samples: int, bench_auc: float, **others: float) -> list[dict]:
