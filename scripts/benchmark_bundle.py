@@ -4,6 +4,8 @@ combination of up to K of them, each face's calibrated logits averaged (each bun
 crops; the faces are the same, found once per benchmark). Every bundle or ensemble after the first is
 also compared with the first on the same files (a paired bootstrap of the AUC differences,
 `paired_comparison`): the test for "beats the shipped model" that two overlapping intervals cannot give.
+With --caught-with-reals K ..., each also gets its fake files caught per set with at most K of the set's
+real files flagged: two models compared at equal false alarms, where verdicts are made.
 
     export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/benchmark_bundle.py src/deepshield/models/default runs/default/bundle \\
@@ -16,6 +18,7 @@ import argparse
 import itertools
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from deepshield.training.benchmarks import (
     Benchmark,
     BenchmarkScores,
     benchmark_metrics,
+    catches_at_equal_false_alarms,
     load_benchmark,
     paired_comparison,
     score_benchmarks,
@@ -51,6 +55,14 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/deepshield"))
     parser.add_argument("--ensembles", type=int, default=1, metavar="K", help="also combinations of 2..K bundles")
+    parser.add_argument(
+        "--caught-with-reals",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="K",
+        help="also the fake files caught with at most K of a set's real files flagged (each K below its reals)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     data = DataConfig()
@@ -91,6 +103,15 @@ def main() -> int:
             report[name] = {"members": list(members), "threshold": threshold} | metrics
             shown = " ".join(f"{k}={metrics.get('bench_' + k, float('nan')):.3f}" for k in SHOWN)
             print(f"{name}: {shown}", flush=True)
+            if args.caught_with_reals:
+                catches = catches_at_equal_false_alarms(results, args.caught_with_reals)
+                report[name]["caught_with_reals_flagged"] = [asdict(c) for c in catches]
+                for c in catches:
+                    print(
+                        f"    {c.benchmark}: fakes caught (of {c.fakes}) with at most "
+                        f"{'/'.join(map(str, c.caught))} of {c.reals} reals flagged: {'/'.join(map(str, c.caught.values()))}",
+                        flush=True,
+                    )
             if not first:
                 first = results
                 continue

@@ -12,7 +12,7 @@ import pytest
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
-from deepshield.evaluation.metrics import binary_log_loss
+from deepshield.evaluation.metrics import MetricsError, binary_log_loss
 from deepshield.evaluation.recalibrate import Method, at_calibration, calibrated_version, recalibrate
 from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
@@ -403,3 +403,18 @@ def test_the_catch_rate_at_a_false_alarm_rate_reads_the_top_of_the_reals():
     assert caught_at_fpr(labels, scores, 0.05) == 0.75
     # the same ranking under any monotone rescaling (a calibration) gives the same figure
     assert caught_at_fpr(labels, scores**3, 0.02) == 0.5
+
+
+def test_the_catch_count_at_equal_false_alarms_counts_files():
+    from deepshield.evaluation.calibration import caught_with_reals_flagged
+
+    reals = np.arange(22) / 22  # 22 real files, as many as the modern swaps' real inputs
+    fakes = np.array([0.999, 0.97, 0.93, 0.5, 0.1])
+    labels = np.r_[np.zeros(22), np.ones(5)]
+    scores = np.r_[reals, fakes]
+    # no real flagged: the threshold lies above 21/22 = 0.955, so two fakes; one real flagged: 20/22 = 0.909
+    assert [caught_with_reals_flagged(labels, scores, k) for k in (0, 1, 2, 11)] == [2, 3, 3, 4]
+    tied = np.r_[np.full(22, 0.5), fakes]  # every real tied: any threshold flags all 22 or none
+    assert caught_with_reals_flagged(labels, tied, 1) == 3
+    with pytest.raises(MetricsError):
+        caught_with_reals_flagged(np.zeros(3), np.arange(3.0), 0)

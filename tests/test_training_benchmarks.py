@@ -25,6 +25,7 @@ from deepshield.training.benchmarks import (
     BenchmarkScores,
     benchmark_metrics,
     benchmark_name,
+    catches_at_equal_false_alarms,
     paired_comparison,
 )
 from deepshield.training.checkpoint import BEST, load_checkpoint
@@ -244,6 +245,20 @@ def test_two_models_are_compared_on_the_same_files_paired():
         paired_comparison(
             reference, [BenchmarkScores(benchmarks[0], benchmarks[0].scored(unscored, 1.0)), candidate[1]]
         )
+
+
+def test_catches_at_equal_false_alarms_are_counted_per_set_below_its_reals():
+    edits = _image_benchmark("edits", [0] * 6 + [1] * 4)
+    only_fakes = _image_benchmark("generated", [1] * 3)  # no reals: no false alarm to hold, left out
+    logits = np.array([-3.0, -2, -1, 0, 1, 2, 2.5, 1.5, 0.5, -5])  # reals' top two at 1 and 2
+    results = [
+        BenchmarkScores(edits, edits.scored(logits, 1.0)),
+        BenchmarkScores(only_fakes, only_fakes.scored(np.zeros(3), 1.0)),
+    ]
+    (catches,) = catches_at_equal_false_alarms(results, [0, 1, 2, 6, 9])
+    assert (catches.benchmark, catches.reals, catches.fakes) == ("edits", 6, 4)
+    # none flagged: above 2 (2.5); one: above 1 (1.5 too); two: above 0 (0.5 too); 6 and 9 are not below 6 reals
+    assert catches.caught == {0: 1, 1: 2, 2: 3}
 
 
 def test_a_real_media_threshold_keeps_a_band_near_it():

@@ -106,6 +106,18 @@ def caught_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     return float((fake >= threshold).mean())
 
 
+def caught_with_reals_flagged(labels: np.ndarray, scores: np.ndarray, reals_flagged: int) -> int:
+    """How many fakes score at or above the lowest threshold that flags at most `reals_flagged` real
+    samples: two models compared at equal false alarms, counted in files (a share of a few dozen reals
+    would round). Ties count as flagged, so tied reals can leave fewer flagged than allowed."""
+    _, real, fake = _split(labels, scores)
+    if real.size == 0 or fake.size == 0:
+        raise MetricsError("a catch count at equal false alarms needs real and fake samples")
+    # half a sample above the count: k / n itself can land a rounding error either side of the rate
+    threshold = fit_threshold(labels, scores, (reals_flagged + 0.5) / real.size)
+    return int((fake >= threshold).sum())
+
+
 def fit_threshold_each(real_score_sets: Iterable[np.ndarray], target_fpr: float) -> float:
     """The lowest threshold whose false-positive rate is <= target_fpr in every one of these sets of real
     scores (one per source): pooled, a large set's rate could hide a small one's far above the target."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import caught_at_fpr
+from deepshield.evaluation.calibration import caught_at_fpr, caught_with_reals_flagged
 from deepshield.evaluation.metrics import (
     MetricsError,
     PairedDifference,
@@ -287,6 +287,31 @@ def benchmark_metrics(
         if low_fpr_catches:
             metrics["bench_tpr_at_2pct_fpr"] = float(np.mean(low_fpr_catches))
     return metrics
+
+
+@dataclass(frozen=True)
+class CatchesAtEqualFalseAlarms:
+    """One benchmark's fake files caught when at most k of its real files are flagged, for several k."""
+
+    benchmark: str
+    reals: int
+    fakes: int
+    caught: dict[int, int]  # k -> fake files caught
+
+
+def catches_at_equal_false_alarms(
+    results: list[BenchmarkScores], reals_flagged: Iterable[int], rule: VideoRule = VideoRule()
+) -> list[CatchesAtEqualFalseAlarms]:
+    """Per benchmark with real and fake files, the catch count at each allowed number of flagged real files
+    (those below its number of reals): how two models compare where verdicts are made, file by file."""
+    out = []
+    for result in results:
+        _, (labels, scores, _) = _levels(result.scored, rule)
+        reals, fakes = int((labels == 0).sum()), int((labels == 1).sum())
+        if reals and fakes:
+            caught = {k: caught_with_reals_flagged(labels, scores, k) for k in sorted(set(reals_flagged)) if k < reals}
+            out.append(CatchesAtEqualFalseAlarms(result.benchmark.name, reals, fakes, caught))
+    return out
 
 
 def paired_comparison(
