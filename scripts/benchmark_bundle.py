@@ -5,7 +5,8 @@ crops; the faces are the same, found once per benchmark). Every bundle or ensemb
 also compared with the first on the same files (a paired bootstrap of the AUC differences,
 `paired_comparison`): the test for "beats the shipped model" that two overlapping intervals cannot give.
 With --caught-with-reals K ..., each also gets its fake files caught per set with at most K of the set's
-real files flagged: two models compared at equal false alarms, where verdicts are made.
+real files flagged: two models compared at equal false alarms, where verdicts are made. With --plot PNG
+the paired differences are drawn too, a row per later bundle (named by --labels), a panel per AUC.
 
     export DEEPSHIELD_DATA_ROOT=../shared/data
     .venv/bin/python scripts/benchmark_bundle.py src/deepshield/models/default runs/default/bundle \\
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import exit_status
+from deepshield.evaluation.metrics import PairedDifference
+from deepshield.evaluation.plots import paired_differences_plot
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.benchmarks import (
     Benchmark,
@@ -64,7 +67,14 @@ def main() -> int:
         help="also the fake files caught with at most K of a set's real files flagged (each K below its reals)",
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--plot", type=Path, metavar="PNG", help="also each later bundle's AUC differences to the first's, as a figure"
+    )
+    parser.add_argument("--labels", nargs="+", help="the bundles' names in the figure, one each (default: their paths)")
     args = parser.parse_args()
+    if args.labels and len(args.labels) != len(args.bundles):
+        parser.error(f"--labels: {len(args.labels)} names for {len(args.bundles)} bundles")
+    short = dict(zip(args.bundles, args.labels or map(str, args.bundles)))
     data = DataConfig()
     # per bundle: its label, and per benchmark its faces' (logit - offset) / temperature (the calibrated logit)
     scored: dict[str, dict[str, np.ndarray]] = {}
@@ -81,6 +91,7 @@ def main() -> int:
         if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
             raise SystemExit(f"{bundle}: other faces than the first bundle's (another detector setting?)")
         label = f"{card.name} {card.version} ({bundle})"
+        short[label] = short.pop(bundle)
         thresholds[label] = card.calibration.threshold
         results = score_benchmarks(
             benchmarks,
@@ -92,6 +103,7 @@ def main() -> int:
         scored[label] = {r.benchmark.name: r.scored.faces["logit"] for r in results}
     report = {}
     first: list[BenchmarkScores] = []
+    plotted: dict[str, dict[str, PairedDifference]] = {}
     for size in range(1, max(1, args.ensembles) + 1):
         for members in itertools.combinations(scored, size):
             logits = {b.name: np.mean([scored[m][b.name] for m in members], axis=0) for b in reference}
@@ -117,6 +129,9 @@ def main() -> int:
                 continue
             against_first = paired_comparison(first, results)
             report[name]["minus_first"] = {key: d.model_dump() for key, d in against_first.items()}
+            plotted[" + ".join(short[m] for m in members)] = {
+                key: d for key in SHOWN if key.endswith("auc") and (d := against_first.get("bench_" + key))
+            }
             for key in SHOWN:
                 if (d := against_first.get("bench_" + key)) is not None:
                     print(
@@ -126,6 +141,9 @@ def main() -> int:
                     )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot and plotted:
+        metrics = [key for key in SHOWN if key.endswith("auc")]
+        print(f"figure: {paired_differences_plot(plotted, metrics, short[next(iter(scored))], args.plot)}")
     return 0
 
 

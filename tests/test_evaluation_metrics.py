@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import (
@@ -30,6 +31,7 @@ from deepshield.evaluation.metrics import (
     roc_curve_points,
     weighted_metrics,
 )
+from deepshield.evaluation.plots import paired_differences_plot
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 
 
@@ -181,6 +183,29 @@ def test_a_paired_bootstrap_sees_a_gain_that_two_intervals_side_by_side_call_a_t
     assert swapped.difference == pytest.approx(-paired.difference) and swapped.high < 0 and not swapped.b_ahead
     same = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, a, resamples=200))
     assert (same.difference, same.low, same.high, same.share_b_ahead) == (0, 0, 0, 0) and not same.b_ahead
+
+
+def test_paired_differences_are_drawn_green_above_zero_red_below_grey_across(tmp_path):
+    labels = np.repeat([0, 1], 25)
+    a = np.clip(np.random.default_rng(3).normal(0.45 + 0.1 * labels, 0.15), 0, 1)
+    b = np.clip(a + 0.05 * labels, 0, 1)
+    gain = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, b, resamples=300, seed=0))
+    loss = PairedDifference.from_resamples(*paired_auc_resamples(labels, b, a, resamples=300, seed=0))
+    tie = PairedDifference.from_resamples(0.01, np.linspace(-0.05, 0.07, 300))
+    assert gain.low > 0 and loss.high < 0 and tie.low < 0 < tie.high
+
+    def colours(differences) -> set[tuple[int, int, int]]:
+        path = paired_differences_plot(differences, ["x_auc", "y_auc"], "A", tmp_path / "paired.png")
+        pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+        return {tuple(p) for p in pixels}
+
+    green, red = (44, 160, 44), (214, 39, 40)  # matplotlib's C2 and C3
+    drawn = colours({"gains": {"x_auc": gain}, "loses": {"x_auc": loss, "y_auc": tie}, "only y": {"y_auc": tie}})
+    assert green in drawn and red in drawn
+    drawn = colours({"ties": {"x_auc": tie, "y_auc": tie}})
+    assert green not in drawn and red not in drawn
+    with pytest.raises(ValueError, match="nothing to plot"):
+        paired_differences_plot({}, ["x_auc"], "A", tmp_path / "empty.png")
 
 
 def test_a_paired_bootstrap_resamples_files_and_checks_its_inputs():

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from deepshield.evaluation.metrics import pr_curve_points, roc_curve_points
+from deepshield.evaluation.metrics import PairedDifference, pr_curve_points, roc_curve_points
 
 if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn from its models only
     from deepshield.evaluation.summary import PerturbationRow, Reliability
@@ -184,4 +184,30 @@ def perturbation_plot(rows: list[PerturbationRow], path: Path, title: str = "AUC
     axis.set(ylim=(0, 1.18), ylabel="AUC", title=title)
     axis.set_yticks(np.linspace(0, 1, 6))
     axis.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    return save_figure(figure, path)
+
+
+def paired_differences_plot(
+    differences: dict[str, dict[str, PairedDifference]], metrics: list[str], reference: str, path: Path
+) -> Path:
+    """Each candidate's paired AUC differences against one reference model (rows), a panel per metric: a
+    point and its interval, filled where the interval excludes zero. Metrics a candidate lacks are left blank."""
+    if not differences or not metrics:
+        raise ValueError("nothing to plot: no candidates or no metrics")
+    rows = list(differences)
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(3.4 * len(metrics) + 2.6, 0.42 * len(rows) + 1.5), sharey=True, squeeze=False
+    )
+    for axis, metric in zip(axes[0], metrics):
+        axis.axvline(0, color="black", lw=0.8)
+        for row, name in enumerate(rows):
+            if (d := differences[name].get(metric)) is None:
+                continue
+            clear = d.low > 0 or d.high < 0
+            colour = ("C2" if d.low > 0 else "C3") if clear else "grey"
+            axis.plot([d.low, d.high], [row, row], color=colour, lw=2)
+            axis.plot(d.difference, row, "o", color=colour, markerfacecolor=colour if clear else "white")
+        axis.set(title=metric, xlabel=f"minus {reference}", yticks=range(len(rows)), yticklabels=rows)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()  # the first candidate on top, as in the table it accompanies
     return save_figure(figure, path)
