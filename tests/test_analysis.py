@@ -153,6 +153,12 @@ def test_a_borderline_score_is_inconclusive(detector, astronaut, logit, label):
     assert result.verdict.threshold_label == ("fake" if logit >= 0 else "real")
 
 
+@pytest.mark.parametrize(("logit", "shown"), [(-9.0, "<0.1%"), (-6.0, "0.2%"), (9.0, ">99.9%")])
+def test_the_reason_never_claims_a_zero_or_certain_probability(detector, astronaut, logit, shown):
+    result = Detector(ScriptedClassifier([logit]), detector.faces).analyze_image(astronaut)
+    assert result.verdict.reason.startswith(f"most suspicious face: {shown};")
+
+
 def test_a_fitted_band_on_the_card_is_used_and_moves_with_the_threshold(detector, astronaut):
     from deepshield.models.card import InconclusiveBand
 

@@ -6,17 +6,21 @@ Skipped when Chromium or Playwright is missing, except under CI=true, where it m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from deepshield.inference.verdict import shown_probability
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.serving_support import live_server
@@ -82,6 +86,20 @@ def _jpeg(path: Path, image: np.ndarray) -> Path:
     Image.fromarray(image).save(buffer, "JPEG", quality=92)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+@contextlib.contextmanager
+def _page_of(browser, detector, settings: ServerSettings | None = None) -> Iterator:
+    """The page of a server of its own for `detector`, opened."""
+    with live_server(create_app(detector, settings or ServerSettings())) as base_url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(base_url + "/")
+            yield page
+        finally:
+            context.close()
 
 
 def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astronaut, tmp_path):
@@ -158,20 +176,27 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
     borderline = type(detector)(
         detector.classifier, detector.faces, threshold=probability
     )  # the score sits on the threshold
-    with live_server(create_app(borderline, ServerSettings())) as base_url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            page.goto(base_url + "/")
-            page.set_input_files("#file-input", str(_jpeg(tmp_path / "Borderline Photo (1).JPG", astronaut)))
-            page.wait_for_selector(".face-card")
-            assert page.get_attribute("#verdict", "class") == "verdict inconclusive"
-            assert page.inner_text("#verdict-label").startswith("Inconclusive")
-            assert page.inner_text(".face-card .label") == "INCONCLUSIVE"
-            assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
-        finally:
-            context.close()
+    with _page_of(browser, borderline) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "Borderline Photo (1).JPG", astronaut)))
+        page.wait_for_selector(".face-card")
+        assert page.get_attribute("#verdict", "class") == "verdict inconclusive"
+        assert page.inner_text("#verdict-label").startswith("Inconclusive")
+        assert page.inner_text(".face-card .label") == "INCONCLUSIVE"
+        assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
+
+
+def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle, astronaut, tmp_path):
+    from deepshield.inference.runtime import OnnxClassifier
+
+    logit = float(detector.analyze_image(astronaut).faces[0].logit)
+    certain = OnnxClassifier(tiny_bundle)
+    certain.card.calibration.offset = logit + 20  # the face's probability: sigmoid(-20), 2e-9
+    with _page_of(browser, type(detector)(certain, detector.faces)) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
+        page.wait_for_selector(".face-card")
+        assert page.inner_text(".face-card .face-meta").startswith("Probability <0.1% ·")
+        assert "suspicious face: <0.1%;" in page.inner_text("#verdict")
+        assert re.search(r"(?<![\d.])0\.0%|100\.0%", page.inner_text("#result")) is None  # 40.0% is fine
 
 
 def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronaut, tmp_path):
@@ -182,33 +207,27 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
     detector = Detector.from_bundle(bundle)
     photo = _jpeg(tmp_path / "astronaut.jpg", astronaut)
     expected = detector.analyze_image(photo)
-    with live_server(create_app(detector, ServerSettings())) as base_url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            page.goto(base_url + "/")
-            page.wait_for_selector("[data-role=synthetic-threshold]")
-            assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70%"
-            page.set_input_files("#file-input", str(photo))
-            page.wait_for_selector(".face-card")
-            face = expected.faces[0]
-            drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "manipulation score"
-            words = {
-                "likely_manipulated": "likely AI-generated",
-                "inconclusive": "inconclusive",
-                "no_signs_found": "no signs of AI generation",
-            }
-            line = page.inner_text(".face-card [data-role=synthetic-score]")
-            assert (
-                line == f"Synthetic-face score {face.synthetic_probability:.1%} ({words[face.synthetic_label]}) "
-                f"· the {drives} drives the verdict"
-            )
-            assert page.inner_text("[data-role=verdict-synthetic]").endswith(f"the {drives} drives the verdict")
-            assert page.get_attribute("#verdict", "class") == f"verdict {expected.verdict.label}"
-            assert "fully AI-generated" in page.inner_text("#verdict-scope")
-        finally:
-            context.close()
+    with _page_of(browser, detector) as page:
+        page.wait_for_selector("[data-role=synthetic-threshold]")
+        assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70%"
+        page.set_input_files("#file-input", str(photo))
+        page.wait_for_selector(".face-card")
+        face = expected.faces[0]
+        drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "manipulation score"
+        words = {
+            "likely_manipulated": "likely AI-generated",
+            "inconclusive": "inconclusive",
+            "no_signs_found": "no signs of AI generation",
+        }
+        line = page.inner_text(".face-card [data-role=synthetic-score]")
+        assert (
+            line
+            == f"Synthetic-face score {shown_probability(face.synthetic_probability)} ({words[face.synthetic_label]}) "
+            f"· the {drives} drives the verdict"
+        )
+        assert page.inner_text("[data-role=verdict-synthetic]").endswith(f"the {drives} drives the verdict")
+        assert page.get_attribute("#verdict", "class") == f"verdict {expected.verdict.label}"
+        assert "fully AI-generated" in page.inner_text("#verdict-scope")
 
 
 def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
@@ -274,22 +293,14 @@ def test_api_docs_render_offline(page, server):
 
 
 def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, detector, astronaut, tmp_path):
-    app = create_app(detector, ServerSettings(api_key="page-key"))
-    with live_server(app) as base_url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            page.goto(base_url + "/")
-            page.wait_for_selector("#api-key-panel:not([hidden])")
-            page.fill("#api-key-input", "page-key")
-            page.click("#api-key-form button[type=submit]")
-            page.wait_for_selector("[data-role=model-name]")
-            assert page.is_hidden("#api-key-panel")
-            page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
-            page.wait_for_selector(".face-card")
-        finally:
-            context.close()
+    with _page_of(browser, detector, ServerSettings(api_key="page-key")) as page:
+        page.wait_for_selector("#api-key-panel:not([hidden])")
+        page.fill("#api-key-input", "page-key")
+        page.click("#api-key-form button[type=submit]")
+        page.wait_for_selector("[data-role=model-name]")
+        assert page.is_hidden("#api-key-panel")
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+        page.wait_for_selector(".face-card")
 
 
 def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):

@@ -13,7 +13,7 @@ from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
-from deepshield.inference.verdict import ScoreRule, combine
+from deepshield.inference.verdict import ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
     CARD_FILE,
@@ -328,7 +328,7 @@ def test_scan_shows_both_scores_and_the_driver(two_output_bundle, astronaut, tmp
     assert main(["scan", str(photo), "--model", str(bundle)]) == EXIT_OK
     header, line, *rest = capsys.readouterr().out.splitlines()
     cells = line.split()
-    assert cells[header.split().index("P(SYNTH)")] == f"{expected.synthetic_probability:.1%}"
+    assert cells[header.split().index("P(SYNTH)")] == shown_probability(expected.synthetic_probability)
     assert cells[header.split().index("DRIVER")] == expected.verdict_driver
     assert any("fully AI-generated" in text for text in rest)
 

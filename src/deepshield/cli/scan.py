@@ -126,7 +126,9 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+    from deepshield.inference.verdict import shown_probability  # here: the card models would slow every command's start
+
+    return "-" if value is None else shown_probability(value)
 
 
 def _table(rows: list) -> str:

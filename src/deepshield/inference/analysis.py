@@ -29,7 +29,7 @@ from deepshield.inference.results import (
     scope,
 )
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
-from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine
+from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
@@ -167,13 +167,13 @@ class Detector:
         verdict = self._combine(probability, synthetic_probability)
         band = self.band
         reason = (
-            f"most suspicious {what}: {probability:.1%}; inconclusive from {band.low:.1%} to {band.high:.1%} "
+            f"most suspicious {what}: {shown_probability(probability)}; inconclusive from {band.low:.1%} to {band.high:.1%} "
             f"(threshold {self.threshold:.1%})"
         )
         if self.synthetic_rule is not None and synthetic_probability is not None:
             rule = self.synthetic_rule
             reason += (
-                f"; synthetic-face score {synthetic_probability:.1%}, inconclusive from {rule.band.low:.1%} to "
+                f"; synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from {rule.band.low:.1%} to "
                 f"{rule.band.high:.1%} (threshold {rule.threshold:.1%}); the {verdict.driver} score drives the verdict"
             )
         return Verdict(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from deepshield.models.card import VERDICT_RULE, InconclusiveBand, VerdictLabel
 
-__all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine"]
+__all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine", "shown_probability"]
 VerdictDriver = Literal["manipulation", "synthetic"]
 SEVERITY: dict[VerdictLabel, int] = {"no_signs_found": 0, "inconclusive": 1, "likely_manipulated": 2}
 
@@ -58,3 +58,10 @@ def combine(
     label = synthetic_label if synthetic_drives else manipulation_label
     driver: VerdictDriver = "synthetic" if synthetic_drives else "manipulation"
     return CombinedVerdict(label, driver, manipulation_label, synthetic_label)
+
+
+def shown_probability(probability: float) -> str:
+    """A probability as people read it, to a tenth of a percent, but never "0.0%" or "100.0%": no
+    estimate from a model can claim that, so those read "<0.1%" and ">99.9%" (as the web page shows them)."""
+    shown = f"{probability:.1%}"
+    return {"0.0%": "<0.1%", "100.0%": ">99.9%"}.get(shown, shown)

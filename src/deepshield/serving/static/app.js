@@ -25,7 +25,7 @@
     if (probability === null || probability === undefined) return NO_SYNTHETIC;
     const call = label ? ` (${SYNTHETIC_WORDS[label]})` : "";
     const drives = driver === "synthetic" ? "synthetic-face score" : "manipulation score";
-    return `Synthetic-face score ${pct(probability, 1)}${call} · the ${drives} drives the verdict`;
+    return `Synthetic-face score ${probabilityText(probability)}${call} · the ${drives} drives the verdict`;
   }
   const $ = (id) => document.getElementById(id);
 
@@ -59,6 +59,13 @@
   const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
   // A score for display: never a rounded "100%" or "0%", which would read as certainty.
   const scorePct = (p) => (p === null || p === undefined ? "—" : p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : pct(p));
+  // A probability in words, to a tenth of a percent: never "0.0%" or "100.0%", which no estimate can claim
+  // (the Python side's `shown_probability`, which the server's verdict reasons use).
+  const probabilityText = (p) => {
+    if (p === null || p === undefined) return "—";
+    const shown = (p * 100).toFixed(1);
+    return shown === "0.0" ? "<0.1%" : shown === "100.0" ? ">99.9%" : shown + "%";
+  };
   const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
 
   function formatBytes(n) {
@@ -438,7 +445,7 @@
           type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
           "data-status": item.status, "aria-pressed": i === shown ? "true" : "false",
           title: scored
-            ? `${pct(verdict.probability, 1)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
+            ? `${probabilityText(verdict.probability)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
             : "",
         }, [
           el("span", { class: "file-name", text: item.file.name }),
@@ -566,7 +573,7 @@
     for (const face of result.faces) {
       const [x0, y0, x1, y1] = face.box;
       const colour = scoreColour(face.probability);
-      const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${pct(face.probability, 1)} probability of manipulation` });
+      const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${probabilityText(face.probability)} probability of manipulation` });
       box.style.left = (100 * x0 / result.width).toFixed(3) + "%";
       box.style.top = (100 * y0 / result.height).toFixed(3) + "%";
       box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
@@ -614,12 +621,12 @@
             el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: LABEL_WORDS[face.label] })]),
             scoreNode,
           ]),
-          el("div", { class: "meter", title: `${pct(face.probability, 1)}; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
+          el("div", { class: "meter", title: `${probabilityText(face.probability)}; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
           el("div", { class: "face-images" }, [
             el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
             el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
           ]),
-          el("div", { class: "face-meta", text: `Probability ${pct(face.probability, 1)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
+          el("div", { class: "face-meta", text: `Probability ${probabilityText(face.probability)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
           el("div", {
             class: "face-meta", "data-role": "synthetic-score",
             text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),
@@ -709,7 +716,7 @@
       const group = svg("g", { "data-track": String(track.track_id) });
       if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
       for (const p of track.points) {
-        const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(p.probability), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${pct(p.probability, 1)}` });
+        const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(p.probability), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(p.probability)}` });
         const show = () => showTip(tip, dot, p, name, span);
         dot.addEventListener("mouseenter", show);
         dot.addEventListener("focus", show);
@@ -731,7 +738,7 @@
     tip.replaceChildren(
       el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${formatTime(point.timestamp_s, span)}`, width: "96", height: "96" }),
       el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${formatTime(point.timestamp_s, span)} · frame ${point.frame_index}`)]),
-      el("div", { text: `score ${pct(point.probability, 1)}` })
+      el("div", { text: `score ${probabilityText(point.probability)}` })
     );
     tip.hidden = false;
     const chart = $("timeline").getBoundingClientRect();
