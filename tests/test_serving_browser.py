@@ -163,6 +163,34 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert page.outside == []  # nothing fetched from anywhere but this server
 
 
+def test_a_result_prints_as_a_report_without_the_controls(page, server, astronaut, tmp_path):
+    page.goto(server + "/")
+    assert not page.is_visible("[data-role=print]")  # nothing to print yet
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "Interview still.jpg", astronaut)))
+    page.wait_for_selector(".face-card")
+    header = page.locator("[data-role=print-header]")
+    assert not header.is_visible()  # on screen the page says it already
+    assert re.fullmatch(
+        r"Deepfake Shield report · Interview still\.jpg · analysed \d{4}-\d\d-\d\d \d\d:\d\d UTC · model tiny-test 0\.0\.1",
+        header.inner_text(),
+    )
+
+    page.evaluate("() => { window.printed = 0; window.print = () => { window.printed += 1; }; }")
+    assert not page.get_attribute("#file-details", "open")
+    page.click("[data-role=print]")
+    assert page.evaluate("window.printed") == 1
+    assert page.get_attribute("#file-details", "open") is not None  # the SHA-256 and thresholds go on paper
+
+    page.emulate_media(media="print")
+    for control in ("#dropzone", "#examples", "[data-role=print]", "[data-role=download]", ".topbar"):
+        assert not page.is_visible(control), control
+    for kept in ("[data-role=print-header]", "#verdict", ".face-card", "#file-facts", ".footer"):
+        assert page.is_visible(kept), kept
+    pdf = page.pdf(format="A4")
+    assert pdf.startswith(b"%PDF") and len(pdf) > 20_000  # the photo, crop and heatmap are in it
+    assert page.problems == []
+
+
 def test_image_without_a_face_says_so(page, server, tmp_path):
     page.goto(server + "/")
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))

@@ -543,6 +543,19 @@
     offerJson($("result-download"), { file_name: fileName, file: file || null, result: result }, name);
   }
 
+  // A printed (or PDF) copy of the result as shown, for a case file: the page's own layout without the
+  // upload controls (style.css, @media print), headed by what was analysed, when and by which model.
+  function offerPrint(result, fileName) {
+    $("print-header").textContent =
+      `Deepfake Shield report · ${fileName || "file"} · analysed ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC · model ${result.model}`;
+    $("result-print").hidden = false;
+  }
+
+  function printResult() {
+    $("file-details").open = true; // the file's size, SHA-256 and the model's thresholds belong on paper
+    window.print();
+  }
+
   function renderFileFacts(result, file, fileName) {
     const band = result.inconclusive;
     renderFacts($("file-facts"), [
@@ -565,6 +578,7 @@
     renderVerdict(result, "image", fileName);
     renderFileFacts(result, result.file, fileName);
     offerDownload(result, result.file, fileName);
+    offerPrint(result, fileName);
 
     const stage = $("photo-stage");
     const img = $("photo");
@@ -656,6 +670,7 @@
     renderVerdict(result, "video", fileName);
     renderFileFacts(result, file, fileName);
     offerDownload(result, file, fileName);
+    offerPrint(result, fileName);
     const v = result.video;
     renderFacts($("video-facts"), [
       ["Duration", `${v.duration_s.toFixed(1)} s`],
@@ -791,6 +806,7 @@
       input.click();
     });
     zone.addEventListener("click", () => input.click());
+    $("result-print").addEventListener("click", printResult);
     // The frame-count choice sits in the drop zone: using it must not open the file dialog.
     for (const name of ["click", "keydown"]) $("frames-choice").addEventListener(name, (event) => event.stopPropagation());
     zone.addEventListener("keydown", (event) => {
