@@ -51,9 +51,12 @@ def detector(tiny_bundle):
     return Detector.from_bundle(tiny_bundle)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264") -> Path:
-    """Encode RGB frames (even width and height) into a video file with PyAV."""
+def write_video(
+    path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264", tags: dict[str, str] | None = None
+) -> Path:
+    """Encode RGB frames (even width and height) into a video file with PyAV (`tags`: the container's metadata)."""
     with av.open(str(path), mode="w") as container:
+        container.metadata.update(tags or {})
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"

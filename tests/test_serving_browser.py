@@ -191,6 +191,27 @@ def test_a_result_prints_as_a_report_without_the_controls(page, server, astronau
     assert page.problems == []
 
 
+def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, tmp_path):
+    from tests.test_media_metadata import _jpeg_with_exif
+
+    page.goto(server + "/")
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(_jpeg_with_exif(astronaut))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".face-card")
+    page.click("#file-details summary")
+    names = [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()]  # shown in capitals
+    facts = dict(zip(names, page.locator("#file-facts dd").all_inner_texts()))
+    assert facts["camera (metadata)"] == "Canon EOS 5D"
+    assert facts["software (metadata)"] == "Adobe Photoshop 25.0"
+    assert facts["date in the file"] == "2025:12:31 09:00:00"
+    assert facts["location"] == "in the file's metadata (not shown here)"
+    assert "ai-generator settings" not in facts and "metadata" not in facts
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "stripped.jpg", astronaut)))
+    page.wait_for_selector("#file-facts dd >> text=none found (sites and apps often remove it)")
+    assert "not part of the scores" in page.inner_text("[data-role=metadata-note]")
+
+
 def test_image_without_a_face_says_so(page, server, tmp_path):
     page.goto(server + "/")
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))

@@ -32,6 +32,7 @@ from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import ImageLimits, load_image
+from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, VideoLimits, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
@@ -190,6 +191,7 @@ class Detector:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
+        metadata = None if isinstance(source, np.ndarray) else image_metadata(source)
         found = find_faces([image], self.faces, self.card.crop_policy)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
@@ -205,6 +207,7 @@ class Detector:
             verdict=verdict,
             **dict(self._scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
+            metadata=metadata,
         )
 
     def _load_image(self, source: Path | str | bytes) -> NDArray[Any]:
@@ -308,6 +311,7 @@ class Detector:
             rule=self.video_rule.describe(),
             **dict(self._scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
+            metadata=video_metadata(path),
         )
 
     def analyze_path(

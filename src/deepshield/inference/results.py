@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
+from deepshield.media.metadata import MediaMetadata
 from deepshield.models.card import InconclusiveBand, VerdictLabel
 
 ThresholdLabel = Literal["fake", "real"]
@@ -128,6 +129,9 @@ class ImageResult(ScoringTerms):
     faces: list[FaceResult]
     verdict: Verdict
     elapsed_ms: float
+    metadata: MediaMetadata | None = Field(
+        None, description="the file's own metadata, for the reader (not scored); None for pixels"
+    )
 
 
 class TrackPoint(BaseModel):
@@ -195,3 +199,6 @@ class VideoResult(ScoringTerms):
     verdict: Verdict
     rule: str
     elapsed_ms: float
+    metadata: MediaMetadata = Field(
+        default_factory=MediaMetadata, description="the file's own tags, for the reader (not scored)"
+    )

@@ -13,6 +13,7 @@ from deepshield.inference.analysis import Detector, ProgressCallback
 from deepshield.inference.heatmap import encode_png, overlay
 from deepshield.inference.results import TrackPoint
 from deepshield.media.images import load_image
+from deepshield.media.metadata import image_metadata
 from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
 
 
@@ -50,8 +51,8 @@ def crop_urls(crop: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
 
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:
     started = time.perf_counter()
-    image = load_image(path, detector.image_limits)
-    result = detector.analyze_image(image, heatmaps=True)
+    image = load_image(path, detector.image_limits)  # loaded here, once, for the preview too
+    result = detector.analyze_image(image, heatmaps=True).model_copy(update={"metadata": image_metadata(path)})
     faces = []
     for face in result.faces:
         assert face.crop is not None and face.heatmap is not None, "analyze_image keeps pixels and heatmaps=True"

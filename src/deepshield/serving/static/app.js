@@ -568,7 +568,22 @@
       ["Synthetic-face threshold",
         result.synthetic_threshold === null ? "not available in this model" : pct(result.synthetic_threshold, 1)],
       ["Analysis time", `${(result.elapsed_ms / 1000).toFixed(2)} s`],
+      ...metadataFacts(result.metadata),
     ]);
+  }
+
+  // What the file says about itself (README "Web app"): shown for the reader, never scored.
+  function metadataFacts(meta) {
+    if (!meta) return [];
+    const facts = [
+      ["Camera (metadata)", meta.camera],
+      ["Software (metadata)", meta.software],
+      ["Date in the file", meta.created],
+      ["Location", meta.has_location ? "in the file's metadata (not shown here)" : null],
+      ["AI-generator settings", meta.generator_settings.length ? `found in the metadata (${meta.generator_settings.join(", ")})` : null],
+      ["Content Credentials (C2PA)", meta.content_credentials ? "a manifest is present (not verified here)" : null],
+    ].filter(([, value]) => value);
+    return facts.length ? facts : [["Metadata", "none found (sites and apps often remove it)"]];
   }
 
   // ---------------------------------------------------------------- results: image

@@ -1,0 +1,106 @@
+"""What a file says about itself: camera, software, dates, location, AI-generator settings and Content
+Credentials. Shown beside the scores for the reader to weigh, never part of them: metadata is easily
+removed or forged, so its absence proves nothing and its presence is a claim, not evidence."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import av
+from PIL import Image
+from pydantic import BaseModel, Field
+
+# Text chunks that image generators write into their PNGs: AUTOMATIC1111 and Forge ("parameters"),
+# ComfyUI ("prompt", "workflow"), InvokeAI ("invokeai_metadata", "sd-metadata").
+GENERATOR_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
+_EXIF_MAKE, _EXIF_MODEL, _EXIF_SOFTWARE, _EXIF_DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
+_EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
+# A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box).
+_C2PA_MARKERS = (b"jumb", b"c2pa")
+_C2PA_SCAN_BYTES = 4 * 1024 * 1024  # looked for in the file's first 4 MB, where JPEG and PNG keep it
+_VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.ISO6709", "location-eng")
+
+
+class MediaMetadata(BaseModel):
+    """A file's own claims about where it came from (each None or empty when the file does not say)."""
+
+    camera: str | None = Field(None, description="the camera's make and model (EXIF)")
+    software: str | None = Field(
+        None, description="the software that wrote the file (EXIF or PNG Software, a video's encoder)"
+    )
+    created: str | None = Field(
+        None, description="when the file says it was taken, made or last changed, as written in it"
+    )
+    has_location: bool = Field(False, description="the file carries a location (GPS); not shown here")
+    generator_settings: list[str] = Field(
+        default_factory=list, description="AI image-generator settings found in it (the PNG text keys)"
+    )
+    content_credentials: bool = Field(
+        False, description="a C2PA Content Credentials manifest is present (not verified here)"
+    )
+
+
+def _text(value: object) -> str | None:
+    """A metadata value as clean text (EXIF strings are often NUL-padded), None when blank."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip() if value is not None else ""
+    return text[:200] or None
+
+
+def _has_c2pa(head: bytes) -> bool:
+    return all(marker in head for marker in _C2PA_MARKERS)
+
+
+def image_metadata(source: Path | str | bytes) -> MediaMetadata:
+    """The metadata of an image file or its bytes (empty when unreadable: the pixels decide errors)."""
+    head = source[:_C2PA_SCAN_BYTES] if isinstance(source, bytes) else _head(Path(source))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+            with image:
+                exif = image.getexif()
+                details = exif.get_ifd(_EXIF_IFD)
+                info = dict(image.info)
+    except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
+        return MediaMetadata(content_credentials=_has_c2pa(head))
+    camera = " ".join(t for t in (_text(exif.get(_EXIF_MAKE)), _text(exif.get(_EXIF_MODEL))) if t)
+    return MediaMetadata(
+        camera=camera or None,
+        software=_text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
+        created=_text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
+        has_location=bool(exif.get_ifd(_GPS_IFD)),
+        generator_settings=[key for key in GENERATOR_KEYS if key in info],
+        content_credentials=_has_c2pa(head),
+    )
+
+
+def video_metadata(path: Path | str) -> MediaMetadata:
+    """The container's own tags: encoder, creation time, location (empty when unreadable)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            tags = {key.lower(): value for key, value in container.metadata.items()}
+            for stream in container.streams.video[:1]:
+                tags = {key.lower(): value for key, value in stream.metadata.items()} | tags
+    except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
+        return MediaMetadata()
+    return MediaMetadata(
+        camera=_text(
+            " ".join(filter(None, (tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model"))))
+        ),
+        software=_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
+        created=_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
+        has_location=any(key.lower() in tags for key in _VIDEO_LOCATION_KEYS),
+        content_credentials=_has_c2pa(_head(Path(path))),
+    )
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(_C2PA_SCAN_BYTES)
+    except OSError:
+        return b""
