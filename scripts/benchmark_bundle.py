@@ -49,6 +49,7 @@ SHOWN = (
     "face_edits_tpr_at_2pct_fpr",
     "tpr_at_2pct_fpr",
 )
+PLOTTED = tuple(key for key in SHOWN if key.endswith("auc"))  # --plot's panels: the paired AUC differences
 
 
 def main() -> int:
@@ -74,13 +75,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.labels and len(args.labels) != len(args.bundles):
         parser.error(f"--labels: {len(args.labels)} names for {len(args.bundles)} bundles")
-    short = dict(zip(args.bundles, args.labels or map(str, args.bundles)))
+    names = args.labels or [str(bundle) for bundle in args.bundles]
+    short: dict[str, str] = {}  # per bundle label: its name in the figure
     data = DataConfig()
     # per bundle: its label, and per benchmark its faces' (logit - offset) / temperature (the calibrated logit)
     scored: dict[str, dict[str, np.ndarray]] = {}
     thresholds: dict[str, float] = {}
     reference: list[Benchmark] = []  # the first bundle's benchmarks: the faces every bundle scores
-    for bundle in args.bundles:
+    for bundle, figure_name in zip(args.bundles, names):
         classifier = OnnxClassifier(bundle)
         card = classifier.card
         benchmarks = [
@@ -91,7 +93,7 @@ def main() -> int:
         if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
             raise SystemExit(f"{bundle}: other faces than the first bundle's (another detector setting?)")
         label = f"{card.name} {card.version} ({bundle})"
-        short[label] = short.pop(bundle)
+        short[label] = figure_name
         thresholds[label] = card.calibration.threshold
         results = score_benchmarks(
             benchmarks,
@@ -130,7 +132,7 @@ def main() -> int:
             against_first = paired_comparison(first, results)
             report[name]["minus_first"] = {key: d.model_dump() for key, d in against_first.items()}
             plotted[" + ".join(short[m] for m in members)] = {
-                key: d for key in SHOWN if key.endswith("auc") and (d := against_first.get("bench_" + key))
+                key: d for key in PLOTTED if (d := against_first.get("bench_" + key))
             }
             for key in SHOWN:
                 if (d := against_first.get("bench_" + key)) is not None:
@@ -142,8 +144,7 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.plot and plotted:
-        metrics = [key for key in SHOWN if key.endswith("auc")]
-        print(f"figure: {paired_differences_plot(plotted, metrics, short[next(iter(scored))], args.plot)}")
+        print(f"figure: {paired_differences_plot(plotted, list(PLOTTED), short[next(iter(scored))], args.plot)}")
     return 0
 
 

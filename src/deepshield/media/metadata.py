@@ -20,7 +20,7 @@ _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box).
 _C2PA_MARKERS = (b"jumb", b"c2pa")
 _C2PA_SCAN_BYTES = 4 * 1024 * 1024  # looked for in the file's first 4 MB, where JPEG and PNG keep it
-_VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.ISO6709", "location-eng")
+_VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.iso6709", "location-eng")  # tags lower-cased
 
 
 class MediaMetadata(BaseModel):
@@ -50,6 +50,10 @@ def _text(value: object) -> str | None:
     return text[:200] or None
 
 
+def _camera(make: object, model: object) -> str | None:
+    return " ".join(t for t in (_text(make), _text(model)) if t) or None
+
+
 def _has_c2pa(head: bytes) -> bool:
     return all(marker in head for marker in _C2PA_MARKERS)
 
@@ -67,9 +71,8 @@ def image_metadata(source: Path | str | bytes) -> MediaMetadata:
                 info = dict(image.info)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
         return MediaMetadata(content_credentials=_has_c2pa(head))
-    camera = " ".join(t for t in (_text(exif.get(_EXIF_MAKE)), _text(exif.get(_EXIF_MODEL))) if t)
     return MediaMetadata(
-        camera=camera or None,
+        camera=_camera(exif.get(_EXIF_MAKE), exif.get(_EXIF_MODEL)),
         software=_text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
         created=_text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
         has_location=bool(exif.get_ifd(_GPS_IFD)),
@@ -88,12 +91,10 @@ def video_metadata(path: Path | str) -> MediaMetadata:
     except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
         return MediaMetadata()
     return MediaMetadata(
-        camera=_text(
-            " ".join(filter(None, (tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model"))))
-        ),
+        camera=_camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
         software=_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
         created=_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
-        has_location=any(key.lower() in tags for key in _VIDEO_LOCATION_KEYS),
+        has_location=any(key in tags for key in _VIDEO_LOCATION_KEYS),
         content_credentials=_has_c2pa(_head(Path(path))),
     )
 

@@ -57,15 +57,18 @@
   }
 
   const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
-  // A score for display: never a rounded "100%" or "0%", which would read as certainty.
-  const scorePct = (p) => (p === null || p === undefined ? "—" : p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : pct(p));
-  // A probability in words, to a tenth of a percent: never "0.0%" or "100.0%", which no estimate can claim
-  // (the Python side's `shown_probability`, which the server's verdict reasons use).
-  const probabilityText = (p) => {
+  // A probability for display, never a rounded "0%" or "100%", which no estimate can claim: those read
+  // "<1%" / ">99%" at whole percents, "<0.1%" / ">99.9%" to a tenth (the Python side's `shown_probability`,
+  // which the server's verdict reasons use).
+  const probabilityText = (p, digits = 1) => {
     if (p === null || p === undefined) return "—";
-    const shown = (p * 100).toFixed(1);
-    return shown === "0.0" ? "<0.1%" : shown === "100.0" ? ">99.9%" : shown + "%";
+    const shown = (p * 100).toFixed(digits);
+    const step = 10 ** -digits;
+    if (shown === (0).toFixed(digits)) return `<${step.toFixed(digits)}%`;
+    if (shown === (100).toFixed(digits)) return `>${(100 - step).toFixed(digits)}%`;
+    return shown + "%";
   };
+  const scorePct = (p) => probabilityText(p, 0);
   const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
 
   function formatBytes(n) {
