@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from skimage import data as skdata
 
 from deepshield.native_logs import quiet_environment
@@ -94,3 +96,15 @@ def pytest_collection_modifyitems(items) -> None:
         mark = MARKS_BY_FILE.get(item.path.name)
         if mark:
             item.add_marker(getattr(pytest.mark, mark))
+
+
+def photo_with_exif(astronaut: np.ndarray, fmt: str = "JPEG") -> bytes:
+    """A camera's photo: make, model, software, both dates and a GPS block in its EXIF."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0131] = "Canon", "EOS 5D\x00\x00", "Adobe Photoshop 25.0"
+    exif[0x0132] = "2026:01:02 10:11:12"  # last changed
+    exif.get_ifd(0x8769)[0x9003] = "2025:12:31 09:00:00"  # taken: preferred
+    exif.get_ifd(0x8825)[1] = "N"  # a GPS IFD
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, fmt, exif=exif)
+    return buffer.getvalue()

@@ -26,7 +26,7 @@ from deepshield.media import (
     sample_frames,
     sniff_media_kind,
 )
-from deepshield.media.sniff import HEADER_BYTES, sniff_path
+from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.video import uniform_indices
 from tests.conftest import write_video
 
@@ -74,14 +74,7 @@ def test_sniff_tells_images_from_videos(astronaut, face_video):
         sniff_media_kind(b"")
 
 
-def test_heic_and_pdf_are_named_in_the_refusal():
-    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
-    with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\)"):
-        sniff_media_kind(heic)
-    with pytest.raises(
-        UnsupportedMediaError, match=r"unsupported file type \(HEIC/HEIF or AVIF image\): expected an image"
-    ):
-        load_image(heic)
+def test_pdf_is_named_in_the_refusal():
     with pytest.raises(UnsupportedMediaError, match=r"unsupported file type \(PDF document\): expected an image"):
         load_image(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
 
@@ -196,6 +189,33 @@ def test_exif_orientation_is_applied(orientation, stored_turns):
     assert np.abs(decoded.astype(int) - upright).mean() < 4
 
 
+@pytest.mark.parametrize(("fmt", "name"), [("HEIF", "HEIC"), ("AVIF", "AVIF")])
+def test_phone_formats_heic_and_avif_are_photos(astronaut, fmt, name):
+    data = encode(Image.fromarray(astronaut), fmt, quality=90)
+    assert sniff_media_kind(data[:HEADER_BYTES]) is MediaKind.IMAGE  # an 'ftyp' box, as MP4 has
+    assert image_format_name(data) == name and name in IMAGE_FORMATS
+    decoded = load_image(data)
+    assert decoded.shape == astronaut.shape and np.abs(decoded.astype(int) - astronaut).mean() < 4
+    with pytest.raises(CorruptMediaError, match="corrupt"):
+        load_image(data[: len(data) // 2])
+
+
+def test_avif_rotation_is_applied_and_heic_is_not_turned_twice():
+    upright = pattern(48, 64)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    # AVIF: Pillow reads the file's rotation box back as the EXIF orientation, which load_image applies.
+    decoded = load_image(encode(Image.fromarray(stored), "AVIF", quality=95, exif=exif.tobytes()))
+    assert decoded.shape == upright.shape and np.abs(decoded.astype(int) - upright).mean() < 8
+    # HEIC: libheif has already turned the pixels and reset the orientation; turning again would be wrong.
+    heic = encode(Image.fromarray(stored), "HEIF", quality=95, exif=exif.tobytes())
+    with Image.open(io.BytesIO(heic)) as shown:
+        assert shown.getexif().get(0x0112, 1) == 1
+        as_libheif_shows = np.asarray(shown.convert("RGB"))
+    np.testing.assert_array_equal(load_image(heic), as_libheif_shows)
+
+
 # --- images: bad input -----------------------------------------------------------------------
 
 
@@ -287,7 +307,7 @@ def test_damaged_images_only_raise_our_errors(astronaut):
     # (OSError, SyntaxError, struct.error, ...) must reach callers as a DeepShieldError.
     rng = random.Random(7)
     small = Image.fromarray(astronaut[200:264, 200:264])
-    sources = [encode(small, fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF")]
+    sources = [encode(small, fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")]
     sources.append(encode(small.convert("P"), "GIF"))
     for original in sources:
         for trial in range(60):

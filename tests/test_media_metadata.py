@@ -10,22 +10,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from deepshield.media.metadata import MediaMetadata, image_metadata, video_metadata
-from tests.conftest import write_video
+from tests.conftest import photo_with_exif, write_video
 
 
-def _jpeg_with_exif(astronaut: np.ndarray) -> bytes:
-    exif = Image.Exif()
-    exif[0x010F], exif[0x0110], exif[0x0131] = "Canon", "EOS 5D\x00\x00", "Adobe Photoshop 25.0"
-    exif[0x0132] = "2026:01:02 10:11:12"  # last changed
-    exif.get_ifd(0x8769)[0x9003] = "2025:12:31 09:00:00"  # taken: preferred
-    exif.get_ifd(0x8825)[1] = "N"  # a GPS IFD
-    buffer = io.BytesIO()
-    Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
-    return buffer.getvalue()
-
-
-def test_a_cameras_jpeg_says_camera_software_date_and_that_it_has_a_location(astronaut):
-    assert image_metadata(_jpeg_with_exif(astronaut)) == MediaMetadata(
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
+def test_a_cameras_photo_says_camera_software_date_and_that_it_has_a_location(astronaut, fmt):
+    assert image_metadata(photo_with_exif(astronaut, fmt)) == MediaMetadata(
         camera="Canon EOS 5D",
         software="Adobe Photoshop 25.0",
         created="2025:12:31 09:00:00",
@@ -47,7 +37,7 @@ def test_a_generators_png_names_its_settings_and_a_plain_one_says_nothing(astron
 
 
 def test_a_content_credentials_manifest_is_noticed_not_trusted(astronaut):
-    jpeg = _jpeg_with_exif(astronaut)
+    jpeg = photo_with_exif(astronaut)
     # a JUMBF box labelled c2pa in an APP11 segment, right after the SOI marker
     box = b"\xff\xeb\x00\x20JP\x00\x01\x00\x00\x00\x18jumb\x00\x00\x00\x10jumdc2pa\x00\x00\x00\x00"
     assert image_metadata(jpeg[:2] + box + jpeg[2:]).content_credentials
@@ -74,7 +64,7 @@ def test_a_videos_container_tags_are_read(astronaut, tmp_path):
 
 def test_the_detector_reports_a_files_metadata_beside_its_scores(detector, astronaut, tmp_path):
     jpeg = tmp_path / "photo.jpg"
-    jpeg.write_bytes(_jpeg_with_exif(astronaut))
+    jpeg.write_bytes(photo_with_exif(astronaut))
     from_file = detector.analyze_image(jpeg, heatmaps=False)
     assert from_file.metadata is not None and from_file.metadata.camera == "Canon EOS 5D"
     from_pixels = detector.analyze_image(astronaut, heatmaps=False)

@@ -23,7 +23,7 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.results import scope
 from deepshield.media.images import ImageLimits
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
-from deepshield.media.suffixes import VIDEO_SUFFIXES
+from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
 from deepshield.serving.errors import from_library_error
@@ -195,6 +195,15 @@ def test_api_verdict_is_three_way_around_the_band(detector, astronaut, astronaut
 def test_analyze_accepts_png_whatever_its_name(client, astronaut):
     response = client.post("/v1/analyze", files=upload(encode(astronaut, "PNG"), name="holiday.mp4", mime="video/mp4"))
     assert response.status_code == 200 and len(response.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize(("fmt", "name", "mime"), [("HEIF", "IMG_0001.HEIC", ""), ("AVIF", "photo.avif", "image/avif")])
+def test_phone_photos_heic_and_avif_are_analysed_with_a_jpeg_preview(client, astronaut, fmt, name, mime):
+    response = client.post("/v1/analyze?preview=true", files=upload(encode(astronaut, fmt), name=name, mime=mime))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["kind"] == "image" and len(body["faces"]) == 1
+    assert body["preview_jpeg"].startswith("data:image/jpeg;base64,")  # browsers cannot show HEIC: the page gets a JPEG
 
 
 def test_image_without_face_is_a_clear_no_face_verdict(client):
@@ -581,6 +590,7 @@ def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     assert body["accepted"] == {
         "image_formats": list(IMAGE_FORMATS),
         "video_formats": list(VIDEO_FORMATS),
+        "image_suffixes": sorted(suffix[1:] for suffix in IMAGE_SUFFIXES),
         "video_suffixes": sorted(suffix[1:] for suffix in VIDEO_SUFFIXES),
     }
     # Each library refusal a job can fail with has the status the same refusal gets as a request.

@@ -23,6 +23,7 @@ from PIL import Image
 from deepshield.inference.verdict import shown_probability
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
+from tests.conftest import photo_with_exif
 from tests.serving_support import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -192,11 +193,9 @@ def test_a_result_prints_as_a_report_without_the_controls(page, server, astronau
 
 
 def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, tmp_path):
-    from tests.test_media_metadata import _jpeg_with_exif
-
     page.goto(server + "/")
     photo = tmp_path / "camera.jpg"
-    photo.write_bytes(_jpeg_with_exif(astronaut))
+    photo.write_bytes(photo_with_exif(astronaut))
     page.set_input_files("#file-input", str(photo))
     page.wait_for_selector(".face-card")
     page.click("#file-details summary")
@@ -361,6 +360,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
         body["accepted"] = {
             "image_formats": ["PIXELFORMAT"],
             "video_formats": ["REELFORMAT"],
+            "image_suffixes": ["pix"],
             "video_suffixes": ["reel"],
         }
         body["limits"]["min_face_px"] = 77
@@ -376,7 +376,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("#limits:has-text('REELFORMAT')")
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
-    assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.reel"
+    assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel"
     assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))

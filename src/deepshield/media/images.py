@@ -16,16 +16,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.media.files import check_media_file
 from deepshield.media.sniff import image_format_name, unsupported_message
 from deepshield.media.units import format_bytes, megapixels
 
+# HEIC/HEIF (phones' default photo format) through libheif; Pillow reads AVIF itself. Only the primary
+# image is wanted: no thumbnails, depth maps or auxiliary images are decoded. libheif applies the
+# file's rotation and mirroring and resets the EXIF orientation to 1, so load_image never turns twice.
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
-# unpack and divide straight from header fields.
+# unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.
 _DECODE_ERRORS = (
     OSError,
+    RuntimeError,
     SyntaxError,
     ValueError,
     EOFError,

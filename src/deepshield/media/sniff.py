@@ -25,10 +25,22 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (8, b"WEBP"),
 )
 _IMAGE_NAMES = ("JPEG", "PNG", "GIF", "GIF", "BMP", "TIFF", "TIFF", "WebP")
+# Stills (and still sequences) in an ISO-BMFF 'ftyp' box, as MP4 is: told apart by the major brand.
+_HEIF_BRANDS: dict[bytes, str] = {
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"hevc": "HEIC",
+    b"hevx": "HEIC",
+    b"heim": "HEIC",
+    b"heis": "HEIC",
+    b"mif1": "HEIC",
+    b"msf1": "HEIC",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+}
 # The formats named to people (refusals, the web page): the signatures above and below.
-IMAGE_FORMATS = tuple(dict.fromkeys(_IMAGE_NAMES))
+IMAGE_FORMATS = tuple(dict.fromkeys((*_IMAGE_NAMES, *_HEIF_BRANDS.values())))
 VIDEO_FORMATS = ("MP4", "MOV", "MKV", "WebM", "AVI", "MPEG-TS")
-_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"avif", b"avis", b"mif1", b"msf1")
 TS_PACKET = 188
 _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"),  # MP4 / MOV / M4V / 3GP
@@ -44,22 +56,14 @@ HEADER_BYTES = 2 * TS_PACKET + 1
 
 def sniff_media_kind(head: bytes) -> MediaKind:
     """Classify the first bytes of a file. Raises UnsupportedMediaError for anything else."""
-    for offset, magic in _IMAGE_SIGNATURES:
-        if head[offset : offset + len(magic)] == magic:
-            return MediaKind.IMAGE
+    if image_format_name(head) is not None:
+        return MediaKind.IMAGE
     for offset, magic in _VIDEO_SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
-            # HEIC/AVIF stills also use an ISO-BMFF 'ftyp' box; we do not decode them.
-            if magic == b"ftyp" and _is_heif(head):
-                break
             if magic == b"\x47" and not _looks_like_ts(head):
                 continue
             return MediaKind.VIDEO
     raise UnsupportedMediaError(unsupported_message(head))
-
-
-def _is_heif(head: bytes) -> bool:
-    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def _looks_like_ts(head: bytes) -> bool:
@@ -69,6 +73,8 @@ def _looks_like_ts(head: bytes) -> bool:
 
 def image_format_name(head: bytes) -> str | None:
     """The image format the magic bytes claim (e.g. "JPEG"), or None."""
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return _HEIF_BRANDS[head[8:12]]
     for (offset, magic), name in zip(_IMAGE_SIGNATURES, _IMAGE_NAMES):
         if head[offset : offset + len(magic)] == magic and (name != "WebP" or head[:4] == b"RIFF"):
             return name
@@ -79,12 +85,7 @@ def unsupported_message(head: bytes, expected: str = "an image or a video") -> s
     """The message for bytes we do not read, naming what was expected and, where known, what was found."""
     if not head:
         return f"empty file: expected {expected}"
-    if _is_heif(head):
-        found = " (HEIC/HEIF or AVIF image)"
-    elif head.startswith(b"%PDF"):
-        found = " (PDF document)"
-    else:
-        found = ""
+    found = " (PDF document)" if head.startswith(b"%PDF") else ""
     images = f"an image ({', '.join(IMAGE_FORMATS)})"
     videos = f"a video ({', '.join(VIDEO_FORMATS)})"
     wanted = {"an image": images, "a video": videos}.get(expected, f"{images} or {videos}")

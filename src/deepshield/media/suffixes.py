@@ -4,6 +4,8 @@ still judged by its content (sniff.py); a suffix only decides which folder entri
 
 from __future__ import annotations
 
-IMAGE_SUFFIXES = frozenset([".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"])
+IMAGE_SUFFIXES = frozenset(
+    [".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif"]
+)
 VIDEO_SUFFIXES = frozenset([".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"])
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES

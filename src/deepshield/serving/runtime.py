@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader
 
 from deepshield.inference.analysis import Detector
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS, MediaKind
-from deepshield.media.suffixes import VIDEO_SUFFIXES
+from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.serving.errors import ApiError
 from deepshield.serving.gate import AnalysisGate
 from deepshield.serving.job_ledger import JobLedger
@@ -83,6 +83,7 @@ class Runtime:
         return AcceptedMedia(
             image_formats=list(IMAGE_FORMATS),
             video_formats=list(VIDEO_FORMATS),
+            image_suffixes=sorted(suffix.removeprefix(".") for suffix in IMAGE_SUFFIXES),
             video_suffixes=sorted(suffix.removeprefix(".") for suffix in VIDEO_SUFFIXES),
         )
 

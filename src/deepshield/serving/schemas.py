@@ -87,6 +87,10 @@ class AcceptedMedia(BaseModel):
 
     image_formats: list[str]
     video_formats: list[str]
+    image_suffixes: list[str] = Field(
+        description="file-name suffixes (without the dot) of photos, offered in the file dialog beside image/*"
+        " (HEIC and AVIF often have no MIME type there)"
+    )
     video_suffixes: list[str] = Field(description="file-name suffixes (without the dot) taken for videos")
 
 

@@ -215,7 +215,8 @@
       $("limits").textContent =
         `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
         ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
-      $("file-input").setAttribute("accept", ["image/*", "video/*", ...health.accepted.video_suffixes.map((suffix) => "." + suffix)].join(","));
+      const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes];
+      $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
       offerFrameCounts(health.limits);
       if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
     } catch (err) {
