@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 import deepshield.inference.analysis as analysis
+from deepshield.errors import VideoSpanError
 from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import Box, Face
 from deepshield.inference.analysis import Detector
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
-from deepshield.media.video import VideoFrame, VideoInfo, uniform_indices
+from deepshield.media.video import VideoFrame, VideoInfo, VideoSpan, uniform_indices
 from deepshield.models.card import Calibration, ModelCard
 from tests.conftest import write_video
 
@@ -325,7 +326,7 @@ def scripted_video(monkeypatch, frame_count: int):
         width=640, height=360, fps=10.0, frame_count=frame_count, duration_s=frame_count / 10, rotation=0, codec="h264"
     )
     frames = [VideoFrame(i, i / 10, np.full((360, 640, 3), i, np.uint8)) for i in range(frame_count)]
-    monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits, on_frame=None: (info, frames))
+    monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits, on_frame=None, span=None: (info, frames))
 
 
 def test_short_tracks_do_not_decide_the_verdict(monkeypatch):
@@ -392,6 +393,20 @@ def test_timeline_has_a_point_per_sampled_frame(monkeypatch):
 
 
 # --- real videos -----------------------------------------------------------------------------
+
+
+def test_a_span_of_a_video_is_analysed_and_said(detector, face_video):
+    whole = detector.analyze_video(face_video, frames=4)
+    assert whole.analysed.whole and whole.analysed.start_s == 0
+    assert whole.analysed.end_s == pytest.approx(whole.video.duration_s)
+    part = detector.analyze_video(face_video, frames=4, span=VideoSpan(0.5, 1.0))  # frames 5 to 9
+    assert (part.analysed.start_s, part.analysed.end_s, part.analysed.whole) == (0.5, 1.0, False)
+    assert [p.frame_index for p in part.timeline] == [5 + i for i in uniform_indices(5, 4)]
+    assert all(0.5 <= p.timestamp_s < 1.0 for p in part.timeline)  # the video's own times
+    (track,) = part.tracks
+    assert 0.5 <= track.first_seen_s <= track.last_seen_s < 1.0
+    with pytest.raises(VideoSpanError, match="nothing to analyse from 3 s on"):
+        detector.analyze_video(face_video, frames=4, span=VideoSpan(3.0))
 
 
 def test_real_video_sampled_tracked_and_timed(detector, face_video):

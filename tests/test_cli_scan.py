@@ -182,6 +182,8 @@ def test_no_media_found_is_a_failure(capsys, tmp_path, tiny_bundle):
         (["--frames", "two"], "--frames"),
         (["--threshold", "1.5"], "--threshold: must be between 0 and 1"),
         (["--format", "xml"], "invalid choice: 'xml'"),
+        (["--start", "1:75"], "--start: '1:75' is not a time: minutes and seconds after a colon are below 60"),
+        (["--end", "-3"], "--end: '-3' is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -190,6 +192,26 @@ def test_usage_errors_exit_2(capsys, media, args, message):
         main(["scan", str(media / "blank.png"), *args])
     assert exit_info.value.code == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_a_span_of_every_video_is_scanned(capsys, media, tiny_bundle):
+    # The clip: 6 frames at 10 fps. --start and --end take seconds or m:ss; photos are unaffected.
+    code, out, _ = scan(
+        capsys, str(media), "--model", str(tiny_bundle), "--format", "json", "--start", "0:00.2", "--end", "0.45"
+    )
+    assert code == EXIT_OK
+    rows = {Path(r["path"]).name: r for r in json.loads(out)}
+    clip = rows["clip.mp4"]["result"]
+    assert clip["analysed"] == {"start_s": 0.2, "end_s": 0.45, "whole": False}
+    assert [p["frame_index"] for p in clip["timeline"]] == [2, 3, 4]
+    assert rows["astronaut.jpg"]["faces"] == 1
+    code, out, _ = scan(
+        capsys, str(media / "clip.mp4"), "--model", str(tiny_bundle), "--format", "json", "--start", "9"
+    )
+    assert code == EXIT_SOME_FAILED
+    assert json.loads(out)[0]["error"] == "the video is 0.6 s long: nothing to analyse from 9 s on"
+    code, _, err = scan(capsys, str(media / "clip.mp4"), "--model", str(tiny_bundle), "--start", "0:02", "--end", "1")
+    assert code == EXIT_USAGE and "a video span must end after it starts: 1 s is not after 2 s" in err
 
 
 def test_bad_model_is_a_usage_error(capsys, media, tmp_path):

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.errors import (
+    CorruptMediaError,
+    DeepShieldError,
+    MediaTooLargeError,
+    UnsupportedMediaError,
+    VideoSpanError,
+)
 from deepshield.media import (
     ImageLimits,
     MediaKind,
@@ -27,7 +33,8 @@ from deepshield.media import (
     sniff_media_kind,
 )
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
-from deepshield.media.video import uniform_indices
+from deepshield.media.units import parse_clock_time
+from deepshield.media.video import VideoSpan, uniform_indices
 from tests.conftest import write_video
 
 
@@ -631,3 +638,88 @@ def test_far_apart_samples_are_reached_by_seeking(long_fast_video, monkeypatch):
     assert all(abs(float(f.image.mean()) * 2999 / 255 - f.index) < 40 for f in frames)
     # Each sample costs at most one keyframe interval (250) of decoding, not the whole video.
     assert len(decoded) <= 8 * 250 < 3000, len(decoded)
+
+
+# --- videos: a span of the video -------------------------------------------------------------
+
+
+def test_a_span_is_sampled_uniformly_within_it(counting_video):
+    # Frames 20 to 29 show from 1.0 s to 1.45 s; the only keyframe is frame 0, so the decoder seeks
+    # back to it and each frame's index comes from its timestamp.
+    _info, frames = sample_frames(counting_video, 4, span=VideoSpan(1.0, 1.5))
+    expected = [20 + i for i in uniform_indices(10, 4)]
+    assert [f.index for f in frames] == expected
+    assert [frame_number(f.image) for f in frames] == expected
+    assert all(1.0 <= f.timestamp_s < 1.5 for f in frames)
+    _, rest = sample_frames(counting_video, 100, span=VideoSpan(1.5))  # no end: to the video's end
+    assert [f.index for f in rest] == list(range(30, 40))
+
+
+def test_a_span_of_a_stream_without_frame_count_is_told_by_timestamps(tmp_path):
+    frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(50)]
+    path = write_video(tmp_path / "raw.h264", frames, fps=25)
+    _info, sampled = sample_frames(path, 5, span=VideoSpan(1.0, 1.6))  # frames 25 to 39
+    indices = [f.index for f in sampled]
+    assert len(indices) == 5 and all(25 <= i < 40 for i in indices), indices
+    assert [round(float(f.image.mean()) / 4) for f in sampled] == indices
+
+
+def test_far_apart_samples_of_a_span_are_reached_by_seeking(long_fast_video, monkeypatch):
+    import deepshield.media.video as video
+
+    decoded = []
+    check = video._check_frame
+    monkeypatch.setattr(video, "_check_frame", lambda frame, limits: decoded.append(1) or check(frame, limits))
+    limits = VideoLimits(max_fps=1000)
+    _info, frames = sample_frames(long_fast_video, 8, limits, span=VideoSpan(1.0, 3.0))  # frames 1000 to 2999
+    assert [f.index for f in frames] == [1000 + i for i in uniform_indices(2000, 8)]
+    assert all(abs(float(f.image.mean()) * 2999 / 255 - f.index) < 40 for f in frames)
+    assert len(decoded) <= 8 * 250, len(decoded)
+    # Samples close together late in the video: one decode from the keyframe before the span (frame
+    # 2500 here), not from the video's start.
+    decoded.clear()
+    _info, frames = sample_frames(long_fast_video, 8, limits, span=VideoSpan(2.5, 2.6))
+    assert [f.index for f in frames] == [2500 + i for i in uniform_indices(100, 8)]
+    assert all(abs(float(f.image.mean()) * 2999 / 255 - f.index) < 40 for f in frames)
+    assert len(decoded) <= 250, len(decoded)
+
+
+def test_a_span_outside_the_video_or_malformed_is_refused(counting_video):
+    with pytest.raises(VideoSpanError, match=r"the video is 2 s long: nothing to analyse from 5 s on"):
+        sample_frames(counting_video, 4, span=VideoSpan(5.0, 6.0))
+    with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
+        VideoSpan(-1.0)
+    with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
+        VideoSpan(float("nan"))
+    with pytest.raises(VideoSpanError, match=r"must end after it starts: 1 s is not after 2 s"):
+        VideoSpan(2.0, 1.0)
+    assert VideoSpan().whole and not VideoSpan(0.0, 1.0).whole
+
+
+def test_duration_and_frame_limits_apply_to_the_span(counting_video, long_fast_video):
+    short = VideoLimits(max_duration_s=1.0)
+    with pytest.raises(MediaTooLargeError, match=r"video is 2 s long, above the 1 s limit \(a span of the video"):
+        sample_frames(counting_video, 4, short)
+    with pytest.raises(MediaTooLargeError, match=r"the span to analyse is 1.5 s long, above the 1 s limit"):
+        sample_frames(counting_video, 4, short, span=VideoSpan(0.5))
+    _info, frames = sample_frames(counting_video, 4, short, span=VideoSpan(0.5, 1.2))
+    assert all(10 <= f.index < 24 for f in frames)
+    few = VideoLimits(max_fps=1000, max_frames=1000)
+    with pytest.raises(MediaTooLargeError, match=r"the span to analyse has 1500 frames, above the 1000 frame limit"):
+        sample_frames(long_fast_video, 8, few, span=VideoSpan(1.5))
+    _info, frames = sample_frames(long_fast_video, 8, few, span=VideoSpan(1.5, 2.5))
+    assert [f.index for f in frames] == [1500 + i for i in uniform_indices(1000, 8)]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("95", 95.0), ("95.5", 95.5), (" 1:35 ", 95.0), ("0:01:35.5", 95.5), (".5", 0.5), ("2:00:00", 7200.0)],
+)
+def test_times_in_a_video_are_read_as_people_write_them(text, seconds):
+    assert parse_clock_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "-1", "1:60", "1:75:00", "1::2", "one", "1:2:3:4", "nan"])
+def test_anything_else_is_not_a_time(text):
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_clock_time(text)

@@ -384,17 +384,38 @@ def test_video_job_from_submission_to_result(client, face_video):
     assert upload_files(client) == []  # the video was deleted when the job ended
 
 
+def test_a_video_job_can_analyse_a_span_of_the_video(client, face_video):
+    data = face_video.read_bytes()
+    response = client.post("/v1/jobs?frames=4&start_s=0.5&end_s=1", files=upload(data, "face.mp4", "video/mp4"))
+    assert response.status_code == 202, response.text
+    assert (response.json()["start_s"], response.json()["end_s"]) == (0.5, 1.0)
+    job = wait_for_job(client, response.json()["id"])
+    assert job["status"] == "done", job["error"]
+    assert job["result"]["analysed"] == {"start_s": 0.5, "end_s": 1.0, "whole": False}
+    assert all(0.5 <= point["timestamp_s"] < 1.0 for point in job["result"]["timeline"])
+    # A span the video does not reach fails its job as a request would (422); a malformed one is a 400.
+    late = wait_for_job(client, client.post("/v1/jobs?start_s=30", files=upload(data, "face.mp4")).json()["id"])
+    assert late["status"] == "failed" and late["error"]["error"] == "unprocessable"
+    assert "nothing to analyse from 30 s on" in late["error"]["detail"]
+    body = assert_error(
+        client.post("/v1/jobs?start_s=2&end_s=1", files=upload(data, "face.mp4")), 400, "invalid_request"
+    )
+    assert "must end after it starts" in body["detail"]
+    assert_error(client.post("/v1/jobs?start_s=-1", files=upload(data, "face.mp4")), 400, "invalid_request")
+    assert upload_files(client) == []
+
+
 def test_job_progress_is_reported_stage_by_stage(detector, face_video):
     stages = []
     hooked = HookedDetector(detector)
     real_video = detector.analyze_video
 
-    def recording_analyze_video(path, frames=32, progress=None):
+    def recording_analyze_video(path, frames=32, progress=None, **options):
         def spy(fraction, stage):
             stages.append((fraction, stage))
             progress(fraction, stage)
 
-        return real_video(path, frames=frames, progress=spy)
+        return real_video(path, frames=frames, progress=spy, **options)
 
     hooked.analyze_video = recording_analyze_video
     with client_for(hooked) as client:

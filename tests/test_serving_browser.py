@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from deepshield.inference.verdict import shown_probability
+from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import photo_with_exif
@@ -457,4 +458,40 @@ def test_the_frames_a_video_job_samples_can_be_raised_up_to_the_servers_maximum(
     page.click("button.example[data-file='astronaut-pan.mp4']")
     page.wait_for_selector("#timeline svg")
     assert posts == ["/v1/jobs?frames=64"]
+    assert page.problems == [] and page.outside == []
+
+
+def test_a_part_of_a_video_can_be_analysed(page, server):
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
+    page.goto(server + "/")
+    page.wait_for_selector("#span-choice:not([hidden])")
+    example = "button.example[data-file='astronaut-pan.mp4']"  # 2.4 s
+    # Times the CLI refuses are refused before anything is uploaded, in the CLI's words
+    # (deepshield.media.units.parse_clock_time); typing in the fields opens no file dialog.
+    for start, end in [("1:75", ""), ("-3", ""), ("1::2", ""), ("0:02", "1")]:
+        page.fill("#span-start", start)
+        page.fill("#span-end", end)
+        try:
+            parse_clock_time(start)
+            expected = "The part of the video to analyse must end after it starts."
+        except ValueError as exc:
+            expected = str(exc)
+        page.click(example)
+        page.wait_for_function(
+            "(expected) => { const m = document.getElementById('message'); return !m.hidden && m.innerText.includes(expected); }",
+            arg=expected,
+            timeout=5000,
+        )
+    assert posts == []
+    page.fill("#span-start", "0:00.8")
+    page.fill("#span-end", "1.6")
+    page.click(example)
+    page.wait_for_selector("#timeline svg")
+    assert posts == ["/v1/jobs?start_s=0.8&end_s=1.6"]
+    assert "PART ANALYSED\n0.8 s to 1.6 s\n" in page.inner_text("#video-facts")  # labels are upper-cased by CSS
+    ticks = page.locator("#timeline svg text.tick").all_text_contents()
+    assert "1.0 s" in ticks and "0.0 s" not in ticks  # the axis covers the part, not the whole video
     assert page.problems == [] and page.outside == []

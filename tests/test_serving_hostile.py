@@ -222,7 +222,7 @@ def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpe
 def test_a_job_past_its_time_limit_fails_and_frees_the_worker(detector, face_video, astronaut_jpeg):
     hooked = HookedDetector(detector)
 
-    def endless_video(path, frames=32, progress=None):
+    def endless_video(path, frames=32, progress=None, span=None):
         for step in range(1000):  # reports progress like a long decode, and would take 20 s
             progress(step / 1000, "decoding")
             time.sleep(0.02)
@@ -315,6 +315,35 @@ def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astr
         again = client.get(f"/v1/jobs/{job['id']}").json()
         assert again == first  # the whole result, read back from SQLite
         assert upload_files(client) == []
+
+
+def test_a_ledger_from_before_video_spans_is_read_and_extended(tmp_path):
+    import sqlite3
+
+    from deepshield.media.video import VideoSpan
+    from deepshield.serving.job_ledger import JobLedger, JobRecord
+    from deepshield.serving.schemas import FileInfo
+
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, file TEXT NOT NULL, frames INTEGER NOT NULL,"
+        " upload_path TEXT NOT NULL, status TEXT NOT NULL, stage TEXT NOT NULL, progress REAL NOT NULL,"
+        " created_at REAL NOT NULL, started_at REAL, finished_at REAL, result TEXT, error TEXT)"
+    )
+    file = FileInfo(name="a.mp4", size_bytes=3, sha256="0" * 64, kind="video")
+    old.execute(
+        "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ("old", "video", file.model_dump_json(), 8, "/x", "queued", "queued", 0.0, 1.0, None, None, None, None),
+    )
+    old.commit()
+    old.close()
+    ledger = JobLedger(path)
+    (record,) = ledger.load()
+    assert record.id == "old" and record.span == VideoSpan()  # the whole video, as every job was then
+    ledger.save(JobRecord(**{**record.__dict__, "id": "new", "span": VideoSpan(1.5, 4.0)}))
+    assert [r.span for r in ledger.load()] == [VideoSpan(), VideoSpan(1.5, 4.0)]
+    ledger.close()
 
 
 def test_one_server_per_data_folder(detector, tmp_path):

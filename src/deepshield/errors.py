@@ -24,6 +24,10 @@ class MediaTooLargeError(DeepShieldError):
     """The file exceeds a byte, pixel or duration limit."""
 
 
+class VideoSpanError(DeepShieldError):
+    """The part of a video asked for is malformed or not in the video."""
+
+
 class BundleError(DeepShieldError):
     """A model bundle is missing, incomplete or inconsistent with its model card."""
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from deepshield.engines import ENGINES
+from deepshield.media.units import parse_clock_time
 
 
 def positive_int(text: str) -> int:
@@ -32,6 +33,14 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or a positive integer")
     return value
+
+
+def video_time(text: str) -> float:
+    """A time in a video: seconds, m:ss or h:mm:ss."""
+    try:
+        return parse_clock_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def probability(text: str) -> float:

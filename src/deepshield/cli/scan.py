@@ -17,6 +17,7 @@ from deepshield.cli.args import (
     int_up_to,
     positive_int,
     probability,
+    video_time,
 )
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
@@ -49,6 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int_up_to(most),
         default=DEFAULT_VIDEO_FRAMES,
         help=f"frames sampled per video, 1 to {most} (default {DEFAULT_VIDEO_FRAMES})",
+    )
+    parser.add_argument(
+        "--start",
+        type=video_time,
+        default=0.0,
+        metavar="TIME",
+        help="analyse videos from this time on (seconds, m:ss or h:mm:ss; default: their start)",
+    )
+    parser.add_argument(
+        "--end",
+        type=video_time,
+        default=None,
+        metavar="TIME",
+        help="analyse videos up to this time (default: their end); with --start, a long video is analysed a part at a time",
     )
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument(
@@ -195,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.scan import ScanJob, collect_files
+    from deepshield.media.video import VideoSpan
 
     check_engine_arguments(args)
     if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
@@ -212,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         min_face_size=args.min_face_size,
         threshold=args.threshold,
         frames=args.frames,
+        span=VideoSpan(args.start, args.end),
         heatmaps=args.heatmaps is not None,
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +17,7 @@ from deepshield.faces.detector import FaceDetector
 from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
+    AnalysedSpan,
     FaceResult,
     ImageResult,
     ScoringTerms,
@@ -34,7 +36,7 @@ from deepshield.inference.video_rule import VideoRule
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES, VideoLimits, sample_frames
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
 ProgressCallback = Callable[[float, str], None]
@@ -221,13 +223,21 @@ class Detector:
             raise
 
     def analyze_video(
-        self, path: Path | str, frames: int = DEFAULT_VIDEO_FRAMES, progress: ProgressCallback | None = None
+        self,
+        path: Path | str,
+        frames: int = DEFAULT_VIDEO_FRAMES,
+        progress: ProgressCallback | None = None,
+        span: VideoSpan = WHOLE_VIDEO,
     ) -> VideoResult:
-        """Sample `frames` frames uniformly, score every face, track people, aggregate to a verdict."""
+        """Sample `frames` frames uniformly (from the whole video or `span` of it), score every face,
+        track people, aggregate to a verdict."""
         started = time.perf_counter()
         report = progress or (lambda fraction, stage: None)
         report(0.0, "decoding")
-        info, sampled = sample_frames(path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"))
+        info, sampled = sample_frames(
+            path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"), span=span
+        )
+        span_from, span_to = span.seconds_in(info)
         found = find_faces(
             [frame.image for frame in sampled],
             self.faces,
@@ -304,6 +314,9 @@ class Detector:
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),
+            analysed=AnalysedSpan(
+                start_s=span_from, end_s=span_to if math.isfinite(span_to) else None, whole=span.whole
+            ),
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
@@ -315,12 +328,16 @@ class Detector:
         )
 
     def analyze_path(
-        self, path: Path | str, frames: int = DEFAULT_VIDEO_FRAMES, heatmaps: bool = False
+        self,
+        path: Path | str,
+        frames: int = DEFAULT_VIDEO_FRAMES,
+        heatmaps: bool = False,
+        span: VideoSpan = WHOLE_VIDEO,
     ) -> ImageResult | VideoResult:
-        """Image or video, told apart by content."""
+        """Image or video, told apart by content (`frames` and `span` apply to videos)."""
         path = Path(path)
         if sniff_path(path) is MediaKind.VIDEO:
-            return self.analyze_video(path, frames)
+            return self.analyze_video(path, frames, span=span)
         return self.analyze_image(path, heatmaps=heatmaps)
 
 

@@ -190,9 +190,18 @@ class VideoSummary(BaseModel):
     codec: str
 
 
+class AnalysedSpan(BaseModel):
+    """The part of the video whose frames were sampled (the whole video unless a span was asked for)."""
+
+    start_s: float
+    end_s: float | None = Field(description="None: to the video's end, where the container gives no duration")
+    whole: bool = Field(description="the whole video was analysed")
+
+
 class VideoResult(ScoringTerms):
     kind: Literal["video"] = "video"
     video: VideoSummary
+    analysed: AnalysedSpan
     sampled_frames: int
     tracks: list[TrackResult]
     timeline: list[TimelinePoint]

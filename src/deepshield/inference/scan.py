@@ -15,7 +15,7 @@ from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
 from deepshield.media.suffixes import MEDIA_SUFFIXES
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
 
 
 class ScanRow(BaseModel):
@@ -53,10 +53,12 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
     return files
 
 
-def scan_file(detector: Detector, path: Path, frames: int, heatmaps: bool = False) -> ScanRow:
+def scan_file(
+    detector: Detector, path: Path, frames: int, heatmaps: bool = False, span: VideoSpan = WHOLE_VIDEO
+) -> ScanRow:
     try:
         check_media_file(path)  # names a missing file, a FIFO (never opened), a link loop, a broken link
-        result = detector.analyze_path(path, frames=frames, heatmaps=heatmaps)
+        result = detector.analyze_path(path, frames=frames, heatmaps=heatmaps, span=span)
     except DeepShieldError as exc:
         return ScanRow(path=str(path), status="error", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a scan must survive any one file
@@ -87,6 +89,7 @@ class ScanJob(FileJob[Detector, Path, ScanRow]):
     min_face_size: int = 20
     threshold: float | None = None
     frames: int = DEFAULT_VIDEO_FRAMES
+    span: VideoSpan = WHOLE_VIDEO  # of every video scanned
     heatmaps: bool = False
     base_dir: str | None = None
 
@@ -100,7 +103,7 @@ class ScanJob(FileJob[Detector, Path, ScanRow]):
         return Detector.from_bundle(bundle, min_face_size=self.min_face_size, threshold=self.threshold)
 
     def run(self, detector: Detector, path: Path) -> ScanRow:
-        row = scan_file(detector, self._located(path), self.frames, self.heatmaps)
+        row = scan_file(detector, self._located(path), self.frames, self.heatmaps, self.span)
         row.path = str(path)
         return row
 

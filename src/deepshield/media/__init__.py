@@ -2,7 +2,7 @@
 
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.sniff import MediaKind, sniff_media_kind
-from deepshield.media.video import VideoFrame, VideoInfo, VideoLimits, probe_video, sample_frames
+from deepshield.media.video import VideoFrame, VideoInfo, VideoLimits, VideoSpan, probe_video, sample_frames
 
 __all__ = [
     "ImageLimits",
@@ -10,6 +10,7 @@ __all__ = [
     "VideoFrame",
     "VideoInfo",
     "VideoLimits",
+    "VideoSpan",
     "load_image",
     "probe_video",
     "sample_frames",

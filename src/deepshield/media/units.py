@@ -1,6 +1,10 @@
-"""Sizes in words for limit messages: one spelling for every limit the project prints."""
+"""Sizes and times in words: one spelling for every limit and video time the project prints or reads."""
 
 from __future__ import annotations
+
+import re
+
+_CLOCK_TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
 
 
 def format_bytes(count: float) -> str:
@@ -15,3 +19,15 @@ def format_bytes(count: float) -> str:
 def megapixels(pixels: float) -> str:
     """The number only, so that callers can say "48 megapixels" and "the 40 megapixel limit"."""
     return f"{pixels / 1e6:.3g}"
+
+
+def parse_clock_time(text: str) -> float:
+    """A time in a video as people write it: seconds (`95`, `95.5`), `m:ss` (`1:35`) or `h:mm:ss` (`0:01:35.5`).
+    Raises ValueError with the accepted forms for anything else (negative times included)."""
+    found = _CLOCK_TIME.match(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in found.groups())
+    if (found.group(2) is not None and seconds >= 60) or (found.group(1) is not None and minutes >= 60):
+        raise ValueError(f"{text!r} is not a time: minutes and seconds after a colon are below 60")
+    return hours * 3600 + minutes * 60 + seconds

@@ -1,4 +1,5 @@
-"""Decode videos with PyAV: probe, then sample N frames uniformly (seeking where samples are far apart), tolerating broken packets."""
+"""Decode videos with PyAV: probe, then sample N frames uniformly over the whole video or a span of it
+(seeking where samples are far apart or the span starts late), tolerating broken packets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
+from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
 from deepshield.media.files import check_media_file
 from deepshield.media.units import format_bytes, megapixels
 
@@ -42,6 +43,57 @@ class VideoInfo:
     duration_s: float
     rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
+
+
+@dataclass(frozen=True)
+class VideoSpan:
+    """The part of a video to analyse, in seconds of the video's own time: from start_s up to (not
+    including) end_s; end_s None means to the video's end. The default is the whole video."""
+
+    start_s: float = 0.0
+    end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.start_s) or self.start_s < 0:
+            raise VideoSpanError(f"a video span starts at 0 s or later, not at {self.start_s:g} s")
+        if self.end_s is not None and (not math.isfinite(self.end_s) or self.end_s <= self.start_s):
+            raise VideoSpanError(
+                f"a video span must end after it starts: {self.end_s:g} s is not after {self.start_s:g} s"
+            )
+
+    @property
+    def whole(self) -> bool:
+        return self.start_s == 0 and self.end_s is None
+
+    def seconds_in(self, info: VideoInfo) -> tuple[float, float]:
+        """[from, to) of the span within the video, in seconds (to is inf for an open span of a video of
+        unknown duration); refused when the video ends before the span starts."""
+        if info.duration_s <= 0:
+            return self.start_s, self.end_s if self.end_s is not None else math.inf
+        if self.start_s >= info.duration_s:
+            raise VideoSpanError(
+                f"the video is {info.duration_s:.3g} s long: nothing to analyse from {self.start_s:g} s on"
+            )
+        return self.start_s, info.duration_s if self.end_s is None else min(self.end_s, info.duration_s)
+
+    def frames_in(self, info: VideoInfo) -> tuple[int, int]:
+        """[first, stop) frame indices of the span (frame i shows at i / fps), for a video whose frame count is known."""
+        if self.whole:
+            return 0, info.frame_count
+        first = math.ceil(self.start_s * info.fps - _FRAME_TIME_SLACK)
+        stop = info.frame_count if self.end_s is None else math.ceil(self.end_s * info.fps - _FRAME_TIME_SLACK)
+        first, stop = min(first, info.frame_count), min(stop, info.frame_count)
+        if first >= stop:
+            raise VideoSpanError(
+                f"no frame of the video ({info.frame_count} frames at {info.fps:.4g} fps) lies in the span "
+                f"from {self.start_s:g} s to {self.end_s if self.end_s is not None else 'the end'} s"
+            )
+        return first, stop
+
+
+WHOLE_VIDEO = VideoSpan()
+# Frame times are i / fps in floating point: a span boundary this close to a frame's time takes that frame.
+_FRAME_TIME_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -134,18 +186,25 @@ def _frame_size_error(width: int, height: int, limits: VideoLimits) -> MediaTooL
     )
 
 
-def _check_limits(info: VideoInfo, limits: VideoLimits) -> None:
-    """The container's claims; every decoded frame is checked again (_check_frame): headers can lie."""
-    if info.duration_s > limits.max_duration_s:
+def _check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
+    """The container's claims; every decoded frame is checked again (_check_frame): headers can lie.
+    Duration and frame count are those of the part analysed: a long video can be analysed a span at a time."""
+    begin, end = span.seconds_in(info)
+    what = "video is" if span.whole else "the span to analyse is"
+    if end - begin > limits.max_duration_s and math.isfinite(end):  # unknown durations: frames are counted
         raise MediaTooLargeError(
-            f"video is {info.duration_s:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
+            f"{what} {end - begin:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
+            " (a span of the video, with a start and an end, can be analysed)"
         )
     if info.width * info.height > limits.max_pixels_per_frame:
         raise _frame_size_error(info.width, info.height, limits)
     if info.fps > limits.max_fps:
         raise MediaTooLargeError(f"video is {info.fps:.4g} frames per second, above the {limits.max_fps:.4g} fps limit")
-    if info.frame_count > limits.max_frames:
-        raise MediaTooLargeError(f"video has {info.frame_count} frames, above the {limits.max_frames} frame limit")
+    if info.frame_count > 0:
+        first, stop = span.frames_in(info)
+        if stop - first > limits.max_frames:
+            what = "video has" if span.whole else "the span to analyse has"
+            raise MediaTooLargeError(f"{what} {stop - first} frames, above the {limits.max_frames} frame limit")
 
 
 def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
@@ -172,8 +231,8 @@ def uniform_indices(frame_count: int, n: int) -> list[int]:
     return sorted({min(frame_count - 1, int(step * (i + 0.5))) for i in range(n)})
 
 
-def _worth_seeking(info: VideoInfo, n: int) -> bool:
-    return info.frame_count > 0 and info.fps > 0 and info.frame_count / max(1, n) >= SEEK_MIN_SPACING
+def _can_seek(info: VideoInfo) -> bool:
+    return info.frame_count > 0 and info.fps > 0
 
 
 def sample_frames(
@@ -181,26 +240,37 @@ def sample_frames(
     n: int = DEFAULT_VIDEO_FRAMES,
     limits: VideoLimits = VideoLimits(),
     on_frame: Callable[[float], None] | None = None,
+    span: VideoSpan = WHOLE_VIDEO,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
-    """Keep n uniformly spaced frames of the video.
+    """Keep n uniformly spaced frames of the video, or of a span of it.
 
     Where samples are far apart (SEEK_MIN_SPACING frames or more) each is reached by seeking to the
-    keyframe before it; otherwise, or when seeking does not work for the file, the video is decoded
-    once from the start. Packets that fail to decode are skipped (a damaged stretch costs frames,
-    not the video), so fewer than n frames can come back. Raises MediaTooLargeError for a frame
-    above the pixel limit (whatever the header said) and CorruptMediaError when no frame decodes.
+    keyframe before it; otherwise the span is decoded once, from the keyframe before its start, or
+    from the video's start when seeking does not work for the file. Packets that fail to decode are
+    skipped (a damaged stretch costs frames, not the video), so fewer than n frames can come back.
+    Raises MediaTooLargeError for a frame above the pixel limit (whatever the header said),
+    CorruptMediaError when no frame decodes and VideoSpanError for a span outside the video.
     `on_frame(fraction)` is called as decoding advances.
     """
     path = Path(path)
     with _open(path, limits) as container:
         info = _info(container)
-        _check_limits(info, limits)
-        if _worth_seeking(info, n):
-            sought = _sample_by_seeking(container, info, uniform_indices(info.frame_count, n), limits, on_frame)
-            if sought is not None:
-                return sought
+        _check_limits(info, limits, span)
+        if _can_seek(info):
+            first, stop = span.frames_in(info)
+            if (stop - first) / max(1, n) >= SEEK_MIN_SPACING:
+                targets = [first + i for i in uniform_indices(stop - first, n)]
+                sought = _sample_by_seeking(container, info, targets, limits, on_frame)
+                if sought is not None:
+                    return sought
+            if first > 0:
+                from_keyframe = _sample_sequentially(container, info, n, limits, on_frame, span, seek=True)
+                if from_keyframe is not None:
+                    return from_keyframe
     with _open(path, limits) as container:
-        return _sample_sequentially(container, info, n, limits, on_frame)
+        from_start = _sample_sequentially(container, info, n, limits, on_frame, span, seek=False)
+        assert from_start is not None  # only a seek gives up
+        return from_start
 
 
 def _decoded_frames(
@@ -271,24 +341,55 @@ def _sample_sequentially(
     n: int,
     limits: VideoLimits,
     on_frame: Callable[[float], None] | None,
-) -> tuple[VideoInfo, list[VideoFrame]]:
-    """Decode the video once and keep n uniformly spaced frames."""
-    container.streams.video[0].thread_type = "AUTO"
-    # Without any frame count (rare: no duration either) every `stride`-th frame is kept, the
-    # stride doubling whenever max(2n, 32) frames are held, then the n nearest to uniform are kept.
-    wanted = set(uniform_indices(info.frame_count, n)) if info.frame_count > 0 else None
+    span: VideoSpan,
+    seek: bool,
+) -> tuple[VideoInfo, list[VideoFrame]] | None:
+    """Decode the span once and keep n uniformly spaced frames of it: from the video's start, or
+    (`seek`) from the keyframe before the span, each frame's index then read from its timestamp. None
+    when that seek does not work for the file (the caller decodes from the start)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream_start_s = float((stream.start_time or 0) * stream.time_base) if stream.time_base is not None else 0.0
+    if seek:
+        if stream.time_base is None:
+            return None
+        try:
+            container.seek(int((stream_start_s + span.start_s) / stream.time_base), stream=stream, backward=True)
+        except av.error.FFmpegError:
+            return None
+    # Without any frame count (rare: no duration either) the span is told by timestamps and every
+    # `stride`-th frame in it is kept, the stride doubling whenever max(2n, 32) frames are held,
+    # then the n nearest to uniform are kept.
+    wanted: set[int] | None = None
+    first, stop = 0, 0
+    if info.frame_count > 0:
+        first, stop = span.frames_in(info)
+        wanted = {first + i for i in uniform_indices(stop - first, n)}
     stride = 1
     kept: list[VideoFrame] = []
-    index = -1
+    index = decoded = -1
     for frame in _decoded_frames(container, limits, [0]):
-        index += 1
-        if index >= limits.max_frames:
+        decoded += 1
+        if seek and frame.time is None:
+            return None
+        index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
+        if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
-        if on_frame is not None and info.frame_count > 0 and index % 16 == 0:
-            on_frame(min(1.0, index / info.frame_count))
-        if index == 0:
+        if decoded == 0:
             info = _with_frame_rotation(info, frame)
-        if wanted is None:
+        if wanted is not None:
+            if on_frame is not None and decoded % 16 == 0:
+                on_frame(min(1.0, max(0, index - first) / (stop - first)))
+            if index >= stop:
+                break
+            if index not in wanted:
+                continue
+        else:
+            timestamp = _timestamp(frame, index, info.fps)
+            if timestamp < span.start_s:
+                continue
+            if span.end_s is not None and timestamp >= span.end_s:
+                break
             if index % stride:
                 continue
             if len(kept) >= max(2 * n, 32):
@@ -296,13 +397,13 @@ def _sample_sequentially(
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
                     continue
-        elif index not in wanted:
-            continue
         kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
-    if index < 0:
+    if decoded < 0:
+        if seek:
+            return None
         raise CorruptMediaError("video has no decodable frames")
     if wanted is None and len(kept) > n:
-        kept = _nearest(kept, uniform_indices(index + 1, n))
+        kept = _nearest(kept, [kept[0].index + i for i in uniform_indices(index + 1 - kept[0].index, n)])
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     return info, kept

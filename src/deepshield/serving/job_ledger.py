@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepshield.media.video import VideoSpan
 from deepshield.serving.errors import ErrorBody
 from deepshield.serving.schemas import FileInfo
 
@@ -25,9 +26,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     result TEXT,
-    error TEXT
+    error TEXT,
+    start_s REAL NOT NULL DEFAULT 0,
+    end_s REAL
 )
 """
+# Columns added since the first ledger, with their definitions: an older ledger gains them when opened.
+_ADDED_COLUMNS = {"start_s": "REAL NOT NULL DEFAULT 0", "end_s": "REAL"}
 
 
 @dataclass
@@ -38,6 +43,7 @@ class JobRecord:
     kind: str
     file: FileInfo
     frames: int
+    span: VideoSpan
     upload_path: Path
     status: str
     stage: str
@@ -58,6 +64,10 @@ class JobLedger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def save(self, record: JobRecord) -> None:
         row = (
@@ -74,11 +84,13 @@ class JobLedger:
             record.finished_at,
             None if record.result is None else json.dumps(record.result),
             None if record.error is None else record.error.model_dump_json(),
+            record.span.start_s,
+            record.span.end_s,
         )
         with self._lock:
             if self._closed:  # a job still running at shutdown: the next start fails it
                 return
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def delete(self, job_ids: list[str]) -> None:
         with self._lock:
@@ -95,6 +107,7 @@ class JobLedger:
                 kind=row[1],
                 file=FileInfo.model_validate_json(row[2]),
                 frames=row[3],
+                span=VideoSpan(row[13], row[14]),
                 upload_path=Path(row[4]),
                 status=row[5],
                 stage=row[6],

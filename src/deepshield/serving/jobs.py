@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from deepshield.errors import DeepShieldError
+from deepshield.media.video import WHOLE_VIDEO, VideoSpan
 from deepshield.serving.errors import ApiError, ErrorBody, from_library_error
 from deepshield.serving.job_ledger import JobLedger, JobRecord
 from deepshield.serving.schemas import FileInfo, JobView
@@ -48,6 +49,7 @@ class Job:
     file: FileInfo
     frames: int
     upload: Upload
+    span: VideoSpan = WHOLE_VIDEO
     status: str = "queued"
     progress: float = 0.0
     stage: str = "queued"
@@ -70,6 +72,8 @@ class Job:
             stage=self.stage,
             file=self.file,
             frames=self.frames,
+            start_s=self.span.start_s,
+            end_s=self.span.end_s,
             created_at=self.created_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
@@ -85,6 +89,7 @@ class Job:
             kind=self.kind,
             file=self.file,
             frames=self.frames,
+            span=self.span,
             upload_path=self.upload.path,
             status=self.status,
             stage=self.stage,
@@ -104,6 +109,7 @@ class Job:
             kind=record.kind,
             file=record.file,
             frames=record.frames,
+            span=record.span,
             upload=upload,
             status=record.status,
             progress=record.progress,
@@ -199,10 +205,10 @@ class JobStore:
         return job
 
     # running -------------------------------------------------------------------------------------
-    def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload) -> Job:
+    def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload, span: VideoSpan = WHOLE_VIDEO) -> Job:
         """Create a job and queue it. Takes ownership of the upload (deleted when the job ends)."""
         self.purge()
-        job = Job(id=secrets.token_urlsafe(12), kind=kind, file=file, frames=frames, upload=upload)
+        job = Job(id=secrets.token_urlsafe(12), kind=kind, file=file, frames=frames, upload=upload, span=span)
         with self._lock:
             pending = sum(1 for j in self._jobs.values() if not j.finished)
             if self._closed or pending >= self.max_pending:

@@ -55,7 +55,7 @@ class Runtime:
         """What a job runs: a video analysis, or an image analysis shaped as from /v1/analyze."""
         detector, path = self.detector, job.upload.path
         if job.kind == MediaKind.VIDEO.value:
-            return lambda progress: analyze_video_file(detector, path, job.frames, progress)
+            return lambda progress: analyze_video_file(detector, path, job.frames, progress, job.span)
 
         def work(progress: ProgressFn) -> AnalyzeResponse:
             progress(0.1, "analysing image")

@@ -59,6 +59,8 @@ class JobView(BaseModel):
     stage: str = Field(description="what the analysis is doing now")
     file: FileInfo
     frames: int = Field(description="frames sampled (videos)")
+    start_s: float = Field(0.0, description="videos: the time the analysed span starts at, in seconds")
+    end_s: float | None = Field(None, description="videos: the time the analysed span ends at; None: the video's end")
     created_at: float = Field(description="Unix time")
     started_at: float | None = None
     finished_at: float | None = None

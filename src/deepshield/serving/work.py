@@ -14,6 +14,7 @@ from deepshield.inference.heatmap import encode_png, overlay
 from deepshield.inference.results import TrackPoint
 from deepshield.media.images import load_image
 from deepshield.media.metadata import image_metadata
+from deepshield.media.video import WHOLE_VIDEO, VideoSpan
 from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
 
 
@@ -68,8 +69,10 @@ def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_s
     )
 
 
-def analyze_video_file(detector: Detector, path: Path, frames: int, progress: ProgressCallback) -> VideoResponse:
-    result = detector.analyze_video(path, frames=frames, progress=progress)
+def analyze_video_file(
+    detector: Detector, path: Path, frames: int, progress: ProgressCallback, span: VideoSpan = WHOLE_VIDEO
+) -> VideoResponse:
+    result = detector.analyze_video(path, frames=frames, progress=progress, span=span)
     tracks = []
     for track in result.tracks:
         assert track.crop is not None and track.heatmap is not None, (

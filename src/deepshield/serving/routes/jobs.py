@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from deepshield.errors import VideoSpanError
+from deepshield.media.video import VideoSpan
 from deepshield.serving.errors import ApiError, error_responses
 from deepshield.serving.routes.uploads import MULTIPART_BODY, sniff_upload
 from deepshield.serving.runtime import RuntimeDep
@@ -35,6 +37,17 @@ async def submit_job(
             description="frames sampled from a video: at most the server's max_video_frames, default its video_frames (GET /healthz limits)",
         ),
     ] = None,
+    start_s: Annotated[
+        float, Query(ge=0, description="videos: analyse from this time on, in seconds (default: the start)")
+    ] = 0.0,
+    end_s: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            description="videos: analyse up to this time, in seconds (default: the end). The server's duration limit "
+            "applies to the span, so a long video can be analysed a part at a time",
+        ),
+    ] = None,
 ) -> JSONResponse:
     settings = runtime.settings
     # The bound is a server setting, so it is checked here rather than in the (app-independent) route signature.
@@ -42,6 +55,10 @@ async def submit_job(
         raise ApiError(
             400, "invalid_request", f"query.frames: Input should be less than or equal to {settings.max_video_frames}"
         )
+    try:
+        span = VideoSpan(start_s, end_s)
+    except VideoSpanError as exc:
+        raise ApiError(400, "invalid_request", f"query.end_s: {exc}") from None
     runtime.jobs.check_capacity()
     upload = await runtime.receive(request)
     try:
@@ -50,7 +67,7 @@ async def submit_job(
         upload.delete()
         raise
     file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
-    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload)
+    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload, span)
     view = job.view(settings.job_ttl_s)
     return JSONResponse(
         status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"}

@@ -78,13 +78,37 @@
     return n + " bytes";
   }
 
+  // A time in a video, as precise as the stretch shown (`span` seconds) needs: "3.5 s", "1:05", "1:02:03".
   function formatTime(seconds, span) {
-    if (span >= 60) {
-      const m = Math.floor(seconds / 60);
-      const s = seconds - m * 60;
-      return `${m}:${s.toFixed(0).padStart(2, "0")}`;
+    const digits = span < 5 ? 1 : 0;
+    if (span < 60 && seconds < 60) return `${seconds.toFixed(digits)} s`;
+    const rounded = Number(seconds.toFixed(digits));
+    const h = Math.floor(rounded / 3600);
+    const m = Math.floor((rounded - h * 3600) / 60);
+    const s = (rounded - h * 3600 - m * 60).toFixed(digits).padStart(digits ? 4 : 2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+  }
+
+  // A time typed for a video, as deepshield.media.units.parse_clock_time reads it: seconds, m:ss or
+  // h:mm:ss; null when blank. Throws an Error whose message says what is accepted.
+  function parseVideoTime(text) {
+    const trimmed = text.trim();
+    if (!trimmed) return null;
+    const found = /^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$/.exec(trimmed);
+    if (!found) throw new Error(`'${text}' is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)`);
+    const [hours, minutes, seconds] = [found[1], found[2], found[3]].map((part) => (part ? Number(part) : 0));
+    if ((found[2] !== undefined && seconds >= 60) || (found[1] !== undefined && minutes >= 60)) {
+      throw new Error(`'${text}' is not a time: minutes and seconds after a colon are below 60`);
     }
-    return `${seconds.toFixed(span < 5 ? 1 : 0)} s`;
+    return hours * 3600 + minutes * 60 + seconds;
+  }
+
+  // The part of each video to analyse, from the drop zone's two fields: { start, end } (null: not set).
+  function chosenSpan() {
+    const start = parseVideoTime($("span-start").value);
+    const end = parseVideoTime($("span-end").value);
+    if (start !== null && end !== null && end <= start) throw new Error("The part of the video to analyse must end after it starts.");
+    return { start, end };
   }
 
   class ApiFailure extends Error {
@@ -199,6 +223,7 @@
       ...counts.map((n, i) => el("option", { value: String(n), text: i === 0 ? `${n} (default)` : `${n} (about ${Math.round(n / counts[0])}x the time)` }))
     );
     $("frames-choice").hidden = false;
+    $("span-choice").hidden = false;
   }
 
   function showKeyPanel() {
@@ -214,7 +239,7 @@
       $("footer-scope").textContent = health.scope;
       $("limits").textContent =
         `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
-        ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min`;
+        ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min (or a part of a longer one)`;
       const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes];
       $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
       offerFrameCounts(health.limits);
@@ -309,6 +334,13 @@
       return `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`;
     }
     if (file.size === 0) return "The file is empty.";
+    if (looksLikeVideo(file)) {
+      try {
+        chosenSpan();
+      } catch (err) {
+        return err.message;
+      }
+    }
     return null;
   }
 
@@ -474,8 +506,13 @@
   async function analyseAsJob(file, run) {
     showProgress(file.name, 0, "Uploading…");
     const select = $("frames-select");
-    const frames = select.selectedIndex > 0 ? "?frames=" + encodeURIComponent(select.value) : ""; // else the server's default
-    let job = await api("/v1/jobs" + frames, { method: "POST", body: formData(file) });
+    const query = new URLSearchParams();
+    if (select.selectedIndex > 0) query.set("frames", select.value); // else the server's default
+    const { start, end } = chosenSpan();
+    if (start !== null) query.set("start_s", String(start));
+    if (end !== null) query.set("end_s", String(end));
+    const search = query.toString();
+    let job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file) });
     // A job is "queued" from submission until a worker takes it, which is usually at once: only a
     // job still queued when polled again is really waiting.
     let polls = 0;
@@ -691,8 +728,13 @@
     offerDownload(result, file, fileName);
     offerPrint(result, fileName);
     const v = result.video;
+    const part = result.analysed;
+    const partFacts = part.whole
+      ? []
+      : [["Part analysed", `${formatTime(part.start_s, v.duration_s)} to ${part.end_s === null ? "the end" : formatTime(part.end_s, v.duration_s)}`]];
     renderFacts($("video-facts"), [
       ["Duration", `${v.duration_s.toFixed(1)} s`],
+      ...partFacts,
       ["Resolution", `${v.width} × ${v.height}`],
       ["Frame rate", `${v.fps.toFixed(2)} fps`],
       ["Codec", v.codec],
@@ -708,8 +750,12 @@
   function drawTimeline(result) {
     const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
     const times = result.timeline.map((p) => p.timestamp_s);
-    const span = Math.max(result.video.duration_s || 0, times.length ? Math.max(...times) : 0, 0.1);
-    const x = (t) => L + (W - L - R) * (t / span);
+    // The axis covers what was analysed: the whole video, or the part asked for.
+    const part = result.analysed;
+    const from = part.start_s;
+    const to = part.end_s !== null && !part.whole ? part.end_s : Math.max(result.video.duration_s || 0, times.length ? Math.max(...times) : 0);
+    const span = Math.max(to - from, 0.1);
+    const x = (t) => L + (W - L - R) * ((t - from) / span);
     const y = (p) => T + (H - T - B) * (1 - p);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of manipulation over time for each face" });
 
@@ -722,7 +768,7 @@
       root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
     }
     const step = niceStep(span, 8);
-    for (let t = 0; t <= span + 1e-9; t += step) {
+    for (let t = Math.ceil(from / step - 1e-9) * step; t <= from + span + 1e-9; t += step) {
       root.append(svg("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 5 }));
       root.append(svg("text", { class: "tick", x: x(t), y: H - B + 18, "text-anchor": "middle", text: formatTime(t, span) }));
     }
@@ -827,7 +873,9 @@
     zone.addEventListener("click", () => input.click());
     $("result-print").addEventListener("click", printResult);
     // The frame-count choice sits in the drop zone: using it must not open the file dialog.
-    for (const name of ["click", "keydown"]) $("frames-choice").addEventListener(name, (event) => event.stopPropagation());
+    for (const choice of ["frames-choice", "span-choice"]) {
+      for (const name of ["click", "keydown"]) $(choice).addEventListener(name, (event) => event.stopPropagation());
+    }
     zone.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
