@@ -110,9 +110,9 @@ def main() -> None:
             "manipulated",
             "Self-blended face",
             "The face blended back into itself after colour and sharpness changes (the SBI training fake). "
-            'Subtle: the shipped model scores it under its threshold, a miss that shows why "no signs found" '
-            "never proves a photo authentic.",
-            {"shipped_verdict": "no_signs_found"},
+            "Subtle: the shipped model scores it just under its threshold and calls it inconclusive, not "
+            'likely manipulated; a near miss that shows why "no signs found" never proves a photo authentic.',
+            {"shipped_verdict": "inconclusive"},
         ),
         (
             "astronaut-swap.jpg",

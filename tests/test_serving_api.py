@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.client
 import io
+import math
 import threading
 import time
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from PIL import Image
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import scope
+from deepshield.inference.runtime import OnnxClassifier
 from deepshield.media.images import ImageLimits
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -173,23 +175,36 @@ def test_api_json_is_the_python_results_json_plus_images_and_file(client, detect
 
 
 @pytest.mark.parametrize(
-    ("offset", "label"), [(0.0, "inconclusive"), (0.3, "no_signs_found"), (-0.3, "likely_manipulated")]
+    ("probability", "threshold", "label"),
+    [
+        (0.40, 0.40, "inconclusive"),
+        (0.10, 0.40, "no_signs_found"),
+        (0.70, 0.40, "likely_manipulated"),
+        # Under a band set high (70% to 90% around 80%), a score the model rates at even odds or
+        # above is never "no signs found": the band reaches down to 50%.
+        (0.55, 0.80, "inconclusive"),
+        (0.45, 0.80, "no_signs_found"),
+    ],
 )
-def test_api_verdict_is_three_way_around_the_band(detector, astronaut, astronaut_jpeg, offset, label):
+def test_api_verdict_is_three_way_around_the_band(detector, tiny_bundle, astronaut_jpeg, probability, threshold, label):
     """A score at the threshold is inconclusive; well below the band the wording claims no authenticity."""
-    probability = detector.analyze_image(astronaut).faces[0].probability
-    threshold = min(1.0, max(0.0, probability + offset))
-    with client_for(Detector(detector.classifier, detector.faces, threshold=threshold)) as borderline:
+    classifier = OnnxClassifier(tiny_bundle)
+    calibration = classifier.card.calibration
+    logit = float(detector.analyze_image(astronaut_jpeg).faces[0].logit)
+    calibration.offset = logit - calibration.temperature * math.log(probability / (1 - probability))
+    with client_for(Detector(classifier, detector.faces, threshold=threshold)) as borderline:
         result = borderline.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
     verdict = result["verdict"]
+    assert verdict["probability"] == pytest.approx(probability, abs=1e-4)
     assert verdict["label"] == label == result["faces"][0]["label"]
     assert (result["inconclusive"]["low"], result["inconclusive"]["high"]) == pytest.approx(
-        (max(0, threshold - 0.1), min(1, threshold + 0.1))
+        (min(0.5, max(0, threshold - 0.1)), min(1, threshold + 0.1))
     )
     if label == "no_signs_found":
         assert verdict["headline"] == "No signs of face swapping found — this does not prove the file is authentic"
     if label == "inconclusive":
-        assert verdict["threshold_label"] == "fake" and verdict["headline"].startswith("Inconclusive")
+        assert verdict["headline"].startswith("Inconclusive")
+    assert verdict["threshold_label"] == ("fake" if probability >= threshold else "real")
 
 
 def test_analyze_accepts_png_whatever_its_name(client, astronaut):
@@ -608,6 +623,7 @@ def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     body = client.get("/healthz").json()
     assert body["limits"]["min_face_px"] == detector.faces.min_face_size
     assert body["scope"] == scope(detector.has_synthetic)  # the footer's "what the model judges"
+    assert body["terms"] == detector.scoring_terms().model_dump(mode="json")  # the header's threshold and band
     assert body["accepted"] == {
         "image_formats": list(IMAGE_FORMATS),
         "video_formats": list(VIDEO_FORMATS),

@@ -353,8 +353,9 @@ def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, detector, 
 
 
 def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
-    """Accepted formats, video suffixes, the minimum face size and job error statuses are the server's:
-    served changed, the page shows and uses the changed values."""
+    """Accepted formats, video suffixes, the minimum face size, the thresholds and bands verdicts are
+    called with and job error statuses are the server's: served changed, the page shows and uses the
+    changed values."""
 
     def changed_health(route):
         body = route.fetch().json()
@@ -366,6 +367,8 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
         }
         body["limits"]["min_face_px"] = 77
         body["scope"] = "This model judges SCOPEWORD only."
+        body["terms"]["threshold"] = 0.77
+        body["terms"]["inconclusive"] = {**body["terms"]["inconclusive"], "low": 0.5, "high": 0.88}
         body["job_error_statuses"] = {**body["job_error_statuses"], "corrupt_media": 499}
         route.fulfill(json=body)
 
@@ -379,6 +382,9 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
     assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel"
     assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
+    page.wait_for_selector("[data-role=band]")
+    assert page.inner_text("[data-role=threshold]") == "Threshold 77%"
+    assert page.inner_text("[data-role=band]") == "Inconclusive 50%–88%"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")

@@ -299,7 +299,7 @@ def test_the_api_carries_both_scores_and_the_driver(two_output_bundle, astronaut
     assert face["verdict_driver"] in ("manipulation", "synthetic") and face["synthetic_label"] is not None
     assert body["verdict"]["verdict_driver"] == face["verdict_driver"] and body["synthetic_threshold"] == 0.7
     assert (
-        body["synthetic_inconclusive"]["low"] == 0.6
+        body["synthetic_inconclusive"]["low"] == 0.5  # 0.6 fitted, reaching down to even odds
         and "each score is called by its own threshold" in body["verdict_rule"]
     )
     assert card["synthetic"]["calibration"]["threshold"] == 0.7
@@ -478,3 +478,22 @@ def test_the_synthetic_scale_refitted_on_real_photos_keeps_its_verdicts_and_lowe
     assert synthetic_flagged(scored, fitted, photos) == pytest.approx(synthetic_flagged(scored, validation, photos))
     assert "150 generated validation faces and 60 faces of the benchmarks' real files" in fitted.fitted_on
     assert "offset" in fitted.fitted_on and "temperature kept" in fitted.fitted_on
+
+
+def test_a_band_reaches_down_to_even_odds_when_verdicts_are_called():
+    high = Calibration(
+        threshold=0.8, fitted_on="test", inconclusive=InconclusiveBand(low=0.7, high=0.9, fitted_on="fit")
+    )
+    rule = ScoreRule.from_calibration(high)
+    assert (rule.band.low, rule.band.high) == (0.5, 0.9) and "even odds" in rule.band.fitted_on
+    assert [rule.classify(p) for p in (0.49, 0.5, 0.69, 0.9)] == [
+        "no_signs_found",
+        "inconclusive",
+        "inconclusive",
+        "likely_manipulated",
+    ]
+    assert (
+        ScoreRule.from_calibration(MANIPULATION_CALIBRATION).band == MANIPULATION_CALIBRATION.inconclusive
+    )  # 0.4 <= 0.5
+    moved = ScoreRule.from_calibration(MANIPULATION_CALIBRATION, threshold=0.75)  # 0.65 to 0.85, then down to 0.5
+    assert (moved.threshold, moved.band.low, moved.band.high) == (0.75, 0.5, pytest.approx(0.85))

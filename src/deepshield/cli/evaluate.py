@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from deepshield.cli.args import non_negative_int, positive_int, probability
+from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
@@ -168,9 +169,9 @@ def synthetic_settings(classifier, path: Path, settings):
     if classifier.card.synthetic is None:
         return None
     calibration = classifier.card.synthetic.calibration
-    return replace(settings, threshold=calibration.threshold, band=calibration.band), model_info(
-        classifier, path, synthetic=True
-    )
+    return replace(
+        settings, threshold=calibration.threshold, band=ScoreRule.from_calibration(calibration).band
+    ), model_info(classifier, path, synthetic=True)
 
 
 def list_failed_files(summary, shown: int = 10) -> None:
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = classifier.card.calibration
     settings = EvaluationSettings(
         threshold=threshold,
-        band=calibration.band.moved(calibration.threshold, threshold),  # as Detector does for another threshold
+        band=ScoreRule.from_calibration(calibration, threshold).band,  # as Detector calls files
         rules=rules,
         bootstrap=args.bootstrap,
         seed=args.seed,

@@ -63,15 +63,11 @@ class Detector:
     ) -> None:
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
-        calibration = classifier.card.calibration
-        # Another threshold keeps the band's distances below and above it.
-        self.manipulation_rule = ScoreRule(calibration.threshold, calibration.band).moved(threshold)
+        self.manipulation_rule = ScoreRule.from_calibration(classifier.card.calibration, threshold)
         synthetic = classifier.card.synthetic
         self.synthetic_rule: ScoreRule | None = None
         if synthetic is not None:
-            self.synthetic_rule = ScoreRule(synthetic.calibration.threshold, synthetic.calibration.band).moved(
-                synthetic_threshold
-            )
+            self.synthetic_rule = ScoreRule.from_calibration(synthetic.calibration, synthetic_threshold)
         elif synthetic_threshold is not None:
             raise ValueError("a synthetic-face threshold was given, but this model has no synthetic-face score")
         self.image_limits = image_limits
@@ -106,8 +102,9 @@ class Detector:
     def _combine(self, probability: float, synthetic_probability: float | None) -> CombinedVerdict:
         return combine(probability, self.manipulation_rule, synthetic_probability, self.synthetic_rule)
 
-    def _scoring_terms(self) -> ScoringTerms:
-        """What every image and video result says about the scores' thresholds, bands and scope."""
+    def scoring_terms(self) -> ScoringTerms:
+        """What every image and video result says about the scores' thresholds, bands and scope (the
+        server's /healthz says it too, before any result)."""
         synthetic = self.synthetic_rule
         return ScoringTerms(
             model=self.model_name,
@@ -207,7 +204,7 @@ class Detector:
             height=image.shape[0],
             faces=face_results,
             verdict=verdict,
-            **dict(self._scoring_terms()),
+            **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
             metadata=metadata,
         )
@@ -322,7 +319,7 @@ class Detector:
             timeline=timeline,
             verdict=self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track"),
             rule=self.video_rule.describe(),
-            **dict(self._scoring_terms()),
+            **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
             metadata=video_metadata(path),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from deepshield.models.card import VERDICT_RULE, InconclusiveBand, VerdictLabel
+from deepshield.models.card import VERDICT_RULE, Calibration, InconclusiveBand, VerdictLabel
 
 __all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine", "shown_probability"]
 VerdictDriver = Literal["manipulation", "synthetic"]
@@ -26,14 +26,15 @@ class ScoreRule:
     threshold: float
     band: InconclusiveBand
 
+    @classmethod
+    def from_calibration(cls, calibration: Calibration, threshold: float | None = None) -> ScoreRule:
+        """The rule of a card's calibration, at its threshold or another (the band then keeps its distances
+        below and above it), with the band reaching down to even odds (InconclusiveBand.from_even_odds)."""
+        chosen = calibration.threshold if threshold is None else threshold
+        return cls(chosen, calibration.band.moved(calibration.threshold, chosen).from_even_odds())
+
     def classify(self, probability: float) -> VerdictLabel:
         return self.band.classify(probability)
-
-    def moved(self, threshold: float | None) -> ScoreRule:
-        """Another threshold, the band keeping its distances below and above it."""
-        if threshold is None:
-            return self
-        return ScoreRule(threshold, self.band.moved(self.threshold, threshold))
 
 
 @dataclass(frozen=True)

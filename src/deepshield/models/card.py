@@ -30,6 +30,8 @@ class Normalization(BaseModel):
 # bands were fitted): +-10 points of probability around the threshold. See README "Verdicts".
 DEFAULT_BAND_HALF_WIDTH = 0.10
 DEFAULT_BAND_METHOD = f"default for a card without a fitted band: threshold +- {DEFAULT_BAND_HALF_WIDTH:g}"
+# A score the model rates at least as likely manipulated as not is never called no_signs_found.
+EVEN_ODDS = 0.5
 
 VerdictLabel = Literal["likely_manipulated", "inconclusive", "no_signs_found"]
 
@@ -61,6 +63,19 @@ class InconclusiveBand(BaseModel):
             low=max(0.0, new_threshold - (old_threshold - self.low)),
             high=min(1.0, new_threshold + (self.high - old_threshold)),
             fitted_on=f"{self.fitted_on}; moved with the threshold from {old_threshold:.4f} to {new_threshold:.4f}",
+        )
+
+    def from_even_odds(self) -> InconclusiveBand:
+        """The band verdicts use: it reaches down to even odds at least. A band fitted around a threshold set
+        high for few false alarms on real media can start above 50%, and a score of 52% read "no signs of
+        face swapping found" while the model rated manipulation the likelier."""
+        if self.low <= EVEN_ODDS:
+            return self
+        return InconclusiveBand(
+            low=EVEN_ODDS,
+            high=self.high,
+            fitted_on=f"{self.fitted_on}; from {self.low:.4f} down to {EVEN_ODDS:g}: no score at even odds or above "
+            "is called no signs found",
         )
 
     def classify(self, probability: float) -> VerdictLabel:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from deepshield.inference.results import FaceResult, ImageResult, TrackPoint, TrackResult, VideoResult
+from deepshield.inference.results import FaceResult, ImageResult, ScoringTerms, TrackPoint, TrackResult, VideoResult
 from deepshield.serving.errors import ErrorBody
 
 
@@ -106,6 +106,9 @@ class Health(BaseModel):
     jobs_pending: int
     limits: Limits
     accepted: AcceptedMedia
+    terms: ScoringTerms = Field(
+        description="the thresholds and inconclusive bands verdicts are called with, as every result carries them"
+    )
     job_error_statuses: dict[str, int] = Field(
         description="for a failed job's error code, the HTTP status a request failing the same way answers with"
     )

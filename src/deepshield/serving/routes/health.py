@@ -24,5 +24,6 @@ async def healthz(runtime: RuntimeDep) -> Health:
         jobs_pending=runtime.jobs.pending(),
         limits=runtime.limits(),
         accepted=runtime.accepted_media(),
+        terms=runtime.detector.scoring_terms(),
         job_error_statuses=JOB_ERROR_STATUSES,
     )

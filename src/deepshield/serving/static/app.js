@@ -9,7 +9,7 @@
 
   // What the server owns (limits, accepted media, the status of a failed job's error code) comes from
   // GET /healthz at start; nothing of it is written into this page.
-  const state = { limits: null, accepted: null, jobErrorStatuses: {}, card: null, run: 0, example: null, batch: null };
+  const state = { limits: null, accepted: null, terms: null, jobErrorStatuses: {}, card: null, run: 0, example: null, batch: null };
   // Three-way labels (verdicts, faces, tracks), in words for the small badges.
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   // The synthetic-face score's own call, in words (it uses the same three labels).
@@ -235,6 +235,7 @@
       const health = await api("/healthz");
       state.limits = health.limits;
       state.accepted = health.accepted;
+      state.terms = health.terms;
       state.jobErrorStatuses = health.job_error_statuses;
       $("footer-scope").textContent = health.scope;
       $("limits").textContent =
@@ -251,17 +252,20 @@
       const card = await api("/v1/model");
       state.card = card;
       const info = $("model-info");
-      const band = card.calibration.inconclusive;
-      const pills = [
-        el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" }),
-        el("span", { class: "pill", text: `Threshold ${pct(card.calibration.threshold, 0)}`, "data-role": "threshold" }),
-      ];
-      if (band) pills.push(el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }));
-      const synthetic = card.synthetic && card.synthetic.calibration;
-      pills.push(el("span", {
-        class: "pill", "data-role": "synthetic-threshold",
-        text: synthetic ? `Synthetic-face threshold ${pct(synthetic.threshold, 0)}` : NO_SYNTHETIC,
-      }));
+      const pills = [el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" })];
+      // The thresholds and bands verdicts are called with (the server's, as in every result), not the card's own.
+      const terms = state.terms;
+      if (terms) {
+        const band = terms.inconclusive;
+        pills.push(
+          el("span", { class: "pill", text: `Threshold ${pct(terms.threshold, 0)}`, "data-role": "threshold" }),
+          el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }),
+          el("span", {
+            class: "pill", "data-role": "synthetic-threshold",
+            text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 0)}` : NO_SYNTHETIC,
+          })
+        );
+      }
       if (card.metrics && card.metrics.auc !== undefined) pills.push(el("span", { class: "pill", text: `AUC ${Number(card.metrics.auc).toFixed(3)}` }));
       info.replaceChildren(...pills);
       $("api-key-panel").hidden = true;
