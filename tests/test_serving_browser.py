@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,7 +25,7 @@ from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from tests.conftest import photo_with_exif
+from tests.conftest import photo_with_exif, write_video
 from tests.serving_support import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -500,4 +501,28 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
     assert "PART ANALYSED\n0.8 s to 1.6 s\n" in page.inner_text("#video-facts")  # labels are upper-cased by CSS
     ticks = page.locator("#timeline svg text.tick").all_text_contents()
     assert "1.0 s" in ticks and "0.0 s" not in ticks  # the axis covers the part, not the whole video
+    assert page.problems == [] and page.outside == []
+
+
+def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "long.mp4", [np.roll(small, i, axis=1) for i in range(100)])  # 10 s at 10 fps
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(clip))
+    page.wait_for_selector("[data-role=look-closer]")
+    page.emulate_media(media="print")
+    assert not page.is_visible("[data-role=look-closer]")  # a control, not part of the report
+    page.emulate_media(media="screen")
+    page.click("[data-role=look-closer]")
+    page.wait_for_function("() => document.getElementById('video-facts').innerText.includes('PART ANALYSED')")
+    assert posts[0] == "/v1/jobs" and posts[1].startswith("/v1/jobs?start_s=")
+    query = dict(part.split("=") for part in posts[1].split("?")[1].split("&"))
+    start, end = float(query["start_s"]), float(query["end_s"])
+    assert 0 <= start < end <= 10.0 and end - start <= 4.2  # the peak's seconds either side, within the video
+    assert (page.input_value("#span-start"), page.input_value("#span-end")) == ("", "")  # the next file: whole
+    assert page.locator("[data-role=look-closer]").count() == 0  # 4 s of 4 s: nothing closer to offer
     assert page.problems == [] and page.outside == []

@@ -350,25 +350,28 @@
 
   // Upload one file and wait for its analysis: { result, file } (file: what the server says of the
   // upload), or null when a newer analysis took over meanwhile.
-  async function fetchAnalysis(file, run) {
-    if (looksLikeVideo(file)) return analyseAsJob(file, run);
+  // `span` ({ start, end }, seconds or null): the part of a video to analyse; by default the drop zone's.
+  async function fetchAnalysis(file, run, span) {
+    if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
     showProgress(file.name, null, "Uploading and analysing…");
     try {
       const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
       return { result, file: result.file };
     } catch (err) {
-      if (err instanceof ApiFailure && err.code === "video_needs_job") return analyseAsJob(file, run);
+      if (err instanceof ApiFailure && err.code === "video_needs_job") return analyseAsJob(file, run, span);
       throw err;
     }
   }
 
-  function render(analysis, fileName) {
-    if (analysis.result.kind === "video") renderVideo(analysis.result, analysis.file, fileName);
+  // `source` ({ file, exampleFile }): the file analysed, kept so that a video can be looked at closer.
+  function render(analysis, fileName, source) {
+    if (analysis.result.kind === "video") renderVideo(analysis.result, analysis.file, fileName, source);
     else renderImage(analysis.result, fileName);
   }
 
-  // `exampleFile`: set when the file is one of the examples (its card stays highlighted).
-  async function analyse(file, exampleFile) {
+  // `exampleFile`: set when the file is one of the examples (its card stays highlighted); `span`: a
+  // part of a video other than the drop zone's (Look closer).
+  async function analyse(file, exampleFile, span) {
     const run = ++state.run;
     clearOutput();
     hideBatch();
@@ -381,10 +384,10 @@
     }
     setBusy(true);
     try {
-      const analysis = await fetchAnalysis(file, run);
+      const analysis = await fetchAnalysis(file, run, span);
       if (!analysis || run !== state.run) return;
       $("progress").hidden = true;
-      render(analysis, file.name);
+      render(analysis, file.name, { file, exampleFile });
     } catch (err) {
       if (run !== state.run) return;
       $("progress").hidden = true;
@@ -434,7 +437,7 @@
 
   function showItem(item) {
     clearResult();
-    if (item.status === "done") render(item.analysis, item.file.name);
+    if (item.status === "done") render(item.analysis, item.file.name, { file: item.file, exampleFile: null });
     else if (item.status === "failed") showMessage(item.file.name, item.error);
   }
 
@@ -507,12 +510,12 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  async function analyseAsJob(file, run) {
+  async function analyseAsJob(file, run, span) {
     showProgress(file.name, 0, "Uploading…");
     const select = $("frames-select");
     const query = new URLSearchParams();
     if (select.selectedIndex > 0) query.set("frames", select.value); // else the server's default
-    const { start, end } = chosenSpan();
+    const { start, end } = span || chosenSpan();
     if (start !== null) query.set("start_s", String(start));
     if (end !== null) query.set("end_s", String(end));
     const search = query.toString();
@@ -724,7 +727,7 @@
     return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
   }
 
-  function renderVideo(result, file, fileName) {
+  function renderVideo(result, file, fileName, source) {
     $("result").hidden = false;
     $("video-result").hidden = false;
     renderVerdict(result, "video", fileName);
@@ -746,12 +749,12 @@
       ["Faces tracked", `${result.tracks.length}`],
     ]);
     $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
-    drawTimeline(result);
+    drawTimeline(result, source);
   }
 
   const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
 
-  function drawTimeline(result) {
+  function drawTimeline(result, source) {
     const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
     const times = result.timeline.map((p) => p.timestamp_s);
     // The axis covers what was analysed: the whole video, or the part asked for.
@@ -814,7 +817,7 @@
       root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
     }
     $("timeline").replaceChildren(root, tip);
-    $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span)));
+    $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span, source)));
   }
 
   // Hovering (or focusing) a point shows the face the model scored in that frame.
@@ -835,7 +838,7 @@
 
   // Beside the timeline: who each line is (its most suspicious frame's face and heatmap), when it
   // was seen, and whether it counts towards the verdict.
-  function trackCard(track, i, result, span) {
+  function trackCard(track, i, result, span, source) {
     const name = `Face ${i + 1}`;
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = trackColour(i);
@@ -858,12 +861,33 @@
         text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
       }),
       el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
+      source ? closerButton(track, result, span, source) : null,
     ]);
     card.style.borderLeftColor = trackColour(i);
     const line = () => document.querySelector(`#timeline g[data-track="${track.track_id}"]`);
     card.addEventListener("mouseenter", () => line() && line().classList.add("highlight"));
     card.addEventListener("mouseleave", () => line() && line().classList.remove("highlight"));
     return card;
+  }
+
+  // "Look closer": the same file analysed again, its frames spread over the seconds around a track's
+  // most suspicious frame (this once: the drop zone's part fields stay as they are for the next file).
+  // Offered where that part is under half of what was analysed: otherwise there is little closer to see.
+  const CLOSER_HALF_S = 2;
+
+  function closerButton(track, result, span, source) {
+    const part = result.analysed;
+    const videoEnd = part.end_s !== null ? part.end_s : Math.max(result.video.duration_s, track.last_seen_s);
+    const start = Math.max(part.start_s, Math.floor((track.peak_timestamp_s - CLOSER_HALF_S) * 10) / 10);
+    const end = Math.min(videoEnd, Math.ceil((track.peak_timestamp_s + CLOSER_HALF_S) * 10) / 10);
+    if (end - start > 0.5 * (videoEnd - part.start_s)) return null;
+    const button = el("button", {
+      type: "button", class: "result-print", "data-role": "look-closer",
+      text: `Look closer: ${formatTime(start, span)} to ${formatTime(end, span)}`,
+      title: "Analyse the seconds around this face's most suspicious frame again, with the frames chosen in the drop zone spread over them",
+    });
+    button.addEventListener("click", () => analyse(source.file, source.exampleFile, { start, end }));
+    return el("div", { class: "face-meta" }, [button]);
   }
 
   // ---------------------------------------------------------------- wiring
