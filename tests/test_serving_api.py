@@ -420,6 +420,26 @@ def test_a_video_job_can_analyse_a_span_of_the_video(client, face_video):
     assert upload_files(client) == []
 
 
+def test_an_animated_gif_is_analysed_as_a_video(client, astronaut):
+    frames = [Image.fromarray(np.roll(astronaut, 4 * i, axis=1)) for i in range(6)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    gif = buffer.getvalue()
+    body = assert_error(
+        client.post("/v1/analyze", files=upload(gif, "reaction.gif", "image/gif")), 415, "video_needs_job"
+    )
+    assert "animated image" in body["detail"]
+    job = client.post("/v1/jobs?frames=6", files=upload(gif, "reaction.gif", "image/gif")).json()
+    assert job["kind"] == "video"
+    done = wait_for_job(client, job["id"])
+    assert done["status"] == "done", done["error"]
+    result = done["result"]
+    assert result["video"]["codec"] == "gif" and result["video"]["duration_s"] == pytest.approx(1.2)
+    assert [p["timestamp_s"] for p in result["timeline"]] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert len(result["tracks"]) == 1 and result["tracks"][0]["frames_seen"] == 6
+    assert upload_files(client) == []
+
+
 def test_job_progress_is_reported_stage_by_stage(detector, face_video):
     stages = []
     hooked = HookedDetector(detector)

@@ -526,3 +526,16 @@ def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, s
     assert (page.input_value("#span-start"), page.input_value("#span-end")) == ("", "")  # the next file: whole
     assert page.locator("[data-role=look-closer]").count() == 0  # 4 s of 4 s: nothing closer to offer
     assert page.problems == [] and page.outside == []
+
+
+def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    frames = [Image.fromarray(np.roll(small, 3 * i, axis=1)) for i in range(8)]
+    gif = tmp_path / "reaction.gif"
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=150, loop=0)
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(gif))  # image/gif: sent to /v1/analyze, which sends it on to a job
+    page.wait_for_selector("#timeline svg circle.point")
+    assert "CODEC\ngif" in page.inner_text("#video-facts")
+    assert page.locator("#timeline svg circle.point").count() == 8
+    assert page.problems == [] and page.outside == []

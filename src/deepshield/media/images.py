@@ -30,7 +30,7 @@ register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
 # unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.
-_DECODE_ERRORS = (
+DECODE_ERRORS = (
     OSError,
     RuntimeError,
     SyntaxError,
@@ -174,7 +174,7 @@ def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]
     return lambda band: np.asarray(band.convert("RGB"))
 
 
-def _to_rgb_array(image: Image.Image) -> NDArray[Any]:
+def to_rgb_array(image: Image.Image) -> NDArray[Any]:
     """Convert every Pillow mode we can meet to 8-bit RGB, band by band into one preallocated array."""
     width, height = image.size
     convert = _band_converter(image)
@@ -213,7 +213,7 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc, limits) from exc
-    except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
+    except (UnidentifiedImageError, *DECODE_ERRORS) as exc:
         # Pillow reports a damaged header of a format it knows as "cannot identify": tell those apart
         # by the magic bytes, so that a broken JPEG is not called an unsupported type.
         claimed = image_format_name(data)
@@ -232,10 +232,10 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
         _fit_budget(image, limits)
         image.load()
         orientation = image.getexif().get(0x0112, 1)
-        rgb = _to_rgb_array(image)
+        rgb = to_rgb_array(image)
     except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
         raise _bomb_error(exc, limits) from exc
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc
     del image  # the decoded pixels go before an orientation copy is made
     upright = _ORIENTATIONS.get(orientation)

@@ -12,6 +12,8 @@ import av
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from deepshield.media.sniff import image_format_name
+
 # Text chunks that image generators write into their PNGs: AUTOMATIC1111 and Forge ("parameters"),
 # ComfyUI ("prompt", "workflow"), InvokeAI ("invokeai_metadata", "sd-metadata").
 GENERATOR_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
@@ -82,7 +84,11 @@ def image_metadata(source: Path | str | bytes) -> MediaMetadata:
 
 
 def video_metadata(path: Path | str) -> MediaMetadata:
-    """The container's own tags: encoder, creation time, location (empty when unreadable)."""
+    """The container's own tags: encoder, creation time, location (empty when unreadable); an animated
+    image's are an image's."""
+    head = _head(Path(path))
+    if image_format_name(head) is not None:
+        return image_metadata(path)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             tags = {key.lower(): value for key, value in container.metadata.items()}
@@ -95,7 +101,7 @@ def video_metadata(path: Path | str) -> MediaMetadata:
         software=_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
         created=_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
         has_location=any(key in tags for key in _VIDEO_LOCATION_KEYS),
-        content_credentials=_has_c2pa(_head(Path(path))),
+        content_credentials=_has_c2pa(head),
     )
 
 

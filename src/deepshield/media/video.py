@@ -186,7 +186,7 @@ def _frame_size_error(width: int, height: int, limits: VideoLimits) -> MediaTooL
     )
 
 
-def _check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
+def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
     """The container's claims; every decoded frame is checked again (_check_frame): headers can lie.
     Duration and frame count are those of the part analysed: a long video can be analysed a span at a time."""
     begin, end = span.seconds_in(info)
@@ -255,7 +255,7 @@ def sample_frames(
     path = Path(path)
     with _open(path, limits) as container:
         info = _info(container)
-        _check_limits(info, limits, span)
+        check_limits(info, limits, span)
         if _can_seek(info):
             first, stop = span.frames_in(info)
             if (stop - first) / max(1, n) >= SEEK_MIN_SPACING:

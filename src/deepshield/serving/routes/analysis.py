@@ -23,7 +23,7 @@ router = APIRouter(tags=["analysis"])
     response_model=AnalyzeResponse,
     summary="Analyse an image now",
     description="Upload an image (multipart field `file`). Answers with every face found, its probability of manipulation, "
-    "its crop and heatmap as PNG data URLs, and the verdict. Videos go to `POST /v1/jobs`.",
+    "its crop and heatmap as PNG data URLs, and the verdict. Videos and animated images (GIF, APNG, WebP) go to `POST /v1/jobs`.",
     openapi_extra=MULTIPART_BODY,
     responses=error_responses(400, 408, 413, 415, 422, 500, 503, 504),
 )
@@ -39,7 +39,8 @@ async def analyze(
             raise ApiError(
                 415,
                 "video_needs_job",
-                "this is a video: submit it to POST /v1/jobs, which analyses it in the background",
+                "this is a video (or an animated image, analysed as one): submit it to POST /v1/jobs, which analyses "
+                "it in the background",
             )
     except BaseException:
         upload.delete()

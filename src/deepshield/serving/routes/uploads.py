@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepshield.errors import DeepShieldError
+from deepshield.media.animation import is_animation
 from deepshield.media.sniff import MediaKind, sniff_media_kind
 from deepshield.serving.errors import from_library_error
 from deepshield.serving.uploads import FIELD_NAME, Upload
@@ -34,7 +35,9 @@ MULTIPART_BODY: dict[str, Any] = {
 
 
 def sniff_upload(upload: Upload) -> MediaKind:
+    """IMAGE or VIDEO by content; an animated image (GIF, APNG, WebP) is analysed as a video."""
     try:
-        return sniff_media_kind(upload.head)
+        kind = sniff_media_kind(upload.head)
+        return MediaKind.VIDEO if kind is MediaKind.IMAGE and is_animation(upload.path) else kind
     except DeepShieldError as exc:
         raise from_library_error(exc) from None

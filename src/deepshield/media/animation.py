@@ -1,0 +1,116 @@
+"""Animated images (GIF, APNG, animated WebP) read as short videos: their frames are sampled, limited
+and timed as a video's are (PyAV reads GIF and APNG but not animated WebP, so Pillow reads all three)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from deepshield.errors import CorruptMediaError, MediaTooLargeError, VideoSpanError
+from deepshield.media.files import check_media_file, read_head
+from deepshield.media.images import DECODE_ERRORS, to_rgb_array
+from deepshield.media.sniff import HEADER_BYTES, image_format_name
+from deepshield.media.units import format_bytes
+from deepshield.media.video import (
+    WHOLE_VIDEO,
+    VideoFrame,
+    VideoInfo,
+    VideoLimits,
+    VideoSpan,
+    check_limits,
+    uniform_indices,
+)
+
+# The image formats that can hold an animation (as image_format_name names them).
+ANIMATED_FORMATS = frozenset({"GIF", "PNG", "WebP"})
+_CODECS = {"GIF": "gif", "PNG": "apng", "WebP": "webp"}
+# Browsers show a frame whose delay is under 20 ms (a GIF delay of 0 or 1 hundredth) for 100 ms.
+_MIN_FRAME_MS, _SHOWN_FRAME_MS = 20, 100
+
+
+def is_animation(path: Path) -> bool:
+    """A GIF, PNG or WebP file with more than one frame (False for anything unreadable: decoding it as
+    a still reports what is wrong)."""
+    if image_format_name(read_head(path, HEADER_BYTES)) not in ANIMATED_FORMATS:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return bool(getattr(image, "is_animated", False))
+    except Exception:  # noqa: BLE001 - a damaged still is load_image's to report
+        return False
+
+
+def _frame_starts(image: Image.Image, limits: VideoLimits) -> tuple[list[float], float]:
+    """When each frame starts to show, in seconds, and how long the animation lasts. A damaged frame
+    ends the animation there: as a video's broken stretch, it costs frames, not the file."""
+    starts: list[float] = []
+    clock_ms = 0
+    while True:
+        try:
+            image.seek(len(starts))
+        except DECODE_ERRORS:  # EOFError past the last frame; anything else, a damaged frame
+            break
+        if len(starts) == limits.max_frames:
+            raise MediaTooLargeError(f"animation has more than {limits.max_frames} frames, the limit")
+        shown_ms = int(image.info.get("duration") or 0)
+        starts.append(clock_ms / 1000)
+        clock_ms += shown_ms if shown_ms >= _MIN_FRAME_MS else _SHOWN_FRAME_MS
+    if not starts:
+        raise CorruptMediaError("animation has no readable frames")
+    return starts, clock_ms / 1000
+
+
+def sample_animation(
+    path: Path | str,
+    n: int,
+    limits: VideoLimits = VideoLimits(),
+    on_frame: Callable[[float], None] | None = None,
+    span: VideoSpan = WHOLE_VIDEO,
+) -> tuple[VideoInfo, list[VideoFrame]]:
+    """Keep n of the animation's frames, spread evenly over it (or over `span` of it), as sample_frames
+    does for a video: a frame's timestamp is when it starts to show."""
+    path = Path(path)
+    size = check_media_file(path)
+    if size > limits.max_bytes:
+        raise MediaTooLargeError(f"file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the frame and byte limits stand in for Pillow's bomb warning
+            with Image.open(path) as image:
+                starts, duration_s = _frame_starts(image, limits)
+                info = VideoInfo(
+                    width=image.width,
+                    height=image.height,
+                    fps=len(starts) / duration_s,
+                    frame_count=len(starts),
+                    duration_s=duration_s,
+                    rotation=0,
+                    codec=_CODECS.get(str(image.format), str(image.format).lower()),
+                )
+                check_limits(info, limits, span)
+                begin, end = span.seconds_in(info)
+                in_span = [index for index, start in enumerate(starts) if begin <= start < end]
+                if not in_span:
+                    raise VideoSpanError(f"no frame of the animation starts from {begin:g} s to {end:g} s")
+                frames = []
+                for number, position in enumerate(uniform_indices(len(in_span), n)):
+                    index = in_span[position]
+                    try:
+                        image.seek(index)
+                        frames.append(VideoFrame(index, starts[index], to_rgb_array(image)))
+                    except DECODE_ERRORS:
+                        pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
+                    if on_frame is not None:
+                        on_frame((number + 1) / min(n, len(in_span)))
+    except Image.DecompressionBombError as exc:
+        raise MediaTooLargeError(f"animation frames are far larger than the limit: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise CorruptMediaError(f"corrupt or truncated animation: {exc}") from exc
+    if not frames:
+        raise CorruptMediaError("animation has no decodable frames at the sampled positions")
+    return info, frames
