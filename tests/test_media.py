@@ -34,7 +34,6 @@ from deepshield.media import (
 )
 from deepshield.media.animation import is_animation
 from deepshield.media.frames import media_kind
-from deepshield.media.frames import sample_frames as sample_media_frames
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
@@ -742,24 +741,24 @@ def animation(path: Path, fmt: str, count: int = 12, durations: list[int] | int 
 def test_an_animated_image_is_sampled_as_a_video(tmp_path, fmt, codec):
     path = animation(tmp_path / f"anim.{codec}", fmt)
     assert is_animation(path) and media_kind(path) is MediaKind.VIDEO and sniff_path(path) is MediaKind.IMAGE
-    info, frames = sample_media_frames(path, 4)
+    info, frames = sample_frames(path, 4)
     assert (info.codec, info.frame_count, info.width, info.height) == (codec, 12, 64, 48)
     assert info.duration_s == pytest.approx(1.2) and info.fps == pytest.approx(10)
     expected = uniform_indices(12, 4)
     assert [f.index for f in frames] == expected
     assert [f.timestamp_s for f in frames] == pytest.approx([i / 10 for i in expected])
     assert [round(float(f.image.mean()) / 20) for f in frames] == expected  # the pixels are those frames'
-    _, part = sample_media_frames(path, 10, span=VideoSpan(0.5, 0.9))
+    _, part = sample_frames(path, 10, span=VideoSpan(0.5, 0.9))
     assert [f.index for f in part] == [5, 6, 7, 8]
     with pytest.raises(MediaTooLargeError, match="animation has more than 10 frames, the limit"):
-        sample_media_frames(path, 4, VideoLimits(max_frames=10))
+        sample_frames(path, 4, VideoLimits(max_frames=10))
     with pytest.raises(VideoSpanError, match="nothing to analyse from 2 s on"):
-        sample_media_frames(path, 4, span=VideoSpan(2.0))
+        sample_frames(path, 4, span=VideoSpan(2.0))
 
 
 def test_frame_delays_are_kept_and_a_zero_delay_is_shown_as_browsers_show_it(tmp_path):
     path = animation(tmp_path / "delays.gif", "GIF", count=3, durations=[500, 0, 200])
-    info, frames = sample_media_frames(path, 3)
+    info, frames = sample_frames(path, 3)
     assert [f.timestamp_s for f in frames] == pytest.approx([0.0, 0.5, 0.6])  # the 0 delay shows for 100 ms
     assert info.duration_s == pytest.approx(0.8)
 
@@ -772,7 +771,7 @@ def test_a_still_gif_and_a_damaged_animation(tmp_path, astronaut):
     broken = tmp_path / "broken.gif"
     broken.write_bytes(data[: len(data) // 2])
     assert media_kind(broken) is MediaKind.VIDEO  # its first frames are there
-    info, frames = sample_media_frames(broken, 12)  # the damaged tail costs frames, not the file
+    info, frames = sample_frames(broken, 12)  # the damaged tail costs frames, not the file
     assert 0 < info.frame_count < 12 and [f.index for f in frames] == list(range(len(frames)))
     assert [round(float(f.image.mean()) / 20) for f in frames] == [f.index for f in frames]
 
@@ -792,7 +791,7 @@ def test_damaged_animations_only_raise_our_errors(tmp_path):
             path.write_bytes(bytes(data))
             try:
                 if media_kind(path) is MediaKind.VIDEO:
-                    _info, frames = sample_media_frames(path, 4)
+                    _info, frames = sample_frames(path, 4)
                     assert frames and all(f.image.dtype == np.uint8 and f.image.shape[2] == 3 for f in frames)
             except DeepShieldError:
                 continue

@@ -33,11 +33,11 @@ from deepshield.inference.results import (
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
-from deepshield.media.frames import media_kind, sample_frames
+from deepshield.media.frames import media_kind
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
 ProgressCallback = Callable[[float, str], None]

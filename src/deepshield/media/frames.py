@@ -3,17 +3,15 @@ read. An animated image (GIF, APNG, animated WebP) is a video here: its frames a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from numpy.typing import NDArray
 
-from deepshield.media.animation import is_animation, sample_animation
+from deepshield.media.animation import is_animation
 from deepshield.media.images import load_image
 from deepshield.media.sniff import MediaKind, sniff_path
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoFrame, VideoInfo, VideoLimits, VideoSpan
-from deepshield.media.video import sample_frames as sample_video_frames
+from deepshield.media.video import sample_frames
 
 FileKind = Literal["image", "video"]
 
@@ -22,19 +20,6 @@ def media_kind(path: Path) -> MediaKind:
     """VIDEO for a video or an animated image, IMAGE for a still (judged by content)."""
     kind = sniff_path(path)
     return MediaKind.VIDEO if kind is MediaKind.VIDEO or is_animation(path) else kind
-
-
-def sample_frames(
-    path: Path | str,
-    n: int = DEFAULT_VIDEO_FRAMES,
-    limits: VideoLimits = VideoLimits(),
-    on_frame: Callable[[float], None] | None = None,
-    span: VideoSpan = WHOLE_VIDEO,
-) -> tuple[VideoInfo, list[VideoFrame]]:
-    """n frames spread evenly over a video or an animated image (or `span` of it): see
-    deepshield.media.video.sample_frames."""
-    sample = sample_animation if is_animation(Path(path)) else sample_video_frames
-    return sample(path, n, limits, on_frame, span)
 
 
 def read_frames(path: Path, frames: int) -> tuple[FileKind, list[tuple[int, NDArray[Any]]], list[float]]:

@@ -242,7 +242,8 @@ def sample_frames(
     on_frame: Callable[[float], None] | None = None,
     span: VideoSpan = WHOLE_VIDEO,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
-    """Keep n uniformly spaced frames of the video, or of a span of it.
+    """Keep n uniformly spaced frames of the video, or of a span of it (an animated image's frames:
+    deepshield.media.animation).
 
     Where samples are far apart (SEEK_MIN_SPACING frames or more) each is reached by seeking to the
     keyframe before it; otherwise the span is decoded once, from the keyframe before its start, or
@@ -253,6 +254,11 @@ def sample_frames(
     `on_frame(fraction)` is called as decoding advances.
     """
     path = Path(path)
+    # Imported here: animation builds on this module's types.
+    from deepshield.media.animation import is_animation, sample_animation
+
+    if is_animation(path):
+        return sample_animation(path, n, limits, on_frame, span)
     with _open(path, limits) as container:
         info = _info(container)
         check_limits(info, limits, span)
