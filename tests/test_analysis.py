@@ -401,6 +401,8 @@ def test_a_span_of_a_video_is_analysed_and_said(detector, face_video):
     assert whole.analysed.end_s == pytest.approx(whole.video.duration_s)
     part = detector.analyze_video(face_video, frames=4, span=VideoSpan(0.5, 1.0))  # frames 5 to 9
     assert (part.analysed.start_s, part.analysed.end_s, part.analysed.whole) == (0.5, 1.0, False)
+    assert part.verdict.reason.endswith("; only 0:00.5 to 0:01 of the video was analysed")
+    assert "analysed" not in whole.verdict.reason
     assert [p.frame_index for p in part.timeline] == [5 + i for i in uniform_indices(5, 4)]
     assert all(0.5 <= p.timestamp_s < 1.0 for p in part.timeline)  # the video's own times
     (track,) = part.tracks

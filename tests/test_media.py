@@ -35,7 +35,7 @@ from deepshield.media import (
 from deepshield.media.animation import is_animation
 from deepshield.media.frames import media_kind
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
-from deepshield.media.units import parse_clock_time
+from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
 from tests.conftest import write_video
 
@@ -719,6 +719,11 @@ def test_duration_and_frame_limits_apply_to_the_span(counting_video, long_fast_v
 )
 def test_times_in_a_video_are_read_as_people_write_them(text, seconds):
     assert parse_clock_time(text) == seconds
+    assert parse_clock_time(clock_time(seconds)) == seconds  # written back as it is read
+
+
+def test_times_are_written_to_the_tenth():
+    assert [clock_time(s) for s in (0.5, 7.25, 95, 3723.04, 59.96)] == ["0:00.5", "0:07.2", "1:35", "1:02:03", "1:00"]
 
 
 @pytest.mark.parametrize("text", ["", "-1", "1:60", "1:75:00", "1::2", "one", "1:2:3:4", "nan"])

@@ -37,6 +37,7 @@ from deepshield.media.frames import media_kind
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
+from deepshield.media.units import clock_time
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
@@ -309,6 +310,11 @@ class Detector:
             )
             for pos, frame in enumerate(sampled)
         ]
+        file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
+        if not span.whole:  # a part's verdict is not the file's: its reason says which part it judges
+            until = clock_time(span_to) if math.isfinite(span_to) else "the end"
+            part = f"only {clock_time(span_from)} to {until} of the video was analysed"
+            file_verdict = file_verdict.model_copy(update={"reason": f"{file_verdict.reason}; {part}"})
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),
@@ -318,7 +324,7 @@ class Detector:
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
-            verdict=self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track"),
+            verdict=file_verdict,
             rule=self.video_rule.describe(),
             **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,

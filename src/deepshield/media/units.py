@@ -31,3 +31,13 @@ def parse_clock_time(text: str) -> float:
     if (found.group(2) is not None and seconds >= 60) or (found.group(1) is not None and minutes >= 60):
         raise ValueError(f"{text!r} is not a time: minutes and seconds after a colon are below 60")
     return hours * 3600 + minutes * 60 + seconds
+
+
+def clock_time(seconds: float) -> str:
+    """A time in a video as parse_clock_time reads it back: `0:07.5`, `1:35`, `1:02:03` (tenths when not whole)."""
+    tenths = round(seconds * 10)
+    whole, tenth = divmod(tenths, 10)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return f"{text}.{tenth}" if tenth else text
