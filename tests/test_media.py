@@ -691,8 +691,10 @@ def test_a_span_outside_the_video_or_malformed_is_refused(counting_video):
         sample_frames(counting_video, 4, span=VideoSpan(5.0, 6.0))
     with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
         VideoSpan(-1.0)
-    with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
+    with pytest.raises(VideoSpanError, match="a video span's start is a number of seconds, not nan"):
         VideoSpan(float("nan"))
+    with pytest.raises(VideoSpanError, match="a video span's end is a number of seconds, not inf"):
+        VideoSpan(1.0, float("inf"))
     with pytest.raises(VideoSpanError, match=r"must end after it starts: 1 s is not after 2 s"):
         VideoSpan(2.0, 1.0)
     assert VideoSpan().whole and not VideoSpan(0.0, 1.0).whole

@@ -417,6 +417,8 @@ def test_a_video_job_can_analyse_a_span_of_the_video(client, face_video):
     )
     assert "must end after it starts" in body["detail"]
     assert_error(client.post("/v1/jobs?start_s=-1", files=upload(data, "face.mp4")), 400, "invalid_request")
+    body = assert_error(client.post("/v1/jobs?start_s=inf", files=upload(data, "face.mp4")), 400, "invalid_request")
+    assert body["detail"] == "query: a video span's start is a number of seconds, not inf"
     assert upload_files(client) == []
 
 

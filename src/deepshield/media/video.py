@@ -54,9 +54,12 @@ class VideoSpan:
     end_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.start_s) or self.start_s < 0:
+        for name, value in (("start", self.start_s), ("end", self.end_s)):
+            if value is not None and not math.isfinite(value):
+                raise VideoSpanError(f"a video span's {name} is a number of seconds, not {value:g}")
+        if self.start_s < 0:
             raise VideoSpanError(f"a video span starts at 0 s or later, not at {self.start_s:g} s")
-        if self.end_s is not None and (not math.isfinite(self.end_s) or self.end_s <= self.start_s):
+        if self.end_s is not None and self.end_s <= self.start_s:
             raise VideoSpanError(
                 f"a video span must end after it starts: {self.end_s:g} s is not after {self.start_s:g} s"
             )

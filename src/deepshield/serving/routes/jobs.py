@@ -58,7 +58,7 @@ async def submit_job(
     try:
         span = VideoSpan(start_s, end_s)
     except VideoSpanError as exc:
-        raise ApiError(400, "invalid_request", f"query.end_s: {exc}") from None
+        raise ApiError(400, "invalid_request", f"query: {exc}") from None
     runtime.jobs.check_capacity()
     upload = await runtime.receive(request)
     try:
