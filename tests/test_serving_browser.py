@@ -381,7 +381,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("#limits:has-text('REELFORMAT')")
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
-    assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel"
+    assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel,.json"
     assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
     page.wait_for_selector("[data-role=band]")
     assert page.inner_text("[data-role=threshold]") == "Threshold 77%"
@@ -539,3 +539,52 @@ def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
     assert "CODEC\ngif" in page.inner_text("#video-facts")
     assert page.locator("#timeline svg circle.point").count() == 8
     assert page.problems == [] and page.outside == []
+
+
+def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp_path):
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+    page.wait_for_selector(".face-card")
+    shown = (page.inner_text("#verdict-label"), page.inner_text("#verdict-score"), page.inner_text(".face-card"))
+    with page.expect_download() as saving:
+        page.click("[data-role=download]")
+    saved_path = tmp_path / "astronaut.deepshield.json"
+    saving.value.save_as(saved_path)
+    saved = json.loads(saved_path.read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", saved["analysed_at"])
+    # Opened on a fresh page: the same result, said to be a saved one, and nothing sent to the server.
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(saved_path))
+    page.wait_for_selector(".face-card")
+    assert (
+        page.inner_text("#verdict-label"),
+        page.inner_text("#verdict-score"),
+        page.inner_text(".face-card"),
+    ) == shown
+    when = saved["analysed_at"][:16].replace("T", " ") + " UTC"
+    assert page.inner_text("[data-role=saved-note]") == (
+        f"Opened from astronaut.deepshield.json: the result as it was saved, analysed {when}. Nothing was analysed again."
+    )
+    assert when in page.inner_text("[data-role=print-header]")  # the report keeps the analysis time
+    assert posts == ["/v1/analyze?preview=true"]
+    # A saved set of results opens as its list; any other JSON is named as not a result.
+    results = tmp_path / "deepshield-results.json"
+    results.write_text(
+        json.dumps([saved, {"file_name": "notes.jpg", "result": None, "error": "unsupported file type"}])
+    )
+    page.set_input_files("#file-input", str(results))
+    page.wait_for_selector("#batch-summary:has-text('2 of 2 files analysed')")
+    assert page.inner_text("#result-file") == "Result for astronaut.jpg" and page.is_visible("[data-role=saved-note]")
+    rows = page.locator("[data-role=batch-row]")
+    assert [rows.nth(i).get_attribute("aria-pressed") for i in range(2)] == ["true", "false"]
+    other = tmp_path / "settings.json"
+    other.write_text('{"theme": "dark"}')
+    page.set_input_files("#file-input", str(other))
+    page.wait_for_selector("#message:not([hidden])")
+    assert "This JSON file is not a result saved by Deepfake Shield." in page.inner_text("#message")
+    assert not page.is_visible("#batch") and not page.is_visible("#result")
+    assert posts == ["/v1/analyze?preview=true"] and page.problems == [] and page.outside == []

@@ -183,6 +183,7 @@
 
   function clearResult() {
     $("message").hidden = true;
+    $("saved-note").hidden = true;
     $("result").hidden = true;
     $("image-result").hidden = true;
     $("video-result").hidden = true;
@@ -241,7 +242,7 @@
       $("limits").textContent =
         `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
         ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min (or a part of a longer one)`;
-      const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes];
+      const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes, "json"]; // json: a saved result
       $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
       offerFrameCounts(health.limits);
       if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
@@ -352,6 +353,12 @@
   // upload), or null when a newer analysis took over meanwhile.
   // `span` ({ start, end }, seconds or null): the part of a video to analyse; by default the drop zone's.
   async function fetchAnalysis(file, run, span) {
+    const analysis = await fetchResult(file, run, span);
+    if (analysis) analysis.analysedAt = new Date().toISOString();
+    return analysis;
+  }
+
+  async function fetchResult(file, run, span) {
     if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
     showProgress(file.name, null, "Uploading and analysing…");
     try {
@@ -363,8 +370,10 @@
     }
   }
 
-  // `source` ({ file, exampleFile }): the file analysed, kept so that a video can be looked at closer.
+  // `source` ({ file, exampleFile }): the file analysed, kept so that a video can be looked at closer
+  // (null for a result opened from a saved file). `analysis.analysedAt`: when it was analysed (ISO, UTC).
   function render(analysis, fileName, source) {
+    state.analysedAt = analysis.analysedAt || null;
     if (analysis.result.kind === "video") renderVideo(analysis.result, analysis.file, fileName, source);
     else renderImage(analysis.result, fileName);
   }
@@ -437,8 +446,63 @@
 
   function showItem(item) {
     clearResult();
-    if (item.status === "done") render(item.analysis, item.file.name, { file: item.file, exampleFile: null });
-    else if (item.status === "failed") showMessage(item.file.name, item.error);
+    if (item.status === "done") {
+      render(item.analysis, item.file.name, item.openedFrom ? null : { file: item.file, exampleFile: null });
+      if (item.openedFrom) showSavedNote(item.openedFrom);
+    } else if (item.status === "failed") showMessage(item.file.name, item.error);
+  }
+
+  // ---------------------------------------------------------------- a saved result, opened again
+  // A ".json" file dropped or chosen is a result saved from this page ("Save this result" or "Save all
+  // results"): it is shown as it was saved, without analysing anything again.
+  const looksLikeSaved = (file) => file.type === "application/json" || /\.json$/i.test(file.name);
+  const NOT_SAVED = "This JSON file is not a result saved by Deepfake Shield.";
+
+  async function openSaved(file) {
+    const run = ++state.run;
+    clearOutput();
+    hideBatch();
+    markExample(null);
+    let saved = null;
+    try {
+      saved = JSON.parse(await file.text());
+    } catch (err) {
+      saved = null;
+    }
+    if (run !== state.run) return;
+    const entries = Array.isArray(saved) ? saved : [saved];
+    const valid = entries.length > 0 && entries.every((entry) => entry && typeof entry.file_name === "string" && (entry.result ? entry.result.verdict : entry.error));
+    if (!valid) {
+      showMessage(file.name, NOT_SAVED);
+      return;
+    }
+    const items = entries.map((entry) => ({
+      file: { name: entry.file_name },
+      status: entry.result ? "done" : "failed",
+      analysis: entry.result ? { result: entry.result, file: entry.file, analysedAt: entry.analysed_at || null } : null,
+      error: entry.error || null,
+      openedFrom: file.name,
+    }));
+    try {
+      if (Array.isArray(saved)) {
+        const first = Math.max(0, items.findIndex((item) => item.status === "done"));
+        state.batch = { items, picked: first }; // its row is the one highlighted
+        drawBatch();
+        showItem(items[first]);
+      } else {
+        showItem(items[0]);
+      }
+    } catch (err) {
+      clearOutput();
+      hideBatch();
+      showMessage(file.name, NOT_SAVED + " (It could not be shown: " + err.message + ")");
+    }
+  }
+
+  function showSavedNote(fromName) {
+    const when = utcMinute(state.analysedAt);
+    $("saved-note").textContent = `Opened from ${fromName}: the result as it was saved` + (when ? `, analysed ${when}` : "") + ". Nothing was analysed again.";
+    $("saved-note").hidden = false;
   }
 
   function pickItem(index) {
@@ -468,6 +532,7 @@
     if (finished === batch.items.length) {
       const saved = batch.items.map((item) => ({
         file_name: item.file.name,
+        analysed_at: item.analysis ? item.analysis.analysedAt || null : null,
         file: item.analysis ? item.analysis.file || null : null,
         result: item.analysis ? item.analysis.result : null,
         error: item.error,
@@ -588,14 +653,17 @@
   // share: the server keeps no copy.
   function offerDownload(result, file, fileName) {
     const name = (fileName || "result").replace(/\.[^.]*$/, "") + ".deepshield.json";
-    offerJson($("result-download"), { file_name: fileName, file: file || null, result: result }, name);
+    offerJson($("result-download"), { file_name: fileName, analysed_at: state.analysedAt, file: file || null, result: result }, name);
   }
+
+  // "2026-12-05 19:30 UTC" from an ISO time; null: not known (a result saved before times were kept).
+  const utcMinute = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : null);
 
   // A printed (or PDF) copy of the result as shown, for a case file: the page's own layout without the
   // upload controls (style.css, @media print), headed by what was analysed, when and by which model.
   function offerPrint(result, fileName) {
     $("print-header").textContent =
-      `Deepfake Shield report · ${fileName || "file"} · analysed ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC · model ${result.model}`;
+      `Deepfake Shield report · ${fileName || "file"} · analysed ${utcMinute(state.analysedAt) || "at a time not recorded"} · model ${result.model}`;
     $("result-print").hidden = false;
   }
 
@@ -912,7 +980,8 @@
     });
     const take = (files) => {
       const list = [...(files || [])];
-      if (list.length > 1) analyseAll(list);
+      if (list.length === 1 && looksLikeSaved(list[0])) openSaved(list[0]);
+      else if (list.length > 1) analyseAll(list);
       else if (list.length === 1) analyse(list[0]);
     };
     input.addEventListener("change", () => {
