@@ -802,3 +802,12 @@ def test_damaged_animations_only_raise_our_errors(tmp_path):
                     assert frames and all(f.image.dtype == np.uint8 and f.image.shape[2] == 3 for f in frames)
             except DeepShieldError:
                 continue
+
+
+def test_reading_a_long_animation_reports_progress_all_along(tmp_path):
+    # Pillow reads the frames in order: progress (and with it a job's time limit) runs while it does.
+    path = animation(tmp_path / "long.gif", "GIF", count=300)
+    seen: list[float] = []
+    sample_frames(path, 4, on_frame=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert sum(0 < fraction < 0.5 for fraction in seen) >= 3  # while the frames are read, before sampling

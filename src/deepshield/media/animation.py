@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, VideoSpanError
 from deepshield.media.files import check_media_file, read_head
@@ -29,6 +29,8 @@ ANIMATED_FORMATS = frozenset({"GIF", "PNG", "WebP"})
 _CODECS = {"GIF": "gif", "PNG": "apng", "WebP": "webp"}
 # Browsers show a frame whose delay is under 20 ms (a GIF delay of 0 or 1 hundredth) for 100 ms.
 _MIN_FRAME_MS, _SHOWN_FRAME_MS = 20, 100
+# Progress is reported every this many frames read (and with it, a job's time limit is checked).
+_PROGRESS_EVERY = 64
 
 
 def is_animation(path: Path) -> bool:
@@ -45,12 +47,18 @@ def is_animation(path: Path) -> bool:
         return False
 
 
-def _frame_starts(image: Image.Image, limits: VideoLimits) -> tuple[list[float], float]:
+def _frame_starts(
+    image: ImageFile.ImageFile, limits: VideoLimits, size: int, on_frame: Callable[[float], None] | None
+) -> tuple[list[float], float]:
     """When each frame starts to show, in seconds, and how long the animation lasts. A damaged frame
-    ends the animation there: as a video's broken stretch, it costs frames, not the file."""
+    ends the animation there: as a video's broken stretch, it costs frames, not the file. Reading the
+    frames is the first half of the work (`on_frame` gets the share of the file's bytes read, halved):
+    Pillow reads an animation's frames in order, and a long one takes seconds."""
     starts: list[float] = []
     clock_ms = 0
     while True:
+        if on_frame is not None and len(starts) % _PROGRESS_EVERY == 0 and image.fp is not None:
+            on_frame(0.5 * min(1.0, image.fp.tell() / max(1, size)))
         try:
             image.seek(len(starts))
         except DECODE_ERRORS:  # EOFError past the last frame; anything else, a damaged frame
@@ -82,7 +90,7 @@ def sample_animation(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the frame and byte limits stand in for Pillow's bomb warning
             with Image.open(path) as image:
-                starts, duration_s = _frame_starts(image, limits)
+                starts, duration_s = _frame_starts(image, limits, size, on_frame)
                 info = VideoInfo(
                     width=image.width,
                     height=image.height,
@@ -106,7 +114,7 @@ def sample_animation(
                     except DECODE_ERRORS:
                         pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
                     if on_frame is not None:
-                        on_frame((number + 1) / min(n, len(in_span)))
+                        on_frame(0.5 + 0.5 * (number + 1) / min(n, len(in_span)))
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"animation frames are far larger than the limit: {exc}") from exc
     except DECODE_ERRORS as exc:
