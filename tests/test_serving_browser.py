@@ -105,6 +105,15 @@ def _page_of(browser, detector, settings: ServerSettings | None = None) -> Itera
             context.close()
 
 
+def _posts_of(page, server: str) -> list[str]:
+    """The paths (with queries) the page POSTs to the server, in order, as they are sent."""
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
+    )
+    return posts
+
+
 def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astronaut, tmp_path):
     page.goto(server + "/")
     # The model's name, version and threshold are shown.
@@ -374,10 +383,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
         route.fulfill(json=body)
 
     page.route("**/healthz", changed_health)
-    posts: list[str] = []
-    page.on(
-        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
-    )
+    posts = _posts_of(page, server)
     page.goto(server + "/")
     page.wait_for_selector("#limits:has-text('REELFORMAT')")
     assert page.inner_text("#limits").startswith("Photos: PIXELFORMAT · Videos: REELFORMAT · up to ")
@@ -448,10 +454,7 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
 
 
 def test_the_frames_a_video_job_samples_can_be_raised_up_to_the_servers_maximum(page, server):
-    posts: list[str] = []
-    page.on(
-        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
-    )
+    posts = _posts_of(page, server)
     page.goto(server + "/")
     page.wait_for_selector("#frames-choice:not([hidden])")
     options = page.locator("[data-role=frames] option")
@@ -469,10 +472,7 @@ def test_the_frames_a_video_job_samples_can_be_raised_up_to_the_servers_maximum(
 
 
 def test_a_part_of_a_video_can_be_analysed(page, server):
-    posts: list[str] = []
-    page.on(
-        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
-    )
+    posts = _posts_of(page, server)
     page.goto(server + "/")
     page.wait_for_selector("#span-choice:not([hidden])")
     example = "button.example[data-file='astronaut-pan.mp4']"  # 2.4 s
@@ -507,10 +507,7 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
 def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):
     small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
     clip = write_video(tmp_path / "long.mp4", [np.roll(small, i, axis=1) for i in range(100)])  # 10 s at 10 fps
-    posts: list[str] = []
-    page.on(
-        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
-    )
+    posts = _posts_of(page, server)
     page.goto(server + "/")
     page.set_input_files("#file-input", str(clip))
     page.wait_for_selector("[data-role=look-closer]")
@@ -542,10 +539,7 @@ def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
 
 
 def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp_path):
-    posts: list[str] = []
-    page.on(
-        "request", lambda request: posts.append(request.url.removeprefix(server)) if request.method == "POST" else None
-    )
+    posts = _posts_of(page, server)
     page.goto(server + "/")
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
     page.wait_for_selector(".face-card")

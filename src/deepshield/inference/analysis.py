@@ -237,6 +237,7 @@ class Detector:
             path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"), span=span
         )
         span_from, span_to = span.seconds_in(info)
+        analysed = AnalysedSpan(start_s=span_from, end_s=span_to if math.isfinite(span_to) else None, whole=span.whole)
         found = find_faces(
             [frame.image for frame in sampled],
             self.faces,
@@ -311,16 +312,14 @@ class Detector:
             for pos, frame in enumerate(sampled)
         ]
         file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
-        if not span.whole:  # a part's verdict is not the file's: its reason says which part it judges
-            until = clock_time(span_to) if math.isfinite(span_to) else "the end"
-            part = f"only {clock_time(span_from)} to {until} of the video was analysed"
+        if not analysed.whole:  # a part's verdict is not the file's: its reason says which part it judges
+            until = "the end" if analysed.end_s is None else clock_time(analysed.end_s)
+            part = f"only {clock_time(analysed.start_s)} to {until} of the video was analysed"
             file_verdict = file_verdict.model_copy(update={"reason": f"{file_verdict.reason}; {part}"})
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),
-            analysed=AnalysedSpan(
-                start_s=span_from, end_s=span_to if math.isfinite(span_to) else None, whole=span.whole
-            ),
+            analysed=analysed,
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
