@@ -17,7 +17,8 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
-from tests.conftest import NATIVE_LOG_LINE, write_video
+from tests.conftest import NATIVE_LOG_LINE, photo_with_exif, write_video
+from tests.provenance_support import signing_identity, with_credentials
 
 
 def save_image(path: Path, rgb: np.ndarray) -> Path:
@@ -95,8 +96,10 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     code, out, _ = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle))
     assert code == EXIT_OK
     header, line, blank, meaning, scope = out.splitlines()
-    assert header.split() == ["FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "MS", "ERROR"]
-    assert line.split()[1:7] == ["image", "no_face", "-", "-", "-", "0"]
+    assert header.split() == [
+        "FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR"
+    ]  # fmt: skip
+    assert line.split()[1:8] == ["image", "no_face", "-", "-", "-", "0", "-"]
     assert blank == "" and meaning.startswith("no_signs_found does not prove a file authentic")
     assert "not detect fully AI-generated faces, lip-sync without blending, or manipulated audio" in scope
 
@@ -204,7 +207,8 @@ def test_a_span_of_every_video_is_scanned(capsys, media, tiny_bundle):
     clip = rows["clip.mp4"]["result"]
     assert clip["analysed"] == {"start_s": 0.2, "end_s": 0.45, "whole": False}
     assert [p["frame_index"] for p in clip["timeline"]] == [2, 3, 4]
-    assert rows["astronaut.jpg"]["faces"] == 1
+    assert rows["clip.mp4"]["part"] == "0:00.2 to 0:00.5"  # tenths, as clock_time writes them
+    assert rows["astronaut.jpg"]["faces"] == 1 and "part" not in rows["astronaut.jpg"]
     code, out, _ = scan(
         capsys, str(media / "clip.mp4"), "--model", str(tiny_bundle), "--format", "json", "--start", "9"
     )
@@ -285,6 +289,42 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert code == EXIT_OK, err
     assert scanned == ["clip.mp4"] and "2 files already in" in err
     assert paths_in_out() == files
+
+
+def test_resume_refuses_a_csv_written_with_other_columns(capsys, media, tiny_bundle, tmp_path):
+    out = tmp_path / "older.csv"
+    older = b"path,status,kind\r\nphotos/a.jpg,ok,image\r\n"  # an earlier version's columns
+    out.write_bytes(older)
+    code, _, err = scan(
+        capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv", "--out", str(out), "--resume"
+    )
+    assert code == EXIT_USAGE and "was written with other columns (path,status,kind)" in err
+    assert out.read_bytes() == older  # nothing appended, nothing lost
+
+
+def test_declared_sources_and_content_credentials_are_columns(capsys, astronaut, tiny_bundle, tmp_path):
+    folder = tmp_path / "declared"
+    folder.mkdir()
+    (folder / "signed.jpg").write_bytes(with_credentials(photo_with_exif(astronaut), "image/jpeg"))
+    save_image(folder / "plain.png", astronaut)
+    code, out, _ = scan(capsys, str(folder), "--model", str(tiny_bundle), "--format", "csv")
+    assert code == EXIT_OK
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(out))}
+    assert (rows["signed.jpg"]["declared_source"], rows["signed.jpg"]["credentials"]) == (
+        "trainedAlgorithmicMedia",
+        "valid",
+    )
+    assert (rows["plain.png"]["declared_source"], rows["plain.png"]["credentials"]) == ("", "")
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_identity().root_pem)
+    code, out, _ = scan(
+        capsys, str(folder / "signed.jpg"), "--model", str(tiny_bundle), "--trust-anchors", str(anchors)
+    )
+    assert code == EXIT_OK
+    assert "trainedAlgorithmicMedia [C2PA trusted]" in out.splitlines()[1]
+    assert "DECLARED: how the file's metadata says it was made" in out
+    code, _, err = scan(capsys, str(folder), "--model", str(tiny_bundle), "--trust-anchors", str(folder / "plain.png"))
+    assert code == EXIT_USAGE and "plain.png" in err
 
 
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):

@@ -725,7 +725,8 @@ def test_times_in_a_video_are_read_as_people_write_them(text, seconds):
 
 
 def test_times_are_written_to_the_tenth():
-    assert [clock_time(s) for s in (0.5, 7.25, 95, 3723.04, 59.96)] == ["0:00.5", "0:07.2", "1:35", "1:02:03", "1:00"]
+    # halves round up (7.25 s is 0:07.3), as a person reads them
+    assert [clock_time(s) for s in (0.5, 7.25, 95, 3723.04, 59.96)] == ["0:00.5", "0:07.3", "1:35", "1:02:03", "1:00"]
 
 
 @pytest.mark.parametrize("text", ["", "-1", "1:60", "1:75:00", "1::2", "one", "1:2:3:4", "nan"])

@@ -9,8 +9,11 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from deepshield.errors import TrustAnchorsError
 from deepshield.media.metadata import MediaMetadata, image_metadata, video_metadata
+from deepshield.media.provenance import ContentCredentials, DeclaredSource, TrustAnchors
 from tests.conftest import photo_with_exif, write_video
+from tests.provenance_support import other_root_pem, signing_identity, with_credentials
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
@@ -36,12 +39,99 @@ def test_a_generators_png_names_its_settings_and_a_plain_one_says_nothing(astron
     assert image_metadata(plain.getvalue()) == MediaMetadata()
 
 
-def test_a_content_credentials_manifest_is_noticed_not_trusted(astronaut):
+def _xmp(source_type: str) -> bytes:
+    """An XMP packet declaring an IPTC digital source type, as Midjourney's and Google's images carry one."""
+    return (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" Iptc4xmpExt:'
+        b'DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/' + source_type.encode() + b'"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+
+
+def test_content_credentials_are_read_and_verified_offline(astronaut, tmp_path):
+    signed = with_credentials(photo_with_exif(astronaut), "image/jpeg")
+    metadata = image_metadata(signed)
+    assert metadata.camera == "Canon EOS 5D"  # the EXIF survives signing
+    assert metadata.content_credentials
+    assert metadata.credentials == ContentCredentials(
+        state="valid",  # intact; nobody was asked to vouch for the signer
+        signed_by="Imaginary Labs",
+        made_with="Imaginary Diffusion 3.1",
+        actions=["created"],
+        source_types=["trainedAlgorithmicMedia"],
+    )
+    assert metadata.declared_source == DeclaredSource(
+        code="trainedAlgorithmicMedia",
+        meaning="Created using generative AI",
+        generative_ai=True,
+        declared_in="content_credentials",
+    )
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_identity().root_pem)
+    trusted = image_metadata(signed, TrustAnchors.load(anchors)).credentials
+    assert trusted is not None and (trusted.state, trusted.trust_anchors) == ("trusted", "anchors.pem")
+    stranger = tmp_path / "other.pem"
+    stranger.write_bytes(other_root_pem())
+    vouched_by_no_one = image_metadata(signed, TrustAnchors.load(stranger)).credentials
+    assert vouched_by_no_one is not None
+    assert (vouched_by_no_one.state, vouched_by_no_one.problems) == ("valid", [])  # untrusted is the state's to say
+
+
+def test_pixels_changed_after_signing_make_the_credentials_invalid(astronaut):
+    signed = bytearray(with_credentials(photo_with_exif(astronaut), "image/jpeg"))
+    signed[-200] ^= 0xFF  # inside the entropy-coded pixels the manifest's hash covers
+    credentials = image_metadata(bytes(signed)).credentials
+    assert credentials is not None and credentials.state == "invalid"
+    assert any("dataHash.mismatch" in problem for problem in credentials.problems)
+    assert credentials.made_with == "Imaginary Diffusion 3.1"  # what it claims is still shown
+
+
+def test_a_cut_or_empty_manifest_is_unreadable_or_absent_never_an_error(astronaut):
+    signed = with_credentials(photo_with_exif(astronaut), "image/jpeg")
+    cut = image_metadata(signed[: len(signed) // 2]).credentials
+    assert cut is not None and cut.state == "unreadable" and cut.problems
     jpeg = photo_with_exif(astronaut)
-    # a JUMBF box labelled c2pa in an APP11 segment, right after the SOI marker
+    # a JUMBF box labelled c2pa in an APP11 segment, holding no manifest
     box = b"\xff\xeb\x00\x20JP\x00\x01\x00\x00\x00\x18jumb\x00\x00\x00\x10jumdc2pa\x00\x00\x00\x00"
-    assert image_metadata(jpeg[:2] + box + jpeg[2:]).content_credentials
-    assert not image_metadata(jpeg).content_credentials
+    empty = image_metadata(jpeg[:2] + box + jpeg[2:])
+    assert not empty.content_credentials and empty.credentials is None
+    rng = np.random.default_rng(0)
+    for _ in range(40):  # damaged manifests: the C2PA SDK's errors stay inside read_content_credentials
+        damaged = bytearray(signed)
+        for position in rng.integers(0, 60_000, size=4):
+            damaged[position] ^= int(rng.integers(1, 256))
+        image_metadata(bytes(damaged[: int(rng.integers(1_000, len(damaged)))]))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG"])
+def test_an_xmp_source_type_is_declared_unsigned(astronaut, fmt):
+    buffer = io.BytesIO()
+    if fmt == "PNG":  # a PNG keeps its XMP in an iTXt chunk, here compressed: read through Pillow
+        chunks = PngInfo()
+        chunks.add_itxt("XML:com.adobe.xmp", _xmp("trainedAlgorithmicMedia").decode(), zip=True)
+        Image.fromarray(astronaut).save(buffer, fmt, pnginfo=chunks)
+    else:
+        Image.fromarray(astronaut).save(buffer, fmt, xmp=_xmp("trainedAlgorithmicMedia"))
+    declared = image_metadata(buffer.getvalue()).declared_source
+    assert declared == DeclaredSource(
+        code="trainedAlgorithmicMedia", meaning="Created using generative AI", generative_ai=True, declared_in="xmp"
+    )
+    camera = io.BytesIO()
+    Image.fromarray(astronaut).save(camera, "JPEG", xmp=_xmp("digitalCapture"))
+    captured = image_metadata(camera.getvalue()).declared_source
+    assert (
+        captured is not None and not captured.generative_ai and captured.meaning == "Captured by a camera or recorder"
+    )
+
+
+def test_trust_anchors_that_cannot_serve_are_refused_by_name(tmp_path):
+    with pytest.raises(TrustAnchorsError, match=r"missing\.pem"):
+        TrustAnchors.load(tmp_path / "missing.pem")
+    not_pem = tmp_path / "notes.pem"
+    not_pem.write_text("these are not certificates")
+    with pytest.raises(TrustAnchorsError, match=r"notes\.pem hold no PEM certificate"):
+        TrustAnchors.load(not_pem)
 
 
 @pytest.mark.parametrize("damaged", [b"", b"not an image at all", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00"])
@@ -60,6 +150,10 @@ def test_a_videos_container_tags_are_read(astronaut, tmp_path):
     assert metadata.software is not None and metadata.software.startswith("Lavf")  # FFmpeg's muxer signs it
     assert metadata.created == "2026-01-02T03:04:05.000000Z"
     assert not metadata.has_location and not metadata.content_credentials
+    signed = tmp_path / "signed.mp4"
+    signed.write_bytes(with_credentials(tagged.read_bytes(), "video/mp4"))
+    credentials = video_metadata(signed).credentials
+    assert credentials is not None and (credentials.state, credentials.signed_by) == ("valid", "Imaginary Labs")
 
 
 def test_the_detector_reports_a_files_metadata_beside_its_scores(detector, astronaut, tmp_path):

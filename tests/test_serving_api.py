@@ -24,12 +24,15 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.results import scope
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.media.images import ImageLimits
+from deepshield.media.provenance import TrustAnchors
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
 from deepshield.serving.errors import from_library_error
 from deepshield.serving.settings import ServerSettings
+from tests.conftest import photo_with_exif
+from tests.provenance_support import signing_identity, with_credentials
 from tests.serving_support import live_server
 
 
@@ -682,6 +685,20 @@ def test_settings_come_from_the_environment():
         ServerSettings.from_env({"DEEPSHIELD_MAX_QUEUE": "many"})
     with pytest.raises(ValueError, match="max_concurrency"):
         ServerSettings.from_env({"DEEPSHIELD_MAX_CONCURRENCY": "0"})
+
+
+def test_content_credentials_are_checked_against_the_servers_trust_anchors(detector, astronaut, tmp_path):
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_identity().root_pem)
+    settings = ServerSettings.from_env({"DEEPSHIELD_C2PA_TRUST_ANCHORS": str(anchors)})
+    assert settings.c2pa_trust_anchors == anchors
+    signed = with_credentials(photo_with_exif(astronaut), "image/jpeg")
+    vouching = Detector(detector.classifier, detector.faces, trust_anchors=TrustAnchors.load(anchors))
+    for checker, state in ((detector, "valid"), (vouching, "trusted")):
+        with client_for(checker) as client:
+            metadata = client.post("/v1/analyze", files=upload(signed)).json()["metadata"]
+        assert metadata["credentials"]["state"] == state
+        assert metadata["declared_source"]["code"] == "trainedAlgorithmicMedia"
 
 
 def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jpeg):

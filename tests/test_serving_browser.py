@@ -26,6 +26,7 @@ from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import photo_with_exif, write_video
+from tests.provenance_support import with_credentials
 from tests.serving_support import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -220,6 +221,38 @@ def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "stripped.jpg", astronaut)))
     page.wait_for_selector("#file-facts dd >> text=none found (sites and apps often remove it)")
     assert "not part of the scores" in page.inner_text("[data-role=metadata-note]")
+
+
+def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdict(page, server, astronaut, tmp_path):
+    page.goto(server + "/")
+    signed = tmp_path / "generated.jpg"
+    signed.write_bytes(with_credentials(photo_with_exif(astronaut), "image/jpeg"))
+    page.set_input_files("#file-input", str(signed))
+    page.wait_for_selector("[data-role=declared]:visible")
+    notice = page.inner_text("[data-role=declared]")
+    assert notice.startswith("The file declares “Created using generative AI” in its Content Credentials")
+    assert "signature valid: the file is as Imaginary Labs signed it" in notice and "not part of the scores" in notice
+    page.click("#file-details summary")
+    names = [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()]
+    facts = dict(zip(names, page.locator("#file-facts dd").all_inner_texts()))
+    assert facts["made with (c2pa)"] == "Imaginary Diffusion 3.1"
+    assert facts["actions (c2pa)"] == "created"
+    assert (
+        facts["declared source"] == "Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
+    )
+    assert "c2pa problems" not in facts
+    plain = _jpeg(tmp_path / "plain.jpg", astronaut)
+    page.set_input_files("#file-input", str(plain))
+    page.wait_for_selector("#file-facts dd >> text=none found (sites and apps often remove it)")
+    assert not page.is_visible("[data-role=declared]")
+    page.set_input_files(
+        "#file-input", [str(plain), str(signed)]
+    )  # a set: the row of the file that declares AI says so
+    page.wait_for_selector("#batch-summary:has-text('2 of 2 files analysed')")
+    rows = page.locator("[data-role=batch-row]")
+    assert [rows.nth(i).locator("[data-role=declared-tag]").count() for i in range(2)] == [0, 1]
+    assert rows.nth(1).locator("[data-role=declared-tag]").inner_text() == "Declares AI"
+    assert page.problems == []
 
 
 def test_image_without_a_face_says_so(page, server, tmp_path):

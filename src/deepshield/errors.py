@@ -28,6 +28,10 @@ class VideoSpanError(DeepShieldError):
     """The part of a video asked for is malformed or not in the video."""
 
 
+class TrustAnchorsError(DeepShieldError):
+    """A file of trust anchors for Content Credentials cannot be read or holds no certificate."""
+
+
 class BundleError(DeepShieldError):
     """A model bundle is missing, incomplete or inconsistent with its model card."""
 

@@ -31,6 +31,9 @@ SUMMARY_FIELDS = (
     "synthetic_probability",
     "verdict_driver",
     "faces",
+    "part",
+    "declared_source",
+    "credentials",
     "elapsed_ms",
     "error",
 )
@@ -75,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest"
     )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    parser.add_argument(
+        "--trust-anchors",
+        type=Path,
+        metavar="PEM",
+        help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
+    )
     parser.add_argument(
         "--threshold",
         type=probability,
@@ -136,6 +145,13 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
     lines = complete.decode("utf-8").splitlines()
+    if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
+        from deepshield.errors import DeepShieldError
+
+        raise DeepShieldError(
+            f"{out} was written with other columns ({lines[0]}); --resume appends only to a CSV with this "
+            "version's columns: scan into a new file"
+        )
     records = [json.loads(line) for line in lines if line.strip()] if fmt == "jsonl" else list(csv.DictReader(lines))
     return {record["path"]: record["status"] for record in records}
 
@@ -148,7 +164,8 @@ def _percent(value: float | None) -> str:
 
 def _table(rows: list) -> str:
     # P(SYNTH): the synthetic-face score ("-" for a model without it); DRIVER: the score that set the verdict.
-    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "MS", "ERROR")
+    # DECLARED: the source type the file's metadata declares, and its Content Credentials' state.
+    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
     lines = [header]
     for row in rows:
         lines.append(
@@ -160,6 +177,7 @@ def _table(rows: list) -> str:
                 _percent(row.synthetic_probability),
                 row.verdict_driver or "-",
                 "-" if row.faces is None else str(row.faces),
+                " ".join(filter(None, [row.declared_source, row.credentials and f"[C2PA {row.credentials}]"])) or "-",
                 "-" if row.elapsed_ms is None else f"{row.elapsed_ms:.0f}",
                 row.error or "",
             )
@@ -167,15 +185,20 @@ def _table(rows: list) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
     has_synthetic = any(row.result is not None and row.result.synthetic_threshold is not None for row in rows)
-    return table + "\n" + table_note(has_synthetic)
+    declares = any(row.declared_source or row.credentials for row in rows)
+    return table + "\n" + table_note(has_synthetic, declares)
 
 
-def table_note(has_synthetic: bool = False) -> str:
+def table_note(has_synthetic: bool = False, declares: bool = False) -> str:
     """Under the table, for people: what the verdicts mean and what the model does not judge."""
     from deepshield.inference.results import scope
 
     meaning = "no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call."
-    return f"{meaning}\n{scope(has_synthetic)}\n"
+    declared = (
+        "DECLARED: how the file's metadata says it was made (IPTC source type) and its Content Credentials' state "
+        "(trusted, valid, invalid, unreadable): claims read from the file, not scored.\n"
+    )
+    return f"{meaning}\n{scope(has_synthetic)}\n" + (declared if declares else "")
 
 
 def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:
@@ -210,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.scan import ScanJob, collect_files
+    from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
     check_engine_arguments(args)
@@ -229,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         frames=args.frames,
         span=VideoSpan(args.start, args.end),
+        trust_anchors=None if args.trust_anchors is None else TrustAnchors.load(args.trust_anchors),
         heatmaps=args.heatmaps is not None,
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )

@@ -36,8 +36,8 @@ from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import media_kind
 from deepshield.media.images import ImageLimits, load_image
 from deepshield.media.metadata import image_metadata, video_metadata
+from deepshield.media.provenance import TrustAnchors
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
-from deepshield.media.units import clock_time
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
@@ -62,6 +62,7 @@ class Detector:
         video_limits: VideoLimits = VideoLimits(),
         video_rule: VideoRule = VideoRule(),
         synthetic_threshold: float | None = None,
+        trust_anchors: TrustAnchors | None = None,
     ) -> None:
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
@@ -75,6 +76,7 @@ class Detector:
         self.image_limits = image_limits
         self.video_limits = video_limits
         self.video_rule = video_rule
+        self.trust_anchors = trust_anchors  # whose Content Credentials count as trusted (metadata, not scores)
 
     @classmethod
     def from_bundle(
@@ -192,7 +194,7 @@ class Detector:
         """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
-        metadata = None if isinstance(source, np.ndarray) else image_metadata(source)
+        metadata = None if isinstance(source, np.ndarray) else image_metadata(source, self.trust_anchors)
         found = find_faces([image], self.faces, self.card.crop_policy)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
@@ -312,10 +314,10 @@ class Detector:
             for pos, frame in enumerate(sampled)
         ]
         file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
-        if not analysed.whole:  # a part's verdict is not the file's: its reason says which part it judges
-            until = "the end" if analysed.end_s is None else clock_time(analysed.end_s)
-            part = f"only {clock_time(analysed.start_s)} to {until} of the video was analysed"
-            file_verdict = file_verdict.model_copy(update={"reason": f"{file_verdict.reason}; {part}"})
+        part = analysed.part()
+        if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
+            reason = f"{file_verdict.reason}; only {part} of the video was analysed"
+            file_verdict = file_verdict.model_copy(update={"reason": reason})
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),
@@ -327,7 +329,7 @@ class Detector:
             rule=self.video_rule.describe(),
             **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
-            metadata=video_metadata(path),
+            metadata=video_metadata(path, self.trust_anchors),
         )
 
     def analyze_path(

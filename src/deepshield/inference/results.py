@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
 from deepshield.media.metadata import MediaMetadata
+from deepshield.media.units import clock_time
 from deepshield.models.card import InconclusiveBand, VerdictLabel
 
 ThresholdLabel = Literal["fake", "real"]
@@ -196,6 +197,12 @@ class AnalysedSpan(BaseModel):
     start_s: float
     end_s: float | None = Field(description="None: to the video's end, where the container gives no duration")
     whole: bool = Field(description="the whole video was analysed")
+
+    def part(self) -> str | None:
+        """`12:30 to 14:00` (or `to the end`) for a part; None for the whole video."""
+        if self.whole:
+            return None
+        return f"{clock_time(self.start_s)} to {'the end' if self.end_s is None else clock_time(self.end_s)}"
 
 
 class VideoResult(ScoringTerms):

@@ -14,6 +14,7 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.media.files import check_media_file
+from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
 
@@ -27,6 +28,9 @@ class ScanRow(BaseModel):
     synthetic_probability: float | None = None  # the synthetic-face score (a two-output model)
     verdict_driver: str | None = None  # "manipulation" / "synthetic": the score that set the verdict
     faces: int | None = None  # faces (image) or face tracks (video)
+    part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
+    declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
+    credentials: str | None = None  # its Content Credentials' state: trusted / valid / invalid / unreadable
     elapsed_ms: float | None = None
     error: str | None = None
     result: ImageResult | VideoResult | None = None
@@ -64,6 +68,9 @@ def scan_file(
     except Exception as exc:  # noqa: BLE001 - a scan must survive any one file
         return ScanRow(path=str(path), status="error", error=f"{type(exc).__name__}: {exc}")
     count = len(result.faces) if isinstance(result, ImageResult) else len(result.tracks)
+    metadata = result.metadata
+    declared = None if metadata is None else metadata.declared_source
+    credentials = None if metadata is None else metadata.credentials
     return ScanRow(
         path=str(path),
         status="ok",
@@ -73,6 +80,9 @@ def scan_file(
         synthetic_probability=result.verdict.synthetic_probability,
         verdict_driver=result.verdict.verdict_driver,
         faces=count,
+        part=None if isinstance(result, ImageResult) else result.analysed.part(),
+        declared_source=None if declared is None else declared.code,
+        credentials=None if credentials is None else credentials.state,
         elapsed_ms=round(result.elapsed_ms, 1),
         result=result,
     )
@@ -90,6 +100,7 @@ class ScanJob(FileJob[Detector, Path, ScanRow]):
     threshold: float | None = None
     frames: int = DEFAULT_VIDEO_FRAMES
     span: VideoSpan = WHOLE_VIDEO  # of every video scanned
+    trust_anchors: TrustAnchors | None = None  # whose Content Credentials count as trusted
     heatmaps: bool = False
     base_dir: str | None = None
 
@@ -100,7 +111,9 @@ class ScanJob(FileJob[Detector, Path, ScanRow]):
         bundle = bundle_dir(self.bundle)
         if bundle != DEFAULT_BUNDLE:
             bundle = self._located(bundle)
-        return Detector.from_bundle(bundle, min_face_size=self.min_face_size, threshold=self.threshold)
+        return Detector.from_bundle(
+            bundle, min_face_size=self.min_face_size, threshold=self.threshold, trust_anchors=self.trust_anchors
+        )
 
     def run(self, detector: Detector, path: Path) -> ScanRow:
         row = scan_file(detector, self._located(path), self.frames, self.heatmaps, self.span)

@@ -1,5 +1,5 @@
-"""What a file says about itself: camera, software, dates, location, AI-generator settings and Content
-Credentials. Shown beside the scores for the reader to weigh, never part of them: metadata is easily
+"""What a file says about itself: camera, software, dates, location, AI-generator settings, Content
+Credentials and declared source (deepshield.media.provenance). Shown beside the scores for the reader to weigh, never part of them: metadata is easily
 removed or forged, so its absence proves nothing and its presence is a claim, not evidence."""
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ import av
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from deepshield.media.provenance import (
+    ContentCredentials,
+    DeclaredSource,
+    TrustAnchors,
+    declared_source,
+    read_content_credentials,
+    xmp_packet,
+)
 from deepshield.media.sniff import image_format_name
 
 # Text chunks that image generators write into their PNGs: AUTOMATIC1111 and Forge ("parameters"),
@@ -19,9 +27,10 @@ from deepshield.media.sniff import image_format_name
 GENERATOR_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
 _EXIF_MAKE, _EXIF_MODEL, _EXIF_SOFTWARE, _EXIF_DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
-# A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box).
+# A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
+# whose first 4 MB (where JPEG, PNG and MP4 keep it, beside the XMP) hold both is given to the C2PA SDK.
 _C2PA_MARKERS = (b"jumb", b"c2pa")
-_C2PA_SCAN_BYTES = 4 * 1024 * 1024  # looked for in the file's first 4 MB, where JPEG and PNG keep it
+_HEAD_BYTES = 4 * 1024 * 1024
 _VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.iso6709", "location-eng")  # tags lower-cased
 
 
@@ -39,8 +48,12 @@ class MediaMetadata(BaseModel):
     generator_settings: list[str] = Field(
         default_factory=list, description="AI image-generator settings found in it (the PNG text keys)"
     )
-    content_credentials: bool = Field(
-        False, description="a C2PA Content Credentials manifest is present (not verified here)"
+    content_credentials: bool = Field(False, description="a C2PA Content Credentials manifest is present")
+    credentials: ContentCredentials | None = Field(
+        None, description="the Content Credentials as read and verified offline (None when there are none)"
+    )
+    declared_source: DeclaredSource | None = Field(
+        None, description="how the file says it was made (IPTC digital source type), if it says"
     )
 
 
@@ -56,13 +69,24 @@ def _camera(make: object, model: object) -> str | None:
     return " ".join(t for t in (_text(make), _text(model)) if t) or None
 
 
-def _has_c2pa(head: bytes) -> bool:
-    return all(marker in head for marker in _C2PA_MARKERS)
+def _provenance(
+    source: Path | str | bytes, head: bytes, trust_anchors: TrustAnchors | None, xmp: bytes = b""
+) -> MediaMetadata:
+    """What the file says of where it came from (its Content Credentials and declared source), alone.
+    `xmp`: the XMP packet when a decoder found it (a PNG's may be compressed), else it is looked for in `head`."""
+    has_c2pa = all(marker in head for marker in _C2PA_MARKERS)
+    credentials = read_content_credentials(source, trust_anchors) if has_c2pa else None
+    return MediaMetadata(
+        content_credentials=credentials is not None,
+        credentials=credentials,
+        declared_source=declared_source(xmp or xmp_packet(head), credentials),
+    )
 
 
-def image_metadata(source: Path | str | bytes) -> MediaMetadata:
-    """The metadata of an image file or its bytes (empty when unreadable: the pixels decide errors)."""
-    head = source[:_C2PA_SCAN_BYTES] if isinstance(source, bytes) else _head(Path(source))
+def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | None = None) -> MediaMetadata:
+    """The metadata of an image file or its bytes (empty when unreadable: the pixels decide errors);
+    Content Credentials signers count as trusted when `trust_anchors` vouch for them."""
+    head = source[:_HEAD_BYTES] if isinstance(source, bytes) else _head(Path(source))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -72,42 +96,47 @@ def image_metadata(source: Path | str | bytes) -> MediaMetadata:
                 details = exif.get_ifd(_EXIF_IFD)
                 info = dict(image.info)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
-        return MediaMetadata(content_credentials=_has_c2pa(head))
-    return MediaMetadata(
-        camera=_camera(exif.get(_EXIF_MAKE), exif.get(_EXIF_MODEL)),
-        software=_text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
-        created=_text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
-        has_location=bool(exif.get_ifd(_GPS_IFD)),
-        generator_settings=[key for key in GENERATOR_KEYS if key in info],
-        content_credentials=_has_c2pa(head),
+        return _provenance(source, head, trust_anchors)
+    xmp = info.get("xmp", b"")
+    provenance = _provenance(source, head, trust_anchors, xmp.encode() if isinstance(xmp, str) else bytes(xmp))
+    return provenance.model_copy(
+        update={
+            "camera": _camera(exif.get(_EXIF_MAKE), exif.get(_EXIF_MODEL)),
+            "software": _text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
+            "created": _text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
+            "has_location": bool(exif.get_ifd(_GPS_IFD)),
+            "generator_settings": [key for key in GENERATOR_KEYS if key in info],
+        }
     )
 
 
-def video_metadata(path: Path | str) -> MediaMetadata:
-    """The container's own tags: encoder, creation time, location (empty when unreadable); an animated
-    image's are an image's."""
+def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) -> MediaMetadata:
+    """The container's own tags: encoder, creation time, location (empty when unreadable), and its Content
+    Credentials; an animated image's are an image's."""
     head = _head(Path(path))
     if image_format_name(head) is not None:
-        return image_metadata(path)
+        return image_metadata(path, trust_anchors)
+    provenance = _provenance(path, head, trust_anchors)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             tags = {key.lower(): value for key, value in container.metadata.items()}
             for stream in container.streams.video[:1]:
                 tags = {key.lower(): value for key, value in stream.metadata.items()} | tags
     except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
-        return MediaMetadata()
-    return MediaMetadata(
-        camera=_camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
-        software=_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
-        created=_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
-        has_location=any(key in tags for key in _VIDEO_LOCATION_KEYS),
-        content_credentials=_has_c2pa(head),
+        return provenance
+    return provenance.model_copy(
+        update={
+            "camera": _camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
+            "software": _text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
+            "created": _text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
+            "has_location": any(key in tags for key in _VIDEO_LOCATION_KEYS),
+        }
     )
 
 
 def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return handle.read(_C2PA_SCAN_BYTES)
+            return handle.read(_HEAD_BYTES)
     except OSError:
         return b""

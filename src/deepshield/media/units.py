@@ -35,7 +35,7 @@ def parse_clock_time(text: str) -> float:
 
 def clock_time(seconds: float) -> str:
     """A time in a video as parse_clock_time reads it back: `0:07.5`, `1:35`, `1:02:03` (tenths when not whole)."""
-    tenths = round(seconds * 10)
+    tenths = int(seconds * 10 + 0.5)  # half up: 0.45 s reads 0:00.5, not 0:00.4
     whole, tenth = divmod(tenths, 10)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

@@ -46,12 +46,17 @@ def serve(
             settings = ServerSettings.from_env()
         except ValueError as exc:
             raise DeepShieldError(f"invalid server setting in the environment: {exc}") from None
-    detector = Detector.from_bundle(model)
+    from deepshield.media.provenance import TrustAnchors
+
+    anchors = settings.c2pa_trust_anchors
+    detector = Detector.from_bundle(model, trust_anchors=None if anchors is None else TrustAnchors.load(anchors))
     app = create_app(detector, settings)
     print(
         f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs",
         flush=True,
     )
+    if anchors is not None:
+        print(f"Deepfake Shield: Content Credentials signers are checked against {anchors}", flush=True)
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
     uvicorn.Server(uvicorn_config(app, settings, host, port)).run()

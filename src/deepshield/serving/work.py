@@ -53,7 +53,9 @@ def crop_urls(crop: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:
     started = time.perf_counter()
     image = load_image(path, detector.image_limits)  # loaded here, once, for the preview too
-    result = detector.analyze_image(image, heatmaps=True).model_copy(update={"metadata": image_metadata(path)})
+    result = detector.analyze_image(image, heatmaps=True).model_copy(
+        update={"metadata": image_metadata(path, detector.trust_anchors)}
+    )
     faces = []
     for face in result.faces:
         assert face.crop is not None and face.heatmap is not None, "analyze_image keeps pixels and heatmaps=True"

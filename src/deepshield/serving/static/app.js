@@ -546,8 +546,12 @@
       ...batch.items.map((item, i) => {
         const verdict = item.status === "done" ? item.analysis.result.verdict : null;
         const scored = verdict !== null && verdict.probability !== null && verdict.probability !== undefined;
+        const declared = verdict ? declaredGenerativeText(item.analysis.result.metadata) : null;
         const status = verdict
-          ? el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] })
+          ? el("span", {}, [
+            ...(declared ? [el("span", { class: "declared-tag", "data-role": "declared-tag", title: declared, text: "Declares AI" })] : []),
+            el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] }),
+          ])
           : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
         const row = el("button", {
           type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
@@ -620,6 +624,9 @@
         ? `Deepfake Shield checks faces and found none it could analyse in this ${what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
         : capitalise(verdict.reason) + ".";
     $("verdict-scope").textContent = result.scope;
+    const declared = declaredGenerativeText(result.metadata);
+    $("verdict-declared").textContent = declared || "";
+    $("verdict-declared").hidden = !declared;
     const score = $("verdict-score");
     if (verdict.probability === null || verdict.probability === undefined) {
       score.replaceChildren();
@@ -697,9 +704,51 @@
       ["Date in the file", meta.created],
       ["Location", meta.has_location ? "in the file's metadata (not shown here)" : null],
       ["AI-generator settings", meta.generator_settings.length ? `found in the metadata (${meta.generator_settings.join(", ")})` : null],
-      ["Content Credentials (C2PA)", meta.content_credentials ? "a manifest is present (not verified here)" : null],
+      ...credentialsFacts(meta),
+      ["Declared source", meta.declared_source ? `${meta.declared_source.meaning} (${meta.declared_source.code}; ${sourcePlace(meta.declared_source)})` : null],
     ].filter(([, value]) => value);
     return facts.length ? facts : [["Metadata", "none found (sites and apps often remove it)"]];
+  }
+
+  function sourcePlace(source) {
+    return source.declared_in === "content_credentials" ? "in its Content Credentials" : "in its XMP metadata, unsigned";
+  }
+
+  // The C2PA SDK's reading of the file's Content Credentials, in words (deepshield.media.provenance).
+  function credentialsState(cred) {
+    const signer = cred.signed_by || "the signer";
+    return {
+      trusted: `signature trusted: the file is as ${signer} signed it, and ${cred.trust_anchors} vouch for the signer`,
+      valid: cred.trust_anchors
+        ? `signature valid: the file is as ${signer} signed it, but ${cred.trust_anchors} do not vouch for the signer`
+        : `signature valid: the file is as ${signer} signed it; the signer was not checked against a trust list`,
+      invalid: "signature invalid: the file changed after it was signed, or the signature does not hold",
+      unreadable: "present, but it could not be read",
+    }[cred.state];
+  }
+
+  function credentialsFacts(meta) {
+    const cred = meta.credentials;
+    if (!cred) {  // a result saved before Content Credentials were read only knew that a manifest was there
+      return [["Content Credentials (C2PA)", meta.content_credentials ? "a manifest is present (not verified)" : null]];
+    }
+    return [
+      ["Content Credentials (C2PA)", credentialsState(cred)],
+      ["Signed by (C2PA)", cred.signed_by && (cred.signed_at ? `${cred.signed_by}, ${cred.signed_at}` : cred.signed_by)],
+      ["Made with (C2PA)", cred.made_with],
+      ["Actions (C2PA)", cred.actions.join(", ")],
+      ["C2PA problems", cred.problems.join("; ")],
+    ];
+  }
+
+  // Beside the verdict when the file says generative AI made or edited it: a claim, never a score.
+  function declaredGenerativeText(meta) {
+    const source = meta && meta.declared_source;
+    if (!source || !source.generative_ai) return null;
+    const where = source.declared_in === "content_credentials"
+      ? `in its Content Credentials (${credentialsState(meta.credentials)})`
+      : "in its XMP metadata (unsigned: easily added or removed)";
+    return `The file declares “${source.meaning}” ${where}. This is the file's own claim, not part of the scores.`;
   }
 
   // ---------------------------------------------------------------- results: image

@@ -1,0 +1,189 @@
+"""What a file declares about its own origin: its C2PA Content Credentials (read and verified offline by
+the C2PA SDK, c2pa-python) and the IPTC digital source type in its XMP. Like all metadata these are shown
+beside the scores, never part of them: most files carry neither, and sites and apps strip both."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import c2pa
+from pydantic import BaseModel, Field
+
+from deepshield.errors import TrustAnchorsError
+
+# IPTC's digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/), with IPTC's own labels.
+SOURCE_TYPES = {
+    "trainedAlgorithmicMedia": "Created using generative AI",
+    "compositeWithTrainedAlgorithmicMedia": "Edited using generative AI",
+    "algorithmicallyEnhanced": "Enhanced by an algorithm",
+    "algorithmicMedia": "Created by an algorithm (not trained on data)",
+    "compositeSynthetic": "Composite including synthetic elements",
+    "dataDrivenMedia": "Created by a data-driven process",
+    "digitalCreation": "Created by a person with software",
+    "digitalCapture": "Captured by a camera or recorder",
+    "computationalCapture": "Captured with computational processing",
+    "compositeCapture": "Composite of captured elements",
+    "composite": "Composite of elements",
+    "screenCapture": "Screen capture",
+    "virtualRecording": "Recording of a virtual event",
+    "negativeFilm": "Scanned from a film negative",
+    "positiveFilm": "Scanned from a film positive",
+    "print": "Scanned from a print",
+    "minorHumanEdits": "Edited by a person (minor edits)",
+    "humanEdits": "Edited by a person",
+}
+GENERATIVE_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
+_SOURCE_TYPE = re.compile(rb"digitalsourcetype/([A-Za-z]{3,60})")
+_XMP_PACKET = re.compile(rb"<x:xmpmeta.*?</x:xmpmeta>", re.DOTALL)
+# Offline, always: a manifest stored at a URL is not fetched, nor is a certificate's revocation status.
+_OFFLINE = {"remote_manifest_fetch": False, "ocsp_fetch": False}
+# Reported by `state` ("valid" rather than "trusted"), not repeated among the problems.
+_UNTRUSTED = "signingCredential.untrusted"
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """Root certificates whose Content Credentials signers count as trusted (e.g. the C2PA trust list,
+    saved as PEM). Without them a good signature is "valid": intact, from a signer nobody vouched for."""
+
+    pem: str
+    name: str
+
+    @classmethod
+    def load(cls, path: Path | str) -> TrustAnchors:
+        path = Path(path)
+        try:
+            pem = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrustAnchorsError(f"cannot read the trust anchors {path}: {exc}") from None
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise TrustAnchorsError(f"the trust anchors {path} hold no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return cls(pem=pem, name=path.name)
+
+
+class DeclaredSource(BaseModel):
+    """How the file says its content was made: an IPTC digital source type."""
+
+    code: str = Field(description="IPTC digital source type, e.g. trainedAlgorithmicMedia")
+    meaning: str = Field(description="IPTC's label for it, e.g. 'Created using generative AI'")
+    generative_ai: bool = Field(description="the code says generative AI made or edited the content")
+    declared_in: Literal["content_credentials", "xmp"] = Field(
+        description="where it is declared: the Content Credentials (signed) or the XMP metadata (unsigned)"
+    )
+
+
+class ContentCredentials(BaseModel):
+    """A file's C2PA manifest as the C2PA SDK read and verified it, offline."""
+
+    state: Literal["trusted", "valid", "invalid", "unreadable"] = Field(
+        description="trusted: intact and signed by a holder of the trust anchors; valid: intact, the signer "
+        "not vouched for; invalid: the file changed after signing or the signature fails; unreadable: the "
+        "manifest could not be read"
+    )
+    trust_anchors: str | None = Field(None, description="the trust anchors the signer was checked against")
+    signed_by: str | None = Field(None, description="the signing certificate's organisation (or common name)")
+    signed_at: str | None = Field(None, description="when it was signed, if a time-stamp authority says so")
+    made_with: str | None = Field(None, description="the software that wrote the manifest (claim generator)")
+    actions: list[str] = Field(default_factory=list, description="what the manifest says was done, in order")
+    source_types: list[str] = Field(default_factory=list, description="IPTC digital source types its actions name")
+    problems: list[str] = Field(default_factory=list, description="why it is invalid or unreadable, as the SDK says")
+
+
+def read_content_credentials(
+    source: Path | str | bytes, trust_anchors: TrustAnchors | None = None
+) -> ContentCredentials | None:
+    """The active manifest of a file or its bytes, verified; None when there is none."""
+    verify: dict[str, Any] = {**_OFFLINE, "verify_trust": trust_anchors is not None}
+    settings: dict[str, Any] = {"verify": verify}
+    if trust_anchors is not None:
+        settings["trust"] = {"trust_anchors": trust_anchors.pem}
+    anchors = None if trust_anchors is None else trust_anchors.name
+    try:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except OSError:
+        return None
+    try:
+        with (
+            stream,
+            c2pa.Reader("application/octet-stream", stream, context=c2pa.Context.from_dict(settings)) as reader,
+        ):
+            store = json.loads(reader.json())
+    except c2pa.C2paError.ManifestNotFound:
+        return None
+    except c2pa.C2paError as exc:
+        return ContentCredentials(state="unreadable", trust_anchors=anchors, problems=[str(exc)[:300]])
+    return _credentials(store, anchors)
+
+
+def _credentials(store: dict[str, Any], anchors: str | None) -> ContentCredentials:
+    manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
+    signature = manifest.get("signature_info") or {}
+    actions = [
+        action
+        for assertion in manifest.get("assertions", [])
+        if str(assertion.get("label", "")).startswith("c2pa.actions")
+        for action in (assertion.get("data") or {}).get("actions", [])
+    ]
+    source_types = [_source_code(str(a["digitalSourceType"])) for a in actions if a.get("digitalSourceType")]
+    problems = [
+        f"{status.get('code')}: {status.get('explanation')}"
+        for status in store.get("validation_status", [])
+        if status.get("code") != _UNTRUSTED
+    ]
+    state = str(store.get("validation_state", "Invalid")).lower()
+    return ContentCredentials(
+        state=state if state in ("trusted", "valid") else "invalid",
+        trust_anchors=anchors,
+        signed_by=_text(signature.get("issuer") or signature.get("common_name")),
+        signed_at=_text(signature.get("time")),
+        made_with=_made_with(manifest),
+        actions=[str(a.get("action", "")).removeprefix("c2pa.") for a in actions if a.get("action")],
+        source_types=list(dict.fromkeys(source_types)),
+        problems=problems,
+    )
+
+
+def _made_with(manifest: dict[str, Any]) -> str | None:
+    for info in manifest.get("claim_generator_info") or []:
+        name = _text(" ".join(str(info[key]) for key in ("name", "version") if info.get(key)))
+        if name:
+            return name
+    return _text(manifest.get("claim_generator"))
+
+
+def _text(value: object) -> str | None:
+    text = str(value).strip()[:200] if value else ""
+    return text or None
+
+
+def _source_code(value: str) -> str:
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+def xmp_packet(head: bytes) -> bytes:
+    """The first XMP packet in a file's first bytes (b"" when none): JPEG, WebP, HEIC and MP4 keep it
+    uncompressed there."""
+    packet = _XMP_PACKET.search(head)
+    return b"" if packet is None else packet.group(0)
+
+
+def declared_source(xmp: bytes, credentials: ContentCredentials | None) -> DeclaredSource | None:
+    """The source type the Content Credentials declare (signed, so preferred), else the XMP packet's; when
+    several are named, a generative one first."""
+    in_credentials = [] if credentials is None else credentials.source_types
+    in_xmp = [m.decode("ascii") for m in _SOURCE_TYPE.findall(xmp)]
+    for codes, where in ((in_credentials, "content_credentials"), (in_xmp, "xmp")):
+        if codes:
+            code = next((c for c in codes if c in GENERATIVE_SOURCE_TYPES), codes[0])
+            return DeclaredSource(
+                code=code,
+                meaning=SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
+                generative_ai=code in GENERATIVE_SOURCE_TYPES,
+                declared_in=where,
+            )
+    return None
