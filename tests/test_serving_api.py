@@ -466,6 +466,52 @@ def test_job_progress_is_reported_stage_by_stage(detector, face_video):
     assert "detecting faces" in [s for _, s in stages]
 
 
+def test_jobs_can_be_cancelled_queued_or_running_and_finished_ones_forgotten(detector, face_video, tmp_path):
+    hooked = HookedDetector(detector)
+    entered, release = threading.Event(), threading.Event()
+    ended = []  # how each analysis that started ended
+    real_video = detector.analyze_video
+
+    def held_video(path, frames=32, progress=None, **options):
+        entered.set()
+        release.wait(20)
+        try:
+            result = real_video(path, frames=frames, progress=progress, **options)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+        ended.append("done")
+        return result
+
+    hooked.analyze_video = held_video
+    state = tmp_path / "state"
+    video = face_video.read_bytes()
+    with client_for(hooked, state_dir=state) as client:
+        running = client.post("/v1/jobs?frames=4", files=upload(video, "face.mp4")).json()
+        assert entered.wait(20)
+        queued = client.post("/v1/jobs?frames=4", files=upload(video, "face.mp4")).json()
+        assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
+        assert len(upload_files(client)) == 2
+        assert client.delete(f"/v1/jobs/{queued['id']}").status_code == 204
+        assert_error(client.get(f"/v1/jobs/{queued['id']}"), 404, "job_not_found")
+        assert len(upload_files(client)) == 1  # the queued job's file is deleted at once
+        assert client.delete(f"/v1/jobs/{running['id']}").status_code == 204
+        assert_error(client.get(f"/v1/jobs/{running['id']}"), 404, "job_not_found")
+        release.set()
+        deadline = time.monotonic() + 20
+        while (not ended or upload_files(client)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended == ["JobCancelled"]  # stopped at its first progress report; the queued one never ran
+        assert upload_files(client) == []
+        finished = client.post("/v1/jobs?frames=4", files=upload(video, "face.mp4")).json()
+        assert wait_for_job(client, finished["id"])["status"] == "done"  # the worker was freed
+        assert client.delete(f"/v1/jobs/{finished['id']}").status_code == 204  # its result forgotten
+        assert_error(client.delete(f"/v1/jobs/{finished['id']}"), 404, "job_not_found")
+        assert len(client.app.state.runtime.jobs) == 0
+    with client_for(detector, state_dir=state) as client:  # nothing of them comes back after a restart
+        assert len(client.app.state.runtime.jobs) == 0
+
+
 def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
     job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
     assert job["kind"] == "image"

@@ -7,12 +7,15 @@ Skipped when Chromium or Playwright is missing, except under CI=true, where it m
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
 import os
+import queue
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -535,6 +538,40 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
     ticks = page.locator("#timeline svg text.tick").all_text_contents()
     assert "1.0 s" in ticks and "0.0 s" not in ticks  # the axis covers the part, not the whole video
     assert page.problems == [] and page.outside == []
+
+
+def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(browser, detector, astronaut, tmp_path):
+    held = copy.copy(detector)  # its video analyses wait to be let through, one release event each
+    releases: queue.Queue[threading.Event] = queue.Queue()
+
+    def held_video(path, frames=32, progress=None, **options):
+        release = threading.Event()
+        releases.put(release)
+        release.wait(30)
+        return detector.analyze_video(path, frames=frames, progress=progress, **options)
+
+    held.analyze_video = held_video
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    with _page_of(browser, held) as page:
+        page.set_input_files("#file-input", str(clip))
+        first = releases.get(timeout=30)  # the job is running
+        with page.expect_request(lambda request: request.method == "DELETE") as deleting:
+            page.click("[data-role=cancel]")
+        page.wait_for_selector("#message:visible")
+        assert page.inner_text("#message-detail") == "The analysis was cancelled, and the server has deleted the file."
+        assert not page.is_visible("#progress") and not page.is_visible("#result")
+        job_url = deleting.value.url
+        assert "/v1/jobs/" in job_url
+        assert page.evaluate("(url) => fetch(url).then((r) => r.status)", job_url) == 404  # forgotten there
+        first.set()  # the cancelled analysis stops at its first progress report, freeing the worker
+        page.set_input_files("#file-input", str(clip))
+        second = releases.get(timeout=30)
+        with page.expect_request(lambda request: request.method == "DELETE") as deleting:
+            page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))  # chosen instead
+        assert deleting.value.url.startswith(job_url.rsplit("/", 1)[0]) and deleting.value.url != job_url
+        page.wait_for_selector(".face-card")
+        assert not page.is_visible("[data-role=cancel]")
+        second.set()
 
 
 def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):

@@ -3,7 +3,8 @@
 Bounded: at most `max_pending` queued or running (more: 503), at most `max_jobs` remembered
 (finished ones are forgotten oldest first), finished ones forgotten `ttl_s` after they end, and a
 job running longer than `timeout_s` fails with "timeout" at its next progress report.
-A job's uploaded file is deleted as soon as the job ends, however it ends.
+A job's uploaded file is deleted as soon as the job ends, however it ends. A cancelled job is
+forgotten at once; if it was running, its analysis stops at its next progress report.
 
 With a ledger (a server state folder) every state change is written to SQLite: on start, jobs that
 were queued run again (their uploads kept), jobs that were running when the server died are failed
@@ -42,6 +43,10 @@ class JobTimeout(Exception):
     """Raised from a job's progress report once its time is up (threads cannot be stopped from outside)."""
 
 
+class JobCancelled(Exception):
+    """Raised from a cancelled job's progress report, to stop its analysis."""
+
+
 @dataclass
 class Job:
     id: str
@@ -58,6 +63,7 @@ class Job:
     finished_at: float | None = None
     result: BaseModel | dict | None = None  # a dict when read back from the ledger
     error: ErrorBody | None = None
+    cancelled: bool = False  # set (under the store's lock) once the job is forgotten on request
 
     @property
     def finished(self) -> bool:
@@ -204,6 +210,19 @@ class JobStore:
             )
         return job
 
+    def cancel(self, job_id: str) -> None:
+        """Forget a job on request: a queued one never runs, a running one stops at its next progress
+        report, a finished one's result is gone. Its upload is deleted (a running job's when it stops)."""
+        job = self.get(job_id)
+        with self._lock:
+            if job.cancelled:
+                return
+            job.cancelled = True
+            self._forget([job.id])
+            queued = job.status == "queued"  # else _run deletes the upload when the analysis stops
+        if queued:
+            job.upload.delete()
+
     # running -------------------------------------------------------------------------------------
     def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload, span: VideoSpan = WHOLE_VIDEO) -> Job:
         """Create a job and queue it. Takes ownership of the upload (deleted when the job ends)."""
@@ -235,19 +254,26 @@ class JobStore:
         deadline = time.monotonic() + self.timeout_s
 
         def progress(fraction: float, stage: str) -> None:
+            if job.cancelled:
+                raise JobCancelled
             if time.monotonic() > deadline:
                 raise JobTimeout
             job.progress = max(job.progress, min(1.0, float(fraction)))
             job.stage = stage
 
-        job.started_at = time.time()
-        job.status = "running"
-        job.stage = "starting"
-        self._save(job)
+        with self._lock:
+            if job.cancelled:  # while it was queued: cancel() deleted its upload
+                return
+            job.started_at = time.time()
+            job.status = "running"
+            job.stage = "starting"
+            self._save(job)
         status, result, error = "failed", None, None
         try:
             result = self._work_for(job)(progress)
             status = "done"
+        except JobCancelled:
+            pass
         except JobTimeout:
             error = ErrorBody(
                 error="timeout",
@@ -261,14 +287,17 @@ class JobStore:
             error = ErrorBody(error="internal_error", detail=f"the analysis failed unexpectedly ({type(exc).__name__})")
         finally:
             job.upload.delete()
-        # Everything a reader needs is in place before the status says the job is finished.
-        job.result, job.error = result, error
-        if status == "done":
-            job.progress = 1.0
-        job.finished_at = time.time()
-        job.stage = status
-        job.status = status
-        self._save(job)
+        with self._lock:  # a job cancelled meanwhile is forgotten: nothing of it is kept
+            if job.cancelled:
+                return
+            # Everything a reader needs is in place before the status says the job is finished.
+            job.result, job.error = result, error
+            if status == "done":
+                job.progress = 1.0
+            job.finished_at = time.time()
+            job.stage = status
+            job.status = status
+            self._save(job)
 
     # restart -------------------------------------------------------------------------------------
     def recover(self, upload_dir: Path) -> None:

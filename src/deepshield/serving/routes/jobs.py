@@ -1,11 +1,11 @@
-"""POST /v1/jobs and GET /v1/jobs/{id}: videos (or images) analysed in the background."""
+"""POST /v1/jobs, GET and DELETE /v1/jobs/{id}: videos (or images) analysed in the background."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from deepshield.errors import VideoSpanError
 from deepshield.media.video import VideoSpan
@@ -82,3 +82,16 @@ async def submit_job(
 )
 async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
     return runtime.jobs.get(job_id).view(runtime.settings.job_ttl_s)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    summary="Cancel a job, or forget a finished one",
+    description="A queued job never runs; a running one stops at its next progress report; a finished one's "
+    "result is forgotten. The uploaded file is deleted either way. Then `GET /v1/jobs/{id}` answers 404.",
+    responses=error_responses(404),
+)
+async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
+    runtime.jobs.cancel(job_id)
+    return Response(status_code=204)

@@ -9,7 +9,7 @@
 
   // What the server owns (limits, accepted media, the status of a failed job's error code) comes from
   // GET /healthz at start; nothing of it is written into this page.
-  const state = { limits: null, accepted: null, terms: null, jobErrorStatuses: {}, card: null, run: 0, example: null, batch: null };
+  const state = { limits: null, accepted: null, terms: null, jobErrorStatuses: {}, card: null, run: 0, example: null, batch: null, job: null, uploading: false };
   // Three-way labels (verdicts, faces, tracks), in words for the small badges.
   const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
   // The synthetic-face score's own call, in words (it uses the same three labels).
@@ -192,6 +192,48 @@
   function clearOutput() {
     clearResult();
     $("progress").hidden = true;
+  }
+
+  // A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
+  // server, so that it does not hold the worker the next file needs; its file is deleted there.
+  function cancelJob(id) {
+    api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE" }).catch(() => {}); // 404: already gone
+  }
+
+  // Cancel is offered while a job's file uploads or the job runs.
+  function offerCancel() {
+    $("progress-cancel").hidden = !(state.job || state.uploading);
+  }
+
+  function releaseJob(id) {
+    if (state.job === id) state.job = null;
+    offerCancel();
+  }
+
+  // Whatever job the page was waiting for is given up. Called with state.run moved on, so every loop
+  // waiting on the old run stops at its next step. An upload is not aborted: the server may already
+  // hold the whole file and have queued its job, which only the answer names; the job is cancelled
+  // as that answer arrives.
+  function stopWaiting() {
+    if (state.job) cancelJob(state.job);
+    state.job = null;
+    state.uploading = false;
+    offerCancel();
+  }
+
+  function cancelAnalysis() {
+    const fileName = $("progress-file").textContent;
+    state.run += 1;
+    stopWaiting();
+    $("progress").hidden = true;
+    setBusy(false);
+    if (state.batch) {
+      for (const item of state.batch.items) {
+        if (!isFinished(item)) Object.assign(item, { status: "failed", error: "Cancelled before it was analysed" });
+      }
+      drawBatch();
+    }
+    showMessage(fileName, "the analysis was cancelled, and the server has deleted the file", "info");
   }
 
   function setBusy(busy) {
@@ -382,6 +424,7 @@
   // part of a video other than the drop zone's (Look closer).
   async function analyse(file, exampleFile, span) {
     const run = ++state.run;
+    stopWaiting();
     clearOutput();
     hideBatch();
     markExample(exampleFile || null);
@@ -411,6 +454,7 @@
   // finished one, until a row is picked: then that row's stays.
   async function analyseAll(files) {
     const run = ++state.run;
+    stopWaiting();
     clearOutput();
     markExample(null);
     state.batch = { items: files.map((file) => ({ file, status: "waiting", analysis: null, error: null })), picked: null };
@@ -460,6 +504,7 @@
 
   async function openSaved(file) {
     const run = ++state.run;
+    stopWaiting();
     clearOutput();
     hideBatch();
     markExample(null);
@@ -588,12 +633,37 @@
     if (start !== null) query.set("start_s", String(start));
     if (end !== null) query.set("end_s", String(end));
     const search = query.toString();
-    let job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file) });
+    state.uploading = true;
+    offerCancel();
+    let job;
+    try {
+      job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file) });
+    } finally {
+      if (run === state.run) state.uploading = false;
+      offerCancel();
+    }
+    if (run !== state.run) {  // another file was chosen, or Cancel pressed, during the upload
+      cancelJob(job.id);
+      return null;
+    }
+    state.job = job.id;
+    offerCancel();
+    try {
+      return await pollJob(job, file, run);
+    } finally {
+      releaseJob(job.id);
+    }
+  }
+
+  async function pollJob(job, file, run) {
     // A job is "queued" from submission until a worker takes it, which is usually at once: only a
     // job still queued when polled again is really waiting.
     let polls = 0;
     while (job.status === "queued" || job.status === "running") {
-      if (run !== state.run) return null;
+      if (run !== state.run) {
+        cancelJob(job.id);
+        return null;
+      }
       const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
       showProgress(file.name, job.progress, stage);
       await sleep(POLL_MS);
@@ -1017,6 +1087,7 @@
     });
     zone.addEventListener("click", () => input.click());
     $("result-print").addEventListener("click", printResult);
+    $("progress-cancel").addEventListener("click", cancelAnalysis);
     // The frame-count choice sits in the drop zone: using it must not open the file dialog.
     for (const choice of ["frames-choice", "span-choice"]) {
       for (const name of ["click", "keydown"]) $(choice).addEventListener(name, (event) => event.stopPropagation());
