@@ -327,6 +327,27 @@ def test_declared_sources_and_content_credentials_are_columns(capsys, astronaut,
     assert code == EXIT_USAGE and "plain.png" in err
 
 
+def test_files_can_be_listed_in_a_file_or_on_standard_input(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    spaced = tmp_path / "a photo with spaces.jpg"
+    spaced.write_bytes((media / "astronaut.jpg").read_bytes())
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{media / 'blank.png'}\n\n{spaced}\n{tmp_path / 'gone.jpg'}\n")
+    code, out, _ = scan(capsys, "--files-from", str(listing), "--model", str(tiny_bundle), "--format", "csv")
+    assert code == EXIT_SOME_FAILED  # the listed file that is gone gets an error row
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [Path(r["path"]).name for r in rows] == ["blank.png", "a photo with spaces.jpg", "gone.jpg"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{media / 'clip.mp4'}\n"))  # as `find ... | deepshield scan`
+    code, out, _ = scan(
+        capsys, str(media / "blank.png"), "--files-from", "-", "--model", str(tiny_bundle), "--format", "json"
+    )
+    assert code == EXIT_OK and [Path(r["path"]).name for r in json.loads(out)] == ["blank.png", "clip.mp4"]
+    code, _, err = scan(capsys, "--model", str(tiny_bundle))
+    assert code == EXIT_USAGE and "name the files or folders to scan, or a list of them with --files-from" in err
+    code, _, err = scan(capsys, "--files-from", str(tmp_path / "no-list.txt"), "--model", str(tiny_bundle))
+    assert code == EXIT_USAGE and "cannot read the list of files" in err and "no-list.txt" in err
+
+
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--resume")
     assert code == EXIT_USAGE and "--resume needs --out and --format jsonl or csv" in err

@@ -44,7 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scan", help="analyse images and videos", description="Score every face in images and videos."
     )
     parser.add_argument(
-        "paths", nargs="+", type=Path, metavar="PATH", help="files or folders (images and videos mixed)"
+        "paths", nargs="*", type=Path, metavar="PATH", help="files or folders (images and videos mixed)"
+    )
+    parser.add_argument(
+        "--files-from",
+        metavar="LIST",
+        help="also scan the paths listed in this file, one per line ('-': standard input, e.g. from find)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
@@ -239,7 +244,10 @@ def run(args: argparse.Namespace) -> int:
     check_engine_arguments(args)
     if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
         raise DeepShieldError("--resume needs --out and --format jsonl or csv")
-    files = collect_files(args.paths, args.recursive)
+    if not args.paths and args.files_from is None:
+        raise DeepShieldError("name the files or folders to scan, or a list of them with --files-from")
+    paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
+    files = collect_files(paths, args.recursive)
     if not files:
         print("deepshield scan: no media files found", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -290,6 +298,18 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+
+
+def listed_paths(source: str) -> list[Path]:
+    """The paths a --files-from list names, one per line (line ends only are stripped: a name may hold
+    spaces), blank lines skipped; '-' reads them from standard input."""
+    from deepshield.errors import DeepShieldError
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeepShieldError(f"cannot read the list of files {source}: {exc}") from None
+    return [Path(line) for line in text.splitlines() if line.strip()]
 
 
 def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
