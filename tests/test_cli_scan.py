@@ -348,6 +348,17 @@ def test_files_can_be_listed_in_a_file_or_on_standard_input(capsys, media, tiny_
     assert code == EXIT_USAGE and "cannot read the list of files" in err and "no-list.txt" in err
 
 
+def test_a_scan_ends_with_its_outcomes_on_stderr(capsys, media, tiny_bundle, tmp_path):
+    out = tmp_path / "rows.csv"
+    files = [str(media / "blank.png"), str(tmp_path / "gone.jpg"), str(media / "astronaut.jpg")]
+    code, _, err = scan(capsys, *files, "--model", str(tiny_bundle), "--format", "csv", "--out", str(out))
+    assert code == EXIT_SOME_FAILED
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))  # in the order given
+    assert rows[0]["verdict"] == "no_face" and rows[2]["verdict"] != "no_face"
+    verdict = rows[2]["verdict"].replace("_", " ")  # the astronaut's, whichever the tiny model gives
+    assert err.splitlines()[-1] == f"deepshield scan: 3 files scanned: 1 {verdict}, 1 no face, 1 failed; rows in {out}"
+
+
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--resume")
     assert code == EXIT_USAGE and "--resume needs --out and --format jsonl or csv" in err

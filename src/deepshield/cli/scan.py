@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import csv
 import io
@@ -267,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = []
     statuses = list(earlier.values())
+    outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
     used_stems: set[str] = set()
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
@@ -285,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             if args.heatmaps is not None and row.status == "ok":
                 write_heatmaps(row, args.heatmaps, used_stems)
             statuses.append(row.status)
+            outcomes[row.verdict if row.status == "ok" and row.verdict else "failed"] += 1
             if stream is None:
                 rows.append(row)
             else:  # written as each file finishes: a killed scan keeps its rows
@@ -297,7 +300,21 @@ def run(args: argparse.Namespace) -> int:
             args.out.write_text(text)
         else:
             sys.stdout.write(text)
+    if files:
+        print(
+            f"deepshield scan: {outcome_line(outcomes)}" + (f"; rows in {args.out}" if args.out else ""),
+            file=sys.stderr,
+        )
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+
+
+def outcome_line(outcomes: collections.Counter[str]) -> str:
+    """`12 files: 1 likely manipulated, 2 inconclusive, 8 no signs found, 1 failed`, verdicts in the
+    order of their severity."""
+    order = ("likely_manipulated", "inconclusive", "no_signs_found", "no_face", "failed")
+    parts = [f"{outcomes[key]} {key.replace('_', ' ')}" for key in order if outcomes[key]]
+    total = sum(outcomes.values())
+    return f"{total} file{'s' if total != 1 else ''} scanned: " + ", ".join(parts)
 
 
 def listed_paths(source: str) -> list[Path]:
