@@ -28,11 +28,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     error TEXT,
     start_s REAL NOT NULL DEFAULT 0,
-    end_s REAL
+    end_s REAL,
+    callback_url TEXT,
+    callback_status TEXT
 )
 """
 # Columns added since the first ledger, with their definitions: an older ledger gains them when opened.
-_ADDED_COLUMNS = {"start_s": "REAL NOT NULL DEFAULT 0", "end_s": "REAL"}
+_ADDED_COLUMNS = {
+    "start_s": "REAL NOT NULL DEFAULT 0",
+    "end_s": "REAL",
+    "callback_url": "TEXT",
+    "callback_status": "TEXT",
+}
 
 
 @dataclass
@@ -53,6 +60,8 @@ class JobRecord:
     finished_at: float | None
     result: dict | None
     error: ErrorBody | None
+    callback_url: str | None = None
+    callback_status: str | None = None
 
 
 class JobLedger:
@@ -86,11 +95,15 @@ class JobLedger:
             None if record.error is None else record.error.model_dump_json(),
             record.span.start_s,
             record.span.end_s,
+            record.callback_url,
+            record.callback_status,
         )
         with self._lock:
             if self._closed:  # a job still running at shutdown: the next start fails it
                 return
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+            )
 
     def delete(self, job_ids: list[str]) -> None:
         with self._lock:
@@ -117,6 +130,8 @@ class JobLedger:
                 finished_at=row[10],
                 result=None if row[11] is None else json.loads(row[11]),
                 error=None if row[12] is None else ErrorBody.model_validate_json(row[12]),
+                callback_url=row[15],
+                callback_status=row[16],
             )
             for row in rows
         ]

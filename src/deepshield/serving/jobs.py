@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import WHOLE_VIDEO, VideoSpan
+from deepshield.serving.callbacks import CallbackSender
 from deepshield.serving.errors import ApiError, ErrorBody, from_library_error
 from deepshield.serving.job_ledger import JobLedger, JobRecord
 from deepshield.serving.schemas import FileInfo, JobView
@@ -64,6 +65,8 @@ class Job:
     result: BaseModel | dict | None = None  # a dict when read back from the ledger
     error: ErrorBody | None = None
     cancelled: bool = False  # set (under the store's lock) once the job is forgotten on request
+    callback_url: str | None = None  # where the finished job is POSTed (serving.callbacks)
+    callback_status: str | None = None  # pending / delivered / failed: <why>
 
     @property
     def finished(self) -> bool:
@@ -86,6 +89,8 @@ class Job:
             expires_at=None if self.finished_at is None else self.finished_at + ttl_s,
             result=self.result,
             error=self.error,
+            callback_url=self.callback_url,
+            callback_status=self.callback_status,
         )
 
     def record(self) -> JobRecord:
@@ -105,6 +110,8 @@ class Job:
             finished_at=self.finished_at,
             result=result,
             error=self.error,
+            callback_url=self.callback_url,
+            callback_status=self.callback_status,
         )
 
     @classmethod
@@ -125,6 +132,8 @@ class Job:
             finished_at=record.finished_at,
             result=record.result,
             error=record.error,
+            callback_url=record.callback_url,
+            callback_status=record.callback_status,
         )
 
 
@@ -147,6 +156,7 @@ class JobStore:
         timeout_s: float,
         work_for: Callable[[Job], JobWork],
         ledger: JobLedger | None = None,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.max_pending = max_pending
         self.max_jobs = max_jobs
@@ -154,6 +164,7 @@ class JobStore:
         self.timeout_s = timeout_s
         self._work_for = work_for
         self._ledger = ledger
+        self._callbacks = callbacks
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepshield-job")
@@ -224,10 +235,26 @@ class JobStore:
             job.upload.delete()
 
     # running -------------------------------------------------------------------------------------
-    def submit(self, kind: str, file: FileInfo, frames: int, upload: Upload, span: VideoSpan = WHOLE_VIDEO) -> Job:
+    def submit(
+        self,
+        kind: str,
+        file: FileInfo,
+        frames: int,
+        upload: Upload,
+        span: VideoSpan = WHOLE_VIDEO,
+        callback_url: str | None = None,
+    ) -> Job:
         """Create a job and queue it. Takes ownership of the upload (deleted when the job ends)."""
         self.purge()
-        job = Job(id=secrets.token_urlsafe(12), kind=kind, file=file, frames=frames, upload=upload, span=span)
+        job = Job(
+            id=secrets.token_urlsafe(12),
+            kind=kind,
+            file=file,
+            frames=frames,
+            upload=upload,
+            span=span,
+            callback_url=callback_url,
+        )
         with self._lock:
             pending = sum(1 for j in self._jobs.values() if not j.finished)
             if self._closed or pending >= self.max_pending:
@@ -298,13 +325,29 @@ class JobStore:
             job.stage = status
             job.status = status
             self._save(job)
+        self._call_back(job)
+
+    def _call_back(self, job: Job) -> None:
+        """Send a finished job to its callback URL, if it names one; the outcome becomes its callback_status."""
+        if job.callback_url is None or self._callbacks is None:
+            return
+
+        def report(outcome: str) -> None:
+            with self._lock:
+                job.callback_status = outcome
+                if job.id in self._jobs:  # not forgotten meanwhile
+                    self._save(job)
+
+        report("pending")
+        body = job.view(self.ttl_s).model_dump_json().encode()
+        self._callbacks.send(job.callback_url, job.id, body, report)
 
     # restart -------------------------------------------------------------------------------------
     def recover(self, upload_dir: Path) -> None:
         """Take the ledger's jobs back after a restart (see the module docstring)."""
         if self._ledger is None:
             return
-        requeue = []
+        requeue, failed = [], []
         now = time.time()
         with self._lock:
             for record in self._ledger.load():
@@ -318,6 +361,7 @@ class JobStore:
                     )
                     job.upload.delete()
                     self._save(job)
+                    failed.append(job)
                 elif job.status == "queued":
                     requeue.append(job)
                 self._jobs[job.id] = job
@@ -328,6 +372,8 @@ class JobStore:
         log.info("job ledger: %d job(s) requeued, %d orphaned upload(s) removed", len(requeue), len(orphans))
         for job in requeue:
             self._queue(job)
+        for job in failed:  # their submitters hear of it as of any failure
+            self._call_back(job)
         self.purge()
 
     def close(self) -> None:
@@ -335,6 +381,8 @@ class JobStore:
         unless a ledger keeps them for the next start."""
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._callbacks is not None:
+            self._callbacks.close()
         if self._ledger is not None:
             self._ledger.close()
             return

@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader
 from deepshield.inference.analysis import Detector
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS, MediaKind
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from deepshield.serving.callbacks import CallbackPolicy, CallbackSender
 from deepshield.serving.errors import ApiError
 from deepshield.serving.gate import AnalysisGate
 from deepshield.serving.job_ledger import JobLedger
@@ -34,6 +35,9 @@ class Runtime:
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
         self.storage = Storage(settings.state_dir, settings.tmp_dir)
         ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
+        self.callback_policy = CallbackPolicy.from_settings(
+            settings.callback_hosts, settings.callback_secret, settings.callback_retry_s
+        )
         self.jobs = JobStore(
             settings.job_workers,
             settings.max_pending_jobs,
@@ -42,6 +46,7 @@ class Runtime:
             settings.job_timeout_s,
             self.job_work,
             ledger,
+            CallbackSender(self.callback_policy) if self.callback_policy.hosts else None,
         )
         self.jobs.recover(self.storage.upload_dir)
         self.upload_policy = UploadPolicy.from_settings(settings)

@@ -69,6 +69,10 @@ class JobView(BaseModel):
         None, description="when done: an image result as from /v1/analyze, or a video result"
     )
     error: ErrorBody | None = Field(None, description="when failed")
+    callback_url: str | None = Field(None, description="where the finished job is POSTed, as submitted")
+    callback_status: str | None = Field(
+        None, description="the callback's delivery: pending, delivered, or failed: <why> (None without a callback)"
+    )
 
 
 class Limits(BaseModel):

@@ -57,6 +57,8 @@ def serve(
     )
     if anchors is not None:
         print(f"Deepfake Shield: Content Credentials signers are checked against {anchors}", flush=True)
+    if settings.callback_hosts:
+        print(f"Deepfake Shield: job callbacks may go to {settings.callback_hosts}", flush=True)
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
     uvicorn.Server(uvicorn_config(app, settings, host, port)).run()

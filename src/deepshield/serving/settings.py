@@ -50,6 +50,9 @@ class ServerSettings(BaseModel):
     max_jobs: int = Field(200, gt=0)  # jobs remembered (finished ones are forgotten oldest first)
     job_ttl_s: float = Field(3600.0, gt=0)  # a finished job is forgotten this long after it ends
     preview_max_side: int = Field(1280, gt=0)  # the analysed image sent back to the web page (?preview=true) fits this
+    callback_hosts: str | None = None  # comma-separated hosts job callbacks may go to; None: callbacks off
+    callback_secret: str | None = None  # when set, callbacks are signed (X-DeepShield-Signature, HMAC-SHA256)
+    callback_retry_s: float = Field(2.0, gt=0)  # wait before a failed callback's first retry; doubles after
     c2pa_trust_anchors: Path | None = None  # PEM roots whose Content Credentials signers count as trusted
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key with this value
     tmp_dir: Path | None = None  # uploads go to a private folder created under this (default: the system's)

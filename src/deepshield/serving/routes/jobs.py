@@ -48,8 +48,18 @@ async def submit_job(
             "applies to the span, so a long video can be analysed a part at a time",
         ),
     ] = None,
+    callback_url: Annotated[
+        str | None,
+        Query(
+            max_length=2000,
+            description="POST the finished job (as GET /v1/jobs/{id} gives it) to this URL; its host must be one "
+            "the server allows (DEEPSHIELD_CALLBACK_HOSTS). Signed when the server has a callback secret",
+        ),
+    ] = None,
 ) -> JSONResponse:
     settings = runtime.settings
+    if callback_url is not None:
+        runtime.callback_policy.check(callback_url)
     # The bound is a server setting, so it is checked here rather than in the (app-independent) route signature.
     if frames is not None and frames > settings.max_video_frames:
         raise ApiError(
@@ -67,7 +77,7 @@ async def submit_job(
         upload.delete()
         raise
     file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
-    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload, span)
+    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload, span, callback_url)
     view = job.view(settings.job_ttl_s)
     return JSONResponse(
         status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"}

@@ -1,0 +1,109 @@
+"""Job callbacks: a finished job, as `GET /v1/jobs/{id}` gives it, POSTed to the URL its submitter
+named, so that a pipeline need not poll.
+
+Off unless the server names the hosts callbacks may go to (a server that POSTs wherever a request says
+could be made to reach its own network). Redirects are not followed, for the same reason. With a
+secret, each body is signed: `X-DeepShield-Signature: sha256=<HMAC-SHA256 of the body, hex>`.
+Delivery is retried with doubling waits; its outcome is the job's `callback_status`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from deepshield.serving.errors import ApiError
+
+log = logging.getLogger("deepshield.serving")
+
+SIGNATURE_HEADER = "X-DeepShield-Signature"
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    hosts: frozenset[str]  # lower-case host names (or addresses) callbacks may go to; empty: callbacks off
+    secret: str | None = None
+    attempts: int = 4
+    first_retry_s: float = 2.0  # then 4, 8, ...
+    timeout_s: float = 10.0  # one attempt
+
+    @classmethod
+    def from_settings(cls, hosts: str | None, secret: str | None, first_retry_s: float) -> CallbackPolicy:
+        """`hosts`: comma-separated, as DEEPSHIELD_CALLBACK_HOSTS gives them."""
+        names = frozenset(name.strip().lower() for name in (hosts or "").split(",") if name.strip())
+        return cls(hosts=names, secret=secret, first_retry_s=first_retry_s)
+
+    def check(self, url: str) -> str:
+        """The URL, if a callback may go there; else a 400 that says why."""
+        if not self.hosts:
+            raise ApiError(
+                400, "invalid_request", "callbacks are off on this server (it names no DEEPSHIELD_CALLBACK_HOSTS)"
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(400, "invalid_request", f"callback_url must be an http or https URL, not {url[:200]!r}")
+        if parts.hostname.lower() not in self.hosts:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"callbacks may not go to {parts.hostname!r}; this server allows {', '.join(sorted(self.hosts))}",
+            )
+        return url
+
+    def headers(self, job_id: str, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-DeepShield-Job": job_id}
+        if self.secret:
+            digest = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        return headers
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx is then an HTTPError: a failed attempt
+
+
+class CallbackSender:
+    """Delivers callbacks on two threads of its own, so that a slow receiver never holds a job worker."""
+
+    def __init__(self, policy: CallbackPolicy) -> None:
+        self.policy = policy
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepshield-callback")
+
+    def send(self, url: str, job_id: str, body: bytes, report: Callable[[str], None]) -> None:
+        """POST `body` to `url` in the background; `report` gets "delivered" or "failed: <why>"."""
+        try:
+            self._executor.submit(self._deliver, url, job_id, body, report)
+        except RuntimeError:  # shut down
+            report("failed: the server shut down before sending it")
+
+    def _deliver(self, url: str, job_id: str, body: bytes, report: Callable[[str], None]) -> None:
+        policy = self.policy
+        reason = ""
+        for attempt in range(policy.attempts):
+            if attempt:
+                time.sleep(policy.first_retry_s * 2 ** (attempt - 1))
+            request = urllib.request.Request(url, data=body, headers=policy.headers(job_id, body), method="POST")
+            try:
+                with self._opener.open(request, timeout=policy.timeout_s) as response:
+                    response.read(1024)
+                report("delivered")
+                return
+            except urllib.error.HTTPError as exc:
+                reason = f"the receiver answered {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                reason = f"the receiver could not be reached ({getattr(exc, 'reason', exc)})"
+        log.warning("callback for job %s to %s failed: %s", job_id, url, reason)
+        report(f"failed: {reason}, {policy.attempts} attempts")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

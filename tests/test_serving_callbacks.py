@@ -1,0 +1,144 @@
+"""Job callbacks (deepshield.serving.callbacks): a finished job POSTed to its submitter's URL."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deepshield.serving.callbacks import SIGNATURE_HEADER
+from tests.test_serving_api import assert_error, client_for, encode, upload, upload_files, wait_for_job
+
+
+@dataclass
+class Receiver:
+    """A callback receiver on 127.0.0.1: answers each POST with the next queued status (then 200)."""
+
+    url: str
+    answers: queue.Queue[int] = field(default_factory=queue.Queue)
+    received: list[tuple[str, Message, bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.received.append((self.path, self.headers, body))  # names case-insensitive, as in HTTP
+            status = 200 if state.answers.empty() else state.answers.get()
+            self.send_response(status)
+            if status in (301, 302, 307):
+                self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/deepshield"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _callback_settled(client, job_id: str, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["callback_status"] not in (None, "pending"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"the callback of job {job_id} did not settle in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut) -> bytes:
+    return encode(astronaut)
+
+
+def test_callbacks_go_only_to_hosts_the_server_names(detector, photo):
+    with client_for(detector) as client:
+        body = assert_error(client.post("/v1/jobs?callback_url=http://127.0.0.1:9/x", files=upload(photo)), 400)
+        assert "callbacks are off on this server" in body["detail"]
+    with client_for(detector, callback_hosts="hooks.example.org, 127.0.0.1") as client:
+        body = assert_error(client.post("/v1/jobs?callback_url=http://10.0.0.5/admin", files=upload(photo)), 400)
+        assert body["detail"] == "callbacks may not go to '10.0.0.5'; this server allows 127.0.0.1, hooks.example.org"
+        body = assert_error(client.post("/v1/jobs?callback_url=file:///etc/passwd", files=upload(photo)), 400)
+        assert "must be an http or https URL" in body["detail"]
+        assert upload_files(client) == [] and len(client.app.state.runtime.jobs) == 0  # refused before the upload
+
+
+def test_a_finished_job_is_posted_signed_and_retried(detector, photo, receiver):
+    receiver.answers.put(503)  # the first attempt fails; the retry is delivered
+    settings = {"callback_hosts": "127.0.0.1", "callback_secret": "s3cret", "callback_retry_s": 0.05}
+    with client_for(detector, **settings) as client:
+        job = client.post(f"/v1/jobs?callback_url={receiver.url}", files=upload(photo)).json()
+        assert job["callback_url"] == receiver.url
+        assert wait_for_job(client, job["id"])["status"] == "done"
+        settled = _callback_settled(client, job["id"])
+    assert settled["callback_status"] == "delivered"
+    assert len(receiver.received) == 2
+    path, headers, body = receiver.received[-1]
+    assert path == "/hooks/deepshield" and headers["X-DeepShield-Job"] == job["id"]
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
+    sent = json.loads(body)
+    assert (sent["id"], sent["status"], sent["result"]["kind"]) == (job["id"], "done", "image")
+    assert len(sent["result"]["faces"]) == 1
+
+
+def test_a_callback_that_cannot_be_delivered_says_why(detector, photo, receiver):
+    for _ in range(4):
+        receiver.answers.put(302)  # a redirect is not followed: it could lead anywhere
+    with client_for(detector, callback_hosts="127.0.0.1", callback_retry_s=0.01) as client:
+        job = client.post(f"/v1/jobs?callback_url={receiver.url}", files=upload(photo)).json()
+        assert (
+            _callback_settled(client, job["id"])["callback_status"] == "failed: the receiver answered 302, 4 attempts"
+        )
+        assert [path for path, _, _ in receiver.received] == ["/hooks/deepshield"] * 4
+        with contextlib.closing(socket.socket()) as free:  # a port nobody listens on
+            free.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{free.getsockname()[1]}/"
+        job = client.post(f"/v1/jobs?callback_url={closed}", files=upload(photo)).json()
+        status = _callback_settled(client, job["id"])["callback_status"]
+        assert status.startswith("failed: the receiver could not be reached") and status.endswith("4 attempts")
+
+
+def test_a_job_the_server_died_running_is_called_back_as_failed(detector, receiver, tmp_path):
+    from deepshield.media.video import VideoSpan
+    from deepshield.serving.job_ledger import JobLedger, JobRecord
+    from deepshield.serving.schemas import FileInfo
+
+    state = tmp_path / "data"
+    state.mkdir()
+    ledger = JobLedger(state / "jobs.sqlite3")
+    file = FileInfo(name="clip.mp4", size_bytes=3, sha256="0" * 64, kind="video")
+    running = JobRecord(
+        id="was-running", kind="video", file=file, frames=8, span=VideoSpan(), upload_path=state / "gone.bin",
+        status="running", stage="detecting faces", progress=0.4, created_at=time.time(), started_at=time.time(),
+        finished_at=None, result=None, error=None, callback_url=receiver.url,
+    )  # fmt: skip
+    ledger.save(running)
+    ledger.close()
+    with client_for(detector, state_dir=state, callback_hosts="127.0.0.1") as client:
+        assert _callback_settled(client, "was-running")["callback_status"] == "delivered"
+    (sent,) = [json.loads(body) for _, _, body in receiver.received]
+    assert (sent["id"], sent["status"], sent["error"]["error"]) == ("was-running", "failed", "server_restarted")
