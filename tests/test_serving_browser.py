@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepshield.inference.analysis import Detector
 from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
@@ -256,6 +257,35 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
     assert [rows.nth(i).locator("[data-role=declared-tag]").count() for i in range(2)] == [0, 1]
     assert rows.nth(1).locator("[data-role=declared-tag]").inner_text() == "Declares AI"
     assert page.problems == []
+
+
+def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tiny_bundle, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored"]}
+    card["metrics"] = {
+        "val_auc": 0.93, "real_fpr_validation": 0.009,
+        "bench_modern_swaps_file_auc": 0.604, "bench_modern_swaps_file_auc_lo": 0.426,
+        "bench_modern_swaps_file_auc_hi": 0.742, "bench_modern_swaps_face_auc": 0.733, "real_fpr_modern_swaps": 0.0456,
+    }  # fmt: skip
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    with _page_of(browser, Detector.from_bundle(bundle)) as page:
+        page.wait_for_selector("[data-role=model-record]:visible")
+        page.click("#model-record summary")
+        rows = [row.split("\t") for row in page.locator("[data-role=record-row]").all_inner_texts()]
+        assert rows == [
+            [
+                "dev-eval/modern-swaps",
+                "0.60 [0.43, 0.74]",
+                "0.73",
+                "4.6%",
+            ],  # a set the card has no figures for is left out
+            ["its own synthesised blends (validation)", "—", "0.93", "0.9%"],
+        ]
+        assert "so they flatter it" in page.inner_text("#model-record-note")
+    with _page_of(browser, Detector.from_bundle(tiny_bundle)) as page:  # a card without such figures: no record
+        page.wait_for_selector("[data-role=model-name]")
+        assert not page.is_visible("[data-role=model-record]")
 
 
 def test_image_without_a_face_says_so(page, server, tmp_path):

@@ -309,12 +309,38 @@
           })
         );
       }
-      if (card.metrics && card.metrics.auc !== undefined) pills.push(el("span", { class: "pill", text: `AUC ${Number(card.metrics.auc).toFixed(3)}` }));
       info.replaceChildren(...pills);
+      renderModelRecord(card);
       $("api-key-panel").hidden = true;
     } catch (err) {
       $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
     }
+  }
+
+  // The model card's own figures on real labelled media (not its synthetic validation), so that a reader
+  // knows what it catches and what it misses before trusting a verdict.
+  function renderModelRecord(card) {
+    const metrics = card.metrics || {};
+    const sets = ((card.training && card.training.benchmarks) || [])
+      .map((name) => ({ name, key: name.split("/").pop().replace(/[^A-Za-z0-9]+/g, "_") }))
+      .filter(({ key }) => metrics[`bench_${key}_file_auc`] !== undefined);
+    if (!sets.length) return;
+    const auc = (prefix) => metrics[prefix] === undefined ? "—"
+      : `${metrics[prefix].toFixed(2)}` + (metrics[prefix + "_lo"] !== undefined ? ` [${metrics[prefix + "_lo"].toFixed(2)}, ${metrics[prefix + "_hi"].toFixed(2)}]` : "");
+    const flagged = (key) => metrics[key] === undefined ? "—" : pct(metrics[key], 1);
+    const rows = sets.map(({ name, key }) => [name, auc(`bench_${key}_file_auc`), auc(`bench_${key}_face_auc`), flagged(`real_fpr_${key}`)]);
+    if (metrics.val_auc !== undefined) {
+      rows.push(["its own synthesised blends (validation)", "—", auc("val_auc"), flagged("real_fpr_validation")]);
+    }
+    $("model-record-rows").replaceChildren(
+      ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((text, i) => el(i ? "td" : "th", { text, scope: i ? null : "row" }))))
+    );
+    $("model-record-note").textContent =
+      "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
+      "these sets are small. Real files flagged: the share of a set's real files at or above the threshold. These sets " +
+      "chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
+      "its own synthesised blends say little about real swaps.";
+    $("model-record").hidden = false;
   }
 
   async function loadExamples() {
