@@ -87,7 +87,6 @@ def signing_identity() -> SigningIdentity:
 def with_credentials(data: bytes, mime: str, source_type: str | None = GENERATIVE) -> bytes:
     """The file signed with Content Credentials saying "Imaginary Diffusion 3.1" created it (of the given
     IPTC source type)."""
-    identity = signing_identity()
     action: dict[str, object] = {"action": "c2pa.created", "softwareAgent": {"name": "Imaginary Diffusion"}}
     if source_type is not None:
         action["digitalSourceType"] = source_type
@@ -96,9 +95,38 @@ def with_credentials(data: bytes, mime: str, source_type: str | None = GENERATIV
         "title": "generated",
         "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}],
     }
+    return _signed(manifest, data, mime)
+
+
+def edited_from(parent: bytes, data: bytes, mime: str = "image/jpeg") -> bytes:
+    """`data` signed as "Imaginary Editor 2.0" opened `parent` (kept as its ingredient, "generated.jpg",
+    with its own manifest) and adjusted its colours, naming no source type of its own."""
+    manifest = {
+        "claim_generator_info": [{"name": "Imaginary Editor", "version": "2.0"}],
+        "title": "edited",
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+                        {"action": "c2pa.color_adjustments"},
+                    ]
+                },
+            }
+        ],
+    }
+    ingredient = {"title": "generated.jpg", "relationship": "parentOf", "label": "parent"}
+    return _signed(manifest, data, mime, (ingredient, parent))
+
+
+def _signed(manifest: dict, data: bytes, mime: str, ingredient: tuple[dict, bytes] | None = None) -> bytes:
+    identity = signing_identity()
     signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", identity.chain_pem, identity.key_pem, None))
     signed = io.BytesIO()
     with c2pa.Builder(manifest) as builder:
+        if ingredient is not None:
+            builder.add_ingredient(ingredient[0], mime, io.BytesIO(ingredient[1]))
         builder.sign(signer, mime, io.BytesIO(data), signed)
     return signed.getvalue()
 

@@ -13,7 +13,7 @@ from deepshield.errors import TrustAnchorsError
 from deepshield.media.metadata import MediaMetadata, image_metadata, video_metadata
 from deepshield.media.provenance import ContentCredentials, DeclaredSource, TrustAnchors
 from tests.conftest import photo_with_exif, write_video
-from tests.provenance_support import other_root_pem, signing_identity, with_credentials
+from tests.provenance_support import edited_from, other_root_pem, signing_identity, with_credentials
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
@@ -76,6 +76,26 @@ def test_content_credentials_are_read_and_verified_offline(astronaut, tmp_path):
     vouched_by_no_one = image_metadata(signed, TrustAnchors.load(stranger)).credentials
     assert vouched_by_no_one is not None
     assert (vouched_by_no_one.state, vouched_by_no_one.problems) == ("valid", [])  # untrusted is the state's to say
+
+
+def test_a_file_made_from_a_generated_one_inherits_its_declared_source(astronaut):
+    generated = with_credentials(photo_with_exif(astronaut), "image/jpeg")
+    retouched = edited_from(generated, photo_with_exif(np.ascontiguousarray(astronaut[:, ::-1])))
+    metadata = image_metadata(retouched)
+    credentials = metadata.credentials
+    assert credentials is not None and credentials.made_with == "Imaginary Editor 2.0"
+    assert (credentials.actions, credentials.source_types) == (["opened", "color_adjustments"], [])
+    assert (credentials.ingredients, credentials.ingredient_source_types) == (
+        ["generated.jpg"],
+        ["trainedAlgorithmicMedia"],
+    )
+    assert metadata.declared_source == DeclaredSource(
+        code="trainedAlgorithmicMedia",
+        meaning="Created using generative AI",
+        generative_ai=True,
+        declared_in="content_credentials",
+        in_ingredient=True,
+    )
 
 
 def test_pixels_changed_after_signing_make_the_credentials_invalid(astronaut):

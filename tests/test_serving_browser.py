@@ -30,7 +30,7 @@ from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import photo_with_exif, write_video
-from tests.provenance_support import with_credentials
+from tests.provenance_support import edited_from, with_credentials
 from tests.serving_support import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -245,6 +245,20 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
         facts["declared source"] == "Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
     )
     assert "c2pa problems" not in facts
+    retouched = tmp_path / "retouched.jpg"
+    retouched.write_bytes(edited_from(signed.read_bytes(), photo_with_exif(astronaut)))
+    page.set_input_files("#file-input", str(retouched))
+    page.wait_for_selector("#file-facts dd >> text=Imaginary Editor 2.0")
+    assert page.inner_text("[data-role=declared]").startswith(
+        "The file's Content Credentials (signature valid: the file is as Imaginary Labs signed it; the signer was not "
+        "checked against a trust list) say it was made from a file that declares “Created using generative AI”."
+    )
+    facts = dict(zip(
+        [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()],
+        page.locator("#file-facts dd").all_inner_texts(),
+    ))  # fmt: skip
+    assert facts["made from (c2pa)"] == "generated.jpg"
+    assert facts["declared source"].endswith("in the Content Credentials of a file it was made from)")
     plain = _jpeg(tmp_path / "plain.jpg", astronaut)
     page.set_input_files("#file-input", str(plain))
     page.wait_for_selector("#file-facts dd >> text=none found (sites and apps often remove it)")

@@ -75,6 +75,9 @@ class DeclaredSource(BaseModel):
     declared_in: Literal["content_credentials", "xmp"] = Field(
         description="where it is declared: the Content Credentials (signed) or the XMP metadata (unsigned)"
     )
+    in_ingredient: bool = Field(
+        False, description="declared by a file this one was made from (an ingredient in its Content Credentials)"
+    )
 
 
 class ContentCredentials(BaseModel):
@@ -91,6 +94,10 @@ class ContentCredentials(BaseModel):
     made_with: str | None = Field(None, description="the software that wrote the manifest (claim generator)")
     actions: list[str] = Field(default_factory=list, description="what the manifest says was done, in order")
     source_types: list[str] = Field(default_factory=list, description="IPTC digital source types its actions name")
+    ingredients: list[str] = Field(default_factory=list, description="the files it says it was made from (titles)")
+    ingredient_source_types: list[str] = Field(
+        default_factory=list, description="IPTC digital source types the ingredients' own manifests name, at any depth"
+    )
     problems: list[str] = Field(default_factory=list, description="why it is invalid or unreadable, as the SDK says")
 
 
@@ -121,15 +128,12 @@ def read_content_credentials(
 
 
 def _credentials(store: dict[str, Any], anchors: str | None) -> ContentCredentials:
-    manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
+    manifests = store.get("manifests", {})
+    manifest = manifests.get(store.get("active_manifest"), {})
     signature = manifest.get("signature_info") or {}
-    actions = [
-        action
-        for assertion in manifest.get("assertions", [])
-        if str(assertion.get("label", "")).startswith("c2pa.actions")
-        for action in (assertion.get("data") or {}).get("actions", [])
-    ]
-    source_types = [_source_code(str(a["digitalSourceType"])) for a in actions if a.get("digitalSourceType")]
+    actions = _actions(manifest)
+    ancestors = _ancestors(manifests, manifest)
+    inherited = [action for ancestor in ancestors for action in _actions(ancestor)]
     problems = [
         f"{status.get('code')}: {status.get('explanation')}"
         for status in store.get("validation_status", [])
@@ -143,9 +147,39 @@ def _credentials(store: dict[str, Any], anchors: str | None) -> ContentCredentia
         signed_at=_text(signature.get("time")),
         made_with=_made_with(manifest),
         actions=[str(a.get("action", "")).removeprefix("c2pa.") for a in actions if a.get("action")],
-        source_types=list(dict.fromkeys(source_types)),
+        source_types=_source_types(actions),
+        ingredients=[str(i.get("title")) for i in manifest.get("ingredients") or [] if i.get("title")],
+        ingredient_source_types=_source_types(inherited),
         problems=problems,
     )
+
+
+def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        action
+        for assertion in manifest.get("assertions", [])
+        if str(assertion.get("label", "")).startswith("c2pa.actions")
+        for action in (assertion.get("data") or {}).get("actions", [])
+    ]
+
+
+def _ancestors(manifests: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifests of a manifest's ingredients, theirs in turn, and so on (each once, nearest first): an
+    AI image opened and retouched keeps its generator's manifest as an ingredient's."""
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    frontier = [manifest]
+    while frontier:
+        labels = [i.get("active_manifest") for m in frontier for i in m.get("ingredients") or []]
+        frontier = [manifests[label] for label in labels if label in manifests and label not in seen]
+        seen.update(label for label in labels if label)
+        found.extend(frontier)
+    return found
+
+
+def _source_types(actions: list[dict[str, Any]]) -> list[str]:
+    codes = [str(a["digitalSourceType"]).rstrip("/").rsplit("/", 1)[-1] for a in actions if a.get("digitalSourceType")]
+    return list(dict.fromkeys(codes))
 
 
 def _made_with(manifest: dict[str, Any]) -> str | None:
@@ -161,10 +195,6 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-def _source_code(value: str) -> str:
-    return value.rstrip("/").rsplit("/", 1)[-1]
-
-
 def xmp_packet(head: bytes) -> bytes:
     """The first XMP packet in a file's first bytes (b"" when none): JPEG, WebP, HEIC and MP4 keep it
     uncompressed there."""
@@ -173,17 +203,21 @@ def xmp_packet(head: bytes) -> bytes:
 
 
 def declared_source(xmp: bytes, credentials: ContentCredentials | None) -> DeclaredSource | None:
-    """The source type the Content Credentials declare (signed, so preferred), else the XMP packet's; when
-    several are named, a generative one first."""
-    in_credentials = [] if credentials is None else credentials.source_types
-    in_xmp = [m.decode("ascii") for m in _SOURCE_TYPE.findall(xmp)]
-    for codes, where in ((in_credentials, "content_credentials"), (in_xmp, "xmp")):
-        if codes:
-            code = next((c for c in codes if c in GENERATIVE_SOURCE_TYPES), codes[0])
-            return DeclaredSource(
-                code=code,
-                meaning=SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
-                generative_ai=code in GENERATIVE_SOURCE_TYPES,
-                declared_in=where,
-            )
-    return None
+    """The source type the Content Credentials declare (signed, so preferred: the file's own, then its
+    ingredients'), else the XMP packet's; a generative one before any other."""
+    named: list[tuple[str, Literal["content_credentials", "xmp"], bool]] = []
+    if credentials is not None:
+        named += [(code, "content_credentials", False) for code in credentials.source_types]
+        named += [(code, "content_credentials", True) for code in credentials.ingredient_source_types]
+    if not named:
+        named += [(m.decode("ascii"), "xmp", False) for m in _SOURCE_TYPE.findall(xmp)]
+    if not named:
+        return None
+    code, where, inherited = next((n for n in named if n[0] in GENERATIVE_SOURCE_TYPES), named[0])
+    return DeclaredSource(
+        code=code,
+        meaning=SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
+        generative_ai=code in GENERATIVE_SOURCE_TYPES,
+        declared_in=where,
+        in_ingredient=inherited,
+    )

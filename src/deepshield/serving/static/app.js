@@ -807,7 +807,8 @@
   }
 
   function sourcePlace(source) {
-    return source.declared_in === "content_credentials" ? "in its Content Credentials" : "in its XMP metadata, unsigned";
+    if (source.declared_in === "xmp") return "in its XMP metadata, unsigned";
+    return source.in_ingredient ? "in the Content Credentials of a file it was made from" : "in its Content Credentials";
   }
 
   // The C2PA SDK's reading of the file's Content Credentials, in words (deepshield.media.provenance).
@@ -833,6 +834,7 @@
       ["Signed by (C2PA)", cred.signed_by && (cred.signed_at ? `${cred.signed_by}, ${cred.signed_at}` : cred.signed_by)],
       ["Made with (C2PA)", cred.made_with],
       ["Actions (C2PA)", cred.actions.join(", ")],
+      ["Made from (C2PA)", (cred.ingredients || []).join(", ")],
       ["C2PA problems", cred.problems.join("; ")],
     ];
   }
@@ -841,10 +843,14 @@
   function declaredGenerativeText(meta) {
     const source = meta && meta.declared_source;
     if (!source || !source.generative_ai) return null;
-    const where = source.declared_in === "content_credentials"
-      ? `in its Content Credentials (${credentialsState(meta.credentials)})`
-      : "in its XMP metadata (unsigned: easily added or removed)";
-    return `The file declares “${source.meaning}” ${where}. This is the file's own claim, not part of the scores.`;
+    const claim = "This is the file's own claim, not part of the scores.";
+    if (source.declared_in === "xmp") {
+      return `The file declares “${source.meaning}” in its XMP metadata (unsigned: easily added or removed). ${claim}`;
+    }
+    const state = credentialsState(meta.credentials);
+    return source.in_ingredient
+      ? `The file's Content Credentials (${state}) say it was made from a file that declares “${source.meaning}”. ${claim}`
+      : `The file declares “${source.meaning}” in its Content Credentials (${state}). ${claim}`;
   }
 
   // ---------------------------------------------------------------- results: image
