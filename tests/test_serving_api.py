@@ -715,6 +715,33 @@ def test_frames_above_the_servers_bound_are_refused(detector, astronaut_jpeg):
         assert client.post("/v1/jobs?frames=40", files=upload(astronaut_jpeg)).status_code == 202
 
 
+def test_metrics_count_analyses_errors_and_load(detector, astronaut_jpeg, face_video):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with client_for(detector, api_key="k") as client:
+        assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 401)  # no key
+        client.headers["X-API-Key"] = "k"
+        image = client.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
+        assert_error(client.post("/v1/analyze", files=upload(b"notes, not a photo", "notes.jpg")), 415)
+        job = client.post("/v1/jobs?frames=4", files=upload(face_video.read_bytes(), "face.mp4")).json()
+        video = wait_for_job(client, job["id"])["result"]
+        del client.headers["X-API-Key"]
+        response = client.get("/metrics")  # like /healthz, open without the key: for the scraper
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("deepshield_analyses_total", (("kind", "image"), ("verdict", image["verdict"]["label"])))] == 1
+    assert samples[("deepshield_analyses_total", (("kind", "video"), ("verdict", video["verdict"]["label"])))] == 1
+    assert samples[("deepshield_analysis_seconds_count", (("kind", "image"),))] == 1
+    assert samples[("deepshield_errors_total", (("code", "unsupported_media"),))] == 1
+    assert samples[("deepshield_errors_total", (("code", "unauthorized"),))] == 1
+    assert samples[("deepshield_jobs_pending", ())] == 0 and samples[("deepshield_analyses_running", ())] == 0
+    assert samples[("deepshield_model_info", (("model", "tiny-test 0.0.1"),))] == 1
+
+
 # ------------------------------------------------------------------------------------------ settings
 def test_settings_come_from_the_environment():
     settings = ServerSettings.from_env(

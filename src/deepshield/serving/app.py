@@ -131,7 +131,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     )
     app.state.runtime = runtime
     app.add_middleware(SecurityHeaders)
-    install_error_handlers(app)
+    install_error_handlers(app, runtime.metrics.failed)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401))
     for routes in (analysis, jobs, model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -93,19 +94,25 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, counted: Callable[[str], None] = lambda code: None) -> None:
+    """Every error answered as JSON; `counted` hears each error code (the server's metrics)."""
+
+    def respond(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        counted(code)
+        return error_response(status, code, detail, headers)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+        return respond(exc.status, exc.code, exc.detail, exc.headers)
 
     @app.exception_handler(DeepShieldError)
     async def _library_error(request: Request, exc: DeepShieldError) -> JSONResponse:
         api = from_library_error(exc)
-        return error_response(api.status, api.code, api.detail)
+        return respond(api.status, api.code, api.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, "invalid_request", _validation_detail(exc))
+        return respond(400, "invalid_request", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -116,13 +123,13 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"method {request.method} is not allowed on {request.url.path}"
         else:
             detail = str(exc.detail)
-        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+        return respond(exc.status_code, code, detail, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Last resort (Starlette's ServerErrorMiddleware calls this, then re-raises for the log).
         api = internal_error(exc)
-        return error_response(api.status, api.code, api.detail)
+        return respond(api.status, api.code, api.detail)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict]:

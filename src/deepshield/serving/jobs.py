@@ -157,6 +157,7 @@ class JobStore:
         work_for: Callable[[Job], JobWork],
         ledger: JobLedger | None = None,
         callbacks: CallbackSender | None = None,
+        on_finish: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self.max_pending = max_pending
         self.max_jobs = max_jobs
@@ -165,6 +166,7 @@ class JobStore:
         self._work_for = work_for
         self._ledger = ledger
         self._callbacks = callbacks
+        self._on_finish = on_finish  # hears every job that ends done or failed (the server's metrics)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepshield-job")
@@ -325,6 +327,7 @@ class JobStore:
             job.stage = status
             job.status = status
             self._save(job)
+        self._on_finish(job)
         self._call_back(job)
 
     def _call_back(self, job: Job) -> None:

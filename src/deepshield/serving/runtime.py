@@ -17,7 +17,8 @@ from deepshield.serving.errors import ApiError
 from deepshield.serving.gate import AnalysisGate
 from deepshield.serving.job_ledger import JobLedger
 from deepshield.serving.jobs import Job, JobStore, JobWork, ProgressFn
-from deepshield.serving.schemas import AcceptedMedia, AnalyzeResponse, Limits
+from deepshield.serving.metrics import ServerMetrics
+from deepshield.serving.schemas import AcceptedMedia, AnalyzeResponse, Limits, VideoResponse
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.storage import Storage
 from deepshield.serving.uploads import Upload, UploadPolicy, UploadSlots, receive_upload
@@ -35,6 +36,7 @@ class Runtime:
         self.gate = AnalysisGate(settings.max_concurrency, settings.max_queue)
         self.storage = Storage(settings.state_dir, settings.tmp_dir)
         ledger = None if self.storage.ledger_path is None else JobLedger(self.storage.ledger_path)
+        self.metrics = ServerMetrics(detector.model_name)
         self.callback_policy = CallbackPolicy.from_settings(
             settings.callback_hosts, settings.callback_secret, settings.callback_retry_s
         )
@@ -47,10 +49,14 @@ class Runtime:
             self.job_work,
             ledger,
             CallbackSender(self.callback_policy) if self.callback_policy.hosts else None,
+            self.job_finished,
         )
         self.jobs.recover(self.storage.upload_dir)
         self.upload_policy = UploadPolicy.from_settings(settings)
         self.upload_slots = UploadSlots(self.upload_policy)
+        self.metrics.watch("deepshield_analyses_running", "Analyses running now", lambda: self.gate.running)
+        self.metrics.watch("deepshield_analyses_waiting", "Analyses waiting for a slot", lambda: self.gate.waiting)
+        self.metrics.watch("deepshield_jobs_pending", "Jobs queued or running", self.jobs.pending)
 
     @property
     def upload_dir(self) -> Path:
@@ -67,6 +73,12 @@ class Runtime:
             return analyze_image_file(detector, path, job.file, self.settings.preview_max_side)
 
         return work
+
+    def job_finished(self, job: Job) -> None:
+        if job.status == "done" and isinstance(job.result, AnalyzeResponse | VideoResponse):
+            self.metrics.analysed(job.kind, job.result.verdict.label, job.result.elapsed_ms / 1000)
+        elif job.error is not None:
+            self.metrics.failed(job.error.error)
 
     async def receive(self, request: Request) -> Upload:
         return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)

@@ -54,10 +54,12 @@ async def analyze(
 
     try:
         # The upload is deleted when the analysis ends (even one abandoned by a timeout) or is refused.
-        return await runtime.gate.run(work, runtime.settings.request_timeout_s, on_finish=upload.delete)
+        result = await runtime.gate.run(work, runtime.settings.request_timeout_s, on_finish=upload.delete)
     except (ApiError, asyncio.CancelledError):
         raise
     except DeepShieldError as exc:
         raise from_library_error(exc) from None
     except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
         raise internal_error(exc) from None
+    runtime.metrics.analysed("image", result.verdict.label, result.elapsed_ms / 1000)
+    return result

@@ -1,8 +1,11 @@
-"""GET /healthz: liveness, load, limits and what the server accepts (the web page reads it at start)."""
+"""GET /healthz: liveness, load, limits and what the server accepts (the web page reads it at start);
+GET /metrics: the same server's counts and load for Prometheus."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from deepshield.inference.results import scope
 from deepshield.serving.errors import JOB_ERROR_STATUSES
@@ -27,3 +30,14 @@ async def healthz(runtime: RuntimeDep) -> Health:
         terms=runtime.detector.scoring_terms(),
         job_error_statuses=JOB_ERROR_STATUSES,
     )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Files analysed by kind and verdict, analysis times, errors by code, analyses running and "
+    "waiting, jobs pending, the model in use (Prometheus text format).",
+    response_class=Response,
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
