@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import io
 import math
+import re
 import threading
 import time
 from urllib.parse import urlsplit
@@ -632,9 +633,19 @@ def test_page_and_static_assets_are_served_with_protective_headers(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert 'src="/static/app.js"' in page.text and "http://" not in page.text and "https://" not in page.text
-    for asset in ("/static/app.js", "/static/style.css", "/static/favicon.svg", "/static/examples/index.json"):
+    assert '<script type="module" src="/static/js/main.js">' in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset in ("/static/style.css", "/static/favicon.svg", "/static/examples/index.json"):
         assert client.get(asset).status_code == 200, asset
+    # The page's modules, each imported by path: served as JavaScript (a module of another type is refused).
+    modules, pending = set(), ["main.js"]
+    while pending:
+        name = pending.pop()
+        script = client.get("/static/js/" + name)
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
+        modules.add(name)
+        pending += [found for found in re.findall(r'from "\./([\w-]+\.js)"', script.text) if found not in modules]
+    assert len(modules) >= 10
     examples = client.get("/static/examples/index.json").json()
     assert {e["kind"] for e in examples} == {"image", "video"}
     for example in examples:
@@ -686,7 +697,7 @@ def test_no_path_traversal_out_of_the_static_folder(detector):
             assert b"create_app" not in body and b"root:" not in body, path
         # The server is still fine afterwards.
         connection = http.client.HTTPConnection(host, port, timeout=10)
-        connection.request("GET", "/static/app.js")
+        connection.request("GET", "/static/js/main.js")
         assert connection.getresponse().status == 200
 
 

@@ -1,0 +1,48 @@
+/* Calls to the server's /v1 API, with the API key this browser keeps. */
+import { $ } from "./dom.js";
+
+export const KEY_STORAGE = "deepshield-api-key";
+
+export class ApiFailure extends Error {
+  constructor(status, code, detail) {
+    super(detail);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+export async function api(path, options) {
+  const headers = new Headers((options && options.headers) || {});
+  const key = localStorage.getItem(KEY_STORAGE);
+  if (key) headers.set("X-API-Key", key);
+  let response;
+  try {
+    response = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (err) {
+    throw new ApiFailure(0, "network", "Could not reach the server. Check your connection and that the server is running.");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;
+  }
+  if (!response.ok) {
+    const code = (body && body.error) || "http_" + response.status;
+    const detail = (body && body.detail) || `The server answered ${response.status} ${response.statusText}.`;
+    if (response.status === 401) showKeyPanel();
+    throw new ApiFailure(response.status, code, detail);
+  }
+  return body;
+}
+
+export function showKeyPanel() {
+  $("api-key-panel").hidden = false;
+}
+
+export function formData(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  return form;
+}

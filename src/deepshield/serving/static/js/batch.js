@@ -1,0 +1,122 @@
+/* Several files at once: analysed one after another and listed with their verdicts. */
+import { $, el, offerJson } from "./dom.js";
+import { fetchAnalysis, refusal, render } from "./flow.js";
+import { LABEL_WORDS, probabilityText, scorePct, syntheticText } from "./format.js";
+import { stopWaiting } from "./jobs.js";
+import { clearOutput, clearResult, errorSentence, setBusy, showMessage } from "./messages.js";
+import { declaredGenerativeText } from "./provenance.js";
+import { showSavedNote } from "./saved.js";
+import { markExample } from "./startup.js";
+import { state } from "./state.js";
+
+// Analysed one after another and listed with their verdicts. The result shown is the latest
+// finished one, until a row is picked: then that row's stays.
+export async function analyseAll(files) {
+  const run = ++state.run;
+  stopWaiting();
+  clearOutput();
+  markExample(null);
+  state.batch = { items: files.map((file) => ({ file, status: "waiting", analysis: null, error: null })), picked: null };
+  drawBatch();
+  setBusy(true);
+  try {
+    for (const item of state.batch.items) {
+      const refused = refusal(item.file);
+      if (refused) {
+        Object.assign(item, { status: "failed", error: refused });
+      } else {
+        item.status = "running";
+        drawBatch();
+        try {
+          item.analysis = await fetchAnalysis(item.file, run);
+          if (!item.analysis || run !== state.run) return;
+          item.status = "done";
+        } catch (err) {
+          if (run !== state.run) return;
+          Object.assign(item, { status: "failed", error: errorSentence(err) });
+        }
+        $("progress").hidden = true;
+      }
+      if (state.batch.picked === null) showItem(item);
+      drawBatch();
+    }
+  } finally {
+    if (run === state.run) setBusy(false);
+  }
+}
+
+export const isFinished = (item) => item.status === "done" || item.status === "failed";
+
+export function showItem(item) {
+  clearResult();
+  if (item.status === "done") {
+    render(item.analysis, item.file.name, item.openedFrom ? null : { file: item.file, exampleFile: null });
+    if (item.openedFrom) showSavedNote(item.openedFrom);
+  } else if (item.status === "failed") showMessage(item.file.name, item.error);
+}
+
+function pickItem(index) {
+  const item = state.batch.items[index];
+  if (!isFinished(item)) return;
+  state.batch.picked = index;
+  showItem(item);
+  drawBatch();
+}
+
+export function hideBatch() {
+  state.batch = null;
+  $("batch").hidden = true;
+}
+
+export function drawBatch() {
+  const batch = state.batch;
+  const finished = batch.items.filter(isFinished).length;
+  const counts = {};
+  for (const item of batch.items) {
+    if (item.status === "done") counts[item.analysis.result.verdict.label] = (counts[item.analysis.result.verdict.label] || 0) + 1;
+  }
+  const summary = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
+  const failed = batch.items.filter((item) => item.status === "failed").length;
+  if (failed) summary.push(`${failed} not analysed`);
+  $("batch-summary").textContent = `${finished} of ${batch.items.length} files analysed` + (summary.length ? ": " + summary.join(", ") : "");
+  if (finished === batch.items.length) {
+    const saved = batch.items.map((item) => ({
+      file_name: item.file.name,
+      analysed_at: item.analysis ? item.analysis.analysedAt || null : null,
+      file: item.analysis ? item.analysis.file || null : null,
+      result: item.analysis ? item.analysis.result : null,
+      error: item.error,
+    }));
+    offerJson($("batch-download"), saved, "deepshield-results.json");
+  } else {
+    $("batch-download").hidden = true;
+  }
+  const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (isFinished(item) ? i : last), -1);
+  $("batch-list").replaceChildren(
+    ...batch.items.map((item, i) => {
+      const verdict = item.status === "done" ? item.analysis.result.verdict : null;
+      const scored = verdict !== null && verdict.probability !== null && verdict.probability !== undefined;
+      const declared = verdict ? declaredGenerativeText(item.analysis.result.metadata) : null;
+      const status = verdict
+        ? el("span", {}, [
+          ...(declared ? [el("span", { class: "declared-tag", "data-role": "declared-tag", title: declared, text: "Declares AI" })] : []),
+          el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] }),
+        ])
+        : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
+      const row = el("button", {
+        type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
+        "data-status": item.status, "aria-pressed": i === shown ? "true" : "false",
+        title: scored
+          ? `${probabilityText(verdict.probability)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
+          : "",
+      }, [
+        el("span", { class: "file-name", text: item.file.name }),
+        status,
+        el("span", { class: "batch-score", text: scored ? scorePct(verdict.probability) : "" }),
+      ]);
+      row.addEventListener("click", () => pickItem(i));
+      return row;
+    })
+  );
+  $("batch").hidden = false;
+}

@@ -1,0 +1,45 @@
+/* Building and filling the page's elements. */
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+export const $ = (id) => document.getElementById(id);
+
+export function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name === "class") node.className = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of [].concat(children || [])) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+export function svg(tag, attrs, children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of [].concat(children || [])) {
+    if (child) node.append(child);
+  }
+  return node;
+}
+
+export function renderFacts(target, facts) {
+  target.replaceChildren(
+    ...facts.filter(([, value]) => value !== null && value !== undefined && value !== "").map(([name, value]) => el("div", {}, [el("dt", { text: name }), el("dd", { text: String(value) })]))
+  );
+}
+
+// A link that saves `saved` as a JSON file (the page's object URL it held before is released).
+export function offerJson(link, saved, name) {
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([JSON.stringify(saved, null, 2)], { type: "application/json" }));
+  link.download = name;
+  link.hidden = false;
+}

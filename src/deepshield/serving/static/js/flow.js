@@ -1,0 +1,114 @@
+/* One file's analysis: checked, uploaded, waited for, shown. */
+import { api, ApiFailure, formData } from "./api.js";
+import { drawBatch, hideBatch, isFinished } from "./batch.js";
+import { $ } from "./dom.js";
+import { formatBytes, parseVideoTime } from "./format.js";
+import { renderImage } from "./image.js";
+import { analyseAsJob, stopWaiting } from "./jobs.js";
+import { clearOutput, setBusy, showError, showMessage, showProgress } from "./messages.js";
+import { markExample } from "./startup.js";
+import { state } from "./state.js";
+import { renderVideo } from "./video.js";
+
+// The part of each video to analyse, from the drop zone's two fields: { start, end } (null: not set).
+export function chosenSpan() {
+  const start = parseVideoTime($("span-start").value);
+  const end = parseVideoTime($("span-end").value);
+  if (start !== null && end !== null && end <= start) throw new Error("The part of the video to analyse must end after it starts.");
+  return { start, end };
+}
+
+export function cancelAnalysis() {
+  const fileName = $("progress-file").textContent;
+  state.run += 1;
+  stopWaiting();
+  $("progress").hidden = true;
+  setBusy(false);
+  if (state.batch) {
+    for (const item of state.batch.items) {
+      if (!isFinished(item)) Object.assign(item, { status: "failed", error: "Cancelled before it was analysed" });
+    }
+    drawBatch();
+  }
+  showMessage(fileName, "the analysis was cancelled, and the server has deleted the file", "info");
+}
+
+function looksLikeVideo(file) {
+  if (file.type && file.type.startsWith("video/")) return true;
+  const suffix = (file.name.split(".").pop() || "").toLowerCase();
+  return !file.type && state.accepted !== null && state.accepted.video_suffixes.includes(suffix);
+}
+
+// What the page can tell before uploading: a sentence when the file cannot go, else null.
+export function refusal(file) {
+  if (state.limits && file.size > state.limits.max_upload_bytes) {
+    return `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`;
+  }
+  if (file.size === 0) return "The file is empty.";
+  if (looksLikeVideo(file)) {
+    try {
+      chosenSpan();
+    } catch (err) {
+      return err.message;
+    }
+  }
+  return null;
+}
+
+// Upload one file and wait for its analysis: { result, file } (file: what the server says of the
+// upload), or null when a newer analysis took over meanwhile.
+// `span` ({ start, end }, seconds or null): the part of a video to analyse; by default the drop zone's.
+export async function fetchAnalysis(file, run, span) {
+  const analysis = await fetchResult(file, run, span);
+  if (analysis) analysis.analysedAt = new Date().toISOString();
+  return analysis;
+}
+
+async function fetchResult(file, run, span) {
+  if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
+  showProgress(file.name, null, "Uploading and analysing…");
+  try {
+    const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
+    return { result, file: result.file };
+  } catch (err) {
+    if (err instanceof ApiFailure && err.code === "video_needs_job") return analyseAsJob(file, run, span);
+    throw err;
+  }
+}
+
+// `source` ({ file, exampleFile }): the file analysed, kept so that a video can be looked at closer
+// (null for a result opened from a saved file). `analysis.analysedAt`: when it was analysed (ISO, UTC).
+export function render(analysis, fileName, source) {
+  state.analysedAt = analysis.analysedAt || null;
+  if (analysis.result.kind === "video") renderVideo(analysis.result, analysis.file, fileName, source);
+  else renderImage(analysis.result, fileName);
+}
+
+// `exampleFile`: set when the file is one of the examples (its card stays highlighted); `span`: a
+// part of a video other than the drop zone's (Look closer).
+export async function analyse(file, exampleFile, span) {
+  const run = ++state.run;
+  stopWaiting();
+  clearOutput();
+  hideBatch();
+  markExample(exampleFile || null);
+  if (!file) return;
+  const refused = refusal(file);
+  if (refused) {
+    showMessage(file.name, refused);
+    return;
+  }
+  setBusy(true);
+  try {
+    const analysis = await fetchAnalysis(file, run, span);
+    if (!analysis || run !== state.run) return;
+    $("progress").hidden = true;
+    render(analysis, file.name, { file, exampleFile });
+  } catch (err) {
+    if (run !== state.run) return;
+    $("progress").hidden = true;
+    showError(err, file.name);
+  } finally {
+    if (run === state.run) setBusy(false);
+  }
+}

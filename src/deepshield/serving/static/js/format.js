@@ -1,0 +1,76 @@
+/* Numbers, times and labels in words, as the page shows them (pure functions). */
+
+// Three-way labels (verdicts, faces, tracks), in words for the small badges.
+export const LABEL_WORDS = { likely_manipulated: "LIKELY MANIPULATED", inconclusive: "INCONCLUSIVE", no_signs_found: "NO SIGNS FOUND", no_face: "NO FACE" };
+
+// The synthetic-face score's own call, in words (it uses the same three labels).
+const SYNTHETIC_WORDS = {
+  likely_manipulated: "likely AI-generated",
+  inconclusive: "inconclusive",
+  no_signs_found: "no signs of AI generation",
+};
+
+export const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
+
+// A face's, track's or file's second score and which of the two set its label (see README "Verdicts").
+export function syntheticText(probability, label, driver) {
+  if (probability === null || probability === undefined) return NO_SYNTHETIC;
+  const call = label ? ` (${SYNTHETIC_WORDS[label]})` : "";
+  const drives = driver === "synthetic" ? "synthetic-face score" : "manipulation score";
+  return `Synthetic-face score ${probabilityText(probability)}${call} · the ${drives} drives the verdict`;
+}
+
+export const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
+
+// A probability for display, never a rounded "0%" or "100%", which no estimate can claim: those read
+// "<1%" / ">99%" at whole percents, "<0.1%" / ">99.9%" to a tenth (the Python side's `shown_probability`,
+// which the server's verdict reasons use).
+export const probabilityText = (p, digits = 1) => {
+  if (p === null || p === undefined) return "—";
+  const shown = (p * 100).toFixed(digits);
+  const step = 10 ** -digits;
+  if (shown === (0).toFixed(digits)) return `<${step.toFixed(digits)}%`;
+  if (shown === (100).toFixed(digits)) return `>${(100 - step).toFixed(digits)}%`;
+  return shown + "%";
+};
+
+export const scorePct = (p) => probabilityText(p, 0);
+
+export const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
+
+export function formatBytes(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(1) + " GB";
+  if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e8 ? 0 : 1) + " MB";
+  if (n >= 1e3) return (n / 1e3).toFixed(0) + " KB";
+  return n + " bytes";
+}
+
+// A time in a video, as precise as the stretch shown (`span` seconds) needs: "3.5 s", "1:05", "1:02:03".
+export function formatTime(seconds, span) {
+  const digits = span < 5 ? 1 : 0;
+  if (span < 60 && seconds < 60) return `${seconds.toFixed(digits)} s`;
+  const rounded = Number(seconds.toFixed(digits));
+  const h = Math.floor(rounded / 3600);
+  const m = Math.floor((rounded - h * 3600) / 60);
+  const s = (rounded - h * 3600 - m * 60).toFixed(digits).padStart(digits ? 4 : 2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+// A time typed for a video, as deepshield.media.units.parse_clock_time reads it: seconds, m:ss or
+// h:mm:ss; null when blank. Throws an Error whose message says what is accepted.
+export function parseVideoTime(text) {
+  const trimmed = text.trim();
+  if (!trimmed) return null;
+  const found = /^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$/.exec(trimmed);
+  if (!found) throw new Error(`'${text}' is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)`);
+  const [hours, minutes, seconds] = [found[1], found[2], found[3]].map((part) => (part ? Number(part) : 0));
+  if ((found[2] !== undefined && seconds >= 60) || (found[1] !== undefined && minutes >= 60)) {
+    throw new Error(`'${text}' is not a time: minutes and seconds after a colon are below 60`);
+  }
+  return hours * 3600 + minutes * 60 + seconds;
+}
+
+export const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.slice(1) : "");
+
+// "2026-12-05 19:30 UTC" from an ISO time; null: not known (a result saved before times were kept).
+export const utcMinute = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : null);

@@ -1,0 +1,94 @@
+/* Background jobs (videos): submitted, polled, and cancelled when the page stops waiting. */
+import { api, ApiFailure, formData } from "./api.js";
+import { $ } from "./dom.js";
+import { chosenSpan } from "./flow.js";
+import { capitalise } from "./format.js";
+import { showProgress } from "./messages.js";
+import { state } from "./state.js";
+
+const POLL_MS = 600;
+
+// A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
+// server, so that it does not hold the worker the next file needs; its file is deleted there.
+function cancelJob(id) {
+  api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE" }).catch(() => {}); // 404: already gone
+}
+
+// Cancel is offered while a job's file uploads or the job runs.
+function offerCancel() {
+  $("progress-cancel").hidden = !(state.job || state.uploading);
+}
+
+function releaseJob(id) {
+  if (state.job === id) state.job = null;
+  offerCancel();
+}
+
+// Whatever job the page was waiting for is given up. Called with state.run moved on, so every loop
+// waiting on the old run stops at its next step. An upload is not aborted: the server may already
+// hold the whole file and have queued its job, which only the answer names; the job is cancelled
+// as that answer arrives.
+export function stopWaiting() {
+  if (state.job) cancelJob(state.job);
+  state.job = null;
+  state.uploading = false;
+  offerCancel();
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function analyseAsJob(file, run, span) {
+  showProgress(file.name, 0, "Uploading…");
+  const select = $("frames-select");
+  const query = new URLSearchParams();
+  if (select.selectedIndex > 0) query.set("frames", select.value); // else the server's default
+  const { start, end } = span || chosenSpan();
+  if (start !== null) query.set("start_s", String(start));
+  if (end !== null) query.set("end_s", String(end));
+  const search = query.toString();
+  state.uploading = true;
+  offerCancel();
+  let job;
+  try {
+    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file) });
+  } finally {
+    if (run === state.run) state.uploading = false;
+    offerCancel();
+  }
+  if (run !== state.run) {  // another file was chosen, or Cancel pressed, during the upload
+    cancelJob(job.id);
+    return null;
+  }
+  state.job = job.id;
+  offerCancel();
+  try {
+    return await pollJob(job, file, run);
+  } finally {
+    releaseJob(job.id);
+  }
+}
+
+async function pollJob(job, file, run) {
+  // A job is "queued" from submission until a worker takes it, which is usually at once: only a
+  // job still queued when polled again is really waiting.
+  let polls = 0;
+  while (job.status === "queued" || job.status === "running") {
+    if (run !== state.run) {
+      cancelJob(job.id);
+      return null;
+    }
+    const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
+    showProgress(file.name, job.progress, stage);
+    await sleep(POLL_MS);
+    job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+    polls += 1;
+  }
+  if (run !== state.run) return null;
+  $("progress").hidden = true;
+  if (job.status === "failed") {
+    const error = job.error || { error: "failed", detail: "The analysis failed." };
+    const status = state.jobErrorStatuses[error.error] || 422;
+    throw new ApiFailure(status, error.error, error.detail);
+  }
+  return { result: job.result, file: job.file };
+}

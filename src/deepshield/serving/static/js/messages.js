@@ -1,0 +1,71 @@
+/* Messages, the busy look and the progress bar. */
+import { ApiFailure } from "./api.js";
+import { $ } from "./dom.js";
+import { capitalise } from "./format.js";
+
+const TITLES = {
+  400: "Request refused.",
+  401: "API key needed.",
+  404: "Not found.",
+  408: "Upload too slow.",
+  413: "File too large.",
+  415: "File type not supported.",
+  422: "This file cannot be analysed.",
+  500: "The analysis failed.",
+  503: "The server is busy.",
+  504: "The analysis took too long.",
+};
+
+// One sentence per error: the file's name, then the server's own message (a generic title only
+// when the server sent none).
+export function showMessage(fileName, sentence, kind) {
+  const box = $("message");
+  box.className = "alert" + (kind === "info" ? " info" : "");
+  $("message-title").textContent = fileName ? fileName + ":" : "";
+  $("message-detail").textContent = sentence ? capitalise(sentence.trim()).replace(/([^.!?])$/, "$1.") : "";
+  box.hidden = false;
+}
+
+// An error in one sentence: the server's own message, else a title for its status.
+export function errorSentence(err) {
+  if (err instanceof ApiFailure) {
+    return err.detail || TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem.");
+  }
+  return "Something went wrong in this page: " + String(err && err.message ? err.message : err);
+}
+
+export function showError(err, fileName) {
+  showMessage(fileName, errorSentence(err));
+}
+
+export function clearResult() {
+  $("message").hidden = true;
+  $("saved-note").hidden = true;
+  $("result").hidden = true;
+  $("image-result").hidden = true;
+  $("video-result").hidden = true;
+}
+
+export function clearOutput() {
+  clearResult();
+  $("progress").hidden = true;
+}
+
+export function setBusy(busy) {
+  $("dropzone").classList.toggle("busy", busy);
+}
+
+export function showProgress(fileName, fraction, stage) {
+  $("progress").hidden = false;
+  $("progress-file").textContent = fileName;
+  $("progress-stage").textContent = stage || "";
+  const bar = $("progress-bar");
+  if (fraction === null) {
+    bar.classList.add("indeterminate");
+    bar.removeAttribute("aria-valuenow");
+  } else {
+    bar.classList.remove("indeterminate");
+    bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
+    $("progress-fill").style.width = (fraction * 100).toFixed(1) + "%";
+  }
+}

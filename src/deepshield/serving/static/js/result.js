@@ -1,0 +1,70 @@
+/* What every result shows: the verdict, the file's facts, saving and printing. */
+import { $, el, offerJson, renderFacts } from "./dom.js";
+import { capitalise, formatBytes, pct, scorePct, syntheticText, utcMinute } from "./format.js";
+import { declaredGenerativeText, metadataFacts } from "./provenance.js";
+import { state } from "./state.js";
+
+export function renderVerdict(result, what, fileName) {
+  const verdict = result.verdict;
+  const box = $("verdict");
+  box.className = "verdict " + verdict.label;
+  $("result-file").textContent = fileName ? `Result for ${fileName}` : "";
+  $("verdict-label").textContent = verdict.headline;
+  $("verdict-reason").textContent =
+    verdict.label === "no_face"
+      ? `Deepfake Shield checks faces and found none it could analyse in this ${what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
+      : capitalise(verdict.reason) + ".";
+  $("verdict-scope").textContent = result.scope;
+  const declared = declaredGenerativeText(result.metadata);
+  $("verdict-declared").textContent = declared || "";
+  $("verdict-declared").hidden = !declared;
+  const score = $("verdict-score");
+  if (verdict.probability === null || verdict.probability === undefined) {
+    score.replaceChildren();
+  } else {
+    score.replaceChildren(
+      document.createTextNode(scorePct(verdict.probability)),
+      el("small", { text: "probability of manipulation" }),
+      el("small", {
+        "data-role": "verdict-synthetic",
+        text: syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
+      }),
+    );
+  }
+}
+
+// The whole result (scores, verdict, crops and heatmaps as data URLs) saved as shown, to keep or
+// share: the server keeps no copy.
+export function offerDownload(result, file, fileName) {
+  const name = (fileName || "result").replace(/\.[^.]*$/, "") + ".deepshield.json";
+  offerJson($("result-download"), { file_name: fileName, analysed_at: state.analysedAt, file: file || null, result: result }, name);
+}
+
+// A printed (or PDF) copy of the result as shown, for a case file: the page's own layout without the
+// upload controls (style.css, @media print), headed by what was analysed, when and by which model.
+export function offerPrint(result, fileName) {
+  $("print-header").textContent =
+    `Deepfake Shield report · ${fileName || "file"} · analysed ${utcMinute(state.analysedAt) || "at a time not recorded"} · model ${result.model}`;
+  $("result-print").hidden = false;
+}
+
+export function printResult() {
+  $("file-details").open = true; // the file's size, SHA-256 and the model's thresholds belong on paper
+  window.print();
+}
+
+export function renderFileFacts(result, file, fileName) {
+  const band = result.inconclusive;
+  renderFacts($("file-facts"), [
+    ["File", fileName || (file && file.name)],
+    ["Size", file && formatBytes(file.size_bytes)],
+    ["SHA-256", file && file.sha256],
+    ["Model", result.model],
+    ["Threshold", pct(result.threshold, 1)],
+    ["Inconclusive", `${pct(band.low, 1)} to ${pct(band.high, 1)}`],
+    ["Synthetic-face threshold",
+      result.synthetic_threshold === null ? "not available in this model" : pct(result.synthetic_threshold, 1)],
+    ["Analysis time", `${(result.elapsed_ms / 1000).toFixed(2)} s`],
+    ...metadataFacts(result.metadata),
+  ]);
+}

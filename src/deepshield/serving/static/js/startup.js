@@ -1,0 +1,141 @@
+/* What the page loads at start: the server's limits and terms, the model card, the examples. */
+import { api, ApiFailure, KEY_STORAGE, showKeyPanel } from "./api.js";
+import { $, el } from "./dom.js";
+import { analyse } from "./flow.js";
+import { formatBytes, NO_SYNTHETIC, pct } from "./format.js";
+import { clearOutput, showError } from "./messages.js";
+import { state } from "./state.js";
+
+// How many frames a video job samples: the server's default, then doublings up to its maximum.
+// More frames find a swap that shows in part of a long video, at proportionally more time.
+function offerFrameCounts(limits) {
+  const counts = [limits.video_frames];
+  while (counts[counts.length - 1] * 2 <= limits.max_video_frames) counts.push(counts[counts.length - 1] * 2);
+  if (counts[counts.length - 1] < limits.max_video_frames) counts.push(limits.max_video_frames);
+  $("frames-select").replaceChildren(
+    ...counts.map((n, i) => el("option", { value: String(n), text: i === 0 ? `${n} (default)` : `${n} (about ${Math.round(n / counts[0])}x the time)` }))
+  );
+  $("frames-choice").hidden = false;
+  $("span-choice").hidden = false;
+}
+
+export async function loadServerInfo() {
+  try {
+    const health = await api("/healthz");
+    state.limits = health.limits;
+    state.accepted = health.accepted;
+    state.terms = health.terms;
+    state.jobErrorStatuses = health.job_error_statuses;
+    $("footer-scope").textContent = health.scope;
+    $("limits").textContent =
+      `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
+      ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min (or a part of a longer one)`;
+    const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes, "json"]; // json: a saved result
+    $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
+    offerFrameCounts(health.limits);
+    if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
+  } catch (err) {
+    showError(err);
+  }
+  try {
+    const card = await api("/v1/model");
+    state.card = card;
+    const info = $("model-info");
+    const pills = [el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" })];
+    // The thresholds and bands verdicts are called with (the server's, as in every result), not the card's own.
+    const terms = state.terms;
+    if (terms) {
+      const band = terms.inconclusive;
+      pills.push(
+        el("span", { class: "pill", text: `Threshold ${pct(terms.threshold, 0)}`, "data-role": "threshold" }),
+        el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }),
+        el("span", {
+          class: "pill", "data-role": "synthetic-threshold",
+          text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 0)}` : NO_SYNTHETIC,
+        })
+      );
+    }
+    info.replaceChildren(...pills);
+    renderModelRecord(card);
+    $("api-key-panel").hidden = true;
+  } catch (err) {
+    $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
+  }
+}
+
+// The model card's own figures on real labelled media (not its synthetic validation), so that a reader
+// knows what it catches and what it misses before trusting a verdict.
+function renderModelRecord(card) {
+  const metrics = card.metrics || {};
+  const sets = ((card.training && card.training.benchmarks) || [])
+    .map((name) => ({ name, key: name.split("/").pop().replace(/[^A-Za-z0-9]+/g, "_") }))
+    .filter(({ key }) => metrics[`bench_${key}_file_auc`] !== undefined);
+  if (!sets.length) return;
+  const auc = (prefix) => metrics[prefix] === undefined ? "—"
+    : `${metrics[prefix].toFixed(2)}` + (metrics[prefix + "_lo"] !== undefined ? ` [${metrics[prefix + "_lo"].toFixed(2)}, ${metrics[prefix + "_hi"].toFixed(2)}]` : "");
+  const flagged = (key) => metrics[key] === undefined ? "—" : pct(metrics[key], 1);
+  const rows = sets.map(({ name, key }) => [name, auc(`bench_${key}_file_auc`), auc(`bench_${key}_face_auc`), flagged(`real_fpr_${key}`)]);
+  if (metrics.val_auc !== undefined) {
+    rows.push(["its own synthesised blends (validation)", "—", auc("val_auc"), flagged("real_fpr_validation")]);
+  }
+  $("model-record-rows").replaceChildren(
+    ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((text, i) => el(i ? "td" : "th", { text, scope: i ? null : "row" }))))
+  );
+  $("model-record-note").textContent =
+    "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
+    "these sets are small. Real files flagged: the share of a set's real files at or above the threshold. These sets " +
+    "chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
+    "its own synthesised blends say little about real swaps.";
+  $("model-record").hidden = false;
+}
+
+export async function loadExamples() {
+  let examples = [];
+  try {
+    const response = await fetch("/static/examples/index.json");
+    if (response.ok) examples = await response.json();
+  } catch (err) {
+    examples = [];
+  }
+  const list = $("examples");
+  if (!examples.length) {
+    list.replaceChildren(el("p", { class: "muted small", text: "No examples installed." }));
+    return;
+  }
+  list.replaceChildren(
+    ...examples.map((example) => {
+      const thumb = example.kind === "video" ? example.poster || "" : example.file;
+      const truth = example.truth === "manipulated" ? "manipulated" : "real";
+      const button = el("button", { type: "button", class: "example", title: example.description, "data-file": example.file, "data-truth": truth }, [
+        el("div", { class: "thumb" }, thumb ? [el("img", { src: "/static/examples/" + thumb, alt: "" })] : []),
+        el("span", { text: example.title }),
+        el("span", { class: "tag" }, [el("span", { class: "truth " + truth, text: truth === "manipulated" ? "Manipulated" : "Real" }), document.createTextNode(example.kind === "video" ? " video" : " photo")]),
+      ]);
+      button.addEventListener("click", () => runExample(example));
+      return button;
+    })
+  );
+}
+
+export function markExample(file) {
+  state.example = file;
+  document.querySelectorAll("button.example").forEach((button) => {
+    const selected = button.getAttribute("data-file") === file;
+    button.classList.toggle("selected", selected);
+    button.setAttribute("aria-pressed", selected ? "true" : "false");
+    if (!selected) button.blur();
+  });
+}
+
+async function runExample(example) {
+  try {
+    const response = await fetch("/static/examples/" + example.file);
+    if (!response.ok) throw new ApiFailure(response.status, "example", "The example file could not be loaded.");
+    const blob = await response.blob();
+    const type = blob.type || (example.kind === "video" ? "video/mp4" : "image/jpeg");
+    analyse(new File([blob], example.file, { type }), example.file);
+  } catch (err) {
+    clearOutput();
+    showError(err, example.file);
+  }
+}

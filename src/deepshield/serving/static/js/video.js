@@ -1,0 +1,175 @@
+/* A video's result: the timeline per person and a card per face track. */
+import { $, el, renderFacts, svg } from "./dom.js";
+import { analyse } from "./flow.js";
+import { formatTime, LABEL_WORDS, pct, probabilityText, scorePct, syntheticText } from "./format.js";
+import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
+
+const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
+
+function niceStep(span, maxTicks) {
+  const steps = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900];
+  return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
+}
+
+export function renderVideo(result, file, fileName, source) {
+  $("result").hidden = false;
+  $("video-result").hidden = false;
+  renderVerdict(result, "video", fileName);
+  renderFileFacts(result, file, fileName);
+  offerDownload(result, file, fileName);
+  offerPrint(result, fileName);
+  const v = result.video;
+  const part = result.analysed;
+  const partFacts = part.whole
+    ? []
+    : [["Part analysed", `${formatTime(part.start_s, v.duration_s)} to ${part.end_s === null ? "the end" : formatTime(part.end_s, v.duration_s)}`]];
+  renderFacts($("video-facts"), [
+    ["Duration", `${v.duration_s.toFixed(1)} s`],
+    ...partFacts,
+    ["Resolution", `${v.width} × ${v.height}`],
+    ["Frame rate", `${v.fps.toFixed(2)} fps`],
+    ["Codec", v.codec],
+    ["Frames analysed", `${result.sampled_frames}`],
+    ["Faces tracked", `${result.tracks.length}`],
+  ]);
+  $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
+  drawTimeline(result, source);
+}
+
+const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
+
+function drawTimeline(result, source) {
+  const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
+  const times = result.timeline.map((p) => p.timestamp_s);
+  // The axis covers what was analysed: the whole video, or the part asked for.
+  const part = result.analysed;
+  const from = part.start_s;
+  const to = part.end_s !== null && !part.whole ? part.end_s : Math.max(result.video.duration_s || 0, times.length ? Math.max(...times) : 0);
+  const span = Math.max(to - from, 0.1);
+  const x = (t) => L + (W - L - R) * ((t - from) / span);
+  const y = (p) => T + (H - T - B) * (1 - p);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of manipulation over time for each face" });
+
+  // The inconclusive band behind everything: scores in it are too close to the threshold to call.
+  const band = result.inconclusive;
+  root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
+  root.append(svg("text", { class: "band-label", x: L + 6, y: y(band.high) + 12, text: "inconclusive" }));
+  for (const p of [0, 0.25, 0.5, 0.75, 1]) {
+    root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
+    root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
+  }
+  const step = niceStep(span, 8);
+  for (let t = Math.ceil(from / step - 1e-9) * step; t <= from + span + 1e-9; t += step) {
+    root.append(svg("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 5 }));
+    root.append(svg("text", { class: "tick", x: x(t), y: H - B + 18, "text-anchor": "middle", text: formatTime(t, span) }));
+  }
+  root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  root.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+
+  // Sampled frames without any face: small grey marks on the time axis.
+  for (const point of result.timeline) {
+    if (point.faces === 0) {
+      root.append(svg("rect", { class: "no-face-mark", x: x(point.timestamp_s) - 2, y: H - B - 6, width: 4, height: 6 }, [svg("title", { text: `${formatTime(point.timestamp_s, span)}: no face in this frame` })]));
+    }
+  }
+
+  const threshold = result.threshold;
+  root.append(svg("line", { class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
+  root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) - 2, text: "threshold" }));
+  root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) + 11, text: pct(threshold, threshold * 100 % 1 ? 1 : 0) }));
+
+  const tip = $("timeline-tip");
+  tip.hidden = true;
+  result.tracks.forEach((track, i) => {
+    const colour = trackColour(i);
+    const name = `Face ${i + 1}`;
+    const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(p.probability).toFixed(1)}`).join(" ");
+    const group = svg("g", { "data-track": String(track.track_id) });
+    if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
+    for (const p of track.points) {
+      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(p.probability), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(p.probability)}` });
+      const show = () => showTip(tip, dot, p, name, span);
+      dot.addEventListener("mouseenter", show);
+      dot.addEventListener("focus", show);
+      dot.addEventListener("mouseleave", () => (tip.hidden = true));
+      dot.addEventListener("blur", () => (tip.hidden = true));
+      group.append(dot);
+    }
+    root.append(group);
+  });
+  if (!result.tracks.length) {
+    root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
+  }
+  $("timeline").replaceChildren(root, tip);
+  $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span, source)));
+}
+
+// Hovering (or focusing) a point shows the face the model scored in that frame.
+function showTip(tip, dot, point, name, span) {
+  tip.replaceChildren(
+    el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${formatTime(point.timestamp_s, span)}`, width: "96", height: "96" }),
+    el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${formatTime(point.timestamp_s, span)} · frame ${point.frame_index}`)]),
+    el("div", { text: `score ${probabilityText(point.probability)}` })
+  );
+  tip.hidden = false;
+  const chart = $("timeline").getBoundingClientRect();
+  const spot = dot.getBoundingClientRect();
+  const left = Math.min(Math.max(0, spot.left - chart.left - 60), chart.width - 140);
+  const above = spot.top - chart.top - tip.offsetHeight - 10;
+  tip.style.left = left + "px";
+  tip.style.top = (above >= 0 ? above : spot.bottom - chart.top + 10) + "px";
+}
+
+// Beside the timeline: who each line is (its most suspicious frame's face and heatmap), when it
+// was seen, and whether it counts towards the verdict.
+function trackCard(track, i, result, span, source) {
+  const name = `Face ${i + 1}`;
+  const swatch = el("span", { class: "swatch" });
+  swatch.style.background = trackColour(i);
+  const when = track.first_seen_s === track.last_seen_s ? `at ${formatTime(track.first_seen_s, span)}` : `${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
+  const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
+  const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
+    el("div", { class: "track-head" }, [
+      swatch,
+      el("strong", { text: name }),
+      el("span", { class: "label " + track.label, text: LABEL_WORDS[track.label] }),
+      el("span", { class: "track-score", text: scorePct(track.score) }),
+    ]),
+    el("div", { class: "face-images" }, [
+      el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
+      el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
+    ]),
+    el("div", { class: "face-meta", text: seen }),
+    el("div", {
+      class: "face-meta", "data-role": "synthetic-score",
+      text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
+    }),
+    el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
+    source ? closerButton(track, result, span, source) : null,
+  ]);
+  card.style.borderLeftColor = trackColour(i);
+  const line = () => document.querySelector(`#timeline g[data-track="${track.track_id}"]`);
+  card.addEventListener("mouseenter", () => line() && line().classList.add("highlight"));
+  card.addEventListener("mouseleave", () => line() && line().classList.remove("highlight"));
+  return card;
+}
+
+// "Look closer": the same file analysed again, its frames spread over the seconds around a track's
+// most suspicious frame (this once: the drop zone's part fields stay as they are for the next file).
+// Offered where that part is under half of what was analysed: otherwise there is little closer to see.
+const CLOSER_HALF_S = 2;
+
+function closerButton(track, result, span, source) {
+  const part = result.analysed;
+  const videoEnd = part.end_s !== null ? part.end_s : Math.max(result.video.duration_s, track.last_seen_s);
+  const start = Math.max(part.start_s, Math.floor((track.peak_timestamp_s - CLOSER_HALF_S) * 10) / 10);
+  const end = Math.min(videoEnd, Math.ceil((track.peak_timestamp_s + CLOSER_HALF_S) * 10) / 10);
+  if (end - start > 0.5 * (videoEnd - part.start_s)) return null;
+  const button = el("button", {
+    type: "button", class: "result-print", "data-role": "look-closer",
+    text: `Look closer: ${formatTime(start, span)} to ${formatTime(end, span)}`,
+    title: "Analyse the seconds around this face's most suspicious frame again, with the frames chosen in the drop zone spread over them",
+  });
+  button.addEventListener("click", () => analyse(source.file, source.exampleFile, { start, end }));
+  return el("div", { class: "face-meta" }, [button]);
+}
