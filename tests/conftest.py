@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -108,3 +109,19 @@ def photo_with_exif(astronaut: np.ndarray, fmt: str = "JPEG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(astronaut).save(buffer, fmt, exif=exif)
     return buffer.getvalue()
+
+
+def bundle_with_record(bundle: Path, folder: Path) -> Path:
+    """A copy of `bundle` whose card records figures on one labelled set (and names one it has none for)."""
+    import shutil
+
+    copy = Path(shutil.copytree(bundle, folder))
+    card = json.loads((copy / "model_card.json").read_text())
+    card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored"]}
+    card["metrics"] = {
+        "val_auc": 0.93, "real_fpr_validation": 0.009,
+        "bench_modern_swaps_file_auc": 0.604, "bench_modern_swaps_file_auc_lo": 0.426,
+        "bench_modern_swaps_file_auc_hi": 0.742, "bench_modern_swaps_face_auc": 0.733, "real_fpr_modern_swaps": 0.0456,
+    }  # fmt: skip
+    (copy / "model_card.json").write_text(json.dumps(card))
+    return copy

@@ -17,7 +17,7 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
-from tests.conftest import NATIVE_LOG_LINE, photo_with_exif, write_video
+from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, photo_with_exif, write_video
 from tests.provenance_support import signing_identity, with_credentials
 
 
@@ -357,6 +357,23 @@ def test_a_scan_ends_with_its_outcomes_on_stderr(capsys, media, tiny_bundle, tmp
     assert rows[0]["verdict"] == "no_face" and rows[2]["verdict"] != "no_face"
     verdict = rows[2]["verdict"].replace("_", " ")  # the astronaut's, whichever the tiny model gives
     assert err.splitlines()[-1] == f"deepshield scan: 3 files scanned: 1 {verdict}, 1 no face, 1 failed; rows in {out}"
+
+
+def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle, tmp_path):
+    bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
+    assert main(["model", "--model", str(bundle)]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "tiny-test 0.0.1 (tiny, 64 px faces)"
+    assert out[1] == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%"
+    assert out[2] == "synthetic-face score: not in this model"
+    table = out[out.index("") + 1 :]
+    assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REAL", "FILES", "FLAGGED"]
+    assert table[1].split() == ["dev-eval/modern-swaps", "0.60", "[0.43,", "0.74]", "0.73", "4.6%"]
+    assert table[2].split()[-3:] == ["-", "0.93", "0.9%"]
+    assert main(["model", "--model", str(bundle), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["metrics"]["val_auc"] == 0.93
+    assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):

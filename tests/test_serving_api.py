@@ -32,7 +32,7 @@ from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
 from deepshield.serving.errors import from_library_error
 from deepshield.serving.settings import ServerSettings
-from tests.conftest import photo_with_exif
+from tests.conftest import bundle_with_record, photo_with_exif
 from tests.provenance_support import signing_identity, with_credentials
 from tests.serving_support import live_server
 
@@ -134,6 +134,25 @@ def test_healthz_and_model_card(client, detector):
     band = card.json()["calibration"]["inconclusive"]
     assert (band["low"], band["high"]) == pytest.approx((detector.threshold - 0.1, detector.threshold + 0.1))
     assert band["fitted_on"].startswith("default for a card without a fitted band")
+
+
+def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_path):
+    with client_for(Detector.from_bundle(bundle_with_record(tiny_bundle, tmp_path / "bundle"))) as client:
+        record = client.get("/v1/model/record").json()
+    assert record == {
+        "benchmarks": [
+            {
+                "labelled_set": "dev-eval/modern-swaps",  # a set the card has no figures for is left out
+                "file_auc": {"value": 0.604, "low": 0.426, "high": 0.742},
+                "face_auc": {"value": 0.733, "low": None, "high": None},
+                "real_flagged": 0.0456,
+            }
+        ],
+        "validation_auc": 0.93,
+        "validation_real_flagged": 0.009,
+    }
+    with client_for(detector) as client:
+        assert client.get("/v1/model/record").json()["benchmarks"] == []
 
 
 def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpeg):

@@ -29,7 +29,7 @@ from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from tests.conftest import photo_with_exif, write_video
+from tests.conftest import bundle_with_record, photo_with_exif, write_video
 from tests.provenance_support import edited_from, with_credentials
 from tests.serving_support import live_server
 
@@ -274,15 +274,7 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
 
 
 def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tiny_bundle, tmp_path):
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    card = json.loads((bundle / "model_card.json").read_text())
-    card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored"]}
-    card["metrics"] = {
-        "val_auc": 0.93, "real_fpr_validation": 0.009,
-        "bench_modern_swaps_file_auc": 0.604, "bench_modern_swaps_file_auc_lo": 0.426,
-        "bench_modern_swaps_file_auc_hi": 0.742, "bench_modern_swaps_face_auc": 0.733, "real_fpr_modern_swaps": 0.0456,
-    }  # fmt: skip
-    (bundle / "model_card.json").write_text(json.dumps(card))
+    bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
     with _page_of(browser, Detector.from_bundle(bundle)) as page:
         page.wait_for_selector("[data-role=model-record]:visible")
         page.click("#model-record summary")

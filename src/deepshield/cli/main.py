@@ -16,6 +16,7 @@ from deepshield.native_logs import quiet_environment
 COMMAND_MODULES = (
     "scan",
     "serve",
+    "model",
     "synth",
     "train",
     "soup",

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field, model_validator
 
 from deepshield.errors import BundleError
+from deepshield.evaluation.metrics import metric_key
 from deepshield.faces.crop import CropPolicy
 
 BUNDLE_FORMAT = 1
@@ -193,6 +194,29 @@ class SyntheticScoreInfo(BaseModel):
     )
 
 
+class AucFigure(BaseModel):
+    value: float
+    low: float | None = Field(None, description="the 95% bootstrap interval's bounds, when measured")
+    high: float | None = None
+
+
+class BenchmarkFigures(BaseModel):
+    """How the model did on one labelled set of real media (a benchmark it was chosen on)."""
+
+    labelled_set: str
+    file_auc: AucFigure | None = None
+    face_auc: AucFigure | None = None
+    real_flagged: float | None = Field(None, description="share of the set's real files at or above the threshold")
+
+
+class ModelRecord(BaseModel):
+    """What a card's metrics say about real media, set by set, beside its synthetic validation."""
+
+    benchmarks: list[BenchmarkFigures]
+    validation_auc: float | None = Field(None, description="face AUC on its own synthesised blends")
+    validation_real_flagged: float | None = Field(None, description="share of validation real faces flagged")
+
+
 class ModelCard(BaseModel):
     format: int = BUNDLE_FORMAT
     name: str
@@ -229,6 +253,34 @@ class ModelCard(BaseModel):
 
     def output_names(self) -> list[str]:
         return list(self.outputs)
+
+    def record(self) -> ModelRecord:
+        """The benchmarks' figures as the metrics hold them (`bench_<set>_file_auc[_lo|_hi]`, ...), for the
+        sets the card names that have them."""
+        metrics = self.metrics
+
+        def auc(key: str) -> AucFigure | None:
+            if key not in metrics:
+                return None
+            return AucFigure(value=metrics[key], low=metrics.get(key + "_lo"), high=metrics.get(key + "_hi"))
+
+        figures = []
+        for name in self.manipulation_training().benchmarks:
+            key = metric_key(Path(name).name)  # as training.benchmarks names its metrics
+            if f"bench_{key}_file_auc" in metrics or f"bench_{key}_face_auc" in metrics:
+                figures.append(
+                    BenchmarkFigures(
+                        labelled_set=name,
+                        file_auc=auc(f"bench_{key}_file_auc"),
+                        face_auc=auc(f"bench_{key}_face_auc"),
+                        real_flagged=metrics.get(f"real_fpr_{key}"),
+                    )
+                )
+        return ModelRecord(
+            benchmarks=figures,
+            validation_auc=metrics.get("val_auc"),
+            validation_real_flagged=metrics.get("real_fpr_validation"),
+        )
 
     def manipulation_training(self) -> TrainingInfo:
         """How the face-swap score was trained: a frozen synthetic head's parent run, else this card's run."""

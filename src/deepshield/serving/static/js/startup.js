@@ -56,27 +56,23 @@ export async function loadServerInfo() {
       );
     }
     info.replaceChildren(...pills);
-    renderModelRecord(card);
+    await loadModelRecord();
     $("api-key-panel").hidden = true;
   } catch (err) {
     $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
   }
 }
 
-// The model card's own figures on real labelled media (not its synthetic validation), so that a reader
-// knows what it catches and what it misses before trusting a verdict.
-function renderModelRecord(card) {
-  const metrics = card.metrics || {};
-  const sets = ((card.training && card.training.benchmarks) || [])
-    .map((name) => ({ name, key: name.split("/").pop().replace(/[^A-Za-z0-9]+/g, "_") }))
-    .filter(({ key }) => metrics[`bench_${key}_file_auc`] !== undefined);
-  if (!sets.length) return;
-  const auc = (prefix) => metrics[prefix] === undefined ? "—"
-    : `${metrics[prefix].toFixed(2)}` + (metrics[prefix + "_lo"] !== undefined ? ` [${metrics[prefix + "_lo"].toFixed(2)}, ${metrics[prefix + "_hi"].toFixed(2)}]` : "");
-  const flagged = (key) => metrics[key] === undefined ? "—" : pct(metrics[key], 1);
-  const rows = sets.map(({ name, key }) => [name, auc(`bench_${key}_file_auc`), auc(`bench_${key}_face_auc`), flagged(`real_fpr_${key}`)]);
-  if (metrics.val_auc !== undefined) {
-    rows.push(["its own synthesised blends (validation)", "—", auc("val_auc"), flagged("real_fpr_validation")]);
+// The model's own figures on real labelled media (GET /v1/model/record), so that a reader knows what it
+// catches and what it misses before trusting a verdict.
+async function loadModelRecord() {
+  const record = await api("/v1/model/record");
+  if (!record.benchmarks.length) return;
+  const auc = (figure) => !figure ? "—"
+    : figure.value.toFixed(2) + (figure.low !== null ? ` [${figure.low.toFixed(2)}, ${figure.high.toFixed(2)}]` : "");
+  const rows = record.benchmarks.map((set) => [set.labelled_set, auc(set.file_auc), auc(set.face_auc), pct(set.real_flagged, 1)]);
+  if (record.validation_auc !== null) {
+    rows.push(["its own synthesised blends (validation)", "—", auc({ value: record.validation_auc, low: null }), pct(record.validation_real_flagged, 1)]);
   }
   $("model-record-rows").replaceChildren(
     ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((text, i) => el(i ? "td" : "th", { text, scope: i ? null : "row" }))))

@@ -1,0 +1,82 @@
+"""`deepshield model`: what a model bundle is, the terms its verdicts are called with, and how it did on
+real labelled media (its card's record), before trusting its scores."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "model",
+        help="show a model bundle's card: terms, intended use, its figures on real labelled media",
+        description="Show a model bundle's card in words, or whole as JSON.",
+    )
+    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    parser.add_argument("--json", action="store_true", help="print the whole model card as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepshield.inference.runtime import bundle_dir, read_card
+
+    card = read_card(bundle_dir(args.model))
+    if args.json:
+        sys.stdout.write(card.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(describe(card))
+    return 0
+
+
+def describe(card) -> str:
+    from deepshield.inference.verdict import ScoreRule
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    def auc(figure) -> str:
+        if figure is None:
+            return "-"
+        interval = "" if figure.low is None else f" [{figure.low:.2f}, {figure.high:.2f}]"
+        return f"{figure.value:.2f}{interval}"
+
+    lines = [f"{card.name} {card.version} ({card.architecture}, {card.input_size} px faces)"]
+    for score, calibration in (
+        ("face-swap score", card.calibration),
+        ("synthetic-face score", getattr(card.synthetic, "calibration", None)),
+    ):
+        if calibration is None:
+            lines.append(f"{score}: not in this model")
+            continue
+        rule = ScoreRule.from_calibration(calibration)
+        lines.append(
+            f"{score}: threshold {rule.threshold:.1%}, inconclusive {rule.band.low:.1%} to {rule.band.high:.1%}"
+        )
+    if card.intended_use:
+        lines.append(f"intended use: {card.intended_use}")
+    training = card.manipulation_training()
+    if training.data:
+        lines.append(f"trained on: {', '.join(training.data)}")
+    record = card.record()
+    if record.benchmarks:
+        table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REAL FILES FLAGGED")]
+        table += [(b.labelled_set, auc(b.file_auc), auc(b.face_auc), share(b.real_flagged)) for b in record.benchmarks]
+        if record.validation_auc is not None:
+            table.append(
+                (
+                    "own synthesised blends (validation)",
+                    "-",
+                    f"{record.validation_auc:.2f}",
+                    share(record.validation_real_flagged),
+                )
+            )
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
+        lines.append("")
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+        lines += [
+            "",
+            "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. These",
+            "sets chose the model, so they flatter it; fakes from tools it has not met can fare worse.",
+        ]
+    return "\n".join(lines) + "\n"
