@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import hashlib
 import io
 import json
@@ -508,6 +509,18 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     assert [entry["file_name"] for entry in saved] == ["astronaut.jpg", "wall.jpg", "notes.jpg"]
     assert saved[0]["result"]["kind"] == "image" and saved[1]["result"]["verdict"]["label"] == "no_face"
     assert saved[2]["result"] is None and saved[2]["error"].startswith("unsupported file type")
+    # And the list as a spreadsheet, the columns of `deepshield scan --format csv` a result here has.
+    with page.expect_download() as saving:
+        page.click("[data-role=batch-table]")
+    assert saving.value.suggested_filename == "deepshield-results.csv"
+    table = list(csv.DictReader(io.StringIO(Path(saving.value.path()).read_text())))
+    assert [(row["file_name"], row["status"], row["verdict"], row["faces"]) for row in table] == [
+        ("astronaut.jpg", "ok", saved[0]["result"]["verdict"]["label"], "1"),
+        ("wall.jpg", "ok", "no_face", "0"),
+        ("notes.jpg", "error", "", ""),
+    ]
+    assert float(table[0]["probability"]) == saved[0]["result"]["verdict"]["probability"]
+    assert table[0]["sha256"] == saved[0]["file"]["sha256"] and table[2]["error"] == saved[2]["error"]
     # The latest finished file is shown: the bad file's own message, named after it.
     assert page.inner_text("#message-title") == "notes.jpg:" and not page.is_visible("#result")
     assert rows.nth(2).get_attribute("aria-pressed") == "true"

@@ -1,5 +1,5 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
-import { $, el, offerJson } from "./dom.js";
+import { $, el, offerFile, offerJson } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
 import { LABEL_WORDS, probabilityText, scorePct, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
@@ -11,6 +11,32 @@ import { state } from "./state.js";
 
 // Analysed one after another and listed with their verdicts. The result shown is the latest
 // finished one, until a row is picked: then that row's stays.
+// The list as a spreadsheet: one row per file, the columns of `deepshield scan --format csv` that a
+// result here has (probabilities as 0-1 numbers), with the file's SHA-256 for matching it later.
+const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
+  "faces", "declared_source", "credentials", "sha256", "error"];
+
+function batchCsv(items) {
+  const cell = (value) => {
+    const text = value === null || value === undefined ? "" : String(value);
+    return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  };
+  const rows = items.map((item) => {
+    const result = item.analysis ? item.analysis.result : null;
+    const verdict = result ? result.verdict : null;
+    const meta = (result && result.metadata) || {};
+    const file = (item.analysis && item.analysis.file) || {};
+    return [
+      item.file.name, result ? "ok" : "error", result && result.kind, verdict && verdict.label,
+      verdict && verdict.probability, verdict && verdict.synthetic_probability, verdict && verdict.verdict_driver,
+      result && (result.kind === "video" ? result.tracks.length : result.faces.length),
+      meta.declared_source && meta.declared_source.code, meta.credentials && meta.credentials.state,
+      file.sha256, item.error,
+    ];
+  });
+  return [CSV_COLUMNS, ...rows].map((row) => row.map(cell).join(",")).join("\r\n") + "\r\n";
+}
+
 export async function analyseAll(files) {
   const run = ++state.run;
   stopWaiting();
@@ -88,8 +114,10 @@ export function drawBatch() {
       error: item.error,
     }));
     offerJson($("batch-download"), saved, "deepshield-results.json");
+    offerFile($("batch-table"), batchCsv(batch.items), "text/csv", "deepshield-results.csv");
   } else {
     $("batch-download").hidden = true;
+    $("batch-table").hidden = true;
   }
   const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (isFinished(item) ? i : last), -1);
   $("batch-list").replaceChildren(

@@ -38,8 +38,13 @@ export function renderFacts(target, facts) {
 
 // A link that saves `saved` as a JSON file (the page's object URL it held before is released).
 export function offerJson(link, saved, name) {
+  offerFile(link, JSON.stringify(saved, null, 2), "application/json", name);
+}
+
+// A link that saves `text` as a file of `type` (the object URL it held before is released).
+export function offerFile(link, text, type, name) {
   if (link.href) URL.revokeObjectURL(link.href);
-  link.href = URL.createObjectURL(new Blob([JSON.stringify(saved, null, 2)], { type: "application/json" }));
+  link.href = URL.createObjectURL(new Blob([text], { type }));
   link.download = name;
   link.hidden = false;
 }
