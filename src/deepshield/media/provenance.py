@@ -122,7 +122,7 @@ def read_content_credentials(
             store = json.loads(reader.json())
     except c2pa.C2paError.ManifestNotFound:
         return None
-    except c2pa.C2paError as exc:
+    except Exception as exc:  # noqa: BLE001 - a manifest the SDK cannot read never fails the analysis
         return ContentCredentials(state="unreadable", trust_anchors=anchors, problems=[str(exc)[:300]])
     return _credentials(store, anchors)
 
