@@ -35,7 +35,7 @@ from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import build_network
 from deepshield.training.facebank import facebank_for
-from deepshield.training.trainer import Batch, Step, placed_for_training
+from deepshield.training.step import Batch, Step, placed_for_training
 
 
 def synthesis_rate(samples: TrainingSamples, count: int) -> float:

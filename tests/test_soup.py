@@ -13,8 +13,8 @@ from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.card import ModelCard, TrainingInfo
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
+from deepshield.training.parent import bundle_weights
 from deepshield.training.soup import make_soup, write_soup
-from deepshield.training.trainer import bundle_weights
 
 
 def _bundle(path, seed: int, size: int = 64, command: str = ""):

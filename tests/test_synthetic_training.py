@@ -17,9 +17,10 @@ from deepshield.training import trainer as trainer_module
 from deepshield.training.benchmarks import BenchmarkOverlapError, load_benchmark
 from deepshield.training.checkpoint import load_checkpoint
 from deepshield.training.export import fit_synthetic_calibration
+from deepshield.training.parent import bundle_weights, initial_weights
 from deepshield.training.soup import make_soup, write_soup
 from deepshield.training.synthetic import ScoredChecks
-from deepshield.training.trainer import Trainer, bundle_weights, initial_weights
+from deepshield.training.trainer import Trainer
 from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
 from tests.test_bundle import face_like_crops
 from tests.test_training import tiny_config

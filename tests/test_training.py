@@ -334,7 +334,7 @@ def test_a_cached_face_bank_takes_its_groups_from_the_pattern_given_now(real_dir
 
 
 def test_mask_loss_rewards_a_head_that_points_at_the_blend_and_skips_unknown_masks():
-    from deepshield.training.trainer import mask_loss
+    from deepshield.training.step import mask_loss
 
     masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
     masks[:, 2:6, 2:6] = 255  # the central quarter blended, on a 4 x 4 grid: its central 2 x 2 cells
@@ -427,7 +427,7 @@ def test_the_efficientnet_middle_map_comes_from_the_same_pass_as_its_features():
 @pytest.mark.parametrize("scale", [1.0, 0.1, 0.0])
 def test_the_trunk_learns_at_its_share_of_the_learning_rate(scale, tmp_path):
     from deepshield.models.network import DeepfakeNet
-    from deepshield.training.trainer import placed_for_training
+    from deepshield.training.step import placed_for_training
 
     config = load_config(None, ["optim.lr=0.01", f"optim.backbone_lr_scale={scale}"])
     torch.manual_seed(0)

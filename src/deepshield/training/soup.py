@@ -20,7 +20,7 @@ from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.config import recorded_command
 from deepshield.training.export import portable_training
-from deepshield.training.trainer import bundle_weights
+from deepshield.training.parent import bundle_weights
 
 NOT_CALIBRATED = (
     "not fitted: a soup's scores are calibrated afterwards (deepshield calibrate, or its synthetic head's run)"

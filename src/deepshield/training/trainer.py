@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import math
 import os
@@ -30,10 +28,7 @@ from deepshield.evaluation.plots import (
     roc_plot,
 )
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.runtime import read_card
-from deepshield.models.card import ONNX_FILE, ModelCard, Normalization
-from deepshield.models.network import DeepfakeNet, normalize_batch
-from deepshield.models.onnx_import import load_onnx_weights
+from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
@@ -48,24 +43,23 @@ from deepshield.training.dataset import (
 from deepshield.training.export import (
     benchmark_faces,
     build_network,
-    epoch_record,
     export_checkpoint,
     fit_calibration,
     fit_synthetic_calibration,
     manipulation_real_media,
     real_file_faces,
     synthetic_flagged,
-    training_info,
 )
 from deepshield.training.facebank import FaceBank, facebank_for, facebank_of_files, list_images
 from deepshield.training.loading import EpochLoader, Loaders
+from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
 from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import EpochRecord, parse_epoch_selector
+from deepshield.training.step import Batch, HeadLogits, Step, placed_for_training, predict_heads, predict_logits
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
 MASK_HEAD = "mask_head."  # training-only head: no bundle has it
 log = logging.getLogger(__name__)
-NORMALIZATION = Normalization()
 
 
 @dataclass
@@ -92,37 +86,6 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """One step's samples: manipulation (real vs fake, with where each was blended) and synthetic-face
-    (real vs generated); either may be absent."""
-
-    images: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-    synthetic_images: torch.Tensor | None = None
-    synthetic_labels: torch.Tensor | None = None
-    masks: torch.Tensor | None = None  # N x H x W uint8 blend masks of the manipulation samples (N x 0 x 0: none made)
-    mask_known: torch.Tensor | None = None  # N bool: False where a mask is not known (a prepared fake)
-
-    @classmethod
-    def on(cls, device: torch.device, manipulation: Any, synthetic: Any) -> Batch:
-        """A loader step's batches (a `TrainingSample` of tensors and an (images, labels) pair, either None) on `device`."""
-
-        def moved(part: torch.Tensor) -> torch.Tensor:
-            return part.to(device, non_blocking=True)
-
-        parts: dict[str, torch.Tensor] = {}
-        if manipulation is not None:
-            parts |= {"images": manipulation.image, "labels": manipulation.label}
-            parts |= {"masks": manipulation.mask, "mask_known": manipulation.mask_known}
-        if synthetic is not None:
-            parts |= {"synthetic_images": synthetic[0], "synthetic_labels": synthetic[1]}
-        return cls(**{name: moved(part) for name, part in parts.items()})
-
-    def __len__(self) -> int:
-        return sum(len(t) for t in (self.labels, self.synthetic_labels) if t is not None)
-
-
-@dataclass(frozen=True)
 class EpochScores:
     """One head's scores at the end of an epoch: its logged metrics, what the best checkpoint keeps for the
     export's calibration, and the validation images, labels and probabilities its plots show."""
@@ -130,133 +93,6 @@ class EpochScores:
     metrics: dict[str, Any]
     kept: dict[str, Any]
     plotted: tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ParentRun:
-    """Frozen synthetic mode: the manipulation run whose trunk and head are kept as they are. Either a
-    run's best.pt, or a bundle whose checkpoint was not kept (`card`: its calibration and figures are
-    kept as shipped, its weights read back from the graph)."""
-
-    path: Path
-    checkpoint: dict
-    config: TrainConfig
-    card: ModelCard | None = None
-
-    def record(self) -> dict[str, Any]:
-        """What a frozen run's best checkpoint keeps of its parent: the manipulation head's validation
-        logits and benchmark reals (its calibration is fitted from them, as the parent's was) and figures;
-        for a bundle parent, its card."""
-        parent = {
-            "path": str(self.path),
-            "command": self.checkpoint.get("command", ""),
-            "export": self.config.export.model_dump(mode="json"),  # its threshold rule and test-time flip
-        }
-        if self.card is not None:
-            # Its recorded configuration without the machine's folders, as a card exported now records it.
-            # A card that recorded none (a soup: not trained) keeps none rather than this run's defaults.
-            recorded = self.config.recorded() if self.card.training.config else {}
-            training = self.card.training.model_copy(update={"config": recorded})
-            return {
-                "parent": parent
-                | {
-                    "run_id": None,
-                    "epoch": max(self.card.training.epochs - 1, 0),
-                    "metrics": self.card.metrics,
-                    "card": self.card.model_dump(mode="json"),
-                    "training": training.model_dump(mode="json"),
-                }
-            }
-        training = training_info(self.config, self.checkpoint)
-        return {
-            "val_logits": self.checkpoint["val_logits"],
-            "val_labels": self.checkpoint["val_labels"],
-            "benchmark_reals": self.checkpoint.get("benchmark_reals", {}),
-            "benchmark_faces": self.checkpoint.get("benchmark_faces", {}),
-            "parent": parent
-            | {
-                "run_id": self.checkpoint.get("progress", {}).get("run_id"),
-                "epoch": int(self.checkpoint["epoch"]),
-                "metrics": epoch_record(self.checkpoint),
-                "training": training.model_dump(mode="json"),
-            },
-        }
-
-
-def load_parent(config: TrainConfig) -> ParentRun:
-    if config.synthetic is None or config.synthetic.init is None:
-        raise DeepShieldError(
-            "frozen synthetic mode needs synthetic.init: the manipulation run's best.pt (or an epoch_NNN.pt) or a bundle"
-        )
-    path = Path(config.synthetic.init).expanduser()
-    if path.is_dir():
-        return _parent_from_bundle(path)
-    if not path.is_file():
-        raise DeepShieldError(
-            f"synthetic.init {path} is neither a checkpoint file (a run's checkpoints/best.pt or epoch_NNN.pt) nor a bundle folder"
-        )
-    checkpoint = load_checkpoint(path)
-    if "val_logits" not in checkpoint:
-        raise DeepShieldError(
-            f"synthetic.init {path} holds no validation logits: "
-            "give a run's best.pt or one of its epoch_NNN.pt, not last.pt"
-        )
-    parent = TrainConfig.model_validate(checkpoint["config"])
-    if parent.synthetic is not None:
-        raise DeepShieldError(f"synthetic.init {path} already has a synthetic head: give a manipulation-only run")
-    return ParentRun(path, checkpoint, parent)
-
-
-def _parent_from_bundle(bundle: Path) -> ParentRun:
-    card = read_card(bundle)
-    if card.synthetic is not None:
-        raise DeepShieldError(f"synthetic.init {bundle} already has a synthetic head: give a manipulation-only bundle")
-    # The training configuration the card recorded (model settings, threshold rule), else the card's own.
-    config = TrainConfig.model_validate(card.training.config) if card.training.config else TrainConfig()
-    model = config.model.model_copy(
-        update={"backbone": card.architecture, "input_size": card.input_size, "crop_scale": card.crop_policy.scale}
-    )
-    config = config.model_copy(update={"model": model, "synthetic": None})
-    checkpoint = {"model": bundle_weights(bundle, card), "command": card.training.command}
-    return ParentRun(bundle, checkpoint, config, card)
-
-
-def bundle_weights(bundle: Path, card: ModelCard) -> dict[str, torch.Tensor]:
-    """A bundle's weights read back from its graph (batch norms folded into the convolutions)."""
-    centre = None if card.synthetic is None else 1 / card.crop_policy.scale  # pooling only: weights load alike
-    net = DeepfakeNet(card.architecture, card.input_size, pretrained=False, synthetic_center=centre)
-    return load_onnx_weights(net, bundle / ONNX_FILE).state_dict()
-
-
-def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
-    """model.init's weights (a run's checkpoint or a bundle), checked to fit config.model."""
-    init = config.model.init
-    if init is None:
-        raise DeepShieldError("model.init is not set")
-    path = Path(init).expanduser()
-    if path.is_dir():
-        card = read_card(path)
-        found, found_size, found_crop = card.architecture, card.input_size, card.crop_policy.scale
-        state = bundle_weights(path, card)
-    elif path.is_file():
-        checkpoint = load_checkpoint(path)
-        model = TrainConfig.model_validate(checkpoint["config"]).model
-        found, found_size, found_crop = model.backbone, model.input_size, model.crop_scale
-        state = checkpoint["model"]
-    else:
-        raise DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
-    if found != config.model.backbone:
-        raise DeepShieldError(
-            f"model.init {path} is a {found} network, but this run's model.backbone is {config.model.backbone}: "
-            "set it to match"
-        )
-    # The weights are convolutions pooled globally: another input size or crop scale only moves the
-    # resolution and framing they learnt, which the fine-tune then adapts to.
-    if found_size != config.model.input_size:
-        log.info("model.init was trained at %s px: fine-tuning it to %s px", found_size, config.model.input_size)
-    if found_crop != config.model.crop_scale:
-        log.info("model.init was trained at crop scale %s: fine-tuning it to %s", found_crop, config.model.crop_scale)
-    return state
 
 
 @dataclass(frozen=True)
@@ -274,85 +110,6 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
 
     return factor
-
-
-def _autocast(device: torch.device):
-    """bfloat16 mixed precision on a GPU; full precision on the CPU (where bfloat16 is slower here)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-@dataclass(frozen=True)
-class HeadLogits:
-    """One pass of the network over crops: the manipulation logits, and the synthetic-face logits when
-    it has that head (both heads read the same features, so one pass gives both)."""
-
-    manipulation: np.ndarray
-    synthetic: np.ndarray | None
-
-    def of(self, synthetic: bool) -> np.ndarray:
-        chosen = self.synthetic if synthetic else self.manipulation
-        if chosen is None:
-            raise DeepShieldError("synthetic-face logits asked of a network without a synthetic head")
-        return chosen
-
-
-def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) -> HeadLogits:
-    """Both heads' logits of uint8 crops."""
-    net.eval()
-    device = next(net.parameters()).device
-    manipulation, synthetic = [], []
-    with torch.no_grad(), _autocast(device):
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-            output = net.forward_all(normalize_batch(batch, NORMALIZATION))
-            manipulation.append(output.logit.float().cpu().numpy())
-            if output.synthetic_logit is not None:
-                synthetic.append(output.synthetic_logit.float().cpu().numpy())
-    empty = np.zeros(0, np.float32)
-    return HeadLogits(
-        np.concatenate(manipulation) if manipulation else empty,
-        np.concatenate(synthetic) if synthetic else (empty if net.has_synthetic_head else None),
-    )
-
-
-def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False) -> np.ndarray:
-    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits."""
-    return predict_heads(net, images, batch_size).of(synthetic)
-
-
-def placed_for_training(
-    net: DeepfakeNet, config: TrainConfig, device: torch.device
-) -> tuple[DeepfakeNet, torch.optim.Optimizer]:
-    """The network on its device in the layout it trains in, and the optimiser over its trainable weights."""
-    # channels_last: the layout an NHWC batch already has after normalize_batch's permute, and the one
-    # oneDNN's depthwise convolutions are fast in (measured 2-3x the training throughput on 2 CPU cores).
-    net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
-    optim = config.optim
-    if optim.backbone_lr_scale == 1:
-        groups: list[dict[str, Any]] = [{"params": [p for p in net.parameters() if p.requires_grad]}]
-    else:  # the heads first: the logged lr is the first group's
-        trunk = {id(p) for p in net.backbone.parameters()}
-        groups = [
-            {"params": [p for p in net.parameters() if p.requires_grad and id(p) not in trunk]},
-            {
-                "params": [p for p in net.backbone.parameters() if p.requires_grad],
-                "lr": optim.lr * optim.backbone_lr_scale,
-            },
-        ]
-    groups = [group for group in groups if group["params"]]  # a frozen trunk has none
-    return net, torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
-
-
-def mixed_with_init(net: DeepfakeNet, init_state: dict[str, torch.Tensor], share: float) -> DeepfakeNet:
-    """A copy of `net` whose weights are share x init_state + (1 - share) x its own (WiSE-FT); what the
-    initial weights lack (a new head) and integer counters stay as trained."""
-    mixed = copy.deepcopy(net)
-    state = mixed.state_dict()  # the copy's own tensors: changed in place
-    with torch.no_grad():
-        for key, start in init_state.items():
-            if state[key].is_floating_point():
-                state[key].mul_(1 - share).add_(start, alpha=share)
-    return mixed
 
 
 def donor_files(data: DataConfig) -> list[Path]:
@@ -377,69 +134,6 @@ def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) ->
     if not len(kept):
         raise DeepShieldError(f"data.max_padding_fraction={max_padding_fraction} leaves no real face")
     return bank.subset(kept)
-
-
-def mask_loss(logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
-    """BCE of the mask head's N x h x w logits against each blend mask's share of every cell (a soft
-    target: 0 for a real face, up to 1 inside a blend), over the samples whose mask is known."""
-    cells = (int(logits.shape[-2]), int(logits.shape[-1]))
-    targets = F.adaptive_avg_pool2d(masks[:, None].float() / 255.0, cells)[:, 0]
-    if known is not None:
-        logits, targets = logits[known], targets[known]
-    if not len(logits):
-        return logits.sum()  # 0, still part of the graph
-    return F.binary_cross_entropy_with_logits(logits.float(), targets)
-
-
-class Step:
-    """One optimisation step: AdamW, or SAM around it (Foret et al., 2021: the weights are moved to the
-    worst point within `rho` of the gradient's direction, the gradient is taken there, and the base
-    optimiser steps from the original weights; what SBI trains with)."""
-
-    def __init__(
-        self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, kind: str, rho: float, mask_weight: float = 0.0
-    ) -> None:
-        self.net, self.optimizer, self.kind, self.rho, self.mask_weight = net, optimizer, kind, rho, mask_weight
-
-    def _loss(self, batch: Batch) -> torch.Tensor:
-        """Manipulation BCE on its samples plus synthetic-face BCE on its samples, from one pass over both,
-        plus `mask_weight` x the blend-mask head's BCE where the masks are known."""
-        parts = [t for t in (batch.images, batch.synthetic_images) if t is not None]
-        images = torch.cat(parts) if len(parts) > 1 else parts[0]
-        with _autocast(images.device):
-            output = self.net.forward_all(normalize_batch(images, NORMALIZATION))
-        split = 0 if batch.images is None else len(batch.images)
-        loss = torch.zeros((), device=images.device)
-        if batch.labels is not None:
-            loss = loss + F.binary_cross_entropy_with_logits(output.logit[:split].float(), batch.labels.float())
-            if self.mask_weight and output.mask_logits is not None and batch.masks is not None:
-                loss = loss + self.mask_weight * mask_loss(output.mask_logits[:split], batch.masks, batch.mask_known)
-        if batch.synthetic_labels is not None:
-            if output.synthetic_logit is None:
-                raise DeepShieldError("synthetic-face samples given to a network without a synthetic head")
-            loss = loss + F.binary_cross_entropy_with_logits(
-                output.synthetic_logit[split:].float(), batch.synthetic_labels.float()
-            )
-        return loss
-
-    def __call__(self, batch: Batch) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(batch)
-        loss.backward()
-        if self.kind == "sam":
-            params = [p for p in self.net.parameters() if p.grad is not None]
-            norm = torch.norm(torch.stack([grad.norm(2) for p in params if (grad := p.grad) is not None]), 2)
-            with torch.no_grad():
-                moves = [p.grad * (self.rho / (norm + 1e-12)) for p in params]
-                for p, move in zip(params, moves):
-                    p.add_(move)
-            self.optimizer.zero_grad(set_to_none=True)
-            self._loss(batch).backward()
-            with torch.no_grad():
-                for p, move in zip(params, moves):
-                    p.sub_(move)
-        self.optimizer.step()
-        return loss.item()
 
 
 class Trainer:
