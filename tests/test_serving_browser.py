@@ -317,6 +317,24 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
         assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
 
 
+def test_an_inconclusive_video_offers_more_frames(browser, detector, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(small, i % 5, axis=1) for i in range(80)])  # 8 s, 80 frames
+    score = detector.analyze_video(clip, frames=32).verdict.probability
+    borderline = type(detector)(detector.classifier, detector.faces, threshold=score)  # 32 frames: inconclusive
+    with _page_of(browser, borderline) as page:
+        posts = _posts_of(page, page.url.rstrip("/"))
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_selector("[data-role=more-frames]:visible")
+        assert page.inner_text("[data-role=more-frames]").startswith("Inconclusive on 32 frames: more may settle it.")
+        page.click("[data-role=more-frames] button")
+        page.wait_for_function("() => document.getElementById('video-facts').innerText.includes('64')")
+        assert posts == ["/v1/jobs", "/v1/jobs?frames=64"]
+        assert page.input_value("#frames-select") == "64"  # shown in the drop zone, for the next video too
+        page.emulate_media(media="print")
+        assert not page.is_visible("[data-role=more-frames]")
+
+
 def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle, astronaut, tmp_path):
     from deepshield.inference.runtime import OnnxClassifier
 

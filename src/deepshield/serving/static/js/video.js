@@ -33,7 +33,30 @@ export function renderVideo(result, file, fileName, source) {
     ["Faces tracked", `${result.tracks.length}`],
   ]);
   $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
+  offerMoreFrames(result, source);
   drawTimeline(result, source);
+}
+
+// An inconclusive video may be settled by more frames: a swap can show in frames the first pass did
+// not sample. Offered where the drop zone allows more than were sampled and the part analysed has them.
+function offerMoreFrames(result, source) {
+  const box = $("more-frames");
+  box.hidden = true;
+  const part = result.analysed;
+  const length = (part.end_s !== null ? part.end_s : result.video.duration_s) - part.start_s;
+  const select = $("frames-select");
+  const next = [...select.options].map((option) => Number(option.value)).find((n) => n > result.sampled_frames);
+  if (!source || result.verdict.label !== "inconclusive" || !next || length * result.video.fps <= result.sampled_frames) return;
+  const button = el("button", { type: "button", class: "result-print", text: `Analyse again with ${next} frames` });
+  button.addEventListener("click", () => {
+    select.value = String(next); // shown in the drop zone: the next video gets as many
+    analyse(source.file, source.exampleFile, part.whole ? { start: null, end: null } : { start: part.start_s, end: part.end_s });
+  });
+  box.replaceChildren(
+    document.createTextNode(`Inconclusive on ${result.sampled_frames} frames: more may settle it. `),
+    button,
+  );
+  box.hidden = false;
 }
 
 const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
