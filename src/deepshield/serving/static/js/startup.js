@@ -56,7 +56,7 @@ export async function loadServerInfo() {
       );
     }
     info.replaceChildren(...pills);
-    await loadModelRecord();
+    loadModelRecord().catch(() => {}); // optional: the pills stand without it
     $("api-key-panel").hidden = true;
   } catch (err) {
     $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
