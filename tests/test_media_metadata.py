@@ -78,6 +78,17 @@ def test_content_credentials_are_read_and_verified_offline(astronaut, tmp_path):
     assert (vouched_by_no_one.state, vouched_by_no_one.problems) == ("valid", [])  # untrusted is the state's to say
 
 
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("PNG", "image/png"), ("WEBP", "image/webp"), ("HEIF", "image/heif"), ("AVIF", "image/avif")]
+)
+def test_content_credentials_are_read_in_every_photo_format_we_read(astronaut, fmt, mime):
+    photo = io.BytesIO()
+    Image.fromarray(astronaut).save(photo, fmt)
+    metadata = image_metadata(with_credentials(photo.getvalue(), mime))
+    assert metadata.credentials is not None and metadata.credentials.state == "valid"
+    assert metadata.declared_source is not None and metadata.declared_source.code == "trainedAlgorithmicMedia"
+
+
 def test_a_file_made_from_a_generated_one_inherits_its_declared_source(astronaut):
     generated = with_credentials(photo_with_exif(astronaut), "image/jpeg")
     retouched = edited_from(generated, photo_with_exif(np.ascontiguousarray(astronaut[:, ::-1])))
