@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "scan",
     "serve",
     "model",
+    "inspect",
     "synth",
     "train",
     "soup",

@@ -58,8 +58,8 @@ class TrustAnchors:
     def load(cls, path: Path | str) -> TrustAnchors:
         path = Path(path)
         try:
-            pem = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
+            pem = path.read_bytes().decode("ascii", errors="replace")  # binary: then no certificate is found
+        except OSError as exc:
             raise TrustAnchorsError(f"cannot read the trust anchors {path}: {exc}") from None
         if "-----BEGIN CERTIFICATE-----" not in pem:
             raise TrustAnchorsError(f"the trust anchors {path} hold no PEM certificate (-----BEGIN CERTIFICATE-----)")

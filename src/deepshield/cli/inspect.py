@@ -1,0 +1,92 @@
+"""`deepshield inspect`: what files say about themselves (metadata, Content Credentials verified offline,
+declared source type), without running the model: a quick provenance check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show what files say about themselves: metadata, Content Credentials, declared source (no model)",
+        description="Read each file's own claims: camera, software, dates, AI-generator settings, its C2PA "
+        "Content Credentials (verified offline) and the source type it declares. Nothing is scored.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="images or videos")
+    parser.add_argument(
+        "--trust-anchors",
+        type=Path,
+        metavar="PEM",
+        help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
+    from deepshield.errors import DeepShieldError
+    from deepshield.media.files import check_media_file
+    from deepshield.media.frames import media_kind
+    from deepshield.media.metadata import image_metadata, video_metadata
+    from deepshield.media.provenance import TrustAnchors
+    from deepshield.media.sniff import MediaKind
+
+    anchors = None if args.trust_anchors is None else TrustAnchors.load(args.trust_anchors)
+    failed = False
+    for path in args.paths:
+        try:
+            check_media_file(path)
+            kind = media_kind(path)
+        except DeepShieldError as exc:
+            failed = True
+            print(json.dumps({"path": str(path), "error": str(exc)}) if args.json else f"{path}: {exc}")
+            continue
+        read = video_metadata if kind is MediaKind.VIDEO else image_metadata
+        metadata = read(path, anchors)
+        if args.json:
+            print(json.dumps({"path": str(path), "kind": kind.value, "metadata": metadata.model_dump(mode="json")}))
+        else:
+            sys.stdout.write(describe(path, kind.value, metadata))
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def describe(path: Path, kind: str, metadata) -> str:
+    lines = [f"{path} ({kind})"]
+    facts = [
+        ("camera", metadata.camera),
+        ("software", metadata.software),
+        ("date in the file", metadata.created),
+        ("location", "present (not shown)" if metadata.has_location else None),
+        ("AI-generator settings", ", ".join(metadata.generator_settings) or None),
+    ]
+    source = metadata.declared_source
+    if source is not None:
+        where = {"xmp": "in its XMP metadata, unsigned", "content_credentials": "in its Content Credentials"}[
+            source.declared_in
+        ]
+        if source.in_ingredient:
+            where = "in the Content Credentials of a file it was made from"
+        facts.append(("declared source", f"{source.meaning} ({source.code}; {where})"))
+    credentials = metadata.credentials
+    if credentials is not None:
+        checked = f" against {credentials.trust_anchors}" if credentials.trust_anchors else " (no trust list given)"
+        facts += [
+            ("Content Credentials", f"{credentials.state}{checked}"),
+            ("signed by", credentials.signed_by),
+            ("signed at", credentials.signed_at),
+            ("made with", credentials.made_with),
+            ("actions", ", ".join(credentials.actions) or None),
+            ("made from", ", ".join(credentials.ingredients) or None),
+            ("problems", "; ".join(credentials.problems) or None),
+        ]
+    shown = [(name, value) for name, value in facts if value]
+    if not shown:
+        shown = [("metadata", "none found (sites and apps often remove it)")]
+    width = max(len(name) for name, _ in shown)
+    lines += [f"  {name.ljust(width)}  {value}" for name, value in shown]
+    return "\n".join(lines) + "\n"

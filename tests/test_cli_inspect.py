@@ -1,0 +1,40 @@
+"""`deepshield inspect`: what files say about themselves, without the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+from tests.conftest import photo_with_exif, write_video
+from tests.provenance_support import edited_from, signing_identity, with_credentials
+
+
+def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astronaut, tmp_path):
+    generated = with_credentials(photo_with_exif(astronaut), "image/jpeg")
+    (tmp_path / "generated.jpg").write_bytes(generated)
+    (tmp_path / "retouched.jpg").write_bytes(edited_from(generated, photo_with_exif(astronaut)))
+    write_video(tmp_path / "clip.mp4", [np.roll(astronaut, i, axis=1) for i in range(3)])
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    files = [str(tmp_path / name) for name in ("generated.jpg", "retouched.jpg", "clip.mp4", "notes.jpg")]
+    assert main(["inspect", *files]) == EXIT_SOME_FAILED  # the notes are not media
+    out = capsys.readouterr().out
+    generated_part, retouched_part, clip_part, notes_part = out.split(str(tmp_path) + "/")[1:]
+    assert generated_part.startswith("generated.jpg (image)")
+    assert (
+        "declared source      Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
+        in generated_part
+    )
+    assert "Content Credentials  valid (no trust list given)" in generated_part
+    assert "made from            generated.jpg" in retouched_part
+    assert "in the Content Credentials of a file it was made from" in retouched_part
+    assert clip_part.startswith("clip.mp4 (video)") and "software" in clip_part
+    assert notes_part.startswith("notes.jpg: unsupported file type")
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_identity().root_pem)
+    assert main(["inspect", files[0], "--trust-anchors", str(anchors), "--json"]) == EXIT_OK
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["kind"] == "image" and row["metadata"]["credentials"]["state"] == "trusted"
+    assert main(["inspect", files[0], "--trust-anchors", files[2]]) == EXIT_USAGE
+    assert "hold no PEM certificate" in capsys.readouterr().err
