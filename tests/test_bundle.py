@@ -251,3 +251,19 @@ def test_export_shows_no_tracer_warnings(tmp_path):
     assert (
         noise == []
     )  # the tracer's constant and constant-folding warnings: expected, and kept off the user's terminal
+
+
+def test_the_shipped_models_record_names_its_labelled_sets_and_generated_faces():
+    from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
+
+    card = read_card(DEFAULT_BUNDLE)
+    record = card.record()
+    assert [figures.labelled_set for figures in record.benchmarks] == [
+        "dev-eval/dfdc-sample",
+        "dev-eval/modern-swaps",
+        "dev-eval/face-edits",
+    ]
+    swaps = record.benchmarks[1]
+    assert swaps.file_auc is not None and swaps.file_auc.value == card.metrics["bench_modern_swaps_file_auc"]
+    assert swaps.file_auc.low is not None and swaps.file_auc.low < swaps.file_auc.value < swaps.file_auc.high
+    assert record.synthetic_holdout_auc is not None and record.synthetic_real_flagged is not None

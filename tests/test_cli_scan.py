@@ -367,7 +367,7 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert out[1] == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%"
     assert out[2] == "synthetic-face score: not in this model"
     table = out[out.index("") + 1 :]
-    assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REAL", "FILES", "FLAGGED"]
+    assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REALS", "FLAGGED"]
     assert table[1].split() == ["dev-eval/modern-swaps", "0.60", "[0.43,", "0.74]", "0.73", "4.6%"]
     assert table[2].split()[-3:] == ["-", "0.93", "0.9%"]
     assert main(["model", "--model", str(bundle), "--json"]) == EXIT_OK

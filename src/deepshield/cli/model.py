@@ -60,8 +60,17 @@ def describe(card) -> str:
         lines.append(f"trained on: {', '.join(training.data)}")
     record = card.record()
     if record.benchmarks:
-        table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REAL FILES FLAGGED")]
+        table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED")]
         table += [(b.labelled_set, auc(b.file_auc), auc(b.face_auc), share(b.real_flagged)) for b in record.benchmarks]
+        if record.synthetic_holdout_auc is not None:
+            table.append(
+                (
+                    "AI-generated faces, its generator's unseen ones",
+                    "-",
+                    auc(record.synthetic_holdout_auc),
+                    share(record.synthetic_real_flagged),
+                )
+            )
         if record.validation_auc is not None:
             table.append(
                 (
@@ -76,7 +85,8 @@ def describe(card) -> str:
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
         lines += [
             "",
-            "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. These",
-            "sets chose the model, so they flatter it; fakes from tools it has not met can fare worse.",
+            "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. Reals",
+            "flagged: a set's real files (validation: real faces) at or above the threshold. The labelled sets",
+            "chose the model, so they flatter it; fakes from tools it has not met can fare worse.",
         ]
     return "\n".join(lines) + "\n"

@@ -215,6 +215,14 @@ class ModelRecord(BaseModel):
     benchmarks: list[BenchmarkFigures]
     validation_auc: float | None = Field(None, description="face AUC on its own synthesised blends")
     validation_real_flagged: float | None = Field(None, description="share of validation real faces flagged")
+    synthetic_holdout_auc: AucFigure | None = Field(
+        None,
+        description="the synthetic-face score's face AUC on held-out faces of the generator(s) it was trained on "
+        "against real faces (other generators may be missed)",
+    )
+    synthetic_real_flagged: float | None = Field(
+        None, description="share of validation real faces the synthetic-face score flags"
+    )
 
 
 class ModelCard(BaseModel):
@@ -280,6 +288,8 @@ class ModelCard(BaseModel):
             benchmarks=figures,
             validation_auc=metrics.get("val_auc"),
             validation_real_flagged=metrics.get("real_fpr_validation"),
+            synthetic_holdout_auc=auc("synthetic_holdout_auc"),
+            synthetic_real_flagged=metrics.get("synthetic_real_fpr"),
         )
 
     def manipulation_training(self) -> TrainingInfo:

@@ -74,13 +74,17 @@ async function loadModelRecord() {
   if (record.validation_auc !== null) {
     rows.push(["its own synthesised blends (validation)", "—", auc({ value: record.validation_auc, low: null }), pct(record.validation_real_flagged, 1)]);
   }
+  if (record.synthetic_holdout_auc !== null) {
+    rows.push(["fully AI-generated faces: unseen faces of the generator it learned (synthetic-face score)", "—",
+      auc(record.synthetic_holdout_auc), pct(record.synthetic_real_flagged, 1)]);
+  }
   $("model-record-rows").replaceChildren(
     ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((text, i) => el(i ? "td" : "th", { text, scope: i ? null : "row" }))))
   );
   $("model-record-note").textContent =
     "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
-    "these sets are small. Real files flagged: the share of a set's real files at or above the threshold. These sets " +
-    "chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
+    "these sets are small. Reals flagged: the share of a set's real files (validation: real faces) at or above the " +
+    "threshold. The labelled sets chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
     "its own synthesised blends say little about real swaps.";
   $("model-record").hidden = false;
 }
