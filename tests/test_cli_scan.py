@@ -188,6 +188,8 @@ def test_no_media_found_is_a_failure(capsys, tmp_path, tiny_bundle):
         (["--start", "1:75"], "--start: '1:75' is not a time: minutes and seconds after a colon are below 60"),
         (["--end", "-3"], "--end: '-3' is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--watch", "0"], "--watch: must be a positive number of seconds"),
+        (["--watch", "nan"], "--watch: must be a positive number of seconds"),
     ],
 )
 def test_usage_errors_exit_2(capsys, media, args, message):
@@ -374,6 +376,42 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert json.loads(capsys.readouterr().out)["metrics"]["val_auc"] == 0.93
     assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_watch_scans_each_new_file_once_it_has_finished_arriving(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    save_image(inbox / "first.png", astronaut)
+    photo = (inbox / "first.png").read_bytes()
+    looks = []
+
+    def one_look(seconds: float) -> None:  # stands for the wait between looks; the files change meanwhile
+        looks.append(seconds)
+        if len(looks) == 1:
+            (inbox / "copied.png").write_bytes(photo)
+            (inbox / "arriving.png").write_bytes(photo[:1000])  # still being copied in
+        elif len(looks) == 2:
+            with open(inbox / "arriving.png", "ab") as handle:
+                handle.write(photo[1000:])
+        elif len(looks) == 5:
+            raise KeyboardInterrupt  # Ctrl-C ends the watch
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    out = tmp_path / "rows.jsonl"
+    code, _, err = scan(
+        capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "0.5"
+    )
+    assert code == EXIT_OK and looks == [0.5] * 5
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # copied.png is taken at the second look (unchanged since the first), arriving.png at the third
+    assert [Path(row["path"]).name for row in rows] == ["first.png", "copied.png", "arriving.png"]
+    assert all(row["status"] == "ok" and row["faces"] == 1 for row in rows)
+    assert "watching for new files every 0.5 s (Ctrl-C to stop)" in err
+    assert err.splitlines()[-1].startswith("deepshield scan: 3 files scanned: ")
+    code, _, err = scan(capsys, str(inbox), "--model", str(tiny_bundle), "--watch", "1")
+    assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
 
 
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):

@@ -16,6 +16,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):  # nan fails the comparison
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def int_up_to(maximum: int):
     """An argument type: an integer from 1 to `maximum`."""
 

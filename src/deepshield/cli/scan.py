@@ -10,12 +10,14 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from deepshield.cli.args import (
     check_engine_arguments,
     engine_arguments,
     int_up_to,
+    positive_float,
     positive_int,
     probability,
     video_time,
@@ -82,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--resume", action="store_true", help="with --out in jsonl or csv: skip files already in it and append the rest"
+    )
+    parser.add_argument(
+        "--watch",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --format jsonl or csv: after the scan, look for new files every SECONDS and scan each once it "
+        "has finished arriving, until Ctrl-C",
     )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.add_argument(
@@ -238,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
-    from deepshield.inference.scan import ScanJob, collect_files
+    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -247,9 +256,11 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError("--resume needs --out and --format jsonl or csv")
     if not args.paths and args.files_from is None:
         raise DeepShieldError("name the files or folders to scan, or a list of them with --files-from")
+    if args.watch and args.format not in STREAMED_FORMATS:
+        raise DeepShieldError("--watch needs --format jsonl or csv: rows are written as files arrive")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive)
-    if not files:
+    if not files and not args.watch:
         print("deepshield scan: no media files found", file=sys.stderr)
         return EXIT_SOME_FAILED
     earlier = finished_rows(args.out, args.format) if args.resume else {}
@@ -274,25 +285,35 @@ def run(args: argparse.Namespace) -> int:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = (
             stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address))
-            if files
+            if files or args.watch
             else None
         )
-        for row in tqdm(
-            engine.map(job, files) if engine is not None else (),
-            total=len(files),
-            unit="file",
-            file=sys.stderr,
-            disable=None,
-        ):
-            if args.heatmaps is not None and row.status == "ok":
-                write_heatmaps(row, args.heatmaps, used_stems)
-            statuses.append(row.status)
-            outcomes[row.verdict if row.status == "ok" and row.verdict else "failed"] += 1
-            if stream is None:
-                rows.append(row)
-            else:  # written as each file finishes: a killed scan keeps its rows
-                stream.write(render_row(row, args.format))
-                stream.flush()
+
+        def scan_all(batch: list[Path]) -> None:
+            assert engine is not None, "an engine is opened when there are files or a watch"
+            for row in tqdm(engine.map(job, batch), total=len(batch), unit="file", file=sys.stderr, disable=None):
+                if args.heatmaps is not None and row.status == "ok":
+                    write_heatmaps(row, args.heatmaps, used_stems)
+                statuses.append(row.status)
+                outcomes[row.verdict if row.status == "ok" and row.verdict else "failed"] += 1
+                if stream is None:
+                    rows.append(row)
+                else:  # written as each file finishes: a killed scan keeps its rows
+                    stream.write(render_row(row, args.format))
+                    stream.flush()
+
+        if files:
+            scan_all(files)
+        if args.watch:
+            watch = ArrivalWatch(paths, args.recursive, seen={str(path) for path in files} | set(earlier))
+            print(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)", file=sys.stderr)
+            try:
+                while True:
+                    time.sleep(args.watch)
+                    if arrived := watch.arrived():
+                        scan_all(arrived)
+            except KeyboardInterrupt:  # how a watch ends: the rows are written, the summary follows
+                pass
     if stream is None:
         text = render(rows, args.format)
         if args.out:
@@ -300,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
             args.out.write_text(text)
         else:
             sys.stdout.write(text)
-    if files:
+    if files or args.watch:
         print(
             f"deepshield scan: {outcome_line(outcomes)}" + (f"; rows in {args.out}" if args.out else ""),
             file=sys.stderr,

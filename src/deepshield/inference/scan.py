@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -55,6 +55,37 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+@dataclass
+class ArrivalWatch:
+    """Files that appear under the scanned paths after a scan began (`scan --watch`). A file is taken once
+    its size and modification time held still between two looks, so one still being copied in waits
+    for the next look; each is taken once."""
+
+    paths: list[Path]
+    recursive: bool
+    seen: set[str]  # the files already scanned, or in the output being resumed
+    _last_look: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+
+    def arrived(self) -> list[Path]:
+        ready, look = [], {}
+        for path in collect_files(self.paths, self.recursive):
+            key = str(path)
+            if key in self.seen:
+                continue
+            try:
+                stat = path.stat()
+                signature: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
+            except OSError:  # a broken link, say: scanned (as an error row) once it stays broken
+                signature = None
+            if key in self._last_look and self._last_look[key] == signature:
+                ready.append(path)
+                self.seen.add(key)
+            else:
+                look[key] = signature
+        self._last_look = look
+        return ready
 
 
 def scan_file(
