@@ -413,6 +413,15 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert len(images) == 2 and all(
         image.evaluate("img => img.complete && img.naturalWidth === 64") for image in images
     )
+    # Every frame the face was seen in, folded under its card until opened, the most suspicious framed.
+    strip = card.locator("[data-role=filmstrip]")
+    assert not strip.locator("figure").first.is_visible()
+    strip.locator("summary").click()
+    frames = strip.locator("figure")
+    seen = int(card.inner_text().split("Seen in ")[1].split(" ")[0])
+    assert frames.count() == seen and strip.locator("summary").inner_text() == f"All {seen} frames of Face 1"
+    assert strip.locator("figure.peak").count() >= 1
+    assert frames.first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
     # Hovering a point shows the face in that frame.
     page.hover("#timeline svg circle.point >> nth=3")
     page.wait_for_selector("#timeline-tip:not([hidden]) img")

@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { formatTime, LABEL_WORDS, pct, probabilityText, scorePct, syntheticText } from "./format.js";
+import { formatTime, LABEL_WORDS, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -168,6 +168,7 @@ function trackCard(track, i, result, span, source) {
       text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
     }),
     el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
+    filmstrip(track, name, span),
     source ? closerButton(track, result, span, source) : null,
   ]);
   card.style.borderLeftColor = trackColour(i);
@@ -175,6 +176,26 @@ function trackCard(track, i, result, span, source) {
   card.addEventListener("mouseenter", () => line() && line().classList.add("highlight"));
   card.addEventListener("mouseleave", () => line() && line().classList.remove("highlight"));
   return card;
+}
+
+// Every frame the person was seen in, side by side with its score (underlined in the score's colour, the
+// most suspicious framed): what the timeline's points show one at a time. Folded until opened.
+function filmstrip(track, name, span) {
+  const frames = track.points.filter((point) => point.thumbnail_jpeg);
+  if (!frames.length) return null;
+  const peak = Math.max(...frames.map((point) => point.probability));
+  return el("details", { class: "filmstrip", "data-role": "filmstrip" }, [
+    el("summary", { text: `All ${frames.length} frames of ${name}` }),
+    el("div", { class: "filmstrip-frames" }, frames.map((point) => {
+      const at = formatTime(point.timestamp_s, span);
+      const score = el("span", { text: scorePct(point.probability) });
+      score.style.borderBottomColor = scoreColour(point.probability);
+      return el("figure", { class: point.probability === peak ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${probabilityText(point.probability)}` }, [
+        el("img", { src: point.thumbnail_jpeg, alt: `${name} at ${at}`, loading: "lazy" }),
+        el("figcaption", {}, [at, el("br"), score]),
+      ]);
+    })),
+  ]);
 }
 
 // "Look closer": the same file analysed again, its frames spread over the seconds around a track's
