@@ -414,6 +414,26 @@ def test_watch_scans_each_new_file_once_it_has_finished_arriving(capsys, astrona
     assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
 
 
+def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys, media, tiny_bundle, tmp_path):
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(with_credentials((media / "astronaut.jpg").read_bytes(), "image/jpeg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    page = tmp_path / "report" / "scan.html"
+    files = [str(media / "blank.png"), str(broken), str(media / "clip.mp4"), str(signed)]
+    code, _, err = scan(capsys, *files, "--model", str(tiny_bundle), "--html", str(page), "--format", "csv")
+    assert code == EXIT_SOME_FAILED and err.splitlines()[-1].endswith(f"; page in {page}")
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and "http://" not in text and "https://" not in text  # self-contained
+    order = [text.index(name) for name in ("clip.mp4", "signed.jpg", "blank.png", "broken.jpg")]
+    scored = sorted(order[:2])  # the two files with a face come before the one without, and the error is last
+    assert scored[1] < order[2] < order[3]
+    assert text.count('<img src="data:image/png;base64,') == 4  # crop and heatmap: one face, one person
+    assert text.count("<svg") == 1  # the person's scores over time
+    assert 'Declares "Created using generative AI" in its Content Credentials (valid)' in text
+    assert "not a photo" not in text and "unsupported file type" in text
+
+
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--resume")
     assert code == EXIT_USAGE and "--resume needs --out and --format jsonl or csv" in err

@@ -109,6 +109,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
     )
     parser.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write one self-contained page of the results: the most suspicious files first, with their "
+        "faces, heatmaps and, for videos, each person's scores over time",
+    )
+    parser.add_argument(
         "--heatmaps",
         type=Path,
         metavar="DIR",
@@ -248,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files
+    from deepshield.inference.scan_report import ScanPage
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -274,13 +282,14 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames,
         span=VideoSpan(args.start, args.end),
         trust_anchors=None if args.trust_anchors is None else TrustAnchors.load(args.trust_anchors),
-        heatmaps=args.heatmaps is not None,
+        heatmaps=args.heatmaps is not None or args.html is not None,
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )
     rows = []
     statuses = list(earlier.values())
     outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
     used_stems: set[str] = set()
+    page = ScanPage() if args.html is not None else None
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = (
@@ -294,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
             for row in tqdm(engine.map(job, batch), total=len(batch), unit="file", file=sys.stderr, disable=None):
                 if args.heatmaps is not None and row.status == "ok":
                     write_heatmaps(row, args.heatmaps, used_stems)
+                if page is not None:
+                    page.add(row)
                 statuses.append(row.status)
                 outcomes[row.verdict if row.status == "ok" and row.verdict else "failed"] += 1
                 if stream is None:
@@ -321,9 +332,14 @@ def run(args: argparse.Namespace) -> int:
             args.out.write_text(text)
         else:
             sys.stdout.write(text)
+    if page is not None:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(page.html(outcome_line(outcomes)), encoding="utf-8")
     if files or args.watch:
         print(
-            f"deepshield scan: {outcome_line(outcomes)}" + (f"; rows in {args.out}" if args.out else ""),
+            f"deepshield scan: {outcome_line(outcomes)}"
+            + (f"; rows in {args.out}" if args.out else "")
+            + (f"; page in {args.html}" if args.html else ""),
             file=sys.stderr,
         )
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED

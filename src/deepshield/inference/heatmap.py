@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import cv2
@@ -23,6 +24,15 @@ def overlay(crop: NDArray[Any], heatmap: NDArray[Any], opacity: float = 0.45) ->
     colours = cv2.applyColorMap(np.clip(heatmap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(crop, 1 - opacity, colours, opacity, 0)
+
+
+def data_url(mime: str, payload: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def crop_urls(crop: NDArray[Any], heatmap: NDArray[Any]) -> tuple[str, str]:
+    """A face crop and its heatmap overlay as PNG data URLs (for the API, the page and scan's report)."""
+    return data_url("image/png", encode_png(crop)), data_url("image/png", encode_png(overlay(crop, heatmap)))
 
 
 def encode_png(image_rgb: NDArray[Any]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import cv2
 import numpy as np
 
 from deepshield.inference.analysis import Detector, ProgressCallback
-from deepshield.inference.heatmap import encode_png, overlay
+from deepshield.inference.heatmap import crop_urls, data_url
 from deepshield.inference.results import TrackPoint
 from deepshield.media.images import load_image
 from deepshield.media.metadata import image_metadata
 from deepshield.media.video import WHOLE_VIDEO, VideoSpan
 from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
-
-
-def data_url(mime: str, payload: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
 def _thumbnail(point: TrackPoint) -> np.ndarray:
@@ -43,11 +38,6 @@ def preview_jpeg(image: np.ndarray, max_side: int) -> str:
             image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
         )
     return jpeg_url(image)
-
-
-def crop_urls(crop: np.ndarray, heatmap: np.ndarray) -> tuple[str, str]:
-    """A face crop and its heatmap overlay as PNG data URLs."""
-    return data_url("image/png", encode_png(crop)), data_url("image/png", encode_png(overlay(crop, heatmap)))
 
 
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:

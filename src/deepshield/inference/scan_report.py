@@ -1,0 +1,149 @@
+"""`deepshield scan --html`: one self-contained page for a scan, to look at rather than read. The most
+suspicious files first, each with its faces (crop and heatmap) or, for a video, each person's most
+suspicious frame and the line of their scores over time."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+
+from deepshield.inference.heatmap import crop_urls
+from deepshield.inference.results import ImageResult, ScoringTerms, TrackResult, VideoResult, scope
+from deepshield.inference.scan import ScanRow
+from deepshield.inference.verdict import shown_probability
+
+# Most severe first; within a verdict, the higher face-swap score first.
+_SEVERITY = {"likely_manipulated": 0, "inconclusive": 1, "no_signs_found": 2, "no_face": 3}
+_WORDS = {
+    "likely_manipulated": "Likely manipulated",
+    "inconclusive": "Inconclusive",
+    "no_signs_found": "No signs found",
+    "no_face": "No face",
+}
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#17202e;background:#f4f6f9}
+h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}
+.file{background:#fff;border:1px solid #dde2ea;border-left:5px solid #5b6678;border-radius:8px;padding:10px 14px;margin:10px 0}
+.file.likely_manipulated{border-left-color:#c0262d}.file.inconclusive{border-left-color:#9a5b00}
+.file.no_signs_found{border-left-color:#1f7a3a}.file.error{border-left-color:#5b6678;background:#eef0f4}
+.head{display:flex;gap:12px;align-items:baseline;flex-wrap:wrap}.name{font-weight:700;word-break:break-all}
+.label{font-size:11px;font-weight:800;letter-spacing:.05em;padding:1px 7px;border-radius:4px;color:#fff;background:#5b6678}
+.label.likely_manipulated{background:#c0262d}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#1f7a3a}
+.faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px}
+.face img{width:112px;height:112px;border-radius:4px}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
+svg.line{display:block;margin-top:2px}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _severity(row: ScanRow) -> tuple[int, float]:
+    if row.status != "ok" or row.verdict is None:
+        return len(_SEVERITY), 0.0
+    return _SEVERITY.get(row.verdict, len(_SEVERITY)), -(row.probability or 0.0)
+
+
+def _score_line(track: TrackResult, threshold: float) -> str:
+    """The person's face-swap score over the sampled frames, with the threshold dashed."""
+    width, height = 232, 40
+    times = [point.timestamp_s for point in track.points]
+    start, span = min(times), max(max(times) - min(times), 1e-6)
+    points = " ".join(
+        f"{4 + (width - 8) * (p.timestamp_s - start) / span:.1f},{height - 3 - (height - 6) * p.probability:.1f}"
+        for p in track.points
+    )
+    level = height - 3 - (height - 6) * threshold
+    return (
+        f'<svg class="line" width="{width}" height="{height}" role="img" aria-label="score over time">'
+        f'<line x1="0" x2="{width}" y1="{level:.1f}" y2="{level:.1f}" stroke="#c0262d" stroke-dasharray="3 3"/>'
+        f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="1.5"/></svg>'
+    )
+
+
+def _faces(result: ImageResult | VideoResult) -> str:
+    cards = []
+    if isinstance(result, ImageResult):
+        for face in result.faces:
+            if face.crop is None or face.heatmap is None:
+                continue
+            crop, heat = crop_urls(face.crop, face.heatmap)
+            cards.append(
+                f'<div class="face"><img src="{crop}" alt="face {face.index + 1}"> <img src="{heat}" '
+                f'alt="heatmap of face {face.index + 1}"><br>Face {face.index + 1}: '
+                f"{_e(shown_probability(face.probability))} · {_e(_WORDS.get(face.label, face.label))}</div>"
+            )
+    else:
+        for number, track in enumerate(result.tracks, start=1):
+            if track.crop is None or track.heatmap is None:
+                continue
+            crop, heat = crop_urls(track.crop, track.heatmap)
+            counted = "" if track.counted else " (not counted)"
+            cards.append(
+                f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
+                f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
+                f"{_e(shown_probability(track.score))} · {_e(_WORDS.get(track.label, track.label))}{counted}, "
+                f"peak at {track.peak_timestamp_s:.1f} s{_score_line(track, result.threshold)}</div>"
+            )
+    return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
+
+
+def _file(row: ScanRow) -> str:
+    result = row.result
+    if row.status != "ok" or result is None:
+        return f'<div class="file error"><div class="head"><span class="name">{_e(row.path)}</span></div>{_e(row.error)}</div>'
+    verdict = result.verdict
+    noun = "person" if row.kind == "video" else "face"
+    count = row.faces or 0
+    facts = [row.kind or "", f"{count} {noun if count == 1 else ('people' if noun == 'person' else 'faces')}"]
+    if verdict.probability is not None:
+        facts.append(f"face-swap {shown_probability(verdict.probability)}")
+    if verdict.synthetic_probability is not None:
+        facts.append(f"synthetic-face {shown_probability(verdict.synthetic_probability)}")
+    if row.part:
+        facts.append(f"part {row.part}")
+    metadata = result.metadata
+    source = None if metadata is None else metadata.declared_source
+    declared = ""
+    if source is not None and source.generative_ai:
+        where = "its Content Credentials" if source.declared_in == "content_credentials" else "its XMP metadata"
+        state = f" ({metadata.credentials.state})" if metadata is not None and metadata.credentials else ""
+        declared = (
+            f'<div class="declared">Declares "{_e(source.meaning)}" in {where}{_e(state)}: a claim, not scored.</div>'
+        )
+    return (
+        f'<div class="file {_e(verdict.label)}"><div class="head"><span class="name">{_e(row.path)}</span>'
+        f'<span class="label {_e(verdict.label)}">{_e(_WORDS.get(verdict.label, verdict.label))}</span>'
+        f'<span class="muted">{_e(" · ".join(facts))}</span></div>'
+        f'<div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}</div>'
+    )
+
+
+class ScanPage:
+    """The page, built a file at a time: each row is drawn as it arrives and its pixels let go, so a long
+    scan holds a page of HTML, not every face."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[tuple[int, float], int, str]] = []
+        self._terms: ScoringTerms | None = None
+
+    def add(self, row: ScanRow) -> None:
+        if self._terms is None and row.result is not None:
+            self._terms = row.result
+        self._files.append((_severity(row), len(self._files), _file(row)))
+
+    def html(self, outcome: str) -> str:
+        """The page, most suspicious files first (`outcome`: the scan's summary line)."""
+        terms = self._terms
+        has_synthetic = terms is not None and terms.synthetic_threshold is not None
+        model = "" if terms is None else f"model {terms.model} · threshold {shown_probability(terms.threshold)} · "
+        made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        body = "".join(fragment for _, _, fragment in sorted(self._files))
+        return (
+            f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
+            f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
+            f'<div class="muted">{_e(outcome)} · {_e(model)}made {made}</div>'
+            f'<p class="small muted">{_e(scope(has_synthetic))} No signs found does not prove a file authentic; '
+            f"heatmaps show where the model saw evidence (red), not a map of the edit.</p>{body}</body></html>\n"
+        )
