@@ -428,7 +428,7 @@ def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys
     order = [text.index(name) for name in ("clip.mp4", "signed.jpg", "blank.png", "broken.jpg")]
     scored = sorted(order[:2])  # the two files with a face come before the one without, and the error is last
     assert scored[1] < order[2] < order[3]
-    assert text.count('<img src="data:image/png;base64,') == 4  # crop and heatmap: one face, one person
+    assert text.count('<img src="data:image/jpeg;base64,') == 4  # crop and heatmap: one face, one person
     assert text.count("<svg") == 1  # the person's scores over time
     assert 'Declares "Created using generative AI" in its Content Credentials (valid)' in text
     assert "not a photo" not in text and "unsupported file type" in text

@@ -31,8 +31,18 @@ def data_url(mime: str, payload: bytes) -> str:
 
 
 def crop_urls(crop: NDArray[Any], heatmap: NDArray[Any]) -> tuple[str, str]:
-    """A face crop and its heatmap overlay as PNG data URLs (for the API, the page and scan's report)."""
+    """A face crop and its heatmap overlay as PNG data URLs (the API's and the page's)."""
     return data_url("image/png", encode_png(crop)), data_url("image/png", encode_png(overlay(crop, heatmap)))
+
+
+def jpeg_url(image: NDArray[Any], quality: int = 85, side: int | None = None) -> str:
+    """An RGB image as a JPEG data URL, resized to `side` x `side` first when given (thumbnails)."""
+    if side is not None:
+        image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data_url("image/jpeg", buffer.tobytes())
 
 
 def encode_png(image_rgb: NDArray[Any]) -> bytes:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from deepshield.inference.analysis import Detector, ProgressCallback
-from deepshield.inference.heatmap import crop_urls, data_url
+from deepshield.inference.heatmap import crop_urls, jpeg_url
 from deepshield.inference.results import TrackPoint
 from deepshield.media.images import load_image
 from deepshield.media.metadata import image_metadata
@@ -21,13 +21,6 @@ def _thumbnail(point: TrackPoint) -> np.ndarray:
     if point.thumbnail is None:
         raise ValueError("a video result's track points carry their thumbnails (analyze_video)")
     return point.thumbnail
-
-
-def jpeg_url(image: np.ndarray, quality: int = 85) -> str:
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data_url("image/jpeg", buffer.tobytes())
 
 
 def preview_jpeg(image: np.ndarray, max_side: int) -> str:
