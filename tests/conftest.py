@@ -55,19 +55,34 @@ def detector(tiny_bundle):
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], fps: int = 10, codec: str = "libx264", tags: dict[str, str] | None = None
+    path: Path,
+    frames: list[np.ndarray],
+    fps: int = 10,
+    codec: str = "libx264",
+    tags: dict[str, str] | None = None,
+    sound: bool = False,
 ) -> Path:
-    """Encode RGB frames (even width and height) into a video file with PyAV (`tags`: the container's metadata)."""
+    """Encode RGB frames (even width and height) into a video file with PyAV (`tags`: the container's
+    metadata; `sound`: a silent AAC track beside the picture)."""
     with av.open(str(path), mode="w") as container:
         container.metadata.update(tags or {})
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=44100) if sound else None
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if audio is not None:
+            for index in range(round(44100 * len(frames) / fps / 1024)):
+                chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 44100, index * 1024
+                for packet in audio.encode(chunk):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
     return path
 
 

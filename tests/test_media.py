@@ -362,7 +362,15 @@ def test_probe_reads_fps_count_duration(counting_video):
     info = probe_video(counting_video)
     assert (info.width, info.height, info.fps, info.frame_count) == (96, 64, 20.0, 40)
     assert info.duration_s == pytest.approx(2.0, abs=0.06)
-    assert info.rotation == 0 and info.codec == "h264"
+    assert info.rotation == 0 and info.codec == "h264" and not info.has_audio
+
+
+def test_a_sound_track_is_noticed_and_left_alone(tmp_path):
+    frames = [np.full((64, 64, 3), 10 * i, np.uint8) for i in range(10)]
+    talking = write_video(tmp_path / "talk.mp4", frames, sound=True)
+    assert probe_video(talking).has_audio
+    info, sampled = sample_frames(talking, 4)
+    assert info.has_audio and len(sampled) == 4  # the picture is read as without sound
 
 
 def test_frames_are_sampled_uniformly(counting_video):

@@ -317,6 +317,17 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
         assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
 
 
+def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(write_video(tmp_path / "talk.mp4", [small] * 10, sound=True)))
+    page.wait_for_selector("#timeline svg")
+    assert "AUDIO\npresent, not analysed (faces only)" in page.inner_text("#video-facts")  # labels upper-cased by CSS
+    page.set_input_files("#file-input", str(write_video(tmp_path / "mute.mp4", [small] * 10)))
+    page.wait_for_function("() => document.getElementById('result-file').innerText.includes('mute.mp4')")
+    assert "AUDIO" not in page.inner_text("#video-facts")
+
+
 def test_an_inconclusive_video_offers_more_frames(browser, detector, astronaut, tmp_path):
     small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
     clip = write_video(tmp_path / "clip.mp4", [np.roll(small, i % 5, axis=1) for i in range(80)])  # 8 s, 80 frames

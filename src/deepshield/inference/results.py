@@ -189,6 +189,7 @@ class VideoSummary(BaseModel):
     duration_s: float
     rotation: int
     codec: str
+    has_audio: bool = Field(False, description="the file carries sound: it is not analysed (faces only)")
 
 
 class AnalysedSpan(BaseModel):

@@ -112,6 +112,8 @@ def _file(row: ScanRow) -> str:
         facts.append(f"synthetic-face {shown_probability(verdict.synthetic_probability)}")
     if row.part:
         facts.append(f"part {row.part}")
+    if isinstance(result, VideoResult) and result.video.has_audio:
+        facts.append("sound not analysed")
     metadata = result.metadata
     source = None if metadata is None else metadata.declared_source
     declared = ""

@@ -43,6 +43,7 @@ class VideoInfo:
     duration_s: float
     rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
+    has_audio: bool = False  # the file carries sound (which is not analysed)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         duration_s=duration,
         rotation=rotation,
         codec=stream.codec_context.name,
+        has_audio=bool(container.streams.audio),
     )
 
 

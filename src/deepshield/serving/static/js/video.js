@@ -29,6 +29,7 @@ export function renderVideo(result, file, fileName, source) {
     ["Resolution", `${v.width} × ${v.height}`],
     ["Frame rate", `${v.fps.toFixed(2)} fps`],
     ["Codec", v.codec],
+    ["Audio", v.has_audio ? "present, not analysed (faces only)" : null],
     ["Frames analysed", `${result.sampled_frames}`],
     ["Faces tracked", `${result.tracks.length}`],
   ]);
