@@ -66,12 +66,7 @@ def describe(path: Path, kind: str, metadata) -> str:
     ]
     source = metadata.declared_source
     if source is not None:
-        where = {"xmp": "in its XMP metadata, unsigned", "content_credentials": "in its Content Credentials"}[
-            source.declared_in
-        ]
-        if source.in_ingredient:
-            where = "in the Content Credentials of a file it was made from"
-        facts.append(("declared source", f"{source.meaning} ({source.code}; {where})"))
+        facts.append(("declared source", f"{source.meaning} ({source.code}; {source.place()})"))
     credentials = metadata.credentials
     if credentials is not None:
         checked = f" against {credentials.trust_anchors}" if credentials.trust_anchors else " (no trust list given)"

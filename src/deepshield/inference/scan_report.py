@@ -118,10 +118,10 @@ def _file(row: ScanRow) -> str:
     source = None if metadata is None else metadata.declared_source
     declared = ""
     if source is not None and source.generative_ai:
-        where = "its Content Credentials" if source.declared_in == "content_credentials" else "its XMP metadata"
         state = f" ({metadata.credentials.state})" if metadata is not None and metadata.credentials else ""
         declared = (
-            f'<div class="declared">Declares "{_e(source.meaning)}" in {where}{_e(state)}: a claim, not scored.</div>'
+            f'<div class="declared">Declares "{_e(source.meaning)}" {_e(source.place())}{_e(state)}: '
+            "a claim, not scored.</div>"
         )
     return (
         f'<div class="file {_e(verdict.label)}"><div class="head"><span class="name">{_e(row.path)}</span>'

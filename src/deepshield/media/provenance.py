@@ -79,6 +79,14 @@ class DeclaredSource(BaseModel):
         False, description="declared by a file this one was made from (an ingredient in its Content Credentials)"
     )
 
+    def place(self) -> str:
+        """Where it is declared, in words, for people: "in its Content Credentials" and so on."""
+        if self.declared_in == "xmp":
+            return "in its XMP metadata, unsigned"
+        if self.in_ingredient:
+            return "in the Content Credentials of a file it was made from"
+        return "in its Content Credentials"
+
 
 class ContentCredentials(BaseModel):
     """A file's C2PA manifest as the C2PA SDK read and verified it, offline."""
