@@ -57,6 +57,16 @@ def probability(text: str) -> float:
     return value
 
 
+def trust_anchors_argument(parser: argparse.ArgumentParser) -> None:
+    """--trust-anchors PEM: the commands that read Content Credentials (scan, inspect)."""
+    parser.add_argument(
+        "--trust-anchors",
+        type=Path,
+        metavar="PEM",
+        help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
+    )
+
+
 def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
     """A repeatable dotted `KEY=VALUE` option (config overrides of train and tune), collected in a list."""
     parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)

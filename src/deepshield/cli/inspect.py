@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from deepshield.cli.args import trust_anchors_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,12 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Content Credentials (verified offline) and the source type it declares. Nothing is scored.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="images or videos")
-    parser.add_argument(
-        "--trust-anchors",
-        type=Path,
-        metavar="PEM",
-        help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
-    )
+    trust_anchors_argument(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
     parser.set_defaults(run=run)
 

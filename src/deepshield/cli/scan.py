@@ -20,6 +20,7 @@ from deepshield.cli.args import (
     positive_float,
     positive_int,
     probability,
+    trust_anchors_argument,
     video_time,
 )
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -93,12 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "has finished arriving, until Ctrl-C",
     )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
-    parser.add_argument(
-        "--trust-anchors",
-        type=Path,
-        metavar="PEM",
-        help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
-    )
+    trust_anchors_argument(parser)
     parser.add_argument(
         "--threshold",
         type=probability,
