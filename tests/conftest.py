@@ -76,14 +76,19 @@ def write_video(
         for packet in stream.encode():
             container.mux(packet)
         if audio is not None:
-            for index in range(round(44100 * len(frames) / fps / 1024)):
-                chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 44100, index * 1024
-                for packet in audio.encode(chunk):
-                    container.mux(packet)
-            for packet in audio.encode():
-                container.mux(packet)
+            mux_silence(container, audio, round(44100 * len(frames) / fps / 1024))
     return path
+
+
+def mux_silence(container: av.container.OutputContainer, audio: av.audio.stream.AudioStream, chunks: int) -> None:
+    """`chunks` x 1024 samples of mono silence, encoded into `audio` and written into `container`."""
+    for index in range(chunks):
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = audio.rate, index * 1024
+        for packet in audio.encode(chunk):
+            container.mux(packet)
+    for packet in audio.encode():
+        container.mux(packet)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from deepshield.media.frames import media_kind
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
-from tests.conftest import write_video
+from tests.conftest import mux_silence, write_video
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -439,14 +439,7 @@ def test_broken_packets_in_the_middle_still_give_frames(tmp_path, astronaut):
 def test_audio_only_file_has_no_video_stream(tmp_path):
     path = tmp_path / "voice.mp4"
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_silence(container, container.add_stream("aac", rate=16000), 10)
     assert sniff_path(path) is MediaKind.VIDEO
     with pytest.raises(CorruptMediaError, match="file has no video stream"):
         sample_frames(path, 8)
