@@ -15,8 +15,9 @@ import torch
 from deepshield.errors import BundleError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
+from deepshield.media.files import file_sha256
 from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard, card_outputs
-from deepshield.models.export import export_bundle, file_sha256
+from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet, normalize_batch
 
 

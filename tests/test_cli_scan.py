@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -90,6 +91,8 @@ def test_csv_has_the_summary_fields(capsys, media, tiny_bundle):
     assert rows[0]["kind"] == "image" and rows[0]["faces"] == "1" and 0 <= float(rows[0]["probability"]) <= 1
     assert rows[1]["verdict"] == "no_face" and rows[1]["probability"] == "" and rows[1]["error"] == ""
     assert float(rows[0]["elapsed_ms"]) > 0
+    assert rows[0]["sha256"] == hashlib.sha256((media / "astronaut.jpg").read_bytes()).hexdigest()
+    assert rows[1]["sha256"] == hashlib.sha256((media / "blank.png").read_bytes()).hexdigest() != rows[0]["sha256"]
 
 
 def test_table_is_the_default(capsys, media, tiny_bundle):
@@ -169,6 +172,9 @@ def test_a_bad_file_is_an_error_row_and_the_scan_goes_on(capsys, media, tiny_bun
     assert "unsupported file type" in rows[2]["error"]
     assert rows[3]["error"] == "no such file"
     assert all("verdict" not in r for r in rows if r["status"] == "error")
+    # a file that could be read is named by its bytes even when it could not be analysed
+    assert rows[0]["sha256"] == hashlib.sha256(broken.read_bytes()).hexdigest()
+    assert rows[2]["sha256"] == hashlib.sha256(b"hello").hexdigest() and "sha256" not in rows[3]
 
 
 def test_no_media_found_is_a_failure(capsys, tmp_path, tiny_bundle):
@@ -432,6 +438,8 @@ def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys
     assert text.count("<svg") == 1  # the person's scores over time
     assert 'Declares "Created using generative AI" in its Content Credentials (valid)' in text
     assert "not a photo" not in text and "unsupported file type" in text
+    for name in files:  # every file that could be read is named by its bytes, the broken one too
+        assert f"SHA-256 {hashlib.sha256(Path(name).read_bytes()).hexdigest()}" in text
 
 
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):
@@ -470,6 +478,23 @@ def test_fifos_and_link_problems_get_error_rows_with_the_true_reason(capsys, tin
     assert rows["pipe.mp4"]["error"] == rows["explicit-pipe"]["error"] == "not a regular file: a FIFO (named pipe)"
     assert rows["loop.jpg"]["error"] == rows["self"]["error"] == "symbolic link loop"
     assert rows["dangling.png"]["error"] == "broken symbolic link"
+    assert all("sha256" not in row for name, row in rows.items() if name != "face.jpg")
+
+
+def test_an_unreadable_file_is_an_error_row_saying_so(capsys, tiny_bundle, tmp_path, astronaut, monkeypatch):
+    locked = tmp_path / "locked.jpg"
+    save_image(locked, astronaut)
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):  # what a file without read permission does (root reads any)
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    code, out, _ = scan(capsys, str(locked), "--model", str(tiny_bundle), "--format", "json")
+    assert code == EXIT_SOME_FAILED
+    assert json.loads(out)[0]["error"] == "permission denied"
 
 
 def test_no_native_log_lines_reach_stderr(media, tiny_bundle):

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -122,7 +122,7 @@ def test_a_callback_that_cannot_be_delivered_says_why(detector, photo, receiver)
         assert status.startswith("failed: the receiver could not be reached") and status.endswith("4 attempts")
 
 
-def test_a_job_the_server_died_running_is_called_back_as_failed(detector, receiver, tmp_path):
+def test_after_a_restart_the_callbacks_not_yet_sent_go_out(detector, photo, receiver, tmp_path):
     from deepshield.media.video import VideoSpan
     from deepshield.serving.job_ledger import JobLedger, JobRecord
     from deepshield.serving.schemas import FileInfo
@@ -137,8 +137,21 @@ def test_a_job_the_server_died_running_is_called_back_as_failed(detector, receiv
         finished_at=None, result=None, error=None, callback_url=receiver.url,
     )  # fmt: skip
     ledger.save(running)
+    with client_for(detector) as client:
+        result = client.post("/v1/analyze", files=upload(photo)).json()
+    finished = {"status": "done", "stage": "done", "progress": 1.0, "finished_at": time.time(), "result": result}
+    # done, but the server stopped before its callback went out, or after it was delivered
+    ledger.save(replace(running, id="was-calling", callback_status="pending", **finished))
+    ledger.save(replace(running, id="was-told", callback_status="delivered", **finished))
+    # done long ago and never told: its result has expired, so there is nothing left to send
+    expired = {**finished, "finished_at": time.time() - 7200}
+    ledger.save(replace(running, id="was-expired", callback_status="pending", **expired))
     ledger.close()
-    with client_for(detector, state_dir=state, callback_hosts="127.0.0.1") as client:
+    with client_for(detector, state_dir=state, callback_hosts="127.0.0.1", job_ttl_s=3600) as client:
         assert _callback_settled(client, "was-running")["callback_status"] == "delivered"
-    (sent,) = [json.loads(body) for _, _, body in receiver.received]
-    assert (sent["id"], sent["status"], sent["error"]["error"]) == ("was-running", "failed", "server_restarted")
+        assert _callback_settled(client, "was-calling")["callback_status"] == "delivered"
+        assert client.get("/v1/jobs/was-expired").status_code == 404
+    sent = {json.loads(body)["id"]: json.loads(body) for _, _, body in receiver.received}
+    assert sorted(sent) == ["was-calling", "was-running"] and len(receiver.received) == 2
+    assert (sent["was-running"]["status"], sent["was-running"]["error"]["error"]) == ("failed", "server_restarted")
+    assert sent["was-calling"]["status"] == "done"

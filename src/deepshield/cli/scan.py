@@ -38,6 +38,7 @@ SUMMARY_FIELDS = (
     "part",
     "declared_source",
     "credentials",
+    "sha256",
     "elapsed_ms",
     "error",
 )

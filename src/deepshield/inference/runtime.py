@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from deepshield.errors import BundleError
-from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard, file_sha256
+from deepshield.media.files import file_sha256
+from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 

@@ -13,7 +13,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
-from deepshield.media.files import check_media_file
+from deepshield.media.files import file_sha256
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -31,6 +31,7 @@ class ScanRow(BaseModel):
     part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
     declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
     credentials: str | None = None  # its Content Credentials' state: trusted / valid / invalid / unreadable
+    sha256: str | None = None  # of the bytes scanned: names the file in a record, whatever its path becomes
     elapsed_ms: float | None = None
     error: str | None = None
     result: ImageResult | VideoResult | None = None
@@ -91,13 +92,14 @@ class ArrivalWatch:
 def scan_file(
     detector: Detector, path: Path, frames: int, heatmaps: bool = False, span: VideoSpan = WHOLE_VIDEO
 ) -> ScanRow:
+    sha256 = None
     try:
-        check_media_file(path)  # names a missing file, a FIFO (never opened), a link loop, a broken link
+        sha256 = file_sha256(path)  # names a missing file, a FIFO (never opened), a link loop, a broken link
         result = detector.analyze_path(path, frames=frames, heatmaps=heatmaps, span=span)
     except DeepShieldError as exc:
-        return ScanRow(path=str(path), status="error", error=str(exc))
+        return ScanRow(path=str(path), status="error", sha256=sha256, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a scan must survive any one file
-        return ScanRow(path=str(path), status="error", error=f"{type(exc).__name__}: {exc}")
+        return ScanRow(path=str(path), status="error", sha256=sha256, error=f"{type(exc).__name__}: {exc}")
     count = len(result.faces) if isinstance(result, ImageResult) else len(result.tracks)
     metadata = result.metadata
     declared = None if metadata is None else metadata.declared_source
@@ -114,6 +116,7 @@ def scan_file(
         part=None if isinstance(result, ImageResult) else result.analysed.part(),
         declared_source=None if declared is None else declared.code,
         credentials=None if credentials is None else credentials.state,
+        sha256=sha256,
         elapsed_ms=round(result.elapsed_ms, 1),
         result=result,
     )

@@ -26,7 +26,7 @@ _WORDS = {
 }
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#17202e;background:#f4f6f9}
-h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}
+h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.digest{font-family:monospace;overflow-wrap:anywhere;margin-top:4px}
 .file{background:#fff;border:1px solid #dde2ea;border-left:5px solid #5b6678;border-radius:8px;padding:10px 14px;margin:10px 0}
 .file.likely_manipulated{border-left-color:#c0262d}.file.inconclusive{border-left-color:#9a5b00}
 .file.no_signs_found{border-left-color:#1f7a3a}.file.error{border-left-color:#5b6678;background:#eef0f4}
@@ -98,10 +98,17 @@ def _faces(result: ImageResult | VideoResult) -> str:
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
 
 
+def _digest(row: ScanRow) -> str:
+    return "" if row.sha256 is None else f'<div class="small muted digest">SHA-256 {row.sha256}</div>'
+
+
 def _file(row: ScanRow) -> str:
     result = row.result
     if row.status != "ok" or result is None:
-        return f'<div class="file error"><div class="head"><span class="name">{_e(row.path)}</span></div>{_e(row.error)}</div>'
+        return (
+            f'<div class="file error"><div class="head"><span class="name">{_e(row.path)}</span></div>'
+            f"{_e(row.error)}{_digest(row)}</div>"
+        )
     verdict = result.verdict
     noun = "person" if row.kind == "video" else "face"
     count = row.faces or 0
@@ -127,7 +134,7 @@ def _file(row: ScanRow) -> str:
         f'<div class="file {_e(verdict.label)}"><div class="head"><span class="name">{_e(row.path)}</span>'
         f'<span class="label {_e(verdict.label)}">{_e(_WORDS.get(verdict.label, verdict.label))}</span>'
         f'<span class="muted">{_e(" · ".join(facts))}</span></div>'
-        f'<div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}</div>'
+        f'<div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}{_digest(row)}</div>'
     )
 
 

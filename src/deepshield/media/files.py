@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from deepshield.errors import DeepShieldError
 
@@ -38,15 +42,36 @@ def check_media_file(path: Path) -> int:
     return info.st_size
 
 
-def read_head(path: Path, count: int) -> bytes:
-    """The first `count` bytes of a regular file. O_NONBLOCK: a FIFO swapped in after the check
-    still cannot block the open."""
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """A regular file opened for reading. O_NONBLOCK: a FIFO swapped in after the check still cannot
+    block the open."""
     check_media_file(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise DeepShieldError("not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(count)
+            yield handle
     finally:
         os.close(fd)
+
+
+def read_head(path: Path, count: int) -> bytes:
+    """The first `count` bytes of a regular file."""
+    with _open_regular(path) as handle:
+        return handle.read(count)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a regular file's bytes, hex: what names the file in a record of what was analysed."""
+    digest = hashlib.sha256()
+    try:
+        with _open_regular(path) as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except PermissionError:
+        raise DeepShieldError("permission denied") from None
+    except OSError as exc:
+        raise DeepShieldError(f"cannot read the file ({exc.strerror or exc})") from None
+    return digest.hexdigest()

@@ -3,7 +3,6 @@ beside it as JSON. Torch-free: the serving side imports this."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -311,11 +310,3 @@ def clear_bundle_folder(folder: Path, force: bool) -> None:
         shutil.rmtree(folder)
     elif folder.exists():
         folder.unlink()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

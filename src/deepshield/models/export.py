@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard, file_sha256
+from deepshield.media.files import file_sha256
+from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard
 from deepshield.models.network import DeepfakeNet, ExportWrapper
 
 

@@ -350,7 +350,7 @@ class JobStore:
         """Take the ledger's jobs back after a restart (see the module docstring)."""
         if self._ledger is None:
             return
-        requeue, failed = [], []
+        requeue, failed, undelivered = [], [], []
         now = time.time()
         with self._lock:
             for record in self._ledger.load():
@@ -367,6 +367,8 @@ class JobStore:
                     failed.append(job)
                 elif job.status == "queued":
                     requeue.append(job)
+                elif job.callback_status == "pending":  # finished, but the server stopped before telling
+                    undelivered.append(job)
                 self._jobs[job.id] = job
         kept = {job.upload.path.name for job in requeue}
         orphans = [path for path in upload_dir.glob("upload-*.bin") if path.name not in kept]
@@ -375,9 +377,11 @@ class JobStore:
         log.info("job ledger: %d job(s) requeued, %d orphaned upload(s) removed", len(requeue), len(orphans))
         for job in requeue:
             self._queue(job)
-        for job in failed:  # their submitters hear of it as of any failure
-            self._call_back(job)
         self.purge()
+        # Their submitters hear of the failed as of any failure; a finished job's callback the last run
+        # did not deliver is sent again, unless its result has expired meanwhile.
+        for job in failed + [job for job in undelivered if job.id in self._jobs]:
+            self._call_back(job)
 
     def close(self) -> None:
         """Stop taking jobs and let running ones end. Queued jobs are dropped (their files deleted),

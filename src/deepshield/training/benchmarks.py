@@ -57,8 +57,8 @@ from deepshield.evaluation.scoring import (
 )
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
+from deepshield.media.files import file_sha256
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.models.card import file_sha256
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "3"  # part of the cache key: bump when what a cached benchmark holds changes (3: photos read upright)

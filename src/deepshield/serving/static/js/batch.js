@@ -12,7 +12,7 @@ import { state } from "./state.js";
 // Analysed one after another and listed with their verdicts. The result shown is the latest
 // finished one, until a row is picked: then that row's stays.
 // The list as a spreadsheet: one row per file, the columns of `deepshield scan --format csv` that a
-// result here has (probabilities as 0-1 numbers), with the file's SHA-256 for matching it later.
+// result here has (probabilities as 0-1 numbers), the file's SHA-256 among them for matching it later.
 const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
   "faces", "declared_source", "credentials", "sha256", "error"];
 
