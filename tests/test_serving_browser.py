@@ -317,6 +317,19 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
         assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
 
 
+def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
+    page.goto(server + "/")
+    shown = page.evaluate(
+        """async () => {
+          const { scorePct } = await import("/static/js/format.js");
+          const terms = { threshold: 0.556, inconclusive: { low: 0.5, high: 0.574 } };
+          return [0.497, 0.4999, 0.43, 0.5745, 0.568, 0.9, 0.998].map((p) => scorePct(p, terms));
+        }"""
+    )
+    # whole percents unless "50%" would put a 49.7% score (no signs found) inside a band from 50.0%
+    assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%"]
+
+
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):
     small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
     page.goto(server + "/")

@@ -140,7 +140,7 @@ export function drawBatch() {
       }, [
         el("span", { class: "file-name", text: item.file.name }),
         status,
-        el("span", { class: "batch-score", text: scored ? scorePct(verdict.probability) : "" }),
+        el("span", { class: "batch-score", text: scored ? scorePct(verdict.probability, item.analysis.result) : "" }),
       ]);
       row.addEventListener("click", () => pickItem(i));
       return row;

@@ -25,7 +25,7 @@ export function renderImage(result, fileName) {
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
     box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
     box.style.borderColor = colour;
-    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${scorePct(face.probability)}` });
+    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${scorePct(face.probability, result)}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -60,7 +60,7 @@ export function renderImage(result, fileName) {
       const zone = el("div", { class: "meter-band", title: `inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}` });
       zone.style.left = pct(band.low, 1);
       zone.style.width = pct(band.high - band.low, 1);
-      const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(scorePct(face.probability)), el("small", { text: "score" })]);
+      const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(scorePct(face.probability, result)), el("small", { text: "score" })]);
       scoreNode.style.color = colour;
       const card = el("article", { class: "face-card", "data-face": String(face.index) }, [
         el("div", { class: "face-head" }, [

@@ -23,7 +23,7 @@ export function renderVerdict(result, what, fileName) {
     score.replaceChildren();
   } else {
     score.replaceChildren(
-      document.createTextNode(scorePct(verdict.probability)),
+      document.createTextNode(scorePct(verdict.probability, result)),
       el("small", { text: "probability of manipulation" }),
       el("small", {
         "data-role": "verdict-synthetic",

@@ -157,7 +157,7 @@ function trackCard(track, i, result, span, source) {
       swatch,
       el("strong", { text: name }),
       el("span", { class: "label " + track.label, text: LABEL_WORDS[track.label] }),
-      el("span", { class: "track-score", text: scorePct(track.score) }),
+      el("span", { class: "track-score", text: scorePct(track.score, result) }),
     ]),
     el("div", { class: "face-images" }, [
       el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
@@ -169,7 +169,7 @@ function trackCard(track, i, result, span, source) {
       text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
     }),
     el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
-    filmstrip(track, name, span),
+    filmstrip(track, name, span, result),
     source ? closerButton(track, result, span, source) : null,
   ]);
   card.style.borderLeftColor = trackColour(i);
@@ -181,7 +181,7 @@ function trackCard(track, i, result, span, source) {
 
 // Every frame the person was seen in, side by side with its score (underlined in the score's colour, the
 // most suspicious framed): what the timeline's points show one at a time. Folded until opened.
-function filmstrip(track, name, span) {
+function filmstrip(track, name, span, result) {
   const frames = track.points.filter((point) => point.thumbnail_jpeg);
   if (!frames.length) return null;
   const peak = Math.max(...frames.map((point) => point.probability));
@@ -189,7 +189,7 @@ function filmstrip(track, name, span) {
     el("summary", { text: `All ${frames.length} frames of ${name}` }),
     el("div", { class: "filmstrip-frames" }, frames.map((point) => {
       const at = formatTime(point.timestamp_s, span);
-      const score = el("span", { text: scorePct(point.probability) });
+      const score = el("span", { text: scorePct(point.probability, result) });
       score.style.borderBottomColor = scoreColour(point.probability);
       return el("figure", { class: point.probability === peak ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${probabilityText(point.probability)}` }, [
         el("img", { src: point.thumbnail_jpeg, alt: `${name} at ${at}`, loading: "lazy" }),
