@@ -317,6 +317,25 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
         assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
 
 
+def test_on_a_phone_the_result_and_refusals_are_scrolled_into_sight(page, server, astronaut, tmp_path):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(server + "/")
+    in_sight = (
+        "(id) => { const node = document.getElementById(id); const box = node.getBoundingClientRect();"
+        " return !node.hidden && box.top >= 0 && box.top < innerHeight; }"
+    )
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+    page.wait_for_selector(".face-card")
+    page.wait_for_function(in_sight, arg="result")
+    assert page.evaluate("scrollY") > 300  # it was below the drop zone and the examples
+    page.evaluate("scrollTo(0, 0)")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    page.set_input_files("#file-input", str(empty))
+    page.wait_for_function(in_sight, arg="message")
+    assert page.inner_text("#message-detail") == "The file is empty."
+
+
 def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     page.goto(server + "/")
     shown = page.evaluate(

@@ -1,5 +1,5 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
-import { $, el, offerFile, offerJson } from "./dom.js";
+import { $, el, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
 import { LABEL_WORDS, probabilityText, scorePct, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
@@ -44,6 +44,7 @@ export async function analyseAll(files) {
   markExample(null);
   state.batch = { items: files.map((file) => ({ file, status: "waiting", analysis: null, error: null })), picked: null };
   drawBatch();
+  revealIfOffScreen($("batch"));
   setBusy(true);
   try {
     for (const item of state.batch.items) {

@@ -4,6 +4,13 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 export const $ = (id) => document.getElementById(id);
 
+// Scrolls to what the user's action just brought up when it is out of sight: on a phone the drop zone
+// and the examples fill the screen, and the progress bar, the result or the refusal appeared unseen below.
+export function revealIfOffScreen(element) {
+  const box = element.getBoundingClientRect();
+  if (box.top >= window.innerHeight || box.bottom <= 0) element.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
 export function el(tag, attrs, children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs || {})) {

@@ -1,7 +1,7 @@
 /* One file's analysis: checked, uploaded, waited for, shown. */
 import { api, ApiFailure, formData } from "./api.js";
 import { drawBatch, hideBatch, isFinished } from "./batch.js";
-import { $ } from "./dom.js";
+import { $, revealIfOffScreen } from "./dom.js";
 import { formatBytes, parseVideoTime } from "./format.js";
 import { renderImage } from "./image.js";
 import { analyseAsJob, stopWaiting } from "./jobs.js";
@@ -100,10 +100,13 @@ export async function analyse(file, exampleFile, span) {
   }
   setBusy(true);
   try {
-    const analysis = await fetchAnalysis(file, run, span);
+    const pending = fetchAnalysis(file, run, span); // shows the progress bar before its first wait
+    revealIfOffScreen($("progress"));
+    const analysis = await pending;
     if (!analysis || run !== state.run) return;
     $("progress").hidden = true;
     render(analysis, file.name, { file, exampleFile });
+    revealIfOffScreen($("result"));
   } catch (err) {
     if (run !== state.run) return;
     $("progress").hidden = true;

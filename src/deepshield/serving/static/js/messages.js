@@ -1,6 +1,6 @@
 /* Messages, the busy look and the progress bar. */
 import { ApiFailure } from "./api.js";
-import { $ } from "./dom.js";
+import { $, revealIfOffScreen } from "./dom.js";
 import { capitalise } from "./format.js";
 
 const TITLES = {
@@ -24,6 +24,7 @@ export function showMessage(fileName, sentence, kind) {
   $("message-title").textContent = fileName ? fileName + ":" : "";
   $("message-detail").textContent = sentence ? capitalise(sentence.trim()).replace(/([^.!?])$/, "$1.") : "";
   box.hidden = false;
+  revealIfOffScreen(box);
 }
 
 // An error in one sentence: the server's own message, else a title for its status.
