@@ -521,3 +521,35 @@ def test_no_native_log_lines_reach_stderr(media, tiny_bundle):
     assert done.returncode == EXIT_OK, done.stderr
     assert NATIVE_LOG_LINE.search(done.stderr) is None, done.stderr
     assert "astronaut.jpg" in done.stdout and "clip.mp4" in done.stdout
+
+
+def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle):
+    from deepshield.inference.analysis import Detector
+    from deepshield.inference.scan import ScanRow
+    from deepshield.inference.scan_report import ScanPage
+    from deepshield.inference.verdict import shown_probability
+
+    result = Detector.from_bundle(tiny_bundle).analyze_image(astronaut)
+    face = result.faces[0]
+    generated = face.model_copy(
+        update={"synthetic_probability": 0.775, "label": "likely_manipulated", "verdict_driver": "synthetic"}
+    )
+    swapped = face.model_copy(
+        update={"index": 1, "synthetic_probability": 0.004, "label": "no_signs_found", "verdict_driver": "manipulation"}
+    )
+    page = ScanPage()
+    page.add(
+        ScanRow(
+            path="two.jpg",
+            status="ok",
+            kind="image",
+            faces=2,
+            result=result.model_copy(update={"faces": [generated, swapped]}),
+        )
+    )
+    text = page.html("1 file scanned")
+    shown = shown_probability(face.probability)
+    assert (
+        f"Face 1: face-swap {shown} · synthetic-face 77.5% · Likely manipulated (by the synthetic-face score)" in text
+    )
+    assert f"Face 2: face-swap {shown} · synthetic-face 0.4% · No signs found</div>" in text

@@ -71,6 +71,17 @@ def _thumbnails(crop: NDArray[Any], heatmap: NDArray[Any]) -> tuple[str, str]:
     return jpeg_url(crop, 80, _THUMB_PX), jpeg_url(overlay(crop, heatmap), 80, _THUMB_PX)
 
 
+def _call(probability: float, synthetic: float | None, label: str, driver: str) -> str:
+    """A face's or person's scores and the call they make, saying which score made it when there are two."""
+    scores = [f"face-swap {shown_probability(probability)}"]
+    if synthetic is not None:
+        scores.append(f"synthetic-face {shown_probability(synthetic)}")
+    call = _WORDS.get(label, label)
+    if synthetic is not None and driver == "synthetic":
+        call += " (by the synthetic-face score)"
+    return _e(" · ".join([*scores, call]))
+
+
 def _faces(result: ImageResult | VideoResult) -> str:
     cards = []
     if isinstance(result, ImageResult):
@@ -81,7 +92,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="face {face.index + 1}"> <img src="{heat}" '
                 f'alt="heatmap of face {face.index + 1}"><br>Face {face.index + 1}: '
-                f"{_e(shown_probability(face.probability))} · {_e(_WORDS.get(face.label, face.label))}</div>"
+                f"{_call(face.probability, face.synthetic_probability, face.label, face.verdict_driver)}</div>"
             )
     else:
         for number, track in enumerate(result.tracks, start=1):
@@ -92,7 +103,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
                 f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
-                f"{_e(shown_probability(track.score))} · {_e(_WORDS.get(track.label, track.label))}{counted}, "
+                f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver)}{counted}, "
                 f"peak at {track.peak_timestamp_s:.1f} s{_score_line(track, result.threshold)}</div>"
             )
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
