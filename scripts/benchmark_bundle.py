@@ -1,5 +1,6 @@
 """Score model bundles on benchmarks with the metrics training logs (bench_*), for comparing a new
-bundle with the shipped one on equal terms before shipping it; with --ensembles K, also every
+bundle with the shipped one on equal terms before shipping it (the study's form of `deepshield compare`,
+which scores them the same way: `deepshield.training.compare.score_bundles`); with --ensembles K, also every
 combination of up to K of them, each face's calibrated logits averaged (each bundle scores its own
 crops; the faces are the same, found once per benchmark). Every bundle or ensemble after the first is
 also compared with the first on the same files (a paired bootstrap of the AUC differences,
@@ -27,16 +28,14 @@ import numpy as np
 from deepshield.errors import exit_status
 from deepshield.evaluation.metrics import PairedDifference
 from deepshield.evaluation.plots import paired_differences_plot
-from deepshield.inference.runtime import OnnxClassifier
 from deepshield.training.benchmarks import (
     Benchmark,
     BenchmarkScores,
     benchmark_metrics,
     catches_at_equal_false_alarms,
-    load_benchmark,
     paired_comparison,
-    score_benchmarks,
 )
+from deepshield.training.compare import score_bundles
 from deepshield.training.config import DataConfig
 
 SHOWN = (
@@ -76,33 +75,16 @@ def main() -> int:
     if args.labels and len(args.labels) != len(args.bundles):
         parser.error(f"--labels: {len(args.labels)} names for {len(args.bundles)} bundles")
     names = args.labels or [str(bundle) for bundle in args.bundles]
-    short: dict[str, str] = {}  # per bundle label: its name in the figure
     data = DataConfig()
+    bundles = score_bundles(
+        args.bundles, [data.locate(p, "benchmark") for p in args.benchmarks], args.cache_dir, args.frames
+    )
+    reference: list[Benchmark] = [r.benchmark for r in bundles[0].results]  # the faces every bundle scores
     # per bundle: its label, and per benchmark its faces' (logit - offset) / temperature (the calibrated logit)
-    scored: dict[str, dict[str, np.ndarray]] = {}
-    thresholds: dict[str, float] = {}
-    reference: list[Benchmark] = []  # the first bundle's benchmarks: the faces every bundle scores
-    for bundle, figure_name in zip(args.bundles, names):
-        classifier = OnnxClassifier(bundle)
-        card = classifier.card
-        benchmarks = [
-            load_benchmark(data.locate(p, "benchmark"), card.crop_policy, args.cache_dir, [], args.frames)
-            for p in args.benchmarks
-        ]
-        reference = reference or benchmarks
-        if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
-            raise SystemExit(f"{bundle}: other faces than the first bundle's (another detector setting?)")
-        label = f"{card.name} {card.version} ({bundle})"
-        short[label] = figure_name
-        thresholds[label] = card.calibration.threshold
-        results = score_benchmarks(
-            benchmarks,
-            lambda crops, classifier=classifier, c=card.calibration: (
-                (classifier.score(crops).logits - c.offset) / c.temperature
-            ),
-            1.0,
-        )
-        scored[label] = {r.benchmark.name: r.scored.faces["logit"] for r in results}
+    labels = [f"{b.label} ({b.bundle})" for b in bundles]
+    scored = {label: b.logits() for label, b in zip(labels, bundles)}
+    thresholds = {label: b.card.calibration.threshold for label, b in zip(labels, bundles)}
+    short = dict(zip(labels, names))  # per bundle label: its name in the figure
     report = {}
     first: list[BenchmarkScores] = []
     plotted: dict[str, dict[str, PairedDifference]] = {}

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "dataset",
     "facebank",
     "evaluate",
+    "compare",
     "calibrate",
     "tune",
 )

@@ -1,0 +1,171 @@
+"""`deepshield compare`: does a new bundle beat the shipped one (or another) on real labelled media?
+Both score the same files' faces, and their AUC differences are resampled together (paired)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deepshield.cli.args import non_negative_int, positive_int
+from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+
+EXIT_NOT_AHEAD = 1  # with --fail-unless-ahead
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare model bundles on the same labelled media, paired (is the new one better?)",
+        description=(
+            "Score a candidate bundle and a baseline (default: the shipped model) on the same faces of the "
+            "same labelled sets, then give each set's face and file AUC for both, the candidate's minus the "
+            "baseline's with a 95%% paired bootstrap interval over files, and the real files each flags and "
+            "the fakes each catches at its own threshold. The candidate is ahead when the interval of the "
+            "pooled difference (the mean over sets of the face-AUC differences) lies above zero, behind when "
+            "below, else tied: differences inside it are not evidence. Sets: anything `deepshield evaluate` "
+            "reads (folders real/ and fake/, DFDC, FaceForensics++, a CSV, a prepared dataset)."
+        ),
+        epilog="example: deepshield compare runs/new/bundle --on labelled/swaps labelled/edits --fail-unless-ahead",
+    )
+    parser.add_argument("candidates", nargs="+", type=Path, metavar="CANDIDATE", help="model bundle folder(s)")
+    parser.add_argument(
+        "--on", nargs="+", type=Path, required=True, metavar="SET", dest="sets", help="labelled sets to compare on"
+    )
+    parser.add_argument(
+        "--against", default=None, metavar="BUNDLE", help="baseline bundle (default: the shipped model)"
+    )
+    parser.add_argument(
+        "--frames", type=positive_int, default=DEFAULT_VIDEO_FRAMES, help="frames sampled per video (default 32)"
+    )
+    parser.add_argument(
+        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+    )
+    parser.add_argument(
+        "--caught-with-reals",
+        nargs="+",
+        type=non_negative_int,
+        default=[],
+        metavar="K",
+        help="also the fake files each catches with at most K of a set's real files flagged: models compared "
+        "at equal false alarms, where verdicts are made",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/deepshield"),
+        help="where the sets' faces are kept once found (default .cache/deepshield)",
+    )
+    parser.add_argument("--out", type=Path, metavar="JSON", help="also write every figure here")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw the paired AUC differences")
+    parser.add_argument(
+        "--fail-unless-ahead",
+        action="store_true",
+        help=f"exit {EXIT_NOT_AHEAD} unless every candidate is ahead (a gate before shipping)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepshield.inference.runtime import bundle_dir
+    from deepshield.training.compare import compare, score_bundles
+
+    baseline, *candidates = score_bundles(
+        [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, args.frames, args.min_face_size
+    )
+    comparisons = [compare(baseline, candidate, args.caught_with_reals) for candidate in candidates]
+    sys.stdout.write("\n".join(describe(comparison) for comparison in comparisons))
+    if args.out:
+        args.out.write_text(json.dumps([record(c) for c in comparisons], indent=1) + "\n")
+    if args.plot:
+        from deepshield.evaluation.plots import paired_differences_plot
+
+        panels = [
+            "bench_auc",
+            *(f"bench_{r.benchmark.name}_{level}_auc" for r in baseline.results for level in ("face", "file")),
+        ]
+        rows = {f"{c.candidate.label} ({c.candidate.bundle})": c.differences for c in comparisons}
+        sys.stdout.write(f"figure: {paired_differences_plot(rows, panels, baseline.label, args.plot)}\n")
+    if args.fail_unless_ahead and any(c.standing != "ahead" for c in comparisons):
+        return EXIT_NOT_AHEAD
+    return 0
+
+
+def _auc(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "-"
+
+
+def describe(comparison) -> str:
+    """The comparison as people read it: a row per set and level, the pooled row, then each set's
+    operating figures at both bundles' own thresholds."""
+    base, cand = comparison.baseline, comparison.candidate
+    lines = [
+        f"{cand.label} ({cand.bundle}) against {base.label} ({base.bundle}), paired over the same files:",
+        "",
+    ]
+    table = [("SET", "LEVEL", "BASELINE", "CANDIDATE", "DIFFERENCE [95%]", "CANDIDATE AHEAD IN")]
+    keys = [
+        (r.benchmark.name, level, f"bench_{r.benchmark.name}_{level}_auc")
+        for r in base.results
+        for level in ("face", "file")
+    ]
+    keys.append(("all sets (bench_auc)", "face", "bench_auc"))
+    for name, level, key in keys:
+        d = comparison.differences.get(key)
+        table.append(
+            (
+                name,
+                f"{level}s",
+                _auc(base.metrics, key),
+                _auc(cand.metrics, key),
+                "-" if d is None else f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
+                "-" if d is None else f"{d.share_b_ahead:.0%} of resamples",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines.append("")
+    for result in base.results:
+        name = result.benchmark.name
+        shares = []
+        for bundle in (base, cand):
+            flagged = bundle.metrics.get(f"bench_{name}_fpr")
+            caught = bundle.metrics.get(f"bench_{name}_tpr")
+            shares.append(
+                f"{'-' if flagged is None else f'{flagged:.1%}'} of real files flagged, "
+                f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught"
+            )
+        lines.append(f"{name} at each one's threshold: baseline {shares[0]}; candidate {shares[1]}")
+    for base_catch, cand_catch in zip(comparison.baseline_catches, comparison.candidate_catches):
+        for k in base_catch.caught:
+            lines.append(
+                f"{base_catch.benchmark} with at most {k} of {base_catch.reals} real files flagged: fakes caught "
+                f"(of {base_catch.fakes}) baseline {base_catch.caught[k]}, candidate {cand_catch.caught[k]}"
+            )
+    pooled = comparison.differences.get("bench_auc")
+    standing = {
+        "ahead": "AHEAD: the pooled difference's interval lies above zero",
+        "behind": "BEHIND: the pooled difference's interval lies below zero",
+        "tied": "TIED: the pooled difference's interval includes zero, so these sets cannot tell them apart",
+    }[comparison.standing]
+    if pooled is None:
+        standing = "TIED: no set has both real and fake files, so there is no AUC to compare"
+    lines.append(standing)
+    return "\n".join(lines) + "\n"
+
+
+def record(comparison) -> dict:
+    """Every figure of one comparison, for --out."""
+    return {
+        "baseline": {"bundle": str(comparison.baseline.bundle), "model": comparison.baseline.label}
+        | comparison.baseline.metrics,
+        "candidate": {"bundle": str(comparison.candidate.bundle), "model": comparison.candidate.label}
+        | comparison.candidate.metrics,
+        "standing": comparison.standing,
+        "candidate_minus_baseline": {key: d.model_dump() for key, d in comparison.differences.items()},
+        "caught_with_reals_flagged": {
+            "baseline": [vars(c) for c in comparison.baseline_catches],
+            "candidate": [vars(c) for c in comparison.candidate_catches],
+        },
+    }

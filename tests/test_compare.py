@@ -1,0 +1,111 @@
+"""`deepshield compare` (deepshield.training.compare): bundles on the same labelled media, paired."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepshield.cli.main import main
+from deepshield.evaluation.metrics import PairedDifference, detection_metrics
+from deepshield.inference.analysis import Detector
+from deepshield.training.compare import Comparison
+from tests.face_data import write_benchmark
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    return write_benchmark(tmp_path_factory.mktemp("sets") / "Tiny Bench")
+
+
+@pytest.fixture(scope="module")
+def other_bundle(tmp_path_factory) -> Path:
+    """Another randomly initialised tiny network: it ranks the set's faces otherwise (all four right, where
+    the tiny bundle ranks all four wrong)."""
+    import torch
+
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.models.card import ModelCard
+    from deepshield.models.export import export_bundle
+    from deepshield.models.network import DeepfakeNet
+
+    torch.manual_seed(6)
+    net = DeepfakeNet("tiny", 64, pretrained=False).eval()
+    card = ModelCard(
+        name="tiny-other", version="0.0.2", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64)
+    )
+    return export_bundle(net, card, tmp_path_factory.mktemp("bundle") / "other")
+
+
+def _file_auc(bundle: Path, labelled: Path) -> float:
+    """The set's AUC as `deepshield scan` scores its files (one face each), for an independent check."""
+    detector = Detector.from_bundle(bundle)
+    files = sorted((labelled / "real").iterdir()) + sorted((labelled / "fake").iterdir())
+    scores = [detector.analyze_image(path, heatmaps=False).verdict.probability for path in files]
+    return detection_metrics([0] * 2 + [1] * 2, scores).auc
+
+
+def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
+    capsys, tiny_bundle, other_bundle, labelled, tmp_path
+):
+    out, plot = tmp_path / "comparison.json", tmp_path / "comparison.png"
+    cache = tmp_path / "cache"
+    pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled), "--fail-unless-ahead"]
+    code = main(
+        [*pair, "--cache-dir", str(cache), "--out", str(out), "--plot", str(plot), "--caught-with-reals", "0", "1"]
+    )
+    text = capsys.readouterr().out
+    assert code == 0, text  # ahead: the gate passes
+    (report,) = json.loads(out.read_text())
+    base_auc, cand_auc = _file_auc(tiny_bundle, labelled), _file_auc(other_bundle, labelled)
+    # the same faces as scan finds, scored by each bundle: its AUC as scan's probabilities give it
+    assert report["baseline"]["bench_tiny_bench_file_auc"] == pytest.approx(base_auc)
+    assert report["candidate"]["bench_tiny_bench_file_auc"] == pytest.approx(cand_auc)
+    difference = report["candidate_minus_baseline"]["bench_tiny_bench_face_auc"]
+    assert difference["difference"] == pytest.approx(cand_auc - base_auc)
+    assert difference["low"] <= difference["difference"] <= difference["high"]
+    assert (base_auc, cand_auc) == (0.0, 1.0)
+    assert report["candidate_minus_baseline"]["bench_auc"]["low"] > 0
+    assert report["standing"] == "ahead" and "AHEAD: the pooled difference's interval lies above zero" in text
+    assert f"tiny-other 0.0.2 ({other_bundle}) against tiny-test 0.0.1 ({tiny_bundle})" in text
+    assert re.search(r"^tiny_bench +faces +0\.000 +1\.000 +\+1\.000 \[", text, re.MULTILINE)
+    assert "tiny_bench with at most 1 of 2 real files flagged: fakes caught (of 2) baseline " in text
+    assert plot.stat().st_size > 0 and list(cache.glob("benchmark-tiny_bench-*.npz"))  # faces found once, kept
+
+
+def test_the_same_network_recalibrated_ties_and_fails_the_gate(capsys, tiny_bundle, labelled, tmp_path):
+    recalibrated = Path(shutil.copytree(tiny_bundle, tmp_path / "recalibrated"))
+    card = json.loads((recalibrated / "model_card.json").read_text())
+    card["calibration"]["temperature"] = 3.0  # the same ranking, other probabilities
+    (recalibrated / "model_card.json").write_text(json.dumps(card))
+    pair = ["compare", str(recalibrated), "--against", str(tiny_bundle), "--on", str(labelled)]
+    code = main([*pair, "--cache-dir", str(tmp_path / "cache"), "--fail-unless-ahead"])
+    text = capsys.readouterr().out
+    assert code == 1  # not ahead: the gate fails
+    assert "all sets (bench_auc)  faces  " in text and "+0.000 [+0.000, +0.000]" in text
+    assert text.rstrip().endswith(
+        "TIED: the pooled difference's interval includes zero, so these sets cannot tell them apart"
+    )
+
+
+def test_two_sets_of_one_name_are_refused(capsys, tiny_bundle, labelled, tmp_path):
+    twin = write_benchmark(tmp_path / "elsewhere" / "Tiny Bench")
+    code = main(["compare", str(tiny_bundle), "--on", str(labelled), str(twin), "--cache-dir", str(tmp_path / "c")])
+    assert code == 2
+    assert "two labelled sets are both named tiny_bench: give each its own folder name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "standing"),
+    [(0.01, 0.2, "ahead"), (-0.2, -0.01, "behind"), (-0.05, 0.1, "tied"), (0.0, 0.1, "tied")],
+)
+def test_only_an_interval_clear_of_zero_puts_a_candidate_ahead_or_behind(low, high, standing):
+    pooled = PairedDifference(
+        difference=(low + high) / 2, low=low, high=high, share_b_ahead=0.5, resamples=9, confidence=0.95
+    )
+    comparison = Comparison(None, None, {"bench_auc": pooled}, [], [])  # type: ignore[arg-type]
+    assert comparison.standing == standing
+    assert Comparison(None, None, {}, [], []).standing == "tied"  # type: ignore[arg-type]
