@@ -17,6 +17,7 @@ import queue
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -691,6 +692,40 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         page.wait_for_selector(".face-card")
         assert not page.is_visible("[data-role=cancel]")
         second.set()
+
+
+def test_cancel_during_a_slow_upload_stops_it_and_leaves_nothing_on_the_server(browser, detector, tmp_path):
+    app = create_app(detector, ServerSettings())
+    runtime = app.state.runtime
+    big = tmp_path / "long.mp4"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes())
+    with live_server(app) as base_url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")  # 200 KB/s up: 15 s for the file
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
+        )
+        try:
+            page.goto(base_url + "/")
+            page.set_input_files("#file-input", str(big))
+            page.wait_for_selector("[data-role=cancel]:visible")
+            deadline = time.monotonic() + 10
+            while not any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert any(runtime.upload_dir.iterdir()), "the upload never reached the server"
+            page.click("[data-role=cancel]")
+            page.wait_for_selector("#message:visible")
+            deadline = time.monotonic() + 5  # not the 15 s the rest of the upload would take
+            while any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(runtime.upload_dir.iterdir())  # the part received is deleted
+            assert len(runtime.jobs) == 0  # and no job was made of it
+        finally:
+            context.close()
 
 
 def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):

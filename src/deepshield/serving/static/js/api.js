@@ -16,10 +16,12 @@ export async function api(path, options) {
   const headers = new Headers((options && options.headers) || {});
   const key = localStorage.getItem(KEY_STORAGE);
   if (key) headers.set("X-API-Key", key);
+  const aborted = () => options && options.signal && options.signal.aborted;
   let response;
   try {
     response = await fetch(path, Object.assign({}, options, { headers }));
   } catch (err) {
+    if (aborted()) throw new ApiFailure(0, "aborted", "The request was stopped.");
     throw new ApiFailure(0, "network", "Could not reach the server. Check your connection and that the server is running.");
   }
   let body = null;
@@ -27,6 +29,12 @@ export async function api(path, options) {
     body = await response.json();
   } catch (err) {
     body = null;
+  }
+  if (aborted()) {
+    // Stopped after the server answered: what it made (a job, named by Location) is the caller's to undo.
+    const failure = new ApiFailure(0, "aborted", "The request was stopped.");
+    failure.location = response.headers.get("Location");
+    throw failure;
   }
   if (!response.ok) {
     const code = (body && body.error) || "http_" + response.status;

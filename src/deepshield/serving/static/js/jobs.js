@@ -16,7 +16,7 @@ function cancelJob(id) {
 
 // Cancel is offered while a job's file uploads or the job runs.
 function offerCancel() {
-  $("progress-cancel").hidden = !(state.job || state.uploading);
+  $("progress-cancel").hidden = !(state.job || state.upload);
 }
 
 function releaseJob(id) {
@@ -25,13 +25,13 @@ function releaseJob(id) {
 }
 
 // Whatever job the page was waiting for is given up. Called with state.run moved on, so every loop
-// waiting on the old run stops at its next step. An upload is not aborted: the server may already
-// hold the whole file and have queued its job, which only the answer names; the job is cancelled
-// as that answer arrives.
+// waiting on the old run stops at its next step. An upload still on its way is stopped: the server
+// deletes what it received of it; a job it had already made is cancelled as its answer is read.
 export function stopWaiting() {
   if (state.job) cancelJob(state.job);
+  if (state.upload) state.upload.abort();
   state.job = null;
-  state.uploading = false;
+  state.upload = null;
   offerCancel();
 }
 
@@ -46,16 +46,21 @@ export async function analyseAsJob(file, run, span) {
   if (start !== null) query.set("start_s", String(start));
   if (end !== null) query.set("end_s", String(end));
   const search = query.toString();
-  state.uploading = true;
+  const upload = new AbortController();
+  state.upload = upload; // the upload in flight, for Cancel to stop
   offerCancel();
   let job;
   try {
-    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file) });
+    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file), signal: upload.signal });
+  } catch (err) {
+    if (!(err instanceof ApiFailure && err.code === "aborted")) throw err;
+    if (err.location) cancelJob(err.location.split("/").pop()); // the job made just before the stop
+    return null;
   } finally {
-    if (run === state.run) state.uploading = false;
+    if (run === state.run) state.upload = null;
     offerCancel();
   }
-  if (run !== state.run) {  // another file was chosen, or Cancel pressed, during the upload
+  if (run !== state.run) {  // another file was chosen, or Cancel pressed, as the answer arrived
     cancelJob(job.id);
     return null;
   }
