@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import c2pa
 from pydantic import BaseModel, Field
 
 from deepshield.errors import TrustAnchorsError
@@ -113,6 +112,8 @@ def read_content_credentials(
     source: Path | str | bytes, trust_anchors: TrustAnchors | None = None
 ) -> ContentCredentials | None:
     """The active manifest of a file or its bytes, verified; None when there is none."""
+    import c2pa  # here: the SDK's native library costs every process ~60 ms, and few files carry a manifest
+
     verify: dict[str, Any] = {**_OFFLINE, "verify_trust": trust_anchors is not None}
     settings: dict[str, Any] = {"verify": verify}
     if trust_anchors is not None:
