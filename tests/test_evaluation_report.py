@@ -109,13 +109,31 @@ def test_html_is_self_contained(report):
         "By manipulation method",
         "Video rules compared",
         "Robustness to perturbations",
-        "Worst false positives",
-        "Worst false negatives",
+        "Real files scored highest",
+        "Fake files scored lowest",
         "Files without a face",
     ):
         assert heading in page
     assert "blank.png" in page and "broken.jpg" in page
     assert "It does not detect fully AI-generated faces, lip-sync without blending, or manipulated audio." in page
+
+
+def test_the_gallery_shows_the_reals_scored_highest_and_fakes_lowest_flagged_or_not(report):
+    metrics = json.loads((report / "metrics.json").read_text())
+    threshold = metrics["settings"]["threshold"]
+    files = list(csv.DictReader((report / "files.csv").open()))
+    scored = [f for f in files if f["score"] not in ("", "nan")]
+    reals = sorted((float(f["score"]) for f in scored if f["label"] == "real"), reverse=True)
+    fakes = sorted(float(f["score"]) for f in scored if f["label"] == "fake")
+    shown_reals = [e["score"] for e in metrics["worst"]["highest_real"]]
+    shown_fakes = [e["score"] for e in metrics["worst"]["lowest_fake"]]
+    # every real with a face (fewer than the gallery's 8), flagged or not, highest first; fakes lowest first
+    assert shown_reals == pytest.approx(reals) and shown_fakes == pytest.approx(fakes)
+    page = (report / "report.html").read_text()
+    flagged, missed = sum(s >= threshold for s in reals), sum(s < threshold for s in fakes)
+    assert page.count('<span class="bad">flagged</span>') == flagged
+    assert page.count('<span class="bad">missed</span>') == missed
+    assert page.count("right side of the threshold") == len(reals) + len(fakes) - flagged - missed
 
 
 def test_metrics_json_is_the_typed_summary(report):

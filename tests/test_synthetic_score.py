@@ -3,6 +3,7 @@ the manipulation score by the documented verdict rule (inference.verdict), in im
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
+from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.verdict import ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
@@ -372,7 +374,11 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
         metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]
     )  # two scores, not one twice
     assert "synthetic-face score (threshold 0.700)" in printed and "real faces flagged synthetic" in printed
-    assert "Synthetic-face score" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Synthetic-face score" in page
+    assert (
+        html.escape(SCOPE_WITH_SYNTHETIC) in page and "It does not detect fully AI-generated" not in page
+    )  # its scope
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         default=8,
         metavar="N",
-        help="worst false positives / negatives shown (default 8)",
+        help="real files scored highest and fake files scored lowest shown, each (default 8)",
     )
     parser.add_argument(
         "--tracking-uri", default=None, metavar="URI", help="log the report to MLflow here (e.g. sqlite:///mlruns.db)"

@@ -35,7 +35,7 @@ from deepshield.evaluation.summary import (
     face_level,
     file_level,
 )
-from deepshield.inference.results import SCOPE
+from deepshield.inference.results import scope
 from deepshield.inference.video_rule import VideoRule
 
 METRIC_LABELS = {
@@ -221,13 +221,13 @@ def write_plots(
 
 
 def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> dict[str, list[dict]]:
-    """Crop and heatmap overlay PNGs of the worst false positives and negatives, and of each of their
+    """Crop and heatmap overlay PNGs of the highest-scoring reals and lowest-scoring fakes, and of each of their
     face tracks (its most suspicious frame), with when each track was seen and whether it counts."""
     from deepshield.inference.heatmap import overlay
 
     by_path = {scored.files[e.file_id].path: e for e in scored.examples.values()}
     written: dict[str, list[dict]] = {}
-    for kind, short in (("false_positives", "fp"), ("false_negatives", "fn")):
+    for kind, short in (("highest_real", "real"), ("lowest_fake", "fake")):
         written[kind] = []
         for rank, entry in enumerate(getattr(summary.worst, kind), start=1):
             example = by_path.get(entry.path)
@@ -373,15 +373,22 @@ def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200)
     return f"<table><tr>{head}</tr>{rows}</table>{more}"
 
 
-def _gallery(entries: list[dict], what: str) -> str:
+def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> str:
+    """`wrong`: what the threshold makes of an entry on the wrong side of it (a real flagged, a fake missed)."""
     if not entries:
-        return f'<p class="muted">no {what} among the files kept for the gallery</p>'
+        return f'<p class="muted">no {what} among the files scored</p>'
     figures = []
     for e in entries:
         where = f"frame {e['frame_index']}, face {e['face_index']}"
+        misjudged = (e["score"] >= threshold) == (wrong == "flagged")
+        call = (
+            f'<span class="bad">{wrong}</span>'
+            if misjudged
+            else '<span class="muted">right side of the threshold</span>'
+        )
         figures.append(
             f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
-            f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])})<br>{_e(e['path'])}<br>"
+            f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])}) · {call}<br>{_e(e['path'])}<br>"
             f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{_track_list(e.get("tracks", []))}</figcaption></figure>'
         )
     return f'<div class="gallery">{"".join(figures)}</div>'
@@ -452,7 +459,7 @@ def render_html(
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p class="muted">{_e(SCOPE)}</p>',
+        f'<p class="muted">{_e(scope(summary.synthetic is not None))}</p>',
         f'<p class="muted">Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
         f" · data: {_e(', '.join(s.datasets))}</p>",
         "<table>"
@@ -560,10 +567,12 @@ def render_html(
             '<p class="muted">no perturbation requested (use --perturb jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5)</p>'
         )
     parts += [
-        "<h2>Worst false positives</h2><p>Real files with the highest scores; the most suspicious face, its crop and heatmap (red: looks manipulated).</p>",
-        _gallery(examples.get("false_positives", []), "false positives"),
-        "<h2>Worst false negatives</h2><p>Fake files with the lowest scores; their most suspicious face.</p>",
-        _gallery(examples.get("false_negatives", []), "false negatives"),
+        "<h2>Real files scored highest</h2><p>The false positives first, then the real files nearest to being flagged; "
+        "the most suspicious face, its crop and heatmap (red: looks manipulated).</p>",
+        _gallery(examples.get("highest_real", []), "real files", s.threshold, "flagged"),
+        "<h2>Fake files scored lowest</h2><p>The fakes missed first, then those nearest to being missed; their most "
+        "suspicious face.</p>",
+        _gallery(examples.get("lowest_fake", []), "fake files", s.threshold, "missed"),
         f"<h2>Files without a face ({len(summary.no_face_files)})</h2>",
         _listing(summary.no_face_files, ["path", "label", "source", "method"]),
         f"<h2>Missing files ({len(missing)})</h2>",

@@ -194,8 +194,11 @@ class Example(_Strict):
 
 
 class WorstExamples(_Strict):
-    false_positives: list[Example]
-    false_negatives: list[Example]
+    """The gallery's files: the real files scored highest (false positives first, then the reals nearest to
+    being flagged) and the fake files scored lowest, whether or not the threshold misjudges them."""
+
+    highest_real: list[Example]
+    lowest_fake: list[Example]
 
 
 class ModelInfo(_Strict):
@@ -493,14 +496,8 @@ def summarize(
         if not f.error and np.isnan(clean_scores[f.file_id])
     ]
     errors = [{"path": f.path, "label": f.label_name, "source": f.source, "reason": f.error} for f in files if f.error]
-    worst_fp = sorted(
-        (e for e in scored.examples.values() if files[e.file_id].label == 0 and e.score >= settings.threshold),
-        key=lambda e: -e.score,
-    )
-    worst_fn = sorted(
-        (e for e in scored.examples.values() if files[e.file_id].label == 1 and e.score < settings.threshold),
-        key=lambda e: e.score,
-    )
+    highest_real = sorted((e for e in scored.examples.values() if files[e.file_id].label == 0), key=lambda e: -e.score)
+    lowest_fake = sorted((e for e in scored.examples.values() if files[e.file_id].label == 1), key=lambda e: e.score)
 
     def describe_example(e) -> dict:
         f = files[e.file_id]
@@ -553,8 +550,8 @@ def summarize(
         "unreadable_files": errors,
         "unlabelled_entries": [{"path": p, "reason": r} for p, r in scored.problems],
         "worst": {
-            "false_positives": [describe_example(e) for e in worst_fp],
-            "false_negatives": [describe_example(e) for e in worst_fn],
+            "highest_real": [describe_example(e) for e in highest_real],
+            "lowest_fake": [describe_example(e) for e in lowest_fake],
         },
         "notes": list(scored.notes),
     }
