@@ -356,7 +356,7 @@ def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_pat
 
 
 def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_path):
-    from deepshield.evaluation.report import _track_list
+    from deepshield.evaluation.report import _beside, _face_list, _track_list
 
     scored = score_datasets([folder_dataset], OnnxClassifier(tiny_bundle), frames=4, examples=8, progress=False)
     by_name = {Path(scored.files[e.file_id].path).name: e for e in scored.examples.values()}
@@ -383,9 +383,13 @@ def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_p
         "heatmap": Path(png),
     }
     short = {**entry, "track_id": 1, "frames_seen": 1, "not_counted_reason": "seen in 1 of 4 sampled frames"}
-    html = _track_list([{**entry, "not_counted_reason": None}, short])
+    html = _track_list([{**entry, "not_counted_reason": None}, short], threshold=0.5)
     assert "track 0: <b>0.700</b> · 4 frames, 0.0–0.5 s · peak frame 3 · counts" in html
     assert "does not count: seen in 1 of 4 sampled frames" in html and html.count("<img") == 4
+    faces = _face_list([entry, {**entry, "track_id": 1, "score": 0.55559}], threshold=0.5558)  # an image's two faces
+    assert "face 0: <b>0.700</b>" in faces and "face 1: <b>0.5556</b>" in faces  # not 0.556: above the threshold
+    assert "frames" not in faces and _face_list([entry], threshold=0.5) == ""  # one face: the entry itself
+    assert _beside(0.43, 0.5558) == "0.430" and _beside(0.55581, 0.5558) == "0.556"
 
 
 def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_dataset, tiny_bundle, tmp_path):

@@ -379,25 +379,48 @@ def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> st
         return f'<p class="muted">no {what} among the files scored</p>'
     figures = []
     for e in entries:
-        where = f"frame {e['frame_index']}, face {e['face_index']}"
+        image = e["kind"] != "video"
+        where = f"face {e['face_index']}" if image else f"frame {e['frame_index']}, face {e['face_index']}"
         misjudged = (e["score"] >= threshold) == (wrong == "flagged")
         call = (
             f'<span class="bad">{wrong}</span>'
             if misjudged
             else '<span class="muted">right side of the threshold</span>'
         )
+        score = _beside(e["score"], threshold)
+        tracks = _face_list(e.get("tracks", []), threshold) if image else _track_list(e.get("tracks", []), threshold)
         figures.append(
             f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
-            f"<figcaption><b>score {_num(e['score'])}</b> (face {_num(e['face_probability'])}) · {call}<br>{_e(e['path'])}<br>"
-            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{_track_list(e.get("tracks", []))}</figcaption></figure>'
+            f"<figcaption><b>score {score}</b> (face {_beside(e['face_probability'], threshold)}) · {call}<br>{_e(e['path'])}<br>"
+            f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{tracks}</figcaption></figure>'
         )
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
-def _track_list(tracks: list[dict]) -> str:
+def _beside(score: float, threshold: float) -> str:
+    """A score to three decimals, or more where rounding would carry it across the threshold (0.5556
+    under a threshold of 0.5558 would read 0.556, above it)."""
+    digits = 3
+    while digits < 6 and (score >= threshold) != (round(score, digits) >= threshold):
+        digits += 1
+    return _num(score, digits)
+
+
+def _face_list(faces: list[dict], threshold: float) -> str:
+    """An image's faces under its gallery entry, when it has several: each one's crop, heatmap and score."""
+    if len(faces) < 2:
+        return ""  # its one face is the entry above
+    return "".join(
+        f'<div class="track"><img src="{_data_uri(f["crop"])}" alt="face {f["track_id"]}"><img src="{_data_uri(f["heatmap"])}" '
+        f'alt="face {f["track_id"]} heatmap"><div>face {f["track_id"]}: <b>{_beside(f["score"], threshold)}</b></div></div>'
+        for f in faces
+    )
+
+
+def _track_list(tracks: list[dict], threshold: float) -> str:
     """A video's face tracks under its gallery entry: who each is, when it was seen, whether it counts."""
     if len(tracks) < 2 and not any(t["frames_seen"] > 1 for t in tracks):
-        return ""  # an image's single face: the entry above already shows it
+        return ""  # a single face seen once: the entry above already shows it
     items = []
     for t in tracks:
         when = (
@@ -408,7 +431,7 @@ def _track_list(tracks: list[dict]) -> str:
         counted = "counts" if t["not_counted_reason"] is None else f"does not count: {_e(t['not_counted_reason'])}"
         items.append(
             f'<div class="track"><img src="{_data_uri(t["crop"])}" alt="track {t["track_id"]} face"><img src="{_data_uri(t["heatmap"])}" alt="track {t["track_id"]} heatmap">'
-            f"<div>track {t['track_id']}: <b>{_num(t['score'])}</b> · {t['frames_seen']} frames, {when} · peak frame {t['peak_frame']} · {counted}</div></div>"
+            f"<div>track {t['track_id']}: <b>{_beside(t['score'], threshold)}</b> · {t['frames_seen']} frames, {when} · peak frame {t['peak_frame']} · {counted}</div></div>"
         )
     return "".join(items)
 

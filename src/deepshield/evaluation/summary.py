@@ -185,6 +185,7 @@ class UnlabelledEntry(_Strict):
 
 class Example(_Strict):
     path: str
+    kind: str = ""  # "image", "video" or "crops"
     source: str
     method: str
     score: float
@@ -503,6 +504,7 @@ def summarize(
         f = files[e.file_id]
         return {
             "path": f.path,
+            "kind": f.kind,
             "source": f.source,
             "method": f.method,
             "score": e.score,
