@@ -667,6 +667,12 @@ def test_page_and_static_assets_are_served_with_protective_headers(client):
         modules.add(name)
         pending += [found for found in re.findall(r'from "\./([\w-]+\.js)"', script.text) if found not in modules]
     assert len(modules) >= 10
+    # Their names carry no version: a browser revalidates each on every load, a 304 while unchanged, so
+    # after an upgrade no old module runs beside new ones.
+    first = client.get("/static/js/main.js")
+    assert page.headers["cache-control"] == first.headers["cache-control"] == "no-cache"
+    again = client.get("/static/js/main.js", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
     examples = client.get("/static/examples/index.json").json()
     assert {e["kind"] for e in examples} == {"image", "video"}
     for example in examples:

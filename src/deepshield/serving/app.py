@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepshield import __version__
 from deepshield.inference.analysis import Detector
 from deepshield.serving.errors import error_responses, install_error_handlers
 from deepshield.serving.routes import analysis, health, jobs, model, page
-from deepshield.serving.routes.page import STATIC_DIR
+from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
 from deepshield.serving.runtime import API_KEY_HEADER, Runtime, require_api_key
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.uploads import FIELD_NAME
@@ -140,5 +139,5 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     app.include_router(health.router)
     app.include_router(page.router)
     _use_json_errors_in_openapi(app)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -16,6 +19,16 @@ _PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; s
 _DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'"
 
 router = APIRouter(include_in_schema=False)
+
+
+class RevalidatedStaticFiles(StaticFiles):
+    """The page's files, which a browser must revalidate on each load (a 304 while unchanged): their names
+    carry no version, so after an upgrade a module cached by heuristic freshness would run beside new ones."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 @router.get("/docs")
