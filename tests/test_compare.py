@@ -76,6 +76,28 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     assert plot.stat().st_size > 0 and list(cache.glob("benchmark-tiny_bench-*.npz"))  # faces found once, kept
 
 
+def test_a_comparison_is_logged_to_mlflow(capsys, tiny_bundle, other_bundle, labelled, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled)]
+    out = tmp_path / "comparison.json"
+    assert main([*pair, "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--tracking-uri", uri]) == 0
+    assert "logged to MLflow run " in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("deepshield-compare").experiment_id])
+    (report,) = json.loads(out.read_text())
+    assert run.data.metrics["minus.bench_auc"] == pytest.approx(
+        report["candidate_minus_baseline"]["bench_auc"]["difference"]
+    )
+    assert (
+        run.data.metrics["candidate.bench_tiny_bench_file_auc"] == 1.0 and run.data.metrics["baseline.bench_auc"] == 0.0
+    )
+    assert run.data.tags["deepshield.standing"] == "ahead" and run.data.tags["deepshield.command"] == "compare"
+    assert run.data.params["candidate"] == str(other_bundle)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["comparison.json"]
+
+
 def test_the_same_network_recalibrated_ties_and_fails_the_gate(capsys, tiny_bundle, labelled, tmp_path):
     recalibrated = Path(shutil.copytree(tiny_bundle, tmp_path / "recalibrated"))
     card = json.loads((recalibrated / "model_card.json").read_text())

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepshield.engines import ENGINES
 from deepshield.media.units import parse_clock_time
+
+if TYPE_CHECKING:
+    from deepshield.tracking.tracker import Tracker
 
 
 def positive_int(text: str) -> int:
@@ -110,3 +115,30 @@ def check_engine_arguments(args: argparse.Namespace) -> None:
 
     if args.ray_address and args.engine != "ray":
         raise DeepShieldError("--ray-address needs --engine ray")
+
+
+def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: str) -> None:
+    """--tracking-uri and --experiment, for a command that can log `what` to MLflow."""
+    parser.add_argument(
+        "--tracking-uri", default=None, metavar="URI", help=f"log {what} to MLflow here (e.g. sqlite:///mlruns.db)"
+    )
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment name (default {experiment})")
+
+
+def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracker], None]) -> None:
+    """One MLflow run that `log` fills (marked FAILED if it raises), then where to look at it."""
+    from deepshield.tracking import open_tracker, where_to_look
+
+    tracker = open_tracker(
+        True, args.tracking_uri, args.experiment, run_name=run_name, tags={"deepshield.command": args.command}
+    )
+    try:
+        log(tracker)
+    except Exception:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    run_id = tracker.run_id
+    assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
+    print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
+    print(where_to_look(args.tracking_uri, run_id))

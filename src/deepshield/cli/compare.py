@@ -4,12 +4,18 @@ Both score the same files' faces, and their AUC differences are resampled togeth
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deepshield.cli.args import non_negative_int, positive_int
+from deepshield.cli.args import log_to_mlflow, non_negative_int, positive_int, tracking_arguments
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+
+if TYPE_CHECKING:
+    from deepshield.tracking.tracker import Tracker
+    from deepshield.training.compare import Comparison
 
 EXIT_NOT_AHEAD = 1  # with --fail-unless-ahead
 
@@ -64,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"exit {EXIT_NOT_AHEAD} unless every candidate is ahead (a gate before shipping)",
     )
+    tracking_arguments(parser, "each comparison (a run per candidate)", "deepshield-compare")
     parser.set_defaults(run=run)
 
 
@@ -87,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         ]
         rows = {f"{c.candidate.label} ({c.candidate.bundle})": c.differences for c in comparisons}
         sys.stdout.write(f"figure: {paired_differences_plot(rows, panels, baseline.label, args.plot)}\n")
+    if args.tracking_uri:
+        for comparison in comparisons:
+            name = f"compare {comparison.candidate.label} against {comparison.baseline.label}"
+            log_to_mlflow(args, name, functools.partial(log_comparison, comparison=comparison, args=args))
     if args.fail_unless_ahead and any(c.standing != "ahead" for c in comparisons):
         return EXIT_NOT_AHEAD
     return 0
@@ -96,7 +107,7 @@ def _auc(metrics: dict[str, float], key: str) -> str:
     return f"{metrics[key]:.3f}" if key in metrics else "-"
 
 
-def describe(comparison) -> str:
+def describe(comparison: Comparison) -> str:
     """The comparison as people read it: a row per set and level, the pooled row, then each set's
     operating figures at both bundles' own thresholds."""
     base, cand = comparison.baseline, comparison.candidate
@@ -155,7 +166,7 @@ def describe(comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(comparison) -> dict:
+def record(comparison: Comparison) -> dict:
     """Every figure of one comparison, for --out."""
     return {
         "baseline": {"bundle": str(comparison.baseline.bundle), "model": comparison.baseline.label}
@@ -169,3 +180,26 @@ def record(comparison) -> dict:
             "candidate": [vars(c) for c in comparison.candidate_catches],
         },
     }
+
+
+def log_comparison(tracker: Tracker, comparison: Comparison, args: argparse.Namespace) -> None:
+    """Both bundles' figures (baseline.*, candidate.*), the paired differences with their interval ends
+    (minus.*), the standing as a tag, and the --out / --plot files."""
+    tracker.log_params(
+        {
+            "baseline": str(comparison.baseline.bundle),
+            "candidate": str(comparison.candidate.bundle),
+            "sets": ", ".join(map(str, args.sets)),
+            "frames": args.frames,
+            "min_face_size": args.min_face_size,
+        }
+    )
+    metrics = {f"baseline.{key}": value for key, value in comparison.baseline.metrics.items()}
+    metrics |= {f"candidate.{key}": value for key, value in comparison.candidate.metrics.items()}
+    for key, d in comparison.differences.items():
+        metrics |= {f"minus.{key}": d.difference, f"minus.{key}_lo": d.low, f"minus.{key}_hi": d.high}
+    tracker.log_metrics(metrics)
+    tracker.set_tags({"deepshield.standing": comparison.standing})
+    for path in (args.out, args.plot):
+        if path is not None:
+            tracker.log_artifact(path)

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from deepshield.cli.args import non_negative_int, positive_int, probability
+from deepshield.cli.args import log_to_mlflow, non_negative_int, positive_int, probability, tracking_arguments
 from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
@@ -128,12 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="real files scored highest and fake files scored lowest shown, each (default 8)",
     )
-    parser.add_argument(
-        "--tracking-uri", default=None, metavar="URI", help="log the report to MLflow here (e.g. sqlite:///mlruns.db)"
-    )
-    parser.add_argument(
-        "--experiment", default="deepshield-evaluate", help="MLflow experiment name (default deepshield-evaluate)"
-    )
+    tracking_arguments(parser, "the report", "deepshield-evaluate")
     parser.set_defaults(run=run)
 
 
@@ -257,7 +252,6 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.report import log_report, write_report
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.evaluation.summary import EvaluationSettings, summarize
-    from deepshield.tracking import open_tracker, where_to_look
 
     perturbations = parse_perturbations(args.perturb)  # bad specs fail before the model loads
     rules = tuple(dict.fromkeys(args.video_rule)) if args.video_rule else RULE_CHOICES
@@ -293,21 +287,6 @@ def run(args: argparse.Namespace) -> int:
     print_summary(summary)
     print(f"report: {page}")
     if args.tracking_uri:
-        tracker = open_tracker(
-            True,
-            args.tracking_uri,
-            args.experiment,
-            run_name=f"evaluate {classifier.card.name} {classifier.card.version}",
-            tags={"deepshield.command": "evaluate"},
-        )
-        try:
-            log_report(tracker, summary, args.out)
-        except Exception:
-            tracker.finish("FAILED")
-            raise
-        tracker.finish()
-        run_id = tracker.run_id
-        assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
-        print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
-        print(where_to_look(args.tracking_uri, run_id))
+        name = f"evaluate {classifier.card.name} {classifier.card.version}"
+        log_to_mlflow(args, name, lambda tracker: log_report(tracker, summary, args.out))
     return EXIT_OK
