@@ -29,7 +29,7 @@ from deepshield.data.prepare import prepare_dataset  # noqa: E402
 from deepshield.engines import FileJob, WorkerSetupError, make_engine  # noqa: E402
 from deepshield.tuning.objective import TrainingOutcome  # noqa: E402
 from deepshield.tuning.study import SearchSettings, run_search  # noqa: E402
-from deepshield.tuning.trials import is_surplus, lost_without_retry, state_label  # noqa: E402
+from deepshield.tuning.trials import WORKER, is_surplus, lost_without_retry, state_label  # noqa: E402
 from tests.face_data import write_real_faces  # noqa: E402
 from tests.test_cli_scan import media  # noqa: E402,F401 - the fixture: photos/ with a face, no face, a video, notes
 from tests.test_prepare import SETTINGS, _crop_bytes, dfdc_dataset, dfdc_root, small  # noqa: E402,F401 - fixtures
@@ -397,8 +397,11 @@ def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
     with pytest.raises(KeyboardInterrupt):
         run_search(settings, train_fn=fake_train, echo=ctrl_c_mid_training)
     study = optuna.load_study(study_name="space", storage=storage)
-    running = [(t.number, t.user_attrs) for t in study.get_trials() if t.state.name == "RUNNING"]
-    assert not running  # every cancelled trial was closed
+    running = [(t.number, t.params, t.user_attrs) for t in study.get_trials() if t.state.name == "RUNNING"]
+    # Every cancelled trial was closed, but for one the interrupt caught inside Optuna's ask, before it had
+    # parameters or its worker's name: nothing tells it from another worker's new trial, so a later start
+    # closes it once it is an hour old (trials.dead_worker). Seen once with the CPU busy elsewhere.
+    assert all(not params and WORKER not in attrs for _, params, attrs in running), running
     assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) < 6
     # What a resume re-runs (as the product decides: lost with parameters and a run_dir); a trial cut
     # off before it had its parameters trained nothing and only frees its grid point.
