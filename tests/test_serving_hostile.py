@@ -189,6 +189,40 @@ def test_a_disconnect_mid_upload_is_one_info_line(detector, caplog):
     assert uploads == []
 
 
+def test_a_client_gone_as_its_last_bytes_arrive_gets_nothing_made_of_them(detector, astronaut_jpeg, caplog):
+    """The page's Cancel can stop an upload just as its last bytes arrive: the ASGI server then has the whole
+    body and a disconnect. Driven at the ASGI level, where that order is certain."""
+    import asyncio
+
+    body = PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+    with client_for(detector) as client, caplog.at_level(logging.INFO):
+        app, runtime = client.app, client.app.state.runtime
+        for path in ("/v1/jobs", "/v1/analyze"):
+            messages = [
+                {"type": "http.request", "body": body, "more_body": False},
+                {"type": "http.disconnect"},
+            ]
+            sent: list[dict] = []
+
+            async def receive(messages=messages) -> dict:
+                return messages.pop(0) if messages else await asyncio.Event().wait()
+
+            async def send(message: dict, sent=sent) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+                            (b"content-length", str(len(body)).encode())],
+                "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+            }  # fmt: skip
+            asyncio.run(app(scope, receive, send))
+            assert sent[0]["status"] == 400 and b"client_disconnected" in sent[1]["body"], (path, sent)
+            assert upload_files(client) == [] and len(runtime.jobs) == 0
+    assert sum("disconnected as its upload of" in r.getMessage() for r in caplog.records) == 2
+
+
 def test_a_multipart_body_without_its_closing_boundary_is_incomplete(detector, astronaut_jpeg):
     complete = PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
     headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
