@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -21,7 +22,7 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     assert main(["inspect", *files]) == EXIT_SOME_FAILED  # the notes are not media
     out = capsys.readouterr().out
     generated_part, retouched_part, clip_part, notes_part = out.split(str(tmp_path) + "/")[1:]
-    assert generated_part.startswith("generated.jpg (image)")
+    assert generated_part.startswith(f"generated.jpg (image, SHA-256 {hashlib.sha256(generated).hexdigest()})")
     assert (
         "declared source      Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
         in generated_part
@@ -29,12 +30,13 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     assert "Content Credentials  valid (no trust list given)" in generated_part
     assert "made from            generated.jpg" in retouched_part
     assert "in the Content Credentials of a file it was made from" in retouched_part
-    assert clip_part.startswith("clip.mp4 (video)") and "software" in clip_part
+    assert clip_part.startswith("clip.mp4 (video, SHA-256 ") and "software" in clip_part
     assert notes_part.startswith("notes.jpg: unsupported file type")
     anchors = tmp_path / "anchors.pem"
     anchors.write_bytes(signing_identity().root_pem)
     assert main(["inspect", files[0], "--trust-anchors", str(anchors), "--json"]) == EXIT_OK
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["kind"] == "image" and row["metadata"]["credentials"]["state"] == "trusted"
+    assert row["sha256"] == hashlib.sha256(generated).hexdigest()
     assert main(["inspect", files[0], "--trust-anchors", files[2]]) == EXIT_USAGE
     assert "hold no PEM certificate" in capsys.readouterr().err

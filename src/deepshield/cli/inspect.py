@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
     from deepshield.errors import DeepShieldError
-    from deepshield.media.files import check_media_file
+    from deepshield.media.files import file_sha256
     from deepshield.media.frames import media_kind
     from deepshield.media.metadata import image_metadata, video_metadata
     from deepshield.media.provenance import TrustAnchors
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for path in args.paths:
         try:
-            check_media_file(path)
+            sha256 = file_sha256(path)  # names a missing file, a FIFO (never opened), a link loop
             kind = media_kind(path)
         except DeepShieldError as exc:
             failed = True
@@ -46,14 +46,23 @@ def run(args: argparse.Namespace) -> int:
         read = video_metadata if kind is MediaKind.VIDEO else image_metadata
         metadata = read(path, anchors)
         if args.json:
-            print(json.dumps({"path": str(path), "kind": kind.value, "metadata": metadata.model_dump(mode="json")}))
+            print(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "kind": kind.value,
+                        "sha256": sha256,
+                        "metadata": metadata.model_dump(mode="json"),
+                    }
+                )
+            )
         else:
-            sys.stdout.write(describe(path, kind.value, metadata))
+            sys.stdout.write(describe(path, kind.value, sha256, metadata))
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def describe(path: Path, kind: str, metadata) -> str:
-    lines = [f"{path} ({kind})"]
+def describe(path: Path, kind: str, sha256: str, metadata) -> str:
+    lines = [f"{path} ({kind}, SHA-256 {sha256})"]
     facts = [
         ("camera", metadata.camera),
         ("software", metadata.software),
