@@ -791,14 +791,26 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert posts == ["/v1/analyze?preview=true"]
     # A saved set of results opens as its list; any other JSON is named as not a result.
     results = tmp_path / "deepshield-results.json"
+    generated = copy.deepcopy(saved)  # as a two-output model calls a generated face: by its synthetic score
+    generated["file_name"] = "generated.jpg"
+    generated["result"]["verdict"] |= {
+        "label": "likely_manipulated",
+        "verdict_driver": "synthetic",
+        "synthetic_probability": 0.8,
+    }
+    band = generated["result"]["inconclusive"] | {"low": 0.211, "high": 0.694}
+    generated["result"] |= {"synthetic_threshold": 0.597, "synthetic_inconclusive": band}
     results.write_text(
-        json.dumps([saved, {"file_name": "notes.jpg", "result": None, "error": "unsupported file type"}])
+        json.dumps([saved, {"file_name": "notes.jpg", "result": None, "error": "unsupported file type"}, generated])
     )
     page.set_input_files("#file-input", str(results))
-    page.wait_for_selector("#batch-summary:has-text('2 of 2 files analysed')")
+    page.wait_for_selector("#batch-summary:has-text('3 of 3 files analysed')")
     assert page.inner_text("#result-file") == "Result for astronaut.jpg" and page.is_visible("[data-role=saved-note]")
     rows = page.locator("[data-role=batch-row]")
-    assert [rows.nth(i).get_attribute("aria-pressed") for i in range(2)] == ["true", "false"]
+    assert [rows.nth(i).get_attribute("aria-pressed") for i in range(3)] == ["true", "false", "false"]
+    # each row shows the score that made its verdict, named when it is the synthetic-face score
+    scores = [rows.nth(i).locator("[data-role=batch-score]").inner_text() for i in (0, 2)]
+    assert scores == [shown[1].split("%")[0] + "%", "synthetic 80%"]
     other = tmp_path / "settings.json"
     other.write_text('{"theme": "dark"}')
     page.set_input_files("#file-input", str(other))

@@ -72,6 +72,15 @@ export async function analyseAll(files) {
   }
 }
 
+// The score that made the row's verdict: a file called by its synthetic-face score shows that score, named,
+// not a face-swap score that would read low beside "Likely manipulated".
+function drivingScore(result) {
+  const verdict = result.verdict;
+  if (verdict.verdict_driver !== "synthetic" || verdict.synthetic_probability == null) return scorePct(verdict.probability, result);
+  const terms = { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive };
+  return `synthetic ${scorePct(verdict.synthetic_probability, terms)}`;
+}
+
 export const isFinished = (item) => item.status === "done" || item.status === "failed";
 
 export function showItem(item) {
@@ -141,7 +150,7 @@ export function drawBatch() {
       }, [
         el("span", { class: "file-name", text: item.file.name }),
         status,
-        el("span", { class: "batch-score", text: scored ? scorePct(verdict.probability, item.analysis.result) : "" }),
+        el("span", { class: "batch-score", "data-role": "batch-score", text: scored ? drivingScore(item.analysis.result) : "" }),
       ]);
       row.addEventListener("click", () => pickItem(i));
       return row;
