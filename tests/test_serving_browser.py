@@ -132,7 +132,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     page.wait_for_selector(".face-card")
     assert page.locator(".face-card").count() == 1
     score = page.inner_text(".face-card .face-score")
-    assert score.endswith("score") and "%" in score
+    assert score.endswith("face-swap") and "%" in score  # the score that made the call, named
     assert page.inner_text(".face-card .label") in ("LIKELY MANIPULATED", "INCONCLUSIVE", "NO SIGNS FOUND")
     # The box is drawn on the image, and the crop and heatmap images have really loaded.
     assert page.locator("#photo-stage .face-box").count() == 1
@@ -388,7 +388,7 @@ def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle,
     with _page_of(browser, type(detector)(certain, detector.faces)) as page:
         page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
         page.wait_for_selector(".face-card")
-        assert page.inner_text(".face-card .face-meta").startswith("Probability <0.1% ·")
+        assert page.inner_text(".face-card .face-meta").startswith("Face-swap probability <0.1% ·")
         assert "suspicious face: <0.1%;" in page.inner_text("#verdict")
         assert re.search(r"(?<![\d.])0\.0%|100\.0%", page.inner_text("#result")) is None  # 40.0% is fine
 
@@ -793,11 +793,9 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     results = tmp_path / "deepshield-results.json"
     generated = copy.deepcopy(saved)  # as a two-output model calls a generated face: by its synthetic score
     generated["file_name"] = "generated.jpg"
-    generated["result"]["verdict"] |= {
-        "label": "likely_manipulated",
-        "verdict_driver": "synthetic",
-        "synthetic_probability": 0.8,
-    }
+    called = {"label": "likely_manipulated", "verdict_driver": "synthetic", "synthetic_probability": 0.8}
+    generated["result"]["verdict"] |= called
+    generated["result"]["faces"][0] |= called | {"synthetic_label": "likely_manipulated"}
     band = generated["result"]["inconclusive"] | {"low": 0.211, "high": 0.694}
     generated["result"] |= {"synthetic_threshold": 0.597, "synthetic_inconclusive": band}
     results.write_text(
@@ -810,7 +808,24 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert [rows.nth(i).get_attribute("aria-pressed") for i in range(3)] == ["true", "false", "false"]
     # each row shows the score that made its verdict, named when it is the synthetic-face score
     scores = [rows.nth(i).locator("[data-role=batch-score]").inner_text() for i in (0, 2)]
-    assert scores == [shown[1].split("%")[0] + "%", "synthetic 80%"]
+    assert scores == [shown[1].split("%")[0] + "%", "80% AI"]
+    assert rows.nth(2).locator(".label").inner_text() == "LIKELY AI-GENERATED"
+    rows.nth(
+        2
+    ).click()  # its result: the synthetic score leads wherever the call is shown, the face-swap score beside it
+    page.wait_for_selector("#result-file:has-text('generated.jpg')")
+    face_swap = generated["result"]["faces"][0]["probability"]
+    assert page.inner_text("#verdict-score").startswith("80%\nprobability the face is AI-generated")
+    assert page.inner_text("[data-role=verdict-synthetic]") == (
+        f"Face-swap score {shown_probability(face_swap)} · the synthetic-face score drives the verdict"
+    )
+    assert page.inner_text(".face-card .label") == "LIKELY AI-GENERATED"
+    score = page.locator("[data-role=face-score]")
+    assert score.inner_text().startswith("80%") and score.locator("small").inner_text() == "AI-generated"
+    assert page.inner_text(".face-box-label") == "1 · 80% AI"
+    assert page.inner_text(".face-card .face-meta").startswith(
+        f"Face-swap probability {shown_probability(face_swap)} ·"
+    )
     other = tmp_path / "settings.json"
     other.write_text('{"theme": "dark"}')
     page.set_input_files("#file-input", str(other))

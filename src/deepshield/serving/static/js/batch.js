@@ -1,7 +1,7 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
 import { $, el, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
-import { LABEL_WORDS, probabilityText, scorePct, syntheticText } from "./format.js";
+import { drivingScore, LABEL_WORDS, labelWords, probabilityText, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
 import { clearOutput, clearResult, errorSentence, setBusy, showMessage } from "./messages.js";
 import { declaredGenerativeText } from "./provenance.js";
@@ -72,13 +72,11 @@ export async function analyseAll(files) {
   }
 }
 
-// The score that made the row's verdict: a file called by its synthetic-face score shows that score, named,
-// not a face-swap score that would read low beside "Likely manipulated".
-function drivingScore(result) {
+// The score that made the row's verdict, named when it is the synthetic-face score.
+function rowScore(result) {
   const verdict = result.verdict;
-  if (verdict.verdict_driver !== "synthetic" || verdict.synthetic_probability == null) return scorePct(verdict.probability, result);
-  const terms = { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive };
-  return `synthetic ${scorePct(verdict.synthetic_probability, terms)}`;
+  const driving = drivingScore(verdict.probability, verdict.synthetic_probability, verdict.verdict_driver, verdict.label, result);
+  return driving.measures === "AI-generated" ? `${driving.text} AI` : driving.text;
 }
 
 export const isFinished = (item) => item.status === "done" || item.status === "failed";
@@ -138,7 +136,7 @@ export function drawBatch() {
       const status = verdict
         ? el("span", {}, [
           ...(declared ? [el("span", { class: "declared-tag", "data-role": "declared-tag", title: declared, text: "Declares AI" })] : []),
-          el("span", { class: "label " + verdict.label, text: LABEL_WORDS[verdict.label] }),
+          el("span", { class: "label " + verdict.label, text: labelWords(verdict.label, verdict.verdict_driver) }),
         ])
         : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
       const row = el("button", {
@@ -150,7 +148,7 @@ export function drawBatch() {
       }, [
         el("span", { class: "file-name", text: item.file.name }),
         status,
-        el("span", { class: "batch-score", "data-role": "batch-score", text: scored ? drivingScore(item.analysis.result) : "" }),
+        el("span", { class: "batch-score", "data-role": "batch-score", text: scored ? rowScore(item.analysis.result) : "" }),
       ]);
       row.addEventListener("click", () => pickItem(i));
       return row;

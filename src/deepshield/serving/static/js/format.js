@@ -45,6 +45,23 @@ export const scorePct = (p, terms) => {
   return probabilityText(p, digits);
 };
 
+// The score that made a label (a face's, a person's or a file's): the synthetic-face score when it drove
+// the call, else the face-swap score, with its own threshold and band, what it measures, and the label
+// in words. A face called "likely AI-generated" by its synthetic score would otherwise show a low,
+// green face-swap score beside its red label.
+export function drivingScore(probability, syntheticProbability, driver, label, result) {
+  const words = labelWords(label, driver);
+  if (driver === "synthetic" && syntheticProbability !== null && syntheticProbability !== undefined) {
+    const terms = { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive };
+    return { value: syntheticProbability, text: scorePct(syntheticProbability, terms), measures: "AI-generated", words };
+  }
+  return { value: probability, text: scorePct(probability, result), measures: "face-swap", words };
+}
+
+// A label in words for its badge, saying "AI-generated" when the synthetic-face score made the call.
+export const labelWords = (label, driver) =>
+  driver === "synthetic" && label === "likely_manipulated" ? "LIKELY AI-GENERATED" : LABEL_WORDS[label];
+
 export const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
 
 export function formatBytes(n) {

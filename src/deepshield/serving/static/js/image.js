@@ -1,6 +1,6 @@
 /* A photo's result: its faces outlined on it, a card per face. */
 import { $, el } from "./dom.js";
-import { LABEL_WORDS, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
+import { drivingScore, pct, probabilityText, scoreColour, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
 
@@ -18,14 +18,15 @@ export function renderImage(result, fileName) {
   img.src = result.preview_jpeg || "";
   for (const face of result.faces) {
     const [x0, y0, x1, y1] = face.box;
-    const colour = scoreColour(face.probability);
+    const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
+    const colour = scoreColour(driving.value);
     const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${probabilityText(face.probability)} probability of manipulation` });
     box.style.left = (100 * x0 / result.width).toFixed(3) + "%";
     box.style.top = (100 * y0 / result.height).toFixed(3) + "%";
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
     box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
     box.style.borderColor = colour;
-    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${scorePct(face.probability, result)}` });
+    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${driving.text}${driving.measures === "AI-generated" ? " AI" : ""}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -51,20 +52,21 @@ export function renderImage(result, fileName) {
   const band = result.inconclusive;
   faces.replaceChildren(
     ...result.faces.map((face) => {
-      const colour = scoreColour(face.probability);
+      const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
+      const colour = scoreColour(driving.value);
       const fill = el("div", { class: "meter-fill" });
       fill.style.width = pct(face.probability, 1);
-      fill.style.background = colour;
+      fill.style.background = scoreColour(face.probability);
       const tick = el("div", { class: "meter-threshold", title: `threshold ${pct(threshold, 1)}` });
       tick.style.left = pct(threshold, 1);
       const zone = el("div", { class: "meter-band", title: `inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}` });
       zone.style.left = pct(band.low, 1);
       zone.style.width = pct(band.high - band.low, 1);
-      const scoreNode = el("div", { class: "face-score" }, [document.createTextNode(scorePct(face.probability, result)), el("small", { text: "score" })]);
+      const scoreNode = el("div", { class: "face-score", "data-role": "face-score" }, [document.createTextNode(driving.text), el("small", { text: driving.measures })]);
       scoreNode.style.color = colour;
       const card = el("article", { class: "face-card", "data-face": String(face.index) }, [
         el("div", { class: "face-head" }, [
-          el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: LABEL_WORDS[face.label] })]),
+          el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
           scoreNode,
         ]),
         el("div", { class: "meter", title: `${probabilityText(face.probability)}; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
@@ -72,7 +74,7 @@ export function renderImage(result, fileName) {
           el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
           el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
         ]),
-        el("div", { class: "face-meta", text: `Probability ${probabilityText(face.probability)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
+        el("div", { class: "face-meta", text: `Face-swap probability ${probabilityText(face.probability)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
         el("div", {
           class: "face-meta", "data-role": "synthetic-score",
           text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),

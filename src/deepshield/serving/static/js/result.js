@@ -1,6 +1,6 @@
 /* What every result shows: the verdict, the file's facts, saving and printing. */
 import { $, el, offerJson, renderFacts } from "./dom.js";
-import { capitalise, formatBytes, pct, scorePct, syntheticText, utcMinute } from "./format.js";
+import { capitalise, drivingScore, formatBytes, pct, probabilityText, syntheticText, utcMinute } from "./format.js";
 import { declaredGenerativeText, metadataFacts } from "./provenance.js";
 import { state } from "./state.js";
 
@@ -22,12 +22,16 @@ export function renderVerdict(result, what, fileName) {
   if (verdict.probability === null || verdict.probability === undefined) {
     score.replaceChildren();
   } else {
+    const driving = drivingScore(verdict.probability, verdict.synthetic_probability, verdict.verdict_driver, verdict.label, result);
+    const generated = driving.measures === "AI-generated";
     score.replaceChildren(
-      document.createTextNode(scorePct(verdict.probability, result)),
-      el("small", { text: "probability of manipulation" }),
+      document.createTextNode(driving.text),
+      el("small", { text: generated ? "probability the face is AI-generated" : "probability of manipulation" }),
       el("small", {
         "data-role": "verdict-synthetic",
-        text: syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
+        text: generated
+          ? `Face-swap score ${probabilityText(verdict.probability)} · the synthetic-face score drives the verdict`
+          : syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
       }),
     );
   }

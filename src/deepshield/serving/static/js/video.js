@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { formatTime, LABEL_WORDS, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
+import { drivingScore, formatTime, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -152,12 +152,13 @@ function trackCard(track, i, result, span, source) {
   swatch.style.background = trackColour(i);
   const when = track.first_seen_s === track.last_seen_s ? `at ${formatTime(track.first_seen_s, span)}` : `${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
   const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
+  const driving = drivingScore(track.score, track.synthetic_score, track.verdict_driver, track.label, result);
   const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
     el("div", { class: "track-head" }, [
       swatch,
       el("strong", { text: name }),
-      el("span", { class: "label " + track.label, text: LABEL_WORDS[track.label] }),
-      el("span", { class: "track-score", text: scorePct(track.score, result) }),
+      el("span", { class: "label " + track.label, text: driving.words }),
+      el("span", { class: "track-score", "data-role": "track-score", text: driving.text + (driving.measures === "AI-generated" ? " AI" : "") }),
     ]),
     el("div", { class: "face-images" }, [
       el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
