@@ -15,6 +15,7 @@ from deepshield.errors import VideoSpanError
 from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import Box, Face
 from deepshield.inference.analysis import Detector
+from deepshield.inference.cautions import face_cautions
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
@@ -228,6 +229,26 @@ def test_a_sideways_photo_is_scored_as_the_upright_one(detector, astronaut):
     assert sideways[0].probability == pytest.approx(upright.probability, abs=0.01)
     x0, y0, x1, y1 = upright.box
     assert sideways[0].box == pytest.approx([y0, 512 - x1, y1, 512 - x0], abs=1.0)
+    # read turned, it says so beside its score: real photos read that way were flagged more often
+    assert upright.cautions == [] and sideways[0].cautions == [
+        "read after turning the picture 270°: real photos read turned were flagged two to three times as often as "
+        "upright ones"
+    ]
+
+
+def test_a_small_face_is_scored_with_a_caution(detector, astronaut):
+    """Real faces about 70 px wide were flagged twice as often as faces of 90 px and more: a face under
+    90 px says so beside its score, which stays what the model gave."""
+    (large,) = detector.analyze_image(astronaut).faces
+    (small,) = detector.analyze_image(cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)).faces
+    width = small.box[2] - small.box[0]
+    assert large.box[2] - large.box[0] >= 90 and large.cautions == []
+    assert width < 90 and small.cautions == [
+        f"small face ({width:.0f} px wide): real faces this small were flagged about twice as often as faces of "
+        "90 px and more"
+    ]
+    assert face_cautions([60, 95, 100], 0) == []  # a person: the median width is judged
+    assert len(face_cautions([60, 70, 100], 90)) == 2 and face_cautions([], 0) == []
 
 
 def test_json_carries_no_pixels(detector, astronaut):
@@ -248,6 +269,7 @@ def test_json_carries_no_pixels(detector, astronaut):
         "manipulation_label",
         "synthetic_label",
         "verdict_driver",
+        "cautions",
     }
     # A one-output bundle: no synthetic score, the manipulation score drives.
     assert data["faces"][0]["synthetic_probability"] is None and data["faces"][0]["verdict_driver"] == "manipulation"
@@ -495,6 +517,7 @@ def test_a_video_turned_without_a_rotation_tag_is_read_upright(detector, astrona
     x0, y0, x1, y1 = up_track.points[0].box
     sx0, sy0, sx1, sy1 = side_track.points[0].box
     assert ((sx0 + sx1) / 2, (sy0 + sy1) / 2) == pytest.approx(((y0 + y1) / 2, 512 - (x0 + x1) / 2), abs=12.0)
+    assert up_track.cautions == [] and side_track.cautions[0].startswith("read after turning the picture 270°")
 
 
 def test_analyze_path_tells_videos_from_images_by_content(detector, face_video, astronaut, tmp_path):

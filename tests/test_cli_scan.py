@@ -553,3 +553,12 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
         f"Face 1: face-swap {shown} · synthetic-face 77.5% · Likely manipulated (by the synthetic-face score)" in text
     )
     assert f"Face 2: face-swap {shown} · synthetic-face 0.4% · No signs found</div>" in text
+    small = face.model_copy(update={"cautions": ["small face (56 px wide): real faces this small were flagged"]})
+    page.add(
+        ScanRow(
+            path="small.jpg", status="ok", kind="image", faces=1, result=result.model_copy(update={"faces": [small]})
+        )
+    )
+    assert "Take care: small face (56 px wide): real faces this small were flagged.</span></div>" in page.html(
+        "2 files"
+    )

@@ -337,6 +337,19 @@ def test_on_a_phone_the_result_and_refusals_are_scrolled_into_sight(page, server
     assert page.inner_text("#message-detail") == "The file is empty."
 
 
+def test_a_small_face_is_shown_with_its_caution(page, server, astronaut, tmp_path):
+    page.goto(server + "/")
+    small = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "small.jpg", small)))
+    page.wait_for_selector(".face-card")
+    caution = page.inner_text(".face-card [data-role=cautions]")
+    assert re.fullmatch(r"Take care: small face \(\d+ px wide\): real faces this small were flagged about twice as "
+                        r"often as faces of 90 px and more\.", caution), caution  # fmt: skip
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "large.jpg", astronaut)))
+    page.wait_for_function("() => document.getElementById('result-file').innerText.includes('large.jpg')")
+    assert page.locator(".face-card [data-role=cautions]").count() == 0
+
+
 def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     page.goto(server + "/")
     shown = page.evaluate(

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.detector import FaceDetector
+from deepshield.inference.cautions import face_cautions
 from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
@@ -151,6 +152,7 @@ class Detector:
                     manipulation_label=verdict.manipulation_label,
                     synthetic_label=verdict.synthetic_label,
                     verdict_driver=verdict.driver,
+                    cautions=face_cautions([face.box.width], 90 * face.turns),
                     crop=found.crops[flat].pixels if keep_pixels else None,
                     heatmap=cam_to_heatmap(scores.cams[flat], size, calibration) if keep_pixels else None,
                 )
@@ -299,6 +301,10 @@ class Detector:
                     peak_timestamp_s=round(peak_frame.timestamp_s, 3),
                     counted=not_counted_reason is None,
                     not_counted_reason=not_counted_reason,
+                    cautions=face_cautions(
+                        [face.box[2] - face.box[0] for _, face in track_members],
+                        max(face.turned_deg for _, face in track_members),
+                    ),
                     crop=peak_face.crop,
                     heatmap=peak_face.heatmap,
                 )

@@ -63,6 +63,13 @@ def headline(label: str, driver: VerdictDriver | None, has_synthetic: bool) -> s
     return HEADLINES[label]
 
 
+CAUTIONS_FIELD: Any = Field(
+    default_factory=list,
+    description="why its score deserves extra care: conditions under which real faces were measured to be flagged "
+    "more often (a small face, a picture read turned); never part of the score or the verdict",
+)
+
+
 def scope(has_synthetic: bool) -> str:
     return SCOPE_WITH_SYNTHETIC if has_synthetic else SCOPE
 
@@ -89,6 +96,7 @@ class FaceResult(BaseModel):
     manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
+    cautions: list[str] = CAUTIONS_FIELD
     crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
     heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
 
@@ -169,6 +177,7 @@ class TrackResult(BaseModel):
     peak_timestamp_s: float
     counted: bool = Field(description="whether the track takes part in the verdict")
     not_counted_reason: str | None = Field(None, description="why it does not, when it does not")
+    cautions: list[str] = CAUTIONS_FIELD
     crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # the peak frame's face crop
     heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # its heatmap
 

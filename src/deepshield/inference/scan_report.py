@@ -33,8 +33,8 @@ h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.dig
 .head{display:flex;gap:12px;align-items:baseline;flex-wrap:wrap}.name{font-weight:700;word-break:break-all}
 .label{font-size:11px;font-weight:800;letter-spacing:.05em;padding:1px 7px;border-radius:4px;color:#fff;background:#5b6678}
 .label.likely_manipulated{background:#c0262d}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#1f7a3a}
-.faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px}
-.face img{width:112px;height:112px;border-radius:4px}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
+.faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px;max-width:260px}
+.face img{width:112px;height:112px;border-radius:4px}.caution{color:#9a5b00}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
 svg.line{display:block;margin-top:2px}
 """
 
@@ -82,6 +82,10 @@ def _call(probability: float, synthetic: float | None, label: str, driver: str) 
     return _e(" · ".join([*scores, call]))
 
 
+def _cautions(cautions: list[str]) -> str:
+    return f'<br><span class="caution">Take care: {_e("; ".join(cautions))}.</span>' if cautions else ""
+
+
 def _faces(result: ImageResult | VideoResult) -> str:
     cards = []
     if isinstance(result, ImageResult):
@@ -92,7 +96,8 @@ def _faces(result: ImageResult | VideoResult) -> str:
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="face {face.index + 1}"> <img src="{heat}" '
                 f'alt="heatmap of face {face.index + 1}"><br>Face {face.index + 1}: '
-                f"{_call(face.probability, face.synthetic_probability, face.label, face.verdict_driver)}</div>"
+                f"{_call(face.probability, face.synthetic_probability, face.label, face.verdict_driver)}"
+                f"{_cautions(face.cautions)}</div>"
             )
     else:
         for number, track in enumerate(result.tracks, start=1):
@@ -104,7 +109,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
                 f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
                 f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
                 f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver)}{counted}, "
-                f"peak at {track.peak_timestamp_s:.1f} s{_score_line(track, result.threshold)}</div>"
+                f"peak at {track.peak_timestamp_s:.1f} s{_cautions(track.cautions)}{_score_line(track, result.threshold)}</div>"
             )
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
 

@@ -55,3 +55,10 @@ export function offerFile(link, text, type, name) {
   link.download = name;
   link.hidden = false;
 }
+
+// Why a face's or person's score deserves extra care (a small face, a picture read turned): conditions under
+// which real faces were measured to be flagged more often. Nothing when there are none.
+export function cautionsLine(cautions) {
+  if (!cautions || !cautions.length) return null;
+  return el("div", { class: "face-meta warning", "data-role": "cautions", text: `Take care: ${cautions.join("; ")}.` });
+}

@@ -1,5 +1,5 @@
 /* A photo's result: its faces outlined on it, a card per face. */
-import { $, el } from "./dom.js";
+import { $, cautionsLine, el } from "./dom.js";
 import { drivingScore, pct, probabilityText, scoreColour, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
@@ -79,6 +79,7 @@ export function renderImage(result, fileName) {
           class: "face-meta", "data-role": "synthetic-score",
           text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),
         }),
+        cautionsLine(face.cautions),
       ]);
       card.style.borderLeftColor = colour;
       card.addEventListener("mouseenter", () => highlight(face.index, true));

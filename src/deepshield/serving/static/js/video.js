@@ -1,5 +1,5 @@
 /* A video's result: the timeline per person and a card per face track. */
-import { $, el, renderFacts, svg } from "./dom.js";
+import { $, cautionsLine, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
 import { drivingScore, formatTime, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
@@ -169,6 +169,7 @@ function trackCard(track, i, result, span, source) {
       class: "face-meta", "data-role": "synthetic-score",
       text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
     }),
+    cautionsLine(track.cautions),
     el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
     filmstrip(track, name, span, result),
     source ? closerButton(track, result, span, source) : null,
