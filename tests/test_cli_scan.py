@@ -529,7 +529,7 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
     from deepshield.inference.scan_report import ScanPage
     from deepshield.inference.verdict import shown_probability
 
-    result = Detector.from_bundle(tiny_bundle).analyze_image(astronaut)
+    result = Detector.from_bundle(tiny_bundle).analyze_image(cv2.resize(astronaut, (640, 640)))  # no caution
     face = result.faces[0]
     generated = face.model_copy(
         update={"synthetic_probability": 0.775, "label": "likely_manipulated", "verdict_driver": "synthetic"}
