@@ -178,10 +178,15 @@ class Detector:
         )
         if self.synthetic_rule is not None and synthetic_probability is not None:
             rule = self.synthetic_rule
-            reason += (
-                f"; synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from {rule.band.low:.1%} to "
-                f"{rule.band.high:.1%} (threshold {rule.threshold:.1%}); the {verdict.driver} score drives the verdict"
+            synthetic = (
+                f"synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from {rule.band.low:.1%} "
+                f"to {rule.band.high:.1%} (threshold {rule.threshold:.1%})"
             )
+            # The score that made the call comes first, as the page shows it.
+            if verdict.driver == "synthetic":
+                reason = f"{synthetic}, which drives the verdict; face-swap score of the {reason}"
+            else:
+                reason += f"; {synthetic}; the manipulation score drives the verdict"
         return Verdict(
             label=verdict.label,
             threshold_label="fake" if probability >= self.threshold else "real",
