@@ -438,6 +438,36 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
         assert "fully AI-generated" in page.inner_text("#verdict-scope")
 
 
+def test_a_two_output_models_timeline_plots_either_score(browser, astronaut, tmp_path):
+    from tests.test_synthetic_score import export_two_output_bundle
+
+    _, bundle = export_two_output_bundle(tmp_path / "two")
+    detector = Detector.from_bundle(bundle)
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(small, i, axis=1) for i in range(10)])
+    expected = detector.analyze_video(clip, frames=32)
+    (track,) = expected.tracks
+    driver = expected.verdict.verdict_driver
+    with _page_of(browser, detector) as page:
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_selector("#timeline svg")
+        assert page.is_visible("[data-role=timeline-score]")
+        assert page.get_attribute("#timeline svg", "data-score") == driver  # the score that made the call
+        for which in (driver, "synthetic" if driver == "manipulation" else "manipulation"):  # the verdict's score first
+            page.click(f"[data-role=timeline-score] button[data-score={which}]")
+            page.wait_for_selector(f"#timeline svg[data-score={which}]")
+            wanted = [p.synthetic_probability if which == "synthetic" else p.probability for p in track.points]
+            heights = page.eval_on_selector_all(
+                "#timeline circle.point", "dots => dots.map((d) => +d.getAttribute('cy'))"
+            )
+            assert heights == pytest.approx([16 + 248 * (1 - p) for p in wanted], abs=0.01)  # T + plot height x (1 - p)
+            title = "Probability the face is AI-generated" if which == "synthetic" else "Probability of manipulation"
+            assert page.inner_text("#timeline-title") == f"{title} over time, per face"
+            assert (
+                page.get_attribute(f"[data-role=timeline-score] button[data-score={which}]", "aria-pressed") == "true"
+            )
+
+
 def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("button.example[data-file$='.mp4']")
@@ -455,6 +485,7 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert page.inner_text("button.example[data-file='astronaut-swap.jpg'] .truth") == "Manipulated"
     page.click(example)
     page.wait_for_selector("#timeline svg")
+    assert not page.is_visible("[data-role=timeline-score]")  # one score to plot
     assert page.evaluate("window.progressSeen.length") >= 1  # the progress bar was shown and moved
     assert (
         page.locator("#timeline svg line.threshold").count() == 1

@@ -35,7 +35,21 @@ export function renderVideo(result, file, fileName, source) {
   ]);
   $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
   offerMoreFrames(result, source);
-  drawTimeline(result, source);
+  offerTimelineScores(result, source);
+}
+
+// A model with the synthetic-face score can plot either score over time; the one that made the file's
+// call is plotted first, so the chart agrees with the verdict above it.
+function offerTimelineScores(result, source) {
+  const switcher = $("timeline-score");
+  const both = result.synthetic_threshold !== null && result.synthetic_threshold !== undefined;
+  switcher.hidden = !both;
+  const plot = (which) => {
+    for (const button of switcher.querySelectorAll("button")) button.setAttribute("aria-pressed", String(button.dataset.score === which));
+    drawTimeline(result, source, which);
+  };
+  for (const button of switcher.querySelectorAll("button")) button.onclick = () => plot(button.dataset.score);
+  plot(both && result.verdict.verdict_driver === "synthetic" ? "synthetic" : "manipulation");
 }
 
 // An inconclusive video may be settled by more frames: a swap can show in frames the first pass did
@@ -62,7 +76,13 @@ function offerMoreFrames(result, source) {
 
 const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
 
-function drawTimeline(result, source) {
+// `which`: the score plotted, "manipulation" (the face-swap score) or "synthetic", with its own threshold and band.
+function drawTimeline(result, source, which) {
+  const synthetic = which === "synthetic";
+  const score = (p) => (synthetic ? p.synthetic_probability : p.probability);
+  const terms = synthetic ? { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive } : result;
+  const what = synthetic ? "Probability the face is AI-generated" : "Probability of manipulation";
+  $("timeline-title").textContent = `${what} over time, per face`;
   const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
   const times = result.timeline.map((p) => p.timestamp_s);
   // The axis covers what was analysed: the whole video, or the part asked for.
@@ -72,10 +92,10 @@ function drawTimeline(result, source) {
   const span = Math.max(to - from, 0.1);
   const x = (t) => L + (W - L - R) * ((t - from) / span);
   const y = (p) => T + (H - T - B) * (1 - p);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of manipulation over time for each face" });
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-score": which, "aria-label": `${what} over time for each face` });
 
   // The inconclusive band behind everything: scores in it are too close to the threshold to call.
-  const band = result.inconclusive;
+  const band = terms.inconclusive;
   root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
   root.append(svg("text", { class: "band-label", x: L + 6, y: y(band.high) + 12, text: "inconclusive" }));
   for (const p of [0, 0.25, 0.5, 0.75, 1]) {
@@ -97,7 +117,7 @@ function drawTimeline(result, source) {
     }
   }
 
-  const threshold = result.threshold;
+  const threshold = terms.threshold;
   root.append(svg("line", { class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
   root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) - 2, text: "threshold" }));
   root.append(svg("text", { class: "threshold-label", x: W - R + 6, y: y(threshold) + 11, text: pct(threshold, threshold * 100 % 1 ? 1 : 0) }));
@@ -107,11 +127,11 @@ function drawTimeline(result, source) {
   result.tracks.forEach((track, i) => {
     const colour = trackColour(i);
     const name = `Face ${i + 1}`;
-    const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(p.probability).toFixed(1)}`).join(" ");
+    const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(score(p)).toFixed(1)}`).join(" ");
     const group = svg("g", { "data-track": String(track.track_id) });
     if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
     for (const p of track.points) {
-      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(p.probability), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(p.probability)}` });
+      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(score(p))}` });
       const show = () => showTip(tip, dot, p, name, span);
       dot.addEventListener("mouseenter", show);
       dot.addEventListener("focus", show);
@@ -133,7 +153,10 @@ function showTip(tip, dot, point, name, span) {
   tip.replaceChildren(
     el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${formatTime(point.timestamp_s, span)}`, width: "96", height: "96" }),
     el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${formatTime(point.timestamp_s, span)} · frame ${point.frame_index}`)]),
-    el("div", { text: `score ${probabilityText(point.probability)}` })
+    el("div", {
+      text: `face-swap ${probabilityText(point.probability)}` +
+        (point.synthetic_probability !== null && point.synthetic_probability !== undefined ? ` · synthetic ${probabilityText(point.synthetic_probability)}` : ""),
+    })
   );
   tip.hidden = false;
   const chart = $("timeline").getBoundingClientRect();
