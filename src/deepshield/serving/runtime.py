@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,6 @@ from fastapi.security import APIKeyHeader
 from deepshield.inference.analysis import Detector
 from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS, MediaKind
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from deepshield.media.units import format_bytes
 from deepshield.serving.callbacks import CallbackPolicy, CallbackSender
 from deepshield.serving.errors import ApiError
 from deepshield.serving.gate import AnalysisGate
@@ -25,8 +23,6 @@ from deepshield.serving.settings import ServerSettings
 from deepshield.serving.storage import Storage
 from deepshield.serving.uploads import Upload, UploadPolicy, UploadSlots, receive_upload
 from deepshield.serving.work import analyze_image_file, analyze_video_file
-
-log = logging.getLogger("deepshield.serving")
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -85,14 +81,7 @@ class Runtime:
             self.metrics.failed(job.error.error)
 
     async def receive(self, request: Request) -> Upload:
-        upload = await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
-        # A client that stopped as its last bytes arrived (the page's Cancel) gets no job or analysis made
-        # of them: it would never hear of it. (One that stops mid-body is refused by receive_upload.)
-        if await request.is_disconnected():
-            upload.delete()
-            log.info("client disconnected as its upload of %s ended", format_bytes(upload.size))
-            raise ApiError(400, "client_disconnected", "the client disconnected before the upload completed")
-        return upload
+        return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
 
     def limits(self) -> Limits:
         image, video = self.detector.image_limits, self.detector.video_limits

@@ -262,6 +262,9 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                 )
             with _multipart_errors():
                 parser.finalize()
+        if await request.is_disconnected():
+            # Gone as its last bytes arrived (a page's Cancel): nothing is made of them, it would never hear of it.
+            raise ClientDisconnect()
         return receiver.upload(path)
     except TimeoutError:
         path.unlink(missing_ok=True)
