@@ -154,15 +154,16 @@ def describe(comparison: Comparison) -> str:
                 f"{base_catch.benchmark} with at most {k} of {base_catch.reals} real files flagged: fakes caught "
                 f"(of {base_catch.fakes}) baseline {base_catch.caught[k]}, candidate {cand_catch.caught[k]}"
             )
-    pooled = comparison.differences.get("bench_auc")
-    standing = {
-        "ahead": "AHEAD: the pooled difference's interval lies above zero",
-        "behind": "BEHIND: the pooled difference's interval lies below zero",
-        "tied": "TIED: the pooled difference's interval includes zero, so these sets cannot tell them apart",
-    }[comparison.standing]
-    if pooled is None:
-        standing = "TIED: no set has both real and fake files, so there is no AUC to compare"
-    lines.append(standing)
+    if "bench_auc" not in comparison.differences:
+        lines.append("TIED: no set has both real and fake files, so there is no AUC to compare")
+    else:
+        lines.append(
+            {
+                "ahead": "AHEAD: the pooled difference's interval lies above zero",
+                "behind": "BEHIND: the pooled difference's interval lies below zero",
+                "tied": "TIED: the pooled difference's interval includes zero, so these sets cannot tell them apart",
+            }[comparison.standing]
+        )
     return "\n".join(lines) + "\n"
 
 

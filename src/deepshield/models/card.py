@@ -105,10 +105,13 @@ class Calibration(BaseModel):
             )
         return self
 
+    def scaled(self, logits: Any) -> NDArray[np.float64]:
+        """(logit - offset) / temperature of every logit: the calibrated logit, whose sigmoid is the probability."""
+        return (np.asarray(logits, dtype=np.float64) - self.offset) / self.temperature
+
     def probability(self, logits: Any) -> NDArray[np.float64]:
         """The calibrated probability of every logit: the one place either score's logits become probabilities."""
-        scaled = (np.asarray(logits, dtype=np.float64) - self.offset) / self.temperature
-        return np.asarray(1.0 / (1.0 + np.exp(-scaled)), dtype=np.float64)
+        return np.asarray(1.0 / (1.0 + np.exp(-self.scaled(logits))), dtype=np.float64)
 
     def logit(self, probability: float) -> float:
         """The logit this calibration scores `probability` (the inverse of `probability`)."""

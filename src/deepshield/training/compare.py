@@ -59,11 +59,11 @@ class ScoredBundle:
 
 
 def _calibrated_logits(classifier: OnnxClassifier) -> Callable[[np.ndarray], np.ndarray]:
-    """The bundle's (logit - offset) / temperature of each crop: scored at temperature 1, its probability."""
+    """The bundle's calibrated logit of each crop: scored at temperature 1, its probability."""
     calibration = classifier.card.calibration
 
     def predict(crops: np.ndarray) -> np.ndarray:
-        return (classifier.score(crops).logits - calibration.offset) / calibration.temperature
+        return calibration.scaled(classifier.score(crops).logits)
 
     return predict
 
