@@ -75,8 +75,7 @@ export async function analyseAll(files) {
 // The score that made the row's verdict, named when it is the synthetic-face score.
 function rowScore(result) {
   const verdict = result.verdict;
-  const driving = drivingScore(verdict.probability, verdict.synthetic_probability, verdict.verdict_driver, verdict.label, result);
-  return driving.measures === "AI-generated" ? `${driving.text} AI` : driving.text;
+  return drivingScore(verdict.probability, verdict.synthetic_probability, verdict.verdict_driver, verdict.label, result).short;
 }
 
 export const isFinished = (item) => item.status === "done" || item.status === "failed";

@@ -49,14 +49,19 @@ export const scorePct = (p, terms) => {
 // the call, else the face-swap score, with its own threshold and band, what it measures, and the label
 // in words. A face called "likely AI-generated" by its synthetic score would otherwise show a low,
 // green face-swap score beside its red label.
+// `short`: the text for tight places (a face box, a list row), the synthetic score marked "AI".
 export function drivingScore(probability, syntheticProbability, driver, label, result) {
   const words = labelWords(label, driver);
   if (driver === "synthetic" && syntheticProbability !== null && syntheticProbability !== undefined) {
-    const terms = { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive };
-    return { value: syntheticProbability, text: scorePct(syntheticProbability, terms), measures: "AI-generated", words };
+    const text = scorePct(syntheticProbability, syntheticTerms(result));
+    return { value: syntheticProbability, text, short: `${text} AI`, measures: "AI-generated", words };
   }
-  return { value: probability, text: scorePct(probability, result), measures: "face-swap", words };
+  const text = scorePct(probability, result);
+  return { value: probability, text, short: text, measures: "face-swap", words };
 }
+
+// The synthetic-face score's threshold and band, shaped as a result's own (for scorePct and the timeline).
+export const syntheticTerms = (result) => ({ threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive });
 
 // A label in words for its badge, saying "AI-generated" when the synthetic-face score made the call.
 export const labelWords = (label, driver) =>

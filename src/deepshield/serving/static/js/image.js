@@ -26,7 +26,7 @@ export function renderImage(result, fileName) {
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
     box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
     box.style.borderColor = colour;
-    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${driving.text}${driving.measures === "AI-generated" ? " AI" : ""}` });
+    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${driving.short}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));

@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, cautionsLine, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { drivingScore, formatTime, pct, probabilityText, scoreColour, scorePct, syntheticText } from "./format.js";
+import { drivingScore, formatTime, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -80,7 +80,7 @@ const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
 function drawTimeline(result, source, which) {
   const synthetic = which === "synthetic";
   const score = (p) => (synthetic ? p.synthetic_probability : p.probability);
-  const terms = synthetic ? { threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive } : result;
+  const terms = synthetic ? syntheticTerms(result) : result;
   const what = synthetic ? "Probability the face is AI-generated" : "Probability of manipulation";
   $("timeline-title").textContent = `${what} over time, per face`;
   const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
@@ -181,7 +181,7 @@ function trackCard(track, i, result, span, source) {
       swatch,
       el("strong", { text: name }),
       el("span", { class: "label " + track.label, text: driving.words }),
-      el("span", { class: "track-score", "data-role": "track-score", text: driving.text + (driving.measures === "AI-generated" ? " AI" : "") }),
+      el("span", { class: "track-score", "data-role": "track-score", text: driving.short }),
     ]),
     el("div", { class: "face-images" }, [
       el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
