@@ -411,9 +411,16 @@ def _face_list(faces: list[dict], threshold: float) -> str:
     if len(faces) < 2:
         return ""  # its one face is the entry above
     return "".join(
-        f'<div class="track"><img src="{_data_uri(f["crop"])}" alt="face {f["track_id"]}"><img src="{_data_uri(f["heatmap"])}" '
-        f'alt="face {f["track_id"]} heatmap"><div>face {f["track_id"]}: <b>{_beside(f["score"], threshold)}</b></div></div>'
+        _face_pair(f, f"face {f['track_id']}", f"face {f['track_id']}: <b>{_beside(f['score'], threshold)}</b>")
         for f in faces
+    )
+
+
+def _face_pair(entry: dict, name: str, caption: str, crop_alt: str | None = None) -> str:
+    """A face's crop and heatmap side by side, with `caption` (HTML) under them."""
+    return (
+        f'<div class="track"><img src="{_data_uri(entry["crop"])}" alt="{crop_alt or name}">'
+        f'<img src="{_data_uri(entry["heatmap"])}" alt="{name} heatmap"><div>{caption}</div></div>'
     )
 
 
@@ -430,8 +437,13 @@ def _track_list(tracks: list[dict], threshold: float) -> str:
         )
         counted = "counts" if t["not_counted_reason"] is None else f"does not count: {_e(t['not_counted_reason'])}"
         items.append(
-            f'<div class="track"><img src="{_data_uri(t["crop"])}" alt="track {t["track_id"]} face"><img src="{_data_uri(t["heatmap"])}" alt="track {t["track_id"]} heatmap">'
-            f"<div>track {t['track_id']}: <b>{_beside(t['score'], threshold)}</b> · {t['frames_seen']} frames, {when} · peak frame {t['peak_frame']} · {counted}</div></div>"
+            _face_pair(
+                t,
+                f"track {t['track_id']}",
+                f"track {t['track_id']}: <b>{_beside(t['score'], threshold)}</b> · {t['frames_seen']} frames, {when} · "
+                f"peak frame {t['peak_frame']} · {counted}",
+                crop_alt=f"track {t['track_id']} face",
+            )
         )
     return "".join(items)
 
