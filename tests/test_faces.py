@@ -281,7 +281,15 @@ def test_crop_policy_validates_its_fields():
 
 @pytest.mark.parametrize(
     ("shape", "count"),
-    [((1080, 1920), 2), ((3024, 4032), 4), ((4032, 3024), 4), ((1440, 1440), 4), ((720, 1280), 0), ((1000, 1000), 0)],
+    [
+        ((1080, 1920), 2),
+        ((3024, 4032), 20),
+        ((4032, 3024), 20),
+        ((2160, 3840), 15),
+        ((1440, 1440), 4),
+        ((720, 1280), 0),
+        ((1000, 1000), 0),
+    ],
 )
 def test_tiles_cover_the_image_so_any_small_face_lies_whole_in_one(shape, count):
     height, width = shape
@@ -310,6 +318,20 @@ def test_faces_too_small_for_the_whole_image_are_found_in_tiles(faces, astronaut
     expected = [_astronaut_at(canvas, astronaut, 976, x, y) for x, y in ((1500, 300), (150, 1900))]
     found = faces.detect(canvas)
     assert_found(found, expected, 0.5)
+    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    assert faces.detect(canvas) == []
+
+
+def test_a_group_photo_s_small_faces_are_all_found(faces, astronaut, monkeypatch):
+    # Six faces of 120 px (3% of a phone photo's width) across a 4032x3024 photo: tiles of at most
+    # TILE_FROM px see each as large as a 1280 px image would (tiles of 0.6 times the longer side, as
+    # before December 2026, found none: bench/bench_group_photos.py). The whole image alone finds none.
+    canvas = np.full((3024, 4032, 3), 90, np.uint8)
+    spots = ((150, 150), (1500, 250), (3100, 200), (300, 2200), (1800, 1400), (3200, 2250))
+    expected = [_astronaut_at(canvas, astronaut, 640, x, y) for x, y in spots]
+    found = faces.detect(canvas)
+    assert len(found) == len(expected)
+    assert all(max(face.box.iou(box) for face in found) >= 0.5 for box in expected)
     monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
     assert faces.detect(canvas) == []
 

@@ -12,9 +12,12 @@ confidence; none in 100 after). Boxes and keypoints are relative, so they map ba
 On that whole image the full-range model finds faces down to about 6% of the longer side: nothing
 under ~240 px in a 4032 px phone photo, or under ~115 px in a 1080p frame, where a wide news shot's
 faces often are. So an image whose longer side is over TILE_FROM pixels is also cut into overlapping
-tiles of 0.6 times its longer side, each given to the full-range model alone: faces down to about 4.5%
-of the longer side (~180 px in a 4032 px phone photo, ~85 px in a 1080p frame; 2 to 4 more model calls),
-and no smaller than TILE_MIN_FACE.
+tiles of 0.6 times its longer side but at most TILE_FROM pixels a side, each given to the full-range
+model alone, which there sees a face at least as large as in a TILE_FROM image: faces from
+TILE_MIN_FACE px at any image size (a 1080p frame gets 2 more model calls, a 4032 px phone photo 20,
+about 11 ms each). Tiles of 0.6 times the longer side at any size (until December 2026) missed most
+faces of a group photo: of 48 real faces 130 px wide in 4032x3024 photos they found 13, capped tiles
+40 (bench/bench_group_photos.py).
 
 BlazeFace finds faces at any roll, but the classifier was trained on upright faces: real photos turned
 a quarter without their orientation tag (a stripped sideways phone photo) were flagged by the shipped
@@ -210,18 +213,20 @@ class Tile:
 
 
 def _spans(length: int, side: int) -> list[tuple[int, int]]:
-    """One window over a length up to `side`, else two of `side`, flush with either end."""
+    """One window over a length up to `side`, else the fewest windows of `side`, evenly spaced from one
+    end to the other, whose neighbours overlap by at least a third of `side`."""
     if length <= side:
         return [(0, length)]
-    return [(0, side), (length - side, length)]
+    count = -(-(length - side) // (2 * side // 3)) + 1
+    return [(start, start + side) for start in np.linspace(0, length - side, count).round().astype(int).tolist()]
 
 
 def tiles(height: int, width: int) -> list[Tile]:
-    """Tiles of 0.6 times the longer side, two along each side longer than that: neighbours overlap by
-    a fifth of the longer side (a third of a tile). A 1080p frame gets two, a 4:3 photo four."""
+    """Tiles of 0.6 times the longer side but at most TILE_FROM pixels a side, overlapping by at least a
+    third of a tile. A 1080p frame gets two (1152 px), a 4032x3024 photo twenty, a 1280 px image none."""
     if max(height, width) <= TILE_FROM:
         return []
-    side = -(-3 * max(height, width) // 5)
+    side = min(-(-3 * max(height, width) // 5), TILE_FROM)
     return [Tile(x0, y0, x1, y1) for y0, y1 in _spans(height, side) for x0, x1 in _spans(width, side)]
 
 
