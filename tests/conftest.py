@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from deepshield.faces.crop import CropPolicy
+from deepshield.inference.runtime import FaceScores
+from deepshield.models.card import Calibration, ModelCard
 from deepshield.native_logs import quiet_environment
 
 quiet_environment()
@@ -21,6 +24,33 @@ quiet_environment()
 NATIVE_LOG_LINE = re.compile(
     r"^[IWEF]\d{4} |TensorFlow Lite|absl::|XNNPACK|inference_feedback_manager|landmark_projection", re.M
 )
+
+
+class ScriptedClassifier:
+    """Stands in for OnnxClassifier: returns the given logits in the order crops arrive (the
+    analysis scores every face of a call in one batch: frame by frame, faces in reading order)."""
+
+    def __init__(
+        self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5, offset: float = 0.0
+    ) -> None:
+        self.card = ModelCard(
+            name="scripted",
+            version="1",
+            architecture="tiny",
+            input_size=32,
+            crop_policy=CropPolicy(size=32),
+            calibration=Calibration(temperature=temperature, threshold=threshold, offset=offset),
+        )
+        self.logits = list(logits)
+        self.batches: list[int] = []
+
+    def score(self, crops: np.ndarray) -> FaceScores:
+        assert crops.shape[1:] == (32, 32, 3)
+        self.batches.append(len(crops))
+        logits = np.array(self.logits[: len(crops)], np.float32)
+        del self.logits[: len(crops)]
+        cams = np.repeat(logits[:, None, None], 4, axis=1).repeat(4, axis=2)
+        return FaceScores(logits, self.card.calibration.probability(logits), cams)
 
 
 @pytest.fixture(scope="session")

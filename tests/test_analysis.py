@@ -12,47 +12,18 @@ import pytest
 
 import deepshield.inference.analysis as analysis
 from deepshield.errors import VideoSpanError
-from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import Box, Face
 from deepshield.inference.analysis import Detector
 from deepshield.inference.cautions import face_cautions
-from deepshield.inference.runtime import FaceScores, OnnxClassifier
+from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.media.video import VideoFrame, VideoInfo, VideoSpan, uniform_indices
-from deepshield.models.card import Calibration, ModelCard
-from tests.conftest import write_video
+from tests.conftest import ScriptedClassifier, write_video
 
 
 def sigmoid(x: float, temperature: float = 1.0) -> float:
     return 1 / (1 + math.exp(-x / temperature))
-
-
-class ScriptedClassifier:
-    """Stands in for OnnxClassifier: returns the given logits in the order crops arrive (the
-    analysis scores every face of a call in one batch: frame by frame, faces in reading order)."""
-
-    def __init__(
-        self, logits: list[float], temperature: float = 1.0, threshold: float = 0.5, offset: float = 0.0
-    ) -> None:
-        self.card = ModelCard(
-            name="scripted",
-            version="1",
-            architecture="tiny",
-            input_size=32,
-            crop_policy=CropPolicy(size=32),
-            calibration=Calibration(temperature=temperature, threshold=threshold, offset=offset),
-        )
-        self.logits = list(logits)
-        self.batches: list[int] = []
-
-    def score(self, crops: np.ndarray) -> FaceScores:
-        assert crops.shape[1:] == (32, 32, 3)
-        self.batches.append(len(crops))
-        logits = np.array(self.logits[: len(crops)], np.float32)
-        del self.logits[: len(crops)]
-        cams = np.repeat(logits[:, None, None], 4, axis=1).repeat(4, axis=2)
-        return FaceScores(logits, self.card.calibration.probability(logits), cams)
 
 
 @pytest.fixture(scope="module")

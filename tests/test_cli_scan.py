@@ -553,6 +553,24 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
         f"Face 1: face-swap {shown} · synthetic-face 77.5% · Likely manipulated (by the synthetic-face score)" in text
     )
     assert f"Face 2: face-swap {shown} · synthetic-face 0.4% · No signs found</div>" in text
+    assert text.index("Face 1:") < text.index("Face 2:")
+    # The most suspicious face leads, keeping its number: here the second in reading order.
+    calm, flagged = (
+        generated.model_copy(update={"label": "no_signs_found"}),
+        swapped.model_copy(update={"label": "likely_manipulated"}),
+    )
+    page.add(
+        ScanRow(
+            path="calm-then-flagged.jpg",
+            status="ok",
+            kind="image",
+            faces=2,
+            result=result.model_copy(update={"faces": [calm, flagged]}),
+        )
+    )
+    text = page.html("2 files")
+    part = text[text.index("calm-then-flagged.jpg") :]
+    assert part.index("Face 2:") < part.index("Face 1:")
     small = face.model_copy(update={"cautions": ["small face (56 px wide): real faces this small were flagged"]})
     page.add(
         ScanRow(
@@ -560,5 +578,5 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
         )
     )
     assert "Take care: small face (56 px wide): real faces this small were flagged.</span></div>" in page.html(
-        "2 files"
+        "3 files"
     )

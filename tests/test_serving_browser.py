@@ -31,7 +31,7 @@ from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
-from tests.conftest import bundle_with_record, photo_with_exif, write_video
+from tests.conftest import ScriptedClassifier, bundle_with_record, photo_with_exif, write_video
 from tests.provenance_support import edited_from, with_credentials
 from tests.serving_support import live_server
 
@@ -362,6 +362,45 @@ def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     )
     # whole percents unless "50%" would put a 49.7% score (no signs found) inside a band from 50.0%
     assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%"]
+
+
+def test_faces_and_people_are_listed_most_suspicious_first(page, server):
+    page.goto(server + "/")
+    order = page.evaluate(
+        """async () => {
+          const { mostSuspiciousFirst } = await import("/static/js/format.js");
+          const result = { threshold: 0.556, synthetic_threshold: 0.6 };
+          const items = [
+            { name: "clear", label: "no_signs_found", driver: "manipulation", probability: 0.30 },
+            { name: "band", label: "inconclusive", driver: "manipulation", probability: 0.52 },
+            { name: "swap", label: "likely_manipulated", driver: "manipulation", probability: 0.70 },
+            { name: "short", label: "likely_manipulated", driver: "manipulation", probability: 0.99, counted: false },
+            { name: "generated", label: "likely_manipulated", driver: "synthetic", probability: 0.2, synthetic: 0.9 },
+            { name: "clear too", label: "no_signs_found", driver: "manipulation", probability: 0.30 },
+          ];
+          return mostSuspiciousFirst(items, (item) => item, result).map((item) => item.name);
+        }"""
+    )
+    # A synthetic call 0.30 over its threshold leads a face-swap call 0.144 over its own; a track that does
+    # not count comes last, whatever its score; equal faces keep their order.
+    assert order == ["generated", "swap", "band", "clear", "clear too", "short"]
+
+
+def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detector, astronaut, tmp_path):
+    # Three faces scored 27%, 88% and 62% in reading order (threshold 50%): the cards go 88%, 62%, 27%, each
+    # with its number, and the boxes on the photo stay in reading order.
+    scripted = type(detector)(ScriptedClassifier([-1.0, 2.0, 0.5]), detector.faces)
+    with _page_of(browser, scripted) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "three.jpg", np.concatenate([astronaut] * 3, axis=1))))
+        page.wait_for_selector(".face-card")
+        titles = page.eval_on_selector_all(".face-card .face-title", "nodes => nodes.map((n) => n.innerText)")
+        scores = page.eval_on_selector_all(
+            ".face-card [data-role=face-score]", "nodes => nodes.map((n) => n.innerText)"
+        )
+        boxes = page.eval_on_selector_all(".face-box", "nodes => nodes.map((n) => n.dataset.face)")
+    assert titles == ["Face 2", "Face 3", "Face 1"]
+    assert scores == ["88%face-swap", "62%face-swap", "27%face-swap"]
+    assert boxes == ["0", "1", "2"]
 
 
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):

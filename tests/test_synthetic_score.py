@@ -15,7 +15,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
-from deepshield.inference.verdict import ScoreRule, combine, shown_probability
+from deepshield.inference.verdict import ScoreRule, combine, shown_probability, suspicion
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
     CARD_FILE,
@@ -192,6 +192,19 @@ def test_the_more_severe_call_drives_the_verdict(manipulation, synthetic, label,
     assert (verdict.label, verdict.driver) == (label, driver)
     assert verdict.manipulation_label == MANIPULATION_RULE.classify(manipulation)
     assert verdict.synthetic_label == SYNTHETIC_RULE.classify(synthetic)
+
+
+def test_the_most_suspicious_is_the_more_severe_call_then_the_larger_margin_over_its_own_threshold():
+    def place(label, driver, probability, synthetic, counted=True):
+        return suspicion(label, driver, probability, synthetic, 0.556, 0.6, counted)
+
+    generated = place("likely_manipulated", "synthetic", 0.2, 0.9)  # 0.30 over the synthetic threshold
+    swapped = place("likely_manipulated", "manipulation", 0.7, 0.1)  # 0.144 over the face-swap threshold
+    band = place("inconclusive", "manipulation", 0.52, 0.95)  # a milder call, whatever its other score
+    short = place("likely_manipulated", "manipulation", 0.99, None, counted=False)
+    assert sorted([short, band, swapped, generated], reverse=True) == [generated, swapped, band, short]
+    # Without a synthetic score (or its threshold), the face-swap score's margin decides.
+    assert suspicion("inconclusive", "manipulation", 0.54, None, 0.5, None)[2] == pytest.approx(0.04)
 
 
 def test_without_a_synthetic_score_the_manipulation_score_decides():

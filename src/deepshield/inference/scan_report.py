@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from deepshield.inference.heatmap import jpeg_url, overlay
 from deepshield.inference.results import ImageResult, ScoringTerms, TrackResult, VideoResult, scope
 from deepshield.inference.scan import ScanRow
-from deepshield.inference.verdict import shown_probability
+from deepshield.inference.verdict import shown_probability, suspicion
 
 _THUMB_PX = 112  # shown at this size
 # Most severe first; within a verdict, the higher face-swap score first.
@@ -87,9 +87,19 @@ def _cautions(cautions: list[str]) -> str:
 
 
 def _faces(result: ImageResult | VideoResult) -> str:
+    """A card per face or person, the most suspicious first; each keeps its number (reading order, or the
+    order people were first seen)."""
     cards = []
+    synthetic_threshold = result.synthetic_threshold
     if isinstance(result, ImageResult):
-        for face in result.faces:
+        faces = sorted(
+            result.faces,
+            key=lambda f: suspicion(
+                f.label, f.verdict_driver, f.probability, f.synthetic_probability, result.threshold, synthetic_threshold
+            ),
+            reverse=True,
+        )
+        for face in faces:
             if face.crop is None or face.heatmap is None:
                 continue
             crop, heat = _thumbnails(face.crop, face.heatmap)
@@ -100,7 +110,20 @@ def _faces(result: ImageResult | VideoResult) -> str:
                 f"{_cautions(face.cautions)}</div>"
             )
     else:
-        for number, track in enumerate(result.tracks, start=1):
+        people = sorted(
+            enumerate(result.tracks, start=1),
+            key=lambda pair: suspicion(
+                pair[1].label,
+                pair[1].verdict_driver,
+                pair[1].score,
+                pair[1].synthetic_score,
+                result.threshold,
+                synthetic_threshold,
+                pair[1].counted,
+            ),
+            reverse=True,
+        )
+        for number, track in people:
             if track.crop is None or track.heatmap is None:
                 continue
             crop, heat = _thumbnails(track.crop, track.heatmap)

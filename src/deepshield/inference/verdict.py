@@ -14,7 +14,15 @@ from typing import Literal
 
 from deepshield.models.card import VERDICT_RULE, Calibration, InconclusiveBand, VerdictLabel
 
-__all__ = ["VERDICT_RULE", "CombinedVerdict", "ScoreRule", "VerdictDriver", "combine", "shown_probability"]
+__all__ = [
+    "VERDICT_RULE",
+    "CombinedVerdict",
+    "ScoreRule",
+    "VerdictDriver",
+    "combine",
+    "shown_probability",
+    "suspicion",
+]
 VerdictDriver = Literal["manipulation", "synthetic"]
 SEVERITY: dict[VerdictLabel, int] = {"no_signs_found": 0, "inconclusive": 1, "likely_manipulated": 2}
 
@@ -59,6 +67,26 @@ def combine(
     label = synthetic_label if synthetic_drives else manipulation_label
     driver: VerdictDriver = "synthetic" if synthetic_drives else "manipulation"
     return CombinedVerdict(label, driver, manipulation_label, synthetic_label)
+
+
+def suspicion(
+    label: VerdictLabel,
+    driver: VerdictDriver,
+    probability: float,
+    synthetic: float | None,
+    threshold: float,
+    synthetic_threshold: float | None,
+    counted: bool = True,
+) -> tuple[bool, int, float]:
+    """A face's or person's place when listed most suspicious first (largest first), so that the one behind
+    a file's verdict leads: counted towards the verdict before not, then the severity of its call, then how
+    far the score that made the call lies above its threshold. The page orders its cards the same way
+    (mostSuspiciousFirst in format.js)."""
+    if driver == "synthetic" and synthetic is not None and synthetic_threshold is not None:
+        margin = synthetic - synthetic_threshold
+    else:
+        margin = probability - threshold
+    return counted, SEVERITY[label], margin
 
 
 def shown_probability(probability: float) -> str:

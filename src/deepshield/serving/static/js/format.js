@@ -60,6 +60,22 @@ export function drivingScore(probability, syntheticProbability, driver, label, r
   return { value: probability, text, short: text, measures: "face-swap", words };
 }
 
+// Faces or people, the most suspicious first, so that the one behind the verdict leads: those counted
+// towards the verdict before those not, then by the severity of their call, then by how far the score that
+// made it lies above its threshold. Ties keep their order (reading order, or first seen).
+// `scores(item)` gives { label, driver, probability, synthetic, counted }.
+const SEVERITY = { likely_manipulated: 2, inconclusive: 1, no_signs_found: 0 };
+export function mostSuspiciousFirst(items, scores, result) {
+  const key = (item) => {
+    const { label, driver, probability, synthetic, counted } = scores(item);
+    const margin = driver === "synthetic" && synthetic !== null && synthetic !== undefined ? synthetic - result.synthetic_threshold : probability - result.threshold;
+    return [counted === false ? 0 : 1, SEVERITY[label] ?? 0, margin];
+  };
+  const keyed = items.map((item) => ({ item, key: key(item) }));
+  keyed.sort((a, b) => b.key[0] - a.key[0] || b.key[1] - a.key[1] || b.key[2] - a.key[2]);
+  return keyed.map(({ item }) => item);
+}
+
 // The synthetic-face score's threshold and band, shaped as a result's own (for scorePct and the timeline).
 export const syntheticTerms = (result) => ({ threshold: result.synthetic_threshold, inconclusive: result.synthetic_inconclusive });
 

@@ -1,6 +1,6 @@
 /* A photo's result: its faces outlined on it, a card per face. */
 import { $, cautionsLine, el } from "./dom.js";
-import { drivingScore, pct, probabilityText, scoreColour, syntheticText } from "./format.js";
+import { drivingScore, mostSuspiciousFirst, pct, probabilityText, scoreColour, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
 
@@ -50,8 +50,9 @@ export function renderImage(result, fileName) {
   }
   const threshold = result.threshold;
   const band = result.inconclusive;
+  const faceScores = (face) => ({ label: face.label, driver: face.verdict_driver, probability: face.probability, synthetic: face.synthetic_probability });
   faces.replaceChildren(
-    ...result.faces.map((face) => {
+    ...mostSuspiciousFirst(result.faces, faceScores, result).map((face) => {
       const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
       const colour = scoreColour(driving.value);
       const fill = el("div", { class: "meter-fill" });

@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, cautionsLine, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { drivingScore, formatTime, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
+import { drivingScore, formatTime, mostSuspiciousFirst, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -145,7 +145,10 @@ function drawTimeline(result, source, which) {
     root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
   }
   $("timeline").replaceChildren(root, tip);
-  $("tracks").replaceChildren(...result.tracks.map((track, i) => trackCard(track, i, result, span, source)));
+  // Each card keeps its track's colour on the timeline (its index there); the cards go most suspicious first.
+  const trackScores = ({ track }) => ({ label: track.label, driver: track.verdict_driver, probability: track.score, synthetic: track.synthetic_score, counted: track.counted });
+  const indexed = result.tracks.map((track, i) => ({ track, i }));
+  $("tracks").replaceChildren(...mostSuspiciousFirst(indexed, trackScores, result).map(({ track, i }) => trackCard(track, i, result, span, source)));
 }
 
 // Hovering (or focusing) a point shows the face the model scored in that frame.
