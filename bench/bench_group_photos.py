@@ -13,6 +13,11 @@ and placed in its own cell of a grid (cells three face widths wide), so faces ne
 face counts as found when a detection's corner lies within half a face width of its box's corner; any
 other detection counts as extra (on this background, a false face). Per frame size and width it prints
 faces found by each rule with a 95% Wilson interval, extra detections, and the detection time per frame.
+
+With `--verdicts`, each frame is then analysed as `scan` does (`Detector.analyze_image`, shipped tiling and
+bundle, or `--model`): all its faces are real, so any face at or above the threshold is a false alarm, and
+the file's verdict (the most severe of its faces) says how often a real group photo is called likely
+manipulated or inconclusive.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 from deepshield.errors import exit_status
 from deepshield.faces import detector as detector_module
 from deepshield.faces.detector import Face, FaceDetector, Tile
+from deepshield.inference.analysis import Detector
+from deepshield.inference.runtime import bundle_dir
 from deepshield.media.images import load_image
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.training.config import DATA_DIR_ENV, DataConfig
@@ -103,6 +110,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=6, help="frames per size and width")
     parser.add_argument("--faces", type=int, default=8, help="faces per frame at most (as many as fit)")
     parser.add_argument("--limit", type=int, default=80, help="real photos at most")
+    parser.add_argument("--verdicts", action="store_true", help="also analyse each frame: false alarms, verdicts")
+    parser.add_argument("--model", default=None, help="bundle for --verdicts (default: the shipped one)")
     args = parser.parse_args()
     if not os.environ.get(DATA_DIR_ENV):
         raise SystemExit(f"set {DATA_DIR_ENV} (e.g. ../shared/data)")
@@ -113,8 +122,10 @@ def main() -> int:
         for p in data.locate(Path(folder), "folder").iterdir()
         if p.suffix.lower() in IMAGE_SUFFIXES
     )[: args.limit]
-    detector = FaceDetector()
+    analysis = Detector.from_bundle(bundle_dir(args.model)) if args.verdicts else None
+    detector = analysis.faces if analysis is not None else FaceDetector()
     crops = face_crops(files, detector)
+    verdicts: list[str] = []
     rules: dict[str, Callable[[int, int], list[Tile]]] = {"shipped": detector_module.tiles, "baseline": baseline_tiles}
     rng = np.random.default_rng(0)
     print(f"{len(crops)} real faces from {len(files)} photos; load average {os.getloadavg()[0]:.2f}")
@@ -140,7 +151,30 @@ def main() -> int:
                     f"[{low:.1%}, {high:.1%}]  {extra:5d}  {1000 * elapsed:8.0f}",
                     flush=True,
                 )
+            if analysis is not None:
+                verdicts.append(group_verdicts(analysis, [frame for frame, _ in frames], f"{size_text:10s} {width:5d}"))
+    if verdicts:
+        print(f"\nreal group photos analysed, threshold {analysis.threshold:.4f} ({analysis.model_name})")  # type: ignore[union-attr]
+        print("frame      width  faces  flagged [95%]         files: likely manipulated / inconclusive / no signs")
+        print("\n".join(verdicts))
     return 0
+
+
+def group_verdicts(analysis: Detector, frames: list[np.ndarray], head: str) -> str:
+    """One line: the frames' real faces at or above the threshold, and the frames' verdicts."""
+    faces = flagged = 0
+    labels = {"likely_manipulated": 0, "inconclusive": 0, "no_signs_found": 0, "no_face": 0}
+    for frame in frames:
+        result = analysis.analyze_image(frame, heatmaps=False)
+        faces += len(result.faces)
+        flagged += sum(face.probability >= analysis.threshold for face in result.faces)
+        labels[result.verdict.label] += 1
+    low, high = wilson(flagged, faces)
+    share = flagged / faces if faces else float("nan")
+    return (
+        f"{head}  {faces:5d}  {flagged:3d} {share:5.1%} [{low:.1%}, {high:.1%}]  "
+        f"{labels['likely_manipulated']} / {labels['inconclusive']} / {labels['no_signs_found']} of {len(frames)}"
+    )
 
 
 if __name__ == "__main__":
