@@ -34,6 +34,30 @@ def three_faces(astronaut) -> np.ndarray:
 # --- images ----------------------------------------------------------------------------------
 
 
+def test_a_crowd_beyond_the_most_analysed_keeps_its_largest_faces_and_says_how_many_were_left_out(
+    detector, astronaut, tmp_path
+):
+    # Three faces, the middle one smaller; at most two analysed: the outer two, in reading order.
+    small = np.zeros_like(astronaut)
+    small[66:446, 66:446] = cv2.resize(astronaut, (380, 380), interpolation=cv2.INTER_AREA)
+    crowd = np.concatenate([astronaut, small, astronaut], axis=1)
+    two = Detector(detector.classifier, detector.faces, max_faces=2)
+    result = two.analyze_image(crowd)
+    assert [round((f.box[0] + f.box[2]) / 2 / 512) for f in result.faces] == [0, 2]
+    assert [f.index for f in result.faces] == [0, 1]
+    assert result.faces_left_out == 1
+    assert result.verdict.reason.endswith("; 1 more face was found and not analysed (the 2 largest of an image are)")
+    everyone = detector.analyze_image(crowd)
+    assert len(everyone.faces) == 3 and everyone.faces_left_out == 0 and "not analysed" not in everyone.verdict.reason
+    video = two.analyze_video(write_video(tmp_path / "crowd.mp4", [crowd] * 3), frames=3)
+    assert len(video.tracks) == 2 and video.faces_left_out == 1
+    assert "frames with more than 2 faces had their 2 largest analysed (up to 1 more left out of a frame)" in (
+        video.verdict.reason
+    )
+    with pytest.raises(ValueError, match="max_faces must be at least 1"):
+        Detector(detector.classifier, detector.faces, max_faces=0)
+
+
 def test_one_result_per_face_in_reading_order(detector, three_faces):
     result = detector.analyze_image(three_faces)
     assert (result.width, result.height) == (1536, 512)

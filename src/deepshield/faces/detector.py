@@ -253,12 +253,11 @@ def non_max_suppression(faces: list[Face], iou_threshold: float) -> list[Face]:
 class FaceDetector:
     """Find every face in an RGB uint8 image. Thread-safe (MediaPipe graphs are not, so calls are serialised)."""
 
-    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.5, max_faces: int = 32) -> None:
+    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.5) -> None:
         from deepshield.native_logs import native_output_silenced
 
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
-        self.max_faces = max_faces
         with native_output_silenced():
             import mediapipe as mp  # heavy import, deferred until a detector is built
 
@@ -362,7 +361,7 @@ class FaceDetector:
             and _inside_tile(face.box, tile, height, width)
             and all(face.box.iou(other.box) < 0.3 for other in whole_faces)
         ]
-        return non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)[: self.max_faces]
+        return non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)
 
     @staticmethod
     def _face_in(detection: Any, tile: Tile) -> Face:

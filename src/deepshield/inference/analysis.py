@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.detector import FaceDetector
 from deepshield.inference.cautions import face_cautions
-from deepshield.inference.frame_faces import FrameFaces, find_faces
+from deepshield.inference.frame_faces import MAX_FACES_PER_FRAME, FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
     AnalysedSpan,
@@ -64,6 +64,7 @@ class Detector:
         video_rule: VideoRule = VideoRule(),
         synthetic_threshold: float | None = None,
         trust_anchors: TrustAnchors | None = None,
+        max_faces: int = MAX_FACES_PER_FRAME,
     ) -> None:
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
@@ -78,6 +79,9 @@ class Detector:
         self.video_limits = video_limits
         self.video_rule = video_rule
         self.trust_anchors = trust_anchors  # whose Content Credentials count as trusted (metadata, not scores)
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+        self.max_faces = max_faces  # analysed per image or video frame: the largest
 
     @classmethod
     def from_bundle(
@@ -202,7 +206,7 @@ class Detector:
         started = time.perf_counter()
         image = source if isinstance(source, np.ndarray) else self._load_image(source)
         metadata = None if isinstance(source, np.ndarray) else image_metadata(source, self.trust_anchors)
-        found = find_faces([image], self.faces, self.card.crop_policy)
+        found = find_faces([image], self.faces, self.card.crop_policy, max_faces=self.max_faces)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)
@@ -210,10 +214,16 @@ class Detector:
         if suspect is not None and suspect.detection_score < UNCERTAIN_DETECTION:
             doubt = f"the most suspicious face is an uncertain detection (detector confidence {suspect.detection_score:.0%})"
             verdict = verdict.model_copy(update={"reason": f"{verdict.reason}; {doubt}: check that it is a face"})
+        left_out = found.left_out[0]
+        if left_out:
+            more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
+            reason = f"{verdict.reason}; {more} (the {self.max_faces} largest of an image are)"
+            verdict = verdict.model_copy(update={"reason": reason})
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
             faces=face_results,
+            faces_left_out=left_out,
             verdict=verdict,
             **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
@@ -252,6 +262,7 @@ class Detector:
             self.faces,
             self.card.crop_policy,
             on_frame=lambda position: report(0.4 + 0.3 * position / len(sampled), "detecting faces"),
+            max_faces=self.max_faces,
         )
         report(0.7, "scoring faces")
         scored = self._score_faces(found, keep_pixels=True)
@@ -329,6 +340,13 @@ class Detector:
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             reason = f"{file_verdict.reason}; only {part} of the video was analysed"
             file_verdict = file_verdict.model_copy(update={"reason": reason})
+        left_out = max(found.left_out, default=0)
+        if left_out:
+            reason = (
+                f"{file_verdict.reason}; frames with more than {self.max_faces} faces had their "
+                f"{self.max_faces} largest analysed (up to {left_out} more left out of a frame)"
+            )
+            file_verdict = file_verdict.model_copy(update={"reason": reason})
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),
@@ -336,6 +354,7 @@ class Detector:
             sampled_frames=len(sampled),
             tracks=track_results,
             timeline=timeline,
+            faces_left_out=left_out,
             verdict=file_verdict,
             rule=self.video_rule.describe(),
             **dict(self.scoring_terms()),

@@ -18,6 +18,11 @@ from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.tracking import Track, associate
 
+# Faces analysed per image or video frame at most: each costs a crop, a classifier pass and, in an answer,
+# a crop and a heatmap image. A crowd's largest faces are kept (the ones the classifier judges best); the
+# rest are counted, and the result says how many were left out.
+MAX_FACES_PER_FRAME = 32
+
 
 @dataclass(frozen=True)
 class FrameFaces:
@@ -26,6 +31,7 @@ class FrameFaces:
     faces: list[list[Face]]  # per frame, in detection order
     crops: list[FaceCrop]  # every face, frame by frame in that order
     tracks: list[Track]  # members: (frame position, face position in it)
+    left_out: list[int]  # per frame, faces found beyond MAX_FACES_PER_FRAME and not analysed
 
     @property
     def pixels(self) -> NDArray[np.uint8]:
@@ -47,15 +53,27 @@ def find_faces(
     policy: CropPolicy,
     on_frame: Callable[[int], None] | None = None,
     turns: bool = True,
+    max_faces: int = MAX_FACES_PER_FRAME,
 ) -> FrameFaces:
     """Detect the faces of every frame (with `turns`, the file read at a quarter turn or upside down when
-    it was turned without saying so: `FaceDetector.detect_frames`), crop each upright with `policy` and
-    link them into tracks by box overlap. `on_frame(position)` is called before each frame's detection."""
-    faces_per_frame = detector.detect_frames(images, turns, on_frame)
+    it was turned without saying so: `FaceDetector.detect_frames`), keep a frame's `max_faces` largest,
+    crop each upright with `policy` and link them into tracks by box overlap. `on_frame(position)` is
+    called before each frame's detection."""
+    found = detector.detect_frames(images, turns, on_frame)
+    faces_per_frame = [_largest(faces, max_faces) for faces in found]
     crops = [
         crop_face(image, face.box, face.keypoints, policy, face.turns)
         for image, faces in zip(images, faces_per_frame)
         for face in faces
     ]
     tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
-    return FrameFaces(faces_per_frame, crops, tracks)
+    left_out = [len(all_faces) - len(kept) for all_faces, kept in zip(found, faces_per_frame)]
+    return FrameFaces(faces_per_frame, crops, tracks, left_out)
+
+
+def _largest(faces: list[Face], count: int) -> list[Face]:
+    """The `count` largest faces (by box area), in their order."""
+    if len(faces) <= count:
+        return faces
+    kept = set(sorted(range(len(faces)), key=lambda i: faces[i].box.area, reverse=True)[:count])
+    return [face for i, face in enumerate(faces) if i in kept]

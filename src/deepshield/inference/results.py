@@ -136,6 +136,9 @@ class ImageResult(ScoringTerms):
     width: int
     height: int
     faces: list[FaceResult]
+    faces_left_out: int = Field(
+        0, description="faces found beyond the most analysed per image (its largest faces are analysed)"
+    )
     verdict: Verdict
     elapsed_ms: float
     metadata: MediaMetadata | None = Field(
@@ -222,6 +225,9 @@ class VideoResult(ScoringTerms):
     sampled_frames: int
     tracks: list[TrackResult]
     timeline: list[TimelinePoint]
+    faces_left_out: int = Field(
+        0, description="the most faces found in one sampled frame beyond the most analysed per frame (the largest are)"
+    )
     verdict: Verdict
     rule: str
     elapsed_ms: float
