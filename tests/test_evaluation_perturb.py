@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.perturb import H264, Blur, Jpeg, Noise, PerturbationError, Resize, parse_perturbations
+from deepshield.evaluation.perturb import (
+    H264,
+    Blur,
+    Jpeg,
+    Noise,
+    PerturbationError,
+    Resize,
+    Smooth,
+    parse_perturbations,
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,6 +29,7 @@ def test_parse_the_documented_syntax():
     assert [p.name for p in parsed] == ["jpeg:90", "jpeg:70", "jpeg:50", "resize:0.5", "blur:1.5", "noise:5"]
     assert parse_perturbations([" JPEG: 80 , 60 "]) == [Jpeg(80), Jpeg(60)]
     assert parse_perturbations(["h264:23,35"]) == [H264(23), H264(35)]
+    assert parse_perturbations(["smooth:3,6"]) == [Smooth(3.0), Smooth(6.0)]
     assert parse_perturbations([]) == []
 
 
@@ -112,8 +122,25 @@ def test_noise_std_is_measured_and_seeded():
     assert dark.min() == 0  # clipped, not wrapped around
 
 
+def test_smoothing_flattens_skin_texture_and_keeps_edges():
+    # A textured patch (grain of 8 grey levels) beside a step of 120: a beauty filter takes most of the
+    # grain and keeps the step, where a Gaussian blur of the same sigma softens both.
+    rng = np.random.default_rng(0)
+    image = np.full((64, 128, 3), 60.0)
+    image[:, 64:] += 120
+    image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    smoothed = Smooth(4).apply(image).astype(np.float64)
+    blurred = Blur(4).apply(image).astype(np.float64)
+    assert smoothed[8:56, 8:56].std() < 0.4 * image[8:56, 8:56].astype(np.float64).std()
+    step = smoothed[:, 66:70].mean() - smoothed[:, 58:62].mean()
+    assert step > 110 and blurred[:, 66:70].mean() - blurred[:, 58:62].mean() < step - 20
+    assert smoothed.shape == image.shape and Smooth(4).apply(image).dtype == np.uint8
+    with pytest.raises(PerturbationError, match="smooth sigma"):
+        parse_perturbations(["smooth:0"])
+
+
 def test_perturbations_leave_the_input_alone(astronaut):
     before = astronaut.copy()
-    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10"]):
+    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4"]):
         p.apply(astronaut, np.random.default_rng(0))
     np.testing.assert_array_equal(before, astronaut)

@@ -7,6 +7,8 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
     resize:0.5      shrink to half width and height (area averaging), then back up (bilinear)
     blur:1.5        Gaussian blur with sigma 1.5 pixels
     noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
+    smooth:4        a beauty filter: edge-preserving (bilateral) smoothing, spatial sigma 4 pixels, colour
+                    sigma 40 grey levels, as portrait apps and phone beauty modes smooth skin
 
 Each is applied to the full frame before face detection, the way a platform re-encodes the whole
 upload. Video frames are perturbed one by one (an H.264 or JPEG round trip of each frame stands in for
@@ -27,7 +29,7 @@ import numpy as np
 from deepshield.errors import DeepShieldError
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0)"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0)"
 
 
 class PerturbationError(DeepShieldError):
@@ -144,12 +146,33 @@ class Noise(Perturbation):
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Smooth(Perturbation):
+    sigma: float
+    kind = "smooth"
+    # How different two pixels' colours may be and still be averaged: skin's texture and grain go, the
+    # edges of eyes, lips and hair (steps of far more than 40 grey levels) stay.
+    colour_sigma = 40.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sigma) and 0 < self.sigma <= 20):
+            raise PerturbationError(f"smooth sigma must be above 0 and at most 20 pixels, got {self.sigma:g}")
+
+    @property
+    def value(self) -> float:
+        return self.sigma
+
+    def apply(self, image, rng=None):
+        return cv2.bilateralFilter(np.ascontiguousarray(image), 0, self.colour_sigma, self.sigma)
+
+
 KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "jpeg": (Jpeg, int),
     "h264": (H264, int),
     "resize": (Resize, float),
     "blur": (Blur, float),
     "noise": (Noise, float),
+    "smooth": (Smooth, float),
 }
 
 
