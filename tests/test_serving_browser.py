@@ -398,9 +398,22 @@ def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detecto
             ".face-card [data-role=face-score]", "nodes => nodes.map((n) => n.innerText)"
         )
         boxes = page.eval_on_selector_all(".face-box", "nodes => nodes.map((n) => n.dataset.face)")
+        labels = page.eval_on_selector_all(".face-box-label", "nodes => nodes.map((n) => n.innerText)")
     assert titles == ["Face 2", "Face 3", "Face 1"]
+    assert labels == ["1 · 27%", "2 · 88%", "3 · 62%"]
     assert scores == ["88%face-swap", "62%face-swap", "27%face-swap"]
     assert boxes == ["0", "1", "2"]
+
+
+def test_a_face_in_a_crowd_sized_photo_is_labelled_with_its_number_alone(browser, detector, astronaut, tmp_path):
+    # One face about 2% of the photo's width: a label with its score would run into its neighbours'.
+    wide = np.full((512, 4608, 3), 90, np.uint8)
+    wide[:, :512] = astronaut
+    with _page_of(browser, type(detector)(ScriptedClassifier([0.5]), detector.faces)) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "wide.jpg", wide)))
+        page.wait_for_selector(".face-card")
+        assert page.inner_text(".face-box-label") == "1"
+        assert page.get_attribute(".face-box", "title") == "Face 1: 62.2% probability of manipulation"
 
 
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):

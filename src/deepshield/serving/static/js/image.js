@@ -26,7 +26,10 @@ export function renderImage(result, fileName) {
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
     box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
     box.style.borderColor = colour;
-    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: `${face.index + 1} · ${driving.short}` });
+    // A face narrower than a twentieth of the photo (a crowd) is labelled with its number alone, so that
+    // neighbouring labels do not run into each other; its score is on its card and in its tooltip.
+    const narrow = (x1 - x0) / result.width < 0.05;
+    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: narrow ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));
