@@ -38,11 +38,9 @@ from deepshield.faces.detector import Face, FaceDetector, Tile
 from deepshield.inference.analysis import Detector
 from deepshield.inference.runtime import bundle_dir
 from deepshield.media.images import load_image
-from deepshield.media.suffixes import IMAGE_SUFFIXES
-from deepshield.training.config import DATA_DIR_ENV, DataConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_small_faces import wilson
+from bench_small_faces import real_photos, wilson
 
 PlacedFace = tuple[float, float, float]  # x0, y0 of the face's box and its width
 
@@ -113,15 +111,7 @@ def main() -> int:
     parser.add_argument("--verdicts", action="store_true", help="also analyse each frame: false alarms, verdicts")
     parser.add_argument("--model", default=None, help="bundle for --verdicts (default: the shipped one)")
     args = parser.parse_args()
-    if not os.environ.get(DATA_DIR_ENV):
-        raise SystemExit(f"set {DATA_DIR_ENV} (e.g. ../shared/data)")
-    data = DataConfig()
-    files = sorted(
-        p
-        for folder in args.dirs
-        for p in data.locate(Path(folder), "folder").iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES
-    )[: args.limit]
+    files = real_photos(args.dirs, args.limit)
     analysis = Detector.from_bundle(bundle_dir(args.model)) if args.verdicts else None
     detector = analysis.faces if analysis is not None else FaceDetector()
     crops = face_crops(files, detector)

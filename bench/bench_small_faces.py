@@ -41,6 +41,19 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+def real_photos(folders: list[str], limit: int) -> list[Path]:
+    """The images of dev-eval folders (relative to DEEPSHIELD_DATA_ROOT), sorted, at most `limit`."""
+    if not os.environ.get(DATA_DIR_ENV):
+        raise SystemExit(f"set {DATA_DIR_ENV} (e.g. ../shared/data)")
+    data = DataConfig()
+    return sorted(
+        p
+        for folder in folders
+        for p in data.locate(Path(folder), "folder").iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    )[:limit]
+
+
 def in_frame(image: np.ndarray, scale: float) -> np.ndarray | None:
     """The photo scaled by `scale`, pasted in the middle of a grey 1080p frame (None if it would not fit)."""
     h, w = image.shape[:2]
@@ -62,15 +75,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=250, help="photos at most")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
-    if not os.environ.get(DATA_DIR_ENV):
-        raise SystemExit(f"set {DATA_DIR_ENV} (e.g. ../shared/data)")
-    data = DataConfig()
-    files = sorted(
-        p
-        for folder in args.dirs
-        for p in data.locate(Path(folder), "folder").iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES
-    )[: args.limit]
+    files = real_photos(args.dirs, args.limit)
     detector = Detector.from_bundle(bundle_dir(args.model))
     threshold = detector.threshold
     found = dict.fromkeys(args.widths, 0)

@@ -537,16 +537,14 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
     swapped = face.model_copy(
         update={"index": 1, "synthetic_probability": 0.004, "label": "no_signs_found", "verdict_driver": "manipulation"}
     )
-    page = ScanPage()
-    page.add(
-        ScanRow(
-            path="two.jpg",
-            status="ok",
-            kind="image",
-            faces=2,
-            result=result.model_copy(update={"faces": [generated, swapped]}),
+
+    def photo(path, faces):
+        return ScanRow(
+            path=path, status="ok", kind="image", faces=len(faces), result=result.model_copy(update={"faces": faces})
         )
-    )
+
+    page = ScanPage()
+    page.add(photo("two.jpg", [generated, swapped]))
     text = page.html("1 file scanned")
     shown = shown_probability(face.probability)
     assert (
@@ -559,24 +557,12 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
         generated.model_copy(update={"label": "no_signs_found"}),
         swapped.model_copy(update={"label": "likely_manipulated"}),
     )
-    page.add(
-        ScanRow(
-            path="calm-then-flagged.jpg",
-            status="ok",
-            kind="image",
-            faces=2,
-            result=result.model_copy(update={"faces": [calm, flagged]}),
-        )
-    )
+    page.add(photo("calm-then-flagged.jpg", [calm, flagged]))
     text = page.html("2 files")
     part = text[text.index("calm-then-flagged.jpg") :]
     assert part.index("Face 2:") < part.index("Face 1:")
     small = face.model_copy(update={"cautions": ["small face (56 px wide): real faces this small were flagged"]})
-    page.add(
-        ScanRow(
-            path="small.jpg", status="ok", kind="image", faces=1, result=result.model_copy(update={"faces": [small]})
-        )
-    )
+    page.add(photo("small.jpg", [small]))
     assert "Take care: small face (56 px wide): real faces this small were flagged.</span></div>" in page.html(
         "3 files"
     )

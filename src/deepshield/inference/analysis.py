@@ -213,12 +213,11 @@ class Detector:
         verdict = self._verdict(None if suspect is None else suspect.probability, worst_synthetic, "face")
         if suspect is not None and suspect.detection_score < UNCERTAIN_DETECTION:
             doubt = f"the most suspicious face is an uncertain detection (detector confidence {suspect.detection_score:.0%})"
-            verdict = verdict.model_copy(update={"reason": f"{verdict.reason}; {doubt}: check that it is a face"})
+            verdict = verdict.with_clause(f"{doubt}: check that it is a face")
         left_out = found.left_out[0]
         if left_out:
             more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
-            reason = f"{verdict.reason}; {more} (the {self.max_faces} largest of an image are)"
-            verdict = verdict.model_copy(update={"reason": reason})
+            verdict = verdict.with_clause(f"{more} (the {self.max_faces} largest of an image are)")
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
@@ -338,15 +337,13 @@ class Detector:
         file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
         part = analysed.part()
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
-            reason = f"{file_verdict.reason}; only {part} of the video was analysed"
-            file_verdict = file_verdict.model_copy(update={"reason": reason})
+            file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")
         left_out = max(found.left_out, default=0)
         if left_out:
-            reason = (
-                f"{file_verdict.reason}; frames with more than {self.max_faces} faces had their "
-                f"{self.max_faces} largest analysed (up to {left_out} more left out of a frame)"
+            file_verdict = file_verdict.with_clause(
+                f"frames with more than {self.max_faces} faces had their {self.max_faces} largest analysed "
+                f"(up to {left_out} more left out of a frame)"
             )
-            file_verdict = file_verdict.model_copy(update={"reason": reason})
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__),

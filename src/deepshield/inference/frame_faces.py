@@ -31,7 +31,7 @@ class FrameFaces:
     faces: list[list[Face]]  # per frame, in detection order
     crops: list[FaceCrop]  # every face, frame by frame in that order
     tracks: list[Track]  # members: (frame position, face position in it)
-    left_out: list[int]  # per frame, faces found beyond MAX_FACES_PER_FRAME and not analysed
+    left_out: list[int]  # per frame, faces found beyond find_faces' max_faces, so not cropped
 
     @property
     def pixels(self) -> NDArray[np.uint8]:

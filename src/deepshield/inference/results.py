@@ -114,6 +114,10 @@ class Verdict(BaseModel):
     headline: str = Field(description="the verdict in words, for people (never claims authenticity)")
     reason: str
 
+    def with_clause(self, clause: str) -> Verdict:
+        """The same verdict, its reason ending with one more thing the reader should know."""
+        return self.model_copy(update={"reason": f"{self.reason}; {clause}"})
+
 
 class ScoringTerms(BaseModel):
     """What every image and video result says about the model, the scores' thresholds and bands, and scope."""
