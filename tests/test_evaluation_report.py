@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.evaluation.scoring import CLEAN, score_datasets
-from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
+from deepshield.evaluation.summary import FEW_FILES, EvaluationSettings, EvaluationSummary, few_files_caution, summarize
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
 from tests.conftest import write_video
@@ -181,6 +181,22 @@ def test_metrics_json(report):
     assert "videos_only" in m["video_rules"]["max"]  # images and videos mixed: videos also on their own
     assert set(m["by_source"]) == {"tinyset"} and set(m["by_method"]) == {"swap"}
     assert m["settings"]["no_face"] == "exclude" and m["settings"]["threshold"] == 0.5
+
+
+def test_intervals_over_few_files_carry_a_caution(report, capsys):
+    """2 real and 3 fake files: every block with metrics says its intervals understate the uncertainty,
+    in metrics.json and the page; faces count by their file, and ten files of each class need none."""
+    m = _strict_json(report / "metrics.json")
+    for level in ("file", "face"):
+        assert m[level]["caution"].startswith("only 2 real and 3 fake files: a bootstrap over so few files")
+    assert "† file level, face level: only 2 real and 3 fake files" in (report / "report.html").read_text()
+    faces_of = np.repeat(np.arange(2 * FEW_FILES), 5)  # five faces a file
+    labels = (faces_of >= FEW_FILES).astype(np.int64)
+    assert few_files_caution(labels, faces_of) is None
+    assert few_files_caution(labels[5:], faces_of[5:]) == (
+        f"only {FEW_FILES - 1} real and {FEW_FILES} fake files: a bootstrap over so few files understates the "
+        "uncertainty (an interval can shrink to a point)"
+    )
 
 
 def test_scores_csv_has_every_face_of_every_condition(report):

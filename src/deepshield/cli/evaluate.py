@@ -208,6 +208,8 @@ def print_summary(summary, out=None) -> None:
             print(f"{level} level: {block.error or 'no metrics'}", file=out)
             continue
         print(f"{level} level ({block.count} samples, threshold {summary.settings.threshold:.3f}):", file=out)
+        if block.caution:
+            print(f"  caution: {block.caution}", file=out)
         for name in names:
             print(f"  {METRIC_LABELS[name]:<14} {cell(block.metrics[name])}", file=out)
     if len(summary.perturbations) > 1:

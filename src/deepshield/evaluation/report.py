@@ -310,8 +310,13 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
         + "</tr>"
     )
     body = []
+    cautioned: dict[str, list[str]] = {}  # caution -> the rows it applies to, one footnote each
     for name, block in rows:
-        cells = f"<td class=l>{_e(name)}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
+        mark = ""
+        if block.metrics and block.caution:
+            cautioned.setdefault(block.caution, []).append(name)
+            mark = "†"
+        cells = f"<td class=l>{_e(name)}{mark}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
         if block.metrics:
             cells += "".join(f"<td>{_with_ci(block.metrics[n])}</td>" for n in METRIC_NAMES)
         else:
@@ -322,7 +327,10 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
                 f'<td class=l colspan={len(METRIC_NAMES)}>{note}<span class="muted">{_e(block.error or "")}</span></td>'
             )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    notes = "".join(
+        f'<p class="muted caution">† {_e(", ".join(names))}: {_e(caution)}</p>' for caution, names in cautioned.items()
+    )
+    return f"<table>{head}{''.join(body)}</table>{notes}"
 
 
 def _confusion_table(block: MetricBlock, title: str) -> str:

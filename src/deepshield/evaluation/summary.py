@@ -115,6 +115,7 @@ class MetricBlock(_Strict):
     true_negative_rate: Interval | None = None  # reals only
     metrics: dict[str, Interval] | None = None
     confusion: Confusion | None = None
+    caution: str | None = None  # how far the intervals can be trusted, when a class has few files
 
     def value(self, name: str) -> float | None:
         """A metric's value; None when the block has no metrics."""
@@ -316,6 +317,23 @@ def _one_class_rate(correct: np.ndarray, clusters: np.ndarray, settings: Evaluat
     return out
 
 
+# The bootstrap resamples files: with a handful of one class it cannot vary more than those files do, so
+# its interval shrinks (to a point when the classes are separated) however uncertain the figure is.
+FEW_FILES = 10
+
+
+def few_files_caution(labels: np.ndarray, clusters: np.ndarray) -> str | None:
+    """A warning when either class has fewer than FEW_FILES files; None otherwise."""
+    real = len(np.unique(clusters[labels == 0]))
+    fake = len(np.unique(clusters[labels == 1]))
+    if min(real, fake) >= FEW_FILES:
+        return None
+    return (
+        f"only {real} real and {fake} fake files: a bootstrap over so few files understates the uncertainty "
+        "(an interval can shrink to a point)"
+    )
+
+
 def metric_block(
     labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str
 ) -> MetricBlock:
@@ -350,6 +368,7 @@ def metric_block(
         for name in METRIC_NAMES
     }
     out["confusion"] = confusion_counts(labels, scores, settings.threshold)
+    out["caution"] = few_files_caution(labels, clusters)
     return MetricBlock.model_validate(clean_json(out))
 
 
