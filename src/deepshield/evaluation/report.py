@@ -316,7 +316,9 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
         if block.metrics and block.caution:
             cautioned.setdefault(block.caution, []).append(name)
             mark = "†"
-        cells = f"<td class=l>{_e(name)}{mark}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
+        cells = (
+            f"<td class=l>{_e(name)}{mark}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
+        )
         if block.metrics:
             cells += "".join(f"<td>{_with_ci(block.metrics[n])}</td>" for n in METRIC_NAMES)
         else:
