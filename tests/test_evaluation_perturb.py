@@ -11,6 +11,7 @@ from deepshield.evaluation.perturb import (
     Blur,
     Jpeg,
     Noise,
+    Palette,
     PerturbationError,
     Resize,
     Smooth,
@@ -30,6 +31,7 @@ def test_parse_the_documented_syntax():
     assert parse_perturbations([" JPEG: 80 , 60 "]) == [Jpeg(80), Jpeg(60)]
     assert parse_perturbations(["h264:23,35"]) == [H264(23), H264(35)]
     assert parse_perturbations(["smooth:3,6"]) == [Smooth(3.0), Smooth(6.0)]
+    assert parse_perturbations(["palette:256,32"]) == [Palette(256), Palette(32)]
     assert parse_perturbations([]) == []
 
 
@@ -139,8 +141,21 @@ def test_smoothing_flattens_skin_texture_and_keeps_edges():
         parse_perturbations(["smooth:0"])
 
 
+def test_a_palette_keeps_that_many_colours_and_dithers(astronaut):
+    out = Palette(32).apply(astronaut)
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    assert len(np.unique(out.reshape(-1, 3), axis=0)) <= 32 < len(np.unique(astronaut.reshape(-1, 3), axis=0))
+    assert 24 < psnr(astronaut, out) < psnr(astronaut, Palette(256).apply(astronaut))
+    # dithered: a smooth ramp of 200 levels in 8 colours becomes a mix of neighbouring colours, not 8 bands
+    ramp = np.repeat(np.linspace(20, 220, 200)[None, :, None], 50, axis=0).repeat(3, axis=2).astype(np.uint8)
+    banded_columns = [len(np.unique(col)) for col in Palette(8).apply(ramp)[:, :, 0].T]
+    assert max(banded_columns) > 1
+    with pytest.raises(PerturbationError, match="palette colours must be 2 to 256"):
+        parse_perturbations(["palette:1000"])
+
+
 def test_perturbations_leave_the_input_alone(astronaut):
     before = astronaut.copy()
-    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4"]):
+    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4", "palette:64"]):
         p.apply(astronaut, np.random.default_rng(0))
     np.testing.assert_array_equal(before, astronaut)

@@ -9,6 +9,8 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
     noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
     smooth:4        a beauty filter: edge-preserving (bilateral) smoothing, spatial sigma 4 pixels, colour
                     sigma 40 grey levels, as portrait apps and phone beauty modes smooth skin
+    palette:256     an animated GIF's frame: an adaptive palette of that many colours (median cut), dithered
+                    (Floyd-Steinberg), as GIF encoders and meme makers store a still or a clip
 
 Each is applied to the full frame before face detection, the way a platform re-encodes the whole
 upload. Video frames are perturbed one by one (an H.264 or JPEG round trip of each frame stands in for
@@ -25,11 +27,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0)"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), palette (colours 2-256)"
 
 
 class PerturbationError(DeepShieldError):
@@ -166,6 +169,27 @@ class Smooth(Perturbation):
         return cv2.bilateralFilter(np.ascontiguousarray(image), 0, self.colour_sigma, self.sigma)
 
 
+@dataclass(frozen=True)
+class Palette(Perturbation):
+    colours: int
+    kind = "palette"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.colours <= 256:
+            raise PerturbationError(f"palette colours must be 2 to 256 (a GIF's limit), got {self.colours}")
+
+    @property
+    def value(self) -> float:
+        return self.colours
+
+    def apply(self, image, rng=None):
+        rgb = Image.fromarray(np.ascontiguousarray(image))
+        # Pillow dithers only when mapping onto a given palette: choose the palette, then map onto it.
+        palette = rgb.quantize(self.colours, method=Image.Quantize.MEDIANCUT)
+        indexed = rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+        return np.asarray(indexed.convert("RGB"))
+
+
 KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "jpeg": (Jpeg, int),
     "h264": (H264, int),
@@ -173,6 +197,7 @@ KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "blur": (Blur, float),
     "noise": (Noise, float),
     "smooth": (Smooth, float),
+    "palette": (Palette, int),
 }
 
 
