@@ -73,6 +73,8 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     assert f"tiny-other 0.0.2 ({other_bundle}) against tiny-test 0.0.1 ({tiny_bundle})" in text
     assert re.search(r"^tiny_bench +faces +0\.000 +1\.000 +\+1\.000 \[", text, re.MULTILINE)
     assert "tiny_bench with at most 1 of 2 real files flagged: fakes caught (of 2) baseline " in text
+    # "ahead" on two files a class: said, with how little that resampling can show
+    assert "tiny_bench: only 2 real and 2 fake files: a bootstrap over so few files understates" in text
     assert plot.stat().st_size > 0 and list(cache.glob("benchmark-tiny_bench-*.npz"))  # faces found once, kept
 
 
