@@ -183,13 +183,19 @@ def test_metrics_json(report):
     assert m["settings"]["no_face"] == "exclude" and m["settings"]["threshold"] == 0.5
 
 
-def test_intervals_over_few_files_carry_a_caution(report, capsys):
+def test_intervals_over_few_files_carry_a_caution(report):
     """2 real and 3 fake files: every block with metrics says its intervals understate the uncertainty,
-    in metrics.json and the page; faces count by their file, and ten files of each class need none."""
+    in metrics.json, the page and the printed summary; faces count by their file, and ten files of each
+    class need none."""
+    from deepshield.cli.evaluate import print_summary
+
     m = _strict_json(report / "metrics.json")
     for level in ("file", "face"):
         assert m[level]["caution"].startswith("only 2 real and 3 fake files: a bootstrap over so few files")
     assert "† file level, face level: only 2 real and 3 fake files" in (report / "report.html").read_text()
+    printed = io.StringIO()
+    print_summary(EvaluationSummary.model_validate(m), out=printed)
+    assert printed.getvalue().count("\n  caution: only 2 real and 3 fake files") == 2  # under each level
     faces_of = np.repeat(np.arange(2 * FEW_FILES), 5)  # five faces a file
     labels = (faces_of >= FEW_FILES).astype(np.int64)
     assert few_files_caution(labels, faces_of) is None
