@@ -313,7 +313,7 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
     cautioned: dict[str, list[str]] = {}  # caution -> the rows it applies to, one footnote each
     for name, block in rows:
         mark = ""
-        if block.metrics and block.caution:
+        if block.caution:  # only a block with metrics has one (metric_block)
             cautioned.setdefault(block.caution, []).append(name)
             mark = "†"
         cells = (
