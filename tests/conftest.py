@@ -162,16 +162,20 @@ def photo_with_exif(astronaut: np.ndarray, fmt: str = "JPEG") -> bytes:
 
 
 def bundle_with_record(bundle: Path, folder: Path) -> Path:
-    """A copy of `bundle` whose card records figures on one labelled set (and names one it has none for)."""
+    """A copy of `bundle` whose card records figures on two labelled sets, one of them from few files (and
+    names one it has none for)."""
     import shutil
 
     copy = Path(shutil.copytree(bundle, folder))
     card = json.loads((copy / "model_card.json").read_text())
-    card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored"]}
+    card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored", "dev-eval/dfdc-sample"]}
     card["metrics"] = {
         "val_auc": 0.93, "real_fpr_validation": 0.009,
         "bench_modern_swaps_file_auc": 0.604, "bench_modern_swaps_file_auc_lo": 0.426,
         "bench_modern_swaps_file_auc_hi": 0.742, "bench_modern_swaps_face_auc": 0.733, "real_fpr_modern_swaps": 0.0456,
+        "bench_modern_swaps_real_files": 22.0, "bench_modern_swaps_fake_files": 24.0,
+        "bench_dfdc_sample_file_auc": 1.0, "bench_dfdc_sample_file_auc_lo": 1.0, "bench_dfdc_sample_file_auc_hi": 1.0,
+        "bench_dfdc_sample_real_files": 1.0, "bench_dfdc_sample_fake_files": 3.0,
     }  # fmt: skip
     (copy / "model_card.json").write_text(json.dumps(card))
     return copy

@@ -377,7 +377,12 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     table = out[out.index("") + 1 :]
     assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REALS", "FLAGGED"]
     assert table[1].split() == ["dev-eval/modern-swaps", "0.60", "[0.43,", "0.74]", "0.73", "4.6%"]
-    assert table[2].split()[-3:] == ["-", "0.93", "0.9%"]
+    assert table[2].split() == ["dev-eval/dfdc-sample", "†", "1.00", "[1.00,", "1.00]", "-", "-"]
+    assert table[3].split()[-3:] == ["-", "0.93", "0.9%"]
+    assert table[-1] == (
+        "† dev-eval/dfdc-sample: only 1 real and 3 fake files: a bootstrap over so few files understates the "
+        "uncertainty (an interval can shrink to a point)"
+    )
     assert main(["model", "--model", str(bundle), "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["metrics"]["val_auc"] == 0.93
     assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE

@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
+from deepshield.evaluation.metrics import FEW_FILES, few_files_caution, files_per_class
 from deepshield.evaluation.scoring import CLEAN, score_datasets
-from deepshield.evaluation.summary import FEW_FILES, EvaluationSettings, EvaluationSummary, few_files_caution, summarize
+from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
 from tests.conftest import write_video
@@ -198,8 +199,10 @@ def test_intervals_over_few_files_carry_a_caution(report):
     assert printed.getvalue().count("\n  caution: only 2 real and 3 fake files") == 2  # under each level
     faces_of = np.repeat(np.arange(2 * FEW_FILES), 5)  # five faces a file
     labels = (faces_of >= FEW_FILES).astype(np.int64)
-    assert few_files_caution(labels, faces_of) is None
-    assert few_files_caution(labels[5:], faces_of[5:]) == (
+    assert files_per_class(labels, faces_of) == (FEW_FILES, FEW_FILES)
+    assert files_per_class(labels[5:], faces_of[5:]) == (FEW_FILES - 1, FEW_FILES)
+    assert few_files_caution(FEW_FILES, FEW_FILES) is None
+    assert few_files_caution(FEW_FILES - 1, FEW_FILES) == (
         f"only {FEW_FILES - 1} real and {FEW_FILES} fake files: a bootstrap over so few files understates the "
         "uncertainty (an interval can shrink to a point)"
     )

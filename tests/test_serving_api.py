@@ -146,7 +146,20 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
                 "file_auc": {"value": 0.604, "low": 0.426, "high": 0.742},
                 "face_auc": {"value": 0.733, "low": None, "high": None},
                 "real_flagged": 0.0456,
-            }
+                "real_files": 22,
+                "fake_files": 24,
+                "caution": None,  # 10 files of each class or more
+            },
+            {
+                "labelled_set": "dev-eval/dfdc-sample",
+                "file_auc": {"value": 1.0, "low": 1.0, "high": 1.0},
+                "face_auc": None,
+                "real_flagged": None,
+                "real_files": 1,
+                "fake_files": 3,
+                "caution": "only 1 real and 3 fake files: a bootstrap over so few files understates the uncertainty "
+                "(an interval can shrink to a point)",
+            },
         ],
         "validation_auc": 0.93,
         "validation_real_flagged": 0.009,

@@ -288,9 +288,12 @@ def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tin
                 "0.73",
                 "4.6%",
             ],  # a set the card has no figures for is left out
+            ["dev-eval/dfdc-sample †", "1.00 [1.00, 1.00]", "—", "—"],
             ["its own synthesised blends (validation)", "—", "0.93", "0.9%"],
         ]
-        assert "so they flatter it" in page.inner_text("#model-record-note")
+        note = page.inner_text("#model-record-note")
+        assert "so they flatter it" in note
+        assert "† dev-eval/dfdc-sample: only 1 real and 3 fake files" in note and note.count("†") == 1
     with _page_of(browser, Detector.from_bundle(tiny_bundle)) as page:  # a card without such figures: no record
         page.wait_for_selector("[data-role=model-name]")
         assert not page.is_visible("[data-role=model-record]")

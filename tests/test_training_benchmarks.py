@@ -72,6 +72,9 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
         for key in keys:
             assert key in record and 0.0 <= record[key] <= 1.0, (key, record)
         assert (
+            record[f"bench_{name}_real_files"] == record[f"bench_{name}_fake_files"] == 2
+        )  # what the intervals resample
+        assert (
             record[f"bench_{name}_face_auc_lo"]
             <= record[f"bench_{name}_face_auc"]
             <= record[f"bench_{name}_face_auc_hi"]
@@ -90,6 +93,8 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
     assert card.training.epochs == epoch + 1 and card.training.selected_by == "min.val_loss"
     assert card.training.benchmarks == [str(benchmark_dir)]
     assert card.metrics["bench_auc"] == pytest.approx(history[epoch]["bench_auc"], abs=1e-4)
+    (figures,) = card.record().benchmarks  # its files are counted, so the record says they are few
+    assert (figures.real_files, figures.fake_files) == (2, 2) and figures.caution.startswith("only 2 real and 2 fake")
     # Named after the run, not like the shipped model.
     assert card.name == "run" and card.version == f"0.0.0+{result.progress.run_id[:12]}"
 

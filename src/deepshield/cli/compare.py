@@ -110,7 +110,7 @@ def _auc(metrics: dict[str, float], key: str) -> str:
 def describe(comparison: Comparison) -> str:
     """The comparison as people read it: a row per set and level, the pooled row, then each set's
     operating figures at both bundles' own thresholds (and a caution where a set has few files)."""
-    from deepshield.evaluation.summary import few_files_caution
+    from deepshield.evaluation.metrics import few_files_caution
 
     base, cand = comparison.baseline, comparison.candidate
     lines = [
@@ -150,7 +150,9 @@ def describe(comparison: Comparison) -> str:
                 f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught"
             )
         lines.append(f"{name} at each one's threshold: baseline {shares[0]}; candidate {shares[1]}")
-        caution = few_files_caution(result.scored.labels_of_faces(), result.scored.faces["file_id"])
+        caution = few_files_caution(
+            int(base.metrics[f"bench_{name}_real_files"]), int(base.metrics[f"bench_{name}_fake_files"])
+        )
         if caution:
             lines.append(f"{name}: {caution}")
     for base_catch, cand_catch in zip(comparison.baseline_catches, comparison.candidate_catches):

@@ -61,7 +61,10 @@ def describe(card) -> str:
     record = card.record()
     if record.benchmarks:
         table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED")]
-        table += [(b.labelled_set, auc(b.file_auc), auc(b.face_auc), share(b.real_flagged)) for b in record.benchmarks]
+        table += [
+            (b.labelled_set + (" †" if b.caution else ""), auc(b.file_auc), auc(b.face_auc), share(b.real_flagged))
+            for b in record.benchmarks
+        ]
         if record.synthetic_holdout_auc is not None:
             table.append(
                 (
@@ -89,4 +92,5 @@ def describe(card) -> str:
             "flagged: a set's real files (validation: real faces) at or above the threshold. The labelled sets",
             "chose the model, so they flatter it; fakes from tools it has not met can fare worse.",
         ]
+        lines += [f"† {b.labelled_set}: {b.caution}" for b in record.benchmarks if b.caution]
     return "\n".join(lines) + "\n"

@@ -296,6 +296,26 @@ def bootstrap_intervals(
     )
 
 
+# The bootstrap resamples files: with a handful of one class it cannot vary more than those files do, so
+# its interval shrinks (to a point when the classes are separated) however uncertain the figure is.
+FEW_FILES = 10
+
+
+def files_per_class(labels: np.ndarray, clusters: np.ndarray) -> tuple[int, int]:
+    """(real, fake) files: the distinct clusters of each label."""
+    return len(np.unique(clusters[labels == 0])), len(np.unique(clusters[labels == 1]))
+
+
+def few_files_caution(real_files: int, fake_files: int) -> str | None:
+    """A warning when either class has fewer than FEW_FILES files; None otherwise."""
+    if min(real_files, fake_files) >= FEW_FILES:
+        return None
+    return (
+        f"only {real_files} real and {fake_files} fake files: a bootstrap over so few files understates the "
+        "uncertainty (an interval can shrink to a point)"
+    )
+
+
 def _check_resamples(resamples: int) -> None:
     if resamples < 1:
         raise MetricsError("bootstrap needs at least one resample")

@@ -41,6 +41,8 @@ from deepshield.evaluation.metrics import (
     check_inputs,
     confusion_counts,
     detection_metrics,
+    few_files_caution,
+    files_per_class,
 )
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.faces.crop import CropPolicy
@@ -317,23 +319,6 @@ def _one_class_rate(correct: np.ndarray, clusters: np.ndarray, settings: Evaluat
     return out
 
 
-# The bootstrap resamples files: with a handful of one class it cannot vary more than those files do, so
-# its interval shrinks (to a point when the classes are separated) however uncertain the figure is.
-FEW_FILES = 10
-
-
-def few_files_caution(labels: np.ndarray, clusters: np.ndarray) -> str | None:
-    """A warning when either class has fewer than FEW_FILES files; None otherwise."""
-    real = len(np.unique(clusters[labels == 0]))
-    fake = len(np.unique(clusters[labels == 1]))
-    if min(real, fake) >= FEW_FILES:
-        return None
-    return (
-        f"only {real} real and {fake} fake files: a bootstrap over so few files understates the uncertainty "
-        "(an interval can shrink to a point)"
-    )
-
-
 def metric_block(
     labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, settings: EvaluationSettings, what: str
 ) -> MetricBlock:
@@ -368,7 +353,7 @@ def metric_block(
         for name in METRIC_NAMES
     }
     out["confusion"] = confusion_counts(labels, scores, settings.threshold)
-    out["caution"] = few_files_caution(labels, clusters)
+    out["caution"] = few_files_caution(*files_per_class(labels, clusters))
     return MetricBlock.model_validate(clean_json(out))
 
 

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field, model_validator
 
 from deepshield.errors import BundleError
-from deepshield.evaluation.metrics import metric_key
+from deepshield.evaluation.metrics import few_files_caution, metric_key
 from deepshield.faces.crop import CropPolicy
 
 BUNDLE_FORMAT = 1
@@ -209,6 +209,9 @@ class BenchmarkFigures(BaseModel):
     file_auc: AucFigure | None = None
     face_auc: AucFigure | None = None
     real_flagged: float | None = Field(None, description="share of the set's real files at or above the threshold")
+    real_files: int | None = Field(None, description="real files scored (with a face): what the intervals resample")
+    fake_files: int | None = None
+    caution: str | None = Field(None, description="when either class has too few files for its intervals to be trusted")
 
 
 class ModelRecord(BaseModel):
@@ -278,12 +281,17 @@ class ModelCard(BaseModel):
         for name in self.manipulation_training().benchmarks:
             key = metric_key(Path(name).name)  # as training.benchmarks names its metrics
             if f"bench_{key}_file_auc" in metrics or f"bench_{key}_face_auc" in metrics:
+                # file counts: logged by training after 1.2.2 (older cards have none)
+                real, fake = (metrics.get(f"bench_{key}_{label}_files") for label in ("real", "fake"))
                 figures.append(
                     BenchmarkFigures(
                         labelled_set=name,
                         file_auc=auc(f"bench_{key}_file_auc"),
                         face_auc=auc(f"bench_{key}_face_auc"),
                         real_flagged=metrics.get(f"real_fpr_{key}"),
+                        real_files=None if real is None else int(real),
+                        fake_files=None if fake is None else int(fake),
+                        caution=None if real is None or fake is None else few_files_caution(int(real), int(fake)),
                     )
                 )
         return ModelRecord(

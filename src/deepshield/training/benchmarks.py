@@ -14,7 +14,9 @@ Metric names (what `export.select` and `tune --select` take):
   level), bench_<set>_fpr (share of real files at or above the epoch's threshold), bench_<set>_tpr
   (share of fake files there: the fakes caught), bench_<set>_face_fpr (share of real faces, e.g.
   frames of real videos) and bench_<set>_tpr_at_2pct_fpr (the fake files caught at the lowest threshold
-  flagging at most 2% of the set's real files: 0 of 22, 10 of 534; independent of the calibration);
+  flagging at most 2% of the set's real files: 0 of 22, 10 of 534; independent of the calibration),
+  bench_<set>_real_files and bench_<set>_fake_files (the files scored, those with a face: what the
+  intervals resample, so a card can say when they are too few to trust);
 - pooled over benchmarks: bench_face_auc, bench_file_auc (with _lo/_hi), bench_fpr, bench_auc, the
   mean of the per-benchmark face AUCs (every set weighs the same, however many files it has), and
   bench_tpr_at_2pct_fpr, the mean of the sets' catch rates at 2% of their real files.
@@ -42,6 +44,7 @@ from deepshield.evaluation.metrics import (
     PairedDifference,
     bootstrap_intervals,
     detection_metrics,
+    files_per_class,
     metric_key,
     paired_auc_resamples,
 )
@@ -260,6 +263,8 @@ def benchmark_metrics(
         pooled_file.append(file)
         metrics |= _auc_with_interval(*face, f"bench_{name}_face_auc")
         metrics |= _auc_with_interval(*file, f"bench_{name}_file_auc")
+        real_files, fake_files = files_per_class(file[0], file[2])
+        metrics[f"bench_{name}_real_files"], metrics[f"bench_{name}_fake_files"] = real_files, fake_files
         if f"bench_{name}_face_auc" in metrics:
             face_aucs.append(metrics[f"bench_{name}_face_auc"])
             metrics[f"bench_{name}_ap"] = detection_metrics(face[0], face[1]).ap

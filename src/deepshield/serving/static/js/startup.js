@@ -70,7 +70,7 @@ async function loadModelRecord() {
   if (!record.benchmarks.length) return;
   const auc = (figure) => !figure ? "—"
     : figure.value.toFixed(2) + (figure.low !== null ? ` [${figure.low.toFixed(2)}, ${figure.high.toFixed(2)}]` : "");
-  const rows = record.benchmarks.map((set) => [set.labelled_set, auc(set.file_auc), auc(set.face_auc), pct(set.real_flagged, 1)]);
+  const rows = record.benchmarks.map((set) => [set.labelled_set + (set.caution ? " †" : ""), auc(set.file_auc), auc(set.face_auc), pct(set.real_flagged, 1)]);
   if (record.validation_auc !== null) {
     rows.push(["its own synthesised blends (validation)", "—", auc({ value: record.validation_auc, low: null }), pct(record.validation_real_flagged, 1)]);
   }
@@ -85,7 +85,8 @@ async function loadModelRecord() {
     "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
     "these sets are small. Reals flagged: the share of a set's real files (validation: real faces) at or above the " +
     "threshold. The labelled sets chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
-    "its own synthesised blends say little about real swaps.";
+    "its own synthesised blends say little about real swaps." +
+    record.benchmarks.filter((set) => set.caution).map((set) => ` † ${set.labelled_set}: ${set.caution}.`).join("");
   $("model-record").hidden = false;
 }
 
