@@ -18,6 +18,7 @@ from deepshield.inference.cautions import face_cautions
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
+from deepshield.media.images import ImageLimits
 from deepshield.media.video import VideoFrame, VideoInfo, VideoSpan, uniform_indices
 from tests.conftest import ScriptedClassifier, write_video
 
@@ -32,6 +33,21 @@ def three_faces(astronaut) -> np.ndarray:
 
 
 # --- images ----------------------------------------------------------------------------------
+
+
+def test_a_jpeg_above_the_pixel_limit_is_analysed_at_a_reduced_scale_and_says_so(detector, astronaut, tmp_path):
+    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    limited = Detector(detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=300_000))
+    result = limited.analyze_path(path)
+    assert (result.width, result.height, result.decoded_scale) == (512, 512, 2) and len(result.faces) == 1
+    assert result.verdict.reason.endswith(
+        "; the image was read at 1/2 of its width and height, being above the 0.3 megapixel limit"
+    )
+    whole = detector.analyze_path(path)
+    assert (whole.width, whole.decoded_scale) == (1024, 1) and "was read at" not in whole.verdict.reason
+    assert whole.faces[0].box[2] == pytest.approx(2 * result.faces[0].box[2], rel=0.1)  # boxes in the pixels read
 
 
 def test_a_crowd_beyond_the_most_analysed_keeps_its_largest_faces_and_says_how_many_were_left_out(

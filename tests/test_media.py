@@ -34,6 +34,7 @@ from deepshield.media import (
 )
 from deepshield.media.animation import is_animation
 from deepshield.media.frames import media_kind
+from deepshield.media.images import decode_image
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
@@ -511,8 +512,19 @@ def test_sizes_below_a_megabyte_are_said_in_kilobytes():
 
 def test_pillow_bomb_guard_speaks_our_limit():
     # 60000 x 60000 in the header: Pillow's own guard refuses it inside Image.open.
-    with pytest.raises(MediaTooLargeError, match=r"^image is 3\.6e\+03 megapixels, above the 40 megapixel limit$"):
+    with pytest.raises(
+        MediaTooLargeError,
+        match=r"^image is 3\.6e\+03 megapixels, above the 40 megapixel limit \(a JPEG up to 250 megapixels is read",
+    ):
         load_image(png(60000, 60000, 8, 2, rows=None))
+    # A JPEG past Pillow's guard is opened anyway, and refused by its own limit, from the header.
+    jpeg = bytearray(encode(Image.new("RGB", (8, 8)), "JPEG"))
+    frame = jpeg.index(b"\xff\xc0")  # SOF0: length, precision, then height and width
+    jpeg[frame + 5 : frame + 9] = struct.pack(">HH", 60000, 60000)
+    with pytest.raises(
+        MediaTooLargeError, match=r"^JPEG image is 60000x60000 = 3\.6e\+03 megapixels, above the 250 megapixel limit"
+    ):
+        load_image(bytes(jpeg))
 
 
 def test_float_tiff_with_inf_and_nan_pixels_keeps_its_picture(astronaut):
@@ -564,6 +576,31 @@ def test_16_bit_image_is_converted_without_whole_image_temporaries():
     # The RGB result (3 bytes a pixel) plus band-sized temporaries; float copies of the whole image
     # (the old conversion) took over 30 bytes a pixel.
     assert peak < 3 * side * side + 16_000_000, peak
+
+
+def test_a_jpeg_above_the_pixel_limit_is_read_at_a_reduced_scale_and_other_formats_are_refused(monkeypatch):
+    picture = Image.fromarray(np.full((2000, 2000, 3), 120, np.uint8))
+    jpeg = encode(picture, "JPEG")
+    for max_pixels, scale in ((4_000_000, 1), (1_100_000, 2), (300_000, 4), (200_000, 8)):
+        decoded = decode_image(jpeg, ImageLimits(max_pixels=max_pixels))
+        assert decoded.scale == scale and decoded.pixels.shape == (2000 // scale, 2000 // scale, 3)
+        assert abs(int(decoded.pixels[100, 100, 0]) - 120) <= 2
+    assert load_image(jpeg, ImageLimits(max_pixels=1_100_000)).shape == (1000, 1000, 3)
+    with pytest.raises(
+        MediaTooLargeError,
+        match=r"^image is 2000x2000 = 4 megapixels, above the 1\.1 megapixel limit "
+        r"\(a JPEG up to 250 megapixels is read at a reduced scale\)$",
+    ):
+        decode_image(encode(picture, "PNG"), ImageLimits(max_pixels=1_100_000))
+    with pytest.raises(
+        MediaTooLargeError, match=r"^JPEG image is 2000x2000 = 4 megapixels, above the 3 megapixel limit for JPEGs$"
+    ):
+        decode_image(jpeg, ImageLimits(max_pixels=1_100_000, max_jpeg_pixels=3_000_000))
+    # Pillow's own guard (twice MAX_IMAGE_PIXELS; 179 megapixels by default) does not stop a JPEG read smaller.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    assert decode_image(jpeg, ImageLimits(max_pixels=1_100_000)).scale == 2
+    with pytest.raises(MediaTooLargeError, match=r"^image is 4 megapixels, above the 1\.1 megapixel limit"):
+        decode_image(encode(picture, "PNG"), ImageLimits(max_pixels=1_100_000))
 
 
 def test_working_memory_budget_decodes_big_jpegs_smaller_and_refuses_other_formats():

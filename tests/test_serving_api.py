@@ -376,7 +376,9 @@ def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video
 def test_corrupt_and_oversized_media_are_422(detector, client, astronaut_jpeg, astronaut):
     truncated = astronaut_jpeg[: len(astronaut_jpeg) // 3]
     assert_error(client.post("/v1/analyze", files=upload(truncated)), 422, "corrupt_media")
-    small_limits = Detector(detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000))
+    small_limits = Detector(
+        detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000, max_jpeg_pixels=100_000)
+    )
     with client_for(small_limits) as limited:
         body = assert_error(limited.post("/v1/analyze", files=upload(astronaut_jpeg)), 422, "media_too_large")
         assert "megapixel" in body["detail"]

@@ -35,10 +35,11 @@ from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine, shown_probability
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import media_kind
-from deepshield.media.images import ImageLimits, load_image
+from deepshield.media.images import DecodedImage, ImageLimits, decode_image
 from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
+from deepshield.media.units import megapixels
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
 from deepshield.models.card import InconclusiveBand, ModelCard
 
@@ -201,11 +202,18 @@ class Detector:
             reason=reason,
         )
 
-    def analyze_image(self, source: Path | str | bytes | NDArray[Any], heatmaps: bool = True) -> ImageResult:
-        """Score every face in one image (path, encoded bytes, or H x W x 3 uint8 RGB array)."""
+    def analyze_image(
+        self, source: Path | str | bytes | NDArray[Any] | DecodedImage, heatmaps: bool = True
+    ) -> ImageResult:
+        """Score every face in one image (path, encoded bytes, H x W x 3 uint8 RGB array, or one decoded)."""
         started = time.perf_counter()
-        image = source if isinstance(source, np.ndarray) else self._load_image(source)
-        metadata = None if isinstance(source, np.ndarray) else image_metadata(source, self.trust_anchors)
+        if isinstance(source, (np.ndarray, DecodedImage)):
+            decoded = source if isinstance(source, DecodedImage) else DecodedImage(source)
+            metadata = None
+        else:
+            decoded = self._load_image(source)
+            metadata = image_metadata(source, self.trust_anchors)
+        image = decoded.pixels
         found = find_faces([image], self.faces, self.card.crop_policy, max_faces=self.max_faces)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
         suspect = max(face_results, key=lambda f: f.probability, default=None)
@@ -218,9 +226,15 @@ class Detector:
         if left_out:
             more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
             verdict = verdict.with_clause(f"{more} (the {self.max_faces} largest of an image are)")
+        if decoded.scale > 1:
+            verdict = verdict.with_clause(
+                f"the image was read at 1/{decoded.scale} of its width and height, being above the "
+                f"{megapixels(self.image_limits.max_pixels)} megapixel limit"
+            )
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
+            decoded_scale=decoded.scale,
             faces=face_results,
             faces_left_out=left_out,
             verdict=verdict,
@@ -229,9 +243,9 @@ class Detector:
             metadata=metadata,
         )
 
-    def _load_image(self, source: Path | str | bytes) -> NDArray[Any]:
+    def _load_image(self, source: Path | str | bytes) -> DecodedImage:
         try:
-            return load_image(source, self.image_limits)
+            return decode_image(source, self.image_limits)
         except UnsupportedMediaError:
             if _is_video(source):
                 raise UnsupportedMediaError(

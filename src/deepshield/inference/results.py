@@ -137,8 +137,13 @@ class ScoringTerms(BaseModel):
 
 class ImageResult(ScoringTerms):
     kind: Literal["image"] = "image"
-    width: int
+    width: int  # of the pixels read (see decoded_scale)
     height: int
+    decoded_scale: int = Field(
+        1,
+        description="1: read at full size; 2, 4 or 8: a JPEG above the pixel limit, read at 1/N of its width and "
+        "height (by its decoder's DCT scaling)",
+    )
     faces: list[FaceResult]
     faces_left_out: int = Field(
         0, description="faces found beyond the most analysed per image (its largest faces are analysed)"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 from pillow_heif import register_heif_opener
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
@@ -57,7 +58,10 @@ _JPEG_DRAFT_SCALES = (2, 4, 8)
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 40_000_000  # of the pixels decoded
+    # A JPEG's own size: above max_pixels it is decoded at 1/2, 1/4 or 1/8 scale (the decoder's DCT
+    # scaling: the full size is never decoded), so that 48 to 200 megapixel phone photos can be read.
+    max_jpeg_pixels: int = 250_000_000
     # Decoded pixels plus the RGB result, at the peak of load_image. Above it a JPEG is decoded at
     # 1/2, 1/4 or 1/8 scale, any other image is refused. The default fits any image under
     # max_pixels (Pillow stores at most 4 bytes a pixel, the result takes 3).
@@ -84,9 +88,16 @@ def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
     return data
 
 
-def _too_many_pixels(pixels: int, limits: ImageLimits, size: tuple[int, int] | None = None) -> MediaTooLargeError:
+def _too_many_pixels(
+    pixels: int, limits: ImageLimits, size: tuple[int, int] | None = None, jpeg_limit: int | None = None
+) -> MediaTooLargeError:
     what = f"{size[0]}x{size[1]} = {megapixels(pixels)} megapixels" if size else f"{megapixels(pixels)} megapixels"
-    return MediaTooLargeError(f"image is {what}, above the {megapixels(limits.max_pixels)} megapixel limit")
+    if jpeg_limit is not None:
+        return MediaTooLargeError(f"JPEG image is {what}, above the {megapixels(jpeg_limit)} megapixel limit for JPEGs")
+    return MediaTooLargeError(
+        f"image is {what}, above the {megapixels(limits.max_pixels)} megapixel limit "
+        f"(a JPEG up to {megapixels(limits.max_jpeg_pixels)} megapixels is read at a reduced scale)"
+    )
 
 
 def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> MediaTooLargeError:
@@ -104,20 +115,35 @@ def working_bytes(size: tuple[int, int], mode: str) -> int:
     return size[0] * size[1] * max(decoded + _RGB_BYTES, 2 * _RGB_BYTES)
 
 
-def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
-    """Make the decode fit max_working_bytes: JPEGs decode at a reduced scale, others are refused."""
-    needed = working_bytes(image.size, image.mode)
-    if needed <= limits.max_working_bytes:
-        return
+def _check_pixels(image: Image.Image, limits: ImageLimits) -> None:
+    """Refuse, from the header, an image with more pixels than can be read (a JPEG: even at 1/8 scale)."""
     width, height = image.size
-    if image.format == "JPEG":
-        for scale in _JPEG_DRAFT_SCALES:
-            reduced = (math.ceil(width / scale), math.ceil(height / scale))
-            if working_bytes(reduced, image.mode) <= limits.max_working_bytes:
+    if isinstance(image, JpegImageFile):
+        if width * height > limits.max_jpeg_pixels:
+            raise _too_many_pixels(width * height, limits, image.size, limits.max_jpeg_pixels)
+    elif width * height > limits.max_pixels:
+        raise _too_many_pixels(width * height, limits, image.size)
+
+
+def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
+    """Make the decode fit max_pixels and max_working_bytes: a JPEG above either is drafted to the first of
+    1/2, 1/4 and 1/8 scale that fits both; any other image above them is refused."""
+    width, height = image.size
+    scales = (1, *_JPEG_DRAFT_SCALES) if isinstance(image, JpegImageFile) else (1,)
+    for scale in scales:
+        reduced = (math.ceil(width / scale), math.ceil(height / scale))
+        if (
+            reduced[0] * reduced[1] <= limits.max_pixels
+            and working_bytes(reduced, image.mode) <= limits.max_working_bytes
+        ):
+            if scale > 1:
                 image.draft(image.mode, reduced)
-                return
+            return
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(width * height, limits, image.size)
     raise MediaTooLargeError(
-        f"image is {width}x{height} ({image.mode}): decoding it needs {format_bytes(needed)}, "
+        f"image is {width}x{height} ({image.mode}): decoding it needs "
+        f"{format_bytes(working_bytes(image.size, image.mode))}, "
         f"above the {format_bytes(limits.max_working_bytes)} working-memory limit"
     )
 
@@ -198,8 +224,31 @@ _ORIENTATIONS: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> NDArray[Any]:
-    """Return an upright (EXIF-rotated) H x W x 3 uint8 RGB array.
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright H x W x 3 uint8 RGB image and the scale it was decoded at: 1 (full size), or 2, 4 or 8 for
+    a JPEG above the pixel or working-memory limit, decoded at 1/scale of its width and height."""
+
+    pixels: NDArray[Any]
+    scale: int = 1
+
+
+def _open(data: bytes) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow's own bomb warning is superseded by our explicit pixel limits.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            if image_format_name(data) != "JPEG":
+                raise
+            # Pillow's guard (179 megapixels) would refuse a 200 megapixel phone photo that a reduced-scale
+            # decode reads in a fraction of the memory: a JPEG has its own limit (max_jpeg_pixels).
+            return JpegImageFile(io.BytesIO(data))
+
+
+def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> DecodedImage:
+    """Decode an image upright (EXIF-rotated), at the largest scale the limits allow (see DecodedImage).
 
     Animated images give their first frame. Raises MediaTooLargeError above the byte, pixel or
     working-memory limit (checked from the header, before any pixel is decoded), UnsupportedMediaError
@@ -207,10 +256,7 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
     """
     data = _read_bytes(source, limits)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb warning is superseded by our explicit pixel limit below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = _open(data)
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc, limits) from exc
     except (UnidentifiedImageError, *DECODE_ERRORS) as exc:
@@ -222,15 +268,15 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
                 f"corrupt image: the file starts like a {claimed} but its header cannot be read"
             ) from exc
         raise UnsupportedMediaError(unsupported_message(data, expected="an image")) from exc
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise _too_many_pixels(width * height, limits, image.size)
-    if width == 0 or height == 0:
+    _check_pixels(image, limits)
+    if image.width == 0 or image.height == 0:
         raise CorruptMediaError("image has zero width or height")
     try:
         image.seek(0)
+        full_width = image.width
         _fit_budget(image, limits)
         image.load()
+        scale = round(full_width / image.width)
         orientation = image.getexif().get(0x0112, 1)
         rgb = to_rgb_array(image)
     except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
@@ -239,4 +285,9 @@ def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) 
         raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc
     del image  # the decoded pixels go before an orientation copy is made
     upright = _ORIENTATIONS.get(orientation)
-    return np.ascontiguousarray(upright(rgb)) if upright else rgb
+    return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale)
+
+
+def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> NDArray[Any]:
+    """decode_image's pixels, for callers that need not say at what scale they were read."""
+    return decode_image(source, limits).pixels

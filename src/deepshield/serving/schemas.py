@@ -47,7 +47,7 @@ class AnalyzeResponse(ImageResult):
     file: FileInfo
     preview_jpeg: str | None = Field(
         None,
-        description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the full image's pixels: scale by preview width / `width`.",
+        description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only with ?preview=true. Face boxes are in the pixels read (`width` x `height`; see `decoded_scale`): scale by preview width / `width`.",
     )
 
 
@@ -77,7 +77,10 @@ class JobView(BaseModel):
 
 class Limits(BaseModel):
     max_upload_bytes: int
-    max_image_pixels: int
+    max_image_pixels: int = Field(description="pixels an image is decoded at, at most")
+    max_jpeg_pixels: int = Field(
+        description="a JPEG's own pixels, at most: above max_image_pixels it is read at 1/2, 1/4 or 1/8 scale"
+    )
     max_image_working_bytes: int = Field(
         description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale"
     )

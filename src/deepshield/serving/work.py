@@ -11,7 +11,7 @@ import numpy as np
 from deepshield.inference.analysis import Detector, ProgressCallback
 from deepshield.inference.heatmap import crop_urls, jpeg_url
 from deepshield.inference.results import TrackPoint
-from deepshield.media.images import load_image
+from deepshield.media.images import decode_image
 from deepshield.media.metadata import image_metadata
 from deepshield.media.video import WHOLE_VIDEO, VideoSpan
 from deepshield.serving.schemas import AnalyzeResponse, FaceView, FileInfo, TrackPointView, TrackView, VideoResponse
@@ -35,8 +35,8 @@ def preview_jpeg(image: np.ndarray, max_side: int) -> str:
 
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:
     started = time.perf_counter()
-    image = load_image(path, detector.image_limits)  # loaded here, once, for the preview too
-    result = detector.analyze_image(image, heatmaps=True).model_copy(
+    decoded = decode_image(path, detector.image_limits)  # decoded here, once, for the preview too
+    result = detector.analyze_image(decoded, heatmaps=True).model_copy(
         update={"metadata": image_metadata(path, detector.trust_anchors)}
     )
     faces = []
@@ -49,7 +49,7 @@ def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_s
         **fields,
         faces=faces,
         file=file,
-        preview_jpeg=preview_jpeg(image, preview_side) if preview_side else None,
+        preview_jpeg=preview_jpeg(decoded.pixels, preview_side) if preview_side else None,
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )
 
