@@ -174,7 +174,7 @@ def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpe
     response = client.post("/v1/analyze", files=upload(astronaut_jpeg))
     assert response.status_code == 200, response.text
     result = response.json()
-    assert result["kind"] == "image" and (result["width"], result["height"]) == (512, 512)
+    assert result["kind"] == "image" and (result["width"], result["height"], result["decoded_scale"]) == (512, 512, 1)
     assert len(result["faces"]) == 1
     face = result["faces"][0]
     assert 0.0 <= face["probability"] <= 1.0 and face["label"] in (
@@ -376,6 +376,10 @@ def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video
 def test_corrupt_and_oversized_media_are_422(detector, client, astronaut_jpeg, astronaut):
     truncated = astronaut_jpeg[: len(astronaut_jpeg) // 3]
     assert_error(client.post("/v1/analyze", files=upload(truncated)), 422, "corrupt_media")
+    smaller = Detector(detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000))
+    with client_for(smaller) as limited:  # a JPEG is read at a reduced scale
+        result = limited.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
+        assert (result["width"], result["decoded_scale"]) == (256, 2) and "read at 1/2" in result["verdict"]["reason"]
     small_limits = Detector(
         detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000, max_jpeg_pixels=100_000)
     )
