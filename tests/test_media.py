@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
@@ -224,6 +225,36 @@ def test_avif_rotation_is_applied_and_heic_is_not_turned_twice():
         assert shown.getexif().get(0x0112, 1) == 1
         as_libheif_shows = np.asarray(shown.convert("RGB"))
     np.testing.assert_array_equal(load_image(heic), as_libheif_shows)
+
+
+def test_a_heic_above_the_pixel_limit_is_read_at_a_reduced_scale_upright(astronaut):
+    limits = ImageLimits(max_pixels=70_000)  # the astronaut's 512 x 512 goes to 1/2 (256 x 256)
+    heic = encode(Image.fromarray(astronaut), "HEIF", quality=95)
+    decoded = decode_image(heic, limits)
+    assert decoded.scale == 2 and decoded.pixels.shape == (256, 256, 3) and decoded.pixels.dtype == np.uint8
+    halved = cv2.resize(load_image(heic), (256, 256), interpolation=cv2.INTER_AREA)
+    assert np.abs(decoded.pixels.astype(int) - halved).mean() < 1  # the full decode, area-averaged
+    # Turned by its EXIF orientation (libheif applies it) and transparent (shown on white), as at full size.
+    stored = np.ascontiguousarray(np.rot90(pattern(48, 64), k=1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgba = np.dstack([stored, np.full(stored.shape[:2], 255, np.uint8)])
+    rgba[:10, :, 3] = 0
+    turned = encode(Image.fromarray(rgba, "RGBA"), "HEIF", quality=95, exif=exif.tobytes())
+    whole = load_image(turned)
+    small = decode_image(turned, ImageLimits(max_pixels=1000))
+    assert whole.shape == (48, 64, 3) and small.scale == 2 and small.pixels.shape == (24, 32, 3)
+    assert np.abs(small.pixels.astype(int) - cv2.resize(whole, (32, 24), interpolation=cv2.INTER_AREA)).mean() < 3
+    with pytest.raises(
+        MediaTooLargeError,
+        match=r"^image is 512x512 \(HEIC\): reading it at a reduced scale needs 983 KB, above the 500 KB working",
+    ):
+        decode_image(heic, ImageLimits(max_pixels=70_000, max_working_bytes=500_000))
+    with pytest.raises(
+        MediaTooLargeError,
+        match=r"^image is 512x512 = 0\.262 megapixels, above the 0\.2 megapixel limit for a JPEG or HEIC$",
+    ):
+        decode_image(heic, ImageLimits(max_pixels=70_000, max_source_pixels=200_000))
 
 
 # --- images: bad input -----------------------------------------------------------------------
@@ -514,7 +545,7 @@ def test_pillow_bomb_guard_speaks_our_limit():
     # 60000 x 60000 in the header: Pillow's own guard refuses it inside Image.open.
     with pytest.raises(
         MediaTooLargeError,
-        match=r"^image is 3\.6e\+03 megapixels, above the 40 megapixel limit \(a JPEG up to 250 megapixels is read",
+        match=r"^image is 3\.6e\+03 megapixels, above the 40 megapixel limit \(a JPEG or HEIC up to 250 megapixels is read",
     ):
         load_image(png(60000, 60000, 8, 2, rows=None))
     # A JPEG past Pillow's guard is opened anyway, and refused by its own limit, from the header.
@@ -522,7 +553,8 @@ def test_pillow_bomb_guard_speaks_our_limit():
     frame = jpeg.index(b"\xff\xc0")  # SOF0: length, precision, then height and width
     jpeg[frame + 5 : frame + 9] = struct.pack(">HH", 60000, 60000)
     with pytest.raises(
-        MediaTooLargeError, match=r"^JPEG image is 60000x60000 = 3\.6e\+03 megapixels, above the 250 megapixel limit"
+        MediaTooLargeError,
+        match=r"^image is 60000x60000 = 3\.6e\+03 megapixels, above the 250 megapixel limit for a JPEG or HEIC$",
     ):
         load_image(bytes(jpeg))
 
@@ -589,13 +621,13 @@ def test_a_jpeg_above_the_pixel_limit_is_read_at_a_reduced_scale_and_other_forma
     with pytest.raises(
         MediaTooLargeError,
         match=r"^image is 2000x2000 = 4 megapixels, above the 1\.1 megapixel limit "
-        r"\(a JPEG up to 250 megapixels is read at a reduced scale\)$",
+        r"\(a JPEG or HEIC up to 250 megapixels is read at a reduced scale\)$",
     ):
         decode_image(encode(picture, "PNG"), ImageLimits(max_pixels=1_100_000))
     with pytest.raises(
-        MediaTooLargeError, match=r"^JPEG image is 2000x2000 = 4 megapixels, above the 3 megapixel limit for JPEGs$"
+        MediaTooLargeError, match=r"^image is 2000x2000 = 4 megapixels, above the 3 megapixel limit for a JPEG or HEIC$"
     ):
-        decode_image(jpeg, ImageLimits(max_pixels=1_100_000, max_jpeg_pixels=3_000_000))
+        decode_image(jpeg, ImageLimits(max_pixels=1_100_000, max_source_pixels=3_000_000))
     # Pillow's own guard (twice MAX_IMAGE_PIXELS; 179 megapixels by default) does not stop a JPEG read smaller.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
     assert decode_image(jpeg, ImageLimits(max_pixels=1_100_000)).scale == 2

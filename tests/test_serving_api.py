@@ -381,7 +381,7 @@ def test_corrupt_and_oversized_media_are_422(detector, client, astronaut_jpeg, a
         result = limited.post("/v1/analyze", files=upload(astronaut_jpeg)).json()
         assert (result["width"], result["decoded_scale"]) == (256, 2) and "read at 1/2" in result["verdict"]["reason"]
     small_limits = Detector(
-        detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000, max_jpeg_pixels=100_000)
+        detector.classifier, detector.faces, image_limits=ImageLimits(max_pixels=100_000, max_source_pixels=100_000)
     )
     with client_for(small_limits) as limited:
         body = assert_error(limited.post("/v1/analyze", files=upload(astronaut_jpeg)), 422, "media_too_large")

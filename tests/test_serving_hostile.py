@@ -244,7 +244,7 @@ def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpe
         health = client.get("/healthz").json()
         assert (health["analyses_running"], health["analyses_waiting"]) == (1, 0)  # it still runs, abandoned
         assert health["limits"]["max_image_working_bytes"] == 280_000_000
-        assert health["limits"]["max_jpeg_pixels"] == 250_000_000
+        assert health["limits"]["max_source_pixels"] == 250_000_000
         release.set()
         deadline = time.monotonic() + 10
         while client.get("/healthz").json()["analyses_running"] and time.monotonic() < deadline:

@@ -141,8 +141,8 @@ class ImageResult(ScoringTerms):
     height: int
     decoded_scale: int = Field(
         1,
-        description="1: read at full size; 2, 4 or 8: a JPEG above the pixel limit, read at 1/N of its width and "
-        "height (by its decoder's DCT scaling)",
+        description="1: read at full size; 2, 4 or 8: a JPEG or HEIC above the pixel limit, read at 1/N of its "
+        "width and height",
     )
     faces: list[FaceResult]
     faces_left_out: int = Field(

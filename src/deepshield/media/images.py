@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
-from pillow_heif import register_heif_opener
+from pillow_heif import HeifImageFile, open_heif, register_heif_opener
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.media.files import check_media_file
@@ -52,20 +53,31 @@ _RGB_BYTES = 3
 _BAND_PIXELS = 1 << 20
 # Scale for float and 32-bit images is estimated from about this many pixels.
 _SCALE_SAMPLE_SIDE = 1024
-_JPEG_DRAFT_SCALES = (2, 4, 8)
+_REDUCED_SCALES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000  # of the pixels decoded
-    # A JPEG's own size: above max_pixels it is decoded at 1/2, 1/4 or 1/8 scale (the decoder's DCT
-    # scaling: the full size is never decoded), so that 48 to 200 megapixel phone photos can be read.
-    max_jpeg_pixels: int = 250_000_000
+    max_pixels: int = 40_000_000  # of the pixels read
+    # A JPEG's or HEIC's own size: above max_pixels it is read at 1/2, 1/4 or 1/8 scale, so that 48 to 200
+    # megapixel phone photos can be read. A JPEG by its decoder's DCT scaling (the full size is never
+    # decoded); a HEIC, which libheif cannot decode smaller, whole and then area-averaged, within
+    # max_working_bytes (about 70 megapixels).
+    max_source_pixels: int = 250_000_000
     # Decoded pixels plus the RGB result, at the peak of load_image. Above it a JPEG is decoded at
     # 1/2, 1/4 or 1/8 scale, any other image is refused. The default fits any image under
     # max_pixels (Pillow stores at most 4 bytes a pixel, the result takes 3).
     max_working_bytes: int = 280_000_000
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright H x W x 3 uint8 RGB image and the scale it was decoded at: 1 (full size), or 2, 4 or 8 for
+    a JPEG above the pixel or working-memory limit, decoded at 1/scale of its width and height."""
+
+    pixels: NDArray[Any]
+    scale: int = 1
 
 
 def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
@@ -89,14 +101,17 @@ def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
 
 
 def _too_many_pixels(
-    pixels: int, limits: ImageLimits, size: tuple[int, int] | None = None, jpeg_limit: int | None = None
+    pixels: int, limits: ImageLimits, size: tuple[int, int] | None = None, reducible: bool = False
 ) -> MediaTooLargeError:
+    """`reducible`: a JPEG or HEIC, refused only above max_source_pixels."""
     what = f"{size[0]}x{size[1]} = {megapixels(pixels)} megapixels" if size else f"{megapixels(pixels)} megapixels"
-    if jpeg_limit is not None:
-        return MediaTooLargeError(f"JPEG image is {what}, above the {megapixels(jpeg_limit)} megapixel limit for JPEGs")
+    if reducible:
+        return MediaTooLargeError(
+            f"image is {what}, above the {megapixels(limits.max_source_pixels)} megapixel limit for a JPEG or HEIC"
+        )
     return MediaTooLargeError(
         f"image is {what}, above the {megapixels(limits.max_pixels)} megapixel limit "
-        f"(a JPEG up to {megapixels(limits.max_jpeg_pixels)} megapixels is read at a reduced scale)"
+        f"(a JPEG or HEIC up to {megapixels(limits.max_source_pixels)} megapixels is read at a reduced scale)"
     )
 
 
@@ -115,21 +130,52 @@ def working_bytes(size: tuple[int, int], mode: str) -> int:
     return size[0] * size[1] * max(decoded + _RGB_BYTES, 2 * _RGB_BYTES)
 
 
+def _reducible(image: Image.Image) -> bool:
+    return isinstance(image, (JpegImageFile, HeifImageFile))
+
+
 def _check_pixels(image: Image.Image, limits: ImageLimits) -> None:
-    """Refuse, from the header, an image with more pixels than can be read (a JPEG: even at 1/8 scale)."""
+    """Refuse, from the header, an image with more pixels than can be read (a JPEG or HEIC: even reduced)."""
+    pixels = image.width * image.height
+    if pixels > (limits.max_source_pixels if _reducible(image) else limits.max_pixels):
+        raise _too_many_pixels(pixels, limits, image.size, _reducible(image))
+
+
+def _reduced_scale(size: tuple[int, int], limits: ImageLimits) -> int | None:
+    """The first of 1/2, 1/4 and 1/8 scale that brings an image under max_pixels (None: none does)."""
+    for scale in _REDUCED_SCALES:
+        if math.ceil(size[0] / scale) * math.ceil(size[1] / scale) <= limits.max_pixels:
+            return scale
+    return None
+
+
+def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> DecodedImage:
+    """A HEIC above max_pixels: decoded whole at 8 bits a channel (libheif has no reduced-scale decode; it
+    applies the file's rotation), then area-averaged to the first scale under max_pixels."""
     width, height = image.size
-    if isinstance(image, JpegImageFile):
-        if width * height > limits.max_jpeg_pixels:
-            raise _too_many_pixels(width * height, limits, image.size, limits.max_jpeg_pixels)
-    elif width * height > limits.max_pixels:
-        raise _too_many_pixels(width * height, limits, image.size)
+    scale = _reduced_scale(image.size, limits)
+    channels = 4 if "A" in image.mode else _RGB_BYTES
+    needed = width * height * channels + width * height * _RGB_BYTES // 4  # the whole decode + the result
+    if scale is None or needed > limits.max_working_bytes:
+        raise MediaTooLargeError(
+            f"image is {width}x{height} (HEIC): reading it at a reduced scale needs {format_bytes(needed)}, "
+            f"above the {format_bytes(limits.max_working_bytes)} working-memory limit"
+        )
+    whole = np.asarray(open_heif(io.BytesIO(data), convert_hdr_to_8bit=True))
+    reduced = cv2.resize(
+        whole, (math.ceil(whole.shape[1] / scale), math.ceil(whole.shape[0] / scale)), interpolation=cv2.INTER_AREA
+    )
+    del whole
+    if reduced.shape[2] == 4:
+        reduced = _on_white(Image.fromarray(reduced, "RGBA"))
+    return DecodedImage(np.ascontiguousarray(reduced), scale)
 
 
 def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
     """Make the decode fit max_pixels and max_working_bytes: a JPEG above either is drafted to the first of
     1/2, 1/4 and 1/8 scale that fits both; any other image above them is refused."""
     width, height = image.size
-    scales = (1, *_JPEG_DRAFT_SCALES) if isinstance(image, JpegImageFile) else (1,)
+    scales = (1, *_REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,)
     for scale in scales:
         reduced = (math.ceil(width / scale), math.ceil(height / scale))
         if (
@@ -224,15 +270,6 @@ _ORIENTATIONS: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
-@dataclass(frozen=True)
-class DecodedImage:
-    """An upright H x W x 3 uint8 RGB image and the scale it was decoded at: 1 (full size), or 2, 4 or 8 for
-    a JPEG above the pixel or working-memory limit, decoded at 1/scale of its width and height."""
-
-    pixels: NDArray[Any]
-    scale: int = 1
-
-
 def _open(data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow's own bomb warning is superseded by our explicit pixel limits.
@@ -243,7 +280,7 @@ def _open(data: bytes) -> Image.Image:
             if image_format_name(data) != "JPEG":
                 raise
             # Pillow's guard (179 megapixels) would refuse a 200 megapixel phone photo that a reduced-scale
-            # decode reads in a fraction of the memory: a JPEG has its own limit (max_jpeg_pixels).
+            # decode reads in a fraction of the memory: a JPEG has its own limit (max_source_pixels).
             return JpegImageFile(io.BytesIO(data))
 
 
@@ -272,6 +309,8 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
     if image.width == 0 or image.height == 0:
         raise CorruptMediaError("image has zero width or height")
     try:
+        if isinstance(image, HeifImageFile) and image.width * image.height > limits.max_pixels:
+            return _heif_reduced(data, image, limits)
         image.seek(0)
         full_width = image.width
         _fit_budget(image, limits)

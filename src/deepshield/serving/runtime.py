@@ -88,7 +88,7 @@ class Runtime:
         return Limits(
             max_upload_bytes=self.settings.max_upload_bytes,
             max_image_pixels=image.max_pixels,
-            max_jpeg_pixels=image.max_jpeg_pixels,
+            max_source_pixels=image.max_source_pixels,
             max_image_working_bytes=image.max_working_bytes,
             max_video_duration_s=video.max_duration_s,
             max_video_pixels_per_frame=video.max_pixels_per_frame,

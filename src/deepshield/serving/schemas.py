@@ -78,8 +78,8 @@ class JobView(BaseModel):
 class Limits(BaseModel):
     max_upload_bytes: int
     max_image_pixels: int = Field(description="pixels an image is decoded at, at most")
-    max_jpeg_pixels: int = Field(
-        description="a JPEG's own pixels, at most: above max_image_pixels it is read at 1/2, 1/4 or 1/8 scale"
+    max_source_pixels: int = Field(
+        description="a JPEG's or HEIC's own pixels, at most: above max_image_pixels it is read at 1/2, 1/4 or 1/8 scale"
     )
     max_image_working_bytes: int = Field(
         description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale"
