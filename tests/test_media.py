@@ -619,6 +619,10 @@ def test_a_jpeg_above_the_pixel_limit_is_read_at_a_reduced_scale_and_other_forma
         assert abs(int(decoded.pixels[100, 100, 0]) - 120) <= 2
     assert load_image(jpeg, ImageLimits(max_pixels=1_100_000)).shape == (1000, 1000, 3)
     with pytest.raises(
+        MediaTooLargeError, match=r"^image is 2000x2000: even at 1/8 scale it is above the 0\.05 megapixel"
+    ):
+        decode_image(jpeg, ImageLimits(max_pixels=50_000))
+    with pytest.raises(
         MediaTooLargeError,
         match=r"^image is 2000x2000 = 4 megapixels, above the 1\.1 megapixel limit "
         r"\(a JPEG or HEIC up to 250 megapixels is read at a reduced scale\)$",

@@ -65,7 +65,7 @@ class ImageLimits:
     # decoded); a HEIC, which libheif cannot decode smaller, whole and then area-averaged, within
     # max_working_bytes (about 70 megapixels).
     max_source_pixels: int = 250_000_000
-    # Decoded pixels plus the RGB result, at the peak of load_image. Above it a JPEG is decoded at
+    # Decoded pixels plus the RGB result, at the peak of decode_image. Above it a JPEG is decoded at
     # 1/2, 1/4 or 1/8 scale, any other image is refused. The default fits any image under
     # max_pixels (Pillow stores at most 4 bytes a pixel, the result takes 3).
     max_working_bytes: int = 280_000_000
@@ -73,8 +73,9 @@ class ImageLimits:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright H x W x 3 uint8 RGB image and the scale it was decoded at: 1 (full size), or 2, 4 or 8 for
-    a JPEG above the pixel or working-memory limit, decoded at 1/scale of its width and height."""
+    """An upright H x W x 3 uint8 RGB image and the scale it was read at: 1 (full size), or 2, 4 or 8 for a
+    JPEG or HEIC above the pixel limit (a JPEG also above the working-memory limit), read at 1/scale of its
+    width and height."""
 
     pixels: NDArray[Any]
     scale: int = 1
@@ -185,8 +186,11 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
             if scale > 1:
                 image.draft(image.mode, reduced)
             return
-    if width * height > limits.max_pixels:
-        raise _too_many_pixels(width * height, limits, image.size)
+    if width * height > limits.max_pixels:  # a JPEG only (others were refused from the header)
+        raise MediaTooLargeError(
+            f"image is {width}x{height}: even at 1/{_REDUCED_SCALES[-1]} scale it is above the "
+            f"{megapixels(limits.max_pixels)} megapixel limit"
+        )
     raise MediaTooLargeError(
         f"image is {width}x{height} ({image.mode}): decoding it needs "
         f"{format_bytes(working_bytes(image.size, image.mode))}, "
