@@ -223,6 +223,7 @@ def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, 
     assert facts["software (metadata)"] == "Adobe Photoshop 25.0"
     assert facts["date in the file"] == "2025:12:31 09:00:00"
     assert facts["location"] == "in the file's metadata (not shown here)"
+    assert facts["pixels analysed"] == "512 × 512"
     assert "ai-generator settings" not in facts and "metadata" not in facts
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "stripped.jpg", astronaut)))
     page.wait_for_selector("#file-facts dd >> text=none found (sites and apps often remove it)")
@@ -888,6 +889,17 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
         f"Opened from astronaut.deepshield.json: the result as it was saved, analysed {when}. Nothing was analysed again."
     )
     assert when in page.inner_text("[data-role=print-header]")  # the report keeps the analysis time
+    # A photo read at a reduced scale says so among its facts.
+    reduced = copy.deepcopy(saved)
+    reduced["result"] |= {"width": 256, "height": 256, "decoded_scale": 2}
+    reduced_path = tmp_path / "big.deepshield.json"
+    reduced_path.write_text(json.dumps(reduced))
+    page.set_input_files("#file-input", str(reduced_path))
+    page.wait_for_selector("[data-role=saved-note]:has-text('big.deepshield.json')")
+    page.click("#file-details summary")
+    names = [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()]
+    facts = dict(zip(names, page.locator("#file-facts dd").all_inner_texts()))
+    assert facts["pixels analysed"] == "256 × 256: 1/2 of the file's width and height (it is above the pixel limit)"
     assert posts == ["/v1/analyze?preview=true"]
     # A saved set of results opens as its list; any other JSON is named as not a result.
     results = tmp_path / "deepshield-results.json"

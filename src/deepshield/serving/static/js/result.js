@@ -57,12 +57,21 @@ export function printResult() {
   window.print();
 }
 
+// An image's pixels as read: a JPEG or HEIC above the pixel limit is read at a fraction of its size.
+function pixelsAnalysed(result) {
+  if (result.kind !== "image") return null;
+  const size = `${result.width} × ${result.height}`;
+  const scale = result.decoded_scale || 1; // results saved before decoded_scale existed were read whole
+  return scale > 1 ? `${size}: 1/${scale} of the file's width and height (it is above the pixel limit)` : size;
+}
+
 export function renderFileFacts(result, file, fileName) {
   const band = result.inconclusive;
   renderFacts($("file-facts"), [
     ["File", fileName || (file && file.name)],
     ["Size", file && formatBytes(file.size_bytes)],
     ["SHA-256", file && file.sha256],
+    ["Pixels analysed", pixelsAnalysed(result)],
     ["Model", result.model],
     ["Threshold", pct(result.threshold, 1)],
     ["Inconclusive", `${pct(band.low, 1)} to ${pct(band.high, 1)}`],
