@@ -30,7 +30,7 @@ test: install-test
 	bash .ci/setup-system.sh
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-# The quick loop while editing: no root, no browser, no Ray, no training runs (about a minute).
+# The quick loop while editing: no root, no browser, no Ray, no training runs (about two minutes here).
 test-fast: install-test
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not browser and not ray"
 
