@@ -125,7 +125,7 @@ def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> Media
 
 
 def working_bytes(size: tuple[int, int], mode: str) -> int:
-    """Peak bytes load_image needs for an image of this size and Pillow mode: decoded + RGB result
+    """Peak bytes decode_image needs for an image of this size and Pillow mode: decoded + RGB result
     (or two RGB copies while an EXIF rotation is applied, whichever is larger)."""
     decoded = 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
     return size[0] * size[1] * max(decoded + _RGB_BYTES, 2 * _RGB_BYTES)
@@ -142,19 +142,20 @@ def _check_pixels(image: Image.Image, limits: ImageLimits) -> None:
         raise _too_many_pixels(pixels, limits, image.size, _reducible(image))
 
 
-def _reduced_scale(size: tuple[int, int], limits: ImageLimits) -> int | None:
-    """The first of 1/2, 1/4 and 1/8 scale that brings an image under max_pixels (None: none does)."""
-    for scale in _REDUCED_SCALES:
-        if math.ceil(size[0] / scale) * math.ceil(size[1] / scale) <= limits.max_pixels:
-            return scale
-    return None
+def _reduced_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    return math.ceil(size[0] / scale), math.ceil(size[1] / scale)
+
+
+def _first_scale(size: tuple[int, int], scales: tuple[int, ...], fits: Callable[[tuple[int, int]], bool]) -> int | None:
+    """The first of `scales` at which an image of `size`, read at 1/scale, `fits` (None: at none)."""
+    return next((scale for scale in scales if fits(_reduced_size(size, scale))), None)
 
 
 def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> DecodedImage:
     """A HEIC above max_pixels: decoded whole at 8 bits a channel (libheif has no reduced-scale decode; it
     applies the file's rotation), then area-averaged to the first scale under max_pixels."""
     width, height = image.size
-    scale = _reduced_scale(image.size, limits)
+    scale = _first_scale(image.size, _REDUCED_SCALES, lambda size: size[0] * size[1] <= limits.max_pixels)
     channels = 4 if "A" in image.mode else _RGB_BYTES
     needed = width * height * channels + width * height * _RGB_BYTES // 4  # the whole decode + the result
     if scale is None or needed > limits.max_working_bytes:
@@ -163,9 +164,7 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
             f"above the {format_bytes(limits.max_working_bytes)} working-memory limit"
         )
     whole = np.asarray(open_heif(io.BytesIO(data), convert_hdr_to_8bit=True))
-    reduced = cv2.resize(
-        whole, (math.ceil(whole.shape[1] / scale), math.ceil(whole.shape[0] / scale)), interpolation=cv2.INTER_AREA
-    )
+    reduced = cv2.resize(whole, _reduced_size((whole.shape[1], whole.shape[0]), scale), interpolation=cv2.INTER_AREA)
     del whole
     if reduced.shape[2] == 4:
         reduced = _on_white(Image.fromarray(reduced, "RGBA"))
@@ -176,16 +175,17 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
     """Make the decode fit max_pixels and max_working_bytes: a JPEG above either is drafted to the first of
     1/2, 1/4 and 1/8 scale that fits both; any other image above them is refused."""
     width, height = image.size
-    scales = (1, *_REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,)
-    for scale in scales:
-        reduced = (math.ceil(width / scale), math.ceil(height / scale))
-        if (
-            reduced[0] * reduced[1] <= limits.max_pixels
-            and working_bytes(reduced, image.mode) <= limits.max_working_bytes
-        ):
-            if scale > 1:
-                image.draft(image.mode, reduced)
-            return
+    scale = _first_scale(
+        image.size,
+        (1, *_REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,),
+        lambda size: (
+            size[0] * size[1] <= limits.max_pixels and working_bytes(size, image.mode) <= limits.max_working_bytes
+        ),
+    )
+    if scale is not None:
+        if scale > 1:
+            image.draft(image.mode, _reduced_size(image.size, scale))
+        return
     if width * height > limits.max_pixels:  # a JPEG only (others were refused from the header)
         raise MediaTooLargeError(
             f"image is {width}x{height}: even at 1/{_REDUCED_SCALES[-1]} scale it is above the "
