@@ -19,7 +19,7 @@ from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.media.images import ImageLimits
-from deepshield.media.video import VideoFrame, VideoInfo, VideoSpan, uniform_indices
+from deepshield.media.video import VideoFrame, VideoInfo, VideoLimits, VideoSpan, uniform_indices
 from tests.conftest import ScriptedClassifier, write_video
 
 
@@ -442,6 +442,21 @@ def test_a_span_of_a_video_is_analysed_and_said(detector, face_video):
     assert 0.5 <= track.first_seen_s <= track.last_seen_s < 1.0
     with pytest.raises(VideoSpanError, match="nothing to analyse from 3 s on"):
         detector.analyze_video(face_video, frames=4, span=VideoSpan(3.0))
+
+
+def test_a_video_above_the_pixel_limit_is_analysed_at_a_reduced_scale_and_says_so(detector, face_video):
+    limited = Detector(detector.classifier, detector.faces, video_limits=VideoLimits(max_pixels_per_frame=300 * 300))
+    result = limited.analyze_video(face_video, frames=4)
+    assert (result.video.width, result.video.height, result.video.decoded_scale) == (512, 512, 2)
+    assert result.verdict.reason.endswith(
+        "; the frames were read at 1/2 of their width and height, being above the 0.09 megapixel limit"
+    )
+    whole = detector.analyze_video(face_video, frames=4)
+    assert whole.video.decoded_scale == 1 and "were read at" not in whole.verdict.reason
+    (track,) = result.tracks
+    (whole_track,) = whole.tracks
+    # Boxes are in the pixels read.
+    assert whole_track.points[0].box[2] == pytest.approx(2 * track.points[0].box[2], rel=0.1)
 
 
 def test_real_video_sampled_tracked_and_timed(detector, face_video):

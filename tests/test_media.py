@@ -450,6 +450,9 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
     assert probe_video(path).rotation == (-display_ccw) % 360
     assert frames[0].image.shape == expected.shape
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
+    # A frame read at a reduced scale is turned the same way.
+    _info, halved = sample_frames(path, 2, VideoLimits(max_pixels_per_frame=48 * 32))
+    assert halved[0].scale == 2 and halved[0].image.shape == expected[::2, ::2].shape
 
 
 def test_broken_packets_in_the_middle_still_give_frames(tmp_path, astronaut):
@@ -513,7 +516,29 @@ def test_oversized_frames_are_refused(face_video):
     with pytest.raises(
         MediaTooLargeError, match=r"video frames are 512x512 = 0\.262 megapixels, above the 0\.25 megapixel limit"
     ):
-        sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=500 * 500))
+        sample_frames(face_video, 8, VideoLimits(max_pixels_per_frame=500 * 500, max_source_pixels_per_frame=500 * 500))
+
+
+@pytest.mark.parametrize(("pixels_read", "scale"), [(512 * 512, 1), (300 * 300, 2), (200 * 200, 4)])
+def test_frames_above_the_pixel_limit_are_read_at_the_first_scale_that_fits(face_video, pixels_read, scale):
+    """As 8K video is read: the whole frame, area-averaged to 1/2 or 1/4 of its width and height."""
+    _info, whole = sample_frames(face_video, 4)
+    info, frames = sample_frames(face_video, 4, VideoLimits(max_pixels_per_frame=pixels_read))
+    assert (info.width, info.height) == (512, 512)  # the file's own size
+    assert [f.index for f in frames] == [f.index for f in whole]
+    for reduced, full in zip(frames, whole):
+        assert reduced.scale == scale and reduced.image.shape == (512 // scale, 512 // scale, 3)
+        assert reduced.image.dtype == np.uint8 and reduced.image.flags.c_contiguous
+        expected = cv2.resize(full.image, (512 // scale, 512 // scale), interpolation=cv2.INTER_AREA)
+        # The same picture: area-averaged, not point-sampled (which would differ far more on the astronaut's texture).
+        assert np.abs(reduced.image.astype(int) - expected).mean() < 3
+
+
+def test_a_frame_that_no_scale_brings_under_the_limit_is_refused(face_video):
+    with pytest.raises(
+        MediaTooLargeError, match=r"512x512: even at 1/8 scale they are above the 0\.001 megapixel limit"
+    ):
+        sample_frames(face_video, 4, VideoLimits(max_pixels_per_frame=1_000))
 
 
 # --- hostile media: sizes that lie, pixel formats that hide, memory ------------------------------
@@ -675,16 +700,18 @@ def test_frames_larger_than_the_header_says_are_refused_before_conversion(tmp_pa
 
     path = mjpeg_with_lying_header(tmp_path / "liar.mov", 1200)
     assert probe_video(path).width == 64
-    upright = video._upright
+    convert = video._video_frame
     monkeypatch.setattr(
         video,
-        "_upright",
-        lambda frame, turn: upright(frame, turn) if frame.width == 64 else pytest.fail("converted an oversized frame"),
+        "_video_frame",
+        lambda frame, *args: (
+            convert(frame, *args) if frame.width == 64 else pytest.fail("converted an oversized frame")
+        ),
     )
     with pytest.raises(
         MediaTooLargeError, match=r"video frames are 1200x1200 = 1\.44 megapixels, above the 1 megapixel limit"
     ):
-        sample_frames(path, 8, VideoLimits(max_pixels_per_frame=1_000_000))
+        sample_frames(path, 8, VideoLimits(max_pixels_per_frame=1_000_000, max_source_pixels_per_frame=1_000_000))
 
 
 @pytest.fixture(scope="module")
@@ -834,6 +861,11 @@ def test_an_animated_image_is_sampled_as_a_video(tmp_path, fmt, codec):
     assert [f.index for f in part] == [5, 6, 7, 8]
     with pytest.raises(MediaTooLargeError, match="animation has more than 10 frames, the limit"):
         sample_frames(path, 4, VideoLimits(max_frames=10))
+    # An animation's frames are not read at a reduced scale, as a video's are: above the pixel limit it is refused.
+    with pytest.raises(
+        MediaTooLargeError, match=r"video frames are 64x48 = 0\.00307 megapixels, above the 0\.003 megapixel"
+    ):
+        sample_frames(path, 4, VideoLimits(max_pixels_per_frame=3_000))
     with pytest.raises(VideoSpanError, match="nothing to analyse from 2 s on"):
         sample_frames(path, 4, span=VideoSpan(2.0))
 

@@ -29,6 +29,7 @@ from PIL import Image
 from deepshield.inference.analysis import Detector
 from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
+from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import ScriptedClassifier, bundle_with_record, photo_with_exif, write_video
@@ -429,6 +430,19 @@ def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, t
     page.set_input_files("#file-input", str(write_video(tmp_path / "mute.mp4", [small] * 10)))
     page.wait_for_function("() => document.getElementById('result-file').innerText.includes('mute.mp4')")
     assert "AUDIO" not in page.inner_text("#video-facts")
+
+
+def test_a_video_read_at_a_reduced_scale_says_so_beside_its_resolution(browser, detector, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    limited = type(detector)(
+        detector.classifier, detector.faces, video_limits=VideoLimits(max_pixels_per_frame=64 * 64)
+    )
+    with _page_of(browser, limited) as page:
+        page.set_input_files("#file-input", str(write_video(tmp_path / "big.mp4", [small] * 10)))
+        page.wait_for_selector("#timeline svg")
+        assert "RESOLUTION\n128 × 128, read at 1/2 of its width and height (above the pixel limit)" in page.inner_text(
+            "#video-facts"
+        )  # labels upper-cased by CSS
 
 
 def test_an_inconclusive_video_offers_more_frames(browser, detector, astronaut, tmp_path):

@@ -245,6 +245,8 @@ def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpe
         assert (health["analyses_running"], health["analyses_waiting"]) == (1, 0)  # it still runs, abandoned
         assert health["limits"]["max_image_working_bytes"] == 280_000_000
         assert health["limits"]["max_source_pixels"] == 250_000_000
+        assert health["limits"]["max_video_pixels_per_frame"] == 4096 * 2160  # DCI 4K read whole
+        assert health["limits"]["max_video_source_pixels_per_frame"] == 8192 * 4320  # DCI 8K read at 1/2
         release.set()
         deadline = time.monotonic() + 10
         while client.get("/healthz").json()["analyses_running"] and time.monotonic() < deadline:

@@ -358,9 +358,15 @@ class Detector:
                 f"frames with more than {self.max_faces} faces had their {self.max_faces} largest analysed "
                 f"(up to {left_out} more left out of a frame)"
             )
+        decoded_scale = max((frame.scale for frame in sampled), default=1)
+        if decoded_scale > 1:
+            file_verdict = file_verdict.with_clause(
+                f"the frames were read at 1/{decoded_scale} of their width and height, being above the "
+                f"{megapixels(self.video_limits.max_pixels_per_frame)} megapixel limit"
+            )
         report(1.0, "done")
         return VideoResult(
-            video=VideoSummary(**info.__dict__),
+            video=VideoSummary(**info.__dict__, decoded_scale=decoded_scale),
             analysed=analysed,
             sampled_frames=len(sampled),
             tracks=track_results,

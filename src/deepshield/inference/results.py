@@ -211,6 +211,11 @@ class VideoSummary(BaseModel):
     rotation: int
     codec: str
     has_audio: bool = Field(False, description="the file carries sound: it is not analysed (faces only)")
+    decoded_scale: int = Field(
+        1,
+        description="1: frames read at full size; 2, 4 or 8: frames above the pixel limit (8K video), read at 1/N of "
+        "their width and height, which face boxes are in",
+    )
 
 
 class AnalysedSpan(BaseModel):

@@ -100,7 +100,7 @@ def sample_animation(
                     rotation=0,
                     codec=_CODECS.get(str(image.format), str(image.format).lower()),
                 )
-                check_limits(info, limits, span)
+                check_limits(info, limits, span, reducible=False)
                 begin, end = span.seconds_in(info)
                 in_span = [index for index, start in enumerate(starts) if begin <= start < end]
                 if not in_span:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import re
 import struct
 import warnings
@@ -22,6 +21,7 @@ from pillow_heif import HeifImageFile, open_heif, register_heif_opener
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.media.files import check_media_file
+from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
 from deepshield.media.sniff import image_format_name, unsupported_message
 from deepshield.media.units import format_bytes, megapixels
 
@@ -53,7 +53,6 @@ _RGB_BYTES = 3
 _BAND_PIXELS = 1 << 20
 # Scale for float and 32-bit images is estimated from about this many pixels.
 _SCALE_SAMPLE_SIDE = 1024
-_REDUCED_SCALES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -142,20 +141,11 @@ def _check_pixels(image: Image.Image, limits: ImageLimits) -> None:
         raise _too_many_pixels(pixels, limits, image.size, _reducible(image))
 
 
-def _reduced_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
-    return math.ceil(size[0] / scale), math.ceil(size[1] / scale)
-
-
-def _first_scale(size: tuple[int, int], scales: tuple[int, ...], fits: Callable[[tuple[int, int]], bool]) -> int | None:
-    """The first of `scales` at which an image of `size`, read at 1/scale, `fits` (None: at none)."""
-    return next((scale for scale in scales if fits(_reduced_size(size, scale))), None)
-
-
 def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> DecodedImage:
     """A HEIC above max_pixels: decoded whole at 8 bits a channel (libheif has no reduced-scale decode; it
     applies the file's rotation), then area-averaged to the first scale under max_pixels."""
     width, height = image.size
-    scale = _first_scale(image.size, _REDUCED_SCALES, lambda size: size[0] * size[1] <= limits.max_pixels)
+    scale = first_scale(image.size, REDUCED_SCALES, lambda size: size[0] * size[1] <= limits.max_pixels)
     channels = 4 if "A" in image.mode else _RGB_BYTES
     needed = width * height * channels + width * height * _RGB_BYTES // 4  # the whole decode + the result
     if scale is None or needed > limits.max_working_bytes:
@@ -164,7 +154,7 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
             f"above the {format_bytes(limits.max_working_bytes)} working-memory limit"
         )
     whole = np.asarray(open_heif(io.BytesIO(data), convert_hdr_to_8bit=True))
-    reduced = cv2.resize(whole, _reduced_size((whole.shape[1], whole.shape[0]), scale), interpolation=cv2.INTER_AREA)
+    reduced = cv2.resize(whole, reduced_size((whole.shape[1], whole.shape[0]), scale), interpolation=cv2.INTER_AREA)
     del whole
     if reduced.shape[2] == 4:
         reduced = _on_white(Image.fromarray(reduced, "RGBA"))
@@ -175,20 +165,20 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
     """Make the decode fit max_pixels and max_working_bytes: a JPEG above either is drafted to the first of
     1/2, 1/4 and 1/8 scale that fits both; any other image above them is refused."""
     width, height = image.size
-    scale = _first_scale(
+    scale = first_scale(
         image.size,
-        (1, *_REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,),
+        (1, *REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,),
         lambda size: (
             size[0] * size[1] <= limits.max_pixels and working_bytes(size, image.mode) <= limits.max_working_bytes
         ),
     )
     if scale is not None:
         if scale > 1:
-            image.draft(image.mode, _reduced_size(image.size, scale))
+            image.draft(image.mode, reduced_size(image.size, scale))
         return
     if width * height > limits.max_pixels:  # a JPEG only (others were refused from the header)
         raise MediaTooLargeError(
-            f"image is {width}x{height}: even at 1/{_REDUCED_SCALES[-1]} scale it is above the "
+            f"image is {width}x{height}: even at 1/{REDUCED_SCALES[-1]} scale it is above the "
             f"{megapixels(limits.max_pixels)} megapixel limit"
         )
     raise MediaTooLargeError(

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
 from deepshield.media.files import check_media_file
+from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
 from deepshield.media.units import format_bytes, megapixels
 
 # Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
@@ -29,7 +30,10 @@ DEFAULT_VIDEO_FRAMES = 32
 class VideoLimits:
     max_bytes: int = 500 * 1024 * 1024
     max_duration_s: float = 15 * 60.0
-    max_pixels_per_frame: int = 8_300_000  # 4K UHD
+    max_pixels_per_frame: int = 4096 * 2160  # of the pixels read: DCI 4K (and 3840x2160 UHD) whole
+    # A frame's own size: above max_pixels_per_frame it is converted at 1/2, 1/4 or 1/8 of its width and
+    # height (area-averaged as it leaves the decoder), so that 8K phone and camera video is read.
+    max_source_pixels_per_frame: int = 8192 * 4320  # DCI 8K
     max_fps: float = 240.0  # slow-motion phone video; beyond, decoding cost grows with no use to us
     max_frames: int = 108_000  # 15 minutes at 120 fps
 
@@ -105,6 +109,7 @@ class VideoFrame:
     index: int  # position in decode order
     timestamp_s: float
     image: NDArray[Any]  # H x W x 3 uint8 RGB, upright
+    scale: int = 1  # 1: read whole; 2, 4 or 8: a frame above the pixel limit, read at 1/scale of its width and height
 
 
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
@@ -184,16 +189,17 @@ def _with_frame_rotation(info: VideoInfo, frame: av.VideoFrame) -> VideoInfo:
     return info if rotation is None else replace(info, rotation=rotation)
 
 
-def _frame_size_error(width: int, height: int, limits: VideoLimits) -> MediaTooLargeError:
+def _frame_size_error(width: int, height: int, limit: int) -> MediaTooLargeError:
     return MediaTooLargeError(
         f"video frames are {width}x{height} = {megapixels(width * height)} megapixels, "
-        f"above the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
+        f"above the {megapixels(limit)} megapixel limit"
     )
 
 
-def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
+def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducible: bool = True) -> None:
     """The container's claims; every decoded frame is checked again (_check_frame): headers can lie.
-    Duration and frame count are those of the part analysed: a long video can be analysed a span at a time."""
+    Duration and frame count are those of the part analysed: a long video can be analysed a span at a time.
+    `reducible`: frames above max_pixels_per_frame are read at a reduced scale (a video's; an animation's are not)."""
     begin, end = span.seconds_in(info)
     what = "video is" if span.whole else "the span to analyse is"
     if end - begin > limits.max_duration_s and math.isfinite(end):  # unknown durations: frames are counted
@@ -201,8 +207,9 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
             f"{what} {end - begin:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
             " (a span of the video, with a start and an end, can be analysed)"
         )
-    if info.width * info.height > limits.max_pixels_per_frame:
-        raise _frame_size_error(info.width, info.height, limits)
+    frame_limit = limits.max_source_pixels_per_frame if reducible else limits.max_pixels_per_frame
+    if info.width * info.height > frame_limit:
+        raise _frame_size_error(info.width, info.height, frame_limit)
     if info.fps > limits.max_fps:
         raise MediaTooLargeError(f"video is {info.fps:.4g} frames per second, above the {limits.max_fps:.4g} fps limit")
     if info.frame_count > 0:
@@ -213,17 +220,35 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan) -> None:
 
 
 def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
-    if frame.width * frame.height > limits.max_pixels_per_frame:
-        raise _frame_size_error(frame.width, frame.height, limits)
+    if frame.width * frame.height > limits.max_source_pixels_per_frame:
+        raise _frame_size_error(frame.width, frame.height, limits.max_source_pixels_per_frame)
 
 
-def _upright(frame: av.VideoFrame, stream_rotation: int) -> NDArray[Any]:
-    image = frame.to_ndarray(format="rgb24")
+def _video_frame(
+    frame: av.VideoFrame, index: int, timestamp_s: float, stream_rotation: int, limits: VideoLimits
+) -> VideoFrame:
+    """The decoded frame as upright RGB, converted at the first scale whose pixels fit max_pixels_per_frame
+    (the scaler area-averages, so a reduced frame is not aliased)."""
+    size = (frame.width, frame.height)
+    scale = first_scale(size, (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= limits.max_pixels_per_frame)
+    if scale is None:  # only under limits that allow sources over 64 times the pixels read
+        raise MediaTooLargeError(
+            f"video frames are {frame.width}x{frame.height}: even at 1/{REDUCED_SCALES[-1]} scale they are above "
+            f"the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
+        )
+    image: NDArray[Any]
+    if scale == 1:  # converted exactly as before reduced reads existed, so scores of such videos are unchanged
+        image = frame.to_ndarray(format="rgb24")
+    else:
+        width, height = reduced_size(size, scale)
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
     rotation = _display_rotation(frame)
     if rotation is None:
         rotation = stream_rotation
     quarter_turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(image, k=-quarter_turns)) if quarter_turns else image
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, k=-quarter_turns))
+    return VideoFrame(index, timestamp_s, image, scale)
 
 
 def uniform_indices(frame_count: int, n: int) -> list[int]:
@@ -254,7 +279,8 @@ def sample_frames(
     keyframe before it; otherwise the span is decoded once, from the keyframe before its start, or
     from the video's start when seeking does not work for the file. Packets that fail to decode are
     skipped (a damaged stretch costs frames, not the video), so fewer than n frames can come back.
-    Raises MediaTooLargeError for a frame above the pixel limit (whatever the header said),
+    A frame above max_pixels_per_frame is read at 1/2, 1/4 or 1/8 scale (VideoFrame.scale).
+    Raises MediaTooLargeError for a frame above the source pixel limit (whatever the header said),
     CorruptMediaError when no frame decodes and VideoSpanError for a span outside the video.
     `on_frame(fraction)` is called as decoding advances.
     """
@@ -337,7 +363,7 @@ def _sample_by_seeking(
                     info = _with_frame_rotation(info, frame)
                 # A seek can land past the target: the index is the frame's own, from its timestamp.
                 index = max(0, round((frame.time - start_s) * info.fps))
-                kept.setdefault(index, VideoFrame(index, float(frame.time), _upright(frame, info.rotation)))
+                kept.setdefault(index, _video_frame(frame, index, float(frame.time), info.rotation, limits))
                 break
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
@@ -408,7 +434,7 @@ def _sample_sequentially(
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
                     continue
-        kept.append(VideoFrame(index, _timestamp(frame, index, info.fps), _upright(frame, info.rotation)))
+        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps), info.rotation, limits))
     if decoded < 0:
         if seek:
             return None

@@ -85,7 +85,10 @@ class Limits(BaseModel):
         description="memory one image decode may take (decoded pixels + RGB copy); larger JPEGs are decoded at reduced scale"
     )
     max_video_duration_s: float
-    max_video_pixels_per_frame: int
+    max_video_pixels_per_frame: int = Field(description="pixels a video frame is read at, at most")
+    max_video_source_pixels_per_frame: int = Field(
+        description="a video frame's own pixels, at most: above max_video_pixels_per_frame it is read at 1/2, 1/4 or 1/8 scale"
+    )
     video_frames: int
     max_video_frames: int
     min_face_px: int = Field(description="faces narrower than this (pixels, in the analysed frame) are not detected")

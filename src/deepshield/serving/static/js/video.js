@@ -11,6 +11,14 @@ function niceStep(span, maxTicks) {
   return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
 }
 
+// A frame above the pixel limit (8K video) is read at a fraction of its size; results saved before
+// decoded_scale existed were read whole.
+function resolution(v) {
+  const size = `${v.width} × ${v.height}`;
+  const scale = v.decoded_scale || 1;
+  return scale > 1 ? `${size}, read at 1/${scale} of its width and height (above the pixel limit)` : size;
+}
+
 export function renderVideo(result, file, fileName, source) {
   $("result").hidden = false;
   $("video-result").hidden = false;
@@ -26,7 +34,7 @@ export function renderVideo(result, file, fileName, source) {
   renderFacts($("video-facts"), [
     ["Duration", `${v.duration_s.toFixed(1)} s`],
     ...partFacts,
-    ["Resolution", `${v.width} × ${v.height}`],
+    ["Resolution", resolution(v)],
     ["Frame rate", `${v.fps.toFixed(2)} fps`],
     ["Codec", v.codec],
     ["Audio", v.has_audio ? "present, not analysed (faces only)" : null],
