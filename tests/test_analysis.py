@@ -457,6 +457,12 @@ def test_a_video_above_the_pixel_limit_is_analysed_at_a_reduced_scale_and_says_s
     (whole_track,) = whole.tracks
     # Boxes are in the pixels read.
     assert whole_track.points[0].box[2] == pytest.approx(2 * track.points[0].box[2], rel=0.1)
+    # Many frames of a video under the pixel limit: read at a reduced scale to fit the frames' memory.
+    budget = Detector(detector.classifier, detector.faces, video_limits=VideoLimits(max_frames_bytes=4 * 300 * 300 * 3))
+    many = budget.analyze_video(face_video, frames=4)
+    assert many.video.decoded_scale == 2 and many.verdict.reason.endswith(
+        "; the frames were read at 1/2 of their width and height, so that the frames sampled fit the 1.08 MB memory limit"
+    )
 
 
 def test_real_video_sampled_tracked_and_timed(detector, face_video):

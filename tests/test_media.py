@@ -534,9 +534,28 @@ def test_frames_above_the_pixel_limit_are_read_at_the_first_scale_that_fits(face
         assert np.abs(reduced.image.astype(int) - expected).mean() < 3
 
 
+def test_many_frames_of_a_large_video_are_read_at_a_reduced_scale_within_the_frames_memory(face_video):
+    limits = VideoLimits(max_frames_bytes=8 * 300 * 300 * 3)  # 8 frames of 300 x 300
+    _info, eight = sample_frames(face_video, 8, limits)
+    assert len(eight) == 8 and {(f.scale, f.image.shape) for f in eight} == {(2, (256, 256, 3))}
+    assert sum(f.image.nbytes for f in eight) <= limits.max_frames_bytes
+    _info, two = sample_frames(face_video, 2, limits)  # two frames fit whole
+    assert {(f.scale, f.image.shape) for f in two} == {(1, (512, 512, 3))}
+    # Asking for more frames than the video has holds only the frames it has: 20 frames of 512 x 512 at 1/2.
+    _info, every = sample_frames(face_video, 1000, VideoLimits(max_frames_bytes=20 * 256 * 256 * 3))
+    assert len(every) == 20 and {f.scale for f in every} == {2}
+    with pytest.raises(
+        MediaTooLargeError,
+        match=r"^8 frames of 512x512, even at 1/8 scale, are above the 2\.4 KB memory limit for a video's frames: "
+        r"ask for fewer frames$",
+    ):
+        sample_frames(face_video, 8, VideoLimits(max_frames_bytes=2_400))
+
+
 def test_a_frame_that_no_scale_brings_under_the_limit_is_refused(face_video):
     with pytest.raises(
-        MediaTooLargeError, match=r"512x512: even at 1/8 scale they are above the 0\.001 megapixel limit"
+        MediaTooLargeError,
+        match=r"512x512: even at 1/8 scale they are above the 0\.001 megapixels a frame may be read at",
     ):
         sample_frames(face_video, 4, VideoLimits(max_pixels_per_frame=1_000))
 
@@ -555,14 +574,16 @@ def test_every_exif_orientation_matches_pillows_own(orientation):
     np.testing.assert_array_equal(load_image(data), expected)
 
 
-def test_sizes_below_a_megabyte_are_said_in_kilobytes():
+def test_sizes_are_said_in_the_unit_that_reads_best():
     from deepshield.media.units import format_bytes
 
-    assert [format_bytes(n) for n in (999, 100_000, 2_500_000, 200_000_000)] == [
+    assert [format_bytes(n) for n in (999, 100_000, 2_500_000, 200_000_000, 1_000_000_000, 3_700_000_000)] == [
         "999 bytes",
         "100 KB",
         "2.5 MB",
         "200 MB",
+        "1 GB",
+        "3.7 GB",
     ]
 
 
@@ -712,6 +733,10 @@ def test_frames_larger_than_the_header_says_are_refused_before_conversion(tmp_pa
         MediaTooLargeError, match=r"video frames are 1200x1200 = 1\.44 megapixels, above the 1 megapixel limit"
     ):
         sample_frames(path, 8, VideoLimits(max_pixels_per_frame=1_000_000, max_source_pixels_per_frame=1_000_000))
+    # Within the source limit, a frame that lied can still be too large to read even at 1/8 scale.
+    monkeypatch.undo()
+    with pytest.raises(MediaTooLargeError, match=r"1200x1200: even at 1/8 scale they are above the 0\.01 megapixels"):
+        sample_frames(path, 8, VideoLimits(max_pixels_per_frame=10_000))
 
 
 @pytest.fixture(scope="module")

@@ -247,6 +247,7 @@ def test_waiting_count_is_never_negative_after_a_timeout(detector, astronaut_jpe
         assert health["limits"]["max_source_pixels"] == 250_000_000
         assert health["limits"]["max_video_pixels_per_frame"] == 4096 * 2160  # DCI 4K read whole
         assert health["limits"]["max_video_source_pixels_per_frame"] == 8192 * 4320  # DCI 8K read at 1/2
+        assert health["limits"]["max_video_frames_bytes"] == 1_000_000_000
         release.set()
         deadline = time.monotonic() + 10
         while client.get("/healthz").json()["analyses_running"] and time.monotonic() < deadline:

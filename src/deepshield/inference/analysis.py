@@ -40,7 +40,14 @@ from deepshield.media.metadata import image_metadata, video_metadata
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.units import megapixels
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoLimits, VideoSpan, sample_frames
+from deepshield.media.video import (
+    DEFAULT_VIDEO_FRAMES,
+    WHOLE_VIDEO,
+    VideoLimits,
+    VideoSpan,
+    reduced_read_reason,
+    sample_frames,
+)
 from deepshield.models.card import InconclusiveBand, ModelCard
 
 ProgressCallback = Callable[[float, str], None]
@@ -361,8 +368,8 @@ class Detector:
         decoded_scale = max((frame.scale for frame in sampled), default=1)
         if decoded_scale > 1:
             file_verdict = file_verdict.with_clause(
-                f"the frames were read at 1/{decoded_scale} of their width and height, being above the "
-                f"{megapixels(self.video_limits.max_pixels_per_frame)} megapixel limit"
+                f"the frames were read at 1/{decoded_scale} of their width and height, "
+                f"{reduced_read_reason(info, self.video_limits)}"
             )
         report(1.0, "done")
         return VideoResult(

@@ -213,8 +213,8 @@ class VideoSummary(BaseModel):
     has_audio: bool = Field(False, description="the file carries sound: it is not analysed (faces only)")
     decoded_scale: int = Field(
         1,
-        description="1: frames read at full size; 2, 4 or 8: frames above the pixel limit (8K video), read at 1/N of "
-        "their width and height, which face boxes are in",
+        description="1: frames read at full size; 2, 4 or 8: frames above the pixel limit (8K video), or too many "
+        "of their size for the frames' memory limit, read at 1/N of their width and height, which face boxes are in",
     )
 
 

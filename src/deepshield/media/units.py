@@ -8,7 +8,9 @@ _CLOCK_TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
 
 
 def format_bytes(count: float) -> str:
-    """`1.5 MB`, `100 KB`, `512 bytes` (decimal units, three significant digits)."""
+    """`1 GB`, `1.5 MB`, `100 KB`, `512 bytes` (decimal units, three significant digits)."""
+    if count >= 1e9:
+        return f"{count / 1e9:.3g} GB"
     if count >= 1e6:
         return f"{count / 1e6:.3g} MB"
     if count >= 1e3:

@@ -21,6 +21,7 @@ from deepshield.media.units import format_bytes, megapixels
 # Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
+_RGB_BYTES = 3
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
 # training benchmarks all default to it, so a video is scored on the same frames everywhere.
 DEFAULT_VIDEO_FRAMES = 32
@@ -34,6 +35,10 @@ class VideoLimits:
     # A frame's own size: above max_pixels_per_frame it is converted at 1/2, 1/4 or 1/8 of its width and
     # height (area-averaged as it leaves the decoder), so that 8K phone and camera video is read.
     max_source_pixels_per_frame: int = 8192 * 4320  # DCI 8K
+    # The sampled frames' RGB pixels together: many frames of a large video are read at a reduced scale
+    # instead (32 frames of DCI 4K take 849 MB and are read whole; 128 are read at 1/2), so that no
+    # request can hold gigabytes (128 frames of 4K took 3.7 GB).
+    max_frames_bytes: int = 1_000_000_000
     max_fps: float = 240.0  # slow-motion phone video; beyond, decoding cost grows with no use to us
     max_frames: int = 108_000  # 15 minutes at 120 fps
 
@@ -224,18 +229,40 @@ def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
         raise _frame_size_error(frame.width, frame.height, limits.max_source_pixels_per_frame)
 
 
+def _unreadable_frames(width: int, height: int, pixel_cap: int) -> MediaTooLargeError:
+    return MediaTooLargeError(
+        f"video frames are {width}x{height}: even at 1/{REDUCED_SCALES[-1]} scale they are above the "
+        f"{megapixels(pixel_cap)} megapixels a frame may be read at"
+    )
+
+
+def frame_pixel_cap(limits: VideoLimits, frames: int) -> int:
+    """Pixels each of `frames` frames held at once may be read at: max_pixels_per_frame, and an equal
+    share of max_frames_bytes."""
+    return min(limits.max_pixels_per_frame, limits.max_frames_bytes // (_RGB_BYTES * max(1, frames)))
+
+
+def reduced_read_reason(info: VideoInfo, limits: VideoLimits) -> str:
+    """Why a video's frames were read at a reduced scale, as the end of a verdict's clause."""
+    if info.width * info.height > limits.max_pixels_per_frame:
+        return f"being above the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
+    return f"so that the frames sampled fit the {format_bytes(limits.max_frames_bytes)} memory limit"
+
+
+def _read_scale(width: int, height: int, pixel_cap: int) -> int | None:
+    """The first scale (1, then 1/2, 1/4, 1/8) at which a width x height frame fits pixel_cap; None at none."""
+    return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
+
+
 def _video_frame(
-    frame: av.VideoFrame, index: int, timestamp_s: float, stream_rotation: int, limits: VideoLimits
+    frame: av.VideoFrame, index: int, timestamp_s: float, stream_rotation: int, pixel_cap: int
 ) -> VideoFrame:
-    """The decoded frame as upright RGB, converted at the first scale whose pixels fit max_pixels_per_frame
-    (the scaler area-averages, so a reduced frame is not aliased)."""
+    """The decoded frame as upright RGB, converted at the first scale whose pixels fit pixel_cap (the
+    scaler area-averages, so a reduced frame is not aliased)."""
     size = (frame.width, frame.height)
-    scale = first_scale(size, (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= limits.max_pixels_per_frame)
-    if scale is None:  # only under limits that allow sources over 64 times the pixels read
-        raise MediaTooLargeError(
-            f"video frames are {frame.width}x{frame.height}: even at 1/{REDUCED_SCALES[-1]} scale they are above "
-            f"the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
-        )
+    scale = _read_scale(frame.width, frame.height, pixel_cap)
+    if scale is None:  # a frame larger than its header said (sample_frames checked the header's size)
+        raise _unreadable_frames(frame.width, frame.height, pixel_cap)
     image: NDArray[Any]
     if scale == 1:  # converted exactly as before reduced reads existed, so scores of such videos are unchanged
         image = frame.to_ndarray(format="rgb24")
@@ -265,6 +292,15 @@ def _can_seek(info: VideoInfo) -> bool:
     return info.frame_count > 0 and info.fps > 0
 
 
+def _frames_held(info: VideoInfo, n: int, span: VideoSpan) -> int:
+    """Frames sample_frames holds at once at most: n, or the span's frames when fewer; without a frame
+    count, the max(2n, 32) that _sample_sequentially keeps while it learns the video's length."""
+    if info.frame_count <= 0:
+        return max(2 * n, 32)
+    first, stop = span.frames_in(info)
+    return min(n, stop - first)
+
+
 def sample_frames(
     path: Path | str,
     n: int = DEFAULT_VIDEO_FRAMES,
@@ -279,7 +315,8 @@ def sample_frames(
     keyframe before it; otherwise the span is decoded once, from the keyframe before its start, or
     from the video's start when seeking does not work for the file. Packets that fail to decode are
     skipped (a damaged stretch costs frames, not the video), so fewer than n frames can come back.
-    A frame above max_pixels_per_frame is read at 1/2, 1/4 or 1/8 scale (VideoFrame.scale).
+    Frames above max_pixels_per_frame, or too many of a size for max_frames_bytes, are read at 1/2, 1/4
+    or 1/8 scale (VideoFrame.scale).
     Raises MediaTooLargeError for a frame above the source pixel limit (whatever the header said),
     CorruptMediaError when no frame decodes and VideoSpanError for a span outside the video.
     `on_frame(fraction)` is called as decoding advances.
@@ -293,19 +330,27 @@ def sample_frames(
     with _open(path, limits) as container:
         info = _info(container)
         check_limits(info, limits, span)
+        pixel_cap = frame_pixel_cap(limits, _frames_held(info, n, span))
+        if _read_scale(info.width, info.height, limits.max_pixels_per_frame) is None:
+            raise _unreadable_frames(info.width, info.height, limits.max_pixels_per_frame)
+        if _read_scale(info.width, info.height, pixel_cap) is None:
+            raise MediaTooLargeError(
+                f"{n} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
+                f"{format_bytes(limits.max_frames_bytes)} memory limit for a video's frames: ask for fewer frames"
+            )
         if _can_seek(info):
             first, stop = span.frames_in(info)
             if (stop - first) / max(1, n) >= SEEK_MIN_SPACING:
                 targets = [first + i for i in uniform_indices(stop - first, n)]
-                sought = _sample_by_seeking(container, info, targets, limits, on_frame)
+                sought = _sample_by_seeking(container, info, targets, limits, pixel_cap, on_frame)
                 if sought is not None:
                     return sought
             if first > 0:
-                from_keyframe = _sample_sequentially(container, info, n, limits, on_frame, span, seek=True)
+                from_keyframe = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=True)
                 if from_keyframe is not None:
                     return from_keyframe
     with _open(path, limits) as container:
-        from_start = _sample_sequentially(container, info, n, limits, on_frame, span, seek=False)
+        from_start = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=False)
         assert from_start is not None  # only a seek gives up
         return from_start
 
@@ -335,6 +380,7 @@ def _sample_by_seeking(
     info: VideoInfo,
     targets: list[int],
     limits: VideoLimits,
+    pixel_cap: int,
     on_frame: Callable[[float], None] | None,
 ) -> tuple[VideoInfo, list[VideoFrame]] | None:
     """Seek to the keyframe before each target and decode up to it. None when the file resists
@@ -363,7 +409,7 @@ def _sample_by_seeking(
                     info = _with_frame_rotation(info, frame)
                 # A seek can land past the target: the index is the frame's own, from its timestamp.
                 index = max(0, round((frame.time - start_s) * info.fps))
-                kept.setdefault(index, _video_frame(frame, index, float(frame.time), info.rotation, limits))
+                kept.setdefault(index, _video_frame(frame, index, float(frame.time), info.rotation, pixel_cap))
                 break
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
@@ -377,6 +423,7 @@ def _sample_sequentially(
     info: VideoInfo,
     n: int,
     limits: VideoLimits,
+    pixel_cap: int,
     on_frame: Callable[[float], None] | None,
     span: VideoSpan,
     seek: bool,
@@ -434,7 +481,7 @@ def _sample_sequentially(
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
                     continue
-        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps), info.rotation, limits))
+        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps), info.rotation, pixel_cap))
     if decoded < 0:
         if seek:
             return None

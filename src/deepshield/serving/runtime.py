@@ -93,6 +93,7 @@ class Runtime:
             max_video_duration_s=video.max_duration_s,
             max_video_pixels_per_frame=video.max_pixels_per_frame,
             max_video_source_pixels_per_frame=video.max_source_pixels_per_frame,
+            max_video_frames_bytes=video.max_frames_bytes,
             video_frames=self.settings.video_frames,
             max_video_frames=self.settings.max_video_frames,
             min_face_px=self.detector.faces.min_face_size,

@@ -89,6 +89,9 @@ class Limits(BaseModel):
     max_video_source_pixels_per_frame: int = Field(
         description="a video frame's own pixels, at most: above max_video_pixels_per_frame it is read at 1/2, 1/4 or 1/8 scale"
     )
+    max_video_frames_bytes: int = Field(
+        description="memory a video's sampled frames may take together; many frames of a large video are read at reduced scale"
+    )
     video_frames: int
     max_video_frames: int
     min_face_px: int = Field(description="faces narrower than this (pixels, in the analysed frame) are not detected")

@@ -11,12 +11,12 @@ function niceStep(span, maxTicks) {
   return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
 }
 
-// A frame above the pixel limit (8K video) is read at a fraction of its size; results saved before
-// decoded_scale existed were read whole.
+// Frames above the pixel limit (8K video), or many frames of a large video, are read at a fraction of
+// their size (the verdict's reason says why); results saved before decoded_scale existed were read whole.
 function resolution(v) {
   const size = `${v.width} × ${v.height}`;
   const scale = v.decoded_scale || 1;
-  return scale > 1 ? `${size}, read at 1/${scale} of its width and height (above the pixel limit)` : size;
+  return scale > 1 ? `${size}, read at 1/${scale} of its width and height` : size;
 }
 
 export function renderVideo(result, file, fileName, source) {
