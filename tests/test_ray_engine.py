@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - fixtures imported from the other suites are then named as test arguments
-"""`--engine ray`: prepare, scan and tune on a local single-node Ray (2 CPUs) give what the local
+"""`--engine ray`: prepare, scan, evaluate and tune on a local single-node Ray (2 CPUs) give what the local
 engine gives on the same inputs; a file whose task fails (raises, or kills its worker) becomes an
 error result while the others finish; an interrupted Ray prepare resumes without redoing files.
 
@@ -32,6 +32,7 @@ from deepshield.tuning.study import SearchSettings, run_search  # noqa: E402
 from deepshield.tuning.trials import WORKER, is_surplus, lost_without_retry, state_label  # noqa: E402
 from tests.face_data import write_real_faces  # noqa: E402
 from tests.test_cli_scan import media  # noqa: E402,F401 - the fixture: photos/ with a face, no face, a video, notes
+from tests.test_evaluation_report import folder_dataset  # noqa: E402,F401 - the fixture: a small real/fake folder set
 from tests.test_prepare import SETTINGS, _crop_bytes, dfdc_dataset, dfdc_root, small  # noqa: E402,F401 - fixtures
 from tests.test_tuning_search import fake_train  # noqa: E402
 
@@ -52,8 +53,10 @@ def ray_cluster():
 def test_ray_is_imported_only_when_chosen():
     code = (
         "import sys, deepshield, deepshield.engines, deepshield.inference.scan, deepshield.data.prepare, deepshield.tuning.study\n"
+        "import deepshield.evaluation.scoring\n"
         "from deepshield.cli.main import build_parser\n"
         "build_parser().parse_args(['scan', 'x.jpg', '--engine', 'ray'])\n"
+        "build_parser().parse_args(['evaluate', 'x', '--engine', 'ray'])\n"
         "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=REPO)
@@ -104,6 +107,27 @@ def test_scan_ray_matches_local_in_order_with_error_rows(capsys, media, tiny_bun
     # the local engine's process pool (the same engine interface) gives them too
     assert main([*args, "--workers", "2"]) == EXIT_SOME_FAILED
     assert _without_timings(json.loads(capsys.readouterr().out)) == _without_timings(local)
+
+
+def test_evaluate_on_ray_and_on_local_workers_scores_as_in_this_process(capsys, folder_dataset, tiny_bundle, tmp_path):
+    """The faces are found where the engine runs and scored here: the same rows, in the same order, the same
+    error rows, and the same seeded noise (it is seeded by file number, which the workers must keep)."""
+
+    def evaluate(name: str, *engine: str) -> Path:
+        out = tmp_path / name
+        args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "3"]
+        assert main([*args, "--perturb", "jpeg:50", "noise:5", "--bootstrap", "0", "--no-progress", *engine]) == EXIT_OK
+        return out
+
+    here = evaluate("here")
+    for out in (evaluate("ray", "--engine", "ray", "--workers", "2"), evaluate("pool", "--workers", "2")):
+        assert (out / "scores.csv").read_text() == (here / "scores.csv").read_text()
+        assert (out / "files.csv").read_text() == (here / "files.csv").read_text()
+    files = (here / "files.csv").read_text()
+    assert "broken.jpg" in files and ",error," in files and "score_noise:5" in files
+    capsys.readouterr()
+    assert main(["evaluate", str(folder_dataset), "--ray-address", "auto", "--out", str(tmp_path / "x")]) == EXIT_USAGE
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
 
 
 def test_scan_engine_options_are_checked(capsys, media, tiny_bundle):

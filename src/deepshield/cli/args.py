@@ -92,7 +92,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def engine_arguments(parser: argparse.ArgumentParser, workers_help: str | None = None) -> None:
-    """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare and tune."""
+    """--engine / --ray-address (and --workers when `workers_help` is given), shared by scan, prepare, evaluate,
+    calibrate and tune."""
     parser.add_argument(
         "--engine",
         choices=ENGINES,

@@ -1,5 +1,5 @@
-"""Execution engines: where the per-file work of `scan` and `prepare` and the study workers of
-`tune` run. One interface, two engines:
+"""Execution engines: where the per-file work of `scan`, `prepare`, `evaluate` and `calibrate` and the
+study workers of `tune` run. One interface, two engines:
 
 - ``local`` (:mod:`deepshield.engines.local`): this machine; in this process, or a pool of spawned
   worker processes;

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numpy as np
 
 from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.engines import Engine, FileJob
+from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import CropPolicy
@@ -268,7 +270,7 @@ def _track_rows(record: FileRecord, condition: int, indices: list[int], found: F
 
 class MediaCropper:
     """Raw images and videos to `CroppedFile`s: frames decoded, each perturbation applied to the full
-    frame, faces detected and cut with the crop policy, linked into tracks."""
+    frame, faces detected and cut with the crop policy, linked into tracks (one per worker: `CropJob`)."""
 
     def __init__(
         self,
@@ -284,24 +286,8 @@ class MediaCropper:
         self.perturbations = list(perturbations)
         self.seed = seed
 
-    @property
-    def conditions(self) -> list[str]:
-        return [CLEAN, *(p.name for p in self.perturbations)]
-
-    def crop(
-        self, items: Sequence[SourceItem], files: list[FileRecord], progress: bool = True
-    ) -> Iterator[CroppedFile]:
-        """Appends each item's FileRecord to `files` (with its error, if any) and yields its faces."""
-        from tqdm import tqdm
-
-        for item in tqdm(items, unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
-            record = FileRecord(
-                len(files), str(item.path), int(item.label == "fake"), item.source, item.method, item.group
-            )
-            files.append(record)
-            yield from self._crop_file(record, item.path)
-
-    def _crop_file(self, record: FileRecord, path: Path) -> Iterator[CroppedFile]:
+    def crop_file(self, record: FileRecord, path: Path) -> Iterator[CroppedFile]:
+        """The file's faces under each condition; `record` gets its kind, frame count and any error."""
         try:
             if not path.is_file():
                 raise DeepShieldError(MISSING_FILE)
@@ -335,6 +321,60 @@ class MediaCropper:
                 indices = [index for index, _ in frames]
                 rows = _track_rows(record, condition, indices, found)
                 yield CroppedFile(record, condition, rows, found.pixels, dict(zip(indices, timestamps)))
+
+
+@dataclass(frozen=True)
+class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, list[CroppedFile]]]):
+    """MediaCropper.crop_file as an engine job, so that `evaluate` and `calibrate` can spread a large set
+    over worker processes or a Ray cluster: a face detector per worker, one file's record (its kind,
+    frame count and error filled in) and faces per item. Holds settings only (it travels to workers).
+
+    `base_dir` (the caller's working directory, for engines whose workers may run elsewhere): relative
+    paths are opened from there."""
+
+    policy: CropPolicy
+    min_face_size: int = 20
+    frames: int = DEFAULT_VIDEO_FRAMES
+    perturbations: tuple[Perturbation, ...] = ()
+    seed: int = 0
+    base_dir: str | None = None
+
+    @property
+    def conditions(self) -> list[str]:
+        return [CLEAN, *(p.name for p in self.perturbations)]
+
+    def setup(self) -> MediaCropper:
+        detector = FaceDetector(min_face_size=self.min_face_size)
+        return MediaCropper(self.policy, detector, self.frames, self.perturbations, self.seed)
+
+    def run(self, cropper: MediaCropper, item: tuple[FileRecord, Path]) -> tuple[FileRecord, list[CroppedFile]]:
+        record, path = item
+        located = path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
+        return record, list(cropper.crop_file(record, located))
+
+    def fail(self, item: tuple[FileRecord, Path], reason: str) -> tuple[FileRecord, list[CroppedFile]]:
+        return replace(item[0], error=reason), []
+
+
+def crop_media(
+    items: Sequence[SourceItem], files: list[FileRecord], job: CropJob, engine: Engine, progress: bool = True
+) -> Iterator[CroppedFile]:
+    """Appends a FileRecord per item to `files` and yields the items' faces in input order, cropped where
+    `engine` runs `job`; each record is replaced by the one its worker filled in (kind, frames, error)."""
+    from tqdm import tqdm
+
+    first = len(files)
+    records = [
+        FileRecord(first + position, str(item.path), int(item.label == "fake"), item.source, item.method, item.group)
+        for position, item in enumerate(items)
+    ]
+    files.extend(records)
+    done = engine.map(job, [(record, item.path) for record, item in zip(records, items)])
+    for record, cropped in tqdm(
+        done, total=len(records), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
+    ):
+        files[record.file_id] = record
+        yield from cropped
 
 
 def score_cropped(
@@ -583,8 +623,12 @@ def open_labelled_set(
     ffpp_compressions: Sequence[str] | None = None,
     progress: bool = True,
     warn: Warn = _warn_stderr,
+    engine: Engine | None = None,
+    base_dir: str | None = None,
 ) -> LabelledSet:
-    """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input."""
+    """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input. Raw media
+    are cropped where `engine` runs (default: in this process; `base_dir`: see CropJob); a prepared
+    dataset's crops are read here."""
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise DeepShieldError("no dataset given")
@@ -611,11 +655,11 @@ def open_labelled_set(
         warn(f"{len(problems)} entries have no usable label and are left out (listed in the report)")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
-    cropper = MediaCropper(policy, FaceDetector(min_face_size=min_face_size), frames, perturbations, seed)
+    job = CropJob(policy, min_face_size, frames, tuple(perturbations), seed, base_dir)
     return LabelledSet(
         files,
-        cropper.crop(items, files, progress),
-        cropper.conditions,
+        crop_media(items, files, job, engine or LocalEngine(), progress),
+        job.conditions,
         "media",
         [(str(p.path), p.reason) for p in problems],
         [],
