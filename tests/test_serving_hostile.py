@@ -279,13 +279,17 @@ def test_a_job_past_its_time_limit_fails_and_frees_the_worker(detector, face_vid
         assert wait_for_job(client, image_job["id"])["status"] == "done"
 
 
-def test_video_frames_larger_than_the_header_fail_the_job_naming_the_real_size(detector, tmp_path):
-    path = mjpeg_with_lying_header(tmp_path / "liar.mov", 3000)
+def test_video_frames_larger_than_the_header_are_read_reduced_or_fail_the_job_naming_the_real_size(detector, tmp_path):
+    reducible = mjpeg_with_lying_header(tmp_path / "big.mov", 3000)  # 9 megapixels: read at 1/2
+    too_large = mjpeg_with_lying_header(tmp_path / "liar.mov", 6000)  # 36 megapixels: above the source limit
     with client_for(detector) as client:
-        job = client.post("/v1/jobs?frames=128", files=upload(path.read_bytes(), "liar.mov")).json()
+        job = client.post("/v1/jobs?frames=128", files=upload(reducible.read_bytes(), "big.mov")).json()
+        read = wait_for_job(client, job["id"])
+        job = client.post("/v1/jobs?frames=128", files=upload(too_large.read_bytes(), "liar.mov")).json()
         done = wait_for_job(client, job["id"])
+    assert read["status"] == "done" and read["result"]["video"]["decoded_scale"] == 2, read
     assert done["status"] == "failed" and done["error"]["error"] == "media_too_large"
-    assert "3000x3000 = 9 megapixels, above the 8.3 megapixel limit" in done["error"]["detail"]
+    assert "6000x6000 = 36 megapixels, above the 35.4 megapixel limit" in done["error"]["detail"]
 
 
 def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detector, tmp_path):

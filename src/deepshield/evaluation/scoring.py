@@ -599,8 +599,9 @@ def list_items(
 
 @dataclass
 class LabelledSet:
-    """A labelled set opened for scoring: its files (filled as `cropped` is consumed) and the stream of
-    their faces. Raw media and prepared datasets alike, under one crop policy."""
+    """A labelled set opened for scoring: its files (their kind, frame count and errors are known once
+    `cropped` is consumed) and the stream of their faces. Raw media and prepared datasets alike, under one
+    crop policy."""
 
     files: list[FileRecord]
     cropped: Iterator[CroppedFile]

@@ -21,7 +21,7 @@ from deepshield.media.units import format_bytes, megapixels
 # Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
-_RGB_BYTES = 3
+_RGB_BYTES = 3  # a decoded frame's bytes per pixel
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
 # training benchmarks all default to it, so a video is scored on the same frames everywhere.
 DEFAULT_VIDEO_FRAMES = 32
@@ -114,7 +114,9 @@ class VideoFrame:
     index: int  # position in decode order
     timestamp_s: float
     image: NDArray[Any]  # H x W x 3 uint8 RGB, upright
-    scale: int = 1  # 1: read whole; 2, 4 or 8: a frame above the pixel limit, read at 1/scale of its width and height
+    # 1: read whole; 2, 4 or 8: read at 1/scale of its width and height (above the pixel limit, or one of
+    # too many frames of its size for the frames' memory limit)
+    scale: int = 1
 
 
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
@@ -330,12 +332,13 @@ def sample_frames(
     with _open(path, limits) as container:
         info = _info(container)
         check_limits(info, limits, span)
-        pixel_cap = frame_pixel_cap(limits, _frames_held(info, n, span))
+        held = _frames_held(info, n, span)
+        pixel_cap = frame_pixel_cap(limits, held)
         if _read_scale(info.width, info.height, limits.max_pixels_per_frame) is None:
             raise _unreadable_frames(info.width, info.height, limits.max_pixels_per_frame)
         if _read_scale(info.width, info.height, pixel_cap) is None:
             raise MediaTooLargeError(
-                f"{n} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
+                f"{held} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
                 f"{format_bytes(limits.max_frames_bytes)} memory limit for a video's frames: ask for fewer frames"
             )
         if _can_seek(info):
