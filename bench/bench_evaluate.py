@@ -132,10 +132,10 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    from deepshield.engines.local import LocalEngine
     from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import write_report
-    from deepshield.evaluation.scoring import MediaCropper, ScoredSet, list_items, score_cropped
-    from deepshield.faces.detector import FaceDetector
+    from deepshield.evaluation.scoring import CropJob, ScoredSet, crop_media, list_items, score_cropped
     from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
@@ -168,13 +168,13 @@ def main() -> int:
             "perturbations": [p.name for p in perturbations],
         },
     )
-    cropper = MediaCropper(classifier.card.crop_policy, FaceDetector(), args.frames, perturbations)
+    job = CropJob(classifier.card.crop_policy, frames=args.frames, perturbations=tuple(perturbations))
     started = time.perf_counter()
     files = []
-    faces, examples = score_cropped(cropper.crop(items, files), classifier, settings.rule, examples=8)
+    faces, examples = score_cropped(crop_media(items, files, job, LocalEngine()), classifier, settings.rule, examples=8)
     scored = ScoredSet(
         files,
-        cropper.conditions,
+        job.conditions,
         faces,
         classifier.card.calibration.temperature,
         "media",
