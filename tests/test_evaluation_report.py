@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
+from deepshield.errors import EXIT_INTERRUPTED
 from deepshield.evaluation.metrics import FEW_FILES, few_files_caution, files_per_class
 from deepshield.evaluation.scoring import CLEAN, score_datasets
 from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
@@ -484,3 +485,49 @@ def test_multi_face_and_short_track_videos_score_as_the_detector_does(tmp_path, 
     assert len(video.tracks) >= 3 and len(counted) == 2  # the two-frame track is shown but not counted
     assert scores["crowd.mp4"] == pytest.approx(video.verdict.probability, abs=1e-6)
     assert scores["crowd.mp4"] == pytest.approx(max(t.score for t in counted), abs=1e-6)
+
+
+def test_an_interrupted_resumable_evaluation_finds_only_the_rest_and_reports_as_an_uninterrupted_one(
+    folder_dataset, tiny_bundle, tmp_path, monkeypatch, capsys
+):
+    from deepshield.evaluation.scoring import CropJob
+
+    def evaluate(out: Path, *extra: str) -> int:
+        args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "3"]
+        return main([*args, "--perturb", "noise:5", "--bootstrap", "0", "--no-progress", *extra])
+
+    assert evaluate(tmp_path / "plain") == EXIT_OK
+    assert not (tmp_path / "plain" / ".faces-in-progress").exists()  # only --resume keeps faces
+    cropped: list[str] = []
+    run = CropJob.run
+
+    def counted(job, cropper, item):
+        if len(cropped) == 3 and interrupt:
+            raise KeyboardInterrupt  # as Ctrl-C or a killed process leaves it: three files done
+        cropped.append(Path(item[1]).name)
+        return run(job, cropper, item)
+
+    monkeypatch.setattr(CropJob, "run", counted)
+    out = tmp_path / "resumed"
+    interrupt = True
+    assert evaluate(out, "--resume") == EXIT_INTERRUPTED
+    assert len(list((out / ".faces-in-progress").glob("[0-9]*.npz"))) == 3
+    interrupt, first_three = False, list(cropped)
+    assert evaluate(out, "--resume") == EXIT_OK
+    assert len(cropped) == 7 and not set(cropped[3:]) & set(first_three)  # the other four files only
+    for name in ("scores.csv", "files.csv"):  # the noise is seeded per file: the same pixels either way
+        assert (out / name).read_text() == (tmp_path / "plain" / name).read_text()
+    assert not (out / ".faces-in-progress").exists()
+    # Faces kept for other settings are not used: a run with other frames finds every file again.
+    interrupt, cropped[:] = True, []
+    assert evaluate(out, "--resume") == EXIT_INTERRUPTED
+    interrupt, cropped[:] = False, []
+    assert evaluate(out, "--resume", "--frames", "2") == EXIT_OK and len(cropped) == 7
+    # A kept file that cannot be read stops the run, naming what to delete (it is never silently redone).
+    interrupt, cropped[:] = True, []
+    assert evaluate(out, "--resume") == EXIT_INTERRUPTED
+    (out / ".faces-in-progress" / "0.npz").write_bytes(b"not an npz")
+    capsys.readouterr()
+    interrupt = False
+    assert evaluate(out, "--resume") == EXIT_USAGE
+    assert f"delete {out / '.faces-in-progress'} to start again" in capsys.readouterr().err

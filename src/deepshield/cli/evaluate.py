@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
+FACES_JOURNAL = ".faces-in-progress"  # in the report folder, while an evaluation runs
 RULE_CHOICES = ("topk-mean", "mean", "max")
 
 
@@ -140,6 +142,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("exclude", "zero"),
         default="exclude",
         help="files without a face in file-level metrics: left out and counted (exclude, default) or scored 0 (zero)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"keep each file's faces in REPORT_DIR/{FACES_JOURNAL} as they are found (about 150 KB a face and "
+        "perturbation; removed once the report is written) and read back those an interrupted --resume run of the "
+        "same files and settings left there, instead of finding them again",
     )
     parser.add_argument(
         "--examples",
@@ -296,8 +305,16 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split,
         },
     )
+    # With --resume each file's faces are kept here as they are found, so that an interrupted run resumes.
+    journal = args.out / FACES_JOURNAL if args.resume else None
     scored = score_labelled_set(
-        args, classifier, settings.rule, perturbations=perturbations, examples=args.examples, seed=args.seed
+        args,
+        classifier,
+        settings.rule,
+        perturbations=perturbations,
+        examples=args.examples,
+        seed=args.seed,
+        journal_dir=journal,
     )
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
     synthetic = synthetic_settings(classifier, bundle, settings)
@@ -306,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
     page = write_report(
         scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}"
     )
+    if journal is not None:
+        shutil.rmtree(journal, ignore_errors=True)  # the report holds what it was for
     print_summary(summary)
     print(f"report: {page}")
     if args.tracking_uri:

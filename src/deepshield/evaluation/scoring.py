@@ -16,10 +16,15 @@ scoring again.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
+import json
 import logging
+import os
+import shutil
 import sys
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -343,6 +348,12 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
     def conditions(self) -> list[str]:
         return [CLEAN, *(p.name for p in self.perturbations)]
 
+    def journal_key(self, records: list[FileRecord]) -> str:
+        """What a FacesJournal's files hold for: these settings and these files, numbered as listed."""
+        settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed]
+        listing = [[r.file_id, r.path, r.label] for r in records]
+        return hashlib.sha256(json.dumps([settings, listing]).encode()).hexdigest()
+
     def setup(self) -> MediaCropper:
         detector = FaceDetector(min_face_size=self.min_face_size)
         return MediaCropper(self.policy, detector, self.frames, self.perturbations, self.seed)
@@ -356,11 +367,80 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
         return replace(item[0], error=reason), []
 
 
+class FacesJournal:
+    """Each file's faces as they are found, one .npz per file, so that an interrupted evaluation resumes
+    where it stopped. A journal holds for one listing of files and one CropJob's settings (`key`): one
+    made for others is emptied when opened. Files are written whole or not at all (renamed into place)."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        marker = folder / "key.txt"
+        if folder.exists() and not (marker.is_file() and marker.read_text() == key):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key)
+
+    def _path(self, record: FileRecord) -> Path:
+        return self.folder / f"{record.file_id}.npz"
+
+    def has(self, record: FileRecord) -> bool:
+        return self._path(record).is_file()
+
+    def save(self, record: FileRecord, cropped: list[CroppedFile]) -> None:
+        meta = {
+            "kind": record.kind,
+            "frames": record.frames,
+            "error": record.error,
+            "items": [
+                {
+                    "condition": item.condition,
+                    "rows": [[int(v) for v in row[:6]] + [float(v) for v in row[6:]] for row in item.rows],
+                    "timestamps": None if item.timestamp_of is None else [[i, t] for i, t in item.timestamp_of.items()],
+                }
+                for item in cropped
+            ],
+        }
+        partial = self._path(record).with_suffix(".partial.npz")
+        np.savez(
+            partial, meta=np.array(json.dumps(meta)), **{f"crops_{i}": item.crops for i, item in enumerate(cropped)}
+        )
+        os.replace(partial, self._path(record))
+
+    def load(self, record: FileRecord) -> tuple[FileRecord, list[CroppedFile]]:
+        try:
+            with np.load(self._path(record), allow_pickle=False) as stored:
+                meta = json.loads(str(stored["meta"]))
+                record = replace(record, kind=meta["kind"], frames=meta["frames"], error=meta["error"])
+                cropped = [
+                    CroppedFile(
+                        record,
+                        item["condition"],
+                        [FaceRow(*row) for row in item["rows"]],
+                        stored[f"crops_{i}"],
+                        None if item["timestamps"] is None else {int(i): t for i, t in item["timestamps"]},
+                    )
+                    for i, item in enumerate(meta["items"])
+                ]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise DeepShieldError(
+                f"{self._path(record)} (faces of {record.path} from an interrupted run) cannot be read ({exc}): "
+                f"delete {self.folder} to start again"
+            ) from exc
+        return record, cropped
+
+
 def crop_media(
-    items: Sequence[SourceItem], files: list[FileRecord], job: CropJob, engine: Engine, progress: bool = True
+    items: Sequence[SourceItem],
+    files: list[FileRecord],
+    job: CropJob,
+    engine: Engine,
+    progress: bool = True,
+    journal_dir: Path | None = None,
 ) -> Iterator[CroppedFile]:
     """Appends a FileRecord per item to `files` and yields the items' faces in input order, cropped where
-    `engine` runs `job`; each record is replaced by the one its worker filled in (kind, frames, error)."""
+    `engine` runs `job`; each record is replaced by the one its worker filled in (kind, frames, error).
+    With `journal_dir`, each file's faces are kept there as they come (FacesJournal) and a file already
+    there from an interrupted run with the same files and settings is read back, not cropped again."""
     from tqdm import tqdm
 
     first = len(files)
@@ -369,10 +449,18 @@ def crop_media(
         for position, item in enumerate(items)
     ]
     files.extend(records)
-    done = engine.map(job, [(record, item.path) for record, item in zip(records, items)])
-    for record, cropped in tqdm(
-        done, total=len(records), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
-    ):
+    journal = None if journal_dir is None else FacesJournal(journal_dir, job.journal_key(records))
+    kept = {record.file_id for record in records if journal is not None and journal.has(record)}
+    if kept:
+        log.warning("resuming: the faces of %d of %d files are read from %s", len(kept), len(records), journal_dir)
+    found = iter(engine.map(job, [(r, item.path) for r, item in zip(records, items) if r.file_id not in kept]))
+    for record in tqdm(records, unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"):
+        if journal is not None and record.file_id in kept:
+            record, cropped = journal.load(record)
+        else:
+            record, cropped = next(found)
+            if journal is not None:
+                journal.save(record, cropped)
         files[record.file_id] = record
         yield from cropped
 
@@ -626,10 +714,11 @@ def open_labelled_set(
     warn: Warn = _warn_stderr,
     engine: Engine | None = None,
     base_dir: str | None = None,
+    journal_dir: Path | None = None,
 ) -> LabelledSet:
     """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input. Raw media
-    are cropped where `engine` runs (default: in this process; `base_dir`: see CropJob); a prepared
-    dataset's crops are read here."""
+    are cropped where `engine` runs (default: in this process; `base_dir`: see CropJob), their faces kept
+    in `journal_dir` as they come when given (see crop_media); a prepared dataset's crops are read here."""
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise DeepShieldError("no dataset given")
@@ -659,7 +748,7 @@ def open_labelled_set(
     job = CropJob(policy, min_face_size, frames, tuple(perturbations), seed, base_dir)
     return LabelledSet(
         files,
-        crop_media(items, files, job, engine or LocalEngine(), progress),
+        crop_media(items, files, job, engine or LocalEngine(), progress, journal_dir),
         job.conditions,
         "media",
         [(str(p.path), p.reason) for p in problems],
