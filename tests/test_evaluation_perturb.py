@@ -14,6 +14,7 @@ from deepshield.evaluation.perturb import (
     Palette,
     PerturbationError,
     Resize,
+    Sharpen,
     Smooth,
     parse_perturbations,
 )
@@ -31,6 +32,7 @@ def test_parse_the_documented_syntax():
     assert parse_perturbations([" JPEG: 80 , 60 "]) == [Jpeg(80), Jpeg(60)]
     assert parse_perturbations(["h264:23,35"]) == [H264(23), H264(35)]
     assert parse_perturbations(["smooth:3,6"]) == [Smooth(3.0), Smooth(6.0)]
+    assert parse_perturbations(["sharpen:0.5,1"]) == [Sharpen(0.5), Sharpen(1.0)]
     assert parse_perturbations(["palette:256,32"]) == [Palette(256), Palette(32)]
     assert parse_perturbations([]) == []
 
@@ -52,7 +54,8 @@ def test_parse_the_documented_syntax():
         ("blur:-1", "sigma must be above 0"),
         ("noise:0", "std must be above 0"),
         ("noise:x", "is not a number"),
-        ("sharpen:2", "unknown perturbation 'sharpen'"),
+        ("emboss:2", "unknown perturbation 'emboss'"),
+        ("sharpen:6", "sharpen amount must be above 0 and at most 5"),
     ],
 )
 def test_bad_specs_are_refused_with_a_reason(spec, message):
@@ -139,6 +142,20 @@ def test_smoothing_flattens_skin_texture_and_keeps_edges():
     assert smoothed.shape == image.shape and Smooth(4).apply(image).dtype == np.uint8
     with pytest.raises(PerturbationError, match="smooth sigma"):
         parse_perturbations(["smooth:0"])
+
+
+def test_sharpening_draws_halos_along_edges_and_leaves_flat_areas():
+    # A step of 100 grey levels: an unsharp mask overshoots on both sides of it, by more for a larger
+    # amount, and leaves the flat areas far from it as they were.
+    image = np.full((32, 64, 3), 80, np.uint8)
+    image[:, 32:] = 180
+    mild, strong = Sharpen(0.5).apply(image).astype(int), Sharpen(1.0).apply(image).astype(int)
+    assert mild[:, 33].min() > 180 and strong[:, 33].min() > mild[:, 33].min()  # bright halo
+    assert mild[:, 30].max() < 80 and strong[:, 30].max() < mild[:, 30].max()  # dark halo
+    np.testing.assert_array_equal(strong[:, :20], image[:, :20])
+    assert Sharpen(1.0).apply(image).dtype == np.uint8 and strong.shape == image.shape
+    with pytest.raises(PerturbationError, match="sharpen amount"):
+        parse_perturbations(["sharpen:0"])
 
 
 def test_a_palette_keeps_that_many_colours_and_dithers(astronaut):

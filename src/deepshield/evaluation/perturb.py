@@ -9,6 +9,8 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
     noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
     smooth:4        a beauty filter: edge-preserving (bilateral) smoothing, spatial sigma 4 pixels, colour
                     sigma 40 grey levels, as portrait apps and phone beauty modes smooth skin
+    sharpen:1       a phone camera's sharpening: unsharp mask of amount 1 (the detail a 1.5 px Gaussian
+                    blur removes, added back once more), which draws halos along every edge
     palette:256     an animated GIF's frame: an adaptive palette of that many colours (median cut), dithered
                     (Floyd-Steinberg), as GIF encoders and meme makers store a still or a clip
 
@@ -31,8 +33,9 @@ from PIL import Image
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
+from deepshield.synthesis.blend import unsharp
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), palette (colours 2-256)"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), sharpen (amount > 0), palette (colours 2-256)"
 
 
 class PerturbationError(DeepShieldError):
@@ -170,6 +173,25 @@ class Smooth(Perturbation):
 
 
 @dataclass(frozen=True)
+class Sharpen(Perturbation):
+    amount: float
+    kind = "sharpen"
+    # A phone's sharpening works at the scale of a few pixels: halos of about this radius at every edge.
+    sigma = 1.5
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.amount) and 0 < self.amount <= 5):
+            raise PerturbationError(f"sharpen amount must be above 0 and at most 5, got {self.amount:g}")
+
+    @property
+    def value(self) -> float:
+        return self.amount
+
+    def apply(self, image, rng=None):
+        return unsharp(np.ascontiguousarray(image), self.sigma, self.amount)
+
+
+@dataclass(frozen=True)
 class Palette(Perturbation):
     colours: int
     kind = "palette"
@@ -197,6 +219,7 @@ KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "blur": (Blur, float),
     "noise": (Noise, float),
     "smooth": (Smooth, float),
+    "sharpen": (Sharpen, float),
     "palette": (Palette, int),
 }
 
