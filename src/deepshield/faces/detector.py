@@ -53,6 +53,11 @@ TILE_MIN_CONFIDENCE = 0.75
 # Tiles look for faces big enough to judge: real faces of 70 px were flagged twice as often as at 90 px
 # and up (10 against 4-5 of about 230 real portraits set into a 1080p frame, shipped model 1.2.2).
 TILE_MIN_FACE = 80
+# Two detections one of whose boxes lies mostly inside the other are one face: the full-range model sometimes
+# adds a box about twice the face's size around the chin and neck (0.50-0.66 sure, beside the face's own box
+# at 0.82-0.91, in a DFDC video where hands touch the face), which IoU alone keeps as a second face (IoU
+# about 0.2), and which then made a second "person" of a few frames. Distinct people's faces seldom overlap so.
+NESTED_SHARE = 0.6
 # Reading a photo's turn. BlazeFace finds faces at any roll, less surely off upright, and places its
 # keypoints as on an upright face: a read's surest face, less TURN_TILT_PENALTY per 45 degrees its eye
 # line leans past 15, ranks the reads. The photo is read turned when the best turn beats the photo as it
@@ -96,12 +101,20 @@ class Box:
     def center(self) -> tuple[float, float]:
         return ((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2)
 
-    def iou(self, other: Box) -> float:
+    def intersection(self, other: Box) -> float:
         ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
         iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
+
+    def nested_share(self, other: Box) -> float:
+        """How much of the smaller of the two boxes lies inside the other (1: one holds the other)."""
+        smaller = min(self.area, other.area)
+        return self.intersection(other) / smaller if smaller > 0 else 0.0
 
     def as_list(self) -> list[float]:
         return [round(self.x0, 1), round(self.y0, 1), round(self.x1, 1), round(self.y1, 1)]
@@ -243,9 +256,14 @@ def _inside_tile(box: Box, tile: Tile, height: int, width: int) -> bool:
 
 
 def non_max_suppression(faces: list[Face], iou_threshold: float) -> list[Face]:
+    """The surest of each group of detections of one face: a face is dropped when a surer one overlaps it
+    by `iou_threshold` or more, or when one of the two boxes lies mostly inside the other (NESTED_SHARE)."""
     kept: list[Face] = []
     for face in sorted(faces, key=lambda f: f.score, reverse=True):
-        if all(face.box.iou(other.box) < iou_threshold for other in kept):
+        if all(
+            face.box.iou(other.box) < iou_threshold and face.box.nested_share(other.box) < NESTED_SHARE
+            for other in kept
+        ):
             kept.append(face)
     return kept
 
