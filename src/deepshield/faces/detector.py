@@ -53,10 +53,11 @@ TILE_MIN_CONFIDENCE = 0.75
 # Tiles look for faces big enough to judge: real faces of 70 px were flagged twice as often as at 90 px
 # and up (10 against 4-5 of about 230 real portraits set into a 1080p frame, shipped model 1.2.2).
 TILE_MIN_FACE = 80
-# Two detections one of whose boxes lies mostly inside the other are one face: the full-range model sometimes
-# adds a box about twice the face's size around the chin and neck (0.50-0.66 sure, beside the face's own box
-# at 0.82-0.91, in a DFDC video where hands touch the face), which IoU alone keeps as a second face (IoU
-# about 0.2), and which then made a second "person" of a few frames. Distinct people's faces seldom overlap so.
+# Two detections one of whose boxes lies mostly inside the other are one face. The models sometimes take part
+# of a face for a face (an eye, a mouth: 3 real dev-eval photos, where that part scored highest) or add a box
+# about twice the face's size around the chin and neck (0.50-0.66 sure beside the face's 0.82-0.91, in a DFDC
+# video where hands touch the face: a second "person" of a few frames). IoU alone keeps both (about 0.2).
+# Distinct people's faces seldom overlap so.
 NESTED_SHARE = 0.6
 # Reading a photo's turn. BlazeFace finds faces at any roll, less surely off upright, and places its
 # keypoints as on an upright face: a read's surest face, less TURN_TILT_PENALTY per 45 degrees its eye
