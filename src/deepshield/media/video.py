@@ -294,11 +294,17 @@ def _can_seek(info: VideoInfo) -> bool:
     return info.frame_count > 0 and info.fps > 0
 
 
+def _held_while_counting(n: int) -> int:
+    """Frames _sample_sequentially holds at most for n samples of a video with no frame count, while it
+    learns the video's length (its stride doubles each time it holds this many)."""
+    return max(2 * n, 32)
+
+
 def _frames_held(info: VideoInfo, n: int, span: VideoSpan) -> int:
     """Frames sample_frames holds at once at most: n, or the span's frames when fewer; without a frame
-    count, the max(2n, 32) that _sample_sequentially keeps while it learns the video's length."""
+    count, _held_while_counting(n)."""
     if info.frame_count <= 0:
-        return max(2 * n, 32)
+        return _held_while_counting(n)
     first, stop = span.frames_in(info)
     return min(n, stop - first)
 
@@ -445,7 +451,7 @@ def _sample_sequentially(
         except av.error.FFmpegError:
             return None
     # Without any frame count (rare: no duration either) the span is told by timestamps and every
-    # `stride`-th frame in it is kept, the stride doubling whenever max(2n, 32) frames are held,
+    # `stride`-th frame in it is kept, the stride doubling whenever _held_while_counting(n) frames are held,
     # then the n nearest to uniform are kept.
     wanted: set[int] | None = None
     first, stop = 0, 0
@@ -479,7 +485,7 @@ def _sample_sequentially(
                 break
             if index % stride:
                 continue
-            if len(kept) >= max(2 * n, 32):
+            if len(kept) >= _held_while_counting(n):
                 stride *= 2
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
