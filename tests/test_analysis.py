@@ -442,6 +442,10 @@ def test_a_span_of_a_video_is_analysed_and_said(detector, face_video):
     assert 0.5 <= track.first_seen_s <= track.last_seen_s < 1.0
     with pytest.raises(VideoSpanError, match="nothing to analyse from 3 s on"):
         detector.analyze_video(face_video, frames=4, span=VideoSpan(3.0))
+    # A range from 0 to past the end (0 to 10:00 typed for a 2 s clip) is the whole video, and says so.
+    past_end = detector.analyze_video(face_video, frames=4, span=VideoSpan(0.0, 600.0))
+    assert past_end.analysed == whole.analysed and past_end.verdict.reason == whole.verdict.reason
+    assert [p.frame_index for p in past_end.timeline] == [p.frame_index for p in whole.timeline]
 
 
 def test_a_video_above_the_pixel_limit_is_analysed_at_a_reduced_scale_and_says_so(detector, face_video):

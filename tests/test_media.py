@@ -781,6 +781,9 @@ def test_a_span_is_sampled_uniformly_within_it(counting_video):
     assert all(1.0 <= f.timestamp_s < 1.5 for f in frames)
     _, rest = sample_frames(counting_video, 100, span=VideoSpan(1.5))  # no end: to the video's end
     assert [f.index for f in rest] == list(range(30, 40))
+    # An end far past the video's (1e308 s: its frame number overflows a float) reads to the end.
+    _, far = sample_frames(counting_video, 100, span=VideoSpan(1.5, 1e308))
+    assert [f.index for f in far] == list(range(30, 40))
 
 
 def test_a_span_of_a_stream_without_frame_count_is_told_by_timestamps(tmp_path):

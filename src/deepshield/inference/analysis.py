@@ -276,7 +276,9 @@ class Detector:
             path, frames, self.video_limits, on_frame=lambda f: report(0.4 * f, "decoding"), span=span
         )
         span_from, span_to = span.seconds_in(info)
-        analysed = AnalysedSpan(start_s=span_from, end_s=span_to if math.isfinite(span_to) else None, whole=span.whole)
+        analysed = AnalysedSpan(
+            start_s=span_from, end_s=span_to if math.isfinite(span_to) else None, whole=span.covers(info)
+        )
         found = find_faces(
             [frame.image for frame in sampled],
             self.faces,

@@ -78,6 +78,11 @@ class VideoSpan:
     def whole(self) -> bool:
         return self.start_s == 0 and self.end_s is None
 
+    def covers(self, info: VideoInfo) -> bool:
+        """The span takes in the whole of this video: it starts at 0 and ends at or after its known end
+        (a range typed as 0 to 10:00 for a 3 s clip analyses the whole clip, and says so)."""
+        return self.start_s == 0 and (self.end_s is None or 0 < info.duration_s <= self.end_s)
+
     def seconds_in(self, info: VideoInfo) -> tuple[float, float]:
         """[from, to) of the span within the video, in seconds (to is inf for an open span of a video of
         unknown duration); refused when the video ends before the span starts."""
@@ -91,11 +96,14 @@ class VideoSpan:
 
     def frames_in(self, info: VideoInfo) -> tuple[int, int]:
         """[first, stop) frame indices of the span (frame i shows at i / fps), for a video whose frame count is known."""
-        if self.whole:
+        if self.covers(info):
             return 0, info.frame_count
-        first = math.ceil(self.start_s * info.fps - _FRAME_TIME_SLACK)
-        stop = info.frame_count if self.end_s is None else math.ceil(self.end_s * info.fps - _FRAME_TIME_SLACK)
-        first, stop = min(first, info.frame_count), min(stop, info.frame_count)
+
+        def frame_at(seconds: float) -> int:  # clamped before rounding: 1e308 s times the fps is no integer
+            return math.ceil(min(seconds * info.fps, info.frame_count) - _FRAME_TIME_SLACK)
+
+        first = frame_at(self.start_s)
+        stop = info.frame_count if self.end_s is None else frame_at(self.end_s)
         if first >= stop:
             raise VideoSpanError(
                 f"no frame of the video ({info.frame_count} frames at {info.fps:.4g} fps) lies in the span "
@@ -208,7 +216,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
     Duration and frame count are those of the part analysed: a long video can be analysed a span at a time.
     `reducible`: frames above max_pixels_per_frame are read at a reduced scale (a video's; an animation's are not)."""
     begin, end = span.seconds_in(info)
-    what = "video is" if span.whole else "the span to analyse is"
+    what = "video is" if span.covers(info) else "the span to analyse is"
     if end - begin > limits.max_duration_s and math.isfinite(end):  # unknown durations: frames are counted
         raise MediaTooLargeError(
             f"{what} {end - begin:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
@@ -222,7 +230,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
     if info.frame_count > 0:
         first, stop = span.frames_in(info)
         if stop - first > limits.max_frames:
-            what = "video has" if span.whole else "the span to analyse has"
+            what = "video has" if span.covers(info) else "the span to analyse has"
             raise MediaTooLargeError(f"{what} {stop - first} frames, above the {limits.max_frames} frame limit")
 
 
