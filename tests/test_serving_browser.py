@@ -418,7 +418,7 @@ def test_a_face_in_a_crowd_sized_photo_is_labelled_with_its_number_alone(browser
         page.set_input_files("#file-input", str(_jpeg(tmp_path / "wide.jpg", wide)))
         page.wait_for_selector(".face-card")
         assert page.inner_text(".face-box-label") == "1"
-        assert page.get_attribute(".face-box", "title") == "Face 1: 62.2% probability of manipulation"
+        assert page.get_attribute(".face-box", "title") == "Face 1: 62.2% (face-swap score)"
 
 
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):
@@ -949,6 +949,18 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     score = page.locator("[data-role=face-score]")
     assert score.inner_text().startswith("80%") and score.locator("small").inner_text() == "AI-generated"
     assert page.inner_text(".face-box-label") == "1 · 80% AI"
+    # The card's meter shows that same score against its own threshold and band, not the face-swap score.
+    meter = page.locator(".face-card [data-role=meter]")
+    assert meter.get_attribute("title") == (
+        "80% AI-generated score; inconclusive from 21.1% to 69.4%, threshold 59.7%"
+    )
+    assert meter.locator("[data-role=meter-fill]").evaluate("n => n.style.width") == "80%"
+    assert meter.locator(".meter-band").evaluate("n => [n.style.left, n.style.width]") == ["21.1%", "48.3%"]
+    # Colours place a score by its own band: 26% is inside the synthetic band (amber), below the face-swap one.
+    colour = "async ([p, low, high]) => (await import('/static/js/format.js')).scoreColour(p, {inconclusive: {low, high}})"
+    assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(70, 68%, 38%)"
+    assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(95, 68%, 38%)"
+    assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(31, 68%, 38%)"
     assert page.inner_text(".face-card .face-meta").startswith(
         f"Face-swap probability {shown_probability(face_swap)} ·"
     )

@@ -53,11 +53,12 @@ export const scorePct = (p, terms) => {
 export function drivingScore(probability, syntheticProbability, driver, label, result) {
   const words = labelWords(label, driver);
   if (driver === "synthetic" && syntheticProbability !== null && syntheticProbability !== undefined) {
-    const text = scorePct(syntheticProbability, syntheticTerms(result));
-    return { value: syntheticProbability, text, short: `${text} AI`, measures: "AI-generated", words };
+    const terms = syntheticTerms(result);
+    const text = scorePct(syntheticProbability, terms);
+    return { value: syntheticProbability, terms, colour: scoreColour(syntheticProbability, terms), text, short: `${text} AI`, measures: "AI-generated", words };
   }
   const text = scorePct(probability, result);
-  return { value: probability, text, short: text, measures: "face-swap", words };
+  return { value: probability, terms: result, colour: scoreColour(probability, result), text, short: text, measures: "face-swap", words };
 }
 
 // Faces or people, the most suspicious first, so that the one behind the verdict leads: those counted
@@ -83,7 +84,17 @@ export const syntheticTerms = (result) => ({ threshold: result.synthetic_thresho
 export const labelWords = (label, driver) =>
   driver === "synthetic" && label === "likely_manipulated" ? "LIKELY AI-GENERATED" : LABEL_WORDS[label];
 
-export const scoreColour = (p) => `hsl(${Math.round(120 * (1 - Math.min(1, Math.max(0, p))))}, 68%, 38%)`;
+// A score's colour from green to red, placed by its own terms (a result, or syntheticTerms(result)) rather
+// than by the bare number: the two scores' inconclusive bands lie far apart (the synthetic one is wide), so
+// a score inside its band is amber, below it green and above it red, whichever score it is.
+export function scoreColour(p, terms) {
+  const { low, high } = terms.inconclusive;
+  const clamped = Math.min(1, Math.max(0, p));
+  const position = clamped < low ? 0.4 * clamped / low
+    : clamped <= high ? 0.4 + 0.2 * (clamped - low) / Math.max(high - low, 1e-9)
+      : 0.6 + 0.4 * (clamped - high) / Math.max(1 - high, 1e-9);
+  return `hsl(${Math.round(120 * (1 - position))}, 68%, 38%)`;
+}
 
 export function formatBytes(n) {
   if (n >= 1e9) return (n / 1e9).toFixed(1) + " GB";

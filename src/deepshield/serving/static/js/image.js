@@ -1,6 +1,6 @@
 /* A photo's result: its faces outlined on it, a card per face. */
 import { $, cautionsLine, el } from "./dom.js";
-import { drivingScore, mostSuspiciousFirst, pct, probabilityText, scoreColour, syntheticText } from "./format.js";
+import { drivingScore, mostSuspiciousFirst, pct, probabilityText, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
 
@@ -19,8 +19,8 @@ export function renderImage(result, fileName) {
   for (const face of result.faces) {
     const [x0, y0, x1, y1] = face.box;
     const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
-    const colour = scoreColour(driving.value);
-    const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${probabilityText(face.probability)} probability of manipulation` });
+    const colour = driving.colour;
+    const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${probabilityText(driving.value)} (${driving.measures} score)` });
     box.style.left = (100 * x0 / result.width).toFixed(3) + "%";
     box.style.top = (100 * y0 / result.height).toFixed(3) + "%";
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
@@ -51,16 +51,16 @@ export function renderImage(result, fileName) {
     ]));
     return;
   }
-  const threshold = result.threshold;
-  const band = result.inconclusive;
   const faceScores = (face) => ({ label: face.label, driver: face.verdict_driver, probability: face.probability, synthetic: face.synthetic_probability });
   faces.replaceChildren(
     ...mostSuspiciousFirst(result.faces, faceScores, result).map((face) => {
       const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
-      const colour = scoreColour(driving.value);
-      const fill = el("div", { class: "meter-fill" });
-      fill.style.width = pct(face.probability, 1);
-      fill.style.background = scoreColour(face.probability);
+      const colour = driving.colour;
+      // The meter shows the score in the card's head, with that score's own threshold and band.
+      const { threshold, inconclusive: band } = driving.terms;
+      const fill = el("div", { class: "meter-fill", "data-role": "meter-fill" });
+      fill.style.width = pct(driving.value, 1);
+      fill.style.background = colour;
       const tick = el("div", { class: "meter-threshold", title: `threshold ${pct(threshold, 1)}` });
       tick.style.left = pct(threshold, 1);
       const zone = el("div", { class: "meter-band", title: `inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}` });
@@ -73,12 +73,12 @@ export function renderImage(result, fileName) {
           el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
           scoreNode,
         ]),
-        el("div", { class: "meter", title: `${probabilityText(face.probability)}; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
+        el("div", { class: "meter", "data-role": "meter", title: `${driving.text} ${driving.measures} score; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
         el("div", { class: "face-images" }, [
           el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
           el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
         ]),
-        el("div", { class: "face-meta", text: `Face-swap probability ${probabilityText(face.probability)} · inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
+        el("div", { class: "face-meta", text: `Face-swap probability ${probabilityText(face.probability)} · inconclusive ${pct(result.inconclusive.low, 0)}–${pct(result.inconclusive.high, 0)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
         el("div", {
           class: "face-meta", "data-role": "synthetic-score",
           text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),

@@ -226,7 +226,7 @@ function filmstrip(track, name, span, result) {
     el("div", { class: "filmstrip-frames" }, frames.map((point) => {
       const at = formatTime(point.timestamp_s, span);
       const score = el("span", { text: scorePct(point.probability, result) });
-      score.style.borderBottomColor = scoreColour(point.probability);
+      score.style.borderBottomColor = scoreColour(point.probability, result);
       return el("figure", { class: point.probability === peak ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${probabilityText(point.probability)}` }, [
         el("img", { src: point.thumbnail_jpeg, alt: `${name} at ${at}`, loading: "lazy" }),
         el("figcaption", {}, [at, el("br"), score]),
