@@ -319,7 +319,10 @@ def test_api_key_guards_every_v1_route(detector, astronaut_jpeg, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ 404 / 405
 def test_unknown_things_are_json_404s(client):
-    assert_error(client.get("/v1/jobs/not-a-job"), 404, "job_not_found")
+    body = assert_error(client.get("/v1/jobs/not-a-job"), 404, "job_not_found")
+    assert body["detail"].startswith("no job 'not-a-job': unknown, deleted, or finished more than")
+    long_id = "x" * 5000  # echoed cut short
+    assert f"no job '{'x' * 40}...':" in assert_error(client.get(f"/v1/jobs/{long_id}"), 404)["detail"]
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(client.get("/nothing-here"), 404, "not_found")
     assert_error(client.get("/static/missing.js"), 404, "not_found")

@@ -680,13 +680,16 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
         bad,
     ]
     page.set_input_files("#file-input", [str(path) for path in files])
-    page.wait_for_selector("#batch-summary:has-text('3 of 3 files analysed')")
+    page.wait_for_selector("#batch-summary:has-text('could not be')")
     rows = page.locator("[data-role=batch-row]")
     assert rows.count() == 3
     assert [rows.nth(i).get_attribute("data-status") for i in range(3)] == ["done", "done", "failed"]
     assert rows.nth(1).locator(".label").inner_text() == "NO FACE"
-    assert rows.nth(2).inner_text().endswith("Not analysed")
-    assert page.inner_text("#batch-summary").endswith("1 no face, 1 not analysed")
+    # The file that could not be read is not counted as analysed, and its row says why.
+    assert "NOT ANALYSED" in rows.nth(2).inner_text().upper()
+    assert rows.nth(2).locator("[data-role=batch-error]").inner_text().startswith("unsupported file type")
+    summary = page.inner_text("#batch-summary")
+    assert summary.startswith("2 of 3 files analysed (") and summary.endswith(", 1 no face); 1 could not be")
     # All of them can be saved at once, the failed file with its reason.
     with page.expect_download() as saving:
         page.click("[data-role=batch-download]")
@@ -788,6 +791,8 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
     held.analyze_video = held_video
     clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
     with _page_of(browser, held) as page:
+        missing: list[str] = []  # the page never asks for a job it has deleted
+        page.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
         page.set_input_files("#file-input", str(clip))
         first = releases.get(timeout=30)  # the job is running
         with page.expect_request(lambda request: request.method == "DELETE") as deleting:
@@ -795,6 +800,8 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         page.wait_for_selector("#message:visible")
         assert page.inner_text("#message-detail") == "The analysis was cancelled, and the server has deleted the file."
         assert not page.is_visible("#progress") and not page.is_visible("#result")
+        page.wait_for_timeout(1500)  # past the next poll it would have made (every 0.6 s)
+        assert missing == []
         job_url = deleting.value.url
         assert "/v1/jobs/" in job_url
         assert page.evaluate("(url) => fetch(url).then((r) => r.status)", job_url) == 404  # forgotten there
@@ -928,7 +935,7 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
         json.dumps([saved, {"file_name": "notes.jpg", "result": None, "error": "unsupported file type"}, generated])
     )
     page.set_input_files("#file-input", str(results))
-    page.wait_for_selector("#batch-summary:has-text('3 of 3 files analysed')")
+    page.wait_for_selector("#batch-summary:has-text('2 of 3 files analysed')")
     assert page.inner_text("#result-file") == "Result for astronaut.jpg" and page.is_visible("[data-role=saved-note]")
     rows = page.locator("[data-role=batch-row]")
     assert [rows.nth(i).get_attribute("aria-pressed") for i in range(3)] == ["true", "false", "false"]
@@ -951,13 +958,13 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert page.inner_text(".face-box-label") == "1 · 80% AI"
     # The card's meter shows that same score against its own threshold and band, not the face-swap score.
     meter = page.locator(".face-card [data-role=meter]")
-    assert meter.get_attribute("title") == (
-        "80% AI-generated score; inconclusive from 21.1% to 69.4%, threshold 59.7%"
-    )
+    assert meter.get_attribute("title") == ("80% AI-generated score; inconclusive from 21.1% to 69.4%, threshold 59.7%")
     assert meter.locator("[data-role=meter-fill]").evaluate("n => n.style.width") == "80%"
     assert meter.locator(".meter-band").evaluate("n => [n.style.left, n.style.width]") == ["21.1%", "48.3%"]
     # Colours place a score by its own band: 26% is inside the synthetic band (amber), below the face-swap one.
-    colour = "async ([p, low, high]) => (await import('/static/js/format.js')).scoreColour(p, {inconclusive: {low, high}})"
+    colour = (
+        "async ([p, low, high]) => (await import('/static/js/format.js')).scoreColour(p, {inconclusive: {low, high}})"
+    )
     assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(70, 68%, 38%)"
     assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(95, 68%, 38%)"
     assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(31, 68%, 38%)"

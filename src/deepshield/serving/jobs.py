@@ -34,6 +34,8 @@ from deepshield.serving.job_ledger import JobLedger, JobRecord
 from deepshield.serving.schemas import FileInfo, JobView
 from deepshield.serving.uploads import Upload
 
+# Job ids are 16 characters (token_urlsafe(12)); a 404 echoes at most this much of whatever was asked for.
+_SHOWN_ID_CHARS = 40
 log = logging.getLogger("deepshield.serving")
 
 ProgressFn = Callable[[float, str], None]
@@ -216,10 +218,12 @@ class JobStore:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
+            shown = job_id if len(job_id) <= _SHOWN_ID_CHARS else job_id[:_SHOWN_ID_CHARS] + "..."
             raise ApiError(
                 404,
                 "job_not_found",
-                f"no job {job_id!r}: unknown, or finished more than {self.ttl_s / 60:.0f} minutes ago and forgotten",
+                f"no job {shown!r}: unknown, deleted, or finished more than {self.ttl_s / 60:.0f} minutes ago "
+                "and forgotten",
             )
         return job
 

@@ -108,10 +108,12 @@ export function drawBatch() {
   for (const item of batch.items) {
     if (item.status === "done") counts[item.analysis.result.verdict.label] = (counts[item.analysis.result.verdict.label] || 0) + 1;
   }
-  const summary = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
-  const failed = batch.items.filter((item) => item.status === "failed").length;
-  if (failed) summary.push(`${failed} not analysed`);
-  $("batch-summary").textContent = `${finished} of ${batch.items.length} files analysed` + (summary.length ? ": " + summary.join(", ") : "");
+  const verdicts = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
+  const analysed = batch.items.filter((item) => item.status === "done").length;
+  const failed = finished - analysed;
+  // Files that could not be read are not counted as analysed: "5 of 8 files analysed (...); 3 could not be".
+  $("batch-summary").textContent = `${analysed} of ${batch.items.length} files analysed`
+    + (verdicts.length ? ` (${verdicts.join(", ")})` : "") + (failed ? `; ${failed} could not be` : "");
   if (finished === batch.items.length) {
     const saved = batch.items.map((item) => ({
       file_name: item.file.name,
@@ -147,7 +149,9 @@ export function drawBatch() {
       }, [
         el("span", { class: "file-name", text: item.file.name }),
         status,
-        el("span", { class: "batch-score", "data-role": "batch-score", text: scored ? rowScore(item.analysis.result) : "" }),
+        item.status === "failed"
+          ? el("span", { class: "batch-error", "data-role": "batch-error", title: item.error, text: item.error })
+          : el("span", { class: "batch-score", "data-role": "batch-score", text: scored ? rowScore(item.analysis.result) : "" }),
       ]);
       row.addEventListener("click", () => pickItem(i));
       return row;

@@ -77,15 +77,20 @@ async function pollJob(job, file, run) {
   // A job is "queued" from submission until a worker takes it, which is usually at once: only a
   // job still queued when polled again is really waiting.
   let polls = 0;
+  // Given up meanwhile (another file, or Cancel): stopWaiting has already deleted the job, so it is not
+  // polled again (its answer would be a 404).
+  const givenUp = () => run !== state.run;
   while (job.status === "queued" || job.status === "running") {
-    if (run !== state.run) {
-      cancelJob(job.id);
-      return null;
-    }
     const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
     showProgress(file.name, job.progress, stage);
     await sleep(POLL_MS);
-    job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+    if (givenUp()) return null;
+    try {
+      job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+    } catch (err) {
+      if (givenUp()) return null; // deleted while this poll was on its way
+      throw err;
+    }
     polls += 1;
   }
   if (run !== state.run) return null;
