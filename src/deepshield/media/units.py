@@ -19,8 +19,10 @@ def format_bytes(count: float) -> str:
 
 
 def megapixels(pixels: float) -> str:
-    """The number only, so that callers can say "48 megapixels" and "the 40 megapixel limit"."""
-    return f"{pixels / 1e6:.3g}"
+    """The number only, so that callers can say "48 megapixels" and "the 40 megapixel limit": three
+    significant digits, and a whole number with thousands separated from 1,000 on (never "1e+04")."""
+    value = pixels / 1e6
+    return f"{value:,.0f}" if value >= 999.5 else f"{value:.3g}"
 
 
 def parse_clock_time(text: str) -> float:
