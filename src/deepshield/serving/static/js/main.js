@@ -3,7 +3,7 @@ import { KEY_STORAGE } from "./api.js";
 import { analyseAll } from "./batch.js";
 import { $ } from "./dom.js";
 import { analyse, cancelAnalysis } from "./flow.js";
-import { printResult } from "./result.js";
+import { openForPrint, printResult } from "./result.js";
 import { looksLikeSaved, openSaved } from "./saved.js";
 import { loadExamples, loadServerInfo } from "./startup.js";
 
@@ -16,6 +16,7 @@ function wire() {
   });
   zone.addEventListener("click", () => input.click());
   $("result-print").addEventListener("click", printResult);
+  window.addEventListener("beforeprint", openForPrint);
   $("progress-cancel").addEventListener("click", cancelAnalysis);
   // The frame-count choice sits in the drop zone: using it must not open the file dialog.
   for (const choice of ["frames-choice", "span-choice"]) {

@@ -52,8 +52,14 @@ export function offerPrint(result, fileName) {
   $("result-print").hidden = false;
 }
 
+// The file's size, SHA-256 and the model's thresholds belong on paper, whether printed by the button or
+// by the browser's own Print (beforeprint).
+export function openForPrint() {
+  $("file-details").open = true;
+}
+
 export function printResult() {
-  $("file-details").open = true; // the file's size, SHA-256 and the model's thresholds belong on paper
+  openForPrint();
   window.print();
 }
 

@@ -222,7 +222,7 @@ function filmstrip(track, name, span, result) {
   if (!frames.length) return null;
   const peak = Math.max(...frames.map((point) => point.probability));
   return el("details", { class: "filmstrip", "data-role": "filmstrip" }, [
-    el("summary", { text: `All ${frames.length} frames of ${name}` }),
+    el("summary", { text: frames.length === 1 ? `The one frame of ${name}` : `All ${frames.length} frames of ${name}` }),
     el("div", { class: "filmstrip-frames" }, frames.map((point) => {
       const at = formatTime(point.timestamp_s, span);
       const score = el("span", { text: scorePct(point.probability, result) });
