@@ -464,8 +464,12 @@ def test_a_video_job_can_analyse_a_span_of_the_video(client, face_video):
     )
     assert "must end after it starts" in body["detail"]
     assert_error(client.post("/v1/jobs?start_s=-1", files=upload(data, "face.mp4")), 400, "invalid_request")
-    body = assert_error(client.post("/v1/jobs?start_s=inf", files=upload(data, "face.mp4")), 400, "invalid_request")
-    assert body["detail"] == "query: a video span's start is a number of seconds, not inf"
+    for bound in ("start_s=inf", "start_s=nan", "end_s=nan"):  # not "greater than or equal to 0" for nan
+        body = assert_error(client.post(f"/v1/jobs?{bound}", files=upload(data, "face.mp4")), 400, "invalid_request")
+        assert body["detail"] == f"query.{bound.split('=')[0]}: Input should be a finite number"
+    # An end past the video's (here far past: its frame number would overflow) is the whole video.
+    far = client.post("/v1/jobs?frames=4&end_s=1e308", files=upload(data, "face.mp4")).json()["id"]
+    assert wait_for_job(client, far)["result"]["analysed"]["whole"] is True
     assert upload_files(client) == []
 
 

@@ -38,12 +38,16 @@ async def submit_job(
         ),
     ] = None,
     start_s: Annotated[
-        float, Query(ge=0, description="videos: analyse from this time on, in seconds (default: the start)")
+        float,
+        Query(
+            ge=0, allow_inf_nan=False, description="videos: analyse from this time on, in seconds (default: the start)"
+        ),
     ] = 0.0,
     end_s: Annotated[
         float | None,
         Query(
             gt=0,
+            allow_inf_nan=False,
             description="videos: analyse up to this time, in seconds (default: the end). The server's duration limit "
             "applies to the span, so a long video can be analysed a part at a time",
         ),

@@ -14,7 +14,7 @@ import { renderVideo } from "./video.js";
 export function chosenSpan() {
   const start = parseVideoTime($("span-start").value);
   const end = parseVideoTime($("span-end").value);
-  if (start !== null && end !== null && end <= start) throw new Error("The part of the video to analyse must end after it starts.");
+  if (end !== null && end <= (start ?? 0)) throw new Error("The part of the video to analyse must end after it starts.");
   return { start, end };
 }
 
