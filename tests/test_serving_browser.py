@@ -326,6 +326,26 @@ def test_a_borderline_score_is_shown_as_inconclusive(browser, detector, astronau
         assert page.inner_text("#result-file") == "Result for Borderline Photo (1).JPG"
 
 
+def test_on_a_phone_the_timeline_is_drawn_at_its_own_width_and_its_words_stay_readable(page, server):
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(server + "/")
+    page.click("button.example[data-file='astronaut-pan.mp4']")
+    page.wait_for_selector("#timeline svg circle.point")
+    chart = page.eval_on_selector(
+        "#timeline svg",
+        "svg => ({ units: svg.viewBox.baseVal.width, shown: svg.getBoundingClientRect().width,"
+        " tick: Math.min(...[...svg.querySelectorAll('text.tick')].map((t) => t.getBoundingClientRect().height)),"
+        " dot: svg.querySelector('circle.point').getBoundingClientRect().width })",
+    )
+    assert chart["units"] <= 375 and abs(chart["units"] - chart["shown"]) < 2  # drawn 1:1, not shrunk from 860
+    assert chart["tick"] >= 10 and chart["dot"] >= 10  # 11 px words, points a finger can find
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.click("button.example[data-file='astronaut-pan.mp4']")
+    page.wait_for_function(
+        "() => document.querySelector('#timeline svg').viewBox.baseVal.width > 600"
+    )  # drawn again, wider
+
+
 def test_on_a_phone_the_result_and_refusals_are_scrolled_into_sight(page, server, astronaut, tmp_path):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(server + "/")

@@ -91,7 +91,11 @@ function drawTimeline(result, source, which) {
   const terms = synthetic ? syntheticTerms(result) : result;
   const what = synthetic ? "Probability the face is AI-generated" : "Probability of manipulation";
   $("timeline-title").textContent = `${what} over time, per face`;
-  const W = 860, H = 300, L = 48, R = 84, T = 16, B = 36;
+  // Drawn at the chart's own width (up to 860 units), not scaled down from 860: on a phone its words keep
+  // their size and its points stay large enough to tap.
+  const W = Math.round(Math.min(860, Math.max(300, $("timeline").clientWidth || 860)));
+  const narrow = W < 600;
+  const H = narrow ? 240 : 300, L = 48, R = 84, T = 16, B = 36;
   const times = result.timeline.map((p) => p.timestamp_s);
   // The axis covers what was analysed: the whole video, or the part asked for.
   const part = result.analysed;
@@ -110,7 +114,7 @@ function drawTimeline(result, source, which) {
     root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
     root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
   }
-  const step = niceStep(span, 8);
+  const step = niceStep(span, narrow ? 4 : 8);
   for (let t = Math.ceil(from / step - 1e-9) * step; t <= from + span + 1e-9; t += step) {
     root.append(svg("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 5 }));
     root.append(svg("text", { class: "tick", x: x(t), y: H - B + 18, "text-anchor": "middle", text: formatTime(t, span) }));
@@ -139,7 +143,7 @@ function drawTimeline(result, source, which) {
     const group = svg("g", { "data-track": String(track.track_id) });
     if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
     for (const p of track.points) {
-      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(score(p))}` });
+      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(score(p))}` });
       const show = () => showTip(tip, dot, p, name, span);
       dot.addEventListener("mouseenter", show);
       dot.addEventListener("focus", show);
