@@ -539,6 +539,10 @@ def test_jobs_can_be_cancelled_queued_or_running_and_finished_ones_forgotten(det
         assert entered.wait(20)
         queued = client.post("/v1/jobs?frames=4", files=upload(video, "face.mp4")).json()
         assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
+        # The load says so: one job analysed by the job worker, one waiting; no request analysis.
+        load = client.get("/healthz").json()
+        assert (load["jobs_running"], load["jobs_pending"], load["analyses_running"]) == (1, 2, 0)
+        assert "deepshield_jobs_running 1.0" in client.get("/metrics").text
         assert len(upload_files(client)) == 2
         assert client.delete(f"/v1/jobs/{queued['id']}").status_code == 204
         assert_error(client.get(f"/v1/jobs/{queued['id']}"), 404, "job_not_found")
@@ -803,6 +807,7 @@ def test_metrics_count_analyses_errors_and_load(detector, astronaut_jpeg, face_v
     assert samples[("deepshield_errors_total", (("code", "unsupported_media"),))] == 1
     assert samples[("deepshield_errors_total", (("code", "unauthorized"),))] == 1
     assert samples[("deepshield_jobs_pending", ())] == 0 and samples[("deepshield_analyses_running", ())] == 0
+    assert samples[("deepshield_jobs_running", ())] == 0
     assert samples[("deepshield_model_info", (("model", "tiny-test 0.0.1"),))] == 1
 
 

@@ -179,6 +179,10 @@ class JobStore:
         with self._lock:
             return sum(1 for job in self._jobs.values() if not job.finished)
 
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.status == "running")
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)

@@ -54,9 +54,14 @@ class Runtime:
         self.jobs.recover(self.storage.upload_dir)
         self.upload_policy = UploadPolicy.from_settings(settings)
         self.upload_slots = UploadSlots(self.upload_policy)
-        self.metrics.watch("deepshield_analyses_running", "Analyses running now", lambda: self.gate.running)
-        self.metrics.watch("deepshield_analyses_waiting", "Analyses waiting for a slot", lambda: self.gate.waiting)
+        self.metrics.watch(
+            "deepshield_analyses_running", "POST /v1/analyze analyses running now", lambda: self.gate.running
+        )
+        self.metrics.watch(
+            "deepshield_analyses_waiting", "POST /v1/analyze analyses waiting for a slot", lambda: self.gate.waiting
+        )
         self.metrics.watch("deepshield_jobs_pending", "Jobs queued or running", self.jobs.pending)
+        self.metrics.watch("deepshield_jobs_running", "Jobs being analysed now (by the job workers)", self.jobs.running)
 
     @property
     def upload_dir(self) -> Path:

@@ -114,9 +114,12 @@ class Health(BaseModel):
     model: str
     scope: str = Field(description="what the model in use judges and what it does not")
     api_key_required: bool
-    analyses_running: int
-    analyses_waiting: int
-    jobs_pending: int
+    analyses_running: int = Field(description="POST /v1/analyze analyses running now (at most max_concurrency)")
+    analyses_waiting: int = Field(description="POST /v1/analyze analyses waiting for a slot")
+    jobs_pending: int = Field(description="jobs queued or running")
+    jobs_running: int = Field(
+        description="jobs being analysed now, by the job workers (at most job_workers, beside max_concurrency)"
+    )
     limits: Limits
     accepted: AcceptedMedia
     terms: ScoringTerms = Field(

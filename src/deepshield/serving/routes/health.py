@@ -25,6 +25,7 @@ async def healthz(runtime: RuntimeDep) -> Health:
         analyses_running=gate.running,
         analyses_waiting=gate.waiting,
         jobs_pending=runtime.jobs.pending(),
+        jobs_running=runtime.jobs.running(),
         limits=runtime.limits(),
         accepted=runtime.accepted_media(),
         terms=runtime.detector.scoring_terms(),
