@@ -442,6 +442,15 @@ def test_a_face_in_a_crowd_sized_photo_is_labelled_with_its_number_alone(browser
         page.wait_for_selector(".face-card")
         assert page.inner_text(".face-box-label") == "1"
         assert page.get_attribute(".face-box", "title") == "Face 1: 62.2% (face-swap score)"
+        # Faces side by side closer than a label's width (an eighth of the photo) are numbered alone too;
+        # the last of a row keeps its score, a face at the right edge its label inside the photo.
+        crowded = (
+            "async ([boxes, i]) => { const { crowded } = await import('/static/js/image.js');"
+            " const faces = boxes.map((box) => ({ box })); return crowded(faces[i], faces, 1000); }"
+        )
+        row = [[100, 100, 180, 180], [200, 105, 280, 185], [600, 100, 680, 180], [200, 400, 280, 480]]
+        assert [page.evaluate(crowded, [row, i]) for i in range(4)] == [True, False, False, False]
+        assert page.evaluate(crowded, [[[100, 100, 140, 140]], 0])  # narrower than a twentieth
 
 
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):

@@ -26,10 +26,10 @@ export function renderImage(result, fileName) {
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
     box.style.height = (100 * (y1 - y0) / result.height).toFixed(3) + "%";
     box.style.borderColor = colour;
-    // A face narrower than a twentieth of the photo (a crowd) is labelled with its number alone, so that
-    // neighbouring labels do not run into each other; its score is on its card and in its tooltip.
-    const narrow = (x1 - x0) / result.width < 0.05;
-    const label = el("div", { class: "face-box-label" + (y0 / result.height < 0.06 ? " below" : ""), text: narrow ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
+    // Its score is on its card and in its tooltip: in a crowd the label says its number alone. A face at
+    // the top of the photo has its label inside its box, one at the right edge its label leftwards.
+    const place = (y0 / result.height < 0.06 ? " inside" : "") + (x0 / result.width > 1 - LABEL_SHARE ? " end" : "");
+    const label = el("div", { class: "face-box-label" + place, text: crowded(face, result.faces, result.width) ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -91,6 +91,18 @@ export function renderImage(result, fileName) {
       return card;
     })
   );
+}
+
+// A label with a score ("14 · 38% AI") takes up to about a seventh of the photo's width as shown.
+const LABEL_SHARE = 0.15;
+
+// Labelled with its number alone, so that labels do not run into each other: a face narrower than a
+// twentieth of the photo, or with another face starting less than a label's width to its right at about
+// the same height.
+export function crowded(face, faces, width) {
+  const [x0, y0, x1, y1] = face.box;
+  if ((x1 - x0) / width < 0.05) return true;
+  return faces.some(({ box }) => box !== face.box && box[0] > x0 && (box[0] - x0) / width < LABEL_SHARE && Math.abs(box[1] - y0) < y1 - y0);
 }
 
 function highlight(index, on) {
