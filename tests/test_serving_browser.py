@@ -645,10 +645,22 @@ def test_api_docs_render_offline(page, server):
 def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, detector, astronaut, tmp_path):
     with _page_of(browser, detector, ServerSettings(api_key="page-key")) as page:
         page.wait_for_selector("#api-key-panel:not([hidden])")
+        assert page.is_hidden("#api-key-refused")
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+        page.wait_for_selector("#message:not([hidden])")  # in the page's words, not the API's header name
+        assert page.inner_text("#message-detail") == "This server needs an API key: paste it in the box above."
+        page.fill("#api-key-input", "not-the-key")
+        page.click("#api-key-form button[type=submit]")
+        page.wait_for_selector("#api-key-refused:not([hidden])")  # a wrong key is said to be wrong at once
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+        page.wait_for_selector("#message-detail:has-text('refused')")
+        assert page.inner_text("#message-detail") == (
+            "The server refused the API key this browser keeps: paste the right one in the box above."
+        )
         page.fill("#api-key-input", "page-key")
         page.click("#api-key-form button[type=submit]")
         page.wait_for_selector("[data-role=model-name]")
-        assert page.is_hidden("#api-key-panel")
+        assert page.is_hidden("#api-key-panel") and page.is_hidden("#api-key-refused")
         page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
         page.wait_for_selector(".face-card")
 

@@ -1,5 +1,5 @@
 /* Messages, the busy look and the progress bar. */
-import { ApiFailure } from "./api.js";
+import { ApiFailure, KEY_STORAGE } from "./api.js";
 import { $, revealIfOffScreen } from "./dom.js";
 import { capitalise } from "./format.js";
 
@@ -29,6 +29,11 @@ export function showMessage(fileName, sentence, kind) {
 
 // An error in one sentence: the server's own message, else a title for its status.
 export function errorSentence(err) {
+  if (err instanceof ApiFailure && err.status === 401) {  // in the page's words: the key is pasted above, not sent in a header
+    return localStorage.getItem(KEY_STORAGE)
+      ? "The server refused the API key this browser keeps: paste the right one in the box above"
+      : "This server needs an API key: paste it in the box above";
+  }
   if (err instanceof ApiFailure) {
     return err.detail || TITLES[err.status] || (err.status ? `Error ${err.status}.` : "Connection problem.");
   }

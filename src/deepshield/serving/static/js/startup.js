@@ -58,7 +58,9 @@ export async function loadServerInfo() {
     info.replaceChildren(...pills);
     loadModelRecord().catch(() => {}); // optional: the pills stand without it
     $("api-key-panel").hidden = true;
+    $("api-key-refused").hidden = true;
   } catch (err) {
+    $("api-key-refused").hidden = !(err.status === 401 && localStorage.getItem(KEY_STORAGE));
     $("model-info").replaceChildren(el("span", { class: "muted", text: err.status === 401 ? "Model details need the API key" : "Model details unavailable" }));
   }
 }
