@@ -168,6 +168,17 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
     }
     with client_for(detector) as client:
         assert client.get("/v1/model/record").json()["benchmarks"] == []
+    # A card from before file counts were recorded (the shipped 1.2.2): a one-point interval is cautioned.
+    from deepshield.models.card import ModelCard
+
+    card = ModelCard.model_validate_json(
+        (bundle_with_record(tiny_bundle, tmp_path / "old") / "model_card.json").read_text()
+    )
+    for kind in ("real", "fake"):
+        for set_key in ("modern_swaps", "dfdc_sample"):
+            del card.metrics[f"bench_{set_key}_{kind}_files"]
+    swaps, dfdc = card.record().benchmarks
+    assert swaps.caution is None and dfdc.caution.startswith("its interval is a single point")
 
 
 def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpeg):

@@ -306,6 +306,13 @@ def files_per_class(labels: np.ndarray, clusters: np.ndarray) -> tuple[int, int]
     return len(np.unique(clusters[labels == 0])), len(np.unique(clusters[labels == 1]))
 
 
+# For a card that does not record how many files a figure came from (those before 1.2.2's successors):
+# an interval that is a single point is the sign few_files_caution would have given.
+POINT_INTERVAL_CAUTION = (
+    "its interval is a single point, as a bootstrap over very few files gives (the card does not say how many)"
+)
+
+
 def few_files_caution(real_files: int, fake_files: int) -> str | None:
     """A warning when either class has fewer than FEW_FILES files; None otherwise."""
     if min(real_files, fake_files) >= FEW_FILES:

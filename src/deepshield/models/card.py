@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field, model_validator
 
 from deepshield.errors import BundleError
-from deepshield.evaluation.metrics import few_files_caution, metric_key
+from deepshield.evaluation.metrics import POINT_INTERVAL_CAUTION, few_files_caution, metric_key
 from deepshield.faces.crop import CropPolicy
 
 BUNDLE_FORMAT = 1
@@ -283,15 +283,21 @@ class ModelCard(BaseModel):
             if f"bench_{key}_file_auc" in metrics or f"bench_{key}_face_auc" in metrics:
                 # file counts: logged by training after 1.2.2 (older cards have none)
                 real, fake = (metrics.get(f"bench_{key}_{label}_files") for label in ("real", "fake"))
+                file_auc, face_auc = auc(f"bench_{key}_file_auc"), auc(f"bench_{key}_face_auc")
+                if real is not None and fake is not None:
+                    caution = few_files_caution(int(real), int(fake))
+                else:
+                    point = any(f is not None and f.low is not None and f.low == f.high for f in (file_auc, face_auc))
+                    caution = POINT_INTERVAL_CAUTION if point else None
                 figures.append(
                     BenchmarkFigures(
                         labelled_set=name,
-                        file_auc=auc(f"bench_{key}_file_auc"),
-                        face_auc=auc(f"bench_{key}_face_auc"),
+                        file_auc=file_auc,
+                        face_auc=face_auc,
                         real_flagged=metrics.get(f"real_fpr_{key}"),
                         real_files=None if real is None else int(real),
                         fake_files=None if fake is None else int(fake),
-                        caution=None if real is None or fake is None else few_files_caution(int(real), int(fake)),
+                        caution=caution,
                     )
                 )
         return ModelRecord(
