@@ -18,6 +18,7 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
+from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
 from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, photo_with_exif, write_video
 from tests.provenance_support import signing_identity, with_credentials
 
@@ -105,6 +106,10 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     assert line.split()[1:8] == ["image", "no_face", "-", "-", "-", "0", "-"]
     assert blank == "" and meaning.startswith("no_signs_found does not prove a file authentic")
     assert "not detect fully AI-generated faces, lip-sync without blending, or manipulated audio" in scope
+    # A model without the synthetic-face score: no score drives a verdict but the one it has, so DRIVER is "-".
+    code, out, _ = scan(capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle))
+    face_line = out.splitlines()[1].split()
+    assert face_line[1] == "image" and face_line[4:6] == ["-", "-"] and face_line[6] == "1"
 
 
 def test_out_writes_a_file_and_nothing_to_stdout(capsys, media, tiny_bundle, tmp_path):
@@ -177,10 +182,50 @@ def test_a_bad_file_is_an_error_row_and_the_scan_goes_on(capsys, media, tiny_bun
     assert rows[2]["sha256"] == hashlib.sha256(b"hello").hexdigest() and "sha256" not in rows[3]
 
 
-def test_no_media_found_is_a_failure(capsys, tmp_path, tiny_bundle):
+def test_no_media_found_is_said_and_is_not_a_failure(capsys, tmp_path, tiny_bundle):
+    # A listing of new files is empty on a quiet day: a cron job's scan of it has not failed.
     (tmp_path / "readme.txt").write_text("nothing to scan")
     code, out, err = scan(capsys, str(tmp_path), "--model", str(tiny_bundle))
-    assert code == EXIT_SOME_FAILED and "no media files found" in err and out == ""
+    assert code == EXIT_OK and "no media files found, nothing to scan" in err and out == ""
+    (tmp_path / "empty-list.txt").write_text("")
+    code, _, err = scan(capsys, "--files-from", str(tmp_path / "empty-list.txt"), "--model", str(tiny_bundle))
+    assert code == EXIT_OK and "nothing to scan" in err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_scan(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    from deepshield.inference.scan import ScanJob
+
+    monkeypatch.setattr(ScanJob, "__call__", lambda self, path: pytest.fail("scanned before the outputs were checked"))
+    kept = tmp_path / "kept.csv"
+    kept.write_text("earlier rows\n")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    for flag, target, message in [
+        ("--out", folder, f"--out {folder} is a folder: name a file"),
+        ("--html", folder, f"--html {folder} is a folder: name a file"),
+        ("--heatmaps", kept, f"--heatmaps {kept} is a file: name a folder"),
+        ("--out", kept / "rows.json", f"--out {kept / 'rows.json'} cannot be written"),
+    ]:
+        code, out, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), flag, str(target))
+        assert code == EXIT_USAGE and message in err and out == "", err
+    assert kept.read_text() == "earlier rows\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a-folder",
+        "kept.csv",
+    ]
+
+
+def test_the_table_says_what_the_model_judges_even_when_no_file_was_analysed(capsys, tmp_path, tiny_bundle):
+    from tests.test_synthetic_score import export_two_output_bundle
+
+    _, two_output = export_two_output_bundle(tmp_path / "two")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    code, out, _ = scan(capsys, str(broken), "--model", str(two_output))
+    assert code == EXIT_SOME_FAILED
+    assert out.rstrip().splitlines()[-1] == SCOPE_WITH_SYNTHETIC
+    html = tmp_path / "page.html"
+    scan(capsys, str(broken), "--model", str(two_output), "--html", str(html))
+    assert SCOPE_WITH_SYNTHETIC in html.read_text().replace("&#x27;", "'")
 
 
 @pytest.mark.parametrize(
@@ -548,7 +593,7 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
             path=path, status="ok", kind="image", faces=len(faces), result=result.model_copy(update={"faces": faces})
         )
 
-    page = ScanPage()
+    page = ScanPage(has_synthetic=True)
     page.add(photo("two.jpg", [generated, swapped]))
     text = page.html("1 file scanned")
     shown = shown_probability(face.probability)

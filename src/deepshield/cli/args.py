@@ -118,6 +118,36 @@ def check_engine_arguments(args: argparse.Namespace) -> None:
         raise DeepShieldError("--ray-address needs --engine ray")
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written (a folder, an unwritable place), so
+    that a long run is not lost at its end. The file is not emptied; one made to try is removed."""
+    from deepshield.errors import DeepShieldError
+
+    if path.is_dir():
+        raise DeepShieldError(f"{flag} {path} is a folder: name a file")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise DeepShieldError(f"{flag} {path} cannot be written: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
+
+
+def check_output_folder(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be made."""
+    from deepshield.errors import DeepShieldError
+
+    if path.exists() and not path.is_dir():
+        raise DeepShieldError(f"{flag} {path} is a file: name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeepShieldError(f"{flag} {path} cannot be made: {exc.strerror or exc}") from None
+
+
 def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: str) -> None:
     """--tracking-uri and --experiment, for a command that can log `what` to MLflow."""
     parser.add_argument(

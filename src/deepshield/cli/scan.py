@@ -15,6 +15,8 @@ from pathlib import Path
 
 from deepshield.cli.args import (
     check_engine_arguments,
+    check_output_file,
+    check_output_folder,
     engine_arguments,
     int_up_to,
     positive_float,
@@ -100,7 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=probability,
         default=None,
-        help="threshold (default: the model card's); the inconclusive band moves with it, keeping its width",
+        help="threshold (default: the model card's); the inconclusive band moves with it, keeping its distances "
+        "below and above, and still reaches down to even odds (50%%)",
     )
     parser.add_argument(
         "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
@@ -146,11 +149,12 @@ def csv_header() -> str:
     return ",".join(SUMMARY_FIELDS) + "\r\n"  # as csv.DictWriter.writeheader writes it
 
 
-def render(rows: list, fmt: str) -> str:
-    """The formats written once the scan is over: json (one array) and table (column widths)."""
+def render(rows: list, fmt: str, has_synthetic: bool) -> str:
+    """The formats written once the scan is over: json (one array) and table (column widths).
+    `has_synthetic`: the model gives the synthetic-face score."""
     if fmt == "json":
         return json.dumps([row.model_dump(exclude_none=True) for row in rows], indent=2) + "\n"
-    return _table(rows)
+    return _table(rows, has_synthetic)
 
 
 def finished_rows(out: Path, fmt: str) -> dict[str, str]:
@@ -181,8 +185,8 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else shown_probability(value)
 
 
-def _table(rows: list) -> str:
-    # P(SYNTH): the synthetic-face score ("-" for a model without it); DRIVER: the score that set the verdict.
+def _table(rows: list, has_synthetic: bool) -> str:
+    # P(SYNTH): the synthetic-face score; DRIVER: the score that set the verdict ("-" for a model without it).
     # DECLARED: the source type the file's metadata declares, and its Content Credentials' state.
     header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
     lines = [header]
@@ -194,7 +198,7 @@ def _table(rows: list) -> str:
                 row.verdict or "ERROR",
                 _percent(row.probability),
                 _percent(row.synthetic_probability),
-                row.verdict_driver or "-",
+                (row.verdict_driver or "-") if has_synthetic else "-",
                 "-" if row.faces is None else str(row.faces),
                 " ".join(filter(None, [row.declared_source, row.credentials and f"[C2PA {row.credentials}]"])) or "-",
                 "-" if row.elapsed_ms is None else f"{row.elapsed_ms:.0f}",
@@ -203,7 +207,6 @@ def _table(rows: list) -> str:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
-    has_synthetic = any(row.result is not None and row.result.synthetic_threshold is not None for row in rows)
     declares = any(row.declared_source or row.credentials for row in rows)
     return table + "\n" + table_note(has_synthetic, declares)
 
@@ -251,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
+    from deepshield.inference.runtime import bundle_dir, read_card
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files
     from deepshield.inference.scan_report import ScanPage
     from deepshield.media.provenance import TrustAnchors
@@ -263,11 +267,19 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError("name the files or folders to scan, or a list of them with --files-from")
     if args.watch and args.format not in STREAMED_FORMATS:
         raise DeepShieldError("--watch needs --format jsonl or csv: rows are written as files arrive")
+    # The model's card, read before any file: a bad --model fails at once, and what the model judges is
+    # known even when no file could be analysed.
+    has_synthetic = read_card(bundle_dir(args.model)).synthetic is not None
+    for path, flag in ((args.out, "--out"), (args.html, "--html")):
+        if path is not None:
+            check_output_file(path, flag)
+    if args.heatmaps is not None:
+        check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive)
-    if not files and not args.watch:
-        print("deepshield scan: no media files found", file=sys.stderr)
-        return EXIT_SOME_FAILED
+    if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
+        print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
+        return EXIT_OK
     earlier = finished_rows(args.out, args.format) if args.resume else {}
     files = [path for path in files if str(path) not in earlier]
     if earlier:
@@ -286,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     statuses = list(earlier.values())
     outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
     used_stems: set[str] = set()
-    page = ScanPage() if args.html is not None else None
+    page = ScanPage(has_synthetic) if args.html is not None else None
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = (
@@ -323,14 +335,16 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:  # how a watch ends: the rows are written, the summary follows
                 pass
     if stream is None:
-        text = render(rows, args.format)
+        text = render(rows, args.format, has_synthetic)
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text)
+            try:
+                args.out.write_text(text)
+            except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
+                sys.stdout.write(text)
+                raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
         else:
             sys.stdout.write(text)
     if page is not None:
-        args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(page.html(outcome_line(outcomes)), encoding="utf-8")
     if files or args.watch:
         print(
@@ -368,7 +382,6 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
     if args.out is None:
         stream = sys.stdout
     else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))  # noqa: SIM115 - the ExitStack closes it
     if args.format == "csv" and (args.out is None or stream.tell() == 0):
         stream.write(csv_header())

@@ -181,7 +181,8 @@ class ScanPage:
     """The page, built a file at a time: each row is drawn as it arrives and its pixels let go, so a long
     scan holds a page of HTML, not every face."""
 
-    def __init__(self) -> None:
+    def __init__(self, has_synthetic: bool) -> None:
+        self.has_synthetic = has_synthetic  # the model gives the synthetic-face score (known with no file scored)
         self._files: list[tuple[tuple[int, float], int, str]] = []
         self._terms: ScoringTerms | None = None
 
@@ -193,7 +194,6 @@ class ScanPage:
     def html(self, outcome: str) -> str:
         """The page, most suspicious files first (`outcome`: the scan's summary line)."""
         terms = self._terms
-        has_synthetic = terms is not None and terms.synthetic_threshold is not None
         model = "" if terms is None else f"model {terms.model} · threshold {shown_probability(terms.threshold)} · "
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         body = "".join(fragment for _, _, fragment in sorted(self._files))
@@ -201,6 +201,6 @@ class ScanPage:
             f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
             f'<div class="muted">{_e(outcome)} · {_e(model)}made {made}</div>'
-            f'<p class="small muted">{_e(scope(has_synthetic))} No signs found does not prove a file authentic; '
+            f'<p class="small muted">{_e(scope(self.has_synthetic))} No signs found does not prove a file authentic; '
             f"heatmaps show where the model saw evidence (red), not a map of the edit.</p>{body}</body></html>\n"
         )
