@@ -344,6 +344,25 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert paths_in_out() == files
 
 
+def test_resume_refuses_a_jsonl_file_it_did_not_write(capsys, media, tiny_bundle, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    for text in ('not json\n{"path": "a.jpg", "status": "ok"}\n', "[1, 2]\n", "path,status\r\na.jpg,ok\r\n"):
+        out.write_text(text)
+        code, _, err = scan(
+            capsys,
+            str(media / "blank.png"),
+            "--model",
+            str(tiny_bundle),
+            "--format",
+            "jsonl",
+            "--out",
+            str(out),
+            "--resume",
+        )
+        assert code == EXIT_USAGE and "is not a row of deepshield scan --format jsonl" in err, err
+        assert out.read_bytes() == text.encode()  # left as it was
+
+
 def test_resume_refuses_a_csv_written_with_other_columns(capsys, media, tiny_bundle, tmp_path):
     out = tmp_path / "older.csv"
     older = b"path,status,kind\r\nphotos/a.jpg,ok,image\r\n"  # an earlier version's columns

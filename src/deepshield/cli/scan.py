@@ -167,16 +167,30 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
     if len(complete) < len(data):
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
-    lines = complete.decode("utf-8").splitlines()
-    if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
-        from deepshield.errors import DeepShieldError
+    from deepshield.errors import DeepShieldError
 
+    lines = complete.decode("utf-8", errors="replace").splitlines()
+    if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
+        first = lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "..."
         raise DeepShieldError(
-            f"{out} was written with other columns ({lines[0]}); --resume appends only to a CSV with this "
+            f"{out} was written with other columns ({first}); --resume appends only to a CSV with this "
             "version's columns: scan into a new file"
         )
-    records = [json.loads(line) for line in lines if line.strip()] if fmt == "jsonl" else list(csv.DictReader(lines))
-    return {record["path"]: record["status"] for record in records}
+    if fmt == "csv":
+        return {record["path"]: record["status"] for record in csv.DictReader(lines)}
+    done = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[record["path"]] = record["status"]
+        except (ValueError, TypeError, KeyError):
+            raise DeepShieldError(
+                f"{out} line {number} is not a row of deepshield scan --format jsonl; --resume appends only to "
+                "such a file: scan into a new file"
+            ) from None
+    return done
 
 
 def _percent(value: float | None) -> str:
