@@ -455,6 +455,37 @@ def test_cli_prepare_lists_missing_apart_from_unreadable_and_warns_of_empty_spli
     assert "3 errors" not in err and "2 errors, of which 1 missing and 1 unreadable" in err
 
 
+def test_files_whose_names_clean_alike_are_both_prepared(tmp_path: Path, small):
+    # 'a é.png' and 'a_.png' both become 'a_.png' as portable names: each keeps its own crops.
+    for i, (label, name) in enumerate(
+        [("real", "a é.png"), ("real", "a_.png"), ("fake", "b ü.png"), ("fake", "b_.png")]
+    ):
+        write_png(tmp_path / "src" / label / name, variant(small, i))
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (summary.files, summary.errors) == (4, 0)
+    records = read_manifest(tmp_path / "ds")
+    assert len({r.crop_path for r in records}) == len(records) == 4
+    assert sorted(Path(r.source_file).name for r in records) == sorted(["a_.png", "a é.png", "b_.png", "b ü.png"])
+
+
+def test_a_rerun_never_drops_what_the_dataset_holds(tmp_path: Path, small):
+    from deepshield.data.manifest import ManifestError, write_info
+
+    write_png(tmp_path / "src" / "real" / "face.png", variant(small, 1))
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    manifest = (tmp_path / "ds" / "manifest.csv").read_text()
+    # A format that finds nothing in the sources (no metadata.json) leaves the dataset as it was.
+    with pytest.raises(ManifestError, match=r"no file to take faces from in .*, read as dfdc \(a DFDC folder holds"):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", fmt="dfdc", settings=SETTINGS, progress=False)
+    assert (tmp_path / "ds" / "manifest.csv").read_text() == manifest
+    # A balanced dataset is not rebuilt from its sources alone (its added and removed rows would go).
+    info = read_info(tmp_path / "ds")
+    write_info(tmp_path / "ds", info.model_copy(update={"history": ["synth-fakes 5 seed=0"]}))
+    with pytest.raises(ManifestError, match=r"was balanced after it was prepared \(synth-fakes 5 seed=0\)"):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (tmp_path / "ds" / "manifest.csv").read_text() == manifest
+
+
 def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     first = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)

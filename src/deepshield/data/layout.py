@@ -13,6 +13,7 @@ DATASET_DIR/
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -35,13 +36,22 @@ def safe_name(text: str) -> str:
 
 
 def safe_relpath(relative: str) -> str:
-    """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes)."""
+    """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes). A component
+    that had to be cleaned keeps a short hash of its own name, so that two names cleaned alike ('a é.png'
+    and 'a_.png') stay two paths."""
     parts = [
-        ("_up_" if part == ".." else safe_name(part))
+        ("_up_" if part == ".." else _distinct_safe_name(part))
         for part in Path(relative).as_posix().split("/")
         if part not in ("", ".")
     ]
     return "/".join(parts) or "_"
+
+
+def _distinct_safe_name(part: str) -> str:
+    cleaned = safe_name(part)
+    if cleaned == part:
+        return part
+    return f"{cleaned}={hashlib.sha1(part.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 class DatasetLayout:

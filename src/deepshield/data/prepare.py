@@ -18,6 +18,8 @@ from deepshield.data.manifest import (
     DatasetInfo,
     DatasetSource,
     ErrorRecord,
+    ManifestError,
+    read_info,
     write_errors,
     write_info,
     write_manifest,
@@ -183,7 +185,20 @@ def _prepare(
     on_file_done: FileDoneHook | None,
     engine: Engine | None = None,
 ) -> PrepareSummary:
+    if layout.info.exists() and (balanced := read_info(layout.root).history):
+        raise ManifestError(
+            f"{layout.root} was balanced after it was prepared ({'; '.join(balanced)}): preparing it again would "
+            "rebuild its manifest from the sources alone and drop those rows. Prepare into a new folder, then "
+            "balance that"
+        )
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
+    if not items:  # nothing is written: a dataset already here keeps its manifest
+        found = "; ".join(f"{p.path}: {p.reason}" for p in problems[:3]) + (" ..." if len(problems) > 3 else "")
+        expected = {"dfdc": " (a DFDC folder holds metadata.json files)", "csv": " (a CSV lists path and label)"}
+        raise ManifestError(
+            f"no file to take faces from in {', '.join(str(s) for s in sources)}, read as {fmt}"
+            f"{expected.get(fmt, '')}" + (f"; {len(problems)} not usable: {found}" if problems else "")
+        )
     outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
     records, extraction_errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + extraction_errors
