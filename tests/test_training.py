@@ -238,6 +238,49 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     )
 
 
+def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from deepshield.training.step import Step
+
+    cache = tmp_path / "cache"
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+    whole = Step.__call__
+    calls = []
+
+    def interrupted_after_the_update(self, batch):
+        loss = whole(self, batch)  # the weights have moved: Ctrl-C lands before the step is counted
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Step, "__call__", interrupted_after_the_update)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run()
+    monkeypatch.setattr(Step, "__call__", whole)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / LAST)["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+    assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx(
+        [h["val_auc"] for h in straight.progress.history]
+    )
+
+
+def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
+    stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation
+    assert stopped.stopped_early and [h["epoch"] for h in stopped.progress.history] == [0]
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache")).run(resume=True)
+    first = resumed.progress.history[0]
+    assert [h["epoch"] for h in resumed.progress.history] == [0, 1]
+    assert np.isfinite(first["train_loss"]) and first["images_per_s"] > 0 and "val_auc" in first
+
+
 def test_config_overrides_params_file_and_errors(tmp_path):
     params = tmp_path / "best.yaml"
     params.write_text("optim.lr: 0.002\noptim.batch_size: 8\n")

@@ -51,6 +51,7 @@ from deepshield.training.export import (
     synthetic_flagged,
 )
 from deepshield.training.facebank import FaceBank, facebank_for, facebank_of_files, list_images
+from deepshield.training.interrupts import whole_step
 from deepshield.training.loading import EpochLoader, Loaders
 from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
 from deepshield.training.prepared import load_prepared, prepared_source_files
@@ -453,18 +454,23 @@ class Trainer:
             desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
             unit="batch",
         )
+        reached_max_steps = False
         for manipulation, synthetic in bar:
-            samples = Batch.on(device, manipulation, synthetic)
-            losses.append(step(samples))
-            scheduler.step()
-            seen += len(samples)
-            progress.step_in_epoch += 1
-            progress.global_step += 1
+            with whole_step():
+                samples = Batch.on(device, manipulation, synthetic)
+                losses.append(step(samples))
+                scheduler.step()
+                seen += len(samples)
+                progress.step_in_epoch += 1
+                progress.global_step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if progress.global_step % config.optim.checkpoint_every_steps == 0:
                 save_checkpoint(snapshot(), self.checkpoints / LAST)
             if config.max_steps is not None and progress.global_step >= config.max_steps:
-                return True
+                reached_max_steps = True
+                break
+        if progress.step_in_epoch < steps_per_epoch:
+            return True  # stopped inside the epoch (max_steps): its record comes when it is finished
         elapsed = time.perf_counter() - started
         progress.history.append(
             {
@@ -474,7 +480,8 @@ class Trainer:
                 "lr": scheduler.get_last_lr()[0],
             }
         )
-        return False
+        # Stopped by max_steps at the epoch's last step: its record is kept, and a resumed run validates it.
+        return reached_max_steps
 
     def _end_epoch(
         self,
