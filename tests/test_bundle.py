@@ -268,3 +268,22 @@ def test_the_shipped_models_record_names_its_labelled_sets_and_generated_faces()
     assert swaps.file_auc is not None and swaps.file_auc.value == card.metrics["bench_modern_swaps_file_auc"]
     assert swaps.file_auc.low is not None and swaps.file_auc.low < swaps.file_auc.value < swaps.file_auc.high
     assert record.synthetic_holdout_auc is not None and record.synthetic_real_flagged is not None
+
+
+def test_export_of_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a photo, not a checkpoint")
+    for checkpoint, message in [
+        (tmp_path / "nothere.pt", f"no checkpoint at {tmp_path / 'nothere.pt'}"),
+        (photo, f"{photo} is not a training checkpoint (UnpicklingError"),
+    ]:
+        assert main(["export", str(checkpoint), "--out", str(tmp_path / "bundle")]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "bundle").exists()
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "model_card.json").write_text("{}")  # a bundle already there is kept
+    assert main(["export", str(photo), "--out", str(tmp_path / "bundle")]) == EXIT_USAGE
+    assert "exists and is not empty (use --force to replace it)" in capsys.readouterr().err

@@ -25,7 +25,11 @@ def real_dir(tmp_path_factory) -> Path:
 
 
 def tiny_config(real_dir: Path, run_dir: Path, db: Path, cache: Path, **overrides) -> TrainConfig:
-    settings = [
+    return load_config(None, tiny_settings(real_dir, run_dir, db, cache, **overrides))
+
+
+def tiny_settings(real_dir: Path, run_dir: Path, db: Path, cache: Path, **overrides) -> list[str]:
+    return [
         f"run_dir={run_dir}",
         f"data.real_dirs={[str(real_dir)]}".replace("'", '"'),
         "data.group_pattern=^(person\\d)_",
@@ -47,7 +51,6 @@ def tiny_config(real_dir: Path, run_dir: Path, db: Path, cache: Path, **override
         "tracking.experiment=test",
         "threads=1",
     ] + [f"{k}={v}" for k, v in overrides.items()]
-    return load_config(None, settings)
 
 
 def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
@@ -279,6 +282,24 @@ def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(
     first = resumed.progress.history[0]
     assert [h["epoch"] for h in resumed.progress.history] == [0, 1]
     assert np.isfinite(first["train_loss"]) and first["images_per_s"] > 0 and "val_auc" in first
+
+
+def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(real_dir, tmp_path, capsys):
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    def train(*extra: str, **overrides) -> int:
+        settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "f.db", tmp_path / "cache", **overrides)
+        return main(["train", *(word for s in settings for word in ("--set", s)), *extra])
+
+    assert train(max_steps=2) == 0
+    kept = (tmp_path / "run" / "checkpoints" / LAST).read_bytes()
+    assert train() == EXIT_USAGE  # without --resume: refused, the run kept
+    assert "holds a run already" in capsys.readouterr().err
+    assert train("--resume", **{"optim.lr": 0.01, "model.input_size": 64}) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "was trained with other settings: model.input_size: 48 -> 64; optim.lr:" in err
+    assert (tmp_path / "run" / "checkpoints" / LAST).read_bytes() == kept
+    assert train("--resume", **{"data.loader_workers": 0, "threads": 2}) == 0  # how it runs may change
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint", type=Path, help="a best.pt written by training (the chosen epoch), or any of its epoch_NNN.pt"
     )
     export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
     export.add_argument("--version", help="bundle version (default: the configuration's, else 0.0.0+<run id>)")
     export.add_argument(
@@ -45,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from deepshield.errors import DeepShieldError
+    from deepshield.training.checkpoint import LAST
     from deepshield.training.config import load_config
     from deepshield.training.trainer import Trainer
 
@@ -56,11 +59,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
+    earlier = Path(config.run_dir) / "checkpoints" / LAST
+    if earlier.exists() and not args.resume:
+        raise DeepShieldError(
+            f"{config.run_dir} holds a run already ({earlier}): continue it with --resume, or train into "
+            "another --run-dir (a new run here would mix its checkpoints with the old run's)"
+        )
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     result = Trainer(config, command=command).run(resume=args.resume)
-    if result.bundle_dir:
-        print(f"bundle written to {result.bundle_dir}")
-    elif result.stopped_early:
+    if result.stopped_early:  # a finished run's trainer has said where its bundle went
         print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")
     if config.tracking.enabled and result.progress.run_id:
         from deepshield.tracking import where_to_look
@@ -70,8 +77,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from deepshield.models.card import check_bundle_folder
     from deepshield.training.export import export_checkpoint
 
+    check_bundle_folder(args.out, args.force)
     card = export_checkpoint(args.checkpoint, args.out, args.name, args.version, args.test_time_flip)
     print(
         f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from deepshield.errors import DeepShieldError
+
 LAST, BEST = "last.pt", "best.pt"
+_NOT_A_CHECKPOINT = (
+    pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, TypeError,
+    KeyError, IndexError,
+)  # fmt: skip
 
 
 def epoch_file(epoch: int) -> str:
@@ -23,4 +30,12 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if not Path(path).is_file():
+        raise DeepShieldError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except _NOT_A_CHECKPOINT as exc:  # what torch.load's unpickler or zip reader meets in another file
+        raise DeepShieldError(f"{path} is not a training checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise DeepShieldError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
+    return state

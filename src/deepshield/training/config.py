@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from deepshield.dotted import parse_assignment, set_dotted
+from deepshield.dotted import flatten, parse_assignment, set_dotted
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain
@@ -376,6 +376,25 @@ class TrainConfig(StrictModel):
         return self.model_dump(
             mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}}
         )
+
+
+# Settings that say how or where a run is carried out, not what it computes: a resumed run may change them
+# (a smoke run's max_steps dropped, the device changed for a GPU, more loader workers).
+_RUN_CONTROL = (
+    "run_dir", "device", "threads", "max_steps", "tracking.", "data.root", "data.cache_dir",
+    "data.loader_workers", "data.bank_workers", "optim.checkpoint_every_steps",
+)  # fmt: skip
+
+
+def changed_recipe(started_with: dict[str, Any], now: TrainConfig) -> list[str]:
+    """The settings (dotted keys) a run's checkpoint was started with that `now` changes, apart from
+    how and where it runs: a resumed run with any of them would not be the run it continues."""
+    before, after = flatten(started_with), flatten(now.model_dump(mode="json"))
+    return sorted(
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in before.keys() | after.keys()
+        if not key.startswith(_RUN_CONTROL) and before.get(key) != after.get(key)
+    )
 
 
 # `deepshield train` options that only say where a machine keeps things, as `TrainConfig.recorded` leaves

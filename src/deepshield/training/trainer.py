@@ -33,7 +33,7 @@ from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
 from deepshield.training.checkpoint import BEST, LAST, epoch_file, load_checkpoint, save_checkpoint
-from deepshield.training.config import DataConfig, TrainConfig
+from deepshield.training.config import DataConfig, TrainConfig, changed_recipe
 from deepshield.training.dataset import (
     Donors,
     TrainingSamples,
@@ -366,6 +366,11 @@ class Trainer:
             log.warning("nothing to resume in %s: starting fresh", self.checkpoints)
             return Progress()
         state = load_checkpoint(last)
+        if changed := changed_recipe(state["config"], self.config):
+            raise DeepShieldError(
+                f"{last} was trained with other settings: {'; '.join(changed)}. Resume it with the settings it "
+                "started with (they are in the checkpoint), or train a new run in another run_dir"
+            )
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
