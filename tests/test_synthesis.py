@@ -106,6 +106,27 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     assert len(list(pasted.glob("fake_*_mask.png"))) == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--smooth-probability", "1.5"], "--smooth-probability: must be between 0 and 1"),
+        (["-n", "-2"], "-n: must be a positive integer"),
+        (["-n", "0"], "-n: must be a positive integer"),
+        (["--size", "8"], "invalid crop policy: size: Input should be greater than or equal to 16"),
+    ],
+)
+def test_synth_refuses_bad_options_in_one_line(tmp_path, capsys, args, message):
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    try:
+        code = main(["synth", str(tmp_path / "real"), str(tmp_path / "out"), *args])
+    except SystemExit as exit_info:  # argparse's own refusals
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_blends_never_reach_the_crop_padding(face_sample, seed):
     # The left third of the crop is padding (outside the photo): no blend may touch it or its edge,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deepshield.cli.args import positive_int, probability
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("real_dir", type=Path, help="folder of real face images")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("-n", type=int, default=16, help="number of fakes (default 16)")
+    parser.add_argument("-n", type=positive_int, default=16, help="number of fakes (default 16)")
     parser.add_argument(
         "--method",
         choices=("self", "cross", "paste", "mixed"),
@@ -23,35 +25,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--smooth-probability",
-        type=float,
+        type=probability,
         default=0.0,
         help="chance a blend's source is smoothed like a face restorer's output (synthesis.smooth_probability)",
     )
     parser.add_argument(
         "--source-jpeg-probability",
-        type=float,
+        type=probability,
         default=0.0,
         help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability)",
     )
     parser.add_argument(
         "--mesh-warp-probability",
-        type=float,
+        type=probability,
         default=0.0,
         help="chance a cross blend's donor is warped onto the target's face mesh (synthesis.mesh_warp_probability)",
     )
     parser.add_argument(
         "--cross-colour-probability",
-        type=float,
+        type=probability,
         default=0.0,
         help="chance a cross blend's source also gets a colour jitter (synthesis.cross_colour_probability)",
     )
     parser.add_argument(
         "--seamless-probability",
-        type=float,
+        type=probability,
         default=0.0,
         help="chance a blend is a Poisson (seamless) composite (synthesis.seamless_probability)",
     )
-    parser.add_argument("--size", type=int, default=224, help="crop size")
+    parser.add_argument("--size", type=int, default=224, help="crop size in pixels (16 to 1024)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -60,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from deepshield.cli.prepare import crop_policy
     from deepshield.evaluation.plots import example_grid
-    from deepshield.faces.crop import CropPolicy
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         mesh_warp_probability=args.mesh_warp_probability,
         cross_colour_probability=args.cross_colour_probability,
     )
-    bank = build_facebank([args.real_dir], CropPolicy(size=args.size), args.out_dir / ".cache", workers=1)
+    bank = build_facebank([args.real_dir], crop_policy(args.size, None), args.out_dir / ".cache", workers=1)
     rng = np.random.default_rng(args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     sheet_images, captions = [], []
