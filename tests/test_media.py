@@ -818,6 +818,8 @@ def test_far_apart_samples_of_a_span_are_reached_by_seeking(long_fast_video, mon
 def test_a_span_outside_the_video_or_malformed_is_refused(counting_video):
     with pytest.raises(VideoSpanError, match=r"the video is 2 s long: nothing to analyse from 5 s on"):
         sample_frames(counting_video, 4, span=VideoSpan(5.0, 6.0))
+    with pytest.raises(VideoSpanError, match=r"lies in the span from 1\.99 s to the end$"):
+        sample_frames(counting_video, 4, span=VideoSpan(1.99))  # after the last frame (1.95 s), before the end
     with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
         VideoSpan(-1.0)
     with pytest.raises(VideoSpanError, match="a video span's start is a number of seconds, not nan"):

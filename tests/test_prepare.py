@@ -304,7 +304,7 @@ def test_largest_face_only(tmp_path: Path, small):
 
 def test_csv_manifest_with_groups(tmp_path: Path, small):
     root = tmp_path / "labelled"
-    for i in range(4):
+    for i in range(6):
         write_png(root / "images" / f"{i}.png", variant(small, i))
     rows = [
         "path,label,group",
@@ -313,12 +313,15 @@ def test_csv_manifest_with_groups(tmp_path: Path, small):
         "images/2.png,fake,",
         "images/3.png,maybe,bob",
         "images/404.png,real,carol",
+        "images/4.png,0,dan",  # 0/1 labels, as most labelled-data files write them
+        "images/5.png,1,dan",
     ]
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     assert detect_format(root / "labels.csv") == "csv"
     prepare_dataset([root / "labels.csv"], tmp_path / "ds", settings=SETTINGS, progress=False)
     records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
-    assert set(records) == {"0.png", "1.png", "2.png"}
+    assert set(records) == {"0.png", "1.png", "2.png", "4.png", "5.png"}
+    assert (records["4.png"].label, records["5.png"].label) == ("real", "fake")
     assert records["0.png"].group == records["1.png"].group == "labelled:alice"
     assert records["0.png"].split == records["1.png"].split
     assert records["1.png"].label == "fake" and records["2.png"].group == "labels:images/2.png"

@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("manipulation", "synthetic"),
         default="manipulation",
         help="which score to refit: the face-swap score (default) or the synthetic-face score "
-        "(label 1 = a generated face; e.g. --target-fpr on your own real photos)",
+        "(labelled fake = a generated face; e.g. --target-fpr on your own real photos)",
     )
     parser.add_argument(
         "--version",

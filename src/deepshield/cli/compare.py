@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a candidate bundle and a baseline (default: the shipped model) on the same faces of the "
             "same labelled sets, then give each set's face and file AUC for both, the candidate's minus the "
-            "baseline's with a 95%% paired bootstrap interval over files, and the real files each flags and "
+            "baseline's with a 95% paired bootstrap interval over files, and the real files each flags and "
             "the fakes each catches at its own threshold. The candidate is ahead when the interval of the "
             "pooled difference (the mean over sets of the face-AUC differences) lies above zero, behind when "
             "below, else tied: differences inside it are not evidence. Sets: anything `deepshield evaluate` "

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune",
         help="search hyperparameters (grid / random / TPE, pruning, MLflow-tracked)",
-        description="Search training hyperparameters: each trial trains with the project's trainer on a small budget in its own run "
-        "directory, selected on a validation metric of the identity-disjoint split; resumable from its study.",
+        description="Search training hyperparameters: each trial trains with the project's trainer on a small\n"
+        "budget in its own run directory, selected on a metric it logs (the synthetic validation split's, or\n"
+        "a benchmark's on real labelled media); resumable from its study.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--select",
         default="max.val_auc",
         metavar="max.METRIC|min.METRIC",
-        help="winner: val_auc, val_ap, val_balanced_accuracy (max) or val_loss, val_log_loss, val_eer (min); default max.val_auc",
+        help="winner: val_auc, val_ap, val_balanced_accuracy (max) or val_loss, val_log_loss, val_eer (min) on the "
+        "synthetic validation split, or with data.benchmarks a benchmark metric such as max.bench_auc or "
+        "max.bench_<set>_file_auc (choose on real media where you can); default max.val_auc",
     )
     parser.add_argument(
         "--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db), e.g. postgresql://user@host/db"

@@ -39,6 +39,7 @@ Label = Literal["real", "fake"]
 REAL: Label = "real"
 FAKE: Label = "fake"
 LABELS: tuple[Label, ...] = (REAL, FAKE)
+_NUMERIC_LABELS: dict[str, Label] = {"0": REAL, "1": FAKE}
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
@@ -305,13 +306,16 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
         written = row.get("path", "")
         row_source = row.get("source") or default_source
         where = csv_path if not written else (base / written)
-        label = normalise_label(row.get("label", ""))
+        # A CSV's label may also be the 0/1 of most labelled-data files (folders named 0 or 1 are not labels).
+        label = normalise_label(row.get("label", "")) or _NUMERIC_LABELS.get(row.get("label", ""))
         if not written:
             yield SourceProblem(csv_path, f"line {number}: empty path", row_source)
             continue
         if label is None:
             yield SourceProblem(
-                where, f"line {number}: label {row.get('label', '')!r} is neither real nor fake", row_source
+                where,
+                f"line {number}: label {row.get('label', '')!r} is neither real nor fake (nor 0 nor 1)",
+                row_source,
             )
             continue
         if written in seen:

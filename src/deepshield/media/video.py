@@ -107,7 +107,7 @@ class VideoSpan:
         if first >= stop:
             raise VideoSpanError(
                 f"no frame of the video ({info.frame_count} frames at {info.fps:.4g} fps) lies in the span "
-                f"from {self.start_s:g} s to {self.end_s if self.end_s is not None else 'the end'} s"
+                f"from {self.start_s:g} s to {'the end' if self.end_s is None else f'{self.end_s:g} s'}"
             )
         return first, stop
 
