@@ -344,6 +344,19 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert paths_in_out() == files
 
 
+def test_a_file_is_one_row_however_its_path_is_spelled(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(media)
+    out = tmp_path / "rows.csv"
+    code, _, _ = scan(capsys, "blank.png", "./blank.png", str(media / "blank.png"), "--model", str(tiny_bundle),
+                      "--format", "csv", "--out", str(out))  # fmt: skip
+    assert code == EXIT_OK and [row["path"] for row in csv.DictReader(out.open())] == ["blank.png"]
+    # Resumed with its absolute path (a cron job run from elsewhere): already done.
+    code, _, err = scan(capsys, str(media / "blank.png"), str(media / "astronaut.jpg"), "--model", str(tiny_bundle),
+                        "--format", "csv", "--out", str(out), "--resume")  # fmt: skip
+    assert code == EXIT_OK and "1 files already in" in err and ", 1 to scan" in err
+    assert [row["path"] for row in csv.DictReader(out.open())] == ["blank.png", str(media / "astronaut.jpg")]
+
+
 def test_resume_refuses_a_jsonl_file_it_did_not_write(capsys, media, tiny_bundle, tmp_path):
     out = tmp_path / "rows.jsonl"
     for text in ('not json\n{"path": "a.jpg", "status": "ok"}\n', "[1, 2]\n", "path,status\r\na.jpg,ok\r\n"):

@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.runtime import bundle_dir, read_card
-    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files
+    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key
     from deepshield.inference.scan_report import ScanPage
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
         print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
         return EXIT_OK
     earlier = finished_rows(args.out, args.format) if args.resume else {}
-    files = [path for path in files if str(path) not in earlier]
+    done = {file_key(path) for path in earlier}  # the same file however either run spelled its path
+    files = [path for path in files if file_key(path) not in done]
     if earlier:
         print(f"deepshield scan: {len(earlier)} files already in {args.out}, {len(files)} to scan", file=sys.stderr)
     job = ScanJob(
@@ -339,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         if files:
             scan_all(files)
         if args.watch:
-            watch = ArrivalWatch(paths, args.recursive, seen={str(path) for path in files} | set(earlier))
+            watch = ArrivalWatch(paths, args.recursive, seen={file_key(path) for path in files} | done)
             print(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)", file=sys.stderr)
             try:
                 while True:

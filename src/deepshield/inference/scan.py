@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,15 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
             )
         else:
             files.append(path)
-    return files
+    # A file named twice (in/a.jpg, ./in/a.jpg, /home/me/in/a.jpg; or in a folder also named) is scanned once.
+    firsts = {file_key(path): path for path in reversed(files)}
+    return [path for path in files if firsts[file_key(path)] is path]
+
+
+def file_key(path: Path | str) -> str:
+    """The same file however its path is spelled from this working folder (absolute, normalised; links
+    are not followed: two names of one file stay two rows)."""
+    return os.path.abspath(path)
 
 
 @dataclass
@@ -66,13 +75,13 @@ class ArrivalWatch:
 
     paths: list[Path]
     recursive: bool
-    seen: set[str]  # the files already scanned, or in the output being resumed
+    seen: set[str]  # file_key of the files already scanned, or in the output being resumed
     _last_look: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
     def arrived(self) -> list[Path]:
         ready, look = [], {}
         for path in collect_files(self.paths, self.recursive):
-            key = str(path)
+            key = file_key(path)
             if key in self.seen:
                 continue
             try:
