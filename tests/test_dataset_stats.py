@@ -78,7 +78,9 @@ def test_stats_logged_to_mlflow(biased: Path, tmp_path: Path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)  # artifacts land next to the store
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert main(["dataset", "stats", str(biased), "--tracking-uri", uri, "--experiment", "stats-test"]) == 0
-    assert "MLflow run" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "logged to MLflow run" in printed.out and "mlflow ui --backend-store-uri" in printed.out
+    assert "INFO" not in printed.err  # a new store's "Creating initial MLflow database tables" is not shown
     client = mlflow.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("stats-test").experiment_id])
     assert run.data.metrics["crops_real"] == 3 and run.data.metrics["crops_fake"] == 5

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import positive_int
+from deepshield.cli.args import log_to_mlflow, positive_int, tracking_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,13 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.",
     )
     stats.add_argument("dataset", type=Path, metavar="DATASET_DIR")
-    stats.add_argument(
-        "--tracking-uri",
-        default=None,
-        metavar="URI",
-        help="also log an MLflow run here (the project's store: sqlite:///mlruns.db)",
-    )
-    stats.add_argument("--experiment", default="dataset-stats", help="MLflow experiment name (default dataset-stats)")
+    tracking_arguments(stats, "the counts and charts", "dataset-stats")
     stats.set_defaults(run=run_stats)
 
     balance = actions.add_parser(
@@ -60,12 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.data.manifest import read_errors, read_manifest
-    from deepshield.data.stats import (
-        compute_stats,
-        format_stats,
-        log_to_mlflow,
-        write_stats,
-    )
+    from deepshield.data.stats import compute_stats, format_stats, log_stats, write_stats
 
     records = read_manifest(args.dataset)
     stats = compute_stats(records, read_errors(args.dataset))
@@ -75,8 +64,8 @@ def run_stats(args: argparse.Namespace) -> int:
     for warning in stats.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     if args.tracking_uri:
-        run_id = log_to_mlflow(stats, args.dataset, pngs[0].parent, args.tracking_uri, args.experiment)
-        print(f"MLflow run {run_id} logged to {args.tracking_uri} (experiment {args.experiment})", file=sys.stderr)
+        run_name = f"stats {args.dataset.resolve().name}"
+        log_to_mlflow(args, run_name, lambda tracker: log_stats(tracker, stats, args.dataset, pngs[0].parent))
     return EXIT_OK
 
 

@@ -9,14 +9,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepshield.data.layout import DatasetLayout, atomic_write_text
 from deepshield.data.manifest import SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
-from deepshield.errors import DeepShieldError
+
+if TYPE_CHECKING:
+    from deepshield.tracking.tracker import Tracker
 
 LABEL_COLOURS = {REAL: "#2e7d32", FAKE: "#c62828"}
-DEFAULT_EXPERIMENT = "dataset-stats"
 
 
 @dataclass
@@ -177,16 +179,8 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
-def log_to_mlflow(
-    stats: DatasetStats, dataset_dir: Path, stats_dir: Path, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT
-) -> str:
-    """One MLflow run with the counts as metrics and the charts as artifacts; returns the run id."""
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise DeepShieldError("--tracking-uri needs MLflow: pip install 'deepfake-shield[train]'") from exc
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+def log_stats(tracker: Tracker, stats: DatasetStats, dataset_dir: Path, stats_dir: Path) -> None:
+    """The counts as metrics and the charts as artifacts of an MLflow run (`deepshield dataset stats`)."""
     metrics = {"crops": stats.crops, "files": stats.files, "groups": stats.groups}
     metrics.update({f"crops_{label}": n for label, n in stats.by_label.items()})
     for prefix, table in (("source", stats.by_source), ("method", stats.by_method), ("split", stats.by_split)):
@@ -194,13 +188,12 @@ def log_to_mlflow(
             for label, n in counts.items():
                 metrics[_metric_name(f"{prefix}.{name}.{label}")] = n
     metrics["errors"] = sum(stats.errors_by_reason.values())
-    with mlflow.start_run(run_name=f"stats {dataset_dir.resolve().name}") as run:
-        mlflow.set_tags({"deepshield.kind": "dataset-stats", "dataset_dir": str(dataset_dir.resolve())})
-        if stats.warnings:
-            mlflow.set_tag("warnings", " | ".join(stats.warnings)[:5000])
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.log_artifacts(str(stats_dir), artifact_path="stats")
-        return run.info.run_id
+    tags = {"deepshield.kind": "dataset-stats", "dataset_dir": str(dataset_dir.resolve())}
+    if stats.warnings:
+        tags["warnings"] = " | ".join(stats.warnings)[:5000]
+    tracker.set_tags(tags)
+    tracker.log_metrics({k: float(v) for k, v in metrics.items()})
+    tracker.log_artifact(stats_dir, "stats")
 
 
 def write_stats(stats: DatasetStats, dataset_dir: Path) -> list[Path]:

@@ -69,6 +69,10 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         from mlflow.tracking import MlflowClient
 
+        # A new SQLite store says "Creating initial MLflow database tables" at INFO on stderr, between our lines.
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         found = self.client.get_experiment_by_name(experiment)

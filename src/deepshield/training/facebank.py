@@ -191,7 +191,7 @@ def facebank_of_files(
         else:
             _init_worker(policy.model_dump_json(), perturbation)
             results = map(_process, files)
-        for path, item, error in tqdm(results, total=len(files), desc="face bank", unit="img"):
+        for path, item, error in tqdm(results, total=len(files), desc="face bank", unit="img", disable=None):
             if item is None:
                 skipped += 1
                 log.debug("skipped %s: %s", path, error)

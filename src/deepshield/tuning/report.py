@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,9 +310,12 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
     if not varying:
         return None, "parameter importances skipped: no parameter varies among the completed trials"
     try:
-        importances = optuna.importance.get_param_importances(study, params=varying)
+        with warnings.catch_warnings(record=True) as cautions:  # the estimator's doubts go into the report
+            warnings.simplefilter("always")
+            importances = optuna.importance.get_param_importances(study, params=varying)
     except Exception as exc:  # noqa: BLE001 - few trials can defeat the estimator: the search still has its report
         return None, f"parameter importances skipped: {type(exc).__name__}: {exc}"
+    caution = "; ".join(dict.fromkeys(str(c.message) for c in cautions)) or None
     if not importances:
         return None, "parameter importances skipped: the estimator returned nothing"
     names = list(importances)[::-1]
@@ -321,7 +325,7 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
         xlabel="importance (normalised, Optuna's default evaluator)",
         title=f"parameter importances ({len(complete)} completed trials)",
     )
-    return save_figure(figure, path), None
+    return save_figure(figure, path), None if caution is None else f"parameter importances: {caution}"
 
 
 def write_report(
@@ -351,6 +355,8 @@ def write_report(
     importance, note = importance_plot(study, space, plots_dir / "param_importances.png")
     if importance is not None:
         report.plots.append(importance)
+        if note is not None:
+            report.notes.append(note)
     else:
         (plots_dir / "param_importances.png").unlink(missing_ok=True)
         report.notes.append(note or "parameter importances skipped")
