@@ -648,3 +648,13 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
     assert "Take care: small face (56 px wide): real faces this small were flagged.</span></div>" in page.html(
         "3 files"
     )
+
+
+def test_verbose_may_come_before_or_after_the_command():
+    from deepshield.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["scan", "x.jpg", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "scan", "x.jpg"]).verbose is True
+    assert parser.parse_args(["scan", "x.jpg"]).verbose is False
+    assert parser.parse_args(["dataset", "stats", "ds", "--verbose"]).verbose is True

@@ -53,7 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"deepshield.cli.{name}").register(subparsers)
+    _verbose_anywhere(subparsers)
     return parser
+
+
+def _verbose_anywhere(subparsers: argparse._SubParsersAction) -> None:
+    """-v after the command (`deepshield scan -v x.jpg`) as well as before it; SUPPRESS keeps one given
+    before when it is not repeated after."""
+    for command in set(subparsers.choices.values()):
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_anywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:
