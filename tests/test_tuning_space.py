@@ -71,6 +71,23 @@ def test_space_values_checked_against_config():
     space = parse_space({"optim.batch_size": [1, 8]})  # batch_size >= 2
     with pytest.raises(DeepShieldError, match="invalid training configuration"):
         check_against(space, load_config())
+    # One line, with the key: not pydantic's multi-line report and its URL.
+    with pytest.raises(DeepShieldError) as raised:
+        check_against(parse_space({"model.backbone": ["resnet", "tiny"]}), load_config())
+    assert str(raised.value) == (
+        "invalid training configuration with {'model.backbone': 'resnet'}: "
+        "model.backbone: Input should be 'efficientnet_lite0' or 'tiny'"
+    )
+
+
+def test_a_space_file_that_does_not_parse_is_said_in_one_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("optim.lr: [0.1\n")
+    with pytest.raises(DeepShieldError) as raised:
+        load_space(path)
+    assert str(raised.value) == (
+        f"config file {path} cannot be parsed: line 2, column 1: expected ',' or ']', but got '<stream end>'"
+    )
 
 
 def test_selectors():

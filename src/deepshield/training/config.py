@@ -434,6 +434,10 @@ def _read_mapping(path: Path) -> dict[str, Any]:
             mapping = json.loads(text)
         else:
             mapping = yaml.safe_load(text) or {}
+    except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise DeepShieldError(f"config file {path} cannot be parsed: {where}{exc.problem or exc.context}") from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise DeepShieldError(f"config file {path} cannot be parsed: {exc}") from exc
     if not isinstance(mapping, dict):

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from deepshield.dotted import flatten
 from deepshield.errors import DeepShieldError
+from deepshield.strict import explain
 
 BUDGET_KEY = "budget"
 RANGE_KEYS = {"low", "high", "step", "log", "type"}
@@ -318,6 +319,8 @@ def apply_values(config, values: dict[str, Any]):
         node[parts[-1]] = value
     try:
         return TrainConfig.model_validate(mapping)
+    except ValidationError as exc:
+        raise DeepShieldError(f"invalid training configuration with {values}: {explain(exc, TrainConfig)}") from exc
     except ValueError as exc:
         raise DeepShieldError(f"invalid training configuration with {values}: {exc}") from exc
 
