@@ -215,7 +215,7 @@ def list_failed_files(summary, shown: int = 10) -> None:
 
 def print_summary(summary, out=None) -> None:
     """The headline figures of an EvaluationSummary on the terminal."""
-    from deepshield.evaluation.report import METRIC_LABELS
+    from deepshield.evaluation.report import METRIC_LABELS, missing_and_unreadable
 
     out = out or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is swapped
 
@@ -226,9 +226,11 @@ def print_summary(summary, out=None) -> None:
         return text + (f" [{entry.low:.3f}, {entry.high:.3f}]" if entry.low is not None else "")
 
     counts = summary.counts
+    missing, unreadable = missing_and_unreadable(summary)  # said apart, as the lines on stderr say them
     print(
         f"{counts.files} files ({counts.real_files} real, {counts.fake_files} fake): {counts.files_with_face} with a face, "
-        f"{counts.files_without_face} without, {counts.unreadable_files} unreadable; {counts.faces} faces",
+        f"{counts.files_without_face} without, " + (f"{len(missing)} missing, " if missing else "")
+        + f"{len(unreadable)} unreadable; {counts.faces} faces",
         file=out,
     )
     names = ("auc", "ap", "eer", "log_loss", "balanced_accuracy", "precision", "recall", "f1")
