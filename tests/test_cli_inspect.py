@@ -38,5 +38,10 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["kind"] == "image" and row["metadata"]["credentials"]["state"] == "trusted"
     assert row["sha256"] == hashlib.sha256(generated).hexdigest()
+    (tmp_path / "empty.jpg").write_bytes(b"")  # not media, but a file: named by its bytes, as scan names it
+    assert main(["inspect", str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), "--json"]) == EXIT_SOME_FAILED
+    empty, gone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert empty["sha256"] == hashlib.sha256(b"").hexdigest() and "error" in empty
+    assert "sha256" not in gone and "error" in gone
     assert main(["inspect", files[0], "--trust-anchors", files[2]]) == EXIT_USAGE
     assert "hold no PEM certificate" in capsys.readouterr().err

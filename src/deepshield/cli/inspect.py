@@ -36,12 +36,14 @@ def run(args: argparse.Namespace) -> int:
     anchors = None if args.trust_anchors is None else TrustAnchors.load(args.trust_anchors)
     failed = False
     for path in args.paths:
+        sha256 = None
         try:
             sha256 = file_sha256(path)  # names a missing file, a FIFO (never opened), a link loop
             kind = media_kind(path)
         except DeepShieldError as exc:
-            failed = True
-            print(json.dumps({"path": str(path), "error": str(exc)}) if args.json else f"{path}: {exc}")
+            failed = True  # a file that could be read is named by its bytes even so, as scan's rows name it
+            row = {"path": str(path), "error": str(exc)} | ({"sha256": sha256} if sha256 else {})
+            print(json.dumps(row) if args.json else f"{path}: {exc}")
             continue
         read = video_metadata if kind is MediaKind.VIDEO else image_metadata
         metadata = read(path, anchors)
