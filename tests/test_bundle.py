@@ -287,3 +287,8 @@ def test_export_of_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path,
     (tmp_path / "bundle" / "model_card.json").write_text("{}")  # a bundle already there is kept
     assert main(["export", str(photo), "--out", str(tmp_path / "bundle")]) == EXIT_USAGE
     assert "exists and is not empty (use --force to replace it)" in capsys.readouterr().err
+    for command in (["export", str(photo), "--out", str(tmp_path / "b2")], ["soup", "a", "b", "--out", "c"]):
+        with pytest.raises(SystemExit) as refused:  # a version cards, file names and URLs can carry
+            main([*command, "--version", "not a version!"])
+        assert refused.value.code == EXIT_USAGE
+        assert "'not a version!' is not a version" in capsys.readouterr().err

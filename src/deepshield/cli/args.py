@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,18 @@ def video_time(text: str) -> float:
         return parse_clock_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
+
+
+def bundle_version(text: str) -> str:
+    """A model bundle's version as cards, file names and URLs carry it: 1.2.3, 1.2.3+cal.20261206, 2.0.0-rc1."""
+    if not _VERSION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a version: letters, digits and . + - _ only, starting with a letter or digit (e.g. 1.3.0)"
+        )
+    return text
 
 
 def probability(text: str) -> float:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deepshield.cli.args import bundle_version
 from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments
 
 
@@ -67,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--version",
+        type=bundle_version,
         default=None,
         help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)",
     )

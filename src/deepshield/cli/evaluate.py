@@ -229,7 +229,8 @@ def print_summary(summary, out=None) -> None:
     missing, unreadable = missing_and_unreadable(summary)  # said apart, as the lines on stderr say them
     print(
         f"{counts.files} files ({counts.real_files} real, {counts.fake_files} fake): {counts.files_with_face} with a face, "
-        f"{counts.files_without_face} without, " + (f"{len(missing)} missing, " if missing else "")
+        f"{counts.files_without_face} without, "
+        + (f"{len(missing)} missing, " if missing else "")
         + f"{len(unreadable)} unreadable; {counts.faces} faces",
         file=out,
     )

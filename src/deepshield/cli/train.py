@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import config_arguments, config_overrides
+from deepshield.cli.args import bundle_version, config_arguments, config_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
-    export.add_argument("--version", help="bundle version (default: the configuration's, else 0.0.0+<run id>)")
+    export.add_argument(
+        "--version", type=bundle_version, help="bundle version (default: the configuration's, else 0.0.0+<run id>)"
+    )
     export.add_argument(
         "--test-time-flip",
         action=argparse.BooleanOptionalAction,
