@@ -133,11 +133,12 @@ def test_evaluate_on_ray_and_on_local_workers_scores_as_in_this_process(capsys, 
 def test_scan_engine_options_are_checked(capsys, media, tiny_bundle):
     assert main(["scan", str(media / "blank.png"), "--model", str(tiny_bundle), "--ray-address", "auto"]) == EXIT_USAGE
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
-    # a bundle that cannot load is a usage error on Ray too (not one error row per file)
+    # a bundle that cannot load is a usage error on Ray too (not one error row per file), said before any
+    # worker starts: the scan reads the bundle's card first
     assert (
         main(["scan", str(media / "blank.png"), "--model", str(media / "no-bundle"), "--engine", "ray"]) == EXIT_USAGE
     )
-    assert "worker setup failed" in capsys.readouterr().err
+    assert f"model bundle {media / 'no-bundle'} is not a directory" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- failures per file

@@ -920,11 +920,19 @@ def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
     frames = [Image.fromarray(np.roll(small, 3 * i, axis=1)) for i in range(8)]
     gif = tmp_path / "reaction.gif"
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=150, loop=0)
+    posts = _posts_of(page, server)
     page.goto(server + "/")
-    page.set_input_files("#file-input", str(gif))  # image/gif: sent to /v1/analyze, which sends it on to a job
+    page.set_input_files("#file-input", str(gif))  # image/gif: uploaded once, to a job
     page.wait_for_selector("#timeline svg circle.point")
     assert "CODEC\ngif" in page.inner_text("#video-facts")
     assert page.locator("#timeline svg circle.point").count() == 8
+    assert posts == ["/v1/jobs"]
+    # A still GIF goes the same way and comes back as a photo's result, the photo shown.
+    frames[0].save(tmp_path / "still.gif", "GIF")
+    page.set_input_files("#file-input", str(tmp_path / "still.gif"))
+    page.wait_for_selector(".face-card")
+    assert page.evaluate("document.getElementById('photo').naturalWidth") == 256
+    assert posts == ["/v1/jobs", "/v1/jobs"]
     assert page.problems == [] and page.outside == []
 
 

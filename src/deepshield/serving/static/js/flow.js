@@ -64,8 +64,15 @@ export async function fetchAnalysis(file, run, span) {
   return analysis;
 }
 
+// GIFs are mostly animations: sent to a job at once (a still one comes back as a photo's result), not
+// first to /v1/analyze to be refused as a video and uploaded again. Animated WebP and APNG are rarer and
+// take that path.
+function usuallyAnimated(file) {
+  return file.type === "image/gif" || (!file.type && /\.gif$/i.test(file.name));
+}
+
 async function fetchResult(file, run, span) {
-  if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
+  if (looksLikeVideo(file) || usuallyAnimated(file)) return analyseAsJob(file, run, span);
   showProgress(file.name, null, "Uploading and analysing…");
   try {
     const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
