@@ -65,6 +65,11 @@ def _frame_starts(
             break
         if len(starts) == limits.max_frames:
             raise MediaTooLargeError(f"animation has more than {limits.max_frames} frames, the limit")
+        if image.format == "WEBP":
+            try:  # Pillow's WebP reader sets a frame's duration only once the frame is decoded
+                image.load()
+            except DECODE_ERRORS:
+                break
         shown_ms = int(image.info.get("duration") or 0)
         starts.append(clock_ms / 1000)
         clock_ms += shown_ms if shown_ms >= _MIN_FRAME_MS else _SHOWN_FRAME_MS
