@@ -184,6 +184,15 @@ def test_a_fitted_band_on_the_card_is_used_and_moves_with_the_threshold(detector
     assert moved.analyze_image(astronaut).verdict.label == "likely_manipulated"
 
 
+def test_bad_arguments_of_the_python_api_are_said_plainly(detector, astronaut):
+    for threshold in (1.5, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="a threshold is a probability from 0 to 1, got"):
+            Detector(detector.classifier, detector.faces, threshold=threshold)
+    for array in (np.zeros((0, 0, 3), np.uint8), astronaut[..., 0], astronaut.astype(np.float32)):
+        with pytest.raises(ValueError, match="an image array is H x W x 3 uint8 RGB, not"):
+            detector.analyze_image(array)
+
+
 def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut):
     from deepshield.errors import UnsupportedMediaError
 

@@ -822,6 +822,9 @@ def test_a_span_outside_the_video_or_malformed_is_refused(counting_video):
         sample_frames(counting_video, 4, span=VideoSpan(1.99))  # after the last frame (1.95 s), before the end
     with pytest.raises(VideoSpanError, match="starts at 0 s or later"):
         VideoSpan(-1.0)
+    for frames in (0, -3):  # not a ZeroDivisionError from deep inside
+        with pytest.raises(ValueError, match=f"frames must be at least 1, got {frames}"):
+            sample_frames(counting_video, frames)
     with pytest.raises(VideoSpanError, match="a video span's start is a number of seconds, not nan"):
         VideoSpan(float("nan"))
     with pytest.raises(VideoSpanError, match="a video span's end is a number of seconds, not inf"):

@@ -216,6 +216,9 @@ class Detector:
         started = time.perf_counter()
         if isinstance(source, (np.ndarray, DecodedImage)):
             decoded = source if isinstance(source, DecodedImage) else DecodedImage(source)
+            shape = decoded.pixels.shape
+            if len(shape) != 3 or shape[2] != 3 or min(shape[:2]) < 1 or decoded.pixels.dtype != np.uint8:
+                raise ValueError(f"an image array is H x W x 3 uint8 RGB, not {decoded.pixels.dtype} {shape}")
             metadata = None
         else:
             decoded = self._load_image(source)

@@ -38,6 +38,8 @@ class ScoreRule:
     def from_calibration(cls, calibration: Calibration, threshold: float | None = None) -> ScoreRule:
         """The rule of a card's calibration, at its threshold or another (the band then keeps its distances
         below and above it), with the band reaching down to even odds (InconclusiveBand.from_even_odds)."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:  # nan fails too
+            raise ValueError(f"a threshold is a probability from 0 to 1, got {threshold}")
         chosen = calibration.threshold if threshold is None else threshold
         return cls(chosen, calibration.band.moved(calibration.threshold, chosen).from_even_odds())
 

@@ -337,6 +337,8 @@ def sample_frames(
     CorruptMediaError when no frame decodes and VideoSpanError for a span outside the video.
     `on_frame(fraction)` is called as decoding advances.
     """
+    if n < 1:
+        raise ValueError(f"frames must be at least 1, got {n}")
     path = Path(path)
     # Imported here: animation builds on this module's types.
     from deepshield.media.animation import is_animation, sample_animation
