@@ -295,6 +295,10 @@ def test_malformed_requests_are_400(client, astronaut_jpeg):
         client.post("/v1/analyze", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}), 400, "bad_request"
     )
     assert_error(client.post("/v1/analyze", files=upload(b"")), 400, "empty_file")
+    two = [("file", ("a.jpg", astronaut_jpeg, "image/jpeg")), ("file", ("b.jpg", astronaut_jpeg, "image/jpeg"))]
+    body = assert_error(client.post("/v1/analyze", files=two), 400, "bad_request")  # not the first, silently
+    assert body["detail"] == "more than one 'file' field: send one file per request"
+    assert upload_files(client) == []
     assert_error(client.post("/v1/jobs?frames=0", files=upload(astronaut_jpeg)), 400, "invalid_request")
     body = assert_error(client.post("/v1/jobs?frames=lots", files=upload(astronaut_jpeg)), 400, "invalid_request")
     assert "frames" in body["detail"]

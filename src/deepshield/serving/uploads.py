@@ -97,7 +97,9 @@ class _Receiver:
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if options.get(b"name") == FIELD_NAME.encode() and not self.found:
+        if options.get(b"name") == FIELD_NAME.encode() and self.found:  # which one was meant? neither is guessed
+            raise ApiError(400, "bad_request", f"more than one '{FIELD_NAME}' field: send one file per request")
+        if options.get(b"name") == FIELD_NAME.encode():
             self.found = True
             self._in_file = True
             self.filename = _display_name(options.get(b"filename"))
