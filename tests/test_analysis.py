@@ -135,6 +135,21 @@ def test_the_reason_says_when_the_most_suspicious_face_is_an_uncertain_detection
     assert "uncertain detection" not in calm.verdict.reason
 
 
+def test_a_person_seen_with_an_uncertain_detection_is_said_so(detector, face_video):
+    # A video's "person" that may be a hand or a pattern: its card's caution and, when it is the most
+    # suspicious person, the verdict's reason say so; the call itself is the model's.
+    unsure = Detector(detector.classifier, UnsureDetector(detector.faces, [0.53]))
+    result = unsure.analyze_video(face_video, frames=4)
+    (track,) = result.tracks
+    assert track.cautions[-1] == "uncertain detection (detector confidence 53%): check that it is a face"
+    assert result.verdict.reason.endswith(
+        "; the most suspicious person is an uncertain detection (detector confidence 53%): check that it is a face"
+    )
+    sure = detector.analyze_video(face_video, frames=4)
+    assert sure.verdict.label == result.verdict.label and "uncertain" not in sure.verdict.reason
+    assert sure.tracks[0].cautions == track.cautions[:-1]  # its size's caution, if any, alone
+
+
 def test_all_low_faces_give_no_signs_found_and_never_claim_authenticity(detector, three_faces):
     result = Detector(ScriptedClassifier([-3.0, -0.5, -2.0]), detector.faces).analyze_image(three_faces)
     assert result.verdict.label == "no_signs_found" and result.verdict.threshold_label == "real"
@@ -267,8 +282,12 @@ def test_a_small_face_is_scored_with_a_caution(detector, astronaut):
         f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
         "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
     ]
-    assert face_cautions([60, 105, 110], 0) == []  # a person: the median width is judged
-    assert len(face_cautions([60, 70, 110], 90)) == 2 and face_cautions([], 0) == []
+    assert face_cautions([60, 105, 110], 0, [0.9]) == []  # a person: the median width is judged
+    assert len(face_cautions([60, 70, 110], 90, [0.9])) == 2 and face_cautions([], 0, []) == []
+    # ... and the median detector confidence: under 70% the "face" may not be one
+    assert face_cautions([120, 120, 120], 0, [0.5, 0.6, 0.9]) == [
+        "uncertain detection (detector confidence 60%): check that it is a face"
+    ]
 
 
 def test_json_carries_no_pixels(detector, astronaut):

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.detector import FaceDetector
-from deepshield.inference.cautions import face_cautions
+from deepshield.inference.cautions import UNCERTAIN_DETECTION, face_cautions, median
 from deepshield.inference.frame_faces import MAX_FACES_PER_FRAME, FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
@@ -53,10 +53,6 @@ from deepshield.models.card import InconclusiveBand, ModelCard
 ProgressCallback = Callable[[float, str], None]
 # Side of the small face copies kept for every timeline point (the page shows one on hover).
 POINT_THUMBNAIL_SIDE = 96
-# Under this detector confidence a "face" is often not one, or barely one (an eye close-up, a pattern):
-# on the dev-eval photos 20 of 539 real faces fall under it against 3 of 475 edited ones, and the real
-# file the shipped model scores highest is such a detection. The verdict's reason says so.
-UNCERTAIN_DETECTION = 0.7
 
 
 class Detector:
@@ -164,7 +160,7 @@ class Detector:
                     manipulation_label=verdict.manipulation_label,
                     synthetic_label=verdict.synthetic_label,
                     verdict_driver=verdict.driver,
-                    cautions=face_cautions([face.box.width], 90 * face.turns),
+                    cautions=face_cautions([face.box.width], 90 * face.turns, [face.score]),
                     crop=found.crops[flat].pixels if keep_pixels else None,
                     heatmap=cam_to_heatmap(scores.cams[flat], size, calibration) if keep_pixels else None,
                 )
@@ -345,6 +341,7 @@ class Detector:
                     cautions=face_cautions(
                         [face.box[2] - face.box[0] for _, face in track_members],
                         max(face.turned_deg for _, face in track_members),
+                        [face.detection_score for _, face in track_members],
                     ),
                     crop=peak_face.crop,
                     heatmap=peak_face.heatmap,
@@ -361,6 +358,17 @@ class Detector:
             for pos, frame in enumerate(sampled)
         ]
         file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
+        suspect = max(
+            (pair for pair in zip(track_results, members) if pair[0].counted),
+            key=lambda pair: pair[0].score,
+            default=None,
+        )
+        if (
+            suspect is not None
+            and (confidence := median([f.detection_score for _, f in suspect[1]])) < UNCERTAIN_DETECTION
+        ):
+            doubt = f"the most suspicious person is an uncertain detection (detector confidence {confidence:.0%})"
+            file_verdict = file_verdict.with_clause(f"{doubt}: check that it is a face")
         part = analysed.part()
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")

@@ -9,18 +9,30 @@ from collections.abc import Sequence
 # face scaled to a width and set into a 1080p frame, 6.4% at 70 px, 3.4% at 90 px, 1.3% at 120 px, 0.7% at
 # 160 px and 0.4% at 240 px (bench/bench_small_faces.py).
 SMALL_FACE_PX = 100
+# Under this detector confidence a "face" is often not one, or barely one (an eye close-up, a pattern, a
+# hand): on the dev-eval photos 20 of 539 real faces fall under it against 3 of 475 edited ones, and the
+# real file the shipped model scores highest is such a detection. In the dev-eval videos every person's
+# median is 0.78 or more; a hand tracked over 3 of 64 frames of a DFDC video had 0.53.
+UNCERTAIN_DETECTION = 0.7
 
 
-def face_cautions(widths_px: Sequence[float], turned_deg: int) -> list[str]:
-    """For one face (one width) or one person of a video (the widths it was seen at, their median judged)."""
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
+
+
+def face_cautions(widths_px: Sequence[float], turned_deg: int, detection_scores: Sequence[float]) -> list[str]:
+    """For one face (one width, one detector confidence) or one person of a video (those it was seen with,
+    their medians judged)."""
     cautions = []
-    ordered = sorted(widths_px)
-    width = ordered[len(ordered) // 2] if ordered else 0.0
-    if ordered and width < SMALL_FACE_PX:
+    width = median(widths_px)
+    if widths_px and width < SMALL_FACE_PX:
         cautions.append(
             f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
             "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
         )
+    if detection_scores and (confidence := median(detection_scores)) < UNCERTAIN_DETECTION:
+        cautions.append(f"uncertain detection (detector confidence {confidence:.0%}): check that it is a face")
     if turned_deg:
         cautions.append(
             f"read after turning the picture {turned_deg}°: real photos read turned were flagged two to three times "
