@@ -786,6 +786,48 @@ def test_a_span_is_sampled_uniformly_within_it(counting_video):
     assert [f.index for f in far] == list(range(30, 40))
 
 
+def write_timed_video(path: Path, frames: list[np.ndarray], times_s: list[float], fmt=None) -> Path:
+    """A video whose frames are stamped at `times_s`: starting late (an MPEG-TS from a broadcast, a clip
+    cut without re-encoding), or at a variable rate."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for image, time_s in zip(frames, times_s):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = round(time_s * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("mp4", None), ("ts", "mpegts")])
+def test_frame_times_count_from_the_videos_start_whatever_its_timestamps_start_at(tmp_path, suffix, fmt):
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]  # 2 s at 20 fps, stamped from 10 s
+    path = write_timed_video(tmp_path / f"late.{suffix}", frames, [10.0 + i / 20 for i in range(40)], fmt)
+    info, sampled = sample_frames(path, 4)
+    assert info.duration_s == pytest.approx(2.0, abs=0.06)
+    assert [f.timestamp_s for f in sampled] == pytest.approx([f.index / 20 for f in sampled], abs=0.002)
+    assert [frame_number(f.image) for f in sampled] == [f.index for f in sampled]
+    _, part = sample_frames(path, 4, span=VideoSpan(1.0, 1.5))  # in the same terms as the times
+    assert all(1.0 <= f.timestamp_s < 1.5 for f in part) and [frame_number(f.image) for f in part] == [
+        f.index for f in part
+    ]
+
+
+def test_a_variable_frame_rate_gives_each_sample_once(tmp_path):
+    # 10 frames at 2 fps, then 30 at 15 fps: indices read from timestamps at the average rate repeat in the
+    # fast part, where each sample was kept twice (8 frames for 4).
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]
+    times = [i / 2 for i in range(10)] + [5 + i / 15 for i in range(30)]
+    path = write_timed_video(tmp_path / "vfr.mp4", frames, times)
+    _, part = sample_frames(path, 4, span=VideoSpan(5.0, 7.0))
+    numbers = [frame_number(f.image) for f in part]
+    assert len(part) == 4 and len(set(numbers)) == 4 and all(n >= 10 for n in numbers)
+
+
 def test_a_span_of_a_stream_without_frame_count_is_told_by_timestamps(tmp_path):
     frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(50)]
     path = write_video(tmp_path / "raw.h264", frames, fps=25)

@@ -428,7 +428,10 @@ def _sample_by_seeking(
                     info = _with_frame_rotation(info, frame)
                 # A seek can land past the target: the index is the frame's own, from its timestamp.
                 index = max(0, round((frame.time - start_s) * info.fps))
-                kept.setdefault(index, _video_frame(frame, index, float(frame.time), info.rotation, pixel_cap))
+                kept.setdefault(
+                    index,
+                    _video_frame(frame, index, _timestamp(frame, index, info.fps, start_s), info.rotation, pixel_cap),
+                )
                 break
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
@@ -485,10 +488,11 @@ def _sample_sequentially(
                 on_frame(min(1.0, max(0, index - first) / (stop - first)))
             if index >= stop:
                 break
-            if index not in wanted:
+            # Indices read from timestamps repeat where a variable frame rate runs above the average: one each.
+            if index not in wanted or (kept and kept[-1].index == index):
                 continue
         else:
-            timestamp = _timestamp(frame, index, info.fps)
+            timestamp = _timestamp(frame, index, info.fps, stream_start_s)
             if timestamp < span.start_s:
                 continue
             if span.end_s is not None and timestamp >= span.end_s:
@@ -500,7 +504,9 @@ def _sample_sequentially(
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
                     continue
-        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps), info.rotation, pixel_cap))
+        kept.append(
+            _video_frame(frame, index, _timestamp(frame, index, info.fps, stream_start_s), info.rotation, pixel_cap)
+        )
     if decoded < 0:
         if seek:
             return None
@@ -522,7 +528,9 @@ def _nearest(frames: list[VideoFrame], targets: list[int]) -> list[VideoFrame]:
     return sorted(chosen.values(), key=lambda f: f.index)
 
 
-def _timestamp(frame: av.VideoFrame, index: int, fps: float) -> float:
+def _timestamp(frame: av.VideoFrame, index: int, fps: float, stream_start_s: float) -> float:
+    """When the frame shows, in seconds from the video's start: a stream's timestamps may start anywhere
+    (an MPEG-TS from a broadcast or a camera, a clip cut without re-encoding), players count from its first."""
     if frame.time is not None and math.isfinite(frame.time):
-        return float(frame.time)
+        return max(0.0, float(frame.time) - stream_start_s)
     return index / fps if fps > 0 else 0.0
