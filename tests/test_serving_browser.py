@@ -912,6 +912,13 @@ def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, s
     assert 0 <= start < end <= 10.0 and end - start <= 4.2  # the peak's seconds either side, within the video
     assert (page.input_value("#span-start"), page.input_value("#span-end")) == ("", "")  # the next file: whole
     assert page.locator("[data-role=look-closer]").count() == 0  # 4 s of 4 s: nothing closer to offer
+    # Within a list of files, looking closer keeps the list (it was dropped, with its saved results).
+    page.set_input_files("#file-input", [str(clip), str(_jpeg(tmp_path / "photo.jpg", astronaut))])
+    page.wait_for_selector("#batch-summary:has-text('2 of 2 files analysed')")
+    page.locator("[data-role=batch-row]").nth(0).click()
+    page.click("[data-role=look-closer]")
+    page.wait_for_function("() => document.getElementById('video-facts').innerText.includes('PART ANALYSED')")
+    assert page.is_visible("#batch") and page.locator("[data-role=batch-row]").count() == 2
     assert page.problems == [] and page.outside == []
 
 

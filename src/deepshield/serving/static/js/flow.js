@@ -92,12 +92,20 @@ export function render(analysis, fileName, source) {
 }
 
 // `exampleFile`: set when the file is one of the examples (its card stays highlighted); `span`: a
-// part of a video other than the drop zone's (Look closer).
-export async function analyse(file, exampleFile, span) {
+// part of a video other than the drop zone's (Look closer). `again`: the file shown is analysed again
+// (Look closer, more frames): a list of files stays, its unfinished files said to be left.
+export async function analyse(file, exampleFile, span, again = false) {
   const run = ++state.run;
   stopWaiting();
   clearOutput();
-  hideBatch();
+  if (again && state.batch) {
+    for (const item of state.batch.items) {
+      if (!isFinished(item)) Object.assign(item, { status: "failed", error: "Not analysed: a file of the list was analysed again instead" });
+    }
+    drawBatch();
+  } else {
+    hideBatch();
+  }
   markExample(exampleFile || null);
   if (!file) return;
   const refused = refusal(file);

@@ -73,7 +73,7 @@ function offerMoreFrames(result, source) {
   const button = el("button", { type: "button", class: "result-print", text: `Analyse again with ${next} frames` });
   button.addEventListener("click", () => {
     select.value = String(next); // shown in the drop zone: the next video gets as many
-    analyse(source.file, source.exampleFile, part.whole ? { start: null, end: null } : { start: part.start_s, end: part.end_s });
+    analyse(source.file, source.exampleFile, part.whole ? { start: null, end: null } : { start: part.start_s, end: part.end_s }, true);
   });
   box.replaceChildren(
     document.createTextNode(`Inconclusive on ${result.sampled_frames} frames: more may settle it. `),
@@ -255,6 +255,6 @@ function closerButton(track, result, span, source) {
     text: `Look closer: ${formatTime(start, span)} to ${formatTime(end, span)}`,
     title: "Analyse the seconds around this face's most suspicious frame again, with the frames chosen in the drop zone spread over them",
   });
-  button.addEventListener("click", () => analyse(source.file, source.exampleFile, { start, end }));
+  button.addEventListener("click", () => analyse(source.file, source.exampleFile, { start, end }, true));
   return el("div", { class: "face-meta" }, [button]);
 }
