@@ -732,6 +732,8 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     # The file that could not be read is not counted as analysed, and its row says why.
     assert "NOT ANALYSED" in rows.nth(2).inner_text().upper()
     assert rows.nth(2).locator("[data-role=batch-error]").inner_text().startswith("unsupported file type")
+    name = rows.nth(2).locator(".file-name").bounding_box()  # a long reason never hides whose it is
+    assert name is not None and name["width"] >= 60
     summary = page.inner_text("#batch-summary")
     assert summary.startswith("2 of 3 files analysed (") and summary.endswith(", 1 no face); 1 could not be")
     # All of them can be saved at once, the failed file with its reason.
