@@ -258,7 +258,7 @@ def test_a_span_of_every_video_is_scanned(capsys, media, tiny_bundle):
     assert code == EXIT_OK
     rows = {Path(r["path"]).name: r for r in json.loads(out)}
     clip = rows["clip.mp4"]["result"]
-    assert clip["analysed"] == {"start_s": 0.2, "end_s": 0.45, "whole": False}
+    assert clip["analysed"] == {"start_s": 0.2, "end_s": 0.45, "whole": False, "part": "0:00.2 to 0:00.5"}  # to a tenth
     assert [p["frame_index"] for p in clip["timeline"]] == [2, 3, 4]
     assert rows["clip.mp4"]["part"] == "0:00.2 to 0:00.5"  # tenths, as clock_time writes them
     assert rows["astronaut.jpg"]["faces"] == 1 and "part" not in rows["astronaut.jpg"]

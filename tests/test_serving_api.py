@@ -468,7 +468,7 @@ def test_a_video_job_can_analyse_a_span_of_the_video(client, face_video):
     assert (response.json()["start_s"], response.json()["end_s"]) == (0.5, 1.0)
     job = wait_for_job(client, response.json()["id"])
     assert job["status"] == "done", job["error"]
-    assert job["result"]["analysed"] == {"start_s": 0.5, "end_s": 1.0, "whole": False}
+    assert job["result"]["analysed"] == {"start_s": 0.5, "end_s": 1.0, "whole": False, "part": "0:00.5 to 0:01"}
     assert all(0.5 <= point["timestamp_s"] < 1.0 for point in job["result"]["timeline"])
     # A span the video does not reach fails its job as a request would (422); a malformed one is a 400.
     late = wait_for_job(client, client.post("/v1/jobs?start_s=30", files=upload(data, "face.mp4")).json()["id"])

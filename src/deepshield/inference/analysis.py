@@ -369,7 +369,7 @@ class Detector:
         ):
             doubt = f"the most suspicious person is an uncertain detection (detector confidence {confidence:.0%})"
             file_verdict = file_verdict.with_clause(f"{doubt}: check that it is a face")
-        part = analysed.part()
+        part = analysed.part
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")
         left_out = max(found.left_out, default=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
 from deepshield.media.metadata import MediaMetadata
@@ -225,6 +225,11 @@ class AnalysedSpan(BaseModel):
     end_s: float | None = Field(description="None: to the video's end, where the container gives no duration")
     whole: bool = Field(description="the whole video was analysed")
 
+    @computed_field(
+        description="the part in words, as scan's CSV and the page's list say it: `12:30 to 14:00` "
+        "(or `to the end`); None for the whole video"
+    )  # type: ignore[prop-decorator]
+    @property
     def part(self) -> str | None:
         """`12:30 to 14:00` (or `to the end`) for a part; None for the whole video."""
         if self.whole:

@@ -122,7 +122,7 @@ def scan_file(
         synthetic_probability=result.verdict.synthetic_probability,
         verdict_driver=result.verdict.verdict_driver,
         faces=count,
-        part=None if isinstance(result, ImageResult) else result.analysed.part(),
+        part=None if isinstance(result, ImageResult) else result.analysed.part,
         declared_source=None if declared is None else declared.code,
         credentials=None if credentials is None else credentials.state,
         sha256=sha256,

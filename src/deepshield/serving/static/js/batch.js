@@ -14,7 +14,7 @@ import { state } from "./state.js";
 // The list as a spreadsheet: one row per file, the columns of `deepshield scan --format csv` that a
 // result here has (probabilities as 0-1 numbers), the file's SHA-256 among them for matching it later.
 const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
-  "faces", "declared_source", "credentials", "sha256", "error"];
+  "faces", "part", "declared_source", "credentials", "sha256", "error"];
 
 function batchCsv(items) {
   const cell = (value) => {
@@ -30,6 +30,7 @@ function batchCsv(items) {
       item.file.name, result ? "ok" : "error", result && result.kind, verdict && verdict.label,
       verdict && verdict.probability, verdict && verdict.synthetic_probability, verdict && verdict.verdict_driver,
       result && (result.kind === "video" ? result.tracks.length : result.faces.length),
+      result && result.analysed ? result.analysed.part : null,
       meta.declared_source && meta.declared_source.code, meta.credentials && meta.credentials.state,
       file.sha256, item.error,
     ];
