@@ -825,6 +825,19 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
     assert page.problems == [] and page.outside == []
 
 
+def test_no_face_in_a_part_of_a_video_says_which_part(page, server, tmp_path):
+    blank = write_video(tmp_path / "wall.mp4", [np.full((128, 128, 3), 90 + i, np.uint8) for i in range(20)])
+    page.goto(server + "/")
+    page.wait_for_selector("#span-choice:not([hidden])")
+    page.fill("#span-start", "0.5")
+    page.fill("#span-end", "1")
+    page.set_input_files("#file-input", str(blank))
+    page.wait_for_selector("#verdict-label:not(:empty)")
+    assert page.inner_text("#verdict-reason").startswith(
+        "Deepfake Shield checks faces and found none it could analyse in this part of the video (0:00.5 to 0:01)."
+    )
+
+
 def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(browser, detector, astronaut, tmp_path):
     held = copy.copy(detector)  # its video analyses wait to be let through, one release event each
     releases: queue.Queue[threading.Event] = queue.Queue()

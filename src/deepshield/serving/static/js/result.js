@@ -12,7 +12,7 @@ export function renderVerdict(result, what, fileName) {
   $("verdict-label").textContent = verdict.headline;
   $("verdict-reason").textContent =
     verdict.label === "no_face"
-      ? `Deepfake Shield checks faces and found none it could analyse in this ${what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
+      ? `Deepfake Shield checks faces and found none it could analyse in this ${result.analysed && !result.analysed.whole ? `part of the video (${result.analysed.part})` : what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
       : capitalise(verdict.reason) + ".";
   $("verdict-scope").textContent = result.scope;
   const declared = declaredGenerativeText(result.metadata);
