@@ -6,6 +6,7 @@ Skipped when Chromium or Playwright is missing, except under CI=true, where it m
 
 from __future__ import annotations
 
+import colorsys
 import contextlib
 import copy
 import csv
@@ -111,6 +112,13 @@ def _page_of(browser, detector, settings: ServerSettings | None = None) -> Itera
             yield page
         finally:
             context.close()
+
+
+def _contrast_with_white(rgb: tuple[float, float, float]) -> float:
+    """WCAG contrast ratio of an RGB colour (0-1 channels) against white."""
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
 
 
 def _posts_of(page, server: str) -> list[str]:
@@ -1040,9 +1048,13 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     colour = (
         "async ([p, low, high]) => (await import('/static/js/format.js')).scoreColour(p, {inconclusive: {low, high}})"
     )
-    assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(70, 68%, 38%)"
-    assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(95, 68%, 38%)"
-    assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(31, 68%, 38%)"
+    assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(70, 68%, 28%)"
+    assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(95, 68%, 28%)"
+    assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(31, 68%, 28%)"
+    # White label text on every colour, and each colour as text on white, is readable (WCAG AA, 4.5:1).
+    for p in np.linspace(0, 1, 21):
+        hue = int(re.fullmatch(r"hsl\((\d+), 68%, 28%\)", page.evaluate(colour, [float(p), 0.5, 0.57]))[1])
+        assert _contrast_with_white(colorsys.hls_to_rgb(hue / 360, 0.28, 0.68)) >= 4.5, hue
     assert page.inner_text(".face-card .face-meta").startswith(
         f"Face-swap probability {shown_probability(face_swap)} ·"
     )

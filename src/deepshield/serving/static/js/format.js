@@ -93,7 +93,7 @@ export function scoreColour(p, terms) {
   const position = clamped < low ? 0.4 * clamped / low
     : clamped <= high ? 0.4 + 0.2 * (clamped - low) / Math.max(high - low, 1e-9)
       : 0.6 + 0.4 * (clamped - high) / Math.max(1 - high, 1e-9);
-  return `hsl(${Math.round(120 * (1 - position))}, 68%, 38%)`;
+  return `hsl(${Math.round(120 * (1 - position))}, 68%, 28%)`;  // 28%: white text on it, and it on white, at 4.6:1 or more
 }
 
 export function formatBytes(n) {
