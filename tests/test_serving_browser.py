@@ -626,6 +626,18 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     page.wait_for_selector("#timeline-tip:not([hidden]) img")
     assert page.evaluate("document.querySelector('#timeline-tip img').naturalWidth") == 96
     assert "Face 1" in page.inner_text("#timeline-tip")
+    # For the keyboard and screen readers: the chart is a group whose points are read out, one Tab stop a
+    # face, arrow keys along its points, each named with its frame.
+    assert page.get_attribute("#timeline svg", "role") == "group"
+    tracks = page.locator("#timeline svg g[data-track]").count()
+    assert page.locator("#timeline svg circle.point[tabindex='0']").count() == tracks
+    page.focus("#timeline svg circle.point[tabindex='0']")
+    first = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    page.keyboard.press("ArrowRight")
+    second = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert first.startswith("Face 1 at ") and "(frame " in first and second != first
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == first
     assert page.inner_text("#verdict-label").startswith(
         ("Likely manipulated", "Inconclusive", "No signs of face swapping found")
     )

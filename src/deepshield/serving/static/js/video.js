@@ -104,7 +104,8 @@ function drawTimeline(result, source, which) {
   const span = Math.max(to - from, 0.1);
   const x = (t) => L + (W - L - R) * ((t - from) / span);
   const y = (p) => T + (H - T - B) * (1 - p);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-score": which, "aria-label": `${what} over time for each face` });
+  // A group, not an image: its points are read out. One Tab stop per face; arrow keys walk its points.
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "group", "data-score": which, "aria-label": `${what} over time for each face: Tab to a face's line, arrow keys along it` });
 
   // The inconclusive band behind everything: scores in it are too close to the threshold to call.
   const band = terms.inconclusive;
@@ -142,15 +143,25 @@ function drawTimeline(result, source, which) {
     const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(score(p)).toFixed(1)}`).join(" ");
     const group = svg("g", { "data-track": String(track.track_id) });
     if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
-    for (const p of track.points) {
-      const dot = svg("circle", { class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: "0", "aria-label": `${name} at ${formatTime(p.timestamp_s, span)}: ${probabilityText(score(p))}` });
+    track.points.forEach((p, k) => {
+      const dot = svg("circle", {
+        class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: k === 0 ? "0" : "-1",
+        "aria-label": `${name} at ${formatTime(p.timestamp_s, span)} (frame ${p.frame_index}): ${probabilityText(score(p))}`,
+      });
       const show = () => showTip(tip, dot, p, name, span);
       dot.addEventListener("mouseenter", show);
       dot.addEventListener("focus", show);
       dot.addEventListener("mouseleave", () => (tip.hidden = true));
       dot.addEventListener("blur", () => (tip.hidden = true));
+      dot.addEventListener("keydown", (event) => {
+        const dots = [...group.querySelectorAll("circle.point")];
+        const to = { ArrowRight: k + 1, ArrowDown: k + 1, ArrowLeft: k - 1, ArrowUp: k - 1, Home: 0, End: dots.length - 1 }[event.key];
+        if (to === undefined || !dots[to]) return;
+        event.preventDefault();
+        dots[to].focus();
+      });
       group.append(dot);
-    }
+    });
     root.append(group);
   });
   if (!result.tracks.length) {
