@@ -845,6 +845,24 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
     assert page.problems == [] and page.outside == []
 
 
+def test_files_are_chosen_with_the_keyboard_from_a_drop_zone_that_is_a_region(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("[data-role=model-name]")
+    zone = page.locator("#dropzone")
+    assert zone.get_attribute("role") == "region" and zone.get_attribute("tabindex") is None  # not a button of buttons
+    assert page.evaluate("document.getElementById(document.getElementById('dropzone').getAttribute('aria-labelledby'))"
+                         ".innerText") == "Drop photos or videos here"  # fmt: skip
+    page.focus("#choose-button")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()
+    page.focus("#span-start")  # typing a part of the video opens nothing
+    page.keyboard.type("1:00")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    assert page.input_value("#span-start") == "1:00"
+
+
 def test_no_face_in_a_part_of_a_video_says_which_part(page, server, tmp_path):
     blank = write_video(tmp_path / "wall.mp4", [np.full((128, 128, 3), 90 + i, np.uint8) for i in range(20)])
     page.goto(server + "/")

@@ -14,20 +14,14 @@ function wire() {
     event.stopPropagation();
     input.click();
   });
+  // A click anywhere in the zone opens the dialog too; keyboards and screen readers have the button (the zone
+  // is a region, not a button: it holds other controls).
   zone.addEventListener("click", () => input.click());
   $("result-print").addEventListener("click", printResult);
   window.addEventListener("beforeprint", openForPrint);
   $("progress-cancel").addEventListener("click", cancelAnalysis);
-  // The frame-count choice sits in the drop zone: using it must not open the file dialog.
-  for (const choice of ["frames-choice", "span-choice"]) {
-    for (const name of ["click", "keydown"]) $(choice).addEventListener(name, (event) => event.stopPropagation());
-  }
-  zone.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") {
-      event.preventDefault();
-      input.click();
-    }
-  });
+  // The frame-count and part choices sit in the drop zone: using them must not open the file dialog.
+  for (const choice of ["frames-choice", "span-choice"]) $(choice).addEventListener("click", (event) => event.stopPropagation());
   const take = (files) => {
     const list = [...(files || [])];
     if (list.length === 1 && looksLikeSaved(list[0])) openSaved(list[0]);
