@@ -143,6 +143,10 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     score = page.inner_text(".face-card .face-score")
     assert score.endswith("face-swap") and "%" in score  # the score that made the call, named
     assert page.inner_text(".face-card .label") in ("LIKELY MANIPULATED", "INCONCLUSIVE", "NO SIGNS FOUND")
+    # Screen readers hear the call when it arrives (a polite status, not shown on screen).
+    announce = page.locator("#announce")
+    assert announce.get_attribute("role") == "status" and announce.get_attribute("aria-live") == "polite"
+    assert announce.text_content() == f"astronaut.jpg: {page.inner_text('#verdict-label')}"
     # The box is drawn on the image, and the crop and heatmap images have really loaded.
     assert page.locator("#photo-stage .face-box").count() == 1
     page.wait_for_function("document.getElementById('photo').naturalWidth > 0")

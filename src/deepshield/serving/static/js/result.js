@@ -10,6 +10,7 @@ export function renderVerdict(result, what, fileName) {
   box.className = "verdict " + verdict.label;
   $("result-file").textContent = fileName ? `Result for ${fileName}` : "";
   $("verdict-label").textContent = verdict.headline;
+  $("announce").textContent = `${fileName ? fileName + ": " : ""}${verdict.headline}`;
   $("verdict-reason").textContent =
     verdict.label === "no_face"
       ? `Deepfake Shield checks faces and found none it could analyse in this ${result.analysed && !result.analysed.whole ? `part of the video (${result.analysed.part})` : what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
