@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -487,6 +488,24 @@ def test_a_video_read_at_a_reduced_scale_says_so_beside_its_resolution(browser, 
         assert "RESOLUTION\n128 × 128, read at 1/2 of its width and height\n" in page.inner_text(
             "#video-facts"
         )  # labels upper-cased by CSS
+
+
+def test_a_portrait_phone_video_is_sized_as_it_plays(page, server, astronaut, tmp_path):
+    stored = np.ascontiguousarray(np.rot90(cv2.resize(astronaut, (128, 224))))  # 224 x 128, stored sideways
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 224, 128, "yuv420p"
+        stream.set_display_rotation(-90)  # played turned 90 degrees clockwise, as phones store portrait video
+        for _ in range(6):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#timeline svg")
+    assert "RESOLUTION\n128 × 224 (stored 224 × 128, turned 90°)\n" in page.inner_text("#video-facts")
 
 
 def test_an_inconclusive_video_offers_more_frames(browser, detector, astronaut, tmp_path):

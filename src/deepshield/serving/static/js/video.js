@@ -11,10 +11,13 @@ function niceStep(span, maxTicks) {
   return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
 }
 
-// Frames above the pixel limit (8K video), or many frames of a large video, are read at a fraction of
-// their size (the verdict's reason says why); results saved before decoded_scale existed were read whole.
+// As the video plays: a phone's portrait video is stored sideways with a rotation to apply, which the
+// analysis applies too. Frames above the pixel limit (8K video), or many frames of a large video, are read
+// at a fraction of their size (the verdict's reason says why); results saved before decoded_scale existed
+// were read whole.
 function resolution(v) {
-  const size = `${v.width} × ${v.height}`;
+  const turned = v.rotation === 90 || v.rotation === 270;
+  const size = turned ? `${v.height} × ${v.width} (stored ${v.width} × ${v.height}, turned ${v.rotation}°)` : `${v.width} × ${v.height}`;
   const scale = v.decoded_scale || 1;
   return scale > 1 ? `${size}, read at 1/${scale} of its width and height` : size;
 }
