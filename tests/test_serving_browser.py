@@ -862,7 +862,9 @@ def test_a_part_of_a_video_can_be_analysed(page, server):
     page.click(example)
     page.wait_for_selector("#timeline svg")
     assert posts == ["/v1/jobs?start_s=0.8&end_s=1.6"]
-    assert "PART ANALYSED\n0.8 s to 1.6 s\n" in page.inner_text("#video-facts")  # labels are upper-cased by CSS
+    facts = page.inner_text("#video-facts")  # labels are upper-cased by CSS
+    assert "PART ANALYSED\n0:00.8 to 0:01.6\n" in facts  # as the verdict's reason says it
+    assert page.inner_text("#verdict-reason").endswith("only 0:00.8 to 0:01.6 of the video was analysed.")
     ticks = page.locator("#timeline svg text.tick").all_text_contents()
     assert "1.0 s" in ticks and "0.0 s" not in ticks  # the axis covers the part, not the whole video
     assert page.problems == [] and page.outside == []

@@ -31,9 +31,9 @@ export function renderVideo(result, file, fileName, source) {
   offerPrint(result, fileName);
   const v = result.video;
   const part = result.analysed;
-  const partFacts = part.whole
-    ? []
-    : [["Part analysed", `${formatTime(part.start_s, v.duration_s)} to ${part.end_s === null ? "the end" : formatTime(part.end_s, v.duration_s)}`]];
+  // In the words of the verdict's reason (the server's); results saved before it said them, in the page's.
+  const partText = part.part || `${formatTime(part.start_s, v.duration_s)} to ${part.end_s === null ? "the end" : formatTime(part.end_s, v.duration_s)}`;
+  const partFacts = part.whole ? [] : [["Part analysed", partText]];
   renderFacts($("video-facts"), [
     ["Duration", `${v.duration_s.toFixed(1)} s`],
     ...partFacts,
