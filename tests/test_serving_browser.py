@@ -1019,6 +1019,13 @@ def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
     page.wait_for_selector(".face-card")
     assert page.evaluate("document.getElementById('photo').naturalWidth") == 256
     assert posts == ["/v1/jobs", "/v1/jobs"]
+    # An MPEG-TS, which Chromium types as a Qt translation file, goes straight to a job too.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(small, 3 * i, axis=1) for i in range(4)])
+    page.set_input_files(
+        "#file-input", {"name": "clip.ts", "mimeType": "text/vnd.trolltech.linguist", "buffer": clip.read_bytes()}
+    )
+    page.wait_for_selector("#timeline svg circle.point")
+    assert posts == ["/v1/jobs", "/v1/jobs", "/v1/jobs"]
     assert page.problems == [] and page.outside == []
 
 

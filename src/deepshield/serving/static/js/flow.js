@@ -35,8 +35,10 @@ export function cancelAnalysis() {
 
 function looksLikeVideo(file) {
   if (file.type && file.type.startsWith("video/")) return true;
+  // A video's suffix counts unless the browser calls the file an image: browsers leave many video types
+  // empty, and Chromium calls a .ts (MPEG-TS) "text/vnd.trolltech.linguist".
   const suffix = (file.name.split(".").pop() || "").toLowerCase();
-  return !file.type && state.accepted !== null && state.accepted.video_suffixes.includes(suffix);
+  return !(file.type || "").startsWith("image/") && state.accepted !== null && state.accepted.video_suffixes.includes(suffix);
 }
 
 // What the page can tell before uploading: a sentence when the file cannot go, else null.
