@@ -1120,6 +1120,10 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert page.inner_text(".face-card .face-meta").startswith(
         f"Face-swap probability {shown_probability(face_swap)} ·"
     )
+    scanned = tmp_path / "scan.json"  # deepshield scan --format json: named for what it is
+    scanned.write_text(json.dumps([{"path": "a.jpg", "status": "ok", "kind": "image", "verdict": "no_signs_found"}]))
+    page.set_input_files("#file-input", str(scanned))
+    page.wait_for_selector("#message-detail:has-text('output of deepshield scan')")
     other = tmp_path / "settings.json"
     other.write_text('{"theme": "dark"}')
     page.set_input_files("#file-input", str(other))

@@ -12,6 +12,8 @@ import { state } from "./state.js";
 export const looksLikeSaved = (file) => file.type === "application/json" || /\.json$/i.test(file.name);
 
 const NOT_SAVED = "This JSON file is not a result saved by Deepfake Shield.";
+const SCAN_OUTPUT = "This is the output of deepshield scan, which holds no face images to show here: read it as it is "
+  + "(or scan with --html for a page). This page opens results saved from it (Save this result, Save all results).";
 
 export async function openSaved(file) {
   const run = ++state.run;
@@ -29,7 +31,9 @@ export async function openSaved(file) {
   const entries = Array.isArray(saved) ? saved : [saved];
   const valid = entries.length > 0 && entries.every((entry) => entry && typeof entry.file_name === "string" && (entry.result ? entry.result.verdict : entry.error));
   if (!valid) {
-    showMessage(file.name, NOT_SAVED);
+    // `deepshield scan --format json` rows name a path and a status, and carry no face images to show.
+    const scanned = entries.length > 0 && entries.every((entry) => entry && typeof entry.path === "string" && typeof entry.status === "string");
+    showMessage(file.name, scanned ? SCAN_OUTPUT : NOT_SAVED);
     return;
   }
   const items = entries.map((entry) => ({
