@@ -259,7 +259,7 @@ def test_images_show_both_scores_and_the_driver(astronaut, detector, manipulatio
     assert result.verdict.synthetic_probability == pytest.approx(synthetic)
     # the reason leads with the score that made the call
     shown = shown_probability(synthetic if driver == "synthetic" else manipulation)
-    lead = f"synthetic-face score {shown}, " if driver == "synthetic" else f"most suspicious face: {shown}; "
+    lead = f"highest synthetic-face score {shown}, " if driver == "synthetic" else f"most suspicious face: {shown}; "
     assert result.verdict.reason.startswith(lead) and result.verdict.reason.count("drives the verdict") == 1
     assert result.synthetic_threshold == 0.7 and result.synthetic_inconclusive.high == 0.8
     data = json.loads(result.model_dump_json())

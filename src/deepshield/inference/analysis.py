@@ -186,9 +186,10 @@ class Detector:
         )
         if self.synthetic_rule is not None and synthetic_probability is not None:
             rule = self.synthetic_rule
+            # "highest": of all the faces or tracks, which need not be the most suspicious one's.
             synthetic = (
-                f"synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from {rule.band.low:.1%} "
-                f"to {rule.band.high:.1%} (threshold {rule.threshold:.1%})"
+                f"highest synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from "
+                f"{rule.band.low:.1%} to {rule.band.high:.1%} (threshold {rule.threshold:.1%})"
             )
             # The score that made the call comes first, as the page shows it.
             if verdict.driver == "synthetic":
