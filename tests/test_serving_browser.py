@@ -458,12 +458,15 @@ def test_a_face_in_a_crowd_sized_photo_is_labelled_with_its_number_alone(browser
         # Faces side by side closer than a label's width (an eighth of the photo) are numbered alone too;
         # the last of a row keeps its score, a face at the right edge its label inside the photo.
         crowded = (
-            "async ([boxes, i]) => { const { crowded } = await import('/static/js/image.js');"
-            " const faces = boxes.map((box) => ({ box })); return crowded(faces[i], faces, 1000); }"
+            "async ([boxes, i, leftwards]) => { const { crowded } = await import('/static/js/image.js');"
+            " const faces = boxes.map((box) => ({ box })); return crowded(faces[i], faces, 1000, leftwards); }"
         )
         row = [[100, 100, 180, 180], [200, 105, 280, 185], [600, 100, 680, 180], [200, 400, 280, 480]]
-        assert [page.evaluate(crowded, [row, i]) for i in range(4)] == [True, False, False, False]
-        assert page.evaluate(crowded, [[[100, 100, 140, 140]], 0])  # narrower than a twentieth
+        assert [page.evaluate(crowded, [row, i, False]) for i in range(4)] == [True, False, False, False]
+        assert page.evaluate(crowded, [[[100, 100, 140, 140]], 0, False])  # narrower than a twentieth
+        # At the right edge a label runs leftwards, over the labels of the faces just left of it.
+        edge = [[860, 100, 905, 180], [910, 100, 990, 180]]
+        assert page.evaluate(crowded, [edge, 1, True]) and not page.evaluate(crowded, [edge[1:], 0, True])
 
 
 def test_a_videos_sound_is_said_to_be_left_unanalysed(page, server, astronaut, tmp_path):

@@ -28,8 +28,9 @@ export function renderImage(result, fileName) {
     box.style.borderColor = colour;
     // Its score is on its card and in its tooltip: in a crowd the label says its number alone. A face at
     // the top of the photo has its label inside its box, one at the right edge its label leftwards.
-    const place = (y0 / result.height < 0.06 ? " inside" : "") + (x0 / result.width > 1 - LABEL_SHARE ? " end" : "");
-    const label = el("div", { class: "face-box-label" + place, text: crowded(face, result.faces, result.width) ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
+    const leftwards = x0 / result.width > 1 - LABEL_SHARE;
+    const place = (y0 / result.height < 0.06 ? " inside" : "") + (leftwards ? " end" : "");
+    const label = el("div", { class: "face-box-label" + place, text: crowded(face, result.faces, result.width, leftwards) ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
     label.style.background = colour;
     box.append(label);
     box.addEventListener("mouseenter", () => highlight(face.index, true));
@@ -97,12 +98,14 @@ export function renderImage(result, fileName) {
 const LABEL_SHARE = 0.15;
 
 // Labelled with its number alone, so that labels do not run into each other: a face narrower than a
-// twentieth of the photo, or with another face starting less than a label's width to its right at about
-// the same height.
-export function crowded(face, faces, width) {
+// twentieth of the photo, or with another face at about the same height whose label starts within where
+// this one's would lie (a label's width to its right; to its left, ending at its right edge, for a label
+// placed leftwards at the photo's right edge).
+export function crowded(face, faces, width, leftwards = false) {
   const [x0, y0, x1, y1] = face.box;
   if ((x1 - x0) / width < 0.05) return true;
-  return faces.some(({ box }) => box !== face.box && box[0] > x0 && (box[0] - x0) / width < LABEL_SHARE && Math.abs(box[1] - y0) < y1 - y0);
+  const [from, to] = leftwards ? [x1 - LABEL_SHARE * width, x1] : [x0, x0 + LABEL_SHARE * width];
+  return faces.some(({ box }) => box !== face.box && box[0] >= from && box[0] < to && box[0] !== x0 && Math.abs(box[1] - y0) < y1 - y0);
 }
 
 function highlight(index, on) {
