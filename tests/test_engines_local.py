@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deepshield.engines import make_engine
+from deepshield.engines import FileJob, make_engine
 
 
 def record_worker(folder: Path, index: int, emit) -> None:
@@ -88,3 +88,59 @@ def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     ]  # each got its KeyboardInterrupt
     assert lines == ["interrupted: waiting for the workers to checkpoint their work ..."]
     assert dict(os.environ) == before  # the thread variables set for the children are restored
+
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from deepshield.engines import make_engine
+from tests.test_engines_local import PidJob
+with make_engine("local", workers=2) as engine:
+    for _ in engine.map(PidJob(Path(sys.argv[1])), range(2)):
+        pass
+"""
+
+
+class PidJob(FileJob):
+    """Writes its worker's pid, then takes a minute: its driver is killed meanwhile."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state, item) -> int:
+        (self.folder / f"worker_{os.getpid()}").touch()
+        time.sleep(60)
+        return item
+
+    def fail(self, item, reason: str) -> int:
+        return -1
+
+
+def test_workers_end_when_their_driver_is_killed(tmp_path):
+    import subprocess
+    import sys
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path)], cwd=Path(__file__).parent.parent)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
+    assert len(pids) == 2
+    driver.kill()  # kill -9: no chance to stop its pool
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)  # they were waiting on their pipe for ever
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended: only its parent has not read its status
+        return stat.read().split(") ")[1][0] != "Z"

@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,9 +24,24 @@ from deepshield.native_logs import quiet_environment
 
 _WORKER: dict[str, Any] = {}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts
+_PARENT_CHECK_S = 1.0  # how often a worker looks whether its driver is still there
+
+
+def exit_with_parent() -> None:
+    """In a worker process: end it once the process that started it is gone. A driver killed with -9
+    cannot stop its workers, which would otherwise wait on their pipe for ever, holding their memory."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _pool_init(job: FileJob) -> None:
+    exit_with_parent()
     job.worker_init()
     _WORKER["job"] = job
     _WORKER["state"] = job.setup()
@@ -47,6 +63,7 @@ def _worker_main(fn: WorkerFn, index: int) -> None:
     """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
     KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    exit_with_parent()
     quiet_environment()
     with contextlib.suppress(KeyboardInterrupt):
         fn(index, _print_line)

@@ -113,7 +113,10 @@ _worker: dict = {}
 
 
 def _init_worker(policy_json: str, perturbation_spec: str | None = None) -> None:
+    from deepshield.engines.local import exit_with_parent
     from deepshield.evaluation.perturb import parse_spec
+
+    exit_with_parent()
     from deepshield.faces.detector import FaceDetector
     from deepshield.faces.landmarks import FaceMesher
 
