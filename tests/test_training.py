@@ -300,6 +300,11 @@ def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(rea
     assert "was trained with other settings: model.input_size: 48 -> 64; optim.lr:" in err
     assert (tmp_path / "run" / "checkpoints" / LAST).read_bytes() == kept
     assert train("--resume", **{"data.loader_workers": 0, "threads": 2}) == 0  # how it runs may change
+    from deepshield.locks import folder_lock
+
+    with folder_lock(tmp_path / "run", "this training run"):  # as a second `train` in the same folder finds it
+        assert train("--resume") == EXIT_USAGE
+    assert "another deepshield process is writing this training run" in capsys.readouterr().err
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,6 +139,7 @@ def check_output_file(path: Path, flag: str) -> None:
 
     if path.is_dir():
         raise DeepShieldError(f"{flag} {path} is a folder: name a file")
+    _refuse_a_file_above(path, flag)
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,16 +151,34 @@ def check_output_file(path: Path, flag: str) -> None:
         path.unlink()
 
 
+def _refuse_a_file_above(path: Path, flag: str) -> None:
+    """A path under a file can never be made: say which file is in the way."""
+    from deepshield.errors import DeepShieldError
+
+    for above in path.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise DeepShieldError(f"{flag} {path} cannot be written: {above} is a file, not a folder")
+            return
+
+
 def check_output_folder(path: Path, flag: str) -> None:
-    """Refuse, before any work, an output folder that is a file or cannot be made."""
+    """Refuse, before any work, an output folder that is a file, cannot be made or cannot be written in
+    (a read-only mount), so that a long run is not lost at its end. Nothing is left by the check: a
+    folder it made to try is removed (its parents stay)."""
     from deepshield.errors import DeepShieldError
 
     if path.exists() and not path.is_dir():
         raise DeepShieldError(f"{flag} {path} is a file: name a folder")
+    _refuse_a_file_above(path, flag)
+    existed = path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
-        raise DeepShieldError(f"{flag} {path} cannot be made: {exc.strerror or exc}") from None
+        raise DeepShieldError(f"{flag} {path} cannot be written: {exc.strerror or exc}") from None
+    if not existed:
+        path.rmdir()
 
 
 def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import bundle_version
+from deepshield.cli.args import bundle_version, check_output_folder
 from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments
 
 
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() == Path(bundle).resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
     check_bundle_folder(out, args.force)  # said before the slow scoring
+    check_output_folder(out.parent, "--out's folder")
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
     rule = VideoRule(kind=args.video_rule)

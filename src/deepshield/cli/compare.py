@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepshield.cli.args import log_to_mlflow, non_negative_int, positive_int, tracking_arguments
+from deepshield.cli.args import (
+    check_output_file,
+    log_to_mlflow,
+    non_negative_int,
+    positive_int,
+    tracking_arguments,
+)
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 if TYPE_CHECKING:
@@ -78,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import bundle_dir
     from deepshield.training.compare import compare, score_bundles
 
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            check_output_file(path, flag)  # before the scoring
     baseline, *candidates = score_bundles(
         [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, args.frames, args.min_face_size
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deepshield.cli.args import (
     check_engine_arguments,
+    check_output_folder,
     engine_arguments,
     log_to_mlflow,
     non_negative_int,
@@ -287,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.evaluation.summary import EvaluationSettings, summarize
 
+    check_output_folder(args.out, "--out")  # before the scoring, which a report it cannot write would lose
     perturbations = parse_perturbations(args.perturb)  # bad specs fail before the model loads
     rules = tuple(dict.fromkeys(args.video_rule)) if args.video_rule else RULE_CHOICES
     classifier, bundle = load_classifier(args.model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshield.cli.args import config_arguments, config_overrides, positive_int
+from deepshield.cli.args import check_output_file, config_arguments, config_overrides, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +43,12 @@ def run_pack(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".npz":
         raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
+    check_output_file(args.out, "--out")  # before the faces are found
     config = load_config(args.config, config_overrides(args), None)
     bank = facebank_for(config)
     if args.max_faces and args.max_faces < len(bank):
         rng = np.random.default_rng(config.seed if args.seed is None else args.seed)
         bank = bank.subset(np.sort(rng.choice(len(bank), args.max_faces, replace=False)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
     size = pack_facebank(bank, policy, args.out, args.quality)
     print(

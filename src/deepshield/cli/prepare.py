@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import check_engine_arguments, engine_arguments, positive_int
+from deepshield.cli.args import check_engine_arguments, check_output_folder, engine_arguments, positive_int
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
 
     check_engine_arguments(args)
+    check_output_folder(args.out, "--out")
     settings = ExtractSettings(
         frames=args.frames,
         faces=args.faces,

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import bundle_version, config_arguments, config_overrides
+from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
+    check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
     earlier = Path(config.run_dir) / "checkpoints" / LAST
     if earlier.exists() and not args.resume:
         raise DeepShieldError(
@@ -83,6 +84,7 @@ def run_export(args: argparse.Namespace) -> int:
     from deepshield.training.export import export_checkpoint
 
     check_bundle_folder(args.out, args.force)
+    check_output_folder(args.out, "--out")
     card = export_checkpoint(args.checkpoint, args.out, args.name, args.version, args.test_time_flip)
     print(
         f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}"

@@ -19,12 +19,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from deepshield.locks import folder_lock
+
 MANIFEST_NAME = "manifest.csv"
 ERRORS_NAME = "errors.csv"
 INFO_NAME = "dataset.json"
 REMOVED_NAME = "removed.csv"
 TEMP_SUFFIX = ".part"
-LOCK_NAME = ".lock"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
@@ -119,19 +120,5 @@ def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
 @contextlib.contextmanager
 def dataset_lock(root: Path) -> Iterator[None]:
     """Exclusive write access to a dataset folder for the duration of a prepare or balance step."""
-    import fcntl
-
-    from deepshield.errors import DeepShieldError
-
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_NAME, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise DeepShieldError(
-                f"{root}: another deepshield process is writing this dataset; wait for it to finish"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with folder_lock(root, "this dataset"):
+        yield

@@ -28,6 +28,7 @@ from deepshield.evaluation.plots import (
     roc_plot,
 )
 from deepshield.faces.crop import CropPolicy
+from deepshield.locks import folder_lock
 from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
@@ -228,6 +229,11 @@ class Trainer:
         ]
 
     def run(self, resume: bool = False) -> TrainResult:
+        """Train (or, `resume`, go on from the run folder's last checkpoint); one process at a time per run folder."""
+        with folder_lock(self.run_dir, "this training run"):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         config = self.config
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
         torch.manual_seed(config.seed)
