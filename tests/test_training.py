@@ -239,6 +239,10 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx(
         [h["val_auc"] for h in straight.progress.history]
     )
+    # The epoch it stopped in is recorded whole: its loss over all its steps, before the stop and after.
+    assert [h["train_loss"] for h in resumed.progress.history] == pytest.approx(
+        [h["train_loss"] for h in straight.progress.history]
+    )
 
 
 def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_path, monkeypatch):
@@ -271,6 +275,10 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
     assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx(
         [h["val_auc"] for h in straight.progress.history]
+    )
+    # The epoch it stopped in is recorded whole: its loss over all its steps, before the stop and after.
+    assert [h["train_loss"] for h in resumed.progress.history] == pytest.approx(
+        [h["train_loss"] for h in straight.progress.history]
     )
 
 

@@ -75,6 +75,10 @@ class Progress:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
     run_id: str | None = None
+    # The epoch under way, so that a resumed epoch's record covers all of it, not the steps after the stop.
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_images: int = 0
+    epoch_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -456,9 +460,8 @@ class Trainer:
                     norm.eval()
         device = next(step.net.parameters()).device
 
-        losses: list[float] = []
-        started = time.perf_counter()
-        seen = 0
+        losses = progress.epoch_losses  # this epoch's so far: a resumed epoch's from before the stop too
+        started, seconds_before = time.perf_counter(), progress.epoch_seconds
         bar = tqdm(
             loaders.epoch(progress.epoch, remaining),
             total=len(remaining) // batch,
@@ -471,7 +474,8 @@ class Trainer:
                 samples = Batch.on(device, manipulation, synthetic)
                 losses.append(step(samples))
                 scheduler.step()
-                seen += len(samples)
+                progress.epoch_images += len(samples)
+                progress.epoch_seconds = seconds_before + time.perf_counter() - started
                 progress.step_in_epoch += 1
                 progress.global_step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -482,12 +486,11 @@ class Trainer:
                 break
         if progress.step_in_epoch < steps_per_epoch:
             return True  # stopped inside the epoch (max_steps): its record comes when it is finished
-        elapsed = time.perf_counter() - started
         progress.history.append(
             {
                 "epoch": progress.epoch,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                "images_per_s": seen / max(elapsed, 1e-9),
+                "images_per_s": progress.epoch_images / max(progress.epoch_seconds, 1e-9),
                 "lr": scheduler.get_last_lr()[0],
             }
         )
@@ -616,6 +619,7 @@ class Trainer:
         epoch_done = progress.epoch
         progress.epoch += 1
         progress.step_in_epoch = 0
+        progress.epoch_losses, progress.epoch_images, progress.epoch_seconds = [], 0, 0.0
         state = snapshot()
         # Every epoch's checkpoint can be exported as the chosen one can: it keeps what its epoch was
         # scored by (the mixed weights, the validation and benchmark logits), so a rule that names an
