@@ -282,6 +282,9 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     assert (out / "model.onnx").read_bytes() == (tiny_bundle / "model.onnx").read_bytes()
     assert json.loads((tiny_bundle / "model_card.json").read_text()) == before_card  # the source bundle is untouched
     assert any(k.startswith("calibration_after_file_") for k in card.metrics)
+    readme = (out / "README.md").read_text()  # its own, not the source's (which describes the source's figures)
+    assert readme.startswith(f"# {card.name} {card.version}\n") and "recalibrated by `deepshield calibrate`" in readme
+    assert f"threshold {card.calibration.threshold:.4f}" in readme
 
     # The new bundle evaluates with its own threshold and temperature.
     report = tmp_path / "rep"
@@ -306,6 +309,37 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["settings"]["threshold"] == pytest.approx(card.calibration.threshold)
     assert metrics["file"]["confusion"]["fp"] == 0  # fitted for no false positive on this very set
+
+
+def test_a_recalibrated_card_keeps_its_aucs_and_drops_rates_at_the_old_threshold(
+    capsys,
+    folder_dataset,  # noqa: F811
+    tiny_bundle,
+    tmp_path,
+):
+    from tests.conftest import bundle_with_record
+
+    source = bundle_with_record(tiny_bundle, tmp_path / "recorded")
+    out = tmp_path / "cal"
+    args = [
+        "calibrate",
+        str(folder_dataset),
+        "--model",
+        str(source),
+        "--out",
+        str(out),
+        "--frames",
+        "2",
+        "--no-progress",
+    ]
+    assert main(args) == EXIT_OK
+    metrics = OnnxClassifier(out).card.metrics
+    assert metrics["bench_modern_swaps_file_auc"] == 0.604  # the ranking, and so the AUC, is the network's
+    assert not any(k.startswith("real_fpr_") for k in metrics)  # flagged at a threshold no longer used
+    (swaps, _dfdc) = OnnxClassifier(out).card.record().benchmarks
+    assert swaps.real_flagged is None
+    err = capsys.readouterr().err
+    assert "warning: only" in err and "a calibration fitted on so few is unreliable" in err
 
 
 def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811

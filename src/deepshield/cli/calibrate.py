@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out.parent, "--out's folder")
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
+    from deepshield.evaluation.metrics import few_files_caution
+
     rule = VideoRule(kind=args.video_rule)
     scored = score_labelled_set(args, classifier, rule, examples=0)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
@@ -114,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     result = recalibrate(
         scored, classifier.card, method, rule, described, frames=args.frames, score=args.score, version=args.version
     )
+    if caution := few_files_caution(result.real_files, result.files - result.real_files):
+        print(
+            f"deepshield calibrate: warning: {caution}: a calibration fitted on so few is unreliable", file=sys.stderr
+        )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     print(

@@ -131,6 +131,7 @@ class CalibrationResult:
     before: dict[str, dict[str, float]]  # level -> metric -> value
     after: dict[str, dict[str, float]]
     files: int
+    real_files: int
     faces: int
     held_out: list[HeldOutCheck]
     verdicts_changed: int  # files of the calibration set whose verdict (three-way, from this score) moved
@@ -352,7 +353,11 @@ def recalibrate(
     )
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
-    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier)}
+    # Real files flagged at the old threshold say nothing of a new one (AUCs hold: the order is the same).
+    flagged_at_threshold = (
+        () if method.keep_verdicts else (("real_fpr_",) if score == "manipulation" else ("synthetic_real_fpr",))
+    )
+    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier + flagged_at_threshold)}
     figures = {
         f"{prefix}{stage}_{level}_{name}": value
         for stage, levels in (("before", before), ("after", after))
@@ -394,7 +399,7 @@ def recalibrate(
     new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
     return CalibrationResult(
-        new_card, refit, shipped, before, after, n_files, int(labels.size), held_out, verdicts_changed
+        new_card, refit, shipped, before, after, n_files, n_real, int(labels.size), held_out, verdicts_changed
     )
 
 
@@ -407,7 +412,38 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
     clear_bundle_folder(out, force)
     temporary = out.with_name(out.name + ".part")
     shutil.rmtree(temporary, ignore_errors=True)
-    shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    # The source's README describes the source's calibration and figures: this bundle gets its own.
+    shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE))
     (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
+    (temporary / README_FILE).write_text(_calibrated_readme(source, card))
     temporary.rename(out)
     return out
+
+
+README_FILE = "README.md"
+
+
+def _calibrated_readme(source: Path, card: ModelCard) -> str:
+    """What the new bundle is, from its card: the source's network, recalibrated."""
+    lines = [
+        f"# {card.name} {card.version}",
+        "",
+        f"The network of the bundle `{source.name}`, recalibrated by `deepshield calibrate`: same weights and "
+        "same ranking of faces (AUCs), new probabilities and threshold.",
+        "",
+        f"- Face-swap score: temperature {card.calibration.temperature:.4g}, offset {card.calibration.offset:.4g}, "
+        f"threshold {card.calibration.threshold:.4f}; fitted on {card.calibration.fitted_on}.",
+    ]
+    if card.synthetic is not None:
+        synthetic = card.synthetic.calibration
+        lines.append(
+            f"- Synthetic-face score: temperature {synthetic.temperature:.4g}, offset {synthetic.offset:.4g}, "
+            f"threshold {synthetic.threshold:.4f}; fitted on {synthetic.fitted_on}."
+        )
+    lines += [
+        "",
+        "Real files flagged at the source's threshold are not carried over; measure this bundle on labelled "
+        "media of your own (`deepshield evaluate`). `model_card.json` holds the rest of the source's record.",
+        "",
+    ]
+    return "\n".join(lines)
