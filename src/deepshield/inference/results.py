@@ -225,10 +225,10 @@ class AnalysedSpan(BaseModel):
     end_s: float | None = Field(description="None: to the video's end, where the container gives no duration")
     whole: bool = Field(description="the whole video was analysed")
 
-    @computed_field(
+    @computed_field(  # type: ignore[prop-decorator]
         description="the part in words, as scan's CSV and the page's list say it: `12:30 to 14:00` "
         "(or `to the end`); None for the whole video"
-    )  # type: ignore[prop-decorator]
+    )
     @property
     def part(self) -> str | None:
         """`12:30 to 14:00` (or `to the end`) for a part; None for the whole video."""
