@@ -91,3 +91,33 @@ def test_a_file_that_is_no_packed_bank_is_refused_by_name(tmp_path):
         unpack_facebank(fake, CropPolicy(size=48), None)
     with pytest.raises(DeepShieldError, match=r"only data.real_dirs reads packed face banks"):
         list_images([fake])
+
+
+def test_a_killed_bank_build_resumes_from_its_last_kept_part(real_dir, tmp_path, monkeypatch):
+    import deepshield.training.facebank as facebank
+
+    policy = CropPolicy(size=48)
+    straight = build_facebank([real_dir], policy, tmp_path / "straight", workers=1)
+    monkeypatch.setattr(facebank, "BANK_PART_FILES", 3)  # 8 photos: parts of 3, 3 and 2
+    whole = facebank._process
+    seen: list[str] = []
+
+    def killed_at_the_fifth(path):
+        seen.append(path.name)
+        if len(seen) == 5:
+            raise KeyboardInterrupt  # as Ctrl-C, or a kill, in the second part
+        return whole(path)
+
+    monkeypatch.setattr(facebank, "_process", killed_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        build_facebank([real_dir], policy, tmp_path / "cache", workers=1)
+    (parts,) = (tmp_path / "cache").glob("facebank-*.parts")
+    assert [p.name for p in sorted(parts.iterdir())] == ["00000.npz"]  # the first part was kept
+    seen.clear()
+    monkeypatch.setattr(facebank, "_process", lambda path: seen.append(path.name) or whole(path))
+    resumed = build_facebank([real_dir], policy, tmp_path / "cache", workers=1)
+    assert len(seen) == 5  # the second and third parts only
+    for field in ("images", "keypoints", "valid", "groups", "paths"):
+        assert np.array_equal(getattr(resumed, field), getattr(straight, field)), field
+    assert np.array_equal(resumed.landmarks, straight.landmarks, equal_nan=True)
+    assert not parts.exists()  # the finished bank replaces its parts

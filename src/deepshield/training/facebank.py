@@ -1,7 +1,8 @@
 """Real faces, detected and cropped once with the model's crop policy, with landmarks for synthesis.
 
 Building the bank is the slow, deterministic part of training data (detection + face mesh); it is
-cached as one .npz keyed by the source files and the crop policy, so runs and resumes reuse it.
+cached as one .npz keyed by the source files and the crop policy, so runs and resumes reuse it; while it
+is built, each part of it is kept, so a killed build resumes.
 A bank can also be packed into one portable file (`pack_facebank`: JPEG crops) that `data.real_dirs`
 names in place of folders, so a machine without the photos or MediaPipe (a GPU lease) trains on it.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -32,6 +34,7 @@ from deepshield.training.config import TrainConfig
 log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
+BANK_PART_FILES = 1024  # photos per part of a bank being built (each kept as it is done)
 PACKED_FORMAT = "1"  # written into each packed bank: bump when its layout changes
 
 
@@ -183,36 +186,64 @@ def facebank_of_files(
         cached = FaceBank.load(cache)
         regrouped = [identity_group(Path(path), group_pattern) for path in cached.paths.tolist()]
         return replace(cached, groups=np.array(regrouped, dtype=str))
-    crops, keypoints, landmarks, valid, groups, paths = [], [], [], [], [], []
-    skipped = 0
-    with ExitStack() as stack:
-        if workers > 1:
-            context = get_context("spawn")  # MediaPipe graphs must not be forked
-            initargs = (policy.model_dump_json(), perturbation)
-            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=initargs))
-            results: Iterator[Any] = pool.imap(_process, files, chunksize=16)
-        else:
-            _init_worker(policy.model_dump_json(), perturbation)
-            results = map(_process, files)
-        for path, item, error in tqdm(results, total=len(files), desc="face bank", unit="img", disable=None):
-            if item is None:
-                skipped += 1
-                log.debug("skipped %s: %s", path, error)
+    # Built a part at a time, each part kept as it is done: a build killed near its end (12,110 photos
+    # take many minutes) resumes from its last part instead of starting over.
+    parts_dir = cache_dir / f"facebank-{key}.parts"
+    parts_dir.mkdir(exist_ok=True)
+    starts = range(0, len(files), BANK_PART_FILES)
+    banks: list[FaceBank] = []
+    with ExitStack() as stack, tqdm(total=len(files), desc="face bank", unit="img", disable=None) as bar:
+        process: Callable[[list[Path]], Iterator[Any]] | None = None
+        for number, start in enumerate(starts):
+            part = parts_dir / f"{number:05d}.npz"
+            chunk = files[start : start + BANK_PART_FILES]
+            if part.exists():
+                banks.append(FaceBank.load(part))
+                bar.update(len(chunk))
                 continue
-            crops.append(item[0])
-            keypoints.append(item[1])
-            landmarks.append(item[2])
-            valid.append(item[3])
-            groups.append(identity_group(path, group_pattern))
-            paths.append(str(path))
-    if not crops:
+            if process is None:
+                process = _processor(stack, workers, policy, perturbation)
+            banks.append(_bank_of(process(chunk), policy.size, bar))
+            banks[-1].save(part)
+    bank = FaceBank.concat(banks)
+    if not len(bank):
         raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
-    log.info("face bank: %d faces, %d images skipped", len(crops), skipped)
-    bank = FaceBank(
-        np.stack(crops), np.stack(keypoints), np.stack(landmarks), np.stack(valid), np.array(groups), np.array(paths)
-    )
+    log.info("face bank: %d faces, %d images skipped", len(bank), len(files) - len(bank))
+    bank = replace(bank, groups=np.array([identity_group(Path(path), group_pattern) for path in bank.paths.tolist()]))
     bank.save(cache)
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return bank
+
+
+def _processor(
+    stack: ExitStack, workers: int, policy: CropPolicy, perturbation: str | None
+) -> Callable[[list[Path]], Iterator[Any]]:
+    """What finds and crops a list of photos' faces: a pool of spawned workers (MediaPipe graphs must not
+    be forked), or this process."""
+    initargs = (policy.model_dump_json(), perturbation)
+    if workers > 1:
+        pool = stack.enter_context(get_context("spawn").Pool(workers, initializer=_init_worker, initargs=initargs))
+        return lambda chunk: pool.imap(_process, chunk, chunksize=16)
+    _init_worker(*initargs)
+    return lambda chunk: map(_process, chunk)
+
+
+def _bank_of(results: Iterator[Any], size: int, bar: tqdm) -> FaceBank:
+    """The faces of one part's photos (groups are set when the parts are joined)."""
+    kept = []
+    for path, item, error in results:
+        bar.update(1)
+        if item is None:
+            log.debug("skipped %s: %s", path, error)
+            continue
+        kept.append((path, item))
+    if not kept:
+        return FaceBank.empty(size)
+    return FaceBank(
+        *(np.stack([item[field] for _, item in kept]) for field in range(4)),
+        np.array([str(path) for path, _ in kept]),
+        np.array([str(path) for path, _ in kept]),
+    )
 
 
 def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int = 90) -> int:
