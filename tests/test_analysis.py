@@ -208,6 +208,17 @@ def test_bad_arguments_of_the_python_api_are_said_plainly(detector, astronaut):
             detector.analyze_image(array)
 
 
+def test_analyze_video_on_a_photo_says_what_to_use(detector, tmp_path, astronaut):
+    from deepshield.errors import UnsupportedMediaError
+
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), astronaut[..., ::-1])
+    with pytest.raises(
+        UnsupportedMediaError, match=r"this is a still image: use Detector.analyze_image, or analyze_path"
+    ):
+        detector.analyze_video(photo)  # it was a one-frame "video" (codec mjpeg, 25 fps)
+
+
 def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut):
     from deepshield.errors import UnsupportedMediaError
 

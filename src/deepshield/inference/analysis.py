@@ -270,6 +270,10 @@ class Detector:
         """Sample `frames` frames uniformly (from the whole video or `span` of it), score every face,
         track people, aggregate to a verdict."""
         started = time.perf_counter()
+        if _is_still_image(path):  # FFmpeg would read a photo as a one-frame video
+            raise UnsupportedMediaError(
+                "this is a still image: use Detector.analyze_image, or analyze_path, which tells images and videos apart"
+            )
         report = progress or (lambda fraction, stage: None)
         report(0.0, "decoding")
         info, sampled = sample_frames(
@@ -419,6 +423,14 @@ def _highest(values: Iterable[float | None]) -> float | None:
     """The highest of scores that are all None (a model without that score) or all numbers."""
     present = [v for v in values if v is not None]
     return max(present) if present else None
+
+
+def _is_still_image(path: Path | str) -> bool:
+    """False also for a file that cannot be read: decoding it says what is wrong."""
+    try:
+        return media_kind(Path(path)) is MediaKind.IMAGE
+    except DeepShieldError:
+        return False
 
 
 def _is_video(source: Path | str | bytes) -> bool:

@@ -239,11 +239,9 @@ def _bank_of(results: Iterator[Any], size: int, bar: tqdm) -> FaceBank:
         kept.append((path, item))
     if not kept:
         return FaceBank.empty(size)
-    return FaceBank(
-        *(np.stack([item[field] for _, item in kept]) for field in range(4)),
-        np.array([str(path) for path, _ in kept]),
-        np.array([str(path) for path, _ in kept]),
-    )
+    images, keypoints, landmarks, valid = (np.stack([item[field] for _, item in kept]) for field in range(4))
+    paths = np.array([str(path) for path, _ in kept])
+    return FaceBank(images, keypoints, landmarks, valid, groups=paths, paths=paths)  # groups: set on joining
 
 
 def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int = 90) -> int:
