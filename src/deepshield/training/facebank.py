@@ -59,6 +59,12 @@ class FaceBank:
             valid=self.valid[index],
         )
 
+    def regrouped(self, pattern: str | None) -> FaceBank:
+        """The bank with its identity groups read from its paths by `pattern` (see identity_group)."""
+        return replace(
+            self, groups=np.array([identity_group(Path(path), pattern) for path in self.paths.tolist()], dtype=str)
+        )
+
     def subset(self, indices: np.ndarray) -> FaceBank:
         return FaceBank(*(getattr(self, name)[indices] for name in FIELDS))
 
@@ -183,9 +189,7 @@ def facebank_of_files(
     if cache.exists():
         log.info("face bank from cache %s", cache)
         # The cache key does not hold the group pattern: groups come from the paths with today's pattern.
-        cached = FaceBank.load(cache)
-        regrouped = [identity_group(Path(path), group_pattern) for path in cached.paths.tolist()]
-        return replace(cached, groups=np.array(regrouped, dtype=str))
+        return FaceBank.load(cache).regrouped(group_pattern)
     # Built a part at a time, each part kept as it is done: a build killed near its end (12,110 photos
     # take many minutes) resumes from its last part instead of starting over.
     parts_dir = cache_dir / f"facebank-{key}.parts"
@@ -209,7 +213,7 @@ def facebank_of_files(
     if not len(bank):
         raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
     log.info("face bank: %d faces, %d images skipped", len(bank), len(files) - len(bank))
-    bank = replace(bank, groups=np.array([identity_group(Path(path), group_pattern) for path in bank.paths.tolist()]))
+    bank = bank.regrouped(group_pattern)
     bank.save(cache)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return bank
@@ -291,15 +295,14 @@ def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -
         cv2.cvtColor(cv2.imdecode(jpeg[start:end], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         for start, end in pairwise(offsets)
     ]
-    groups = [identity_group(Path(p), group_pattern) for p in paths.tolist()]
     return FaceBank(
         np.stack(images) if images else np.zeros((0, policy.size, policy.size, 3), np.uint8),
         keypoints,
         landmarks.astype(np.float32),
         np.unpackbits(valid, axis=-1, count=policy.size).astype(bool),
-        np.array(groups, dtype=str),
-        paths,
-    )
+        groups=paths,  # read from the paths just below
+        paths=paths,
+    ).regrouped(group_pattern)
 
 
 def facebank_for(config: TrainConfig) -> FaceBank:
