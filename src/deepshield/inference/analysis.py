@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
 from deepshield.faces.detector import FaceDetector
-from deepshield.inference.cautions import UNCERTAIN_DETECTION, face_cautions, median
+from deepshield.inference.cautions import doubt_clause, face_cautions
 from deepshield.inference.frame_faces import MAX_FACES_PER_FRAME, FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.results import (
@@ -226,9 +226,8 @@ class Detector:
         suspect = max(face_results, key=lambda f: f.probability, default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)
         verdict = self._verdict(None if suspect is None else suspect.probability, worst_synthetic, "face")
-        if suspect is not None and suspect.detection_score < UNCERTAIN_DETECTION:
-            doubt = f"the most suspicious face is an uncertain detection (detector confidence {suspect.detection_score:.0%})"
-            verdict = verdict.with_clause(f"{doubt}: check that it is a face")
+        if suspect is not None and (doubt := doubt_clause("face", [suspect.detection_score])):
+            verdict = verdict.with_clause(doubt)
         left_out = found.left_out[0]
         if left_out:
             more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
@@ -368,12 +367,8 @@ class Detector:
             key=lambda pair: pair[0].score,
             default=None,
         )
-        if (
-            suspect is not None
-            and (confidence := median([f.detection_score for _, f in suspect[1]])) < UNCERTAIN_DETECTION
-        ):
-            doubt = f"the most suspicious person is an uncertain detection (detector confidence {confidence:.0%})"
-            file_verdict = file_verdict.with_clause(f"{doubt}: check that it is a face")
+        if suspect is not None and (doubt := doubt_clause("person", [f.detection_score for _, f in suspect[1]])):
+            file_verdict = file_verdict.with_clause(doubt)
         part = analysed.part
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")

@@ -21,6 +21,20 @@ def median(values: Sequence[float]) -> float:
     return ordered[len(ordered) // 2] if ordered else 0.0
 
 
+def uncertain_detection(detection_scores: Sequence[float]) -> float | None:
+    """The (median) detector confidence of a face or person when it is under UNCERTAIN_DETECTION; else None."""
+    confidence = median(detection_scores)
+    return confidence if detection_scores and confidence < UNCERTAIN_DETECTION else None
+
+
+def doubt_clause(who: str, detection_scores: Sequence[float]) -> str | None:
+    """The verdict's clause when its most suspicious `who` ("face", "person") is an uncertain detection."""
+    confidence = uncertain_detection(detection_scores)
+    if confidence is None:
+        return None
+    return f"the most suspicious {who} is an uncertain detection (detector confidence {confidence:.0%}): check that it is a face"
+
+
 def face_cautions(widths_px: Sequence[float], turned_deg: int, detection_scores: Sequence[float]) -> list[str]:
     """For one face (one width, one detector confidence) or one person of a video (those it was seen with,
     their medians judged)."""
@@ -31,7 +45,7 @@ def face_cautions(widths_px: Sequence[float], turned_deg: int, detection_scores:
             f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
             "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
         )
-    if detection_scores and (confidence := median(detection_scores)) < UNCERTAIN_DETECTION:
+    if (confidence := uncertain_detection(detection_scores)) is not None:
         cautions.append(f"uncertain detection (detector confidence {confidence:.0%}): check that it is a face")
     if turned_deg:
         cautions.append(
