@@ -232,6 +232,11 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
 
     assert resumed.progress.global_step == straight.progress.global_step == 8
     assert resumed.progress.run_id == interrupted.progress.run_id  # the same MLflow run, continued
+    assert_resumed_as_straight(tmp_path, resumed, straight)
+
+
+def assert_resumed_as_straight(tmp_path: Path, resumed, straight) -> None:
+    """The run in tmp_path/resumed, stopped and resumed, ended as the uninterrupted one in tmp_path/straight."""
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / LAST)["model"]
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["model"]
     for name in a:
@@ -274,17 +279,7 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
     monkeypatch.setattr(Step, "__call__", whole)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
     resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / LAST)["model"]
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["model"]
-    for name in a:
-        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
-    assert [h["val_auc"] for h in resumed.progress.history] == pytest.approx(
-        [h["val_auc"] for h in straight.progress.history]
-    )
-    # The epoch it stopped in is recorded whole: its loss over all its steps, before the stop and after.
-    assert [h["train_loss"] for h in resumed.progress.history] == pytest.approx(
-        [h["train_loss"] for h in straight.progress.history]
-    )
+    assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
 def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
