@@ -230,6 +230,29 @@ def test_analyze_image_on_a_video_says_what_to_use(detector, tmp_path, astronaut
             detector.analyze_image(source)
 
 
+def test_a_refused_file_is_named_in_the_error_once(detector, tmp_path, astronaut):
+    from deepshield.errors import DeepShieldError
+
+    missing = tmp_path / "missing.jpg"
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), astronaut[..., ::-1])
+    for call, source in (
+        (detector.analyze_path, missing),
+        (detector.analyze_image, str(missing)),
+        (detector.analyze_video, missing),
+        (detector.analyze_video, photo),  # a still photo, refused after it was read
+    ):
+        with pytest.raises(DeepShieldError) as caught:
+            call(source)
+        assert caught.value.__notes__ == [f"file: {source}"]  # once, though analyze_path calls analyze_video
+    with pytest.raises(DeepShieldError) as caught:
+        detector.analyze_video(frames=4, path=missing)
+    assert str(caught.value) == "no such file" and caught.value.__notes__ == [f"file: {missing}"]
+    with pytest.raises(DeepShieldError) as caught:
+        detector.analyze_image(b"not an image")
+    assert not hasattr(caught.value, "__notes__")  # bytes have no name to give
+
+
 def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
     result = detector.analyze_image(np.full((300, 400, 3), 90, np.uint8))
     assert result.faces == []

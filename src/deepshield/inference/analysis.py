@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import cv2
 import numpy as np
@@ -53,6 +54,31 @@ from deepshield.models.card import InconclusiveBand, ModelCard
 ProgressCallback = Callable[[float, str], None]
 # Side of the small face copies kept for every timeline point (the page shows one on hover).
 POINT_THUMBNAIL_SIDE = 96
+
+
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+
+
+def _naming_its_file(
+    method: Callable[Concatenate[Any, _Params], _Result],
+) -> Callable[Concatenate[Any, _Params], _Result]:
+    """A refusal met reading a file (a path given) carries the path as a note, which a traceback shows:
+    a script looping over files then says which one failed. `str(exc)`, which scan rows and the API
+    show beside the file's name, stays as it was."""
+
+    @functools.wraps(method)
+    def analysed(self: Any, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+        try:
+            return method(self, *args, **kwargs)
+        except DeepShieldError as exc:
+            source = args[0] if args else kwargs.get("source", kwargs.get("path"))
+            note = f"file: {source}"
+            if isinstance(source, (str, Path)) and note not in getattr(exc, "__notes__", ()):
+                exc.add_note(note)
+            raise
+
+    return analysed
 
 
 class Detector:
@@ -206,6 +232,7 @@ class Detector:
             reason=reason,
         )
 
+    @_naming_its_file
     def analyze_image(
         self, source: Path | str | bytes | NDArray[Any] | DecodedImage, heatmaps: bool = True
     ) -> ImageResult:
@@ -259,6 +286,7 @@ class Detector:
                 ) from None
             raise
 
+    @_naming_its_file
     def analyze_video(
         self,
         path: Path | str,
@@ -399,6 +427,7 @@ class Detector:
             metadata=video_metadata(path, self.trust_anchors),
         )
 
+    @_naming_its_file
     def analyze_path(
         self,
         path: Path | str,
