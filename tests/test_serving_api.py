@@ -582,6 +582,7 @@ def test_jobs_can_be_cancelled_queued_or_running_and_finished_ones_forgotten(det
 def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
     job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
     assert job["kind"] == "image"
+    assert (job["frames"], job["start_s"], job["end_s"]) == (None, None, None)  # a video's options, not echoed
     done = wait_for_job(client, job["id"])
     assert done["status"] == "done"
     assert done["result"]["kind"] == "image" and len(done["result"]["faces"]) == 1

@@ -82,9 +82,10 @@ class Job:
             progress=round(self.progress, 3),
             stage=self.stage,
             file=self.file,
-            frames=self.frames,
-            start_s=self.span.start_s,
-            end_s=self.span.end_s,
+            # Frames and a span only apply to a video: an image job does not echo their defaults.
+            frames=self.frames if self.kind == "video" else None,
+            start_s=self.span.start_s if self.kind == "video" else None,
+            end_s=self.span.end_s if self.kind == "video" else None,
             created_at=self.created_at,
             started_at=self.started_at,
             finished_at=self.finished_at,

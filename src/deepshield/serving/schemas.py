@@ -58,8 +58,10 @@ class JobView(BaseModel):
     progress: float = Field(ge=0, le=1)
     stage: str = Field(description="what the analysis is doing now")
     file: FileInfo
-    frames: int = Field(description="frames sampled (videos)")
-    start_s: float = Field(0.0, description="videos: the time the analysed span starts at, in seconds")
+    frames: int | None = Field(None, description="videos: frames sampled; null for an image")
+    start_s: float | None = Field(
+        None, description="videos: the time the analysed span starts at, in seconds; null for an image"
+    )
     end_s: float | None = Field(None, description="videos: the time the analysed span ends at; None: the video's end")
     created_at: float = Field(description="Unix time")
     started_at: float | None = None
