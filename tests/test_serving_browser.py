@@ -1032,6 +1032,15 @@ def test_an_animated_gif_gets_a_timeline(page, server, astronaut, tmp_path):
     )
     page.wait_for_selector("#timeline svg circle.point")
     assert posts == ["/v1/jobs", "/v1/jobs", "/v1/jobs"]
+    # Animated WebP and APNG say so in their first bytes: one upload, to a job; a still one goes to
+    # /v1/analyze (they went there first and, refused as videos, were uploaded again).
+    for name, form, animated in (("a.webp", "WEBP", True), ("a.png", "PNG", True), ("s.webp", "WEBP", False)):
+        frames[0].save(tmp_path / name, form, save_all=animated, append_images=frames[1:4] if animated else [])
+        posts.clear()
+        page.set_input_files("#file-input", str(tmp_path / name))
+        page.wait_for_selector(f"#result-file:has-text('{name}')")
+        assert page.is_visible("#timeline svg circle.point" if animated else ".face-card"), name
+        assert posts == (["/v1/jobs"] if animated else ["/v1/analyze?preview=true"]), name
     assert page.problems == [] and page.outside == []
 
 

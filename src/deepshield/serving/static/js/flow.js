@@ -66,16 +66,28 @@ export async function fetchAnalysis(file, run, span) {
   return analysis;
 }
 
-// GIFs are mostly animations: sent to a job at once (a still one comes back as a photo's result), not
-// first to /v1/analyze to be refused as a video and uploaded again. Animated WebP and APNG are rarer and
-// take that path.
-function usuallyAnimated(file) {
-  return file.type === "image/gif" || (!file.type && /\.gif$/i.test(file.name));
+// Animations go to a job at once, not first to /v1/analyze to be refused as a video and uploaded again.
+// GIFs are mostly animations: all go (a still one comes back as a photo's result). A WebP or PNG says in
+// its first bytes whether it is animated: the VP8X header's animation flag, an acTL chunk before IDAT.
+async function mayBeAnimated(file) {
+  if (file.type === "image/gif" || (!file.type && /\.gif$/i.test(file.name))) return true;
+  const head = new Uint8Array(await file.slice(0, 65536).arrayBuffer());
+  const text = (from, length) => String.fromCharCode(...head.subarray(from, from + length));
+  if (text(0, 4) === "RIFF" && text(8, 4) === "WEBP") return text(12, 4) === "VP8X" && (head[20] & 0x02) !== 0;
+  if (text(1, 3) !== "PNG") return false;
+  const view = new DataView(head.buffer);
+  for (let at = 8; at + 8 <= head.length; at += 12 + view.getUint32(at)) {
+    const chunk = text(at + 4, 4);
+    if (chunk === "acTL") return true;
+    if (chunk === "IDAT") return false;
+  }
+  return false;
 }
 
 async function fetchResult(file, run, span) {
-  if (looksLikeVideo(file) || usuallyAnimated(file)) return analyseAsJob(file, run, span);
-  showProgress(file.name, null, "Uploading and analysing…");
+  if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
+  showProgress(file.name, null, "Uploading and analysing…"); // before the first wait (analyse reveals it)
+  if (await mayBeAnimated(file)) return analyseAsJob(file, run, span);
   try {
     const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
     return { result, file: result.file };
