@@ -405,6 +405,19 @@ def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%"]
 
 
+def test_sampled_frames_times_tell_neighbours_apart(page, server):
+    page.goto(server + "/")
+    shown = page.evaluate(
+        """async () => {
+          const { formatTime } = await import("/static/js/format.js");
+          return [[3.31, 10], [3.31, 10, 0.31], [3.64, 10, 0.31], [3.5, 4], [65.25, 100, 0.05], [3725, 7200, 2]]
+            .map((args) => formatTime(...args));
+        }"""
+    )
+    # 32 frames of a 10 s video, 0.31 s apart, read "3 s" and "3 s" at the stretch's own precision
+    assert shown == ["3 s", "3.3 s", "3.6 s", "3.5 s", "1:05.25", "1:02:05"]
+
+
 def test_faces_and_people_are_listed_most_suspicious_first(page, server):
     page.goto(server + "/")
     order = page.evaluate(

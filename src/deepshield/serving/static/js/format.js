@@ -103,14 +103,15 @@ export function formatBytes(n) {
   return n + " bytes";
 }
 
-// A time in a video, as precise as the stretch shown (`span` seconds) needs: "3.5 s", "1:05", "1:02:03".
-export function formatTime(seconds, span) {
-  const digits = span < 5 ? 1 : 0;
+// A time in a video, as precise as the stretch shown (`span` seconds) needs: "3.5 s", "1:05", "1:02:03";
+// and as `step` (seconds between the times shown together, e.g. sampled frames) needs for no two to read alike.
+export function formatTime(seconds, span, step = Infinity) {
+  const digits = Math.max(span < 5 ? 1 : 0, step < 0.1 ? 2 : step < 1 ? 1 : 0);
   if (span < 60 && seconds < 60) return `${seconds.toFixed(digits)} s`;
   const rounded = Number(seconds.toFixed(digits));
   const h = Math.floor(rounded / 3600);
   const m = Math.floor((rounded - h * 3600) / 60);
-  const s = (rounded - h * 3600 - m * 60).toFixed(digits).padStart(digits ? 4 : 2, "0");
+  const s = (rounded - h * 3600 - m * 60).toFixed(digits).padStart(digits ? digits + 3 : 2, "0");
   return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
 }
 

@@ -106,6 +106,9 @@ function drawTimeline(result, source, which) {
   const to = part.end_s !== null && !part.whole ? part.end_s : Math.max(result.video.duration_s || 0, times.length ? Math.max(...times) : 0);
   const span = Math.max(to - from, 0.1);
   const x = (t) => L + (W - L - R) * ((t - from) / span);
+  // A sampled frame's time, with the digits that tell neighbouring frames apart (32 frames of 10 s are 0.3 s apart).
+  const gaps = times.slice(1).map((t, k) => t - times[k]).filter((gap) => gap > 0);
+  const frameTime = (t) => formatTime(t, span, gaps.length ? Math.min(...gaps) : Infinity);
   const y = (p) => T + (H - T - B) * (1 - p);
   // A group, not an image: its points are read out. One Tab stop per face; arrow keys walk its points.
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "group", "data-score": which, "aria-label": `${what} over time for each face: Tab to a face's line, arrow keys along it` });
@@ -129,7 +132,7 @@ function drawTimeline(result, source, which) {
   // Sampled frames without any face: small grey marks on the time axis.
   for (const point of result.timeline) {
     if (point.faces === 0) {
-      root.append(svg("rect", { class: "no-face-mark", x: x(point.timestamp_s) - 2, y: H - B - 6, width: 4, height: 6 }, [svg("title", { text: `${formatTime(point.timestamp_s, span)}: no face in this frame` })]));
+      root.append(svg("rect", { class: "no-face-mark", x: x(point.timestamp_s) - 2, y: H - B - 6, width: 4, height: 6 }, [svg("title", { text: `${frameTime(point.timestamp_s)}: no face in this frame` })]));
     }
   }
 
@@ -149,9 +152,9 @@ function drawTimeline(result, source, which) {
     track.points.forEach((p, k) => {
       const dot = svg("circle", {
         class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: k === 0 ? "0" : "-1",
-        "aria-label": `${name} at ${formatTime(p.timestamp_s, span)} (frame ${p.frame_index}): ${probabilityText(score(p))}`,
+        "aria-label": `${name} at ${frameTime(p.timestamp_s)} (frame ${p.frame_index}): ${probabilityText(score(p))}`,
       });
-      const show = () => showTip(tip, dot, p, name, span);
+      const show = () => showTip(tip, dot, p, name, frameTime);
       dot.addEventListener("mouseenter", show);
       dot.addEventListener("focus", show);
       dot.addEventListener("mouseleave", () => (tip.hidden = true));
@@ -174,14 +177,14 @@ function drawTimeline(result, source, which) {
   // Each card keeps its track's colour on the timeline (its index there); the cards go most suspicious first.
   const trackScores = ({ track }) => ({ label: track.label, driver: track.verdict_driver, probability: track.score, synthetic: track.synthetic_score, counted: track.counted });
   const indexed = result.tracks.map((track, i) => ({ track, i }));
-  $("tracks").replaceChildren(...mostSuspiciousFirst(indexed, trackScores, result).map(({ track, i }) => trackCard(track, i, result, span, source)));
+  $("tracks").replaceChildren(...mostSuspiciousFirst(indexed, trackScores, result).map(({ track, i }) => trackCard(track, i, result, span, frameTime, source)));
 }
 
 // Hovering (or focusing) a point shows the face the model scored in that frame.
-function showTip(tip, dot, point, name, span) {
+function showTip(tip, dot, point, name, frameTime) {
   tip.replaceChildren(
-    el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${formatTime(point.timestamp_s, span)}`, width: "96", height: "96" }),
-    el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${formatTime(point.timestamp_s, span)} · frame ${point.frame_index}`)]),
+    el("img", { src: point.thumbnail_jpeg || "", alt: `${name} in the frame at ${frameTime(point.timestamp_s)}`, width: "96", height: "96" }),
+    el("div", {}, [el("strong", { text: name }), document.createTextNode(` · ${frameTime(point.timestamp_s)} · frame ${point.frame_index}`)]),
     el("div", {
       text: `face-swap ${probabilityText(point.probability)}` +
         (point.synthetic_probability !== null && point.synthetic_probability !== undefined ? ` · synthetic ${probabilityText(point.synthetic_probability)}` : ""),
@@ -198,11 +201,11 @@ function showTip(tip, dot, point, name, span) {
 
 // Beside the timeline: who each line is (its most suspicious frame's face and heatmap), when it
 // was seen, and whether it counts towards the verdict.
-function trackCard(track, i, result, span, source) {
+function trackCard(track, i, result, span, frameTime, source) {
   const name = `Face ${i + 1}`;
   const swatch = el("span", { class: "swatch" });
   swatch.style.background = trackColour(i);
-  const when = track.first_seen_s === track.last_seen_s ? `at ${formatTime(track.first_seen_s, span)}` : `${formatTime(track.first_seen_s, span)} to ${formatTime(track.last_seen_s, span)}`;
+  const when = track.first_seen_s === track.last_seen_s ? `at ${frameTime(track.first_seen_s)}` : `${frameTime(track.first_seen_s)} to ${frameTime(track.last_seen_s)}`;
   const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
   const driving = drivingScore(track.score, track.synthetic_score, track.verdict_driver, track.label, result);
   const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
@@ -213,7 +216,7 @@ function trackCard(track, i, result, span, source) {
       el("span", { class: "track-score", "data-role": "track-score", text: driving.short }),
     ]),
     el("div", { class: "face-images" }, [
-      el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${formatTime(track.peak_timestamp_s, span)})` })]),
+      el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${frameTime(track.peak_timestamp_s)})` })]),
       el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
     ]),
     el("div", { class: "face-meta", text: seen }),
@@ -223,7 +226,7 @@ function trackCard(track, i, result, span, source) {
     }),
     cautionsLine(track.cautions),
     el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
-    filmstrip(track, name, span, result),
+    filmstrip(track, name, frameTime, result),
     source ? closerButton(track, result, span, source) : null,
   ]);
   card.style.borderLeftColor = trackColour(i);
@@ -235,14 +238,14 @@ function trackCard(track, i, result, span, source) {
 
 // Every frame the person was seen in, side by side with its score (underlined in the score's colour, the
 // most suspicious framed): what the timeline's points show one at a time. Folded until opened.
-function filmstrip(track, name, span, result) {
+function filmstrip(track, name, frameTime, result) {
   const frames = track.points.filter((point) => point.thumbnail_jpeg);
   if (!frames.length) return null;
   const peak = Math.max(...frames.map((point) => point.probability));
   return el("details", { class: "filmstrip", "data-role": "filmstrip" }, [
     el("summary", { text: frames.length === 1 ? `The one frame of ${name}` : `All ${frames.length} frames of ${name}` }),
     el("div", { class: "filmstrip-frames" }, frames.map((point) => {
-      const at = formatTime(point.timestamp_s, span);
+      const at = frameTime(point.timestamp_s);
       const score = el("span", { text: scorePct(point.probability, result) });
       score.style.borderBottomColor = scoreColour(point.probability, result);
       return el("figure", { class: point.probability === peak ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${probabilityText(point.probability)}` }, [
@@ -266,7 +269,7 @@ function closerButton(track, result, span, source) {
   if (end - start > 0.5 * (videoEnd - part.start_s)) return null;
   const button = el("button", {
     type: "button", class: "result-print", "data-role": "look-closer",
-    text: `Look closer: ${formatTime(start, span)} to ${formatTime(end, span)}`,
+    text: `Look closer: ${formatTime(start, span, 0.1)} to ${formatTime(end, span, 0.1)}`,
     title: "Analyse the seconds around this face's most suspicious frame again, with the frames chosen in the drop zone spread over them",
   });
   button.addEventListener("click", () => analyse(source.file, source.exampleFile, { start, end }, true));
