@@ -694,6 +694,31 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert page.problems == [] and page.outside == []
 
 
+def test_the_inconclusive_bands_label_keeps_off_the_threshold_line(page, server, tmp_path):
+    page.goto(server + "/")
+    page.click("button.example[data-file='astronaut-pan.mp4']")
+    page.wait_for_selector("#timeline svg")
+    with page.expect_download() as saving:
+        page.click("[data-role=download]")
+    saved = json.loads(Path(saving.value.path()).read_text())
+    # The shipped band (threshold 55.6% in 50.0% to 57.4%) put the label across the line; a band with the
+    # threshold at its foot, and a narrow one all round, too.
+    for threshold, low, high in ((0.556, 0.5, 0.574), (0.52, 0.5, 0.7), (0.55, 0.54, 0.56)):
+        saved["result"] |= {"threshold": threshold, "inconclusive": {"low": low, "high": high}}
+        path = tmp_path / f"band-{low}-{high}.deepshield.json"
+        path.write_text(json.dumps(saved))
+        page.set_input_files("#file-input", str(path))
+        page.wait_for_selector(f"[data-role=saved-note]:has-text('{path.name}')")
+        label, line = (
+            page.locator(f"#timeline svg {part}").bounding_box() for part in ("text.band-label", "line.threshold")
+        )
+        assert label["y"] + label["height"] <= line["y"] or label["y"] >= line["y"] + line["height"], (
+            high,
+            label,
+            line,
+        )
+
+
 def test_api_docs_render_offline(page, server):
     page.goto(server + "/docs")
     page.wait_for_selector(".swagger-ui .opblock")

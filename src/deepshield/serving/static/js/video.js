@@ -116,7 +116,11 @@ function drawTimeline(result, source, which) {
   // The inconclusive band behind everything: scores in it are too close to the threshold to call.
   const band = terms.inconclusive;
   root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
-  root.append(svg("text", { class: "band-label", x: L + 6, y: y(band.high) + 12, text: "inconclusive" }));
+  // Its label (11 px) sits in whichever part of the band beside the threshold line has room, else just above
+  // the band: a narrow band (the shipped one is 7 points) put it across the line.
+  const room = 13;
+  const labelY = y(terms.threshold) - y(band.high) >= room ? y(band.high) + 11 : y(band.low) - y(terms.threshold) >= room ? y(band.low) - 3 : y(band.high) - 4;
+  root.append(svg("text", { class: "band-label", x: L + 6, y: labelY, text: "inconclusive" }));
   for (const p of [0, 0.25, 0.5, 0.75, 1]) {
     root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
     root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
