@@ -144,3 +144,42 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended: only its parent has not read its status
         return stat.read().split(") ")[1][0] != "Z"
+
+
+class CtrlCJob(PidJob):
+    """Records its worker's pid and whether the worker ignores Ctrl-C, then takes a minute."""
+
+    def run(self, state, item) -> int:
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        (self.folder / f"worker_{os.getpid()}_{'ignores' if ignored else 'takes'}").touch()
+        time.sleep(60)
+        return item
+
+
+def test_ctrl_c_stops_a_pools_workers_at_once_and_they_never_see_it(tmp_path):
+    # Python's own Ctrl-C handler, also when the suite was started in the background (SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_stops_a_pools_workers(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def _ctrl_c_stops_a_pools_workers(tmp_path) -> None:
+    def ctrl_c_once_both_work() -> None:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_work, daemon=True).start()
+    started = time.monotonic()
+    with make_engine("local", workers=2) as engine, pytest.raises(KeyboardInterrupt):
+        list(engine.map(CtrlCJob(tmp_path), range(4)))
+    # A terminal's Ctrl-C reaches the whole process group: workers started ignoring it (one still
+    # importing died with a traceback), and the driver ended them rather than wait a minute for their files.
+    assert sorted(p.name.split("_")[2] for p in tmp_path.glob("worker_*")) == ["ignores", "ignores"]
+    assert time.monotonic() - started < 40
+    pids = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
+    assert not any(_alive(pid) for pid in pids)

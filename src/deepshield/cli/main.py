@@ -68,6 +68,11 @@ def _verbose_anywhere(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C while the commands' modules import (a second or so) ends as it does later: one line.
+    return exit_status(lambda: _run(argv), "deepshield")
+
+
+def _run(argv: list[str] | None) -> int | None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         force=True,
     )
     quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
-    return exit_status(lambda: args.run(args), "deepshield")
+    return args.run(args)
 
 
 if __name__ == "__main__":

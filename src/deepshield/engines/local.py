@@ -70,6 +70,28 @@ def _worker_main(fn: WorkerFn, index: int) -> None:
 
 
 @contextlib.contextmanager
+def _ctrl_c_left_to_this_process():
+    """Processes started inside inherit Ctrl-C (SIGINT) ignored. A terminal sends it to the whole process
+    group, and a worker still importing died with a traceback; this process alone answers it and stops
+    its workers. Ignored here too for those few milliseconds (signals are only set on the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_pool_workers(pool: ProcessPoolExecutor) -> None:
+    """End a pool's workers now (they ignore Ctrl-C): the files in flight are dropped, not waited for.
+    ProcessPoolExecutor has no public way to do it before Python 3.14."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+@contextlib.contextmanager
 def _environment(values: dict[str, str]):
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -113,12 +135,16 @@ class LocalEngine(Engine):
         try:
             while order.emitted < len(items):
                 while submitted < len(items) and len(pending) < limit and order.may_submit(submitted):
-                    pending[pool.submit(_pool_call, items[submitted])] = submitted
+                    with _ctrl_c_left_to_this_process():  # a submit may start a worker
+                        pending[pool.submit(_pool_call, items[submitted])] = submitted
                     submitted += 1
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = pending.pop(future)
                     yield from order.add(index, future.result())
+        except KeyboardInterrupt:
+            _stop_pool_workers(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -150,7 +176,8 @@ class LocalEngine(Engine):
             with _environment({key: str(cpus) for key in THREAD_ENV}):  # a child reads its environment as it starts
                 for index in range(count):
                     process = context.Process(target=_worker_main, args=(fn, index), name=f"deepshield-worker-{index}")
-                    process.start()
+                    with _ctrl_c_left_to_this_process():  # stopped by SIGTERM below, after this process's Ctrl-C
+                        process.start()
                     processes.append(process)
                     if index < count - 1:
                         time.sleep(stagger_s)
