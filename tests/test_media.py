@@ -786,11 +786,14 @@ def test_a_span_is_sampled_uniformly_within_it(counting_video):
     assert [f.index for f in far] == list(range(30, 40))
 
 
-def write_timed_video(path: Path, frames: list[np.ndarray], times_s: list[float], fmt=None) -> Path:
+def write_timed_video(
+    path: Path, frames: list[np.ndarray], times_s: list[float], fmt=None, options=None, rate: int = 30
+) -> Path:
     """A video whose frames are stamped at `times_s`: starting late (an MPEG-TS from a broadcast, a clip
-    cut without re-encoding), or at a variable rate."""
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream("libx264", rate=30)
+    cut without re-encoding), or at a variable rate. `options`: the muxer's; `rate`: the frame rate declared
+    (Matroska gives it as the average)."""
+    with av.open(str(path), "w", format=fmt, options=options or {}) as container:
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
         for image, time_s in zip(frames, times_s):
@@ -803,10 +806,10 @@ def write_timed_video(path: Path, frames: list[np.ndarray], times_s: list[float]
     return path
 
 
-@pytest.mark.parametrize(("suffix", "fmt"), [("mp4", None), ("ts", "mpegts")])
+@pytest.mark.parametrize(("suffix", "fmt"), [("mp4", None), ("ts", "mpegts"), ("mkv", "matroska")])
 def test_frame_times_count_from_the_videos_start_whatever_its_timestamps_start_at(tmp_path, suffix, fmt):
     frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]  # 2 s at 20 fps, stamped from 10 s
-    path = write_timed_video(tmp_path / f"late.{suffix}", frames, [10.0 + i / 20 for i in range(40)], fmt)
+    path = write_timed_video(tmp_path / f"late.{suffix}", frames, [10.0 + i / 20 for i in range(40)], fmt, rate=20)
     info, sampled = sample_frames(path, 4)
     assert info.duration_s == pytest.approx(2.0, abs=0.06)
     assert [f.timestamp_s for f in sampled] == pytest.approx([f.index / 20 for f in sampled], abs=0.002)
@@ -815,6 +818,23 @@ def test_frame_times_count_from_the_videos_start_whatever_its_timestamps_start_a
     assert all(1.0 <= f.timestamp_s < 1.5 for f in part) and [frame_number(f.image) for f in part] == [
         f.index for f in part
     ]
+
+
+def test_a_recording_without_a_duration_is_measured_and_held_to_the_limit(tmp_path):
+    # A live Matroska / WebM (a browser's MediaRecorder, a live muxer) says no duration: it was 0 s long,
+    # with no frame count, and got past the duration limit whatever its length.
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]  # 4 s at 10 fps
+    times = [i / 10 for i in range(40)]
+    path = write_timed_video(tmp_path / "live.mkv", frames, times, "matroska", {"live": "1"}, rate=10)
+    with av.open(str(path)) as container:
+        assert container.duration is None and container.streams.video[0].duration is None
+    info, sampled = sample_frames(path, 4)
+    assert info.duration_s == pytest.approx(4.0, abs=0.002) and info.frame_count == 40
+    assert [frame_number(f.image) for f in sampled] == [f.index for f in sampled] == uniform_indices(40, 4)
+    with pytest.raises(MediaTooLargeError, match="video is 4 s long, above the 3 s limit"):
+        sample_frames(path, 4, VideoLimits(max_duration_s=3))
+    with pytest.raises(VideoSpanError, match="the video is 4 s long: nothing to analyse from 10 s on"):
+        sample_frames(path, 4, span=VideoSpan(10.0))
 
 
 def test_a_variable_frame_rate_gives_each_sample_once(tmp_path):

@@ -151,6 +151,14 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
     fps = float(rate) if rate else 0.0
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    elif (end_s := _measured_end_s(container.name)) is not None:
+        # Matroska and WebM give no stream duration, and the container's counts from 0 where timestamps
+        # start later (a clip from 5 s to 7 s was "7 s" long) or is missing (a live recording, which got
+        # past the duration limit): the last packet's end says.
+        start_s = (
+            float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        )
+        duration = max(0.0, end_s - start_s)
     elif container.duration is not None:
         duration = container.duration / av.time_base
     else:
@@ -179,6 +187,25 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         codec=stream.codec_context.name,
         has_audio=bool(container.streams.audio),
     )
+
+
+def _measured_end_s(path: str) -> float | None:
+    """When the first video stream's last packet ends, in seconds of the stream's own clock, read from its
+    last keyframe on (the demuxer alone: nothing is decoded). None where the file cannot seek or says none."""
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            if stream.time_base is None:
+                return None
+            container.seek(2**62, stream=stream, backward=True)  # past the end: the last keyframe
+            ends = [
+                float((packet.pts + (packet.duration or 0)) * stream.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None
+            ]
+            return max(ends, default=None)
+    except av.error.FFmpegError:
+        return None
 
 
 def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoInfo:
