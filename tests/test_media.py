@@ -455,6 +455,45 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
     assert halved[0].scale == 2 and halved[0].image.shape == expected[::2, ::2].shape
 
 
+@pytest.mark.parametrize(
+    ("pixel_aspect", "stored", "shown"), [(Fraction(2, 1), (48, 64), (96, 64)), (Fraction(1, 2), (96, 32), (96, 64))]
+)
+def test_anamorphic_frames_are_stretched_to_square_pixels(tmp_path, pixel_aspect, stored, shown):
+    # DV, HDV and some camera files store pixels wider (or higher) than square: a face read as stored was
+    # squeezed (a 2:1 clip of a face scored 0.49 where its square-pixel twin scored 0.39).
+    square = pattern(shown[1], shown[0])
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = *stored, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = pixel_aspect
+        squeezed = cv2.resize(square, stored, interpolation=cv2.INTER_AREA)
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(squeezed, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    info, frames = sample_frames(path, 2)
+    assert (info.width, info.height, info.pixel_aspect, info.square_size) == (*stored, float(pixel_aspect), shown)
+    assert probe_video(path).pixel_aspect == float(pixel_aspect)
+    assert frames[0].image.shape == square.shape
+    assert np.abs(frames[0].image.astype(int) - square).mean() < 12
+    # Read at a reduced scale: the square-pixel size, halved.
+    _info, halved = sample_frames(path, 2, VideoLimits(max_pixels_per_frame=shown[0] * shown[1] // 4))
+    assert halved[0].scale == 2 and halved[0].image.shape == square[::2, ::2].shape
+
+
+def test_a_video_summary_gives_the_size_face_boxes_are_in():
+    from deepshield.inference.results import VideoSummary
+
+    stored = {"width": 192, "height": 288, "fps": 25.0, "frame_count": 50, "duration_s": 2.0, "codec": "h264"}
+    plain = VideoSummary(**stored, rotation=0)
+    assert (plain.frame_width, plain.frame_height) == (192, 288)
+    turned = VideoSummary(**stored, rotation=90, pixel_aspect=2.0, decoded_scale=2)
+    assert (turned.frame_width, turned.frame_height) == (144, 192)  # 384 x 288 in square pixels, halved, turned
+    assert turned.model_dump()["frame_width"] == 144
+
+
 def test_broken_packets_in_the_middle_still_give_frames(tmp_path, astronaut):
     frames = [np.roll(astronaut[::2, ::2], 3 * i, axis=1) for i in range(60)]
     path = write_video(tmp_path / "good.mp4", frames, fps=30)

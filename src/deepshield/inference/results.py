@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
 from deepshield.media.metadata import MediaMetadata
+from deepshield.media.scaling import reduced_size
 from deepshield.media.units import clock_time
+from deepshield.media.video import square_pixels
 from deepshield.models.card import InconclusiveBand, VerdictLabel
 
 ThresholdLabel = Literal["fake", "real"]
@@ -203,19 +205,43 @@ class TimelinePoint(BaseModel):
 
 
 class VideoSummary(BaseModel):
-    width: int
-    height: int
+    width: int = Field(description="a frame's width as stored (before rotation and pixel_aspect)")
+    height: int = Field(description="a frame's height as stored")
     fps: float
     frame_count: int
     duration_s: float
     rotation: int
     codec: str
     has_audio: bool = Field(False, description="the file carries sound: it is not analysed (faces only)")
+    pixel_aspect: float = Field(
+        1.0,
+        description="a stored pixel's width over its height (anamorphic video); frames are stretched to square "
+        "pixels before faces are found, as a player shows them",
+    )
     decoded_scale: int = Field(
         1,
         description="1: frames read at full size; 2, 4 or 8: frames above the pixel limit (8K video), or too many "
         "of their size for the frames' memory limit, read at 1/N of their width and height, which face boxes are in",
     )
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the width of the frames as analysed, which face boxes are in: upright (turned by rotation), "
+        "in square pixels (pixel_aspect) and at 1/decoded_scale"
+    )
+    @property
+    def frame_width(self) -> int:
+        return self._analysed_size()[0]
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the height of the frames as analysed, which face boxes are in (see frame_width)"
+    )
+    @property
+    def frame_height(self) -> int:
+        return self._analysed_size()[1]
+
+    def _analysed_size(self) -> tuple[int, int]:
+        width, height = reduced_size(square_pixels(self.width, self.height, self.pixel_aspect), self.decoded_scale)
+        return (height, width) if self.rotation % 180 == 90 else (width, height)
 
 
 class AnalysedSpan(BaseModel):

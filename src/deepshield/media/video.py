@@ -53,6 +53,14 @@ class VideoInfo:
     rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
     has_audio: bool = False  # the file carries sound (which is not analysed)
+    # A stored pixel's width over its height (anamorphic video: DV, HDV, some broadcast and camera files):
+    # frames are stretched to square pixels as they are read, as a player shows them.
+    pixel_aspect: float = 1.0
+
+    @property
+    def square_size(self) -> tuple[int, int]:
+        """(width, height) of a stored frame stretched to square pixels (never shrunk)."""
+        return square_pixels(self.width, self.height, self.pixel_aspect)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,23 @@ class VideoFrame:
     scale: int = 1
 
 
+def square_pixels(width: int, height: int, pixel_aspect: float) -> tuple[int, int]:
+    """(width, height) of a width x height frame of pixels `pixel_aspect` wide stretched to square pixels:
+    its width widened, or its height heightened, so that no pixel is lost."""
+    if pixel_aspect > 1:
+        return round(width * pixel_aspect), height
+    if pixel_aspect < 1:
+        return width, round(height / pixel_aspect)
+    return width, height
+
+
+def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:
+    """The stream's sample aspect ratio; 1 where it gives none (0/1) or an implausible one."""
+    ratio = stream.sample_aspect_ratio
+    value = float(ratio) if ratio else 0.0
+    return value if 0.25 <= value <= 4 else 1.0
+
+
 def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
     size = check_media_file(path)
     if size > limits.max_bytes:
@@ -186,6 +211,7 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         rotation=rotation,
         codec=stream.codec_context.name,
         has_audio=bool(container.streams.audio),
+        pixel_aspect=_pixel_aspect(stream),
     )
 
 
@@ -291,24 +317,24 @@ def _read_scale(width: int, height: int, pixel_cap: int) -> int | None:
     return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
 
 
-def _video_frame(
-    frame: av.VideoFrame, index: int, timestamp_s: float, stream_rotation: int, pixel_cap: int
-) -> VideoFrame:
-    """The decoded frame as upright RGB, converted at the first scale whose pixels fit pixel_cap (the
-    scaler area-averages, so a reduced frame is not aliased)."""
-    size = (frame.width, frame.height)
-    scale = _read_scale(frame.width, frame.height, pixel_cap)
+def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: VideoInfo, pixel_cap: int) -> VideoFrame:
+    """The decoded frame as upright RGB in square pixels, converted at the first scale whose pixels fit
+    pixel_cap (the scaler area-averages, so a reduced frame is not aliased)."""
+    size = square_pixels(frame.width, frame.height, info.pixel_aspect)
+    scale = _read_scale(*size, pixel_cap)
     if scale is None:  # a frame larger than its header said (sample_frames checked the header's size)
-        raise _unreadable_frames(frame.width, frame.height, pixel_cap)
+        raise _unreadable_frames(*size, pixel_cap)
     image: NDArray[Any]
-    if scale == 1:  # converted exactly as before reduced reads existed, so scores of such videos are unchanged
+    if scale == 1 and size == (frame.width, frame.height):  # as before reduced reads: scores stay unchanged
         image = frame.to_ndarray(format="rgb24")
     else:
         width, height = reduced_size(size, scale)
-        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        # Widening anamorphic pixels interpolates; reducing area-averages.
+        interpolation = "AREA" if scale > 1 else "BICUBIC"
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=interpolation)
     rotation = _display_rotation(frame)
     if rotation is None:
-        rotation = stream_rotation
+        rotation = info.rotation
     quarter_turns = round(rotation / 90) % 4
     if quarter_turns:
         image = np.ascontiguousarray(np.rot90(image, k=-quarter_turns))
@@ -377,9 +403,9 @@ def sample_frames(
         check_limits(info, limits, span)
         held = _frames_held(info, n, span)
         pixel_cap = frame_pixel_cap(limits, held)
-        if _read_scale(info.width, info.height, limits.max_pixels_per_frame) is None:
-            raise _unreadable_frames(info.width, info.height, limits.max_pixels_per_frame)
-        if _read_scale(info.width, info.height, pixel_cap) is None:
+        if _read_scale(*info.square_size, limits.max_pixels_per_frame) is None:
+            raise _unreadable_frames(*info.square_size, limits.max_pixels_per_frame)
+        if _read_scale(*info.square_size, pixel_cap) is None:
             raise MediaTooLargeError(
                 f"{held} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
                 f"{format_bytes(limits.max_frames_bytes)} memory limit for a video's frames: ask for fewer frames"
@@ -457,7 +483,7 @@ def _sample_by_seeking(
                 index = max(0, round((frame.time - start_s) * info.fps))
                 kept.setdefault(
                     index,
-                    _video_frame(frame, index, _timestamp(frame, index, info.fps, start_s), info.rotation, pixel_cap),
+                    _video_frame(frame, index, _timestamp(frame, index, info.fps, start_s), info, pixel_cap),
                 )
                 break
         if on_frame is not None:
@@ -531,9 +557,7 @@ def _sample_sequentially(
                 kept = [f for f in kept if f.index % stride == 0]
                 if index % stride:
                     continue
-        kept.append(
-            _video_frame(frame, index, _timestamp(frame, index, info.fps, stream_start_s), info.rotation, pixel_cap)
-        )
+        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps, stream_start_s), info, pixel_cap))
     if decoded < 0:
         if seek:
             return None

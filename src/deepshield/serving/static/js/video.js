@@ -11,13 +11,19 @@ function niceStep(span, maxTicks) {
   return steps.find((step) => span / step <= maxTicks) || steps[steps.length - 1];
 }
 
-// As the video plays: a phone's portrait video is stored sideways with a rotation to apply, which the
-// analysis applies too. Frames above the pixel limit (8K video), or many frames of a large video, are read
-// at a fraction of their size (the verdict's reason says why); results saved before decoded_scale existed
-// were read whole.
+// As the video plays: a phone's portrait video is stored sideways with a rotation to apply, anamorphic
+// video in pixels wider (or higher) than square, which the analysis applies too. Frames above the pixel
+// limit (8K video), or many frames of a large video, are read at a fraction of their size (the verdict's
+// reason says why); results saved before decoded_scale or pixel_aspect existed were read whole and square.
 function resolution(v) {
   const turned = v.rotation === 90 || v.rotation === 270;
-  const size = turned ? `${v.height} × ${v.width} (stored ${v.width} × ${v.height}, turned ${v.rotation}°)` : `${v.width} × ${v.height}`;
+  const aspect = v.pixel_aspect || 1;
+  const [w, h] = aspect > 1 ? [Math.round(v.width * aspect), v.height] : aspect < 1 ? [v.width, Math.round(v.height / aspect)] : [v.width, v.height];
+  const stored = [];
+  if (turned || aspect !== 1) stored.push(`stored ${v.width} × ${v.height}`);
+  if (aspect !== 1) stored.push(`anamorphic pixels ${Number(aspect.toFixed(2))}:1`);
+  if (turned) stored.push(`turned ${v.rotation}°`);
+  const size = (turned ? `${h} × ${w}` : `${w} × ${h}`) + (stored.length ? ` (${stored.join(", ")})` : "");
   const scale = v.decoded_scale || 1;
   return scale > 1 ? `${size}, read at 1/${scale} of its width and height` : size;
 }
