@@ -632,3 +632,28 @@ def test_analyze_path_tells_videos_from_images_by_content(detector, face_video, 
 
 def test_real_classifier_is_onnx(detector):
     assert isinstance(detector.classifier, OnnxClassifier)
+
+
+def test_a_video_cut_short_says_how_many_frames_could_be_decoded(detector, astronaut, tmp_path):
+    import av
+
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:  # the index first, as for the web
+        stream = container.add_stream("libx264", rate=10, options={"g": "10"})
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for i in range(40):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.roll(small, i, axis=1), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])  # a download cut short
+    intact = detector.analyze_video(whole, frames=8)
+    assert intact.sampled_frames == 8 and "could be decoded" not in intact.verdict.reason
+    result = detector.analyze_video(cut, frames=8)
+    assert result.analysed.whole and result.video.duration_s == pytest.approx(4.0, abs=0.1)  # the header's claims
+    assert 0 < result.sampled_frames < 8
+    assert result.verdict.reason.endswith(
+        f"; only {result.sampled_frames} of the 8 frames sampled could be decoded: the file may be damaged or cut short"
+    )
