@@ -723,6 +723,41 @@ def test_page_and_static_assets_are_served_with_protective_headers(client):
     assert {e["kind"] for e in examples} == {"image", "video"}
     for example in examples:
         assert client.get("/static/examples/" + example["file"]).status_code == 200
+    # The page is also /static/index.html: it keeps its policy there (it was served without one).
+    same_page = client.get("/static/index.html")
+    assert same_page.text == page.text
+    assert same_page.headers["content-security-policy"] == page.headers["content-security-policy"]
+    # HEAD for uptime probes (a 405 before): headers, no body.
+    for path in ("/", "/healthz", "/metrics"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+    # A trailing slash is an unknown path, not a 307 to an address built from the Host header.
+    assert_error(client.get("/v1/jobs/", headers={"Host": "evil.example"}, follow_redirects=False), 404, "not_found")
+
+
+def test_unknown_or_repeated_query_options_and_overlong_boundaries_are_refused(client, astronaut_jpeg):
+    # ?start=10 (for start_s) was ignored and the whole video analysed, at the default frames.
+    body = assert_error(client.post("/v1/jobs?start=10&frames=4", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    assert body["detail"] == "query.start: unknown option; did you mean start_s?"
+    body = assert_error(client.post("/v1/analyze?bogus=1", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    assert body["detail"] == "query.bogus: unknown option; this endpoint takes preview"
+    body = assert_error(client.post("/v1/jobs?frames=5&frames=6", files=upload(astronaut_jpeg)), 400, "invalid_request")
+    assert body["detail"] == "query.frames: given 2 times; give it once"
+    assert_error(client.get("/v1/model?verbose=1"), 400, "invalid_request")
+    assert client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).status_code == 200
+    # python-multipart refuses a boundary over 256 characters as the parser is made: that was a 500
+    # ("please report this file") with two tracebacks logged.
+    boundary = "b" * 257
+    response = client.post(
+        "/v1/analyze", content=b"x", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert "Boundary length 257" in assert_error(response, 400, "bad_request")["detail"]
+    assert upload_files(client) == []
+
+
+def test_an_api_key_beyond_ascii_is_refused_at_start():
+    with pytest.raises(ValueError, match="api_key must be ASCII"):
+        ServerSettings.from_env({"DEEPSHIELD_API_KEY": "clé"})
 
 
 def test_docs_work_offline_from_vendored_swagger_ui(client):

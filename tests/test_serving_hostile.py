@@ -42,10 +42,14 @@ def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def start_upload(port: int, declared: int = 200_000, source: str = "127.0.0.1") -> socket.socket:
-    """A multipart upload whose headers and first body bytes are sent; the rest never comes (yet)."""
+def start_upload(
+    port: int, declared: int = 200_000, source: str = "127.0.0.1", forwarded_for: str | None = None
+) -> socket.socket:
+    """A multipart upload whose headers and first body bytes are sent; the rest never comes (yet).
+    `forwarded_for`: an X-Forwarded-For header claiming that client address."""
     sock = connect(port, source)
-    head = f"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
+    forwarded = f"X-Forwarded-For: {forwarded_for}\r\n" if forwarded_for else ""
+    head = f"POST /v1/analyze HTTP/1.1\r\nHost: x\r\n{forwarded}Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
     sock.sendall(head.encode() + PART_HEAD)
     return sock
 
@@ -133,7 +137,9 @@ def test_slow_uploads_hold_no_analysis_slot_and_are_capped_per_client(detector, 
     with live_server(app, settings=settings) as base_url:
         port = port_of(base_url)
         try:
-            sockets = [start_upload(port) for _ in range(18)]
+            # Each claims another address: the per-client limit keys on the peer's (uvicorn trusted a local
+            # client's X-Forwarded-For, and all 18 were received).
+            sockets = [start_upload(port, forwarded_for=f"10.0.0.{i}") for i in range(18)]
             answered = answered_sockets(sockets, expected=14, within_s=10)
             assert len(answered) == 14  # and 4 uploads still trickling in
             assert all(answer_within(sock, 1).startswith(b"HTTP/1.1 429") for sock in answered)

@@ -19,7 +19,7 @@ from deepshield.inference.analysis import Detector
 from deepshield.serving.errors import error_responses, install_error_handlers
 from deepshield.serving.routes import analysis, health, jobs, model, page
 from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
-from deepshield.serving.runtime import API_KEY_HEADER, Runtime, require_api_key
+from deepshield.serving.runtime import API_KEY_HEADER, Runtime, refuse_unknown_query, require_api_key
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.uploads import FIELD_NAME
 
@@ -127,12 +127,18 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        # /v1/jobs/ is a 404 like any unknown path, not a 307 to an address built from the Host header.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app, runtime.metrics.failed)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401))
+    v1 = APIRouter(
+        prefix="/v1",
+        dependencies=[Depends(require_api_key), Depends(refuse_unknown_query)],
+        responses=error_responses(401),
+    )
     for routes in (analysis, jobs, model):
         v1.include_router(routes.router)
     app.include_router(v1)

@@ -30,6 +30,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
         http=guarded_protocol(guard),
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # any number of seconds works; the hint says int
         server_header=False,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: only from the proxies named.
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

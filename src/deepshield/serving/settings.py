@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
     upload_grace_s: float = Field(10.0, gt=0)  # time an upload gets before its rate counts
     max_uploads: int = Field(32, gt=0)  # uploads being received at once; above: 503
     max_uploads_per_client: int = Field(4, gt=0)  # uploads at once from one client address; above: 429
+    # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; None: the peer's
+    # own address, always (a local client could otherwise name any address and pass the per-client limit).
+    forwarded_allow_ips: str | None = None
     header_timeout_s: float = Field(10.0, gt=0)  # a connection must finish a request's headers within this; else closed
     keep_alive_s: float = Field(5.0, gt=0)  # an idle keep-alive connection is closed after this
     max_connections: int = Field(512, gt=0)  # open connections; beyond, the oldest still sending headers is dropped
@@ -64,6 +67,13 @@ class ServerSettings(BaseModel):
     def _frames_within_bound(self) -> ServerSettings:
         if self.video_frames > self.max_video_frames:
             raise ValueError("video_frames must not exceed max_video_frames")
+        return self
+
+    @model_validator(mode="after")
+    def _ascii_api_key(self) -> ServerSettings:
+        # Header bytes beyond ASCII are read as Latin-1 here and sent as UTF-8 by most clients: such a key never matched.
+        if self.api_key is not None and not self.api_key.isascii():
+            raise ValueError("api_key must be ASCII: clients encode other characters in headers differently")
         return self
 
     @classmethod

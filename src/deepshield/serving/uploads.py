@@ -249,7 +249,8 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
     try:
         with os.fdopen(fd, "wb") as handle:
             receiver = _Receiver(handle, limit)
-            parser = MultipartParser(boundary, receiver.callbacks(), max_size=limit + _OVERHEAD_BYTES)
+            with _multipart_errors():  # a boundary over 256 characters is refused here (RFC 2046 allows 70)
+                parser = MultipartParser(boundary, receiver.callbacks(), max_size=limit + _OVERHEAD_BYTES)
             async with asyncio.timeout_at(deadline()) as timer:
                 async for chunk in request.stream():
                     total += len(chunk)

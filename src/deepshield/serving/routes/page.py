@@ -28,6 +28,8 @@ class RevalidatedStaticFiles(StaticFiles):
     def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
         response.headers["Cache-Control"] = "no-cache"
+        # /static/index.html is the page too: it keeps the page's policy (which scripts and styles ignore).
+        response.headers["Content-Security-Policy"] = _PAGE_CSP
         return response
 
 
@@ -44,7 +46,7 @@ async def docs(request: Request) -> HTMLResponse:
     return page
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime probes
 async def index() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html",
