@@ -332,10 +332,19 @@ def test_api_key_guards_every_v1_route(detector, astronaut_jpeg, monkeypatch):
         assert upload_files(client) == []
 
 
+def test_how_long_finished_jobs_are_kept_is_said_in_its_own_unit():
+    from deepshield.serving.jobs import _kept_for
+
+    # A time to live under a minute read "0 minutes".
+    assert [_kept_for(s) for s in (3600, 7200, 5400, 600, 60, 90, 20, 1, 0.5)] == [
+        "1 hour", "2 hours", "90 minutes", "10 minutes", "1 minute", "90 seconds", "20 seconds", "1 second", "0.5 seconds"
+    ]  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ 404 / 405
 def test_unknown_things_are_json_404s(client):
     body = assert_error(client.get("/v1/jobs/not-a-job"), 404, "job_not_found")
-    assert body["detail"].startswith("no job 'not-a-job': unknown, deleted, or finished more than")
+    assert body["detail"] == "no job 'not-a-job': unknown, deleted, or finished more than 1 hour ago and forgotten"
     long_id = "x" * 5000  # echoed cut short
     assert f"no job '{'x' * 40}...':" in assert_error(client.get(f"/v1/jobs/{long_id}"), 404)["detail"]
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")

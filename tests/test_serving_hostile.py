@@ -12,6 +12,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import cv2
 import httpx
 import pytest
 
@@ -227,6 +228,37 @@ def test_a_client_gone_as_its_last_bytes_arrive_gets_nothing_made_of_them(detect
             assert sent[0]["status"] == 400 and b"client_disconnected" in sent[1]["body"], (path, sent)
             assert upload_files(client) == [] and len(runtime.jobs) == 0
     assert sum("client disconnected mid-upload after" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_large_upload_whose_client_closes_at_once_gets_nothing_made_of_it(detector, astronaut):
+    # A client that sends a whole large body and closes without waiting for the answer: uvicorn pauses
+    # reading while a large body arrives, so its close was unseen when the upload ended, and an analysis
+    # (or a job) was made for nobody. Small bodies were caught.
+    big = cv2.imencode(".jpg", cv2.resize(astronaut, (2048, 2048))[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+    body = PART_HEAD[:-3] + big.tobytes() + f"\r\n--{BOUNDARY}--\r\n".encode()
+    assert len(body) > 500_000
+    settings = ServerSettings()
+    app = create_app(detector, settings)
+    with live_server(app, settings=settings) as base_url:
+        for path in ("/v1/analyze", "/v1/jobs"):
+            sock = connect(port_of(base_url))
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+            sock.sendall(head.encode() + body)
+            sock.shutdown(socket.SHUT_WR)
+            sock.close()
+        metrics = app.state.runtime.metrics
+
+        def disconnects() -> float:
+            found = re.search(
+                r'deepshield_errors_total\{code="client_disconnected"\} (\S+)', metrics.exposition().decode()
+            )
+            return float(found.group(1)) if found else 0.0
+
+        deadline = time.monotonic() + 20
+        while disconnects() < 2:
+            assert time.monotonic() < deadline, metrics.exposition()
+            time.sleep(0.1)
+        assert b"deepshield_analyses_total{" not in metrics.exposition() and len(app.state.runtime.jobs) == 0
 
 
 def test_a_multipart_body_without_its_closing_boundary_is_incomplete(detector, astronaut_jpeg):

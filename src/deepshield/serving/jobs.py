@@ -50,6 +50,16 @@ class JobCancelled(Exception):
     """Raised from a cancelled job's progress report, to stop its analysis."""
 
 
+def _kept_for(seconds: float) -> str:
+    """How long finished jobs are kept, in words: "1 hour", "5 minutes", "20 seconds" (a TTL under a minute
+    read "0 minutes")."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if (seconds >= size and seconds % size == 0) or seconds >= 2 * size:
+            count = round(seconds / size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
 @dataclass
 class Job:
     id: str
@@ -227,8 +237,7 @@ class JobStore:
             raise ApiError(
                 404,
                 "job_not_found",
-                f"no job {shown!r}: unknown, deleted, or finished more than {self.ttl_s / 60:.0f} minutes ago "
-                "and forgotten",
+                f"no job {shown!r}: unknown, deleted, or finished more than {_kept_for(self.ttl_s)} ago and forgotten",
             )
         return job
 

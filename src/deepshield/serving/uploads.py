@@ -35,6 +35,7 @@ FIELD_NAME = "file"
 # Multipart framing and small extra fields ride on top of the file itself.
 _OVERHEAD_BYTES = 64 * 1024
 _MAX_PARTS = 16
+_CLOSE_SEEN_S = 0.01  # how long an upload's end waits for a close its client sent with the last bytes
 
 
 @dataclass
@@ -265,8 +266,12 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
                 )
             with _multipart_errors():
                 parser.finalize()
+        # Gone as its last bytes arrived (a page's Cancel, a client closing at once): nothing is made of them,
+        # it would never hear of it. A large body leaves uvicorn's reading paused (flow control), so its close
+        # is only read once the first look resumes reading; the second look, a moment later, sees it.
+        await request.is_disconnected()
+        await asyncio.sleep(_CLOSE_SEEN_S)
         if await request.is_disconnected():
-            # Gone as its last bytes arrived (a page's Cancel): nothing is made of them, it would never hear of it.
             raise ClientDisconnect()
         return receiver.upload(path)
     except TimeoutError:
