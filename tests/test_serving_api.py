@@ -261,6 +261,19 @@ def test_analyze_accepts_png_whatever_its_name(client, astronaut):
     assert response.status_code == 200 and len(response.json()["faces"]) == 1
 
 
+def test_a_file_name_beyond_ascii_sent_as_rfc_6266_is_kept(client, astronaut_jpeg):
+    # filename*=UTF-8''... (curl's and many clients' way for such names) was dropped: every one was "upload".
+    for disposition, shown in (
+        ("filename=\"cafe.jpg\"; filename*=UTF-8''caf%C3%A9%20%E6%97%A5.jpg", "caf\u00e9 \u65e5.jpg"),
+        ("filename*=iso-8859-1''caf%E9.jpg", "caf\u00e9.jpg"),
+        ('filename="plain.jpg"', "plain.jpg"),
+    ):
+        head = f'--B\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'.encode()
+        body = head + astronaut_jpeg + b"\r\n--B--\r\n"
+        response = client.post("/v1/analyze", content=body, headers={"Content-Type": "multipart/form-data; boundary=B"})
+        assert response.status_code == 200 and response.json()["file"]["name"] == shown, disposition
+
+
 @pytest.mark.parametrize(("fmt", "name", "mime"), [("HEIF", "IMG_0001.HEIC", ""), ("AVIF", "photo.avif", "image/avif")])
 def test_phone_photos_heic_and_avif_are_analysed_with_a_jpeg_preview(client, astronaut, fmt, name, mime):
     response = client.post("/v1/analyze?preview=true", files=upload(encode(astronaut, fmt), name=name, mime=mime))

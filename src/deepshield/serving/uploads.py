@@ -12,7 +12,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,22 @@ class Upload:
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+_EXTENDED_FILENAME = re.compile(rb"""filename\*\s*=\s*([!#$%&+^`{}~\w.-]+)'[^']*'([^;\s"]+)""", re.IGNORECASE)
+
+
+def _extended_filename(disposition: bytes) -> bytes | None:
+    """RFC 6266's `filename*=UTF-8''caf%C3%A9.jpg` (what clients send for names beyond ASCII), as UTF-8;
+    None without one. python-multipart drops it, and such files were all named "upload"."""
+    found = _EXTENDED_FILENAME.search(disposition)
+    if found is None:
+        return None
+    charset = found.group(1).decode("ascii")
+    try:
+        return urllib.parse.unquote_to_bytes(found.group(2)).decode(charset, errors="replace").encode("utf-8")
+    except LookupError:  # a charset Python does not know
+        return None
 
 
 def _display_name(raw: bytes | None) -> str:
@@ -97,13 +115,14 @@ class _Receiver:
         self._header_value = b""
 
     def on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        disposition = self._headers.get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
         if options.get(b"name") == FIELD_NAME.encode() and self.found:  # which one was meant? neither is guessed
             raise ApiError(400, "bad_request", f"more than one '{FIELD_NAME}' field: send one file per request")
         if options.get(b"name") == FIELD_NAME.encode():
             self.found = True
             self._in_file = True
-            self.filename = _display_name(options.get(b"filename"))
+            self.filename = _display_name(_extended_filename(disposition) or options.get(b"filename"))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if not self._in_file:
