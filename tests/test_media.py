@@ -293,6 +293,22 @@ def test_truncated_png_is_corrupt(astronaut):
         load_image(data[: len(data) // 3])
 
 
+def test_a_png_whose_metadata_chunk_fails_its_checksum_is_read_as_browsers_show_it(astronaut):
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", "<x/>")
+    good = encode(Image.fromarray(astronaut), "PNG", pnginfo=text)
+    damaged = bytearray(good)
+    damaged[good.find(b"iTXt") + 6] ^= 0xFF  # a byte of the text: its CRC no longer matches
+    # Pillow refused it ("the file starts like a PNG but its header cannot be read"); libpng drops the chunk.
+    assert np.array_equal(decode_image(bytes(damaged)).pixels, decode_image(good).pixels)
+    broken_pixels = bytearray(good)
+    broken_pixels[good.find(b"IDAT") + 6] ^= 0xFF  # a critical chunk: still refused
+    with pytest.raises(CorruptMediaError):
+        decode_image(bytes(broken_pixels))
+
+
 def test_too_many_bytes(tmp_path, astronaut):
     data = encode(Image.fromarray(astronaut), "PNG")
     path = tmp_path / "big.png"

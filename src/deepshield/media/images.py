@@ -264,6 +264,31 @@ _ORIENTATIONS: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
 }
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_without_damaged_metadata(data: bytes) -> bytes | None:
+    """A PNG whose ancillary chunks (text, time, colour hints: a lowercase first letter) fail their checksum,
+    with those chunks dropped, as libpng and browsers show it; Pillow refused the whole file ("its header
+    cannot be read"). None for anything else: not a PNG, or no such chunk (the damage is elsewhere)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    kept, at, dropped = [data[:8]], 8, False
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        end = at + 12 + length
+        if end > len(data):
+            break
+        kind = data[at + 4 : at + 8]
+        damaged = zlib.crc32(data[at + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big")
+        if damaged and kind[:1].islower():
+            dropped = True
+        else:
+            kept.append(data[at:end])
+        at = end
+    return b"".join([*kept, data[at:]]) if dropped else None
+
+
 def _open(data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow's own bomb warning is superseded by our explicit pixel limits.
@@ -287,7 +312,12 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
     """
     data = _read_bytes(source, limits)
     try:
-        image = _open(data)
+        try:
+            image = _open(data)
+        except (UnidentifiedImageError, *DECODE_ERRORS):
+            if (repaired := png_without_damaged_metadata(data)) is None:
+                raise
+            image = _open(repaired)
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc, limits) from exc
     except (UnidentifiedImageError, *DECODE_ERRORS) as exc:
