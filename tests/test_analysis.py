@@ -657,3 +657,16 @@ def test_a_video_cut_short_says_how_many_frames_could_be_decoded(detector, astro
     assert result.verdict.reason.endswith(
         f"; only {result.sampled_frames} of the 8 frames sampled could be decoded: the file may be damaged or cut short"
     )
+
+
+def test_a_multi_page_tiff_says_only_its_first_page_was_analysed(detector, astronaut, tmp_path):
+    from PIL import Image
+
+    pages = tmp_path / "scan.tif"
+    Image.new("RGB", (256, 256)).save(pages, save_all=True, append_images=[Image.fromarray(astronaut)])
+    result = detector.analyze_image(pages)
+    assert result.verdict.label == "no_face"  # the face is on page 2, which was judged with nothing said
+    assert result.verdict.reason == "no face found; the file holds 2 images: only the first was analysed"
+    single = tmp_path / "one.tif"
+    Image.fromarray(astronaut).save(single)
+    assert "images" not in detector.analyze_image(single).verdict.reason

@@ -259,6 +259,8 @@ class Detector:
         if left_out:
             more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
             verdict = verdict.with_clause(f"{more} (the {self.max_faces} largest of an image are)")
+        if decoded.pages > 1:  # a multi-page TIFF was judged by its first page with nothing said
+            verdict = verdict.with_clause(f"the file holds {decoded.pages} images: only the first was analysed")
         if decoded.scale > 1:
             verdict = verdict.with_clause(
                 f"the image was read at 1/{decoded.scale} of its width and height, being above the "

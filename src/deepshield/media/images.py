@@ -78,6 +78,8 @@ class DecodedImage:
 
     pixels: NDArray[Any]
     scale: int = 1
+    # Images the file holds (the pages of a TIFF, the frames of an animation read as a photo): the first is read.
+    pages: int = 1
 
 
 def _read_bytes(source: Path | str | bytes, limits: ImageLimits) -> bytes:
@@ -335,6 +337,7 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
     try:
         if isinstance(image, HeifImageFile) and image.width * image.height > limits.max_pixels:
             return _heif_reduced(data, image, limits)
+        pages = getattr(image, "n_frames", 1)
         image.seek(0)
         full_width = image.width
         _fit_budget(image, limits)
@@ -348,7 +351,7 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
         raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc
     del image  # the decoded pixels go before an orientation copy is made
     upright = _ORIENTATIONS.get(orientation)
-    return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale)
+    return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale, pages)
 
 
 def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> NDArray[Any]:
