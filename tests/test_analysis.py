@@ -253,6 +253,15 @@ def test_a_refused_file_is_named_in_the_error_once(detector, tmp_path, astronaut
     assert not hasattr(caught.value, "__notes__")  # bytes have no name to give
 
 
+def test_any_bytes_like_source_is_read_as_bytes(detector, tmp_path, astronaut):
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), astronaut[..., ::-1])
+    data = photo.read_bytes()
+    expected = detector.analyze_image(data).faces[0].probability
+    for source in (bytearray(data), memoryview(data)):  # a TypeError about paths before
+        assert detector.analyze_image(source).faces[0].probability == expected
+
+
 def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
     result = detector.analyze_image(np.full((300, 400, 3), 90, np.uint8))
     assert result.faces == []

@@ -45,3 +45,31 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     assert "sha256" not in gone and "error" in gone
     assert main(["inspect", files[0], "--trust-anchors", files[2]]) == EXIT_USAGE
     assert "hold no PEM certificate" in capsys.readouterr().err
+
+
+def test_exif_pillow_cannot_read_leaves_stderr_alone(astronaut, tmp_path):
+    import io
+    import struct
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    # EXIF whose GPS block points past the end: Pillow warned "Corrupt EXIF data" on stderr, twice.
+    tiff = b"II*\x00" + struct.pack("<IHHHIII", 8, 1, 0x8825, 4, 1, 0xFFFFFFF0, 0)
+    segment = b"Exif\x00\x00" + tiff
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
+    done = subprocess.run(
+        [sys.executable, "-m", "deepshield.cli.main", "inspect", str(photo)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_OK and "metadata  none found" in done.stdout
+    assert done.stderr == ""

@@ -234,10 +234,13 @@ class Detector:
 
     @_naming_its_file
     def analyze_image(
-        self, source: Path | str | bytes | NDArray[Any] | DecodedImage, heatmaps: bool = True
+        self, source: Path | str | bytes | bytearray | memoryview | NDArray[Any] | DecodedImage, heatmaps: bool = True
     ) -> ImageResult:
-        """Score every face in one image (path, encoded bytes, H x W x 3 uint8 RGB array, or one decoded)."""
+        """Score every face in one image (path, encoded bytes or any bytes-like object, H x W x 3 uint8 RGB
+        array, or one decoded)."""
         started = time.perf_counter()
+        if isinstance(source, (bytearray, memoryview)):
+            source = bytes(source)
         if isinstance(source, (np.ndarray, DecodedImage)):
             decoded = source if isinstance(source, DecodedImage) else DecodedImage(source)
             shape = decoded.pixels.shape
