@@ -658,3 +658,15 @@ def test_verbose_may_come_before_or_after_the_command():
     assert parser.parse_args(["-v", "scan", "x.jpg"]).verbose is True
     assert parser.parse_args(["scan", "x.jpg"]).verbose is False
     assert parser.parse_args(["dataset", "stats", "ds", "--verbose"]).verbose is True
+
+
+def test_table_columns_stay_aligned_for_wide_and_control_characters():
+    from deepshield.cli.columns import aligned
+
+    # A newline in a file's name split its row; CJK names, two columns a character, pushed the rest right.
+    assert aligned([["FILE", "KIND"], ["new\nline.jpg", "image"], ["日本.jpg", "video"], ["é.jpg", "-"]]) == [
+        "FILE           KIND",
+        "new\\nline.jpg  image",
+        "日本.jpg       video",
+        "é.jpg          -",
+    ]

@@ -17,6 +17,7 @@ from deepshield.cli.args import (
     positive_int,
     tracking_arguments,
 )
+from deepshield.cli.columns import aligned
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 if TYPE_CHECKING:
@@ -145,8 +146,7 @@ def describe(comparison: Comparison) -> str:
                 "-" if d is None else f"{d.share_b_ahead:.0%} of resamples",
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines += aligned(table)
     lines.append("")
     for result in base.results:
         name = result.benchmark.name

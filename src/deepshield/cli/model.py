@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepshield.cli.columns import aligned
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -83,9 +85,8 @@ def describe(card) -> str:
                     share(record.validation_real_flagged),
                 )
             )
-        widths = [max(len(row[i]) for row in table) for i in range(4)]
         lines.append("")
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+        lines += aligned(table)
         lines += [
             "",
             "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. Reals",

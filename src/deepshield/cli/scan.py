@@ -25,6 +25,7 @@ from deepshield.cli.args import (
     trust_anchors_argument,
     video_time,
 )
+from deepshield.cli.columns import aligned
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
@@ -219,8 +220,7 @@ def _table(rows: list, has_synthetic: bool) -> str:
                 row.error or "",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    table = "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+    table = "".join(line + "\n" for line in aligned(lines))
     declares = any(row.declared_source or row.credentials for row in rows)
     return table + "\n" + table_note(has_synthetic, declares)
 

@@ -1,0 +1,25 @@
+"""Rows of text cells printed as aligned columns: what scan's, model's and compare's tables share."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+
+def shown(cell: str) -> str:
+    """A cell on one line: control characters (a newline in a file's name) escaped as Python writes them."""
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in cell)
+
+
+def width(text: str) -> int:
+    """Terminal columns `text` takes: East Asian wide and full-width characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Each row's cells padded to their column's widest, two spaces apart, trailing spaces dropped."""
+    cells = [[shown(cell) for cell in row] for row in rows]
+    widths = [max(width(row[i]) for row in cells) for i in range(len(cells[0]))] if cells else []
+    return [
+        "  ".join(cell + " " * (column - width(cell)) for cell, column in zip(row, widths)).rstrip() for row in cells
+    ]
