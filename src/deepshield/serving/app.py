@@ -72,6 +72,28 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """Pure ASGI middleware answering HEAD on the page, /healthz and /metrics (uptime probes ask with it) as
+    GET, without the body. Not HEAD routes: those would each be a second operation in the API's schema."""
+
+    PATHS = frozenset({"/", "/healthz", "/metrics"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or scope["path"] not in self.PATHS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
 def _use_json_errors_in_openapi(app: FastAPI) -> None:
     """FastAPI documents request validation failures as 422 HTTPValidationError; ours are 400 ErrorBody."""
 
@@ -132,6 +154,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     )
     app.state.runtime = runtime
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
     install_error_handlers(app, runtime.metrics.failed)
 
     v1 = APIRouter(

@@ -15,8 +15,7 @@ from deepshield.serving.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-# HEAD too: uptime probes often ask with it.
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, summary="Liveness and load")
+@router.get("/healthz", response_model=Health, summary="Liveness and load")
 async def healthz(runtime: RuntimeDep) -> Health:
     gate = runtime.gate
     return Health(
@@ -34,9 +33,8 @@ async def healthz(runtime: RuntimeDep) -> Health:
     )
 
 
-@router.api_route(
+@router.get(
     "/metrics",
-    methods=["GET", "HEAD"],
     summary="Prometheus metrics",
     description="Files analysed by kind and verdict, analysis times, errors by code, analyses running and "
     "waiting, jobs pending, the model in use (Prometheus text format).",

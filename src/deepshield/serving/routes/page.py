@@ -46,7 +46,7 @@ async def docs(request: Request) -> HTMLResponse:
     return page
 
 
-@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime probes
+@router.get("/")
 async def index() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html",
