@@ -87,7 +87,12 @@ def space(tmp_path) -> Path:
 
 def settings(space: Path, tmp_path: Path, **kwargs) -> SearchSettings:
     return SearchSettings(
-        space=space, out=tmp_path / "out", tracking=False, prewarm=False, pruner=kwargs.pop("pruner", "none"), **kwargs
+        space=space,
+        out=kwargs.pop("out", tmp_path / "out"),
+        tracking=False,
+        prewarm=False,
+        pruner=kwargs.pop("pruner", "none"),
+        **kwargs,
     )
 
 
@@ -203,6 +208,26 @@ def test_resume_does_not_repeat_finished_trials(space, tmp_path):
     space.write_text("optim.lr: [1e-4, 1e-3]\nbudget:\n  optim.epochs: 3\n")
     with pytest.raises(DeepShieldError, match="another search space"):
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+
+
+def test_a_resumed_random_search_draws_what_an_uninterrupted_one_draws(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "optim.lr: {low: 1.0e-5, high: 1.0e-1, log: true}\noptim.batch_size: [8, 16, 32]\nbudget:\n  optim.epochs: 1\n"
+    )
+
+    def drawn(out: Path, *runs: int) -> list[dict]:
+        for trials in runs:
+            result = run_search(
+                settings(space, tmp_path, out=out, sampler="random", trials=trials), train_fn=fake_train, echo=print
+            )
+        return [t.params for t in sorted(study_of(result).get_trials(), key=lambda t: t.number)]
+
+    straight = drawn(tmp_path / "straight", 4)
+    # Stopped after 2 trials and run again: each process seeded one generator from the trials it found, so
+    # trials 2 and 3 drew other values than the uninterrupted search's.
+    assert drawn(tmp_path / "resumed", 2, 4) == straight
+    assert len({t["optim.lr"] for t in straight}) == 4
 
 
 def test_baseline_trial_runs_the_config_defaults_first(tmp_path):

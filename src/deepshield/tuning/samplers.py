@@ -127,15 +127,38 @@ def process_seed(seed: int, *parts: Any) -> int:
     return zlib.crc32(repr((seed, *parts)).encode())
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int, n_trials: int | None, storage_url: str) -> BaseSampler:
+class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
+    """Random search whose draws for a trial come from the search's seed and the trial's number alone: a
+    search resumed after a crash, or shared by several workers, draws what one uninterrupted run draws.
+    (RandomSampler's one generator, seeded per process, made a resumed search draw other values.)"""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self._seed = seed
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        self._rng.rng.seed(process_seed(self._seed, trial.number, param_name))
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def make_sampler(
+    name: str, space: SearchSpace, seed: int, n_trials: int | None, storage_url: str, process: tuple[int, ...] = ()
+) -> BaseSampler:
+    """`process` (a worker's index, the trials the study held when it started) seeds the grid's picks and TPE
+    per process, so that two workers or a resumed search do not replay each other's draws; random draws
+    are seeded per trial instead."""
     if name == "grid":
-        return GridSearchSampler(space, seed, grid_lock_path(storage_url))
+        return GridSearchSampler(space, process_seed(seed, *process), grid_lock_path(storage_url))
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return TrialSeededRandomSampler(seed)
     if name == "tpe":
         # Few trials on a laptop: start modelling after a third of them (at least 2, at most 10).
         startup = max(2, min(10, (n_trials or 30) // 3))
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=process_seed(seed, *process), n_startup_trials=startup, multivariate=True, constant_liar=True
+        )
     raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 

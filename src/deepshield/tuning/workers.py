@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from deepshield.tuning.objective import Objective, TrialContext, drop_checkpoints
 from deepshield.tuning.optuna_api import set_trial_attr
-from deepshield.tuning.samplers import GridSearchSampler, make_sampler, process_seed
+from deepshield.tuning.samplers import GridSearchSampler, make_sampler
 from deepshield.tuning.storage import open_storage
 from deepshield.tuning.trials import (
     BEST_EPOCH,
@@ -78,7 +78,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
     try:
         existing = len(optuna.load_study(study_name=context.study_name, storage=storage).get_trials(deepcopy=False))
         sampler = make_sampler(
-            spec.sampler, context.space, process_seed(spec.seed, worker_index, existing), context.target, spec.storage
+            spec.sampler, context.space, spec.seed, context.target, spec.storage, process=(worker_index, existing)
         )
         study = optuna.load_study(study_name=context.study_name, storage=storage, sampler=sampler, pruner=spec.pruner)
         objective = Objective(context)
