@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
-from deepshield.errors import DeepShieldError
+from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
 from deepshield.evaluation.recalibrate import Method, at_calibration, calibrated_version, recalibrate
@@ -452,3 +453,36 @@ def test_the_catch_count_at_equal_false_alarms_counts_files():
     assert caught_with_reals_flagged(labels, tied, 1) == 3
     with pytest.raises(MetricsError):
         caught_with_reals_flagged(np.zeros(3), np.arange(3.0), 0)
+
+
+def test_an_interrupted_resumable_calibration_finds_only_the_rest(folder_dataset, tiny_bundle, tmp_path, monkeypatch):  # noqa: F811
+    from deepshield.evaluation.scoring import CropJob
+
+    def calibrate(out: Path, *extra: str) -> int:
+        args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
+        return main([*args, "--no-progress", *extra])
+
+    assert calibrate(tmp_path / "plain") == EXIT_OK
+    cropped: list[str] = []
+    run = CropJob.run
+
+    def counted(job, cropper, item):
+        if len(cropped) == 3 and interrupt:
+            raise KeyboardInterrupt  # as Ctrl-C or a killed process leaves it: three files done
+        cropped.append(Path(item[1]).name)
+        return run(job, cropper, item)
+
+    monkeypatch.setattr(CropJob, "run", counted)
+    out = tmp_path / "resumed"
+    journal = tmp_path / "resumed.faces-in-progress"  # beside the bundle, which is not made until the end
+    interrupt = True
+    assert calibrate(out, "--resume") == EXIT_INTERRUPTED
+    assert not out.exists() and len(list(journal.glob("[0-9]*.npz"))) == 3
+    interrupt, first_three = False, list(cropped)
+    assert calibrate(out, "--resume") == EXIT_OK
+    assert len(cropped) > 3 and not set(cropped[3:]) & set(first_three)  # the rest only
+    assert not journal.exists()
+    fitted = [
+        json.loads((folder / "model_card.json").read_text())["calibration"] for folder in (out, tmp_path / "plain")
+    ]
+    assert fitted[0] == fitted[1]  # as an uninterrupted calibration fits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,7 +74,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)",
     )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"keep each file's faces in NEW_BUNDLE{FACES_JOURNAL_SUFFIX} as they are found (removed once the bundle "
+        "is written) and read back those an interrupted --resume run of the same files and settings left there, "
+        "instead of finding them again",
+    )
     parser.set_defaults(run=run)
+
+
+# Beside the new bundle, not in it: the bundle folder is refused if it exists (without --force).
+FACES_JOURNAL_SUFFIX = ".faces-in-progress"
 
 
 def _rate(text: str) -> float:
@@ -110,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.metrics import few_files_caution
 
     rule = VideoRule(kind=args.video_rule)
-    scored = score_labelled_set(args, classifier, rule, examples=0)
+    journal = out.with_name(out.name + FACES_JOURNAL_SUFFIX) if args.resume else None
+    scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
     result = recalibrate(
@@ -122,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         )
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
+    if journal is not None:
+        shutil.rmtree(journal, ignore_errors=True)  # the bundle holds what it was for
     print(
         f"{args.score} score: temperature {result.shipped.temperature:.4g} -> {result.temperature_after:.4g}; "
         f"offset {result.shipped.offset:.4g} -> {result.calibration.offset:.4g}; "
