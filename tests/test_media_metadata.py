@@ -26,6 +26,15 @@ def test_a_cameras_photo_says_camera_software_date_and_that_it_has_a_location(as
     )
 
 
+def test_camera_names_in_utf16_or_with_control_characters_read_as_text(astronaut):
+    exif = Image.Exif()
+    exif[0x010F] = "\ufeffCanon".encode("utf-16-le")  # UTF-16 with its byte-order mark, where EXIF says ASCII
+    exif[0x0110] = "EOS\n5D\x00\x00"
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
+    assert image_metadata(buffer.getvalue()).camera == "Canon EOS 5D"  # it read "\xff\xfeCanon EOS\n5D"
+
+
 def test_a_generators_png_names_its_settings_and_a_plain_one_says_nothing(astronaut, tmp_path):
     settings = PngInfo()
     settings.add_text("parameters", "portrait photo of a woman, Steps: 30, Sampler: Euler a")

@@ -58,11 +58,15 @@ class MediaMetadata(BaseModel):
 
 
 def _text(value: object) -> str | None:
-    """A metadata value as clean text (EXIF strings are often NUL-padded), None when blank."""
+    """A metadata value as clean text (EXIF strings are often NUL-padded), None when blank. UTF-16 with its
+    byte-order mark (some cameras and editors write it where EXIF says ASCII) is read as UTF-16: Pillow's
+    Latin-1 reading of it showed a camera as "ÿþCanon"."""
+    if isinstance(value, str) and value[:2] in ("\xff\xfe", "\xfe\xff"):
+        value = value.encode("latin-1", "replace")
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
+        value = value.decode("utf-16" if value[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8", "replace")
     text = str(value).replace("\x00", "").strip() if value is not None else ""
-    return text[:200] or None
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:200] or None
 
 
 def _camera(make: object, model: object) -> str | None:
