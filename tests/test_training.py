@@ -330,17 +330,20 @@ def test_config_overrides_params_file_and_errors(tmp_path):
         load_config(tmp_path / "missing.toml")
 
 
-def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["_end_epoch", "_save_epoch"])
+def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_dir, tmp_path, monkeypatch, stage):
+    # _save_epoch: stopped once the epoch's record held its validation (its plots were being written), a
+    # resumed run validated it again into a TypeError (val_loss given twice) and the trial was lost.
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{"optim.epochs": 1})
-    original = Trainer._end_epoch
+    original = getattr(Trainer, stage)
 
     def crash(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_end_epoch", crash)
+    monkeypatch.setattr(Trainer, stage, crash)
     with pytest.raises(KeyboardInterrupt):
         Trainer(config).run()
-    monkeypatch.setattr(Trainer, "_end_epoch", original)
+    monkeypatch.setattr(Trainer, stage, original)
     result = Trainer(config).run(resume=True)
     assert [h["epoch"] for h in result.progress.history] == [0]
     assert result.progress.history[0]["images_per_s"] > 0 and result.bundle_dir is not None

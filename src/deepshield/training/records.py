@@ -48,6 +48,8 @@ class EpochRecord(BaseModel):
         return values | self.benchmarks | self.synthetic
 
 
+# What the training loop records of an epoch before it is validated (EpochRecord's first fields).
+TRAINING_FIELDS = ("epoch", "train_loss", "images_per_s", "lr")
 VALIDATION_METRICS: dict[str, Mode] = {
     name: cast(Mode, field.json_schema_extra["better"])
     for name, field in EpochRecord.model_fields.items()

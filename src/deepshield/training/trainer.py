@@ -56,7 +56,7 @@ from deepshield.training.interrupts import whole_step
 from deepshield.training.loading import EpochLoader, Loaders
 from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
 from deepshield.training.prepared import load_prepared, prepared_source_files
-from deepshield.training.records import EpochRecord, parse_epoch_selector
+from deepshield.training.records import TRAINING_FIELDS, EpochRecord, parse_epoch_selector
 from deepshield.training.step import Batch, HeadLogits, Step, placed_for_training, predict_heads, predict_logits
 from deepshield.training.synthetic import ScoredChecks, SyntheticData, SyntheticFaceSamples, build_synthetic_data
 
@@ -525,8 +525,11 @@ class Trainer:
         if synthetic_data is not None:
             synthetic = self._synthetic_scores(net, synthetic_data, benchmarks, bench_heads)
             kept |= synthetic.kept
+        # The training figures alone: a run stopped after this epoch's record took its validation (as its
+        # plots were written) resumes to validate the epoch again.
+        trained = {name: progress.history[-1][name] for name in TRAINING_FIELDS}
         record = EpochRecord(
-            **progress.history[-1],
+            **trained,
             **(manipulation.metrics if manipulation is not None else {}),
             synthetic=synthetic.metrics if synthetic is not None else {},
         )
@@ -539,7 +542,12 @@ class Trainer:
         has_benchmarks = data is not None and bool(data.benchmarks)
         selector = parse_epoch_selector(config.export.select, has_benchmarks, synthetic_data is not None)
         value = selector.value(flat)
-        improved = value is not None and (progress.best_value is None or selector.better(value, progress.best_value))
+        # An epoch validated again on resume may already be the best: its checkpoints are written again.
+        improved = value is not None and (
+            progress.best_value is None
+            or selector.better(value, progress.best_value)
+            or progress.best_epoch == progress.epoch
+        )
         if improved:
             progress.best_value, progress.best_epoch = value, progress.epoch
             # frozen mode's only validation is the synthetic score's
