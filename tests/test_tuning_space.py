@@ -86,8 +86,20 @@ def test_a_space_file_that_does_not_parse_is_said_in_one_line(tmp_path):
     with pytest.raises(DeepShieldError) as raised:
         load_space(path)
     assert str(raised.value) == (
-        f"config file {path} cannot be parsed: line 2, column 1: expected ',' or ']', but got '<stream end>'"
+        f"space file {path} cannot be parsed: line 2, column 1: expected ',' or ']', but got '<stream end>'"
     )
+    with pytest.raises(DeepShieldError, match=f"^space file {tmp_path / 'nosuch.yaml'} does not exist$"):
+        load_space(tmp_path / "nosuch.yaml")  # it was called a "config file"
+
+
+def test_tune_refuses_an_out_that_is_a_file_in_one_line(tmp_path, capsys):
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    (tmp_path / "afile").write_text("hi")
+    (tmp_path / "space.yaml").write_text("optim.lr: [0.001]\n")
+    args = ["tune", "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "afile"), "--no-tracking"]
+    assert main(args) == EXIT_USAGE  # a traceback from the study's database before
+    assert capsys.readouterr().err == f"deepshield: error: --out {tmp_path / 'afile'} is a file: name a folder\n"
 
 
 def test_selectors():

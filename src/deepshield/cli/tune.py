@@ -6,7 +6,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from deepshield.cli.args import assignments_argument, check_engine_arguments, engine_arguments
+from deepshield.cli.args import assignments_argument, check_engine_arguments, check_output_folder, engine_arguments
 
 EPILOG = """\
 space file (YAML/TOML): dotted training-config keys ->
@@ -108,6 +108,8 @@ def run_tune(args: argparse.Namespace) -> int:
     from deepshield.tuning.study import SearchSettings, run_search
 
     check_engine_arguments(args)
+    if args.out is not None:
+        check_output_folder(args.out, "--out")  # a file there was a traceback from the study's database
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt

@@ -419,12 +419,12 @@ def recorded_command(command: str) -> str:
     return shlex.join(kept)
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     if not path.is_file():
-        raise DeepShieldError(f"config file {path} does not exist")
+        raise DeepShieldError(f"{what} {path} does not exist")
     text = path.read_text()
     if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
-        raise DeepShieldError(f"config file {path} must be .toml, .yaml or .json")
+        raise DeepShieldError(f"{what} {path} must be .toml, .yaml or .json")
     import yaml
 
     try:
@@ -437,11 +437,11 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise DeepShieldError(f"config file {path} cannot be parsed: {where}{exc.problem or exc.context}") from exc
+        raise DeepShieldError(f"{what} {path} cannot be parsed: {where}{exc.problem or exc.context}") from exc
     except (ValueError, yaml.YAMLError) as exc:
-        raise DeepShieldError(f"config file {path} cannot be parsed: {exc}") from exc
+        raise DeepShieldError(f"{what} {path} cannot be parsed: {exc}") from exc
     if not isinstance(mapping, dict):
-        raise DeepShieldError(f"config file {path} must hold a mapping of keys, not {type(mapping).__name__}")
+        raise DeepShieldError(f"{what} {path} must hold a mapping of keys, not {type(mapping).__name__}")
     return mapping
 
 

@@ -284,7 +284,7 @@ def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = N
 def read_mapping(path: Path) -> dict[str, Any]:
     from deepshield.training.config import _read_mapping
 
-    return _read_mapping(Path(path))
+    return _read_mapping(Path(path), "space file")
 
 
 def load_space(path: Path, extra_budget: dict[str, Any] | None = None) -> SearchSpace:
