@@ -487,6 +487,15 @@ def test_a_rerun_never_drops_what_the_dataset_holds(tmp_path: Path, small):
     with pytest.raises(ManifestError, match=r"was balanced after it was prepared \(synth-fakes 5 seed=0\)"):
         prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
     assert (tmp_path / "ds" / "manifest.csv").read_text() == manifest
+    write_info(tmp_path / "ds", info)
+    # Other sources alone would drop the first one's rows (they went without a word, their crops kept);
+    # named with it, the new source is added.
+    write_png(tmp_path / "more" / "real" / "other.png", variant(small, 2))
+    with pytest.raises(ManifestError, match=r"was prepared from .*src too: .* Name every source to add one \("):
+        prepare_dataset([tmp_path / "more"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (tmp_path / "ds" / "manifest.csv").read_text() == manifest
+    both = prepare_dataset([tmp_path / "src", tmp_path / "more"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (both.files, both.skipped, both.crops) == (2, 1, 2)
 
 
 def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):

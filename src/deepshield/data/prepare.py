@@ -172,6 +172,19 @@ def prepare_dataset(
         )
 
 
+def _refuse_dropping_sources(root: Path, before: Sequence[DatasetSource], now: Sequence[DatasetSource]) -> None:
+    """The manifest is rebuilt from the sources given: a source the dataset was prepared from and not given
+    again would lose its rows (its crops left on disk unlisted), which happened without a word."""
+    given = {source.path for source in now}
+    dropped = [source.path for source in before if source.path not in given]
+    if dropped:
+        every = " ".join(dict.fromkeys([*(source.path for source in before), *given]))
+        raise ManifestError(
+            f"{root} was prepared from {', '.join(dropped)} too: preparing it from these sources alone would drop "
+            f"those rows. Name every source to add one ({every} --out {root}), or prepare into a new folder"
+        )
+
+
 def _prepare(
     layout: DatasetLayout,
     sources: Sequence[Path | str],
@@ -192,6 +205,8 @@ def _prepare(
             "balance that"
         )
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
+    if layout.info.exists():
+        _refuse_dropping_sources(layout.root, read_info(layout.root).sources, described)
     if not items:  # nothing is written: a dataset already here keeps its manifest
         found = "; ".join(f"{p.path}: {p.reason}" for p in problems[:3]) + (" ..." if len(problems) > 3 else "")
         expected = {"dfdc": " (a DFDC folder holds metadata.json files)", "csv": " (a CSV lists path and label)"}
