@@ -455,7 +455,7 @@ def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detecto
         labels = page.eval_on_selector_all(".face-box-label", "nodes => nodes.map((n) => n.innerText)")
     assert titles == ["Face 2", "Face 3", "Face 1"]
     assert labels == ["1 · 27%", "2 · 88%", "3 · 62%"]
-    assert scores == ["88%face-swap", "62%face-swap", "27%face-swap"]
+    assert scores == ["88% face-swap", "62% face-swap", "27% face-swap"]  # read with a space between
     assert boxes == ["0", "1", "2"]
 
 
@@ -677,6 +677,12 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert first.startswith("Face 1 at ") and "(frame " in first and second != first
     page.keyboard.press("ArrowLeft")
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == first
+    assert page.get_attribute("#timeline svg circle.point[tabindex='0']", "role") == "img"  # a label needs a role
+    page.wait_for_selector("#timeline-tip:not([hidden])")
+    page.keyboard.press("Escape")  # the frame's face shown on focus can be dismissed (WCAG 1.4.13); focus stays
+    assert (
+        page.is_hidden("#timeline-tip") and page.evaluate("document.activeElement.getAttribute('aria-label')") == first
+    )
     assert page.inner_text("#verdict-label").startswith(
         ("Likely manipulated", "Inconclusive", "No signs of face swapping found")
     )
@@ -843,14 +849,18 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     assert list(table[0])[8] == "part" and table[0]["part"] == ""  # a video's part, as scan's CSV says it
     # The latest finished file is shown: the bad file's own message, named after it.
     assert page.inner_text("#message-title") == "notes.jpg:" and not page.is_visible("#result")
-    assert rows.nth(2).get_attribute("aria-pressed") == "true"
-    # Picking a row shows that file's result, scores as listed.
-    rows.nth(0).click()
+    assert rows.nth(2).get_attribute("aria-current") == "true"
+    # Picking a row (by keyboard here) shows that file's result, scores as listed, and the row keeps the
+    # focus though the list is drawn again (it went to the page's top).
+    rows.nth(0).focus()
+    page.keyboard.press("Enter")
     page.wait_for_selector(".face-card")
+    assert page.evaluate("document.activeElement.dataset.role") == "batch-row"
+    assert page.evaluate("[...document.querySelectorAll('[data-role=batch-row]')].indexOf(document.activeElement)") == 0
     assert page.inner_text("#result-file") == "Result for astronaut.jpg" and not page.is_visible("#message")
     listed = rows.nth(0).locator(".batch-score").inner_text()
     assert listed and page.inner_text("#verdict-score").startswith(listed)
-    assert rows.nth(0).get_attribute("aria-pressed") == "true" and rows.nth(2).get_attribute("aria-pressed") == "false"
+    assert rows.nth(0).get_attribute("aria-current") == "true" and rows.nth(2).get_attribute("aria-current") is None
     # One file again: the list goes.
     page.set_input_files("#file-input", str(files[1]))
     page.wait_for_selector("[data-role=no-face]")
@@ -962,10 +972,17 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         page.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
         page.set_input_files("#file-input", str(clip))
         first = releases.get(timeout=30)  # the job is running
+        # For screen readers: the bar is named by the file and its stage, the stage is a status, and the
+        # Cancel button is in no live region (it was read out with every poll).
+        assert page.get_attribute("#progress-bar", "aria-labelledby") == "progress-file progress-stage"
+        assert page.get_attribute("#progress-stage", "role") == "status"
+        assert page.evaluate("document.getElementById('progress-cancel').closest('[aria-live]')") is None
         with page.expect_request(lambda request: request.method == "DELETE") as deleting:
-            page.click("[data-role=cancel]")
+            page.focus("[data-role=cancel]")
+            page.keyboard.press("Enter")
         page.wait_for_selector("#message:visible")
         assert page.inner_text("#message-detail") == "The analysis was cancelled, and the server has deleted the file."
+        assert page.evaluate("document.activeElement.id") == "message"  # not the page's top (the button went)
         assert not page.is_visible("#progress") and not page.is_visible("#result")
         page.wait_for_timeout(1500)  # past the next poll it would have made (every 0.6 s)
         assert missing == []
@@ -1136,7 +1153,7 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     page.wait_for_selector("#batch-summary:has-text('2 of 3 files analysed')")
     assert page.inner_text("#result-file") == "Result for astronaut.jpg" and page.is_visible("[data-role=saved-note]")
     rows = page.locator("[data-role=batch-row]")
-    assert [rows.nth(i).get_attribute("aria-pressed") for i in range(3)] == ["true", "false", "false"]
+    assert [rows.nth(i).get_attribute("aria-current") for i in range(3)] == ["true", None, None]
     # each row shows the score that made its verdict, named when it is the synthetic-face score
     scores = [rows.nth(i).locator("[data-role=batch-score]").inner_text() for i in (0, 2)]
     assert scores == [shown[1].split("%")[0] + "%", "80% AI"]
@@ -1184,3 +1201,23 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert "This JSON file is not a result saved by Deepfake Shield." in page.inner_text("#message")
     assert not page.is_visible("#batch") and not page.is_visible("#result")
     assert posts == ["/v1/analyze?preview=true"] and page.problems == [] and page.outside == []
+
+
+def test_focus_is_outlined_and_less_motion_is_honoured(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("button.example")
+    page.focus("button.example")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")  # focused from the keyboard: :focus-visible
+    outline = page.evaluate(
+        "getComputedStyle(document.activeElement).outlineStyle + ' ' + getComputedStyle(document.activeElement).outlineWidth"
+    )
+    assert outline == "solid 2px"  # it was a 1 px border colour change, like "selected", and gone in forced colours
+    # Named once: its title and its tag both said "Real photo".
+    assert (
+        page.get_attribute("button.example[data-file='astronaut-real.jpg']", "aria-label")
+        == "Real photo: an example photo, real"
+    )
+    page.emulate_media(reduced_motion="reduce")
+    page.evaluate("document.getElementById('progress-bar').classList.add('indeterminate')")
+    assert page.evaluate("getComputedStyle(document.getElementById('progress-fill')).animationName") == "none"

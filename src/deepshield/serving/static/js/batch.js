@@ -130,6 +130,8 @@ export function drawBatch() {
     $("batch-table").hidden = true;
   }
   const shown = batch.picked !== null ? batch.picked : batch.items.reduce((last, item, i) => (isFinished(item) ? i : last), -1);
+  // The rows are drawn again as files finish and when one is picked: the focused one keeps the focus.
+  const focused = [...$("batch-list").children].indexOf(document.activeElement);
   $("batch-list").replaceChildren(
     ...batch.items.map((item, i) => {
       const verdict = item.status === "done" ? item.analysis.result.verdict : null;
@@ -143,7 +145,8 @@ export function drawBatch() {
         : el("span", { class: "muted", text: { waiting: "Waiting", running: "Analysing…", failed: "Not analysed" }[item.status] });
       const row = el("button", {
         type: "button", class: "batch-row" + (i === shown ? " selected" : ""), "data-role": "batch-row",
-        "data-status": item.status, "aria-pressed": i === shown ? "true" : "false",
+        "data-status": item.status, "aria-current": i === shown ? "true" : null,
+        "aria-disabled": isFinished(item) ? null : "true", // nothing to show until it is analysed
         title: scored
           ? `${probabilityText(verdict.probability)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
           : "",
@@ -158,5 +161,6 @@ export function drawBatch() {
       return row;
     })
   );
+  if (focused >= 0) $("batch-list").children[focused].focus();
   $("batch").hidden = false;
 }

@@ -8,7 +8,12 @@ export const $ = (id) => document.getElementById(id);
 // and the examples fill the screen, and the progress bar, the result or the refusal appeared unseen below.
 export function revealIfOffScreen(element) {
   const box = element.getBoundingClientRect();
-  if (box.top >= window.innerHeight || box.bottom <= 0) element.scrollIntoView({ behavior: "smooth", block: "start" });
+  if (box.top >= window.innerHeight || box.bottom <= 0) element.scrollIntoView({ behavior: scrollBehavior(), block: "start" });
+}
+
+// Smooth scrolling, unless the reader asked for less motion.
+export function scrollBehavior() {
+  return window.matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth";
 }
 
 export function el(tag, attrs, children) {

@@ -31,6 +31,8 @@ export function cancelAnalysis() {
     drawBatch();
   }
   showMessage(fileName, "the analysis was cancelled, and the server has deleted the file", "info");
+  // The Cancel button went with the progress panel: focus moves to the message, not back to the page's top.
+  if (document.activeElement === document.body) $("message").focus();
 }
 
 function looksLikeVideo(file) {

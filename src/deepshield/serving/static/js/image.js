@@ -1,5 +1,5 @@
 /* A photo's result: its faces outlined on it, a card per face. */
-import { $, cautionsLine, el } from "./dom.js";
+import { $, cautionsLine, el, scrollBehavior } from "./dom.js";
 import { drivingScore, mostSuspiciousFirst, pct, probabilityText, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
@@ -37,7 +37,7 @@ export function renderImage(result, fileName) {
     box.addEventListener("mouseleave", () => highlight(face.index, false));
     box.addEventListener("click", () => {
       const card = document.querySelector(`.face-card[data-face="${face.index}"]`);
-      if (card) card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      if (card) card.scrollIntoView({ behavior: scrollBehavior(), block: "nearest" });
     });
     stage.append(box);
   }
@@ -67,9 +67,9 @@ export function renderImage(result, fileName) {
       const zone = el("div", { class: "meter-band", title: `inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}` });
       zone.style.left = pct(band.low, 1);
       zone.style.width = pct(band.high - band.low, 1);
-      const scoreNode = el("div", { class: "face-score", "data-role": "face-score" }, [document.createTextNode(driving.text), el("small", { text: driving.measures })]);
+      const scoreNode = el("div", { class: "face-score", "data-role": "face-score" }, [document.createTextNode(driving.text + " "), el("small", { text: driving.measures })]);
       scoreNode.style.color = colour;
-      const card = el("article", { class: "face-card", "data-face": String(face.index) }, [
+      const card = el("article", { class: "face-card", "data-face": String(face.index), "aria-label": `Face ${face.index + 1}` }, [
         el("div", { class: "face-head" }, [
           el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
           scoreNode,

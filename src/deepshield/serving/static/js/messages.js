@@ -61,10 +61,16 @@ export function setBusy(busy) {
   $("dropzone").classList.toggle("busy", busy);
 }
 
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 export function showProgress(fileName, fraction, stage) {
   $("progress").hidden = false;
-  $("progress-file").textContent = fileName;
-  $("progress-stage").textContent = stage || "";
+  // Written only when they change: the stage is a status that screen readers read out on each write, and
+  // a job's progress is polled every 600 ms.
+  setText($("progress-file"), fileName);
+  setText($("progress-stage"), stage || "");
   const bar = $("progress-bar");
   if (fraction === null) {
     bar.classList.add("indeterminate");

@@ -109,7 +109,9 @@ export async function loadExamples() {
     ...examples.map((example) => {
       const thumb = example.kind === "video" ? example.poster || "" : example.file;
       const truth = example.truth === "manipulated" ? "manipulated" : "real";
-      const button = el("button", { type: "button", class: "example", title: example.description, "data-file": example.file, "data-truth": truth }, [
+      // Named once: its title and tag ("Real photo", "Real photo") were read out twice.
+      const label = `${example.title}: an example ${example.kind === "video" ? "video" : "photo"}, ${truth}`;
+      const button = el("button", { type: "button", class: "example", title: example.description, "aria-label": label, "data-file": example.file, "data-truth": truth }, [
         el("div", { class: "thumb" }, thumb ? [el("img", { src: "/static/examples/" + thumb, alt: "" })] : []),
         el("span", { text: example.title }),
         el("span", { class: "tag" }, [el("span", { class: "truth " + truth, text: truth === "manipulated" ? "Manipulated" : "Real" }), document.createTextNode(example.kind === "video" ? " video" : " photo")]),

@@ -161,7 +161,7 @@ function drawTimeline(result, source, which) {
     if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
     track.points.forEach((p, k) => {
       const dot = svg("circle", {
-        class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: k === 0 ? "0" : "-1",
+        class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: k === 0 ? "0" : "-1", role: "img",
         "aria-label": `${name} at ${frameTime(p.timestamp_s)} (frame ${p.frame_index}): ${probabilityText(score(p))}`,
       });
       const show = () => showTip(tip, dot, p, name, frameTime);
@@ -170,6 +170,10 @@ function drawTimeline(result, source, which) {
       dot.addEventListener("mouseleave", () => (tip.hidden = true));
       dot.addEventListener("blur", () => (tip.hidden = true));
       dot.addEventListener("keydown", (event) => {
+        if (event.key === "Escape") {  // the frame's face goes; the focus stays (WCAG 1.4.13)
+          tip.hidden = true;
+          return;
+        }
         const dots = [...group.querySelectorAll("circle.point")];
         const to = { ArrowRight: k + 1, ArrowDown: k + 1, ArrowLeft: k - 1, ArrowUp: k - 1, Home: 0, End: dots.length - 1 }[event.key];
         if (to === undefined || !dots[to]) return;
@@ -218,7 +222,7 @@ function trackCard(track, i, result, span, frameTime, source) {
   const when = track.first_seen_s === track.last_seen_s ? `at ${frameTime(track.first_seen_s)}` : `${frameTime(track.first_seen_s)} to ${frameTime(track.last_seen_s)}`;
   const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
   const driving = drivingScore(track.score, track.synthetic_score, track.verdict_driver, track.label, result);
-  const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id) }, [
+  const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id), "aria-label": name }, [
     el("div", { class: "track-head" }, [
       swatch,
       el("strong", { text: name }),
