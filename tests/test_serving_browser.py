@@ -1221,3 +1221,20 @@ def test_focus_is_outlined_and_less_motion_is_honoured(page, server):
     page.emulate_media(reduced_motion="reduce")
     page.evaluate("document.getElementById('progress-bar').classList.add('indeterminate')")
     assert page.evaluate("getComputedStyle(document.getElementById('progress-fill')).animationName") == "none"
+
+
+def test_each_persons_line_has_its_own_dash_which_its_card_repeats(page, server, astronaut, tmp_path):
+    small = cv2.resize(astronaut, (192, 192), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "two.mp4", [np.hstack([np.roll(small, i, axis=1), small]) for i in range(6)])
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(clip))
+    page.wait_for_selector("#timeline svg polyline.track", state="attached")
+    # Told apart by colour alone, two people's lines were one to a colour-blind reader.
+    lines = page.eval_on_selector_all(
+        "#timeline svg g[data-track]",
+        "groups => groups.map((g) => [g.dataset.track, g.querySelector('polyline').getAttribute('stroke-dasharray')])",
+    )
+    assert len(lines) == 2 and lines[0][1] != lines[1][1]
+    for track, dash in lines:
+        swatch = page.locator(f".track-card[data-track='{track}'] .swatch line")
+        assert swatch.get_attribute("stroke-dasharray") == dash

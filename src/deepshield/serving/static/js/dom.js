@@ -33,6 +33,7 @@ export function el(tag, attrs, children) {
 export function svg(tag, attrs, children) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined) continue;
     if (name === "text") node.textContent = value;
     else node.setAttribute(name, value);
   }

@@ -92,6 +92,10 @@ function offerMoreFrames(result, source) {
 }
 
 const trackColour = (i) => TRACK_COLOURS[i % TRACK_COLOURS.length];
+// Each person's line also has its own dash pattern, which its card's swatch repeats: lines told apart by
+// colour alone were one line to a colour-blind reader (WCAG 1.4.1). Dotted is kept for uncounted tracks.
+const TRACK_DASHES = ["", "10 4", "10 3 2 3", "18 5", "4 4 12 4"];
+const trackDash = (i) => TRACK_DASHES[i % TRACK_DASHES.length];
 
 // `which`: the score plotted, "manipulation" (the face-swap score) or "synthetic", with its own threshold and band.
 function drawTimeline(result, source, which) {
@@ -158,7 +162,7 @@ function drawTimeline(result, source, which) {
     const name = `Face ${i + 1}`;
     const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(score(p)).toFixed(1)}`).join(" ");
     const group = svg("g", { "data-track": String(track.track_id) });
-    if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour }));
+    if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour, "stroke-dasharray": trackDash(i) || null }));
     track.points.forEach((p, k) => {
       const dot = svg("circle", {
         class: "point", cx: x(p.timestamp_s), cy: y(score(p)), r: narrow ? 6 : 4, fill: colour, tabindex: k === 0 ? "0" : "-1", role: "img",
@@ -217,8 +221,9 @@ function showTip(tip, dot, point, name, frameTime) {
 // was seen, and whether it counts towards the verdict.
 function trackCard(track, i, result, span, frameTime, source) {
   const name = `Face ${i + 1}`;
-  const swatch = el("span", { class: "swatch" });
-  swatch.style.background = trackColour(i);
+  const swatch = svg("svg", { class: "swatch", viewBox: "0 0 28 10", "aria-hidden": "true" }, [
+    svg("line", { x1: 0, y1: 5, x2: 28, y2: 5, stroke: trackColour(i), "stroke-width": 3, "stroke-dasharray": track.counted ? trackDash(i) || null : "2 4" }),
+  ]);
   const when = track.first_seen_s === track.last_seen_s ? `at ${frameTime(track.first_seen_s)}` : `${frameTime(track.first_seen_s)} to ${frameTime(track.last_seen_s)}`;
   const seen = `Seen in ${track.frames_seen} of ${result.sampled_frames} frames, ${when}`;
   const driving = drivingScore(track.score, track.synthetic_score, track.verdict_driver, track.label, result);
