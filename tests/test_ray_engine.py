@@ -442,3 +442,28 @@ def test_interrupted_ray_search_resumes_its_trials(tmp_path: Path):
     assert len(complete) == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6, story
     retries = {t.user_attrs["retry_of"]: t.user_attrs["run_dir"] for t in complete if "retry_of" in t.user_attrs}
     assert retries == lost  # each interrupted trial re-run once, in its own run_dir
+
+
+def test_an_address_that_is_not_a_ray_cluster_is_refused_at_once(tmp_path):
+    from deepshield.engines.ray import check_reachable
+    from deepshield.errors import DeepShieldError
+
+    # A web server on the port: Ray retried for minutes, printing "Failed to get cluster ID from GCS" lines.
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        port = int(re.search(r"port (\d+)", web.stdout.readline()).group(1))
+        started = time.monotonic()
+        with pytest.raises(DeepShieldError, match=rf"^127\.0\.0\.1:{port} answers, but not as a Ray cluster"):
+            check_reachable(f"127.0.0.1:{port}")
+        assert time.monotonic() - started < 5
+    finally:
+        web.kill()
+        web.wait()
+    with pytest.raises(DeepShieldError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1"):
+        check_reachable("127.0.0.1:1")
+    check_reachable(ray.get_runtime_context().gcs_address)  # a real GCS (the module's instance) passes

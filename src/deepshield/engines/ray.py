@@ -109,8 +109,15 @@ def job_key(job: FileJob) -> str:
     return hashlib.sha256(pickle.dumps(job)).hexdigest()[:20]
 
 
+# An HTTP/2 client's opening (its preface and an empty SETTINGS frame): a gRPC server, as Ray's GCS and Ray
+# Client server are, answers with a SETTINGS frame of its own.
+_HTTP2_OPENING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS_FRAME = 4
+
+
 def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
-    """Fail fast on a HOST:PORT that nothing answers on (Ray itself retries for minutes)."""
+    """Fail fast on a HOST:PORT that nothing answers on, or that answers but not as gRPC (a web server, a
+    proxy): Ray itself retries either for minutes, printing its native log lines."""
     if not address or address in ("auto", "local"):
         return
     target = address.split("://", 1)[-1]
@@ -118,9 +125,20 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
     if not host or not port.isdigit():
         return  # let Ray judge the format
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as connection:
+            connection.sendall(_HTTP2_OPENING)
+            answer = b""
+            while len(answer) < 9 and (chunk := connection.recv(9 - len(answer))):
+                answer += chunk
+    except TimeoutError:
+        answer = b""
     except OSError as exc:
         raise DeepShieldError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from exc
+    if len(answer) < 9 or answer[3] != _SETTINGS_FRAME:
+        raise DeepShieldError(
+            f"{address} answers, but not as a Ray cluster (no gRPC there): check the port "
+            "(the head's GCS port, 6379 by default, or 10001 with ray://)"
+        )
 
 
 def _cancel_and_wait(refs: list, timeout_s: float) -> None:
