@@ -467,3 +467,25 @@ def test_an_address_that_is_not_a_ray_cluster_is_refused_at_once(tmp_path):
     with pytest.raises(DeepShieldError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1"):
         check_reachable("127.0.0.1:1")
     check_reachable(ray.get_runtime_context().gcs_address)  # a real GCS (the module's instance) passes
+
+
+def test_sigterm_ends_a_ray_driver_as_ctrl_c_does(tmp_path, media, tiny_bundle):
+    # Ray's core worker put in a native SIGTERM handler: a stack dump, an abort (status -6), and the
+    # private instance's agents left running with no parent.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(40):
+        (photos / f"{index:02d}.jpg").write_bytes((media / "astronaut.jpg").read_bytes())
+    rows = tmp_path / "rows.jsonl"
+    command = [sys.executable, "-m", "deepshield.cli.main", "scan", str(photos), "--model", str(tiny_bundle)]
+    command += ["--engine", "ray", "--format", "jsonl", "--out", str(rows)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # its own private instance
+    driver = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent, env=env)
+    deadline = time.monotonic() + 120
+    while driver.poll() is None and not (rows.exists() and rows.read_text().count("\n") >= 2):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    driver.terminate()
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and err.rstrip().endswith("deepshield: interrupted"), err[-2000:]
+    assert "SIGTERM received" not in err

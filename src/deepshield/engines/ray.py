@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -159,6 +160,10 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class RayEngine(Engine):
     name = "ray"
 
@@ -189,11 +194,17 @@ class RayEngine(Engine):
             return self
         check_reachable(self.address)
         kwargs = {"address": self.address, "log_to_driver": False, "logging_level": logging.WARNING, **self.init_kwargs}
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             raise DeepShieldError(f"cannot connect to the Ray cluster at {self.address or '(default)'}: {exc}") from exc
         self._started = True
+        if threading.current_thread() is threading.main_thread():
+            # Ray's core worker installs a native SIGTERM handler that prints a stack dump and aborts, leaving
+            # the instance's agents orphaned and a trial marked running: SIGTERM ends the command as Ctrl-C
+            # does, through its clean-up (tune's own handler, where it set one).
+            signal.signal(signal.SIGTERM, on_sigterm if callable(on_sigterm) else _interrupted)
         return self
 
     def close(self) -> None:
