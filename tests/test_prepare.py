@@ -505,6 +505,14 @@ def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
     assert first.files == second.files == 1 and second.skipped == 1 and second.crops == 1
 
 
+def test_a_prepare_that_stops_before_writing_leaves_no_folder(tmp_path: Path):
+    from deepshield.data.sources import SourceFormatError
+
+    with pytest.raises(SourceFormatError, match="no such file or folder"):
+        prepare_dataset([tmp_path / "nosuch"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert not (tmp_path / "ds").exists()  # it was left holding only its lock
+
+
 def test_one_writer_per_dataset(tmp_path: Path, small):
     from deepshield.data.layout import dataset_lock
 

@@ -18,6 +18,7 @@ def folder_lock(root: Path, what: str) -> Iterator[None]:
     """Hold `root`'s lock (made with the folder when missing); `what` names the folder in the refusal."""
     import fcntl
 
+    made = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK_NAME, "a") as handle:
         try:
@@ -29,4 +30,9 @@ def folder_lock(root: Path, what: str) -> Iterator[None]:
         try:
             yield
         finally:
+            # A folder made for work that stopped before writing anything (a source missing, a cluster
+            # unreachable) is not left behind holding only its lock.
+            if made and [entry.name for entry in root.iterdir()] == [LOCK_NAME]:
+                (root / LOCK_NAME).unlink()
+                root.rmdir()
             fcntl.flock(handle, fcntl.LOCK_UN)
