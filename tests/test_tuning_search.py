@@ -372,3 +372,17 @@ def test_workers_that_pick_a_grid_point_at_once_take_different_points(space, tmp
     for thread in threads:
         thread.join()
     assert len(points) == 2 and points[0] != points[1]
+
+
+def test_an_engine_that_cannot_start_leaves_no_study_behind(space, tmp_path, monkeypatch):
+    from deepshield.engines.local import LocalEngine
+    from deepshield.tuning import study as study_module
+
+    class Unreachable(LocalEngine):
+        def node_count(self) -> int:
+            raise DeepShieldError("cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")
+
+    monkeypatch.setattr(study_module, "make_engine", lambda *args, **kwargs: Unreachable())
+    with pytest.raises(DeepShieldError, match="cannot reach the Ray cluster"):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    assert not (tmp_path / "out" / "study.db").exists()  # with its report and MLflow run, made before

@@ -322,18 +322,21 @@ def run_search(
     settings: SearchSettings, *, train_fn: TrainFn = run_training, echo: Callable[[str], None] = print
 ) -> SearchResult:
     plan = plan_search(settings, echo)
-    study = open_study(plan, echo)
-    tracker = start_parent_run(study, plan) if plan.base.tracking.enabled else None
-    status = "FAILED"
-    try:
-        with make_engine(settings.engine, address=settings.ray_address) as engine:
+    with make_engine(settings.engine, address=settings.ray_address) as engine:
+        # Where the trials run is known first: a cluster that cannot be reached stopped the search after its
+        # study, report and MLflow run were made.
+        engine.node_count()
+        study = open_study(plan, echo)
+        tracker = start_parent_run(study, plan) if plan.base.tracking.enabled else None
+        status = "FAILED"
+        try:
             run_trials(plan, engine, tracker.run_id if tracker else None, train_fn, echo)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        result = finish_search(plan, study, tracker, status, echo)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            result = finish_search(plan, study, tracker, status, echo)
     echo_summary(plan, result.report, echo)
     if settings.train_best:
         if result.report.best_yaml is None:
