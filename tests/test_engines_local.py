@@ -80,8 +80,17 @@ def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     threading.Thread(target=ctrl_c_once_both_started, daemon=True).start()
     lines: list[str] = []
     before = dict(os.environ)
+    told: list[str] = []
     with make_engine("local") as engine, pytest.raises(KeyboardInterrupt):
-        engine.run_workers(functools.partial(sleeping_worker, tmp_path), 2, lines.append, stagger_s=0.1, grace_s=30)
+        engine.run_workers(
+            functools.partial(sleeping_worker, tmp_path),
+            2,
+            lines.append,
+            stagger_s=0.1,
+            grace_s=30,
+            on_interrupt=lambda: told.append("stop"),
+        )
+    assert told == ["stop"]  # the word to the workers that does not depend on the interrupt reaching them
     assert sorted(p.name for p in tmp_path.glob("interrupted_*")) == [
         "interrupted_0",
         "interrupted_1",

@@ -386,3 +386,21 @@ def test_an_engine_that_cannot_start_leaves_no_study_behind(space, tmp_path, mon
     with pytest.raises(DeepShieldError, match="cannot reach the Ray cluster"):
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
     assert not (tmp_path / "out" / "study.db").exists()  # with its report and MLflow run, made before
+
+
+def test_no_worker_starts_a_trial_once_the_search_is_stopped(space, tmp_path):
+    from deepshield.tuning.trials import STOP_REQUESTED
+
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+
+    def stopped_meanwhile(config, **kwargs):
+        # As the driver marks the study on Ctrl-C, for a worker that its interrupt did not reach (a Ray
+        # task whose cancellation was lost ran the rest of the grid).
+        name = optuna.get_all_study_names(storage)[0]
+        optuna.load_study(study_name=name, storage=storage).set_user_attr(STOP_REQUESTED, True)
+        return fake_train(config, **kwargs)
+
+    first = run_search(settings(space, tmp_path), train_fn=stopped_meanwhile, echo=lambda _: None)
+    assert len(study_of(first).get_trials()) == 1  # the trial it was on ends; no other starts
+    again = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)  # the mark is cleared
+    assert len(study_of(again).get_trials()) == 6 and study_of(again).user_attrs[STOP_REQUESTED] is False

@@ -114,11 +114,13 @@ class Engine(ABC):
         cpus: int = 1,
         stagger_s: float = 1.0,
         grace_s: float = 120.0,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> list[int]:
         """Run fn(index, emit) for index 0..count-1, each in its own worker, started `stagger_s` apart
         (fewer collisions on a shared store's first rows), `cpus` CPUs (and native threads) each. On
-        KeyboardInterrupt every worker gets a KeyboardInterrupt inside fn (as Ctrl-C would) and
-        `grace_s` to stop, then it is raised again. Returns the indices of the workers that ended
+        KeyboardInterrupt `on_interrupt()` is called first (a word to the workers that does not depend on
+        the interrupt reaching them), then every worker gets a KeyboardInterrupt inside fn (as Ctrl-C
+        would) and `grace_s` to stop, then it is raised again. Returns the indices of the workers that ended
         abnormally (each one echoed as a warning)."""
 
     @abstractmethod

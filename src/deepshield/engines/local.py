@@ -163,6 +163,7 @@ class LocalEngine(Engine):
         cpus: int = 1,
         stagger_s: float = 1.0,
         grace_s: float = 120.0,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> list[int]:
         """One worker: fn(0, echo) in this process (a KeyboardInterrupt goes straight through). More:
         one spawned process each, `cpus` native threads each (OMP/MKL_NUM_THREADS); their lines are
@@ -185,6 +186,8 @@ class LocalEngine(Engine):
                 process.join()
         except KeyboardInterrupt:
             echo(INTERRUPTED_WORKERS)
+            if on_interrupt is not None:
+                on_interrupt()
             self._stop(processes, grace_s)
             raise
         failed = [index for index, process in enumerate(processes) if process.exitcode not in (0, None)]

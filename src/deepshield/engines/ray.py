@@ -285,6 +285,7 @@ class RayEngine(Engine):
         cpus: int = 1,
         stagger_s: float = 1.0,
         grace_s: float = 120.0,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> list[int]:
         """Ray tasks of `cpus` CPUs each; every line a worker emits is echoed here as it comes. On
         KeyboardInterrupt the tasks are cancelled (a KeyboardInterrupt inside each)."""
@@ -319,6 +320,8 @@ class RayEngine(Engine):
             drain()
         except KeyboardInterrupt:
             echo(INTERRUPTED_WORKERS)
+            if on_interrupt is not None:
+                on_interrupt()
             _cancel_and_wait(refs, grace_s)
             with contextlib.suppress(Exception):
                 drain()

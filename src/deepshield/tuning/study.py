@@ -46,6 +46,7 @@ from deepshield.tuning.space import (
     parse_assignments,
 )
 from deepshield.tuning.storage import check_study, counts, enqueue_baseline, open_storage, recover_lost_trials, safe_url
+from deepshield.tuning.trials import STOP_REQUESTED
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
 
 DEFAULT_RANDOM_TRIALS = 10
@@ -268,7 +269,12 @@ def run_trials(
     spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline)
     if settings.prewarm:
         prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo)
-    if engine.run_workers(functools.partial(worker_loop, spec), settings.n_jobs, echo, cpus=cpus):
+    study = optuna.load_study(study_name=plan.name, storage=open_storage(plan.storage_url))
+    study.set_user_attr(STOP_REQUESTED, False)
+    # On Ctrl-C no worker starts another trial, whether or not the interrupt reaches it: a Ray worker that
+    # missed its cancellation ran the rest of the grid.
+    stop = functools.partial(study.set_user_attr, STOP_REQUESTED, True)
+    if engine.run_workers(functools.partial(worker_loop, spec), settings.n_jobs, echo, cpus=cpus, on_interrupt=stop):
         echo("note: the trials those workers were running are re-run on the next start")
 
 

@@ -17,6 +17,9 @@ from datetime import datetime
 from optuna.trial import FrozenTrial, TrialState
 
 ERROR, SURPLUS, RETRY_OF, RUN_DIR, WORKER, GRID_ID = "error", "surplus", "retry_of", "run_dir", "worker", "grid_id"
+# A study attribute: the search was interrupted, and no worker starts another trial (set by the driver,
+# cleared when the search starts again).
+STOP_REQUESTED = "stop_requested"
 MLFLOW_RUN_ID, BEST_EPOCH, METRICS, LAST_METRICS, INTERRUPTED = (
     "mlflow_run_id",
     "best_epoch",

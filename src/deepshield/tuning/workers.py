@@ -25,6 +25,7 @@ from deepshield.tuning.trials import (
     INTERRUPTED,
     RETRY_OF,
     RUN_DIR,
+    STOP_REQUESTED,
     WORKER,
     counts_as_done,
     is_error,
@@ -85,6 +86,8 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
         errors_in_row = 0
         while True:
             if spec.deadline is not None and time.time() >= spec.deadline:
+                break
+            if study.user_attrs.get(STOP_REQUESTED):  # the interrupt may not reach this worker (Ray's cancel)
                 break
             trials = study.get_trials(deepcopy=False)
             done = sum(counts_as_done(t) for t in trials)
