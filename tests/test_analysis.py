@@ -262,6 +262,11 @@ def test_any_bytes_like_source_is_read_as_bytes(detector, tmp_path, astronaut):
         assert detector.analyze_image(source).faces[0].probability == expected
 
 
+def test_a_frames_time_is_given_in_milliseconds_rounded_into_the_frame():
+    # Rounded to the nearest, frame 93 of a 29.97 fps video, from 3.10320 s, read 3.103 s: inside frame 92.
+    assert [analysis._ms_into(t) for t in (3.1032, 4.3712, 0.2, 1 / 3, 0.0)] == [3.104, 4.372, 0.2, 0.334, 0.0]
+
+
 def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
     result = detector.analyze_image(np.full((300, 400, 3), 90, np.uint8))
     assert result.faces == []

@@ -66,6 +66,9 @@ def test_folder_of_images_and_videos_as_json(capsys, media, tiny_bundle):
     assert clip["kind"] == "video" and clip["faces"] == 1  # one face track
     assert clip["result"]["sampled_frames"] == 4 and len(clip["result"]["timeline"]) == 4
     assert all("error" not in r for r in rows)
+    # A result keeps its empty fields, as the Python API and the REST API give it (they were left out).
+    assert clip["result"]["analysed"]["part"] is None and photo["result"]["metadata"]["camera"] is None
+    assert all(p["timestamp_s"] * 1000 == round(p["timestamp_s"] * 1000) for p in clip["result"]["timeline"])
 
 
 def test_recursive_descends_into_subfolders(capsys, media, tiny_bundle):

@@ -137,10 +137,16 @@ def _summary(row) -> dict:
     return {name: getattr(row, name) for name in SUMMARY_FIELDS}
 
 
+def _json_row(row) -> dict:
+    """A row as JSON: its own empty fields left out (an ok row has no error), its result whole, nulls and
+    all, as the Python API and the REST API give it (its analysed.part, metadata.camera... were missing)."""
+    return {name: value for name, value in row.model_dump(mode="json").items() if value is not None}
+
+
 def render_row(row, fmt: str) -> str:
     """One row of a streamed format (jsonl, csv), with its newline."""
     if fmt == "jsonl":
-        return row.model_dump_json(exclude_none=True) + "\n"
+        return json.dumps(_json_row(row), separators=(",", ":")) + "\n"
     buffer = io.StringIO()
     csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS).writerow(_summary(row))
     return buffer.getvalue()
@@ -154,7 +160,7 @@ def render(rows: list, fmt: str, has_synthetic: bool) -> str:
     """The formats written once the scan is over: json (one array) and table (column widths).
     `has_synthetic`: the model gives the synthetic-face score."""
     if fmt == "json":
-        return json.dumps([row.model_dump(exclude_none=True) for row in rows], indent=2) + "\n"
+        return json.dumps([_json_row(row) for row in rows], indent=2) + "\n"
     return _table(rows, has_synthetic)
 
 

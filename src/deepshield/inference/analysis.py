@@ -340,7 +340,7 @@ class Detector:
             points = [
                 TrackPoint(
                     frame_index=frame.index,
-                    timestamp_s=round(frame.timestamp_s, 3),
+                    timestamp_s=_ms_into(frame.timestamp_s),
                     box=face.box,
                     probability=face.probability,
                     synthetic_probability=face.synthetic_probability,
@@ -372,7 +372,7 @@ class Detector:
                     first_seen_s=points[0].timestamp_s,
                     last_seen_s=points[-1].timestamp_s,
                     peak_frame_index=peak_frame.index,
-                    peak_timestamp_s=round(peak_frame.timestamp_s, 3),
+                    peak_timestamp_s=_ms_into(peak_frame.timestamp_s),
                     counted=not_counted_reason is None,
                     not_counted_reason=not_counted_reason,
                     cautions=face_cautions(
@@ -387,7 +387,7 @@ class Detector:
         timeline = [
             TimelinePoint(
                 frame_index=frame.index,
-                timestamp_s=round(frame.timestamp_s, 3),
+                timestamp_s=_ms_into(frame.timestamp_s),
                 faces=len(scored[pos]),
                 max_probability=max((f.probability for f in scored[pos]), default=None),
                 max_synthetic_probability=_highest(f.synthetic_probability for f in scored[pos]),
@@ -453,6 +453,12 @@ class Detector:
         if media_kind(path) is MediaKind.VIDEO:
             return self.analyze_video(path, frames, span=span)
         return self.analyze_image(path, heatmaps=heatmaps)
+
+
+def _ms_into(seconds: float) -> float:
+    """A frame's time in whole milliseconds, rounded up: a player seeking to it shows that frame. Rounded
+    to the nearest, 3.10320 s (frame 93) read 3.103 s, inside frame 92."""
+    return math.ceil(seconds * 1000 - 1e-6) / 1000
 
 
 def _highest(values: Iterable[float | None]) -> float | None:
