@@ -405,13 +405,14 @@ class Detector:
         part = analysed.part
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")
-        if info.frame_count > 0 and len(sampled) < (
-            asked := min(frames, span.frames_in(info)[1] - span.frames_in(info)[0])
-        ):
+        if info.damaged and info.frame_count > 0:
             # Undecodable packets cost frames, not the video: say how many, or a cut file reads as whole.
-            file_verdict = file_verdict.with_clause(
-                f"only {len(sampled)} of the {asked} frames sampled could be decoded: the file may be damaged or cut short"
-            )
+            first, stop = span.frames_in(info)
+            if len(sampled) < (asked := min(frames, stop - first)):
+                file_verdict = file_verdict.with_clause(
+                    f"only {len(sampled)} of the {asked} frames sampled could be decoded: "
+                    "the file may be damaged or cut short"
+                )
         left_out = max(found.left_out, default=0)
         if left_out:
             file_verdict = file_verdict.with_clause(

@@ -56,6 +56,9 @@ class VideoInfo:
     # A stored pixel's width over its height (anamorphic video: DV, HDV, some broadcast and camera files):
     # frames are stretched to square pixels as they are read, as a player shows them.
     pixel_aspect: float = 1.0
+    # Set by sample_frames: packets failed to decode, or the stream ended before the frames it says it has
+    # (a file cut short). Fewer frames than asked then come back for that, not for a varying frame rate.
+    damaged: bool = False
 
     @property
     def square_size(self) -> tuple[int, int]:
@@ -121,6 +124,8 @@ class VideoSpan:
 
 
 WHOLE_VIDEO = VideoSpan()
+# A stream whose last frame shows this long before the end it states has been cut short.
+_CUT_SHORT_S = 0.5
 # Frame times are i / fps in floating point: a span boundary this close to a frame's time takes that frame.
 _FRAME_TIME_SLACK = 1e-6
 
@@ -473,9 +478,11 @@ def _sample_by_seeking(
             container.seek(int(target_s / stream.time_base), stream=stream, backward=True)
         except av.error.FFmpegError:
             return None
+        shown_s = start_s  # when the last frame decoded for this target shows
         for decoded, frame in enumerate(_decoded_frames(container, limits, broken)):
             if frame.time is None or decoded > spacing:
                 return None
+            shown_s = frame.time
             if frame.time + half_frame_s >= target_s:
                 if not kept:
                     info = _with_frame_rotation(info, frame)
@@ -486,11 +493,13 @@ def _sample_by_seeking(
                     _video_frame(frame, index, _timestamp(frame, index, info.fps, start_s), info, pixel_cap),
                 )
                 break
+        else:  # the stream ended before the target: cut short, unless by less than a varying frame rate's slack
+            broken[0] += target_s - shown_s > _CUT_SHORT_S
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
     if not kept:
         return None
-    return info, sorted(kept.values(), key=lambda f: f.index)
+    return replace(info, damaged=broken[0] > 0), sorted(kept.values(), key=lambda f: f.index)
 
 
 def _sample_sequentially(
@@ -527,11 +536,14 @@ def _sample_sequentially(
     stride = 1
     kept: list[VideoFrame] = []
     index = decoded = -1
-    for frame in _decoded_frames(container, limits, [0]):
+    last_s = 0.0  # when the last frame decoded shows
+    broken = [0]
+    for frame in _decoded_frames(container, limits, broken):
         decoded += 1
         if seek and frame.time is None:
             return None
         index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
+        last_s = _timestamp(frame, index, info.fps, stream_start_s)
         if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
         if decoded == 0:
@@ -566,7 +578,9 @@ def _sample_sequentially(
         kept = _nearest(kept, [kept[0].index + i for i in uniform_indices(index + 1 - kept[0].index, n)])
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
-    return info, kept
+    # Told by time, not by index: a varying frame rate's indices (read at the average rate) fall short too.
+    ended_early = wanted is not None and last_s < min(span.seconds_in(info)[1], info.duration_s) - _CUT_SHORT_S
+    return replace(info, damaged=broken[0] > 0 or ended_early), kept
 
 
 def _nearest(frames: list[VideoFrame], targets: list[int]) -> list[VideoFrame]:
