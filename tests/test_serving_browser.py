@@ -723,6 +723,10 @@ def test_the_inconclusive_bands_label_keeps_off_the_threshold_line(page, server,
             label,
             line,
         )
+        # Drawn over the points, haloed (on a phone the first points lay over it).
+        assert page.evaluate(
+            "document.querySelector('#timeline svg').lastElementChild.classList.contains('band-label')"
+        )
 
 
 def test_api_docs_render_offline(page, server):

@@ -128,9 +128,10 @@ function drawTimeline(result, source, which) {
   root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
   // Its label (11 px) sits in whichever part of the band beside the threshold line has room, else just above
   // the band: a narrow band (the shipped one is 7 points) put it across the line.
-  const room = 13;
+  const room = 17; // 11 px text and its halo
   const labelY = y(terms.threshold) - y(band.high) >= room ? y(band.high) + 11 : y(band.low) - y(terms.threshold) >= room ? y(band.low) - 3 : y(band.high) - 4;
-  root.append(svg("text", { class: "band-label", x: L + 6, y: labelY, text: "inconclusive" }));
+  // Drawn last, over the points, with a white halo: on a phone the first points lay over it ("inco●c●usive").
+  const bandLabel = svg("text", { class: "band-label", x: L + 6, y: labelY, text: "inconclusive" });
   for (const p of [0, 0.25, 0.5, 0.75, 1]) {
     root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
     root.append(svg("text", { class: "tick", x: L - 8, y: y(p) + 4, "text-anchor": "end", text: pct(p) }));
@@ -191,6 +192,7 @@ function drawTimeline(result, source, which) {
   if (!result.tracks.length) {
     root.append(svg("text", { class: "tick", x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle", text: "No face found in any sampled frame" }));
   }
+  root.append(bandLabel);
   $("timeline").replaceChildren(root, tip);
   // Each card keeps its track's colour on the timeline (its index there); the cards go most suspicious first.
   const trackScores = ({ track }) => ({ label: track.label, driver: track.verdict_driver, probability: track.score, synthetic: track.synthetic_score, counted: track.counted });
