@@ -869,6 +869,20 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     page.set_input_files("#file-input", str(files[1]))
     page.wait_for_selector("[data-role=no-face]")
     assert not page.is_visible("#batch")
+    # A file that cannot be read before others: said in the status (its row says why), not as an alert that
+    # flashed for a moment as the next file started.
+    page.evaluate(
+        """() => { window.seen = { alerts: 0, said: [] };
+          new MutationObserver(() => { if (!document.getElementById('message').hidden) window.seen.alerts += 1; })
+            .observe(document.getElementById('message'), { attributes: true, attributeFilter: ['hidden'] });
+          new MutationObserver(() => window.seen.said.push(document.getElementById('announce').textContent))
+            .observe(document.getElementById('announce'), { childList: true, characterData: true, subtree: true }); }"""
+    )
+    page.set_input_files("#file-input", [str(bad), str(files[0])])
+    page.wait_for_selector("#batch-summary:has-text('1 of 2 files analysed')")
+    page.wait_for_selector(".face-card")
+    seen = page.evaluate("window.seen")
+    assert seen["alerts"] == 0 and seen["said"][0].startswith("notes.jpg: not analysed: "), seen
     assert page.problems == [] and page.outside == []
 
 

@@ -65,7 +65,11 @@ export async function analyseAll(files) {
         }
         $("progress").hidden = true;
       }
-      if (state.batch.picked === null) showItem(item);
+      const last = item === state.batch.items[state.batch.items.length - 1];
+      if (item.status === "failed" && !last) {
+        // Its row says why; an alert shown now would vanish as the next file starts (read out, not seen).
+        $("announce").textContent = `${item.file.name}: not analysed: ${item.error}`;
+      } else if (state.batch.picked === null) showItem(item);
       drawBatch();
     }
   } finally {
