@@ -356,7 +356,7 @@ def test_a_file_is_one_row_however_its_path_is_spelled(capsys, media, tiny_bundl
     # Resumed with its absolute path (a cron job run from elsewhere): already done.
     code, _, err = scan(capsys, str(media / "blank.png"), str(media / "astronaut.jpg"), "--model", str(tiny_bundle),
                         "--format", "csv", "--out", str(out), "--resume")  # fmt: skip
-    assert code == EXIT_OK and "1 files already in" in err and ", 1 to scan" in err
+    assert code == EXIT_OK and "1 file already in" in err and ", 1 to scan" in err
     assert [row["path"] for row in csv.DictReader(out.open())] == ["blank.png", str(media / "astronaut.jpg")]
 
 

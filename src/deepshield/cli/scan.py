@@ -304,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
     done = {file_key(path) for path in earlier}  # the same file however either run spelled its path
     files = [path for path in files if file_key(path) not in done]
     if earlier:
-        print(f"deepshield scan: {len(earlier)} files already in {args.out}, {len(files)} to scan", file=sys.stderr)
+        already = f"{len(earlier)} file{'' if len(earlier) == 1 else 's'}"
+        print(f"deepshield scan: {already} already in {args.out}, {len(files)} to scan", file=sys.stderr)
     job = ScanJob(
         bundle=args.model,
         min_face_size=args.min_face_size,
