@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import signal
 from pathlib import Path
 
 import av
@@ -82,6 +84,17 @@ def detector(tiny_bundle):
     from deepshield.inference.analysis import Detector
 
     return Detector.from_bundle(tiny_bundle)
+
+
+@contextlib.contextmanager
+def python_ctrl_c():
+    """Python's own Ctrl-C handler for the block, also when the suite was started in the background
+    (SIGINT ignored there); the handler before is put back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def write_video(

@@ -20,7 +20,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
-from tests.test_evaluation_report import folder_dataset  # noqa: F401 - the shared tiny dataset fixture
+from tests.test_evaluation_report import folder_dataset, stop_cropping  # noqa: F401 - the shared tiny dataset fixture
 
 
 def overconfident_set(n_files: int = 300, faces_per_file: int = 3, seed: int = 0) -> ScoredSet:
@@ -456,29 +456,18 @@ def test_the_catch_count_at_equal_false_alarms_counts_files():
 
 
 def test_an_interrupted_resumable_calibration_finds_only_the_rest(folder_dataset, tiny_bundle, tmp_path, monkeypatch):  # noqa: F811
-    from deepshield.evaluation.scoring import CropJob
-
     def calibrate(out: Path, *extra: str) -> int:
         args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
         return main([*args, "--no-progress", *extra])
 
     assert calibrate(tmp_path / "plain") == EXIT_OK
-    cropped: list[str] = []
-    run = CropJob.run
-
-    def counted(job, cropper, item):
-        if len(cropped) == 3 and interrupt:
-            raise KeyboardInterrupt  # as Ctrl-C or a killed process leaves it: three files done
-        cropped.append(Path(item[1]).name)
-        return run(job, cropper, item)
-
-    monkeypatch.setattr(CropJob, "run", counted)
+    stops = stop_cropping(monkeypatch)  # three files done, then Ctrl-C
+    cropped = stops.cropped
     out = tmp_path / "resumed"
     journal = tmp_path / "resumed.faces-in-progress"  # beside the bundle, which is not made until the end
-    interrupt = True
     assert calibrate(out, "--resume") == EXIT_INTERRUPTED
     assert not out.exists() and len(list(journal.glob("[0-9]*.npz"))) == 3
-    interrupt, first_three = False, list(cropped)
+    stops.interrupt, first_three = False, list(cropped)
     assert calibrate(out, "--resume") == EXIT_OK
     assert len(cropped) > 3 and not set(cropped[3:]) & set(first_three)  # the rest only
     assert not journal.exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deepshield.engines import FileJob, make_engine
+from tests.conftest import python_ctrl_c
 
 
 def record_worker(folder: Path, index: int, emit) -> None:
@@ -62,15 +63,6 @@ def test_one_worker_runs_here_and_its_errors_propagate(tmp_path):
 
 
 def test_ctrl_c_interrupts_every_worker_then_is_raised(tmp_path):
-    # Python's own Ctrl-C handler, also when the suite was started in the background (SIGINT ignored)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        _ctrl_c_interrupts_every_worker(tmp_path)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     def ctrl_c_once_both_started() -> None:
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"started_{i}").exists() for i in range(2)) and time.monotonic() < deadline:
@@ -81,7 +73,7 @@ def _ctrl_c_interrupts_every_worker(tmp_path) -> None:
     lines: list[str] = []
     before = dict(os.environ)
     told: list[str] = []
-    with make_engine("local") as engine, pytest.raises(KeyboardInterrupt):
+    with python_ctrl_c(), make_engine("local") as engine, pytest.raises(KeyboardInterrupt):
         engine.run_workers(
             functools.partial(sleeping_worker, tmp_path),
             2,
@@ -166,16 +158,6 @@ class CtrlCJob(PidJob):
 
 
 def test_ctrl_c_stops_a_pools_workers_at_once_and_they_never_see_it(tmp_path):
-    # Python's own Ctrl-C handler, also when the suite was started in the background (SIGINT ignored)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        _ctrl_c_stops_a_pools_workers(tmp_path)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert signal.getsignal(signal.SIGINT) is previous
-
-
-def _ctrl_c_stops_a_pools_workers(tmp_path) -> None:
     def ctrl_c_once_both_work() -> None:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
@@ -184,8 +166,12 @@ def _ctrl_c_stops_a_pools_workers(tmp_path) -> None:
 
     threading.Thread(target=ctrl_c_once_both_work, daemon=True).start()
     started = time.monotonic()
-    with make_engine("local", workers=2) as engine, pytest.raises(KeyboardInterrupt):
-        list(engine.map(CtrlCJob(tmp_path), range(4)))
+    with python_ctrl_c():
+        with make_engine("local", workers=2) as engine, pytest.raises(KeyboardInterrupt):
+            list(engine.map(CtrlCJob(tmp_path), range(4)))
+        assert (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )  # the pool's swap, while starting workers, undone
     # A terminal's Ctrl-C reaches the whole process group: workers started ignoring it (one still
     # importing died with a traceback), and the driver ended them rather than wait a minute for their files.
     assert sorted(p.name.split("_")[2] for p in tmp_path.glob("worker_*")) == ["ignores", "ignores"]

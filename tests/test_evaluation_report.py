@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -489,47 +490,63 @@ def test_multi_face_and_short_track_videos_score_as_the_detector_does(tmp_path, 
     assert scores["crowd.mp4"] == pytest.approx(max(t.score for t in counted), abs=1e-6)
 
 
+@dataclass
+class CroppingStops:
+    """What stop_cropping patched in: the files cropped, in order; while `interrupt` holds, the crop after
+    the `after`-th raises KeyboardInterrupt (as Ctrl-C or a killed process leaves a run: that many done)."""
+
+    after: int
+    interrupt: bool = True
+    cropped: list[str] = field(default_factory=list)
+
+
+def stop_cropping(monkeypatch, after: int = 3) -> CroppingStops:
+    """CropJob.run (what evaluate and calibrate crop each file with), counted and stopped as CroppingStops says."""
+    from deepshield.evaluation.scoring import CropJob
+
+    stops = CroppingStops(after)
+    run = CropJob.run
+
+    def counted(job, cropper, item):
+        if len(stops.cropped) == stops.after and stops.interrupt:
+            raise KeyboardInterrupt
+        stops.cropped.append(Path(item[1]).name)
+        return run(job, cropper, item)
+
+    monkeypatch.setattr(CropJob, "run", counted)
+    return stops
+
+
 def test_an_interrupted_resumable_evaluation_finds_only_the_rest_and_reports_as_an_uninterrupted_one(
     folder_dataset, tiny_bundle, tmp_path, monkeypatch, capsys
 ):
-    from deepshield.evaluation.scoring import CropJob
-
     def evaluate(out: Path, *extra: str) -> int:
         args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "3"]
         return main([*args, "--perturb", "noise:5", "--bootstrap", "0", "--no-progress", *extra])
 
     assert evaluate(tmp_path / "plain") == EXIT_OK
     assert not (tmp_path / "plain" / ".faces-in-progress").exists()  # only --resume keeps faces
-    cropped: list[str] = []
-    run = CropJob.run
-
-    def counted(job, cropper, item):
-        if len(cropped) == 3 and interrupt:
-            raise KeyboardInterrupt  # as Ctrl-C or a killed process leaves it: three files done
-        cropped.append(Path(item[1]).name)
-        return run(job, cropper, item)
-
-    monkeypatch.setattr(CropJob, "run", counted)
+    stops = stop_cropping(monkeypatch)  # three files done, then Ctrl-C
+    cropped = stops.cropped
     out = tmp_path / "resumed"
-    interrupt = True
     assert evaluate(out, "--resume") == EXIT_INTERRUPTED
     assert len(list((out / ".faces-in-progress").glob("[0-9]*.npz"))) == 3
-    interrupt, first_three = False, list(cropped)
+    stops.interrupt, first_three = False, list(cropped)
     assert evaluate(out, "--resume") == EXIT_OK
     assert len(cropped) == 7 and not set(cropped[3:]) & set(first_three)  # the other four files only
     for name in ("scores.csv", "files.csv"):  # the noise is seeded per file: the same pixels either way
         assert (out / name).read_text() == (tmp_path / "plain" / name).read_text()
     assert not (out / ".faces-in-progress").exists()
     # Faces kept for other settings are not used: a run with other frames finds every file again.
-    interrupt, cropped[:] = True, []
+    stops.interrupt, cropped[:] = True, []
     assert evaluate(out, "--resume") == EXIT_INTERRUPTED
-    interrupt, cropped[:] = False, []
+    stops.interrupt, cropped[:] = False, []
     assert evaluate(out, "--resume", "--frames", "2") == EXIT_OK and len(cropped) == 7
     # A kept file that cannot be read stops the run, naming what to delete (it is never silently redone).
-    interrupt, cropped[:] = True, []
+    stops.interrupt, cropped[:] = True, []
     assert evaluate(out, "--resume") == EXIT_INTERRUPTED
     (out / ".faces-in-progress" / "0.npz").write_bytes(b"not an npz")
     capsys.readouterr()
-    interrupt = False
+    stops.interrupt = False
     assert evaluate(out, "--resume") == EXIT_USAGE
     assert f"delete {out / '.faces-in-progress'} to start again" in capsys.readouterr().err

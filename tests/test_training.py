@@ -16,6 +16,7 @@ from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
 from deepshield.training.trainer import Trainer
+from tests.conftest import python_ctrl_c
 from tests.face_data import write_real_faces
 
 
@@ -269,13 +270,8 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
         return loss
 
     monkeypatch.setattr(Step, "__call__", interrupted_after_the_update)
-    # Python's own Ctrl-C handler, also when the suite was started in the background (SIGINT ignored there)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with python_ctrl_c(), pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run()
     monkeypatch.setattr(Step, "__call__", whole)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
     resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
