@@ -494,7 +494,8 @@ def _sample_by_seeking(
                 )
                 break
         else:  # the stream ended before the target: cut short, unless by less than a varying frame rate's slack
-            broken[0] += target_s - shown_s > _CUT_SHORT_S
+            if target_s - shown_s > _CUT_SHORT_S:
+                broken[0] += 1
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
     if not kept:

@@ -245,7 +245,12 @@ def _warn_about_shared_stores(plan: SearchPlan, engine: Engine, echo: Callable[[
 
 
 def run_trials(
-    plan: SearchPlan, engine: Engine, parent_run_id: str | None, train_fn: TrainFn, echo: Callable[[str], None]
+    plan: SearchPlan,
+    study: optuna.Study,
+    engine: Engine,
+    parent_run_id: str | None,
+    train_fn: TrainFn,
+    echo: Callable[[str], None],
 ) -> None:
     """n_jobs study workers on the engine until the study reaches its target (or the timeout); each
     worker gets an equal share of the engine's CPUs as torch threads (all of them when alone)."""
@@ -269,7 +274,6 @@ def run_trials(
     spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline)
     if settings.prewarm:
         prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo)
-    study = optuna.load_study(study_name=plan.name, storage=open_storage(plan.storage_url))
     study.set_user_attr(STOP_REQUESTED, False)
     # On Ctrl-C no worker starts another trial, whether or not the interrupt reaches it: a Ray worker that
     # missed its cancellation ran the rest of the grid.
@@ -336,7 +340,7 @@ def run_search(
         tracker = start_parent_run(study, plan) if plan.base.tracking.enabled else None
         status = "FAILED"
         try:
-            run_trials(plan, engine, tracker.run_id if tracker else None, train_fn, echo)
+            run_trials(plan, study, engine, tracker.run_id if tracker else None, train_fn, echo)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
