@@ -469,7 +469,9 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert "is not a directory" in capsys.readouterr().err
 
 
-def test_watch_scans_each_new_file_once_it_has_finished_arriving(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
+def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
     import deepshield.cli.scan as scan_cli
 
     inbox = tmp_path / "inbox"
@@ -483,10 +485,14 @@ def test_watch_scans_each_new_file_once_it_has_finished_arriving(capsys, astrona
         if len(looks) == 1:
             (inbox / "copied.png").write_bytes(photo)
             (inbox / "arriving.png").write_bytes(photo[:1000])  # still being copied in
+            (inbox / "stalled.png").write_bytes(photo[:1000])  # a copy that stalls for longer than a look
         elif len(looks) == 2:
             with open(inbox / "arriving.png", "ab") as handle:
                 handle.write(photo[1000:])
-        elif len(looks) == 5:
+        elif len(looks) == 3:
+            with open(inbox / "stalled.png", "ab") as handle:  # taken half-written at the second look
+                handle.write(photo[1000:])
+        elif len(looks) == 6:
             raise KeyboardInterrupt  # Ctrl-C ends the watch
 
     monkeypatch.setattr(scan_cli.time, "sleep", one_look)
@@ -494,15 +500,46 @@ def test_watch_scans_each_new_file_once_it_has_finished_arriving(capsys, astrona
     code, _, err = scan(
         capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "0.5"
     )
-    assert code == EXIT_OK and looks == [0.5] * 5
+    assert code == EXIT_SOME_FAILED and looks == [0.5] * 6
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    # copied.png is taken at the second look (unchanged since the first), arriving.png at the third
-    assert [Path(row["path"]).name for row in rows] == ["first.png", "copied.png", "arriving.png"]
-    assert all(row["status"] == "ok" and row["faces"] == 1 for row in rows)
+    # copied.png and stalled.png are taken at the second look (unchanged since the first), arriving.png
+    # at the third; stalled.png, changed since it was taken, again at the fourth, whole
+    names = [Path(row["path"]).name for row in rows]
+    assert names == ["first.png", "copied.png", "stalled.png", "arriving.png", "stalled.png"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "error", "ok", "ok"]
+    assert all(row["faces"] == 1 for row in rows if row["status"] == "ok")
+    assert rows[-1]["sha256"] == hashlib.sha256(photo).hexdigest() != rows[2]["sha256"]
     assert "watching for new files every 0.5 s (Ctrl-C to stop)" in err
-    assert err.splitlines()[-1].startswith("deepshield scan: 3 files scanned: ")
+    assert err.splitlines()[-1].startswith("deepshield scan: 5 files scanned: ")
     code, _, err = scan(capsys, str(inbox), "--model", str(tiny_bundle), "--watch", "1")
     assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
+
+
+def test_a_watched_folder_s_own_heatmaps_are_not_scanned(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
+    # --heatmaps inside the watched folder: each look found the last look's heatmaps as new photos, and
+    # scanned them, writing heatmaps of heatmaps (a_face0_face0_face0.png ...) until Ctrl-C.
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    (inbox / "heat").mkdir(parents=True)
+    save_image(inbox / "a.png", astronaut)
+    save_image(inbox / "heat" / "left-from-before.png", astronaut)
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    out = tmp_path / "rows.jsonl"
+    code, _, _ = scan(
+        capsys, str(inbox), "-r", "--heatmaps", str(inbox / "heat"), "--model", str(tiny_bundle),
+        "--format", "jsonl", "--out", str(out), "--watch", "1",
+    )  # fmt: skip
+    assert code == EXIT_OK and len(looks) == 4
+    assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["a.png"]
+    assert sorted(p.name for p in (inbox / "heat").iterdir()) == ["a_face0.png", "left-from-before.png"]
 
 
 def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys, media, tiny_bundle, tmp_path):

@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_float,
         metavar="SECONDS",
         help="with --format jsonl or csv: after the scan, look for new files every SECONDS and scan each once it "
-        "has finished arriving, until Ctrl-C",
+        "has finished arriving (and again if it changes), until Ctrl-C",
     )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     trust_anchors_argument(parser)
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmaps is not None:
         check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
-    files = collect_files(paths, args.recursive)
+    files = collect_files(paths, args.recursive, args.heatmaps)
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
         print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
         return EXIT_OK
@@ -347,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
         if files:
             scan_all(files)
         if args.watch:
-            watch = ArrivalWatch(paths, args.recursive, seen={file_key(path) for path in files} | done)
+            seen = {file_key(path) for path in files} | done
+            watch = ArrivalWatch(paths, args.recursive, seen, output=args.heatmaps)
             print(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)", file=sys.stderr)
             try:
                 while True:

@@ -38,11 +38,14 @@ class ScanRow(BaseModel):
     result: ImageResult | VideoResult | None = None
 
 
-def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
+def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = None) -> list[Path]:
     """Explicit paths are kept whatever their name (type is sniffed later); folders contribute their
     entries with a media suffix, sorted, so that a folder's notes or metadata are not errors. Entries
     that are not regular files (FIFOs, broken links, link loops) are kept too: each gets an error row
-    saying what it is, rather than vanishing from the results."""
+    saying what it is, rather than vanishing from the results. A folder's files under `output` (the
+    scan's own heatmaps) are left out: a watched folder holding it would scan its heatmaps, their
+    heatmaps' heatmaps, and on."""
+    outside = None if output is None else file_key(output) + os.sep
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -51,7 +54,10 @@ def collect_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
                 sorted(
                     p
                     for p in path.glob(pattern)
-                    if not p.is_dir() and p.suffix.lower() in MEDIA_SUFFIXES and not p.name.startswith(".")
+                    if not p.is_dir()
+                    and p.suffix.lower() in MEDIA_SUFFIXES
+                    and not p.name.startswith(".")
+                    and (outside is None or not file_key(p).startswith(outside))
                 )
             )
         else:
@@ -67,31 +73,46 @@ def file_key(path: Path | str) -> str:
     return os.path.abspath(path)
 
 
+Signature = tuple[int, int] | None  # a file's size and modification time; None: it cannot be stat'ed
+
+
+def _signature(path: Path) -> Signature:
+    try:
+        stat = path.stat()
+    except OSError:  # a broken link, say: scanned (as an error row) once it stays broken
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass
 class ArrivalWatch:
     """Files that appear under the scanned paths after a scan began (`scan --watch`). A file is taken once
     its size and modification time held still between two looks, so one still being copied in waits
-    for the next look; each is taken once."""
+    for the next look. A file that changes after it was taken is taken again once it holds still: a copy
+    that stalled longer than the interval was scanned half-written (an error row), and gets its row when
+    it ends; a file written over in place is a new version."""
 
     paths: list[Path]
     recursive: bool
     seen: set[str]  # file_key of the files already scanned, or in the output being resumed
-    _last_look: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    output: Path | None = None  # the scan's heatmap folder, whose files are not taken (collect_files)
+    # Each seen file's signature when it was taken (at the first look for those seen before the watch).
+    _taken: dict[str, Signature] = field(default_factory=dict)
+    _last_look: dict[str, Signature] = field(default_factory=dict)
 
     def arrived(self) -> list[Path]:
         ready, look = [], {}
-        for path in collect_files(self.paths, self.recursive):
+        for path in collect_files(self.paths, self.recursive, self.output):
             key = file_key(path)
+            signature = _signature(path)
             if key in self.seen:
-                continue
-            try:
-                stat = path.stat()
-                signature: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
-            except OSError:  # a broken link, say: scanned (as an error row) once it stays broken
-                signature = None
+                if self._taken.setdefault(key, signature) == signature:
+                    continue
+                self.seen.discard(key)  # changed since it was taken: waits to hold still again
             if key in self._last_look and self._last_look[key] == signature:
                 ready.append(path)
                 self.seen.add(key)
+                self._taken[key] = signature
             else:
                 look[key] = signature
         self._last_look = look
