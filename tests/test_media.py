@@ -842,15 +842,23 @@ def test_a_span_is_sampled_uniformly_within_it(counting_video):
 
 
 def write_timed_video(
-    path: Path, frames: list[np.ndarray], times_s: list[float], fmt=None, options=None, rate: int = 30
+    path: Path,
+    frames: list[np.ndarray],
+    times_s: list[float],
+    fmt=None,
+    options=None,
+    rate: int = 30,
+    keyframe_every: int | None = None,
 ) -> Path:
     """A video whose frames are stamped at `times_s`: starting late (an MPEG-TS from a broadcast, a clip
     cut without re-encoding), or at a variable rate. `options`: the muxer's; `rate`: the frame rate declared
-    (Matroska gives it as the average)."""
+    (Matroska gives it as the average); `keyframe_every`: frames (x264's default: 250)."""
     with av.open(str(path), "w", format=fmt, options=options or {}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
+        if keyframe_every is not None:
+            stream.codec_context.gop_size = keyframe_every
         for image, time_s in zip(frames, times_s):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = round(time_s * 1000), Fraction(1, 1000)
@@ -873,6 +881,28 @@ def test_frame_times_count_from_the_videos_start_whatever_its_timestamps_start_a
     assert all(1.0 <= f.timestamp_s < 1.5 for f in part) and [frame_number(f.image) for f in part] == [
         f.index for f in part
     ]
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("mp4", None), ("ts", "mpegts")])
+def test_a_part_between_two_keyframes_is_sampled_in_mpeg_ts_as_in_mp4(tmp_path, suffix, fmt):
+    # 6 s at 20 fps, a keyframe each second. FFmpeg's seek in MPEG-TS lands on the keyframe after its
+    # target: the part from 2.1 to 2.6 s (between keyframes) had no frames ("no decodable frames"), and
+    # the whole video's samples were each taken at the keyframe after them.
+    frames = [np.zeros((64, 96, 3), np.uint8) for _ in range(120)]
+    for i, image in enumerate(frames):  # the frame number in two grey levels: left i % 40, right i // 40
+        image[:, :48], image[:, 48:] = 6 * (i % 40), 6 * (i // 40)
+
+    def numbers(sampled: list) -> list[int]:
+        return [
+            round(float(f.image[:, :40].mean()) / 6) + 40 * round(float(f.image[:, 56:].mean()) / 6) for f in sampled
+        ]
+
+    path = write_timed_video(tmp_path / f"keyframes.{suffix}", frames, [i / 20 for i in range(120)], fmt, rate=20,
+                             keyframe_every=20)  # fmt: skip
+    info, part = sample_frames(path, 4, span=VideoSpan(2.1, 2.6))
+    assert [f.index for f in part] == numbers(part) == [42 + i for i in uniform_indices(10, 4)] and not info.damaged
+    _, whole = sample_frames(path, 8)
+    assert [f.index for f in whole] == numbers(whole) == uniform_indices(120, 8)
 
 
 def test_a_recording_without_a_duration_is_measured_and_held_to_the_limit(tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -452,6 +453,38 @@ def _decoded_frames(
         counter[0] += 1
 
 
+def _frames_from(
+    container: av.container.InputContainer,
+    target_s: float,
+    stream_start_s: float,
+    slack_s: float,
+    limits: VideoLimits,
+    broken: list[int],
+) -> Iterator[av.VideoFrame] | None:
+    """The frames decoded from a keyframe at or before `target_s` (a stream time, within `slack_s`), on to
+    the end. In MPEG-TS (broadcast captures, AVCHD .mts/.m2ts) FFmpeg's seek lands on the keyframe after
+    the target: it is sought again, further back each time, down to the stream's start (without this, a
+    part between two keyframes had no frames at all, and samples gathered on the keyframes after them).
+    None when a seek fails or the stream has no time base."""
+    stream = container.streams.video[0]
+    if stream.time_base is None:
+        return None
+    back_s = 0.0
+    while True:
+        seek_s = max(stream_start_s, target_s - back_s)
+        try:
+            container.seek(int(seek_s / stream.time_base), stream=stream, backward=True)
+        except av.error.FFmpegError:
+            return None
+        frames = _decoded_frames(container, limits, broken)
+        first = next(frames, None)
+        if first is None:
+            return iter(())
+        if first.time is None or first.time <= target_s + slack_s or seek_s <= stream_start_s:
+            return itertools.chain([first], frames)
+        back_s = max(1.0, 2 * back_s)
+
+
 def _sample_by_seeking(
     container: av.container.InputContainer,
     info: VideoInfo,
@@ -474,12 +507,11 @@ def _sample_by_seeking(
     broken = [0]
     for number, target in enumerate(targets):
         target_s = start_s + target / info.fps
-        try:
-            container.seek(int(target_s / stream.time_base), stream=stream, backward=True)
-        except av.error.FFmpegError:
+        frames = _frames_from(container, target_s, start_s, half_frame_s, limits, broken)
+        if frames is None:
             return None
         shown_s = start_s  # when the last frame decoded for this target shows
-        for decoded, frame in enumerate(_decoded_frames(container, limits, broken)):
+        for decoded, frame in enumerate(frames):
             if frame.time is None or decoded > spacing:
                 return None
             shown_s = frame.time
@@ -519,12 +551,11 @@ def _sample_sequentially(
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     stream_start_s = float((stream.start_time or 0) * stream.time_base) if stream.time_base is not None else 0.0
+    broken = [0]
+    frames: Iterator[av.VideoFrame] | None = None
     if seek:
-        if stream.time_base is None:
-            return None
-        try:
-            container.seek(int((stream_start_s + span.start_s) / stream.time_base), stream=stream, backward=True)
-        except av.error.FFmpegError:
+        frames = _frames_from(container, stream_start_s + span.start_s, stream_start_s, 0.5 / info.fps, limits, broken)
+        if frames is None:
             return None
     # Without any frame count (rare: no duration either) the span is told by timestamps and every
     # `stride`-th frame in it is kept, the stride doubling whenever _held_while_counting(n) frames are held,
@@ -538,8 +569,7 @@ def _sample_sequentially(
     kept: list[VideoFrame] = []
     index = decoded = -1
     last_s = 0.0  # when the last frame decoded shows
-    broken = [0]
-    for frame in _decoded_frames(container, limits, broken):
+    for frame in _decoded_frames(container, limits, broken) if frames is None else frames:
         decoded += 1
         if seek and frame.time is None:
             return None
