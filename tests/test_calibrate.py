@@ -149,6 +149,26 @@ def test_each_source_held_out_is_fitted_on_the_others():
     assert recalibrate(overconfident_set(), shipped).held_out == []  # one source: nothing to hold out
 
 
+def test_verdicts_changed_are_counted_with_the_bands_verdicts_use():
+    # A band starting above even odds (0.7): verdicts use it from 0.5 on (ScoreRule.from_calibration), so a
+    # file at 0.6 is inconclusive, not "no signs found", before and after. Counted with the stored bands,
+    # files that keep their verdict were counted as changed (8 of 400 against 3 with the shipped card).
+    from deepshield.inference.verdict import ScoreRule
+
+    scored = overconfident_set(600, faces_per_file=1, seed=4)
+    card = toy_card(temperature=1.0, threshold=0.8, inconclusive=InconclusiveBand(low=0.7, high=0.9, fitted_on="toy"))
+    result = recalibrate(scored, card, Method())
+    before = scored.file_scores(CLEAN, VideoRule(), 1.0)
+    after = scored.file_scores(CLEAN, VideoRule(), result.temperature_after)
+    old_rule, new_rule = ScoreRule.from_calibration(card.calibration), ScoreRule.from_calibration(result.calibration)
+    used = sum(old_rule.classify(b) != new_rule.classify(a) for b, a in zip(before, after, strict=True))
+    stored = sum(
+        card.calibration.band.classify(b) != result.calibration.band.classify(a)
+        for b, a in zip(before, after, strict=True)
+    )
+    assert result.verdicts_changed == used != stored
+
+
 def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     scored = overconfident_set(600, faces_per_file=1, seed=4)  # one face a file: its score is the face's
     for record in scored.files[::2]:
@@ -159,13 +179,14 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
     new = result.calibration
     assert result.temperature_after == pytest.approx(4, rel=0.3)
     to_logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    for old, refit in ((0.8, new.threshold), (0.7, new.band.low), (0.9, new.band.high)):
-        assert to_logit(refit) * result.temperature_after == pytest.approx(to_logit(old), rel=1e-6)  # same logit
+    # The band kept is the one verdicts use: from even odds (0.5, logit 0), not the stored 0.7.
+    for old, refit in ((0.8, new.threshold), (0.5, new.band.low), (0.9, new.band.high)):
+        assert to_logit(refit) * result.temperature_after == pytest.approx(to_logit(old), abs=1e-9)  # same logit
     assert new.threshold < 0.7  # the 0.8 of an overconfident model is a much lower honest probability
     assert "kept at the same logits" in new.band.fitted_on and "verdicts unchanged" in new.fitted_on
     before = scored.file_scores(CLEAN, VideoRule(), 1.0)
     after = scored.file_scores(CLEAN, VideoRule(), result.temperature_after)
-    assert [band.classify(b) for b in before] == [new.band.classify(a) for a in after]
+    assert [band.from_even_odds().classify(b) for b in before] == [new.band.classify(a) for a in after]
     assert result.verdicts_changed == 0 and result.card.metrics["calibration_verdicts_changed"] == 0
     assert result.after["face"]["ece"] < result.before["face"]["ece"] - 0.05
     assert [c.source for c in result.held_out] == ["other", "toy"]
@@ -433,11 +454,14 @@ def test_the_catch_rate_at_a_false_alarm_rate_reads_the_top_of_the_reals():
     fakes = np.array([0.995, 0.985, 0.975, 0.5])
     labels = np.r_[np.zeros(100), np.ones(4)]
     scores = np.r_[reals, fakes]
-    assert caught_at_fpr(labels, scores, 0.02) == 0.5  # at most 2 reals flagged: threshold 0.98, two fakes above
+    # At most 2 reals flagged (0.98, 0.99): the threshold just above 0.97, three fakes at or above it. (It
+    # read 0.5: 1 - 98/100 is a rounding error above 0.02, so the second real allowed was refused.)
+    assert caught_at_fpr(labels, scores, 0.02) == 0.75
+    assert caught_at_fpr(labels, scores, 0.01) == 0.5  # one real flagged (0.99): two fakes above 0.98
     assert caught_at_fpr(labels, scores, 0.0) == 0.25  # no real flagged: only the fake above them all
     assert caught_at_fpr(labels, scores, 0.05) == 0.75
     # the same ranking under any monotone rescaling (a calibration) gives the same figure
-    assert caught_at_fpr(labels, scores**3, 0.02) == 0.5
+    assert caught_at_fpr(labels, scores**3, 0.02) == 0.75
 
 
 def test_the_catch_count_at_equal_false_alarms_counts_files():

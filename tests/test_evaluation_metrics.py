@@ -255,6 +255,21 @@ def test_fit_temperature_undoes_overconfidence():
     )
 
 
+def test_fit_temperature_pays_the_full_cost_of_confidently_wrong_faces():
+    # 5000 confident faces, 5 of them wrong at logit 60. Fitted on the reported log-loss (probabilities
+    # clipped at 1e-7, a wrong face's cost capped at 16) the temperature was 0.53: the model made sharper
+    # still, where the unclipped log-loss's optimum (found here by brute force) is 1.9.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 5000).astype(float)
+    logits = np.where(labels == 1, 1, -1) * rng.normal(12, 4, 5000)
+    wrong = rng.choice(5000, 5, replace=False)
+    logits[wrong] = np.where(labels[wrong] == 1, -60.0, 60.0)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
+    losses = [np.mean(np.logaddexp(0, logits / t) - labels * logits / t) for t in grid]
+    assert fit_temperature(labels, logits) == pytest.approx(grid[int(np.argmin(losses))], rel=0.01)
+    assert fit_temperature(labels, logits) > 1
+
+
 def test_fit_platt_undoes_overconfidence_and_a_shift():
     rng = np.random.default_rng(1)
     true_logits = rng.normal(0, 2, 4000)
@@ -273,13 +288,21 @@ def test_fit_threshold_target_fpr_and_balanced():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])
     t = fit_threshold(labels, scores, target_fpr=0.0)
-    assert t == pytest.approx(0.8)  # lowest threshold flagging no real (0.7 is real)
+    assert t == pytest.approx(0.8)  # the lowest score flagging no real (0.7 is real)
     assert fit_threshold(labels, scores, target_fpr=0.25) == pytest.approx(0.4)
     assert fit_threshold(labels, scores) == pytest.approx(0.4)  # every fake, one real of four: balanced accuracy 7/8
     top_real = fit_threshold(np.array([0, 1]), np.array([0.9, 0.2]), target_fpr=0.0)
     assert top_real > 0.9  # above every score when a real holds the top score
     with pytest.raises(MetricsError):
         fit_threshold(np.array([1, 1]), np.array([0.2, 0.3]), target_fpr=0.05)
+    # Reals alone (as fit_threshold_each fits each source): just above the top real, not 0.5 (the balanced
+    # threshold's extra candidate, which answered for any reals under it).
+    assert fit_threshold(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4]), target_fpr=0.0) == np.nextafter(0.4, 1)
+    # A target that allows a whole number of reals allows that many: 1 of 50 at 2% (1 - 49/50 is 0.0200...02,
+    # and the one real allowed was refused).
+    reals = np.arange(50) / 100  # 0.00 ... 0.49
+    assert fit_threshold(np.zeros(50), reals, target_fpr=0.02) == 0.49
+    assert fit_threshold(np.zeros(20), reals[:20], target_fpr=0.05) == 0.19
 
 
 def test_inconclusive_band_holds_the_thresholds_nearly_as_good():

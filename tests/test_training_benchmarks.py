@@ -31,7 +31,7 @@ from deepshield.training.benchmarks import (
 from deepshield.training.checkpoint import BEST, load_checkpoint
 from deepshield.training.config import AugmentConfig
 from deepshield.training.export import RealMediaScale, fit_calibration
-from deepshield.training.records import parse_selector
+from deepshield.training.records import direction_warning, parse_selector
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_benchmark, write_real_faces
 from tests.test_training import tiny_config
@@ -141,6 +141,13 @@ def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
         )
     assert parse_selector("max.bench_modern_swaps_file_auc_lo").direction == "maximize"
     assert parse_selector("min.bench_fpr").direction == "minimize"
+    # The fakes caught at 2% false alarms, though its name ends in _fpr, is better higher (it was read as
+    # a false-alarm rate: "higher is worse ... did you mean min.", and a study so told kept the worst trial);
+    # a set's fakes caught at the epoch's threshold was no metric at all.
+    for metric in ("bench_tpr_at_2pct_fpr", "bench_modern_swaps_tpr_at_2pct_fpr", "bench_modern_swaps_tpr"):
+        assert parse_selector(f"max.{metric}").direction == "maximize"
+        assert direction_warning(parse_selector(f"max.{metric}")) is None
+    assert direction_warning(parse_selector("max.bench_modern_swaps_face_fpr")) is not None
     with pytest.raises(DeepShieldError, match="unknown metric"):
         parse_selector("max.bench_auroc")
 

@@ -309,11 +309,15 @@ def recalibrate(
     after_files = _files(scored, rule, fitted.scale, None)
     held_out = held_out_checks(scored, shipped, method, rule)
     if method.keep_verdicts:
-        band = band_at_calibration(calibration.band, shipped.scale, fitted.scale)
+        # The band verdicts use, reaching down to even odds: a new offset moves even odds to other logits,
+        # and the stored band kept there turned files between the two from inconclusive to no signs found.
+        band = band_at_calibration(calibration.band.from_even_odds(), shipped.scale, fitted.scale)
     else:
         band = fit_inconclusive_band(after_files.labels, after_files.scores, fitted.threshold)
+    # Counted with the bands verdicts use (reaching down to even odds: ScoreRule), not the stored ones.
+    used_before, used_after = calibration.band.from_even_odds(), band.from_even_odds()
     verdicts_changed = sum(
-        calibration.band.classify(float(old)) != band.classify(float(new))
+        used_before.classify(float(old)) != used_after.classify(float(new))
         for old, new in zip(before_files.scores, after_files.scores, strict=True)
     )
     before = {

@@ -56,9 +56,10 @@ VALIDATION_METRICS: dict[str, Mode] = {
     if isinstance(field.json_schema_extra, dict)
 }
 TRAINING_METRICS = ("train_loss", "loss", "lr", "images_per_s")
-# bench_<set>_<metric>[_lo|_hi] and the pooled bench_<metric>: the metric's last word says its direction.
+# bench_<set>_<metric>[_lo|_hi] and the pooled bench_<metric>: the metric's first word says its direction
+# (tpr_at_2pct_fpr, the fakes caught at a false-alarm rate, is a tpr: it ends in _fpr, and was read as one).
 BENCH_DIRECTIONS: dict[str, Mode] = {"auc": "max", "ap": "max", "fpr": "min", "tpr": "max"}
-_BENCH_NAME = re.compile(r"^bench(_[a-z0-9_]+)?_(auc|ap|fpr)(_lo|_hi)?$")
+_BENCH_NAME = re.compile(r"^bench(_[a-z0-9_]+?)??_(tpr_at_[0-9]+pct_fpr|auc|ap|fpr|tpr)(_lo|_hi)?$")
 # synthetic_<set>_<metric>: the synthetic-face score's checks (val, holdout, holdout_downscaled, ...).
 _SYNTHETIC_NAME = re.compile(r"^synthetic_[a-z0-9_]+_(auc|ap|fpr|tpr)(_lo|_hi)?$")
 
@@ -69,7 +70,7 @@ def metric_direction(metric: str) -> Mode | None:
         return VALIDATION_METRICS[metric]
     match = _BENCH_NAME.match(metric)
     if match:
-        return BENCH_DIRECTIONS[match.group(2)]
+        return BENCH_DIRECTIONS[match.group(2).split("_")[0]]
     match = _SYNTHETIC_NAME.match(metric)
     return BENCH_DIRECTIONS[match.group(1)] if match else None
 
