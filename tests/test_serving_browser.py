@@ -459,6 +459,27 @@ def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detecto
     assert boxes == ["0", "1", "2"]
 
 
+def test_a_keyboard_reaches_each_face_on_the_photo_and_its_card(browser, detector, astronaut, tmp_path):
+    # The boxes on the photo were mouse-only: tabbing to one now lights it and its card up, as hovering
+    # does, and Enter takes focus to its card.
+    scripted = type(detector)(ScriptedClassifier([-1.0, 2.0]), detector.faces)
+    with _page_of(browser, scripted) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "two.jpg", np.concatenate([astronaut] * 2, axis=1))))
+        page.wait_for_selector(".face-card")
+        second = page.locator('.face-box[data-face="1"]')
+        assert second.get_attribute("aria-label") == "Face 2: 88.1% (face-swap score): show its card"
+        second.focus()
+        lit = 'nodes => nodes.filter((n) => n.classList.contains("highlight")).map((n) => n.tagName + n.dataset.face)'
+        assert page.eval_on_selector_all("[data-face]", lit) == ["BUTTON1", "ARTICLE1"]
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.className + ' ' + document.activeElement.dataset.face") == (
+            "face-card 1"
+        )
+        assert page.eval_on_selector_all("[data-face]", lit) == []  # the box left: lit no more
+        page.keyboard.press("Shift+Tab")  # back from the card to where the keyboard was
+        assert page.evaluate("document.activeElement.dataset.face") == "1"
+
+
 def test_a_face_in_a_crowd_sized_photo_is_labelled_with_its_number_alone(browser, detector, astronaut, tmp_path):
     # One face about 2% of the photo's width: a label with its score would run into its neighbours'.
     wide = np.full((512, 4608, 3), 90, np.uint8)

@@ -20,7 +20,10 @@ export function renderImage(result, fileName) {
     const [x0, y0, x1, y1] = face.box;
     const driving = drivingScore(face.probability, face.synthetic_probability, face.verdict_driver, face.label, result);
     const colour = driving.colour;
-    const box = el("div", { class: "face-box", "data-face": String(face.index), title: `Face ${face.index + 1}: ${probabilityText(driving.value)} (${driving.measures} score)` });
+    // A button, so that a keyboard reaches each face on the photo as a mouse does: it lights the face
+    // and its card up, and takes focus to the card.
+    const summary = `Face ${face.index + 1}: ${probabilityText(driving.value)} (${driving.measures} score)`;
+    const box = el("button", { type: "button", class: "face-box", "data-face": String(face.index), title: summary, "aria-label": `${summary}: show its card` });
     box.style.left = (100 * x0 / result.width).toFixed(3) + "%";
     box.style.top = (100 * y0 / result.height).toFixed(3) + "%";
     box.style.width = (100 * (x1 - x0) / result.width).toFixed(3) + "%";
@@ -30,14 +33,18 @@ export function renderImage(result, fileName) {
     // the top of the photo has its label inside its box, one at the right edge its label leftwards.
     const leftwards = x0 / result.width > 1 - LABEL_SHARE;
     const place = (y0 / result.height < 0.06 ? " inside" : "") + (leftwards ? " end" : "");
-    const label = el("div", { class: "face-box-label" + place, text: crowded(face, result.faces, result.width, leftwards) ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
+    const label = el("span", { class: "face-box-label" + place, text: crowded(face, result.faces, result.width, leftwards) ? `${face.index + 1}` : `${face.index + 1} · ${driving.short}` });
     label.style.background = colour;
     box.append(label);
-    box.addEventListener("mouseenter", () => highlight(face.index, true));
-    box.addEventListener("mouseleave", () => highlight(face.index, false));
+    for (const [on, off] of [["mouseenter", "mouseleave"], ["focus", "blur"]]) {
+      box.addEventListener(on, () => highlight(face.index, true));
+      box.addEventListener(off, () => highlight(face.index, false));
+    }
     box.addEventListener("click", () => {
       const card = document.querySelector(`.face-card[data-face="${face.index}"]`);
-      if (card) card.scrollIntoView({ behavior: scrollBehavior(), block: "nearest" });
+      if (!card) return;
+      card.scrollIntoView({ behavior: scrollBehavior(), block: "nearest" });
+      card.focus({ preventScroll: true });
     });
     stage.append(box);
   }
@@ -69,7 +76,7 @@ export function renderImage(result, fileName) {
       zone.style.width = pct(band.high - band.low, 1);
       const scoreNode = el("div", { class: "face-score", "data-role": "face-score" }, [document.createTextNode(driving.text + " "), el("small", { text: driving.measures })]);
       scoreNode.style.color = colour;
-      const card = el("article", { class: "face-card", "data-face": String(face.index), "aria-label": `Face ${face.index + 1}` }, [
+      const card = el("article", { class: "face-card", "data-face": String(face.index), "aria-label": `Face ${face.index + 1}`, tabindex: "-1" }, [
         el("div", { class: "face-head" }, [
           el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
           scoreNode,
