@@ -17,9 +17,11 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.cautions import face_cautions
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.tracking import associate
+from deepshield.inference.verdict import shown_probability
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.media.images import ImageLimits
 from deepshield.media.video import VideoFrame, VideoInfo, VideoLimits, VideoSpan, uniform_indices
+from deepshield.models.card import InconclusiveBand
 from tests.conftest import ScriptedClassifier, write_video
 
 
@@ -133,6 +135,24 @@ def test_the_reason_says_when_the_most_suspicious_face_is_an_uncertain_detection
     # An unsure face that is not the most suspicious one says nothing.
     calm = Detector(ScriptedClassifier([2.0, -1.0, 0.5]), unsure).analyze_image(three_faces)
     assert "uncertain detection" not in calm.verdict.reason
+
+
+def test_a_score_beside_a_band_edge_is_shown_with_the_places_that_tell_them_apart(detector, astronaut):
+    # A band up to 57.42%: scores of 57.41% (inconclusive) and 57.42% (likely) both read 57.4%, beside an
+    # edge read 57.4%, and their reasons were alike to the letter.
+    high = 0.57417
+    band = InconclusiveBand(low=0.5, high=high, fitted_on="test")
+    reasons = {}
+    for probability in (0.5741, 0.5742):
+        classifier = ScriptedClassifier([float(np.log(probability / (1 - probability)))], threshold=0.556)
+        classifier.card.calibration.inconclusive = band
+        result = Detector(classifier, detector.faces).analyze_image(astronaut)
+        reasons[result.verdict.label] = result.verdict.reason
+    assert reasons == {
+        "inconclusive": "most suspicious face: 57.41%; inconclusive from 50.00% to 57.42% (threshold 55.60%)",
+        "likely_manipulated": "most suspicious face: 57.420%; inconclusive from 50.000% to 57.417% (threshold 55.600%)",
+    }
+    assert shown_probability(0.000004, 3) == "<0.001%" and shown_probability(0.99999, 2) == ">99.99%"
 
 
 def test_a_person_seen_with_an_uncertain_detection_is_said_so(detector, face_video):

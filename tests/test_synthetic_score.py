@@ -236,6 +236,25 @@ def logit_for(probability: float, temperature: float = 1.0) -> float:
     return float(np.log(probability / (1 - probability)) * temperature)
 
 
+def test_the_uncertain_detection_clause_is_about_the_face_behind_the_verdict(astronaut, detector):
+    # Two faces: a sure one with the higher face-swap score (no signs found) and an unsure one whose
+    # synthetic-face score calls the file. The clause was judged on the highest face-swap score's face:
+    # silent here, and said of the sure face when the roles were swapped.
+    from tests.test_analysis import UnsureDetector
+
+    two_faces = np.concatenate([astronaut] * 2, axis=1)
+    unsure = UnsureDetector(detector.faces, [0.95, 0.58])
+    behind = [(logit_for(0.35), logit_for(0.1, 2.0)), (logit_for(0.2), logit_for(0.97, 2.0))]
+    result = Detector(TwoScoreClassifier(behind), unsure).analyze_image(two_faces)
+    assert (result.verdict.label, result.verdict.verdict_driver) == ("likely_manipulated", "synthetic")
+    assert result.verdict.reason.endswith(
+        "is an uncertain detection (detector confidence 58%): check that it is a face"
+    )
+    swapped = [(logit_for(0.2), logit_for(0.97, 2.0)), (logit_for(0.35), logit_for(0.1, 2.0))]
+    result = Detector(TwoScoreClassifier(swapped), unsure).analyze_image(two_faces)
+    assert result.verdict.verdict_driver == "synthetic" and "uncertain detection" not in result.verdict.reason
+
+
 @pytest.mark.parametrize(
     ("manipulation", "synthetic", "label", "driver", "headline"),
     [

@@ -33,7 +33,15 @@ from deepshield.inference.results import (
     scope,
 )
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
-from deepshield.inference.verdict import CombinedVerdict, ScoreRule, combine, shown_probability
+from deepshield.inference.verdict import (
+    CombinedVerdict,
+    ScoreRule,
+    VerdictDriver,
+    combine,
+    decimals_apart,
+    shown_probability,
+    suspicion,
+)
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import media_kind
 from deepshield.media.images import DecodedImage, ImageLimits, decode_image
@@ -49,7 +57,7 @@ from deepshield.media.video import (
     reduced_read_reason,
     sample_frames,
 )
-from deepshield.models.card import InconclusiveBand, ModelCard
+from deepshield.models.card import InconclusiveBand, ModelCard, VerdictLabel
 
 ProgressCallback = Callable[[float, str], None]
 # Side of the small face copies kept for every timeline point (the page shows one on hover).
@@ -193,6 +201,13 @@ class Detector:
             )
         return found.split(results)
 
+    def _suspicion(
+        self, label: VerdictLabel, driver: VerdictDriver, probability: float, synthetic: float | None
+    ) -> tuple[bool, int, float]:
+        """A face's or counted person's place, most suspicious first (`verdict.suspicion`)."""
+        synthetic_threshold = None if self.synthetic_rule is None else self.synthetic_rule.threshold
+        return suspicion(label, driver, probability, synthetic, self.threshold, synthetic_threshold)
+
     def _verdict(self, probability: float | None, synthetic_probability: float | None, what: str) -> Verdict:
         """The file's verdict from its highest manipulation and highest synthetic score (the rule of
         `inference.verdict`: as severe as its most severe face or counted track)."""
@@ -206,16 +221,18 @@ class Detector:
             )
         verdict = self._combine(probability, synthetic_probability)
         band = self.band
+        places = decimals_apart(probability, (band.low, band.high, self.threshold))
         reason = (
-            f"most suspicious {what}: {shown_probability(probability)}; inconclusive from {band.low:.1%} to {band.high:.1%} "
-            f"(threshold {self.threshold:.1%})"
+            f"most suspicious {what}: {shown_probability(probability, places)}; inconclusive from "
+            f"{band.low:.{places}%} to {band.high:.{places}%} (threshold {self.threshold:.{places}%})"
         )
         if self.synthetic_rule is not None and synthetic_probability is not None:
             rule = self.synthetic_rule
+            places = decimals_apart(synthetic_probability, (rule.band.low, rule.band.high, rule.threshold))
             # "highest": of all the faces or tracks, which need not be the most suspicious one's.
             synthetic = (
-                f"highest synthetic-face score {shown_probability(synthetic_probability)}, inconclusive from "
-                f"{rule.band.low:.1%} to {rule.band.high:.1%} (threshold {rule.threshold:.1%})"
+                f"highest synthetic-face score {shown_probability(synthetic_probability, places)}, inconclusive from "
+                f"{rule.band.low:.{places}%} to {rule.band.high:.{places}%} (threshold {rule.threshold:.{places}%})"
             )
             # The score that made the call comes first, as the page shows it.
             if verdict.driver == "synthetic":
@@ -253,9 +270,14 @@ class Detector:
         image = decoded.pixels
         found = find_faces([image], self.faces, self.card.crop_policy, max_faces=self.max_faces)
         face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
-        suspect = max(face_results, key=lambda f: f.probability, default=None)
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)
-        verdict = self._verdict(None if suspect is None else suspect.probability, worst_synthetic, "face")
+        verdict = self._verdict(max((f.probability for f in face_results), default=None), worst_synthetic, "face")
+        # The face behind the verdict: by the score that made its call (a synthetic-face call too).
+        suspect = max(
+            face_results,
+            key=lambda f: self._suspicion(f.label, f.verdict_driver, f.probability, f.synthetic_probability),
+            default=None,
+        )
         if suspect is not None and (doubt := doubt_clause("face", [suspect.detection_score])):
             verdict = verdict.with_clause(doubt)
         left_out = found.left_out[0]
@@ -397,7 +419,9 @@ class Detector:
         file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
         suspect = max(
             (pair for pair in zip(track_results, members) if pair[0].counted),
-            key=lambda pair: pair[0].score,
+            key=lambda pair: self._suspicion(
+                pair[0].label, pair[0].verdict_driver, pair[0].score, pair[0].synthetic_score
+            ),
             default=None,
         )
         if suspect is not None and (doubt := doubt_clause("person", [f.detection_score for _, f in suspect[1]])):

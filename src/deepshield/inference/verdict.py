@@ -9,6 +9,7 @@ manipulation score alone, as before. See README "Verdicts"."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,8 +92,22 @@ def suspicion(
     return counted, SEVERITY[label], margin
 
 
-def shown_probability(probability: float) -> str:
-    """A probability as people read it, to a tenth of a percent, but never "0.0%" or "100.0%": no
-    estimate from a model can claim that, so those read "<0.1%" and ">99.9%" (as the web page shows them)."""
-    shown = f"{probability:.1%}"
-    return {"0.0%": "<0.1%", "100.0%": ">99.9%"}.get(shown, shown)
+def shown_probability(probability: float, decimals: int = 1) -> str:
+    """A probability as people read it, to a tenth of a percent (or `decimals` places), but never "0.0%"
+    or "100.0%": no estimate from a model can claim that, so those read "<0.1%" and ">99.9%" (as the web
+    page shows them)."""
+    shown = f"{probability:.{decimals}%}"
+    zero, one = f"{0:.{decimals}%}", f"{1:.{decimals}%}"
+    least = f"{10**-decimals:.{decimals}f}%"
+    return {zero: f"<{least}", one: f">{100 - 10**-decimals:.{decimals}f}%"}.get(shown, shown)
+
+
+def decimals_apart(probability: float, edges: Iterable[float]) -> int:
+    """The fewest places of a percent (1 to 4) at which a score reads unlike each threshold and band edge
+    it is shown beside: at one, 57.41% and an edge of 57.42% both read 57.4%, and two reasons alike to
+    the letter gave different calls."""
+    edges = list(edges)
+    for decimals in range(1, 4):
+        if all(f"{probability:.{decimals}%}" != f"{edge:.{decimals}%}" for edge in edges):
+            return decimals
+    return 4
