@@ -937,6 +937,17 @@ def test_a_variable_frame_rate_gives_each_sample_once(tmp_path):
     assert len(nearly_all) < 39 and not info.damaged
 
 
+def test_a_part_of_a_variable_frame_rate_video_is_chosen_by_time(tmp_path):
+    # 10 frames at 2 fps, then 30 at 15 fps (an average of 5.7): the part from 0 to 5 s is the slow part
+    # alone. Chosen by frame count from the start, it ran to frame 22, at 5.8 s.
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]
+    times = [i / 2 for i in range(10)] + [5 + i / 15 for i in range(30)]
+    path = write_timed_video(tmp_path / "vfr.mp4", frames, times)
+    _, part = sample_frames(path, 4, span=VideoSpan(0.0, 5.0))
+    assert [frame_number(f.image) for f in part] == [f.index for f in part] and all(f.timestamp_s < 5 for f in part)
+    assert len(part) == 4 and part[-1].timestamp_s >= 3.5  # spread over the part
+
+
 def test_a_span_of_a_stream_without_frame_count_is_told_by_timestamps(tmp_path):
     frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(50)]
     path = write_video(tmp_path / "raw.h264", frames, fps=25)

@@ -557,14 +557,21 @@ def _sample_sequentially(
         frames = _frames_from(container, stream_start_s + span.start_s, stream_start_s, 0.5 / info.fps, limits, broken)
         if frames is None:
             return None
-    # Without any frame count (rare: no duration either) the span is told by timestamps and every
-    # `stride`-th frame in it is kept, the stride doubling whenever _held_while_counting(n) frames are held,
-    # then the n nearest to uniform are kept.
-    wanted: set[int] | None = None
+    # With a frame count, the samples are chosen by time, as _sample_by_seeking chooses them: for each
+    # sample, the first frame showing at or after when frame first + uniform_indices(...)[i] would at the
+    # average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the part from 0 to
+    # 15 s of a clip at 30 then 5 fps ended at 8.4 s, and a part read from a keyframe, its indices from
+    # timestamps, found 2 of 8 samples.) Without any frame count (rare: no duration either) the span is
+    # told by timestamps and every `stride`-th frame in it is kept, the stride doubling whenever
+    # _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
+    wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
     first, stop = 0, 0
     if info.frame_count > 0:
         first, stop = span.frames_in(info)
-        wanted = {first + i for i in uniform_indices(stop - first, n)}
+        wanted_s = [(first + i) / info.fps for i in uniform_indices(stop - first, n)]
+    half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
+    taken = 0  # samples of wanted_s a frame has been kept for
+    finished = False  # every sample found, or the span's end reached: the stream was not cut short
     stride = 1
     kept: list[VideoFrame] = []
     index = decoded = -1
@@ -574,43 +581,52 @@ def _sample_sequentially(
         if seek and frame.time is None:
             return None
         index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
-        last_s = _timestamp(frame, index, info.fps, stream_start_s)
+        last_s = timestamp = _timestamp(frame, index, info.fps, stream_start_s)
         if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
         if decoded == 0:
             info = _with_frame_rotation(info, frame)
-        if wanted is not None:
+        if wanted_s is not None:
             if on_frame is not None and decoded % 16 == 0:
-                on_frame(min(1.0, max(0, index - first) / (stop - first)))
-            if index >= stop:
+                on_frame(min(1.0, max(0.0, timestamp * info.fps - first) / (stop - first)))
+            if timestamp + half_frame_s >= stop / info.fps:  # the span's end
+                finished = True
                 break
-            # Indices read from timestamps repeat where a variable frame rate runs above the average: one each.
-            if index not in wanted or (kept and kept[-1].index == index):
-                continue
-        else:
-            timestamp = _timestamp(frame, index, info.fps, stream_start_s)
-            if timestamp < span.start_s:
-                continue
-            if span.end_s is not None and timestamp >= span.end_s:
+            due = taken
+            while taken < len(wanted_s) and timestamp + half_frame_s >= wanted_s[taken]:
+                taken += 1
+            finished = taken == len(wanted_s)
+            # A slow part's frame stands for each sample it reaches, once; indices read from timestamps
+            # repeat where the rate runs above its average: one frame each.
+            if taken > due and not (kept and kept[-1].index == index):
+                kept.append(_video_frame(frame, index, timestamp, info, pixel_cap))
+            if finished:
                 break
+            continue
+        if timestamp < span.start_s:
+            continue
+        if span.end_s is not None and timestamp >= span.end_s:
+            break
+        if index % stride:
+            continue
+        if len(kept) >= _held_while_counting(n):
+            stride *= 2
+            kept = [f for f in kept if f.index % stride == 0]
             if index % stride:
                 continue
-            if len(kept) >= _held_while_counting(n):
-                stride *= 2
-                kept = [f for f in kept if f.index % stride == 0]
-                if index % stride:
-                    continue
-        kept.append(_video_frame(frame, index, _timestamp(frame, index, info.fps, stream_start_s), info, pixel_cap))
+        kept.append(_video_frame(frame, index, timestamp, info, pixel_cap))
     if decoded < 0:
         if seek:
             return None
         raise CorruptMediaError("video has no decodable frames")
-    if wanted is None and len(kept) > n:
+    if wanted_s is None and len(kept) > n:
         kept = _nearest(kept, [kept[0].index + i for i in uniform_indices(index + 1 - kept[0].index, n)])
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
-    # Told by time, not by index: a varying frame rate's indices (read at the average rate) fall short too.
-    ended_early = wanted is not None and last_s < min(span.seconds_in(info)[1], info.duration_s) - _CUT_SHORT_S
+    # A stream that ends before its samples and its stated end has been cut short (told by time).
+    ended_early = (
+        wanted_s is not None and not finished and last_s < min(span.seconds_in(info)[1], info.duration_s) - _CUT_SHORT_S
+    )
     return replace(info, damaged=broken[0] > 0 or ended_early), kept
 
 
