@@ -13,9 +13,20 @@ from deepshield.cli.main import main
 from deepshield.data import balance
 from deepshield.data.extract import ExtractSettings
 from deepshield.data.layout import DatasetLayout
-from deepshield.data.manifest import load_crop, read_info, read_manifest, read_manifest_file
+from deepshield.data.manifest import (
+    CropRecord,
+    DatasetInfo,
+    load_crop,
+    read_errors,
+    read_info,
+    read_manifest,
+    read_manifest_file,
+    write_info,
+    write_manifest,
+)
 from deepshield.data.prepare import prepare_dataset
 from deepshield.data.stats import compute_stats
+from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 
 SETTINGS = ExtractSettings(frames=1, policy=CropPolicy(size=64))
@@ -109,6 +120,47 @@ def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
     assert main(["dataset", "balance", str(out), "--add-real", str(extra), "--no-progress"]) == 0
     assert read_manifest(out) == records
     assert read_info(out).history == [f"add-real {extra.resolve()}"] * 2
+
+
+def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_splits(tmp_path: Path, small):
+    faces(tmp_path / "web" / "real", small, 2)
+    faces(tmp_path / "web" / "fake", small, 2, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "web"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    before = read_manifest(out)
+    # The dataset's own reals came in again as other groups (one photo in train and in val), its fakes as reals.
+    summary = balance.add_real(out, tmp_path / "web" / "real", progress=False)
+    assert summary.added == 0 and read_manifest(out) == before
+    assert {e.reason for e in read_errors(out)} == {"already in the dataset (not added again)"}
+    with pytest.raises(DeepShieldError, match=r"holds 2 of this dataset's fake files .* would add them as real"):
+        balance.add_real(out, tmp_path / "web", progress=False)
+    # A folder added again with more photos: its earlier photos keep their splits (5 of 12 moved).
+    extra = faces(tmp_path / "more", small, 12, start=30)
+    balance.add_real(out, extra, progress=False)
+    first = {r.group: r.split for r in read_manifest(out) if r.source == "more"}
+    faces(extra, small, 3, start=60)
+    balance.add_real(out, extra, progress=False)
+    again = {r.group: r.split for r in read_manifest(out) if r.source == "more"}
+    assert len(again) == 15 and {group: again[group] for group in first} == first
+
+
+def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):
+    # 1 real and 3 fake crops, two of them from one file: removing that file (twice the excess) left the
+    # imbalance as large the other way, and, after the other file, no fake at all, by the seed.
+    def row(label: str, name: str, frame: int) -> CropRecord:
+        return CropRecord(
+            f"crops/x/{name}/{frame:06d}_00.png", label, "val", f"x:{name}", "x", "none" if label == "real" else "swap",
+            f"/data/{name}", frame, 0, 0.9, (0, 0, 1, 1), tuple((0.0, 0.0) for _ in range(6)),
+        )  # fmt: skip
+
+    rows = [row("real", "r.mp4", 0), row("fake", "a.mp4", 0), row("fake", "b.mp4", 0), row("fake", "b.mp4", 1)]
+    for seed in range(6):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        write_info(folder, DatasetInfo(seed=seed))
+        write_manifest(folder / "manifest.csv", rows)
+        after = balance.downsample(folder).after
+        assert after["real"] == 1 and 1 <= after["fake"] <= 2, (seed, after)
 
 
 def test_balance_downsample_removes_whole_files_per_split(tmp_path: Path, small):

@@ -77,13 +77,29 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     previous = next((s for s in info.sources if Path(s.path) == folder and s.format == "add-real"), None)
     key = previous.root_key if previous else root_keys([folder], [s.root_key for s in info.sources])[0]
     prefix = f"crops/{key}/"
+    # This folder's rows of an earlier add-real are made again; their groups keep their splits.
+    earlier_splits = {r.group: r.split for r in records if r.crop_path.startswith(prefix)}
     records = [r for r in records if not r.crop_path.startswith(prefix)]
     errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
     before = _label_counts(records)
 
     entries = list(read_as_label(folder, key, REAL))
-    items = [e for e in entries if isinstance(e, SourceItem)]
-    problems = [e for e in entries if isinstance(e, SourceProblem)]
+    # A file the dataset already holds would come in again as another group (the same photo in train and
+    # test), and one of its fakes would come in as real.
+    held = {Path(r.source_file).resolve(): r.label for r in records}
+    fakes = [e.path for e in entries if isinstance(e, SourceItem) and held.get(e.path.resolve()) == FAKE]
+    if fakes:
+        raise DeepShieldError(
+            f"{folder} holds {len(fakes)} of this dataset's fake files (e.g. {fakes[0]}): add-real would add them "
+            "as real faces. Add a folder of real photos only"
+        )
+    items = [e for e in entries if isinstance(e, SourceItem) and e.path.resolve() not in held]
+    already = [
+        SourceProblem(e.path, "already in the dataset (not added again)", key, REAL)
+        for e in entries
+        if isinstance(e, SourceItem) and e.path.resolve() in held
+    ]
+    problems = [e for e in entries if isinstance(e, SourceProblem)] + already
     settings = ExtractSettings(
         frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size
     )
@@ -97,7 +113,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     new_records, new_errors = outcomes_to_rows(items, outcomes)
     new_errors = problem_rows(problems) + new_errors
 
-    fixed = {r.group: r.split for r in records}
+    fixed = earlier_splits | {r.group: r.split for r in records}
     splits = assign_groups(group_label_counts([*records, *new_records]), info.split, info.seed, fixed)
     new_records = [r.with_split(splits[r.group]) for r in new_records]
     write_manifest(layout.manifest, [*records, *new_records])
@@ -157,8 +173,10 @@ def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSumm
             n = crops_per_file[source_file]
             if excess <= 0:
                 break
-            if n - excess > excess:
-                continue  # removing this file would leave a bigger imbalance the other way
+            # Removed only when that shrinks the imbalance (a file of twice the excess would flip it, and a
+            # split's last files of the label could go), and never the label's last file in the split.
+            if n - excess >= excess or n >= counts[minor] + excess:  # counts[minor] + excess: the label left
+                continue
             removed_files.add((split, major, source_file))
             excess -= n
     keep = [r for r in records if (r.split, r.label, r.source_file) not in removed_files]

@@ -20,6 +20,7 @@ from deepshield.data.manifest import (
     ErrorRecord,
     ManifestError,
     read_info,
+    read_manifest_file,
     write_errors,
     write_info,
     write_manifest,
@@ -205,8 +206,14 @@ def _prepare(
             "balance that"
         )
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
+    kept_splits: dict[str, str] = {}
     if layout.info.exists():
-        _refuse_dropping_sources(layout.root, read_info(layout.root).sources, described)
+        before = read_info(layout.root)
+        _refuse_dropping_sources(layout.root, before.sources, described)
+        if before.seed == seed and tuple(before.split) == tuple(ratios) and layout.manifest.exists():
+            # Groups already split keep their split: shuffled anew with a source added, about one in five moved
+            # (train to test among them), and a model trained on the old split was tested on its own faces.
+            kept_splits = {record.group: record.split for record in read_manifest_file(layout.manifest)}
     if not items:  # nothing is written: a dataset already here keeps its manifest
         found = "; ".join(f"{p.path}: {p.reason}" for p in problems[:3]) + (" ..." if len(problems) > 3 else "")
         expected = {"dfdc": " (a DFDC folder holds metadata.json files)", "csv": " (a CSV lists path and label)"}
@@ -217,7 +224,7 @@ def _prepare(
     outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
     records, extraction_errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + extraction_errors
-    records = apply_split(records, ratios, seed)
+    records = apply_split(records, ratios, seed, fixed=kept_splits)
     write_manifest(layout.manifest, records)
     write_errors(layout.errors, errors)
     info = DatasetInfo(
