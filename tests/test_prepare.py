@@ -322,11 +322,35 @@ def test_csv_manifest_with_groups(tmp_path: Path, small):
     records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
     assert set(records) == {"0.png", "1.png", "2.png", "4.png", "5.png"}
     assert (records["4.png"].label, records["5.png"].label) == ("real", "fake")
-    assert records["0.png"].group == records["1.png"].group == "labelled:alice"
+    assert records["0.png"].group == records["1.png"].group == "labels:alice"
     assert records["0.png"].split == records["1.png"].split
     assert records["1.png"].label == "fake" and records["2.png"].group == "labels:images/2.png"
     reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
     assert "neither real nor fake" in reasons["3.png"] and reasons["404.png"] == "file not found"
+
+
+def test_csv_groups_hold_across_sources_and_a_line_with_extra_fields_is_reported(tmp_path: Path, small):
+    # A person's real and fake rows naming two sources were two groups (split apart: id2 in test and in
+    # train); a line with more fields than the header (a comma in a note) stopped the whole prepare.
+    root = tmp_path / "celeb"
+    for i in range(5):
+        write_png(root / f"{i}.png", variant(small, i))
+    rows = [
+        "path,label,group,source,note",
+        "0.png,real,id1,Celeb-real,",
+        "1.png,fake,id1,Celeb-synthesis,",
+        "2.png,real,id2,Celeb-real,",
+        "3.png,fake,id2,Celeb-synthesis,",
+        "4.png,fake,id3,Celeb-synthesis,made with a tool, v2",
+    ]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    prepare_dataset([root / "list.csv"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
+    assert set(records) == {"0.png", "1.png", "2.png", "3.png"}
+    assert records["0.png"].group == records["1.png"].group != records["2.png"].group == records["3.png"].group
+    assert (records["0.png"].source, records["1.png"].source) == ("Celeb-real", "Celeb-synthesis")
+    (error,) = read_errors(tmp_path / "ds")
+    assert error.reason == "line 6: more fields than the header has (a comma not in quotes?)"
 
 
 def test_several_sources_in_one_dataset(tmp_path: Path, small):

@@ -302,6 +302,11 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
         return
     seen: set[str] = set()
     for number, raw in enumerate(rows, start=2):  # line 1 is the header
+        if None in raw:  # csv.DictReader keeps fields past the header's as a list under None
+            yield SourceProblem(
+                csv_path, f"line {number}: more fields than the header has (a comma not in quotes?)", default_source
+            )
+            continue
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         written = row.get("path", "")
         row_source = row.get("source") or default_source
@@ -322,7 +327,9 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
             yield SourceProblem(where, f"line {number}: path listed twice in {csv_path.name}", row_source, label)
             continue
         seen.add(written)
-        group = f"{row_source}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
+        # A group is the CSV's whatever each row's source: a person's real and fake rows often name two
+        # sources (Celeb-real, Celeb-synthesis), and namespaced by source one identity was two groups.
+        group = f"{root_key}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
         method = row.get("method") or (NO_METHOD if label == REAL else UNKNOWN_METHOD)
         yield SourceItem(where, label, group, row_source, method, f"{root_key}/{safe_relpath(written)}")
 
