@@ -394,6 +394,25 @@ def test_uploads_above_the_byte_limit_are_413(detector, astronaut_jpeg):
 
 
 # ------------------------------------------------------------------------------------------ 415
+def test_an_upload_the_server_cannot_store_is_its_507_not_the_clients_400(detector, astronaut_jpeg, monkeypatch):
+    # A full disk read "400 malformed multipart body: [Errno 28] No space left on device": not retried.
+    import errno
+
+    import deepshield.serving.uploads as uploads
+
+    def disk_full(self, data: bytes, start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with client_for(detector) as client:
+        monkeypatch.setattr(uploads._Receiver, "on_part_data", disk_full)
+        for path in ("/v1/analyze", "/v1/jobs"):
+            body = assert_error(client.post(path, files=upload(astronaut_jpeg)), 507, "insufficient_storage")
+            assert "No space left on device" in body["detail"]
+        assert upload_files(client) == []  # the partial file is removed
+        monkeypatch.undo()
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200
+
+
 def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video):
     body = assert_error(
         client.post("/v1/analyze", files=upload(b"%PDF-1.7 not a picture", "photo.jpg")), 415, "unsupported_media"
@@ -601,6 +620,38 @@ def test_jobs_can_be_cancelled_queued_or_running_and_finished_ones_forgotten(det
         assert len(client.app.state.runtime.jobs) == 0
 
 
+def test_a_job_running_at_shutdown_stops_and_is_reported_after_the_restart(detector, face_video, tmp_path):
+    # The process waited at exit for the running job (up to the job time limit), then dropped its result:
+    # the next start reported it as stopped by the restart anyway.
+    hooked = HookedDetector(detector)
+    entered, release = threading.Event(), threading.Event()
+    ended = []
+    real_video = detector.analyze_video
+
+    def held_video(path, frames=32, progress=None, **options):
+        entered.set()
+        release.wait(20)
+        try:
+            return real_video(path, frames=frames, progress=progress, **options)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+
+    hooked.analyze_video = held_video
+    state = tmp_path / "state"
+    with client_for(hooked, state_dir=state) as client:
+        job = client.post("/v1/jobs?frames=4", files=upload(face_video.read_bytes(), "face.mp4")).json()
+        assert entered.wait(20)
+    release.set()  # after the shutdown: the job's next progress report stops it
+    deadline = time.monotonic() + 20
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ended == ["JobCancelled"]
+    with client_for(detector, state_dir=state) as client:
+        after = client.get(f"/v1/jobs/{job['id']}").json()
+    assert (after["status"], after["error"]["error"]) == ("failed", "server_restarted")
+
+
 def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
     job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
     assert job["kind"] == "image"
@@ -618,12 +669,39 @@ def test_jobs_expire_and_their_count_is_bounded(detector, astronaut_jpeg):
             job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
             assert wait_for_job(client, job["id"])["status"] == "done"
             ids.append(job["id"])
-        # Only the last two are remembered.
+        # Only the last two are remembered: the one that finished first is forgotten first.
         assert_error(client.get(f"/v1/jobs/{ids[0]}"), 404, "job_not_found")
         assert client.get(f"/v1/jobs/{ids[2]}").status_code == 200
         time.sleep(0.4)
         assert_error(client.get(f"/v1/jobs/{ids[2]}"), 404, "job_not_found")
         assert len(client.app.state.runtime.jobs) == 0
+
+
+def test_the_job_that_finished_first_is_forgotten_first(detector, astronaut_jpeg):
+    # Forgotten by submission, a long job that had just finished went before a short one done long before.
+    hooked = HookedDetector(detector)
+    entered, release = threading.Event(), threading.Event()
+    calls = []
+
+    def hold_the_first() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(20)
+
+    hooked.hook = hold_the_first
+    with client_for(hooked, job_workers=2, max_jobs=3, max_pending_jobs=2) as client:
+        long = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()["id"]
+        assert entered.wait(20)
+        short = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()["id"]
+        assert wait_for_job(client, short)["status"] == "done"
+        release.set()
+        assert wait_for_job(client, long)["status"] == "done"
+        third = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()["id"]
+        assert wait_for_job(client, third)["status"] == "done"
+        client.post("/v1/jobs", files=upload(astronaut_jpeg))  # room for it: one finished job goes
+        assert_error(client.get(f"/v1/jobs/{short}"), 404, "job_not_found")
+        assert client.get(f"/v1/jobs/{long}").status_code == 200
 
 
 # ------------------------------------------------------------------------------------------ 503 / 504 / 500
@@ -900,6 +978,18 @@ def test_settings_come_from_the_environment():
         ServerSettings.from_env({"DEEPSHIELD_MAX_QUEUE": "many"})
     with pytest.raises(ValueError, match="max_concurrency"):
         ServerSettings.from_env({"DEEPSHIELD_MAX_CONCURRENCY": "0"})
+    # A misspelt variable started a server without what it meant (no API key here); model building's own
+    # variable is no server setting but no mistake either.
+    with pytest.raises(
+        ValueError, match=r"unknown server setting DEEPSHIELD_API_KEYS \(did you mean DEEPSHIELD_API_KEY\?\)"
+    ):
+        ServerSettings.from_env({"DEEPSHIELD_API_KEYS": "k"})
+    assert ServerSettings.from_env({"DEEPSHIELD_DATA_ROOT": "/data"}) == ServerSettings()
+    # inf is no limit (a TTL of inf made every unknown job's 404 a 500), and finished jobs need room.
+    with pytest.raises(ValueError, match=r"job_ttl_s .*finite"):
+        ServerSettings.from_env({"DEEPSHIELD_JOB_TTL_S": "inf"})
+    with pytest.raises(ValueError, match="max_pending_jobs must be below max_jobs"):
+        ServerSettings(max_jobs=4, max_pending_jobs=4)
 
 
 def test_content_credentials_are_checked_against_the_servers_trust_anchors(detector, astronaut, tmp_path):

@@ -155,3 +155,28 @@ def test_after_a_restart_the_callbacks_not_yet_sent_go_out(detector, photo, rece
     assert sorted(sent) == ["was-calling", "was-running"] and len(receiver.received) == 2
     assert (sent["was-running"]["status"], sent["was-running"]["error"]["error"]) == ("failed", "server_restarted")
     assert sent["was-calling"]["status"] == "done"
+
+
+def test_after_a_restart_callbacks_go_only_to_the_hosts_the_server_names_now(detector, receiver, tmp_path):
+    # A host struck off the list (abused, say) still got the callbacks of the jobs taken back at a restart.
+    from deepshield.media.video import VideoSpan
+    from deepshield.serving.job_ledger import JobLedger, JobRecord
+    from deepshield.serving.schemas import FileInfo
+
+    state = tmp_path / "data"
+    state.mkdir()
+    ledger = JobLedger(state / "jobs.sqlite3")
+    file = FileInfo(name="clip.mp4", size_bytes=3, sha256="0" * 64, kind="video")
+    record = JobRecord(
+        id="was-running", kind="video", file=file, frames=8, span=VideoSpan(), upload_path=state / "gone.bin",
+        status="running", stage="detecting faces", progress=0.4, created_at=time.time(), started_at=time.time(),
+        finished_at=None, result=None, error=None, callback_url=receiver.url,
+    )  # fmt: skip
+    ledger.save(record)
+    ledger.close()
+    with client_for(detector, state_dir=state, callback_hosts="hooks.example.org") as client:
+        job = _callback_settled(client, "was-running")
+    assert job["callback_status"] == (
+        "failed: not sent, callbacks may not go to '127.0.0.1'; this server allows hooks.example.org"
+    )
+    assert receiver.received == []

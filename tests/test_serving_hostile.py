@@ -131,6 +131,34 @@ def test_half_open_connections_leave_healthz_answering(detector):
                 sock.close()
 
 
+def test_a_pipelined_request_is_not_cut_off_by_the_header_timer(detector, astronaut_jpeg):
+    # A request sent behind another on one connection starts as the first one's response completes; the
+    # timer then armed for "the next request's headers" closed it mid-upload.
+    settings = ServerSettings(header_timeout_s=1.0)
+    body = PART_HEAD[: -len(b"\xff\xd8\xff")] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+    post = (
+        f"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with live_server(create_app(detector, settings), settings=settings) as base_url:
+        sock = connect(port_of(base_url))
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + post + body[:1000])
+            for start in range(1000, len(body), len(body) // 6):  # the rest over 2.4 s, past the timer
+                time.sleep(0.4)
+                sock.sendall(body[start : start + len(body) // 6])
+            answers = b""
+            deadline = time.monotonic() + 20
+            while answers.count(b"HTTP/1.1 ") < 2 and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answers += chunk
+        finally:
+            sock.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"200"]
+
+
 def test_slow_uploads_hold_no_analysis_slot_and_are_capped_per_client(detector, astronaut_jpeg):
     settings = ServerSettings(max_concurrency=1, max_queue=1, max_uploads_per_client=4, upload_grace_s=30)
     sockets: list[socket.socket] = []

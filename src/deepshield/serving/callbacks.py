@@ -80,7 +80,13 @@ class CallbackSender:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepshield-callback")
 
     def send(self, url: str, job_id: str, body: bytes, report: Callable[[str], None]) -> None:
-        """POST `body` to `url` in the background; `report` gets "delivered" or "failed: <why>"."""
+        """POST `body` to `url` in the background; `report` gets "delivered" or "failed: <why>". The URL is
+        checked again: a job taken back after a restart was allowed by the last run's hosts."""
+        try:
+            self.policy.check(url)
+        except ApiError as exc:
+            report(f"failed: not sent, {exc.detail}")
+            return
         try:
             self._executor.submit(self._deliver, url, job_id, body, report)
         except RuntimeError:  # shut down

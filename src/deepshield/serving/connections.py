@@ -83,9 +83,12 @@ class GuardedH11Protocol(H11Protocol):
             self.connection_guard.headers_received(self)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self.connection_guard.wait_for_headers(self)  # the next request on this connection
+        cycle = self.cycle
+        super().on_response_complete()  # may start a pipelined request at once (handle_events)
+        # The next request's headers are awaited only when none started: a pipelined one in progress was
+        # cut off by the header timer, and counted as still sending headers.
+        if not self.transport.is_closing() and self.cycle is cycle:
+            self.connection_guard.wait_for_headers(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connection_guard.closed(self)

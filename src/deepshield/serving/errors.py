@@ -145,5 +145,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
         500: "Unexpected failure in the analysis (the server keeps serving)",
         503: "Server busy: too many requests or jobs waiting; retry later",
         504: "The analysis took longer than the request timeout",
+        507: "The server could not store the upload (its disk is full); retry later",
     }
     return {status: {"model": ErrorBody, "description": descriptions.get(status, "Error")} for status in statuses}

@@ -280,8 +280,9 @@ class JobStore:
             if self._closed or pending >= self.max_pending:
                 upload.delete()
                 raise _busy(self.max_pending)
-            finished = [j.id for j in self._jobs.values() if j.finished]
-            # Pending jobs never exceed max_pending < max_jobs, so finished ones always make the room.
+            # The longest finished go first (by submission, a long job that had just ended went first and its
+            # poller got a 404). Pending jobs never exceed max_pending < max_jobs, so finished ones make the room.
+            finished = [j.id for j in sorted(self._jobs.values(), key=lambda j: j.finished_at or 0.0) if j.finished]
             self._forget(finished[: max(0, len(self._jobs) - self.max_jobs + 1)])
             self._jobs[job.id] = job
             self._save(job)
@@ -402,9 +403,14 @@ class JobStore:
             self._call_back(job)
 
     def close(self) -> None:
-        """Stop taking jobs and let running ones end. Queued jobs are dropped (their files deleted),
-        unless a ledger keeps them for the next start."""
+        """Stop taking jobs; running ones stop at their next progress report (a ledger's next start reports
+        them as stopped by the restart: the process waited up to the job time limit for a result it then
+        dropped). Queued jobs are dropped (their files deleted), unless a ledger keeps them for the next start."""
         self._closed = True
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status == "running":
+                    job.cancelled = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._callbacks is not None:
             self._callbacks.close()

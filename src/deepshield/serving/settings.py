@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.training.config import DATA_DIR_ENV
 
 ENV_PREFIX = "DEEPSHIELD_"
 # The API's bound on frames per video; `deepshield scan --frames` accepts the same range.
@@ -22,7 +24,8 @@ class ServerSettings(BaseModel):
     A plain model rather than pydantic-settings' BaseSettings: `ServerSettings()` is the defaults,
     whatever the process environment says; only `from_env()` reads variables. Unknown keys are errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are no limits: a TTL of inf made every unknown job's 404 a 500 (its wording overflowed).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     max_upload_bytes: int = Field(
         200_000_000, gt=0
@@ -70,6 +73,13 @@ class ServerSettings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _room_for_finished_jobs(self) -> ServerSettings:
+        # Finished jobs make the room for a new one only when pending ones cannot fill all of max_jobs.
+        if self.max_pending_jobs >= self.max_jobs:
+            raise ValueError("max_pending_jobs must be below max_jobs")
+        return self
+
+    @model_validator(mode="after")
     def _ascii_api_key(self) -> ServerSettings:
         # Header bytes beyond ASCII are read as Latin-1 here and sent as UTF-8 by most clients: such a key never matched.
         if self.api_key is not None and not self.api_key.isascii():
@@ -81,6 +91,15 @@ class ServerSettings(BaseModel):
         """Defaults, then DEEPSHIELD_* environment variables (empty ones ignored), then keyword overrides.
         Raises ValueError naming the setting (and its variable) for a value that is not valid."""
         environ = os.environ if environ is None else environ
+        # A misspelt variable is an error, as an unknown key is: DEEPSHIELD_API_KEYS started a server with no key.
+        known = {env_name(name) for name in cls.model_fields} | {DATA_DIR_ENV}
+        unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+        if unknown:
+            hints = [
+                f"{name}{f' (did you mean {close[0]}?)' if (close := get_close_matches(name, known, 1)) else ''}"
+                for name in unknown
+            ]
+            raise ValueError(f"unknown server setting {', '.join(hints)}: the settings are in the README")
         from_environ = {name: environ[env_name(name)] for name in cls.model_fields if environ.get(env_name(name))}
         try:
             return cls(**{**from_environ, **overrides})

@@ -228,7 +228,7 @@ def _slow_upload(received: int, elapsed_s: float, policy: UploadPolicy) -> ApiEr
 async def receive_upload(request: Request, directory: Path, policy: UploadPolicy, slots: UploadSlots) -> Upload:
     """Stream the multipart field `file` of the request into `directory`, holding an upload slot.
 
-    Raises ApiError: 400 (malformed, incomplete, client gone), 408 (too slow, too long), 413, 429, 503."""
+    Raises ApiError: 400 (malformed, incomplete, client gone), 408 (too slow, too long), 413, 429, 503, 507 (the upload could not be written)."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise ApiError(
@@ -245,10 +245,11 @@ async def receive_upload(request: Request, directory: Path, policy: UploadPolicy
 
 @contextlib.contextmanager
 def _multipart_errors() -> Iterator[None]:
-    """python-multipart's own parse errors as a 400; our refusals (raised from the callbacks) pass as they are."""
+    """python-multipart's own parse errors as a 400; our refusals (raised from the callbacks) and a failed
+    write of the upload (the server's: `_receive`) pass as they are."""
     try:
         yield
-    except ApiError:
+    except (ApiError, OSError):
         raise
     except Exception as exc:
         raise ApiError(400, "bad_request", f"malformed multipart body: {exc}") from exc
@@ -306,6 +307,12 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
         # Nobody is left to answer: one line in the log, no traceback.
         log.info("client disconnected mid-upload after %s", format_bytes(total))
         raise ApiError(400, "client_disconnected", "the client disconnected before the upload completed") from None
+    except OSError as exc:  # a full disk: the server's failure, not the client's (a 400 is not retried)
+        path.unlink(missing_ok=True)
+        log.error("an upload could not be stored: %s", exc)
+        raise ApiError(
+            507, "insufficient_storage", f"the server could not store the upload ({exc.strerror or exc}); try later"
+        ) from None
     except BaseException:  # refused, malformed, cancelled: nothing is left behind
         path.unlink(missing_ok=True)
         raise
