@@ -336,9 +336,10 @@ def test_a_group_photo_s_small_faces_are_all_found(faces, astronaut, monkeypatch
     assert faces.detect(canvas) == []
 
 
-def test_faces_the_whole_image_finds_keep_their_boxes(faces, astronaut, monkeypatch):
+def test_faces_the_whole_image_finds_in_a_1080p_frame_keep_their_boxes(faces, astronaut, monkeypatch):
     # A large face and a small one in a 1080p frame: the large one's detection is the same with and
-    # without tiles (no duplicate from a tile), the small one (100 px) only comes from a tile.
+    # without tiles (no duplicate from a tile; a tile sees it only 1.7 times as finely, under
+    # SHARPEN_FROM), the small one (100 px) only comes from a tile.
     canvas = np.full((1080, 1920, 3), 90, np.uint8)
     large = _astronaut_at(canvas, astronaut, 1000, 100, 40)
     small = _astronaut_at(canvas, astronaut, 540, 1300, 480)
@@ -347,6 +348,28 @@ def test_faces_the_whole_image_finds_keep_their_boxes(faces, astronaut, monkeypa
     monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
     whole_only = faces.detect(canvas)
     assert len(whole_only) == 1 and whole_only[0].box == found[0].box
+
+
+def test_a_phone_photo_s_faces_take_the_finer_boxes_of_their_tiles(faces, astronaut, monkeypatch):
+    # The same 260 px face six times across a 4032x3024 photo. Placed by the whole image (shrunk 10.5
+    # times) the boxes, each taken relative to its copy, lie up to 71 px apart, some 220 px wide and some
+    # 260; placed by the tiles that hold them (shrunk 3.3 times), within 9 px.
+    patch = cv2.resize(astronaut[30:210, 130:310], (440, 440), interpolation=cv2.INTER_CUBIC)
+    spots = ((300, 300), (1500, 420), (2700, 250), (700, 1900), (2100, 2000), (3300, 1700))
+    canvas = np.full((3024, 4032, 3), 90, np.uint8)
+    for x, y in spots:
+        canvas[y : y + 440, x : x + 440] = patch
+
+    def spread_of_the_boxes() -> float:
+        found = faces.detect(canvas)
+        assert len(found) == len(spots)
+        nearest = [min(found, key=lambda face: abs(face.box.x0 - x) + abs(face.box.y0 - y)) for x, y in spots]
+        boxes = np.array([np.array(face.box.as_list()) - (x, y, x, y) for face, (x, y) in zip(nearest, spots)])
+        return float((boxes.max(axis=0) - boxes.min(axis=0)).max())
+
+    assert spread_of_the_boxes() < 12
+    monkeypatch.setattr(detector_module, "sharpened", lambda face, tile_faces: face)
+    assert spread_of_the_boxes() > 40
 
 
 def test_tiles_add_no_face_too_small_to_judge(faces, astronaut, monkeypatch):

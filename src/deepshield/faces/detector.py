@@ -17,7 +17,15 @@ model alone, which there sees a face at least as large as in a TILE_FROM image: 
 TILE_MIN_FACE px at any image size (a 1080p frame gets 2 more model calls, a 4032 px phone photo 20,
 about 11 ms each). Tiles of 0.6 times the longer side at any size (until December 2026) missed most
 faces of a group photo: of 48 real faces 130 px wide in 4032x3024 photos they found 13, capped tiles
-40 (bench/bench_group_photos.py).
+40 (bench/bench_group_photos.py). In an image of SHARPEN_FROM px or more, a face both the whole image and
+a tile find takes the tile's box and keypoints (`sharpened`): of a 4032 px photo the whole image is seen
+at a tenth of its resolution, a tile at a third. The same 260 px face put six times into such a photo got boxes
+up to 71 px apart from the whole image, 9 px from the tiles, and real faces' scores moved less from
+those of their photos analysed alone (bench/bench_box_sharpening.py: FFHQ faces of 120-380 px set
+into 4032x3024 frames, mean logit change 0.17 [0.14, 0.22] with the whole image's box, 0.11 [0.09,
+0.13] with the tile's; 3840x2160 0.15 against 0.10; 2560x1440 0.095 against 0.085). In a 1080p frame
+the tile sees only 1.7 times as finely and its box measured no better (0.079 against 0.092), so the
+whole image's box is kept: the dev-eval sets, 1080p at most, are read as before.
 
 BlazeFace finds faces at any roll, but the classifier was trained on upright faces: real photos turned
 a quarter without their orientation tag (a stripped sideways phone photo) were flagged by the shipped
@@ -53,6 +61,12 @@ TILE_MIN_CONFIDENCE = 0.75
 # Tiles look for faces big enough to judge: real faces of 70 px were flagged twice as often as at 90 px
 # and up (10 against 4-5 of about 230 real portraits set into a 1080p frame, shipped model 1.2.2).
 TILE_MIN_FACE = 80
+# A tile's detection overlapping a whole-image face by this much is that face, seen more finely (`sharpened`).
+# (Tile faces overlapping one by 0.3 or more are not added as other faces.)
+SAME_FACE_IOU = 0.5
+# Faces take a tile's box from this longer side on, where tiles (TILE_FROM px) see at least twice as finely
+# as the whole image. Below it (a 1080p frame: 1.7 times) the tile's box measured no better (module doc).
+SHARPEN_FROM = 2 * TILE_FROM
 # Two detections one of whose boxes lies mostly inside the other are one face. The models sometimes take part
 # of a face for a face (an eye, a mouth: 3 real dev-eval photos, where that part scored highest) or add a box
 # about twice the face's size around the chin and neck (0.50-0.66 sure beside the face's 0.82-0.91, in a DFDC
@@ -256,6 +270,14 @@ def _inside_tile(box: Box, tile: Tile, height: int, width: int) -> bool:
     )
 
 
+def sharpened(face: Face, tile_faces: list[Face]) -> Face:
+    """A face the whole image found, as the surest tile that holds it whole found it (SAME_FACE_IOU), if
+    one did: a tile sees it more finely than the whole image does (3.2 times in a 4032 px photo), so its
+    box and keypoints are placed that much more finely."""
+    same = [other for other in tile_faces if other.box.iou(face.box) >= SAME_FACE_IOU]
+    return max(same, key=lambda other: other.score) if same else face
+
+
 def non_max_suppression(faces: list[Face], iou_threshold: float) -> list[Face]:
     """The surest of each group of detections of one face: a face is dropped when a surer one overlaps it
     by `iou_threshold` or more, or when one of the two boxes lies mostly inside the other (NESTED_SHARE)."""
@@ -367,17 +389,18 @@ class FaceDetector:
         found = [
             (tile, self._face_in(detection, tile)) for tile, result in results for detection in result.detections or []
         ]
+        in_tiles = [face for tile, face in found if tile is not whole and _inside_tile(face.box, tile, height, width)]
         whole_faces = [
             face for tile, face in found if tile is whole and min(face.box.width, face.box.height) >= self.min_face_size
         ]
-        # The tiles add faces the whole image missed; the faces it found keep their whole-image boxes.
+        if max(height, width) >= SHARPEN_FROM:
+            whole_faces = [sharpened(face, in_tiles) for face in whole_faces]
+        # The tiles also add faces the whole image missed.
         tile_faces = [
             face
-            for tile, face in found
-            if tile is not whole
-            and face.score >= max(self.min_confidence, TILE_MIN_CONFIDENCE)
+            for face in in_tiles
+            if face.score >= max(self.min_confidence, TILE_MIN_CONFIDENCE)
             and min(face.box.width, face.box.height) >= max(self.min_face_size, TILE_MIN_FACE)
-            and _inside_tile(face.box, tile, height, width)
             and all(face.box.iou(other.box) < 0.3 for other in whole_faces)
         ]
         return non_max_suppression(whole_faces + tile_faces, iou_threshold=0.3)
