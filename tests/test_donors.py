@@ -2,6 +2,7 @@
 photos, as regional GAN swaps make them."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -62,6 +63,36 @@ def test_donors_are_blended_into_the_real_faces_deterministically(banks):
         own = without.make(index, np.random.default_rng([0, index])).image
         # the donor's texture fills the blend; another view of the same real face changes it little
         assert change_at_centre(fake, reals.images[index]) > 3 * change_at_centre(own, reals.images[index]), index
+
+
+def test_a_cross_blends_donor_is_another_person():
+    # Frames of one video share a group: of 2000 donors drawn for a bank of 4 videos of 32 frames, 453 came
+    # from the target's own video. A bank of one group alone still gets another face.
+    bank = replace(bank_of(np.zeros((128, SIZE, SIZE, 3), np.uint8)), groups=np.repeat([f"v{i}" for i in range(4)], 32))
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        index = int(rng.integers(128))
+        assert bank.groups[bank.donor_for(index, rng)] != bank.groups[index]
+    alone = replace(bank, groups=np.full(128, "v0"))
+    draws = {alone.donor_for(5, rng) for _ in range(300)}
+    assert 5 not in draws and len(draws) > 50
+
+
+def test_a_groups_split_side_does_not_depend_on_the_rest_of_the_bank():
+    # The manipulation and synthetic-face scores split the same folders as differently filtered banks;
+    # shuffled as a whole, most of one's validation identities were the other's training faces.
+    from deepshield.training.dataset import split_by_group
+
+    whole = replace(bank_of(np.zeros((400, 2, 2, 3), np.uint8)), groups=np.array([f"p{i}" for i in range(400)]))
+    filtered = whole.subset(np.flatnonzero(np.arange(400) % 7))  # one face in seven dropped
+    side = {}
+    for bank in (whole, filtered):
+        train, val = split_by_group(bank, 0.1, seed=3)
+        side[len(bank)] = {**dict.fromkeys(bank.groups[train], "train"), **dict.fromkeys(bank.groups[val], "val")}
+    small, large = side[len(filtered)], side[400]
+    assert all(large[group] == where for group, where in small.items())
+    assert 25 <= list(large.values()).count("val") <= 55  # about a tenth of 400
+    assert split_by_group(whole, 0.1, seed=3)[1].tolist() != split_by_group(whole, 0.1, seed=4)[1].tolist()
 
 
 def test_donors_need_a_share_and_a_share_needs_donors(tmp_path):

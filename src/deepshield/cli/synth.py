@@ -82,9 +82,8 @@ def run(args: argparse.Namespace) -> int:
         index = int(rng.integers(len(bank)))
         method = ("self", "cross", "paste")[k % 3] if args.method == "mixed" else args.method
         if method != "self" and len(bank) > 1:
-            donor = (index + 1 + int(rng.integers(len(bank) - 1))) % len(bank)
             with_donor = cross_blend if method == "cross" else part_paste
-            result = with_donor(bank.sample(index), bank.sample(donor), rng, config)
+            result = with_donor(bank.sample(index), bank.sample(bank.donor_for(index, rng)), rng, config)
         else:
             result = self_blend(bank.sample(index), rng, config)
         cv2.imwrite(str(args.out_dir / f"fake_{k:03d}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))

@@ -59,6 +59,17 @@ class FaceBank:
             valid=self.valid[index],
         )
 
+    def donor_for(self, index: int, rng: np.random.Generator) -> int:
+        """Another person's face for face `index` (of another identity group): a cross blend or part paste
+        is another person's face on this one, and another frame of the same video or person is not (a
+        quarter of the donors of a bank of video frames were). Any other face when the bank holds one
+        group alone. Needs two faces or more."""
+        others = np.flatnonzero(self.groups != self.groups[index])
+        if others.size:
+            return int(others[rng.integers(others.size)])
+        donor = int(rng.integers(len(self) - 1))
+        return donor + (donor >= index)  # never the face itself
+
     def regrouped(self, pattern: str | None) -> FaceBank:
         """The bank with its identity groups read from its paths by `pattern` (see identity_group)."""
         return replace(
