@@ -38,12 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--version", type=bundle_version, help="bundle version (default: the configuration's, else 0.0.0+<run id>)"
     )
-    export.add_argument(
-        "--test-time-flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="average each face with its mirror image (default: as trained)",
-    )
     export.set_defaults(run=run_export)
 
 
@@ -85,7 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     check_bundle_folder(args.out, args.force)
     check_output_folder(args.out, "--out")
-    card = export_checkpoint(args.checkpoint, args.out, args.name, args.version, args.test_time_flip)
+    card = export_checkpoint(args.checkpoint, args.out, args.name, args.version)
     print(
         f"bundle written to {args.out}: {card.name} {card.version}, threshold {card.calibration.threshold:.3f}, temperature {card.calibration.temperature:.3f}"
     )

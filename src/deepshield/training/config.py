@@ -302,7 +302,10 @@ class ExportConfig(StrictModel):
         lt=1,
         description="fit the threshold for this false-positive rate on real media (validation and benchmark real faces); default: best balanced accuracy on validation",
     )
-    test_time_flip: bool = Field(False, description="served bundle averages each face's logit with its mirror image's")
+    test_time_flip: bool = Field(
+        False,
+        description="served bundle averages each face's logit with its mirror image's (its scores are measured so in training)",
+    )
     calibrate_on: CalibrateOn = Field(
         "validation",
         description=(

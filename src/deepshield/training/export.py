@@ -262,10 +262,11 @@ def export_checkpoint(
     out_dir: Path,
     name: str | None = None,
     version: str | None = None,
-    test_time_flip: bool | None = None,
 ) -> ModelCard:
     """Write a bundle from a checkpoint holding an epoch's scores: the trainer's best.pt (the epoch
-    export.select chose) or any epoch_NNN.pt."""
+    export.select chose) or any epoch_NNN.pt. Its test-time flip is the run's (export.test_time_flip): the
+    scores its calibration and figures come from were measured with it, or without (switched at export, as
+    an option once allowed, the card described another function than the one served)."""
     checkpoint = load_checkpoint(checkpoint_path)
     if "val_labels" not in checkpoint and "card" not in (checkpoint.get("parent") or {}):
         raise DeepShieldError(
@@ -288,7 +289,7 @@ def export_checkpoint(
         architecture=config.model.backbone,
         input_size=config.model.input_size,
         crop_policy=CropPolicy(size=config.model.input_size, scale=config.model.crop_scale),
-        test_time_flip=manipulation_export.test_time_flip if test_time_flip is None else test_time_flip,
+        test_time_flip=manipulation_export.test_time_flip,
         calibration=calibration,
         outputs=card_outputs(synthetic is not None, config.model.cam_pooling_temperature),
         synthetic=synthetic,

@@ -70,8 +70,9 @@ class HeadLogits:
         return chosen
 
 
-def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) -> HeadLogits:
-    """Both heads' logits of uint8 crops."""
+def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, flip: bool = False) -> HeadLogits:
+    """Both heads' logits of uint8 crops; with `flip`, each averaged with its mirror image's, as a bundle
+    with test_time_flip serves them (a card's calibration and figures must be of the function it serves)."""
     net.eval()
     device = next(net.parameters()).device
     manipulation, synthetic = [], []
@@ -79,9 +80,15 @@ def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) ->
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
             output = net.forward_all(normalize_batch(batch, NORMALIZATION))
-            manipulation.append(output.logit.float().cpu().numpy())
-            if output.synthetic_logit is not None:
-                synthetic.append(output.synthetic_logit.float().cpu().numpy())
+            logit, synthetic_logit = output.logit.float(), output.synthetic_logit
+            if flip:  # N x H x W x 3: the width is dimension 2
+                mirrored = net.forward_all(normalize_batch(batch.flip(2), NORMALIZATION))
+                logit = (logit + mirrored.logit.float()) / 2
+                if synthetic_logit is not None and mirrored.synthetic_logit is not None:
+                    synthetic_logit = (synthetic_logit.float() + mirrored.synthetic_logit.float()) / 2
+            manipulation.append(logit.cpu().numpy())
+            if synthetic_logit is not None:
+                synthetic.append(synthetic_logit.float().cpu().numpy())
     empty = np.zeros(0, np.float32)
     return HeadLogits(
         np.concatenate(manipulation) if manipulation else empty,
@@ -89,9 +96,12 @@ def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64) ->
     )
 
 
-def predict_logits(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False) -> np.ndarray:
-    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits."""
-    return predict_heads(net, images, batch_size).of(synthetic)
+def predict_logits(
+    net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, synthetic: bool = False, flip: bool = False
+) -> np.ndarray:
+    """The manipulation logits of uint8 crops, or (`synthetic`) the synthetic-face logits (`flip`: see
+    predict_heads)."""
+    return predict_heads(net, images, batch_size, flip).of(synthetic)
 
 
 def placed_for_training(

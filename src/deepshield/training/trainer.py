@@ -515,7 +515,8 @@ class Trainer:
             kept["model"] = net.state_dict()  # best.pt holds the weights it was chosen by and exports
         # One pass over the benchmarks serves both heads: `benchmarks` are data.benchmarks when the run has
         # manipulation data, and only their real files in frozen mode (all the synthetic threshold reads).
-        bench_heads = [predict_heads(net, b.crops) for b in benchmarks]
+        flip = config.export.test_time_flip  # scored as the bundle will serve
+        bench_heads = [predict_heads(net, b.crops, flip=flip) for b in benchmarks]
         manipulation = synthetic = None
         if data is not None:
             manipulation = self._manipulation_scores(net, data, benchmarks, bench_heads)
@@ -564,7 +565,7 @@ class Trainer:
         """The manipulation head on the synthetic validation and the benchmarks, calibrated as the export
         would be at this epoch."""
         config = self.config
-        logits = predict_logits(net, data.val_images)
+        logits = predict_logits(net, data.val_images, flip=config.export.test_time_flip)
         val_labels = data.val_labels
         probabilities = sigmoid(logits.astype(np.float64))
         metrics = detection_metrics(val_labels, probabilities)
@@ -605,7 +606,10 @@ class Trainer:
         benchmarks' real files."""
         assert self.config.synthetic is not None  # synthetic data is built only from synthetic settings
         settings = self.config.synthetic
-        scored = ScoredChecks.score(synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True))
+        flip = self.config.export.test_time_flip
+        scored = ScoredChecks.score(
+            synthetic_data.checks, lambda images: predict_logits(net, images, synthetic=True, flip=flip)
+        )
         bench_reals = {
             b.name: real_file_faces(b.scored(h.of(synthetic=True), 1.0)) for b, h in zip(benchmarks, bench_heads)
         }
