@@ -462,3 +462,25 @@ def test_one_server_per_data_folder(detector, tmp_path):
         pytest.raises(DeepShieldError, match="another server is using the state folder"),
     ):
         create_app(detector, ServerSettings(state_dir=tmp_path / "data"))
+
+
+def test_a_job_ledger_that_cannot_be_written_costs_no_job_its_end(detector, astronaut_jpeg, tmp_path, monkeypatch):
+    # A locked ledger (an operator's sqlite3 shell, a backup) or a full disk: a submit answered 500 and left
+    # the job queued in memory for good, holding a slot and its upload; a job whose start or end could not
+    # be written stayed 'running' for good.
+    import sqlite3
+
+    with client_for(detector, state_dir=tmp_path / "state") as client:
+        ledger = client.app.state.runtime.jobs._ledger
+
+        def locked(record) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(ledger, "save", locked)
+        body = assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg)), 503, "busy")
+        assert "could not record the job" in body["detail"]
+        assert client.get("/healthz").json()["jobs_pending"] == 0 and upload_files(client) == []
+        monkeypatch.undo()
+        job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        monkeypatch.setattr(ledger, "save", locked)  # fails as the job starts and as it ends
+        assert wait_for_job(client, job["id"], timeout_s=20)["status"] == "done"

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from deepshield.errors import VideoSpanError
 from deepshield.media.video import VideoSpan
@@ -81,7 +82,10 @@ async def submit_job(
         upload.delete()
         raise
     file = FileInfo(name=upload.filename, size_bytes=upload.size, sha256=upload.sha256, kind=kind.value)
-    job = runtime.jobs.submit(kind.value, file, frames or settings.video_frames, upload, span, callback_url)
+    # Off the event loop: the ledger's write can wait on a locked file, and every request waited with it.
+    job = await run_in_threadpool(
+        runtime.jobs.submit, kind.value, file, frames or settings.video_frames, upload, span, callback_url
+    )
     view = job.view(settings.job_ttl_s)
     return JSONResponse(
         status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"}
