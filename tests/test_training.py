@@ -250,6 +250,20 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
+def test_a_resumed_run_takes_back_the_gpus_random_state(real_dir, tmp_path, monkeypatch):
+    # On a GPU, dropout draws from the GPU's own generator, which checkpoints did not keep: a resumed GPU
+    # run's masks restarted from the seed's. (Stood in for here: this machine has no GPU.)
+    states, restored = [torch.tensor([7], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    cache = tmp_path / "cache"
+    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / LAST)["cuda_rng"][0].tolist() == [7]
+    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache)).run(resume=True)
+    assert [state[0].tolist() for state in restored] == [[7]]
+
+
 def assert_resumed_as_straight(tmp_path: Path, resumed, straight) -> None:
     """The run in tmp_path/resumed, stopped and resumed, ended as the uninterrupted one in tmp_path/straight."""
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / LAST)["model"]

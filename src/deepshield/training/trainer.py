@@ -300,6 +300,8 @@ class Trainer:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                # A GPU's dropout draws from its own generator: without it a resumed run's masks restarted.
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "progress": progress.__dict__,
                 "config": config.model_dump(mode="json"),
                 "command": self.command,
@@ -385,6 +387,8 @@ class Trainer:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         progress = Progress(**state["progress"])
         log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
         return progress
