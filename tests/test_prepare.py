@@ -558,3 +558,24 @@ def test_one_writer_per_dataset(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     with dataset_lock(tmp_path / "ds"), pytest.raises(DeepShieldError, match="another deepshield process"):
         prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+
+
+def test_a_change_to_the_frame_sampling_code_redoes_a_resumed_prepare(tmp_path: Path, monkeypatch):
+    # Which frames of a video are read shapes the crops as much as the detector: a prepare resumed across
+    # such a change mixed crops of both.
+    import inspect
+
+    import deepshield.data.extract as extract
+    import deepshield.media.video as video
+
+    before = ExtractSettings().fingerprint()
+    edited = tmp_path / "video.py"
+    edited.write_text(Path(inspect.getfile(video)).read_text() + "\n# frames chosen otherwise\n")
+    real_getfile = inspect.getfile
+    monkeypatch.setattr(extract.inspect, "getfile", lambda m: str(edited) if m is video else real_getfile(m))
+    extract.code_fingerprint.cache_clear()
+    try:
+        assert ExtractSettings().fingerprint() != before
+    finally:
+        monkeypatch.undo()
+        extract.code_fingerprint.cache_clear()

@@ -70,13 +70,14 @@ class ExtractSettings:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """Hash of the modules that decide what a crop looks like (face detection and the crop policy):
-    a dataset is never resumed with crops made by another version of them."""
+    """Hash of the modules that decide what a crop looks like (face detection, the crop policy, and which
+    frames of a video are read): a dataset is never resumed with crops made by another version of them."""
     import deepshield.faces.crop as crop_module
     import deepshield.faces.detector as detector_module
+    import deepshield.media.video as video_module
 
     digest = hashlib.sha256()
-    for module in (crop_module, detector_module):
+    for module in (crop_module, detector_module, video_module):
         digest.update(Path(inspect.getfile(module)).read_bytes())
     return digest.hexdigest()[:16]
 
