@@ -710,3 +710,15 @@ def test_table_columns_stay_aligned_for_wide_and_control_characters():
         "日本.jpg       video",
         "é.jpg          -",
     ]
+
+
+def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():
+    # A polyline of one point draws nothing: the chart of a person seen once showed only the threshold.
+    from deepshield.inference.results import TrackPoint, TrackResult
+    from deepshield.inference.scan_report import _score_line
+
+    point = TrackPoint.model_construct(timestamp_s=1.5, probability=0.7)
+    once = _score_line(TrackResult.model_construct(points=[point]), 0.5)
+    assert '<circle cx="4.0" cy="13.2" r="2.5"' in once and "<polyline" not in once
+    twice = _score_line(TrackResult.model_construct(points=[point, point.model_copy(update={"timestamp_s": 2.5})]), 0.5)
+    assert '<polyline points="4.0,13.2 228.0,13.2"' in twice and "<circle" not in twice

@@ -136,7 +136,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     # The model's name, version and threshold are shown.
     page.wait_for_selector("[data-role=model-name]")
     assert page.inner_text("[data-role=model-name]") == "Model tiny-test 0.0.1"
-    assert page.inner_text("[data-role=threshold]") == "Threshold 50%"
+    assert page.inner_text("[data-role=threshold]") == "Threshold 50.0%"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
     page.wait_for_selector(".face-card")
@@ -160,7 +160,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert "not fully AI-generated" not in page.inner_text(
         "#verdict-scope"
     ) and "fully AI-generated faces" in page.inner_text("#verdict-scope")
-    assert page.inner_text("[data-role=band]") == "Inconclusive 40%–60%"
+    assert page.inner_text("[data-role=band]") == "Inconclusive 40.0%–60.0%"
     assert not page.is_visible("#message")
     # A one-output model: the second score is said to be missing, not shown as 0.
     assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face score: not available in this model"
@@ -398,11 +398,12 @@ def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
         """async () => {
           const { scorePct } = await import("/static/js/format.js");
           const terms = { threshold: 0.556, inconclusive: { low: 0.5, high: 0.574 } };
-          return [0.497, 0.4999, 0.43, 0.5745, 0.568, 0.9, 0.998].map((p) => scorePct(p, terms));
+          return [0.497, 0.4999, 0.43, 0.5745, 0.568, 0.9, 0.998, 0.49996].map((p) => scorePct(p, terms));
         }"""
     )
-    # whole percents unless "50%" would put a 49.7% score (no signs found) inside a band from 50.0%
-    assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%"]
+    # whole percents unless "50%" would put a 49.7% score (no signs found) inside a band from 50.0%; to
+    # four places at most, as the verdict's reason (at two, 0.49996 read 50.00%)
+    assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%", "49.996%"]
 
 
 def test_sampled_frames_times_tell_neighbours_apart(page, server):
@@ -808,8 +809,8 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel,.json"
     assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
     page.wait_for_selector("[data-role=band]")
-    assert page.inner_text("[data-role=threshold]") == "Threshold 77%"
-    assert page.inner_text("[data-role=band]") == "Inconclusive 50%–88%"
+    assert page.inner_text("[data-role=threshold]") == "Threshold 77.0%"
+    assert page.inner_text("[data-role=band]") == "Inconclusive 50.0%–88.0%"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")
@@ -992,6 +993,61 @@ def test_no_face_in_a_part_of_a_video_says_which_part(page, server, tmp_path):
     assert page.inner_text("#verdict-reason").startswith(
         "Deepfake Shield checks faces and found none it could analyse in this part of the video (0:00.5 to 0:01)."
     )
+
+
+def test_a_poll_answered_after_cancel_does_not_bring_the_progress_back(browser, detector, astronaut, tmp_path):
+    # The answer of a poll already on its way when Cancel was pressed said "running": the progress bar came
+    # back under the "cancelled" message, for good, with no Cancel button and nothing running.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    held = []
+
+    def hold_the_first_poll(route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))  # answered by the server, not yet passed on to the page
+        else:
+            route.continue_()
+
+    with _page_of(browser, detector) as page:
+        page.route("**/v1/jobs/*", hold_the_first_poll)
+        page.set_input_files("#file-input", str(clip))
+        while not held:
+            page.wait_for_timeout(50)
+        page.click("[data-role=cancel]")
+        route, response = held[0]
+        route.fulfill(response=response)
+        page.wait_for_timeout(1500)
+        assert not page.is_visible("#progress")
+        assert page.inner_text("#message-detail").startswith("The analysis was cancelled")
+
+
+def test_a_file_left_while_its_answer_was_on_its_way_is_not_sent_again_as_a_job(browser, detector, astronaut, tmp_path):
+    # A video with no telling name or type goes to /v1/analyze first, whose 415 "video_needs_job" sends it
+    # as a job: arriving after another file was chosen, it uploaded the old file again and left its
+    # progress on screen over the new result.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    held = []
+
+    def hold_the_first_analysis(route) -> None:
+        if not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    with _page_of(browser, detector) as page:
+        server = page.url.rsplit("/", 1)[0]
+        posts = _posts_of(page, server)
+        page.route("**/v1/analyze*", hold_the_first_analysis)
+        page.set_input_files("#file-input", {"name": "holiday-clip", "mimeType": "", "buffer": clip.read_bytes()})
+        while not held:
+            page.wait_for_timeout(50)
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
+        page.wait_for_selector(".face-card")
+        held[0].fulfill(
+            status=415, json={"error": "video_needs_job", "detail": "a video is analysed as a job: POST /v1/jobs"}
+        )
+        page.wait_for_timeout(1000)
+        assert not page.is_visible("#progress") and page.is_visible(".face-card")
+        assert not [post for post in posts if post.startswith("/v1/jobs")]
 
 
 def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(browser, detector, astronaut, tmp_path):

@@ -49,9 +49,9 @@ def record_network_passes(monkeypatch) -> list[np.ndarray]:
     seen: list[np.ndarray] = []
     predict_heads = trainer_module.predict_heads
 
-    def recording(net, images, batch_size=64):
+    def recording(net, images, batch_size=64, flip=False):
         seen.append(np.array(images, copy=True))
-        return predict_heads(net, images, batch_size)
+        return predict_heads(net, images, batch_size, flip)
 
     monkeypatch.setattr(trainer_module, "predict_heads", recording)
     return seen

@@ -54,15 +54,22 @@ def _score_line(track: TrackResult, threshold: float) -> str:
     width, height = 232, 40
     times = [point.timestamp_s for point in track.points]
     start, span = min(times), max(max(times) - min(times), 1e-6)
-    points = " ".join(
-        f"{4 + (width - 8) * (p.timestamp_s - start) / span:.1f},{height - 3 - (height - 6) * p.probability:.1f}"
+    coordinates = [
+        (4 + (width - 8) * (p.timestamp_s - start) / span, height - 3 - (height - 6) * p.probability)
         for p in track.points
-    )
+    ]
     level = height - 3 - (height - 6) * threshold
+    if len(coordinates) == 1:  # a person seen in one sampled frame: a polyline of one point draws nothing
+        ((x, y),) = coordinates
+        mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#2563eb"/>'
+    else:
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
+        mark = f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="1.5"/>'
+
     return (
         f'<svg class="line" width="{width}" height="{height}" role="img" aria-label="score over time">'
         f'<line x1="0" x2="{width}" y1="{level:.1f}" y2="{level:.1f}" stroke="#c0262d" stroke-dasharray="3 3"/>'
-        f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="1.5"/></svg>'
+        f"{mark}</svg>"
     )
 
 

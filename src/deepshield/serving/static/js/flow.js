@@ -89,6 +89,8 @@ async function mayBeAnimated(file) {
 async function fetchResult(file, run, span) {
   if (looksLikeVideo(file)) return analyseAsJob(file, run, span);
   showProgress(file.name, null, "Uploading and analysing…"); // before the first wait (analyse reveals it)
+  // analyseAsJob goes no further once another file is chosen (or Cancel pressed) meanwhile: the old file
+  // was uploaded again as a job, its progress left on screen over the new result.
   if (await mayBeAnimated(file)) return analyseAsJob(file, run, span);
   try {
     const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });

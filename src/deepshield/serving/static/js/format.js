@@ -34,14 +34,14 @@ export const probabilityText = (p, digits = 1) => {
   return shown + "%";
 };
 
-// A score at whole percents, but to a tenth (or a hundredth) where rounding would carry it across the
-// threshold or an end of the inconclusive band of `terms` (a result): 49.7% shown as "50%" would read as
-// inside a band that starts at 50.0%, beside a label that says it is not.
+// A score at whole percents, but to the places (up to four, as the verdict's reason) where rounding would
+// carry it across the threshold or an end of the inconclusive band of `terms` (a result): 49.7% shown as
+// "50%" would read as inside a band that starts at 50.0%, beside a label that says it is not.
 export const scorePct = (p, terms) => {
   const band = terms.inconclusive;
   const edges = [band.low, band.high, terms.threshold];
   let digits = 0;
-  while (digits < 2 && edges.some((edge) => (p >= edge) !== (Number((p * 100).toFixed(digits)) / 100 >= edge))) digits += 1;
+  while (digits < 4 && edges.some((edge) => (p >= edge) !== (Number((p * 100).toFixed(digits)) / 100 >= edge))) digits += 1;
   return probabilityText(p, digits);
 };
 

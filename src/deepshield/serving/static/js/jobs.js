@@ -38,6 +38,7 @@ export function stopWaiting() {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function analyseAsJob(file, run, span) {
+  if (run !== state.run) return null; // moved on while the quick path was answering: nothing is uploaded
   showProgress(file.name, 0, "Uploading…");
   const select = $("frames-select");
   const query = new URLSearchParams();
@@ -91,6 +92,8 @@ async function pollJob(job, file, run) {
       if (givenUp()) return null; // deleted while this poll was on its way
       throw err;
     }
+    // Given up while this poll was on its way: its "running" would show the progress again, for good.
+    if (givenUp()) return null;
     polls += 1;
   }
   if (run !== state.run) return null;

@@ -47,8 +47,8 @@ export async function loadServerInfo() {
     if (terms) {
       const band = terms.inconclusive;
       pills.push(
-        el("span", { class: "pill", text: `Threshold ${pct(terms.threshold, 0)}`, "data-role": "threshold" }),
-        el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 0)}–${pct(band.high, 0)}`, "data-role": "band", title: band.fitted_on }),
+        el("span", { class: "pill", text: `Threshold ${pct(terms.threshold, 1)}`, "data-role": "threshold" }),
+        el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 1)}–${pct(band.high, 1)}`, "data-role": "band", title: band.fitted_on }),
         el("span", {
           class: "pill", "data-role": "synthetic-threshold",
           text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 0)}` : NO_SYNTHETIC,
