@@ -163,12 +163,12 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 def photo_with_exif(astronaut: np.ndarray, fmt: str = "JPEG") -> bytes:
-    """A camera's photo: make, model, software, both dates and a GPS block in its EXIF."""
+    """A camera's photo: make, model, software, both dates and a GPS position in its EXIF."""
     exif = Image.Exif()
     exif[0x010F], exif[0x0110], exif[0x0131] = "Canon", "EOS 5D\x00\x00", "Adobe Photoshop 25.0"
     exif[0x0132] = "2026:01:02 10:11:12"  # last changed
     exif.get_ifd(0x8769)[0x9003] = "2025:12:31 09:00:00"  # taken: preferred
-    exif.get_ifd(0x8825)[1] = "N"  # a GPS IFD
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 0.0), 3: "E", 4: (2.0, 21.0, 0.0)})  # a GPS position
     buffer = io.BytesIO()
     Image.fromarray(astronaut).save(buffer, fmt, exif=exif)
     return buffer.getvalue()

@@ -1115,3 +1115,44 @@ def test_reading_a_long_animation_reports_progress_all_along(tmp_path):
     sample_frames(path, 4, on_frame=seen.append)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert sum(0 < fraction < 0.5 for fraction in seen) >= 3  # while the frames are read, before sampling
+
+
+# --- a review of the decoding code (2026-12-06) --------------------------------------------------
+
+
+def test_a_jpeg_with_an_odd_side_is_read_within_the_limits(astronaut):
+    # Drafted to its rounded-up size, Pillow took the next smaller scale: 151x101 above a 10,000 pixel
+    # limit was read whole, 601x401 at 1/4 for 1/8 (and a 9001x6001 photo past the default 40 MP).
+    for size, scale in (((151, 101), 2), ((601, 401), 8)):
+        photo = io.BytesIO()
+        Image.fromarray(astronaut).resize(size).save(photo, "JPEG")
+        decoded = decode_image(photo.getvalue(), ImageLimits(max_pixels=10_000))
+        assert decoded.scale == scale and decoded.pixels.shape[0] * decoded.pixels.shape[1] <= 10_000
+
+
+def test_a_greyscale_heic_above_the_pixel_limit_is_read_reduced(astronaut):
+    photo = io.BytesIO()
+    Image.fromarray(astronaut).convert("L").save(photo, "HEIF", quality=90)  # it was "corrupt": one channel
+    decoded = decode_image(photo.getvalue(), ImageLimits(max_pixels=100_000))
+    assert decoded.pixels.shape == (256, 256, 3) and decoded.scale == 2
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0)])
+def test_a_pngs_transparent_colour_is_shown_on_white(mode, key):
+    # A tRNS chunk of an RGB or grey PNG left its key colour (black) where viewers show white.
+    pixels = np.full((8, 8, 3 if mode == "RGB" else 1), 120, np.uint8).squeeze()
+    pixels[:4] = 0
+    png = io.BytesIO()
+    Image.fromarray(pixels, mode).save(png, "PNG", transparency=key)
+    decoded = decode_image(png.getvalue()).pixels
+    assert decoded[0, 0].tolist() == [255, 255, 255] and decoded[6, 6].tolist() == [120, 120, 120]
+
+
+def test_a_phone_jpegs_second_image_is_no_page_of_its_own(astronaut):
+    # An HDR gain map, a depth map or a preview makes Pillow open a phone JPEG as MPO of 2 frames: the
+    # analysis said "the file holds 2 images: only the first was analysed" of ordinary phone photos.
+    photo, gain_map = Image.fromarray(astronaut), Image.fromarray(astronaut).convert("L").resize((128, 128))
+    data = io.BytesIO()
+    photo.save(data, "MPO", save_all=True, append_images=[gain_map])
+    assert Image.open(io.BytesIO(data.getvalue())).n_frames == 2
+    assert decode_image(data.getvalue()).pages == 1

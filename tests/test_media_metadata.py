@@ -205,3 +205,43 @@ def test_the_detector_reports_a_files_metadata_beside_its_scores(detector, astro
     assert from_pixels.metadata is None  # pixels carry none
     video = write_video(tmp_path / "clip.mp4", [astronaut] * 4, tags={"creation_time": "2026-01-02T03:04:05.000000Z"})
     assert detector.analyze_video(video, frames=2).metadata.created == "2026-01-02T03:04:05.000000Z"
+
+
+def test_a_gps_block_without_a_position_is_no_location():
+    # Cameras with location off write a GPS block holding only its version: it read as a location.
+    def jpeg(gps: dict) -> bytes:
+        exif = Image.Exif()
+        exif.get_ifd(0x8825).update(gps)
+        photo = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(photo, "JPEG", exif=exif)
+        return photo.getvalue()
+
+    assert not image_metadata(jpeg({0: b"\x02\x03\x00\x00"})).has_location
+    position = {0: b"\x02\x03\x00\x00", 1: "N", 2: (48.0, 51.0, 0.0), 3: "E", 4: (2.0, 21.0, 0.0)}
+    assert image_metadata(jpeg(position)).has_location
+
+
+def test_a_png_above_the_pixel_limit_is_not_decoded_for_its_metadata(tmp_path, monkeypatch):
+    # With no eXIf chunk before its pixels, Pillow decodes them all to look for one after: a 100 MP PNG the
+    # analysis refuses took 0.5 s and 400 MB.
+    from PIL.PngImagePlugin import PngImageFile
+
+    big = tmp_path / "big.png"
+    Image.new("L", (10_000, 10_000)).save(big, "PNG", pnginfo=_text_chunk("parameters", "steps: 20"))
+    decoded = []
+    monkeypatch.setattr(PngImageFile, "load", lambda self: decoded.append(self.size))
+    assert image_metadata(big).generator_settings == ["parameters"] and decoded == []
+
+
+def _text_chunk(key: str, value: str) -> PngInfo:
+    info = PngInfo()
+    info.add_text(key, value)
+    return info
+
+
+def test_sizes_that_round_to_a_thousand_of_a_unit_read_in_the_next():
+    from deepshield.media.units import format_bytes
+
+    assert [format_bytes(n) for n in (512, 999_499, 999_500, 1.5e6, 1e12)] == [
+        "512 bytes", "999 KB", "1 MB", "1.5 MB", "1,000 GB",
+    ]  # fmt: skip

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
+from PIL.MpoImagePlugin import MpoImageFile
 from pillow_heif import HeifImageFile, open_heif, register_heif_opener
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError
@@ -158,8 +159,12 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
     whole = np.asarray(open_heif(io.BytesIO(data), convert_hdr_to_8bit=True))
     reduced = cv2.resize(whole, reduced_size((whole.shape[1], whole.shape[0]), scale), interpolation=cv2.INTER_AREA)
     del whole
-    if reduced.shape[2] == 4:
-        reduced = _on_white(Image.fromarray(reduced, "RGBA"))
+    # A greyscale HEIC decodes to one channel (cv2.resize drops it), one with alpha to two, colour to 3 or 4.
+    channels = 1 if reduced.ndim == 2 else reduced.shape[2]
+    if channels in (2, 4):
+        reduced = _on_white(Image.fromarray(reduced, "LA" if channels == 2 else "RGBA"))
+    elif channels == 1:
+        reduced = cv2.cvtColor(reduced.reshape(reduced.shape[:2]), cv2.COLOR_GRAY2RGB)
     return DecodedImage(np.ascontiguousarray(reduced), scale)
 
 
@@ -176,7 +181,9 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
     )
     if scale is not None:
         if scale > 1:
-            image.draft(image.mode, reduced_size(image.size, scale))
+            # Pillow drafts at min(width // asked, height // asked): asked the rounded-up size, an odd side
+            # got the next smaller scale (a 9001x6001 JPEG was read whole, past both limits).
+            image.draft(image.mode, (width // scale, height // scale))
         return
     if width * height > limits.max_pixels:  # a JPEG only (others were refused from the header)
         raise MediaTooLargeError(
@@ -237,7 +244,8 @@ def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]
     """How one band of rows of this image's mode becomes RGB uint8."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         return _grey_band(*_grey_range(image))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    # A transparent colour (a tRNS chunk) of a palette, RGB or grey PNG counts as an alpha channel does.
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         return _on_white
     return lambda band: np.asarray(band.convert("RGB"))
 
@@ -337,7 +345,9 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
     try:
         if isinstance(image, HeifImageFile) and image.width * image.height > limits.max_pixels:
             return _heif_reduced(data, image, limits)
-        pages = getattr(image, "n_frames", 1)
+        # A phone JPEG's second image (an HDR gain map, a depth map, a preview: Pillow opens it as MPO) is
+        # no picture of its own: counted as a page, ordinary phone photos said one was left out.
+        pages = 1 if isinstance(image, MpoImageFile) else getattr(image, "n_frames", 1)
         image.seek(0)
         full_width = image.width
         _fit_budget(image, limits)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import av
 from PIL import Image
+from PIL.PngImagePlugin import PngImageFile
 from pydantic import BaseModel, Field
 
+from deepshield.media.images import ImageLimits
 from deepshield.media.provenance import (
     ContentCredentials,
     DeclaredSource,
@@ -27,6 +29,7 @@ from deepshield.media.sniff import image_format_name
 GENERATOR_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
 _EXIF_MAKE, _EXIF_MODEL, _EXIF_SOFTWARE, _EXIF_DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
+_GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
 # whose first 4 MB (where JPEG, PNG and MP4 keep it, beside the XMP) hold both is given to the C2PA SDK.
 _C2PA_MARKERS = (b"jumb", b"c2pa")
@@ -96,7 +99,11 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
             with image:
-                exif = image.getexif()
+                # A PNG without an eXIf chunk before its pixels decodes them all to look after them: not for
+                # one above the pixel limit (a 100 MP PNG the analysis refuses took 400 MB here).
+                after_pixels = isinstance(image, PngImageFile) and "exif" not in image.info
+                too_large = image.width * image.height > ImageLimits().max_pixels
+                exif = Image.Exif() if after_pixels and too_large else image.getexif()
                 details = exif.get_ifd(_EXIF_IFD)
                 info = dict(image.info)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
@@ -108,7 +115,8 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
             "camera": _camera(exif.get(_EXIF_MAKE), exif.get(_EXIF_MODEL)),
             "software": _text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
             "created": _text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
-            "has_location": bool(exif.get_ifd(_GPS_IFD)),
+            # A position, not just a GPS block (some cameras write one holding only its version).
+            "has_location": {_GPS_LATITUDE, _GPS_LONGITUDE} <= set(exif.get_ifd(_GPS_IFD)),
             "generator_settings": [key for key in GENERATOR_KEYS if key in info],
         }
     )

@@ -8,13 +8,12 @@ _CLOCK_TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
 
 
 def format_bytes(count: float) -> str:
-    """`1 GB`, `1.5 MB`, `100 KB`, `512 bytes` (decimal units, three significant digits)."""
-    if count >= 1e9:
-        return f"{count / 1e9:.3g} GB"
-    if count >= 1e6:
-        return f"{count / 1e6:.3g} MB"
-    if count >= 1e3:
-        return f"{count / 1e3:.3g} KB"
+    """`1 GB`, `1.5 MB`, `100 KB`, `512 bytes` (decimal units, three significant digits; a count that rounds
+    to 1,000 of a unit is one of the next: 999,500 bytes read "1e+03 KB"). Terabytes and up in GB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if float(f"{count:.3g}") >= size:
+            shown = f"{count / size:.3g}"
+            return f"{count / size:,.0f} {unit}" if "e" in shown else f"{shown} {unit}"
     return f"{count:.0f} bytes"
 
 
