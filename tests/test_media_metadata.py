@@ -245,3 +245,21 @@ def test_sizes_that_round_to_a_thousand_of_a_unit_read_in_the_next():
     assert [format_bytes(n) for n in (512, 999_499, 999_500, 1.5e6, 1e12)] == [
         "512 bytes", "999 KB", "1 MB", "1.5 MB", "1,000 GB",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime", "options"), [("TIFF", "image/tiff", {}), ("WEBP", "image/webp", {"lossless": True})]
+)
+def test_content_credentials_after_the_pixels_of_a_large_tiff_or_webp_are_read(fmt, mime, options, tmp_path):
+    # The C2PA SDK writes a TIFF's or WebP's manifest after its pixels: past the first 4 MB it was missed,
+    # and a signed "made by generative AI" declaration with it.
+    noise = np.random.default_rng(0).integers(0, 256, (1300, 1300, 3), np.uint8)
+    unsigned = io.BytesIO()
+    Image.fromarray(noise).save(unsigned, fmt, **options)
+    signed = with_credentials(unsigned.getvalue(), mime)
+    assert signed.find(b"c2pa") > 4 * 1024 * 1024
+    path = tmp_path / f"signed.{fmt.lower()}"
+    path.write_bytes(signed)
+    for source in (signed, path):
+        metadata = image_metadata(source)
+        assert metadata.content_credentials and metadata.declared_source.code == "trainedAlgorithmicMedia"

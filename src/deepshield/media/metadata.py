@@ -31,7 +31,8 @@ _EXIF_MAKE, _EXIF_MODEL, _EXIF_SOFTWARE, _EXIF_DATETIME = 0x010F, 0x0110, 0x0131
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
-# whose first 4 MB (where JPEG, PNG and MP4 keep it, beside the XMP) hold both is given to the C2PA SDK.
+# holding both (in its first 4 MB, where JPEG, PNG and MP4 keep it beside the XMP; anywhere in a TIFF or
+# WebP) is given to the C2PA SDK.
 _C2PA_MARKERS = (b"jumb", b"c2pa")
 _HEAD_BYTES = 4 * 1024 * 1024
 _VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.iso6709", "location-eng")  # tags lower-cased
@@ -81,8 +82,7 @@ def _provenance(
 ) -> MediaMetadata:
     """What the file says of where it came from (its Content Credentials and declared source), alone.
     `xmp`: the XMP packet when a decoder found it (a PNG's may be compressed), else it is looked for in `head`."""
-    has_c2pa = all(marker in head for marker in _C2PA_MARKERS)
-    credentials = read_content_credentials(source, trust_anchors) if has_c2pa else None
+    credentials = read_content_credentials(source, trust_anchors) if _holds_c2pa(source, head) else None
     return MediaMetadata(
         content_credentials=credentials is not None,
         credentials=credentials,
@@ -144,6 +144,29 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
             "has_location": any(key in tags for key in _VIDEO_LOCATION_KEYS),
         }
     )
+
+
+def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
+    """Whether the file holds a C2PA manifest's markers: in its first _HEAD_BYTES, or anywhere in a TIFF
+    or WebP, where the C2PA SDK writes the manifest after the pixels (a signed 6 MB TIFF's was missed)."""
+    if all(marker in head for marker in _C2PA_MARKERS):
+        return True
+    if image_format_name(head) not in ("TIFF", "WebP"):
+        return False
+    if isinstance(source, bytes):
+        return all(marker in source for marker in _C2PA_MARKERS)
+    found: set[bytes] = set()
+    overlap = max(len(marker) for marker in _C2PA_MARKERS) - 1
+    try:
+        with open(source, "rb") as handle:  # in blocks: a large TIFF is not read into memory whole
+            tail = b""
+            while block := handle.read(_HEAD_BYTES):
+                window = tail + block
+                found.update(marker for marker in _C2PA_MARKERS if marker in window)
+                tail = window[-overlap:]
+    except OSError:
+        return False
+    return len(found) == len(_C2PA_MARKERS)
 
 
 def _head(path: Path) -> bytes:
