@@ -1156,3 +1156,22 @@ def test_a_phone_jpegs_second_image_is_no_page_of_its_own(astronaut):
     photo.save(data, "MPO", save_all=True, append_images=[gain_map])
     assert Image.open(io.BytesIO(data.getvalue())).n_frames == 2
     assert decode_image(data.getvalue()).pages == 1
+
+
+def test_an_apngs_default_image_outside_its_animation_is_not_read(tmp_path):
+    # An APNG may carry a default image for viewers without APNG that is no frame of its animation; Pillow
+    # counts it as frame 0. A file showing one blue picture in browsers was read as a 2-frame video, its
+    # hidden red image analysed first (a photo analysed alone showed that image instead of the blue one).
+    from deepshield.media.frames import MediaKind, media_kind, read_frames
+
+    red, blue, green = (Image.new("RGB", (64, 64), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0)))
+    still = tmp_path / "still.png"
+    red.save(still, save_all=True, append_images=[blue], default_image=True, duration=500)
+    assert media_kind(still) == MediaKind.IMAGE
+    decoded = decode_image(still)
+    assert decoded.pixels[0, 0].tolist() == [0, 0, 255] and decoded.pages == 1
+    moving = tmp_path / "moving.png"
+    red.save(moving, save_all=True, append_images=[blue, green], default_image=True, duration=500)
+    kind, frames, times = read_frames(moving, 8)
+    assert kind == MediaKind.VIDEO
+    assert [frame[0, 0].tolist() for _, frame in frames] == [[0, 0, 255], [0, 255, 0]] and times == [0.0, 0.5]

@@ -11,7 +11,7 @@ from PIL import Image, ImageFile
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, VideoSpanError
 from deepshield.media.files import check_media_file, read_head
-from deepshield.media.images import DECODE_ERRORS, to_rgb_array
+from deepshield.media.images import DECODE_ERRORS, first_shown_frame, shown_frames, to_rgb_array
 from deepshield.media.sniff import HEADER_BYTES, image_format_name
 from deepshield.media.units import format_bytes
 from deepshield.media.video import (
@@ -34,7 +34,7 @@ _PROGRESS_EVERY = 64
 
 
 def is_animation(path: Path) -> bool:
-    """A GIF, PNG or WebP file with more than one frame (False for anything unreadable: decoding it as
+    """A GIF, PNG or WebP file showing more than one frame (False for anything unreadable: decoding it as
     a still reports what is wrong)."""
     if image_format_name(read_head(path, HEADER_BYTES)) not in ANIMATED_FORMATS:
         return False
@@ -42,7 +42,7 @@ def is_animation(path: Path) -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
-                return bool(getattr(image, "is_animated", False))
+                return shown_frames(image) > 1
     except Exception:  # noqa: BLE001 - a damaged still is load_image's to report
         return False
 
@@ -56,11 +56,12 @@ def _frame_starts(
     Pillow reads an animation's frames in order, and a long one takes seconds."""
     starts: list[float] = []
     clock_ms = 0
+    first = first_shown_frame(image)
     while True:
         if on_frame is not None and len(starts) % _PROGRESS_EVERY == 0 and image.fp is not None:
             on_frame(0.5 * min(1.0, image.fp.tell() / max(1, size)))
         try:
-            image.seek(len(starts))
+            image.seek(first + len(starts))
         except DECODE_ERRORS:  # EOFError past the last frame; anything else, a damaged frame
             break
         if len(starts) == limits.max_frames:
@@ -95,6 +96,7 @@ def sample_animation(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the frame and byte limits stand in for Pillow's bomb warning
             with Image.open(path) as image:
+                first = first_shown_frame(image)
                 starts, duration_s = _frame_starts(image, limits, size, on_frame)
                 info = VideoInfo(
                     width=image.width,
@@ -114,7 +116,7 @@ def sample_animation(
                 for number, position in enumerate(uniform_indices(len(in_span), n)):
                     index = in_span[position]
                     try:
-                        image.seek(index)
+                        image.seek(first + index)
                         frames.append(VideoFrame(index, starts[index], to_rgb_array(image)))
                     except DECODE_ERRORS:
                         pass  # a frame whose pixels are damaged is skipped, as a video's broken packet

@@ -347,8 +347,8 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
             return _heif_reduced(data, image, limits)
         # A phone JPEG's second image (an HDR gain map, a depth map, a preview: Pillow opens it as MPO) is
         # no picture of its own: counted as a page, ordinary phone photos said one was left out.
-        pages = 1 if isinstance(image, MpoImageFile) else getattr(image, "n_frames", 1)
-        image.seek(0)
+        pages = 1 if isinstance(image, MpoImageFile) else shown_frames(image)
+        image.seek(first_shown_frame(image))
         full_width = image.width
         _fit_budget(image, limits)
         image.load()
@@ -362,6 +362,18 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
     del image  # the decoded pixels go before an orientation copy is made
     upright = _ORIENTATIONS.get(orientation)
     return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale, pages)
+
+
+def first_shown_frame(image: Image.Image) -> int:
+    """The index of the first frame a viewer shows: 1 for an APNG whose default image is no frame of its
+    animation (a fallback for viewers without APNG, which Pillow counts as frame 0), else 0. Read as a
+    frame, a file showing one still picture was a two-frame video, and its hidden image analysed."""
+    return 1 if image.format == "PNG" and image.info.get("default_image") else 0
+
+
+def shown_frames(image: Image.Image) -> int:
+    """How many frames a viewer shows of the image (1 for a still)."""
+    return int(getattr(image, "n_frames", 1)) - first_shown_frame(image)
 
 
 def load_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> NDArray[Any]:
