@@ -406,6 +406,20 @@ def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%", "49.996%"]
 
 
+def test_the_batch_spreadsheet_keeps_a_file_name_that_starts_as_a_formula_as_text(page, server):
+    # A file named "=HYPERLINK(...).jpg" went into the CSV as it is: a spreadsheet opening it runs it.
+    page.goto(server + "/")
+    table = page.evaluate(
+        """async () => {
+          const { batchCsv } = await import("/static/js/batch.js");
+          const failed = (name) => ({ file: { name }, analysis: null, error: "unsupported file type" });
+          return batchCsv([failed('=HYPERLINK("http://x","y").jpg'), failed("+1.jpg"), failed("plain.jpg")]);
+        }"""
+    )
+    names = [row["file_name"] for row in csv.DictReader(io.StringIO(table))]
+    assert names == ['\'=HYPERLINK("http://x","y").jpg', "'+1.jpg", "plain.jpg"]
+
+
 def test_sampled_frames_times_tell_neighbours_apart(page, server):
     page.goto(server + "/")
     shown = page.evaluate(

@@ -16,9 +16,12 @@ import { state } from "./state.js";
 const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
   "faces", "part", "declared_source", "credentials", "sha256", "error"];
 
-function batchCsv(items) {
+export function batchCsv(items) {
+  // A text starting as a formula (a file named "=HYPERLINK(...).jpg") is kept as text with a leading
+  // quote: a spreadsheet opening the list would otherwise run it.
   const cell = (value) => {
-    const text = value === null || value === undefined ? "" : String(value);
+    let text = value === null || value === undefined ? "" : String(value);
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
     return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   };
   const rows = items.map((item) => {
