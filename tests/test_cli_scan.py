@@ -722,3 +722,18 @@ def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():
     assert '<circle cx="4.0" cy="13.2" r="2.5"' in once and "<polyline" not in once
     twice = _score_line(TrackResult.model_construct(points=[point, point.model_copy(update={"timestamp_s": 2.5})]), 0.5)
     assert '<polyline points="4.0,13.2 228.0,13.2"' in twice and "<circle" not in twice
+
+
+def test_a_folders_camera_named_files_are_scanned(capsys, media, tiny_bundle, tmp_path):
+    # .jfif photos and AVCHD camcorders' .mts videos were passed over without a word.
+    import shutil
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    shutil.copy(media / "astronaut.jpg", folder / "photo.jfif")
+    shutil.copy(media / "clip.mp4", folder / "00001.mts")
+    code, out, _ = scan(capsys, str(folder), "--model", str(tiny_bundle), "--format", "json", "--frames", "2")
+    assert code == EXIT_OK
+    assert sorted((Path(row["path"]).name, row["kind"]) for row in json.loads(out)) == [
+        ("00001.mts", "video"), ("photo.jfif", "image"),
+    ]  # fmt: skip
