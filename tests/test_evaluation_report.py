@@ -341,6 +341,29 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
         == EXIT_USAGE
     )
     assert "perturbations of the full frame cannot be applied" in capsys.readouterr().err
+    # Its faces were found as it was prepared: the options that find them are refused, not ignored (and
+    # recorded as if applied), and the settings recorded are the dataset's.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["settings"]["frames"], metrics["settings"]["min_face_size"]) == (2, 20)
+    again = ["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(tmp_path / "again")]
+    assert main([*again, "--min-face-size", "400"]) == EXIT_USAGE
+    assert "--frames and --min-face-size apply to raw media" in capsys.readouterr().err
+
+
+def test_a_file_reached_through_two_sets_is_scored_once(capsys, folder_dataset, tiny_bundle, tmp_path):
+    # evaluate ds ds scored every file twice, and the bootstrap took the copies for independent files.
+    classifier = OnnxClassifier(tiny_bundle)
+    once = score_datasets([folder_dataset], classifier, frames=2, progress=False)
+    twice = score_datasets([folder_dataset, folder_dataset / "fake"], classifier, frames=2, progress=False)
+    assert len(twice.files) == len(once.files) and twice.face_count == once.face_count
+
+
+def test_a_negative_seed_is_refused(capsys, folder_dataset, tiny_bundle, tmp_path):
+    # default_rng refused it inside every noisy file, each then counted as a face lost to the noise.
+    args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--perturb", "noise:5", "--seed", "-1"])
+    assert refused.value.code == EXIT_USAGE and "--seed: must be 0 or a positive integer" in capsys.readouterr().err
 
 
 def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from deepshield.cli.args import bundle_version, check_output_folder
-from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments
+from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments, face_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,7 +127,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
     result = recalibrate(
-        scored, classifier.card, method, rule, described, frames=args.frames, score=args.score, version=args.version
+        scored,
+        classifier.card,
+        method,
+        rule,
+        described,
+        frames=face_settings(args)[0],
+        score=args.score,
+        version=args.version,
     )
     if caution := few_files_caution(result.real_files, result.files - result.real_files):
         print(

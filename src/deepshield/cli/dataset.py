@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import log_to_mlflow, positive_int, tracking_arguments
+from deepshield.cli.args import log_to_mlflow, non_negative_int, positive_int, tracking_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     how.add_argument("--synth-fakes", type=positive_int, metavar="N", help="add N fakes self-blended from real faces")
     balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
-    balance.add_argument("--seed", type=int, default=None, help="seed (default: the dataset's)")
+    balance.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the dataset's)")
     balance.add_argument("--no-progress", action="store_true", help="no progress bar")
     balance.set_defaults(run=run_balance)
 

@@ -19,6 +19,8 @@ from deepshield.cli.args import (
     probability,
     tracking_arguments,
 )
+from deepshield.errors import DeepShieldError
+from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
@@ -41,8 +43,8 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--frames",
         type=positive_int,
-        default=DEFAULT_VIDEO_FRAMES,
-        help=f"frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
+        default=None,
+        help=f"raw media: frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument(
         "--split",
@@ -51,7 +53,10 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
         help="prepared datasets: which split to use (default all)",
     )
     parser.add_argument(
-        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+        "--min-face-size",
+        type=positive_int,
+        default=None,
+        help=f"raw media: ignore faces smaller than this (pixels; default {DEFAULT_MIN_FACE_SIZE})",
     )
     parser.add_argument(
         "--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23"
@@ -64,6 +69,25 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def face_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """The frames per video and the smallest face of the faces scored: the options', or a prepared
+    dataset's (its faces were found when it was prepared: the options were ignored there and recorded
+    as if they had been applied)."""
+    from deepshield.data.manifest import read_info
+    from deepshield.evaluation.scoring import is_prepared_dataset
+
+    prepared = [Path(d) for d in args.datasets if is_prepared_dataset(Path(d))]
+    if not prepared:
+        return args.frames or DEFAULT_VIDEO_FRAMES, args.min_face_size or DEFAULT_MIN_FACE_SIZE
+    if args.frames is not None or args.min_face_size is not None:
+        raise DeepShieldError(
+            f"--frames and --min-face-size apply to raw media: {prepared[0]} is a prepared dataset, whose faces "
+            "were found when it was prepared (its dataset.json says with which settings)"
+        )
+    info = read_info(prepared[0])
+    return info.frames, info.min_face_size
+
+
 def score_labelled_set(args: argparse.Namespace, classifier, rule, **options):
     """score_datasets on the inputs that add_labelled_set_arguments parsed, its raw media cropped where
     --engine says."""
@@ -71,14 +95,15 @@ def score_labelled_set(args: argparse.Namespace, classifier, rule, **options):
     from deepshield.evaluation.scoring import score_datasets
 
     check_engine_arguments(args)
+    frames, min_face_size = face_settings(args)
     with make_engine(args.engine, workers=args.workers, address=args.ray_address) as engine:
         return score_datasets(
             args.datasets,
             classifier,
             fmt=args.format,
-            frames=args.frames,
+            frames=frames,
             rule=rule,
-            min_face_size=args.min_face_size,
+            min_face_size=min_face_size,
             split=args.split,
             ffpp_compressions=args.ffpp_compression,
             progress=not args.no_progress,
@@ -133,7 +158,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bootstrap resamples for the intervals (0: none; default 1000)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the bootstrap and of the noise perturbation (default 0)"
+        "--seed",
+        type=non_negative_int,  # a negative one failed every noisy file, counted as faces lost to the noise
+        default=0,
+        help="seed of the bootstrap and of the noise perturbation (default 0)",
     )
     parser.add_argument(
         "--threshold", type=probability, default=None, help="fake threshold (default: the model card's)"
@@ -304,9 +332,9 @@ def run(args: argparse.Namespace) -> int:
         extra={
             "datasets": [str(d) for d in args.datasets],
             "format": args.format,
-            "frames": args.frames,
+            "frames": face_settings(args)[0],
             "perturbations": [p.name for p in perturbations],
-            "min_face_size": args.min_face_size,
+            "min_face_size": face_settings(args)[1],
             "split": args.split,
         },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshield.cli.args import check_output_file, config_arguments, config_overrides, positive_int
+from deepshield.cli.args import check_output_file, config_arguments, config_overrides, non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--max-faces", type=positive_int, help="keep this many faces, drawn at random (default: all)")
     pack.add_argument("--quality", type=int, default=90, choices=range(50, 101), metavar="50-100", help="JPEG quality")
     pack.add_argument(
-        "--seed", type=int, default=None, help="seed of the --max-faces draw (default: the configuration's)"
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of the --max-faces draw (default: the configuration's)",
     )
     pack.set_defaults(run=run_pack)
 

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import check_engine_arguments, check_output_folder, engine_arguments, positive_int
+from deepshield.cli.args import (
+    check_engine_arguments,
+    check_output_folder,
+    engine_arguments,
+    non_negative_int,
+    positive_int,
+)
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
@@ -36,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only"
     )
-    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
     parser.add_argument(
         "--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST", help="split fractions (default 0.8,0.1,0.1)"
     )

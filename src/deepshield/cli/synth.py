@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshield.cli.args import positive_int, probability
+from deepshield.cli.args import non_negative_int, positive_int, probability
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="chance a blend is a Poisson (seamless) composite (synthesis.seamless_probability)",
     )
     parser.add_argument("--size", type=int, default=224, help="crop size in pixels (16 to 1024)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.set_defaults(run=run)
 
 

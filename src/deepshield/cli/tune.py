@@ -6,7 +6,13 @@ import argparse
 import signal
 from pathlib import Path
 
-from deepshield.cli.args import assignments_argument, check_engine_arguments, check_output_folder, engine_arguments
+from deepshield.cli.args import (
+    assignments_argument,
+    check_engine_arguments,
+    check_output_folder,
+    engine_arguments,
+    non_negative_int,
+)
 
 EPILOG = """\
 space file (YAML/TOML): dotted training-config keys ->
@@ -84,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="sampler seed")
     parser.add_argument(
         "--baseline",
         action="store_true",

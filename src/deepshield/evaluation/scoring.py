@@ -33,7 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, read_source, root_keys
+from deepshield.data.prepare import collect_items
+from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
@@ -674,14 +675,10 @@ class PreparedCrops:
 def list_items(
     datasets: Sequence[Path], fmt: str = "auto", ffpp_compressions: Sequence[str] | None = None
 ) -> tuple[list[SourceItem], list[SourceProblem]]:
-    items: list[SourceItem] = []
-    problems: list[SourceProblem] = []
-    for path, key in zip(datasets, root_keys(list(datasets))):
-        for entry in read_source(path, fmt, key, ffpp_compressions):
-            if isinstance(entry, SourceItem):
-                items.append(entry)
-            else:
-                problems.append(entry)
+    """The labelled files of the sets, as prepare reads them: a file reached twice (two sets naming it,
+    a set given twice) is scored once, the other a problem (it was scored twice, and the bootstrap took
+    the copies for independent files)."""
+    items, problems, _ = collect_items(datasets, fmt, ffpp_compressions)
     return items, problems
 
 

@@ -48,6 +48,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+# Faces narrower or lower than this many pixels are not reported (`min_face_size`).
+DEFAULT_MIN_FACE_SIZE = 20
 # Longer side of the image each model is given (short range, full range). The full-range model
 # misses some faces of a 2 x 2 grid of 95 px faces in 1024 px at 256, none at 320 and above.
 DETECTION_SIDES = (256, 384)
@@ -294,7 +296,7 @@ def non_max_suppression(faces: list[Face], iou_threshold: float) -> list[Face]:
 class FaceDetector:
     """Find every face in an RGB uint8 image. Thread-safe (MediaPipe graphs are not, so calls are serialised)."""
 
-    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.5) -> None:
+    def __init__(self, min_face_size: int = DEFAULT_MIN_FACE_SIZE, min_confidence: float = 0.5) -> None:
         from deepshield.native_logs import native_output_silenced
 
         self.min_face_size = min_face_size
