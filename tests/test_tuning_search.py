@@ -210,6 +210,23 @@ def test_resume_does_not_repeat_finished_trials(space, tmp_path):
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
 
 
+def test_a_grid_whose_space_file_lists_its_keys_in_another_order_is_another_search(tmp_path):
+    # A grid point is stored by its index in the grid, whose order follows the file's: with the keys
+    # sorted in the fingerprint, the reordered file resumed the study, ran some points twice, others never.
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 1\n")
+    run_search(settings(space, tmp_path, trials=3), train_fn=fake_train, echo=lambda _: None)
+    space.write_text("optim.batch_size: [8, 16]\noptim.lr: [1e-4, 1e-3, 1e-2]\nbudget:\n  optim.epochs: 1\n")
+    with pytest.raises(DeepShieldError, match="another search space"):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+
+
+def test_a_timeout_of_zero_is_refused(space, tmp_path):
+    # 0 read as no timeout at all: a random search ran forever, a grid to its end.
+    with pytest.raises(DeepShieldError, match="--timeout must be a positive number of seconds"):
+        run_search(settings(space, tmp_path, timeout=0), train_fn=fake_train, echo=lambda _: None)
+
+
 def test_a_resumed_random_search_draws_what_an_uninterrupted_one_draws(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(
@@ -404,3 +421,80 @@ def test_no_worker_starts_a_trial_once_the_search_is_stopped(space, tmp_path):
     assert len(study_of(first).get_trials()) == 1  # the trial it was on ends; no other starts
     again = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)  # the mark is cleared
     assert len(study_of(again).get_trials()) == 6 and study_of(again).user_attrs[STOP_REQUESTED] is False
+
+
+def test_a_trials_own_threads_are_not_overwritten_by_the_workers_share(tmp_path):
+    # With --n-jobs > 1 each worker's share of the CPUs replaced threads set by --trial-set or searched:
+    # the study recorded one value and training used another.
+    from deepshield.tuning.objective import TrialContext, trial_config
+    from deepshield.tuning.selector import parse_selector
+    from deepshield.tuning.space import parse_assignments
+
+    (tmp_path / "budget.yaml").write_text("optim.lr: [1e-4, 1e-3]\nbudget:\n  optim.epochs: 1\n")
+    context = TrialContext(
+        base_config=load_config(),
+        space=load_space(tmp_path / "budget.yaml", parse_assignments(["threads=1"])),
+        selector=parse_selector("max.val_auc"),
+        out_dir=tmp_path,
+        study_name="s",
+        target=2,
+        threads=8,
+    )
+    assert trial_config(context, {"optim.lr": 1e-3}, tmp_path / "t", 0).threads == 1
+    (tmp_path / "searched.yaml").write_text("threads: [1, 2]\nbudget:\n  optim.epochs: 1\n")
+    context.space = load_space(tmp_path / "searched.yaml")
+    assert trial_config(context, {"threads": 1}, tmp_path / "t", 0).threads == 1
+    context.space = load_space(tmp_path / "budget.yaml")
+    assert trial_config(context, {"optim.lr": 1e-3}, tmp_path / "t", 0).threads == 8  # else the worker's share
+
+
+def test_the_searchs_mlflow_run_ends_when_its_results_cannot_be_logged(space, tmp_path):
+    # An artifact store the driver cannot write (missing credentials, a read-only mount) left it RUNNING.
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")  # no artifact can be written below a file
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment(load_config().tracking.experiment, artifact_location=(blocker / "artifacts").as_uri())
+    search = SearchSettings(space=space, out=tmp_path / "out", tracking_uri=uri, prewarm=False, pruner="none", trials=1)
+    result = run_search(search, train_fn=fake_train, echo=lambda _: None)
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_server_databases_trial_whose_machine_died_is_run_again_on_resume(tmp_path):
+    # Optuna fails trials whose heartbeat stopped only inside optimize, which the workers no longer call
+    # once done and running trials reach the target: a dead machine's last trial stayed RUNNING for good.
+    import datetime
+
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from deepshield.tuning.trials import RUN_DIR, WORKER
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'study.db'}"  # not a file database: heartbeats, as a server's
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 1\n"
+    )
+
+    def search(trials: int):
+        return run_search(
+            settings(space, tmp_path, sampler="random", trials=trials, storage=url, study="s"),
+            train_fn=fake_train,
+            echo=lambda _: None,
+        )
+
+    search(2)
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    lost = study.ask(
+        {"optim.lr": FloatDistribution(1e-4, 1e-2, log=True), "optim.batch_size": CategoricalDistribution([8, 16])}
+    )
+    lost.set_user_attr(WORKER, "a-machine-that-died:4242")
+    lost.set_user_attr(RUN_DIR, str(tmp_path / "out" / "trials" / "s" / "trial_0002"))
+    storage.record_heartbeat(lost._trial_id)
+    with storage.engine.begin() as connection:
+        hours_ago = (datetime.datetime.now() - datetime.timedelta(hours=2)).isoformat(" ")
+        connection.exec_driver_sql("UPDATE trial_heartbeats SET heartbeat = ?", (hours_ago,))
+    result = search(3)
+    assert result.counts["done"] == 3 and result.counts["running"] == 0

@@ -100,7 +100,9 @@ def trial_config(context: TrialContext, params: dict[str, Any], run_dir: Path, n
         "tracking.run_name": f"{context.study_name}-trial-{number:04d}",
         EXPORT_SELECT: str(context.selector),  # the trial's best.pt is the epoch its value comes from
     }
-    if context.threads is not None and context.base_config.threads is None:
+    # The worker's share of the CPUs, unless the configuration, the budget or the search sets threads (the
+    # share overwrote a searched value, so the study recorded one and training used another).
+    if context.threads is not None and context.base_config.threads is None and "threads" not in values:
         values["threads"] = context.threads
     return apply_values(context.base_config, values)
 

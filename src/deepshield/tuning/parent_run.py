@@ -71,6 +71,10 @@ def log_parent(tracker, report, final: dict[str, int], selector, status: str) ->
         tracker.log_metrics(metrics)
         if report.notes:
             tracker.set_tags({"search.notes": " | ".join(report.notes)[:5000]})
-        tracker.finish(status)
     except Exception as exc:  # noqa: BLE001 - the search's results are on disk whatever MLflow says
         log.warning("could not log the search to MLflow: %s", exc)
+    finally:  # the run ends whatever could be logged (an artifact store it cannot write left it RUNNING)
+        try:
+            tracker.finish(status)
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.warning("could not end the search's MLflow run: %s", exc)

@@ -129,8 +129,10 @@ def process_seed(seed: int, *parts: Any) -> int:
 
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
     """Random search whose draws for a trial come from the search's seed and the trial's number alone: a
-    search resumed after a crash, or shared by several workers, draws what one uninterrupted run draws.
-    (RandomSampler's one generator, seeded per process, made a resumed search draw other values.)"""
+    search resumed after a crash, or shared by several workers, draws what one uninterrupted run draws for
+    the same trial numbers. (RandomSampler's one generator, seeded per process, made a resumed search draw
+    other values.) A lost trial's retry takes a new number and replays the lost one's values, so the
+    trials after it are drawn as the uninterrupted run's one number later were."""
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed=seed)

@@ -158,10 +158,17 @@ class SearchSpace:
         return {"params": {p.name: p.to_dict() for p in self.params}, BUDGET_KEY: dict(self.budget)}
 
     def fingerprint(self, include_budget: bool = True) -> str:
+        """The space as a string a resumed study must match. The parameters keep their order: a grid
+        point is stored by its index in grid_points(), whose order follows theirs, and with the keys
+        sorted a reordered space file resumed a grid whose stored points meant others."""
         data = self.to_dict()
         if not include_budget:
             data.pop(BUDGET_KEY)
-        return json.dumps(data, sort_keys=True, default=str)
+        return json.dumps(
+            {key: list(value.items()) if key == "params" else value for key, value in data.items()},
+            sort_keys=True,
+            default=str,
+        )
 
 
 def _is_spec(value: Any) -> bool:

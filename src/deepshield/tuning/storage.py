@@ -126,8 +126,12 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace, config, sampler: s
 
 
 def recover_lost_trials(study: optuna.Study) -> list[int]:
-    """Fail trials left RUNNING by a dead process on this machine, then queue a retry of every lost
-    trial that has none yet. Returns the numbers of the lost trials queued again."""
+    """Fail trials left RUNNING by a dead process on this machine, and on a server database those whose
+    machine's heartbeat stopped, then queue a retry of every lost trial that has none yet. Returns the
+    numbers of the lost trials queued again. (Optuna fails stale trials only inside optimize, which the
+    workers no longer call once done and running trials reach the target: a dead machine's last trial
+    stayed RUNNING for good, and every resume stopped short of --trials.)"""
+    optuna.storages.fail_stale_trials(study)  # no heartbeats (a file database): nothing to do
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if dead_worker(trial):
             set_trial_attr(study, trial, INTERRUPTED, True)

@@ -140,6 +140,8 @@ def _target(settings: SearchSettings, space: SearchSpace, sampler: str, notes: l
         target = DEFAULT_RANDOM_TRIALS
     if target is not None and target < 1:
         raise DeepShieldError("--trials must be at least 1")
+    if settings.timeout is not None and settings.timeout <= 0:  # "--timeout 0" ran forever: 0 read as none
+        raise DeepShieldError("--timeout must be a positive number of seconds")
     return target
 
 
@@ -270,7 +272,7 @@ def run_trials(
         train_fn=train_fn,
         keep_checkpoints=settings.keep_checkpoints,
     )
-    deadline = time.time() + settings.timeout if settings.timeout else None
+    deadline = time.time() + settings.timeout if settings.timeout is not None else None  # 0 is a deadline
     spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline)
     if settings.prewarm:
         prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo)
