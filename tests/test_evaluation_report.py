@@ -573,3 +573,21 @@ def test_an_interrupted_resumable_evaluation_finds_only_the_rest_and_reports_as_
     stops.interrupt = False
     assert evaluate(out, "--resume") == EXIT_USAGE
     assert f"delete {out / '.faces-in-progress'} to start again" in capsys.readouterr().err
+
+
+def test_a_prepared_dataset_counts_a_file_its_listing_named_twice_once(folder_dataset, tiny_bundle, tmp_path):
+    # errors.csv names the second listing ("listed twice"): read back as a file, it was counted again.
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.prepare import prepare_dataset
+
+    photo = folder_dataset / "real" / "astronaut.jpg"
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        f"path,label\n{photo},real\n{folder_dataset / 'fake' / 'swap' / 'dark.png'},fake\n{photo},real\n"
+    )
+    classifier = OnnxClassifier(tiny_bundle)
+    prepared = tmp_path / "prepared"
+    prepare_dataset([listing], prepared, settings=ExtractSettings(policy=classifier.card.crop_policy), progress=False)
+    raw = score_datasets([listing], classifier, progress=False)
+    from_crops = score_datasets([prepared], classifier, progress=False)
+    assert len(from_crops.files) == len(raw.files) == 2

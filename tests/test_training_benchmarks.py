@@ -335,3 +335,18 @@ def test_a_scale_on_benchmarks_needs_benchmarks(real_dir, tmp_path):
             tiny_config(
                 real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{key: "benchmarks"}, **extra
             )
+
+
+def test_a_file_sets_cached_faces_are_cut_again_when_a_listed_photo_changes(tmp_path, astronaut):
+    # Keyed by the CSV alone, a listed photo replaced kept its old faces in compare's and training's cache.
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.training.benchmarks import _listing_key
+
+    photo = tmp_path / "photos" / "a.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), astronaut)
+    listing = tmp_path / "set.csv"
+    listing.write_text(f"path,label\n{photo},real\n")
+    before = _listing_key(listing, CropPolicy(), 32, 20)
+    cv2.imwrite(str(photo), np.roll(astronaut, 150, axis=1)[:400])
+    assert _listing_key(listing, CropPolicy(), 32, 20) != before

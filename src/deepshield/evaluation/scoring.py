@@ -624,9 +624,13 @@ class PreparedCrops:
         if resized:
             self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
         if self.split in (None, "all"):
+            # A file is listed once: errors.csv also names entries left out as copies ("listed twice", "already
+            # in the dataset"), whose file has crops or an earlier row; read as files, they were counted twice.
+            listed = set(by_file)
             for error in read_errors(dataset_dir):
-                if error.label not in ("real", "fake"):
+                if error.label not in ("real", "fake") or error.source_file in listed:
                     continue
+                listed.add(error.source_file)
                 is_video = Path(error.source_file).suffix.lower() in VIDEO_SUFFIXES
                 record = FileRecord(
                     len(files),

@@ -139,9 +139,17 @@ def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_f
 
 
 def _listing_key(path: Path, policy: CropPolicy, frames: int, min_face_size: int) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """The cache key of a benchmark's faces: its files' names, sizes and times, and the settings. A file set
+    (a CSV, a DFDC metadata.json) counts the media it lists too: keyed by its own file alone, a listed
+    photo replaced kept its old faces."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        from deepshield.evaluation.scoring import list_items  # the set's own reading: data.sources
+
+        files = [path, *sorted({item.path for item in list_items([path])[0] if item.path.is_file()})]
     listing = "\n".join(
-        f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files
+        f"{p.relative_to(path) if path.is_dir() else p}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files
     )
     text = "\n".join(
         [BENCH_FORMAT, str(path.resolve()), policy.model_dump_json(), str(frames), str(min_face_size), listing]
