@@ -591,3 +591,32 @@ def test_a_prepared_dataset_counts_a_file_its_listing_named_twice_once(folder_da
     raw = score_datasets([listing], classifier, progress=False)
     from_crops = score_datasets([prepared], classifier, progress=False)
     assert len(from_crops.files) == len(raw.files) == 2
+
+
+def test_a_prepared_video_is_judged_as_its_raw_media_is(tiny_bundle, astronaut, tmp_path):
+    # Its faces were linked into tracks over the frames with faces alone, so a face gone for four samples
+    # stayed one person (two on the raw media), and a short video counted the dataset's frame count.
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.prepare import prepare_dataset
+
+    blank = np.full_like(astronaut, 90)
+    frames = [astronaut if i < 3 or i > 6 else blank for i in range(10)]
+    (tmp_path / "set" / "fake").mkdir(parents=True)
+    write_video(tmp_path / "set" / "fake" / "gap.mp4", frames, fps=5)
+    write_video(tmp_path / "set" / "fake" / "short.mp4", frames[:2], fps=5)
+    save_image(tmp_path / "set" / "real" / "photo.png", astronaut)
+    classifier = OnnxClassifier(tiny_bundle)
+    prepared = tmp_path / "prepared"
+    settings = ExtractSettings(frames=10, policy=classifier.card.crop_policy)
+    prepare_dataset([tmp_path / "set"], prepared, settings=settings, progress=False)
+    raw = score_datasets([tmp_path / "set"], classifier, frames=10, progress=False)
+    from_crops = score_datasets([prepared], classifier, progress=False)
+
+    def tracks_and_frames(scored) -> dict[str, tuple[list[int], int]]:
+        return {
+            Path(f.path).name: (scored.faces["track_id"][scored.faces["file_id"] == f.file_id].tolist(), f.frames)
+            for f in scored.files
+        }
+
+    assert tracks_and_frames(from_crops) == tracks_and_frames(raw)
+    assert tracks_and_frames(raw)["gap.mp4"] == ([0, 0, 0, 1, 1, 1], 10) and tracks_and_frames(raw)["short.mp4"][1] == 2

@@ -148,6 +148,7 @@ def extract_item(
         reason="" if entries else NO_FACE,
         kind=kind,
         frames_sampled=len(frames),
+        frame_indices=tuple(index for index, _ in frames),
         faces=tuple(entries),
     )
     write_record(layout, outcome, stamp, settings.fingerprint())

@@ -35,6 +35,9 @@ class FileOutcome:
     reason: str = ""  # why no crop came out, when not ok
     kind: str = ""  # "image" or "video"
     frames_sampled: int = 0
+    # The indices of the frames sampled, faces or none: evaluate links a prepared video's faces into tracks
+    # over them, as on the raw media (empty in records written before them).
+    frame_indices: tuple[int, ...] = ()
     faces: tuple[FaceEntry, ...] = field(default_factory=tuple)
     from_record: bool = False  # True when skipped thanks to an earlier run
 
@@ -79,9 +82,19 @@ def _outcome_from_dict(data: dict) -> FileOutcome:
         reason=data.get("reason", ""),
         kind=data.get("kind", ""),
         frames_sampled=int(data.get("frames_sampled", 0)),
+        frame_indices=tuple(int(i) for i in data.get("frame_indices", ())),
         faces=faces,
         from_record=True,
     )
+
+
+def read_outcome(layout: DatasetLayout, key: str) -> FileOutcome | None:
+    """A file's recorded outcome as it is, valid for a resume or not (None when there is none to read):
+    what evaluate needs of a prepared file (its kind, the frames sampled)."""
+    try:
+        return _outcome_from_dict(json.loads(layout.record_path(key).read_text(encoding="utf-8"))["outcome"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_valid_record(

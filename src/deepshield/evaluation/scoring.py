@@ -578,9 +578,12 @@ class PreparedCrops:
         from tqdm import tqdm
 
         from deepshield.data.extract import NO_FACE
+        from deepshield.data.layout import DatasetLayout
         from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_manifest
+        from deepshield.data.records import read_outcome
 
         dataset_dir = self.dataset_dir
+        layout = DatasetLayout(dataset_dir)
         records = read_manifest(dataset_dir)
         if self.split not in (None, "all"):
             records = [r for r in records if r.split == self.split]
@@ -597,7 +600,11 @@ class PreparedCrops:
             list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
         ):
             first = members[0]
-            is_video = Path(source_file).suffix.lower() in VIDEO_SUFFIXES
+            # The file's own record says its kind and the frames sampled (a short video has fewer than the
+            # dataset's frames, an animated GIF is a video): the video rule counts a track as scan does.
+            outcome = read_outcome(layout, str(Path(first.crop_path).parent.relative_to("crops")))
+            is_video = outcome.kind == "video" if outcome else Path(source_file).suffix.lower() in VIDEO_SUFFIXES
+            sampled = outcome.frame_indices if outcome else ()
             record = FileRecord(
                 len(files),
                 source_file,
@@ -606,7 +613,7 @@ class PreparedCrops:
                 first.method,
                 first.group,
                 "crops",
-                frames if is_video else 1,
+                (outcome.frames_sampled if outcome and outcome.frames_sampled else frames) if is_video else 1,
             )
             files.append(record)
             try:
@@ -620,7 +627,7 @@ class PreparedCrops:
                     c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
                     for c in crops
                 ]
-            yield CroppedFile(record, 0, self._rows(record, members), np.stack(crops))
+            yield CroppedFile(record, 0, self._rows(record, members, sampled), np.stack(crops))
         if resized:
             self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
         if self.split in (None, "all"):
@@ -647,9 +654,12 @@ class PreparedCrops:
                 files.append(record)
 
     @staticmethod
-    def _rows(record: FileRecord, members: list) -> list[FaceRow]:
-        """The manifest's faces linked into tracks by box overlap, frame by frame, as on raw media."""
-        frame_indices = sorted({m.frame_index for m in members})
+    def _rows(record: FileRecord, members: list, sampled: tuple[int, ...] = ()) -> list[FaceRow]:
+        """The manifest's faces linked into tracks by box overlap, frame by frame, as on raw media: over
+        every frame sampled (`sampled`, from the file's record), those without a face too, so that a face
+        gone for more samples than the tracker bridges starts another track, as it does on raw media
+        (over the frames with faces alone, it stayed one track)."""
+        frame_indices = sorted({*sampled, *(m.frame_index for m in members)})
         position_of = {index: pos for pos, index in enumerate(frame_indices)}
         boxes_per_frame: list[list[Box]] = [[] for _ in frame_indices]
         slots: list[tuple[int, int]] = []
