@@ -1175,3 +1175,16 @@ def test_an_apngs_default_image_outside_its_animation_is_not_read(tmp_path):
     kind, frames, times = read_frames(moving, 8)
     assert kind == MediaKind.VIDEO
     assert [frame[0, 0].tolist() for _, frame in frames] == [[0, 0, 255], [0, 255, 0]] and times == [0.0, 0.5]
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("mp4", None), ("mkv", "matroska"), ("ts", "mpegts")])
+def test_a_variable_frame_rate_videos_samples_cover_all_of_it(tmp_path, suffix, fmt):
+    # 20 frames at 10 fps, then 20 at 2 fps, the rate stated as 30: the samples spread over its time.
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(40)]
+    times = [i / 10 for i in range(20)] + [2 + i / 2 for i in range(20)]
+    path = write_timed_video(tmp_path / f"vfr.{suffix}", frames, times, fmt, rate=30)
+    info, sampled = sample_frames(path, 4)
+    assert (
+        len(sampled) == 4
+        and sampled[0].timestamp_s < 0.25 * info.duration_s < 0.75 * info.duration_s < sampled[-1].timestamp_s
+    )

@@ -558,18 +558,25 @@ def _sample_sequentially(
         if frames is None:
             return None
     # With a frame count, the samples are chosen by time, as _sample_by_seeking chooses them: for each
-    # sample, the first frame showing at or after when frame first + uniform_indices(...)[i] would at the
-    # average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the part from 0 to
+    # sample, the first frame showing at or after when frame uniform_indices(...)[i] of the span would at
+    # the span's average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the part from 0 to
     # 15 s of a clip at 30 then 5 fps ended at 8.4 s, and a part read from a keyframe, its indices from
     # timestamps, found 2 of 8 samples.) Without any frame count (rare: no duration either) the span is
     # told by timestamps and every `stride`-th frame in it is kept, the stride doubling whenever
     # _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
     wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
     first, stop = 0, 0
+    end_s = math.inf  # where the span ends, in seconds
+    half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
     if info.frame_count > 0:
         first, stop = span.frames_in(info)
-        wanted_s = [(first + i) / info.fps for i in uniform_indices(stop - first, n)]
-    half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
+        begin_s, end_s = span.seconds_in(info)
+        # Spread over the span's own time, at its average rate: a stated frame rate above the file's count
+        # over its duration would leave its end unsampled.
+        spacing_s = (end_s - begin_s) / (stop - first) if math.isfinite(end_s) and end_s > begin_s else 1 / info.fps
+        wanted_s = [begin_s + i * spacing_s for i in uniform_indices(stop - first, n)]
+        end_s = begin_s + (stop - first) * spacing_s
+        half_frame_s = spacing_s / 2
     taken = 0  # samples of wanted_s a frame has been kept for
     finished = False  # every sample found, or the span's end reached: the stream was not cut short
     stride = 1
@@ -588,8 +595,8 @@ def _sample_sequentially(
             info = _with_frame_rotation(info, frame)
         if wanted_s is not None:
             if on_frame is not None and decoded % 16 == 0:
-                on_frame(min(1.0, max(0.0, timestamp * info.fps - first) / (stop - first)))
-            if timestamp + half_frame_s >= stop / info.fps:  # the span's end
+                on_frame(min(1.0, max(0.0, (timestamp - wanted_s[0]) / max(end_s - wanted_s[0], 1e-9))))
+            if timestamp + half_frame_s >= end_s:  # the span's end
                 finished = True
                 break
             due = taken
