@@ -244,9 +244,14 @@ def test_seamless_compositing_leaves_no_seam_and_keeps_the_source_in_place(face_
         # The compositing draw comes after the source and the mask: the same seed gives both the same ones.
         alpha = self_blend(face_sample, np.random.default_rng(seed), SynthesisConfig(**whole_face))
         poisson = self_blend(face_sample, np.random.default_rng(seed), seamless)
-        assert np.array_equal(alpha.mask, poisson.mask)
-        outside = alpha.mask == 0
+        # Its mask is the soft mask within the Poisson core, where it mixed: the whole soft mask marked a
+        # ring of real pixels it left unchanged as 15-18% source (three in four of the ring's pixels).
+        assert np.array_equal(poisson.mask, np.where(alpha.mask >= 0.5 * alpha.mask.max(), alpha.mask, 0))
+        outside = poisson.mask == 0
         assert np.array_equal(poisson.image[outside], face_sample.image[outside])
+        marked = poisson.mask > 0.02
+        unchanged = marked & np.all(poisson.image == face_sample.image, axis=-1)
+        assert unchanged.sum() < 0.05 * marked.sum()
         # The seam: the blend region's outer band, where alpha blending shows the source's colour offset
         # and the Poisson composite meets the target's colours.
         region = (alpha.mask >= 0.5).astype(np.uint8)
@@ -325,3 +330,22 @@ def test_cross_colour_jitter_leaves_a_colour_seam_the_colour_transfer_removed(fa
         ).image,
         cross_blend(face_sample, face_sample, np.random.default_rng(2)).image,
     )
+
+
+def test_a_weak_blend_still_takes_the_targets_colour(face_sample):
+    # The colour transfer's statistics came from where the mask exceeded 0.5: a mask scaled by a blend
+    # ratio of 0.5 or less (or lowered near padding) had none, and the donor kept its own colour.
+    from deepshield.synthesis.blend import _match_colour, _soft_mask
+
+    target = face_sample.image
+    donor = np.clip(target.astype(int) * [1.0, 0.7, 0.6] + 30, 0, 255).astype(np.uint8)
+    mask = _soft_mask(
+        face_sample, np.random.default_rng(0), SynthesisConfig(part_probability=0.0, full_blend_probability=1.0)
+    )
+    face = mask > 0.5
+    for ratio in (1.0, 0.45):
+        matched = _match_colour(donor, target, mask * ratio)
+        assert (
+            np.abs(matched.astype(float) - target)[face].mean()
+            < 0.4 * np.abs(donor.astype(float) - target)[face].mean()
+        )

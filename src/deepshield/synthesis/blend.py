@@ -226,13 +226,14 @@ def _seamless(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) ->
 
 def _composite(
     source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any], rng: np.random.Generator, config: SynthesisConfig
-) -> NDArray[Any]:
-    """The blend itself: alpha blending, or (seamless_probability of the time) alpha blending of a Poisson
-    composite, which equals the target outside the core, so the soft mask still sets how much is mixed.
-    No random draw is spent when the option is off."""
-    if optional_draw(config.seamless_probability, rng):
-        source = _seamless(source, target, mask)
-    return _blend(source, target, mask)
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The blend itself and where it mixed: alpha blending, or (seamless_probability of the time) alpha
+    blending of a Poisson composite, which equals the target outside its core, so the mask returned is the
+    soft mask within the core alone (the whole soft mask marked unchanged real pixels as blended). No
+    random draw is spent when the option is off."""
+    if optional_draw(config.seamless_probability, rng) and (cloned := _seamless(source, target, mask)) is not source:
+        source, mask = cloned, np.where(mask >= 0.5 * mask.max(), mask, 0).astype(mask.dtype)
+    return _blend(source, target, mask), mask
 
 
 def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisConfig | None = None) -> SynthesisResult:
@@ -240,12 +241,15 @@ def self_blend(target: FaceSample, rng: np.random.Generator, config: SynthesisCo
     config = SynthesisConfig() if config is None else config
     source = _misalign(_texture_jitter(_colour_jitter(target.image, rng), rng, config), rng, config)
     mask = _soft_mask(target, rng, config)
-    return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="self_blend")
+    image, mask = _composite(source, target.image, mask, rng, config)
+    return SynthesisResult(image=image, mask=mask, method="self_blend")
 
 
 def _match_colour(source: NDArray[Any], target: NDArray[Any], region: NDArray[Any]) -> NDArray[Any]:
-    """Reinhard colour transfer in Lab, statistics taken inside the blend region."""
-    inside = region > 0.5
+    """Reinhard colour transfer in Lab, statistics taken inside the blend region (where the mask is over half
+    its peak: over 0.5 itself, a mask scaled by a blend ratio of 0.5 or less, or lowered near padding, had
+    no inside, and the donor kept its own colour)."""
+    inside = region > 0.5 * region.max()
     if inside.sum() < 16:
         return source
     src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -345,7 +349,8 @@ def cross_blend(
     if optional_draw(config.cross_colour_probability, rng):
         source = _colour_jitter(source, rng)
     source = _texture_jitter(source, rng, config)
-    return SynthesisResult(image=_composite(source, target.image, mask, rng, config), mask=mask, method="cross_blend")
+    image, mask = _composite(source, target.image, mask, rng, config)
+    return SynthesisResult(image=image, mask=mask, method="cross_blend")
 
 
 def part_paste(
