@@ -235,9 +235,45 @@ def test_unloadable_onnx(bundle_copy):
 def test_input_size_mismatch_between_card_and_graph(bundle_copy):
     edit_card(bundle_copy, input_size=128, crop_policy={"size": 128, "scale": 1.5, "align": False})
     with pytest.raises(
-        BundleError, match=r"input \[\('image', \['batch', 64, 64, 3\]\)\] does not match the card's 128x128x3"
+        BundleError,
+        match=r"input \[\('image', \['batch', 64, 64, 3\], 'tensor\(uint8\)'\)\] does not match the card's 128x128x3 uint8",
     ):
         OnnxClassifier(bundle_copy)
+
+
+def test_a_card_whose_outputs_or_crop_size_the_runtime_cannot_follow_is_refused(bundle_copy):
+    # The runtime reads outputs by position and cuts faces at crop_policy.size: such a card loaded, and
+    # every file with a face then failed ("only length-1 arrays can be converted", "expected 64 x 64 crops").
+    card = json.loads((bundle_copy / CARD_FILE).read_text())
+    with pytest.raises(
+        ValueError, match=r"outputs \['cam', 'logit'\]: a model gives \['logit', 'cam'\], in that order"
+    ):
+        ModelCard.model_validate({**card, "outputs": {"cam": "", "logit": ""}})
+    with pytest.raises(ValueError, match=r"crop_policy\.size 48 and input_size 64 differ"):
+        ModelCard.model_validate({**card, "crop_policy": {**card["crop_policy"], "size": 48}})
+
+
+def test_a_graph_fed_other_than_uint8_is_refused_at_load(tmp_path):
+    # A float32 'image' input loaded, and every file failed at scoring with ONNX Runtime's INVALID_ARGUMENT.
+    import onnx
+    from onnx import TensorProto, helper
+
+    bundle = tmp_path / "float-input"
+    bundle.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["logit"], axes=[1, 2, 3], keepdims=0),
+         helper.make_node("ReduceMean", ["image"], ["cam"], axes=[3], keepdims=0)],
+        "float", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["batch", 32, 32])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, bundle / ONNX_FILE)
+    card = ModelCard(name="f", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32))
+    card = card.model_copy(update={"onnx_sha256": file_sha256(bundle / ONNX_FILE)})
+    (bundle / CARD_FILE).write_text(card.model_dump_json())
+    with pytest.raises(BundleError, match="does not match the card's 32x32x3 uint8 'image'"):
+        OnnxClassifier(bundle)
 
 
 def test_export_shows_no_tracer_warnings(tmp_path):

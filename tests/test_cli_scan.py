@@ -737,3 +737,33 @@ def test_a_folders_camera_named_files_are_scanned(capsys, media, tiny_bundle, tm
     assert sorted((Path(row["path"]).name, row["kind"]) for row in json.loads(out)) == [
         ("00001.mts", "video"), ("photo.jfif", "image"),
     ]  # fmt: skip
+
+
+def test_resume_reads_back_a_csv_path_holding_a_line_break(capsys, media, tiny_bundle, tmp_path):
+    # Read line by line, a quoted path with a line break (or U+2028, which splitlines also splits at)
+    # came back cut in two: the file was scanned again and a row of status None failed the exit code.
+    import shutil
+
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    shutil.copy(media / "astronaut.jpg", folder / "a\nb.jpg")
+    shutil.copy(media / "astronaut.jpg", folder / "c\u2028d.jpg")
+    out = tmp_path / "rows.csv"
+    args = [str(folder), "--model", str(tiny_bundle), "--format", "csv", "--out", str(out)]
+    assert scan(capsys, *args)[0] == EXIT_OK
+    code, _, err = scan(capsys, *args, "--resume")
+    assert (
+        code == EXIT_OK
+        and "2 files already in" in err
+        and len(list(csv.DictReader(io.StringIO(out.read_text(), newline="")))) == 2
+    )
+
+
+def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny_bundle, tmp_path):
+    # A card with a low end and no high one made `deepshield model` end in a traceback.
+    bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
+    card = json.loads((bundle / "model_card.json").read_text())
+    del card["metrics"]["bench_modern_swaps_file_auc_hi"]
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    assert main(["model", "--model", str(bundle)]) == EXIT_OK
+    assert "dev-eval/modern-swaps 0.60 " in " ".join(capsys.readouterr().out.split())

@@ -40,7 +40,7 @@ def describe(card) -> str:
     def auc(figure) -> str:
         if figure is None:
             return "-"
-        interval = "" if figure.low is None else f" [{figure.low:.2f}, {figure.high:.2f}]"
+        interval = "" if figure.low is None or figure.high is None else f" [{figure.low:.2f}, {figure.high:.2f}]"
         return f"{figure.value:.2f}{interval}"
 
     lines = [f"{card.name} {card.version} ({card.architecture}, {card.input_size} px faces)"]

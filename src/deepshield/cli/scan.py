@@ -183,8 +183,9 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
             f"{out} was written with other columns ({first}); --resume appends only to a CSV with this "
             "version's columns: scan into a new file"
         )
-    if fmt == "csv":
-        return {record["path"]: record["status"] for record in csv.DictReader(lines)}
+    if fmt == "csv":  # read whole: a quoted path may hold a line break (splitlines also splits at U+2028)
+        text = complete.decode("utf-8", errors="replace")
+        return {record["path"]: record["status"] for record in csv.DictReader(io.StringIO(text, newline=""))}
     done = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -85,9 +85,15 @@ class OnnxClassifier:
         inputs = self.session.get_inputs()
         outputs = [o.name for o in self.session.get_outputs()]
         size = self.card.input_size
-        if len(inputs) != 1 or inputs[0].name != "image" or list(inputs[0].shape[1:]) != [size, size, 3]:
+        if (
+            len(inputs) != 1
+            or inputs[0].name != "image"
+            or list(inputs[0].shape[1:]) != [size, size, 3]
+            or inputs[0].type != "tensor(uint8)"  # crops are fed as uint8: another type failed every file
+        ):
             raise BundleError(
-                f"{onnx_path} input {[(i.name, i.shape) for i in inputs]} does not match the card's {size}x{size}x3 'image'"
+                f"{onnx_path} input {[(i.name, i.shape, i.type) for i in inputs]} does not match the card's "
+                f"{size}x{size}x3 uint8 'image'"
             )
         self.outputs = self.card.output_names()
         if outputs != self.outputs:

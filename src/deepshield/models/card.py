@@ -262,6 +262,17 @@ class ModelCard(BaseModel):
             raise ValueError(
                 f"outputs {list(self.outputs)} and the synthetic block disagree: a synthetic score needs both"
             )
+        # The runtime reads the graph's outputs by position: other names or another order loaded, and every
+        # file then failed with a TypeError.
+        expected = [*MANIPULATION_OUTPUTS, *([SYNTHETIC_OUTPUT] if self.synthetic is not None else [])]
+        if list(self.outputs) != expected:
+            raise ValueError(f"outputs {list(self.outputs)}: a model gives {expected}, in that order")
+        # Faces are cut at crop_policy.size and fed at input_size: apart, every file with a face failed.
+        if self.crop_policy.size != self.input_size:
+            raise ValueError(
+                f"crop_policy.size {self.crop_policy.size} and input_size {self.input_size} differ: faces are cut "
+                "at the size the model reads"
+            )
         return self
 
     def output_names(self) -> list[str]:
