@@ -101,11 +101,17 @@ def test_stats_logged_to_mlflow(biased: Path, tmp_path: Path, monkeypatch, capsy
     assert {"stats/labels.png", "stats/sources.png", "stats/methods.png", "stats/splits.png"} <= artifacts
 
 
-def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
+def prepared_web(tmp_path: Path, small: np.ndarray, fakes: int) -> Path:
+    """A dataset prepared from web/: 2 real faces and `fakes` fake ones, split half and half."""
     faces(tmp_path / "web" / "real", small, 2)
-    faces(tmp_path / "web" / "fake", small, 6, start=10)
+    faces(tmp_path / "web" / "fake", small, fakes, start=10)
     out = tmp_path / "ds"
     prepare_dataset([tmp_path / "web"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    return out
+
+
+def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
+    out = prepared_web(tmp_path, small, fakes=6)
     before = read_manifest(out)
     extra = faces(tmp_path / "more_reals", small, 4, start=30)
     summary = balance.add_real(out, extra, progress=False)
@@ -123,10 +129,7 @@ def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
 
 
 def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_splits(tmp_path: Path, small):
-    faces(tmp_path / "web" / "real", small, 2)
-    faces(tmp_path / "web" / "fake", small, 2, start=10)
-    out = tmp_path / "ds"
-    prepare_dataset([tmp_path / "web"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    out = prepared_web(tmp_path, small, fakes=2)
     before = read_manifest(out)
     # The dataset's own reals came in again as other groups (one photo in train and in val), its fakes as reals.
     summary = balance.add_real(out, tmp_path / "web" / "real", progress=False)

@@ -122,21 +122,28 @@ def test_a_callback_that_cannot_be_delivered_says_why(detector, photo, receiver)
         assert status.startswith("failed: the receiver could not be reached") and status.endswith("4 attempts")
 
 
-def test_after_a_restart_the_callbacks_not_yet_sent_go_out(detector, photo, receiver, tmp_path):
+def _ledger_with_a_running_job(state, callback_url: str):
+    """A state folder's job ledger holding a video job left running by a server that stopped (the ledger
+    still open, and that job's record)."""
     from deepshield.media.video import VideoSpan
     from deepshield.serving.job_ledger import JobLedger, JobRecord
     from deepshield.serving.schemas import FileInfo
 
-    state = tmp_path / "data"
     state.mkdir()
     ledger = JobLedger(state / "jobs.sqlite3")
     file = FileInfo(name="clip.mp4", size_bytes=3, sha256="0" * 64, kind="video")
     running = JobRecord(
         id="was-running", kind="video", file=file, frames=8, span=VideoSpan(), upload_path=state / "gone.bin",
         status="running", stage="detecting faces", progress=0.4, created_at=time.time(), started_at=time.time(),
-        finished_at=None, result=None, error=None, callback_url=receiver.url,
+        finished_at=None, result=None, error=None, callback_url=callback_url,
     )  # fmt: skip
     ledger.save(running)
+    return ledger, running
+
+
+def test_after_a_restart_the_callbacks_not_yet_sent_go_out(detector, photo, receiver, tmp_path):
+    state = tmp_path / "data"
+    ledger, running = _ledger_with_a_running_job(state, receiver.url)
     with client_for(detector) as client:
         result = client.post("/v1/analyze", files=upload(photo)).json()
     finished = {"status": "done", "stage": "done", "progress": 1.0, "finished_at": time.time(), "result": result}
@@ -159,20 +166,8 @@ def test_after_a_restart_the_callbacks_not_yet_sent_go_out(detector, photo, rece
 
 def test_after_a_restart_callbacks_go_only_to_the_hosts_the_server_names_now(detector, receiver, tmp_path):
     # A host struck off the list (abused, say) still got the callbacks of the jobs taken back at a restart.
-    from deepshield.media.video import VideoSpan
-    from deepshield.serving.job_ledger import JobLedger, JobRecord
-    from deepshield.serving.schemas import FileInfo
-
     state = tmp_path / "data"
-    state.mkdir()
-    ledger = JobLedger(state / "jobs.sqlite3")
-    file = FileInfo(name="clip.mp4", size_bytes=3, sha256="0" * 64, kind="video")
-    record = JobRecord(
-        id="was-running", kind="video", file=file, frames=8, span=VideoSpan(), upload_path=state / "gone.bin",
-        status="running", stage="detecting faces", progress=0.4, created_at=time.time(), started_at=time.time(),
-        finished_at=None, result=None, error=None, callback_url=receiver.url,
-    )  # fmt: skip
-    ledger.save(record)
+    ledger, _ = _ledger_with_a_running_job(state, receiver.url)
     ledger.close()
     with client_for(detector, state_dir=state, callback_hosts="hooks.example.org") as client:
         job = _callback_settled(client, "was-running")

@@ -322,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
     classifier, bundle = load_classifier(args.model)
     threshold = classifier.card.calibration.threshold if args.threshold is None else args.threshold
     calibration = classifier.card.calibration
+    frames, min_face_size = face_settings(args)  # recorded as the faces were found
     settings = EvaluationSettings(
         threshold=threshold,
         band=ScoreRule.from_calibration(calibration, threshold).band,  # as Detector calls files
@@ -332,9 +333,9 @@ def run(args: argparse.Namespace) -> int:
         extra={
             "datasets": [str(d) for d in args.datasets],
             "format": args.format,
-            "frames": face_settings(args)[0],
+            "frames": frames,
             "perturbations": [p.name for p in perturbations],
-            "min_face_size": face_settings(args)[1],
+            "min_face_size": min_face_size,
             "split": args.split,
         },
     )

@@ -176,7 +176,8 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
             handle.truncate(len(complete))
     from deepshield.errors import DeepShieldError
 
-    lines = complete.decode("utf-8", errors="replace").splitlines()
+    text = complete.decode("utf-8", errors="replace")
+    lines = text.splitlines()
     if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
         first = lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "..."
         raise DeepShieldError(
@@ -184,7 +185,6 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
             "version's columns: scan into a new file"
         )
     if fmt == "csv":  # read whole: a quoted path may hold a line break (splitlines also splits at U+2028)
-        text = complete.decode("utf-8", errors="replace")
         return {record["path"]: record["status"] for record in csv.DictReader(io.StringIO(text, newline=""))}
     done = {}
     for number, line in enumerate(lines, start=1):

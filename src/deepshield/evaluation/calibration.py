@@ -96,7 +96,7 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
     if target_fpr is None and (real.size == 0 or fake.size == 0):
         raise MetricsError("a balanced-accuracy threshold needs real and fake samples")
     if target_fpr is not None:
-        # Reals counted, not shared: 1 - i/n lands a rounding error above k/n (1 - 49/50 > 0.02), which
+        # Reals counted, not taken as shares: 1 - i/n lands a rounding error above k/n (1 - 49/50 > 0.02), which
         # refused the last real the target allows. The candidates are the scores alone: the balanced
         # threshold's extra candidate, 0.5, answered for reals alone that all scored under it.
         allowed = math.floor(target_fpr * real.size + 1e-9)

@@ -37,9 +37,8 @@ from deepshield.inference.verdict import (
     CombinedVerdict,
     ScoreRule,
     VerdictDriver,
+    against_its_rule,
     combine,
-    decimals_apart,
-    shown_probability,
     suspicion,
 )
 from deepshield.inference.video_rule import VideoRule
@@ -220,20 +219,12 @@ class Detector:
                 reason="no face found",
             )
         verdict = self._combine(probability, synthetic_probability)
-        band = self.band
-        places = decimals_apart(probability, (band.low, band.high, self.threshold))
-        reason = (
-            f"most suspicious {what}: {shown_probability(probability, places)}; inconclusive from "
-            f"{band.low:.{places}%} to {band.high:.{places}%} (threshold {self.threshold:.{places}%})"
-        )
+        score, terms = against_its_rule(probability, self.manipulation_rule)
+        reason = f"most suspicious {what}: {score}; {terms}"
         if self.synthetic_rule is not None and synthetic_probability is not None:
-            rule = self.synthetic_rule
-            places = decimals_apart(synthetic_probability, (rule.band.low, rule.band.high, rule.threshold))
+            score, terms = against_its_rule(synthetic_probability, self.synthetic_rule)
             # "highest": of all the faces or tracks, which need not be the most suspicious one's.
-            synthetic = (
-                f"highest synthetic-face score {shown_probability(synthetic_probability, places)}, inconclusive from "
-                f"{rule.band.low:.{places}%} to {rule.band.high:.{places}%} (threshold {rule.threshold:.{places}%})"
-            )
+            synthetic = f"highest synthetic-face score {score}, {terms}"
             # The score that made the call comes first, as the page shows it.
             if verdict.driver == "synthetic":
                 reason = f"{synthetic}, which drives the verdict; face-swap score of the {reason}"

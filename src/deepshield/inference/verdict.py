@@ -102,7 +102,18 @@ def shown_probability(probability: float, decimals: int = 1) -> str:
     return {zero: f"<{least}", one: f">{100 - 10**-decimals:.{decimals}f}%"}.get(shown, shown)
 
 
-def decimals_apart(probability: float, edges: Iterable[float]) -> int:
+def against_its_rule(probability: float, rule: ScoreRule) -> tuple[str, str]:
+    """A score and the terms it is judged by, as a verdict's reason shows them ("57.41%", "inconclusive
+    from 50.00% to 57.42% (threshold 55.58%)"): to the places that tell the score from each edge."""
+    places = _decimals_apart(probability, (rule.band.low, rule.band.high, rule.threshold))
+    terms = (
+        f"inconclusive from {rule.band.low:.{places}%} to {rule.band.high:.{places}%} "
+        f"(threshold {rule.threshold:.{places}%})"
+    )
+    return shown_probability(probability, places), terms
+
+
+def _decimals_apart(probability: float, edges: Iterable[float]) -> int:
     """The fewest places of a percent (1 to 4) at which a score reads unlike each threshold and band edge
     it is shown beside: at one, 57.41% and an edge of 57.42% both read 57.4%, and two reasons alike to
     the letter gave different calls."""

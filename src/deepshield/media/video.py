@@ -552,43 +552,44 @@ def _sample_sequentially(
     stream.thread_type = "AUTO"
     stream_start_s = float((stream.start_time or 0) * stream.time_base) if stream.time_base is not None else 0.0
     broken = [0]
+    half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
     frames: Iterator[av.VideoFrame] | None = None
     if seek:
-        frames = _frames_from(container, stream_start_s + span.start_s, stream_start_s, 0.5 / info.fps, limits, broken)
+        frames = _frames_from(container, stream_start_s + span.start_s, stream_start_s, half_frame_s, limits, broken)
         if frames is None:
             return None
     # With a frame count, the samples are chosen by time, as _sample_by_seeking chooses them: for each
     # sample, the first frame showing at or after when frame uniform_indices(...)[i] of the span would at
-    # the span's average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the part from 0 to
-    # 15 s of a clip at 30 then 5 fps ended at 8.4 s, and a part read from a keyframe, its indices from
-    # timestamps, found 2 of 8 samples.) Without any frame count (rare: no duration either) the span is
-    # told by timestamps and every `stride`-th frame in it is kept, the stride doubling whenever
-    # _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
+    # the span's average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the
+    # part from 0 to 15 s of a clip at 30 then 5 fps ended at 8.4 s, and a part read from a keyframe, its
+    # indices from timestamps, found 2 of 8 samples.) Without any frame count (rare: no duration either)
+    # the span is told by timestamps and every `stride`-th frame in it is kept, the stride doubling
+    # whenever _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
     wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
     first, stop = 0, 0
     end_s = math.inf  # where the span ends, in seconds
-    half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
     if info.frame_count > 0:
         first, stop = span.frames_in(info)
         begin_s, end_s = span.seconds_in(info)
         # Spread over the span's own time, at its average rate: a stated frame rate above the file's count
-        # over its duration would leave its end unsampled.
-        spacing_s = (end_s - begin_s) / (stop - first) if math.isfinite(end_s) and end_s > begin_s else 1 / info.fps
+        # over its duration would leave its end unsampled. (Of unknown length, at the stated rate.)
+        if not (math.isfinite(end_s) and end_s > begin_s):
+            end_s = begin_s + (stop - first) / info.fps
+        spacing_s = (end_s - begin_s) / (stop - first)
         wanted_s = [begin_s + i * spacing_s for i in uniform_indices(stop - first, n)]
-        end_s = begin_s + (stop - first) * spacing_s
         half_frame_s = spacing_s / 2
     taken = 0  # samples of wanted_s a frame has been kept for
     finished = False  # every sample found, or the span's end reached: the stream was not cut short
     stride = 1
     kept: list[VideoFrame] = []
     index = decoded = -1
-    last_s = 0.0  # when the last frame decoded shows
+    timestamp = 0.0  # when the frame decoded (after the loop: the last) shows
     for frame in _decoded_frames(container, limits, broken) if frames is None else frames:
         decoded += 1
         if seek and frame.time is None:
             return None
         index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
-        last_s = timestamp = _timestamp(frame, index, info.fps, stream_start_s)
+        timestamp = _timestamp(frame, index, info.fps, stream_start_s)
         if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
         if decoded == 0:
@@ -631,9 +632,7 @@ def _sample_sequentially(
     if not kept:
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     # A stream that ends before its samples and its stated end has been cut short (told by time).
-    ended_early = (
-        wanted_s is not None and not finished and last_s < min(span.seconds_in(info)[1], info.duration_s) - _CUT_SHORT_S
-    )
+    ended_early = wanted_s is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
     return replace(info, damaged=broken[0] > 0 or ended_early), kept
 
 

@@ -199,15 +199,18 @@ class JobStore:
         with self._lock:
             return len(self._jobs)
 
-    def _save(self, job: Job) -> None:
-        """Write the job to the ledger. A failed write (the file locked by a backup, a full disk) is logged
-        and the job goes on in memory: raised from a worker, it left the job 'running' for good."""
+    def _save(self, job: Job) -> bool:
+        """Write the job to the ledger (True when written, or with no ledger). A failed write (the file
+        locked by a backup, a full disk) is logged, and the job goes on in memory: raised from a worker, it
+        left the job 'running' for good."""
         if self._ledger is None:
-            return
+            return True
         try:
             self._ledger.save(job.record())
         except (sqlite3.Error, OSError) as exc:
             log.error("job %s could not be written to the job ledger: %s", job.id, exc)
+            return False
+        return True
 
     def _forget(self, job_ids: list[str]) -> None:
         """Drop jobs from memory and ledger (the caller holds the lock)."""
@@ -294,20 +297,16 @@ class JobStore:
             # poller got a 404). Pending jobs never exceed max_pending < max_jobs, so finished ones make the room.
             finished = [j.id for j in sorted(self._jobs.values(), key=lambda j: j.finished_at or 0.0) if j.finished]
             self._forget(finished[: max(0, len(self._jobs) - self.max_jobs + 1)])
-            if self._ledger is not None:
-                # Recorded before it is taken: a job the ledger cannot keep would not survive a restart,
-                # which is what a state folder promises (it stayed queued in memory, holding a slot, unrun).
-                try:
-                    self._ledger.save(job.record())
-                except (sqlite3.Error, OSError) as exc:
-                    upload.delete()
-                    log.error("job could not be written to the job ledger: %s", exc)
-                    raise ApiError(
-                        503,
-                        "busy",
-                        "the server could not record the job (its job ledger failed); retry later",
-                        headers={"Retry-After": "30"},
-                    ) from None
+            # Recorded before it is taken: a job the ledger cannot keep would not survive a restart, which
+            # is what a state folder promises (it stayed queued in memory, holding a slot, unrun).
+            if not self._save(job):
+                upload.delete()
+                raise ApiError(
+                    503,
+                    "busy",
+                    "the server could not record the job (its job ledger failed); retry later",
+                    headers={"Retry-After": "30"},
+                )
             self._jobs[job.id] = job
         self._queue(job)
         return job
