@@ -280,6 +280,18 @@ def test_bad_model_is_a_usage_error(capsys, media, tmp_path):
     assert "deepshield: error: model bundle" in err and "is not a directory" in err and out == ""
 
 
+def test_a_corrupt_bundle_is_refused_before_out_is_emptied(capsys, media, tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    graph = bundle / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"x")
+    out = tmp_path / "rows.csv"
+    out.write_text("yesterday's rows\n")
+    code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(bundle), "--format", "csv", "--out", str(out))
+    assert code == EXIT_USAGE and "does not match the checksum in its model card" in err
+    assert out.read_text() == "yesterday's rows\n"
+
+
 def test_console_script_runs(media, tiny_bundle, tmp_path):
     script = Path(sys.executable).with_name("deepshield")
     command = [str(script)] if script.exists() else [shutil.which("deepshield") or "deepshield"]
@@ -345,6 +357,20 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert code == EXIT_OK, err
     assert scanned == ["clip.mp4"] and "2 files already in" in err
     assert paths_in_out() == files
+
+
+def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(capsys, tiny_bundle, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "rows.jsonl"
+    args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
+    assert scan(capsys, *args)[0] == EXIT_SOME_FAILED
+    (inbox / "broken.jpg").unlink()  # moved away before the rerun: nothing is left to scan
+    code, _, err = scan(capsys, *args)
+    assert code == EXIT_SOME_FAILED and "nothing to scan" in err
+    out.write_text("")
+    assert scan(capsys, *args)[0] == EXIT_OK
 
 
 def test_a_file_is_one_row_however_its_path_is_spelled(capsys, media, tiny_bundle, tmp_path, monkeypatch):

@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
-    from deepshield.inference.runtime import bundle_dir, read_card
+    from deepshield.inference.runtime import bundle_dir, checked_graph, read_card
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key
     from deepshield.inference.scan_report import ScanPage
     from deepshield.media.provenance import TrustAnchors
@@ -288,9 +288,11 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError("name the files or folders to scan, or a list of them with --files-from")
     if args.watch and args.format not in STREAMED_FORMATS:
         raise DeepShieldError("--watch needs --format jsonl or csv: rows are written as files arrive")
-    # The model's card, read before any file: a bad --model fails at once, and what the model judges is
-    # known even when no file could be analysed.
-    has_synthetic = read_card(bundle_dir(args.model)).synthetic is not None
+    # The model's card and graph, checked before any file is read or --out emptied: a bad --model fails
+    # at once, and what the model judges is known even when no file could be analysed.
+    card = read_card(bundle_dir(args.model))
+    checked_graph(bundle_dir(args.model), card)
+    has_synthetic = card.synthetic is not None
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None:
             check_output_file(path, flag)
@@ -298,10 +300,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive, args.heatmaps)
+    earlier = finished_rows(args.out, args.format) if args.resume else {}
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
         print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
-        return EXIT_OK
-    earlier = finished_rows(args.out, args.format) if args.resume else {}
+        # a resumed scan's exit status is its output file's: its earlier error rows still stand
+        return EXIT_OK if all(status == "ok" for status in earlier.values()) else EXIT_SOME_FAILED
     done = {file_key(path) for path in earlier}  # the same file however either run spelled its path
     files = [path for path in files if file_key(path) not in done]
     if earlier:

@@ -59,17 +59,24 @@ def read_card(bundle_dir: Path) -> ModelCard:
     return card
 
 
+def checked_graph(bundle_dir: Path, card: ModelCard) -> Path:
+    """The bundle's ONNX file, refused when missing or not the one its card was written for. Called
+    before a command writes anything too: a corrupt bundle is found before an output file is emptied."""
+    onnx_path = bundle_dir / ONNX_FILE
+    if not onnx_path.is_file():
+        raise BundleError(f"model bundle {bundle_dir} has no {ONNX_FILE}")
+    if card.onnx_sha256 and file_sha256(onnx_path) != card.onnx_sha256:
+        raise BundleError(f"{onnx_path} does not match the checksum in its model card (corrupt or replaced)")
+    return onnx_path
+
+
 class OnnxClassifier:
     """The bundle's network on ONNX Runtime. Checks the bundle on load and refuses a broken one."""
 
     def __init__(self, bundle_dir: Path | str, threads: int | None = None) -> None:
         bundle_dir = Path(bundle_dir)
         self.card = read_card(bundle_dir)
-        onnx_path = bundle_dir / ONNX_FILE
-        if not onnx_path.is_file():
-            raise BundleError(f"model bundle {bundle_dir} has no {ONNX_FILE}")
-        if self.card.onnx_sha256 and file_sha256(onnx_path) != self.card.onnx_sha256:
-            raise BundleError(f"{onnx_path} does not match the checksum in its model card (corrupt or replaced)")
+        onnx_path = checked_graph(bundle_dir, self.card)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
