@@ -59,7 +59,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         return storage
     # A server database may be shared by several machines: a heartbeat finds trials whose machine
     # died (the dead-process check only sees this machine), and they are re-run like lost trials.
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=600, failed_trial_callback=enqueue_retry)
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=60, grace_period=600, heartbeat_stale_trial_callback=enqueue_retry
+    )
 
 
 def enqueue_retry(study: optuna.Study, lost) -> None:
