@@ -535,6 +535,39 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         sample_frames(path, 8)
 
 
+def with_cover(path: Path, astronaut: np.ndarray, video: bool) -> Path:
+    """A file whose first stream is cover art (an attached JPEG), then sound and, if `video`, a 2 s picture."""
+    with av.open(str(path), "w", format="mp4") as container:
+        cover = container.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 512, 512, "yuvj420p"
+        cover.codec_context.time_base = Fraction(1, 25)
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = container.add_stream("libx264", rate=10) if video else None
+        sound = container.add_stream("aac", rate=16000)  # every stream before the first packet
+        if picture is not None:
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+            for index in range(20):
+                for packet in picture.encode(
+                    av.VideoFrame.from_ndarray(pattern(48, 64) // (index + 1), format="rgb24")
+                ):
+                    container.mux(packet)
+            for packet in picture.encode():
+                container.mux(packet)
+        mux_silence(container, sound, 30)
+        jpeg = av.Packet(encode(Image.fromarray(astronaut), "JPEG"))
+        jpeg.stream, jpeg.pts, jpeg.dts, jpeg.time_base = cover, 0, 0, Fraction(1, 90000)
+        container.mux(jpeg)
+    return path
+
+
+def test_cover_art_is_not_the_video(tmp_path, astronaut):
+    # a song or podcast with a cover is sound, not a one-frame video of the cover's face
+    with pytest.raises(CorruptMediaError, match="file has no video stream"):
+        sample_frames(with_cover(tmp_path / "song.m4a", astronaut, video=False), 8)
+    info, sampled = sample_frames(with_cover(tmp_path / "episode.mp4", astronaut, video=True), 4)
+    assert (info.width, info.height, info.codec) == (64, 48, "h264") and len(sampled) == 4
+
+
 def test_header_only_truncated_and_garbage_videos_are_refused(tmp_path, face_video):
     data = face_video.read_bytes()
     cases = {

@@ -23,6 +23,7 @@ from deepshield.media.provenance import (
     xmp_packet,
 )
 from deepshield.media.sniff import image_format_name
+from deepshield.media.video import picture_stream
 
 # Text chunks that image generators write into their PNGs: AUTOMATIC1111 and Forge ("parameters"),
 # ComfyUI ("prompt", "workflow"), InvokeAI ("invokeai_metadata", "sd-metadata").
@@ -132,8 +133,7 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             tags = {key.lower(): value for key, value in container.metadata.items()}
-            for stream in container.streams.video[:1]:
-                tags = {key.lower(): value for key, value in stream.metadata.items()} | tags
+            tags = {key.lower(): value for key, value in picture_stream(container).metadata.items()} | tags
     except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
         return provenance
     return provenance.model_copy(

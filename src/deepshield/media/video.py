@@ -174,10 +174,17 @@ def _open(path: Path, limits: VideoLimits) -> av.container.InputContainer:
         raise CorruptMediaError(f"cannot open video ({reason}): the file is truncated, corrupt or not a video") from exc
 
 
+def picture_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The file's first moving-picture stream: cover art (an `attached_pic` stream, as music and podcasts
+    carry) is a still, not the video (an M4A with a cover was read as a 90,000 fps one-frame video)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    raise CorruptMediaError("file has no video stream")
+
+
 def _info(container: av.container.InputContainer) -> VideoInfo:
-    if not container.streams.video:
-        raise CorruptMediaError("file has no video stream")
-    stream = container.streams.video[0]
+    stream = picture_stream(container)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if stream.duration is not None and stream.time_base is not None:
@@ -226,7 +233,7 @@ def _measured_end_s(path: str) -> float | None:
     last keyframe on (the demuxer alone: nothing is decoded). None where the file cannot seek or says none."""
     try:
         with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
+            stream = picture_stream(container)
             if stream.time_base is None:
                 return None
             container.seek(2**62, stream=stream, backward=True)  # past the end: the last keyframe
@@ -245,7 +252,7 @@ def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoI
     with _open(Path(path), limits) as container:
         info = _info(container)
         try:
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(picture_stream(container)):
                 return _with_frame_rotation(info, frame)
         except av.error.FFmpegError:
             pass
@@ -438,7 +445,7 @@ def _decoded_frames(
 ) -> Iterator[av.VideoFrame]:
     """Every frame from the current position, size-checked before anyone converts it. Broken packets
     are skipped and counted in counter[0]; a demuxer error ends the stream."""
-    stream = container.streams.video[0]
+    stream = picture_stream(container)
     try:
         for packet in container.demux(stream):
             try:
@@ -466,7 +473,7 @@ def _frames_from(
     the target: it is sought again, further back each time, down to the stream's start (without this, a
     part between two keyframes had no frames at all, and samples gathered on the keyframes after them).
     None when a seek fails or the stream has no time base."""
-    stream = container.streams.video[0]
+    stream = picture_stream(container)
     if stream.time_base is None:
         return None
     back_s = 0.0
@@ -496,7 +503,7 @@ def _sample_by_seeking(
     """Seek to the keyframe before each target and decode up to it. None when the file resists
     (a seek fails, frames lack timestamps, or keyframes are further apart than the samples, where
     decoding everything once is cheaper): the caller then decodes from the start."""
-    stream = container.streams.video[0]
+    stream = picture_stream(container)
     stream.thread_type = "AUTO"
     if stream.time_base is None:
         return None
@@ -548,7 +555,7 @@ def _sample_sequentially(
     """Decode the span once and keep n uniformly spaced frames of it: from the video's start, or
     (`seek`) from the keyframe before the span, each frame's index then read from its timestamp. None
     when that seek does not work for the file (the caller decodes from the start)."""
-    stream = container.streams.video[0]
+    stream = picture_stream(container)
     stream.thread_type = "AUTO"
     stream_start_s = float((stream.start_time or 0) * stream.time_base) if stream.time_base is not None else 0.0
     broken = [0]
