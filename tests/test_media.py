@@ -1096,6 +1096,15 @@ def test_an_animated_image_is_sampled_as_a_video(tmp_path, fmt, codec):
         sample_frames(path, 4, VideoLimits(max_pixels_per_frame=3_000))
     with pytest.raises(VideoSpanError, match="nothing to analyse from 2 s on"):
         sample_frames(path, 4, span=VideoSpan(2.0))
+    # Many frames are held within the frames' memory as a video's are: 4 frames of 64 x 48 fit at 1/2.
+    limits = VideoLimits(max_frames_bytes=4 * 32 * 24 * 3)
+    _, reduced = sample_frames(path, 4, limits)
+    assert {(f.scale, f.image.shape) for f in reduced} == {(2, (24, 32, 3))}
+    assert [round(float(f.image.mean()) / 20) for f in reduced] == expected
+    with pytest.raises(
+        MediaTooLargeError, match=r"^4 frames of 64x48, even at 1/8 scale, are above the 36 bytes memory"
+    ):
+        sample_frames(path, 4, VideoLimits(max_frames_bytes=36))
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("GIF", "gif"), ("PNG", "png"), ("WEBP", "webp")])

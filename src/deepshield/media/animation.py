@@ -6,12 +6,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import cv2
+from numpy.typing import NDArray
 from PIL import Image, ImageFile
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, VideoSpanError
 from deepshield.media.files import check_media_file, read_head
 from deepshield.media.images import DECODE_ERRORS, first_shown_frame, shown_frames, to_rgb_array
+from deepshield.media.scaling import reduced_size
 from deepshield.media.sniff import HEADER_BYTES, image_format_name
 from deepshield.media.units import format_bytes
 from deepshield.media.video import (
@@ -21,6 +25,8 @@ from deepshield.media.video import (
     VideoLimits,
     VideoSpan,
     check_limits,
+    held_pixel_cap,
+    read_scale,
     uniform_indices,
 )
 
@@ -112,12 +118,15 @@ def sample_animation(
                 in_span = [index for index, start in enumerate(starts) if begin <= start < end]
                 if not in_span:
                     raise VideoSpanError(f"no frame of the animation starts from {begin:g} s to {end:g} s")
+                # Frames are held as a video's are: at the first scale whose pixels fit their share of memory.
+                pixel_cap = held_pixel_cap(info, min(n, len(in_span)), limits)
+                scale = read_scale(image.width, image.height, pixel_cap) or 1
                 frames = []
                 for number, position in enumerate(uniform_indices(len(in_span), n)):
                     index = in_span[position]
                     try:
                         image.seek(first + index)
-                        frames.append(VideoFrame(index, starts[index], to_rgb_array(image)))
+                        frames.append(VideoFrame(index, starts[index], _read_at(image, scale), scale))
                     except DECODE_ERRORS:
                         pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
                     if on_frame is not None:
@@ -129,3 +138,12 @@ def sample_animation(
     if not frames:
         raise CorruptMediaError("animation has no decodable frames at the sampled positions")
     return info, frames
+
+
+def _read_at(image: Image.Image, scale: int) -> NDArray[Any]:
+    """The shown frame as RGB, at 1/scale of its width and height (area-averaged, as a video's reduced read)."""
+    rgb = to_rgb_array(image)
+    if scale == 1:
+        return rgb
+    width, height = reduced_size((image.width, image.height), scale)
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)

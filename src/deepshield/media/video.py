@@ -318,6 +318,19 @@ def frame_pixel_cap(limits: VideoLimits, frames: int) -> int:
     return min(limits.max_pixels_per_frame, limits.max_frames_bytes // (_RGB_BYTES * max(1, frames)))
 
 
+def held_pixel_cap(info: VideoInfo, held: int, limits: VideoLimits) -> int:
+    """frame_pixel_cap for `held` frames of this video, refused where even its smallest read is above it."""
+    pixel_cap = frame_pixel_cap(limits, held)
+    if read_scale(*info.square_size, limits.max_pixels_per_frame) is None:
+        raise _unreadable_frames(*info.square_size, limits.max_pixels_per_frame)
+    if read_scale(*info.square_size, pixel_cap) is None:
+        raise MediaTooLargeError(
+            f"{held} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
+            f"{format_bytes(limits.max_frames_bytes)} memory limit for a video's frames: ask for fewer frames"
+        )
+    return pixel_cap
+
+
 def reduced_read_reason(info: VideoInfo, limits: VideoLimits) -> str:
     """Why a video's frames were read at a reduced scale, as the end of a verdict's clause."""
     if info.width * info.height > limits.max_pixels_per_frame:
@@ -325,7 +338,7 @@ def reduced_read_reason(info: VideoInfo, limits: VideoLimits) -> str:
     return f"so that the frames sampled fit the {format_bytes(limits.max_frames_bytes)} memory limit"
 
 
-def _read_scale(width: int, height: int, pixel_cap: int) -> int | None:
+def read_scale(width: int, height: int, pixel_cap: int) -> int | None:
     """The first scale (1, then 1/2, 1/4, 1/8) at which a width x height frame fits pixel_cap; None at none."""
     return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
 
@@ -334,7 +347,7 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
     """The decoded frame as upright RGB in square pixels, converted at the first scale whose pixels fit
     pixel_cap (the scaler area-averages, so a reduced frame is not aliased)."""
     size = square_pixels(frame.width, frame.height, info.pixel_aspect)
-    scale = _read_scale(*size, pixel_cap)
+    scale = read_scale(*size, pixel_cap)
     if scale is None:  # a frame larger than its header said (sample_frames checked the header's size)
         raise _unreadable_frames(*size, pixel_cap)
     image: NDArray[Any]
@@ -414,15 +427,7 @@ def sample_frames(
     with _open(path, limits) as container:
         info = _info(container)
         check_limits(info, limits, span)
-        held = _frames_held(info, n, span)
-        pixel_cap = frame_pixel_cap(limits, held)
-        if _read_scale(*info.square_size, limits.max_pixels_per_frame) is None:
-            raise _unreadable_frames(*info.square_size, limits.max_pixels_per_frame)
-        if _read_scale(*info.square_size, pixel_cap) is None:
-            raise MediaTooLargeError(
-                f"{held} frames of {info.width}x{info.height}, even at 1/{REDUCED_SCALES[-1]} scale, are above the "
-                f"{format_bytes(limits.max_frames_bytes)} memory limit for a video's frames: ask for fewer frames"
-            )
+        pixel_cap = held_pixel_cap(info, _frames_held(info, n, span), limits)
         if _can_seek(info):
             first, stop = span.frames_in(info)
             if (stop - first) / max(1, n) >= SEEK_MIN_SPACING:
