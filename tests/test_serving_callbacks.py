@@ -83,6 +83,15 @@ def test_callbacks_go_only_to_hosts_the_server_names(detector, photo):
         assert body["detail"] == "callbacks may not go to '10.0.0.5'; this server allows 127.0.0.1, hooks.example.org"
         body = assert_error(client.post("/v1/jobs?callback_url=file:///etc/passwd", files=upload(photo)), 400)
         assert "must be an http or https URL" in body["detail"]
+        # URLs urllib cannot take: refused at submit (an unclosed [ was a 500; a port ':abc' a callback pending for good)
+        for url in (
+            "http://[127.0.0.1/x",
+            "http://127.0.0.1:abc/x",
+            "http://127.0.0.1:99999/x",
+            "http://127.0.0.1:0/x",
+        ):
+            body = assert_error(client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)), 400)
+            assert body["detail"] == f"callback_url must be an http or https URL, not {url!r}"
         assert upload_files(client) == [] and len(client.app.state.runtime.jobs) == 0  # refused before the upload
 
 
@@ -120,6 +129,24 @@ def test_a_callback_that_cannot_be_delivered_says_why(detector, photo, receiver)
         job = client.post(f"/v1/jobs?callback_url={closed}", files=upload(photo)).json()
         status = _callback_settled(client, job["id"])["callback_status"]
         assert status.startswith("failed: the receiver could not be reached") and status.endswith("4 attempts")
+
+
+def test_a_receiver_answering_garbage_fails_the_callback_instead_of_leaving_it_pending(detector, photo):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_garbage() -> None:
+        for _ in range(4):
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"this is no HTTP status line\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    with listener, client_for(detector, callback_hosts="127.0.0.1", callback_retry_s=0.01) as client:
+        job = client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)).json()
+        status = _callback_settled(client, job["id"])["callback_status"]
+    assert status.startswith("failed: the delivery failed (BadStatusLine") and status.endswith("4 attempts")
 
 
 def _ledger_with_a_running_job(state, callback_url: str):

@@ -47,9 +47,14 @@ class CallbackPolicy:
             raise ApiError(
                 400, "invalid_request", "callbacks are off on this server (it names no DEEPSHIELD_CALLBACK_HOSTS)"
             )
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ApiError(400, "invalid_request", f"callback_url must be an http or https URL, not {url[:200]!r}")
+        not_a_url = ApiError(400, "invalid_request", f"callback_url must be an http or https URL, not {url[:200]!r}")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises for a port that is no number up to 65535: here, not at each delivery
+        except ValueError:  # that, or an unclosed [ of an IPv6 address
+            raise not_a_url from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise not_a_url
         if parts.hostname.lower() not in self.hosts:
             raise ApiError(
                 400,
@@ -108,6 +113,8 @@ class CallbackSender:
                 reason = f"the receiver answered {exc.code}"
             except (urllib.error.URLError, OSError) as exc:
                 reason = f"the receiver could not be reached ({getattr(exc, 'reason', exc)})"
+            except Exception as exc:  # noqa: BLE001 - anything else (a bad status line...) fails the attempt: the job's callback must not stay "pending"
+                reason = f"the delivery failed ({type(exc).__name__}: {exc})"
         log.warning("callback for job %s to %s failed: %s", job_id, url, reason)
         report(f"failed: {reason}, {policy.attempts} attempts")
 
