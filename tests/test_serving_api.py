@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import hashlib
 import http.client
@@ -907,6 +908,42 @@ def test_no_path_traversal_out_of_the_static_folder(detector):
         connection = http.client.HTTPConnection(host, port, timeout=10)
         connection.request("GET", "/static/js/main.js")
         assert connection.getresponse().status == 200
+
+
+def test_slow_reads_of_an_upload_or_the_job_ledger_never_hold_up_other_requests(detector, astronaut, monkeypatch):
+    # Sniffing an upload reads the file (a GIF's frames were walked on the event loop: 13 s for 3 million of
+    # them), and GET/DELETE of a job can write the ledger (5 s on a locked file): every request waited.
+    import deepshield.serving.routes.uploads as uploads_routes
+    from deepshield.serving.jobs import JobStore
+
+    def slowly(function):
+        def called(*args, **kwargs):
+            time.sleep(1.5)
+            return function(*args, **kwargs)
+
+        return called
+
+    monkeypatch.setattr(uploads_routes, "is_animation", slowly(uploads_routes.is_animation))
+    app = create_app(detector, ServerSettings())
+    photo = encode(astronaut)
+    with live_server(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+        job_id = http.post("/v1/jobs", files=upload(photo)).json()["id"]
+        monkeypatch.setattr(JobStore, "get", slowly(JobStore.get))
+        monkeypatch.setattr(JobStore, "cancel", slowly(JobStore.cancel))
+        requests = [
+            ("POST", "/v1/analyze", {"files": upload(photo)}),
+            ("POST", "/v1/jobs", {"files": upload(photo)}),
+            ("GET", f"/v1/jobs/{job_id}", {}),
+            ("DELETE", f"/v1/jobs/{job_id}", {}),
+        ]
+        for method, path, options in requests:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(http.request, method, path, **options)
+                time.sleep(0.3)  # the slow request is now in its sniff or ledger call
+                started = time.monotonic()
+                assert httpx.get(base_url + "/healthz", timeout=30).status_code == 200
+                assert time.monotonic() - started < 0.5, f"/healthz waited on {method} {path}"
+                assert answer.result().status_code in (200, 202, 204), (method, path, answer.result().text)
 
 
 def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):

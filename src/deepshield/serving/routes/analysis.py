@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.sniff import MediaKind
@@ -35,7 +36,7 @@ async def analyze(
     runtime.gate.check_capacity()  # refused before a byte is received; the upload itself holds no slot
     upload = await runtime.receive(request)
     try:
-        if sniff_upload(upload) is MediaKind.VIDEO:
+        if await run_in_threadpool(sniff_upload, upload) is MediaKind.VIDEO:  # reads the file: off the event loop
             raise ApiError(
                 415,
                 "video_needs_job",

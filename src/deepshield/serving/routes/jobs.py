@@ -77,7 +77,7 @@ async def submit_job(
     runtime.jobs.check_capacity()
     upload = await runtime.receive(request)
     try:
-        kind = sniff_upload(upload)
+        kind = await run_in_threadpool(sniff_upload, upload)  # reads the file: off the event loop
     except BaseException:
         upload.delete()
         raise
@@ -99,7 +99,9 @@ async def submit_job(
     responses=error_responses(404),
 )
 async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
-    return runtime.jobs.get(job_id).view(runtime.settings.job_ttl_s)
+    # Off the event loop, as every call that can write the ledger (here: forgetting expired jobs).
+    job = await run_in_threadpool(runtime.jobs.get, job_id)
+    return job.view(runtime.settings.job_ttl_s)
 
 
 @router.delete(
@@ -111,5 +113,5 @@ async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
     responses=error_responses(404),
 )
 async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
-    runtime.jobs.cancel(job_id)
+    await run_in_threadpool(runtime.jobs.cancel, job_id)  # writes the ledger: off the event loop
     return Response(status_code=204)
