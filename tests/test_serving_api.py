@@ -946,6 +946,22 @@ def test_slow_reads_of_an_upload_or_the_job_ledger_never_hold_up_other_requests(
                 assert answer.result().status_code in (200, 202, 204), (method, path, answer.result().text)
 
 
+def test_a_port_in_use_is_refused_in_one_line_before_the_model_loads_or_an_address_is_printed(capsys, monkeypatch):
+    import socket
+
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a server that cannot listen")
+
+    monkeypatch.setattr(Detector, "from_bundle", no_model)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"deepshield: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
+
+
 def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     body = client.get("/healthz").json()
     assert body["limits"]["min_face_px"] == detector.faces.min_face_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from deepshield.errors import DeepShieldError
@@ -51,6 +52,8 @@ def serve(
             raise DeepShieldError(f"invalid server setting in the environment: {exc}") from None
     from deepshield.media.provenance import TrustAnchors
 
+    listening = _listening_socket(host, port)  # before the model loads and the address is printed
+    port = listening.getsockname()[1]  # the port chosen, for --port 0
     anchors = settings.c2pa_trust_anchors
     detector = Detector.from_bundle(model, trust_anchors=None if anchors is None else TrustAnchors.load(anchors))
     app = create_app(detector, settings)
@@ -64,4 +67,21 @@ def serve(
         print(f"Deepfake Shield: job callbacks may go to {settings.callback_hosts}", flush=True)
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
-    uvicorn.Server(uvicorn_config(app, settings, host, port)).run()
+    uvicorn.Server(uvicorn_config(app, settings, host, port)).run(sockets=[listening])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound: a port in use is refused in one line before anything is printed (uvicorn
+    printed the page's address, then failed, and the address led to whatever held the port)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeepShieldError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses the port at once
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise DeepShieldError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    return listening
