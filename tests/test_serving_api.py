@@ -268,6 +268,8 @@ def test_a_file_name_beyond_ascii_sent_as_rfc_6266_is_kept(client, astronaut_jpe
         ("filename=\"cafe.jpg\"; filename*=UTF-8''caf%C3%A9%20%E6%97%A5.jpg", "caf\u00e9 \u65e5.jpg"),
         ("filename*=iso-8859-1''caf%E9.jpg", "caf\u00e9.jpg"),
         ('filename="plain.jpg"', "plain.jpg"),
+        # a charset Python cannot decode leniently: the plain name (the upload was a 400 "malformed multipart")
+        ("filename=\"idna.jpg\"; filename*=idna''abc.jpg", "idna.jpg"),
     ):
         head = f'--B\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n\r\n'.encode()
         body = head + astronaut_jpeg + b"\r\n--B--\r\n"
@@ -856,9 +858,13 @@ def test_unknown_or_repeated_query_options_and_overlong_boundaries_are_refused(c
     assert upload_files(client) == []
 
 
-def test_an_api_key_beyond_ascii_is_refused_at_start():
+def test_an_api_key_no_request_could_send_is_refused_at_start():
     with pytest.raises(ValueError, match="api_key must be ASCII"):
         ServerSettings.from_env({"DEEPSHIELD_API_KEY": "clé"})
+    # HTTP strips the blanks around a header's value: the server started, then answered 401 to every call
+    for key in (" sekret", "sekret\t", "sek\nret"):
+        with pytest.raises(ValueError, match="api_key must not begin or end with blanks or hold control characters"):
+            ServerSettings.from_env({"DEEPSHIELD_API_KEY": key})
 
 
 def test_docs_work_offline_from_vendored_swagger_ui(client):
@@ -873,8 +879,29 @@ def test_docs_work_offline_from_vendored_swagger_ui(client):
     assert {"/v1/analyze", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/model", "/healthz"} <= set(schema["paths"])
     analyze = schema["paths"]["/v1/analyze"]["post"]
     assert "multipart/form-data" in analyze["requestBody"]["content"]
-    assert {"400", "413", "415", "422", "503"} <= set(analyze["responses"])
+    assert {"400", "413", "415", "422", "429", "503"} <= set(analyze["responses"])
+    assert {"400", "422", "429", "503"} <= set(schema["paths"]["/v1/jobs"]["post"]["responses"])
+    # every /v1 route refuses an unknown query parameter (400) and, with a key, a missing key (401)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                assert {"400", "401"} <= set(operation["responses"]), (method, path)
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_a_job_sent_while_the_server_shuts_down_is_told_when_to_retry(detector, astronaut_jpeg):
+    with client_for(detector) as client:
+        client.app.state.runtime.jobs.close()
+        response = client.post("/v1/jobs", files=upload(astronaut_jpeg))
+        assert_error(response, 503, "shutting_down")
+        assert response.headers["retry-after"] == "10"
+
+
+def test_api_answers_are_never_stored_by_caches_and_the_page_may_be(client):
+    assert client.get("/v1/model").headers["cache-control"] == "no-store"
+    assert client.get("/v1/jobs/no-such-job").headers["cache-control"] == "no-store"  # errors too
+    assert "cache-control" not in client.get("/healthz").headers
+    assert client.get("/static/js/main.js").headers.get("cache-control") != "no-store"
 
 
 TRAVERSALS = [

@@ -59,10 +59,14 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
+                # An API answer (faces, heatmaps, a job's changing state) is never stored by a cache: a shared one
+                # would hand a keyed answer (X-API-Key is no Authorization header to caches) to anyone.
+                private = ((b"cache-control", b"no-store"),) if scope["path"].startswith("/v1/") else ()
                 for name, value in (
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"),
+                    *private,
                 ):
                     if name not in names:
                         headers.append((name, value))
@@ -160,7 +164,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     v1 = APIRouter(
         prefix="/v1",
         dependencies=[Depends(require_api_key), Depends(refuse_unknown_query)],
-        responses=error_responses(401),
+        responses=error_responses(400, 401),  # 400: every route refuses a query parameter it does not know
     )
     for routes in (analysis, jobs, model):
         v1.include_router(routes.router)

@@ -142,8 +142,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
         413: "Upload above the byte limit",
         415: "Not an image or video type we read (judged by content, not name)",
         422: "Media we cannot analyse: corrupt, too many pixels, too long",
+        429: "Too many uploads at once from this client; retry after the time in Retry-After",
         500: "Unexpected failure in the analysis (the server keeps serving)",
-        503: "Server busy: too many requests or jobs waiting; retry later",
+        503: "Server busy (too many requests or jobs waiting) or shutting down; retry after the time in Retry-After",
         504: "The analysis took longer than the request timeout",
         507: "The server could not store the upload (its disk is full); retry later",
     }

@@ -160,6 +160,11 @@ def _busy(max_pending: int) -> ApiError:
     )
 
 
+def _shutting_down() -> ApiError:
+    # A restart is a matter of seconds: a client told when to retry comes back to the new server.
+    return ApiError(503, "shutting_down", "the server is shutting down", headers={"Retry-After": "10"})
+
+
 class JobStore:
     def __init__(
         self,
@@ -237,7 +242,7 @@ class JobStore:
     def check_capacity(self) -> None:
         """Refuse (503) before an upload is received when no new job could be taken."""
         if self._closed:
-            raise ApiError(503, "shutting_down", "the server is shutting down")
+            raise _shutting_down()
         if self.pending() >= self.max_pending:
             raise _busy(self.max_pending)
 
@@ -318,7 +323,7 @@ class JobStore:
             with self._lock:
                 self._forget([job.id])
             job.upload.delete()
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+            raise _shutting_down() from None
 
     def _run(self, job: Job) -> None:
         deadline = time.monotonic() + self.timeout_s

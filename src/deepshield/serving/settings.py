@@ -80,10 +80,15 @@ class ServerSettings(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _ascii_api_key(self) -> ServerSettings:
+    def _sendable_api_key(self) -> ServerSettings:
         # Header bytes beyond ASCII are read as Latin-1 here and sent as UTF-8 by most clients: such a key never matched.
         if self.api_key is not None and not self.api_key.isascii():
             raise ValueError("api_key must be ASCII: clients encode other characters in headers differently")
+        # HTTP strips blanks around a header's value, and control characters cannot be sent: such a key never matched.
+        if self.api_key is not None and (self.api_key != self.api_key.strip() or not self.api_key.isprintable()):
+            raise ValueError(
+                "api_key must not begin or end with blanks or hold control characters: no request could send it"
+            )
         return self
 
     @classmethod

@@ -64,7 +64,7 @@ def _extended_filename(disposition: bytes) -> bytes | None:
     charset = found.group(1).decode("ascii")
     try:
         return urllib.parse.unquote_to_bytes(found.group(2)).decode(charset, errors="replace").encode("utf-8")
-    except LookupError:  # a charset Python does not know
+    except (LookupError, UnicodeError):  # a charset Python does not know, or one it cannot decode leniently (idna)
         return None
 
 

@@ -26,7 +26,7 @@ router = APIRouter(tags=["analysis"])
     description="Upload a video or an image (multipart field `file`). Answers `202` with the job at once; "
     "poll `GET /v1/jobs/{id}` (the `Location` header) until its status is `done` or `failed`.",
     openapi_extra=MULTIPART_BODY,
-    responses=error_responses(400, 408, 413, 415, 503, 507),
+    responses=error_responses(400, 408, 413, 415, 422, 429, 503, 507),
 )
 async def submit_job(
     request: Request,
