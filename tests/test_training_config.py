@@ -29,6 +29,8 @@ from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, TrainConfig
         ("augment.codec_crf=[18, 60]", r"augment\.codec_crf: .*0 <= low <= high <= 51, got \(18, 60\)"),
         ("augment.rescale_range=[0.9, 0.3]", r"augment\.rescale_range: .*low <= high <= 1\.0"),
         ("synthesis.source_jpeg_quality=[0, 40]", r"synthesis\.source_jpeg_quality: .*1 <= low"),
+        # one synthetic.* key turns the synthetic-face head on: the error says so, and how to go on
+        ("synthetic.threshold_fpr=0.05", r"any synthetic\.\* key sets one.*needs synthetic\.init.*'joint'"),
     ],
 )
 def test_a_typo_or_bad_value_is_an_error_that_names_the_key(override, message):

@@ -53,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--frames", type=positive_int, default=DEFAULT_VIDEO_FRAMES, help="frames sampled per video (default 32)"
     )
     parser.add_argument(
-        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+        "--min-face-size",
+        type=positive_int,
+        default=20,
+        help="ignore faces smaller than this (pixels; default %(default)s)",
     )
     parser.add_argument(
         "--caught-with-reals",

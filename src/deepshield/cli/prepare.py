@@ -52,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--align", action="store_true", help="rotate crops so that the eyes are level")
     parser.add_argument(
-        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+        "--min-face-size",
+        type=positive_int,
+        default=20,
+        help="ignore faces smaller than this (pixels; default %(default)s)",
     )
     parser.add_argument(
         "--ffpp-compression",

@@ -107,7 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "below and above, and still reaches down to even odds (50%%)",
     )
     parser.add_argument(
-        "--min-face-size", type=positive_int, default=20, help="ignore faces smaller than this (pixels)"
+        "--min-face-size",
+        type=positive_int,
+        default=20,
+        help="ignore faces smaller than this (pixels; default %(default)s)",
     )
     parser.add_argument(
         "--html",

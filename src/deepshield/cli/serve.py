@@ -9,8 +9,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="run the web app and REST API", description="Serve the web page and the /v1 REST API."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: every interface)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default %(default)s; 0: any free one)"
+    )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.set_defaults(run=run)
 

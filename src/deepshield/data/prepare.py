@@ -63,7 +63,7 @@ class PrepareSummary:
             out.append(f"{len(self.missing)} files named by the sources' listings are missing: {listing(self.missing)}")
         if self.unreadable:
             out.append(
-                f"{len(self.unreadable)} files could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
+                f"{len(self.unreadable)} file{'' if len(self.unreadable) == 1 else 's'} could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
             )
         for split in self.empty_splits:
             out.append(

@@ -349,7 +349,11 @@ class TrainConfig(StrictModel):
                     "model.init is for fine-tuning every weight; a frozen synthetic run keeps synthetic.init's"
                 )
             if synthetic.init is None:
-                raise DeepShieldError("synthetic.mode = 'frozen' needs synthetic.init: the manipulation run's best.pt")
+                raise DeepShieldError(
+                    "a [synthetic] section (any synthetic.* key sets one) trains the synthetic-face head, by default "
+                    "with synthetic.mode = 'frozen', which needs synthetic.init: the manipulation run's best.pt "
+                    "(or set synthetic.mode = 'joint' to train both scores in one run)"
+                )
             if not selector.metric.startswith("synthetic_"):
                 raise DeepShieldError(
                     f"export.select {self.export.select!r} is a manipulation metric, "
