@@ -472,6 +472,32 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
 
 
 @pytest.mark.parametrize(
+    ("matrix", "shown", "rotation"),
+    [
+        ((-1, 0, 0, 1), lambda image: image[:, ::-1], 0),  # mirrored left to right: a front camera's recording
+        ((1, 0, 0, -1), lambda image: image[::-1], 180),  # upside down mirrored: a mirror and a half turn
+        ((0, 1, 1, 0), lambda image: image.transpose(1, 0, 2), 270),  # mirrored along the diagonal
+    ],
+)
+def test_a_mirroring_display_matrix_is_shown_as_players_show_it(tmp_path, matrix, shown, rotation):
+    # PyAV reads a mirror as a half turn: a mirrored recording was analysed upside down.
+    stored = pattern(64, 96)
+    path = write_video(tmp_path / "plain.mp4", [stored] * 5)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 44  # a version-0 track header's matrix: a b u c d v x y w
+    assert struct.unpack(">9i", data[at : at + 36])[:5] == (0x10000, 0, 0, 0, 0x10000)
+    a, b, c, d = (value * 0x10000 for value in matrix)
+    data[at : at + 20] = struct.pack(">5i", a, b, 0, c, d)
+    mirrored = tmp_path / "mirrored.mp4"
+    mirrored.write_bytes(bytes(data))
+    info, frames = sample_frames(mirrored, 2)
+    assert (info.rotation, info.mirrored) == (rotation, True)
+    expected = shown(stored)
+    assert frames[0].image.shape == expected.shape
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
+
+
+@pytest.mark.parametrize(
     ("pixel_aspect", "stored", "shown"), [(Fraction(2, 1), (48, 64), (96, 64)), (Fraction(1, 2), (96, 32), (96, 64))]
 )
 def test_anamorphic_frames_are_stretched_to_square_pixels(tmp_path, pixel_aspect, stored, shown):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +54,9 @@ class VideoInfo:
     duration_s: float
     rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
+    # The display matrix mirrors the stored picture left to right before turning it by `rotation` (a front
+    # camera's mirrored recording; a vertical flip is a mirror and a half turn).
+    mirrored: bool = False
     has_audio: bool = False  # the file carries sound (which is not analysed)
     # A stored pixel's width over its height (anamorphic video: DV, HDV, some broadcast and camera files):
     # frames are stretched to square pixels as they are read, as a player shows them.
@@ -259,15 +263,29 @@ def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoI
         return info
 
 
-def _display_rotation(frame: av.VideoFrame) -> int | None:
-    """Clockwise degrees from the frame's display matrix, None without one. FFmpeg's (and PyAV's)
-    angle is counter-clockwise; the legacy 'rotate' tag, like VideoInfo.rotation, is clockwise."""
-    return (-int(frame.rotation)) % 360 if frame.rotation else None
+def _display_orientation(frame: av.VideoFrame) -> tuple[int, bool] | None:
+    """(clockwise degrees, mirrored) the frame's display matrix shows it at, None without one: the picture
+    is mirrored left to right first, then turned. (PyAV's `rotation` alone read a mirror as a half turn, so a
+    mirrored recording was analysed upside down.) The legacy 'rotate' tag, like VideoInfo.rotation, is clockwise."""
+    try:
+        matrix = bytes(frame.side_data["DISPLAYMATRIX"])  # type: ignore[typeddict-item]  # a SideDataContainer at run time
+    except KeyError:
+        return None
+    if len(matrix) != 36:
+        return None
+    # (x', y') = (a x + c y + tx, b x + d y + ty) in 16.16 fixed point, y pointing down as in the picture.
+    a, b, _, c, d = struct.unpack("<5i", matrix[:20])
+    mirrored = a * d - b * c < 0
+    if mirrored:  # the matrix is the mirror (x -> -x) followed by a turn: take the mirror out of it
+        a, b = -a, -b
+    if a == b == 0:
+        return None
+    return round(math.degrees(math.atan2(b, a))) % 360, mirrored
 
 
 def _with_frame_rotation(info: VideoInfo, frame: av.VideoFrame) -> VideoInfo:
-    rotation = _display_rotation(frame)
-    return info if rotation is None else replace(info, rotation=rotation)
+    orientation = _display_orientation(frame)
+    return info if orientation is None else replace(info, rotation=orientation[0], mirrored=orientation[1])
 
 
 def _frame_size_error(width: int, height: int, limit: int) -> MediaTooLargeError:
@@ -358,9 +376,9 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
         # Widening anamorphic pixels interpolates; reducing area-averages.
         interpolation = "AREA" if scale > 1 else "BICUBIC"
         image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=interpolation)
-    rotation = _display_rotation(frame)
-    if rotation is None:
-        rotation = info.rotation
+    rotation, mirrored = _display_orientation(frame) or (info.rotation, info.mirrored)
+    if mirrored:
+        image = np.ascontiguousarray(image[:, ::-1])
     quarter_turns = round(rotation / 90) % 4
     if quarter_turns:
         image = np.ascontiguousarray(np.rot90(image, k=-quarter_turns))
