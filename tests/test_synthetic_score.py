@@ -293,13 +293,16 @@ def test_a_video_aggregates_the_synthetic_score_per_track_by_the_video_rule(monk
     scripted_video(monkeypatch, 4)
     script = {i: [box(100, 100)] for i in range(4)}
     synthetic = [0.3, 0.95, 0.9, 0.5]
-    logits = [(logit_for(0.2), logit_for(p, 2.0)) for p in synthetic]
+    manipulation = [0.2, 0.1, 0.15, 0.3]
+    logits = [(logit_for(m), logit_for(p, 2.0)) for m, p in zip(manipulation, synthetic)]
     result = Detector(TwoScoreClassifier(logits), FrameScriptDetector(script)).analyze_video("unused.mp4", frames=4)
     (track,) = result.tracks
     assert track.synthetic_score == pytest.approx(VideoRule().track_score(synthetic)) == pytest.approx(0.925)
-    assert track.score == pytest.approx(0.2) and [p.synthetic_probability for p in track.points] == pytest.approx(
+    assert track.score == pytest.approx(0.25) and [p.synthetic_probability for p in track.points] == pytest.approx(
         synthetic
     )
+    # the frame shown (thumbnail, heatmap, Look closer) is where the synthetic score behind the call peaks
+    assert track.peak_frame_index == track.points[1].frame_index
     assert (track.label, track.verdict_driver, track.manipulation_label) == (
         "likely_manipulated",
         "synthetic",

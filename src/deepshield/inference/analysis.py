@@ -368,7 +368,13 @@ class Detector:
             score = vote.scores[position]
             synthetic_score = None if synthetic_vote is None else synthetic_vote.scores[position]
             verdict = self._combine(score, synthetic_score)
-            peak_frame, peak_face = max(track_members, key=lambda member: member[1].probability)
+            # The frame shown and looked closer at is where the score behind the person's verdict peaks.
+            peak_frame, peak_face = max(
+                track_members,
+                key=lambda member: (
+                    (member[1].synthetic_probability or 0.0) if verdict.driver == "synthetic" else member[1].probability
+                ),
+            )
             not_counted_reason = vote.not_counted_reasons[position]
             track_results.append(
                 TrackResult(

@@ -186,7 +186,8 @@ class TrackResult(BaseModel):
     first_seen_s: float = Field(description="timestamp of the first sampled frame with this face")
     last_seen_s: float
     peak_frame_index: int = Field(
-        description="the frame where this face looks most manipulated: the thumbnail and heatmap are from it"
+        description="the frame where the score behind this person's verdict (verdict_driver) is highest: the "
+        "thumbnail and heatmap are from it"
     )
     peak_timestamp_s: float
     counted: bool = Field(description="whether the track takes part in the verdict")
