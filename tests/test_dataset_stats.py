@@ -203,6 +203,15 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
         (origin,) = [r for r in reals.values() if r.group == record.group]
         pixels = load_crop(record, out)
         assert pixels.shape == (64, 64, 3) and not np.array_equal(pixels, load_crop(origin, out))
+    # Evaluated, each made fake is a fake file of its own (with its real, the file was judged real: 0 of 3 fakes)
+    from deepshield.evaluation.scoring import PreparedCrops
+
+    files: list = []
+    evaluated = list(PreparedCrops(out, SETTINGS.policy, warn=lambda message: None).crop(files, progress=False))
+    assert Counter(file.record.label for file in evaluated) == {0: 4, 1: 1 + 3}
+    assert all(len(file.rows) == 1 for file in evaluated)
+    made = [file.record.path for file in evaluated if file.record.path.endswith("(self-blended by dataset balance)")]
+    assert len(made) == 3
 
 
 def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):

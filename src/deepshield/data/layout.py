@@ -26,6 +26,7 @@ ERRORS_NAME = "errors.csv"
 INFO_NAME = "dataset.json"
 REMOVED_NAME = "removed.csv"
 TEMP_SUFFIX = ".part"
+SYNTH_DIR = "crops/_synth"  # where `dataset balance --synth-fakes` writes the fakes it makes from real crops
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
 

@@ -578,7 +578,7 @@ class PreparedCrops:
         from tqdm import tqdm
 
         from deepshield.data.extract import NO_FACE
-        from deepshield.data.layout import DatasetLayout
+        from deepshield.data.layout import SYNTH_DIR, DatasetLayout
         from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_manifest
         from deepshield.data.records import read_outcome
 
@@ -592,11 +592,13 @@ class PreparedCrops:
             )
         frames = self._checked_frames()
         size = self.policy.size
-        by_file: dict[str, list] = {}
+        # A fake that `dataset balance --synth-fakes` made from a real face keeps the real's source file: it is
+        # a fake file of its own (grouped with the real, the file was labelled by its first crop: real).
+        by_file: dict[tuple[str, bool], list] = {}
         for crop in records:
-            by_file.setdefault(crop.source_file, []).append(crop)
+            by_file.setdefault((crop.source_file, crop.crop_path.startswith(f"{SYNTH_DIR}/")), []).append(crop)
         resized = 0
-        for source_file, members in tqdm(
+        for (source_file, synthesised), members in tqdm(
             list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
         ):
             first = members[0]
@@ -607,7 +609,7 @@ class PreparedCrops:
             sampled = outcome.frame_indices if outcome else ()
             record = FileRecord(
                 len(files),
-                source_file,
+                f"{source_file} (self-blended by dataset balance)" if synthesised else source_file,
                 int(first.is_fake),
                 first.source,
                 first.method,
@@ -633,7 +635,7 @@ class PreparedCrops:
         if self.split in (None, "all"):
             # A file is listed once: errors.csv also names entries left out as copies ("listed twice", "already
             # in the dataset"), whose file has crops or an earlier row; read as files, they were counted twice.
-            listed = set(by_file)
+            listed = {source_file for source_file, _ in by_file}
             for error in read_errors(dataset_dir):
                 if error.label not in ("real", "fake") or error.source_file in listed:
                     continue
