@@ -620,3 +620,24 @@ def test_a_prepared_video_is_judged_as_its_raw_media_is(tiny_bundle, astronaut, 
 
     assert tracks_and_frames(from_crops) == tracks_and_frames(raw)
     assert tracks_and_frames(raw)["gap.mp4"] == ([0, 0, 0, 1, 1, 1], 10) and tracks_and_frames(raw)["short.mp4"][1] == 2
+
+
+def test_a_figure_near_an_edge_is_never_shown_as_the_edge():
+    from deepshield.evaluation.shown import fraction_text
+
+    # an AUC of 0.9996 beside a false positive read "1.000", as if perfect
+    assert [fraction_text(v) for v in (0.9996, 1.0, 0.0004, 0.0, 0.5, 0.99949)] == [
+        ">0.999", "1.000", "<0.001", "0.000", "0.500", "0.999",
+    ]  # fmt: skip
+    assert fraction_text(0.99951, 4) == "0.9995"
+
+
+def test_learning_curves_count_epochs_as_training_logs_them(tmp_path, monkeypatch):
+    from deepshield.evaluation import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure) or path)
+    history = [{"epoch": 0, "train_loss": 0.9}, {"epoch": 1, "train_loss": 0.7}]
+    plots.curves_plot(history, ["train_loss"], tmp_path / "loss.png", "loss")
+    (line,) = drawn[0].axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2]  # the log's "epoch 1/2" and "epoch 2/2" (0 and 1 were drawn)

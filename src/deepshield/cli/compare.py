@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _auc(metrics: dict[str, float], key: str) -> str:
-    return f"{metrics[key]:.3f}" if key in metrics else "-"
+    from deepshield.evaluation.shown import fraction_text
+
+    return fraction_text(metrics[key]) if key in metrics else "-"
 
 
 def describe(comparison: Comparison) -> str:

@@ -20,6 +20,7 @@ from deepshield.cli.args import (
     tracking_arguments,
 )
 from deepshield.errors import DeepShieldError
+from deepshield.evaluation.shown import fraction_text
 from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -251,8 +252,8 @@ def print_summary(summary, out=None) -> None:
     def cell(entry) -> str:
         if entry is None or entry.value is None:
             return "-"
-        text = f"{entry.value:.3f}"
-        return text + (f" [{entry.low:.3f}, {entry.high:.3f}]" if entry.low is not None else "")
+        text = fraction_text(entry.value)
+        return text + (f" [{fraction_text(entry.low)}, {fraction_text(entry.high)}]" if entry.low is not None else "")
 
     counts = summary.counts
     missing, unreadable = missing_and_unreadable(summary)  # said apart, as the lines on stderr say them
@@ -276,8 +277,8 @@ def print_summary(summary, out=None) -> None:
     if len(summary.perturbations) > 1:
         print("perturbations (file AUC / face AUC):", file=out)
         for row in summary.perturbations:
-            file_auc = "-" if row.file_auc is None else f"{row.file_auc:.3f}"
-            face_auc = "-" if row.face_auc is None else f"{row.face_auc:.3f}"
+            file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
+            face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
             print(
                 f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}",
                 file=out,

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from deepshield.evaluation.metrics import PairedDifference, pr_curve_points, roc_curve_points
+from deepshield.evaluation.shown import fraction_text
 
 if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn from its models only
     from deepshield.evaluation.summary import PerturbationRow, Reliability
@@ -60,7 +61,7 @@ def confusion_plot(labels, scores, threshold: float, path: Path) -> Path:
         xlabel="predicted",
         ylabel="true",
     )
-    axis.set_title(f"threshold {threshold:.2f}")
+    axis.set_title(f"threshold {fraction_text(threshold, 4)}")  # as the report's tables give it
     return save_figure(figure, path)
 
 
@@ -78,9 +79,10 @@ def example_grid(images: list[np.ndarray], captions: list[str], path: Path, colu
 
 
 def curves_plot(history: list[dict[str, float]], keys: list[str], path: Path, title: str) -> Path:
+    """`history`'s 0-based epochs drawn as training's log counts them: its "epoch 1" at 1."""
     figure, axis = plt.subplots(figsize=(5, 3.6))
     for key in keys:
-        points = [(h["epoch"], h[key]) for h in history if key in h]
+        points = [(h["epoch"] + 1, h[key]) for h in history if key in h]
         if points:
             axis.plot(*zip(*points), marker="o", label=key)
     axis.set(xlabel="epoch", title=title)
@@ -137,7 +139,7 @@ def reliability_plot(curves: dict[str, Reliability], path: Path, title: str = "C
             observed[filled],
             marker="o",
             lw=1.5,
-            label=f"{name} (ECE {ece:.3f})" if ece is not None else name,
+            label=f"{name} (ECE {fraction_text(ece)})" if ece is not None else name,
         )
         edges = np.asarray(rel.edges)
         width = (edges[1] - edges[0]) / (len(curves) + 0.5)
@@ -160,7 +162,7 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
             axis.hist(
                 chosen, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} ({chosen.size})", density=False
             )
-    axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    axis.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {fraction_text(threshold, 4)}")
     axis.set(xlabel="score (probability of fake)", ylabel="count", title=title, xlim=(0, 1))
     axis.legend(fontsize=8)
     return save_figure(figure, path)

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from deepshield.evaluation import plots
 from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
+from deepshield.evaluation.shown import fraction_text
 from deepshield.evaluation.summary import (
     Confusion,
     EvaluationSettings,
@@ -186,10 +187,10 @@ def write_plots(
     blocks = {"file": summary.file, "face": summary.face}
     if both:
         made["roc"] = plots.roc_curves(
-            {f"{k} level (AUC {blocks[k].value('auc'):.3f})": v for k, v in both.items()}, folder / "roc.png"
+            {f"{k} level (AUC {_num(blocks[k].value('auc'))})": v for k, v in both.items()}, folder / "roc.png"
         )
         made["pr"] = plots.pr_curves(
-            {f"{k} level (AP {blocks[k].value('ap'):.3f})": v for k, v in both.items()}, folder / "pr.png"
+            {f"{k} level (AP {_num(blocks[k].value('ap'))})": v for k, v in both.items()}, folder / "pr.png"
         )
     calibration = summary.calibration
     reliabilities = {
@@ -287,7 +288,7 @@ def _num(value, digits: int = 3) -> str:
         return "–"
     if isinstance(value, float) and not math.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return fraction_text(value, digits) if isinstance(value, float) else str(value)
 
 
 def _with_ci(entry: Interval | None) -> str:
@@ -389,7 +390,7 @@ def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> st
         return f'<p class="muted">no {what} among the files scored</p>'
     figures = []
     for e in entries:
-        image = e["kind"] != "video"
+        image = not e["video"]
         where = f"face {e['face_index']}" if image else f"frame {e['frame_index']}, face {e['face_index']}"
         misjudged = (e["score"] >= threshold) == (wrong == "flagged")
         call = (

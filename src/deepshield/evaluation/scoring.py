@@ -77,6 +77,11 @@ class FileRecord:
     def label_name(self) -> str:
         return "fake" if self.label else "real"
 
+    @property
+    def is_video(self) -> bool:
+        """A video's (or animation's) faces: raw media, or a prepared dataset's file of several frames."""
+        return self.kind == "video" or (self.kind == "crops" and self.frames > 1)
+
 
 @dataclass
 class TrackExample:

@@ -189,6 +189,7 @@ class UnlabelledEntry(_Strict):
 class Example(_Strict):
     path: str
     kind: str = ""  # "image", "video" or "crops"
+    video: bool = False  # a video's faces (raw, or a prepared dataset's file of several frames)
     source: str
     method: str
     score: float
@@ -456,7 +457,7 @@ def summarize(
             "rule": VideoRule(kind=kind).describe(),
             "file": _block(file_level(scored, CLEAN, VideoRule(kind=kind), settings.no_face), settings, "files"),
         }
-    is_video = np.array([f.kind == "video" or (f.kind == "crops" and f.frames > 1) for f in files], dtype=bool)
+    is_video = np.array([f.is_video for f in files], dtype=bool)
     if is_video.any() and not is_video.all():
         for kind in settings.rules:
             video_rules[kind]["videos_only"] = _block(
@@ -509,6 +510,7 @@ def summarize(
         return {
             "path": f.path,
             "kind": f.kind,
+            "video": f.is_video,
             "source": f.source,
             "method": f.method,
             "score": e.score,
@@ -536,8 +538,8 @@ def summarize(
             "files": len(files),
             "real_files": int((label_of == 0).sum()),
             "fake_files": int((label_of == 1).sum()),
-            "images": sum(1 for f in files if f.kind == "image"),
-            "videos": sum(1 for f in files if f.kind == "video"),
+            "images": sum(1 for f in files if f.kind in ("image", "crops") and not f.is_video),
+            "videos": sum(1 for f in files if f.is_video),
             "files_with_face": int((~np.isnan(clean_scores) & readable).sum()),
             "files_without_face": len(no_face_files),
             "unreadable_files": len(errors),
