@@ -6,8 +6,9 @@ photos, MediaPipe, PyAV, pydantic nor the ImageNet weights, and what travels is 
   a seeded draw of --max-faces, JPEG crops) with the configuration's crop policy;
 - `site/`: an import folder with pydantic and pydantic-core for that machine's Python (the compiled
   core downloaded from the package registry for --python-version), the EfficientNet-Lite0 code and its
-  ImageNet weights in float16 (half the size; loading casts them back), and a stand-in for PyAV that
-  fails on use (training imports it for the codec augmentation and video benchmarks, off there).
+  ImageNet weights in float16 (half the size; loading casts them back), and stand-ins for PyAV and
+  pillow-heif that fail on use (training imports them for the codec augmentation, video benchmarks and
+  HEIC photos, none of which it meets there).
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python scripts/gpu_kit.py --max-faces 2800
     # then, on the lease, with .kit carried: python3 scripts/gpu_train.py --seconds 420
@@ -34,12 +35,37 @@ REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / ".kit"
 TRAVEL_LIMIT = 64 * 2**20
 PURE_PACKAGES = ("pydantic", "annotated_types", "typing_inspection", "typing_extensions", "efficientnet_lite_pytorch")
-AV_STAND_IN = '''"""Stand-in for PyAV on a machine without it: importing works, using it fails by name."""
+# Stand-ins for packages the lent machine lacks and deepshield imports on the training path: importing
+# works, using them fails by name. (pillow-heif, 26 MiB unpacked, would not fit; without a stand-in the
+# whole lease failed at its first import.)
+STAND_INS = {
+    "av": '''"""Stand-in for PyAV on a machine without it: importing works, using it fails by name."""
 
 
 def __getattr__(name):
     raise ImportError(f"PyAV is not installed here (av.{name}): no codec augmentation or video on this machine")
-'''
+''',
+    "pillow_heif": '''"""Stand-in for pillow-heif on a machine without it: HEIC is never read there."""
+
+
+class HeifImageFile:  # only checked with isinstance
+    pass
+
+
+def register_heif_opener(*args, **kwargs):
+    pass
+
+
+def open_heif(*args, **kwargs):
+    raise ImportError("pillow-heif is not installed here: no HEIC/HEIF on this machine")
+''',
+}
+
+
+def write_stand_ins(site: Path) -> None:
+    for name, code in STAND_INS.items():
+        (site / name).mkdir()
+        (site / name / "__init__.py").write_text(code)
 
 
 def package_dir(name: str) -> Path:
@@ -121,8 +147,7 @@ def main() -> int:
     add_pydantic_core(site, args.python_version, KIT / "download")
     shutil.rmtree(KIT / "download")
     add_half_weights(site)
-    (site / "av").mkdir()
-    (site / "av" / "__init__.py").write_text(AV_STAND_IN)
+    write_stand_ins(site)
     size = travelling_bytes()
     print(f"kit in {KIT.relative_to(REPO)}: the working tree and the kit travel {size / 2**20:.1f} MiB of 64")
     if size > TRAVEL_LIMIT:

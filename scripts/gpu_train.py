@@ -4,12 +4,19 @@ Run from the repository root on the lent machine, with `.kit` (scripts/gpu_kit.p
 
     python3 scripts/gpu_train.py --seconds 420 [--config docs/study/gpu.toml] [-- --set optim.lr=1e-3 ...]
 
-1. a probe: the configuration for --probe-steps steps, to read the training rate (samples/s) there;
+1. a probe: the configuration for --probe-steps steps, to read the training rate (samples/s) there
+   (it reads the loader workers' warm-up: pass --rate, measured on an earlier lease, where one is known);
 2. the run: the configuration's epochs, each of (rate x --seconds x --margin / epochs) samples, so the
-   whole learning-rate schedule fits the time; stopped at --seconds all the same, keeping finished epochs;
-3. the bundles of its last three epochs written to $OUT as eNNN.onnx + eNNN.json, with train.log and
-   probe.log: eight files, the lease's most (the last epoch first; an epoch whose export fails comes back
-   as its slimmed checkpoint eNNN.pt, for `deepshield export` here). Score them with scripts/benchmark_bundle.py.
+   whole learning-rate schedule fits the time; stopped at --seconds all the same, keeping finished epochs.
+   Each finished epoch's checkpoint is slimmed into $OUT as eNNN.pt while the run goes on (the newest
+   three), so a run the call's own time limit kills still brings its epochs back;
+3. the bundles of its last three epochs written to $OUT as eNNN.onnx + eNNN.json in place of their .pt,
+   with train.log and probe.log: eight files, the lease's most (the last epoch first; an epoch whose export
+   fails or finds no time left stays eNNN.pt, for `deepshield export` here). Score them with
+   scripts/benchmark_bundle.py.
+
+Everything ends by --deadline seconds after the script starts (under the call's 600 s): the training's time
+is cut to leave the exports theirs.
 """
 
 from __future__ import annotations
@@ -18,30 +25,67 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def deepshield(args: list[str], log: Path, timeout: float) -> int:
-    """`deepshield ARGS` with the kit on the path, its output appended to `log`; 124 when stopped at `timeout`."""
-    env = dict(os.environ, PYTHONPATH=f"{REPO / '.kit' / 'site'}:{REPO / 'src'}", PYTHONUNBUFFERED="1")
+EXPORT_RESERVE_S = 60  # kept from the training's time for the three exports (about 4 s each on a CPU here)
+STOP_GRACE_S = 15  # after Ctrl-C at the time limit, for the trainer's loader workers to end
+
+
+def deepshield(args: list[str], log: Path, timeout: float, while_waiting: Callable[[], None] | None = None) -> int:
+    """`deepshield ARGS` with the kit on the path (before any the caller set), its output appended to `log`;
+    `while_waiting` called every few seconds as it runs. 124 when stopped at `timeout`: by Ctrl-C first, so
+    that its loader workers end with it, then killed."""
+    path = os.pathsep.join(filter(None, [str(REPO / ".kit" / "site"), str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
+    deadline = time.monotonic() + max(0.0, timeout)
     with log.open("a") as sink:
-        try:
-            return subprocess.run(
-                [sys.executable, "-m", "deepshield.cli.main", *args],
-                cwd=REPO,
-                env=env,
-                stdout=sink,
-                stderr=sink,
-                timeout=timeout,
-            ).returncode
-        except subprocess.TimeoutExpired:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deepshield.cli.main", *args], cwd=REPO, env=env, stdout=sink, stderr=sink
+        )
+        while True:
+            try:
+                return process.wait(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if while_waiting is not None:
+                    while_waiting()
+                if time.monotonic() < deadline:
+                    continue
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             return 124
+
+
+class EpochMirror:
+    """Each finished epoch's checkpoint slimmed into `out` as eNNN.pt as soon as it is written, the newest
+    `keep` kept: $OUT is all that comes back, and the call's own limit may kill the run before its exports."""
+
+    def __init__(self, checkpoints: Path, out: Path, keep: int = 3) -> None:
+        self.checkpoints, self.out, self.keep = checkpoints, out, keep
+        self.mirrored: list[str] = []
+
+    def __call__(self) -> None:
+        for checkpoint in sorted(self.checkpoints.glob("epoch_*.pt")):  # written whole (tmp, then renamed)
+            name = "e" + checkpoint.stem.removeprefix("epoch_")
+            if name not in self.mirrored:
+                partial = self.out / f"{name}.pt.part"
+                slim_checkpoint(checkpoint, partial)
+                partial.replace(self.out / f"{name}.pt")
+                self.mirrored.append(name)
+        for old in self.mirrored[: -self.keep]:
+            (self.out / f"{old}.pt").unlink(missing_ok=True)
 
 
 def batches_per_second(log: Path) -> float:
@@ -101,6 +145,12 @@ def main() -> int:
         "workers' warm-up (271 samples/s read there against 1,640-1,965 trained per epoch)",
     )
     parser.add_argument("--margin", type=float, default=0.8, help="share of --seconds planned for training")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=560,
+        help="seconds from the start by which everything has ended, exports included (the call's limit is 600)",
+    )
     parser.add_argument("train_args", nargs="*", help="more `deepshield train` arguments, after --")
     args = parser.parse_args()
     sys.path[:0] = [str(REPO / ".kit" / "site"), str(REPO / "src")]
@@ -113,11 +163,15 @@ def main() -> int:
     train = ["-v", "train", "--config", args.config, "--data-dir", ".kit", *args.train_args]
 
     ensure_shared_memory()
-    started = time.monotonic()
+    began = started = time.monotonic()
+
+    def left() -> float:
+        return args.deadline - (time.monotonic() - began)
+
     if args.rate is None:
         probe_log = out / "probe.log"
         probe = [*train, "--run-dir", "runs/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
-        if deepshield(probe, probe_log, timeout=180) != 0:
+        if deepshield(probe, probe_log, timeout=min(180, left() - EXPORT_RESERVE_S)) != 0:
             print(probe_log.read_text()[-3000:])
             raise SystemExit("the probe failed")
     rate = args.rate or batches_per_second(probe_log) * config.optim.batch_size
@@ -131,26 +185,40 @@ def main() -> int:
     # path of the lent machine would be a machine path in a shipped card.
     run_dir = Path("runs/gpu-lease")
     started = time.monotonic()
+    mirror = EpochMirror(REPO / run_dir / "checkpoints", out)
     status = deepshield(
         [*train, "--run-dir", str(run_dir), "--set", f"optim.samples_per_epoch={per_epoch}"],
         out / "train.log",
-        timeout=args.seconds,
+        timeout=min(args.seconds, left() - EXPORT_RESERVE_S),
+        while_waiting=mirror,
     )
+    mirror()
     print(f"training exited {status} after {time.monotonic() - started:.0f} s (124: stopped at the time limit)")
     for line in (out / "train.log").read_text(errors="replace").splitlines():
         if re.match(r"^epoch \d+:|.*(Error|error)", line):
             print(line[:300])
     # The last epoch first: it is the one judged, and the call's time limit may cut the rest short.
-    for checkpoint in sorted((REPO / run_dir / "checkpoints").glob("epoch_*.pt"))[-3:][::-1]:
+    finished = sorted((REPO / run_dir / "checkpoints").glob("epoch_*.pt"))[-3:][::-1]
+    for checkpoint in finished:
         name = "e" + checkpoint.stem.removeprefix("epoch_")
         bundle = REPO / run_dir / "bundles" / name
-        if deepshield(["export", str(checkpoint), "--out", str(bundle)], out / "train.log", timeout=120) == 0:
+        exported = (
+            left() > 5
+            and deepshield(
+                ["export", str(checkpoint), "--out", str(bundle)], out / "train.log", timeout=min(120, left())
+            )
+            == 0
+        )
+        if exported:
             shutil.copy(bundle / "model.onnx", out / f"{name}.onnx")
             shutil.copy(bundle / "model_card.json", out / f"{name}.json")
+            (out / f"{name}.pt").unlink(missing_ok=True)  # the bundle stands for it: eight files at most
             print(f"exported {checkpoint.name}")
         else:
-            slim_checkpoint(checkpoint, out / f"{name}.pt")
-            print(f"export of {checkpoint.name} failed (see train.log): its weights came back as {name}.pt")
+            print(f"{checkpoint.name} not exported (failed or no time left; see train.log): it came back as {name}.pt")
+    if not finished:
+        print("no epoch finished: nothing to bring back but the logs")
+        return 1
     return 0 if status in (0, 124) else 1
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.script_support import load_script
+from tests.script_support import SCRIPTS, load_script
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,67 @@ def test_a_slimmed_checkpoint_keeps_what_export_reads_and_drops_the_resume_state
     slim = torch.load(tmp_path / "e006.pt", weights_only=False)
     assert set(slim) == {"model", "config", "epoch", "val_labels", "val_logits"}
     assert torch.equal(slim["model"]["w"], torch.ones(3))
+
+
+# What the lent machine lacks of what deepshield imports (docs: the device's package list); pydantic and the
+# ImageNet weights travel in the kit itself.
+ABSENT_ON_THE_LEASE = ("mediapipe", "mlflow", "optuna", "ray", "av", "pillow_heif")
+LEASE_IMPORTS = """
+import sys
+from importlib.machinery import PathFinder
+
+ABSENT = set(sys.argv[1].split(","))
+
+
+class AbsentHere:
+    # a package the lease lacks is found only in the kit's folder (sys.path[0] here), never in site-packages
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in ABSENT:
+            spec = PathFinder.find_spec(fullname, [sys.path[1]])
+            if spec is None:
+                raise ModuleNotFoundError(f"No module named {fullname!r} (absent on the lease)", name=fullname)
+            return spec
+        return None
+
+
+sys.meta_path.insert(0, AbsentHere())
+import deepshield.cli.main, deepshield.training.trainer, deepshield.models.export
+print("imported")
+"""
+
+
+def test_the_training_path_imports_with_only_what_the_lease_has_and_the_kits_stand_ins(tmp_path):
+    # pillow-heif, imported by deepshield.media at module level and absent there, failed a whole lease at once
+    import subprocess
+    import sys
+
+    gpu_kit = load_script("gpu_kit")
+    site = tmp_path / "site"
+    site.mkdir()
+    gpu_kit.write_stand_ins(site)
+    assert set(gpu_kit.STAND_INS) == {"av", "pillow_heif"}
+    src = str(SCRIPTS.parent / "src")
+    command = [sys.executable, "-c", LEASE_IMPORTS, ",".join(ABSENT_ON_THE_LEASE)]
+    ran = subprocess.run(command, env={"PYTHONPATH": f"{site}:{src}"}, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.strip() == "imported", ran.stderr[-2000:]
+    # without the stand-ins, it fails as the lease did
+    failed = subprocess.run(
+        command, env={"PYTHONPATH": f"{tmp_path}:{src}"}, capture_output=True, text=True, timeout=120
+    )
+    assert failed.returncode != 0 and "absent on the lease" in failed.stderr
+
+
+def test_each_finished_epoch_is_slimmed_into_out_as_it_appears_the_newest_three_kept(gpu_train, tmp_path):
+    import torch
+
+    checkpoints, out = tmp_path / "checkpoints", tmp_path / "out"
+    checkpoints.mkdir()
+    out.mkdir()
+    mirror = gpu_train.EpochMirror(checkpoints, out)
+    for epoch in range(1, 6):
+        state = {"model": {"w": torch.full((2,), float(epoch))}, "optimizer": {"m": torch.zeros(100)}, "epoch": epoch}
+        torch.save(state, checkpoints / f"epoch_{epoch:03d}.pt")
+        mirror()
+    assert sorted(p.name for p in out.iterdir()) == ["e003.pt", "e004.pt", "e005.pt"]
+    newest = torch.load(out / "e005.pt", weights_only=False)
+    assert set(newest) == {"model", "epoch"} and torch.equal(newest["model"]["w"], torch.full((2,), 5.0))
