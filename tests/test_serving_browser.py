@@ -602,7 +602,7 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
     expected = detector.analyze_image(photo)
     with _page_of(browser, detector) as page:
         page.wait_for_selector("[data-role=synthetic-threshold]")
-        assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70%"
+        assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70.0%"
         page.set_input_files("#file-input", str(photo))
         page.wait_for_selector(".face-card")
         face = expected.faces[0]
@@ -865,7 +865,7 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     name = rows.nth(2).locator(".file-name").bounding_box()  # a long reason never hides whose it is
     assert name is not None and name["width"] >= 60
     summary = page.inner_text("#batch-summary")
-    assert summary.startswith("2 of 3 files analysed (") and summary.endswith(", 1 no face); 1 could not be")
+    assert summary.startswith("2 of 3 files analysed (") and summary.endswith(", 1 no face); 1 could not be analysed")
     # All of them can be saved at once, the failed file with its reason.
     with page.expect_download() as saving:
         page.click("[data-role=batch-download]")
@@ -901,6 +901,12 @@ def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page,
     listed = rows.nth(0).locator(".batch-score").inner_text()
     assert listed and page.inner_text("#verdict-score").startswith(listed)
     assert rows.nth(0).get_attribute("aria-current") == "true" and rows.nth(2).get_attribute("aria-current") is None
+    # Picking the failed file shows its message above the list: the row clicked stays under the pointer
+    # (every row moved down by the message's height, the pointer then over another file's row).
+    before = rows.nth(2).bounding_box()["y"]
+    rows.nth(2).click()
+    page.wait_for_selector("#message:visible")
+    assert abs(rows.nth(2).bounding_box()["y"] - before) <= 2
     # One file again: the list goes.
     page.set_input_files("#file-input", str(files[1]))
     page.wait_for_selector("[data-role=no-face]")
@@ -1107,6 +1113,22 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         page.wait_for_selector(".face-card")
         assert not page.is_visible("[data-role=cancel]")
         second.set()
+        # A page reloaded (or left) mid-job stops waiting too: the job ran on for nobody
+        made: list[str] = []
+        page.on("response", lambda r: made.append(r.headers["location"]) if r.request.method == "POST" else None)
+        page.set_input_files("#file-input", str(clip))
+        third = releases.get(timeout=30)
+        while not made:
+            page.wait_for_timeout(50)
+        job_url = page.url.rsplit("/", 1)[0] + made[-1]
+        page.reload()
+        third.set()
+        status = "(url) => fetch(url).then((r) => r.status)"
+        for _ in range(50):
+            if page.evaluate(status, job_url) == 404:
+                break
+            page.wait_for_timeout(100)
+        assert page.evaluate(status, job_url) == 404
 
 
 def test_cancel_during_a_slow_upload_stops_it_and_leaves_nothing_on_the_server(browser, detector, tmp_path):
@@ -1289,9 +1311,12 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     colour = (
         "async ([p, low, high]) => (await import('/static/js/format.js')).scoreColour(p, {inconclusive: {low, high}})"
     )
-    assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(70, 68%, 28%)"
-    assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(95, 68%, 28%)"
-    assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(31, 68%, 28%)"
+    assert page.evaluate(colour, [0.26, 0.211, 0.694]) == "hsl(47, 68%, 28%)"  # was hsl(70): olive, read as green
+    assert page.evaluate(colour, [0.26, 0.5, 0.57]) == "hsl(102, 68%, 28%)"
+    assert page.evaluate(colour, [0.8, 0.211, 0.694]) == "hsl(16, 68%, 28%)"
+    # the three calls' hues never meet: green ones 85 and up, amber 36 to 48, red 25 and down
+    hues = [int(re.findall(r"\d+", page.evaluate(colour, [p, 0.211, 0.694]))[0]) for p in (0.2, 0.211, 0.694, 0.695)]
+    assert hues[0] >= 85 and 36 <= hues[1] <= 48 and 36 <= hues[2] <= 48 and hues[3] <= 25
     # White label text on every colour, and each colour as text on white, is readable (WCAG AA, 4.5:1).
     for p in np.linspace(0, 1, 21):
         hue = int(re.fullmatch(r"hsl\((\d+), 68%, 28%\)", page.evaluate(colour, [float(p), 0.5, 0.57]))[1])

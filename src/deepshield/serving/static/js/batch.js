@@ -99,9 +99,14 @@ export function showItem(item) {
 function pickItem(index) {
   const item = state.batch.items[index];
   if (!isFinished(item)) return;
+  const rowTop = () => $("batch-list").children[index].getBoundingClientRect().top;
+  const before = rowTop();
   state.batch.picked = index;
   showItem(item);
   drawBatch();
+  // A failed file's message appears above the list (and goes with the next pick): the list is scrolled back
+  // so that the row clicked stays under the pointer, instead of every row moving by the message's height.
+  window.scrollBy(0, rowTop() - before);
 }
 
 export function hideBatch() {
@@ -119,9 +124,9 @@ export function drawBatch() {
   const verdicts = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
   const analysed = batch.items.filter((item) => item.status === "done").length;
   const failed = finished - analysed;
-  // Files that could not be read are not counted as analysed: "5 of 8 files analysed (...); 3 could not be".
+  // Files that could not be read are not counted as analysed: "5 of 8 files analysed (...); 3 could not be analysed".
   $("batch-summary").textContent = `${analysed} of ${batch.items.length} files analysed`
-    + (verdicts.length ? ` (${verdicts.join(", ")})` : "") + (failed ? `; ${failed} could not be` : "");
+    + (verdicts.length ? ` (${verdicts.join(", ")})` : "") + (failed ? `; ${failed} could not be analysed` : "");
   if (finished === batch.items.length) {
     const saved = batch.items.map((item) => ({
       file_name: item.file.name,

@@ -84,16 +84,18 @@ export const syntheticTerms = (result) => ({ threshold: result.synthetic_thresho
 export const labelWords = (label, driver) =>
   driver === "synthetic" && label === "likely_manipulated" ? "LIKELY AI-GENERATED" : LABEL_WORDS[label];
 
-// A score's colour from green to red, placed by its own terms (a result, or syntheticTerms(result)) rather
-// than by the bare number: the two scores' inconclusive bands lie far apart (the synthetic one is wide), so
-// a score inside its band is amber, below it green and above it red, whichever score it is.
+// A score's colour, placed by its own terms (a result, or syntheticTerms(result)) rather than by the bare
+// number: the two scores' inconclusive bands lie far apart (the synthetic one is wide), so a score below its
+// band is green (to yellow-green), inside it amber and above it orange to red, whichever score it is. The
+// three calls' hues do not meet: one sliding scale made a face just inside its band olive, as green as the
+// faces with no signs beside it.
 export function scoreColour(p, terms) {
   const { low, high } = terms.inconclusive;
   const clamped = Math.min(1, Math.max(0, p));
-  const position = clamped < low ? 0.4 * clamped / low
-    : clamped <= high ? 0.4 + 0.2 * (clamped - low) / Math.max(high - low, 1e-9)
-      : 0.6 + 0.4 * (clamped - high) / Math.max(1 - high, 1e-9);
-  return `hsl(${Math.round(120 * (1 - position))}, 68%, 28%)`;  // 28%: white text on it, and it on white, at 4.6:1 or more
+  const hue = clamped < low ? 120 - 35 * clamped / Math.max(low, 1e-9)
+    : clamped <= high ? 48 - 12 * (clamped - low) / Math.max(high - low, 1e-9)
+      : 25 - 25 * (clamped - high) / Math.max(1 - high, 1e-9);
+  return `hsl(${Math.round(hue)}, 68%, 28%)`;  // 28%: white text on it, and it on white, at 4.5:1 or more
 }
 
 export function formatBytes(n) {

@@ -10,9 +10,15 @@ const POLL_MS = 600;
 
 // A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
 // server, so that it does not hold the worker the next file needs; its file is deleted there.
+// keepalive: the request outlives the page, for a page being left or reloaded.
 function cancelJob(id) {
-  api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE" }).catch(() => {}); // 404: already gone
+  api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE", keepalive: true }).catch(() => {}); // 404: already gone
 }
+
+// A page left or reloaded stops waiting too: its job ran on for nobody, the next file waiting behind it.
+window.addEventListener("pagehide", () => {
+  if (state.job) cancelJob(state.job);
+});
 
 // Cancel is offered while a job's file uploads or the job runs.
 function offerCancel() {

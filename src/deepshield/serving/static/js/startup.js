@@ -51,7 +51,7 @@ export async function loadServerInfo() {
         el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 1)}–${pct(band.high, 1)}`, "data-role": "band", title: band.fitted_on }),
         el("span", {
           class: "pill", "data-role": "synthetic-threshold",
-          text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 0)}` : NO_SYNTHETIC,
+          text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 1)}` : NO_SYNTHETIC,
         })
       );
     }
