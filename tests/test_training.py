@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.training.checkpoint import LAST, load_checkpoint
+from deepshield.training.checkpoint import BEST, LAST, load_checkpoint
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
@@ -352,6 +352,39 @@ def test_config_overrides_params_file_and_errors(tmp_path):
         load_config(None, ["optim.batch_size=-3"])
     with pytest.raises(DeepShieldError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("interrupted", ["epoch_001.pt", "best.pt", "last.pt"])
+def test_ctrl_c_among_an_epochs_checkpoint_writes_resumes_to_that_epochs_checkpoints(
+    real_dir, tmp_path, monkeypatch, interrupted
+):
+    # The epoch was counted done before its checkpoints were written: stopped among them, the resumed run
+    # skipped it, its epoch_NNN.pt (and a best.pt it earned) never written: a stale epoch exported, or none.
+    import deepshield.training.trainer as trainer_module
+
+    cache = tmp_path / "cache"
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+    write = trainer_module.save_checkpoint
+    reached = []
+
+    def stopped_among_the_first_epochs(state, path):
+        if path.name == interrupted and state["progress"]["epoch"] == 1 and not reached:
+            reached.append(path)
+            raise KeyboardInterrupt
+        write(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", stopped_among_the_first_epochs)
+    config = tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config).run()
+    assert reached
+    resumed = Trainer(config).run(resume=True)
+    assert [h["epoch"] for h in resumed.progress.history] == [0, 1]
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    assert (checkpoints / "epoch_001.pt").is_file() and (checkpoints / "epoch_002.pt").is_file()
+    assert load_checkpoint(checkpoints / BEST)["epoch"] == straight.progress.best_epoch
+    assert resumed.bundle_dir is not None
+    assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
 @pytest.mark.parametrize("stage", ["_end_epoch", "_save_epoch"])

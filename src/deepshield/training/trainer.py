@@ -633,10 +633,12 @@ class Trainer:
 
     def _save_epoch(self, progress: Progress, snapshot, kept: dict, improved: bool) -> None:
         epoch_done = progress.epoch
-        progress.epoch += 1
-        progress.step_in_epoch = 0
-        progress.epoch_losses, progress.epoch_images, progress.epoch_seconds = [], 0, 0.0
-        state = snapshot()
+        # The checkpoints hold the epoch as finished; `progress` says so only once they are written: a stop
+        # among the writes (Ctrl-C after the epoch's line) saved last.pt as past an epoch whose epoch_NNN.pt
+        # and best.pt never came, and the resumed run exported a stale epoch, or none.
+        finished = {"epoch": epoch_done + 1, "step_in_epoch": 0, "epoch_losses": [], "epoch_images": 0}
+        finished["epoch_seconds"] = 0.0
+        state = snapshot() | {"progress": progress.__dict__ | finished}
         # Every epoch's checkpoint can be exported as the chosen one can: it keeps what its epoch was
         # scored by (the mixed weights, the validation and benchmark logits), so a rule that names an
         # epoch (the last, say) needs no other tool. last.pt alone resumes.
@@ -648,6 +650,8 @@ class Trainer:
         if improved:
             save_checkpoint(judged | {"selected_by": self.config.export.select}, self.checkpoints / BEST)
         save_checkpoint(state, self.checkpoints / LAST)
+        for name, value in finished.items():
+            setattr(progress, name, value)
 
     def _curve_plots(
         self, history: list[dict], data: TrainingData | None, synthetic_data: SyntheticData | None
