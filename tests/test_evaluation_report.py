@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -565,6 +566,13 @@ def test_an_interrupted_resumable_evaluation_finds_only_the_rest_and_reports_as_
     assert evaluate(out, "--resume") == EXIT_INTERRUPTED
     stops.interrupt, cropped[:] = False, []
     assert evaluate(out, "--resume", "--frames", "2") == EXIT_OK and len(cropped) == 7
+    # Nor faces of a file replaced since (its time moved here): they were kept, the new content never looked at.
+    stops.interrupt, cropped[:] = True, []
+    assert evaluate(out, "--resume") == EXIT_INTERRUPTED
+    replaced = sorted(p for p in folder_dataset.rglob("*") if p.is_file())[0]
+    os.utime(replaced, ns=(replaced.stat().st_atime_ns, replaced.stat().st_mtime_ns + 10**9))
+    stops.interrupt, cropped[:] = False, []
+    assert evaluate(out, "--resume") == EXIT_OK and len(cropped) == 7
     # A kept file that cannot be read stops the run, naming what to delete (it is never silently redone).
     stops.interrupt, cropped[:] = True, []
     assert evaluate(out, "--resume") == EXIT_INTERRUPTED

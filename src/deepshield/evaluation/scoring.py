@@ -61,6 +61,15 @@ def _warn_stderr(message: str) -> None:
     print(f"deepshield: warning: {message}", file=sys.stderr)
 
 
+def _signature(path: Path) -> tuple[int, int] | tuple[None, None]:
+    """A file's size and modification time (ns), (None, None) when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None, None
+    return stat.st_size, stat.st_mtime_ns
+
+
 @dataclass
 class FileRecord:
     file_id: int
@@ -355,10 +364,14 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
         return [CLEAN, *(p.name for p in self.perturbations)]
 
     def journal_key(self, records: list[FileRecord]) -> str:
-        """What a FacesJournal's files hold for: these settings and these files, numbered as listed."""
+        """What a FacesJournal's files hold for: these settings and these files, numbered as listed, as they
+        are now (size and time: a file replaced between a run and its --resume kept its old faces)."""
         settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed]
-        listing = [[r.file_id, r.path, r.label] for r in records]
+        listing = [[r.file_id, r.path, r.label, *_signature(self._located(Path(r.path)))] for r in records]
         return hashlib.sha256(json.dumps([settings, listing]).encode()).hexdigest()
+
+    def _located(self, path: Path) -> Path:
+        return path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
 
     def setup(self) -> MediaCropper:
         detector = FaceDetector(min_face_size=self.min_face_size)
@@ -366,8 +379,7 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
 
     def run(self, cropper: MediaCropper, item: tuple[FileRecord, Path]) -> tuple[FileRecord, list[CroppedFile]]:
         record, path = item
-        located = path if self.base_dir is None or path.is_absolute() else Path(self.base_dir) / path
-        return record, list(cropper.crop_file(record, located))
+        return record, list(cropper.crop_file(record, self._located(path)))
 
     def fail(self, item: tuple[FileRecord, Path], reason: str) -> tuple[FileRecord, list[CroppedFile]]:
         return replace(item[0], error=reason), []
