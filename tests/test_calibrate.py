@@ -244,6 +244,33 @@ def test_fit_offset_lowers_a_shifted_score_with_the_verdicts_kept():
         Method(keep_verdicts=True, keep_temperature=True)
 
 
+def test_keep_verdicts_refuses_an_offset_that_would_move_verdicts():
+    # Every face 6 logits too LOW: the fitted offset moves even odds down, the kept band's low edge lands
+    # above 0.5, and verdicts take a band down to even odds: 134 of 600 files moved from no signs found to
+    # inconclusive while the card said "the verdicts unchanged".
+    scored = overconfident_set(600, faces_per_file=1, seed=7)
+    scored.faces["logit"] = (scored.faces["logit"] - 6.0).astype(np.float32)
+    card = toy_card(temperature=1.0, threshold=0.3, inconclusive=InconclusiveBand(low=0.1, high=0.4, fitted_on="x"))
+    with pytest.raises(DeepShieldError, match=r"--keep-verdicts cannot keep every verdict here: \d+ of 600 files"):
+        recalibrate(scored, card, Method(keep_verdicts=True, fit_offset=True))
+    assert recalibrate(scored, card, Method(keep_verdicts=True)).verdicts_changed == 0  # a temperature alone can
+
+
+@pytest.mark.parametrize("score", ["manipulation", "synthetic"])
+def test_every_rate_measured_at_the_old_threshold_leaves_the_card(score):
+    from deepshield.evaluation.recalibrate import measured_at_threshold
+
+    at_threshold = {
+        "manipulation": ["real_fpr_validation", "bench_fpr", "bench_modern_swaps_fpr", "bench_face_edits_face_fpr"],
+        "synthetic": ["synthetic_real_fpr", "synthetic_jpeg_real_fpr", "synthetic_bench_dfdc_sample_fpr",
+                      "synthetic_holdout_tpr"],
+    }  # fmt: skip
+    kept = ["val_auc", "bench_modern_swaps_file_auc", "bench_dfdc_sample_tpr_at_2pct_fpr", "calibration_after_file_ece"]
+    other = "synthetic" if score == "manipulation" else "manipulation"
+    assert all(measured_at_threshold(key, score) for key in at_threshold[score])
+    assert not any(measured_at_threshold(key, score) for key in kept + at_threshold[other])
+
+
 def test_calibrate_cli_holds_out_a_source_of_real_files_alone(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     """A source of one class is held out with the rate it has (real files flagged), not a 'nan of 0'."""
     listing = tmp_path / "two-sources.csv"

@@ -39,6 +39,7 @@ saw, which the in-sample figures cannot.
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, replace
 from datetime import date as Date
@@ -330,6 +331,12 @@ def recalibrate(
     }
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
+    if method.keep_verdicts and verdicts_changed:
+        raise DeepShieldError(
+            f"--keep-verdicts cannot keep every verdict here: {verdicts_changed} of {len(after_files.scores)} files "
+            "would change, the band's low edge at the new logits lying above even odds, where verdicts take it down "
+            "to (the fitted offset moved even odds); fit without --fit-offset, or without --keep-verdicts"
+        )
     if method.keep_verdicts:
         threshold_how = (
             f", threshold and band kept at the same logits (threshold {shipped.threshold:.4f} at "
@@ -357,11 +364,14 @@ def recalibrate(
     )
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
-    # Real files flagged at the old threshold say nothing of a new one (AUCs hold: the order is the same).
-    flagged_at_threshold = (
-        () if method.keep_verdicts else (("real_fpr_",) if score == "manipulation" else ("synthetic_real_fpr",))
-    )
-    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(earlier + flagged_at_threshold)}
+    # Rates at the old threshold (reals flagged, fakes caught) say nothing of a new one; AUCs hold (the
+    # order is the same). Only the real_fpr_* were dropped: the benchmarks' and the synthetic checks'
+    # rates stayed in the card beside a threshold they were not measured at.
+    metrics = {
+        k: v
+        for k, v in card.metrics.items()
+        if not k.startswith(earlier) and (method.keep_verdicts or not measured_at_threshold(k, score))
+    }
     figures = {
         f"{prefix}{stage}_{level}_{name}": value
         for stage, levels in (("before", before), ("after", after))
@@ -451,3 +461,13 @@ def _calibrated_readme(source: Path, card: ModelCard) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def measured_at_threshold(key: str, score: Score) -> bool:
+    """A card figure measured at the score's threshold: a rate of reals flagged or of fakes caught (real_fpr_*,
+    bench_*_fpr, synthetic_*_fpr, synthetic_holdout_tpr), not a rate at a fixed false-positive rate."""
+    if "tpr_at_" in key or key.startswith(("calibration_", "synthetic_calibration_")):
+        return False
+    if key.startswith("synthetic_") != (score == "synthetic"):
+        return False
+    return re.search(r"(^|_)(fpr|tpr)(_|$)", key) is not None
