@@ -17,7 +17,7 @@ from deepshield.training.parent import bundle_weights
 from deepshield.training.soup import make_soup, write_soup
 
 
-def _bundle(path, seed: int, size: int = 64, command: str = ""):
+def _bundle(path, seed: int, size: int = 64, command: str = "", flip: bool = False):
     torch.manual_seed(seed)
     net = DeepfakeNet("tiny", size, pretrained=False).eval()
     with torch.no_grad():  # batch norms away from the identity, so that folding them matters
@@ -33,6 +33,7 @@ def _bundle(path, seed: int, size: int = 64, command: str = ""):
         input_size=size,
         crop_policy=CropPolicy(size=size, scale=1.3),
         training=TrainingInfo(command=command),
+        test_time_flip=flip,
     )
     return export_bundle(net, card, path)
 
@@ -72,6 +73,18 @@ def test_a_soup_of_one_network_with_itself_computes_that_network(tmp_path, crops
     np.testing.assert_allclose(
         OnnxClassifier(tmp_path / "soup").score(crops).logits, OnnxClassifier(only).score(crops).logits, atol=1e-4
     )
+
+
+def test_a_soup_is_served_with_its_bundles_test_time_flip_and_never_mixes_two(tmp_path, crops):
+    # the soup's card dropped the flip: a soup of a flip bundle with itself served another function
+    flipped = _bundle(tmp_path / "a", seed=1, flip=True)
+    soup = write_soup(make_soup([flipped, flipped], None, "same", "1.0.1", ""), tmp_path / "soup")
+    assert soup.test_time_flip
+    np.testing.assert_allclose(
+        OnnxClassifier(tmp_path / "soup").score(crops).logits, OnnxClassifier(flipped).score(crops).logits, atol=1e-4
+    )
+    with pytest.raises(DeepShieldError, match=r"test-time flip differs \(True against False\)"):
+        make_soup([flipped, _bundle(tmp_path / "b", seed=2)], None, "x", "1", "")
 
 
 def test_networks_that_see_different_crops_are_not_averaged(tmp_path):

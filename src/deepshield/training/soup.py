@@ -43,6 +43,7 @@ def _agree(cards: list[ModelCard]) -> None:
             ("crop policy", first.crop_policy, card.crop_policy),
             ("normalisation", first.normalization, card.normalization),
             ("CAM pooling", first.outputs["cam"], card.outputs["cam"]),
+            ("test-time flip", first.test_time_flip, card.test_time_flip),
         ):
             if mine != theirs:
                 raise DeepShieldError(
@@ -99,6 +100,7 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
         normalization=first.normalization,
         crop_policy=first.crop_policy,
         outputs=card_outputs(False, _cam_pooling_temperature(first)),
+        test_time_flip=first.test_time_flip,  # served as its bundles are (it was dropped: another function)
         calibration=Calibration(fitted_on=NOT_CALIBRATED),
         training=TrainingInfo(
             data=sorted({d for i in ingredients for d in i.training.data}),
