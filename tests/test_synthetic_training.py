@@ -283,6 +283,26 @@ def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, pa
     assert new.synthetic_logits is not None and old.synthetic_logits is None
 
 
+def test_a_fine_tune_resumes_only_from_the_weights_it_started_from(faces, parent, tmp_path):
+    # model.init is read again at resume (init_share mixes it in every epoch): rewritten in between, a resumed
+    # run silently mixed in other weights (up to 0.47 a weight from the uninterrupted run).
+    import shutil
+
+    init = tmp_path / "init.pt"
+    shutil.copy(parent.run_dir / "checkpoints" / "best.pt", init)
+    settings = {"model.init": str(init), "model.init_share": 0.25}
+    config = tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    assert Trainer(config.model_copy(update={"max_steps": 3})).run().stopped_early
+    original = init.read_bytes()
+    state = torch.load(init, weights_only=False)
+    state["model"] = {k: v + 0.5 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, init)
+    with pytest.raises(DeepShieldError, match=r"init\.pt no longer holds the weights .*last\.pt started from"):
+        Trainer(config).run(resume=True)
+    init.write_bytes(original)  # put back: the run goes on
+    assert Trainer(config).run(resume=True).bundle_dir is not None
+
+
 def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(faces, parent, tmp_path):
     """WiSE-FT: training moves the weights as without it; what an epoch is scored, chosen and exported by
     is init_share x the starting weights + the rest x the trained ones."""

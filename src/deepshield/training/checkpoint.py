@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise DeepShieldError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
     return state
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A hash of a state dict's names and values: which weights a run started from, checked at resume."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -33,7 +33,14 @@ from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
-from deepshield.training.checkpoint import BEST, LAST, epoch_file, load_checkpoint, save_checkpoint
+from deepshield.training.checkpoint import (
+    BEST,
+    LAST,
+    epoch_file,
+    load_checkpoint,
+    save_checkpoint,
+    weights_fingerprint,
+)
 from deepshield.training.config import DataConfig, TrainConfig, changed_recipe
 from deepshield.training.dataset import (
     Donors,
@@ -169,6 +176,7 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         self.plots = self.run_dir / "plots"
         self.init_state: dict[str, torch.Tensor] | None = None  # model.init's weights, when mixed in (init_share)
+        self.start_weights: str | None = None  # fingerprint of model.init's or a frozen parent's weights
 
     def _build_data(self, other_training_files: list[Path] | None = None) -> TrainingData:
         """Training faces, training fake pool, the fixed validation set, and the benchmarks (which may
@@ -303,6 +311,7 @@ class Trainer:
                 # A GPU's dropout draws from its own generator: without it a resumed run's masks restarted.
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "progress": progress.__dict__,
+                "start_weights": self.start_weights,
                 "config": config.model_dump(mode="json"),
                 "command": self.command,
             }
@@ -349,6 +358,7 @@ class Trainer:
         config = self.config
         net = build_network(config, config.model.pretrained)
         if parent is not None:
+            self.start_weights = weights_fingerprint(parent.checkpoint["model"])
             missing, unexpected = net.load_state_dict(parent.checkpoint["model"], strict=False)
             # The parent's training-only mask head, if it had one, has no use here.
             missing = [key for key in missing if not key.startswith(MASK_HEAD)]
@@ -363,6 +373,7 @@ class Trainer:
             # Fine-tuning (a resumed run then loads its own last weights over these): a head the initial
             # weights lack starts fresh; one the run lacks is dropped.
             initial = {k: v for k, v in initial_weights(config).items() if k in net.state_dict()}
+            self.start_weights = weights_fingerprint(initial)
             missing, unexpected = net.load_state_dict(initial, strict=False)
             if any(not key.startswith(("synthetic_head.", MASK_HEAD)) for key in missing):
                 raise DeepShieldError(f"model.init {config.model.init} does not fit the network: missing {missing}")
@@ -382,6 +393,18 @@ class Trainer:
             raise DeepShieldError(
                 f"{last} was trained with other settings: {'; '.join(changed)}. Resume it with the settings it "
                 "started with (they are in the checkpoint), or train a new run in another run_dir"
+            )
+        # The same file name may hold other weights since: a fine-tune's mixing (init_share) and a frozen
+        # head's trunk read them again, and a resumed run silently mixed in the new ones.
+        started_from = state.get("start_weights")
+        if started_from is not None and started_from != self.start_weights:
+            synthetic = self.config.synthetic
+            source = (
+                synthetic.init if synthetic is not None and self.config.frozen_synthetic else self.config.model.init
+            )
+            raise DeepShieldError(
+                f"{source} no longer holds the weights {last} started from (it was rewritten since): put those "
+                "weights back to resume, or train a new run in another run_dir"
             )
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
