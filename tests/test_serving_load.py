@@ -85,4 +85,4 @@ def test_many_concurrent_image_requests(tiny_bundle, astronaut, tmp_path):
     assert set(statuses) == {200}
     assert rss_after <= rss_warm * 1.2, f"RSS grew from {rss_warm / 2**20:.0f} to {rss_after / 2**20:.0f} MiB"
     log = (tmp_path / "server.log").read_text()
-    assert "Uvicorn running" in log and NATIVE_LOG_LINE.search(log) is None, log[:2000]
+    assert "Application startup complete" in log and NATIVE_LOG_LINE.search(log) is None, log[:2000]
