@@ -120,6 +120,47 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     assert parent.data.tags["best.trial"] in {r.data.tags["optuna.trial_number"] for r in trials}
 
 
+def test_train_best_resumes_a_run_that_only_runs_differently_and_restarts_another_recipe(workspace, tmp_path):
+    # Any difference in the checkpoint's configuration (threads, device, tracking, which `train --resume`
+    # allows) threw the best parameters' resumable run away without a word.
+    from types import SimpleNamespace
+
+    import deepshield.training.trainer as trainer_module
+    from deepshield.training.checkpoint import LAST, save_checkpoint
+    from deepshield.tuning.study import train_best
+
+    best_yaml = tmp_path / "best.yaml"
+    best_yaml.write_text("optim.lr: 0.001\n")
+    settings = SimpleNamespace(config=workspace / "train.yaml", overrides=[], tracking_uri=None, tracking=None)
+    plan = SimpleNamespace(settings=settings, out_dir=tmp_path, selector="max.val_auc", name="space")
+    said: list[str] = []
+    resumed: list[bool] = []
+
+    class Recorded:
+        def __init__(self, config, **kwargs):
+            self.config = config
+
+        def run(self, resume=False):
+            resumed.append(resume)
+            return SimpleNamespace(bundle_dir=None)
+
+    last = tmp_path / "best" / "checkpoints" / LAST
+    config = load_config(
+        workspace / "train.yaml", [f"run_dir={tmp_path / 'best'}", "export.select=max.val_auc"], best_yaml
+    )
+    for changed, resumes in ((("threads", 2),), True), ((("seed", 5),), False):
+        started = config.model_dump(mode="json") | dict(changed)
+        save_checkpoint({"config": started}, last)
+        original = trainer_module.Trainer
+        trainer_module.Trainer = Recorded
+        try:
+            train_best(plan, best_yaml, None, said.append)
+        finally:
+            trainer_module.Trainer = original
+        assert resumed[-1] is resumes and last.exists() is resumes
+    assert "had other settings (seed: 5 -> 0): starting again" in said[-2]
+
+
 def test_trainer_keeps_the_epoch_export_select_picks(workspace, tmp_path, monkeypatch):
     """best.pt (what the bundle is exported from) is the best epoch by export.select: val_auc by default."""
     from deepshield.training import trainer as trainer_module

@@ -365,7 +365,7 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
     into <out>/best, nested under the search's MLflow run: its bundle is the epoch best by the
     search's selector. Resumes its own checkpoint if the configuration is unchanged."""
     from deepshield.training.checkpoint import LAST, load_checkpoint
-    from deepshield.training.config import load_config
+    from deepshield.training.config import changed_recipe, load_config
     from deepshield.training.trainer import Trainer
 
     settings = plan.settings
@@ -380,8 +380,14 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
     last = run_dir / "checkpoints" / LAST
     resume = False
     if last.exists():
-        resume = load_checkpoint(last).get("config") == config.model_dump(mode="json")
-        if not resume:
+        # As `train --resume` judges it: how and where it runs (threads, device, tracking) may change; a
+        # different recipe is another run. (Any difference at all threw a resumable run away.)
+        changed = changed_recipe(load_checkpoint(last)["config"], config)
+        resume = not changed
+        if changed:
+            echo(
+                f"the best parameters' earlier run in {run_dir} had other settings ({'; '.join(changed)}): starting again"
+            )
             shutil.rmtree(run_dir)
     echo(f"training the best parameters at full budget in {run_dir}" + (" (resuming)" if resume else ""))
     command = f"deepshield train --params {best_yaml} --set {export_select}" + (
