@@ -210,6 +210,17 @@ def test_resume_does_not_repeat_finished_trials(space, tmp_path):
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
 
 
+def test_a_study_resumed_with_other_training_settings_is_refused(space, tmp_path):
+    # The base recipe was not in the study's fingerprint: resumed with another --set, new trials trained
+    # another recipe and the best was chosen among trials that cannot be compared.
+    run_search(settings(space, tmp_path, trials=2), train_fn=fake_train, echo=lambda _: None)
+    changed = settings(space, tmp_path, overrides=["optim.weight_decay=0.5"])
+    with pytest.raises(DeepShieldError, match=r"made with other training settings \(optim\.weight_decay: .* -> 0\.5\)"):
+        run_search(changed, train_fn=fake_train, echo=lambda _: None)
+    # how it runs may change: the search goes on
+    run_search(settings(space, tmp_path, overrides=["threads=2"]), train_fn=fake_train, echo=lambda _: None)
+
+
 def test_a_grid_whose_space_file_lists_its_keys_in_another_order_is_another_search(tmp_path):
     # A grid point is stored by its index in the grid, whose order follows the file's: with the keys
     # sorted in the fingerprint, the reordered file resumed the study, ran some points twice, others never.

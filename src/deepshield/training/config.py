@@ -393,15 +393,24 @@ _RUN_CONTROL = (
 )  # fmt: skip
 
 
-def changed_recipe(started_with: dict[str, Any], now: TrainConfig) -> list[str]:
-    """The settings (dotted keys) a run's checkpoint was started with that `now` changes, apart from
-    how and where it runs: a resumed run with any of them would not be the run it continues."""
-    before, after = flatten(started_with), flatten(now.model_dump(mode="json"))
+def recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped configuration's settings (dotted keys) apart from how and where it runs."""
+    return {key: value for key, value in flatten(config).items() if not key.startswith(_RUN_CONTROL)}
+
+
+def recipe_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each setting of two recipes that differs."""
     return sorted(
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in before.keys() | after.keys()
-        if not key.startswith(_RUN_CONTROL) and before.get(key) != after.get(key)
+        if before.get(key) != after.get(key)
     )
+
+
+def changed_recipe(started_with: dict[str, Any], now: TrainConfig) -> list[str]:
+    """The settings (dotted keys) a run's checkpoint was started with that `now` changes, apart from
+    how and where it runs: a resumed run with any of them would not be the run it continues."""
+    return recipe_changes(recipe(started_with), recipe(now.model_dump(mode="json")))
 
 
 # `deepshield train` options that only say where a machine keeps things, as `TrainConfig.recorded` leaves

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from deepshield.errors import DeepShieldError
+from deepshield.training.config import recipe_changes
 from deepshield.tuning.optuna_api import set_trial_attr
 from deepshield.tuning.selector import Selector
 from deepshield.tuning.space import SearchSpace
@@ -27,6 +28,7 @@ from deepshield.tuning.trials import (
 
 ATTR_SPACE, ATTR_SELECTOR, ATTR_PARENTS = "deepshield.space", "deepshield.selector", "deepshield.mlflow_parent_runs"
 ATTR_BASELINE = "deepshield.baseline"  # the config's own values of the searched keys (--baseline)
+ATTR_RECIPE = "deepshield.base_recipe"  # the configuration every trial starts from (--config, --set)
 
 
 def safe_url(url: str) -> str:
@@ -73,8 +75,10 @@ def enqueue_retry(study: optuna.Study, lost) -> None:
     study.enqueue_trial(dict(lost.params), user_attrs=attrs, skip_if_exists=False)
 
 
-def check_study(study: optuna.Study, space: SearchSpace, selector: Selector, created: bool) -> None:
-    """A new study records its space and selector; a resumed one must have been made with the same."""
+def check_study(
+    study: optuna.Study, space: SearchSpace, selector: Selector, created: bool, base_recipe: dict[str, Any]
+) -> None:
+    """A new study records its space, selector and base recipe; a resumed one must have been made with the same."""
     if study.direction.name.lower() != selector.direction:
         raise DeepShieldError(
             f"study '{study.study_name}' was created to {study.direction.name.lower()}; {selector} needs {selector.direction}: use a new --study name"
@@ -83,7 +87,15 @@ def check_study(study: optuna.Study, space: SearchSpace, selector: Selector, cre
     if created or ATTR_SPACE not in attrs:
         study.set_user_attr(ATTR_SPACE, space.fingerprint())
         study.set_user_attr(ATTR_SELECTOR, str(selector))
+        study.set_user_attr(ATTR_RECIPE, base_recipe)
         return
+    # Resumed with other --set values (or another --config), new trials trained another recipe than the
+    # study's earlier ones, and the best was chosen among trials that cannot be compared.
+    if ATTR_RECIPE in attrs and (changes := recipe_changes(attrs[ATTR_RECIPE], base_recipe)):
+        raise DeepShieldError(
+            f"study '{study.study_name}' was made with other training settings ({'; '.join(changes)}), so its "
+            "trials are not comparable with new ones: use a new --study name (or the original --config and --set values)"
+        )
     if attrs.get(ATTR_SELECTOR) != str(selector):
         raise DeepShieldError(
             f"study '{study.study_name}' selects with {attrs.get(ATTR_SELECTOR)}, not {selector}: use a new --study name (or the original selector)"

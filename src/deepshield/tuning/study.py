@@ -32,6 +32,7 @@ import optuna
 
 from deepshield.engines import ENGINES, Engine, make_engine
 from deepshield.errors import DeepShieldError
+from deepshield.training.config import recipe
 from deepshield.tuning.objective import EXPORT_SELECT, TrainFn, TrialContext, run_training
 from deepshield.tuning.parent_run import log_parent, start_parent_run
 from deepshield.tuning.report import Report, format_table, write_report
@@ -186,7 +187,7 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
     study = optuna.create_study(
         storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
     )
-    check_study(study, plan.space, plan.selector, created)
+    check_study(study, plan.space, plan.selector, created, recipe(plan.base.model_dump(mode="json")))
     if created and plan.settings.baseline:
         note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
         if note:
