@@ -306,6 +306,44 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
+SIGTERMED_TRAINING = """
+import os, signal, sys
+from deepshield.cli.main import main
+from deepshield.training.step import Step
+
+whole, calls = Step.__call__, []
+
+
+def terminated_at_the_third(self, batch):
+    loss = whole(self, batch)
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `timeout`, `docker stop` or a scheduler stops a job
+    return loss
+
+
+Step.__call__ = terminated_at_the_third
+sys.exit(main(["train", *(word for setting in sys.argv[1:] for word in ("--set", setting))]))
+"""
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(real_dir, tmp_path):
+    # SIGTERM killed `train` outright: the steps since the last checkpoint lost, its MLflow run left RUNNING.
+    import subprocess
+    import sys
+
+    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "t.db", tmp_path / "cache")
+    settings.append("optim.checkpoint_every_steps=50")  # no checkpoint but the one the stop writes
+    ran = subprocess.run([sys.executable, "-c", SIGTERMED_TRAINING, *settings], capture_output=True, timeout=300)
+    assert ran.returncode == 130, ran.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / LAST)
+    assert state["progress"]["global_step"] >= 2
+    (run,) = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 't.db'}").search_runs(
+        [MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 't.db'}").get_experiment_by_name("test").experiment_id]
+    )
+    assert run.info.status == "KILLED"
+
+
 def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
     stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation

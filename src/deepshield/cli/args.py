@@ -206,3 +206,15 @@ def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracke
     assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
     print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
     print(where_to_look(args.tracking_uri, run_id))
+
+
+def stop_on_sigterm_as_on_ctrl_c() -> None:
+    """SIGTERM (`timeout`, `docker stop`, a scheduler's preemption) stops long work as Ctrl-C does: the
+    steps since the last checkpoint are saved and the run is marked stopped (it was killed outright, losing
+    them and leaving its MLflow run RUNNING)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

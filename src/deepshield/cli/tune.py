@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
 from deepshield.cli.args import (
@@ -12,6 +11,7 @@ from deepshield.cli.args import (
     check_output_folder,
     engine_arguments,
     non_negative_int,
+    stop_on_sigterm_as_on_ctrl_c,
 )
 
 EPILOG = """\
@@ -117,10 +117,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_folder(args.out, "--out")  # a file there was a traceback from the study's database
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # like Ctrl-C: running trials keep their checkpoints
+    stop_on_sigterm_as_on_ctrl_c()  # running trials keep their checkpoints
     settings = SearchSettings(
         space=args.space,
         config=args.config,
