@@ -344,6 +344,20 @@ def test_sigterm_stops_training_as_ctrl_c_does(real_dir, tmp_path):
     assert run.info.status == "KILLED"
 
 
+def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
+    # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
+    # was not there and the resume died with MlflowException's traceback.
+    cache = tmp_path / "cache"
+    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "first.db", cache, max_steps=3)).run()
+    with caplog.at_level("WARNING"):
+        resumed = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "other.db", cache)).run(resume=True)
+    assert resumed.bundle_dir is not None and "is not in sqlite:///" in caplog.text
+    (run,) = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").search_runs(
+        [MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").get_experiment_by_name("test").experiment_id]
+    )
+    assert run.info.status == "FINISHED" and run.info.run_id == resumed.progress.run_id
+
+
 def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
     stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation

@@ -81,14 +81,27 @@ class MlflowTracker:
             if found
             else self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
         )
-        if run_id:
+        if run_id and self._has_run(run_id):
             self.client.update_run(run_id, status="RUNNING")  # resuming: same run, continued
             self.run_id = run_id
         else:
+            if run_id:  # resumed from another folder (the default store is relative) or with another store
+                log.warning(
+                    "the run's MLflow run %s is not in %s: what it does from here is logged as a new run", run_id, uri
+                )
             run_tags = dict(tags or {})
             if parent_run_id:
                 run_tags["mlflow.parentRunId"] = parent_run_id
             self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+
+    def _has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
