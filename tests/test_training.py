@@ -344,6 +344,32 @@ def test_sigterm_stops_training_as_ctrl_c_does(real_dir, tmp_path):
     assert run.info.status == "KILLED"
 
 
+KILLED_AT_ITS_FIRST_STEP = """
+import os, sys
+from deepshield.cli.main import main
+from deepshield.training.step import Step
+
+Step.__call__ = lambda self, batch: os._exit(9)  # as kill -9: no handler runs
+sys.exit(main(["train", *(word for setting in sys.argv[1:] for word in ("--set", setting))]))
+"""
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_its_own_mlflow_run(real_dir, tmp_path):
+    # Killed before its first checkpoint, a run was started afresh on resume: its MLflow run stayed RUNNING
+    # for good beside a second one (every repeat added another).
+    import subprocess
+    import sys
+
+    db = tmp_path / "k.db"
+    settings = tiny_settings(real_dir, tmp_path / "run", db, tmp_path / "cache")
+    ran = subprocess.run([sys.executable, "-c", KILLED_AT_ITS_FIRST_STEP, *settings], capture_output=True, timeout=300)
+    assert ran.returncode == 9, ran.stderr[-2000:]
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "run", db, tmp_path / "cache")).run(resume=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id == resumed.progress.run_id
+
+
 def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
     # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
     # was not there and the resume died with MlflowException's traceback.

@@ -316,6 +316,8 @@ class Trainer:
                 "command": self.command,
             }
 
+        if not last.exists():  # the run exists in MLflow now: a stop before the first checkpoint resumes it
+            save_checkpoint(snapshot(), last)  # (a fresh start left it RUNNING for good, and made another)
         stopped_early = False
         try:
             while progress.epoch < config.optim.epochs:
