@@ -20,7 +20,7 @@ import pytest
 from deepshield.cli.main import main
 from deepshield.data.extract import NO_FACE, ExtractSettings
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout
-from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest
+from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest, write_manifest
 from deepshield.data.prepare import prepare_dataset
 from deepshield.data.sources import SourceFormatError, SourceItem, detect_format, read_source
 from deepshield.data.split import apply_split, parse_ratios
@@ -535,6 +535,29 @@ def test_a_source_added_leaves_the_files_already_split_where_they_were(tmp_path:
     second = {r.group: r.split for r in read_manifest(tmp_path / "ds")}
     assert len(second) == 22 and {group: second[group] for group in first} == first
     assert len(set(first.values())) == 3  # the first split used all three parts
+
+
+def test_a_re_split_stopped_before_its_record_is_not_taken_for_the_old_split(tmp_path: Path, small, monkeypatch):
+    # dataset.json (seed, ratios) is written after the manifest: stopped in between, a run with the old seed
+    # kept the new seed's splits as its own (11 of 20 rows), while dataset.json said the old seed.
+    import deepshield.data.prepare as prepare_module
+
+    for i in range(16):
+        write_png(tmp_path / "src" / ("real", "fake")[i % 2] / f"{i}.png", variant(small, i))
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False, seed=0)
+    seed_0 = {r.crop_path: r.split for r in read_manifest(tmp_path / "ds")}
+
+    def killed_after(path, records):
+        write_manifest(path, records)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_module, "write_manifest", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False, seed=7)
+    monkeypatch.setattr(prepare_module, "write_manifest", write_manifest)
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False, seed=0)
+    assert {r.crop_path: r.split for r in read_manifest(tmp_path / "ds")} == seed_0
+    assert read_info(tmp_path / "ds").seed == 0
 
 
 def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):

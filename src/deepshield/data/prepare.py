@@ -207,10 +207,12 @@ def _prepare(
         )
     items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
     kept_splits: dict[str, str] = {}
+    split_again = False  # the dataset here was split with another seed or other ratios
     if layout.info.exists():
         before = read_info(layout.root)
         _refuse_dropping_sources(layout.root, before.sources, described)
-        if before.seed == seed and tuple(before.split) == tuple(ratios) and layout.manifest.exists():
+        split_again = before.seed != seed or tuple(before.split) != tuple(ratios)
+        if not split_again and layout.manifest.exists():
             # Groups already split keep their split: shuffled anew with a source added, about one in five moved
             # (train to test among them), and a model trained on the old split was tested on its own faces.
             kept_splits = {record.group: record.split for record in read_manifest_file(layout.manifest)}
@@ -225,6 +227,10 @@ def _prepare(
     records, extraction_errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + extraction_errors
     records = apply_split(records, ratios, seed, fixed=kept_splits)
+    if split_again:
+        # dataset.json says how the manifest was split and is written after it: stopped in between, a run
+        # with the old seed took the new split's groups as its own (11 of 20 rows kept another seed's split).
+        layout.info.unlink()
     write_manifest(layout.manifest, records)
     write_errors(layout.errors, errors)
     info = DatasetInfo(
