@@ -14,7 +14,7 @@ import torch
 
 from deepshield.errors import BundleError
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.media.files import file_sha256
 from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard, card_outputs
 from deepshield.models.export import export_bundle
@@ -163,6 +163,31 @@ def test_export_refuses_mismatched_input_size(tmp_path):
     card = ModelCard(name="x", version="1", architecture="tiny", input_size=96, crop_policy=CropPolicy(size=96))
     with pytest.raises(ValueError, match="card input_size 96 != network input_size 64"):
         export_bundle(net, card, tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_export_leaves_the_folder_as_it_was_and_a_rerun_replaces_it(tmp_path, monkeypatch):
+    # A stopped export left model.onnx beside a cut-off card: a bundle that failed to load, and a folder the
+    # rerun refused without --force.
+    import deepshield.models.export as export_module
+
+    net = DeepfakeNet("tiny", 64, pretrained=False)
+    card = ModelCard(name="x", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    export_bundle(net, card, tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "file_sha256", stopped)  # after the graph is written, before the card
+    torch.manual_seed(1)
+    other = DeepfakeNet("tiny", 64, pretrained=False)  # other weights: another graph
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(other, card.model_copy(update={"version": "2"}), tmp_path / "b")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+    monkeypatch.undo()
+    export_bundle(other, card.model_copy(update={"version": "2"}), tmp_path / "b")
+    assert read_card(tmp_path / "b").version == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
 # --- the loader refuses broken bundles ------------------------------------------------------

@@ -3,6 +3,7 @@ that head; preprocessing inside) and model_card.json."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from deepshield.models.network import DeepfakeNet, ExportWrapper
 
 
 def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Path:
-    """Export `net` (switched to eval mode) with `card` into out_dir; returns out_dir."""
+    """Export `net` (switched to eval mode) with `card` into out_dir, replacing what is there (callers refuse
+    a folder they may not replace first: check_bundle_folder); returns out_dir. The bundle is made in a
+    sibling `.part` folder and renamed into place: a stopped export left a graph beside a cut-off card,
+    a bundle that failed to load and a folder a rerun refused without --force."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if card.input_size != net.input_size:
         raise ValueError(f"card input_size {card.input_size} != network input_size {net.input_size}")
     if (card.synthetic is not None) != net.has_synthetic_head:
@@ -27,8 +30,10 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
     outputs = card.output_names()
     wrapper = ExportWrapper(net, card.normalization).eval()
     dummy = torch.zeros(2, card.input_size, card.input_size, 3, dtype=torch.uint8)
-    onnx_path = out_dir / ONNX_FILE
-    tmp_path = out_dir / (ONNX_FILE + ".tmp")
+    building = out_dir.with_name(out_dir.name + ".part")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    onnx_path = building / ONNX_FILE
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns that the normalisation's tensors become constants (they are: the card's
         # mean and std) and that strided slices are not constant-folded; neither is a fault.
@@ -37,14 +42,18 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
         torch.onnx.export(
             wrapper,
             (dummy,),
-            str(tmp_path),
+            str(onnx_path),
             input_names=["image"],
             output_names=outputs,
             dynamic_axes={"image": {0: "batch"}} | {name: {0: "batch"} for name in outputs},
             opset_version=17,
             dynamo=False,
         )
-    tmp_path.replace(onnx_path)
     card = card.model_copy(update={"onnx_sha256": file_sha256(onnx_path)})
-    (out_dir / CARD_FILE).write_text(card.model_dump_json(indent=2))
+    (building / CARD_FILE).write_text(card.model_dump_json(indent=2))
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    elif out_dir.exists():
+        out_dir.unlink()
+    building.rename(out_dir)
     return out_dir
