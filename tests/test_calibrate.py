@@ -526,3 +526,15 @@ def test_an_interrupted_resumable_calibration_finds_only_the_rest(folder_dataset
         json.loads((folder / "model_card.json").read_text())["calibration"] for folder in (out, tmp_path / "plain")
     ]
     assert fitted[0] == fitted[1]  # as an uninterrupted calibration fits
+
+
+def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monkeypatch):
+    # calibrate fitted on the model's own training faces without a word (a synthetic threshold moved 0.597 -> 0.373)
+    from deepshield.evaluation.recalibrate import training_folders_in
+    from deepshield.models.card import TrainingInfo
+
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path))
+    card = toy_card().model_copy(update={"training": TrainingInfo(data=["real-faces/ffhq", "real-faces/utk"])})
+    inside, outside = tmp_path / "real-faces" / "ffhq" / "1.png", tmp_path / "dev-eval" / "real" / "1.png"
+    assert training_folders_in(card, [str(inside), str(outside)]) == ["real-faces/ffhq"]
+    assert training_folders_in(card, [str(outside)]) == []

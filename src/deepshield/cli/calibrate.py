@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.evaluate import load_classifier, score_labelled_set
     from deepshield.cli.main import EXIT_OK
     from deepshield.errors import BundleError, DeepShieldError
-    from deepshield.evaluation.recalibrate import Method, recalibrate, write_calibrated_bundle
+    from deepshield.evaluation.recalibrate import Method, recalibrate, training_folders_in, write_calibrated_bundle
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
@@ -126,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
     scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
+    if trained := training_folders_in(classifier.card, [record.path for record in scored.files]):
+        # Said, and kept in the card: the fit is to scores the network gives faces it learnt.
+        print(
+            f"deepshield calibrate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "
+            "it scores them more surely than new faces, so the calibration fits scores it will not see in use",
+            file=sys.stderr,
+        )
+        described += f", which holds files of the model's training data ({', '.join(trained)})"
     result = recalibrate(
         scored,
         classifier.card,

@@ -39,8 +39,10 @@ saw, which the in-sample figures cannot.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date as Date
 from pathlib import Path
@@ -471,3 +473,16 @@ def measured_at_threshold(key: str, score: Score) -> bool:
     if key.startswith("synthetic_") != (score == "synthetic"):
         return False
     return re.search(r"(^|_)(fpr|tpr)(_|$)", key) is not None
+
+
+def training_folders_in(card: ModelCard, paths: Sequence[str]) -> list[str]:
+    """The folders the card says the model trained on (read under $DEEPSHIELD_DATA_ROOT, else the working
+    directory, as training read them) that hold any of `paths`: a calibration fitted on faces the network
+    learnt is fitted to scores it gives no new face."""
+    from deepshield.training.config import DATA_DIR_ENV
+
+    root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
+    listed = [*card.training.data, *(card.synthetic.data if card.synthetic is not None else [])]
+    folders = sorted({entry.split(": ", 1)[-1] for entry in listed})  # the synthetic score's say "real: <folder>"
+    resolved = [Path(p).resolve() for p in paths]
+    return [folder for folder in folders if any(path.is_relative_to((root / folder).resolve()) for path in resolved)]
