@@ -197,6 +197,12 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
         Method(target_fpr=0.05, keep_verdicts=True)
 
     assert recalibrate(scored, card, Method(keep_verdicts=True), version="1.2.2").card.version == "1.2.2"
+    # never its source's version: two bundles of one name and version that score differently
+    with pytest.raises(DeepShieldError, match=r"would carry its source's version 1\.2\.0 "):
+        recalibrate(scored, card, Method(keep_verdicts=True), version="1.2.0")
+    same_day = card.model_copy(update={"version": "1.2.0+cal.20250102"})
+    with pytest.raises(DeepShieldError, match=r"its source's version 1\.2\.0\+cal\.20250102 \(calibrated again"):
+        recalibrate(scored, same_day, Method(keep_verdicts=True), when=date(2025, 1, 2))
 
     out = tmp_path / "cal"
     args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--keep-verdicts"]
@@ -234,7 +240,7 @@ def test_fit_offset_lowers_a_shifted_score_with_the_verdicts_kept():
     assert (before > 0.7).mean() > 0.5 and (after > 0.7).mean() < 0.2  # real files no longer read as likely fakes
     for check in platt.held_out:
         assert check.after["flagged"] == check.before["flagged"] and check.after["ece"] < check.before["ece"]
-    again = recalibrate(scored, platt.card, Method(keep_verdicts=True))  # a kept offset stays
+    again = recalibrate(scored, platt.card, Method(keep_verdicts=True), version="again")  # a kept offset stays
     assert again.calibration.offset == platt.calibration.offset
     assert again.temperature_after == pytest.approx(platt.temperature_after, rel=0.05)
     shifted_only = recalibrate(scored, card, Method(keep_verdicts=True, keep_temperature=True, fit_offset=True))

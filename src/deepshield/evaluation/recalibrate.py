@@ -402,8 +402,14 @@ def recalibrate(
         if score == "manipulation"
         else (SYNTHETIC_OUTPUT, SYNTHETIC_OUTPUT_DOC)
     )
+    new_version = version or calibrated_version(card.version, when)
+    if new_version == card.version:  # two bundles of one name and version would score differently
+        raise DeepShieldError(
+            f"the calibrated bundle would carry its source's version {card.version} (calibrated again the same day, "
+            "or --version named it): give it another with --version"
+        )
     update: dict = {
-        "version": version or calibrated_version(card.version, when),
+        "version": new_version,
         "metrics": metrics,
         "outputs": card.outputs | {output: described},  # says how the calibration, offset included, applies
     }
