@@ -292,6 +292,16 @@ def test_a_corrupt_bundle_is_refused_before_out_is_emptied(capsys, media, tiny_b
     assert out.read_text() == "yesterday's rows\n"
 
 
+def test_model_refuses_a_bundle_whose_graph_was_replaced(capsys, tiny_bundle, tmp_path):
+    from deepshield.cli.main import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes() + b"x")
+    assert main(["model", "--model", str(bundle)]) == EXIT_USAGE
+    assert "does not match the checksum in its model card" in capsys.readouterr().err
+
+
 def test_console_script_runs(media, tiny_bundle, tmp_path):
     script = Path(sys.executable).with_name("deepshield")
     command = [str(script)] if script.exists() else [shutil.which("deepshield") or "deepshield"]

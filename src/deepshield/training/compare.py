@@ -10,6 +10,7 @@ zero, *behind* when below, else *tied*.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,12 @@ class Comparison:
     @property
     def standing(self) -> Standing:
         pooled = self.differences.get("bench_auc")
-        if pooled is None or pooled.low <= 0 <= pooled.high:
+        # An interval the bootstrap could not give (NaN: resamples of one class) decides nothing: it read "behind".
+        if (
+            pooled is None
+            or not (math.isfinite(pooled.low) and math.isfinite(pooled.high))
+            or pooled.low <= 0 <= pooled.high
+        ):
             return "tied"
         return "ahead" if pooled.low > 0 else "behind"
 
