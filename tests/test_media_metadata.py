@@ -172,6 +172,24 @@ def test_trust_anchors_that_cannot_serve_are_refused_by_name(tmp_path):
     not_pem.write_text("these are not certificates")
     with pytest.raises(TrustAnchorsError, match=r"notes\.pem hold no PEM certificate"):
         TrustAnchors.load(not_pem)
+    # one block that is no certificate made every signed file "unreadable" (its declared source lost with it)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    with pytest.raises(TrustAnchorsError, match=r"junk\.pem hold a certificate that cannot be read"):
+        TrustAnchors.load(junk)
+
+
+def test_looking_for_xmp_takes_linear_time_in_unclosed_openings():
+    # a lazy regex retried from every unclosed <x:xmpmeta: 400 KB of them took 60 s (4 MB: hours)
+    import time
+
+    from deepshield.media.provenance import xmp_packet
+
+    hostile = b"<x:xmpmeta " * 400_000
+    started = time.perf_counter()
+    assert xmp_packet(hostile) == b""
+    assert time.perf_counter() - started < 1.0
+    assert xmp_packet(b"junk<x:xmpmeta a='1'>x</x:xmpmeta>tail") == b"<x:xmpmeta a='1'>x</x:xmpmeta>"
 
 
 @pytest.mark.parametrize("damaged", [b"", b"not an image at all", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00"])
