@@ -434,11 +434,12 @@ def test_declared_sources_and_content_credentials_are_columns(capsys, astronaut,
     code, out, _ = scan(capsys, str(folder), "--model", str(tiny_bundle), "--format", "csv")
     assert code == EXIT_OK
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(out))}
-    assert (rows["signed.jpg"]["declared_source"], rows["signed.jpg"]["credentials"]) == (
+    assert [rows["signed.jpg"][k] for k in ("declared_source", "declared_in", "credentials")] == [
         "trainedAlgorithmicMedia",
+        "content_credentials",
         "valid",
-    )
-    assert (rows["plain.png"]["declared_source"], rows["plain.png"]["credentials"]) == ("", "")
+    ]
+    assert [rows["plain.png"][k] for k in ("declared_source", "declared_in", "credentials")] == ["", "", ""]
     anchors = tmp_path / "anchors.pem"
     anchors.write_bytes(signing_identity().root_pem)
     code, out, _ = scan(
@@ -446,6 +447,12 @@ def test_declared_sources_and_content_credentials_are_columns(capsys, astronaut,
     )
     assert code == EXIT_OK
     assert "trainedAlgorithmicMedia [C2PA trusted]" in out.splitlines()[1]
+    # an unsigned XMP code beside trusted credentials that name none read "digitalCapture [C2PA trusted]"
+    from deepshield.cli.scan import declared_text
+    from deepshield.inference.scan import ScanRow
+
+    row = ScanRow(path="x", status="ok", declared_source="digitalCapture", declared_in="xmp", credentials="trusted")
+    assert declared_text(row) == "digitalCapture (XMP, unsigned) [C2PA trusted]"
     assert "DECLARED: how the file's metadata says it was made" in out
     code, _, err = scan(capsys, str(folder), "--model", str(tiny_bundle), "--trust-anchors", str(folder / "plain.png"))
     assert code == EXIT_USAGE and "plain.png" in err

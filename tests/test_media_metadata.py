@@ -118,6 +118,55 @@ def test_a_file_made_from_a_generated_one_inherits_its_declared_source(astronaut
     )
 
 
+CAMERA = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+
+
+def _tampered(signed: bytes) -> bytes:
+    damaged = bytearray(signed)
+    damaged[-200] ^= 0xFF  # inside the entropy-coded pixels the manifest's hash covers
+    return bytes(damaged)
+
+
+def _jpeg_with_xmp(astronaut, code: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG", xmp=_xmp(code))
+    return buffer.getvalue()
+
+
+def test_a_generative_declaration_shows_whatever_else_the_file_says(astronaut):
+    # An AI image's XMP said generative; signed "captured by a camera" with a throwaway certificate (then
+    # edited), it read as captured by a camera: the credentials' word hid the XMP's whatever their state.
+    signed = with_credentials(_jpeg_with_xmp(astronaut, "trainedAlgorithmicMedia"), "image/jpeg", CAMERA)
+    for data, state in ((signed, "valid"), (_tampered(signed), "invalid")):
+        metadata = image_metadata(data)
+        assert metadata.credentials is not None and metadata.credentials.state == state
+        assert metadata.credentials.source_types == ["digitalCapture"]
+        declared = metadata.declared_source
+        assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+
+
+def test_a_source_type_of_credentials_that_fail_is_said_to_fail(astronaut):
+    tampered = _tampered(with_credentials(photo_with_exif(astronaut), "image/jpeg", CAMERA))
+    declared = image_metadata(tampered).declared_source
+    assert declared is not None and (declared.code, declared.verified) == ("digitalCapture", False)
+    assert declared.place() == "in its Content Credentials, which fail verification"
+    # unsigned XMP then says more than failed credentials do; intact credentials say more than XMP
+    both = with_credentials(_jpeg_with_xmp(astronaut, "digitalCreation"), "image/jpeg", CAMERA)
+    assert image_metadata(_tampered(both)).declared_source.code == "digitalCreation"
+    assert image_metadata(both).declared_source.code == "digitalCapture"
+
+
+def test_an_ingredient_whose_credentials_fail_declares_nothing_and_is_a_problem(astronaut):
+    # A tampered parent's "captured by a camera" was shown as the trusted child's declared source, no problem listed
+    parent = _tampered(with_credentials(photo_with_exif(astronaut), "image/jpeg", CAMERA))
+    child = edited_from(parent, photo_with_exif(np.ascontiguousarray(astronaut[:, ::-1])))
+    metadata = image_metadata(child)
+    credentials = metadata.credentials
+    assert credentials is not None and credentials.ingredient_source_types == []
+    assert any(p.startswith("ingredient generated.jpg: assertion.dataHash.mismatch") for p in credentials.problems)
+    assert metadata.declared_source is None
+
+
 def test_pixels_changed_after_signing_make_the_credentials_invalid(astronaut):
     signed = bytearray(with_credentials(photo_with_exif(astronaut), "image/jpeg"))
     signed[-200] ^= 0xFF  # inside the entropy-coded pixels the manifest's hash covers
@@ -155,7 +204,11 @@ def test_an_xmp_source_type_is_declared_unsigned(astronaut, fmt):
         Image.fromarray(astronaut).save(buffer, fmt, xmp=_xmp("trainedAlgorithmicMedia"))
     declared = image_metadata(buffer.getvalue()).declared_source
     assert declared == DeclaredSource(
-        code="trainedAlgorithmicMedia", meaning="Created using generative AI", generative_ai=True, declared_in="xmp"
+        code="trainedAlgorithmicMedia",
+        meaning="Created using generative AI",
+        generative_ai=True,
+        declared_in="xmp",
+        verified=False,
     )
     camera = io.BytesIO()
     Image.fromarray(astronaut).save(camera, "JPEG", xmp=_xmp("digitalCapture"))

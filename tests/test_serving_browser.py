@@ -255,12 +255,15 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
     page.wait_for_selector("[data-role=declared]:visible")
     notice = page.inner_text("[data-role=declared]")
     assert notice.startswith("The file declares “Created using generative AI” in its Content Credentials")
-    assert "signature valid: the file is as Imaginary Labs signed it" in notice and "not part of the scores" in notice
+    # a name no trust list vouches for is the certificate's own word: anyone can make one naming a newsroom
+    assert "signature valid: the file is as a certificate naming itself “Imaginary Labs” signed it" in notice
+    assert "not part of the scores" in notice
     page.click("#file-details summary")
     names = [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()]
     facts = dict(zip(names, page.locator("#file-facts dd").all_inner_texts()))
     assert facts["made with (c2pa)"] == "Imaginary Diffusion 3.1"
     assert facts["actions (c2pa)"] == "created"
+    assert facts["signed by (c2pa)"] == "Imaginary Labs (its certificate's own word: not vouched for)"
     assert (
         facts["declared source"] == "Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
     )
@@ -270,8 +273,9 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
     page.set_input_files("#file-input", str(retouched))
     page.wait_for_selector("#file-facts dd >> text=Imaginary Editor 2.0")
     assert page.inner_text("[data-role=declared]").startswith(
-        "The file's Content Credentials (signature valid: the file is as Imaginary Labs signed it; the signer was not "
-        "checked against a trust list) say it was made from a file that declares “Created using generative AI”."
+        "The file's Content Credentials (signature valid: the file is as a certificate naming itself “Imaginary Labs” "
+        "signed it; no trust list was given to check who that is) say it was made from a file that declares "
+        "“Created using generative AI”."
     )
     facts = dict(zip(
         [name.lower() for name in page.locator("#file-facts dt").all_inner_texts()],

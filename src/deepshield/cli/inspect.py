@@ -80,7 +80,7 @@ def describe(path: Path, kind: str, sha256: str, metadata) -> str:
         checked = f" against {credentials.trust_anchors}" if credentials.trust_anchors else " (no trust list given)"
         facts += [
             ("Content Credentials", f"{credentials.state}{checked}"),
-            ("signed by", credentials.signed_by),
+            ("signed by", credentials.signer()),
             ("signed at", credentials.signed_at),
             ("made with", credentials.made_with),
             ("actions", ", ".join(credentials.actions) or None),

@@ -40,6 +40,7 @@ SUMMARY_FIELDS = (
     "faces",
     "part",
     "declared_source",
+    "declared_in",
     "credentials",
     "sha256",
     "elapsed_ms",
@@ -225,7 +226,7 @@ def _table(rows: list, has_synthetic: bool) -> str:
                 _percent(row.synthetic_probability),
                 (row.verdict_driver or "-") if has_synthetic else "-",
                 "-" if row.faces is None else str(row.faces),
-                " ".join(filter(None, [row.declared_source, row.credentials and f"[C2PA {row.credentials}]"])) or "-",
+                declared_text(row),
                 "-" if row.elapsed_ms is None else f"{row.elapsed_ms:.0f}",
                 row.error or "",
             )
@@ -384,6 +385,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+
+
+# How the table says where a declared source type stands, beside the Content Credentials' state: an unsigned
+# XMP code read "digitalCapture [C2PA trusted]", as if the trusted credentials said it.
+_DECLARED_PLACES = {"xmp": "XMP, unsigned", "ingredient": "a file it was made from"}
+
+
+def declared_text(row) -> str:
+    """`trainedAlgorithmicMedia [C2PA valid]`, `digitalCapture (XMP, unsigned) [C2PA trusted]`, or "-"."""
+    place = _DECLARED_PLACES.get(row.declared_in or "")
+    declared = row.declared_source and (f"{row.declared_source} ({place})" if place else row.declared_source)
+    return " ".join(filter(None, [declared, row.credentials and f"[C2PA {row.credentials}]"])) or "-"
 
 
 def outcome_line(outcomes: collections.Counter[str]) -> str:

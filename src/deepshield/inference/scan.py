@@ -31,6 +31,7 @@ class ScanRow(BaseModel):
     faces: int | None = None  # faces (image) or face tracks (video)
     part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
     declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
+    declared_in: str | None = None  # where: content_credentials / ingredient (a file it was made from) / xmp (unsigned)
     credentials: str | None = None  # its Content Credentials' state: trusted / valid / invalid / unreadable
     sha256: str | None = None  # of the bytes scanned: names the file in a record, whatever its path becomes
     elapsed_ms: float | None = None
@@ -145,6 +146,7 @@ def scan_file(
         faces=count,
         part=None if isinstance(result, ImageResult) else result.analysed.part,
         declared_source=None if declared is None else declared.code,
+        declared_in=None if declared is None else declared.row_place(),
         credentials=None if credentials is None else credentials.state,
         sha256=sha256,
         elapsed_ms=round(result.elapsed_ms, 1),

@@ -85,14 +85,24 @@ class DeclaredSource(BaseModel):
     in_ingredient: bool = Field(
         False, description="declared by a file this one was made from (an ingredient in its Content Credentials)"
     )
+    verified: bool = Field(
+        True, description="declared in Content Credentials that verify (trusted or valid); false for XMP or failed ones"
+    )
 
     def place(self) -> str:
         """Where it is declared, in words, for people: "in its Content Credentials" and so on."""
         if self.declared_in == "xmp":
             return "in its XMP metadata, unsigned"
-        if self.in_ingredient:
-            return "in the Content Credentials of a file it was made from"
-        return "in its Content Credentials"
+        where = (
+            "in the Content Credentials of a file it was made from"
+            if self.in_ingredient
+            else "in its Content Credentials"
+        )
+        return where if self.verified else f"{where}, which fail verification"
+
+    def row_place(self) -> str:
+        """Where it is declared, in one word for a table's column (scan's `declared_in`)."""
+        return "xmp" if self.declared_in == "xmp" else ("ingredient" if self.in_ingredient else "content_credentials")
 
 
 class ContentCredentials(BaseModel):
@@ -114,6 +124,13 @@ class ContentCredentials(BaseModel):
         default_factory=list, description="IPTC digital source types the ingredients' own manifests name, at any depth"
     )
     problems: list[str] = Field(default_factory=list, description="why it is invalid or unreadable, as the SDK says")
+
+    def signer(self) -> str | None:
+        """Who signed, in words: a name no trust list vouches for is the certificate's own word (anyone can
+        make a certificate naming a newsroom)."""
+        if self.signed_by is None or self.state == "trusted":
+            return self.signed_by
+        return f"{self.signed_by} (its certificate's own word: not vouched for)"
 
 
 def read_content_credentials(
@@ -149,13 +166,13 @@ def _credentials(store: dict[str, Any], anchors: str | None) -> ContentCredentia
     manifest = manifests.get(store.get("active_manifest"), {})
     signature = manifest.get("signature_info") or {}
     actions = _actions(manifest)
-    ancestors = _ancestors(manifests, manifest)
+    ancestors, failed_ingredients = _ancestors(manifests, manifest)
     inherited = [action for ancestor in ancestors for action in _actions(ancestor)]
     problems = [
         f"{status.get('code')}: {status.get('explanation')}"
         for status in store.get("validation_status", [])
         if status.get("code") != _UNTRUSTED
-    ]
+    ] + failed_ingredients
     state = str(store.get("validation_state", "Invalid")).lower()
     return ContentCredentials(
         state=state if state in ("trusted", "valid") else "invalid",
@@ -180,18 +197,30 @@ def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _ancestors(manifests: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _ancestors(manifests: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The manifests of a manifest's ingredients, theirs in turn, and so on (each once, nearest first): an
-    AI image opened and retouched keeps its generator's manifest as an ingredient's."""
+    AI image opened and retouched keeps its generator's manifest as an ingredient's. An ingredient whose own
+    credentials fail (edited after signing, a bad signature; an unvouched signer is no failure) is not
+    followed: what it declares is no one's word. Its failures come back as problems: the file's own
+    manifest was shown "trusted" with a tampered parent's "captured by a camera"."""
     found: list[dict[str, Any]] = []
+    failed: list[str] = []
     seen: set[str] = set()
     frontier = [manifest]
     while frontier:
-        labels = [i.get("active_manifest") for m in frontier for i in m.get("ingredients") or []]
+        labels = []
+        for ingredient in (i for m in frontier for i in m.get("ingredients") or []):
+            results = (ingredient.get("validation_results") or {}).get("activeManifest") or {}
+            failures = [f for f in results.get("failure") or [] if f.get("code") != _UNTRUSTED]
+            if failures:
+                title = ingredient.get("title") or "an ingredient"
+                failed += [f"ingredient {title}: {f.get('code')}: {f.get('explanation')}" for f in failures]
+            else:
+                labels.append(ingredient.get("active_manifest"))
         frontier = [manifests[label] for label in labels if label in manifests and label not in seen]
         seen.update(label for label in labels if label)
         found.extend(frontier)
-    return found
+    return found, failed
 
 
 def _source_types(actions: list[dict[str, Any]]) -> list[str]:
@@ -222,21 +251,31 @@ def xmp_packet(head: bytes) -> bytes:
 
 
 def declared_source(xmp: bytes, credentials: ContentCredentials | None) -> DeclaredSource | None:
-    """The source type the Content Credentials declare (signed, so preferred: the file's own, then its
-    ingredients'), else the XMP packet's; a generative one before any other."""
-    named: list[tuple[str, Literal["content_credentials", "xmp"], bool]] = []
+    """What the file declares of its making. A generative-AI declaration wherever it is (the Content
+    Credentials, the file's own then its ingredients', or the XMP): a claim worth seeing even unsigned or
+    from credentials that fail. Else the Content Credentials' source type when they verify (signed, so
+    preferred), then the XMP's, then that of credentials that fail (said so). The Content Credentials' word
+    hid the XMP's whatever their state: an AI image signed "captured by a camera" with a throwaway
+    certificate, then edited, read as captured by a camera."""
+    verified = credentials is not None and credentials.state in ("trusted", "valid")
+    signed: list[tuple[str, Literal["content_credentials", "xmp"], bool]] = []
     if credentials is not None:
-        named += [(code, "content_credentials", False) for code in credentials.source_types]
-        named += [(code, "content_credentials", True) for code in credentials.ingredient_source_types]
-    if not named:
-        named += [(m.decode("ascii"), "xmp", False) for m in _SOURCE_TYPE.findall(xmp)]
-    if not named:
+        signed += [(code, "content_credentials", False) for code in credentials.source_types]
+        signed += [(code, "content_credentials", True) for code in credentials.ingredient_source_types]
+    unsigned: list[tuple[str, Literal["content_credentials", "xmp"], bool]] = [
+        (m.decode("ascii"), "xmp", False) for m in _SOURCE_TYPE.findall(xmp)
+    ]
+    named = signed + unsigned
+    generative = [n for n in named if n[0] in GENERATIVE_SOURCE_TYPES]
+    chosen = next(iter(generative or (signed if verified else []) or unsigned or signed), None)
+    if chosen is None:
         return None
-    code, where, inherited = next((n for n in named if n[0] in GENERATIVE_SOURCE_TYPES), named[0])
+    code, where, inherited = chosen
     return DeclaredSource(
         code=code,
         meaning=SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
         generative_ai=code in GENERATIVE_SOURCE_TYPES,
         declared_in=where,
         in_ingredient=inherited,
+        verified=where == "content_credentials" and verified,
     )

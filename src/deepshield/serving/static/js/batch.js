@@ -14,7 +14,10 @@ import { state } from "./state.js";
 // The list as a spreadsheet: one row per file, the columns of `deepshield scan --format csv` that a
 // result here has (probabilities as 0-1 numbers), the file's SHA-256 among them for matching it later.
 const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
-  "faces", "part", "declared_source", "credentials", "sha256", "error"];
+  "faces", "part", "declared_source", "declared_in", "credentials", "sha256", "error"];
+
+// Where the source type is declared, as scan's `declared_in` column says it (DeclaredSource.row_place).
+const declaredIn = (source) => (source.declared_in === "xmp" ? "xmp" : source.in_ingredient ? "ingredient" : "content_credentials");
 
 export function batchCsv(items) {
   // A text starting as a formula (a file named "=HYPERLINK(...).jpg") is kept as text with a leading
@@ -34,7 +37,8 @@ export function batchCsv(items) {
       verdict && verdict.probability, verdict && verdict.synthetic_probability, verdict && verdict.verdict_driver,
       result && (result.kind === "video" ? result.tracks.length : result.faces.length),
       result && result.analysed ? result.analysed.part : null,
-      meta.declared_source && meta.declared_source.code, meta.credentials && meta.credentials.state,
+      meta.declared_source && meta.declared_source.code, meta.declared_source && declaredIn(meta.declared_source),
+      meta.credentials && meta.credentials.state,
       file.sha256, item.error,
     ];
   });

@@ -15,22 +15,31 @@ export function metadataFacts(meta) {
   return facts.length ? facts : [["Metadata", "none found (sites and apps often remove it)"]];
 }
 
+// As DeclaredSource.place says it (a result saved before `verified` was kept reads as verified).
 function sourcePlace(source) {
   if (source.declared_in === "xmp") return "in its XMP metadata, unsigned";
-  return source.in_ingredient ? "in the Content Credentials of a file it was made from" : "in its Content Credentials";
+  const where = source.in_ingredient ? "in the Content Credentials of a file it was made from" : "in its Content Credentials";
+  return source.verified === false ? `${where}, which fail verification` : where;
 }
 
-// The C2PA SDK's reading of the file's Content Credentials, in words (deepshield.media.provenance).
+// The C2PA SDK's reading of the file's Content Credentials, in words (deepshield.media.provenance). A name
+// no trust list vouches for is the certificate's own word: anyone can make one naming a newsroom.
 function credentialsState(cred) {
-  const signer = cred.signed_by || "the signer";
+  const named = cred.signed_by ? `a certificate naming itself “${cred.signed_by}”` : "its signer";
   return {
-    trusted: `signature trusted: the file is as ${signer} signed it, and ${cred.trust_anchors} vouch for the signer`,
+    trusted: `signature trusted: the file is as ${cred.signed_by || "the signer"} signed it, and ${cred.trust_anchors} vouch for the signer`,
     valid: cred.trust_anchors
-      ? `signature valid: the file is as ${signer} signed it, but ${cred.trust_anchors} do not vouch for the signer`
-      : `signature valid: the file is as ${signer} signed it; the signer was not checked against a trust list`,
+      ? `signature valid: the file is as ${named} signed it, but ${cred.trust_anchors} do not vouch for it`
+      : `signature valid: the file is as ${named} signed it; no trust list was given to check who that is`,
     invalid: "signature invalid: the file changed after it was signed, or the signature does not hold",
     unreadable: "present, but it could not be read",
   }[cred.state];
+}
+
+// As ContentCredentials.signer says it.
+function signerText(cred) {
+  const who = cred.state === "trusted" ? cred.signed_by : `${cred.signed_by} (its certificate's own word: not vouched for)`;
+  return cred.signed_at ? `${who}, ${cred.signed_at}` : who;
 }
 
 function credentialsFacts(meta) {
@@ -40,7 +49,7 @@ function credentialsFacts(meta) {
   }
   return [
     ["Content Credentials (C2PA)", credentialsState(cred)],
-    ["Signed by (C2PA)", cred.signed_by && (cred.signed_at ? `${cred.signed_by}, ${cred.signed_at}` : cred.signed_by)],
+    ["Signed by (C2PA)", cred.signed_by && signerText(cred)],
     ["Made with (C2PA)", cred.made_with],
     ["Actions (C2PA)", cred.actions.join(", ")],
     ["Made from (C2PA)", (cred.ingredients || []).join(", ")],
