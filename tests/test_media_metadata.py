@@ -218,6 +218,31 @@ def test_an_xmp_source_type_is_declared_unsigned(astronaut, fmt):
     )
 
 
+def test_xmp_is_read_from_its_place_never_from_a_comment(astronaut, tmp_path):
+    # A packet pasted into a JPEG comment or a PNG text chunk was read as the file's declaration "in its XMP";
+    # in an MP4, a packet in the title tag hid the real XMP box after it.
+    import struct
+
+    from PIL import PngImagePlugin
+
+    commented = io.BytesIO()
+    Image.fromarray(astronaut).save(commented, "JPEG", comment=_xmp("digitalCapture"))
+    assert image_metadata(commented.getvalue()).declared_source is None
+    noted = io.BytesIO()
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("Comment", _xmp("digitalCapture").decode())
+    Image.fromarray(astronaut).save(noted, "PNG", pnginfo=chunks)
+    assert image_metadata(noted.getvalue()).declared_source is None
+    clip = write_video(
+        tmp_path / "clip.mp4", [astronaut[:64, :64]] * 3, tags={"title": _xmp("digitalCapture").decode()}
+    )
+    data = clip.read_bytes()
+    box = bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC") + _xmp("trainedAlgorithmicMedia")
+    clip.write_bytes(data + struct.pack(">I", 8 + len(box)) + b"uuid" + box)  # the real XMP, after the movie
+    declared = video_metadata(clip).declared_source
+    assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+
+
 def test_trust_anchors_that_cannot_serve_are_refused_by_name(tmp_path):
     with pytest.raises(TrustAnchorsError, match=r"missing\.pem"):
         TrustAnchors.load(tmp_path / "missing.pem")

@@ -18,6 +18,7 @@ from deepshield.media.provenance import (
     ContentCredentials,
     DeclaredSource,
     TrustAnchors,
+    bmff_xmp,
     declared_source,
     read_content_credentials,
     xmp_packet,
@@ -79,15 +80,21 @@ def _camera(make: object, model: object) -> str | None:
 
 
 def _provenance(
-    source: Path | str | bytes, head: bytes, trust_anchors: TrustAnchors | None, xmp: bytes = b""
+    source: Path | str | bytes, head: bytes, trust_anchors: TrustAnchors | None, xmp: bytes | None = None
 ) -> MediaMetadata:
     """What the file says of where it came from (its Content Credentials and declared source), alone.
-    `xmp`: the XMP packet when a decoder found it (a PNG's may be compressed), else it is looked for in `head`."""
+    `xmp`: the XMP a decoder read from its place in the file (b"" when it holds none: a packet pasted into a
+    comment or an EXIF text is no declaration of the file's). None: an MP4/MOV's is read from its boxes;
+    another file's is looked for in `head`."""
+    if xmp is None:
+        xmp = bmff_xmp(head)
+    if xmp is None:
+        xmp = xmp_packet(head)
     credentials = read_content_credentials(source, trust_anchors) if _holds_c2pa(source, head) else None
     return MediaMetadata(
         content_credentials=credentials is not None,
         credentials=credentials,
-        declared_source=declared_source(xmp or xmp_packet(head), credentials),
+        declared_source=declared_source(xmp, credentials),
     )
 
 

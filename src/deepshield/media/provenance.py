@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -239,6 +240,42 @@ def _made_with(manifest: dict[str, Any]) -> str | None:
 def _text(value: object) -> str | None:
     text = str(value).strip()[:200] if value else ""
     return text or None
+
+
+# An ISO base media file's (MP4, MOV) XMP: a top-level `uuid` box of this UUID, or moov/udta/XMP_.
+_BMFF_XMP_UUID = bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC")
+
+
+def bmff_xmp(head: bytes) -> bytes | None:
+    """The XMP of an MP4/MOV file from its boxes (b"" when its first bytes hold none), None when the bytes
+    are no ISO base media file. Read from its place, not searched for: a packet in a title tag was taken for
+    the file's declaration, the real one after it never read."""
+    if head[4:8] != b"ftyp":
+        return None
+
+    def boxes(start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        while start + 8 <= end:
+            size, kind = int.from_bytes(head[start : start + 4], "big"), head[start + 4 : start + 8]
+            header = 8
+            if size == 1 and start + 16 <= end:
+                size, header = int.from_bytes(head[start + 8 : start + 16], "big"), 16
+            elif size == 0:
+                size = end - start
+            if size < header:
+                return
+            yield kind, start + header, min(start + size, end)
+            start += size
+
+    for kind, begin, end in boxes(0, len(head)):
+        if kind == b"uuid" and head[begin : begin + 16] == _BMFF_XMP_UUID:
+            return head[begin + 16 : end]
+        if kind == b"moov":
+            for child, child_begin, child_end in boxes(begin, end):
+                if child == b"udta":
+                    for item, item_begin, item_end in boxes(child_begin, child_end):
+                        if item == b"XMP_":
+                            return head[item_begin:item_end]
+    return b""
 
 
 def xmp_packet(head: bytes) -> bytes:
