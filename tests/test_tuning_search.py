@@ -509,3 +509,15 @@ def test_a_server_databases_trial_whose_machine_died_is_run_again_on_resume(tmp_
         connection.exec_driver_sql("UPDATE trial_heartbeats SET heartbeat = ?", (hours_ago,))
     result = search(3)
     assert result.counts["done"] == 3 and result.counts["running"] == 0
+
+
+def test_the_data_root_a_search_reads_travels_with_its_trials(tmp_path, monkeypatch):
+    # Read from $DEEPSHIELD_DATA_ROOT inside each trial: on a Ray cluster whose workers were started without
+    # it, relative data paths were read from their working directory and every trial failed.
+    from deepshield.tuning.study import _load_base_config
+
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path / "data"))
+    base = _load_base_config(SearchSettings(space=tmp_path / "space.yaml"))
+    assert base.data.root == (tmp_path / "data").resolve()
+    monkeypatch.delenv("DEEPSHIELD_DATA_ROOT")
+    assert _load_base_config(SearchSettings(space=tmp_path / "space.yaml")).data.root is None

@@ -9,6 +9,8 @@ from deepshield.cli.args import (
     assignments_argument,
     check_engine_arguments,
     check_output_folder,
+    config_arguments,
+    config_overrides,
     engine_arguments,
     non_negative_int,
     stop_on_sigterm_as_on_ctrl_c,
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, help="training configuration (default: training/default.toml)")
+    config_arguments(parser, "override the config for the trials and --train-best")
     parser.add_argument("--space", type=Path, required=True, help="search-space file (YAML or TOML)")
     parser.add_argument(
         "--sampler",
@@ -81,7 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)"
     )
-    assignments_argument(parser, "--set", "overrides", "override the config for the trials and --train-best")
     assignments_argument(
         parser,
         "--trial-set",
@@ -121,7 +122,7 @@ def run_tune(args: argparse.Namespace) -> int:
     settings = SearchSettings(
         space=args.space,
         config=args.config,
-        overrides=args.overrides,
+        overrides=config_overrides(args),
         trial_overrides=args.trial_overrides,
         sampler=args.sampler,
         trials=args.trials,

@@ -123,6 +123,10 @@ def _load_base_config(settings: SearchSettings):
 
     config = load_config(settings.config, settings.overrides)
     extra: dict[str, Any] = {}
+    if config.data.root is None and (root := config.data.data_root()) is not None:
+        # $DEEPSHIELD_DATA_ROOT as this process reads it: trials on a Ray cluster's workers, started without
+        # it, read relative data paths from their working directory, and every trial failed.
+        extra["data.root"] = str(root.resolve())
     if settings.tracking_uri:
         extra["tracking.uri"] = settings.tracking_uri
     if settings.tracking is not None:
