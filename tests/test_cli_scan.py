@@ -383,6 +383,37 @@ def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(cap
     assert scan(capsys, *args)[0] == EXIT_OK
 
 
+TERMINATED_SCAN = """
+import os, signal, sys
+import deepshield.inference.scan as scan_module
+from deepshield.cli.main import main
+
+whole, calls = scan_module.scan_file, []
+
+
+def terminated_at_the_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or `docker stop` ends a scan
+    return whole(*args, **kwargs)
+
+
+scan_module.scan_file = terminated_at_the_second
+sys.exit(main(["scan", *sys.argv[1:]]))
+"""
+
+
+def test_sigterm_ends_a_scan_as_ctrl_c_does_keeping_its_rows(media, tiny_bundle, tmp_path):
+    # SIGTERM killed a local scan outright (exit -15, its pool's semaphores left behind); under Ray it said
+    # "interrupted" and exited 130: now both end as Ctrl-C does, the rows written kept for --resume.
+    out = tmp_path / "rows.jsonl"
+    files = [str(media / name) for name in ("astronaut.jpg", "blank.png", "clip.mp4")]
+    args = [*files, "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out)]
+    ran = subprocess.run([sys.executable, "-c", TERMINATED_SCAN, *args], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 130 and "interrupted" in ran.stderr, ran.stderr[-2000:]
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == files[:1]
+
+
 def test_a_file_is_one_row_however_its_path_is_spelled(capsys, media, tiny_bundle, tmp_path, monkeypatch):
     monkeypatch.chdir(media)
     out = tmp_path / "rows.csv"

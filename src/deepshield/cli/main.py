@@ -85,6 +85,9 @@ def _run(argv: list[str] | None) -> int | None:
         force=True,
     )
     quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
+    from deepshield.cli.args import stop_on_sigterm_as_on_ctrl_c
+
+    stop_on_sigterm_as_on_ctrl_c()
     return args.run(args)
 
 

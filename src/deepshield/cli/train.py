@@ -12,7 +12,6 @@ from deepshield.cli.args import (
     check_output_folder,
     config_arguments,
     config_overrides,
-    stop_on_sigterm_as_on_ctrl_c,
 )
 
 
@@ -69,7 +68,6 @@ def run_train(args: argparse.Namespace) -> int:
             "another --run-dir (a new run here would mix its checkpoints with the old run's)"
         )
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    stop_on_sigterm_as_on_ctrl_c()
     result = Trainer(config, command=command).run(resume=args.resume)
     if result.stopped_early:  # a finished run's trainer has said where its bundle went
         print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")

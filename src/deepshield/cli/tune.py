@@ -13,7 +13,6 @@ from deepshield.cli.args import (
     config_overrides,
     engine_arguments,
     non_negative_int,
-    stop_on_sigterm_as_on_ctrl_c,
 )
 
 EPILOG = """\
@@ -118,7 +117,6 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_folder(args.out, "--out")  # a file there was a traceback from the study's database
 
-    stop_on_sigterm_as_on_ctrl_c()  # running trials keep their checkpoints
     settings = SearchSettings(
         space=args.space,
         config=args.config,
