@@ -7,12 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import (
-    bundle_version,
-    check_output_folder,
-    config_arguments,
-    config_overrides,
-)
+from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,8 +18,8 @@ TILE_MIN_FACE px at any image size (a 1080p frame gets 2 more model calls, a 403
 about 11 ms each). Tiles of 0.6 times the longer side at any size (until December 2026) missed most
 faces of a group photo: of 48 real faces 130 px wide in 4032x3024 photos they found 13, capped tiles
 40 (bench/bench_group_photos.py). In an image of SHARPEN_FROM px or more, a face both the whole image and
-a tile find takes the tile's detection, box, keypoints and confidence (`sharpened`): of a 4032 px photo the whole image is seen
-at a tenth of its resolution, a tile at a third. The same 260 px face put six times into such a photo got boxes
+a tile find takes the tile's detection, box, keypoints and confidence (`sharpened`): of a 4032 px photo the
+whole image is seen at a tenth of its resolution, a tile at a third. The same 260 px face put six times into such a photo got boxes
 up to 71 px apart from the whole image, 9 px from the tiles, and real faces' scores moved less from
 those of their photos analysed alone (bench/bench_box_sharpening.py: FFHQ faces of 120-380 px set
 into 4032x3024 frames, mean logit change 0.17 [0.14, 0.22] with the whole image's box, 0.11 [0.09,
