@@ -140,3 +140,24 @@ def test_only_an_interval_clear_of_zero_puts_a_candidate_ahead_or_behind(low, hi
     comparison = Comparison(None, None, {"bench_auc": pooled}, [], [])  # type: ignore[arg-type]
     assert comparison.standing == standing
     assert Comparison(None, None, {}, [], []).standing == "tied"  # type: ignore[arg-type]
+
+
+def test_a_bundle_trained_on_a_sets_files_is_said_to_be_so(
+    capsys, tiny_bundle, other_bundle, labelled, tmp_path, monkeypatch
+):
+    # a candidate trained (or its epoch chosen) on a comparison set was compared as if the set were held out
+    import shutil
+
+    trained = Path(shutil.copytree(other_bundle, tmp_path / "trained"))
+    card = json.loads((trained / "model_card.json").read_text())
+    card["training"]["data"] = [labelled.name]
+    (trained / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(labelled.parent))
+    args = ["compare", str(trained), "--against", str(tiny_bundle), "--on", str(labelled), "--cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"warning: tiny-other 0.0.2 was trained on files of tiny_bench ({labelled.name}): its figures there are not held out"
+        in err
+    )
+    assert "tiny-test" not in err

@@ -94,6 +94,16 @@ def run(args: argparse.Namespace) -> int:
     baseline, *candidates = score_bundles(
         [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, args.frames, args.min_face_size
     )
+    from deepshield.evaluation.recalibrate import training_folders_in
+
+    for scored in (baseline, *candidates):  # figures on a model's own training faces are no held-out figures
+        for result in scored.results:
+            if trained := training_folders_in(scored.card, [record.path for record in result.benchmark.files]):
+                print(
+                    f"deepshield compare: warning: {scored.label} was trained on files of {result.benchmark.name} "
+                    f"({', '.join(trained)}): its figures there are not held out",
+                    file=sys.stderr,
+                )
     comparisons = [compare(baseline, candidate, args.caught_with_reals) for candidate in candidates]
     sys.stdout.write("\n".join(describe(comparison) for comparison in comparisons))
     if args.out:
