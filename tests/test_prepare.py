@@ -150,9 +150,40 @@ def test_dfdc_errors_are_recorded_with_reasons(dfdc_dataset: Path):
     assert errors["blank.mp4"].group == "dfdc:real1.mp4"
     assert "video" in errors["broken.mp4"].reason and errors["broken.mp4"].label == "real"
     assert errors["missing.mp4"].reason == "file not found"
-    assert "not listed in metadata.json" in errors["unlisted.mp4"].reason
+    assert "not listed in any metadata.json" in errors["unlisted.mp4"].reason
     with open(DatasetLayout(dfdc_dataset).errors, newline="") as handle:
         assert next(csv.reader(handle)) == ["source_file", "label", "group", "source", "method", "reason"]
+
+
+def test_dfdc_videos_no_metadata_names_are_said_and_a_real_keyed_by_folder_is_grouped_with_its_fakes(tmp_path: Path):
+    # Videos in a part without its metadata.json, in a sub-folder or at the root were dropped without a
+    # word; a real listed as "sub/r3.mp4" was grouped apart from the fakes naming "r3.mp4" as original.
+    part = tmp_path / "dfdc" / "part_a"
+    (part / "sub").mkdir(parents=True)
+    for name in ("sub/r3.mp4", "f3.mp4", "sub/stray.mp4"):
+        (part / name).write_bytes(b"x")
+    (part / "metadata.json").write_text(
+        json.dumps({"sub/r3.mp4": {"label": "REAL"}, "f3.mp4": {"label": "FAKE", "original": "r3.mp4"}})
+    )
+    (tmp_path / "dfdc" / "part_c").mkdir()
+    (tmp_path / "dfdc" / "part_c" / "c1.mp4").write_bytes(b"x")
+    (tmp_path / "dfdc" / "root.mp4").write_bytes(b"x")
+    entries = list(read_source(tmp_path / "dfdc", "dfdc"))
+    items = {item.path.name: item for item in entries if isinstance(item, SourceItem)}
+    assert items["r3.mp4"].group == items["f3.mp4"].group == "dfdc:r3.mp4"
+    unlisted = sorted(e.path.name for e in entries if not isinstance(e, SourceItem))
+    assert unlisted == ["c1.mp4", "root.mp4", "stray.mp4"]
+
+
+def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
+    # Path.rglob follows no linked folder: a real/ linked to where the photos live gave no file and no
+    # error, and the dataset was all fakes.
+    write_png(tmp_path / "store" / "celebrities" / "a.png", variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "x.png", variant(small, 2))
+    (tmp_path / "src" / "real").symlink_to(tmp_path / "store" / "celebrities", target_is_directory=True)
+    (tmp_path / "store" / "celebrities" / "loop").symlink_to(tmp_path / "store", target_is_directory=True)
+    items = [e for e in read_source(tmp_path / "src", "folders") if isinstance(e, SourceItem)]
+    assert sorted((item.label, item.path.name) for item in items) == [("fake", "x.png"), ("real", "a.png")]
 
 
 def test_dfdc_split_keeps_groups_together(dfdc_dataset: Path):

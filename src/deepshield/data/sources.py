@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -78,16 +79,26 @@ def normalise_label(text: str) -> Label | None:
     return value if value in LABELS else None
 
 
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+def _files_under(root: Path) -> Iterator[Path]:
+    """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
+    (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no
+    error, and the dataset became all fakes.)"""
+    seen: set[Path] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen:  # a link back up the tree
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.is_file():
+                yield path
 
 
 def _media_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES and not _is_hidden(p.relative_to(root))
-    )
+    return sorted(p for p in _files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------------- DFDC
@@ -96,7 +107,7 @@ def _media_files(root: Path) -> list[Path]:
 def _dfdc_metadata_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("metadata.json") if not _is_hidden(p.relative_to(root)))
+    return sorted(p for p in _files_under(root) if p.name == "metadata.json")
 
 
 def _looks_like_dfdc_metadata(path: Path) -> bool:
@@ -109,6 +120,7 @@ def _looks_like_dfdc_metadata(path: Path) -> bool:
 
 def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[SourceEntry]:
     base = root.parent if root.is_file() else root
+    listed: set[Path] = set()  # every video a metadata.json names, wherever it is
     for meta in _dfdc_metadata_files(root):
         try:
             entries = json.loads(meta.read_text(encoding="utf-8"))
@@ -118,17 +130,18 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
         if not isinstance(entries, dict):
             yield SourceProblem(meta, "metadata.json is not an object mapping file names to entries", source)
             continue
-        listed = set()
         for name in sorted(entries):
             entry = entries[name]
             path = meta.parent / name
-            listed.add(path.name)
+            listed.add(path.resolve())
             label = normalise_label(entry.get("label", "")) if isinstance(entry, dict) else None
             if label is None:
                 yield SourceProblem(path, f"metadata.json entry has no REAL/FAKE label: {entry!r}", source)
                 continue
             original = entry.get("original") if label == FAKE else None
-            group = f"{source}:{Path(str(original)).name if original else name}"
+            # A real and the fakes made from it share a group by the real's file name (a key "part/r3.mp4"
+            # put the real apart from the fakes naming "r3.mp4" as their original).
+            group = f"{source}:{Path(str(original) if original else name).name}"
             yield SourceItem(
                 path=path,
                 label=label,
@@ -137,9 +150,11 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
                 method=UNKNOWN_METHOD if label == FAKE else NO_METHOD,
                 key=f"{root_key}/{safe_relpath(path.relative_to(base).as_posix())}",
             )
-        for path in sorted(meta.parent.iterdir()):
-            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and path.name not in listed:
-                yield SourceProblem(path, "video not listed in metadata.json (label unknown)", source)
+    # A video no metadata.json names has no label: said, wherever it is (a part folder without its
+    # metadata.json, a video in a sub-folder or at the root were dropped without a word).
+    for path in _media_files(base) if root.is_dir() else []:
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.resolve() not in listed:
+            yield SourceProblem(path, "video not listed in any metadata.json (label unknown)", source)
 
 
 # -------------------------------------------------------------------------------------------- FF++
