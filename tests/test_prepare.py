@@ -591,6 +591,20 @@ def test_a_re_split_stopped_before_its_record_is_not_taken_for_the_old_split(tmp
     assert read_info(tmp_path / "ds").seed == 0
 
 
+def test_sources_given_in_another_order_keep_their_keys_and_splits(tmp_path: Path, small):
+    # Keys came from the argument order: two sources of one folder name swapped keys (faces, faces-2), and
+    # with them groups, crops and splits (6 of 16 files moved; all 16 extracted again).
+    for i in range(8):
+        write_png(tmp_path / "A" / "faces" / ("real", "fake")[i % 2] / f"{i}.png", variant(small, i))
+        write_png(tmp_path / "B" / "faces" / ("real", "fake")[i % 2] / f"{i}.png", variant(small, 10 + i))
+    sources = [tmp_path / "A" / "faces", tmp_path / "B" / "faces"]
+    prepare_dataset(sources, tmp_path / "ds", settings=SETTINGS, progress=False)
+    first = {r.source_file: (r.split, r.crop_path) for r in read_manifest(tmp_path / "ds")}
+    again = prepare_dataset(sources[::-1], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert again.skipped == again.files == 16
+    assert {r.source_file: (r.split, r.crop_path) for r in read_manifest(tmp_path / "ds")} == first
+
+
 def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     first = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)

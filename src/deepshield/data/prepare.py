@@ -6,7 +6,7 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,15 +76,16 @@ def collect_items(
     sources: Sequence[Path],
     fmt: str = "auto",
     ffpp_compressions: Sequence[str] | None = None,
-    taken_keys: Sequence[str] = (),
+    known_keys: Mapping[str, str] | None = None,
     exclude: Path | None = None,
 ) -> tuple[list[SourceItem], list[SourceProblem], list[DatasetSource]]:
     """Read every SOURCE (formats checked for all before any is read). Duplicates become problems.
-    Files under `exclude` (the dataset being written, when it lies inside a source) are not read."""
+    Files under `exclude` (the dataset being written, when it lies inside a source) are not read.
+    `known_keys`: the keys of the sources the dataset already holds (resolved path -> key), kept."""
     paths = [Path(p).resolve() for p in sources]
     exclude = exclude.resolve() if exclude is not None else None
     formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
-    keys = root_keys(paths, taken_keys)
+    keys = root_keys(paths, known=known_keys)
     items: list[SourceItem] = []
     problems: list[SourceProblem] = []
     seen_files: dict[Path, str] = {}
@@ -205,7 +206,10 @@ def _prepare(
             "rebuild its manifest from the sources alone and drop those rows. Prepare into a new folder, then "
             "balance that"
         )
-    items, problems, described = collect_items([Path(s) for s in sources], fmt, ffpp_compressions, exclude=layout.root)
+    known = {s.path: s.root_key for s in read_info(layout.root).sources} if layout.info.exists() else {}
+    items, problems, described = collect_items(
+        [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.root
+    )
     kept_splits: dict[str, str] = {}
     split_again = False  # the dataset here was split with another seed or other ratios
     if layout.info.exists():

@@ -23,7 +23,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -378,11 +378,17 @@ def detect_format(path: Path) -> str:
     )
 
 
-def root_keys(paths: Sequence[Path], taken: Sequence[str] = ()) -> list[str]:
+def root_keys(paths: Sequence[Path], taken: Sequence[str] = (), known: Mapping[str, str] | None = None) -> list[str]:
     """One short, unique folder name per SOURCE argument (its own name; '-2', '-3' appended on
-    clashes with each other or with `taken`, the keys a dataset already uses)."""
-    keys: list[str] = []
-    for path in paths:
+    clashes with each other or with `taken`, the keys a dataset already uses). A source the dataset
+    already holds keeps its key (`known`: resolved path -> key): given in another order, two sources of one
+    folder name swapped keys, and with them groups and splits."""
+    known = known or {}
+    keys: list[str | None] = [known.get(str(path.resolve())) for path in paths]
+    used = set(taken) | {key for key in keys if key is not None}
+    for index, path in enumerate(paths):
+        if keys[index] is not None:
+            continue
         resolved = path.resolve()
         base = safe_name(
             resolved.stem
@@ -392,11 +398,12 @@ def root_keys(paths: Sequence[Path], taken: Sequence[str] = ()) -> list[str]:
         if resolved.is_file() and resolved.name == "metadata.json":
             base = safe_name(resolved.parent.name)
         key, n = base, 1
-        while key in keys or key in taken:
+        while key in used:
             n += 1
             key = f"{base}-{n}"
-        keys.append(key)
-    return keys
+        keys[index] = key
+        used.add(key)
+    return [key for key in keys if key is not None]
 
 
 def read_source(
