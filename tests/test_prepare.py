@@ -384,6 +384,14 @@ def test_csv_groups_hold_across_sources_and_a_line_with_extra_fields_is_reported
     assert error.reason == "line 6: more fields than the header has (a comma not in quotes?)"
 
 
+def test_a_csv_naming_a_column_twice_is_refused(tmp_path: Path):
+    # csv.DictReader kept the last of two label columns: `real,fake` read fake
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label,label\na.png,real,fake\n")
+    (problem,) = list(read_source(listing, "csv"))
+    assert problem.reason == "CSV names the column label twice: which to read?"
+
+
 def test_several_sources_in_one_dataset(tmp_path: Path, small):
     write_png(tmp_path / "studio" / "real" / "a.png", variant(small, 1))
     write_png(tmp_path / "web" / "fake" / "a.png", variant(small, 2))

@@ -303,9 +303,14 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
-            fields = {(name or "").strip().lower() for name in reader.fieldnames or []}
+            header = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            fields = set(header)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         yield SourceProblem(csv_path, f"unreadable CSV: {exc}", default_source)
+        return
+    if twice := sorted({name for name in header if name and header.count(name) > 1}):
+        # csv.DictReader keeps a repeated column's last value: `path,label,label` with `real,fake` read fake
+        yield SourceProblem(csv_path, f"CSV names the column {', '.join(twice)} twice: which to read?", default_source)
         return
     if not rows:
         yield SourceProblem(csv_path, "CSV has no rows", default_source)
