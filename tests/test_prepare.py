@@ -286,6 +286,37 @@ def test_ffpp_layout_groups_pairs_with_both_originals(tmp_path: Path, small):
     assert_groups_within_one_split(records)
 
 
+def test_a_group_named_anew_keeps_the_split_its_files_had():
+    # Kept splits were found by group name: FF++ fakes added later joined 000 and 003 into group 000_003,
+    # and 000.mp4 and 003.mp4 re-split (train -> val); now a group takes the split its files had.
+    from deepshield.data.prepare import kept_group_splits
+
+    def row(name: str, group: str, faces: int = 1) -> list[CropRecord]:
+        return [
+            CropRecord(
+                f"crops/x/{name}/{face:06d}_00.png",
+                "real",
+                "",
+                group,
+                "ffpp",
+                "none",
+                f"/data/{name}",
+                face,
+                0,
+                0.9,
+                (0, 0, 1, 1),
+                tuple((0.0, 0.0) for _ in range(6)),
+            )
+            for face in range(faces)
+        ]
+
+    records = [*row("000.mp4", "ffpp:000_003", 2), *row("003.mp4", "ffpp:000_003"), *row("000_003.mp4", "ffpp:000_003")]
+    records += [*row("005.mp4", "ffpp:005"), *row("009.mp4", "ffpp:009")]
+    before = {"/data/000.mp4": "val", "/data/003.mp4": "train", "/data/005.mp4": "test"}
+    assert kept_group_splits(records, before) == {"ffpp:000_003": "val", "ffpp:005": "test"}
+    assert kept_group_splits(row("a", "g") + row("b", "g"), {"/data/a": "test", "/data/b": "val"}) == {"g": "val"}
+
+
 # ---------------------------------------------------------------------------------------- folders
 
 

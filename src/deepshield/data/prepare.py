@@ -6,6 +6,7 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,18 @@ def collect_items(
     return items, problems, described
 
 
+def kept_group_splits(records: Sequence[CropRecord], split_of_file: Mapping[str, str]) -> dict[str, str]:
+    """Each group's split as its files had it before: kept by file, not by group name, since a group can
+    be named anew (FaceForensics++ fakes added later join identities 000 and 003 into 000_003, and the
+    kept splits, keyed by name, were not found: those files re-split). A group whose files had two splits
+    (two groups joined) takes the one most of its faces had, the first in train, val, test order on a tie."""
+    votes: dict[str, Counter[str]] = {}
+    for record in records:
+        if (split := split_of_file.get(record.source_file)) is not None:
+            votes.setdefault(record.group, Counter())[split] += 1
+    return {group: max(SPLITS, key=lambda s: (count[s], -SPLITS.index(s))) for group, count in votes.items()}
+
+
 def outcomes_to_rows(
     items: Sequence[SourceItem], outcomes: dict[str, FileOutcome]
 ) -> tuple[list[CropRecord], list[ErrorRecord]]:
@@ -210,7 +223,7 @@ def _prepare(
     items, problems, described = collect_items(
         [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.root
     )
-    kept_splits: dict[str, str] = {}
+    kept_by_file: dict[str, str] = {}
     split_again = False  # the dataset here was split with another seed or other ratios
     if layout.info.exists():
         before = read_info(layout.root)
@@ -219,7 +232,7 @@ def _prepare(
         if not split_again and layout.manifest.exists():
             # Groups already split keep their split: shuffled anew with a source added, about one in five moved
             # (train to test among them), and a model trained on the old split was tested on its own faces.
-            kept_splits = {record.group: record.split for record in read_manifest_file(layout.manifest)}
+            kept_by_file = {record.source_file: record.split for record in read_manifest_file(layout.manifest)}
     if not items:  # nothing is written: a dataset already here keeps its manifest
         found = "; ".join(f"{p.path}: {p.reason}" for p in problems[:3]) + (" ..." if len(problems) > 3 else "")
         expected = {"dfdc": " (a DFDC folder holds metadata.json files)", "csv": " (a CSV lists path and label)"}
@@ -230,7 +243,7 @@ def _prepare(
     outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
     records, extraction_errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + extraction_errors
-    records = apply_split(records, ratios, seed, fixed=kept_splits)
+    records = apply_split(records, ratios, seed, fixed=kept_group_splits(records, kept_by_file))
     if split_again:
         # dataset.json says how the manifest was split and is written after it: stopped in between, a run
         # with the old seed took the new split's groups as its own (11 of 20 rows kept another seed's split).
