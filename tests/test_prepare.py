@@ -286,6 +286,27 @@ def test_ffpp_layout_groups_pairs_with_both_originals(tmp_path: Path, small):
     assert_groups_within_one_split(records)
 
 
+def test_ffpp_identities_join_across_source_folders(tmp_path: Path):
+    # Originals in one folder and fakes in another were grouped apart (000, 003 and 000_003): identity 003
+    # went to train and to val.
+    from deepshield.data.prepare import collect_items
+
+    for root, sub, names in (
+        ("ff1", "original_sequences/youtube/c23/videos", ("000.mp4", "003.mp4", "007.mp4")),
+        ("ff2", "manipulated_sequences/Deepfakes/c23/videos", ("000_003.mp4",)),
+    ):
+        folder = tmp_path / root / sub
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    items, problems, described = collect_items([tmp_path / "ff1", tmp_path / "ff2"])
+    groups = {item.path.name: item.group for item in items}
+    assert groups["000.mp4"] == groups["003.mp4"] == groups["000_003.mp4"] == "ffpp:000_003"
+    assert groups["007.mp4"] == "ffpp:007" and problems == []
+    assert sorted(item.key.split("/")[0] for item in items) == ["ff1", "ff1", "ff1", "ff2"]
+    assert [source.format for source in described] == ["ffpp", "ffpp"]
+
+
 def test_a_group_named_anew_keeps_the_split_its_files_had():
     # Kept splits were found by group name: FF++ fakes added later joined 000 and 003 into group 000_003,
     # and 000.mp4 and 003.mp4 re-split (train -> val); now a group takes the split its files had.

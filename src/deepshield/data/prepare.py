@@ -7,7 +7,7 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,17 @@ from deepshield.data.manifest import (
     write_manifest,
 )
 from deepshield.data.records import FileOutcome
-from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, detect_format, read_source, root_keys
+from deepshield.data.sources import (
+    MISSING_FILE,
+    SourceEntry,
+    SourceFormatError,
+    SourceItem,
+    SourceProblem,
+    detect_format,
+    read_ffpp_roots,
+    read_source,
+    root_keys,
+)
 from deepshield.data.split import apply_split, split_counts
 from deepshield.engines import Engine
 
@@ -91,8 +101,22 @@ def collect_items(
     problems: list[SourceProblem] = []
     seen_files: dict[Path, str] = {}
     seen_keys: set[str] = set()
+    ffpp = [(path, key) for path, form, key in zip(paths, formats, keys) if form == "ffpp"]
+    for path, _ in ffpp:  # as read_source checks a source it reads
+        if not path.is_dir():
+            raise SourceFormatError(
+                f"{path}: {'--format ffpp needs a folder' if path.exists() else 'no such file or folder'}"
+            )
+
+    def entries(path: Path, form: str, key: str) -> Iterator[SourceEntry]:
+        if form != "ffpp":
+            return read_source(path, form, key, ffpp_compressions)
+        # Every FaceForensics++ folder at once, where the first is listed: a fake's identities are grouped
+        # whichever folder holds them.
+        return read_ffpp_roots(ffpp, compressions=ffpp_compressions) if (path, key) == ffpp[0] else iter(())
+
     for path, form, key in zip(paths, formats, keys):
-        for entry in read_source(path, form, key, ffpp_compressions):
+        for entry in entries(path, form, key):
             if exclude is not None and entry.path.resolve().is_relative_to(exclude):
                 continue
             if isinstance(entry, SourceProblem):

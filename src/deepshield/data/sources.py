@@ -204,21 +204,38 @@ def _ffpp_videos(folder: Path, compressions: Sequence[str] | None) -> Iterator[t
 def read_ffpp(
     root: Path, root_key: str, source: str = "ffpp", compressions: Sequence[str] | None = None
 ) -> Iterator[SourceEntry]:
-    reals = list(_ffpp_videos(root / "original_sequences", compressions))
-    fakes = list(_ffpp_videos(root / "manipulated_sequences", compressions))
+    return read_ffpp_roots([(root, root_key)], source, compressions)
+
+
+def read_ffpp_roots(
+    roots: Sequence[tuple[Path, str]], source: str = "ffpp", compressions: Sequence[str] | None = None
+) -> Iterator[SourceEntry]:
+    """The FaceForensics++ folders `roots` ((folder, key) each) read together: a fake joins its two
+    identities into one group whichever folder holds them (read apart, originals in one folder and fakes
+    in another put identity 003 in train and in val)."""
+    reals = [
+        (kind, comp, video, root, key)
+        for root, key in roots
+        for kind, comp, video in _ffpp_videos(root / "original_sequences", compressions)
+    ]
+    fakes = [
+        (kind, comp, video, root, key)
+        for root, key in roots
+        for kind, comp, video in _ffpp_videos(root / "manipulated_sequences", compressions)
+    ]
     ids = _UnionFind()
 
     def namespace(kind: str) -> str:
         return "actors" if kind in ("actors", "DeepFakeDetection") else "youtube"
 
     real_ids: list[str] = []
-    for kind, _, video in reals:
+    for kind, _, video, _, _ in reals:
         match = _FFPP_REAL.match(video.stem)
         node = f"{namespace(kind)}/{match.group(1) if match else video.stem}"
         ids.find(node)
         real_ids.append(node)
     fake_ids: list[str] = []
-    for method, _, video in fakes:
+    for method, _, video, _, _ in fakes:
         match = _FFPP_FAKE.match(video.stem)
         if match:
             a, b = (f"{namespace(method)}/{match.group(i)}" for i in (1, 2))
@@ -235,23 +252,19 @@ def read_ffpp(
         name = "_".join(tails) if prefixes == {"youtube"} else "+".join(sorted(members))
         for m in members:
             names[m] = f"{source}:{name}"
-    for (_, _, video), node in zip(reals, real_ids):
+    for (_, _, video, root, key), node in zip(reals, real_ids):
         yield SourceItem(
-            video,
-            REAL,
-            names[node],
-            source,
-            NO_METHOD,
-            f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}",
+            video, REAL, names[node], source, NO_METHOD, f"{key}/{safe_relpath(video.relative_to(root).as_posix())}"
         )
-    for (method, _, video), node in zip(fakes, fake_ids):
+    for (method, _, video, root, key), node in zip(fakes, fake_ids):
         yield SourceItem(
-            video, FAKE, names[node], source, method, f"{root_key}/{safe_relpath(video.relative_to(root).as_posix())}"
+            video, FAKE, names[node], source, method, f"{key}/{safe_relpath(video.relative_to(root).as_posix())}"
         )
-    if not reals and not fakes:
-        yield SourceProblem(
-            root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source
-        )
+    for root, _ in roots:
+        if not any(entry[3] == root for entry in (*reals, *fakes)):
+            yield SourceProblem(
+                root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source
+            )
 
 
 # ----------------------------------------------------------------------------------------- folders
