@@ -68,6 +68,11 @@ def deepshield(args: list[str], log: Path, timeout: float, while_waiting: Callab
             return 124
 
 
+def returned_name(checkpoint: Path) -> str:
+    """What an epoch's checkpoint comes back to $OUT as: epoch_006.pt -> e006 (.pt, or .onnx and .json)."""
+    return "e" + checkpoint.stem.removeprefix("epoch_")
+
+
 class EpochMirror:
     """Each finished epoch's checkpoint slimmed into `out` as eNNN.pt as soon as it is written, the newest
     `keep` kept: $OUT is all that comes back, and the call's own limit may kill the run before its exports."""
@@ -78,7 +83,7 @@ class EpochMirror:
 
     def __call__(self) -> None:
         for checkpoint in sorted(self.checkpoints.glob("epoch_*.pt")):  # written whole (tmp, then renamed)
-            name = "e" + checkpoint.stem.removeprefix("epoch_")
+            name = returned_name(checkpoint)
             if name not in self.mirrored:
                 partial = self.out / f"{name}.pt.part"
                 slim_checkpoint(checkpoint, partial)
@@ -201,7 +206,7 @@ def main() -> int:
     # The last epoch first: it is the one judged, and the call's time limit may cut the rest short.
     finished = sorted((REPO / run_dir / "checkpoints").glob("epoch_*.pt"))[-3:][::-1]
     for checkpoint in finished:
-        name = "e" + checkpoint.stem.removeprefix("epoch_")
+        name = returned_name(checkpoint)
         bundle = REPO / run_dir / "bundles" / name
         exported = (
             left() > 5

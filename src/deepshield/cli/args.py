@@ -206,18 +206,3 @@ def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracke
     assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
     print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
     print(where_to_look(args.tracking_uri, run_id))
-
-
-def stop_on_sigterm_as_on_ctrl_c() -> None:
-    """SIGTERM (`timeout`, `docker stop`, a scheduler's preemption) stops every command as Ctrl-C does: a
-    training saves the steps since its last checkpoint and marks its run stopped, a scan keeps its rows,
-    worker pools are shut (killed outright, a training lost them and left its MLflow run RUNNING, and a
-    local scan left its pool's semaphores behind). The server's own handlers replace it while it serves."""
-    import signal
-    import threading
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():  # signals are only set from there
-        signal.signal(signal.SIGTERM, interrupt)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from deepshield import __version__
 from deepshield.errors import EXIT_USAGE, exit_status
@@ -85,10 +87,21 @@ def _run(argv: list[str] | None) -> int | None:
         force=True,
     )
     quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
-    from deepshield.cli.args import stop_on_sigterm_as_on_ctrl_c
-
-    stop_on_sigterm_as_on_ctrl_c()
+    _stop_on_sigterm_as_on_ctrl_c()
     return args.run(args)
+
+
+def _stop_on_sigterm_as_on_ctrl_c() -> None:
+    """SIGTERM (`timeout`, `docker stop`, a scheduler's preemption) stops every command as Ctrl-C does: a
+    training saves the steps since its last checkpoint and marks its run stopped, a scan keeps its rows,
+    worker pools are shut (killed outright, a training lost them and left its MLflow run RUNNING, and a
+    local scan left its pool's semaphores behind). The server's own handlers replace it while it serves."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # signals are only set from there
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import bundle_dir, checked_graph, read_card
 
-    card = read_card(bundle_dir(args.model))
-    checked_graph(bundle_dir(args.model), card)  # a graph replaced since is not described as the card's
+    folder = bundle_dir(args.model)
+    card = read_card(folder)
+    checked_graph(folder, card)  # a graph replaced since is not described as the card's
     if args.json:
         sys.stdout.write(card.model_dump_json(indent=2) + "\n")
     else:

@@ -294,8 +294,9 @@ def run(args: argparse.Namespace) -> int:
         raise DeepShieldError("--watch needs --format jsonl or csv: rows are written as files arrive")
     # The model's card and graph, checked before any file is read or --out emptied: a bad --model fails
     # at once, and what the model judges is known even when no file could be analysed.
-    card = read_card(bundle_dir(args.model))
-    checked_graph(bundle_dir(args.model), card)
+    folder = bundle_dir(args.model)
+    card = read_card(folder)
+    checked_graph(folder, card)
     has_synthetic = card.synthetic is not None
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None:

@@ -237,20 +237,20 @@ def _prepare(
     on_file_done: FileDoneHook | None,
     engine: Engine | None = None,
 ) -> PrepareSummary:
-    if layout.info.exists() and (balanced := read_info(layout.root).history):
+    before = read_info(layout.root) if layout.info.exists() else None  # how the dataset here was built
+    if before is not None and before.history:
         raise ManifestError(
-            f"{layout.root} was balanced after it was prepared ({'; '.join(balanced)}): preparing it again would "
-            "rebuild its manifest from the sources alone and drop those rows. Prepare into a new folder, then "
+            f"{layout.root} was balanced after it was prepared ({'; '.join(before.history)}): preparing it again "
+            "would rebuild its manifest from the sources alone and drop those rows. Prepare into a new folder, then "
             "balance that"
         )
-    known = {s.path: s.root_key for s in read_info(layout.root).sources} if layout.info.exists() else {}
+    known = {s.path: s.root_key for s in before.sources} if before is not None else {}
     items, problems, described = collect_items(
         [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.root
     )
     kept_by_file: dict[str, str] = {}
     split_again = False  # the dataset here was split with another seed or other ratios
-    if layout.info.exists():
-        before = read_info(layout.root)
+    if before is not None:
         _refuse_dropping_sources(layout.root, before.sources, described)
         split_again = before.seed != seed or tuple(before.split) != tuple(ratios)
         if not split_again and layout.manifest.exists():
