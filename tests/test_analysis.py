@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 import deepshield.inference.analysis as analysis
 from deepshield.errors import VideoSpanError
@@ -226,6 +229,57 @@ def test_bad_arguments_of_the_python_api_are_said_plainly(detector, astronaut):
     for array in (np.zeros((0, 0, 3), np.uint8), astronaut[..., 0], astronaut.astype(np.float32)):
         with pytest.raises(ValueError, match="an image array is H x W x 3 uint8 RGB, not"):
             detector.analyze_image(array)
+
+
+def test_a_source_of_the_wrong_kind_is_a_type_error_naming_it(detector, astronaut, tmp_path):
+
+    photo = Image.fromarray(astronaut)
+    with pytest.raises(TypeError, match="an image is a path, bytes or an H x W x 3 uint8 RGB array, not PIL"):
+        detector.analyze_image(photo)  # pathlib said "expected str, bytes or os.PathLike object"
+    for method in (detector.analyze_video, detector.analyze_path):
+        with pytest.raises(TypeError, match=r"not builtins\.bytes"):
+            method(b"\x00" * 16)
+
+
+def test_trust_anchors_are_taken_as_a_path_or_refused_at_once(tiny_bundle, detector, tmp_path):
+    from deepshield.errors import TrustAnchorsError
+    from tests.provenance_support import other_root_pem
+
+    pem = tmp_path / "roots.pem"
+    pem.write_bytes(other_root_pem())
+    # A path was kept as it was and failed with AttributeError on the first signed file only.
+    assert Detector(detector.classifier, detector.faces, trust_anchors=str(pem)).trust_anchors.pem
+    with pytest.raises(TrustAnchorsError):
+        Detector(detector.classifier, detector.faces, trust_anchors=tmp_path / "missing.pem")
+    with pytest.raises(TypeError, match="trust_anchors is a TrustAnchors or a PEM file's path, not bytes"):
+        Detector(detector.classifier, detector.faces, trust_anchors=other_root_pem())
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_a_closed_detector_frees_its_graphs_threads_and_refuses_more_work(tiny_bundle, astronaut):
+    with Detector.from_bundle(tiny_bundle) as first:  # MediaPipe starts a thread of its own per process, once
+        first.analyze_image(astronaut)
+    before = _threads()
+    with Detector.from_bundle(tiny_bundle) as opened:
+        opened.analyze_image(astronaut)
+        assert _threads() > before  # MediaPipe's graphs run their own threads
+    assert _threads() == before  # 12 detectors built and dropped held 52 threads and 390 MB more
+    with pytest.raises(RuntimeError, match="this face detector was closed"):
+        opened.analyze_image(astronaut)
+    opened.close()  # twice is harmless
+    dropped = Detector.from_bundle(tiny_bundle)
+    del dropped
+    gc.collect()
+    assert _threads() == before
+
+
+def test_analyze_path_keeps_an_images_heatmaps_as_analyze_image_does(detector, astronaut, tmp_path):
+    Image.fromarray(astronaut).save(tmp_path / "photo.png")
+    (face,) = detector.analyze_path(tmp_path / "photo.png").faces
+    assert face.heatmap is not None and face.crop is not None
 
 
 def test_analyze_video_on_a_photo_says_what_to_use(detector, tmp_path, astronaut):

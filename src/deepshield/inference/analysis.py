@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -100,9 +101,13 @@ class Detector:
         video_limits: VideoLimits = VideoLimits(),
         video_rule: VideoRule = VideoRule(),
         synthetic_threshold: float | None = None,
-        trust_anchors: TrustAnchors | None = None,
+        trust_anchors: TrustAnchors | Path | str | None = None,
         max_faces: int = MAX_FACES_PER_FRAME,
     ) -> None:
+        if isinstance(trust_anchors, (Path, str)):  # a path was taken, then failed on the first signed file
+            trust_anchors = TrustAnchors.load(trust_anchors)
+        elif not isinstance(trust_anchors, (TrustAnchors, type(None))):
+            raise TypeError(f"trust_anchors is a TrustAnchors or a PEM file's path, not {type(trust_anchors).__name__}")
         self.classifier = classifier
         self.faces = face_detector or FaceDetector()
         self.manipulation_rule = ScoreRule.from_calibration(classifier.card.calibration, threshold)
@@ -122,12 +127,44 @@ class Detector:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Path | str | None = None, *, min_face_size: int = 20, threshold: float | None = None, **kwargs: Any
+        cls,
+        bundle: Path | str | None = None,
+        *,
+        min_face_size: int = 20,
+        threshold: float | None = None,
+        image_limits: ImageLimits = ImageLimits(),
+        video_limits: VideoLimits = VideoLimits(),
+        video_rule: VideoRule = VideoRule(),
+        synthetic_threshold: float | None = None,
+        trust_anchors: TrustAnchors | Path | str | None = None,
+        max_faces: int = MAX_FACES_PER_FRAME,
     ) -> Detector:
         """Load a bundle directory; None or "default" gives the model shipped with the package."""
+        classifier = OnnxClassifier(bundle_dir(bundle))
         return cls(
-            OnnxClassifier(bundle_dir(bundle)), FaceDetector(min_face_size=min_face_size), threshold=threshold, **kwargs
+            classifier,
+            FaceDetector(min_face_size=min_face_size),
+            threshold=threshold,
+            image_limits=image_limits,
+            video_limits=video_limits,
+            video_rule=video_rule,
+            synthetic_threshold=synthetic_threshold,
+            trust_anchors=trust_anchors,
+            max_faces=max_faces,
         )
+
+    def close(self) -> None:
+        """Free the face detector's graphs (threads and memory that garbage collection frees late or, in a
+        long-lived process, never) and the classifier's session; analysing afterwards is an error.
+        `with Detector.from_bundle() as d:` closes it on leaving."""
+        self.faces.close()
+        self.classifier.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def card(self) -> ModelCard:
@@ -247,6 +284,11 @@ class Detector:
         """Score every face in one image (path, encoded bytes or any bytes-like object, H x W x 3 uint8 RGB
         array, or one decoded)."""
         started = time.perf_counter()
+        _check_type(
+            source,
+            (str, Path, bytes, bytearray, memoryview, np.ndarray, DecodedImage),
+            "an image is a path, bytes or an H x W x 3 uint8 RGB array",
+        )
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)
         if isinstance(source, (np.ndarray, DecodedImage)):
@@ -315,6 +357,7 @@ class Detector:
         """Sample `frames` frames uniformly (from the whole video or `span` of it), score every face,
         track people, aggregate to a verdict."""
         started = time.perf_counter()
+        _check_type(path, (str, os.PathLike), "a video is read from its path")
         if _is_still_image(path):  # FFmpeg would read a photo as a one-frame video
             raise UnsupportedMediaError(
                 "this is a still image: use Detector.analyze_image, or analyze_path, which tells images and videos apart"
@@ -466,15 +509,23 @@ class Detector:
         self,
         path: Path | str,
         frames: int = DEFAULT_VIDEO_FRAMES,
-        heatmaps: bool = False,
+        heatmaps: bool = True,
         span: VideoSpan = WHOLE_VIDEO,
     ) -> ImageResult | VideoResult:
         """Image or video, told apart by content (an animated image is a video; `frames` and `span` apply
         to videos)."""
+        _check_type(path, (str, os.PathLike), "analyze_path takes a path (bytes and arrays: analyze_image)")
         path = Path(path)
         if media_kind(path) is MediaKind.VIDEO:
             return self.analyze_video(path, frames, span=span)
         return self.analyze_image(path, heatmaps=heatmaps)
+
+
+def _check_type(source: object, accepted: tuple[type, ...], what: str) -> None:
+    """A clear TypeError for an argument of the wrong kind (pathlib's said "expected str, bytes or
+    os.PathLike object, not JpegImageFile" for a PIL image)."""
+    if not isinstance(source, accepted):
+        raise TypeError(f"{what}, not {type(source).__module__}.{type(source).__qualname__}")
 
 
 def _ms_into(seconds: float) -> float:

@@ -86,7 +86,9 @@ class OnnxClassifier:
         # ~60x slower between spinning ORT calls).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self._session: ort.InferenceSession | None = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
             raise BundleError(f"{onnx_path} is not a loadable ONNX model: {exc}") from exc
         inputs = self.session.get_inputs()
@@ -121,6 +123,16 @@ class OnnxClassifier:
         if self.card.synthetic is None:
             raise ValueError("this model has no synthetic-face score")
         return self.card.synthetic.calibration.probability(synthetic_logits)
+
+    def close(self) -> None:
+        """Free the ONNX Runtime session (its thread pool and weights); scoring afterwards is an error."""
+        self._session = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise RuntimeError("this classifier was closed")
+        return self._session
 
     def _run(self, batch: NDArray[Any]) -> list[NDArray[Any]]:
         """Every output of the graph for one batch, in the card's order (one pass)."""
