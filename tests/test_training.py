@@ -384,6 +384,43 @@ def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_d
     assert run.info.status == "FINISHED" and run.info.run_id == resumed.progress.run_id
 
 
+def test_a_tracking_store_that_fails_mid_run_stops_the_tracking_not_the_training(
+    real_dir, tmp_path, caplog, monkeypatch
+):
+    # A store locked by another process at the first epoch's plots killed the run with SQLAlchemy's
+    # traceback, before the epoch's checkpoints, and its MLflow run stayed RUNNING.
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient as Client
+
+    calls = []
+
+    def locked(self, *args, **kwargs):
+        calls.append(args)
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(Client, "log_artifact", locked)
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache")
+    with caplog.at_level("WARNING"):
+        result = Trainer(config).run()
+    assert result.bundle_dir is not None and len(calls) == 1  # tried once, then left alone
+    assert "MLflow: storing" in caplog.text and "the rest of this run is not tracked" in caplog.text
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert checkpoints == ["best.pt", "epoch_001.pt", "epoch_002.pt", "last.pt"]
+
+
+def test_a_tracking_store_that_cannot_be_used_is_refused_in_one_line(real_dir, tmp_path, capsys):
+    from deepshield.cli.main import main
+    from deepshield.tracking import open_tracker
+
+    (tmp_path / "afile").write_text("")
+    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "afile" / "m.db", tmp_path / "cache")
+    args = ["train", *(a for s in settings for a in ("--set", s))]
+    assert main(args) == 2 and not (tmp_path / "cache").exists()  # before the face bank is built
+    assert "tracking.uri's folder" in capsys.readouterr().err
+    with pytest.raises(DeepShieldError, match=r"the MLflow store sqlite:///.* cannot be used"):
+        open_tracker(True, f"sqlite:///{tmp_path / 'afile' / 'm.db'}", "test")
+
+
 def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
     stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation

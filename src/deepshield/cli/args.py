@@ -204,5 +204,8 @@ def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracke
     tracker.finish()
     run_id = tracker.run_id
     assert run_id is not None, "open_tracker(True, ...) starts an MLflow run"
+    if tracker.failed:  # said when it failed; the results are written all the same
+        print(f"MLflow run {run_id} ({args.tracking_uri}) holds only part of what was logged")
+        return
     print(f"logged to MLflow run {run_id} ({args.tracking_uri})")
     print(where_to_look(args.tracking_uri, run_id))

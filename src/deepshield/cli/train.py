@@ -56,6 +56,9 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
     check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
+    uri = str(config.tracking.uri)
+    if config.tracking.enabled and uri.startswith("sqlite:///"):  # the store opens after the face bank
+        check_output_folder(Path(uri[len("sqlite:///") :]).parent, "tracking.uri's folder")
     earlier = Path(config.run_dir) / "checkpoints" / LAST
     if earlier.exists() and not args.resume:
         raise DeepShieldError(

@@ -11,9 +11,11 @@ import logging
 import math
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from deepshield.dotted import flatten
+from deepshield.errors import DeepShieldError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 class Tracker(Protocol):
     @property
     def run_id(self) -> str | None: ...  # None: not tracked
+
+    @property
+    def failed(self) -> bool: ...  # the store failed a call: what followed was not tracked
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -31,6 +36,7 @@ class Tracker(Protocol):
 
 class NullTracker:
     run_id = None
+    failed = False
 
     def log_params(self, params):
         pass
@@ -75,6 +81,7 @@ class MlflowTracker:
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
+        self.failed = False  # set by the first failed call: the work goes on untracked
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = (
             found.experiment_id
@@ -103,7 +110,29 @@ class MlflowTracker:
             return False
         return True
 
+    def _guarded(self, action: Callable[[], object], what: str) -> None:
+        """Run one call to the store; a store that fails (locked by another process for longer than
+        SQLite waits, a full disk, a server gone) stops the tracking, not the work: a locked database
+        killed a training at an epoch's plots, before its checkpoints, with its run left RUNNING."""
+        if self.failed:
+            return
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and OS errors alike
+            self.failed = True
+            log.warning(
+                "MLflow: %s failed (%s: %s): the rest of this run is not tracked in %s; its checkpoints and "
+                "bundle are written as usual",
+                what,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+                self.uri,
+            )
+
     def log_params(self, params: dict[str, Any]) -> None:
+        self._guarded(lambda: self._log_params(params), "logging the parameters")
+
+    def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
@@ -114,6 +143,9 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._guarded(lambda: self._log_metrics(metrics, step), "logging metrics")
+
+    def _log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
         import time
 
         from mlflow.entities import Metric
@@ -127,17 +159,18 @@ class MlflowTracker:
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), folder)
-        else:
-            self.client.log_artifact(self.run_id, str(path), folder)
+        log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
+        self._guarded(lambda: log(self.run_id, str(path), folder), f"storing {path.name}")
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        def set_all() -> None:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+
+        self._guarded(set_all, "setting tags")
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self._guarded(lambda: self.client.set_terminated(self.run_id, status=status), f"marking the run {status}")
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
@@ -148,7 +181,10 @@ def where_to_look(uri: str, run_id: str) -> str:
     the runs) and the run's, with the `mlflow ui` command that serves a local store."""
     from mlflow.tracking import MlflowClient
 
-    experiment = f"#/experiments/{MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id}"
+    try:
+        experiment = f"#/experiments/{MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id}"
+    except Exception as exc:  # noqa: BLE001 - a store that failed during the run: say so, end the command
+        return f"MLflow: run {run_id} in {uri} (the store could not be read: {type(exc).__name__})"
     if uri.startswith(("http://", "https://")):
         base = uri.rstrip("/")
         return f"MLflow: {base}/{experiment} (this run: {base}/{experiment}/runs/{run_id})"
@@ -157,6 +193,14 @@ def where_to_look(uri: str, run_id: str) -> str:
 
 
 def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
+    """The run's tracker; a store that cannot be opened is refused in one line (it was a traceback)."""
     if not enabled:
         return NullTracker()
-    return MlflowTracker(uri, experiment, **kwargs)
+    try:
+        return MlflowTracker(uri, experiment, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and OS errors alike
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        raise DeepShieldError(
+            f"the MLflow store {uri} cannot be used ({type(exc).__name__}: {detail}): give another --tracking-uri, "
+            "or --no-tracking"
+        ) from exc
