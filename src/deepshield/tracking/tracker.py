@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from deepshield.dotted import flatten
@@ -198,7 +198,7 @@ def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
         return NullTracker()
     try:
         return MlflowTracker(uri, experiment, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and OS errors alike
+    except Exception as exc:
         detail = str(exc).splitlines()[0][:300] if str(exc) else ""
         raise DeepShieldError(
             f"the MLflow store {uri} cannot be used ({type(exc).__name__}: {detail}): give another --tracking-uri, "
