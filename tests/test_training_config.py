@@ -134,6 +134,17 @@ def test_a_recorded_command_names_no_machine_folder():
     here = "deepshield train --run-dir=runs/x --data-dir /data --tracking-uri sqlite:///m.db --set 'data.real_dirs=[\"a b\"]' --resume"
     assert recorded_command(here) == "deepshield train --set 'data.real_dirs=[\"a b\"]' --resume"
     assert recorded_command("") == ""
+    # --set gave the same folders (they were kept), and files were named by absolute paths.
+    elsewhere = (
+        "deepshield train --config /home/alice/train.yaml --params=/home/alice/best.yaml --set run_dir=/srv/runs/a "
+        "--set data.cache_dir=/srv/cache --set tracking.uri=sqlite:////home/alice/m.db --set data.root=/data "
+        "--set data.root=.kit --set model.dropout=0.5"
+    )
+    assert recorded_command(elsewhere) == (
+        "deepshield train --config train.yaml --params best.yaml --set data.root=.kit --set model.dropout=0.5"
+    )
+    inside = Path.cwd() / "docs" / "study" / "gpu.toml"
+    assert recorded_command(f"deepshield train --config {inside}") == "deepshield train --config docs/study/gpu.toml"
 
 
 STUDY = Path(__file__).resolve().parent.parent / "docs" / "study"

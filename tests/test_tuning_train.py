@@ -73,7 +73,8 @@ def runs_by_parent(workspace: Path, parent_id: str):
 def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     out = workspace / "cli"
     code = main(["tune", "--config", str(workspace / "train.yaml"), "--space", str(workspace / "space.yaml"), "--out", str(out),
-                 "--trial-set", "optim.epochs=1", "--pruner", "none", "--select", "min.val_loss", "--train-best"])  # fmt: skip
+                 "--trial-set", "optim.epochs=1", "--pruner", "none", "--select", "min.val_loss", "--train-best",
+                 "--set", "model.dropout=0.3"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "best: trial" in printed and "bundle written to" in printed
@@ -109,6 +110,11 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     card = json.loads((out / "best" / "bundle" / "model_card.json").read_text())
     losses = [m.value for m in sorted(mlflow.get_metric_history(best[0].info.run_id, "val_loss"), key=lambda m: m.step)]
     assert card["training"]["config"]["export"]["select"] == "min.val_loss"
+    # The command reruns the recipe (the search's --set was missing) and names no folder of this machine.
+    assert card["training"]["config"]["model"]["dropout"] == 0.3
+    assert card["training"]["command"] == (
+        "deepshield train --config train.yaml --set model.dropout=0.3 --params best.yaml --set export.select=min.val_loss"
+    )
     assert card["training"]["epochs"] == losses.index(min(losses)) + 1
     assert sorted(p.name for p in (out / "trials" / "space" / "trial_0000" / "checkpoints").iterdir()) == [
         "best.pt"

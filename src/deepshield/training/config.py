@@ -415,9 +415,14 @@ def changed_recipe(started_with: dict[str, Any], now: TrainConfig) -> list[str]:
 
 # `deepshield train` options that only say where a machine keeps things, as `TrainConfig.recorded` leaves
 # run_dir, the data root and the tracking store out of a record; --data-dir only when absolute, since a
-# relative one (a lease's `.kit`) is part of how the command reads its data.
+# relative one (a lease's `.kit`) is part of how the command reads its data. The same keys given with --set
+# too; files the command reads (--config, --params) are named as the working folder reaches them, or by name.
 _MACHINE_OPTIONS = ("--run-dir", "--tracking-uri")
 _ABSOLUTE_MACHINE_OPTIONS = ("--data-dir",)
+_MACHINE_KEYS = ("run_dir", "tracking.uri", "data.cache_dir")
+_ABSOLUTE_MACHINE_KEYS = ("data.root",)
+_FILE_OPTIONS = ("--config", "--params")
+_OPTIONS_WITH_VALUES = (*_MACHINE_OPTIONS, *_ABSOLUTE_MACHINE_OPTIONS, *_FILE_OPTIONS, "--set")
 
 
 def recorded_command(command: str) -> str:
@@ -426,13 +431,32 @@ def recorded_command(command: str) -> str:
     kept: list[str] = []
     for word in words:
         option, has_value, value = word.partition("=")
-        if option not in _MACHINE_OPTIONS + _ABSOLUTE_MACHINE_OPTIONS:
+        if option not in _OPTIONS_WITH_VALUES:
             kept.append(word)
             continue
-        given = [word] if has_value else [word, value := next(words, "")]
-        if option in _ABSOLUTE_MACHINE_OPTIONS and not Path(value).is_absolute():
-            kept += given
+        if not has_value:
+            value = next(words, "")
+        if option == "--set":
+            key, _, setting = value.partition("=")
+            key = key.strip()
+            if key not in _MACHINE_KEYS and not (key in _ABSOLUTE_MACHINE_KEYS and Path(setting).is_absolute()):
+                kept += [option, value]
+        elif option in _FILE_OPTIONS:
+            kept += [option, _portable_path(value)]
+        elif option in _ABSOLUTE_MACHINE_OPTIONS and not Path(value).is_absolute():
+            kept += [option, value]
     return shlex.join(kept)
+
+
+def _portable_path(value: str) -> str:
+    """An absolute path as the working folder reaches it, else by its name alone (another machine's folder)."""
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
 
 
 def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -395,8 +396,19 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
             )
             shutil.rmtree(run_dir)
     echo(f"training the best parameters at full budget in {run_dir}" + (" (resuming)" if resume else ""))
-    command = f"deepshield train --params {best_yaml} --set {export_select}" + (
-        f" --config {settings.config}" if settings.config else ""
+    # As a card records it (without this machine's folders): the search's own --set too, which the card's
+    # command dropped, so that rerunning it trained another recipe.
+    command = shlex.join(
+        [
+            "deepshield",
+            "train",
+            *(["--config", str(settings.config)] if settings.config else []),
+            *(word for override in settings.overrides for word in ("--set", override)),
+            "--params",
+            str(best_yaml),
+            "--set",
+            export_select,
+        ]
     )
     tags = {"deepshield.role": "best", "optuna.study": plan.name}
     result = Trainer(config, command=command, parent_run_id=parent_run_id, run_tags=tags).run(resume=resume)
