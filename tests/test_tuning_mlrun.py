@@ -88,6 +88,26 @@ def test_handler_parameters_and_results(monkeypatch, tmp_path):
         integration.train_trial(context, **{"optim.lrate": 1.0})
 
 
+def test_a_trial_logs_every_metric_a_selector_can_name_and_its_exported_epoch():
+    from deepshield.integrations.mlrun import trial_results
+
+    history = [
+        {"epoch": 0, "val_auc": 0.9, "bench_auc": 0.6, "bench_fpr": 0.2, "synthetic_val_auc": 0.8, "lr": 1e-3},
+        {"epoch": 1, "val_auc": 0.8, "bench_auc": 0.7, "bench_fpr": 0.1, "synthetic_val_auc": 0.85, "lr": 5e-4},
+    ]
+    # Only validation metrics were logged: max.bench_auc, accepted by hyper_param_task, had nothing to select.
+    assert trial_results(history, "max.bench_auc") == {
+        "val_auc": 0.9,
+        "bench_auc": 0.7,
+        "bench_fpr": 0.1,
+        "synthetic_val_auc": 0.85,
+        "epochs": 2,
+        "best_epoch": 2,  # the epoch exported by bench_auc, not val_auc's
+    }
+    frozen = [{"epoch": 0, "synthetic_val_auc": 0.7}, {"epoch": 1, "synthetic_val_auc": 0.9}]
+    assert trial_results(frozen, "max.synthetic_val_auc")["best_epoch"] == 2
+
+
 def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkeypatch):  # noqa: F811 - the imported fixture
     """`new_task().with_hyper_params(grid, selector="max.val_auc")` run by real MLRun, locally (no MLRun
     service): MLRun calls train_trial once per grid point, each trains with the project's trainer,

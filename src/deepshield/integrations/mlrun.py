@@ -26,9 +26,11 @@ Against an MLRun service (for example)::
     run = fn.run(task)  # run.outputs["best_iteration"], run.outputs["val_auc"], ...
 
 Hyperparameters are dotted training-config keys. Every trial logs, with `context.log_result`, the best
-value over its epochs of each validation metric (val_auc, val_ap, val_balanced_accuracy: highest;
-val_loss, val_log_loss, val_eer: lowest) plus `epochs` and `best_epoch` (by val_auc). The training
-loss is deliberately not logged as a result: select on validation metrics, never on training loss.
+value over its epochs of each metric a selector can name: validation (val_auc, val_ap, val_balanced_accuracy:
+highest; val_loss, val_log_loss, val_eer: lowest), benchmarks (bench_auc, bench_<set>_face_auc, ...) and the
+synthetic-face score's (synthetic_val_auc, ...), plus `epochs` and `best_epoch` (the epoch the trial exports,
+by its `export.select`). The training loss is deliberately not logged as a result: select on held-out
+metrics, never on training loss.
 """
 
 from __future__ import annotations
@@ -49,21 +51,23 @@ def _context_params(context) -> dict[str, Any]:
     return {}
 
 
-def trial_results(history: list[dict]) -> dict[str, float]:
-    """The per-trial results MLRun's selector chooses from: each validation metric's best epoch."""
-    from deepshield.tuning.selector import VALIDATION_METRICS
+def trial_results(history: list[dict], exported: str = "max.val_auc") -> dict[str, float]:
+    """The per-trial results MLRun's selector chooses from: the best epoch's value of every metric a
+    selector can name (validation, benchmarks, the synthetic-face score; only validation ones were logged,
+    so max.bench_auc, which `hyper_param_task` accepts, found nothing to select on), plus `epochs` and
+    `best_epoch`: the epoch the trial exports (`export.select`, given as `exported`), 1-based as printed."""
+    from deepshield.tuning.selector import metric_direction, parse_selector
 
     results: dict[str, float] = {}
-    for metric, mode in VALIDATION_METRICS.items():
-        values = [float(r[metric]) for r in history if r.get(metric) is not None and math.isfinite(float(r[metric]))]
-        if values:
-            results[metric] = max(values) if mode == "max" else min(values)
+    names = sorted({name for record in history for name in record if metric_direction(name) is not None})
+    for name in names:
+        best = parse_selector(f"{metric_direction(name)}.{name}").best_epoch(history)
+        if best is not None:
+            results[name] = best[0]
     results["epochs"] = len(history)
-    by_auc = [r for r in history if r.get("val_auc") is not None and math.isfinite(float(r["val_auc"]))]
-    if by_auc:
-        results["best_epoch"] = (
-            int(max(by_auc, key=lambda r: float(r["val_auc"]))["epoch"]) + 1
-        )  # 1-based, as printed in training
+    chosen = parse_selector(exported).best_epoch(history)
+    if chosen is not None:
+        results["best_epoch"] = chosen[1] + 1
     return results
 
 
@@ -108,9 +112,11 @@ def train_trial(
         run_tags={"mlrun.uid": str(uid), "mlrun.iteration": str(iteration)},
         resume=False,
     )
-    results = trial_results(outcome.history)
-    if not any(k.startswith("val_") for k in results):
-        raise DeepShieldError("the trial produced no validation metric (is the validation split too small?)")
+    results = trial_results(outcome.history, trial_config.export.select)
+    if "best_epoch" not in results:
+        raise DeepShieldError(
+            f"the trial produced no {trial_config.export.select.partition('.')[2]} (is the validation split too small?)"
+        )
     for key, value in results.items():
         context.log_result(key, value)
     context.log_result("run_dir", str(run_dir))
