@@ -99,7 +99,9 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.backbone"] == "tiny"
     history = client.get_metric_history(run.info.run_id, "val_auc")
-    assert [m.step for m in history] == [0, 1]
+    assert [m.step for m in history] == [1, 2]  # epochs as printed and as the card counts them
+    (final,) = client.get_metric_history(run.info.run_id, "final_val_auc")
+    assert final.step == card.training.epochs  # the exported epoch's step (it was logged at step 0)
     for metric in (
         "train_loss",
         "val_loss",

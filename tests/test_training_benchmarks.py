@@ -84,7 +84,7 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
         )  # one benchmark: the mean is its AUC
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     for key in ("bench_auc", f"bench_{name}_file_auc", "val_auc"):
-        assert [m.step for m in client.get_metric_history(result.progress.run_id, key)] == [0, 1, 2]
+        assert [m.step for m in client.get_metric_history(result.progress.run_id, key)] == [1, 2, 3]
     # The exported epoch is the one export.select names, not the best synthetic AUC.
     value, epoch = parse_selector("min.val_loss").best_epoch(history)
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / BEST)

@@ -233,7 +233,7 @@ def test_interrupted_trial_resumes_from_its_checkpoint(workspace):
     mlflow = client(workspace)
     run = mlflow.get_run(retry.user_attrs[MLFLOW_RUN_ID])
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == result.parent_run_id
-    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "val_auc")] == [0, 1]
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "val_auc")] == [1, 2]
     assert sorted(retry.intermediate_values) == [1, 2]
 
 

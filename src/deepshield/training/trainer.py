@@ -427,7 +427,7 @@ class Trainer:
             flush=True,
         )
         tracker.log_artifact(bundle_dir, "bundle")
-        tracker.log_metrics({f"final_{k}": v for k, v in card.metrics.items()})
+        tracker.log_metrics({f"final_{k}": v for k, v in card.metrics.items()}, step=progress.best_epoch + 1)
         tracker.set_tags({"bundle": str(bundle_dir.resolve())})
         return bundle_dir
 
@@ -565,7 +565,9 @@ class Trainer:
         )
         flat = record.flat()
         progress.history[-1] = flat
-        tracker.log_metrics({k: v for k, v in flat.items() if k != "epoch"}, step=progress.epoch)
+        # Step = the epoch as printed, the card and Optuna count it (from 1; 0-based steps put the card's
+        # "epochs: 2" at MLflow's step 1).
+        tracker.log_metrics({k: v for k, v in flat.items() if k != "epoch"}, step=progress.epoch + 1)
         log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in flat.items()})
         shown = {k: v for k, v in flat.items() if k != "epoch" and not k.endswith(("_lo", "_hi", "_ap"))}
         print(f"epoch {progress.epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), flush=True)
