@@ -833,6 +833,18 @@ def test_resume_reads_back_a_csv_path_holding_a_line_break(capsys, media, tiny_b
     )
 
 
+def test_model_shows_the_validation_figures_of_a_model_trained_without_benchmarks(capsys, tiny_bundle, tmp_path):
+    bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["metrics"] = {k: v for k, v in card["metrics"].items() if not k.startswith("bench_")}
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    assert main(["model", "--model", str(bundle)]) == EXIT_OK  # it printed no figure at all
+    out = capsys.readouterr().out.splitlines()
+    table = out[out.index("") + 1 :]
+    assert table[0].split()[:2] == ["LABELLED", "SET"] and table[1].split()[-3:] == ["-", "0.93", "0.9%"]
+    assert table[-1] == "No real media measured this model: its own blends say little about real deepfakes."
+
+
 def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny_bundle, tmp_path):
     # A card with a low end and no high one made `deepshield model` end in a traceback.
     bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")

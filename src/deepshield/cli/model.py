@@ -63,37 +63,41 @@ def describe(card) -> str:
     if training.data:
         lines.append(f"trained on: {', '.join(training.data)}")
     record = card.record()
-    if record.benchmarks:
-        table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED")]
-        table += [
-            (b.labelled_set + (" †" if b.caution else ""), auc(b.file_auc), auc(b.face_auc), share(b.real_flagged))
-            for b in record.benchmarks
-        ]
-        if record.synthetic_holdout_auc is not None:
-            table.append(
-                (
-                    "AI-generated faces, its generator's unseen ones",
-                    "-",
-                    auc(record.synthetic_holdout_auc),
-                    share(record.synthetic_real_flagged),
-                )
+    table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED")]
+    table += [
+        (b.labelled_set + (" †" if b.caution else ""), auc(b.file_auc), auc(b.face_auc), share(b.real_flagged))
+        for b in record.benchmarks
+    ]
+    if record.synthetic_holdout_auc is not None:
+        table.append(
+            (
+                "AI-generated faces, its generator's unseen ones",
+                "-",
+                auc(record.synthetic_holdout_auc),
+                share(record.synthetic_real_flagged),
             )
-        if record.validation_auc is not None:
-            table.append(
-                (
-                    "own synthesised blends (validation)",
-                    "-",
-                    f"{record.validation_auc:.2f}",
-                    share(record.validation_real_flagged),
-                )
+        )
+    if record.validation_auc is not None:
+        table.append(
+            (
+                "own synthesised blends (validation)",
+                "-",
+                f"{record.validation_auc:.2f}",
+                share(record.validation_real_flagged),
             )
+        )
+    if len(table) > 1:  # a model trained without benchmarks has its validation figures (none were shown)
         lines.append("")
         lines += aligned(table)
         lines += [
             "",
             "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. Reals",
-            "flagged: a set's real files (validation: real faces) at or above the threshold. The labelled sets",
-            "chose the model, so they flatter it; fakes from tools it has not met can fare worse.",
+            "flagged: a set's real files (validation: real faces) at or above the threshold.",
         ]
+        lines += (
+            ["The labelled sets chose the model, so they flatter it; fakes from tools it has not met can fare worse."]
+            if record.benchmarks
+            else ["No real media measured this model: its own blends say little about real deepfakes."]
+        )
         lines += [f"† {b.labelled_set}: {b.caution}" for b in record.benchmarks if b.caution]
     return "\n".join(lines) + "\n"
