@@ -35,7 +35,6 @@ metrics, never on training loss.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
