@@ -627,9 +627,11 @@ def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys
     assert code == EXIT_SOME_FAILED and err.splitlines()[-1].endswith(f"; page in {page}")
     text = page.read_text()
     assert text.startswith("<!doctype html>") and "http://" not in text and "https://" not in text  # self-contained
-    order = [text.index(name) for name in ("clip.mp4", "signed.jpg", "blank.png", "broken.jpg")]
-    scored = sorted(order[:2])  # the two files with a face come before the one without, and the error is last
+    order = [text.index(name) for name in ("clip.mp4", "signed.jpg", "broken.jpg", "blank.png")]
+    scored = sorted(order[:2])  # the files with a face first, then the file not analysed (unknown), then no face
     assert scored[1] < order[2] < order[3]
+    assert "model tiny-test 0.0.1 · threshold 50.0% · made" in text
+    assert '<span class="label error">Not analysed</span>' in text
     assert text.count('<img src="data:image/jpeg;base64,') == 4  # crop and heatmap: one face, one person
     assert text.count("<svg") == 1  # the person's scores over time
     assert 'Declares "Created using generative AI" in its Content Credentials (valid)' in text
@@ -722,7 +724,7 @@ def test_no_native_log_lines_reach_stderr(media, tiny_bundle):
 def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle):
     from deepshield.inference.analysis import Detector
     from deepshield.inference.scan import ScanRow
-    from deepshield.inference.scan_report import ScanPage
+    from deepshield.inference.scan_report import PageTerms, ScanPage
     from deepshield.inference.verdict import shown_probability
 
     result = Detector.from_bundle(tiny_bundle).analyze_image(cv2.resize(astronaut, (640, 640)))  # no caution
@@ -739,7 +741,7 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
             path=path, status="ok", kind="image", faces=len(faces), result=result.model_copy(update={"faces": faces})
         )
 
-    page = ScanPage(has_synthetic=True)
+    page = ScanPage(PageTerms("tiny-test 0.0.1", result.threshold, 0.5))
     page.add(photo("two.jpg", [generated, swapped]))
     text = page.html("1 file scanned")
     shown = shown_probability(face.probability)
@@ -792,10 +794,114 @@ def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():
     from deepshield.inference.scan_report import _score_line
 
     point = TrackPoint.model_construct(timestamp_s=1.5, probability=0.7)
-    once = _score_line(TrackResult.model_construct(points=[point]), 0.5)
+    once = _score_line(
+        TrackResult.model_construct(points=[point], verdict_driver="manipulation"), (1.5, 2.5), 0.5, None
+    )
     assert '<circle cx="4.0" cy="13.2" r="2.5"' in once and "<polyline" not in once
-    twice = _score_line(TrackResult.model_construct(points=[point, point.model_copy(update={"timestamp_s": 2.5})]), 0.5)
+    later = point.model_copy(update={"timestamp_s": 2.5})
+    twice = _score_line(
+        TrackResult.model_construct(points=[point, later], verdict_driver="manipulation"), (1.5, 2.5), 0.5, None
+    )
     assert '<polyline points="4.0,13.2 228.0,13.2"' in twice and "<circle" not in twice
+
+
+def test_every_person_of_a_video_is_drawn_on_the_videos_time_axis_by_the_score_behind_their_verdict():
+    # Each person was stretched over their own time: one peaking at 10.6 s and one at 0.1 s both sat at the left.
+    from deepshield.inference.results import TrackPoint, TrackResult
+    from deepshield.inference.scan_report import _score_line
+
+    def person(times, driver="manipulation"):
+        points = [TrackPoint.model_construct(timestamp_s=t, probability=0.7, synthetic_probability=0.9) for t in times]
+        return TrackResult.model_construct(points=points, verdict_driver=driver)
+
+    late = _score_line(person([10.0, 12.0]), (0.0, 12.0), 0.5, 0.3)
+    assert '<polyline points="190.7,13.2 228.0,13.2"' in late and "<span>0.0 s</span>" in late and "12.0 s" in late
+    generated = _score_line(person([0.0, 12.0], "synthetic"), (0.0, 12.0), 0.5, 0.3)
+    assert 'aria-label="synthetic-face score over time"' in generated
+    assert '<polyline points="4.0,6.4 228.0,6.4"' in generated and 'y1="26.8"' in generated  # its own threshold
+
+
+def test_html_page_orders_files_by_the_score_behind_their_verdict_and_says_ai_generated(astronaut, tiny_bundle):
+    from deepshield.inference.scan import ScanRow
+    from deepshield.inference.scan_report import PageTerms, ScanPage
+
+    def row(name, verdict, probability, synthetic, driver):
+        return ScanRow(
+            path=name,
+            status="ok",
+            kind="image",
+            verdict=verdict,
+            probability=probability,
+            synthetic_probability=synthetic,
+            verdict_driver=driver,
+            faces=1,
+        )
+
+    page = ScanPage(PageTerms("m 1", threshold=0.5, synthetic_threshold=0.6))
+    page.add(row("swap-just-over.jpg", "likely_manipulated", 0.62, 0.01, "manipulation"), earlier="rows.jsonl")
+    page.add(row("generated.jpg", "likely_manipulated", 0.1, 0.999, "synthetic"), earlier="rows.jsonl")
+    text = page.html("0 files scanned")
+    # The file the synthetic-face score flagged at 99.9% came second, by its face-swap score of 10%.
+    assert text.index("generated.jpg") < text.index("swap-just-over.jpg")
+    assert text.count("Likely AI-generated") == 1 and "synthetic-face threshold 60.0%" in text
+
+
+def test_html_page_writes_a_name_that_is_not_utf8_and_rows_resume_on_it(capsys, tiny_bundle, astronaut, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = os.fsdecode(b"caf\xe9.jpg")  # a name from a Latin-1 system
+    save_image(folder / odd, astronaut)
+    page, rows = tmp_path / "page.html", tmp_path / "rows.csv"
+    args = [str(folder), "--model", str(tiny_bundle), "--format", "csv", "--out", str(rows), "--html", str(page)]
+    code, _, err = scan(capsys, *args)  # writing the page (and CSV rows) was a UnicodeEncodeError
+    assert code == EXIT_OK, err
+    assert "caf\\xe9.jpg" in page.read_text(encoding="utf-8")
+    assert os.fsencode(odd) in rows.read_bytes()  # the name's own bytes
+    code, _, err = scan(capsys, *args, "--resume")
+    assert code == EXIT_OK and "1 file already in" in err and len(rows.read_bytes().splitlines()) == 2
+
+
+def test_a_resumed_scans_page_shows_the_earlier_files_and_an_empty_scan_replaces_a_stale_page(
+    capsys, media, tiny_bundle, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(media / "astronaut.jpg", inbox / "a.jpg")
+    rows, page = tmp_path / "rows.jsonl", tmp_path / "page.html"
+    args = [str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(rows), "--html", str(page)]
+    assert scan(capsys, *args)[0] == EXIT_OK
+    shutil.copy(media / "blank.png", inbox / "b.png")
+    assert scan(capsys, *args, "--resume")[0] == EXIT_OK
+    text = page.read_text()
+    # The page held only b.png: a.jpg, flagged or not, was gone from it.
+    assert "a.jpg" in text and f"Scanned in an earlier run of this scan (rows in {rows})" in text
+    assert "1 file scanned: 1 no face · 1 earlier file shown from their rows" in text
+    assert scan(capsys, *args, "--resume")[0] == EXIT_OK  # nothing new: the page still shows both
+    assert "a.jpg" in page.read_text() and "b.png" in page.read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = scan(capsys, str(empty), "--model", str(tiny_bundle), "--html", str(page))
+    assert code == EXIT_OK and "no media files found" in err  # the old page was left, as if it were this scan's
+    assert "a.jpg" not in page.read_text() and "no media files found" in page.read_text()
+
+
+def test_an_interrupted_scan_writes_the_page_of_the_files_done(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    from deepshield.inference.scan import ScanJob
+
+    run = ScanJob.run
+
+    def stopped_at_the_second(self, detector, path):
+        if path.name == "blank.png":
+            raise KeyboardInterrupt  # as Ctrl-C or SIGTERM arrives
+        return run(self, detector, path)
+
+    monkeypatch.setattr(ScanJob, "run", stopped_at_the_second)
+    page = tmp_path / "page.html"
+    files = [str(media / "astronaut.jpg"), str(media / "blank.png")]
+    code, _, _ = scan(capsys, *files, "--model", str(tiny_bundle), "--html", str(page))
+    assert code == 130
+    text = page.read_text()  # no page was written
+    assert "astronaut.jpg" in text and "interrupted after 1 of 2 files" in text
 
 
 def test_a_folders_camera_named_files_are_scanned(capsys, media, tiny_bundle, tmp_path):

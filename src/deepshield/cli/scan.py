@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepshield.cli.args import (
     check_engine_arguments,
@@ -28,6 +29,9 @@ from deepshield.cli.args import (
 from deepshield.cli.columns import aligned
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
+
+if TYPE_CHECKING:
+    from deepshield.inference.scan import ScanRow
 
 SUMMARY_FIELDS = (
     "path",
@@ -135,6 +139,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 STREAMED_FORMATS = ("jsonl", "csv")
+# A file name that is not UTF-8 reaches Python as surrogates: rows keep its bytes as they are (writing it
+# was a UnicodeEncodeError that ended the scan), and --resume reads them back to the same name.
+ROW_ERRORS = "surrogateescape"
 
 
 def _summary(row) -> dict:
@@ -168,9 +175,13 @@ def render(rows: list, fmt: str, has_synthetic: bool) -> str:
     return _table(rows, has_synthetic)
 
 
-def finished_rows(out: Path, fmt: str) -> dict[str, str]:
-    """path -> status of the rows already in a streamed output file. A last line cut short (the
-    scan was killed mid-write) is cut off the file, so that its file is scanned again."""
+def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
+    """path -> the summary of each row already in a streamed output file (its figures, not its result). A
+    last line cut short (the scan was killed mid-write) is cut off the file, so that its file is scanned
+    again."""
+    from deepshield.errors import DeepShieldError
+    from deepshield.inference.scan import ScanRow
+
     if not out.exists():
         return {}
     data = out.read_bytes()
@@ -178,9 +189,7 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
     if len(complete) < len(data):
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
-    from deepshield.errors import DeepShieldError
-
-    text = complete.decode("utf-8", errors="replace")
+    text = complete.decode("utf-8", errors=ROW_ERRORS)
     lines = text.splitlines()
     if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
         first = lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "..."
@@ -189,15 +198,16 @@ def finished_rows(out: Path, fmt: str) -> dict[str, str]:
             "version's columns: scan into a new file"
         )
     if fmt == "csv":  # read whole: a quoted path may hold a line break (splitlines also splits at U+2028)
-        return {record["path"]: record["status"] for record in csv.DictReader(io.StringIO(text, newline=""))}
+        records = list(csv.DictReader(io.StringIO(text, newline="")))
+        return {r["path"]: ScanRow.model_validate({k: v or None for k, v in r.items()}) for r in records}
     done = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            done[record["path"]] = record["status"]
-        except (ValueError, TypeError, KeyError):
+            done[record["path"]] = ScanRow.model_validate({k: record.get(k) for k in SUMMARY_FIELDS})
+        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, not an object, not a row
             raise DeepShieldError(
                 f"{out} line {number} is not a row of deepshield scan --format jsonl; --resume appends only to "
                 "such a file: scan into a new file"
@@ -281,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.errors import DeepShieldError
     from deepshield.inference.runtime import bundle_dir, checked_graph, read_card
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key
-    from deepshield.inference.scan_report import ScanPage
+    from deepshield.inference.scan_report import PageTerms, ScanPage
+    from deepshield.inference.verdict import ScoreRule
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -306,10 +317,25 @@ def run(args: argparse.Namespace) -> int:
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive, args.heatmaps)
     earlier = finished_rows(args.out, args.format) if args.resume else {}
+    page = None
+    if args.html is not None:  # a resumed scan's page shows the earlier files too, from their rows
+        page = ScanPage(
+            PageTerms(
+                model=f"{card.name} {card.version}",
+                threshold=ScoreRule.from_calibration(card.calibration, args.threshold).threshold,
+                synthetic_threshold=None
+                if card.synthetic is None
+                else ScoreRule.from_calibration(card.synthetic.calibration).threshold,
+            )
+        )
+        for row in earlier.values():
+            page.add(row, earlier=str(args.out))
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
         print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
+        if page is not None:  # a page left from another day would stand for this scan
+            page.write(args.html, "no media files found")
         # a resumed scan's exit status is its output file's: its earlier error rows still stand
-        return EXIT_OK if all(status == "ok" for status in earlier.values()) else EXIT_SOME_FAILED
+        return EXIT_OK if all(row.status == "ok" for row in earlier.values()) else EXIT_SOME_FAILED
     done = {file_key(path) for path in earlier}  # the same file however either run spelled its path
     files = [path for path in files if file_key(path) not in done]
     if earlier:
@@ -326,10 +352,9 @@ def run(args: argparse.Namespace) -> int:
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )
     rows = []
-    statuses = list(earlier.values())
+    statuses = [row.status for row in earlier.values()]
     outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
     used_stems: set[str] = set()
-    page = ScanPage(has_synthetic) if args.html is not None else None
     with contextlib.ExitStack() as stack:
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = (
@@ -354,7 +379,15 @@ def run(args: argparse.Namespace) -> int:
                     stream.flush()
 
         if files:
-            scan_all(files)
+            try:
+                scan_all(files)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the page of the files done, said to be cut short
+                if page is not None:
+                    done_now = sum(outcomes.values())
+                    page.write(
+                        args.html, f"{outcome_line(outcomes)} · interrupted after {done_now} of {len(files)} files"
+                    )
+                raise
         if args.watch:
             seen = {file_key(path) for path in files} | done
             watch = ArrivalWatch(paths, args.recursive, seen, output=args.heatmaps)
@@ -370,14 +403,14 @@ def run(args: argparse.Namespace) -> int:
         text = render(rows, args.format, has_synthetic)
         if args.out:
             try:
-                args.out.write_text(text)
+                args.out.write_text(text, encoding="utf-8", errors=ROW_ERRORS)
             except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
                 sys.stdout.write(text)
                 raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
         else:
             sys.stdout.write(text)
     if page is not None:
-        args.html.write_text(page.html(outcome_line(outcomes)), encoding="utf-8")
+        page.write(args.html, outcome_line(outcomes))
     if files or args.watch:
         print(
             f"deepshield scan: {outcome_line(outcomes)}"
@@ -426,7 +459,9 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
     if args.out is None:
         stream = sys.stdout
     else:
-        stream = stack.enter_context(open(args.out, "a" if args.resume else "w", newline=""))  # noqa: SIM115 - the ExitStack closes it
+        mode = "a" if args.resume else "w"
+        opened = open(args.out, mode, newline="", encoding="utf-8", errors=ROW_ERRORS)  # noqa: SIM115 - the ExitStack closes it
+        stream = stack.enter_context(opened)
     if args.format == "csv" and (args.out is None or stream.tell() == 0):
         stream.write(csv_header())
     return stream

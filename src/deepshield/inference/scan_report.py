@@ -5,25 +5,45 @@ suspicious frame and the line of their scores over time."""
 from __future__ import annotations
 
 import html
+import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from numpy.typing import NDArray
 
 from deepshield.inference.heatmap import jpeg_url, overlay
-from deepshield.inference.results import ImageResult, ScoringTerms, TrackResult, VideoResult, scope
+from deepshield.inference.results import ImageResult, TrackResult, VideoResult, scope
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 
 _THUMB_PX = 112  # shown at this size
-# Most severe first; within a verdict, the higher face-swap score first.
-_SEVERITY = {"likely_manipulated": 0, "inconclusive": 1, "no_signs_found": 2, "no_face": 3}
+# Most severe first: a file that could not be analysed is unknown, so it comes before the calm ones; within
+# a verdict, the file whose deciding score lies furthest above its threshold first.
+_ORDER = {"likely_manipulated": 0, "inconclusive": 1, "error": 2, "no_signs_found": 3, "no_face": 4}
 _WORDS = {
     "likely_manipulated": "Likely manipulated",
     "inconclusive": "Inconclusive",
     "no_signs_found": "No signs found",
     "no_face": "No face",
+    "error": "Not analysed",
 }
+
+
+@dataclass(frozen=True)
+class PageTerms:
+    """What the page says the files were judged by, known from the model before any file is scanned (a
+    page of failures only named no model)."""
+
+    model: str
+    threshold: float
+    synthetic_threshold: float | None  # None: the model has no synthetic-face score
+
+    @property
+    def has_synthetic(self) -> bool:
+        return self.synthetic_threshold is not None
+
+
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#17202e;background:#f4f6f9}
 h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.digest{font-family:monospace;overflow-wrap:anywhere;margin-top:4px}
@@ -32,10 +52,10 @@ h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.dig
 .file.no_signs_found{border-left-color:#1f7a3a}.file.error{border-left-color:#5b6678;background:#eef0f4}
 .head{display:flex;gap:12px;align-items:baseline;flex-wrap:wrap}.name{font-weight:700;word-break:break-all}
 .label{font-size:11px;font-weight:800;letter-spacing:.05em;padding:1px 7px;border-radius:4px;color:#fff;background:#5b6678}
-.label.likely_manipulated{background:#c0262d}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#1f7a3a}
+.label.likely_manipulated{background:#c0262d}.earlier{font-style:italic}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#1f7a3a}
 .faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px;max-width:260px}
 .face img{width:112px;height:112px;border-radius:4px}.caution{color:#9a5b00}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
-svg.line{display:block;margin-top:2px}
+svg.line{display:block;margin-top:2px}.axis{display:flex;justify-content:space-between;width:232px}
 """
 
 
@@ -43,33 +63,46 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _severity(row: ScanRow) -> tuple[int, float]:
-    if row.status != "ok" or row.verdict is None:
-        return len(_SEVERITY), 0.0
-    return _SEVERITY.get(row.verdict, len(_SEVERITY)), -(row.probability or 0.0)
+def _name(path: str) -> str:
+    """A file's path as text a page can hold: a name that is not UTF-8 (its bytes kept by Python as
+    surrogates) shows its odd bytes as \\xe9 (writing it failed and left an empty page)."""
+    return _e(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
-def _score_line(track: TrackResult, threshold: float) -> str:
-    """The person's face-swap score over the sampled frames, with the threshold dashed."""
+def _badge(label: str, driver: str | None) -> str:
+    if label == "likely_manipulated" and driver == "synthetic":
+        return "Likely AI-generated"
+    return _WORDS.get(label, label)
+
+
+def _score_line(
+    track: TrackResult, times: tuple[float, float], threshold: float, synthetic_threshold: float | None
+) -> str:
+    """The score behind the person's verdict over the sampled frames, with its threshold dashed, on the
+    video's time axis (`times`: its first and last sampled frame, both labelled): every person of a video
+    on the same axis, where each was stretched over their own time."""
     width, height = 232, 40
-    times = [point.timestamp_s for point in track.points]
-    start, span = min(times), max(max(times) - min(times), 1e-6)
+    by_synthetic = track.verdict_driver == "synthetic" and synthetic_threshold is not None
+    scores = [p.synthetic_probability if by_synthetic else p.probability for p in track.points]
+    start, span = times[0], max(times[1] - times[0], 1e-6)
     coordinates = [
-        (4 + (width - 8) * (p.timestamp_s - start) / span, height - 3 - (height - 6) * p.probability)
-        for p in track.points
+        (4 + (width - 8) * (p.timestamp_s - start) / span, height - 3 - (height - 6) * (score or 0.0))
+        for p, score in zip(track.points, scores)
     ]
-    level = height - 3 - (height - 6) * threshold
+    line_at = synthetic_threshold if by_synthetic and synthetic_threshold is not None else threshold
+    level = height - 3 - (height - 6) * line_at
     if len(coordinates) == 1:  # a person seen in one sampled frame: a polyline of one point draws nothing
         ((x, y),) = coordinates
         mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#2563eb"/>'
     else:
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
         mark = f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="1.5"/>'
-
+    what = "synthetic-face" if by_synthetic else "face-swap"
     return (
-        f'<svg class="line" width="{width}" height="{height}" role="img" aria-label="score over time">'
+        f'<svg class="line" width="{width}" height="{height}" role="img" aria-label="{what} score over time">'
         f'<line x1="0" x2="{width}" y1="{level:.1f}" y2="{level:.1f}" stroke="#c0262d" stroke-dasharray="3 3"/>'
-        f"{mark}</svg>"
+        f'{mark}</svg><div class="small muted axis"><span>{times[0]:.1f} s</span>'
+        f"<span>{what} score</span><span>{times[1]:.1f} s</span></div>"
     )
 
 
@@ -117,6 +150,8 @@ def _faces(result: ImageResult | VideoResult) -> str:
                 f"{_cautions(face.cautions)}</div>"
             )
     else:
+        sampled = [point.timestamp_s for point in result.timeline] or [0.0]
+        times = (min(sampled), max(sampled))
         people = sorted(
             enumerate(result.tracks, start=1),
             key=lambda pair: suspicion(
@@ -135,11 +170,12 @@ def _faces(result: ImageResult | VideoResult) -> str:
                 continue
             crop, heat = _thumbnails(track.crop, track.heatmap)
             counted = "" if track.counted else " (not counted)"
+            line = _score_line(track, times, result.threshold, synthetic_threshold)
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
                 f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
                 f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver)}{counted}, "
-                f"peak at {track.peak_timestamp_s:.1f} s{_cautions(track.cautions)}{_score_line(track, result.threshold)}</div>"
+                f"peak at {track.peak_timestamp_s:.1f} s{_cautions(track.cautions)}{line}</div>"
             )
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
 
@@ -148,23 +184,42 @@ def _digest(row: ScanRow) -> str:
     return "" if row.sha256 is None else f'<div class="small muted digest">SHA-256 {row.sha256}</div>'
 
 
-def _file(row: ScanRow) -> str:
-    result = row.result
-    if row.status != "ok" or result is None:
-        return (
-            f'<div class="file error"><div class="head"><span class="name">{_e(row.path)}</span></div>'
-            f"{_e(row.error)}{_digest(row)}</div>"
-        )
-    verdict = result.verdict
+def _head(row: ScanRow, label: str, facts: list[str]) -> str:
+    return (
+        f'<div class="head"><span class="name">{_name(row.path)}</span>'
+        f'<span class="label {_e(label)}">{_e(_badge(label, row.verdict_driver))}</span>'
+        f'<span class="muted">{_e(" · ".join(facts))}</span></div>'
+    )
+
+
+def _facts(row: ScanRow) -> list[str]:
     noun = "person" if row.kind == "video" else "face"
     count = row.faces or 0
     facts = [row.kind or "", f"{count} {noun if count == 1 else ('people' if noun == 'person' else 'faces')}"]
-    if verdict.probability is not None:
-        facts.append(f"face-swap {shown_probability(verdict.probability)}")
-    if verdict.synthetic_probability is not None:
-        facts.append(f"synthetic-face {shown_probability(verdict.synthetic_probability)}")
+    if row.probability is not None:
+        facts.append(f"face-swap {shown_probability(row.probability)}")
+    if row.synthetic_probability is not None:
+        facts.append(f"synthetic-face {shown_probability(row.synthetic_probability)}")
     if row.part:
         facts.append(f"part {row.part}")
+    return facts
+
+
+def _file(row: ScanRow, earlier: str | None = None) -> str:
+    """A file's card; `earlier`: the output file an earlier run of the scan wrote the row to (a resumed
+    scan's page held only the files of its own run)."""
+    result = row.result
+    if row.status != "ok":
+        return f'<div class="file error">{_head(row, "error", [])}{_e(row.error)}{_digest(row)}</div>'
+    label = row.verdict or "no_face"
+    if result is None:  # a row read back from --out: its figures, not its faces
+        note = f"Scanned in an earlier run of this scan (rows in {earlier}): its faces are not on this page."
+        return (
+            f'<div class="file {_e(label)}">{_head(row, label, _facts(row))}'
+            f'<div class="small muted earlier">{_e(note)}</div>{_digest(row)}</div>'
+        )
+    verdict = result.verdict
+    facts = _facts(row)
     if isinstance(result, VideoResult) and result.video.has_audio:
         facts.append("sound not analysed")
     metadata = result.metadata
@@ -177,9 +232,7 @@ def _file(row: ScanRow) -> str:
             "a claim, not scored.</div>"
         )
     return (
-        f'<div class="file {_e(verdict.label)}"><div class="head"><span class="name">{_e(row.path)}</span>'
-        f'<span class="label {_e(verdict.label)}">{_e(_WORDS.get(verdict.label, verdict.label))}</span>'
-        f'<span class="muted">{_e(" · ".join(facts))}</span></div>'
+        f'<div class="file {_e(verdict.label)}">{_head(row, verdict.label, facts)}'
         f'<div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}{_digest(row)}</div>'
     )
 
@@ -188,26 +241,59 @@ class ScanPage:
     """The page, built a file at a time: each row is drawn as it arrives and its pixels let go, so a long
     scan holds a page of HTML, not every face."""
 
-    def __init__(self, has_synthetic: bool) -> None:
-        self.has_synthetic = has_synthetic  # the model gives the synthetic-face score (known with no file scored)
+    def __init__(self, terms: PageTerms) -> None:
+        self.terms = terms
         self._files: list[tuple[tuple[int, float], int, str]] = []
-        self._terms: ScoringTerms | None = None
+        self.earlier = 0  # files shown from an earlier run's rows
 
-    def add(self, row: ScanRow) -> None:
-        if self._terms is None and row.result is not None:
-            self._terms = row.result
-        self._files.append((_severity(row), len(self._files), _file(row)))
+    def _place(self, row: ScanRow) -> tuple[int, float]:
+        """Most severe first, then by how far the score behind the verdict lies above its threshold (the
+        synthetic-face score's for a file it decided: files were ordered by the face-swap score alone)."""
+        if row.status != "ok":
+            return _ORDER["error"], 0.0
+        label = row.verdict or "no_face"
+        if label == "no_face" or row.probability is None:
+            return _ORDER["no_face"], 0.0
+        _, _, margin = suspicion(
+            label,  # type: ignore[arg-type]
+            "synthetic" if row.verdict_driver == "synthetic" else "manipulation",
+            row.probability,
+            row.synthetic_probability,
+            self.terms.threshold,
+            self.terms.synthetic_threshold,
+        )
+        return _ORDER.get(label, len(_ORDER)), -margin
+
+    def add(self, row: ScanRow, earlier: str | None = None) -> None:
+        """A row of this run, or (`earlier`: the output file it was read from) of an earlier run."""
+        self.earlier += earlier is not None
+        self._files.append((self._place(row), len(self._files), _file(row, earlier)))
 
     def html(self, outcome: str) -> str:
         """The page, most suspicious files first (`outcome`: the scan's summary line)."""
-        terms = self._terms
-        model = "" if terms is None else f"model {terms.model} · threshold {shown_probability(terms.threshold)} · "
+        terms = self.terms
+        said = [outcome]
+        if self.earlier:
+            said.append(f"{self.earlier} earlier file{'' if self.earlier == 1 else 's'} shown from their rows")
+        synthetic = (
+            f" · synthetic-face threshold {shown_probability(terms.synthetic_threshold)}"
+            if terms.synthetic_threshold is not None
+            else ""
+        )
+        said.append(f"model {terms.model} · threshold {shown_probability(terms.threshold)}{synthetic}")
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         body = "".join(fragment for _, _, fragment in sorted(self._files))
         return (
             f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
-            f'<div class="muted">{_e(outcome)} · {_e(model)}made {made}</div>'
-            f'<p class="small muted">{_e(scope(self.has_synthetic))} No signs found does not prove a file authentic; '
+            f'<div class="muted">{_e(" · ".join(said))} · made {made}</div>'
+            f'<p class="small muted">{_e(scope(terms.has_synthetic))} No signs found does not prove a file authentic; '
             f"heatmaps show where the model saw evidence (red), not a map of the edit.</p>{body}</body></html>\n"
         )
+
+    def write(self, path: os.PathLike[str] | str, outcome: str) -> None:
+        """Write the page whole or not at all: a page cut short by a failure kept no earlier page either."""
+        part = f"{os.fspath(path)}.part"
+        with open(part, "w", encoding="utf-8") as handle:
+            handle.write(self.html(outcome))
+        os.replace(part, path)
