@@ -471,6 +471,32 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
     assert halved[0].scale == 2 and halved[0].image.shape == expected[::2, ::2].shape
 
 
+def test_sampled_frames_are_not_kept_alive_by_their_side_data(tmp_path):
+    # Reading every sampled frame's display matrix tied each decoded frame to PyAV's side-data container in
+    # a reference cycle: their pictures stayed until a garbage collection (8K, 32 frames: 3.1 GB peak, 1.5 before).
+    import gc
+
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(-90)
+        for _ in range(24):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pattern(64, 96), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    gc.collect()
+    gc.disable()
+    try:
+        info, frames = sample_frames(path, 8)
+        alive = sum(isinstance(thing, av.VideoFrame) for thing in gc.get_objects())
+    finally:
+        gc.enable()
+    assert info.rotation == 90 and len(frames) == 8 and frames[0].image.shape == (96, 64, 3)
+    assert alive <= 1  # the first frame, whose side data gave the file's orientation
+
+
 @pytest.mark.parametrize(
     ("matrix", "shown", "rotation"),
     [

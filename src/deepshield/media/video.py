@@ -284,6 +284,8 @@ def _display_orientation(frame: av.VideoFrame) -> tuple[int, bool] | None:
 
 
 def _with_frame_rotation(info: VideoInfo, frame: av.VideoFrame) -> VideoInfo:
+    """`info` with the orientation of the file's first decoded frame (one frame per file is left in a
+    reference cycle by reading its side data, until the next garbage collection)."""
     orientation = _display_orientation(frame)
     return info if orientation is None else replace(info, rotation=orientation[0], mirrored=orientation[1])
 
@@ -376,7 +378,10 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
         # Widening anamorphic pixels interpolates; reducing area-averages.
         interpolation = "AREA" if scale > 1 else "BICUBIC"
         image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=interpolation)
-    rotation, mirrored = _display_orientation(frame) or (info.rotation, info.mirrored)
+    # The file's first frame set the orientation (players take it from the stream): reading each frame's
+    # side data ties the frame and PyAV's side-data container in a reference cycle, which kept every
+    # sampled frame's decoded picture until a garbage collection (8K, 32 frames: 3.1 GB peak, from 1.5).
+    rotation, mirrored = info.rotation, info.mirrored
     if mirrored:
         image = np.ascontiguousarray(image[:, ::-1])
     quarter_turns = round(rotation / 90) % 4
