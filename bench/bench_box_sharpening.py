@@ -10,8 +10,9 @@ Each photo whose detector finds exactly one face alone is scaled so that its fac
 uniformly from `--widths` and pasted at a random place into a grey frame of each size. In the frame, the
 detection nearest the photo's own box (scaled and moved with it) is that face. Per frame size and rule it
 prints the box's error (mean absolute corner offset from the photo's own box, as a share of the face's
-width) and how far the face's score moved from the photo's own (absolute logit difference), each a mean
-with a 95% bootstrap interval over photos; the two rules see the same frames.
+width) and how far the face's score moved from the photo's own (absolute difference of the calibrated
+logits, log(p / (1 - p)): the network's logit over the card's temperature), each a mean with a 95%
+bootstrap interval over photos; the two rules see the same frames.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ RULES = ("sharpened (shipped)", "whole-image box (baseline)")
 
 
 def logit(probability: float) -> float:
+    """The calibrated logit: the network's own divided by the card's temperature."""
     p = min(max(probability, 1e-6), 1 - 1e-6)
     return float(np.log(p / (1 - p)))
 

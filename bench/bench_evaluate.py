@@ -3,8 +3,9 @@
     python bench/bench_evaluate.py [BUNDLE] [--data DEV_EVAL_DIR] [--frames 32]
         [--perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5] [--bootstrap 1000] [--out REPORT_DIR] [--limit N]
 
-BUNDLE defaults to the shipped model (src/deepshield/models/default/). Both parts of dev-eval are
-scored in one run: face-edits/{real,fake} (images) and dfdc-sample (DFDC videos, --frames per video);
+BUNDLE defaults to the shipped model (src/deepshield/models/default/). Every part of dev-eval is
+scored in one run: face-edits/{real,fake} (images), dfdc-sample (DFDC videos, --frames per video) and
+modern-swaps/{real,fake} (photos and videos of current swap tools, the shipped model's weakest set);
 files listed in a metadata.json but absent are counted as unreadable, not scored. Nothing is tuned
 here: the bundle's own threshold, temperature and the detector's video rule are used as they are.
 The full report (HTML, metrics.json, scores.csv) is written to REPORT_DIR. Wall time includes
@@ -33,7 +34,7 @@ from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.training.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("face-edits", "dfdc-sample")
+PARTS = ("face-edits", "dfdc-sample", "modern-swaps")  # every part: modern-swaps was left out
 DEFAULT_PERTURB = ["jpeg:90,70,50", "resize:0.5", "blur:1.5", "noise:5"]
 
 

@@ -11,11 +11,11 @@ inherits another's memory) with the shipped bundle, or --model BUNDLE, and measu
 - `/healthz` latency (new connection each) and an analysis from another client address while 110
   half-open connections and 18 slow (1 byte/s) uploads are open.
 
-Every client targets 127.0.0.1 only, is bounded in count and time, and stops by itself. The script
-uses only what every version of the server has, so that the same run measures an older checkout:
+Every client targets 127.0.0.1 only, is bounded in count and time, and stops by itself. It measures
+this checkout (its test helpers start the server; an older checkout's code lacks them, so a "before" is
+measured by running this script in that checkout's own history, not by pointing PYTHONPATH at it):
 
     python bench/bench_hostile.py [--model BUNDLE]
-    PYTHONPATH=/tmp/old/src python bench/bench_hostile.py   # "before": another checkout's code
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark `scan` on Ray: throughput of the local engine against Ray on this machine (the Ray
 overhead), and Ray with 1 against 2 workers (the speed-up).
 
-    python bench/bench_ray.py [--images 60] [--size 512] [--model BUNDLE] [--repeat 2]
+    python bench/bench_ray.py [--images 60] [--size 512] [--model BUNDLE] [--repeat 3]
 
 Inputs, made on the fly: `--images` JPEGs of the scikit-image astronaut (one face each; shifted,
 mirrored and tinted so that no two are the same file). Model: `--model`, else the shipped bundle

@@ -48,7 +48,8 @@ def pss_gb(pid: int) -> float:
 
 def peak_memory(settings: list[str], log: Path) -> tuple[float, float]:
     """(peak summed PSS, the trainer's PSS at that moment), in GB."""
-    command = [".venv/bin/deepshield", "train"] + [arg for s in settings for arg in ("--set", s)]
+    # This interpreter's deepshield (`.venv/bin/deepshield` was looked up in the working folder).
+    command = [sys.executable, "-m", "deepshield.cli.main", "train"] + [arg for s in settings for arg in ("--set", s)]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         peak = (0.0, 0.0)
@@ -57,8 +58,9 @@ def peak_memory(settings: list[str], log: Path) -> tuple[float, float]:
             total = trainer + sum(pss_gb(child) for child in children(process.pid))
             peak = max(peak, (total, trainer))
             time.sleep(0.5)
-    if process.returncode:
-        raise SystemExit(f"training failed (rc {process.returncode}): see {log}")
+    if process.returncode:  # the log is in a folder removed on the way out: its end is shown here
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise SystemExit(f"training failed (rc {process.returncode}); the end of its log:\n{tail}")
     return peak
 
 
@@ -77,7 +79,6 @@ def main() -> None:
             (faces / path.name).symlink_to(path.resolve())
         common = [
             f'data.real_dirs=["{faces}"]',
-            f"data.cache_dir={work}/cache",
             "data.benchmarks=[]",
             f"model.input_size={args.size}",
             f"optim.epochs={args.epochs}",
@@ -91,7 +92,10 @@ def main() -> None:
         for workers in (0, 1):
             run = Path(work) / f"workers-{workers}"
             total, trainer = peak_memory(
-                [*common, f"run_dir={run}", f"data.loader_workers={workers}"], Path(f"{run}.log")
+                # Each run builds its own face bank: with a shared cache only the first run built it, and
+                # the second (with a worker) was measured without that work.
+                [*common, f"run_dir={run}", f"data.cache_dir={run}-cache", f"data.loader_workers={workers}"],
+                Path(f"{run}.log"),
             )
             rows.append((workers, total, trainer))
             print(f"loader_workers={workers}: peak {total:.2f} GB (trainer {trainer:.2f} GB)", flush=True)

@@ -161,9 +161,13 @@ def main() -> int:
     worst = max(abs(flagged[d, True] - upright) for d in TURN_DEGREES)
     cost = statistics.median(results[0, True].detect_ms) / statistics.median(results[0, False].detect_ms)
     print(
-        f"\nflagged share, turned against upright, with the search: at most {100 * worst:.1f} points apart (target 2)"
+        f"\nflagged share, turned against upright, with the search: at most {100 * worst:.1f} points apart "
+        f"(target <= 2: {'met' if 100 * worst <= 2 else 'missed'})"
     )
-    print(f"upright photos' detection time with the search: {cost:.2f} x the baseline's median (target <= 1.10)")
+    print(
+        f"upright photos' detection time with the search: {cost:.2f} x the baseline's median "
+        f"(target <= 1.10: {'met' if cost <= 1.10 else 'missed'})"
+    )
     if args.videos:
         videos(root, args.videos, classifier, faces, args.frames)
     return 0
