@@ -430,6 +430,9 @@ def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(
     resumed = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache")).run(resume=True)
     first = resumed.progress.history[0]
     assert [h["epoch"] for h in resumed.progress.history] == [0, 1]
+    # MLflow params are write-once: the resumed run's own max_steps is kept beside the first one.
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'd.db'}").get_run(resumed.progress.run_id)
+    assert run.data.params["max_steps"] == "4" and run.data.tags["changed.max_steps"] == "None"
     assert np.isfinite(first["train_loss"]) and first["images_per_s"] > 0 and "val_auc" in first
 
 

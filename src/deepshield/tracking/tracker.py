@@ -135,12 +135,16 @@ class MlflowTracker:
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
+        from mlflow.entities import RunTag
+
         existing = self.client.get_run(self.run_id).data.params
-        items = [
-            Param(k, v) for k, v in flatten(params, leaf=lambda v: str(v)[:6000]).items() if k not in existing
-        ]  # params are write-once
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        flat = flatten(params, leaf=lambda v: str(v)[:6000])
+        items = [Param(k, v) for k, v in flat.items() if k not in existing]
+        # Params are write-once: a value changed since (a resumed run's max_steps, threads, device) is kept as
+        # the tag `changed.<key>`, the last value given (the params kept saying the first).
+        changed = [RunTag(f"changed.{k}", v) for k, v in flat.items() if k in existing and existing[k] != v]
+        for start in range(0, max(len(items), len(changed)), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100], tags=changed[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._guarded(lambda: self._log_metrics(metrics, step), "logging metrics")
