@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from deepshield.errors import exit_status
+from deepshield.errors import DeepShieldError, exit_status
+from deepshield.training.config import load_config, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = {"dfdc_sample": "face", "modern_swaps": "file", "face_edits": "file"}  # the level each set is reported at
@@ -48,20 +48,25 @@ def recipe_and_seed(name: str) -> tuple[str, int]:
     return (recipe, int(seed)) if recipe and seed.isdigit() else (name, 0)
 
 
+def assignments(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> list[str]:
+    """The recipe's `--set` assignments for `deepshield train`."""
+    settings = {
+        "run_dir": str(args.out / run_name(name, seed)),
+        "tracking.run_name": f"study-{run_name(name, seed)}",
+        "seed": seed,
+        **overrides,
+    }
+    return [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in settings.items()]
+
+
 def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> None:
     run_dir = args.out / run_name(name, seed)
     if (run_dir / "bundle" / "model_card.json").is_file():
         print(f"study: {run_name(name, seed)} done", flush=True)
         return
     command = [str(Path(sys.executable).with_name("deepshield")), "train", "--config", str(args.base), "--resume"]
-    settings = {
-        "run_dir": str(run_dir),
-        "tracking.run_name": f"study-{run_name(name, seed)}",
-        "seed": seed,
-        **overrides,
-    }
-    for key, value in settings.items():
-        command += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    for assignment in assignments(name, overrides, seed, args):
+        command += ["--set", assignment]
     print("study: " + " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
 
@@ -225,12 +230,19 @@ def main() -> int:
         help="other run folders to table and plot beside the study's (e.g. a longer run)",
     )
     args = parser.parse_args()
-    runs = yaml.safe_load(args.runs.read_text())
+    runs = load_yaml(args.runs.read_text())  # a recipe named twice is refused (the second replaced the first)
     chosen = args.only or list(runs)
     unknown = [n for n in chosen if n not in runs]
     if unknown:
         parser.error(f"unknown runs {unknown}; known: {list(runs)}")
     if not args.report_only:
+        # Every recipe's settings checked before any trains: a misspelt key failed only when its recipe's
+        # turn came, after hours of the recipes before it.
+        for name in chosen:
+            try:
+                load_config(args.base, assignments(name, runs[name] or {}, args.seed, args))
+            except DeepShieldError as exc:
+                raise DeepShieldError(f"recipe {name} in {args.runs}: {exc}") from None
         for name in chosen:
             train(name, runs[name] or {}, args.seed, args)
     names = [run_name(n, s) for n in runs for s in range(0, 4)]

@@ -508,8 +508,9 @@ def test_split_is_group_aware_stratified_and_seeded():
     assert apply_split(records, (0.8, 0.1, 0.1), seed=0) == split
     assert apply_split(records, (0.8, 0.1, 0.1), seed=1) != split
     assert parse_ratios("0.7,0.3") == (0.7, 0.3, 0.0)
-    with pytest.raises(DeepShieldError):
-        parse_ratios("0.5,0.1,0.1")
+    for bad in ("0.5,0.1,0.1", "nan,1,1", "inf,0,0"):  # nan passed every comparison, to a crash after extraction
+        with pytest.raises(DeepShieldError, match="expected train,val,test fractions"):
+            parse_ratios(bad)
 
 
 # -------------------------------------------------------------------------------------------- CLI

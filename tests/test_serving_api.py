@@ -1065,6 +1065,11 @@ def test_settings_come_from_the_environment():
     ):
         ServerSettings.from_env({"DEEPSHIELD_API_KEYS": "k"})
     assert ServerSettings.from_env({"DEEPSHIELD_DATA_ROOT": "/data"}) == ServerSettings()
+    # A misspelt prefix too: DEEPSHEILD_API_KEY started the server with no key; other variables are left alone.
+    for misspelt in ("DEEPSHEILD_API_KEY", "DEEP_SHIELD_API_KEY"):
+        with pytest.raises(ValueError, match=rf"{misspelt} \(did you mean DEEPSHIELD_API_KEY\?\)"):
+            ServerSettings.from_env({misspelt: "k"})
+    assert ServerSettings.from_env({"PATH": "/usr/bin", "API_KEY": "k", "SHELL": "/bin/sh"}) == ServerSettings()
     # inf is no limit (a TTL of inf made every unknown job's 404 a 500), and finished jobs need room.
     with pytest.raises(ValueError, match=r"job_ttl_s .*finite"):
         ServerSettings.from_env({"DEEPSHIELD_JOB_TTL_S": "inf"})

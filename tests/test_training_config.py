@@ -167,3 +167,94 @@ def test_every_committed_study_run_is_a_valid_configuration(base, runs):
             raise AssertionError(f"{runs}: {name}: {error}") from error
     for config in ("gpu.toml", "cross-codec.toml", "sbi-codec.toml"):
         load_config(STUDY / config)
+
+
+def test_a_section_given_whole_keeps_the_keys_it_leaves_out(tmp_path):
+    # `optim: {lr: ...}` in --params (a search's best.yaml) or --set reset every other optim key to the
+    # model's default: default.toml's optim.epochs 5 became 6.
+    default = load_config()
+    params = tmp_path / "best.yaml"
+    params.write_text("optim: {lr: 1.0e-3}\n")
+    for config in (load_config(params=params), load_config(None, ['optim={"lr": 0.001}'])):
+        assert config.optim.lr == 1e-3 and config.optim.epochs == default.optim.epochs
+    params.write_text("1: 2\n")
+    with pytest.raises(DeepShieldError, match="key 1 is not a setting's name"):
+        load_config(params=params)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("dup.yaml", "optim:\n  lr: 1.0e-3\n  epochs: 3\noptim:\n  lr: 4.0e-4\n", "line 4.*'optim' is given twice"),
+        ("dup.json", '{"seed": 1, "seed": 2}', "'seed' is given twice"),
+    ],
+)
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path, name, text, message):
+    # YAML and JSON kept the last of two sections without a word (the first optim section was gone).
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DeepShieldError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.samples_per_epoch=3", "an epoch would take no step"),  # it exported the untrained network
+        ("optim.lr=Infinity", "optim.lr"),  # a whole epoch trained to NaN scores
+        ("threads=-1", "threads"),
+        ("max_steps=0", "max_steps"),
+        ("data.limit_per_folder=0", "data.limit_per_folder"),  # 0 meant all, -1 dropped each folder's last file
+        ("data.group_pattern=(unclosed", "data.group_pattern: .*not a regular expression"),
+        ("data.group_pattern=person", "data.group_pattern: .*needs a group"),
+    ],
+)
+def test_values_that_would_fail_late_or_silently_are_refused_when_the_settings_load(override, message):
+    with pytest.raises(DeepShieldError, match=message):
+        load_config(None, [override])
+
+
+def test_a_configured_folder_that_is_not_there_is_refused_before_the_face_bank(tmp_path):
+    from deepshield.training.trainer import Trainer
+
+    real = tmp_path / "real"
+    real.mkdir()
+    config = load_config(
+        None,
+        [
+            f'data.real_dirs=["{real}"]',
+            f'data.benchmarks=["{tmp_path / "dev-eval" / "dfdc-sampel"}"]',
+            f"run_dir={tmp_path / 'run'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "tracking.enabled=false",
+        ],
+    )
+    with pytest.raises(DeepShieldError, match=r"benchmark .*dfdc-sampel not found"):
+        Trainer(config).run()
+    assert not (tmp_path / "cache").exists()  # refused before any face was detected
+
+
+def test_train_takes_its_folder_flags_as_they_are_typed(tmp_path, monkeypatch):
+    # --run-dir 2024 was read as JSON, the number 2024: "run_dir: Input is not a valid path".
+    import argparse
+
+    from deepshield.cli import train
+
+    seen = {}
+    monkeypatch.setattr(
+        "deepshield.training.trainer.Trainer.run", lambda self, resume=False: seen.setdefault("config", self.config)
+    )
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        config=None, overrides=["tracking.enabled=false"], data_dir=None, params=None, run_dir=Path("2024"),
+        tracking_uri="null", no_tracking=False, resume=False,
+    )  # fmt: skip
+    with pytest.raises(AttributeError):  # the stubbed run returns no TrainResult: the settings are what is asserted
+        train.run_train(args)
+    assert seen["config"].run_dir == Path("2024") and seen["config"].tracking.uri == "null"
+
+
+def test_a_search_space_can_name_the_synthetic_sections_keys():
+    from deepshield.tuning.space import check_keys
+
+    check_keys(["synthetic.mode", "synthetic.limit_per_folder"], "search space")  # "not a training-config key"

@@ -86,6 +86,13 @@ def test_handler_parameters_and_results(monkeypatch, tmp_path):
     }
     with pytest.raises(DeepShieldError, match="not a training-config key"):
         integration.train_trial(context, **{"optim.lrate": 1.0})
+    # Parameters from the task that are not dotted: a setting is applied, a misspelt one refused.
+    context.parameters = {"optim.lr": "1e-3", "max_steps": 3}
+    integration.train_trial(context, out_dir=str(tmp_path))
+    assert seen["config"].max_steps == 3  # it was dropped unread
+    context.parameters = {"optim.lr": "1e-3", "budgett": {"optim.epochs": 1}}
+    with pytest.raises(DeepShieldError, match="budgett"):
+        integration.train_trial(context, out_dir=str(tmp_path))
 
 
 def test_a_trial_logs_every_metric_a_selector_can_name_and_its_exported_epoch():

@@ -58,6 +58,8 @@ def test_space_toml_and_grid(tmp_path):
         ("optim.epochs: [1, 2]\nbudget: {optim.epochs: 1}\n", "both searched and fixed"),
         ("budget: {optim.epochs: 1}\n", "no parameter to search"),
         ("optim.lr: {low: 1, high: 2, mean: 3}\n", "unknown field"),
+        ('optim.lr: {low: 1.0e-4, high: 1.0e-2, log: "false"}\n', "log must be true or false"),  # bool("false")
+        ("optim.lr: {values: [1.0e-4, 1.0e-3], log: true}\n", "lists its values with other fields"),
     ],
 )
 def test_space_errors(tmp_path, text, message):
@@ -71,6 +73,9 @@ def test_space_values_checked_against_config():
     space = parse_space({"optim.batch_size": [1, 8]})  # batch_size >= 2
     with pytest.raises(DeepShieldError, match="invalid training configuration"):
         check_against(space, load_config())
+    # A float step on an int setting: both bounds are integers, the grid between them is not.
+    with pytest.raises(DeepShieldError, match=r"optim.epochs': 1.5"):
+        check_against(parse_space({"optim.epochs": {"low": 1, "high": 4, "step": 0.5}}), load_config())
     # One line, with the key: not pydantic's multi-line report and its URL.
     with pytest.raises(DeepShieldError) as raised:
         check_against(parse_space({"model.backbone": ["resnet", "tiny"]}), load_config())

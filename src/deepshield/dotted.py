@@ -39,6 +39,29 @@ def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def merge_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """set_dotted, but a section given whole (`optim: {lr: 1e-3}` in --params, `--set 'optim={"lr": 1e-3}'`)
+    sets the keys it names and keeps the rest: it replaced the section, every key it left out back to the
+    model's default (default.toml's optim.epochs 5 became 6)."""
+    if isinstance(value, dict) and value:
+        for sub, leaf in flatten(value).items():
+            set_dotted(mapping, f"{key}.{sub}", leaf)
+    elif isinstance(value, dict):
+        set_dotted(mapping, key, get_dotted(mapping, key) or {})
+    else:
+        set_dotted(mapping, key, value)
+
+
+def get_dotted(mapping: dict[str, Any], key: str) -> Any:
+    """mapping["a"]["b"] for key "a.b"; None where any part is missing."""
+    node: Any = mapping
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def parse_value(text: str) -> Any:
     """A value typed on the command line: JSON when it parses (numbers, booleans, lists, null), else the plain string."""
     try:

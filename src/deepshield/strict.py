@@ -11,7 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are refused as numbers: optim.lr=Infinity trained a whole epoch to NaN scores.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _ordered_within(minimum: float, maximum: float) -> AfterValidator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -48,10 +49,11 @@ def run_train(args: argparse.Namespace) -> int:
     from deepshield.training.trainer import Trainer
 
     overrides = config_overrides(args)
+    # As JSON strings: a value read as JSON otherwise (--run-dir 2024 was the number 2024, --tracking-uri null None).
     if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
+        overrides.append(f"run_dir={json.dumps(str(args.run_dir))}")
     if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
+        overrides.append(f"tracking.uri={json.dumps(args.tracking_uri)}")
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)

@@ -8,6 +8,7 @@ split's real/fake balance close to the dataset's wherever the group sizes allow.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,12 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
         raise DeepShieldError(f"--split {text!r}: expected numbers like 0.8,0.1,0.1") from exc
     if len(values) == 2:
         values.append(0.0)
-    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 0.01 or values[0] <= 0:
+    if (
+        len(values) != 3
+        or not all(math.isfinite(v) and v >= 0 for v in values)  # nan passed every comparison
+        or abs(sum(values) - 1.0) > 0.01
+        or values[0] <= 0
+    ):
         raise DeepShieldError(f"--split {text!r}: expected train,val,test fractions, train > 0, summing to 1")
     total = sum(values)
     return (values[0] / total, values[1] / total, values[2] / total)

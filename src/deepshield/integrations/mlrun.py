@@ -86,7 +86,9 @@ def train_trial(
     from deepshield.tuning.space import _yaml_number, apply_values, check_keys
 
     # Newer MLRun passes unnamed parameters through **params; older ones only through context.parameters.
-    values = {k: v for k, v in _context_params(context).items() if k not in RESERVED and "." in k}
+    # Every other parameter is a training setting, checked as such: top-level keys (max_steps, threads) were
+    # dropped unread, and a misspelt task parameter (budgett, out-dir) too.
+    values = {k: v for k, v in _context_params(context).items() if k not in RESERVED}
     values.update(params)
     values = {k: _yaml_number(v) for k, v in values.items()}
     check_keys(values, "MLRun hyperparameters")

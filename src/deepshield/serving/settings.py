@@ -99,6 +99,11 @@ class ServerSettings(BaseModel):
         # A misspelt variable is an error, as an unknown key is: DEEPSHIELD_API_KEYS started a server with no key.
         known = {env_name(name) for name in cls.model_fields} | {DATA_DIR_ENV}
         unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+        # A misspelt prefix too (DEEPSHEILD_API_KEY started a server with no key): a name this close to a
+        # setting's, under another prefix, is refused as well.
+        unknown += sorted(
+            name for name in environ if not name.startswith(ENV_PREFIX) and get_close_matches(name, known, 1, 0.85)
+        )
         if unknown:
             hints = [
                 f"{name}{f' (did you mean {close[0]}?)' if (close := get_close_matches(name, known, 1)) else ''}"

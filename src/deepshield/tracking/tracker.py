@@ -133,9 +133,7 @@ class MlflowTracker:
         self._guarded(lambda: self._log_params(params), "logging the parameters")
 
     def _log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        from mlflow.entities import RunTag
+        from mlflow.entities import Param, RunTag
 
         existing = self.client.get_run(self.run_id).data.params
         flat = flatten(params, leaf=lambda v: str(v)[:6000])

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from deepshield.dotted import flatten, parse_assignment, set_dotted
+from deepshield.dotted import flatten, merge_dotted, parse_assignment
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain
@@ -53,7 +54,7 @@ class DataConfig(StrictModel):
     group_pattern: str | None = Field(
         None, description="regex on file names; its first group is the identity (others: one identity per file)"
     )
-    limit_per_folder: int | None = None
+    limit_per_folder: int | None = Field(None, ge=1, description="at most this many faces a folder (0 was all of them)")
     max_padding_fraction: float | None = Field(
         None,
         gt=0,
@@ -83,6 +84,20 @@ class DataConfig(StrictModel):
     loader_workers: int = Field(1, ge=0)
     bank_workers: int = Field(2, ge=1)
 
+    @field_validator("group_pattern")
+    @classmethod
+    def _a_pattern_with_a_group(cls, pattern: str | None) -> str | None:
+        """Compiled when the settings load: a bad one failed with re.error's traceback after the face bank."""
+        if pattern is None:
+            return None
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError("needs a group, the identity: e.g. ^(person\\d+)_")
+        return pattern
+
     @model_validator(mode="after")
     def _donors_go_together(self) -> DataConfig:
         if (self.donor_fraction > 0) != bool(self.donor_dirs):
@@ -92,6 +107,18 @@ class DataConfig(StrictModel):
     def data_root(self) -> Path | None:
         root = self.root or (Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else None)
         return root.expanduser() if root else None
+
+    def check_paths(self) -> None:
+        """Every configured folder found, before any slow work: a misspelt benchmark was reported only
+        after the face bank (12k face detections with default.toml) had been built."""
+        for what, paths in (
+            ("real-face folder or packed face bank", self.real_dirs),
+            ("prepared dataset", self.datasets),
+            ("benchmark", self.benchmarks),
+            ("donor-face folder", self.donor_dirs),
+        ):
+            for path in paths:
+                self.locate(path, what)
 
     def locate(self, path: Path, what: str) -> Path:
         """A configured path on this machine: absolute as written; relative under the data root."""
@@ -185,6 +212,16 @@ class OptimConfig(StrictModel):
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     checkpoint_every_steps: int = Field(50, ge=1, description="mid-epoch checkpoints, so a kill loses little work")
+
+    @model_validator(mode="after")
+    def _a_batch_at_least(self) -> OptimConfig:
+        # Fewer samples than a batch took no step at all, and exported the untrained network.
+        if self.samples_per_epoch < self.batch_size:
+            raise ValueError(
+                f"optim.samples_per_epoch ({self.samples_per_epoch}) is below optim.batch_size ({self.batch_size}): "
+                "an epoch would take no step"
+            )
+        return self
 
 
 class AugmentConfig(StrictModel):
@@ -322,8 +359,8 @@ class TrainConfig(StrictModel):
     seed: int = 0
     run_dir: Path = Path("runs/default")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda: mixed precision (bfloat16) on the first GPU")
-    threads: int | None = Field(None, description="torch intra-op threads (default: all cores)")
-    max_steps: int | None = Field(None, description="stop after this many optimisation steps (smoke runs)")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: all cores)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimisation steps (smoke runs)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
@@ -459,6 +496,41 @@ def _portable_path(value: str) -> str:
         return path.name
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (json keeps the last of two, silently)."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ValueError(f"key {key!r} is given twice")
+        mapping[key] = value
+    return mapping
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as safe_load reads it, but a key given twice in one mapping is an error naming it and its line
+    (safe_load kept the last: a second `optim:` section dropped the first without a word; TOML refuses)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=True)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     if not path.is_file():
         raise DeepShieldError(f"{what} {path} does not exist")
@@ -471,9 +543,9 @@ def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
         if path.suffix == ".toml":
             mapping = tomllib.loads(text)
         elif path.suffix == ".json":
-            mapping = json.loads(text)
+            mapping = json.loads(text, object_pairs_hook=_unique_keys)
         else:
-            mapping = yaml.safe_load(text) or {}
+            mapping = load_yaml(text) or {}
     except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -489,9 +561,11 @@ def load_config(path: Path | None = None, overrides: Sequence[str] = (), params:
     mapping = _read_mapping(path or DEFAULT_CONFIG)
     if params is not None:
         for key, value in _read_mapping(params).items():
-            set_dotted(mapping, key, value)
+            if not isinstance(key, str):  # YAML reads `1: 2` as an int key
+                raise DeepShieldError(f"config file {params}: key {key!r} is not a setting's name")
+            merge_dotted(mapping, key, value)
     for item in overrides:
-        set_dotted(mapping, *parse_assignment(item))
+        merge_dotted(mapping, *parse_assignment(item))
     return validate_config(mapping)
 
 

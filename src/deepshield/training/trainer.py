@@ -254,6 +254,8 @@ class Trainer:
             raise DeepShieldError("device cuda asked for, but torch sees no GPU")
         parent = self._frozen_parent()
         config = self.config
+        if parent is None:  # frozen mode trains on the synthetic section's folders alone
+            config.data.check_paths()
         synthetic_data = None
         if config.synthetic is not None:
             # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -106,8 +107,13 @@ class Param:
         return [round(low + i * self.step, 12) for i in range(count)]
 
     def probe_values(self) -> list:
-        """Values that must all make a valid training config: every choice, or both bounds."""
-        return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
+        """Values that must all make a valid training config: every choice, or both bounds and, on a grid,
+        the first step (a step of 0.5 on an int setting passed with bounds 1 and 4, and failed at trial time)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        assert self.low is not None and self.high is not None, "a range has both bounds"
+        stepped = [] if self.step is None or self.low + self.step >= self.high else [self.low + self.step]
+        return [self.low, *stepped, self.high]
 
     def describe(self) -> str:
         if self.kind == "categorical":
@@ -179,6 +185,11 @@ def _is_spec(value: Any) -> bool:
 
 def parse_param(name: str, spec: Any) -> Param:
     if isinstance(spec, dict) and ("values" in spec or "choices" in spec):
+        if len(spec) != 1:  # {values: [...], low: 5, log: true}: the rest was dropped without a word
+            raise DeepShieldError(
+                f"search space: {name} lists its values with other fields ({', '.join(sorted(map(str, spec)))}): "
+                "give values (or choices) alone, or a range"
+            )
         spec = spec.get("values", spec.get("choices"))
     if isinstance(spec, list):
         return _categorical(name, spec)
@@ -211,7 +222,9 @@ def _range(name: str, spec: dict[str, Any]) -> Param:
         raise DeepShieldError(f"search space: {name} needs both low and high")
     low, high = _number(spec["low"], f"{name}.low"), _number(spec["high"], f"{name}.high")
     step = _number(spec["step"], f"{name}.step") if spec.get("step") is not None else None
-    log = bool(spec.get("log", False))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):  # bool("false") is True: a log scale was searched
+        raise DeepShieldError(f"search space: {name}.log must be true or false, not {log!r}")
     kind = spec.get("type")
     if kind is None:
         kind = (
@@ -246,9 +259,14 @@ def config_leaf_keys(model: type[BaseModel] | None = None, prefix: str = "") -> 
         model = TrainConfig
     keys: set[str] = set()
     for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= config_leaf_keys(annotation, f"{prefix}{name}.")
+        # An optional section (`SyntheticConfig | None`) is a section too: synthetic.mode was "not a key".
+        sections = [
+            a
+            for a in (info.annotation, *typing.get_args(info.annotation))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if sections:
+            keys |= config_leaf_keys(sections[0], f"{prefix}{name}.")
         else:
             keys.add(f"{prefix}{name}")
     return keys
