@@ -405,6 +405,10 @@ def test_a_tracking_store_that_fails_mid_run_stops_the_tracking_not_the_training
     with caplog.at_level("WARNING"):
         result = Trainer(config).run()
     assert result.bundle_dir is not None and len(calls) == 1  # tried once, then left alone
+    # The run is still ended (the artifact store failed, its database did not): it stayed RUNNING.
+    assert (
+        Client(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}").get_run(result.progress.run_id).info.status == "FINISHED"
+    )
     assert "MLflow: storing" in caplog.text and "the rest of this run is not tracked" in caplog.text
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert checkpoints == ["best.pt", "epoch_001.pt", "epoch_002.pt", "last.pt"]

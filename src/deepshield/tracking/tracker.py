@@ -110,11 +110,13 @@ class MlflowTracker:
             return False
         return True
 
-    def _guarded(self, action: Callable[[], object], what: str) -> None:
+    def _guarded(self, action: Callable[[], object], what: str, always: bool = False) -> None:
         """Run one call to the store; a store that fails (locked by another process for longer than
         SQLite waits, a full disk, a server gone) stops the tracking, not the work: a locked database
-        killed a training at an epoch's plots, before its checkpoints, with its run left RUNNING."""
-        if self.failed:
+        killed a training at an epoch's plots, before its checkpoints, with its run left RUNNING. `always`:
+        tried after a failure too (ending the run: an artifact store that fails may leave the runs' own
+        database working, and the run would stay RUNNING)."""
+        if self.failed and not always:
             return
         try:
             action()
@@ -172,7 +174,9 @@ class MlflowTracker:
         self._guarded(set_all, "setting tags")
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._guarded(lambda: self.client.set_terminated(self.run_id, status=status), f"marking the run {status}")
+        self._guarded(
+            lambda: self.client.set_terminated(self.run_id, status=status), f"marking the run {status}", always=True
+        )
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
