@@ -480,6 +480,43 @@ def test_a_boundary_kept_at_its_logit_keeps_a_score_fitted_exactly_at_it_on_its_
     assert (new.probability(logits - 1e-6) < boundaries)[unsaturated].all()
 
 
+@pytest.mark.parametrize(
+    "new",
+    [Calibration(temperature=20, offset=0.135), Calibration(temperature=1.5, offset=0.3), Calibration(offset=-0.5)],
+)
+def test_a_threshold_fitted_above_every_real_keeps_them_below_at_a_new_scale(new):
+    # fit_threshold puts a threshold allowing no false alarm one ulp above the top real; re-expressed at the
+    # logit, lowered by its rounding, it fell under that real: a bundle calibrated on real media flagged a
+    # real file its card said it did not (0 of 10 flagged, then 1 of 10, for every scale tried).
+    from deepshield.evaluation.calibration import fit_threshold
+    from deepshield.evaluation.recalibrate import kept_below
+
+    old = Calibration(temperature=1.0)
+    for seed in range(20):
+        logits = np.random.default_rng(seed).normal(0, 2, 20)
+        labels = np.r_[np.zeros(10, int), np.ones(10, int)]
+        threshold = fit_threshold(labels, old.probability(logits), target_fpr=0.0)
+        real_new = new.probability(logits[:10])
+        moved = at_calibration(threshold, old, new)
+        kept = kept_below(moved, [real_new[old.probability(logits[:10]) < threshold]])
+        assert (real_new >= kept).sum() == 0 and kept >= moved
+        assert kept - moved <= 4 * np.spacing(max(kept, 1e-300)) or (real_new >= moved).any()
+
+
+def test_keep_verdicts_keeps_a_threshold_above_every_real_file():
+    from deepshield.evaluation.calibration import fit_threshold
+
+    scored = overconfident_set(200, faces_per_file=1, seed=7)
+    before = scored.file_scores(CLEAN, VideoRule(), 1.0)
+    labels = np.array([f.label for f in scored.files])
+    threshold = fit_threshold(labels, before, target_fpr=0.0)  # just above the top real file
+    card = toy_card(temperature=1.0, threshold=threshold)
+    result = recalibrate(scored, card, Method(keep_verdicts=True))  # refused: "1 of 200 files would change"
+    assert result.verdicts_changed == 0
+    after = scored.file_scores(CLEAN, VideoRule(), result.temperature_after)
+    assert not (after[labels == 0] >= result.calibration.threshold).any()
+
+
 def test_the_catch_rate_at_a_false_alarm_rate_reads_the_top_of_the_reals():
     from deepshield.evaluation.calibration import caught_at_fpr
 

@@ -39,10 +39,11 @@ saw, which the in-sample figures cannot.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date as Date
 from pathlib import Path
@@ -178,10 +179,35 @@ def at_calibration(probability: float, old: Calibration, new: Calibration) -> fl
     return boundary - 8 * float(np.spacing(boundary))
 
 
-def band_at_calibration(band: InconclusiveBand, old: Calibration, new: Calibration) -> InconclusiveBand:
+def kept_below(boundary: float, below: Iterable[np.ndarray]) -> float:
+    """A re-expressed boundary raised, where need be, just above `below`: the new scale's scores of the
+    samples the old boundary left below it. at_calibration lowers a boundary so that a score it held stays
+    above; a threshold fitted one ulp above a set's top real (none of them to be flagged) was lowered under
+    that real, which the new bundle then flagged while its card said it did not."""
+    tops = [float(scores.max()) for scores in below if scores.size]
+    top = max(tops, default=-math.inf)
+    return boundary if top < boundary else float(min(1.0, np.nextafter(top, np.inf)))
+
+
+def holding(band: InconclusiveBand, threshold: float) -> InconclusiveBand:
+    """The band widened, if need be, to hold the threshold (a threshold kept above a real may pass an edge
+    by an ulp)."""
+    return band.model_copy(update={"low": min(band.low, threshold), "high": max(band.high, threshold)})
+
+
+def band_at_calibration(
+    band: InconclusiveBand, old: Calibration, new: Calibration, scores: tuple[np.ndarray, np.ndarray] | None = None
+) -> InconclusiveBand:
+    """The band kept at the same logits under `new`; `scores` (the same files' scores under old and new):
+    each edge kept above the files it left below (kept_below)."""
+
+    def edge(value: float) -> float:
+        moved = at_calibration(value, old, new)
+        return moved if scores is None else kept_below(moved, [scores[1][scores[0] < value]])
+
     return InconclusiveBand(
-        low=at_calibration(band.low, old, new),
-        high=at_calibration(band.high, old, new),
+        low=edge(band.low),
+        high=edge(band.high),
         fitted_on=f"{band.fitted_on}; kept at the same logits, re-expressed at {_describe(new)}",
     )
 
@@ -214,9 +240,11 @@ def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, source
         scored.labels_of_faces()[faces], scored.faces["logit"][faces].astype(np.float64), method, shipped.scale
     )
     temperature, offset = scale.temperature, scale.offset
-    if method.keep_verdicts:
-        return Fit(temperature, at_calibration(shipped.threshold, shipped.scale, scale), offset)
     files = _files(scored, rule, scale, sources)
+    if method.keep_verdicts:
+        before = _files(scored, rule, shipped.scale, sources).scores
+        moved = at_calibration(shipped.threshold, shipped.scale, scale)
+        return Fit(temperature, kept_below(moved, [files.scores[before < shipped.threshold]]), offset)
     check_inputs(files.labels, files.scores, "files with a face")
     if method.target_fpr is None:
         return Fit(temperature, fit_threshold(files.labels, files.scores), offset)
@@ -314,7 +342,15 @@ def recalibrate(
     if method.keep_verdicts:
         # The band verdicts use, reaching down to even odds: a new offset moves even odds to other logits,
         # and the stored band kept there turned files between the two from inconclusive to no signs found.
-        band = band_at_calibration(calibration.band.from_even_odds(), shipped.scale, fitted.scale)
+        band = holding(
+            band_at_calibration(
+                calibration.band.from_even_odds(),
+                shipped.scale,
+                fitted.scale,
+                (before_files.scores, after_files.scores),
+            ),
+            fitted.threshold,
+        )
     else:
         band = fit_inconclusive_band(after_files.labels, after_files.scores, fitted.threshold)
     # Counted with the bands verdicts use (reaching down to even odds: ScoreRule), not the stored ones.
@@ -334,10 +370,15 @@ def recalibrate(
     n_files = int(after_files.labels.size)
     n_real = int((after_files.labels == 0).sum())
     if method.keep_verdicts and verdicts_changed:
+        why = (
+            "the band's low edge at the new logits lying above even odds, where verdicts take it down to (the "
+            "fitted offset moved even odds); fit without --fit-offset, or without --keep-verdicts"
+            if method.fit_offset
+            else "files' scores too close together for the new scale to keep them apart; fit without --keep-verdicts"
+        )
         raise DeepShieldError(
             f"--keep-verdicts cannot keep every verdict here: {verdicts_changed} of {len(after_files.scores)} files "
-            "would change, the band's low edge at the new logits lying above even odds, where verdicts take it down "
-            "to (the fitted offset moved even odds); fit without --fit-offset, or without --keep-verdicts"
+            f"would change, {why}"
         )
     if method.keep_verdicts:
         threshold_how = (

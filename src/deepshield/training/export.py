@@ -17,7 +17,15 @@ from deepshield.evaluation.calibration import (
     fit_threshold_each,
 )
 from deepshield.evaluation.metrics import detection_metrics, metric_key
-from deepshield.evaluation.recalibrate import Fit, Method, at_calibration, band_at_calibration, fit_scale
+from deepshield.evaluation.recalibrate import (
+    Fit,
+    Method,
+    at_calibration,
+    band_at_calibration,
+    fit_scale,
+    holding,
+    kept_below,
+)
 from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
@@ -168,10 +176,14 @@ def fit_calibration(
     band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
     if real_media is not None:
         refitted = real_media.fit(scale)
-        threshold = at_calibration(threshold, scale, refitted)
-        band = band_at_calibration(band, scale, refitted)
+        refitted_reals = real_scores(refitted)
+        # Every real the fitted threshold left below it stays below (kept_below): rounding put a set's top real
+        # back above, flagged by the bundle whose card said that set's reals were not.
+        below = [refitted_reals[name][scores < threshold] for name, scores in reals.items()]
+        threshold = kept_below(at_calibration(threshold, scale, refitted), below)
+        band = holding(band_at_calibration(band, scale, refitted), threshold)
         fitted_on += real_media.how(refitted)
-        scale, reals = refitted, real_scores(refitted)
+        scale, reals = refitted, refitted_reals
     real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
     return FittedCalibration(
         temperature=scale.temperature,
