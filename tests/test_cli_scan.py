@@ -939,6 +939,24 @@ def test_resume_reads_back_a_csv_path_holding_a_line_break(capsys, media, tiny_b
     )
 
 
+def test_model_shows_the_real_files_the_synthetic_score_flags(capsys, tiny_bundle, tmp_path):
+    # A real file the synthetic-face score flagged is a false alarm of the product: the table read 0.0%.
+    bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["metrics"]["synthetic_bench_modern_swaps_fpr"] = 0.1
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    assert main(["model", "--model", str(bundle)]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    table = out[out.index("") + 1 :]
+    assert table[0].endswith("REALS FLAGGED  BY SYNTH SCORE")
+    assert table[1].split()[-2:] == ["4.6%", "10.0%"]
+    assert main(["model", "--model", str(bundle), "--json"]) == EXIT_OK  # the API's record carries it too
+    from deepshield.models.card import ModelCard
+
+    record = ModelCard.model_validate_json((bundle / "model_card.json").read_text()).record()
+    assert record.benchmarks[0].synthetic_real_flagged == 0.1
+
+
 def test_model_shows_the_validation_figures_of_a_model_trained_without_benchmarks(capsys, tiny_bundle, tmp_path):
     bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
     card = json.loads((bundle / "model_card.json").read_text())

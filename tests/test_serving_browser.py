@@ -299,6 +299,9 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
 
 def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tiny_bundle, tmp_path):
     bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["metrics"]["synthetic_bench_modern_swaps_fpr"] = 0.1  # the synthetic-face score's own false alarms
+    (bundle / "model_card.json").write_text(json.dumps(card))
     with _page_of(browser, Detector.from_bundle(bundle)) as page:
         page.wait_for_selector("[data-role=model-record]:visible")
         page.click("#model-record summary")
@@ -308,7 +311,7 @@ def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tin
                 "dev-eval/modern-swaps",
                 "0.60 [0.43, 0.74]",
                 "0.73",
-                "4.6%",
+                "4.6% · 10.0% by the synthetic-face score",
             ],  # a set the card has no figures for is left out
             ["dev-eval/dfdc-sample †", "1.00 [1.00, 1.00]", "—", "—"],
             ["its own synthesised blends (validation)", "—", "0.93", "0.9%"],

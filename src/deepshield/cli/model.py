@@ -63,9 +63,19 @@ def describe(card) -> str:
     if training.data:
         lines.append(f"trained on: {', '.join(training.data)}")
     record = card.record()
-    table = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED")]
+    # The synthetic-face score's own false alarms on the sets, where the card has them: the product flags a
+    # file either score flags (a real file flagged by that score read "0.0%" here).
+    by_synthetic = any(b.synthetic_real_flagged is not None for b in record.benchmarks)
+    extra: tuple[str, ...] = ("BY SYNTH SCORE",) if by_synthetic else ()
+    table: list[tuple[str, ...]] = [("LABELLED SET", "FILES AUC", "FACES AUC", "REALS FLAGGED", *extra)]
     table += [
-        (b.labelled_set + (" †" if b.caution else ""), auc(b.file_auc), auc(b.face_auc), share(b.real_flagged))
+        (
+            b.labelled_set + (" †" if b.caution else ""),
+            auc(b.file_auc),
+            auc(b.face_auc),
+            share(b.real_flagged),
+            *((share(b.synthetic_real_flagged),) if by_synthetic else ()),
+        )
         for b in record.benchmarks
     ]
     if record.synthetic_holdout_auc is not None:
@@ -75,6 +85,7 @@ def describe(card) -> str:
                 "-",
                 auc(record.synthetic_holdout_auc),
                 share(record.synthetic_real_flagged),
+                *(("-",) if by_synthetic else ()),
             )
         )
     if record.validation_auc is not None:
@@ -84,6 +95,7 @@ def describe(card) -> str:
                 "-",
                 f"{record.validation_auc:.2f}",
                 share(record.validation_real_flagged),
+                *(("-",) if by_synthetic else ()),
             )
         )
     if len(table) > 1:  # a model trained without benchmarks has its validation figures (none were shown)
@@ -92,7 +104,12 @@ def describe(card) -> str:
         lines += [
             "",
             "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. Reals",
-            "flagged: a set's real files (validation: real faces) at or above the threshold.",
+            "flagged: a set's real files (validation: real faces) at or above the threshold"
+            + (
+                "; by synth score: at the synthetic-face score's (a file either flags is flagged)."
+                if by_synthetic
+                else "."
+            ),
         ]
         lines += (
             ["The labelled sets chose the model, so they flatter it; fakes from tools it has not met can fare worse."]

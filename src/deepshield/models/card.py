@@ -209,6 +209,11 @@ class BenchmarkFigures(BaseModel):
     file_auc: AucFigure | None = None
     face_auc: AucFigure | None = None
     real_flagged: float | None = Field(None, description="share of the set's real files at or above the threshold")
+    synthetic_real_flagged: float | None = Field(
+        None,
+        description="share of the set's real files the synthetic-face score flags at its threshold (the product "
+        "flags a file either score flags, so its false alarms are at least the larger of the two)",
+    )
     real_files: int | None = Field(None, description="real files scored (with a face): what the intervals resample")
     fake_files: int | None = None
     caution: str | None = Field(None, description="when either class has too few files for its intervals to be trusted")
@@ -306,6 +311,7 @@ class ModelCard(BaseModel):
                         file_auc=file_auc,
                         face_auc=face_auc,
                         real_flagged=metrics.get(f"real_fpr_{key}"),
+                        synthetic_real_flagged=metrics.get(f"synthetic_bench_{key}_fpr"),
                         real_files=None if real is None else int(real),
                         fake_files=None if fake is None else int(fake),
                         caution=caution,

@@ -72,7 +72,10 @@ async function loadModelRecord() {
   if (!record.benchmarks.length) return;
   const auc = (figure) => !figure ? "—"
     : figure.value.toFixed(2) + (figure.low !== null ? ` [${figure.low.toFixed(2)}, ${figure.high.toFixed(2)}]` : "");
-  const rows = record.benchmarks.map((set) => [set.labelled_set + (set.caution ? " †" : ""), auc(set.file_auc), auc(set.face_auc), pct(set.real_flagged, 1)]);
+  // A real file the synthetic-face score flags is flagged too: its own share beside the face-swap score's.
+  const flagged = (set) => pct(set.real_flagged, 1) +
+    (set.synthetic_real_flagged !== null && set.synthetic_real_flagged !== undefined ? ` · ${pct(set.synthetic_real_flagged, 1)} by the synthetic-face score` : "");
+  const rows = record.benchmarks.map((set) => [set.labelled_set + (set.caution ? " †" : ""), auc(set.file_auc), auc(set.face_auc), flagged(set)]);
   if (record.validation_auc !== null) {
     rows.push(["its own synthesised blends (validation)", "—", auc({ value: record.validation_auc, low: null }), pct(record.validation_real_flagged, 1)]);
   }
