@@ -258,3 +258,19 @@ def test_a_search_space_can_name_the_synthetic_sections_keys():
     from deepshield.tuning.space import check_keys
 
     check_keys(["synthetic.mode", "synthetic.limit_per_folder"], "search space")  # "not a training-config key"
+
+
+def test_a_relative_folder_is_read_from_the_working_folder_when_the_data_root_lacks_it(tmp_path, monkeypatch):
+    # The README's `--set data.datasets='["data/faces"]'` beside DEEPSHIELD_DATA_ROOT=../shared/data was
+    # "not found under data root".
+    from deepshield.training.config import DataConfig
+
+    shared, work = tmp_path / "shared", tmp_path / "work"
+    (shared / "real-faces").mkdir(parents=True)
+    (work / "data" / "faces").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    data = DataConfig(root=shared)
+    assert data.locate(Path("real-faces"), "folder") == shared / "real-faces"
+    assert data.locate(Path("data/faces"), "dataset") == Path("data/faces")
+    with pytest.raises(DeepShieldError, match="nor from the working directory"):
+        data.locate(Path("elsewhere"), "dataset")

@@ -121,17 +121,29 @@ class DataConfig(StrictModel):
                 self.locate(path, what)
 
     def locate(self, path: Path, what: str) -> Path:
-        """A configured path on this machine: absolute as written; relative under the data root."""
+        """A configured path on this machine: absolute as written; relative under the data root, else from
+        the working directory (a dataset prepared beside the command, with the data root set for the shared
+        real-faces/ and dev-eval/, was "not found under data root": the README's own example failed)."""
         path = Path(path).expanduser()
         root = self.data_root()
-        found = path if path.is_absolute() or root is None else root / path
-        if not found.exists():
-            where = f"under data root {root}" if root and not path.is_absolute() else "from the working directory"
-            raise DeepShieldError(
-                f"{what} {path} not found ({where}): set {DATA_DIR_ENV} (or data.root, or --data-dir) to the folder that holds it, "
-                f"e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
-            )
-        return found
+        if path.is_absolute() or root is None:
+            candidates = [path]
+        else:
+            candidates = [root / path, path]
+        for found in candidates:
+            if found.exists():
+                return found
+        where = (
+            f"under data root {root}, nor from the working directory"
+            if len(candidates) == 2
+            else "from the working directory"
+            if not path.is_absolute()
+            else "there"
+        )
+        raise DeepShieldError(
+            f"{what} {path} not found ({where}): give its absolute path, or set {DATA_DIR_ENV} (or data.root, or "
+            f"--data-dir) to the folder that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
+        )
 
 
 class ModelConfig(StrictModel):

@@ -166,6 +166,9 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
             f"{EXPORT_SELECT} follows --select in a search (the kept epoch is the selected one): do not --set it"
         )
     base = _load_base_config(settings)
+    # Each trial exports by the selector: one the configuration cannot give (max.bench_auc without
+    # benchmarks) failed every trial after the face bank, and the study then refused the mended settings.
+    apply_values(base, {EXPORT_SELECT: str(selector)})
     space = load_space(settings.space, parse_assignments(settings.trial_overrides))
     clash = sorted(set(overridden) & set(space.names))
     if clash:
