@@ -153,7 +153,7 @@ def test_export_select_follows_the_selector(space, tmp_path):
             echo=lambda _: None,
         )
     # A selector the configuration cannot export by failed every trial after the face bank.
-    with pytest.raises(DeepShieldError, match="needs benchmarks: set data.benchmarks"):
+    with pytest.raises(DeepShieldError, match=r"needs benchmarks: set data\.benchmarks"):
         run_search(settings(space, tmp_path, select="max.bench_auc"), train_fn=fake_train, echo=lambda _: None)
     space.write_text("export.select: [max.val_auc, min.val_loss]\n")
     with pytest.raises(DeepShieldError, match="set by the search itself"):

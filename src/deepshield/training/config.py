@@ -126,20 +126,15 @@ class DataConfig(StrictModel):
         real-faces/ and dev-eval/, was "not found under data root": the README's own example failed)."""
         path = Path(path).expanduser()
         root = self.data_root()
-        if path.is_absolute() or root is None:
-            candidates = [path]
-        else:
-            candidates = [root / path, path]
+        candidates = [path] if path.is_absolute() or root is None else [root / path, path]
         for found in candidates:
             if found.exists():
                 return found
-        where = (
-            f"under data root {root}, nor from the working directory"
-            if len(candidates) == 2
-            else "from the working directory"
-            if not path.is_absolute()
-            else "there"
-        )
+        if len(candidates) == 2:
+            where = f"under data root {root}, nor from the working directory"
+        else:
+            where = "there" if path.is_absolute() else "from the working directory"
+
         raise DeepShieldError(
             f"{what} {path} not found ({where}): give its absolute path, or set {DATA_DIR_ENV} (or data.root, or "
             f"--data-dir) to the folder that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
