@@ -471,6 +471,19 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
     assert halved[0].scale == 2 and halved[0].image.shape == expected[::2, ::2].shape
 
 
+def test_a_reduced_reads_reason_names_the_limit_that_chose_its_scale():
+    # 8K at 64 frames is read at 1/4 for the frames' memory: it was said to be for the megapixel limit, which
+    # 1/2 meets, with no word on how many frames fit.
+    from deepshield.media.video import VideoInfo, reduced_read_reason
+
+    eight_k = VideoInfo(width=7680, height=4320, fps=30, frame_count=300, duration_s=10, rotation=0, codec="h264")
+    four_k = VideoInfo(width=3840, height=2160, fps=30, frame_count=300, duration_s=10, rotation=0, codec="h264")
+    assert reduced_read_reason(eight_k, VideoLimits(), 2) == "being above the 8.85 megapixel limit"
+    assert reduced_read_reason(eight_k, VideoLimits(), 4).endswith("(40 frames or fewer are read at 1/2)")
+    assert reduced_read_reason(four_k, VideoLimits(), 2).startswith("so that the frames sampled fit the 1 GB memory")
+    assert reduced_read_reason(four_k, VideoLimits(), 2).endswith("(40 frames or fewer are read whole)")
+
+
 def test_sampled_frames_are_not_kept_alive_by_their_side_data(tmp_path):
     # Reading every sampled frame's display matrix tied each decoded frame to PyAV's side-data container in
     # a reference cycle: their pictures stayed until a garbage collection (8K, 32 frames: 3.1 GB peak, 1.5 before).

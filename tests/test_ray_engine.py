@@ -472,6 +472,20 @@ def test_an_address_that_is_not_a_ray_cluster_is_refused_at_once(tmp_path):
     check_reachable(ray.get_runtime_context().gcs_address)  # a real GCS (the module's instance) passes
 
 
+def test_auto_joins_only_the_cluster_this_machine_joined_with_ray_start(monkeypatch):
+    # Ray's own "auto" joined any instance running on the machine (another command's private one).
+    import ray._private.utils
+
+    from deepshield.engines.ray import joined_cluster
+    from deepshield.errors import DeepShieldError
+
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda temp_dir=None: None)
+    with pytest.raises(DeepShieldError, match="joined no cluster with `ray start`"):
+        joined_cluster()
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda temp_dir=None: "10.0.0.5:6379")
+    assert joined_cluster() == "10.0.0.5:6379"
+
+
 def test_sigterm_ends_a_ray_driver_as_ctrl_c_does(tmp_path, media, tiny_bundle):
     # Ray's core worker put in a native SIGTERM handler: a stack dump, an abort (status -6), and the
     # private instance's agents left running with no parent.

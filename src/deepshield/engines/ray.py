@@ -142,6 +142,22 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
         )
 
 
+def joined_cluster() -> str:
+    """The address of the cluster this machine joined with `ray start` (`--ray-address auto`). Ray's own
+    "auto" joins any instance it finds running here when there is none: another command's or another
+    user's private instance, with their CPUs, working folder and environment."""
+    from ray._private.utils import read_ray_address  # where `ray start` leaves the address (ray==2.60.0)
+
+    address = read_ray_address()
+    if not address:
+        raise DeepShieldError(
+            "--ray-address auto: this machine joined no cluster with `ray start` (Ray would join any instance it "
+            "finds running here, another command's or user's): run `ray start` first, give the head's address, "
+            "or leave --ray-address out for a private instance"
+        )
+    return address
+
+
 def _cancel_and_wait(refs: list, timeout_s: float) -> None:
     """Cancel the tasks of `refs` (a KeyboardInterrupt inside each, as Ctrl-C would be) and wait up to
     `timeout_s` for them to stop."""
@@ -192,8 +208,10 @@ class RayEngine(Engine):
     def connect(self) -> RayEngine:
         if ray.is_initialized():
             return self
-        check_reachable(self.address)
-        kwargs = {"address": self.address, "log_to_driver": False, "logging_level": logging.WARNING, **self.init_kwargs}
+        asked = self.address or os.environ.get("RAY_ADDRESS")
+        address = joined_cluster() if asked == "auto" else self.address
+        check_reachable(address)
+        kwargs = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING, **self.init_kwargs}
         on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**kwargs)

@@ -487,7 +487,7 @@ class Detector:
         if decoded_scale > 1:
             file_verdict = file_verdict.with_clause(
                 f"the frames were read at 1/{decoded_scale} of their width and height, "
-                f"{reduced_read_reason(info, self.video_limits)}"
+                f"{reduced_read_reason(info, self.video_limits, decoded_scale)}"
             )
         report(1.0, "done")
         return VideoResult(

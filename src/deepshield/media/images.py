@@ -58,7 +58,7 @@ _SCALE_SAMPLE_SIDE = 1024
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int = 50 * 1024 * 1024
+    max_bytes: int = 50_000_000  # decimal, as the README and every message say (50 MiB read "52.4 MB")
     max_pixels: int = 40_000_000  # of the pixels read
     # A JPEG's or HEIC's own size: above max_pixels it is read at 1/2, 1/4 or 1/8 scale, so that 48 to 200
     # megapixel phone photos can be read. A JPEG by its decoder's DCT scaling (the full size is never

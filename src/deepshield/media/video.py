@@ -31,7 +31,7 @@ DEFAULT_VIDEO_FRAMES = 32
 
 @dataclass(frozen=True)
 class VideoLimits:
-    max_bytes: int = 500 * 1024 * 1024
+    max_bytes: int = 500_000_000  # decimal, as the README and every message say
     max_duration_s: float = 15 * 60.0
     max_pixels_per_frame: int = 4096 * 2160  # of the pixels read: DCI 4K (and 3840x2160 UHD) whole
     # A frame's own size: above max_pixels_per_frame it is converted at 1/2, 1/4 or 1/8 of its width and
@@ -351,17 +351,21 @@ def held_pixel_cap(info: VideoInfo, held: int, limits: VideoLimits) -> int:
     return pixel_cap
 
 
-def reduced_read_reason(info: VideoInfo, limits: VideoLimits) -> str:
-    """Why a video's frames were read at a reduced scale, as the end of a verdict's clause."""
-    if info.width * info.height > limits.max_pixels_per_frame:
+def reduced_read_reason(info: VideoInfo, limits: VideoLimits, scale: int) -> str:
+    """Why a video's frames were read at 1/`scale`, as the end of a verdict's clause: the frame-size limit,
+    or the frames' memory limit where it asked for more than that (8K at 64 frames was read at 1/4, said
+    to be for the megapixel limit, which 1/2 meets)."""
+    width, height = info.square_size
+    least = read_scale(width, height, limits.max_pixels_per_frame) or scale  # what the frame-size limit needs
+    if scale <= least:
         return f"being above the {megapixels(limits.max_pixels_per_frame)} megapixel limit"
     # Faces are seen smaller too, and small ones missed: 128 frames of a 4K clip read at 1/2 found a face in
     # 14 of them (its 160 px face in all 128 read whole), and called it inconclusive on stray boxes.
-    width, height = info.square_size
-    whole = limits.max_frames_bytes // (_RGB_BYTES * width * height)
+    fit = limits.max_frames_bytes // (_RGB_BYTES * (width // least) * (height // least))
+    read = "read whole" if least == 1 else f"read at 1/{least}"
     return (
         f"so that the frames sampled fit the {format_bytes(limits.max_frames_bytes)} memory limit: faces were seen "
-        f"smaller, and small ones are missed more often ({whole} frame{'' if whole == 1 else 's'} or fewer are read whole)"
+        f"smaller, and small ones are missed more often ({fit} frame{'' if fit == 1 else 's'} or fewer are {read})"
     )
 
 
