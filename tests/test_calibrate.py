@@ -581,3 +581,12 @@ def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monke
     inside, outside = tmp_path / "real-faces" / "ffhq" / "1.png", tmp_path / "dev-eval" / "real" / "1.png"
     assert training_folders_in(card, [str(inside), str(outside)]) == ["real-faces/ffhq"]
     assert training_folders_in(card, [str(outside)]) == []
+    # A prepared dataset the model trained on (named "prepared dataset <folder>" by the card) matched nothing;
+    # its test split alone is held out. A relative one is read from the working folder as training read it.
+    monkeypatch.chdir(tmp_path)
+    card = toy_card().model_copy(
+        update={"training": TrainingInfo(data=["prepared dataset ds", f"prepared dataset {tmp_path / 'abs'}"])}
+    )
+    crops = [str(tmp_path / "ds" / "crops" / "a.png"), str(tmp_path / "abs" / "crops" / "b.png")]
+    assert training_folders_in(card, crops) == [f"prepared dataset {tmp_path / 'abs'}", "prepared dataset ds"]
+    assert training_folders_in(card, crops, split="test") == []

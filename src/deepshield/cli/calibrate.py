@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
-    if trained := training_folders_in(classifier.card, [record.path for record in scored.files]):
+    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], args.split):
         # Said, and kept in the card: the fit is to scores the network gives faces it learnt.
         print(
             f"deepshield calibrate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "

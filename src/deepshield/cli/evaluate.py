@@ -352,6 +352,15 @@ def run(args: argparse.Namespace) -> int:
         journal_dir=journal,
     )
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
+    from deepshield.evaluation.recalibrate import training_folders_in
+
+    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], args.split):
+        # As calibrate and compare say it: a prepared dataset's train split scored with the rest went unsaid.
+        print(
+            f"deepshield evaluate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "
+            "its figures there are not held out (a prepared dataset: --split test)",
+            file=sys.stderr,
+        )
     synthetic = synthetic_settings(classifier, bundle, settings)
     summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)
     list_failed_files(summary)

@@ -522,14 +522,32 @@ def measured_at_threshold(key: str, score: Score) -> bool:
     return re.search(r"(^|_)(fpr|tpr)(_|$)", key) is not None
 
 
-def training_folders_in(card: ModelCard, paths: Sequence[str]) -> list[str]:
+PREPARED = "prepared dataset "  # how a card names a prepared dataset among its training data
+
+
+def training_folders_in(card: ModelCard, paths: Sequence[str], split: str = "all") -> list[str]:
     """The folders the card says the model trained on (read under $DEEPSHIELD_DATA_ROOT, else the working
     directory, as training read them) that hold any of `paths`: a calibration fitted on faces the network
-    learnt is fitted to scores it gives no new face."""
+    learnt is fitted to scores it gives no new face. A prepared dataset counts unless only its test split
+    is scored (`split`): its entry ("prepared dataset <folder>") matched no path, so its own train split
+    went unwarned."""
     from deepshield.training.config import DATA_DIR_ENV
 
     root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
     listed = [*card.training.data, *(card.synthetic.data if card.synthetic is not None else [])]
-    folders = sorted({entry.split(": ", 1)[-1] for entry in listed})  # the synthetic score's say "real: <folder>"
+    folders = sorted(
+        {
+            entry.split(": ", 1)[-1]  # the synthetic score's say "real: <folder>"
+            for entry in listed
+            if not (entry.startswith(PREPARED) and split == "test")
+        }
+    )
     resolved = [Path(p).resolve() for p in paths]
-    return [folder for folder in folders if any(path.is_relative_to((root / folder).resolve()) for path in resolved)]
+
+    def holds(folder: str) -> bool:
+        where = Path(folder.removeprefix(PREPARED)).expanduser()
+        # Relative as training read it: under the data root, else the working folder (DataConfig.locate).
+        places = [where] if where.is_absolute() else [root / where, where]
+        return any(path.is_relative_to(place.resolve()) for place in places for path in resolved)
+
+    return [folder for folder in folders if holds(folder)]
