@@ -75,6 +75,7 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     for epoch in (0, 1):
         named = export_checkpoint(tmp_path / "run" / "checkpoints" / f"epoch_00{epoch + 1}.pt", tmp_path / f"e{epoch}")
         assert named.training.epochs == epoch + 1
+        assert named.version.endswith(f".ep{epoch + 1}")  # two epochs of one run were one name and version
         assert named.training.selected_by == f"named at export (epoch {epoch + 1})"
         assert named.metrics["val_auc"] == pytest.approx(result.progress.history[epoch]["val_auc"], abs=1e-4)
         if epoch == best["epoch"]:

@@ -96,7 +96,7 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
     (figures,) = card.record().benchmarks  # its files are counted, so the record says they are few
     assert (figures.real_files, figures.fake_files) == (2, 2) and figures.caution.startswith("only 2 real and 2 fake")
     # Named after the run, not like the shipped model.
-    assert card.name == "run" and card.version == f"0.0.0+{result.progress.run_id[:12]}"
+    assert card.name == "run" and card.version == f"0.0.0+{result.progress.run_id[:12]}.ep{card.training.epochs}"
 
 
 def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark_dir, tmp_path):

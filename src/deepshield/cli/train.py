@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
     export.add_argument(
-        "--version", type=bundle_version, help="bundle version (default: the configuration's, else 0.0.0+<run id>)"
+        "--version",
+        type=bundle_version,
+        help="bundle version (default: the configuration's, else 0.0.0+<run id>.ep<epoch>)",
     )
     export.set_defaults(run=run_export)
 

@@ -336,7 +336,7 @@ class TrackingConfig(StrictModel):
 
 class ExportConfig(StrictModel):
     name: str | None = Field(None, description="bundle name (default: the run's name)")
-    version: str | None = Field(None, description="bundle version (default: 0.0.0+<run id>)")
+    version: str | None = Field(None, description="bundle version (default: 0.0.0+<run id>.ep<epoch>)")
     select: str = Field(
         "max.val_auc", description="the per-epoch metric that picks the exported epoch, e.g. max.bench_auc"
     )

@@ -262,10 +262,11 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]
     return net.eval(), config
 
 
-def bundle_identity(config: TrainConfig, run_id: str | None, run_dir: Path) -> tuple[str, str]:
-    """Name and version: the configuration's, else the run's name and 0.0.0+<run id> (never the shipped model's)."""
+def bundle_identity(config: TrainConfig, run_id: str | None, run_dir: Path, epoch: int) -> tuple[str, str]:
+    """Name and version: the configuration's, else the run's name and 0.0.0+<run id>.ep<epoch> (never the
+    shipped model's; `epoch` 1-based: two epochs of one run exported were one name and version)."""
     name = config.export.name or config.tracking.run_name or Path(run_dir).name
-    version = config.export.version or f"0.0.0+{(run_id or 'untracked')[:12]}"
+    version = config.export.version or f"0.0.0+{(run_id or 'untracked')[:12]}.ep{epoch}"
     return name, version
 
 
@@ -292,7 +293,10 @@ def export_checkpoint(
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
     calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export)
     default_name, default_version = bundle_identity(
-        config, checkpoint.get("progress", {}).get("run_id"), Path(checkpoint_path).parent.parent
+        config,
+        checkpoint.get("progress", {}).get("run_id"),
+        Path(checkpoint_path).parent.parent,
+        int(checkpoint.get("epoch", -1)) + 1,
     )
     synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)
     card = ModelCard(
