@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
-from deepshield.errors import EXIT_INTERRUPTED
+from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
 from deepshield.evaluation.metrics import FEW_FILES, few_files_caution, files_per_class
 from deepshield.evaluation.scoring import CLEAN, score_datasets
 from deepshield.evaluation.summary import EvaluationSettings, EvaluationSummary, summarize
@@ -310,6 +310,17 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
             assert s == pytest.approx(media_scores[name], abs=1e-5), name  # lossless crops: same pixels, same scores
     summary = summarize(from_crops, EvaluationSettings(bootstrap=0))
     assert summary.counts.files_without_face == 1 and summary.counts.unreadable_files == 1
+    # A split with no crop: an empty report and exit 0, where calibrate refused.
+    held = tmp_path / "all-train"
+    prepare_dataset(
+        [folder_dataset],
+        held,
+        settings=ExtractSettings(frames=2, policy=classifier.card.crop_policy),
+        ratios=(1.0, 0.0, 0.0),
+        progress=False,
+    )
+    with pytest.raises(DeepShieldError, match="has no crops in its test split \\(its splits: train\\)"):
+        score_datasets([held], classifier, split="test", progress=False)
 
     other = tmp_path / "other-policy"
     prepare_dataset(

@@ -604,6 +604,11 @@ class PreparedCrops:
         records = read_manifest(dataset_dir)
         if self.split not in (None, "all"):
             records = [r for r in records if r.split == self.split]
+            if not records:  # an empty report and exit 0 (calibrate refused the same)
+                splits = sorted({r.split for r in read_manifest(dataset_dir)})
+                raise DeepShieldError(
+                    f"{dataset_dir} has no crops in its {self.split} split (its splits: {', '.join(splits) or 'none'})"
+                )
             self.notes.append(
                 f"split {self.split} only ({len(records)} crops); files without a face have no split and are not listed"
             )
