@@ -104,15 +104,19 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     assert code == EXIT_OK
     header, line, blank, meaning, scope = out.splitlines()
     assert header.split() == [
-        "FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR"
+        "FILE", "KIND", "VERDICT", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR"
     ]  # fmt: skip
     assert line.split()[1:8] == ["image", "no_face", "-", "-", "-", "0", "-"]
     assert blank == "" and meaning.startswith("no_signs_found does not prove a file authentic")
     assert "not detect fully AI-generated faces, lip-sync without blending, or manipulated audio" in scope
     # A model without the synthetic-face score: no score drives a verdict but the one it has, so DRIVER is "-".
     code, out, _ = scan(capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle))
-    face_line = out.splitlines()[1].split()
+    lines = out.splitlines()
+    face_line = lines[1].split()
     assert face_line[1] == "image" and face_line[4:6] == ["-", "-"] and face_line[6] == "1"
+    # The face's caution is marked on its verdict and said under the table (the table and CSV had none).
+    assert face_line[2].endswith("!") and any(line.startswith("a verdict ending in !: take care") for line in lines)
+    assert "inconclusive: the score behind it lies in its uncertain band (face-swap score 40.0% to 60.0%)" in out
 
 
 def test_out_writes_a_file_and_nothing_to_stdout(capsys, media, tiny_bundle, tmp_path):

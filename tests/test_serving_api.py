@@ -147,6 +147,7 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
                 "file_auc": {"value": 0.604, "low": 0.426, "high": 0.742},
                 "face_auc": {"value": 0.733, "low": None, "high": None},
                 "real_flagged": 0.0456,
+                "synthetic_real_flagged": None,
                 "real_files": 22,
                 "fake_files": 24,
                 "caution": None,  # 10 files of each class or more
@@ -156,6 +157,7 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
                 "file_auc": {"value": 1.0, "low": 1.0, "high": 1.0},
                 "face_auc": None,
                 "real_flagged": None,
+                "synthetic_real_flagged": None,
                 "real_files": 1,
                 "fake_files": 3,
                 "caution": "only 1 real and 3 fake files: a bootstrap over so few files understates the uncertainty "

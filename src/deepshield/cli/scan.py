@@ -42,6 +42,7 @@ SUMMARY_FIELDS = (
     "synthetic_probability",
     "verdict_driver",
     "faces",
+    "cautions",
     "part",
     "declared_source",
     "declared_in",
@@ -222,16 +223,17 @@ def _percent(value: float | None) -> str:
 
 
 def _table(rows: list, has_synthetic: bool) -> str:
+    # P(SWAP): the face-swap score ("P(FAKE)" beside an AI-generated face's "likely" call read 38.8%);
     # P(SYNTH): the synthetic-face score; DRIVER: the score that set the verdict ("-" for a model without it).
     # DECLARED: the source type the file's metadata declares, and its Content Credentials' state.
-    header = ("FILE", "KIND", "VERDICT", "P(FAKE)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
+    header = ("FILE", "KIND", "VERDICT", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
     lines = [header]
     for row in rows:
         lines.append(
             (
                 row.path,
                 row.kind or "-",
-                row.verdict or "ERROR",
+                (row.verdict or "ERROR") + ("!" if row.cautions else ""),
                 _percent(row.probability),
                 _percent(row.synthetic_probability),
                 (row.verdict_driver or "-") if has_synthetic else "-",
@@ -243,19 +245,36 @@ def _table(rows: list, has_synthetic: bool) -> str:
         )
     table = "".join(line + "\n" for line in aligned(lines))
     declares = any(row.declared_source or row.credentials for row in rows)
-    return table + "\n" + table_note(has_synthetic, declares)
+    terms = next((row.result for row in rows if row.result is not None), None)
+    cautioned = any(row.cautions for row in rows)
+    return table + "\n" + table_note(has_synthetic, declares, terms, cautioned)
 
 
-def table_note(has_synthetic: bool = False, declares: bool = False) -> str:
-    """Under the table, for people: what the verdicts mean and what the model does not judge."""
+def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, cautioned: bool = False) -> str:
+    """Under the table, for people: what the verdicts mean (`terms`: a result's thresholds and bands, said in
+    numbers), what the model does not judge, and the cautions marked."""
     from deepshield.inference.results import scope
 
-    meaning = "no_signs_found does not prove a file authentic; inconclusive: too close to the threshold to call."
+    band = ""
+    if terms is not None:
+        bands = [f"face-swap score {_percent(terms.inconclusive.low)} to {_percent(terms.inconclusive.high)}"]
+        if terms.synthetic_inconclusive is not None:
+            low, high = terms.synthetic_inconclusive.low, terms.synthetic_inconclusive.high
+            bands.append(f"synthetic-face score {_percent(low)} to {_percent(high)}")
+        band = f" ({'; '.join(bands)})"
+    meaning = (
+        "no_signs_found does not prove a file authentic; inconclusive: the score behind it lies in its uncertain "
+        f"band{band}, too close to call."
+    )
+    caution = (
+        "a verdict ending in !: take care with that file's score (a small face, an uncertain detection, a picture read turned): the CSV's "
+        "cautions column and --format json say which.\n"
+    )
     declared = (
         "DECLARED: how the file's metadata says it was made (IPTC source type) and its Content Credentials' state "
         "(trusted, valid, invalid, unreadable): claims read from the file, not scored.\n"
     )
-    return f"{meaning}\n{scope(has_synthetic)}\n" + (declared if declares else "")
+    return f"{meaning}\n{scope(has_synthetic)}\n" + (caution if cautioned else "") + (declared if declares else "")
 
 
 def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:

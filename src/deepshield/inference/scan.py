@@ -29,6 +29,7 @@ class ScanRow(BaseModel):
     synthetic_probability: float | None = None  # the synthetic-face score (a two-output model)
     verdict_driver: str | None = None  # "manipulation" / "synthetic": the score that set the verdict
     faces: int | None = None  # faces (image) or face tracks (video)
+    cautions: str | None = None  # its faces' (counted people's) cautions, "; "-joined: what the table and CSV lacked
     part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
     declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
     declared_in: str | None = None  # where: content_credentials / ingredient (a file it was made from) / xmp (unsigned)
@@ -132,6 +133,8 @@ def scan_file(
     except Exception as exc:  # noqa: BLE001 - a scan must survive any one file
         return ScanRow(path=str(path), status="error", sha256=sha256, error=f"{type(exc).__name__}: {exc}")
     count = len(result.faces) if isinstance(result, ImageResult) else len(result.tracks)
+    judged = result.faces if isinstance(result, ImageResult) else [t for t in result.tracks if t.counted]
+    cautions = "; ".join(dict.fromkeys(caution for face in judged for caution in face.cautions)) or None
     metadata = result.metadata
     declared = None if metadata is None else metadata.declared_source
     credentials = None if metadata is None else metadata.credentials
@@ -144,6 +147,7 @@ def scan_file(
         synthetic_probability=result.verdict.synthetic_probability,
         verdict_driver=result.verdict.verdict_driver,
         faces=count,
+        cautions=cautions,
         part=None if isinstance(result, ImageResult) else result.analysed.part,
         declared_source=None if declared is None else declared.code,
         declared_in=None if declared is None else declared.row_place(),
