@@ -282,6 +282,20 @@ def test_analyze_path_keeps_an_images_heatmaps_as_analyze_image_does(detector, a
     assert face.heatmap is not None and face.crop is not None
 
 
+def test_a_file_declaring_generative_ai_is_said_so_in_its_reason(detector, astronaut, tmp_path):
+    # The headline said "no signs of ... AI generation" beside a valid signature saying the file was made with
+    # generative AI, and only the page told the two apart.
+    from tests.provenance_support import with_credentials
+
+    _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    signed = with_credentials(jpeg.tobytes(), "image/jpeg")
+    reason = detector.analyze_image(signed).verdict.reason
+    assert reason.endswith(
+        '; the file declares "Created using generative AI" in its Content Credentials: a claim read from it, not scored'
+    )
+    assert "declares" not in detector.analyze_image(jpeg.tobytes()).verdict.reason
+
+
 def test_analyze_video_on_a_photo_says_what_to_use(detector, tmp_path, astronaut):
     from deepshield.errors import UnsupportedMediaError
 

@@ -749,9 +749,7 @@ def test_html_page_says_which_score_made_each_faces_call(astronaut, tiny_bundle)
     page.add(photo("two.jpg", [generated, swapped]))
     text = page.html("1 file scanned")
     shown = shown_probability(face.probability)
-    assert (
-        f"Face 1: face-swap {shown} · synthetic-face 77.5% · Likely manipulated (by the synthetic-face score)" in text
-    )
+    assert f"Face 1: face-swap {shown} · synthetic-face 77.5% · Likely AI-generated" in text
     assert f"Face 2: face-swap {shown} · synthetic-face 0.4% · No signs found</div>" in text
     assert text.index("Face 1:") < text.index("Face 2:")
     # The most suspicious face leads, keeping its number: here the second in reading order.
@@ -981,3 +979,22 @@ def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny
     (bundle / "model_card.json").write_text(json.dumps(card))
     assert main(["model", "--model", str(bundle)]) == EXIT_OK
     assert "dev-eval/modern-swaps 0.60 " in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_summary_line_counts_ai_generated_faces_apart():
+    # "3 likely manipulated" held an AI-generated face, called so everywhere else.
+    import collections
+
+    from deepshield.cli.scan import outcome_line, outcome_of
+    from deepshield.inference.scan import ScanRow
+
+    rows = [
+        ScanRow(path="a", status="ok", verdict="likely_manipulated", verdict_driver="manipulation"),
+        ScanRow(path="b", status="ok", verdict="likely_manipulated", verdict_driver="synthetic"),
+        ScanRow(path="c", status="ok", verdict="inconclusive", verdict_driver="synthetic"),
+        ScanRow(path="d", status="error", error="unreadable"),
+    ]
+    outcomes = collections.Counter(outcome_of(row) for row in rows)
+    assert outcome_line(outcomes) == (
+        "4 files scanned: 1 likely manipulated, 1 likely AI-generated, 1 inconclusive, 1 failed"
+    )

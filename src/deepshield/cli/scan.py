@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
                 if page is not None:
                     page.add(row)
                 statuses.append(row.status)
-                outcomes[row.verdict if row.status == "ok" and row.verdict else "failed"] += 1
+                outcomes[outcome_of(row)] += 1
                 if stream is None:
                     rows.append(row)
                 else:  # written as each file finishes: a killed scan keeps its rows
@@ -452,10 +452,20 @@ def declared_text(row) -> str:
     return " ".join(filter(None, [declared, row.credentials and f"[C2PA {row.credentials}]"])) or "-"
 
 
+def outcome_of(row) -> str:
+    """A row's outcome as the summary counts it: its verdict, an AI-generated face's call apart (it was
+    counted among the likely manipulated), or failed."""
+    if row.status != "ok" or not row.verdict:
+        return "failed"
+    if row.verdict == "likely_manipulated" and row.verdict_driver == "synthetic":
+        return "likely_AI-generated"
+    return row.verdict
+
+
 def outcome_line(outcomes: collections.Counter[str]) -> str:
     """`12 files: 1 likely manipulated, 2 inconclusive, 8 no signs found, 1 failed`, verdicts in the
     order of their severity."""
-    order = ("likely_manipulated", "inconclusive", "no_signs_found", "no_face", "failed")
+    order = ("likely_manipulated", "likely_AI-generated", "inconclusive", "no_signs_found", "no_face", "failed")
     parts = [f"{outcomes[key]} {key.replace('_', ' ')}" for key in order if outcomes[key]]
     total = sum(outcomes.values())
     return f"{total} file{'s' if total != 1 else ''} scanned: " + ", ".join(parts)

@@ -45,7 +45,7 @@ from deepshield.inference.verdict import (
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.frames import media_kind
 from deepshield.media.images import DecodedImage, ImageLimits, decode_image
-from deepshield.media.metadata import image_metadata, video_metadata
+from deepshield.media.metadata import MediaMetadata, image_metadata, video_metadata
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.sniff import HEADER_BYTES, MediaKind, sniff_media_kind, sniff_path
 from deepshield.media.units import megapixels
@@ -324,6 +324,7 @@ class Detector:
                 f"the image was read at 1/{decoded.scale} of its width and height, being above the "
                 f"{megapixels(self.image_limits.max_pixels)} megapixel limit"
             )
+        verdict = _with_declaration(verdict, metadata)
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
@@ -489,6 +490,8 @@ class Detector:
                 f"the frames were read at 1/{decoded_scale} of their width and height, "
                 f"{reduced_read_reason(info, self.video_limits, decoded_scale)}"
             )
+        metadata = video_metadata(path, self.trust_anchors)
+        file_verdict = _with_declaration(file_verdict, metadata)
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__, decoded_scale=decoded_scale),
@@ -501,7 +504,7 @@ class Detector:
             rule=self.video_rule.describe(),
             **dict(self.scoring_terms()),
             elapsed_ms=(time.perf_counter() - started) * 1000,
-            metadata=video_metadata(path, self.trust_anchors),
+            metadata=metadata,
         )
 
     @_naming_its_file
@@ -519,6 +522,17 @@ class Detector:
         if media_kind(path) is MediaKind.VIDEO:
             return self.analyze_video(path, frames, span=span)
         return self.analyze_image(path, heatmaps=heatmaps)
+
+
+def _with_declaration(verdict: Verdict, metadata: MediaMetadata | None) -> Verdict:
+    """The verdict, saying where the file declares it was made with generative AI: its headline said "no
+    signs of ... AI generation" beside a valid signature saying so, and only the page told the two apart."""
+    declared = None if metadata is None else metadata.declared_source
+    if declared is None or not declared.generative_ai:
+        return verdict
+    return verdict.with_clause(
+        f'the file declares "{declared.meaning}" {declared.place()}: a claim read from it, not scored'
+    )
 
 
 def _check_type(source: object, accepted: tuple[type, ...], what: str) -> None:

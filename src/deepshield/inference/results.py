@@ -35,14 +35,15 @@ SCOPE_WITH_SYNTHETIC = (
 )
 HEADLINES: dict[str, str] = {
     "likely_manipulated": "Likely manipulated: signs of face swapping or face editing found",
-    "inconclusive": "Inconclusive: the score is too close to the threshold to call either way",
+    "inconclusive": "Inconclusive: the face-swap score lies in its uncertain band, too close to the threshold to call either way",
     "no_signs_found": "No signs of face swapping found — this does not prove the file is authentic",
     "no_face": "No face found — nothing was checked",
 }
 # Where the synthetic-face score drives the verdict, or takes part in a no-signs call.
 SYNTHETIC_HEADLINES: dict[str, str] = {
     "likely_manipulated": "Likely AI-generated: signs of a fully generated face found",
-    "inconclusive": "Inconclusive: the synthetic-face score is too close to its threshold to call either way",
+    # Its band is wide (21-69% for 1.2.2): "too close to its threshold" was said of a score 30 points away.
+    "inconclusive": "Inconclusive: the synthetic-face score lies in its uncertain band, where it calls neither way",
     "no_signs_found": "No signs of face swapping or AI generation found — this does not prove the file is authentic",
 }
 LABEL_FIELD = Field(

@@ -116,8 +116,8 @@ def _call(probability: float, synthetic: float | None, label: str, driver: str) 
     scores = [f"face-swap {shown_probability(probability)}"]
     if synthetic is not None:
         scores.append(f"synthetic-face {shown_probability(synthetic)}")
-    call = _WORDS.get(label, label)
-    if synthetic is not None and driver == "synthetic":
+    call = _badge(label, driver)  # as the file's badge says it ("Likely manipulated" beside "Likely AI-generated")
+    if synthetic is not None and driver == "synthetic" and label != "likely_manipulated":
         call += " (by the synthetic-face score)"
     return _e(" · ".join([*scores, call]))
 
@@ -220,6 +220,8 @@ def _file(row: ScanRow, earlier: str | None = None) -> str:
         )
     verdict = result.verdict
     facts = _facts(row)
+    if isinstance(result, VideoResult) and (uncounted := sum(not track.counted for track in result.tracks)):
+        facts[1] += f" ({len(result.tracks) - uncounted} counted)"  # "4 people" where 2 were stray detections
     if isinstance(result, VideoResult) and result.video.has_audio:
         facts.append("sound not analysed")
     metadata = result.metadata
