@@ -462,6 +462,18 @@ def test_faces_and_people_are_listed_most_suspicious_first(page, server):
     assert order == ["generated", "swap", "band", "clear", "clear too", "short"]
 
 
+def test_a_heatmap_under_a_synthetic_call_says_it_is_the_face_swap_scores(page, server):
+    # "red = looks manipulated" under a "Likely AI-generated" badge read as where the face was generated.
+    page.goto(server + "/")
+    captions = page.evaluate(
+        """async () => {
+          const { heatmapCaption } = await import("/static/js/format.js");
+          return [heatmapCaption("manipulation"), heatmapCaption("synthetic")];
+        }"""
+    )
+    assert captions == ["Heatmap: red = looks manipulated", "Face-swap heatmap (the AI-generated score has no map)"]
+
+
 def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detector, astronaut, tmp_path):
     # Three faces scored 27%, 88% and 62% in reading order (threshold 50%): the cards go 88%, 62%, 27%, each
     # with its number, and the boxes on the photo stay in reading order.

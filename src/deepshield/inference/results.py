@@ -49,7 +49,11 @@ SYNTHETIC_HEADLINES: dict[str, str] = {
 LABEL_FIELD = Field(
     description="likely_manipulated (at or above the inconclusive band), inconclusive (inside it) or no_signs_found (below it)"
 )
-THRESHOLD_LABEL_FIELD = Field(description="fake / real at the threshold alone: the old label, kept for compatibility")
+THRESHOLD_LABEL_FIELD = Field(
+    description="deprecated, kept for compatibility: fake / real by the face-swap score at its threshold alone, "
+    "ignoring the inconclusive band and the synthetic-face score (an AI-generated face's reads real): read label",
+    json_schema_extra={"deprecated": True},
+)
 DRIVER_FIELD: Any = Field(
     "manipulation", description="the score whose call is the label: manipulation (face swap / edit) or synthetic"
 )

@@ -284,13 +284,14 @@ class ScanPage:
         )
         said.append(f"model {terms.model} · threshold {shown_probability(terms.threshold)}{synthetic}")
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        no_map = " (the synthetic-face score has no map)" if terms.has_synthetic else ""
         body = "".join(fragment for _, _, fragment in sorted(self._files))
         return (
             f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
             f'<div class="muted">{_e(" · ".join(said))} · made {made}</div>'
             f'<p class="small muted">{_e(scope(terms.has_synthetic))} No signs found does not prove a file authentic; '
-            f"heatmaps show where the model saw evidence (red), not a map of the edit.</p>{body}</body></html>\n"
+            f"heatmaps show where the face-swap score saw evidence (red), not a map of the edit{no_map}.</p>{body}</body></html>\n"
         )
 
     def write(self, path: os.PathLike[str] | str, outcome: str) -> None:

@@ -12,6 +12,11 @@ const SYNTHETIC_WORDS = {
 
 export const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
 
+// The heatmap is the face-swap score's map: under a call the synthetic-face score made, "red = looks
+// manipulated" read as where the face was AI-generated.
+export const heatmapCaption = (driver) =>
+  driver === "synthetic" ? "Face-swap heatmap (the AI-generated score has no map)" : "Heatmap: red = looks manipulated";
+
 // A face's, track's or file's second score and which of the two set its label (see README "Verdicts").
 export function syntheticText(probability, label, driver) {
   if (probability === null || probability === undefined) return NO_SYNTHETIC;

@@ -1,6 +1,6 @@
 /* A photo's result: its faces outlined on it, a card per face. */
 import { $, cautionsLine, el, scrollBehavior } from "./dom.js";
-import { drivingScore, mostSuspiciousFirst, pct, probabilityText, syntheticText } from "./format.js";
+import { drivingScore, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
 
@@ -84,7 +84,7 @@ export function renderImage(result, fileName) {
         el("div", { class: "meter", "data-role": "meter", title: `${driving.text} ${driving.measures} score; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),
         el("div", { class: "face-images" }, [
           el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
-          el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
+          el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: heatmapCaption(face.verdict_driver) })]),
         ]),
         el("div", { class: "face-meta", text: `Face-swap probability ${probabilityText(face.probability)} · inconclusive ${pct(result.inconclusive.low, 1)}–${pct(result.inconclusive.high, 1)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
         el("div", {

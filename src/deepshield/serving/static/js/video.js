@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, cautionsLine, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { drivingScore, formatTime, mostSuspiciousFirst, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
+import { drivingScore, formatTime, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -240,7 +240,7 @@ function trackCard(track, i, result, span, frameTime, source) {
     ]),
     el("div", { class: "face-images" }, [
       el("figure", {}, [el("img", { src: track.thumbnail_png, alt: `${name} in its most suspicious frame` }), el("figcaption", { text: `Most suspicious frame (${frameTime(track.peak_timestamp_s)})` })]),
-      el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: "Heatmap: red = looks manipulated" })]),
+      el("figure", {}, [el("img", { src: track.heatmap_png, alt: `Heatmap for ${name}` }), el("figcaption", { text: heatmapCaption(track.verdict_driver) })]),
     ]),
     el("div", { class: "face-meta", text: seen }),
     el("div", {
