@@ -73,3 +73,17 @@ def test_exif_pillow_cannot_read_leaves_stderr_alone(astronaut, tmp_path):
     )
     assert done.returncode == EXIT_OK and "metadata  none found" in done.stdout
     assert done.stderr == ""
+
+
+def test_a_file_that_does_not_decode_is_said_so(capsys, astronaut, tmp_path):
+    # A JPEG cut short read as a photo whose metadata was removed, exit 0; scan called it corrupt.
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo_with_exif(astronaut)[:600])
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(photo_with_exif(astronaut))
+    assert main(["inspect", str(cut), str(whole)]) == EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert "  not readable as image: corrupt image: the file starts like a JPEG" in out
+    assert out.count("not readable") == 1
+    assert main(["inspect", str(cut), "--json"]) == EXIT_SOME_FAILED
+    assert json.loads(capsys.readouterr().out)["error"].startswith("corrupt image")

@@ -47,24 +47,43 @@ def run(args: argparse.Namespace) -> int:
             continue
         read = video_metadata if kind is MediaKind.VIDEO else image_metadata
         metadata = read(path, anchors)
+        # Decoded as scan would (metadata alone read a cut-off JPEG as a photo whose metadata was removed).
+        undecodable = media_problem(path, kind)
+        failed = failed or undecodable is not None
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "path": str(path),
-                        "kind": kind.value,
-                        "sha256": sha256,
-                        "metadata": metadata.model_dump(mode="json"),
-                    }
-                )
-            )
+            record: dict[str, object] = {
+                "path": str(path),
+                "kind": kind.value,
+                "sha256": sha256,
+                "metadata": metadata.model_dump(mode="json"),
+            }
+            print(json.dumps(record | ({"error": undecodable} if undecodable else {})))
         else:
-            sys.stdout.write(describe(path, kind.value, sha256, metadata))
+            sys.stdout.write(describe(path, kind.value, sha256, metadata, undecodable))
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def describe(path: Path, kind: str, sha256: str, metadata) -> str:
+def media_problem(path: Path, kind) -> str | None:
+    """Why the file cannot be analysed (corrupt, over a limit), None when it decodes."""
+    from deepshield.errors import DeepShieldError
+    from deepshield.media.images import decode_image
+    from deepshield.media.sniff import MediaKind
+    from deepshield.media.video import probe_video
+
+    try:
+        if kind is MediaKind.VIDEO:
+            probe_video(path)
+        else:
+            decode_image(path)
+    except DeepShieldError as exc:
+        return str(exc)
+    return None
+
+
+def describe(path: Path, kind: str, sha256: str, metadata, undecodable: str | None = None) -> str:
     lines = [f"{path} ({kind}, SHA-256 {sha256})"]
+    if undecodable:
+        lines.append(f"  not readable as {kind}: {undecodable}")
     facts = [
         ("camera", metadata.camera),
         ("software", metadata.software),
