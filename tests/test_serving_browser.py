@@ -474,6 +474,19 @@ def test_a_heatmap_under_a_synthetic_call_says_it_is_the_face_swap_scores(page, 
     assert captions == ["Heatmap: red = looks manipulated", "Face-swap heatmap (the AI-generated score has no map)"]
 
 
+def test_a_videos_tracked_faces_say_how_many_count(page, server):
+    # "Faces tracked 4" where two were stray one-frame detections that the verdict leaves out.
+    page.goto(server + "/")
+    said = page.evaluate(
+        """async () => {
+          const { countedTracks } = await import("/static/js/format.js");
+          return [countedTracks([{ counted: true }, { counted: false }, { counted: true }, { counted: false }]),
+                  countedTracks([{ counted: true }])];
+        }"""
+    )
+    assert said == ["4 (2 counted)", "1"]
+
+
 def test_a_photos_face_cards_lead_with_the_most_suspicious_face(browser, detector, astronaut, tmp_path):
     # Three faces scored 27%, 88% and 62% in reading order (threshold 50%): the cards go 88%, 62%, 27%, each
     # with its number, and the boxes on the photo stay in reading order.

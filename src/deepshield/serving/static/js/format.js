@@ -140,3 +140,9 @@ export const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.
 
 // "2026-12-05 19:30 UTC" from an ISO time; null: not known (a result saved before times were kept).
 export const utcMinute = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : null);
+
+// "4 (2 counted)": how many people were tracked and how many of them take part in the verdict.
+export function countedTracks(tracks) {
+  const counted = tracks.filter((track) => track.counted).length;
+  return counted === tracks.length ? `${tracks.length}` : `${tracks.length} (${counted} counted)`;
+}

@@ -1,7 +1,7 @@
 /* A video's result: the timeline per person and a card per face track. */
 import { $, cautionsLine, el, renderFacts, svg } from "./dom.js";
 import { analyse } from "./flow.js";
-import { drivingScore, formatTime, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
+import { countedTracks, drivingScore, formatTime, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, scoreColour, scorePct, syntheticTerms, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 
 const TRACK_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#4b5563", "#65a30d", "#0891b2"];
@@ -50,7 +50,8 @@ export function renderVideo(result, file, fileName, source) {
     ["Codec", v.codec],
     ["Audio", v.has_audio ? "present, not analysed (faces only)" : null],
     ["Frames analysed", `${result.sampled_frames}`],
-    ["Faces tracked", `${result.tracks.length}`],
+    // Stray one- or two-frame detections are tracked but do not count towards the verdict: said so.
+    ["Faces tracked", countedTracks(result.tracks)],
   ]);
   $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
   offerMoreFrames(result, source);
