@@ -1,7 +1,7 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
 import { $, el, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
-import { drivingScore, LABEL_WORDS, labelWords, probabilityText, syntheticText } from "./format.js";
+import { drivingScore, labelWords, probabilityText, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
 import { clearOutput, clearResult, errorSentence, setBusy, showMessage } from "./messages.js";
 import { declaredGenerativeText } from "./provenance.js";
@@ -121,11 +121,15 @@ export function hideBatch() {
 export function drawBatch() {
   const batch = state.batch;
   const finished = batch.items.filter(isFinished).length;
+  // Counted by the words each row's badge says: an AI-generated face's call apart from the face swaps'.
   const counts = {};
   for (const item of batch.items) {
-    if (item.status === "done") counts[item.analysis.result.verdict.label] = (counts[item.analysis.result.verdict.label] || 0) + 1;
+    if (item.status !== "done") continue;
+    const verdict = item.analysis.result.verdict;
+    const words = labelWords(verdict.label, verdict.verdict_driver).toLowerCase();
+    counts[words] = (counts[words] || 0) + 1;
   }
-  const verdicts = Object.entries(counts).map(([label, n]) => `${n} ${LABEL_WORDS[label].toLowerCase()}`);
+  const verdicts = Object.entries(counts).map(([words, n]) => `${n} ${words}`);
   const analysed = batch.items.filter((item) => item.status === "done").length;
   const failed = finished - analysed;
   // Files that could not be read are not counted as analysed: "5 of 8 files analysed (...); 3 could not be analysed".
