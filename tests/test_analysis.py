@@ -240,6 +240,13 @@ def test_a_source_of_the_wrong_kind_is_a_type_error_naming_it(detector, astronau
         with pytest.raises(TypeError, match=r"not builtins\.bytes"):
             method(b"\x00" * 16)
 
+    class Where:  # any os.PathLike, as analyze_path takes it
+        def __fspath__(self) -> str:
+            return str(tmp_path / "photo.png")
+
+    photo.save(tmp_path / "photo.png")
+    assert len(detector.analyze_image(Where()).faces) == len(detector.analyze_path(Where()).faces) == 1
+
 
 def test_trust_anchors_are_taken_as_a_path_or_refused_at_once(tiny_bundle, detector, tmp_path):
     from deepshield.errors import TrustAnchorsError

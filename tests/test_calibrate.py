@@ -589,4 +589,4 @@ def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monke
     )
     crops = [str(tmp_path / "ds" / "crops" / "a.png"), str(tmp_path / "abs" / "crops" / "b.png")]
     assert training_folders_in(card, crops) == [f"prepared dataset {tmp_path / 'abs'}", "prepared dataset ds"]
-    assert training_folders_in(card, crops, split="test") == []
+    assert training_folders_in(card, crops, split="test") == training_folders_in(card, crops, split="val") == []

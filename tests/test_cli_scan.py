@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -861,6 +862,15 @@ def test_html_page_writes_a_name_that_is_not_utf8_and_rows_resume_on_it(capsys, 
     assert os.fsencode(odd) in rows.read_bytes()  # the name's own bytes
     code, _, err = scan(capsys, *args, "--resume")
     assert code == EXIT_OK and "1 file already in" in err and len(rows.read_bytes().splitlines()) == 2
+    # Rows kept in a file whose own name is not UTF-8: the resumed page names it too.
+    odd_rows = tmp_path / os.fsdecode(b"r\xe9.csv")
+    rows.rename(odd_rows)
+    said = io.StringIO()  # as a terminal's stderr takes such a name (backslashreplace); pytest's capture is strict
+    with contextlib.redirect_stderr(said):
+        code = main(["scan", *args[:-4], "--out", str(odd_rows), "--html", str(page), "--resume"])
+    assert code == EXIT_OK, said.getvalue()
+    assert "(rows in " in page.read_text() and "r\\xe9.csv" in page.read_text()
+    assert not Path(f"{page}.part").exists()
 
 
 def test_a_resumed_scans_page_shows_the_earlier_files_and_an_empty_scan_replaces_a_stale_page(
@@ -998,3 +1008,4 @@ def test_the_summary_line_counts_ai_generated_faces_apart():
     assert outcome_line(outcomes) == (
         "4 files scanned: 1 likely manipulated, 1 likely AI-generated, 1 inconclusive, 1 failed"
     )
+    assert outcome_line(collections.Counter()) == "no new file scanned"  # it read "0 files scanned: "

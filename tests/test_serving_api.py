@@ -1088,9 +1088,14 @@ def test_content_credentials_are_checked_against_the_servers_trust_anchors(detec
     vouching = Detector(detector.classifier, detector.faces, trust_anchors=TrustAnchors.load(anchors))
     for checker, state in ((detector, "valid"), (vouching, "trusted")):
         with client_for(checker) as client:
-            metadata = client.post("/v1/analyze", files=upload(signed)).json()["metadata"]
+            answer = client.post("/v1/analyze", files=upload(signed)).json()
+        metadata = answer["metadata"]
         assert metadata["credentials"]["state"] == state
         assert metadata["declared_source"]["code"] == "trainedAlgorithmicMedia"
+        # As the Python API and scan say it (the API's reason had no word of it).
+        assert answer["verdict"]["reason"].endswith(
+            'the file declares "Created using generative AI" in its Content Credentials: a claim read from it, not scored'
+        )
 
 
 def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jpeg):

@@ -322,6 +322,17 @@ def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tin
     with _page_of(browser, Detector.from_bundle(tiny_bundle)) as page:  # a card without such figures: no record
         page.wait_for_selector("[data-role=model-name]")
         assert not page.is_visible("[data-role=model-record]")
+    # A model trained without benchmarks: its validation figures, said to be no real media's (they were hidden).
+    card["metrics"] = {
+        k: v for k, v in card["metrics"].items() if not k.startswith(("bench_", "real_fpr_modern", "synthetic_bench"))
+    }
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    with _page_of(browser, Detector.from_bundle(bundle)) as page:
+        page.wait_for_selector("[data-role=model-record]:visible")
+        page.click("#model-record summary")
+        rows = [row.split("\t") for row in page.locator("[data-role=record-row]").all_inner_texts()]
+        assert rows == [["its own synthesised blends (validation)", "—", "0.93", "0.9%"]]
+        assert "No real media measured this model" in page.inner_text("#model-record-note")
 
 
 def test_image_without_a_face_says_so(page, server, tmp_path):

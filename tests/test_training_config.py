@@ -187,9 +187,10 @@ def test_a_section_given_whole_keeps_the_keys_it_leaves_out(tmp_path):
     [
         ("dup.yaml", "optim:\n  lr: 1.0e-3\n  epochs: 3\noptim:\n  lr: 4.0e-4\n", "line 4.*'optim' is given twice"),
         ("dup.json", '{"seed": 1, "seed": 2}', "'seed' is given twice"),
+        ("list-key.yaml", "? [a, b]\n: 1\n", "line 1, column 3: found unhashable key"),  # a TypeError traceback
     ],
 )
-def test_a_key_given_twice_in_a_file_is_refused(tmp_path, name, text, message):
+def test_keys_a_file_cannot_give_settings_by_are_refused(tmp_path, name, text, message):
     # YAML and JSON kept the last of two sections without a word (the first optim section was gone).
     path = tmp_path / name
     path.write_text(text)

@@ -84,8 +84,12 @@ def describe(card) -> str:
                 "AI-generated faces, its generator's unseen ones",
                 "-",
                 auc(record.synthetic_holdout_auc),
-                share(record.synthetic_real_flagged),
-                *(("-",) if by_synthetic else ()),
+                # The synthetic-face score's own false alarms: in its column, where the table has one.
+                *(
+                    ("-", share(record.synthetic_real_flagged))
+                    if by_synthetic
+                    else (share(record.synthetic_real_flagged),)
+                ),
             )
         )
     if record.validation_auc is not None:
@@ -105,12 +109,12 @@ def describe(card) -> str:
             "",
             "AUC: how often a fake scores above a real one (0.5 chance, 1 always), with its 95% interval. Reals",
             "flagged: a set's real files (validation: real faces) at or above the threshold"
-            + (
-                "; by synth score: at the synthetic-face score's (a file either flags is flagged)."
-                if by_synthetic
-                else "."
-            ),
+            + (";" if by_synthetic else "."),
         ]
+        if by_synthetic:
+            lines.append(
+                "by synth score: at the synthetic-face score's threshold (a file either score flags is flagged)."
+            )
         lines += (
             ["The labelled sets chose the model, so they flatter it; fakes from tools it has not met can fare worse."]
             if record.benchmarks

@@ -468,6 +468,8 @@ def outcome_line(outcomes: collections.Counter[str]) -> str:
     order = ("likely_manipulated", "likely_AI-generated", "inconclusive", "no_signs_found", "no_face", "failed")
     parts = [f"{outcomes[key]} {key.replace('_', ' ')}" for key in order if outcomes[key]]
     total = sum(outcomes.values())
+    if not total:  # a resumed scan with nothing new, or one interrupted before its first file ("0 files scanned: ")
+        return "no new file scanned"
     return f"{total} file{'s' if total != 1 else ''} scanned: " + ", ".join(parts)
 
 

@@ -528,9 +528,9 @@ PREPARED = "prepared dataset "  # how a card names a prepared dataset among its 
 def training_folders_in(card: ModelCard, paths: Sequence[str], split: str = "all") -> list[str]:
     """The folders the card says the model trained on (read under $DEEPSHIELD_DATA_ROOT, else the working
     directory, as training read them) that hold any of `paths`: a calibration fitted on faces the network
-    learnt is fitted to scores it gives no new face. A prepared dataset counts unless only its test split
-    is scored (`split`): its entry ("prepared dataset <folder>") matched no path, so its own train split
-    went unwarned."""
+    learnt is fitted to scores it gives no new face. A prepared dataset counts unless only its validation or
+    test split is scored (`split`; the validation split was never trained on, and is what the README calibrates
+    on): its entry ("prepared dataset <folder>") matched no path, so its own train split went unwarned."""
     from deepshield.training.config import DATA_DIR_ENV
 
     root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
@@ -539,7 +539,7 @@ def training_folders_in(card: ModelCard, paths: Sequence[str], split: str = "all
         {
             entry.split(": ", 1)[-1]  # the synthetic score's say "real: <folder>"
             for entry in listed
-            if not (entry.startswith(PREPARED) and split == "test")
+            if not (entry.startswith(PREPARED) and split in ("val", "test"))
         }
     )
     resolved = [Path(p).resolve() for p in paths]

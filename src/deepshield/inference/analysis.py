@@ -286,11 +286,13 @@ class Detector:
         started = time.perf_counter()
         _check_type(
             source,
-            (str, Path, bytes, bytearray, memoryview, np.ndarray, DecodedImage),
+            (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, DecodedImage),
             "an image is a path, bytes or an H x W x 3 uint8 RGB array",
         )
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)
+        elif isinstance(source, os.PathLike):
+            source = Path(source)
         if isinstance(source, (np.ndarray, DecodedImage)):
             decoded = source if isinstance(source, DecodedImage) else DecodedImage(source)
             shape = decoded.pixels.shape
@@ -324,7 +326,7 @@ class Detector:
                 f"the image was read at 1/{decoded.scale} of its width and height, being above the "
                 f"{megapixels(self.image_limits.max_pixels)} megapixel limit"
             )
-        verdict = _with_declaration(verdict, metadata)
+        verdict = with_declaration(verdict, metadata)
         return ImageResult(
             width=image.shape[1],
             height=image.shape[0],
@@ -491,7 +493,7 @@ class Detector:
                 f"{reduced_read_reason(info, self.video_limits, decoded_scale)}"
             )
         metadata = video_metadata(path, self.trust_anchors)
-        file_verdict = _with_declaration(file_verdict, metadata)
+        file_verdict = with_declaration(file_verdict, metadata)
         report(1.0, "done")
         return VideoResult(
             video=VideoSummary(**info.__dict__, decoded_scale=decoded_scale),
@@ -524,7 +526,7 @@ class Detector:
         return self.analyze_image(path, heatmaps=heatmaps)
 
 
-def _with_declaration(verdict: Verdict, metadata: MediaMetadata | None) -> Verdict:
+def with_declaration(verdict: Verdict, metadata: MediaMetadata | None) -> Verdict:
     """The verdict, saying where the file declares it was made with generative AI: its headline said "no
     signs of ... AI generation" beside a valid signature saying so, and only the page told the two apart."""
     declared = None if metadata is None else metadata.declared_source

@@ -8,6 +8,7 @@ import html
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from numpy.typing import NDArray
@@ -213,10 +214,12 @@ def _file(row: ScanRow, earlier: str | None = None) -> str:
         return f'<div class="file error">{_head(row, "error", [])}{_e(row.error)}{_digest(row)}</div>'
     label = row.verdict or "no_face"
     if result is None:  # a row read back from --out: its figures, not its faces
-        note = f"Scanned in an earlier run of this scan (rows in {earlier}): its faces are not on this page."
+        note = (
+            f"Scanned in an earlier run of this scan (rows in {_name(earlier or '')}): its faces are not on this page."
+        )
         return (
             f'<div class="file {_e(label)}">{_head(row, label, _facts(row))}'
-            f'<div class="small muted earlier">{_e(note)}</div>{_digest(row)}</div>'
+            f'<div class="small muted earlier">{note}</div>{_digest(row)}</div>'
         )
     verdict = result.verdict
     facts = _facts(row)
@@ -297,6 +300,10 @@ class ScanPage:
     def write(self, path: os.PathLike[str] | str, outcome: str) -> None:
         """Write the page whole or not at all: a page cut short by a failure kept no earlier page either."""
         part = f"{os.fspath(path)}.part"
-        with open(part, "w", encoding="utf-8") as handle:
-            handle.write(self.html(outcome))
-        os.replace(part, path)
+        try:
+            with open(part, "w", encoding="utf-8") as handle:
+                handle.write(self.html(outcome))
+            os.replace(part, path)
+        except BaseException:
+            Path(part).unlink(missing_ok=True)
+            raise

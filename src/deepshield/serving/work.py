@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepshield.inference.analysis import Detector, ProgressCallback
+from deepshield.inference.analysis import Detector, ProgressCallback, with_declaration
 from deepshield.inference.heatmap import crop_urls, jpeg_url
 from deepshield.inference.results import TrackPoint
 from deepshield.media.images import decode_image
@@ -36,9 +36,10 @@ def preview_jpeg(image: np.ndarray, max_side: int) -> str:
 def analyze_image_file(detector: Detector, path: Path, file: FileInfo, preview_side: int | None) -> AnalyzeResponse:
     started = time.perf_counter()
     decoded = decode_image(path, detector.image_limits)  # decoded here, once, for the preview too
-    result = detector.analyze_image(decoded, heatmaps=True).model_copy(
-        update={"metadata": image_metadata(path, detector.trust_anchors)}
-    )
+    result = detector.analyze_image(decoded, heatmaps=True)
+    metadata = image_metadata(path, detector.trust_anchors)
+    # The file's metadata joins the result here, and with it what the verdict says of a declared AI origin.
+    result = result.model_copy(update={"metadata": metadata, "verdict": with_declaration(result.verdict, metadata)})
     faces = []
     for face in result.faces:
         assert face.crop is not None and face.heatmap is not None, "analyze_image keeps pixels and heatmaps=True"

@@ -527,6 +527,10 @@ def load_yaml(text: str) -> Any:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:  # a list as a key: construct_mapping refuses it below, with its line
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark

@@ -69,7 +69,8 @@ export async function loadServerInfo() {
 // catches and what it misses before trusting a verdict.
 async function loadModelRecord() {
   const record = await api("/v1/model/record");
-  if (!record.benchmarks.length) return;
+  // A model trained without benchmarks still has its validation figures (deepshield model prints them).
+  if (!record.benchmarks.length && record.validation_auc === null && record.synthetic_holdout_auc === null) return;
   const auc = (figure) => !figure ? "—"
     : figure.value.toFixed(2) + (figure.low !== null ? ` [${figure.low.toFixed(2)}, ${figure.high.toFixed(2)}]` : "");
   // A real file the synthetic-face score flags is flagged too: its own share beside the face-swap score's.
@@ -89,8 +90,11 @@ async function loadModelRecord() {
   $("model-record-note").textContent =
     "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
     "these sets are small. Reals flagged: the share of a set's real files (validation: real faces) at or above the " +
-    "threshold. The labelled sets chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
-    "its own synthesised blends say little about real swaps." +
+    "threshold. " +
+    (record.benchmarks.length
+      ? "The labelled sets chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
+        "its own synthesised blends say little about real swaps."
+      : "No real media measured this model: its own synthesised blends say little about real deepfakes.") +
     record.benchmarks.filter((set) => set.caution).map((set) => ` † ${set.labelled_set}: ${set.caution}.`).join("");
   $("model-record").hidden = false;
 }
