@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def faces(folder: Path, small: np.ndarray, n: int, start: int = 0) -> Path:
         image = np.roll(small, 7 * (i % 9) - 28, axis=1)
         image = image[:, ::-1] if i % 2 else image
         image = np.clip(image.astype(np.int16) + (i * 5) % 30 - 15, 0, 255).astype(np.uint8)
+        image[0, 0] = (i % 256, i // 256, 7)  # every photo its own bytes (index 18 apart repeated one, a copy)
         cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
     return folder
 
@@ -137,6 +139,10 @@ def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_spli
     assert {e.reason for e in read_errors(out)} == {"already in the dataset (not added again)"}
     with pytest.raises(DeepShieldError, match=r"holds 2 of this dataset's fake files .* would add them as real"):
         balance.add_real(out, tmp_path / "web", progress=False)
+    # Copies of its reals kept elsewhere came in as other groups (7 of 24 photos in two splits).
+    copies = tmp_path / "copies"
+    shutil.copytree(tmp_path / "web" / "real", copies)
+    assert balance.add_real(out, copies, progress=False).added == 0 and read_manifest(out) == before
     # A folder added again with more photos: its earlier photos keep their splits (5 of 12 moved).
     extra = faces(tmp_path / "more", small, 12, start=30)
     balance.add_real(out, extra, progress=False)
@@ -185,16 +191,25 @@ def test_balance_downsample_removes_whole_files_per_split(tmp_path: Path, small)
 
 
 def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
-    faces(tmp_path / "src" / "real", small, 4)
+    faces(tmp_path / "src" / "real", small, 8)
     faces(tmp_path / "src" / "fake", small, 1, start=10)
     out = tmp_path / "ds"
     prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
     reals = {r.crop_path: r for r in read_manifest(out) if r.label == "real"}
+    train_groups = {r.group for r in reals.values() if r.split == "train"}
+    assert len(train_groups) >= 3
+    # An orphan of an interrupted run (written before its manifest) is swept.
+    orphan = out / "crops" / "_synth" / "left.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"not listed")
     assert main(["dataset", "balance", str(out), "--synth-fakes", "3", "--no-progress"]) == 0
+    assert not orphan.exists()
     records = read_manifest(out)
     synth = [r for r in records if r.method == "self_blend"]
     assert len(synth) == 3 and {r.label for r in synth} == {"fake"}
     assert len({r.group for r in synth}) == 3  # spread over different real faces
+    # Made from the train split's reals only: fakes of our own recipe in val graded the model on them.
+    assert {r.split for r in synth} == {"train"} and {r.group for r in synth} <= train_groups
     by_group = defaultdict(set)
     for record in records:
         by_group[record.group].add(record.split)
@@ -208,7 +223,7 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
 
     files: list = []
     evaluated = list(PreparedCrops(out, SETTINGS.policy, warn=lambda message: None).crop(files, progress=False))
-    assert Counter(file.record.label for file in evaluated) == {0: 4, 1: 1 + 3}
+    assert Counter(file.record.label for file in evaluated) == {0: 8, 1: 1 + 3}
     assert all(len(file.rows) == 1 for file in evaluated)
     made = [file.record.path for file in evaluated if file.record.path.endswith("(self-blended by dataset balance)")]
     assert len(made) == 3
@@ -217,3 +232,33 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
 def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
     assert main(["dataset", "balance", str(tmp_path), "--downsample"]) == 2
     assert "run `deepshield prepare` first" in capsys.readouterr().err
+
+
+def test_add_real_after_synth_fakes_and_downsample_adds_nothing_twice(tmp_path: Path, small):
+    faces(tmp_path / "src" / "real", small, 6)
+    faces(tmp_path / "src" / "fake", small, 2, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    extra = faces(tmp_path / "extra", small, 3, start=40)
+    assert balance.add_real(out, extra, progress=False).added == 3
+    balance.synth_fakes(out, 2, progress=False)
+    # The fakes made from its reals keep their source files: the folder was "this dataset's fake files".
+    assert balance.add_real(out, extra, progress=False).added == 3
+    assert balance.downsample(out).removed > 0
+    # Down-sampled photos came back, in new splits, when added again.
+    again = tmp_path / "again"
+    again.mkdir()
+    for row in read_manifest_file(DatasetLayout(out).removed):
+        shutil.copy(row.source_file, again / Path(row.source_file).name)
+    assert any(again.iterdir()) and balance.add_real(out, again, progress=False).added == 0
+
+
+def test_a_dataset_of_one_class_or_no_crop_is_said_so_first():
+    # One class gave no warning at all; no crop read "split train is empty (too few groups?)".
+    from deepshield.data.stats import class_warnings
+
+    assert class_warnings({"real": 0, "fake": 0}, has_errors=True) == [
+        "no face crops: errors.csv says why for each file"
+    ]
+    assert class_warnings({"real": 5, "fake": 0}, has_errors=False)[0].startswith("the dataset has no fake faces")
+    assert class_warnings({"real": 5, "fake": 2}, has_errors=False) == []

@@ -104,6 +104,9 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     pasted = tmp_path / "pasted"
     assert main(["synth", str(real), str(pasted), "-n", "2", "--size", "96", "--method", "paste"]) == 0
     assert len(list(pasted.glob("fake_*_mask.png"))) == 2
+    # An output inside the real folder: its fakes were read back as real faces on the next run.
+    assert main(["synth", str(real), str(real / "out"), "-n", "2", "--size", "96"]) == 2
+    assert not (real / "out").exists()
 
 
 @pytest.mark.parametrize(

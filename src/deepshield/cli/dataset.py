@@ -44,7 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop source files of the majority label, per split, group-aware (to removed.csv)",
     )
-    how.add_argument("--synth-fakes", type=positive_int, metavar="N", help="add N fakes self-blended from real faces")
+    how.add_argument(
+        "--synth-fakes",
+        type=positive_int,
+        metavar="N",
+        help="add N fakes self-blended from the train split's real faces",
+    )
     balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
     balance.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the dataset's)")
     balance.add_argument("--no-progress", action="store_true", help="no progress bar")

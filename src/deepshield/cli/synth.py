@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
+    if args.out_dir.resolve().is_relative_to(args.real_dir.resolve()):
+        from deepshield.errors import DeepShieldError
+
+        # Its fakes, masks and contact sheet were read back as real faces on the next run (22 "real" of 11).
+        raise DeepShieldError(
+            f"the output folder {args.out_dir} is inside the real faces' {args.real_dir}: write elsewhere"
+        )
     config = SynthesisConfig(
         smooth_probability=args.smooth_probability,
         source_jpeg_probability=args.source_jpeg_probability,

@@ -8,6 +8,8 @@ existing rows fixed. Down-sampled rows go to removed.csv (their crops stay on di
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -83,19 +85,27 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
 
     entries = list(read_as_label(folder, key, REAL))
     # A file the dataset already holds would come in again as another group (the same photo in train and
-    # test), and one of its fakes would come in as real.
-    held = {Path(r.source_file).resolve(): r.label for r in records}
-    fakes = [e.path for e in entries if isinstance(e, SourceItem) and held.get(e.path.resolve()) == FAKE]
+    # test), and one of its fakes would come in as real. Held: by path, and by content (a copy of a photo
+    # elsewhere came in again, 7 of 24 in two splits), down-sampled files too (they came back in new
+    # splits); the fakes synthesised from a real keep its source file, so they do not make it a fake.
+    removed = read_manifest_file(layout.removed) if layout.removed.exists() else []
+    held = {
+        Path(r.source_file).resolve(): r.label for r in [*removed, *records] if not r.crop_path.startswith(SYNTH_DIR)
+    }
+    new_files = [e.path.resolve() for e in entries if isinstance(e, SourceItem)]
+    copies = same_bytes(new_files, list(held))
+    held_as = {path: held.get(path) or held.get(copies.get(path, path)) for path in new_files}
+    fakes = [path for path, label in held_as.items() if label == FAKE]
     if fakes:
         raise DeepShieldError(
             f"{folder} holds {len(fakes)} of this dataset's fake files (e.g. {fakes[0]}): add-real would add them "
             "as real faces. Add a folder of real photos only"
         )
-    items = [e for e in entries if isinstance(e, SourceItem) and e.path.resolve() not in held]
+    items = [e for e in entries if isinstance(e, SourceItem) and held_as[e.path.resolve()] is None]
     already = [
         SourceProblem(e.path, "already in the dataset (not added again)", key, REAL)
         for e in entries
-        if isinstance(e, SourceItem) and e.path.resolve() in held
+        if isinstance(e, SourceItem) and held_as[e.path.resolve()] is not None
     ]
     problems = [e for e in entries if isinstance(e, SourceProblem)] + already
     settings = ExtractSettings(
@@ -125,6 +135,30 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     return BalanceSummary(
         "add-real", added=len(new_records), errors=len(new_errors), before=before, after=after, notes=notes
     )
+
+
+def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
+    """Each of `files` that is a byte-for-byte copy of one of `held` (not the same path): that held file.
+    Sizes first, then SHA-256 of the few of equal size; a held file no longer on disk is skipped."""
+    by_size: dict[int, list[Path]] = {}
+    for path in held:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(path.stat().st_size, []).append(path)
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return digests[path]
+
+    copies = {}
+    for path in files:
+        with contextlib.suppress(OSError):
+            twins = [other for other in by_size.get(path.stat().st_size, []) if other != path]
+            match = next((other for other in twins if digest(other) == digest(path)), None)
+            if match is not None:
+                copies[path] = match
+    return copies
 
 
 # ---------------------------------------------------------------------------------------- downsample
@@ -227,9 +261,21 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
     info = read_info(layout.root)
     records = read_manifest(layout.root)
     seed = info.seed if seed is None else seed
-    reals = [r for r in records if r.label == REAL and not r.crop_path.startswith(SYNTH_DIR)]
+    # Train split only: a self-blend in val or test grades the model on the very fakes it trains on (test
+    # went from 1 fake to 3, of our own recipe, without a word).
+    reals = [r for r in records if r.label == REAL and r.split == "train" and not r.crop_path.startswith(SYNTH_DIR)]
     if not reals:
-        raise ManifestError("--synth-fakes needs real faces in the dataset to blend")
+        raise ManifestError(
+            "--synth-fakes blends the train split's real faces, and this dataset's train split has none"
+        )
+    # Crops of an interrupted run, written before its manifest: never listed, never used, swept now.
+    listed = {r.crop_path for r in records}
+    synth_dir = layout.root / SYNTH_DIR
+    for orphan in synth_dir.rglob("*.png") if synth_dir.is_dir() else []:
+        if orphan.relative_to(layout.root).as_posix() not in listed:
+            orphan.unlink()
+    # Each run draws afresh: a second run with the seed of the first blended the same reals again.
+    runs = sum(entry.startswith("synth-fakes") for entry in info.history)
     from tqdm import tqdm
 
     from deepshield.faces.landmarks import FaceMesher
@@ -237,7 +283,7 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
     mesher = FaceMesher()
     taken = {r.crop_path for r in records}
     added: list[CropRecord] = []
-    picks = _pick_reals(reals, n, random.Random(f"{seed}:synth"))
+    picks = _pick_reals(reals, n, random.Random(f"{seed}:synth" + (f":{runs}" if runs else "")))
     for i, real in enumerate(tqdm(picks, unit="face", disable=None if progress else True, desc="synthesise")):
         image = load_crop(real, layout.root)
         sample = FaceSample(image=image, keypoints=real.landmarks_array, landmarks=mesher.landmarks(image))
@@ -253,7 +299,11 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
     info.history.append(f"synth-fakes {n} seed={seed}")
     write_info(layout.root, info)
     return BalanceSummary(
-        "synth-fakes", added=len(added), before=_label_counts(records), after=_label_counts([*records, *added])
+        "synth-fakes",
+        added=len(added),
+        before=_label_counts(records),
+        after=_label_counts([*records, *added]),
+        notes=["all added to the train split (val and test are left as they were)"],
     )
 
 

@@ -109,8 +109,21 @@ def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] =
         groups=len({r.group for r in records}),
         errors_by_reason=dict(sorted(reasons.items())),
     )
-    stats.warnings = source_warnings(by_source, by_label) + split_warnings(by_split, by_label)
+    stats.warnings = class_warnings(by_label, bool(errors)) or (
+        source_warnings(by_source, by_label) + split_warnings(by_split, by_label)
+    )
     return stats
+
+
+def class_warnings(by_label: dict[str, int], has_errors: bool) -> list[str]:
+    """A dataset with no crop, or one class only, said first (it read "split train is empty (too few
+    groups?)", or nothing at all)."""
+    if not any(by_label.values()):
+        return ["no face crops" + (": errors.csv says why for each file" if has_errors else "")]
+    missing = [label for label in LABELS if not by_label.get(label)]
+    if missing:
+        return [f"the dataset has no {missing[0]} faces: a detector cannot be trained or measured on one class"]
+    return []
 
 
 def format_stats(stats: DatasetStats) -> str:
