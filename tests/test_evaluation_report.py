@@ -660,3 +660,20 @@ def test_learning_curves_count_epochs_as_training_logs_them(tmp_path, monkeypatc
     plots.curves_plot(history, ["train_loss"], tmp_path / "loss.png", "loss")
     (line,) = drawn[0].axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 2]  # the log's "epoch 1/2" and "epoch 2/2" (0 and 1 were drawn)
+
+
+def test_a_perturbations_pixels_do_not_depend_on_what_stands_beside_it(folder_dataset, tiny_bundle):
+    # noise:20 was seeded by the perturbation's place in --perturb and the file's in the listing: its figures
+    # moved by up to 0.06 a file with jpeg:90 beside it.
+    from deepshield.evaluation.perturb import parse_perturbations
+
+    classifier = OnnxClassifier(tiny_bundle)
+
+    def noisy(specs: list[str]) -> dict[str, float]:
+        scored = score_datasets(
+            [folder_dataset], classifier, frames=2, progress=False, perturbations=parse_perturbations(specs)
+        )
+        return {Path(f.path).name: s for f, s in zip(scored.files, scored.file_scores("noise:20")) if not np.isnan(s)}
+
+    alone, beside = noisy(["noise:20"]), noisy(["jpeg:90", "noise:20"])
+    assert alone and alone == pytest.approx(beside)

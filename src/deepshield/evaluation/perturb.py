@@ -16,7 +16,7 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
 
 Each is applied to the full frame before face detection, the way a platform re-encodes the whole
 upload. Video frames are perturbed one by one (an H.264 or JPEG round trip of each frame stands in for
-re-encoding the whole video). Noise is seeded per file and frame, so a rerun gives the same pixels.
+re-encoding the whole video). Noise is seeded by the file's path, the frame and the perturbation (not by their places in a listing or in --perturb), so a rerun gives the same pixels.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ from numpy.typing import NDArray
 def jpeg_roundtrip(image: NDArray[Any], quality: int) -> NDArray[Any]:
     """H x W x 3 uint8 RGB encoded as JPEG at `quality` (1-100) and decoded."""
     ok, buffer = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return np.ascontiguousarray(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1]) if ok else image
+    if not ok:  # the image came back untouched and was scored as jpeg:Q
+        raise ValueError(f"a {image.shape[1]}x{image.shape[0]} image cannot be encoded as JPEG")
+    return np.ascontiguousarray(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def h264_roundtrip(image: NDArray[Any], crf: int, motion: tuple[int, int]) -> NDArray[Any]:
