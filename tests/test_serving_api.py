@@ -657,6 +657,26 @@ def test_a_job_running_at_shutdown_stops_and_is_reported_after_the_restart(detec
     assert (after["status"], after["error"]["error"]) == ("failed", "server_restarted")
 
 
+def test_the_state_folder_is_private_and_a_deleted_job_leaves_nothing_in_it(detector, astronaut_jpeg, tmp_path):
+    # A state folder made 755 beforehand stayed so, the job database and its -wal were 644 (other users read
+    # file names and face crops), and a deleted job's file name stayed in the -wal.
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    with client_for(detector, state_dir=state) as client:
+        job = client.post("/v1/jobs", files=upload(astronaut_jpeg, "keep-me-private.jpg")).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state.stat().st_mode & 0o077 == 0
+        assert list(state.glob("jobs.sqlite3*")) and all(
+            f.stat().st_mode & 0o077 == 0 for f in state.glob("jobs.sqlite3*")
+        )
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+        left = b"".join(f.read_bytes() for f in state.glob("jobs.sqlite3*"))
+        assert b"keep-me-private" not in left
+
+
 def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
     job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
     assert job["kind"] == "image"

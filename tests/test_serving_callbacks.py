@@ -89,6 +89,8 @@ def test_callbacks_go_only_to_hosts_the_server_names(detector, photo):
             "http://127.0.0.1:abc/x",
             "http://127.0.0.1:99999/x",
             "http://127.0.0.1:0/x",
+            "http://127.0.0.1/x\nINFO: forged log line",  # urlsplit dropped the newline; the log kept it
+            "http://169.254.169.254\t@127.0.0.1/",
         ):
             body = assert_error(client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)), 400)
             assert body["detail"] == f"callback_url must be an http or https URL, not {url!r}"
@@ -202,3 +204,22 @@ def test_after_a_restart_callbacks_go_only_to_the_hosts_the_server_names_now(det
         "failed: not sent, callbacks may not go to '127.0.0.1'; this server allows hooks.example.org"
     )
     assert receiver.received == []
+
+
+def test_the_access_log_leaves_query_strings_out():
+    # A callback_url in the query often carries its receiver's token; uvicorn logged every request whole.
+    import logging
+
+    from deepshield.serving.server import WithoutQuery
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("1.2.3.4:5", "POST", "/v1/jobs?callback_url=https%3A%2F%2Fh%2Fx%3Ftoken%3Dsecret", "1.1", 202),
+        None,
+    )
+    assert WithoutQuery().filter(record) and "secret" not in record.getMessage()
+    assert record.getMessage() == '1.2.3.4:5 - "POST /v1/jobs?… HTTP/1.1" 202'

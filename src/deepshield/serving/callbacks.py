@@ -48,6 +48,10 @@ class CallbackPolicy:
                 400, "invalid_request", "callbacks are off on this server (it names no DEEPSHIELD_CALLBACK_HOSTS)"
             )
         not_a_url = ApiError(400, "invalid_request", f"callback_url must be an http or https URL, not {url[:200]!r}")
+        # urlsplit drops tabs and line breaks before reading the host, but the URL kept them where it was
+        # stored and logged: a forged log line rode in on a newline.
+        if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+            raise not_a_url
         try:
             parts = urlsplit(url)
             port = parts.port  # raises for a port that is no number up to 65535: here, not at each delivery
@@ -115,7 +119,7 @@ class CallbackSender:
                 reason = f"the receiver could not be reached ({getattr(exc, 'reason', exc)})"
             except Exception as exc:  # noqa: BLE001 - anything else (a bad status line...) fails the attempt: the job's callback must not stay "pending"
                 reason = f"the delivery failed ({type(exc).__name__}: {exc})"
-        log.warning("callback for job %s to %s failed: %s", job_id, url, reason)
+        log.warning("callback for job %s to %r failed: %s", job_id, urlsplit(url).hostname, reason)  # no path: tokens
         report(f"failed: {reason}, {policy.attempts} attempts")
 
     def close(self) -> None:

@@ -71,7 +71,13 @@ class JobLedger:
         self._lock = threading.Lock()
         self._closed = False
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        # This user's alone (the database and its -wal and -shm were 644), and a deleted job's bytes are
+        # overwritten rather than left in free pages: nothing of it survives on disk, as the README says.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
+        for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if own.exists():
+                own.chmod(0o600)
         self._db.execute(_SCHEMA)
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for name, definition in _ADDED_COLUMNS.items():
@@ -110,6 +116,7 @@ class JobLedger:
             if self._closed:
                 return
             self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in job_ids])
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deleted rows' copies leave the -wal too
 
     def load(self) -> list[JobRecord]:
         with self._lock:

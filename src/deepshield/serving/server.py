@@ -15,6 +15,17 @@ __all__ = ["create_app", "serve", "uvicorn_config"]
 log = logging.getLogger("deepshield.serving")
 
 
+class WithoutQuery(logging.Filter):
+    """The access log's request lines without their query strings: a callback_url there often carries
+    its receiver's token, and every request was logged with it at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
 def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
     """uvicorn's configuration for the app: header and keep-alive timeouts and the connection budget
     (connections.py) instead of uvicorn's limit_concurrency, whose 503 would also hit /healthz."""
@@ -23,6 +34,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
     from deepshield.serving.connections import ConnectionGuard, guarded_protocol
 
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, WithoutQuery) for f in access.filters):
+        access.addFilter(WithoutQuery())
     return uvicorn.Config(
         app,
         host=host,
