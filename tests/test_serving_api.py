@@ -1127,3 +1127,17 @@ def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jp
             == "evil.jpg"
         )
     assert not folder.exists()
+
+
+def test_a_web_page_of_another_origin_cannot_submit_or_delete(client, astronaut_jpeg):
+    # A multipart POST needs no CORS preflight: any site a visitor opened could submit jobs to a server on
+    # their machine (202 with Origin: https://evil.example).
+    foreign = {"Origin": "https://evil.example"}
+    assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg), headers=foreign), 403, "cross_origin")
+    assert_error(
+        client.post("/v1/analyze", files=upload(astronaut_jpeg), headers={"Origin": "null"}), 403, "cross_origin"
+    )
+    own = {"Origin": "http://testserver"}  # the server's own page
+    assert client.post("/v1/analyze", files=upload(astronaut_jpeg), headers=own).status_code == 200
+    assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200  # no Origin: not a browser
+    assert client.get("/v1/model", headers=foreign).status_code == 200  # reading changes nothing

@@ -10,13 +10,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepshield import __version__
 from deepshield.inference.analysis import Detector
-from deepshield.serving.errors import error_responses, install_error_handlers
+from deepshield.serving.errors import error_response, error_responses, install_error_handlers
 from deepshield.serving.routes import analysis, health, jobs, model, page
 from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
 from deepshield.serving.runtime import API_KEY_HEADER, Runtime, refuse_unknown_query, require_api_key
@@ -74,6 +75,35 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class SameOrigin:
+    """Pure ASGI middleware refusing a /v1 request that changes something (POST, DELETE) sent by a web page
+    of another origin: a multipart POST needs no CORS preflight, so any site a visitor opened could submit
+    jobs to a server on their machine (202 with Origin: https://evil.example). Clients that are not
+    browsers send no Origin and are not concerned."""
+
+    CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in self.CHANGING and scope["path"].startswith("/v1/"):
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])
+            }
+            origin = headers.get("origin")
+            hosts = {headers.get("host", ""), headers.get("x-forwarded-host", "")} - {""}
+            if origin is not None and urlsplit(origin).netloc not in hosts:
+                response = error_response(
+                    403,
+                    "cross_origin",
+                    f"requests from the web page at {origin[:100]!r} are refused: use this server's own page",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class HeadAsGet:
@@ -157,6 +187,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         redirect_slashes=False,
     )
     app.state.runtime = runtime
+    app.add_middleware(SameOrigin)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
     install_error_handlers(app, runtime.metrics.failed)
