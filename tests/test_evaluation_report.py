@@ -677,3 +677,33 @@ def test_a_perturbations_pixels_do_not_depend_on_what_stands_beside_it(folder_da
 
     alone, beside = noisy(["noise:20"]), noisy(["jpeg:90", "noise:20"])
     assert alone and alone == pytest.approx(beside)
+
+
+def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_files():
+    # A fake whose face a perturbation hid left that row's set: "Δ vs clean" compared other files, and the
+    # hidden fake (a miss for the product) was counted nowhere by label.
+    from deepshield.evaluation.scoring import FACE_COLUMNS, FileRecord, ScoredSet
+
+    labels = [0, 0, 0, 1, 1, 1]
+    clean_logits = [-2.0, -1.0, 1.5, 0.5, 2.0, 3.0]  # one real above one fake: clean AUC 8/9
+    noisy_logits = {0: -2.0, 1: -1.0, 2: 1.5, 4: 2.0, 5: 3.0}  # file 3 (the weakest fake) loses its face
+    files = [
+        FileRecord(i, f"f{i}.jpg", labels[i], "toy", "none" if labels[i] == 0 else "swap", f"g{i}", "image", 1)
+        for i in range(6)
+    ]
+    rows = [(i, 0, logit) for i, logit in enumerate(clean_logits)] + [
+        (i, 1, logit) for i, logit in noisy_logits.items()
+    ]
+    columns = {name: np.zeros(len(rows), np.int64) for name in FACE_COLUMNS}
+    columns.update(
+        file_id=np.array([r[0] for r in rows]),
+        condition=np.array([r[1] for r in rows]),
+        logit=np.array([r[2] for r in rows], np.float32),
+    )
+    scored = ScoredSet(files=files, conditions=["clean", "noise:60"], faces=columns, temperature=1.0, mode="media")
+    summary = summarize(scored, EvaluationSettings(bootstrap=0))
+    noisy = next(row for row in summary.perturbations if row.condition == "noise:60")
+    assert (noisy.fakes_lost, noisy.reals_lost) == (1, 0)
+    # Losing the fake that scored below a real made the row's AUC 1.0 (+0.111 read as a gain); on the five
+    # files with a face under both there is no change.
+    assert noisy.file_auc == pytest.approx(1.0) and noisy.file_auc_change == pytest.approx(0.0)

@@ -280,7 +280,12 @@ def print_summary(summary, out=None) -> None:
             file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
             face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
             print(
-                f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}",
+                f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}"
+                + (
+                    f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)"
+                    if row.fakes_lost or row.reals_lost
+                    else ""
+                ),
                 file=out,
             )
     if summary.synthetic is not None:

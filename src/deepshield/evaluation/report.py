@@ -348,7 +348,7 @@ def _confusion_table(block: MetricBlock, title: str) -> str:
 
 
 def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
-    head = "<tr><th class=l>condition</th><th>file AUC [95% CI]</th><th>Δ vs clean</th><th>face AUC</th><th>Δ vs clean</th><th>balanced acc.</th><th>recall</th><th>FPR</th><th>files without a face</th><th>faces</th>"
+    head = "<tr><th class=l>condition</th><th>file AUC [95% CI]</th><th>Δ vs clean</th><th>face AUC</th><th>Δ vs clean</th><th>balanced acc.</th><th>recall</th><th>FPR</th><th>files without a face</th><th>faces lost (fake / real)</th><th>faces</th>"
     if len(sources) > 1:
         head += "".join(f"<th>{_e(s)} file AUC</th>" for s in sources)
     head += "</tr>"
@@ -365,7 +365,8 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
         cells = (
             f"<td class=l>{_e(r.condition)}</td><td>{_with_ci(auc)}</td><td>{delta(r.file_auc_change)}</td><td>{_num(r.face_auc)}</td>"
             f"<td>{delta(r.face_auc_change)}</td><td>{_num(r.file_balanced_accuracy)}</td><td>{_num(r.file_recall)}</td>"
-            f"<td>{_num(r.file_false_positive_rate)}</td><td>{r.files_without_face}</td><td>{r.faces}</td>"
+            f"<td>{_num(r.file_false_positive_rate)}</td><td>{r.files_without_face}</td>"
+            f"<td>{r.fakes_lost} / {r.reals_lost}</td><td>{r.faces}</td>"
         )
         if len(sources) > 1:
             cells += "".join(f"<td>{_num(r.by_source_file_auc.get(s))}</td>" for s in sources)
@@ -604,7 +605,8 @@ def render_html(
     if len(summary.perturbations) > 1:
         parts += [
             "<p>Each perturbation is applied to the full frame before face detection (video frames one by one), then the set is scored again. "
-            "Files that lose their face under a perturbation follow the no-face policy above.</p>",
+            "Files that lose their face under a perturbation follow the no-face policy above, and are counted (a fake "
+            "whose face is hidden is missed by the product); Δ vs clean compares the files with a face under both.</p>",
             _perturbation_table(summary.perturbations, sources),
             '<div class="plots">' + _img(images.get("perturbations"), "AUC under perturbations") + "</div>",
         ]
