@@ -245,6 +245,8 @@ def test_add_real_after_synth_fakes_and_downsample_adds_nothing_twice(tmp_path: 
     # The fakes made from its reals keep their source files: the folder was "this dataset's fake files".
     assert balance.add_real(out, extra, progress=False).added == 3
     assert balance.downsample(out).removed > 0
+    balance.synth_fakes(out, 1, progress=False)  # its sweep of unlisted crops keeps the down-sampled rows' crops
+    assert all((out / row.crop_path).exists() for row in read_manifest_file(DatasetLayout(out).removed))
     # Down-sampled photos came back, in new splits, when added again.
     again = tmp_path / "again"
     again.mkdir()

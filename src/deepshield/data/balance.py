@@ -268,11 +268,13 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
         raise ManifestError(
             "--synth-fakes blends the train split's real faces, and this dataset's train split has none"
         )
-    # Crops of an interrupted run, written before its manifest: never listed, never used, swept now.
-    listed = {r.crop_path for r in records}
+    # Crops of an interrupted run, written before its manifest: never listed, never used, swept now (the
+    # crops of rows a downsample moved to removed.csv stay, as it promises).
+    removed = read_manifest_file(layout.removed) if layout.removed.exists() else []
+    listed = {r.crop_path for r in [*records, *removed]}
     synth_dir = layout.root / SYNTH_DIR
     for orphan in synth_dir.rglob("*.png") if synth_dir.is_dir() else []:
-        if orphan.relative_to(layout.root).as_posix() not in listed:
+        if orphan.is_file() and orphan.relative_to(layout.root).as_posix() not in listed:  # a photo's folder ends .png
             orphan.unlink()
     # Each run draws afresh: a second run with the seed of the first blended the same reals again.
     runs = sum(entry.startswith("synth-fakes") for entry in info.history)
