@@ -94,8 +94,8 @@ class SameOrigin:
                 name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])
             }
             origin = headers.get("origin")
-            hosts = {headers.get("host", ""), headers.get("x-forwarded-host", "")} - {""}
-            if origin is not None and urlsplit(origin).netloc not in hosts:
+            hosts = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").lower()} - {""}
+            if origin is not None and urlsplit(origin).netloc.lower() not in hosts:
                 response = error_response(
                     403,
                     "cross_origin",

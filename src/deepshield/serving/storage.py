@@ -74,7 +74,10 @@ class Storage:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # mkdir's mode is not applied to a folder that exists: one made 755 by hand let other users read
             # the jobs' file names and face crops.
-            state_dir.chmod(0o700)
+            try:
+                state_dir.chmod(0o700)
+            except OSError as exc:  # another user's folder: not private to this server
+                raise DeepShieldError(f"the state folder {state_dir} cannot be made private: {exc.strerror}") from None
             self._lock_fd = _try_lock(state_dir / "server.lock")
             if self._lock_fd is None:
                 raise DeepShieldError(f"another server is using the state folder {state_dir}")
