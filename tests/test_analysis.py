@@ -780,3 +780,14 @@ def test_a_multi_page_tiff_says_only_its_first_page_was_analysed(detector, astro
     single = tmp_path / "one.tif"
     Image.fromarray(astronaut).save(single)
     assert "images" not in detector.analyze_image(single).verdict.reason
+
+
+def test_a_tightly_framed_face_is_cautioned_where_the_synthetic_score_is_weak():
+    # 1.2.2's synthetic-face score caught 34 of 40 generated faces framed whole and 15 cut close to the face.
+    from deepshield.inference.cautions import face_cautions
+
+    tight = face_cautions([200], 0, [0.9], [0.15], "no_signs_found")
+    assert tight and tight[0].startswith("tightly framed (15% of the face's crop lies past the picture's edge)")
+    assert face_cautions([200], 0, [0.9], [0.15], "likely_manipulated") == []  # flagged anyway
+    assert face_cautions([200], 0, [0.9], [0.15], None) == []  # a model without the score
+    assert face_cautions([200], 0, [0.9], [0.05], "inconclusive") == []

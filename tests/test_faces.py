@@ -477,3 +477,15 @@ def test_a_box_around_a_surer_face_is_the_same_face_but_neighbours_are_not():
     # Two people side by side whose boxes touch (a third of the smaller one shared) stay two faces.
     left, right = face(0, 0, 100, 100, 0.9), face(67, 10, 147, 90, 0.7)
     assert non_max_suppression([left, right], iou_threshold=0.3) == [left, right]
+
+
+def test_a_crops_padding_is_the_share_past_the_pictures_edge(astronaut):
+    # The synthetic-face score reads black padding as a real photo's: how much of a crop is padding decides
+    # the tightly-framed caution.
+    policy = CropPolicy(size=64, scale=1.3)
+    middle = crop_face(astronaut, Box(200, 200, 300, 300), np.zeros((6, 2)), policy)
+    corner = crop_face(astronaut, Box(0, 0, 100, 100), np.zeros((6, 2)), policy)  # a quarter-ish past two edges
+    assert middle.padding == 0.0
+    inside = (1.3 * 100 / 2 + 50) / 130  # the part of each side inside the picture
+    assert corner.padding == pytest.approx(1 - inside**2, abs=0.02)
+    assert corner.padding == pytest.approx(1 - (corner.pixels.any(axis=2)).mean(), abs=0.05)

@@ -25,6 +25,7 @@ class CropPolicy(BaseModel):
 class FaceCrop:
     pixels: NDArray[Any]  # size x size x 3 uint8 RGB
     matrix: NDArray[Any]  # 2 x 3 affine map from image pixel coordinates to crop pixel coordinates
+    padding: float = 0.0  # share of the crop past the image's edge (black), as crop_padding measures it
 
     def to_image(self, points: NDArray[Any]) -> NDArray[Any]:
         """Map N x 2 crop coordinates back to image coordinates."""
@@ -86,7 +87,18 @@ def crop_face(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0),
     )
-    return FaceCrop(pixels=pixels, matrix=matrix)
+    return FaceCrop(pixels=pixels, matrix=matrix, padding=crop_padding(image.shape, matrix, policy.size))
+
+
+def crop_padding(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> float:
+    """Share of a size x size crop that lies past the image's edge: the image's rectangle mapped into the crop
+    (its bounding box: exact for crops turned by quarter turns, near for an aligned one), against the crop."""
+    height, width = image_shape[:2]
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
+    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
+    low, high = np.clip(mapped.min(axis=0), 0, size), np.clip(mapped.max(axis=0), 0, size)
+    inside = float(np.prod(high - low)) / (size * size)
+    return max(0.0, 1.0 - inside)
 
 
 def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> NDArray[Any]:

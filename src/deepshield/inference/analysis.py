@@ -230,8 +230,15 @@ class Detector:
                     manipulation_label=verdict.manipulation_label,
                     synthetic_label=verdict.synthetic_label,
                     verdict_driver=verdict.driver,
-                    cautions=face_cautions([face.box.width], 90 * face.turns, [face.score]),
+                    cautions=face_cautions(
+                        [face.box.width],
+                        90 * face.turns,
+                        [face.score],
+                        [found.crops[flat].padding],
+                        verdict.synthetic_label,
+                    ),
                     crop=found.crops[flat].pixels if keep_pixels else None,
+                    crop_padding=found.crops[flat].padding,
                     heatmap=cam_to_heatmap(scores.cams[flat], size, calibration) if keep_pixels else None,
                 )
             )
@@ -444,6 +451,8 @@ class Detector:
                         [face.box[2] - face.box[0] for _, face in track_members],
                         max(face.turned_deg for _, face in track_members),
                         [face.detection_score for _, face in track_members],
+                        [face.crop_padding for _, face in track_members],
+                        verdict.synthetic_label,
                     ),
                     crop=peak_face.crop,
                     heatmap=peak_face.heatmap,

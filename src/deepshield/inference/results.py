@@ -105,6 +105,7 @@ class FaceResult(BaseModel):
     verdict_driver: VerdictDriver = DRIVER_FIELD
     cautions: list[str] = CAUTIONS_FIELD
     crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
+    crop_padding: float = Field(0.0, exclude=True, repr=False)  # share of the crop past the picture's edge
     heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
 
 
