@@ -137,6 +137,9 @@ def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_spli
     summary = balance.add_real(out, tmp_path / "web" / "real", progress=False)
     assert summary.added == 0 and read_manifest(out) == before
     assert {e.reason for e in read_errors(out)} == {"already in the dataset (not added again)"}
+    # Files skipped, not files without a crop: stats counted them as errors.
+    stats = compute_stats(read_manifest(out), read_errors(out))
+    assert stats.errors_by_reason == {} and stats.already_held == len(read_errors(out)) > 0
     with pytest.raises(DeepShieldError, match=r"holds 2 of this dataset's fake files .* would add them as real"):
         balance.add_real(out, tmp_path / "web", progress=False)
     # Copies of its reals kept elsewhere came in as other groups (7 of 24 photos in two splits).

@@ -21,6 +21,7 @@ import numpy as np
 from deepshield.data.extract import ExtractSettings, encode_png, run_extraction, sweep_temp_files
 from deepshield.data.layout import SYNTH_DIR, DatasetLayout, atomic_write_bytes, dataset_lock
 from deepshield.data.manifest import (
+    ALREADY_HELD,
     SPLITS,
     CropRecord,
     DatasetSource,
@@ -103,7 +104,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
         )
     items = [e for e in entries if isinstance(e, SourceItem) and held_as[e.path.resolve()] is None]
     already = [
-        SourceProblem(e.path, "already in the dataset (not added again)", key, REAL)
+        SourceProblem(e.path, ALREADY_HELD, key, REAL)
         for e in entries
         if isinstance(e, SourceItem) and held_as[e.path.resolve()] is not None
     ]

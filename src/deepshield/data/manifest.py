@@ -40,6 +40,8 @@ from deepshield.faces.detector import KEYPOINT_NAMES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 SPLITS = ("train", "val", "test")
+# An error row `dataset balance --add-real` writes for a file the dataset holds: a file skipped, not one lost.
+ALREADY_HELD = "already in the dataset (not added again)"
 KEYPOINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 MANIFEST_COLUMNS = (

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepshield.data.layout import DatasetLayout, atomic_write_text
-from deepshield.data.manifest import SPLITS, CropRecord, ErrorRecord
+from deepshield.data.manifest import ALREADY_HELD, SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class DatasetStats:
     groups: int
     errors_by_reason: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    already_held: int = 0  # files add-real skipped, being in the dataset already (not files without a crop)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -97,7 +98,9 @@ def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] =
     files: dict[str, set] = {label: set() for label in LABELS}
     for record in records:
         files.setdefault(record.label, set()).add(record.source_file)
-    reasons = Counter(_error_reason(e.reason) for e in errors)
+    # Skipped by add-real: they have crops (as the files the dataset holds), so they are no errors.
+    held = sum(e.reason == ALREADY_HELD for e in errors)
+    reasons = Counter(_error_reason(e.reason) for e in errors if e.reason != ALREADY_HELD)
     stats = DatasetStats(
         crops=len(records),
         by_label=by_label,
@@ -108,6 +111,7 @@ def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] =
         files_by_label={label: len(files[label]) for label in LABELS},
         groups=len({r.group for r in records}),
         errors_by_reason=dict(sorted(reasons.items())),
+        already_held=held,
     )
     stats.warnings = class_warnings(by_label, bool(errors)) or (
         source_warnings(by_source, by_label) + split_warnings(by_split, by_label)
@@ -144,6 +148,8 @@ def format_stats(stats: DatasetStats) -> str:
         lines.append("")
         lines.append("ERRORS (files without a crop)")
         lines.extend(f"{count:>8}  {reason}" for reason, count in stats.errors_by_reason.items())
+    if stats.already_held:
+        lines += ["", f"{stats.already_held} files given to add-real were in the dataset already (not added again)"]
     return "\n".join(lines) + "\n"
 
 
