@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import deepshield.faces.detector as detector_module
-from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face, crop_matrix
+from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face, crop_matrix, crop_validity
 from deepshield.faces.detector import Box, Face, FaceDetector, detection_input, reading_order, tiles
 
 # Eileen Collins' face in skimage's 512 x 512 astronaut photo, as the short-range model boxes it
@@ -489,3 +489,8 @@ def test_a_crops_padding_is_the_share_past_the_pictures_edge(astronaut):
     inside = (1.3 * 100 / 2 + 50) / 130  # the part of each side inside the picture
     assert corner.padding == pytest.approx(1 - inside**2, abs=0.02)
     assert corner.padding == pytest.approx(1 - (corner.pixels.any(axis=2)).mean(), abs=0.05)
+    # A crop turned by the eyes' angle: the mapped picture's bounding box read 0% for a crop 27% padding.
+    tilted = np.array([[-10, 330], [60, 345]] + [[35, 360]] * 4, float)
+    aligned = crop_face(astronaut, Box(-20, 300, 90, 420), tilted, CropPolicy(size=64, scale=1.3, align=True))
+    exact = 1 - crop_validity(astronaut.shape, aligned.matrix, 64).mean()
+    assert exact > 0.2 and aligned.padding == pytest.approx(exact, abs=0.02)

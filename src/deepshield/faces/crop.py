@@ -91,14 +91,16 @@ def crop_face(
 
 
 def crop_padding(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> float:
-    """Share of a size x size crop that lies past the image's edge: the image's rectangle mapped into the crop
-    (its bounding box: exact for crops turned by quarter turns, near for an aligned one), against the crop."""
+    """Share of a size x size crop that lies past the image's edge: the area the image's rectangle, mapped
+    into the crop, leaves uncovered. The share crop_validity's map gives, without warping a map of the whole
+    image for every face (inference's hot path); exact for an aligned (turned) crop too, where the mapped
+    rectangle's bounding box read 0% for a crop 27% padding."""
     height, width = image_shape[:2]
-    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
-    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
-    low, high = np.clip(mapped.min(axis=0), 0, size), np.clip(mapped.max(axis=0), 0, size)
-    inside = float(np.prod(high - low)) / (size * size)
-    return max(0.0, 1.0 - inside)
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    mapped = (corners @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+    square = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float32)
+    inside, _ = cv2.intersectConvexConvex(mapped, square)
+    return max(0.0, 1.0 - float(inside) / (size * size))
 
 
 def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> NDArray[Any]:
