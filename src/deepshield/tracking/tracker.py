@@ -123,11 +123,10 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and OS errors alike
             self.failed = True
             log.warning(
-                "MLflow: %s failed (%s: %s): the rest of this run is not tracked in %s; its checkpoints and "
+                "MLflow: %s failed (%s): the rest of this run is not tracked in %s; its checkpoints and "
                 "bundle are written as usual",
                 what,
-                type(exc).__name__,
-                str(exc).splitlines()[0][:300] if str(exc) else "",
+                _in_one_line(exc),
                 self.uri,
             )
 
@@ -163,8 +162,8 @@ class MlflowTracker:
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         path = Path(path)
-        log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
-        self._guarded(lambda: log(self.run_id, str(path), folder), f"storing {path.name}")
+        store = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
+        self._guarded(lambda: store(self.run_id, str(path), folder), f"storing {path.name}")
 
     def set_tags(self, tags: dict[str, str]) -> None:
         def set_all() -> None:
@@ -205,8 +204,13 @@ def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
     try:
         return MlflowTracker(uri, experiment, **kwargs)
     except Exception as exc:
-        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
         raise DeepShieldError(
-            f"the MLflow store {uri} cannot be used ({type(exc).__name__}: {detail}): give another --tracking-uri, "
+            f"the MLflow store {uri} cannot be used ({_in_one_line(exc)}): give another --tracking-uri, "
             "or --no-tracking"
         ) from exc
+
+
+def _in_one_line(exc: Exception) -> str:
+    """`SomeError: its first line` (MLflow's and SQLAlchemy's messages run to pages)."""
+    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}: {detail}"
