@@ -134,7 +134,6 @@ class DataConfig(StrictModel):
             where = f"under data root {root}, nor from the working directory"
         else:
             where = "there" if path.is_absolute() else "from the working directory"
-
         raise DeepShieldError(
             f"{what} {path} not found ({where}): give its absolute path, or set {DATA_DIR_ENV} (or data.root, or "
             f"--data-dir) to the folder that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
@@ -424,9 +423,19 @@ class TrainConfig(StrictModel):
     def recorded(self) -> dict[str, Any]:
         """The configuration as a model card or tracker records it: without the folders that only say
         where this machine kept things (data root, run and cache folders, tracking store)."""
-        return self.model_dump(
-            mode="json", exclude={"run_dir": True, "data": {"root", "cache_dir"}, "tracking": {"uri"}}
-        )
+        exclude: dict[str, Any] = {}
+        for key in MACHINE_KEYS:
+            section, _, leaf = key.rpartition(".")
+            if section:
+                exclude.setdefault(section, set()).add(leaf)
+            else:
+                exclude[leaf] = True
+        return self.model_dump(mode="json", exclude=exclude)
+
+
+# The settings that only say where a machine keeps things: left out of a card's or tracker's record of the
+# configuration (`TrainConfig.recorded`) and of its command (`recorded_command`).
+MACHINE_KEYS = ("run_dir", "data.root", "data.cache_dir", "tracking.uri")
 
 
 # Settings that say how or where a run is carried out, not what it computes: a resumed run may change them
@@ -463,8 +472,7 @@ def changed_recipe(started_with: dict[str, Any], now: TrainConfig) -> list[str]:
 # too; files the command reads (--config, --params) are named as the working folder reaches them, or by name.
 _MACHINE_OPTIONS = ("--run-dir", "--tracking-uri")
 _ABSOLUTE_MACHINE_OPTIONS = ("--data-dir",)
-_MACHINE_KEYS = ("run_dir", "tracking.uri", "data.cache_dir")
-_ABSOLUTE_MACHINE_KEYS = ("data.root",)
+_ABSOLUTE_MACHINE_KEYS = ("data.root",)  # of MACHINE_KEYS, left out of a command only when absolute (as --data-dir)
 _FILE_OPTIONS = ("--config", "--params")
 _OPTIONS_WITH_VALUES = (*_MACHINE_OPTIONS, *_ABSOLUTE_MACHINE_OPTIONS, *_FILE_OPTIONS, "--set")
 
@@ -483,7 +491,8 @@ def recorded_command(command: str) -> str:
         if option == "--set":
             key, _, setting = value.partition("=")
             key = key.strip()
-            if key not in _MACHINE_KEYS and not (key in _ABSOLUTE_MACHINE_KEYS and Path(setting).is_absolute()):
+            machine = key in MACHINE_KEYS and (key not in _ABSOLUTE_MACHINE_KEYS or Path(setting).is_absolute())
+            if not machine:
                 kept += [option, value]
         elif option in _FILE_OPTIONS:
             kept += [option, _portable_path(value)]
