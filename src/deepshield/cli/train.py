@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from deepshield.errors import DeepShieldError
+    from deepshield.tracking.tracker import sqlite_file
     from deepshield.training.checkpoint import LAST
     from deepshield.training.config import load_config
     from deepshield.training.trainer import Trainer
@@ -60,9 +61,9 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
     check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
-    uri = str(config.tracking.uri)
-    if config.tracking.enabled and uri.startswith("sqlite:///"):  # the store opens after the face bank
-        check_output_folder(Path(uri[len("sqlite:///") :]).parent, "tracking.uri's folder")
+    database = sqlite_file(str(config.tracking.uri))
+    if config.tracking.enabled and database is not None:  # the store opens after the face bank
+        check_output_folder(database.parent, "tracking.uri's folder")
     earlier = Path(config.run_dir) / "checkpoints" / LAST
     if earlier.exists() and not args.resume:
         raise DeepShieldError(

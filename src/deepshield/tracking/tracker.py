@@ -54,12 +54,16 @@ class NullTracker:
         pass
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///` URL, an MLflow store's or an Optuna study's (None for a server)."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) else None
+
+
 def _artifact_root(uri: str) -> str | None:
     """For sqlite:///x/mlruns.db keep artifacts in x/mlartifacts (MLflow's default is the cwd)."""
-    if uri.startswith("sqlite:///"):
-        database = Path(uri[len("sqlite:///") :]).resolve()
-        return (database.parent / "mlartifacts").as_uri()
-    return None
+    database = sqlite_file(uri)
+    return None if database is None else (database.resolve().parent / "mlartifacts").as_uri()
 
 
 class MlflowTracker:
@@ -193,7 +197,8 @@ def where_to_look(uri: str, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
         base = uri.rstrip("/")
         return f"MLflow: {base}/{experiment} (this run: {base}/{experiment}/runs/{run_id})"
-    store = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}" if uri.startswith("sqlite:///") else uri
+    database = sqlite_file(uri)
+    store = uri if database is None else f"sqlite:///{database.resolve()}"
     return f"MLflow: run `mlflow ui --backend-store-uri {store}`, then open {MLFLOW_UI}/{experiment} (this run: {MLFLOW_UI}/{experiment}/runs/{run_id})"
 
 

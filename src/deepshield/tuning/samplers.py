@@ -16,9 +16,9 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
+from deepshield.tracking.tracker import sqlite_file
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
-from deepshield.tuning.storage import sqlite_file
 from deepshield.tuning.trials import GRID_ID, holds_slot
 
 SAMPLERS = ("auto", "grid", "random", "tpe")

@@ -3,13 +3,13 @@ selector, baseline, MLflow parent runs), recovery of lost trials and the trial c
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from deepshield.errors import DeepShieldError
+from deepshield.tracking.tracker import sqlite_file
 from deepshield.training.config import recipe_changes
 from deepshield.tuning.optuna_api import set_trial_attr
 from deepshield.tuning.selector import Selector
@@ -39,12 +39,6 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy knows: show only what follows the credentials
         return url.split("@")[-1]
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a `sqlite:///` storage URL (None for a server database)."""
-    prefix = "sqlite:///"
-    return Path(url[len(prefix) :]) if url.startswith(prefix) else None
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
