@@ -47,6 +47,7 @@ from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VideoRule
+from deepshield.media.files import file_signature
 from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -60,15 +61,6 @@ Warn = Callable[[str], None]
 
 def _warn_stderr(message: str) -> None:
     print(f"deepshield: warning: {message}", file=sys.stderr)
-
-
-def _signature(path: Path) -> tuple[int, int] | tuple[None, None]:
-    """A file's size and modification time (ns), (None, None) when it cannot be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None, None
-    return stat.st_size, stat.st_mtime_ns
 
 
 @dataclass
@@ -371,7 +363,10 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
         """What a FacesJournal's files hold for: these settings and these files, numbered as listed, as they
         are now (size and time: a file replaced between a run and its --resume kept its old faces)."""
         settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed]
-        listing = [[r.file_id, r.path, r.label, *_signature(self._located(Path(r.path)))] for r in records]
+        listing = [
+            [r.file_id, r.path, r.label, *(file_signature(self._located(Path(r.path))) or (None, None))]
+            for r in records
+        ]
         return hashlib.sha256(json.dumps([settings, listing]).encode()).hexdigest()
 
     def _located(self, path: Path) -> Path:

@@ -14,7 +14,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
-from deepshield.media.files import file_sha256
+from deepshield.media.files import Signature, file_sha256, file_signature
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -75,17 +75,6 @@ def file_key(path: Path | str) -> str:
     return os.path.abspath(path)
 
 
-Signature = tuple[int, int] | None  # a file's size and modification time; None: it cannot be stat'ed
-
-
-def _signature(path: Path) -> Signature:
-    try:
-        stat = path.stat()
-    except OSError:  # a broken link, say: scanned (as an error row) once it stays broken
-        return None
-    return (stat.st_size, stat.st_mtime_ns)
-
-
 @dataclass
 class ArrivalWatch:
     """Files that appear under the scanned paths after a scan began (`scan --watch`). A file is taken once
@@ -106,7 +95,7 @@ class ArrivalWatch:
         ready, look = [], {}
         for path in collect_files(self.paths, self.recursive, self.output):
             key = file_key(path)
-            signature = _signature(path)
+            signature = file_signature(path)  # None: scanned (as an error row) once it stays None
             if key in self.seen:
                 if self._taken.setdefault(key, signature) == signature:
                     continue

@@ -75,3 +75,15 @@ def file_sha256(path: Path) -> str:
     except OSError as exc:
         raise DeepShieldError(f"cannot read the file ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+Signature = tuple[int, int] | None  # a file's size and modification time; None: it cannot be stat'ed
+
+
+def file_signature(path: Path) -> Signature:
+    """A file's size and modification time (ns): what tells a file changed since it was last looked at."""
+    try:
+        stat = path.stat()
+    except OSError:  # a broken link, say
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
