@@ -36,6 +36,11 @@ class BundleError(DeepShieldError):
     """A model bundle is missing, incomplete or inconsistent with its model card."""
 
 
+def stop_as_on_ctrl_c(signum: int, frame: object) -> None:
+    """A signal handler (SIGTERM's) that stops the work as Ctrl-C does, through its clean-up."""
+    raise KeyboardInterrupt
+
+
 def exit_status(run: Callable[[], int | None], program: str) -> int:
     """Run an entry point (the CLI, a bench, a script) to its exit status: a refusal (DeepShieldError)
     or Ctrl-C ends it with one line on stderr, not a traceback."""

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from deepshield import __version__
-from deepshield.errors import EXIT_USAGE, exit_status
+from deepshield.errors import EXIT_USAGE, exit_status, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_environment
 
 COMMAND_MODULES = (
@@ -96,12 +96,8 @@ def _stop_on_sigterm_as_on_ctrl_c() -> None:
     training saves the steps since its last checkpoint and marks its run stopped, a scan keeps its rows,
     worker pools are shut (killed outright, a training lost them and left its MLflow run RUNNING, and a
     local scan left its pool's semaphores behind). The server's own handlers replace it while it serves."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
     if threading.current_thread() is threading.main_thread():  # signals are only set from there
-        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
 
 
 if __name__ == "__main__":

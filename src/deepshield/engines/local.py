@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
+from deepshield.errors import stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_environment
 
 _WORKER: dict[str, Any] = {}
@@ -51,10 +52,6 @@ def _pool_call(item: Any) -> Any:
     return call_job(_WORKER["job"], _WORKER["state"], item)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _print_line(line: str) -> None:
     print(line, flush=True)
 
@@ -62,7 +59,7 @@ def _print_line(line: str) -> None:
 def _worker_main(fn: WorkerFn, index: int) -> None:
     """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
     KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     exit_with_parent()
     quiet_environment()
     with contextlib.suppress(KeyboardInterrupt):

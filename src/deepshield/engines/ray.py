@@ -39,7 +39,7 @@ from deepshield.engines import (
     call_job,
     describe_error,
 )
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_environment
 
 try:
@@ -176,10 +176,6 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 class RayEngine(Engine):
     name = "ray"
 
@@ -222,7 +218,7 @@ class RayEngine(Engine):
             # Ray's core worker installs a native SIGTERM handler that prints a stack dump and aborts, leaving
             # the instance's agents orphaned and a trial marked running: SIGTERM ends the command as Ctrl-C
             # does, through its clean-up (tune's own handler, where it set one).
-            signal.signal(signal.SIGTERM, on_sigterm if callable(on_sigterm) else _interrupted)
+            signal.signal(signal.SIGTERM, on_sigterm if callable(on_sigterm) else stop_as_on_ctrl_c)
         return self
 
     def close(self) -> None:
