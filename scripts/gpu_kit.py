@@ -111,10 +111,16 @@ def add_half_weights(site: Path) -> None:
         torch.save(half, target / weights.relative_to(source))
 
 
-def travelling_bytes() -> int:
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    files = [REPO / name for name in tracked.decode().split("\0") if name]
-    files += [p for p in KIT.rglob("*") if p.is_file()]
+def travelling_bytes(repo: Path = REPO, kit: Path = KIT) -> int:
+    """What the device tool carries: tracked files, untracked ones git does not ignore, and the kit."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    files = {repo / name for name in listed.decode().split("\0") if name}
+    files |= {p for p in kit.rglob("*") if p.is_file()}
     return sum(p.stat().st_size for p in files if p.is_file())
 
 

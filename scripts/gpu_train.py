@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+RUN_DIRS = ("runs/gpu-probe", "runs/gpu-lease")  # relative to the repository: the card records the command
 EXPORT_RESERVE_S = 60  # kept from the training's time for the three exports (about 4 s each on a CPU here)
 STOP_GRACE_S = 15  # after Ctrl-C at the time limit, for the trainer's loader workers to end
 
@@ -121,6 +122,16 @@ def slim_checkpoint(checkpoint: Path, target: Path) -> None:
     torch.save(state, target)
 
 
+def clear_earlier_runs(repo: Path) -> list[Path]:
+    """Remove the probe's and the lease run's folders an earlier call left on a warm machine (runs/ is
+    git-ignored, so it stays between calls): train refuses a folder that holds a run, and the mirror and
+    exports would send that run's checkpoints back as this one's. Returns the folders removed."""
+    removed = [repo / name for name in RUN_DIRS if (repo / name).exists()]
+    for folder in removed:
+        shutil.rmtree(folder)
+    return removed
+
+
 def ensure_shared_memory(wanted_gib: float = 4) -> None:
     """Loader workers hand their batches over through /dev/shm (10 MB a batch of 64 at 224 px, a few in
     flight per worker): a VM's default can be too small, so grow it (as root) where it is."""
@@ -168,6 +179,8 @@ def main() -> int:
     train = ["-v", "train", "--config", args.config, "--data-dir", ".kit", *args.train_args]
 
     ensure_shared_memory()
+    for folder in clear_earlier_runs(REPO):
+        print(f"removed {folder.relative_to(REPO)}, an earlier call's run on this machine")
     began = started = time.monotonic()
 
     def left() -> float:
@@ -175,7 +188,7 @@ def main() -> int:
 
     if args.rate is None:
         probe_log = out / "probe.log"
-        probe = [*train, "--run-dir", "runs/gpu-probe", "--set", f"max_steps={args.probe_steps}"]
+        probe = [*train, "--run-dir", RUN_DIRS[0], "--set", f"max_steps={args.probe_steps}"]
         # Stopped at its time limit, the probe has still printed its rate so far.
         if deepshield(probe, probe_log, timeout=min(180, left() - EXPORT_RESERVE_S)) not in (0, 124):
             print(probe_log.read_text()[-3000:])
@@ -189,7 +202,7 @@ def main() -> int:
 
     # Relative to the repository (the cwd of every command): the card records the command, and a
     # path of the lent machine would be a machine path in a shipped card.
-    run_dir = Path("runs/gpu-lease")
+    run_dir = Path(RUN_DIRS[1])
     started = time.monotonic()
     mirror = EpochMirror(REPO / run_dir / "checkpoints", out)
     status = deepshield(

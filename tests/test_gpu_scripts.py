@@ -112,3 +112,34 @@ def test_each_finished_epoch_is_slimmed_into_out_as_it_appears_the_newest_three_
     assert sorted(p.name for p in out.iterdir()) == ["e003.pt", "e004.pt", "e005.pt"]
     newest = torch.load(out / "e005.pt", weights_only=False)
     assert set(newest) == {"model", "epoch"} and torch.equal(newest["model"]["w"], torch.full((2,), 5.0))
+
+
+def test_a_rerun_on_a_warm_machine_starts_from_no_earlier_run(gpu_train, tmp_path):
+    """runs/ stays between calls on a warm lease: the second call's train was refused ("holds a run
+    already") and the first call's epoch checkpoints came back as its own."""
+    stale = tmp_path / "runs" / "gpu-lease" / "checkpoints"
+    stale.mkdir(parents=True)
+    (stale / "epoch_001.pt").write_bytes(b"an earlier call's")
+    (tmp_path / "runs" / "gpu-probe").mkdir()
+    (tmp_path / "runs" / "kept").mkdir()
+    removed = gpu_train.clear_earlier_runs(tmp_path)
+    assert sorted(p.name for p in removed) == ["gpu-lease", "gpu-probe"]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["kept"]
+    assert gpu_train.clear_earlier_runs(tmp_path) == []
+
+
+def test_the_kits_size_counts_what_the_device_tool_carries(tmp_path):
+    """Tracked files, untracked ones git does not ignore (the tool carries them too: a 5 MB scratch file
+    was left out of the 64 MiB check) and the kit; ignored files stay out."""
+    import subprocess
+
+    gpu_kit = load_script("gpu_kit")
+    repo, kit = tmp_path / "repo", tmp_path / "repo" / ".kit"
+    kit.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text(".kit/\nignored.bin\n")  # 18 bytes
+    subprocess.run(["git", "add", ".gitignore"], cwd=repo, check=True)
+    (repo / "scratch.bin").write_bytes(b"x" * 1000)
+    (repo / "ignored.bin").write_bytes(b"x" * 5000)
+    (kit / "bank.npz").write_bytes(b"x" * 300)
+    assert gpu_kit.travelling_bytes(repo, kit) == 18 + 1000 + 300
