@@ -91,6 +91,35 @@ def test_a_file_that_is_no_packed_bank_is_refused_by_name(tmp_path):
         unpack_facebank(fake, CropPolicy(size=48), None)
     with pytest.raises(DeepShieldError, match=r"only data.real_dirs reads packed face banks"):
         list_images([fake])
+    array = tmp_path / "bank.npy"  # np.load reads it as one array: a TypeError's traceback came out
+    np.save(array, np.zeros(3))
+    with pytest.raises(DeepShieldError, match=r"bank.npy is not a packed face bank .*single array"):
+        unpack_facebank(array, CropPolicy(size=48), None)
+
+
+def test_image_folders_are_listed_through_linked_folders(real_dir, tmp_path):
+    """Path.rglob follows no link: photos in a linked sub-folder were left out of training without a word."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "linked").symlink_to(real_dir, target_is_directory=True)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # listed once, not forever
+    assert [p.name for p in list_images([folder])] == sorted(p.name for p in real_dir.iterdir())
+
+
+def test_a_photo_replaced_under_its_name_is_cropped_again(real_dir, tmp_path):
+    import os
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(real_dir, photos)
+    policy = CropPolicy(size=48)
+    before = build_facebank([photos], policy, tmp_path / "cache", workers=1)
+    first, second = sorted(photos.iterdir())[:2]
+    shutil.copyfile(second, first)
+    os.utime(first, ns=(1, 1))  # another modification time, whatever the clock's resolution
+    after = build_facebank([photos], policy, tmp_path / "cache", workers=1)
+    assert not np.array_equal(after.images[0], before.images[0])
+    np.testing.assert_array_equal(after.images[0], after.images[1])
 
 
 def test_a_killed_bank_build_resumes_from_its_last_kept_part(real_dir, tmp_path, monkeypatch):

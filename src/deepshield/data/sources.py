@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
+from deepshield.media.files import files_under
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 
 # The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
@@ -79,26 +79,8 @@ def normalise_label(text: str) -> Label | None:
     return value if value in LABELS else None
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
-    (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no
-    error, and the dataset became all fakes.)"""
-    seen: set[Path] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = Path(folder).resolve()
-        if real in seen:  # a link back up the tree
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        for name in names:
-            path = Path(folder) / name
-            if not name.startswith(".") and path.is_file():
-                yield path
-
-
 def _media_files(root: Path) -> list[Path]:
-    return sorted(p for p in _files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
+    return sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------------- DFDC
@@ -107,7 +89,7 @@ def _media_files(root: Path) -> list[Path]:
 def _dfdc_metadata_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in _files_under(root) if p.name == "metadata.json")
+    return sorted(p for p in files_under(root) if p.name == "metadata.json")
 
 
 def _looks_like_dfdc_metadata(path: Path) -> bool:

@@ -87,3 +87,21 @@ def file_signature(path: Path) -> Signature:
     except OSError:  # a broken link, say
         return None
     return (stat.st_size, stat.st_mtime_ns)
+
+
+def files_under(root: Path) -> Iterator[Path]:
+    """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
+    (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no
+    error, and the dataset became all fakes.)"""
+    seen: set[Path] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen:  # a link back up the tree
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.is_file():
+                yield path

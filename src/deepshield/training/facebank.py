@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
+from deepshield.media.files import file_signature, files_under
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
-from deepshield.training.config import TrainConfig
+from deepshield.training.config import DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
@@ -124,12 +125,18 @@ def list_images(folders: list[Path], limit_per_folder: int | None = None) -> lis
         if not folder.is_dir():
             raise DeepShieldError(f"real-face folder {folder} does not exist")
         folder = folder.resolve()  # one cache key however the folder was spelled
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
         files.extend(found[:limit_per_folder] if limit_per_folder else found)
     return files
 
 
 _worker: dict = {}
+
+
+def donor_files(data: DataConfig) -> list[Path]:
+    """The image files data.donor_dirs gives as cross-blend donors (none without donors)."""
+    folders = [data.locate(p, "donor-face folder") for p in data.donor_dirs]
+    return list_images(folders, data.donor_limit_per_folder) if folders else []
 
 
 def _init_worker(policy_json: str, perturbation_spec: str | None = None) -> None:
@@ -193,7 +200,13 @@ def facebank_of_files(
     """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
     value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped."""
     perturbed = f"\nperturbation {perturbation}" if perturbation else ""  # unperturbed banks keep their cache key
-    listing = BANK_FORMAT + policy.model_dump_json() + "\n".join(map(str, files)) + perturbed
+    # Each file's size and modification time too: a photo replaced under its name was served its old crop.
+    listing = (
+        BANK_FORMAT
+        + policy.model_dump_json()
+        + "\n".join(f"{path} {file_signature(path)}" for path in files)
+        + perturbed
+    )
     key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"facebank-{key}.npz"
@@ -287,7 +300,10 @@ def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int =
 def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -> FaceBank:
     """A packed bank's faces, refused unless cut with `policy`; groups from its paths with today's pattern."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one array, not a bank
+            raise ValueError("it holds a single array")
+        with loaded as data:
             if str(data["format"]) != PACKED_FORMAT:
                 raise DeepShieldError(f"{path} is a packed face bank of format {data['format']}, not {PACKED_FORMAT}")
             packed_policy = CropPolicy.model_validate_json(str(data["policy"]))
