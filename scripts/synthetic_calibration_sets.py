@@ -23,9 +23,7 @@ from deepshield.data.sources import REAL, SourceItem, read_source
 from deepshield.errors import exit_status
 from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
 from deepshield.training.config import TrainConfig
-from deepshield.training.facebank import list_images
-from deepshield.training.synthetic import split_generated_files
-from deepshield.training.trainer import donor_files
+from deepshield.training.synthetic import generated_split
 
 
 def write_set(path: Path, files: list[Path], label: str, source: str) -> None:
@@ -42,23 +40,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSVs")
     args = parser.parse_args()
     card = read_card(args.model)
-    if card.synthetic is None or card.training is None:
-        parser.error(f"{args.model} has no synthetic-face score or no training record")
+    _, validation, _ = generated_split(card)
     config = TrainConfig.model_validate(card.training.config)
-    synthetic = config.synthetic
-    assert synthetic is not None, "a synthetic head's run has a [synthetic] section"
-    parent = card.synthetic.parent_training
-    donors = donor_files(TrainConfig.model_validate(parent.config).data if parent is not None else config.data)
-    generated = list_images(
-        [config.data.locate(p, "generated-face folder") for p in synthetic.fake_dirs], synthetic.limit_per_folder
-    )
-    _, validation, _ = split_generated_files(
-        generated,
-        synthetic.holdout_fraction,
-        synthetic.val_fraction,
-        config.seed,
-        frozenset(p.resolve() for p in donors),
-    )
     args.out.mkdir(parents=True, exist_ok=True)
     write_set(args.out / "generated-validation.csv", validation, "fake", "generated-validation")
     for benchmark in config.data.benchmarks:

@@ -9,6 +9,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import (
     H264,
     Blur,
+    Cut,
     Jpeg,
     Noise,
     Palette,
@@ -171,8 +172,21 @@ def test_a_palette_keeps_that_many_colours_and_dithers(astronaut):
         parse_perturbations(["palette:1000"])
 
 
+def test_a_cut_keeps_the_centre_at_that_share_of_each_side(astronaut):
+    tall = np.arange(200 * 100 * 3, dtype=np.uint32).reshape(200, 100, 3).astype(np.uint8)
+    out = Cut(0.6).apply(tall)
+    assert out.shape == (120, 60, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, tall[40:160, 20:80])  # centred: 40 rows and 20 columns off each side
+    assert Cut(0.5).apply(astronaut).shape == (256, 256, 3)
+    assert parse_perturbations(["cut:0.6,0.5"]) == [Cut(0.6), Cut(0.5)]
+    for bad in ("cut:1", "cut:0", "cut:nan"):
+        with pytest.raises(PerturbationError, match="cut share must be between 0 and 1"):
+            parse_perturbations([bad])
+
+
 def test_perturbations_leave_the_input_alone(astronaut):
     before = astronaut.copy()
-    for p in parse_perturbations(["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4", "palette:64"]):
+    specs = ["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4", "palette:64", "cut:0.5"]
+    for p in parse_perturbations(specs):
         p.apply(astronaut, np.random.default_rng(0))
     np.testing.assert_array_equal(before, astronaut)

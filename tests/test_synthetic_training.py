@@ -16,16 +16,17 @@ from deepshield.models.network import DeepfakeNet
 from deepshield.training import trainer as trainer_module
 from deepshield.training.benchmarks import BenchmarkOverlapError, load_benchmark
 from deepshield.training.checkpoint import load_checkpoint
+from deepshield.training.config import AugmentConfig
 from deepshield.training.export import fit_synthetic_calibration
 from deepshield.training.parent import bundle_weights, initial_weights
 from deepshield.training.soup import make_soup, write_soup
-from deepshield.training.synthetic import ScoredChecks
+from deepshield.training.synthetic import ScoredChecks, SyntheticFaceSamples
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
 from tests.test_bundle import face_like_crops
 from tests.test_training import tiny_config
 
-CHECKS = ("val", "holdout", "holdout_downscaled", "holdout_jpeg", "confound")
+CHECKS = ("val", "holdout", "holdout_downscaled", "holdout_jpeg", "confound", "holdout_cut")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,7 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
         )
     assert 0 <= card.metrics["synthetic_real_fpr"] <= 1 and "synthetic_matched_real_fpr" in card.metrics
     assert 0 <= card.metrics["synthetic_holdout_tpr"] <= 1
+    assert 0 <= card.metrics["synthetic_holdout_cut_tpr"] <= 1 and 0 <= card.metrics["synthetic_cut_real_fpr"] <= 1
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
 
 
@@ -209,14 +211,27 @@ def test_a_head_on_a_soup_keeps_the_soups_record(faces, parent, tmp_path):
     assert [i.name for i in kept.soup] == [i.name for i in soup.training.soup] and len(kept.soup) == 2
 
 
-def test_a_bundle_with_a_synthetic_head_is_refused_as_parent(faces, parent, tmp_path):
+def test_a_bundle_with_a_synthetic_head_has_it_replaced(faces, parent, tmp_path, astronaut):
+    """The shipped model keeps no checkpoint: its head is retrained on its own graph's trunk, the face-swap
+    score and the record of how it was trained kept, the old head's figures and weights left behind."""
     settings = synthetic_settings(
         faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"}
     )
     first = Trainer(tiny_config(faces[0], tmp_path / "a", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
-    settings["synthetic.init"] = str(first.bundle_dir)
-    with pytest.raises(DeepShieldError, match="already has a synthetic head"):
-        Trainer(tiny_config(faces[0], tmp_path / "b", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    settings |= {"synthetic.init": str(first.bundle_dir), "seed": "3"}
+    second = Trainer(
+        tiny_config(faces[0], tmp_path / "b", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    ).run()
+    crops = face_like_crops(astronaut, 48, 6)
+    old, new = OnnxClassifier(first.bundle_dir), OnnxClassifier(second.bundle_dir)
+    old_scores, new_scores = old.score(crops), new.score(crops)
+    np.testing.assert_allclose(new_scores.logits, old_scores.logits, rtol=1e-4, atol=1e-5)
+    assert np.abs(new_scores.synthetic_logits - old_scores.synthetic_logits).max() > 1e-3  # a head of its own
+    assert new.card.calibration == old.card.calibration
+    parent_card = OnnxClassifier(parent.bundle_dir).card
+    kept = new.card.synthetic.parent_training  # the face-swap score's training, not the first head's
+    assert kept.command == parent_card.training.command and kept.config.get("synthetic") is None
+    assert new.card.synthetic.parent.startswith(f"bundle {old.card.name} {old.card.version}")
 
 
 def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch):
@@ -373,3 +388,30 @@ def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
                 },
             ),
         )
+
+
+def test_generated_training_faces_take_a_real_faces_padding():
+    """Tight real photos' crops run into black padding, generated faces are framed whole: with
+    fake_padding_share 1 every generated sample is blacked out where a real training crop was padding."""
+    still = AugmentConfig(
+        jpeg_probability=0, rescale_probability=0, blur_probability=0, noise_probability=0, colour_probability=0,
+        flip_probability=0, jitter_shift=0, jitter_scale=0, jitter_rotation_deg=0, codec_probability=0,
+    )  # fmt: skip
+    fake = np.full((3, 16, 16, 3), 200, np.uint8)
+    real = np.full((2, 16, 16, 3), 100, np.uint8)
+    valid = np.ones((2, 16, 16), bool)
+    valid[0, :, :5] = False  # the first real crop ran past its photo's left edge
+    valid[1, 12:] = False  # the second past its bottom edge
+    padded = SyntheticFaceSamples(fake, real, valid, 40, 0, still, fake_padding_share=1.0)
+    framed = SyntheticFaceSamples(fake, real, valid, 40, 0, still)
+    shapes = set()
+    for index in range(1, 40, 2):  # odd: generated
+        image, label = padded[(0, index)]
+        assert label == 1
+        black = (image.numpy() == 0).all(axis=2)
+        assert any(np.array_equal(black, ~valid[i]) for i in range(2))
+        shapes.add(int(black.sum()))
+        assert (framed[(0, index)][0].numpy() == 200).all()  # without it: framed whole
+    assert shapes == {80, 64}  # both real crops' padding drawn
+    real_image, label = padded[(0, 0)]
+    assert label == 0 and (real_image.numpy() == 100).all()  # real faces keep their own framing

@@ -13,6 +13,8 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
                     blur removes, added back once more), which draws halos along every edge
     palette:256     an animated GIF's frame: an adaptive palette of that many colours (median cut), dithered
                     (Floyd-Steinberg), as GIF encoders and meme makers store a still or a clip
+    cut:0.6         keep the centre, 0.6 of the width and height: a portrait cut close to the face (a profile
+                    picture, a thumbnail), so that the face's crop runs past the picture's edge into padding
 
 Each is applied to the full frame before face detection, the way a platform re-encodes the whole
 upload. Video frames are perturbed one by one (an H.264 or JPEG round trip of each frame stands in for
@@ -35,7 +37,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 from deepshield.synthesis.blend import unsharp
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), sharpen (amount > 0), palette (colours 2-256)"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), sharpen (amount > 0), palette (colours 2-256), cut (share in (0, 1))"
 
 
 class PerturbationError(DeepShieldError):
@@ -55,7 +57,7 @@ class Perturbation(ABC):
 
     @abstractmethod
     def apply(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """H x W x 3 uint8 RGB in, same shape and dtype out (never modified in place)."""
+        """H x W x 3 uint8 RGB in, same dtype out (never modified in place); same shape, except a cut's."""
 
     def __str__(self) -> str:
         return self.name
@@ -212,6 +214,26 @@ class Palette(Perturbation):
         return np.asarray(indexed.convert("RGB"))
 
 
+@dataclass(frozen=True)
+class Cut(Perturbation):
+    share: float
+    kind = "cut"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.share) and 0 < self.share < 1):
+            raise PerturbationError(f"cut share must be between 0 and 1 (exclusive), got {self.share:g}")
+
+    @property
+    def value(self) -> float:
+        return self.share
+
+    def apply(self, image, rng=None):
+        height, width = image.shape[:2]
+        kept_h, kept_w = max(1, round(height * self.share)), max(1, round(width * self.share))
+        top, left = (height - kept_h) // 2, (width - kept_w) // 2
+        return image[top : top + kept_h, left : left + kept_w].copy()
+
+
 KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "jpeg": (Jpeg, int),
     "h264": (H264, int),
@@ -221,6 +243,7 @@ KINDS: dict[str, tuple[Callable[[Any], Perturbation], type]] = {
     "smooth": (Smooth, float),
     "sharpen": (Sharpen, float),
     "palette": (Palette, int),
+    "cut": (Cut, float),
 }
 
 

@@ -320,6 +320,25 @@ class SyntheticConfig(StrictModel):
         0.35, gt=0, lt=1, description="holdout copies downscaled by this factor (the resize perturbation)"
     )
     jpeg_check: int = Field(70, ge=1, le=100, description="holdout copies re-encoded at this JPEG quality")
+    cut_check: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description=(
+            "holdout and validation real photos cut to their centre, this share of each side (the cut perturbation), "
+            "before cropping: the framing check (faces whose crop runs past the picture's edge)"
+        ),
+    )
+    fake_padding_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of generated training faces given the padding (the crop's part past its photo's edge) of a random "
+            "real training face: tight real photos are padded and generated faces framed whole, a difference the "
+            "head otherwise learns as a sign of a real photo"
+        ),
+    )
     augment: AugmentConfig = SYNTHETIC_AUGMENT
 
     def real_folders(self, data: DataConfig) -> list[Path]:

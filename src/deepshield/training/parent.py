@@ -13,7 +13,7 @@ import torch
 
 from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import read_card
-from deepshield.models.card import ONNX_FILE, ModelCard
+from deepshield.models.card import ONNX_FILE, SYNTHETIC_OUTPUT, ModelCard
 from deepshield.models.network import DeepfakeNet
 from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.training.checkpoint import load_checkpoint
@@ -100,15 +100,27 @@ def load_parent(config: TrainConfig) -> ParentRun:
 
 def _parent_from_bundle(bundle: Path) -> ParentRun:
     card = read_card(bundle)
+    weights = bundle_weights(bundle, card)
     if card.synthetic is not None:
-        raise DeepShieldError(f"synthetic.init {bundle} already has a synthetic head: give a manipulation-only bundle")
+        # A two-output bundle: its face-swap score is the parent, and this run's head replaces its own (the
+        # shipped model's checkpoint is not kept, so this is how its synthetic head is retrained).
+        log.info("synthetic.init %s has a synthetic head: this run trains a new one in its place", bundle)
+        weights = {key: value for key, value in weights.items() if not key.startswith("synthetic_head.")}
+        card = card.model_copy(
+            update={
+                "synthetic": None,
+                "outputs": {name: doc for name, doc in card.outputs.items() if name != SYNTHETIC_OUTPUT},
+                "training": card.manipulation_training(),
+                "metrics": {key: value for key, value in card.metrics.items() if not key.startswith("synthetic_")},
+            }
+        )
     # The training configuration the card recorded (model settings, threshold rule), else the card's own.
     config = TrainConfig.model_validate(card.training.config) if card.training.config else TrainConfig()
     model = config.model.model_copy(
         update={"backbone": card.architecture, "input_size": card.input_size, "crop_scale": card.crop_policy.scale}
     )
     config = config.model_copy(update={"model": model, "synthetic": None})
-    checkpoint = {"model": bundle_weights(bundle, card), "command": card.training.command}
+    checkpoint = {"model": weights, "command": card.training.command}
     return ParentRun(bundle, checkpoint, config, card)
 
 

@@ -28,11 +28,11 @@ from torch.utils.data import Dataset
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
 from deepshield.faces.crop import CropPolicy
-from deepshield.models.card import Calibration
+from deepshield.models.card import Calibration, ModelCard
 from deepshield.training.augment import degrade
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import FAKE, REAL, split_by_group
-from deepshield.training.facebank import FaceBank, facebank_of_files, list_images
+from deepshield.training.facebank import FaceBank, donor_files, facebank_of_files, list_images
 from deepshield.training.loading import Item
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class SyntheticChecks:
     holdout_downscaled: LabelledCrops  # both sides' photos downscaled (synthetic.downscale_check) before cropping
     holdout_jpeg: LabelledCrops  # both sides' photos re-encoded at synthetic.jpeg_check
     confound: LabelledCrops  # downscaled holdout generated vs matched-resolution real photos (FFHQ) at full size
+    holdout_cut: LabelledCrops  # both sides' photos cut to their centre (synthetic.cut_check): crops run into padding
 
     def named(self) -> dict[str, LabelledCrops]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -74,6 +75,7 @@ class SyntheticChecks:
 class SyntheticData:
     train_fake: np.ndarray
     train_real: np.ndarray
+    train_real_valid: np.ndarray  # N x S x S bool: each real training crop's pixels inside its photo
     checks: SyntheticChecks
     sources: list[str]  # the folders, as the card records them
     training_files: list[Path]  # the photos trained on: a benchmark must share none
@@ -100,6 +102,29 @@ def split_generated_files(
         unseen[n_holdout + n_val :] + [f for f in picked if f in seen],
         unseen[n_holdout : n_holdout + n_val],
         unseen[:n_holdout],
+    )
+
+
+def generated_split(card: ModelCard) -> tuple[list[Path], list[Path], list[Path]]:
+    """The (train, val, holdout) generated files a bundle's synthetic head was trained with, as its run split
+    them (the seed, fractions and limit its card recorded; the parent's blend donors kept to training)."""
+    if card.synthetic is None or not card.training.config:
+        raise DeepShieldError(f"{card.name} {card.version} has no synthetic-face score or no training record")
+    config = TrainConfig.model_validate(card.training.config)
+    synthetic = config.synthetic
+    if synthetic is None:
+        raise DeepShieldError(f"{card.name} {card.version}'s training record has no [synthetic] section")
+    parent = card.synthetic.parent_training
+    donors = donor_files(TrainConfig.model_validate(parent.config).data if parent is not None else config.data)
+    generated = list_images(
+        [config.data.locate(p, "generated-face folder") for p in synthetic.fake_dirs], synthetic.limit_per_folder
+    )
+    return split_generated_files(
+        generated,
+        synthetic.holdout_fraction,
+        synthetic.val_fraction,
+        config.seed,
+        frozenset(p.resolve() for p in donors),
     )
 
 
@@ -141,6 +166,7 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
             f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some"
         )
     downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
+    cut = f"cut:{synthetic.cut_check:g}"
     holdout_downscaled = bank(holdout_files, downscale).images
     checks = SyntheticChecks(
         val=LabelledCrops.of(bank(val_files).images, val_real.images),
@@ -148,6 +174,7 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
         holdout_downscaled=LabelledCrops.of(holdout_downscaled, bank(val_real_files, downscale).images),
         holdout_jpeg=LabelledCrops.of(bank(holdout_files, jpeg).images, bank(val_real_files, jpeg).images),
         confound=LabelledCrops.of(holdout_downscaled, matched_real),
+        holdout_cut=LabelledCrops.of(bank(holdout_files, cut).images, bank(val_real_files, cut).images),
     )
     train_fake = bank(train_files).images
     log.info(
@@ -158,19 +185,31 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
     )
     sources = [f"generated: {p}" for p in synthetic.fake_dirs] + [f"real: {p}" for p in real_paths]
     training_files = train_files + [Path(reals.paths[i]) for i in train_idx]
-    return SyntheticData(train_fake, reals.images[train_idx], checks, sources, training_files)
+    return SyntheticData(train_fake, reals.images[train_idx], reals.valid[train_idx], checks, sources, training_files)
 
 
 class SyntheticFaceSamples(Dataset):
     """Balanced: even indices real faces, odd indices generated ones, each degraded by the same
-    random draw of `augment`. A pure function of (seed, epoch, index), like `TrainingSamples`."""
+    random draw of `augment`; `fake_padding_share` of the generated ones first take a random real
+    training face's padding (`real_valid`), so that padding tells neither class. A pure function of
+    (seed, epoch, index), like `TrainingSamples`."""
 
-    def __init__(self, fake: np.ndarray, real: np.ndarray, length: int, seed: int, augment) -> None:
+    def __init__(
+        self,
+        fake: np.ndarray,
+        real: np.ndarray,
+        real_valid: np.ndarray,
+        length: int,
+        seed: int,
+        augment,
+        fake_padding_share: float = 0.0,
+    ) -> None:
         if not len(fake) or not len(real):
             raise DeepShieldError(
                 f"the synthetic-face score needs generated and real training faces (got {len(fake)} and {len(real)})"
             )
-        self.fake, self.real, self.length, self.seed, self.augment = fake, real, length, seed, augment
+        self.fake, self.real, self.real_valid, self.length = fake, real, real_valid, length
+        self.seed, self.augment, self.fake_padding_share = seed, augment, fake_padding_share
 
     def __len__(self) -> int:
         return self.length
@@ -180,7 +219,12 @@ class SyntheticFaceSamples(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index, SYNTHETIC_STREAM])
         label = index % 2
         pool = self.fake if label == FAKE else self.real
-        return torch.from_numpy(degrade(pool[int(rng.integers(len(pool)))], rng, self.augment)), label
+        image = pool[int(rng.integers(len(pool)))]
+        # Drawn only when asked, so that a run without it keeps the random stream it always had.
+        if label == FAKE and self.fake_padding_share and rng.random() < self.fake_padding_share:
+            inside = self.real_valid[int(rng.integers(len(self.real_valid)))]
+            image = np.where(inside[..., None], image, np.uint8(0))  # the crop's padding is black
+        return torch.from_numpy(degrade(image, rng, self.augment)), label
 
 
 @dataclass(frozen=True)
@@ -227,18 +271,23 @@ class ScoredChecks:
 
     def called_at(self, scale: Calibration, threshold: float) -> dict[str, float]:
         """Shares of faces called synthetic at the threshold: of the real faces of validation
-        (synthetic_real_fpr), the same photos downscaled and at JPEG-70, and the matched-resolution
-        real photos (FFHQ); and of the holdout's generated faces (synthetic_holdout_tpr: what the
-        threshold still catches)."""
+        (synthetic_real_fpr), the same photos downscaled, at JPEG-70 and cut, and the matched-resolution
+        real photos (FFHQ); and of the holdout's generated faces, framed whole and cut
+        (synthetic_holdout_tpr, synthetic_holdout_cut_tpr: what the threshold still catches). A check a
+        checkpoint did not score (written before it existed) is left out."""
         sets = {
             ("real", REAL): "val",
             ("downscaled_real", REAL): "holdout_downscaled",
             ("jpeg_real", REAL): "holdout_jpeg",
             ("matched_real", REAL): "confound",
             ("holdout", FAKE): "holdout",
+            ("cut_real", REAL): "holdout_cut",
+            ("holdout_cut", FAKE): "holdout_cut",
         }
         out = {}
         for (metric, label), name in sets.items():
+            if name not in self.labels:
+                continue
             chosen = self.labels[name] == label
             probabilities = scale.probability(self.logits[name][chosen])
             out[f"synthetic_{metric}_{'fpr' if label == REAL else 'tpr'}"] = float((probabilities >= threshold).mean())

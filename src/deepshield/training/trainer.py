@@ -41,7 +41,7 @@ from deepshield.training.checkpoint import (
     save_checkpoint,
     weights_fingerprint,
 )
-from deepshield.training.config import DataConfig, TrainConfig, changed_recipe
+from deepshield.training.config import TrainConfig, changed_recipe
 from deepshield.training.dataset import (
     Donors,
     TrainingSamples,
@@ -58,7 +58,7 @@ from deepshield.training.export import (
     real_file_faces,
     synthetic_flagged,
 )
-from deepshield.training.facebank import FaceBank, facebank_for, facebank_of_files, list_images
+from deepshield.training.facebank import FaceBank, donor_files, facebank_for, facebank_of_files
 from deepshield.training.interrupts import whole_step
 from deepshield.training.loading import EpochLoader, Loaders
 from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
@@ -123,12 +123,6 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
 
     return factor
-
-
-def donor_files(data: DataConfig) -> list[Path]:
-    """The image files data.donor_dirs gives as cross-blend donors (none without donors)."""
-    folders = [data.locate(p, "donor-face folder") for p in data.donor_dirs]
-    return list_images(folders, data.donor_limit_per_folder) if folders else []
 
 
 def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) -> FaceBank:
@@ -458,7 +452,13 @@ class Trainer:
         if synthetic_data is not None and config.synthetic is not None:
             synthetic = loader(
                 SyntheticFaceSamples(
-                    synthetic_data.train_fake, synthetic_data.train_real, length, config.seed, config.synthetic.augment
+                    synthetic_data.train_fake,
+                    synthetic_data.train_real,
+                    synthetic_data.train_real_valid,
+                    length,
+                    config.seed,
+                    config.synthetic.augment,
+                    config.synthetic.fake_padding_share,
                 )
             )
         return Loaders(manipulation, synthetic)
