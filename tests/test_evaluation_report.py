@@ -707,3 +707,23 @@ def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_fil
     # Losing the fake that scored below a real made the row's AUC 1.0 (+0.111 read as a gain); on the five
     # files with a face under both there is no change.
     assert noisy.file_auc == pytest.approx(1.0) and noisy.file_auc_change == pytest.approx(0.0)
+
+
+def test_a_file_name_that_is_not_utf8_is_reported(folder_dataset, tiny_bundle, tmp_path):
+    """A name from a Latin-1 system: writing scores.csv raised UnicodeEncodeError after the whole scoring run
+    and left it cut off, with no files.csv and no page. The CSVs keep the name's bytes, the page shows \\xe9."""
+    import os
+    import shutil
+
+    root = tmp_path / "set"
+    shutil.copytree(folder_dataset / "real", root / "real")
+    shutil.copytree(folder_dataset / "fake", root / "fake")
+    odd = os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / "real" / odd)
+    shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / os.fsdecode(b"\xe9t\xe9.jpg"))  # no label: page
+    out = tmp_path / "rep"
+    args = ["evaluate", str(root), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--no-progress"]
+    assert main([*args, "--bootstrap", "0"]) == EXIT_OK
+    assert b"caf\xe9.jpg" in (out / "scores.csv").read_bytes() and b"caf\xe9.jpg" in (out / "files.csv").read_bytes()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.jpg" in page and "\\xe9t\\xe9.jpg" in page

@@ -27,6 +27,7 @@ from deepshield.cli.args import (
     video_time,
 )
 from deepshield.cli.columns import aligned
+from deepshield.media.files import NAME_BYTES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 
@@ -140,9 +141,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 STREAMED_FORMATS = ("jsonl", "csv")
-# A file name that is not UTF-8 reaches Python as surrogates: rows keep its bytes as they are (writing it
-# was a UnicodeEncodeError that ended the scan), and --resume reads them back to the same name.
-ROW_ERRORS = "surrogateescape"
 
 
 def _summary(row) -> dict:
@@ -190,7 +188,7 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
     if len(complete) < len(data):
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
-    text = complete.decode("utf-8", errors=ROW_ERRORS)
+    text = complete.decode("utf-8", errors=NAME_BYTES)
     lines = text.splitlines()
     if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
         first = lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "..."
@@ -422,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         text = render(rows, args.format, has_synthetic)
         if args.out:
             try:
-                args.out.write_text(text, encoding="utf-8", errors=ROW_ERRORS)
+                args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
             except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
                 sys.stdout.write(text)
                 raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
@@ -491,7 +489,7 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
         stream = sys.stdout
     else:
         mode = "a" if args.resume else "w"
-        opened = open(args.out, mode, newline="", encoding="utf-8", errors=ROW_ERRORS)  # noqa: SIM115 - the ExitStack closes it
+        opened = open(args.out, mode, newline="", encoding="utf-8", errors=NAME_BYTES)  # noqa: SIM115 - the ExitStack closes it
         stream = stack.enter_context(opened)
     if args.format == "csv" and (args.out is None or stream.tell() == 0):
         stream.write(csv_header())

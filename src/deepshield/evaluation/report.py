@@ -38,6 +38,7 @@ from deepshield.evaluation.summary import (
 )
 from deepshield.inference.results import scope
 from deepshield.inference.video_rule import VideoRule
+from deepshield.media.files import NAME_BYTES, shown_name
 
 METRIC_LABELS = {
     "auc": "AUC",
@@ -58,7 +59,7 @@ METRIC_LABELS = {
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
     probabilities = scored.probabilities()
     columns = scored.faces
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(
             [
@@ -117,7 +118,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
         return "" if math.isnan(value) else f"{value:.6f}"
 
     band = settings.inconclusive
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         header = [
             "path",
@@ -301,7 +302,7 @@ def _with_ci(entry: Interval | None) -> str:
 
 
 def _e(text) -> str:
-    return html.escape(str(text))
+    return html.escape(shown_name(str(text)))
 
 
 def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:

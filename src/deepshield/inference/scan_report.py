@@ -17,6 +17,7 @@ from deepshield.inference.heatmap import jpeg_url, overlay
 from deepshield.inference.results import ImageResult, TrackResult, VideoResult, scope
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
+from deepshield.media.files import shown_name
 
 _THUMB_PX = 112  # shown at this size
 # Most severe first: a file that could not be analysed is unknown, so it comes before the calm ones; within
@@ -65,9 +66,7 @@ def _e(text: object) -> str:
 
 
 def _name(path: str) -> str:
-    """A file's path as text a page can hold: a name that is not UTF-8 (its bytes kept by Python as
-    surrogates) shows its odd bytes as \\xe9 (writing it failed and left an empty page)."""
-    return _e(os.fsencode(path).decode("utf-8", "backslashreplace"))
+    return _e(shown_name(path))
 
 
 def _badge(label: str, driver: str | None) -> str:

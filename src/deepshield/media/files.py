@@ -105,3 +105,17 @@ def files_under(root: Path) -> Iterator[Path]:
             path = Path(folder) / name
             if not name.startswith(".") and path.is_file():
                 yield path
+
+
+# How text files written for people keep a file name that is not UTF-8 (Python holds its bytes as
+# surrogates, which strict UTF-8 cannot write): its own bytes, so that the name leads back to the file.
+NAME_BYTES = "surrogateescape"
+
+
+def shown_name(text: str) -> str:
+    """A path as text any page can show: bytes of a name that were not UTF-8 appear as \\xe9 (writing the
+    name itself failed, and left an empty page)."""
+    try:
+        return text.encode("utf-8", NAME_BYTES).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name's bytes give
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
