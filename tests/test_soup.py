@@ -106,3 +106,23 @@ def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, caps
     before = (out / "model.onnx").read_bytes()
     assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
     assert "exists" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == before
+
+
+def test_a_forced_soup_that_stops_keeps_the_bundle_it_would_replace(tmp_path, monkeypatch, capsys):
+    """--force emptied --out before the soup was built: stopped there (Ctrl-C, a failed export), the old
+    bundle was gone, and --out may be one of the soup's own ingredients."""
+    import deepshield.models.export as export
+
+    first, second = _bundle(tmp_path / "a", seed=1), _bundle(tmp_path / "b", seed=2)
+    before = (first / "model.onnx").read_bytes()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.torch.onnx, "export", stopped)
+    assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) != 0
+    assert "interrupted" in capsys.readouterr().err
+    assert (first / "model.onnx").read_bytes() == before and read_card(first).name == "b1"
+    monkeypatch.undo()
+    assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == 0
+    assert read_card(first).training.soup and not (tmp_path / "a.old").exists()

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_soup(args: argparse.Namespace) -> int:
-    from deepshield.models.card import check_bundle_folder, clear_bundle_folder
+    from deepshield.models.card import check_bundle_folder
     from deepshield.training.soup import make_soup, write_soup
 
     check_bundle_folder(args.out, args.force)
@@ -42,7 +42,6 @@ def run_soup(args: argparse.Namespace) -> int:
         [*words, "--out", str(args.out), "--name", args.name, "--version", args.version]
     )
     soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
-    clear_bundle_folder(args.out, args.force)  # after the ingredients are read: --out may be one of them
     card = write_soup(soup, args.out)
     shares = ", ".join(f"{i.name} {i.version} x {i.weight:.3g}" for i in card.training.soup)
     print(f"bundle written to {args.out}: {card.name} {card.version} = {shares} (not calibrated)")

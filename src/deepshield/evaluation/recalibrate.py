@@ -73,7 +73,8 @@ from deepshield.models.card import (
     Calibration,
     InconclusiveBand,
     ModelCard,
-    clear_bundle_folder,
+    check_bundle_folder,
+    put_in_place,
 )
 
 Score = Literal["manipulation", "synthetic"]
@@ -472,14 +473,14 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
-    clear_bundle_folder(out, force)
+    check_bundle_folder(out, force)
     temporary = out.with_name(out.name + ".part")
     shutil.rmtree(temporary, ignore_errors=True)
     # The source's README describes the source's calibration and figures: this bundle gets its own.
     shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE))
     (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
     (temporary / README_FILE).write_text(_calibrated_readme(source, card))
-    temporary.rename(out)
+    put_in_place(temporary, out)
     return out
 
 

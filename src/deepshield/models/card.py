@@ -337,10 +337,16 @@ def check_bundle_folder(folder: Path, force: bool) -> None:
         raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
 
 
-def clear_bundle_folder(folder: Path, force: bool) -> None:
-    """Make room for a new bundle at `folder`: refused as `check_bundle_folder` says, else emptied."""
-    check_bundle_folder(folder, force)
-    if folder.is_dir():
-        shutil.rmtree(folder)
-    elif folder.exists():
-        folder.unlink()
+def put_in_place(building: Path, folder: Path) -> None:
+    """Move a finished bundle from `building` to `folder`, replacing what was there only once the new one
+    is whole: a soup or calibration with --force that emptied its folder first and then stopped lost the
+    old bundle, which may have been one of its own inputs."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists() or folder.is_symlink():
+        folder.rename(old)
+    building.rename(folder)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    elif old.exists() or old.is_symlink():
+        old.unlink()

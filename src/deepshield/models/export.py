@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from deepshield.media.files import file_sha256
-from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard
+from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard, put_in_place
 from deepshield.models.network import DeepfakeNet, ExportWrapper
 
 
@@ -51,9 +51,5 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
         )
     card = card.model_copy(update={"onnx_sha256": file_sha256(onnx_path)})
     (building / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    if out_dir.is_dir():
-        shutil.rmtree(out_dir)
-    elif out_dir.exists():
-        out_dir.unlink()
-    building.rename(out_dir)
+    put_in_place(building, out_dir)
     return out_dir
