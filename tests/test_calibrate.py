@@ -208,6 +208,11 @@ def test_keep_verdicts_refits_the_probabilities_and_keeps_every_verdict(capsys, 
     args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--keep-verdicts"]
     assert main([*args, "--target-fpr", "0.05"]) == EXIT_USAGE
     assert "cannot be combined" in capsys.readouterr().err and not out.exists()
+    # The source's own version is refused before the slow scoring (it was refused after it, the work lost).
+    source_version = OnnxClassifier(tiny_bundle).card.version
+    assert main([*args, "--version", source_version]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "would carry its source's version" in err and "files:" not in err and not out.exists()
     assert main([*args, "--version", "9.9.9", "--frames", "2", "--no-progress"]) == EXIT_OK
     assert "verdicts changed: 0 of" in capsys.readouterr().out
     old, refit = OnnxClassifier(tiny_bundle).card.calibration, OnnxClassifier(out).card

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from datetime import date
 from pathlib import Path
 
 from deepshield.cli.args import bundle_version, check_output_folder
@@ -99,7 +100,13 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.cli.evaluate import load_classifier, score_labelled_set
     from deepshield.cli.main import EXIT_OK
     from deepshield.errors import BundleError, DeepShieldError
-    from deepshield.evaluation.recalibrate import Method, recalibrate, training_folders_in, write_calibrated_bundle
+    from deepshield.evaluation.recalibrate import (
+        Method,
+        new_bundle_version,
+        recalibrate,
+        training_folders_in,
+        write_calibrated_bundle,
+    )
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out.parent, "--out's folder")
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
+    new_bundle_version(classifier.card.version, args.version, date.today())  # a version taken, said before scoring
     from deepshield.evaluation.metrics import few_files_caution
 
     rule = VideoRule(kind=args.video_rule)

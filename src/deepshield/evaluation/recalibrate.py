@@ -156,6 +156,18 @@ def calibrated_version(version: str, when: Date) -> str:
     return f"{public}+cal.{when:%Y%m%d}"
 
 
+def new_bundle_version(source: str, version: str | None, when: Date) -> str:
+    """The calibrated bundle's version: `version`, else calibrated_version's. Refused when it is the
+    source's (calibrated again the same day): two bundles of one name and version would score differently."""
+    new = version or calibrated_version(source, when)
+    if new == source:
+        raise DeepShieldError(
+            f"the calibrated bundle would carry its source's version {source} (calibrated again the same day, "
+            "or --version named it): give it another with --version"
+        )
+    return new
+
+
 def _level_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
     metrics = detection_metrics(labels, probabilities, threshold)
     out = {name: float(getattr(metrics, name)) for name in REPORTED}
@@ -444,12 +456,7 @@ def recalibrate(
         if score == "manipulation"
         else (SYNTHETIC_OUTPUT, SYNTHETIC_OUTPUT_DOC)
     )
-    new_version = version or calibrated_version(card.version, when)
-    if new_version == card.version:  # two bundles of one name and version would score differently
-        raise DeepShieldError(
-            f"the calibrated bundle would carry its source's version {card.version} (calibrated again the same day, "
-            "or --version named it): give it another with --version"
-        )
+    new_version = new_bundle_version(card.version, version, when)
     update: dict = {
         "version": new_version,
         "metrics": metrics,
