@@ -161,3 +161,45 @@ def test_a_bundle_trained_on_a_sets_files_is_said_to_be_so(
         in err
     )
     assert "tiny-test" not in err
+
+
+def test_a_prepared_set_is_compared_on_the_split_asked_for(capsys, tiny_bundle, other_bundle, labelled, tmp_path):
+    """compare had no --split: a prepared dataset's train split was always in the figures; and --frames or
+    --min-face-size, which its faces were found without, were taken silently."""
+    prepared = tmp_path / "prep"
+    assert main(["prepare", str(labelled), "--out", str(prepared), "--split", "0.5,0,0.5", "--crop-size", "64"]) == 0
+    capsys.readouterr()
+    test_files = {
+        row.split(",")[6] for row in (prepared / "manifest.csv").read_text().splitlines()[1:] if ",test," in row
+    }
+    assert len(test_files) == 2  # one real, one fake
+    base = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--cache-dir", str(tmp_path / "c")]
+    counts = {}
+    for split in ("all", "test"):
+        out = tmp_path / f"{split}.json"
+        assert main([*base, "--on", str(prepared), "--split", split, "--out", str(out)]) == 0
+        (figures,) = json.loads(out.read_text())  # one comparison: one candidate
+        counts[split] = figures["baseline"]["bench_prep_real_files"] + figures["baseline"]["bench_prep_fake_files"]
+    assert counts == {"all": 4, "test": 2}
+    assert main([*base, "--on", str(prepared), "--frames", "8"]) == 2
+    assert "--frames and --min-face-size apply to raw media" in capsys.readouterr().err
+    assert main([*base, "--on", str(labelled), "--split", "test"]) == 2
+    assert "--split applies to prepared datasets" in capsys.readouterr().err
+
+
+def test_a_mistyped_candidate_is_refused_before_any_face_is_found(capsys, tiny_bundle, labelled, tmp_path):
+    cache = tmp_path / "c"
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "typo"),
+            "--against",
+            str(tiny_bundle),
+            "--on",
+            str(labelled),
+            "--cache-dir",
+            str(cache),
+        ]
+    )
+    assert code == 2 and "typo" in capsys.readouterr().err
+    assert not list(cache.glob("benchmark-*"))  # the baseline's faces were found and scored first

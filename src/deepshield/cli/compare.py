@@ -18,6 +18,8 @@ from deepshield.cli.args import (
     tracking_arguments,
 )
 from deepshield.cli.columns import aligned
+from deepshield.errors import DeepShieldError
+from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 if TYPE_CHECKING:
@@ -50,13 +52,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--against", default=None, metavar="BUNDLE", help="baseline bundle (default: the shipped model)"
     )
     parser.add_argument(
-        "--frames", type=positive_int, default=DEFAULT_VIDEO_FRAMES, help="frames sampled per video (default 32)"
+        "--frames",
+        type=positive_int,
+        default=None,
+        help=f"raw media: frames sampled per video (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument(
         "--min-face-size",
         type=positive_int,
-        default=20,
-        help="ignore faces smaller than this (pixels; default %(default)s)",
+        default=None,
+        help=f"raw media: ignore faces smaller than this (pixels; default {DEFAULT_MIN_FACE_SIZE})",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "train", "val", "test"),
+        default="all",
+        help="prepared datasets: which split to compare on (default all; a model's own training data is no held-out "
+        "figure: --split test)",
     )
     parser.add_argument(
         "--caught-with-reals",
@@ -84,6 +96,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def set_options(args: argparse.Namespace) -> tuple[int, int]:
+    """The frames per video and smallest face for the raw sets. Refused, as evaluate refuses them: options
+    that no set given can use (--frames or --min-face-size with only prepared sets, whose faces were found
+    when they were prepared; --split with none)."""
+    from deepshield.evaluation.scoring import is_prepared_dataset
+
+    prepared = [path for path in args.sets if is_prepared_dataset(path)]
+    if len(prepared) == len(args.sets) and (args.frames is not None or args.min_face_size is not None):
+        raise DeepShieldError(
+            f"--frames and --min-face-size apply to raw media: {prepared[0]} is a prepared dataset, whose faces "
+            "were found when it was prepared (its dataset.json says with which settings)"
+        )
+    if not prepared and args.split != "all":
+        raise DeepShieldError("--split applies to prepared datasets (manifest.csv) only; raw sources have no split")
+    return args.frames or DEFAULT_VIDEO_FRAMES, args.min_face_size or DEFAULT_MIN_FACE_SIZE
+
+
 def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import bundle_dir
     from deepshield.training.compare import compare, score_bundles
@@ -91,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
         if path is not None:
             check_output_file(path, flag)  # before the scoring
+    frames, min_face_size = set_options(args)
     baseline, *candidates = score_bundles(
-        [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, args.frames, args.min_face_size
+        [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, frames, min_face_size, args.split
     )
     from deepshield.evaluation.recalibrate import training_folders_in
 
@@ -222,8 +252,9 @@ def log_comparison(tracker: Tracker, comparison: Comparison, args: argparse.Name
             "baseline": str(comparison.baseline.bundle),
             "candidate": str(comparison.candidate.bundle),
             "sets": ", ".join(map(str, args.sets)),
-            "frames": args.frames,
-            "min_face_size": args.min_face_size,
+            "frames": args.frames or DEFAULT_VIDEO_FRAMES,
+            "min_face_size": args.min_face_size or DEFAULT_MIN_FACE_SIZE,
+            "split": args.split,
         }
     )
     metrics = {f"baseline.{key}": value for key, value in comparison.baseline.metrics.items()}

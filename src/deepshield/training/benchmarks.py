@@ -164,24 +164,29 @@ def load_benchmark(
     training_files: Iterable[Path],
     frames: int = DEFAULT_VIDEO_FRAMES,
     min_face_size: int = 20,
+    split: str = "all",
 ) -> Benchmark:
-    """A benchmark's faces from the cache, or found and cut now (then cached). Refuses overlap with training."""
+    """A benchmark's faces from the cache, or found and cut now (then cached); `split`: a prepared dataset's
+    (compare --split). Refuses overlap with training."""
     name = benchmark_name(path)
     if is_prepared_dataset(path):
         from deepshield.data.manifest import read_manifest
 
-        media = [Path(r.source_file) for r in read_manifest(path)]
+        media = [Path(r.source_file) for r in read_manifest(path) if split in ("all", r.split)]
     else:
         from deepshield.evaluation.scoring import list_items
 
         media = [item.path for item in list_items([path])[0]]
     check_no_overlap(name, media, training_files)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"benchmark-{name}-{_listing_key(path, policy, frames, min_face_size)}.npz"
+    within = "" if split == "all" else f"-{split}"  # the whole set keeps its cache key
+    cache = cache_dir / f"benchmark-{name}{within}-{_listing_key(path, policy, frames, min_face_size)}.npz"
     if cache.exists():
         log.info("benchmark %s from cache %s", name, cache)
         return Benchmark.load(cache)
-    labelled = open_labelled_set([path], policy, frames=frames, min_face_size=min_face_size, warn=log.warning)
+    labelled = open_labelled_set(
+        [path], policy, frames=frames, min_face_size=min_face_size, split=split, warn=log.warning
+    )
     rows: list[FaceRow] = []
     crops: list[np.ndarray] = []
     for item in labelled.cropped:

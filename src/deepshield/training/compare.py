@@ -75,19 +75,24 @@ def score_bundles(
     cache_dir: Path,
     frames: int = DEFAULT_VIDEO_FRAMES,
     min_face_size: int = 20,
+    split: str = "all",
 ) -> list[ScoredBundle]:
-    """Each bundle on every labelled set (anything `deepshield evaluate` reads). Refuses two sets of one
-    name (their figures would share keys) and a bundle that finds other faces than the first."""
+    """Each bundle on every labelled set (anything `deepshield evaluate` reads; `split`: the prepared sets'
+    split). Refuses two sets of one name (their figures would share keys) and a bundle that finds other
+    faces than the first; every bundle is loaded before any set's faces are found (a mistyped candidate
+    was refused after the baseline had scored every set)."""
     names = [benchmark_name(path) for path in datasets]
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")
+    classifiers = [OnnxClassifier(bundle) for bundle in bundles]
     scored: list[ScoredBundle] = []
     reference: list[Benchmark] = []
-    for bundle in bundles:
-        classifier = OnnxClassifier(bundle)
+    for bundle, classifier in zip(bundles, classifiers):
         card = classifier.card
-        benchmarks = [load_benchmark(path, card.crop_policy, cache_dir, [], frames, min_face_size) for path in datasets]
+        benchmarks = [
+            load_benchmark(path, card.crop_policy, cache_dir, [], frames, min_face_size, split) for path in datasets
+        ]
         reference = reference or benchmarks
         if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
             raise DeepShieldError(f"{bundle} finds other faces than {bundles[0]} (another detector setting?)")
