@@ -93,8 +93,11 @@ def test_networks_that_see_different_crops_are_not_averaged(tmp_path):
         make_soup([small, large], None, "x", "1", "")
     with pytest.raises(DeepShieldError, match="at least two bundles"):
         make_soup([small], None, "x", "1", "")
-    with pytest.raises(DeepShieldError, match="one positive weight per bundle"):
-        make_soup([small, small], [1.0, 0.0], "x", "1", "")
+    for weights in ([1.0, 0.0], [float("nan"), 1.0], [float("inf"), 1.0]):  # nan and inf: a pydantic traceback
+        with pytest.raises(DeepShieldError, match="one positive, finite weight per bundle"):
+            make_soup([small, small], weights, "x", "1", "")
+    with pytest.raises(DeepShieldError, match="leaves its bundle out"):
+        make_soup([small, small], [1.0, 1e-7], "x", "1", "")
 
 
 def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, capsys):

@@ -8,6 +8,7 @@ synthetic-face head is dropped: the averaged trunk's features are not those any 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,11 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
     if len(bundles) < 2:
         raise DeepShieldError("a soup needs at least two bundles")
     weights = weights or [1.0] * len(bundles)
-    if len(weights) != len(bundles) or min(weights) <= 0:
-        raise DeepShieldError(f"give one positive weight per bundle ({len(bundles)}), got {weights}")
+    if len(weights) != len(bundles) or not all(math.isfinite(w) and w > 0 for w in weights):  # nan passed `<= 0`
+        raise DeepShieldError(f"give one positive, finite weight per bundle ({len(bundles)}), got {weights}")
     shares = [w / sum(weights) for w in weights]
+    if min(round(share, 6) for share in shares) == 0:  # the card keeps shares to 6 digits, and refuses 0
+        raise DeepShieldError(f"weights {weights}: a share below 0.0000005 of the soup leaves its bundle out")
     cards = [read_card(bundle) for bundle in bundles]
     _agree(cards)
     first = cards[0]
