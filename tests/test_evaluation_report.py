@@ -727,3 +727,16 @@ def test_a_file_name_that_is_not_utf8_is_reported(folder_dataset, tiny_bundle, t
     assert b"caf\xe9.jpg" in (out / "scores.csv").read_bytes() and b"caf\xe9.jpg" in (out / "files.csv").read_bytes()
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "caf\\xe9.jpg" in page and "\\xe9t\\xe9.jpg" in page
+
+
+def test_a_report_written_over_an_earlier_one_keeps_none_of_its_images(folder_dataset, tiny_bundle, tmp_path):
+    """The images of an earlier report in the --out folder stood beside the new one's (and --tracking-uri
+    logged them as its artifacts): a second run whose set had no face kept all 16."""
+    out = tmp_path / "rep"
+    for folder in ("plots", "examples"):
+        (out / folder).mkdir(parents=True)
+        (out / folder / "stale.png").write_bytes(b"an earlier report's")
+    args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
+    assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert not (out / "plots" / "stale.png").exists() and not (out / "examples" / "stale.png").exists()
+    assert list((out / "plots").glob("*.png"))  # this report's own

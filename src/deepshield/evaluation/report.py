@@ -15,6 +15,7 @@ import csv
 import html
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,9 @@ METRIC_LABELS = {
 
 
 # ------------------------------------------------------------------------------------------ files
+
+
+PLOTS, EXAMPLES = "plots", "examples"  # the report folder's image folders, written afresh by each report
 
 
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
@@ -178,7 +182,7 @@ def write_plots(
     scored: ScoredSet, settings: EvaluationSettings, summary: EvaluationSummary, out: Path
 ) -> dict[str, Path]:
     """Every plot that the data allows (a one-class set has no ROC); name -> PNG path."""
-    folder = out / "plots"
+    folder = out / PLOTS
     made: dict[str, Path] = {}
     files = file_level(scored, CLEAN, settings.rule, settings.no_face)
     faces = face_level(scored)
@@ -235,8 +239,8 @@ def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> 
             example = by_path.get(entry.path)
             if example is None:
                 continue
-            crop = _png(example.crop, out / "examples" / f"{short}_{rank:02d}_crop.png")
-            heat = _png(overlay(example.crop, example.heatmap), out / "examples" / f"{short}_{rank:02d}_heatmap.png")
+            crop = _png(example.crop, out / EXAMPLES / f"{short}_{rank:02d}_crop.png")
+            heat = _png(overlay(example.crop, example.heatmap), out / EXAMPLES / f"{short}_{rank:02d}_heatmap.png")
             tracks = [
                 {
                     "track_id": t.track_id,
@@ -248,10 +252,10 @@ def write_examples(scored: ScoredSet, summary: EvaluationSummary, out: Path) -> 
                     "last_s": t.last_s,
                     "peak_frame": t.peak_frame,
                     "not_counted_reason": t.not_counted_reason,
-                    "crop": _png(t.crop, out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_crop.png"),
+                    "crop": _png(t.crop, out / EXAMPLES / f"{short}_{rank:02d}_track{t.track_id}_crop.png"),
                     "heatmap": _png(
                         overlay(t.crop, t.heatmap),
-                        out / "examples" / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png",
+                        out / EXAMPLES / f"{short}_{rank:02d}_track{t.track_id}_heatmap.png",
                     ),
                 }
                 for t in example.tracks
@@ -651,6 +655,8 @@ def write_report(
     """Write the report folder; returns the path of report.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (PLOTS, EXAMPLES):  # an earlier report's images in this folder would pass for this one's
+        shutil.rmtree(out / folder, ignore_errors=True)
     (out / "metrics.json").write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     write_scores_csv(scored, out / "scores.csv")
     write_files_csv(scored, settings, out / "files.csv")
