@@ -740,3 +740,17 @@ def test_a_report_written_over_an_earlier_one_keeps_none_of_its_images(folder_da
     assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
     assert not (out / "plots" / "stale.png").exists() and not (out / "examples" / "stale.png").exists()
     assert list((out / "plots").glob("*.png"))  # this report's own
+
+
+def test_entries_left_out_are_said_with_their_reasons(folder_dataset, tiny_bundle, tmp_path):
+    """A listing that cannot be read at all (Latin-1 from a spreadsheet) was "1 entries have no usable label",
+    its reason only in the log."""
+    from deepshield.evaluation.scoring import open_labelled_set
+    from deepshield.faces.crop import CropPolicy
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"path,label\ncaf\xe9.jpg,real\n")
+    said: list[str] = []
+    open_labelled_set([folder_dataset, latin], CropPolicy(size=64), frames=1, progress=False, warn=said.append)
+    (warning,) = said
+    assert warning.startswith("1 entries could not be used") and "latin.csv: unreadable CSV" in warning

@@ -444,6 +444,15 @@ def test_a_csv_naming_a_column_twice_is_refused(tmp_path: Path):
     assert problem.reason == "CSV names the column label twice: which to read?"
 
 
+def test_a_csv_after_blank_lines_or_excels_separator_line_is_read(tmp_path: Path):
+    # csv.DictReader took the first line for the header: "CSV needs the columns path,label", though it had them
+    for first in ("\n\n", "sep=,\r\n"):
+        listing = tmp_path / "list.csv"
+        listing.write_text(first + "path,label\na.png,real\n")
+        (item,) = list(read_source(listing, "csv"))
+        assert (item.path.name, item.label) == ("a.png", "real")
+
+
 def test_several_sources_in_one_dataset(tmp_path: Path, small):
     write_png(tmp_path / "studio" / "real" / "a.png", variant(small, 1))
     write_png(tmp_path / "web" / "fake" / "a.png", variant(small, 2))

@@ -291,12 +291,22 @@ def read_as_label(root: Path, root_key: str, label: Label, source: str | None = 
 # --------------------------------------------------------------------------------------------- CSV
 
 
+def _from_header(lines: Iterator[str]) -> Iterator[str]:
+    """A CSV's lines from its header on: blank lines before it and the `sep=,` line Excel writes first are
+    skipped (csv.DictReader took either for the header: "CSV needs the columns path,label")."""
+    for line in lines:
+        if line.strip() and line.strip().lower() != "sep=,":
+            yield line
+            break
+    yield from lines
+
+
 def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
     base = csv_path.parent
     default_source = source or safe_name(base.resolve().name or csv_path.stem)
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(_from_header(handle))
             rows = list(reader)
             header = [(name or "").strip().lower() for name in reader.fieldnames or []]
             fields = set(header)

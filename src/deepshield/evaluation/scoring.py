@@ -776,7 +776,10 @@ def open_labelled_set(
     for problem in problems:
         log.info("not evaluated: %s: %s", problem.path, problem.reason)
     if problems:
-        warn(f"{len(problems)} entries have no usable label and are left out (listed in the report)")
+        shown = "; ".join(f"{problem.path}: {problem.reason}" for problem in problems[:3])
+        more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+        # Said with their reasons: a CSV that could not be read at all was "no usable label", its reason hidden.
+        warn(f"{len(problems)} entries could not be used and are left out (listed in the report): {shown}{more}")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
     job = CropJob(policy, min_face_size, frames, tuple(perturbations), seed, base_dir)
