@@ -193,6 +193,22 @@ def test_balance_downsample_removes_whole_files_per_split(tmp_path: Path, small)
     assert [r.crop_path for r in read_manifest(again)] == [r.crop_path for r in kept]
 
 
+def test_balance_downsample_balances_each_split_on_its_own(tmp_path: Path, small):
+    """Two splits, unbalanced differently: each ends with as many real as fake faces (one pass over the
+    whole dataset balanced the totals only)."""
+    faces(tmp_path / "src" / "real", small, 6)
+    faces(tmp_path / "src" / "fake", small, 13, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    before = Counter((r.split, r.label) for r in read_manifest(out))
+    assert before["train", "real"] and before["val", "real"]
+    assert before["train", "fake"] - before["train", "real"] != before["val", "fake"] - before["val", "real"]
+    balance.downsample(out)
+    after = Counter((r.split, r.label) for r in read_manifest(out))
+    for split in ("train", "val"):
+        assert after[split, "fake"] == after[split, "real"] == before[split, "real"], split
+
+
 def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
     faces(tmp_path / "src" / "real", small, 8)
     faces(tmp_path / "src" / "fake", small, 1, start=10)

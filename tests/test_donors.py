@@ -107,12 +107,24 @@ def faces(tmp_path_factory) -> tuple[Path, Path]:
     return write_real_faces(root / "real", 8), write_generated_faces(root / "generated", 4)
 
 
-def test_a_run_with_donors_trains_and_records_them(faces, tmp_path):
+def test_a_run_with_donors_trains_and_records_them(faces, tmp_path, monkeypatch):
+    from deepshield.training import dataset
+
     real, generated = faces
     settings = {"data.donor_dirs": f'["{generated}"]', "data.donor_fraction": "0.5", "optim.epochs": "1"}
     config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    handed: list = []  # the donors each training stream was given (the validation fakes take none)
+    make = dataset.TrainingSamples.__init__
+
+    def recording(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        handed.append(self.fakes.donors)
+
+    monkeypatch.setattr(dataset.TrainingSamples, "__init__", recording)
     result = Trainer(config).run()
-    assert result.bundle_dir is not None and result.progress.history[0]["val_auc"] >= 0
+    assert result.bundle_dir is not None and len(result.progress.history) == 1
+    assert handed and all(d is not None and d.fraction == 0.5 for d in handed)
+    assert {Path(p).parent for d in handed for p in d.bank.paths} == {generated.resolve()}
     recorded = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["config"]["data"]
     assert recorded["donor_fraction"] == 0.5 and recorded["donor_dirs"] == [str(generated)]
 

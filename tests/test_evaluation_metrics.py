@@ -215,6 +215,17 @@ def test_a_paired_bootstrap_resamples_files_and_checks_its_inputs():
     first = paired_auc_resamples(labels, a, b, files, resamples=50, seed=1)
     again = paired_auc_resamples(labels, a, b, files, resamples=50, seed=1)
     assert first[0] == again[0] and np.array_equal(first[1], again[1])
+    # Whole files are drawn: 20 files of 10 faces each, alike within a file, spread the differences far
+    # wider than drawing faces one by one (a mutation to face resampling passed the lines above).
+    rng = np.random.default_rng(2)
+    file_labels = np.repeat([0, 1], 10)
+    per_face = np.repeat(file_labels, 10)
+    wobble = rng.normal(0, 0.005, 200).clip(-0.01, 0.01)
+    one = np.repeat(np.clip(rng.normal(0.4 + 0.2 * file_labels, 0.15), 0.02, 0.98), 10) + wobble
+    other = np.repeat(np.clip(rng.normal(0.4 + 0.2 * file_labels, 0.15), 0.02, 0.98), 10) - wobble
+    by_file = paired_auc_resamples(per_face, one, other, np.repeat(np.arange(20), 10), resamples=300, seed=0)[1]
+    by_face = paired_auc_resamples(per_face, one, other, None, resamples=300, seed=0)[1]
+    assert np.std(by_file) > 2 * np.std(by_face)
     with pytest.raises(MetricsError, match="equal-length"):
         paired_auc_resamples(labels, a, b[:5])
     with pytest.raises(MetricsError, match="both real and fake"):

@@ -8,6 +8,7 @@ import pytest
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import (
     H264,
+    KINDS,
     Blur,
     Cut,
     Jpeg,
@@ -186,7 +187,8 @@ def test_a_cut_keeps_the_centre_at_that_share_of_each_side(astronaut):
 
 def test_perturbations_leave_the_input_alone(astronaut):
     before = astronaut.copy()
-    specs = ["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4", "palette:64", "cut:0.5"]
+    specs = ["jpeg:50", "h264:35", "resize:0.5", "blur:2", "noise:10", "smooth:4", "sharpen:1", "palette:64", "cut:0.5"]
+    assert {spec.split(":")[0] for spec in specs} == set(KINDS)  # every kind, a new one too
     for p in parse_perturbations(specs):
         p.apply(astronaut, np.random.default_rng(0))
     np.testing.assert_array_equal(before, astronaut)

@@ -59,23 +59,14 @@ def test_max_faces_draws_a_seeded_subset(packed, tmp_path):
     out, _ = packed
     config_file = out.parent / "config.json"
     subsets = []
-    for name in ("a", "b"):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4), ("d", 5)):
         target = tmp_path / f"{name}.npz"
-        argv = [
-            "facebank",
-            "pack",
-            "--config",
-            str(config_file),
-            "--out",
-            str(target),
-            "--max-faces",
-            "5",
-            "--seed",
-            "3",
-        ]
-        assert main(argv) == 0
+        argv = ["facebank", "pack", "--config", str(config_file), "--out", str(target), "--max-faces", "5"]
+        assert main([*argv, "--seed", str(seed)]) == 0
         subsets.append(unpack_facebank(target, CropPolicy(size=48), None).paths.tolist())
     assert subsets[0] == subsets[1] and len(subsets[0]) == 5 and subsets[0] == sorted(subsets[0])
+    # drawn by the seed: not the first five of the bank whatever the seed
+    assert len({tuple(s) for s in subsets[1:]}) > 1
 
 
 def test_a_packed_bank_cut_with_another_policy_is_refused(packed):

@@ -79,6 +79,10 @@ def test_keypoint_fallback_mask_when_no_mesh(face_sample):
         assert ellipse[int(y), int(x)] == 1.0
     result = self_blend(sample, np.random.default_rng(0))
     assert np.array_equal(result.image[result.mask == 0], sample.image[result.mask == 0])
+    # The blend covers the face the keypoints outline (an empty fallback mask passed the line above).
+    eyes_and_mouth = [(int(y), int(x)) for x, y in sample.keypoints[[0, 1, 3]]]
+    assert all(result.mask[y, x] > 0.5 for y, x in eyes_and_mouth)
+    assert np.abs(result.image.astype(int) - sample.image.astype(int))[result.mask > 0.5].mean() > 1
 
 
 def test_deform_keeps_the_region_near_its_origin():
@@ -168,7 +172,9 @@ def test_part_paste_is_deterministic_and_falls_back_to_a_blend_without_meshes(fa
     first = part_paste(face_sample, donor, np.random.default_rng(7))
     assert np.array_equal(first.image, part_paste(face_sample, donor, np.random.default_rng(7)).image)
     no_mesh = FaceSample(face_sample.image, face_sample.keypoints, None)
-    assert part_paste(no_mesh, donor, np.random.default_rng(7)).method == "cross_blend"
+    fallback = part_paste(no_mesh, donor, np.random.default_rng(7))
+    assert fallback.method == "cross_blend" and fallback.mask.max() > 0.5  # a blend that blends
+    assert not np.array_equal(fallback.image, face_sample.image)
 
 
 def _grain(image: np.ndarray, region: np.ndarray) -> float:

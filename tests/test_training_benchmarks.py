@@ -166,6 +166,14 @@ def test_codec_augmentation_is_deterministic_keeps_shape_and_changes_pixels():
     a = degrade(face, np.random.default_rng([3, 1]), config)
     b = degrade(face, np.random.default_rng([3, 1]), config)
     assert np.array_equal(a, b) and a.shape == face.shape and a.dtype == np.uint8
+    # The codec alone, every other degradation off: its draw is applied, not only drawn.
+    codec_only = AugmentConfig(
+        codec_probability=1.0, jpeg_probability=0, rescale_probability=0, blur_probability=0, noise_probability=0,
+        colour_probability=0, flip_probability=0, jitter_shift=0, jitter_scale=0, jitter_rotation_deg=0,
+    )  # fmt: skip
+    coded = degrade(face, np.random.default_rng([3, 1]), codec_only)
+    untouched = degrade(face, np.random.default_rng([3, 1]), codec_only.model_copy(update={"codec_probability": 0.0}))
+    assert np.array_equal(untouched, face) and np.abs(coded.astype(int) - face).mean() > 1.0
 
 
 def test_tune_ranks_trials_by_a_benchmark_metric(tmp_path):

@@ -44,7 +44,9 @@ def test_space_toml_and_grid(tmp_path):
     path.write_text('"optim.lr" = [1e-4, 1e-3]\n"optim.batch_size" = [8, 16, 32]\n[budget]\n"optim.epochs" = 1\n')
     space = load_space(path)
     points = space.grid_points()
-    assert len(points) == 6 and len({tuple(p.items()) for p in points}) == 6
+    expected = [{"optim.lr": lr, "optim.batch_size": size} for lr in (1e-4, 1e-3) for size in (8, 16, 32)]
+    assert sorted(points, key=lambda p: sorted(p.items())) == sorted(expected, key=lambda p: sorted(p.items()))
+    assert space.budget == {"optim.epochs": 1}
 
 
 @pytest.mark.parametrize(
