@@ -360,6 +360,8 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
     again = ["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(tmp_path / "again")]
     assert main([*again, "--min-face-size", "400"]) == EXIT_USAGE
     assert "--frames and --min-face-size apply to raw media" in capsys.readouterr().err
+    assert main([*again, "--format", "dfdc", "--workers", "2"]) == EXIT_USAGE  # taken silently before
+    assert "--format, --workers apply to raw media" in capsys.readouterr().err
 
 
 def test_a_file_reached_through_two_sets_is_scored_once(capsys, folder_dataset, tiny_bundle, tmp_path):
@@ -376,6 +378,13 @@ def test_a_negative_seed_is_refused(capsys, folder_dataset, tiny_bundle, tmp_pat
     with pytest.raises(SystemExit) as refused:
         main([*args, "--perturb", "noise:5", "--seed", "-1"])
     assert refused.value.code == EXIT_USAGE and "--seed: must be 0 or a positive integer" in capsys.readouterr().err
+    # One resample's AUC is no interval: it printed 0.250 [0.167, 0.167].
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--bootstrap", "1"])
+    assert (
+        refused.value.code == EXIT_USAGE
+        and "--bootstrap: must be 0 (no intervals) or at least 20" in capsys.readouterr().err
+    )
 
 
 def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path):

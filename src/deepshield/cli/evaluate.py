@@ -70,6 +70,18 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A 95% interval's ends are the 2.5th and 97.5th percentiles of the resamples: with --bootstrap 1 the
+# "interval" was one resample's AUC, and left out the figure it was printed beside.
+MIN_RESAMPLES = 20
+
+
+def bootstrap_resamples(text: str) -> int:
+    value = non_negative_int(text)
+    if 0 < value < MIN_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be 0 (no intervals) or at least {MIN_RESAMPLES}")
+    return value
+
+
 def face_settings(args: argparse.Namespace) -> tuple[int, int]:
     """The frames per video and the smallest face of the faces scored: the options', or a prepared
     dataset's (its faces were found when it was prepared: the options were ignored there and recorded
@@ -84,6 +96,17 @@ def face_settings(args: argparse.Namespace) -> tuple[int, int]:
         raise DeepShieldError(
             f"--frames and --min-face-size apply to raw media: {prepared[0]} is a prepared dataset, whose faces "
             "were found when it was prepared (its dataset.json says with which settings)"
+        )
+    # Taken silently before: how raw media are read and where their faces are found mean nothing here.
+    raw_only = {
+        "--format": args.format != "auto",
+        "--ffpp-compression": bool(args.ffpp_compression),
+        "--workers": getattr(args, "workers", None) is not None,
+        "--engine ray": args.engine != "local",
+    }
+    if given := [flag for flag, used in raw_only.items() if used]:
+        raise DeepShieldError(
+            f"{', '.join(given)} apply to raw media: {prepared[0]} is a prepared dataset, whose crops are read as they are"
         )
     info = read_info(prepared[0])
     return info.frames, info.min_face_size
@@ -153,10 +176,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--bootstrap",
-        type=non_negative_int,
+        type=bootstrap_resamples,
         default=1000,
         metavar="N",
-        help="bootstrap resamples for the intervals (0: none; default 1000)",
+        help=f"bootstrap resamples for the intervals (0: none, else at least {MIN_RESAMPLES}; default 1000)",
     )
     parser.add_argument(
         "--seed",

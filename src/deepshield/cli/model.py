@@ -54,8 +54,10 @@ def describe(card) -> str:
             lines.append(f"{score}: not in this model")
             continue
         rule = ScoreRule.from_calibration(calibration)
+        unfitted = "" if calibration.fitted else " (not calibrated: the defaults; `deepshield calibrate` fits them)"
         lines.append(
             f"{score}: threshold {rule.threshold:.1%}, inconclusive {rule.band.low:.1%} to {rule.band.high:.1%}"
+            + unfitted
         )
     if card.intended_use:
         lines.append(f"intended use: {card.intended_use}")

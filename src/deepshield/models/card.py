@@ -119,6 +119,11 @@ class Calibration(BaseModel):
         return float(np.log(clipped / (1 - clipped)) * self.temperature + self.offset)
 
     @property
+    def fitted(self) -> bool:
+        """Whether these values were fitted (a soup's, or a card's that gave none, are the defaults)."""
+        return not self.fitted_on.startswith("not fitted")
+
+    @property
     def band(self) -> InconclusiveBand:
         """The fitted band, or the documented default around the threshold."""
         return self.inconclusive or InconclusiveBand.around(self.threshold)
