@@ -110,7 +110,7 @@ def main() -> int:
         "| bundle | framing | generated called likely | real called likely | synthetic AUC | median padding | no face |"
     )
     print("|---|---|---|---|---|---|---|")
-    for path in (baseline, model):
+    for path in (baseline, model) if baseline != model else (model,):
         card = read_card(path)
         with Detector.from_bundle(path) as detector:
             for cut in framings:

@@ -46,7 +46,7 @@ class ScriptedClassifier:
         self.logits = list(logits)
         self.batches: list[int] = []
 
-    def score(self, crops: np.ndarray) -> FaceScores:
+    def score(self, crops: np.ndarray, synthetic_crops: np.ndarray | None = None) -> FaceScores:
         assert crops.shape[1:] == (32, 32, 3)
         self.batches.append(len(crops))
         logits = np.array(self.logits[: len(crops)], np.float32)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
@@ -219,7 +220,7 @@ class TwoScoreClassifier:
         self.card = two_output_card(32)
         self.logits = list(logits)
 
-    def score(self, crops: np.ndarray) -> FaceScores:
+    def score(self, crops: np.ndarray, synthetic_crops: np.ndarray | None = None) -> FaceScores:
         taken, self.logits = self.logits[: len(crops)], self.logits[len(crops) :]
         manipulation, synthetic = (np.array(column, np.float32) for column in zip(*taken))
         cams = np.repeat(manipulation[:, None, None], 4, axis=1).repeat(4, axis=2)
@@ -542,3 +543,90 @@ def test_a_band_reaches_down_to_even_odds_when_verdicts_are_called():
     )  # 0.4 <= 0.5
     moved = ScoreRule.from_calibration(MANIPULATION_CALIBRATION, threshold=0.75)  # 0.65 to 0.85, then down to 0.5
     assert (moved.threshold, moved.band.low, moved.band.high) == (0.75, 0.5, pytest.approx(0.85))
+
+
+def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_output_bundle, astronaut):
+    """The synthetic-face score took a crop's black padding for a real photo's: of generated photos cut close
+    (35% padding) it caught 21%, and 78% from the face cut within the picture. Only the padded face is read
+    again, and only by that score: the face-swap score, its heatmap and unpadded faces are as before."""
+    from deepshield.faces.crop import crop_face, crop_inside
+    from deepshield.faces.detector import Box
+    from deepshield.inference.analysis import Detector
+    from deepshield.inference.frame_faces import find_faces
+
+    _, bundle = two_output_bundle
+    policy = CropPolicy(size=64)
+    # A face at the picture's edge: its 1.5 x box crop runs past the top and the left.
+    box = Box(10.0, 5.0, 110.0, 125.0)
+    padded, inside = crop_face(astronaut, box, None, policy), crop_inside(astronaut, box, None, policy)
+    assert padded.padding > 0.2 and inside.padding == 0.0
+    # A picture smaller than the crop: the square shrinks to the picture's shorter side, still centred on the face.
+    small = astronaut[:150, :150]
+    assert crop_inside(small, box, None, policy).padding == 0.0
+    cut_tight = crop_inside(small, Box(0.0, 0.0, 150.0, 150.0), None, policy)  # the box is the picture
+    np.testing.assert_array_equal(
+        cut_tight.pixels, crop_face(small, Box(0.0, 0.0, 150.0, 150.0), None, CropPolicy(size=64, scale=1.0)).pixels
+    )
+    # Inside already: the same crop as crop_face's.
+    middle = Box(200.0, 150.0, 300.0, 270.0)
+    np.testing.assert_array_equal(
+        crop_inside(astronaut, middle, None, policy).pixels, crop_face(astronaut, middle, None, policy).pixels
+    )
+
+    classifier = OnnxClassifier(bundle)
+    crops = np.stack([padded.pixels, crop_face(astronaut, middle, None, policy).pixels])
+    plain = classifier.score(crops)
+    read = classifier.score(crops, synthetic_crops=np.stack([inside.pixels, crops[1]]))
+    np.testing.assert_array_equal(read.logits, plain.logits)
+    np.testing.assert_array_equal(read.cams, plain.cams)
+    assert read.synthetic_logits[1] == plain.synthetic_logits[1]
+    assert read.synthetic_logits[0] == pytest.approx(
+        float(classifier.score(inside.pixels[None]).synthetic_logits[0]), abs=1e-5
+    )
+    assert abs(read.synthetic_logits[0] - plain.synthetic_logits[0]) > 1e-3
+
+    # The product: a face cut close in its photo is found, cropped padded for the face-swap score and within
+    # the picture for the synthetic score.
+    close = np.ascontiguousarray(astronaut[70:200, 170:290])
+    with Detector.from_bundle(bundle) as detector:  # closed: its MediaPipe graphs' threads end with it
+        found = find_faces([close], detector.faces, policy)
+        (face,) = detector.analyze_image(close, heatmaps=False).faces
+    assert found.crops[0].padding > 0 and found.inside[0] is not None and found.synthetic_pixels is not None
+    expected = classifier.score(found.pixels, synthetic_crops=found.synthetic_pixels)
+    assert face.synthetic_logit == pytest.approx(float(expected.synthetic_logits[0]), abs=1e-5)
+    assert face.logit == pytest.approx(float(classifier.score(found.pixels).logits[0]), abs=1e-5)
+    assert face.synthetic_logit != pytest.approx(float(classifier.score(found.pixels).synthetic_logits[0]), abs=1e-3)
+
+
+def test_evaluate_and_the_training_benchmarks_read_a_padded_face_as_analysis_does(
+    two_output_bundle, astronaut, tmp_path
+):
+    """One reading of a face everywhere: evaluate's and a training benchmark's synthetic logit of a face cut close
+    is the Detector's (its crop within the picture), kept through the benchmark cache and the faces journal."""
+    from deepshield.evaluation.scoring import score_datasets
+    from deepshield.inference.analysis import Detector
+    from deepshield.training.benchmarks import load_benchmark
+
+    _, bundle = two_output_bundle
+    close = np.ascontiguousarray(astronaut[70:200, 170:290])
+    for label in ("real", "fake"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        Image.fromarray(close if label == "real" else close[:, ::-1]).save(tmp_path / "set" / label / "a.png")
+    with Detector.from_bundle(bundle) as detector:
+        expected = [
+            detector.analyze_image(tmp_path / "set" / label / "a.png").faces[0].synthetic_logit
+            for label in ("real", "fake")
+        ]
+    classifier = OnnxClassifier(bundle)
+    for journal in (None, tmp_path / "journal", tmp_path / "journal"):  # the second run reads the journal back
+        scored = score_datasets([tmp_path / "set"], classifier, progress=False, journal_dir=journal)
+        by_label = {
+            int(label): logit for label, logit in zip(scored.labels_of_faces(), scored.faces["synthetic_logit"])
+        }
+        assert [by_label[0], by_label[1]] == pytest.approx(expected, abs=1e-4)
+    for _ in range(2):  # found, then read from the cache
+        benchmark = load_benchmark(tmp_path / "set", classifier.card.crop_policy, tmp_path / "cache", [])
+        assert benchmark.synthetic_crops is not None
+        read = classifier.score(benchmark.crops, synthetic_crops=benchmark.synthetic_crops).synthetic_logits
+        labels = [benchmark.files[row.file_id].label for row in benchmark.rows]
+        assert [read[labels.index(0)], read[labels.index(1)]] == pytest.approx(expected, abs=1e-4)

@@ -244,6 +244,9 @@ class CroppedFile:
     rows: list[FaceRow]
     crops: np.ndarray  # len(rows) x S x S x 3 uint8
     timestamp_of: dict[int, float] | None = None  # frame index -> seconds (None: a prepared dataset's crops)
+    # What the synthetic-face score reads (FrameFaces.synthetic_pixels): None when no crop has padding, or
+    # for a prepared dataset's crops, whose pictures are not at hand.
+    synthetic_crops: np.ndarray | None = None
 
 
 class _Gallery:
@@ -336,7 +339,9 @@ class MediaCropper:
             if found.crops:
                 indices = [index for index, _ in frames]
                 rows = _track_rows(record, condition, indices, found)
-                yield CroppedFile(record, condition, rows, found.pixels, dict(zip(indices, timestamps)))
+                yield CroppedFile(
+                    record, condition, rows, found.pixels, dict(zip(indices, timestamps)), found.synthetic_pixels
+                )
 
 
 @dataclass(frozen=True)
@@ -362,7 +367,8 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
     def journal_key(self, records: list[FileRecord]) -> str:
         """What a FacesJournal's files hold for: these settings and these files, numbered as listed, as they
         are now (size and time: a file replaced between a run and its --resume kept its old faces)."""
-        settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed]
+        # "inside": journals written before the synthetic-face score's inside crops are started again.
+        settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed, "inside"]
         listing = [
             [r.file_id, r.path, r.label, *(file_signature(self._located(Path(r.path))) or (None, None))]
             for r in records
@@ -418,8 +424,14 @@ class FacesJournal:
             ],
         }
         partial = self._path(record).with_suffix(".partial.npz")
+        synthetic = {
+            f"synthetic_{i}": item.synthetic_crops for i, item in enumerate(cropped) if item.synthetic_crops is not None
+        }
         np.savez(
-            partial, meta=np.array(json.dumps(meta)), **{f"crops_{i}": item.crops for i, item in enumerate(cropped)}
+            partial,
+            meta=np.array(json.dumps(meta)),
+            **{f"crops_{i}": item.crops for i, item in enumerate(cropped)},
+            **synthetic,
         )
         os.replace(partial, self._path(record))
 
@@ -435,6 +447,7 @@ class FacesJournal:
                         [FaceRow(*row) for row in item["rows"]],
                         stored[f"crops_{i}"],
                         None if item["timestamps"] is None else {int(i): t for i, t in item["timestamps"]},
+                        stored.get(f"synthetic_{i}"),
                     )
                     for i, item in enumerate(meta["items"])
                 ]
@@ -491,7 +504,7 @@ def score_cropped(
     synthetic_logits: list[float] | None = [] if classifier.card.synthetic is not None else None
     gallery = _Gallery(examples)
     for item in cropped:
-        scores = classifier.score(item.crops)
+        scores = classifier.score(item.crops, synthetic_crops=item.synthetic_crops)
         rows.extend(item.rows)
         logits.extend(scores.logits.tolist())
         if synthetic_logits is not None and scores.synthetic_logits is not None:

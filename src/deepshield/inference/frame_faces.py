@@ -2,19 +2,19 @@
 
 The single detect -> crop -> track step: `Detector` (API, CLI, page), `evaluate`/`calibrate` and the
 training benchmarks (through `evaluation.scoring.MediaCropper`) all call `find_faces`, and then score
-the crops with `OnnxClassifier.score`.
+the crops with `OnnxClassifier.score` (the synthetic-face score a padded face's inside crop).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face
+from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face, crop_inside
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.tracking import Track, associate
 
@@ -32,11 +32,23 @@ class FrameFaces:
     crops: list[FaceCrop]  # every face, frame by frame in that order
     tracks: list[Track]  # members: (frame position, face position in it)
     left_out: list[int]  # per frame, faces found beyond find_faces' max_faces, so not cropped
+    # Per face, in `crops` order: the face cut within its picture (crop_inside) where its crop runs into
+    # padding, else None. The synthetic-face score reads these.
+    inside: list[FaceCrop | None] = field(default_factory=list)
 
     @property
     def pixels(self) -> NDArray[np.uint8]:
         """The crops as one N x S x S x 3 uint8 batch (needs at least one face)."""
         return np.stack([crop.pixels for crop in self.crops])
+
+    @property
+    def synthetic_pixels(self) -> NDArray[np.uint8] | None:
+        """What the synthetic-face score reads, as `OnnxClassifier.score`'s synthetic_crops: the crops with
+        each padded face's inside crop in its place; None when no crop has padding."""
+        if not any(crop is not None for crop in self.inside):
+            return None
+        read: NDArray[np.uint8] = np.stack([(inside or crop).pixels for crop, inside in zip(self.crops, self.inside)])
+        return read
 
     def split(self, values: Sequence[Any]) -> list[list[Any]]:
         """Per-face `values` (in `crops` order) regrouped per frame."""
@@ -61,14 +73,15 @@ def find_faces(
     called before each frame's detection."""
     found = detector.detect_frames(images, turns, on_frame)
     faces_per_frame = [_largest(faces, max_faces) for faces in found]
-    crops = [
-        crop_face(image, face.box, face.keypoints, policy, face.turns)
-        for image, faces in zip(images, faces_per_frame)
-        for face in faces
-    ]
+    crops, inside = [], []
+    for image, faces in zip(images, faces_per_frame):
+        for face in faces:
+            crops.append(crop_face(image, face.box, face.keypoints, policy, face.turns))
+            padded = crops[-1].padding > 0
+            inside.append(crop_inside(image, face.box, face.keypoints, policy, face.turns) if padded else None)
     tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
     left_out = [len(all_faces) - len(kept) for all_faces, kept in zip(found, faces_per_frame)]
-    return FrameFaces(faces_per_frame, crops, tracks, left_out)
+    return FrameFaces(faces_per_frame, crops, tracks, left_out, inside)
 
 
 def _largest(faces: list[Face], count: int) -> list[Face]:

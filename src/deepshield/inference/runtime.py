@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,27 @@ class OnnxClassifier:
             outputs = [(a + b) / 2 for a, b in zip(outputs, mirrored)]
         return outputs
 
-    def score(self, crops: NDArray[Any], batch_size: int = 16) -> FaceScores:
-        """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy."""
+    def score(
+        self, crops: NDArray[Any], batch_size: int = 16, synthetic_crops: NDArray[Any] | None = None
+    ) -> FaceScores:
+        """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy. `synthetic_crops` (the
+        same N, or None): what the synthetic-face score reads instead, where a row differs from `crops` (a
+        face cut within its picture: `faces.crop.crop_inside`); only those rows are run again."""
+        scores = self._score(crops, batch_size)
+        if synthetic_crops is None or scores.synthetic_logits is None:
+            return scores
+        if synthetic_crops.shape != crops.shape:
+            raise ValueError(f"synthetic crops {synthetic_crops.shape} do not match the crops {crops.shape}")
+        moved = np.flatnonzero((synthetic_crops != crops).reshape(len(crops), -1).any(axis=1))
+        if not moved.size:
+            return scores
+        synthetic = scores.synthetic_logits.copy()
+        synthetic[moved] = self._score(synthetic_crops[moved], batch_size).synthetic_logits
+        return replace(
+            scores, synthetic_logits=synthetic, synthetic_probabilities=self.synthetic_probability(synthetic)
+        )
+
+    def _score(self, crops: NDArray[Any], batch_size: int) -> FaceScores:
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected N x {self.input_size} x {self.input_size} x 3 crops, got {crops.shape}")
         batches = [

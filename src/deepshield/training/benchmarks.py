@@ -64,7 +64,7 @@ from deepshield.media.files import file_sha256
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
-BENCH_FORMAT = "4"  # part of the cache key: bump when what a cached benchmark holds changes (4: tile-sharpened boxes)
+BENCH_FORMAT = "5"  # part of the cache key: bump when what a cached benchmark holds changes (5: inside crops)
 BOOTSTRAP_RESAMPLES = 300
 Predict = Callable[[np.ndarray], np.ndarray]  # N crops (uint8) -> N logits
 
@@ -85,6 +85,7 @@ class Benchmark:
     files: list[FileRecord]
     rows: list[FaceRow]
     crops: np.ndarray  # len(rows) x S x S x 3 uint8
+    synthetic_crops: np.ndarray | None = None  # what the synthetic-face score reads (CroppedFile's), or None
 
     def scored(self, logits: np.ndarray, temperature: float) -> ScoredSet:
         return ScoredSet(self.files, [CLEAN], face_columns(self.rows, logits), temperature, "media")
@@ -94,7 +95,11 @@ class Benchmark:
         real = {f.file_id for f in self.files if f.label == 0}
         kept = [i for i, row in enumerate(self.rows) if row.file_id in real]
         return Benchmark(
-            self.name, [f for f in self.files if f.file_id in real], [self.rows[i] for i in kept], self.crops[kept]
+            self.name,
+            [f for f in self.files if f.file_id in real],
+            [self.rows[i] for i in kept],
+            self.crops[kept],
+            None if self.synthetic_crops is None else self.synthetic_crops[kept],
         )
 
     def save(self, path: Path) -> None:
@@ -105,6 +110,7 @@ class Benchmark:
             files=json.dumps([asdict(f) for f in self.files]),
             rows=np.array(self.rows, dtype=np.float64).reshape(len(self.rows), len(FaceRow._fields)),
             crops=self.crops,
+            **({} if self.synthetic_crops is None else {"synthetic_crops": self.synthetic_crops}),
         )
         tmp.replace(path)
 
@@ -114,7 +120,8 @@ class Benchmark:
             files = [FileRecord(**f) for f in json.loads(str(data["files"]))]
             kinds = [float if name in FLOAT_COLUMNS else int for name in FaceRow._fields]
             rows = [FaceRow._make(kind(v) for kind, v in zip(kinds, row)) for row in data["rows"]]
-            return cls(str(data["name"]), files, rows, data["crops"])
+            synthetic = data.get("synthetic_crops")
+            return cls(str(data["name"]), files, rows, data["crops"], synthetic)
 
 
 def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_files: Iterable[Path]) -> None:
@@ -189,15 +196,15 @@ def load_benchmark(
     )
     rows: list[FaceRow] = []
     crops: list[np.ndarray] = []
+    synthetic: list[np.ndarray] = []
     for item in labelled.cropped:
         rows.extend(item.rows)
         crops.append(item.crops)
-    benchmark = Benchmark(
-        name,
-        labelled.files,
-        rows,
-        np.concatenate(crops) if crops else np.zeros((0, policy.size, policy.size, 3), np.uint8),
-    )
+        synthetic.append(item.crops if item.synthetic_crops is None else item.synthetic_crops)
+    empty = np.zeros((0, policy.size, policy.size, 3), np.uint8)
+    all_crops = np.concatenate(crops) if crops else empty
+    inside = np.concatenate(synthetic) if synthetic else empty
+    benchmark = Benchmark(name, labelled.files, rows, all_crops, None if np.array_equal(inside, all_crops) else inside)
     benchmark.save(cache)
     faces_by_label = np.bincount([labelled.files[r.file_id].label for r in rows], minlength=2)
     log.info(

@@ -70,9 +70,29 @@ class HeadLogits:
         return chosen
 
 
-def predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int = 64, flip: bool = False) -> HeadLogits:
+def predict_heads(
+    net: DeepfakeNet,
+    images: np.ndarray,
+    batch_size: int = 64,
+    flip: bool = False,
+    synthetic_images: np.ndarray | None = None,
+) -> HeadLogits:
     """Both heads' logits of uint8 crops; with `flip`, each averaged with its mirror image's, as a bundle
-    with test_time_flip serves them (a card's calibration and figures must be of the function it serves)."""
+    with test_time_flip serves them (a card's calibration and figures must be of the function it serves).
+    `synthetic_images`: what the synthetic head reads where a row differs from `images` (a padded face's
+    inside crop), as `OnnxClassifier.score` takes them."""
+    heads = _predict_heads(net, images, batch_size, flip)
+    if synthetic_images is None or heads.synthetic is None:
+        return heads
+    moved = np.flatnonzero((synthetic_images != images).reshape(len(images), -1).any(axis=1))
+    if not moved.size:
+        return heads
+    synthetic = heads.synthetic.copy()
+    synthetic[moved] = _predict_heads(net, synthetic_images[moved], batch_size, flip).of(synthetic=True)
+    return HeadLogits(heads.manipulation, synthetic)
+
+
+def _predict_heads(net: DeepfakeNet, images: np.ndarray, batch_size: int, flip: bool) -> HeadLogits:
     net.eval()
     device = next(net.parameters()).device
     manipulation, synthetic = [], []

@@ -547,7 +547,7 @@ class Trainer:
         # One pass over the benchmarks serves both heads: `benchmarks` are data.benchmarks when the run has
         # manipulation data, and only their real files in frozen mode (all the synthetic threshold reads).
         flip = config.export.test_time_flip  # scored as the bundle will serve
-        bench_heads = [predict_heads(net, b.crops, flip=flip) for b in benchmarks]
+        bench_heads = [predict_heads(net, b.crops, flip=flip, synthetic_images=b.synthetic_crops) for b in benchmarks]
         manipulation = synthetic = None
         if data is not None:
             manipulation = self._manipulation_scores(net, data, benchmarks, bench_heads)
