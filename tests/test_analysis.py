@@ -267,6 +267,7 @@ def _threads() -> int:
 
 
 def test_a_closed_detector_frees_its_graphs_threads_and_refuses_more_work(tiny_bundle, astronaut):
+    gc.collect()  # face detectors earlier tests dropped: collected later, their threads ending would miscount here
     with Detector.from_bundle(tiny_bundle) as first:  # MediaPipe starts a thread of its own per process, once
         first.analyze_image(astronaut)
     before = _threads()
@@ -431,6 +432,11 @@ def test_a_small_face_is_scored_with_a_caution(detector, astronaut):
     assert face_cautions([120, 120, 120], 0, [0.5, 0.6, 0.9]) == [
         "uncertain detection (detector confidence 60%): check that it is a face"
     ]
+    # An even count's median is the mean of its middle two; each limit is where its caution starts.
+    assert face_cautions([60, 110], 0, [0.9])[0].startswith("small face (85 px wide)")
+    assert face_cautions([120], 0, [0.7]) == [] and face_cautions([120], 0, [0.69])[0].startswith("uncertain")
+    assert face_cautions([120], 0, [0.9], [0.09], "no_signs_found") == []
+    assert face_cautions([120], 0, [0.9], [0.10], "no_signs_found")[0].startswith("tightly framed (10%")
 
 
 def test_json_carries_no_pixels(detector, astronaut):
@@ -510,6 +516,11 @@ def test_associate_prefers_the_best_overlap():
     tracks = associate(frames)
     assert [t.members for t in tracks] == [[(0, 0), (1, 1)], [(0, 1), (1, 0)]]
     assert associate([[box(0)], [box(300)]])[1].members == [(1, 0)]  # no overlap: a new person
+    # The threshold, from both sides: IoU 0.25 joins the track, 0.18 starts a new person (0.2 between them).
+    assert len(associate([[box(0)], [box(60)]])) == 1 and len(associate([[box(0)], [box(70)]])) == 2
+    # A track takes at most one face of a frame: the second of two overlapping faces is a second person.
+    first, second = associate([[box(0)], [box(0), box(30)]])
+    assert first.members == [(0, 0), (1, 0)] and second.members == [(1, 1)]
 
 
 class FrameScriptDetector:
@@ -574,6 +585,14 @@ def test_when_no_track_is_long_enough_all_tracks_vote(monkeypatch):
     assert len(result.tracks) == 2 and all(t.counted and t.not_counted_reason is None for t in result.tracks)
     assert result.verdict.probability == pytest.approx(np.mean([sigmoid(3.0)]))  # top half of [1, 3]: 3
     assert result.verdict.label == "likely_manipulated"
+
+
+def test_of_two_frames_sampled_a_person_seen_in_both_is_long_enough():
+    """A track counts from min(3, frames sampled) frames: of 2, a person in both counts and one seen once
+    does not (it would need 3 frames, which 2 cannot give, and every track would vote)."""
+    vote = VideoRule().aggregate([[0.3, 0.3], [0.99]], frames=2)
+    assert vote.not_counted_reasons[0] is None and vote.not_counted_reasons[1] is not None
+    assert vote.score == pytest.approx(0.3)
 
 
 def test_video_without_faces_gives_no_face(monkeypatch):

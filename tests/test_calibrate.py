@@ -595,3 +595,25 @@ def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monke
     crops = [str(tmp_path / "ds" / "crops" / "a.png"), str(tmp_path / "abs" / "crops" / "b.png")]
     assert training_folders_in(card, crops) == [f"prepared dataset {tmp_path / 'abs'}", "prepared dataset ds"]
     assert training_folders_in(card, crops, split="test") == training_folders_in(card, crops, split="val") == []
+
+
+def test_calibrate_says_when_its_set_holds_the_models_training_data(
+    capsys,
+    folder_dataset,  # noqa: F811
+    tiny_bundle,
+    tmp_path,
+    monkeypatch,
+):
+    import shutil
+
+    trained = Path(shutil.copytree(tiny_bundle, tmp_path / "trained"))
+    card = json.loads((trained / "model_card.json").read_text())
+    card["training"]["data"] = [folder_dataset.name]
+    (trained / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(folder_dataset.parent))
+    out = tmp_path / "cal"
+    args = ["calibrate", str(folder_dataset), "--model", str(trained), "--out", str(out), "--keep-verdicts"]
+    assert main([*args, "--frames", "2", "--no-progress", "--version", "9.9.9"]) == EXIT_OK
+    assert f"the set holds files of the model's own training data ({folder_dataset.name})" in capsys.readouterr().err
+    fitted_on = OnnxClassifier(out).card.calibration.fitted_on
+    assert f"which holds files of the model's training data ({folder_dataset.name})" in fitted_on

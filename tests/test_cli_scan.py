@@ -388,6 +388,20 @@ def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(cap
     assert scan(capsys, *args)[0] == EXIT_OK
 
 
+def test_a_resumed_scan_that_scans_more_keeps_its_earlier_failures(capsys, tiny_bundle, astronaut, tmp_path):
+    """The earlier rows' failures count in the exit status of a resumed scan that scans new files too."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "rows.jsonl"
+    args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
+    assert scan(capsys, *args)[0] == EXIT_SOME_FAILED
+    (inbox / "broken.jpg").unlink()
+    cv2.imwrite(str(inbox / "new.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))  # a good file arrives
+    code, _, _ = scan(capsys, *args)
+    assert code == EXIT_SOME_FAILED and len(out.read_text().splitlines()) == 2
+
+
 TERMINATED_SCAN = """
 import os, signal, sys
 import deepshield.inference.scan as scan_module
@@ -595,6 +609,29 @@ def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(
     assert err.splitlines()[-1].startswith("deepshield scan: 5 files scanned: ")
     code, _, err = scan(capsys, str(inbox), "--model", str(tiny_bundle), "--watch", "1")
     assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
+
+
+def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    save_image(inbox / "a.png", astronaut)
+    out = tmp_path / "rows.jsonl"
+    args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
+    assert scan(capsys, *args)[0] == EXIT_OK
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    assert scan(capsys, *args, "--watch", "1")[0] == EXIT_OK and len(looks) == 3
+    assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["a.png"]
 
 
 def test_a_watched_folder_s_own_heatmaps_are_not_scanned(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
