@@ -745,9 +745,13 @@ def test_a_report_written_over_an_earlier_one_keeps_none_of_its_images(folder_da
     for folder in ("plots", "examples"):
         (out / folder).mkdir(parents=True)
         (out / folder / "stale.png").write_bytes(b"an earlier report's")
+        (out / folder / "notes.ipynb").write_text("a user's own file")
     args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
     assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    assert (out / "plots" / "stale.png").exists()  # no report was here before: nothing of the folder's is removed
+    assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
     assert not (out / "plots" / "stale.png").exists() and not (out / "examples" / "stale.png").exists()
+    assert (out / "plots" / "notes.ipynb").exists() and (out / "examples" / "notes.ipynb").exists()  # only images
     assert list((out / "plots").glob("*.png"))  # this report's own
 
 

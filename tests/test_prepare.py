@@ -451,6 +451,10 @@ def test_a_csv_after_blank_lines_or_excels_separator_line_is_read(tmp_path: Path
         listing.write_text(first + "path,label\na.png,real\n")
         (item,) = list(read_source(listing, "csv"))
         assert (item.path.name, item.label) == ("a.png", "real")
+    # and a problem names its line in the file, the skipped lines counted
+    listing.write_text("sep=,\n\npath,label\na.png,real\nb.png,maybe\n")
+    problem = list(read_source(listing, "csv"))[1]
+    assert problem.reason.startswith("line 5: ")
 
 
 def test_several_sources_in_one_dataset(tmp_path: Path, small):

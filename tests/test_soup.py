@@ -130,4 +130,8 @@ def test_a_forced_soup_that_stops_keeps_the_bundle_it_would_replace(tmp_path, mo
     assert (first / "model.onnx").read_bytes() == before and read_card(first).name == "b1"
     monkeypatch.undo()
     assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == 0
-    assert read_card(first).training.soup and not (tmp_path / "a.old").exists()
+    assert read_card(first).training.soup and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    (tmp_path / "a.old").mkdir()  # a user's folder beside it: never the replaced bundle's place
+    (tmp_path / "a.old" / "keep.txt").write_text("mine")
+    assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == 0
+    assert (tmp_path / "a.old" / "keep.txt").read_text() == "mine"

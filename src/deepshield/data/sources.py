@@ -291,14 +291,10 @@ def read_as_label(root: Path, root_key: str, label: Label, source: str | None = 
 # --------------------------------------------------------------------------------------------- CSV
 
 
-def _from_header(lines: Iterator[str]) -> Iterator[str]:
-    """A CSV's lines from its header on: blank lines before it and the `sep=,` line Excel writes first are
-    skipped (csv.DictReader took either for the header: "CSV needs the columns path,label")."""
-    for line in lines:
-        if line.strip() and line.strip().lower() != "sep=,":
-            yield line
-            break
-    yield from lines
+def _header_line(lines: Sequence[str]) -> int:
+    """Where a CSV's header is: past blank lines and the `sep=,` line Excel writes first (csv.DictReader took
+    either for the header: "CSV needs the columns path,label")."""
+    return next((i for i, line in enumerate(lines) if line.strip() and line.strip().lower() != "sep=,"), len(lines))
 
 
 def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
@@ -306,8 +302,10 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
     default_source = source or safe_name(base.resolve().name or csv_path.stem)
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(_from_header(handle))
-            rows = list(reader)
+            lines = handle.readlines()
+            skipped = _header_line(lines)
+            reader = csv.DictReader(lines[skipped:])
+            rows = [(reader.line_num + skipped, row) for row in reader]  # each row's (last) line in the file
             header = [(name or "").strip().lower() for name in reader.fieldnames or []]
             fields = set(header)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -326,7 +324,7 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
         )
         return
     seen: set[str] = set()
-    for number, raw in enumerate(rows, start=2):  # line 1 is the header
+    for number, raw in rows:
         if None in raw:  # csv.DictReader keeps fields past the header's as a list under None
             yield SourceProblem(
                 csv_path, f"line {number}: more fields than the header has (a comma not in quotes?)", default_source

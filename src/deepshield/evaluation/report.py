@@ -15,7 +15,6 @@ import csv
 import html
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +56,8 @@ METRIC_LABELS = {
 # ------------------------------------------------------------------------------------------ files
 
 
-PLOTS, EXAMPLES = "plots", "examples"  # the report folder's image folders, written afresh by each report
+# The report folder's image folders, whose PNGs each report writes afresh, and its figures file.
+PLOTS, EXAMPLES, METRICS = "plots", "examples", "metrics.json"
 
 
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
@@ -655,9 +655,11 @@ def write_report(
     """Write the report folder; returns the path of report.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for folder in (PLOTS, EXAMPLES):  # an earlier report's images in this folder would pass for this one's
-        shutil.rmtree(out / folder, ignore_errors=True)
-    (out / "metrics.json").write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if (out / METRICS).is_file():  # an earlier report's images here would pass for this one's: its PNGs go
+        for folder in (PLOTS, EXAMPLES):
+            for image in (out / folder).glob("*.png"):
+                image.unlink()
+    (out / METRICS).write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     write_scores_csv(scored, out / "scores.csv")
     write_files_csv(scored, settings, out / "files.csv")
     images = write_plots(scored, settings, summary, out)

@@ -4,6 +4,7 @@ beside it as JSON. Torch-free: the serving side imports this."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -346,12 +347,11 @@ def put_in_place(building: Path, folder: Path) -> None:
     """Move a finished bundle from `building` to `folder`, replacing what was there only once the new one
     is whole: a soup or calibration with --force that emptied its folder first and then stopped lost the
     old bundle, which may have been one of its own inputs."""
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists() or folder.is_symlink():
-        folder.rename(old)
+    if not (folder.exists() or folder.is_symlink()):
+        building.rename(folder)
+        return
+    # A name of its own beside the folder (a fixed `<out>.old` would be a user's folder of that name, removed).
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.replaced-", dir=folder.parent))
+    folder.rename(aside / folder.name)
     building.rename(folder)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    elif old.exists() or old.is_symlink():
-        old.unlink()
+    shutil.rmtree(aside)
