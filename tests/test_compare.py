@@ -181,6 +181,8 @@ def test_a_prepared_set_is_compared_on_the_split_asked_for(capsys, tiny_bundle, 
         (figures,) = json.loads(out.read_text())  # one comparison: one candidate
         counts[split] = figures["baseline"]["bench_prep_real_files"] + figures["baseline"]["bench_prep_fake_files"]
     assert counts == {"all": 4, "test": 2}
+    # beside a raw set, whose files are all compared (it has no split)
+    assert main([*base, "--on", str(prepared), str(labelled), "--split", "test"]) == 0
     assert main([*base, "--on", str(prepared), "--frames", "8"]) == 2
     assert "--frames and --min-face-size apply to raw media" in capsys.readouterr().err
     assert main([*base, "--on", str(labelled), "--split", "test"]) == 2

@@ -8,7 +8,7 @@ import pytest
 from deepshield.cli.main import main
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
-from deepshield.training.facebank import build_facebank, facebank_for, list_images, unpack_facebank
+from deepshield.training.facebank import build_facebank, facebank_for, facebank_of_files, list_images, unpack_facebank
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_real_faces
 from tests.test_training import tiny_config
@@ -141,3 +141,21 @@ def test_a_killed_bank_build_resumes_from_its_last_kept_part(real_dir, tmp_path,
         assert np.array_equal(getattr(resumed, field), getattr(straight, field)), field
     assert np.array_equal(resumed.landmarks, straight.landmarks, equal_nan=True)
     assert not parts.exists()  # the finished bank replaces its parts
+
+
+def test_a_bank_for_the_synthetic_checks_cuts_padded_faces_within_their_picture(tmp_path, astronaut):
+    """The synthetic-face checks score faces as the product reads them: a padded face cut within its picture."""
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    close = np.ascontiguousarray(astronaut[70:200, 170:290])  # the face fills the photo: its crop is padded
+    cv2.imwrite(str(photos / "close.png"), cv2.cvtColor(close, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(photos / "whole.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    policy = CropPolicy(size=48, scale=1.3)
+    padded = facebank_of_files(sorted(photos.iterdir()), policy, tmp_path / "cache", workers=1)
+    inside = facebank_of_files(sorted(photos.iterdir()), policy, tmp_path / "cache", workers=1, inside=True)
+    assert [p.rsplit("/", 1)[-1] for p in inside.paths] == ["close.png", "whole.png"]
+    assert not padded.valid[0].all() and inside.valid[0].all()  # the close face: no padding when cut within
+    assert not np.array_equal(padded.images[0], inside.images[0])
+    np.testing.assert_array_equal(padded.images[1], inside.images[1])  # a face with room around it: as before

@@ -549,7 +549,7 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
     """The synthetic-face score took a crop's black padding for a real photo's: of generated photos cut close
     (35% padding) it caught 21%, and 78% from the face cut within the picture. Only the padded face is read
     again, and only by that score: the face-swap score, its heatmap and unpadded faces are as before."""
-    from deepshield.faces.crop import crop_face, crop_inside
+    from deepshield.faces.crop import SyntheticCrops, crop_face, crop_inside
     from deepshield.faces.detector import Box
     from deepshield.inference.analysis import Detector
     from deepshield.inference.frame_faces import find_faces
@@ -564,9 +564,18 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
     small = astronaut[:150, :150]
     assert crop_inside(small, box, None, policy).padding == 0.0
     cut_tight = crop_inside(small, Box(0.0, 0.0, 150.0, 150.0), None, policy)  # the box is the picture
-    np.testing.assert_array_equal(
-        cut_tight.pixels, crop_face(small, Box(0.0, 0.0, 150.0, 150.0), None, CropPolicy(size=64, scale=1.0)).pixels
-    )
+    whole = crop_face(small, Box(0.0, 0.0, 150.0, 150.0), None, CropPolicy(size=64, scale=1.0))
+    np.testing.assert_array_equal(cut_tight.pixels[1:-1, 1:-1], whole.pixels[1:-1, 1:-1])  # edges repeated, not black
+    # No black left, whatever the turn or alignment (a turned face's half-pixel shift darkened a strip; an
+    # aligned crop's turned square ran out of the picture).
+    white = np.full((400, 512, 3), 255, np.uint8)
+    keypoints = np.array([[40, 80], [90, 40], [65, 70], [70, 100], [20, 80], [110, 30]], np.float64)  # eyes 39 deg off
+    for corner_box in (Box(2.0, 30.0, 122.0, 150.0), Box(0.0, 0.0, 30.0, 30.0), Box(480.0, 368.0, 512.0, 400.0)):
+        for turns in range(4):
+            assert crop_inside(white, corner_box, None, policy, turns).pixels.min() == 255, (corner_box, turns)
+        aligned = crop_inside(white, corner_box, keypoints, CropPolicy(size=64, align=True))
+        assert aligned.padding == pytest.approx(0.0, abs=1e-6) and aligned.pixels.min() == 255
+
     # Inside already: the same crop as crop_face's.
     middle = Box(200.0, 150.0, 300.0, 270.0)
     np.testing.assert_array_equal(
@@ -576,7 +585,7 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
     classifier = OnnxClassifier(bundle)
     crops = np.stack([padded.pixels, crop_face(astronaut, middle, None, policy).pixels])
     plain = classifier.score(crops)
-    read = classifier.score(crops, synthetic_crops=np.stack([inside.pixels, crops[1]]))
+    read = classifier.score(crops, synthetic_crops=SyntheticCrops.of([(0, inside.pixels)]))
     np.testing.assert_array_equal(read.logits, plain.logits)
     np.testing.assert_array_equal(read.cams, plain.cams)
     assert read.synthetic_logits[1] == plain.synthetic_logits[1]
@@ -591,8 +600,8 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
     with Detector.from_bundle(bundle) as detector:  # closed: its MediaPipe graphs' threads end with it
         found = find_faces([close], detector.faces, policy)
         (face,) = detector.analyze_image(close, heatmaps=False).faces
-    assert found.crops[0].padding > 0 and found.inside[0] is not None and found.synthetic_pixels is not None
-    expected = classifier.score(found.pixels, synthetic_crops=found.synthetic_pixels)
+    assert found.crops[0].padding > 0 and found.inside[0] is not None and found.synthetic_crops is not None
+    expected = classifier.score(found.pixels, synthetic_crops=found.synthetic_crops)
     assert face.synthetic_logit == pytest.approx(float(expected.synthetic_logits[0]), abs=1e-5)
     assert face.logit == pytest.approx(float(classifier.score(found.pixels).logits[0]), abs=1e-5)
     assert face.synthetic_logit != pytest.approx(float(classifier.score(found.pixels).synthetic_logits[0]), abs=1e-3)
@@ -630,3 +639,24 @@ def test_evaluate_and_the_training_benchmarks_read_a_padded_face_as_analysis_doe
         read = classifier.score(benchmark.crops, synthetic_crops=benchmark.synthetic_crops).synthetic_logits
         labels = [benchmark.files[row.file_id].label for row in benchmark.rows]
         assert [read[labels.index(0)], read[labels.index(1)]] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_prepared_dataset_scored_by_the_synthetic_score_says_its_padded_faces_are_read_padded(
+    two_output_bundle, astronaut, tmp_path
+):
+    from deepshield.cli.main import main
+    from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, score_datasets
+
+    _, bundle = two_output_bundle
+    close = np.ascontiguousarray(astronaut[70:200, 170:290])
+    for label in ("real", "fake"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        Image.fromarray(close if label == "real" else close[:, ::-1]).save(tmp_path / "set" / label / "a.png")
+    prepared = tmp_path / "prepared"
+    assert main(["prepare", str(tmp_path / "set"), "--out", str(prepared), "--crop-size", "64"]) == 0
+    said: list[str] = []
+    scored = score_datasets([prepared], OnnxClassifier(bundle), progress=False, warn=said.append)
+    assert PREPARED_SYNTHETIC_CAUTION in said and PREPARED_SYNTHETIC_CAUTION in scored.notes
+    said.clear()
+    score_datasets([tmp_path / "set"], OnnxClassifier(bundle), progress=False, warn=said.append)
+    assert PREPARED_SYNTHETIC_CAUTION not in said  # raw media are read as the product reads them

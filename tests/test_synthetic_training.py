@@ -50,9 +50,9 @@ def record_network_passes(monkeypatch) -> list[np.ndarray]:
     seen: list[np.ndarray] = []
     predict_heads = trainer_module.predict_heads
 
-    def recording(net, images, batch_size=64, flip=False, synthetic_images=None):
+    def recording(net, images, batch_size=64, flip=False, synthetic_crops=None):
         seen.append(np.array(images, copy=True))
-        return predict_heads(net, images, batch_size, flip, synthetic_images)
+        return predict_heads(net, images, batch_size, flip, synthetic_crops)
 
     monkeypatch.setattr(trainer_module, "predict_heads", recording)
     return seen

@@ -358,3 +358,25 @@ def test_a_file_sets_cached_faces_are_cut_again_when_a_listed_photo_changes(tmp_
     before = _listing_key(listing, CropPolicy(), 32, 20)
     cv2.imwrite(str(photo), np.roll(astronaut, 150, axis=1)[:400])
     assert _listing_key(listing, CropPolicy(), 32, 20) != before
+
+
+def test_synthetic_crops_follow_their_faces_through_joins_and_subsets():
+    """A benchmark keeps only its padded faces' inside crops, by row; its real files alone renumber them, and
+    a benchmark whose padded faces are all fakes keeps none for its reals (it crashed at its first epoch)."""
+    from deepshield.evaluation.scoring import FaceRow, FileRecord
+    from deepshield.faces.crop import SyntheticCrops
+    from deepshield.training.benchmarks import Benchmark
+
+    one = SyntheticCrops.of([(1, np.full((4, 4, 3), 1, np.uint8))])
+    two = SyntheticCrops.of([(0, np.full((4, 4, 3), 2, np.uint8))])
+    joined = SyntheticCrops.joined([(0, one), (2, None), (3, two)])
+    assert joined.rows.tolist() == [1, 3] and joined.pixels[:, 0, 0, 0].tolist() == [1, 2]
+    assert SyntheticCrops.joined([(0, None)]) is None and SyntheticCrops.of([]) is None
+    files = [FileRecord(0, "real.png", 0, "s", "none", "r"), FileRecord(1, "fake.png", 1, "s", "swap", "f")]
+    rows = [FaceRow(0, file_id, 0, 0, 0, 0, 0.9, 0.0, 0.0, 1.0, 1.0) for file_id in (0, 1, 0, 1)]
+    crops = np.zeros((4, 4, 4, 3), np.uint8)
+    benchmark = Benchmark("b", files, rows, crops, joined)
+    reals = benchmark.real_files_only()
+    assert len(reals.rows) == 2 and reals.synthetic_crops is None  # the padded faces (rows 1 and 3) were fakes
+    reals = Benchmark("b", files, rows, crops, SyntheticCrops.of([(2, np.ones((4, 4, 3), np.uint8))])).real_files_only()
+    assert reals.synthetic_crops.rows.tolist() == [1]  # row 2 of all is the second real face

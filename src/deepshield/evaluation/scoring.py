@@ -40,7 +40,7 @@ from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.perturb import Perturbation
-from deepshield.faces.crop import CropPolicy
+from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.faces.detector import Box, FaceDetector
 from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
@@ -244,9 +244,9 @@ class CroppedFile:
     rows: list[FaceRow]
     crops: np.ndarray  # len(rows) x S x S x 3 uint8
     timestamp_of: dict[int, float] | None = None  # frame index -> seconds (None: a prepared dataset's crops)
-    # What the synthetic-face score reads (FrameFaces.synthetic_pixels): None when no crop has padding, or
-    # for a prepared dataset's crops, whose pictures are not at hand.
-    synthetic_crops: np.ndarray | None = None
+    # What the synthetic-face score reads in place of padded faces' crops (FrameFaces.synthetic_crops): None
+    # when no crop has padding, or for a prepared dataset's crops, whose pictures are not at hand.
+    synthetic_crops: SyntheticCrops | None = None
 
 
 class _Gallery:
@@ -340,7 +340,7 @@ class MediaCropper:
                 indices = [index for index, _ in frames]
                 rows = _track_rows(record, condition, indices, found)
                 yield CroppedFile(
-                    record, condition, rows, found.pixels, dict(zip(indices, timestamps)), found.synthetic_pixels
+                    record, condition, rows, found.pixels, dict(zip(indices, timestamps)), found.synthetic_crops
                 )
 
 
@@ -424,9 +424,11 @@ class FacesJournal:
             ],
         }
         partial = self._path(record).with_suffix(".partial.npz")
-        synthetic = {
-            f"synthetic_{i}": item.synthetic_crops for i, item in enumerate(cropped) if item.synthetic_crops is not None
-        }
+        synthetic = {}
+        for i, item in enumerate(cropped):
+            if item.synthetic_crops is not None:
+                synthetic[f"synthetic_rows_{i}"] = item.synthetic_crops.rows
+                synthetic[f"synthetic_{i}"] = item.synthetic_crops.pixels
         np.savez(
             partial,
             meta=np.array(json.dumps(meta)),
@@ -447,7 +449,9 @@ class FacesJournal:
                         [FaceRow(*row) for row in item["rows"]],
                         stored[f"crops_{i}"],
                         None if item["timestamps"] is None else {int(i): t for i, t in item["timestamps"]},
-                        stored.get(f"synthetic_{i}"),
+                        None
+                        if f"synthetic_{i}" not in stored
+                        else SyntheticCrops(stored[f"synthetic_rows_{i}"], stored[f"synthetic_{i}"]),
                     )
                     for i, item in enumerate(meta["items"])
                 ]
@@ -806,6 +810,14 @@ def open_labelled_set(
     )
 
 
+# A prepared dataset keeps one crop a face, cut as crop_face cuts it: its pictures are not at hand.
+PREPARED_SYNTHETIC_CAUTION = (
+    "a prepared dataset's faces are read as they were cropped: the synthetic-face score reads a padded face "
+    "padded there, where scan and the API read it cut within its picture, so its synthetic figures on such "
+    "faces are not the product's (score the raw media for those)"
+)
+
+
 def score_datasets(
     datasets: Sequence[Path],
     classifier: OnnxClassifier,
@@ -818,6 +830,10 @@ def score_datasets(
     labelled = open_labelled_set(datasets, classifier.card.crop_policy, **options)
     faces, gallery = score_cropped(labelled.cropped, classifier, rule, examples)
     synthetic = classifier.card.synthetic
+    notes = labelled.notes
+    if synthetic is not None and labelled.mode == "crops":
+        options.get("warn", _warn_stderr)(PREPARED_SYNTHETIC_CAUTION)
+        notes = [*notes, PREPARED_SYNTHETIC_CAUTION]
     return ScoredSet(
         labelled.files,
         labelled.conditions,
@@ -826,7 +842,7 @@ def score_datasets(
         labelled.mode,
         gallery,
         labelled.problems,
-        labelled.notes,
+        notes,
         synthetic_temperature=None if synthetic is None else synthetic.calibration.temperature,
         offset=classifier.card.calibration.offset,
         synthetic_offset=0.0 if synthetic is None else synthetic.calibration.offset,

@@ -4,6 +4,7 @@ sees a framing it was not trained on; the policy travels in the model card."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,15 @@ def crop_face(
     remainder, as this function first did, still aliased such texture at about half its contrast.
     """
     matrix = crop_matrix(box, keypoints, policy, turns)
+    return FaceCrop(
+        pixels=_warp(image, matrix, policy.size, cv2.BORDER_CONSTANT),
+        matrix=matrix,
+        padding=crop_padding(image.shape, matrix, policy.size),
+    )
+
+
+def _warp(image: NDArray[Any], matrix: NDArray[Any], size: int, border: int) -> NDArray[Any]:
+    """The size x size crop `matrix` maps the image to (see crop_face on shrinking large faces first)."""
     zoom = math.hypot(matrix[0, 0], matrix[0, 1])
     source = image
     if zoom < 0.5:
@@ -79,15 +89,10 @@ def crop_face(
         warp = matrix @ np.array([[1 / sx, 0, 0], [0, 1 / sy, 0], [0, 0, 1]])
     else:
         warp = matrix
-    pixels = cv2.warpAffine(
-        source,
-        warp,
-        (policy.size, policy.size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+    pixels: NDArray[Any] = cv2.warpAffine(
+        source, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0)
     )
-    return FaceCrop(pixels=pixels, matrix=matrix, padding=crop_padding(image.shape, matrix, policy.size))
+    return pixels
 
 
 def crop_inside(
@@ -99,16 +104,35 @@ def crop_inside(
     for a real photo's (generated photos cut close to the face, crops 35% padding: 21% caught, 78% from
     this crop; `docs/synthetic-faces.md`)."""
     height, width = image.shape[:2]
-    longer = max(box.width, box.height)
-    scale = max(1.0, min(policy.scale, min(width, height) / longer))
-    side = scale * longer
-    cx, cy = box.center
-    if side <= width:
-        cx = min(max(cx, side / 2), width - side / 2)
-    if side <= height:
-        cy = min(max(cy, side / 2), height - side / 2)
-    moved = Box(cx - box.width / 2, cy - box.height / 2, cx + box.width / 2, cy + box.height / 2)
-    return crop_face(image, moved, keypoints, policy.model_copy(update={"scale": scale}), turns)
+    matrix = crop_matrix(box, keypoints, policy, turns)
+    low, high = _footprint(matrix, policy.size)
+    # The largest crop the picture holds (an aligned crop's footprint is its turned square's box), but never
+    # tighter than the box itself.
+    fits = min(1.0, width / (high[0] - low[0]), height / (high[1] - low[1]))
+    if fits < 1.0:
+        scale = max(1.0, policy.scale * fits)
+        matrix = crop_matrix(box, keypoints, policy.model_copy(update={"scale": scale}), turns)
+        low, high = _footprint(matrix, policy.size)
+    picture = np.array([width, height], np.float64)
+    # Moved inside the picture's edges, on each axis where it fits (a box wider than the picture stays centred).
+    fitting = (high - low) <= picture + 1e-9
+    shift = np.where(fitting, np.maximum(0.0, -low) - np.maximum(0.0, high - picture), 0.0)
+    matrix = matrix.copy()
+    matrix[:, 2] -= matrix[:, :2] @ shift
+    # Edge pixels are repeated past the picture, not blackened: a sample half a pixel out darkened a row.
+    return FaceCrop(
+        pixels=_warp(image, matrix, policy.size, cv2.BORDER_REPLICATE),
+        matrix=matrix,
+        padding=crop_padding(image.shape, matrix, policy.size),
+    )
+
+
+def _footprint(matrix: NDArray[Any], size: int) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The (low, high) corners of the box in the picture that a size x size crop's square covers."""
+    inverse = cv2.invertAffineTransform(matrix)
+    square = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    corners = square @ inverse[:, :2].T + inverse[:, 2]
+    return corners.min(axis=0), corners.max(axis=0)
 
 
 def crop_padding(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int) -> float:
@@ -134,3 +158,36 @@ def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int)
         > 0
     )
     return inside
+
+
+@dataclass(frozen=True)
+class SyntheticCrops:
+    """What the synthetic-face score reads in place of some faces' crops (a padded face cut within its
+    picture: `faces.crop.crop_inside`): the faces' rows among the crops, and those crops."""
+
+    rows: NDArray[Any]  # k int64, increasing
+    pixels: NDArray[Any]  # k x size x size x 3 uint8
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[int, NDArray[Any]]]) -> SyntheticCrops | None:
+        """From (row, crop) pairs in row order; None for none."""
+        if not pairs:
+            return None
+        return cls(np.array([row for row, _ in pairs], np.int64), np.stack([crop for _, crop in pairs]))
+
+    @classmethod
+    def joined(cls, parts: Sequence[tuple[int, SyntheticCrops | None]]) -> SyntheticCrops | None:
+        """Parts of crops laid end to end: each (its first row among all, its synthetic crops or None)."""
+        present = [(offset, part) for offset, part in parts if part is not None]
+        if not present:
+            return None
+        rows = np.concatenate([part.rows + offset for offset, part in present])
+        return cls(rows.astype(np.int64), np.concatenate([part.pixels for _, part in present]))
+
+    def taken(self, kept: NDArray[Any]) -> SyntheticCrops | None:
+        """For the crops `kept` (row indices, increasing) of the ones these rows count in: renumbered."""
+        position = {int(row): new for new, row in enumerate(kept)}
+        chosen = [i for i, row in enumerate(self.rows) if int(row) in position]
+        if not chosen:
+            return None
+        return SyntheticCrops(np.array([position[int(self.rows[i])] for i in chosen], np.int64), self.pixels[chosen])

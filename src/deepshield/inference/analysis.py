@@ -206,7 +206,7 @@ class Detector:
         """Every found face scored in one batch, as results grouped per frame."""
         if not found.crops:
             return [[] for _ in found.faces]
-        scores = self.classifier.score(found.pixels, synthetic_crops=found.synthetic_pixels)
+        scores = self.classifier.score(found.pixels, synthetic_crops=found.synthetic_crops)
         size, calibration = self.card.crop_policy.size, self.card.calibration
         synthetic, synthetic_logits = scores.synthetic_probabilities, scores.synthetic_logits
         results: list[FaceResult] = []

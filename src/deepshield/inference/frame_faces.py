@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from deepshield.faces.crop import CropPolicy, FaceCrop, crop_face, crop_inside
+from deepshield.faces.crop import CropPolicy, FaceCrop, SyntheticCrops, crop_face, crop_inside
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.tracking import Track, associate
 
@@ -42,13 +42,10 @@ class FrameFaces:
         return np.stack([crop.pixels for crop in self.crops])
 
     @property
-    def synthetic_pixels(self) -> NDArray[np.uint8] | None:
-        """What the synthetic-face score reads, as `OnnxClassifier.score`'s synthetic_crops: the crops with
-        each padded face's inside crop in its place; None when no crop has padding."""
-        if not any(crop is not None for crop in self.inside):
-            return None
-        read: NDArray[np.uint8] = np.stack([(inside or crop).pixels for crop, inside in zip(self.crops, self.inside)])
-        return read
+    def synthetic_crops(self) -> SyntheticCrops | None:
+        """What the synthetic-face score reads in place of the padded faces' crops (`OnnxClassifier.score`'s
+        synthetic_crops); None when no crop has padding."""
+        return SyntheticCrops.of([(row, inside.pixels) for row, inside in enumerate(self.inside) if inside is not None])
 
     def split(self, values: Sequence[Any]) -> list[list[Any]]:
         """Per-face `values` (in `crops` order) regrouped per frame."""

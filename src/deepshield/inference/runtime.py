@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from deepshield.errors import BundleError
+from deepshield.faces.crop import SyntheticCrops
 from deepshield.media.files import file_sha256
 from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
 
@@ -144,21 +145,15 @@ class OnnxClassifier:
         return outputs
 
     def score(
-        self, crops: NDArray[Any], batch_size: int = 16, synthetic_crops: NDArray[Any] | None = None
+        self, crops: NDArray[Any], batch_size: int = 16, synthetic_crops: SyntheticCrops | None = None
     ) -> FaceScores:
-        """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy. `synthetic_crops` (the
-        same N, or None): what the synthetic-face score reads instead, where a row differs from `crops` (a
-        face cut within its picture: `faces.crop.crop_inside`); only those rows are run again."""
+        """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy. `synthetic_crops`: what
+        the synthetic-face score reads in place of some rows' crops (only those are run again)."""
         scores = self._score(crops, batch_size)
         if synthetic_crops is None or scores.synthetic_logits is None:
             return scores
-        if synthetic_crops.shape != crops.shape:
-            raise ValueError(f"synthetic crops {synthetic_crops.shape} do not match the crops {crops.shape}")
-        moved = np.flatnonzero((synthetic_crops != crops).reshape(len(crops), -1).any(axis=1))
-        if not moved.size:
-            return scores
         synthetic = scores.synthetic_logits.copy()
-        synthetic[moved] = self._score(synthetic_crops[moved], batch_size).synthetic_logits
+        synthetic[synthetic_crops.rows] = self._score(synthetic_crops.pixels, batch_size).synthetic_logits
         return replace(
             scores, synthetic_logits=synthetic, synthetic_probabilities=self.synthetic_probability(synthetic)
         )

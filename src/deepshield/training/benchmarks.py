@@ -58,7 +58,7 @@ from deepshield.evaluation.scoring import (
     is_prepared_dataset,
     open_labelled_set,
 )
-from deepshield.faces.crop import CropPolicy
+from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.files import file_sha256
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -85,7 +85,7 @@ class Benchmark:
     files: list[FileRecord]
     rows: list[FaceRow]
     crops: np.ndarray  # len(rows) x S x S x 3 uint8
-    synthetic_crops: np.ndarray | None = None  # what the synthetic-face score reads (CroppedFile's), or None
+    synthetic_crops: SyntheticCrops | None = None  # what the synthetic-face score reads in place of some crops
 
     def scored(self, logits: np.ndarray, temperature: float) -> ScoredSet:
         return ScoredSet(self.files, [CLEAN], face_columns(self.rows, logits), temperature, "media")
@@ -99,7 +99,7 @@ class Benchmark:
             [f for f in self.files if f.file_id in real],
             [self.rows[i] for i in kept],
             self.crops[kept],
-            None if self.synthetic_crops is None else self.synthetic_crops[kept],
+            None if self.synthetic_crops is None else self.synthetic_crops.taken(np.asarray(kept, np.int64)),
         )
 
     def save(self, path: Path) -> None:
@@ -110,7 +110,11 @@ class Benchmark:
             files=json.dumps([asdict(f) for f in self.files]),
             rows=np.array(self.rows, dtype=np.float64).reshape(len(self.rows), len(FaceRow._fields)),
             crops=self.crops,
-            **({} if self.synthetic_crops is None else {"synthetic_crops": self.synthetic_crops}),
+            **(
+                {}
+                if self.synthetic_crops is None
+                else {"synthetic_rows": self.synthetic_crops.rows, "synthetic_crops": self.synthetic_crops.pixels}
+            ),
         )
         tmp.replace(path)
 
@@ -120,7 +124,11 @@ class Benchmark:
             files = [FileRecord(**f) for f in json.loads(str(data["files"]))]
             kinds = [float if name in FLOAT_COLUMNS else int for name in FaceRow._fields]
             rows = [FaceRow._make(kind(v) for kind, v in zip(kinds, row)) for row in data["rows"]]
-            synthetic = data.get("synthetic_crops")
+            synthetic = (
+                None
+                if "synthetic_crops" not in data
+                else SyntheticCrops(data["synthetic_rows"], data["synthetic_crops"])
+            )
             return cls(str(data["name"]), files, rows, data["crops"], synthetic)
 
 
@@ -183,6 +191,7 @@ def load_benchmark(
     else:
         from deepshield.evaluation.scoring import list_items
 
+        split = "all"  # raw media have no split: compare --split names the prepared sets' among them
         media = [item.path for item in list_items([path])[0]]
     check_no_overlap(name, media, training_files)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -196,15 +205,18 @@ def load_benchmark(
     )
     rows: list[FaceRow] = []
     crops: list[np.ndarray] = []
-    synthetic: list[np.ndarray] = []
+    synthetic: list[tuple[int, SyntheticCrops | None]] = []
     for item in labelled.cropped:
+        synthetic.append((len(rows), item.synthetic_crops))
         rows.extend(item.rows)
         crops.append(item.crops)
-        synthetic.append(item.crops if item.synthetic_crops is None else item.synthetic_crops)
-    empty = np.zeros((0, policy.size, policy.size, 3), np.uint8)
-    all_crops = np.concatenate(crops) if crops else empty
-    inside = np.concatenate(synthetic) if synthetic else empty
-    benchmark = Benchmark(name, labelled.files, rows, all_crops, None if np.array_equal(inside, all_crops) else inside)
+    benchmark = Benchmark(
+        name,
+        labelled.files,
+        rows,
+        np.concatenate(crops) if crops else np.zeros((0, policy.size, policy.size, 3), np.uint8),
+        SyntheticCrops.joined(synthetic),
+    )
     benchmark.save(cache)
     faces_by_label = np.bincount([labelled.files[r.file_id].label for r in rows], minlength=2)
     log.info(

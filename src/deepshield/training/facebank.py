@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
-from deepshield.faces.crop import CropPolicy, crop_face, crop_validity
+from deepshield.faces.crop import CropPolicy, crop_face, crop_inside, crop_validity
 from deepshield.media.files import file_signature, files_under
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
@@ -139,7 +139,7 @@ def donor_files(data: DataConfig) -> list[Path]:
     return list_images(folders, data.donor_limit_per_folder) if folders else []
 
 
-def _init_worker(policy_json: str, perturbation_spec: str | None = None) -> None:
+def _init_worker(policy_json: str, perturbation_spec: str | None = None, inside: bool = False) -> None:
     from deepshield.engines.local import exit_with_parent
     from deepshield.evaluation.perturb import parse_spec
 
@@ -149,6 +149,7 @@ def _init_worker(policy_json: str, perturbation_spec: str | None = None) -> None
 
     _worker["policy"] = CropPolicy.model_validate_json(policy_json)
     _worker["perturbation"] = parse_spec(perturbation_spec)[0] if perturbation_spec else None
+    _worker["inside"] = inside
     _worker["detector"] = FaceDetector(min_face_size=24)
     _worker["mesher"] = FaceMesher()
 
@@ -167,6 +168,8 @@ def _process(path: Path):
         return path, None, "no face found"
     face = max(faces, key=lambda f: f.box.area)
     crop = crop_face(image, face.box, face.keypoints, _worker["policy"])
+    if _worker["inside"] and crop.padding > 0:  # as the synthetic-face score reads a padded face
+        crop = crop_inside(image, face.box, face.keypoints, _worker["policy"])
     keypoints = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
     landmarks = _worker["mesher"].landmarks(crop.pixels)
     if landmarks is None:
@@ -196,10 +199,13 @@ def facebank_of_files(
     group_pattern: str | None = None,
     workers: int = 2,
     perturbation: str | None = None,
+    inside: bool = False,
 ) -> FaceBank:
     """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
-    value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped."""
+    value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped; `inside`:
+    a padded face is cut within its picture (`crop_inside`), as the synthetic-face score reads it."""
     perturbed = f"\nperturbation {perturbation}" if perturbation else ""  # unperturbed banks keep their cache key
+    perturbed += "\ninside" if inside else ""
     # Each file's size and modification time too: a photo replaced under its name was served its old crop.
     listing = (
         BANK_FORMAT
@@ -230,7 +236,7 @@ def facebank_of_files(
                 bar.update(len(chunk))
                 continue
             if process is None:
-                process = _processor(stack, workers, policy, perturbation)
+                process = _processor(stack, workers, policy, perturbation, inside)
             banks.append(_bank_of(process(chunk), policy.size, bar))
             banks[-1].save(part)
     bank = FaceBank.concat(banks)
@@ -244,11 +250,11 @@ def facebank_of_files(
 
 
 def _processor(
-    stack: ExitStack, workers: int, policy: CropPolicy, perturbation: str | None
+    stack: ExitStack, workers: int, policy: CropPolicy, perturbation: str | None, inside: bool
 ) -> Callable[[list[Path]], Iterator[Any]]:
     """What finds and crops a list of photos' faces: a pool of spawned workers (MediaPipe graphs must not
     be forked), or this process."""
-    initargs = (policy.model_dump_json(), perturbation)
+    initargs = (policy.model_dump_json(), perturbation, inside)
     if workers > 1:
         pool = stack.enter_context(get_context("spawn").Pool(workers, initializer=_init_worker, initargs=initargs))
         return lambda chunk: pool.imap(_process, chunk, chunksize=16)

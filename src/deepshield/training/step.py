@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import SyntheticCrops
 from deepshield.models.card import Normalization
 from deepshield.models.network import DeepfakeNet, normalize_batch
 from deepshield.training.config import TrainConfig
@@ -75,20 +76,17 @@ def predict_heads(
     images: np.ndarray,
     batch_size: int = 64,
     flip: bool = False,
-    synthetic_images: np.ndarray | None = None,
+    synthetic_crops: SyntheticCrops | None = None,
 ) -> HeadLogits:
     """Both heads' logits of uint8 crops; with `flip`, each averaged with its mirror image's, as a bundle
     with test_time_flip serves them (a card's calibration and figures must be of the function it serves).
-    `synthetic_images`: what the synthetic head reads where a row differs from `images` (a padded face's
-    inside crop), as `OnnxClassifier.score` takes them."""
+    `synthetic_crops`: what the synthetic head reads in place of some rows' crops, as `OnnxClassifier.score`
+    takes them."""
     heads = _predict_heads(net, images, batch_size, flip)
-    if synthetic_images is None or heads.synthetic is None:
-        return heads
-    moved = np.flatnonzero((synthetic_images != images).reshape(len(images), -1).any(axis=1))
-    if not moved.size:
+    if synthetic_crops is None or heads.synthetic is None:
         return heads
     synthetic = heads.synthetic.copy()
-    synthetic[moved] = _predict_heads(net, synthetic_images[moved], batch_size, flip).of(synthetic=True)
+    synthetic[synthetic_crops.rows] = _predict_heads(net, synthetic_crops.pixels, batch_size, flip).of(synthetic=True)
     return HeadLogits(heads.manipulation, synthetic)
 
 

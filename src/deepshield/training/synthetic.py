@@ -143,6 +143,10 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
     def bank(files: list[Path], perturbation: str | None = None, group_pattern: str | None = None) -> FaceBank:
         return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation)
 
+    def checked(files: list[Path], perturbation: str | None = None) -> FaceBank:
+        """The faces a check scores, as the product reads them (a padded face cut within its picture)."""
+        return facebank_of_files(files, policy, cache, None, data.bank_workers, perturbation, inside=True)
+
     fake_folders = [data.locate(p, "generated-face folder") for p in synthetic.fake_dirs]
     real_paths = synthetic.real_folders(data)
     if not real_paths:
@@ -160,21 +164,24 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
     train_idx, val_idx = split_by_group(reals, data.val_fraction, config.seed)
     val_real = reals.subset(val_idx)
     val_real_files = [Path(p) for p in val_real.paths]
-    matched_real = val_real.images[[Path(p).is_relative_to(matched) for p in val_real.paths]]
+    # The checks score faces as the product reads them (a padded one cut within its picture): the threshold
+    # fitted on them is the one the product applies. Training reads the bank's crops as they are.
+    shown_real = checked(val_real_files)
+    matched_real = shown_real.images[[Path(p).is_relative_to(matched) for p in shown_real.paths]]
     if not len(matched_real):
         raise DeepShieldError(
             f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some"
         )
     downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
     cut = f"cut:{synthetic.cut_check:g}"
-    holdout_downscaled = bank(holdout_files, downscale).images
+    holdout_downscaled = checked(holdout_files, downscale).images
     checks = SyntheticChecks(
-        val=LabelledCrops.of(bank(val_files).images, val_real.images),
-        holdout=LabelledCrops.of(bank(holdout_files).images, val_real.images),
-        holdout_downscaled=LabelledCrops.of(holdout_downscaled, bank(val_real_files, downscale).images),
-        holdout_jpeg=LabelledCrops.of(bank(holdout_files, jpeg).images, bank(val_real_files, jpeg).images),
+        val=LabelledCrops.of(checked(val_files).images, shown_real.images),
+        holdout=LabelledCrops.of(checked(holdout_files).images, shown_real.images),
+        holdout_downscaled=LabelledCrops.of(holdout_downscaled, checked(val_real_files, downscale).images),
+        holdout_jpeg=LabelledCrops.of(checked(holdout_files, jpeg).images, checked(val_real_files, jpeg).images),
         confound=LabelledCrops.of(holdout_downscaled, matched_real),
-        holdout_cut=LabelledCrops.of(bank(holdout_files, cut).images, bank(val_real_files, cut).images),
+        holdout_cut=LabelledCrops.of(checked(holdout_files, cut).images, checked(val_real_files, cut).images),
     )
     train_fake = bank(train_files).images
     log.info(

@@ -27,6 +27,7 @@ from deepshield.evaluation.plots import (
     pr_plot,
     roc_plot,
 )
+from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, is_prepared_dataset
 from deepshield.faces.crop import CropPolicy
 from deepshield.locks import folder_lock
 from deepshield.models.network import DeepfakeNet
@@ -223,15 +224,12 @@ class Trainer:
     def _load_benchmarks(self, training_files: list[Path]) -> list[Benchmark]:
         config = self.config
         policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
+        folders = [config.data.locate(p, "benchmark") for p in config.data.benchmarks]
+        if config.synthetic is not None and any(is_prepared_dataset(folder) for folder in folders):
+            log.warning("synthetic-face benchmarks: %s", PREPARED_SYNTHETIC_CAUTION)
         return [
-            load_benchmark(
-                config.data.locate(p, "benchmark"),
-                policy,
-                Path(config.data.cache_dir),
-                training_files,
-                config.data.benchmark_frames,
-            )
-            for p in config.data.benchmarks
+            load_benchmark(folder, policy, Path(config.data.cache_dir), training_files, config.data.benchmark_frames)
+            for folder in folders
         ]
 
     def run(self, resume: bool = False) -> TrainResult:
@@ -547,7 +545,7 @@ class Trainer:
         # One pass over the benchmarks serves both heads: `benchmarks` are data.benchmarks when the run has
         # manipulation data, and only their real files in frozen mode (all the synthetic threshold reads).
         flip = config.export.test_time_flip  # scored as the bundle will serve
-        bench_heads = [predict_heads(net, b.crops, flip=flip, synthetic_images=b.synthetic_crops) for b in benchmarks]
+        bench_heads = [predict_heads(net, b.crops, flip=flip, synthetic_crops=b.synthetic_crops) for b in benchmarks]
         manipulation = synthetic = None
         if data is not None:
             manipulation = self._manipulation_scores(net, data, benchmarks, bench_heads)
