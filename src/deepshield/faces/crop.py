@@ -107,13 +107,13 @@ def crop_inside(
     matrix = crop_matrix(box, keypoints, policy, turns)
     low, high = _footprint(matrix, policy.size)
     # The largest crop the picture holds (an aligned crop's footprint is its turned square's box), but never
-    # tighter than the box itself.
-    fits = min(1.0, width / (high[0] - low[0]), height / (high[1] - low[1]))
+    # tighter than the box itself: its pixel centres sample the picture within [0, width - 1] x [0, height - 1].
+    picture = np.array([width - 1, height - 1], np.float64)
+    fits = min(1.0, *(picture / np.maximum(high - low, 1e-9)))
     if fits < 1.0:
         scale = max(1.0, policy.scale * fits)
         matrix = crop_matrix(box, keypoints, policy.model_copy(update={"scale": scale}), turns)
         low, high = _footprint(matrix, policy.size)
-    picture = np.array([width, height], np.float64)
     # Moved inside the picture's edges, on each axis where it fits (a box wider than the picture stays centred).
     fitting = (high - low) <= picture + 1e-9
     shift = np.where(fitting, np.maximum(0.0, -low) - np.maximum(0.0, high - picture), 0.0)
@@ -128,9 +128,10 @@ def crop_inside(
 
 
 def _footprint(matrix: NDArray[Any], size: int) -> tuple[NDArray[Any], NDArray[Any]]:
-    """The (low, high) corners of the box in the picture that a size x size crop's square covers."""
+    """The (low, high) corners of the box in the picture that a size x size crop's pixel centres sample."""
     inverse = cv2.invertAffineTransform(matrix)
-    square = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    last = size - 1
+    square = np.array([[0, 0], [last, 0], [last, last], [0, last]], np.float64)
     corners = square @ inverse[:, :2].T + inverse[:, 2]
     return corners.min(axis=0), corners.max(axis=0)
 
