@@ -547,7 +547,7 @@ def test_a_band_reaches_down_to_even_odds_when_verdicts_are_called():
 
 def test_a_padded_faces_synthetic_score_reads_it_cut_within_its_picture(two_output_bundle, astronaut):
     """The synthetic-face score took a crop's black padding for a real photo's: of generated photos cut close
-    (35% padding) it caught 21%, and 78% from the face cut within the picture. Only the padded face is read
+    (35% padding) it caught 21%, and 81% from the face cut within the picture. Only the padded face is read
     again, and only by that score: the face-swap score, its heatmap and unpadded faces are as before."""
     from deepshield.faces.crop import SyntheticCrops, crop_face, crop_inside
     from deepshield.faces.detector import Box

@@ -101,7 +101,7 @@ def crop_inside(
     """The face cut as crop_face cuts it, but within the picture where it can be: at the largest scale up to
     `policy.scale` whose square fits the picture's shorter side (down to the box itself), moved inside its
     edges. What the synthetic-face score reads for a face whose crop runs into padding: it took black padding
-    for a real photo's (generated photos cut close to the face, crops 35% padding: 21% caught, 78% from
+    for a real photo's (generated photos cut close to the face, crops 35% padding: 21% caught, 81% from
     this crop; `docs/synthetic-faces.md`)."""
     height, width = image.shape[:2]
     matrix = crop_matrix(box, keypoints, policy, turns)

@@ -17,7 +17,7 @@ SMALL_FACE_PX = 100
 UNCERTAIN_DETECTION = 0.7
 # The synthetic-face score (1.2.2) reads a crop's black padding as a real photo's, so it reads a padded face
 # cut within its picture (faces.crop.crop_inside), where the face fills more of the crop than in training:
-# of 150 generated photos (bench/bench_synthetic_framing.py) it caught 124 framed whole, 112 cut to their
+# of 150 generated photos (bench/bench_synthetic_framing.py) it caught 124 framed whole, 113 cut to their
 # centre's 0.6 (35% padding; 18 read padded) and 20 of 100 cut to 0.5, so its "no signs" on a tightly
 # framed face is weaker. Real photos cut close to the face (the dev-eval face edits: all of 149 at 10% or
 # more) get the caution; FFHQ portraits and generated photos rarely (3% and 0%).
@@ -65,7 +65,7 @@ def face_cautions(
     if synthetic_call not in (None, "likely_manipulated") and paddings and (share := median(paddings)) >= TIGHT_FRAMING:
         cautions.append(
             f"tightly framed ({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
-            "misses generated faces framed so more often (of 150, 112 caught cut close to the face and 20 of 100 cut "
+            "misses generated faces framed so more often (of 150, 113 caught cut close to the face and 20 of 100 cut "
             "closer, 124 framed whole)"
         )
     if turned_deg:
