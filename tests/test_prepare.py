@@ -457,6 +457,17 @@ def test_a_csv_after_blank_lines_or_excels_separator_line_is_read(tmp_path: Path
     assert problem.reason.startswith("line 5: ")
 
 
+def test_a_csv_saved_by_a_windows_spreadsheet_is_read(tmp_path: Path):
+    # Windows-1252, as Excel saves "CSV (comma delimited)": café.jpg was a decoding error that left the listing out
+    listing = tmp_path / "list.csv"
+    listing.write_bytes("path,label\r\ncafé.jpg,real\r\n".encode("cp1252"))
+    (item,) = list(read_source(listing, "csv"))
+    assert (item.path.name, item.label) == ("café.jpg", "real")
+    listing.write_bytes("path,label\ncafé.jpg,real\n".encode("utf-16"))  # UTF-16 is not guessed at
+    (problem,) = list(read_source(listing, "csv"))
+    assert problem.reason.startswith("unreadable CSV: 'utf-8' codec can't decode")
+
+
 def test_several_sources_in_one_dataset(tmp_path: Path, small):
     write_png(tmp_path / "studio" / "real" / "a.png", variant(small, 1))
     write_png(tmp_path / "web" / "fake" / "a.png", variant(small, 2))

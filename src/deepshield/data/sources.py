@@ -20,6 +20,7 @@ metadata.json, a file outside any real/fake folder) comes out as a SourceProblem
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -297,17 +298,33 @@ def _header_line(lines: Sequence[str]) -> int:
     return next((i for i, line in enumerate(lines) if line.strip() and line.strip().lower() != "sep=,"), len(lines))
 
 
+def _csv_text(path: Path) -> str:
+    """A CSV's text: UTF-8 (with or without a BOM), else Windows-1252, as spreadsheets on Windows save a CSV
+    (a name like café.jpg there was a decoding error that left the whole listing out). A UTF-16 file (NUL
+    bytes) is not guessed at: its decoding error is the reason given."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if b"\x00" in data:
+            raise
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:
+            pass
+        raise
+
+
 def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
     base = csv_path.parent
     default_source = source or safe_name(base.resolve().name or csv_path.stem)
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            lines = handle.readlines()
-            skipped = _header_line(lines)
-            reader = csv.DictReader(lines[skipped:])
-            rows = [(reader.line_num + skipped, row) for row in reader]  # each row's (last) line in the file
-            header = [(name or "").strip().lower() for name in reader.fieldnames or []]
-            fields = set(header)
+        lines = io.StringIO(_csv_text(csv_path), newline="").readlines()
+        skipped = _header_line(lines)
+        reader = csv.DictReader(lines[skipped:])
+        rows = [(reader.line_num + skipped, row) for row in reader]  # each row's (last) line in the file
+        header = [(name or "").strip().lower() for name in reader.fieldnames or []]
+        fields = set(header)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         yield SourceProblem(csv_path, f"unreadable CSV: {exc}", default_source)
         return
