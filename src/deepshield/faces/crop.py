@@ -127,6 +127,14 @@ def crop_inside(
     )
 
 
+def synthetic_crop(
+    image: NDArray[Any], crop: FaceCrop, box: Box, keypoints: NDArray[Any] | None, policy: CropPolicy, turns: int = 0
+) -> FaceCrop | None:
+    """What the synthetic-face score reads in place of the face's `crop` (crop_face's): the face cut within its
+    picture where that crop runs into padding, else None (the crop itself)."""
+    return crop_inside(image, box, keypoints, policy, turns) if crop.padding > 0 else None
+
+
 def _footprint(matrix: NDArray[Any], size: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """The (low, high) corners of the box in the picture that a size x size crop's pixel centres sample."""
     inverse = cv2.invertAffineTransform(matrix)

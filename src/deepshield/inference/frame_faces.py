@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from deepshield.faces.crop import CropPolicy, FaceCrop, SyntheticCrops, crop_face, crop_inside
+from deepshield.faces.crop import CropPolicy, FaceCrop, SyntheticCrops, crop_face, synthetic_crop
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.inference.tracking import Track, associate
 
@@ -32,8 +32,8 @@ class FrameFaces:
     crops: list[FaceCrop]  # every face, frame by frame in that order
     tracks: list[Track]  # members: (frame position, face position in it)
     left_out: list[int]  # per frame, faces found beyond find_faces' max_faces, so not cropped
-    # Per face, in `crops` order: the face cut within its picture (crop_inside) where its crop runs into
-    # padding, else None. The synthetic-face score reads these.
+    # Per face, in `crops` order: what the synthetic-face score reads in its crop's place (synthetic_crop:
+    # the face cut within its picture where its crop runs into padding), else None.
     inside: list[FaceCrop | None] = field(default_factory=list)
 
     @property
@@ -74,8 +74,7 @@ def find_faces(
     for image, faces in zip(images, faces_per_frame):
         for face in faces:
             crops.append(crop_face(image, face.box, face.keypoints, policy, face.turns))
-            padded = crops[-1].padding > 0
-            inside.append(crop_inside(image, face.box, face.keypoints, policy, face.turns) if padded else None)
+            inside.append(synthetic_crop(image, crops[-1], face.box, face.keypoints, policy, face.turns))
     tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
     left_out = [len(all_faces) - len(kept) for all_faces, kept in zip(found, faces_per_frame)]
     return FrameFaces(faces_per_frame, crops, tracks, left_out, inside)

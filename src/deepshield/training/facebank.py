@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
-from deepshield.faces.crop import CropPolicy, crop_face, crop_inside, crop_validity
+from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
 from deepshield.media.files import file_signature, files_under
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
@@ -168,8 +168,8 @@ def _process(path: Path):
         return path, None, "no face found"
     face = max(faces, key=lambda f: f.box.area)
     crop = crop_face(image, face.box, face.keypoints, _worker["policy"])
-    if _worker["inside"] and crop.padding > 0:  # as the synthetic-face score reads a padded face
-        crop = crop_inside(image, face.box, face.keypoints, _worker["policy"])
+    if _worker["inside"]:  # as the synthetic-face score reads the face
+        crop = synthetic_crop(image, crop, face.box, face.keypoints, _worker["policy"]) or crop
     keypoints = face.keypoints @ crop.matrix[:, :2].T + crop.matrix[:, 2]
     landmarks = _worker["mesher"].landmarks(crop.pixels)
     if landmarks is None:
@@ -203,15 +203,12 @@ def facebank_of_files(
 ) -> FaceBank:
     """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
     value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped; `inside`:
-    a padded face is cut within its picture (`crop_inside`), as the synthetic-face score reads it."""
-    perturbed = f"\nperturbation {perturbation}" if perturbation else ""  # unperturbed banks keep their cache key
-    perturbed += "\ninside" if inside else ""
+    each face is cut as the synthetic-face score reads it (`synthetic_crop`)."""
+    # Unperturbed banks of padded crops keep their cache key.
+    variant = (f"\nperturbation {perturbation}" if perturbation else "") + ("\ninside" if inside else "")
     # Each file's size and modification time too: a photo replaced under its name was served its old crop.
     listing = (
-        BANK_FORMAT
-        + policy.model_dump_json()
-        + "\n".join(f"{path} {file_signature(path)}" for path in files)
-        + perturbed
+        BANK_FORMAT + policy.model_dump_json() + "\n".join(f"{path} {file_signature(path)}" for path in files) + variant
     )
     key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)

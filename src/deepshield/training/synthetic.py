@@ -140,12 +140,14 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
     cache = Path(data.cache_dir)
     limit = synthetic.limit_per_folder
 
-    def bank(files: list[Path], perturbation: str | None = None, group_pattern: str | None = None) -> FaceBank:
-        return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation)
+    def bank(
+        files: list[Path], perturbation: str | None = None, group_pattern: str | None = None, inside: bool = False
+    ) -> FaceBank:
+        return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation, inside)
 
     def checked(files: list[Path], perturbation: str | None = None) -> FaceBank:
         """The faces a check scores, as the product reads them (a padded face cut within its picture)."""
-        return facebank_of_files(files, policy, cache, None, data.bank_workers, perturbation, inside=True)
+        return bank(files, perturbation, inside=True)
 
     fake_folders = [data.locate(p, "generated-face folder") for p in synthetic.fake_dirs]
     real_paths = synthetic.real_folders(data)
