@@ -14,13 +14,11 @@ from deepshield.cli.args import (
     check_output_file,
     log_to_mlflow,
     non_negative_int,
-    positive_int,
     tracking_arguments,
 )
 from deepshield.cli.columns import aligned
+from deepshield.cli.evaluate import add_face_arguments, raw_face_settings, refuse_face_options
 from deepshield.errors import DeepShieldError
-from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
-from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -51,23 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--against", default=None, metavar="BUNDLE", help="baseline bundle (default: the shipped model)"
     )
-    parser.add_argument(
-        "--frames",
-        type=positive_int,
-        default=None,
-        help=f"raw media: frames sampled per video (default {DEFAULT_VIDEO_FRAMES})",
-    )
-    parser.add_argument(
-        "--min-face-size",
-        type=positive_int,
-        default=None,
-        help=f"raw media: ignore faces smaller than this (pixels; default {DEFAULT_MIN_FACE_SIZE})",
-    )
-    parser.add_argument(
-        "--split",
-        choices=("all", "train", "val", "test"),
-        default="all",
-        help="prepared datasets: which split to compare on (default all; a model's own training data is no held-out "
+    add_face_arguments(
+        parser,
+        "prepared datasets: which split to compare on (default all; a model's own training data is no held-out "
         "figure: --split test)",
     )
     parser.add_argument(
@@ -100,17 +84,14 @@ def set_options(args: argparse.Namespace) -> tuple[int, int]:
     """The frames per video and smallest face for the raw sets. Refused, as evaluate refuses them: options
     that no set given can use (--frames or --min-face-size with only prepared sets, whose faces were found
     when they were prepared; --split with none)."""
-    from deepshield.evaluation.scoring import is_prepared_dataset
+    from deepshield.evaluation.scoring import SPLIT_NEEDS_PREPARED, is_prepared_dataset
 
     prepared = [path for path in args.sets if is_prepared_dataset(path)]
-    if len(prepared) == len(args.sets) and (args.frames is not None or args.min_face_size is not None):
-        raise DeepShieldError(
-            f"--frames and --min-face-size apply to raw media: {prepared[0]} is a prepared dataset, whose faces "
-            "were found when it was prepared (its dataset.json says with which settings)"
-        )
+    if len(prepared) == len(args.sets):
+        refuse_face_options(prepared[0], args)
     if not prepared and args.split != "all":
-        raise DeepShieldError("--split applies to prepared datasets (manifest.csv) only; raw sources have no split")
-    return args.frames or DEFAULT_VIDEO_FRAMES, args.min_face_size or DEFAULT_MIN_FACE_SIZE
+        raise DeepShieldError(SPLIT_NEEDS_PREPARED)
+    return raw_face_settings(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,13 +228,14 @@ def record(comparison: Comparison) -> dict:
 def log_comparison(tracker: Tracker, comparison: Comparison, args: argparse.Namespace) -> None:
     """Both bundles' figures (baseline.*, candidate.*), the paired differences with their interval ends
     (minus.*), the standing as a tag, and the --out / --plot files."""
+    frames, min_face_size = raw_face_settings(args)
     tracker.log_params(
         {
             "baseline": str(comparison.baseline.bundle),
             "candidate": str(comparison.candidate.bundle),
             "sets": ", ".join(map(str, args.sets)),
-            "frames": args.frames or DEFAULT_VIDEO_FRAMES,
-            "min_face_size": args.min_face_size or DEFAULT_MIN_FACE_SIZE,
+            "frames": frames,
+            "min_face_size": min_face_size,
             "split": args.split,
         }
     )

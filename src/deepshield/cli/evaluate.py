@@ -41,24 +41,7 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)"
     )
-    parser.add_argument(
-        "--frames",
-        type=positive_int,
-        default=None,
-        help=f"raw media: frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
-    )
-    parser.add_argument(
-        "--split",
-        choices=("all", "train", "val", "test"),
-        default="all",
-        help="prepared datasets: which split to use (default all)",
-    )
-    parser.add_argument(
-        "--min-face-size",
-        type=positive_int,
-        default=None,
-        help=f"raw media: ignore faces smaller than this (pixels; default {DEFAULT_MIN_FACE_SIZE})",
-    )
+    add_face_arguments(parser, "prepared datasets: which split to use (default all)")
     parser.add_argument(
         "--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23"
     )
@@ -68,6 +51,38 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
         "raw media: with --engine local, processes decoding and finding faces at once (default 1: this process); "
         "with --engine ray, files in flight on the cluster (default: twice its CPUs). Faces are scored here, once",
     )
+
+
+def add_face_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """Which faces of a labelled set are scored (evaluate, calibrate, compare): --frames and --min-face-size
+    for raw media, --split for prepared datasets."""
+    parser.add_argument(
+        "--frames",
+        type=positive_int,
+        default=None,
+        help=f"raw media: frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
+    )
+    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", help=split_help)
+    parser.add_argument(
+        "--min-face-size",
+        type=positive_int,
+        default=None,
+        help=f"raw media: ignore faces smaller than this (pixels; default {DEFAULT_MIN_FACE_SIZE})",
+    )
+
+
+def raw_face_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """The frames per video and smallest face that raw media are read with: the options', else the defaults."""
+    return args.frames or DEFAULT_VIDEO_FRAMES, args.min_face_size or DEFAULT_MIN_FACE_SIZE
+
+
+def refuse_face_options(prepared: Path, args: argparse.Namespace) -> None:
+    """--frames and --min-face-size find faces: a prepared dataset's were found when it was prepared."""
+    if args.frames is not None or args.min_face_size is not None:
+        raise DeepShieldError(
+            f"--frames and --min-face-size apply to raw media: {prepared} is a prepared dataset, whose faces "
+            "were found when it was prepared (its dataset.json says with which settings)"
+        )
 
 
 # A 95% interval's ends are the 2.5th and 97.5th percentiles of the resamples: with --bootstrap 1 the
@@ -91,12 +106,8 @@ def face_settings(args: argparse.Namespace) -> tuple[int, int]:
 
     prepared = [Path(d) for d in args.datasets if is_prepared_dataset(Path(d))]
     if not prepared:
-        return args.frames or DEFAULT_VIDEO_FRAMES, args.min_face_size or DEFAULT_MIN_FACE_SIZE
-    if args.frames is not None or args.min_face_size is not None:
-        raise DeepShieldError(
-            f"--frames and --min-face-size apply to raw media: {prepared[0]} is a prepared dataset, whose faces "
-            "were found when it was prepared (its dataset.json says with which settings)"
-        )
+        return raw_face_settings(args)
+    refuse_face_options(prepared[0], args)
     # Taken silently before: how raw media are read and where their faces are found mean nothing here.
     raw_only = {
         "--format": args.format != "auto",

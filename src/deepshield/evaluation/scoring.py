@@ -750,6 +750,9 @@ class LabelledSet:
     notes: list[str]
 
 
+SPLIT_NEEDS_PREPARED = "--split applies to prepared datasets (manifest.csv) only; raw sources have no split"
+
+
 def open_labelled_set(
     datasets: Sequence[Path],
     policy: CropPolicy,
@@ -788,7 +791,7 @@ def open_labelled_set(
         source = PreparedCrops(prepared[0], policy, split, warn)
         return LabelledSet(files, source.crop(files, progress), [CLEAN], "crops", [], source.notes)
     if split not in (None, "all"):
-        raise DeepShieldError("--split applies to prepared datasets (manifest.csv) only; raw sources have no split")
+        raise DeepShieldError(SPLIT_NEEDS_PREPARED)
     items, problems = list_items(datasets, fmt, ffpp_compressions)
     for problem in problems:
         log.info("not evaluated: %s: %s", problem.path, problem.reason)
