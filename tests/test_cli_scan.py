@@ -611,25 +611,31 @@ def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(
     assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
 
 
+def watch_looks(monkeypatch, looks: int) -> list[float]:
+    """The waits a --watch scan takes between looks, recorded; Ctrl-C ends it at the `looks`-th."""
+    import deepshield.cli.scan as scan_cli
+
+    taken: list[float] = []
+
+    def one_look(seconds: float) -> None:
+        taken.append(seconds)
+        if len(taken) == looks:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    return taken
+
+
 def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
     capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
 ):
-    import deepshield.cli.scan as scan_cli
-
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     save_image(inbox / "a.png", astronaut)
     out = tmp_path / "rows.jsonl"
     args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
     assert scan(capsys, *args)[0] == EXIT_OK
-    looks = []
-
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    looks = watch_looks(monkeypatch, 3)
     assert scan(capsys, *args, "--watch", "1")[0] == EXIT_OK and len(looks) == 3
     assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["a.png"]
 
@@ -637,20 +643,11 @@ def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
 def test_a_watched_folder_s_own_heatmaps_are_not_scanned(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
     # --heatmaps inside the watched folder: each look found the last look's heatmaps as new photos, and
     # scanned them, writing heatmaps of heatmaps (a_face0_face0_face0.png ...) until Ctrl-C.
-    import deepshield.cli.scan as scan_cli
-
     inbox = tmp_path / "inbox"
     (inbox / "heat").mkdir(parents=True)
     save_image(inbox / "a.png", astronaut)
     save_image(inbox / "heat" / "left-from-before.png", astronaut)
-    looks = []
-
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    looks = watch_looks(monkeypatch, 4)
     out = tmp_path / "rows.jsonl"
     code, _, _ = scan(
         capsys, str(inbox), "-r", "--heatmaps", str(inbox / "heat"), "--model", str(tiny_bundle),
