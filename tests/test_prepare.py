@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from collections import Counter, defaultdict
@@ -26,6 +27,7 @@ from deepshield.data.sources import SourceFormatError, SourceItem, detect_format
 from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
+from deepshield.media.images import encode_png
 from tests.conftest import write_video
 
 SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
@@ -52,7 +54,7 @@ def clip(image: np.ndarray, i: int, frames: int = 3) -> list[np.ndarray]:
 
 def write_png(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    path.write_bytes(encode_png(image))  # cv2.imwrite crashes on a name that is not UTF-8
     return path
 
 
@@ -609,6 +611,24 @@ def test_files_whose_names_clean_alike_are_both_prepared(tmp_path: Path, small):
     records = read_manifest(tmp_path / "ds")
     assert len({r.crop_path for r in records}) == len(records) == 4
     assert sorted(Path(r.source_file).name for r in records) == sorted(["a_.png", "a é.png", "b_.png", "b ü.png"])
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared_and_read_back(tmp_path: Path, small):
+    # Before, every face was cut and recorded, then writing manifest.csv raised UnicodeEncodeError: no
+    # manifest, and every rerun the same. The CSVs keep the name's own bytes, which lead back to the file.
+    odd = os.fsdecode(b"caf\xe9.png")
+    write_png(tmp_path / "src" / "real" / odd, variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
+    write_png(tmp_path / "src" / "fake" / os.fsdecode(b"bl\xe9.png"), np.zeros((64, 64, 3), np.uint8))
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (summary.files, summary.crops, summary.errors) == (3, 2, 1)
+    (record,) = [r for r in read_manifest(tmp_path / "ds") if r.label == "real"]
+    assert Path(record.source_file) == tmp_path / "src" / "real" / odd and Path(record.source_file).is_file()
+    assert load_crop(record, tmp_path / "ds").shape[:2] == (SETTINGS.policy.size, SETTINGS.policy.size)
+    (error,) = read_errors(tmp_path / "ds")
+    assert Path(error.source_file).is_file() and os.fsencode(error.source_file).endswith(b"bl\xe9.png")
+    again = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert again.skipped == 3 and again.crops == 2
 
 
 def test_a_rerun_never_drops_what_the_dataset_holds(tmp_path: Path, small):

@@ -1,3 +1,5 @@
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -111,6 +113,10 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     # An output inside the real folder: its fakes were read back as real faces on the next run.
     assert main(["synth", str(real), str(real / "out"), "-n", "2", "--size", "96"]) == 2
     assert not (real / "out").exists()
+    # A folder name that is not UTF-8: cv2.imwrite crashed the process (segmentation fault) on it.
+    odd = tmp_path / os.fsdecode(b"\xe9t\xe9")
+    assert main(["synth", str(real), str(odd), "-n", "1", "--size", "96"]) == 0
+    assert (odd / "fake_000.png").stat().st_size > 1000 and (odd / "fake_000_mask.png").is_file()
 
 
 @pytest.mark.parametrize(

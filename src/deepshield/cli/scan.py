@@ -280,7 +280,8 @@ def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> 
     video, `<file stem>_track<id>.png` (its most suspicious frame). Pass the same `used_stems` set for
     every row of a scan: files sharing a stem (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) then get
     `<stem>-2_face0.png` and so on instead of overwriting each other's heatmaps."""
-    from deepshield.inference.heatmap import encode_png, overlay
+    from deepshield.inference.heatmap import overlay
+    from deepshield.media.images import encode_png
 
     directory.mkdir(parents=True, exist_ok=True)
     stem = Path(row.path).stem

@@ -59,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
     import numpy as np
 
     from deepshield.cli.prepare import crop_policy
     from deepshield.evaluation.plots import example_grid
+    from deepshield.media.images import encode_png
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
             result = with_donor(bank.sample(index), bank.sample(bank.donor_for(index, rng)), rng, config)
         else:
             result = self_blend(bank.sample(index), rng, config)
-        cv2.imwrite(str(args.out_dir / f"fake_{k:03d}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(args.out_dir / f"fake_{k:03d}_mask.png"), (result.mask * 255).astype(np.uint8))
+        (args.out_dir / f"fake_{k:03d}.png").write_bytes(encode_png(result.image))
+        (args.out_dir / f"fake_{k:03d}_mask.png").write_bytes(encode_png((result.mask * 255).astype(np.uint8)))
         sheet_images += [
             bank.images[index],
             result.image,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepshield.data.extract import ExtractSettings, encode_png, run_extraction, sweep_temp_files
+from deepshield.data.extract import ExtractSettings, run_extraction, sweep_temp_files
 from deepshield.data.layout import SYNTH_DIR, DatasetLayout, atomic_write_bytes, dataset_lock
 from deepshield.data.manifest import (
     ALREADY_HELD,
@@ -39,6 +39,7 @@ from deepshield.data.prepare import outcomes_to_rows, problem_rows
 from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
+from deepshield.media.images import encode_png
 
 
 @dataclass

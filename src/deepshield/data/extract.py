@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
 from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
 from deepshield.data.sources import MISSING_FILE, SourceItem
@@ -31,12 +29,12 @@ from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.media.frames import read_frames
+from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.native_logs import quiet_environment
 
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
-PNG_COMPRESSION = 3  # zlib level: lossless whatever the level; 3 is a good speed/size trade-off
 
 
 @dataclass(frozen=True)
@@ -86,17 +84,6 @@ def _select(faces: list[Face], mode: str) -> list[Face]:
     if mode == "largest" and faces:
         return [max(faces, key=lambda f: f.box.area)]
     return faces
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    import cv2
-
-    ok, encoded = cv2.imencode(
-        ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
-    )
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()
 
 
 def extract_item(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deepshield.locks import folder_lock
+from deepshield.media.files import NAME_BYTES
 
 MANIFEST_NAME = "manifest.csv"
 ERRORS_NAME = "errors.csv"
@@ -115,7 +116,9 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable)
+    """UTF-8, with a file name that is not UTF-8 written as its own bytes (NAME_BYTES), so that it leads
+    back to its file when read with the same errors handler."""
+    atomic_write_bytes(path, text.encode("utf-8", NAME_BYTES), durable)
 
 
 @contextlib.contextmanager

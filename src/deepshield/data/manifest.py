@@ -37,6 +37,7 @@ from deepshield.data.layout import DatasetLayout, atomic_write_text
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import KEYPOINT_NAMES
+from deepshield.media.files import NAME_BYTES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 SPLITS = ("train", "val", "test")
@@ -180,7 +181,7 @@ def write_errors(path: Path, errors: Iterable[ErrorRecord]) -> None:
 
 def read_manifest_file(path: Path) -> list[CropRecord]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
             return [CropRecord.from_row(row) for row in csv.DictReader(handle)]
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no manifest here (run `deepshield prepare` first)") from exc
@@ -197,7 +198,7 @@ def read_errors(dataset_dir: Path | str) -> list[ErrorRecord]:
     path = DatasetLayout(dataset_dir).errors
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
         return [ErrorRecord.from_row(row) for row in csv.DictReader(handle)]
 
 
@@ -218,7 +219,11 @@ def load_crop(record: CropRecord, dataset_dir: Path | str) -> np.ndarray:
     import cv2
 
     path = Path(dataset_dir) / record.crop_path
-    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # Decoded from its bytes: cv2.imread crashes the process on a folder name that is not UTF-8.
+    try:
+        pixels = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    except OSError:
+        pixels = None
     if pixels is None:
         raise ManifestError(f"{path}: crop missing or unreadable")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

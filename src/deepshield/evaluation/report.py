@@ -171,7 +171,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
 
 
 def _png(image: np.ndarray, path: Path) -> Path:
-    from deepshield.inference.heatmap import encode_png
+    from deepshield.media.images import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_png(image))

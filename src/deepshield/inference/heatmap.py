@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from deepshield.media.images import encode_png
 from deepshield.models.card import Calibration
 
 
@@ -43,10 +44,3 @@ def jpeg_url(image: NDArray[Any], quality: int = 85, side: int | None = None) ->
     if not ok:
         raise ValueError("JPEG encoding failed")
     return data_url("image/jpeg", buffer.tobytes())
-
-
-def encode_png(image_rgb: NDArray[Any]) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()

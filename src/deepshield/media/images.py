@@ -33,6 +33,19 @@ register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
 # unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.
+PNG_COMPRESSION = 3  # zlib level: lossless whatever the level; 3 is a good speed/size trade-off
+
+
+def encode_png(image_rgb: NDArray[Any]) -> bytes:
+    """An RGB (or one-channel) uint8 image as PNG bytes. Written with Path.write_bytes, never cv2.imwrite,
+    which crashes the process on a file name that is not UTF-8."""
+    pixels = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR) if image_rgb.ndim == 3 else image_rgb
+    ok, buffer = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
 DECODE_ERRORS = (
     OSError,
     RuntimeError,
