@@ -25,6 +25,7 @@ from tests.provenance_support import signing_identity, with_credentials
 
 
 def save_image(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok
     path.write_bytes(data.tobytes())
@@ -719,6 +720,19 @@ def test_fifos_and_link_problems_get_error_rows_with_the_true_reason(capsys, tin
     assert rows["loop.jpg"]["error"] == rows["self"]["error"] == "symbolic link loop"
     assert rows["dangling.png"]["error"] == "broken symbolic link"
     assert all("sha256" not in row for name, row in rows.items() if name != "face.jpg")
+
+
+def test_a_recursive_scan_goes_through_linked_folders(capsys, tiny_bundle, tmp_path, astronaut):
+    # Path.glob("**/*") follows no linked folder: the photos a linked sub-folder held were not scanned.
+    save_image(tmp_path / "elsewhere" / "face.jpg", astronaut)
+    save_image(tmp_path / "inbox" / "own.jpg", astronaut)
+    (tmp_path / "inbox" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "inbox" / "deeper").mkdir()
+    (tmp_path / "inbox" / "deeper" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    code, out, _ = scan(capsys, str(tmp_path / "inbox"), "-r", "--model", str(tiny_bundle), "--format", "json")
+    rows = {Path(r["path"]).relative_to(tmp_path / "inbox").as_posix(): r for r in json.loads(out)}
+    assert code == EXIT_SOME_FAILED and set(rows) == {"own.jpg", "linked/face.jpg", "deeper/dangling.png"}
+    assert rows["linked/face.jpg"]["status"] == "ok" and rows["deeper/dangling.png"]["error"] == "broken symbolic link"
 
 
 def test_an_unreadable_file_is_an_error_row_saying_so(capsys, tiny_bundle, tmp_path, astronaut, monkeypatch):

@@ -132,11 +132,14 @@ def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
 
 def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_splits(tmp_path: Path, small):
     out = prepared_web(tmp_path, small, fakes=2)
-    before = read_manifest(out)
+    before, before_info = read_manifest(out), read_info(out)
     # The dataset's own reals came in again as other groups (one photo in train and in val), its fakes as reals.
     summary = balance.add_real(out, tmp_path / "web" / "real", progress=False)
     assert summary.added == 0 and read_manifest(out) == before
     assert {e.reason for e in read_errors(out)} == {"already in the dataset (not added again)"}
+    # Said as held, not as errors; and a step that added nothing does not stop the dataset's next prepare.
+    assert (summary.errors, summary.already_held) == (0, 2) and "2 files already in the dataset" in summary.describe()
+    assert read_info(out).history == [] and read_info(out).sources == before_info.sources
     # Files skipped, not files without a crop: stats counted them as errors.
     stats = compute_stats(read_manifest(out), read_errors(out))
     assert stats.errors_by_reason == {} and stats.already_held == len(read_errors(out)) > 0
@@ -154,6 +157,27 @@ def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_spli
     balance.add_real(out, extra, progress=False)
     again = {r.group: r.split for r in read_manifest(out) if r.source == "more"}
     assert len(again) == 15 and {group: again[group] for group in first} == first
+
+
+def test_add_real_reads_neither_the_datasets_own_crops_nor_one_photo_twice(tmp_path: Path, small):
+    # The dataset inside the folder added: its crops, the fake ones too, came in as real faces.
+    folder = faces(tmp_path / "folder", small, 2)
+    faces(tmp_path / "src" / "real", small, 2, start=10)
+    faces(tmp_path / "src" / "fake", small, 2, start=20)
+    out = folder / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(0.5, 0.5, 0.0), progress=False)
+    summary = balance.add_real(out, folder, progress=False)
+    assert summary.added == 2 and {Path(r.source_file).parent for r in read_manifest(out) if r.source == "folder"} == {
+        folder.resolve()
+    }
+    # One photo under several names (links): it came in as six groups, in train and in val.
+    linked = faces(tmp_path / "linked", small, 1, start=40)
+    for i in range(5):
+        (linked / f"link{i}.png").symlink_to(linked / "040.png")
+    summary = balance.add_real(out, linked, progress=False)
+    added = [r for r in read_manifest(out) if r.source == "linked"]
+    assert summary.added == len(added) == 1 and summary.errors == 5
+    assert {e.reason.split(" (")[0] for e in read_errors(out) if "linked" in e.source_file} == {"listed twice"}
 
 
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):

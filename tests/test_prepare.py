@@ -23,7 +23,7 @@ from deepshield.data.extract import NO_FACE, ExtractSettings
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout
 from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest, write_manifest
 from deepshield.data.prepare import prepare_dataset
-from deepshield.data.sources import SourceFormatError, SourceItem, detect_format, read_source
+from deepshield.data.sources import SourceFormatError, SourceItem, SourceProblem, detect_format, read_source
 from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
@@ -175,6 +175,14 @@ def test_dfdc_videos_no_metadata_names_are_said_and_a_real_keyed_by_folder_is_gr
     assert items["r3.mp4"].group == items["f3.mp4"].group == "dfdc:r3.mp4"
     unlisted = sorted(e.path.name for e in entries if not isinstance(e, SourceItem))
     assert unlisted == ["c1.mp4", "root.mp4", "stray.mp4"]
+    # A name outside the metadata's folder (an absolute path) gave a traceback.
+    (tmp_path / "away.mp4").write_bytes(b"x")
+    (part / "metadata.json").write_text(json.dumps({str(tmp_path / "away.mp4"): {"label": "FAKE"}}))
+    (problem,) = [e for e in read_source(part, "dfdc") if e.path.name == "away.mp4"]
+    assert (
+        isinstance(problem, SourceProblem)
+        and problem.reason == "metadata.json names a file outside the dataset's folder"
+    )
 
 
 def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
@@ -715,6 +723,37 @@ def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
     first = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)
     second = prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "ds", settings=SETTINGS, progress=False)
     assert first.files == second.files == 1 and second.skipped == 1 and second.crops == 1
+    # A source inside the dataset's folder (`prepare photos --out .`): only the dataset's own folders are
+    # left out (every file was, and the error said there was none).
+    write_png(tmp_path / "proj" / "photos" / "real" / "a.png", variant(small, 1))
+    above = prepare_dataset([tmp_path / "proj" / "photos"], tmp_path / "proj", settings=SETTINGS, progress=False)
+    again = prepare_dataset([tmp_path / "proj" / "photos"], tmp_path / "proj", settings=SETTINGS, progress=False)
+    assert (above.files, above.crops, again.files, again.skipped) == (1, 1, 1, 1)
+
+
+def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path, small):
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    (tmp_path / "src" / "real" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "src" / "real" / "pipe.png")
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
+    assert reasons == {"gone.png": "broken symbolic link", "pipe.png": "not a regular file: a FIFO (named pipe)"}
+    assert (summary.files, summary.crops, len(summary.missing), len(summary.unreadable)) == (3, 1, 0, 2)
+
+
+def test_a_dataset_description_cut_short_or_with_an_unknown_key_is_refused_by_name(tmp_path: Path, small):
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    info = DatasetLayout(tmp_path / "ds").info
+    text = info.read_text()
+    info.write_text(text.replace('"seed"', '"sead"'))  # read as seed 0 without a word
+    with pytest.raises(DeepShieldError, match=r"dataset.json: .*unknown key sead; did you mean seed\?"):
+        read_info(tmp_path / "ds")
+    info.write_text(text[:100])  # a pydantic traceback
+    with pytest.raises(
+        DeepShieldError, match=r"dataset.json: not a dataset description this version reads: Invalid JSON"
+    ):
+        read_info(tmp_path / "ds")
 
 
 def test_a_prepare_that_stops_before_writing_leaves_no_folder(tmp_path: Path):

@@ -65,5 +65,5 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> str:
             )
             lines.append(f"unknown key {key}{hint}")
         else:
-            lines.append(f"{key}: {error['msg']}")
+            lines.append(f"{key}: {error['msg']}" if key else error["msg"])  # no key: the text as a whole
     return "; ".join(lines)

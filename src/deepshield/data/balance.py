@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from deepshield.data.manifest import (
     write_manifest,
 )
 from deepshield.data.prepare import outcomes_to_rows, problem_rows
-from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
+from deepshield.data.sources import FAKE, REAL, SourceEntry, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
 from deepshield.media.images import encode_png
@@ -48,6 +48,7 @@ class BalanceSummary:
     added: int = 0
     removed: int = 0
     errors: int = 0
+    already_held: int = 0  # add-real's files the dataset holds already: they have crops, so are no errors
     before: dict = field(default_factory=dict)  # label -> crops
     after: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -56,7 +57,8 @@ class BalanceSummary:
         def fmt(counts: dict) -> str:
             return ", ".join(f"{label} {counts.get(label, 0)}" for label in (REAL, FAKE))
 
-        text = f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors; before {fmt(self.before)}; after {fmt(self.after)}"
+        held = f", {self.already_held} files already in the dataset" if self.already_held else ""
+        text = f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors{held}; before {fmt(self.before)}; after {fmt(self.after)}"
         return "\n".join([text, *self.notes])
 
 
@@ -85,7 +87,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
     before = _label_counts(records)
 
-    entries = list(read_as_label(folder, key, REAL))
+    entries = _distinct_files(read_as_label(folder, key, REAL), layout.own_media)
     # A file the dataset already holds would come in again as another group (the same photo in train and
     # test), and one of its fakes would come in as real. Held: by path, and by content (a copy of a photo
     # elsewhere came in again, 7 of 24 in two splits), down-sampled files too (they came back in new
@@ -128,15 +130,41 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     new_records = [r.with_split(splits[r.group]) for r in new_records]
     write_manifest(layout.manifest, [*records, *new_records])
     write_errors(layout.errors, [*errors, *new_errors])
-    if previous is None:
-        info.sources.append(DatasetSource(path=str(folder), format="add-real", root_key=key))
-    info.history.append(f"add-real {folder}")
-    write_info(layout.root, info)
+    if previous is not None or new_records:  # a step that added nothing need not stop a later prepare
+        if previous is None:
+            info.sources.append(DatasetSource(path=str(folder), format="add-real", root_key=key))
+        info.history.append(f"add-real {folder}")
+        write_info(layout.root, info)
     sweep_temp_files(layout)
     after = _label_counts([*records, *new_records])
     return BalanceSummary(
-        "add-real", added=len(new_records), errors=len(new_errors), before=before, after=after, notes=notes
+        "add-real",
+        added=len(new_records),
+        errors=len(new_errors) - len(already),
+        already_held=len(already),
+        before=before,
+        after=after,
+        notes=notes,
     )
+
+
+def _distinct_files(entries: Iterable[SourceEntry], own_media: Sequence[Path]) -> list[SourceEntry]:
+    """A folder's entries without the dataset's own files (its crops, fakes among them, when the dataset
+    lies inside the folder) and with each file once: a second name of one file (a link) is a problem, as
+    prepare lists it (one photo under six names came in as six groups, in train and val)."""
+    own = [folder.resolve() for folder in own_media]
+    out: list[SourceEntry] = []
+    seen: dict[Path, str] = {}
+    for entry in entries:
+        resolved = entry.path.resolve()
+        if any(resolved.is_relative_to(folder) for folder in own):
+            continue
+        if isinstance(entry, SourceItem) and resolved in seen:
+            entry = SourceProblem(entry.path, f"listed twice (also as {seen[resolved]})", entry.source, REAL)
+        elif isinstance(entry, SourceItem):
+            seen[resolved] = entry.key
+        out.append(entry)
+    return out
 
 
 def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:

@@ -93,8 +93,9 @@ def extract_item(
     source_file = str(item.path)
     try:
         stamp = FileStamp.of(item.path)
-    except FileNotFoundError:
-        return FileOutcome(item.key, source_file, ok=False, reason=MISSING_FILE)  # no record: retried next run
+    except FileNotFoundError:  # no record: retried next run
+        reason = "broken symbolic link" if os.path.islink(item.path) else MISSING_FILE
+        return FileOutcome(item.key, source_file, ok=False, reason=reason)
     except OSError as exc:
         return FileOutcome(item.key, source_file, ok=False, reason=f"cannot read file: {exc.strerror or exc}")
     crop_dir = layout.crop_dir(item.key)

@@ -89,6 +89,12 @@ class DatasetLayout:
     def stats(self) -> Path:
         return self.root / "stats"
 
+    @property
+    def own_media(self) -> tuple[Path, ...]:
+        """The folders holding the images the dataset itself writes (crops, fakes made from them, charts):
+        never read back as sources when the dataset lies inside a source or a source inside it."""
+        return (self.crops, self.records, self.stats)
+
     def crop_dir(self, key: str) -> Path:
         """Folder holding the crops of one source file; `key` is '<root>/<path inside the source>'."""
         return self.crops / key

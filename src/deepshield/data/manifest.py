@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError
 
 from deepshield.data.layout import DatasetLayout, atomic_write_text
 from deepshield.errors import DeepShieldError
@@ -39,6 +39,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.faces.detector import KEYPOINT_NAMES
 from deepshield.media.files import NAME_BYTES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.strict import StrictModel, explain
 
 SPLITS = ("train", "val", "test")
 # An error row `dataset balance --add-real` writes for a file the dataset holds: a file skipped, not one lost.
@@ -140,14 +141,15 @@ class ErrorRecord:
         return cls(**{f.name: row.get(f.name, "") for f in fields(cls)})
 
 
-class DatasetSource(BaseModel):
+class DatasetSource(StrictModel):
     path: str
     format: str
     root_key: str
 
 
-class DatasetInfo(BaseModel):
-    """dataset.json: how the dataset was built, so that additions use the same settings."""
+class DatasetInfo(StrictModel):
+    """dataset.json: how the dataset was built, so that additions use the same settings. Strict: a key it
+    does not know is an error naming it (a misspelt "seed" re-split with seed 0 without a word)."""
 
     format_version: int = 1
     crop_policy: CropPolicy = Field(default_factory=CropPolicy)
@@ -208,6 +210,10 @@ def read_info(dataset_dir: Path | str) -> DatasetInfo:
         return DatasetInfo.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no dataset.json here (run `deepshield prepare` first)") from exc
+    except ValidationError as exc:  # cut short or edited by hand: it gave a traceback
+        raise ManifestError(
+            f"{path}: not a dataset description this version reads: {explain(exc, DatasetInfo)}"
+        ) from None
 
 
 def write_info(dataset_dir: Path | str, info: DatasetInfo) -> None:

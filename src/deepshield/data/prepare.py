@@ -88,13 +88,13 @@ def collect_items(
     fmt: str = "auto",
     ffpp_compressions: Sequence[str] | None = None,
     known_keys: Mapping[str, str] | None = None,
-    exclude: Path | None = None,
+    exclude: Sequence[Path] = (),
 ) -> tuple[list[SourceItem], list[SourceProblem], list[DatasetSource]]:
     """Read every SOURCE (formats checked for all before any is read). Duplicates become problems.
-    Files under `exclude` (the dataset being written, when it lies inside a source) are not read.
+    Files under `exclude` (the folders the dataset being written fills: DatasetLayout.own_media) are not read.
     `known_keys`: the keys of the sources the dataset already holds (resolved path -> key), kept."""
     paths = [Path(p).resolve() for p in sources]
-    exclude = exclude.resolve() if exclude is not None else None
+    exclude = [folder.resolve() for folder in exclude]
     formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
     keys = root_keys(paths, known=known_keys)
     items: list[SourceItem] = []
@@ -117,7 +117,7 @@ def collect_items(
 
     for path, form, key in zip(paths, formats, keys):
         for entry in entries(path, form, key):
-            if exclude is not None and entry.path.resolve().is_relative_to(exclude):
+            if any(entry.path.resolve().is_relative_to(folder) for folder in exclude):
                 continue
             if isinstance(entry, SourceProblem):
                 problems.append(entry)
@@ -246,7 +246,7 @@ def _prepare(
         )
     known = {s.path: s.root_key for s in before.sources} if before is not None else {}
     items, problems, described = collect_items(
-        [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.root
+        [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.own_media
     )
     kept_by_file: dict[str, str] = {}
     split_again = False  # the dataset here was split with another seed or other ratios

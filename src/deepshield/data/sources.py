@@ -121,6 +121,9 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
             if label is None:
                 yield SourceProblem(path, f"metadata.json entry has no REAL/FAKE label: {entry!r}", source)
                 continue
+            if not path.is_relative_to(base):  # an absolute name: it gave a traceback
+                yield SourceProblem(path, "metadata.json names a file outside the dataset's folder", source, label)
+                continue
             original = entry.get("original") if label == FAKE else None
             # A real and the fakes made from it share a group by the real's file name (a key "part/r3.mp4"
             # put the real apart from the fakes naming "r3.mp4" as their original).

@@ -47,7 +47,7 @@ from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
 from deepshield.inference.tracking import associate
 from deepshield.inference.video_rule import VideoRule
-from deepshield.media.files import file_signature
+from deepshield.media.files import check_media_file, file_signature
 from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -305,8 +305,9 @@ class MediaCropper:
     def crop_file(self, record: FileRecord, path: Path) -> Iterator[CroppedFile]:
         """The file's faces under each condition; `record` gets its kind, frame count and any error."""
         try:
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise DeepShieldError(MISSING_FILE)
+            check_media_file(path)  # a broken link or a FIFO is said as what it is, not as missing
             record.kind, frames, timestamps = read_frames(path, self.frames)
         except DeepShieldError as exc:
             record.error = str(exc)

@@ -14,7 +14,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
-from deepshield.media.files import Signature, file_sha256, file_signature
+from deepshield.media.files import Signature, file_sha256, file_signature, files_under
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -51,13 +51,13 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
+            # Recursively through linked folders too (files_under): Path.glob("**/*") follows none.
+            entries = files_under(path) if recursive else (p for p in path.iterdir() if not p.is_dir())
             files.extend(
                 sorted(
                     p
-                    for p in path.glob(pattern)
-                    if not p.is_dir()
-                    and p.suffix.lower() in MEDIA_SUFFIXES
+                    for p in entries
+                    if p.suffix.lower() in MEDIA_SUFFIXES
                     and not p.name.startswith(".")
                     and (outside is None or not file_key(p).startswith(outside))
                 )

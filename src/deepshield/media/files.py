@@ -92,7 +92,8 @@ def file_signature(path: Path) -> Signature:
 def files_under(root: Path) -> Iterator[Path]:
     """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
     (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no
-    error, and the dataset became all fakes.)"""
+    error, and the dataset became all fakes.) Entries that are no regular file (a broken link, a FIFO)
+    come too, for the caller to say what each is (check_media_file): they vanished without a word."""
     seen: set[Path] = set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = Path(folder).resolve()
@@ -103,7 +104,7 @@ def files_under(root: Path) -> Iterator[Path]:
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in names:
             path = Path(folder) / name
-            if not name.startswith(".") and path.is_file():
+            if not name.startswith(".") and not path.is_dir():
                 yield path
 
 
