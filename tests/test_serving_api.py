@@ -31,7 +31,7 @@ from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
-from deepshield.serving.errors import from_library_error
+from deepshield.serving.errors import from_library_error, internal_error
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import bundle_with_record, photo_with_exif
 from tests.provenance_support import signing_identity, with_credentials
@@ -657,6 +657,44 @@ def test_a_job_running_at_shutdown_stops_and_is_reported_after_the_restart(detec
     assert (after["status"], after["error"]["error"]) == ("failed", "server_restarted")
 
 
+def test_a_saved_job_this_version_cannot_read_is_said_not_a_500(detector, astronaut_jpeg, tmp_path):
+    # A result saved before a field was added (manipulation_label) failed JobView's validation on every poll.
+    import json
+    import sqlite3
+
+    state = tmp_path / "state"
+    with client_for(detector, state_dir=state) as client:
+        old, broken = (client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()["id"] for _ in range(2))
+        assert wait_for_job(client, old)["status"] == wait_for_job(client, broken)["status"] == "done"
+    with sqlite3.connect(state / "jobs.sqlite3") as db:
+        (saved,) = db.execute("SELECT result FROM jobs WHERE id = ?", (old,)).fetchone()
+        result = json.loads(saved)
+        for face in result["faces"]:
+            del face["manipulation_label"]
+        db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), old))
+        db.execute("UPDATE jobs SET file = '{' WHERE id = ?", (broken,))  # not even its file's record reads
+    with client_for(detector, state_dir=state) as client:
+        response = client.get(f"/v1/jobs/{old}")
+        assert response.status_code == 200 and response.json()["status"] == "failed"
+        assert response.json()["error"]["error"] == "result_unreadable" and response.json()["result"] is None
+        assert_error(client.get(f"/v1/jobs/{broken}"), 404, "job_not_found")
+        assert client.get("/healthz").json()["job_error_statuses"]["result_unreadable"] == 410
+
+
+def test_a_damaged_job_ledger_is_a_clear_error_not_a_traceback(detector, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "jobs.sqlite3").write_bytes(bytes(range(256)) * 20)
+    with (
+        pytest.raises(
+            DeepShieldError,
+            match=r"the job ledger \S*jobs.sqlite3 cannot be used \(file is not a database\); move it aside",
+        ),
+        client_for(detector, state_dir=state),
+    ):
+        pass
+
+
 def test_the_state_folder_is_private_and_a_deleted_job_leaves_nothing_in_it(detector, astronaut_jpeg, tmp_path):
     # A state folder made 755 beforehand stayed so, the job database and its -wal were 644 (other users read
     # file names and face crops), and a deleted job's file name stayed in the -wal.
@@ -790,7 +828,7 @@ def test_slow_analysis_times_out_with_504_and_cleans_up(detector, astronaut_jpeg
     with client_for(hooked, request_timeout_s=0.3) as client:
         started = time.monotonic()
         body = assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 504, "timeout")
-        assert time.monotonic() - started < 5 and "did not finish" in body["detail"]
+        assert time.monotonic() - started < 5 and "did not finish within 0.3 s" in body["detail"]  # it read "0 s"
         release.set()
         deadline = time.monotonic() + 10
         while upload_files(client) and time.monotonic() < deadline:
@@ -810,6 +848,11 @@ def test_a_crash_in_analysis_is_a_500_and_the_server_keeps_serving(detector, ast
     with client_for(hooked) as client:
         body = assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 500, "internal_error")
         assert "still running" in body["detail"] and "simulated" not in body["detail"]  # no internals leak
+        assert body["detail"].startswith("the analysis failed unexpectedly (RuntimeError)")
+        assert body["detail"].endswith("please report this file")
+        # A crash outside an analysis (a job's poll) has no file to report.
+        elsewhere = internal_error(RuntimeError("x")).detail
+        assert elsewhere.startswith("the request failed unexpectedly") and elsewhere.endswith("please report it")
         job = client.post("/v1/jobs", files=upload(face_video.read_bytes(), "v.mp4")).json()
         failed = wait_for_job(client, job["id"])
         assert failed["status"] == "failed" and failed["error"]["error"] == "internal_error"

@@ -63,6 +63,7 @@ _LIBRARY_ERRORS: tuple[tuple[type[DeepShieldError], int, str], ...] = (
 JOB_ERROR_STATUSES: dict[str, int] = {code: status for _, status, code in _LIBRARY_ERRORS} | {
     "internal_error": 500,
     "server_restarted": 503,
+    "result_unreadable": 410,  # saved by another version of the server
     "timeout": 504,
 }
 
@@ -73,12 +74,15 @@ def from_library_error(exc: DeepShieldError) -> ApiError:
     return ApiError(status, code, str(exc))
 
 
-def internal_error(exc: BaseException) -> ApiError:
-    log.error("analysis failed", exc_info=(type(exc), exc, exc.__traceback__))
+def internal_error(exc: BaseException, analysis: bool = False) -> ApiError:
+    """A crash as a 500. Only an analysis has a file to report (a GET of a job answered "please report this
+    file")."""
+    log.error("%s failed", "analysis" if analysis else "request", exc_info=(type(exc), exc, exc.__traceback__))
+    what, report = ("the analysis", "this file") if analysis else ("the request", "it")
     return ApiError(
         500,
         "internal_error",
-        f"the analysis failed unexpectedly ({type(exc).__name__}); the server is still running, please report this file",
+        f"{what} failed unexpectedly ({type(exc).__name__}); the server is still running, please report {report}",
     )
 
 

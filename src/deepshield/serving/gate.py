@@ -88,7 +88,7 @@ class AnalysisGate:
             raise ApiError(
                 504,
                 "timeout",
-                f"the analysis did not finish within {timeout_s:.0f} s (server busy or file too heavy); retry later",
+                f"the analysis did not finish within {timeout_s:g} s (server busy or file too heavy); retry later",
             ) from None
         except asyncio.CancelledError:
             if not started.is_set():

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepshield.errors import DeepShieldError
 from deepshield.media.video import VideoSpan
 from deepshield.serving.errors import ErrorBody
 from deepshield.serving.schemas import FileInfo
+
+log = logging.getLogger("deepshield.serving")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -70,19 +74,24 @@ class JobLedger:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._closed = False
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        # This user's alone (the database and its -wal and -shm were 644), and a deleted job's bytes are
-        # overwritten rather than left in free pages: nothing of it survives on disk, as the README says.
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if own.exists():
-                own.chmod(0o600)
-        self._db.execute(_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, definition in _ADDED_COLUMNS.items():
-            if name not in present:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            # This user's alone (the database and its -wal and -shm were 644), and a deleted job's bytes are
+            # overwritten rather than left in free pages: nothing of it survives on disk, as the README says.
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if own.exists():
+                    own.chmod(0o600)
+            self._db.execute(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        except sqlite3.DatabaseError as exc:  # a damaged file: the server died with a traceback
+            raise DeepShieldError(
+                f"the job ledger {path} cannot be used ({exc}); move it aside to start with no saved jobs"
+            ) from None
 
     def save(self, record: JobRecord) -> None:
         row = (
@@ -119,29 +128,38 @@ class JobLedger:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deleted rows' copies leave the -wal too
 
     def load(self) -> list[JobRecord]:
+        """Every saved job; a row this version cannot read (saved by another version) is dropped, and said."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
-        return [
-            JobRecord(
-                id=row[0],
-                kind=row[1],
-                file=FileInfo.model_validate_json(row[2]),
-                frames=row[3],
-                span=VideoSpan(row[13], row[14]),
-                upload_path=Path(row[4]),
-                status=row[5],
-                stage=row[6],
-                progress=row[7],
-                created_at=row[8],
-                started_at=row[9],
-                finished_at=row[10],
-                result=None if row[11] is None else json.loads(row[11]),
-                error=None if row[12] is None else ErrorBody.model_validate_json(row[12]),
-                callback_url=row[15],
-                callback_status=row[16],
-            )
-            for row in rows
-        ]
+        records = []
+        for row in rows:
+            try:
+                records.append(self._record(row))
+            except ValueError as exc:  # pydantic's ValidationError and json's errors among them
+                log.warning("job ledger: job %s dropped, unreadable by this version (%s)", row[0], type(exc).__name__)
+                self.delete([row[0]])
+        return records
+
+    @staticmethod
+    def _record(row: tuple) -> JobRecord:
+        return JobRecord(
+            id=row[0],
+            kind=row[1],
+            file=FileInfo.model_validate_json(row[2]),
+            frames=row[3],
+            span=VideoSpan(row[13], row[14]),
+            upload_path=Path(row[4]),
+            status=row[5],
+            stage=row[6],
+            progress=row[7],
+            created_at=row[8],
+            started_at=row[9],
+            finished_at=row[10],
+            result=None if row[11] is None else json.loads(row[11]),
+            error=None if row[12] is None else ErrorBody.model_validate_json(row[12]),
+            callback_url=row[15],
+            callback_status=row[16],
+        )
 
     def close(self) -> None:
         with self._lock:

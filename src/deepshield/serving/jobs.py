@@ -25,14 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import WHOLE_VIDEO, VideoSpan
 from deepshield.serving.callbacks import CallbackSender
 from deepshield.serving.errors import ApiError, ErrorBody, from_library_error
 from deepshield.serving.job_ledger import JobLedger, JobRecord
-from deepshield.serving.schemas import FileInfo, JobView
+from deepshield.serving.schemas import AnalyzeResponse, FileInfo, JobView, VideoResponse
 from deepshield.serving.uploads import Upload
 
 # Job ids are 16 characters (token_urlsafe(12)); a 404 echoes at most this much of whatever was asked for.
@@ -149,6 +149,17 @@ class Job:
             callback_url=record.callback_url,
             callback_status=record.callback_status,
         )
+
+
+_RESULT = TypeAdapter(AnalyzeResponse | VideoResponse)
+
+
+def _readable(result: dict | BaseModel | None) -> bool:
+    try:
+        _RESULT.validate_python(result)
+    except ValidationError:
+        return False
+    return True
 
 
 def _busy(max_pending: int) -> ApiError:
@@ -352,7 +363,7 @@ class JobStore:
         except JobTimeout:
             error = ErrorBody(
                 error="timeout",
-                detail=f"the analysis did not finish within the {self.timeout_s:.0f} s job limit; the file is too long or too heavy to decode",
+                detail=f"the analysis did not finish within the {self.timeout_s:g} s job limit; the file is too long or too heavy to decode",
             )
         except DeepShieldError as exc:
             api = from_library_error(exc)
@@ -411,6 +422,16 @@ class JobStore:
                     job.upload.delete()
                     self._save(job)
                     failed.append(job)
+                elif job.status == "done" and not _readable(job.result):
+                    # Saved by an earlier version whose result this one's schema refuses: every poll was a 500.
+                    job.status = job.stage = "failed"
+                    job.result = None
+                    job.error = ErrorBody(
+                        error="result_unreadable",
+                        detail="this job's result was saved by another version of the server, which this one "
+                        "cannot read; submit the file again",
+                    )
+                    self._save(job)
                 elif job.status == "queued":
                     requeue.append(job)
                 elif job.callback_status == "pending":  # finished, but the server stopped before telling

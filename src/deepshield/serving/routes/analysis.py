@@ -61,6 +61,6 @@ async def analyze(
     except DeepShieldError as exc:
         raise from_library_error(exc) from None
     except Exception as exc:  # noqa: BLE001 - a crash in analysis is a 500, never a dead server
-        raise internal_error(exc) from None
+        raise internal_error(exc, analysis=True) from None
     runtime.metrics.analysed("image", result.verdict.label, result.elapsed_ms / 1000)
     return result
