@@ -152,8 +152,8 @@ def test_a_score_beside_a_band_edge_is_shown_with_the_places_that_tell_them_apar
         result = Detector(classifier, detector.faces).analyze_image(astronaut)
         reasons[result.verdict.label] = result.verdict.reason
     assert reasons == {
-        "inconclusive": "most suspicious face: 57.41%; inconclusive from 50.00% to 57.42% (threshold 55.60%)",
-        "likely_manipulated": "most suspicious face: 57.420%; inconclusive from 50.000% to 57.417% (threshold 55.600%)",
+        "inconclusive": "highest face-swap score of a face: 57.41%; inconclusive from 50.00% to 57.42% (threshold 55.60%)",
+        "likely_manipulated": "highest face-swap score of a face: 57.420%; inconclusive from 50.000% to 57.417% (threshold 55.600%)",
     }
     assert shown_probability(0.000004, 3) == "<0.001%" and shown_probability(0.99999, 2) == ">99.99%"
 
@@ -207,7 +207,7 @@ def test_a_borderline_score_is_inconclusive(detector, astronaut, logit, label):
 @pytest.mark.parametrize(("logit", "shown"), [(-9.0, "<0.1%"), (-6.0, "0.2%"), (9.0, ">99.9%")])
 def test_the_reason_never_claims_a_zero_or_certain_probability(detector, astronaut, logit, shown):
     result = Detector(ScriptedClassifier([logit]), detector.faces).analyze_image(astronaut)
-    assert result.verdict.reason.startswith(f"most suspicious face: {shown};")
+    assert result.verdict.reason.startswith(f"highest face-swap score of a face: {shown};")
 
 
 def test_a_fitted_band_on_the_card_is_used_and_moves_with_the_threshold(detector, astronaut):

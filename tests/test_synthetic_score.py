@@ -251,6 +251,10 @@ def test_the_uncertain_detection_clause_is_about_the_face_behind_the_verdict(ast
     assert result.verdict.reason.endswith(
         "is an uncertain detection (detector confidence 58%): check that it is a face"
     )
+    # Each score's highest, which are two faces' here: the face-swap score was called the most suspicious
+    # face's, and the face behind the verdict is the other one.
+    assert "; highest face-swap score of a face: 35.0%;" in result.verdict.reason
+    assert "most suspicious face:" not in result.verdict.reason
     swapped = [(logit_for(0.2), logit_for(0.97, 2.0)), (logit_for(0.35), logit_for(0.1, 2.0))]
     result = Detector(TwoScoreClassifier(swapped), unsure).analyze_image(two_faces)
     assert result.verdict.verdict_driver == "synthetic" and "uncertain detection" not in result.verdict.reason
@@ -279,7 +283,11 @@ def test_images_show_both_scores_and_the_driver(astronaut, detector, manipulatio
     assert result.verdict.synthetic_probability == pytest.approx(synthetic)
     # the reason leads with the score that made the call
     shown = shown_probability(synthetic if driver == "synthetic" else manipulation)
-    lead = f"highest synthetic-face score {shown}, " if driver == "synthetic" else f"most suspicious face: {shown}; "
+    lead = (
+        f"highest synthetic-face score {shown}, "
+        if driver == "synthetic"
+        else f"highest face-swap score of a face: {shown}; "
+    )
     assert result.verdict.reason.startswith(lead) and result.verdict.reason.count("drives the verdict") == 1
     assert result.synthetic_threshold == 0.7 and result.synthetic_inconclusive.high == 0.8
     data = json.loads(result.model_dump_json())

@@ -264,14 +264,15 @@ class Detector:
             )
         verdict = self._combine(probability, synthetic_probability)
         score, terms = against_its_rule(probability, self.manipulation_rule)
-        reason = f"most suspicious {what}: {score}; {terms}"
+        # "highest": of all the faces or tracks, each score's own, which need not be one face's (the
+        # reason gave the highest face-swap score as the most suspicious face's when a synthetic call led).
+        reason = f"highest face-swap score of a {what}: {score}; {terms}"
         if self.synthetic_rule is not None and synthetic_probability is not None:
             score, terms = against_its_rule(synthetic_probability, self.synthetic_rule)
-            # "highest": of all the faces or tracks, which need not be the most suspicious one's.
             synthetic = f"highest synthetic-face score {score}, {terms}"
             # The score that made the call comes first, as the page shows it.
             if verdict.driver == "synthetic":
-                reason = f"{synthetic}, which drives the verdict; face-swap score of the {reason}"
+                reason = f"{synthetic}, which drives the verdict; {reason}"
             else:
                 reason += f"; {synthetic}; the manipulation score drives the verdict"
         return Verdict(
@@ -468,7 +469,9 @@ class Detector:
             )
             for pos, frame in enumerate(sampled)
         ]
-        file_verdict = self._verdict(vote.score, None if synthetic_vote is None else synthetic_vote.score, "face track")
+        file_verdict = self._verdict(
+            vote.score, None if synthetic_vote is None else synthetic_vote.score, "counted face track"
+        )
         suspect = max(
             (pair for pair in zip(track_results, members) if pair[0].counted),
             key=lambda pair: self._suspicion(

@@ -113,7 +113,7 @@ class Verdict(BaseModel):
     label: VerdictLabel | Literal["no_face"] = LABEL_FIELD
     threshold_label: ThresholdLabel | Literal["no_face"] = THRESHOLD_LABEL_FIELD
     probability: float | None = Field(
-        None, description="manipulation score of the most suspicious face or counted track"
+        None, description="highest manipulation (face-swap) score of the faces or counted tracks"
     )
     synthetic_probability: float | None = Field(
         None, description="highest synthetic-face score of the faces or counted tracks"
