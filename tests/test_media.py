@@ -1003,6 +1003,41 @@ def test_a_part_between_two_keyframes_is_sampled_in_mpeg_ts_as_in_mp4(tmp_path, 
     assert [f.index for f in whole] == numbers(whole) == uniform_indices(120, 8)
 
 
+def bit_frames(count: int) -> list[np.ndarray]:
+    """Frames showing their own number in 10 black or white bars (read back by bit_number)."""
+    frames = []
+    for i in range(count):
+        image = np.zeros((64, 128, 3), np.uint8)
+        for bit in range(10):
+            if (i >> bit) & 1:
+                image[:, bit * 12 : (bit + 1) * 12] = 255
+        frames.append(image)
+    return frames
+
+
+def bit_number(image: np.ndarray) -> int:
+    return sum(1 << bit for bit in range(10) if image[:, bit * 12 + 3 : (bit + 1) * 12 - 3].mean() > 128)
+
+
+def test_a_ts_whose_first_keyframe_a_seek_skips_is_sampled_whole_and_not_called_damaged(tmp_path):
+    # 700 frames at 30 fps, a keyframe every 64, the TS muxer's usual start (0.067 s): the seek for the
+    # first sample (1.4 s) landed on the keyframe at 2.1 s however far back it went, and the one for 21.9 s
+    # found no frame: 7 of 8 samples, the first at frame 64, and the file called damaged.
+    frames = bit_frames(700)
+    path = write_timed_video(
+        tmp_path / "gop.ts", frames, [1 / 15 + i / 30 for i in range(700)], "mpegts", keyframe_every=64
+    )
+    info, sampled = sample_frames(path, 8)
+    assert [f.index for f in sampled] == [bit_number(f.image) for f in sampled] == uniform_indices(700, 8)
+    assert not info.damaged
+    # Stamped from 5 s, one keyframe: the seek for the part from 1 to 2 s landed past it, and the scan
+    # failed ("no decodable frames at the sampled positions") rather than decode from the start.
+    late = write_timed_video(tmp_path / "late.ts", frames[:90], [5 + i / 30 for i in range(90)], "mpegts")
+    _, part = sample_frames(late, 6, span=VideoSpan(1.0, 2.0))
+    assert len(part) == 6 and all(1.0 <= f.timestamp_s < 2.0 for f in part)
+    assert [f.index for f in part] == [bit_number(f.image) for f in part]
+
+
 def test_a_recording_without_a_duration_is_measured_and_held_to_the_limit(tmp_path):
     # A live Matroska / WebM (a browser's MediaRecorder, a live muxer) says no duration: it was 0 s long,
     # with no frame count, and got past the duration limit whatever its length.

@@ -509,9 +509,11 @@ def _frames_from(
 ) -> Iterator[av.VideoFrame] | None:
     """The frames decoded from a keyframe at or before `target_s` (a stream time, within `slack_s`), on to
     the end. In MPEG-TS (broadcast captures, AVCHD .mts/.m2ts) FFmpeg's seek lands on the keyframe after
-    the target: it is sought again, further back each time, down to the stream's start (without this, a
-    part between two keyframes had no frames at all, and samples gathered on the keyframes after them).
-    None when a seek fails or the stream has no time base."""
+    the target, or nowhere (no frame): it is sought again, further back each time, down to the stream's
+    start (without this, a part between two keyframes had no frames at all, and samples gathered on the
+    keyframes after them). None when a seek fails, even the stream's start lands past the target or on no
+    frame (a TS whose first keyframe the seek skips: the first of 8 samples came from 2.1 s, not 1.4 s, one
+    was lost and the file called damaged), or the stream has no time base: the caller decodes from the start."""
     stream = picture_stream(container)
     if stream.time_base is None:
         return None
@@ -524,10 +526,10 @@ def _frames_from(
             return None
         frames = _decoded_frames(container, limits, broken)
         first = next(frames, None)
-        if first is None:
-            return iter(())
-        if first.time is None or first.time <= target_s + slack_s or seek_s <= stream_start_s:
+        if first is not None and (first.time is None or first.time <= target_s + slack_s):
             return itertools.chain([first], frames)
+        if seek_s <= stream_start_s:
+            return None
         back_s = max(1.0, 2 * back_s)
 
 
@@ -676,6 +678,8 @@ def _sample_sequentially(
     if wanted_s is None and len(kept) > n:
         kept = _nearest(kept, [kept[0].index + i for i in uniform_indices(index + 1 - kept[0].index, n)])
     if not kept:
+        if seek:  # read from where a seek landed: decoding from the start may still find the span
+            return None
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     # A stream that ends before its samples and its stated end has been cut short (told by time).
     ended_early = wanted_s is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
