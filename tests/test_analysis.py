@@ -19,7 +19,7 @@ from deepshield.faces.detector import Box, Face
 from deepshield.inference.analysis import Detector
 from deepshield.inference.cautions import face_cautions
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.inference.tracking import associate
+from deepshield.inference.tracking import LOOK_DISTANCE_LIMIT, associate, face_look, look_distance
 from deepshield.inference.verdict import shown_probability
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.media.images import ImageLimits
@@ -521,6 +521,21 @@ def test_associate_prefers_the_best_overlap():
     # A track takes at most one face of a frame: the second of two overlapping faces is a second person.
     first, second = associate([[box(0)], [box(0), box(30)]])
     assert first.members == [(0, 0), (1, 0)] and second.members == [(1, 1)]
+
+
+def test_associate_starts_a_new_person_where_another_face_takes_the_place(astronaut):
+    # A cut to another person in the same place continued the track: one "person" whose score averaged both.
+    import skimage.data
+
+    face = astronaut[30:230, 130:330]
+    other = np.repeat(skimage.data.camera()[60:260, 180:380, None], 3, axis=2)
+    dimmer = np.clip(face * 0.8 + 10, 0, 255).astype(np.uint8)  # the same face, the light changed
+    assert look_distance(face_look(face), face_look(other)) > LOOK_DISTANCE_LIMIT
+    assert look_distance(face_look(face), face_look(dimmer)) < LOOK_DISTANCE_LIMIT / 2
+    frames = [[box(0)]] * 4
+    cut = associate(frames, [[face_look(face)], [face_look(dimmer)], [face_look(other)], [face_look(other)]])
+    assert [t.members for t in cut] == [[(0, 0), (1, 0)], [(2, 0), (3, 0)]]
+    assert len(associate(frames)) == 1  # by boxes alone: one track
 
 
 class FrameScriptDetector:

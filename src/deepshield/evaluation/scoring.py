@@ -45,7 +45,7 @@ from deepshield.faces.detector import Box, FaceDetector
 from deepshield.inference.frame_faces import FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import FaceScores, OnnxClassifier
-from deepshield.inference.tracking import associate
+from deepshield.inference.tracking import associate, face_look
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.files import check_media_file, file_signature
 from deepshield.media.frames import read_frames
@@ -668,7 +668,7 @@ class PreparedCrops:
                     c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
                     for c in crops
                 ]
-            yield CroppedFile(record, 0, self._rows(record, members, sampled), np.stack(crops))
+            yield CroppedFile(record, 0, self._rows(record, members, crops, sampled), np.stack(crops))
         if resized:
             self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
         if self.split in (None, "all"):
@@ -695,20 +695,25 @@ class PreparedCrops:
                 files.append(record)
 
     @staticmethod
-    def _rows(record: FileRecord, members: list, sampled: tuple[int, ...] = ()) -> list[FaceRow]:
-        """The manifest's faces linked into tracks by box overlap, frame by frame, as on raw media: over
+    def _rows(
+        record: FileRecord, members: list, crops: list[np.ndarray], sampled: tuple[int, ...] = ()
+    ) -> list[FaceRow]:
+        """The manifest's faces linked into tracks by box overlap and look, frame by frame, as on raw media: over
         every frame sampled (`sampled`, from the file's record), those without a face too, so that a face
         gone for more samples than the tracker bridges starts another track, as it does on raw media
         (over the frames with faces alone, it stayed one track)."""
         frame_indices = sorted({*sampled, *(m.frame_index for m in members)})
         position_of = {index: pos for pos, index in enumerate(frame_indices)}
         boxes_per_frame: list[list[Box]] = [[] for _ in frame_indices]
+        looks_per_frame: list[list[np.ndarray]] = [[] for _ in frame_indices]
         slots: list[tuple[int, int]] = []
-        for m in members:
+        for m, crop in zip(members, crops):
             pos = position_of[m.frame_index]
             slots.append((pos, len(boxes_per_frame[pos])))
             boxes_per_frame[pos].append(Box(*m.box))
-        track_of = {member: track.track_id for track in associate(boxes_per_frame) for member in track.members}
+            looks_per_frame[pos].append(face_look(crop))
+        tracks = associate(boxes_per_frame, looks_per_frame)
+        track_of = {member: track.track_id for track in tracks for member in track.members}
         return [
             FaceRow(
                 0,

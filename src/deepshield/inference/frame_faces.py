@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from deepshield.faces.crop import CropPolicy, FaceCrop, SyntheticCrops, crop_face, synthetic_crop
 from deepshield.faces.detector import Face, FaceDetector
-from deepshield.inference.tracking import Track, associate
+from deepshield.inference.tracking import Track, associate, face_look
 
 # Faces analysed per image or video frame at most: each costs a crop, a classifier pass and, in an answer,
 # a crop and a heatmap image. A crowd's largest faces are kept (the ones the classifier judges best); the
@@ -75,7 +75,11 @@ def find_faces(
         for face in faces:
             crops.append(crop_face(image, face.box, face.keypoints, policy, face.turns))
             inside.append(synthetic_crop(image, crops[-1], face.box, face.keypoints, policy, face.turns))
-    tracks = associate([[face.box for face in faces] for faces in faces_per_frame])
+    looks, start = [], 0
+    for faces in faces_per_frame:
+        looks.append([face_look(crop.pixels) for crop in crops[start : start + len(faces)]])
+        start += len(faces)
+    tracks = associate([[face.box for face in faces] for faces in faces_per_frame], looks)
     left_out = [len(all_faces) - len(kept) for all_faces, kept in zip(found, faces_per_frame)]
     return FrameFaces(faces_per_frame, crops, tracks, left_out, inside)
 

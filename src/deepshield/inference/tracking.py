@@ -1,10 +1,24 @@
-"""Associate faces across sampled video frames into tracks (one per person) by box overlap."""
+"""Associate faces across sampled video frames into tracks (one per person) by box overlap, among faces
+that look alike."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
 
 from deepshield.faces.detector import Box
+
+# The most a face may differ from its track's last face (Bhattacharyya distance of face_look) and still
+# continue it: across a cut, another person in the same place continued the track (the two people's scores
+# averaged into one). Measured on the dev-eval videos (4 DFDC, 2 roop; 170 links of one person): at most
+# 0.33, median 0.07; between 2,000 pairs of different people's photos: above 0.5 for 67% of pairs. About
+# 1.5 times the largest of one person: a cut to a look-alike is still joined, one person is not split.
+LOOK_DISTANCE_LIMIT = 0.5
 
 
 @dataclass
@@ -13,12 +27,33 @@ class Track:
     members: list[tuple[int, int]] = field(default_factory=list)  # (sample position, face position in it)
     last_box: Box | None = None
     last_seen: int = -1
+    last_look: NDArray[np.float32] | None = None
 
 
-def associate(frames: list[list[Box]], iou_threshold: float = 0.2, max_gap: int = 3) -> list[Track]:
+def face_look(crop: NDArray[Any]) -> NDArray[np.float32]:
+    """How a face crop looks, coarsely: the hue and saturation histogram of its central half (the face
+    itself, not the background or the padding), summing to 1."""
+    height, width = crop.shape[:2]
+    centre = np.ascontiguousarray(crop[height // 4 : height - height // 4, width // 4 : width - width // 4])
+    hsv = cv2.cvtColor(centre, cv2.COLOR_RGB2HSV)
+    histogram = cv2.calcHist([hsv], [0, 1], None, [16, 4], [0, 180, 0, 256]).ravel()
+    return (histogram / max(float(histogram.sum()), 1.0)).astype(np.float32)
+
+
+def look_distance(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
+
+
+def associate(
+    frames: list[list[Box]],
+    looks: Sequence[Sequence[NDArray[np.float32]]] | None = None,
+    iou_threshold: float = 0.2,
+    max_gap: int = 3,
+) -> list[Track]:
     """Greedy IoU association, frame by frame.
 
-    A face joins the unmatched live track whose last box overlaps it most (IoU >= iou_threshold);
+    A face joins the unmatched live track whose last box overlaps it most (IoU >= iou_threshold), if it
+    looks like the track's last face (`looks`: face_look per face, as `frames`; LOOK_DISTANCE_LIMIT);
     a track survives up to `max_gap` samples without a match (detector misses, occlusion).
     Sampled frames are far apart in time, so overlap rather than motion models is the robust cue.
     """
@@ -26,12 +61,16 @@ def associate(frames: list[list[Box]], iou_threshold: float = 0.2, max_gap: int 
     for position, boxes in enumerate(frames):
         # Samples missed since the track's last match: up to max_gap keep it alive (this was off by one).
         live = [t for t in tracks if position - t.last_seen - 1 <= max_gap]
+        frame_looks = looks[position] if looks is not None else None
         pairs = sorted(
             (
                 (t.last_box.iou(box), ti, bi)
                 for ti, t in enumerate(live)
                 if t.last_box is not None
                 for bi, box in enumerate(boxes)
+                if frame_looks is None
+                or t.last_look is None
+                or look_distance(t.last_look, frame_looks[bi]) <= LOOK_DISTANCE_LIMIT
             ),
             reverse=True,
         )
@@ -44,16 +83,19 @@ def associate(frames: list[list[Box]], iou_threshold: float = 0.2, max_gap: int 
                 continue
             used_tracks.add(ti)
             used_boxes.add(bi)
-            _extend(live[ti], position, bi, boxes[bi])
+            _extend(live[ti], position, bi, boxes[bi], frame_looks)
         for bi, box in enumerate(boxes):
             if bi not in used_boxes:
                 track = Track(track_id=len(tracks))
-                _extend(track, position, bi, box)
+                _extend(track, position, bi, box, frame_looks)
                 tracks.append(track)
     return tracks
 
 
-def _extend(track: Track, position: int, face_position: int, box: Box) -> None:
+def _extend(
+    track: Track, position: int, face_position: int, box: Box, looks: Sequence[NDArray[np.float32]] | None
+) -> None:
     track.members.append((position, face_position))
     track.last_box = box
     track.last_seen = position
+    track.last_look = None if looks is None else looks[face_position]
