@@ -253,6 +253,22 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
+def test_a_resume_stops_at_max_steps_and_one_without_tracking_keeps_the_runs_record(real_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()
+    # Resumed with the same max_steps: it took one step past it each time.
+    again = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run(resume=True)
+    assert again.stopped_early and again.progress.global_step == 3
+    # A resume without tracking erased the run's id: the next tracked resume opened a second MLflow run.
+    untracked = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=5)
+    untracked = untracked.model_copy(update={"tracking": untracked.tracking.model_copy(update={"enabled": False})})
+    Trainer(untracked).run(resume=True)
+    last = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache)).run(resume=True)
+    assert last.progress.run_id == first.progress.run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'a.db'}")
+    assert len(client.search_runs([client.get_experiment_by_name("test").experiment_id])) == 1
+
+
 def test_a_resumed_run_takes_back_the_gpus_random_state(real_dir, tmp_path, monkeypatch):
     # On a GPU, dropout draws from the GPU's own generator, which checkpoints did not keep: a resumed GPU
     # run's masks restarted from the seed's. (Stood in for here: this machine has no GPU.)

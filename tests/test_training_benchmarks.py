@@ -134,6 +134,24 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
         Trainer(same_folder).run()
 
 
+def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchmark_dir, tmp_path):
+    # A benchmark of real files only has no AUC: no epoch was chosen, and the run ended "FINISHED", exit 0,
+    # with no bundle and no word.
+    import shutil
+
+    only_real = tmp_path / "only real"
+    shutil.copytree(benchmark_dir / "real", only_real / "real")
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "n.db", tmp_path / "cache",
+        **{"data.benchmarks": f'["{only_real}"]', "export.select": "max.bench_auc", "optim.epochs": "1"},
+    )  # fmt: skip
+    with pytest.raises(DeepShieldError, match=r"no epoch had a value for export.select 'max.bench_auc'.* no bundle"):
+        Trainer(config).run()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'n.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+
 def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
     with pytest.raises(DeepShieldError, match=r"needs benchmarks: set data.benchmarks"):
         tiny_config(

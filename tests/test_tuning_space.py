@@ -138,3 +138,8 @@ def test_assignments_and_apply_values_match_load_config(tmp_path):
     assert apply_values(load_config(), values) == load_config(params=params).model_copy(
         update={"data": load_config().data.model_copy(update={"limit_per_folder": None})}
     )
+    # A key of an optional section the config has not got (synthetic is None): it was a TypeError in tune,
+    # while train's --set took it.
+    assert load_config().synthetic is None
+    tuned = apply_values(load_config(), {"synthetic.mode": "joint", "synthetic.threshold_fpr": 0.2})
+    assert tuned == load_config(overrides=['synthetic.mode="joint"', "synthetic.threshold_fpr=0.2"])

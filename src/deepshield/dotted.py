@@ -29,11 +29,14 @@ def flatten(
 
 
 def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
-    """The inverse: set mapping["a"]["b"] for key "a.b", creating sections as needed."""
+    """The inverse: set mapping["a"]["b"] for key "a.b", creating sections as needed (a section that is None,
+    as a dumped config holds an optional section it has not got, too)."""
     parts = key.split(".")
     node = mapping
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise DeepShieldError(f"cannot set {key}: {part} is not a section")
     node[parts[-1]] = value

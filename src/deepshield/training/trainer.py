@@ -281,7 +281,8 @@ class Trainer:
             parent_run_id=self.parent_run_id,
             tags=self.run_tags,
         )
-        progress.run_id = tracker.run_id
+        # A resume without tracking keeps the run's id for the next tracked one (it was erased: two runs).
+        progress.run_id = tracker.run_id or progress.run_id
         sizes = {"train_faces": len(data.bank), "val_samples": len(data.val_labels)} if data is not None else {}
         if synthetic_data is not None:
             sizes |= {
@@ -330,7 +331,16 @@ class Trainer:
             loaders.close()
 
         bundle_dir = None
-        if self.export_bundle and not stopped_early and (self.checkpoints / BEST).exists():
+        if self.export_bundle and not stopped_early and not (self.checkpoints / BEST).exists():
+            # No epoch had a value to choose by (a benchmark of real files only has no AUC): it ended as
+            # finished, with no bundle and no word.
+            tracker.finish("FAILED")
+            raise DeepShieldError(
+                f"no epoch had a value for export.select {config.export.select!r}, so none was chosen and no "
+                f"bundle was exported (the epochs' checkpoints are in {self.checkpoints}): a benchmark needs real "
+                "and fake files for an AUC"
+            )
+        if self.export_bundle and not stopped_early:
             bundle_dir = self._export_best(progress, tracker)
         tracker.finish("FINISHED")
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
@@ -499,6 +509,9 @@ class Trainer:
         )
         reached_max_steps = False
         for manipulation, synthetic in bar:
+            if config.max_steps is not None and progress.global_step >= config.max_steps:
+                reached_max_steps = True  # a resumed run already there (it took a step past it each resume)
+                break
             with whole_step():
                 samples = Batch.on(device, manipulation, synthetic)
                 losses.append(step(samples))

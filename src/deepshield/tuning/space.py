@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from deepshield.dotted import flatten
+from deepshield.dotted import flatten, merge_dotted
 from deepshield.errors import DeepShieldError
 from deepshield.strict import explain
 
@@ -337,11 +337,7 @@ def apply_values(config, values: dict[str, Any]):
 
     mapping = config.model_dump(mode="json")
     for key, value in values.items():
-        node = mapping
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        merge_dotted(mapping, key, value)  # a trial's synthetic.* key on a config without [synthetic] was a TypeError
     try:
         return TrainConfig.model_validate(mapping)
     except ValidationError as exc:
