@@ -389,6 +389,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_its_own_mlflow_run(rea
     assert run.info.status == "FINISHED" and run.info.run_id == resumed.progress.run_id
 
 
+def test_a_resumed_run_logs_no_step_twice(real_dir, tmp_path):
+    # An epoch validated again on resume (stopped between its metrics and its checkpoint), or a finished run
+    # resumed, logged its figures a second time at the same step: val_auc [(1, a), (2, b), (2, b), ...].
+    from deepshield.tracking.tracker import MlflowTracker
+
+    db = tmp_path / "t.db"
+    first = MlflowTracker(f"sqlite:///{db}", "test")
+    first.log_metrics({"val_auc": 0.5}, step=1)
+    resumed = MlflowTracker(f"sqlite:///{db}", "test", run_id=first.run_id)
+    resumed.log_metrics({"val_auc": 0.5, "images_per_s": 3.0}, step=1)
+    resumed.log_metrics({"val_auc": 0.75}, step=2)
+    resumed.log_metrics({"val_auc": 0.75}, step=2)
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    assert sorted(m.step for m in client.get_metric_history(first.run_id, "val_auc")) == [1, 2]
+    assert [m.step for m in client.get_metric_history(first.run_id, "images_per_s")] == [1]
+    done = Trainer(tiny_config(real_dir, tmp_path / "run", db, tmp_path / "cache")).run()
+    Trainer(tiny_config(real_dir, tmp_path / "run", db, tmp_path / "cache")).run(resume=True)  # finished already
+    for key in ("val_auc", "train_loss", "final_val_auc"):
+        steps = [m.step for m in client.get_metric_history(done.progress.run_id, key)]
+        assert steps and len(steps) == len(set(steps)), (key, steps)
+
+
 def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
     # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
     # was not there and the resume died with MlflowException's traceback.

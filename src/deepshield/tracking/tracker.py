@@ -92,9 +92,13 @@ class MlflowTracker:
             if found
             else self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
         )
+        # A resumed run's steps already logged, per metric (read when first logged again): a run stopped
+        # between an epoch's metrics and its checkpoint validates the epoch again, and logged it twice.
+        self._logged_steps: dict[str, set[int]] | None = None
         if run_id and self._has_run(run_id):
             self.client.update_run(run_id, status="RUNNING")  # resuming: same run, continued
             self.run_id = run_id
+            self._logged_steps = {}
         else:
             if run_id:  # resumed from another folder (the default store is relative) or with another store
                 log.warning(
@@ -159,10 +163,23 @@ class MlflowTracker:
 
         now = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v)) and not self._logged_before(k, step or 0)
         ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
+
+    def _logged_before(self, key: str, step: int) -> bool:
+        """Whether a resumed run has `key` at `step` already (then it is not logged again); a new run never has."""
+        if self._logged_steps is None:
+            return False
+        if key not in self._logged_steps:
+            self._logged_steps[key] = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        if step in self._logged_steps[key]:
+            return True
+        self._logged_steps[key].add(step)
+        return False
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         path = Path(path)
