@@ -55,6 +55,39 @@ def test_a_packed_bank_trains_in_place_of_its_folder(packed, tmp_path):
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("facebank-*"))  # nothing rebuilt
 
 
+def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not(real_dir, tmp_path):
+    # Packed banks are for machines without the photos: there a benchmark holding two of them was taken
+    # (bench_auc chosen on training photos), since the check compared files on disk only.
+    import shutil
+
+    from deepshield.training.benchmarks import BenchmarkOverlapError
+    from tests.face_data import write_benchmark
+
+    photos = shutil.copytree(real_dir, tmp_path / "photos")
+    config = tiny_config(photos, tmp_path / "run", tmp_path / "e.db", tmp_path / "cache")
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config.model_dump_json())
+    out = tmp_path / "faces.npz"
+    assert main(["facebank", "pack", "--config", str(config_file), "--out", str(out)]) == 0
+    bench = write_benchmark(tmp_path / "bench")
+    for photo in sorted(photos.iterdir())[:2]:
+        shutil.copy(photo, bench / "real" / photo.name)
+    shutil.rmtree(photos)
+    with_bench = {"data.benchmarks": f'["{bench}"]', "optim.epochs": "1"}
+    trained = tiny_config(Path(out), tmp_path / "run2", tmp_path / "e.db", tmp_path / "cache2", **with_bench)
+    with pytest.raises(BenchmarkOverlapError, match=r"shares 2 file\(s\) with the training data"):
+        Trainer(trained).run()
+    # A bank packed again from the packed one keeps its sources' digests.
+    repacked_config = tmp_path / "repack.json"
+    repacked_config.write_text(
+        tiny_config(Path(out), tmp_path / "run3", tmp_path / "e.db", tmp_path / "c3").model_dump_json()
+    )
+    again = tmp_path / "again.npz"
+    assert main(["facebank", "pack", "--config", str(repacked_config), "--out", str(again)]) == 0
+    with np.load(again) as repacked, np.load(out) as first:
+        assert repacked["digests"].tolist() == first["digests"].tolist() and all(first["digests"].tolist())
+
+
 def test_max_faces_draws_a_seeded_subset(packed, tmp_path):
     out, _ = packed
     config_file = out.parent / "config.json"

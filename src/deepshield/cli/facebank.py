@@ -42,7 +42,7 @@ def run_pack(args: argparse.Namespace) -> int:
     from deepshield.errors import DeepShieldError
     from deepshield.faces.crop import CropPolicy
     from deepshield.training.config import load_config
-    from deepshield.training.facebank import facebank_for, pack_facebank
+    from deepshield.training.facebank import facebank_for, pack_facebank, packed_source_digests
 
     if args.out.suffix != ".npz":
         raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
@@ -53,7 +53,7 @@ def run_pack(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(config.seed if args.seed is None else args.seed)
         bank = bank.subset(np.sort(rng.choice(len(bank), args.max_faces, replace=False)))
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
-    size = pack_facebank(bank, policy, args.out, args.quality)
+    size = pack_facebank(bank, policy, args.out, args.quality, packed_source_digests(config.data))
     print(
         f"{len(bank)} faces ({policy.size} px, crop scale {policy.scale:g}) packed into {args.out}: {size / 1e6:.1f} MB"
     )

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -132,8 +132,14 @@ class Benchmark:
             return cls(str(data["name"]), files, rows, data["crops"], synthetic)
 
 
-def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_files: Iterable[Path]) -> None:
-    """Refuse a benchmark that holds a training file, by resolved path or by identical content."""
+def check_no_overlap(
+    benchmark: str,
+    benchmark_files: Iterable[Path],
+    training_files: Iterable[Path],
+    training_digests: Collection[str] = (),
+) -> None:
+    """Refuse a benchmark that holds a training file, by resolved path or by identical content (also the
+    SHA-256 `training_digests` of training files not on this machine: a packed bank's sources)."""
     training = [Path(p).resolve() for p in training_files]
     training_paths = set(training)
     candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
@@ -145,6 +151,9 @@ def check_no_overlap(benchmark: str, benchmark_files: Iterable[Path], training_f
         matched_sizes = set(same_size.values())
         digests = {file_sha256(t) for t in same_size}
         shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
+    if not shared and training_digests:
+        packed = set(training_digests)
+        shared = sorted(p for p in candidates if file_sha256(p) in packed)
     if shared:
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(
@@ -180,9 +189,10 @@ def load_benchmark(
     frames: int = DEFAULT_VIDEO_FRAMES,
     min_face_size: int = 20,
     split: str = "all",
+    training_digests: Collection[str] = (),
 ) -> Benchmark:
     """A benchmark's faces from the cache, or found and cut now (then cached); `split`: a prepared dataset's
-    (compare --split). Refuses overlap with training."""
+    (compare --split). Refuses overlap with training (`training_digests`: see check_no_overlap)."""
     name = benchmark_name(path)
     if is_prepared_dataset(path):
         from deepshield.data.manifest import read_manifest
@@ -193,7 +203,7 @@ def load_benchmark(
 
         split = "all"  # raw media have no split: compare --split names the prepared sets' among them
         media = [item.path for item in list_items([path])[0]]
-    check_no_overlap(name, media, training_files)
+    check_no_overlap(name, media, training_files, training_digests)
     cache_dir.mkdir(parents=True, exist_ok=True)
     within = "" if split == "all" else f"-{split}"  # the whole set keeps its cache key
     cache = cache_dir / f"benchmark-{name}{within}-{_listing_key(path, policy, frames, min_face_size)}.npz"

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
-from deepshield.media.files import file_signature, files_under
+from deepshield.media.files import file_sha256, file_signature, files_under
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
 from deepshield.training.config import DataConfig, TrainConfig
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 BANK_PART_FILES = 1024  # photos per part of a bank being built (each kept as it is done)
-PACKED_FORMAT = "1"  # written into each packed bank: bump when its layout changes
+# Written into each packed bank: bump when its layout changes (2: each face's source file's SHA-256, against
+# which a benchmark is checked where the photos themselves are not: without them, an overlap went unseen).
+PACKED_FORMAT = "2"
 
 
 @dataclass(frozen=True)
@@ -275,9 +277,18 @@ def _bank_of(results: Iterator[Any], size: int, bar: tqdm) -> FaceBank:
     return FaceBank(images, keypoints, landmarks, valid, groups=paths, paths=paths)  # groups: set on joining
 
 
-def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int = 90) -> int:
+def pack_facebank(
+    bank: FaceBank, policy: CropPolicy, path: Path, quality: int = 90, known_digests: dict[str, str] | None = None
+) -> int:
     """Write `bank` as one portable file: crops as JPEG at `quality`, landmarks as float16 (within an
-    eighth of a pixel up to 512 px), validity masks bit-packed, with the crop policy they were cut with. Returns bytes."""
+    eighth of a pixel up to 512 px), validity masks bit-packed, with the crop policy they were cut with, and
+    each face's source file's SHA-256 (from the file, else from `known_digests`, a packed bank's; "" when
+    neither has it). Returns bytes."""
+    known = known_digests or {}
+    digest_of = {
+        source: known.get(source) or (file_sha256(Path(source)) if Path(source).is_file() else "")
+        for source in set(bank.paths.tolist())
+    }
     encoded = []
     for image in bank.images:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -295,6 +306,7 @@ def pack_facebank(bank: FaceBank, policy: CropPolicy, path: Path, quality: int =
         landmarks=bank.landmarks.astype(np.float16),
         valid=np.packbits(bank.valid, axis=-1),
         paths=bank.paths,
+        digests=np.array([digest_of[source] for source in bank.paths.tolist()], dtype=str),
     )
     tmp.replace(path)
     return path.stat().st_size
@@ -333,6 +345,16 @@ def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -
         groups=paths,  # read from the paths just below
         paths=paths,
     ).regrouped(group_pattern)
+
+
+def packed_source_digests(data: DataConfig) -> dict[str, str]:
+    """Source path -> SHA-256 of every face in the configuration's packed banks (data.real_dirs' files)."""
+    digests: dict[str, str] = {}
+    for entry in (data.locate(p, "real-face folder or packed face bank") for p in data.real_dirs):
+        if not entry.is_dir():
+            with np.load(entry, allow_pickle=False) as packed:
+                digests |= {p: d for p, d in zip(packed["paths"].tolist(), packed["digests"].tolist()) if d}
+    return digests
 
 
 def facebank_for(config: TrainConfig) -> FaceBank:

@@ -59,7 +59,7 @@ from deepshield.training.export import (
     real_file_faces,
     synthetic_flagged,
 )
-from deepshield.training.facebank import FaceBank, donor_files, facebank_for, facebank_of_files
+from deepshield.training.facebank import FaceBank, donor_files, facebank_for, facebank_of_files, packed_source_digests
 from deepshield.training.interrupts import whole_step
 from deepshield.training.loading import EpochLoader, Loaders
 from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
@@ -180,9 +180,11 @@ class Trainer:
         policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
         train_reals, val_reals = [], []
         training_files: list[Path] = []
+        training_digests: set[str] = set()
         if config.data.real_dirs:
             bank = without_padding_heavy(facebank_for(config), config.data.max_padding_fraction)
             training_files += [Path(p) for p in bank.paths]
+            training_digests |= set(packed_source_digests(config.data).values())
             train_idx, val_idx = split_by_group(bank, config.data.val_fraction, config.seed)
             train_reals.append(bank.subset(train_idx))
             val_reals.append(bank.subset(val_idx))
@@ -211,7 +213,7 @@ class Trainer:
         val_images, val_labels = validation_samples(
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
         )
-        benchmarks = self._load_benchmarks(training_files + (other_training_files or []))
+        benchmarks = self._load_benchmarks(training_files + (other_training_files or []), training_digests)
         log.info(
             "faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks",
             len(train_bank),
@@ -221,14 +223,21 @@ class Trainer:
         )
         return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks, donors)
 
-    def _load_benchmarks(self, training_files: list[Path]) -> list[Benchmark]:
+    def _load_benchmarks(self, training_files: list[Path], training_digests: set[str] | None = None) -> list[Benchmark]:
         config = self.config
         policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
         folders = [config.data.locate(p, "benchmark") for p in config.data.benchmarks]
         if config.synthetic is not None and any(is_prepared_dataset(folder) for folder in folders):
             log.warning("synthetic-face benchmarks: %s", PREPARED_SYNTHETIC_CAUTION)
         return [
-            load_benchmark(folder, policy, Path(config.data.cache_dir), training_files, config.data.benchmark_frames)
+            load_benchmark(
+                folder,
+                policy,
+                Path(config.data.cache_dir),
+                training_files,
+                config.data.benchmark_frames,
+                training_digests=training_digests or (),
+            )
             for folder in folders
         ]
 
