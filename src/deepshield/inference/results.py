@@ -70,6 +70,13 @@ def headline(label: str, driver: VerdictDriver | None, has_synthetic: bool) -> s
     return HEADLINES[label]
 
 
+# Read from a timestamp where frames were reached by seeking (a long video, a part of one): at a varying
+# frame rate the number is near, not exact (a frame counted 17th from the start read 6). timestamp_s is exact.
+FRAME_INDEX_FIELD: Any = Field(
+    description="the frame's number in the video, from 0: counted from the start, or, where the frames were "
+    "reached by seeking, read from its timestamp at the video's average frame rate (near, not exact, when the "
+    "rate varies; timestamp_s is exact)"
+)
 CAUTIONS_FIELD: Any = Field(
     default_factory=list,
     description="why its score deserves extra care: conditions under which real faces were measured to be flagged "
@@ -166,7 +173,7 @@ class ImageResult(ScoringTerms):
 class TrackPoint(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    frame_index: int
+    frame_index: int = FRAME_INDEX_FIELD
     timestamp_s: float
     box: list[float]
     probability: float
@@ -204,7 +211,7 @@ class TrackResult(BaseModel):
 
 
 class TimelinePoint(BaseModel):
-    frame_index: int
+    frame_index: int = FRAME_INDEX_FIELD
     timestamp_s: float
     faces: int
     max_probability: float | None
