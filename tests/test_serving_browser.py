@@ -631,7 +631,7 @@ def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle,
         page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
         page.wait_for_selector(".face-card")
         assert page.inner_text(".face-card .face-meta").startswith("Face-swap probability <0.1% ·")
-        assert "suspicious face: <0.1%;" in page.inner_text("#verdict")
+        assert "face-swap score of a face: <0.1%;" in page.inner_text("#verdict")
         assert re.search(r"(?<![\d.])0\.0%|100\.0%", page.inner_text("#result")) is None  # 40.0% is fine
 
 
