@@ -19,6 +19,7 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
+from deepshield.errors import EXIT_INTERRUPTED, EXIT_READER_GONE
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
 from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, photo_with_exif, write_video
 from tests.provenance_support import signing_identity, with_credentials
@@ -248,8 +249,8 @@ def test_the_table_says_what_the_model_judges_even_when_no_file_was_analysed(cap
         (["--start", "1:75"], "--start: '1:75' is not a time: minutes and seconds after a colon are below 60"),
         (["--end", "-3"], "--end: '-3' is not a time: write seconds (95), m:ss (1:35) or h:mm:ss (0:01:35)"),
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--watch", "0"], "--watch: must be a positive number of seconds"),
-        (["--watch", "nan"], "--watch: must be a positive number of seconds"),
+        (["--watch", "0"], "--watch: must be from 0.1 to 86400 seconds"),
+        (["--watch", "nan"], "--watch: must be from 0.1 to 86400 seconds"),
     ],
 )
 def test_usage_errors_exit_2(capsys, media, args, message):
@@ -612,6 +613,33 @@ def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(
     assert code == EXIT_USAGE and "--watch needs --format jsonl or csv" in err
 
 
+def test_a_file_still_arriving_when_a_watch_began_is_scanned_again_whole(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    # Taken at the watch's first look, its signature was the finished file's: it kept the error row its
+    # half-written bytes got in the first scan, against the help's "once it has finished arriving".
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    save_image(inbox / "arriving.png", astronaut)
+    photo = (inbox / "arriving.png").read_bytes()
+    (inbox / "arriving.png").write_bytes(photo[:1000])
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            (inbox / "arriving.png").write_bytes(photo)  # the copy ends after the first scan read it
+        elif len(looks) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    out = tmp_path / "rows.jsonl"
+    scan(capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1")
+    statuses = [json.loads(line)["status"] for line in out.read_text().splitlines()]
+    assert statuses == ["error", "ok"]
+
+
 def watch_looks(monkeypatch, looks: int) -> list[float]:
     """The waits a --watch scan takes between looks, recorded; Ctrl-C ends it at the `looks`-th."""
     import deepshield.cli.scan as scan_cli
@@ -681,6 +709,158 @@ def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys
     assert "not a photo" not in text and "unsupported file type" in text
     for name in files:  # every file that could be read is named by its bytes, the broken one too
         assert f"SHA-256 {hashlib.sha256(Path(name).read_bytes()).hexdigest()}" in text
+
+
+def test_the_scanned_folder_as_the_heatmap_folder_is_still_scanned(capsys, astronaut, tiny_bundle, tmp_path):
+    # Everything under --heatmaps was left out: naming the scanned folder (or one above it) scanned nothing.
+    photos = tmp_path / "photos"
+    save_image(photos / "a.png", astronaut)
+    args = ("--model", str(tiny_bundle), "--format", "json")
+    code, out, _ = scan(capsys, str(photos), "--heatmaps", str(photos), *args)
+    assert code == EXIT_OK and [Path(r["path"]).name for r in json.loads(out)] == ["a.png"]
+    code, out, _ = scan(capsys, str(photos), "--heatmaps", str(photos), *args)  # its own heatmap is not scanned
+    assert code == EXIT_OK and [Path(r["path"]).name for r in json.loads(out)] == ["a.png"]
+    code, out, _ = scan(capsys, str(photos), "-r", "--heatmaps", str(tmp_path), *args)
+    assert code == EXIT_OK and [Path(r["path"]).name for r in json.loads(out)] == ["a.png", "a_face0.png"]
+
+
+def test_a_resumed_scan_is_refused_with_other_settings_and_found_from_another_folder(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    save_image(tmp_path / "d1" / "a.jpg", astronaut)
+    save_image(tmp_path / "d2" / "b.jpg", astronaut[::-1])
+    monkeypatch.chdir(tmp_path)
+    args = ("--model", str(tiny_bundle), "--format", "csv", "--out", "rows.csv")
+    assert scan(capsys, "d1", *args)[0] == EXIT_OK
+    kept = (tmp_path / "rows.csv").read_bytes()
+    # Another threshold mixed two thresholds' verdicts in one file, without a word.
+    code, _, err = scan(capsys, "d1", "d2", *args, "--resume", "--threshold", "0.01")
+    assert code == EXIT_USAGE and "its own settings, and these differ: threshold 0.5 -> 0.01" in err
+    assert (tmp_path / "rows.csv").read_bytes() == kept
+    # From another folder, the rows' relative paths were other files: d1/a.jpg was scanned again.
+    monkeypatch.chdir(tmp_path / "d2")
+    code, _, err = scan(
+        capsys, "../d1", "../d2", "--model", str(tiny_bundle), "--format", "csv", "--out", "../rows.csv", "--resume"
+    )
+    assert code == EXIT_OK and "1 file already in ../rows.csv, 1 to scan" in err
+    assert [row["path"] for row in csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text()))] == [
+        "d1/a.jpg",
+        "../d2/b.jpg",
+    ]
+
+
+def test_a_file_refused_for_resume_is_left_as_it_was_and_an_unreadable_row_is_one_line(
+    capsys, media, tiny_bundle, tmp_path
+):
+    # The refusal came after the last line, cut short, was cut off: a photo named as --out lost bytes.
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((media / "astronaut.jpg").read_bytes())
+    before = photo.read_bytes()
+    args = ("--model", str(tiny_bundle), "--resume")
+    code, _, err = scan(capsys, str(media / "blank.png"), *args, "--format", "csv", "--out", str(photo))
+    assert code == EXIT_USAGE and photo.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"line one\nline two, no line end")
+    assert scan(capsys, str(media / "blank.png"), *args, "--format", "jsonl", "--out", str(notes))[0] == EXIT_USAGE
+    assert notes.read_bytes() == b"line one\nline two, no line end"
+    # A CSV line that is no row was a pydantic traceback, exit 1 ("some files failed").
+    rows = tmp_path / "rows.csv"
+    assert (
+        scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv", "--out", str(rows))[0]
+        == EXIT_OK
+    )
+    with open(rows, "a") as handle:
+        handle.write("x,ok,image,no_signs_found,not a number\n")
+    code, _, err = scan(capsys, str(media / "blank.png"), *args, "--format", "csv", "--out", str(rows))
+    assert (
+        code == EXIT_USAGE and "line 3 is not a row of deepshield scan --format csv" in err and "Traceback" not in err
+    )
+
+
+def test_a_resumed_scan_keeps_the_earlier_files_heatmaps(capsys, astronaut, tiny_bundle, tmp_path):
+    # The resumed run's names started afresh: d2/a.jpg's heatmap took the name of d1/a.jpg's and overwrote it.
+    save_image(tmp_path / "d1" / "a.jpg", astronaut)
+    save_image(tmp_path / "d2" / "a.jpg", astronaut[:, ::-1])
+    heat = tmp_path / "heat"
+    args = (
+        "--model",
+        str(tiny_bundle),
+        "--format",
+        "csv",
+        "--out",
+        str(tmp_path / "rows.csv"),
+        "--heatmaps",
+        str(heat),
+    )
+    assert scan(capsys, str(tmp_path / "d1"), *args)[0] == EXIT_OK
+    first = (heat / "a_face0.png").read_bytes()
+    assert scan(capsys, str(tmp_path / "d1"), str(tmp_path / "d2"), *args, "--resume")[0] == EXIT_OK
+    assert (heat / "a_face0.png").read_bytes() == first and (heat / "a-2_face0.png").is_file()
+
+
+def test_out_and_html_naming_one_file_and_a_watch_past_a_day_are_refused(capsys, media, tiny_bundle, tmp_path):
+    same = tmp_path / "same"
+    code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv",
+                        "--out", str(same), "--html", str(same))  # fmt: skip
+    assert code == EXIT_USAGE and "--out and --html both name" in err and not same.exists()
+    for seconds in ("1e10", "1e-300", "nan"):  # 1e10 ended a whole scan in an OverflowError
+        with pytest.raises(SystemExit) as usage:
+            main(["scan", str(media / "blank.png"), "--format", "csv", "--watch", seconds])
+        assert usage.value.code == EXIT_USAGE and "must be from 0.1 to 86400 seconds" in capsys.readouterr().err
+
+
+def test_an_engine_that_fails_to_start_leaves_out_as_it_was(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    import deepshield.engines as engines
+    from deepshield.errors import DeepShieldError
+
+    def unreachable(*args, **kwargs):
+        raise DeepShieldError("cannot reach the Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(engines, "make_engine", unreachable)
+    keep = tmp_path / "keep.csv"
+    keep.write_text("path,status\nimportant,data\n")
+    code, _, err = scan(
+        capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv", "--out", str(keep)
+    )
+    assert code == EXIT_USAGE and "cannot reach" in err
+    assert keep.read_text() == "path,status\nimportant,data\n"  # it was emptied to its header
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly():
+    # `deepshield scan ... | head`: the pipe's reader left, and a BrokenPipeError traceback followed.
+    import subprocess
+    import sys
+
+    program = (
+        "import sys\nfrom deepshield.errors import exit_status\n"
+        "def run():\n    sys.stdout.write('row\\n')\n    raise BrokenPipeError\n"
+        "raise SystemExit(exit_status(run, 'deepshield'))"
+    )
+    ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == EXIT_READER_GONE == 141 and ran.stderr == ""
+
+
+def test_an_interrupted_json_scan_keeps_its_rows(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    # json and table are written at the end: an interrupted scan wrote its page but no row at all.
+    import deepshield.inference.scan as scan_module
+
+    real_scan_file = scan_module.scan_file
+    scanned = []
+
+    def stopped_at_the_second(detector, path, *args, **kwargs):
+        scanned.append(path.name)
+        if len(scanned) == 2:
+            raise KeyboardInterrupt
+        return real_scan_file(detector, path, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module, "scan_file", stopped_at_the_second)
+    out, page = tmp_path / "rows.json", tmp_path / "page.html"
+    files = [str(media / "astronaut.jpg"), str(media / "blank.png")]
+    code, _, _ = scan(
+        capsys, *files, "--model", str(tiny_bundle), "--format", "json", "--out", str(out), "--html", str(page)
+    )
+    assert code == EXIT_INTERRUPTED and "interrupted after 1 of 2 files" in page.read_text()
+    assert [Path(row["path"]).name for row in json.loads(out.read_text())] == ["astronaut.jpg"]
 
 
 def test_resume_needs_a_streamed_output_file(capsys, media, tiny_bundle):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose reader left (`| head`)
 
 
 class DeepShieldError(Exception):
@@ -52,3 +54,7 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of standard output went away (`| head`): a traceback said so
+        # Python flushes standard output at exit, which would fail again: it goes nowhere from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE

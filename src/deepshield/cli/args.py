@@ -23,10 +23,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+WATCH_SECONDS = (0.1, 86_400.0)  # a look a tenth of a second to a day apart
+
+
+def watch_interval(text: str) -> float:
+    """Seconds between a watch's looks: 1e10 ended a whole scan in an OverflowError, 1e-300 looked without rest."""
+    low, high = WATCH_SECONDS
     value = float(text)
-    if not value > 0 or value == float("inf"):  # nan fails the comparison
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    if not low <= value <= high:  # nan fails the comparison
+        raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g} seconds")
     return value
 
 

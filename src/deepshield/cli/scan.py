@@ -20,16 +20,17 @@ from deepshield.cli.args import (
     check_output_folder,
     engine_arguments,
     int_up_to,
-    positive_float,
     positive_int,
     probability,
     trust_anchors_argument,
     video_time,
+    watch_interval,
 )
 from deepshield.cli.columns import aligned
-from deepshield.media.files import NAME_BYTES
+from deepshield.media.files import NAME_BYTES, shown_name
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
+from deepshield.strict import StrictModel
 
 if TYPE_CHECKING:
     from deepshield.inference.scan import ScanRow
@@ -99,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--watch",
-        type=positive_float,
+        type=watch_interval,
         metavar="SECONDS",
         help="with --format jsonl or csv: after the scan, look for new files every SECONDS and scan each once it "
         "has finished arriving (and again if it changes), until Ctrl-C",
@@ -177,7 +178,8 @@ def render(rows: list, fmt: str, has_synthetic: bool) -> str:
 def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
     """path -> the summary of each row already in a streamed output file (its figures, not its result). A
     last line cut short (the scan was killed mid-write) is cut off the file, so that its file is scanned
-    again."""
+    again: once the rows before it are read, so that a file refused is left as it was (a photo named as
+    --out lost its last bytes to the refusal)."""
     from deepshield.errors import DeepShieldError
     from deepshield.inference.scan import ScanRow
 
@@ -185,32 +187,41 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
         return {}
     data = out.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-        with open(out, "r+b") as handle:
-            handle.truncate(len(complete))
     text = complete.decode("utf-8", errors=NAME_BYTES)
     lines = text.splitlines()
     if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
-        first = lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "..."
+        first = shown_name(lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "...")  # a photo's bytes too
         raise DeepShieldError(
             f"{out} was written with other columns ({first}); --resume appends only to a CSV with this "
             "version's columns: scan into a new file"
         )
-    if fmt == "csv":  # read whole: a quoted path may hold a line break (splitlines also splits at U+2028)
-        records = list(csv.DictReader(io.StringIO(text, newline="")))
-        return {r["path"]: ScanRow.model_validate({k: v or None for k, v in r.items()}) for r in records}
+
+    def not_a_row(where: str) -> DeepShieldError:
+        return DeepShieldError(
+            f"{out} {where} is not a row of deepshield scan --format {fmt}; --resume appends only to such a file: "
+            "scan into a new file"
+        )
+
     done = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            done[record["path"]] = ScanRow.model_validate({k: record.get(k) for k in SUMMARY_FIELDS})
-        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, not an object, not a row
-            raise DeepShieldError(
-                f"{out} line {number} is not a row of deepshield scan --format jsonl; --resume appends only to "
-                "such a file: scan into a new file"
-            ) from None
+    if fmt == "csv":  # read whole: a quoted path may hold a line break (splitlines also splits at U+2028)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for record in reader:
+            try:  # a line that is no row was a pydantic traceback, read as "some files failed"
+                done[record["path"]] = ScanRow.model_validate({k: v or None for k, v in record.items()})
+            except (ValueError, TypeError):
+                raise not_a_row(f"line {reader.line_num}") from None
+    else:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                done[record["path"]] = ScanRow.model_validate({k: record.get(k) for k in SUMMARY_FIELDS})
+            except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, not an object, not a row
+                raise not_a_row(f"line {number}") from None
+    if len(complete) < len(data):
+        with open(out, "r+b") as handle:
+            handle.truncate(len(complete))
     return done
 
 
@@ -275,30 +286,35 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
     return f"{meaning}\n{scope(has_synthetic)}\n" + (caution if cautioned else "") + (declared if declares else "")
 
 
-def write_heatmaps(row, directory: Path, used_stems: set[str] | None = None) -> None:
-    """One overlay PNG per face of an image, `<file stem>_face<index>.png`, or per face track of a
-    video, `<file stem>_track<id>.png` (its most suspicious frame). Pass the same `used_stems` set for
-    every row of a scan: files sharing a stem (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) then get
-    `<stem>-2_face0.png` and so on instead of overwriting each other's heatmaps."""
+def heatmap_stem(path: str, used_stems: set[str]) -> str:
+    """The stem a file's heatmaps are named by: its own, or `<stem>-2` and on when another file of the scan
+    (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) has it already; taken into `used_stems`."""
+    base = stem = Path(path).stem
+    number = 1
+    while stem in used_stems:
+        number += 1
+        stem = f"{base}-{number}"
+    used_stems.add(stem)
+    return stem
+
+
+def write_heatmaps(row, directory: Path, used_stems: set[str]) -> None:
+    """One overlay PNG per face of an image, or per face track of a video (its most suspicious frame),
+    named by heatmap_name. Pass the same `used_stems` set for every row of a scan (heatmap_stem)."""
     from deepshield.inference.heatmap import overlay
+    from deepshield.inference.scan import heatmap_name
     from deepshield.media.images import encode_png
 
     directory.mkdir(parents=True, exist_ok=True)
-    stem = Path(row.path).stem
-    if used_stems is not None:
-        base, number = stem, 1
-        while stem in used_stems:
-            number += 1
-            stem = f"{base}-{number}"
-        used_stems.add(stem)
+    stem = heatmap_stem(row.path, used_stems)
     named = (
-        [(f"face{face.index}", face) for face in row.result.faces]
+        [(heatmap_name(stem, "face", face.index), face) for face in row.result.faces]
         if row.kind == "image"
-        else [(f"track{t.track_id}", t) for t in row.result.tracks]
+        else [(heatmap_name(stem, "track", t.track_id), t) for t in row.result.tracks]
     )
     for name, scored in named:
         if scored.crop is not None and scored.heatmap is not None:
-            (directory / f"{stem}_{name}.png").write_bytes(encode_png(overlay(scored.crop, scored.heatmap)))
+            (directory / name).write_bytes(encode_png(overlay(scored.crop, scored.heatmap)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key
     from deepshield.inference.scan_report import PageTerms, ScanPage
     from deepshield.inference.verdict import ScoreRule
+    from deepshield.media.files import file_signature
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -330,17 +347,34 @@ def run(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None:
             check_output_file(path, flag)
+    if args.out is not None and args.html is not None and file_key(args.out) == file_key(args.html):
+        raise DeepShieldError(f"--out and --html both name {args.out}: the page would take the rows' place")
     if args.heatmaps is not None:
         check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive, args.heatmaps)
-    earlier = finished_rows(args.out, args.format) if args.resume else {}
+    threshold = ScoreRule.from_calibration(card.calibration, args.threshold).threshold
+    settings = ScanSettings(
+        model=f"{card.name} {card.version}",
+        threshold=threshold,
+        frames=args.frames,
+        start_s=args.start,
+        end_s=args.end,
+        min_face_size=args.min_face_size,
+        folder=os.getcwd(),
+    )
+    earlier_folder = Path.cwd()
+    earlier = {}
+    continuing = args.resume and args.out is not None and args.out.exists()
+    if args.resume:
+        earlier = finished_rows(args.out, args.format)
+        earlier_folder = settings.continued(args.out)
     page = None
     if args.html is not None:  # a resumed scan's page shows the earlier files too, from their rows
         page = ScanPage(
             PageTerms(
                 model=f"{card.name} {card.version}",
-                threshold=ScoreRule.from_calibration(card.calibration, args.threshold).threshold,
+                threshold=threshold,
                 synthetic_threshold=None
                 if card.synthetic is None
                 else ScoreRule.from_calibration(card.synthetic.calibration).threshold,
@@ -354,7 +388,8 @@ def run(args: argparse.Namespace) -> int:
             page.write(args.html, "no media files found")
         # a resumed scan's exit status is its output file's: its earlier error rows still stand
         return EXIT_OK if all(row.status == "ok" for row in earlier.values()) else EXIT_SOME_FAILED
-    done = {file_key(path) for path in earlier}  # the same file however either run spelled its path
+    # The same file however either run spelled its path, and from whichever folder it ran.
+    done = {file_key(earlier_folder / path) for path in earlier}
     files = [path for path in files if file_key(path) not in done]
     if earlier:
         already = f"{len(earlier)} file{'' if len(earlier) == 1 else 's'}"
@@ -373,13 +408,19 @@ def run(args: argparse.Namespace) -> int:
     statuses = [row.status for row in earlier.values()]
     outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
     used_stems: set[str] = set()
+    for row in earlier.values():  # a resumed scan's files keep clear of the earlier files' heatmaps
+        if row.status == "ok":
+            heatmap_stem(row.path, used_stems)
     with contextlib.ExitStack() as stack:
-        stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
         engine = (
             stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address))
             if files or args.watch
             else None
         )
+        # Opened once the engine is: an engine that failed to start (a Ray cluster out of reach) emptied it.
+        stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
+        if stream is not None and args.out is not None and not continuing:
+            settings.write_beside(args.out)
 
         def scan_all(batch: list[Path]) -> None:
             assert engine is not None, "an engine is opened when there are files or a watch"
@@ -396,10 +437,14 @@ def run(args: argparse.Namespace) -> int:
                     stream.write(render_row(row, args.format))
                     stream.flush()
 
+        # Each file as this scan found it: one that changes meanwhile (still arriving) is scanned again whole.
+        taken = {file_key(path): file_signature(path) for path in files} if args.watch else {}
         if files:
             try:
                 scan_all(files)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the page of the files done, said to be cut short
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the files done, the page said to be cut short
+                if stream is None:  # json and table are written at the end: there was no row at all
+                    _write_rows(args, rows, has_synthetic)
                 if page is not None:
                     done_now = sum(outcomes.values())
                     page.write(
@@ -408,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
         if args.watch:
             seen = {file_key(path) for path in files} | done
-            watch = ArrivalWatch(paths, args.recursive, seen, output=args.heatmaps)
+            watch = ArrivalWatch(paths, args.recursive, seen, output=args.heatmaps, taken=taken)
             print(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)", file=sys.stderr)
             try:
                 while True:
@@ -418,15 +463,7 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:  # how a watch ends: the rows are written, the summary follows
                 pass
     if stream is None:
-        text = render(rows, args.format, has_synthetic)
-        if args.out:
-            try:
-                args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
-            except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
-                sys.stdout.write(text)
-                raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
-        else:
-            sys.stdout.write(text)
+        _write_rows(args, rows, has_synthetic)
     if page is not None:
         page.write(args.html, outcome_line(outcomes))
     if files or args.watch:
@@ -437,6 +474,70 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+
+
+class ScanSettings(StrictModel):
+    """What a streamed scan's rows were scored with, kept beside its --out (`<out>.settings.json`): a
+    --resume with other settings mixed two thresholds' verdicts in one file without a word, and one run
+    from another folder read the relative paths as other files (each scanned again, its row twice)."""
+
+    model: str
+    threshold: float
+    frames: int
+    start_s: float
+    end_s: float | None
+    min_face_size: int
+    folder: str  # where the scan ran: its rows' relative paths are read from there
+
+    @staticmethod
+    def path_beside(out: Path) -> Path:
+        return out.with_name(out.name + ".settings.json")
+
+    def write_beside(self, out: Path) -> None:
+        from deepshield.data.layout import atomic_write_text
+
+        atomic_write_text(self.path_beside(out), self.model_dump_json(indent=2) + "\n")
+
+    def continued(self, out: Path) -> Path:
+        """The folder the rows of the scan --resume continues were written from, once its settings are
+        checked against these (refused when they differ); this one's when it kept none (an older scan)."""
+        from pydantic import ValidationError
+
+        from deepshield.errors import DeepShieldError
+
+        beside = self.path_beside(out)
+        if not beside.is_file():
+            return Path(self.folder)
+        try:
+            kept = ScanSettings.model_validate_json(beside.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as exc:
+            raise DeepShieldError(f"{beside} cannot be read ({type(exc).__name__}): scan into a new file") from None
+        changed = [
+            f"{name} {getattr(kept, name)} -> {getattr(self, name)}"
+            for name in ScanSettings.model_fields
+            if name != "folder" and getattr(kept, name) != getattr(self, name)
+        ]
+        if changed:
+            raise DeepShieldError(
+                f"--resume continues the scan in {out} with its own settings, and these differ: {'; '.join(changed)}. "
+                "Give the same options, or scan into a new file"
+            )
+        return Path(kept.folder)
+
+
+def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> None:
+    """The rows of a format written once the scan is over (json, table): to --out or standard output."""
+    from deepshield.errors import DeepShieldError
+
+    text = render(rows, args.format, has_synthetic)
+    if args.out:
+        try:
+            args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+        except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
+            sys.stdout.write(text)
+            raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
+    else:
+        sys.stdout.write(text)
 
 
 # How the table says where a declared source type stands, beside the Content Credentials' state: an unsigned

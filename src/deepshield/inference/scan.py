@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -40,14 +42,33 @@ class ScanRow(BaseModel):
     result: ImageResult | VideoResult | None = None
 
 
+def heatmap_name(stem: str, what: Literal["face", "track"], number: int) -> str:
+    """The name of a scan's heatmap PNG (`scan --heatmaps`): `<file stem>_face<index>.png` or `_track<id>.png`."""
+    return f"{stem}_{what}{number}.png"
+
+
+_HEATMAP_NAME = re.compile(r".+_(?:face|track)\d+\.png")
+
+
+def _own_heatmap(path: Path, folder_key: str, heatmaps_key: str | None) -> bool:
+    """Whether `path`, found in the scanned folder `folder_key`, is the scan's: anything in a heatmap folder
+    inside the scanned one, or, where the heatmap folder is the scanned one or above it, a file in it named
+    as heatmaps are (leaving out all it held, such a scan scanned nothing)."""
+    if heatmaps_key is None:
+        return False
+    if heatmaps_key.startswith(folder_key + os.sep):
+        return file_key(path).startswith(heatmaps_key + os.sep)
+    return file_key(path.parent) == heatmaps_key and _HEATMAP_NAME.fullmatch(path.name) is not None
+
+
 def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = None) -> list[Path]:
     """Explicit paths are kept whatever their name (type is sniffed later); folders contribute their
     entries with a media suffix, sorted, so that a folder's notes or metadata are not errors. Entries
     that are not regular files (FIFOs, broken links, link loops) are kept too: each gets an error row
-    saying what it is, rather than vanishing from the results. A folder's files under `output` (the
-    scan's own heatmaps) are left out: a watched folder holding it would scan its heatmaps, their
+    saying what it is, rather than vanishing from the results. A folder's heatmaps the scan writes
+    (`output`: _own_heatmap) are left out: a watched folder holding them would scan its heatmaps, their
     heatmaps' heatmaps, and on."""
-    outside = None if output is None else file_key(output) + os.sep
+    heatmaps_key = None if output is None else file_key(output)
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -59,7 +80,7 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
                     for p in entries
                     if p.suffix.lower() in MEDIA_SUFFIXES
                     and not p.name.startswith(".")
-                    and (outside is None or not file_key(p).startswith(outside))
+                    and not _own_heatmap(p, file_key(path), heatmaps_key)
                 )
             )
         else:
@@ -87,8 +108,9 @@ class ArrivalWatch:
     recursive: bool
     seen: set[str]  # file_key of the files already scanned, or in the output being resumed
     output: Path | None = None  # the scan's heatmap folder, whose files are not taken (collect_files)
-    # Each seen file's signature when it was taken (at the first look for those seen before the watch).
-    _taken: dict[str, Signature] = field(default_factory=dict)
+    # Each seen file's signature when it was taken: for the first scan's files, as that scan began (one
+    # still arriving then was never scanned again whole), for a resumed output's, at the first look.
+    taken: dict[str, Signature] = field(default_factory=dict)
     _last_look: dict[str, Signature] = field(default_factory=dict)
 
     def arrived(self) -> list[Path]:
@@ -97,13 +119,13 @@ class ArrivalWatch:
             key = file_key(path)
             signature = file_signature(path)  # None: scanned (as an error row) once it stays None
             if key in self.seen:
-                if self._taken.setdefault(key, signature) == signature:
+                if self.taken.setdefault(key, signature) == signature:
                     continue
                 self.seen.discard(key)  # changed since it was taken: waits to hold still again
             if key in self._last_look and self._last_look[key] == signature:
                 ready.append(path)
                 self.seen.add(key)
-                self._taken[key] = signature
+                self.taken[key] = signature
             else:
                 look[key] = signature
         self._last_look = look
