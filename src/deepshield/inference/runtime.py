@@ -16,6 +16,7 @@ from deepshield.errors import BundleError
 from deepshield.faces.crop import SyntheticCrops
 from deepshield.media.files import file_sha256
 from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
+from deepshield.strict import explain
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -49,7 +50,9 @@ def read_card(bundle_dir: Path) -> ModelCard:
         raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}")
     try:
         card = ModelCard.model_validate_json(card_path.read_text())
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # one line per problem (pydantic's own ran to four, with a web address)
+        raise BundleError(f"model card {card_path} is invalid: {explain(exc, ModelCard)}") from None
+    except ValueError as exc:
         raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
     if card.format != BUNDLE_FORMAT:
         raise BundleError(f"model bundle format {card.format} is not supported (expected {BUNDLE_FORMAT})")
