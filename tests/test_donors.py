@@ -95,6 +95,32 @@ def test_a_groups_split_side_does_not_depend_on_the_rest_of_the_bank():
     assert split_by_group(whole, 0.1, seed=3)[1].tolist() != split_by_group(whole, 0.1, seed=4)[1].tolist()
 
 
+def test_copies_of_one_photo_under_other_names_are_one_group(tmp_path):
+    # A name the group pattern does not read is its own group: a photo and its copy under another name
+    # (byte for byte, or its pixels in another file format) fell on both sides of the split (27 of 137
+    # such clusters in the shared folders) and were each other's "other person" as blend donors.
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.training.dataset import split_by_group
+    from deepshield.training.facebank import build_facebank
+
+    folder = write_real_faces(tmp_path / "real", 6)
+    photos = sorted(folder.iterdir())
+    shutil.copy(photos[0], folder / "copy.jpg")
+    cv2.imwrite(str(folder / "augmented_image_7.bmp"), cv2.imread(str(photos[1])))
+    bank = build_facebank([folder], CropPolicy(size=64), tmp_path / "cache", group_pattern=r"^(person\d)_", workers=1)
+    group_of = {Path(path).name: group for path, group in zip(bank.paths.tolist(), bank.groups.tolist())}
+    assert (
+        group_of["copy.jpg"] == group_of[photos[0].name]
+        and group_of["augmented_image_7.bmp"] == group_of[photos[1].name]
+    )
+    assert len(set(bank.groups.tolist())) == 4  # person0 to person3: the copies joined theirs
+    for seed in range(20):  # whichever side their group falls on, both copies are there
+        val = split_by_group(bank, 0.5, seed)[1]
+        for copy, photo in (("copy.jpg", photos[0].name), ("augmented_image_7.bmp", photos[1].name)):
+            sides = {name: "val" if i in val else "train" for i, name in enumerate(Path(p).name for p in bank.paths)}
+            assert sides[copy] == sides[photo]
+
+
 def test_donors_need_a_share_and_a_share_needs_donors(tmp_path):
     for settings in (["data.donor_fraction=0.5"], [f'data.donor_dirs=["{tmp_path}"]']):
         with pytest.raises(DeepShieldError, match=r"data\.donor_dirs and data\.donor_fraction go together"):
