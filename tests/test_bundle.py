@@ -91,6 +91,21 @@ def test_cam_shape_and_mean_is_the_logit(request, astronaut, which, cam_side):
     np.testing.assert_allclose(scores.cams.mean(axis=(1, 2)), scores.logits, rtol=1e-4, atol=1e-5)
 
 
+def test_a_score_that_is_not_a_number_is_the_models_fault_not_no_face(tiny_net_bundle, astronaut, monkeypatch):
+    # Downstream a NaN score means "no face": a damaged graph's NaN read as a file without a face.
+    _net, card, bundle = tiny_net_bundle
+    classifier = OnnxClassifier(bundle)
+    real_run = classifier._run
+
+    def with_a_nan(batch):
+        logits, *rest = real_run(batch)
+        return [np.where(np.arange(len(logits)) == 1, np.nan, logits).astype(logits.dtype), *rest]
+
+    monkeypatch.setattr(classifier, "_run", with_a_nan)
+    with pytest.raises(RuntimeError, match="gave a score that is not a number"):
+        classifier.score(face_like_crops(astronaut, card.input_size, 3))
+
+
 def test_log_mean_exp_pooling_leans_to_the_most_suspicious_locations():
     cam = torch.tensor([[[0.0, 0.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])  # a local peak; a flat map
     pooled = {

@@ -252,6 +252,23 @@ def test_reliability_bins_and_ece():
     expected = (0.05 + 0.15 + 0.15 + 3 * abs(2 / 3 - (0.95 + 0.92 + 0.91) / 3)) / 6
     assert expected_calibration_error(labels, probabilities) == pytest.approx(expected)
     assert reliability([1], [1.0]).counts[-1] == 1  # 1.0 falls in the last bin
+    # A score on an edge is in the bin it starts: 0.3 and 0.7 fell below (linspace's 0.30000000000000004).
+    edge_bins = [int(np.flatnonzero(reliability([0], [v]).counts)[0]) for v in (0.2, 0.3, 0.4, 0.6, 0.7, 0.8)]
+    assert edge_bins == [2, 3, 4, 6, 7, 8]
+    assert reliability([1, 0], [0.3, 0.35]).ece == pytest.approx(abs(0.5 - 0.325))  # one bin, not two
+
+
+def test_a_score_that_is_not_a_number_is_no_rate_on_a_two_class_set():
+    # The NaN check sent a two-class set down the one-class path: "true_negative_rate" 1.0, which was the
+    # accuracy over all faces with the NaN real counted right.
+    from deepshield.evaluation.summary import EvaluationSettings, metric_block
+
+    labels, scores = np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, np.nan, 0.7, 0.8, 0.9])
+    block = metric_block(labels, scores, np.arange(6), EvaluationSettings(bootstrap=0), "faces")
+    assert block.error and block.metrics is None
+    assert block.true_negative_rate is None and block.detection_rate is None and block.confusion is None
+    reals = metric_block(labels[:3], scores[:3] * 0 + 0.2, np.arange(3), EvaluationSettings(bootstrap=0), "faces")
+    assert reals.true_negative_rate is not None and reals.true_negative_rate.value == 1.0  # one class: its rate
 
 
 def test_fit_temperature_undoes_overconfidence():
@@ -329,7 +346,12 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
     assert edges(0.02) == pytest.approx((0.3, 0.4))  # no other candidate comes within 2 points
     assert edges(0.125) == pytest.approx((0.2, 0.6))  # contiguous: 0.7 falls short, so 0.8 is not reached
     assert edges(0.25) == pytest.approx((0.1, 0.9))
-    assert edges(0.02)[0] > 0.3 and edges(0.99) == (0.0, 0.9)
+    assert edges(0.02)[0] > 0.3 and edges(0.99) == (0.0, 1.0)
+    # Above the highest score no threshold flags anything, and the top could not reach there: a threshold
+    # over every score (a false-positive target of 0 with a real scored highest) got the band [0.9, 0.9].
+    above = fit_inconclusive_band([0, 0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.9, 0.5, 0.6, 0.85], 0.9000000000000001)
+    assert (above.low, above.high) == pytest.approx((0.9, 1.0))
+    assert fit_inconclusive_band([1, 1, 0, 0], [0.0, 0.05, 0.2, 0.4], 0.5).high == pytest.approx(0.6)
     capped = fit_inconclusive_band(labels, scores, 0.4, 0.25)  # the default cap: 0.1 either side
     assert (capped.low, capped.high) == pytest.approx((0.3, 0.5)) and "capped at threshold +- 0.1" in capped.fitted_on
     assert (

@@ -165,7 +165,8 @@ def fit_inconclusive_band(
         raise MetricsError("an inconclusive band needs real and fake samples")
     if not 0 <= tolerance < 1:
         raise MetricsError(f"band tolerance must be in [0, 1), got {tolerance}")
-    candidates = np.unique(np.concatenate([probabilities, [threshold]]))
+    # 1.0 too: above the highest score every threshold flags nothing, and the band's top could not reach there.
+    candidates = np.unique(np.concatenate([probabilities, [threshold, 1.0]]))
     tpr, fpr = _rates(real, fake, candidates)
     balanced = (tpr + 1 - fpr) / 2
     at = int(np.searchsorted(candidates, threshold))
@@ -212,7 +213,9 @@ def reliability(labels, probabilities, bins: int = 10) -> Reliability:
     labels = np.asarray(labels, np.float64)
     probabilities = np.asarray(probabilities, np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probabilities, edges[1:-1], right=False), 0, bins - 1)
+    # [k/bins, (k+1)/bins) by the bin's number: linspace's edges 0.30000000000000004 and 0.7000000000000001
+    # put 0.3 and 0.7 in the bins below theirs, while 0.2 and 0.8 went above.
+    index = np.clip(np.floor(probabilities * bins).astype(np.int64), 0, bins - 1)
     counts = np.bincount(index, minlength=bins).astype(np.int64)
     sum_p = np.bincount(index, weights=probabilities, minlength=bins)
     sum_y = np.bincount(index, weights=labels, minlength=bins)

@@ -180,6 +180,9 @@ class OnnxClassifier:
             )
         logits, cams, *rest = (np.concatenate(parts) for parts in zip(*batches))
         synthetic = rest[0] if rest else None
+        if not np.isfinite(logits).all() or (synthetic is not None and not np.isfinite(synthetic).all()):
+            # A fault of the model, not of the file; downstream a NaN score reads as "no face".
+            raise RuntimeError(f"the model {self.card.name} {self.card.version} gave a score that is not a number")
         return FaceScores(
             logits,
             self.probability(logits),

@@ -170,7 +170,7 @@ def fit_calibration(
         threshold = fit_threshold_each(reals.values(), target_fpr)
         counts = ", ".join(f"{name} {scores.size}" for name, scores in reals.items())
         fitted_on = (
-            f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr:.0%} of each set of real media "
+            f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr * 100:g}% of each set of real media "
             f"(real faces or files: {counts})"
         )
     band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
