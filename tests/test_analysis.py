@@ -536,6 +536,42 @@ def test_associate_starts_a_new_person_where_another_face_takes_the_place(astron
     cut = associate(frames, [[face_look(face)], [face_look(dimmer)], [face_look(other)], [face_look(other)]])
     assert [t.members for t in cut] == [[(0, 0), (1, 0)], [(2, 0), (3, 0)]]
     assert len(associate(frames)) == 1  # by boxes alone: one track
+    # The limit itself, from both sides: looks 0.45 and 0.55 apart (a share s moved to another bin is
+    # sqrt(1 - sqrt(1 - s)) away).
+    base = np.zeros(64, np.float32)
+    base[0] = 1.0
+    for distance, joined in ((0.45, True), (0.55, False)):
+        moved = base.copy()
+        moved[1] = 1 - (1 - distance**2) ** 2
+        moved[0] = 1 - moved[1]
+        assert look_distance(base, moved) == pytest.approx(distance, abs=1e-3)
+        assert (len(associate([[box(0)], [box(0)]], [[base], [moved]])) == 1) == joined
+
+
+def test_a_cut_to_another_person_in_the_same_place_is_two_people_in_a_videos_result(monkeypatch):
+    # Both callers pass the faces' looks: a video's analysis here, a prepared dataset's rows below.
+    info = VideoInfo(width=640, height=360, fps=10.0, frame_count=4, duration_s=0.4, rotation=0, codec="h264")
+    frames = []
+    for i in range(4):
+        image = np.full((360, 640, 3), i, np.uint8)  # the frame's number in its first pixel (FrameScriptDetector)
+        image[100:200, 100:200] = (200, 120, 90) if i < 2 else (60, 90, 200)  # one face, then another
+        frames.append(VideoFrame(i, i / 10, image))
+    monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits, on_frame=None, span=None: (info, frames))
+    detector = Detector(ScriptedClassifier([0.0] * 4), FrameScriptDetector({i: [box(100, 100)] for i in range(4)}))
+    result = detector.analyze_video("unused.mp4", frames=4)
+    assert [[p.frame_index for p in track.points] for track in result.tracks] == [[0, 1], [2, 3]]
+
+    from deepshield.evaluation.scoring import FileRecord, PreparedCrops
+
+    class Member:
+        def __init__(self, frame_index: int) -> None:
+            self.frame_index, self.face_index, self.detection_score = frame_index, 0, 0.9
+            self.box = (100.0, 100.0, 200.0, 200.0)
+
+    record = FileRecord(0, "v.mp4", 1, "set", "m", "g", "crops", 4)
+    crops = [np.ascontiguousarray(frame.image[100:200, 100:200]) for frame in frames]
+    rows = PreparedCrops._rows(record, [Member(i) for i in range(4)], crops, (0, 1, 2, 3))
+    assert [row.track_id for row in rows] == [0, 0, 1, 1]
 
 
 class FrameScriptDetector:
