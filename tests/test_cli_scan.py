@@ -737,16 +737,30 @@ def test_a_resumed_scan_is_refused_with_other_settings_and_found_from_another_fo
     code, _, err = scan(capsys, "d1", "d2", *args, "--resume", "--threshold", "0.01")
     assert code == EXIT_USAGE and "its own settings, and these differ: threshold 0.5 -> 0.01" in err
     assert (tmp_path / "rows.csv").read_bytes() == kept
+    for option, differs in (
+        (("--frames", "4"), "frames 32 -> 4"),
+        (("--min-face-size", "40"), "min_face_size 20 -> 40"),
+        (("--start", "1"), "start_s 0.0 -> 1.0"),
+        (("--end", "9"), "end_s None -> 9.0"),
+    ):
+        code, _, err = scan(capsys, "d1", "d2", *args, "--resume", *option)
+        assert code == EXIT_USAGE and f"these differ: {differs}." in err, err
     # From another folder, the rows' relative paths were other files: d1/a.jpg was scanned again.
     monkeypatch.chdir(tmp_path / "d2")
-    code, _, err = scan(
-        capsys, "../d1", "../d2", "--model", str(tiny_bundle), "--format", "csv", "--out", "../rows.csv", "--resume"
-    )
+    resumed = ("../d1", "../d2", "--model", str(tiny_bundle), "--format", "csv", "--out", "../rows.csv", "--resume")
+    code, _, err = scan(capsys, *resumed)
     assert code == EXIT_OK and "1 file already in ../rows.csv, 1 to scan" in err
+    # Its rows name their files from the scan's folder too: a third run read "../d2/b.jpg" from there.
     assert [row["path"] for row in csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text()))] == [
         "d1/a.jpg",
-        "../d2/b.jpg",
+        "d2/b.jpg",
     ]
+    code, _, err = scan(capsys, *resumed)
+    assert code == EXIT_OK and "2 files already in ../rows.csv, 0 to scan" in err
+    # Settings left beside a deleted --out are not the new scan's.
+    (tmp_path / "rows.csv").unlink()
+    assert scan(capsys, *resumed, "--threshold", "0.01")[0] == EXIT_OK
+    assert json.loads((tmp_path / "rows.csv.settings.json").read_text())["threshold"] == 0.01
 
 
 def test_a_file_refused_for_resume_is_left_as_it_was_and_an_unreadable_row_is_one_line(
@@ -803,10 +817,13 @@ def test_out_and_html_naming_one_file_and_a_watch_past_a_day_are_refused(capsys,
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv",
                         "--out", str(same), "--html", str(same))  # fmt: skip
     assert code == EXIT_USAGE and "--out and --html both name" in err and not same.exists()
-    for seconds in ("1e10", "1e-300", "nan"):  # 1e10 ended a whole scan in an OverflowError
+    for seconds in ("1e10", "1e-300", "nan", "0.09", "86401"):  # 1e10 ended a whole scan in an OverflowError
         with pytest.raises(SystemExit) as usage:
             main(["scan", str(media / "blank.png"), "--format", "csv", "--watch", seconds])
         assert usage.value.code == EXIT_USAGE and "must be from 0.1 to 86400 seconds" in capsys.readouterr().err
+    from deepshield.cli.args import watch_interval
+
+    assert watch_interval("0.1") == 0.1 and watch_interval("86400") == 86400.0  # the bounds themselves hold
 
 
 def test_an_engine_that_fails_to_start_leaves_out_as_it_was(capsys, media, tiny_bundle, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -174,10 +175,20 @@ def test_add_real_reads_neither_the_datasets_own_crops_nor_one_photo_twice(tmp_p
     linked = faces(tmp_path / "linked", small, 1, start=40)
     for i in range(5):
         (linked / f"link{i}.png").symlink_to(linked / "040.png")
+    (linked / "hard.png").hardlink_to(linked / "040.png")  # and a hard link: one photo, two groups
+    os.mkfifo(linked / "pipe.png")  # a FIFO among them is named, never read (a read would block)
+    (linked / "loop.png").symlink_to("loop.png")  # a link loop crashed the step (Path.resolve)
     summary = balance.add_real(out, linked, progress=False)
     added = [r for r in read_manifest(out) if r.source == "linked"]
-    assert summary.added == len(added) == 1 and summary.errors == 5
-    assert {e.reason.split(" (")[0] for e in read_errors(out) if "linked" in e.source_file} == {"listed twice"}
+    assert summary.added == len(added) == 1 and summary.errors == 8
+    reasons = [e.reason.split(" (")[0] for e in read_errors(out) if "linked" in e.source_file]
+    assert sorted(reasons) == ["listed twice"] * 6 + ["not a regular file: a FIFO", "symbolic link loop"]
+    # Added again, adding nothing: its error rows are made again, not added to (they piled up each run).
+    rows = read_errors(out)
+    balance.add_real(out, tmp_path / "src" / "real", progress=False)
+    balance.add_real(out, tmp_path / "src" / "real", progress=False)
+    held = [e for e in read_errors(out) if e.reason == "already in the dataset (not added again)"]
+    assert len(held) == 2 and len(read_errors(out)) == len(rows) + 2
 
 
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):

@@ -121,6 +121,30 @@ def test_copies_of_one_photo_under_other_names_are_one_group(tmp_path):
             assert sides[copy] == sides[photo]
 
 
+def test_faces_a_few_bits_apart_are_one_photo_and_more_are_two():
+    # crop_hash reads a 17 x 16 grid of cells: faces drawn as such grids move its bits one cell at a time.
+    from deepshield.training.facebank import SAME_PHOTO_BITS, crop_hash, joined_copies
+
+    rng = np.random.default_rng(0)
+    grid = rng.integers(60, 200, (16, 17)).astype(np.uint8)
+
+    def face(cells: np.ndarray) -> np.ndarray:
+        return np.repeat(np.kron(cells, np.ones((4, 4), np.uint8))[..., None], 3, axis=2)
+
+    def bits_apart(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.unpackbits(crop_hash(a) ^ crop_hash(b)).sum())
+
+    near, far = grid.copy(), grid.copy()
+    near[3, 5] = 255 if near[3, 4] < 250 else 0  # one cell: one or two comparisons change
+    for row in range(0, 16, 2):  # cells in other rows, until a few more bits than a copy may differ by
+        far[row, 8] = 255 - far[row, 8]
+        if bits_apart(face(grid), face(far)) >= 5:
+            break
+    assert 1 <= bits_apart(face(grid), face(near)) <= SAME_PHOTO_BITS < bits_apart(face(grid), face(far)) <= 8
+    images = np.stack([face(grid), face(near), face(far)])
+    assert joined_copies(np.array(["a", "b", "c"]), images).tolist() == ["a", "a", "c"]
+
+
 def test_donors_need_a_share_and_a_share_needs_donors(tmp_path):
     for settings in (["data.donor_fraction=0.5"], [f'data.donor_dirs=["{tmp_path}"]']):
         with pytest.raises(DeepShieldError, match=r"data\.donor_dirs and data\.donor_fraction go together"):

@@ -267,8 +267,10 @@ def test_a_score_that_is_not_a_number_is_no_rate_on_a_two_class_set():
     block = metric_block(labels, scores, np.arange(6), EvaluationSettings(bootstrap=0), "faces")
     assert block.error and block.metrics is None
     assert block.true_negative_rate is None and block.detection_rate is None and block.confusion is None
-    reals = metric_block(labels[:3], scores[:3] * 0 + 0.2, np.arange(3), EvaluationSettings(bootstrap=0), "faces")
+    reals = metric_block(labels[:3], np.full(3, 0.2), np.arange(3), EvaluationSettings(bootstrap=0), "faces")
     assert reals.true_negative_rate is not None and reals.true_negative_rate.value == 1.0  # one class: its rate
+    one_class_nan = metric_block(labels[:3], scores[:3], np.arange(3), EvaluationSettings(bootstrap=0), "faces")
+    assert one_class_nan.error and one_class_nan.true_negative_rate is None  # the NaN real was counted right
 
 
 def test_fit_temperature_undoes_overconfidence():

@@ -88,6 +88,43 @@ def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not
         assert repacked["digests"].tolist() == first["digests"].tolist() and all(first["digests"].tolist())
 
 
+def test_a_packed_banks_sources_are_looked_for_among_files_of_their_sizes_only(tmp_path, monkeypatch):
+    # Every benchmark file was hashed at every training start (minutes for video benchmarks).
+    import deepshield.training.benchmarks as benchmarks
+    from deepshield.training.facebank import source_key
+
+    files = []
+    for size in (10, 20, 30):
+        files.append(tmp_path / f"f{size}.bin")
+        files[-1].write_bytes(bytes(size))
+    training = tmp_path / "gone.bin"
+    training.write_bytes(bytes(20))
+    key = source_key(training)
+    training.unlink()
+    hashed = []
+    real_sha = benchmarks.file_sha256
+    monkeypatch.setattr(benchmarks, "file_sha256", lambda path: hashed.append(path.name) or real_sha(path))
+    with pytest.raises(benchmarks.BenchmarkOverlapError, match="shares 1 file"):
+        benchmarks.check_no_overlap("set", files, [], [key])
+    assert hashed == ["f20.bin"]
+
+
+def test_a_copy_in_a_folder_and_a_packed_bank_is_one_group(real_dir, packed, tmp_path):
+    # Each bank joined its own copies only: a photo in a folder and in a packed bank were two people.
+    import shutil
+
+    out, _ = packed
+    folder = tmp_path / "more"
+    folder.mkdir()
+    original = sorted(real_dir.iterdir())[0]
+    shutil.copy(original, folder / "renamed.png")
+    config = tiny_config(folder, tmp_path / "run", tmp_path / "e.db", tmp_path / "cache")
+    config = config.model_copy(update={"data": config.data.model_copy(update={"real_dirs": [str(folder), str(out)]})})
+    bank = facebank_for(config)
+    group_of = {Path(p).name: g for p, g in zip(bank.paths.tolist(), bank.groups.tolist())}
+    assert group_of["renamed.png"] == group_of[original.name]
+
+
 def test_max_faces_draws_a_seeded_subset(packed, tmp_path):
     out, _ = packed
     config_file = out.parent / "config.json"

@@ -1020,13 +1020,19 @@ def bit_number(image: np.ndarray) -> int:
 
 
 def test_a_ts_whose_first_keyframe_a_seek_skips_is_sampled_whole_and_not_called_damaged(tmp_path):
-    # 700 frames at 30 fps, a keyframe every 64, the TS muxer's usual start (0.067 s): the seek for the
-    # first sample (1.4 s) landed on the keyframe at 2.1 s however far back it went, and the one for 21.9 s
-    # found no frame: 7 of 8 samples, the first at frame 64, and the file called damaged.
+    # 700 frames at 30 fps, x264's keyframe every 250, the TS muxer's usual start (0.067 s): the seek for
+    # the first sample (1.4 s) landed past it however far back it went, and the one for 21.9 s found no
+    # frame: 7 of 8 samples, the first at frame 64, and the file called damaged.
     frames = bit_frames(700)
-    path = write_timed_video(
-        tmp_path / "gop.ts", frames, [1 / 15 + i / 30 for i in range(700)], "mpegts", keyframe_every=64
-    )
+    path = tmp_path / "gop.ts"
+    with av.open(str(path), "w", format="mpegts") as container:  # frame times as the muxer sets them
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     info, sampled = sample_frames(path, 8)
     assert [f.index for f in sampled] == [bit_number(f.image) for f in sampled] == uniform_indices(700, 8)
     assert not info.damaged

@@ -177,12 +177,11 @@ def test_dfdc_videos_no_metadata_names_are_said_and_a_real_keyed_by_folder_is_gr
     assert unlisted == ["c1.mp4", "root.mp4", "stray.mp4"]
     # A name outside the metadata's folder (an absolute path) gave a traceback.
     (tmp_path / "away.mp4").write_bytes(b"x")
-    (part / "metadata.json").write_text(json.dumps({str(tmp_path / "away.mp4"): {"label": "FAKE"}}))
-    (problem,) = [e for e in read_source(part, "dfdc") if e.path.name == "away.mp4"]
-    assert (
-        isinstance(problem, SourceProblem)
-        and problem.reason == "metadata.json names a file outside the dataset's folder"
-    )
+    for name in (str(tmp_path / "away.mp4"), "../../away.mp4"):  # a name climbing out with .. was taken
+        (part / "metadata.json").write_text(json.dumps({name: {"label": "FAKE"}}))
+        (problem,) = [e for e in read_source(part, "dfdc") if e.path.name == "away.mp4"]
+        assert isinstance(problem, SourceProblem), name
+        assert problem.reason == "metadata.json names a file outside the dataset's folder"
 
 
 def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
@@ -735,10 +734,16 @@ def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path,
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     (tmp_path / "src" / "real" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     os.mkfifo(tmp_path / "src" / "real" / "pipe.png")
+    (tmp_path / "src" / "real" / "self.png").symlink_to("self.png")  # a loop: Path.resolve's RuntimeError
+    os.mkfifo(tmp_path / "src" / "real" / "metadata.json")  # read as a DFDC listing, it blocked for good
     summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
     reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
-    assert reasons == {"gone.png": "broken symbolic link", "pipe.png": "not a regular file: a FIFO (named pipe)"}
-    assert (summary.files, summary.crops, len(summary.missing), len(summary.unreadable)) == (3, 1, 0, 2)
+    assert reasons == {
+        "gone.png": "broken symbolic link",
+        "pipe.png": "not a regular file: a FIFO (named pipe)",
+        "self.png": "symbolic link loop",
+    }
+    assert (summary.files, summary.crops, len(summary.missing), len(summary.unreadable)) == (4, 1, 0, 3)
 
 
 def test_a_dataset_description_cut_short_or_with_an_unknown_key_is_refused_by_name(tmp_path: Path, small):

@@ -657,7 +657,7 @@ def test_a_job_running_at_shutdown_stops_and_is_reported_after_the_restart(detec
     assert (after["status"], after["error"]["error"]) == ("failed", "server_restarted")
 
 
-def test_a_saved_job_this_version_cannot_read_is_said_not_a_500(detector, astronaut_jpeg, tmp_path):
+def test_a_saved_job_this_version_cannot_read_is_said_not_a_500(detector, astronaut_jpeg, tmp_path, caplog):
     # A result saved before a field was added (manipulation_label) failed JobView's validation on every poll.
     import json
     import sqlite3
@@ -673,12 +673,15 @@ def test_a_saved_job_this_version_cannot_read_is_said_not_a_500(detector, astron
             del face["manipulation_label"]
         db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), old))
         db.execute("UPDATE jobs SET file = '{' WHERE id = ?", (broken,))  # not even its file's record reads
-    with client_for(detector, state_dir=state) as client:
+    with caplog.at_level("WARNING", "deepshield.serving"), client_for(detector, state_dir=state) as client:
         response = client.get(f"/v1/jobs/{old}")
         assert response.status_code == 200 and response.json()["status"] == "failed"
         assert response.json()["error"]["error"] == "result_unreadable" and response.json()["result"] is None
         assert_error(client.get(f"/v1/jobs/{broken}"), 404, "job_not_found")
         assert client.get("/healthz").json()["job_error_statuses"]["result_unreadable"] == 410
+    assert f"job ledger: job {broken} dropped, unreadable by this version" in caplog.text
+    with sqlite3.connect(state / "jobs.sqlite3") as db:  # gone from the ledger, not only unanswered
+        assert db.execute("SELECT id FROM jobs WHERE id = ?", (broken,)).fetchall() == []
 
 
 def test_a_damaged_job_ledger_is_a_clear_error_not_a_traceback(detector, tmp_path):

@@ -75,6 +75,22 @@ def two_output_bundle(tmp_path_factory):
     return export_two_output_bundle(tmp_path_factory.mktemp("bundle") / "two")
 
 
+@pytest.mark.parametrize("output", [0, 2])  # the face-swap logit, the synthetic one
+def test_a_synthetic_score_that_is_not_a_number_is_the_models_fault(two_output_bundle, astronaut, monkeypatch, output):
+    _net, bundle = two_output_bundle
+    classifier = OnnxClassifier(bundle)
+    real_run = classifier._run
+
+    def with_a_nan(batch):
+        outputs = real_run(batch)
+        outputs[output] = np.where(np.arange(len(outputs[output])) == 1, np.nan, outputs[output]).astype(np.float32)
+        return outputs
+
+    monkeypatch.setattr(classifier, "_run", with_a_nan)
+    with pytest.raises(RuntimeError, match="gave a score that is not a number"):
+        classifier.score(face_like_crops(astronaut, 64, 3))
+
+
 def test_runtime_reads_both_outputs_of_one_pass(two_output_bundle, astronaut):
     net, bundle = two_output_bundle
     classifier = OnnxClassifier(bundle)

@@ -314,7 +314,10 @@ def test_a_real_media_threshold_keeps_a_band_near_it():
     assert fitted.threshold - 0.1 - 1e-9 <= band.low <= fitted.threshold <= band.high <= fitted.threshold + 0.1 + 1e-9
     assert "capped at threshold +- 0.1" in band.fitted_on
     # A target under a whole percent is said as given: 0.005 read "at most 0%".
-    assert "at most 0.5% of each set" in fit_calibration(labels, logits, bench_reals, target_fpr=0.005).fitted_on
+    for target, said in ((0.005, "0.5%"), (0.0001, "0.01%"), (0.01, "1%")):
+        assert (
+            f"at most {said} of each set" in fit_calibration(labels, logits, bench_reals, target_fpr=target).fitted_on
+        )
 
 
 def test_a_probability_scale_on_real_media_keeps_the_validation_cut():

@@ -366,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
     earlier_folder = Path.cwd()
     earlier = {}
     continuing = args.resume and args.out is not None and args.out.exists()
-    if args.resume:
+    kept_settings = continuing and ScanSettings.path_beside(args.out).is_file()
+    if continuing:  # (settings left beside an --out since deleted are not this scan's)
         earlier = finished_rows(args.out, args.format)
         earlier_folder = settings.continued(args.out)
     page = None
@@ -419,12 +420,16 @@ def run(args: argparse.Namespace) -> int:
         )
         # Opened once the engine is: an engine that failed to start (a Ray cluster out of reach) emptied it.
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
-        if stream is not None and args.out is not None and not continuing:
-            settings.write_beside(args.out)
+        if stream is not None and args.out is not None and not kept_settings:
+            settings.write_beside(args.out)  # an older scan's resumed output is checked from now on
 
         def scan_all(batch: list[Path]) -> None:
             assert engine is not None, "an engine is opened when there are files or a watch"
             for row in tqdm(engine.map(job, batch), total=len(batch), unit="file", file=sys.stderr, disable=None):
+                if not os.path.isabs(row.path) and earlier_folder != Path.cwd():
+                    # One folder for all the rows' relative paths: the scan's, not the resume's (a third run
+                    # read this run's rows from the first one's folder, and scanned their files again).
+                    row = row.model_copy(update={"path": os.path.relpath(row.path, earlier_folder)})
                 if args.heatmaps is not None and row.status == "ok":
                     write_heatmaps(row, args.heatmaps, used_stems)
                 if page is not None:
@@ -499,7 +504,7 @@ class ScanSettings(StrictModel):
         atomic_write_text(self.path_beside(out), self.model_dump_json(indent=2) + "\n")
 
     def continued(self, out: Path) -> Path:
-        """The folder the rows of the scan --resume continues were written from, once its settings are
+        """The folder the rows of the scan --resume continues name their files from, once its settings are
         checked against these (refused when they differ); this one's when it kept none (an older scan)."""
         from pydantic import ValidationError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ from deepshield.data.prepare import outcomes_to_rows, problem_rows
 from deepshield.data.sources import FAKE, REAL, SourceEntry, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
+from deepshield.media.files import real_path
 from deepshield.media.images import encode_png
 
 
@@ -84,7 +86,13 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     # This folder's rows of an earlier add-real are made again; their groups keep their splits.
     earlier_splits = {r.group: r.split for r in records if r.crop_path.startswith(prefix)}
     records = [r for r in records if not r.crop_path.startswith(prefix)]
-    errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
+    # And its error rows: all of them after an add that took the folder in; after one that added nothing
+    # (the folder not taken in), the rows it wrote itself (grouped under its key), which piled up at each run.
+    errors = [
+        e
+        for e in errors
+        if not (Path(e.source_file).is_relative_to(folder) and (previous or e.group.startswith(f"{key}:")))
+    ]
     before = _label_counts(records)
 
     entries = _distinct_files(read_as_label(folder, key, REAL), layout.own_media)
@@ -93,10 +101,8 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     # elsewhere came in again, 7 of 24 in two splits), down-sampled files too (they came back in new
     # splits); the fakes synthesised from a real keep its source file, so they do not make it a fake.
     removed = read_manifest_file(layout.removed) if layout.removed.exists() else []
-    held = {
-        Path(r.source_file).resolve(): r.label for r in [*removed, *records] if not r.crop_path.startswith(SYNTH_DIR)
-    }
-    new_files = [e.path.resolve() for e in entries if isinstance(e, SourceItem)]
+    held = {real_path(r.source_file): r.label for r in [*removed, *records] if not r.crop_path.startswith(SYNTH_DIR)}
+    new_files = [real_path(e.path) for e in entries if isinstance(e, SourceItem)]
     copies = same_bytes(new_files, list(held))
     held_as = {path: held.get(path) or held.get(copies.get(path, path)) for path in new_files}
     fakes = [path for path, label in held_as.items() if label == FAKE]
@@ -105,13 +111,25 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
             f"{folder} holds {len(fakes)} of this dataset's fake files (e.g. {fakes[0]}): add-real would add them "
             "as real faces. Add a folder of real photos only"
         )
-    items = [e for e in entries if isinstance(e, SourceItem) and held_as[e.path.resolve()] is None]
-    already = [
-        SourceProblem(e.path, ALREADY_HELD, key, REAL)
+    # A photo twice in the folder under other names (a hard link, a copy) came in as two groups.
+    order = {path: number for number, path in enumerate(new_files)}
+    twice = {path: copy for path, copy in same_bytes(new_files, new_files).items() if order[copy] < order[path]}
+    items = [
+        e
         for e in entries
-        if isinstance(e, SourceItem) and held_as[e.path.resolve()] is not None
+        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is None and real_path(e.path) not in twice
     ]
-    problems = [e for e in entries if isinstance(e, SourceProblem)] + already
+    already = [
+        SourceProblem(e.path, ALREADY_HELD, e.source, REAL, e.group)
+        for e in entries
+        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is not None
+    ]
+    copied = [
+        SourceProblem(e.path, f"listed twice (also as {twice[real_path(e.path)]})", e.source, REAL, e.group)
+        for e in entries
+        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is None and real_path(e.path) in twice
+    ]
+    problems = [e for e in entries if isinstance(e, SourceProblem)] + already + copied
     settings = ExtractSettings(
         frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size
     )
@@ -156,11 +174,13 @@ def _distinct_files(entries: Iterable[SourceEntry], own_media: Sequence[Path]) -
     out: list[SourceEntry] = []
     seen: dict[Path, str] = {}
     for entry in entries:
-        resolved = entry.path.resolve()
+        resolved = real_path(entry.path)
         if any(resolved.is_relative_to(folder) for folder in own):
             continue
         if isinstance(entry, SourceItem) and resolved in seen:
-            entry = SourceProblem(entry.path, f"listed twice (also as {seen[resolved]})", entry.source, REAL)
+            entry = SourceProblem(
+                entry.path, f"listed twice (also as {seen[resolved]})", entry.source, REAL, entry.group
+            )
         elif isinstance(entry, SourceItem):
             seen[resolved] = entry.key
         out.append(entry)
@@ -169,11 +189,19 @@ def _distinct_files(entries: Iterable[SourceEntry], own_media: Sequence[Path]) -
 
 def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
     """Each of `files` that is a byte-for-byte copy of one of `held` (not the same path): that held file.
-    Sizes first, then SHA-256 of the few of equal size; a held file no longer on disk is skipped."""
+    Sizes first, then SHA-256 of the few of equal size; a file no longer on disk, or no regular file (a FIFO
+    read would block), is skipped."""
+
+    def size(path: Path) -> int:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is no regular file")
+        return info.st_size
+
     by_size: dict[int, list[Path]] = {}
     for path in held:
         with contextlib.suppress(OSError):
-            by_size.setdefault(path.stat().st_size, []).append(path)
+            by_size.setdefault(size(path), []).append(path)
     digests: dict[Path, str] = {}
 
     def digest(path: Path) -> str:
@@ -184,7 +212,7 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
     copies = {}
     for path in files:
         with contextlib.suppress(OSError):
-            twins = [other for other in by_size.get(path.stat().st_size, []) if other != path]
+            twins = [other for other in by_size.get(size(path), []) if other != path]
             match = next((other for other in twins if digest(other) == digest(path)), None)
             if match is not None:
                 copies[path] = match

@@ -28,6 +28,7 @@ from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
+from deepshield.media.files import check_media_file
 from deepshield.media.frames import read_frames
 from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -92,9 +93,10 @@ def extract_item(
     """Extract one file's faces and write its crops and done record. Never raises for a bad file."""
     source_file = str(item.path)
     try:
+        check_media_file(item.path)  # what is there instead of a file, named: a broken link, a loop, a FIFO
         stamp = FileStamp.of(item.path)
-    except FileNotFoundError:  # no record: retried next run
-        reason = "broken symbolic link" if os.path.islink(item.path) else MISSING_FILE
+    except DeepShieldError as exc:  # no record: retried next run
+        reason = MISSING_FILE if not os.path.lexists(item.path) else str(exc)
         return FileOutcome(item.key, source_file, ok=False, reason=reason)
     except OSError as exc:
         return FileOutcome(item.key, source_file, ok=False, reason=f"cannot read file: {exc.strerror or exc}")

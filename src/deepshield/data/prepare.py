@@ -6,6 +6,7 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from deepshield.data.sources import (
 )
 from deepshield.data.split import apply_split, split_counts
 from deepshield.engines import Engine
+from deepshield.media.files import real_path
 
 
 @dataclass
@@ -117,12 +119,12 @@ def collect_items(
 
     for path, form, key in zip(paths, formats, keys):
         for entry in entries(path, form, key):
-            if any(entry.path.resolve().is_relative_to(folder) for folder in exclude):
+            if any(real_path(entry.path).is_relative_to(folder) for folder in exclude):
                 continue
             if isinstance(entry, SourceProblem):
                 problems.append(entry)
                 continue
-            resolved = entry.path.resolve() if entry.path.exists() else entry.path
+            resolved = real_path(entry.path) if os.path.lexists(entry.path) else entry.path
             if resolved in seen_files or entry.key in seen_keys:
                 problems.append(
                     SourceProblem(

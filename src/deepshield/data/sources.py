@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
-from deepshield.media.files import files_under
+from deepshield.media.files import files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 
 # The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
@@ -90,7 +91,8 @@ def _media_files(root: Path) -> list[Path]:
 def _dfdc_metadata_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in files_under(root) if p.name == "metadata.json")
+    # Regular files only: a FIFO of that name blocked the reading of it for good.
+    return sorted(p for p in files_under(root) if p.name == "metadata.json" and p.is_file())
 
 
 def _looks_like_dfdc_metadata(path: Path) -> bool:
@@ -116,12 +118,13 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
         for name in sorted(entries):
             entry = entries[name]
             path = meta.parent / name
-            listed.add(path.resolve())
+            listed.add(real_path(path))
             label = normalise_label(entry.get("label", "")) if isinstance(entry, dict) else None
             if label is None:
                 yield SourceProblem(path, f"metadata.json entry has no REAL/FAKE label: {entry!r}", source)
                 continue
-            if not path.is_relative_to(base):  # an absolute name: it gave a traceback
+            # An absolute name gave a traceback; a name climbing out with .. was taken, keyed _up_/_up_/...
+            if not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(base)):
                 yield SourceProblem(path, "metadata.json names a file outside the dataset's folder", source, label)
                 continue
             original = entry.get("original") if label == FAKE else None
@@ -139,7 +142,7 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
     # A video no metadata.json names has no label: said, wherever it is (a part folder without its
     # metadata.json, a video in a sub-folder or at the root were dropped without a word).
     for path in _media_files(base) if root.is_dir() else []:
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.resolve() not in listed:
+        if path.suffix.lower() in VIDEO_SUFFIXES and real_path(path) not in listed:
             yield SourceProblem(path, "video not listed in any metadata.json (label unknown)", source)
 
 

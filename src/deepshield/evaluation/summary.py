@@ -337,7 +337,8 @@ def metric_block(
         metrics = detection_metrics(labels, scores, settings.threshold)
     except MetricsError as exc:
         out["error"] = str(exc)
-        if np.unique(labels).size > 1:  # both classes, yet no metric (a score not a number): no rate either
+        # Both classes yet no metric, or a score that is not a number: no rate either (a NaN counted as right).
+        if np.unique(labels).size > 1 or not np.isfinite(scores).all():
             return MetricBlock.model_validate(clean_json(out))
         correct = (scores >= settings.threshold) == (labels == 1)
         name = "detection_rate" if labels[0] == 1 else "true_negative_rate"

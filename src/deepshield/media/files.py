@@ -89,6 +89,12 @@ def file_signature(path: Path) -> Signature:
     return (stat.st_size, stat.st_mtime_ns)
 
 
+def real_path(path: Path | str) -> Path:
+    """The path with its links followed, as Path.resolve gives it, but a symbolic-link loop does not raise:
+    it stays an entry of its own, for check_media_file to name (Path.resolve's RuntimeError ended prepare)."""
+    return Path(os.path.realpath(path))
+
+
 def files_under(root: Path) -> Iterator[Path]:
     """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
     (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no

@@ -139,7 +139,8 @@ def check_no_overlap(
     training_digests: Collection[str] = (),
 ) -> None:
     """Refuse a benchmark that holds a training file, by resolved path or by identical content (also the
-    SHA-256 `training_digests` of training files not on this machine: a packed bank's sources)."""
+    `training_digests`, "<size>:<SHA-256>", of training files not on this machine: a packed bank's sources;
+    only the files of those sizes are hashed)."""
     training = [Path(p).resolve() for p in training_files]
     training_paths = set(training)
     candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
@@ -153,7 +154,10 @@ def check_no_overlap(
         shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
     if not shared and training_digests:
         packed = set(training_digests)
-        shared = sorted(p for p in candidates if file_sha256(p) in packed)
+        sizes = {int(key.split(":", 1)[0]) for key in packed}
+        shared = sorted(
+            p for p in candidates if p.stat().st_size in sizes and f"{p.stat().st_size}:{file_sha256(p)}" in packed
+        )
     if shared:
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 BANK_PART_FILES = 1024  # photos per part of a bank being built (each kept as it is done)
-# Written into each packed bank: bump when its layout changes (2: each face's source file's SHA-256, against
-# which a benchmark is checked where the photos themselves are not: without them, an overlap went unseen).
+# Written into each packed bank: bump when its layout changes (2: each face's source file's size and SHA-256
+# (source_key), against which a benchmark is checked where the photos are not: an overlap went unseen).
 PACKED_FORMAT = "2"
 
 
@@ -108,11 +108,12 @@ class FaceBank:
             return cls(*(data[name] for name in FIELDS))
 
 
-# The most bits two faces' 256-bit difference hashes (crop_hash, either mirrored) may differ by and be one
+# The most bits two faces' 256-bit difference hashes (crop_hash) may differ by and be one
 # photo. Measured on 224 px crops of the shared real-face folders: copies under other names (16 among
 # 2,370 faces, UTKFace's and portraits') differ by 0, the closest faces of different people by 25. Not
 # caught: a copy saved again as JPEG (8 or 9 bits off, as near as two crops of one photo at other zooms)
-# and portraits' augmented copies (mirrored, padded, zoomed: 15 to 37), which would take a face embedding.
+# and portraits' augmented copies (mirrored, padded, zoomed: 15 to 37; a photo mirrored is cropped anew, 44
+# bits from its original's crop mirrored), which would take a face embedding.
 SAME_PHOTO_BITS = 3
 _BANDS = 16  # exact 16-bit bands: two hashes within 15 bits share one (pigeonhole), a candidate pair
 
@@ -124,22 +125,54 @@ def crop_hash(crop: np.ndarray) -> np.ndarray:
 
 
 def joined_copies(groups: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """`groups` with the groups of faces that are one photo (copies, mirrored ones too: crop_hash within
-    SAME_PHOTO_BITS) joined under the first of their names: a file name the group pattern does not read is
-    its own group, and copies under other names were split between training and validation (27 of 137
-    such clusters in the shared folders), inflating the validation AUC that picks the exported epoch, and
-    were each other's "other person" as blend donors. The name depends on the copies alone, not on the
-    rest of the bank, so a group keeps its side in differently filtered banks (split_by_group)."""
+    """`groups` with the groups of faces that are one photo (copies: crop_hash within SAME_PHOTO_BITS)
+    joined (_joined): a file name the group pattern does not read is its own group, and
+    copies under other names were split between training and validation (27 of 137 such clusters in the
+    shared folders), inflating the validation AUC that picks the exported epoch, and were each other's
+    "other person" as blend donors."""
     if len(images) < 2:
         return groups
     hashes = np.stack([crop_hash(image) for image in images])
-    mirrored = np.stack([crop_hash(np.ascontiguousarray(image[:, ::-1])) for image in images])
     ones = np.array([bin(byte).count("1") for byte in range(256)], np.uint8)
     width = hashes.shape[1] // _BANDS
     buckets: dict[tuple[int, bytes], list[int]] = {}
     for index, code in enumerate(hashes):
         for band in range(_BANDS):
             buckets.setdefault((band, code[band * width : (band + 1) * width].tobytes()), []).append(index)
+    # A band most faces share tells nothing (a row of padding, all 0 bits, put every padded face in one
+    # bucket: 72 s for 12,000 faces); copies share 13 of 16 bands, so one of theirs is telling.
+    common = max(64, len(images) // 100)
+    buckets = {key: members for key, members in buckets.items() if len(members) <= common}
+    pairs = []
+    for index, code in enumerate(hashes):
+        near = {
+            other
+            for band in range(_BANDS)
+            for other in buckets.get((band, code[band * width : (band + 1) * width].tobytes()), ())
+            if other > index
+        }
+        if near:
+            others = np.fromiter(near, int)
+            bits = ones[hashes[others] ^ code].sum(axis=1)
+            pairs += [(index, other) for other in others[bits <= SAME_PHOTO_BITS].tolist()]
+    return _joined(groups, pairs)
+
+
+def joined_by_source(groups: np.ndarray, digests: list[str]) -> np.ndarray:
+    """`groups` with the groups of faces from files of one source_key (`digests`, "" unknown) joined: across a
+    folder and a packed bank, whose JPEG crops move a copy's crop_hash past SAME_PHOTO_BITS."""
+    first_with: dict[str, int] = {}
+    pairs = []
+    for index, digest in enumerate(digests):
+        if digest:
+            pairs.append((first_with.setdefault(digest, index), index))
+    return _joined(groups, pairs)
+
+
+def _joined(groups: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """`groups` with the groups of each pair of faces joined under the first of their names: a name that
+    depends on the copies alone, not on the rest of the bank, so that a group keeps its side in differently
+    filtered banks (split_by_group)."""
     parent = {name: name for name in groups.tolist()}
 
     def root(name: str) -> str:
@@ -148,21 +181,9 @@ def joined_copies(groups: np.ndarray, images: np.ndarray) -> np.ndarray:
             name = parent[name]
         return name
 
-    for index in range(len(images)):
-        for code in (hashes[index], mirrored[index]):  # as it is, and mirrored
-            near = {
-                other
-                for band in range(_BANDS)
-                for other in buckets.get((band, code[band * width : (band + 1) * width].tobytes()), ())
-                if other > index
-            }
-            if not near:
-                continue
-            others = np.fromiter(near, int)
-            bits = ones[hashes[others] ^ code].sum(axis=1)
-            for other in others[bits <= SAME_PHOTO_BITS].tolist():
-                first, second = sorted((root(groups[index]), root(groups[other])))
-                parent[second] = first
+    for a, b in pairs:
+        first, second = sorted((root(groups[a]), root(groups[b])))
+        parent[second] = first
     return np.array([root(name) for name in groups.tolist()], dtype=groups.dtype)
 
 
@@ -340,13 +361,10 @@ def pack_facebank(
 ) -> int:
     """Write `bank` as one portable file: crops as JPEG at `quality`, landmarks as float16 (within an
     eighth of a pixel up to 512 px), validity masks bit-packed, with the crop policy they were cut with, and
-    each face's source file's SHA-256 (from the file, else from `known_digests`, a packed bank's; "" when
+    each face's source file's source_key (from the file, else from `known_digests`, a packed bank's; "" when
     neither has it). Returns bytes."""
     known = known_digests or {}
-    digest_of = {
-        source: known.get(source) or (file_sha256(Path(source)) if Path(source).is_file() else "")
-        for source in set(bank.paths.tolist())
-    }
+    digest_of = {source: known.get(source) or source_key(Path(source)) for source in set(bank.paths.tolist())}
     encoded = []
     for image in bank.images:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -405,8 +423,14 @@ def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -
     ).regrouped(group_pattern)
 
 
+def source_key(path: Path) -> str:
+    """A source file's size and SHA-256, "<size>:<hex>" (the size spares hashing files of other sizes), or
+    "" when it is no file."""
+    return f"{path.stat().st_size}:{file_sha256(path)}" if path.is_file() else ""
+
+
 def packed_source_digests(data: DataConfig) -> dict[str, str]:
-    """Source path -> SHA-256 of every face in the configuration's packed banks (data.real_dirs' files)."""
+    """Source path -> source_key of every face in the configuration's packed banks (data.real_dirs' files)."""
     digests: dict[str, str] = {}
     for entry in (data.locate(p, "real-face folder or packed face bank") for p in data.real_dirs):
         if not entry.is_dir():
@@ -430,4 +454,11 @@ def facebank_for(config: TrainConfig) -> FaceBank:
             build_facebank(folders, policy, cache, data.group_pattern, data.bank_workers, data.limit_per_folder)
         )
     banks += [unpack_facebank(p, policy, data.group_pattern) for p in packed]
-    return FaceBank.concat(banks)
+    bank = FaceBank.concat(banks)
+    if len(banks) > 1:  # each joined its own copies; copies in two banks are joined here
+        digest_of = packed_source_digests(data)
+        for path in set(bank.paths.tolist()) - set(digest_of):
+            digest_of[path] = source_key(Path(path))
+        digests = [digest_of[path] for path in bank.paths.tolist()]
+        bank = replace(bank, groups=joined_by_source(joined_copies(bank.groups, bank.images), digests))
+    return bank
