@@ -757,6 +757,13 @@ def test_a_resumed_scan_is_refused_with_other_settings_and_found_from_another_fo
     ]
     code, _, err = scan(capsys, *resumed)
     assert code == EXIT_OK and "2 files already in ../rows.csv, 0 to scan" in err
+    # A path through a linked folder and back (d2/sub -> real, so sub/.. is the scan's folder) names the
+    # file it reaches, b.jpg there; read as text it was d2/b.jpg, another file.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "d2" / "sub").symlink_to(tmp_path / "real")
+    save_image(tmp_path / "b.jpg", astronaut[::-1, ::-1])
+    assert scan(capsys, "sub/../b.jpg", *resumed[2:])[0] == EXIT_OK
+    assert [row["path"] for row in csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text()))][-1] == "b.jpg"
     # Settings left beside a deleted --out are not the new scan's.
     (tmp_path / "rows.csv").unlink()
     assert scan(capsys, *resumed, "--threshold", "0.01")[0] == EXIT_OK

@@ -189,6 +189,12 @@ def test_add_real_reads_neither_the_datasets_own_crops_nor_one_photo_twice(tmp_p
     balance.add_real(out, tmp_path / "src" / "real", progress=False)
     held = [e for e in read_errors(out) if e.reason == "already in the dataset (not added again)"]
     assert len(held) == 2 and len(read_errors(out)) == len(rows) + 2
+    notes = tmp_path / "notes"  # no media at all: its one row, once
+    notes.mkdir()
+    (notes / "readme.txt").write_text("no photos here")
+    for _ in range(3):
+        balance.add_real(out, notes, progress=False)
+    assert [e.reason for e in read_errors(out) if e.source_file == str(notes)] == ["no image or video files found"]
 
 
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):

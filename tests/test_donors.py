@@ -143,6 +143,9 @@ def test_faces_a_few_bits_apart_are_one_photo_and_more_are_two():
     assert 1 <= bits_apart(face(grid), face(near)) <= SAME_PHOTO_BITS < bits_apart(face(grid), face(far)) <= 8
     images = np.stack([face(grid), face(near), face(far)])
     assert joined_copies(np.array(["a", "b", "c"]), images).tolist() == ["a", "a", "c"]
+    # More copies than a hash band may hold (64 here) are still one photo: 65 were 65 groups.
+    many = np.stack([face(grid)] * 70 + [face(far)])
+    assert len(set(joined_copies(np.array([f"g{i:02d}" for i in range(71)]), many).tolist())) == 2
 
 
 def test_donors_need_a_share_and_a_share_needs_donors(tmp_path):

@@ -109,7 +109,7 @@ def test_a_packed_banks_sources_are_looked_for_among_files_of_their_sizes_only(t
     assert hashed == ["f20.bin"]
 
 
-def test_a_copy_in_a_folder_and_a_packed_bank_is_one_group(real_dir, packed, tmp_path):
+def test_a_copy_in_a_folder_and_a_packed_bank_is_one_group(real_dir, packed, tmp_path, monkeypatch):
     # Each bank joined its own copies only: a photo in a folder and in a packed bank were two people.
     import shutil
 
@@ -120,9 +120,16 @@ def test_a_copy_in_a_folder_and_a_packed_bank_is_one_group(real_dir, packed, tmp
     shutil.copy(original, folder / "renamed.png")
     config = tiny_config(folder, tmp_path / "run", tmp_path / "e.db", tmp_path / "cache")
     config = config.model_copy(update={"data": config.data.model_copy(update={"real_dirs": [str(folder), str(out)]})})
+    import deepshield.training.facebank as facebank
+
+    hashed = []
+    real_sha = facebank.file_sha256
+    monkeypatch.setattr(facebank, "file_sha256", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    (folder / "other.png").write_bytes(original.read_bytes() + b"\0")  # another size: never hashed
     bank = facebank_for(config)
     group_of = {Path(p).name: g for p, g in zip(bank.paths.tolist(), bank.groups.tolist())}
     assert group_of["renamed.png"] == group_of[original.name]
+    assert "other.png" not in hashed and "renamed.png" in hashed
 
 
 def test_max_faces_draws_a_seeded_subset(packed, tmp_path):

@@ -733,6 +733,7 @@ def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
 def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     (tmp_path / "src" / "real" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "src" / "real" / "gone2.png").symlink_to(tmp_path / "nowhere.png")  # not "listed twice"
     os.mkfifo(tmp_path / "src" / "real" / "pipe.png")
     (tmp_path / "src" / "real" / "self.png").symlink_to("self.png")  # a loop: Path.resolve's RuntimeError
     os.mkfifo(tmp_path / "src" / "real" / "metadata.json")  # read as a DFDC listing, it blocked for good
@@ -740,10 +741,11 @@ def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path,
     reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
     assert reasons == {
         "gone.png": "broken symbolic link",
+        "gone2.png": "broken symbolic link",
         "pipe.png": "not a regular file: a FIFO (named pipe)",
         "self.png": "symbolic link loop",
     }
-    assert (summary.files, summary.crops, len(summary.missing), len(summary.unreadable)) == (4, 1, 0, 3)
+    assert (summary.files, summary.crops, len(summary.missing), len(summary.unreadable)) == (5, 1, 0, 4)
 
 
 def test_a_dataset_description_cut_short_or_with_an_unknown_key_is_refused_by_name(tmp_path: Path, small):

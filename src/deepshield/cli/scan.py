@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
                 if not os.path.isabs(row.path) and earlier_folder != Path.cwd():
                     # One folder for all the rows' relative paths: the scan's, not the resume's (a third run
                     # read this run's rows from the first one's folder, and scanned their files again).
-                    row = row.model_copy(update={"path": os.path.relpath(row.path, earlier_folder)})
+                    row = row.model_copy(update={"path": os.path.relpath(file_key(row.path), earlier_folder)})
                 if args.heatmaps is not None and row.status == "ok":
                     write_heatmaps(row, args.heatmaps, used_stems)
                 if page is not None:

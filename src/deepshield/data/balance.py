@@ -86,13 +86,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     # This folder's rows of an earlier add-real are made again; their groups keep their splits.
     earlier_splits = {r.group: r.split for r in records if r.crop_path.startswith(prefix)}
     records = [r for r in records if not r.crop_path.startswith(prefix)]
-    # And its error rows: all of them after an add that took the folder in; after one that added nothing
-    # (the folder not taken in), the rows it wrote itself (grouped under its key), which piled up at each run.
-    errors = [
-        e
-        for e in errors
-        if not (Path(e.source_file).is_relative_to(folder) and (previous or e.group.startswith(f"{key}:")))
-    ]
+    errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
     before = _label_counts(records)
 
     entries = _distinct_files(read_as_label(folder, key, REAL), layout.own_media)
@@ -147,7 +141,9 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     splits = assign_groups(group_label_counts([*records, *new_records]), info.split, info.seed, fixed)
     new_records = [r.with_split(splits[r.group]) for r in new_records]
     write_manifest(layout.manifest, [*records, *new_records])
-    write_errors(layout.errors, [*errors, *new_errors])
+    # A step that added nothing leaves the folder untaken, and its rows were written again at each run.
+    written = {(e.source_file, e.reason) for e in errors}
+    write_errors(layout.errors, [*errors, *(e for e in new_errors if (e.source_file, e.reason) not in written)])
     if previous is not None or new_records:  # a step that added nothing need not stop a later prepare
         if previous is None:
             info.sources.append(DatasetSource(path=str(folder), format="add-real", root_key=key))

@@ -124,7 +124,8 @@ def collect_items(
             if isinstance(entry, SourceProblem):
                 problems.append(entry)
                 continue
-            resolved = real_path(entry.path) if os.path.lexists(entry.path) else entry.path
+            # A broken link or a loop is its own entry (two links to one missing file were "listed twice").
+            resolved = real_path(entry.path) if os.path.exists(entry.path) else entry.path
             if resolved in seen_files or entry.key in seen_keys:
                 problems.append(
                     SourceProblem(

@@ -292,7 +292,7 @@ def read_as_label(root: Path, root_key: str, label: Label, source: str | None = 
         method = NO_METHOD if label == REAL else UNKNOWN_METHOD
         yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
     if not files:
-        yield SourceProblem(root, "no image or video files found", source, label)
+        yield SourceProblem(root, "no image or video files found", source, label, f"{root_key}:")
 
 
 # --------------------------------------------------------------------------------------------- CSV

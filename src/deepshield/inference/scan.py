@@ -91,9 +91,12 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
 
 
 def file_key(path: Path | str) -> str:
-    """The same file however its path is spelled from this working folder (absolute, normalised; links
-    are not followed: two names of one file stay two rows)."""
-    return os.path.abspath(path)
+    """The same file however its path is spelled from this working folder: absolute, its folder's links
+    followed (read as text, "sub/../b.jpg" with sub a link was the b.jpg beside sub, another file), the
+    file's own name not (two names of one file stay two rows)."""
+    whole = os.path.join(os.getcwd(), path)
+    # normpath: a name "." or ".." or a trailing slash (a folder's key) after the physical folder.
+    return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole)))
 
 
 @dataclass

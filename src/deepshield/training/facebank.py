@@ -9,6 +9,7 @@ names in place of folders, so a machine without the photos or MediaPipe (a GPU l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 FIELDS = ("images", "keypoints", "landmarks", "valid", "groups", "paths")
 BANK_FORMAT = "2"  # part of the cache key: bump when what a bank holds changes
 BANK_PART_FILES = 1024  # photos per part of a bank being built (each kept as it is done)
-# Written into each packed bank: bump when its layout changes (2: each face's source file's size and SHA-256
-# (source_key), against which a benchmark is checked where the photos are not: an overlap went unseen).
-PACKED_FORMAT = "2"
+# Written into each packed bank: bump when its layout changes (since 2: each face's source file's source_key,
+# against which a benchmark is checked where the photos are not: an overlap went unseen).
+PACKED_FORMAT = "3"  # 3: the keys hold the size too (a pack of 2 held the SHA-256 alone)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def joined_copies(groups: np.ndarray, images: np.ndarray) -> np.ndarray:
     # bucket: 72 s for 12,000 faces); copies share 13 of 16 bands, so one of theirs is telling.
     common = max(64, len(images) // 100)
     buckets = {key: members for key, members in buckets.items() if len(members) <= common}
-    pairs = []
+    # Identical hashes are joined whatever their number (more copies than `common` filled every bucket).
+    first_with: dict[bytes, int] = {}
+    pairs = [(first_with.setdefault(code.tobytes(), index), index) for index, code in enumerate(hashes)]
     for index, code in enumerate(hashes):
         near = {
             other
@@ -457,8 +460,11 @@ def facebank_for(config: TrainConfig) -> FaceBank:
     bank = FaceBank.concat(banks)
     if len(banks) > 1:  # each joined its own copies; copies in two banks are joined here
         digest_of = packed_source_digests(data)
-        for path in set(bank.paths.tolist()) - set(digest_of):
-            digest_of[path] = source_key(Path(path))
+        sizes = {int(key.split(":", 1)[0]) for key in digest_of.values()}
+        for path in set(bank.paths.tolist()) - set(digest_of):  # hashed only where a packed source has its size
+            with contextlib.suppress(OSError):
+                digest_of[path] = source_key(Path(path)) if Path(path).stat().st_size in sizes else ""
+            digest_of.setdefault(path, "")
         digests = [digest_of[path] for path in bank.paths.tolist()]
         bank = replace(bank, groups=joined_by_source(joined_copies(bank.groups, bank.images), digests))
     return bank
