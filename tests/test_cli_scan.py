@@ -764,6 +764,12 @@ def test_a_resumed_scan_is_refused_with_other_settings_and_found_from_another_fo
     save_image(tmp_path / "b.jpg", astronaut[::-1, ::-1])
     assert scan(capsys, "sub/../b.jpg", *resumed[2:])[0] == EXIT_OK
     assert [row["path"] for row in csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text()))][-1] == "b.jpg"
+    # A file through a linked folder keeps the path as listed (it was written as the link's target).
+    save_image(tmp_path / "real" / "c.jpg", astronaut[:, ::-1])
+    assert scan(capsys, "sub/c.jpg", *resumed[2:])[0] == EXIT_OK
+    assert [row["path"] for row in csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text()))][
+        -1
+    ] == "d2/sub/c.jpg"
     # Settings left beside a deleted --out are not the new scan's.
     (tmp_path / "rows.csv").unlink()
     assert scan(capsys, *resumed, "--threshold", "0.01")[0] == EXIT_OK
@@ -831,6 +837,31 @@ def test_out_and_html_naming_one_file_and_a_watch_past_a_day_are_refused(capsys,
     from deepshield.cli.args import watch_interval
 
     assert watch_interval("0.1") == 0.1 and watch_interval("86400") == 86400.0  # the bounds themselves hold
+
+
+def test_rows_stream_into_a_pipe_named_as_out(capsys, media, tiny_bundle, tmp_path):
+    # /dev/fd/N or >(gzip ...) as --out: the settings kept beside it ended the scan in a traceback, and a
+    # CSV's header check could not ask a pipe where it stood.
+    import threading
+
+    read_end, write_end = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end).read()), daemon=True)
+    reader.start()
+    out = f"/dev/fd/{write_end}"
+    args = (str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv", "--out", out)
+    try:
+        code, _, err = scan(capsys, *args)
+    finally:
+        os.close(write_end)
+    reader.join(30)
+    assert code == EXIT_OK, err
+    assert received[0].startswith("path,status,") and "blank.png,ok" in received[0]
+    assert not Path(f"{out}.settings.json").exists()
+    fifo = tmp_path / "rows.pipe"
+    os.mkfifo(fifo)
+    code, _, err = scan(capsys, *args[:-1], str(fifo), "--resume")  # refused before it is opened
+    assert code == EXIT_USAGE and "--resume needs --out to be a file" in err
 
 
 def test_an_engine_that_fails_to_start_leaves_out_as_it_was(capsys, media, tiny_bundle, tmp_path, monkeypatch):

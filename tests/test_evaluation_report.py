@@ -466,17 +466,18 @@ def test_gallery_videos_carry_each_face_track(folder_dataset, tiny_bundle, tmp_p
 def test_a_broken_link_or_a_fifo_is_said_as_what_it_is_not_as_missing(folder_dataset, tiny_bundle, tmp_path):
     (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
     os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")  # ended the run at its training-data check, no report
     listing = tmp_path / "set.csv"
     listing.write_text(
-        f"path,label\n{folder_dataset / 'real' / 'astronaut.jpg'},real\n{tmp_path / 'dangling.jpg'},fake\n{tmp_path / 'pipe.jpg'},fake\n"
+        f"path,label\n{folder_dataset / 'real' / 'astronaut.jpg'},real\n{tmp_path / 'dangling.jpg'},fake\n{tmp_path / 'pipe.jpg'},fake\n{tmp_path / 'loop.jpg'},fake\n"
     )
     out = tmp_path / "rep"
     args = ["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0"]
     assert main([*args, "--no-progress"]) == EXIT_OK
     files = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(io.StringIO((out / "files.csv").read_text()))}
     assert files["dangling.jpg"] == "broken symbolic link"  # both read "file not found"
-    assert files["pipe.jpg"] == "not a regular file: a FIFO (named pipe)"
-    assert json.loads((out / "metrics.json").read_text())["counts"]["unreadable_files"] == 2
+    assert files["pipe.jpg"] == "not a regular file: a FIFO (named pipe)" and files["loop.jpg"] == "symbolic link loop"
+    assert json.loads((out / "metrics.json").read_text())["counts"]["unreadable_files"] == 3
 
 
 def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_dataset, tiny_bundle, tmp_path):

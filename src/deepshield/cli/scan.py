@@ -334,6 +334,11 @@ def run(args: argparse.Namespace) -> int:
     check_engine_arguments(args)
     if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
         raise DeepShieldError("--resume needs --out and --format jsonl or csv")
+    # A pipe or a device as --out (/dev/fd/1, >(gzip ...)) takes rows; it holds no rows to resume, and has
+    # no folder to keep settings beside (/dev/fd/1.settings.json ended the scan in a traceback).
+    out_is_file = args.out is not None and (args.out.is_file() or not args.out.exists())
+    if args.resume and not out_is_file:
+        raise DeepShieldError(f"--resume needs --out to be a file: {args.out} is not one")
     if not args.paths and args.files_from is None:
         raise DeepShieldError("name the files or folders to scan, or a list of them with --files-from")
     if args.watch and args.format not in STREAMED_FORMATS:
@@ -365,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     )
     earlier_folder = Path.cwd()
     earlier = {}
-    continuing = args.resume and args.out is not None and args.out.exists()
+    continuing = args.resume and out_is_file and args.out.exists()
     kept_settings = continuing and ScanSettings.path_beside(args.out).is_file()
     if continuing:  # (settings left beside an --out since deleted are not this scan's)
         earlier = finished_rows(args.out, args.format)
@@ -420,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
         )
         # Opened once the engine is: an engine that failed to start (a Ray cluster out of reach) emptied it.
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
-        if stream is not None and args.out is not None and not kept_settings:
+        if stream is not None and out_is_file and not kept_settings:
             settings.write_beside(args.out)  # an older scan's resumed output is checked from now on
 
         def scan_all(batch: list[Path]) -> None:
@@ -429,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
                 if not os.path.isabs(row.path) and earlier_folder != Path.cwd():
                     # One folder for all the rows' relative paths: the scan's, not the resume's (a third run
                     # read this run's rows from the first one's folder, and scanned their files again).
-                    row = row.model_copy(update={"path": os.path.relpath(file_key(row.path), earlier_folder)})
+                    row = row.model_copy(update={"path": _rebased(row.path, earlier_folder)})
                 if args.heatmaps is not None and row.status == "ok":
                     write_heatmaps(row, args.heatmaps, used_stems)
                 if page is not None:
@@ -530,6 +535,17 @@ class ScanSettings(StrictModel):
         return Path(kept.folder)
 
 
+def _rebased(path: str, folder: Path) -> str:
+    """`path` (relative to this working folder) as named from `folder`: as listed, its links kept, where
+    that names the same file; else through the links (text reads "sub/.." as the folder holding sub)."""
+    from deepshield.inference.scan import file_key
+
+    listed = os.path.relpath(os.path.join(os.getcwd(), path), folder)
+    return (
+        listed if file_key(os.path.join(folder, listed)) == file_key(path) else os.path.relpath(file_key(path), folder)
+    )
+
+
 def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> None:
     """The rows of a format written once the scan is over (json, table): to --out or standard output."""
     from deepshield.errors import DeepShieldError
@@ -598,6 +614,6 @@ def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
         mode = "a" if args.resume else "w"
         opened = open(args.out, mode, newline="", encoding="utf-8", errors=NAME_BYTES)  # noqa: SIM115 - the ExitStack closes it
         stream = stack.enter_context(opened)
-    if args.format == "csv" and (args.out is None or stream.tell() == 0):
+    if args.format == "csv" and (args.out is None or not stream.seekable() or stream.tell() == 0):
         stream.write(csv_header())
     return stream

@@ -65,6 +65,7 @@ from deepshield.evaluation.metrics import check_inputs, detection_metrics, metri
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
 from deepshield.inference.video_rule import VideoRule
+from deepshield.media.files import real_path
 from deepshield.models.card import (
     CARD_FILE,
     MANIPULATION_OUTPUTS,
@@ -550,12 +551,12 @@ def training_folders_in(card: ModelCard, paths: Sequence[str], split: str = "all
             if not (entry.startswith(PREPARED) and split in ("val", "test"))
         }
     )
-    resolved = [Path(p).resolve() for p in paths]
+    resolved = [real_path(p) for p in paths]  # a link loop among them ended the run before its report
 
     def holds(folder: str) -> bool:
         where = Path(folder.removeprefix(PREPARED)).expanduser()
         # Relative as training read it: under the data root, else the working folder (DataConfig.locate).
         places = [where] if where.is_absolute() else [root / where, where]
-        return any(path.is_relative_to(place.resolve()) for place in places for path in resolved)
+        return any(path.is_relative_to(real_path(place)) for place in places for path in resolved)
 
     return [folder for folder in folders if holds(folder)]
