@@ -548,18 +548,24 @@ def test_associate_starts_a_new_person_where_another_face_takes_the_place(astron
         assert (len(associate([[box(0)], [box(0)]], [[base], [moved]])) == 1) == joined
 
 
-def test_a_cut_to_another_person_in_the_same_place_is_two_people_in_a_videos_result(monkeypatch):
-    # Both callers pass the faces' looks: a video's analysis here, a prepared dataset's rows below.
-    info = VideoInfo(width=640, height=360, fps=10.0, frame_count=4, duration_s=0.4, rotation=0, codec="h264")
+def test_a_cut_to_another_person_in_the_same_place_is_two_people_in_a_videos_result(monkeypatch, astronaut):
+    # Both callers pass the faces' looks: a video's analysis here, a prepared dataset's rows below. A change
+    # of the light's colour mid-shot (red x0.9, blue x1.1) split one person in two before grey world.
+    import skimage.data
+
+    info = VideoInfo(width=640, height=360, fps=10.0, frame_count=6, duration_s=0.6, rotation=0, codec="h264")
+    face = cv2.resize(np.ascontiguousarray(astronaut[30:230, 130:330]), (100, 100))
+    cooler = np.clip(face * np.array([0.9, 1.0, 1.1]), 0, 255).astype(np.uint8)
+    other = cv2.resize(np.repeat(skimage.data.camera()[60:260, 180:380, None], 3, axis=2), (100, 100))
     frames = []
-    for i in range(4):
+    for i, shown in enumerate([face, face, cooler, cooler, other, other]):
         image = np.full((360, 640, 3), i, np.uint8)  # the frame's number in its first pixel (FrameScriptDetector)
-        image[100:200, 100:200] = (200, 120, 90) if i < 2 else (60, 90, 200)  # one face, then another
+        image[100:200, 100:200] = shown
         frames.append(VideoFrame(i, i / 10, image))
     monkeypatch.setattr(analysis, "sample_frames", lambda path, n, limits, on_frame=None, span=None: (info, frames))
-    detector = Detector(ScriptedClassifier([0.0] * 4), FrameScriptDetector({i: [box(100, 100)] for i in range(4)}))
-    result = detector.analyze_video("unused.mp4", frames=4)
-    assert [[p.frame_index for p in track.points] for track in result.tracks] == [[0, 1], [2, 3]]
+    detector = Detector(ScriptedClassifier([0.0] * 6), FrameScriptDetector({i: [box(100, 100)] for i in range(6)}))
+    result = detector.analyze_video("unused.mp4", frames=6)
+    assert [[p.frame_index for p in track.points] for track in result.tracks] == [[0, 1, 2, 3], [4, 5]]
 
     from deepshield.evaluation.scoring import FileRecord, PreparedCrops
 
@@ -568,10 +574,10 @@ def test_a_cut_to_another_person_in_the_same_place_is_two_people_in_a_videos_res
             self.frame_index, self.face_index, self.detection_score = frame_index, 0, 0.9
             self.box = (100.0, 100.0, 200.0, 200.0)
 
-    record = FileRecord(0, "v.mp4", 1, "set", "m", "g", "crops", 4)
+    record = FileRecord(0, "v.mp4", 1, "set", "m", "g", "crops", 6)
     crops = [np.ascontiguousarray(frame.image[100:200, 100:200]) for frame in frames]
-    rows = PreparedCrops._rows(record, [Member(i) for i in range(4)], crops, (0, 1, 2, 3))
-    assert [row.track_id for row in rows] == [0, 0, 1, 1]
+    rows = PreparedCrops._rows(record, [Member(i) for i in range(6)], crops, tuple(range(6)))
+    assert [row.track_id for row in rows] == [0, 0, 0, 0, 1, 1]
 
 
 class FrameScriptDetector:

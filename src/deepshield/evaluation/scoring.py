@@ -368,9 +368,9 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
     def journal_key(self, records: list[FileRecord]) -> str:
         """What a FacesJournal's files hold for: these settings and these files, numbered as listed, as they
         are now (size and time: a file replaced between a run and its --resume kept its old faces)."""
-        # "looks-3": journals written before the synthetic-face score's inside crops (by rows) or before
+        # "looks-4": journals written before the synthetic-face score's inside crops (by rows) or before
         # tracks needed faces to look alike start again.
-        settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed, "looks-3"]
+        settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed, "looks-4"]
         listing = [
             [r.file_id, r.path, r.label, *(file_signature(self._located(Path(r.path))) or (None, None))]
             for r in records

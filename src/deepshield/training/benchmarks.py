@@ -64,7 +64,7 @@ from deepshield.media.files import file_sha256
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
-BENCH_FORMAT = "7"  # part of the cache key: bump when what a cached benchmark holds changes (7: tracks by look too)
+BENCH_FORMAT = "8"  # part of the cache key: bump when what a cached benchmark holds changes (8: tracks by look too)
 BOOTSTRAP_RESAMPLES = 300
 Predict = Callable[[np.ndarray], np.ndarray]  # N crops (uint8) -> N logits
 
