@@ -42,7 +42,8 @@ def face_look(crop: NDArray[Any]) -> NDArray[np.float32]:
     balanced = np.clip(centre * (means.mean() / means), 0, 255).astype(np.uint8)
     hsv = cv2.cvtColor(balanced, cv2.COLOR_RGB2HSV)
     histogram = cv2.calcHist([hsv], [0, 1], None, [16, 4], [0, 180, 0, 256]).ravel()
-    return (histogram / max(float(histogram.sum()), 1.0)).astype(np.float32)
+    look: NDArray[np.float32] = (histogram / max(float(histogram.sum()), 1.0)).astype(np.float32)
+    return look
 
 
 def look_distance(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
