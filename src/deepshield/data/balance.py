@@ -13,7 +13,7 @@ import hashlib
 import random
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,8 +36,8 @@ from deepshield.data.manifest import (
     write_info,
     write_manifest,
 )
-from deepshield.data.prepare import outcomes_to_rows, problem_rows
-from deepshield.data.sources import FAKE, REAL, SourceEntry, SourceItem, SourceProblem, read_as_label, root_keys
+from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_rows
+from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import real_path
@@ -89,7 +89,8 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
     before = _label_counts(records)
 
-    entries = _distinct_files(read_as_label(folder, key, REAL), layout.own_media)
+    # Not the dataset's own crops (fakes among them, when the dataset lies inside the folder), each file once.
+    entries = list(distinct_entries(read_as_label(folder, key, REAL), layout.own_media))
     # A file the dataset already holds would come in again as another group (the same photo in train and
     # test), and one of its fakes would come in as real. Held: by path, and by content (a copy of a photo
     # elsewhere came in again, 7 of 24 in two splits), down-sampled files too (they came back in new
@@ -108,21 +109,18 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     # A photo twice in the folder under other names (a hard link, a copy) came in as two groups.
     order = {path: number for number, path in enumerate(new_files)}
     twice = {path: copy for path, copy in same_bytes(new_files, new_files).items() if order[copy] < order[path]}
-    items = [
-        e
-        for e in entries
-        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is None and real_path(e.path) not in twice
-    ]
-    already = [
-        SourceProblem(e.path, ALREADY_HELD, e.source, REAL, e.group)
-        for e in entries
-        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is not None
-    ]
-    copied = [
-        SourceProblem(e.path, f"listed twice (also as {twice[real_path(e.path)]})", e.source, REAL, e.group)
-        for e in entries
-        if isinstance(e, SourceItem) and held_as[real_path(e.path)] is None and real_path(e.path) in twice
-    ]
+    items: list[SourceItem] = []
+    already: list[SourceProblem] = []
+    copied: list[SourceProblem] = []
+    for entry, path in zip((e for e in entries if isinstance(e, SourceItem)), new_files):
+        if held_as[path] is not None:
+            already.append(SourceProblem(entry.path, ALREADY_HELD, entry.source, REAL, entry.group))
+        elif path in twice:
+            copied.append(
+                SourceProblem(entry.path, f"listed twice (also as {twice[path]})", entry.source, REAL, entry.group)
+            )
+        else:
+            items.append(entry)
     problems = [e for e in entries if isinstance(e, SourceProblem)] + already + copied
     settings = ExtractSettings(
         frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size
@@ -160,27 +158,6 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
         after=after,
         notes=notes,
     )
-
-
-def _distinct_files(entries: Iterable[SourceEntry], own_media: Sequence[Path]) -> list[SourceEntry]:
-    """A folder's entries without the dataset's own files (its crops, fakes among them, when the dataset
-    lies inside the folder) and with each file once: a second name of one file (a link) is a problem, as
-    prepare lists it (one photo under six names came in as six groups, in train and val)."""
-    own = [folder.resolve() for folder in own_media]
-    out: list[SourceEntry] = []
-    seen: dict[Path, str] = {}
-    for entry in entries:
-        resolved = real_path(entry.path)
-        if any(resolved.is_relative_to(folder) for folder in own):
-            continue
-        if isinstance(entry, SourceItem) and resolved in seen:
-            entry = SourceProblem(
-                entry.path, f"listed twice (also as {seen[resolved]})", entry.source, REAL, entry.group
-            )
-        elif isinstance(entry, SourceItem):
-            seen[resolved] = entry.key
-        out.append(entry)
-    return out
 
 
 def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,13 +96,10 @@ def collect_items(
     Files under `exclude` (the folders the dataset being written fills: DatasetLayout.own_media) are not read.
     `known_keys`: the keys of the sources the dataset already holds (resolved path -> key), kept."""
     paths = [Path(p).resolve() for p in sources]
-    exclude = [folder.resolve() for folder in exclude]
     formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
     keys = root_keys(paths, known=known_keys)
     items: list[SourceItem] = []
     problems: list[SourceProblem] = []
-    seen_files: dict[Path, str] = {}
-    seen_keys: set[str] = set()
     ffpp = [(path, key) for path, form, key in zip(paths, formats, keys) if form == "ffpp"]
     for path, _ in ffpp:  # as read_source checks a source it reads
         if not path.is_dir():
@@ -117,32 +114,40 @@ def collect_items(
         # whichever folder holds them.
         return read_ffpp_roots(ffpp, compressions=ffpp_compressions) if (path, key) == ffpp[0] else iter(())
 
-    for path, form, key in zip(paths, formats, keys):
-        for entry in entries(path, form, key):
-            if any(real_path(entry.path).is_relative_to(folder) for folder in exclude):
-                continue
-            if isinstance(entry, SourceProblem):
-                problems.append(entry)
-                continue
-            # A broken link or a loop is its own entry (two links to one missing file were "listed twice").
-            resolved = real_path(entry.path) if os.path.exists(entry.path) else entry.path
-            if resolved in seen_files or entry.key in seen_keys:
-                problems.append(
-                    SourceProblem(
-                        entry.path,
-                        f"listed twice (also as {seen_files.get(resolved, entry.key)})",
-                        entry.source,
-                        entry.label,
-                        entry.group,
-                        entry.method,
-                    )
-                )
-                continue
-            seen_files[resolved] = entry.key
-            seen_keys.add(entry.key)
+    every = (entry for path, form, key in zip(paths, formats, keys) for entry in entries(path, form, key))
+    for entry in distinct_entries(every, exclude):
+        if isinstance(entry, SourceProblem):
+            problems.append(entry)
+        else:
             items.append(entry)
     described = [DatasetSource(path=str(p), format=f, root_key=k) for p, f, k in zip(paths, formats, keys)]
     return items, problems, described
+
+
+def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = ()) -> Iterator[SourceEntry]:
+    """`entries` but those under `exclude` (the folders a dataset fills itself: DatasetLayout.own_media), each
+    file once: a second name of one file (a link; one photo under six names came in as six groups, in train
+    and val) or a second entry with one key becomes a "listed twice" problem. A broken link or a loop is
+    its own entry (two links to one missing file were "listed twice")."""
+    excluded = [real_path(folder) for folder in exclude]
+    seen_files: dict[Path, str] = {}
+    seen_keys: set[str] = set()
+    for entry in entries:
+        if any(real_path(entry.path).is_relative_to(folder) for folder in excluded):
+            continue
+        if isinstance(entry, SourceProblem):
+            yield entry
+            continue
+        resolved = real_path(entry.path) if os.path.exists(entry.path) else entry.path
+        if resolved in seen_files or entry.key in seen_keys:
+            also = seen_files.get(resolved, entry.key)
+            yield SourceProblem(
+                entry.path, f"listed twice (also as {also})", entry.source, entry.label, entry.group, entry.method
+            )
+            continue
+        seen_files[resolved] = entry.key
+        seen_keys.add(entry.key)
+        yield entry
 
 
 def kept_group_splits(records: Sequence[CropRecord], split_of_file: Mapping[str, str]) -> dict[str, str]:
