@@ -90,8 +90,9 @@ def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not
 
 def test_a_packed_banks_sources_are_looked_for_among_files_of_their_sizes_only(tmp_path, monkeypatch):
     # Every benchmark file was hashed at every training start (minutes for video benchmarks).
+    import deepshield.media.files as media_files
     import deepshield.training.benchmarks as benchmarks
-    from deepshield.training.facebank import source_key
+    from deepshield.media.files import source_key
 
     files = []
     for size in (10, 20, 30):
@@ -102,8 +103,8 @@ def test_a_packed_banks_sources_are_looked_for_among_files_of_their_sizes_only(t
     key = source_key(training)
     training.unlink()
     hashed = []
-    real_sha = benchmarks.file_sha256
-    monkeypatch.setattr(benchmarks, "file_sha256", lambda path: hashed.append(path.name) or real_sha(path))
+    real_sha = media_files.file_sha256
+    monkeypatch.setattr(media_files, "file_sha256", lambda path: hashed.append(path.name) or real_sha(path))
     with pytest.raises(benchmarks.BenchmarkOverlapError, match="shares 1 file"):
         benchmarks.check_no_overlap("set", files, [], [key])
     assert hashed == ["f20.bin"]
@@ -120,11 +121,11 @@ def test_a_copy_in_a_folder_and_a_packed_bank_is_one_group(real_dir, packed, tmp
     shutil.copy(original, folder / "renamed.png")
     config = tiny_config(folder, tmp_path / "run", tmp_path / "e.db", tmp_path / "cache")
     config = config.model_copy(update={"data": config.data.model_copy(update={"real_dirs": [str(folder), str(out)]})})
-    import deepshield.training.facebank as facebank
+    import deepshield.media.files as media_files
 
     hashed = []
-    real_sha = facebank.file_sha256
-    monkeypatch.setattr(facebank, "file_sha256", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    real_sha = media_files.file_sha256
+    monkeypatch.setattr(media_files, "file_sha256", lambda path: hashed.append(Path(path).name) or real_sha(path))
     (folder / "other.png").write_bytes(original.read_bytes() + b"\0")  # another size: never hashed
     bank = facebank_for(config)
     group_of = {Path(p).name: g for p, g in zip(bank.paths.tolist(), bank.groups.tolist())}

@@ -7,7 +7,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,6 +75,26 @@ def file_sha256(path: Path) -> str:
     except OSError as exc:
         raise DeepShieldError(f"cannot read the file ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+def source_key(path: Path) -> str:
+    """A file's size and SHA-256, "<size>:<hex>": what names a training photo where the photo is not (a
+    packed face bank's), the size sparing the hashing of files of other sizes (keyed_among)."""
+    return f"{path.stat().st_size}:{file_sha256(path)}"
+
+
+def keyed_among(paths: Iterable[Path], keys: Collection[str]) -> dict[Path, str]:
+    """The source_key of each of `paths` that is one of `keys`: only files of a size some key has are
+    hashed, and a file that cannot be read is none of them."""
+    sizes = {int(key.split(":", 1)[0]) for key in keys}
+    found = {}
+    for path in paths:
+        try:
+            if os.stat(path).st_size in sizes and (key := source_key(path)) in keys:
+                found[path] = key
+        except (OSError, DeepShieldError):
+            continue
+    return found
 
 
 Signature = tuple[int, int] | None  # a file's size and modification time; None: it cannot be stat'ed

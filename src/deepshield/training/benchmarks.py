@@ -60,7 +60,7 @@ from deepshield.evaluation.scoring import (
 )
 from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.inference.video_rule import VideoRule
-from deepshield.media.files import file_sha256
+from deepshield.media.files import file_sha256, keyed_among
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def check_no_overlap(
     training_digests: Collection[str] = (),
 ) -> None:
     """Refuse a benchmark that holds a training file, by resolved path or by identical content (also the
-    `training_digests`, "<size>:<SHA-256>", of training files not on this machine: a packed bank's sources;
-    only the files of those sizes are hashed)."""
+    `training_digests`, source_key, of training files not on this machine: a packed bank's sources)."""
     training = [Path(p).resolve() for p in training_files]
     training_paths = set(training)
     candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
@@ -153,11 +152,7 @@ def check_no_overlap(
         digests = {file_sha256(t) for t in same_size}
         shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
     if not shared and training_digests:
-        packed = set(training_digests)
-        sizes = {int(key.split(":", 1)[0]) for key in packed}
-        shared = sorted(
-            p for p in candidates if p.stat().st_size in sizes and f"{p.stat().st_size}:{file_sha256(p)}" in packed
-        )
+        shared = sorted(keyed_among(candidates, set(training_digests)))
     if shared:
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(

@@ -9,7 +9,6 @@ names in place of folders, so a machine without the photos or MediaPipe (a GPU l
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import re
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
-from deepshield.media.files import file_sha256, file_signature, files_under
+from deepshield.media.files import file_signature, files_under, keyed_among, source_key
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
 from deepshield.training.config import DataConfig, TrainConfig
@@ -367,7 +366,10 @@ def pack_facebank(
     each face's source file's source_key (from the file, else from `known_digests`, a packed bank's; "" when
     neither has it). Returns bytes."""
     known = known_digests or {}
-    digest_of = {source: known.get(source) or source_key(Path(source)) for source in set(bank.paths.tolist())}
+    digest_of = {
+        source: known.get(source) or (source_key(Path(source)) if Path(source).is_file() else "")
+        for source in set(bank.paths.tolist())
+    }
     encoded = []
     for image in bank.images:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -426,12 +428,6 @@ def unpack_facebank(path: Path, policy: CropPolicy, group_pattern: str | None) -
     ).regrouped(group_pattern)
 
 
-def source_key(path: Path) -> str:
-    """A source file's size and SHA-256, "<size>:<hex>" (the size spares hashing files of other sizes), or
-    "" when it is no file."""
-    return f"{path.stat().st_size}:{file_sha256(path)}" if path.is_file() else ""
-
-
 def packed_source_digests(data: DataConfig) -> dict[str, str]:
     """Source path -> source_key of every face in the configuration's packed banks (data.real_dirs' files)."""
     digests: dict[str, str] = {}
@@ -460,11 +456,8 @@ def facebank_for(config: TrainConfig) -> FaceBank:
     bank = FaceBank.concat(banks)
     if len(banks) > 1:  # each joined its own copies; copies in two banks are joined here
         digest_of = packed_source_digests(data)
-        sizes = {int(key.split(":", 1)[0]) for key in digest_of.values()}
-        for path in set(bank.paths.tolist()) - set(digest_of):  # hashed only where a packed source has its size
-            with contextlib.suppress(OSError):
-                digest_of[path] = source_key(Path(path)) if Path(path).stat().st_size in sizes else ""
-            digest_of.setdefault(path, "")
-        digests = [digest_of[path] for path in bank.paths.tolist()]
+        folder_files = {Path(path) for path in bank.paths.tolist()} - {Path(path) for path in digest_of}
+        digest_of |= {str(path): key for path, key in keyed_among(folder_files, set(digest_of.values())).items()}
+        digests = [digest_of.get(path, "") for path in bank.paths.tolist()]
         bank = replace(bank, groups=joined_by_source(joined_copies(bank.groups, bank.images), digests))
     return bank
