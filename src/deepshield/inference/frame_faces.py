@@ -66,20 +66,21 @@ def find_faces(
 ) -> FrameFaces:
     """Detect the faces of every frame (with `turns`, the file read at a quarter turn or upside down when
     it was turned without saying so: `FaceDetector.detect_frames`), keep a frame's `max_faces` largest,
-    crop each upright with `policy` and link them into tracks by box overlap. `on_frame(position)` is
+    crop each upright with `policy` and link them into tracks (`associate`). `on_frame(position)` is
     called before each frame's detection."""
     found = detector.detect_frames(images, turns, on_frame)
     faces_per_frame = [_largest(faces, max_faces) for faces in found]
-    crops, inside = [], []
+    linked = len(images) > 1  # a photo's faces are never linked into tracks: no look to compare
+    crops, inside, looks = [], [], []
     for image, faces in zip(images, faces_per_frame):
+        frame_looks = []
         for face in faces:
             crops.append(crop_face(image, face.box, face.keypoints, policy, face.turns))
             inside.append(synthetic_crop(image, crops[-1], face.box, face.keypoints, policy, face.turns))
-    looks, start = [], 0
-    for faces in faces_per_frame:
-        looks.append([face_look(crop.pixels) for crop in crops[start : start + len(faces)]])
-        start += len(faces)
-    tracks = associate([[face.box for face in faces] for faces in faces_per_frame], looks)
+            if linked:
+                frame_looks.append(face_look(crops[-1].pixels))
+        looks.append(frame_looks)
+    tracks = associate([[face.box for face in faces] for faces in faces_per_frame], looks if linked else None)
     left_out = [len(all_faces) - len(kept) for all_faces, kept in zip(found, faces_per_frame)]
     return FrameFaces(faces_per_frame, crops, tracks, left_out, inside)
 
