@@ -376,14 +376,20 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert paths_in_out() == files
 
 
-def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(capsys, tiny_bundle, tmp_path):
+def resumed_after_a_failure(capsys, tiny_bundle, tmp_path) -> tuple[Path, Path, tuple[str, ...]]:
+    """(inbox, out, args) of a resumable scan whose first run failed on the inbox's one file, since moved away."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "rows.jsonl"
     args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
     assert scan(capsys, *args)[0] == EXIT_SOME_FAILED
-    (inbox / "broken.jpg").unlink()  # moved away before the rerun: nothing is left to scan
+    (inbox / "broken.jpg").unlink()
+    return inbox, out, args
+
+
+def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(capsys, tiny_bundle, tmp_path):
+    _, out, args = resumed_after_a_failure(capsys, tiny_bundle, tmp_path)  # nothing is left to scan
     code, _, err = scan(capsys, *args)
     assert code == EXIT_SOME_FAILED and "nothing to scan" in err
     out.write_text("")
@@ -392,13 +398,7 @@ def test_a_resumed_scan_with_nothing_left_to_scan_keeps_its_earlier_failures(cap
 
 def test_a_resumed_scan_that_scans_more_keeps_its_earlier_failures(capsys, tiny_bundle, astronaut, tmp_path):
     """The earlier rows' failures count in the exit status of a resumed scan that scans new files too."""
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "broken.jpg").write_bytes(b"not a jpeg")
-    out = tmp_path / "rows.jsonl"
-    args = (str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
-    assert scan(capsys, *args)[0] == EXIT_SOME_FAILED
-    (inbox / "broken.jpg").unlink()
+    inbox, out, args = resumed_after_a_failure(capsys, tiny_bundle, tmp_path)
     cv2.imwrite(str(inbox / "new.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))  # a good file arrives
     code, _, _ = scan(capsys, *args)
     assert code == EXIT_SOME_FAILED and len(out.read_text().splitlines()) == 2
