@@ -84,14 +84,16 @@ def signing_identity() -> SigningIdentity:
     )
 
 
-def with_credentials(data: bytes, mime: str, source_type: str | None = GENERATIVE) -> bytes:
-    """The file signed with Content Credentials saying "Imaginary Diffusion 3.1" created it (of the given
-    IPTC source type)."""
-    action: dict[str, object] = {"action": "c2pa.created", "softwareAgent": {"name": "Imaginary Diffusion"}}
+def with_credentials(
+    data: bytes, mime: str, source_type: str | None = GENERATIVE, made_with: str = "Imaginary Diffusion"
+) -> bytes:
+    """The file signed with Content Credentials saying "Imaginary Diffusion 3.1" (or `made_with`) created it
+    (of the given IPTC source type)."""
+    action: dict[str, object] = {"action": "c2pa.created", "softwareAgent": {"name": made_with}}
     if source_type is not None:
         action["digitalSourceType"] = source_type
     manifest = {
-        "claim_generator_info": [{"name": "Imaginary Diffusion", "version": "3.1"}],
+        "claim_generator_info": [{"name": made_with, "version": "3.1"}],
         "title": "generated",
         "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}],
     }

@@ -9,7 +9,7 @@ import numpy as np
 
 from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from tests.conftest import photo_with_exif, write_video
-from tests.provenance_support import edited_from, signing_identity, with_credentials
+from tests.provenance_support import edited_from, other_root_pem, signing_identity, with_credentials
 
 
 def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astronaut, tmp_path):
@@ -27,7 +27,10 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
         "declared source      Created using generative AI (trainedAlgorithmicMedia; in its Content Credentials)"
         in generated_part
     )
-    assert "Content Credentials  valid (no trust list given)" in generated_part
+    assert (
+        "Content Credentials  signature valid: the file is as a certificate naming itself \u201cImaginary Labs\u201d "
+        "signed it; no trust list was given to check who that is" in generated_part
+    )
     assert "made from            generated.jpg" in retouched_part
     assert "in the Content Credentials of a file it was made from" in retouched_part
     assert clip_part.startswith("clip.mp4 (video, SHA-256 ") and "software" in clip_part
@@ -43,6 +46,10 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     empty, gone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert empty["sha256"] == hashlib.sha256(b"").hexdigest() and "error" in empty
     assert "sha256" not in gone and "error" in gone
+    stranger = tmp_path / "stranger.pem"  # a list that does not vouch for the signer: no pass (it read "valid against")
+    stranger.write_bytes(other_root_pem())
+    assert main(["inspect", files[0], "--trust-anchors", str(stranger)]) == EXIT_OK
+    assert "signed it, but stranger.pem do not vouch for it" in capsys.readouterr().out
     assert main(["inspect", files[0], "--trust-anchors", files[2]]) == EXIT_USAGE
     assert "hold no PEM certificate" in capsys.readouterr().err
 
@@ -87,3 +94,25 @@ def test_a_file_that_does_not_decode_is_said_so(capsys, astronaut, tmp_path):
     assert out.count("not readable") == 1
     assert main(["inspect", str(cut), "--json"]) == EXIT_SOME_FAILED
     assert json.loads(capsys.readouterr().out)["error"].startswith("corrupt image")
+
+
+def test_a_files_own_text_cannot_write_lines_or_escape_codes_to_the_terminal(capsys, astronaut, tmp_path):
+    # A forged manifest's claim generator held ESC codes and a line break: printed raw, they could clear
+    # the screen and print a line of the file's choosing ("Content Credentials  trusted").
+    forged = with_credentials(photo_with_exif(astronaut), "image/jpeg", made_with="Evil\x1b[2J\x1b[31mTool\nfake: line")
+    (tmp_path / "forged.jpg").write_bytes(forged)
+    assert main(["inspect", str(tmp_path / "forged.jpg")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "  made with            Evil [2J [31mTool fake: line 3.1\n" in out
+    assert not any(line.startswith("fake") for line in out.splitlines())
+
+
+def test_a_video_whose_header_is_damaged_is_named_and_the_next_file_still_read(capsys, astronaut, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, i, axis=1) for i in range(3)])
+    damaged = tmp_path / "damaged.mp4"  # its media information box renamed: the stream keeps no codec
+    damaged.write_bytes(clip.read_bytes().replace(b"minf", b"Xinf", 1))
+    assert main(["inspect", str(damaged), str(clip)]) == EXIT_SOME_FAILED  # was an AttributeError traceback
+    out = capsys.readouterr().out
+    assert "not readable as video: its video stream names no codec that can be decoded (the file is damaged)" in out
+    assert out.count("(video, SHA-256") == 2

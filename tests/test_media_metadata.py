@@ -243,6 +243,60 @@ def test_xmp_is_read_from_its_place_never_from_a_comment(astronaut, tmp_path):
     assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
 
 
+def test_the_source_type_is_the_propertys_value_in_each_form_xmp_writes(astronaut):
+    # A description quoting the generative code called a camera's capture "Created using generative AI".
+    prefix = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmlns:dc="http://purl.org'
+        b'/dc/elements/1.1/">'
+    )
+    url = b"http://cv.iptc.org/newscodes/digitalsourcetype/"
+    quoted = b"<dc:description><rdf:Alt><rdf:li>Not made with " + url + b"trainedAlgorithmicMedia</rdf:li></rdf:Alt>"
+    forms = {
+        "element": b"<Iptc4xmpExt:DigitalSourceType>" + url + b"digitalCapture</Iptc4xmpExt:DigitalSourceType>",
+        "resource": b'<Iptc4xmpExt:DigitalSourceType rdf:resource="' + url + b'digitalCapture"/>',
+    }
+    for form, value in forms.items():
+        buffer = io.BytesIO()
+        xmp = prefix + value + quoted + b"</dc:description></rdf:Description></rdf:RDF></x:xmpmeta>"
+        Image.fromarray(astronaut).save(buffer, "JPEG", xmp=xmp)
+        declared = image_metadata(buffer.getvalue()).declared_source
+        assert declared is not None and declared.code == "digitalCapture", form
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(
+        buffer, "JPEG", xmp=prefix + quoted + b"</dc:description></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    assert image_metadata(buffer.getvalue()).declared_source is None
+
+
+def test_an_mp4s_xmp_is_read_after_megabytes_of_media_data(astronaut, tmp_path):
+    # A camera writes moov after the media data: the XMP in moov/udta was missed past the first 4 MB.
+    import struct
+
+    clip = write_video(tmp_path / "clip.mp4", [astronaut[:64, :64]] * 3)
+    data = clip.read_bytes()
+    ftyp_end = struct.unpack(">I", data[:4])[0]
+    filler = struct.pack(">I", 8 + 5_000_000) + b"free" + bytes(5_000_000)
+    xmp = _xmp("trainedAlgorithmicMedia")
+    udta = struct.pack(">I", 16 + len(xmp)) + b"udta" + struct.pack(">I", 8 + len(xmp)) + b"XMP_" + xmp
+    moov = struct.pack(">I", 8 + len(udta)) + b"moov" + udta  # a second moov: only its udta is read here
+    clip.write_bytes(data[:ftyp_end] + filler + moov + data[ftyp_end:])
+    declared = video_metadata(clip).declared_source
+    assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+
+
+def test_a_png_with_a_large_text_chunk_is_a_photo_with_settings(astronaut, tmp_path):
+    # Pillow stops at 1 MB of inflated text: a ComfyUI-sized workflow made the photo "corrupt".
+    from deepshield.media.images import decode_image
+
+    settings = PngInfo()
+    settings.add_text("workflow", "{" + " " * 2_000_000 + "}", zip=True)
+    path = tmp_path / "generated.png"
+    Image.fromarray(astronaut).save(path, pnginfo=settings)
+    assert image_metadata(path).generator_settings == ["workflow"]
+    assert decode_image(path).pixels.shape == astronaut.shape
+
+
 def test_trust_anchors_that_cannot_serve_are_refused_by_name(tmp_path):
     with pytest.raises(TrustAnchorsError, match=r"missing\.pem"):
         TrustAnchors.load(tmp_path / "missing.pem")

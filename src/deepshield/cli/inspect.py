@@ -96,9 +96,8 @@ def describe(path: Path, kind: str, sha256: str, metadata, undecodable: str | No
         facts.append(("declared source", f"{source.meaning} ({source.code}; {source.place()})"))
     credentials = metadata.credentials
     if credentials is not None:
-        checked = f" against {credentials.trust_anchors}" if credentials.trust_anchors else " (no trust list given)"
         facts += [
-            ("Content Credentials", f"{credentials.state}{checked}"),
+            ("Content Credentials", credentials.state_text()),
             ("signed by", credentials.signer()),
             ("signed at", credentials.signed_at),
             ("made with", credentials.made_with),

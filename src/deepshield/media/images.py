@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 from PIL.MpoImagePlugin import MpoImageFile
 from pillow_heif import HeifImageFile, open_heif, register_heif_opener
@@ -30,6 +30,10 @@ from deepshield.media.units import format_bytes, megapixels
 # image is wanted: no thumbnails, depth maps or auxiliary images are decoded. libheif applies the
 # file's rotation and mirroring and resets the EXIF orientation to 1, so load_image never turns twice.
 register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+# Pillow refuses a PNG whose one text chunk inflates past 1 MB (its bomb guard), but an image generator's
+# workflow (ComfyUI's "workflow" chunk) can be larger: such a photo was called corrupt. Each chunk may
+# reach 16 MB; all of them together stay within Pillow's own 64 MB (MAX_TEXT_MEMORY).
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 1024 * 1024
 
 # What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
 # unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.

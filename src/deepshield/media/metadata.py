@@ -13,6 +13,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngImageFile
 from pydantic import BaseModel, Field
 
+from deepshield.media.file_text import file_text
 from deepshield.media.images import ImageLimits
 from deepshield.media.provenance import (
     ContentCredentials,
@@ -63,20 +64,8 @@ class MediaMetadata(BaseModel):
     )
 
 
-def _text(value: object) -> str | None:
-    """A metadata value as clean text (EXIF strings are often NUL-padded), None when blank. UTF-16 with its
-    byte-order mark (some cameras and editors write it where EXIF says ASCII) is read as UTF-16: Pillow's
-    Latin-1 reading of it showed a camera as "ÿþCanon"."""
-    if isinstance(value, str) and value[:2] in ("\xff\xfe", "\xfe\xff"):
-        value = value.encode("latin-1", "replace")
-    if isinstance(value, bytes):
-        value = value.decode("utf-16" if value[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8", "replace")
-    text = str(value).replace("\x00", "").strip() if value is not None else ""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:200] or None
-
-
 def _camera(make: object, model: object) -> str | None:
-    return " ".join(t for t in (_text(make), _text(model)) if t) or None
+    return " ".join(t for t in (file_text(make), file_text(model)) if t) or None
 
 
 def _provenance(
@@ -87,7 +76,7 @@ def _provenance(
     comment or an EXIF text is no declaration of the file's). None: an MP4/MOV's is read from its boxes;
     another file's is looked for in `head`."""
     if xmp is None:
-        xmp = bmff_xmp(head)
+        xmp = _bmff_xmp(source)
     if xmp is None:
         xmp = xmp_packet(head)
     credentials = read_content_credentials(source, trust_anchors) if _holds_c2pa(source, head) else None
@@ -121,8 +110,8 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
     return provenance.model_copy(
         update={
             "camera": _camera(exif.get(_EXIF_MAKE), exif.get(_EXIF_MODEL)),
-            "software": _text(exif.get(_EXIF_SOFTWARE)) or _text(info.get("Software")),
-            "created": _text(details.get(_EXIF_DATETIME_ORIGINAL)) or _text(exif.get(_EXIF_DATETIME)),
+            "software": file_text(exif.get(_EXIF_SOFTWARE)) or file_text(info.get("Software")),
+            "created": file_text(details.get(_EXIF_DATETIME_ORIGINAL)) or file_text(exif.get(_EXIF_DATETIME)),
             # A position, not just a GPS block (some cameras write one holding only its version).
             "has_location": {_GPS_LATITUDE, _GPS_LONGITUDE} <= set(exif.get_ifd(_GPS_IFD)),
             "generator_settings": [key for key in GENERATOR_KEYS if key in info],
@@ -146,8 +135,8 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
     return provenance.model_copy(
         update={
             "camera": _camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
-            "software": _text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
-            "created": _text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
+            "software": file_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
+            "created": file_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
             "has_location": any(key in tags for key in _VIDEO_LOCATION_KEYS),
         }
     )
@@ -174,6 +163,15 @@ def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
     except OSError:
         return False
     return len(found) == len(_C2PA_MARKERS)
+
+
+def _bmff_xmp(source: Path | str | bytes) -> bytes | None:
+    """bmff_xmp of a file or its bytes; None when it cannot be read."""
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as handle:
+            return bmff_xmp(handle)
+    except OSError:
+        return None
 
 
 def _head(path: Path) -> bytes:

@@ -10,11 +10,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from deepshield.errors import TrustAnchorsError
+from deepshield.media.file_text import file_text
 
 # IPTC's digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/), with IPTC's own labels.
 SOURCE_TYPES = {
@@ -38,7 +39,12 @@ SOURCE_TYPES = {
     "humanEdits": "Edited by a person",
 }
 GENERATIVE_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
-_SOURCE_TYPE = re.compile(rb"digitalsourcetype/([A-Za-z]{3,60})")
+# The value of the DigitalSourceType property (an attribute, an element's text or an rdf:resource), any
+# prefix: a search for the code anywhere called a camera capture generative AI because its description
+# quoted the code.
+_SOURCE_TYPE = re.compile(
+    rb"DigitalSourceType(?:\s*=\s*[\"']|\s*>|\s+rdf:resource\s*=\s*[\"'])\s*[^\"'<>\s]*?digitalsourcetype/([A-Za-z]{3,60})"
+)
 _XMP_OPEN, _XMP_CLOSE = b"<x:xmpmeta", b"</x:xmpmeta>"
 # Offline, always: a manifest stored at a URL is not fetched, nor is a certificate's revocation status.
 _OFFLINE = {"remote_manifest_fetch": False, "ocsp_fetch": False}
@@ -126,12 +132,37 @@ class ContentCredentials(BaseModel):
     )
     problems: list[str] = Field(default_factory=list, description="why it is invalid or unreadable, as the SDK says")
 
+    # Every field is the file's own text (the SDK's problems quote it too): one printable line each.
+    @field_validator("signed_by", "signed_at", "made_with", mode="before")
+    @classmethod
+    def _one_line(cls, value: object) -> str | None:
+        return file_text(value)
+
+    @field_validator("actions", "source_types", "ingredients", "ingredient_source_types", "problems", mode="before")
+    @classmethod
+    def _one_line_each(cls, values: list[object]) -> list[str]:
+        return [text for text in (file_text(value, 300) for value in values) if text]
+
     def signer(self) -> str | None:
         """Who signed, in words: a name no trust list vouches for is the certificate's own word (anyone can
         make a certificate naming a newsroom)."""
         if self.signed_by is None or self.state == "trusted":
             return self.signed_by
         return f"{self.signed_by} (its certificate's own word: not vouched for)"
+
+    def state_text(self) -> str:
+        """The state in words, as the page says it: "valid against a trust list" read as a pass when the
+        list does not vouch for the signer."""
+        named = f"a certificate naming itself \u201c{self.signed_by}\u201d" if self.signed_by else "its signer"
+        return {
+            "trusted": f"signature trusted: the file is as {self.signed_by or 'the signer'} signed it, "
+            f"and {self.trust_anchors} vouch for the signer",
+            "valid": f"signature valid: the file is as {named} signed it, but {self.trust_anchors} do not vouch for it"
+            if self.trust_anchors
+            else f"signature valid: the file is as {named} signed it; no trust list was given to check who that is",
+            "invalid": "signature invalid: the file changed after it was signed, or the signature does not hold",
+            "unreadable": "present, but it could not be read",
+        }[self.state]
 
 
 def read_content_credentials(
@@ -178,8 +209,8 @@ def _credentials(store: dict[str, Any], anchors: str | None) -> ContentCredentia
     return ContentCredentials(
         state=state if state in ("trusted", "valid") else "invalid",
         trust_anchors=anchors,
-        signed_by=_text(signature.get("issuer") or signature.get("common_name")),
-        signed_at=_text(signature.get("time")),
+        signed_by=signature.get("issuer") or signature.get("common_name"),
+        signed_at=signature.get("time"),
         made_with=_made_with(manifest),
         actions=[str(a.get("action", "")).removeprefix("c2pa.") for a in actions if a.get("action")],
         source_types=_source_types(actions),
@@ -231,34 +262,45 @@ def _source_types(actions: list[dict[str, Any]]) -> list[str]:
 
 def _made_with(manifest: dict[str, Any]) -> str | None:
     for info in manifest.get("claim_generator_info") or []:
-        name = _text(" ".join(str(info[key]) for key in ("name", "version") if info.get(key)))
+        name = file_text(" ".join(str(info[key]) for key in ("name", "version") if info.get(key)))
         if name:
             return name
-    return _text(manifest.get("claim_generator"))
-
-
-def _text(value: object) -> str | None:
-    text = str(value).strip()[:200] if value else ""
-    return text or None
+    return file_text(manifest.get("claim_generator"))
 
 
 # An ISO base media file's (MP4, MOV) XMP: a top-level `uuid` box of this UUID, or moov/udta/XMP_.
 _BMFF_XMP_UUID = bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC")
 
 
-def bmff_xmp(head: bytes) -> bytes | None:
-    """The XMP of an MP4/MOV file from its boxes (b"" when its first bytes hold none), None when the bytes
-    are no ISO base media file. Read from its place, not searched for: a packet in a title tag was taken for
-    the file's declaration, the real one after it never read."""
-    if head[4:8] != b"ftyp":
+# Box headers read before giving up on a file: far more than real files hold, few enough that a file of
+# empty boxes cannot hold a scan.
+_MAX_BOXES = 100_000
+# An XMP packet is a few kilobytes; a box claiming more is read this far.
+_MAX_XMP_BYTES = 4 * 1024 * 1024
+
+
+def bmff_xmp(handle: BinaryIO) -> bytes | None:
+    """The XMP of an MP4/MOV file from its boxes (b"" when it holds none), None when the file is no ISO base
+    media file. Read from its place, not searched for: a packet in a title tag was taken for the file's
+    declaration, the real one after it never read. The boxes are walked through the whole file, their
+    headers alone read: a camera writes `moov` after the media data, past any fixed head of the file."""
+    handle.seek(0)
+    if handle.read(8)[4:8] != b"ftyp":
         return None
+    counted = 0
 
     def boxes(start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-        while start + 8 <= end:
-            size, kind = int.from_bytes(head[start : start + 4], "big"), head[start + 4 : start + 8]
+        nonlocal counted
+        while start + 8 <= end and counted < _MAX_BOXES:
+            counted += 1
+            handle.seek(start)
+            header_bytes = handle.read(16)
+            if len(header_bytes) < 8:
+                return
+            size, kind = int.from_bytes(header_bytes[:4], "big"), header_bytes[4:8]
             header = 8
-            if size == 1 and start + 16 <= end:
-                size, header = int.from_bytes(head[start + 8 : start + 16], "big"), 16
+            if size == 1 and len(header_bytes) == 16:
+                size, header = int.from_bytes(header_bytes[8:16], "big"), 16
             elif size == 0:
                 size = end - start
             if size < header:
@@ -266,15 +308,19 @@ def bmff_xmp(head: bytes) -> bytes | None:
             yield kind, start + header, min(start + size, end)
             start += size
 
-    for kind, begin, end in boxes(0, len(head)):
-        if kind == b"uuid" and head[begin : begin + 16] == _BMFF_XMP_UUID:
-            return head[begin + 16 : end]
+    def read(begin: int, end: int) -> bytes:
+        handle.seek(begin)
+        return handle.read(max(0, min(end - begin, _MAX_XMP_BYTES)))
+
+    for kind, begin, end in boxes(0, handle.seek(0, io.SEEK_END)):
+        if kind == b"uuid" and read(begin, begin + 16) == _BMFF_XMP_UUID:
+            return read(begin + 16, end)
         if kind == b"moov":
             for child, child_begin, child_end in boxes(begin, end):
                 if child == b"udta":
                     for item, item_begin, item_end in boxes(child_begin, child_end):
                         if item == b"XMP_":
-                            return head[item_begin:item_end]
+                            return read(item_begin, item_end)
     return b""
 
 

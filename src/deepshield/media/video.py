@@ -189,6 +189,8 @@ def picture_stream(container: av.container.InputContainer) -> av.VideoStream:
 
 def _info(container: av.container.InputContainer) -> VideoInfo:
     stream = picture_stream(container)
+    if stream.codec_context is None:  # a damaged header (a renamed box) leaves the stream without a codec
+        raise CorruptMediaError("its video stream names no codec that can be decoded (the file is damaged)")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if stream.duration is not None and stream.time_base is not None:

@@ -22,8 +22,8 @@ function sourcePlace(source) {
   return source.verified === false ? `${where}, which fail verification` : where;
 }
 
-// The C2PA SDK's reading of the file's Content Credentials, in words (deepshield.media.provenance). A name
-// no trust list vouches for is the certificate's own word: anyone can make one naming a newsroom.
+// The C2PA SDK's reading of the file's Content Credentials, in words, as ContentCredentials.state_text
+// says it (deepshield.media.provenance). A name no trust list vouches for is the certificate's own word: anyone can make one naming a newsroom.
 function credentialsState(cred) {
   const named = cred.signed_by ? `a certificate naming itself “${cred.signed_by}”` : "its signer";
   return {
