@@ -309,9 +309,10 @@ def test_malformed_requests_are_400(client, astronaut_jpeg):
         client.post("/v1/analyze", content=astronaut_jpeg, headers={"content-type": "image/jpeg"}), 400, "bad_request"
     )
     assert_error(client.post("/v1/analyze", data={"note": "no file here"}), 400, "bad_request")
-    assert_error(
+    body = assert_error(
         client.post("/v1/analyze", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}), 400, "bad_request"
     )
+    assert body["detail"] == "no file: send the media in a multipart field named 'file', not 'image'"
     assert_error(client.post("/v1/analyze", files=upload(b"")), 400, "empty_file")
     two = [("file", ("a.jpg", astronaut_jpeg, "image/jpeg")), ("file", ("b.jpg", astronaut_jpeg, "image/jpeg"))]
     body = assert_error(client.post("/v1/analyze", files=two), 400, "bad_request")  # not the first, silently
@@ -916,6 +917,17 @@ def test_unknown_or_repeated_query_options_and_overlong_boundaries_are_refused(c
     assert body["detail"] == "query.frames: given 2 times; give it once"
     assert_error(client.get("/v1/model?verbose=1"), 400, "invalid_request")
     assert client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).status_code == 200
+    # An option sent as a form field (curl -F frames=64) was ignored as well: the video analysed at the default.
+    jobs = len(client.app.state.runtime.jobs)
+    for path in ("/v1/jobs", "/v1/analyze"):
+        body = assert_error(
+            client.post(path, data={"frames": "64"}, files=upload(astronaut_jpeg)), 400, "invalid_request"
+        )
+        assert (
+            body["detail"]
+            == "form.frames: unknown field; the form holds only the 'file' field: give options in the query (?frames=...)"
+        )
+    assert len(client.app.state.runtime.jobs) == jobs
     # python-multipart refuses a boundary over 256 characters as the parser is made: that was a 500
     # ("please report this file") with two tracebacks logged.
     boundary = "b" * 257

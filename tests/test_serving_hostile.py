@@ -44,13 +44,17 @@ def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
 
 
 def start_upload(
-    port: int, declared: int = 200_000, source: str = "127.0.0.1", forwarded_for: str | None = None
+    port: int,
+    declared: int = 200_000,
+    source: str = "127.0.0.1",
+    forwarded_for: str | None = None,
+    path: str = "/v1/analyze",
 ) -> socket.socket:
     """A multipart upload whose headers and first body bytes are sent; the rest never comes (yet).
     `forwarded_for`: an X-Forwarded-For header claiming that client address."""
     sock = connect(port, source)
     forwarded = f"X-Forwarded-For: {forwarded_for}\r\n" if forwarded_for else ""
-    head = f"POST /v1/analyze HTTP/1.1\r\nHost: x\r\n{forwarded}Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{forwarded}Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
     sock.sendall(head.encode() + PART_HEAD)
     return sock
 
@@ -412,6 +416,32 @@ def test_a_killed_server_keeps_its_accepted_jobs_and_leaks_no_upload(tiny_bundle
         assert statuses.count(("done", None)) >= 6, statuses
         assert all(s in (("done", None), ("failed", "server_restarted")) for s in statuses), statuses
         assert list(uploads.iterdir()) == []
+
+
+def test_a_shutdown_takes_no_job_and_waits_for_no_slow_upload(tiny_bundle, tmp_path, astronaut_jpeg):
+    # An upload still arriving when the server was told to stop got 202 and a job id, and the stopping
+    # server dropped the job; a stalled one held the shutdown until the upload timeout (300 s).
+    import signal
+
+    from tests.serving_support import server_process
+
+    rest = astronaut_jpeg[3:] + f"\r\n--{BOUNDARY}--\r\n".encode()
+    env = {"DEEPSHIELD_SHUTDOWN_GRACE_S": "2", "DEEPSHIELD_UPLOAD_GRACE_S": "120"}  # no rate cut-off meanwhile
+    with server_process(tiny_bundle, env=env, log_path=tmp_path / "serve.log") as (base_url, process):
+        port = port_of(base_url)
+        finishing = start_upload(port, declared=len(PART_HEAD) + len(rest), path="/v1/jobs")
+        stalled = start_upload(port, path="/v1/jobs")
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        finishing.sendall(rest)
+        answer = answer_within(finishing, 5)
+        assert answer.startswith(b"HTTP/1.1 503") and b"shutting_down" in answer, answer[:300]
+        stopping = time.monotonic()
+        process.wait(timeout=20)
+        assert time.monotonic() - stopping < 5
+        stalled.close()
+        finishing.close()
 
 
 def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astronaut_jpeg, tmp_path):

@@ -308,7 +308,7 @@ class JobStore:
             pending = sum(1 for j in self._jobs.values() if not j.finished)
             if self._closed or pending >= self.max_pending:
                 upload.delete()
-                raise _busy(self.max_pending)
+                raise _shutting_down() if self._closed else _busy(self.max_pending)
             # The longest finished go first (by submission, a long job that had just ended went first and its
             # poller got a 404). Pending jobs never exceed max_pending < max_jobs, so finished ones make the room.
             finished = [j.id for j in sorted(self._jobs.values(), key=lambda j: j.finished_at or 0.0) if j.finished]
@@ -450,11 +450,16 @@ class JobStore:
         for job in failed + [job for job in undelivered if job.id in self._jobs]:
             self._call_back(job)
 
+    def refuse_new(self) -> None:
+        """Take no more jobs (503 shutting_down), the rest left as it is: a server shutting down still
+        receives the uploads in flight, and would drop the jobs made of them."""
+        self._closed = True
+
     def close(self) -> None:
         """Stop taking jobs; running ones stop at their next progress report (a ledger's next start reports
         them as stopped by the restart: the process waited up to the job time limit for a result it then
         dropped). Queued jobs are dropped (their files deleted), unless a ledger keeps them for the next start."""
-        self._closed = True
+        self.refuse_new()
         with self._lock:
             for job in self._jobs.values():
                 if job.status == "running":

@@ -44,6 +44,8 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
         log_level=log_level,
         http=guarded_protocol(guard),
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # any number of seconds works; the hint says int
+        # uvicorn's default waits for every request, so a slow upload held a restart for minutes.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # as above
         server_header=False,
         # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: only from the proxies named.
         proxy_headers=settings.forwarded_allow_ips is not None,
@@ -81,7 +83,17 @@ def serve(
         print(f"Deepfake Shield: job callbacks may go to {settings.callback_hosts}", flush=True)
     if settings.api_key:
         print("Deepfake Shield: API key required on /v1 (header X-API-Key)", flush=True)
-    uvicorn.Server(uvicorn_config(app, settings, host, port)).run(sockets=[listening])
+    jobs = app.state.runtime.jobs
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, taking no job once it starts shutting down: an upload still arriving got 202
+        and a job id, then the stopping server dropped the job."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            jobs.refuse_new()
+            await super().shutdown(sockets=sockets)
+
+    Server(uvicorn_config(app, settings, host, port)).run(sockets=[listening])
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -47,6 +47,7 @@ class ServerSettings(BaseModel):
     forwarded_allow_ips: str | None = None
     header_timeout_s: float = Field(10.0, gt=0)  # a connection must finish a request's headers within this; else closed
     keep_alive_s: float = Field(5.0, gt=0)  # an idle keep-alive connection is closed after this
+    shutdown_grace_s: float = Field(10.0, gt=0)  # on shutdown, requests in flight get this long; then cut off
     max_connections: int = Field(512, gt=0)  # open connections; beyond, the oldest still sending headers is dropped
     job_timeout_s: float = Field(600.0, gt=0)  # one job's analysis; above: the job fails with "timeout"
     video_frames: int = Field(DEFAULT_VIDEO_FRAMES, gt=0)  # frames sampled per video when the request does not say

@@ -34,9 +34,8 @@ if TYPE_CHECKING:  # a typing-only name of python-multipart
 log = logging.getLogger("deepshield.serving")
 
 FIELD_NAME = "file"
-# Multipart framing and small extra fields ride on top of the file itself.
+# Multipart framing rides on top of the file itself.
 _OVERHEAD_BYTES = 64 * 1024
-_MAX_PARTS = 16
 _CLOSE_SEEN_S = 0.01  # how long an upload's end waits for a close its client sent with the last bytes
 
 
@@ -89,19 +88,13 @@ class _Receiver:
         self.head = b""
         self.filename: str | None = None
         self.found = False
-        self.parts = 0
-        self._in_file = False
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
 
     # python-multipart callbacks --------------------------------------------------------------
     def on_part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > _MAX_PARTS:
-            raise ApiError(400, "bad_request", f"too many parts in the form (at most {_MAX_PARTS})")
         self._headers = {}
-        self._in_file = False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -117,16 +110,27 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         disposition = self._headers.get(b"content-disposition", b"")
         _, options = parse_options_header(disposition)
-        if options.get(b"name") == FIELD_NAME.encode() and self.found:  # which one was meant? neither is guessed
+        if options.get(b"name") != FIELD_NAME.encode():
+            name = options.get(b"name", b"").decode("utf-8", "replace")[:40]
+            if b"filename" in options:
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"no file: send the media in a multipart field named '{FIELD_NAME}', not '{name}'",
+                )
+            # An option sent as a form field (-F frames=64) was ignored, and the whole video analysed at the default.
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"form.{name}: unknown field; the form holds only the '{FIELD_NAME}' field: give options in the "
+                f"query (?{name}=...)",
+            )
+        if self.found:  # which one was meant? neither is guessed
             raise ApiError(400, "bad_request", f"more than one '{FIELD_NAME}' field: send one file per request")
-        if options.get(b"name") == FIELD_NAME.encode():
-            self.found = True
-            self._in_file = True
-            self.filename = _display_name(_extended_filename(disposition) or options.get(b"filename"))
+        self.found = True
+        self.filename = _display_name(_extended_filename(disposition) or options.get(b"filename"))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_file:
-            return  # other fields are ignored (the total body is still bounded)
         chunk = data[start:end]
         self.size += len(chunk)
         if self.size > self.limit:
@@ -135,9 +139,6 @@ class _Receiver:
             self.head += chunk[: HEADER_BYTES - len(self.head)]
         self.digest.update(chunk)
         self.handle.write(chunk)
-
-    def on_part_end(self) -> None:
-        self._in_file = False
 
     def upload(self, path: Path) -> Upload:
         """The received file, once the body has ended; refused when it holds no file or an empty one."""
@@ -155,7 +156,6 @@ class _Receiver:
             "on_header_end",
             "on_headers_finished",
             "on_part_data",
-            "on_part_end",
         )
         return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
 
