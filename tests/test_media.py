@@ -1336,3 +1336,58 @@ def test_a_variable_frame_rate_videos_samples_cover_all_of_it(tmp_path, suffix, 
         len(sampled) == 4
         and sampled[0].timestamp_s < 0.25 * info.duration_s < 0.75 * info.duration_s < sampled[-1].timestamp_s
     )
+
+
+def _gif_of_dots(path: Path, side: int, count: int) -> Path:
+    """A valid GIF of `count` 1x1 frames on a side x side canvas: a few bytes a frame, each composited
+    at the canvas's size when Pillow reads it."""
+    data = bytearray(b"GIF89a" + struct.pack("<HH", side, side) + bytes([0xF0, 0, 0]) + bytes(3) + b"\xff" * 3)
+    data += b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    for i in range(count):
+        data += b"!\xf9\x04\x00" + struct.pack("<H", 2) + b"\x00\x00"
+        data += b"," + struct.pack("<HHHH", i % side, 0, 1, 1) + b"\x00\x02\x02\x44\x01\x00"
+    path.write_bytes(bytes(data + b";"))
+    return path
+
+
+def test_an_animations_size_and_its_frames_reading_are_refused_before_the_frames_are_read(tmp_path, monkeypatch):
+    # Its canvas above the frame limit was refused only once every frame had been composited (a 7 KB GIF
+    # of 300 dots on a 6000x6000 canvas took a minute; 2.5 MB, hours).
+    from PIL import GifImagePlugin
+
+    seeks: list[int] = []
+    real_seek = GifImagePlugin.GifImageFile.seek
+    monkeypatch.setattr(
+        GifImagePlugin.GifImageFile, "seek", lambda self, frame: (seeks.append(frame), real_seek(self, frame))[1]
+    )
+    with pytest.raises(MediaTooLargeError, match=r"6000x6000 = 36 megapixels, above the 8\.85 megapixel limit"):
+        sample_frames(_gif_of_dots(tmp_path / "canvas.gif", 6000, 50), 4)
+    assert max(seeks) <= 1  # only is_animation's look for a second frame
+    limits = VideoLimits(max_animation_pixels=400 * 400 * 20)
+    with pytest.raises(
+        MediaTooLargeError, match=r"more than 20 frames of 400x400: reading them all is above the limit of 3\.2"
+    ):
+        sample_frames(_gif_of_dots(tmp_path / "long.gif", 400, 50), 4, limits)
+    assert max(seeks) <= 21
+    info, _ = sample_frames(_gif_of_dots(tmp_path / "fits.gif", 400, 20), 4, limits)
+    assert info.frame_count == 20
+
+
+def test_a_progressive_jpeg_counts_its_full_size_coefficients_in_the_working_memory(astronaut):
+    # Its decoder holds every coefficient at full size whatever the scale: a 3 MB progressive JPEG of
+    # 20000x12000 took 1.5 GB read at 1/4, within a 280 MB limit.
+    photos = {}
+    for progressive in (False, True):
+        data = io.BytesIO()
+        Image.fromarray(astronaut).save(data, "JPEG", progressive=progressive, subsampling=0)
+        photos[progressive] = data.getvalue()
+    held = 3 * 64 * 64 * 64 * 2  # three full-size components of 64 x 64 blocks
+    roomy = ImageLimits(max_working_bytes=512 * 512 * 7 + held // 2)  # the baseline's whole decode, and some
+    assert decode_image(photos[False], roomy).scale == 1
+    assert decode_image(photos[True], roomy).scale == 2
+    tight = ImageLimits(max_working_bytes=held)
+    assert decode_image(photos[False], tight).scale == 2
+    with pytest.raises(
+        MediaTooLargeError, match=r"image is 512x512, a progressive JPEG: its decoder holds 1\.57 MB at any scale"
+    ):
+        decode_image(photos[True], tight)

@@ -17,13 +17,14 @@ from deepshield.media.files import check_media_file, read_head
 from deepshield.media.images import DECODE_ERRORS, first_shown_frame, to_rgb_array
 from deepshield.media.scaling import reduced_size
 from deepshield.media.sniff import HEADER_BYTES, image_format_name
-from deepshield.media.units import format_bytes
+from deepshield.media.units import format_bytes, megapixels
 from deepshield.media.video import (
     WHOLE_VIDEO,
     VideoFrame,
     VideoInfo,
     VideoLimits,
     VideoSpan,
+    check_frame_size,
     check_limits,
     held_pixel_cap,
     read_scale,
@@ -75,6 +76,11 @@ def _frame_starts(
             break
         if len(starts) == limits.max_frames:
             raise MediaTooLargeError(f"animation has more than {limits.max_frames} frames, the limit")
+        if (len(starts) + 1) * image.width * image.height > limits.max_animation_pixels:
+            raise MediaTooLargeError(
+                f"animation has more than {len(starts)} frames of {image.width}x{image.height}: reading them all "
+                f"is above the limit of {megapixels(limits.max_animation_pixels)} megapixels of frames"
+            )
         if image.format == "WEBP":
             try:  # Pillow's WebP reader sets a frame's duration only once the frame is decoded
                 image.load()
@@ -105,6 +111,8 @@ def sample_animation(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the frame and byte limits stand in for Pillow's bomb warning
             with Image.open(path) as image:
+                # Refused from the header: the frames' size was checked only once they had all been read.
+                check_frame_size(image.width, image.height, limits, reducible=False)
                 first = first_shown_frame(image)
                 starts, duration_s = _frame_starts(image, limits, size, on_frame)
                 info = VideoInfo(

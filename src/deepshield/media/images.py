@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 import warnings
@@ -185,15 +186,34 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
     return DecodedImage(np.ascontiguousarray(reduced), scale)
 
 
+def _held_coefficients(image: Image.Image) -> int:
+    """Bytes a progressive JPEG's decoder holds at any scale: every component's DCT coefficients at full
+    size, 2 bytes each, until its last scan (a 3 MB progressive JPEG of 20000x12000 took 1.5 GB read at
+    1/4). 0 for any other image."""
+    if not isinstance(image, JpegImageFile) or not image.info.get("progressive") or not image.layer:
+        return 0
+    widest = max(horizontal for _, horizontal, _, _ in image.layer)
+    tallest = max(vertical for _, _, vertical, _ in image.layer)
+    return sum(
+        math.ceil(math.ceil(image.width * horizontal / widest) / 8)
+        * math.ceil(math.ceil(image.height * vertical / tallest) / 8)
+        * 64
+        * 2
+        for _, horizontal, vertical, _ in image.layer
+    )
+
+
 def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
     """Make the decode fit max_pixels and max_working_bytes: a JPEG above either is drafted to the first of
     1/2, 1/4 and 1/8 scale that fits both; any other image above them is refused."""
     width, height = image.size
+    held = _held_coefficients(image)
     scale = first_scale(
         image.size,
         (1, *REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,),
         lambda size: (
-            size[0] * size[1] <= limits.max_pixels and working_bytes(size, image.mode) <= limits.max_working_bytes
+            size[0] * size[1] <= limits.max_pixels
+            and held + working_bytes(size, image.mode) <= limits.max_working_bytes
         ),
     )
     if scale is not None:
@@ -202,6 +222,12 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
             # got the next smaller scale (a 9001x6001 JPEG was read whole, past both limits).
             image.draft(image.mode, (width // scale, height // scale))
         return
+    smallest = reduced_size(image.size, REDUCED_SCALES[-1])
+    if held and held + working_bytes(smallest, image.mode) > limits.max_working_bytes:
+        raise MediaTooLargeError(
+            f"image is {width}x{height}, a progressive JPEG: its decoder holds {format_bytes(held)} at any scale, "
+            f"above the {format_bytes(limits.max_working_bytes)} working-memory limit (a baseline JPEG of it is read)"
+        )
     if width * height > limits.max_pixels:  # a JPEG only (others were refused from the header)
         raise MediaTooLargeError(
             f"image is {width}x{height}: even at 1/{REDUCED_SCALES[-1]} scale it is above the "

@@ -43,6 +43,10 @@ class VideoLimits:
     max_frames_bytes: int = 1_000_000_000
     max_fps: float = 240.0  # slow-motion phone video; beyond, decoding cost grows with no use to us
     max_frames: int = 108_000  # 15 minutes at 120 fps
+    # An animation's frames are each composited at its full canvas size to learn when they show (Pillow
+    # reads them in order): its canvas pixels times its frames are bounded (about 15 s of reading here; a
+    # 2.5 MB GIF of 1x1 frames on a large canvas held a scan for hours).
+    max_animation_pixels: int = 4_000_000_000
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,13 @@ def _frame_size_error(width: int, height: int, limit: int) -> MediaTooLargeError
     )
 
 
+def check_frame_size(width: int, height: int, limits: VideoLimits, reducible: bool = True) -> None:
+    """A frame's size within the limit (check_limits' `reducible`)."""
+    frame_limit = limits.max_source_pixels_per_frame if reducible else limits.max_pixels_per_frame
+    if width * height > frame_limit:
+        raise _frame_size_error(width, height, frame_limit)
+
+
 def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducible: bool = True) -> None:
     """The container's claims; every decoded frame is checked again (_check_frame): headers can lie.
     Duration and frame count are those of the part analysed: a long video can be analysed a span at a time.
@@ -310,9 +321,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
             f"{what} {end - begin:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
             " (a span of the video, with a start and an end, can be analysed)"
         )
-    frame_limit = limits.max_source_pixels_per_frame if reducible else limits.max_pixels_per_frame
-    if info.width * info.height > frame_limit:
-        raise _frame_size_error(info.width, info.height, frame_limit)
+    check_frame_size(info.width, info.height, limits, reducible)
     if info.fps > limits.max_fps:
         raise MediaTooLargeError(f"video is {info.fps:.4g} frames per second, above the {limits.max_fps:.4g} fps limit")
     if info.frame_count > 0:
