@@ -95,9 +95,10 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from deepshield.engines import make_engine
-from tests.test_engines_local import PidJob
+from tests import test_engines_local
+job = getattr(test_engines_local, sys.argv[2] if len(sys.argv) > 2 else "PidJob")
 with make_engine("local", workers=2) as engine:
-    for _ in engine.map(PidJob(Path(sys.argv[1])), range(2)):
+    for _ in engine.map(job(Path(sys.argv[1])), range(2)):
         pass
 """
 
@@ -136,6 +137,38 @@ def test_workers_end_when_their_driver_is_killed(tmp_path):
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in pids)  # they were waiting on their pipe for ever
+
+
+class SlowStartJob(PidJob):
+    """A job whose workers take 2 s to read it, as a worker's imports take seconds: its driver is killed
+    before they are ready."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        (self.folder / f"starting_{os.getpid()}").touch()
+        time.sleep(2)
+
+
+def test_workers_end_when_their_driver_is_killed_while_they_start(tmp_path):
+    # A worker read its parent's pid itself, after its imports: a driver killed meanwhile was gone, and the
+    # worker watched the process that adopted it, for ever (a search ran all its trials alone).
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", DRIVER, str(tmp_path), "SlowStartJob"]
+    driver = subprocess.Popen(command, cwd=Path(__file__).parent.parent)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("starting_*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p.name.split("_")[1]) for p in tmp_path.glob("starting_*")]
+    assert len(pids) == 2
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)
+    assert list(tmp_path.glob("worker_*")) == []  # none took an item after its driver was gone
 
 
 def _alive(pid: int) -> bool:

@@ -237,3 +237,16 @@ def test_a_bank_for_the_synthetic_checks_cuts_padded_faces_within_their_picture(
     assert not padded.valid[0].all() and inside.valid[0].all()  # the close face: no padding when cut within
     assert not np.array_equal(padded.images[0], inside.images[0])
     np.testing.assert_array_equal(padded.images[1], inside.images[1])  # a face with room around it: as before
+
+
+def test_reading_photos_in_this_process_leaves_it_to_its_own_parent():
+    # The one-process path ran the workers' initializer, whose watch ended the driver itself once its
+    # parent was gone: a training started with nohup died with its terminal.
+    import threading
+    from contextlib import ExitStack
+
+    from deepshield.training.facebank import _processor
+
+    with ExitStack() as stack:
+        _processor(stack, 1, CropPolicy(), None, False)
+        assert not any(thread.name == "exit-with-parent" for thread in threading.enumerate())

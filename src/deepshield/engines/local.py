@@ -28,10 +28,12 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy whe
 _PARENT_CHECK_S = 1.0  # how often a worker looks whether its driver is still there
 
 
-def exit_with_parent() -> None:
-    """In a worker process: end it once the process that started it is gone. A driver killed with -9
-    cannot stop its workers, which would otherwise wait on their pipe for ever, holding their memory."""
-    parent = os.getppid()
+def exit_with_parent(parent: int) -> None:
+    """In a worker process: end it once `parent`, the driver that started it, is gone. A driver killed with
+    -9 cannot stop its workers, which would otherwise wait on their pipe for ever, holding their memory.
+    The driver passes its own pid: a worker that read its parent itself, after its imports, read the
+    process that adopted it when the driver had been killed meanwhile, and worked on for ever (a search
+    ran all its trials; a dataset's crops were written after it had been stopped)."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -41,8 +43,8 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _pool_init(job: FileJob) -> None:
-    exit_with_parent()
+def _pool_init(job: FileJob, parent: int) -> None:
+    exit_with_parent(parent)
     job.worker_init()
     _WORKER["job"] = job
     _WORKER["state"] = job.setup()
@@ -56,11 +58,11 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
-def _worker_main(fn: WorkerFn, index: int) -> None:
+def _worker_main(fn: WorkerFn, index: int, parent: int) -> None:
     """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
     KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
-    exit_with_parent()
+    exit_with_parent(parent)
     quiet_environment()
     with contextlib.suppress(KeyboardInterrupt):
         fn(index, _print_line)
@@ -123,7 +125,10 @@ class LocalEngine(Engine):
     @staticmethod
     def _pool(job: FileJob, items: list, workers: int, ordered: bool) -> Iterator:
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_pool_init,
+            initargs=(job, os.getpid()),
         )
         pending: dict[Future, int] = {}
         limit = 2 * workers
@@ -173,7 +178,9 @@ class LocalEngine(Engine):
         try:
             with _environment({key: str(cpus) for key in THREAD_ENV}):  # a child reads its environment as it starts
                 for index in range(count):
-                    process = context.Process(target=_worker_main, args=(fn, index), name=f"deepshield-worker-{index}")
+                    process = context.Process(
+                        target=_worker_main, args=(fn, index, os.getpid()), name=f"deepshield-worker-{index}"
+                    )
                     with _ctrl_c_left_to_this_process():  # stopped by SIGTERM below, after this process's Ctrl-C
                         process.start()
                     processes.append(process)

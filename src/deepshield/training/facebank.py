@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -222,11 +223,15 @@ def donor_files(data: DataConfig) -> list[Path]:
     return list_images(folders, data.donor_limit_per_folder) if folders else []
 
 
-def _init_worker(policy_json: str, perturbation_spec: str | None = None, inside: bool = False) -> None:
+def _init_pool_worker(parent: int, *initargs: Any) -> None:
     from deepshield.engines.local import exit_with_parent
-    from deepshield.evaluation.perturb import parse_spec
 
-    exit_with_parent()
+    exit_with_parent(parent)
+    _init_worker(*initargs)
+
+
+def _init_worker(policy_json: str, perturbation_spec: str | None = None, inside: bool = False) -> None:
+    from deepshield.evaluation.perturb import parse_spec
     from deepshield.faces.detector import FaceDetector
     from deepshield.faces.landmarks import FaceMesher
 
@@ -336,7 +341,9 @@ def _processor(
     be forked), or this process."""
     initargs = (policy.model_dump_json(), perturbation, inside)
     if workers > 1:
-        pool = stack.enter_context(get_context("spawn").Pool(workers, initializer=_init_worker, initargs=initargs))
+        pool = stack.enter_context(
+            get_context("spawn").Pool(workers, initializer=_init_pool_worker, initargs=(os.getpid(), *initargs))
+        )
         return lambda chunk: pool.imap(_process, chunk, chunksize=16)
     _init_worker(*initargs)
     return lambda chunk: map(_process, chunk)
