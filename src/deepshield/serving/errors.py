@@ -141,6 +141,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     descriptions = {
         400: "Malformed request (not multipart, no `file` field, empty file, bad parameter)",
         401: "Missing or wrong X-API-Key (only when the server has an API key)",
+        403: "Sent by a web page of another origin (`cross_origin`): use this server's own page",
         404: "No such job (unknown or expired)",
         408: "The upload took too long",
         413: "Upload above the byte limit",

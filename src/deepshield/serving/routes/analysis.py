@@ -26,7 +26,7 @@ router = APIRouter(tags=["analysis"])
     description="Upload an image (multipart field `file`). Answers with every face found, its probability of manipulation, "
     "its crop and heatmap as PNG data URLs, and the verdict. Videos and animated images (GIF, APNG, WebP) go to `POST /v1/jobs`.",
     openapi_extra=MULTIPART_BODY,
-    responses=error_responses(400, 408, 413, 415, 422, 429, 500, 503, 504, 507),
+    responses=error_responses(400, 403, 408, 413, 415, 422, 429, 500, 503, 504, 507),
 )
 async def analyze(
     request: Request,

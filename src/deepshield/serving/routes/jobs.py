@@ -26,7 +26,7 @@ router = APIRouter(tags=["analysis"])
     description="Upload a video or an image (multipart field `file`). Answers `202` with the job at once; "
     "poll `GET /v1/jobs/{id}` (the `Location` header) until its status is `done` or `failed`.",
     openapi_extra=MULTIPART_BODY,
-    responses=error_responses(400, 408, 413, 415, 422, 429, 503, 507),
+    responses=error_responses(400, 403, 408, 413, 415, 422, 429, 503, 507),
 )
 async def submit_job(
     request: Request,
@@ -110,7 +110,7 @@ async def get_job(job_id: str, runtime: RuntimeDep) -> JobView:
     summary="Cancel a job, or forget a finished one",
     description="A queued job never runs; a running one stops at its next progress report; a finished one's "
     "result is forgotten. The uploaded file is deleted either way. Then `GET /v1/jobs/{id}` answers 404.",
-    responses=error_responses(404),
+    responses=error_responses(403, 404),
 )
 async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
     await run_in_threadpool(runtime.jobs.cancel, job_id)  # writes the ledger: off the event loop
