@@ -18,6 +18,7 @@ from deepshield.data.layout import DatasetLayout
 from deepshield.data.manifest import (
     CropRecord,
     DatasetInfo,
+    ManifestError,
     load_crop,
     read_errors,
     read_info,
@@ -324,3 +325,41 @@ def test_a_dataset_of_one_class_or_no_crop_is_said_so_first():
     ]
     assert class_warnings({"real": 5, "fake": 0}, has_errors=False)[0].startswith("the dataset has no fake faces")
     assert class_warnings({"real": 5, "fake": 2}, has_errors=False) == []
+
+
+def test_a_balancing_step_killed_between_its_writes_is_undone_or_finished(tmp_path: Path, small, monkeypatch):
+    # The manifest was written, then the history: a step killed between them was done twice on a rerun
+    # (6 fakes for 3 asked; a downsample's rows twice in removed.csv), and a later prepare, no longer
+    # refused, would have rebuilt the manifest without them.
+    import types
+
+    from deepshield.data import manifest as manifest_module
+
+    faces(tmp_path / "src" / "real", small, 8)
+    faces(tmp_path / "src" / "fake", small, 1, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # killed before its history is written: the step never happened
+        patch.setattr(manifest_module, "write_info", killed)
+        with pytest.raises(KeyboardInterrupt):
+            balance.synth_fakes(out, 3, progress=False)
+    assert read_info(out).history == [] and not any(r.method == "self_blend" for r in read_manifest(out))
+    summary = balance.synth_fakes(out, 3, progress=False)
+    assert summary.notes[0] == "note: undid an interrupted step: synth-fakes 3 seed=0"
+    assert sum(r.method == "self_blend" for r in read_manifest(out)) == 3
+    assert read_info(out).history == ["synth-fakes 3 seed=0"]
+
+    with monkeypatch.context() as patch:  # killed once its history is written: the step is finished
+        patch.setattr(manifest_module, "os", types.SimpleNamespace(replace=killed))
+        with pytest.raises(KeyboardInterrupt):
+            balance.downsample(out)
+    assert len(read_info(out).history) == 2 and not DatasetLayout(out).removed.exists()
+    with pytest.raises(ManifestError, match="was balanced after it was prepared"):
+        prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    removed = read_manifest_file(DatasetLayout(out).removed)
+    assert len(removed) == 4 and Counter(r.label for r in read_manifest(out)) == {"real": 4, "fake": 4}
+    assert not list(out.glob("*.step")) and not (out / "step.json").exists()

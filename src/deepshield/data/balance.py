@@ -13,28 +13,38 @@ import hashlib
 import random
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from deepshield.data.extract import ExtractSettings, run_extraction, sweep_temp_files
-from deepshield.data.layout import SYNTH_DIR, DatasetLayout, atomic_write_bytes, dataset_lock
+from deepshield.data.layout import (
+    ERRORS_NAME,
+    MANIFEST_NAME,
+    REMOVED_NAME,
+    SYNTH_DIR,
+    DatasetLayout,
+    atomic_write_bytes,
+    dataset_lock,
+)
 from deepshield.data.manifest import (
     ALREADY_HELD,
     SPLITS,
     CropRecord,
     DatasetSource,
     ManifestError,
+    commit_step,
+    errors_text,
+    finish_step,
     load_crop,
+    manifest_text,
     read_errors,
     read_info,
     read_manifest,
     read_manifest_file,
     write_errors,
-    write_info,
-    write_manifest,
 )
 from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_rows
 from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
@@ -138,15 +148,16 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     fixed = earlier_splits | {r.group: r.split for r in records}
     splits = assign_groups(group_label_counts([*records, *new_records]), info.split, info.seed, fixed)
     new_records = [r.with_split(splits[r.group]) for r in new_records]
-    write_manifest(layout.manifest, [*records, *new_records])
     # A step that added nothing leaves the folder untaken, and its rows were written again at each run.
     written = {(e.source_file, e.reason) for e in errors}
-    write_errors(layout.errors, [*errors, *(e for e in new_errors if (e.source_file, e.reason) not in written)])
+    all_errors = [*errors, *(e for e in new_errors if (e.source_file, e.reason) not in written)]
     if previous is not None or new_records:  # a step that added nothing need not stop a later prepare
         if previous is None:
             info.sources.append(DatasetSource(path=str(folder), format="add-real", root_key=key))
-        info.history.append(f"add-real {folder}")
-        write_info(layout.root, info)
+        texts = {MANIFEST_NAME: manifest_text([*records, *new_records]), ERRORS_NAME: errors_text(all_errors)}
+        commit_step(layout.root, info, f"add-real {folder}", texts)
+    else:
+        write_errors(layout.errors, all_errors)
     sweep_temp_files(layout)
     after = _label_counts([*records, *new_records])
     return BalanceSummary(
@@ -246,10 +257,8 @@ def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSumm
     dropped = [r for r in records if (r.split, r.label, r.source_file) in removed_files]
     if dropped:
         previous = read_manifest_file(layout.removed) if layout.removed.exists() else []
-        write_manifest(layout.removed, [*previous, *dropped])
-        write_manifest(layout.manifest, keep)
-        info.history.append(f"downsample seed={seed}: {len(dropped)} crops removed")
-        write_info(layout.root, info)
+        texts = {REMOVED_NAME: manifest_text([*previous, *dropped]), MANIFEST_NAME: manifest_text(keep)}
+        commit_step(layout.root, info, f"downsample seed={seed}: {len(dropped)} crops removed", texts)
     return BalanceSummary("downsample", removed=len(dropped), before=before, after=_label_counts(keep), notes=notes)
 
 
@@ -328,9 +337,7 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
         taken.add(path)
         atomic_write_bytes(layout.root / path, encode_png(result.image))
         added.append(replace(real, crop_path=path, label=FAKE, method=result.method))
-    write_manifest(layout.manifest, [*records, *added])
-    info.history.append(f"synth-fakes {n} seed={seed}")
-    write_info(layout.root, info)
+    commit_step(layout.root, info, f"synth-fakes {n} seed={seed}", {MANIFEST_NAME: manifest_text([*records, *added])})
     return BalanceSummary(
         "synth-fakes",
         added=len(added),
@@ -344,21 +351,30 @@ def add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, prog
     """Extract real faces from every image/video under `folder` with the dataset's own settings
     (crop policy, frames, faces). Adding the same folder again replaces what it added before."""
     with dataset_lock(_existing(dataset_dir)):
-        return _add_real(dataset_dir, folder, workers, progress)
+        return _with_finished_step(dataset_dir, lambda: _add_real(dataset_dir, folder, workers, progress))
 
 
 def downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSummary:
     """Within each split, remove whole source files of the majority label until the labels are
     (about) even. Removed rows are appended to removed.csv; their crops stay on disk."""
     with dataset_lock(_existing(dataset_dir)):
-        return _downsample(dataset_dir, seed)
+        return _with_finished_step(dataset_dir, lambda: _downsample(dataset_dir, seed))
 
 
 def synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progress: bool = True) -> BalanceSummary:
     """Add n fakes made by self-blending real crops (SBI, deepshield.synthesis.self_blend). Each fake
     keeps its real's group and split (it shows the same person), so no identity crosses a split."""
     with dataset_lock(_existing(dataset_dir)):
-        return _synth_fakes(dataset_dir, n, seed, progress)
+        return _with_finished_step(dataset_dir, lambda: _synth_fakes(dataset_dir, n, seed, progress))
+
+
+def _with_finished_step(dataset_dir: Path | str, step: Callable[[], BalanceSummary]) -> BalanceSummary:
+    """Run `step` once an interrupted one is finished or undone (finish_step), saying so."""
+    finished = finish_step(dataset_dir)
+    summary = step()
+    if finished is not None:
+        summary.notes.insert(0, f"note: {finished}")
+    return summary
 
 
 def _existing(dataset_dir: Path | str) -> Path:

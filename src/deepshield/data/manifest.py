@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -173,12 +175,64 @@ def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
+def manifest_text(records: Iterable[CropRecord]) -> str:
+    return _csv_text(MANIFEST_COLUMNS, (r.to_row() for r in records))
+
+
+def errors_text(errors: Iterable[ErrorRecord]) -> str:
+    return _csv_text(ERROR_COLUMNS, (e.to_row() for e in errors))
+
+
 def write_manifest(path: Path, records: Iterable[CropRecord]) -> None:
-    atomic_write_text(path, _csv_text(MANIFEST_COLUMNS, (r.to_row() for r in records)), durable=True)
+    atomic_write_text(path, manifest_text(records), durable=True)
 
 
 def write_errors(path: Path, errors: Iterable[ErrorRecord]) -> None:
-    atomic_write_text(path, _csv_text(ERROR_COLUMNS, (e.to_row() for e in errors)), durable=True)
+    atomic_write_text(path, errors_text(errors), durable=True)
+
+
+# A balancing step in flight (see commit_step): its files wait beside their places under this suffix.
+STEP_NAME = "step.json"
+_WAITING = ".step"
+
+
+def commit_step(dataset_dir: Path | str, info: DatasetInfo, entry: str, texts: dict[str, str]) -> None:
+    """Write a balancing step's files (`texts`: file name in the dataset folder -> content) and its history
+    entry as one: the files beside their places first, then a note naming the step, then the history (the
+    step's commit), then the files in place. A step killed between two writes left the manifest changed and
+    the history not: a rerun added its fakes twice, and a later prepare, no longer refused, would have
+    dropped them. finish_step completes or undoes such a step."""
+    root = Path(dataset_dir)
+    for name, text in texts.items():
+        atomic_write_text(root / (name + _WAITING), text, durable=True)
+    note = {"entry": entry, "position": len(info.history), "files": sorted(texts)}
+    atomic_write_text(root / STEP_NAME, json.dumps(note), durable=True)
+    info.history.append(entry)
+    write_info(root, info)
+    finish_step(root)
+
+
+def finish_step(dataset_dir: Path | str) -> str | None:
+    """Complete an interrupted step whose history was written, undo one whose history was not (see
+    commit_step); what was done, in words, None when no step was in flight. Call it holding the dataset lock."""
+    root = Path(dataset_dir)
+    note_path = root / STEP_NAME
+    if not note_path.exists():
+        for waiting in root.glob(f"*.csv{_WAITING}"):  # written before its note: the step never began
+            waiting.unlink()
+        return None
+    note = json.loads(note_path.read_text(encoding="utf-8"))
+    history = read_info(root).history
+    done = len(history) > note["position"] and history[note["position"]] == note["entry"]
+    for name in note["files"]:
+        waiting = root / (name + _WAITING)
+        if waiting.exists():
+            if done:
+                os.replace(waiting, root / name)
+            else:
+                waiting.unlink()
+    note_path.unlink()
+    return f"{'finished' if done else 'undid'} an interrupted step: {note['entry']}"
 
 
 def read_manifest_file(path: Path) -> list[CropRecord]:

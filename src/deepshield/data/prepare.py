@@ -21,6 +21,7 @@ from deepshield.data.manifest import (
     DatasetSource,
     ErrorRecord,
     ManifestError,
+    finish_step,
     read_info,
     read_manifest_file,
     write_errors,
@@ -245,6 +246,8 @@ def _prepare(
     on_file_done: FileDoneHook | None,
     engine: Engine | None = None,
 ) -> PrepareSummary:
+    if layout.info.exists():
+        finish_step(layout.root)  # a balancing step recorded in the history is finished before it is judged
     before = read_info(layout.root) if layout.info.exists() else None  # how the dataset here was built
     if before is not None and before.history:
         raise ManifestError(
