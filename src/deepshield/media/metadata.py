@@ -5,6 +5,7 @@ removed or forged, so its absence proves nothing and its presence is a claim, no
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from deepshield.media.video import picture_stream
 GENERATOR_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
 _EXIF_MAKE, _EXIF_MODEL, _EXIF_SOFTWARE, _EXIF_DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
 _EXIF_IFD, _EXIF_DATETIME_ORIGINAL, _GPS_IFD = 0x8769, 0x9003, 0x8825
+# AUTOMATIC1111 and Forge write a JPEG's or WebP's settings into the EXIF UserComment (a PNG's into its
+# "parameters" chunk): "<prompt> ... Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: ...".
+_EXIF_USER_COMMENT = 0x9286
+_GENERATOR_COMMENT = re.compile(r"\bSteps: \d+, Sampler: ")
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
 # holding both (in its first 4 MB, where JPEG, PNG and MP4 keep it beside the XMP; anywhere in a TIFF or
@@ -114,9 +119,24 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
             "created": file_text(details.get(_EXIF_DATETIME_ORIGINAL)) or file_text(exif.get(_EXIF_DATETIME)),
             # A position, not just a GPS block (some cameras write one holding only its version).
             "has_location": {_GPS_LATITUDE, _GPS_LONGITUDE} <= set(exif.get_ifd(_GPS_IFD)),
-            "generator_settings": [key for key in GENERATOR_KEYS if key in info],
+            "generator_settings": [key for key in GENERATOR_KEYS if key in info] + _comment_settings(details),
         }
     )
+
+
+def _comment_settings(details: Image.Exif | dict[int, object]) -> list[str]:
+    """["parameters (EXIF UserComment)"] when the EXIF comment holds an image generator's settings."""
+    comment = details.get(_EXIF_USER_COMMENT)
+    if not isinstance(comment, bytes):
+        return []
+    # Its first 8 bytes name the character code; "UNICODE" is UTF-16, of either byte order as writers differ.
+    code, body = comment[:8], comment[8:]
+    if code.startswith(b"UNICODE"):
+        endian = "utf-16-le" if body[1:2] == b"\x00" and body[:1] != b"\x00" else "utf-16-be"
+        text = body.decode(endian, "replace")
+    else:
+        text = body.decode("utf-8", "replace")
+    return ["parameters (EXIF UserComment)"] if _GENERATOR_COMMENT.search(text) else []
 
 
 def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) -> MediaMetadata:
