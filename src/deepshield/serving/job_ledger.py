@@ -6,6 +6,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +94,9 @@ class JobLedger:
                 f"the job ledger {path} cannot be used ({exc}); move it aside to start with no saved jobs"
             ) from None
 
-    def save(self, record: JobRecord) -> None:
-        row = (
+    @staticmethod
+    def _row(record: JobRecord) -> tuple:
+        return (
             record.id,
             record.kind,
             record.file.model_dump_json(),
@@ -113,12 +115,17 @@ class JobLedger:
             record.callback_url,
             record.callback_status,
         )
+
+    def save(self, record: JobRecord) -> None:
         with self._lock:
-            if self._closed:  # a job still running at shutdown: the next start fails it
+            if self._closed:  # a job still running at shutdown: close() has written its last word
                 return
-            self._db.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
-            )
+            self._write(record)
+
+    def _write(self, record: JobRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._row(record)
+        )
 
     def delete(self, job_ids: list[str]) -> None:
         with self._lock:
@@ -161,7 +168,10 @@ class JobLedger:
             callback_status=row[16],
         )
 
-    def close(self) -> None:
+    def close(self, last: Sequence[JobRecord] = ()) -> None:
+        """Write `last` (the jobs a clean stop queues again), then nothing more."""
         with self._lock:
+            for record in last:
+                self._write(record)
             self._closed = True
             self._db.close()

@@ -7,8 +7,8 @@ A job's uploaded file is deleted as soon as the job ends, however it ends. A can
 forgotten at once; if it was running, its analysis stops at its next progress report.
 
 With a ledger (a server state folder) every state change is written to SQLite: on start, jobs that
-were queued run again (their uploads kept), jobs that were running when the server died are failed
-(running them again could kill it again), finished ones are served until they expire, and upload
+were queued, or running when the server was stopped, run again (their uploads kept), jobs that were
+running when the server died are failed (running them again could kill it again), finished ones are served until they expire, and upload
 files no queued job refers to are removed.
 """
 
@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -78,6 +78,8 @@ class Job:
     result: BaseModel | dict | None = None  # a dict when read back from the ledger
     error: ErrorBody | None = None
     cancelled: bool = False  # set (under the store's lock) once the job is forgotten on request
+    # Stopped by a clean shutdown and queued again in the ledger (under the store's lock): its upload stays.
+    kept_for_restart: bool = False
     callback_url: str | None = None  # where the finished job is POSTed (serving.callbacks)
     callback_status: str | None = None  # pending / delivered / failed: <why>
 
@@ -372,7 +374,9 @@ class JobStore:
             log.error("job %s failed", job.id, exc_info=True)
             error = ErrorBody(error="internal_error", detail=f"the analysis failed unexpectedly ({type(exc).__name__})")
         finally:
-            job.upload.delete()
+            with self._lock:  # under the lock: close() keeps the upload of a job it queues again
+                if not job.kept_for_restart:
+                    job.upload.delete()
         with self._lock:  # a job cancelled meanwhile is forgotten: nothing of it is kept
             if job.cancelled:
                 return
@@ -456,19 +460,25 @@ class JobStore:
         self._closed = True
 
     def close(self) -> None:
-        """Stop taking jobs; running ones stop at their next progress report (a ledger's next start reports
-        them as stopped by the restart: the process waited up to the job time limit for a result it then
-        dropped). Queued jobs are dropped (their files deleted), unless a ledger keeps them for the next start."""
+        """Stop taking jobs; running ones stop at their next progress report (the process waited up to the
+        job time limit for a result it then dropped). Queued jobs are dropped (their files deleted), unless a
+        ledger keeps them for the next start; with one, the running ones are queued again there too: a clean
+        stop is no crash, which a job might cause again (they were failed, "submit the file again")."""
         self.refuse_new()
+        requeued: list[JobRecord] = []
         with self._lock:
             for job in self._jobs.values():
                 if job.status == "running":
                     job.cancelled = True
+                    if self._ledger is not None and job.upload.path.is_file():
+                        job.kept_for_restart = True
+                        record = job.record()
+                        requeued.append(replace(record, status="queued", stage="queued", progress=0.0, started_at=None))
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._callbacks is not None:
             self._callbacks.close()
         if self._ledger is not None:
-            self._ledger.close()
+            self._ledger.close(requeued)
             return
         with self._lock:
             for job in self._jobs.values():
