@@ -705,34 +705,51 @@ def test_a_perturbations_pixels_do_not_depend_on_what_stands_beside_it(folder_da
     assert alone and alone == pytest.approx(beside)
 
 
-def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_files():
-    # A fake whose face a perturbation hid left that row's set: "Δ vs clean" compared other files, and the
-    # hidden fake (a miss for the product) was counted nowhere by label.
+def one_face_per_file(labels: list[int], logits: dict[str, dict[int, float]]):
+    """A ScoredSet of images with one face each: `logits` is condition -> file index -> its face's logit
+    (a file missing under a condition has no face there), clean first."""
     from deepshield.evaluation.scoring import FACE_COLUMNS, FileRecord, ScoredSet
 
-    labels = [0, 0, 0, 1, 1, 1]
-    clean_logits = [-2.0, -1.0, 1.5, 0.5, 2.0, 3.0]  # one real above one fake: clean AUC 8/9
-    noisy_logits = {0: -2.0, 1: -1.0, 2: 1.5, 4: 2.0, 5: 3.0}  # file 3 (the weakest fake) loses its face
     files = [
-        FileRecord(i, f"f{i}.jpg", labels[i], "toy", "none" if labels[i] == 0 else "swap", f"g{i}", "image", 1)
-        for i in range(6)
+        FileRecord(i, f"f{i}.jpg", label, "toy", "none" if label == 0 else "swap", f"g{i}", "image", 1)
+        for i, label in enumerate(labels)
     ]
-    rows = [(i, 0, logit) for i, logit in enumerate(clean_logits)] + [
-        (i, 1, logit) for i, logit in noisy_logits.items()
-    ]
+    rows = [(i, c, logit) for c, by_file in enumerate(logits.values()) for i, logit in by_file.items()]
     columns = {name: np.zeros(len(rows), np.int64) for name in FACE_COLUMNS}
     columns.update(
         file_id=np.array([r[0] for r in rows]),
         condition=np.array([r[1] for r in rows]),
         logit=np.array([r[2] for r in rows], np.float32),
     )
-    scored = ScoredSet(files=files, conditions=["clean", "noise:60"], faces=columns, temperature=1.0, mode="media")
+    return ScoredSet(files=files, conditions=list(logits), faces=columns, temperature=1.0, mode="media")
+
+
+def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_files():
+    # A fake whose face a perturbation hid left that row's set: "Δ vs clean" compared other files, and the
+    # hidden fake (a miss for the product) was counted nowhere by label.
+    clean = {0: -2.0, 1: -1.0, 2: 1.5, 3: 0.5, 4: 2.0, 5: 3.0}  # one real above one fake: clean AUC 8/9
+    noisy = {i: logit for i, logit in clean.items() if i != 3}  # file 3 (the weakest fake) loses its face
+    scored = one_face_per_file([0, 0, 0, 1, 1, 1], {"clean": clean, "noise:60": noisy})
     summary = summarize(scored, EvaluationSettings(bootstrap=0))
-    noisy = next(row for row in summary.perturbations if row.condition == "noise:60")
-    assert (noisy.fakes_lost, noisy.reals_lost) == (1, 0)
+    row = next(row for row in summary.perturbations if row.condition == "noise:60")
+    assert (row.fakes_lost, row.reals_lost) == (1, 0)
     # Losing the fake that scored below a real made the row's AUC 1.0 (+0.111 read as a gain); on the five
     # files with a face under both there is no change.
-    assert noisy.file_auc == pytest.approx(1.0) and noisy.file_auc_change == pytest.approx(0.0)
+    assert row.file_auc == pytest.approx(1.0) and row.file_auc_change == pytest.approx(0.0)
+
+
+def test_the_face_auc_change_is_paired_on_the_files_with_a_face_under_both():
+    """The face-level "Δ vs clean" compared all faces of each condition: a fake that lost its face and a real
+    that gained one under the perturbation moved it, though no face kept changed its score."""
+    clean = {0: -2.0, 1: -1.0, 2: 1.5, 3: 0.5, 4: 2.0, 5: 3.0}  # face AUC 8/9
+    resized = {i: logit for i, logit in clean.items() if i != 3} | {6: 4.0}  # fake 3 loses its face, real 6 gains one
+    scored = one_face_per_file([0, 0, 0, 1, 1, 1, 0], {"clean": clean, "resize:0.25": resized})
+    row = next(
+        row for row in summarize(scored, EvaluationSettings(bootstrap=0)).perturbations if row.condition != "clean"
+    )
+    assert row.face_auc == pytest.approx(0.75)  # all of the row's faces: real 6 above every fake
+    assert row.face_auc_change == pytest.approx(0.0)  # was 0.75 - 8/9 = -0.139
+    assert row.file_auc_change == pytest.approx(0.0)  # the file level was paired already
 
 
 def test_a_file_name_that_is_not_utf8_is_reported(folder_dataset, tiny_bundle, tmp_path):

@@ -166,7 +166,7 @@ class PerturbationRow(_Strict):
     fakes_lost: int = 0  # files with a face when clean and none under this condition: a hidden fake...
     reals_lost: int = 0  # ...and a real, which the other figures leave out (under the no-face policy)
     face_auc: float | None
-    face_auc_change: float | None
+    face_auc_change: float | None  # against clean, on the faces of the files with a face under both (paired)
     file_balanced_accuracy: float | None
     file_recall: float | None
     file_false_positive_rate: float | None
@@ -406,6 +406,12 @@ def _auc(data: LevelData) -> float | None:
         return None
 
 
+def _paired_auc_change(clean: LevelData, now: LevelData, both: np.ndarray) -> float | None:
+    """AUC under a condition minus the clean AUC, both on the files with a face under both (`both`, per file)."""
+    before, after = _auc(subset_by_file(clean, both)), _auc(subset_by_file(now, both))
+    return None if before is None or after is None else after - before
+
+
 def _reliability(data: LevelData) -> Reliability | None:
     if data.labels.size == 0:
         return None
@@ -472,7 +478,6 @@ def summarize(
             )
 
     perturbations = []
-    clean_face_auc = _auc(faces)
     readable = np.array([not f.error for f in files], dtype=bool)
     clean_with_face = ~np.isnan(clean_scores) & readable
     for condition in scored.conditions:
@@ -482,10 +487,10 @@ def summarize(
         file_block = _block(condition_files, settings, "files")
         auc = file_block.metrics["auc"] if file_block.metrics else Interval(value=None)
         face_auc = _auc(condition_faces)
-        # Paired: the files with a face under both (a file that lost its face left the row's set, so the
-        # change compared other files: noise:60 read +0.034, +0.019 on the files that kept a face).
+        # Paired, at both levels: the files with a face under both (a file that lost its face left the row's
+        # set, so the change compared other files: noise:60 read +0.034, +0.019 on the files that kept a face;
+        # the face-level change stayed unpaired, resize:0.25 read +0.000 where the paired change is -0.111).
         both = clean_with_face & with_face
-        paired_clean, paired_now = _auc(subset_by_file(per_file, both)), _auc(subset_by_file(condition_files, both))
         lost = clean_with_face & ~with_face
         perturbations.append(
             {
@@ -496,11 +501,11 @@ def summarize(
                 "file_auc": auc.value,
                 "file_auc_low": auc.low,
                 "file_auc_high": auc.high,
-                "file_auc_change": None if paired_now is None or paired_clean is None else paired_now - paired_clean,
+                "file_auc_change": _paired_auc_change(per_file, condition_files, both),
                 "fakes_lost": int((lost & (label_of == 1)).sum()),
                 "reals_lost": int((lost & (label_of == 0)).sum()),
                 "face_auc": face_auc,
-                "face_auc_change": None if face_auc is None or clean_face_auc is None else face_auc - clean_face_auc,
+                "face_auc_change": _paired_auc_change(faces, condition_faces, both),
                 "file_balanced_accuracy": file_block.value("balanced_accuracy"),
                 "file_recall": file_block.value("recall"),
                 "file_false_positive_rate": file_block.confusion.false_positive_rate if file_block.confusion else None,
