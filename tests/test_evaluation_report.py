@@ -801,3 +801,34 @@ def test_entries_left_out_are_said_with_their_reasons(folder_dataset, tiny_bundl
     open_labelled_set([folder_dataset, latin], CropPolicy(size=64), frames=1, progress=False, warn=said.append)
     (warning,) = said
     assert warning.startswith("1 entries could not be used") and "latin.csv: unreadable CSV" in warning
+
+
+def test_faceforensics_videos_read_at_several_compression_levels_are_said(tmp_path):
+    """FaceForensics++ is read at every compression level by default: the c23 and c40 copies of one video
+    counted as two independent files, the counts inflated and the intervals narrowed without a word."""
+    from deepshield.evaluation.scoring import open_labelled_set
+    from deepshield.faces.crop import CropPolicy
+
+    root = tmp_path / "ffpp"
+    for folder, names in (
+        ("original_sequences/youtube", ("000", "001")),
+        ("manipulated_sequences/Deepfakes", ("000_001",)),
+    ):
+        for level in ("c23", "c40"):
+            (root / folder / level / "videos").mkdir(parents=True)
+            for name in names:
+                (root / folder / level / "videos" / f"{name}.mp4").write_bytes(b"listed, never decoded here")
+    (root / "original_sequences/youtube/c40/videos/002.mp4").write_bytes(b"at one level only")
+
+    def notes(compressions):
+        said: list[str] = []
+        labelled = open_labelled_set(
+            [root], CropPolicy(size=64), frames=1, progress=False, warn=said.append, ffpp_compressions=compressions
+        )
+        assert labelled.notes == said  # on stderr and in the report alike
+        return said
+
+    (warning,) = notes(None)
+    assert warning.startswith("3 FaceForensics++ videos were read at several compression levels (c23, c40)")
+    assert "--ffpp-compression c23" in warning
+    assert notes(["c23"]) == []

@@ -256,6 +256,17 @@ def read_ffpp_roots(
             )
 
 
+def ffpp_levels_of_one_video(roots: Sequence[Path], compressions: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The FaceForensics++ videos that `roots` hold at more than one compression level (those read with
+    `compressions`), each with its levels: every copy is an item, and a file of its own to whatever counts files."""
+    levels: dict[str, set[str]] = {}
+    for root in roots:
+        for sequences in ("original_sequences", "manipulated_sequences"):
+            for sub, comp, video in _ffpp_videos(root / sequences, compressions):
+                levels.setdefault(f"{sequences}/{sub}/{video.name}", set()).add(comp)
+    return {video: sorted(comps) for video, comps in levels.items() if len(comps) > 1}
+
+
 # ----------------------------------------------------------------------------------------- folders
 
 

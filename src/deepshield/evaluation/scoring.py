@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepshield.data.prepare import collect_items
-from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem
+from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, ffpp_levels_of_one_video
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
@@ -799,7 +799,19 @@ def open_labelled_set(
         return LabelledSet(files, source.crop(files, progress), [CLEAN], "crops", [], source.notes)
     if split not in (None, "all"):
         raise DeepShieldError(SPLIT_NEEDS_PREPARED)
-    items, problems = list_items(datasets, fmt, ffpp_compressions)
+    items, problems, sources = collect_items(datasets, fmt, ffpp_compressions)
+    notes: list[str] = []
+    ffpp_roots = [Path(source.path) for source in sources if source.format == "ffpp"]
+    if repeated := ffpp_levels_of_one_video(ffpp_roots, ffpp_compressions):
+        # Read by default at every level, the c23 and c40 copies of one video counted as two files, and the
+        # bootstrap, which resamples files, took them for independent ones: counts inflated, intervals too narrow.
+        levels = sorted({level for video_levels in repeated.values() for level in video_levels})
+        notes.append(
+            f"{len(repeated)} FaceForensics++ videos were read at several compression levels ({', '.join(levels)}): "
+            "each copy counts as a file of its own, so the counts are inflated and the intervals, which take the "
+            f"copies for independent files, too narrow; read one level with --ffpp-compression {levels[0]}"
+        )
+        warn(notes[-1])
     for problem in problems:
         log.info("not evaluated: %s: %s", problem.path, problem.reason)
     if problems:
@@ -816,7 +828,7 @@ def open_labelled_set(
         job.conditions,
         "media",
         [(str(p.path), p.reason) for p in problems],
-        [],
+        notes,
     )
 
 
