@@ -832,3 +832,26 @@ def test_faceforensics_videos_read_at_several_compression_levels_are_said(tmp_pa
     assert warning.startswith("3 FaceForensics++ videos were read at several compression levels (c23, c40)")
     assert "--ffpp-compression c23" in warning
     assert notes(["c23"]) == []
+
+
+def test_a_file_listed_with_two_labels_is_an_error_naming_both(capsys, tiny_bundle, tmp_path):
+    """A file listed twice under two labels kept its first label, said as "listed twice" like any copy: the
+    figures were measured on one of two contradicting labels. A copy under the same label is still left out."""
+    (tmp_path / "sub").mkdir()
+    for name in ("sub/r1.png", "f1.png"):
+        (tmp_path / name).write_bytes(b"never decoded: the listing is refused first")
+    listing = tmp_path / "set.csv"
+    listing.write_text("path,label\nsub/r1.png,real\nf1.png,fake\n./sub/r1.png,fake\n")
+    args = ["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(tmp_path / "rep"), "--no-progress"]
+    assert main(args) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'sub' / 'r1.png'} is labelled real (set/sub/r1.png, set.csv line 2) and fake " in error
+    assert "(set/sub/r1.png, set.csv line 4): its labels contradict each other" in error
+    assert not (tmp_path / "rep").exists()
+
+    from deepshield.evaluation.scoring import list_items
+
+    listing.write_text("path,label\nsub/r1.png,real\nf1.png,fake\n./sub/r1.png,real\n")
+    items, (problem,) = list_items([listing])
+    assert [item.label for item in items] == ["real", "fake"]
+    assert problem.reason == "listed twice at set.csv line 4 (also as set/sub/r1.png, set.csv line 2)"

@@ -42,6 +42,7 @@ from deepshield.data.sources import (
 )
 from deepshield.data.split import apply_split, split_counts
 from deepshield.engines import Engine
+from deepshield.errors import DeepShieldError
 from deepshield.media.files import real_path
 
 
@@ -128,11 +129,12 @@ def collect_items(
 def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = ()) -> Iterator[SourceEntry]:
     """`entries` but those under `exclude` (the folders a dataset fills itself: DatasetLayout.own_media), each
     file once: a second name of one file (a link; one photo under six names came in as six groups, in train
-    and val) or a second entry with one key becomes a "listed twice" problem. A broken link or a loop is
-    its own entry (two links to one missing file were "listed twice")."""
+    and val) or a second entry with one key becomes a "listed twice" problem, and a DeepShieldError where
+    the two give it different labels. A broken link or a loop is its own entry (two links to one missing
+    file were "listed twice")."""
     excluded = [real_path(folder) for folder in exclude]
-    seen_files: dict[Path, str] = {}
-    seen_keys: set[str] = set()
+    seen_files: dict[Path, SourceItem] = {}
+    seen_keys: dict[str, SourceItem] = {}
     for entry in entries:
         if any(real_path(entry.path).is_relative_to(folder) for folder in excluded):
             continue
@@ -140,15 +142,32 @@ def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = (
             yield entry
             continue
         resolved = real_path(entry.path) if os.path.exists(entry.path) else entry.path
-        if resolved in seen_files or entry.key in seen_keys:
-            also = seen_files.get(resolved, entry.key)
-            yield SourceProblem(
-                entry.path, f"listed twice (also as {also})", entry.source, entry.label, entry.group, entry.method
+        first = seen_files.get(resolved) or seen_keys.get(entry.key)
+        if first is None:
+            seen_files[resolved] = seen_keys[entry.key] = entry
+            yield entry
+        elif first.label != entry.label:
+            # The first label was kept and the other said as "listed twice": the set was measured (or
+            # trained) on one of two contradicting labels, chosen by listing order.
+            raise DeepShieldError(
+                f"{entry.path} is labelled {first.label} ({_as_listed(first)}) and {entry.label} "
+                f"({_as_listed(entry)}): its labels contradict each other; correct the listing"
             )
-            continue
-        seen_files[resolved] = entry.key
-        seen_keys.add(entry.key)
-        yield entry
+        else:
+            at = f" at {entry.listed_at}" if entry.listed_at else ""
+            yield SourceProblem(
+                entry.path,
+                f"listed twice{at} (also as {_as_listed(first)})",
+                entry.source,
+                entry.label,
+                entry.group,
+                entry.method,
+            )
+
+
+def _as_listed(item: SourceItem) -> str:
+    """An entry as its source names it: its key, and the CSV line that lists it where there is one."""
+    return f"{item.key}, {item.listed_at}" if item.listed_at else item.key
 
 
 def kept_group_splits(records: Sequence[CropRecord], split_of_file: Mapping[str, str]) -> dict[str, str]:

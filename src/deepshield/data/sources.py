@@ -61,6 +61,7 @@ class SourceItem:
     source: str  # dataset it comes from ("dfdc", "ffpp", a folder's name...)
     method: str  # manipulation method for fakes ("Deepfakes", "unknown"), "none" for reals
     key: str  # "<root key>/<path inside the source>": names its crops and its done record
+    listed_at: str = ""  # the CSV line that gives its label ("list.csv line 3"); "" where a folder or file does
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,6 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
             csv_path, "CSV needs the columns path,label (optional: group, method, source)", default_source
         )
         return
-    seen: set[str] = set()
     for number, raw in rows:
         if None in raw:  # csv.DictReader keeps fields past the header's as a list under None
             yield SourceProblem(
@@ -380,15 +380,13 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
                 row_source,
             )
             continue
-        if written in seen:
-            yield SourceProblem(where, f"line {number}: path listed twice in {csv_path.name}", row_source, label)
-            continue
-        seen.add(written)
         # A group is the CSV's whatever each row's source: a person's real and fake rows often name two
         # sources (Celeb-real, Celeb-synthesis), and namespaced by source one identity was two groups.
         group = f"{root_key}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
         method = row.get("method") or (NO_METHOD if label == REAL else UNKNOWN_METHOD)
-        yield SourceItem(where, label, group, row_source, method, f"{root_key}/{safe_relpath(written)}")
+        # A path given twice is left to distinct_entries, which also knows './a.png' and a link for 'a.png'.
+        key = f"{root_key}/{safe_relpath(written)}"
+        yield SourceItem(where, label, group, row_source, method, key, f"{csv_path.name} line {number}")
 
 
 # ------------------------------------------------------------------------------------------ detect
