@@ -53,32 +53,28 @@ def num(value, digits: int = 3) -> str:
 
 
 def metrics_rows(summary: EvaluationSummary) -> list[str]:
-    header = "| data | files (real / fake) | no face / unreadable | file AUC (95% CI) | AP | EER | balanced acc. | recall | FPR | log-loss | face AUC |"
+    header = "| data | files (real / fake) | no face / missing / unreadable | file AUC (95% CI) | AP | EER | balanced acc. | recall | FPR | log-loss | face AUC |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     blocks = [(name, block.file, block.face) for name, block in sorted(summary.by_source.items())] + [
         ("all", summary.file, summary.face)
     ]
+    listed = (summary.no_face_files, summary.missing_files, summary.unreadable_files)
     by_source_counts = {}
-    for f in summary.no_face_files:
-        by_source_counts.setdefault(f.source, [0, 0])[0] += 1
-    for f in summary.unreadable_files:
-        by_source_counts.setdefault(f.source, [0, 0])[1] += 1
+    for column, entries in enumerate(listed):
+        for f in entries:
+            by_source_counts.setdefault(f.source, [0, 0, 0])[column] += 1
     for name, file_block, face_block in blocks:
         m = file_block.metrics
         c = file_block.confusion or Confusion(tn=0, fp=0, fn=0, tp=0)
         reals, fakes = c.tn + c.fp, c.fn + c.tp
-        missing = (
-            by_source_counts.get(name, [0, 0])
-            if name != "all"
-            else [len(summary.no_face_files), len(summary.unreadable_files)]
+        left_out = " / ".join(
+            map(str, by_source_counts.get(name, [0, 0, 0]) if name != "all" else [len(e) for e in listed])
         )
         if not m:
-            lines.append(
-                f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {file_block.error or '–'} | | | | | | | |"
-            )
+            lines.append(f"| {name} | {reals} / {fakes} | {left_out} | {file_block.error or '–'} | | | | | | | |")
             continue
         lines.append(
-            f"| {name} | {reals} / {fakes} | {missing[0]} / {missing[1]} | {ci(m['auc'])} | {num(m['ap'].value)} | {num(m['eer'].value)} | "
+            f"| {name} | {reals} / {fakes} | {left_out} | {ci(m['auc'])} | {num(m['ap'].value)} | {num(m['eer'].value)} | "
             f"{num(m['balanced_accuracy'].value)} | {num(m['recall'].value)} | {num(c.false_positive_rate)} | {num(m['log_loss'].value)} | "
             f"{num(face_block.value('auc'))} |"
         )

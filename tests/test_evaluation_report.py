@@ -510,10 +510,17 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
     assert re.search(r"1 files unreadable: \S*broken.jpg \(", err)
     page = (out / "report.html").read_text()
     assert "<h2>Missing files (1)</h2>" in page and "<h2>Unreadable files (1)</h2>" in page
+    # The page's header and metrics.json counted the missing file as unreadable ("1 / 0 / 2"), and its
+    # "3 files (...; 1 images, 0 videos)" did not add up.
+    assert "3 (2 real, 1 fake; 1 images, 0 videos, 1 missing, 1 unreadable)" in page
+    assert "files with a face / without / missing / unreadable</th><td class=l>1 / 0 / 1 / 1<" in page
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["counts"]["missing_files"], m["counts"]["unreadable_files"]) == (1, 1)
+    assert [Path(f["path"]).name for f in m["missing_files"] + m["unreadable_files"]] == ["gone.jpg", "broken.jpg"]
     files = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO((out / "files.csv").read_text()))}
     assert files["gone.jpg"]["reason"] == "file not found" and files["gone.jpg"]["called"] == "error"
     ok = files["astronaut.jpg"]
-    threshold = json.loads((out / "metrics.json").read_text())["settings"]["threshold"]
+    threshold = m["settings"]["threshold"]
     score = float(ok["score"])
     expected = (
         "likely_manipulated"

@@ -264,12 +264,9 @@ def synthetic_settings(classifier, path: Path, settings):
 
 def list_failed_files(summary, shown: int = 10) -> None:
     """On stderr: the files a listing names but that are missing, apart from those that cannot be read."""
-    from deepshield.evaluation.report import missing_and_unreadable
-
-    missing, unreadable = missing_and_unreadable(summary)
     for entries, what, with_reason in (
-        (missing, "named by the dataset's listing but missing", False),
-        (unreadable, "unreadable", True),
+        (summary.missing_files, "named by the dataset's listing but missing", False),
+        (summary.unreadable_files, "unreadable", True),
     ):
         if entries:
             listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
@@ -279,7 +276,7 @@ def list_failed_files(summary, shown: int = 10) -> None:
 
 def print_summary(summary, out=None) -> None:
     """The headline figures of an EvaluationSummary on the terminal."""
-    from deepshield.evaluation.report import METRIC_LABELS, missing_and_unreadable
+    from deepshield.evaluation.report import METRIC_LABELS
 
     out = out or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is swapped
 
@@ -290,12 +287,11 @@ def print_summary(summary, out=None) -> None:
         return text + (f" [{fraction_text(entry.low)}, {fraction_text(entry.high)}]" if entry.low is not None else "")
 
     counts = summary.counts
-    missing, unreadable = missing_and_unreadable(summary)  # said apart, as the lines on stderr say them
     print(
         f"{counts.files} files ({counts.real_files} real, {counts.fake_files} fake): {counts.files_with_face} with a face, "
         f"{counts.files_without_face} without, "
-        + (f"{len(missing)} missing, " if missing else "")
-        + f"{len(unreadable)} unreadable; {counts.faces} faces",
+        + (f"{counts.missing_files} missing, " if counts.missing_files else "")
+        + f"{counts.unreadable_files} unreadable; {counts.faces} faces",
         file=out,
     )
     names = ("auc", "ap", "eer", "log_loss", "balanced_accuracy", "precision", "recall", "f1")

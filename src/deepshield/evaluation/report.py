@@ -465,14 +465,6 @@ def _track_list(tracks: list[dict], threshold: float) -> str:
     return "".join(items)
 
 
-def missing_and_unreadable(summary: EvaluationSummary) -> tuple[list, list]:
-    """The files that could not be scored: those a listing names but are not on disk, and the rest."""
-    from deepshield.data.sources import MISSING_FILE
-
-    failed = summary.unreadable_files
-    return [f for f in failed if f.reason == MISSING_FILE], [f for f in failed if f.reason != MISSING_FILE]
-
-
 def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold."""
     if synthetic is None:
@@ -502,7 +494,6 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
 def render_html(
     summary: EvaluationSummary, images: dict[str, Path], examples: dict[str, list[dict]], title: str
 ) -> str:
-    missing, unreadable = missing_and_unreadable(summary)
     s = summary.settings
     counts = summary.counts
     model = summary.model
@@ -528,11 +519,12 @@ def render_html(
                 ("frames sampled per video", "–" if s.frames is None else s.frames),
                 (
                     "files",
-                    f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, {counts.videos} videos)",
+                    f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, "
+                    f"{counts.videos} videos, {counts.missing_files} missing, {counts.unreadable_files} unreadable)",
                 ),
                 (
-                    "files with a face / without / unreadable",
-                    f"{counts.files_with_face} / {counts.files_without_face} / {counts.unreadable_files}",
+                    "files with a face / without / missing / unreadable",
+                    f"{counts.files_with_face} / {counts.files_without_face} / {counts.missing_files} / {counts.unreadable_files}",
                 ),
                 ("files in file-level metrics", counts.files_in_file_metrics),
                 ("faces scored (clean)", counts.faces),
@@ -628,11 +620,13 @@ def render_html(
         _gallery(examples.get("lowest_fake", []), "fake files", s.threshold, "missed"),
         f"<h2>Files without a face ({len(summary.no_face_files)})</h2>",
         _listing(summary.no_face_files, ["path", "label", "source", "method"]),
-        f"<h2>Missing files ({len(missing)})</h2>",
-        '<p class="muted">named by the dataset\'s listing (metadata.json, CSV) but not on disk</p>' if missing else "",
-        _listing(missing, ["path", "label", "source"]),
-        f"<h2>Unreadable files ({len(unreadable)})</h2>",
-        _listing(unreadable, ["path", "label", "source", "reason"]),
+        f"<h2>Missing files ({len(summary.missing_files)})</h2>",
+        '<p class="muted">named by the dataset\'s listing (metadata.json, CSV) but not on disk</p>'
+        if summary.missing_files
+        else "",
+        _listing(summary.missing_files, ["path", "label", "source"]),
+        f"<h2>Unreadable files ({len(summary.unreadable_files)})</h2>",
+        _listing(summary.unreadable_files, ["path", "label", "source", "reason"]),
     ]
     if summary.unlabelled_entries:
         parts += [

@@ -11,8 +11,9 @@ class): faces of one video are correlated, so resampling faces would overstate t
 Files in which no face was found have no score. With ``no_face="exclude"`` (the default) they are
 left out of the file-level metrics and counted and listed; with ``no_face="zero"`` they enter the
 file-level metrics with score 0 (called real), which charges a detector for fakes it never saw.
-They never enter face-level metrics (they have no face). Files that could not be read at all
-(missing, corrupt) are always left out, counted and listed.
+They never enter face-level metrics (they have no face). Files that could not be read at all are
+always left out, counted and listed: those missing (named by a listing, not on disk) apart from
+those unreadable (corrupt, not media).
 
 Subsets: per source dataset (that source's files), and per manipulation method (that method's
 fakes against every real of the sources the method appears in). A subset holding one class only
@@ -32,6 +33,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from deepshield.data.sources import MISSING_FILE
 from deepshield.evaluation.calibration import reliability
 from deepshield.evaluation.metrics import (
     METRIC_NAMES,
@@ -174,7 +176,7 @@ class PerturbationRow(_Strict):
 
 
 class FileEntry(_Strict):
-    """A file listed in the report: without a face (`method`), unreadable (`reason`)."""
+    """A file listed in the report: without a face (`method`), missing or unreadable (`reason`)."""
 
     path: str
     label: str
@@ -246,10 +248,12 @@ class Counts(_Strict):
     files: int
     real_files: int
     fake_files: int
-    images: int
-    videos: int
+    images: int  # images and videos: the files read (a missing or unreadable file is neither), so that
+    videos: int  # images + videos + missing_files + unreadable_files = files
     files_with_face: int
     files_without_face: int
+    # Counted apart; a metrics.json written before has no missing_files, and its unreadable_files held them too.
+    missing_files: int = 0
     unreadable_files: int
     unlabelled_entries: int
     faces: int
@@ -268,6 +272,7 @@ class EvaluationSummary(_Strict):
     video_rules: dict[str, VideoRuleBlock]
     perturbations: list[PerturbationRow]  # clean first
     no_face_files: list[FileEntry]
+    missing_files: list[FileEntry] = []  # as Counts.missing_files: in unreadable_files in an earlier metrics.json
     unreadable_files: list[FileEntry]
     unlabelled_entries: list[UnlabelledEntry]
     worst: WorstExamples
@@ -518,7 +523,14 @@ def summarize(
         for f in files
         if not f.error and np.isnan(clean_scores[f.file_id])
     ]
-    errors = [{"path": f.path, "label": f.label_name, "source": f.source, "reason": f.error} for f in files if f.error]
+
+    def failed(f) -> dict:
+        return {"path": f.path, "label": f.label_name, "source": f.source, "reason": f.error}
+
+    # Apart: a missing file was counted as unreadable on the page and in metrics.json, where the terminal and
+    # the page's own listings said "1 missing, 0 unreadable".
+    missing = [failed(f) for f in files if f.error == MISSING_FILE]
+    unreadable = [failed(f) for f in files if f.error and f.error != MISSING_FILE]
     highest_real = sorted((e for e in scored.examples.values() if files[e.file_id].label == 0), key=lambda e: -e.score)
     lowest_fake = sorted((e for e in scored.examples.values() if files[e.file_id].label == 1), key=lambda e: e.score)
 
@@ -555,11 +567,12 @@ def summarize(
             "files": len(files),
             "real_files": int((label_of == 0).sum()),
             "fake_files": int((label_of == 1).sum()),
-            "images": sum(1 for f in files if f.kind in ("image", "crops") and not f.is_video),
-            "videos": sum(1 for f in files if f.is_video),
+            "images": sum(1 for f in files if not f.error and f.kind in ("image", "crops") and not f.is_video),
+            "videos": sum(1 for f in files if not f.error and f.is_video),
             "files_with_face": int((~np.isnan(clean_scores) & readable).sum()),
             "files_without_face": len(no_face_files),
-            "unreadable_files": len(errors),
+            "missing_files": len(missing),
+            "unreadable_files": len(unreadable),
             "unlabelled_entries": len(scored.problems),
             "faces": int(faces.labels.size),
             "files_in_file_metrics": int(per_file.labels.size),
@@ -572,7 +585,8 @@ def summarize(
         "video_rules": video_rules,
         "perturbations": perturbations,
         "no_face_files": no_face_files,
-        "unreadable_files": errors,
+        "missing_files": missing,
+        "unreadable_files": unreadable,
         "unlabelled_entries": [{"path": p, "reason": r} for p, r in scored.problems],
         "worst": {
             "highest_real": [describe_example(e) for e in highest_real],
