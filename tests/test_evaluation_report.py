@@ -862,3 +862,22 @@ def test_a_file_listed_with_two_labels_is_an_error_naming_both(capsys, tiny_bund
     items, (problem,) = list_items([listing])
     assert [item.label for item in items] == ["real", "fake"]
     assert problem.reason == "listed twice at set.csv line 4 (also as set/sub/r1.png, set.csv line 2)"
+
+
+def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figures():
+    """On a real-only set the terminal's perturbation rows were "- / -" though the share of real files
+    flagged is in metrics.json and on the page; the page printed the temperature as 4.396733992401202."""
+    from deepshield.cli.evaluate import print_summary
+    from deepshield.evaluation.report import render_html
+    from deepshield.evaluation.summary import ModelInfo
+
+    clean = {0: -2.0, 1: -1.0, 2: 0.5, 3: 1.0}  # at threshold 0.5 and temperature 1: two of four flagged
+    scored = one_face_per_file([0, 0, 0, 0], {"clean": clean, "jpeg:50": {0: -2.0, 1: -1.0, 2: -0.5, 3: 1.0}})
+    model = ModelInfo(temperature=4.396733992401202, offset=-0.123456)
+    summary = summarize(scored, EvaluationSettings(bootstrap=0), model)
+    printed = io.StringIO()
+    print_summary(summary, printed)
+    assert "  clean        real files flagged 0.500   files without a face: 0" in printed.getvalue()
+    assert "  jpeg:50      real files flagged 0.250   files without a face: 0" in printed.getvalue()
+    page = render_html(summary, {}, {}, "real media")
+    assert "temperature</th><td class=l>4.397</td>" in page and "/ temperature))</th><td class=l>-0.1235</td>" in page

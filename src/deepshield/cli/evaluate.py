@@ -307,10 +307,15 @@ def print_summary(summary, out=None) -> None:
     if len(summary.perturbations) > 1:
         print("perturbations (file AUC / face AUC):", file=out)
         for row in summary.perturbations:
-            file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
-            face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
+            if row.file_auc is None and row.file_false_positive_rate is not None:
+                # No AUC over reals alone: the rows printed "- / -" where metrics.json and the page give this share.
+                figures = f"real files flagged {fraction_text(row.file_false_positive_rate)}"
+            else:
+                file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
+                face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
+                figures = f"{file_auc:>6} / {face_auc:>6}"
             print(
-                f"  {row.condition:<12} {file_auc:>6} / {face_auc:>6}   files without a face: {row.files_without_face}"
+                f"  {row.condition:<12} {figures}   files without a face: {row.files_without_face}"
                 + (
                     f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)"
                     if row.fakes_lost or row.reals_lost

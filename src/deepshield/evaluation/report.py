@@ -296,6 +296,12 @@ def _num(value, digits: int = 3) -> str:
     return fraction_text(value, digits) if isinstance(value, float) else str(value)
 
 
+def _calibration_figure(value: float | None) -> str:
+    """A temperature or an offset as the model card's text gives it (4 significant digits): not a fraction, and
+    printed whole it read 4.396733992401202."""
+    return "–" if value is None else f"{value:.4g}"
+
+
 def _with_ci(entry: Interval | None) -> str:
     if entry is None:
         return "–"
@@ -478,7 +484,8 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
     return [
         "<h2>Synthetic-face score</h2>",
         "<p>The same faces scored by the model's second output (is the face fully AI-generated?), "
-        f"with its own temperature {_num(synthetic.model.temperature)}, offset {_num(synthetic.model.offset)} and threshold "
+        f"with its own temperature {_calibration_figure(synthetic.model.temperature)}, offset "
+        f"{_calibration_figure(synthetic.model.offset)} and threshold "
         f"{synthetic.settings.threshold:.4f}. A set whose fakes are face swaps is not what this score "
         "judges: read its AUC on sets of generated faces.</p>",
         _metrics_table(
@@ -510,10 +517,10 @@ def render_html(
             f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
             for k, v in (
                 ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
-                ("temperature", "–" if model.temperature is None else model.temperature),
+                ("temperature", _calibration_figure(model.temperature)),
                 (
                     "offset (probability = sigmoid((logit − offset) / temperature))",
-                    "–" if model.offset is None else model.offset,
+                    _calibration_figure(model.offset),
                 ),
                 ("video rule (headline)", s.video_rule_text),
                 ("frames sampled per video", "–" if s.frames is None else s.frames),
