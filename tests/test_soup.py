@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,37 @@ def test_a_forced_soup_that_stops_keeps_the_bundle_it_would_replace(tmp_path, mo
     (tmp_path / "a.old" / "keep.txt").write_text("mine")
     assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == 0
     assert (tmp_path / "a.old" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("damage", "refusal"),
+    [
+        ("replaced", "model.onnx does not match the checksum in its model card (corrupt or replaced)"),
+        ("cut off", "model.onnx does not match the checksum in its model card (corrupt or replaced)"),
+        ("missing", "has no model.onnx"),
+    ],
+)
+def test_a_bundle_whose_graph_is_not_its_cards_is_refused_as_scan_refuses_it(tmp_path, capsys, damage, refusal):
+    """A replaced graph was averaged under its card's name and checksum; a cut-off one ended in a protobuf
+    DecodeError traceback, a missing one in a FileNotFoundError traceback. model.init reads bundles alike."""
+    from deepshield.training.config import TrainConfig
+    from deepshield.training.parent import initial_weights
+
+    first, second = _bundle(tmp_path / "a", seed=1), _bundle(tmp_path / "b", seed=2)
+    graph = second / "model.onnx"
+    if damage == "replaced":
+        graph.write_bytes((first / "model.onnx").read_bytes())
+    elif damage == "cut off":
+        graph.write_bytes(graph.read_bytes()[:1000])
+    else:
+        graph.unlink()
+    out = tmp_path / "soup"
+    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert refusal in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert deepshield(["scan", str(tmp_path), "--model", str(second)]) != 0
+    assert refusal in capsys.readouterr().err  # the same words scan gives
+    config = TrainConfig.model_validate({"model": {"backbone": "tiny", "input_size": 64, "init": str(second)}})
+    with pytest.raises(DeepShieldError, match=re.escape(refusal)):
+        initial_weights(config)

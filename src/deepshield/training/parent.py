@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from deepshield.errors import DeepShieldError
-from deepshield.inference.runtime import read_card
-from deepshield.models.card import ONNX_FILE, SYNTHETIC_OUTPUT, ModelCard
+from deepshield.inference.runtime import checked_graph, read_card
+from deepshield.models.card import SYNTHETIC_OUTPUT, ModelCard
 from deepshield.models.network import DeepfakeNet
 from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.training.checkpoint import load_checkpoint
@@ -125,10 +125,12 @@ def _parent_from_bundle(bundle: Path) -> ParentRun:
 
 
 def bundle_weights(bundle: Path, card: ModelCard) -> dict[str, torch.Tensor]:
-    """A bundle's weights read back from its graph (batch norms folded into the convolutions)."""
+    """A bundle's weights read back from its graph (batch norms folded into the convolutions), the graph
+    checked against its card as scan checks it: a replaced graph was averaged into a soup (or trained on)
+    under the card's name and checksum, and a cut-off or missing one ended in a protobuf traceback."""
     centre = None if card.synthetic is None else 1 / card.crop_policy.scale  # pooling only: weights load alike
     net = DeepfakeNet(card.architecture, card.input_size, pretrained=False, synthetic_center=centre)
-    return load_onnx_weights(net, bundle / ONNX_FILE).state_dict()
+    return load_onnx_weights(net, checked_graph(bundle, card)).state_dict()
 
 
 def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
