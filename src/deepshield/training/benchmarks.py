@@ -77,6 +77,15 @@ def benchmark_name(path: Path) -> str:
     return metric_key(Path(path).resolve().name)
 
 
+def refuse_shared_names(datasets: Iterable[Path]) -> None:
+    """Refuse two labelled sets of one folder name: their figures would share keys (compare), and their files
+    one source, whose false-positive rate a threshold is fitted for (calibrate: `sets/s1` and `other/s1`
+    were pooled, and one of them then flagged more real files than the card's target)."""
+    names = [benchmark_name(path) for path in datasets]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")
+
+
 @dataclass
 class Benchmark:
     """One labelled set's faces, cut with one crop policy, ready to be scored by any network."""
