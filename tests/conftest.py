@@ -192,3 +192,13 @@ def bundle_with_record(bundle: Path, folder: Path) -> Path:
     }  # fmt: skip
     (copy / "model_card.json").write_text(json.dumps(card))
     return copy
+
+
+# A path from the root: "/" after no letter, dot, tilde or slash ("real/ and fake/", "cam / t" are not).
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/])/[\w.+-]+")
+
+
+def absolute_paths_in(bundle: Path) -> list[str]:
+    """The absolute paths a bundle's card and README hold (the project's rule: none, no machine's folder)."""
+    texts = [(bundle / name).read_text() for name in ("model_card.json", "README.md") if (bundle / name).exists()]
+    return [found for text in texts for found in ABSOLUTE_PATH.findall(text)]

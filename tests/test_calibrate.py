@@ -20,6 +20,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
+from tests.conftest import absolute_paths_in
 from tests.test_evaluation_report import folder_dataset, stop_cropping  # noqa: F401 - the shared tiny dataset fixture
 
 
@@ -338,7 +339,9 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     card = classifier.card
     assert card.calibration.temperature != before_card["calibration"]["temperature"]
     assert card.calibration.threshold != before_card["calibration"]["threshold"]
-    assert card.version.startswith("0.0.1+cal.") and str(folder_dataset) in card.calibration.fitted_on
+    # named as a card names paths: an absolute one named this machine's folder in the card and its README
+    assert card.version.startswith("0.0.1+cal.") and card.calibration.fitted_on.startswith(f"{folder_dataset.name}:")
+    assert absolute_paths_in(out) == []
     assert (out / "model.onnx").read_bytes() == (tiny_bundle / "model.onnx").read_bytes()
     assert json.loads((tiny_bundle / "model_card.json").read_text()) == before_card  # the source bundle is untouched
     assert any(k.startswith("calibration_after_file_") for k in card.metrics)

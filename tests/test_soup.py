@@ -171,3 +171,19 @@ def test_a_bundle_whose_graph_is_not_its_cards_is_refused_as_scan_refuses_it(tmp
     config = TrainConfig.model_validate({"model": {"backbone": "tiny", "input_size": 64, "init": str(second)}})
     with pytest.raises(DeepShieldError, match=re.escape(refusal)):
         initial_weights(config)
+
+
+def test_a_soup_records_its_folders_without_this_machines(tmp_path, monkeypatch):
+    """The absolute --out and bundle folders were recorded in training.command: a machine's folders in a card."""
+    from tests.conftest import absolute_paths_in
+
+    first, second = _bundle(tmp_path / "a", seed=1), _bundle(tmp_path / "b", seed=2)
+    monkeypatch.chdir(tmp_path)  # under the working folder: as it reaches them
+    assert deepshield(["soup", str(first), str(second), "--out", str(tmp_path / "soup"), "--version", "1"]) == 0
+    assert read_card(tmp_path / "soup").training.command == "deepshield soup a b --out soup --name soup --version 1"
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # elsewhere: by name alone
+    assert deepshield(["soup", str(first), str(second), "--out", str(tmp_path / "elsewhere"), "--version", "1"]) == 0
+    command = read_card(tmp_path / "elsewhere").training.command
+    assert command == "deepshield soup a b --out elsewhere --name soup --version 1"
+    assert absolute_paths_in(tmp_path / "soup") == absolute_paths_in(tmp_path / "elsewhere") == []

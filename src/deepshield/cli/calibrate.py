@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.video_rule import VideoRule
     from deepshield.models.card import check_bundle_folder
     from deepshield.training.benchmarks import refuse_shared_names
+    from deepshield.training.config import portable_path
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
         raise DeepShieldError(
@@ -135,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     journal = out.with_name(out.name + FACES_JOURNAL_SUFFIX) if args.resume else None
     scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal)
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
-    described = ", ".join(str(d) for d in args.datasets) + (f" (split {args.split})" if args.split != "all" else "")
+    # As a card records paths: absolute ones named this machine's folders in the card and its README.
+    described = ", ".join(portable_path(d) for d in args.datasets) + (
+        f" (split {args.split})" if args.split != "all" else ""
+    )
     if trained := training_folders_in(classifier.card, [record.path for record in scored.files], args.split):
         # Said, and kept in the card: the fit is to scores the network gives faces it learnt.
         print(

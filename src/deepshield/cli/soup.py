@@ -33,13 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_soup(args: argparse.Namespace) -> int:
     from deepshield.models.card import check_bundle_folder
+    from deepshield.training.config import portable_path
     from deepshield.training.soup import make_soup, write_soup
 
     check_bundle_folder(args.out, args.force)
-    # From the parsed arguments (not sys.argv): the same record whether run from a shell or main(argv).
-    words = ["soup", *map(str, args.bundles)] + (["--weights", *map(str, args.weights)] if args.weights else [])
+    # From the parsed arguments (not sys.argv): the same record whether run from a shell or main(argv). Its
+    # folders as a card records paths: absolute ones named this machine's folders in the card.
+    words = ["soup", *map(portable_path, args.bundles)]
+    words += ["--weights", *map(str, args.weights)] if args.weights else []
     command = "deepshield " + shlex.join(
-        [*words, "--out", str(args.out), "--name", args.name, "--version", args.version]
+        [*words, "--out", portable_path(args.out), "--name", args.name, "--version", args.version]
     )
     soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
     card = write_soup(soup, args.out)

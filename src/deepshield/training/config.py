@@ -449,7 +449,19 @@ class TrainConfig(StrictModel):
                 exclude.setdefault(section, set()).add(leaf)
             else:
                 exclude[leaf] = True
-        return self.model_dump(mode="json", exclude=exclude)
+        return _portable_paths(self.model_dump(exclude=exclude), self.model_dump(mode="json", exclude=exclude))
+
+
+def _portable_paths(python: Any, dumped: Any) -> Any:
+    """`dumped` (a JSON dump) with each value that `python` (the same dump, types kept) holds as a path made
+    portable: absolute data folders (data.real_dirs, model.init, ...) reached exported cards."""
+    if isinstance(python, Path):
+        return portable_path(dumped)
+    if isinstance(python, dict):
+        return {key: _portable_paths(python[key], value) for key, value in dumped.items()}
+    if isinstance(python, list | tuple):
+        return [_portable_paths(p, d) for p, d in zip(python, dumped, strict=True)]
+    return dumped
 
 
 # The settings that only say where a machine keeps things: left out of a card's or tracker's record of the
@@ -514,14 +526,16 @@ def recorded_command(command: str) -> str:
             if not machine:
                 kept += [option, value]
         elif option in _FILE_OPTIONS:
-            kept += [option, _portable_path(value)]
+            kept += [option, portable_path(value)]
         elif option in _ABSOLUTE_MACHINE_OPTIONS and not Path(value).is_absolute():
             kept += [option, value]
     return shlex.join(kept)
 
 
-def _portable_path(value: str) -> str:
-    """An absolute path as the working folder reaches it, else by its name alone (another machine's folder)."""
+def portable_path(value: str | Path) -> str:
+    """A path as a bundle records it (the project's rule: no machine's folder in a card or its README): an
+    absolute one as the working folder reaches it, else by its name alone (another machine's folder)."""
+    value = str(value)
     path = Path(value)
     if not path.is_absolute():
         return value
