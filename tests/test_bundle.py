@@ -368,3 +368,41 @@ def test_export_of_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path,
             main([*command, "--version", "not a version!"])
         assert refused.value.code == EXIT_USAGE
         assert "'not a version!' is not a version" in capsys.readouterr().err
+
+
+def test_an_edited_cards_misspelt_key_is_refused_by_name(bundle_copy):
+    """Loaded before with the default threshold in its place: `threshhold` was ignored."""
+    card = json.loads((bundle_copy / CARD_FILE).read_text())
+    card["calibration"]["threshhold"] = 0.9
+    (bundle_copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(
+        BundleError, match=r"is invalid: unknown key calibration\.threshhold; did you mean calibration\.threshold\?$"
+    ):
+        OnnxClassifier(bundle_copy)
+    card["calibration"].pop("threshhold")
+    card["crop_policy"]["scal"] = 1.3
+    (bundle_copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=r"unknown key crop_policy\.scal; did you mean crop_policy\.scale\?"):
+        read_card(bundle_copy)
+
+
+def test_a_card_without_its_checksum_is_refused(bundle_copy, capsys):
+    """An emptied onnx_sha256 turned the graph check off: any model.onnx loaded under the card."""
+    from deepshield.cli.main import main
+
+    edit_card(bundle_copy, onnx_sha256="")
+    with pytest.raises(BundleError, match=r"model_card.json gives no onnx_sha256 to check model.onnx against"):
+        OnnxClassifier(bundle_copy)
+    assert main(["model", "--model", str(bundle_copy)]) != 0
+    assert "gives no onnx_sha256" in capsys.readouterr().err
+
+
+def test_the_shipped_card_and_every_card_the_commands_write_load_under_the_strict_model(tiny_bundle, tmp_path):
+    """Cards are not edited by hand: what the strict model refuses must be none of theirs."""
+    from deepshield.inference.runtime import DEFAULT_BUNDLE
+    from deepshield.training.soup import make_soup, write_soup
+
+    for bundle in (DEFAULT_BUNDLE, tiny_bundle):
+        ModelCard.model_validate_json((bundle / CARD_FILE).read_text())
+    soup = write_soup(make_soup([tiny_bundle, tiny_bundle], None, "s", "1", "deepshield soup"), tmp_path / "soup")
+    assert read_card(tmp_path / "soup") == soup

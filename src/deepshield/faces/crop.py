@@ -11,12 +11,13 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from deepshield.faces.detector import Box, eye_line_deg
+from deepshield.strict import StrictModel
 
 
-class CropPolicy(BaseModel):
+class CropPolicy(StrictModel):  # strict: a model card's crop_policy with a misspelt key is refused
     size: int = Field(224, ge=16, le=1024, description="output side in pixels")
     scale: float = Field(1.5, ge=1.0, le=4.0, description="crop side as a multiple of the detector box's longer side")
     align: bool = Field(False, description="rotate so that the eyes are level")

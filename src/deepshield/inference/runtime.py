@@ -64,12 +64,16 @@ def read_card(bundle_dir: Path) -> ModelCard:
 
 
 def checked_graph(bundle_dir: Path, card: ModelCard) -> Path:
-    """The bundle's ONNX file, refused when missing or not the one its card was written for. Called
-    before a command writes anything too: a corrupt bundle is found before an output file is emptied."""
+    """The bundle's ONNX file, refused when missing, when the card gives no checksum, or when it is not the
+    one its card was written for. Called before a command writes anything too: a corrupt bundle is found
+    before an output file is emptied."""
     onnx_path = bundle_dir / ONNX_FILE
     if not onnx_path.is_file():
         raise BundleError(f"model bundle {bundle_dir} has no {ONNX_FILE}")
-    if card.onnx_sha256 and file_sha256(onnx_path) != card.onnx_sha256:
+    # Required: a card whose checksum was emptied turned this check off.
+    if not card.onnx_sha256:
+        raise BundleError(f"model card {bundle_dir / CARD_FILE} gives no onnx_sha256 to check {ONNX_FILE} against")
+    if file_sha256(onnx_path) != card.onnx_sha256:
         raise BundleError(f"{onnx_path} does not match the checksum in its model card (corrupt or replaced)")
     return onnx_path
 

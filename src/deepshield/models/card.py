@@ -15,13 +15,14 @@ from pydantic import BaseModel, Field, model_validator
 from deepshield.errors import BundleError
 from deepshield.evaluation.metrics import POINT_INTERVAL_CAUTION, few_files_caution, metric_key
 from deepshield.faces.crop import CropPolicy
+from deepshield.strict import StrictModel
 
 BUNDLE_FORMAT = 1
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
 
 
-class Normalization(BaseModel):
+class Normalization(StrictModel):
     # Applied inside the ONNX graph (which takes uint8 RGB NHWC), recorded here for people and ports.
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -37,7 +38,7 @@ EVEN_ODDS = 0.5
 VerdictLabel = Literal["likely_manipulated", "inconclusive", "no_signs_found"]
 
 
-class InconclusiveBand(BaseModel):
+class InconclusiveBand(StrictModel):
     """Scores in [low, high) are too close to the threshold to call either way."""
 
     low: float = Field(ge=0, le=1, description="probability from which a score is inconclusive (below: no signs found)")
@@ -85,7 +86,7 @@ class InconclusiveBand(BaseModel):
         return "no_signs_found" if probability < self.low else "inconclusive"
 
 
-class Calibration(BaseModel):
+class Calibration(StrictModel):
     temperature: float = Field(1.0, gt=0, description="probability = sigmoid((logit - offset) / temperature)")
     offset: float = Field(
         0.0, description="logit at which the probability is one half (0: temperature scaling alone; Platt scaling)"
@@ -161,11 +162,11 @@ VERDICT_RULE = (
 )
 
 
-class TrainingInfo(BaseModel):
-    data: list[str] = []
+class TrainingInfo(StrictModel):
+    data: list[str] = Field(default_factory=list)
     benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")
     command: str = ""
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = Field(default_factory=dict)
     epochs: int = 0
     selected_by: str = Field("max.val_auc", description="the per-epoch metric that picked the exported epoch")
     seed: int | None = None
@@ -174,7 +175,7 @@ class TrainingInfo(BaseModel):
     )
 
 
-class SoupIngredient(BaseModel):
+class SoupIngredient(StrictModel):
     """One network of a soup: which bundle, its weight in the average, how its face-swap score was trained."""
 
     name: str
@@ -184,7 +185,7 @@ class SoupIngredient(BaseModel):
     training: TrainingInfo
 
 
-class SyntheticScoreInfo(BaseModel):
+class SyntheticScoreInfo(StrictModel):
     """The second score of a two-output bundle: is the face fully AI-generated? Calibrated on its own."""
 
     calibration: Calibration = Calibration()
@@ -241,7 +242,10 @@ class ModelRecord(BaseModel):
     )
 
 
-class ModelCard(BaseModel):
+class ModelCard(StrictModel):
+    """Strict, as the training configuration is: an edited card's misspelt key (`threshhold`) loaded with the
+    default in its place. The card is written by export, calibrate and soup, never by hand."""
+
     format: int = BUNDLE_FORMAT
     name: str
     version: str
@@ -262,7 +266,7 @@ class ModelCard(BaseModel):
         description="the synthetic-face score, when the graph has the synthetic_logit output (None: not in it)",
     )
     training: TrainingInfo = TrainingInfo()
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = Field(default_factory=dict)
     intended_use: str = ""
     license: str = ""
     onnx_sha256: str = ""
