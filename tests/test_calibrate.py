@@ -109,6 +109,22 @@ def test_target_fpr_bounds_false_positives_over_files():
     assert looser.after["file"]["recall"] >= result.after["file"]["recall"]
 
 
+def test_a_target_false_positive_rate_no_threshold_meets_is_refused():
+    """Real files the model is sure are fake (saturated at 1.0): the threshold stopped at 1.0, flagged 20% of
+    the real files, and the card claimed a false-positive rate of at most 5%."""
+    scored = overconfident_set(200, seed=2)
+    sure = [f.file_id for f in scored.files if f.label == 0][:20]
+    scored.faces["logit"][np.isin(scored.faces["file_id"], sure)] = 60.0
+    reals = sum(f.label == 0 for f in scored.files)
+    with pytest.raises(
+        DeepShieldError,
+        match=rf"no threshold flags at most 0.05 of each source's real files: at 1.0000 it flags toy 20 of {reals} ",
+    ):
+        recalibrate(scored, toy_card(), Method(target_fpr=0.05, keep_temperature=True))
+    fitted = recalibrate(scored, toy_card(), Method(target_fpr=0.2, keep_temperature=True))  # one it meets
+    assert fitted.after["file"]["false_positive_rate"] <= 0.2
+
+
 def test_target_fpr_holds_in_every_source_and_keep_temperature_moves_only_the_threshold():
     scored = overconfident_set(600, seed=3)
     small = [f for f in scored.files if f.label == 0][:40]

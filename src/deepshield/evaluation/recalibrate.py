@@ -262,11 +262,36 @@ def fit(scored: ScoredSet, rule: VideoRule, method: Method, shipped: Fit, source
     check_inputs(files.labels, files.scores, "files with a face")
     if method.target_fpr is None:
         return Fit(temperature, fit_threshold(files.labels, files.scores), offset)
+    return Fit(
+        temperature, fit_threshold_each(_real_scores_by_source(scored, files).values(), method.target_fpr), offset
+    )
+
+
+def _real_scores_by_source(scored: ScoredSet, files: LevelData) -> dict[str, np.ndarray]:
+    """The real files' scores, source by source."""
     real = files.labels == 0
-    real_scores = files.scores[real]
     real_sources = np.array([scored.files[i].source for i in files.file_ids[real]])
-    per_source = (real_scores[real_sources == source] for source in np.unique(real_sources))
-    return Fit(temperature, fit_threshold_each(per_source, method.target_fpr), offset)
+    return {str(source): files.scores[real][real_sources == source] for source in np.unique(real_sources)}
+
+
+def _refuse_missed_target(scored: ScoredSet, files: LevelData, threshold: float, target_fpr: float) -> None:
+    """Refuse a threshold that flags more of a source's real files than the target: where reals score at the
+    top of the scale (saturated probabilities), no threshold below 1 leaves them out, and the card claimed
+    FPR <= 0.05 over each source with 20% of one flagged at a threshold of 1.0."""
+    missed = {
+        source: (int((scores >= threshold).sum()), scores.size)
+        for source, scores in _real_scores_by_source(scored, files).items()
+        if (scores >= threshold).sum() > math.floor(target_fpr * scores.size + 1e-9)  # as fit_threshold counts
+    }
+    if missed:
+        rates = ", ".join(
+            f"{source} {flagged} of {count} ({flagged / count:.1%})" for source, (flagged, count) in missed.items()
+        )
+        raise DeepShieldError(
+            f"no threshold flags at most {target_fpr:g} of each source's real files: at {threshold:.4f} it flags "
+            f"{rates}, real files scored at the top of the scale; fit --balanced, or refit the scale (without "
+            "--keep-temperature, or with --fit-offset)"
+        )
 
 
 def _file_mask(scored: ScoredSet, sources: set[str] | None) -> np.ndarray:
@@ -347,11 +372,13 @@ def recalibrate(
         scored, calibration = view, card.synthetic.calibration
     shipped = Fit(calibration.temperature, calibration.threshold, calibration.offset)
     fitted = fit(scored, rule, method, shipped)
+    after_files = _files(scored, rule, fitted.scale, None)
+    if method.target_fpr is not None:
+        _refuse_missed_target(scored, after_files, fitted.threshold, method.target_fpr)
     mask = _face_mask(scored, None)
     labels = scored.labels_of_faces()[mask]
     logits = scored.faces["logit"][mask].astype(np.float64)
     before_files = _files(scored, rule, shipped.scale, None)
-    after_files = _files(scored, rule, fitted.scale, None)
     held_out = held_out_checks(scored, shipped, method, rule)
     if method.keep_verdicts:
         # The band verdicts use, reaching down to even odds: a new offset moves even odds to other logits,
