@@ -205,3 +205,34 @@ def test_a_mistyped_candidate_is_refused_before_any_face_is_found(capsys, tiny_b
     )
     assert code == 2 and "typo" in capsys.readouterr().err
     assert not list(cache.glob("benchmark-*"))  # the baseline's faces were found and scored first
+
+
+def test_a_real_file_either_score_flags_is_counted_flagged_as_scan_flags_it(capsys, tiny_bundle, labelled, tmp_path):
+    """Counted by the face-swap score alone, a real file the synthetic-face score flagged read as not flagged,
+    while scan flags it (and `deepshield model` shows that score's column)."""
+    import torch
+
+    from deepshield.faces.crop import CropPolicy
+    from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, SyntheticScoreInfo, card_outputs
+    from deepshield.models.export import export_bundle
+    from deepshield.models.network import DeepfakeNet
+
+    torch.manual_seed(0)
+    net = DeepfakeNet("tiny", 64, pretrained=False, synthetic_center=1 / 1.5).eval()
+    never = Calibration(threshold=1.0, inconclusive=InconclusiveBand(low=0.9, high=1.0, fitted_on="test"))
+    always = Calibration(threshold=0.0, inconclusive=InconclusiveBand(low=0.0, high=0.0, fitted_on="test"))
+    card = ModelCard(
+        name="two-scores", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64),
+        outputs=card_outputs(True), calibration=never, synthetic=SyntheticScoreInfo(pooling="centre", calibration=always),
+    )  # fmt: skip
+    bundle = export_bundle(net, card, tmp_path / "two-scores")
+    real = sorted((labelled / "real").iterdir())[0]
+    assert Detector.from_bundle(bundle).analyze_image(real, heatmaps=False).verdict.label == "likely_manipulated"
+    out = tmp_path / "comparison.json"
+    args = ["compare", str(bundle), "--against", str(tiny_bundle), "--on", str(labelled), "--out", str(out)]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    (report,) = json.loads(out.read_text())
+    assert report["candidate"]["bench_tiny_bench_fpr"] == report["candidate"]["bench_fpr"] == 1.0
+    assert report["candidate"]["bench_tiny_bench_synthetic_fpr"] == 1.0
+    assert "candidate 100.0% of real files flagged by either score (100.0% by the synthetic-face score)" in text

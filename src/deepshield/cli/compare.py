@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a candidate bundle and a baseline (default: the shipped model) on the same faces of the "
             "same labelled sets, then give each set's face and file AUC for both, the candidate's minus the "
-            "baseline's with a 95% paired bootstrap interval over files, and the real files each flags and "
+            "baseline's with a 95% paired bootstrap interval over files, and the real files each flags (by "
+            "either score, for a bundle with a synthetic-face score, as scan flags them) and "
             "the fakes each catches at its own threshold. The candidate is ahead when the interval of the "
             "pooled difference (the mean over sets of the face-AUC differences) lies above zero, behind when "
             "below, else tied: differences inside it are not evidence. Sets: anything `deepshield evaluate` "
@@ -180,8 +181,14 @@ def describe(comparison: Comparison) -> str:
         for bundle in (base, cand):
             flagged = bundle.metrics.get(f"bench_{name}_fpr")
             caught = bundle.metrics.get(f"bench_{name}_tpr")
+            # A two-score bundle flags a real file either score flags, as scan does (the face-swap score alone
+            # was counted): said, with the synthetic-face score's own share.
+            by_synthetic = bundle.metrics.get(f"bench_{name}_synthetic_fpr")
+            either = (
+                "" if by_synthetic is None else f" by either score ({by_synthetic:.1%} by the synthetic-face score)"
+            )
             shares.append(
-                f"{'-' if flagged is None else f'{flagged:.1%}'} of real files flagged, "
+                f"{'-' if flagged is None else f'{flagged:.1%}'} of real files flagged{either}, "
                 f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught"
             )
         lines.append(f"{name} at each one's threshold: baseline {shares[0]}; candidate {shares[1]}")

@@ -47,6 +47,12 @@ class ScoreRule:
     def classify(self, probability: float) -> VerdictLabel:
         return self.band.classify(probability)
 
+    @classmethod
+    def at_threshold(cls, threshold: float) -> ScoreRule:
+        """A rule without an inconclusive band: a score at or above the threshold is flagged, as the figures
+        of real files flagged count them."""
+        return cls(threshold, InconclusiveBand(low=threshold, high=threshold, fitted_on="none: the threshold alone"))
+
 
 @dataclass(frozen=True)
 class CombinedVerdict:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,7 +66,6 @@ from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "8"  # part of the cache key: bump when what a cached benchmark holds changes (8: tracks by look too)
 BOOTSTRAP_RESAMPLES = 300
-Predict = Callable[[np.ndarray], np.ndarray]  # N crops (uint8) -> N logits
 
 
 class BenchmarkOverlapError(DeepShieldError):
@@ -404,10 +403,3 @@ def paired_comparison(
             float(pooled_bench_auc(face_differences)), pooled_bench_auc(face_resamples)
         )
     return out
-
-
-def score_benchmarks(benchmarks: list[Benchmark], predict: Predict, temperature: float) -> list[BenchmarkScores]:
-    return [
-        BenchmarkScores(b, b.scored(predict(b.crops) if len(b.crops) else np.zeros(0, np.float32), temperature))
-        for b in benchmarks
-    ]

@@ -11,7 +11,6 @@ zero, *behind* when below, else *tied*.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +19,9 @@ import numpy as np
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import PairedDifference
+from deepshield.evaluation.scoring import CLEAN
 from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.verdict import ScoreRule, combine
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.models.card import ModelCard
 from deepshield.training.benchmarks import (
@@ -32,7 +33,6 @@ from deepshield.training.benchmarks import (
     load_benchmark,
     paired_comparison,
     refuse_shared_names,
-    score_benchmarks,
 )
 
 Standing = Literal["ahead", "behind", "tied"]
@@ -40,15 +40,45 @@ Standing = Literal["ahead", "behind", "tied"]
 
 @dataclass
 class ScoredBundle:
-    """One bundle's calibrated face logits on every labelled set, with its threshold's figures."""
+    """One bundle's calibrated face logits on every labelled set, with its threshold's figures; for a
+    two-score bundle, its synthetic-face score's calibrated logits on the same faces too."""
 
     bundle: Path
     card: ModelCard
     results: list[BenchmarkScores]
+    synthetic_results: list[BenchmarkScores] | None = None
     metrics: dict[str, float] = field(init=False)  # every bench_* figure at the bundle's own threshold
 
     def __post_init__(self) -> None:
         self.metrics = benchmark_metrics(self.results, self.card.calibration.threshold)
+        if self.synthetic_results is not None:
+            self.metrics |= self._flagged_by_either_score(self.synthetic_results)
+
+    def _flagged_by_either_score(self, synthetic_results: list[BenchmarkScores]) -> dict[str, float]:
+        """bench_<set>_fpr and bench_fpr as the product flags a real file: by the verdict rule (`combine`), at
+        or above either score's threshold. Counted by the face-swap score alone, a real file the synthetic-face
+        score flagged was missed, which scan flags. bench_<set>_synthetic_fpr: that score's alone."""
+        assert self.card.synthetic is not None, "a synthetic score's results come with its card's block"
+        manipulation_rule = ScoreRule.at_threshold(self.card.calibration.threshold)
+        synthetic_rule = ScoreRule.at_threshold(self.card.synthetic.calibration.threshold)
+        metrics: dict[str, float] = {}
+        pooled: list[bool] = []
+        for result, synthetic in zip(self.results, synthetic_results, strict=True):
+            manipulation_scores, synthetic_scores = (r.scored.file_scores(CLEAN) for r in (result, synthetic))
+            labels = np.array([f.label for f in result.scored.files])
+            real = (labels == 0) & ~np.isnan(manipulation_scores)
+            flags = [
+                combine(float(m), manipulation_rule, float(s), synthetic_rule).label == "likely_manipulated"
+                for m, s in zip(manipulation_scores[real], synthetic_scores[real], strict=True)
+            ]
+            if flags:
+                name = result.benchmark.name
+                metrics[f"bench_{name}_fpr"] = float(np.mean(flags))
+                metrics[f"bench_{name}_synthetic_fpr"] = float(
+                    np.mean(synthetic_scores[real] >= synthetic_rule.threshold)
+                )
+            pooled += flags
+        return metrics | ({"bench_fpr": float(np.mean(pooled))} if pooled else {})
 
     @property
     def label(self) -> str:
@@ -59,14 +89,16 @@ class ScoredBundle:
         return {r.benchmark.name: r.scored.faces["logit"] for r in self.results}
 
 
-def _calibrated_logits(classifier: OnnxClassifier) -> Callable[[np.ndarray], np.ndarray]:
-    """The bundle's calibrated logit of each crop: scored at temperature 1, its probability."""
-    calibration = classifier.card.calibration
-
-    def predict(crops: np.ndarray) -> np.ndarray:
-        return calibration.scaled(classifier.score(crops).logits)
-
-    return predict
+def _scored(classifier: OnnxClassifier, benchmark: Benchmark) -> tuple[BenchmarkScores, BenchmarkScores | None]:
+    """The benchmark's faces by the bundle's calibrated logits (scored at temperature 1, their probabilities):
+    the face-swap score's, and the synthetic-face score's (reading its own crops, as scan does) or None."""
+    card = classifier.card
+    scores = classifier.score(benchmark.crops, synthetic_crops=benchmark.synthetic_crops)
+    manipulation = BenchmarkScores(benchmark, benchmark.scored(card.calibration.scaled(scores.logits), 1.0))
+    if card.synthetic is None or scores.synthetic_logits is None:
+        return manipulation, None
+    synthetic_logits = card.synthetic.calibration.scaled(scores.synthetic_logits)
+    return manipulation, BenchmarkScores(benchmark, benchmark.scored(synthetic_logits, 1.0))
 
 
 def score_bundles(
@@ -93,7 +125,9 @@ def score_bundles(
         reference = reference or benchmarks
         if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:
             raise DeepShieldError(f"{bundle} finds other faces than {bundles[0]} (another detector setting?)")
-        scored.append(ScoredBundle(bundle, card, score_benchmarks(benchmarks, _calibrated_logits(classifier), 1.0)))
+        manipulation, synthetic = zip(*(_scored(classifier, benchmark) for benchmark in benchmarks), strict=True)
+        two_scores = card.synthetic is not None
+        scored.append(ScoredBundle(bundle, card, list(manipulation), list(synthetic) if two_scores else None))
     return scored
 
 
