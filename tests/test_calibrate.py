@@ -421,19 +421,6 @@ def test_a_recalibrated_card_keeps_its_aucs_and_drops_rates_at_the_old_threshold
     assert "warning: only" in err and "a calibration fitted on so few is unreliable" in err
 
 
-def test_two_sets_of_one_name_are_refused_as_compare_refuses_them(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
-    """A folder's files are one source: `sets/s1` and `other/s1` were pooled into one, and the threshold fitted
-    for a false-positive rate over each source then flagged more of one of them than the card said."""
-    import shutil
-
-    twin = shutil.copytree(folder_dataset, tmp_path / "other" / folder_dataset.name)
-    out = tmp_path / "cal"
-    args = ["calibrate", str(folder_dataset), str(twin), "--model", str(tiny_bundle), "--out", str(out)]
-    assert main([*args, "--target-fpr", "0.05", "--no-progress"]) == EXIT_USAGE
-    assert "two labelled sets are both named tinyset: give each its own folder name" in capsys.readouterr().err
-    assert not out.exists()
-
-
 def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     assert (
         main(["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(tiny_bundle)]) == EXIT_USAGE

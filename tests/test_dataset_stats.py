@@ -363,3 +363,19 @@ def test_a_balancing_step_killed_between_its_writes_is_undone_or_finished(tmp_pa
     removed = read_manifest_file(DatasetLayout(out).removed)
     assert len(removed) == 4 and Counter(r.label for r in read_manifest(out)) == {"real": 4, "fake": 4}
     assert not list(out.glob("*.step")) and not (out / "step.json").exists()
+
+
+def test_prepare_says_it_undid_an_interrupted_balancing_step(tmp_path: Path, small):
+    import json
+
+    faces(tmp_path / "src" / "real", small, 2)
+    faces(tmp_path / "src" / "fake", small, 2, start=10)
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    (out / "manifest.csv.step").write_text("half a step")
+    (out / "step.json").write_text(
+        json.dumps({"entry": "synth-fakes 2 seed=0", "position": 0, "files": ["manifest.csv"]})
+    )
+    summary = prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    assert summary.warnings()[0] == "undid an interrupted step: synth-fakes 2 seed=0"
+    assert not (out / "manifest.csv.step").exists() and len(read_manifest(out)) == 4

@@ -99,9 +99,7 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
     assert card.calibration == old.card.calibration  # fitted from the parent's validation logits, as the parent's was
     assert card.synthetic.calibration.temperature > 0 and card.synthetic.calibration.inconclusive is not None
     assert "synthetic-face validation split" in card.synthetic.calibration.fitted_on
-    # the parent named without this machine's folders (outside the working folder: by name)
-    assert card.synthetic.parent == f"best.pt (run {parent.progress.run_id})"
-    assert card.synthetic.trained.startswith("frozen")
+    assert str(parent.run_dir) in card.synthetic.parent and card.synthetic.trained.startswith("frozen")
     assert card.synthetic.parent_training.config == old.card.training.config  # the parent's recipe, as its card has it
     assert "central" in card.synthetic.pooling and list(card.outputs) == ["logit", "cam", "synthetic_logit"]
     for check in CHECKS:

@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
     from deepshield.models.card import check_bundle_folder
-    from deepshield.training.benchmarks import refuse_shared_names
     from deepshield.training.config import portable_path
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
@@ -129,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")
     new_bundle_version(classifier.card.version, args.version, date.today())  # a version taken, said before scoring
-    refuse_shared_names(args.datasets)  # a folder's files are one source: two of one name were pooled into one
     from deepshield.evaluation.metrics import few_files_caution
 
     rule = VideoRule(kind=args.video_rule)

@@ -57,6 +57,7 @@ class PrepareSummary:
     missing: list[str] = field(default_factory=list)  # files a listing names that are not on disk
     unreadable: list[ErrorRecord] = field(default_factory=list)  # files that exist but could not be read
     empty_splits: list[str] = field(default_factory=list)  # splits given a share that got no crop
+    interrupted_step: str | None = None  # a balancing step found interrupted, undone (finish_step's words)
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {sum(c.values())}" for name, c in self.split_counts.items())
@@ -73,7 +74,7 @@ class PrepareSummary:
                 f"; and {len(entries) - shown} more (see errors.csv)" if len(entries) > shown else ""
             )
 
-        out = []
+        out = [self.interrupted_step] if self.interrupted_step else []
         if self.missing:
             out.append(f"{len(self.missing)} files named by the sources' listings are missing: {listing(self.missing)}")
         if self.unreadable:
@@ -265,12 +266,13 @@ def _prepare(
     on_file_done: FileDoneHook | None,
     engine: Engine | None = None,
 ) -> PrepareSummary:
-    if layout.info.exists():
-        finish_step(layout.root)  # a balancing step recorded in the history is finished before it is judged
+    # A balancing step recorded in the history is finished before it is judged; one not recorded is undone.
+    interrupted = finish_step(layout.root) if layout.info.exists() else None
     before = read_info(layout.root) if layout.info.exists() else None  # how the dataset here was built
     if before is not None and before.history:
         raise ManifestError(
-            f"{layout.root} was balanced after it was prepared ({'; '.join(before.history)}): preparing it again "
+            (f"{interrupted}; " if interrupted else "")
+            + f"{layout.root} was balanced after it was prepared ({'; '.join(before.history)}): preparing it again "
             "would rebuild its manifest from the sources alone and drop those rows. Prepare into a new folder, then "
             "balance that"
         )
@@ -327,4 +329,5 @@ def _prepare(
         missing=[e.source_file for e in extraction_errors if e.reason == MISSING_FILE],
         unreadable=[e for e in extraction_errors if e.reason not in (MISSING_FILE, NO_FACE)],
         empty_splits=[split for split, share in zip(SPLITS, ratios) if share > 0 and records and not counts.get(split)],
+        interrupted_step=interrupted,
     )

@@ -144,11 +144,14 @@ def _bomb_error(exc: Image.DecompressionBombError, limits: ImageLimits) -> Media
     return _too_many_pixels(int(found.group(1)), limits)
 
 
+def _decoded_bytes_per_pixel(mode: str) -> int:
+    return 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
+
+
 def working_bytes(size: tuple[int, int], mode: str) -> int:
     """Peak bytes decode_image needs for an image of this size and Pillow mode: decoded + RGB result
     (or two RGB copies while an EXIF rotation is applied, whichever is larger)."""
-    decoded = 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
-    return size[0] * size[1] * max(decoded + _RGB_BYTES, 2 * _RGB_BYTES)
+    return size[0] * size[1] * max(_decoded_bytes_per_pixel(mode) + _RGB_BYTES, 2 * _RGB_BYTES)
 
 
 def _reducible(image: Image.Image) -> bool:
@@ -186,10 +189,16 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
     return DecodedImage(np.ascontiguousarray(reduced), scale)
 
 
+def _peak_bytes(size: tuple[int, int], mode: str, held: int) -> int:
+    """working_bytes, with `held` bytes (_held_coefficients) beside the decoded pixels until the decoder
+    ends, before the RGB result is made."""
+    return max(held + size[0] * size[1] * _decoded_bytes_per_pixel(mode), working_bytes(size, mode))
+
+
 def _held_coefficients(image: Image.Image) -> int:
-    """Bytes a progressive JPEG's decoder holds at any scale: every component's DCT coefficients at full
-    size, 2 bytes each, until its last scan (a 3 MB progressive JPEG of 20000x12000 took 1.5 GB read at
-    1/4). 0 for any other image."""
+    """Bytes a progressive JPEG's decoder holds at any scale while it decodes: every component's DCT
+    coefficients at full size, 2 bytes each, until its last scan (a 3 MB progressive JPEG of 20000x12000
+    took 1.5 GB read at 1/4). 0 for any other image."""
     if not isinstance(image, JpegImageFile) or not image.info.get("progressive") or not image.layer:
         return 0
     widest = max(horizontal for _, horizontal, _, _ in image.layer)
@@ -212,8 +221,7 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
         image.size,
         (1, *REDUCED_SCALES) if isinstance(image, JpegImageFile) else (1,),
         lambda size: (
-            size[0] * size[1] <= limits.max_pixels
-            and held + working_bytes(size, image.mode) <= limits.max_working_bytes
+            size[0] * size[1] <= limits.max_pixels and _peak_bytes(size, image.mode, held) <= limits.max_working_bytes
         ),
     )
     if scale is not None:
@@ -223,7 +231,7 @@ def _fit_budget(image: Image.Image, limits: ImageLimits) -> None:
             image.draft(image.mode, (width // scale, height // scale))
         return
     smallest = reduced_size(image.size, REDUCED_SCALES[-1])
-    if held and held + working_bytes(smallest, image.mode) > limits.max_working_bytes:
+    if held and _peak_bytes(smallest, image.mode, held) > limits.max_working_bytes:
         raise MediaTooLargeError(
             f"image is {width}x{height}, a progressive JPEG: its decoder holds {format_bytes(held)} at any scale, "
             f"above the {format_bytes(limits.max_working_bytes)} working-memory limit (a baseline JPEG of it is read)"

@@ -77,9 +77,7 @@ def benchmark_name(path: Path) -> str:
 
 
 def refuse_shared_names(datasets: Iterable[Path]) -> None:
-    """Refuse two labelled sets of one folder name: their figures would share keys (compare), and their files
-    one source, whose false-positive rate a threshold is fitted for (calibrate: `sets/s1` and `other/s1`
-    were pooled, and one of them then flagged more real files than the card's target)."""
+    """Refuse two labelled sets of one folder name: their figures would share keys."""
     names = [benchmark_name(path) for path in datasets]
     if twice := sorted({name for name in names if names.count(name) > 1}):
         raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")

@@ -449,19 +449,7 @@ class TrainConfig(StrictModel):
                 exclude.setdefault(section, set()).add(leaf)
             else:
                 exclude[leaf] = True
-        return _portable_paths(self.model_dump(exclude=exclude), self.model_dump(mode="json", exclude=exclude))
-
-
-def _portable_paths(python: Any, dumped: Any) -> Any:
-    """`dumped` (a JSON dump) with each value that `python` (the same dump, types kept) holds as a path made
-    portable: absolute data folders (data.real_dirs, model.init, ...) reached exported cards."""
-    if isinstance(python, Path):
-        return portable_path(dumped)
-    if isinstance(python, dict):
-        return {key: _portable_paths(python[key], value) for key, value in dumped.items()}
-    if isinstance(python, list | tuple):
-        return [_portable_paths(p, d) for p, d in zip(python, dumped, strict=True)]
-    return dumped
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 # The settings that only say where a machine keeps things: left out of a card's or tracker's record of the

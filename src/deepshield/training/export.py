@@ -40,7 +40,7 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import ExportConfig, TrainConfig, portable_path, recorded_command
+from deepshield.training.config import ExportConfig, TrainConfig, recorded_command
 from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -352,9 +352,8 @@ def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
     """How the checkpoint's run trained and how its epoch was chosen, as its card records it (no machine
     folders: `TrainConfig.recorded`, `recorded_command`)."""
     return TrainingInfo(
-        data=[portable_path(p) for p in config.data.real_dirs]
-        + [f"prepared dataset {portable_path(p)}" for p in config.data.datasets],
-        benchmarks=[portable_path(p) for p in config.data.benchmarks],
+        data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
+        benchmarks=[str(p) for p in config.data.benchmarks],
         command=recorded_command(checkpoint.get("command", "")),
         config=config.recorded(),
         epochs=int(checkpoint["epoch"]) + 1,
@@ -367,8 +366,8 @@ def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
 def _parent_name(parent: dict[str, Any]) -> str:
     if "card" in parent:
         card = ModelCard.model_validate(parent["card"])
-        return f"bundle {card.name} {card.version} ({portable_path(parent['path'])})"
-    return f"{portable_path(parent['path'])} (run {parent['run_id']})"
+        return f"bundle {card.name} {card.version} ({parent['path']})"
+    return f"{parent['path']} (run {parent['run_id']})"
 
 
 def portable_training(training: TrainingInfo) -> TrainingInfo:
