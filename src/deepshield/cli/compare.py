@@ -179,11 +179,11 @@ def describe(comparison: Comparison) -> str:
         name = result.benchmark.name
         shares = []
         for bundle in (base, cand):
-            flagged = bundle.metrics.get(f"bench_{name}_fpr")
-            caught = bundle.metrics.get(f"bench_{name}_tpr")
             # A two-score bundle flags a real file either score flags, as scan does (the face-swap score alone
             # was counted): said, with the synthetic-face score's own share.
-            by_synthetic = bundle.metrics.get(f"bench_{name}_synthetic_fpr")
+            flagged = bundle.metrics.get(f"bench_{name}_fpr_either", bundle.metrics.get(f"bench_{name}_fpr"))
+            caught = bundle.metrics.get(f"bench_{name}_tpr")
+            by_synthetic = bundle.metrics.get(f"synthetic_bench_{name}_fpr")
             either = (
                 "" if by_synthetic is None else f" by either score ({by_synthetic:.1%} by the synthetic-face score)"
             )

@@ -55,9 +55,10 @@ class ScoredBundle:
             self.metrics |= self._flagged_by_either_score(self.synthetic_results)
 
     def _flagged_by_either_score(self, synthetic_results: list[BenchmarkScores]) -> dict[str, float]:
-        """bench_<set>_fpr and bench_fpr as the product flags a real file: by the verdict rule (`combine`), at
-        or above either score's threshold. Counted by the face-swap score alone, a real file the synthetic-face
-        score flagged was missed, which scan flags. bench_<set>_synthetic_fpr: that score's alone."""
+        """bench_<set>_fpr_either and bench_fpr_either: the real files flagged as the product flags them, by the
+        verdict rule (`combine`), at or above either score's threshold (counted by the face-swap score alone, a
+        real file the synthetic-face score flagged was missed, which scan flags); synthetic_bench_<set>_fpr:
+        that score's alone, as the card names it. bench_<set>_fpr stays the face-swap score's, as training's."""
         assert self.card.synthetic is not None, "a synthetic score's results come with its card's block"
         manipulation_rule = ScoreRule.at_threshold(self.card.calibration.threshold)
         synthetic_rule = ScoreRule.at_threshold(self.card.synthetic.calibration.threshold)
@@ -73,12 +74,12 @@ class ScoredBundle:
             ]
             if flags:
                 name = result.benchmark.name
-                metrics[f"bench_{name}_fpr"] = float(np.mean(flags))
-                metrics[f"bench_{name}_synthetic_fpr"] = float(
+                metrics[f"bench_{name}_fpr_either"] = float(np.mean(flags))
+                metrics[f"synthetic_bench_{name}_fpr"] = float(
                     np.mean(synthetic_scores[real] >= synthetic_rule.threshold)
                 )
             pooled += flags
-        return metrics | ({"bench_fpr": float(np.mean(pooled))} if pooled else {})
+        return metrics | ({"bench_fpr_either": float(np.mean(pooled))} if pooled else {})
 
     @property
     def label(self) -> str:
