@@ -25,6 +25,15 @@ from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, photo_with_exif,
 from tests.provenance_support import signing_identity, with_credentials
 
 
+def overlay_of(path: Path, bundle: Path) -> np.ndarray:
+    """The heatmap overlay of a photo's one face, as the Python API makes it."""
+    from deepshield.inference.analysis import Detector
+    from deepshield.inference.heatmap import overlay
+
+    (face,) = Detector.from_bundle(bundle).analyze_image(path).faces
+    return overlay(face.crop, face.heatmap)
+
+
 def save_image(path: Path, rgb: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -136,6 +145,9 @@ def test_heatmaps_are_written_as_pngs_without_name_clashes(capsys, media, tiny_b
     folder.mkdir()
     save_image(folder / "a.jpg", astronaut)
     save_image(folder / "a.png", np.concatenate([astronaut, astronaut], axis=1))  # same stem, two faces
+    # A-2: a stem a second copy of "a" took as its own, when the file a-2.jpg's heatmaps went by a third name
+    save_image(folder / "A-2.jpg", astronaut[:, ::-1])
+    save_image(folder / "A.jpg", astronaut)  # A_face0.png is a_face0.png where case is not told apart
     shutil.copy(media / "clip.mp4", folder / "clip.mp4")  # a video: one heatmap per face track
     out_dir = tmp_path / "heat"
     code, _, _ = scan(
@@ -152,11 +164,15 @@ def test_heatmaps_are_written_as_pngs_without_name_clashes(capsys, media, tiny_b
     )
     assert code == EXIT_OK
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "a-2_face0.png",
-        "a-2_face1.png",
-        "a_face0.png",
+        "A-2_face0.png",
+        "A_face0.png",
+        "a_face0-2.png",
+        "a_face0-3.png",
+        "a_face1-3.png",
         "clip_track0.png",
     ]
+    flipped = overlay_of(folder / "A-2.jpg", tiny_bundle)  # each file's own face under its own name
+    assert np.array_equal(cv2.imread(str(out_dir / "A-2_face0.png"))[..., ::-1], flipped)
     for png in out_dir.iterdir():
         image = cv2.imread(str(png))
         assert image.shape == (64, 64, 3)  # the crop, at the bundle's input size, with the overlay
@@ -822,7 +838,7 @@ def test_a_resumed_scan_keeps_the_earlier_files_heatmaps(capsys, astronaut, tiny
     assert scan(capsys, str(tmp_path / "d1"), *args)[0] == EXIT_OK
     first = (heat / "a_face0.png").read_bytes()
     assert scan(capsys, str(tmp_path / "d1"), str(tmp_path / "d2"), *args, "--resume")[0] == EXIT_OK
-    assert (heat / "a_face0.png").read_bytes() == first and (heat / "a-2_face0.png").is_file()
+    assert (heat / "a_face0.png").read_bytes() == first and (heat / "a_face0-2.png").is_file()
 
 
 def test_out_and_html_naming_one_file_and_a_watch_past_a_day_are_refused(capsys, media, tiny_bundle, tmp_path):
@@ -1295,3 +1311,15 @@ def test_the_summary_line_counts_ai_generated_faces_apart():
         "4 files scanned: 1 likely manipulated, 1 likely AI-generated, 1 inconclusive, 1 failed"
     )
     assert outcome_line(collections.Counter()) == "no new file scanned"  # it read "0 files scanned: "
+
+
+def test_a_file_scanned_again_keeps_its_heatmap_names(tmp_path):
+    # --watch scans a rewritten file again: its new heatmaps went by a new name (a-2_face0.png), and the old
+    # ones stayed under the file's own.
+    from deepshield.cli.scan import HeatmapCopies
+
+    copies = HeatmapCopies()
+    for folder in ("d1", "d2", "D3"):
+        (tmp_path / folder).mkdir()
+    names = [str(tmp_path / "d1" / "a.jpg"), str(tmp_path / "d2" / "a.jpg"), str(tmp_path / "D3" / "A.png")]
+    assert [copies.of(name) for name in (*names, names[0], names[1])] == [1, 2, 3, 1, 2]

@@ -286,31 +286,41 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
     return f"{meaning}\n{scope(has_synthetic)}\n" + (caution if cautioned else "") + (declared if declares else "")
 
 
-def heatmap_stem(path: str, used_stems: set[str]) -> str:
-    """The stem a file's heatmaps are named by: its own, or `<stem>-2` and on when another file of the scan
-    (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) has it already; taken into `used_stems`."""
-    base = stem = Path(path).stem
-    number = 1
-    while stem in used_stems:
-        number += 1
-        stem = f"{base}-{number}"
-    used_stems.add(stem)
-    return stem
+class HeatmapCopies:
+    """Which copy of its stem each file of a scan is (heatmap_name's `copy`): 1 for the first file of a stem,
+    2 for the next (a.jpg and a.png, or dir1/a.jpg and dir2/a.jpg) and on. A file scanned again (--watch: it
+    was rewritten) keeps its number, so its new heatmaps replace its old (they went by a new name, and the
+    old ones stayed under the file's own). Stems are told apart whatever their case: on macOS and Windows
+    Photo_face0.png and photo_face0.png are one file."""
+
+    def __init__(self) -> None:
+        self._copy: dict[str, int] = {}  # file_key -> its copy number
+        self._files: collections.Counter[str] = collections.Counter()  # case-folded stem -> files of it
+
+    def of(self, path: str) -> int:
+        from deepshield.inference.scan import file_key
+
+        key = file_key(Path(path))
+        if key not in self._copy:
+            stem = Path(path).stem.casefold()
+            self._files[stem] += 1
+            self._copy[key] = self._files[stem]
+        return self._copy[key]
 
 
-def write_heatmaps(row, directory: Path, used_stems: set[str]) -> None:
+def write_heatmaps(row, directory: Path, copies: HeatmapCopies) -> None:
     """One overlay PNG per face of an image, or per face track of a video (its most suspicious frame),
-    named by heatmap_name. Pass the same `used_stems` set for every row of a scan (heatmap_stem)."""
+    named by heatmap_name. Pass the same `copies` for every row of a scan."""
     from deepshield.inference.heatmap import overlay
     from deepshield.inference.scan import heatmap_name
     from deepshield.media.images import encode_png
 
     directory.mkdir(parents=True, exist_ok=True)
-    stem = heatmap_stem(row.path, used_stems)
+    stem, copy = Path(row.path).stem, copies.of(row.path)
     named = (
-        [(heatmap_name(stem, "face", face.index), face) for face in row.result.faces]
+        [(heatmap_name(stem, "face", face.index, copy), face) for face in row.result.faces]
         if row.kind == "image"
-        else [(heatmap_name(stem, "track", t.track_id), t) for t in row.result.tracks]
+        else [(heatmap_name(stem, "track", t.track_id, copy), t) for t in row.result.tracks]
     )
     for name, scored in named:
         if scored.crop is not None and scored.heatmap is not None:
@@ -413,10 +423,10 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     statuses = [row.status for row in earlier.values()]
     outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
-    used_stems: set[str] = set()
+    copies = HeatmapCopies()
     for row in earlier.values():  # a resumed scan's files keep clear of the earlier files' heatmaps
         if row.status == "ok":
-            heatmap_stem(row.path, used_stems)
+            copies.of(row.path)
     with contextlib.ExitStack() as stack:
         engine = (
             stack.enter_context(make_engine(args.engine, workers=args.workers, address=args.ray_address))
@@ -436,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
                     # read this run's rows from the first one's folder, and scanned their files again).
                     row = row.model_copy(update={"path": _rebased(row.path, earlier_folder)})
                 if args.heatmaps is not None and row.status == "ok":
-                    write_heatmaps(row, args.heatmaps, used_stems)
+                    write_heatmaps(row, args.heatmaps, copies)
                 if page is not None:
                     page.add(row)
                 statuses.append(row.status)

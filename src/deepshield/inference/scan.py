@@ -42,12 +42,15 @@ class ScanRow(BaseModel):
     result: ImageResult | VideoResult | None = None
 
 
-def heatmap_name(stem: str, what: Literal["face", "track"], number: int) -> str:
-    """The name of a scan's heatmap PNG (`scan --heatmaps`): `<file stem>_face<index>.png` or `_track<id>.png`."""
-    return f"{stem}_{what}{number}.png"
+def heatmap_name(stem: str, what: Literal["face", "track"], number: int, copy: int = 1) -> str:
+    """The name of a scan's heatmap PNG (`scan --heatmaps`): `<file stem>_face<index>.png` or `_track<id>.png`,
+    `-<copy>` before `.png` for the second and later files of one stem. Read from the end, no two files'
+    names meet: `<stem>-2` as a stem's second copy was another file's own stem (a-2.jpg), whose heatmaps
+    then went by a third name while a-2_face0.png showed another a.jpg's face."""
+    return f"{stem}_{what}{number}{'' if copy == 1 else f'-{copy}'}.png"
 
 
-_HEATMAP_NAME = re.compile(r".+_(?:face|track)\d+\.png")
+_HEATMAP_NAME = re.compile(r".+_(?:face|track)\d+(?:-\d+)?\.png")
 
 
 def _own_heatmap(path: Path, folder_key: str, heatmaps_key: str | None) -> bool:
