@@ -1208,6 +1208,53 @@ def test_cancel_during_a_slow_upload_stops_it_and_leaves_nothing_on_the_server(b
             context.close()
 
 
+def test_a_photos_slow_upload_can_be_cancelled_and_is_stopped_by_the_next_file(browser, detector, astronaut, tmp_path):
+    # A photo's upload offered no Cancel, and choosing another photo left it uploading beside the new one,
+    # to be analysed for nobody.
+    app = create_app(detector, ServerSettings())
+    runtime = app.state.runtime
+    big = tmp_path / "large.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes())
+    with live_server(app) as base_url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")  # 200 KB/s up: 15 s for the file
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
+        )
+
+        def upload_reaches_the_server() -> None:
+            deadline = time.monotonic() + 10
+            while not any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert any(runtime.upload_dir.iterdir()), "the upload never reached the server"
+
+        def upload_is_gone() -> None:
+            deadline = time.monotonic() + 5  # not the 15 s the rest of the upload would take
+            while any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(runtime.upload_dir.iterdir())
+
+        try:
+            page.goto(base_url + "/")
+            page.set_input_files("#file-input", str(big))
+            page.wait_for_selector("[data-role=cancel]:visible")
+            upload_reaches_the_server()
+            page.click("[data-role=cancel]")
+            page.wait_for_selector("#message:visible")
+            upload_is_gone()
+            page.set_input_files("#file-input", str(big))
+            upload_reaches_the_server()
+            page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))  # 40 KB: 0.2 s
+            page.wait_for_selector(".face-card")
+            upload_is_gone()  # the large photo's upload stopped, not left to go on for 15 s
+        finally:
+            context.close()
+
+
 def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):
     small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
     clip = write_video(tmp_path / "long.mp4", [np.roll(small, i, axis=1) for i in range(100)])  # 10 s at 10 fps

@@ -4,7 +4,7 @@ import { drawBatch, hideBatch, isFinished } from "./batch.js";
 import { $, revealIfOffScreen } from "./dom.js";
 import { formatBytes, parseVideoTime } from "./format.js";
 import { renderImage } from "./image.js";
-import { analyseAsJob, stopWaiting } from "./jobs.js";
+import { analyseAsJob, endUpload, startUpload, stopWaiting } from "./jobs.js";
 import { clearOutput, setBusy, showError, showMessage, showProgress } from "./messages.js";
 import { markExample } from "./startup.js";
 import { state } from "./state.js";
@@ -92,13 +92,18 @@ async function fetchResult(file, run, span) {
   // analyseAsJob goes no further once another file is chosen (or Cancel pressed) meanwhile: the old file
   // was uploaded again as a job, its progress left on screen over the new result.
   if (await mayBeAnimated(file)) return analyseAsJob(file, run, span);
+  if (run !== state.run) return null; // moved on while the file's first bytes were read
+  let result;
+  const signal = startUpload();
   try {
-    const result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file) });
-    return { result, file: result.file };
+    result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file), signal });
   } catch (err) {
-    if (err instanceof ApiFailure && err.code === "video_needs_job") return analyseAsJob(file, run, span);
-    throw err;
+    if (err instanceof ApiFailure && err.code === "aborted") return null;
+    if (!(err instanceof ApiFailure && err.code === "video_needs_job")) throw err;
+  } finally {
+    endUpload(run);
   }
+  return result ? { result, file: result.file } : analyseAsJob(file, run, span);
 }
 
 // `source` ({ file, exampleFile }): the file analysed, kept so that a video can be looked at closer

@@ -20,9 +20,24 @@ window.addEventListener("pagehide", () => {
   if (state.job) cancelJob(state.job);
 });
 
-// Cancel is offered while a job's file uploads or the job runs.
+// Cancel is offered while a file uploads (a photo's to /v1/analyze too) or a job runs.
 function offerCancel() {
   $("progress-cancel").hidden = !(state.job || state.upload);
+}
+
+// An upload on its way, for Cancel or the next file chosen to stop (stopWaiting): its request's signal.
+// A photo's had none: it uploaded on beside the next file's, and was analysed for nobody.
+export function startUpload() {
+  const upload = new AbortController();
+  state.upload = upload;
+  offerCancel();
+  return upload.signal;
+}
+
+// The upload of `run` has ended (a newer run's is left alone).
+export function endUpload(run) {
+  if (run === state.run) state.upload = null;
+  offerCancel();
 }
 
 function releaseJob(id) {
@@ -53,19 +68,16 @@ export async function analyseAsJob(file, run, span) {
   if (start !== null) query.set("start_s", String(start));
   if (end !== null) query.set("end_s", String(end));
   const search = query.toString();
-  const upload = new AbortController();
-  state.upload = upload; // the upload in flight, for Cancel to stop
-  offerCancel();
+  const signal = startUpload();
   let job;
   try {
-    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file), signal: upload.signal });
+    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file), signal });
   } catch (err) {
     if (!(err instanceof ApiFailure && err.code === "aborted")) throw err;
     if (err.location) cancelJob(err.location.split("/").pop()); // the job made just before the stop
     return null;
   } finally {
-    if (run === state.run) state.upload = null;
-    offerCancel();
+    endUpload(run);
   }
   if (run !== state.run) {  // another file was chosen, or Cancel pressed, as the answer arrived
     cancelJob(job.id);
