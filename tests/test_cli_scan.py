@@ -571,7 +571,8 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     table = out[out.index("") + 1 :]
     assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REALS", "FLAGGED"]
     assert table[1].split() == ["dev-eval/modern-swaps", "0.60", "[0.43,", "0.74]", "0.73", "4.6%"]
-    assert table[2].split() == ["dev-eval/dfdc-sample", "†", "1.00", "[1.00,", "1.00]", "-", "-"]
+    # 0.9981 shown to 3 places: to 2, a perfect 1.00
+    assert table[2].split() == ["dev-eval/dfdc-sample", "†", "1.00", "[1.00,", "1.00]", "0.998", "-"]
     assert table[3].split()[-3:] == ["-", "0.93", "0.9%"]
     assert table[-1] == (
         "† dev-eval/dfdc-sample: only 1 real and 3 fake files: a bootstrap over so few files understates the "

@@ -682,6 +682,11 @@ def test_a_figure_near_an_edge_is_never_shown_as_the_edge():
         ">0.999", "1.000", "<0.001", "0.000", "0.500", "0.999",
     ]  # fmt: skip
     assert fraction_text(0.99951, 4) == "0.9995"
+    from deepshield.evaluation.shown import auc_text
+
+    # 0.9981 [0.9956, 0.9997] read "1.00 [1.00, 1.00]": a perfect score without an interval
+    assert auc_text(0.9981, 0.9956, 0.9997) == "0.998 [0.996, >0.999]"
+    assert auc_text(1.0, 1.0, 1.0) == "1.00 [1.00, 1.00]" and auc_text(0.604, 0.426, 0.742) == "0.60 [0.43, 0.74]"
 
 
 def test_learning_curves_count_epochs_as_training_logs_them(tmp_path, monkeypatch):

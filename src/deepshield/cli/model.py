@@ -34,16 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def describe(card) -> str:
+    from deepshield.evaluation.shown import auc_text
     from deepshield.inference.verdict import ScoreRule
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
     def auc(figure) -> str:
-        if figure is None:
-            return "-"
-        interval = "" if figure.low is None or figure.high is None else f" [{figure.low:.2f}, {figure.high:.2f}]"
-        return f"{figure.value:.2f}{interval}"
+        return "-" if figure is None else auc_text(figure.value, figure.low, figure.high)
 
     lines = [f"{card.name} {card.version} ({card.architecture}, {card.input_size} px faces)"]
     for score, calibration in (
@@ -99,7 +97,7 @@ def describe(card) -> str:
             (
                 "own synthesised blends (validation)",
                 "-",
-                f"{record.validation_auc:.2f}",
+                auc_text(record.validation_auc),
                 share(record.validation_real_flagged),
                 *(("-",) if by_synthetic else ()),
             )

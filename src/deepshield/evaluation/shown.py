@@ -13,3 +13,14 @@ def fraction_text(value: float, digits: int = 3) -> str:
     if value > 0 and text == f"{0:.{digits}f}":
         return f"<{step:.{digits}f}"
     return text
+
+
+def auc_text(value: float, low: float | None = None, high: float | None = None) -> str:
+    """An AUC and its interval to 2 places, or to 3 where 2 would read a perfect 1.00: 0.9981 [0.9956, 0.9997]
+    read "1.00 [1.00, 1.00]", a perfect score without an interval."""
+    shown = [figure for figure in (value, low, high) if figure is not None]
+    digits = 3 if any(figure < 1 and f"{figure:.2f}" == "1.00" for figure in shown) else 2
+    text = fraction_text(value, digits)
+    return (
+        text if low is None or high is None else f"{text} [{fraction_text(low, digits)}, {fraction_text(high, digits)}]"
+    )

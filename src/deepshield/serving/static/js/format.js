@@ -146,3 +146,19 @@ export function countedTracks(tracks) {
   const counted = tracks.filter((track) => track.counted).length;
   return counted === tracks.length ? `${tracks.length}` : `${tracks.length} (${counted} counted)`;
 }
+
+// An AUC and its interval to 2 places, or to 3 where 2 would read a perfect 1.00, as
+// deepshield.evaluation.shown.auc_text: 0.9981 [0.9956, 0.9997] read "1.00 [1.00, 1.00]".
+export function aucText(value, low, high) {
+  const shown = [value, low, high].filter((figure) => figure !== null && figure !== undefined);
+  const digits = shown.some((figure) => figure < 1 && figure.toFixed(2) === "1.00") ? 3 : 2;
+  const text = (figure) => {
+    const fixed = figure.toFixed(digits);
+    const step = 10 ** -digits;
+    if (figure < 1 && fixed === (1).toFixed(digits)) return ">" + (1 - step).toFixed(digits);
+    if (figure > 0 && fixed === (0).toFixed(digits)) return "<" + step.toFixed(digits);
+    return fixed;
+  };
+  return low === null || low === undefined || high === null || high === undefined
+    ? text(value) : `${text(value)} [${text(low)}, ${text(high)}]`;
+}

@@ -2,7 +2,7 @@
 import { api, ApiFailure, KEY_STORAGE, showKeyPanel } from "./api.js";
 import { $, el } from "./dom.js";
 import { analyse } from "./flow.js";
-import { formatBytes, NO_SYNTHETIC, pct } from "./format.js";
+import { aucText, formatBytes, NO_SYNTHETIC, pct } from "./format.js";
 import { clearOutput, showError } from "./messages.js";
 import { state } from "./state.js";
 
@@ -71,8 +71,7 @@ async function loadModelRecord() {
   const record = await api("/v1/model/record");
   // A model trained without benchmarks still has its validation figures (deepshield model prints them).
   if (!record.benchmarks.length && record.validation_auc === null && record.synthetic_holdout_auc === null) return;
-  const auc = (figure) => !figure ? "—"
-    : figure.value.toFixed(2) + (figure.low !== null ? ` [${figure.low.toFixed(2)}, ${figure.high.toFixed(2)}]` : "");
+  const auc = (figure) => !figure ? "—" : aucText(figure.value, figure.low, figure.high);
   // A real file the synthetic-face score flags is flagged too: its own share beside the face-swap score's.
   const flagged = (set) => pct(set.real_flagged, 1) +
     (set.synthetic_real_flagged !== null && set.synthetic_real_flagged !== undefined ? ` · ${pct(set.synthetic_real_flagged, 1)} by the synthetic-face score` : "");
