@@ -33,6 +33,10 @@ def test_camera_names_in_utf16_or_with_control_characters_read_as_text(astronaut
     buffer = io.BytesIO()
     Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
     assert image_metadata(buffer.getvalue()).camera == "Canon EOS 5D"  # it read "\xff\xfeCanon EOS\n5D"
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS R5"  # as Canon and Nikon bodies write them
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
+    assert image_metadata(buffer.getvalue()).camera == "Canon EOS R5"  # it read "Canon Canon EOS R5"
 
 
 def test_a_generators_png_names_its_settings_and_a_plain_one_says_nothing(astronaut, tmp_path):

@@ -70,7 +70,12 @@ class MediaMetadata(BaseModel):
 
 
 def _camera(make: object, model: object) -> str | None:
-    return " ".join(t for t in (file_text(make), file_text(model)) if t) or None
+    """Make and model; the model alone where it names the make (Canon and Nikon bodies write "Canon" and
+    "Canon EOS R5": shown "Canon Canon EOS R5")."""
+    make_text, model_text = file_text(make), file_text(model)
+    if make_text and model_text and model_text.casefold().startswith(make_text.casefold()):
+        return model_text
+    return " ".join(t for t in (make_text, model_text) if t) or None
 
 
 def _provenance(
