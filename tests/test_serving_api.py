@@ -729,7 +729,7 @@ def test_image_job_gives_the_analyze_result(client, astronaut_jpeg):
     assert done["status"] == "done"
     assert done["result"]["kind"] == "image" and len(done["result"]["faces"]) == 1
     assert done["result"]["faces"][0]["heatmap_png"].startswith("data:image/png;base64,")
-    assert done["result"]["preview_jpeg"] is None  # as the schema says: only from /v1/analyze?preview=true
+    assert done["result"]["preview_jpeg"].startswith("data:image/jpeg;base64,")  # as the schema says
 
 
 def test_jobs_expire_and_their_count_is_bounded(detector, astronaut_jpeg):

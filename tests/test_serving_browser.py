@@ -136,7 +136,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     # The model's name, version and threshold are shown.
     page.wait_for_selector("[data-role=model-name]")
     assert page.inner_text("[data-role=model-name]") == "Model tiny-test 0.0.1"
-    assert page.inner_text("[data-role=threshold]") == "Threshold 50.0%"
+    assert page.inner_text("[data-role=threshold]") == "Face-swap threshold 50.0%"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
     page.wait_for_selector(".face-card")
@@ -160,7 +160,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     assert "not fully AI-generated" not in page.inner_text(
         "#verdict-scope"
     ) and "fully AI-generated faces" in page.inner_text("#verdict-scope")
-    assert page.inner_text("[data-role=band]") == "Inconclusive 40.0%–60.0%"
+    assert page.inner_text("[data-role=band]") == "Face-swap inconclusive 40.0%–60.0%"
     assert not page.is_visible("#message")
     # A one-output model: the second score is said to be missing, not shown as 0.
     assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face score: not available in this model"
@@ -649,7 +649,7 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
         page.set_input_files("#file-input", str(photo))
         page.wait_for_selector(".face-card")
         face = expected.faces[0]
-        drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "manipulation score"
+        drives = "synthetic-face score" if face.verdict_driver == "synthetic" else "face-swap score"
         words = {
             "likely_manipulated": "likely AI-generated",
             "inconclusive": "inconclusive",
@@ -866,8 +866,8 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     assert page.get_attribute("#file-input", "accept") == "image/*,video/*,.pix,.reel,.json"
     assert page.inner_text("#footer-scope") == "This model judges SCOPEWORD only."
     page.wait_for_selector("[data-role=band]")
-    assert page.inner_text("[data-role=threshold]") == "Threshold 77.0%"
-    assert page.inner_text("[data-role=band]") == "Inconclusive 50.0%–88.0%"
+    assert page.inner_text("[data-role=threshold]") == "Face-swap threshold 77.0%"
+    assert page.inner_text("[data-role=band]") == "Face-swap inconclusive 50.0%–88.0%"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")
@@ -1385,7 +1385,9 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     ).click()  # its result: the synthetic score leads wherever the call is shown, the face-swap score beside it
     page.wait_for_selector("#result-file:has-text('generated.jpg')")
     face_swap = generated["result"]["faces"][0]["probability"]
-    assert page.inner_text("#verdict-score").startswith("80%\nprobability the face is AI-generated")
+    assert page.inner_text("#verdict-score").startswith(
+        "80%\nsynthetic-face score: probability the face is AI-generated"
+    )
     assert page.inner_text("[data-role=verdict-synthetic]") == (
         f"Face-swap score {shown_probability(face_swap)} · the synthetic-face score drives the verdict"
     )

@@ -79,9 +79,8 @@ class Runtime:
 
         def work(progress: ProgressFn) -> AnalyzeResponse:
             progress(0.1, "analysing image")
-            # No preview: /v1/jobs takes no ?preview, and a 1280 px JPEG in every image job's result (up to
-            # max_jobs of them kept) was sent though the schema says "only with ?preview=true".
-            return analyze_image_file(detector, path, job.file, None)
+            # With its preview, as the schema says: the page sends a GIF as a job, and shows a still one's.
+            return analyze_image_file(detector, path, job.file, self.settings.preview_max_side)
 
         return work
 

@@ -47,7 +47,7 @@ class AnalyzeResponse(ImageResult):
     file: FileInfo
     preview_jpeg: str | None = Field(
         None,
-        description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; only from /v1/analyze with ?preview=true (never in a job's result). Face boxes are in the pixels read (`width` x `height`; see `decoded_scale`): scale by preview width / `width`.",
+        description="the analysed image (upright, scaled to fit the server's preview size) as a JPEG data URL; from /v1/analyze with ?preview=true, and always in an image job's result (the page sends GIFs as jobs and shows a still one). Face boxes are in the pixels read (`width` x `height`; see `decoded_scale`): scale by preview width / `width`.",
     )
 
 

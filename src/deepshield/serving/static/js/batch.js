@@ -168,7 +168,7 @@ export function drawBatch() {
         "data-status": item.status, "aria-current": i === shown ? "true" : null,
         "aria-disabled": isFinished(item) ? null : "true", // nothing to show until it is analysed
         title: scored
-          ? `${probabilityText(verdict.probability)} probability of manipulation; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
+          ? `Face-swap score ${probabilityText(verdict.probability)}; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
           : "",
       }, [
         el("span", { class: "file-name", text: item.file.name }),

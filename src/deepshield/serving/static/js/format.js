@@ -21,7 +21,7 @@ export const heatmapCaption = (driver) =>
 export function syntheticText(probability, label, driver) {
   if (probability === null || probability === undefined) return NO_SYNTHETIC;
   const call = label ? ` (${SYNTHETIC_WORDS[label]})` : "";
-  const drives = driver === "synthetic" ? "synthetic-face score" : "manipulation score";
+  const drives = driver === "synthetic" ? "synthetic-face score" : "face-swap score";
   return `Synthetic-face score ${probabilityText(probability)}${call} · the ${drives} drives the verdict`;
 }
 

@@ -27,7 +27,7 @@ export function renderVerdict(result, what, fileName) {
     const generated = driving.measures === "AI-generated";
     score.replaceChildren(
       document.createTextNode(driving.text),
-      el("small", { text: generated ? "probability the face is AI-generated" : "probability of manipulation" }),
+      el("small", { text: generated ? "synthetic-face score: probability the face is AI-generated" : "face-swap score: probability the face was swapped or edited" }),
       el("small", {
         "data-role": "verdict-synthetic",
         text: generated

@@ -47,8 +47,9 @@ export async function loadServerInfo() {
     if (terms) {
       const band = terms.inconclusive;
       pills.push(
-        el("span", { class: "pill", text: `Threshold ${pct(terms.threshold, 1)}`, "data-role": "threshold" }),
-        el("span", { class: "pill", text: `Inconclusive ${pct(band.low, 1)}–${pct(band.high, 1)}`, "data-role": "band", title: band.fitted_on }),
+        // Named by their score: "Threshold 55.6%" beside a synthetic-face threshold did not say whose it was.
+        el("span", { class: "pill", text: `Face-swap threshold ${pct(terms.threshold, 1)}`, "data-role": "threshold" }),
+        el("span", { class: "pill", text: `Face-swap inconclusive ${pct(band.low, 1)}–${pct(band.high, 1)}`, "data-role": "band", title: band.fitted_on }),
         el("span", {
           class: "pill", "data-role": "synthetic-threshold",
           text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 1)}` : NO_SYNTHETIC,
