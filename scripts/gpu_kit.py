@@ -11,7 +11,7 @@ photos, MediaPipe, PyAV, pydantic nor the ImageNet weights, and what travels is 
   HEIC photos, none of which it meets there).
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python scripts/gpu_kit.py --max-faces 2800
-    # then, on the lease, with .kit carried: python3 scripts/gpu_train.py --seconds 420
+    # then, on the lease, with .kit carried: python3 scripts/gpu_train.py --seconds 400 --margin 0.85 --rate 1350
 
 `--python-version 3.11` builds the kit for this machine, to rehearse the run on CPU first.
 """

@@ -143,3 +143,18 @@ def test_the_kits_size_counts_what_the_device_tool_carries(tmp_path):
     (repo / "ignored.bin").write_bytes(b"x" * 5000)
     (kit / "bank.npz").write_bytes(b"x" * 300)
     assert gpu_kit.travelling_bytes(repo, kit) == 18 + 1000 + 300
+
+
+def test_too_little_shared_memory_on_a_machine_without_mount_is_said_not_fatal(gpu_train, monkeypatch, capsys):
+    # `mount` missing raised FileNotFoundError before training: the one lease lost to it.
+    import os
+    import subprocess
+
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1, 1, 1, 1, 1, 1, 0, 255)))
+
+    def no_mount(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "mount")
+
+    monkeypatch.setattr(subprocess, "run", no_mount)
+    gpu_train.ensure_shared_memory()
+    assert "/dev/shm not remounted: [Errno 2] No such file or directory: 'mount'" in capsys.readouterr().out
