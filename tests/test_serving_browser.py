@@ -482,7 +482,10 @@ def test_a_heatmap_under_a_synthetic_call_says_it_is_the_face_swap_scores(page, 
           return [heatmapCaption("manipulation"), heatmapCaption("synthetic")];
         }"""
     )
-    assert captions == ["Heatmap: red = looks manipulated", "Face-swap heatmap (the AI-generated score has no map)"]
+    assert captions == [
+        "Heatmap, one scale for every face: blue 0%, green ≈50%, yellow ≈65%, red 100% (looks manipulated)",
+        "Face-swap heatmap (the AI-generated score has no map)",
+    ]
 
 
 def test_a_videos_tracked_faces_say_how_many_count(page, server):

@@ -13,9 +13,11 @@ const SYNTHETIC_WORDS = {
 export const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
 
 // The heatmap is the face-swap score's map: under a call the synthetic-face score made, "red = looks
-// manipulated" read as where the face was AI-generated.
+// manipulated" read as where the face was AI-generated. Its colours are one scale for every face (README,
+// "The probability"): green, read as "low" beside the boxes' colours, lies near even odds.
 export const heatmapCaption = (driver) =>
-  driver === "synthetic" ? "Face-swap heatmap (the AI-generated score has no map)" : "Heatmap: red = looks manipulated";
+  driver === "synthetic" ? "Face-swap heatmap (the AI-generated score has no map)"
+    : "Heatmap, one scale for every face: blue 0%, green ≈50%, yellow ≈65%, red 100% (looks manipulated)";
 
 // A face's, track's or file's second score and which of the two set its label (see README "Verdicts").
 export function syntheticText(probability, label, driver) {
