@@ -155,7 +155,7 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
             {
                 "labelled_set": "dev-eval/dfdc-sample",
                 "file_auc": {"value": 1.0, "low": 1.0, "high": 1.0},
-                "face_auc": None,
+                "face_auc": {"value": 0.9981, "low": None, "high": None},
                 "real_flagged": None,
                 "synthetic_real_flagged": None,
                 "real_files": 1,
