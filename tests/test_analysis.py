@@ -634,6 +634,25 @@ def test_short_tracks_do_not_decide_the_verdict(monkeypatch):
     assert result.rule == VIDEO_RULE
 
 
+def test_a_face_seen_too_briefly_to_count_is_said_when_its_own_call_is_graver(monkeypatch):
+    # A swapped face in 2 of 8 frames beside a real face always there: "no signs found", not a word of it.
+    scripted_video(monkeypatch, 6)
+    script = {i: [box(100, 100)] for i in range(6)}
+    script[2] = [box(100, 100), box(400, 100)]
+    logits = [-3.0, -3.0, -3.0, 4.0, -3.0, -3.0, -3.0]  # frame 2 holds A (-3) then B (4)
+    detector = Detector(ScriptedClassifier(logits), FrameScriptDetector(script))
+    result = detector.analyze_video("unused.mp4", frames=6)
+    a, b = result.tracks
+    assert a.counted and not b.counted and b.label == "likely_manipulated"
+    assert result.verdict.label == "no_signs_found"
+    assert result.verdict.reason.endswith(
+        "; a face seen in only 1 of 6 sampled frames, too few to count, was called likely manipulated on its own "
+        "(by its face-swap score): sample more frames to judge it"
+    )
+    calm = Detector(ScriptedClassifier([-3.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0]), FrameScriptDetector(script))
+    assert "too few to count" not in calm.analyze_video("unused.mp4", frames=6).verdict.reason
+
+
 def test_when_no_track_is_long_enough_all_tracks_vote(monkeypatch):
     scripted_video(monkeypatch, 6)
     script = {0: [box(0)], 1: [box(0)], 3: [box(300)], 4: [box(300)]}  # two people, 2 frames each

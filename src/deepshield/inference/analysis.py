@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ from deepshield.inference.results import (
 )
 from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.inference.verdict import (
+    SEVERITY,
     CombinedVerdict,
     ScoreRule,
     VerdictDriver,
@@ -481,6 +482,8 @@ class Detector:
         )
         if suspect is not None and (doubt := doubt_clause("person", [f.detection_score for _, f in suspect[1]])):
             file_verdict = file_verdict.with_clause(doubt)
+        if brief := _briefly_seen_call(track_results, file_verdict.label, sampled_frames=len(sampled)):
+            file_verdict = file_verdict.with_clause(brief)
         part = analysed.part
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")
@@ -554,6 +557,27 @@ def _check_type(source: object, accepted: tuple[type, ...], what: str) -> None:
     os.PathLike object, not JpegImageFile" for a PIL image)."""
     if not isinstance(source, accepted):
         raise TypeError(f"{what}, not {type(source).__module__}.{type(source).__qualname__}")
+
+
+SCORE_NAMES: dict[VerdictDriver, str] = {"manipulation": "face-swap", "synthetic": "synthetic-face"}
+
+
+def _briefly_seen_call(
+    tracks: list[TrackResult], file_label: VerdictLabel | Literal["no_face"], sampled_frames: int
+) -> str | None:
+    """A face that does not count (seen too briefly) and whose own call is more severe than the file's, said:
+    a swapped face in 2 of 8 frames beside a real one always there was "no signs found", not a word of it."""
+    if file_label == "no_face":  # no track at all
+        return None
+    graver = [t for t in tracks if not t.counted and SEVERITY[t.label] > SEVERITY[file_label]]
+    if not graver:
+        return None
+    worst = max(graver, key=lambda t: (SEVERITY[t.label], t.score))
+    call = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive"}[worst.label]
+    return (
+        f"a face seen in only {worst.frames_seen} of {sampled_frames} sampled frames, too few to count, was "
+        f"called {call} on its own (by its {SCORE_NAMES[worst.verdict_driver]} score): sample more frames to judge it"
+    )
 
 
 def _ms_into(seconds: float) -> float:
