@@ -886,3 +886,17 @@ def test_a_tightly_framed_face_is_cautioned_where_the_synthetic_score_is_weak():
     assert face_cautions([200], 0, [0.9], [0.15], "likely_manipulated") == []  # flagged anyway
     assert face_cautions([200], 0, [0.9], [0.15], None) == []  # a model without the score
     assert face_cautions([200], 0, [0.9], [0.05], "inconclusive") == []
+
+
+def test_tables_and_reports_show_a_score_on_its_side_of_its_band():
+    # 49.996% read "50.0%" beside a band from 50.0% that it is below; 57.39% and 57.44% both "57.4%", one
+    # inconclusive, one likely manipulated (the CLI table, scan --html).
+    from deepshield.inference.results import ScoringTerms
+    from deepshield.models.card import InconclusiveBand
+
+    terms = ScoringTerms(
+        model="m", threshold=0.5558, inconclusive=InconclusiveBand(low=0.5, high=0.574166, fitted_on="test"),
+        synthetic_threshold=0.4616, synthetic_inconclusive=InconclusiveBand(low=0.134, high=0.5678, fitted_on="t"),
+    )  # fmt: skip
+    assert [terms.shown_score(p) for p in (0.49996, 0.5739, 0.5744, 0.45)] == ["49.996%", "57.39%", "57.44%", "45.0%"]
+    assert terms.shown_score(0.1339, synthetic=True) == "13.39%" and terms.shown_score(0.3, synthetic=True) == "30.0%"

@@ -422,6 +422,15 @@ def test_a_score_is_never_rounded_across_an_edge_it_is_judged_by(page, server):
     # whole percents unless "50%" would put a 49.7% score (no signs found) inside a band from 50.0%; to
     # four places at most, as the verdict's reason (at two, 0.49996 read 50.00%)
     assert shown == ["49.7%", "49.99%", "43%", "57.5%", "57%", "90%", ">99%", "49.996%"]
+    # A face's second score, to a tenth at least: 56.77% read "56.8% (inconclusive)" beside a band to 56.78%.
+    line = page.evaluate(
+        """async () => {
+          const { syntheticText } = await import("/static/js/format.js");
+          const result = { synthetic_threshold: 0.4616, synthetic_inconclusive: { low: 0.134, high: 0.5678 } };
+          return [0.5677, 0.3].map((p) => syntheticText(p, "inconclusive", "synthetic", result));
+        }"""
+    )
+    assert [text.split(" (")[0] for text in line] == ["Synthetic-face score 56.77%", "Synthetic-face score 30.0%"]
 
 
 def test_the_batch_spreadsheet_keeps_a_file_name_that_starts_as_a_formula_as_text(page, server):
@@ -633,7 +642,7 @@ def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle,
     with _page_of(browser, type(detector)(certain, detector.faces)) as page:
         page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
         page.wait_for_selector(".face-card")
-        assert page.inner_text(".face-card .face-meta").startswith("Face-swap probability <0.1% ·")
+        assert page.inner_text(".face-card .face-meta").startswith("Face-swap score <0.1% ·")
         assert "face-swap score of a face: <0.1%;" in page.inner_text("#verdict")
         assert re.search(r"(?<![\d.])0\.0%|100\.0%", page.inner_text("#result")) is None  # 40.0% is fine
 
@@ -1417,9 +1426,7 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     for p in np.linspace(0, 1, 21):
         hue = int(re.fullmatch(r"hsl\((\d+), 68%, 28%\)", page.evaluate(colour, [float(p), 0.5, 0.57]))[1])
         assert _contrast_with_white(colorsys.hls_to_rgb(hue / 360, 0.28, 0.68)) >= 4.5, hue
-    assert page.inner_text(".face-card .face-meta").startswith(
-        f"Face-swap probability {shown_probability(face_swap)} ·"
-    )
+    assert page.inner_text(".face-card .face-meta").startswith(f"Face-swap score {shown_probability(face_swap)} ·")
     scanned = tmp_path / "scan.json"  # deepshield scan --format json: named for what it is
     scanned.write_text(json.dumps([{"path": "a.jpg", "status": "ok", "kind": "image", "verdict": "no_signs_found"}]))
     page.set_input_files("#file-input", str(scanned))

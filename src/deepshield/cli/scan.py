@@ -231,6 +231,14 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else shown_probability(value)
 
 
+def _score(row, probability: float | None, synthetic: bool = False) -> str:
+    """A row's score to the places that keep it on its side of its band's edges (49.996% read "50.0%"
+    beside the note's band from 50.0%, called below it)."""
+    if probability is None or row.result is None:
+        return _percent(probability)
+    return row.result.shown_score(probability, synthetic)
+
+
 def _table(rows: list, has_synthetic: bool) -> str:
     # P(SWAP): the face-swap score ("P(FAKE)" beside an AI-generated face's "likely" call read 38.8%);
     # P(SYNTH): the synthetic-face score; DRIVER: the score that set the verdict ("-" for a model without it).
@@ -243,8 +251,8 @@ def _table(rows: list, has_synthetic: bool) -> str:
                 row.path,
                 row.kind or "-",
                 (row.verdict or "ERROR") + ("!" if row.cautions else ""),
-                _percent(row.probability),
-                _percent(row.synthetic_probability),
+                _score(row, row.probability),
+                _score(row, row.synthetic_probability, synthetic=True),
                 (row.verdict_driver or "-") if has_synthetic else "-",
                 "-" if row.faces is None else str(row.faces),
                 declared_text(row),

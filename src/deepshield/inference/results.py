@@ -15,7 +15,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver
+from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver, shown_against
 from deepshield.media.metadata import MediaMetadata
 from deepshield.media.scaling import reduced_size
 from deepshield.media.units import clock_time
@@ -148,6 +148,12 @@ class ScoringTerms(BaseModel):
     )
     verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
+
+    def shown_score(self, probability: float, synthetic: bool = False) -> str:
+        """A face-swap (or synthetic-face) score as tables and reports show it beside these terms (shown_against)."""
+        if synthetic and self.synthetic_threshold is not None and self.synthetic_inconclusive is not None:
+            return shown_against(probability, self.synthetic_threshold, self.synthetic_inconclusive)
+        return shown_against(probability, self.threshold, self.inconclusive)
 
 
 class ImageResult(ScoringTerms):

@@ -14,7 +14,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from deepshield.inference.heatmap import jpeg_url, overlay
-from deepshield.inference.results import ImageResult, TrackResult, VideoResult, scope
+from deepshield.inference.results import ImageResult, ScoringTerms, TrackResult, VideoResult, scope
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
@@ -111,11 +111,12 @@ def _thumbnails(crop: NDArray[Any], heatmap: NDArray[Any]) -> tuple[str, str]:
     return jpeg_url(crop, 80, _THUMB_PX), jpeg_url(overlay(crop, heatmap), 80, _THUMB_PX)
 
 
-def _call(probability: float, synthetic: float | None, label: str, driver: str) -> str:
-    """A face's or person's scores and the call they make, saying which score made it when there are two."""
-    scores = [f"face-swap {shown_probability(probability)}"]
+def _call(probability: float, synthetic: float | None, label: str, driver: str, terms: ScoringTerms) -> str:
+    """A face's or person's scores and the call they make, saying which score made it when there are two;
+    each score to the places that keep it on its side of its band (`terms`: the file's result)."""
+    scores = [f"face-swap {terms.shown_score(probability)}"]
     if synthetic is not None:
-        scores.append(f"synthetic-face {shown_probability(synthetic)}")
+        scores.append(f"synthetic-face {terms.shown_score(synthetic, synthetic=True)}")
     call = _badge(label, driver)  # as the file's badge says it ("Likely manipulated" beside "Likely AI-generated")
     if synthetic is not None and driver == "synthetic" and label != "likely_manipulated":
         call += " (by the synthetic-face score)"
@@ -146,7 +147,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="face {face.index + 1}"> <img src="{heat}" '
                 f'alt="heatmap of face {face.index + 1}"><br>Face {face.index + 1}: '
-                f"{_call(face.probability, face.synthetic_probability, face.label, face.verdict_driver)}"
+                f"{_call(face.probability, face.synthetic_probability, face.label, face.verdict_driver, result)}"
                 f"{_cautions(face.cautions)}</div>"
             )
     else:
@@ -174,7 +175,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
             cards.append(
                 f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
                 f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
-                f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver)}{counted}, "
+                f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver, result)}{counted}, "
                 f"peak at {track.peak_timestamp_s:.1f} s{_cautions(track.cautions)}{line}</div>"
             )
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
@@ -196,10 +197,12 @@ def _facts(row: ScanRow) -> list[str]:
     noun = "person" if row.kind == "video" else "face"
     count = row.faces or 0
     facts = [row.kind or "", f"{count} {noun if count == 1 else ('people' if noun == 'person' else 'faces')}"]
+    terms = row.result
     if row.probability is not None:
-        facts.append(f"face-swap {shown_probability(row.probability)}")
+        facts.append(f"face-swap {terms.shown_score(row.probability) if terms else shown_probability(row.probability)}")
     if row.synthetic_probability is not None:
-        facts.append(f"synthetic-face {shown_probability(row.synthetic_probability)}")
+        synthetic = row.synthetic_probability
+        facts.append(f"synthetic-face {terms.shown_score(synthetic, True) if terms else shown_probability(synthetic)}")
     if row.part:
         facts.append(f"part {row.part}")
     return facts

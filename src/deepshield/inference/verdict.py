@@ -108,6 +108,12 @@ def shown_probability(probability: float, decimals: int = 1) -> str:
     return {zero: f"<{least}", one: f">{100 - 10**-decimals:.{decimals}f}%"}.get(shown, shown)
 
 
+def shown_against(probability: float, threshold: float, band: InconclusiveBand) -> str:
+    """shown_probability to the places that keep a score on its side of the threshold and band edges it is
+    judged by (as against_its_rule): 49.996% read "50.0%" beside a band from 50.0%, called below it."""
+    return shown_probability(probability, _decimals_apart(probability, (band.low, band.high, threshold)))
+
+
 def against_its_rule(probability: float, rule: ScoreRule) -> tuple[str, str]:
     """A score and the terms it is judged by, as a verdict's reason shows them ("57.41%", "inconclusive
     from 50.00% to 57.42% (threshold 55.58%)"): to the places that tell the score from each edge."""

@@ -1,7 +1,7 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
 import { $, el, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
-import { drivingScore, labelWords, probabilityText, syntheticText } from "./format.js";
+import { drivingScore, labelWords, scorePct, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
 import { clearOutput, clearResult, errorSentence, setBusy, showMessage } from "./messages.js";
 import { declaredGenerativeText } from "./provenance.js";
@@ -168,7 +168,8 @@ export function drawBatch() {
         "data-status": item.status, "aria-current": i === shown ? "true" : null,
         "aria-disabled": isFinished(item) ? null : "true", // nothing to show until it is analysed
         title: scored
-          ? `Face-swap score ${probabilityText(verdict.probability)}; ` + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver)
+          ? `Face-swap score ${scorePct(verdict.probability, item.analysis.result, 1)}; `
+            + syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver, item.analysis.result)
           : "",
       }, [
         el("span", { class: "file-name", text: item.file.name }),

@@ -19,12 +19,13 @@ export const heatmapCaption = (driver) =>
   driver === "synthetic" ? "Face-swap heatmap (the AI-generated score has no map)"
     : "Heatmap, one scale for every face: blue 0%, green ≈50%, yellow ≈65%, red 100% (looks manipulated)";
 
-// A face's, track's or file's second score and which of the two set its label (see README "Verdicts").
-export function syntheticText(probability, label, driver) {
+// A face's, track's or file's second score and which of the two set its label (see README "Verdicts"),
+// to the places that keep it on its side of its own band's edges (`result`: the result it belongs to).
+export function syntheticText(probability, label, driver, result) {
   if (probability === null || probability === undefined) return NO_SYNTHETIC;
   const call = label ? ` (${SYNTHETIC_WORDS[label]})` : "";
   const drives = driver === "synthetic" ? "synthetic-face score" : "face-swap score";
-  return `Synthetic-face score ${probabilityText(probability)}${call} · the ${drives} drives the verdict`;
+  return `Synthetic-face score ${scorePct(probability, syntheticTerms(result), 1)}${call} · the ${drives} drives the verdict`;
 }
 
 export const pct = (p, digits = 0) => (p === null || p === undefined ? "—" : (p * 100).toFixed(digits) + "%");
@@ -41,13 +42,14 @@ export const probabilityText = (p, digits = 1) => {
   return shown + "%";
 };
 
-// A score at whole percents, but to the places (up to four, as the verdict's reason) where rounding would
-// carry it across the threshold or an end of the inconclusive band of `terms` (a result): 49.7% shown as
-// "50%" would read as inside a band that starts at 50.0%, beside a label that says it is not.
-export const scorePct = (p, terms) => {
+// A score at whole percents (or `fewest` places), but to the places (up to four, as the verdict's reason)
+// where rounding would carry it across the threshold or an end of the inconclusive band of `terms` (a
+// result): 49.7% shown as "50%" would read as inside a band that starts at 50.0%, beside a label that says
+// it is not (and 49.996% as "50.0%", to a tenth).
+export const scorePct = (p, terms, fewest = 0) => {
   const band = terms.inconclusive;
   const edges = [band.low, band.high, terms.threshold];
-  let digits = 0;
+  let digits = fewest;
   while (digits < 4 && edges.some((edge) => (p >= edge) !== (Number((p * 100).toFixed(digits)) / 100 >= edge))) digits += 1;
   return probabilityText(p, digits);
 };

@@ -1,6 +1,6 @@
 /* A photo's result: its faces outlined on it, a card per face. */
 import { $, cautionsLine, el, scrollBehavior } from "./dom.js";
-import { drivingScore, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, syntheticText } from "./format.js";
+import { drivingScore, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, scorePct, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
 import { state } from "./state.js";
 
@@ -86,10 +86,10 @@ export function renderImage(result, fileName) {
           el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
           el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: heatmapCaption(face.verdict_driver) })]),
         ]),
-        el("div", { class: "face-meta", text: `Face-swap probability ${probabilityText(face.probability)} · inconclusive ${pct(result.inconclusive.low, 1)}–${pct(result.inconclusive.high, 1)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
+        el("div", { class: "face-meta", text: `Face-swap score ${scorePct(face.probability, result, 1)} · inconclusive ${pct(result.inconclusive.low, 1)}–${pct(result.inconclusive.high, 1)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
         el("div", {
           class: "face-meta", "data-role": "synthetic-score",
-          text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver),
+          text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver, result),
         }),
         cautionsLine(face.cautions),
       ]);

@@ -1,6 +1,6 @@
 /* What every result shows: the verdict, the file's facts, saving and printing. */
 import { $, el, offerJson, renderFacts } from "./dom.js";
-import { capitalise, drivingScore, formatBytes, pct, probabilityText, syntheticText, utcMinute } from "./format.js";
+import { capitalise, drivingScore, formatBytes, pct, scorePct, syntheticText, utcMinute } from "./format.js";
 import { declaredGenerativeText, metadataFacts } from "./provenance.js";
 import { state } from "./state.js";
 
@@ -31,8 +31,8 @@ export function renderVerdict(result, what, fileName) {
       el("small", {
         "data-role": "verdict-synthetic",
         text: generated
-          ? `Face-swap score ${probabilityText(verdict.probability)} · the synthetic-face score drives the verdict`
-          : syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver),
+          ? `Face-swap score ${scorePct(verdict.probability, result, 1)} · the synthetic-face score drives the verdict`
+          : syntheticText(verdict.synthetic_probability, null, verdict.verdict_driver, result),
       }),
     );
   }

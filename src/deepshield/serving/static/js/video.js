@@ -246,7 +246,7 @@ function trackCard(track, i, result, span, frameTime, source) {
     el("div", { class: "face-meta", text: seen }),
     el("div", {
       class: "face-meta", "data-role": "synthetic-score",
-      text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver),
+      text: syntheticText(track.synthetic_score, track.synthetic_label, track.verdict_driver, result),
     }),
     cautionsLine(track.cautions),
     el("div", { class: "face-meta" + (track.counted ? "" : " warning"), "data-role": "counted", text: track.counted ? "Counts towards the verdict" : `Does not count towards the verdict: ${track.not_counted_reason}` }),
