@@ -1393,3 +1393,20 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients_in_the_working_mem
         MediaTooLargeError, match=r"image is 512x512, a progressive JPEG: its decoder holds 1\.57 MB at any scale"
     ):
         decode_image(photos[True], tight)
+
+
+def test_a_spans_samples_show_within_it_and_a_gap_is_no_corruption(tmp_path):
+    # Half a spacing early, as samples match frames: 1.05 to 1.15 s took the frame at 1.0 s, 1.05 to 1.3 s
+    # took 1.0 and 1.2 (not 1.1 and 1.2), and a span in a varying frame rate's gap was "corrupt".
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(30)]
+    steady = write_timed_video(tmp_path / "steady.mp4", frames, [i / 10 for i in range(30)], rate=10)
+    for (start, end), expected in (((1.05, 1.15), [1.1]), ((1.05, 1.3), [1.1, 1.2]), ((1.0, 1.1), [1.0])):
+        _, sampled = sample_frames(steady, 8, span=VideoSpan(start, end))
+        assert [round(f.timestamp_s, 3) for f in sampled] == expected, (start, end)
+    gap = write_timed_video(  # 0 to 0.9 s, nothing until 2 s, then on to 3.9 s
+        tmp_path / "gap.mp4", frames, [i / 10 if i < 10 else 1.0 + i / 10 for i in range(30)], rate=10
+    )
+    with pytest.raises(VideoSpanError, match="no frame of the video shows from 1.2 s to 1.8 s"):
+        sample_frames(gap, 8, span=VideoSpan(1.2, 1.8))
+    _, after = sample_frames(gap, 8, span=VideoSpan(1.5, 2.05))
+    assert [round(f.timestamp_s, 3) for f in after] == [2.0]

@@ -626,7 +626,7 @@ def _sample_sequentially(
     # whenever _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
     wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
     first, stop = 0, 0
-    end_s = math.inf  # where the span ends, in seconds
+    begin_s, end_s = 0.0, math.inf  # where the span begins and ends, in seconds
     if info.frame_count > 0:
         first, stop = span.frames_in(info)
         begin_s, end_s = span.seconds_in(info)
@@ -656,9 +656,13 @@ def _sample_sequentially(
         if wanted_s is not None:
             if on_frame is not None and decoded % 16 == 0:
                 on_frame(min(1.0, max(0.0, (timestamp - wanted_s[0]) / max(end_s - wanted_s[0], 1e-9))))
-            if timestamp + half_frame_s >= end_s:  # the span's end
+            # A frame of the span shows from its start and before its end: half a spacing early, as a sample
+            # matches it, a span of 1.05 to 1.15 s took the frame at 1.0 s, and one of 1.05 to 1.2 s none.
+            if timestamp >= end_s - _FRAME_TIME_SLACK:  # the span's end
                 finished = True
                 break
+            if timestamp < begin_s - _FRAME_TIME_SLACK:
+                continue
             due = taken
             while taken < len(wanted_s) and timestamp + half_frame_s >= wanted_s[taken]:
                 taken += 1
@@ -691,6 +695,11 @@ def _sample_sequentially(
     if not kept:
         if seek:  # read from where a seek landed: decoding from the start may still find the span
             return None
+        if not span.covers(info):  # frames decoded, none in the span: a gap of a varying frame rate
+            raise VideoSpanError(
+                f"no frame of the video shows from {span.start_s:g} s to "
+                f"{'the end' if span.end_s is None else f'{span.end_s:g} s'}"
+            )
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     # A stream that ends before its samples and its stated end has been cut short (told by time).
     ended_early = wanted_s is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
