@@ -718,7 +718,7 @@ def test_html_page_shows_the_most_suspicious_files_first_with_their_faces(capsys
     order = [text.index(name) for name in ("clip.mp4", "signed.jpg", "broken.jpg", "blank.png")]
     scored = sorted(order[:2])  # the files with a face first, then the file not analysed (unknown), then no face
     assert scored[1] < order[2] < order[3]
-    assert "model tiny-test 0.0.1 · threshold 50.0% · made" in text
+    assert "model tiny-test 0.0.1 · face-swap threshold 50.0%, inconclusive 40.0% to 60.0% · made" in text
     assert '<span class="label error">Not analysed</span>' in text
     assert text.count('<img src="data:image/jpeg;base64,') == 4  # crop and heatmap: one face, one person
     assert text.count("<svg") == 1  # the person's scores over time
@@ -1324,3 +1324,19 @@ def test_a_file_scanned_again_keeps_its_heatmap_names(tmp_path):
         (tmp_path / folder).mkdir()
     names = [str(tmp_path / "d1" / "a.jpg"), str(tmp_path / "d2" / "a.jpg"), str(tmp_path / "D3" / "A.png")]
     assert [copies.of(name) for name in (*names, names[0], names[1])] == [1, 2, 3, 1, 2]
+
+
+def test_a_no_signs_call_of_two_scores_is_not_said_to_be_one_scores():
+    # "No signs found (by the synthetic-face score)" read as if that score alone had been checked.
+    from deepshield.inference.results import ScoringTerms
+    from deepshield.inference.scan_report import _call
+    from deepshield.models.card import InconclusiveBand
+
+    terms = ScoringTerms(
+        model="m", threshold=0.5558, inconclusive=InconclusiveBand(low=0.5, high=0.574166, fitted_on="test"),
+        synthetic_threshold=0.4616, synthetic_inconclusive=InconclusiveBand(low=0.134, high=0.5678, fitted_on="t"),
+    )  # fmt: skip
+    assert _call(0.1, 0.1339, "no_signs_found", "synthetic", terms) == (
+        "face-swap 10.0% · synthetic-face 13.39% · No signs found"
+    )
+    assert _call(0.1, 0.3, "inconclusive", "synthetic", terms).endswith("(by the synthetic-face score)")

@@ -376,7 +376,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive, args.heatmaps)
-    threshold = ScoreRule.from_calibration(card.calibration, args.threshold).threshold
+    manipulation = ScoreRule.from_calibration(card.calibration, args.threshold)
+    threshold = manipulation.threshold
     settings = ScanSettings(
         model=f"{card.name} {card.version}",
         threshold=threshold,
@@ -395,13 +396,14 @@ def run(args: argparse.Namespace) -> int:
         earlier_folder = settings.continued(args.out)
     page = None
     if args.html is not None:  # a resumed scan's page shows the earlier files too, from their rows
+        synthetic = None if card.synthetic is None else ScoreRule.from_calibration(card.synthetic.calibration)
         page = ScanPage(
             PageTerms(
                 model=f"{card.name} {card.version}",
                 threshold=threshold,
-                synthetic_threshold=None
-                if card.synthetic is None
-                else ScoreRule.from_calibration(card.synthetic.calibration).threshold,
+                synthetic_threshold=None if synthetic is None else synthetic.threshold,
+                band=manipulation.band,
+                synthetic_band=None if synthetic is None else synthetic.band,
             )
         )
         for row in earlier.values():

@@ -18,6 +18,7 @@ from deepshield.inference.results import ImageResult, ScoringTerms, TrackResult,
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
+from deepshield.models.card import InconclusiveBand
 
 _THUMB_PX = 112  # shown at this size
 # Most severe first: a file that could not be analysed is unknown, so it comes before the calm ones; within
@@ -40,6 +41,8 @@ class PageTerms:
     model: str
     threshold: float
     synthetic_threshold: float | None  # None: the model has no synthetic-face score
+    band: InconclusiveBand | None = None  # each score's inconclusive band, said beside its threshold
+    synthetic_band: InconclusiveBand | None = None
 
     @property
     def has_synthetic(self) -> bool:
@@ -118,7 +121,8 @@ def _call(probability: float, synthetic: float | None, label: str, driver: str, 
     if synthetic is not None:
         scores.append(f"synthetic-face {terms.shown_score(synthetic, synthetic=True)}")
     call = _badge(label, driver)  # as the file's badge says it ("Likely manipulated" beside "Likely AI-generated")
-    if synthetic is not None and driver == "synthetic" and label != "likely_manipulated":
+    if synthetic is not None and driver == "synthetic" and label == "inconclusive":
+        # Not for "no signs found": both scores lie below their bands, and it read as if one alone was checked.
         call += " (by the synthetic-face score)"
     return _e(" · ".join([*scores, call]))
 
@@ -282,12 +286,21 @@ class ScanPage:
         said = [outcome]
         if self.earlier:
             said.append(f"{self.earlier} earlier file{'' if self.earlier == 1 else 's'} shown from their rows")
-        synthetic = (
-            f" · synthetic-face threshold {shown_probability(terms.synthetic_threshold)}"
-            if terms.synthetic_threshold is not None
-            else ""
-        )
-        said.append(f"model {terms.model} · threshold {shown_probability(terms.threshold)}{synthetic}")
+
+        # Each score's band beside its threshold: a card reading "face-swap 56.0% · Inconclusive" under a
+        # header of thresholds alone seemed to contradict it.
+        def terms_of(name: str, threshold: float, band: InconclusiveBand | None) -> str:
+            within = (
+                ""
+                if band is None
+                else f", inconclusive {shown_probability(band.low)} to {shown_probability(band.high)}"
+            )
+            return f"{name} threshold {shown_probability(threshold)}{within}"
+
+        scores = [terms_of("face-swap", terms.threshold, terms.band)]
+        if terms.synthetic_threshold is not None:
+            scores.append(terms_of("synthetic-face", terms.synthetic_threshold, terms.synthetic_band))
+        said.append(f"model {terms.model} · {' · '.join(scores)}")
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         no_map = " (the synthetic-face score has no map)" if terms.has_synthetic else ""
         body = "".join(fragment for _, _, fragment in sorted(self._files))
