@@ -658,6 +658,10 @@ def test_a_two_output_model_shows_both_scores_and_which_drives(browser, astronau
     with _page_of(browser, detector) as page:
         page.wait_for_selector("[data-role=synthetic-threshold]")
         assert page.inner_text("[data-role=synthetic-threshold]") == "Synthetic-face threshold 70.0%"
+        band = detector.synthetic_rule.band  # its band beside it (it was only in a tooltip of some meters)
+        assert page.inner_text("[data-role=synthetic-band]") == (
+            f"Synthetic-face inconclusive {band.low * 100:.1f}%–{band.high * 100:.1f}%"
+        )
         page.set_input_files("#file-input", str(photo))
         page.wait_for_selector(".face-card")
         face = expected.faces[0]

@@ -55,6 +55,15 @@ export async function loadServerInfo() {
           text: terms.synthetic_threshold !== null ? `Synthetic-face threshold ${pct(terms.synthetic_threshold, 1)}` : NO_SYNTHETIC,
         })
       );
+      // Its band too: a face's "Synthetic-face score 50.0% (inconclusive)" beside a threshold of 46.2% alone
+      // seemed to contradict it.
+      const synthetic = terms.synthetic_inconclusive;
+      if (synthetic) {
+        pills.push(el("span", {
+          class: "pill", "data-role": "synthetic-band", title: synthetic.fitted_on,
+          text: `Synthetic-face inconclusive ${pct(synthetic.low, 1)}–${pct(synthetic.high, 1)}`,
+        }));
+      }
     }
     info.replaceChildren(...pills);
     loadModelRecord().catch(() => {}); // optional: the pills stand without it
