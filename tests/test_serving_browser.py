@@ -710,6 +710,13 @@ def test_a_two_output_models_timeline_plots_either_score(browser, astronaut, tmp
             assert (
                 page.get_attribute(f"[data-role=timeline-score] button[data-score={which}]", "aria-pressed") == "true"
             )
+        # The filmstrip frames the person's most suspicious frame by the score behind its call (a synthetic
+        # call's strip was framed and scored by the face-swap score, its peak another frame than the card's).
+        card = page.locator(".track-card").first
+        card.locator("[data-role=filmstrip] summary").click()
+        peak = card.locator("[data-role=filmstrip] figure.peak")
+        measures = "synthetic-face score" if track.verdict_driver == "synthetic" else "face-swap score"
+        assert peak.count() == 1 and f"frame {track.peak_frame_index}: {measures} " in peak.get_attribute("title")
 
 
 def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):

@@ -262,17 +262,22 @@ function trackCard(track, i, result, span, frameTime, source) {
 
 // Every frame the person was seen in, side by side with its score (underlined in the score's colour, the
 // most suspicious framed): what the timeline's points show one at a time. Folded until opened.
+// Each frame by the score behind the person's call, as its most suspicious frame is chosen: a person the
+// synthetic-face score called was framed and scored by the face-swap score, its peak another frame.
 function filmstrip(track, name, frameTime, result) {
   const frames = track.points.filter((point) => point.thumbnail_jpeg);
   if (!frames.length) return null;
-  const peak = Math.max(...frames.map((point) => point.probability));
+  const synthetic = track.verdict_driver === "synthetic";
+  const terms = synthetic ? syntheticTerms(result) : result;
+  const value = (point) => (synthetic ? point.synthetic_probability : point.probability);
   return el("details", { class: "filmstrip", "data-role": "filmstrip" }, [
     el("summary", { text: frames.length === 1 ? `The one frame of ${name}` : `All ${frames.length} frames of ${name}` }),
     el("div", { class: "filmstrip-frames" }, frames.map((point) => {
       const at = frameTime(point.timestamp_s);
-      const score = el("span", { text: scorePct(point.probability, result) });
-      score.style.borderBottomColor = scoreColour(point.probability, result);
-      return el("figure", { class: point.probability === peak ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${probabilityText(point.probability)}` }, [
+      const score = el("span", { text: scorePct(value(point), terms) + (synthetic ? " AI" : "") });
+      score.style.borderBottomColor = scoreColour(value(point), terms);
+      const measures = synthetic ? "synthetic-face score" : "face-swap score";
+      return el("figure", { class: point.frame_index === track.peak_frame_index ? "peak" : null, title: `${name} at ${at}, frame ${point.frame_index}: ${measures} ${probabilityText(value(point))}` }, [
         el("img", { src: point.thumbnail_jpeg, alt: `${name} at ${at}`, loading: "lazy" }),
         el("figcaption", {}, [at, el("br"), score]),
       ]);
