@@ -898,5 +898,11 @@ def test_tables_and_reports_show_a_score_on_its_side_of_its_band():
         model="m", threshold=0.5558, inconclusive=InconclusiveBand(low=0.5, high=0.574166, fitted_on="test"),
         synthetic_threshold=0.4616, synthetic_inconclusive=InconclusiveBand(low=0.134, high=0.5678, fitted_on="t"),
     )  # fmt: skip
-    assert [terms.shown_score(p) for p in (0.49996, 0.5739, 0.5744, 0.45)] == ["49.996%", "57.39%", "57.44%", "45.0%"]
+    assert [terms.shown_score(p) for p in (0.49996, 0.5739, 0.5744, 0.45, 0.5)] == [
+        "49.996%",
+        "57.4%",  # on the band's side of its end, as the header's "57.4%" reads
+        "57.44%",
+        "45.0%",
+        "50.0%",  # on an edge: at one place (its string matched the edge's at every place: "50.0000%")
+    ]
     assert terms.shown_score(0.1339, synthetic=True) == "13.39%" and terms.shown_score(0.3, synthetic=True) == "30.0%"

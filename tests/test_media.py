@@ -1400,7 +1400,8 @@ def test_a_spans_samples_show_within_it_and_a_gap_is_no_corruption(tmp_path):
     # took 1.0 and 1.2 (not 1.1 and 1.2), and a span in a varying frame rate's gap was "corrupt".
     frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(30)]
     steady = write_timed_video(tmp_path / "steady.mp4", frames, [i / 10 for i in range(30)], rate=10)
-    for (start, end), expected in (((1.05, 1.15), [1.1]), ((1.05, 1.3), [1.1, 1.2]), ((1.0, 1.1), [1.0])):
+    spans = [((1.05, 1.15), [1.1]), ((1.05, 1.3), [1.1, 1.2]), ((1.0, 1.1), [1.0]), ((1.02, 1.32), [1.1, 1.2, 1.3])]
+    for (start, end), expected in spans:  # (from the span's start, 1.1 s matched two samples and 1.3 s none)
         _, sampled = sample_frames(steady, 8, span=VideoSpan(start, end))
         assert [round(f.timestamp_s, 3) for f in sampled] == expected, (start, end)
     gap = write_timed_video(  # 0 to 0.9 s, nothing until 2 s, then on to 3.9 s
@@ -1410,3 +1411,10 @@ def test_a_spans_samples_show_within_it_and_a_gap_is_no_corruption(tmp_path):
         sample_frames(gap, 8, span=VideoSpan(1.2, 1.8))
     _, after = sample_frames(gap, 8, span=VideoSpan(1.5, 2.05))
     assert [round(f.timestamp_s, 3) for f in after] == [2.0]
+    # A file cut short before the span is corrupt, not a span with no frame
+    whole = write_timed_video(
+        tmp_path / "cut.mp4", frames, [i / 10 for i in range(30)], options={"movflags": "faststart"}, rate=10
+    )
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CorruptMediaError):
+        sample_frames(whole, 8, span=VideoSpan(2.2, 2.8))

@@ -573,7 +573,8 @@ def _briefly_seen_call(
     if not graver:
         return None
     worst = max(graver, key=lambda t: (SEVERITY[t.label], t.score))
-    call = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive"}[worst.label]
+    likely = "likely AI-generated" if worst.verdict_driver == "synthetic" else "likely manipulated"
+    call = {"likely_manipulated": likely, "inconclusive": "inconclusive"}[worst.label]
     return (
         f"a face seen in only {worst.frames_seen} of {sampled_frames} sampled frames, too few to count, was "
         f"called {call} on its own (by its {SCORE_NAMES[worst.verdict_driver]} score): sample more frames to judge it"

@@ -109,9 +109,16 @@ def shown_probability(probability: float, decimals: int = 1) -> str:
 
 
 def shown_against(probability: float, threshold: float, band: InconclusiveBand) -> str:
-    """shown_probability to the places that keep a score on its side of the threshold and band edges it is
-    judged by (as against_its_rule): 49.996% read "50.0%" beside a band from 50.0%, called below it."""
-    return shown_probability(probability, _decimals_apart(probability, (band.low, band.high, threshold)))
+    """shown_probability to the places (1 to 4) that keep the number shown on the score's side of the
+    threshold and band edges it is judged by, as the page's scorePct: 49.996% read "50.0%" beside a band
+    from 50.0%, called below it. (A score on an edge reads on its side at one place: "50.0%".)"""
+    edges = (band.low, band.high, threshold)
+    decimals = 1
+    while decimals < 4 and any(
+        (probability >= edge) != (float(f"{probability * 100:.{decimals}f}") / 100 >= edge) for edge in edges
+    ):
+        decimals += 1
+    return shown_probability(probability, decimals)
 
 
 def against_its_rule(probability: float, rule: ScoreRule) -> tuple[str, str]:
