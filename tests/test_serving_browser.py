@@ -1151,7 +1151,8 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
     with _page_of(browser, held) as page:
         missing: list[str] = []  # the page never asks for a job it has deleted
         page.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
-        page.set_input_files("#file-input", str(clip))
+        with page.expect_request(lambda request: request.method == "GET" and "/v1/jobs/" in request.url):
+            page.set_input_files("#file-input", str(clip))  # polled: the page knows its job
         first = releases.get(timeout=30)  # the job is running
         # For screen readers: the bar is named by the file and its stage, the stage is a status, and the
         # Cancel button is in no live region (it was read out with every poll).
