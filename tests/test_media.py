@@ -1418,3 +1418,13 @@ def test_a_spans_samples_show_within_it_and_a_gap_is_no_corruption(tmp_path):
     whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(CorruptMediaError):
         sample_frames(whole, 8, span=VideoSpan(2.2, 2.8))
+
+
+def test_a_frame_rate_a_header_overstates_gives_way_to_the_timestamps(tmp_path):
+    # A Matroska default duration of 1 ms read 1,000 fps for frames 100 ms apart: refused as above 240 fps.
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(30)]
+    path = write_timed_video(tmp_path / "lie.mkv", frames, [i / 10 for i in range(30)], fmt="matroska", rate=1000)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].average_rate == 1000
+    info, sampled = sample_frames(path, 8)
+    assert info.fps == pytest.approx(10) and info.duration_s == pytest.approx(2.9, abs=0.11) and len(sampled) == 8

@@ -196,6 +196,11 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
     if stream.codec_context is None:  # a damaged header (a renamed box) leaves the stream without a codec
         raise CorruptMediaError("its video stream names no codec that can be decoded (the file is damaged)")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    # A stated rate above any limit gives way to FFmpeg's guess from the timestamps where that is lower: a
+    # Matroska default duration of 1 ms read 1,000 fps for frames 100 ms apart, and the file was refused.
+    guessed = stream.guessed_rate
+    if rate and guessed and float(rate) > VideoLimits.max_fps and float(guessed) < float(rate):
+        rate = guessed
     fps = float(rate) if rate else 0.0
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
