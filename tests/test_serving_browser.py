@@ -1198,38 +1198,58 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         assert page.evaluate(status, job_url) == 404
 
 
-def test_cancel_during_a_slow_upload_stops_it_and_leaves_nothing_on_the_server(browser, detector, tmp_path):
-    app = create_app(detector, ServerSettings())
-    runtime = app.state.runtime
-    big = tmp_path / "long.mp4"
-    big.write_bytes(np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes())
+@contextlib.contextmanager
+def _slow_upload_page(browser, app) -> Iterator:
+    """A page of `app` served live whose uploads go at 200 KB/s (a 3 MB file takes 15 s)."""
     with live_server(app) as base_url:
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         cdp = context.new_cdp_session(page)
-        cdp.send("Network.enable")  # 200 KB/s up: 15 s for the file
+        cdp.send("Network.enable")
         cdp.send(
             "Network.emulateNetworkConditions",
             {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
         )
         try:
             page.goto(base_url + "/")
-            page.set_input_files("#file-input", str(big))
-            page.wait_for_selector("[data-role=cancel]:visible")
-            deadline = time.monotonic() + 10
-            while not any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert any(runtime.upload_dir.iterdir()), "the upload never reached the server"
-            page.click("[data-role=cancel]")
-            page.wait_for_selector("#message:visible")
-            deadline = time.monotonic() + 5  # not the 15 s the rest of the upload would take
-            while any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not any(runtime.upload_dir.iterdir())  # the part received is deleted
-            assert len(runtime.jobs) == 0  # and no job was made of it
+            yield page
         finally:
             context.close()
+
+
+def _upload_reaches_the_server(runtime) -> None:
+    deadline = time.monotonic() + 10
+    while not any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(runtime.upload_dir.iterdir()), "the upload never reached the server"
+
+
+def _upload_is_gone(runtime) -> None:
+    deadline = time.monotonic() + 5  # not the 15 s the rest of the upload would take
+    while any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(runtime.upload_dir.iterdir())  # the part received is deleted
+
+
+def _cancel_a_slow_upload(page, runtime, path: Path) -> None:
+    """Choose `path` on a _slow_upload_page, press Cancel once it reaches the server: its part is deleted."""
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("[data-role=cancel]:visible")
+    _upload_reaches_the_server(runtime)
+    page.click("[data-role=cancel]")
+    page.wait_for_selector("#message:visible")
+    _upload_is_gone(runtime)
+
+
+def test_cancel_during_a_slow_upload_stops_it_and_leaves_nothing_on_the_server(browser, detector, tmp_path):
+    app = create_app(detector, ServerSettings())
+    runtime = app.state.runtime
+    big = tmp_path / "long.mp4"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes())
+    with _slow_upload_page(browser, app) as page:
+        _cancel_a_slow_upload(page, runtime, big)
+        assert len(runtime.jobs) == 0  # and no job was made of it
 
 
 def test_a_photos_slow_upload_can_be_cancelled_and_is_stopped_by_the_next_file(browser, detector, astronaut, tmp_path):
@@ -1239,44 +1259,13 @@ def test_a_photos_slow_upload_can_be_cancelled_and_is_stopped_by_the_next_file(b
     runtime = app.state.runtime
     big = tmp_path / "large.jpg"
     big.write_bytes(b"\xff\xd8\xff" + np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes())
-    with live_server(app) as base_url:
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        cdp = context.new_cdp_session(page)
-        cdp.send("Network.enable")  # 200 KB/s up: 15 s for the file
-        cdp.send(
-            "Network.emulateNetworkConditions",
-            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
-        )
-
-        def upload_reaches_the_server() -> None:
-            deadline = time.monotonic() + 10
-            while not any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert any(runtime.upload_dir.iterdir()), "the upload never reached the server"
-
-        def upload_is_gone() -> None:
-            deadline = time.monotonic() + 5  # not the 15 s the rest of the upload would take
-            while any(runtime.upload_dir.iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not any(runtime.upload_dir.iterdir())
-
-        try:
-            page.goto(base_url + "/")
-            page.set_input_files("#file-input", str(big))
-            page.wait_for_selector("[data-role=cancel]:visible")
-            upload_reaches_the_server()
-            page.click("[data-role=cancel]")
-            page.wait_for_selector("#message:visible")
-            upload_is_gone()
-            page.set_input_files("#file-input", str(big))
-            upload_reaches_the_server()
-            page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))  # 40 KB: 0.2 s
-            page.wait_for_selector(".face-card")
-            upload_is_gone()  # the large photo's upload stopped, not left to go on for 15 s
-        finally:
-            context.close()
+    with _slow_upload_page(browser, app) as page:
+        _cancel_a_slow_upload(page, runtime, big)
+        page.set_input_files("#file-input", str(big))
+        _upload_reaches_the_server(runtime)
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))  # 40 KB: 0.2 s
+        page.wait_for_selector(".face-card")
+        _upload_is_gone(runtime)  # the large photo's upload stopped, not left to go on for 15 s
 
 
 def test_a_face_can_be_looked_at_closer_around_its_most_suspicious_frame(page, server, astronaut, tmp_path):
