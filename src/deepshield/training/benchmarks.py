@@ -76,13 +76,6 @@ def benchmark_name(path: Path) -> str:
     return metric_key(Path(path).resolve().name)
 
 
-def refuse_shared_names(datasets: Iterable[Path]) -> None:
-    """Refuse two labelled sets of one folder name: their figures would share keys."""
-    names = [benchmark_name(path) for path in datasets]
-    if twice := sorted({name for name in names if names.count(name) > 1}):
-        raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")
-
-
 @dataclass
 class Benchmark:
     """One labelled set's faces, cut with one crop policy, ready to be scored by any network."""

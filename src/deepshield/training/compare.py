@@ -29,10 +29,10 @@ from deepshield.training.benchmarks import (
     BenchmarkScores,
     CatchesAtEqualFalseAlarms,
     benchmark_metrics,
+    benchmark_name,
     catches_at_equal_false_alarms,
     load_benchmark,
     paired_comparison,
-    refuse_shared_names,
 )
 
 Standing = Literal["ahead", "behind", "tied"]
@@ -114,7 +114,10 @@ def score_bundles(
     split). Refuses two sets of one name (their figures would share keys) and a bundle that finds other
     faces than the first; every bundle is loaded before any set's faces are found (a mistyped candidate
     was refused after the baseline had scored every set)."""
-    refuse_shared_names(datasets)
+    names = [benchmark_name(path) for path in datasets]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")
     classifiers = [OnnxClassifier(bundle) for bundle in bundles]
     scored: list[ScoredBundle] = []
     reference: list[Benchmark] = []
