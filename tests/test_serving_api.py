@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic import ValidationError
 
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 from deepshield.inference.analysis import Detector
@@ -1179,6 +1180,33 @@ def test_content_credentials_are_checked_against_the_servers_trust_anchors(detec
         assert answer["verdict"]["reason"].endswith(
             'the file declares "Created using generative AI" in its Content Credentials: a claim read from it, not scored'
         )
+
+
+def test_a_loopback_server_answers_to_loopback_names_only(detector, astronaut_jpeg):
+    # DNS rebinding: a page at http://evil.example:8000/ whose name then resolves to 127.0.0.1 is of the same
+    # origin as a server listening there, so SameOrigin let it submit files and read their results (200).
+    rebound = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    with TestClient(create_app(detector, ServerSettings(), listen_host="127.0.0.1")) as client:
+        body = assert_error(
+            client.post("/v1/analyze", files=upload(astronaut_jpeg), headers=rebound), 400, "unknown_host"
+        )
+        assert "'evil.example'" in body["detail"] and "DEEPSHIELD_ALLOWED_HOSTS" in body["detail"]
+        assert_error(client.get("/", headers={"Host": "evil.example"}), 400, "unknown_host")
+        for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LocalHost.", "app.localhost", "127.0.0.2"):
+            assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+    named = ServerSettings(allowed_hosts="shield.example.org, [fd00::1]")
+    with TestClient(create_app(detector, named, listen_host="127.0.0.1")) as client:
+        assert client.get("/healthz", headers={"Host": "Shield.Example.org:443"}).status_code == 200
+        assert client.get("/healthz", headers={"Host": "[fd00::1]:8000"}).status_code == 200
+        assert client.get("/healthz", headers={"Host": "localhost"}).status_code == 200
+        assert_error(client.get("/healthz", headers={"Host": "evil.example"}), 400, "unknown_host")
+    # Listening on every interface (a container, a LAN server), the names it is reached by are not known.
+    with TestClient(create_app(detector, ServerSettings(), listen_host="0.0.0.0")) as client:
+        assert client.get("/healthz", headers={"Host": "deepshield.lan:8000"}).status_code == 200
+    with pytest.raises(ValidationError, match=r"'https://shield\.example\.org' is not a host name"):
+        ServerSettings(allowed_hosts="https://shield.example.org")
+    with pytest.raises(ValidationError, match=r"'shield\.example\.org:8000' is not a host name"):
+        ServerSettings(allowed_hosts="shield.example.org:8000")
 
 
 def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jpeg):

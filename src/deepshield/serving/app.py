@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,6 +107,58 @@ class SameOrigin:
         await self.app(scope, receive, send)
 
 
+class KnownHost:
+    """Pure ASGI middleware refusing (400 `unknown_host`) a request whose Host header names a host this server
+    does not answer to. A server listening on a loopback address answers to loopback names only, unless
+    `allowed_hosts` names more: a page of another site whose name its owner makes resolve to 127.0.0.1
+    (DNS rebinding) is of the same origin as the server, so SameOrigin lets it submit files and read results.
+    A request with no Host (HTTP/1.0 programs) is not concerned; browsers always send one."""
+
+    def __init__(self, app: ASGIApp, allowed: str | None, listen_host: str | None) -> None:
+        self.app = app
+        named = [] if allowed is None else [_host_name(name) for name in allowed.split(",") if name.strip()]
+        loopback_listener = listen_host is not None and _is_loopback(_host_name(listen_host))
+        if "*" in named or (allowed is None and not loopback_listener):
+            self.names: frozenset[str] | None = None  # any host
+        else:
+            self.names = frozenset([*named, *([_host_name(listen_host)] if listen_host else [])])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.names is not None:
+            host = next((value for name, value in scope.get("headers", []) if name.lower() == b"host"), None)
+            name = None if host is None else _host_name(host.decode("latin-1"), with_port=True)
+            if name is not None and name not in self.names and not _is_loopback(name):
+                response = error_response(
+                    400,
+                    "unknown_host",
+                    f"this server does not answer to the host {name[:100]!r}: open it by a loopback address "
+                    "(127.0.0.1 or localhost), or name the host in DEEPSHIELD_ALLOWED_HOSTS",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str, *, with_port: bool = False) -> str:
+    """A host's name as compared: lower case, no trailing dot, IPv6 without brackets, no port where
+    `with_port` says one may follow."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif with_port and host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):  # browsers resolve *.localhost to loopback themselves
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class HeadAsGet:
     """Pure ASGI middleware answering HEAD on the page, /healthz and /metrics (uptime probes ask with it) as
     GET, without the body. Not HEAD routes: those would each be a second operation in the API's schema."""
@@ -157,8 +210,10 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to change the schema
 
 
-def create_app(detector: Detector, settings: ServerSettings | None = None) -> FastAPI:
-    """Build the app around a loaded detector (loaded once, shared by every request)."""
+def create_app(detector: Detector, settings: ServerSettings | None = None, listen_host: str | None = None) -> FastAPI:
+    """Build the app around a loaded detector (loaded once, shared by every request). `listen_host`: the
+    address the server listens on (a loopback one answers to loopback names only: KnownHost); None: not
+    known, so only `allowed_hosts` limits the Host header."""
     runtime = Runtime(detector, settings or ServerSettings.from_env())
 
     @contextlib.asynccontextmanager
@@ -190,6 +245,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     app.add_middleware(SameOrigin)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(KnownHost, allowed=runtime.settings.allowed_hosts, listen_host=listen_host)  # outermost
     install_error_handlers(app, runtime.metrics.failed)
 
     v1 = APIRouter(

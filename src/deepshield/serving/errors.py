@@ -139,7 +139,7 @@ def install_error_handlers(app: FastAPI, counted: Callable[[str], None] = lambda
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses=` entries documenting the JSON error body for these statuses."""
     descriptions = {
-        400: "Malformed request (not multipart, no `file` field, empty file, bad parameter)",
+        400: "Malformed request (not multipart, no `file` field, empty file, bad parameter; `unknown_host`: a Host this server does not answer to)",
         401: "Missing or wrong X-API-Key (only when the server has an API key)",
         403: "Sent by a web page of another origin (`cross_origin`): use this server's own page",
         404: "No such job (unknown or expired)",

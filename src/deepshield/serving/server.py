@@ -72,7 +72,7 @@ def serve(
     port = listening.getsockname()[1]  # the port chosen, for --port 0
     anchors = settings.c2pa_trust_anchors
     detector = Detector.from_bundle(model, trust_anchors=None if anchors is None else TrustAnchors.load(anchors))
-    app = create_app(detector, settings)
+    app = create_app(detector, settings, listen_host=host)
     print(
         f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs",
         flush=True,

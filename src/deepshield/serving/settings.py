@@ -57,6 +57,10 @@ class ServerSettings(BaseModel):
     max_jobs: int = Field(200, gt=0)  # jobs remembered (finished ones are forgotten oldest first)
     job_ttl_s: float = Field(3600.0, gt=0)  # a finished job is forgotten this long after it ends
     preview_max_side: int = Field(1280, gt=0)  # the analysed image sent back to the web page (?preview=true) fits this
+    # Comma-separated names the server answers to (the Host header, its port aside; *: any); None: only loopback
+    # names when it listens on a loopback address, any otherwise. A page of another site whose name is made to
+    # resolve to 127.0.0.1 (DNS rebinding) is then of the same origin, and could submit files and read results.
+    allowed_hosts: str | None = None
     callback_hosts: str | None = None  # comma-separated hosts job callbacks may go to; None: callbacks off
     callback_secret: str | None = None  # when set, callbacks are signed (X-DeepShield-Signature, HMAC-SHA256)
     callback_retry_s: float = Field(2.0, gt=0)  # wait before a failed callback's first retry; doubles after
@@ -78,6 +82,15 @@ class ServerSettings(BaseModel):
         # Finished jobs make the room for a new one only when pending ones cannot fill all of max_jobs.
         if self.max_pending_jobs >= self.max_jobs:
             raise ValueError("max_pending_jobs must be below max_jobs")
+        return self
+
+    @model_validator(mode="after")
+    def _host_names(self) -> ServerSettings:
+        # A URL or a name with its port never matches a Host header's name: the server would answer to nothing.
+        for name in (self.allowed_hosts or "").split(","):
+            name = name.strip()
+            if any(mark in name for mark in "/ @") or (name.count(":") == 1 and not name.startswith("[")):
+                raise ValueError(f"allowed_hosts: {name!r} is not a host name (give names alone, no scheme or port)")
         return self
 
     @model_validator(mode="after")
