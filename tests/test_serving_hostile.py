@@ -262,6 +262,55 @@ def test_a_client_gone_as_its_last_bytes_arrive_gets_nothing_made_of_them(detect
     assert sum("client disconnected mid-upload after" in r.getMessage() for r in caplog.records) == 2
 
 
+def test_a_client_gone_while_its_job_is_made_gets_its_job_cancelled(detector, astronaut_jpeg, caplog):
+    """The page's Cancel once an upload has ended, while the server checks the file and makes its job: the
+    job ran for nobody (the page never heard its id), holding the worker the next file needed."""
+    import asyncio
+
+    body = PART_HEAD[:-3] + astronaut_jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+    with client_for(detector) as client, caplog.at_level(logging.INFO):
+        app, runtime = client.app, client.app.state.runtime
+        gone = threading.Event()
+        submit = runtime.jobs.submit
+        made: list = []
+
+        def submit_as_the_client_leaves(*args, **kwargs):
+            made.append(submit(*args, **kwargs))
+            gone.set()
+            return made[-1]
+
+        runtime.jobs.submit = submit_as_the_client_leaves
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            while not gone.is_set():
+                await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/jobs", "raw_path": b"/v1/jobs", "query_string": b"", "root_path": "",
+            "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+                        (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        }  # fmt: skip
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["status"] == 400 and b"client_disconnected" in sent[1]["body"], sent
+        assert len(made) == 1
+        assert_error(client.get(f"/v1/jobs/{made[0].id}"), 404)  # cancelled: forgotten
+        deadline = time.monotonic() + 20
+        while upload_files(client) and time.monotonic() < deadline:  # a running job's file goes as it stops
+            time.sleep(0.05)
+        assert upload_files(client) == []
+    assert any(f"job {made[0].id} was answered: the job is cancelled" in r.getMessage() for r in caplog.records)
+
+
 def test_a_large_upload_whose_client_closes_at_once_gets_nothing_made_of_it(detector, astronaut):
     # A client that sends a whole large body and closes without waiting for the answer: uvicorn pauses
     # reading while a large body arrives, so its close was unseen when the upload ended, and an analysis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +17,7 @@ from deepshield.serving.runtime import RuntimeDep
 from deepshield.serving.schemas import FileInfo, JobView
 
 router = APIRouter(tags=["analysis"])
+log = logging.getLogger("deepshield.serving")
 
 
 @router.post(
@@ -86,6 +88,13 @@ async def submit_job(
     job = await run_in_threadpool(
         runtime.jobs.submit, kind.value, file, frames or settings.video_frames, upload, span, callback_url
     )
+    if await request.is_disconnected():
+        # Gone while its file was checked and its job made (a page's Cancel once the upload had ended): the
+        # job would run for nobody, its id heard by no one. Reading resumed when the upload ended, so the
+        # close is seen here with no wait.
+        await run_in_threadpool(runtime.jobs.cancel, job.id)
+        log.info("client disconnected before its job %s was answered: the job is cancelled", job.id)
+        raise ApiError(400, "client_disconnected", "the client disconnected before its job could be answered")
     view = job.view(settings.job_ttl_s)
     return JSONResponse(
         status_code=202, content=view.model_dump(mode="json"), headers={"Location": f"/v1/jobs/{job.id}"}
