@@ -287,6 +287,29 @@ def test_truncated_jpeg_is_corrupt(astronaut):
         load_image(data[: len(data) // 2])
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"progressive": True}, {"optimize": True, "subsampling": 0}], ids=["baseline", "progressive", "444"]
+)
+def test_a_jpeg_missing_only_its_end_marker_is_read_whole_and_one_cut_shorter_is_not(astronaut, options):
+    # Browsers show a JPEG whose image data is whole but whose end marker (FF D9) is missing: it was refused as
+    # truncated. Its pixels are those of the whole file; a byte less (the image data cut) is still refused.
+    data = encode(Image.fromarray(astronaut[:200, :296]), "JPEG", quality=85, **options)
+    assert data.endswith(b"\xff\xd9")
+    np.testing.assert_array_equal(load_image(data[:-2]), load_image(data))
+    np.testing.assert_array_equal(load_image(data[:-1]), load_image(data))
+    for cut in (3 + 2, 40, 300, len(data) // 2):  # bytes of image data gone, from the last few on
+        with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
+            load_image(data[:-cut])
+
+
+def test_a_jpeg_with_restart_markers_missing_its_end_marker_stays_refused(astronaut):
+    # Image data cut just before a restart marker decodes alike however it is closed: not told from whole.
+    data = encode(Image.fromarray(astronaut[:200, :296]), "JPEG", quality=85, restart_marker_blocks=4)
+    assert b"\xff\xdd" in data
+    with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
+        load_image(data[:-2])
+
+
 def test_truncated_png_is_corrupt(astronaut):
     data = encode(Image.fromarray(astronaut), "PNG")
     with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
