@@ -909,6 +909,56 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     assert page.problems == []
 
 
+def test_keyboard_and_screen_reader_users_keep_their_place_as_a_photo_is_analysed(
+    browser, detector, astronaut, tmp_path
+):
+    held = copy.copy(detector)  # each photo's analysis waits to be let through
+    releases: queue.Queue[threading.Event] = queue.Queue()
+
+    def held_image(*args, **kwargs):
+        release = threading.Event()
+        releases.put(release)
+        release.wait(30)
+        return detector.analyze_image(*args, **kwargs)
+
+    held.analyze_image = held_image
+    photo = _jpeg(tmp_path / "astronaut.jpg", astronaut)
+    with _page_of(browser, held) as page:
+        # What the progress panel's status says while it is shown: a screen reader reads out those writes only.
+        page.evaluate(
+            """() => { window.stageWrites = []; const stage = document.getElementById('progress-stage');
+            new MutationObserver(() => { if (!document.getElementById('progress').hidden && stage.textContent)
+              window.stageWrites.push(stage.textContent); }).observe(stage, { childList: true, characterData: true, subtree: true }); }"""
+        )
+        for turn in range(2):
+            page.set_input_files("#file-input", str(photo))
+            release = releases.get(timeout=30)
+            page.focus("[data-role=cancel]")  # a keyboard user waits on Cancel
+            release.set()
+            page.wait_for_selector(".face-card")
+            # Cancel went with the progress panel: focus went to the page's body, and Tab began at its top.
+            assert page.evaluate("document.activeElement.id") == "result-file", turn
+            # The second photo's stage was the first's: it was never written, so never read out.
+            assert page.evaluate("window.stageWrites") == ["Uploading and analysing…"] * (turn + 1)
+
+
+def test_on_a_phone_a_list_shows_its_file_names_whole(browser, detector, astronaut, tmp_path):
+    notes = tmp_path / "meeting notes from the newsroom.jpg"
+    notes.write_text("these are my notes, not a photo")
+    with _page_of(browser, detector) as page:
+        page.set_viewport_size({"width": 375, "height": 740})
+        page.set_input_files("#file-input", [str(_jpeg(tmp_path / "astronaut.jpg", astronaut)), str(notes)])
+        page.wait_for_selector("#batch-summary:has-text('could not be')")
+        names = page.eval_on_selector_all(
+            "[data-role=batch-row] .file-name",
+            "nodes => nodes.map((n) => [n.textContent, n.scrollWidth, n.clientWidth])",
+        )
+        # Beside the score and the error, they were cut to "astr…" and "n.".
+        assert [name for name, _, _ in names] == ["astronaut.jpg", notes.name]
+        assert all(scrolled <= shown for _, scrolled, shown in names), names
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
 def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page, server, astronaut, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("[data-role=model-name]")

@@ -1,5 +1,5 @@
 /* Several files at once: analysed one after another and listed with their verdicts. */
-import { $, el, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
+import { $, el, focusIfLost, offerFile, offerJson, revealIfOffScreen } from "./dom.js";
 import { fetchAnalysis, refusal, render } from "./flow.js";
 import { drivingScore, labelWords, scorePct, syntheticText } from "./format.js";
 import { stopWaiting } from "./jobs.js";
@@ -76,7 +76,10 @@ export async function analyseAll(files) {
       if (item.status === "failed" && !last) {
         // Its row says why; an alert shown now would vanish as the next file starts (read out, not seen).
         $("announce").textContent = `${item.file.name}: not analysed: ${item.error}`;
-      } else if (state.batch.picked === null) showItem(item);
+      } else if (state.batch.picked === null) {
+        showItem(item);
+        focusIfLost($("result-file")); // Cancel, which had it, went with the progress panel
+      }
       drawBatch();
     }
   } finally {

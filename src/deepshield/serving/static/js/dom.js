@@ -11,6 +11,12 @@ export function revealIfOffScreen(element) {
   if (box.top >= window.innerHeight || box.bottom <= 0) element.scrollIntoView({ behavior: scrollBehavior(), block: "start" });
 }
 
+// Focus for what took the place of the control that had it (Cancel goes with the progress panel): the
+// keyboard's and the screen reader's place, left on the page's body otherwise. Focus elsewhere stays.
+export function focusIfLost(element) {
+  if (!document.activeElement || document.activeElement === document.body) element.focus();
+}
+
 // Smooth scrolling, unless the reader asked for less motion.
 export function scrollBehavior() {
   return window.matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth";

@@ -1,7 +1,7 @@
 /* One file's analysis: checked, uploaded, waited for, shown. */
 import { api, ApiFailure, formData } from "./api.js";
 import { drawBatch, hideBatch, isFinished } from "./batch.js";
-import { $, revealIfOffScreen } from "./dom.js";
+import { $, focusIfLost, revealIfOffScreen } from "./dom.js";
 import { formatBytes, parseVideoTime } from "./format.js";
 import { renderImage } from "./image.js";
 import { analyseAsJob, endUpload, startUpload, stopWaiting } from "./jobs.js";
@@ -31,8 +31,7 @@ export function cancelAnalysis() {
     drawBatch();
   }
   showMessage(fileName, "the analysis was cancelled, and the server has deleted the file", "info");
-  // The Cancel button went with the progress panel: focus moves to the message, not back to the page's top.
-  if (document.activeElement === document.body) $("message").focus();
+  focusIfLost($("message")); // not back to the page's top
 }
 
 function looksLikeVideo(file) {
@@ -145,10 +144,12 @@ export async function analyse(file, exampleFile, span, again = false) {
     $("progress").hidden = true;
     render(analysis, file.name, { file, exampleFile });
     revealIfOffScreen($("result"));
+    focusIfLost($("result-file"));
   } catch (err) {
     if (run !== state.run) return;
     $("progress").hidden = true;
     showError(err, file.name);
+    focusIfLost($("message"));
   } finally {
     if (run === state.run) setBusy(false);
   }

@@ -66,11 +66,23 @@ function setText(node, text) {
 }
 
 export function showProgress(fileName, fraction, stage) {
-  $("progress").hidden = false;
+  const panel = $("progress");
+  const appearing = panel.hidden;
+  panel.hidden = false;
   // Written only when they change: the stage is a status that screen readers read out on each write, and
   // a job's progress is polled every 600 ms.
   setText($("progress-file"), fileName);
-  setText($("progress-stage"), stage || "");
+  const status = $("progress-stage");
+  status.dataset.stage = stage || "";
+  if (appearing) {
+    // A status is read out when its text changes while it is shown: written with the panel that shows it,
+    // or unchanged from the last file's ("Uploading and analysing…"), it was not. The latest stage goes in
+    // a frame later.
+    status.textContent = "";
+    requestAnimationFrame(() => setText(status, status.dataset.stage));
+  } else {
+    setText(status, status.dataset.stage);
+  }
   const bar = $("progress-bar");
   if (fraction === null) {
     bar.classList.add("indeterminate");
