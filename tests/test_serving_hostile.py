@@ -4,6 +4,7 @@ time and stops by itself."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import select
@@ -340,6 +341,27 @@ def test_a_large_upload_whose_client_closes_at_once_gets_nothing_made_of_it(dete
             assert time.monotonic() < deadline, metrics.exposition()
             time.sleep(0.1)
         assert b"deepshield_analyses_total{" not in metrics.exposition() and len(app.state.runtime.jobs) == 0
+
+
+def test_a_request_that_is_not_valid_http_gets_the_apis_json_error(detector):
+    # uvicorn's own answer to what h11 cannot parse was plain text: clients reading the API's `error` failed on it.
+    settings = ServerSettings()
+    with live_server(create_app(detector, settings), settings=settings) as base_url:
+        for request in (
+            b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n",
+        ):
+            sock = connect(port_of(base_url))
+            try:
+                sock.sendall(request)
+                head, _, body = answer_within(sock, 5).partition(b"\r\n\r\n")
+            finally:
+                sock.close()
+            assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), head
+            assert json.loads(body) == {
+                "error": "invalid_request",
+                "detail": "not a valid HTTP/1.1 request: a malformed request line, header or Content-Length",
+            }
 
 
 def test_a_multipart_body_without_its_closing_boundary_is_incomplete(detector, astronaut_jpeg):

@@ -12,9 +12,11 @@ progress are never dropped, so a flood of half-open sockets cannot lock real req
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import h11
+from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 log = logging.getLogger("deepshield.serving")
 
@@ -93,3 +95,22 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connection_guard.closed(self)
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot parse (a malformed Content-Length, a bad header line) in
+        the API's own form, JSON `{"error", "detail"}`: it was plain text, which clients reading `error` failed on."""
+        detail = "not a valid HTTP/1.1 request: a malformed request line, header or Content-Length"
+        body = json.dumps({"error": "invalid_request", "detail": detail})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=STATUS_PHRASES[400]),
+            h11.Data(data=body.encode()),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
