@@ -24,6 +24,7 @@ from deepshield.errors import (
     UnsupportedMediaError,
     VideoSpanError,
 )
+from deepshield.inference.results import AnalysedSpan
 from deepshield.media import (
     ImageLimits,
     MediaKind,
@@ -1185,6 +1186,18 @@ def test_times_in_a_video_are_read_as_people_write_them(text, seconds):
 def test_times_are_written_to_the_tenth():
     # halves round up (7.25 s is 0:07.3), as a person reads them
     assert [clock_time(s) for s in (0.5, 7.25, 95, 3723.04, 59.96)] == ["0:00.5", "0:07.3", "1:35", "1:02:03", "1:00"]
+    assert [clock_time(s, 2) for s in (20.05, 20.1, 59.96)] == ["0:20.05", "0:20.1", "0:59.96"]
+
+
+def test_a_short_parts_ends_never_read_alike():
+    # A part under a tenth of a second read "0:20 to 0:20".
+    parts = [(20.0, 20.04), (20.0, 20.3), (20.001, 20.004), (20.0, None)]
+    assert [AnalysedSpan(start_s=start, end_s=end, whole=False).part for start, end in parts] == [
+        "0:20 to 0:20.04",
+        "0:20 to 0:20.3",
+        "0:20.001 to 0:20.004",
+        "0:20 to the end",
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "-1", "1:60", "1:75:00", "1::2", "one", "1:2:3:4", "nan"])

@@ -280,7 +280,11 @@ class AnalysedSpan(BaseModel):
         """`12:30 to 14:00` (or `to the end`) for a part; None for the whole video."""
         if self.whole:
             return None
-        return f"{clock_time(self.start_s)} to {'the end' if self.end_s is None else clock_time(self.end_s)}"
+        if self.end_s is None:
+            return f"{clock_time(self.start_s)} to the end"
+        # Tenths, unless both ends read alike in them (a span under a tenth read "0:20 to 0:20").
+        digits = next((d for d in (1, 2) if clock_time(self.start_s, d) != clock_time(self.end_s, d)), 3)
+        return f"{clock_time(self.start_s, digits)} to {clock_time(self.end_s, digits)}"
 
 
 class VideoResult(ScoringTerms):

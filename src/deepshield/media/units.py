@@ -36,11 +36,13 @@ def parse_clock_time(text: str) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
-def clock_time(seconds: float) -> str:
-    """A time in a video as parse_clock_time reads it back: `0:07.5`, `1:35`, `1:02:03` (tenths when not whole)."""
-    tenths = int(seconds * 10 + 0.5)  # half up: 0.45 s reads 0:00.5, not 0:00.4
-    whole, tenth = divmod(tenths, 10)
+def clock_time(seconds: float, digits: int = 1) -> str:
+    """A time in a video as parse_clock_time reads it back: `0:07.5`, `1:35`, `1:02:03` (to `digits` places of
+    a second when not whole: tenths by default)."""
+    units = 10**digits
+    ticks = int(seconds * units + 0.5)  # half up: 0.45 s reads 0:00.5, not 0:00.4
+    whole, fraction = divmod(ticks, units)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-    return f"{text}.{tenth}" if tenth else text
+    return f"{text}.{fraction:0{digits}d}".rstrip("0") if fraction else text
