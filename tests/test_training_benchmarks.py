@@ -3,6 +3,7 @@ logged, used to pick the exported epoch and to rank search trials; never overlap
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -318,6 +319,27 @@ def test_a_real_media_threshold_keeps_a_band_near_it():
         assert (
             f"at most {said} of each set" in fit_calibration(labels, logits, bench_reals, target_fpr=target).fitted_on
         )
+
+
+def test_a_real_media_target_that_no_threshold_meets_is_said_in_the_card_and_the_log(caplog):
+    # Real files scored at the top of the scale: no threshold below 1 flags at most 5% of them. Training's
+    # export wrote a card claiming the target with 4 of 20 flagged; calibrate refuses such a fit.
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(200)]
+    logits = np.r_[rng.normal(-2, 1, 200), rng.normal(2, 1, 200)]
+    saturated = np.r_[np.full(4, 60.0), rng.normal(-2, 1, 16)]
+    bench_reals = {"talking-heads": [(np.zeros(1, np.int64), np.array([logit]), 1) for logit in saturated]}
+    with caplog.at_level(logging.WARNING, logger="deepshield.training.export"):
+        fitted = fit_calibration(labels, logits, bench_reals, target_fpr=0.05)
+    assert fitted.real_fpr["talking-heads"] == 0.2
+    assert fitted.fitted_on.endswith(
+        f"; the target is missed: at {fitted.threshold:.4f} it flags talking-heads 4 of 20 (20.0%)"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no threshold flags at most 5% of each set of real media: {fitted.fitted_on}"
+    ]
+    kept = fit_calibration(labels, logits, {"talking-heads": bench_reals["talking-heads"][4:]}, target_fpr=0.05)
+    assert "missed" not in kept.fitted_on
 
 
 def test_a_probability_scale_on_real_media_keeps_the_validation_cut():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +134,18 @@ def fit_threshold_each(real_score_sets: Iterable[np.ndarray], target_fpr: float)
     """The lowest threshold whose false-positive rate is <= target_fpr in every one of these sets of real
     scores (one per source): pooled, a large set's rate could hide a small one's far above the target."""
     return max(fit_threshold(np.zeros(scores.size), scores, target_fpr) for scores in real_score_sets)
+
+
+def sets_over_target(real_score_sets: Mapping[str, np.ndarray], threshold: float, target_fpr: float) -> str | None:
+    """The sets of real scores of which `threshold` flags more than `target_fpr` allows (counted as
+    fit_threshold counts), in words (`dfdc 3 of 15 (20.0%)`); None when every set keeps to it. Reals scored
+    at the top of the scale (saturated probabilities) leave no threshold below 1 that keeps to it."""
+    missed = [
+        f"{name} {flagged} of {scores.size} ({flagged / scores.size:.1%})"
+        for name, scores in real_score_sets.items()
+        if scores.size and (flagged := int((scores >= threshold).sum())) > math.floor(target_fpr * scores.size + 1e-9)
+    ]
+    return ", ".join(missed) or None
 
 
 # How much balanced accuracy a threshold inside the inconclusive band may give up against the fitted

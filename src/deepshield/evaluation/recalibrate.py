@@ -59,6 +59,7 @@ from deepshield.evaluation.calibration import (
     fit_temperature,
     fit_threshold,
     fit_threshold_each,
+    sets_over_target,
     sigmoid,
 )
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
@@ -278,18 +279,11 @@ def _refuse_missed_target(scored: ScoredSet, files: LevelData, threshold: float,
     """Refuse a threshold that flags more of a source's real files than the target: where reals score at the
     top of the scale (saturated probabilities), no threshold below 1 leaves them out, and the card claimed
     FPR <= 0.05 over each source with 20% of one flagged at a threshold of 1.0."""
-    missed = {
-        source: (int((scores >= threshold).sum()), scores.size)
-        for source, scores in _real_scores_by_source(scored, files).items()
-        if (scores >= threshold).sum() > math.floor(target_fpr * scores.size + 1e-9)  # as fit_threshold counts
-    }
+    missed = sets_over_target(_real_scores_by_source(scored, files), threshold, target_fpr)
     if missed:
-        rates = ", ".join(
-            f"{source} {flagged} of {count} ({flagged / count:.1%})" for source, (flagged, count) in missed.items()
-        )
         raise DeepShieldError(
             f"no threshold flags at most {target_fpr:g} of each source's real files: at {threshold:.4f} it flags "
-            f"{rates}, real files scored at the top of the scale; fit --balanced, or refit the scale (without "
+            f"{missed}, real files scored at the top of the scale; fit --balanced, or refit the scale (without "
             "--keep-temperature, or with --fit-offset)"
         )
 

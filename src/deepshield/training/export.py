@@ -3,6 +3,7 @@ threshold on it too or, with export.threshold_fpr, for a stated false-positive r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from deepshield.evaluation.calibration import (
     fit_temperature,
     fit_threshold,
     fit_threshold_each,
+    sets_over_target,
 )
 from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.recalibrate import (
@@ -48,6 +50,8 @@ from deepshield.training.synthetic import ScoredChecks
 RealFileFaces = tuple[np.ndarray, np.ndarray, int]
 # One benchmark's clean faces: (label per face, logit per face).
 BenchmarkFaces = tuple[np.ndarray, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 def real_file_faces(scored: ScoredSet) -> list[RealFileFaces]:
@@ -185,6 +189,10 @@ def fit_calibration(
         fitted_on += real_media.how(refitted)
         scale, reals = refitted, refitted_reals
     real_fpr = {name: float((scores >= threshold).mean()) for name, scores in reals.items()}
+    if target_fpr is not None and (missed := sets_over_target(reals, threshold, target_fpr)):
+        # Not refused, as calibrate refuses: a run's end is no place to lose it. Its card and its log say so.
+        fitted_on += f"; the target is missed: at {threshold:.4f} it flags {missed}"
+        log.warning("no threshold flags at most %g%% of each set of real media: %s", target_fpr * 100, fitted_on)
     return FittedCalibration(
         temperature=scale.temperature,
         threshold=threshold,
