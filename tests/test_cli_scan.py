@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -206,6 +207,33 @@ def test_a_bad_file_is_an_error_row_and_the_scan_goes_on(capsys, media, tiny_bun
     # a file that could be read is named by its bytes even when it could not be analysed
     assert rows[0]["sha256"] == hashlib.sha256(broken.read_bytes()).hexdigest()
     assert rows[2]["sha256"] == hashlib.sha256(b"hello").hexdigest() and "sha256" not in rows[3]
+
+
+def test_a_folder_that_cannot_be_read_is_a_row_of_its_own(capsys, tiny_bundle, tmp_path, monkeypatch):
+    # Its files were left out without a word (a recursive scan), or the scan ended in a traceback (the
+    # folder named). Permission is refused by patching: the tests may run as root, whom chmod does not stop.
+    root = tmp_path / "tree"
+    save_image(root / "a.png", np.full((64, 64, 3), 128, np.uint8))
+    locked = root / "locked"
+    save_image(locked / "b.png", np.full((64, 64, 3), 128, np.uint8))
+
+    def refusing(listing):
+        def listed(path=".", *args):
+            if Path(path) == locked:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return listing(path, *args)
+
+        return listed
+
+    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
+    said = "a folder that cannot be read (Permission denied): its files were left out"
+    for named in (["-r", str(root)], [str(locked)]):
+        code, out, _ = scan(capsys, *named, "--model", str(tiny_bundle), "--format", "json")
+        rows = {Path(row["path"]).name: row for row in json.loads(out)}
+        assert code == EXIT_SOME_FAILED, named
+        assert rows["locked"]["status"] == "error" and rows["locked"]["error"] == said
+        assert set(rows) == ({"a.png", "locked"} if "-r" in named else {"locked"})
 
 
 def test_no_media_found_is_said_and_is_not_a_failure(capsys, tmp_path, tiny_bundle):

@@ -3,8 +3,11 @@ clear error, and videos are sampled as specified."""
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import random
+import re
 import struct
 import time
 import zlib
@@ -309,6 +312,30 @@ def test_a_jpeg_with_restart_markers_missing_its_end_marker_stays_refused(astron
     assert b"\xff\xdd" in data
     with pytest.raises(CorruptMediaError, match="corrupt or truncated image"):
         load_image(data[:-2])
+
+
+def test_a_folder_that_cannot_be_listed_stops_a_dataset_read_and_is_named(tmp_path, monkeypatch):
+    # Its files were left out without a word: an evaluation whose fake/ could not be read said "all 2 files
+    # are real". Refused by patching: the tests may run as root, whom chmod does not stop.
+    from deepshield.data.sources import read_folders
+    from deepshield.media.files import files_under
+
+    for name in ("real/a.jpg", "fake/b.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if Path(path) == tmp_path / "fake":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    said = rf"cannot read the folder {re.escape(str(tmp_path / 'fake'))} \(Permission denied\): its files would be left out"
+    with pytest.raises(DeepShieldError, match=said):
+        list(read_folders(tmp_path, "set"))
+    left: list[Path] = []
+    assert [p.name for p in files_under(tmp_path, left.append)] == ["a.jpg"] and left == [tmp_path / "fake"]
 
 
 def test_truncated_png_is_corrupt(astronaut):

@@ -75,8 +75,17 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            # Recursively through linked folders too (files_under): Path.glob("**/*") follows none.
-            entries = files_under(path) if recursive else (p for p in path.iterdir() if not p.is_dir())
+            # A folder that cannot be listed is kept as an entry: its row says its files were left out (they
+            # were, without a word; or the scan ended in a traceback).
+            unreadable: list[Path] = []
+            try:
+                # Recursively through linked folders too (files_under): Path.glob("**/*") follows none.
+                entries = list(
+                    files_under(path, unreadable.append) if recursive else (p for p in path.iterdir() if not p.is_dir())
+                )
+            except OSError:
+                entries, unreadable = [], [path]
+            files.extend(unreadable)
             files.extend(
                 sorted(
                     p

@@ -7,7 +7,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +36,12 @@ def check_media_file(path: Path) -> int:
         if exc.errno == errno.EACCES:
             raise DeepShieldError("permission denied") from None
         raise DeepShieldError(f"cannot read the file ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:  # named by a scan that could not list it: its files are not in the results
+            raise DeepShieldError(f"a folder that cannot be read ({exc.strerror}): its files were left out") from None
     for is_kind, name in _SPECIAL_KINDS:
         if is_kind(info.st_mode):
             raise DeepShieldError(f"not a regular file: {name}")
@@ -115,13 +121,24 @@ def real_path(path: Path | str) -> Path:
     return Path(os.path.realpath(path))
 
 
-def files_under(root: Path) -> Iterator[Path]:
+def files_under(root: Path, unreadable: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Every file under `root`, hidden ones aside, through linked folders too, each real folder once.
     (Path.rglob follows no linked folder: a `real/` linked to where the photos live gave no file and no
     error, and the dataset became all fakes.) Entries that are no regular file (a broken link, a FIFO)
-    come too, for the caller to say what each is (check_media_file): they vanished without a word."""
+    come too, for the caller to say what each is (check_media_file): they vanished without a word. A
+    folder that cannot be listed is given to `unreadable`; without one, it is an error: its files were
+    left out without a word (an evaluation of a set whose fake/ was unreadable reported all files real)."""
+
+    def cannot_list(exc: OSError) -> None:
+        folder = Path(exc.filename)
+        if unreadable is None:
+            raise DeepShieldError(
+                f"cannot read the folder {shown_name(str(folder))} ({exc.strerror}): its files would be left out"
+            )
+        unreadable(folder)
+
     seen: set[Path] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    for folder, subfolders, names in os.walk(root, onerror=cannot_list, followlinks=True):
         real = Path(folder).resolve()
         if real in seen:  # a link back up the tree
             subfolders[:] = []
