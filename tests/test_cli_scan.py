@@ -236,6 +236,76 @@ def test_a_folder_that_cannot_be_read_is_a_row_of_its_own(capsys, tiny_bundle, t
         assert set(rows) == ({"a.png", "locked"} if "-r" in named else {"locked"})
 
 
+def test_outputs_never_take_an_input_files_place(capsys, tiny_bundle, tmp_path):
+    folder = tmp_path / "photos"
+    for name in ("a.png", "b.png"):
+        save_image(folder / name, np.full((64, 64, 3), 128, np.uint8))
+    photo = (folder / "a.png").read_bytes()
+    for flag, extra in (("--out", ["--format", "csv"]), ("--html", [])):
+        code, _, err = scan(capsys, str(folder), "--model", str(tiny_bundle), *extra, flag, str(folder / "a.png"))
+        # The photo was scanned, then its rows (or the page) written over it.
+        assert code == EXIT_USAGE and f"{flag} {folder / 'a.png'} is one of the files to scan" in err, err
+        assert (folder / "a.png").read_bytes() == photo
+    # A dangling link as --out is written through, as a shell's redirection would: the check's trial file
+    # took the link's place, and an empty file was left where it pointed.
+    (tmp_path / "rows.csv").symlink_to(tmp_path / "elsewhere.csv")
+    code, _, _ = scan(
+        capsys, str(folder), "--model", str(tiny_bundle), "--format", "csv", "--out", str(tmp_path / "rows.csv")
+    )
+    assert code == EXIT_OK and (tmp_path / "rows.csv").is_symlink()
+    assert len((tmp_path / "elsewhere.csv").read_text().splitlines()) == 3
+
+
+def test_names_a_spreadsheet_would_run_are_written_as_text_and_read_back_as_they_were(
+    capsys, tiny_bundle, tmp_path, monkeypatch
+):
+    # A spreadsheet opening the rows ran "=HYPERLINK(...).png" as a formula; the page's list already wrote it
+    # after a quote.
+    names = ["=HYPERLINK(x).png", "-x.png", "'quoted.png", "@SUM(A1).png", "plain.png"]
+    for name in names:
+        save_image(tmp_path / "photos" / name, np.full((64, 64, 3), 128, np.uint8))
+    monkeypatch.chdir(tmp_path / "photos")
+    out = tmp_path / "rows.csv"
+    assert scan(capsys, ".", "--model", str(tiny_bundle), "--format", "csv", "--out", str(out))[0] == EXIT_OK
+    cells = sorted(row["path"] for row in csv.DictReader(out.open(newline="")))
+    assert cells == ["''quoted.png", "'-x.png", "'=HYPERLINK(x).png", "'@SUM(A1).png", "plain.png"]
+    # --resume reads each name back as it is: none is scanned again.
+    code, _, err = scan(capsys, ".", "--model", str(tiny_bundle), "--format", "csv", "--out", str(out), "--resume")
+    assert code == EXIT_OK and "5 files already in" in err and ", 0 to scan" in err, err
+    assert len(out.read_text().splitlines()) == 6
+
+
+def test_long_file_names_neither_end_the_scan_nor_empty_its_output(capsys, media, tiny_bundle, tmp_path, monkeypatch):
+    # A 250-byte name is a file system's own; "<stem>_face0.png" beside it was not, and the scan ended.
+    long = tmp_path / ("L" * 246 + ".jpg")
+    shutil.copy(media / "astronaut.jpg", long)
+    heatmaps = tmp_path / "heatmaps"
+    code, _, _ = scan(capsys, str(long), "--model", str(tiny_bundle), "--format", "csv", "--heatmaps", str(heatmaps))
+    (written,) = heatmaps.iterdir()
+    assert code == EXIT_OK and written.name.startswith("L" * 200) and written.name.endswith("_face0.png")
+    assert len(written.name) == 255 and "~" in written.name
+    # A heatmap that cannot be written (a full disk) is said; the rows go on.
+    import deepshield.cli.scan as scan_cli
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scan_cli, "write_heatmaps", full_disk)
+    code, out, err = scan(
+        capsys, str(long), "--model", str(tiny_bundle), "--format", "csv", "--heatmaps", str(heatmaps)
+    )
+    assert code == EXIT_OK and len(out.splitlines()) == 2
+    assert "were not written: No space left on device" in err
+    # An --out whose settings file's name is too long: refused before the rows it held were emptied.
+    out_file = tmp_path / ("R" * 245 + ".csv")
+    out_file.write_text("keep\n")
+    code, _, err = scan(
+        capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "csv", "--out", str(out_file)
+    )
+    assert code != EXIT_OK and "the scan's settings cannot be written beside it" in err, err
+    assert out_file.read_text() == "keep\n"
+
+
 def test_no_media_found_is_said_and_is_not_a_failure(capsys, tmp_path, tiny_bundle):
     # A listing of new files is empty on a quiet day: a cron job's scan of it has not failed.
     (tmp_path / "readme.txt").write_text("nothing to scan")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -153,7 +154,9 @@ def check_output_file(path: Path, flag: str) -> None:
     except OSError as exc:
         raise DeepShieldError(f"{flag} {path} cannot be written: {exc.strerror or exc}") from None
     if not existed:
-        path.unlink()
+        # Through a dangling link, the file made is where it points: removing the link itself left that empty
+        # file, and no link. (realpath: a link loop does not raise.)
+        (Path(os.path.realpath(path)) if path.is_symlink() else path).unlink()
 
 
 def _refuse_a_file_above(path: Path, flag: str) -> None:

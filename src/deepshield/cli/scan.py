@@ -154,12 +154,26 @@ def _json_row(row) -> dict:
     return {name: value for name, value in row.model_dump(mode="json").items() if value is not None}
 
 
+# A spreadsheet runs a cell that starts so as a formula: a file named "=HYPERLINK(...).jpg" would run. Such text
+# is written after a quote, as the page's list writes it; text starting with a quote gets one more, so that
+# --resume reads every name back as it was.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _as_text_cell(value):
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
+def _from_text_cell(text: str | None) -> str | None:
+    return text[1:] if text and text.startswith("'") else text
+
+
 def render_row(row, fmt: str) -> str:
     """One row of a streamed format (jsonl, csv), with its newline."""
     if fmt == "jsonl":
         return json.dumps(_json_row(row), separators=(",", ":")) + "\n"
     buffer = io.StringIO()
-    csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS).writerow(_summary(row))
+    csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS).writerow({k: _as_text_cell(v) for k, v in _summary(row).items()})
     return buffer.getvalue()
 
 
@@ -207,7 +221,8 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for record in reader:
             try:  # a line that is no row was a pydantic traceback, read as "some files failed"
-                done[record["path"]] = ScanRow.model_validate({k: v or None for k, v in record.items()})
+                row = ScanRow.model_validate({k: _from_text_cell(v) or None for k, v in record.items()})
+                done[row.path] = row
             except (ValueError, TypeError):
                 raise not_a_row(f"line {reader.line_num}") from None
     else:
@@ -376,6 +391,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.heatmaps, "--heatmaps")
     paths = list(args.paths) + ([] if args.files_from is None else listed_paths(args.files_from))
     files = collect_files(paths, args.recursive, args.heatmaps)
+    scanned = {file_key(path) for path in files}
+    for path, flag in ((args.out, "--out"), (args.html, "--html")):
+        if path is not None and file_key(path) in scanned:  # it was scanned, then written over
+            raise DeepShieldError(f"{flag} {path} is one of the files to scan: name another file for the output")
     manipulation = ScoreRule.from_calibration(card.calibration, args.threshold)
     threshold = manipulation.threshold
     settings = ScanSettings(
@@ -443,10 +462,12 @@ def run(args: argparse.Namespace) -> int:
             if files or args.watch
             else None
         )
+        if args.format in STREAMED_FORMATS and out_is_file and not kept_settings:
+            # An older scan's resumed output is checked from now on. Before --out is opened: settings that
+            # could not be written (a name too long for them) left it emptied, nothing scanned.
+            settings.write_beside(args.out)
         # Opened once the engine is: an engine that failed to start (a Ray cluster out of reach) emptied it.
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
-        if stream is not None and out_is_file and not kept_settings:
-            settings.write_beside(args.out)  # an older scan's resumed output is checked from now on
 
         def scan_all(batch: list[Path]) -> None:
             assert engine is not None, "an engine is opened when there are files or a watch"
@@ -456,7 +477,14 @@ def run(args: argparse.Namespace) -> int:
                     # read this run's rows from the first one's folder, and scanned their files again).
                     row = row.model_copy(update={"path": _rebased(row.path, earlier_folder)})
                 if args.heatmaps is not None and row.status == "ok":
-                    write_heatmaps(row, args.heatmaps, copies)
+                    try:
+                        write_heatmaps(row, args.heatmaps, copies)
+                    except OSError as exc:  # a full disk, say: the file's row, and the other files, go on
+                        print(
+                            f"deepshield scan: the heatmaps of {shown_name(row.path)} were not written: "
+                            f"{exc.strerror or exc}",
+                            file=sys.stderr,
+                        )
                 if page is not None:
                     page.add(row)
                 statuses.append(row.status)
@@ -525,8 +553,16 @@ class ScanSettings(StrictModel):
 
     def write_beside(self, out: Path) -> None:
         from deepshield.data.layout import atomic_write_text
+        from deepshield.errors import DeepShieldError
 
-        atomic_write_text(self.path_beside(out), self.model_dump_json(indent=2) + "\n")
+        beside = self.path_beside(out)
+        try:
+            atomic_write_text(beside, self.model_dump_json(indent=2) + "\n")
+        except OSError as exc:
+            raise DeepShieldError(
+                f"--out {out}: the scan's settings cannot be written beside it as {beside.name} ({exc.strerror or exc}): "
+                "name a shorter --out, or one in a folder that can be written"
+            ) from None
 
     def continued(self, out: Path) -> Path:
         """The folder the rows of the scan --resume continues name their files from, once its settings are

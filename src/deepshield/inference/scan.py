@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
-from deepshield.media.files import Signature, file_sha256, file_signature, files_under
+from deepshield.media.files import NAME_BYTES, Signature, file_sha256, file_signature, files_under
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -46,8 +47,21 @@ def heatmap_name(stem: str, what: Literal["face", "track"], number: int, copy: i
     """The name of a scan's heatmap PNG (`scan --heatmaps`): `<file stem>_face<index>.png` or `_track<id>.png`,
     `-<copy>` before `.png` for the second and later files of one stem. Read from the end, no two files'
     names meet: `<stem>-2` as a stem's second copy was another file's own stem (a-2.jpg), whose heatmaps
-    then went by a third name while a-2_face0.png showed another a.jpg's face."""
-    return f"{stem}_{what}{number}{'' if copy == 1 else f'-{copy}'}.png"
+    then went by a third name while a-2_face0.png showed another a.jpg's face. A stem too long for a file name
+    beside that ending (255 bytes) is cut, and a digest of it whole added: the write failed and ended the scan."""
+    ending = f"_{what}{number}{'' if copy == 1 else f'-{copy}'}.png"
+    whole = stem.encode("utf-8", NAME_BYTES)
+    room = _MAX_NAME_BYTES - len(ending)
+    if len(whole) > room:
+        digest = "~" + hashlib.sha256(whole).hexdigest()[:12]
+        kept = whole[: room - len(digest)].decode("utf-8", NAME_BYTES)
+        while not stem.startswith(kept):  # a character cut in two: its first bytes alone are left out
+            kept = kept[:-1]
+        stem = kept + digest
+    return stem + ending
+
+
+_MAX_NAME_BYTES = 255  # a file name's bound on Linux, macOS and Windows file systems
 
 
 _HEATMAP_NAME = re.compile(r".+_(?:face|track)\d+(?:-\d+)?\.png")
