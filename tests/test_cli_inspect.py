@@ -108,6 +108,20 @@ def test_a_files_own_text_cannot_write_lines_or_escape_codes_to_the_terminal(cap
     assert not any(line.startswith("fake") for line in out.splitlines())
 
 
+def test_a_files_name_is_one_line_however_it_is_spelled(capsys, astronaut, tmp_path):
+    # A newline in a name began a line of its own, which could pass for another file's.
+    photo = photo_with_exif(astronaut)
+    (tmp_path / "a\nfake.jpg: trusted").write_bytes(photo)
+    (tmp_path / "missing\r.jpg").symlink_to(tmp_path / "nowhere")
+    assert (
+        main(["inspect", str(tmp_path / "a\nfake.jpg: trusted"), str(tmp_path / "missing\r.jpg")]) == EXIT_SOME_FAILED
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path}/a\\nfake.jpg: trusted (image, SHA-256 ")
+    assert lines[-1] == f"{tmp_path}/missing\\r.jpg: broken symbolic link"
+    assert not any(line.startswith("fake") for line in lines)
+
+
 def test_a_video_whose_header_is_damaged_is_named_and_the_next_file_still_read(capsys, astronaut, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, i, axis=1) for i in range(3)])
     damaged = tmp_path / "damaged.mp4"  # its media information box renamed: the stream keeps no codec

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         except DeepShieldError as exc:
             failed = True  # a file that could be read is named by its bytes even so, as scan's rows name it
             row = {"path": str(path), "error": str(exc)} | ({"sha256": sha256} if sha256 else {})
-            print(json.dumps(row) if args.json else f"{path}: {exc}")
+            print(json.dumps(row) if args.json else f"{_one_line(path)}: {exc}")
             continue
         read = video_metadata if kind is MediaKind.VIDEO else image_metadata
         metadata = read(path, anchors)
@@ -61,6 +61,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(describe(path, kind.value, sha256, metadata, undecodable))
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _one_line(path: Path) -> str:
+    """A file's name on one line, as scan's table shows it: a newline in it escaped, bytes that are not UTF-8
+    as \\xff (a newline in a name began a line of its own, which could pass for another file's)."""
+    from deepshield.cli.columns import shown
+    from deepshield.media.files import shown_name
+
+    return shown(shown_name(str(path)))
 
 
 def media_problem(path: Path, kind) -> str | None:
@@ -81,7 +90,7 @@ def media_problem(path: Path, kind) -> str | None:
 
 
 def describe(path: Path, kind: str, sha256: str, metadata, undecodable: str | None = None) -> str:
-    lines = [f"{path} ({kind}, SHA-256 {sha256})"]
+    lines = [f"{_one_line(path)} ({kind}, SHA-256 {sha256})"]
     if undecodable:
         lines.append(f"  not readable as {kind}: {undecodable}")
     facts = [
