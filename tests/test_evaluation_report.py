@@ -802,13 +802,13 @@ def test_a_report_written_over_an_earlier_one_keeps_none_of_its_images(folder_da
 
 
 def test_entries_left_out_are_said_with_their_reasons(folder_dataset, tiny_bundle, tmp_path):
-    """A listing that cannot be read at all (neither UTF-8 nor Windows-1252) was "1 entries have no usable
-    label", its reason only in the log."""
+    """A listing that cannot be read at all (UTF-16, not guessed at) was "1 entries have no usable label", its
+    reason only in the log."""
     from deepshield.evaluation.scoring import open_labelled_set
     from deepshield.faces.crop import CropPolicy
 
     latin = tmp_path / "latin.csv"
-    latin.write_bytes(b"path,label\ncaf\x81\x8d.jpg,real\n")  # bytes no code page of the two defines
+    latin.write_bytes("path,label\ncafé.jpg,real\n".encode("utf-16"))
     said: list[str] = []
     open_labelled_set([folder_dataset, latin], CropPolicy(size=64), frames=1, progress=False, warn=said.append)
     (warning,) = said

@@ -477,6 +477,22 @@ def test_a_csv_saved_by_a_windows_spreadsheet_is_read(tmp_path: Path):
     assert problem.reason.startswith("unreadable CSV: 'utf-8' codec can't decode")
 
 
+def test_one_name_not_utf8_leaves_the_other_names_of_a_utf8_csv_as_they_are(tmp_path: Path):
+    # one stray byte sent the whole file to Windows-1252: café.jpg was read as cafÃ©.jpg and said missing
+    os.makedirs(tmp_path / "weird")
+    for name in ("café.jpg".encode(), b"\xff.jpg", b"caf\x81.jpg"):
+        (tmp_path / "weird" / os.fsdecode(name)).write_bytes(b"")
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(b"path,label\nweird/caf\xc3\xa9.jpg,real\nweird/\xff.jpg,fake\n")
+    items = list(read_source(listing, "csv"))
+    assert [os.fsencode(item.path.name) for item in items] == ["café.jpg".encode(), b"\xff.jpg"]
+    assert all(item.path.is_file() for item in items)
+    # bytes Windows-1252 does not define either are a name's own bytes, as Linux names the file
+    listing.write_bytes(b"path,label\nweird/caf\x81.jpg,real\n")
+    (item,) = list(read_source(listing, "csv"))
+    assert item.path.is_file()
+
+
 def test_several_sources_in_one_dataset(tmp_path: Path, small):
     write_png(tmp_path / "studio" / "real" / "a.png", variant(small, 1))
     write_png(tmp_path / "web" / "fake" / "a.png", variant(small, 2))

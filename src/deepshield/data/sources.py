@@ -19,6 +19,7 @@ metadata.json, a file outside any real/fake folder) comes out as a SourceProblem
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -31,7 +32,7 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
-from deepshield.media.files import files_under, real_path
+from deepshield.media.files import NAME_BYTES, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 
 # The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
@@ -317,20 +318,25 @@ def _header_line(lines: Sequence[str]) -> int:
 
 
 def _csv_text(path: Path) -> str:
-    """A CSV's text: UTF-8 (with or without a BOM), else Windows-1252, as spreadsheets on Windows save a CSV
-    (a name like café.jpg there was a decoding error that left the whole listing out). A UTF-16 file (NUL
-    bytes) is not guessed at: its decoding error is the reason given."""
+    """A CSV's text: UTF-8 (with or without a BOM), a name that is not UTF-8 kept as its bytes (NAME_BYTES,
+    as Linux names the file and `scan` writes it); Windows-1252 only for a file with no UTF-8 beyond ASCII
+    that decodes as it, as spreadsheets on Windows save a CSV (café.jpg there was a decoding error that left
+    the whole listing out). One stray byte sent the whole file to Windows-1252, every other name with it
+    mis-read and said missing. A UTF-16 file (NUL bytes) is not guessed at: its decoding error is the reason."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         if b"\x00" in data:
             raise
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
-        raise
+    text = data.decode("utf-8-sig", NAME_BYTES)
+    # a valid UTF-8 sequence beyond ASCII (not a kept byte, U+DC80-U+DCFF) says the file is UTF-8
+    if data.startswith(codecs.BOM_UTF8) or any(c > "\x7f" and not "\udc80" <= c <= "\udcff" for c in text):
+        return text
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:  # bytes Windows-1252 does not define either: a name's own bytes
+        return text
 
 
 def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
