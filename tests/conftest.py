@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -203,3 +205,44 @@ def absolute_paths_in(bundle: Path) -> list[str]:
     """The absolute paths a bundle's card and README hold (the project's rule: none, no machine's folder)."""
     texts = [(bundle / name).read_text() for name in ("model_card.json", "README.md") if (bundle / name).exists()]
     return [found for text in texts for found in ABSOLUTE_PATH.findall(text)]
+
+
+def _denied(path: object) -> PermissionError:
+    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+
+def deny_reading(monkeypatch, *files: Path) -> None:
+    """Opening `files` fails as a file without read permission does (chmod is no test here: root ignores it)."""
+    denied = {os.path.abspath(path) for path in files}
+    real_open = io.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(file)) in denied:
+            raise _denied(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded)
+    monkeypatch.setattr("io.open", guarded)  # Path.open, read_text and read_bytes
+
+
+def deny_listing(monkeypatch, folder: Path) -> None:
+    """`folder` as one without read and search permission (mode 000): not listed, nothing inside it stat'ed."""
+    folder = Path(os.path.abspath(folder))
+    real_stat, real_scandir, real_listdir = os.stat, os.scandir, os.listdir
+
+    def stat(path, *args, **kwargs):
+        if isinstance(path, (str, bytes, os.PathLike)) and folder in Path(os.path.abspath(os.fsdecode(path))).parents:
+            raise _denied(path)
+        return real_stat(path, *args, **kwargs)
+
+    def listing(real):
+        def guarded(path=".", *args, **kwargs):
+            if isinstance(path, (str, bytes, os.PathLike)) and Path(os.path.abspath(os.fsdecode(path))) == folder:
+                raise _denied(path)
+            return real(path, *args, **kwargs)
+
+        return guarded
+
+    monkeypatch.setattr("os.stat", stat)
+    monkeypatch.setattr("os.scandir", listing(real_scandir))
+    monkeypatch.setattr("os.listdir", listing(real_listdir))

@@ -645,6 +645,17 @@ def test_files_can_be_listed_in_a_file_or_on_standard_input(capsys, media, tiny_
     assert code == EXIT_USAGE and "cannot read the list of files" in err and "no-list.txt" in err
 
 
+def test_a_list_of_files_too_long_to_be_one_is_refused(capsys, tiny_bundle, tmp_path):
+    # read whole: --files-from /dev/zero ran out of memory
+    listing = tmp_path / "not-a-list"
+    with open(listing, "wb") as handle:
+        handle.truncate(50_000_001)  # sparse: NUL bytes, a line no longer than /dev/zero's
+    code, out, err = scan(capsys, "--files-from", str(listing), "--model", str(tiny_bundle))
+    assert code == EXIT_USAGE and out == ""
+    (line,) = err.strip().splitlines()
+    assert f"the list of files {listing} is over 50,000,000 characters long" in line
+
+
 def test_a_scan_ends_with_its_outcomes_on_stderr(capsys, media, tiny_bundle, tmp_path):
     out = tmp_path / "rows.csv"
     files = [str(media / "blank.png"), str(tmp_path / "gone.jpg"), str(media / "astronaut.jpg")]

@@ -31,6 +31,7 @@ from deepshield.data.prepare import prepare_dataset
 from deepshield.data.stats import compute_stats
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
+from tests.conftest import deny_reading
 
 SETTINGS = ExtractSettings(frames=1, policy=CropPolicy(size=64))
 
@@ -293,6 +294,31 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
 def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
     assert main(["dataset", "balance", str(tmp_path), "--downsample"]) == 2
     assert "run `deepshield prepare` first" in capsys.readouterr().err
+
+
+def test_a_dataset_file_that_cannot_be_read_is_said_in_one_line(
+    biased: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch, capsys
+):
+    # permission denied on manifest.csv or dataset.json was a PermissionError traceback
+    layout = DatasetLayout(biased)
+    evaluate = ["evaluate", str(biased), "--model", str(tiny_bundle), "--out", str(tmp_path / "report")]
+    for denied, command in (
+        (layout.manifest, ["dataset", "stats", str(biased)]),
+        (layout.errors, ["dataset", "stats", str(biased)]),
+        (layout.info, ["dataset", "balance", str(biased), "--downsample"]),
+        (layout.info, [*evaluate, "--no-progress"]),
+        (layout.manifest, [*evaluate, "--no-progress"]),
+    ):
+        with monkeypatch.context() as patched:
+            deny_reading(patched, denied)
+            assert main(command) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.endswith(f"{denied}: cannot be read (Permission denied)")
+    for read in (read_manifest, read_info, read_errors):
+        with monkeypatch.context() as patched:
+            deny_reading(patched, layout.manifest, layout.info, layout.errors)
+            with pytest.raises(ManifestError, match=r"cannot be read \(Permission denied\)"):
+                read(biased)
 
 
 def test_add_real_after_synth_fakes_and_downsample_adds_nothing_twice(tmp_path: Path, small):

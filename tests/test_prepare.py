@@ -28,7 +28,7 @@ from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.media.images import encode_png
-from tests.conftest import write_video
+from tests.conftest import deny_listing, write_video
 
 SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
 
@@ -590,6 +590,16 @@ def test_cli_prepare(tmp_path: Path, small, capsys):
     assert read_info(tmp_path / "ds").crop_policy == CropPolicy(size=48, scale=2.0)
     assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--crop-size", "8"]) == 2
     assert "crop policy" in capsys.readouterr().err
+
+
+def test_prepare_of_a_folder_it_cannot_read_says_so(tmp_path: Path, monkeypatch, capsys):
+    # probing the folder for FaceForensics++'s original_sequences/ was a PermissionError traceback
+    locked = tmp_path / "locked"
+    (locked / "real").mkdir(parents=True)
+    deny_listing(monkeypatch, locked)
+    assert main(["prepare", str(locked), "--out", str(tmp_path / "ds")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"{locked}: cannot read the folder (Permission denied)")
 
 
 def test_cli_prepare_lists_missing_apart_from_unreadable_and_warns_of_empty_splits(tmp_path: Path, small, capsys):

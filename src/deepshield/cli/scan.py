@@ -650,15 +650,26 @@ def outcome_line(outcomes: collections.Counter[str]) -> str:
     return f"{total} file{'s' if total != 1 else ''} scanned: " + ", ".join(parts)
 
 
+# Names are short: 50 million characters hold hundreds of thousands of them. Read whole, a list of
+# --files-from /dev/zero ran out of memory.
+LIST_LIMIT_CHARACTERS = 50_000_000
+
+
 def listed_paths(source: str) -> list[Path]:
     """The paths a --files-from list names, one per line (line ends only are stripped: a name may hold
     spaces), blank lines skipped; '-' reads them from standard input."""
     from deepshield.errors import DeepShieldError
 
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        with contextlib.nullcontext(sys.stdin) if source == "-" else open(source, encoding="utf-8") as stream:
+            text = stream.read(LIST_LIMIT_CHARACTERS + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise DeepShieldError(f"cannot read the list of files {source}: {exc}") from None
+    if len(text) > LIST_LIMIT_CHARACTERS:
+        raise DeepShieldError(
+            f"the list of files {source} is over {LIST_LIMIT_CHARACTERS:,} characters long: "
+            "is it a list of file names, one a line?"
+        )
     return [Path(line) for line in text.splitlines() if line.strip()]
 
 

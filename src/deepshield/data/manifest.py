@@ -235,12 +235,19 @@ def finish_step(dataset_dir: Path | str) -> str | None:
     return f"{'finished' if done else 'undid'} an interrupted step: {note['entry']}"
 
 
+def _unreadable(path: Path, exc: OSError) -> ManifestError:
+    """A dataset file that is there but cannot be read (permission denied, a folder): it was a traceback."""
+    return ManifestError(f"{path}: cannot be read ({exc.strerror or exc})")
+
+
 def read_manifest_file(path: Path) -> list[CropRecord]:
     try:
         with open(path, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
             return [CropRecord.from_row(row) for row in csv.DictReader(handle)]
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no manifest here (run `deepshield prepare` first)") from exc
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ManifestError(f"{path}: malformed manifest ({exc})") from exc
 
@@ -254,8 +261,11 @@ def read_errors(dataset_dir: Path | str) -> list[ErrorRecord]:
     path = DatasetLayout(dataset_dir).errors
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
-        return [ErrorRecord.from_row(row) for row in csv.DictReader(handle)]
+    try:
+        with open(path, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
+            return [ErrorRecord.from_row(row) for row in csv.DictReader(handle)]
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_info(dataset_dir: Path | str) -> DatasetInfo:
@@ -264,6 +274,8 @@ def read_info(dataset_dir: Path | str) -> DatasetInfo:
         return DatasetInfo.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no dataset.json here (run `deepshield prepare` first)") from exc
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     except ValidationError as exc:  # cut short or edited by hand: it gave a traceback
         raise ManifestError(
             f"{path}: not a dataset description this version reads: {explain(exc, DatasetInfo)}"

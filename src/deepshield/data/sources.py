@@ -410,7 +410,13 @@ def detect_format(path: Path) -> str:
         raise SourceFormatError(
             f"{path}: a SOURCE file must be a CSV manifest (path,label[,group]) or a DFDC metadata.json"
         )
-    if (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir():
+    try:
+        with os.scandir(path):
+            pass
+        ffpp = (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir()
+    except OSError as exc:  # a folder without read permission: probing original_sequences/ was a traceback
+        raise SourceFormatError(f"{path}: cannot read the folder ({exc.strerror or exc})") from None
+    if ffpp:
         return "ffpp"
     if any(_looks_like_dfdc_metadata(meta) for meta in _dfdc_metadata_files(path)):
         return "dfdc"
