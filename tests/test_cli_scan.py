@@ -22,7 +22,7 @@ from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
 from deepshield.errors import EXIT_INTERRUPTED, EXIT_READER_GONE
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
-from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, photo_with_exif, write_video
+from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, deny_listing, photo_with_exif, write_video
 from tests.provenance_support import signing_identity, with_credentials
 
 
@@ -217,16 +217,7 @@ def test_a_folder_that_cannot_be_read_is_a_row_of_its_own(capsys, tiny_bundle, t
     locked = root / "locked"
     save_image(locked / "b.png", np.full((64, 64, 3), 128, np.uint8))
 
-    def refusing(listing):
-        def listed(path=".", *args):
-            if Path(path) == locked:
-                raise PermissionError(errno.EACCES, "Permission denied", str(path))
-            return listing(path, *args)
-
-        return listed
-
-    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
-    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
+    deny_listing(monkeypatch, locked)
     said = "a folder that cannot be read (Permission denied): its files were left out"
     for named in (["-r", str(root)], [str(locked)]):
         code, out, _ = scan(capsys, *named, "--model", str(tiny_bundle), "--format", "json")

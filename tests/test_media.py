@@ -3,9 +3,7 @@ clear error, and videos are sampled as specified."""
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 import random
 import re
 import struct
@@ -43,7 +41,7 @@ from deepshield.media.images import decode_image
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
-from tests.conftest import mux_silence, write_video
+from tests.conftest import deny_listing, mux_silence, write_video
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -323,14 +321,7 @@ def test_a_folder_that_cannot_be_listed_stops_a_dataset_read_and_is_named(tmp_pa
     for name in ("real/a.jpg", "fake/b.jpg"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    scandir = os.scandir
-
-    def refusing(path="."):
-        if Path(path) == tmp_path / "fake":
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refusing)
+    deny_listing(monkeypatch, tmp_path / "fake")
     said = rf"cannot read the folder {re.escape(str(tmp_path / 'fake'))} \(Permission denied\): its files would be left out"
     with pytest.raises(DeepShieldError, match=said):
         list(read_folders(tmp_path, "set"))
