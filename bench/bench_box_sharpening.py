@@ -18,6 +18,7 @@ bootstrap interval over photos; the two rules see the same frames.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    load = os.getloadavg()[0]  # before this run adds its own
 
     detector = Detector.from_bundle(bundle_dir(args.model))
     shipped_sharpened = detector_module.sharpened
@@ -106,7 +108,10 @@ def main() -> int:
     print(file=sys.stderr)
 
     report_rng = np.random.default_rng(args.seed)
-    print(f"faces {args.widths[0]:.0f}-{args.widths[1]:.0f} px wide, real photos of {', '.join(args.dirs)}")
+    print(
+        f"faces {args.widths[0]:.0f}-{args.widths[1]:.0f} px wide, real photos of {', '.join(args.dirs)}; "
+        f"load average at start {load:.2f}"
+    )
     print(f"{'frame':>10}  {'rule':<28} {'faces':>5}  {'box error (share of width)':<28} |logit change| vs alone")
     for width, height in sizes:
         for rule in RULES:

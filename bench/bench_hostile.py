@@ -4,7 +4,7 @@ Starts `deepshield serve` on 127.0.0.1 (a free port; a fresh server per figure, 
 inherits another's memory) with the shipped bundle, or --model BUNDLE, and measures:
 
 - RSS peak per request (peak RSS while the request runs, minus RSS just before it) for the worst
-  kinds of the issue: a 16-bit 6300 x 6300 PNG (77 KB), a 32-bit float 6300 x 6300 TIFF, and an
+  kinds of the issue: a 16-bit 6300 x 6300 PNG (92 KB), a 32-bit float 6300 x 6300 TIFF, and an
   MJPEG .mov whose header says 64 x 64 while its frames are 5000 x 5000 (as a job);
 - how long the only job worker is held by a 16 x 16 video of 100,000 frames at 1000 fps, and by
   the same at 240 fps (the frame-rate limit);

@@ -117,7 +117,7 @@ def run_level(base_url: str, image: bytes, clients: int, duration_s: float, head
 def bench(
     base_url: str, pid: int | None, image: bytes, levels: list[int], duration_s: float, headers: dict[str, str]
 ) -> list[dict]:
-    print(f"warming up ({base_url}) ...", flush=True)
+    print(f"warming up ({base_url}); load average at start {os.getloadavg()[0]:.2f} ...", flush=True)
     run_level(base_url, image, max(levels), min(5.0, duration_s), headers)
     rows = []
     for clients in levels:

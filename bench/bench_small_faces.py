@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=250, help="photos at most")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
+    load = os.getloadavg()[0]  # before this run adds its own
     files = real_photos(args.dirs, args.limit)
     detector = Detector.from_bundle(bundle_dir(args.model))
     threshold = detector.threshold
@@ -104,7 +105,9 @@ def main() -> int:
     base = args.widths[-1]
     n = len(calls)
     base_flagged = sum(c[base] for c in calls)
-    print(f"{len(files)} real photos, threshold {threshold:.4f} ({detector.model_name})")
+    print(
+        f"{len(files)} real photos, threshold {threshold:.4f} ({detector.model_name}); load average at start {load:.2f}"
+    )
     print(f"{n} photos whose face was found at every width ({missed} others left out: missed at some width)")
     print("width  flagged  share [95%]            vs baseline (photos flagged only here / only at the baseline)")
     for width in args.widths:

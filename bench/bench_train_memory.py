@@ -15,6 +15,7 @@ start (`deepshield.training.loading`).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--samples-per-epoch", type=int, default=480)
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     source = DataConfig().locate(Path("real-faces/utkface"), "the UTKFace crops")
     with tempfile.TemporaryDirectory() as work:
         faces = Path(work) / "faces"
