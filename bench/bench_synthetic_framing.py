@@ -110,7 +110,8 @@ def main() -> int:
         "| bundle | framing | generated called likely | real called likely | synthetic AUC | median padding | no face |"
     )
     print("|---|---|---|---|---|---|---|")
-    for path in (baseline, model) if baseline != model else (model,):
+    # Resolved: the shipped bundle named by a relative path is the baseline itself, not a second bundle.
+    for path in (baseline, model) if baseline.resolve() != model.resolve() else (model,):
         card = read_card(path)
         with Detector.from_bundle(path) as detector:
             for cut in framings:
