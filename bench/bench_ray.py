@@ -94,7 +94,7 @@ def signature(rows) -> list:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     parser.add_argument("--model", help="model bundle (default: the shipped one, else an exported untrained one)")

@@ -48,7 +48,7 @@ model.dropout: {low: 0.0, high: 0.4}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data",
         type=Path,
