@@ -55,7 +55,7 @@ def start_upload(
     `forwarded_for`: an X-Forwarded-For header claiming that client address."""
     sock = connect(port, source)
     forwarded = f"X-Forwarded-For: {forwarded_for}\r\n" if forwarded_for else ""
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{forwarded}Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{forwarded}Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {declared}\r\n\r\n"
     sock.sendall(head.encode() + PART_HEAD)
     return sock
 
