@@ -876,8 +876,10 @@ def test_page_and_static_assets_are_served_with_protective_headers(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert '<script type="module" src="/static/js/main.js">' in page.text
+    assert '<script type="module" src="static/js/main.js">' in page.text
     assert "http://" not in page.text and "https://" not in page.text
+    # Every address relative: behind a proxy under a path prefix, /static and /v1 were another site's.
+    assert re.findall(r'(?:href|src)="/', page.text) == []
     for asset in ("/static/style.css", "/static/favicon.svg", "/static/examples/index.json"):
         assert client.get(asset).status_code == 200, asset
     # The page's modules, each imported by path: served as JavaScript (a module of another type is refused).
@@ -954,7 +956,10 @@ def test_an_api_key_no_request_could_send_is_refused_at_start():
 def test_docs_work_offline_from_vendored_swagger_ui(client):
     docs = client.get("/docs")
     assert docs.status_code == 200
-    assert "/static/vendor/swagger-ui-bundle.js" in docs.text and "/static/vendor/swagger-ui.css" in docs.text
+    assert (
+        'src="static/vendor/swagger-ui-bundle.js"' in docs.text and 'href="static/vendor/swagger-ui.css"' in docs.text
+    )
+    assert "url: 'openapi.json'" in docs.text  # relative, as the page's addresses
     assert "cdn." not in docs.text and "https://" not in docs.text
     bundle = client.get("/static/vendor/swagger-ui-bundle.js")
     assert bundle.status_code == 200 and len(bundle.content) > 500_000

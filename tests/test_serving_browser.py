@@ -959,6 +959,36 @@ def test_on_a_phone_a_list_shows_its_file_names_whole(browser, detector, astrona
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
 
+def test_the_page_works_behind_a_proxy_under_a_path_prefix(browser, detector, astronaut, tmp_path):
+    # A newsroom's proxy serving it at https://tools.example/shield/: the page asked for /static/... and
+    # /v1/..., the proxy's own paths, and never loaded.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    app = create_app(detector, ServerSettings())
+    outer = Starlette(routes=[Route("/healthz", lambda request: PlainTextResponse("ok")), Mount("/shield", app=app)])
+    requested: list[str] = []
+    try:
+        with live_server(outer) as base_url:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("request", lambda request: requested.append(request.url.removeprefix(base_url)))
+            page.goto(base_url + "/shield/")
+            page.wait_for_selector("[data-role=model-name]")
+            page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+            page.wait_for_selector(".face-card")
+            docs = context.new_page()
+            docs.goto(base_url + "/shield/docs")
+            docs.wait_for_selector(".swagger-ui .info")  # the API's schema loaded, from under the prefix
+            context.close()
+    finally:
+        app.state.runtime.close()  # a mounted app's lifespan is not run
+    assert [url for url in requested if not url.startswith("/shield/")] == []
+    assert "/shield/v1/analyze?preview=true" in requested
+
+
 def test_several_files_are_analysed_in_turn_and_listed_with_their_verdicts(page, server, astronaut, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("[data-role=model-name]")

@@ -36,11 +36,12 @@ class RevalidatedStaticFiles(StaticFiles):
 @router.get("/docs")
 async def docs(request: Request) -> HTMLResponse:
     page = get_swagger_ui_html(
-        openapi_url=request.app.openapi_url,
+        # Relative, as the page's own: served behind a proxy under a path prefix, /static was another site's.
+        openapi_url=request.app.openapi_url.lstrip("/"),
         title="Deepfake Shield API",
-        swagger_js_url="/static/vendor/swagger-ui-bundle.js",
-        swagger_css_url="/static/vendor/swagger-ui.css",
-        swagger_favicon_url="/static/favicon.svg",
+        swagger_js_url="static/vendor/swagger-ui-bundle.js",
+        swagger_css_url="static/vendor/swagger-ui.css",
+        swagger_favicon_url="static/favicon.svg",
     )
     page.headers["Content-Security-Policy"] = _DOCS_CSP
     return page

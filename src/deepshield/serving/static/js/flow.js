@@ -95,7 +95,7 @@ async function fetchResult(file, run, span) {
   let result;
   const signal = startUpload();
   try {
-    result = await api("/v1/analyze?preview=true", { method: "POST", body: formData(file), signal });
+    result = await api("v1/analyze?preview=true", { method: "POST", body: formData(file), signal });
   } catch (err) {
     if (err instanceof ApiFailure && err.code === "aborted") return null;
     if (!(err instanceof ApiFailure && err.code === "video_needs_job")) throw err;

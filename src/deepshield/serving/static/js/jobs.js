@@ -12,7 +12,7 @@ const POLL_MS = 600;
 // server, so that it does not hold the worker the next file needs; its file is deleted there.
 // keepalive: the request outlives the page, for a page being left or reloaded.
 function cancelJob(id) {
-  api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE", keepalive: true }).catch(() => {}); // 404: already gone
+  api("v1/jobs/" + encodeURIComponent(id), { method: "DELETE", keepalive: true }).catch(() => {}); // 404: already gone
 }
 
 // A page left or reloaded stops waiting too: its job ran on for nobody, the next file waiting behind it.
@@ -71,7 +71,7 @@ export async function analyseAsJob(file, run, span) {
   const signal = startUpload();
   let job;
   try {
-    job = await api("/v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file), signal });
+    job = await api("v1/jobs" + (search ? "?" + search : ""), { method: "POST", body: formData(file), signal });
   } catch (err) {
     if (!(err instanceof ApiFailure && err.code === "aborted")) throw err;
     if (err.location) cancelJob(err.location.split("/").pop()); // the job made just before the stop
@@ -105,7 +105,7 @@ async function pollJob(job, file, run) {
     await sleep(POLL_MS);
     if (givenUp()) return null;
     try {
-      job = await api("/v1/jobs/" + encodeURIComponent(job.id));
+      job = await api("v1/jobs/" + encodeURIComponent(job.id));
     } catch (err) {
       if (givenUp()) return null; // deleted while this poll was on its way
       throw err;

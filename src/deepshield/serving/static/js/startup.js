@@ -21,7 +21,7 @@ function offerFrameCounts(limits) {
 
 export async function loadServerInfo() {
   try {
-    const health = await api("/healthz");
+    const health = await api("healthz");
     state.limits = health.limits;
     state.accepted = health.accepted;
     state.terms = health.terms;
@@ -38,7 +38,7 @@ export async function loadServerInfo() {
     showError(err);
   }
   try {
-    const card = await api("/v1/model");
+    const card = await api("v1/model");
     state.card = card;
     const info = $("model-info");
     const pills = [el("span", { class: "pill", text: `Model ${card.name} ${card.version}`, "data-role": "model-name" })];
@@ -78,7 +78,7 @@ export async function loadServerInfo() {
 // The model's own figures on real labelled media (GET /v1/model/record), so that a reader knows what it
 // catches and what it misses before trusting a verdict.
 async function loadModelRecord() {
-  const record = await api("/v1/model/record");
+  const record = await api("v1/model/record");
   // A model trained without benchmarks still has its validation figures (deepshield model prints them).
   if (!record.benchmarks.length && record.validation_auc === null && record.synthetic_holdout_auc === null) return;
   const auc = (figure) => !figure ? "—" : aucText(figure.value, figure.low, figure.high);
@@ -111,7 +111,7 @@ async function loadModelRecord() {
 export async function loadExamples() {
   let examples = [];
   try {
-    const response = await fetch("/static/examples/index.json");
+    const response = await fetch("static/examples/index.json");
     if (response.ok) examples = await response.json();
   } catch (err) {
     examples = [];
@@ -128,7 +128,7 @@ export async function loadExamples() {
       // Named once: its title and tag ("Real photo", "Real photo") were read out twice.
       const label = `${example.title}: an example ${example.kind === "video" ? "video" : "photo"}, ${truth}`;
       const button = el("button", { type: "button", class: "example", title: example.description, "aria-label": label, "data-file": example.file, "data-truth": truth }, [
-        el("div", { class: "thumb" }, thumb ? [el("img", { src: "/static/examples/" + thumb, alt: "" })] : []),
+        el("div", { class: "thumb" }, thumb ? [el("img", { src: "static/examples/" + thumb, alt: "" })] : []),
         el("span", { text: example.title }),
         el("span", { class: "tag" }, [el("span", { class: "truth " + truth, text: truth === "manipulated" ? "Manipulated" : "Real" }), document.createTextNode(example.kind === "video" ? " video" : " photo")]),
       ]);
@@ -150,7 +150,7 @@ export function markExample(file) {
 
 async function runExample(example) {
   try {
-    const response = await fetch("/static/examples/" + example.file);
+    const response = await fetch("static/examples/" + example.file);
     if (!response.ok) throw new ApiFailure(response.status, "example", "The example file could not be loaded.");
     const blob = await response.blob();
     const type = blob.type || (example.kind === "video" ? "video/mp4" : "image/jpeg");
