@@ -601,19 +601,69 @@ def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monke
     from deepshield.models.card import TrainingInfo
 
     monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path))
+    warnings: list[str] = []
     card = toy_card().model_copy(update={"training": TrainingInfo(data=["real-faces/ffhq", "real-faces/utk"])})
     inside, outside = tmp_path / "real-faces" / "ffhq" / "1.png", tmp_path / "dev-eval" / "real" / "1.png"
-    assert training_folders_in(card, [str(inside), str(outside)]) == ["real-faces/ffhq"]
-    assert training_folders_in(card, [str(outside)]) == []
-    # A prepared dataset the model trained on (named "prepared dataset <folder>" by the card) matched nothing;
-    # its test split alone is held out. A relative one is read from the working folder as training read it.
-    monkeypatch.chdir(tmp_path)
-    card = toy_card().model_copy(
-        update={"training": TrainingInfo(data=["prepared dataset ds", f"prepared dataset {tmp_path / 'abs'}"])}
+    assert training_folders_in(card, [str(inside), str(outside)], warnings.append) == ["real-faces/ffhq"]
+    assert training_folders_in(card, [str(outside)], warnings.append) == []
+    assert warnings == []
+
+
+def _prepared_by_hand(folder: Path, files: dict[Path, str]) -> Path:
+    """A dataset folder whose manifest lists one crop of each file in its split (no crop on disk: the check
+    reads the listing alone)."""
+    from deepshield.data.manifest import CropRecord, write_manifest
+
+    folder.mkdir(parents=True)
+    write_manifest(
+        folder / "manifest.csv",
+        [
+            CropRecord(
+                f"crops/{i}/0.png",
+                "real",
+                split,
+                str(i),
+                "src",
+                "none",
+                str(path),
+                0,
+                0,
+                0.9,
+                (0, 0, 9, 9),
+                ((1.0, 1.0),) * 6,
+            )
+            for i, (path, split) in enumerate(files.items())
+        ],
     )
-    crops = [str(tmp_path / "ds" / "crops" / "a.png"), str(tmp_path / "abs" / "crops" / "b.png")]
-    assert training_folders_in(card, crops) == [f"prepared dataset {tmp_path / 'abs'}", "prepared dataset ds"]
-    assert training_folders_in(card, crops, split="test") == training_folders_in(card, crops, split="val") == []
+    return folder
+
+
+def test_a_prepared_dataset_holds_the_files_its_train_split_was_cut_from(tmp_path, monkeypatch):
+    # Its entry ("prepared dataset <folder>") was matched as a folder, but scored records name the source
+    # files the crops were cut from: its train split, or the raw media it was prepared from, went unwarned.
+    from deepshield.evaluation.recalibrate import training_folders_in
+    from deepshield.models.card import TrainingInfo
+
+    media = tmp_path / "media"
+    media.mkdir()
+    trained, held_out = media / "trained.png", media / "held_out.png"
+    trained.write_bytes(b"a face trained on")
+    held_out.write_bytes(b"a face kept for the test")
+    _prepared_by_hand(tmp_path / "ds", {trained: "train", held_out: "test"})
+    monkeypatch.chdir(tmp_path)  # a relative entry is read from the working folder, as training read it
+    card = toy_card().model_copy(update={"training": TrainingInfo(data=["prepared dataset ds"])})
+    warnings: list[str] = []
+    assert training_folders_in(card, [str(trained), str(held_out)], warnings.append) == ["prepared dataset ds"]
+    assert training_folders_in(card, [str(held_out)], warnings.append) == []  # its test split is held out
+    copy = tmp_path / "elsewhere" / "copy.png"  # the same bytes under another name, as training refuses them
+    copy.parent.mkdir()
+    copy.write_bytes(trained.read_bytes())
+    assert training_folders_in(card, [str(copy)], warnings.append) == ["prepared dataset ds"]
+    assert warnings == []
+    # A dataset no longer here is said to be unchecked, not taken for one the set shares nothing with.
+    card = toy_card().model_copy(update={"training": TrainingInfo(data=["prepared dataset gone"])})
+    assert training_folders_in(card, [str(trained)], warnings.append) == []
+    assert len(warnings) == 1 and "could not be checked: prepared dataset gone not found" in warnings[0]
 
 
 def test_calibrate_says_when_its_set_holds_the_models_training_data(

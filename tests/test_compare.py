@@ -163,6 +163,42 @@ def test_a_bundle_trained_on_a_sets_files_is_said_to_be_so(
     assert "tiny-test" not in err
 
 
+def test_a_model_trained_on_a_prepared_dataset_is_said_to_be_so_wherever_its_files_are_scored(
+    capsys, tiny_bundle, other_bundle, labelled, tmp_path
+):
+    # The card's "prepared dataset <folder>" matched no scored file (they name the media the crops were cut
+    # from): evaluate and calibrate on its train split, compare on it, and the raw set it came from, said nothing.
+    prepared = tmp_path / "prep"
+    assert main(["prepare", str(labelled), "--out", str(prepared), "--split", "0.5,0,0.5", "--crop-size", "64"]) == 0
+    trained = Path(shutil.copytree(other_bundle, tmp_path / "trained"))
+    card = json.loads((trained / "model_card.json").read_text())
+    card["training"]["data"] = [f"prepared dataset {prepared}"]
+    (trained / "model_card.json").write_text(json.dumps(card))
+    said = f"training data (prepared dataset {prepared})"
+    runs = {
+        "evaluate train": ["evaluate", str(prepared), "--split", "train", "--model", str(trained)],
+        "evaluate raw": ["evaluate", str(labelled), "--model", str(trained)],
+        "calibrate train": ["calibrate", str(prepared), "--split", "train", "--model", str(trained)],
+    }
+    for what, args in runs.items():
+        capsys.readouterr()
+        assert main([*args, "--out", str(tmp_path / what.replace(" ", "-")), "--no-progress"]) == 0, what
+        assert f"warning: the set holds files of the model's own {said}" in capsys.readouterr().err, what
+    compare = ["compare", str(trained), "--against", str(tiny_bundle), "--cache-dir", str(tmp_path / "c")]
+    assert main([*compare, "--on", str(prepared), "--split", "train"]) == 0
+    assert f"tiny-other 0.0.2 was trained on files of prep (prepared dataset {prepared})" in capsys.readouterr().err
+    # Its test split was never trained on.
+    assert (
+        main(["evaluate", str(prepared), "--split", "test", "--model", str(trained), "--out", str(tmp_path / "t")]) == 0
+    )
+    assert "own training data" not in capsys.readouterr().err
+    # Gone, it cannot be checked: said so, not passed over in silence.
+    shutil.rmtree(prepared)
+    assert main([*runs["evaluate raw"], "--out", str(tmp_path / "gone"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"could not be checked: prepared dataset {prepared} not found" in err and "own training data (" not in err
+
+
 def test_a_prepared_set_is_compared_on_the_split_asked_for(capsys, tiny_bundle, other_bundle, labelled, tmp_path):
     """compare had no --split: a prepared dataset's train split was always in the figures; and --frames or
     --min-face-size, which its faces were found without, were taken silently."""

@@ -138,7 +138,11 @@ def run(args: argparse.Namespace) -> int:
     described = ", ".join(portable_path(d) for d in args.datasets) + (
         f" (split {args.split})" if args.split != "all" else ""
     )
-    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], args.split):
+
+    def warn(message: str) -> None:
+        print(f"deepshield calibrate: warning: {message}", file=sys.stderr)
+
+    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], warn):
         # Said, and kept in the card: the fit is to scores the network gives faces it learnt.
         print(
             f"deepshield calibrate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "

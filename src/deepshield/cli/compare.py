@@ -110,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
 
     for scored in (baseline, *candidates):  # figures on a model's own training faces are no held-out figures
         for result in scored.results:
-            if trained := training_folders_in(scored.card, [record.path for record in result.benchmark.files]):
+
+            def warn(message: str, on: str = f"{scored.label} on {result.benchmark.name}") -> None:
+                print(f"deepshield compare: warning: {on}: {message}", file=sys.stderr)
+
+            if trained := training_folders_in(scored.card, [record.path for record in result.benchmark.files], warn):
                 print(
                     f"deepshield compare: warning: {scored.label} was trained on files of {result.benchmark.name} "
                     f"({', '.join(trained)}): its figures there are not held out",

@@ -394,7 +394,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
     from deepshield.evaluation.recalibrate import training_folders_in
 
-    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], args.split):
+    def warn(message: str) -> None:
+        print(f"deepshield evaluate: warning: {message}", file=sys.stderr)
+
+    if trained := training_folders_in(classifier.card, [record.path for record in scored.files], warn):
         # As calibrate and compare say it: a prepared dataset's train split scored with the rest went unsaid.
         print(
             f"deepshield evaluate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "

@@ -43,7 +43,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date as Date
 from pathlib import Path
@@ -555,27 +555,31 @@ def measured_at_threshold(key: str, score: Score) -> bool:
 PREPARED = "prepared dataset "  # how a card names a prepared dataset among its training data
 
 
-def training_folders_in(card: ModelCard, paths: Sequence[str], split: str = "all") -> list[str]:
-    """The folders the card says the model trained on (read under $DEEPSHIELD_DATA_ROOT, else the working
-    directory, as training read them) that hold any of `paths`: a calibration fitted on faces the network
-    learnt is fitted to scores it gives no new face. A prepared dataset counts unless only its validation or
-    test split is scored (`split`; the validation split was never trained on, and is what the README calibrates
-    on): its entry ("prepared dataset <folder>") matched no path, so its own train split went unwarned."""
-    from deepshield.training.config import DATA_DIR_ENV
+def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[str], None]) -> list[str]:
+    """The card's training data (read under $DEEPSHIELD_DATA_ROOT, else the working directory, as training read
+    it) that holds any of `paths`: a calibration fitted on faces the network learnt is fitted to scores it gives
+    no new face. A folder holds the paths under it; a prepared dataset ("prepared dataset <folder>") those its
+    train split was cut from, by path or content as training refuses a benchmark (scored records name source
+    files, never the dataset's folder, so its entry matched nothing). Its validation split was never trained on
+    (the README calibrates on it). One not found here is said (`warn`) to be unchecked, not passed over."""
+    from deepshield.training.benchmarks import files_shared
+    from deepshield.training.config import DATA_DIR_ENV, DataConfig
+    from deepshield.training.prepared import prepared_source_files
 
     root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
     listed = [*card.training.data, *(card.synthetic.data if card.synthetic is not None else [])]
-    folders = sorted(
-        {
-            entry.split(": ", 1)[-1]  # the synthetic score's say "real: <folder>"
-            for entry in listed
-            if not (entry.startswith(PREPARED) and split in ("val", "test"))
-        }
-    )
+    folders = sorted({entry.split(": ", 1)[-1] for entry in listed})  # the synthetic score's say "real: <folder>"
     resolved = [real_path(p) for p in paths]  # a link loop among them ended the run before its report
 
     def holds(folder: str) -> bool:
-        where = Path(folder.removeprefix(PREPARED)).expanduser()
+        if folder.startswith(PREPARED):
+            try:
+                dataset = DataConfig().locate(Path(folder.removeprefix(PREPARED)), "prepared dataset")
+                return bool(files_shared(resolved, prepared_source_files([dataset], splits=("train",))))
+            except DeepShieldError as exc:
+                warn(f"whether the set holds the model's training data could not be checked: {exc}")
+                return False
+        where = Path(folder).expanduser()
         # Relative as training read it: under the data root, else the working folder (DataConfig.locate).
         places = [where] if where.is_absolute() else [root / where, where]
         return any(path.is_relative_to(real_path(place)) for place in places for path in resolved)

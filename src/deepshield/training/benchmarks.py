@@ -60,7 +60,7 @@ from deepshield.evaluation.scoring import (
 )
 from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.inference.video_rule import VideoRule
-from deepshield.media.files import file_sha256, keyed_among
+from deepshield.media.files import file_sha256, keyed_among, real_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
@@ -131,17 +131,14 @@ class Benchmark:
             return cls(str(data["name"]), files, rows, data["crops"], synthetic)
 
 
-def check_no_overlap(
-    benchmark: str,
-    benchmark_files: Iterable[Path],
-    training_files: Iterable[Path],
-    training_digests: Collection[str] = (),
-) -> None:
-    """Refuse a benchmark that holds a training file, by resolved path or by identical content (also the
+def files_shared(
+    files: Iterable[Path], training_files: Iterable[Path], training_digests: Collection[str] = ()
+) -> list[Path]:
+    """Those of `files` that are training files, by resolved path or by identical content (also the
     `training_digests`, source_key, of training files not on this machine: a packed bank's sources)."""
-    training = [Path(p).resolve() for p in training_files]
+    training = [real_path(p) for p in training_files]
     training_paths = set(training)
-    candidates = [Path(p).resolve() for p in benchmark_files if Path(p).is_file()]
+    candidates = [real_path(p) for p in files if Path(p).is_file()]
     shared = sorted(p for p in candidates if p in training_paths)
     if not shared:  # same content under another path: hash only the files whose size matches a candidate's
         candidate_sizes = {p: p.stat().st_size for p in candidates}
@@ -152,7 +149,17 @@ def check_no_overlap(
         shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
     if not shared and training_digests:
         shared = sorted(keyed_among(candidates, set(training_digests)))
-    if shared:
+    return shared
+
+
+def check_no_overlap(
+    benchmark: str,
+    benchmark_files: Iterable[Path],
+    training_files: Iterable[Path],
+    training_digests: Collection[str] = (),
+) -> None:
+    """Refuse a benchmark that holds a training file (files_shared)."""
+    if shared := files_shared(benchmark_files, training_files, training_digests):
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(
             f"benchmark {benchmark} shares {len(shared)} file(s) with the training data ({listed}): a benchmark is for "

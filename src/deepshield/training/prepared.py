@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def load_prepared(dataset_dirs: list[Path], policy: CropPolicy, split: str) -> P
     )
 
 
-def prepared_source_files(dataset_dirs: list[Path]) -> list[Path]:
-    """The media the datasets' crops were cut from (every split): what a benchmark must not contain."""
-    return sorted({Path(record.source_file) for directory in dataset_dirs for record in read_manifest(directory)})
+def prepared_source_files(dataset_dirs: list[Path], splits: Collection[str] | None = None) -> list[Path]:
+    """The media the datasets' crops were cut from, in `splits` (default every split: what a benchmark must not
+    contain)."""
+    return sorted(
+        {
+            Path(record.source_file)
+            for directory in dataset_dirs
+            for record in read_manifest(directory)
+            if splits is None or record.split in splits
+        }
+    )
