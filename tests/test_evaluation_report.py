@@ -645,6 +645,36 @@ def test_a_prepared_dataset_counts_a_file_its_listing_named_twice_once(folder_da
     assert len(from_crops.files) == len(raw.files) == 2
 
 
+def test_a_copy_left_out_under_another_name_is_no_unreadable_file(folder_dataset, tiny_bundle, tmp_path):
+    # errors.csv names a copy prepare or `dataset balance --add-real` left out, under its own name: read back
+    # as a file, it was counted as one, and as unreadable ("already in the dataset (not added again)").
+    import shutil
+
+    from deepshield.data import balance
+    from deepshield.data.extract import ExtractSettings
+    from deepshield.data.manifest import ALREADY_HELD, read_errors
+    from deepshield.data.prepare import prepare_dataset
+    from deepshield.evaluation.scoring import describe_counts
+
+    photo = folder_dataset / "real" / "astronaut.jpg"
+    listing = tmp_path / "list.csv"
+    link = tmp_path / "link.jpg"  # the photo under a second name: "listed twice"
+    link.symlink_to(photo)
+    listing.write_text(f"path,label\n{photo},real\n{folder_dataset / 'fake' / 'swap' / 'dark.png'},fake\n{link},real\n")
+    classifier = OnnxClassifier(tiny_bundle)
+    prepared = tmp_path / "prepared"
+    prepare_dataset([listing], prepared, settings=ExtractSettings(policy=classifier.card.crop_policy), progress=False)
+    (tmp_path / "morereal").mkdir()
+    shutil.copy(photo, tmp_path / "morereal" / "dup.jpg")
+    assert balance.add_real(prepared, tmp_path / "morereal", progress=False).already_held == 1
+    reasons = [e.reason for e in read_errors(prepared)]
+    assert len(reasons) == 2 and reasons[0].startswith("listed twice") and reasons[1] == ALREADY_HELD
+    scored = score_datasets([prepared], classifier, progress=False)
+    assert [Path(f.path).name for f in scored.files] == ["astronaut.jpg", "dark.png"]
+    assert describe_counts(scored).endswith("0 not readable")
+    assert "2 copies left out: errors.csv lists them as copies of files the dataset holds" in scored.notes
+
+
 def test_a_prepared_video_is_judged_as_its_raw_media_is(tiny_bundle, astronaut, tmp_path):
     # Its faces were linked into tracks over the frames with faces alone, so a face gone for four samples
     # stayed one person (two on the raw media), and a short video counted the dataset's frame count.

@@ -31,6 +31,7 @@ from deepshield.data.layout import (
 )
 from deepshield.data.manifest import (
     ALREADY_HELD,
+    LISTED_TWICE,
     SPLITS,
     CropRecord,
     DatasetSource,
@@ -127,7 +128,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
             already.append(SourceProblem(entry.path, ALREADY_HELD, entry.source, REAL, entry.group))
         elif path in twice:
             copied.append(
-                SourceProblem(entry.path, f"listed twice (also as {twice[path]})", entry.source, REAL, entry.group)
+                SourceProblem(entry.path, f"{LISTED_TWICE} (also as {twice[path]})", entry.source, REAL, entry.group)
             )
         else:
             items.append(entry)

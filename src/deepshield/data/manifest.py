@@ -46,6 +46,15 @@ from deepshield.strict import StrictModel, explain
 SPLITS = ("train", "val", "test")
 # An error row `dataset balance --add-real` writes for a file the dataset holds: a file skipped, not one lost.
 ALREADY_HELD = "already in the dataset (not added again)"
+# How the reason of an error row for a second listing of one file (another name, a copy) begins.
+LISTED_TWICE = "listed twice"
+
+
+def left_out_as_copy(reason: str) -> bool:
+    """An errors.csv reason for a file left out as a copy of one the dataset holds or lists: no file lost."""
+    return reason == ALREADY_HELD or reason.startswith(LISTED_TWICE)
+
+
 KEYPOINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 MANIFEST_COLUMNS = (

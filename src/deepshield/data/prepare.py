@@ -15,6 +15,7 @@ from pathlib import Path
 from deepshield.data.extract import NO_FACE, ExtractSettings, FileDoneHook, run_extraction, sweep_temp_files
 from deepshield.data.layout import DatasetLayout, dataset_lock
 from deepshield.data.manifest import (
+    LISTED_TWICE,
     SPLITS,
     CropRecord,
     DatasetInfo,
@@ -158,7 +159,7 @@ def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = (
             at = f" at {entry.listed_at}" if entry.listed_at else ""
             yield SourceProblem(
                 entry.path,
-                f"listed twice{at} (also as {_as_listed(first)})",
+                f"{LISTED_TWICE}{at} (also as {_as_listed(first)})",
                 entry.source,
                 entry.label,
                 entry.group,

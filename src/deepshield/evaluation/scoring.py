@@ -614,7 +614,7 @@ class PreparedCrops:
 
         from deepshield.data.extract import NO_FACE
         from deepshield.data.layout import SYNTH_DIR, DatasetLayout
-        from deepshield.data.manifest import ManifestError, load_crop, read_errors, read_manifest
+        from deepshield.data.manifest import ManifestError, left_out_as_copy, load_crop, read_errors, read_manifest
         from deepshield.data.records import read_outcome
 
         dataset_dir = self.dataset_dir
@@ -674,9 +674,14 @@ class PreparedCrops:
             self.warn(f"crops of {resized} files were not {size} px and were resized to the model's input size")
         if self.split in (None, "all"):
             # A file is listed once: errors.csv also names entries left out as copies ("listed twice", "already
-            # in the dataset"), whose file has crops or an earlier row; read as files, they were counted twice.
+            # in the dataset"), whose file has crops or an earlier row, often under another name; read as
+            # files, they were counted twice, or as unreadable.
             listed = {source_file for source_file, _ in by_file}
+            copies = 0
             for error in read_errors(dataset_dir):
+                if left_out_as_copy(error.reason):
+                    copies += 1
+                    continue
                 if error.label not in ("real", "fake") or error.source_file in listed:
                     continue
                 listed.add(error.source_file)
@@ -694,6 +699,10 @@ class PreparedCrops:
                 if error.reason != NO_FACE:
                     record.error = error.reason
                 files.append(record)
+            if copies:
+                self.notes.append(
+                    f"{copies} copies left out: errors.csv lists them as copies of files the dataset holds"
+                )
 
     @staticmethod
     def _rows(
