@@ -502,6 +502,23 @@ def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(rea
     assert "another deepshield process is writing this training run" in capsys.readouterr().err
 
 
+def test_a_resume_with_other_settings_is_refused_before_any_data_is_loaded(real_dir, tmp_path, monkeypatch):
+    # It loaded all the data first (on a large set, minutes and gigabytes, and a face bank of the wrong
+    # settings), and did not say which command would resume the run.
+    command = "deepshield train --config 'my run.toml' --run-dir run"
+    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", max_steps=2), command).run()
+
+    def loaded(self, *args):
+        raise AssertionError("the data was built")
+
+    monkeypatch.setattr(Trainer, "_build_data", loaded)
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"optim.lr": 0.01})
+    with pytest.raises(DeepShieldError) as refused:
+        Trainer(config).run(resume=True)
+    assert "other settings: optim.lr:" in str(refused.value)
+    assert f"started with: {command} --resume; or" in str(refused.value)
+
+
 def test_config_overrides_params_file_and_errors(tmp_path):
     params = tmp_path / "best.yaml"
     params.write_text("optim.lr: 0.002\noptim.batch_size: 8\n")

@@ -147,6 +147,16 @@ def test_a_recorded_command_names_no_machine_folder():
     assert recorded_command(f"deepshield train --config {inside}") == "deepshield train --config docs/study/gpu.toml"
 
 
+def test_a_resume_command_is_the_train_command_with_resume():
+    from deepshield.training.config import resume_command
+
+    assert resume_command("deepshield -v train --config my.toml") == "deepshield -v train --config my.toml --resume"
+    assert resume_command("deepshield train --resume --run-dir r") == "deepshield train --resume --run-dir r"
+    # A search's trial records what it was, not a command to rerun; a run trained from Python records none.
+    assert resume_command("deepshield tune (study s, trial 3)") is None
+    assert resume_command("") is None
+
+
 STUDY = Path(__file__).resolve().parent.parent / "docs" / "study"
 
 

@@ -520,6 +520,15 @@ def recorded_command(command: str) -> str:
     return shlex.join(kept)
 
 
+def resume_command(command: str) -> str | None:
+    """A `deepshield train` command line as it resumes its run; None for another (a search's trial)."""
+    words = shlex.split(command)
+    # The command is the first word after the program's own options (-v, which take no value).
+    if words[:1] != ["deepshield"] or [word for word in words[1:] if not word.startswith("-")][:1] != ["train"]:
+        return None
+    return command if "--resume" in words else f"{command} --resume"
+
+
 def portable_path(value: str | Path) -> str:
     """A path as a bundle records it (the project's rule: no machine's folder in a card or its README): an
     absolute one as the working folder reaches it, else by its name alone (another machine's folder)."""

@@ -42,7 +42,7 @@ from deepshield.training.checkpoint import (
     save_checkpoint,
     weights_fingerprint,
 )
-from deepshield.training.config import TrainConfig, changed_recipe
+from deepshield.training.config import TrainConfig, changed_recipe, resume_command
 from deepshield.training.dataset import (
     Donors,
     TrainingSamples,
@@ -255,6 +255,9 @@ class Trainer:
             raise DeepShieldError("device cuda asked for, but torch sees no GPU")
         parent = self._frozen_parent()
         config = self.config
+        # Checked before any data is built: a resume with other settings was refused only after minutes of
+        # loading (and a face bank of the settings it was refused for).
+        resumed = self._resume_state() if resume else None
         if parent is None:  # frozen mode trains on the synthetic section's folders alone
             config.data.check_paths()
         synthetic_data = None
@@ -279,7 +282,8 @@ class Trainer:
             optimizer, _lr_lambda(total_steps, int(total_steps * config.optim.warmup_fraction))
         )
         last = self.checkpoints / LAST
-        progress = self._resumed(net, optimizer, scheduler) if resume else Progress()
+        progress = self._resumed(resumed, net, optimizer, scheduler) if resumed is not None else Progress()
+        del resumed  # its weights and optimiser state, loaded now, would stay held for the whole run
 
         tracker = open_tracker(
             config.tracking.enabled,
@@ -396,19 +400,26 @@ class Trainer:
                 self.init_state = {k: v.detach().clone().to(device) for k, v in initial.items()}
         return net
 
-    def _resumed(self, net: DeepfakeNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> Progress:
-        """Loads the last checkpoint's weights, optimiser, schedule and random state; a fresh start when
+    def _resume_state(self) -> dict | None:
+        """The last checkpoint, refused if it was trained with other settings; None (a fresh start) when
         there is none."""
         last = self.checkpoints / LAST
         if not last.exists():
             log.warning("nothing to resume in %s: starting fresh", self.checkpoints)
-            return Progress()
+            return None
         state = load_checkpoint(last)
         if changed := changed_recipe(state["config"], self.config):
+            rerun = resume_command(state.get("command", ""))
+            how = f": {rerun}" if rerun else " (they are in the checkpoint)"
             raise DeepShieldError(
                 f"{last} was trained with other settings: {'; '.join(changed)}. Resume it with the settings it "
-                "started with (they are in the checkpoint), or train a new run in another run_dir"
+                f"started with{how}; or train a new run in another run_dir"
             )
+        return state
+
+    def _resumed(self, state: dict, net: DeepfakeNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> Progress:
+        """Loads the last checkpoint's weights, optimiser, schedule and random state."""
+        last = self.checkpoints / LAST
         # The same file name may hold other weights since: a fine-tune's mixing (init_share) and a frozen
         # head's trunk read them again, and a resumed run silently mixed in the new ones.
         started_from = state.get("start_weights")
