@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,43 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
     resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
     assert_resumed_as_straight(tmp_path, resumed, straight)
+
+
+def test_train_says_its_data_where_an_interrupted_run_is_kept_and_that_it_resumes(
+    real_dir, tmp_path, monkeypatch, capsys
+):
+    # A fresh run printed nothing before its first bar, a stopped one only "deepshield: interrupted", and a
+    # resumed one's bar started at 0 with no word that it went on from a checkpoint.
+    import shlex
+    import signal
+    import sys
+
+    from deepshield.cli.main import main
+    from deepshield.errors import EXIT_INTERRUPTED
+    from deepshield.training.step import Step
+
+    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "i.db", tmp_path / "cache")
+    argv = ["train", *(word for setting in settings for word in ("--set", setting))]
+    monkeypatch.setattr(sys, "argv", ["deepshield", *argv])  # the command train records
+    whole, calls = Step.__call__, []
+
+    def interrupted_at_the_third(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return whole(self, batch)
+
+    monkeypatch.setattr(Step, "__call__", interrupted_at_the_third)
+    with python_ctrl_c():
+        assert main(argv) == EXIT_INTERRUPTED
+    out, err = capsys.readouterr()
+    assert re.search(r"^training data: \d+ real faces, \d+ validation samples, 0 benchmark\(s\)$", out, re.M)
+    last = tmp_path / "run" / "checkpoints" / LAST
+    command = shlex.join(["deepshield", *argv])
+    assert f"deepshield train: the run is kept in {last}; resume it with: {command} --resume\n" in err
+    monkeypatch.setattr(Step, "__call__", whole)
+    assert main([*argv, "--resume"]) == 0
+    assert f"resuming {tmp_path / 'run'} at step 3/8 (epoch 1/2)\n" in capsys.readouterr().out
 
 
 SIGTERMED_TRAINING = """

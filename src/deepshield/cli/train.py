@@ -48,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
     from deepshield.errors import DeepShieldError
     from deepshield.tracking.tracker import sqlite_file
     from deepshield.training.checkpoint import LAST
-    from deepshield.training.config import load_config
+    from deepshield.training.config import load_config, resume_command
     from deepshield.training.trainer import Trainer
 
     overrides = config_overrides(args)
@@ -71,7 +71,13 @@ def run_train(args: argparse.Namespace) -> int:
             "another --run-dir (a new run here would mix its checkpoints with the old run's)"
         )
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    result = Trainer(config, command=command).run(resume=args.resume)
+    try:
+        result = Trainer(config, command=command).run(resume=args.resume)
+    except KeyboardInterrupt:
+        if earlier.exists():  # written once the data is loaded: a stop before it leaves nothing to resume
+            rerun = resume_command(command) or "this command with --resume"
+            print(f"deepshield train: the run is kept in {earlier}; resume it with: {rerun}", file=sys.stderr)
+        raise
     if result.stopped_early:  # a finished run's trainer has said where its bundle went
         print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")
     if config.tracking.enabled and result.progress.run_id:

@@ -214,12 +214,12 @@ class Trainer:
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
         )
         benchmarks = self._load_benchmarks(training_files + (other_training_files or []), training_digests)
-        log.info(
-            "faces: %d train (+%d prepared fakes), %d validation samples, %d benchmarks",
-            len(train_bank),
-            len(train_pool),
-            len(val_labels),
-            len(benchmarks),
+        # Printed as the epochs are: a run said nothing of its data before the first epoch's bar.
+        fakes = f" and {len(train_pool)} prepared fakes" if len(train_pool) else ""
+        print(
+            f"training data: {len(train_bank)} real faces{fakes}, {len(val_labels)} validation samples, "
+            f"{len(benchmarks)} benchmark(s)",
+            flush=True,
         )
         return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks, donors)
 
@@ -283,6 +283,12 @@ class Trainer:
         )
         last = self.checkpoints / LAST
         progress = self._resumed(resumed, net, optimizer, scheduler) if resumed is not None else Progress()
+        if resumed is not None:  # its bar alone (from 0, the steps left) did not say it went on from a checkpoint
+            print(
+                f"resuming {self.run_dir} at step {progress.global_step}/{total_steps} "
+                f"(epoch {min(progress.epoch + 1, config.optim.epochs)}/{config.optim.epochs})",
+                flush=True,
+            )
         del resumed  # its weights and optimiser state, loaded now, would stay held for the whole run
 
         tracker = open_tracker(
@@ -438,9 +444,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        progress = Progress(**state["progress"])
-        log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
-        return progress
+        return Progress(**state["progress"])
 
     def _export_best(self, progress: Progress, tracker) -> Path:
         bundle_dir = self.run_dir / "bundle"
