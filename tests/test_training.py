@@ -99,6 +99,7 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     run = client.get_run(result.progress.run_id)
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == card.name == "run"  # MLflow's run is named as its bundle (a random name)
     assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.backbone"] == "tiny"
     history = client.get_metric_history(run.info.run_id, "val_auc")
     assert [m.step for m in history] == [1, 2]  # epochs as printed and as the card counts them

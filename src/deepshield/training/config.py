@@ -439,6 +439,11 @@ class TrainConfig(StrictModel):
         """Only the synthetic head trains; the manipulation trunk and head are the parent run's."""
         return self.synthetic is not None and self.synthetic.mode == "frozen"
 
+    def run_name(self) -> str:
+        """The run's name, as MLflow and its bundle (unless export.name) both give it: tracking.run_name,
+        else the run folder's name (absolute first: `run_dir = "."` has none)."""
+        return self.tracking.run_name or Path(os.path.abspath(self.run_dir)).name
+
     def recorded(self) -> dict[str, Any]:
         """The configuration as a model card or tracker records it: without the folders that only say
         where this machine kept things (data root, run and cache folders, tracking store)."""

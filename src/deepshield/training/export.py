@@ -270,10 +270,10 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]
     return net.eval(), config
 
 
-def bundle_identity(config: TrainConfig, run_id: str | None, run_dir: Path, epoch: int) -> tuple[str, str]:
+def bundle_identity(config: TrainConfig, run_id: str | None, epoch: int) -> tuple[str, str]:
     """Name and version: the configuration's, else the run's name and 0.0.0+<run id>.ep<epoch> (never the
     shipped model's; `epoch` 1-based: two epochs of one run exported were one name and version)."""
-    name = config.export.name or config.tracking.run_name or Path(run_dir).name
+    name = config.export.name or config.run_name()
     version = config.export.version or f"0.0.0+{(run_id or 'untracked')[:12]}.ep{epoch}"
     return name, version
 
@@ -303,7 +303,6 @@ def export_checkpoint(
     default_name, default_version = bundle_identity(
         config,
         checkpoint.get("progress", {}).get("run_id"),
-        Path(checkpoint_path).parent.parent,
         int(checkpoint.get("epoch", -1)) + 1,
     )
     synthetic, synthetic_metrics = _synthetic_score(checkpoint, config, net)

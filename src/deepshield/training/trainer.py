@@ -295,7 +295,7 @@ class Trainer:
             config.tracking.enabled,
             config.tracking.uri,
             config.tracking.experiment,
-            run_name=config.tracking.run_name,
+            run_name=config.run_name(),  # MLflow's own was a random one, unlike the bundle's
             run_id=progress.run_id,
             parent_run_id=self.parent_run_id,
             tags=self.run_tags,
