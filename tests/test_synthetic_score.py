@@ -279,7 +279,14 @@ def test_the_uncertain_detection_clause_is_about_the_face_behind_the_verdict(ast
 @pytest.mark.parametrize(
     ("manipulation", "synthetic", "label", "driver", "headline"),
     [
-        (0.2, 0.3, "no_signs_found", "manipulation", "No signs of face swapping or AI generation found"),
+        (
+            0.2,
+            0.3,
+            "no_signs_found",
+            "manipulation",
+            "No signs of face swapping or AI generation found — this does not prove the file is authentic: "
+            "the model misses many face edits and many newer face swaps",
+        ),
         (0.9, 0.3, "likely_manipulated", "manipulation", "Likely manipulated"),
         (0.2, 0.9, "likely_manipulated", "synthetic", "Likely AI-generated"),
         (0.9, 0.95, "likely_manipulated", "manipulation", "Likely manipulated"),

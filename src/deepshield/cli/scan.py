@@ -285,7 +285,7 @@ def _table(rows: list, has_synthetic: bool) -> str:
 def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, cautioned: bool = False) -> str:
     """Under the table, for people: what the verdicts mean (`terms`: a result's thresholds and bands, said in
     numbers), what the model does not judge, and the cautions marked."""
-    from deepshield.inference.results import scope
+    from deepshield.inference.results import BLIND_SPOT, scope
 
     band = ""
     if terms is not None:
@@ -295,7 +295,8 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
             bands.append(f"synthetic-face score {_percent(low)} to {_percent(high)}")
         band = f" ({'; '.join(bands)})"
     meaning = (
-        "no_signs_found does not prove a file authentic; inconclusive: the score behind it lies in its uncertain "
+        f"no_signs_found does not prove a file authentic ({BLIND_SPOT}); inconclusive: the score behind it lies "
+        "in its uncertain "
         f"band{band}, too close to call."
     )
     caution = (
