@@ -44,7 +44,10 @@ HEADLINES: dict[str, str] = {
 }
 # Where the synthetic-face score drives the verdict, or takes part in a no-signs call.
 SYNTHETIC_HEADLINES: dict[str, str] = {
-    "likely_manipulated": "Likely AI-generated: signs of a fully generated face found",
+    # A swap that regenerates a real person's face (e4s-style) raises this score too: "a fully generated face"
+    # had a reporter write "AI-generated image" of a swap.
+    "likely_manipulated": "Likely AI-generated face: signs of an AI-generated face found, either wholly "
+    "generated or a real face a swap tool regenerated",
     # Its band is wide (21-69% for 1.2.2): "too close to its threshold" was said of a score 30 points away.
     "inconclusive": "Inconclusive: the synthetic-face score lies in its uncertain band, where it calls neither way",
     "no_signs_found": "No signs of face swapping or AI generation found — this does not prove the file is authentic: "
