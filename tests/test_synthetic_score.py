@@ -320,6 +320,8 @@ def test_images_show_both_scores_and_the_driver(astronaut, detector, manipulatio
         else f"highest face-swap score of a face: {shown}; "
     )
     assert result.verdict.reason.startswith(lead) and result.verdict.reason.count("drives the verdict") == 1
+    # The score named as the page and scan name it ("the manipulation score drives the verdict" beside them).
+    assert ("the face-swap score drives the verdict" in result.verdict.reason) == (driver == "manipulation")
     assert result.synthetic_threshold == 0.7 and result.synthetic_inconclusive.high == 0.8
     data = json.loads(result.model_dump_json())
     assert (

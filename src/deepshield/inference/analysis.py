@@ -275,7 +275,7 @@ class Detector:
             if verdict.driver == "synthetic":
                 reason = f"{synthetic}, which drives the verdict; {reason}"
             else:
-                reason += f"; {synthetic}; the manipulation score drives the verdict"
+                reason += f"; {synthetic}; the face-swap score drives the verdict"
         return Verdict(
             label=verdict.label,
             threshold_label="fake" if probability >= self.threshold else "real",

@@ -114,7 +114,7 @@ class FaceResult(BaseModel):
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
     synthetic_probability: float | None = SYNTHETIC_FIELD
     synthetic_logit: float | None = None
-    manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
+    manipulation_label: VerdictLabel = Field(description="the face-swap score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
     cautions: list[str] = CAUTIONS_FIELD
@@ -205,7 +205,7 @@ class TrackResult(BaseModel):
     synthetic_score: float | None = Field(
         None, description="the same rule over the frames' synthetic-face probabilities"
     )
-    manipulation_label: VerdictLabel = Field(description="the manipulation score's own call")
+    manipulation_label: VerdictLabel = Field(description="the face-swap score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
     frames_seen: int = Field(description="sampled frames in which this face was found")

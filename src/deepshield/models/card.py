@@ -189,7 +189,7 @@ class SyntheticScoreInfo(StrictModel):
     """The second score of a two-output bundle: is the face fully AI-generated? Calibrated on its own."""
 
     calibration: Calibration = Calibration()
-    verdict_rule: str = Field(VERDICT_RULE, description="how this score and the manipulation score make one verdict")
+    verdict_rule: str = Field(VERDICT_RULE, description="how this score and the face-swap score make one verdict")
     pooling: str = Field(description="which part of the shared trunk's last feature map the synthetic head pools")
     trained: str = Field("", description="how the head was trained: frozen (on a parent run's trunk) or joint")
     parent: str | None = Field(
@@ -199,7 +199,7 @@ class SyntheticScoreInfo(StrictModel):
         [], description="generated-face folders (label 1) and real-face folders (label 0) it learned from"
     )
     parent_training: TrainingInfo | None = Field(
-        None, description="a frozen head's parent: how its manipulation score (trunk and head) was trained"
+        None, description="a frozen head's parent: how its face-swap score (trunk and head) was trained"
     )
 
 
