@@ -1396,8 +1396,9 @@ def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny
     assert "dev-eval/modern-swaps 0.60 " in " ".join(capsys.readouterr().out.split())
 
 
-def test_the_summary_line_counts_ai_generated_faces_apart():
-    # "3 likely manipulated" held an AI-generated face, called so everywhere else.
+def test_the_summary_line_says_which_likely_manipulated_files_the_synthetic_score_flagged():
+    # "3 likely manipulated" held an AI-generated face without a word; "1 likely AI-generated" then named a
+    # verdict the VERDICT column calls likely_manipulated.
     import collections
 
     from deepshield.cli.scan import outcome_line, outcome_of
@@ -1411,8 +1412,10 @@ def test_the_summary_line_counts_ai_generated_faces_apart():
     ]
     outcomes = collections.Counter(outcome_of(row) for row in rows)
     assert outcome_line(outcomes) == (
-        "4 files scanned: 1 likely manipulated, 1 likely AI-generated, 1 inconclusive, 1 failed"
+        "4 files scanned: 2 likely manipulated (1 by the synthetic-face score), 1 inconclusive, 1 failed"
     )
+    only = collections.Counter(outcome_of(row) for row in rows[1:2])
+    assert outcome_line(only) == "1 file scanned: 1 likely manipulated (1 by the synthetic-face score)"
     assert outcome_line(collections.Counter()) == "no new file scanned"  # it read "0 files scanned: "
 
 

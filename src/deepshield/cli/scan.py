@@ -631,8 +631,8 @@ def declared_text(row) -> str:
 
 
 def outcome_of(row) -> str:
-    """A row's outcome as the summary counts it: its verdict, an AI-generated face's call apart (it was
-    counted among the likely manipulated), or failed."""
+    """A row's outcome as the summary counts it: its verdict, one the synthetic-face score made apart (said
+    within the likely manipulated), or failed."""
     if row.status != "ok" or not row.verdict:
         return "failed"
     if row.verdict == "likely_manipulated" and row.verdict_driver == "synthetic":
@@ -641,10 +641,15 @@ def outcome_of(row) -> str:
 
 
 def outcome_line(outcomes: collections.Counter[str]) -> str:
-    """`12 files: 1 likely manipulated, 2 inconclusive, 8 no signs found, 1 failed`, verdicts in the
-    order of their severity."""
-    order = ("likely_manipulated", "likely_AI-generated", "inconclusive", "no_signs_found", "no_face", "failed")
-    parts = [f"{outcomes[key]} {key.replace('_', ' ')}" for key in order if outcomes[key]]
+    """`12 files scanned: 3 likely manipulated (1 by the synthetic-face score), 2 inconclusive, 6 no signs
+    found, 1 failed`, verdicts in the order of their severity and worded as the VERDICT column's: "2 likely
+    AI-generated" beside a column reading likely_manipulated counted the same files under another name."""
+    by_synthetic = outcomes["likely_AI-generated"]
+    counts = outcomes + collections.Counter({"likely_manipulated": by_synthetic})
+    order = ("likely_manipulated", "inconclusive", "no_signs_found", "no_face", "failed")
+    parts = [f"{counts[key]} {key.replace('_', ' ')}" for key in order if counts[key]]
+    if by_synthetic:
+        parts[0] += f" ({by_synthetic} by the synthetic-face score)"
     total = sum(outcomes.values())
     if not total:  # a resumed scan with nothing new, or one interrupted before its first file ("0 files scanned: ")
         return "no new file scanned"
