@@ -1396,6 +1396,18 @@ def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny
     assert "dev-eval/modern-swaps 0.60 " in " ".join(capsys.readouterr().out.split())
 
 
+def test_the_tables_caution_legend_names_every_caution():
+    # It listed "a small face, an uncertain detection, a picture read turned": not the tightly framed face.
+    from deepshield.cli.scan import table_note
+    from deepshield.inference.cautions import CAUTIONS, face_cautions
+
+    legend = next(line for line in table_note(cautioned=True).splitlines() if line.startswith("a verdict ending in !"))
+    assert "(a small face, an uncertain detection, a tightly framed face, a picture read turned)" in legend
+    # Every sentence face_cautions says comes from CAUTIONS, each of which the legend names.
+    said = face_cautions([60], 90, [0.5], [0.2], "no_signs_found")
+    assert len(said) == len(CAUTIONS) and all(caution.named in legend for caution in CAUTIONS)
+
+
 def test_the_summary_line_says_which_likely_manipulated_files_the_synthetic_score_flagged():
     # "3 likely manipulated" held an AI-generated face without a word; "1 likely AI-generated" then named a
     # verdict the VERDICT column calls likely_manipulated.

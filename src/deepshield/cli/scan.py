@@ -285,6 +285,7 @@ def _table(rows: list, has_synthetic: bool) -> str:
 def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, cautioned: bool = False) -> str:
     """Under the table, for people: what the verdicts mean (`terms`: a result's thresholds and bands, said in
     numbers), what the model does not judge, and the cautions marked."""
+    from deepshield.inference.cautions import CAUTION_NAMES
     from deepshield.inference.results import BLIND_SPOT, scope
 
     band = ""
@@ -300,7 +301,7 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
         f"band{band}, too close to call."
     )
     caution = (
-        "a verdict ending in !: take care with that file's score (a small face, an uncertain detection, a picture read turned): the CSV's "
+        f"a verdict ending in !: take care with that file's score ({CAUTION_NAMES}): the CSV's "
         "cautions column and --format json say which.\n"
     )
     declared = (

@@ -4,7 +4,8 @@ more often than usual (README, "Limits"). Said beside the score, never part of i
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 # The shipped 1.2.2 flagged real faces more often the smaller they were: of 561 real dev-eval photos, each
 # face scaled to a width and set into a 1080p frame, 6.4% at 70 px, 3.4% at 90 px, 1.3% at 120 px, 0.7% at
@@ -43,6 +44,77 @@ def doubt_clause(who: str, detection_scores: Sequence[float]) -> str | None:
     return f"the most suspicious {who} is an uncertain detection (detector confidence {confidence:.0%}): check that it is a face"
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a face, or a person of a video (the faces they were seen with), was read with."""
+
+    widths_px: Sequence[float]
+    turned_deg: int
+    detection_scores: Sequence[float]
+    paddings: Sequence[float]
+    synthetic_call: str | None  # the synthetic-face score's own call; None: a model without it
+
+
+def _small(seen: Seen) -> str | None:
+    width = median(seen.widths_px)
+    if not seen.widths_px or width >= SMALL_FACE_PX:
+        return None
+    return (
+        f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
+        "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
+    )
+
+
+def _uncertain(seen: Seen) -> str | None:
+    confidence = uncertain_detection(seen.detection_scores)
+    if confidence is None:
+        return None
+    return f"uncertain detection (detector confidence {confidence:.0%}): check that it is a face"
+
+
+def _tight(seen: Seen) -> str | None:
+    # Unless that score flagged the face anyway: then its miss is not at stake.
+    if seen.synthetic_call in (None, "likely_manipulated") or not seen.paddings:
+        return None
+    share = median(seen.paddings)
+    if share < TIGHT_FRAMING:
+        return None
+    return (
+        f"tightly framed ({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
+        "misses generated faces framed so more often (of 150, 113 caught cut close to the face and 20 of 100 cut "
+        "closer, 124 framed whole)"
+    )
+
+
+def _turned(seen: Seen) -> str | None:
+    if not seen.turned_deg:
+        return None
+    return (
+        f"read after turning the picture {seen.turned_deg}°: real photos read turned were flagged two to three times "
+        "as often as upright ones"
+    )
+
+
+@dataclass(frozen=True)
+class Caution:
+    """One condition: `named` in a few words, as a legend lists it, and its sentence for what was seen (None
+    where it does not apply)."""
+
+    named: str
+    sentence: Callable[[Seen], str | None]
+
+
+# Every caution, in the order they are said. Legends name them from here (CAUTION_NAMES): scan's listed
+# "a small face, an uncertain detection, a picture read turned", missing the tightly framed one.
+CAUTIONS: tuple[Caution, ...] = (
+    Caution("a small face", _small),
+    Caution("an uncertain detection", _uncertain),
+    Caution("a tightly framed face", _tight),
+    Caution("a picture read turned", _turned),
+)
+CAUTION_NAMES = ", ".join(caution.named for caution in CAUTIONS)
+
+
 def face_cautions(
     widths_px: Sequence[float],
     turned_deg: int,
@@ -53,24 +125,5 @@ def face_cautions(
     """For one face (one width, one detector confidence, one crop's padding) or one person of a video (those
     it was seen with, their medians judged). `synthetic_call`: the synthetic-face score's own call, None for a
     model without it (a tightly framed face is cautioned unless that score flagged it anyway)."""
-    cautions = []
-    width = median(widths_px)
-    if widths_px and width < SMALL_FACE_PX:
-        cautions.append(
-            f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
-            "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
-        )
-    if (confidence := uncertain_detection(detection_scores)) is not None:
-        cautions.append(f"uncertain detection (detector confidence {confidence:.0%}): check that it is a face")
-    if synthetic_call not in (None, "likely_manipulated") and paddings and (share := median(paddings)) >= TIGHT_FRAMING:
-        cautions.append(
-            f"tightly framed ({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
-            "misses generated faces framed so more often (of 150, 113 caught cut close to the face and 20 of 100 cut "
-            "closer, 124 framed whole)"
-        )
-    if turned_deg:
-        cautions.append(
-            f"read after turning the picture {turned_deg}°: real photos read turned were flagged two to three times "
-            "as often as upright ones"
-        )
-    return cautions
+    seen = Seen(widths_px, turned_deg, detection_scores, paddings, synthetic_call)
+    return [sentence for caution in CAUTIONS if (sentence := caution.sentence(seen)) is not None]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from deepshield.inference.cautions import CAUTION_NAMES
 from deepshield.inference.verdict import VERDICT_RULE, VerdictDriver, shown_against
 from deepshield.media.metadata import MediaMetadata
 from deepshield.media.scaling import reduced_size
@@ -86,8 +87,8 @@ FRAME_INDEX_FIELD: Any = Field(
 )
 CAUTIONS_FIELD: Any = Field(
     default_factory=list,
-    description="why its score deserves extra care: conditions under which real faces were measured to be flagged "
-    "more often (a small face, a picture read turned); never part of the score or the verdict",
+    description=f"why its score deserves extra care ({CAUTION_NAMES}), each saying what was measured under that "
+    "condition; never part of the score or the verdict",
 )
 
 
