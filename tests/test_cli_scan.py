@@ -1252,6 +1252,9 @@ def test_html_page_orders_files_by_the_score_behind_their_verdict_and_says_ai_ge
     # The file the synthetic-face score flagged at 99.9% came second, by its face-swap score of 10%.
     assert text.index("generated.jpg") < text.index("swap-just-over.jpg")
     assert text.count("Likely AI-generated") == 1 and "synthetic-face threshold 60.0%" in text
+    # The header says the model's limits, once said by `deepshield model` alone.
+    assert "not a sole basis for decisions about people" in text
+    assert "No signs found does not prove a file authentic (the model misses many face edits" in text
 
 
 def test_html_page_writes_a_name_that_is_not_utf8_and_rows_resume_on_it(capsys, tiny_bundle, astronaut, tmp_path):

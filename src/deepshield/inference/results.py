@@ -37,6 +37,8 @@ SCOPE_WITH_SYNTHETIC = (
 # What a "no signs found" call cannot rule out (README, "The shipped model"): the shipped model's face-edit AUC is 0.58
 # and it called 395 of 480 dev-eval face-edited photos no signs found; it flagged 4 of 24 modern swaps.
 BLIND_SPOT = "the model misses many face edits and many newer face swaps"
+# The intended use's limit, said where results are read, not only by `deepshield model` (the card's intended_use).
+NOT_A_SOLE_BASIS = "Its scores are estimates for human review, not a sole basis for decisions about people."
 HEADLINES: dict[str, str] = {
     "likely_manipulated": "Likely manipulated: signs of face swapping or face editing found",
     "inconclusive": "Inconclusive: the face-swap score lies in its uncertain band, too close to the threshold to call either way",

@@ -14,7 +14,15 @@ from typing import Any
 from numpy.typing import NDArray
 
 from deepshield.inference.heatmap import jpeg_url, overlay
-from deepshield.inference.results import BLIND_SPOT, ImageResult, ScoringTerms, TrackResult, VideoResult, scope
+from deepshield.inference.results import (
+    BLIND_SPOT,
+    NOT_A_SOLE_BASIS,
+    ImageResult,
+    ScoringTerms,
+    TrackResult,
+    VideoResult,
+    scope,
+)
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
@@ -308,7 +316,7 @@ class ScanPage:
             f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
             f'<div class="muted">{_e(" · ".join(said))} · made {made}</div>'
-            f'<p class="small muted">{_e(scope(terms.has_synthetic))} No signs found does not prove a file authentic '
+            f'<p class="small muted">{_e(scope(terms.has_synthetic))} {_e(NOT_A_SOLE_BASIS)} No signs found does not prove a file authentic '
             f"({_e(BLIND_SPOT)}); heatmaps show where the face-swap score saw evidence (red), not a map of the edit{no_map}.</p>{body}</body></html>\n"
         )
 
