@@ -29,7 +29,8 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     )
     assert (
         "Content Credentials  signature valid: the file is as a certificate naming itself \u201cImaginary Labs\u201d "
-        "signed it; no trust list was given to check who that is" in generated_part
+        "signed it; no trust list was given to check who that is; a valid signature says nothing about whether "
+        "what the file shows is real" in generated_part
     )
     assert "made from            generated.jpg" in retouched_part
     assert "in the Content Credentials of a file it was made from" in retouched_part
@@ -40,6 +41,11 @@ def test_inspect_reads_claims_and_credentials_of_photos_and_videos(capsys, astro
     assert main(["inspect", files[0], "--trust-anchors", str(anchors), "--json"]) == EXIT_OK
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["kind"] == "image" and row["metadata"]["credentials"]["state"] == "trusted"
+    # In words in the JSON too, saying a trusted signature vouches for the bytes, not that the picture is true.
+    assert row["metadata"]["credentials"]["state_text"] == (
+        "signature trusted: the file is as Imaginary Labs signed it, and anchors.pem vouch for the signer; "
+        "a valid signature says nothing about whether what the file shows is real"
+    )
     assert row["sha256"] == hashlib.sha256(generated).hexdigest()
     (tmp_path / "empty.jpg").write_bytes(b"")  # not media, but a file: named by its bytes, as scan names it
     assert main(["inspect", str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), "--json"]) == EXIT_SOME_FAILED

@@ -106,7 +106,7 @@ def describe(path: Path, kind: str, sha256: str, metadata, undecodable: str | No
     credentials = metadata.credentials
     if credentials is not None:
         facts += [
-            ("Content Credentials", credentials.state_text()),
+            ("Content Credentials", credentials.state_text),
             ("signed by", credentials.signer()),
             ("signed at", credentials.signed_at),
             ("made with", credentials.made_with),

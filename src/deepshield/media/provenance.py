@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, computed_field, field_validator
 
 from deepshield.errors import TrustAnchorsError
 from deepshield.media.file_text import file_text
@@ -112,6 +112,11 @@ class DeclaredSource(BaseModel):
         return "xmp" if self.declared_in == "xmp" else ("ingredient" if self.in_ingredient else "content_credentials")
 
 
+# "the file is as X signed it" was read as the picture being true: a signature vouches for the bytes and who
+# signed them, and a generated or staged picture can carry one.
+SIGNED_IS_NOT_TRUE = "a valid signature says nothing about whether what the file shows is real"
+
+
 class ContentCredentials(BaseModel):
     """A file's C2PA manifest as the C2PA SDK read and verified it, offline."""
 
@@ -150,16 +155,22 @@ class ContentCredentials(BaseModel):
             return self.signed_by
         return f"{self.signed_by} (its certificate's own word: not vouched for)"
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the state in words, for people, as inspect says it"
+    )
+    @property
     def state_text(self) -> str:
         """The state in words, as the page says it: "valid against a trust list" read as a pass when the
         list does not vouch for the signer."""
         named = f"a certificate naming itself \u201c{self.signed_by}\u201d" if self.signed_by else "its signer"
         return {
             "trusted": f"signature trusted: the file is as {self.signed_by or 'the signer'} signed it, "
-            f"and {self.trust_anchors} vouch for the signer",
-            "valid": f"signature valid: the file is as {named} signed it, but {self.trust_anchors} do not vouch for it"
+            f"and {self.trust_anchors} vouch for the signer; {SIGNED_IS_NOT_TRUE}",
+            "valid": f"signature valid: the file is as {named} signed it, but {self.trust_anchors} do not vouch for it; "
+            + SIGNED_IS_NOT_TRUE
             if self.trust_anchors
-            else f"signature valid: the file is as {named} signed it; no trust list was given to check who that is",
+            else f"signature valid: the file is as {named} signed it; no trust list was given to check who that is; "
+            + SIGNED_IS_NOT_TRUE,
             "invalid": "signature invalid: the file changed after it was signed, or the signature does not hold",
             "unreadable": "present, but it could not be read",
         }[self.state]
