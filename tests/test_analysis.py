@@ -655,6 +655,27 @@ def test_a_face_seen_too_briefly_to_count_is_said_when_its_own_call_is_graver(mo
     assert "too few to count" not in calm.analyze_video("unused.mp4", frames=6).verdict.reason
 
 
+def test_a_no_signs_video_says_how_many_frames_of_a_person_reached_the_band(monkeypatch):
+    # A DFDC swap read "no signs found" with many frames in the band: its person's score is the mean of its
+    # most suspicious half, and the reason said nothing of them.
+    scripted_video(monkeypatch, 6)
+    script = {i: [box(100, 100)] for i in range(6)}
+    probabilities = [0.1, 0.45, 0.1, 0.1, 0.1, 0.1]  # the band is 40% to 60%: one frame in it
+    logits = [float(np.log(p / (1 - p))) for p in probabilities]
+    result = Detector(ScriptedClassifier(logits), FrameScriptDetector(script)).analyze_video("unused.mp4", frames=6)
+    assert result.verdict.label == "no_signs_found" and result.tracks[0].score == pytest.approx(0.65 / 3)
+    assert result.verdict.reason.endswith(
+        "; 1 of 6 frames of person 1 scored in the inconclusive band or above (by the face-swap score); "
+        "a person is judged on the mean of their most suspicious half of frames"
+    )
+    calm = Detector(ScriptedClassifier([-3.0] * 6), FrameScriptDetector(script))
+    assert "inconclusive band or above" not in calm.analyze_video("unused.mp4", frames=6).verdict.reason
+    # A verdict the frames reached already says so: no clause.
+    logits = [0.2, 0.3, 0.4, 0.3, 0.2, 0.1]
+    flagged = Detector(ScriptedClassifier(logits), FrameScriptDetector(script)).analyze_video("unused.mp4", frames=6)
+    assert flagged.verdict.label == "inconclusive" and "or above (by" not in flagged.verdict.reason
+
+
 def test_when_no_track_is_long_enough_all_tracks_vote(monkeypatch):
     scripted_video(monkeypatch, 6)
     script = {0: [box(0)], 1: [box(0)], 3: [box(300)], 4: [box(300)]}  # two people, 2 frames each

@@ -252,6 +252,36 @@ class Detector:
         synthetic_threshold = None if self.synthetic_rule is None else self.synthetic_rule.threshold
         return suspicion(label, driver, probability, synthetic, self.threshold, synthetic_threshold)
 
+    def _suspicious_frames(self, tracks: list[TrackResult], file_label: str) -> str | None:
+        """Where a video reads no signs found though frames of a counted person scored in a score's inconclusive
+        band or above, the person with the most such frames, said (numbered as the page and --html number them):
+        a DFDC swap read "no signs found" with many frames in the band, not a word of them."""
+        if file_label != "no_signs_found":
+            return None
+
+        def reached(point: TrackPoint) -> set[VerdictDriver]:
+            scores: set[VerdictDriver] = set()
+            if self.manipulation_rule.classify(point.probability) != "no_signs_found":
+                scores.add("manipulation")
+            synthetic, rule = point.synthetic_probability, self.synthetic_rule
+            if rule is not None and synthetic is not None and rule.classify(synthetic) != "no_signs_found":
+                scores.add("synthetic")
+            return scores
+
+        most, person = 0, 0
+        by: set[VerdictDriver] = set()
+        for position, track in enumerate(tracks):
+            reaching = [reached(point) for point in track.points] if track.counted else []
+            if (count := sum(1 for scores in reaching if scores)) > most:
+                most, person, by = count, position, set().union(*reaching)
+        if not most:
+            return None
+        named = " or ".join(SCORE_NAMES[score] for score in ("manipulation", "synthetic") if score in by)
+        return (
+            f"{most} of {tracks[person].frames_seen} frames of person {person + 1} scored in the inconclusive band "
+            f"or above (by the {named} score); a person is judged on {self.video_rule.judged_on()}"
+        )
+
     def _verdict(self, probability: float | None, synthetic_probability: float | None, what: str) -> Verdict:
         """The file's verdict from its highest manipulation and highest synthetic score (the rule of
         `inference.verdict`: as severe as its most severe face or counted track)."""
@@ -484,6 +514,8 @@ class Detector:
             file_verdict = file_verdict.with_clause(doubt)
         if brief := _briefly_seen_call(track_results, file_verdict.label, sampled_frames=len(sampled)):
             file_verdict = file_verdict.with_clause(brief)
+        if in_band := self._suspicious_frames(track_results, file_verdict.label):
+            file_verdict = file_verdict.with_clause(in_band)
         part = analysed.part
         if part is not None:  # a part's verdict is not the file's: its reason says which part it judges
             file_verdict = file_verdict.with_clause(f"only {part} of the video was analysed")

@@ -75,6 +75,15 @@ class VideoRule:
         score = max((s for s, reason in zip(scores, reasons) if reason is None), default=None)
         return TrackVote(scores, reasons, score)
 
+    def judged_on(self) -> str:
+        """What a person's score is made of, in words for a verdict's reason."""
+        if self.kind == "mean":
+            return "the mean of all their frames"
+        if self.kind == "max":
+            return "their most suspicious frame"
+        share = "half" if self.top_fraction == 0.5 else f"{self.top_fraction:.0%}"
+        return f"the mean of their most suspicious {share} of frames"
+
     def describe(self) -> str:
         """The rule in words (VIDEO_RULE for the default rule)."""
         if self == VideoRule():
