@@ -115,11 +115,21 @@ def _page_of(browser, detector, settings: ServerSettings | None = None) -> Itera
             context.close()
 
 
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG relative luminance of an RGB colour (0-1 channels)."""
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
 def _contrast_with_white(rgb: tuple[float, float, float]) -> float:
     """WCAG contrast ratio of an RGB colour (0-1 channels) against white."""
-    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
-    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return 1.05 / (luminance + 0.05)
+    return 1.05 / (_luminance(rgb) + 0.05)
+
+
+def _css_rgb(colour: str) -> tuple[float, float, float]:
+    """A computed style's `rgb(r, g, b)` as 0-1 channels."""
+    red, green, blue = (int(c) / 255 for c in re.findall(r"\d+", colour)[:3])
+    return red, green, blue
 
 
 def _posts_of(page, server: str) -> list[str]:
@@ -224,6 +234,32 @@ def test_a_result_prints_as_a_report_without_the_controls(page, server, astronau
         assert page.is_visible(kept), kept
     pdf = page.pdf(format="A4")
     assert pdf.startswith(b"%PDF") and len(pdf) > 20_000  # the photo, crop and heatmap are in it
+    assert page.problems == []
+
+
+def test_no_signs_found_is_a_neutral_colour_not_a_passing_green(page, server):
+    page.goto(server + "/")
+    # A verdict panel and a face's badge as the page draws them for a call of no signs found.
+    panel, text, badge = page.evaluate(
+        """() => {
+          const panel = document.createElement("div");
+          panel.className = "verdict no_signs_found";
+          panel.innerHTML = '<div class="verdict-label">No signs</div><span class="label no_signs_found">NO SIGNS</span>';
+          document.querySelector("main").append(panel);
+          return [getComputedStyle(panel).backgroundColor, getComputedStyle(panel.firstChild).color,
+                  getComputedStyle(panel.lastChild).backgroundColor];
+        }"""
+    )
+    # Green read as "passed" (it was #1f7a3a, hue 137): a blue-grey slate says nothing about authenticity.
+    for colour in (text, badge):
+        hue, _, saturation = colorsys.rgb_to_hls(*_css_rgb(colour))
+        assert 190 <= hue * 360 <= 240 and saturation < 0.4, colour
+    # Readable: the badge's white text, and the label's text on the panel (WCAG AA, 4.5:1).
+    assert _contrast_with_white(_css_rgb(badge)) >= 4.5
+    assert (_luminance(_css_rgb(panel)) + 0.05) / (_luminance(_css_rgb(text)) + 0.05) >= 4.5
+    # The boxes' scale keeps green for low scores, but says a low score clears nothing.
+    caption = page.text_content("#image-result figcaption")
+    assert "green = low score (no signs found; not a clearance)" in caption
     assert page.problems == []
 
 
