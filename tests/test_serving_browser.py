@@ -527,8 +527,10 @@ def test_a_heatmap_under_a_synthetic_call_says_it_is_the_face_swap_scores(page, 
           return [heatmapCaption("manipulation"), heatmapCaption("synthetic")];
         }"""
     )
+    # Green, read as "fine" beside the boxes' green for low scores, is even odds, inside the inconclusive range.
     assert captions == [
-        "Heatmap, one scale for every face: blue 0%, green ≈50%, yellow ≈65%, red 100% (looks manipulated)",
+        "Heatmap, one scale for every face: blue 0%, green ≈50% (even odds, not low), yellow ≈65%, "
+        "red 100% (looks manipulated)",
         "Face-swap heatmap (the AI-generated score has no map)",
     ]
 

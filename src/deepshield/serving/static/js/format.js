@@ -17,7 +17,7 @@ export const NO_SYNTHETIC = "Synthetic-face score: not available in this model";
 // "The probability"): green, read as "low" beside the boxes' colours, lies near even odds.
 export const heatmapCaption = (driver) =>
   driver === "synthetic" ? "Face-swap heatmap (the AI-generated score has no map)"
-    : "Heatmap, one scale for every face: blue 0%, green ≈50%, yellow ≈65%, red 100% (looks manipulated)";
+    : "Heatmap, one scale for every face: blue 0%, green ≈50% (even odds, not low), yellow ≈65%, red 100% (looks manipulated)";
 
 // A face's, track's or file's second score and which of the two set its label (see README "Verdicts"),
 // to the places that keep it on its side of its own band's edges (`result`: the result it belongs to).
