@@ -263,6 +263,16 @@ def test_no_signs_found_is_a_neutral_colour_not_a_passing_green(page, server):
     assert page.problems == []
 
 
+def test_the_footer_says_what_inconclusive_means_and_what_the_scores_are_not_for(page, server):
+    page.goto(server + "/")
+    footer = " ".join(page.inner_text(".footer").split())
+    # "Too close to the threshold to call" was wrong for the synthetic-face score, whose band is wide.
+    assert "scores in the inconclusive range are those where the model cannot call either way" in footer
+    assert "too close to the threshold" not in footer
+    assert "Not a sole basis for decisions about people." in footer
+    assert page.problems == []
+
+
 def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, tmp_path):
     page.goto(server + "/")
     photo = tmp_path / "camera.jpg"

@@ -126,7 +126,7 @@ function drawTimeline(result, source, which) {
   // A group, not an image: its points are read out. One Tab stop per face; arrow keys walk its points.
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "group", "data-score": which, "aria-label": `${what} over time for each face: Tab to a face's line, arrow keys along it` });
 
-  // The inconclusive band behind everything: scores in it are too close to the threshold to call.
+  // The inconclusive band behind everything: scores in it the model cannot call either way.
   const band = terms.inconclusive;
   root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(band.high), height: Math.max(0, y(band.low) - y(band.high)) }));
   // Its label (11 px) sits in whichever part of the band beside the threshold line has room, else just above
