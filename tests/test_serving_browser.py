@@ -154,6 +154,9 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     score = page.inner_text(".face-card .face-score")
     assert score.endswith("face-swap") and "%" in score  # the score that made the call, named
     assert page.inner_text(".face-card .label") in ("LIKELY MANIPULATED", "INCONCLUSIVE", "NO SIGNS FOUND")
+    # The detector's score says it is about finding the face ("detection confidence" read as the verdict's).
+    meta = page.inner_text(".face-card .face-meta")
+    assert re.search(r" · face-finder certainty that this is a face: \d+%", meta) and "confidence" not in meta
     # Screen readers hear the call when it arrives (a polite status, not shown on screen).
     announce = page.locator("#announce")
     assert announce.get_attribute("role") == "status" and announce.get_attribute("aria-live") == "polite"

@@ -86,7 +86,9 @@ export function renderImage(result, fileName) {
           el("figure", {}, [el("img", { src: face.crop_png, alt: `Face ${face.index + 1} as the model saw it` }), el("figcaption", { text: "Face as analysed" })]),
           el("figure", {}, [el("img", { src: face.heatmap_png, alt: `Heatmap for face ${face.index + 1}` }), el("figcaption", { text: heatmapCaption(face.verdict_driver) })]),
         ]),
-        el("div", { class: "face-meta", text: `Face-swap score ${scorePct(face.probability, result, 1)} · inconclusive ${pct(result.inconclusive.low, 1)}–${pct(result.inconclusive.high, 1)} · detection confidence ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
+        // The detector's score, named for what it measures: "detection confidence" under the face's score read
+        // as confidence in the verdict.
+        el("div", { class: "face-meta", text: `Face-swap score ${scorePct(face.probability, result, 1)} · inconclusive ${pct(result.inconclusive.low, 1)}–${pct(result.inconclusive.high, 1)} · face-finder certainty that this is a face: ${pct(face.detection_score)}${face.turned_deg ? ` · turned ${face.turned_deg}° to be read upright` : ""}` }),
         el("div", {
           class: "face-meta", "data-role": "synthetic-score",
           text: syntheticText(face.synthetic_probability, face.synthetic_label, face.verdict_driver, result),
