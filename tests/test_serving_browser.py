@@ -276,6 +276,15 @@ def test_the_footer_says_what_inconclusive_means_and_what_the_scores_are_not_for
     assert page.problems == []
 
 
+def test_the_introduction_says_a_heatmap_shows_evidence_not_the_edit(page, server):
+    page.goto(server + "/")
+    # As the footer says: "the regions that look manipulated" promised a map of the edit.
+    intro = " ".join(page.inner_text(".intro > p").split())
+    assert "a heatmap of where the model saw evidence (not a map of the edit)" in intro
+    assert "look manipulated" not in intro
+    assert page.problems == []
+
+
 def test_the_files_own_metadata_is_shown_as_its_claims(page, server, astronaut, tmp_path):
     page.goto(server + "/")
     photo = tmp_path / "camera.jpg"
