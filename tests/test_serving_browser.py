@@ -363,19 +363,27 @@ def test_the_models_record_on_real_labelled_media_is_one_click_away(browser, tin
     with _page_of(browser, Detector.from_bundle(bundle)) as page:
         page.wait_for_selector("[data-role=model-record]:visible")
         page.click("#model-record summary")
-        rows = [row.split("\t") for row in page.locator("[data-role=record-row]").all_inner_texts()]
+        rows = [
+            [cell.strip() for cell in row.split("\t")]
+            for row in page.locator("[data-role=record-row]").all_inner_texts()
+        ]
+        # A set keeps the card's name (the key to its figures elsewhere) over a description in plain words.
+        swaps = "photos and videos from six recent public face-swap tools, and the real faces they started from"
+        dfdc = "videos from the Deepfake Detection Challenge sample, real and face-swapped"
         assert rows == [
             [
-                "dev-eval/modern-swaps",
+                "dev-eval/modern-swaps\n" + swaps,
                 "0.60 [0.43, 0.74]",
                 "0.73",
                 "4.6% · 10.0% by the synthetic-face score",
             ],  # a set the card has no figures for is left out
-            ["dev-eval/dfdc-sample †", "1.00 [1.00, 1.00]", "0.998", "—"],  # a perfect 1.00 only where it is
+            ["dev-eval/dfdc-sample †\n" + dfdc, "1.00 [1.00, 1.00]", "0.998", "—"],  # a perfect 1.00 only where it is
             ["its own synthesised blends (validation)", "—", "0.93", "0.9%"],
         ]
+        assert page.locator("[data-role=record-about]").all_inner_texts() == [swaps, dfdc]
         note = page.inner_text("#model-record-note")
-        assert "so they flatter it" in note
+        # "Epoch" is training jargon: the sets chose which version of the model ships.
+        assert "The labelled sets chose this model's version and threshold, so they flatter it" in note
         assert "† dev-eval/dfdc-sample: only 1 real and 3 fake files" in note and note.count("†") == 1
     with _page_of(browser, Detector.from_bundle(tiny_bundle)) as page:  # a card without such figures: no record
         page.wait_for_selector("[data-role=model-name]")

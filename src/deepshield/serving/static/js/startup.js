@@ -75,6 +75,14 @@ export async function loadServerInfo() {
   }
 }
 
+// The shipped card's labelled sets in plain words (its README and docs/model-study.md describe them; the
+// record names a set by its folder only, which tells a reader nothing), by folder name.
+const SET_ABOUT = {
+  "dfdc-sample": "videos from the Deepfake Detection Challenge sample, real and face-swapped",
+  "modern-swaps": "photos and videos from six recent public face-swap tools, and the real faces they started from",
+  "face-edits": "photos with part of the face edited by hand, and real photos",
+};
+
 // The model's own figures on real labelled media (GET /v1/model/record), so that a reader knows what it
 // catches and what it misses before trusting a verdict.
 async function loadModelRecord() {
@@ -85,7 +93,13 @@ async function loadModelRecord() {
   // A real file the synthetic-face score flags is flagged too: its own share beside the face-swap score's.
   const flagged = (set) => pct(set.real_flagged, 1) +
     (set.synthetic_real_flagged !== null && set.synthetic_real_flagged !== undefined ? ` · ${pct(set.synthetic_real_flagged, 1)} by the synthetic-face score` : "");
-  const rows = record.benchmarks.map((set) => [set.labelled_set + (set.caution ? " †" : ""), auc(set.file_auc), auc(set.face_auc), flagged(set)]);
+  // A set's name as the card gives it (the key to its figures elsewhere), its description under it when known.
+  const setName = (set) => {
+    const about = SET_ABOUT[set.labelled_set.split("/").pop()];
+    const name = set.labelled_set + (set.caution ? " †" : "");
+    return about ? [name, el("span", { class: "record-about", "data-role": "record-about", text: about })] : name;
+  };
+  const rows = record.benchmarks.map((set) => [setName(set), auc(set.file_auc), auc(set.face_auc), flagged(set)]);
   if (record.validation_auc !== null) {
     rows.push(["its own synthesised blends (validation)", "—", auc({ value: record.validation_auc, low: null }), pct(record.validation_real_flagged, 1)]);
   }
@@ -94,14 +108,14 @@ async function loadModelRecord() {
       auc(record.synthetic_holdout_auc), pct(record.synthetic_real_flagged, 1)]);
   }
   $("model-record-rows").replaceChildren(
-    ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((text, i) => el(i ? "td" : "th", { text, scope: i ? null : "row" }))))
+    ...rows.map((cells) => el("tr", { "data-role": "record-row" }, cells.map((cell, i) => el(i ? "td" : "th", { scope: i ? null : "row" }, cell))))
   );
   $("model-record-note").textContent =
     "AUC: how often a fake file (or face) scores above a real one; 0.5 is chance, 1 always. In brackets, a 95% interval: " +
     "these sets are small. Reals flagged: the share of a set's real files (validation: real faces) at or above the " +
     "threshold. " +
     (record.benchmarks.length
-      ? "The labelled sets chose this model's epoch and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
+      ? "The labelled sets chose this model's version and threshold, so they flatter it; fakes from tools it has not met can fare worse, and " +
         "its own synthesised blends say little about real swaps."
       : "No real media measured this model: its own synthesised blends say little about real deepfakes.") +
     record.benchmarks.filter((set) => set.caution).map((set) => ` † ${set.labelled_set}: ${set.caution}.`).join("");
