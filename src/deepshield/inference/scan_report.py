@@ -62,10 +62,10 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#17202e;background:#f
 h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.digest{font-family:monospace;overflow-wrap:anywhere;margin-top:4px}
 .file{background:#fff;border:1px solid #dde2ea;border-left:5px solid #5b6678;border-radius:8px;padding:10px 14px;margin:10px 0}
 .file.likely_manipulated{border-left-color:#c0262d}.file.inconclusive{border-left-color:#9a5b00}
-.file.no_signs_found{border-left-color:#1f7a3a}.file.error{border-left-color:#5b6678;background:#eef0f4}
+.file.no_signs_found{border-left-color:#4a5d78}.file.error{border-left-color:#5b6678;background:#eef0f4}
 .head{display:flex;gap:12px;align-items:baseline;flex-wrap:wrap}.name{font-weight:700;word-break:break-all}
 .label{font-size:11px;font-weight:800;letter-spacing:.05em;padding:1px 7px;border-radius:4px;color:#fff;background:#5b6678}
-.label.likely_manipulated{background:#c0262d}.earlier{font-style:italic}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#1f7a3a}
+.label.likely_manipulated{background:#c0262d}.earlier{font-style:italic}.label.inconclusive{background:#9a5b00}.label.no_signs_found{background:#4a5d78}
 .faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px;max-width:260px}
 .face img{width:112px;height:112px;border-radius:4px}.caution{color:#9a5b00}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
 svg.line{display:block;margin-top:2px}.axis{display:flex;justify-content:space-between;width:232px}

@@ -22,18 +22,10 @@ function sourcePlace(source) {
   return source.verified === false ? `${where}, which fail verification` : where;
 }
 
-// The C2PA SDK's reading of the file's Content Credentials, in words, as ContentCredentials.state_text
-// says it (deepshield.media.provenance). A name no trust list vouches for is the certificate's own word: anyone can make one naming a newsroom.
+// The C2PA SDK's reading of the file's Content Credentials, in words: the server's (ContentCredentials.state_text),
+// one text for the page, inspect and the API. A result saved before it carried one says its state alone.
 function credentialsState(cred) {
-  const named = cred.signed_by ? `a certificate naming itself “${cred.signed_by}”` : "its signer";
-  return {
-    trusted: `signature trusted: the file is as ${cred.signed_by || "the signer"} signed it, and ${cred.trust_anchors} vouch for the signer`,
-    valid: cred.trust_anchors
-      ? `signature valid: the file is as ${named} signed it, but ${cred.trust_anchors} do not vouch for it`
-      : `signature valid: the file is as ${named} signed it; no trust list was given to check who that is`,
-    invalid: "signature invalid: the file changed after it was signed, or the signature does not hold",
-    unreadable: "present, but it could not be read",
-  }[cred.state];
+  return cred.state_text || `signature ${cred.state}`;
 }
 
 // As ContentCredentials.signer says it.
