@@ -332,7 +332,8 @@ def test_content_credentials_declaring_generative_ai_are_shown_beside_the_verdic
     page.wait_for_selector("#file-facts dd >> text=Imaginary Editor 2.0")
     assert page.inner_text("[data-role=declared]").startswith(
         "The file's Content Credentials (signature valid: the file is as a certificate naming itself “Imaginary Labs” "
-        "signed it; no trust list was given to check who that is) say it was made from a file that declares "
+        "signed it; no trust list was given to check who that is; a valid signature says nothing about whether what "
+        "the file shows is real) say it was made from a file that declares "
         "“Created using generative AI”."
     )
     facts = dict(zip(
