@@ -774,6 +774,23 @@ def watch_looks(monkeypatch, looks: int) -> list[float]:
     return taken
 
 
+def test_a_watched_folder_that_cannot_be_listed_is_one_row_however_often_files_are_dropped_in(tmp_path, monkeypatch):
+    # A drop box (others may write, not list) under a watched tree: its time changes with each file dropped in,
+    # and each change made it a new error row.
+    from deepshield.inference.scan import ArrivalWatch
+
+    drop = tmp_path / "inbox" / "drop"
+    drop.mkdir(parents=True)
+    deny_listing(monkeypatch, drop)
+    watch = ArrivalWatch([tmp_path / "inbox"], recursive=True, seen=set())
+    looks = [watch.arrived(), watch.arrived()]
+    for second in range(3):
+        (drop / f"dropped-{second}.jpg").write_bytes(b"x")
+        os.utime(drop, ns=(second * 10**9, second * 10**9))
+        looks += [watch.arrived(), watch.arrived()]
+    assert [[path.name for path in look] for look in looks] == [[], ["drop"]] + [[], []] * 3
+
+
 def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
     capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
 ):

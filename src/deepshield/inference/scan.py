@@ -146,7 +146,9 @@ class ArrivalWatch:
         ready, look = [], {}
         for path in collect_files(self.paths, self.recursive, self.output):
             key = file_key(path)
-            signature = file_signature(path)  # None: scanned (as an error row) once it stays None
+            # None: scanned (as an error row) once it stays None. A folder among the files is one that cannot be
+            # listed (collect_files): its time changes with each file dropped in, which made a new row each time.
+            signature = None if path.is_dir() else file_signature(path)
             if key in self.seen:
                 if self.taken.setdefault(key, signature) == signature:
                     continue
