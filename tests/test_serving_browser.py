@@ -816,7 +816,7 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert page.get_attribute(example, "class") == "example selected"
     # Beside the timeline, each face track: its most suspicious frame's face and heatmap, really loaded.
     card = page.locator(".track-card").first
-    assert "Face 1" in card.inner_text() and "Seen in" in card.inner_text()
+    assert "Person 1" in card.inner_text() and "Seen in" in card.inner_text()
     assert card.locator("[data-role=counted]").inner_text() == "Counts towards the verdict"
     images = card.locator(".face-images img").all()
     assert len(images) == 2 and all(
@@ -828,14 +828,14 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     strip.locator("summary").click()
     frames = strip.locator("figure")
     seen = int(card.inner_text().split("Seen in ")[1].split(" ")[0])
-    assert frames.count() == seen and strip.locator("summary").inner_text() == f"All {seen} frames of Face 1"
+    assert frames.count() == seen and strip.locator("summary").inner_text() == f"All {seen} frames of Person 1"
     assert strip.locator("figure.peak").count() >= 1
     assert frames.first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
     # Hovering a point shows the face in that frame.
     page.hover("#timeline svg circle.point >> nth=3")
     page.wait_for_selector("#timeline-tip:not([hidden]) img")
     assert page.evaluate("document.querySelector('#timeline-tip img').naturalWidth") == 96
-    assert "Face 1" in page.inner_text("#timeline-tip")
+    assert "Person 1" in page.inner_text("#timeline-tip")
     # For the keyboard and screen readers: the chart is a group whose points are read out, one Tab stop a
     # face, arrow keys along its points, each named with its frame.
     assert page.get_attribute("#timeline svg", "role") == "group"
@@ -845,7 +845,7 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     first = page.evaluate("document.activeElement.getAttribute('aria-label')")
     page.keyboard.press("ArrowRight")
     second = page.evaluate("document.activeElement.getAttribute('aria-label')")
-    assert first.startswith("Face 1 at ") and "(frame " in first and second != first
+    assert first.startswith("Person 1 at ") and "(frame " in first and second != first
     page.keyboard.press("ArrowLeft")
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == first
     assert page.get_attribute("#timeline svg circle.point[tabindex='0']", "role") == "img"  # a label needs a role

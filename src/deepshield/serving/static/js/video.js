@@ -163,7 +163,7 @@ function drawTimeline(result, source, which) {
   tip.hidden = true;
   result.tracks.forEach((track, i) => {
     const colour = trackColour(i);
-    const name = `Face ${i + 1}`;
+    const name = `Person ${i + 1}`;
     const points = track.points.map((p) => `${x(p.timestamp_s).toFixed(1)},${y(score(p)).toFixed(1)}`).join(" ");
     const group = svg("g", { "data-track": String(track.track_id) });
     if (track.points.length > 1) group.append(svg("polyline", { class: "track" + (track.counted ? "" : " uncounted"), points, stroke: colour, "stroke-dasharray": trackDash(i) || null }));
@@ -225,7 +225,7 @@ function showTip(tip, dot, point, name, frameTime) {
 // Beside the timeline: who each line is (its most suspicious frame's face and heatmap), when it
 // was seen, and whether it counts towards the verdict.
 function trackCard(track, i, result, span, frameTime, source) {
-  const name = `Face ${i + 1}`;
+  const name = `Person ${i + 1}`;
   const swatch = svg("svg", { class: "swatch", viewBox: "0 0 28 10", "aria-hidden": "true" }, [
     svg("line", { x1: 0, y1: 5, x2: 28, y2: 5, stroke: trackColour(i), "stroke-width": 3, "stroke-dasharray": track.counted ? trackDash(i) || null : "2 4" }),
   ]);
