@@ -117,9 +117,9 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     assert code == EXIT_OK
     header, line, blank, meaning, scope = out.splitlines()
     assert header.split() == [
-        "FILE", "KIND", "VERDICT", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR"
+        "FILE", "KIND", "VERDICT", "CAUTION", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR"
     ]  # fmt: skip
-    assert line.split()[1:8] == ["image", "no_face", "-", "-", "-", "0", "-"]
+    assert line.split()[1:9] == ["image", "no_face", "-", "-", "-", "-", "0", "-"]
     assert blank == "" and meaning.startswith(
         "no_signs_found does not prove a file authentic (the model misses many face edits and many newer face swaps)"
     )
@@ -127,10 +127,12 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     # A model without the synthetic-face score: no score drives a verdict but the one it has, so DRIVER is "-".
     code, out, _ = scan(capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle))
     lines = out.splitlines()
-    face_line = lines[1].split()
-    assert face_line[1] == "image" and face_line[4:6] == ["-", "-"] and face_line[6] == "1"
-    # The face's caution is marked on its verdict and said under the table (the table and CSV had none).
-    assert face_line[2].endswith("!") and any(line.startswith("a verdict ending in !: take care") for line in lines)
+    columns = lines[0].index("CAUTION"), lines[0].index("P(SWAP)")
+    face_line = lines[1][columns[1] :].split()
+    assert lines[1].split()[1] == "image" and face_line[1:3] == ["-", "-"] and face_line[3] == "1"
+    # The face's caution is named in its own column (a "!" after the verdict said not which) and under the table.
+    assert lines[1][columns[0] : columns[1]].strip() == "small face"
+    assert any(line.startswith("CAUTION: take care with that file's score") for line in lines)
     assert "inconclusive: the score behind it lies in its uncertain band (face-swap score 40.0% to 60.0%)" in out
 
 
@@ -1419,13 +1421,21 @@ def test_model_shows_a_figure_whose_interval_has_one_end_without_it(capsys, tiny
 def test_the_tables_caution_legend_names_every_caution():
     # It listed "a small face, an uncertain detection, a picture read turned": not the tightly framed face.
     from deepshield.cli.scan import table_note
-    from deepshield.inference.cautions import CAUTIONS, face_cautions
+    from deepshield.inference.cautions import CAUTIONS, caution_words, face_cautions
 
-    legend = next(line for line in table_note(cautioned=True).splitlines() if line.startswith("a verdict ending in !"))
+    legend = next(line for line in table_note(cautioned=True).splitlines() if line.startswith("CAUTION: "))
     assert "(a small face, an uncertain detection, a tightly framed face, a picture read turned)" in legend
     # Every sentence face_cautions says comes from CAUTIONS, each of which the legend names.
     said = face_cautions([60], 90, [0.5], [0.2], "no_signs_found")
     assert len(said) == len(CAUTIONS) and all(caution.named in legend for caution in CAUTIONS)
+    # And the table names each in its own words, from the CSV's cautions cell.
+    assert caution_words("; ".join(said)) == [
+        "small face",
+        "uncertain detection",
+        "tightly framed",
+        "read after turning",
+    ]
+    assert caution_words(None) == [] and caution_words("") == []
 
 
 def test_the_summary_line_says_which_likely_manipulated_files_the_synthetic_score_flagged():

@@ -258,14 +258,18 @@ def _table(rows: list, has_synthetic: bool) -> str:
     # P(SWAP): the face-swap score ("P(FAKE)" beside an AI-generated face's "likely" call read 38.8%);
     # P(SYNTH): the synthetic-face score; DRIVER: the score that set the verdict ("-" for a model without it).
     # DECLARED: the source type the file's metadata declares, and its Content Credentials' state.
-    header = ("FILE", "KIND", "VERDICT", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
+    # CAUTION: why a file's score deserves care, named (a "!" after the verdict read as emphasis, and said not which).
+    from deepshield.inference.cautions import caution_words
+
+    header = ("FILE", "KIND", "VERDICT", "CAUTION", "P(SWAP)", "P(SYNTH)", "DRIVER", "FACES", "DECLARED", "MS", "ERROR")
     lines = [header]
     for row in rows:
         lines.append(
             (
                 row.path,
                 row.kind or "-",
-                (row.verdict or "ERROR") + ("!" if row.cautions else ""),
+                row.verdict or "ERROR",
+                ", ".join(caution_words(row.cautions)) or "-",
                 _score(row, row.probability),
                 _score(row, row.synthetic_probability, synthetic=True),
                 (row.verdict_driver or "-") if has_synthetic else "-",
@@ -301,8 +305,8 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
         f"band{band}, too close to call."
     )
     caution = (
-        f"a verdict ending in !: take care with that file's score ({CAUTION_NAMES}): the CSV's "
-        "cautions column and --format json say which.\n"
+        f"CAUTION: take care with that file's score ({CAUTION_NAMES}): the CSV's cautions column and "
+        "--format json say what was measured under each.\n"
     )
     declared = (
         "DECLARED: how the file's metadata says it was made (IPTC source type) and its Content Credentials' state "

@@ -97,22 +97,29 @@ def _turned(seen: Seen) -> str | None:
 
 @dataclass(frozen=True)
 class Caution:
-    """One condition: `named` in a few words, as a legend lists it, and its sentence for what was seen (None
-    where it does not apply)."""
+    """One condition: `named` in a few words, as a legend lists it, its sentence for what was seen (None
+    where it does not apply), and the words that sentence begins with (`starts`), by which a table names it."""
 
     named: str
     sentence: Callable[[Seen], str | None]
+    starts: str
 
 
 # Every caution, in the order they are said. Legends name them from here (CAUTION_NAMES): scan's listed
 # "a small face, an uncertain detection, a picture read turned", missing the tightly framed one.
 CAUTIONS: tuple[Caution, ...] = (
-    Caution("a small face", _small),
-    Caution("an uncertain detection", _uncertain),
-    Caution("a tightly framed face", _tight),
-    Caution("a picture read turned", _turned),
+    Caution("a small face", _small, "small face"),
+    Caution("an uncertain detection", _uncertain, "uncertain detection"),
+    Caution("a tightly framed face", _tight, "tightly framed"),
+    Caution("a picture read turned", _turned, "read after turning"),
 )
 CAUTION_NAMES = ", ".join(caution.named for caution in CAUTIONS)
+
+
+def caution_words(sentences: str | None) -> list[str]:
+    """The few words naming each caution of a row's "; "-joined sentences (its CSV cell), in their order."""
+    said = [] if not sentences else sentences.split("; ")
+    return [caution.starts for caution in CAUTIONS if any(line.startswith(caution.starts) for line in said)]
 
 
 def face_cautions(
