@@ -1217,6 +1217,32 @@ def test_a_loopback_server_answers_to_loopback_names_only(detector, astronaut_jp
         ServerSettings(allowed_hosts="shield.example.org:8000")
 
 
+def test_the_schema_declares_the_headers_and_answers_clients_get(detector, astronaut_jpeg):
+    # A client generated from the schema never saw Location or Retry-After (only described), expected no body
+    # from /metrics, no 400 from /healthz, and a key on every /v1 call of a server that has none.
+    schema = create_app(detector, ServerSettings()).openapi()
+    jobs = schema["paths"]["/v1/jobs"]["post"]["responses"]
+    assert "Location" in jobs["202"]["headers"]
+    assert all("Retry-After" in jobs[status]["headers"] for status in ("429", "503"))
+    assert "text/plain" in schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert "400" in schema["paths"]["/healthz"]["get"]["responses"]
+    assert schema["paths"]["/v1/model"]["get"]["security"] == [{}, {"APIKeyHeader": []}]
+    # The middlewares' refusals are counted by code and carry the /v1 headers, as the routes' errors do.
+    app = create_app(detector, ServerSettings(), listen_host="127.0.0.1")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        refused = client.get("/v1/model", headers={"Host": "evil.example"})
+        assert refused.status_code == 400 and refused.headers["cache-control"] == "no-store"
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        client.post("/v1/analyze", files=upload(astronaut_jpeg), headers={"Origin": "https://evil.example"})
+        counted = [
+            line for line in client.get("/metrics").text.splitlines() if line.startswith("deepshield_errors_total{")
+        ]
+        assert counted == [
+            'deepshield_errors_total{code="unknown_host"} 1.0',
+            'deepshield_errors_total{code="cross_origin"} 1.0',
+        ]
+
+
 def test_upload_folder_is_private_and_removed_at_shutdown(detector, astronaut_jpeg):
     with client_for(detector) as client:
         folder = client.app.state.runtime.upload_dir

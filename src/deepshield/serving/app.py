@@ -21,7 +21,7 @@ from deepshield.inference.analysis import Detector
 from deepshield.serving.errors import error_response, error_responses, install_error_handlers
 from deepshield.serving.routes import analysis, health, jobs, model, page
 from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
-from deepshield.serving.runtime import API_KEY_HEADER, Runtime, refuse_unknown_query, require_api_key
+from deepshield.serving.runtime import API_KEY_HEADER, API_KEY_SCHEME, Runtime, refuse_unknown_query, require_api_key
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.uploads import FIELD_NAME
 
@@ -44,6 +44,12 @@ Find face-swap deepfakes in photos and videos.
 
 Scores are statistical estimates from a model, not proof: read them with the model card (`GET /v1/model`).
 """
+
+
+def refused(scope: Scope, code: str) -> None:
+    """Count a middleware's refusal in deepshield_errors_total, as the routes' errors are counted: the
+    cross_origin and unknown_host refusals, answered before any route, were missing from it."""
+    scope["app"].state.runtime.metrics.failed(code)
 
 
 class SecurityHeaders:
@@ -97,6 +103,7 @@ class SameOrigin:
             origin = headers.get("origin")
             hosts = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").lower()} - {""}
             if origin is not None and urlsplit(origin).netloc.lower() not in hosts:
+                refused(scope, "cross_origin")
                 response = error_response(
                     403,
                     "cross_origin",
@@ -128,6 +135,7 @@ class KnownHost:
             host = next((value for name, value in scope.get("headers", []) if name.lower() == b"host"), None)
             name = None if host is None else _host_name(host.decode("latin-1"), with_port=True)
             if name is not None and name not in self.names and not _is_loopback(name):
+                refused(scope, "unknown_host")
                 response = error_response(
                     400,
                     "unknown_host",
@@ -201,6 +209,10 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                         },
                     )
+            # The key is needed only when the server has one: `security` of the key alone said every call needs it.
+            for operation in path.values():
+                if operation.get("security") == [{API_KEY_SCHEME: []}]:
+                    operation["security"] = [{}, {API_KEY_SCHEME: []}]
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
@@ -243,9 +255,10 @@ def create_app(detector: Detector, settings: ServerSettings | None = None, liste
     )
     app.state.runtime = runtime
     app.add_middleware(SameOrigin)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
-    app.add_middleware(KnownHost, allowed=runtime.settings.allowed_hosts, listen_host=listen_host)  # outermost
+    app.add_middleware(KnownHost, allowed=runtime.settings.allowed_hosts, listen_host=listen_host)
+    # Outermost: the refusals of the middlewares inside it carry its headers too (a /v1 unknown_host had no no-store).
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app, runtime.metrics.failed)
 
     v1 = APIRouter(

@@ -139,13 +139,15 @@ def install_error_handlers(app: FastAPI, counted: Callable[[str], None] = lambda
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses=` entries documenting the JSON error body for these statuses."""
     descriptions = {
-        400: "Malformed request (not multipart, no `file` field, empty file, bad parameter; `unknown_host`: a Host this server does not answer to)",
+        400: "Bad request: a parameter or query option it does not take, an upload that is not multipart, has no "
+        "`file` field or is empty; `unknown_host`: a Host this server does not answer to",
         401: "Missing or wrong X-API-Key (only when the server has an API key)",
         403: "Sent by a web page of another origin (`cross_origin`): use this server's own page",
         404: "No such job (unknown or expired)",
         408: "The upload took too long",
         413: "Upload above the byte limit",
-        415: "Not an image or video type we read (judged by content, not name)",
+        415: "Not an image or video type we read (judged by content, not name); `video_needs_job` for a video sent "
+        "to /v1/analyze: submit it to /v1/jobs",
         422: "Media we cannot analyse: corrupt, too many pixels, too long",
         429: "Too many uploads at once from this client; retry after the time in Retry-After",
         500: "Unexpected failure in the analysis (the server keeps serving)",
@@ -153,4 +155,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
         504: "The analysis took longer than the request timeout",
         507: "The server could not store the upload (its disk is full); retry later",
     }
-    return {status: {"model": ErrorBody, "description": descriptions.get(status, "Error")} for status in statuses}
+    # Declared, not only described: a client generated from the schema never saw the header it is told to wait by.
+    retry_after = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": descriptions.get(status, "Error"),
+            **({"headers": retry_after} if status in (429, 503) else {}),
+        }
+        for status in statuses
+    }

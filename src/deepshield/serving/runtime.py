@@ -132,6 +132,7 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 _api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="needed only when the server has an API key"
 )
+API_KEY_SCHEME = _api_key_scheme.scheme_name  # its name in the OpenAPI document's security entries
 
 
 async def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_api_key_scheme)]) -> None:

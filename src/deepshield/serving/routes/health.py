@@ -8,11 +8,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from deepshield.inference.results import scope
-from deepshield.serving.errors import JOB_ERROR_STATUSES
+from deepshield.serving.errors import JOB_ERROR_STATUSES, error_responses
 from deepshield.serving.runtime import RuntimeDep
 from deepshield.serving.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=error_responses(400))  # 400: a Host the server does not answer to
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness and load")
@@ -39,6 +39,7 @@ async def healthz(runtime: RuntimeDep) -> Health:
     description="Files analysed by kind and verdict, analysis times, errors by code, analyses running and "
     "waiting, jobs pending, the model in use (Prometheus text format).",
     response_class=Response,
+    responses={200: {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

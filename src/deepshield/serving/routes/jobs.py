@@ -28,7 +28,13 @@ log = logging.getLogger("deepshield.serving")
     description="Upload a video or an image (multipart field `file`). Answers `202` with the job at once; "
     "poll `GET /v1/jobs/{id}` (the `Location` header) until its status is `done` or `failed`.",
     openapi_extra=MULTIPART_BODY,
-    responses=error_responses(400, 403, 408, 413, 415, 422, 429, 503, 507),
+    responses={
+        202: {
+            "description": "The job, queued",
+            "headers": {"Location": {"description": "the job's address: poll it", "schema": {"type": "string"}}},
+        },
+        **error_responses(400, 403, 408, 413, 415, 422, 429, 503, 507),
+    },
 )
 async def submit_job(
     request: Request,
