@@ -791,6 +791,12 @@ def test_a_watched_folder_that_cannot_be_listed_is_one_row_however_often_files_a
         os.utime(drop, ns=(second * 10**9, second * 10**9))
         looks += [watch.arrived(), watch.arrived()]
     assert [[path.name for path in look] for look in looks] == [[], ["drop"]] + [[], []] * 3
+    # One there when the scan began was scanned then, and is taken as the scan took it (its time then was
+    # not the watch's None: it came back as changed).
+    from deepshield.inference.scan import file_key, watch_signature
+
+    began = ArrivalWatch([tmp_path / "inbox"], True, {file_key(drop)}, taken={file_key(drop): watch_signature(drop)})
+    assert [began.arrived() for _ in range(4)] == [[]] * 4
 
 
 def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(

@@ -316,6 +316,12 @@ def test_a_cut_jpeg_is_refused_after_small_decodes_only(astronaut, monkeypatch):
     with pytest.raises(CorruptMediaError, match="truncated"):
         load_image(data[: len(data) // 2])
     assert sizes == [images.ImageLimits().max_pixels, images._QUICK_PIXELS, images._QUICK_PIXELS]
+    # A whole one (its end marker alone gone) small enough to be read whole by the small decode: that decode is
+    # the one returned, and the first padding's is not done twice (seven decodes, then five).
+    sizes.clear()
+    load_image(data[:-2])
+    full, quick = images.ImageLimits().max_pixels, images._QUICK_PIXELS
+    assert sizes == [full, quick, quick, full, full]
 
 
 def test_a_jpeg_with_restart_markers_missing_its_end_marker_stays_refused(astronaut):

@@ -1227,6 +1227,8 @@ def test_the_schema_declares_the_headers_and_answers_clients_get(detector, astro
     assert "text/plain" in schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert "400" in schema["paths"]["/healthz"]["get"]["responses"]
     assert schema["paths"]["/v1/model"]["get"]["security"] == [{}, {"APIKeyHeader": []}]
+    keyed = create_app(detector, ServerSettings(api_key="k")).openapi()  # a server with a key needs it
+    assert keyed["paths"]["/v1/model"]["get"]["security"] == [{"APIKeyHeader": []}]
     # The middlewares' refusals are counted by code and carry the /v1 headers, as the routes' errors do.
     app = create_app(detector, ServerSettings(), listen_host="127.0.0.1")
     with TestClient(app, base_url="http://127.0.0.1") as client:

@@ -774,8 +774,8 @@ def test_a_two_output_models_timeline_plots_either_score(browser, astronaut, tmp
                 "#timeline circle.point", "dots => dots.map((d) => +d.getAttribute('cy'))"
             )
             assert heights == pytest.approx([16 + 248 * (1 - p) for p in wanted], abs=0.01)  # T + plot height x (1 - p)
-            title = "Probability the face is AI-generated" if which == "synthetic" else "Probability of manipulation"
-            assert page.inner_text("#timeline-title") == f"{title} over time, per face"
+            title = "Synthetic-face score" if which == "synthetic" else "Face-swap score"
+            assert page.inner_text("#timeline-title") == f"{title} over time, per person"
             assert (
                 page.get_attribute(f"[data-role=timeline-score] button[data-score={which}]", "aria-pressed") == "true"
             )

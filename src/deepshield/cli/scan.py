@@ -363,10 +363,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.runtime import bundle_dir, checked_graph, read_card
-    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key
+    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key, watch_signature
     from deepshield.inference.scan_report import PageTerms, ScanPage
     from deepshield.inference.verdict import ScoreRule
-    from deepshield.media.files import file_signature
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -502,7 +501,7 @@ def run(args: argparse.Namespace) -> int:
                     stream.flush()
 
         # Each file as this scan found it: one that changes meanwhile (still arriving) is scanned again whole.
-        taken = {file_key(path): file_signature(path) for path in files} if args.watch else {}
+        taken = {file_key(path): watch_signature(path) for path in files} if args.watch else {}
         if files:
             try:
                 scan_all(files)

@@ -125,6 +125,13 @@ def file_key(path: Path | str) -> str:
     return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole)))
 
 
+def watch_signature(path: Path) -> Signature:
+    """What tells `scan --watch` a file changed: its size and time (file_signature). A folder among the files is
+    one that cannot be listed (collect_files): its time changes with each file dropped in, which made a new
+    error row each time, so it has none."""
+    return None if path.is_dir() else file_signature(path)
+
+
 @dataclass
 class ArrivalWatch:
     """Files that appear under the scanned paths after a scan began (`scan --watch`). A file is taken once
@@ -146,9 +153,7 @@ class ArrivalWatch:
         ready, look = [], {}
         for path in collect_files(self.paths, self.recursive, self.output):
             key = file_key(path)
-            # None: scanned (as an error row) once it stays None. A folder among the files is one that cannot be
-            # listed (collect_files): its time changes with each file dropped in, which made a new row each time.
-            signature = None if path.is_dir() else file_signature(path)
+            signature = watch_signature(path)  # None: scanned (as an error row) once it stays None
             if key in self.seen:
                 if self.taken.setdefault(key, signature) == signature:
                     continue

@@ -211,7 +211,7 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
                     )
             # The key is needed only when the server has one: `security` of the key alone said every call needs it.
             for operation in path.values():
-                if operation.get("security") == [{API_KEY_SCHEME: []}]:
+                if app.state.runtime.settings.api_key is None and operation.get("security") == [{API_KEY_SCHEME: []}]:
                     operation["security"] = [{}, {API_KEY_SCHEME: []}]
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):

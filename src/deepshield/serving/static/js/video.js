@@ -105,8 +105,9 @@ function drawTimeline(result, source, which) {
   const synthetic = which === "synthetic";
   const score = (p) => (synthetic ? p.synthetic_probability : p.probability);
   const terms = synthetic ? syntheticTerms(result) : result;
-  const what = synthetic ? "Probability the face is AI-generated" : "Probability of manipulation";
-  $("timeline-title").textContent = `${what} over time, per face`;
+  // The scores' own names, as every other text names them ("Probability of manipulation" was a third name).
+  const what = synthetic ? "Synthetic-face score" : "Face-swap score";
+  $("timeline-title").textContent = `${what} over time, per person`;
   // Drawn at the chart's own width (up to 860 units), not scaled down from 860: on a phone its words keep
   // their size and its points stay large enough to tap.
   const W = Math.round(Math.min(860, Math.max(300, $("timeline").clientWidth || 860)));
@@ -123,8 +124,8 @@ function drawTimeline(result, source, which) {
   const gaps = times.slice(1).map((t, k) => t - times[k]).filter((gap) => gap > 0);
   const frameTime = (t) => formatTime(t, span, gaps.length ? Math.min(...gaps) : Infinity);
   const y = (p) => T + (H - T - B) * (1 - p);
-  // A group, not an image: its points are read out. One Tab stop per face; arrow keys walk its points.
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "group", "data-score": which, "aria-label": `${what} over time for each face: Tab to a face's line, arrow keys along it` });
+  // A group, not an image: its points are read out. One Tab stop per person; arrow keys walk its points.
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "group", "data-score": which, "aria-label": `${what} over time for each person: Tab to a person's line, arrow keys along it` });
 
   // The inconclusive band behind everything: scores in it the model cannot call either way.
   const band = terms.inconclusive;
