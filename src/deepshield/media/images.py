@@ -412,20 +412,18 @@ def _jpeg_completed(data: bytes, limits: ImageLimits) -> DecodedImage | None:
         # Most cuts show in a small decode already (each block's mean is in its first bits): a file cut
         # short, the common case, costs two small decodes, not four whole ones (1.5 s for 40 megapixels).
         quick = replace(limits, max_pixels=min(limits.max_pixels, _QUICK_PIXELS))
-        closed = _decode(body + _EOI, quick)
-        if digest(_PADDINGS[0], quick) != _pixels_digest(closed):
+        small = _decode(body + _EOI, quick)
+        if digest(_PADDINGS[0], quick) != _pixels_digest(small):
             return None
-        if closed.scale == 1:  # the small decode was the whole picture: the first padding is checked
-            paddings, expected = _PADDINGS[1:], _pixels_digest(closed)
-        else:  # then whole, one picture held at a time (the working-memory limit holds for each)
-            paddings, expected, closed = _PADDINGS[1:], digest(_PADDINGS[0], limits), None
-        if any(digest(padding, limits) != expected for padding in paddings):  # the first that differs ends it
+        if small.scale == 1:  # the small decode was the whole picture, its first padding checked
+            expected = _pixels_digest(small)
+            return None if any(digest(padding, limits) != expected for padding in _PADDINGS[1:]) else small
+        del small  # then whole, one picture held at a time (the working-memory limit holds for each)
+        expected = digest(_PADDINGS[0], limits)
+        if any(digest(padding, limits) != expected for padding in _PADDINGS[1:]):  # the first that differs ends it
             return None
-        if closed is None:
-            closed = _decode(body + _EOI, limits)
-            if _pixels_digest(closed) != expected:
-                return None
-        return closed
+        closed = _decode(body + _EOI, limits)
+        return closed if _pixels_digest(closed) == expected else None
     except (CorruptMediaError, MediaTooLargeError, UnsupportedMediaError):
         return None
 
