@@ -93,7 +93,12 @@ def serve(
             jobs.refuse_new()
             await super().shutdown(sockets=sockets)
 
-    Server(uvicorn_config(app, settings, host, port)).run(sockets=[listening])
+    try:
+        Server(uvicorn_config(app, settings, host, port)).run(sockets=[listening])
+    except KeyboardInterrupt:
+        # uvicorn raises the stopping signal again once it has shut down cleanly, which the CLI read as an
+        # interruption (exit 130): a `systemctl stop` or `docker stop` of a server is its normal end (exit 0).
+        log.info("stopped")
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
