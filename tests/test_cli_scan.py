@@ -6,6 +6,7 @@ import contextlib
 import csv
 import errno
 import hashlib
+import html
 import io
 import json
 import os
@@ -1280,6 +1281,23 @@ def test_html_page_orders_files_by_the_score_behind_their_verdict_and_says_ai_ge
     # The header says the model's limits, once said by `deepshield model` alone.
     assert "not a sole basis for decisions about people" in text
     assert "No signs found does not prove a file authentic (the model misses many face edits" in text
+
+
+def test_html_page_reads_on_phones_and_paper_and_says_each_files_headline(capsys, media, tiny_bundle, tmp_path):
+    # The report analysts forward: laid out at 980 px on a phone (5 px text), labels white on colour that print
+    # drops (light grey on white), cards cut across pages, one heading for screen readers, and a card without
+    # the headline's caveat ("does not prove the file is authentic") once printed or shown alone.
+    page = tmp_path / "report.html"
+    code, out, _ = scan(
+        capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--html", str(page)
+    )
+    (row,) = json.loads(out)
+    text = page.read_text(encoding="utf-8")
+    assert code == EXIT_OK and '<meta name=viewport content="width=device-width,initial-scale=1">' in text
+    assert "default-src 'none'; img-src data:" in text  # a hostile name that escaped escaping runs nothing
+    assert "@media print{" in text and "break-inside:avoid" in text and ".label{color:#000" in text
+    assert '<h2 class="name">' in text
+    assert html.escape(row["result"]["verdict"]["headline"], quote=True) in text
 
 
 def test_html_page_writes_a_name_that_is_not_utf8_and_rows_resume_on_it(capsys, tiny_bundle, astronaut, tmp_path):

@@ -69,6 +69,8 @@ h1{font-size:20px;margin:0 0 4px}.muted{color:#5b6678}.small{font-size:12px}.dig
 .faces{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px}.face{font-size:12px;max-width:260px}
 .face img{width:112px;height:112px;border-radius:4px}.caution{color:#9a5b00}.declared{margin-top:6px;padding:4px 8px;background:#fdf3e1;border-left:3px solid #9a5b00}
 svg.line{display:block;margin-top:2px}.axis{display:flex;justify-content:space-between;width:232px}
+h2.name{font-size:inherit;margin:0}
+@media print{body{background:#fff;margin:0}.file,.face{break-inside:avoid}.label{color:#000;background:none;border:1.5px solid #000}}
 """
 
 
@@ -199,7 +201,7 @@ def _digest(row: ScanRow) -> str:
 
 def _head(row: ScanRow, label: str, facts: list[str]) -> str:
     return (
-        f'<div class="head"><span class="name">{_name(row.path)}</span>'
+        f'<div class="head"><h2 class="name">{_name(row.path)}</h2>'
         f'<span class="label {_e(label)}">{_e(_badge(label, row.verdict_driver))}</span>'
         f'<span class="muted">{_e(" · ".join(facts))}</span></div>'
     )
@@ -252,7 +254,7 @@ def _file(row: ScanRow, earlier: str | None = None) -> str:
         )
     return (
         f'<div class="file {_e(verdict.label)}">{_head(row, verdict.label, facts)}'
-        f'<div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}{_digest(row)}</div>'
+        f'<div>{_e(verdict.headline)}</div><div class="small muted">{_e(verdict.reason)}</div>{declared}{_faces(result)}{_digest(row)}</div>'
     )
 
 
@@ -313,7 +315,7 @@ class ScanPage:
         no_map = " (the synthetic-face score has no map)" if terms.has_synthetic else ""
         body = "".join(fragment for _, _, fragment in sorted(self._files))
         return (
-            f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Deepfake Shield scan</title>"
+            f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><meta http-equiv=Content-Security-Policy content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\"><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
             f'<div class="muted">{_e(" · ".join(said))} · made {made}</div>'
             f'<p class="small muted">{_e(scope(terms.has_synthetic))} {_e(NOT_A_SOLE_BASIS)} No signs found does not prove a file authentic '

@@ -377,9 +377,12 @@ def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()
         return _decode(data, limits)
     except CorruptMediaError as exc:
         # Pillow's word for data that ends early: other damage is not tried again.
-        if "image file is truncated" not in str(exc) or (completed := _jpeg_completed(data, limits)) is None:
+        if ENDS_EARLY not in str(exc) or (completed := _jpeg_completed(data, limits)) is None:
             raise
         return completed
+
+
+ENDS_EARLY = "the file ends early (cut off, or not completely copied)"
 
 
 # Bytes a JPEG cut short before its end marker is closed with, to tell whether its image data is whole (no 0xFF:
@@ -474,7 +477,10 @@ def _decode(data: bytes, limits: ImageLimits) -> DecodedImage:
     except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
         raise _bomb_error(exc, limits) from exc
     except DECODE_ERRORS as exc:
-        raise CorruptMediaError(f"corrupt or truncated image: {exc}") from exc
+        # Pillow's "image file is truncated (47 bytes not processed)" of a file missing most of its bytes
+        # counts its buffer, not what is gone: said in words instead.
+        said = ENDS_EARLY if str(exc).startswith("image file is truncated") else str(exc)
+        raise CorruptMediaError(f"corrupt or truncated image: {said}") from exc
     del image  # the decoded pixels go before an orientation copy is made
     upright = _ORIENTATIONS.get(orientation)
     return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale, pages)
