@@ -16,7 +16,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -75,15 +74,13 @@ class TorchEagerClassifier:
     def score(self, crops: np.ndarray, batch_size: int = 16, synthetic_crops=None):
         """OnnxClassifier.score's FaceScores: the synthetic-face score too, read from `synthetic_crops` where
         given (those rows run again), so that the baseline does the detector's work."""
-        scores = self._score(crops, batch_size)
-        if synthetic_crops is None or scores.synthetic_logits is None:
-            return scores
-        synthetic = scores.synthetic_logits.copy()
-        synthetic[synthetic_crops.rows] = self._score(synthetic_crops.pixels, batch_size).synthetic_logits
-        return replace(
-            scores,
-            synthetic_logits=synthetic,
-            synthetic_probabilities=self.card.synthetic.calibration.probability(synthetic),
+        from deepshield.inference.runtime import with_synthetic_crops
+
+        return with_synthetic_crops(
+            self._score(crops, batch_size),
+            synthetic_crops,
+            lambda pixels: self._score(pixels, batch_size),
+            lambda logits: self.card.synthetic.calibration.probability(logits),
         )
 
     def _score(self, crops: np.ndarray, batch_size: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,22 @@ class FaceScores:
     cams: NDArray[Any]  # N x h x w, per-location logits
     synthetic_logits: NDArray[Any] | None = None  # N, uncalibrated; None: the bundle has no synthetic score
     synthetic_probabilities: NDArray[Any] | None = None  # N, calibrated P(fully AI-generated face)
+
+
+def with_synthetic_crops(
+    scores: FaceScores,
+    synthetic_crops: SyntheticCrops | None,
+    score: Callable[[NDArray[Any]], FaceScores],
+    synthetic_probability: Callable[[NDArray[Any]], NDArray[Any]],
+) -> FaceScores:
+    """`scores` with the synthetic-face score read from `synthetic_crops` where given: those rows' crops run
+    again through `score`, their logits calibrated by `synthetic_probability`. Any scorer of a bundle (the
+    ONNX one, bench_latency's torch baseline) merges them so."""
+    if synthetic_crops is None or scores.synthetic_logits is None:
+        return scores
+    synthetic = scores.synthetic_logits.copy()
+    synthetic[synthetic_crops.rows] = score(synthetic_crops.pixels).synthetic_logits
+    return replace(scores, synthetic_logits=synthetic, synthetic_probabilities=synthetic_probability(synthetic))
 
 
 def _with_default_band(calibration: Calibration) -> Calibration:
@@ -156,13 +173,11 @@ class OnnxClassifier:
     ) -> FaceScores:
         """crops: N x size x size x 3 uint8 RGB, cropped with the card's crop policy. `synthetic_crops`: what
         the synthetic-face score reads in place of some rows' crops (only those are run again)."""
-        scores = self._score(crops, batch_size)
-        if synthetic_crops is None or scores.synthetic_logits is None:
-            return scores
-        synthetic = scores.synthetic_logits.copy()
-        synthetic[synthetic_crops.rows] = self._score(synthetic_crops.pixels, batch_size).synthetic_logits
-        return replace(
-            scores, synthetic_logits=synthetic, synthetic_probabilities=self.synthetic_probability(synthetic)
+        return with_synthetic_crops(
+            self._score(crops, batch_size),
+            synthetic_crops,
+            lambda pixels: self._score(pixels, batch_size),
+            self.synthetic_probability,
         )
 
     def _score(self, crops: NDArray[Any], batch_size: int) -> FaceScores:
