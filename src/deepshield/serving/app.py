@@ -196,8 +196,12 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = FastAPI.openapi(app)
+        # The key is needed only when the server has one: `security` of the key alone said every call needs it.
+        key_optional = app.state.runtime.settings.api_key is None
         for path in schema.get("paths", {}).values():
             for operation in path.values():
+                if key_optional and operation.get("security") == [{API_KEY_SCHEME: []}]:
+                    operation["security"] = [{}, {API_KEY_SCHEME: []}]
                 responses = operation.get("responses", {})
                 default_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
                 if default_422.get("$ref", "").endswith("/HTTPValidationError"):
@@ -209,10 +213,6 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                         },
                     )
-            # The key is needed only when the server has one: `security` of the key alone said every call needs it.
-            for operation in path.values():
-                if app.state.runtime.settings.api_key is None and operation.get("security") == [{API_KEY_SCHEME: []}]:
-                    operation["security"] = [{}, {API_KEY_SCHEME: []}]
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
