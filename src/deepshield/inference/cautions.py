@@ -41,7 +41,7 @@ def doubt_clause(who: str, detection_scores: Sequence[float]) -> str | None:
     confidence = uncertain_detection(detection_scores)
     if confidence is None:
         return None
-    return f"the most suspicious {who} is an uncertain detection (detector confidence {confidence:.0%}): check that it is a face"
+    return f"the most suspicious {who} is an uncertain detection {_uncertain_words(confidence)}"
 
 
 @dataclass(frozen=True)
@@ -55,21 +55,26 @@ class Seen:
     synthetic_call: str | None  # the synthetic-face score's own call; None: a model without it
 
 
+# Each caution's sentence after the words that name it (Caution.starts).
+
+
 def _small(seen: Seen) -> str | None:
     width = median(seen.widths_px)
     if not seen.widths_px or width >= SMALL_FACE_PX:
         return None
     return (
-        f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
+        f"({width:.0f} px wide): real faces were flagged far more often the smaller they were "
         "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
     )
 
 
 def _uncertain(seen: Seen) -> str | None:
     confidence = uncertain_detection(seen.detection_scores)
-    if confidence is None:
-        return None
-    return f"uncertain detection (detector confidence {confidence:.0%}): check that it is a face"
+    return None if confidence is None else _uncertain_words(confidence)
+
+
+def _uncertain_words(confidence: float) -> str:
+    return f"(detector confidence {confidence:.0%}): check that it is a face"
 
 
 def _tight(seen: Seen) -> str | None:
@@ -80,7 +85,7 @@ def _tight(seen: Seen) -> str | None:
     if share < TIGHT_FRAMING:
         return None
     return (
-        f"tightly framed ({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
+        f"({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
         "misses generated faces framed so more often (of 150, 113 caught cut close to the face and 20 of 100 cut "
         "closer, 124 framed whole)"
     )
@@ -90,28 +95,33 @@ def _turned(seen: Seen) -> str | None:
     if not seen.turned_deg:
         return None
     return (
-        f"read after turning the picture {seen.turned_deg}°: real photos read turned were flagged two to three times "
+        f"the picture {seen.turned_deg}°: real photos read turned were flagged two to three times "
         "as often as upright ones"
     )
 
 
 @dataclass(frozen=True)
 class Caution:
-    """One condition: `named` in a few words, as a legend lists it, its sentence for what was seen (None
-    where it does not apply), and the words that sentence begins with (`starts`), by which a table names it."""
+    """One condition: `named` in a few words, as a legend lists it; `starts`, the words its sentence begins
+    with, by which a table names it; `rest`, the sentence after them for what was seen (None where it does
+    not apply)."""
 
     named: str
-    sentence: Callable[[Seen], str | None]
     starts: str
+    rest: Callable[[Seen], str | None]
+
+    def sentence(self, seen: Seen) -> str | None:
+        rest = self.rest(seen)
+        return None if rest is None else f"{self.starts} {rest}"
 
 
 # Every caution, in the order they are said. Legends name them from here (CAUTION_NAMES): scan's listed
 # "a small face, an uncertain detection, a picture read turned", missing the tightly framed one.
 CAUTIONS: tuple[Caution, ...] = (
-    Caution("a small face", _small, "small face"),
-    Caution("an uncertain detection", _uncertain, "uncertain detection"),
-    Caution("a tightly framed face", _tight, "tightly framed"),
-    Caution("a picture read turned", _turned, "read after turning"),
+    Caution("a small face", "small face", _small),
+    Caution("an uncertain detection", "uncertain detection", _uncertain),
+    Caution("a tightly framed face", "tightly framed", _tight),
+    Caution("a picture read turned", "read after turning", _turned),
 )
 CAUTION_NAMES = ", ".join(caution.named for caution in CAUTIONS)
 
