@@ -248,10 +248,8 @@ def _percent(value: float | None) -> str:
 
 def _score(row, probability: float | None, synthetic: bool = False) -> str:
     """A row's score to the places that keep it on its side of its band's edges (49.996% read "50.0%"
-    beside the note's band from 50.0%, called below it)."""
-    if probability is None or row.result is None:
-        return _percent(probability)
-    return row.result.shown_score(probability, synthetic)
+    beside the note's band from 50.0%, called below it); "-" for none."""
+    return "-" if probability is None else row.shown_score(probability, synthetic)
 
 
 def _table(rows: list, has_synthetic: bool) -> str:

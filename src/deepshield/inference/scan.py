@@ -17,6 +17,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
+from deepshield.inference.verdict import shown_probability
 from deepshield.media.files import NAME_BYTES, Signature, file_sha256, file_signature, files_under
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
@@ -41,6 +42,14 @@ class ScanRow(BaseModel):
     elapsed_ms: float | None = None
     error: str | None = None
     result: ImageResult | VideoResult | None = None
+
+    def shown_score(self, probability: float, synthetic: bool = False) -> str:
+        """One of the row's scores as tables and reports show it: to the places that keep it on its side of
+        its band (its result's terms, ScoringTerms.shown_score), or as it is for an earlier row read back from
+        an output file, which carries no result."""
+        return (
+            shown_probability(probability) if self.result is None else self.result.shown_score(probability, synthetic)
+        )
 
 
 def heatmap_name(stem: str, what: Literal["face", "track"], number: int, copy: int = 1) -> str:

@@ -211,12 +211,10 @@ def _facts(row: ScanRow) -> list[str]:
     noun = "person" if row.kind == "video" else "face"
     count = row.faces or 0
     facts = [row.kind or "", f"{count} {noun if count == 1 else ('people' if noun == 'person' else 'faces')}"]
-    terms = row.result
     if row.probability is not None:
-        facts.append(f"face-swap {terms.shown_score(row.probability) if terms else shown_probability(row.probability)}")
+        facts.append(f"face-swap {row.shown_score(row.probability)}")
     if row.synthetic_probability is not None:
-        synthetic = row.synthetic_probability
-        facts.append(f"synthetic-face {terms.shown_score(synthetic, True) if terms else shown_probability(synthetic)}")
+        facts.append(f"synthetic-face {row.shown_score(row.synthetic_probability, synthetic=True)}")
     if row.part:
         facts.append(f"part {row.part}")
     return facts
