@@ -163,17 +163,16 @@ class ContentCredentials(BaseModel):
         """The state in words, as the page says it: "valid against a trust list" read as a pass when the
         list does not vouch for the signer."""
         named = f"a certificate naming itself \u201c{self.signed_by}\u201d" if self.signed_by else "its signer"
-        return {
+        said = {
             "trusted": f"signature trusted: the file is as {self.signed_by or 'the signer'} signed it, "
-            f"and {self.trust_anchors} vouch for the signer; {SIGNED_IS_NOT_TRUE}",
-            "valid": f"signature valid: the file is as {named} signed it, but {self.trust_anchors} do not vouch for it; "
-            + SIGNED_IS_NOT_TRUE
+            f"and {self.trust_anchors} vouch for the signer",
+            "valid": f"signature valid: the file is as {named} signed it, but {self.trust_anchors} do not vouch for it"
             if self.trust_anchors
-            else f"signature valid: the file is as {named} signed it; no trust list was given to check who that is; "
-            + SIGNED_IS_NOT_TRUE,
+            else f"signature valid: the file is as {named} signed it; no trust list was given to check who that is",
             "invalid": "signature invalid: the file changed after it was signed, or the signature does not hold",
             "unreadable": "present, but it could not be read",
         }[self.state]
+        return f"{said}; {SIGNED_IS_NOT_TRUE}" if self.state in ("trusted", "valid") else said
 
 
 def read_content_credentials(
