@@ -14,6 +14,11 @@ class DeepShieldError(Exception):
     """Base class: anything the product refuses on purpose, with a message for the user."""
 
 
+class MissingFileError(DeepShieldError):
+    """No file at the path given, or a symbolic link to nothing. Not an OSError: the product's own
+    handlers of OSError would take it for a read that failed."""
+
+
 class UnsupportedMediaError(DeepShieldError):
     """The bytes are not an image or video type we read."""
 

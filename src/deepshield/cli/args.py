@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
 
 
+def given_path(text: str) -> Path:
+    """A file or folder named on the command line. An empty one is refused: Path("") is the current
+    folder, so `deepshield scan "$UNSET"` scanned it, and `prepare --out ""` wrote into it."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no file or folder (an unset shell variable?)")
+    return Path(text)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -86,7 +94,7 @@ def trust_anchors_argument(parser: argparse.ArgumentParser) -> None:
     """--trust-anchors PEM: the commands that read Content Credentials (scan, inspect)."""
     parser.add_argument(
         "--trust-anchors",
-        type=Path,
+        type=given_path,
         metavar="PEM",
         help="root certificates (e.g. the C2PA trust list) whose Content Credentials signers count as trusted",
     )
@@ -99,10 +107,12 @@ def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, 
 
 def config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     """--config, --set and --data-dir: a training configuration as `config_overrides` reads it (train, facebank)."""
-    parser.add_argument("--config", type=Path, help="TOML or YAML configuration (default: training/default.toml)")
+    parser.add_argument("--config", type=given_path, help="TOML or YAML configuration (default: training/default.toml)")
     assignments_argument(parser, "--set", "overrides", set_help)
     parser.add_argument(
-        "--data-dir", type=Path, help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)"
+        "--data-dir",
+        type=given_path,
+        help="folder that relative data paths are read from (default: $DEEPSHIELD_DATA_ROOT)",
     )
 
 

@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from deepshield.cli.args import bundle_version, check_output_folder
+from deepshield.cli.args import bundle_version, check_output_folder, given_path
 from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments, face_settings
 
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: deepshield calibrate data/val --model bundle --out bundle-cal --target-fpr 0.05",
     )
     add_labelled_set_arguments(parser)
-    parser.add_argument("--out", type=Path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
+    parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
     goal = parser.add_mutually_exclusive_group()
     goal.add_argument(
         "--target-fpr",

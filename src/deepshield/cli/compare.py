@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from deepshield.cli.args import (
     check_output_file,
+    given_path,
     log_to_mlflow,
     non_negative_int,
     tracking_arguments,
@@ -43,9 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: deepshield compare runs/new/bundle --on labelled/swaps labelled/edits --fail-unless-ahead",
     )
-    parser.add_argument("candidates", nargs="+", type=Path, metavar="CANDIDATE", help="model bundle folder(s)")
+    parser.add_argument("candidates", nargs="+", type=given_path, metavar="CANDIDATE", help="model bundle folder(s)")
     parser.add_argument(
-        "--on", nargs="+", type=Path, required=True, metavar="SET", dest="sets", help="labelled sets to compare on"
+        "--on",
+        nargs="+",
+        type=given_path,
+        required=True,
+        metavar="SET",
+        dest="sets",
+        help="labelled sets to compare on",
     )
     parser.add_argument(
         "--against", default=None, metavar="BUNDLE", help="baseline bundle (default: the shipped model)"
@@ -66,12 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--cache-dir",
-        type=Path,
+        type=given_path,
         default=Path(".cache/deepshield"),
         help="where the sets' faces are kept once found (default .cache/deepshield)",
     )
-    parser.add_argument("--out", type=Path, metavar="JSON", help="also write every figure here")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw the paired AUC differences")
+    parser.add_argument("--out", type=given_path, metavar="JSON", help="also write every figure here")
+    parser.add_argument("--plot", type=given_path, metavar="PNG", help="also draw the paired AUC differences")
     parser.add_argument(
         "--fail-unless-ahead",
         action="store_true",

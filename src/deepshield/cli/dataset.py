@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from deepshield.cli.args import log_to_mlflow, non_negative_int, positive_int, tracking_arguments
+from deepshield.cli.args import given_path, log_to_mlflow, non_negative_int, positive_int, tracking_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="counts per label, source, method and split, with bar charts",
         description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.",
     )
-    stats.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    stats.add_argument("dataset", type=given_path, metavar="DATASET_DIR")
     tracking_arguments(stats, "the counts and charts", "dataset-stats")
     stats.set_defaults(run=run_stats)
 
@@ -31,11 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add real faces, down-sample, or synthesise fakes",
         description="Rebalance real and fake faces; no existing row changes split.",
     )
-    balance.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    balance.add_argument("dataset", type=given_path, metavar="DATASET_DIR")
     how = balance.add_mutually_exclusive_group(required=True)
     how.add_argument(
         "--add-real",
-        type=Path,
+        type=given_path,
         metavar="FOLDER",
         help="extract real faces from every image/video in FOLDER (same crop policy)",
     )

@@ -13,6 +13,7 @@ from deepshield.cli.args import (
     check_engine_arguments,
     check_output_folder,
     engine_arguments,
+    given_path,
     log_to_mlflow,
     non_negative_int,
     positive_int,
@@ -33,7 +34,11 @@ RULE_CHOICES = ("topk-mean", "mean", "max")
 def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     """The inputs `evaluate` and `calibrate` share: which labelled media, which model, how it is sampled."""
     parser.add_argument(
-        "datasets", nargs="+", type=Path, metavar="DATASET", help="labelled dataset(s), or one prepared dataset folder"
+        "datasets",
+        nargs="+",
+        type=given_path,
+        metavar="DATASET",
+        help="labelled dataset(s), or one prepared dataset folder",
     )
     parser.add_argument(
         "--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)"
@@ -164,7 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_labelled_set_arguments(parser)
     parser.add_argument(
         "--out",
-        type=Path,
+        type=given_path,
         default=Path("evaluation-report"),
         metavar="REPORT_DIR",
         help="report folder (default ./evaluation-report)",

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from deepshield.cli.args import check_output_file, config_arguments, config_overrides, non_negative_int, positive_int
+from deepshield.cli.args import (
+    check_output_file,
+    config_arguments,
+    config_overrides,
+    given_path,
+    non_negative_int,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     config_arguments(pack, "override a config value, e.g. model.input_size=288 (repeatable)")
-    pack.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    pack.add_argument("--out", type=given_path, required=True, help="the .npz file to write")
     pack.add_argument("--max-faces", type=positive_int, help="keep this many faces, drawn at random (default: all)")
     pack.add_argument("--quality", type=int, default=90, choices=range(50, 101), metavar="50-100", help="JPEG quality")
     pack.add_argument(

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import trust_anchors_argument
+from deepshield.cli.args import given_path, trust_anchors_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read each file's own claims: camera, software, dates, AI-generator settings, its C2PA "
         "Content Credentials (verified offline) and the source type it declares. Nothing is scored.",
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="images or videos")
+    parser.add_argument("paths", nargs="+", type=given_path, metavar="FILE", help="images or videos")
     trust_anchors_argument(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
     parser.set_defaults(run=run)

@@ -13,7 +13,7 @@ import threading
 
 from deepshield import __version__
 from deepshield.errors import EXIT_USAGE, exit_status, stop_as_on_ctrl_c
-from deepshield.native_logs import quiet_environment
+from deepshield.native_logs import quiet_process
 
 COMMAND_MODULES = (
     "scan",
@@ -86,7 +86,7 @@ def _run(argv: list[str] | None) -> int | None:
         handlers=[_CurrentStderrHandler()],
         force=True,
     )
-    quiet_environment()  # MediaPipe / TFLite log from C++; keep the terminal for our output
+    quiet_process()  # native logs and Pillow's warnings off the terminal: it is for our output
     _stop_on_sigterm_as_on_ctrl_c()
     return args.run(args)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from deepshield.cli.args import (
     check_engine_arguments,
     check_output_folder,
     engine_arguments,
+    given_path,
     non_negative_int,
     positive_int,
 )
@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "train/val/test split. Re-running resumes: finished files are skipped."
         ),
     )
-    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="dataset folders or CSV files")
-    parser.add_argument("--out", type=Path, required=True, metavar="DATASET_DIR", help="output dataset folder")
+    parser.add_argument("sources", nargs="+", type=given_path, metavar="SOURCE", help="dataset folders or CSV files")
+    parser.add_argument("--out", type=given_path, required=True, metavar="DATASET_DIR", help="output dataset folder")
     parser.add_argument(
         "--format", choices=FORMAT_CHOICES, default="auto", help="source layout (default: detected per SOURCE)"
     )

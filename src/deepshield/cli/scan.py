@@ -19,6 +19,7 @@ from deepshield.cli.args import (
     check_output_file,
     check_output_folder,
     engine_arguments,
+    given_path,
     int_up_to,
     positive_int,
     probability,
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scan", help="analyse images and videos", description="Score every face in images and videos."
     )
     parser.add_argument(
-        "paths", nargs="*", type=Path, metavar="PATH", help="files or folders (images and videos mixed)"
+        "paths", nargs="*", type=given_path, metavar="PATH", help="files or folders (images and videos mixed)"
     )
     parser.add_argument(
         "--files-from",
@@ -92,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=given_path,
         help="write results here instead of standard output (jsonl and csv: row by row, as files finish)",
     )
     parser.add_argument(
@@ -122,14 +123,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--html",
-        type=Path,
+        type=given_path,
         metavar="FILE",
         help="also write one self-contained page of the results: the most suspicious files first, with their "
         "faces, heatmaps and, for videos, each person's scores over time",
     )
     parser.add_argument(
         "--heatmaps",
-        type=Path,
+        type=given_path,
         metavar="DIR",
         help="write heatmap overlay PNGs here: one per face of an image, one per face track of a video (its most suspicious frame)",
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
-from deepshield.cli.args import bundle_version
+from deepshield.cli.args import bundle_version, given_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: deepshield soup bundle-a bundle-b --weights 0.5 0.5 --out soup --name my-model --version 2.0.0",
     )
-    parser.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="two or more model bundle folders")
+    parser.add_argument(
+        "bundles", nargs="+", type=given_path, metavar="BUNDLE", help="two or more model bundle folders"
+    )
     parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
-    parser.add_argument("--out", type=Path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
+    parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
     parser.add_argument("--name", default="soup", help="the new bundle's name")
     parser.add_argument("--version", type=bundle_version, default="0.0.0", help="the new bundle's version")
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")

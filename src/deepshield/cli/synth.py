@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from deepshield.cli.args import non_negative_int, positive_int, probability
+from deepshield.cli.args import given_path, non_negative_int, positive_int, probability
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="synthesise example fakes from real faces",
         description="Blend real faces into training fakes and write them with their masks and a contact sheet.",
     )
-    parser.add_argument("real_dir", type=Path, help="folder of real face images")
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("real_dir", type=given_path, help="folder of real face images")
+    parser.add_argument("out_dir", type=given_path)
     parser.add_argument("-n", type=positive_int, default=16, help="number of fakes (default 16)")
     parser.add_argument(
         "--method",

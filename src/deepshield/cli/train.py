@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides
+from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides, given_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
     )
     config_arguments(parser, "override a config value, e.g. optim.lr=1e-3 (repeatable)")
-    parser.add_argument("--params", type=Path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
-    parser.add_argument("--run-dir", type=Path, help="where checkpoints, plots and the bundle go")
+    parser.add_argument("--params", type=given_path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
+    parser.add_argument("--run-dir", type=given_path, help="where checkpoints, plots and the bundle go")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
@@ -31,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).",
     )
     export.add_argument(
-        "checkpoint", type=Path, help="a best.pt written by training (the chosen epoch), or any of its epoch_NNN.pt"
+        "checkpoint",
+        type=given_path,
+        help="a best.pt written by training (the chosen epoch), or any of its epoch_NNN.pt",
     )
-    export.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    export.add_argument("--out", type=given_path, required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
     export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
     export.add_argument(

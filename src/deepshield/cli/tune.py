@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from deepshield.cli.args import (
     assignments_argument,
@@ -12,6 +11,7 @@ from deepshield.cli.args import (
     config_arguments,
     config_overrides,
     engine_arguments,
+    given_path,
     non_negative_int,
 )
 
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config_arguments(parser, "override the config for the trials and --train-best")
-    parser.add_argument("--space", type=Path, required=True, help="search-space file (YAML or TOML)")
+    parser.add_argument("--space", type=given_path, required=True, help="search-space file (YAML or TOML)")
     parser.add_argument(
         "--sampler",
         choices=("auto", "grid", "random", "tpe"),
@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="trials in parallel, one process each (torch threads split between them); with --engine ray, one Ray task each",
     )
     parser.add_argument(
-        "--out", type=Path, help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)"
+        "--out",
+        type=given_path,
+        help="search folder: trials/, plots/, results.csv, best.yaml (default: runs/tune/<study>)",
     )
     assignments_argument(
         parser,

@@ -32,7 +32,7 @@ from deepshield.media.files import check_media_file
 from deepshield.media.frames import read_frames
 from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.native_logs import quiet_environment
+from deepshield.native_logs import quiet_process
 
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
@@ -158,7 +158,7 @@ class ExtractJob(FileJob):
     settings: ExtractSettings
 
     def worker_init(self) -> None:
-        quiet_environment()
+        quiet_process()
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend

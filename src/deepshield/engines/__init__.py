@@ -39,9 +39,9 @@ class FileJob(ABC, Generic[S, T, R]):
     def worker_init(self) -> None:
         """Called once in a separate worker process (pool process, Ray worker) before `setup`;
         not when the job runs in the calling process. Default: quiet native logs."""
-        from deepshield.native_logs import quiet_environment
+        from deepshield.native_logs import quiet_process
 
-        quiet_environment()
+        quiet_process()
 
     @abstractmethod
     def setup(self) -> S:

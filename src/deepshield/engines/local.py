@@ -21,7 +21,7 @@ from typing import Any
 
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
 from deepshield.errors import stop_as_on_ctrl_c
-from deepshield.native_logs import quiet_environment
+from deepshield.native_logs import quiet_process
 
 _WORKER: dict[str, Any] = {}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts
@@ -63,7 +63,7 @@ def _worker_main(fn: WorkerFn, index: int, parent: int) -> None:
     KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     exit_with_parent(parent)
-    quiet_environment()
+    quiet_process()
     with contextlib.suppress(KeyboardInterrupt):
         fn(index, _print_line)
 

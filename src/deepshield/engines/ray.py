@@ -40,7 +40,7 @@ from deepshield.engines import (
     describe_error,
 )
 from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c
-from deepshield.native_logs import quiet_environment
+from deepshield.native_logs import quiet_process
 
 try:
     import ray
@@ -83,7 +83,7 @@ def _run_worker(fn: WorkerFn, index: int, queue, cwd: str) -> None:
     the driver's working directory when this node has it (a shared file system), so that relative
     paths in configurations mean the same thing. `ray.cancel` raises KeyboardInterrupt in it, as
     SIGTERM does in a local worker process."""
-    quiet_environment()
+    quiet_process()
     # ray.cancel interrupts the task with SIGINT: a driver started in the background (SIGINT ignored,
     # inherited by raylet and its workers) would otherwise never see its trials cancelled.
     with contextlib.suppress(ValueError):  # not the main thread: the handler stays as it is

@@ -586,9 +586,12 @@ def with_declaration(verdict: Verdict, metadata: MediaMetadata | None) -> Verdic
 
 def _check_type(source: object, accepted: tuple[type, ...], what: str) -> None:
     """A clear TypeError for an argument of the wrong kind (pathlib's said "expected str, bytes or
-    os.PathLike object, not JpegImageFile" for a PIL image)."""
+    os.PathLike object, not JpegImageFile" for a PIL image), and a ValueError for an empty path (read as
+    the current folder, it was "not a regular file: a folder")."""
     if not isinstance(source, accepted):
         raise TypeError(f"{what}, not {type(source).__module__}.{type(source).__qualname__}")
+    if isinstance(source, str) and not source:
+        raise ValueError("an empty path names no file")
 
 
 SCORE_NAMES: dict[VerdictDriver, str] = {"manipulation": "face-swap", "synthetic": "synthetic-face"}

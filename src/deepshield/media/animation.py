@@ -3,7 +3,6 @@ and timed as a video's are (PyAV reads GIF and APNG but not animated WebP, so Pi
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,13 +45,11 @@ def is_animation(path: Path) -> bool:
     if image_format_name(read_head(path, HEADER_BYTES)) not in ANIMATED_FORMATS:
         return False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                # A second shown frame exists: counting them all (n_frames) walks every frame, and a GIF of
-                # millions of 1x1 frames took 13 s to sniff.
-                image.seek(first_shown_frame(image) + 1)
-                return True
+        with Image.open(path) as image:
+            # A second shown frame exists: counting them all (n_frames) walks every frame, and a GIF of
+            # millions of 1x1 frames took 13 s to sniff.
+            image.seek(first_shown_frame(image) + 1)
+            return True
     except Exception:  # noqa: BLE001 - no second frame (EOFError), or a damaged still: load_image's to report
         return False
 
@@ -108,40 +105,38 @@ def sample_animation(
     if size > limits.max_bytes:
         raise MediaTooLargeError(f"file is {format_bytes(size)}, above the {format_bytes(limits.max_bytes)} limit")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the frame and byte limits stand in for Pillow's bomb warning
-            with Image.open(path) as image:
-                # Refused from the header: the frames' size was checked only once they had all been read.
-                check_frame_size(image.width, image.height, limits, reducible=False)
-                first = first_shown_frame(image)
-                starts, duration_s = _frame_starts(image, limits, size, on_frame)
-                info = VideoInfo(
-                    width=image.width,
-                    height=image.height,
-                    fps=len(starts) / duration_s,
-                    frame_count=len(starts),
-                    duration_s=duration_s,
-                    rotation=0,
-                    codec=_CODECS.get(str(image.format), str(image.format).lower()),
-                )
-                check_limits(info, limits, span, reducible=False)
-                begin, end = span.seconds_in(info)
-                in_span = [index for index, start in enumerate(starts) if begin <= start < end]
-                if not in_span:
-                    raise VideoSpanError(f"no frame of the animation starts from {begin:g} s to {end:g} s")
-                # Frames are held as a video's are: at the first scale whose pixels fit their share of memory.
-                pixel_cap = held_pixel_cap(info, min(n, len(in_span)), limits)
-                scale = read_scale(image.width, image.height, pixel_cap) or 1
-                frames = []
-                for number, position in enumerate(uniform_indices(len(in_span), n)):
-                    index = in_span[position]
-                    try:
-                        image.seek(first + index)
-                        frames.append(VideoFrame(index, starts[index], _read_at(image, scale), scale))
-                    except DECODE_ERRORS:
-                        pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
-                    if on_frame is not None:
-                        on_frame(0.5 + 0.5 * (number + 1) / min(n, len(in_span)))
+        with Image.open(path) as image:
+            # Refused from the header: the frames' size was checked only once they had all been read.
+            check_frame_size(image.width, image.height, limits, reducible=False)
+            first = first_shown_frame(image)
+            starts, duration_s = _frame_starts(image, limits, size, on_frame)
+            info = VideoInfo(
+                width=image.width,
+                height=image.height,
+                fps=len(starts) / duration_s,
+                frame_count=len(starts),
+                duration_s=duration_s,
+                rotation=0,
+                codec=_CODECS.get(str(image.format), str(image.format).lower()),
+            )
+            check_limits(info, limits, span, reducible=False)
+            begin, end = span.seconds_in(info)
+            in_span = [index for index, start in enumerate(starts) if begin <= start < end]
+            if not in_span:
+                raise VideoSpanError(f"no frame of the animation starts from {begin:g} s to {end:g} s")
+            # Frames are held as a video's are: at the first scale whose pixels fit their share of memory.
+            pixel_cap = held_pixel_cap(info, min(n, len(in_span)), limits)
+            scale = read_scale(image.width, image.height, pixel_cap) or 1
+            frames = []
+            for number, position in enumerate(uniform_indices(len(in_span), n)):
+                index = in_span[position]
+                try:
+                    image.seek(first + index)
+                    frames.append(VideoFrame(index, starts[index], _read_at(image, scale), scale))
+                except DECODE_ERRORS:
+                    pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
+                if on_frame is not None:
+                    on_frame(0.5 + 0.5 * (number + 1) / min(n, len(in_span)))
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"animation frames are far larger than the limit: {exc}") from exc
     except DECODE_ERRORS as exc:

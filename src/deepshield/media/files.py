@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, MissingFileError
 
 _SPECIAL_KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -32,7 +32,7 @@ def check_media_file(path: Path) -> int:
         if exc.errno == errno.ELOOP:
             raise DeepShieldError("symbolic link loop") from None
         if exc.errno == errno.ENOENT:
-            raise DeepShieldError("broken symbolic link" if os.path.islink(path) else "no such file") from None
+            raise MissingFileError("broken symbolic link" if os.path.islink(path) else "no such file") from None
         if exc.errno == errno.EACCES:
             raise DeepShieldError("permission denied") from None
         raise DeepShieldError(f"cannot read the file ({exc.strerror})") from None

@@ -7,7 +7,6 @@ import io
 import math
 import re
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,7 +30,9 @@ from deepshield.media.units import format_bytes, megapixels
 # HEIC/HEIF (phones' default photo format) through libheif; Pillow reads AVIF itself. Only the primary
 # image is wanted: no thumbnails, depth maps or auxiliary images are decoded. libheif applies the
 # file's rotation and mirroring and resets the EXIF orientation to 1, so load_image never turns twice.
-register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+# An opener the host process registered stands, with its options (the primary image reads the same).
+if HeifImageFile.format not in Image.OPEN:
+    register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 # Pillow refuses a PNG whose one text chunk inflates past 1 MB (its bomb guard), but an image generator's
 # workflow (ComfyUI's "workflow" chunk) can be larger: such a photo was called corrupt. Each chunk may
 # reach 16 MB; all of them together stay within Pillow's own 64 MB (MAX_TEXT_MEMORY).
@@ -352,17 +353,14 @@ def png_without_damaged_metadata(data: bytes) -> bytes | None:
 
 
 def _open(data: bytes) -> Image.Image:
-    with warnings.catch_warnings():
-        # Pillow's own bomb warning is superseded by our explicit pixel limits.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            return Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError:
-            if image_format_name(data) != "JPEG":
-                raise
-            # Pillow's guard (179 megapixels) would refuse a 200 megapixel phone photo that a reduced-scale
-            # decode reads in a fraction of the memory: a JPEG has its own limit (max_source_pixels).
-            return JpegImageFile(io.BytesIO(data))
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        if image_format_name(data) != "JPEG":
+            raise
+        # Pillow's guard (179 megapixels) would refuse a 200 megapixel phone photo that a reduced-scale
+        # decode reads in a fraction of the memory: a JPEG has its own limit (max_source_pixels).
+        return JpegImageFile(io.BytesIO(data))
 
 
 def decode_image(source: Path | str | bytes, limits: ImageLimits = ImageLimits()) -> DecodedImage:

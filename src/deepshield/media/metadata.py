@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
 import av
@@ -102,17 +101,15 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
     Content Credentials signers count as trusted when `trust_anchors` vouch for them."""
     head = source[:_HEAD_BYTES] if isinstance(source, bytes) else _head(Path(source))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
-            with image:
-                # A PNG without an eXIf chunk before its pixels decodes them all to look after them: not for
-                # one above the pixel limit (a 100 MP PNG the analysis refuses took 400 MB here).
-                after_pixels = isinstance(image, PngImageFile) and "exif" not in image.info
-                too_large = image.width * image.height > ImageLimits().max_pixels
-                exif = Image.Exif() if after_pixels and too_large else image.getexif()
-                details = exif.get_ifd(_EXIF_IFD)
-                info = dict(image.info)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+        with image:
+            # A PNG without an eXIf chunk before its pixels decodes them all to look after them: not for
+            # one above the pixel limit (a 100 MP PNG the analysis refuses took 400 MB here).
+            after_pixels = isinstance(image, PngImageFile) and "exif" not in image.info
+            too_large = image.width * image.height > ImageLimits().max_pixels
+            exif = Image.Exif() if after_pixels and too_large else image.getexif()
+            details = exif.get_ifd(_EXIF_IFD)
+            info = dict(image.info)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
         return _provenance(source, head, trust_anchors)
     xmp = info.get("xmp", b"")

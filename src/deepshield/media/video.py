@@ -466,6 +466,9 @@ def sample_frames(
     CorruptMediaError when no frame decodes and VideoSpanError for a span outside the video.
     `on_frame(fraction)` is called as decoding advances.
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):  # "8" failed deep inside, comparing str and int
+        raise TypeError(f"frames is a whole number of frames to sample, not {type(n).__name__} {n!r}")
+    n = int(n)
     if n < 1:
         raise ValueError(f"frames must be at least 1, got {n}")
     path = Path(path)
