@@ -34,9 +34,10 @@ SCOPE_WITH_SYNTHETIC = (
     "synthetic-face score was trained on one generator's faces and may miss others). It does not detect "
     "lip-sync without blending or manipulated audio."
 )
-# What a "no signs found" call cannot rule out (README, "The shipped model"): the shipped model's face-edit AUC is 0.58
-# and it called 395 of 480 dev-eval face-edited photos no signs found; of 24 modern swaps, the shipped 1.2.3's verdict
-# calls 2 likely manipulated (both through the synthetic-face score), and its face-swap score flags 1.
+# What a "no signs found" call cannot rule out (README, "The shipped model"): the shipped 1.2.3's face-swap score has a
+# face-edit file AUC of 0.58 and its verdict (`deepshield scan`) calls 374 of the 480 dev-eval face-edited photos no
+# signs found; of 24 modern swaps it calls 2 likely manipulated (both through the synthetic-face score), and its
+# face-swap score flags 1.
 BLIND_SPOT = "the model misses many face edits and many newer face swaps"
 # The intended use's limit, said where results are read, not only by `deepshield model` (the card's intended_use).
 NOT_A_SOLE_BASIS = "Its scores are estimates for human review, not a sole basis for decisions about people."
