@@ -286,17 +286,20 @@ def test_keep_verdicts_refuses_an_offset_that_would_move_verdicts():
 
 @pytest.mark.parametrize("score", ["manipulation", "synthetic"])
 def test_every_rate_measured_at_the_old_threshold_leaves_the_card(score):
-    from deepshield.evaluation.recalibrate import measured_at_threshold
+    from deepshield.evaluation.recalibrate import measured_at_calibration
 
     at_threshold = {
-        "manipulation": ["real_fpr_validation", "bench_fpr", "bench_modern_swaps_fpr", "bench_face_edits_face_fpr"],
+        "manipulation": ["real_fpr_validation", "bench_fpr", "bench_modern_swaps_fpr", "bench_face_edits_face_fpr",
+                         "bench_modern_swaps_tpr", "val_recall", "val_balanced_accuracy", "val_log_loss"],
         "synthetic": ["synthetic_real_fpr", "synthetic_jpeg_real_fpr", "synthetic_bench_dfdc_sample_fpr",
                       "synthetic_holdout_tpr"],
     }  # fmt: skip
-    kept = ["val_auc", "bench_modern_swaps_file_auc", "bench_dfdc_sample_tpr_at_2pct_fpr", "calibration_after_file_ece"]
+    either = ["bench_modern_swaps_fpr_either", "bench_fpr_either"]  # the product's flags: by either score
+    kept = ["val_auc", "val_eer", "bench_modern_swaps_file_auc", "bench_dfdc_sample_tpr_at_2pct_fpr",
+            "calibration_after_file_ece", "synthetic_holdout_auc", "synthetic_calibration_after_file_recall"]  # fmt: skip
     other = "synthetic" if score == "manipulation" else "manipulation"
-    assert all(measured_at_threshold(key, score) for key in at_threshold[score])
-    assert not any(measured_at_threshold(key, score) for key in kept + at_threshold[other])
+    assert all(measured_at_calibration(key, score) for key in at_threshold[score] + either)
+    assert not any(measured_at_calibration(key, score) for key in kept + at_threshold[other])
 
 
 def test_calibrate_cli_holds_out_a_source_of_real_files_alone(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
@@ -419,6 +422,168 @@ def test_a_recalibrated_card_keeps_its_aucs_and_drops_rates_at_the_old_threshold
     assert swaps.real_flagged is None
     err = capsys.readouterr().err
     assert "warning: only" in err and "a calibration fitted on so few is unreliable" in err
+
+
+def _recorded_on(
+    bundle: Path, folder: Path, benchmarks: list[str], metrics: dict[str, float], threshold: float
+) -> Path:
+    """A copy of `bundle` whose card names `benchmarks` (as training does), records `metrics` and applies
+    `threshold`."""
+    import shutil
+
+    copy = Path(shutil.copytree(bundle, folder))
+    card = json.loads((copy / "model_card.json").read_text())
+    card["training"] = {"benchmarks": benchmarks}
+    card["metrics"] = metrics
+    card["calibration"]["threshold"] = threshold
+    (copy / "model_card.json").write_text(json.dumps(card))
+    return copy
+
+
+def _product_scores(bundle: Path, folder: Path, frames: int) -> dict[str, list[float]]:
+    """The file scores the product gives the labelled folder's files that have a face, by label."""
+    from deepshield.inference.analysis import Detector
+
+    detector = Detector.from_bundle(bundle)
+    scores: dict[str, list[float]] = {"real": [], "fake": []}
+    for path in sorted(folder.rglob("*.*")):
+        try:
+            verdict = detector.analyze_path(path, frames=frames).verdict
+        except DeepShieldError:
+            continue  # the broken file: scored by neither
+        if verdict.probability is not None:
+            scores["real" if "real" in path.parts else "fake"].append(verdict.probability)
+    return scores
+
+
+def test_a_recalibrated_card_measures_its_rates_again_on_the_sets_it_holds(
+    capsys,
+    folder_dataset,  # noqa: F811
+    tiny_bundle,
+    tmp_path,
+    monkeypatch,
+):
+    """--keep-verdicts carried every rate over: the shipped 1.2.3 said 1 of 22 modern-swaps real files
+    flagged by each score, 0 of 534 face-edits ones by the synthetic-face score, where the product flagged
+    0 of 22 and 3 of 534 (and its own held-out figures said 0.0056). The rates on a set the calibration holds
+    are the product's at the new thresholds; the refitted score's others leave the card."""
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(folder_dataset.parent))  # the card names it as training did
+    key = folder_dataset.name
+    planted = 0.25  # no share of its 2 real files with a face, nor of its 3 fakes
+    reals = sorted(_product_scores(tiny_bundle, folder_dataset, frames=2)["real"])
+    assert len(reals) == 2 and reals[0] < reals[1]
+    source = _recorded_on(
+        tiny_bundle,
+        tmp_path / "recorded",
+        [folder_dataset.name, "dev-eval/never-scored"],
+        {
+            "val_auc": 0.93,
+            "val_recall": 0.5,
+            "val_log_loss": 0.3,
+            "real_fpr_validation": 0.009,
+            f"real_fpr_{key}": planted,
+            f"bench_{key}_fpr": planted,
+            f"bench_{key}_face_fpr": planted,
+            f"bench_{key}_tpr": planted,
+            f"bench_{key}_file_auc": 0.6,
+            f"bench_{key}_tpr_at_2pct_fpr": 0.5,
+            "real_fpr_never_scored": 0.03,
+            "bench_never_scored_fpr": 0.03,
+            "bench_fpr": 0.1,
+        },
+        threshold=(reals[0] + reals[1]) / 2,  # one real file flagged of two
+    )
+    out = tmp_path / "cal"
+    args = ["calibrate", str(folder_dataset), "--model", str(source), "--out", str(out), "--keep-verdicts"]
+    assert main([*args, "--frames", "2", "--no-progress", "--version", "9.9.9"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    card = OnnxClassifier(out).card
+    metrics = card.metrics
+
+    # What the product says of the same files with the new bundle: a file is flagged at or above the threshold.
+    scores = _product_scores(out, folder_dataset, frames=2)
+    flagged = {label: np.mean(np.array(values) >= card.calibration.threshold) for label, values in scores.items()}
+    assert len(scores["real"]) == 2 and len(scores["fake"]) == 3 and flagged["real"] == 0.5
+    assert metrics[f"real_fpr_{key}"] == metrics[f"bench_{key}_fpr"] == round(flagged["real"], 4) != planted
+    assert metrics[f"bench_{key}_tpr"] == round(flagged["fake"], 4) != planted
+    assert metrics[f"bench_{key}_face_fpr"] != planted  # real faces flagged, measured again too
+    (figures,) = card.record().benchmarks  # the set it has no AUC on is not in the record
+    assert figures.labelled_set == folder_dataset.name and figures.real_flagged == round(flagged["real"], 4)
+    # Not measured here, at a threshold no longer applied: removed, whatever --keep-verdicts kept of the verdicts.
+    for gone in ("real_fpr_never_scored", "bench_never_scored_fpr", "bench_fpr", "real_fpr_validation"):
+        assert gone not in metrics, gone
+    assert "val_recall" not in metrics and "val_log_loss" not in metrics  # at the old threshold and scale
+    # Rankings and rates at a fixed share of false alarms hold.
+    assert metrics["val_auc"] == 0.93 and metrics[f"bench_{key}_file_auc"] == 0.6
+    assert metrics[f"bench_{key}_tpr_at_2pct_fpr"] == 0.5
+    assert f"measured again at the new thresholds on: {folder_dataset.name}" in printed
+    assert "real_fpr_never_scored" in printed.split("not carried over")[1]
+    readme = (out / "README.md").read_text()
+    assert f"where it holds them) on {folder_dataset.name}: measured again on the calibration set" in readme
+
+
+def test_rates_are_measured_again_by_both_scores_and_the_refitted_ones_removed():
+    from deepshield.evaluation.recalibrate import HeldBenchmark
+    from deepshield.models.card import SyntheticScoreInfo, TrainingInfo, card_outputs
+
+    scored = overconfident_set(400, seed=5)
+    rng = np.random.default_rng(6)
+    labels = scored.labels_of_faces()
+    scored.faces["synthetic_logit"] = (np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.5, labels.size)).astype(
+        np.float32
+    )
+    scored.synthetic_temperature = 1.0
+    stale = {
+        "real_fpr_toy": 0.77,
+        "bench_toy_fpr": 0.77,
+        "bench_toy_tpr": 0.77,
+        "synthetic_bench_toy_fpr": 0.77,
+        "real_fpr_other": 0.03,
+        "synthetic_bench_other_fpr": 0.03,
+        "synthetic_real_fpr": 0.004,
+        "synthetic_holdout_tpr": 0.85,
+        "synthetic_holdout_auc": 0.99,
+        "real_fpr_validation": 0.009,
+    }
+    card = toy_card(temperature=3.0, threshold=0.4).model_copy(
+        update={
+            "synthetic": SyntheticScoreInfo(calibration=Calibration(temperature=1.0, threshold=0.5), pooling="all"),
+            "outputs": card_outputs(synthetic=True),
+            "training": TrainingInfo(benchmarks=["sets/toy", "sets/other"]),
+            "metrics": stale,
+        }
+    )
+    real = np.array([f.label == 0 for f in scored.files])
+    toy = HeldBenchmark("sets/toy", real, ~real)  # every file of the set, real and fake
+
+    def flagged(view: ScoredSet, calibration: Calibration, chosen: np.ndarray) -> float:
+        at = replace(view, offset=calibration.offset)
+        scores = at.file_scores(CLEAN, VideoRule(), calibration.temperature)
+        return round(float((scores[chosen] >= calibration.threshold).mean()), 4)
+
+    for method in (Method(keep_verdicts=True, keep_temperature=True, fit_offset=True), Method(target_fpr=0.05)):
+        result = recalibrate(scored, card, method, score="synthetic", benchmarks=[toy])
+        new, metrics = result.card, result.card.metrics
+        synthetic_view = scored.synthetic_view()
+        assert metrics["synthetic_bench_toy_fpr"] == flagged(synthetic_view, new.synthetic.calibration, real)
+        # the face-swap score's threshold did not move: measured again on the set held, kept on the others
+        assert metrics["real_fpr_toy"] == metrics["bench_toy_fpr"] == flagged(scored, card.calibration, real)
+        assert metrics["bench_toy_tpr"] == flagged(scored, card.calibration, ~real)
+        assert metrics["real_fpr_other"] == 0.03 and metrics["real_fpr_validation"] == 0.009
+        # the synthetic-face score's rates it could not measure: removed, with the verdicts kept or not
+        for gone in ("synthetic_bench_other_fpr", "synthetic_real_fpr", "synthetic_holdout_tpr"):
+            assert gone not in metrics, (method, gone)
+        assert metrics["synthetic_holdout_auc"] == 0.99
+        assert result.rates_measured_on == ["sets/toy"]
+        assert set(result.rates_removed) == {"synthetic_bench_other_fpr", "synthetic_real_fpr", "synthetic_holdout_tpr"}
+        record = new.record()
+        assert record.synthetic_real_flagged is None  # not claimed at a threshold it was not measured at
+
+    result = recalibrate(scored, card, Method(target_fpr=0.05))  # the face-swap score, no set held
+    metrics = result.card.metrics
+    assert not any(k in metrics for k in ("real_fpr_toy", "bench_toy_fpr", "bench_toy_tpr", "real_fpr_validation"))
+    assert metrics["synthetic_bench_other_fpr"] == 0.03 and metrics["synthetic_real_fpr"] == 0.004
+    assert result.rates_measured_on == []
 
 
 def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811

@@ -187,3 +187,20 @@ def test_a_soup_records_its_folders_without_this_machines(tmp_path, monkeypatch)
     command = read_card(tmp_path / "elsewhere").training.command
     assert command == "deepshield soup a b --out elsewhere --name soup --version 1"
     assert absolute_paths_in(tmp_path / "soup") == absolute_paths_in(tmp_path / "elsewhere") == []
+
+
+def test_a_soup_carries_no_rate_of_its_ingredients(tmp_path):
+    """A soup is a new network at an uncalibrated threshold: no ingredient's figure (reals flagged, AUCs) is its."""
+    from tests.conftest import bundle_with_record
+
+    recorded = bundle_with_record(_bundle(tmp_path / "a", seed=1), tmp_path / "a-recorded")
+    assert read_card(recorded).record().benchmarks  # the ingredient has figures on labelled sets
+    soup = write_soup(make_soup([recorded, _bundle(tmp_path / "b", seed=2)], None, "s", "1", "soup"), tmp_path / "soup")
+    assert soup.metrics == {} and soup.training.benchmarks == []
+    record = soup.record()
+    assert record.benchmarks == [] and record.validation_real_flagged is None and record.validation_auc is None
+    assert soup.training.soup[0].training.benchmarks == [
+        "dev-eval/modern-swaps",
+        "dev-eval/never-scored",
+        "dev-eval/dfdc-sample",
+    ]

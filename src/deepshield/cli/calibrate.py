@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a labelled set (same inputs as `evaluate`), fit the temperature on the face logits and the threshold on "
             "the file scores, and write NEW_BUNDLE: model.onnx copied unchanged, a model card with the new calibration, "
-            "fitted_on, a '+cal.<date>' version (or --version) and the metrics before and after. Calibrate and evaluate on different sets; "
+            "fitted_on, a '+cal.<date>' version (or --version) and the metrics before and after; the card's rates (real "
+            "files flagged, fakes caught) measured again at the new thresholds on the labelled sets it names that the set "
+            "holds whole, the refitted score's others removed. Calibrate and evaluate on different sets; "
             "with several sources, each is also held out in turn (fitted on the others, measured on it)."
         ),
         epilog="example: deepshield calibrate data/val --model bundle --out bundle-cal --target-fpr 0.05",
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.errors import BundleError, DeepShieldError
     from deepshield.evaluation.recalibrate import (
         Method,
+        benchmarks_held,
         new_bundle_version,
         recalibrate,
         training_folders_in,
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
     from deepshield.models.card import check_bundle_folder
-    from deepshield.training.config import portable_path
+    from deepshield.training.config import DATA_DIR_ENV, portable_path
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
         raise DeepShieldError(
@@ -159,12 +162,13 @@ def run(args: argparse.Namespace) -> int:
         frames=face_settings(args)[0],
         score=args.score,
         version=args.version,
+        benchmarks=benchmarks_held(classifier.card, scored),
     )
     if caution := few_files_caution(result.real_files, result.files - result.real_files):
         print(
             f"deepshield calibrate: warning: {caution}: a calibration fitted on so few is unreliable", file=sys.stderr
         )
-    write_calibrated_bundle(bundle, args.out, result.card, force=args.force)
+    write_calibrated_bundle(bundle, args.out, result.card, force=args.force, rates_measured_on=result.rates_measured_on)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     if journal is not None:
         shutil.rmtree(journal, ignore_errors=True)  # the bundle holds what it was for
@@ -197,5 +201,15 @@ def run(args: argparse.Namespace) -> int:
                 f"  {check.source}: temperature {check.fit.temperature:.3g}, offset {check.fit.offset:.3g}, "
                 f"threshold {check.fit.threshold:.3f}; {', '.join(rates)}, face ECE {b['ece']:.3f} -> {a['ece']:.3f}"
             )
+    if result.rates_measured_on:
+        print(
+            f"real files flagged and fakes caught measured again at the new thresholds on: "
+            f"{', '.join(result.rates_measured_on)}"
+        )
+    if result.rates_removed:
+        print(
+            f"rates at the old {args.score} calibration not carried over (not measured here; the card's labelled "
+            f"sets are looked for under ${DATA_DIR_ENV}, else the working folder): {', '.join(result.rates_removed)}"
+        )
     print(f"wrote {args.out} (version {result.card.version}); these figures are in-sample: evaluate it on another set")
     return EXIT_OK

@@ -26,6 +26,15 @@ calibration, ``fitted_on`` saying on what and how, the version given or the old 
 and the metrics on the calibration set before and after (``calibration_before_*``,
 ``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
 
+The card's rates at a threshold (real files flagged, fakes caught: ``real_fpr_<set>``, ``bench_<set>_fpr``,
+``bench_<set>_face_fpr``, ``bench_<set>_tpr``, ``synthetic_bench_<set>_fpr``, ...; `measured_at_calibration`)
+are never carried past a refit of the score they were measured with: on every labelled set the card has
+figures on (its ``training.benchmarks``) whose real (or fake) files the calibration set holds whole
+(`benchmarks_held`), they are measured again, by both scores, at the thresholds the new bundle applies and
+by the product's file rule (`rates_on_held_sets`); the refitted score's others are removed. Carried over,
+the shipped 1.2.3 said 1 of 22 modern-swaps real files flagged by each score where the product flagged
+none, and no face-edits real file by the synthetic-face score where it flagged 3 of 534.
+
 ``score="synthetic"`` refits the synthetic-face score's calibration instead (``synthetic.calibration``,
 metrics ``synthetic_calibration_*``) from the same faces' synthetic logits, with label 1 meaning a
 generated face: e.g. its threshold for a false-positive rate on one's own real photos, which the
@@ -44,7 +53,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date as Date
 from pathlib import Path
 from typing import Literal
@@ -142,6 +151,8 @@ class CalibrationResult:
     faces: int
     held_out: list[HeldOutCheck]
     verdicts_changed: int  # files of the calibration set whose verdict (three-way, from this score) moved
+    rates_measured_on: list[str] = field(default_factory=list)  # the sets whose rates were measured again
+    rates_removed: list[str] = field(default_factory=list)  # the card's rates at the refitted score's old calibration
 
     @property
     def temperature_after(self) -> float:
@@ -346,6 +357,104 @@ def held_out_checks(
     return checks
 
 
+@dataclass(frozen=True)
+class HeldBenchmark:
+    """A labelled set the card has figures on (``training.benchmarks``) whose files the calibration set holds:
+    `reals` and `fakes` pick its real and its fake files among the scored ones (a mask over `ScoredSet.files`),
+    each given only when the set holds every one of them (a share of some of them is not the set's)."""
+
+    name: str  # as the card names it, e.g. "dev-eval/modern-swaps"
+    reals: np.ndarray | None
+    fakes: np.ndarray | None
+
+    @property
+    def key(self) -> str:
+        """The set's name in metric keys (as training names its figures: `bench_<key>_fpr`)."""
+        return metric_key(Path(self.name).name)
+
+
+def card_benchmarks(card: ModelCard) -> list[str]:
+    """The labelled sets a card has figures on: its face-swap score's benchmarks (a frozen synthetic head's
+    parent's), then its own run's."""
+    return list(dict.fromkeys([*card.manipulation_training().benchmarks, *card.training.benchmarks]))
+
+
+def benchmarks_held(card: ModelCard, scored: ScoredSet) -> list[HeldBenchmark]:
+    """The card's labelled sets (found under $DEEPSHIELD_DATA_ROOT, else the working directory, as training
+    read them) whose real or fake files `scored` holds, each class only where it holds all of them, under
+    the same label. A set not found here is not held: its rates cannot be measured again."""
+    from deepshield.data.sources import FAKE, REAL
+    from deepshield.evaluation.scoring import is_prepared_dataset, list_items
+    from deepshield.training.config import DataConfig
+
+    index: dict[Path, int] = {}
+    for record in scored.files:
+        index.setdefault(real_path(record.path), record.file_id)
+    held = []
+    for name in card_benchmarks(card):
+        try:
+            folder = DataConfig().locate(Path(name), "benchmark")
+            if is_prepared_dataset(folder):  # scored as crops of its split: not matched to its files here
+                continue
+            items, _ = list_items([folder])
+        except DeepShieldError:  # not on this machine (calibrate says which rates are therefore not carried over)
+            continue
+        masks: dict[str, np.ndarray | None] = {}
+        for label in (REAL, FAKE):
+            found = [index.get(real_path(item.path)) for item in items if item.label == label]
+            ids = [i for i in found if i is not None and scored.files[i].label == int(label == FAKE)]
+            masks[label] = np.isin(np.arange(len(scored.files)), ids) if len(ids) == len(found) else None
+        if masks[REAL] is not None or masks[FAKE] is not None:
+            held.append(HeldBenchmark(name, masks[REAL], masks[FAKE]))
+    return held
+
+
+def rates_on_held_sets(
+    scored: ScoredSet,
+    benchmarks: Sequence[HeldBenchmark],
+    manipulation: Calibration,
+    synthetic: Calibration | None,
+    every_set: Sequence[str],
+) -> dict[str, float]:
+    """The card's rates on the sets `scored` holds, at these calibrations' thresholds, files scored as the
+    product scores them (the detector's video rule; a file without a face takes no part): real files flagged
+    (real_fpr_<set> and bench_<set>_fpr, as export and training name it), real faces flagged
+    (bench_<set>_face_fpr), fake files caught (bench_<set>_tpr), real files the synthetic-face score flags
+    (synthetic_bench_<set>_fpr); bench_fpr pooled when it holds the real files of `every_set`."""
+    product = VideoRule()
+    rates: dict[str, float] = {}
+    files = _files(scored, product, manipulation, None)
+    clean = _face_mask(scored, None)
+    probabilities = manipulation.probability(scored.faces["logit"]) if scored.face_count else np.zeros(0)
+    pooled: list[np.ndarray] = []
+    for held in benchmarks:
+        key = held.key
+        if held.reals is not None:
+            flags = files.scores[held.reals[files.file_ids]] >= manipulation.threshold
+            if flags.size:
+                rates[f"real_fpr_{key}"] = rates[f"bench_{key}_fpr"] = float(flags.mean())
+            pooled.append(flags)
+            faces = clean & held.reals[scored.faces["file_id"]] if scored.face_count else clean
+            if faces.any():
+                rates[f"bench_{key}_face_fpr"] = float((probabilities[faces] >= manipulation.threshold).mean())
+        if held.fakes is not None:
+            caught = files.scores[held.fakes[files.file_ids]] >= manipulation.threshold
+            if caught.size:
+                rates[f"bench_{key}_tpr"] = float(caught.mean())
+    every_real = np.concatenate(pooled) if pooled else np.zeros(0, bool)
+    if set(every_set) <= {h.name for h in benchmarks if h.reals is not None} and every_real.size:
+        rates["bench_fpr"] = float(every_real.mean())  # pooled over the sets, as training pools it
+    view = scored.synthetic_view()
+    if synthetic is not None and view is not None:
+        synthetic_files = _files(view, product, synthetic, None)
+        for held in benchmarks:
+            if held.reals is not None:
+                flags = synthetic_files.scores[held.reals[synthetic_files.file_ids]] >= synthetic.threshold
+                if flags.size:
+                    rates[f"synthetic_bench_{held.key}_fpr"] = float(flags.mean())
+    return {key: round(value, 4) for key, value in rates.items()}
+
+
 def recalibrate(
     scored: ScoredSet,
     card: ModelCard,
@@ -356,9 +465,13 @@ def recalibrate(
     when: Date | None = None,
     score: Score = "manipulation",
     version: str | None = None,
+    benchmarks: Sequence[HeldBenchmark] = (),
 ) -> CalibrationResult:
+    """`benchmarks`: the card's labelled sets `scored` holds (benchmarks_held), on which its rates are measured
+    again at the new bundle's thresholds; the refitted score's other rates leave the card."""
     when = when or Date.today()
     calibration = card.calibration
+    both = scored  # both scores' faces: the rates are measured again by each
     if score == "synthetic":
         view = scored.synthetic_view()
         if card.synthetic is None or view is None:
@@ -442,14 +555,36 @@ def recalibrate(
     )
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
+    refit = calibration.model_copy(
+        update={
+            "temperature": fitted.temperature,
+            "offset": fitted.offset,
+            "threshold": fitted.threshold,
+            "fitted_on": fitted_on,
+            "inconclusive": band,
+        }
+    )
+    synthetic_now = card.synthetic.calibration if card.synthetic is not None else None
+    measured = rates_on_held_sets(
+        both,
+        benchmarks,
+        refit if score == "manipulation" else card.calibration,
+        refit if score == "synthetic" else synthetic_now,
+        card_benchmarks(card),
+    )
     # Rates at the old threshold (reals flagged, fakes caught) say nothing of a new one; AUCs hold (the
-    # order is the same). Only the real_fpr_* were dropped: the benchmarks' and the synthetic checks'
-    # rates stayed in the card beside a threshold they were not measured at.
-    metrics = {
-        k: v
-        for k, v in card.metrics.items()
-        if not k.startswith(earlier) and (method.keep_verdicts or not measured_at_threshold(k, score))
-    }
+    # order is the same). Those on the sets the calibration holds are measured again (both scores', at the
+    # thresholds the new bundle applies), the refitted score's others leave the card. All were kept with the
+    # verdicts: the shipped card then said 1 of 22 real files flagged where the product flagged none (training
+    # measured them, on faces read another way), beside held-out figures of its own that said otherwise.
+    moved = (fitted.temperature, fitted.offset, fitted.threshold) != (
+        shipped.temperature,
+        shipped.offset,
+        shipped.threshold,
+    )
+    stale = [k for k in card.metrics if moved and k not in measured and measured_at_calibration(k, score)]
+    metrics = {k: measured.get(k, v) for k, v in card.metrics.items() if not k.startswith(earlier) and k not in stale}
+    metrics |= measured  # a rate the card did not have yet, after the others
     figures = {
         f"{prefix}{stage}_{level}_{name}": value
         for stage, levels in (("before", before), ("after", after))
@@ -464,15 +599,6 @@ def recalibrate(
     }
     figures[f"{prefix}verdicts_changed"] = verdicts_changed
     metrics |= {key: round(float(value), 4) for key, value in figures.items() if np.isfinite(value)}
-    refit = calibration.model_copy(
-        update={
-            "temperature": fitted.temperature,
-            "offset": fitted.offset,
-            "threshold": fitted.threshold,
-            "fitted_on": fitted_on,
-            "inconclusive": band,
-        }
-    )
     output, described = (
         ("logit", MANIPULATION_OUTPUTS["logit"])
         if score == "manipulation"
@@ -491,14 +617,29 @@ def recalibrate(
         update["synthetic"] = card.synthetic.model_copy(update={"calibration": refit})
     new_card = card.model_copy(update=update)
     ModelCard.model_validate(new_card.model_dump())  # the new values pass the card's own checks
+    measured_on = [h.name for h in benchmarks if set(_rate_keys(h.key)) & measured.keys()]
     return CalibrationResult(
-        new_card, refit, shipped, before, after, n_files, n_real, int(labels.size), held_out, verdicts_changed
+        new_card,
+        refit,
+        shipped,
+        before,
+        after,
+        n_files,
+        n_real,
+        int(labels.size),
+        held_out,
+        verdicts_changed,
+        measured_on,
+        stale,
     )
 
 
-def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: bool = False) -> Path:
+def write_calibrated_bundle(
+    source: Path, out: Path, card: ModelCard, force: bool = False, rates_measured_on: Sequence[str] = ()
+) -> Path:
     """Copy the bundle folder `source` to `out` and write `card` there. Refuses to overwrite `source`
-    or a non-empty `out` (unless force)."""
+    or a non-empty `out` (unless force). `rates_measured_on`: the sets whose rates the calibration measured
+    again (CalibrationResult.rates_measured_on), as its README says."""
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
@@ -508,7 +649,7 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
     # The source's README describes the source's calibration and figures: this bundle gets its own.
     shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE))
     (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    (temporary / README_FILE).write_text(_calibrated_readme(source, card))
+    (temporary / README_FILE).write_text(_calibrated_readme(source, card, rates_measured_on))
     put_in_place(temporary, out)
     return out
 
@@ -516,7 +657,7 @@ def write_calibrated_bundle(source: Path, out: Path, card: ModelCard, force: boo
 README_FILE = "README.md"
 
 
-def _calibrated_readme(source: Path, card: ModelCard) -> str:
+def _calibrated_readme(source: Path, card: ModelCard, rates_measured_on: Sequence[str] = ()) -> str:
     """What the new bundle is, from its card: the source's network, recalibrated."""
     lines = [
         f"# {card.name} {card.version}",
@@ -533,22 +674,51 @@ def _calibrated_readme(source: Path, card: ModelCard) -> str:
             f"- Synthetic-face score: temperature {synthetic.temperature:.4g}, offset {synthetic.offset:.4g}, "
             f"threshold {synthetic.threshold:.4f}; fitted on {synthetic.fitted_on}."
         )
+    measured = (
+        f"Real files flagged (and fakes caught, where it holds them) on {', '.join(rates_measured_on)}: measured "
+        "again on the calibration set, at this bundle's thresholds. Other rates "
+        if rates_measured_on
+        else "Rates "
+    )
     lines += [
         "",
-        "Real files flagged at the source's threshold are not carried over; measure this bundle on labelled "
-        "media of your own (`deepshield evaluate`). `model_card.json` holds the rest of the source's record.",
+        f"{measured}at the source's threshold of the refitted score are not carried over; measure this bundle on "
+        "labelled media of your own (`deepshield evaluate`). `model_card.json` holds the rest of the source's record.",
         "",
     ]
     return "\n".join(lines)
 
 
-def measured_at_threshold(key: str, score: Score) -> bool:
-    """A card figure measured at the score's threshold: a rate of reals flagged or of fakes caught (real_fpr_*,
-    bench_*_fpr, synthetic_*_fpr, synthetic_holdout_tpr), not a rate at a fixed false-positive rate."""
+def _rate_keys(key: str) -> tuple[str, ...]:
+    """The rates rates_on_held_sets measures on the set `key`."""
+    return (
+        f"real_fpr_{key}",
+        f"bench_{key}_fpr",
+        f"bench_{key}_face_fpr",
+        f"bench_{key}_tpr",
+        f"synthetic_bench_{key}_fpr",
+    )
+
+
+# Validation figures read at the threshold (or, log-loss, at the probability scale) export fitted.
+AT_THRESHOLD = ("log_loss", "balanced_accuracy", "accuracy", "precision", "recall", "f1")
+
+
+def measured_at_calibration(key: str, score: Score) -> bool:
+    """A card figure that depends on the score's threshold or scale: a rate of reals flagged or of fakes
+    caught (real_fpr_*, bench_*_fpr, bench_*_face_fpr, bench_*_tpr, synthetic_*_fpr, synthetic_holdout_tpr),
+    a rate by either score (*_fpr_either), a validation figure at the threshold (val_recall, val_f1, ...)
+    or at the scale (val_log_loss); not a rate at a fixed false-positive rate (*_tpr_at_*), a ranking (AUC,
+    AP, EER) or calibrate's own figures."""
     if "tpr_at_" in key or key.startswith(("calibration_", "synthetic_calibration_")):
         return False
+    if re.search(r"(^|_)fpr_either(_|$)", key):  # the product's flags: at either score's threshold
+        return True
     if key.startswith("synthetic_") != (score == "synthetic"):
         return False
+    name = key.removeprefix("synthetic_")
+    if name.startswith("val_") and name.removeprefix("val_") in AT_THRESHOLD:
+        return True
     return re.search(r"(^|_)(fpr|tpr)(_|$)", key) is not None
 
 
