@@ -774,6 +774,32 @@ def test_a_set_holding_the_models_training_data_is_named_as_such(tmp_path, monke
     assert warnings == []
 
 
+def test_a_synthetic_heads_validation_faces_are_not_its_training_data(tmp_path, monkeypatch):
+    # The README calibrates the synthetic-face score on its head's validation split of the generated faces;
+    # the folder as a whole was named the model's training data (the shipped card said so of its own set).
+    import deepshield.training.synthetic
+    from deepshield.evaluation.recalibrate import training_folders_in
+    from deepshield.models.card import SyntheticScoreInfo, card_outputs
+
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path))
+    folder = tmp_path / "synthetic-faces" / "gen"
+    trained, validation = folder / "1.png", folder / "2.png"
+    split = ([trained], [validation], [folder / "3.png"])
+    monkeypatch.setattr(deepshield.training.synthetic, "generated_split", lambda card: split)
+    card = toy_card().model_copy(
+        update={
+            "outputs": card_outputs(True),
+            "synthetic": SyntheticScoreInfo(
+                pooling="all", data=["generated: synthetic-faces/gen", "real: real-faces/x"]
+            ),
+        }
+    )
+    warnings: list[str] = []
+    assert training_folders_in(card, [str(validation)], warnings.append) == []
+    assert training_folders_in(card, [str(trained), str(validation)], warnings.append) == ["synthetic-faces/gen"]
+    assert warnings == []
+
+
 def _prepared_by_hand(folder: Path, files: dict[Path, str]) -> Path:
     """A dataset folder whose manifest lists one crop of each file in its split (no crop on disk: the check
     reads the listing alone)."""

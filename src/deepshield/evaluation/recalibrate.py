@@ -723,6 +723,7 @@ def measured_at_calibration(key: str, score: Score) -> bool:
 
 
 PREPARED = "prepared dataset "  # how a card names a prepared dataset among its training data
+GENERATED = "generated: "  # how a synthetic-face card names a folder of generated faces
 
 
 def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[str], None]) -> list[str]:
@@ -739,9 +740,26 @@ def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[s
     root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
     listed = [*card.training.data, *(card.synthetic.data if card.synthetic is not None else [])]
     folders = sorted({entry.split(": ", 1)[-1] for entry in listed})  # the synthetic score's say "real: <folder>"
+    generated = {entry.split(": ", 1)[1] for entry in listed if entry.startswith(GENERATED)}
     resolved = [real_path(p) for p in paths]  # a link loop among them ended the run before its report
+    trained_generated: set[Path] | None = None
+
+    def holds_trained_generated() -> bool:
+        """The synthetic head trained on its split's train part only: its validation faces, on which the
+        README calibrates that score, were called the model's training data."""
+        nonlocal trained_generated
+        if trained_generated is None:
+            from deepshield.training.synthetic import generated_split
+
+            trained_generated = {real_path(path) for path in generated_split(card)[0]}
+        return any(path in trained_generated for path in resolved)
 
     def holds(folder: str) -> bool:
+        if folder in generated:
+            try:
+                return holds_trained_generated()
+            except DeepShieldError:  # the split cannot be made again here: the folder as a whole, as before
+                pass
         if folder.startswith(PREPARED):
             try:
                 dataset = DataConfig().locate(Path(folder.removeprefix(PREPARED)), "prepared dataset")
