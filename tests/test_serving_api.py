@@ -1143,7 +1143,6 @@ def test_settings_come_from_the_environment():
             "DEEPSHIELD_MAX_QUEUE": "4",
             "DEEPSHIELD_REQUEST_TIMEOUT_S": "2.5",
             "DEEPSHIELD_API_KEY": "k",
-            "DEEPSHIELD_MAX_UPLOAD_BYTES": "",
         }
     )
     assert (settings.max_queue, settings.request_timeout_s, settings.api_key) == (4, 2.5, "k")
@@ -1169,6 +1168,30 @@ def test_settings_come_from_the_environment():
         ServerSettings.from_env({"DEEPSHIELD_JOB_TTL_S": "inf"})
     with pytest.raises(ValueError, match="max_pending_jobs must be below max_jobs"):
         ServerSettings(max_jobs=4, max_pending_jobs=4)
+
+
+def test_a_setting_set_but_empty_is_refused_at_start_naming_it(capsys, monkeypatch):
+    # `DEEPSHIELD_API_KEY= deepshield serve` (or a key from an unset shell variable) started a server open to
+    # all, without its "API key required" line: an empty variable was taken for an unset one.
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    with pytest.raises(ValueError, match=r"^DEEPSHIELD_API_KEY is set but empty: give it a value, or unset it"):
+        ServerSettings.from_env({"DEEPSHIELD_API_KEY": ""})
+    with pytest.raises(ValueError, match=r"^DEEPSHIELD_MAX_QUEUE, DEEPSHIELD_STATE_DIR are set but empty"):
+        ServerSettings.from_env({"DEEPSHIELD_STATE_DIR": "", "DEEPSHIELD_MAX_QUEUE": "", "DEEPSHIELD_API_KEY": "k"})
+    assert ServerSettings.from_env({"DEEPSHIELD_DATA_ROOT": ""}) == ServerSettings()  # model building's, not read
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a server whose settings are wrong")
+
+    monkeypatch.setattr(Detector, "from_bundle", no_model)
+    monkeypatch.setenv("DEEPSHIELD_API_KEY", "")
+    assert main(["serve", "--port", "0"]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "deepshield: error: invalid server setting in the environment: DEEPSHIELD_API_KEY is set but empty: "
+        "give it a value, or unset it for the default\n"
+    )
 
 
 def test_content_credentials_are_checked_against_the_servers_trust_anchors(detector, astronaut, tmp_path):

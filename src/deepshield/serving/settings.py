@@ -107,8 +107,9 @@ class ServerSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Defaults, then DEEPSHIELD_* environment variables (empty ones ignored), then keyword overrides.
-        Raises ValueError naming the setting (and its variable) for a value that is not valid."""
+        """Defaults, then DEEPSHIELD_* environment variables, then keyword overrides.
+        Raises ValueError naming the setting (and its variable) for a value that is not valid, and the
+        variables set but empty (an empty DEEPSHIELD_API_KEY started a server with no key)."""
         environ = os.environ if environ is None else environ
         # A misspelt variable is an error, as an unknown key is: DEEPSHIELD_API_KEYS started a server with no key.
         known = {env_name(name) for name in cls.model_fields} | {DATA_DIR_ENV}
@@ -124,7 +125,16 @@ class ServerSettings(BaseModel):
                 for name in unknown
             ]
             raise ValueError(f"unknown server setting {', '.join(hints)}: the settings are in the README")
-        from_environ = {name: environ[env_name(name)] for name in cls.model_fields if environ.get(env_name(name))}
+        # Set but empty is no default either: `DEEPSHIELD_API_KEY= deepshield serve` (or a key from an unset
+        # shell variable) started a server open to all. DEEPSHIELD_DATA_ROOT is model building's, not read here.
+        empty = sorted(env_name(name) for name in cls.model_fields if environ.get(env_name(name)) == "")
+        if empty:
+            one = len(empty) == 1
+            raise ValueError(
+                f"{', '.join(empty)} {'is' if one else 'are'} set but empty: "
+                f"give {'it a value' if one else 'each a value'}, or unset {'it' if one else 'them'} for the default"
+            )
+        from_environ = {name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ}
         try:
             return cls(**{**from_environ, **overrides})
         except ValidationError as exc:
