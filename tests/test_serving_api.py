@@ -1083,6 +1083,30 @@ def test_a_port_in_use_is_refused_in_one_line_before_the_model_loads_or_an_addre
     assert out == "" and err == f"deepshield: error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
 
 
+def test_a_port_out_of_range_is_a_usage_error(capsys, monkeypatch):
+    # --port 70000 (or make run's PORT) ended in bind()'s OverflowError traceback.
+    from deepshield.cli.main import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a server that cannot listen")
+
+    monkeypatch.setattr(Detector, "from_bundle", no_model)
+    for port in ("70000", "65536", "-1"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["serve", "--port", port])
+        assert stopped.value.code == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.splitlines()[-1] == (
+            "deepshield serve: error: argument --port: must be from 0 to 65535 (0: any free one)"
+        )
+        assert "Traceback" not in err
+    # serve() from Python, which has no argparse in front of it: one line too.
+    from deepshield.serving.server import serve
+
+    with pytest.raises(DeepShieldError, match=r"^cannot serve on 127\.0\.0\.1:70000: .*port must be 0-65535"):
+        serve(port=70000, settings=ServerSettings())
+
+
 def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     body = client.get("/healthz").json()
     assert body["limits"]["min_face_px"] == detector.faces.min_face_size

@@ -56,6 +56,14 @@ def int_up_to(maximum: int):
     return parse
 
 
+def port_number(text: str) -> int:
+    """A TCP port to listen on, 0 for any free one: 70000 ended `serve` in bind()'s OverflowError traceback."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be from 0 to 65535 (0: any free one)")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

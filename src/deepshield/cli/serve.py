@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from deepshield.cli.args import port_number
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: every interface)"
     )
     parser.add_argument(
-        "--port", type=int, default=8000, help="port to listen on (default %(default)s; 0: any free one)"
+        "--port", type=port_number, default=8000, help="port to listen on (default %(default)s; 0: any free one)"
     )
     parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
     parser.set_defaults(run=run)

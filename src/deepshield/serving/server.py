@@ -112,7 +112,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses the port at once
         listening.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535 from the Python API
         listening.close()
-        raise DeepShieldError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        raise DeepShieldError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     return listening
