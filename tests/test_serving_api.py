@@ -1218,6 +1218,48 @@ def test_a_setting_set_but_empty_is_refused_at_start_naming_it(capsys, monkeypat
     )
 
 
+def test_a_tmp_or_state_folder_that_cannot_be_used_is_refused_at_start_in_one_line(capsys, monkeypatch, tmp_path):
+    # A missing or file TMP_DIR, a file STATE_DIR or one under a file ended the start in a traceback
+    # (FileNotFoundError, NotADirectoryError, FileExistsError).
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a server whose settings are wrong")
+
+    monkeypatch.setattr(Detector, "from_bundle", no_model)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    cases = [
+        (
+            "DEEPSHIELD_TMP_DIR",
+            tmp_path / "missing",
+            "tmp_dir",
+            "no such folder (it is not made: name an existing one)",
+        ),
+        ("DEEPSHIELD_TMP_DIR", a_file, "tmp_dir", "is a file, not a folder"),
+        ("DEEPSHIELD_STATE_DIR", a_file, "state_dir", "is a file, not a folder"),
+        ("DEEPSHIELD_STATE_DIR", a_file / "sub", "state_dir", f"cannot be made: {a_file} is a file, not a folder"),
+    ]
+    for variable, value, name, why in cases:
+        with monkeypatch.context() as env:
+            env.setenv(variable, str(value))
+            assert main(["serve", "--port", "0"]) == EXIT_USAGE
+        out, err = capsys.readouterr()
+        assert out == "" and err == (
+            f"deepshield: error: invalid server setting in the environment: server setting {name} "
+            f"({variable}={str(value)!r}): {why}\n"
+        )
+    # Storage, as the Python API makes it with settings of its own: one line too.
+    from deepshield.serving.storage import Storage
+
+    with pytest.raises(DeepShieldError, match=rf"^the state folder {re.escape(str(a_file))}/sub cannot be made: "):
+        Storage(a_file / "sub", None)
+    # A folder still to be made is fine: the server makes it.
+    assert ServerSettings.from_env({"DEEPSHIELD_STATE_DIR": str(tmp_path / "new" / "state")}).state_dir == (
+        tmp_path / "new" / "state"
+    )
+
+
 def test_content_credentials_are_checked_against_the_servers_trust_anchors(detector, astronaut, tmp_path):
     anchors = tmp_path / "anchors.pem"
     anchors.write_bytes(signing_identity().root_pem)

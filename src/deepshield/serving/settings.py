@@ -8,7 +8,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.training.config import DATA_DIR_ENV
@@ -70,6 +70,36 @@ class ServerSettings(BaseModel):
     state_dir: Path | None = (
         None  # jobs are kept in <state_dir>/jobs.sqlite3 (and uploads there) across restarts; None: in memory
     )
+
+    @field_validator("tmp_dir")
+    @classmethod
+    def _usable_tmp_dir(cls, folder: Path | None) -> Path | None:
+        # Checked here, not at the first upload's folder: a missing folder or a file ended the start in a
+        # FileNotFoundError or NotADirectoryError traceback.
+        if folder is None:
+            return folder
+        if not folder.exists():
+            raise ValueError("no such folder (it is not made: name an existing one)")
+        if not folder.is_dir():
+            raise ValueError("is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError("this user cannot make folders in it")
+        return folder
+
+    @field_validator("state_dir")
+    @classmethod
+    def _makeable_state_dir(cls, folder: Path | None) -> Path | None:
+        # Made at start if missing; a file there (FileExistsError) or above it (NotADirectoryError) was a traceback.
+        if folder is None:
+            return folder
+        if folder.exists() and not folder.is_dir():
+            raise ValueError("is a file, not a folder")
+        for above in folder.parents:
+            if above.exists():
+                if not above.is_dir():
+                    raise ValueError(f"cannot be made: {above} is a file, not a folder")
+                break
+        return folder
 
     @model_validator(mode="after")
     def _frames_within_bound(self) -> ServerSettings:
@@ -150,4 +180,4 @@ def _describe(error: Mapping[str, Any], from_environ: Mapping[str, str]) -> str:
         return str(error["msg"]).removeprefix("Value error, ")
     name = str(error["loc"][0])
     where = f" ({env_name(name)}={from_environ[name]!r})" if name in from_environ else ""
-    return f"server setting {name}{where}: {error['msg']}"
+    return f"server setting {name}{where}: {str(error['msg']).removeprefix('Value error, ')}"

@@ -71,7 +71,10 @@ class Storage:
         self._lock_fd: int | None = None
         self._upload_dir: Path | None = None
         if state_dir is not None:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, a folder of another user's
+                raise DeepShieldError(f"the state folder {state_dir} cannot be made: {exc.strerror or exc}") from None
             # mkdir's mode is not applied to a folder that exists: one made 755 by hand let other users read
             # the jobs' file names and face crops.
             try:
