@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import queue
+import re
 import socket
 import threading
 import time
@@ -95,6 +96,38 @@ def test_callbacks_go_only_to_hosts_the_server_names(detector, photo):
             body = assert_error(client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)), 400)
             assert body["detail"] == f"callback_url must be an http or https URL, not {url!r}"
         assert upload_files(client) == [] and len(client.app.state.runtime.jobs) == 0  # refused before the upload
+
+
+def test_callback_hosts_that_are_no_host_names_are_refused_at_start():
+    # hooks.example.com:8080 started a server that then refused every callback (its URL's host has no port).
+    from deepshield.serving.callbacks import CallbackPolicy
+    from deepshield.serving.settings import ServerSettings
+
+    for hosts in (
+        "hooks.example.com:8080",
+        "https://hooks.example.com",
+        "hooks.example.com/deepshield",
+        "[fd00::1]:80",
+    ):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"server setting callback_hosts (DEEPSHIELD_CALLBACK_HOSTS={hosts!r}): {hosts!r} is not a host name "
+                "(give names alone, no scheme, port or path)"
+            ),
+        ):
+            ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": hosts})
+    with pytest.raises(ValueError, match=r"'\*' is not a host name: callbacks go only to the hosts named"):
+        ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": "*"})
+    settings = ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": "hooks.example.com, 10.0.0.7, [fd00::1], fd00::2"})
+    policy = CallbackPolicy.from_settings(settings.callback_hosts, None, 1.0)
+    for url in (
+        "http://hooks.example.com:8080/x",
+        "https://10.0.0.7/x",
+        "http://[fd00::1]:8000/x",
+        "http://[fd00::2]/",
+    ):
+        assert policy.check(url) == url  # any port of a host named
 
 
 def test_a_finished_job_is_posted_signed_and_retried(detector, photo, receiver):

@@ -38,7 +38,12 @@ class CallbackPolicy:
     @classmethod
     def from_settings(cls, hosts: str | None, secret: str | None, first_retry_s: float) -> CallbackPolicy:
         """`hosts`: comma-separated, as DEEPSHIELD_CALLBACK_HOSTS gives them."""
-        names = frozenset(name.strip().lower() for name in (hosts or "").split(",") if name.strip())
+        # An IPv6 address may come in brackets, as in a URL; a URL's hostname has none.
+        names = frozenset(
+            name.strip().lower().removeprefix("[").removesuffix("]")
+            for name in (hosts or "").split(",")
+            if name.strip()
+        )
         return cls(hosts=names, secret=secret, first_retry_s=first_retry_s)
 
     def check(self, url: str) -> str:

@@ -8,7 +8,15 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.training.config import DATA_DIR_ENV
@@ -114,14 +122,22 @@ class ServerSettings(BaseModel):
             raise ValueError("max_pending_jobs must be below max_jobs")
         return self
 
-    @model_validator(mode="after")
-    def _host_names(self) -> ServerSettings:
-        # A URL or a name with its port never matches a Host header's name: the server would answer to nothing.
-        for name in (self.allowed_hosts or "").split(","):
+    @field_validator("allowed_hosts", "callback_hosts")
+    @classmethod
+    def _host_names(cls, hosts: str | None, info: ValidationInfo) -> str | None:
+        # A URL or a name with its port never matches a Host header's name, nor a callback URL's host: the
+        # server answered to nothing, or started and then refused every callback (hooks.example.com:8080).
+        for name in (hosts or "").split(","):
             name = name.strip()
-            if any(mark in name for mark in "/ @") or (name.count(":") == 1 and not name.startswith("[")):
-                raise ValueError(f"allowed_hosts: {name!r} is not a host name (give names alone, no scheme or port)")
-        return self
+            if (
+                any(mark in name for mark in "/ @")
+                or (name.count(":") == 1 and not name.startswith("["))
+                or (name.startswith("[") and not name.endswith("]"))
+            ):
+                raise ValueError(f"{name!r} is not a host name (give names alone, no scheme, port or path)")
+            if name == "*" and info.field_name == "callback_hosts":  # no wildcard: a callback goes to hosts named
+                raise ValueError("'*' is not a host name: callbacks go only to the hosts named")
+        return hosts
 
     @model_validator(mode="after")
     def _sendable_api_key(self) -> ServerSettings:
