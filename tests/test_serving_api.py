@@ -948,12 +948,16 @@ def test_unknown_or_repeated_query_options_and_overlong_boundaries_are_refused(c
 
 
 def test_an_api_key_no_request_could_send_is_refused_at_start():
-    with pytest.raises(ValueError, match="api_key must be ASCII"):
+    # The error names the variable, not the key (which it would leave in logs).
+    with pytest.raises(
+        ValueError, match=r"^server setting api_key \(DEEPSHIELD_API_KEY, its value not shown\): must be ASCII"
+    ):
         ServerSettings.from_env({"DEEPSHIELD_API_KEY": "clé"})
     # HTTP strips the blanks around a header's value: the server started, then answered 401 to every call
     for key in (" sekret", "sekret\t", "sek\nret"):
-        with pytest.raises(ValueError, match="api_key must not begin or end with blanks or hold control characters"):
+        with pytest.raises(ValueError, match="must not begin or end with blanks or hold control characters") as refused:
             ServerSettings.from_env({"DEEPSHIELD_API_KEY": key})
+        assert "DEEPSHIELD_API_KEY" in str(refused.value) and "sek" not in str(refused.value)
 
 
 def test_docs_work_offline_from_vendored_swagger_ui(client):
@@ -1190,8 +1194,32 @@ def test_settings_come_from_the_environment():
     # inf is no limit (a TTL of inf made every unknown job's 404 a 500), and finished jobs need room.
     with pytest.raises(ValueError, match=r"job_ttl_s .*finite"):
         ServerSettings.from_env({"DEEPSHIELD_JOB_TTL_S": "inf"})
-    with pytest.raises(ValueError, match="max_pending_jobs must be below max_jobs"):
+    with pytest.raises(ValueError, match="max_pending_jobs=4 must be below max_jobs=4"):
         ServerSettings(max_jobs=4, max_pending_jobs=4)
+
+
+def test_checks_across_settings_name_the_variables_and_their_values():
+    # "video_frames must not exceed max_video_frames" named neither the variables nor the values.
+    with pytest.raises(
+        ValueError, match=r"^DEEPSHIELD_VIDEO_FRAMES=200 must not exceed DEEPSHIELD_MAX_VIDEO_FRAMES \(unset, so 128\)$"
+    ):
+        ServerSettings.from_env({"DEEPSHIELD_VIDEO_FRAMES": "200"})
+    with pytest.raises(
+        ValueError, match=r"^DEEPSHIELD_VIDEO_FRAMES=64 must not exceed DEEPSHIELD_MAX_VIDEO_FRAMES=40$"
+    ):
+        ServerSettings.from_env({"DEEPSHIELD_VIDEO_FRAMES": "64", "DEEPSHIELD_MAX_VIDEO_FRAMES": "40"})
+    with pytest.raises(
+        ValueError,
+        match=r"^DEEPSHIELD_MAX_PENDING_JOBS \(unset, so 8\) must be below DEEPSHIELD_MAX_JOBS=8 \(finished jobs need room\)$",
+    ):
+        ServerSettings.from_env({"DEEPSHIELD_MAX_JOBS": "8"})
+    # A keyword override of from_env is named as the keyword, not as the variable it overrides.
+    with pytest.raises(ValueError, match=r"^DEEPSHIELD_VIDEO_FRAMES=64 must not exceed max_video_frames=32$"):
+        ServerSettings.from_env(
+            {"DEEPSHIELD_VIDEO_FRAMES": "64", "DEEPSHIELD_MAX_VIDEO_FRAMES": "100"}, max_video_frames=32
+        )
+    with pytest.raises(ValidationError, match=r"video_frames=200 must not exceed max_video_frames \(by default 128\)"):
+        ServerSettings(video_frames=200)
 
 
 def test_a_setting_set_but_empty_is_refused_at_start_naming_it(capsys, monkeypatch):

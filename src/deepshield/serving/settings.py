@@ -109,18 +109,35 @@ class ServerSettings(BaseModel):
                 break
         return folder
 
+    # The checks across settings name each one as it was given (DEEPSHIELD_VIDEO_FRAMES=200, or unset and
+    # its default): "video_frames must not exceed max_video_frames" named neither variable nor value.
     @model_validator(mode="after")
-    def _frames_within_bound(self) -> ServerSettings:
+    def _frames_within_bound(self, info: ValidationInfo) -> ServerSettings:
         if self.video_frames > self.max_video_frames:
-            raise ValueError("video_frames must not exceed max_video_frames")
+            raise ValueError(
+                f"{self._given('video_frames', info)} must not exceed {self._given('max_video_frames', info)}"
+            )
         return self
 
     @model_validator(mode="after")
-    def _room_for_finished_jobs(self) -> ServerSettings:
+    def _room_for_finished_jobs(self, info: ValidationInfo) -> ServerSettings:
         # Finished jobs make the room for a new one only when pending ones cannot fill all of max_jobs.
         if self.max_pending_jobs >= self.max_jobs:
-            raise ValueError("max_pending_jobs must be below max_jobs")
+            raise ValueError(
+                f"{self._given('max_pending_jobs', info)} must be below {self._given('max_jobs', info)}"
+                " (finished jobs need room)"
+            )
         return self
+
+    def _given(self, name: str, info: ValidationInfo) -> str:
+        """A setting as it was given: its variable and text from from_env, else its keyword, or its default."""
+        environ = (info.context or {}).get(_ENVIRON_CONTEXT)
+        value = getattr(self, name)
+        if environ is not None and name in environ:
+            return f"{env_name(name)}={environ[name]}"
+        if name in self.model_fields_set:
+            return f"{name}={value}"
+        return f"{env_name(name)} (unset, so {value})" if environ is not None else f"{name} (by default {value})"
 
     @field_validator("allowed_hosts", "callback_hosts")
     @classmethod
@@ -139,17 +156,16 @@ class ServerSettings(BaseModel):
                 raise ValueError("'*' is not a host name: callbacks go only to the hosts named")
         return hosts
 
-    @model_validator(mode="after")
-    def _sendable_api_key(self) -> ServerSettings:
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_api_key(cls, key: str | None) -> str | None:
         # Header bytes beyond ASCII are read as Latin-1 here and sent as UTF-8 by most clients: such a key never matched.
-        if self.api_key is not None and not self.api_key.isascii():
-            raise ValueError("api_key must be ASCII: clients encode other characters in headers differently")
+        if key is not None and not key.isascii():
+            raise ValueError("must be ASCII: clients encode other characters in headers differently")
         # HTTP strips blanks around a header's value, and control characters cannot be sent: such a key never matched.
-        if self.api_key is not None and (self.api_key != self.api_key.strip() or not self.api_key.isprintable()):
-            raise ValueError(
-                "api_key must not begin or end with blanks or hold control characters: no request could send it"
-            )
-        return self
+        if key is not None and (key != key.strip() or not key.isprintable()):
+            raise ValueError("must not begin or end with blanks or hold control characters: no request could send it")
+        return key
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -180,11 +196,20 @@ class ServerSettings(BaseModel):
                 f"{', '.join(empty)} {'is' if one else 'are'} set but empty: "
                 f"give {'it a value' if one else 'each a value'}, or unset {'it' if one else 'them'} for the default"
             )
-        from_environ = {name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ}
+        from_environ = {
+            name: environ[env_name(name)]
+            for name in cls.model_fields
+            if env_name(name) in environ and name not in overrides
+        }
         try:
-            return cls(**{**from_environ, **overrides})
+            return cls.model_validate({**from_environ, **overrides}, context={_ENVIRON_CONTEXT: from_environ})
         except ValidationError as exc:
             raise ValueError("; ".join(_describe(error, from_environ) for error in exc.errors())) from None
+
+
+_ENVIRON_CONTEXT = "environ"  # the validation context's settings read from the environment, as text
+# Named in an error by their variable alone: a key's value printed would be left in logs.
+_SECRETS = frozenset({"api_key", "callback_secret"})
 
 
 def env_name(field: str) -> str:
@@ -192,8 +217,15 @@ def env_name(field: str) -> str:
 
 
 def _describe(error: Mapping[str, Any], from_environ: Mapping[str, str]) -> str:
-    if not error["loc"]:  # a check across settings
-        return str(error["msg"]).removeprefix("Value error, ")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a check across settings: its message names them
+        return message
     name = str(error["loc"][0])
-    where = f" ({env_name(name)}={from_environ[name]!r})" if name in from_environ else ""
-    return f"server setting {name}{where}: {str(error['msg']).removeprefix('Value error, ')}"
+    where = ""
+    if name in from_environ:
+        where = (
+            f" ({env_name(name)}, its value not shown)"
+            if name in _SECRETS
+            else f" ({env_name(name)}={from_environ[name]!r})"
+        )
+    return f"server setting {name}{where}: {message}"
