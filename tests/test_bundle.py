@@ -369,6 +369,21 @@ def test_the_shipped_cards_rates_agree_with_its_own_calibration_figures():
     assert swaps.labelled_set == "dev-eval/modern-swaps" and swaps.real_flagged == swaps.synthetic_real_flagged == 0
 
 
+def test_the_shipped_bundles_readme_is_the_one_calibrate_wrote_from_its_card(tmp_path):
+    """The bundle's README was hand-written, and each ship edited it: the bundle holds only what the
+    project's code wrote (its story is in docs/shipped-model.md)."""
+    from deepshield.evaluation.recalibrate import calibrated_readme
+    from deepshield.inference.runtime import DEFAULT_BUNDLE
+
+    card = read_card(DEFAULT_BUNDLE)
+    parent = tmp_path / "bundle-1.2.2"  # 1.2.3 was calibrated from 1.2.2's bundle under this name
+    parent.mkdir()
+    (parent / CARD_FILE).write_text(card.model_copy(update={"version": "1.2.2"}).model_dump_json())
+    written = calibrated_readme(parent, card, card.training.benchmarks)
+    assert (DEFAULT_BUNDLE / "README.md").read_text() == written
+    assert "Research use" in written and "deepshield-effnetlite0-sbi 1.2.2" in written
+
+
 def test_export_of_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path, capsys):
     from deepshield.cli.main import EXIT_USAGE, main
 

@@ -74,6 +74,7 @@ from deepshield.evaluation.calibration import (
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.summary import LevelData, file_level, subset_by_file
+from deepshield.inference.runtime import read_card
 from deepshield.inference.video_rule import VideoRule
 from deepshield.media.files import real_path
 from deepshield.models.card import (
@@ -649,7 +650,7 @@ def write_calibrated_bundle(
     # The source's README describes the source's calibration and figures: this bundle gets its own.
     shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE))
     (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    (temporary / README_FILE).write_text(_calibrated_readme(source, card, rates_measured_on))
+    (temporary / README_FILE).write_text(calibrated_readme(source, card, rates_measured_on))
     put_in_place(temporary, out)
     return out
 
@@ -657,14 +658,19 @@ def write_calibrated_bundle(
 README_FILE = "README.md"
 
 
-def _calibrated_readme(source: Path, card: ModelCard, rates_measured_on: Sequence[str] = ()) -> str:
+def calibrated_readme(source: Path, card: ModelCard, rates_measured_on: Sequence[str] = ()) -> str:
     """What the new bundle is, from its card: the source's network, recalibrated."""
+    parent = read_card(source)
     lines = [
         f"# {card.name} {card.version}",
         "",
-        f"The network of the bundle `{source.name}`, recalibrated by `deepshield calibrate`: same weights and "
-        "same ranking of faces (AUCs), new probabilities and threshold.",
+        f"The network of {parent.name} {parent.version} (the bundle `{source.name}`), recalibrated by `deepshield "
+        "calibrate`: same weights and same ranking of faces (AUCs), new probabilities and threshold. Written by "
+        "calibrate from `model_card.json`, which holds how the network was trained (`training`; a synthetic-face "
+        "head's parent run: `synthetic.parent_training`) and its record (`deepshield model --model <this folder>`).",
         "",
+        f"- Intended use: {card.intended_use or 'not stated'}",
+        f"- Licence: {card.license or 'not stated'}",
         f"- Face-swap score: temperature {card.calibration.temperature:.4g}, offset {card.calibration.offset:.4g}, "
         f"threshold {card.calibration.threshold:.4f}; fitted on {card.calibration.fitted_on}.",
     ]
