@@ -577,6 +577,19 @@ def test_resume_refuses_a_jsonl_file_it_did_not_write(capsys, media, tiny_bundle
         assert out.read_bytes() == text.encode()  # left as it was
 
 
+def test_resume_refuses_settings_beside_its_out_that_cannot_be_read_naming_the_file(
+    capsys, media, tiny_bundle, tmp_path
+):
+    out = tmp_path / "rows.jsonl"
+    args = (str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out))
+    assert scan(capsys, *args)[0] == EXIT_OK
+    settings = tmp_path / "rows.jsonl.settings.json"
+    settings.write_bytes(b"\x89PNG\x00\xff")  # a UnicodeDecodeError traceback
+    code, _, err = scan(capsys, *args, "--resume")
+    assert code == EXIT_USAGE and err.count("\n") == 1, err
+    assert f"{settings} is not UTF-8 text (byte 0x89 on line 1): scan into a new file" in err, err
+
+
 def test_resume_refuses_a_csv_written_with_other_columns(capsys, media, tiny_bundle, tmp_path):
     out = tmp_path / "older.csv"
     older = b"path,status,kind\r\nphotos/a.jpg,ok,image\r\n"  # an earlier version's columns

@@ -824,3 +824,16 @@ def test_a_change_to_the_frame_sampling_code_redoes_a_resumed_prepare(tmp_path: 
     finally:
         monkeypatch.undo()
         extract.code_fingerprint.cache_clear()
+
+
+def test_a_dataset_description_that_is_not_utf8_is_refused_by_name(tmp_path: Path, small, capsys):
+    # evaluate, train on the dataset and a prepare into it ended in a UnicodeDecodeError traceback.
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    info = DatasetLayout(tmp_path / "ds").info
+    info.write_bytes(b"\x89PNG\x00\xff")
+    with pytest.raises(DeepShieldError, match=rf"dataset description {info} is not UTF-8 text \(byte 0x89 on line 1\)"):
+        read_info(tmp_path / "ds")
+    assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{info} is not UTF-8 text" in err, err

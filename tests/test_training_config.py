@@ -285,3 +285,31 @@ def test_a_relative_folder_is_read_from_the_working_folder_when_the_data_root_la
     assert data.locate(Path("data/faces"), "dataset") == Path("data/faces")
     with pytest.raises(DeepShieldError, match="nor from the working directory"):
         data.locate(Path("elsewhere"), "dataset")
+
+
+def test_a_settings_file_that_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    # A picture (or any binary) given as a config, --params or space file ended in a UnicodeDecodeError
+    # traceback; one named .png was read before its suffix was checked.
+    from deepshield.cli.main import EXIT_USAGE, main
+    from deepshield.tuning.space import load_space
+
+    binary = b"\x89PNG\x00\xff"
+    for name in ("bin.toml", "bin.yaml", "bin.json", "bin.png"):
+        (tmp_path / name).write_bytes(binary)
+    with pytest.raises(DeepShieldError, match=rf"^config file {tmp_path / 'bin.toml'} is not UTF-8 text \(byte 0x89"):
+        load_config(tmp_path / "bin.toml")
+    with pytest.raises(DeepShieldError, match=rf"^params file {tmp_path / 'bin.yaml'} is not UTF-8 text"):
+        load_config(None, [], tmp_path / "bin.yaml")
+    with pytest.raises(DeepShieldError, match=rf"^space file {tmp_path / 'bin.json'} is not UTF-8 text"):
+        load_space(tmp_path / "bin.json")
+    for command in (
+        ["train", "--config", str(tmp_path / "bin.toml")],
+        ["train", "--params", str(tmp_path / "bin.yaml")],
+        ["tune", "--space", str(tmp_path / "bin.yaml"), "--out", str(tmp_path / "study"), "--no-tracking"],
+        ["facebank", "pack", "--config", str(tmp_path / "bin.toml"), "--out", str(tmp_path / "bank.npz")],
+    ):
+        assert main(command) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not UTF-8 text" in err, err
+    assert main(["train", "--config", str(tmp_path / "bin.png")]) == EXIT_USAGE
+    assert "must be .toml, .yaml or .json" in capsys.readouterr().err

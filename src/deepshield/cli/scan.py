@@ -574,12 +574,15 @@ class ScanSettings(StrictModel):
         from pydantic import ValidationError
 
         from deepshield.errors import DeepShieldError
+        from deepshield.text_files import read_text
 
         beside = self.path_beside(out)
         if not beside.is_file():
             return Path(self.folder)
         try:
-            kept = ScanSettings.model_validate_json(beside.read_text(encoding="utf-8"))
+            kept = ScanSettings.model_validate_json(read_text(beside, "the scan's settings file"))
+        except DeepShieldError as exc:
+            raise DeepShieldError(f"{exc}: scan into a new file") from None
         except (OSError, ValidationError) as exc:
             raise DeepShieldError(f"{beside} cannot be read ({type(exc).__name__}): scan into a new file") from None
         changed = [

@@ -42,6 +42,7 @@ from deepshield.faces.detector import KEYPOINT_NAMES
 from deepshield.media.files import NAME_BYTES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import StrictModel, explain
+from deepshield.text_files import read_text
 
 SPLITS = ("train", "val", "test")
 # An error row `dataset balance --add-real` writes for a file the dataset holds: a file skipped, not one lost.
@@ -280,7 +281,7 @@ def read_errors(dataset_dir: Path | str) -> list[ErrorRecord]:
 def read_info(dataset_dir: Path | str) -> DatasetInfo:
     path = DatasetLayout(dataset_dir).info
     try:
-        return DatasetInfo.model_validate_json(path.read_text(encoding="utf-8"))
+        return DatasetInfo.model_validate_json(read_text(path, "dataset description", ManifestError))
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no dataset.json here (run `deepshield prepare` first)") from exc
     except OSError as exc:

@@ -20,6 +20,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain
 from deepshield.synthesis.blend import SynthesisConfig
+from deepshield.text_files import read_text
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
@@ -589,9 +590,12 @@ def load_yaml(text: str) -> Any:
 def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     if not path.is_file():
         raise DeepShieldError(f"{what} {path} does not exist")
-    text = path.read_text()
-    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):  # before it is read: a picture is no text
         raise DeepShieldError(f"{what} {path} must be .toml, .yaml or .json")
+    try:
+        text = read_text(path, what)
+    except OSError as exc:
+        raise DeepShieldError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     import yaml
 
     try:
@@ -615,9 +619,9 @@ def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
 def load_config(path: Path | None = None, overrides: Sequence[str] = (), params: Path | None = None) -> TrainConfig:
     mapping = _read_mapping(path or DEFAULT_CONFIG)
     if params is not None:
-        for key, value in _read_mapping(params).items():
+        for key, value in _read_mapping(params, "params file").items():
             if not isinstance(key, str):  # YAML reads `1: 2` as an int key
-                raise DeepShieldError(f"config file {params}: key {key!r} is not a setting's name")
+                raise DeepShieldError(f"params file {params}: key {key!r} is not a setting's name")
             merge_dotted(mapping, key, value)
     for item in overrides:
         merge_dotted(mapping, *parse_assignment(item))
