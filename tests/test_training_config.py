@@ -313,3 +313,18 @@ def test_a_settings_file_that_is_not_utf8_is_refused_in_one_line_naming_it(tmp_p
         assert err.count("\n") == 1 and "is not UTF-8 text" in err, err
     assert main(["train", "--config", str(tmp_path / "bin.png")]) == EXIT_USAGE
     assert "must be .toml, .yaml or .json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim.lr: 1\noptim: {lr: 2}\n", r"key optim\.lr is given twice"),  # it trained with lr 2.0
+        ("optim: {lr: 2}\noptim.lr: 1\n", r"key optim\.lr is given twice"),
+        ("synthetic.mode: joint\nsynthetic: null\n", r"key synthetic is given twice .*synthetic\.mode"),
+    ],
+)
+def test_a_params_file_giving_a_key_dotted_and_in_its_section_is_refused(tmp_path, text, message):
+    params = tmp_path / "best.yaml"
+    params.write_text(text)
+    with pytest.raises(DeepShieldError, match=rf"^params file {params}: {message}"):
+        load_config(None, [], params)

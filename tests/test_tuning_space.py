@@ -87,6 +87,24 @@ def test_space_values_checked_against_config():
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim.lr: [0.1]\noptim: {lr: [0.2]}\n", r"^search space: key optim\.lr is given twice"),
+        (
+            "optim.lr: [0.1]\nbudget: {optim.epochs: 1, optim: {epochs: 2}}\n",
+            r"^trial budget: key optim\.epochs is given twice",
+        ),
+    ],
+)
+def test_a_space_giving_a_key_dotted_and_in_its_section_is_refused(tmp_path, text, message):
+    # The last one given was searched (or budgeted) without a word.
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(DeepShieldError, match=message):
+        load_space(path)
+
+
 def test_a_space_file_that_does_not_parse_is_said_in_one_line(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("optim.lr: [0.1\n")

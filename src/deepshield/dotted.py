@@ -17,14 +17,27 @@ def flatten(
     is_leaf: Callable[[Any], bool] = lambda value: False,
     leaf: Callable[[Any], Any] = lambda value: value,
 ) -> dict[str, Any]:
-    """Nested dicts to {dotted key: leaf(value)}. A dict for which is_leaf is true ends a key."""
+    """Nested dicts to {dotted key: leaf(value)}. A dict for which is_leaf is true ends a key.
+
+    A key reached twice (`optim.lr: 1` beside `optim: {lr: 2}`), or given a value and sections under it
+    (`synthetic: null` beside `synthetic.mode: joint`), is an error naming it: the last one given won
+    without a word. (A key given twice the same way is the file parser's to refuse.)"""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and not is_leaf(value):
-            flat.update(flatten(value, f"{name}.", is_leaf=is_leaf, leaf=leaf))
+            items = flatten(value, f"{name}.", is_leaf=is_leaf, leaf=leaf).items()
         else:
-            flat[name] = leaf(value)
+            items = {name: leaf(value)}.items()
+        for dotted, item in items:
+            if dotted in flat:
+                raise DeepShieldError(f"key {dotted} is given twice (once dotted, once in its section)")
+            flat[dotted] = item
+    for name in flat:
+        parts = name.split(".")
+        for end in range(1, len(parts)):
+            if ".".join(parts[:end]) in flat:
+                raise DeepShieldError(f"key {'.'.join(parts[:end])} is given twice (a value, and {name} under it)")
     return flat
 
 

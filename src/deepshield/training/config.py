@@ -619,9 +619,15 @@ def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
 def load_config(path: Path | None = None, overrides: Sequence[str] = (), params: Path | None = None) -> TrainConfig:
     mapping = _read_mapping(path or DEFAULT_CONFIG)
     if params is not None:
-        for key, value in _read_mapping(params, "params file").items():
+        given = _read_mapping(params, "params file")
+        for key in given:
             if not isinstance(key, str):  # YAML reads `1: 2` as an int key
                 raise DeepShieldError(f"params file {params}: key {key!r} is not a setting's name")
+        try:
+            flatten(given)  # `optim.lr: 1` beside `optim: {lr: 2}`: the last one won without a word
+        except DeepShieldError as exc:
+            raise DeepShieldError(f"params file {params}: {exc}") from None
+        for key, value in given.items():
             merge_dotted(mapping, key, value)
     for item in overrides:
         merge_dotted(mapping, *parse_assignment(item))

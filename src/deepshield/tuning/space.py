@@ -290,9 +290,16 @@ def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = N
     if not isinstance(mapping, dict):
         raise DeepShieldError("search space: the file must hold a mapping of config keys")
     mapping = dict(mapping)
-    budget = flatten(mapping.pop(BUDGET_KEY, None) or {}, leaf=_yaml_number)
+    try:
+        budget = flatten(mapping.pop(BUDGET_KEY, None) or {}, leaf=_yaml_number)
+    except DeepShieldError as exc:  # `optim.epochs: 2` beside `optim: {epochs: 3}`: the last one won
+        raise DeepShieldError(f"trial budget: {exc}") from None
     body = mapping.pop("params") if set(mapping) == {"params"} else mapping
-    params = tuple(parse_param(name, spec) for name, spec in flatten(body, is_leaf=_is_spec).items())
+    try:
+        searched = flatten(body, is_leaf=_is_spec)
+    except DeepShieldError as exc:
+        raise DeepShieldError(f"search space: {exc}") from None
+    params = tuple(parse_param(name, spec) for name, spec in searched.items())
     if not params:
         raise DeepShieldError("search space: no parameter to search")
     check_keys([p.name for p in params], "search space")
