@@ -424,6 +424,15 @@ def test_an_edited_cards_misspelt_key_is_refused_by_name(bundle_copy):
         read_card(bundle_copy)
 
 
+def test_a_cards_boolean_where_a_number_belongs_is_refused_by_name(bundle_copy):
+    # `"threshold": true` loaded as a threshold of 1.0, `"input_size": true` as 1.
+    card = json.loads((bundle_copy / CARD_FILE).read_text())
+    card["calibration"]["threshold"] = True
+    (bundle_copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=r"calibration\.threshold: Input should be a number, not a boolean"):
+        read_card(bundle_copy)
+
+
 def test_a_card_without_its_checksum_is_refused(bundle_copy, capsys):
     """An emptied onnx_sha256 turned the graph check off: any model.onnx loaded under the card."""
     from deepshield.cli.main import main

@@ -4,6 +4,7 @@ and the shipped model's card agreeing with its configuration."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -328,3 +329,18 @@ def test_a_params_file_giving_a_key_dotted_and_in_its_section_is_refused(tmp_pat
     params.write_text(text)
     with pytest.raises(DeepShieldError, match=rf"^params file {params}: {message}"):
         load_config(None, [], params)
+
+
+@pytest.mark.parametrize(
+    "override", ["optim.lr=true", "optim.epochs=true", "seed=false", "augment.jpeg_quality=[true, 90]"]
+)
+def test_a_boolean_where_a_number_belongs_is_refused_by_name(tmp_path, override):
+    # Read as 1 or 0: lr 1.0, one epoch, seed 0.
+    key = override.partition("=")[0]
+    with pytest.raises(DeepShieldError, match=rf"{re.escape(key)}: Input should be a number, not a boolean"):
+        load_config(None, [override])
+    config = tmp_path / "c.toml"
+    config.write_text("[optim]\nlr = true\n")
+    with pytest.raises(DeepShieldError, match=r"optim\.lr: Input should be a number, not a boolean"):
+        load_config(config)
+    assert load_config(None, ["data.synthesize=false"]).data.synthesize is False  # a boolean setting still is one

@@ -4,15 +4,47 @@ typo in a config file, `--set` or `--params` never silently trains the wrong exp
 from __future__ import annotations
 
 import difflib
+import types
 import typing
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+
+def _bool_for_number(annotation: Any, value: Any) -> bool:
+    """Whether `value` puts a boolean where `annotation` wants a number (int, float, optional or inside
+    a tuple, list or dict of them), which pydantic's lax mode reads as 1 or 0."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _bool_for_number(args[0], value)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [arg for arg in args if arg is not type(None)]
+        return len(kinds) == 1 and _bool_for_number(kinds[0], value)
+    if annotation in (int, float):
+        return isinstance(value, bool)
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return any(_bool_for_number(kind, item) for kind, item in zip(args, value))
+        return bool(args) and any(_bool_for_number(args[0], item) for item in value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_bool_for_number(args[1], item) for item in value.values())
+    return False
 
 
 class StrictModel(BaseModel):
     # inf and nan are refused as numbers: optim.lr=Infinity trained a whole epoch to NaN scores.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """A boolean is no number: `--set optim.lr=true` (or `lr = true`) trained with lr 1.0, seed=false
+        with seed 0."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_for_number(field.annotation, value):
+            raise PydanticCustomError("bool_for_number", "Input should be a number, not a boolean")
+        return value
 
 
 def _ordered_within(minimum: float, maximum: float) -> AfterValidator:
