@@ -49,14 +49,15 @@ def recipe_and_seed(name: str) -> tuple[str, int]:
 
 
 def assignments(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> list[str]:
-    """The recipe's `--set` assignments for `deepshield train`."""
+    """The recipe's `--set` assignments for `deepshield train`, each value as JSON: a string typed bare
+    that reads as JSON (a recipe's "2.0", "true", "null") became a number, a boolean or nothing."""
     settings = {
         "run_dir": str(args.out / run_name(name, seed)),
         "tracking.run_name": f"study-{run_name(name, seed)}",
         "seed": seed,
         **overrides,
     }
-    return [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in settings.items()]
+    return [f"{key}={json.dumps(value)}" for key, value in settings.items()]
 
 
 def train(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> None:

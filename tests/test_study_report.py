@@ -38,3 +38,20 @@ def test_each_factor_is_read_against_its_seeds_baseline_at_the_same_budget(study
     assert second == {"bench_auc": pytest.approx(0.05)}
     study.plot_factor_effects(histories, tmp_path / "effects.png")
     assert (tmp_path / "effects.png").stat().st_size > 10_000
+
+
+def test_a_recipes_string_values_reach_train_as_the_strings_they_are(study, tmp_path):
+    # Passed bare: a string setting's "null" was read as nothing, "2.0" as a number, "[1]" as a list.
+    import argparse
+
+    from deepshield.dotted import parse_assignment
+
+    args = argparse.Namespace(out=tmp_path / "runs")
+    recipe = {"export.name": "null", "export.version": "2.0", "data.group_pattern": "[1]", "optim.lr": 1e-3}
+    sets = study.assignments("r", recipe, 1, args)
+    assert dict(parse_assignment(item) for item in sets) == {
+        "run_dir": str(tmp_path / "runs" / "r-seed1"),
+        "tracking.run_name": "study-r-seed1",
+        "seed": 1,
+        **recipe,
+    }

@@ -344,3 +344,15 @@ def test_a_boolean_where_a_number_belongs_is_refused_by_name(tmp_path, override)
     with pytest.raises(DeepShieldError, match=r"optim\.lr: Input should be a number, not a boolean"):
         load_config(config)
     assert load_config(None, ["data.synthesize=false"]).data.synthesize is False  # a boolean setting still is one
+
+
+def test_set_takes_a_string_settings_value_as_typed(tmp_path):
+    # JSON read these as numbers: "export.version: Input should be a valid string".
+    from deepshield.tuning.space import parse_assignments
+
+    sets = ["export.version=2.0", "tracking.experiment=2024", "export.name=123", "data.root=2024"]
+    config = load_config(None, [*sets, "optim.lr=0.5", "seed=3"])
+    assert (config.export.version, config.tracking.experiment, config.export.name) == ("2.0", "2024", "123")
+    assert config.data.root == Path("2024") and (config.optim.lr, config.seed) == (0.5, 3)
+    assert load_config(None, ['export.version="2.0"', "export.name=null"]).export.name is None
+    assert parse_assignments(["export.version=2.0", "optim.epochs=2"]) == {"export.version": "2.0", "optim.epochs": 2}

@@ -86,9 +86,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`section.key=value` (what --set takes) to (dotted key, parsed value)."""
+def parse_assignment(text: str, takes_text: Callable[[str], bool] = lambda key: False) -> tuple[str, Any]:
+    """`section.key=value` (what --set takes) to (dotted key, parsed value). For a key that takes_text (a
+    string setting) a value JSON reads as a number or a boolean is the text typed: `export.version=2.0`
+    was the number 2.0, refused as "not a valid string"."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise DeepShieldError(f"override {text!r} must look like section.key=value")
-    return key.strip(), parse_value(value.strip())
+    parsed = parse_value(value.strip())
+    if isinstance(parsed, (bool, int, float)) and takes_text(key.strip()):
+        return key.strip(), value.strip()
+    return key.strip(), parsed

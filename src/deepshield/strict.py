@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
@@ -18,7 +19,7 @@ def _bool_for_number(annotation: Any, value: Any) -> bool:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Annotated:
         return _bool_for_number(args[0], value)
-    if origin in (typing.Union, types.UnionType):
+    if _is_union(annotation):
         kinds = [arg for arg in args if arg is not type(None)]
         return len(kinds) == 1 and _bool_for_number(kinds[0], value)
     if annotation in (int, float):
@@ -75,6 +76,29 @@ def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
             return None
         model = nested[0]
     return list(model.model_fields)
+
+
+def takes_text(model: type[BaseModel], key: str) -> bool:
+    """Whether the dotted `key` of `model` is a text setting (a string or a path, optional or not): what
+    `--set key=2.0` means as the text "2.0", not the number JSON reads."""
+    *sections, name = key.split(".")
+    known = _fields_at(model, tuple(sections))
+    if known is None or name not in known:
+        return False
+    for part in sections:  # _fields_at has found each
+        field = model.model_fields[part]
+        model = next(
+            c
+            for c in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(c, type) and issubclass(c, BaseModel)
+        )
+    annotation = model.model_fields[name].annotation
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] if _is_union(annotation) else [annotation]
+    return len(kinds) == 1 and kinds[0] in (str, Path)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def explain(exc: ValidationError, model: type[BaseModel]) -> str:

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from deepshield.dotted import flatten, merge_dotted, parse_assignment
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain
+from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain, takes_text
 from deepshield.synthesis.blend import SynthesisConfig
 from deepshield.text_files import read_text
 
@@ -630,8 +630,14 @@ def load_config(path: Path | None = None, overrides: Sequence[str] = (), params:
         for key, value in given.items():
             merge_dotted(mapping, key, value)
     for item in overrides:
-        merge_dotted(mapping, *parse_assignment(item))
+        merge_dotted(mapping, *parse_assignment(item, text_setting))
     return validate_config(mapping)
+
+
+def text_setting(key: str) -> bool:
+    """Whether `key` is a string (or path) setting of the training configuration: `--set` takes the
+    text typed for it (`export.version=2.0`, `tracking.experiment=2024`), not the number JSON reads."""
+    return takes_text(TrainConfig, key)
 
 
 def validate_config(mapping: dict[str, Any]) -> TrainConfig:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from deepshield.dotted import flatten, merge_dotted
+from deepshield.dotted import flatten, merge_dotted, parse_assignment
 from deepshield.errors import DeepShieldError
 from deepshield.strict import explain
 
@@ -324,17 +324,16 @@ def load_space(path: Path, extra_budget: dict[str, Any] | None = None) -> Search
 
 
 def parse_assignments(items) -> dict[str, Any]:
-    """`KEY=VALUE` strings (values as JSON when they parse, e.g. 2, 1e-3, true, null) to a dict."""
+    """`KEY=VALUE` strings (values as JSON when they parse, e.g. 2, 1e-3, true, null; a string setting's
+    value as typed) to a dict."""
+    from deepshield.training.config import text_setting
+
     values: dict[str, Any] = {}
     for item in items or ():
         if "=" not in item:
             raise DeepShieldError(f"{item!r} must look like section.key=value")
-        key, text = item.split("=", 1)
-        try:
-            value = json.loads(text.strip())
-        except json.JSONDecodeError:
-            value = text.strip()
-        values[key.strip()] = value
+        key, value = parse_assignment(item, text_setting)  # a string setting's 2.0 is its text, as --set's
+        values[key] = value
     return values
 
 
