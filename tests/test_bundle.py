@@ -433,6 +433,19 @@ def test_a_cards_boolean_where_a_number_belongs_is_refused_by_name(bundle_copy):
         read_card(bundle_copy)
 
 
+def test_a_card_giving_a_key_twice_is_refused(bundle_copy, capsys):
+    # json keeps the last of the two: the card loaded, and `deepshield model --json` exited 0.
+    from deepshield.cli.main import main
+
+    text = json.dumps(json.loads((bundle_copy / CARD_FILE).read_text()))
+    assert text.count('"calibration": {') == 1
+    (bundle_copy / CARD_FILE).write_text(text.replace('"calibration": {', '"calibration": {"threshold": 0.99, '))
+    with pytest.raises(BundleError, match=r"model_card.json is invalid: key 'threshold' is given twice$"):
+        read_card(bundle_copy)
+    assert main(["model", "--model", str(bundle_copy), "--json"]) == 2
+    assert "key 'threshold' is given twice" in capsys.readouterr().err
+
+
 def test_a_card_without_its_checksum_is_refused(bundle_copy, capsys):
     """An emptied onnx_sha256 turned the graph check off: any model.onnx loaded under the card."""
     from deepshield.cli.main import main

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from deepshield.faces.crop import SyntheticCrops
 from deepshield.media.files import file_sha256
 from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
 from deepshield.strict import explain
+from deepshield.text_files import read_text, unique_keys
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -66,7 +68,9 @@ def read_card(bundle_dir: Path) -> ModelCard:
     if not card_path.is_file():
         raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}")
     try:
-        card = ModelCard.model_validate_json(card_path.read_text())
+        text = read_text(card_path, "model card", BundleError)
+        json.loads(text, object_pairs_hook=unique_keys)  # json keeps the last of a key given twice, silently
+        card = ModelCard.model_validate_json(text)
     except ValidationError as exc:  # one line per problem (pydantic's own ran to four, with a web address)
         raise BundleError(f"model card {card_path} is invalid: {explain(exc, ModelCard)}") from None
     except ValueError as exc:

@@ -20,7 +20,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain, takes_text
 from deepshield.synthesis.blend import SynthesisConfig
-from deepshield.text_files import read_text
+from deepshield.text_files import read_text, unique_keys
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
@@ -548,16 +548,6 @@ def portable_path(value: str | Path) -> str:
         return path.name
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are each given once (json keeps the last of two, silently)."""
-    mapping: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in mapping:
-            raise ValueError(f"key {key!r} is given twice")
-        mapping[key] = value
-    return mapping
-
-
 def load_yaml(text: str) -> Any:
     """YAML as safe_load reads it, but a key given twice in one mapping is an error naming it and its line
     (safe_load kept the last: a second `optim:` section dropped the first without a word; TOML refuses)."""
@@ -602,7 +592,7 @@ def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
         if path.suffix == ".toml":
             mapping = tomllib.loads(text)
         elif path.suffix == ".json":
-            mapping = json.loads(text, object_pairs_hook=_unique_keys)
+            mapping = json.loads(text, object_pairs_hook=unique_keys)
         else:
             mapping = load_yaml(text) or {}
     except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
