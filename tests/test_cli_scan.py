@@ -588,6 +588,20 @@ def test_resume_refuses_settings_beside_its_out_that_cannot_be_read_naming_the_f
     code, _, err = scan(capsys, *args, "--resume")
     assert code == EXIT_USAGE and err.count("\n") == 1, err
     assert f"{settings} is not UTF-8 text (byte 0x89 on line 1): scan into a new file" in err, err
+    # An unknown or mistyped key was "cannot be read (ValidationError)", naming none.
+    settings.unlink()
+    assert scan(capsys, *args)[0] == EXIT_OK
+    kept = json.loads(settings.read_text())
+    for edit, said in (
+        ({"threshhold": 0.5}, "unknown key threshhold; did you mean threshold?"),
+        (
+            {"frames": "many"},
+            'frames: Input should be a valid integer, unable to parse string as an integer (got "many")',
+        ),
+    ):
+        settings.write_text(json.dumps({**kept, **edit}))
+        code, _, err = scan(capsys, *args, "--resume")
+        assert code == EXIT_USAGE and f"{settings} cannot be read ({said}): scan into a new file" in err, err
 
 
 def test_resume_refuses_a_csv_written_with_other_columns(capsys, media, tiny_bundle, tmp_path):

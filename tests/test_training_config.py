@@ -356,3 +356,30 @@ def test_set_takes_a_string_settings_value_as_typed(tmp_path):
     assert config.data.root == Path("2024") and (config.optim.lr, config.seed) == (0.5, 3)
     assert load_config(None, ['export.version="2.0"', "export.name=null"]).export.name is None
     assert parse_assignments(["export.version=2.0", "optim.epochs=2"]) == {"export.version": "2.0", "optim.epochs": 2}
+
+
+def test_a_bad_values_error_gives_the_value_and_where_it_came_from(tmp_path, capsys):
+    # It said "optim.lr: Input should be greater than 0": not -1, nor whether --config, --params or --set gave it.
+    from deepshield.cli.main import EXIT_USAGE, main
+
+    said = "optim.lr: Input should be greater than 0 (got -1, from {})"
+    with pytest.raises(DeepShieldError, match=re.escape(said.format("--set"))):
+        load_config(None, ["optim.lr=-1"])
+    config, params = tmp_path / "c.toml", tmp_path / "best.yaml"
+    config.write_text("[optim]\nlr = -1\n")
+    params.write_text("optim: {lr: -1}\n")
+    with pytest.raises(DeepShieldError, match=re.escape(said.format(f"--config {config}"))):
+        load_config(config)
+    with pytest.raises(DeepShieldError, match=re.escape(said.format(f"--params {params}"))):
+        load_config(config, [], params)  # the file that gave it last
+    with pytest.raises(DeepShieldError, match=r"data\.real_dirs\.0: .* \(got 1, from --set\)$"):
+        load_config(config, ["optim.lr=1", "data.real_dirs=[1]"])  # an item of a list, from the option that gave it
+    with pytest.raises(DeepShieldError, match=r"unknown key optim\.lrr; did you mean optim\.lr\? \(from --set\)"):
+        load_config(None, ["optim.lrr=1"])
+    # An empty key was "unknown key ; did you mean seed?"; a folder or a device "does not exist".
+    with pytest.raises(DeepShieldError, match=r"override '\.=1': its key '\.' is empty"):
+        load_config(None, [".=1"])
+    with pytest.raises(DeepShieldError, match=rf"^config file {tmp_path} is a folder: name a file$"):
+        load_config(tmp_path)
+    assert main(["train", "--config", "/dev/null"]) == EXIT_USAGE
+    assert capsys.readouterr().err == "deepshield: error: config file /dev/null is not a regular file\n"

@@ -83,7 +83,7 @@ def test_space_values_checked_against_config():
         check_against(parse_space({"model.backbone": ["resnet", "tiny"]}), load_config())
     assert str(raised.value) == (
         "invalid training configuration with {'model.backbone': 'resnet'}: "
-        "model.backbone: Input should be 'efficientnet_lite0' or 'tiny'"
+        "model.backbone: Input should be 'efficientnet_lite0' or 'tiny' (got \"resnet\")"
     )
 
 

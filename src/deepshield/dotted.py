@@ -93,6 +93,8 @@ def parse_assignment(text: str, takes_text: Callable[[str], bool] = lambda key: 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise DeepShieldError(f"override {text!r} must look like section.key=value")
+    if not all(part.strip() for part in key.split(".")):  # `.=1` was "unknown key ; did you mean seed?"
+        raise DeepShieldError(f"override {text!r}: its key {key.strip()!r} is empty or has an empty part")
     parsed = parse_value(value.strip())
     if isinstance(parsed, (bool, int, float)) and takes_text(key.strip()):
         return key.strip(), value.strip()

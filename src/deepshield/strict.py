@@ -4,8 +4,10 @@ typo in a config file, `--set` or `--params` never silently trains the wrong exp
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,12 +103,23 @@ def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
-def explain(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line per problem, with dotted keys; unknown keys get 'did you mean ...?'."""
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the settings spell it (JSON: true, "text", [1, 2]), cut to `limit` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:  # a circular structure: none reaches here from a settings file
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def explain(exc: ValidationError, model: type[BaseModel], origin: Callable[[str], str | None] | None = None) -> str:
+    """One line per problem, with dotted keys; unknown keys get 'did you mean ...?'. A bad value is shown,
+    and where it came from when `origin` says (the file or option that gave a dotted key)."""
     lines = []
     for error in exc.errors():
         location = tuple(error["loc"])
         key = ".".join(map(str, location))
+        source = origin(key) if origin is not None else None
         if error["type"] == "extra_forbidden":
             known = _fields_at(model, location[:-1]) or []
             given = str(location[-1])
@@ -119,7 +132,21 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> str:
                 if close
                 else (f"; valid keys: {', '.join(known)}" if known else "")
             )
-            lines.append(f"unknown key {key}{hint}")
+            if not given.strip():  # `--set .=1`: "unknown key ; did you mean seed?"
+                line = f"empty key{' in section ' + prefix if prefix else ''}"
+            else:
+                line = f"unknown key {key}{hint}"
+            lines.append(line + (f" (from {source})" if source else ""))
+        elif not key:
+            lines.append(error["msg"])  # no key: the text as a whole
         else:
-            lines.append(f"{key}: {error['msg']}" if key else error["msg"])  # no key: the text as a whole
+            value = error.get("input")
+            # A section's own check (its input the whole section) or a missing key has no value to show; a
+            # custom check's message may give it already.
+            shown = not isinstance(value, (dict, BaseModel)) and error["type"] != "missing"
+            if error["type"] == "value_error" and "got " in error["msg"]:
+                shown = False
+            said = [f"got {_shown(value)}"] if shown else []
+            said += [f"from {source}"] if source else []
+            lines.append(f"{key}: {error['msg']}" + (f" ({', '.join(said)})" if said else ""))
     return "; ".join(lines)

@@ -31,7 +31,7 @@ from deepshield.cli.columns import aligned
 from deepshield.media.files import NAME_BYTES, shown_name
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
-from deepshield.strict import StrictModel
+from deepshield.strict import StrictModel, explain
 
 if TYPE_CHECKING:
     from deepshield.inference.scan import ScanRow
@@ -583,8 +583,12 @@ class ScanSettings(StrictModel):
             kept = ScanSettings.model_validate_json(read_text(beside, "the scan's settings file"))
         except DeepShieldError as exc:
             raise DeepShieldError(f"{exc}: scan into a new file") from None
-        except (OSError, ValidationError) as exc:
-            raise DeepShieldError(f"{beside} cannot be read ({type(exc).__name__}): scan into a new file") from None
+        except OSError as exc:
+            raise DeepShieldError(f"{beside} cannot be read ({exc.strerror or exc}): scan into a new file") from None
+        except ValidationError as exc:  # "(ValidationError)" named no key
+            raise DeepShieldError(
+                f"{beside} cannot be read ({explain(exc, ScanSettings)}): scan into a new file"
+            ) from None
         changed = [
             f"{name} {getattr(kept, name)} -> {getattr(self, name)}"
             for name in ScanSettings.model_fields

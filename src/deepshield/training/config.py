@@ -9,7 +9,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -578,6 +578,10 @@ def load_yaml(text: str) -> Any:
 
 
 def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    if path.is_dir():
+        raise DeepShieldError(f"{what} {path} is a folder: name a file")
+    if path.exists() and not path.is_file():  # /dev/null, a pipe: "does not exist"
+        raise DeepShieldError(f"{what} {path} is not a regular file")
     if not path.is_file():
         raise DeepShieldError(f"{what} {path} does not exist")
     if path.suffix not in (".toml", ".yaml", ".yml", ".json"):  # before it is read: a picture is no text
@@ -606,8 +610,43 @@ def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     return mapping
 
 
+class _Origins:
+    """Which of the configuration file, --params and --set gave each dotted key: an invalid value's error
+    says where it came from (`optim.lr: Input should be greater than 0 (got -1, from --set)`)."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+
+    def record(self, key: str, value: Any, source: str) -> None:
+        """`key` set to `value` by `source`, as merge_dotted sets it: a section given whole sets the keys it
+        names, any other value replaces what was under its key."""
+        if not (isinstance(value, dict) and value):
+            for name in [name for name in self.sources if name.startswith(f"{key}.")]:
+                del self.sources[name]
+        for name in _given_keys(key, value):
+            self.sources[name] = source
+
+    def __call__(self, key: str) -> str | None:
+        """Where the dotted `key` (a pydantic error's location: `data.real_dirs.0`, or a section) came from."""
+        parts = key.split(".")
+        for end in range(len(parts), 0, -1):
+            if (source := self.sources.get(".".join(parts[:end]))) is not None:
+                return source
+        under = {source for name, source in self.sources.items() if name.startswith(f"{key}.")}
+        return under.pop() if len(under) == 1 else None
+
+
+def _given_keys(key: str, value: Any) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [name for sub, item in value.items() for name in _given_keys(f"{key}.{sub}", item)]
+    return [key]
+
+
 def load_config(path: Path | None = None, overrides: Sequence[str] = (), params: Path | None = None) -> TrainConfig:
     mapping = _read_mapping(path or DEFAULT_CONFIG)
+    origins = _Origins()
+    for key, value in mapping.items():
+        origins.record(str(key), value, f"--config {path}" if path else f"the packaged {DEFAULT_CONFIG.name}")
     if params is not None:
         given = _read_mapping(params, "params file")
         for key in given:
@@ -619,9 +658,12 @@ def load_config(path: Path | None = None, overrides: Sequence[str] = (), params:
             raise DeepShieldError(f"params file {params}: {exc}") from None
         for key, value in given.items():
             merge_dotted(mapping, key, value)
+            origins.record(key, value, f"--params {params}")
     for item in overrides:
-        merge_dotted(mapping, *parse_assignment(item, text_setting))
-    return validate_config(mapping)
+        key, value = parse_assignment(item, text_setting)
+        merge_dotted(mapping, key, value)
+        origins.record(key, value, "--set")
+    return validate_config(mapping, origins)
 
 
 def text_setting(key: str) -> bool:
@@ -630,10 +672,12 @@ def text_setting(key: str) -> bool:
     return takes_text(TrainConfig, key)
 
 
-def validate_config(mapping: dict[str, Any]) -> TrainConfig:
+def validate_config(mapping: dict[str, Any], origin: Callable[[str], str | None] | None = None) -> TrainConfig:
+    """The configuration `mapping` gives, else an error naming each bad key, its value and, where `origin`
+    says, the file or option that gave it."""
     try:
         return TrainConfig.model_validate(mapping)
     except ValidationError as exc:
-        raise DeepShieldError(f"invalid training configuration: {explain(exc, TrainConfig)}") from exc
+        raise DeepShieldError(f"invalid training configuration: {explain(exc, TrainConfig, origin)}") from exc
     except DeepShieldError as exc:
         raise DeepShieldError(f"invalid training configuration: {exc}") from exc
