@@ -235,10 +235,25 @@ def test_a_grid_whose_space_file_lists_its_keys_in_another_order_is_another_sear
         run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
 
 
-def test_a_timeout_of_zero_is_refused(space, tmp_path):
-    # 0 read as no timeout at all: a random search ran forever, a grid to its end.
+@pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf])
+def test_a_timeout_of_zero_is_refused(space, tmp_path, timeout):
+    # 0 read as no timeout at all: a random search ran forever, a grid to its end; nan was no deadline
+    # either (769 trials in 10 minutes, "target until timeout").
     with pytest.raises(DeepShieldError, match="--timeout must be a positive number of seconds"):
-        run_search(settings(space, tmp_path, timeout=0), train_fn=fake_train, echo=lambda _: None)
+        run_search(settings(space, tmp_path, timeout=timeout), train_fn=fake_train, echo=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "0", "-5"])
+def test_the_cli_refuses_a_timeout_that_is_no_finite_number_of_seconds(space, tmp_path, capsys, text):
+    from deepshield.cli.main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["tune", "--space", str(space), "--sampler", "random", "--timeout", text, "--out", str(tmp_path / "out"),
+              "--no-tracking"])  # fmt: skip
+    assert stopped.value.code == 2
+    assert "--timeout: must be a finite number of seconds above 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_resumed_random_search_draws_what_an_uninterrupted_one_draws(tmp_path):

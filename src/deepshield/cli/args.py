@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import tempfile
@@ -41,6 +42,14 @@ def watch_interval(text: str) -> float:
     value = float(text)
     if not low <= value <= high:  # nan fails the comparison
         raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g} seconds")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A time limit in seconds: finite and above 0 (`tune --timeout nan` never timed out, and ran trials for good)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError("must be a finite number of seconds above 0")
     return value
 
 

@@ -13,6 +13,7 @@ from deepshield.cli.args import (
     engine_arguments,
     given_path,
     non_negative_int,
+    positive_seconds,
 )
 
 EPILOG = """\
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trials", type=int, help="total trials of the study (default: the whole grid; 10 for random/tpe)"
     )
     parser.add_argument(
-        "--timeout", type=float, metavar="S", help="start no trial after S seconds (running ones finish)"
+        "--timeout", type=positive_seconds, metavar="S", help="start no trial after S seconds (running ones finish)"
     )
     parser.add_argument(
         "--select",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import shlex
 import shutil
 import time
@@ -146,7 +147,8 @@ def _target(settings: SearchSettings, space: SearchSpace, sampler: str, notes: l
         target = DEFAULT_RANDOM_TRIALS
     if target is not None and target < 1:
         raise DeepShieldError("--trials must be at least 1")
-    if settings.timeout is not None and settings.timeout <= 0:  # "--timeout 0" ran forever: 0 read as none
+    # "--timeout 0" ran forever (0 read as none), and so did nan (no deadline compares as passed) and inf.
+    if settings.timeout is not None and not (math.isfinite(settings.timeout) and settings.timeout > 0):
         raise DeepShieldError("--timeout must be a positive number of seconds")
     return target
 
