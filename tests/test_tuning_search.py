@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -539,3 +540,32 @@ def test_the_data_root_a_search_reads_travels_with_its_trials(tmp_path, monkeypa
     assert base.data.root == (tmp_path / "data").resolve()
     monkeypatch.delenv("DEEPSHIELD_DATA_ROOT")
     assert _load_base_config(SearchSettings(space=tmp_path / "space.yaml")).data.root is None
+
+
+@pytest.mark.parametrize(
+    "storage, said",
+    [
+        ("garbage://x", "garbage:// is no database SQLAlchemy knows"),
+        # Without its driver here (psycopg); where it is installed, nothing listens on port 1.
+        ("postgresql://u@127.0.0.1:1/db", "driver is not installed here|Optuna storage .* cannot be opened"),
+        ("not a url", "is not a database URL"),
+    ],
+)
+def test_a_storage_that_cannot_be_used_is_one_line_and_leaves_no_search_folder(space, tmp_path, capsys, storage, said):
+    # A traceback (NoSuchModuleError, ImportError), with an empty --out folder left behind.
+    from deepshield.cli.main import main
+
+    out = tmp_path / "out"
+    code = main(["tune", "--space", str(space), "--storage", storage, "--out", str(out), "--no-tracking"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("deepshield: error: ") and err.count("\n") == 1, err
+    assert re.search(said, err), err
+    assert not out.exists()
+
+
+def test_a_storage_that_cannot_be_opened_is_refused_before_the_search_folder_is_made(space, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    storage = f"sqlite:///{tmp_path / 'a-file' / 'study.db'}"
+    with pytest.raises(DeepShieldError, match=r"the Optuna storage sqlite:///.* cannot be opened"):
+        run_search(settings(space, tmp_path, storage=storage), train_fn=fake_train, echo=lambda _: None)
+    assert not (tmp_path / "out").exists()

@@ -41,7 +41,45 @@ def safe_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def check_storage_url(url: str) -> None:
+    """Refuse, before anything is made, a storage URL that names no database SQLAlchemy knows, or one whose
+    driver is not installed here (both were tracebacks from the study's creation, after --out was made)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = safe_url(url)
+    try:
+        create_engine(url).dispose()  # loads the dialect and its driver; connects to nothing
+    except NoSuchModuleError:
+        scheme = url.split(":", 1)[0]
+        raise DeepShieldError(
+            f"--storage {shown}: {scheme}:// is no database SQLAlchemy knows; use sqlite:///PATH or a server "
+            "database, e.g. postgresql://user@host/db"
+        ) from None
+    except ImportError as exc:
+        raise DeepShieldError(
+            f"--storage {shown}: its database driver is not installed here ({exc}): install it, or use sqlite:///PATH"
+        ) from None
+    except (ArgumentError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DeepShieldError(f"--storage {shown} is not a database URL ({detail}); e.g. sqlite:///PATH") from None
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's storage, opened (a server database connected); one that cannot be is refused in one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _open_storage(url)
+    # A server that cannot be reached or a database it may not use; a file database where no folder can be made.
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        raise DeepShieldError(
+            f"the Optuna storage {safe_url(url)} cannot be opened ({type(exc).__name__}: {detail})"
+        ) from None
+
+
+def _open_storage(url: str) -> optuna.storages.RDBStorage:
     database = sqlite_file(url)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,15 @@ from deepshield.tuning.space import (
     load_space,
     parse_assignments,
 )
-from deepshield.tuning.storage import check_study, counts, enqueue_baseline, open_storage, recover_lost_trials, safe_url
+from deepshield.tuning.storage import (
+    check_storage_url,
+    check_study,
+    counts,
+    enqueue_baseline,
+    open_storage,
+    recover_lost_trials,
+    safe_url,
+)
 from deepshield.tuning.trials import STOP_REQUESTED
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
 
@@ -179,6 +187,7 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
     sampler = resolve_sampler_name(settings.sampler, space)
     pruner = make_pruner(settings.pruner) if isinstance(settings.pruner, str) else settings.pruner
     name, out_dir, storage_url = default_names(settings)
+    check_storage_url(storage_url)
     notes: list[str] = []
     target = _target(settings, space, sampler, notes)
     return SearchPlan(settings, selector, base, space, sampler, pruner, name, out_dir, storage_url, target, notes)
@@ -191,8 +200,8 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
     """Create the study (or load it to resume: same space and selector), queue the baseline on a new
     one if asked, and queue again the trials a kill or an interruption lost."""
     quiet_optuna()
+    storage = open_storage(plan.storage_url)  # first: a database that cannot be opened left an empty --out
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(plan.storage_url)
     created = plan.name not in optuna.study.get_all_study_names(storage)
     study = optuna.create_study(
         storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
