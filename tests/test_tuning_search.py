@@ -569,3 +569,16 @@ def test_a_storage_that_cannot_be_opened_is_refused_before_the_search_folder_is_
     with pytest.raises(DeepShieldError, match=r"the Optuna storage sqlite:///.* cannot be opened"):
         run_search(settings(space, tmp_path, storage=storage), train_fn=fake_train, echo=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_study_is_made(space, tmp_path, capsys):
+    # An MLflow traceback from the parent run, with the new study left in <out>/study.db; train refuses it.
+    from deepshield.cli.main import main
+
+    out = tmp_path / "out"
+    code = main(["tune", "--space", str(space), "--out", str(out), "--tracking-uri", "garbage://x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("deepshield: error: the MLflow store garbage://x cannot be used (")
+    assert err.rstrip().endswith("give another --tracking-uri, or --no-tracking")
+    assert not out.exists()

@@ -54,6 +54,17 @@ class NullTracker:
         pass
 
 
+def _client(uri: str):
+    """An MLflow client of the store `uri`, its setup messages kept off the terminal."""
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    from mlflow.tracking import MlflowClient
+
+    # A new SQLite store says "Creating initial MLflow database tables" at INFO on stderr, between our lines.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file of a `sqlite:///` URL, an MLflow store's or an Optuna study's (None for a server)."""
     prefix = "sqlite:///"
@@ -76,14 +87,7 @@ class MlflowTracker:
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
-        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-        from mlflow.tracking import MlflowClient
-
-        # A new SQLite store says "Creating initial MLflow database tables" at INFO on stderr, between our lines.
-        for name in ("mlflow.store.db.utils", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _client(uri)
         self.uri = uri
         self.failed = False  # set by the first failed call: the work goes on untracked
         found = self.client.get_experiment_by_name(experiment)
@@ -219,17 +223,33 @@ def where_to_look(uri: str, run_id: str) -> str:
     return f"MLflow: run `mlflow ui --backend-store-uri {store}`, then open {MLFLOW_UI}/{experiment} (this run: {MLFLOW_UI}/{experiment}/runs/{run_id})"
 
 
-def open_tracker(enabled: bool, uri: str, experiment: str, **kwargs) -> Tracker:
+# What a refused store's message advises: train and tune can run untracked, the commands whose tracking is
+# an option (evaluate, compare, dataset stats) run untracked without it.
+WITHOUT_TRACKING = "give another --tracking-uri, or --no-tracking"
+TRACKING_OPTIONAL = "give another --tracking-uri, or leave it out (nothing is logged to MLflow then)"
+
+
+def open_tracker(enabled: bool, uri: str, experiment: str, remedy: str = WITHOUT_TRACKING, **kwargs) -> Tracker:
     """The run's tracker; a store that cannot be opened is refused in one line (it was a traceback)."""
     if not enabled:
         return NullTracker()
     try:
         return MlflowTracker(uri, experiment, **kwargs)
     except Exception as exc:
-        raise DeepShieldError(
-            f"the MLflow store {uri} cannot be used ({_in_one_line(exc)}): give another --tracking-uri, "
-            "or --no-tracking"
-        ) from exc
+        raise _unusable_store(uri, exc, remedy) from exc
+
+
+def check_store(uri: str, experiment: str, remedy: str = WITHOUT_TRACKING) -> None:
+    """Refuse, before the work, a store that open_tracker would refuse after it: the store is opened (a
+    new SQLite store made, as the run would make it) and its experiment looked up; no run is started."""
+    try:
+        _client(uri).get_experiment_by_name(experiment)
+    except Exception as exc:
+        raise _unusable_store(uri, exc, remedy) from exc
+
+
+def _unusable_store(uri: str, exc: Exception, remedy: str) -> DeepShieldError:
+    return DeepShieldError(f"the MLflow store {uri} cannot be used ({_in_one_line(exc)}): {remedy}")
 
 
 def _in_one_line(exc: Exception) -> str:

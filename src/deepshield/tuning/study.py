@@ -34,6 +34,7 @@ import optuna
 
 from deepshield.engines import ENGINES, Engine, make_engine
 from deepshield.errors import DeepShieldError
+from deepshield.tracking.tracker import check_store
 from deepshield.training.config import recipe
 from deepshield.tuning.objective import EXPORT_SELECT, TrainFn, TrialContext, run_training
 from deepshield.tuning.parent_run import log_parent, start_parent_run
@@ -354,6 +355,10 @@ def run_search(
     settings: SearchSettings, *, train_fn: TrainFn = run_training, echo: Callable[[str], None] = print
 ) -> SearchResult:
     plan = plan_search(settings, echo)
+    if plan.base.tracking.enabled:
+        # As train refuses it, before the study is made: a store MLflow cannot use was a traceback from the
+        # parent run, and left the new study in its database.
+        check_store(str(plan.base.tracking.uri), plan.base.tracking.experiment)
     with make_engine(settings.engine, address=settings.ray_address) as engine:
         # Where the trials run is known first: a cluster that cannot be reached stopped the search after its
         # study, report and MLflow run were made.
