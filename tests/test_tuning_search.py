@@ -582,3 +582,14 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_study_is_mad
     assert err.startswith("deepshield: error: the MLflow store garbage://x cannot be used (")
     assert err.rstrip().endswith("give another --tracking-uri, or --no-tracking")
     assert not out.exists()
+
+
+def test_run_dir_is_refused_in_set_as_in_the_space_file(space, tmp_path):
+    # Accepted and ignored: the trials went under --out, not where --set run_dir said.
+    with pytest.raises(
+        DeepShieldError, match=r"run_dir is set by the search itself .* name the search folder with --out"
+    ):
+        run_search(
+            settings(space, tmp_path, overrides=[f"run_dir={tmp_path / 'x'}"]), train_fn=fake_train, echo=lambda _: None
+        )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x").exists()

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    config_arguments(parser, "override the config for the trials and --train-best")
+    config_arguments(parser, "override the config for the trials and --train-best (not run_dir: see --out)")
     parser.add_argument("--space", type=given_path, required=True, help="search-space file (YAML or TOML)")
     parser.add_argument(
         "--sampler",

@@ -172,6 +172,11 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
     if settings.engine not in ENGINES:
         raise DeepShieldError(f"unknown engine {settings.engine!r}; choose {' or '.join(ENGINES)}")
     overridden = parse_assignments(settings.overrides)
+    if "run_dir" in overridden:  # accepted and ignored: the trials trained under --out all the same
+        raise DeepShieldError(
+            "run_dir is set by the search itself (each trial trains in <out>/trials/<study>/trial_NNNN, "
+            "--train-best in <out>/best): do not --set it; name the search folder with --out"
+        )
     if EXPORT_SELECT in overridden:
         raise DeepShieldError(
             f"{EXPORT_SELECT} follows --select in a search (the kept epoch is the selected one): do not --set it"
