@@ -274,3 +274,16 @@ def test_a_real_file_either_score_flags_is_counted_flagged_as_scan_flags_it(caps
     assert candidate["synthetic_bench_tiny_bench_fpr"] == 1.0
     assert candidate["bench_tiny_bench_fpr"] == 0.0  # the face-swap score's own, as training and the card name it
     assert "candidate 100.0% of real files flagged by either score (100.0% by the synthetic-face score)" in text
+
+
+def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
+    capsys, tiny_bundle, other_bundle, labelled, tmp_path
+):
+    out = tmp_path / "comparison.json"
+    pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled)]
+    code = main([*pair, "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--tracking-uri", "garbage://x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the MLflow store garbage://x cannot be used" in err and "--no-tracking" not in err
+    assert err.rstrip().endswith("give another --tracking-uri, or leave it out (nothing is logged to MLflow then)")
+    assert not out.exists() and not (tmp_path / "c").exists()

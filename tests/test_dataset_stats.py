@@ -405,3 +405,13 @@ def test_prepare_says_it_undid_an_interrupted_balancing_step(tmp_path: Path, sma
     summary = prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
     assert summary.warnings()[0] == "undid an interrupted step: synth-fakes 2 seed=0"
     assert not (out / "manifest.csv.step").exists() and len(read_manifest(out)) == 4
+
+
+def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_charts(biased: Path, tmp_path: Path, capsys):
+    dataset = tmp_path / "biased"
+    shutil.copytree(biased, dataset, ignore=shutil.ignore_patterns("stats"))
+    assert main(["dataset", "stats", str(dataset), "--tracking-uri", "garbage://x"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "the MLflow store garbage://x cannot be used" in captured.err
+    assert captured.err.rstrip().endswith("or leave it out (nothing is logged to MLflow then)")
+    assert captured.out == "" and not (dataset / "stats").exists()

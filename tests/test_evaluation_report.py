@@ -916,3 +916,18 @@ def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figur
     assert "  jpeg:50      real files flagged 0.250   files without a face: 0" in printed.getvalue()
     page = render_html(summary, {}, {}, "real media")
     assert "temperature</th><td class=l>4.397</td>" in page and "/ temperature))</th><td class=l>-0.1235</td>" in page
+
+
+def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
+    capsys, folder_dataset, tiny_bundle, tmp_path
+):
+    # The whole evaluation ran and its report was written, then exit 2 with advice of a --no-tracking
+    # that evaluate does not have.
+    out = tmp_path / "rep"
+    code = main(["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--bootstrap", "0",
+                 "--tracking-uri", "garbage://x", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and err.count("\n") == 1, err
+    assert err.startswith("deepshield: error: the MLflow store garbage://x cannot be used (")
+    assert err.rstrip().endswith("give another --tracking-uri, or leave it out (nothing is logged to MLflow then)")
+    assert "--no-tracking" not in err and not out.exists()

@@ -224,12 +224,28 @@ def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: s
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment name (default {experiment})")
 
 
+def check_tracking_store(args: argparse.Namespace) -> None:
+    """--tracking-uri's store, opened before the work: one that cannot be used was refused only after the
+    whole evaluation (its report written, exit 2 all the same). These commands log only when asked, so the
+    advice is to leave --tracking-uri out (they have no --no-tracking)."""
+    if args.tracking_uri:
+        from deepshield.tracking.tracker import TRACKING_OPTIONAL, check_store
+
+        check_store(args.tracking_uri, args.experiment, TRACKING_OPTIONAL)
+
+
 def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracker], None]) -> None:
     """One MLflow run that `log` fills (marked FAILED if it raises), then where to look at it."""
     from deepshield.tracking import open_tracker, where_to_look
+    from deepshield.tracking.tracker import TRACKING_OPTIONAL
 
     tracker = open_tracker(
-        True, args.tracking_uri, args.experiment, run_name=run_name, tags={"deepshield.command": args.command}
+        True,
+        args.tracking_uri,
+        args.experiment,
+        TRACKING_OPTIONAL,
+        run_name=run_name,
+        tags={"deepshield.command": args.command},
     )
     try:
         log(tracker)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from deepshield.cli.args import (
     check_output_file,
+    check_tracking_store,
     given_path,
     log_to_mlflow,
     non_negative_int,
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_output_file(path, flag)  # before the scoring
     frames, min_face_size = set_options(args)
+    check_tracking_store(args)  # before the scoring, which a store it cannot log to refused after
     baseline, *candidates = score_bundles(
         [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, frames, min_face_size, args.split
     )

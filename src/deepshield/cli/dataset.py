@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepshield.cli.args import given_path, log_to_mlflow, non_negative_int, positive_int, tracking_arguments
+from deepshield.cli.args import (
+    check_tracking_store,
+    given_path,
+    log_to_mlflow,
+    non_negative_int,
+    positive_int,
+    tracking_arguments,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +69,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
     records = read_manifest(args.dataset)
     stats = compute_stats(records, read_errors(args.dataset))
+    check_tracking_store(args)  # before the charts are written
     pngs = write_stats(stats, args.dataset)
     sys.stdout.write(format_stats(stats))
     print(f"\ncharts: {', '.join(str(p) for p in pngs)}", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 from deepshield.cli.args import (
     check_engine_arguments,
     check_output_folder,
+    check_tracking_store,
     engine_arguments,
     given_path,
     log_to_mlflow,
@@ -364,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_folder(args.out, "--out")  # before the scoring, which a report it cannot write would lose
     perturbations = parse_perturbations(args.perturb)  # bad specs fail before the model loads
+    check_tracking_store(args)  # before the scoring, which a store it cannot log to refused after
     rules = tuple(dict.fromkeys(args.video_rule)) if args.video_rule else RULE_CHOICES
     classifier, bundle = load_classifier(args.model)
     threshold = classifier.card.calibration.threshold if args.threshold is None else args.threshold
