@@ -23,6 +23,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 
 from deepshield.cli.main import main as deepshield
 from deepshield.errors import exit_status
+from deepshield.training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / ".kit"
@@ -124,6 +126,48 @@ def travelling_bytes(repo: Path = REPO, kit: Path = KIT) -> int:
     return sum(p.stat().st_size for p in files if p.is_file())
 
 
+def quality(text: str) -> int:
+    value = int(text)
+    if not 50 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be from 50 to 100")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def build(kit: Path, args: argparse.Namespace, pack_settings: list[str]) -> bool:
+    """The kit, written into the empty folder `kit`; False when the faces could not be packed (said)."""
+    site = kit / "site"
+    site.mkdir()
+    packed = [
+        "facebank", "pack", "--config", args.config, *pack_settings,
+        "--out", str(kit / "faces.npz"), "--max-faces", str(args.max_faces), "--quality", str(args.quality),
+    ]  # fmt: skip
+    if deepshield(packed) != 0:
+        return False
+    for name in PURE_PACKAGES:
+        copy_package(name, site)
+    add_pydantic_core(site, args.python_version, kit / "download")
+    shutil.rmtree(kit / "download")
+    add_half_weights(site)
+    write_stand_ins(site)
+    return True
+
+
+def swap_in(new: Path, kit: Path) -> None:
+    """`new` becomes `kit`; the kit it replaces is removed only once the new one is in place."""
+    old = new.with_name(new.name + "-replaced")
+    if kit.exists():
+        kit.rename(old)
+    new.rename(kit)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="docs/study/gpu.toml", help="the run's configuration (its crop policy)")
@@ -133,32 +177,35 @@ def main() -> int:
         default=["real-faces/utkface", "real-faces/portraits", "real-faces/ffhq"],
         help="real-face folders to pack, under DEEPSHIELD_DATA_ROOT",
     )
-    parser.add_argument("--max-faces", type=int, default=2800, help="faces drawn into the pack (seeded)")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the packed crops")
+    parser.add_argument("--max-faces", type=positive, default=2800, help="faces drawn into the pack (seeded)")
+    parser.add_argument("--quality", type=quality, default=90, help="JPEG quality of the packed crops (50-100)")
     parser.add_argument("--python-version", default="3.12", help="the lent machine's Python (3.11: rehearse here)")
     args = parser.parse_args()
 
-    shutil.rmtree(KIT, ignore_errors=True)
-    site = KIT / "site"
-    site.mkdir(parents=True)
     dirs = "[" + ",".join(f'"{d}"' for d in args.real_dirs) + "]"
-    packed = [
-        "facebank", "pack", "--config", args.config, "--set", f"data.real_dirs={dirs}", "--set", "device=cpu",
-        "--out", str(KIT / "faces.npz"), "--max-faces", str(args.max_faces), "--quality", str(args.quality),
-    ]  # fmt: skip
-    if deepshield(packed) != 0:
-        return 1
-    for name in PURE_PACKAGES:
-        copy_package(name, site)
-    add_pydantic_core(site, args.python_version, KIT / "download")
-    shutil.rmtree(KIT / "download")
-    add_half_weights(site)
-    write_stand_ins(site)
-    size = travelling_bytes()
+    pack_settings = ["--set", f"data.real_dirs={dirs}", "--set", "device=cpu"]
+    # The configuration checked before anything is built: one with an unknown key failed in the pack, after
+    # the kit there was had been deleted.
+    load_config(Path(args.config), pack_settings[1::2])
+    # Built beside the kit and swapped in at the end: a build that fails (or is stopped) leaves the kit
+    # there was as it was, and no half-built one.
+    work = Path(tempfile.mkdtemp(prefix=f"{KIT.name}-", dir=KIT.parent))
+    try:
+        if not build(work, args, pack_settings):
+            return 1
+        size = travelling_bytes(REPO, work)
+        if size > TRAVEL_LIMIT:
+            kept = f"{KIT.relative_to(REPO)} is left as it was" if KIT.exists() else "no kit written"
+            print(
+                f"the working tree and the kit would travel {size / 2**20:.1f} MiB of 64, over the limit ({kept}): "
+                "pack fewer faces (--max-faces) or at a lower --quality",
+                file=sys.stderr,
+            )
+            return 1
+        swap_in(work, KIT)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"kit in {KIT.relative_to(REPO)}: the working tree and the kit travel {size / 2**20:.1f} MiB of 64")
-    if size > TRAVEL_LIMIT:
-        print("over the limit: pack fewer faces (--max-faces) or at a lower --quality", file=sys.stderr)
-        return 1
     return 0
 
 

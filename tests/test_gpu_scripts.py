@@ -1,5 +1,8 @@
 """The GPU lease's driver (scripts/gpu_train.py) reads the probe's rate and sizes the run to its time."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.script_support import SCRIPTS, load_script
@@ -158,3 +161,68 @@ def test_too_little_shared_memory_on_a_machine_without_mount_is_said_not_fatal(g
     monkeypatch.setattr(subprocess, "run", no_mount)
     gpu_train.ensure_shared_memory()
     assert "/dev/shm not remounted: [Errno 2] No such file or directory: 'mount'" in capsys.readouterr().out
+
+
+@pytest.fixture
+def kit_here(tmp_path, monkeypatch):
+    """gpu_kit with its repository in tmp_path and a kit already built there."""
+    gpu_kit = load_script("gpu_kit")
+    kit = tmp_path / ".kit"
+    (kit / "site").mkdir(parents=True)
+    (kit / "faces.npz").write_bytes(b"the faces packed before")
+    monkeypatch.setattr(gpu_kit, "REPO", tmp_path)
+    monkeypatch.setattr(gpu_kit, "KIT", kit)
+    return gpu_kit
+
+
+def _kit_files(tmp_path):
+    """Everything under the kit and whatever beside it a build made (.kit-*)."""
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob(".kit*/**/*"))
+
+
+def test_a_config_the_pack_refuses_leaves_the_kit_there_was_untouched(kit_here, tmp_path, monkeypatch):
+    # The kit was deleted first, then the pack failed on "unknown key optim.lrr": no faces.npz, an empty site/.
+    from deepshield.errors import DeepShieldError
+
+    (tmp_path / "unk.toml").write_text("[optim]\nlrr = 0.1\n")
+    monkeypatch.setattr(sys, "argv", ["gpu_kit.py", "--config", str(tmp_path / "unk.toml")])
+    monkeypatch.setattr(kit_here, "deepshield", lambda argv: pytest.fail("packed with a config it refuses"))
+    before = _kit_files(tmp_path)
+    with pytest.raises(DeepShieldError, match=r"optim\.lrr"):
+        kit_here.main()
+    assert _kit_files(tmp_path) == before == [".kit/faces.npz", ".kit/site"]
+    assert (tmp_path / ".kit" / "faces.npz").read_bytes() == b"the faces packed before"
+
+
+def _fake_build(gpu_kit, monkeypatch, fail_at=None):
+    def pack(argv):
+        Path(argv[argv.index("--out") + 1]).write_bytes(b"new faces")
+        return 0
+
+    def step(name):
+        def run(*args):
+            if name == fail_at:
+                raise KeyboardInterrupt
+            (args[0] / name).write_text(name)
+
+        return run
+
+    monkeypatch.setattr(gpu_kit, "deepshield", pack)
+    monkeypatch.setattr(gpu_kit, "copy_package", lambda package, site: (site / package).write_text(""))
+    monkeypatch.setattr(gpu_kit, "add_pydantic_core", lambda site, version, work: work.mkdir())
+    monkeypatch.setattr(gpu_kit, "add_half_weights", step("weights"))
+    monkeypatch.setattr(gpu_kit, "travelling_bytes", lambda repo, kit: 1000)
+
+
+def test_a_kit_is_built_aside_and_swapped_in_only_once_whole(kit_here, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gpu_kit.py", "--config", str(SCRIPTS.parent / "docs/study/gpu.toml")])
+    _fake_build(kit_here, monkeypatch, fail_at="weights")
+    with pytest.raises(KeyboardInterrupt):  # stopped half-way: the old kit stays, nothing half-built beside it
+        kit_here.main()
+    assert _kit_files(tmp_path) == [".kit/faces.npz", ".kit/site"]
+    assert (tmp_path / ".kit" / "faces.npz").read_bytes() == b"the faces packed before"
+    _fake_build(kit_here, monkeypatch)
+    assert kit_here.main() == 0
+    assert (tmp_path / ".kit" / "faces.npz").read_bytes() == b"new faces"
+    assert (tmp_path / ".kit" / "site" / "weights").is_file() and (tmp_path / ".kit" / "site" / "av").is_dir()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".kit")] == [".kit"]
