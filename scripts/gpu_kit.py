@@ -50,8 +50,8 @@ def __getattr__(name):
     "pillow_heif": '''"""Stand-in for pillow-heif on a machine without it: HEIC is never read there."""
 
 
-class HeifImageFile:  # only checked with isinstance
-    pass
+class HeifImageFile:  # checked with isinstance, and its format against Image.OPEN
+    format = "HEIF"
 
 
 def register_heif_opener(*args, **kwargs):
