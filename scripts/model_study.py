@@ -48,6 +48,43 @@ def recipe_and_seed(name: str) -> tuple[str, int]:
     return (recipe, int(seed)) if recipe and seed.isdigit() else (name, 0)
 
 
+def read_runs(path: Path) -> dict[str, dict]:
+    """The recipes of a runs file, name -> dotted overrides (none: {}); a file or entry that is not so is
+    refused in one line naming it (each was a traceback: a missing file, bad YAML, a name given twice,
+    `a: 5`, an empty file)."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DeepShieldError(f"--runs {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        runs = load_yaml(text)  # a recipe named twice is refused (the second replaced the first)
+    except yaml.MarkedYAMLError as exc:  # its text spans lines: one line here, with where
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise DeepShieldError(f"--runs {path} cannot be parsed: {where}{exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise DeepShieldError(f"--runs {path} cannot be parsed: {exc}") from None
+    if runs is None:
+        runs = {}
+    if not isinstance(runs, dict):
+        raise DeepShieldError(
+            f"--runs {path} must map recipe names to their settings, not hold a {type(runs).__name__}"
+        )
+    recipes: dict[str, dict] = {}
+    for name, overrides in runs.items():
+        if not isinstance(name, str):
+            raise DeepShieldError(f"--runs {path}: recipe {name!r}: a recipe's name must be text")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise DeepShieldError(
+                f"--runs {path}: recipe {name}: {overrides!r} is no mapping of training-config keys to values "
+                f"(e.g. {name}: {{optim.lr: 0.001}}, or {{}} for the base settings)"
+            )
+        recipes[name] = overrides or {}
+    return recipes
+
+
 def assignments(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> list[str]:
     """The recipe's `--set` assignments for `deepshield train`, each value as JSON: a string typed bare
     that reads as JSON (a recipe's "2.0", "true", "null") became a number, a boolean or nothing."""
@@ -231,21 +268,23 @@ def main() -> int:
         help="other run folders to table and plot beside the study's (e.g. a longer run)",
     )
     args = parser.parse_args()
-    runs = load_yaml(args.runs.read_text())  # a recipe named twice is refused (the second replaced the first)
+    runs = read_runs(args.runs)
     chosen = args.only or list(runs)
     unknown = [n for n in chosen if n not in runs]
     if unknown:
-        parser.error(f"unknown runs {unknown}; known: {list(runs)}")
+        raise DeepShieldError(
+            f"--runs {args.runs} holds no recipe {', '.join(unknown)}; it holds {', '.join(runs) or 'none'}"
+        )
     if not args.report_only:
         # Every recipe's settings checked before any trains: a misspelt key failed only when its recipe's
         # turn came, after hours of the recipes before it.
         for name in chosen:
             try:
-                load_config(args.base, assignments(name, runs[name] or {}, args.seed, args))
+                load_config(args.base, assignments(name, runs[name], args.seed, args))
             except DeepShieldError as exc:
                 raise DeepShieldError(f"recipe {name} in {args.runs}: {exc}") from None
         for name in chosen:
-            train(name, runs[name] or {}, args.seed, args)
+            train(name, runs[name], args.seed, args)
     names = [run_name(n, s) for n in runs for s in range(0, 4)]
     report(args, {n: args.out / n for n in names if (args.out / n).is_dir()} | {p.name: p for p in args.also})
     return 0

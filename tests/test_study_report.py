@@ -55,3 +55,36 @@ def test_a_recipes_string_values_reach_train_as_the_strings_they_are(study, tmp_
         "seed": 1,
         **recipe,
     }
+
+
+@pytest.mark.parametrize(
+    "text, argv, said",
+    [
+        (None, [], r"--runs .*runs.yaml cannot be read: No such file or directory"),
+        (
+            "baseline: {}\nsam: {optim.optimizer: sam\n",
+            [],
+            r"--runs .*runs.yaml cannot be parsed: line \d+, column \d+: ",
+        ),
+        (
+            "baseline: {}\nsam: {}\nsam: {seed: 1}\n",
+            [],
+            r"cannot be parsed: line 3, column 1: key 'sam' is given twice",
+        ),
+        ("baseline: {}\na: 5\n", [], r"--runs .*runs.yaml: recipe a: 5 is no mapping of training-config keys"),
+        ("", ["--only", "x"], r"--runs .*runs.yaml holds no recipe x; it holds none"),
+        ("- baseline\n", [], r"--runs .*runs.yaml must map recipe names to their settings, not hold a list"),
+    ],
+)
+def test_a_runs_file_or_entry_that_cannot_be_used_is_said_in_one_line(study, tmp_path, monkeypatch, text, argv, said):
+    # Each was a traceback: FileNotFoundError, a YAML error spanning lines, TypeError, ...
+    from deepshield.errors import DeepShieldError
+
+    runs = tmp_path / "runs.yaml"
+    if text is not None:
+        runs.write_text(text)
+    monkeypatch.setattr("sys.argv", ["model_study.py", "--runs", str(runs), "--out", str(tmp_path / "out"), *argv])
+    with pytest.raises(DeepShieldError, match=said) as refused:
+        study.main()
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
