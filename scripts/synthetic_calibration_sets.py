@@ -42,12 +42,16 @@ def main() -> int:
     card = read_card(args.model)
     _, validation, _ = generated_split(card)
     config = TrainConfig.model_validate(card.training.config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_set(args.out / "generated-validation.csv", validation, "fake", "generated-validation")
+    # Every input found and read before the first set is written: a benchmark missing from the data root
+    # failed after generated-validation.csv had been written.
+    sets: list[tuple[str, list[Path], str]] = [("generated-validation", validation, "fake")]
     for benchmark in config.data.benchmarks:
         folder = config.data.locate(benchmark, "benchmark")
         reals = [e.path for e in read_source(folder) if isinstance(e, SourceItem) and e.label == REAL]
-        write_set(args.out / f"{folder.name}-real.csv", reals, "real", f"{folder.name}-real")
+        sets.append((f"{folder.name}-real", reals, "real"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, files, label in sets:
+        write_set(args.out / f"{name}.csv", files, label, name)
     return 0
 
 

@@ -705,3 +705,30 @@ def test_a_prepared_dataset_scored_by_the_synthetic_score_says_its_padded_faces_
     said.clear()
     score_datasets([tmp_path / "set"], OnnxClassifier(bundle), progress=False, warn=said.append)
     assert PREPARED_SYNTHETIC_CAUTION not in said  # raw media are read as the product reads them
+
+
+def test_the_calibration_sets_script_finds_every_input_before_writing_any_set(tmp_path, monkeypatch):
+    # With the generated faces there and no dev-eval/, generated-validation.csv was written, then the first
+    # benchmark was not found.
+    from tests.script_support import load_script
+
+    script = load_script("synthetic_calibration_sets")
+    root, out = tmp_path / "data", tmp_path / "sets"
+    generated = root / "synthetic-faces" / "generated-photos"
+    generated.mkdir(parents=True)
+    for index in range(20):
+        (generated / f"{index:02d}.png").write_bytes(b"")
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(root))
+    monkeypatch.setattr("sys.argv", ["synthetic_calibration_sets.py", "--out", str(out)])
+    with pytest.raises(DeepShieldError, match="benchmark dev-eval/dfdc-sample not found"):
+        script.main()
+    assert not out.exists()
+    for name in ("dfdc-sample", "modern-swaps", "face-edits"):
+        for label in ("real", "fake"):
+            (root / "dev-eval" / name / label).mkdir(parents=True)
+            (root / "dev-eval" / name / label / f"{label}.png").write_bytes(b"")
+    assert script.main() == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dfdc-sample-real.csv", "face-edits-real.csv", "generated-validation.csv", "modern-swaps-real.csv"
+    ]  # fmt: skip
+    assert (out / "modern-swaps-real.csv").read_text().splitlines()[1].endswith("real.png,real,modern-swaps-real")
