@@ -316,6 +316,26 @@ def test_ffpp_identities_join_across_source_folders(tmp_path: Path):
     assert [source.format for source in described] == ["ffpp", "ffpp"]
 
 
+def test_an_ffpp_folder_without_the_compression_asked_for_names_the_levels_it_holds(tmp_path: Path, capsys):
+    # "no videos under original_sequences/*/*/videos" was said of a folder full of c23 videos read for c99.
+    for sub in ("original_sequences/youtube/c23/videos", "manipulated_sequences/Deepfakes/c23/videos"):
+        (tmp_path / "ff" / sub).mkdir(parents=True)
+    (tmp_path / "ff" / "original_sequences/youtube/c23/videos/000.mp4").write_bytes(b"x")
+    (tmp_path / "ff" / "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4").write_bytes(b"x")
+    assert main(["prepare", str(tmp_path / "ff"), "--ffpp-compression", "c99", "--out", str(tmp_path / "ds")]) == 2
+    assert (
+        "no videos at compression level c99 (--ffpp-compression) under original_sequences/*/*/videos or "
+        "manipulated_sequences/*/*/videos: it holds videos at c23 only" in capsys.readouterr().err
+    )
+    (problem,) = read_source(tmp_path / "ff", ffpp_compressions=["c40", "raw"])
+    assert isinstance(problem, SourceProblem) and problem.reason.startswith("no videos at compression levels c40, raw ")
+    (tmp_path / "empty" / "original_sequences").mkdir(parents=True)
+    (problem,) = read_source(tmp_path / "empty", ffpp_compressions=["c23"])
+    assert problem.reason.endswith(": it holds none at any level")
+    (problem,) = read_source(tmp_path / "empty")
+    assert problem.reason == "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos"
+
+
 def test_a_group_named_anew_keeps_the_split_its_files_had():
     # Kept splits were found by group name: FF++ fakes added later joined 000 and 003 into group 000_003,
     # and 000.mp4 and 003.mp4 re-split (train -> val); now a group takes the split its files had.

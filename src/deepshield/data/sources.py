@@ -253,9 +253,26 @@ def read_ffpp_roots(
         )
     for root, _ in roots:
         if not any(entry[3] == root for entry in (*reals, *fakes)):
-            yield SourceProblem(
-                root, "no videos under original_sequences/*/*/videos or manipulated_sequences/*/*/videos", source
-            )
+            yield SourceProblem(root, _no_ffpp_videos(root, compressions), source)
+
+
+def _no_ffpp_videos(root: Path, compressions: Sequence[str] | None) -> str:
+    """Why a FaceForensics++ folder gave no video: none at all, or none at the compression levels asked for
+    (said as none at all, though the folder held c23 videos for a --ffpp-compression c99)."""
+    where = "under original_sequences/*/*/videos or manipulated_sequences/*/*/videos"
+    if not compressions:
+        return f"no videos {where}"
+    found = sorted(
+        {
+            comp
+            for sequences in ("original_sequences", "manipulated_sequences")
+            for _, comp, _ in _ffpp_videos(root / sequences, None)
+        }
+    )
+    asked = ", ".join(compressions)
+    held = f"it holds videos at {', '.join(found)} only" if found else "it holds none at any level"
+    level = "level" if len(compressions) == 1 else "levels"
+    return f"no videos at compression {level} {asked} (--ffpp-compression) {where}: {held}"
 
 
 def ffpp_levels_of_one_video(roots: Sequence[Path], compressions: Sequence[str] | None = None) -> dict[str, list[str]]:
