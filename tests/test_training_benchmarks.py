@@ -135,6 +135,30 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
         Trainer(same_folder).run()
 
 
+def test_a_benchmark_of_a_layout_not_told_is_refused_before_the_face_bank_in_trains_words(
+    real_dir, benchmark_dir, tiny_bundle, tmp_path, capsys
+):
+    # "name it with --format", which train does not have, said after the face bank had been built.
+    from deepshield.cli.main import main
+
+    (tmp_path / "unlabelled").mkdir()
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache",
+        **{"data.benchmarks": f'["{tmp_path / "unlabelled"}"]', "tracking.enabled": "false"},
+    )  # fmt: skip
+    with pytest.raises(DeepShieldError, match="cannot tell the dataset layout") as refused:
+        Trainer(config).run()
+    assert str(refused.value).endswith(
+        "list its files in a CSV (path,label[,group]) and name that, or name a dataset prepared by `deepshield prepare`"
+    )
+    assert "--format" not in str(refused.value) and not (tmp_path / "cache").exists()
+    # compare (no --format either) refuses it before any set is scored, in the same words
+    code = main(["compare", str(tiny_bundle), "--against", str(tiny_bundle), "--on", str(benchmark_dir), str(tmp_path / "unlabelled"),
+                 "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    assert code == 2 and "name a dataset prepared by `deepshield prepare`" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchmark_dir, tmp_path):
     # A benchmark of real files only has no AUC: no epoch was chosen, and the run ended "FINISHED", exit 0,
     # with no bundle and no word.

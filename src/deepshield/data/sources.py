@@ -415,8 +415,11 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
 # ------------------------------------------------------------------------------------------ detect
 
 
-def detect_format(path: Path) -> str:
-    """Guess a SOURCE's layout. Raises SourceFormatError with advice when it cannot."""
+FORMAT_ADVICE = "name it with --format"  # the commands with --format: prepare, evaluate
+
+
+def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
+    """Guess a SOURCE's layout. Raises SourceFormatError with `advice` when it cannot."""
     if not path.exists():
         raise SourceFormatError(f"{path}: no such file or folder")
     if path.is_file():
@@ -443,7 +446,7 @@ def detect_format(path: Path) -> str:
         return "folders"
     raise SourceFormatError(
         f"{path}: cannot tell the dataset layout (no metadata.json, no FaceForensics++ folders, no real/ or fake/ "
-        "folder); name it with --format"
+        f"folder); {advice}"
     )
 
 

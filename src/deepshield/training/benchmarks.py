@@ -76,6 +76,21 @@ def benchmark_name(path: Path) -> str:
     return metric_key(Path(path).resolve().name)
 
 
+# Training's data.benchmarks and compare's sets have no --format: a folder of another layout is named by a listing.
+LAYOUT_ADVICE = (
+    "list its files in a CSV (path,label[,group]) and name that, or name a dataset prepared by `deepshield prepare`"
+)
+
+
+def check_benchmark_layout(path: Path) -> None:
+    """Refuse, before any face is found, a benchmark whose layout cannot be told (a raw set is read as
+    `deepshield evaluate` reads it, with its layout detected)."""
+    from deepshield.data.sources import detect_format
+
+    if not is_prepared_dataset(path):
+        detect_format(Path(path), LAYOUT_ADVICE)
+
+
 @dataclass
 class Benchmark:
     """One labelled set's faces, cut with one crop policy, ready to be scored by any network."""
@@ -199,6 +214,7 @@ def load_benchmark(
     """A benchmark's faces from the cache, or found and cut now (then cached); `split`: a prepared dataset's
     (compare --split). Refuses overlap with training (`training_digests`: see check_no_overlap)."""
     name = benchmark_name(path)
+    check_benchmark_layout(path)
     if is_prepared_dataset(path):
         from deepshield.data.manifest import read_manifest
 

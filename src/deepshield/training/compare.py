@@ -31,6 +31,7 @@ from deepshield.training.benchmarks import (
     benchmark_metrics,
     benchmark_name,
     catches_at_equal_false_alarms,
+    check_benchmark_layout,
     load_benchmark,
     paired_comparison,
 )
@@ -118,6 +119,8 @@ def score_bundles(
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DeepShieldError(f"two labelled sets are both named {', '.join(twice)}: give each its own folder name")
+    for path in datasets:  # every set's layout told before the first is scored
+        check_benchmark_layout(path)
     classifiers = [OnnxClassifier(bundle) for bundle in bundles]
     scored: list[ScoredBundle] = []
     reference: list[Benchmark] = []

@@ -33,7 +33,13 @@ from deepshield.locks import folder_lock
 from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import open_tracker
 from deepshield.training.allocator import keep_freed_memory
-from deepshield.training.benchmarks import Benchmark, BenchmarkScores, benchmark_metrics, load_benchmark
+from deepshield.training.benchmarks import (
+    Benchmark,
+    BenchmarkScores,
+    benchmark_metrics,
+    check_benchmark_layout,
+    load_benchmark,
+)
 from deepshield.training.checkpoint import (
     BEST,
     LAST,
@@ -260,6 +266,8 @@ class Trainer:
         resumed = self._resume_state() if resume else None
         if parent is None:  # frozen mode trains on the synthetic section's folders alone
             config.data.check_paths()
+        for benchmark in config.data.benchmarks:  # a layout it cannot tell was refused after the face bank
+            check_benchmark_layout(config.data.locate(benchmark, "benchmark"))
         synthetic_data = None
         if config.synthetic is not None:
             # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
