@@ -284,8 +284,12 @@ def test_a_relative_folder_is_read_from_the_working_folder_when_the_data_root_la
     data = DataConfig(root=shared)
     assert data.locate(Path("real-faces"), "folder") == shared / "real-faces"
     assert data.locate(Path("data/faces"), "dataset") == Path("data/faces")
-    with pytest.raises(DeepShieldError, match="nor from the working directory"):
+    with pytest.raises(DeepShieldError, match=r"\(data.root or --data-dir\), nor from the working directory.*or point"):
         data.locate(Path("elsewhere"), "dataset")
+    # A root from the variable is named as such, not advised to be set: it was, to another folder.
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(shared))
+    with pytest.raises(DeepShieldError, match=r"under data root .*shared \(\$DEEPSHIELD_DATA_ROOT\).* or point "):
+        DataConfig().locate(Path("elsewhere"), "dataset")
 
 
 def test_a_settings_file_that_is_not_utf8_is_refused_in_one_line_naming_it(tmp_path, capsys):

@@ -132,11 +132,14 @@ class DataConfig(StrictModel):
             if found.exists():
                 return found
         if len(candidates) == 2:
-            where = f"under data root {root}, nor from the working directory"
+            # The root's source, said: the advice to set the variable was given when it was set, to another folder.
+            source = "data.root or --data-dir" if self.root else f"${DATA_DIR_ENV}"
+            where = f"under data root {root} ({source}), nor from the working directory"
         else:
             where = "there" if path.is_absolute() else "from the working directory"
+        setting = "point" if root is not None else "set"
         raise DeepShieldError(
-            f"{what} {path} not found ({where}): give its absolute path, or set {DATA_DIR_ENV} (or data.root, or "
+            f"{what} {path} not found ({where}): give its absolute path, or {setting} {DATA_DIR_ENV} (or data.root, or "
             f"--data-dir) to the folder that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
         )
 
