@@ -250,3 +250,25 @@ def test_reading_photos_in_this_process_leaves_it_to_its_own_parent():
     with ExitStack() as stack:
         _processor(stack, 1, CropPolicy(), None, False)
         assert not any(thread.name == "exit-with-parent" for thread in threading.enumerate())
+
+
+def test_the_banks_worker_processes_keep_pillows_warnings_off_the_terminal(tmp_path, astronaut, capfd):
+    # Spawned workers start with no warning filters: a photo with corrupt EXIF printed Pillow's
+    # "Corrupt EXIF data" on the terminal of every `train` and `facebank pack`.
+    import io
+    import struct
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    tiff = b"II*\x00" + struct.pack("<IHHHII", 8, 5, 0x010F, 2, 4, 0)  # five entries said, one there
+    segment = b"Exif\x00\x00" + tiff
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
+    bank = build_facebank([folder], CropPolicy(size=48), tmp_path / "cache", workers=2)
+    assert len(bank) == 2
+    assert "EXIF" not in capfd.readouterr().err

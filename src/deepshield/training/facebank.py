@@ -225,8 +225,10 @@ def donor_files(data: DataConfig) -> list[Path]:
 
 def _init_pool_worker(parent: int, *initargs: Any) -> None:
     from deepshield.engines.local import exit_with_parent
+    from deepshield.native_logs import quiet_process
 
     exit_with_parent(parent)
+    quiet_process()  # a spawned worker starts with no filters: Pillow's warnings reached the terminal
     _init_worker(*initargs)
 
 
