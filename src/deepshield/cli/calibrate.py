@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
     from deepshield.models.card import check_bundle_folder
-    from deepshield.training.config import DATA_DIR_ENV, portable_path
+    from deepshield.training.config import portable_path
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
         raise DeepShieldError(
@@ -206,10 +206,7 @@ def run(args: argparse.Namespace) -> int:
             f"real files flagged and fakes caught measured again at the new thresholds on: "
             f"{', '.join(result.rates_measured_on)}"
         )
-    if result.rates_removed:
-        print(
-            f"rates at the old {args.score} calibration not carried over (not measured here; the card's labelled "
-            f"sets are looked for under ${DATA_DIR_ENV}, else the working folder): {', '.join(result.rates_removed)}"
-        )
+    for reason in result.removed_by_reason(classifier.card):
+        print(f"rates at the old {args.score} calibration not carried over, {reason}")
     print(f"wrote {args.out} (version {result.card.version}); these figures are in-sample: evaluate it on another set")
     return EXIT_OK

@@ -155,6 +155,37 @@ class CalibrationResult:
     rates_measured_on: list[str] = field(default_factory=list)  # the sets whose rates were measured again
     rates_removed: list[str] = field(default_factory=list)  # the card's rates at the refitted score's old calibration
 
+    def removed_by_reason(self, source: ModelCard) -> list[str]:
+        """The rates not carried over, grouped by why (calibrate's report): on a labelled set of the card the
+        calibration set did not hold whole (with the sets not found on this machine named), or a figure of the
+        training run calibrate cannot measure (validation, holdout). The data root was blamed for all of them."""
+        from deepshield.training.config import DATA_DIR_ENV, DataConfig
+
+        sets = card_benchmarks(source)
+        keys = {metric_key(Path(name).name) for name in sets}
+        on_sets = [k for k in self.rates_removed if k == "bench_fpr" or any(f"_{key}_" in f"_{k}_" for key in keys)]
+        others = [k for k in self.rates_removed if k not in on_sets]
+        lines = []
+        if on_sets:
+            missing = []
+            for name in sets:
+                try:
+                    DataConfig().locate(Path(name), "benchmark")
+                except DeepShieldError:
+                    missing.append(name)
+            where = (
+                f"; not found here, under ${DATA_DIR_ENV} or the working folder: {', '.join(missing)}"
+                if missing
+                else ""
+            )
+            lines.append(
+                "on the card's labelled sets the calibration set does not hold whole (calibrate on them too to "
+                f"measure these again{where}): {', '.join(on_sets)}"
+            )
+        if others:
+            lines.append(f"of the training run, which calibrate cannot measure: {', '.join(others)}")
+        return lines
+
     @property
     def temperature_after(self) -> float:
         return self.calibration.temperature
