@@ -117,8 +117,9 @@ def test_callback_hosts_that_are_no_host_names_are_refused_at_start():
             ),
         ):
             ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": hosts})
-    with pytest.raises(ValueError, match=r"'\*' is not a host name: callbacks go only to the hosts named"):
-        ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": "*"})
+    for wildcard in ("*", "*.example.com"):  # the policy matches names exactly: every callback was refused
+        with pytest.raises(ValueError, match=rf"'{re.escape(wildcard)}' is not a host name: callbacks go only to"):
+            ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": wildcard})
     settings = ServerSettings.from_env({"DEEPSHIELD_CALLBACK_HOSTS": "hooks.example.com, 10.0.0.7, [fd00::1], fd00::2"})
     policy = CallbackPolicy.from_settings(settings.callback_hosts, None, 1.0)
     for url in (

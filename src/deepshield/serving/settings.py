@@ -152,8 +152,8 @@ class ServerSettings(BaseModel):
                 or (name.startswith("[") and not name.endswith("]"))
             ):
                 raise ValueError(f"{name!r} is not a host name (give names alone, no scheme, port or path)")
-            if name == "*" and info.field_name == "callback_hosts":  # no wildcard: a callback goes to hosts named
-                raise ValueError("'*' is not a host name: callbacks go only to the hosts named")
+            if "*" in name and info.field_name == "callback_hosts":  # no wildcard: a callback goes to hosts named
+                raise ValueError(f"{name!r} is not a host name: callbacks go only to the hosts named, no wildcard")
         return hosts
 
     @field_validator("api_key")
