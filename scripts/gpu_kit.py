@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from deepshield.cli.args import jpeg_quality, positive_int
 from deepshield.cli.main import main as deepshield
 from deepshield.errors import exit_status
 from deepshield.training.config import load_config
@@ -126,20 +127,6 @@ def travelling_bytes(repo: Path = REPO, kit: Path = KIT) -> int:
     return sum(p.stat().st_size for p in files if p.is_file())
 
 
-def quality(text: str) -> int:
-    value = int(text)
-    if not 50 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be from 50 to 100")
-    return value
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
-
-
 def build(kit: Path, args: argparse.Namespace, pack_settings: list[str]) -> bool:
     """The kit, written into the empty folder `kit`; False when the faces could not be packed (said)."""
     site = kit / "site"
@@ -177,8 +164,8 @@ def main() -> int:
         default=["real-faces/utkface", "real-faces/portraits", "real-faces/ffhq"],
         help="real-face folders to pack, under DEEPSHIELD_DATA_ROOT",
     )
-    parser.add_argument("--max-faces", type=positive, default=2800, help="faces drawn into the pack (seeded)")
-    parser.add_argument("--quality", type=quality, default=90, help="JPEG quality of the packed crops (50-100)")
+    parser.add_argument("--max-faces", type=positive_int, default=2800, help="faces drawn into the pack (seeded)")
+    parser.add_argument("--quality", type=jpeg_quality, default=90, help="JPEG quality of the packed crops (50-100)")
     parser.add_argument("--python-version", default="3.12", help="the lent machine's Python (3.11: rehearse here)")
     args = parser.parse_args()
 

@@ -4,6 +4,7 @@ warning filters and Pillow's HEIF options stay its own; its refusals can be caug
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -130,8 +131,15 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(detector):
 
 @pytest.mark.parametrize(
     "args",
-    [["scan", ""], ["prepare", "x", "--out", ""], ["inspect", ""], ["evaluate", ""]],
-    ids=["scan", "prepare-out", "inspect", "evaluate"],
+    [
+        ["scan", ""],
+        ["prepare", "x", "--out", ""],
+        ["inspect", ""],
+        ["evaluate", ""],
+        ["model", "--model", ""],
+        ["compare", "x", "--on", "y", "--against", ""],
+    ],
+    ids=["scan", "prepare-out", "inspect", "evaluate", "model", "compare-against"],
 )
 def test_an_empty_path_on_the_command_line_is_a_usage_error(args, tmp_path, monkeypatch, capsys):
     # `deepshield scan "$UNSET"` scanned the current folder; `prepare --out ""` would have written into it.
@@ -139,5 +147,5 @@ def test_an_empty_path_on_the_command_line_is_a_usage_error(args, tmp_path, monk
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2
-    assert "an empty path names no file or folder" in capsys.readouterr().err
+    assert re.search(r"an empty path names no (file or folder|bundle folder)", capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []

@@ -73,6 +73,30 @@ def port_number(text: str) -> int:
     return value
 
 
+def bundle_folder(text: str) -> str:
+    """A model bundle named on the command line: its folder, or "default" (the shipped one). An empty one is
+    refused: read as the current folder, `--model "$UNSET"` loaded a bundle there or failed naming "."."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no bundle folder (an unset shell variable?)")
+    return text
+
+
+def model_argument(
+    parser: argparse.ArgumentParser,
+    flag: str = "--model",
+    help: str = "model bundle folder (default: the shipped model)",
+) -> None:
+    parser.add_argument(flag, type=bundle_folder, default=None, metavar="BUNDLE", help=help)
+
+
+def jpeg_quality(text: str) -> int:
+    """A JPEG quality for packed face crops: below 50 their blocking would be a cue of its own."""
+    value = int(text)
+    if not 50 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be from 50 to 100")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

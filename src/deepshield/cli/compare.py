@@ -15,6 +15,7 @@ from deepshield.cli.args import (
     check_tracking_store,
     given_path,
     log_to_mlflow,
+    model_argument,
     non_negative_int,
     tracking_arguments,
 )
@@ -55,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="sets",
         help="labelled sets to compare on",
     )
-    parser.add_argument(
-        "--against", default=None, metavar="BUNDLE", help="baseline bundle (default: the shipped model)"
-    )
+    model_argument(parser, "--against", "baseline bundle (default: the shipped model)")
     add_face_arguments(
         parser,
         "prepared datasets: which split to compare on (default all; a model's own training data is no held-out "

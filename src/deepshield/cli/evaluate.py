@@ -16,6 +16,7 @@ from deepshield.cli.args import (
     engine_arguments,
     given_path,
     log_to_mlflow,
+    model_argument,
     non_negative_int,
     positive_int,
     probability,
@@ -41,9 +42,7 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DATASET",
         help="labelled dataset(s), or one prepared dataset folder",
     )
-    parser.add_argument(
-        "--model", default=None, metavar="BUNDLE", help="model bundle folder (default: the shipped model)"
-    )
+    model_argument(parser)
     parser.add_argument(
         "--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)"
     )

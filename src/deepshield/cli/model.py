@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepshield.cli.args import model_argument
 from deepshield.cli.columns import aligned
 
 
@@ -15,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show a model bundle's card: terms, intended use, its figures on real labelled media",
         description="Show a model bundle's card in words, or whole as JSON.",
     )
-    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    model_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the whole model card as JSON")
     parser.set_defaults(run=run)
 

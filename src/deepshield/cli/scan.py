@@ -21,6 +21,7 @@ from deepshield.cli.args import (
     engine_arguments,
     given_path,
     int_up_to,
+    model_argument,
     positive_int,
     probability,
     trust_anchors_argument,
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --format jsonl or csv: after the scan, look for new files every SECONDS and scan each once it "
         "has finished arriving (and again if it changes), until Ctrl-C",
     )
-    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    model_argument(parser)
     trust_anchors_argument(parser)
     parser.add_argument(
         "--threshold",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshield.cli.args import port_number
+from deepshield.cli.args import model_argument, port_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--port", type=port_number, default=8000, help="port to listen on (default %(default)s; 0: any free one)"
     )
-    parser.add_argument("--model", default=None, help="model bundle folder (default: the shipped model)")
+    model_argument(parser)
     parser.set_defaults(run=run)
 
 
