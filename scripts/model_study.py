@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.errors import DeepShieldError, exit_status
-from deepshield.training.config import load_config, load_yaml
+from deepshield.training.config import load_config, read_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = {"dfdc_sample": "face", "modern_swaps": "file", "face_edits": "file"}  # the level each set is reported at
@@ -51,27 +51,8 @@ def recipe_and_seed(name: str) -> tuple[str, int]:
 def read_runs(path: Path) -> dict[str, dict]:
     """The recipes of a runs file, name -> dotted overrides (none: {}); a file or entry that is not so is
     refused in one line naming it (each was a traceback: a missing file, bad YAML, a name given twice,
-    `a: 5`, an empty file)."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DeepShieldError(f"--runs {path} cannot be read: {exc.strerror or exc}") from None
-    try:
-        runs = load_yaml(text)  # a recipe named twice is refused (the second replaced the first)
-    except yaml.MarkedYAMLError as exc:  # its text spans lines: one line here, with where
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise DeepShieldError(f"--runs {path} cannot be parsed: {where}{exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise DeepShieldError(f"--runs {path} cannot be parsed: {exc}") from None
-    if runs is None:
-        runs = {}
-    if not isinstance(runs, dict):
-        raise DeepShieldError(
-            f"--runs {path} must map recipe names to their settings, not hold a {type(runs).__name__}"
-        )
+    `a: 5`, an empty file), by the reader of every settings file."""
+    runs = read_mapping(path, "--runs")
     recipes: dict[str, dict] = {}
     for name, overrides in runs.items():
         if not isinstance(name, str):

@@ -60,7 +60,8 @@ def test_a_recipes_string_values_reach_train_as_the_strings_they_are(study, tmp_
 @pytest.mark.parametrize(
     "text, argv, said",
     [
-        (None, [], r"--runs .*runs.yaml cannot be read: No such file or directory"),
+        (None, [], r"--runs .*runs.yaml does not exist"),
+        (b"a:\n  optim.lr: 0.1 \xe9\n", [], r"--runs .*runs.yaml is not UTF-8 text \(byte 0xe9 on line 2\)"),
         (
             "baseline: {}\nsam: {optim.optimizer: sam\n",
             [],
@@ -73,7 +74,7 @@ def test_a_recipes_string_values_reach_train_as_the_strings_they_are(study, tmp_
         ),
         ("baseline: {}\na: 5\n", [], r"--runs .*runs.yaml: recipe a: 5 is no mapping of training-config keys"),
         ("", ["--only", "x"], r"--runs .*runs.yaml holds no recipe x; it holds none"),
-        ("- baseline\n", [], r"--runs .*runs.yaml must map recipe names to their settings, not hold a list"),
+        ("- baseline\n", [], r"--runs .*runs.yaml must hold a mapping of keys, not list"),
     ],
 )
 def test_a_runs_file_or_entry_that_cannot_be_used_is_said_in_one_line(study, tmp_path, monkeypatch, text, argv, said):
@@ -81,7 +82,9 @@ def test_a_runs_file_or_entry_that_cannot_be_used_is_said_in_one_line(study, tmp
     from deepshield.errors import DeepShieldError
 
     runs = tmp_path / "runs.yaml"
-    if text is not None:
+    if isinstance(text, bytes):
+        runs.write_bytes(text)
+    elif text is not None:
         runs.write_text(text)
     monkeypatch.setattr("sys.argv", ["model_study.py", "--runs", str(runs), "--out", str(tmp_path / "out"), *argv])
     with pytest.raises(DeepShieldError, match=said) as refused:

@@ -580,7 +580,7 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=UniqueKeyLoader)
 
 
-def _read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+def read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     if path.is_dir():
         raise DeepShieldError(f"{what} {path} is a folder: name a file")
     if path.exists() and not path.is_file():  # /dev/null, a pipe: "does not exist"
@@ -646,12 +646,12 @@ def _given_keys(key: str, value: Any) -> list[str]:
 
 
 def load_config(path: Path | None = None, overrides: Sequence[str] = (), params: Path | None = None) -> TrainConfig:
-    mapping = _read_mapping(path or DEFAULT_CONFIG)
+    mapping = read_mapping(path or DEFAULT_CONFIG)
     origins = _Origins()
     for key, value in mapping.items():
         origins.record(str(key), value, f"--config {path}" if path else f"the packaged {DEFAULT_CONFIG.name}")
     if params is not None:
-        given = _read_mapping(params, "params file")
+        given = read_mapping(params, "params file")
         for key in given:
             if not isinstance(key, str):  # YAML reads `1: 2` as an int key
                 raise DeepShieldError(f"params file {params}: key {key!r} is not a setting's name")

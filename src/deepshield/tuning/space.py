@@ -314,9 +314,9 @@ def parse_space(mapping: dict[str, Any], extra_budget: dict[str, Any] | None = N
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
-    from deepshield.training.config import _read_mapping
+    from deepshield.training.config import read_mapping
 
-    return _read_mapping(Path(path), "space file")
+    return read_mapping(Path(path), "space file")
 
 
 def load_space(path: Path, extra_budget: dict[str, Any] | None = None) -> SearchSpace:
