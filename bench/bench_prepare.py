@@ -17,9 +17,14 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from deepshield.data.extract import ExtractJob, ExtractSettings
+from deepshield.engines import FileJob
+from deepshield.engines.local import LocalEngine
 from deepshield.errors import exit_status
+from deepshield.faces.detector import FaceDetector
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.training.config import DataConfig
 
@@ -27,7 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_once(source: Path, frames: int, workers: int) -> dict:
-    from deepshield.data.extract import ExtractSettings
     from deepshield.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
@@ -46,27 +50,36 @@ def run_once(source: Path, frames: int, workers: int) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class _StartupJob(FileJob):
+    """prepare's own job's worker set-up (quiet logs, one OpenCV thread, a face detector), with items that
+    do nothing but name the worker's process: what is timed is the engine's start-up, not any file."""
+
+    job: ExtractJob
+
+    def worker_init(self) -> None:
+        self.job.worker_init()
+
+    def setup(self) -> FaceDetector:
+        return self.job.setup()
+
+    def run(self, state: FaceDetector, item: int) -> int:
+        return os.getpid()
+
+    def fail(self, item: int, reason: str) -> int:
+        raise RuntimeError(f"start-up probe {item}: {reason}")
+
+
 def pool_startup_s(workers: int, frames: int) -> float:
     """Seconds to spawn `workers` processes and build their face detectors (the pool's fixed cost); one
     worker builds its detector in this process, a cost subtracted alike (only the pool's was, which
-    flattered the speed-up after start-up of two workers)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from deepshield.data.extract import ExtractJob, ExtractSettings
-    from deepshield.engines.local import _pool_init
-
+    flattered the speed-up after start-up of two workers). The pool is prepare's own (LocalEngine.map,
+    with its initialiser and arguments): a copy of its set-up here broke when the initialiser gained an
+    argument (TypeError in every worker, then BrokenProcessPool). The map ends with the pool's shutdown,
+    which waits for every worker it spawned, set-up included, even one that answered no probe."""
     with tempfile.TemporaryDirectory(prefix="bench_pool_") as tmp:
         started = time.perf_counter()
-        job = ExtractJob(tmp, ExtractSettings(frames=frames))
-        if workers <= 1:
-            job.setup()
-            return time.perf_counter() - started
-        with ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init, initargs=(job,)
-        ) as pool:
-            for future in [pool.submit(os.getpid) for _ in range(workers)]:
-                future.result()
+        list(LocalEngine(workers).map(_StartupJob(ExtractJob(tmp, ExtractSettings(frames=frames))), range(workers)))
         return time.perf_counter() - started
 
 

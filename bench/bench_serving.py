@@ -5,6 +5,12 @@ posts one photo to /v1/analyze as fast as each client can for --duration seconds
 samples the server's RSS throughout. Prints a table and checks the targets:
 >= 10 images/s and p95 <= 500 ms at 4 clients, RSS <= 1 GB.
 
+Every client posts from 127.0.0.1, one address to the server: the server started here admits as many
+uploads at once from one client as the highest level has clients (DEEPSHIELD_MAX_UPLOADS_PER_CLIENT; the
+default, 4 since 2026-12-01, refused the 8-client level's uploads with 429 too_many_uploads), and queues
+them all (DEEPSHIELD_MAX_QUEUE), so the figures are throughput and latency, not refusals. With --url the
+running server's own limits apply: above its per-client cap, requests are refused and counted as errors.
+
     python bench/bench_serving.py [--model BUNDLE] [--duration 15] [--clients 1,4,8] [--image PATH]
     python bench/bench_serving.py --url http://127.0.0.1:8000   # an already running server (no RSS)
 """
@@ -191,8 +197,13 @@ def main() -> int:
         model = httpx.get(args.url.rstrip("/") + "/healthz", timeout=10).json()["model"]
         rows = bench(args.url.rstrip("/"), None, image, levels, args.duration, headers)
         return 0 if print_table(rows, model) else 1
-    # The server must admit every client at once: size its queue for the highest level.
-    env = {"DEEPSHIELD_MAX_QUEUE": str(max(16, 2 * max(levels)))}
+    # The server must admit every client at once, all from one address: size its queue, its uploads at
+    # once and its per-client cap for the highest level.
+    env = {
+        "DEEPSHIELD_MAX_QUEUE": str(max(16, 2 * max(levels))),
+        "DEEPSHIELD_MAX_UPLOADS": str(max(32, max(levels))),
+        "DEEPSHIELD_MAX_UPLOADS_PER_CLIENT": str(max(4, max(levels))),
+    }
     log_path = Path(tempfile.mkstemp(prefix="deepshield-bench-", suffix=".log")[1])
     try:
         with server_process(args.model, env=env, log_path=log_path) as (base_url, process):
