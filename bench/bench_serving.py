@@ -2,7 +2,8 @@
 
 Starts `deepshield serve` on 127.0.0.1 (a free port) with the default bundle, or --model BUNDLE,
 posts one photo to /v1/analyze as fast as each client can for --duration seconds per level, and
-samples the server's RSS throughout. Prints a table and checks the targets:
+samples the server's RSS throughout. Prints a table (with the 1-minute load average after each
+level, this bench's own server and clients included) and checks the targets:
 >= 10 images/s and p95 <= 500 ms at 4 clients, RSS <= 1 GB.
 
 Every client posts from 127.0.0.1, one address to the server: the server started here admits as many
@@ -130,21 +131,25 @@ def bench(
         with RssSampler(pid) as sampler:
             row = run_level(base_url, image, clients, duration_s, headers)
         row["rss_peak"] = sampler.peak
+        row["load_1m"] = os.getloadavg()[0]  # after the level: its own server and clients count too
         rows.append(row)
-        print(f"  {clients} client(s): {row['rate']:.1f} images/s, p95 {row['p95_ms']:.0f} ms", flush=True)
+        print(
+            f"  {clients} client(s): {row['rate']:.1f} images/s, p95 {row['p95_ms']:.0f} ms, load {row['load_1m']:.2f}",
+            flush=True,
+        )
     return rows
 
 
 def print_table(rows: list[dict], model: str) -> bool:
     print()
     print(f"Deepfake Shield REST API, POST /v1/analyze, model: {model}")
-    header = f"{'clients':>7}  {'images/s':>8}  {'p50 ms':>7}  {'p95 ms':>7}  {'mean ms':>7}  {'ok':>6}  {'errors':>6}  {'RSS peak MiB':>12}"
+    header = f"{'clients':>7}  {'images/s':>8}  {'p50 ms':>7}  {'p95 ms':>7}  {'mean ms':>7}  {'ok':>6}  {'errors':>6}  {'RSS peak MiB':>12}  {'load':>5}"
     print(header)
     print("-" * len(header))
     for r in rows:
         rss = f"{r['rss_peak'] / 2**20:.0f}" if r["rss_peak"] else "-"
         print(
-            f"{r['clients']:>7}  {r['rate']:>8.1f}  {r['p50_ms']:>7.0f}  {r['p95_ms']:>7.0f}  {r['mean_ms']:>7.0f}  {r['ok']:>6}  {r['errors']:>6}  {rss:>12}"
+            f"{r['clients']:>7}  {r['rate']:>8.1f}  {r['p50_ms']:>7.0f}  {r['p95_ms']:>7.0f}  {r['mean_ms']:>7.0f}  {r['ok']:>6}  {r['errors']:>6}  {rss:>12}  {r['load_1m']:>5.2f}"
         )
     print()
     ok = True
