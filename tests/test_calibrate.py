@@ -527,6 +527,23 @@ def test_a_recalibrated_card_measures_its_rates_again_on_the_sets_it_holds(
     assert f"where it holds them) on {folder_dataset.name}: measured again on the calibration set" in readme
 
 
+def test_rates_calibrate_never_measures_are_not_said_to_need_their_set(tmp_path, monkeypatch):
+    # Grouped by the set's name inside the rate's, a rate by either score was told "calibrate on them too to
+    # measure these again", and the pooled one was called the training run's.
+    from types import SimpleNamespace
+
+    from deepshield.evaluation.recalibrate import CalibrationResult
+    from deepshield.models.card import TrainingInfo
+
+    (tmp_path / "dev-eval" / "swaps").mkdir(parents=True)
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path))
+    card = toy_card().model_copy(update={"training": TrainingInfo(benchmarks=["dev-eval/swaps"])})
+    removed = ["bench_swaps_fpr", "bench_swaps_fpr_either", "bench_fpr_either", "real_fpr_validation"]
+    on_sets, never = CalibrationResult.removed_by_reason(SimpleNamespace(rates_removed=removed), card)
+    assert on_sets.endswith("measure these again): bench_swaps_fpr") and "not found" not in on_sets
+    assert never.endswith("bench_swaps_fpr_either, bench_fpr_either, real_fpr_validation")
+
+
 def test_rates_are_measured_again_by_both_scores_and_the_refitted_ones_removed():
     from deepshield.evaluation.recalibrate import HeldBenchmark
     from deepshield.models.card import SyntheticScoreInfo, TrainingInfo, card_outputs

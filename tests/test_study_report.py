@@ -75,6 +75,8 @@ def test_a_recipes_string_values_reach_train_as_the_strings_they_are(study, tmp_
         ("baseline: {}\na: 5\n", [], r"--runs .*runs.yaml: recipe a: 5 is no mapping of training-config keys"),
         ("", ["--only", "x"], r"--runs .*runs.yaml holds no recipe x; it holds none"),
         ("- baseline\n", [], r"--runs .*runs.yaml must hold a mapping of keys, not list"),
+        ("[]\n", [], r"--runs .*runs.yaml must hold a mapping of keys, not list"),  # read as no recipes
+        ("false\n", [], r"--runs .*runs.yaml must hold a mapping of keys, not bool"),
     ],
 )
 def test_a_runs_file_or_entry_that_cannot_be_used_is_said_in_one_line(study, tmp_path, monkeypatch, text, argv, said):

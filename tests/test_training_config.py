@@ -284,8 +284,11 @@ def test_a_relative_folder_is_read_from_the_working_folder_when_the_data_root_la
     data = DataConfig(root=shared)
     assert data.locate(Path("real-faces"), "folder") == shared / "real-faces"
     assert data.locate(Path("data/faces"), "dataset") == Path("data/faces")
-    with pytest.raises(DeepShieldError, match=r"\(data.root or --data-dir\), nor from the working directory.*or point"):
+    with pytest.raises(
+        DeepShieldError, match=r"\(data.root or --data-dir\), nor from the working directory\): .*, or point data.root "
+    ) as refused:
         data.locate(Path("elsewhere"), "dataset")
+    assert "DEEPSHIELD_DATA_ROOT" not in str(refused.value)  # data.root wins over it: setting it changes nothing
     # A root from the variable is named as such, not advised to be set: it was, to another folder.
     monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(shared))
     with pytest.raises(DeepShieldError, match=r"under data root .*shared \(\$DEEPSHIELD_DATA_ROOT\).* or point "):

@@ -156,23 +156,25 @@ class CalibrationResult:
     rates_removed: list[str] = field(default_factory=list)  # the card's rates at the refitted score's old calibration
 
     def removed_by_reason(self, source: ModelCard) -> list[str]:
-        """The rates not carried over, grouped by why (calibrate's report): on a labelled set of the card the
-        calibration set did not hold whole (with the sets not found on this machine named), or a figure of the
-        training run calibrate cannot measure (validation, holdout). The data root was blamed for all of them."""
+        """The rates not carried over, grouped by why (calibrate's report): rates calibrate measures again on a
+        labelled set of the card that the calibration set did not hold whole (the sets not found on this
+        machine named), and figures it cannot measure (validation, holdout, a prepared dataset's, rates by
+        either score). The data root was blamed for all of them."""
+        from deepshield.evaluation.scoring import is_prepared_dataset
         from deepshield.training.config import DATA_DIR_ENV, DataConfig
 
-        sets = card_benchmarks(source)
-        keys = {metric_key(Path(name).name) for name in sets}
-        on_sets = [k for k in self.rates_removed if k == "bench_fpr" or any(f"_{key}_" in f"_{k}_" for key in keys)]
-        others = [k for k in self.rates_removed if k not in on_sets]
+        measurable, missing = {"bench_fpr"}, []
+        for name in card_benchmarks(source):
+            try:
+                if is_prepared_dataset(DataConfig().locate(Path(name), "benchmark")):
+                    continue  # scored as crops of its split: never measured again here
+            except DeepShieldError:
+                missing.append(name)
+            measurable.update(_rate_keys(metric_key(Path(name).name)))
+        on_sets = [k for k in self.rates_removed if k in measurable]
+        others = [k for k in self.rates_removed if k not in measurable]
         lines = []
         if on_sets:
-            missing = []
-            for name in sets:
-                try:
-                    DataConfig().locate(Path(name), "benchmark")
-                except DeepShieldError:
-                    missing.append(name)
             where = (
                 f"; not found here, under ${DATA_DIR_ENV} or the working folder: {', '.join(missing)}"
                 if missing
@@ -183,7 +185,9 @@ class CalibrationResult:
                 f"measure these again{where}): {', '.join(on_sets)}"
             )
         if others:
-            lines.append(f"of the training run, which calibrate cannot measure: {', '.join(others)}")
+            lines.append(
+                f"which calibrate cannot measure (of the training run, or by either score): {', '.join(others)}"
+            )
         return lines
 
     @property

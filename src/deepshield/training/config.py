@@ -137,11 +137,14 @@ class DataConfig(StrictModel):
             where = f"under data root {root} ({source}), nor from the working directory"
         else:
             where = "there" if path.is_absolute() else "from the working directory"
-        setting = "point" if root is not None else "set"
-        raise DeepShieldError(
-            f"{what} {path} not found ({where}): give its absolute path, or {setting} {DATA_DIR_ENV} (or data.root, or "
-            f"--data-dir) to the folder that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
-        )
+        if self.root:  # it wins over the variable: advice to set the variable changed nothing
+            advice = "point data.root (or --data-dir) to the folder that holds it"
+        else:
+            advice = (
+                f"{'point' if root is not None else 'set'} {DATA_DIR_ENV} (or data.root, or --data-dir) to the folder "
+                f"that holds it, e.g. `export {DATA_DIR_ENV}=../shared/data` for real-faces/ and dev-eval/"
+            )
+        raise DeepShieldError(f"{what} {path} not found ({where}): give its absolute path, or {advice}")
 
 
 class ModelConfig(StrictModel):
@@ -601,7 +604,8 @@ def read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
         elif path.suffix == ".json":
             mapping = json.loads(text, object_pairs_hook=unique_keys)
         else:
-            mapping = load_yaml(text) or {}
+            loaded = load_yaml(text)
+            mapping = {} if loaded is None else loaded  # an empty file; `[]` or `false` are no mapping
     except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
