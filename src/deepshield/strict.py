@@ -67,8 +67,8 @@ CrfRange = Annotated[tuple[int, int], _ordered_within(0, 51)]  # H.264's constan
 ScaleRange = Annotated[tuple[float, float], _ordered_within(0.01, 1.0)]  # shares of the side length
 
 
-def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
-    """Field names of the (nested) model that `path` (a pydantic error location, minus its last part) leads to."""
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The (nested) model that `path` (a pydantic error location, minus its last part) leads to."""
     for part in path:
         field = model.model_fields.get(str(part))
         # An optional section (`Section | None`) leads to its model too.
@@ -77,24 +77,23 @@ def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
         if not nested:
             return None
         model = nested[0]
-    return list(model.model_fields)
+    return model
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
+    """Field names of the (nested) model that `path` leads to."""
+    found = _model_at(model, path)
+    return None if found is None else list(found.model_fields)
 
 
 def takes_text(model: type[BaseModel], key: str) -> bool:
     """Whether the dotted `key` of `model` is a text setting (a string or a path, optional or not): what
     `--set key=2.0` means as the text "2.0", not the number JSON reads."""
     *sections, name = key.split(".")
-    known = _fields_at(model, tuple(sections))
-    if known is None or name not in known:
+    section = _model_at(model, tuple(sections))
+    if section is None or name not in section.model_fields:
         return False
-    for part in sections:  # _fields_at has found each
-        field = model.model_fields[part]
-        model = next(
-            c
-            for c in (field.annotation, *typing.get_args(field.annotation))
-            if isinstance(c, type) and issubclass(c, BaseModel)
-        )
-    annotation = model.model_fields[name].annotation
+    annotation = section.model_fields[name].annotation
     kinds = [a for a in typing.get_args(annotation) if a is not type(None)] if _is_union(annotation) else [annotation]
     return len(kinds) == 1 and kinds[0] in (str, Path)
 
