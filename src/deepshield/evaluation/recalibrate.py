@@ -160,17 +160,10 @@ class CalibrationResult:
         labelled set of the card that the calibration set did not hold whole (the sets not found on this
         machine named), and figures it cannot measure (validation, holdout, a prepared dataset's, rates by
         either score). The data root was blamed for all of them."""
-        from deepshield.evaluation.scoring import is_prepared_dataset
-        from deepshield.training.config import DATA_DIR_ENV, DataConfig
+        from deepshield.training.config import DATA_DIR_ENV
 
-        measurable, missing = {"bench_fpr"}, []
-        for name in card_benchmarks(source):
-            try:
-                if is_prepared_dataset(DataConfig().locate(Path(name), "benchmark")):
-                    continue  # scored as crops of its split: never measured again here
-            except DeepShieldError:
-                missing.append(name)
-            measurable.update(_rate_keys(metric_key(Path(name).name)))
+        found, missing = located_benchmarks(source)
+        measurable = {"bench_fpr", *(key for name in [*found, *missing] for key in _rate_keys(benchmark_key(name)))}
         on_sets = [k for k in self.rates_removed if k in measurable]
         others = [k for k in self.rates_removed if k not in measurable]
         lines = []
@@ -405,8 +398,12 @@ class HeldBenchmark:
 
     @property
     def key(self) -> str:
-        """The set's name in metric keys (as training names its figures: `bench_<key>_fpr`)."""
-        return metric_key(Path(self.name).name)
+        return benchmark_key(self.name)
+
+
+def benchmark_key(name: str) -> str:
+    """A labelled set's name in metric keys (as training names its figures: `bench_<key>_fpr`)."""
+    return metric_key(Path(name).name)
 
 
 def card_benchmarks(card: ModelCard) -> list[str]:
@@ -415,25 +412,42 @@ def card_benchmarks(card: ModelCard) -> list[str]:
     return list(dict.fromkeys([*card.manipulation_training().benchmarks, *card.training.benchmarks]))
 
 
-def benchmarks_held(card: ModelCard, scored: ScoredSet) -> list[HeldBenchmark]:
-    """The card's labelled sets (found under $DEEPSHIELD_DATA_ROOT, else the working directory, as training
-    read them) whose real or fake files `scored` holds, each class only where it holds all of them, under
-    the same label. A set not found here is not held: its rates cannot be measured again."""
-    from deepshield.data.sources import FAKE, REAL
-    from deepshield.evaluation.scoring import is_prepared_dataset, list_items
+def located_benchmarks(card: ModelCard) -> tuple[dict[str, Path], list[str]]:
+    """The card's labelled sets found here (under $DEEPSHIELD_DATA_ROOT, else the working directory, as
+    training read them), name -> folder, and the names of those not found. A prepared dataset is in
+    neither: it is scored as crops of its split, never matched to its files, so its rates are never
+    measured again here."""
+    from deepshield.evaluation.scoring import is_prepared_dataset
     from deepshield.training.config import DataConfig
+
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in card_benchmarks(card):
+        try:
+            folder = DataConfig().locate(Path(name), "benchmark")
+        except DeepShieldError:
+            missing.append(name)
+            continue
+        if not is_prepared_dataset(folder):
+            found[name] = folder
+    return found, missing
+
+
+def benchmarks_held(card: ModelCard, scored: ScoredSet) -> list[HeldBenchmark]:
+    """The card's labelled sets found here (located_benchmarks) whose real or fake files `scored` holds,
+    each class only where it holds all of them, under the same label. A set not found here is not held:
+    its rates cannot be measured again."""
+    from deepshield.data.sources import FAKE, REAL
+    from deepshield.evaluation.scoring import list_items
 
     index: dict[Path, int] = {}
     for record in scored.files:
         index.setdefault(real_path(record.path), record.file_id)
     held = []
-    for name in card_benchmarks(card):
+    for name, folder in located_benchmarks(card)[0].items():
         try:
-            folder = DataConfig().locate(Path(name), "benchmark")
-            if is_prepared_dataset(folder):  # scored as crops of its split: not matched to its files here
-                continue
             items, _ = list_items([folder])
-        except DeepShieldError:  # not on this machine (calibrate says which rates are therefore not carried over)
+        except DeepShieldError:  # a layout not told apart: its rates are not carried over (calibrate says so)
             continue
         masks: dict[str, np.ndarray | None] = {}
         for label in (REAL, FAKE):
