@@ -79,7 +79,9 @@ from deepshield.inference.video_rule import VideoRule
 from deepshield.media.files import real_path
 from deepshield.models.card import (
     CARD_FILE,
+    GENERATED_ENTRY,
     MANIPULATION_OUTPUTS,
+    PREPARED_ENTRY,
     SYNTHETIC_OUTPUT,
     SYNTHETIC_OUTPUT_DOC,
     Calibration,
@@ -777,10 +779,6 @@ def measured_at_calibration(key: str, score: Score) -> bool:
     return re.search(r"(^|_)(fpr|tpr)(_|$)", key) is not None
 
 
-PREPARED = "prepared dataset "  # how a card names a prepared dataset among its training data
-GENERATED = "generated: "  # how a synthetic-face card names a folder of generated faces
-
-
 def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[str], None]) -> list[str]:
     """The card's training data (read under $DEEPSHIELD_DATA_ROOT, else the working directory, as training read
     it) that holds any of `paths`: a calibration fitted on faces the network learnt is fitted to scores it gives
@@ -795,7 +793,7 @@ def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[s
     root = Path(os.environ.get(DATA_DIR_ENV) or ".").expanduser()
     listed = [*card.training.data, *(card.synthetic.data if card.synthetic is not None else [])]
     folders = sorted({entry.split(": ", 1)[-1] for entry in listed})  # the synthetic score's say "real: <folder>"
-    generated = {entry.split(": ", 1)[1] for entry in listed if entry.startswith(GENERATED)}
+    generated = {entry.split(": ", 1)[1] for entry in listed if entry.startswith(GENERATED_ENTRY)}
     resolved = [real_path(p) for p in paths]  # a link loop among them ended the run before its report
     trained_generated: set[Path] | None = None
 
@@ -815,9 +813,9 @@ def training_folders_in(card: ModelCard, paths: Sequence[str], warn: Callable[[s
                 return holds_trained_generated()
             except DeepShieldError:  # the split cannot be made again here: the folder as a whole, as before
                 pass
-        if folder.startswith(PREPARED):
+        if folder.startswith(PREPARED_ENTRY):
             try:
-                dataset = DataConfig().locate(Path(folder.removeprefix(PREPARED)), "prepared dataset")
+                dataset = DataConfig().locate(Path(folder.removeprefix(PREPARED_ENTRY)), "prepared dataset")
                 return bool(files_shared(resolved, prepared_source_files([dataset], splits=("train",))))
             except DeepShieldError as exc:
                 warn(f"whether the set holds the model's training data could not be checked: {exc}")

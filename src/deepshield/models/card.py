@@ -162,6 +162,13 @@ VERDICT_RULE = (
 )
 
 
+# How a card's `data` entries name what is not a plain real-face folder (training writes them, calibrate reads
+# them back to tell which files the network learnt from).
+PREPARED_ENTRY = "prepared dataset "  # TrainingInfo.data: a prepared dataset, "prepared dataset <folder>"
+GENERATED_ENTRY = "generated: "  # SyntheticScoreInfo.data: a folder of generated faces (label 1)
+REAL_ENTRY = "real: "  # SyntheticScoreInfo.data: a folder of real faces (label 0)
+
+
 class TrainingInfo(StrictModel):
     data: list[str] = Field(default_factory=list)
     benchmarks: list[str] = Field([], description="labelled sets that chose the epoch and threshold (never trained on)")

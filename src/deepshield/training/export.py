@@ -32,6 +32,7 @@ from deepshield.evaluation.scoring import CLEAN, ScoredSet, aggregate_tracks
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
+    PREPARED_ENTRY,
     Calibration,
     InconclusiveBand,
     ModelCard,
@@ -359,7 +360,7 @@ def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
     """How the checkpoint's run trained and how its epoch was chosen, as its card records it (no machine
     folders: `TrainConfig.recorded`, `recorded_command`)."""
     return TrainingInfo(
-        data=[str(p) for p in config.data.real_dirs] + [f"prepared dataset {p}" for p in config.data.datasets],
+        data=[str(p) for p in config.data.real_dirs] + [f"{PREPARED_ENTRY}{p}" for p in config.data.datasets],
         benchmarks=[str(p) for p in config.data.benchmarks],
         command=recorded_command(checkpoint.get("command", "")),
         config=config.recorded(),

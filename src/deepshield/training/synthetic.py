@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
 from deepshield.faces.crop import CropPolicy
-from deepshield.models.card import Calibration, ModelCard
+from deepshield.models.card import GENERATED_ENTRY, REAL_ENTRY, Calibration, ModelCard
 from deepshield.training.augment import degrade
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import FAKE, REAL, split_by_group
@@ -192,7 +192,7 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
         len(train_idx),
         {name: len(crops) for name, crops in checks.named().items()},
     )
-    sources = [f"generated: {p}" for p in synthetic.fake_dirs] + [f"real: {p}" for p in real_paths]
+    sources = [f"{GENERATED_ENTRY}{p}" for p in synthetic.fake_dirs] + [f"{REAL_ENTRY}{p}" for p in real_paths]
     training_files = train_files + [Path(reals.paths[i]) for i in train_idx]
     return SyntheticData(train_fake, reals.images[train_idx], reals.valid[train_idx], checks, sources, training_files)
 
