@@ -65,12 +65,21 @@ def int_up_to(maximum: int):
     return parse
 
 
-def port_number(text: str) -> int:
-    """A TCP port to listen on, 0 for any free one: 70000 ended `serve` in bind()'s OverflowError traceback."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be from 0 to 65535 (0: any free one)")
-    return value
+def int_from(low: int, high: int, name: str, note: str = "") -> Callable[[str], int]:
+    """An argument type: an integer from `low` to `high`, named `name` in argparse's "invalid ... value"."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}{note}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+# A TCP port to listen on, 0 for any free one: 70000 ended `serve` in bind()'s OverflowError traceback.
+port_number = int_from(0, 65535, "port_number", " (0: any free one)")
 
 
 def bundle_folder(text: str) -> str:
@@ -89,12 +98,8 @@ def model_argument(
     parser.add_argument(flag, type=bundle_folder, default=None, metavar="BUNDLE", help=help)
 
 
-def jpeg_quality(text: str) -> int:
-    """A JPEG quality for packed face crops: below 50 their blocking would be a cue of its own."""
-    value = int(text)
-    if not 50 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be from 50 to 100")
-    return value
+# A JPEG quality for packed face crops: below 50 their blocking would be a cue of its own.
+jpeg_quality = int_from(50, 100, "jpeg_quality")
 
 
 def non_negative_int(text: str) -> int:
