@@ -52,6 +52,17 @@ def overconfident_set(n_files: int = 300, faces_per_file: int = 3, seed: int = 0
     return ScoredSet(files=files, conditions=["clean"], faces=columns, temperature=1.0, mode="media")
 
 
+def with_synthetic_logits(scored: ScoredSet, seed: int = 6) -> ScoredSet:
+    """`scored` with a synthetic-face logit per face that ranks its fakes above its reals, noisily."""
+    rng = np.random.default_rng(seed)
+    labels = scored.labels_of_faces()
+    scored.faces["synthetic_logit"] = (np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.5, labels.size)).astype(
+        np.float32
+    )
+    scored.synthetic_temperature = 1.0
+    return scored
+
+
 def toy_card(**calibration) -> ModelCard:
     return ModelCard(
         name="toy",
@@ -548,13 +559,7 @@ def test_rates_are_measured_again_by_both_scores_and_the_refitted_ones_removed()
     from deepshield.evaluation.recalibrate import HeldBenchmark
     from deepshield.models.card import SyntheticScoreInfo, TrainingInfo, card_outputs
 
-    scored = overconfident_set(400, seed=5)
-    rng = np.random.default_rng(6)
-    labels = scored.labels_of_faces()
-    scored.faces["synthetic_logit"] = (np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.5, labels.size)).astype(
-        np.float32
-    )
-    scored.synthetic_temperature = 1.0
+    scored = with_synthetic_logits(overconfident_set(400, seed=5))
     stale = {
         "real_fpr_toy": 0.77,
         "bench_toy_fpr": 0.77,
@@ -640,13 +645,7 @@ def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bund
     """--score synthetic: the synthetic logits set the synthetic calibration; the face-swap one is kept."""
     from deepshield.models.card import SyntheticScoreInfo, card_outputs
 
-    scored = overconfident_set(400, seed=5)
-    rng = np.random.default_rng(6)
-    labels = scored.labels_of_faces()
-    scored.faces["synthetic_logit"] = (np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.5, labels.size)).astype(
-        np.float32
-    )
-    scored.synthetic_temperature = 1.0
+    scored = with_synthetic_logits(overconfident_set(400, seed=5))
     card = toy_card(temperature=3.0, threshold=0.4).model_copy(
         update={
             "synthetic": SyntheticScoreInfo(calibration=Calibration(temperature=1.0, threshold=0.5), pooling="all"),
