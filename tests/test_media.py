@@ -37,7 +37,7 @@ from deepshield.media import (
 )
 from deepshield.media.animation import is_animation
 from deepshield.media.frames import media_kind
-from deepshield.media.images import decode_image
+from deepshield.media.images import decode_image, encode_png
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, uniform_indices
@@ -101,6 +101,17 @@ def test_jpeg_and_png_decode_to_rgb(astronaut):
     np.testing.assert_array_equal(decoded, astronaut)
     jpeg = load_image(encode(Image.fromarray(astronaut), "JPEG", quality=95))
     assert np.abs(jpeg.astype(int) - astronaut).mean() < 3
+
+
+def test_encode_png_is_lossless_and_smaller_than_the_default_strategy(astronaut):
+    """Crops, heatmaps and datasets are written with zlib's run-length strategy: exact pixels back, and no
+    larger than OpenCV's default settings on a photo (it is chosen for speed)."""
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    for image in (astronaut, grey):
+        payload = encode_png(image)
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(payload))), image)
+    default = cv2.imencode(".png", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))[1]
+    assert len(encode_png(astronaut)) <= len(default)
 
 
 def test_path_and_bytes_give_the_same_pixels(tmp_path, astronaut):

