@@ -505,6 +505,14 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_in_one_line(real_dir, t
         open_tracker(True, f"sqlite:///{tmp_path / 'afile' / 'm.db'}", "test")
 
 
+def test_a_tracking_store_mlflow_cannot_open_is_refused_before_the_face_bank(real_dir, tmp_path):
+    (tmp_path / "m.db").write_text("not a database")  # its folder can be written: only MLflow can tell
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache")
+    with pytest.raises(DeepShieldError, match=r"the MLflow store sqlite:///.*m.db cannot be used"):
+        Trainer(config).run()
+    assert not (tmp_path / "cache").exists()
+
+
 def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
     stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation

@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, args.params)
     check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
     database = sqlite_file(str(config.tracking.uri))
-    if config.tracking.enabled and database is not None:  # the store opens after the face bank
+    if config.tracking.enabled and database is not None:  # a folder it cannot write, named as the others are
         check_output_folder(database.parent, "tracking.uri's folder")
     earlier = Path(config.run_dir) / "checkpoints" / LAST
     if earlier.exists() and not args.resume:

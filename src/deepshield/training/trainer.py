@@ -31,7 +31,7 @@ from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, is_prepare
 from deepshield.faces.crop import CropPolicy
 from deepshield.locks import folder_lock
 from deepshield.models.network import DeepfakeNet
-from deepshield.tracking.tracker import open_tracker
+from deepshield.tracking.tracker import check_store, open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import (
     Benchmark,
@@ -264,6 +264,8 @@ class Trainer:
         # Checked before any data is built: a resume with other settings was refused only after minutes of
         # loading (and a face bank of the settings it was refused for).
         resumed = self._resume_state() if resume else None
+        if config.tracking.enabled:  # opened after the face bank: a store MLflow cannot use was refused only then
+            check_store(str(config.tracking.uri), config.tracking.experiment)
         if parent is None:  # frozen mode trains on the synthetic section's folders alone
             config.data.check_paths()
         for benchmark in config.data.benchmarks:  # a layout it cannot tell was refused after the face bank
