@@ -127,6 +127,7 @@ def test_callback_hosts_that_are_no_host_names_are_refused_at_start():
         "https://10.0.0.7/x",
         "http://[fd00::1]:8000/x",
         "http://[fd00::2]/",
+        "https://Hooks.Example.COM./x",  # fully qualified: the same host, refused before
     ):
         assert policy.check(url) == url  # any port of a host named
 

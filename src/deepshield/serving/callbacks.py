@@ -27,6 +27,12 @@ log = logging.getLogger("deepshield.serving")
 SIGNATURE_HEADER = "X-DeepShield-Signature"
 
 
+def host_key(name: str) -> str:
+    """A host name as callbacks compare it: lower case, without the trailing dot of a fully qualified name
+    (hooks.example.com. is the same host, and was refused)."""
+    return name.lower().removesuffix(".")
+
+
 @dataclass(frozen=True)
 class CallbackPolicy:
     hosts: frozenset[str]  # lower-case host names (or addresses) callbacks may go to; empty: callbacks off
@@ -40,7 +46,7 @@ class CallbackPolicy:
         """`hosts`: comma-separated, as DEEPSHIELD_CALLBACK_HOSTS gives them."""
         # An IPv6 address may come in brackets, as in a URL; a URL's hostname has none.
         names = frozenset(
-            name.strip().lower().removeprefix("[").removesuffix("]")
+            host_key(name.strip().removeprefix("[").removesuffix("]"))
             for name in (hosts or "").split(",")
             if name.strip()
         )
@@ -64,7 +70,7 @@ class CallbackPolicy:
             raise not_a_url from None
         if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise not_a_url
-        if parts.hostname.lower() not in self.hosts:
+        if host_key(parts.hostname) not in self.hosts:
             raise ApiError(
                 400,
                 "invalid_request",
