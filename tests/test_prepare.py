@@ -184,6 +184,21 @@ def test_dfdc_videos_no_metadata_names_are_said_and_a_real_keyed_by_folder_is_gr
         assert problem.reason == "metadata.json names a file outside the dataset's folder"
 
 
+def test_a_dfdc_video_listed_twice_is_a_problem_not_its_last_label(tmp_path: Path):
+    part = tmp_path / "dfdc"
+    part.mkdir()
+    (part / "a.mp4").write_bytes(b"x")
+    # Lists merged by hand: json kept the last entry, so a.mp4 was taken as REAL without a word.
+    (part / "metadata.json").write_text('{"a.mp4": {"label": "FAKE"}, "a.mp4": {"label": "REAL"}}')
+    assert detect_format(part) == "dfdc"  # the layout is DFDC's: what is wrong is said by the reading
+    entries = list(read_source(part, "dfdc"))
+    problems = [e for e in entries if isinstance(e, SourceProblem)]
+    assert not [e for e in entries if isinstance(e, SourceItem)]
+    assert [p.reason for p in problems if p.path.name == "metadata.json"] == [
+        "unreadable metadata.json: key 'a.mp4' is given twice"
+    ]
+
+
 def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
     # Path.rglob follows no linked folder: a real/ linked to where the photos live gave no file and no
     # error, and the dataset was all fakes.

@@ -34,6 +34,7 @@ from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import NAME_BYTES, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
+from deepshield.text_files import unique_keys
 
 # The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
 # apart from files that exist but cannot be read, in `prepare`'s and `evaluate`'s listings.
@@ -99,7 +100,7 @@ def _dfdc_metadata_files(root: Path) -> list[Path]:
 
 def _looks_like_dfdc_metadata(path: Path) -> bool:
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(path.read_text(encoding="utf-8"))  # the layout only: read_dfdc names a key given twice
     except (OSError, ValueError):
         return False
     return isinstance(entries, dict) and any(isinstance(v, dict) and "label" in v for v in entries.values())
@@ -110,7 +111,8 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
     listed: set[Path] = set()  # every video a metadata.json names, wherever it is
     for meta in _dfdc_metadata_files(root):
         try:
-            entries = json.loads(meta.read_text(encoding="utf-8"))
+            # A video listed twice (lists merged by hand) kept its last label without a word.
+            entries = json.loads(meta.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         except (OSError, ValueError) as exc:
             yield SourceProblem(meta, f"unreadable metadata.json: {exc}", source)
             continue
