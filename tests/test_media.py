@@ -507,6 +507,44 @@ def test_frames_are_sampled_uniformly(counting_video):
     assert [f.index for f in everything] == list(range(40))
 
 
+def sound_first_video(path: Path, lead_ms: int, count: int) -> Path:
+    """`count` frames at 10 fps (grey level 4 x index, modulo 60) whose first shows `lead_ms` into the file, after
+    silence that starts at 0 (a camera whose picture starts after its sound)."""
+    with av.open(str(path), "w") as container:
+        picture = container.add_stream("libx264", rate=10)
+        picture.width, picture.height, picture.pix_fmt = 32, 32, "yuv420p"
+        picture.codec_context.time_base = picture.time_base = Fraction(1, 1000)
+        sound = container.add_stream("aac", rate=16000)
+        for index in range(count):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 4 * (index % 60), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = lead_ms + 100 * index, Fraction(1, 1000)
+            for packet in picture.encode(frame):
+                container.mux(packet)
+        for packet in picture.encode():
+            container.mux(packet)
+        mux_silence(container, sound, round(16 * (lead_ms + 100 * count) / 1024))
+    return path
+
+
+@pytest.mark.parametrize("count", [40, 200])  # decoded in one pass; reached by seeking (samples 100 frames apart)
+def test_a_picture_starting_after_the_sound_is_timed_on_the_files_clock(tmp_path, count):
+    # Players count from the file's start: the face of frame 20 shows at 3.5 s, and was reported at 2.0 s
+    # (counted from the picture's first frame), so the person's times pointed 1.5 s early.
+    path = sound_first_video(tmp_path / "late.mp4", 1500, count)
+    info, sampled = sample_frames(path, 2)
+    indices = uniform_indices(count, 2)
+    assert [f.index for f in sampled] == indices
+    assert [round(float(f.image.mean()) / 4) for f in sampled] == [i % 60 for i in indices]
+    assert [f.timestamp_s for f in sampled] == pytest.approx([1.5 + i / 10 for i in indices], abs=1e-3)
+    assert info.picture_start_s == pytest.approx(1.5) and info.duration_s == pytest.approx(1.5 + count / 10)
+    # A span is on the same clock: 3.5 s to 4 s is frames 20 to 24, and before 1.5 s there is no picture.
+    _, part = sample_frames(path, 8, span=VideoSpan(3.5, 4.0))
+    assert [f.index for f in part] == [20, 21, 22, 23, 24]
+    assert [f.timestamp_s for f in part] == pytest.approx([3.5, 3.6, 3.7, 3.8, 3.9], abs=1e-3)
+    with pytest.raises(VideoSpanError):
+        sample_frames(path, 8, span=VideoSpan(0.0, 1.0))
+
+
 def test_stream_without_frame_count_is_still_sampled_uniformly(tmp_path):
     # A raw H.264 stream has no duration and no frame count: frames are thinned while decoding.
     frames = [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(50)]

@@ -55,6 +55,8 @@ class VideoInfo:
     height: int
     fps: float
     frame_count: int  # exact when the container says so, else estimated from duration x fps
+    # Until the picture's last frame ends, on the file's clock (from picture_start_s on: the picture's own
+    # length is duration_s - picture_start_s); 0 where unknown.
     duration_s: float
     rotation: int  # degrees clockwise the display must apply (display matrix, else the legacy 'rotate' tag)
     codec: str
@@ -68,6 +70,10 @@ class VideoInfo:
     # Set by sample_frames: packets failed to decode, or the stream ended before the frames it says it has
     # (a file cut short). Fewer frames than asked then come back for that, not for a varying frame rate.
     damaged: bool = False
+    # When the picture's first frame shows, in seconds from the file's start: after 0 where the sound starts
+    # first. Players count from the file's start, and so do timestamps and spans here; frame i shows at
+    # picture_start_s + i / fps.
+    picture_start_s: float = 0.0
 
     @property
     def square_size(self) -> tuple[int, int]:
@@ -120,7 +126,8 @@ class VideoSpan:
             return 0, info.frame_count
 
         def frame_at(seconds: float) -> int:  # clamped before rounding: 1e308 s times the fps is no integer
-            return math.ceil(min(seconds * info.fps, info.frame_count) - _FRAME_TIME_SLACK)
+            picture_s = max(0.0, seconds - info.picture_start_s)
+            return math.ceil(min(picture_s * info.fps, info.frame_count) - _FRAME_TIME_SLACK)
 
         first = frame_at(self.start_s)
         stop = info.frame_count if self.end_s is None else frame_at(self.end_s)
@@ -221,6 +228,7 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         frames = round(duration * fps)
     if fps <= 0 and frames > 0 and duration > 0:
         fps = frames / duration
+    picture_start_s = _picture_start_s(container, stream)
     # FFmpeg 7 no longer exports the 'rotate' tag (the display matrix replaced it, and PyAV reads
     # that only from decoded frames): sample_frames and probe_video fill rotation from the first frame.
     rotation = 0
@@ -235,12 +243,30 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         height=stream.codec_context.height,
         fps=fps,
         frame_count=frames,
-        duration_s=duration,
+        duration_s=picture_start_s + duration if duration > 0 else 0.0,
         rotation=rotation,
         codec=stream.codec_context.name,
         has_audio=bool(container.streams.audio),
         pixel_aspect=_pixel_aspect(stream),
+        picture_start_s=picture_start_s,
     )
+
+
+def _picture_start_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    """How long after the file's start the picture's first frame shows: players count from the first sound
+    or picture, so where the sound starts first (a camera whose picture starts later, a clip whose picture was
+    trimmed) the picture starts after 0 (counted from its own first frame, a face at 3.5 s was said at 2.0 s)."""
+
+    def start_s(of: av.stream.Stream) -> float | None:
+        if of.start_time is None or of.time_base is None:
+            return None
+        return float(of.start_time * of.time_base)
+
+    picture = start_s(stream)
+    sound = [start for audio in container.streams.audio if (start := start_s(audio)) is not None]
+    if picture is None or not sound:
+        return 0.0
+    return max(0.0, picture - min(sound))
 
 
 def _measured_end_s(path: str) -> float | None:
@@ -320,6 +346,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
     Duration and frame count are those of the part analysed: a long video can be analysed a span at a time.
     `reducible`: frames above max_pixels_per_frame are read at a reduced scale (a video's; an animation's are not)."""
     begin, end = span.seconds_in(info)
+    begin = max(begin, info.picture_start_s)  # the picture's part of it: sound before the picture is not read
     what = "video is" if span.covers(info) else "the span to analyse is"
     if end - begin > limits.max_duration_s and math.isfinite(end):  # unknown durations: frames are counted
         raise MediaTooLargeError(
@@ -589,7 +616,7 @@ def _sample_by_seeking(
                 index = max(0, round((frame.time - start_s) * info.fps))
                 kept.setdefault(
                     index,
-                    _video_frame(frame, index, _timestamp(frame, index, info.fps, start_s), info, pixel_cap),
+                    _video_frame(frame, index, _timestamp(frame, index, info, start_s), info, pixel_cap),
                 )
                 break
         else:  # the stream ended before the target: cut short, unless by less than a varying frame rate's slack
@@ -622,7 +649,8 @@ def _sample_sequentially(
     half_frame_s = 0.5 / info.fps if info.fps > 0 else 0.0
     frames: Iterator[av.VideoFrame] | None = None
     if seek:
-        frames = _frames_from(container, stream_start_s + span.start_s, stream_start_s, half_frame_s, limits, broken)
+        picture_s = max(0.0, span.start_s - info.picture_start_s)  # where the span starts in the picture
+        frames = _frames_from(container, stream_start_s + picture_s, stream_start_s, half_frame_s, limits, broken)
         if frames is None:
             return None
     # With a frame count, the samples are chosen by time, as _sample_by_seeking chooses them: for each
@@ -644,7 +672,7 @@ def _sample_sequentially(
             end_s = begin_s + (stop - first) / info.fps
         # From the span's first frame: from its start, between two frames, that frame matched two samples
         # and the span's last frame none (1.02 to 1.32 s at 10 fps gave 1.1 and 1.2, not 1.3 too).
-        grid_s = min(max(begin_s, first / info.fps), end_s) if info.fps > 0 else begin_s
+        grid_s = min(max(begin_s, info.picture_start_s + first / info.fps), end_s) if info.fps > 0 else begin_s
         spacing_s = (end_s - grid_s) / (stop - first)
         wanted_s = [grid_s + i * spacing_s for i in uniform_indices(stop - first, n)]
         half_frame_s = spacing_s / 2
@@ -659,7 +687,7 @@ def _sample_sequentially(
         if seek and frame.time is None:
             return None
         index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
-        timestamp = _timestamp(frame, index, info.fps, stream_start_s)
+        timestamp = _timestamp(frame, index, info, stream_start_s)
         if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
         if decoded == 0:
@@ -729,9 +757,10 @@ def _nearest(frames: list[VideoFrame], targets: list[int]) -> list[VideoFrame]:
     return sorted(chosen.values(), key=lambda f: f.index)
 
 
-def _timestamp(frame: av.VideoFrame, index: int, fps: float, stream_start_s: float) -> float:
-    """When the frame shows, in seconds from the video's start: a stream's timestamps may start anywhere
-    (an MPEG-TS from a broadcast or a camera, a clip cut without re-encoding), players count from its first."""
+def _timestamp(frame: av.VideoFrame, index: int, info: VideoInfo, stream_start_s: float) -> float:
+    """When the frame shows, in seconds from the file's start: a stream's timestamps may start anywhere
+    (an MPEG-TS from a broadcast or a camera, a clip cut without re-encoding), players count from the file's
+    first (the picture's, or the sound's where that starts first: info.picture_start_s)."""
     if frame.time is not None and math.isfinite(frame.time):
-        return max(0.0, float(frame.time) - stream_start_s)
-    return index / fps if fps > 0 else 0.0
+        return info.picture_start_s + max(0.0, float(frame.time) - stream_start_s)
+    return info.picture_start_s + (index / info.fps if info.fps > 0 else 0.0)
