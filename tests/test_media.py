@@ -583,6 +583,29 @@ def test_rotation_metadata_is_honoured(tmp_path, display_ccw, quarter_turns):
     assert halved[0].scale == 2 and halved[0].image.shape == expected[::2, ::2].shape
 
 
+def test_a_matroska_rotate_tag_is_honoured_whatever_its_case(tmp_path):
+    # A phone's MP4 remuxed to MKV by an FFmpeg of before display matrices in Matroska carries its 'rotate'
+    # tag as Matroska writes tags, ROTATE=90: it was looked up as 'rotate' only, and the clip read sideways.
+    stored = pattern(64, 96)
+    tagged = tmp_path / "remuxed.mkv"
+    with av.open(str(tagged), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.metadata["rotate"] = "90"
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(tagged)) as container:
+        assert container.streams.video[0].metadata.get("ROTATE") == "90"
+    info, frames = sample_frames(tagged, 2)
+    assert info.rotation == 90 and probe_video(tagged).rotation == 90
+    expected = np.rot90(stored, k=-1)  # turned 90 degrees clockwise, as the tag says
+    assert frames[0].image.shape == expected.shape
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
+
+
 def test_a_reduced_reads_reason_names_the_limit_that_chose_its_scale():
     # 8K at 64 frames is read at 1/4 for the frames' memory: it was said to be for the megapixel limit, which
     # 1/2 meets, with no word on how many frames fit.

@@ -232,7 +232,8 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
     # FFmpeg 7 no longer exports the 'rotate' tag (the display matrix replaced it, and PyAV reads
     # that only from decoded frames): sample_frames and probe_video fill rotation from the first frame.
     rotation = 0
-    rotate_tag = stream.metadata.get("rotate")
+    # Matched as FFmpeg matches tags, whatever their case: Matroska writes its tags in capitals (ROTATE).
+    rotate_tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
     if rotate_tag is not None:
         try:
             rotation = int(float(rotate_tag)) % 360
