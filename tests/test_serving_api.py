@@ -15,6 +15,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -212,6 +213,42 @@ def test_analyze_image_gives_faces_with_crops_and_heatmaps(client, astronaut_jpe
     with_preview = client.post("/v1/analyze?preview=true", files=upload(astronaut_jpeg)).json()
     assert with_preview["preview_jpeg"].startswith("data:image/jpeg;base64,")
     assert upload_files(client) == []  # uploads are deleted once answered
+
+
+def png_pixels(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_a_faces_crop_and_heatmap_lie_on_the_picture_where_the_api_documents_them(client, astronaut):
+    """A client places crop_png and heatmap_png on the picture from what the API says of them: the square
+    crop_policy.scale (GET /v1/model) times the box's longer side, centred on the box (in the pixels read),
+    turned turned_deg counter-clockwise to be upright, black past the picture's edge. A sideways photo whose
+    face runs off its edge: the square is turned and padded."""
+    picture = np.ascontiguousarray(np.rot90(astronaut[:, 170:], 1))
+    result = client.post("/v1/analyze", files=upload(encode(picture, "PNG"), "photo.png", "image/png")).json()
+    (face,) = result["faces"]
+    policy = client.get("/v1/model").json()["crop_policy"]
+    x0, y0, x1, y1 = face["box"]
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def square(turned_deg: float) -> np.ndarray:
+        matrix = cv2.getRotationMatrix2D(centre, turned_deg, policy["size"] / (policy["scale"] * max(x1 - x0, y1 - y0)))
+        matrix[:, 2] += (policy["size"] / 2 - centre[0], policy["size"] / 2 - centre[1])
+        return cv2.warpAffine(picture, matrix, (policy["size"], policy["size"]), flags=cv2.INTER_LINEAR)
+
+    crop = png_pixels(face["crop_png"]).astype(np.float64)
+    assert face["turned_deg"] in (90, 270) and (crop.max(axis=2) == 0).mean() > 0.02  # turned, and padded
+    # blurred: the crop shrinks a large face by area first, this bilinear warp does not (aliasing apart)
+    off = {turn: np.abs(cv2.blur(crop, (3, 3)) - cv2.blur(square(turn), (3, 3))).mean() for turn in (0, 90, 180, 270)}
+    assert off[face["turned_deg"]] < 6 and all(
+        off[turn] > 10 * off[face["turned_deg"]] for turn in off if turn != face["turned_deg"]
+    )
+    assert png_pixels(face["heatmap_png"]).shape == crop.shape  # over the same square, pixel for pixel
+    # ... and the schema says so, where a client reads it.
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["FaceView"]["properties"]
+    assert "decoded_scale" in fields["box"]["description"]
+    for name in ("crop_png", "heatmap_png"):
+        assert all(term in fields[name]["description"] for term in ("crop_policy.scale", "turned_deg", "GET /v1/model"))
 
 
 def test_api_json_is_the_python_results_json_plus_images_and_file(client, detector, astronaut_jpeg):

@@ -104,7 +104,10 @@ class FaceResult(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     index: int
-    box: list[float] = Field(description="x0, y0, x1, y1 in image pixels")
+    box: list[float] = Field(
+        description="x0, y0, x1, y1 in the pixels read (an image's `width` x `height`: upright, at 1/`decoded_scale` "
+        "of the file's own size)"
+    )
     detection_score: float
     keypoints: list[list[float]] = Field(
         description="eyes, nose tip, mouth centre, ear tragions (subject's right first)"
@@ -125,7 +128,9 @@ class FaceResult(BaseModel):
     cautions: list[str] = CAUTIONS_FIELD
     crop: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size x 3 uint8, what the model saw
     crop_padding: float = Field(0.0, exclude=True, repr=False)  # share of the crop past the picture's edge
-    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # size x size float32 in [0, 1], over the crop
+    # size x size float32 in [0, 1], over `crop` pixel for pixel: the CAM's cells (7 x 7 for the shipped model), each
+    # through the face-swap calibration, smoothed to the crop's size (inference.heatmap.cam_to_heatmap)
+    heatmap: NDArray[Any] | None = Field(None, exclude=True, repr=False)
 
 
 class Verdict(BaseModel):

@@ -17,10 +17,25 @@ class FileInfo(BaseModel):
     kind: Literal["image", "video"]
 
 
+# Where a face's crop (and so its heatmap) lies on the picture, for a client that draws either on it.
+CROP_SQUARE = (
+    "the square centred on `box` whose side is the model's crop_policy.scale (GET /v1/model) times the box's "
+    "longer side, turned `turned_deg` counter-clockwise to be upright, black past the picture's edge, at "
+    "crop_policy.size pixels (a model whose crop_policy.align is true turns it by the eyes' angle instead)"
+)
+# What the heatmap is: the model's coarse map, not a mask of the edit (README, "What a heatmap shows").
+HEATMAP_MEANING = (
+    "the face-swap score's evidence per region, on one scale for every face (blue 0%, green about 50%, red 100%: "
+    "looks manipulated): a coarse grid of cells (7 x 7 for the shipped model) smoothed to the crop's size, where "
+    "the score saw evidence, not a mask of the edit"
+)
+
+
 class FaceView(FaceResult):
-    crop_png: str = Field(description="the face crop the model saw, as a PNG data URL")
+    crop_png: str = Field(description=f"the face crop the model saw, as a PNG data URL: {CROP_SQUARE}")
     heatmap_png: str = Field(
-        description="the crop with the heatmap blended on top (red = looks manipulated), as a PNG data URL"
+        description=f"that crop, pixel for pixel, with the heatmap blended on top, as a PNG data URL: {HEATMAP_MEANING}; "
+        f"on the picture it covers {CROP_SQUARE}"
     )
 
 
@@ -31,10 +46,11 @@ class TrackPointView(TrackPoint):
 class TrackView(TrackResult):
     points: list[TrackPointView]  # type: ignore[assignment]  # the view narrows the result's item type (pydantic reads it)
     thumbnail_png: str = Field(
-        description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL"
+        description="the face crop of the track's most suspicious frame (peak_frame_index), as a PNG data URL: "
+        "the square about that frame's box that a photo's crop_png is about its face's"
     )
     heatmap_png: str = Field(
-        description="that crop with its heatmap blended on top (red = looks manipulated), as a PNG data URL"
+        description=f"that crop, pixel for pixel, with its heatmap blended on top, as a PNG data URL: {HEATMAP_MEANING}"
     )
 
 
