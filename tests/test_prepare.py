@@ -681,6 +681,22 @@ def test_files_whose_names_clean_alike_are_both_prepared(tmp_path: Path, small):
     assert sorted(Path(r.source_file).name for r in records) == sorted(["a_.png", "a é.png", "b_.png", "b ü.png"])
 
 
+def test_files_with_a_file_systems_longest_names_are_prepared(tmp_path: Path, small):
+    # A 251-byte name is a file system's own; its done record "<name>.json.<pid>.part" was not, and the photo
+    # was an error ("File name too long"). Two long names alike but for their end keep two sets of crops.
+    names = ["L" * 246 + "a.png", "L" * 246 + "b.png", "a b" * 83 + ".png"]
+    for i, (label, name) in enumerate(zip(("real", "real", "fake"), names)):
+        write_png(tmp_path / "src" / label / name, variant(small, i))
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (summary.files, summary.crops, summary.errors) == (3, 3, 0)
+    records = read_manifest(tmp_path / "ds")
+    assert sorted(Path(r.source_file).name for r in records) == sorted(names)
+    assert len({Path(r.crop_path).parent for r in records}) == 3
+    assert all(load_crop(r, tmp_path / "ds").shape[:2] == (64, 64) for r in records)
+    again = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert again.skipped == 3 and again.crops == 3
+
+
 def test_a_file_name_that_is_not_utf8_is_prepared_and_read_back(tmp_path: Path, small):
     # Before, every face was cut and recorded, then writing manifest.csv raised UnicodeEncodeError: no
     # manifest, and every rerun the same. The CSVs keep the name's own bytes, which lead back to the file.

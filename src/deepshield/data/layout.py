@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deepshield.locks import folder_lock
-from deepshield.media.files import NAME_BYTES
+from deepshield.media.files import NAME_BYTES, NAME_MAX_BYTES, name_within
 
 MANIFEST_NAME = "manifest.csv"
 ERRORS_NAME = "errors.csv"
@@ -38,12 +38,17 @@ def safe_name(text: str) -> str:
     return "_" + cleaned if cleaned in (".", "..") else cleaned
 
 
+# The most a key's component may take: its done record's temporary name (<component>.json.<pid>.part, a pid
+# up to 2**22) must still be a file name. A photo named with a file system's longest names was an error.
+_KEY_PART_BYTES = NAME_MAX_BYTES - len(f".json.{2**22}{TEMP_SUFFIX}")
+
+
 def safe_relpath(relative: str) -> str:
     """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes). A component
     that had to be cleaned keeps a short hash of its own name, so that two names cleaned alike ('a é.png'
-    and 'a_.png') stay two paths."""
+    and 'a_.png') stay two paths; one too long to name a done record is cut (name_within)."""
     parts = [
-        ("_up_" if part == ".." else _distinct_safe_name(part))
+        ("_up_" if part == ".." else name_within(_distinct_safe_name(part), _KEY_PART_BYTES))
         for part in Path(relative).as_posix().split("/")
         if part not in ("", ".")
     ]

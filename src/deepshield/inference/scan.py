@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -18,7 +17,14 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.inference.verdict import shown_probability
-from deepshield.media.files import NAME_BYTES, Signature, file_sha256, file_signature, files_under
+from deepshield.media.files import (
+    NAME_MAX_BYTES,
+    Signature,
+    file_sha256,
+    file_signature,
+    files_under,
+    name_within,
+)
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -59,18 +65,7 @@ def heatmap_name(stem: str, what: Literal["face", "track"], number: int, copy: i
     then went by a third name while a-2_face0.png showed another a.jpg's face. A stem too long for a file name
     beside that ending (255 bytes) is cut, and a digest of it whole added: the write failed and ended the scan."""
     ending = f"_{what}{number}{'' if copy == 1 else f'-{copy}'}.png"
-    whole = stem.encode("utf-8", NAME_BYTES)
-    room = _MAX_NAME_BYTES - len(ending)
-    if len(whole) > room:
-        digest = "~" + hashlib.sha256(whole).hexdigest()[:12]
-        kept = whole[: room - len(digest)].decode("utf-8", NAME_BYTES)
-        while not stem.startswith(kept):  # a character cut in two: its first bytes alone are left out
-            kept = kept[:-1]
-        stem = kept + digest
-    return stem + ending
-
-
-_MAX_NAME_BYTES = 255  # a file name's bound on Linux, macOS and Windows file systems
+    return name_within(stem, NAME_MAX_BYTES - len(ending)) + ending
 
 
 _HEATMAP_NAME = re.compile(r".+_(?:face|track)\d+(?:-\d+)?\.png")

@@ -156,6 +156,23 @@ def files_under(root: Path, unreadable: Callable[[Path], None] | None = None) ->
 NAME_BYTES = "surrogateescape"
 
 
+NAME_MAX_BYTES = 255  # a file name's bound on Linux, macOS and Windows file systems
+
+
+def name_within(name: str, room: int) -> str:
+    """`name` as part of a file name with `room` bytes for it: itself where its bytes (UTF-8, NAME_BYTES) fit,
+    else its head and "~" with a digest of it whole, so that two long names stay two. A name made from a
+    user's file name, which may be a file system's longest, with more beside it was refused: writing failed."""
+    whole = name.encode("utf-8", NAME_BYTES)
+    if len(whole) <= room:
+        return name
+    digest = "~" + hashlib.sha256(whole).hexdigest()[:12]
+    kept = whole[: room - len(digest)].decode("utf-8", NAME_BYTES)
+    while not name.startswith(kept):  # a character cut in two: its first bytes alone are left out
+        kept = kept[:-1]
+    return kept + digest
+
+
 def shown_name(text: str) -> str:
     """A path as text any page can show: bytes of a name that were not UTF-8 appear as \\xe9 (writing the
     name itself failed, and left an empty page)."""
