@@ -320,6 +320,19 @@ def test_a_file_name_beyond_ascii_sent_as_rfc_6266_is_kept(client, astronaut_jpe
         assert response.status_code == 200 and response.json()["file"]["name"] == shown, disposition
 
 
+def test_a_file_name_with_quotes_is_shown_back_as_the_file_has_it(client, astronaut_jpeg):
+    # Browsers (the page's uploads), curl and httpx send a name's " as %22: it was shown back so.
+    head = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="O\'Brien %22interview%22 \xc3\xa4.jpg"\r\n\r\n'
+    )
+    body = head + astronaut_jpeg + b"\r\n--B--\r\n"
+    response = client.post("/v1/analyze", content=body, headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert response.status_code == 200 and response.json()["file"]["name"] == 'O\'Brien "interview" \u00e4.jpg'
+    response = client.post("/v1/jobs", files=upload(astronaut_jpeg, name='<img src=x>"new"\nline.jpg'))
+    assert response.status_code == 202 and response.json()["file"]["name"] == '<img src=x>"new"line.jpg'
+    assert wait_for_job(client, response.json()["id"])["file"]["name"] == '<img src=x>"new"line.jpg'
+
+
 @pytest.mark.parametrize(("fmt", "name", "mime"), [("HEIF", "IMG_0001.HEIC", ""), ("AVIF", "photo.avif", "image/avif")])
 def test_phone_photos_heic_and_avif_are_analysed_with_a_jpeg_preview(client, astronaut, fmt, name, mime):
     response = client.post("/v1/analyze?preview=true", files=upload(encode(astronaut, fmt), name=name, mime=mime))

@@ -66,6 +66,17 @@ def _extended_filename(disposition: bytes) -> bytes | None:
         return None
 
 
+# How browsers write a file name's quote, line feed and carriage return in filename="..." (WHATWG's
+# multipart/form-data; curl, httpx and requests do the same): percent-escaped, and only those. Kept so,
+# O'Brien "interview".png was shown back as O'Brien %22interview%22.png.
+_FORM_ESCAPE = re.compile(rb"%(22|0A|0D)")
+
+
+def _plain_filename(raw: bytes | None) -> bytes | None:
+    """The file name of a plain filename="..." as the client's own file has it."""
+    return None if raw is None else _FORM_ESCAPE.sub(lambda found: bytes.fromhex(found.group(1).decode()), raw)
+
+
 def _display_name(raw: bytes | None) -> str:
     if not raw:
         return "upload"
@@ -127,7 +138,7 @@ class _Receiver:
         if self.found:  # which one was meant? neither is guessed
             raise ApiError(400, "bad_request", f"more than one '{FIELD_NAME}' field: send one file per request")
         self.found = True
-        self.filename = _display_name(_extended_filename(disposition) or options.get(b"filename"))
+        self.filename = _display_name(_extended_filename(disposition) or _plain_filename(options.get(b"filename")))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
