@@ -1247,6 +1247,13 @@ def test_table_columns_stay_aligned_for_wide_and_control_characters():
         "日本.jpg       video",
         "é.jpg          -",
     ]
+    # A direction control in a name turned the rest of its row round in a right-to-left terminal (and, taking
+    # no column, put it one out): it is shown escaped, as a newline is.
+    assert aligned([["FILE", "VERDICT"], ["Rede_\u202eKCAF.jpg", "no_signs_found"], ["a.jpg", "-"]]) == [
+        "FILE                 VERDICT",
+        "Rede_\\u202eKCAF.jpg  no_signs_found",
+        "a.jpg                -",
+    ]
 
 
 def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():

@@ -5,10 +5,18 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
+# The characters that turn the text after them right to left, or left to right, up to the line's end: in a
+# file's name ("Rede_\u202eKCAF.jpg"), they turned its row's verdict and scores round in a terminal that
+# lays out right-to-left text, and, taking no column, put the row's columns one out.
+_DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 def shown(cell: str) -> str:
-    """A cell on one line: control characters (a newline in a file's name) escaped as Python writes them."""
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in cell)
+    """A cell on one line as it is: control characters (a newline in a file's name) and direction controls
+    escaped as Python writes them."""
+    return "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" or ch in _DIRECTION_CONTROLS else ch for ch in cell
+    )
 
 
 def width(text: str) -> int:
