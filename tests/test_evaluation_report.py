@@ -814,6 +814,28 @@ def test_a_file_name_that_is_not_utf8_is_reported(folder_dataset, tiny_bundle, t
     assert "caf\\xe9.jpg" in page and "\\xe9t\\xe9.jpg" in page
 
 
+def test_a_file_name_holding_a_carriage_return_is_one_row_of_each_csv(folder_dataset, tiny_bundle, tmp_path):
+    """scores.csv and files.csv end their rows with "\\n", and csv quoted only fields holding that: a name's
+    bare "\\r" went out unquoted, and every reader split its row in two there."""
+    import shutil
+
+    root = tmp_path / "set"
+    shutil.copytree(folder_dataset / "real", root / "real")
+    shutil.copytree(folder_dataset / "fake", root / "fake")
+    shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / "real" / "cr\rname.jpg")
+    out = tmp_path / "rep"
+    args = ["evaluate", str(root), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--no-progress"]
+    assert main([*args, "--bootstrap", "0"]) == EXIT_OK
+    listed = {str(path) for path in root.rglob("*") if path.is_file()}
+    for name in ("scores.csv", "files.csv"):
+        with open(out / name, newline="", encoding="utf-8") as handle:
+            paths = [row["path"] for row in csv.DictReader(handle)]
+        assert set(paths) <= listed and str(root / "real" / "cr\rname.jpg") in paths, name
+    assert len(paths) == len(listed)  # files.csv: one row a file
+    other = f"\n{root / 'real' / 'astronaut.jpg'},real,"  # the other rows as they were: unquoted
+    assert other in (out / "files.csv").read_bytes().decode("utf-8")
+
+
 def test_a_report_written_over_an_earlier_one_keeps_none_of_its_images(folder_dataset, tiny_bundle, tmp_path):
     """The images of an earlier report in the --out folder stood beside the new one's (and --tracking-uri
     logged them as its artifacts): a second run whose set had no face kept all 16."""

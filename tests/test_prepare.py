@@ -697,6 +697,21 @@ def test_files_with_a_file_systems_longest_names_are_prepared(tmp_path: Path, sm
     assert again.skipped == 3 and again.crops == 3
 
 
+def test_a_file_name_holding_a_carriage_return_leaves_the_manifest_readable(tmp_path: Path, small):
+    # manifest.csv ends its rows with "\n", and csv quoted only fields holding that: the name's bare "\r" split
+    # its row, and the dataset could not be read again ("malformed manifest": dataset stats, train, evaluate).
+    write_png(tmp_path / "src" / "real" / "cr\rname.png", variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
+    (tmp_path / "src" / "fake" / "cr\rbroken.png").write_bytes(b"not a picture")
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert (summary.files, summary.crops, summary.errors) == (3, 2, 1)
+    (record,) = [r for r in read_manifest(tmp_path / "ds") if r.label == "real"]
+    assert Path(record.source_file) == tmp_path / "src" / "real" / "cr\rname.png"
+    assert load_crop(record, tmp_path / "ds").shape[:2] == (64, 64)
+    (error,) = read_errors(tmp_path / "ds")
+    assert Path(error.source_file) == tmp_path / "src" / "fake" / "cr\rbroken.png"
+
+
 def test_a_file_name_that_is_not_utf8_is_prepared_and_read_back(tmp_path: Path, small):
     # Before, every face was cut and recorded, then writing manifest.csv raised UnicodeEncodeError: no
     # manifest, and every rerun the same. The CSVs keep the name's own bytes, which lead back to the file.

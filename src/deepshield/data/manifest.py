@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, ValidationError
 
+from deepshield.csv_rows import CsvRows
 from deepshield.data.layout import DatasetLayout, atomic_write_text
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
@@ -179,9 +180,9 @@ class DatasetInfo(StrictModel):
 
 def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = CsvRows(buffer)
+    writer.writerow(columns)
+    writer.writerows([row.get(column, "") for column in columns] for row in rows)
     return buffer.getvalue()
 
 

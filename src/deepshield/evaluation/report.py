@@ -11,7 +11,6 @@ REPORT_DIR/
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from deepshield.csv_rows import CsvRows
 from deepshield.evaluation import plots
 from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
@@ -64,7 +64,7 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
     probabilities = scored.probabilities()
     columns = scored.faces
     with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = CsvRows(handle)
         writer.writerow(
             [
                 "condition",
@@ -123,7 +123,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
 
     band = settings.inconclusive
     with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = CsvRows(handle)
         header = [
             "path",
             "label",
