@@ -486,6 +486,37 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert paths_in_out() == files
 
 
+def test_a_second_scan_into_the_out_being_written_is_refused_naming_the_first(
+    capsys, media, tiny_bundle, tmp_path, monkeypatch
+):
+    # Run twice (two terminals, a cron job that overlapped): the second scan wrote over the first's rows, or,
+    # resumed, read none of them yet and scanned every file again, each one's row in the file twice.
+    import deepshield.inference.scan as scan_module
+
+    out = tmp_path / "rows.csv"
+    files = [str(media / name) for name in ("astronaut.jpg", "blank.png")]
+    args = (*files, "--model", str(tiny_bundle), "--format", "csv", "--out", str(out), "--resume")
+    real_scan_file = scan_module.scan_file
+    meanwhile = []
+
+    def second_scan_meanwhile(detector, path, *more, **kwargs):
+        if not meanwhile:  # the first scan is on its first file
+            meanwhile.append(None)  # (a second scan that is not refused comes back here)
+            meanwhile[0] = scan(capsys, *args)
+        return real_scan_file(detector, path, *more, **kwargs)
+
+    monkeypatch.setattr(scan_module, "scan_file", second_scan_meanwhile)
+    code, _, err = scan(capsys, *args)
+    assert code == EXIT_OK, err
+    ((second_code, second_out, second_err),) = meanwhile
+    assert second_code == EXIT_USAGE and second_out == ""
+    assert f"{out}: another deepshield process is writing this scan's rows (pid {os.getpid()})" in second_err
+    assert [row["path"] for row in csv.DictReader(io.StringIO(out.read_text()))] == files  # each once
+    # The lock ends with the scan (a killed one's with its process): the next scan goes on from its rows.
+    code, _, err = scan(capsys, *args)
+    assert code == EXIT_OK and "2 files already in" in err and len(meanwhile) == 1
+
+
 def resumed_after_a_failure(capsys, tiny_bundle, tmp_path) -> tuple[Path, Path, tuple[str, ...]]:
     """(inbox, out, args) of a resumable scan whose first run failed on the inbox's one file, since moved away."""
     inbox = tmp_path / "inbox"

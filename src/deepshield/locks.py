@@ -1,12 +1,15 @@
-"""Exclusive write access to a folder (a dataset being prepared or balanced, a training run) for as long
-as one command writes it: a second command on the same folder is refused at once instead of mixing its
-files with the first's. The lock is the kernel's (flock), so a killed process holds it no longer."""
+"""Exclusive write access to what one command writes (a dataset being prepared or balanced, a training run,
+a scan's --out) for as long as it writes it: a second command on the same folder or file is refused at once
+instead of mixing its files or rows with the first's. The lock is the kernel's (flock), so a killed process
+holds it no longer."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from deepshield.errors import DeepShieldError
 
@@ -16,17 +19,9 @@ LOCK_NAME = ".lock"
 @contextlib.contextmanager
 def folder_lock(root: Path, what: str) -> Iterator[None]:
     """Hold `root`'s lock (made with the folder when missing); `what` names the folder in the refusal."""
-    import fcntl
-
     made = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_NAME, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise DeepShieldError(
-                f"{root}: another deepshield process is writing {what}; wait for it to finish"
-            ) from exc
+    with _held(root / LOCK_NAME, root, what):
         try:
             yield
         finally:
@@ -35,4 +30,52 @@ def folder_lock(root: Path, what: str) -> Iterator[None]:
             if made and [entry.name for entry in root.iterdir()] == [LOCK_NAME]:
                 (root / LOCK_NAME).unlink()
                 root.rmdir()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str) -> Iterator[bool]:
+    """Hold the lock of the file `path` itself, made when missing (and removed again when it is still empty at
+    the end: nothing was written); `what` names it in the refusal. Gives whether it made the file."""
+    made = not path.exists()
+    with _held(path, path, what):
+        try:
+            yield made
+        finally:
+            if made and path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+
+
+@contextlib.contextmanager
+def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
+    import fcntl
+
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = _holder(handle)
+            raise DeepShieldError(
+                f"{named}: another deepshield process is writing {what}"
+                + (f" (pid {holder})" if holder is not None else "")
+                + "; wait for it to finish"
+            ) from exc
+        try:
+            yield
+        finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle: IO[str]) -> int | None:
+    """The process holding the flock on `handle`'s file, as Linux lists it in /proc/locks; None elsewhere."""
+    info = os.fstat(handle.fileno())
+    where = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4321 fd:01:1234567 0 EOF"; a waiter's line has "->" after the number.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where and fields[4].isdigit():
+            return int(fields[4])
+    return None

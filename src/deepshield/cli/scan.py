@@ -357,6 +357,11 @@ def write_heatmaps(row, directory: Path, copies: HeatmapCopies) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as held:  # --out's lock, taken once the outputs are checked (_scan)
+        return _scan(args, held)
+
+
+def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from tqdm import tqdm
 
     from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED
@@ -366,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key, watch_signature
     from deepshield.inference.scan_report import PageTerms, ScanPage
     from deepshield.inference.verdict import ScoreRule
+    from deepshield.locks import file_lock
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
 
@@ -400,6 +406,9 @@ def run(args: argparse.Namespace) -> int:
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None and file_key(path) in scanned:  # it was scanned, then written over
             raise DeepShieldError(f"{flag} {path} is one of the files to scan: name another file for the output")
+    # Until the scan ends: a second scan into the same --out (a cron job run twice, a second terminal) wrote
+    # over the first's rows, or, resumed, scanned every file again (each one's row twice).
+    made = out_is_file and held.enter_context(file_lock(args.out, "this scan's rows"))
     manipulation = ScoreRule.from_calibration(card.calibration, args.threshold)
     threshold = manipulation.threshold
     settings = ScanSettings(
@@ -413,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
     )
     earlier_folder = Path.cwd()
     earlier = {}
-    continuing = args.resume and out_is_file and args.out.exists()
+    continuing = args.resume and out_is_file and not made  # (an --out made by its lock holds no rows)
     kept_settings = continuing and ScanSettings.path_beside(args.out).is_file()
     if continuing:  # (settings left beside an --out since deleted are not this scan's)
         earlier = finished_rows(args.out, args.format)
