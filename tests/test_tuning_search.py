@@ -435,22 +435,57 @@ def test_an_engine_that_cannot_start_leaves_no_study_behind(space, tmp_path, mon
     assert not (tmp_path / "out" / "study.db").exists()  # with its report and MLflow run, made before
 
 
-def test_no_worker_starts_a_trial_once_the_search_is_stopped(space, tmp_path):
+def stop_attrs(study: optuna.Study) -> dict:
+    """The searches' stop marks on a study (trials.stop_requested), by attribute."""
     from deepshield.tuning.trials import STOP_REQUESTED
 
+    return {key: value for key, value in study.user_attrs.items() if key.startswith(STOP_REQUESTED)}
+
+
+def test_no_worker_starts_a_trial_once_the_search_is_stopped(space, tmp_path):
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
 
     def stopped_meanwhile(config, **kwargs):
         # As the driver marks the study on Ctrl-C, for a worker that its interrupt did not reach (a Ray
         # task whose cancellation was lost ran the rest of the grid).
         name = optuna.get_all_study_names(storage)[0]
-        optuna.load_study(study_name=name, storage=storage).set_user_attr(STOP_REQUESTED, True)
+        study = optuna.load_study(study_name=name, storage=storage)
+        ((mark, _),) = stop_attrs(study).items()
+        study.set_user_attr(mark, True)
         return fake_train(config, **kwargs)
 
     first = run_search(settings(space, tmp_path), train_fn=stopped_meanwhile, echo=lambda _: None)
     assert len(study_of(first).get_trials()) == 1  # the trial it was on ends; no other starts
-    again = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)  # the mark is cleared
-    assert len(study_of(again).get_trials()) == 6 and study_of(again).user_attrs[STOP_REQUESTED] is False
+    again = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)  # its own mark
+    assert len(study_of(again).get_trials()) == 6 and sorted(stop_attrs(study_of(again)).values()) == [False, True]
+
+
+def test_ctrl_c_in_one_search_does_not_stop_another_on_the_same_study(space, tmp_path, monkeypatch):
+    # Two terminals (or machines) run one study, as Optuna allows: Ctrl-C in one marked the whole study
+    # stopped, and the other ended after its trial, its report saying the search was done.
+    from deepshield.engines.local import LocalEngine
+    from deepshield.tuning import study as study_module
+
+    class CtrlC(LocalEngine):  # as LocalEngine.run_workers answers Ctrl-C while its workers run
+        def run_workers(self, fn, count, echo, *, on_interrupt=None, **kwargs):
+            assert on_interrupt is not None
+            on_interrupt()
+            raise KeyboardInterrupt
+
+    others = []
+
+    def another_search_interrupted_meanwhile(config, **kwargs):
+        if not others:
+            others.append("interrupted")
+            with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+                patched.setattr(study_module, "make_engine", lambda *args, **kwargs: CtrlC())
+                run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+        return fake_train(config, **kwargs)
+
+    result = run_search(settings(space, tmp_path), train_fn=another_search_interrupted_meanwhile, echo=lambda _: None)
+    complete = [t for t in study_of(result).get_trials() if t.state.name == "COMPLETE"]
+    assert others == ["interrupted"] and len(complete) == 6
+    assert sorted(stop_attrs(study_of(result)).values()) == [False, True]  # the other search's mark, and its own
 
 
 def test_a_trials_own_threads_are_not_overwritten_by_the_workers_share(tmp_path):

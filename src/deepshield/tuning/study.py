@@ -58,7 +58,7 @@ from deepshield.tuning.storage import (
     recover_lost_trials,
     safe_url,
 )
-from deepshield.tuning.trials import STOP_REQUESTED
+from deepshield.tuning.trials import new_search_id, stop_requested
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
 
 DEFAULT_RANDOM_TRIALS = 10
@@ -299,13 +299,15 @@ def run_trials(
         keep_checkpoints=settings.keep_checkpoints,
     )
     deadline = time.time() + settings.timeout if settings.timeout is not None else None  # 0 is a deadline
-    spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline)
+    # This search's own: another search on the study (another terminal's tune) goes on when this one stops.
+    stop_attr = stop_requested(new_search_id())
+    spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline, stop_attr)
     if settings.prewarm:
         prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo)
-    study.set_user_attr(STOP_REQUESTED, False)
+    study.set_user_attr(stop_attr, False)
     # On Ctrl-C no worker starts another trial, whether or not the interrupt reaches it: a Ray worker that
     # missed its cancellation ran the rest of the grid.
-    stop = functools.partial(study.set_user_attr, STOP_REQUESTED, True)
+    stop = functools.partial(study.set_user_attr, stop_attr, True)
     if engine.run_workers(functools.partial(worker_loop, spec), settings.n_jobs, echo, cpus=cpus, on_interrupt=stop):
         echo("note: the trials those workers were running are re-run on the next start")
 

@@ -12,14 +12,28 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from datetime import datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
 ERROR, SURPLUS, RETRY_OF, RUN_DIR, WORKER, GRID_ID = "error", "surplus", "retry_of", "run_dir", "worker", "grid_id"
-# A study attribute: the search was interrupted, and no worker starts another trial (set by the driver,
-# cleared when the search starts again).
+# A study attribute of each search run on it (STOP_REQUESTED:<search id>): the search was interrupted, and
+# none of its workers starts another trial (set by its driver, made False when it starts). One attribute for
+# the whole study stopped every search on it: a second terminal's (or machine's) tune on the same study
+# stopped after its trial, and reported the search as done.
 STOP_REQUESTED = "stop_requested"
+
+
+def stop_requested(search: str) -> str:
+    """The study attribute that stops the workers of the search `search` (a search id: new_search_id)."""
+    return f"{STOP_REQUESTED}:{search}"
+
+
+def new_search_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 MLFLOW_RUN_ID, BEST_EPOCH, METRICS, LAST_METRICS, INTERRUPTED = (
     "mlflow_run_id",
     "best_epoch",

@@ -25,7 +25,6 @@ from deepshield.tuning.trials import (
     INTERRUPTED,
     RETRY_OF,
     RUN_DIR,
-    STOP_REQUESTED,
     WORKER,
     counts_as_done,
     is_error,
@@ -46,6 +45,7 @@ class WorkerSpec:
     pruner: Any
     seed: int
     deadline: float | None  # time.time() after which no trial starts
+    stop_attr: str  # the study attribute that stops this search's workers (trials.stop_requested)
 
 
 def quiet_optuna() -> None:
@@ -87,7 +87,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
         while True:
             if spec.deadline is not None and time.time() >= spec.deadline:
                 break
-            if study.user_attrs.get(STOP_REQUESTED):  # the interrupt may not reach this worker (Ray's cancel)
+            if study.user_attrs.get(spec.stop_attr):  # the interrupt may not reach this worker (Ray's cancel)
                 break
             trials = study.get_trials(deepcopy=False)
             done = sum(counts_as_done(t) for t in trials)
