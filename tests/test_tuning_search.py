@@ -387,6 +387,44 @@ def test_parallel_worker_processes(space, tmp_path, monkeypatch):
     assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}  # torch threads split between the processes
 
 
+def test_two_searches_started_at_once_on_a_new_study_both_open_it(space, tmp_path, monkeypatch):
+    """Two terminals (or a cron job) start one study at once: both made the new SQLite database's tables,
+    and one stopped ('table alembic_version already exists'); both took the study for a new one."""
+    from deepshield.tuning.study import open_study, plan_search
+
+    plans = [plan_search(settings(space, tmp_path), echo=lambda _: None) for _ in range(2)]
+    made = optuna.storages.RDBStorage.__init__
+    together = threading.Barrier(2, timeout=1)
+
+    def made_together(self, *args, **kwargs):
+        # Without the lock both searches make the database at this moment; with it the barrier times out,
+        # the other search waiting for the first to have opened the study.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
+        made(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", made_together)
+    lines: list[str] = []
+    failures: list[Exception] = []
+
+    def search(plan) -> None:
+        try:
+            open_study(plan, echo=lines.append)
+        except DeepShieldError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=search, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert sorted(line.split(" in ")[0] for line in lines) == [
+        "study 'space' (new)",
+        "study 'space' (resumed: 0 trial(s) done)",
+    ]
+
+
 def test_workers_that_pick_a_grid_point_at_once_take_different_points(space, tmp_path, monkeypatch):
     """Two workers with the same random draws read the free points at the same moment: with the
     claim lock the second reads after the first has written, so the points differ."""

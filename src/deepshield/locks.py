@@ -65,6 +65,23 @@ def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def waited_lock(lock_file: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (made when missing) across processes, waiting for whoever holds
+    it (released by the kernel if the holder dies); None: no lock."""
+    if lock_file is None:
+        yield
+        return
+    import fcntl
+
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _holder(handle: IO[str]) -> int | None:
     """The process holding the flock on `handle`'s file, as Linux lists it in /proc/locks; None elsewhere."""
     info = os.fstat(handle.fileno())

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import random
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
+from deepshield.locks import waited_lock
 from deepshield.tracking.tracker import sqlite_file
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
@@ -67,7 +65,7 @@ class GridSearchSampler(BaseSampler):
         # Marked as this process's before waiting for the lock: an interrupt while waiting, or inside the
         # write, still finds the trial (as holding no point until the claim is written).
         self._chosen[trial_id(trial)] = -1
-        with exclusive(self._lock_path):
+        with waited_lock(self._lock_path):
             free = self.free_points(study)
             grid_id = self._rng.choice(free) if free else -1
             self._chosen[trial_id(trial)] = grid_id
@@ -89,20 +87,6 @@ class GridSearchSampler(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self._chosen.pop(trial_id(trial), None)
-
-
-@contextmanager
-def exclusive(lock_path: Path | None) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` across processes (released by the OS if the holder dies)."""
-    if lock_path is None:
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def grid_lock_path(storage_url: str) -> Path | None:

@@ -3,12 +3,14 @@ selector, baseline, MLflow parent runs), recovery of lost trials and the trial c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from deepshield.errors import DeepShieldError
+from deepshield.locks import waited_lock
 from deepshield.tracking.tracker import sqlite_file
 from deepshield.training.config import recipe_changes
 from deepshield.tuning.optuna_api import set_trial_attr
@@ -77,6 +79,21 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise DeepShieldError(
             f"the Optuna storage {safe_url(url)} cannot be opened ({type(exc).__name__}: {detail})"
         ) from None
+
+
+def study_lock(url: str) -> contextlib.AbstractContextManager[None]:
+    """Held while a search opens its study (makes the database and the study, checks it, queues lost trials
+    again), beside a SQLite database: two searches started at once on a new one both made its tables, and
+    one stopped ('table alembic_version already exists'); both took the study for new. None for a server
+    database (its tables made once, by hand or by the first search)."""
+    database = sqlite_file(url)
+    if database is None:
+        return contextlib.nullcontext()
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # open_storage says why
+        return contextlib.nullcontext()
+    return waited_lock(database.with_name(database.name + ".lock"))
 
 
 def _open_storage(url: str) -> optuna.storages.RDBStorage:

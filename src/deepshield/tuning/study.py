@@ -57,6 +57,7 @@ from deepshield.tuning.storage import (
     open_storage,
     recover_lost_trials,
     safe_url,
+    study_lock,
 )
 from deepshield.tuning.trials import new_search_id, stop_requested
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
@@ -206,18 +207,19 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
     """Create the study (or load it to resume: same space and selector), queue the baseline on a new
     one if asked, and queue again the trials a kill or an interruption lost."""
     quiet_optuna()
-    storage = open_storage(plan.storage_url)  # first: a database that cannot be opened left an empty --out
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    created = plan.name not in optuna.study.get_all_study_names(storage)
-    study = optuna.create_study(
-        storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
-    )
-    check_study(study, plan.space, plan.selector, created, recipe(plan.base.model_dump(mode="json")))
-    if created and plan.settings.baseline:
-        note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
-        if note:
-            plan.notes.append(note)
-    requeued = recover_lost_trials(study)
+    with study_lock(plan.storage_url):  # another search may be opening it too (another terminal's tune)
+        storage = open_storage(plan.storage_url)  # first: a database that cannot be opened left an empty --out
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        created = plan.name not in optuna.study.get_all_study_names(storage)
+        study = optuna.create_study(
+            storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
+        )
+        check_study(study, plan.space, plan.selector, created, recipe(plan.base.model_dump(mode="json")))
+        if created and plan.settings.baseline:
+            note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
+            if note:
+                plan.notes.append(note)
+        requeued = recover_lost_trials(study)
     done = counts(study)["done"]
     echo(
         f"study '{plan.name}' ({'new' if created else f'resumed: {done} trial(s) done'}) in {safe_url(plan.storage_url)}; "
