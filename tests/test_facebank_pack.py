@@ -221,6 +221,47 @@ def test_a_killed_bank_build_resumes_from_its_last_kept_part(real_dir, tmp_path,
     assert not parts.exists()  # the finished bank replaces its parts
 
 
+def test_a_bank_another_process_is_building_is_waited_for_and_read(real_dir, tmp_path, monkeypatch):
+    # Two trainings on the same photos (a tune and a second terminal's train sharing data.cache_dir) built one
+    # bank at once, into one part file and one temporary name: all but one ended in FileNotFoundError.
+    import threading
+    import time
+
+    import deepshield.training.facebank as facebank
+
+    policy = CropPolicy(size=48)
+    files = list_images([real_dir])
+    save = facebank.FaceBank.save
+    told = threading.Event()
+    warn = facebank.log.warning
+    monkeypatch.setattr(facebank.log, "warning", lambda *args: told.set() or warn(*args))
+    other: dict[str, object] = {}
+
+    def build_other():
+        try:
+            other["bank"] = facebank_of_files(files, policy, tmp_path / "cache", workers=1)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            other["error"] = exc
+
+    second = threading.Thread(target=build_other)
+
+    def another_build_meanwhile(self, path):
+        if not second.is_alive() and not other:  # the first part is done: the other build starts now
+            second.start()
+            deadline = time.monotonic() + 60
+            while second.is_alive() and not told.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)  # until it waits for this build, or (as before) has built the bank itself
+        save(self, path)
+
+    monkeypatch.setattr(facebank.FaceBank, "save", another_build_meanwhile)
+    first = facebank_of_files(files, policy, tmp_path / "cache", workers=1)
+    second.join(timeout=60)
+    assert "error" not in other, other.get("error")
+    assert told.is_set()  # the log says what it waits for
+    assert np.array_equal(other["bank"].images, first.images) and len(first) == len(files)
+    assert len(list((tmp_path / "cache").glob("facebank-*.npz"))) == 1
+
+
 def test_a_bank_for_the_synthetic_checks_cuts_padded_faces_within_their_picture(tmp_path, astronaut):
     """The synthetic-face checks score faces as the product reads them: a padded face cut within its picture."""
     import cv2

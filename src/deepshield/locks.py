@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -66,16 +66,22 @@ def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def waited_lock(lock_file: Path | None) -> Iterator[None]:
+def waited_lock(lock_file: Path | None, waiting: Callable[[int | None], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `lock_file` (made when missing) across processes, waiting for whoever holds
-    it (released by the kernel if the holder dies); None: no lock."""
+    it (released by the kernel if the holder dies); None: no lock. `waiting` is told the holder's pid (None:
+    not known) before a wait."""
     if lock_file is None:
         yield
         return
     import fcntl
 
     with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(_holder(handle))
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import pairwise
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
+from deepshield.locks import waited_lock
 from deepshield.media.files import file_signature, files_under, keyed_among, source_key
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
@@ -303,37 +305,46 @@ def facebank_of_files(
     key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"facebank-{key}.npz"
-    if cache.exists():
-        log.info("face bank from cache %s", cache)
-        # The cache key does not hold the group pattern: groups come from the paths with today's pattern.
-        return FaceBank.load(cache).regrouped(group_pattern)
-    # Built a part at a time, each part kept as it is done: a build killed near its end (12,110 photos
-    # take many minutes) resumes from its last part instead of starting over.
-    parts_dir = cache_dir / f"facebank-{key}.parts"
-    parts_dir.mkdir(exist_ok=True)
-    starts = range(0, len(files), BANK_PART_FILES)
-    banks: list[FaceBank] = []
-    with ExitStack() as stack, tqdm(total=len(files), desc="face bank", unit="img", disable=None) as bar:
-        process: Callable[[list[Path]], Iterator[Any]] | None = None
-        for number, start in enumerate(starts):
-            part = parts_dir / f"{number:05d}.npz"
-            chunk = files[start : start + BANK_PART_FILES]
-            if part.exists():
-                banks.append(FaceBank.load(part))
-                bar.update(len(chunk))
-                continue
-            if process is None:
-                process = _processor(stack, workers, policy, perturbation, inside)
-            banks.append(_bank_of(process(chunk), policy.size, bar))
-            banks[-1].save(part)
-    bank = FaceBank.concat(banks)
-    if not len(bank):
-        raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
-    log.info("face bank: %d faces, %d images skipped", len(bank), len(files) - len(bank))
-    bank = bank.regrouped(group_pattern)
-    bank.save(cache)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return bank
+    # One build at a time: two trainings on the same photos (tune's and a second terminal's, two runs sharing
+    # data.cache_dir) both built it, into one part file and one temporary name, and all but one ended in
+    # FileNotFoundError. The second now waits, then reads the first's bank.
+    with waited_lock(cache_dir / f"facebank-{key}.lock", waiting=partial(_waiting_for, cache)):
+        if cache.exists():
+            log.info("face bank from cache %s", cache)
+            # The cache key does not hold the group pattern: groups come from the paths with today's pattern.
+            return FaceBank.load(cache).regrouped(group_pattern)
+        # Built a part at a time, each part kept as it is done: a build killed near its end (12,110 photos
+        # take many minutes) resumes from its last part instead of starting over.
+        parts_dir = cache_dir / f"facebank-{key}.parts"
+        parts_dir.mkdir(exist_ok=True)
+        starts = range(0, len(files), BANK_PART_FILES)
+        banks: list[FaceBank] = []
+        with ExitStack() as stack, tqdm(total=len(files), desc="face bank", unit="img", disable=None) as bar:
+            process: Callable[[list[Path]], Iterator[Any]] | None = None
+            for number, start in enumerate(starts):
+                part = parts_dir / f"{number:05d}.npz"
+                chunk = files[start : start + BANK_PART_FILES]
+                if part.exists():
+                    banks.append(FaceBank.load(part))
+                    bar.update(len(chunk))
+                    continue
+                if process is None:
+                    process = _processor(stack, workers, policy, perturbation, inside)
+                banks.append(_bank_of(process(chunk), policy.size, bar))
+                banks[-1].save(part)
+        bank = FaceBank.concat(banks)
+        if not len(bank):
+            raise DeepShieldError(f"no face was found in any of the {len(files)} images (first: {files[0]})")
+        log.info("face bank: %d faces, %d images skipped", len(bank), len(files) - len(bank))
+        bank = bank.regrouped(group_pattern)
+        bank.save(cache)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        return bank
+
+
+def _waiting_for(cache: Path, holder: int | None) -> None:
+    by = f" (pid {holder})" if holder is not None else ""
+    log.warning("face bank %s is being built by another process%s: waiting for it", cache, by)
 
 
 def _processor(
