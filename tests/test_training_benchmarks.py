@@ -159,6 +159,49 @@ def test_a_benchmark_of_a_layout_not_told_is_refused_before_the_face_bank_in_tra
     assert not (tmp_path / "c").exists()
 
 
+def test_a_benchmark_another_process_is_cutting_is_waited_for_and_read(benchmark_dir, tmp_path, monkeypatch):
+    # Two trainings cutting one benchmark at once wrote one temporary file: the second to rename it ended in
+    # FileNotFoundError. Now the second waits for the first's cache, says so, and reads it.
+    import threading
+    import time
+
+    import deepshield.training.benchmarks as benchmarks
+    from deepshield.faces.crop import CropPolicy
+
+    def load() -> Benchmark:
+        return benchmarks.load_benchmark(benchmark_dir, CropPolicy(size=48), tmp_path / "cache", [], frames=2)
+
+    save = Benchmark.save
+    told = threading.Event()
+    warn = benchmarks.log.warning
+    monkeypatch.setattr(benchmarks.log, "warning", lambda *args: told.set() or warn(*args))
+    other: dict[str, object] = {}
+
+    def load_other() -> None:
+        try:
+            other["benchmark"] = load()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            other["error"] = exc
+
+    second = threading.Thread(target=load_other)
+
+    def another_load_meanwhile(self, path):
+        if not second.is_alive() and not other:  # the faces are cut: the other training starts now
+            second.start()
+            deadline = time.monotonic() + 60
+            while second.is_alive() and not told.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)  # until it waits for this one, or (as before) has cut and saved its own
+        save(self, path)
+
+    monkeypatch.setattr(Benchmark, "save", another_load_meanwhile)
+    first = load()
+    second.join(timeout=60)
+    assert "error" not in other, other.get("error")
+    assert told.is_set()
+    assert np.array_equal(other["benchmark"].crops, first.crops) and len(first.rows) > 0
+    assert len(list((tmp_path / "cache").glob("benchmark-*.npz"))) == 1
+
+
 def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchmark_dir, tmp_path):
     # A benchmark of real files only has no AUC: no epoch was chosen, and the run ended "FINISHED", exit 0,
     # with no bundle and no word.

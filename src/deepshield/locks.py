@@ -6,6 +6,7 @@ holds it no longer."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,16 @@ def waited_lock(lock_file: Path | None, waiting: Callable[[int | None], None] | 
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def logged_wait(logger: logging.Logger, what: str) -> Callable[[int | None], None]:
+    """A waited_lock's `waiting`: a warning that `what` is being built by another process, which is waited for."""
+
+    def waiting(holder: int | None) -> None:
+        by = f" (pid {holder})" if holder is not None else ""
+        logger.warning("%s is being built by another process%s: waiting for it", what, by)
+
+    return waiting
 
 
 def _holder(handle: IO[str]) -> int | None:

@@ -60,6 +60,7 @@ from deepshield.evaluation.scoring import (
 )
 from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.inference.video_rule import VideoRule
+from deepshield.locks import logged_wait, waited_lock
 from deepshield.media.files import file_sha256, keyed_among, real_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
@@ -228,6 +229,15 @@ def load_benchmark(
     cache_dir.mkdir(parents=True, exist_ok=True)
     within = "" if split == "all" else f"-{split}"  # the whole set keeps its cache key
     cache = cache_dir / f"benchmark-{name}{within}-{_listing_key(path, policy, frames, min_face_size)}.npz"
+    # One build at a time, as the face bank's: two trainings cutting one benchmark at once wrote one temporary
+    # file, and the second to rename it ended in FileNotFoundError. The second waits, then reads the cache.
+    with waited_lock(cache.with_suffix(".lock"), waiting=logged_wait(log, f"benchmark {cache}")):
+        return _cached_benchmark(cache, name, path, policy, frames, min_face_size, split)
+
+
+def _cached_benchmark(
+    cache: Path, name: str, path: Path, policy: CropPolicy, frames: int, min_face_size: int, split: str
+) -> Benchmark:
     if cache.exists():
         log.info("benchmark %s from cache %s", name, cache)
         return Benchmark.load(cache)

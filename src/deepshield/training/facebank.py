@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from functools import partial
 from itertools import pairwise
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
-from deepshield.locks import waited_lock
+from deepshield.locks import logged_wait, waited_lock
 from deepshield.media.files import file_signature, files_under, keyed_among, source_key
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
@@ -308,7 +307,7 @@ def facebank_of_files(
     # One build at a time: two trainings on the same photos (tune's and a second terminal's, two runs sharing
     # data.cache_dir) both built it, into one part file and one temporary name, and all but one ended in
     # FileNotFoundError. The second now waits, then reads the first's bank.
-    with waited_lock(cache_dir / f"facebank-{key}.lock", waiting=partial(_waiting_for, cache)):
+    with waited_lock(cache_dir / f"facebank-{key}.lock", waiting=logged_wait(log, f"face bank {cache}")):
         if cache.exists():
             log.info("face bank from cache %s", cache)
             # The cache key does not hold the group pattern: groups come from the paths with today's pattern.
@@ -340,11 +339,6 @@ def facebank_of_files(
         bank.save(cache)
         shutil.rmtree(parts_dir, ignore_errors=True)
         return bank
-
-
-def _waiting_for(cache: Path, holder: int | None) -> None:
-    by = f" (pid {holder})" if holder is not None else ""
-    log.warning("face bank %s is being built by another process%s: waiting for it", cache, by)
 
 
 def _processor(
