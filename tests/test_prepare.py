@@ -199,6 +199,16 @@ def test_a_dfdc_video_listed_twice_is_a_problem_not_its_last_label(tmp_path: Pat
     ]
 
 
+def test_a_name_in_another_script_keeps_its_crops_in_a_visible_folder():
+    from deepshield.data.layout import safe_relpath
+
+    for name in ("新闻 照片.jpg", "Пресса.v2/фото.png"):
+        key = safe_relpath(f"real/{name}")
+        assert not any(part.startswith(".") for part in key.split("/")), key  # it was real/.jpg=<hash>
+    assert safe_relpath("real/.own.jpg") == "real/.own.jpg"  # a name hidden by its owner stays so
+    assert safe_relpath("real/新闻.jpg") != safe_relpath("real/照片.jpg")
+
+
 def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
     # Path.rglob follows no linked folder: a real/ linked to where the photos live gave no file and no
     # error, and the dataset was all fakes.

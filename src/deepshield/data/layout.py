@@ -33,9 +33,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 
 def safe_name(text: str) -> str:
-    """A single path component made of portable characters (never empty, never '.' or '..')."""
+    """A single path component made of portable characters (never empty, never '.' or '..', and hidden only
+    where `text` is)."""
     cleaned = _UNSAFE.sub("_", text).strip("_") or "_"
-    return "_" + cleaned if cleaned in (".", "..") else cleaned
+    # A name in another script lost all but its extension: 新闻 照片.jpg became .jpg=<hash>, a folder that file
+    # managers and `scan -r` pass over.
+    hidden_by_cleaning = cleaned.startswith(".") and not text.startswith(".")
+    return "_" + cleaned if cleaned in (".", "..") or hidden_by_cleaning else cleaned
 
 
 # The most a key's component may take: its done record's temporary name (<component>.json.<pid>.part, a pid
