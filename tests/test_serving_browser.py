@@ -1625,3 +1625,38 @@ def test_each_persons_line_has_its_own_dash_which_its_card_repeats(page, server,
     for track, dash in lines:
         swatch = page.locator(f".track-card[data-track='{track}'] .swatch line")
         assert swatch.get_attribute("stroke-dasharray") == dash
+
+
+def _drawn_parts(page, selector: str) -> tuple[np.ndarray, np.ndarray]:
+    """The mean colours of the left and right fifths of an element as drawn (inside its edges)."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), float)
+    inner = shot[2:-2, 2:-2]
+    fifth = inner.shape[1] // 5
+    return inner[:, :fifth].mean(axis=(0, 1)), inner[:, -fifth:].mean(axis=(0, 1))
+
+
+def test_in_forced_colours_the_progress_bar_and_score_meters_keep_their_fill(browser, server, astronaut, tmp_path):
+    # Windows high contrast paints every background the page's one colour: the bar's fill vanished with its
+    # track, and how far a video's analysis had gone was shown nowhere else (the stage says what, not how far).
+    context = browser.new_context(viewport={"width": 1000, "height": 900}, forced_colors="active")
+    try:
+        page = context.new_page()
+        page.goto(server + "/")
+        assert page.evaluate("matchMedia('(forced-colors: active)').matches")
+        page.evaluate(
+            "async () => { const { showProgress } = await import('/static/js/messages.js');"
+            " showProgress('clip.mp4', 0.6, 'Analysing frames…'); }"
+        )
+        page.wait_for_function(  # grown to its width (a 0.3 s transition)
+            "() => document.getElementById('progress-fill').offsetWidth >= 0.59 * "
+            "document.getElementById('progress-bar').clientWidth"
+        )
+        done, left = _drawn_parts(page, "#progress-bar")
+        assert np.abs(done - left).max() > 60, (done, left)
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
+        page.wait_for_selector(".face-card")
+        page.eval_on_selector("[data-role=meter-fill]", "fill => { fill.style.width = '60%'; }")  # a fill to see
+        scored, rest = _drawn_parts(page, "[data-role=meter]")
+        assert np.abs(scored - rest).max() > 60, (scored, rest)
+    finally:
+        context.close()
