@@ -1660,3 +1660,28 @@ def test_in_forced_colours_the_progress_bar_and_score_meters_keep_their_fill(bro
         assert np.abs(scored - rest).max() > 60, (scored, rest)
     finally:
         context.close()
+
+
+def _drawn_contrast(page, selector: str) -> float:
+    """WCAG contrast between an element's darkest drawn pixel (its text) and its commonest (its background)."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), float) / 255
+    pixels = shot.reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    lightness = [_luminance(tuple(colour)) for colour in colours]
+    text, background = min(lightness), lightness[int(counts.argmax())]
+    return (max(text, background) + 0.05) / (min(text, background) + 0.05)
+
+
+def test_a_person_who_does_not_count_is_told_in_readable_text(page, server, astronaut, tmp_path):
+    # A second face in one frame of six is tracked but left out of the verdict. Its card was drawn at 80%
+    # opacity as a whole: its words (why it does not count among them) fell to 3.7:1, under WCAG AA's 4.5:1.
+    small = cv2.resize(astronaut, (192, 192), interpolation=cv2.INTER_AREA)
+    blank = np.full_like(small, 128)
+    frames = [np.hstack([small, small if i == 0 else blank]) for i in range(6)]
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(write_video(tmp_path / "passer-by.mp4", frames)))
+    page.wait_for_selector(".track-card.uncounted")
+    assert page.inner_text(".track-card.uncounted [data-role=counted]").startswith("Does not count towards the verdict")
+    for line in ("[data-role=counted]", ".face-meta >> nth=0", ".track-head strong"):
+        ratio = _drawn_contrast(page, f".track-card.uncounted {line}")
+        assert ratio >= 4.5, (line, ratio)
