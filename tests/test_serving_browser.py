@@ -1685,3 +1685,26 @@ def test_a_person_who_does_not_count_is_told_in_readable_text(page, server, astr
     for line in ("[data-role=counted]", ".face-meta >> nth=0", ".track-head strong"):
         ratio = _drawn_contrast(page, f".track-card.uncounted {line}")
         assert ratio >= 4.5, (line, ratio)
+
+
+def test_looking_closer_from_the_keyboard_leaves_it_on_cancel(page, server, astronaut, tmp_path):
+    # Look closer goes with the result it sits in: the keyboard's place went to the page's body, and Tab
+    # went on to the footer, past the progress and its Cancel.
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    clip = write_video(tmp_path / "long.mp4", [np.roll(small, i, axis=1) for i in range(100)])  # 10 s at 10 fps
+    held = []
+    page.route(
+        "**/v1/jobs?*", lambda route: held.append(route) if route.request.method == "POST" else route.continue_()
+    )
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(clip))
+    page.wait_for_selector("[data-role=look-closer]")
+    page.focus("[data-role=look-closer]")
+    page.keyboard.press("Enter")
+    while not held:  # its upload on its way: Cancel offered
+        page.wait_for_timeout(50)
+    assert page.evaluate("document.activeElement.id") == "progress-cancel"
+    held[0].continue_()
+    page.wait_for_function("() => document.getElementById('video-facts').innerText.includes('PART ANALYSED')")
+    assert page.evaluate("document.activeElement.id") == "result-file"  # Cancel went: the result's heading
+    assert page.problems == []

@@ -13,8 +13,10 @@ export function revealIfOffScreen(element) {
 
 // Focus for what took the place of the control that had it (Cancel goes with the progress panel): the
 // keyboard's and the screen reader's place, left on the page's body otherwise. Focus elsewhere stays.
+// A control just hidden still has the focus until the browser next tidies it away: it counts as lost.
 export function focusIfLost(element) {
-  if (!document.activeElement || document.activeElement === document.body) element.focus();
+  const active = document.activeElement;
+  if (!active || active === document.body || !active.getClientRects().length) element.focus();
 }
 
 // Smooth scrolling, unless the reader asked for less motion.

@@ -139,6 +139,9 @@ export async function analyse(file, exampleFile, span, again = false) {
   try {
     const pending = fetchAnalysis(file, run, span); // shows the progress bar before its first wait
     revealIfOffScreen($("progress"));
+    // Look closer and Analyse again go with the result they sit in: the keyboard's place is Cancel (it was the
+    // page's body, and Tab went on to the footer, past the progress).
+    if (!$("progress-cancel").hidden) focusIfLost($("progress-cancel"));
     const analysis = await pending;
     if (!analysis || run !== state.run) return;
     $("progress").hidden = true;
