@@ -1682,7 +1682,7 @@ def test_a_person_who_does_not_count_is_told_in_readable_text(page, server, astr
     page.set_input_files("#file-input", str(write_video(tmp_path / "passer-by.mp4", frames)))
     page.wait_for_selector(".track-card.uncounted")
     assert page.inner_text(".track-card.uncounted [data-role=counted]").startswith("Does not count towards the verdict")
-    for line in ("[data-role=counted]", ".face-meta >> nth=0", ".track-head strong"):
+    for line in ("[data-role=counted]", ".face-meta >> nth=0", ".track-title"):
         ratio = _drawn_contrast(page, f".track-card.uncounted {line}")
         assert ratio >= 4.5, (line, ratio)
 
@@ -1708,3 +1708,20 @@ def test_looking_closer_from_the_keyboard_leaves_it_on_cancel(page, server, astr
     page.wait_for_function("() => document.getElementById('video-facts').innerText.includes('PART ANALYSED')")
     assert page.evaluate("document.activeElement.id") == "result-file"  # Cancel went: the result's heading
     assert page.problems == []
+
+
+def test_each_face_and_person_card_is_headed_for_a_screen_readers_heading_keys(browser, detector, astronaut, tmp_path):
+    # "Face 2" and "Person 1" were bold text: a screen reader's heading keys went from the result's heading
+    # past every card, and a photo of five faces was read through card by card to reach the fourth.
+    with _page_of(browser, detector) as page:
+        page.set_input_files("#file-input", str(_jpeg(tmp_path / "two.jpg", np.concatenate([astronaut] * 2, axis=1))))
+        page.wait_for_selector(".face-card")
+        headings = page.get_by_role("heading", level=3)
+        assert sorted(headings.all_inner_texts()) == ["Face 1", "Face 2"]
+        # Within its card, beside its badge, as before.
+        title, badge = page.locator(".face-card .face-title").first, page.locator(".face-card .label").first
+        assert abs(title.bounding_box()["y"] - badge.bounding_box()["y"]) < 12
+        page.click("button.example[data-file='astronaut-pan.mp4']")
+        page.wait_for_selector(".track-card")
+        names = page.get_by_role("heading", level=3).all_inner_texts()
+        assert names[0] == "Face-swap score over time, per person" and names[1:] == ["Person 1"]

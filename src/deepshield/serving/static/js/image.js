@@ -78,7 +78,7 @@ export function renderImage(result, fileName) {
       scoreNode.style.color = colour;
       const card = el("article", { class: "face-card", "data-face": String(face.index), "aria-label": `Face ${face.index + 1}`, tabindex: "-1" }, [
         el("div", { class: "face-head" }, [
-          el("div", {}, [el("span", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
+          el("div", {}, [el("h3", { class: "face-title", text: `Face ${face.index + 1}` }), el("span", { class: "label " + face.label, text: driving.words })]),
           scoreNode,
         ]),
         el("div", { class: "meter", "data-role": "meter", title: `${driving.text} ${driving.measures} score; inconclusive from ${pct(band.low, 1)} to ${pct(band.high, 1)}, threshold ${pct(threshold, 1)}` }, [zone, fill, tick]),

@@ -236,7 +236,7 @@ function trackCard(track, i, result, span, frameTime, source) {
   const card = el("article", { class: "track-card" + (track.counted ? "" : " uncounted"), "data-track": String(track.track_id), "aria-label": name }, [
     el("div", { class: "track-head" }, [
       swatch,
-      el("strong", { text: name }),
+      el("h3", { class: "track-title", text: name }),
       el("span", { class: "label " + track.label, text: driving.words }),
       el("span", { class: "track-score", "data-role": "track-score", text: driving.short }),
     ]),
