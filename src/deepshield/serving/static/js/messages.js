@@ -45,6 +45,9 @@ export function showError(err, fileName) {
 }
 
 export function clearResult() {
+  // The call is read out when the status's words change: emptied with the result it spoke of, so that the
+  // same file analysed again to the same call (more frames, a closer look) is read out again.
+  $("announce").textContent = "";
   $("message").hidden = true;
   $("saved-note").hidden = true;
   $("result").hidden = true;
