@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepshield.errors import BundleError
+from deepshield.errors import BundleError, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.media.files import file_sha256
@@ -203,6 +203,21 @@ def test_a_stopped_export_leaves_the_folder_as_it_was_and_a_rerun_replaces_it(tm
     monkeypatch.undo()
     export_bundle(other, card.model_copy(update={"version": "2"}), tmp_path / "b")
     assert read_card(tmp_path / "b").version == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_second_export_into_a_bundle_being_built_is_refused_and_the_first_finishes(tmp_path):
+    # Two exports or calibrations into one folder filled one .part folder: a bundle of both, or a failed rename.
+    from deepshield.models.card import building_bundle
+
+    net = DeepfakeNet("tiny", 64, pretrained=False)
+    card = ModelCard(name="x", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    with building_bundle(tmp_path / "b") as building:
+        (building / "marker").write_text("the first")
+        with pytest.raises(DeepShieldError, match=r"b: another deepshield process is writing this bundle"):
+            export_bundle(net, card, tmp_path / "b")
+        assert [p.name for p in building.iterdir()] == ["marker"]  # the second touched nothing
+    assert (tmp_path / "b" / "marker").read_text() == "the first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no lock or .part folder left
 
 
 # --- the loader refuses broken bundles ------------------------------------------------------

@@ -34,11 +34,12 @@ def folder_lock(root: Path, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, what: str) -> Iterator[bool]:
+def file_lock(path: Path, what: str, named: Path | None = None) -> Iterator[bool]:
     """Hold the lock of the file `path` itself, made when missing (and removed again when it is still empty at
-    the end: nothing was written); `what` names it in the refusal. Gives whether it made the file."""
+    the end: nothing was written); `what` names it in the refusal, after `named` (default: `path`). Gives
+    whether it made the file."""
     made = not path.exists()
-    with _held(path, path, what):
+    with _held(path, named or path, what):
         try:
             yield made
         finally:

@@ -87,8 +87,8 @@ from deepshield.models.card import (
     Calibration,
     InconclusiveBand,
     ModelCard,
+    building_bundle,
     check_bundle_folder,
-    put_in_place,
 )
 
 Score = Literal["manipulation", "synthetic"]
@@ -696,13 +696,13 @@ def write_calibrated_bundle(
     if out.resolve() == source.resolve():
         raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
     check_bundle_folder(out, force)
-    temporary = out.with_name(out.name + ".part")
-    shutil.rmtree(temporary, ignore_errors=True)
-    # The source's README describes the source's calibration and figures: this bundle gets its own.
-    shutil.copytree(source, temporary, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE))
-    (temporary / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    (temporary / README_FILE).write_text(calibrated_readme(source, card, rates_measured_on))
-    put_in_place(temporary, out)
+    with building_bundle(out) as building:
+        # The source's README describes the source's calibration and figures: this bundle gets its own.
+        shutil.copytree(
+            source, building, ignore=shutil.ignore_patterns(".*", "__pycache__", README_FILE), dirs_exist_ok=True
+        )
+        (building / CARD_FILE).write_text(card.model_dump_json(indent=2))
+        (building / README_FILE).write_text(calibrated_readme(source, card, rates_measured_on))
     return out
 
 

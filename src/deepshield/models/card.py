@@ -3,8 +3,10 @@ beside it as JSON. Torch-free: the serving side imports this."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 from deepshield.errors import BundleError
 from deepshield.evaluation.metrics import POINT_INTERVAL_CAUTION, few_files_caution, metric_key
 from deepshield.faces.crop import CropPolicy
+from deepshield.locks import file_lock
 from deepshield.strict import StrictModel
 
 BUNDLE_FORMAT = 1
@@ -352,6 +355,21 @@ def check_bundle_folder(folder: Path, force: bool) -> None:
     """Refuse a new bundle's folder that is a file or holds anything, unless `force` (said before slow work)."""
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:
         raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
+
+
+@contextlib.contextmanager
+def building_bundle(folder: Path) -> Iterator[Path]:
+    """An empty `<folder>.part` to build a bundle in, put in place once the block ends (put_in_place). One
+    process at a time: two exports or calibrations into one folder (a second terminal, a script run twice)
+    filled the same `.part` folder, a bundle of both or a rename that failed; the second is refused, naming
+    the first (the lock is `<folder>.part.lock`, gone when the bundle is in place)."""
+    building = folder.with_name(folder.name + ".part")
+    building.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.with_name(folder.name + ".part.lock"), "this bundle", named=folder):
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        yield building
+        put_in_place(building, folder)
 
 
 def put_in_place(building: Path, folder: Path) -> None:

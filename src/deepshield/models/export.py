@@ -3,14 +3,13 @@ that head; preprocessing inside) and model_card.json."""
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
 from deepshield.media.files import file_sha256
-from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard, put_in_place
+from deepshield.models.card import CARD_FILE, ONNX_FILE, ModelCard, building_bundle
 from deepshield.models.network import DeepfakeNet, ExportWrapper
 
 
@@ -29,10 +28,13 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
         )
     outputs = card.output_names()
     wrapper = ExportWrapper(net, card.normalization).eval()
+    with building_bundle(out_dir) as building:
+        _write_bundle(wrapper, card, outputs, building)
+    return out_dir
+
+
+def _write_bundle(wrapper: ExportWrapper, card: ModelCard, outputs: list[str], building: Path) -> None:
     dummy = torch.zeros(2, card.input_size, card.input_size, 3, dtype=torch.uint8)
-    building = out_dir.with_name(out_dir.name + ".part")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
     onnx_path = building / ONNX_FILE
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns that the normalisation's tensors become constants (they are: the card's
@@ -51,5 +53,3 @@ def export_bundle(net: DeepfakeNet, card: ModelCard, out_dir: Path | str) -> Pat
         )
     card = card.model_copy(update={"onnx_sha256": file_sha256(onnx_path)})
     (building / CARD_FILE).write_text(card.model_dump_json(indent=2))
-    put_in_place(building, out_dir)
-    return out_dir
