@@ -29,6 +29,10 @@ class Receiver:
     url: str
     answers: queue.Queue[int] = field(default_factory=queue.Queue)
     received: list[tuple[str, Message, bytes]] = field(default_factory=list)
+    released: threading.Event = field(default_factory=threading.Event)  # cleared: each POST waits until it is set
+
+    def __post_init__(self) -> None:
+        self.released.set()
 
 
 @pytest.fixture
@@ -38,6 +42,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.released.wait(timeout=30)
             state.received.append((self.path, self.headers, body))  # names case-insensitive, as in HTTP
             status = 200 if state.answers.empty() else state.answers.get()
             self.send_response(status)
@@ -184,6 +189,36 @@ def test_a_receiver_answering_garbage_fails_the_callback_instead_of_leaving_it_p
         job = client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)).json()
         status = _callback_settled(client, job["id"])["callback_status"]
     assert status.startswith("failed: the delivery failed (BadStatusLine") and status.endswith("4 attempts")
+
+
+def test_a_forgotten_jobs_callback_is_not_sent_and_holds_nothing_of_it(detector, photo, receiver):
+    # A receiver that is down or slow held every finished job's whole result (a photo's: ~0.5 MB, with its
+    # preview) in the callbacks' queue, past its deletion and its expiry, and then sent it anyway: a server
+    # taking jobs faster than one per 7 s grew without bound while its receiver was down.
+    import gc
+    import weakref
+
+    receiver.released.clear()  # its two threads are held by the first two jobs' callbacks
+    with client_for(detector, callback_hosts="127.0.0.1") as client:
+        jobs = client.app.state.runtime.jobs
+
+        def submitted() -> str:
+            job_id = client.post(f"/v1/jobs?callback_url={receiver.url}", files=upload(photo)).json()["id"]
+            assert wait_for_job(client, job_id)["status"] == "done"
+            return job_id
+
+        holding = [submitted() for _ in range(2)]
+        waiting = [submitted() for _ in range(4)]
+        kept = [weakref.ref(jobs.get(job_id)) for job_id in waiting]
+        for job_id in waiting:
+            assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        gc.collect()
+        assert [job() for job in kept] == [None] * 4
+        receiver.released.set()
+        last = submitted()  # queued behind the forgotten ones: they were passed over once it is delivered
+        for job_id in [*holding, last]:
+            assert _callback_settled(client, job_id)["callback_status"] == "delivered"
+    assert sorted(json.loads(body)["id"] for _, _, body in receiver.received) == sorted([*holding, last])
 
 
 def _ledger_with_a_running_job(state, callback_url: str):

@@ -99,9 +99,12 @@ class CallbackSender:
         self._opener = urllib.request.build_opener(_NoRedirects)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepshield-callback")
 
-    def send(self, url: str, job_id: str, body: bytes, report: Callable[[str], None]) -> None:
-        """POST `body` to `url` in the background; `report` gets "delivered" or "failed: <why>". The URL is
-        checked again: a job taken back after a restart was allowed by the last run's hosts."""
+    def send(self, url: str, job_id: str, body: Callable[[], bytes | None], report: Callable[[str], None]) -> None:
+        """POST the job's body to `url` in the background; `report` gets "delivered" or "failed: <why>". The URL is
+        checked again: a job taken back after a restart was allowed by the last run's hosts. `body` is asked for
+        at each attempt, None once the job is forgotten (deleted, expired): then nothing more is sent, and the
+        waiting delivery held nothing of the job (each held its whole result, well past the job's expiry, while
+        a receiver was down)."""
         try:
             self.policy.check(url)
         except ApiError as exc:
@@ -112,13 +115,17 @@ class CallbackSender:
         except RuntimeError:  # shut down
             report("failed: the server shut down before sending it")
 
-    def _deliver(self, url: str, job_id: str, body: bytes, report: Callable[[str], None]) -> None:
+    def _deliver(self, url: str, job_id: str, body: Callable[[], bytes | None], report: Callable[[str], None]) -> None:
         policy = self.policy
         reason = ""
         for attempt in range(policy.attempts):
             if attempt:
                 time.sleep(policy.first_retry_s * 2 ** (attempt - 1))
-            request = urllib.request.Request(url, data=body, headers=policy.headers(job_id, body), method="POST")
+            data = body()
+            if data is None:
+                log.info("callback for job %s not sent: the job was forgotten first", job_id)
+                return
+            request = urllib.request.Request(url, data=data, headers=policy.headers(job_id, data), method="POST")
             try:
                 with self._opener.open(request, timeout=policy.timeout_s) as response:
                     response.read(1024)

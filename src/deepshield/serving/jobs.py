@@ -392,19 +392,32 @@ class JobStore:
         self._call_back(job)
 
     def _call_back(self, job: Job) -> None:
-        """Send a finished job to its callback URL, if it names one; the outcome becomes its callback_status."""
+        """Send a finished job to its callback URL, if it names one; the outcome becomes its callback_status.
+        The delivery knows the job by its id alone: one waiting for a receiver that is down keeps nothing of a
+        job forgotten meanwhile (deleted, expired), and sends it no more."""
         if job.callback_url is None or self._callbacks is None:
             return
+        job_id = job.id
+        self._report_callback(job_id, "pending")
+        self._callbacks.send(
+            job.callback_url,
+            job_id,
+            lambda: self._callback_body(job_id),
+            lambda outcome: self._report_callback(job_id, outcome),
+        )
 
-        def report(outcome: str) -> None:
-            with self._lock:
+    def _callback_body(self, job_id: str) -> bytes | None:
+        """The job as `GET /v1/jobs/{id}` gives it, as a callback's body; None once it is forgotten."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        return None if job is None else job.view(self.ttl_s).model_dump_json().encode()
+
+    def _report_callback(self, job_id: str, outcome: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:  # not forgotten meanwhile
                 job.callback_status = outcome
-                if job.id in self._jobs:  # not forgotten meanwhile
-                    self._save(job)
-
-        report("pending")
-        body = job.view(self.ttl_s).model_dump_json().encode()
-        self._callbacks.send(job.callback_url, job.id, body, report)
+                self._save(job)
 
     # restart -------------------------------------------------------------------------------------
     def recover(self, upload_dir: Path) -> None:
