@@ -680,6 +680,24 @@ def test_jobs_can_be_cancelled_queued_or_running_and_finished_ones_forgotten(det
         assert len(client.app.state.runtime.jobs) == 0
 
 
+def test_a_job_forgotten_as_it_is_deleted_is_deleted_not_a_server_error(detector, astronaut_jpeg, monkeypatch):
+    with client_for(detector) as client:
+        job = client.post("/v1/jobs", files=upload(astronaut_jpeg)).json()
+        assert wait_for_job(client, job["id"])["status"] == "done"
+        store = client.app.state.runtime.jobs
+        looked_up = store.get
+
+        def expiring_meanwhile(job_id):  # the job expires between the lookup and its removal
+            found = looked_up(job_id)
+            store.purge(now=time.time() + 10 * store.ttl_s)
+            return found
+
+        monkeypatch.setattr(store, "get", expiring_meanwhile)
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204  # was a 500 (KeyError)
+        monkeypatch.undo()
+        assert_error(client.get(f"/v1/jobs/{job['id']}"), 404, "job_not_found")
+
+
 def test_a_job_running_at_shutdown_stops_and_runs_again_after_the_restart(detector, face_video, tmp_path):
     # The process waited at exit for the running job (up to the job time limit), then dropped its result;
     # the next start failed it ("submit the file again"), as after a crash, which a job might cause again:

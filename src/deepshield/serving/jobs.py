@@ -277,7 +277,8 @@ class JobStore:
         report, a finished one's result is gone. Its upload is deleted (a running job's when it stops)."""
         job = self.get(job_id)
         with self._lock:
-            if job.cancelled:
+            # Cancelled, or forgotten since it was looked up (expired, evicted): removing it again was a 500.
+            if job.cancelled or self._jobs.get(job.id) is not job:
                 return
             job.cancelled = True
             self._forget([job.id])
