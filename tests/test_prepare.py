@@ -707,6 +707,18 @@ def test_files_with_a_file_systems_longest_names_are_prepared(tmp_path: Path, sm
     assert again.skipped == 3 and again.crops == 3
 
 
+def test_a_long_folder_name_that_fitted_keeps_its_key():
+    # Only a file's own component names a done record (<name>.json.<pid>.part): a folder's was cut as short too,
+    # and an earlier dataset's files in a 245-byte folder got new keys, every one of them extracted again.
+    from deepshield.data.layout import safe_relpath
+
+    folder = "D" * 245
+    assert safe_relpath(f"real/{folder}/a.png") == f"real/{folder}/a.png"
+    cleaned = safe_relpath(f"real/{'a b' * 84}/c.png").split("/")[1]  # cleaned, its digest added: 259 bytes
+    assert len(cleaned.encode()) <= 255 and cleaned.startswith("a_b")
+    assert len(safe_relpath(f"real/{'L' * 246}.png").split("/")[1].encode()) < 255 - len(".json.4194304.part") + 1
+
+
 def test_a_file_name_holding_a_carriage_return_leaves_the_manifest_readable(tmp_path: Path, small):
     # manifest.csv ends its rows with "\n", and csv quoted only fields holding that: the name's bare "\r" split
     # its row, and the dataset could not be read again ("malformed manifest": dataset stats, train, evaluate).

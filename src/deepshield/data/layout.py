@@ -50,13 +50,18 @@ _KEY_PART_BYTES = NAME_MAX_BYTES - len(f".json.{2**22}{TEMP_SUFFIX}")
 def safe_relpath(relative: str) -> str:
     """A POSIX relative path made of safe components ('..' becomes '_up_', so it never escapes). A component
     that had to be cleaned keeps a short hash of its own name, so that two names cleaned alike ('a é.png'
-    and 'a_.png') stay two paths; one too long to name a done record is cut (name_within)."""
+    and 'a_.png') stay two paths. A component too long to be a file name is cut (name_within), the last one
+    to what its done record's name leaves room for: a folder's name is no record's, and a folder that fitted keeps
+    its key (cut as the last one's, an earlier dataset's files in a 240-byte folder were all extracted again)."""
     parts = [
-        ("_up_" if part == ".." else name_within(_distinct_safe_name(part), _KEY_PART_BYTES))
+        "_up_" if part == ".." else _distinct_safe_name(part)
         for part in Path(relative).as_posix().split("/")
         if part not in ("", ".")
     ]
-    return "/".join(parts) or "_"
+    cut = [name_within(part, NAME_MAX_BYTES) for part in parts[:-1]] + [
+        name_within(part, _KEY_PART_BYTES) for part in parts[-1:]
+    ]
+    return "/".join(cut) or "_"
 
 
 def _distinct_safe_name(part: str) -> str:
