@@ -1285,6 +1285,13 @@ def test_table_columns_stay_aligned_for_wide_and_control_characters():
         "Rede_\\u202eKCAF.jpg  no_signs_found",
         "a.jpg                -",
     ]
+    # The marks are direction controls too (Unicode's Bidi_Control): an RLM first in a name made its row right to
+    # left as an override did, and took no column either.
+    assert aligned([["FILE", "VERDICT"], ["\u200fRede.jpg", "fake"], ["a\u200eb\u061c.jpg", "-"]]) == [
+        "FILE                VERDICT",
+        "\\u200fRede.jpg      fake",
+        "a\\u200eb\\u061c.jpg  -",
+    ]
 
 
 def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():

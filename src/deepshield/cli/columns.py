@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 # The characters that turn the text after them right to left, or left to right, up to the line's end: in a
 # file's name ("Rede_\u202eKCAF.jpg"), they turned its row's verdict and scores round in a terminal that
-# lays out right-to-left text, and, taking no column, put the row's columns one out.
-_DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# lays out right-to-left text, and, taking no column, put the row's columns one out. Unicode's Bidi_Control
+# characters, the marks too (LRM, RLM, ALM): an RLM first in a row turned it round as an override did.
+_DIRECTION_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def shown(cell: str) -> str:
