@@ -220,6 +220,17 @@ def test_a_second_export_into_a_bundle_being_built_is_refused_and_the_first_fini
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no lock or .part folder left
 
 
+def test_a_bundle_lock_a_killed_export_left_goes_with_the_next_bundle(tmp_path):
+    # file_lock removes a lock file it made: the one a killed export left beside the bundle stayed through
+    # every later export, though the lock "goes when the bundle is in place".
+    from deepshield.models.card import building_bundle
+
+    (tmp_path / "b.part.lock").touch()  # as a killed export leaves it
+    with building_bundle(tmp_path / "b") as building:
+        (building / "marker").write_text("built")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
 # --- the loader refuses broken bundles ------------------------------------------------------
 
 

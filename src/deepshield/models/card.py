@@ -364,12 +364,16 @@ def building_bundle(folder: Path) -> Iterator[Path]:
     filled the same `.part` folder, a bundle of both or a rename that failed; the second is refused, naming
     the first (the lock is `<folder>.part.lock`, gone when the bundle is in place)."""
     building = folder.with_name(folder.name + ".part")
+    lock = folder.with_name(folder.name + ".part.lock")
     building.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder.with_name(folder.name + ".part.lock"), "this bundle", named=folder):
+    with file_lock(lock, "this bundle", named=folder):
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
         yield building
         put_in_place(building, folder)
+        # Whoever made it: one a killed export left (file_lock removes only its own) stayed beside the bundle
+        # through every later export.
+        lock.unlink(missing_ok=True)
 
 
 def put_in_place(building: Path, folder: Path) -> None:
