@@ -702,6 +702,38 @@ def test_an_inconclusive_video_offers_more_frames(browser, detector, astronaut, 
         assert not page.is_visible("[data-role=more-frames]")
 
 
+def test_a_video_whose_sound_starts_first_is_offered_no_frames_it_lacks(browser, detector, astronaut, tmp_path):
+    # Times count from the file's start: a clip of 20 frames shown after 6 s of sound is 8 s long, and 8 s at
+    # 10 fps read as 80 frames, so "Analyse again with 64 frames" was offered for the 20 it has (all sampled).
+    from fractions import Fraction
+
+    from tests.conftest import mux_silence
+
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    clip = tmp_path / "late.mp4"
+    with av.open(str(clip), "w") as container:
+        picture = container.add_stream("libx264", rate=10)
+        picture.width, picture.height, picture.pix_fmt = 128, 128, "yuv420p"
+        picture.codec_context.time_base = picture.time_base = Fraction(1, 1000)
+        sound = container.add_stream("aac", rate=16000)
+        for index in range(20):
+            frame = av.VideoFrame.from_ndarray(np.roll(small, index % 5, axis=1), format="rgb24")
+            frame.pts, frame.time_base = 6000 + 100 * index, Fraction(1, 1000)
+            for packet in picture.encode(frame):
+                container.mux(packet)
+        for packet in picture.encode():
+            container.mux(packet)
+        mux_silence(container, sound, round(16 * 8000 / 1024))
+    analysed = detector.analyze_video(clip, frames=32)
+    assert analysed.sampled_frames == 20 and analysed.video.duration_s == pytest.approx(8.0, abs=0.1)
+    borderline = type(detector)(detector.classifier, detector.faces, threshold=analysed.verdict.probability)
+    with _page_of(browser, borderline) as page:
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_selector("#timeline svg")
+        assert "inconclusive" in page.inner_text("#verdict").lower()
+        assert not page.is_visible("[data-role=more-frames]")
+
+
 def test_an_extreme_score_never_reads_as_certain(browser, detector, tiny_bundle, astronaut, tmp_path):
     from deepshield.inference.runtime import OnnxClassifier
 

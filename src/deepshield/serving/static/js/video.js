@@ -79,9 +79,12 @@ function offerMoreFrames(result, source) {
   box.hidden = true;
   const part = result.analysed;
   const length = (part.end_s !== null ? part.end_s : result.video.duration_s) - part.start_s;
+  // At most the video's frames: times count from the file's start, and where its sound starts first the part's
+  // seconds before the picture hold none (a clip of 20 frames after 6 s of sound was offered 64).
+  const frames = Math.min(length * result.video.fps, result.video.frame_count > 0 ? result.video.frame_count : Infinity);
   const select = $("frames-select");
   const next = [...select.options].map((option) => Number(option.value)).find((n) => n > result.sampled_frames);
-  if (!source || result.verdict.label !== "inconclusive" || !next || length * result.video.fps <= result.sampled_frames) return;
+  if (!source || result.verdict.label !== "inconclusive" || !next || frames <= result.sampled_frames) return;
   const button = el("button", { type: "button", class: "result-print", text: `Analyse again with ${next} frames` });
   button.addEventListener("click", () => {
     select.value = String(next); // shown in the drop zone: the next video gets as many
