@@ -6,6 +6,7 @@ holds it no longer."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -15,6 +16,10 @@ from typing import IO
 from deepshield.errors import DeepShieldError
 
 LOCK_NAME = ".lock"
+# What flock raises on a file system that keeps no locks (NFS without its lock service, some FUSE mounts).
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -53,7 +58,7 @@ def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
 
     with open(lock_file, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = _flock(handle, lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             holder = _holder(handle)
             raise DeepShieldError(
@@ -64,7 +69,8 @@ def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -79,15 +85,35 @@ def waited_lock(lock_file: Path | None, waiting: Callable[[int | None], None] | 
 
     with open(lock_file, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = _flock(handle, lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if waiting is not None:
                 waiting(_holder(handle))
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            locked = _flock(handle, lock_file, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _flock(handle: IO[str], lock_file: Path, operation: int) -> bool:
+    """flock(handle, operation); False, with a warning, where the file system keeps no locks: the work goes on
+    unguarded against a second process, as before it was locked, rather than stopping at an OSError."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle, operation)
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            raise
+        log.warning(
+            "%s: this file system keeps no locks (%s): going on without guarding against a second process",
+            lock_file,
+            exc.strerror or exc,
+        )
+        return False
+    return True
 
 
 def logged_wait(logger: logging.Logger, what: str) -> Callable[[int | None], None]:
