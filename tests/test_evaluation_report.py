@@ -953,3 +953,40 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
     assert err.startswith("deepshield: error: the MLflow store garbage://x cannot be used (")
     assert err.rstrip().endswith("give another --tracking-uri, or leave it out (nothing is logged to MLflow then)")
     assert "--no-tracking" not in err and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.test_serving_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    with _require_browser()() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.browser
+def test_the_report_reads_on_a_phone_its_wide_tables_scrolling_alone(browser, report):
+    # At 320 px (a phone, or 200% zoom of a 640 px window) the metrics' thirteen columns pushed the whole page
+    # sideways, the text beside them too; on a phone, with no viewport set, the page was laid out 980 px wide.
+    context = browser.new_context(viewport={"width": 320, "height": 640}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto((report / "report.html").as_uri())
+        laid_out = page.evaluate(
+            """() => ({
+                width: window.innerWidth,
+                page: document.documentElement.scrollWidth,
+                tables: [...document.querySelectorAll('table')].map(t => {
+                    const box = t.parentElement, style = getComputedStyle(box);
+                    return {inside: box.getBoundingClientRect().right <= innerWidth + 0.5, scrolls: style.overflowX,
+                            wider: box.scrollWidth > box.clientWidth};
+                }),
+            })"""
+        )
+    finally:
+        context.close()
+    assert laid_out["width"] == 320 and laid_out["page"] <= 320
+    tables = laid_out["tables"]
+    assert tables and all(t["inside"] for t in tables)
+    assert any(t["wider"] for t in tables) and all(t["scrolls"] == "auto" for t in tables if t["wider"])

@@ -275,7 +275,16 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:230px;font-size:.75rem;word-break:break-all}
 .gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.gallery .track{margin-top:.4rem}.gallery .track img{width:56px;height:56px}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
 .bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
+.wide{max-width:100%;overflow-x:auto}
+@media print{.wide{overflow:visible}}
 """
+
+
+def _table(rows: str) -> str:
+    """A table in a box of its own that scrolls sideways where the page is narrower than it (a phone, 200% zoom):
+    the metrics' thirteen columns pushed the whole page, its text too, sideways at 320 px. On paper the box lets
+    the table show whole, as the browser fits it to the page."""
+    return f'<div class="wide"><table>{rows}</table></div>'
 
 
 def _data_uri(path: Path) -> str:
@@ -344,17 +353,17 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
     notes = "".join(
         f'<p class="muted caution">† {_e(", ".join(names))}: {_e(caution)}</p>' for caution, names in cautioned.items()
     )
-    return f"<table>{head}{''.join(body)}</table>{notes}"
+    return f"{_table(head + ''.join(body))}{notes}"
 
 
 def _confusion_table(block: MetricBlock, title: str) -> str:
     c: Confusion | None = block.confusion
     if c is None:
         return ""
-    return (
-        f"<table><tr><th class=l>{_e(title)}</th><th>called real</th><th>called fake</th></tr>"
+    return _table(
+        f"<tr><th class=l>{_e(title)}</th><th>called real</th><th>called fake</th></tr>"
         f"<tr><th class=l>real</th><td>{c.tn}</td><td>{c.fp}</td></tr>"
-        f"<tr><th class=l>fake</th><td>{c.fn}</td><td>{c.tp}</td></tr></table>"
+        f"<tr><th class=l>fake</th><td>{c.fn}</td><td>{c.tp}</td></tr>"
     )
 
 
@@ -382,7 +391,7 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
         if len(sources) > 1:
             cells += "".join(f"<td>{_num(r.by_source_file_auc.get(s))}</td>" for s in sources)
         body.append(f"<tr>{cells}</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    return _table(head + "".join(body))
 
 
 def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200) -> str:
@@ -393,7 +402,7 @@ def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200)
         "<tr>" + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns) + "</tr>" for e in entries[:limit]
     )
     more = f'<p class="muted">… and {len(entries) - limit} more (see metrics.json)</p>' if len(entries) > limit else ""
-    return f"<table><tr>{head}</tr>{rows}</table>{more}"
+    return f"{_table(f'<tr>{head}</tr>{rows}')}{more}"
 
 
 def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> str:
@@ -507,49 +516,49 @@ def render_html(
     sources = sorted(summary.by_source)
     calibration = summary.calibration
     parts = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f'<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style></head><body>',
         f"<h1>{_e(title)}</h1>",
         f'<p class="muted">{_e(scope(summary.synthetic is not None))}</p>',
         f'<p class="muted">Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · model <b>{_e(model.name or "?")} {_e(model.version or "")}</b>'
         f" · data: {_e(', '.join(s.datasets))}</p>",
-        "<table>"
-        + "".join(
-            f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
-            for k, v in (
-                ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
-                ("temperature", _calibration_figure(model.temperature)),
-                (
-                    "offset (probability = sigmoid((logit − offset) / temperature))",
-                    _calibration_figure(model.offset),
-                ),
-                ("video rule (headline)", s.video_rule_text),
-                ("frames sampled per video", "–" if s.frames is None else s.frames),
-                (
-                    "files",
-                    f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, "
-                    f"{counts.videos} videos, {counts.missing_files} missing, {counts.unreadable_files} unreadable)",
-                ),
-                (
-                    "files with a face / without / missing / unreadable",
-                    f"{counts.files_with_face} / {counts.files_without_face} / {counts.missing_files} / {counts.unreadable_files}",
-                ),
-                ("files in file-level metrics", counts.files_in_file_metrics),
-                ("faces scored (clean)", counts.faces),
-                (
-                    "files without a face",
-                    "left out of file-level metrics (counted and listed below)"
-                    if s.no_face == "exclude"
-                    else "scored 0 (called real) in file-level metrics",
-                ),
-                (
-                    "confidence intervals",
-                    f"{s.confidence:.0%} percentile bootstrap, {s.bootstrap_resamples} resamples of files (stratified by class), seed {s.seed}"
-                    if s.bootstrap_resamples
-                    else "not computed (--bootstrap 0)",
-                ),
+        _table(
+            "".join(
+                f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
+                for k, v in (
+                    ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
+                    ("temperature", _calibration_figure(model.temperature)),
+                    (
+                        "offset (probability = sigmoid((logit − offset) / temperature))",
+                        _calibration_figure(model.offset),
+                    ),
+                    ("video rule (headline)", s.video_rule_text),
+                    ("frames sampled per video", "–" if s.frames is None else s.frames),
+                    (
+                        "files",
+                        f"{counts.files} ({counts.real_files} real, {counts.fake_files} fake; {counts.images} images, "
+                        f"{counts.videos} videos, {counts.missing_files} missing, {counts.unreadable_files} unreadable)",
+                    ),
+                    (
+                        "files with a face / without / missing / unreadable",
+                        f"{counts.files_with_face} / {counts.files_without_face} / {counts.missing_files} / {counts.unreadable_files}",
+                    ),
+                    ("files in file-level metrics", counts.files_in_file_metrics),
+                    ("faces scored (clean)", counts.faces),
+                    (
+                        "files without a face",
+                        "left out of file-level metrics (counted and listed below)"
+                        if s.no_face == "exclude"
+                        else "scored 0 (called real) in file-level metrics",
+                    ),
+                    (
+                        "confidence intervals",
+                        f"{s.confidence:.0%} percentile bootstrap, {s.bootstrap_resamples} resamples of files (stratified by class), seed {s.seed}"
+                        if s.bootstrap_resamples
+                        else "not computed (--bootstrap 0)",
+                    ),
+                )
             )
-        )
-        + "</table>",
+        ),
     ]
     for note in summary.notes:
         parts.append(f'<p class="warn">{_e(note)}</p>')
