@@ -990,3 +990,26 @@ def test_the_report_reads_on_a_phone_its_wide_tables_scrolling_alone(browser, re
     tables = laid_out["tables"]
     assert tables and all(t["inside"] for t in tables)
     assert any(t["wider"] for t in tables) and all(t["scrolls"] == "auto" for t in tables if t["wider"])
+
+
+@pytest.mark.browser
+def test_printed_the_reports_pictures_keep_their_captions_and_headings_their_sections(browser, report):
+    # Printed, a gallery entry was cut across two pages (its crops on one, the file it shows on the next), a
+    # track's crops parted from their score, and a heading could end a page, its section on the next.
+    page = browser.new_page()
+    try:
+        page.goto((report / "report.html").as_uri())
+        page.emulate_media(media="print")
+        breaks = page.evaluate(
+            """() => Object.fromEntries(['.gallery figure', '.gallery .track', '.plots figure', 'tr', 'h2'].map(
+                what => [what, [...document.querySelectorAll(what)].map(e => {
+                    const style = getComputedStyle(e);
+                    return style.breakInside + ' ' + style.breakAfter;
+                })]))"""
+        )
+    finally:
+        page.close()
+    assert breaks[".gallery figure"] and breaks[".gallery .track"] and breaks[".plots figure"]
+    for what in (".gallery figure", ".gallery .track", ".plots figure", "tr"):
+        assert {b.split()[0] for b in breaks[what]} == {"avoid"}, what
+    assert {b.split()[1] for b in breaks["h2"]} == {"avoid"}

@@ -276,7 +276,7 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em
 .gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.gallery .track{margin-top:.4rem}.gallery .track img{width:56px;height:56px}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
 .bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
 .wide{max-width:100%;overflow-x:auto}
-@media print{.wide{overflow:visible}}
+@media print{.wide{overflow:visible}figure,.track,tr{break-inside:avoid}h2{break-after:avoid}}
 """
 
 
