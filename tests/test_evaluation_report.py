@@ -8,6 +8,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 import cv2
@@ -953,6 +954,62 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
     assert err.startswith("deepshield: error: the MLflow store garbage://x cannot be used (")
     assert err.rstrip().endswith("give another --tracking-uri, or leave it out (nothing is logged to MLflow then)")
     assert "--no-tracking" not in err and not out.exists()
+
+
+class _Images(HTMLParser):
+    """Each picture of a page: its alt text, and the caption of the figure it is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self._figure: list[dict[str, str]] | None = None
+        self._caption: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "figure":
+            self._figure = []
+        elif tag == "figcaption" and self._figure is not None:
+            self._caption = []
+        elif tag == "img":
+            image = {"alt": dict(attrs).get("alt") or "", "caption": ""}
+            self.images.append(image)
+            if self._figure is not None:
+                self._figure.append(image)
+
+    def handle_data(self, data):
+        if self._caption is not None:
+            self._caption.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "figcaption" and self._caption is not None and self._figure is not None:
+            for image in self._figure:
+                image["caption"] = image["caption"] or "".join(self._caption)
+            self._caption = None
+        elif tag == "figure":
+            self._figure = None
+
+
+def test_each_picture_of_the_report_says_what_it_shows(report):
+    # A screen reader read the gallery as "crop, heatmap" twenty times over, and each plot by its caption alone
+    # ("ROC curves"), with no figure of what it shows.
+    metrics = json.loads((report / "metrics.json").read_text())
+    parser = _Images()
+    parser.feed((report / "report.html").read_text(encoding="utf-8"))
+    alts = [image["alt"] for image in parser.images]
+    assert alts and not {"crop", "heatmap"} & set(alts)
+    from deepshield.evaluation.report import _beside, _num
+
+    threshold = metrics["settings"]["threshold"]
+    worst = metrics["worst"]["highest_real"][0]
+    name = Path(worst["path"]).name
+    assert f"{name}: most suspicious face, score {_beside(worst['score'], threshold)}" in alts
+    assert f"{name}: heatmap of that face (red: looks manipulated)" in alts
+    plots = {image["caption"]: image["alt"] for image in parser.images if image["caption"]}
+    auc = [_num(metrics[level]["metrics"]["auc"]["value"]) for level in ("file", "face")]
+    assert f"AUC file level {auc[0]}, face level {auc[1]}" in plots["ROC curves"]
+    assert "AP file level" in plots["precision-recall curves"] and "calibration error" in plots["reliability diagram"]
+    assert f"the threshold {threshold:.4f} dashed" in plots["file score histogram per class"]
+    assert "under each perturbation" in plots["AUC under perturbations"]
 
 
 @pytest.fixture(scope="module")

@@ -291,10 +291,24 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _img(path: Path | None, alt: str) -> str:
+def _img(path: Path | None, caption: str, alt: str) -> str:
+    """A plot under its `caption`; `alt`: what it shows, for a reader who cannot see it (the caption again said
+    only "ROC curves")."""
     if path is None:
         return ""
-    return f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt)}"><figcaption class="muted">{html.escape(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt)}">'
+        f'<figcaption class="muted">{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+def _by_level(summary: EvaluationSummary, metric: str) -> str:
+    """A metric at both levels as the plots' legends give it ("file level 0.602, face level 0.605")."""
+    return ", ".join(
+        f"{level} level {_num(block.value(metric))}"
+        for level, block in (("file", summary.file), ("face", summary.face))
+        if block.value(metric) is not None
+    )
 
 
 def _num(value, digits: int = 3) -> str:
@@ -421,8 +435,11 @@ def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> st
         )
         score = _beside(e["score"], threshold)
         tracks = _face_list(e.get("tracks", []), threshold) if image else _track_list(e.get("tracks", []), threshold)
+        # Each picture named by its file and score: a screen reader read "crop, heatmap" twenty times over.
+        name = _e(Path(e["path"]).name)
         figures.append(
-            f'<figure><img src="{_data_uri(e["crop"])}" alt="crop"><img src="{_data_uri(e["heatmap"])}" alt="heatmap">'
+            f'<figure><img src="{_data_uri(e["crop"])}" alt="{name}: most suspicious face, score {score}">'
+            f'<img src="{_data_uri(e["heatmap"])}" alt="{name}: heatmap of that face (red: looks manipulated)">'
             f"<figcaption><b>score {score}</b> (face {_beside(e['face_probability'], threshold)}) · {call}<br>{_e(e['path'])}<br>"
             f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{tracks}</figcaption></figure>'
         )
@@ -572,16 +589,38 @@ def render_html(
         + _confusion_table(summary.face, "faces")
         + "</div>",
         '<div class="plots">'
-        + _img(images.get("roc"), "ROC curves")
-        + _img(images.get("pr"), "precision-recall curves")
+        + _img(
+            images.get("roc"),
+            "ROC curves",
+            f"ROC curves: fakes caught against reals flagged at every threshold; AUC {_by_level(summary, 'auc')}",
+        )
+        + _img(
+            images.get("pr"),
+            "precision-recall curves",
+            f"precision-recall curves: precision against fakes caught at every threshold; AP {_by_level(summary, 'ap')}",
+        )
         + "</div>",
         "<h2>Calibration</h2>",
         "<p>Do probabilities mean what they say? Each point is a bin of scores: mean predicted probability against the observed fraction of fakes. "
         f"Expected calibration error: file level {_num(calibration.file and calibration.file.ece)}, face level {_num(calibration.face and calibration.face.ece)}.</p>",
         '<div class="plots">'
-        + _img(images.get("reliability"), "reliability diagram")
-        + _img(images.get("hist_file"), "file score histogram per class")
-        + _img(images.get("hist_face"), "face probability histogram per class")
+        + _img(
+            images.get("reliability"),
+            "reliability diagram",
+            "reliability diagram: the fraction of fakes in each bin of scores against its mean score, the diagonal "
+            f"perfectly calibrated, with each bin's count below; expected calibration error file level "
+            f"{_num(calibration.file and calibration.file.ece)}, face level {_num(calibration.face and calibration.face.ece)}",
+        )
+        + _img(
+            images.get("hist_file"),
+            "file score histogram per class",
+            f"histogram of the file scores of real and of fake files, the threshold {s.threshold:.4f} dashed",
+        )
+        + _img(
+            images.get("hist_face"),
+            "face probability histogram per class",
+            f"histogram of the face probabilities of real and of fake files' faces, the threshold {s.threshold:.4f} dashed",
+        )
         + "</div>",
         "<h2>By source dataset</h2>",
         _metrics_table(
@@ -621,7 +660,13 @@ def render_html(
             "Files that lose their face under a perturbation follow the no-face policy above, and are counted (a fake "
             "whose face is hidden is missed by the product); Δ vs clean compares the files with a face under both.</p>",
             _perturbation_table(summary.perturbations, sources),
-            '<div class="plots">' + _img(images.get("perturbations"), "AUC under perturbations") + "</div>",
+            '<div class="plots">'
+            + _img(
+                images.get("perturbations"),
+                "AUC under perturbations",
+                "bar chart of the file AUC (with its interval) and face AUC under each perturbation, as in the table above",
+            )
+            + "</div>",
         ]
     else:
         parts.append(
