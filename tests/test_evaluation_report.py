@@ -1012,6 +1012,57 @@ def test_each_picture_of_the_report_says_what_it_shows(report):
     assert "under each perturbation" in plots["AUC under perturbations"]
 
 
+class _Tables(HTMLParser):
+    """Each table of a page: its caption and its rows, a row a list of (tag, scope, text) per cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self._into: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "caption":
+            self._into = []
+        elif tag == "tr":
+            self.tables[-1]["rows"].append([])
+        elif tag in ("th", "td"):
+            self.tables[-1]["rows"][-1].append([tag, dict(attrs).get("scope"), ""])
+            self._into = []
+
+    def handle_data(self, data):
+        if self._into is not None:
+            self._into.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "caption" and self._into is not None:
+            self.tables[-1]["caption"] = "".join(self._into)
+        elif tag in ("th", "td") and self._into is not None:
+            self.tables[-1]["rows"][-1][-1][2] = "".join(self._into)
+        if tag in ("caption", "th", "td"):
+            self._into = None
+
+
+def test_each_table_of_the_report_is_named_and_its_rows_and_columns_headed(report):
+    # The metrics tables' rows were named by plain cells: a screen reader going down the AUC column read
+    # "0.605" with no word of "face level"; and no table had a name, seven alike in a screen reader's list.
+    parser = _Tables()
+    parser.feed((report / "report.html").read_text(encoding="utf-8"))
+    tables = {table["caption"]: table["rows"] for table in parser.tables}
+    assert len(tables) == len(parser.tables) >= 10 and "" not in tables
+    for caption, rows in tables.items():
+        body = [row for row in rows if row[0][:2] == ["th", "row"]]  # the rest: a row of column headers on top
+        assert body and rows[len(rows) - len(body) :] == body and len(rows) - len(body) <= 1, caption
+        assert all(scope == "col" for row in rows[: len(rows) - len(body)] for tag, scope, _ in row if tag == "th")
+    headline = tables["headline metrics"]
+    assert [cell[2] for cell in headline[0][:5]] == ["", "files", "samples", "fakes", "AUC"]
+    assert [row[0][2].rstrip("†") for row in headline[1:]] == ["file level", "face level"]
+    assert [row[0][2] for row in tables["files by label and call at the threshold"][1:]] == ["real", "fake"]
+    assert [row[0][2] for row in tables["metrics under each perturbation"][1:]][:2] == ["clean", "jpeg:90"]
+    assert "blank.png" in tables["files without a face"][1][0][2]
+
+
 @pytest.fixture(scope="module")
 def browser():
     from tests.test_serving_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser

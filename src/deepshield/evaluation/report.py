@@ -275,16 +275,18 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}.ci{color:#57606a;font-size:.8em
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:230px;font-size:.75rem;word-break:break-all}
 .gallery img{width:112px;height:112px;image-rendering:auto;border:1px solid #ccc}.gallery .track{margin-top:.4rem}.gallery .track img{width:56px;height:56px}.warn{background:#fff8c5;padding:.5rem .8rem;border:1px solid #d4a72c}
 .bad{color:#cf222e}.good{color:#1a7f37}code{font-size:.85em}
-.wide{max-width:100%;overflow-x:auto}
+.wide{max-width:100%;overflow-x:auto}th.n{background:none;font-weight:400}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 @media print{.wide{overflow:visible}figure,.track,tr{break-inside:avoid}h2{break-after:avoid}}
 """
 
 
-def _table(rows: str) -> str:
+def _table(rows: str, caption: str) -> str:
     """A table in a box of its own that scrolls sideways where the page is narrower than it (a phone, 200% zoom):
     the metrics' thirteen columns pushed the whole page, its text too, sideways at 320 px. On paper the box lets
-    the table show whole, as the browser fits it to the page."""
-    return f'<div class="wide"><table>{rows}</table></div>'
+    the table show whole, as the browser fits it to the page. `caption`: the table's name, for a screen reader's
+    list of tables (the heading above says it to the eye)."""
+    return f'<div class="wide"><table><caption class="sr">{_e(caption)}</caption>{rows}</table></div>'
 
 
 def _data_uri(path: Path) -> str:
@@ -338,10 +340,11 @@ def _e(text) -> str:
     return html.escape(shown_name(str(text)))
 
 
-def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
+def _metrics_table(rows: list[tuple[str, MetricBlock]], caption: str) -> str:
+    """Each row headed by its name (a screen reader read a column's figures with no word of their row)."""
     head = (
-        "<tr><th class=l></th><th>files</th><th>samples</th><th>fakes</th>"
-        + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES)
+        "<tr><td></td><th scope=col>files</th><th scope=col>samples</th><th scope=col>fakes</th>"
+        + "".join(f"<th scope=col>{METRIC_LABELS[n]}</th>" for n in METRIC_NAMES)
         + "</tr>"
     )
     body = []
@@ -351,9 +354,7 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
         if block.caution:  # only a block with metrics has one (metric_block)
             cautioned.setdefault(block.caution, []).append(name)
             mark = "†"
-        cells = (
-            f"<td class=l>{_e(name)}{mark}</td><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
-        )
+        cells = f"<th scope=row class='l n'>{_e(name)}{mark}</th><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"
         if block.metrics:
             cells += "".join(f"<td>{_with_ci(block.metrics[n])}</td>" for n in METRIC_NAMES)
         else:
@@ -367,7 +368,7 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]]) -> str:
     notes = "".join(
         f'<p class="muted caution">† {_e(", ".join(names))}: {_e(caution)}</p>' for caution, names in cautioned.items()
     )
-    return f"{_table(head + ''.join(body))}{notes}"
+    return f"{_table(head + ''.join(body), caption)}{notes}"
 
 
 def _confusion_table(block: MetricBlock, title: str) -> str:
@@ -375,16 +376,17 @@ def _confusion_table(block: MetricBlock, title: str) -> str:
     if c is None:
         return ""
     return _table(
-        f"<tr><th class=l>{_e(title)}</th><th>called real</th><th>called fake</th></tr>"
-        f"<tr><th class=l>real</th><td>{c.tn}</td><td>{c.fp}</td></tr>"
-        f"<tr><th class=l>fake</th><td>{c.fn}</td><td>{c.tp}</td></tr>"
+        f"<tr><th class=l scope=col>{_e(title)}</th><th scope=col>called real</th><th scope=col>called fake</th></tr>"
+        f"<tr><th class=l scope=row>real</th><td>{c.tn}</td><td>{c.fp}</td></tr>"
+        f"<tr><th class=l scope=row>fake</th><td>{c.fn}</td><td>{c.tp}</td></tr>",
+        f"{title} by label and call at the threshold",
     )
 
 
 def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
-    head = "<tr><th class=l>condition</th><th>file AUC [95% CI]</th><th>Δ vs clean</th><th>face AUC</th><th>Δ vs clean</th><th>balanced acc.</th><th>recall</th><th>FPR</th><th>files without a face</th><th>faces lost (fake / real)</th><th>faces</th>"
+    head = "<tr><th class=l scope=col>condition</th><th scope=col>file AUC [95% CI]</th><th scope=col>Δ vs clean</th><th scope=col>face AUC</th><th scope=col>Δ vs clean</th><th scope=col>balanced acc.</th><th scope=col>recall</th><th scope=col>FPR</th><th scope=col>files without a face</th><th scope=col>faces lost (fake / real)</th><th scope=col>faces</th>"
     if len(sources) > 1:
-        head += "".join(f"<th>{_e(s)} file AUC</th>" for s in sources)
+        head += "".join(f"<th scope=col>{_e(s)} file AUC</th>" for s in sources)
     head += "</tr>"
     body = []
     for r in rows:
@@ -397,7 +399,7 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
             return f'<span class="{css}">{value:+.3f}</span>'
 
         cells = (
-            f"<td class=l>{_e(r.condition)}</td><td>{_with_ci(auc)}</td><td>{delta(r.file_auc_change)}</td><td>{_num(r.face_auc)}</td>"
+            f"<th scope=row class='l n'>{_e(r.condition)}</th><td>{_with_ci(auc)}</td><td>{delta(r.file_auc_change)}</td><td>{_num(r.face_auc)}</td>"
             f"<td>{delta(r.face_auc_change)}</td><td>{_num(r.file_balanced_accuracy)}</td><td>{_num(r.file_recall)}</td>"
             f"<td>{_num(r.file_false_positive_rate)}</td><td>{r.files_without_face}</td>"
             f"<td>{r.fakes_lost} / {r.reals_lost}</td><td>{r.faces}</td>"
@@ -405,18 +407,22 @@ def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
         if len(sources) > 1:
             cells += "".join(f"<td>{_num(r.by_source_file_auc.get(s))}</td>" for s in sources)
         body.append(f"<tr>{cells}</tr>")
-    return _table(head + "".join(body))
+    return _table(head + "".join(body), "metrics under each perturbation")
 
 
-def _listing(entries: Sequence[BaseModel], columns: list[str], limit: int = 200) -> str:
+def _listing(entries: Sequence[BaseModel], columns: list[str], caption: str, limit: int = 200) -> str:
+    """Entries a row each, headed by their first column (the path)."""
     if not entries:
         return '<p class="muted">none</p>'
-    head = "".join(f"<th class=l>{_e(c)}</th>" for c in columns)
+    head = "".join(f"<th class=l scope=col>{_e(c)}</th>" for c in columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns) + "</tr>" for e in entries[:limit]
+        f"<tr><th scope=row class='l n'>{_e(getattr(e, columns[0]))}</th>"
+        + "".join(f"<td class=l>{_e(getattr(e, c))}</td>" for c in columns[1:])
+        + "</tr>"
+        for e in entries[:limit]
     )
     more = f'<p class="muted">… and {len(entries) - limit} more (see metrics.json)</p>' if len(entries) > limit else ""
-    return f"{_table(f'<tr>{head}</tr>{rows}')}{more}"
+    return f"{_table(f'<tr>{head}</tr>{rows}', caption)}{more}"
 
 
 def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> str:
@@ -516,7 +522,8 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
         "judges: read its AUC on sets of generated faces.</p>",
         _metrics_table(
             [("file level", synthetic.file), ("face level", synthetic.face)]
-            + [(f"{name} · face", block.face) for name, block in synthetic.by_source.items()]
+            + [(f"{name} · face", block.face) for name, block in synthetic.by_source.items()],
+            "synthetic-face score metrics",
         ),
         "<p>Real faces flagged synthetic (at its threshold): "
         + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged)
@@ -540,7 +547,7 @@ def render_html(
         f" · data: {_e(', '.join(s.datasets))}</p>",
         _table(
             "".join(
-                f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
+                f"<tr><th class=l scope=row>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
                 for k, v in (
                     ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
                     ("temperature", _calibration_figure(model.temperature)),
@@ -574,7 +581,8 @@ def render_html(
                         else "not computed (--bootstrap 0)",
                     ),
                 )
-            )
+            ),
+            "what was evaluated, and how",
         ),
     ]
     for note in summary.notes:
@@ -583,7 +591,7 @@ def render_html(
         "<h2>Headline metrics</h2>",
         "<p>File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
         "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
-        _metrics_table([("file level", summary.file), ("face level", summary.face)]),
+        _metrics_table([("file level", summary.file), ("face level", summary.face)], "headline metrics"),
         '<div class="plots">'
         + _confusion_table(summary.file, "files")
         + _confusion_table(summary.face, "faces")
@@ -625,17 +633,23 @@ def render_html(
         "<h2>By source dataset</h2>",
         _metrics_table(
             [(f"{name} · file", block.file) for name, block in summary.by_source.items()]
-            + [(f"{name} · face", block.face) for name, block in summary.by_source.items()]
+            + [(f"{name} · face", block.face) for name, block in summary.by_source.items()],
+            "metrics by source dataset",
         ),
         *_synthetic_section(summary.synthetic),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
-        _metrics_table([(f"{name} · file", block.file) for name, block in summary.by_method.items()])
+        _metrics_table(
+            [(f"{name} · file", block.file) for name, block in summary.by_method.items()],
+            "metrics by manipulation method",
+        )
         if summary.by_method
         else '<p class="muted">no fakes</p>',
         "<h2>Video rules compared</h2>",
         "<p>The same face scores aggregated per file by each rule (file level). For images every rule gives the most suspicious face.</p>",
-        _metrics_table([(f"{kind}", block.file) for kind, block in summary.video_rules.items()]),
+        _metrics_table(
+            [(f"{kind}", block.file) for kind, block in summary.video_rules.items()], "metrics by video rule"
+        ),
     ]
     if any(block.videos_only is not None for block in summary.video_rules.values()):
         parts.append(
@@ -645,7 +659,8 @@ def render_html(
                     (f"{kind} (videos)", block.videos_only)
                     for kind, block in summary.video_rules.items()
                     if block.videos_only is not None
-                ]
+                ],
+                "metrics by video rule, videos only",
             )
         )
     parts.append(
@@ -680,19 +695,19 @@ def render_html(
         "suspicious face.</p>",
         _gallery(examples.get("lowest_fake", []), "fake files", s.threshold, "missed"),
         f"<h2>Files without a face ({len(summary.no_face_files)})</h2>",
-        _listing(summary.no_face_files, ["path", "label", "source", "method"]),
+        _listing(summary.no_face_files, ["path", "label", "source", "method"], "files without a face"),
         f"<h2>Missing files ({len(summary.missing_files)})</h2>",
         '<p class="muted">named by the dataset\'s listing (metadata.json, CSV) but not on disk</p>'
         if summary.missing_files
         else "",
-        _listing(summary.missing_files, ["path", "label", "source"]),
+        _listing(summary.missing_files, ["path", "label", "source"], "missing files"),
         f"<h2>Unreadable files ({len(summary.unreadable_files)})</h2>",
-        _listing(summary.unreadable_files, ["path", "label", "source", "reason"]),
+        _listing(summary.unreadable_files, ["path", "label", "source", "reason"], "unreadable files"),
     ]
     if summary.unlabelled_entries:
         parts += [
             f"<h2>Unlabelled entries ({len(summary.unlabelled_entries)})</h2>",
-            _listing(summary.unlabelled_entries, ["path", "reason"]),
+            _listing(summary.unlabelled_entries, ["path", "reason"], "unlabelled entries"),
         ]
     parts.append(
         '<p class="muted">Figures: metrics.json · per-face scores: scores.csv · per-file scores: files.csv</p></body></html>'
