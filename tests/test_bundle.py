@@ -231,6 +231,32 @@ def test_a_bundle_lock_a_killed_export_left_goes_with_the_next_bundle(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
+def test_a_bundle_lock_removed_as_another_export_takes_it_keeps_the_next_one_out(tmp_path, monkeypatch):
+    # The first export removes the lock file once its bundle is in place: a second one that had opened the file
+    # just before locked it just after, a file no longer named, and a third, opening the name, made a new file
+    # and locked it at once: two exports filled one .part folder, and the second's rename failed.
+    from deepshield import locks
+    from deepshield.models.card import building_bundle
+
+    first = building_bundle(tmp_path / "b")
+    first.__enter__()
+    take = locks._flock
+
+    def opened_before_the_first_finished(handle, lock_file, operation):
+        monkeypatch.setattr(locks, "_flock", take)
+        first.__exit__(None, None, None)  # its bundle in place, its lock file removed, let go
+        return take(handle, lock_file, operation)
+
+    monkeypatch.setattr(locks, "_flock", opened_before_the_first_finished)
+    with building_bundle(tmp_path / "b") as building:
+        third = building_bundle(tmp_path / "b")
+        with pytest.raises(DeepShieldError, match="another deepshield process is writing this bundle"):
+            third.__enter__()
+        (building / "marker").write_text("second")
+    assert (tmp_path / "b" / "marker").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
 # --- the loader refuses broken bundles ------------------------------------------------------
 
 

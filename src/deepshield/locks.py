@@ -54,23 +54,16 @@ def file_lock(path: Path, what: str, named: Path | None = None) -> Iterator[bool
 
 @contextlib.contextmanager
 def _held(lock_file: Path, named: Path, what: str) -> Iterator[None]:
-    import fcntl
+    def refused(handle: IO[str]) -> bool:
+        holder = _holder(handle)
+        raise DeepShieldError(
+            f"{named}: another deepshield process is writing {what}"
+            + (f" (pid {holder})" if holder is not None else "")
+            + "; wait for it to finish"
+        )
 
-    with open(lock_file, "a") as handle:
-        try:
-            locked = _flock(handle, lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = _holder(handle)
-            raise DeepShieldError(
-                f"{named}: another deepshield process is writing {what}"
-                + (f" (pid {holder})" if holder is not None else "")
-                + "; wait for it to finish"
-            ) from exc
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    with _locked(lock_file, refused):
+        yield
 
 
 @contextlib.contextmanager
@@ -83,18 +76,51 @@ def waited_lock(lock_file: Path | None, waiting: Callable[[int | None], None] | 
         return
     import fcntl
 
-    with open(lock_file, "a") as handle:
-        try:
-            locked = _flock(handle, lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None:
-                waiting(_holder(handle))
-            locked = _flock(handle, lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def wait(handle: IO[str]) -> bool:
+        if waiting is not None:
+            waiting(_holder(handle))
+        return _flock(handle, lock_file, fcntl.LOCK_EX)
+
+    with _locked(lock_file, wait):
+        yield
+
+
+@contextlib.contextmanager
+def _locked(lock_file: Path, busy: Callable[[IO[str]], bool]) -> Iterator[None]:
+    """Hold the flock of the file named `lock_file` (made when missing); `busy(handle)`, where another process
+    holds it: raises, or waits for it and gives whether it is locked (False: the file system keeps no locks).
+    A lock file is removed by its last holder (file_lock's, a bundle's once in place): one opened before its
+    removal and locked after it is a file no longer named, which the next process to come does not see, its
+    own new file locked at once, two processes then writing 'under the lock'. Such a file is let go and
+    the one named now taken instead."""
+    import fcntl
+
+    while True:
+        with open(lock_file, "a") as handle:
+            try:
+                locked = _flock(handle, lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                locked = busy(handle)
+            if locked and not _still_named(handle, lock_file):
+                # Its folder too may have gone with it (folder_lock's, made for work that wrote nothing).
+                lock_file.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
+                yield
+            finally:
+                if locked:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+
+
+def _still_named(handle: IO[str], lock_file: Path) -> bool:
+    """Whether `lock_file` still names the file open as `handle` (not removed, nor replaced, since it was opened)."""
+    try:
+        named = os.stat(lock_file)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _flock(handle: IO[str], lock_file: Path, operation: int) -> bool:
