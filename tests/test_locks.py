@@ -36,3 +36,23 @@ def test_a_file_system_without_locks_goes_on_with_a_warning(tmp_path, monkeypatc
     monkeypatch.setattr(fcntl, "flock", failing)
     with pytest.raises(OSError, match="Input/output error"), waited_lock(tmp_path / "bank.lock"):
         pass
+
+
+def test_a_lock_taken_again_and_again_warns_once(tmp_path, monkeypatch, caplog):
+    # tune's grid search takes its claims' lock at every trial: on such a file system each trial warned again.
+    def no_locks(handle, operation):
+        if operation != fcntl.LOCK_UN:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="deepshield.locks"):
+        for _ in range(3):
+            with waited_lock(tmp_path / "study.db.grid-lock"):
+                pass
+        with waited_lock(tmp_path / "study.db.lock"):  # another lock is warned of in its turn
+            pass
+    warned = [record.getMessage() for record in caplog.records if "keeps no locks" in record.getMessage()]
+    assert [message.split(":")[0] for message in warned] == [
+        str(tmp_path / "study.db.grid-lock"),
+        str(tmp_path / "study.db.lock"),
+    ]

@@ -18,6 +18,9 @@ from deepshield.errors import DeepShieldError
 LOCK_NAME = ".lock"
 # What flock raises on a file system that keeps no locks (NFS without its lock service, some FUSE mounts).
 _NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+# The lock files this process has warned of (_flock): a lock taken again and again (tune's grid claims, at
+# every trial) warned each time.
+_warned: set[Path] = set()
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,9 @@ def _still_named(handle: IO[str], lock_file: Path) -> bool:
 
 
 def _flock(handle: IO[str], lock_file: Path, operation: int) -> bool:
-    """flock(handle, operation); False, with a warning, where the file system keeps no locks: the work goes on
-    unguarded against a second process, as before it was locked, rather than stopping at an OSError."""
+    """flock(handle, operation); False, with a warning (once a lock file), where the file system keeps no locks:
+    the work goes on unguarded against a second process, as before it was locked, rather than stopping at an
+    OSError."""
     import fcntl
 
     try:
@@ -133,11 +137,13 @@ def _flock(handle: IO[str], lock_file: Path, operation: int) -> bool:
     except OSError as exc:
         if exc.errno not in _NO_LOCKS:
             raise
-        log.warning(
-            "%s: this file system keeps no locks (%s): going on without guarding against a second process",
-            lock_file,
-            exc.strerror or exc,
-        )
+        if lock_file not in _warned:  # once a file: what it says holds for every later try
+            _warned.add(lock_file)
+            log.warning(
+                "%s: this file system keeps no locks (%s): going on without guarding against a second process",
+                lock_file,
+                exc.strerror or exc,
+            )
         return False
     return True
 
