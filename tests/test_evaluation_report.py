@@ -1002,7 +1002,8 @@ def test_each_picture_of_the_report_says_what_it_shows(report):
     threshold = metrics["settings"]["threshold"]
     worst = metrics["worst"]["highest_real"][0]
     name = Path(worst["path"]).name
-    assert f"{name}: most suspicious face, score {_beside(worst['score'], threshold)}" in alts
+    face, score = _beside(worst["face_probability"], threshold), _beside(worst["score"], threshold)
+    assert f"{name}: most suspicious face, score {face} (file score {score})" in alts
     assert f"{name}: heatmap of that face (red: looks manipulated)" in alts
     plots = {image["caption"]: image["alt"] for image in parser.images if image["caption"]}
     auc = [_num(metrics[level]["metrics"]["auc"]["value"]) for level in ("file", "face")]
@@ -1061,6 +1062,31 @@ def test_each_table_of_the_report_is_named_and_its_rows_and_columns_headed(repor
     assert [row[0][2] for row in tables["files by label and call at the threshold"][1:]] == ["real", "fake"]
     assert [row[0][2] for row in tables["metrics under each perturbation"][1:]][:2] == ["clean", "jpeg:90"]
     assert "blank.png" in tables["files without a face"][1][0][2]
+
+
+def test_a_videos_gallery_picture_gives_its_face_its_own_score(tmp_path):
+    # A video's score is its rule over its tracks, not its most suspicious face's: the crop's text gave the face
+    # the file's 0.412, where the face scored 0.931 (as the caption under it says).
+    from deepshield.evaluation.report import _gallery, _png
+
+    crop = _png(np.zeros((8, 8, 3), np.uint8), tmp_path / "crop.png")
+    entry = {
+        "path": "real/clip.mp4",
+        "video": True,
+        "score": 0.412,
+        "face_probability": 0.931,
+        "frame_index": 7,
+        "face_index": 0,
+        "source": "s",
+        "method": "m",
+        "crop": crop,
+        "heatmap": crop,
+        "tracks": [],
+    }
+    parser = _Images()
+    parser.feed(_gallery([entry], "real files", 0.5, "flagged"))
+    assert parser.images[0]["alt"] == "clip.mp4: most suspicious face, score 0.931 (file score 0.412)"
+    assert "score 0.412 (face 0.931)" in parser.images[0]["caption"]
 
 
 @pytest.fixture(scope="module")

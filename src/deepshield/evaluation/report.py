@@ -441,12 +441,14 @@ def _gallery(entries: list[dict], what: str, threshold: float, wrong: str) -> st
         )
         score = _beside(e["score"], threshold)
         tracks = _face_list(e.get("tracks", []), threshold) if image else _track_list(e.get("tracks", []), threshold)
-        # Each picture named by its file and score: a screen reader read "crop, heatmap" twenty times over.
+        # Each picture named by its file and score: a screen reader read "crop, heatmap" twenty times over. The
+        # face's own score, and the file's apart: a video's (its rule over its tracks) is not its top face's.
         name = _e(Path(e["path"]).name)
+        face = _beside(e["face_probability"], threshold)
         figures.append(
-            f'<figure><img src="{_data_uri(e["crop"])}" alt="{name}: most suspicious face, score {score}">'
+            f'<figure><img src="{_data_uri(e["crop"])}" alt="{name}: most suspicious face, score {face} (file score {score})">'
             f'<img src="{_data_uri(e["heatmap"])}" alt="{name}: heatmap of that face (red: looks manipulated)">'
-            f"<figcaption><b>score {score}</b> (face {_beside(e['face_probability'], threshold)}) · {call}<br>{_e(e['path'])}<br>"
+            f"<figcaption><b>score {score}</b> (face {face}) · {call}<br>{_e(e['path'])}<br>"
             f'<span class="muted">{_e(e["source"])} / {_e(e["method"])} · {where}</span>{tracks}</figcaption></figure>'
         )
     return f'<div class="gallery">{"".join(figures)}</div>'
