@@ -31,7 +31,7 @@ from PIL import Image
 from deepshield.inference.analysis import Detector
 from deepshield.inference.verdict import shown_probability
 from deepshield.media.units import parse_clock_time
-from deepshield.media.video import VideoLimits
+from deepshield.media.video import VideoLimits, VideoSpan
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import ScriptedClassifier, bundle_with_record, photo_with_exif, write_video
@@ -731,6 +731,19 @@ def test_a_video_whose_sound_starts_first_is_offered_no_frames_it_lacks(browser,
         page.set_input_files("#file-input", str(clip))
         page.wait_for_selector("#timeline svg")
         assert "inconclusive" in page.inner_text("#verdict").lower()
+        assert not page.is_visible("[data-role=more-frames]")
+    # A part from the file's start: 0:00 to 0:07 holds the picture's first 10 frames, all sampled; its 7 s at
+    # 10 fps were 70, capped at the video's 20, and 64 were offered for the same 10.
+    part = detector.analyze_video(clip, frames=32, span=VideoSpan(0.0, 7.0))
+    assert part.sampled_frames == 10
+    borderline = type(detector)(detector.classifier, detector.faces, threshold=part.verdict.probability)
+    with _page_of(browser, borderline) as page:
+        page.fill("#span-start", "0")
+        page.fill("#span-end", "7")
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_selector("#timeline svg")
+        assert "inconclusive" in page.inner_text("#verdict").lower()
+        assert "PART ANALYSED" in page.inner_text("#video-facts")
         assert not page.is_visible("[data-role=more-frames]")
 
 

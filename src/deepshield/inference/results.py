@@ -255,6 +255,11 @@ class VideoSummary(BaseModel):
         description="a stored pixel's width over its height (anamorphic video); frames are stretched to square "
         "pixels before faces are found, as a player shows them",
     )
+    picture_start_s: float = Field(
+        0.0,
+        description="when the picture's first frame shows, in seconds from the file's start (after 0 where the "
+        "sound starts first): times and parts count from the file's start, frame i shows at picture_start_s + i / fps",
+    )
     decoded_scale: int = Field(
         1,
         description="1: frames read at full size; 2, 4 or 8: frames above the pixel limit (8K video), or too many "

@@ -78,9 +78,11 @@ function offerMoreFrames(result, source) {
   const box = $("more-frames");
   box.hidden = true;
   const part = result.analysed;
-  const length = (part.end_s !== null ? part.end_s : result.video.duration_s) - part.start_s;
-  // At most the video's frames: times count from the file's start, and where its sound starts first the part's
-  // seconds before the picture hold none (a clip of 20 frames after 6 s of sound was offered 64).
+  // From the picture's start: times count from the file's start, and where its sound starts first the part's
+  // seconds before the picture hold no frame (a clip of 20 frames after 6 s of sound was offered 64; its part
+  // 0:00 to 0:07, 10 frames, all sampled, still was with the cap at the video's frames alone).
+  const from = Math.max(part.start_s, result.video.picture_start_s || 0);
+  const length = (part.end_s !== null ? part.end_s : result.video.duration_s) - from;
   const frames = Math.min(length * result.video.fps, result.video.frame_count > 0 ? result.video.frame_count : Infinity);
   const select = $("frames-select");
   const next = [...select.options].map((option) => Number(option.value)).find((n) => n > result.sampled_frames);
