@@ -1292,6 +1292,13 @@ def test_table_columns_stay_aligned_for_wide_and_control_characters():
         "\\u200fRede.jpg      fake",
         "a\\u200eb\\u061c.jpg  -",
     ]
+    # A zero-width space or joiner takes no column: counted as one, it put the row's columns one out.
+    assert aligned([["FILE", "KIND"], ["a\u200bb.jpg", "image"], ["c\u200dd.jpg", "-"], ["ab.jpg", "-"]]) == [
+        "FILE    KIND",
+        "a\u200bb.jpg  image",
+        "c\u200dd.jpg  -",
+        "ab.jpg  -",
+    ]
 
 
 def test_a_person_seen_in_one_frame_has_a_dot_for_a_score_line():

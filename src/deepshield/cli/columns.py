@@ -20,9 +20,21 @@ def shown(cell: str) -> str:
     )
 
 
+# Characters a terminal draws in no column: marks on the character before them (accents) and format characters
+# (zero-width space and joiners), the soft hyphen aside (drawn as a hyphen).
+_ZERO_WIDTH_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
+
+
 def width(text: str) -> int:
-    """Terminal columns `text` takes: East Asian wide and full-width characters two, combining marks none."""
-    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    """Terminal columns `text` takes: East Asian wide and full-width characters two, marks and zero-width
+    format characters none (a name holding a zero-width space put its row's columns one out)."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def _char_width(ch: str) -> int:
+    if ch != "\u00ad" and unicodedata.category(ch) in _ZERO_WIDTH_CATEGORIES:
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 
 
 def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
