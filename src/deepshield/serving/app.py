@@ -213,6 +213,7 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                         },
                     )
+        _declare_frames_bound(schema, app.state.runtime.settings.max_video_frames)
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
@@ -220,6 +221,17 @@ def _use_json_errors_in_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to change the schema
+
+
+def _declare_frames_bound(schema: dict[str, Any], max_frames: int) -> None:
+    """POST /v1/jobs refuses (400) `frames` above the server's max_video_frames, a setting the route's signature
+    cannot know: the schema said only `minimum: 1`, so a client generated from it sent 500 and got a 400."""
+    operation = schema.get("paths", {}).get("/v1/jobs", {}).get("post", {})
+    for parameter in operation.get("parameters", []):
+        if parameter.get("name") == "frames" and parameter.get("in") == "query":
+            for option in parameter.get("schema", {}).get("anyOf", [parameter.get("schema", {})]):
+                if option.get("type") == "integer":
+                    option["maximum"] = max_frames
 
 
 def create_app(detector: Detector, settings: ServerSettings | None = None, listen_host: str | None = None) -> FastAPI:
