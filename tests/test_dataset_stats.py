@@ -415,3 +415,17 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_charts(biase
     assert captured.err.count("\n") == 1 and "the MLflow store garbage://x cannot be used" in captured.err
     assert captured.err.rstrip().endswith("or leave it out (nothing is logged to MLflow then)")
     assert captured.out == "" and not (dataset / "stats").exists()
+
+
+def test_a_split_given_no_share_is_not_warned_of_as_empty(biased: Path, capsys):
+    # Prepared with --split 1,0,0: stats and balance warned "split val is empty (too few groups for the
+    # requested ratios?)" of the splits asked to be empty (prepare, rightly, did not).
+    assert main(["dataset", "stats", str(biased)]) == 0
+    assert "is empty" not in capsys.readouterr().err
+    shares = {"real": 2, "fake": 2}
+    from deepshield.data.stats import split_warnings
+
+    empty = dict.fromkeys(("real", "fake"), 0)
+    by_split = {"train": shares, "val": empty, "test": empty}
+    assert split_warnings(by_split, shares, (1.0, 0.0, 0.0)) == []
+    assert split_warnings(by_split, shares, (0.8, 0.1, 0.1))[0].startswith("split val is empty")

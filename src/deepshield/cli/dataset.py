@@ -65,10 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.data.manifest import read_errors, read_manifest
-    from deepshield.data.stats import compute_stats, format_stats, log_stats, write_stats
+    from deepshield.data.stats import compute_stats, format_stats, log_stats, split_ratios, write_stats
 
     records = read_manifest(args.dataset)
-    stats = compute_stats(records, read_errors(args.dataset))
+    stats = compute_stats(records, read_errors(args.dataset), split_ratios(args.dataset))
     check_tracking_store(args)  # before the charts are written
     pngs = write_stats(stats, args.dataset)
     sys.stdout.write(format_stats(stats))
@@ -85,7 +85,7 @@ def run_balance(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.data import balance
     from deepshield.data.manifest import read_manifest
-    from deepshield.data.stats import compute_stats
+    from deepshield.data.stats import compute_stats, split_ratios
 
     progress = not args.no_progress
     if args.add_real is not None:
@@ -95,6 +95,6 @@ def run_balance(args: argparse.Namespace) -> int:
     else:
         summary = balance.synth_fakes(args.dataset, args.synth_fakes, seed=args.seed, progress=progress)
     print(f"deepshield dataset balance: {summary.describe()}", file=sys.stderr)
-    for warning in compute_stats(read_manifest(args.dataset)).warnings:
+    for warning in compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     return EXIT_OK

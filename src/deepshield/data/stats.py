@@ -77,10 +77,19 @@ def source_warnings(by_source: dict[str, dict[str, int]], by_label: dict[str, in
     ]
 
 
-def split_warnings(by_split: dict[str, dict[str, int]], by_label: dict[str, int]) -> list[str]:
+def split_warnings(
+    by_split: dict[str, dict[str, int]],
+    by_label: dict[str, int],
+    ratios: Sequence[float] | None = None,
+) -> list[str]:
+    """A split left empty or without one label. `ratios`: the shares the dataset was split by (dataset.json);
+    a split given none is empty as asked (prepare --split 1,0,0), so not warned of."""
+    shares = dict(zip(SPLITS, ratios)) if ratios is not None else {}
     out = []
     for split, counts in by_split.items():
         if not sum(counts.values()):
+            if shares.get(split, 1) <= 0:
+                continue
             out.append(f"split {split} is empty (too few groups for the requested ratios?)")
             continue
         missing = [label for label in LABELS if by_label.get(label) and not counts.get(label)]
@@ -89,7 +98,9 @@ def split_warnings(by_split: dict[str, dict[str, int]], by_label: dict[str, int]
     return out
 
 
-def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] = ()) -> DatasetStats:
+def compute_stats(
+    records: Sequence[CropRecord], errors: Sequence[ErrorRecord] = (), ratios: Sequence[float] | None = None
+) -> DatasetStats:
     by_label: dict[str, int] = {label: sum(1 for r in records if r.label == label) for label in LABELS}
     by_source = _table(records, lambda r: r.source)
     by_split_raw = _table(records, lambda r: r.split or "unsplit")
@@ -114,9 +125,19 @@ def compute_stats(records: Sequence[CropRecord], errors: Sequence[ErrorRecord] =
         already_held=held,
     )
     stats.warnings = class_warnings(by_label, bool(errors)) or (
-        source_warnings(by_source, by_label) + split_warnings(by_split, by_label)
+        source_warnings(by_source, by_label) + split_warnings(by_split, by_label, ratios)
     )
     return stats
+
+
+def split_ratios(dataset_dir: Path | str) -> tuple[float, float, float] | None:
+    """The --split shares the dataset was prepared with, None without a dataset.json (a bare manifest)."""
+    from deepshield.data.manifest import read_info
+
+    if not DatasetLayout(dataset_dir).info.exists():
+        return None
+    low, middle, high = read_info(dataset_dir).split
+    return low, middle, high
 
 
 def class_warnings(by_label: dict[str, int], has_errors: bool) -> list[str]:
