@@ -429,3 +429,19 @@ def test_a_split_given_no_share_is_not_warned_of_as_empty(biased: Path, capsys):
     by_split = {"train": shares, "val": empty, "test": empty}
     assert split_warnings(by_split, shares, (1.0, 0.0, 0.0)) == []
     assert split_warnings(by_split, shares, (0.8, 0.1, 0.1))[0].startswith("split val is empty")
+
+
+def test_downsample_says_why_a_split_is_left_unbalanced(tmp_path: Path):
+    # 1 real face against 50 of one fake video: "0 crops removed ... after real 1, fake 50", and no word why.
+    def row(label: str, name: str, frame: int) -> CropRecord:
+        return CropRecord(
+            f"crops/x/{name}/{frame:06d}_00.png", label, "train", f"x:{name}", "x", "none" if label == "real" else "swap",
+            f"/data/{name}", frame, 0, 0.9, (0, 0, 1, 1), tuple((0.0, 0.0) for _ in range(6)),
+        )  # fmt: skip
+
+    write_info(tmp_path, DatasetInfo())
+    write_manifest(tmp_path / "manifest.csv", [row("real", "r.mp4", 0), *(row("fake", "v.mp4", i) for i in range(50))])
+    summary = balance.downsample(tmp_path)
+    assert summary.removed == 0 and summary.after == {"real": 1, "fake": 50}
+    assert any(note.startswith("split train: 1 real against 50 fake faces left") for note in summary.notes)
+    assert "add real faces instead" in summary.describe()

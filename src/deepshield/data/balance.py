@@ -254,6 +254,12 @@ def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSumm
                 continue
             removed_files.add((split, major, source_file))
             excess -= n
+        if excess > 0:  # it said "0 removed" of 1 real face against 50 of one video, and no word why
+            notes.append(
+                f"split {split}: {counts[minor]} {minor} against {counts[minor] + excess} {major} faces left: "
+                f"whole source files are removed, and each {major} file left would leave the split more "
+                f"unbalanced, or with no {major} face; add {minor} faces instead"
+            )
     keep = [r for r in records if (r.split, r.label, r.source_file) not in removed_files]
     dropped = [r for r in records if (r.split, r.label, r.source_file) in removed_files]
     if dropped:
