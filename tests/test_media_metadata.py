@@ -430,3 +430,26 @@ def test_content_credentials_after_the_pixels_of_a_large_tiff_or_webp_are_read(f
     for source in (signed, path):
         metadata = image_metadata(source)
         assert metadata.content_credentials and metadata.declared_source.code == "trainedAlgorithmicMedia"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"trainedAlgorithmicMedia",  # the bare code, as C2PA's reading of a digitalSourceType accepts it
+        b"http://cv.iptc.org/newscodes/digitalSourceType/trainedAlgorithmicMedia",  # the path in camel case
+    ],
+)
+def test_a_bare_or_camel_cased_source_type_is_declared(astronaut, value):
+    # Neither was found: a generated image read as declaring nothing, untagged "Declares AI".
+    for form in (b' Iptc4xmpExt:DigitalSourceType="' + value + b'"/>', b"><Iptc4xmpExt:DigitalSourceType>" + value
+                 + b"</Iptc4xmpExt:DigitalSourceType></rdf:Description>"):  # fmt: skip
+        xmp = (
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+            + form
+            + b"</rdf:RDF></x:xmpmeta>"
+        )
+        buffer = io.BytesIO()
+        Image.fromarray(astronaut).save(buffer, "JPEG", xmp=xmp)
+        declared = image_metadata(buffer.getvalue()).declared_source
+        assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.generative_ai

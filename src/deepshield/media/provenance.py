@@ -41,9 +41,11 @@ SOURCE_TYPES = {
 GENERATIVE_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
 # The value of the DigitalSourceType property (an attribute, an element's text or an rdf:resource), any
 # prefix: a search for the code anywhere called a camera capture generative AI because its description
-# quoted the code.
+# quoted the code. IPTC's URI (its path in any case: "digitalSourceType/" is written too) or the bare code
+# ("trainedAlgorithmicMedia", as C2PA's own reading accepts): a bare one declared nothing.
 _SOURCE_TYPE = re.compile(
-    rb"DigitalSourceType(?:\s*=\s*[\"']|\s*>|\s+rdf:resource\s*=\s*[\"'])\s*[^\"'<>\s]*?digitalsourcetype/([A-Za-z]{3,60})"
+    rb"DigitalSourceType(?:\s*=\s*[\"']|\s*>|\s+rdf:resource\s*=\s*[\"'])\s*"
+    rb"(?:[^\"'<>\s]*?(?i:digitalsourcetype)/)?([A-Za-z]{3,60})\s*[\"'<]"
 )
 _XMP_OPEN, _XMP_CLOSE = b"<x:xmpmeta", b"</x:xmpmeta>"
 # Offline, always: a manifest stored at a URL is not fetched, nor is a certificate's revocation status.
