@@ -453,3 +453,14 @@ def test_a_bare_or_camel_cased_source_type_is_declared(astronaut, value):
         Image.fromarray(astronaut).save(buffer, "JPEG", xmp=xmp)
         declared = image_metadata(buffer.getvalue()).declared_source
         assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.generative_ai
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_pngs_xmp_in_a_text_chunk_of_its_key_is_declared(astronaut, compressed):
+    # A tEXt or zTXt chunk keyed XML:com.adobe.xmp (iTXt is the usual one) declared nothing.
+    chunks = PngInfo()
+    chunks.add_text("XML:com.adobe.xmp", _xmp("trainedAlgorithmicMedia").decode(), zip=compressed)
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "PNG", pnginfo=chunks)
+    declared = image_metadata(buffer.getvalue()).declared_source
+    assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"

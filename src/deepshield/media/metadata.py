@@ -112,7 +112,9 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
             info = dict(image.info)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
         return _provenance(source, head, trust_anchors)
-    xmp = info.get("xmp", b"")
+    # A PNG's XMP is an iTXt chunk keyed "XML:com.adobe.xmp" (Pillow's "xmp"); some writers put it in a
+    # tEXt or zTXt chunk of that key, which Pillow keeps under the key: it declared nothing.
+    xmp = info.get("xmp") or (info.get("XML:com.adobe.xmp", b"") if isinstance(image, PngImageFile) else b"")
     provenance = _provenance(source, head, trust_anchors, xmp.encode() if isinstance(xmp, str) else bytes(xmp))
     return provenance.model_copy(
         update={
