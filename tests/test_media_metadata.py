@@ -464,3 +464,13 @@ def test_a_pngs_xmp_in_a_text_chunk_of_its_key_is_declared(astronaut, compressed
     Image.fromarray(astronaut).save(buffer, "PNG", pnginfo=chunks)
     declared = image_metadata(buffer.getvalue()).declared_source
     assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+
+
+def test_exif_text_in_utf8_reads_as_written(astronaut):
+    # Pillow reads EXIF strings as Latin-1: UTF-8 ones (as phones and generators write) showed "DALLÂ·E 3".
+    exif = Image.Exif()
+    exif[0x0131], exif[0x010F], exif[0x0110] = "DALL·E 3".encode(), "Café".encode(), "Caméra".encode("latin-1")
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
+    metadata = image_metadata(buffer.getvalue())
+    assert metadata.software == "DALL·E 3" and metadata.camera == "Café Caméra"  # Latin-1 kept as it is
