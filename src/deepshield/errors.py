@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -48,18 +50,105 @@ def stop_as_on_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class OutputError(DeepShieldError):
+    """Standard output cannot be written: closed (`>&-`), a full disk (`> /dev/full`), an I/O error."""
+
+
+class _GuardedStdout:
+    """Standard output whose failed writes (other than a reader that left) end the command with one
+    line naming standard output, where a traceback showed instead; everything else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def writelines(self, lines) -> None:
+        self._guarded(self._stream.writelines, lines)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write standard output: {exc.strerror or exc}") from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _ClosedStdout:
+    """What standard output is when the command was started without one (`>&-`): Python leaves None."""
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        raise OSError(errno.EBADF, "it is closed")
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+
+def _keep_standard_descriptors() -> None:
+    """A closed file descriptor 0 or 1 would be the next file opened (an --out), where native code that
+    writes to fd 1 would then write: each is held on /dev/null instead. sys.stdin and sys.stdout stay None."""
+    for fd in (0, 1):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def exit_status(run: Callable[[], int | None], program: str) -> int:
-    """Run an entry point (the CLI, a bench, a script) to its exit status: a refusal (DeepShieldError)
-    or Ctrl-C ends it with one line on stderr, not a traceback."""
+    """Run an entry point (the CLI, a bench, a script) to its exit status: a refusal (DeepShieldError),
+    Ctrl-C or standard output that cannot be written ends it with one line on stderr, not a traceback."""
+    _keep_standard_descriptors()
+    original = sys.stdout
+    sys.stdout = _GuardedStdout(original if original is not None else _ClosedStdout())  # type: ignore[assignment]
     try:
-        return run() or 0
+        try:
+            status = run() or 0
+        except SystemExit:  # argparse's --help and --version: their text is still to be flushed
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, where a failure is a line of "Exception ignored" and status 120
+        return status
     except DeepShieldError as exc:
+        if isinstance(exc, OutputError):
+            _discard_stdout(original)
         print(f"{program}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of standard output went away (`| head`): a traceback said so
-        # Python flushes standard output at exit, which would fail again: it goes nowhere from here.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout(original)
         return EXIT_READER_GONE
+    finally:
+        sys.stdout = original
+
+
+def _discard_stdout(stream) -> None:
+    """Python flushes standard output at exit, which would fail again (a line of "Exception ignored"
+    and status 120): what is left of it goes nowhere from here."""
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):  # a stream without a descriptor (a test's)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
