@@ -48,3 +48,16 @@ def test_standard_output_that_cannot_be_written_is_one_line_and_status_2(tmp_pat
     why = "it is closed" if stdout == "closed" else "No space left on device"
     assert ran.returncode == EXIT_USAGE, ran.stderr
     assert ran.stderr == f"deepshield: error: cannot write standard output: {why}\n"
+
+
+def test_a_list_of_files_from_a_closed_standard_input_is_refused_in_one_line():
+    # `deepshield scan --files-from - <&-` ended in an AttributeError traceback with status 1.
+    ran = subprocess.run(
+        [sys.executable, "-m", "deepshield.cli.main", "scan", "--files-from", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),  # the child's own stdin, before exec
+    )
+    assert ran.returncode == EXIT_USAGE, ran.stderr
+    assert ran.stderr == "deepshield: error: cannot read the list of files from standard input: it is closed\n"

@@ -686,6 +686,8 @@ def listed_paths(source: str) -> list[Path]:
     spaces), blank lines skipped; '-' reads them from standard input."""
     from deepshield.errors import DeepShieldError
 
+    if source == "-" and sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise DeepShieldError("cannot read the list of files from standard input: it is closed")
     try:
         with contextlib.nullcontext(sys.stdin) if source == "-" else open(source, encoding="utf-8") as stream:
             text = stream.read(LIST_LIMIT_CHARACTERS + 1)
