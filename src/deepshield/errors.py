@@ -122,7 +122,7 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
     Ctrl-C or standard output that cannot be written ends it with one line on stderr, not a traceback."""
     _keep_standard_descriptors()
     original = sys.stdout
-    sys.stdout = _GuardedStdout(original if original is not None else _ClosedStdout())  # type: ignore[assignment]
+    sys.stdout = _GuardedStdout(original if original is not None else _ClosedStdout())
     try:
         try:
             status = run() or 0
