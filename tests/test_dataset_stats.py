@@ -199,16 +199,26 @@ def test_add_real_reads_neither_the_datasets_own_crops_nor_one_photo_twice(tmp_p
     assert [e.reason for e in read_errors(out) if e.source_file == str(notes)] == ["no image or video files found"]
 
 
+def crop_row(label: str, name: str, frame: int, split: str) -> CropRecord:
+    """A manifest row of one face of `name`'s frame, labelled and split as given."""
+    return CropRecord(
+        f"crops/x/{name}/{frame:06d}_00.png", label, split, f"x:{name}", "x", "none" if label == "real" else "swap",
+        f"/data/{name}", frame, 0, 0.9, (0, 0, 1, 1), tuple((0.0, 0.0) for _ in range(6)),
+    )  # fmt: skip
+
+
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):
     # 1 real and 3 fake crops, two of them from one file: removing that file (twice the excess) left the
     # imbalance as large the other way, and, after the other file, no fake at all, by the seed.
-    def row(label: str, name: str, frame: int) -> CropRecord:
-        return CropRecord(
-            f"crops/x/{name}/{frame:06d}_00.png", label, "val", f"x:{name}", "x", "none" if label == "real" else "swap",
-            f"/data/{name}", frame, 0, 0.9, (0, 0, 1, 1), tuple((0.0, 0.0) for _ in range(6)),
-        )  # fmt: skip
-
-    rows = [row("real", "r.mp4", 0), row("fake", "a.mp4", 0), row("fake", "b.mp4", 0), row("fake", "b.mp4", 1)]
+    rows = [
+        crop_row(label, name, frame, "val")
+        for label, name, frame in (
+            ("real", "r.mp4", 0),
+            ("fake", "a.mp4", 0),
+            ("fake", "b.mp4", 0),
+            ("fake", "b.mp4", 1),
+        )
+    ]
     for seed in range(6):
         folder = tmp_path / f"seed{seed}"
         folder.mkdir()
@@ -433,14 +443,11 @@ def test_a_split_given_no_share_is_not_warned_of_as_empty(biased: Path, capsys):
 
 def test_downsample_says_why_a_split_is_left_unbalanced(tmp_path: Path):
     # 1 real face against 50 of one fake video: "0 crops removed ... after real 1, fake 50", and no word why.
-    def row(label: str, name: str, frame: int) -> CropRecord:
-        return CropRecord(
-            f"crops/x/{name}/{frame:06d}_00.png", label, "train", f"x:{name}", "x", "none" if label == "real" else "swap",
-            f"/data/{name}", frame, 0, 0.9, (0, 0, 1, 1), tuple((0.0, 0.0) for _ in range(6)),
-        )  # fmt: skip
-
     write_info(tmp_path, DatasetInfo())
-    write_manifest(tmp_path / "manifest.csv", [row("real", "r.mp4", 0), *(row("fake", "v.mp4", i) for i in range(50))])
+    write_manifest(
+        tmp_path / "manifest.csv",
+        [crop_row("real", "r.mp4", 0, "train"), *(crop_row("fake", "v.mp4", i, "train") for i in range(50))],
+    )
     summary = balance.downsample(tmp_path)
     assert summary.removed == 0 and summary.after == {"real": 1, "fake": 50}
     assert any(note.startswith("split train: 1 real against 50 fake faces left") for note in summary.notes)
