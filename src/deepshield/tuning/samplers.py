@@ -14,9 +14,9 @@ from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
 from deepshield.locks import waited_lock
-from deepshield.tracking.tracker import sqlite_file
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
 from deepshield.tuning.space import SearchSpace
+from deepshield.tuning.storage import beside_database
 from deepshield.tuning.trials import GRID_ID, holds_slot
 
 SAMPLERS = ("auto", "grid", "random", "tpe")
@@ -91,8 +91,7 @@ class GridSearchSampler(BaseSampler):
 
 def grid_lock_path(storage_url: str) -> Path | None:
     """The claim lock of a SQLite study database (None for a server database)."""
-    database = sqlite_file(storage_url)
-    return None if database is None else database.with_name(database.name + ".grid-lock")
+    return beside_database(storage_url, ".grid-lock")
 
 
 def resolve_sampler_name(name: str, space: SearchSpace) -> str:

@@ -4,6 +4,7 @@ selector, baseline, MLflow parent runs), recovery of lost trials and the trial c
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -86,14 +87,21 @@ def study_lock(url: str) -> contextlib.AbstractContextManager[None]:
     again), beside a SQLite database: two searches started at once on a new one both made its tables, and
     one stopped ('table alembic_version already exists'); both took the study for new. None for a server
     database (its tables made once, by hand or by the first search)."""
-    database = sqlite_file(url)
-    if database is None:
+    lock = beside_database(url, ".lock")
+    if lock is None:
         return contextlib.nullcontext()
     try:
-        database.parent.mkdir(parents=True, exist_ok=True)
+        lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # open_storage says why
         return contextlib.nullcontext()
-    return waited_lock(database.with_name(database.name + ".lock"))
+    return waited_lock(lock)
+
+
+def beside_database(url: str, suffix: str) -> Path | None:
+    """The file named `suffix` beside a SQLite study database (the study's and the grid claims' locks); None
+    for a server database."""
+    database = sqlite_file(url)
+    return None if database is None else database.with_name(database.name + suffix)
 
 
 def _open_storage(url: str) -> optuna.storages.RDBStorage:
