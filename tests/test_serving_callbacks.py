@@ -103,6 +103,27 @@ def test_callbacks_go_only_to_hosts_the_server_names(detector, photo):
         assert upload_files(client) == [] and len(client.app.state.runtime.jobs) == 0  # refused before the upload
 
 
+def test_a_callback_url_is_refused_unless_its_host_is_written_plainly(detector, photo):
+    # urllib connects to the whole authority, %-decoded: these passed as hooks.example.org and went to
+    # '127.0.0.1#@hooks.example.org' (a name for the resolver, not the host checked), or to 'user:pw@...'.
+    with client_for(detector, callback_hosts="hooks.example.org") as client:
+        for url in (
+            "http://127.0.0.1%23@hooks.example.org:8080/x",
+            "http://10.0.0.5%2f@hooks.example.org/",
+            "https://user:password@hooks.example.org/x",
+            "http://hooks.example.org%2e/x",
+        ):
+            body = assert_error(client.post("/v1/jobs", params={"callback_url": url}, files=upload(photo)), 400)
+            assert body["detail"] == (
+                f"callback_url must name its host plainly, with no user name, password or %-escape: {url!r}"
+            )
+        # Escapes elsewhere in the URL are the receiver's to read.
+        accepted = client.post(
+            "/v1/jobs", params={"callback_url": "https://hooks.example.org/a%20b?token=x%40y"}, files=upload(photo)
+        )
+        assert accepted.status_code == 202, accepted.text
+
+
 def test_callback_hosts_that_are_no_host_names_are_refused_at_start():
     # hooks.example.com:8080 started a server that then refused every callback (its URL's host has no port).
     from deepshield.serving.callbacks import CallbackPolicy

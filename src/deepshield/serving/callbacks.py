@@ -70,6 +70,15 @@ class CallbackPolicy:
             raise not_a_url from None
         if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise not_a_url
+        # urllib connects to the whole authority, %-escapes decoded, where urlsplit reads the host after its last
+        # "@": http://127.0.0.1%23@hooks.example.org/ was checked as hooks.example.org and sent to the name
+        # '127.0.0.1#@hooks.example.org'. (urllib sends no user name or password either.)
+        if "@" in parts.netloc or "%" in parts.netloc:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"callback_url must name its host plainly, with no user name, password or %-escape: {url[:200]!r}",
+            )
         if host_key(parts.hostname) not in self.hosts:
             raise ApiError(
                 400,
