@@ -212,6 +212,31 @@ def test_a_receiver_answering_garbage_fails_the_callback_instead_of_leaving_it_p
     assert status.startswith("failed: the delivery failed (BadStatusLine") and status.endswith("4 attempts")
 
 
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_attempts_time_limit():
+    # urllib's timeout bounds each wait for bytes: a byte every 0.2 s held the attempt (and a callback thread) for good.
+    from deepshield.serving.callbacks import CallbackPolicy, CallbackSender
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(OSError):
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"." * 100:
+                connection.sendall(bytes([byte]))
+                time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    sender = CallbackSender(CallbackPolicy(hosts=frozenset({"127.0.0.1"}), attempts=1, timeout_s=1.0))
+    outcomes: queue.Queue[str] = queue.Queue()
+    started = time.monotonic()
+    with listener:
+        sender.send(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", "job", lambda: b"{}", outcomes.put)
+        assert outcomes.get(timeout=10) == "failed: the receiver took longer than 1 s, 1 attempts"
+    assert time.monotonic() - started < 3
+    sender.close()
+
+
 def test_a_forgotten_jobs_callback_is_not_sent_and_holds_nothing_of_it(detector, photo, receiver):
     # A receiver that is down or slow held every finished job's whole result (a photo's: ~0.5 MB, with its
     # preview) in the callbacks' queue, past its deletion and its expiry, and then sent it anyway: a server

@@ -9,15 +9,21 @@ Delivery is retried with doubling waits; its outcome is the job's `callback_stat
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
+import http.client
 import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from deepshield.serving.errors import ApiError
@@ -100,12 +106,84 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is then an HTTPError: a failed attempt
 
 
+class _AttemptClock:
+    """Cuts an attempt's connection once its time is up. urllib's timeout bounds each wait for the receiver's next
+    bytes, not the attempt: a receiver sending a byte every few seconds held an attempt, and one of the two
+    callback threads, for as long as it liked (two such receivers held back every callback)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.up = False
+        self._timer = threading.Timer(seconds, self._time_up)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _AttemptClock:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def connect(self, *args: Any, **kwargs: Any) -> socket.socket:
+        """socket.create_connection, the socket kept to be cut."""
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            self._sockets.append(sock)
+            up = self.up
+        if up:
+            _cut(sock)
+        return sock
+
+    def _time_up(self) -> None:
+        with self._lock:
+            self.up = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    """Wake the thread waiting on `sock` (closing it would not) and end the connection."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedConnection(http.client.HTTPConnection):
+    """A connection whose socket its attempt's clock can cut: taken as it is made, before a TLS handshake."""
+
+    def __init__(self, host: str, clock: _AttemptClock, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._create_connection = clock.connect
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, clock: _AttemptClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedConnection, clock=self.clock), req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, clock: _AttemptClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTPSConnection, clock=self.clock), req)  # certificates checked
+
+
 class CallbackSender:
     """Delivers callbacks on two threads of its own, so that a slow receiver never holds a job worker."""
 
     def __init__(self, policy: CallbackPolicy) -> None:
         self.policy = policy
-        self._opener = urllib.request.build_opener(_NoRedirects)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deepshield-callback")
 
     def send(self, url: str, job_id: str, body: Callable[[], bytes | None], report: Callable[[str], None]) -> None:
@@ -135,8 +213,10 @@ class CallbackSender:
                 log.info("callback for job %s not sent: the job was forgotten first", job_id)
                 return
             request = urllib.request.Request(url, data=data, headers=policy.headers(job_id, data), method="POST")
+            clock = _AttemptClock(policy.timeout_s)
+            opener = urllib.request.build_opener(_NoRedirects, _WatchedHTTP(clock), _WatchedHTTPS(clock))
             try:
-                with self._opener.open(request, timeout=policy.timeout_s) as response:
+                with clock, opener.open(request, timeout=policy.timeout_s) as response:
                     response.read(1024)
                 report("delivered")
                 return
@@ -146,6 +226,8 @@ class CallbackSender:
                 reason = f"the receiver could not be reached ({getattr(exc, 'reason', exc)})"
             except Exception as exc:  # noqa: BLE001 - anything else (a bad status line...) fails the attempt: the job's callback must not stay "pending"
                 reason = f"the delivery failed ({type(exc).__name__}: {exc})"
+            if clock.up:  # its connection was cut, whatever that raised
+                reason = f"the receiver took longer than {policy.timeout_s:g} s"
         log.warning("callback for job %s to %r failed: %s", job_id, urlsplit(url).hostname, reason)  # no path: tokens
         report(f"failed: {reason}, {policy.attempts} attempts")
 
