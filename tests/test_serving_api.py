@@ -1453,3 +1453,6 @@ def test_a_web_page_of_another_origin_cannot_submit_or_delete(client, astronaut_
     assert client.post("/v1/analyze", files=upload(astronaut_jpeg), headers=own).status_code == 200
     assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200  # no Origin: not a browser
     assert client.get("/v1/model", headers=foreign).status_code == 200  # reading changes nothing
+    for malformed in ("http://[", "http://[::1", "http://a]b"):  # a 500 and a logged traceback each
+        body = assert_error(client.post("/v1/jobs", headers={"Origin": malformed}), 403, "cross_origin")
+        assert body["detail"] == f"requests from the web page at {malformed!r} are refused: use this server's own page"

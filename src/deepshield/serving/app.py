@@ -102,7 +102,7 @@ class SameOrigin:
             }
             origin = headers.get("origin")
             hosts = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").lower()} - {""}
-            if origin is not None and urlsplit(origin).netloc.lower() not in hosts:
+            if origin is not None and _netloc(origin) not in hosts:
                 refused(scope, "cross_origin")
                 response = error_response(
                     403,
@@ -145,6 +145,15 @@ class KnownHost:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _netloc(origin: str) -> str:
+    """An Origin header's host and port, lower case; "" for one that is no URL (an unclosed "[" of an IPv6
+    address, which urlsplit raised on: a 500 and a logged traceback for any client that sent one)."""
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:
+        return ""
 
 
 def _host_name(host: str, *, with_port: bool = False) -> str:
