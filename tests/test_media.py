@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageCms, ImageFile
 
 from deepshield.errors import (
     CorruptMediaError,
@@ -158,6 +158,95 @@ def test_cmyk_jpeg_comes_out_in_the_right_colours():
     assert Image.open(io.BytesIO(data)).mode == "CMYK"
     decoded = load_image(data)
     assert np.abs(decoded.astype(int) - rgb)[4:20, 4:28].max() < 20  # away from block edges
+
+
+def icc_profile(space: bytes, pcs: bytes, tags: dict[bytes, bytes]) -> bytes:
+    """An ICC v2 profile written by hand (LittleCMS builds no Adobe RGB or CMYK one): a description and
+    D50 white besides `tags`."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    white = s15(0.9642) + s15(1.0) + s15(0.8249)
+    description = b"desc" + bytes(4) + struct.pack(">I", 5) + b"test\0" + bytes(78)
+    tags = {b"desc": description, b"wtpt": b"XYZ " + bytes(4) + white, **tags}
+    offset, table, body = 132 + 12 * len(tags), b"", b""
+    for signature, payload in tags.items():
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += payload + bytes(-len(payload) % 4)
+    header = struct.pack(">I4sI4s4s4s", offset + len(body), b"none", 0x02100000, b"mntr", space, pcs)
+    header += bytes(12) + b"acsp" + bytes(28) + white + bytes(48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def rgb_profile(red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...], gamma: float) -> bytes:
+    """A matrix profile: primaries' D50 XYZ, one gamma."""
+
+    def xyz(values: tuple[float, ...]) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+    colorants = {b"rXYZ": xyz(red), b"gXYZ": xyz(green), b"bXYZ": xyz(blue)}
+    return icc_profile(b"RGB ", b"XYZ ", {**colorants, b"rTRC": curve, b"gTRC": curve, b"bTRC": curve})
+
+
+ADOBE_RGB = rgb_profile((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446), 563 / 256)
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def saturation(pixels: np.ndarray) -> float:
+    return float((pixels.max(axis=2).astype(int) - pixels.min(axis=2)).mean())
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "HEIF"])
+def test_an_embedded_colour_profile_is_applied(astronaut, fmt):
+    # A camera's Adobe RGB (or a phone's Display P3) read as if sRGB came out washed out: this face lost a
+    # fifth of its saturation. Read through its profile it is as it was before it was converted.
+    to_adobe = ImageCms.ImageCmsProfile(io.BytesIO(ADOBE_RGB))
+    adobe = ImageCms.profileToProfile(Image.fromarray(astronaut), SRGB, to_adobe)
+    data = encode(adobe, fmt, quality=95, icc_profile=ADOBE_RGB)
+    decoded = load_image(data)
+    assert np.abs(decoded.astype(int) - astronaut).mean() < 3
+    assert saturation(decoded) > 0.97 * saturation(astronaut) > 1.15 * saturation(np.asarray(adobe))
+    if fmt == "HEIF":  # above the pixel limit a HEIC is reduced by its own path: the profile too
+        halved = decode_image(data, ImageLimits(max_pixels=70_000))
+        assert halved.scale == 2 and saturation(halved.pixels) > 0.97 * saturation(astronaut)
+
+
+def test_srgb_and_unreadable_profiles_leave_the_pixels_as_they_are():
+    rgb = np.asarray(Image.fromarray(pattern()).resize((64, 48), Image.Resampling.BILINEAR, reducing_gap=None))
+    for profile in (SRGB.tobytes(), b"not a profile" * 20):
+        assert (load_image(encode(Image.fromarray(rgb), "PNG", icc_profile=profile)) == rgb).all()
+    grey = rgb[:, :, 0]  # an RGB profile on a grey image fits none of its colours
+    assert (load_image(encode(Image.fromarray(grey), "PNG", icc_profile=ADOBE_RGB)) == grey[:, :, None]).all()
+
+
+def test_a_cmyk_jpegs_ink_is_read_through_its_profile():
+    # A press profile's ink was turned into RGB by formula, as if no profile came with it: this one's paper is
+    # a light grey, its full black ink a dark blue-grey, which only the profile says.
+    lab = {0: (92.0, 0.0, -2.0), 15: (12.0, 2.0, -8.0)}  # corners of the CMYK cube (bits C M Y K) given here
+
+    def corner(index: int) -> tuple[float, float, float]:
+        if index in lab:
+            return lab[index]
+        c, m, y, k = (index >> 3) & 1, (index >> 2) & 1, (index >> 1) & 1, index & 1
+        return 92.0 - 40 * k - 20 * (c + m + y), 40.0 * (m - c), 40.0 * (y - m)
+
+    table = b"".join(
+        struct.pack(">3H", round(lightness * 652.8), round((a + 128) * 256), round((b + 128) * 256))
+        for lightness, a, b in map(corner, range(16))
+    )
+    identity = b"".join(struct.pack(">i", 65536 if row == col else 0) for row in range(3) for col in range(3))
+    ramps = struct.pack(">2H", 0, 65535)
+    lut = b"mft2" + bytes(4) + bytes([4, 3, 2, 0]) + identity + struct.pack(">2H", 2, 2) + ramps * 4 + table + ramps * 3
+    press = icc_profile(b"CMYK", b"Lab ", {b"A2B0": lut})
+    ink = Image.fromarray(pattern()).convert("CMYK")
+    data = encode(ink, "JPEG", quality=95, icc_profile=press)
+    decoded = load_image(data)
+    from_press = ImageCms.ImageCmsProfile(io.BytesIO(press))
+    expected = np.asarray(ImageCms.profileToProfile(Image.open(io.BytesIO(data)), from_press, SRGB, outputMode="RGB"))
+    assert np.abs(decoded.astype(int) - expected).max() <= 1
+    assert np.abs(decoded.astype(int) - load_image(encode(ink, "JPEG", quality=95))).mean() > 10
 
 
 def test_transparency_is_shown_on_white():

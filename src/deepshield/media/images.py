@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 from PIL.MpoImagePlugin import MpoImageFile
 from pillow_heif import HeifImageFile, open_heif, register_heif_opener
@@ -191,7 +191,7 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
         reduced = _on_white(Image.fromarray(reduced, "LA" if channels == 2 else "RGBA"))
     elif channels == 1:
         reduced = cv2.cvtColor(reduced.reshape(reduced.shape[:2]), cv2.COLOR_GRAY2RGB)
-    return DecodedImage(np.ascontiguousarray(reduced), scale)
+    return DecodedImage(np.ascontiguousarray(_in_srgb(image, np.asarray)(Image.fromarray(reduced))), scale)
 
 
 def _peak_bytes(size: tuple[int, int], mode: str, held: int) -> int:
@@ -297,13 +297,65 @@ def _on_white(band: Image.Image) -> NDArray[Any]:
 
 
 def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]:
-    """How one band of rows of this image's mode becomes RGB uint8."""
+    """How one band of rows of this image's mode becomes RGB uint8, in sRGB."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        return _grey_band(*_grey_range(image))
+        return _in_srgb(image, _grey_band(*_grey_range(image)))
     # A transparent colour (a tRNS chunk) of a palette, RGB or grey PNG counts as an alpha channel does.
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        return _on_white
-    return lambda band: np.asarray(band.convert("RGB"))
+        return _in_srgb(image, _on_white)
+    return _in_srgb(image, lambda band: np.asarray(band.convert("RGB")))
+
+
+# The ICC colour spaces whose profiles are applied, as the Pillow mode a transform takes.
+_PROFILE_MODES = {"RGB ": "RGB", "GRAY": "L", "CMYK": "CMYK"}
+# Colours a profile must leave within one level for it to count as sRGB's (not applied): 16 levels of each
+# channel, every combination; and every grey level.
+_PROBE_LEVELS = np.arange(0, 256, 17, dtype=np.uint8)
+_PROBES = {
+    "RGB": np.stack(np.meshgrid(_PROBE_LEVELS, _PROBE_LEVELS, _PROBE_LEVELS, indexing="ij"), -1).reshape(64, 64, 3),
+    "L": np.arange(256, dtype=np.uint8).reshape(16, 16),
+}
+
+
+def _srgb_transform(image: Image.Image) -> ImageCms.ImageCmsTransform | None:
+    """The conversion of the image's embedded ICC profile to sRGB; None with no profile, one that does
+    nothing an 8-bit image shows (sRGB's own, under any name), or one that cannot be read or does not fit
+    the image's colours (an RGB profile on a grey image): those are ignored, as browsers ignore them."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return None
+    family = "CMYK" if image.mode == "CMYK" else "L" if Image.getmodebase(image.mode) == "L" else "RGB"
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if _PROFILE_MODES.get(profile.profile.xcolor_space) != family:
+            return None
+        # sRGB's profile made for each image (0.2 ms): LittleCMS profiles are not to be shared between threads.
+        transform = ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), family, "RGB")
+    except (OSError, ImageCms.PyCMSError):
+        return None
+    if family in _PROBES:
+        probe = _PROBES[family]
+        shown = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform), np.int16)
+        if np.abs(shown - (probe if probe.ndim == 3 else probe[:, :, None])).max() <= 1:
+            return None
+    return transform
+
+
+def _in_srgb(
+    image: Image.Image, convert: Callable[[Image.Image], NDArray[Any]]
+) -> Callable[[Image.Image], NDArray[Any]]:
+    """`convert` (a band to RGB uint8 in the file's own colours), then through the image's embedded colour
+    profile into sRGB, as viewers show it: a phone's Display P3 or a camera's Adobe RGB read as sRGB came
+    out less saturated (an Adobe RGB photo by a fifth), a CMYK press profile's ink read by formula off-colour.
+    Transparent pixels are put on white first, which the profile keeps white."""
+    transform = _srgb_transform(image)
+    if transform is None:
+        return convert
+    if transform.input_mode == "CMYK":  # from the ink itself: converted to RGB first, its profile cannot apply
+        return lambda band: np.asarray(ImageCms.applyTransform(band, transform))
+    if transform.input_mode == "L":
+        return lambda band: np.asarray(ImageCms.applyTransform(Image.fromarray(convert(band)[:, :, 0]), transform))
+    return lambda band: np.asarray(ImageCms.applyTransform(Image.fromarray(convert(band)), transform))
 
 
 def to_rgb_array(image: Image.Image) -> NDArray[Any]:
