@@ -1533,6 +1533,16 @@ def test_a_pngs_transparent_colour_is_shown_on_white(mode, key):
     assert decoded[0, 0].tolist() == [255, 255, 255] and decoded[6, 6].tolist() == [120, 120, 120]
 
 
+def test_a_16_bit_grey_pngs_transparent_value_is_shown_on_white():
+    # The 16-bit grey PNG's transparent value was read as grey (the 8-bit PNG's above was white); only that
+    # value is, not its 8-bit neighbours.
+    values = np.array([[1000, 999, 1001, 30000]], np.uint16).repeat(2, axis=0)
+    png = io.BytesIO()
+    Image.fromarray(values).save(png, "PNG", transparency=1000)
+    assert Image.open(png).mode == "I;16"
+    np.testing.assert_array_equal(decode_image(png.getvalue()).pixels[0, :, 0], [255, 4, 4, 117])
+
+
 def test_a_phone_jpegs_second_image_is_no_page_of_its_own(astronaut):
     # An HDR gain map, a depth map or a preview makes Pillow open a phone JPEG as MPO of 2 frames: the
     # analysis said "the file holds 2 images: only the first was analysed" of ordinary phone photos.

@@ -276,13 +276,16 @@ def _grey_range(image: Image.Image) -> tuple[float, float]:
     return low, high if high > low else low + 1.0
 
 
-def _grey_band(low: float, high: float) -> Callable[[Image.Image], NDArray[Any]]:
+def _grey_band(low: float, high: float, transparent: int | None = None) -> Callable[[Image.Image], NDArray[Any]]:
+    """`transparent`: a 16-bit grey PNG's transparent value (its tRNS chunk), shown white as 8-bit ones are."""
     gain = 255.0 / (high - low)
 
     def convert(band: Image.Image) -> NDArray[Any]:
         values = np.asarray(band, dtype=np.float32)
         scaled = (values - np.float32(low)) * np.float32(gain) + np.float32(0.5)
         scaled[np.isnan(scaled)] = 0.0
+        if transparent is not None:
+            scaled[values == transparent] = 255.0
         np.clip(scaled, 0.0, 255.0, out=scaled)
         return scaled.astype(np.uint8)[:, :, None]  # broadcast to the three channels
 
@@ -299,7 +302,7 @@ def _on_white(band: Image.Image) -> NDArray[Any]:
 def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]:
     """How one band of rows of this image's mode becomes RGB uint8, in sRGB."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        return _in_srgb(image, _grey_band(*_grey_range(image)))
+        return _in_srgb(image, _grey_band(*_grey_range(image), image.info.get("transparency")))
     # A transparent colour (a tRNS chunk) of a palette, RGB or grey PNG counts as an alpha channel does.
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         return _in_srgb(image, _on_white)
