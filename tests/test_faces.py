@@ -289,6 +289,10 @@ def test_crop_policy_validates_its_fields():
         ((1440, 1440), 4),
         ((720, 1280), 0),
         ((1000, 1000), 0),
+        # A strip narrower than a tile's smallest face gets none: 1 x 39,000,000 (a 76 KB PNG) got 45,721.
+        ((1, 39_000_000), 0),
+        ((39_000_000, 1), 0),
+        ((79, 5000), 0),
     ],
 )
 def test_tiles_cover_the_image_so_any_small_face_lies_whole_in_one(shape, count):
