@@ -893,19 +893,22 @@ def test_one_writer_per_dataset(tmp_path: Path, small):
         prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
 
 
-def test_a_change_to_the_frame_sampling_code_redoes_a_resumed_prepare(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("name", ["video", "animation", "images"])
+def test_a_change_to_the_code_reading_frames_or_pixels_redoes_a_resumed_prepare(tmp_path: Path, monkeypatch, name):
     # Which frames of a video are read shapes the crops as much as the detector: a prepare resumed across
-    # such a change mixed crops of both.
+    # such a change mixed crops of both. So does how an image's pixels are read (its colour profile was
+    # ignored until December 2026) and an animation's frames: those changes went unnoticed.
+    import importlib
     import inspect
 
     import deepshield.data.extract as extract
-    import deepshield.media.video as video
 
+    module = importlib.import_module(f"deepshield.media.{name}")
     before = ExtractSettings().fingerprint()
-    edited = tmp_path / "video.py"
-    edited.write_text(Path(inspect.getfile(video)).read_text() + "\n# frames chosen otherwise\n")
+    edited = tmp_path / f"{name}.py"
+    edited.write_text(Path(inspect.getfile(module)).read_text() + "\n# read otherwise\n")
     real_getfile = inspect.getfile
-    monkeypatch.setattr(extract.inspect, "getfile", lambda m: str(edited) if m is video else real_getfile(m))
+    monkeypatch.setattr(extract.inspect, "getfile", lambda m: str(edited) if m is module else real_getfile(m))
     extract.code_fingerprint.cache_clear()
     try:
         assert ExtractSettings().fingerprint() != before

@@ -69,14 +69,17 @@ class ExtractSettings:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """Hash of the modules that decide what a crop looks like (face detection, the crop policy, and which
-    frames of a video are read): a dataset is never resumed with crops made by another version of them."""
+    """Hash of the modules that decide what a crop looks like (face detection, the crop policy, which
+    frames of a video or an animation are read, and how an image's pixels are: its colour profile, its
+    orientation, its transparency): a dataset is never resumed with crops made by another version of them."""
     import deepshield.faces.crop as crop_module
     import deepshield.faces.detector as detector_module
+    import deepshield.media.animation as animation_module
+    import deepshield.media.images as images_module
     import deepshield.media.video as video_module
 
     digest = hashlib.sha256()
-    for module in (crop_module, detector_module, video_module):
+    for module in (crop_module, detector_module, video_module, animation_module, images_module):
         digest.update(Path(inspect.getfile(module)).read_bytes())
     return digest.hexdigest()[:16]
 
