@@ -1417,6 +1417,23 @@ def animation(path: Path, fmt: str, count: int = 12, durations: list[int] | int 
     return path
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+@pytest.mark.parametrize("orientation", [2, 5, 6, 8])
+def test_an_animations_exif_orientation_turns_its_frames_as_it_turns_the_still_read(tmp_path, fmt, orientation):
+    # Read as a video (scan, the server, prepare, evaluate) an animated WebP's or APNG's frames kept their
+    # stored side up, where the still read of its first frame (Detector.analyze_image) turned it.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = [Image.fromarray(np.roll(pattern(), 8 * i, axis=1)) for i in range(3)]
+    path = tmp_path / f"turned.{fmt.lower()}"
+    stored[0].save(path, fmt, save_all=True, append_images=stored[1:], duration=100, exif=exif, lossless=True)
+    info, frames = sample_frames(path, 3)
+    still = load_image(path)
+    assert (info.width, info.height) == (still.shape[1], still.shape[0])
+    assert (frames[0].image == still).all()
+    assert all(frame.image.shape == still.shape for frame in frames)
+
+
 @pytest.mark.parametrize(("fmt", "codec"), [("GIF", "gif"), ("PNG", "apng"), ("WEBP", "webp")])
 def test_an_animated_image_is_sampled_as_a_video(tmp_path, fmt, codec):
     path = animation(tmp_path / f"anim.{codec}", fmt)

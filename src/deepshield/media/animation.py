@@ -13,7 +13,14 @@ from PIL import Image, ImageFile
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, VideoSpanError
 from deepshield.media.files import check_media_file, read_head
-from deepshield.media.images import DECODE_ERRORS, first_shown_frame, to_rgb_array
+from deepshield.media.images import (
+    DECODE_ERRORS,
+    exif_orientation,
+    first_shown_frame,
+    to_rgb_array,
+    upright,
+    upright_size,
+)
 from deepshield.media.scaling import reduced_size
 from deepshield.media.sniff import HEADER_BYTES, image_format_name
 from deepshield.media.units import format_bytes, megapixels
@@ -109,10 +116,14 @@ def sample_animation(
             # Refused from the header: the frames' size was checked only once they had all been read.
             check_frame_size(image.width, image.height, limits, reducible=False)
             first = first_shown_frame(image)
+            # Shown turned as the still read of its first frame is (an animated WebP's or APNG's EXIF
+            # orientation was left out: analyze_image read the frame upright, a scan or the server sideways).
+            orientation = exif_orientation(image)
+            width, height = upright_size(image.size, orientation)
             starts, duration_s = _frame_starts(image, limits, size, on_frame)
             info = VideoInfo(
-                width=image.width,
-                height=image.height,
+                width=width,
+                height=height,
                 fps=len(starts) / duration_s,
                 frame_count=len(starts),
                 duration_s=duration_s,
@@ -132,7 +143,8 @@ def sample_animation(
                 index = in_span[position]
                 try:
                     image.seek(first + index)
-                    frames.append(VideoFrame(index, starts[index], _read_at(image, scale), scale))
+                    shown = upright(_read_at(image, scale), orientation)
+                    frames.append(VideoFrame(index, starts[index], shown, scale))
                 except DECODE_ERRORS:
                     pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
                 if on_frame is not None:

@@ -383,6 +383,25 @@ _ORIENTATIONS: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
     8: lambda a: np.rot90(a, 1),
 }
+# Turns the width and height round.
+_TRANSPOSING = frozenset({5, 6, 7, 8})
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation: 1 (as stored) to 8; a damaged tag's value, shown as stored."""
+    value = image.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) else 1
+
+
+def upright(pixels: NDArray[Any], orientation: int) -> NDArray[Any]:
+    """The pixels as their EXIF orientation says they are shown (as stored for 1 or a value out of range)."""
+    turn = _ORIENTATIONS.get(orientation)
+    return np.ascontiguousarray(turn(pixels)) if turn else pixels
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) of the image as shown."""
+    return (size[1], size[0]) if orientation in _TRANSPOSING else size
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -528,7 +547,7 @@ def _decode(data: bytes, limits: ImageLimits) -> DecodedImage:
         _fit_budget(image, limits)
         image.load()
         scale = round(full_width / image.width)
-        orientation = image.getexif().get(0x0112, 1)
+        orientation = exif_orientation(image)
         rgb = to_rgb_array(image)
     except Image.DecompressionBombError as exc:  # a later frame or tile can still be oversized
         raise _bomb_error(exc, limits) from exc
@@ -538,8 +557,7 @@ def _decode(data: bytes, limits: ImageLimits) -> DecodedImage:
         said = ENDS_EARLY if str(exc).startswith("image file is truncated") else str(exc)
         raise CorruptMediaError(f"corrupt or truncated image: {said}") from exc
     del image  # the decoded pixels go before an orientation copy is made
-    upright = _ORIENTATIONS.get(orientation)
-    return DecodedImage(np.ascontiguousarray(upright(rgb)) if upright else rgb, scale, pages)
+    return DecodedImage(upright(rgb, orientation), scale, pages)
 
 
 def first_shown_frame(image: Image.Image) -> int:
