@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("manipulation", "synthetic"),
         default="manipulation",
         help="which score to refit: the face-swap score (default) or the synthetic-face score "
-        "(labelled fake = a generated face; e.g. --target-fpr on your own real photos)",
+        "(labelled fake = a generated face; e.g. --target-fpr on your own real photos beside generated ones)",
     )
     parser.add_argument(
         "--version",
