@@ -246,6 +246,33 @@ def test_a_configured_folder_that_is_not_there_is_refused_before_the_face_bank(t
     assert not (tmp_path / "cache").exists()  # refused before any face was detected
 
 
+def test_a_missing_model_init_is_refused_before_the_data_is_built(tmp_path, monkeypatch):
+    # The README's `train --config docs/study/finetune.toml` names model.init = runs/parent-1.0.0, a folder
+    # its header says to extract from git: without it the run built its face bank (minutes; the packaged
+    # 12,110 faces, most of an hour here) and only then said the parent was missing.
+    from deepshield.training.trainer import Trainer
+
+    def built(self, *args, **kwargs):
+        raise AssertionError("the data was built before model.init was checked")
+
+    monkeypatch.setattr(Trainer, "_build_data", built)
+    real = tmp_path / "real"
+    real.mkdir()
+    config = load_config(
+        None,
+        [
+            f'data.real_dirs=["{real}"]',
+            f"model.init={tmp_path / 'runs' / 'parent-1.0.0'}",
+            f"run_dir={tmp_path / 'run'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "tracking.enabled=false",
+        ],
+    )
+    with pytest.raises(DeepShieldError, match=r"model\.init .*parent-1\.0\.0 is neither a checkpoint file"):
+        Trainer(config).run()
+    assert not (tmp_path / "cache").exists()
+
+
 def test_train_takes_its_folder_flags_as_they_are_typed(tmp_path, monkeypatch):
     # --run-dir 2024 was read as JSON, the number 2024: "run_dir: Input is not a valid path".
     import argparse

@@ -133,6 +133,17 @@ def bundle_weights(bundle: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     return load_onnx_weights(net, checked_graph(bundle, card)).state_dict()
 
 
+def check_init_path(config: TrainConfig) -> None:
+    """model.init, when set, names a checkpoint file or a bundle folder that is there: said before the data
+    is built, where a missing one was found only after the face bank (minutes to an hour)."""
+    if config.model.init is not None:
+        path = Path(config.model.init).expanduser()
+        if not (path.is_dir() or path.is_file()):
+            raise DeepShieldError(
+                f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder"
+            )
+
+
 def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
     """model.init's weights (a run's checkpoint or a bundle), checked to fit config.model."""
     init = config.model.init

@@ -68,7 +68,7 @@ from deepshield.training.export import (
 from deepshield.training.facebank import FaceBank, donor_files, facebank_for, facebank_of_files, packed_source_digests
 from deepshield.training.interrupts import whole_step
 from deepshield.training.loading import EpochLoader, Loaders
-from deepshield.training.parent import ParentRun, initial_weights, load_parent, mixed_with_init
+from deepshield.training.parent import ParentRun, check_init_path, initial_weights, load_parent, mixed_with_init
 from deepshield.training.prepared import load_prepared, prepared_source_files
 from deepshield.training.records import TRAINING_FIELDS, EpochRecord, parse_epoch_selector
 from deepshield.training.step import Batch, HeadLogits, Step, placed_for_training, predict_heads, predict_logits
@@ -264,6 +264,7 @@ class Trainer:
         # Checked before any data is built: a resume with other settings was refused only after minutes of
         # loading (and a face bank of the settings it was refused for).
         resumed = self._resume_state() if resume else None
+        check_init_path(config)
         if config.tracking.enabled:  # opened after the face bank: a store MLflow cannot use was refused only then
             check_store(str(config.tracking.uri), config.tracking.experiment)
         if parent is None:  # frozen mode trains on the synthetic section's folders alone
