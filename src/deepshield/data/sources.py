@@ -430,7 +430,7 @@ def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
         if path.name == "metadata.json":
             return "dfdc"
         raise SourceFormatError(
-            f"{path}: a SOURCE file must be a CSV manifest (path,label[,group]) or a DFDC metadata.json"
+            f"{path}: a SOURCE file must be a CSV manifest (path,label[,group][,method][,source]) or a DFDC metadata.json"
         )
     try:
         with os.scandir(path):
