@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from deepshield.cli.main import build_parser
+from deepshield.serving.settings import ServerSettings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_DOCS = [
@@ -140,3 +141,15 @@ def test_every_link_in_the_docs_lands_on_a_file_and_heading_that_exist():
         elif anchor and target.suffix == ".md" and anchor not in heading_anchors(target.read_text()):
             broken.append(f"{doc}: {link} (no such heading in {target.relative_to(ROOT)})")
     assert not broken, "\n".join(broken)
+
+
+def test_every_server_setting_is_documented_by_its_variable():
+    """A setting the README does not name can only be found in the code: each appears as its
+    DEEPSHIELD_ variable, or as its bare name in the Reliability table (`HEADER_TIMEOUT_S`)."""
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [
+        env_name(field)
+        for field in ServerSettings.model_fields
+        if env_name(field) not in readme and f"`{field.upper()}`" not in readme
+    ]
+    assert not undocumented, f"README names no {', '.join(undocumented)}"

@@ -91,7 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TIME",
         help="analyse videos up to this time (default: their end); with --start, a long video is analysed a part at a time",
     )
-    parser.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format")
+    parser.add_argument(
+        "--format", choices=("table", "json", "jsonl", "csv"), default="table", help="output format (default: table)"
+    )
     parser.add_argument(
         "--out",
         type=given_path,
