@@ -339,6 +339,23 @@ def test_one_class_set_is_refused():
         recalibrate(scored, toy_card())
 
 
+def test_calibrate_refuses_one_class_before_cropping(capsys, folder_dataset, tiny_bundle, tmp_path, monkeypatch):  # noqa: F811
+    """Own photos alone (the README's calibrate example without its fake/ folder) scored every file, then
+    stopped on 'metrics need both classes': now refused before the first face is looked for."""
+    import deepshield.evaluation.scoring as scoring
+
+    listing = tmp_path / "reals.csv"
+    listing.write_text(
+        "path,label\n" + "".join(f"{folder_dataset / 'real' / n},real\n" for n in ("astronaut.jpg", "mirror.png"))
+    )
+    monkeypatch.setattr(scoring, "crop_media", lambda *a, **k: pytest.fail("cropped before the refusal"))
+    args = ["calibrate", str(listing), "--model", str(tiny_bundle), "--out", str(tmp_path / "cal"), "--no-progress"]
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "calibrate needs real and fake files: all 2 found in" in err and "are real" in err
+    assert not (tmp_path / "cal").exists()
+
+
 def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     out = tmp_path / "tiny-cal"
     before_card = json.loads((tiny_bundle / "model_card.json").read_text())

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     rule = VideoRule(kind=args.video_rule)
     journal = out.with_name(out.name + FACES_JOURNAL_SUFFIX) if args.resume else None
-    scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal)
+    scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal, needs_both_classes="calibrate")
     print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
     # As a card records paths: absolute ones named this machine's folders in the card and its README.
     described = ", ".join(portable_path(d) for d in args.datasets) + (

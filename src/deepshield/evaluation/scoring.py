@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepshield.data.prepare import collect_items
-from deepshield.data.sources import MISSING_FILE, SourceItem, SourceProblem, ffpp_levels_of_one_video
+from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError
@@ -785,10 +785,13 @@ def open_labelled_set(
     engine: Engine | None = None,
     base_dir: str | None = None,
     journal_dir: Path | None = None,
+    needs_both_classes: str | None = None,
 ) -> LabelledSet:
     """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input. Raw media
     are cropped where `engine` runs (default: in this process; `base_dir`: see CropJob), their faces kept
-    in `journal_dir` as they come when given (see crop_media); a prepared dataset's crops are read here."""
+    in `journal_dir` as they come when given (see crop_media); a prepared dataset's crops are read here.
+    `needs_both_classes` (what needs them, e.g. "calibrate"): raw media of one label only are refused
+    before any is cropped, where the fit that needs both would fail only after them all."""
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise DeepShieldError("no dataset given")
@@ -830,6 +833,14 @@ def open_labelled_set(
         warn(f"{len(problems)} entries could not be used and are left out (listed in the report): {shown}{more}")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
+    if needs_both_classes and len(labels := {item.label for item in items}) == 1:
+        (label,) = labels
+        other = FAKE if label == REAL else REAL
+        raise DeepShieldError(
+            f"{needs_both_classes} needs real and fake files: all {len(items)} found in "
+            f"{', '.join(map(str, datasets))} are {label}: give it {other} ones too (a {other}/ folder beside "
+            f"{label}/, or CSV rows labelled {other})"
+        )
     job = CropJob(policy, min_face_size, frames, tuple(perturbations), seed, base_dir)
     return LabelledSet(
         files,
