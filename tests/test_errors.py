@@ -1,7 +1,10 @@
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status
 
@@ -32,3 +35,16 @@ def test_a_bench_without_the_data_root_says_what_to_set_without_a_traceback(tmp_
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("bench_tune: error: the real-face folders real-faces not found")
     assert "DEEPSHIELD_DATA_ROOT" in done.stderr
+
+
+def test_storage_that_fails_ends_the_command_in_one_line_naming_the_file(capsys):
+    # A full disk while a checkpoint, a manifest or a bundle was written ended in a traceback.
+    def write(error: int, filename: str | None) -> None:
+        raise OSError(error, os.strerror(error), filename)
+
+    assert exit_status(lambda: write(errno.ENOSPC, "run/checkpoints/last.pt"), "deepshield") == EXIT_USAGE
+    assert capsys.readouterr().err == "deepshield: error: run/checkpoints/last.pt: No space left on device\n"
+    assert exit_status(lambda: write(errno.EFBIG, None), "deepshield") == EXIT_USAGE  # a write names no file
+    assert capsys.readouterr().err == "deepshield: error: File too large\n"
+    with pytest.raises(FileNotFoundError):  # any other OSError is no storage failure: a fault, with its traceback
+        exit_status(lambda: write(errno.ENOENT, "gone"), "deepshield")

@@ -10,6 +10,9 @@ from collections.abc import Callable
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose reader left (`| head`)
+# What the storage refuses whatever the command (a full disk, a quota, `ulimit -f`, a failing disk, a file
+# system remounted read-only): each ended a command in a traceback, many lines above what went wrong.
+_STORAGE_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS))
 
 
 class DeepShieldError(Exception):
@@ -119,7 +122,8 @@ def _keep_standard_descriptors() -> None:
 
 def exit_status(run: Callable[[], int | None], program: str) -> int:
     """Run an entry point (the CLI, a bench, a script) to its exit status: a refusal (DeepShieldError),
-    Ctrl-C or standard output that cannot be written ends it with one line on stderr, not a traceback."""
+    Ctrl-C, standard output that cannot be written or storage that fails (a full disk: the file named
+    when the error names one) ends it with one line on stderr, not a traceback."""
     _keep_standard_descriptors()
     original = sys.stdout
     sys.stdout = _GuardedStdout(original if original is not None else _ClosedStdout())
@@ -142,6 +146,12 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
     except BrokenPipeError:  # the reader of standard output went away (`| head`): a traceback said so
         _discard_stdout(original)
         return EXIT_READER_GONE
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
+        print(f"{program}: error: {where}{exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         sys.stdout = original
 
