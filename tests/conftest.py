@@ -246,3 +246,17 @@ def deny_listing(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr("os.stat", stat)
     monkeypatch.setattr("os.scandir", listing(real_scandir))
     monkeypatch.setattr("os.listdir", listing(real_listdir))
+
+
+@contextlib.contextmanager
+def file_size_limit(size: int):
+    """Files larger than `size` bytes cannot be written while the block runs (`ulimit -f`): a write past it
+    fails with EFBIG (Python ignores SIGXFSZ), as one on a full disk fails with ENOSPC."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

@@ -20,7 +20,7 @@ import pytest
 
 from deepshield.cli.main import main
 from deepshield.data.extract import NO_FACE, ExtractSettings
-from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout
+from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_text
 from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest, write_manifest
 from deepshield.data.prepare import prepare_dataset
 from deepshield.data.sources import SourceFormatError, SourceItem, SourceProblem, detect_format, read_source
@@ -28,7 +28,7 @@ from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.media.images import encode_png
-from tests.conftest import deny_listing, write_video
+from tests.conftest import deny_listing, file_size_limit, write_video
 
 SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
 
@@ -883,6 +883,16 @@ def test_a_prepare_that_stops_before_writing_leaves_no_folder(tmp_path: Path):
     with pytest.raises(SourceFormatError, match="no such file or folder"):
         prepare_dataset([tmp_path / "nosuch"], tmp_path / "ds", settings=SETTINGS, progress=False)
     assert not (tmp_path / "ds").exists()  # it was left holding only its lock
+
+
+def test_a_manifest_that_cannot_be_written_keeps_the_one_before_and_no_temporary_file(tmp_path: Path):
+    # A full disk while the manifest was rewritten left manifest.csv.<pid>.part in the dataset's folder for good.
+    manifest = tmp_path / "manifest.csv"
+    atomic_write_text(manifest, "crop_path,label\n", durable=True)
+    with file_size_limit(64), pytest.raises(OSError) as raised:
+        atomic_write_text(manifest, "crop_path,label\n" + "crops/a.png,real\n" * 100, durable=True)
+    assert raised.value.filename == str(manifest)  # the file meant, where a failed write names none
+    assert manifest.read_text() == "crop_path,label\n" and os.listdir(tmp_path) == ["manifest.csv"]
 
 
 def test_one_writer_per_dataset(tmp_path: Path, small):

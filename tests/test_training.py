@@ -10,14 +10,14 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from deepshield.errors import DeepShieldError
+from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status
 from deepshield.inference.runtime import OnnxClassifier
-from deepshield.training.checkpoint import BEST, LAST, load_checkpoint
+from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
 from deepshield.training.trainer import Trainer
-from tests.conftest import python_ctrl_c
+from tests.conftest import file_size_limit, python_ctrl_c
 from tests.face_data import write_real_faces
 
 
@@ -122,6 +122,18 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
         "bundle/model.onnx",
         "bundle/model_card.json",
     }
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_one_before_and_says_so_in_one_line(tmp_path, capsys):
+    # A full disk during a checkpoint: torch's RuntimeError traceback ("unexpected pos"), last.tmp left beside it.
+    path = tmp_path / LAST
+    save_checkpoint({"weights": torch.zeros(4)}, path)
+    before = path.read_bytes()
+    with file_size_limit(64 * 1024):
+        status = exit_status(lambda: save_checkpoint({"weights": torch.zeros(100_000)}, path), "deepshield")
+    assert status == EXIT_USAGE
+    assert capsys.readouterr().err == f"deepshield: error: {path}: File too large\n"
+    assert path.read_bytes() == before and os.listdir(tmp_path) == [LAST]
 
 
 def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_path):

@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from deepshield.locks import folder_lock
 from deepshield.media.files import NAME_BYTES, NAME_MAX_BYTES, name_within
@@ -120,19 +121,36 @@ class DatasetLayout:
         return self.records / f"{key}.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
-    """Write to a temporary name in the same folder, then rename: readers see all or nothing.
+@contextlib.contextmanager
+def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
+    """A file to write, made under a temporary name in the same folder and renamed to `path` once whole:
+    readers see all or nothing. A write that fails (a full disk) leaves the file there before as it was and
+    no temporary file (one, a manifest's, stayed in the dataset's folder for good), and its OSError names
+    `path` (a failed write names no file).
 
     `durable` also flushes to disk before the rename (survives a power cut, not only a killed process).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    with open(temp, "wb") as handle:
+    try:
+        with open(temp, "wb") as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, os.fspath(temp)):
+            exc.filename, exc.filename2 = os.fspath(path), None
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    """`data` written to `path` through atomic_file."""
+    with atomic_file(path, durable) as handle:
         handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:

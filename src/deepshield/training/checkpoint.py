@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from deepshield.data.layout import atomic_file
 from deepshield.errors import DeepShieldError
 
 LAST, BEST = "last.pt", "best.pt"
@@ -24,10 +25,15 @@ def epoch_file(epoch: int) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a kill during the write leaves the previous checkpoint intact
+    """Written whole or not at all (atomic_file): a kill or a full disk during the write leaves the previous
+    checkpoint intact, and no partial one beside it."""
+    with atomic_file(path) as handle:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as exc:  # torch's word for a write that failed; the OSError behind it says why
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
