@@ -267,6 +267,36 @@ def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
+def test_a_full_disk_mid_run_marks_its_mlflow_run_killed_and_the_run_resumes(real_dir, tmp_path, monkeypatch):
+    # The checkpoint a failed step saves as it stops failed too on a full disk, and the MLflow run was never
+    # ended: RUNNING for good unless resumed.
+    import errno
+
+    import deepshield.training.trainer as trainer_module
+
+    cache, db = tmp_path / "cache", tmp_path / "a.db"
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "s.db", cache)).run()
+    written = []
+
+    def fills_the_disk(state: dict, path: Path) -> None:
+        if len(written) == 2:  # the run's first checkpoint and its step 2's fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        save_checkpoint(state, path)
+        written.append(path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fills_the_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        Trainer(tiny_config(real_dir, tmp_path / "resumed", db, cache)).run()
+    progress = load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]
+    assert progress["global_step"] == 2
+    assert MlflowClient(tracking_uri=f"sqlite:///{db}").get_run(progress["run_id"]).info.status == "KILLED"
+
+    monkeypatch.undo()  # room again
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", db, cache)).run(resume=True)
+    assert resumed.progress.run_id == progress["run_id"] and resumed.progress.global_step == 8
+    assert_resumed_as_straight(tmp_path, resumed, straight)
+
+
 def test_a_resume_stops_at_max_steps_and_one_without_tracking_keeps_the_runs_record(real_dir, tmp_path):
     cache = tmp_path / "cache"
     first = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()

@@ -354,8 +354,10 @@ class Trainer:
                 if self.epoch_callback is not None:
                     self.epoch_callback(progress)
         except BaseException:
-            save_checkpoint(snapshot(), last)  # Ctrl-C or a crash: keep the work done so far
-            tracker.finish("KILLED")
+            try:
+                save_checkpoint(snapshot(), last)  # Ctrl-C or a crash: keep the work done so far
+            finally:  # one that fails too (a full disk) leaves the last one kept, and the run still ended
+                tracker.finish("KILLED")
             raise
         finally:
             loaders.close()
