@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from deepshield.errors import BundleError, DeepShieldError
+from deepshield.errors import EXIT_USAGE, BundleError, DeepShieldError, exit_status
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.media.files import file_sha256
 from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard, card_outputs
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet, normalize_batch
+from tests.conftest import file_size_limit
 
 
 def torch_outputs(net: DeepfakeNet, card: ModelCard, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +184,8 @@ def test_export_refuses_mismatched_input_size(tmp_path):
 
 def test_a_stopped_export_leaves_the_folder_as_it_was_and_a_rerun_replaces_it(tmp_path, monkeypatch):
     # A stopped export left model.onnx beside a cut-off card: a bundle that failed to load, and a folder the
-    # rerun refused without --force.
+    # rerun refused without --force. Then it left its .part folder, until the next export: on a full disk,
+    # its partial graph held the space.
     import deepshield.models.export as export_module
 
     net = DeepfakeNet("tiny", 64, pretrained=False)
@@ -200,9 +202,23 @@ def test_a_stopped_export_leaves_the_folder_as_it_was_and_a_rerun_replaces_it(tm
     with pytest.raises(KeyboardInterrupt):
         export_bundle(other, card.model_copy(update={"version": "2"}), tmp_path / "b")
     assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # its graph went with its .part folder
     monkeypatch.undo()
     export_bundle(other, card.model_copy(update={"version": "2"}), tmp_path / "b")
     assert read_card(tmp_path / "b").version == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_an_export_onto_a_full_disk_keeps_the_bundle_before_and_names_it(tmp_path, capsys):
+    # Its part of a graph stayed in b.part, holding the space that was short, and the line named no file.
+    net = DeepfakeNet("tiny", 64, pretrained=False)
+    card = ModelCard(name="x", version="1", architecture="tiny", input_size=64, crop_policy=CropPolicy(size=64))
+    export_bundle(net, card, tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    with file_size_limit(4096):
+        status = exit_status(lambda: export_bundle(net, card.model_copy(update={"version": "2"}), tmp_path / "b"), "x")
+    assert status == EXIT_USAGE and capsys.readouterr().err == f"x: error: {tmp_path / 'b'}: File too large\n"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
 def test_a_second_export_into_a_bundle_being_built_is_refused_and_the_first_finishes(tmp_path):

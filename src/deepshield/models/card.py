@@ -4,6 +4,7 @@ beside it as JSON. Torch-free: the serving side imports this."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -359,7 +360,9 @@ def check_bundle_folder(folder: Path, force: bool) -> None:
 
 @contextlib.contextmanager
 def building_bundle(folder: Path) -> Iterator[Path]:
-    """An empty `<folder>.part` to build a bundle in, put in place once the block ends (put_in_place). One
+    """An empty `<folder>.part` to build a bundle in, put in place once the block ends (put_in_place), or
+    removed if it fails (a full disk: the part of a graph written held the space that was short; the error
+    names the bundle, where a failed write names no file). One
     process at a time: two exports or calibrations into one folder (a second terminal, a script run twice)
     filled the same `.part` folder, a bundle of both or a rename that failed; the second is refused, naming
     the first (the lock is `<folder>.part.lock`, gone when the bundle is in place)."""
@@ -369,7 +372,13 @@ def building_bundle(folder: Path) -> Iterator[Path]:
     with file_lock(lock, "this bundle", named=folder):
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
-        yield building
+        try:
+            yield building
+        except BaseException as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: the bundle's
+                exc.filename = os.fspath(folder)
+            raise
         put_in_place(building, folder)
         # Whoever made it: one a killed export left (file_lock removes only its own) stayed beside the bundle
         # through every later export.
