@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -317,6 +318,16 @@ def test_a_png_with_a_large_text_chunk_is_a_photo_with_settings(astronaut, tmp_p
 def test_trust_anchors_that_cannot_serve_are_refused_by_name(tmp_path):
     with pytest.raises(TrustAnchorsError, match=r"missing\.pem"):
         TrustAnchors.load(tmp_path / "missing.pem")
+    # /dev/zero was read until memory ran out (a MemoryError traceback), a FIFO waited for a writer for good
+    with pytest.raises(TrustAnchorsError, match=r"/dev/zero: not a regular file: a character device"):
+        TrustAnchors.load("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.pem")
+    with pytest.raises(TrustAnchorsError, match=r"fifo\.pem: not a regular file: a FIFO"):
+        TrustAnchors.load(tmp_path / "fifo.pem")
+    with open(tmp_path / "huge.pem", "wb") as huge:
+        huge.truncate(64 << 20)  # sparse: no disk used
+    with pytest.raises(TrustAnchorsError, match=r"huge\.pem are over 16 MB"):
+        TrustAnchors.load(tmp_path / "huge.pem")
     not_pem = tmp_path / "notes.pem"
     not_pem.write_text("these are not certificates")
     with pytest.raises(TrustAnchorsError, match=r"notes\.pem hold no PEM certificate"):

@@ -14,8 +14,9 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
-from deepshield.errors import TrustAnchorsError
+from deepshield.errors import DeepShieldError, TrustAnchorsError
 from deepshield.media.file_text import file_text
+from deepshield.media.files import read_head
 
 # IPTC's digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/), with IPTC's own labels.
 SOURCE_TYPES = {
@@ -52,6 +53,7 @@ _XMP_OPEN, _XMP_CLOSE = b"<x:xmpmeta", b"</x:xmpmeta>"
 _OFFLINE = {"remote_manifest_fetch": False, "ocsp_fetch": False}
 # Reported by `state` ("valid" rather than "trusted"), not repeated among the problems.
 _UNTRUSTED = "signingCredential.untrusted"
+_MOST_ANCHOR_BYTES = 16 << 20  # a trust list of every web root is a few hundred KB
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,15 @@ class TrustAnchors:
     @classmethod
     def load(cls, path: Path | str) -> TrustAnchors:
         path = Path(path)
-        try:
-            pem = path.read_bytes().decode("ascii", errors="replace")  # binary: then no certificate is found
-        except OSError as exc:
+        try:  # a regular file only, and a bounded part of it: /dev/zero was read until memory ran out, a FIFO forever
+            data = read_head(path, _MOST_ANCHOR_BYTES + 1)
+        except (OSError, DeepShieldError) as exc:
             raise TrustAnchorsError(f"cannot read the trust anchors {path}: {exc}") from None
+        if len(data) > _MOST_ANCHOR_BYTES:
+            raise TrustAnchorsError(
+                f"the trust anchors {path} are over {_MOST_ANCHOR_BYTES >> 20} MB: is it a PEM file of certificates?"
+            )
+        pem = data.decode("ascii", errors="replace")  # binary: then no certificate is found
         if "-----BEGIN CERTIFICATE-----" not in pem:
             raise TrustAnchorsError(f"the trust anchors {path} hold no PEM certificate (-----BEGIN CERTIFICATE-----)")
         # Every block is read here: one the SDK cannot parse made every signed file "unreadable", its
