@@ -142,8 +142,8 @@ def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename in (None, os.fspath(temp)):
-            exc.filename, exc.filename2 = os.fspath(path), None
+        if isinstance(exc, OSError) and exc.errno is not None:  # named as the file meant, not the temporary one
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
         raise
 
 
