@@ -4,6 +4,7 @@ resume after an interruption or a kill, parallel worker processes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -69,6 +70,9 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
         time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
         if kill_at and float(kill_at) == config.optim.lr and not resume:
             os.kill(os.getpid(), signal.SIGKILL)  # a killed search: no cleanup at all
+        if os.environ.get("FAKE_FULL_DISK_AT_LR") == str(config.optim.lr) and not resume:
+            del os.environ["FAKE_FULL_DISK_AT_LR"]  # room again from here on
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(last))  # the next checkpoint's
         if (
             os.environ.get("FAKE_INTERRUPT_AT_LR")
             and float(os.environ["FAKE_INTERRUPT_AT_LR"]) == config.optim.lr
@@ -305,6 +309,23 @@ def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
     assert retry.state.name == "COMPLETE" and retry.params == lost.params
     resumed = next(c for c in CALLS if c["resume"])
     assert resumed["run_dir"] == lost_dir and resumed["from_epoch"] == 1  # continued, not restarted
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
+
+
+def test_a_trial_stopped_by_a_full_disk_stops_the_search_and_resumes_with_it(space, tmp_path, monkeypatch):
+    # A full disk was the trial's configuration failing: an error, counted as done and never run again, and
+    # the search went on to fail the next trials alike (their parameters left out of the search for good).
+    CALLS.clear()
+    monkeypatch.setenv("FAKE_FULL_DISK_AT_LR", "0.001")
+    with pytest.raises(OSError, match="No space left on device"):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    lost_dir = CALLS[-1]["run_dir"]
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    trials = study_of(result).get_trials()
+    retry = next(t for t in trials if RETRY_OF in t.user_attrs)
+    assert retry.state.name == "COMPLETE" and retry.user_attrs[RUN_DIR] == lost_dir
+    assert next(c for c in CALLS if c["resume"])["from_epoch"] == 1  # continued from its checkpoint
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
 

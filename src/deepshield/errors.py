@@ -7,6 +7,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable
+from typing import TypeGuard
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose reader left (`| head`)
@@ -46,6 +47,12 @@ class TrustAnchorsError(DeepShieldError):
 
 class BundleError(DeepShieldError):
     """A model bundle is missing, incomplete or inconsistent with its model card."""
+
+
+def storage_failed(error: BaseException) -> TypeGuard[OSError]:
+    """The error is the storage's refusal (a full disk, say), not the work's: the same work succeeds once
+    there is room."""
+    return isinstance(error, OSError) and error.errno in _STORAGE_ERRORS
 
 
 def stop_as_on_ctrl_c(signum: int, frame: object) -> None:
@@ -147,7 +154,7 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
         _discard_stdout(original)
         return EXIT_READER_GONE
     except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
+        if not storage_failed(exc):
             raise
         where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
         print(f"{program}: error: {where}{exc.strerror}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, storage_failed
 from deepshield.tuning.samplers import GridSearchSampler
 from deepshield.tuning.selector import Selector, metric_direction
 from deepshield.tuning.space import SearchSpace, apply_values
@@ -170,6 +170,8 @@ class Objective:
     def __init__(self, context: TrialContext) -> None:
         self.context = context
         self.last_number: int | None = None
+        # What stopped the last trial that must stop the search too (a full disk would fail every trial after it).
+        self.stopped_by: OSError | None = None
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self._grid_exhausted(trial):
@@ -237,6 +239,9 @@ class Objective:
             trial.set_user_attr(INTERRUPTED, True)
             raise
         except Exception as exc:
+            if storage_failed(exc):  # not the configuration's failure: the trial is lost, resumed with the search
+                self.stopped_by = exc
+                raise
             trial.set_user_attr(ERROR, f"{type(exc).__name__}: {exc}"[:1000])
             with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as handle:
                 handle.write(traceback.format_exc())

@@ -99,6 +99,8 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
                 break
             objective.last_number = None
             study.optimize(objective, n_trials=1, catch=(Exception,))
+            if objective.stopped_by is not None:  # its trial is lost (no error set): a resume runs it again
+                raise objective.stopped_by
             if objective.last_number is None:
                 continue
             trial = study.get_trials(deepcopy=False)[objective.last_number]
