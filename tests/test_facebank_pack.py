@@ -8,8 +8,16 @@ import pytest
 from deepshield.cli.main import main
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
-from deepshield.training.facebank import build_facebank, facebank_for, facebank_of_files, list_images, unpack_facebank
+from deepshield.training.facebank import (
+    FaceBank,
+    build_facebank,
+    facebank_for,
+    facebank_of_files,
+    list_images,
+    unpack_facebank,
+)
 from deepshield.training.trainer import Trainer
+from tests.conftest import file_size_limit
 from tests.face_data import write_real_faces
 from tests.test_training import tiny_config
 
@@ -313,3 +321,18 @@ def test_the_banks_worker_processes_keep_pillows_warnings_off_the_terminal(tmp_p
     bank = build_facebank([folder], CropPolicy(size=48), tmp_path / "cache", workers=2)
     assert len(bank) == 2
     assert "EXIF" not in capfd.readouterr().err
+
+
+def test_a_face_bank_that_cannot_be_written_keeps_the_one_before_and_no_temporary_file(tmp_path):
+    # A full disk while a face bank (gigabytes, for a large set), a benchmark or an evaluation's crops were
+    # cached left their .tmp.npz or .partial.npz behind, holding the space that was short.
+    import dataclasses
+    import os
+
+    cache = tmp_path / "facebank.npz"
+    FaceBank.empty(48).save(cache)
+    before = cache.read_bytes()
+    larger = dataclasses.replace(FaceBank.empty(48), images=np.zeros((8, 48, 48, 3), np.uint8))
+    with file_size_limit(4096), pytest.raises(OSError, match=f"File too large: '{cache}'"):
+        larger.save(cache)
+    assert cache.read_bytes() == before and os.listdir(tmp_path) == ["facebank.npz"]

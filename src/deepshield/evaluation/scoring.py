@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from deepshield.data.layout import atomic_file
 from deepshield.data.prepare import collect_items
 from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
 from deepshield.engines import Engine, FileJob
@@ -425,19 +426,18 @@ class FacesJournal:
                 for item in cropped
             ],
         }
-        partial = self._path(record).with_suffix(".partial.npz")
         synthetic = {}
         for i, item in enumerate(cropped):
             if item.synthetic_crops is not None:
                 synthetic[f"synthetic_rows_{i}"] = item.synthetic_crops.rows
                 synthetic[f"synthetic_{i}"] = item.synthetic_crops.pixels
-        np.savez(
-            partial,
-            meta=np.array(json.dumps(meta)),
-            **{f"crops_{i}": item.crops for i, item in enumerate(cropped)},
-            **synthetic,
-        )
-        os.replace(partial, self._path(record))
+        with atomic_file(self._path(record)) as handle:
+            np.savez(
+                handle,
+                meta=np.array(json.dumps(meta)),
+                **{f"crops_{i}": item.crops for i, item in enumerate(cropped)},
+                **synthetic,
+            )
 
     def load(self, record: FileRecord) -> tuple[FileRecord, list[CroppedFile]]:
         try:

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from deepshield.data.layout import atomic_file
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
 from deepshield.locks import logged_wait, waited_lock
@@ -100,9 +101,8 @@ class FaceBank:
         )
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{name: getattr(self, name) for name in FIELDS})
-        tmp.replace(path)
+        with atomic_file(path) as handle:
+            np.savez(handle, **{name: getattr(self, name) for name in FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> FaceBank:
@@ -390,20 +390,19 @@ def pack_facebank(
         if not ok:
             raise DeepShieldError("could not JPEG-encode a face crop")
         encoded.append(data.ravel())
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        format=np.array(PACKED_FORMAT),
-        policy=np.array(policy.model_dump_json()),
-        jpeg=np.concatenate(encoded) if encoded else np.zeros(0, np.uint8),
-        offsets=np.cumsum([0] + [len(e) for e in encoded]),
-        keypoints=bank.keypoints,
-        landmarks=bank.landmarks.astype(np.float16),
-        valid=np.packbits(bank.valid, axis=-1),
-        paths=bank.paths,
-        digests=np.array([digest_of[source] for source in bank.paths.tolist()], dtype=str),
-    )
-    tmp.replace(path)
+    with atomic_file(path) as handle:
+        np.savez_compressed(
+            handle,
+            format=np.array(PACKED_FORMAT),
+            policy=np.array(policy.model_dump_json()),
+            jpeg=np.concatenate(encoded) if encoded else np.zeros(0, np.uint8),
+            offsets=np.cumsum([0] + [len(e) for e in encoded]),
+            keypoints=bank.keypoints,
+            landmarks=bank.landmarks.astype(np.float16),
+            valid=np.packbits(bank.valid, axis=-1),
+            paths=bank.paths,
+            digests=np.array([digest_of[source] for source in bank.paths.tolist()], dtype=str),
+        )
     return path.stat().st_size
 
 
