@@ -23,7 +23,14 @@ from deepshield.cli.main import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from deepshield.cli.scan import SUMMARY_FIELDS
 from deepshield.errors import EXIT_INTERRUPTED, EXIT_READER_GONE
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
-from tests.conftest import NATIVE_LOG_LINE, bundle_with_record, deny_listing, photo_with_exif, write_video
+from tests.conftest import (
+    NATIVE_LOG_LINE,
+    bundle_with_record,
+    deny_listing,
+    file_size_limit,
+    photo_with_exif,
+    write_video,
+)
 from tests.provenance_support import signing_identity, with_credentials
 
 
@@ -484,6 +491,23 @@ def test_rows_are_written_as_files_finish_and_resume_skips_them(capsys, media, t
     assert code == EXIT_OK, err
     assert scanned == ["clip.mp4"] and "2 files already in" in err
     assert paths_in_out() == files
+
+
+def test_a_full_disk_stops_a_scan_in_one_line_naming_its_out_and_a_resume_goes_on(capsys, media, tiny_bundle, tmp_path):
+    # The row a full disk cut short was written again as --out closed, failing again: its error, naming no
+    # file, took the place of the first ("deepshield: error: No space left on device"; a traceback before that).
+    out = tmp_path / "rows.jsonl"
+    args = (str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out))
+    with file_size_limit(len(str(tmp_path)) + 400):  # the settings beside it fit, a row does not
+        code, _, err = scan(capsys, *args)
+    assert code == EXIT_USAGE
+    assert err == (
+        f"deepshield: error: cannot write --out {out} (File too large): the rows written are kept, and a scan with "
+        "--resume goes on from them\n"
+    )
+    code, _, err = scan(capsys, *args, "--resume")
+    assert code == EXIT_OK, err
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [args[0]]
 
 
 def test_a_second_scan_into_the_out_being_written_is_refused_naming_the_first(

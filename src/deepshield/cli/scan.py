@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from deepshield.cli.args import (
     check_engine_arguments,
@@ -508,8 +509,16 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 if stream is None:
                     rows.append(row)
                 else:  # written as each file finishes: a killed scan keeps its rows
-                    stream.write(render_row(row, args.format))
-                    stream.flush()
+                    try:
+                        stream.write(render_row(row, args.format))
+                        stream.flush()
+                    except OSError as exc:  # a full disk: a pipe's reader gone (BrokenPipeError) is not this
+                        if not out_is_file or isinstance(exc, BrokenPipeError):
+                            raise
+                        raise DeepShieldError(
+                            f"cannot write --out {args.out} ({exc.strerror or exc}): the rows written are kept, "
+                            "and a scan with --resume goes on from them"
+                        ) from None
 
         # Each file as this scan found it: one that changes meanwhile (still arriving) is scanned again whole.
         taken = {file_key(path): watch_signature(path) for path in files} if args.watch else {}
@@ -705,12 +714,21 @@ def listed_paths(source: str) -> list[Path]:
 
 def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
     """Where streamed rows go: stdout, or --out (appended to with --resume), csv header first when new."""
-    if args.out is None:
-        stream = sys.stdout
-    else:
-        mode = "a" if args.resume else "w"
-        opened = open(args.out, mode, newline="", encoding="utf-8", errors=NAME_BYTES)  # noqa: SIM115 - the ExitStack closes it
-        stream = stack.enter_context(opened)
+    stream = sys.stdout if args.out is None else stack.enter_context(_rows_file(args.out, "a" if args.resume else "w"))
     if args.format == "csv" and (args.out is None or not stream.seekable() or stream.tell() == 0):
         stream.write(csv_header())
     return stream
+
+
+@contextlib.contextmanager
+def _rows_file(path: Path, mode: str) -> Iterator[IO[str]]:
+    """--out opened for rows. Closed after a failure, it says nothing more: its close retried writing the row
+    a full disk cut short, and that second failure, naming no file, took the place of the one that said why."""
+    handle = open(path, mode, newline="", encoding="utf-8", errors=NAME_BYTES)  # noqa: SIM115 - closed below
+    try:
+        yield handle
+    except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise
+    handle.close()
