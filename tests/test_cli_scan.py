@@ -510,6 +510,21 @@ def test_a_full_disk_stops_a_scan_in_one_line_naming_its_out_and_a_resume_goes_o
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [args[0]]
 
 
+def test_a_page_that_cannot_be_written_is_one_line_naming_it_and_the_page_before_is_kept(
+    capsys, media, tiny_bundle, tmp_path
+):
+    # The page's own write-then-rename said "deepshield: error: File too large" (a full disk: "No space left on
+    # device"), naming no file.
+    page = tmp_path / "scan.html"
+    page.write_text("the page before")
+    with file_size_limit(2048):
+        code, _, err = scan(
+            capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "json", "--html", str(page)
+        )
+    assert code == EXIT_USAGE and err.splitlines()[-1] == f"deepshield: error: {page}: File too large"
+    assert page.read_text() == "the page before" and os.listdir(tmp_path) == ["scan.html"]
+
+
 def test_a_second_scan_into_the_out_being_written_is_refused_naming_the_first(
     capsys, media, tiny_bundle, tmp_path, monkeypatch
 ):

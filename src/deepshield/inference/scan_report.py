@@ -13,6 +13,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from deepshield.data.layout import atomic_file
 from deepshield.inference.heatmap import jpeg_url, overlay
 from deepshield.inference.results import (
     BLIND_SPOT,
@@ -321,12 +322,7 @@ class ScanPage:
         )
 
     def write(self, path: os.PathLike[str] | str, outcome: str) -> None:
-        """Write the page whole or not at all: a page cut short by a failure kept no earlier page either."""
-        part = f"{os.fspath(path)}.part"
-        try:
-            with open(part, "w", encoding="utf-8") as handle:
-                handle.write(self.html(outcome))
-            os.replace(part, path)
-        except BaseException:
-            Path(part).unlink(missing_ok=True)
-            raise
+        """Write the page whole or not at all (atomic_file): a page cut short by a failure kept no earlier page
+        either."""
+        with atomic_file(Path(path)) as handle:
+            handle.write(self.html(outcome).encode("utf-8"))
