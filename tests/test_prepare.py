@@ -895,6 +895,21 @@ def test_a_manifest_that_cannot_be_written_keeps_the_one_before_and_no_temporary
     assert manifest.read_text() == "crop_path,label\n" and os.listdir(tmp_path) == ["manifest.csv"]
 
 
+def test_a_full_disk_stops_prepare_at_the_first_crop_it_cannot_write_and_a_rerun_goes_on(tmp_path: Path, small):
+    # Every file after the disk filled was still read and its faces found, its crops then refused: hours of work
+    # for a large set, each file counted "could not be read" (its source was fine), and all redone by the rerun.
+    for i in range(3):
+        write_png(tmp_path / "src" / "real" / f"{i}.png", variant(small, i))
+    calls = []
+    with file_size_limit(1024), pytest.raises(OSError, match=r"File too large: .*/000000_00\.png'"):
+        prepare_dataset(
+            [tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False, on_file_done=calls.append
+        )
+    assert calls == []  # the first file stopped it
+    summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert summary.crops == 3 and summary.errors == 0
+
+
 def test_one_writer_per_dataset(tmp_path: Path, small):
     from deepshield.data.layout import dataset_lock
 

@@ -11,9 +11,10 @@ from typing import TypeGuard
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose reader left (`| head`)
-# What the storage refuses whatever the command (a full disk, a quota, `ulimit -f`, a failing disk, a file
-# system remounted read-only): each ended a command in a traceback, many lines above what went wrong.
-_STORAGE_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS))
+# Writes the storage refuses whatever is written (a full disk, a quota, `ulimit -f`, a file system remounted
+# read-only): each ended a command in a traceback, many lines above what went wrong. (Not EIO: a damaged file
+# gives it on a read, and the other files go on.)
+_STORAGE_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS))
 
 
 class DeepShieldError(Exception):
@@ -50,8 +51,8 @@ class BundleError(DeepShieldError):
 
 
 def storage_failed(error: BaseException) -> TypeGuard[OSError]:
-    """The error is the storage's refusal (a full disk, say), not the work's: the same work succeeds once
-    there is room."""
+    """The error is the storage's refusal (a full disk, say), not the work's: every write after it fails
+    alike, and the same work succeeds once there is room."""
     return isinstance(error, OSError) and error.errno in _STORAGE_ERRORS
 
 

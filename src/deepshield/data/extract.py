@@ -25,7 +25,7 @@ from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_vali
 from deepshield.data.sources import MISSING_FILE, SourceItem
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, storage_failed
 from deepshield.faces.crop import CropPolicy, crop_face
 from deepshield.faces.detector import Face, FaceDetector
 from deepshield.media.files import check_media_file
@@ -132,7 +132,9 @@ def extract_item(
                         landmarks=tuple((round(float(x), 2), round(float(y), 2)) for x, y in points),
                     )
                 )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
+        if storage_failed(exc):  # no room for its crops: not this file's failure (call_job stops the run)
+            raise
         return FileOutcome(item.key, source_file, ok=False, reason=f"{type(exc).__name__}: {exc}")
     outcome = FileOutcome(
         item.key,

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, storage_failed
 
 ENGINES = ("local", "ray")
 
@@ -90,10 +90,14 @@ def describe_error(exc: BaseException) -> str:
 
 
 def call_job(job: FileJob, state: Any, item: Any) -> Any:
-    """`job.run`, with any exception turned into the item's error result."""
+    """`job.run`, with any exception turned into the item's error result, but a full disk's (storage_failed),
+    which stops the map: every file after it failed alike, each one's work done for nothing, and was counted
+    a file that could not be read; the files done are kept, and a rerun goes on from them."""
     try:
         return job.run(state, item)
-    except Exception as exc:  # noqa: BLE001 - one file must never stop the others
+    except Exception as exc:
+        if storage_failed(exc):
+            raise
         return job.fail(item, describe_error(exc))
 
 
