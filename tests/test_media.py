@@ -789,6 +789,56 @@ def test_anamorphic_frames_are_stretched_to_square_pixels(tmp_path, pixel_aspect
     assert halved[0].scale == 2 and halved[0].image.shape == square[::2, ::2].shape
 
 
+# Kr, Kb of the YUV matrices, by the number FFmpeg tags a stream with (AVCOL_SPC_*; 2: not said).
+YUV_MATRICES = {"bt709": (1, 0.2126, 0.0722), "bt601": (6, 0.299, 0.114)}
+
+
+def yuv_video(path: Path, rgb: np.ndarray, matrix: str, tagged: bool, frames: int = 2) -> Path:
+    """Lossless H.264 (4:4:4, limited range) of `rgb` turned into YUV by `matrix` here, exactly; the stream
+    names its matrix only if `tagged`."""
+    tag, kr, kb = YUV_MATRICES[matrix]
+    x = rgb.astype(np.float64) / 255
+    luma = kr * x[..., 0] + (1 - kr - kb) * x[..., 1] + kb * x[..., 2]
+    planes = [16 + 219 * luma, 128 + 112 * (x[..., 2] - luma) / (1 - kb), 128 + 112 * (x[..., 0] - luma) / (1 - kr)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv444p"
+        if tagged:
+            stream.codec_context.colorspace = tag
+        for pts in range(frames):
+            frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], "yuv444p")
+            for plane, values in zip(frame.planes, planes, strict=True):
+                rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+                rows[:, : plane.width] = np.clip(np.rint(values), 0, 255)
+            frame.pts = pts
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("size", "matrix", "tagged"),
+    [
+        ((1280, 720), "bt709", False),
+        ((720, 1280), "bt709", False),
+        ((640, 480), "bt601", False),
+        ((1280, 720), "bt601", True),
+        ((640, 480), "bt709", True),
+    ],
+)
+def test_video_colours_follow_the_streams_matrix_and_players_guess_without_one(
+    tmp_path, astronaut, size, matrix, tagged
+):
+    # A stream that names no matrix is BT.709 from HD up, BT.601 below, as players read it: untagged HD
+    # (the DFDC videos, most re-encoded 1080p) was read as BT.601, reds and greens 3 levels dark.
+    rgb = cv2.resize(astronaut, size, interpolation=cv2.INTER_AREA)
+    _info, frames = sample_frames(yuv_video(tmp_path / "clip.mp4", rgb, matrix, tagged), 1)
+    error = np.abs(frames[0].image.astype(int) - rgb).mean(axis=(0, 1))
+    assert error.max() < 0.6, error
+
+
 def test_a_video_summary_gives_the_size_face_boxes_are_in():
     from deepshield.inference.results import VideoSummary
 

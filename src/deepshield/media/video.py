@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import Colorspace
 from numpy.typing import NDArray
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
@@ -24,6 +25,7 @@ from deepshield.media.units import format_bytes, megapixels
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
 _RGB_BYTES = 3  # a decoded frame's bytes per pixel
+_UNTAGGED_MATRIX = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: the stream does not say which YUV matrix it uses
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
 # training benchmarks all default to it, so a video is scored on the same frames everywhere.
 DEFAULT_VIDEO_FRAMES = 32
@@ -418,6 +420,16 @@ def read_scale(width: int, height: int, pixel_cap: int) -> int | None:
     return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
 
 
+def _yuv_matrix(frame: av.VideoFrame) -> Colorspace | None:
+    """The matrix that turns the frame's YUV into RGB: its own (None) where the stream names one, else as
+    players guess it (mpv, VLC, browsers for HD): BT.709 for HD and above (wider than 1279 or higher than
+    576 pixels), BT.601 below, which is FFmpeg's default at any size. (Untagged HD was read as BT.601: the
+    DFDC videos and most re-encoded 1080p carry no tag, and their reds and greens came out 3 levels dark.)"""
+    if frame.colorspace != _UNTAGGED_MATRIX or frame.format.is_rgb:
+        return None
+    return Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576 else None
+
+
 def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: VideoInfo, pixel_cap: int) -> VideoFrame:
     """The decoded frame as upright RGB in square pixels, converted at the first scale whose pixels fit
     pixel_cap (the scaler area-averages, so a reduced frame is not aliased)."""
@@ -427,12 +439,14 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
         raise _unreadable_frames(*size, pixel_cap)
     image: NDArray[Any]
     if scale == 1 and size == (frame.width, frame.height):  # as before reduced reads: scores stay unchanged
-        image = frame.to_ndarray(format="rgb24")
+        image = frame.to_ndarray(format="rgb24", src_colorspace=_yuv_matrix(frame))
     else:
         width, height = reduced_size(size, scale)
         # Widening anamorphic pixels interpolates; reducing area-averages.
         interpolation = "AREA" if scale > 1 else "BICUBIC"
-        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=interpolation)
+        image = frame.to_ndarray(
+            format="rgb24", width=width, height=height, interpolation=interpolation, src_colorspace=_yuv_matrix(frame)
+        )
     # The file's first frame set the orientation (players take it from the stream): reading each frame's
     # side data ties the frame and PyAV's side-data container in a reference cycle, which kept every
     # sampled frame's decoded picture until a garbage collection (8K, 32 frames: 3.1 GB peak, from 1.5).
