@@ -839,6 +839,30 @@ def test_video_colours_follow_the_streams_matrix_and_players_guess_without_one(
     assert error.max() < 0.6, error
 
 
+@pytest.mark.parametrize(
+    ("codec", "pix_fmt", "suffix"), [("qtrle", "argb", "mov"), ("ffv1", "yuva420p", "mkv"), ("png", "rgba", "mov")]
+)
+def test_a_videos_transparent_pixels_are_shown_on_white_as_a_stills_are(tmp_path, astronaut, codec, pix_fmt, suffix):
+    # Converted to RGB alone, a frame's transparent pixels showed the colour stored under them (red here).
+    rgba = np.dstack([astronaut[:64, :64], np.full((64, 64), 255, np.uint8)])
+    rgba[:, :32] = (200, 0, 0, 0)
+    path = tmp_path / f"alpha.{suffix}"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, pix_fmt
+        for pts in range(2):
+            frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
+            frame.pts = pts
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    image = sample_frames(path, 1)[1][0].image
+    assert (image[:, :30] == 255).all()
+    assert np.abs(image[:, 34:].astype(int) - astronaut[:64, 34:64]).mean() < 3
+    assert (load_image(encode(Image.fromarray(rgba), "PNG"))[:, :30] == 255).all()  # the still, alike
+
+
 def test_a_video_summary_gives_the_size_face_boxes_are_in():
     from deepshield.inference.results import VideoSummary
 

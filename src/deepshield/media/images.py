@@ -188,7 +188,7 @@ def _heif_reduced(data: bytes, image: Image.Image, limits: ImageLimits) -> Decod
     # A greyscale HEIC decodes to one channel (cv2.resize drops it), one with alpha to two, colour to 3 or 4.
     channels = 1 if reduced.ndim == 2 else reduced.shape[2]
     if channels in (2, 4):
-        reduced = _on_white(Image.fromarray(reduced, "LA" if channels == 2 else "RGBA"))
+        reduced = on_white(Image.fromarray(reduced, "LA" if channels == 2 else "RGBA"))
     elif channels == 1:
         reduced = cv2.cvtColor(reduced.reshape(reduced.shape[:2]), cv2.COLOR_GRAY2RGB)
     return DecodedImage(np.ascontiguousarray(_in_srgb(image, np.asarray)(Image.fromarray(reduced))), scale)
@@ -292,8 +292,9 @@ def _grey_band(low: float, high: float, transparent: int | None = None) -> Calla
     return convert
 
 
-def _on_white(band: Image.Image) -> NDArray[Any]:
-    # Transparent pixels have arbitrary colours underneath: show them on white, as viewers do.
+def on_white(band: Image.Image) -> NDArray[Any]:
+    """RGB of an image with alpha: transparent pixels have arbitrary colours underneath, shown on white as
+    viewers show them (a still's, and a video's frames with alpha)."""
     rgba = band.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
@@ -305,7 +306,7 @@ def _band_converter(image: Image.Image) -> Callable[[Image.Image], NDArray[Any]]
         return _in_srgb(image, _grey_band(*_grey_range(image), image.info.get("transparency")))
     # A transparent colour (a tRNS chunk) of a palette, RGB or grey PNG counts as an alpha channel does.
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        return _in_srgb(image, _on_white)
+        return _in_srgb(image, on_white)
     return _in_srgb(image, lambda band: np.asarray(band.convert("RGB")))
 
 

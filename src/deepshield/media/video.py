@@ -15,9 +15,11 @@ import av
 import numpy as np
 from av.video.reformatter import Colorspace
 from numpy.typing import NDArray
+from PIL import Image
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
 from deepshield.media.files import check_media_file
+from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
 from deepshield.media.units import format_bytes, megapixels
 
@@ -437,16 +439,22 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
     scale = read_scale(*size, pixel_cap)
     if scale is None:  # a frame larger than its header said (sample_frames checked the header's size)
         raise _unreadable_frames(*size, pixel_cap)
+    # A frame with alpha (ProRes 4444, FFV1, QuickTime animation, PNG in MOV) is shown on white, as a still
+    # with alpha is: converted to RGB alone, its transparent pixels showed whatever colour lay under them.
+    alpha = any(component.is_alpha for component in frame.format.components)
+    pixels = "rgba" if alpha else "rgb24"
     image: NDArray[Any]
     if scale == 1 and size == (frame.width, frame.height):  # as before reduced reads: scores stay unchanged
-        image = frame.to_ndarray(format="rgb24", src_colorspace=_yuv_matrix(frame))
+        image = frame.to_ndarray(format=pixels, src_colorspace=_yuv_matrix(frame))
     else:
         width, height = reduced_size(size, scale)
         # Widening anamorphic pixels interpolates; reducing area-averages.
         interpolation = "AREA" if scale > 1 else "BICUBIC"
         image = frame.to_ndarray(
-            format="rgb24", width=width, height=height, interpolation=interpolation, src_colorspace=_yuv_matrix(frame)
+            format=pixels, width=width, height=height, interpolation=interpolation, src_colorspace=_yuv_matrix(frame)
         )
+    if alpha:
+        image = on_white(Image.fromarray(image, "RGBA"))
     # The file's first frame set the orientation (players take it from the stream): reading each frame's
     # side data ties the frame and PyAV's side-data container in a reference cycle, which kept every
     # sampled frame's decoded picture until a garbage collection (8K, 32 frames: 3.1 GB peak, from 1.5).
