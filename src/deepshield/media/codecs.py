@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from deepshield.media.video import rgb_pixels
+
 
 def jpeg_roundtrip(image: NDArray[Any], quality: int) -> NDArray[Any]:
     """H x W x 3 uint8 RGB encoded as JPEG at `quality` (1-100) and decoded."""
@@ -28,6 +30,7 @@ def h264_roundtrip(image: NDArray[Any], crf: int, motion: tuple[int, int]) -> ND
     even = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")  # yuv420p needs even sides
     encoder = av.CodecContext.create("libx264", "w")
     encoder.width, encoder.height, encoder.pix_fmt = even.shape[1], even.shape[0], "yuv420p"
+    encoder.colorspace = 6  # BT.601 (SMPTE 170M), the matrix PyAV encodes RGB with, named: read back by it at any size
     encoder.time_base = Fraction(1, 25)
     encoder.options = {"crf": str(int(crf)), "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
     packets = []
@@ -38,4 +41,4 @@ def h264_roundtrip(image: NDArray[Any], crf: int, motion: tuple[int, int]) -> ND
     packets += encoder.encode(None)
     decoder = av.CodecContext.create("h264", "r")
     decoded = [frame for packet in [*packets, None] for frame in decoder.decode(packet)]
-    return np.ascontiguousarray(decoded[-1].to_ndarray(format="rgb24")[:height, :width])
+    return np.ascontiguousarray(rgb_pixels(decoded[-1])[:height, :width])  # as a video file's frames are read

@@ -13,7 +13,7 @@ from typing import Any
 
 import av
 import numpy as np
-from av.video.reformatter import Colorspace
+from av.video.reformatter import Colorspace, Interpolation
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -432,6 +432,27 @@ def _yuv_matrix(frame: av.VideoFrame) -> Colorspace | None:
     return Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576 else None
 
 
+def rgb_pixels(
+    frame: av.VideoFrame, size: tuple[int, int] | None = None, interpolation: Interpolation = Interpolation.BILINEAR
+) -> NDArray[Any]:
+    """A decoded frame as H x W x 3 uint8 RGB, resized to `size` (width, height) by `interpolation`, as players
+    show it: by the YUV matrix and range its stream names, else as players guess (_yuv_matrix); chroma
+    interpolated between its samples and rounded exactly (swscale's quick path, used before, gave each
+    4:2:0 chroma sample to 2 pixels side by side and came out about a level dark, 8-bit and 10-bit alike);
+    a frame with alpha (ProRes 4444, FFV1, QuickTime animation, PNG in MOV) on white, as a still with alpha
+    (converted to RGB alone, its transparent pixels showed whatever colour lay under them)."""
+    alpha = any(component.is_alpha for component in frame.format.components)
+    width, height = size or (frame.width, frame.height)
+    image: NDArray[Any] = frame.to_ndarray(
+        format="rgba" if alpha else "rgb24",
+        width=width,
+        height=height,
+        interpolation=interpolation | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND,
+        src_colorspace=_yuv_matrix(frame),
+    )
+    return on_white(Image.fromarray(image, "RGBA")) if alpha else image
+
+
 def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: VideoInfo, pixel_cap: int) -> VideoFrame:
     """The decoded frame as upright RGB in square pixels, converted at the first scale whose pixels fit
     pixel_cap (the scaler area-averages, so a reduced frame is not aliased)."""
@@ -439,22 +460,12 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
     scale = read_scale(*size, pixel_cap)
     if scale is None:  # a frame larger than its header said (sample_frames checked the header's size)
         raise _unreadable_frames(*size, pixel_cap)
-    # A frame with alpha (ProRes 4444, FFV1, QuickTime animation, PNG in MOV) is shown on white, as a still
-    # with alpha is: converted to RGB alone, its transparent pixels showed whatever colour lay under them.
-    alpha = any(component.is_alpha for component in frame.format.components)
-    pixels = "rgba" if alpha else "rgb24"
-    image: NDArray[Any]
     if scale == 1 and size == (frame.width, frame.height):  # as before reduced reads: scores stay unchanged
-        image = frame.to_ndarray(format=pixels, src_colorspace=_yuv_matrix(frame))
+        image = rgb_pixels(frame)
     else:
-        width, height = reduced_size(size, scale)
         # Widening anamorphic pixels interpolates; reducing area-averages.
-        interpolation = "AREA" if scale > 1 else "BICUBIC"
-        image = frame.to_ndarray(
-            format=pixels, width=width, height=height, interpolation=interpolation, src_colorspace=_yuv_matrix(frame)
-        )
-    if alpha:
-        image = on_white(Image.fromarray(image, "RGBA"))
+        interpolation = Interpolation.AREA if scale > 1 else Interpolation.BICUBIC
+        image = rgb_pixels(frame, reduced_size(size, scale), interpolation)
     # The file's first frame set the orientation (players take it from the stream): reading each frame's
     # side data ties the frame and PyAV's side-data container in a reference cycle, which kept every
     # sampled frame's decoded picture until a garbage collection (8K, 32 frames: 3.1 GB peak, from 1.5).
