@@ -791,29 +791,40 @@ def test_anamorphic_frames_are_stretched_to_square_pixels(tmp_path, pixel_aspect
 
 
 # Kr, Kb of the YUV matrices, by the number FFmpeg tags a stream with (AVCOL_SPC_*; 2: not said).
-YUV_MATRICES = {"bt709": (1, 0.2126, 0.0722), "bt601": (6, 0.299, 0.114)}
+YUV_MATRICES = {"bt709": (1, 0.2126, 0.0722), "bt601": (6, 0.299, 0.114), "bt2020": (9, 0.2627, 0.0593)}
 
 
 def yuv_video(
-    path: Path, rgb: np.ndarray, matrix: str, tagged: bool, pix_fmt: str = "yuv444p", frames: int = 2
+    path: Path,
+    rgb: np.ndarray,
+    matrix: str,
+    tagged: bool,
+    pix_fmt: str = "yuv444p",
+    frames: int = 2,
+    colour: dict[str, int] | None = None,
 ) -> Path:
-    """Lossless H.264 (limited range; yuv420p: each chroma sample the mean of its 2 x 2 pixels) of `rgb` turned
-    into YUV by `matrix` here, exactly; the stream names its matrix only if `tagged`."""
+    """Lossless H.264 (limited range; yuv420p: each chroma sample the mean of its 2 x 2 pixels) of `rgb` (uint8,
+    or a float signal from 0 to 1) turned into YUV by `matrix` here, exactly; the stream names its matrix only
+    if `tagged`, and `colour`'s other tags (color_trc, color_primaries)."""
     tag, kr, kb = YUV_MATRICES[matrix]
-    x = rgb.astype(np.float64) / 255
+    x = rgb.astype(np.float64) / 255 if rgb.dtype == np.uint8 else rgb
     luma = kr * x[..., 0] + (1 - kr - kb) * x[..., 1] + kb * x[..., 2]
     planes = [16 + 219 * luma, 128 + 112 * (x[..., 2] - luma) / (1 - kb), 128 + 112 * (x[..., 0] - luma) / (1 - kr)]
+    depth = 10 if "10" in pix_fmt else 8
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=10, options={"qp": "0"})
         stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], pix_fmt
         if tagged:
             stream.codec_context.colorspace = tag
+        for name, value in (colour or {}).items():
+            setattr(stream.codec_context, name, value)
         for pts in range(frames):
             frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], pix_fmt)
             for plane, values in zip(frame.planes, planes, strict=True):
-                rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+                dtype = np.uint8 if depth == 8 else np.uint16
+                rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype().itemsize)
                 sampled = cv2.resize(values, (plane.width, plane.height), interpolation=cv2.INTER_AREA)
-                rows[:, : plane.width] = np.clip(np.rint(sampled), 0, 255)
+                rows[:, : plane.width] = np.clip(np.rint(sampled * 2 ** (depth - 8)), 0, 2**depth - 1)
             frame.pts = pts
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -850,6 +861,29 @@ def test_4_2_0_video_is_read_without_a_colour_bias_and_with_smooth_chroma(tmp_pa
     error = frames[0].image.astype(int) - astronaut
     assert np.abs(error.mean(axis=(0, 1))).max() < 0.2, error.mean(axis=(0, 1))
     assert np.abs(error[..., 1]).mean() < 1  # green, mostly luma: 1.48 before, 0.74 now
+
+
+@pytest.mark.parametrize("transfer", ["pq", "hlg"])
+def test_an_hdr_video_is_tone_mapped_to_sdr_as_a_player_shows_it(tmp_path, astronaut, transfer):
+    # Read as SDR, an HDR picture came out dim and grey (mean error 33 levels PQ, 19 HLG; now 1.4, 2.9).
+    sdr = cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA)
+    bt709_to_bt2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+    light = ((sdr / 255) ** 2.4) @ bt709_to_bt2020.T  # as an SDR screen shows it, 1 its white
+    if transfer == "pq":  # SDR white at 203 nits (ITU-R BT.2408)
+        m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+        level = (light * 203 / 10000) ** m1
+        signal, trc = ((c1 + c2 * level) / (1 + c3 * level)) ** m2, 16
+    else:  # scene light, SDR white at 75% of the signal (BT.2408); the OOTF's gamma 1.2 undone
+        scene = (light * 0.2647**1.2) ** (1 / 1.2)
+        a, b, c = 0.17883277, 0.28466892, 0.55991073
+        signal, trc = (
+            np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-9)) + c),
+            18,
+        )
+    colour = {"color_trc": trc, "color_primaries": 9}
+    path = yuv_video(tmp_path / "hdr.mp4", signal, "bt2020", True, "yuv444p10le", colour=colour)
+    image = sample_frames(path, 1)[1][0].image
+    assert np.abs(image.astype(int) - sdr).mean() < 4
 
 
 @pytest.mark.parametrize("size", [(512, 512), (1280, 720)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import av
 import numpy as np
-from av.video.reformatter import Colorspace, Interpolation
+from av.video.reformatter import ColorPrimaries, Colorspace, ColorTrc, Interpolation, VideoReformatter
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -27,6 +28,8 @@ from deepshield.media.units import format_bytes, megapixels
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
 _RGB_BYTES = 3  # a decoded frame's bytes per pixel
+_HDR_TRANSFERS = (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
+_reformatters = threading.local()  # rgb_pixels' converter of each thread
 _UNTAGGED_MATRIX = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: the stream does not say which YUV matrix it uses
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
 # training benchmarks all default to it, so a video is scored on the same frames everywhere.
@@ -440,16 +443,25 @@ def rgb_pixels(
     interpolated between its samples and rounded exactly (swscale's quick path, used before, gave each
     4:2:0 chroma sample to 2 pixels side by side and came out about a level dark, 8-bit and 10-bit alike);
     a frame with alpha (ProRes 4444, FFV1, QuickTime animation, PNG in MOV) on white, as a still with alpha
-    (converted to RGB alone, its transparent pixels showed whatever colour lay under them)."""
+    (converted to RGB alone, its transparent pixels showed whatever colour lay under them); an HDR frame (PQ
+    or HLG: iPhones record HLG) tone-mapped to SDR BT.709, as a player on an SDR screen shows it (read as
+    SDR, a PQ picture with its white at 203 nits came out dim and grey, red 45 levels low, HLG 30).
+    One converter a thread: an HDR conversion takes over a second to set up, then milliseconds a frame."""
     alpha = any(component.is_alpha for component in frame.format.components)
     width, height = size or (frame.width, frame.height)
-    image: NDArray[Any] = frame.to_ndarray(
+    hdr = frame.color_trc in _HDR_TRANSFERS
+    if not hasattr(_reformatters, "reformatter"):
+        _reformatters.reformatter = VideoReformatter()
+    image: NDArray[Any] = _reformatters.reformatter.reformat(
+        frame,
         format="rgba" if alpha else "rgb24",
         width=width,
         height=height,
         interpolation=interpolation | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND,
         src_colorspace=_yuv_matrix(frame),
-    )
+        dst_color_trc=ColorTrc.BT709 if hdr else None,
+        dst_color_primaries=ColorPrimaries.BT709 if hdr else None,
+    ).to_ndarray()
     return on_white(Image.fromarray(image, "RGBA")) if alpha else image
 
 

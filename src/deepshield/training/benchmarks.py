@@ -66,7 +66,7 @@ from deepshield.media.files import file_sha256, keyed_among, real_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
-BENCH_FORMAT = "12"  # part of the cache key: bump when what a cached benchmark holds changes (12: video chroma)
+BENCH_FORMAT = "13"  # part of the cache key: bump when what a cached benchmark holds changes (13: HDR video)
 BOOTSTRAP_RESAMPLES = 300
 
 
