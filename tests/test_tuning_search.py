@@ -330,6 +330,19 @@ def test_a_trial_stopped_by_a_full_disk_stops_the_search_and_resumes_with_it(spa
     assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
 
 
+def test_a_full_disk_in_a_worker_process_stops_the_search_in_one_line(space, tmp_path, monkeypatch, capfd):
+    # With --n-jobs, the worker raised it in its own process: a traceback each, and the search ended as if done.
+    monkeypatch.setenv("FAKE_FULL_DISK_AT_LR", "0.001")
+    with pytest.raises(OSError, match=r"No space left on device: .*/checkpoints/last\.pt"):
+        run_search(settings(space, tmp_path, n_jobs=2), train_fn=fake_train, echo=lambda _: None)
+    assert "Traceback" not in capfd.readouterr().err
+    monkeypatch.delenv("FAKE_FULL_DISK_AT_LR")
+    result = run_search(settings(space, tmp_path, n_jobs=2), train_fn=fake_train, echo=lambda _: None)
+    trials = [t for t in study_of(result).get_trials() if t.state.name == "COMPLETE"]
+    assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in trials}) == 6
+    assert any(RETRY_OF in t.user_attrs for t in trials)  # the lost trials continued
+
+
 def test_interrupt_inside_optunas_tell_leaves_the_trial_lost_not_running(space, tmp_path, monkeypatch):
     """Ctrl-C while Optuna records a finished trial: Optuna's own `finally` turns it into an
     UnboundLocalError; the worker still closes its trial (not left RUNNING in a live process) and the

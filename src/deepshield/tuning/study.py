@@ -59,7 +59,7 @@ from deepshield.tuning.storage import (
     safe_url,
     study_lock,
 )
-from deepshield.tuning.trials import new_search_id, stop_requested
+from deepshield.tuning.trials import new_search_id, stop_requested, storage_failure
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
 
 DEFAULT_RANDOM_TRIALS = 10
@@ -312,6 +312,8 @@ def run_trials(
     stop = functools.partial(study.set_user_attr, stop_attr, True)
     if engine.run_workers(functools.partial(worker_loop, spec), settings.n_jobs, echo, cpus=cpus, on_interrupt=stop):
         echo("note: the trials those workers were running are re-run on the next start")
+    if failed := study.user_attrs.get(storage_failure(stop_attr)):  # a full disk stopped a worker: said in one line
+        raise OSError(*failed)
 
 
 # ---- 4. report ---------------------------------------------------------------------------------

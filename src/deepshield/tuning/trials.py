@@ -30,6 +30,13 @@ def stop_requested(search: str) -> str:
     return f"{STOP_REQUESTED}:{search}"
 
 
+def storage_failure(stop_attr: str) -> str:
+    """The study attribute in which a worker of the search whose stop attribute is `stop_attr` leaves the
+    storage failure (a full disk: errno, message, file) that stopped it, for the driver to raise: a worker in
+    a process of its own cannot raise it there."""
+    return f"{stop_attr}:storage_failed"
+
+
 def new_search_id() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -29,6 +29,7 @@ from deepshield.tuning.trials import (
     counts_as_done,
     is_error,
     is_surplus,
+    storage_failure,
     worker_id,
 )
 
@@ -99,8 +100,12 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
                 break
             objective.last_number = None
             study.optimize(objective, n_trials=1, catch=(Exception,))
-            if objective.stopped_by is not None:  # its trial is lost (no error set): a resume runs it again
-                raise objective.stopped_by
+            if (failed := objective.stopped_by) is not None:  # its trial is lost (no error set): a resume runs it
+                # again. Left to the driver to raise, with this search's other workers stopped: raised here, in a
+                # worker process of its own (--n-jobs), it was a traceback, and the search ended as if done.
+                study.set_user_attr(storage_failure(spec.stop_attr), [failed.errno, failed.strerror, failed.filename])
+                study.set_user_attr(spec.stop_attr, True)
+                break
             if objective.last_number is None:
                 continue
             trial = study.get_trials(deepcopy=False)[objective.last_number]
