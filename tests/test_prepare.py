@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import shutil
@@ -940,6 +941,26 @@ def test_a_change_to_the_code_reading_frames_or_pixels_redoes_a_resumed_prepare(
     finally:
         monkeypatch.undo()
         extract.code_fingerprint.cache_clear()
+
+
+def test_files_cropped_again_for_changed_code_are_said_before_the_work(tmp_path: Path, small, monkeypatch, caplog):
+    # A dataset resumed after an upgrade whose image reading changed was cropped again whole, silently: hours
+    # for a large one, its bar starting from nothing as a new dataset's does.
+    import deepshield.data.extract as extract
+
+    for i in range(2):
+        write_png(tmp_path / "src" / "real" / f"{i}.png", variant(small, i))
+    prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    with caplog.at_level(logging.WARNING, logger="deepshield.data.extract"):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+        assert not caplog.records  # nothing changed: nothing said
+        monkeypatch.setattr(extract, "code_fingerprint", lambda: "0" * 16)
+        summary = prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert summary.skipped == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 files done before are cropped again: the settings, or the code that reads pixels or frames, finds or "
+        "crops faces, changed since"
+    ]
 
 
 def test_a_dataset_description_that_is_not_utf8_is_refused_by_name(tmp_path: Path, small, capsys):

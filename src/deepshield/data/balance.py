@@ -139,7 +139,8 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     notes = []
     if info.extractor and settings.fingerprint() != info.extractor:
         notes.append(
-            "note: the face detector or crop code changed since this dataset was prepared; the added faces are "
+            "note: the code that reads pixels or frames, finds or crops faces changed since this dataset was "
+            "prepared; the added faces are "
             "cropped by the new code (re-run prepare to recrop everything alike)"
         )
     outcomes = run_extraction(items, layout, settings, workers, progress)

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_bytes
-from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, load_valid_record, write_record
+from deepshield.data.records import FaceEntry, FileOutcome, FileStamp, done_otherwise, load_valid_record, write_record
 from deepshield.data.sources import MISSING_FILE, SourceItem
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
@@ -34,6 +35,7 @@ from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.native_logs import quiet_process
 
+log = logging.getLogger(__name__)
 NO_FACE = "no face found"
 FACE_MODES = ("all", "largest")
 
@@ -202,6 +204,16 @@ def run_extraction(
             outcomes[item.key] = earlier
         else:
             todo.append(item)
+    if redone := sum(done_otherwise(layout, item.key, fingerprint) for item in todo):
+        # Said before the work: a dataset resumed after an upgrade (its image reading changed, say) was cropped
+        # again whole, hours for a large one, as if new.
+        log.warning(
+            "%d file%s done before %s cropped again: the settings, or the code that reads pixels or frames, finds "
+            "or crops faces, changed since",
+            redone,
+            "" if redone == 1 else "s",
+            "is" if redone == 1 else "are",
+        )
 
     from tqdm import tqdm
 

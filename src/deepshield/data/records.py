@@ -97,6 +97,16 @@ def read_outcome(layout: DatasetLayout, key: str) -> FileOutcome | None:
         return None
 
 
+def done_otherwise(layout: DatasetLayout, key: str, settings_fingerprint: str) -> bool:
+    """The file has a done record, made with other settings or another version of the code that reads,
+    finds or crops faces (ExtractSettings.fingerprint): it is cropped again."""
+    try:
+        payload = json.loads(layout.record_path(key).read_text(encoding="utf-8"))
+        return payload.get("version") == RECORD_VERSION and payload.get("settings") != settings_fingerprint
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_valid_record(
     layout: DatasetLayout, key: str, source_file: Path, settings_fingerprint: str
 ) -> FileOutcome | None:
