@@ -260,3 +260,22 @@ def file_size_limit(size: int):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@contextlib.contextmanager
+def module_edited(monkeypatch, folder: Path, module):
+    """The crops' code fingerprint (data.extract.code_fingerprint) read while `module`'s source is edited."""
+    import inspect
+
+    import deepshield.data.extract as extract
+
+    edited = folder / Path(inspect.getfile(module)).name
+    edited.write_text(Path(inspect.getfile(module)).read_text() + "\n# read otherwise\n")
+    real_getfile = inspect.getfile
+    monkeypatch.setattr(extract.inspect, "getfile", lambda m: str(edited) if m is module else real_getfile(m))
+    extract.code_fingerprint.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        extract.code_fingerprint.cache_clear()

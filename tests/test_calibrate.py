@@ -20,7 +20,7 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
-from tests.conftest import absolute_paths_in
+from tests.conftest import absolute_paths_in, module_edited
 from tests.test_evaluation_report import folder_dataset, stop_cropping  # noqa: F401 - the shared tiny dataset fixture
 
 
@@ -774,6 +774,18 @@ def test_the_catch_count_at_equal_false_alarms_counts_files():
     assert caught_with_reals_flagged(labels, tied, 1) == 3
     with pytest.raises(MetricsError):
         caught_with_reals_flagged(np.zeros(3), np.arange(3.0), 0)
+
+
+def test_a_resume_across_a_change_of_the_code_reading_the_faces_finds_them_again(tmp_path: Path, monkeypatch):
+    # A calibrate or evaluate --resume across a change of how pixels are read (colour profiles applied) kept the
+    # faces of the files done read the old way beside the rest read the new.
+    import deepshield.media.images as images
+    from deepshield.evaluation.scoring import CropJob
+
+    records = [FileRecord(0, "a.png", 0, "here", "", "a")]
+    before = CropJob(CropPolicy()).journal_key(records)
+    with module_edited(monkeypatch, tmp_path, images):
+        assert CropJob(CropPolicy()).journal_key(records) != before
 
 
 def test_an_interrupted_resumable_calibration_finds_only_the_rest(folder_dataset, tiny_bundle, tmp_path, monkeypatch):  # noqa: F811

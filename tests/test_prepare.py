@@ -29,7 +29,7 @@ from deepshield.data.split import apply_split, parse_ratios
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.media.images import encode_png
-from tests.conftest import deny_listing, file_size_limit, write_video
+from tests.conftest import deny_listing, file_size_limit, module_edited, write_video
 
 SETTINGS = ExtractSettings(frames=2, policy=CropPolicy(size=64))
 
@@ -925,22 +925,10 @@ def test_a_change_to_the_code_reading_frames_or_pixels_redoes_a_resumed_prepare(
     # such a change mixed crops of both. So does how an image's pixels are read (its colour profile was
     # ignored until December 2026) and an animation's frames: those changes went unnoticed.
     import importlib
-    import inspect
 
-    import deepshield.data.extract as extract
-
-    module = importlib.import_module(f"deepshield.media.{name}")
     before = ExtractSettings().fingerprint()
-    edited = tmp_path / f"{name}.py"
-    edited.write_text(Path(inspect.getfile(module)).read_text() + "\n# read otherwise\n")
-    real_getfile = inspect.getfile
-    monkeypatch.setattr(extract.inspect, "getfile", lambda m: str(edited) if m is module else real_getfile(m))
-    extract.code_fingerprint.cache_clear()
-    try:
+    with module_edited(monkeypatch, tmp_path, importlib.import_module(f"deepshield.media.{name}")):
         assert ExtractSettings().fingerprint() != before
-    finally:
-        monkeypatch.undo()
-        extract.code_fingerprint.cache_clear()
 
 
 def test_files_cropped_again_for_changed_code_are_said_before_the_work(tmp_path: Path, small, monkeypatch, caplog):

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from deepshield.data.extract import code_fingerprint
 from deepshield.data.layout import atomic_file
 from deepshield.data.prepare import collect_items
 from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
@@ -371,7 +372,10 @@ class CropJob(FileJob[MediaCropper, tuple[FileRecord, Path], tuple[FileRecord, l
         are now (size and time: a file replaced between a run and its --resume kept its old faces)."""
         # "looks-4": journals written before the synthetic-face score's inside crops (by rows) or before
         # tracks needed faces to look alike start again.
+        # The code that reads, finds and crops the faces too, as a prepared dataset's crops are keyed: resumed
+        # across a change of it (colour profiles applied, December 2026), the files done kept faces read the old way.
         settings = [repr(self.policy), self.min_face_size, self.frames, self.conditions, self.seed, "looks-4"]
+        settings.append(code_fingerprint())
         listing = [
             [r.file_id, r.path, r.label, *(file_signature(self._located(Path(r.path))) or (None, None))]
             for r in records
