@@ -136,6 +136,25 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_one_before_and_says_so_in
     assert path.read_bytes() == before and os.listdir(tmp_path) == [LAST]
 
 
+def test_a_checkpoint_written_removes_the_temporary_files_killed_writers_left(tmp_path):
+    # Each training killed while it wrote a checkpoint (SIGKILL, the OOM killer) left last.pt.<its pid>.part for
+    # good, where the one fixed last.tmp used before was written over by the next.
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid: a process no longer running
+    left, recent, running = (tmp_path / f"{LAST}.{pid}.part" for pid in (gone.pid, gone.pid + 100_000, os.getppid()))
+    for path in (left, recent, running):
+        path.write_bytes(b"half a checkpoint")
+    old = os.path.getmtime(left) - 3600
+    os.utime(left, (old, old))
+    os.utime(running, (old, old))  # still being written, perhaps: its process runs
+    os.utime(recent, None)  # touched a moment ago: perhaps written on another machine
+    save_checkpoint({"weights": torch.zeros(4)}, tmp_path / LAST)
+    assert sorted(os.listdir(tmp_path)) == sorted([LAST, recent.name, running.name])
+
+
 def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_path):
     config = tiny_config(
         real_dir,

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +29,8 @@ ERRORS_NAME = "errors.csv"
 INFO_NAME = "dataset.json"
 REMOVED_NAME = "removed.csv"
 TEMP_SUFFIX = ".part"
+# A temporary file of atomic_file this long untouched, of a process no longer running here, a killed writer left.
+LEFT_TEMP_S = 600
 SYNTH_DIR = "crops/_synth"  # where `dataset balance --synth-fakes` writes the fakes it makes from real crops
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
@@ -122,15 +125,19 @@ class DatasetLayout:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, durable: bool = False, clear_left: bool = False) -> Iterator[BinaryIO]:
     """A file to write, made under a temporary name in the same folder and renamed to `path` once whole:
     readers see all or nothing. A write that fails (a full disk) leaves the file there before as it was and
     no temporary file (one, a manifest's, stayed in the dataset's folder for good), and its OSError names
     `path` (a failed write names no file).
 
     `durable` also flushes to disk before the rename (survives a power cut, not only a killed process).
+    `clear_left` first removes the temporary files of `path` that killed writers left (_remove_left_temps): for
+    a file rewritten now and then in a small folder (a checkpoint, a cache), not a dataset's crops or records.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if clear_left:
+        _remove_left_temps(path)
     temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(temp, "wb") as handle:
@@ -145,6 +152,33 @@ def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
         if isinstance(exc, OSError) and exc.errno is not None:  # named as the file meant, not the temporary one
             raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
         raise
+
+
+def _remove_left_temps(path: Path) -> None:
+    """Delete `path`'s temporary files (<name>.<pid>.part) of processes no longer running here, untouched for
+    LEFT_TEMP_S: a writer killed (SIGKILL, the OOM killer, a pre-empted machine) leaves one, of its own pid, that
+    no later write took the place of, where a checkpoint's or a face bank's one fixed temporary name was written
+    over by the next (a face bank's: gigabytes, on the disk that may be short of them)."""
+    prefix = f"{path.name}."
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            pid = entry.name[len(prefix) : -len(TEMP_SUFFIX)]
+            if not (entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX) and pid.isdigit()):
+                continue
+            with contextlib.suppress(OSError):
+                if not _running(int(pid)) and time.time() - entry.stat().st_mtime > LEFT_TEMP_S:
+                    os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    """A process of that pid runs on this machine (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: someone else's; a number no pid is: not ours to remove
+        return True
+    return pid > 0
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:

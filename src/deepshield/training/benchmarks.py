@@ -119,7 +119,7 @@ class Benchmark:
         )
 
     def save(self, path: Path) -> None:
-        with atomic_file(path) as handle:
+        with atomic_file(path, clear_left=True) as handle:
             np.savez(
                 handle,
                 name=self.name,

@@ -27,7 +27,7 @@ def epoch_file(epoch: int) -> str:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Written whole or not at all (atomic_file): a kill or a full disk during the write leaves the previous
     checkpoint intact, and no partial one beside it."""
-    with atomic_file(path) as handle:
+    with atomic_file(path, clear_left=True) as handle:
         try:
             torch.save(state, handle)
         except RuntimeError as exc:  # torch's word for a write that failed; the OSError behind it says why

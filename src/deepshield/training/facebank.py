@@ -101,7 +101,7 @@ class FaceBank:
         )
 
     def save(self, path: Path) -> None:
-        with atomic_file(path) as handle:
+        with atomic_file(path, clear_left=True) as handle:
             np.savez(handle, **{name: getattr(self, name) for name in FIELDS})
 
     @classmethod
@@ -390,7 +390,7 @@ def pack_facebank(
         if not ok:
             raise DeepShieldError("could not JPEG-encode a face crop")
         encoded.append(data.ravel())
-    with atomic_file(path) as handle:
+    with atomic_file(path, clear_left=True) as handle:
         np.savez_compressed(
             handle,
             format=np.array(PACKED_FORMAT),
