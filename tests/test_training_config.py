@@ -226,21 +226,19 @@ def test_values_that_would_fail_late_or_silently_are_refused_when_the_settings_l
         load_config(None, [override])
 
 
+def checked_early_config(tmp_path, setting: str):
+    """A training configuration on an empty real folder, its run and cache in `tmp_path`, with `setting`: what
+    is refused before any data is built (the cache folder not made)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    overrides = [f'data.real_dirs=["{real}"]', setting, f"run_dir={tmp_path / 'run'}"]
+    return load_config(None, [*overrides, f"data.cache_dir={tmp_path / 'cache'}", "tracking.enabled=false"])
+
+
 def test_a_configured_folder_that_is_not_there_is_refused_before_the_face_bank(tmp_path):
     from deepshield.training.trainer import Trainer
 
-    real = tmp_path / "real"
-    real.mkdir()
-    config = load_config(
-        None,
-        [
-            f'data.real_dirs=["{real}"]',
-            f'data.benchmarks=["{tmp_path / "dev-eval" / "dfdc-sampel"}"]',
-            f"run_dir={tmp_path / 'run'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "tracking.enabled=false",
-        ],
-    )
+    config = checked_early_config(tmp_path, f'data.benchmarks=["{tmp_path / "dev-eval" / "dfdc-sampel"}"]')
     with pytest.raises(DeepShieldError, match=r"benchmark .*dfdc-sampel not found"):
         Trainer(config).run()
     assert not (tmp_path / "cache").exists()  # refused before any face was detected
@@ -256,18 +254,7 @@ def test_a_missing_model_init_is_refused_before_the_data_is_built(tmp_path, monk
         raise AssertionError("the data was built before model.init was checked")
 
     monkeypatch.setattr(Trainer, "_build_data", built)
-    real = tmp_path / "real"
-    real.mkdir()
-    config = load_config(
-        None,
-        [
-            f'data.real_dirs=["{real}"]',
-            f"model.init={tmp_path / 'runs' / 'parent-1.0.0'}",
-            f"run_dir={tmp_path / 'run'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "tracking.enabled=false",
-        ],
-    )
+    config = checked_early_config(tmp_path, f"model.init={tmp_path / 'runs' / 'parent-1.0.0'}")
     with pytest.raises(DeepShieldError, match=r"model\.init .*parent-1\.0\.0 is neither a checkpoint file"):
         Trainer(config).run()
     assert not (tmp_path / "cache").exists()
