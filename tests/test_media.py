@@ -216,7 +216,8 @@ def test_an_embedded_colour_profile_is_applied(astronaut, fmt):
 
 def test_srgb_and_unreadable_profiles_leave_the_pixels_as_they_are():
     rgb = np.asarray(Image.fromarray(pattern()).resize((64, 48), Image.Resampling.BILINEAR, reducing_gap=None))
-    for profile in (SRGB.tobytes(), b"not a profile" * 20):
+    damaged = ADOBE_RGB[:16] + b"\x90" + ADOBE_RGB[17:]  # its colour space no ASCII: the image was refused as corrupt
+    for profile in (SRGB.tobytes(), b"not a profile" * 20, damaged):
         assert (load_image(encode(Image.fromarray(rgb), "PNG", icc_profile=profile)) == rgb).all()
     grey = rgb[:, :, 0]  # an RGB profile on a grey image fits none of its colours
     assert (load_image(encode(Image.fromarray(grey), "PNG", icc_profile=ADOBE_RGB)) == grey[:, :, None]).all()

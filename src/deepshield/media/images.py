@@ -328,20 +328,22 @@ def _srgb_transform(image: Image.Image) -> ImageCms.ImageCmsTransform | None:
     icc = image.info.get("icc_profile")
     if not icc:
         return None
-    family = "CMYK" if image.mode == "CMYK" else "L" if Image.getmodebase(image.mode) == "L" else "RGB"
     try:
+        family = "CMYK" if image.mode == "CMYK" else "L" if Image.getmodebase(image.mode) == "L" else "RGB"
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if _PROFILE_MODES.get(profile.profile.xcolor_space) != family:
             return None
         # sRGB's profile made for each image (0.2 ms): LittleCMS profiles are not to be shared between threads.
         transform = ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), family, "RGB")
-    except (OSError, ImageCms.PyCMSError):
+        if family in _PROBES:
+            probe = _PROBES[family]
+            shown = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform), np.int16)
+            if np.abs(shown - (probe if probe.ndim == 3 else probe[:, :, None])).max() <= 1:
+                return None
+    # Whatever a damaged profile raises (a colour space signature that is no ASCII: UnicodeDecodeError) is the
+    # profile's, never the picture's: it failed the whole image as corrupt.
+    except (OSError, ValueError, TypeError, KeyError, ImageCms.PyCMSError):
         return None
-    if family in _PROBES:
-        probe = _PROBES[family]
-        shown = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform), np.int16)
-        if np.abs(shown - (probe if probe.ndim == 3 else probe[:, :, None])).max() <= 1:
-            return None
     return transform
 
 
