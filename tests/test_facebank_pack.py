@@ -323,6 +323,26 @@ def test_the_banks_worker_processes_keep_pillows_warnings_off_the_terminal(tmp_p
     assert "EXIF" not in capfd.readouterr().err
 
 
+def test_a_face_bank_that_cannot_be_written_says_so_in_one_line(tmp_path):
+    # np.savez left its zip open when the write failed: closed as it was collected, after the file under it, it
+    # printed "Exception ignored in: <function ZipFile.__del__> ... ValueError: seek of closed file" below the line.
+    import subprocess
+    import sys
+
+    script = f"""
+import dataclasses, resource, sys
+from pathlib import Path
+import numpy as np
+from deepshield.errors import exit_status
+from deepshield.training.facebank import FaceBank
+larger = dataclasses.replace(FaceBank.empty(48), images=np.zeros((8, 48, 48, 3), np.uint8))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+sys.exit(exit_status(lambda: larger.save(Path({str(tmp_path / "bank.npz")!r})), "deepshield"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"deepshield: error: {tmp_path / 'bank.npz'}: File too large\n")
+
+
 def test_a_face_bank_that_cannot_be_written_keeps_the_one_before_and_no_temporary_file(tmp_path):
     # A full disk while a face bank (gigabytes, for a large set), a benchmark or an evaluation's crops were
     # cached left their .tmp.npz or .partial.npz behind, holding the space that was short.

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepshield.data.extract import code_fingerprint
-from deepshield.data.layout import atomic_file
+from deepshield.data.layout import atomic_write_npz
 from deepshield.data.prepare import collect_items
 from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
 from deepshield.engines import Engine, FileJob
@@ -435,13 +435,8 @@ class FacesJournal:
             if item.synthetic_crops is not None:
                 synthetic[f"synthetic_rows_{i}"] = item.synthetic_crops.rows
                 synthetic[f"synthetic_{i}"] = item.synthetic_crops.pixels
-        with atomic_file(self._path(record)) as handle:
-            np.savez(
-                handle,
-                meta=np.array(json.dumps(meta)),
-                **{f"crops_{i}": item.crops for i, item in enumerate(cropped)},
-                **synthetic,
-            )
+        crops = {f"crops_{i}": item.crops for i, item in enumerate(cropped)}
+        atomic_write_npz(self._path(record), {"meta": np.array(json.dumps(meta)), **crops, **synthetic})
 
     def load(self, record: FileRecord) -> tuple[FileRecord, list[CroppedFile]]:
         try:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepshield.data.layout import atomic_file
+from deepshield.data.layout import atomic_write_npz
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import caught_at_fpr, caught_with_reals_flagged
 from deepshield.evaluation.metrics import (
@@ -119,19 +119,15 @@ class Benchmark:
         )
 
     def save(self, path: Path) -> None:
-        with atomic_file(path, clear_left=True) as handle:
-            np.savez(
-                handle,
-                name=self.name,
-                files=json.dumps([asdict(f) for f in self.files]),
-                rows=np.array(self.rows, dtype=np.float64).reshape(len(self.rows), len(FaceRow._fields)),
-                crops=self.crops,
-                **(
-                    {}
-                    if self.synthetic_crops is None
-                    else {"synthetic_rows": self.synthetic_crops.rows, "synthetic_crops": self.synthetic_crops.pixels}
-                ),
-            )
+        arrays = {
+            "name": self.name,
+            "files": json.dumps([asdict(f) for f in self.files]),
+            "rows": np.array(self.rows, dtype=np.float64).reshape(len(self.rows), len(FaceRow._fields)),
+            "crops": self.crops,
+        }
+        if self.synthetic_crops is not None:
+            arrays |= {"synthetic_rows": self.synthetic_crops.rows, "synthetic_crops": self.synthetic_crops.pixels}
+        atomic_write_npz(path, arrays, clear_left=True)
 
     @classmethod
     def load(cls, path: Path) -> Benchmark:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from deepshield.data.layout import atomic_file
+from deepshield.data.layout import atomic_write_npz
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
 from deepshield.locks import logged_wait, waited_lock
@@ -101,8 +101,7 @@ class FaceBank:
         )
 
     def save(self, path: Path) -> None:
-        with atomic_file(path, clear_left=True) as handle:
-            np.savez(handle, **{name: getattr(self, name) for name in FIELDS})
+        atomic_write_npz(path, {name: getattr(self, name) for name in FIELDS}, clear_left=True)
 
     @classmethod
     def load(cls, path: Path) -> FaceBank:
@@ -390,19 +389,18 @@ def pack_facebank(
         if not ok:
             raise DeepShieldError("could not JPEG-encode a face crop")
         encoded.append(data.ravel())
-    with atomic_file(path, clear_left=True) as handle:
-        np.savez_compressed(
-            handle,
-            format=np.array(PACKED_FORMAT),
-            policy=np.array(policy.model_dump_json()),
-            jpeg=np.concatenate(encoded) if encoded else np.zeros(0, np.uint8),
-            offsets=np.cumsum([0] + [len(e) for e in encoded]),
-            keypoints=bank.keypoints,
-            landmarks=bank.landmarks.astype(np.float16),
-            valid=np.packbits(bank.valid, axis=-1),
-            paths=bank.paths,
-            digests=np.array([digest_of[source] for source in bank.paths.tolist()], dtype=str),
-        )
+    arrays = {
+        "format": np.array(PACKED_FORMAT),
+        "policy": np.array(policy.model_dump_json()),
+        "jpeg": np.concatenate(encoded) if encoded else np.zeros(0, np.uint8),
+        "offsets": np.cumsum([0] + [len(e) for e in encoded]),
+        "keypoints": bank.keypoints,
+        "landmarks": bank.landmarks.astype(np.float16),
+        "valid": np.packbits(bank.valid, axis=-1),
+        "paths": bank.paths,
+        "digests": np.array([digest_of[source] for source in bank.paths.tolist()], dtype=str),
+    }
+    atomic_write_npz(path, arrays, compressed=True, clear_left=True)
     return path.stat().st_size
 
 
