@@ -4,9 +4,11 @@ clear error, and videos are sampled as specified."""
 from __future__ import annotations
 
 import io
+import multiprocessing
 import random
 import re
 import struct
+import threading
 import time
 import zlib
 from fractions import Fraction
@@ -41,7 +43,7 @@ from deepshield.media.frames import media_kind
 from deepshield.media.images import decode_image, encode_png
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
-from deepshield.media.video import VideoSpan, uniform_indices
+from deepshield.media.video import VideoSpan, rgb_pixels, uniform_indices
 from tests.conftest import deny_listing, mux_silence, write_video
 
 
@@ -894,6 +896,41 @@ def test_an_h264_round_trip_reads_its_frame_as_a_video_files_are(astronaut, size
     image = cv2.resize(astronaut, size, interpolation=cv2.INTER_AREA)
     error = h264_roundtrip(image, 0, (0, 0)).astype(int) - image
     assert np.abs(error.mean(axis=(0, 1))).max() < 0.2, error.mean(axis=(0, 1))
+
+
+def _convert_a_frame() -> None:
+    rgb_pixels(av.VideoFrame(64, 48, "yuv420p"))
+
+
+@pytest.mark.parametrize("holder", ["the forking thread", "another thread"])
+def test_a_forked_child_converts_frames_after_its_parent_has(holder):
+    # A thread's kept converter has swscale threads that a fork does not copy: a child forked after its parent
+    # had read a frame (a training data loader's workers) hung on its first frame, or as it started where
+    # another thread of the parent held a converter.
+    converted, done = threading.Event(), threading.Event()
+
+    def convert_and_wait() -> None:
+        _convert_a_frame()
+        converted.set()
+        done.wait()
+
+    holding = threading.Thread(target=convert_and_wait) if holder == "another thread" else None
+    if holding is None:
+        _convert_a_frame()
+    else:
+        holding.start()
+        assert converted.wait(60)
+    child = multiprocessing.get_context("fork").Process(target=_convert_a_frame)
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    done.set()
+    if holding is not None:
+        holding.join()
+    assert not hung and child.exitcode == 0
 
 
 @pytest.mark.parametrize(

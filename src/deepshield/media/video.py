@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from deepshield.media.units import format_bytes, megapixels
 SEEK_MIN_SPACING = 64
 _RGB_BYTES = 3  # a decoded frame's bytes per pixel
 _HDR_TRANSFERS = (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
-_reformatters = threading.local()  # rgb_pixels' converter of each thread
+_converters = threading.local()  # rgb_pixels' converter of each thread (a _Converter)
 _UNTAGGED_MATRIX = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: the stream does not say which YUV matrix it uses
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
 # training benchmarks all default to it, so a video is scored on the same frames everywhere.
@@ -425,6 +427,26 @@ def read_scale(width: int, height: int, pixel_cap: int) -> int | None:
     return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
 
 
+def _never_freed(value: object, incref: Any = ctypes.pythonapi.Py_IncRef, py_object: Any = ctypes.py_object) -> None:
+    incref(py_object(value))  # a reference never given back (a list would be freed as Python exits)
+
+
+class _Converter:
+    """rgb_pixels' converter of one thread, made in this process. Its swscale context starts threads of its
+    own, which a forked child (a training data loader's workers) does not have: there the context, used or
+    freed, waits for them for good (a child forked after its parent had read a frame hung on its first frame,
+    or as it started where another thread of the parent held a converter). A child makes its own converter
+    and leaves the one it inherited unfreed (its memory is the parent's, copied)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.reformatter = VideoReformatter()
+
+    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = _never_freed) -> None:
+        if getpid() != self.pid:  # (both bound now: this also runs as Python exits, its modules torn down)
+            keep(self.reformatter)
+
+
 def _yuv_matrix(frame: av.VideoFrame) -> Colorspace | None:
     """The matrix that turns the frame's YUV into RGB: its own (None) where the stream names one, else as
     players guess it (mpv, VLC, browsers for HD): BT.709 for HD and above (wider than 1279 or higher than
@@ -450,9 +472,10 @@ def rgb_pixels(
     alpha = any(component.is_alpha for component in frame.format.components)
     width, height = size or (frame.width, frame.height)
     hdr = frame.color_trc in _HDR_TRANSFERS
-    if not hasattr(_reformatters, "reformatter"):
-        _reformatters.reformatter = VideoReformatter()
-    image: NDArray[Any] = _reformatters.reformatter.reformat(
+    converter = getattr(_converters, "converter", None)
+    if converter is None or converter.pid != os.getpid():
+        converter = _converters.converter = _Converter()
+    image: NDArray[Any] = converter.reformatter.reformat(
         frame,
         format="rgba" if alpha else "rgb24",
         width=width,
