@@ -12,11 +12,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, Colorspace, ColorTrc, Interpolation, VideoReformatter
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -26,11 +25,13 @@ from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
 from deepshield.media.units import format_bytes, megapixels
 
+if TYPE_CHECKING:
+    from av.video.reformatter import Colorspace
+
 # Samples at least this many frames apart are reached by seeking (a keyframe, then the frames up to
 # the sample) rather than by decoding every frame of the video.
 SEEK_MIN_SPACING = 64
 _RGB_BYTES = 3  # a decoded frame's bytes per pixel
-_HDR_TRANSFERS = (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
 _converters = threading.local()  # rgb_pixels' converter of each thread (a _Converter)
 _UNTAGGED_MATRIX = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: the stream does not say which YUV matrix it uses
 # Frames sampled per video when the caller does not say: scan, the API, evaluate, prepare and the
@@ -439,6 +440,8 @@ class _Converter:
     and leaves the one it inherited unfreed (its memory is the parent's, copied)."""
 
     def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter  # see rgb_pixels
+
         self.pid = os.getpid()
         self.reformatter = VideoReformatter()
 
@@ -452,15 +455,18 @@ def _yuv_matrix(frame: av.VideoFrame) -> Colorspace | None:
     players guess it (mpv, VLC, browsers for HD): BT.709 for HD and above (wider than 1279 or higher than
     576 pixels), BT.601 below, which is FFmpeg's default at any size. (Untagged HD was read as BT.601: the
     DFDC videos and most re-encoded 1080p carry no tag, and their reds and greens came out 3 levels dark.)"""
+    from av.video.reformatter import Colorspace  # see rgb_pixels
+
     if frame.colorspace != _UNTAGGED_MATRIX or frame.format.is_rgb:
         return None
     return Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576 else None
 
 
 def rgb_pixels(
-    frame: av.VideoFrame, size: tuple[int, int] | None = None, interpolation: Interpolation = Interpolation.BILINEAR
+    frame: av.VideoFrame, size: tuple[int, int] | None = None, interpolation: str = "BILINEAR"
 ) -> NDArray[Any]:
-    """A decoded frame as H x W x 3 uint8 RGB, resized to `size` (width, height) by `interpolation`, as players
+    """A decoded frame as H x W x 3 uint8 RGB, resized to `size` (width, height) by `interpolation` (swscale's
+    name of it: BILINEAR, AREA, BICUBIC...), as players
     show it: by the YUV matrix and range its stream names, else as players guess (_yuv_matrix); chroma
     interpolated between its samples and rounded exactly (swscale's quick path, used before, gave each
     4:2:0 chroma sample to 2 pixels side by side and came out about a level dark, 8-bit and 10-bit alike);
@@ -468,10 +474,14 @@ def rgb_pixels(
     (converted to RGB alone, its transparent pixels showed whatever colour lay under them); an HDR frame (PQ
     or HLG: iPhones record HLG) tone-mapped to SDR BT.709, as a player on an SDR screen shows it (read as
     SDR, a PQ picture with its white at 203 nits came out dim and grey, red 45 levels low, HLG 30).
-    One converter a thread: an HDR conversion takes over a second to set up, then milliseconds a frame."""
+    One converter a thread: an HDR conversion takes over a second to set up, then milliseconds a frame.
+    (PyAV's reformatter is imported where used: the training path imports this module on a GPU lease that
+    has no PyAV, where a stand-in `av` without submodules lets imports work and uses fail by name.)"""
+    from av.video.reformatter import ColorPrimaries, ColorTrc, Interpolation
+
     alpha = any(component.is_alpha for component in frame.format.components)
     width, height = size or (frame.width, frame.height)
-    hdr = frame.color_trc in _HDR_TRANSFERS
+    hdr = frame.color_trc in (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
     converter = getattr(_converters, "converter", None)
     if converter is None or converter.pid != os.getpid():
         converter = _converters.converter = _Converter()
@@ -480,7 +490,7 @@ def rgb_pixels(
         format="rgba" if alpha else "rgb24",
         width=width,
         height=height,
-        interpolation=interpolation | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND,
+        interpolation=Interpolation[interpolation] | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND,
         src_colorspace=_yuv_matrix(frame),
         dst_color_trc=ColorTrc.BT709 if hdr else None,
         dst_color_primaries=ColorPrimaries.BT709 if hdr else None,
@@ -499,7 +509,7 @@ def _video_frame(frame: av.VideoFrame, index: int, timestamp_s: float, info: Vid
         image = rgb_pixels(frame)
     else:
         # Widening anamorphic pixels interpolates; reducing area-averages.
-        interpolation = Interpolation.AREA if scale > 1 else Interpolation.BICUBIC
+        interpolation = "AREA" if scale > 1 else "BICUBIC"
         image = rgb_pixels(frame, reduced_size(size, scale), interpolation)
     # The file's first frame set the orientation (players take it from the stream): reading each frame's
     # side data ties the frame and PyAV's side-data container in a reference cycle, which kept every
