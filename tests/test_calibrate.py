@@ -776,6 +776,20 @@ def test_the_catch_count_at_equal_false_alarms_counts_files():
         caught_with_reals_flagged(np.zeros(3), np.arange(3.0), 0)
 
 
+def test_reals_saturated_at_one_leave_no_fake_caught_at_a_low_false_alarm_rate():
+    from deepshield.evaluation.calibration import caught_at_fpr, caught_with_reals_flagged
+
+    # One real of ten scored 1.0 (a saturated sigmoid): every threshold on the scale flags it, 10% of the reals,
+    # so none keeps to 2% and none of the fakes is caught there. It read 1 of 3, the fake at 1.0 counted
+    # caught at fit_threshold's 1.0, which flags that real too.
+    labels = np.r_[np.zeros(10), np.ones(3)]
+    scores = np.r_[np.full(9, 0.1), 1.0, 1.0, 0.9, 0.2]
+    assert caught_at_fpr(labels, scores, 0.02) == 0.0
+    assert caught_with_reals_flagged(labels, scores, 0) == 0
+    assert caught_with_reals_flagged(labels, scores, 1) == 3  # one real allowed: the saturated one may be flagged
+    assert caught_at_fpr(labels, scores, 0.1) == 1.0
+
+
 def test_a_resume_across_a_change_of_the_code_reading_the_faces_finds_them_again(tmp_path: Path, monkeypatch):
     # A calibrate or evaluate --resume across a change of how pixels are read (colour profiles applied) kept the
     # faces of the files done read the old way beside the rest read the new.

@@ -109,10 +109,22 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
     return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
 
 
+def _catch_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
+    """fit_threshold's for `target_fpr`, or infinity (nothing flagged) where no threshold on the scale keeps
+    to it: reals saturated at 1.0 flag at fit_threshold's 1.0 too, and fakes at 1.0 were counted caught
+    beside more reals than the target allows (a catch rate at 2% of the reals read above zero with 10% of
+    them flagged), where the one threshold that keeps to the target flags nothing."""
+    threshold = fit_threshold(labels, scores, target_fpr)
+    _, real, _ = _split(labels, scores)
+    flagged = int((real >= threshold).sum())
+    return threshold if flagged <= math.floor(target_fpr * real.size + 1e-9) else math.inf
+
+
 def caught_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     """The share of fakes at or above the lowest threshold that flags at most `fpr` of the reals: where a
-    detector's verdicts are made (few real files flagged), which a whole-curve AUC does not show."""
-    threshold = fit_threshold(labels, scores, fpr)
+    detector's verdicts are made (few real files flagged), which a whole-curve AUC does not show. None
+    caught where no threshold does (reals saturated at 1.0 beyond the target)."""
+    threshold = _catch_threshold(labels, scores, fpr)
     _, _, fake = _split(labels, scores)
     if fake.size == 0:
         raise MetricsError("a catch rate needs fake samples")
@@ -122,11 +134,12 @@ def caught_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
 def caught_with_reals_flagged(labels: np.ndarray, scores: np.ndarray, reals_flagged: int) -> int:
     """How many fakes score at or above the lowest threshold that flags at most `reals_flagged` real
     samples: two models compared at equal false alarms, counted in files (a share of a few dozen reals
-    would round). Ties count as flagged, so tied reals can leave fewer flagged than allowed."""
+    would round). Ties count as flagged, so tied reals can leave fewer flagged than allowed; more reals than
+    allowed saturated at 1.0 leave none caught."""
     _, real, fake = _split(labels, scores)
     if real.size == 0 or fake.size == 0:
         raise MetricsError("a catch count at equal false alarms needs real and fake samples")
-    threshold = fit_threshold(labels, scores, reals_flagged / real.size)
+    threshold = _catch_threshold(labels, scores, reals_flagged / real.size)
     return int((fake >= threshold).sum())
 
 
