@@ -353,6 +353,20 @@ def test_two_models_are_compared_on_the_same_files_paired():
         )
 
 
+def test_a_benchmarks_intervals_are_resampled_enough_for_three_decimals():
+    from deepshield.evaluation.metrics import bootstrap_intervals
+
+    # 22 real and 24 fake files, as the modern swaps, ranked about as the shipped model ranks them (AUC ~0.63)
+    swaps = _image_benchmark("swaps", [0] * 22 + [1] * 24)
+    labels = np.array([f.label for f in swaps.files])
+    logits = np.random.default_rng(3).normal(labels * 0.5, 1.0)
+    logged = benchmark_metrics([BenchmarkScores(swaps, swaps.scored(logits, 1.0))], threshold=0.5)
+    # the interval a very long bootstrap converges to; with 300 resamples the logged ends were 0.02 off it
+    converged = bootstrap_intervals(labels, sigmoid(logits), resamples=40_000, seed=1).intervals["auc"]
+    assert logged["bench_swaps_file_auc_lo"] == pytest.approx(converged.low, abs=0.01)
+    assert logged["bench_swaps_file_auc_hi"] == pytest.approx(converged.high, abs=0.01)
+
+
 def test_catches_at_equal_false_alarms_are_counted_per_set_below_its_reals():
     edits = _image_benchmark("edits", [0] * 6 + [1] * 4)
     only_fakes = _image_benchmark("generated", [1] * 3)  # no reals: no false alarm to hold, left out
