@@ -48,3 +48,38 @@ def test_storage_that_fails_ends_the_command_in_one_line_naming_the_file(capsys)
     assert capsys.readouterr().err == "deepshield: error: File too large\n"
     with pytest.raises(FileNotFoundError):  # any other OSError is no storage failure: a fault, with its traceback
         exit_status(lambda: write(errno.ENOENT, "gone"), "deepshield")
+
+
+# A newline, a carriage return, an ANSI clear-screen and an OSC 8 hyperlink, as a file's name may hold them.
+HOSTILE_NAME = "evil\n\rdeepshield: all clear\x1b[2J\x1b]8;;http://x.test/\x07link\x1b]8;;\x07.jpg"
+
+
+def test_a_name_in_a_line_on_stderr_is_written_on_that_line_with_its_control_characters_escaped(capsys):
+    def refuse() -> int:
+        raise DeepShieldError(f"{HOSTILE_NAME}: no such file or folder")
+
+    assert exit_status(refuse, "deepshield") == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "\x1b" not in err and "\r" not in err and "\x07" not in err
+    assert err == "deepshield: error: evil\\n\\rdeepshield: all clear\\x1b[2J" + (
+        "\\x1b]8;;http://x.test/\\x07link\\x1b]8;;\\x07.jpg: no such file or folder\n"
+    )
+
+
+def test_a_warning_and_a_log_record_quoting_a_name_stay_one_line(capsys):
+    import logging
+
+    from deepshield.cli.main import main
+    from deepshield.evaluation.scoring import _warn_stderr
+
+    _warn_stderr(f"{HOSTILE_NAME} was skipped")
+    assert main(["evaluate", str(Path(HOSTILE_NAME))]) == EXIT_USAGE  # a path not there: refused
+    logging.getLogger("deepshield.test").warning("read %s", HOSTILE_NAME)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    assert lines[0].startswith("deepshield: warning: evil\\n\\rdeepshield: all clear\\x1b[2J")
+    assert lines[1].startswith("deepshield: error: ") and "evil\\n\\r" in lines[1]
+    assert lines[2].startswith("WARNING deepshield.test: read evil\\n\\r")
+    assert "\x1b" not in err and "\r" not in err

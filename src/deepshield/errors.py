@@ -17,6 +17,15 @@ EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose
 _STORAGE_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS))
 
 
+def say(line: str) -> None:
+    """One line on stderr, as an operator reads it: control characters in it (a file name's newline or
+    carriage return, an ANSI escape that clears the screen or makes a link) written escaped, as Python writes
+    them (\\n, \\x1b), so no name can forge a line of its own or drive the terminal."""
+    from deepshield.cli.columns import shown
+
+    print(shown(line), file=sys.stderr)
+
+
 class DeepShieldError(Exception):
     """Base class: anything the product refuses on purpose, with a message for the user."""
 
@@ -146,10 +155,10 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
     except DeepShieldError as exc:
         if isinstance(exc, OutputError):
             _discard_stdout(original)
-        print(f"{program}: error: {exc}", file=sys.stderr)
+        say(f"{program}: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{program}: interrupted", file=sys.stderr)
+        say(f"{program}: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of standard output went away (`| head`): a traceback said so
         _discard_stdout(original)
@@ -158,7 +167,7 @@ def exit_status(run: Callable[[], int | None], program: str) -> int:
         if not storage_failed(exc):
             raise
         where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
-        print(f"{program}: error: {where}{exc.strerror}", file=sys.stderr)
+        say(f"{program}: error: {where}{exc.strerror}")
         return EXIT_USAGE
     finally:
         sys.stdout = original

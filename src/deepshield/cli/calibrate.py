@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from datetime import date
 from pathlib import Path
 
 from deepshield.cli.args import bundle_version, check_output_folder, given_path
 from deepshield.cli.evaluate import RULE_CHOICES, add_labelled_set_arguments, face_settings
+from deepshield.errors import say
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -136,21 +136,20 @@ def run(args: argparse.Namespace) -> int:
     rule = VideoRule(kind=args.video_rule)
     journal = out.with_name(out.name + FACES_JOURNAL_SUFFIX) if args.resume else None
     scored = score_labelled_set(args, classifier, rule, examples=0, journal_dir=journal, needs_both_classes="calibrate")
-    print(f"deepshield calibrate: {describe_counts(scored)}", file=sys.stderr)
+    say(f"deepshield calibrate: {describe_counts(scored)}")
     # As a card records paths: absolute ones named this machine's folders in the card and its README.
     described = ", ".join(portable_path(d) for d in args.datasets) + (
         f" (split {args.split})" if args.split != "all" else ""
     )
 
     def warn(message: str) -> None:
-        print(f"deepshield calibrate: warning: {message}", file=sys.stderr)
+        say(f"deepshield calibrate: warning: {message}")
 
     if trained := training_folders_in(classifier.card, [record.path for record in scored.files], warn):
         # Said, and kept in the card: the fit is to scores the network gives faces it learnt.
-        print(
+        say(
             f"deepshield calibrate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "
-            "it scores them more surely than new faces, so the calibration fits scores it will not see in use",
-            file=sys.stderr,
+            "it scores them more surely than new faces, so the calibration fits scores it will not see in use"
         )
         described += f", which holds files of the model's training data ({', '.join(trained)})"
     result = recalibrate(
@@ -165,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
         benchmarks=benchmarks_held(classifier.card, scored),
     )
     if caution := few_files_caution(result.real_files, result.files - result.real_files):
-        print(
-            f"deepshield calibrate: warning: {caution}: a calibration fitted on so few is unreliable", file=sys.stderr
-        )
+        say(f"deepshield calibrate: warning: {caution}: a calibration fitted on so few is unreliable")
     write_calibrated_bundle(bundle, args.out, result.card, force=args.force, rates_measured_on=result.rates_measured_on)
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     if journal is not None:

@@ -21,7 +21,7 @@ from deepshield.cli.args import (
 )
 from deepshield.cli.columns import aligned
 from deepshield.cli.evaluate import add_face_arguments, raw_face_settings, refuse_face_options
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, say
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -120,13 +120,12 @@ def run(args: argparse.Namespace) -> int:
         for result in scored.results:
 
             def warn(message: str, on: str = f"{scored.label} on {result.benchmark.name}") -> None:
-                print(f"deepshield compare: warning: {on}: {message}", file=sys.stderr)
+                say(f"deepshield compare: warning: {on}: {message}")
 
             if trained := training_folders_in(scored.card, [record.path for record in result.benchmark.files], warn):
-                print(
+                say(
                     f"deepshield compare: warning: {scored.label} was trained on files of {result.benchmark.name} "
-                    f"({', '.join(trained)}): its figures there are not held out",
-                    file=sys.stderr,
+                    f"({', '.join(trained)}): its figures there are not held out"
                 )
     comparisons = [compare(baseline, candidate, args.caught_with_reals) for candidate in candidates]
     sys.stdout.write("\n".join(describe(comparison) for comparison in comparisons))

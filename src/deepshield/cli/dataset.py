@@ -13,6 +13,7 @@ from deepshield.cli.args import (
     positive_int,
     tracking_arguments,
 )
+from deepshield.errors import say
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,9 +73,10 @@ def run_stats(args: argparse.Namespace) -> int:
     check_tracking_store(args)  # before the charts are written
     pngs = write_stats(stats, args.dataset)
     sys.stdout.write(format_stats(stats))
-    print(f"\ncharts: {', '.join(str(p) for p in pngs)}", file=sys.stderr)
+    print(file=sys.stderr)
+    say(f"charts: {', '.join(str(p) for p in pngs)}")
     for warning in stats.warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
+        say(f"WARNING: {warning}")
     if args.tracking_uri:
         run_name = f"stats {args.dataset.resolve().name}"
         log_to_mlflow(args, run_name, lambda tracker: log_stats(tracker, stats, args.dataset, pngs[0].parent))
@@ -94,7 +96,7 @@ def run_balance(args: argparse.Namespace) -> int:
         summary = balance.downsample(args.dataset, seed=args.seed)
     else:
         summary = balance.synth_fakes(args.dataset, args.synth_fakes, seed=args.seed, progress=progress)
-    print(f"deepshield dataset balance: {summary.describe()}", file=sys.stderr)
+    say(f"deepshield dataset balance: {summary.describe()}")
     for warning in compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
+        say(f"WARNING: {warning}")
     return EXIT_OK

@@ -22,7 +22,7 @@ from deepshield.cli.args import (
     probability,
     tracking_arguments,
 )
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, say
 from deepshield.evaluation.shown import fraction_text
 from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
@@ -276,7 +276,7 @@ def list_failed_files(summary, shown: int = 10) -> None:
         if entries:
             listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
             more = f"; and {len(entries) - shown} more (see the report)" if len(entries) > shown else ""
-            print(f"deepshield evaluate: {len(entries)} files {what}: {listed}{more}", file=sys.stderr)
+            say(f"deepshield evaluate: {len(entries)} files {what}: {listed}{more}")
 
 
 def print_summary(summary, out=None) -> None:
@@ -397,18 +397,17 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         journal_dir=journal,
     )
-    print(f"deepshield evaluate: {describe_counts(scored)}", file=sys.stderr)
+    say(f"deepshield evaluate: {describe_counts(scored)}")
     from deepshield.evaluation.recalibrate import training_folders_in
 
     def warn(message: str) -> None:
-        print(f"deepshield evaluate: warning: {message}", file=sys.stderr)
+        say(f"deepshield evaluate: warning: {message}")
 
     if trained := training_folders_in(classifier.card, [record.path for record in scored.files], warn):
         # As calibrate and compare say it: a prepared dataset's train split scored with the rest went unsaid.
-        print(
+        say(
             f"deepshield evaluate: warning: the set holds files of the model's own training data ({', '.join(trained)}): "
-            "its figures there are not held out (a prepared dataset: --split test)",
-            file=sys.stderr,
+            "its figures there are not held out (a prepared dataset: --split test)"
         )
     synthetic = synthetic_settings(classifier, bundle, settings)
     summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)

@@ -12,6 +12,7 @@ import sys
 import threading
 
 from deepshield import __version__
+from deepshield.cli.columns import shown
 from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
 
@@ -64,6 +65,14 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+class _OneLineFormatter(logging.Formatter):
+    """A log record's message on its line, whatever it quotes: control characters in it (a file name's newline,
+    an ANSI escape) escaped as the warnings on stderr write them (errors.say). A traceback after it keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepshield", description="Find face-swap deepfakes in photos and videos.")
     parser.add_argument("--version", action="version", version=f"deepshield {__version__}")
@@ -96,10 +105,11 @@ def _run(argv: list[str] | None) -> int | None:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        handlers=[_CurrentStderrHandler()],
+        handlers=[handler],
         force=True,
     )
     quiet_process()  # native logs and Pillow's warnings off the terminal: it is for our output

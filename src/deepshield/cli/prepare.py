@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from deepshield.cli.args import (
     check_engine_arguments,
@@ -13,6 +12,7 @@ from deepshield.cli.args import (
     non_negative_int,
     positive_int,
 )
+from deepshield.errors import say
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
@@ -120,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
             engine=engine,
         )
     for warning in summary.warnings():
-        print(f"deepshield prepare: warning: {warning}", file=sys.stderr)
-    print(f"deepshield prepare: {summary.describe()}", file=sys.stderr)
+        say(f"deepshield prepare: warning: {warning}")
+    say(f"deepshield prepare: {summary.describe()}")
     return EXIT_OK if summary.crops else EXIT_SOME_FAILED

@@ -30,6 +30,7 @@ from deepshield.cli.args import (
     watch_interval,
 )
 from deepshield.cli.columns import aligned
+from deepshield.errors import say
 from deepshield.media.files import NAME_BYTES, shown_name
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
@@ -445,7 +446,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         for row in earlier.values():
             page.add(row, earlier=str(args.out))
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
-        print("deepshield scan: no media files found, nothing to scan", file=sys.stderr)
+        say("deepshield scan: no media files found, nothing to scan")
         if page is not None:  # a page left from another day would stand for this scan
             page.write(args.html, "no media files found")
         # a resumed scan's exit status is its output file's: its earlier error rows still stand
@@ -455,7 +456,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     files = [path for path in files if file_key(path) not in done]
     if earlier:
         already = f"{len(earlier)} file{'' if len(earlier) == 1 else 's'}"
-        print(f"deepshield scan: {already} already in {args.out}, {len(files)} to scan", file=sys.stderr)
+        say(f"deepshield scan: {already} already in {args.out}, {len(files)} to scan")
     job = ScanJob(
         bundle=args.model,
         min_face_size=args.min_face_size,
@@ -497,10 +498,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                     try:
                         write_heatmaps(row, args.heatmaps, copies)
                     except OSError as exc:  # a full disk, say: the file's row, and the other files, go on
-                        print(
+                        say(
                             f"deepshield scan: the heatmaps of {shown_name(row.path)} were not written: "
-                            f"{exc.strerror or exc}",
-                            file=sys.stderr,
+                            f"{exc.strerror or exc}"
                         )
                 if page is not None:
                     page.add(row)
@@ -537,7 +537,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if args.watch:
             seen = {file_key(path) for path in files} | done
             watch = ArrivalWatch(paths, args.recursive, seen, output=args.heatmaps, taken=taken)
-            print(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)", file=sys.stderr)
+            say(f"deepshield scan: watching for new files every {args.watch:g} s (Ctrl-C to stop)")
             try:
                 while True:
                     time.sleep(args.watch)
@@ -550,11 +550,10 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if page is not None:
         page.write(args.html, outcome_line(outcomes))
     if files or args.watch:
-        print(
+        say(
             f"deepshield scan: {outcome_line(outcomes)}"
             + (f"; rows in {args.out}" if args.out else "")
-            + (f"; page in {args.html}" if args.html else ""),
-            file=sys.stderr,
+            + (f"; page in {args.html}" if args.html else "")
         )
     return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides, given_path
+from deepshield.errors import say
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if earlier.exists():  # written once the data is loaded: a stop before it leaves nothing to resume
             rerun = resume_command(command) or "this command with --resume"
-            print(f"deepshield train: the run is kept in {earlier}; resume it with: {rerun}", file=sys.stderr)
+            say(f"deepshield train: the run is kept in {earlier}; resume it with: {rerun}")
         raise
     if result.stopped_early:  # a finished run's trainer has said where its bundle went
         print(f"stopped at step {result.progress.global_step} (max_steps); continue with --resume")

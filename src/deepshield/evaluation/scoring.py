@@ -40,7 +40,7 @@ from deepshield.data.prepare import collect_items
 from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, say
 from deepshield.evaluation.perturb import Perturbation
 from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.faces.detector import Box, FaceDetector
@@ -62,7 +62,7 @@ Warn = Callable[[str], None]
 
 
 def _warn_stderr(message: str) -> None:
-    print(f"deepshield: warning: {message}", file=sys.stderr)
+    say(f"deepshield: warning: {message}")
 
 
 @dataclass
