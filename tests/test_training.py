@@ -880,3 +880,14 @@ def test_the_trunk_learns_at_its_share_of_the_learning_rate(scale, tmp_path):
     trunk_moved = max(v for k, v in moved.items() if k.startswith("backbone."))
     assert moved["head.weight"] > 0
     assert (trunk_moved == 0) if scale == 0 else (trunk_moved > 0)
+
+
+def test_training_draws_no_progress_bar_where_stderr_is_no_terminal(real_dir, tmp_path, capsys):
+    # CI logs, `2> train.log` and the journal got the bar's every redraw, each after a carriage return: the
+    # face bank's and the other commands' bars were off there, the training's was not.
+    from deepshield.cli.main import main
+
+    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "i.db", tmp_path / "cache")
+    assert main(["train", *(word for setting in settings for word in ("--set", setting))]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "epoch 1/2" not in err, err

@@ -543,6 +543,7 @@ class Trainer:
             total=len(remaining) // batch,
             desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
             unit="batch",
+            disable=None,  # on a terminal only: CI logs, `2> file` and the journal got its every redraw
         )
         reached_max_steps = False
         for manipulation, synthetic in bar:
@@ -557,7 +558,8 @@ class Trainer:
                 progress.epoch_seconds = seconds_before + time.perf_counter() - started
                 progress.step_in_epoch += 1
                 progress.global_step += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            # refresh=False: drawn at the bar's own pace, not on every step
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
             if progress.global_step % config.optim.checkpoint_every_steps == 0:
                 save_checkpoint(snapshot(), self.checkpoints / LAST)
             if config.max_steps is not None and progress.global_step >= config.max_steps:
