@@ -1629,3 +1629,22 @@ def test_a_no_signs_call_of_two_scores_is_not_said_to_be_one_scores():
         "face-swap 10.0% · synthetic-face 13.39% · No signs found"
     )
     assert _call(0.1, 0.3, "inconclusive", "synthetic", terms).endswith("(by the synthetic-face score)")
+
+
+def test_no_progress_keeps_the_bar_off_a_terminal(media, tiny_bundle, monkeypatch):
+    # evaluate, prepare and dataset balance took --no-progress; scan, on a terminal, drew its bar whatever was said.
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def stderr_of(*extra: str) -> str:
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        argv = [str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "json", *extra]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["scan", *argv]) == EXIT_OK
+        return terminal.getvalue()
+
+    assert "1/1" in stderr_of()  # the bar, on a terminal
+    quiet = stderr_of("--no-progress")
+    assert "1/1" not in quiet and "\r" not in quiet

@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also scan the paths listed in this file, one per line ('-': standard input, e.g. from find)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (drawn on a terminal only)")
     most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
     parser.add_argument(
         "--frames",
@@ -489,7 +490,13 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
         def scan_all(batch: list[Path]) -> None:
             assert engine is not None, "an engine is opened when there are files or a watch"
-            for row in tqdm(engine.map(job, batch), total=len(batch), unit="file", file=sys.stderr, disable=None):
+            for row in tqdm(
+                engine.map(job, batch),
+                total=len(batch),
+                unit="file",
+                file=sys.stderr,
+                disable=True if args.no_progress else None,
+            ):
                 if not os.path.isabs(row.path) and earlier_folder != Path.cwd():
                     # One folder for all the rows' relative paths: the scan's, not the resume's (a third run
                     # read this run's rows from the first one's folder, and scanned their files again).
