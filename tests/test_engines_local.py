@@ -211,3 +211,33 @@ def test_ctrl_c_stops_a_pools_workers_at_once_and_they_never_see_it(tmp_path):
     assert time.monotonic() - started < 40
     pids = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
     assert not any(_alive(pid) for pid in pids)
+
+
+class WarningJob(FileJob):
+    """Logs a warning naming its item, as scoring does of a file a perturbation failed on."""
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state, item: str) -> str:
+        import logging
+
+        logging.getLogger("deepshield.evaluation.scoring").warning("%s under noise:20: failed", item)
+        return item
+
+    def fail(self, item, reason: str) -> str:
+        return reason
+
+
+def test_a_worker_process_logs_a_warning_as_the_command_does_on_one_line(capfd):
+    # A spawned worker had no logging set up: Python's last resort wrote the record's bare message, with no level
+    # or logger, and a file's name in it raw (its newline, an escape that cleared the terminal).
+    name = "evil\n\x1b[2Jdeepshield: all clear.jpg"
+    with make_engine("local", workers=2) as engine:
+        assert list(engine.map(WarningJob(), [name] * 4)) == [name] * 4
+    err = capfd.readouterr().err
+    assert (
+        err.splitlines()
+        == ["WARNING deepshield.evaluation.scoring: evil\\n\\x1b[2Jdeepshield: all clear.jpg under noise:20: failed"]
+        * 4
+    ), err

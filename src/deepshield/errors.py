@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +25,37 @@ def say(line: str) -> None:
     from deepshield.cli.columns import shown
 
     print(shown(line), file=sys.stderr)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Logs to whatever sys.stderr is when a record is written, not when logging was set up: callers that
+    swap stderr (test runners, embedding applications) never get writes to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _OneLineFormatter(logging.Formatter):
+    """A log record's message on its line, whatever it quotes: control characters in it (a file name's newline,
+    an ANSI escape) escaped as `say` writes them. A traceback after it keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from deepshield.cli.columns import shown
+
+        return shown(super().formatMessage(record))
+
+
+def log_to_stderr(level: int) -> None:
+    """The process's log records from `level` up on stderr, one line each as `LEVEL logger: message`: the
+    commands' logging, and their worker processes' (FileJob.worker_init)."""
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 class DeepShieldError(Exception):

@@ -12,8 +12,7 @@ import sys
 import threading
 
 from deepshield import __version__
-from deepshield.cli.columns import shown
-from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status, stop_as_on_ctrl_c
+from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status, log_to_stderr, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
 
 COMMAND_MODULES = (
@@ -52,27 +51,6 @@ TRAIN_EXTRA_MODULES = frozenset(
 )
 
 
-class _CurrentStderrHandler(logging.StreamHandler):
-    """Logs to whatever sys.stderr is when a record is written, not when main() ran: callers that
-    swap stderr (test runners, embedding applications) never get writes to a closed stream."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-class _OneLineFormatter(logging.Formatter):
-    """A log record's message on its line, whatever it quotes: control characters in it (a file name's newline,
-    an ANSI escape) escaped as the warnings on stderr write them (errors.say). A traceback after it keeps its lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return shown(super().formatMessage(record))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepshield", description="Find face-swap deepfakes in photos and videos.")
     parser.add_argument("--version", action="version", version=f"deepshield {__version__}")
@@ -105,13 +83,7 @@ def _run(argv: list[str] | None) -> int | None:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handler = _CurrentStderrHandler()
-    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        handlers=[handler],
-        force=True,
-    )
+    log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
     quiet_process()  # native logs and Pillow's warnings off the terminal: it is for our output
     _stop_on_sigterm_as_on_ctrl_c()
     try:

@@ -38,10 +38,17 @@ class FileJob(ABC, Generic[S, T, R]):
 
     def worker_init(self) -> None:
         """Called once in a separate worker process (pool process, Ray worker) before `setup`;
-        not when the job runs in the calling process. Default: quiet native logs."""
+        not when the job runs in the calling process. Default: quiet native logs, and the worker's warnings
+        logged as the command's are (a spawned process has no logging set up: Python's last resort wrote a
+        record's bare message, a file's name with its newline raw, with no level or logger)."""
+        import logging
+
+        from deepshield.errors import log_to_stderr
         from deepshield.native_logs import quiet_process
 
         quiet_process()
+        if not logging.getLogger().handlers:  # a Ray worker's are Ray's own
+            log_to_stderr(logging.WARNING)
 
     @abstractmethod
     def setup(self) -> S:
