@@ -339,3 +339,20 @@ def test_the_access_log_leaves_query_strings_out():
     )
     assert WithoutQuery().filter(record) and "secret" not in record.getMessage()
     assert record.getMessage() == '1.2.3.4:5 - "POST /v1/jobs?… HTTP/1.1" 202'
+
+
+def test_an_access_log_line_stays_one_line_whatever_a_forwarded_address_holds():
+    # With proxies trusted (DEEPSHIELD_FORWARDED_ALLOW_IPS), the client's address is its X-Forwarded-For header's,
+    # and one with a vertical tab, an ANSI clear-screen or an OSC 8 link was written raw on the access log.
+    import logging
+
+    from deepshield.serving.server import WithoutQuery
+
+    forged = "1.2.3.4\x1b[2J\x1b]8;;http://x.test/\x07evil\x1b]8;;\x07\x0b\x0cforged:0"
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', (forged, "GET", "/healthz", "1.1", 200), None
+    )
+    assert WithoutQuery().filter(record)
+    assert record.getMessage() == (
+        '1.2.3.4\\x1b[2J\\x1b]8;;http://x.test/\\x07evil\\x1b]8;;\\x07\\x0b\\x0cforged:0 - "GET /healthz HTTP/1.1" 200'
+    )

@@ -17,12 +17,19 @@ log = logging.getLogger("deepshield.serving")
 
 class WithoutQuery(logging.Filter):
     """The access log's request lines without their query strings: a callback_url there often carries
-    its receiver's token, and every request was logged with it at INFO."""
+    its receiver's token, and every request was logged with it at INFO. Each line stays one line: the
+    client's address is an X-Forwarded-For header's where proxies are trusted, and one holding an ANSI
+    escape (ESC[2J, an OSC 8 link: the HTTP parser lets them through) was written raw; control characters in
+    the line's parts are escaped (\\x1b), as the commands' lines on stderr are."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from deepshield.cli.columns import shown
+
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+            args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        if isinstance(args, tuple):
+            record.args = tuple(shown(arg) if isinstance(arg, str) else arg for arg in args)
         return True
 
 
