@@ -1456,3 +1456,35 @@ def test_a_web_page_of_another_origin_cannot_submit_or_delete(client, astronaut_
     for malformed in ("http://[", "http://[::1", "http://a]b"):  # a 500 and a logged traceback each
         body = assert_error(client.post("/v1/jobs", headers={"Origin": malformed}), 403, "cross_origin")
         assert body["detail"] == f"requests from the web page at {malformed!r} are refused: use this server's own page"
+
+
+def test_a_request_that_crashes_logs_its_traceback_once(detector):
+    # The app's handler logged it ('request failed', its traceback) and answered 500; Starlette then raised it
+    # again to uvicorn, which logged the same traceback a second time as 'Exception in ASGI application'.
+    import logging
+
+    app = create_app(detector, ServerSettings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    logged: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info:
+                logged.append(record)
+
+    keep = Keep()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "deepshield.serving")]
+    with live_server(app, settings=ServerSettings()) as base_url:
+        for logger in loggers:  # once uvicorn has set its loggers up (which drops handlers added before)
+            logger.addHandler(keep)
+        try:
+            assert httpx.get(f"{base_url}/boom", timeout=30).status_code == 500
+            time.sleep(0.5)  # uvicorn logs once the response is sent
+        finally:
+            for logger in loggers:
+                logger.removeHandler(keep)
+    assert [record.getMessage() for record in logged] == ["request failed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeError, UnsupportedMediaError
 
 log = logging.getLogger("deepshield.serving")
+LOGGED = "_deepshield_logged"  # set on an exception whose traceback is in the log already
 
 
 class ErrorBody(BaseModel):
@@ -78,6 +80,8 @@ def internal_error(exc: BaseException, analysis: bool = False) -> ApiError:
     """A crash as a 500. Only an analysis has a file to report (a GET of a job answered "please report this
     file")."""
     log.error("%s failed", "analysis" if analysis else "request", exc_info=(type(exc), exc, exc.__traceback__))
+    with contextlib.suppress(AttributeError):  # an exception that takes no attribute is logged twice, no worse
+        setattr(exc, LOGGED, True)  # uvicorn, which Starlette re-raises it to, logs its traceback again
     what, report = ("the analysis", "this file") if analysis else ("the request", "it")
     return ApiError(
         500,

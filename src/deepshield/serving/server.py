@@ -33,6 +33,18 @@ class WithoutQuery(logging.Filter):
         return True
 
 
+class LoggedOnce(logging.Filter):
+    """uvicorn's 'Exception in ASGI application' left out for an exception the app logged already: a request's
+    crash is answered 500 by the app's handler, which logs it ('request failed', its traceback), and Starlette
+    then raises it again to uvicorn, whose error log gave the same traceback a second time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from deepshield.serving.errors import LOGGED
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, LOGGED, False)
+
+
 def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
     """uvicorn's configuration for the app: header and keep-alive timeouts and the connection budget
     (connections.py) instead of uvicorn's limit_concurrency, whose 503 would also hit /healthz."""
@@ -44,6 +56,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, WithoutQuery) for f in access.filters):
         access.addFilter(WithoutQuery())
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, LoggedOnce) for f in errors.filters):
+        errors.addFilter(LoggedOnce())
     return uvicorn.Config(
         app,
         host=host,
