@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeGuard
 
+from deepshield.one_line import one_line
+
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports of a command whose reader left (`| head`)
 # Writes the storage refuses whatever is written (a full disk, a quota, `ulimit -f`, a file system remounted
@@ -22,9 +24,7 @@ def say(line: str) -> None:
     """One line on stderr, as an operator reads it: control characters in it (a file name's newline or
     carriage return, an ANSI escape that clears the screen or makes a link) written escaped, as Python writes
     them (\\n, \\x1b), so no name can forge a line of its own or drive the terminal."""
-    from deepshield.cli.columns import shown
-
-    print(shown(line), file=sys.stderr)
+    print(one_line(line), file=sys.stderr)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -45,9 +45,7 @@ class _OneLineFormatter(logging.Formatter):
     an ANSI escape) escaped as `say` writes them. A traceback after it keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        from deepshield.cli.columns import shown
-
-        return shown(super().formatMessage(record))
+        return one_line(super().formatMessage(record))
 
 
 def log_to_stderr(level: int) -> None:

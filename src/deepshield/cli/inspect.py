@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
 def _one_line(path: Path) -> str:
     """A file's name on one line, as scan's table shows it: a newline in it escaped, bytes that are not UTF-8
     as \\xff (a newline in a name began a line of its own, which could pass for another file's)."""
-    from deepshield.cli.columns import shown
     from deepshield.media.files import shown_name
+    from deepshield.one_line import one_line
 
-    return shown(shown_name(str(path)))
+    return one_line(shown_name(str(path)))
 
 
 def media_problem(path: Path, kind) -> str | None:

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from deepshield.errors import DeepShieldError
+from deepshield.one_line import one_line
 from deepshield.serving.app import create_app
 from deepshield.serving.settings import ServerSettings
 
@@ -23,13 +24,11 @@ class WithoutQuery(logging.Filter):
     the line's parts are escaped (\\x1b), as the commands' lines on stderr are."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from deepshield.cli.columns import shown
-
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
             args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
         if isinstance(args, tuple):
-            record.args = tuple(shown(arg) if isinstance(arg, str) else arg for arg in args)
+            record.args = tuple(one_line(arg) if isinstance(arg, str) else arg for arg in args)
         return True
 
 
