@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import shutil
 import subprocess
@@ -45,3 +46,25 @@ def test_a_type_checker_sees_the_apis_types(tmp_path):
     )
     errors = checked.stdout.strip().splitlines()
     assert len(errors) == 1 and '"Detector" has no attribute "analyze_imagee"' in errors[0], checked.stdout
+
+
+def _analyse_and_close(detector, image) -> None:
+    with pytest.raises(RuntimeError, match=r"forked from.*build a Detector in each worker process"):
+        detector.analyze_image(image)
+    detector.close()  # the parent's graphs, left alone
+
+
+def test_a_detector_used_in_a_process_forked_from_its_own_says_so_at_once(detector, astronaut):
+    # A multiprocessing pool's workers (fork, Linux's default) given the notebook's detector hung for good on
+    # their first image, and a child closing it, or exiting with it unclosed, hung too: MediaPipe's graphs wait
+    # on threads that a fork does not copy.
+    detector.analyze_image(astronaut)
+    child = multiprocessing.get_context("fork").Process(target=_analyse_and_close, args=(detector, astronaut))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung and child.exitcode == 0
+    assert detector.analyze_image(astronaut).faces  # the parent's still works

@@ -39,6 +39,7 @@ Figures: bench/bench_turned_photos.py.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -48,6 +49,8 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from deepshield.forks import never_freed
 
 # Faces narrower or lower than this many pixels are not reported (`min_face_size`).
 DEFAULT_MIN_FACE_SIZE = 20
@@ -297,13 +300,27 @@ def non_max_suppression(faces: list[Face], iou_threshold: float) -> list[Face]:
     return kept
 
 
-def _close_graphs(models: list[Any]) -> None:
+FORKED = (
+    "this detector was built in the process this one was forked from, and its face detection graphs do not "
+    "survive a fork: build a Detector in each worker process (a Pool's initializer), started by 'spawn' or "
+    "'forkserver' (multiprocessing.get_context('spawn'))"
+)
+
+
+def _close_graphs(models: list[Any], pid: int) -> None:
+    if os.getpid() != pid:  # a forked child's: closing them would wait for ever on the parent's threads
+        never_freed(models)
+        return
     for model in models:
         model.close()
 
 
 class FaceDetector:
-    """Find every face in an RGB uint8 image. Thread-safe (MediaPipe graphs are not, so calls are serialised)."""
+    """Find every face in an RGB uint8 image. Thread-safe (MediaPipe graphs are not, so calls are serialised).
+
+    Only the process that built it can use it: in a forked child (a multiprocessing pool's workers on Linux)
+    the graphs it inherits wait for ever on threads that a fork does not copy, so detecting there raises
+    RuntimeError(FORKED), and closing or dropping it there leaves them alone."""
 
     def __init__(self, min_face_size: int = DEFAULT_MIN_FACE_SIZE, min_confidence: float = 0.5) -> None:
         from deepshield.native_logs import native_output_silenced
@@ -323,13 +340,17 @@ class FaceDetector:
             for model in self._models:
                 model.process(np.zeros((DETECTION_SIDES[0], DETECTION_SIDES[0], 3), np.uint8))
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         # Each graph holds its own threads and ~30 MB until closed; garbage collection alone never
         # closes them (12 detectors built and dropped: 52 threads, +390 MB), so a dropped detector closes
         # them as a backstop for callers that never call close().
-        self._closer = weakref.finalize(self, _close_graphs, self._models)
+        self._closer = weakref.finalize(self, _close_graphs, self._models, self._pid)
 
     def close(self) -> None:
         """Free the MediaPipe graphs (their threads and memory); detecting afterwards is an error. Idempotent."""
+        if os.getpid() != self._pid:  # the lock too may have been held by another of the parent's threads
+            self._closer()
+            return
         with self._lock:
             self._closer()
 
@@ -399,6 +420,8 @@ class FaceDetector:
         full_range_input = detection_input(image, DETECTION_SIDES[1])
         inputs = (detection_input(full_range_input, DETECTION_SIDES[0]), full_range_input)
         windows = tiles(height, width)
+        if os.getpid() != self._pid:
+            raise RuntimeError(FORKED)
         with self._lock:
             if self.closed:
                 raise RuntimeError("this face detector was closed")

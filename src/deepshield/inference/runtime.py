@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from deepshield.errors import BundleError
 from deepshield.faces.crop import SyntheticCrops
+from deepshield.forks import never_freed
 from deepshield.media.files import file_sha256
 from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
 from deepshield.strict import explain
@@ -114,6 +115,7 @@ class OnnxClassifier:
         # cores: 1 crop 5.0 ms instead of 5.7-11 ms, and a torch model in the same process ran
         # ~60x slower between spinning ORT calls).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._pid = os.getpid()
         try:
             self._session: ort.InferenceSession | None = ort.InferenceSession(
                 str(onnx_path), options, providers=["CPUExecutionProvider"]
@@ -154,8 +156,17 @@ class OnnxClassifier:
         return self.card.synthetic.calibration.probability(synthetic_logits)
 
     def close(self) -> None:
-        """Free the ONNX Runtime session (its thread pool and weights); scoring afterwards is an error."""
+        """Free the ONNX Runtime session (its thread pool and weights); scoring afterwards is an error. In a
+        forked child the inherited session is left unfreed: freeing it waited for ever on its thread pool,
+        whose threads a fork does not copy."""
+        if self._session is not None and os.getpid() != self._pid:
+            never_freed(self._session)
         self._session = None
+
+    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = never_freed) -> None:
+        session = getattr(self, "_session", None)  # (None too where __init__ failed before making one)
+        if session is not None and getpid() != self._pid:  # (bound now: this also runs as Python exits)
+            keep(session)
 
     @property
     def session(self) -> ort.InferenceSession:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 import os
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
+from deepshield.forks import never_freed
 from deepshield.media.files import check_media_file
 from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
@@ -428,10 +428,6 @@ def read_scale(width: int, height: int, pixel_cap: int) -> int | None:
     return first_scale((width, height), (1, *REDUCED_SCALES), lambda read: read[0] * read[1] <= pixel_cap)
 
 
-def _never_freed(value: object, incref: Any = ctypes.pythonapi.Py_IncRef, py_object: Any = ctypes.py_object) -> None:
-    incref(py_object(value))  # a reference never given back (a list would be freed as Python exits)
-
-
 class _Converter:
     """rgb_pixels' converter of one thread, made in this process. Its swscale context starts threads of its
     own, which a forked child (a training data loader's workers) does not have: there the context, used or
@@ -445,7 +441,7 @@ class _Converter:
         self.pid = os.getpid()
         self.reformatter = VideoReformatter()
 
-    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = _never_freed) -> None:
+    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = never_freed) -> None:
         if getpid() != self.pid:  # (both bound now: this also runs as Python exits, its modules torn down)
             keep(self.reformatter)
 
