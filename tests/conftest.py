@@ -6,6 +6,7 @@ import contextlib
 import errno
 import io
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -279,3 +280,16 @@ def module_edited(monkeypatch, folder: Path, module):
     finally:
         monkeypatch.undo()
         extract.code_fingerprint.cache_clear()
+
+
+def forked_child_exit(target, *args) -> int | None:
+    """The exit code of `target(*args)` run in a child forked from this process; None when it hung (still
+    running after 60 s: it is killed)."""
+    child = multiprocessing.get_context("fork").Process(target=target, args=args)
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode

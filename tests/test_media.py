@@ -4,7 +4,6 @@ clear error, and videos are sampled as specified."""
 from __future__ import annotations
 
 import io
-import multiprocessing
 import random
 import re
 import struct
@@ -44,7 +43,7 @@ from deepshield.media.images import decode_image, encode_png
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
 from deepshield.media.units import clock_time, parse_clock_time
 from deepshield.media.video import VideoSpan, rgb_pixels, uniform_indices
-from tests.conftest import deny_listing, mux_silence, write_video
+from tests.conftest import deny_listing, forked_child_exit, mux_silence, write_video
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -920,17 +919,11 @@ def test_a_forked_child_converts_frames_after_its_parent_has(holder):
     else:
         holding.start()
         assert converted.wait(60)
-    child = multiprocessing.get_context("fork").Process(target=_convert_a_frame)
-    child.start()
-    child.join(60)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
-        child.join()
+    exit_code = forked_child_exit(_convert_a_frame)
     done.set()
     if holding is not None:
         holding.join()
-    assert not hung and child.exitcode == 0
+    assert exit_code == 0  # None: it hung
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import write_video
+from tests.conftest import forked_child_exit, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,12 +58,5 @@ def test_a_detector_used_in_a_process_forked_from_its_own_says_so_at_once(detect
     # their first image, and a child closing it, or exiting with it unclosed, hung too: MediaPipe's graphs wait
     # on threads that a fork does not copy.
     detector.analyze_image(astronaut)
-    child = multiprocessing.get_context("fork").Process(target=_analyse_and_close, args=(detector, astronaut))
-    child.start()
-    child.join(60)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
-        child.join()
-    assert not hung and child.exitcode == 0
+    assert forked_child_exit(_analyse_and_close, detector, astronaut) == 0  # None: it hung
     assert detector.analyze_image(astronaut).faces  # the parent's still works
