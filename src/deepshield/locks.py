@@ -25,6 +25,18 @@ _warned: set[Path] = set()
 log = logging.getLogger(__name__)
 
 
+def process_running(pid: int) -> bool:
+    """A process of that pid runs on this machine (another user's too): what a killed writer's or worker's
+    leftovers are told by. A number no pid can be is taken as running (not ours to clear)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: someone else's
+        return True
+    return pid > 0
+
+
 @contextlib.contextmanager
 def folder_lock(root: Path, what: str) -> Iterator[None]:
     """Hold `root`'s lock (made with the folder when missing); `what` names the folder in the refusal."""

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from deepshield.locks import folder_lock
+from deepshield.locks import folder_lock, process_running
 from deepshield.media.files import NAME_BYTES, NAME_MAX_BYTES, name_within
 
 MANIFEST_NAME = "manifest.csv"
@@ -167,19 +167,8 @@ def _remove_left_temps(path: Path) -> None:
             if not (entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX) and pid.isdigit()):
                 continue
             with contextlib.suppress(OSError):
-                if not _running(int(pid)) and time.time() - entry.stat().st_mtime > LEFT_TEMP_S:
+                if not process_running(int(pid)) and time.time() - entry.stat().st_mtime > LEFT_TEMP_S:
                     os.unlink(entry.path)
-
-
-def _running(pid: int) -> bool:
-    """A process of that pid runs on this machine (another user's too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # EPERM: someone else's; a number no pid is: not ours to remove
-        return True
-    return pid > 0
 
 
 def atomic_write_npz(

@@ -17,6 +17,8 @@ from datetime import datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
+from deepshield.locks import process_running
+
 ERROR, SURPLUS, RETRY_OF, RUN_DIR, WORKER, GRID_ID = "error", "surplus", "retry_of", "run_dir", "worker", "grid_id"
 # A study attribute of each search run on it (STOP_REQUESTED:<search id>): the search was interrupted, and
 # none of its workers starts another trial (set by its driver, made False when it starts). One attribute for
@@ -89,15 +91,7 @@ def dead_worker(trial: FrozenTrial) -> bool:
         started = trial.datetime_start
         return started is not None and (datetime.now() - started).total_seconds() > ORPHAN_AFTER_S
     host, _, pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return host == socket.gethostname() and pid.isdigit() and not process_running(int(pid))
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
