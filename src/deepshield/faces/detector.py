@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from deepshield.forks import never_freed
+from deepshield.forks import kept_if_inherited
 
 # Faces narrower or lower than this many pixels are not reported (`min_face_size`).
 DEFAULT_MIN_FACE_SIZE = 20
@@ -308,8 +308,7 @@ FORKED = (
 
 
 def _close_graphs(models: list[Any], pid: int) -> None:
-    if os.getpid() != pid:  # a forked child's: closing them would wait for ever on the parent's threads
-        never_freed(models)
+    if kept_if_inherited(models, pid):  # a forked child's: closing them would wait for ever on the parent's threads
         return
     for model in models:
         model.close()

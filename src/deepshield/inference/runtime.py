@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from deepshield.errors import BundleError
 from deepshield.faces.crop import SyntheticCrops
-from deepshield.forks import never_freed
+from deepshield.forks import kept_if_inherited
 from deepshield.media.files import file_sha256
 from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
 from deepshield.strict import explain
@@ -159,14 +159,14 @@ class OnnxClassifier:
         """Free the ONNX Runtime session (its thread pool and weights); scoring afterwards is an error. In a
         forked child the inherited session is left unfreed: freeing it waited for ever on its thread pool,
         whose threads a fork does not copy."""
-        if self._session is not None and os.getpid() != self._pid:
-            never_freed(self._session)
+        if self._session is not None:
+            kept_if_inherited(self._session, self._pid)
         self._session = None
 
-    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = never_freed) -> None:
+    def __del__(self, kept: Callable[[object, int], bool] = kept_if_inherited) -> None:
         session = getattr(self, "_session", None)  # (None too where __init__ failed before making one)
-        if session is not None and getpid() != self._pid:  # (bound now: this also runs as Python exits)
-            keep(session)
+        if session is not None:
+            kept(session, self._pid)  # (bound now: this also runs as Python exits)
 
     @property
     def session(self) -> ort.InferenceSession:

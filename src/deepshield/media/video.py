@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from deepshield.errors import CorruptMediaError, MediaTooLargeError, UnsupportedMediaError, VideoSpanError
-from deepshield.forks import never_freed
+from deepshield.forks import kept_if_inherited
 from deepshield.media.files import check_media_file
 from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
@@ -441,9 +441,8 @@ class _Converter:
         self.pid = os.getpid()
         self.reformatter = VideoReformatter()
 
-    def __del__(self, getpid: Callable[[], int] = os.getpid, keep: Callable[[object], None] = never_freed) -> None:
-        if getpid() != self.pid:  # (both bound now: this also runs as Python exits, its modules torn down)
-            keep(self.reformatter)
+    def __del__(self, kept: Callable[[object, int], bool] = kept_if_inherited) -> None:
+        kept(self.reformatter, self.pid)  # (bound now: this also runs as Python exits, its modules torn down)
 
 
 def _yuv_matrix(frame: av.VideoFrame) -> Colorspace | None:
