@@ -139,9 +139,11 @@ def check_init_path(config: TrainConfig) -> None:
     if config.model.init is not None:
         path = Path(config.model.init).expanduser()
         if not (path.is_dir() or path.is_file()):
-            raise DeepShieldError(
-                f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder"
-            )
+            raise _no_init(path)
+
+
+def _no_init(path: Path) -> DeepShieldError:
+    return DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
 
 
 def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
@@ -160,7 +162,7 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
         found, found_size, found_crop = model.backbone, model.input_size, model.crop_scale
         state = checkpoint["model"]
     else:
-        raise DeepShieldError(f"model.init {path} is neither a checkpoint file (a run's best.pt) nor a bundle folder")
+        raise _no_init(path)
     if found != config.model.backbone:
         raise DeepShieldError(
             f"model.init {path} is a {found} network, but this run's model.backbone is {config.model.backbone}: "
