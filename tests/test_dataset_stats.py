@@ -262,7 +262,7 @@ def test_balance_downsample_balances_each_split_on_its_own(tmp_path: Path, small
         assert after[split, "fake"] == after[split, "real"] == before[split, "real"], split
 
 
-def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
+def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small, capsys):
     faces(tmp_path / "src" / "real", small, 8)
     faces(tmp_path / "src" / "fake", small, 1, start=10)
     out = tmp_path / "ds"
@@ -274,8 +274,13 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small):
     orphan = out / "crops" / "_synth" / "left.png"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"not listed")
+    capsys.readouterr()
     assert main(["dataset", "balance", str(out), "--synth-fakes", "3", "--no-progress"]) == 0
     assert not orphan.exists()
+    # The summary and its note each on a line of their own (the note followed a literal "\n").
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("deepshield dataset balance: synth-fakes: 3 crops added") and "\\n" not in said[0]
+    assert said[1] == "all added to the train split (val and test are left as they were)"
     records = read_manifest(out)
     synth = [r for r in records if r.method == "self_blend"]
     assert len(synth) == 3 and {r.label for r in synth} == {"fake"}

@@ -96,7 +96,10 @@ def run_balance(args: argparse.Namespace) -> int:
         summary = balance.downsample(args.dataset, seed=args.seed)
     else:
         summary = balance.synth_fakes(args.dataset, args.synth_fakes, seed=args.seed, progress=progress)
-    say(f"deepshield dataset balance: {summary.describe()}")
+    # A line each: `say` escapes a newline (the notes followed a literal "\n").
+    say(f"deepshield dataset balance: {summary.counts()}")
+    for note in summary.notes:
+        say(note)
     for warning in compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings:
         say(f"WARNING: {warning}")
     return EXIT_OK

@@ -66,13 +66,17 @@ class BalanceSummary:
     after: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def describe(self) -> str:
+    def counts(self) -> str:
+        """The step's one line: what it added and removed, and the labels' crops before and after."""
+
         def fmt(counts: dict) -> str:
             return ", ".join(f"{label} {counts.get(label, 0)}" for label in (REAL, FAKE))
 
         held = f", {self.already_held} files already in the dataset" if self.already_held else ""
-        text = f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors{held}; before {fmt(self.before)}; after {fmt(self.after)}"
-        return "\n".join([text, *self.notes])
+        return f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors{held}; before {fmt(self.before)}; after {fmt(self.after)}"
+
+    def describe(self) -> str:
+        return "\n".join([self.counts(), *self.notes])
 
 
 def _label_counts(records: Sequence[CropRecord]) -> dict[str, int]:
