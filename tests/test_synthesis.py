@@ -173,6 +173,19 @@ def test_part_paste_changes_one_part_and_nothing_outside_it(face_sample, seed):
     assert changed[result.mask > 0.5].mean() > 2.0
 
 
+def test_every_mask_is_a_blend_weight_within_0_and_1(face_sample):
+    # A feathered mask's blur summed to 1.0000002 inside a lasso and near padding (cross blends' and pastes'
+    # masks), an alpha over 1 that SynthesisResult promises never to be.
+    valid = np.ones((128, 128), bool)
+    valid[:, :20] = False
+    donor = flipped_donor(face_sample)
+    donor = FaceSample(donor.image, donor.keypoints, donor.landmarks, valid)
+    for seed in range(12):
+        for make in (cross_blend, part_paste):
+            mask = make(face_sample, donor, np.random.default_rng(seed)).mask
+            assert mask.dtype == np.float32 and mask.min() >= 0.0 and mask.max() <= 1.0, (make.__name__, seed)
+
+
 def test_part_paste_is_deterministic_and_falls_back_to_a_blend_without_meshes(face_sample):
     donor = flipped_donor(face_sample)
     first = part_paste(face_sample, donor, np.random.default_rng(7))

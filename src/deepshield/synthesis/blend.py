@@ -33,7 +33,7 @@ from pydantic import Field
 
 from deepshield.media.codecs import jpeg_roundtrip
 from deepshield.strict import JpegQualityRange, StrictModel
-from deepshield.synthesis.masks import PASTE_PARTS, deform, lasso_mask, region_mask
+from deepshield.synthesis.masks import PASTE_PARTS, deform, feather, lasso_mask, region_mask
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,7 @@ def _inside(valid: NDArray[Any] | None, margin: int) -> NDArray[Any] | float:
         return 1.0
     # Erode by 2 x margin, then blur with a kernel of radius margin: exactly 0 within margin of the padding.
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (4 * margin + 1, 4 * margin + 1))
-    inner = cv2.erode(valid.astype(np.uint8), kernel).astype(np.float32)
-    return cv2.GaussianBlur(inner, (2 * margin + 1, 2 * margin + 1), margin / 3)
+    return feather(cv2.erode(valid.astype(np.uint8), kernel), margin / 3)
 
 
 def _soft_mask(

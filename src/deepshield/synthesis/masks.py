@@ -189,10 +189,14 @@ def lasso_mask(shape: tuple[int, int], points: NDArray[Any], rng: np.random.Gene
     else:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         mask = cv2.dilate(hull, kernel)
-    sigma = max(rng.uniform(0.01, 0.06) * part_size, 0.5)
-    kernel_size = int(sigma * 3) * 2 + 1
-    feathered: NDArray[Any] = cv2.GaussianBlur(mask, (kernel_size, kernel_size), sigma)
-    return feathered.astype(np.float32)
+    return feather(mask, max(rng.uniform(0.01, 0.06) * part_size, 0.5))
+
+
+def feather(mask: NDArray[Any], sigma: float) -> NDArray[Any]:
+    """A 0/1 mask blurred by a Gaussian of `sigma` (a kernel 3 sigma each side): float32 within [0, 1]. The
+    blur's sums overshoot 1 by a rounding error (1.0000002) where the mask is all ones around a pixel."""
+    blurred = cv2.GaussianBlur(mask.astype(np.float32), (int(sigma * 3) * 2 + 1,) * 2, sigma)
+    return np.minimum(blurred, 1.0, dtype=np.float32)
 
 
 def deform(mask: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
@@ -218,8 +222,6 @@ def deform(mask: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     mask = cv2.remap(mask, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0,))
     # Soft boundary of random width.
-    sigma = rng.uniform(0.01, 0.08) * face_size
-    kernel_size = int(sigma * 3) * 2 + 1
-    mask = cv2.GaussianBlur(mask, (kernel_size, kernel_size), sigma)
+    mask = feather(mask, rng.uniform(0.01, 0.08) * face_size)
     peak = mask.max()
     return (mask / peak).astype(np.float32) if peak > 0 else mask.astype(np.float32)
