@@ -119,6 +119,28 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     assert (odd / "fake_000.png").stat().st_size > 1000 and (odd / "fake_000_mask.png").is_file()
 
 
+def test_synth_writes_a_mask_that_is_0_only_where_no_pixel_changed(tmp_path, monkeypatch):
+    # The mask was truncated to 0-255: a pixel a faint edge of the blend changed read 0 (10 of 30 fakes).
+    from deepshield.cli.main import main
+    from deepshield.media.images import load_image
+    from deepshield.synthesis import blend
+    from tests.face_data import write_real_faces
+
+    made = []
+
+    def recorded(target, rng, config=None):
+        made.append(target.image)
+        return self_blend(target, rng, config)
+
+    monkeypatch.setattr(blend, "self_blend", recorded)
+    out = tmp_path / "out"
+    assert main(["synth", str(write_real_faces(tmp_path / "real", 2)), str(out), "-n", "12", "--method", "self"]) == 0
+    for k, real in enumerate(made):
+        changed = (load_image(out / f"fake_{k:03d}.png") != real).any(axis=2)
+        mask = cv2.imread(str(out / f"fake_{k:03d}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert changed.any() and not (changed & (mask == 0)).any(), k
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -93,12 +93,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = self_blend(bank.sample(index), rng, config)
         (args.out_dir / f"fake_{k:03d}.png").write_bytes(encode_png(result.image))
-        (args.out_dir / f"fake_{k:03d}_mask.png").write_bytes(encode_png((result.mask * 255).astype(np.uint8)))
-        sheet_images += [
-            bank.images[index],
-            result.image,
-            (np.repeat(result.mask[..., None], 3, 2) * 255).astype(np.uint8),
-        ]
+        mask = result.mask_levels()
+        (args.out_dir / f"fake_{k:03d}_mask.png").write_bytes(encode_png(mask))
+        sheet_images += [bank.images[index], result.image, np.repeat(mask[..., None], 3, 2)]
         captions += ["real", result.method, "mask"]
     sheet = example_grid(
         sheet_images, captions, args.out_dir / "contact_sheet.png", columns=6, title="synthesised fakes"

@@ -50,6 +50,12 @@ class SynthesisResult:
     mask: NDArray[Any]  # H x W float32 in [0, 1]: how much of the source each pixel holds
     method: str  # "self_blend", "cross_blend" or "part_paste"
 
+    def mask_levels(self) -> NDArray[np.uint8]:
+        """The mask in 0-255, rounded as the blend rounds its pixels: 0 only where no pixel changed (truncated,
+        a pixel the blend changed read 0)."""
+        levels: NDArray[np.uint8] = np.round(self.mask * 255).astype(np.uint8)
+        return levels
+
 
 class SynthesisConfig(StrictModel):
     part_probability: float = Field(

@@ -130,12 +130,12 @@ class TrainingSamples(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         face = int(rng.integers(len(self.bank)))
         label = index % 2
-        blend: np.ndarray | None = None  # the fake's blend mask, float in [0, 1]
+        made: SynthesisResult | None = None  # the fake, when synthesised here: its mask is known
         if label == REAL:
             image = self.bank.images[face]
         elif self.synthesize and (len(self.fake_pool) == 0 or rng.random() < 0.5):
-            fake = self.fakes.make(face, rng)
-            image, blend = fake.image, fake.mask
+            made = self.fakes.make(face, rng)
+            image = made.image
         else:
             image = self.fake_pool[int(rng.integers(len(self.fake_pool)))]
         framing = draw_framing(image.shape[0], rng, self.augment)
@@ -143,11 +143,8 @@ class TrainingSamples(Dataset):
         if not self.masks:
             return TrainingSample(degraded, label, NO_MASK, False)
         # A real face has nothing blended wherever the framing puts it; a prepared fake's mask is unknown.
-        if blend is None:
-            mask = np.zeros(image.shape[:2], np.uint8)
-        else:
-            mask = framing.apply(np.round(blend * 255).astype(np.uint8))
-        return TrainingSample(degraded, label, torch.from_numpy(mask), label == REAL or blend is not None)
+        mask = np.zeros(image.shape[:2], np.uint8) if made is None else framing.apply(made.mask_levels())
+        return TrainingSample(degraded, label, torch.from_numpy(mask), label == REAL or made is not None)
 
 
 def validation_samples(
