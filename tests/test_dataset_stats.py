@@ -306,6 +306,38 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small, capsys)
     assert len(made) == 3
 
 
+def test_fakes_made_from_a_prepared_face_at_the_photos_edge_leave_its_padding_alone(tmp_path: Path, small):
+    # A face cut by the photo's edge has black padding beside it in its crop. Its self-blends (balance
+    # --synth-fakes, and training's from a prepared dataset) were made as if the crop were all photo: a
+    # misaligned copy moved the padding's edge inside the blend (46 of 50 such fakes), a cue real photos lack.
+    from deepshield.training.prepared import load_prepared
+
+    for i in range(4):
+        photo = np.ascontiguousarray(np.roll(small, 3 * i, axis=0)[:, 100 + 2 * i :])  # the face's left cut off
+        (tmp_path / "src" / "real").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "src" / "real" / f"{i}.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    reals = {r.group: r for r in read_manifest(out)}
+    # Columns all black: the padding left of the photo.
+    padding = {
+        group: np.broadcast_to((load_crop(r, out) == 0).all(axis=(0, 2)), (64, 64)) for group, r in reals.items()
+    }
+    assert all(p[:, 0].all() and 0.1 < p.mean() < 0.5 for p in padding.values())
+    balance.synth_fakes(out, 8, progress=False)
+    fakes = [r for r in read_manifest(out) if r.label == "fake"]
+    assert len(fakes) == 8
+    for fake in fakes:
+        near = cv2.dilate(padding[fake.group].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        real = load_crop(reals[fake.group], out)
+        pixels = load_crop(fake, out)
+        assert np.array_equal(pixels[near], real[near]) and not np.array_equal(pixels, real), fake.crop_path
+    bank = load_prepared([out], SETTINGS.policy, "train").reals
+    for valid, path in zip(bank.valid, bank.paths):
+        outside = padding[next(g for g, r in reals.items() if path.endswith(r.crop_path))]
+        assert not valid[outside].any() and valid[~outside].mean() > 0.95
+
+
 def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
     assert main(["dataset", "balance", str(tmp_path), "--downsample"]) == 2
     assert "run `deepshield prepare` first" in capsys.readouterr().err

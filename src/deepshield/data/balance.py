@@ -51,6 +51,7 @@ from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_
 from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
+from deepshield.faces.crop import seen_validity
 from deepshield.media.files import real_path
 from deepshield.media.images import encode_png
 
@@ -340,7 +341,7 @@ def _synth_fakes(dataset_dir: Path | str, n: int, seed: int | None = None, progr
     picks = _pick_reals(reals, n, random.Random(f"{seed}:synth" + (f":{runs}" if runs else "")))
     for i, real in enumerate(tqdm(picks, unit="face", disable=None if progress else True, desc="synthesise")):
         image = load_crop(real, layout.root)
-        sample = FaceSample(image=image, keypoints=real.landmarks_array, landmarks=mesher.landmarks(image))
+        sample = FaceSample(image, real.landmarks_array, mesher.landmarks(image), seen_validity(image))
         result = self_blend(sample, np.random.default_rng([seed, len(taken), i]))
         stem = real.crop_path.removeprefix("crops/").removesuffix(".png")
         k = 0

@@ -170,6 +170,17 @@ def crop_validity(image_shape: tuple[int, ...], matrix: NDArray[Any], size: int)
     return inside
 
 
+def seen_validity(pixels: NDArray[Any]) -> NDArray[Any]:
+    """crop_validity read from a crop's pixels alone, where how it was cut is not kept (a prepared dataset's
+    crops): False on the pure black (0, 0, 0) regions that reach the crop's edge, as crop_face's padding does.
+    A photo's own pure black at the edge reads as padding too, which only keeps a blend off it."""
+    black = (pixels == 0).all(axis=2).astype(np.uint8)
+    _, labels = cv2.connectedComponents(black, connectivity=4)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    inside: NDArray[np.bool_] = ~np.isin(labels, edge[edge > 0])  # label 0: the pixels that are not black
+    return inside
+
+
 @dataclass(frozen=True)
 class SyntheticCrops:
     """What the synthetic-face score reads in place of some faces' crops (a padded face cut within its

@@ -12,7 +12,7 @@ import numpy as np
 
 from deepshield.data.manifest import CropRecord, load_crop, read_info, read_manifest
 from deepshield.errors import DeepShieldError
-from deepshield.faces.crop import CropPolicy
+from deepshield.faces.crop import CropPolicy, seen_validity
 from deepshield.training.facebank import FaceBank
 
 
@@ -23,8 +23,11 @@ class PreparedSplit:
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """A crop, or its validity map (bool), at `size`."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
+    if image.dtype == bool:
+        return cv2.resize(image.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
 
 
@@ -43,12 +46,13 @@ def load_prepared(dataset_dirs: list[Path], policy: CropPolicy, split: str) -> P
         records: list[CropRecord] = [r for r in read_manifest(directory) if r.split == split]
         reals = [r for r in records if not r.is_fake]
         if reals:
+            crops = [load_crop(r, directory) for r in reals]
             real_banks.append(
                 FaceBank(
-                    images=np.stack([_resized(load_crop(r, directory), policy.size) for r in reals]),
+                    images=np.stack([_resized(crop, policy.size) for crop in crops]),
                     keypoints=np.stack([r.landmarks_array * ratio for r in reals]).astype(np.float32),
                     landmarks=np.full((len(reals), 468, 2), np.nan, np.float32),  # no mesh: ellipse masks
-                    valid=np.ones((len(reals), policy.size, policy.size), bool),  # padding unknown
+                    valid=np.stack([_resized(seen_validity(crop), policy.size) for crop in crops]),
                     groups=np.array([f"{directory.name}/{r.group}" for r in reals]),
                     paths=np.array([str(directory / r.crop_path) for r in reals]),
                 )
