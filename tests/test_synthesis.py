@@ -208,6 +208,28 @@ def test_every_mask_is_a_blend_weight_within_0_and_1(face_sample):
             assert mask.dtype == np.float32 and mask.min() >= 0.0 and mask.max() <= 1.0, (make.__name__, seed)
 
 
+def test_a_monochrome_photos_fakes_stay_monochrome(face_sample):
+    # A self-blend's colour jitter tinted a grey photo's face (8 of 20 fakes), a part pasted from a colour
+    # photo unmatched was in colour (half of them): a cue no swap of a grey photo leaves.
+    grey = cv2.cvtColor(cv2.cvtColor(face_sample.image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    toned = np.clip(grey.astype(int) + np.array([2, 0, -1]), 0, 255).astype(np.uint8)  # a faint sepia-like tone
+    donor = flipped_donor(face_sample)
+    jittered = SynthesisConfig(cross_colour_probability=1.0)
+    for image, rounding in ((grey, 0), (toned, 2)):
+        target = FaceSample(image, face_sample.keypoints, face_sample.landmarks)
+        tone = image.astype(int) - image.astype(int)[..., 1:2]
+        for seed in range(8):
+            rng = np.random.default_rng(seed)
+            for fake in (
+                self_blend(target, rng),
+                cross_blend(target, donor, rng, jittered),
+                part_paste(target, donor, rng),
+            ):
+                assert not np.array_equal(fake.image, image), (fake.method, seed)
+                off = fake.image.astype(int) - fake.image.astype(int)[..., 1:2] - tone
+                assert np.abs(off).max() <= rounding, (fake.method, seed)
+
+
 def test_part_paste_is_deterministic_and_falls_back_to_a_blend_without_meshes(face_sample):
     donor = flipped_donor(face_sample)
     first = part_paste(face_sample, donor, np.random.default_rng(7))
