@@ -234,17 +234,21 @@ def _blend(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> ND
     return blended
 
 
-def _seamless(source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]) -> NDArray[Any]:
+def _seamless(
+    source: NDArray[Any], target: NDArray[Any], mask: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any]] | None:
     """Poisson compositing: the source's gradients inside the mask's core, the target's colours on its edge,
     so a colour or brightness offset between them leaves no seam. The core is placed where it was cut
-    from (OpenCV centres the source's bounding box on the point given)."""
+    from (OpenCV centres the source's bounding box on the point given). Returns the composite, which equals
+    the target outside the core, and the core (bool); None where the core is too small to solve."""
     core = (mask >= 0.5 * mask.max()).astype(np.uint8)
     core[:2], core[-2:], core[:, :2], core[:, -2:] = 0, 0, 0, 0  # the solver needs the target's pixels around the core
     if core.sum() < 64:
-        return source
+        return None
     left, top, width, height = cv2.boundingRect(core)
     centre = (left + width // 2, top + height // 2)
-    return np.asarray(cv2.seamlessClone(source, target, core * 255, centre, cv2.NORMAL_CLONE), dtype=np.uint8)
+    cloned = np.asarray(cv2.seamlessClone(source, target, core * 255, centre, cv2.NORMAL_CLONE), dtype=np.uint8)
+    return cloned, core.astype(bool)
 
 
 def _composite(
@@ -252,10 +256,12 @@ def _composite(
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     """The blend itself and where it mixed: alpha blending, or (seamless_probability of the time) alpha
     blending of a Poisson composite, which equals the target outside its core, so the mask returned is the
-    soft mask within the core alone (the whole soft mask marked unchanged real pixels as blended). No
+    soft mask within the core alone (the whole soft mask marked unchanged real pixels as blended, and so
+    did the soft mask over half its peak on the crop's outer 2 pixels, which the core leaves out). No
     random draw is spent when the option is off."""
-    if optional_draw(config.seamless_probability, rng) and (cloned := _seamless(source, target, mask)) is not source:
-        source, mask = cloned, np.where(mask >= 0.5 * mask.max(), mask, 0).astype(mask.dtype)
+    if optional_draw(config.seamless_probability, rng) and (seamless := _seamless(source, target, mask)) is not None:
+        source, core = seamless
+        mask = np.where(core, mask, 0).astype(mask.dtype)
     return _blend(source, target, mask), mask
 
 
