@@ -891,3 +891,36 @@ def test_training_draws_no_progress_bar_where_stderr_is_no_terminal(real_dir, tm
     assert main(["train", *(word for setting in settings for word in ("--set", setting))]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "epoch 1/2" not in err, err
+
+
+def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, monkeypatch):
+    # scan, evaluate, prepare and dataset balance took --no-progress; train, compare, facebank pack and tune
+    # refused it, so a terminal piped to a log got every redraw of the face bank's and each epoch's bar.
+    import contextlib
+    import io
+    import sys
+
+    from deepshield.cli.main import build_parser, main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def stderr_of(run: str, *extra: str) -> str:
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        settings = tiny_settings(real_dir, tmp_path / run, tmp_path / "i.db", tmp_path / f"cache-{run}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["train", *(word for setting in settings for word in ("--set", setting)), *extra]) == 0
+        return terminal.getvalue()
+
+    assert "epoch 1/2" in stderr_of("drawn")  # the bars, on a terminal
+    quiet = stderr_of("quiet", "--no-progress")
+    assert "\r" not in quiet and "epoch 1/2" not in quiet and "face bank" not in quiet, quiet
+    parser = build_parser()
+    for argv in (
+        ["compare", "bundle", "--on", "set"],
+        ["facebank", "pack", "--out", "bank.npz"],
+        ["tune", "--space", "space.yaml"],
+    ):
+        assert parser.parse_args([*argv, "--no-progress"]).no_progress, argv

@@ -137,7 +137,9 @@ def test_train_best_resumes_a_run_that_only_runs_differently_and_restarts_anothe
 
     best_yaml = tmp_path / "best.yaml"
     best_yaml.write_text("optim.lr: 0.001\n")
-    settings = SimpleNamespace(config=workspace / "train.yaml", overrides=[], tracking_uri=None, tracking=None)
+    settings = SimpleNamespace(
+        config=workspace / "train.yaml", overrides=[], tracking_uri=None, tracking=None, progress=True
+    )
     plan = SimpleNamespace(settings=settings, out_dir=tmp_path, selector="max.val_auc", name="space")
     said: list[str] = []
     resumed: list[bool] = []

@@ -146,6 +146,12 @@ def trust_anchors_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def progress_argument(parser: argparse.ArgumentParser) -> None:
+    """--no-progress: the bars are drawn only where stderr is a terminal; this keeps them off one too
+    (a terminal session piped to a log)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (drawn on a terminal only)")
+
+
 def assignments_argument(parser: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
     """A repeatable dotted `KEY=VALUE` option (config overrides of train and tune), collected in a list."""
     parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)

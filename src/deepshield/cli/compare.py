@@ -17,6 +17,7 @@ from deepshield.cli.args import (
     log_to_mlflow,
     model_argument,
     non_negative_int,
+    progress_argument,
     tracking_arguments,
 )
 from deepshield.cli.columns import aligned
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"exit {EXIT_NOT_AHEAD} unless every candidate is ahead (a gate before shipping)",
     )
+    progress_argument(parser)
     tracking_arguments(parser, "each comparison (a run per candidate)", "deepshield-compare")
     parser.set_defaults(run=run)
 
@@ -112,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
     frames, min_face_size = set_options(args)
     check_tracking_store(args)  # before the scoring, which a store it cannot log to refused after
     baseline, *candidates = score_bundles(
-        [bundle_dir(args.against), *args.candidates], args.sets, args.cache_dir, frames, min_face_size, args.split
+        [bundle_dir(args.against), *args.candidates],
+        args.sets,
+        args.cache_dir,
+        frames,
+        min_face_size,
+        args.split,
+        progress=not args.no_progress,
     )
     from deepshield.evaluation.recalibrate import training_folders_in
 

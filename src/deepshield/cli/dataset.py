@@ -11,6 +11,7 @@ from deepshield.cli.args import (
     log_to_mlflow,
     non_negative_int,
     positive_int,
+    progress_argument,
     tracking_arguments,
 )
 from deepshield.errors import say
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
     balance.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the dataset's)")
-    balance.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_argument(balance)
     balance.set_defaults(run=run_balance)
 
 

@@ -20,6 +20,7 @@ from deepshield.cli.args import (
     non_negative_int,
     positive_int,
     probability,
+    progress_argument,
     tracking_arguments,
 )
 from deepshield.errors import DeepShieldError, say
@@ -50,7 +51,7 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_argument(parser)
     engine_arguments(
         parser,
         "raw media: with --engine local, processes decoding and finding faces at once (default 1: this process); "

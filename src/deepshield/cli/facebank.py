@@ -12,6 +12,7 @@ from deepshield.cli.args import (
     jpeg_quality,
     non_negative_int,
     positive_int,
+    progress_argument,
 )
 
 
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="seed of the --max-faces draw (default: the configuration's)",
     )
+    progress_argument(pack)
     pack.set_defaults(run=run_pack)
 
 
@@ -55,7 +57,7 @@ def run_pack(args: argparse.Namespace) -> int:
         raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
     check_output_file(args.out, "--out")  # before the faces are found
     config = load_config(args.config, config_overrides(args), None)
-    bank = facebank_for(config)
+    bank = facebank_for(config, progress=not args.no_progress)
     if args.max_faces and args.max_faces < len(bank):
         rng = np.random.default_rng(config.seed if args.seed is None else args.seed)
         bank = bank.subset(np.sort(rng.choice(len(bank), args.max_faces, replace=False)))

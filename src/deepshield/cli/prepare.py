@@ -11,6 +11,7 @@ from deepshield.cli.args import (
     given_path,
     non_negative_int,
     positive_int,
+    progress_argument,
 )
 from deepshield.errors import say
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LEVEL",
         help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_argument(parser)
     engine_arguments(
         parser,
         workers_help="worker processes (default 1); with --engine ray, files in flight on the cluster (default: twice its CPUs). "

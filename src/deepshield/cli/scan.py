@@ -25,6 +25,7 @@ from deepshield.cli.args import (
     model_argument,
     positive_int,
     probability,
+    progress_argument,
     trust_anchors_argument,
     video_time,
     watch_interval,
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also scan the paths listed in this file, one per line ('-': standard input, e.g. from find)",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (drawn on a terminal only)")
+    progress_argument(parser)
     most = MAX_VIDEO_FRAMES  # the API's bound, so both accept the same requests
     parser.add_argument(
         "--frames",

@@ -8,7 +8,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from deepshield.cli.args import bundle_version, check_output_folder, config_arguments, config_overrides, given_path
+from deepshield.cli.args import (
+    bundle_version,
+    check_output_folder,
+    config_arguments,
+    config_overrides,
+    given_path,
+    progress_argument,
+)
 from deepshield.errors import say
 
 
@@ -24,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    progress_argument(parser)
     parser.set_defaults(run=run_train)
 
     export = subparsers.add_parser(
@@ -75,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     command = "deepshield " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     try:
-        result = Trainer(config, command=command).run(resume=args.resume)
+        result = Trainer(config, command=command, progress=not args.no_progress).run(resume=args.resume)
     except KeyboardInterrupt:
         if earlier.exists():  # written once the data is loaded: a stop before it leaves nothing to resume
             rerun = resume_command(command) or "this command with --resume"

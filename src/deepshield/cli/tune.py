@@ -14,6 +14,7 @@ from deepshield.cli.args import (
     given_path,
     non_negative_int,
     positive_seconds,
+    progress_argument,
 )
 
 EPILOG = """\
@@ -109,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="then train the winner at full budget (no per-trial budget) into <out>/best/bundle",
     )
+    progress_argument(parser)
     engine_arguments(parser)  # --engine ray: the --n-jobs workers run as Ray tasks sharing the study's storage
     parser.set_defaults(run=run_tune)
 
@@ -142,6 +144,7 @@ def run_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         engine=args.engine,
         ray_address=args.ray_address,
+        progress=not args.no_progress,
     )
     result = run_search(settings, echo=lambda line: print(line, flush=True))
     if result.parent_run_id:

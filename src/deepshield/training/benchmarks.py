@@ -210,6 +210,7 @@ def load_benchmark(
     min_face_size: int = 20,
     split: str = "all",
     training_digests: Collection[str] = (),
+    progress: bool = True,
 ) -> Benchmark:
     """A benchmark's faces from the cache, or found and cut now (then cached); `split`: a prepared dataset's
     (compare --split). Refuses overlap with training (`training_digests`: see check_no_overlap)."""
@@ -231,17 +232,24 @@ def load_benchmark(
     # One build at a time, as the face bank's: two trainings cutting one benchmark at once wrote one temporary
     # file, and the second to rename it ended in FileNotFoundError. The second waits, then reads the cache.
     with waited_lock(cache.with_suffix(".lock"), waiting=logged_wait(log, f"benchmark {cache}")):
-        return _cached_benchmark(cache, name, path, policy, frames, min_face_size, split)
+        return _cached_benchmark(cache, name, path, policy, frames, min_face_size, split, progress)
 
 
 def _cached_benchmark(
-    cache: Path, name: str, path: Path, policy: CropPolicy, frames: int, min_face_size: int, split: str
+    cache: Path,
+    name: str,
+    path: Path,
+    policy: CropPolicy,
+    frames: int,
+    min_face_size: int,
+    split: str,
+    progress: bool,
 ) -> Benchmark:
     if cache.exists():
         log.info("benchmark %s from cache %s", name, cache)
         return Benchmark.load(cache)
     labelled = open_labelled_set(
-        [path], policy, frames=frames, min_face_size=min_face_size, split=split, warn=log.warning
+        [path], policy, frames=frames, min_face_size=min_face_size, split=split, warn=log.warning, progress=progress
     )
     rows: list[FaceRow] = []
     crops: list[np.ndarray] = []

@@ -110,6 +110,7 @@ def score_bundles(
     frames: int = DEFAULT_VIDEO_FRAMES,
     min_face_size: int = 20,
     split: str = "all",
+    progress: bool = True,
 ) -> list[ScoredBundle]:
     """Each bundle on every labelled set (anything `deepshield evaluate` reads; `split`: the prepared sets'
     split). Refuses two sets of one name (their figures would share keys) and a bundle that finds other
@@ -127,7 +128,8 @@ def score_bundles(
     for bundle, classifier in zip(bundles, classifiers):
         card = classifier.card
         benchmarks = [
-            load_benchmark(path, card.crop_policy, cache_dir, [], frames, min_face_size, split) for path in datasets
+            load_benchmark(path, card.crop_policy, cache_dir, [], frames, min_face_size, split, progress=progress)
+            for path in datasets
         ]
         reference = reference or benchmarks
         if [len(b.rows) for b in benchmarks] != [len(b.rows) for b in reference]:

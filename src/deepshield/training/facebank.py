@@ -275,11 +275,12 @@ def build_facebank(
     group_pattern: str | None = None,
     workers: int = 2,
     limit_per_folder: int | None = None,
+    progress: bool = True,
 ) -> FaceBank:
     files = list_images(folders, limit_per_folder)
     if not files:
         raise DeepShieldError(f"no images found in {', '.join(map(str, folders))}")
-    return facebank_of_files(files, policy, cache_dir, group_pattern, workers)
+    return facebank_of_files(files, policy, cache_dir, group_pattern, workers, progress=progress)
 
 
 def facebank_of_files(
@@ -290,6 +291,7 @@ def facebank_of_files(
     workers: int = 2,
     perturbation: str | None = None,
     inside: bool = False,
+    progress: bool = True,
 ) -> FaceBank:
     """The bank of these image files; `perturbation` (a `deepshield.evaluation.perturb` spec with one
     value, e.g. "resize:0.35") degrades each whole photo before its face is found and cropped; `inside`:
@@ -317,7 +319,10 @@ def facebank_of_files(
         parts_dir.mkdir(exist_ok=True)
         starts = range(0, len(files), BANK_PART_FILES)
         banks: list[FaceBank] = []
-        with ExitStack() as stack, tqdm(total=len(files), desc="face bank", unit="img", disable=None) as bar:
+        with (
+            ExitStack() as stack,
+            tqdm(total=len(files), desc="face bank", unit="img", disable=None if progress else True) as bar,
+        ):
             process: Callable[[list[Path]], Iterator[Any]] | None = None
             for number, start in enumerate(starts):
                 part = parts_dir / f"{number:05d}.npz"
@@ -449,7 +454,7 @@ def packed_source_digests(data: DataConfig) -> dict[str, str]:
     return digests
 
 
-def facebank_for(config: TrainConfig) -> FaceBank:
+def facebank_for(config: TrainConfig, progress: bool = True) -> FaceBank:
     """The face bank of a training configuration's real faces: its folders' (built once, then cached)
     and its packed banks', in that order."""
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
@@ -461,7 +466,9 @@ def facebank_for(config: TrainConfig) -> FaceBank:
     if folders:
         cache = Path(data.cache_dir)
         banks.append(
-            build_facebank(folders, policy, cache, data.group_pattern, data.bank_workers, data.limit_per_folder)
+            build_facebank(
+                folders, policy, cache, data.group_pattern, data.bank_workers, data.limit_per_folder, progress
+            )
         )
     banks += [unpack_facebank(p, policy, data.group_pattern) for p in packed]
     bank = FaceBank.concat(banks)

@@ -128,7 +128,9 @@ def generated_split(card: ModelCard) -> tuple[list[Path], list[Path], list[Path]
     )
 
 
-def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()) -> SyntheticData:
+def build_synthetic_data(
+    config: TrainConfig, seen_by_trunk: Iterable[Path] = (), progress: bool = True
+) -> SyntheticData:
     """Generated and real faces, cropped by the face bank; the real split is `split_by_group`'s with
     the run's seed (the manipulation split's, when the real folders are the same). `seen_by_trunk`: image
     files the network's trunk trains or was trained on (blend donors), kept out of the checks."""
@@ -143,7 +145,7 @@ def build_synthetic_data(config: TrainConfig, seen_by_trunk: Iterable[Path] = ()
     def bank(
         files: list[Path], perturbation: str | None = None, group_pattern: str | None = None, inside: bool = False
     ) -> FaceBank:
-        return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation, inside)
+        return facebank_of_files(files, policy, cache, group_pattern, data.bank_workers, perturbation, inside, progress)
 
     def checked(files: list[Path], perturbation: str | None = None) -> FaceBank:
         """The faces a check scores, as the product reads them (a padded face cut within its picture)."""

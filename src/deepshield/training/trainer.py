@@ -166,8 +166,10 @@ class Trainer:
         parent_run_id: str | None = None,
         run_tags: dict[str, str] | None = None,
         export_bundle: bool = True,
+        progress: bool = True,
     ) -> None:
         self.config = config
+        self.show_progress = progress  # the bars, on a terminal
         self.command = command
         self.epoch_callback = epoch_callback
         self.parent_run_id = parent_run_id
@@ -188,7 +190,7 @@ class Trainer:
         training_files: list[Path] = []
         training_digests: set[str] = set()
         if config.data.real_dirs:
-            bank = without_padding_heavy(facebank_for(config), config.data.max_padding_fraction)
+            bank = without_padding_heavy(facebank_for(config, self.show_progress), config.data.max_padding_fraction)
             training_files += [Path(p) for p in bank.paths]
             training_digests |= set(packed_source_digests(config.data).values())
             train_idx, val_idx = split_by_group(bank, config.data.val_fraction, config.seed)
@@ -208,7 +210,11 @@ class Trainer:
         donors = None
         if config.data.donor_dirs:
             donor_bank = facebank_of_files(
-                donor_files(config.data), policy, Path(config.data.cache_dir), workers=config.data.bank_workers
+                donor_files(config.data),
+                policy,
+                Path(config.data.cache_dir),
+                workers=config.data.bank_workers,
+                progress=self.show_progress,
             )
             if not len(donor_bank):
                 raise DeepShieldError(f"no face found in the donor folders {config.data.donor_dirs}")
@@ -243,6 +249,7 @@ class Trainer:
                 training_files,
                 config.data.benchmark_frames,
                 training_digests=training_digests or (),
+                progress=self.show_progress,
             )
             for folder in folders
         ]
@@ -275,7 +282,7 @@ class Trainer:
         if config.synthetic is not None:
             # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
             seen_by_trunk = donor_files((parent.config if parent is not None else config).data)
-            synthetic_data = build_synthetic_data(config, seen_by_trunk)
+            synthetic_data = build_synthetic_data(config, seen_by_trunk, self.show_progress)
         synthetic_files = synthetic_data.training_files if synthetic_data is not None else []
         # Frozen mode leaves the manipulation score as the parent's: no manipulation data or validation,
         # but the benchmarks' real files still hold the synthetic score's false-positive target.
@@ -543,7 +550,8 @@ class Trainer:
             total=len(remaining) // batch,
             desc=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
             unit="batch",
-            disable=None,  # on a terminal only: CI logs, `2> file` and the journal got its every redraw
+            # On a terminal only: CI logs, `2> file` and the journal got its every redraw.
+            disable=None if self.show_progress else True,
         )
         reached_max_steps = False
         for manipulation, synthetic in bar:

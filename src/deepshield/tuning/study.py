@@ -89,6 +89,7 @@ class SearchSettings:
     keep_checkpoints: bool = False  # keep every checkpoint of finished trials (default: best.pt only)
     engine: str = "local"  # "ray": the n_jobs study workers run as Ray tasks (see docs/ray.md)
     ray_address: str | None = None  # None: $RAY_ADDRESS, else Ray's default
+    progress: bool = True  # the face banks' and --train-best's bars, on a terminal (the trials' go to train.log)
 
 
 @dataclass
@@ -247,7 +248,7 @@ def _bank_configs(space: SearchSpace, base) -> list:
     return [apply_values(base, {**space.budget, **{p.name: v for p, v in zip(searched, combo)}}) for combo in combos]
 
 
-def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None]) -> None:
+def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None], progress: bool = True) -> None:
     from deepshield.training.facebank import facebank_for
 
     for config in _bank_configs(space, base):
@@ -256,7 +257,7 @@ def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None]) -> 
         echo(
             f"face bank: {len(config.data.real_dirs)} folder(s), {config.model.input_size} px (built once, cached in {config.data.cache_dir})"
         )
-        facebank_for(config)
+        facebank_for(config, progress)
 
 
 def _warn_about_shared_stores(plan: SearchPlan, engine: Engine, echo: Callable[[str], None]) -> None:
@@ -305,7 +306,7 @@ def run_trials(
     stop_attr = stop_requested(new_search_id())
     spec = WorkerSpec(context, plan.storage_url, plan.sampler, plan.pruner, settings.seed, deadline, stop_attr)
     if settings.prewarm:
-        prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo)
+        prewarm_facebanks(plan.space, apply_values(plan.base, plan.space.budget), echo, plan.settings.progress)
     study.set_user_attr(stop_attr, False)
     # On Ctrl-C no worker starts another trial, whether or not the interrupt reaches it: a Ray worker that
     # missed its cancellation ran the rest of the grid.
@@ -441,7 +442,9 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
         ]
     )
     tags = {"deepshield.role": "best", "optuna.study": plan.name}
-    result = Trainer(config, command=command, parent_run_id=parent_run_id, run_tags=tags).run(resume=resume)
+    result = Trainer(
+        config, command=command, parent_run_id=parent_run_id, run_tags=tags, progress=plan.settings.progress
+    ).run(resume=resume)
     if result.bundle_dir:
         echo(f"bundle written to {result.bundle_dir}")
     return result
