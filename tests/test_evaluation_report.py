@@ -1147,3 +1147,28 @@ def test_printed_the_reports_pictures_keep_their_captions_and_headings_their_sec
     for what in (".gallery figure", ".gallery .track", ".plots figure", "tr"):
         assert {b.split()[0] for b in breaks[what]} == {"avoid"}, what
     assert {b.split()[1] for b in breaks["h2"]} == {"avoid"}
+
+
+def test_a_report_whose_write_fails_keeps_the_earlier_one_whole(folder_dataset, tiny_bundle, tmp_path, monkeypatch):
+    """A full disk while `evaluate` wrote its report left scores.csv cut short where it failed (its header
+    only, here): each file is now written whole or not at all, the earlier report's kept."""
+    import errno
+
+    from deepshield.csv_rows import CsvRows
+
+    out = tmp_path / "rep"
+    args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
+    assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
+    before = {name: (out / name).read_bytes() for name in ("scores.csv", "files.csv", "report.html")}
+    writerow = CsvRows.writerow
+    rows = iter(range(10**6))
+
+    def full_disk(self, row):
+        if next(rows) == 1:  # after the header
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return writerow(self, row)
+
+    monkeypatch.setattr(CsvRows, "writerow", full_disk)
+    assert main([*args, "--bootstrap", "0", "--no-progress"]) != EXIT_OK
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob("*.part"))

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import cv2
@@ -438,3 +439,28 @@ def test_a_weak_blend_still_takes_the_targets_colour(face_sample):
             np.abs(matched.astype(float) - target)[face].mean()
             < 0.4 * np.abs(donor.astype(float) - target)[face].mean()
         )
+
+
+def test_a_contact_sheet_whose_write_fails_keeps_the_earlier_one(tmp_path, monkeypatch):
+    # A full disk while the sheet (and every figure of a report) was drawn left it cut short.
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from deepshield.cli.main import main
+    from tests.face_data import write_real_faces
+
+    real = write_real_faces(tmp_path / "real", 2)
+    out = tmp_path / "out"
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96"]) == 0
+    sheet = (out / "contact_sheet.png").read_bytes()
+
+    def full_disk(self, target, **kwargs):
+        with open(target, "wb") if isinstance(target, (str, os.PathLike)) else contextlib.nullcontext(target) as f:
+            f.write(b"\x89PNG cut short")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96"]) != 0
+    assert (out / "contact_sheet.png").read_bytes() == sheet
+    assert not list(out.glob("*.part"))

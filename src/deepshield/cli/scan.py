@@ -643,12 +643,13 @@ def _rebased(path: str, folder: Path) -> str:
 
 def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> None:
     """The rows of a format written once the scan is over (json, table): to --out or standard output."""
+    from deepshield.data.layout import atomic_write_text
     from deepshield.errors import DeepShieldError
 
     text = render(rows, args.format, has_synthetic)
     if args.out:
         try:
-            args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+            atomic_write_text(args.out, text)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
             sys.stdout.write(text)
             raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None

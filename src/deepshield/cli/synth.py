@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from deepshield.cli.prepare import crop_policy
+    from deepshield.data.layout import atomic_write_bytes
     from deepshield.evaluation.plots import example_grid
     from deepshield.media.images import encode_png
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
@@ -92,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
             result = with_donor(bank.sample(index), bank.sample(bank.donor_for(index, rng)), rng, config)
         else:
             result = self_blend(bank.sample(index), rng, config)
-        (args.out_dir / f"fake_{k:03d}.png").write_bytes(encode_png(result.image))
+        atomic_write_bytes(args.out_dir / f"fake_{k:03d}.png", encode_png(result.image))
         mask = result.mask_levels()
-        (args.out_dir / f"fake_{k:03d}_mask.png").write_bytes(encode_png(mask))
+        atomic_write_bytes(args.out_dir / f"fake_{k:03d}_mask.png", encode_png(mask))
         sheet_images += [bank.images[index], result.image, np.repeat(mask[..., None], 3, 2)]
         captions += ["real", result.method, "mask"]
     sheet = example_grid(

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from deepshield.locks import folder_lock, process_running
 from deepshield.media.files import NAME_BYTES, NAME_MAX_BYTES, name_within
@@ -194,6 +195,21 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """`data` written to `path` through atomic_file."""
     with atomic_file(path, durable) as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: Path) -> Iterator[TextIO]:
+    """atomic_file as text (a CSV's rows written as they come): UTF-8, a file name that is not UTF-8 written as
+    its own bytes (NAME_BYTES), newlines as written (the csv module writes its own)."""
+    with atomic_file(path) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors=NAME_BYTES, newline="")
+        try:
+            yield text
+        except BaseException:
+            with contextlib.suppress(Exception):  # the write failed: what it had buffered is not wanted
+                text.detach()
+            raise
+        text.detach()  # flushed into the file, which atomic_file closes and renames
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepshield.data.layout import DatasetLayout, atomic_write_text
+from deepshield.data.layout import DatasetLayout, atomic_file, atomic_write_text
 from deepshield.data.manifest import ALREADY_HELD, SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
 
@@ -196,8 +196,11 @@ def _bar_chart(table: dict[str, dict[str, int]], title: str, path: Path) -> Path
     if len(names) > 4 or max(map(len, names), default=0) > 10:
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        with atomic_file(path) as handle:
+            fig.savefig(handle, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 

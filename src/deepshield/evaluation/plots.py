@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from deepshield.data.layout import atomic_file
 from deepshield.evaluation.metrics import PairedDifference, pr_curve_points, roc_curve_points
 from deepshield.evaluation.shown import fraction_text
 
@@ -19,11 +20,13 @@ if TYPE_CHECKING:  # the summary imports scoring and inference; plots are drawn 
 
 
 def save_figure(figure, path: Path) -> Path:
-    """Write a matplotlib figure as PNG (creating folders) and free it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a matplotlib figure as PNG (creating folders; whole or not at all, atomic_file) and free it."""
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        with atomic_file(path) as handle:
+            figure.savefig(handle, format="png", dpi=110)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from deepshield.csv_rows import CsvRows
+from deepshield.data.layout import atomic_text_file, atomic_write_bytes, atomic_write_text
 from deepshield.evaluation import plots
 from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
@@ -38,7 +39,7 @@ from deepshield.evaluation.summary import (
 )
 from deepshield.inference.results import scope
 from deepshield.inference.video_rule import VideoRule
-from deepshield.media.files import NAME_BYTES, shown_name
+from deepshield.media.files import shown_name
 
 METRIC_LABELS = {
     "auc": "AUC",
@@ -63,7 +64,7 @@ PLOTS, EXAMPLES, METRICS = "plots", "examples", "metrics.json"
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
     probabilities = scored.probabilities()
     columns = scored.faces
-    with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
+    with atomic_text_file(path) as handle:
         writer = CsvRows(handle)
         writer.writerow(
             [
@@ -122,7 +123,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
         return "" if math.isnan(value) else f"{value:.6f}"
 
     band = settings.inconclusive
-    with open(path, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
+    with atomic_text_file(path) as handle:
         writer = CsvRows(handle)
         header = [
             "path",
@@ -174,7 +175,7 @@ def _png(image: np.ndarray, path: Path) -> Path:
     from deepshield.media.images import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(image))
+    atomic_write_bytes(path, encode_png(image))
     return path
 
 
@@ -731,13 +732,13 @@ def write_report(
         for folder in (PLOTS, EXAMPLES):
             for image in (out / folder).glob("*.png"):
                 image.unlink()
-    (out / METRICS).write_text(json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_text(out / METRICS, json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n")
     write_scores_csv(scored, out / "scores.csv")
     write_files_csv(scored, settings, out / "files.csv")
     images = write_plots(scored, settings, summary, out)
     examples = write_examples(scored, summary, out)
     page = out / "report.html"
-    page.write_text(render_html(summary, images, examples, title), encoding="utf-8")
+    atomic_write_text(page, render_html(summary, images, examples, title))
     return page
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from deepshield.data.layout import atomic_text_file, atomic_write_text
 from deepshield.evaluation.plots import save_figure
 from deepshield.tuning.selector import VALIDATION_METRICS, Selector
 from deepshield.tuning.space import Param, SearchSpace
@@ -103,11 +104,10 @@ def result_rows(study: optuna.Study, space: SearchSpace, selector: Selector) -> 
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as handle:
+    with atomic_text_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns or ["trial"])
         writer.writeheader()
         for row in rows:
@@ -134,8 +134,7 @@ def write_best_yaml(trial: FrozenTrial, study_name: str, selector: Selector, spa
     body = yaml.safe_dump(
         {k: trial.params[k] for k in space.names if k in trial.params}, sort_keys=False, default_flow_style=False
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header) + "\n" + body)
+    atomic_write_text(path, "\n".join(header) + "\n" + body)
     return path
 
 
@@ -360,7 +359,7 @@ def write_report(
     else:
         (plots_dir / "param_importances.png").unlink(missing_ok=True)
         report.notes.append(note or "parameter importances skipped")
-    report.report_md.write_text(_markdown(study.study_name, rows, report, space, selector))
+    atomic_write_text(report.report_md, _markdown(study.study_name, rows, report, space, selector))
     return report
 
 
