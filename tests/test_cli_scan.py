@@ -1648,3 +1648,20 @@ def test_no_progress_keeps_the_bar_off_a_terminal(media, tiny_bundle, monkeypatc
     assert "1/1" in stderr_of()  # the bar, on a terminal
     quiet = stderr_of("--no-progress")
     assert "1/1" not in quiet and "\r" not in quiet
+
+
+def test_a_page_written_removes_the_temporary_pages_killed_scans_left(capsys, media, tiny_bundle, tmp_path):
+    # A scan killed while it wrote --html left <page>.<its pid>.part for good: atomic_file's sweep of such
+    # files ran for checkpoints and caches only.
+    import subprocess
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid: a process no longer running
+    page = tmp_path / "page.html"
+    left = tmp_path / f"page.html.{gone.pid}.part"
+    left.write_bytes(b"<html>half a page")
+    old = os.path.getmtime(left) - 3600
+    os.utime(left, (old, old))
+    code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--html", str(page))
+    assert code == EXIT_OK, err
+    assert sorted(os.listdir(tmp_path)) == ["page.html"]

@@ -323,6 +323,7 @@ class ScanPage:
 
     def write(self, path: os.PathLike[str] | str, outcome: str) -> None:
         """Write the page whole or not at all (atomic_file): a page cut short by a failure kept no earlier page
-        either."""
-        with atomic_file(Path(path)) as handle:
+        either. The temporary pages killed scans left beside it (<page>.<pid>.part) go (clear_left): each scan
+        wrote its own, of its own pid, and none was ever removed."""
+        with atomic_file(Path(path), clear_left=True) as handle:
             handle.write(self.html(outcome).encode("utf-8"))
