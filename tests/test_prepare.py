@@ -962,3 +962,14 @@ def test_a_dataset_description_that_is_not_utf8_is_refused_by_name(tmp_path: Pat
     assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{info} is not UTF-8 text" in err, err
+
+
+def test_a_source_that_is_no_regular_file_is_said_as_what_it_is(tmp_path, capsys):
+    # A FIFO named list.csv was taken for a folder: "cannot read the folder (Not a directory)".
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceFormatError, match=r"list\.csv: not a regular file: a FIFO \(named pipe\)"):
+        detect_format(fifo)
+    assert main(["prepare", str(fifo), "--out", str(tmp_path / "ds"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not a regular file: a FIFO (named pipe)" in err and "Not a directory" not in err, err

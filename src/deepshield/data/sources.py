@@ -32,7 +32,7 @@ from typing import Literal
 
 from deepshield.data.layout import safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
-from deepshield.media.files import NAME_BYTES, files_under, real_path
+from deepshield.media.files import NAME_BYTES, check_media_file, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.text_files import unique_keys
 
@@ -432,6 +432,13 @@ def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
         raise SourceFormatError(
             f"{path}: a SOURCE file must be a CSV manifest (path,label[,group][,method][,source]) or a DFDC metadata.json"
         )
+    if not path.is_dir():  # a FIFO, a device, a socket (whatever its name): listed as a folder, "Not a directory"
+        try:
+            check_media_file(path)
+        except DeepShieldError as exc:
+            raise SourceFormatError(
+                f"{path}: {exc}: a SOURCE is a folder, a CSV manifest or a DFDC metadata.json"
+            ) from None
     try:
         with os.scandir(path):
             pass
