@@ -924,3 +924,22 @@ def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, 
         ["tune", "--space", "space.yaml"],
     ):
         assert parser.parse_args([*argv, "--no-progress"]).no_progress, argv
+
+
+def test_a_checkpoints_path_that_is_a_file_is_one_line_naming_it(real_dir, tmp_path, capsys):
+    # A run folder whose checkpoints/ was a plain file loaded all its data, then ended in a FileExistsError
+    # traceback at its first checkpoint.
+    from deepshield.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("a user's notes")
+    settings = tiny_settings(real_dir, run, tmp_path / "i.db", tmp_path / "cache")
+    assert main(["train", *(word for setting in settings for word in ("--set", setting))]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'checkpoints'} is a file" in err, err
+    assert "face bank" not in err and (run / "checkpoints").read_text() == "a user's notes"  # refused before the data
+    # Replaced while the run trains: the checkpoint's write says so in one line, the file left as it was.
+    with pytest.raises(DeepShieldError, match=rf"cannot write the checkpoint {re.escape(str(run))}.*is a file"):
+        save_checkpoint({"weights": torch.zeros(1)}, run / "checkpoints" / LAST)
+    assert (run / "checkpoints").read_text() == "a user's notes"

@@ -72,6 +72,12 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
     check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
+    checkpoints = Path(config.run_dir) / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():  # a traceback once the data had loaded (minutes)
+        raise DeepShieldError(
+            f"{checkpoints} is a file, where the run keeps its checkpoints: move it, or train into another --run-dir"
+        )
+    check_output_folder(checkpoints, "run_dir's checkpoints folder")
     database = sqlite_file(str(config.tracking.uri))
     if config.tracking.enabled and database is not None:  # a folder it cannot write, named as the others are
         check_output_folder(database.parent, "tracking.uri's folder")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from deepshield.data.layout import atomic_file
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, storage_failed
 
 LAST, BEST = "last.pt", "best.pt"
 _NOT_A_CHECKPOINT = (
@@ -26,14 +26,22 @@ def epoch_file(epoch: int) -> str:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Written whole or not at all (atomic_file): a kill or a full disk during the write leaves the previous
-    checkpoint intact, and no partial one beside it."""
-    with atomic_file(path, clear_left=True) as handle:
-        try:
-            torch.save(state, handle)
-        except RuntimeError as exc:  # torch's word for a write that failed; the OSError behind it says why
-            if isinstance(exc.__context__, OSError):
-                raise exc.__context__ from None
+    checkpoint intact, and no partial one beside it. A folder that is a file, or that cannot be written in, is
+    one line naming it (it was a traceback: "File exists")."""
+    try:
+        with atomic_file(path, clear_left=True) as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as exc:  # torch's word for a write that failed; the OSError behind it says why
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
+    except OSError as exc:
+        if storage_failed(exc):  # said as every full disk is (errors.exit_status), naming the file
             raise
+        folder = Path(path).parent
+        why = f"{folder} is a file, not a folder" if folder.exists() and not folder.is_dir() else exc.strerror or exc
+        raise DeepShieldError(f"cannot write the checkpoint {path}: {why}") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
