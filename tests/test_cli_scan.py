@@ -1665,3 +1665,20 @@ def test_a_page_written_removes_the_temporary_pages_killed_scans_left(capsys, me
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--html", str(page))
     assert code == EXIT_OK, err
     assert sorted(os.listdir(tmp_path)) == ["page.html"]
+
+
+def test_a_file_named_through_a_link_is_scanned_once_under_the_first_name(capsys, media, tiny_bundle, tmp_path):
+    # scan a.png link-to-a.png (or a hard link) scanned the one file twice: two rows, counted twice.
+    link, hard = tmp_path / "link-to-blank.png", tmp_path / "hard.png"
+    link.symlink_to(media / "blank.png")
+    os.link(media / "blank.png", hard)
+    for first, *others in ((link, media / "blank.png", hard), (media / "blank.png", hard, link)):
+        code, out, err = scan(capsys, str(first), *map(str, others), "--model", str(tiny_bundle), "--format", "json")
+        assert code == EXIT_OK, err
+        assert [row["path"] for row in json.loads(out)] == [str(first)]
+        assert "1 file scanned" in err
+    broken = [tmp_path / "gone-1.png", tmp_path / "gone-2.png"]
+    for path in broken:
+        path.symlink_to(tmp_path / "missing.png")
+    code, out, _ = scan(capsys, *map(str, broken), "--model", str(tiny_bundle), "--format", "json")
+    assert [row["path"] for row in json.loads(out)] == list(map(str, broken))  # each a broken link, said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,15 +116,27 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
             )
         else:
             files.append(path)
-    # A file named twice (in/a.jpg, ./in/a.jpg, /home/me/in/a.jpg; or in a folder also named) is scanned once.
-    firsts = {file_key(path): path for path in reversed(files)}
-    return [path for path in files if firsts[file_key(path)] is path]
+    # A file named twice (in/a.jpg, ./in/a.jpg, /home/me/in/a.jpg; or in a folder also named; or through a
+    # link to it, or a hard link) is scanned once, its row under the first name given.
+    firsts = {_same_file(path): path for path in reversed(files)}
+    return [path for path in files if firsts[_same_file(path)] is path]
+
+
+def _same_file(path: Path) -> str | tuple[int, int]:
+    """What one regular file is however it is reached: its device and inode (a link to it, a hard link, or
+    its own name were scanned once each: the same file, two rows). Anything else (a broken link, a FIFO, a
+    folder that cannot be listed) by its file_key: two broken links to one missing file are two errors."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return file_key(path)
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else file_key(path)
 
 
 def file_key(path: Path | str) -> str:
     """The same file however its path is spelled from this working folder: absolute, its folder's links
     followed (read as text, "sub/../b.jpg" with sub a link was the b.jpg beside sub, another file), the
-    file's own name not (two names of one file stay two rows)."""
+    file's own name not (a link keeps its own key; collect_files tells one file's names apart by _same_file)."""
     whole = os.path.join(os.getcwd(), path)
     # normpath: a name "." or ".." or a trailing slash (a folder's key) after the physical folder.
     return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole)))
