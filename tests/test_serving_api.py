@@ -99,8 +99,8 @@ def upload_files(client: TestClient) -> list:
 def assert_error(response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error", "detail"}, body
-    assert body["detail"]
+    assert set(body) == {"error", "detail", "request_id"}, body
+    assert body["detail"] and body["request_id"] == response.headers["x-request-id"]
     if code is not None:
         assert body["error"] == code, body
     return body
@@ -1488,3 +1488,40 @@ def test_a_request_that_crashes_logs_its_traceback_once(detector):
             for logger in loggers:
                 logger.removeHandler(keep)
     assert [record.getMessage() for record in logged] == ["request failed"]
+
+
+def test_every_answer_carries_a_request_id_its_error_body_and_access_log_line_name(detector):
+    # A client reporting a failed call had nothing to name it by in the server's log, nor the log to tell it.
+    import logging
+
+    from deepshield.serving.server import access_log_config
+
+    with client_for(detector) as client:
+        made = client.get("/healthz").headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", made)
+        assert client.get("/healthz").headers["x-request-id"] != made  # one per request
+        given = "edge-7f3a:42.b_c"
+        response = client.get("/v1/jobs/nope", headers={"X-Request-ID": given})
+        assert response.headers["x-request-id"] == given and assert_error(response, 404)["request_id"] == given
+        for insane in ("a b", "x" * 129, "id\x1b[2J", ""):  # not echoed into headers, bodies or the log
+            answered = client.get("/healthz", headers={"X-Request-ID": insane}).headers["x-request-id"]
+            assert re.fullmatch(r"[0-9a-f]{32}", answered), insane
+    import logging.config
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(handler.format(record))  # type: ignore[method-assign]
+    config = access_log_config()
+    handler.setFormatter(logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["access"]))
+    access = logging.getLogger("uvicorn.access")
+    with live_server(create_app(detector), settings=ServerSettings()) as url:
+        level = access.level
+        access.setLevel(logging.INFO)  # the test server's level is warning
+        access.addHandler(handler)
+        try:
+            assert httpx.get(f"{url}/v1/jobs/nope", headers={"X-Request-ID": given}).status_code == 404
+        finally:
+            access.removeHandler(handler)
+            access.setLevel(level)
+    (line,) = [line for line in lines if "/v1/jobs/nope" in line]
+    assert line.endswith(f"404 Not Found {given}"), line

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepshield import __version__
 from deepshield.inference.analysis import Detector
-from deepshield.serving.errors import error_response, error_responses, install_error_handlers
+from deepshield.serving.errors import REQUEST_ID, error_response, error_responses, install_error_handlers
 from deepshield.serving.routes import analysis, health, jobs, model, page
 from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
 from deepshield.serving.runtime import API_KEY_HEADER, API_KEY_SCHEME, Runtime, refuse_unknown_query, require_api_key
@@ -38,7 +40,8 @@ Find face-swap deepfakes in photos and videos.
   calibrated probability of manipulation, its crop and a heatmap (PNG data URLs), and a verdict.
 * **Videos** (or images, the same way): `POST /v1/jobs` answers `202` with a job id; poll
   `GET /v1/jobs/{{id}}` for status, progress and, when done, the result with a per-face timeline.
-* **Errors** are always JSON: `{{"error": "<short code>", "detail": "<message for people>"}}`.
+* **Errors** are always JSON: `{{"error": "<short code>", "detail": "<message for people>", "request_id": "<id>"}}`;
+  every answer's `X-Request-ID` header names its request (yours, where you send a sane one), as the server's log does.
 * **API key**: when the server runs with `DEEPSHIELD_API_KEY` set, every `/v1` call needs the header
   `{API_KEY_HEADER}` (use *Authorize* above).
 
@@ -50,6 +53,37 @@ def refused(scope: Scope, code: str) -> None:
     """Count a middleware's refusal in deepshield_errors_total, as the routes' errors are counted: the
     cross_origin and unknown_host refusals, answered before any route, were missing from it."""
     scope["app"].state.runtime.metrics.failed(code)
+
+
+class RequestId:
+    """Pure ASGI middleware giving each request an id: the client's X-Request-ID where it is sane (1 to 128
+    letters, digits and ._:-), else a new one. The answer's X-Request-ID header, its error body and its access
+    log line carry it, so that a client's report and the server's log name the same request."""
+
+    HEADER = b"x-request-id"
+    SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope.get("headers", []) if name.lower() == self.HEADER), b"")
+        text = given.decode("latin-1")
+        request_id = text if self.SANE.fullmatch(text) else uuid.uuid4().hex
+        # Not reset after: each request runs in a task of its own, and a crash's 500 is answered outside this
+        # middleware (Starlette's ServerErrorMiddleware), its body and its log line still this request's.
+        REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != self.HEADER]
+                message = {**message, "headers": [*headers, (self.HEADER, request_id.encode("latin-1"))]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class SecurityHeaders:
@@ -280,6 +314,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None, liste
     app.add_middleware(KnownHost, allowed=runtime.settings.allowed_hosts, listen_host=listen_host)
     # Outermost: the refusals of the middlewares inside it carry its headers too (a /v1 unknown_host had no no-store).
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestId)  # outermost of all: every answer, each refusal too, has its id
     install_error_handlers(app, runtime.metrics.failed)
 
     v1 = APIRouter(

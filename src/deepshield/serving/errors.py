@@ -1,10 +1,11 @@
-"""Every error the API returns is JSON: {"error": <short code>, "detail": <message for people>}."""
+"""Every error the API returns is JSON: {"error": <short code>, "detail": <message for people>, "request_id": <id>}."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,11 +17,19 @@ from deepshield.errors import CorruptMediaError, DeepShieldError, MediaTooLargeE
 
 log = logging.getLogger("deepshield.serving")
 LOGGED = "_deepshield_logged"  # set on an exception whose traceback is in the log already
+# The request being answered (app.RequestId sets it): its error bodies and its access log line carry it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("deepshield_request_id", default=None)
 
 
 class ErrorBody(BaseModel):
     error: str = Field(description="short machine-readable code, e.g. unsupported_media")
     detail: str = Field(description="what went wrong, in words meant to be shown to a person")
+
+
+class ErrorAnswer(ErrorBody):
+    """An error answer's body: the error and the request's id (its X-Request-ID header, in the access log)."""
+
+    request_id: str | None = Field(default=None, description="this request's id, as its X-Request-ID header says")
 
 
 class ApiError(Exception):
@@ -91,7 +100,11 @@ def internal_error(exc: BaseException, analysis: bool = False) -> ApiError:
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": code, "detail": detail}, headers=headers)
+    request_id = REQUEST_ID.get()
+    body = ErrorAnswer(error=code, detail=detail, request_id=request_id)
+    # Its header here too: a crash's 500 is sent outside the middleware that adds it (app.RequestId).
+    named = {} if request_id is None else {"X-Request-ID": request_id}
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=(headers or {}) | named)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -163,7 +176,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     retry_after = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
     return {
         status: {
-            "model": ErrorBody,
+            "model": ErrorAnswer,
             "description": descriptions.get(status, "Error"),
             **({"headers": retry_after} if status in (429, 503) else {}),
         }

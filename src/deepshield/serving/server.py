@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import socket
 from pathlib import Path
@@ -32,6 +33,27 @@ class WithoutQuery(logging.Filter):
         return True
 
 
+class WithRequestId(logging.Filter):
+    """Each access log record's `request_id` (its request's X-Request-ID: app.RequestId), which the access
+    line ends with (access_log_config); "-" for a request answered before the app (a connection refused)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from deepshield.serving.errors import REQUEST_ID
+
+        record.request_id = REQUEST_ID.get() or "-"
+        return True
+
+
+def access_log_config() -> dict:
+    """uvicorn's logging configuration, its access line ending in the request's id, e.g.
+    `INFO:     127.0.0.1:50112 - "GET /v1/jobs/… HTTP/1.1" 404 Not Found 5f0c…`."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["access"]["fmt"] += " %(request_id)s"
+    return config
+
+
 class LoggedOnce(logging.Filter):
     """uvicorn's 'Exception in ASGI application' left out for an exception the app logged already: a request's
     crash is answered 500 by the app's handler, which logs it ('request failed', its traceback), and Starlette
@@ -53,8 +75,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
 
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
     access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, WithoutQuery) for f in access.filters):
-        access.addFilter(WithoutQuery())
+    for kind in (WithoutQuery, WithRequestId):
+        if not any(isinstance(f, kind) for f in access.filters):
+            access.addFilter(kind())
     errors = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, LoggedOnce) for f in errors.filters):
         errors.addFilter(LoggedOnce())
@@ -63,6 +86,7 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
         host=host,
         port=port,
         log_level=log_level,
+        log_config=access_log_config(),
         http=guarded_protocol(guard),
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # any number of seconds works; the hint says int
         # uvicorn's default waits for every request, so a slow upload held a restart for minutes.
