@@ -446,7 +446,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             )
         )
         for row in earlier.values():
-            page.add(row, earlier=str(args.out))
+            page.add(row, earlier=str(args.out), key=file_key(earlier_folder / row.path))
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
         say("deepshield scan: no media files found, nothing to scan")
         if page is not None:  # a page left from another day would stand for this scan
@@ -470,8 +470,14 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         base_dir=os.getcwd() if args.engine == "ray" else None,  # Ray workers may run in another directory
     )
     rows = []
-    statuses = [row.status for row in earlier.values()]
-    outcomes: collections.Counter[str] = collections.Counter()  # this run's rows, by verdict (or "failed")
+    # By file, its latest row's: a file a watch scanned again (a copy that stalled, then ended) counted its
+    # error row too, which a resume of the same --out did not.
+    statuses = {file_key(earlier_folder / path): row.status for path, row in earlier.items()}
+    outcomes: dict[str, str] = {}  # this run's files, by verdict (or "failed")
+
+    def summary() -> str:
+        return outcome_line(collections.Counter(outcomes.values()))
+
     copies = HeatmapCopies()
     for row in earlier.values():  # a resumed scan's files keep clear of the earlier files' heatmaps
         if row.status == "ok":
@@ -498,6 +504,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 file=sys.stderr,
                 disable=True if args.no_progress else None,
             ):
+                key = file_key(row.path)
                 if not os.path.isabs(row.path) and earlier_folder != Path.cwd():
                     # One folder for all the rows' relative paths: the scan's, not the resume's (a third run
                     # read this run's rows from the first one's folder, and scanned their files again).
@@ -511,9 +518,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                             f"{exc.strerror or exc}"
                         )
                 if page is not None:
-                    page.add(row)
-                statuses.append(row.status)
-                outcomes[outcome_of(row)] += 1
+                    page.add(row, key=key)
+                statuses[key] = row.status
+                outcomes[key] = outcome_of(row)
                 if stream is None:
                     rows.append(row)
                 else:  # written as each file finishes: a killed scan keeps its rows
@@ -537,9 +544,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 if stream is None:  # json and table are written at the end: there was no row at all
                     _write_rows(args, rows, has_synthetic)
                 if page is not None:
-                    done_now = sum(outcomes.values())
                     page.write(
-                        args.html, f"{outcome_line(outcomes)} · interrupted after {done_now} of {len(files)} files"
+                        args.html,
+                        f"{summary()} · interrupted after {len(outcomes)} of {len(files)} files",
                     )
                 raise
         if args.watch:
@@ -556,14 +563,14 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if stream is None:
         _write_rows(args, rows, has_synthetic)
     if page is not None:
-        page.write(args.html, outcome_line(outcomes))
+        page.write(args.html, summary())
     if files or args.watch:
         say(
-            f"deepshield scan: {outcome_line(outcomes)}"
+            f"deepshield scan: {summary()}"
             + (f"; rows in {args.out}" if args.out else "")
             + (f"; page in {args.html}" if args.html else "")
         )
-    return EXIT_OK if all(status == "ok" for status in statuses) else EXIT_SOME_FAILED
+    return EXIT_OK if all(status == "ok" for status in statuses.values()) else EXIT_SOME_FAILED
 
 
 class ScanSettings(StrictModel):

@@ -263,8 +263,9 @@ class ScanPage:
 
     def __init__(self, terms: PageTerms) -> None:
         self.terms = terms
-        self._files: list[tuple[tuple[int, float], int, str]] = []
-        self.earlier = 0  # files shown from an earlier run's rows
+        # a file's key -> its card's place, the order it came in, its card, whether from an earlier run's rows
+        self._files: dict[str, tuple[tuple[int, float], int, str, bool]] = {}
+        self._added = 0
 
     def _place(self, row: ScanRow) -> tuple[int, float]:
         """Most severe first, then by how far the score behind the verdict lies above its threshold (the
@@ -284,10 +285,22 @@ class ScanPage:
         )
         return _ORDER.get(label, len(_ORDER)), -margin
 
-    def add(self, row: ScanRow, earlier: str | None = None) -> None:
-        """A row of this run, or (`earlier`: the output file it was read from) of an earlier run."""
-        self.earlier += earlier is not None
-        self._files.append((self._place(row), len(self._files), _file(row, earlier)))
+    @property
+    def earlier(self) -> int:
+        """Files shown from an earlier run's rows."""
+        return sum(from_earlier for *_, from_earlier in self._files.values())
+
+    def add(self, row: ScanRow, earlier: str | None = None, key: str | None = None) -> None:
+        """A row of this run, or (`earlier`: the output file it was read from) of an earlier run. A file's
+        card (`key`, its path by default) takes the place of the one it had: a file a watch scanned again (a
+        copy that stalled, then ended) was shown twice, its error beside its verdict."""
+        self._files[row.path if key is None else key] = (
+            self._place(row),
+            self._added,
+            _file(row, earlier),
+            earlier is not None,
+        )
+        self._added += 1
 
     def html(self, outcome: str) -> str:
         """The page, most suspicious files first (`outcome`: the scan's summary line)."""
@@ -312,7 +325,7 @@ class ScanPage:
         said.append(f"model {terms.model} · {' · '.join(scores)}")
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         no_map = " (the synthetic-face score has no map)" if terms.has_synthetic else ""
-        body = "".join(fragment for _, _, fragment in sorted(self._files))
+        body = "".join(fragment for _, _, fragment, _ in sorted(self._files.values()))
         return (
             f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><meta http-equiv=Content-Security-Policy content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\"><title>Deepfake Shield scan</title>"
             f"<style>{_CSS}</style></head><body><h1>Deepfake Shield scan</h1>"
