@@ -1527,6 +1527,22 @@ def test_resume_reads_back_a_csv_path_holding_a_line_break(capsys, media, tiny_b
         and "2 files already in" in err
         and len(list(csv.DictReader(io.StringIO(out.read_text(), newline="")))) == 2
     )
+    # A scan killed as it wrote a row, inside such a name: that row is cut off and its file scanned again,
+    # where the cut row, ending at the name's line break, was read as no row and the file refused.
+    shutil.copy(media / "astronaut.jpg", folder / "e\nf.jpg")
+    assert scan(capsys, *args, "--resume")[0] == EXIT_OK
+    data = out.read_bytes()
+    out.write_bytes(data[: data.rindex(b"e\nf.jpg") + 2])
+    code, _, err = scan(capsys, *args, "--resume")
+    rows = list(csv.DictReader(io.StringIO(out.read_text(), newline="")))
+    assert code == EXIT_OK and "2 files already in" in err
+    assert [Path(row["path"]).name for row in rows] == ["a\nb.jpg", "c\u2028d.jpg", "e\nf.jpg"]
+    assert all(row["status"] == "ok" for row in rows)
+    # A quote left open further up, by hand, is no row cut short: the rows after it are not cut off.
+    edited = out.read_bytes() + b'x.jpg,"error\r\ny.jpg,error,,,,,,,,,,,,,,no such file\r\n'
+    out.write_bytes(edited)
+    scan(capsys, *args, "--resume")
+    assert out.read_bytes().startswith(edited)
 
 
 def test_model_shows_the_real_files_the_synthetic_score_flags(capsys, tiny_bundle, tmp_path):

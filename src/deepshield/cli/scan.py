@@ -208,7 +208,7 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
     if not out.exists():
         return {}
     data = out.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
+    complete = data[: _rows_end(data, fmt)]
     text = complete.decode("utf-8", errors=NAME_BYTES)
     lines = text.splitlines()
     if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
@@ -246,6 +246,18 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
         with open(out, "r+b") as handle:
             handle.truncate(len(complete))
     return done
+
+
+def _rows_end(data: bytes, fmt: str) -> int:
+    """Where the last whole row of a streamed output ends: after its line break, which in CSV is one outside
+    quotes (a quoted path may hold line breaks: a row cut inside one read as a row cut short, and --resume
+    refused the file)."""
+    after_line = end = data.rfind(b"\n") + 1
+    while fmt == "csv" and end and data.count(b'"', 0, end) % 2:  # quotes within a cell are doubled
+        end = data.rfind(b"\n", 0, end - 1) + 1
+    # Never past a row's own end (\r\n, where a name's break is \n): a quote left open further up (a row cut
+    # in two by hand) cut off the rows after it.
+    return after_line if b"\r\n" in data[end:] else end
 
 
 def _percent(value: float | None) -> str:
