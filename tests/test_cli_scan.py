@@ -1041,6 +1041,16 @@ def test_a_file_refused_for_resume_is_left_as_it_was_and_an_unreadable_row_is_on
     notes.write_bytes(b"line one\nline two, no line end")
     assert scan(capsys, str(media / "blank.png"), *args, "--format", "jsonl", "--out", str(notes))[0] == EXIT_USAGE
     assert notes.read_bytes() == b"line one\nline two, no line end"
+    # Refused for other settings: its last row, cut short, was cut off all the same.
+    rows = tmp_path / "rows.jsonl"
+    assert (
+        scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(rows))[0]
+        == 0
+    )
+    rows.write_bytes(rows.read_bytes()[:-10])
+    cut = rows.read_bytes()
+    code, _, err = scan(capsys, str(media), *args, "--format", "jsonl", "--out", str(rows), "--threshold", "0.7")
+    assert code == EXIT_USAGE and "these differ: threshold 0.5 -> 0.7" in err and rows.read_bytes() == cut
     # A CSV line that is no row was a pydantic traceback, exit 1 ("some files failed").
     rows = tmp_path / "rows.csv"
     assert (

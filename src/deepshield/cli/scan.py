@@ -443,8 +443,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     continuing = args.resume and out_is_file and not made  # (an --out made by its lock holds no rows)
     kept_settings = continuing and ScanSettings.path_beside(args.out).is_file()
     if continuing:  # (settings left beside an --out since deleted are not this scan's)
-        earlier = finished_rows(args.out, args.format)
+        # Settings first: finished_rows cuts off a last row cut short, and a file refused is left as it was.
         earlier_folder = settings.continued(args.out)
+        earlier = finished_rows(args.out, args.format)
     page = None
     if args.html is not None:  # a resumed scan's page shows the earlier files too, from their rows
         synthetic = None if card.synthetic is None else ScoreRule.from_calibration(card.synthetic.calibration)
