@@ -906,6 +906,33 @@ def test_a_watched_folder_that_cannot_be_listed_is_one_row_however_often_files_a
     assert [began.arrived() for _ in range(4)] == [[]] * 4
 
 
+def test_a_watched_folder_gone_for_a_while_is_no_row(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    save_image(inbox / "a.png", astronaut)
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            inbox.rename(tmp_path / "aside")  # a share unmounted, a folder moved aside
+        elif len(looks) == 4:
+            (tmp_path / "aside").rename(inbox)
+            save_image(inbox / "b.png", astronaut)
+        elif len(looks) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    out = tmp_path / "rows.jsonl"
+    code, _, _ = scan(
+        capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(Path(row["path"]).name, row["status"]) for row in rows] == [("a.png", "ok"), ("b.png", "ok")]
+    assert code == EXIT_OK
+
+
 def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
     capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
 ):

@@ -169,6 +169,11 @@ class ArrivalWatch:
     def arrived(self) -> list[Path]:
         ready, look = [], {}
         for path in collect_files(self.paths, self.recursive, self.output):
+            if not os.path.lexists(path):
+                # A watched folder gone for a while (a share unmounted, the folder moved aside and back), or a
+                # file named that is yet to come: nothing has arrived. Taken as a file, a folder's absence was
+                # an error row, 'no such file', that stood for the rest of the watch.
+                continue
             key = file_key(path)
             signature = watch_signature(path)  # None: scanned (as an error row) once it stays None
             if key in self.seen:
