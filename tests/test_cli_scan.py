@@ -317,6 +317,16 @@ def test_no_media_found_is_said_and_is_not_a_failure(capsys, tmp_path, tiny_bund
     (tmp_path / "empty-list.txt").write_text("")
     code, _, err = scan(capsys, "--files-from", str(tmp_path / "empty-list.txt"), "--model", str(tiny_bundle))
     assert code == EXIT_OK and "nothing to scan" in err
+    # Its --out holds no rows, in its format's way: the rows another day's scan left there stood for this one
+    # (and JSON on standard output was no JSON).
+    listing = ("--files-from", str(tmp_path / "empty-list.txt"), "--model", str(tiny_bundle))
+    for fmt, empty in (("csv", ",".join(SUMMARY_FIELDS) + "\r\n"), ("jsonl", ""), ("json", "[]\n")):
+        rows = tmp_path / f"new.{fmt}"
+        rows.write_text("yesterday's rows\n")
+        assert scan(capsys, *listing, "--format", fmt, "--out", str(rows))[0] == EXIT_OK
+        assert rows.read_bytes() == empty.encode()
+        if fmt != "jsonl":
+            assert scan(capsys, *listing, "--format", fmt)[1] == empty
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_scan(capsys, media, tiny_bundle, tmp_path, monkeypatch):

@@ -464,6 +464,17 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         say("deepshield scan: no media files found, nothing to scan")
         if page is not None:  # a page left from another day would stand for this scan
             page.write(args.html, "no media files found")
+        if not args.resume and not made and (args.out is not None or args.format != "table"):
+            # No rows, in the format's own way (a CSV's header, JSON's []): rows left in --out by another day's
+            # scan stood for this one (a cron job's quiet day), and JSON on standard output was no JSON at all.
+            # (An --out the lock made is left to it: it removes it, empty.)
+            if args.format not in STREAMED_FORMATS:
+                _write_rows(args, [], has_synthetic)
+            else:
+                if out_is_file:
+                    settings.write_beside(args.out)
+                with contextlib.ExitStack() as stack:
+                    _open_stream(args, stack)
         # a resumed scan's exit status is its output file's: its earlier error rows still stand
         return EXIT_OK if all(row.status == "ok" for row in earlier.values()) else EXIT_SOME_FAILED
     # The same file however either run spelled its path, and from whichever folder it ran.
