@@ -520,6 +520,19 @@ def test_a_full_disk_stops_a_scan_in_one_line_naming_its_out_and_a_resume_goes_o
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [args[0]]
 
 
+def test_json_rows_that_cannot_be_written_leave_the_out_before_as_it_was(capsys, media, tiny_bundle, tmp_path):
+    # Written in place, a full disk left results.json cut short: no JSON, and the rows it held before lost.
+    out = tmp_path / "results.json"
+    out.write_text('["the rows before"]\n')
+    with file_size_limit(2048):
+        code, stdout, err = scan(
+            capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--out", str(out)
+        )
+    assert code == EXIT_USAGE and "the rows went to standard output" in err and "(File too large)" in err
+    assert out.read_text() == '["the rows before"]\n' and os.listdir(tmp_path) == ["results.json"]
+    assert json.loads(stdout)[0]["path"].endswith("astronaut.jpg")
+
+
 def test_a_page_that_cannot_be_written_is_one_line_naming_it_and_the_page_before_is_kept(
     capsys, media, tiny_bundle, tmp_path
 ):

@@ -680,10 +680,15 @@ def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> No
     text = render(rows, args.format, has_synthetic)
     if args.out:
         try:
-            atomic_write_text(args.out, text)
+            if args.out.is_file():  # whole or not at all: a full disk left it cut short, the rows before it lost
+                atomic_write_text(Path(os.path.realpath(args.out)), text)  # (a link: where it points)
+            else:  # a pipe, a device
+                args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
             sys.stdout.write(text)
-            raise DeepShieldError(f"cannot write {args.out} ({exc}): the rows went to standard output") from None
+            raise DeepShieldError(
+                f"cannot write {args.out} ({exc.strerror or exc}): the rows went to standard output"
+            ) from None
     else:
         sys.stdout.write(text)
 
