@@ -759,6 +759,13 @@ def test_files_can_be_listed_in_a_file_or_on_standard_input(capsys, media, tiny_
     assert code == EXIT_USAGE and "name the files or folders to scan, or a list of them with --files-from" in err
     code, _, err = scan(capsys, "--files-from", str(tmp_path / "no-list.txt"), "--model", str(tiny_bundle))
     assert code == EXIT_USAGE and "cannot read the list of files" in err and "no-list.txt" in err
+    # A name that is not UTF-8 (Latin-1 from an old camera or zip), as find lists it: the list was refused whole.
+    latin = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png")
+    shutil.copy(media / "blank.png", latin)
+    listing.write_bytes(os.fsencode(f"{latin}\n{spaced}\n"))
+    code, out, err = scan(capsys, "--files-from", str(listing), "--model", str(tiny_bundle), "--format", "jsonl")
+    assert code == EXIT_OK, err
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [latin, str(spaced)]
 
 
 def test_a_list_of_files_too_long_to_be_one_is_refused(capsys, tiny_bundle, tmp_path):

@@ -738,13 +738,19 @@ LIST_LIMIT_CHARACTERS = 50_000_000
 
 def listed_paths(source: str) -> list[Path]:
     """The paths a --files-from list names, one per line (line ends only are stripped: a name may hold
-    spaces), blank lines skipped; '-' reads them from standard input."""
+    spaces), blank lines skipped; '-' reads them from standard input. A name that is not UTF-8 is read as its
+    own bytes (NAME_BYTES), as Python reads standard input and a folder's names: one such name in a listing
+    from find refused the whole list."""
     from deepshield.errors import DeepShieldError
 
     if source == "-" and sys.stdin is None:  # started with standard input closed (`<&-`)
         raise DeepShieldError("cannot read the list of files from standard input: it is closed")
     try:
-        with contextlib.nullcontext(sys.stdin) if source == "-" else open(source, encoding="utf-8") as stream:
+        with (
+            contextlib.nullcontext(sys.stdin)
+            if source == "-"
+            else open(source, encoding="utf-8", errors=NAME_BYTES) as stream
+        ):
             text = stream.read(LIST_LIMIT_CHARACTERS + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise DeepShieldError(f"cannot read the list of files {source}: {exc}") from None
