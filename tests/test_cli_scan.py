@@ -766,6 +766,9 @@ def test_files_can_be_listed_in_a_file_or_on_standard_input(capsys, media, tiny_
     code, out, err = scan(capsys, "--files-from", str(listing), "--model", str(tiny_bundle), "--format", "jsonl")
     assert code == EXIT_OK, err
     assert [json.loads(line)["path"] for line in out.splitlines()] == [latin, str(spaced)]
+    listing.write_bytes(f"\ufeff{spaced}\r\n".encode())  # UTF-8 as Windows saves it: a byte order mark first
+    code, out, err = scan(capsys, "--files-from", str(listing), "--model", str(tiny_bundle), "--format", "jsonl")
+    assert code == EXIT_OK and [json.loads(line)["path"] for line in out.splitlines()] == [str(spaced)], err
 
 
 def test_a_list_of_files_too_long_to_be_one_is_refused(capsys, tiny_bundle, tmp_path):

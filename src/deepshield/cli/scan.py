@@ -759,7 +759,9 @@ def listed_paths(source: str) -> list[Path]:
             f"the list of files {source} is over {LIST_LIMIT_CHARACTERS:,} characters long: "
             "is it a list of file names, one a line?"
         )
-    return [Path(line) for line in text.splitlines() if line.strip()]
+    # A list saved as UTF-8 by Windows (Notepad, PowerShell) starts with a byte order mark: it was read as part
+    # of the first name, whose file was then 'no such file'.
+    return [Path(line) for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
 
 
 def _open_stream(args: argparse.Namespace, stack: contextlib.ExitStack):
