@@ -1301,6 +1301,39 @@ def test_a_poll_answered_after_cancel_does_not_bring_the_progress_back(browser, 
         assert page.inner_text("#message-detail").startswith("The analysis was cancelled")
 
 
+@pytest.mark.parametrize("comes_back_with_the_job", [True, False])
+def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tmp_path, comes_back_with_the_job):
+    # A server restarted with a state folder runs the job it stopped again: the page gave up at the first poll
+    # that found no server ("Could not reach the server"), and the result made after the restart was lost.
+    # One restarted without a state folder has forgotten the job: its 404 says so, not "no job 'x7Q…'".
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    polls = []
+
+    def server_away_for_two_polls(route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        polls.append(route.request.url)
+        if len(polls) <= 2:
+            route.abort("connectionrefused")
+        elif comes_back_with_the_job:
+            route.continue_()
+        else:
+            route.fulfill(status=404, json={"error": "job_not_found", "detail": "no job 'x': unknown, deleted"})
+
+    with _page_of(browser, detector) as page:
+        page.route("**/v1/jobs/*", server_away_for_two_polls)
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_function("() => document.getElementById('progress-stage').textContent.includes('not answering')")
+        assert page.is_visible("[data-role=cancel]")
+        if comes_back_with_the_job:
+            page.wait_for_selector("#video-result:not([hidden])")
+            assert page.is_hidden("#message") and page.is_hidden("#progress")
+        else:
+            page.wait_for_selector("#message:not([hidden])")
+            assert "restarted and lost this analysis" in page.inner_text("#message-detail")
+
+
 def test_a_file_left_while_its_answer_was_on_its_way_is_not_sent_again_as_a_job(browser, detector, astronaut, tmp_path):
     # A video with no telling name or type goes to /v1/analyze first, whose 415 "video_needs_job" sends it
     # as a job: arriving after another file was chosen, it uploaded the old file again and left its

@@ -7,6 +7,11 @@ import { showProgress } from "./messages.js";
 import { state } from "./state.js";
 
 const POLL_MS = 600;
+// A server restarted with a state folder keeps its jobs and runs the one it stopped again: polls that find
+// no server (or a 502-504 from it or its proxy while it restarts) are retried for this long before the page
+// gives up. It gave up at the first, and the result the restarted server made was shown to nobody.
+const RECONNECT_MS = 120_000;
+const unreachable = (err) => err instanceof ApiFailure && (err.code === "network" || [502, 503, 504].includes(err.status));
 
 // A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
 // server, so that it does not hold the worker the next file needs; its file is deleted there.
@@ -96,11 +101,13 @@ async function pollJob(job, file, run) {
   // A job is "queued" from submission until a worker takes it, which is usually at once: only a
   // job still queued when polled again is really waiting.
   let polls = 0;
+  let lostSince = null; // when the polls stopped finding the server
   // Given up meanwhile (another file, or Cancel): stopWaiting has already deleted the job, so it is not
   // polled again (its answer would be a 404).
   const givenUp = () => run !== state.run;
   while (job.status === "queued" || job.status === "running") {
-    const stage = job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
+    const stage = lostSince !== null ? "The server is not answering: trying again…"
+      : job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
     showProgress(file.name, job.progress, stage);
     await sleep(POLL_MS);
     if (givenUp()) return null;
@@ -108,8 +115,16 @@ async function pollJob(job, file, run) {
       job = await api("v1/jobs/" + encodeURIComponent(job.id));
     } catch (err) {
       if (givenUp()) return null; // deleted while this poll was on its way
+      if (unreachable(err)) {
+        lostSince = lostSince ?? Date.now();
+        if (Date.now() - lostSince < RECONNECT_MS) continue;
+      } else if (lostSince !== null && err.status === 404) {
+        // Back without it: a server with no state folder forgets its jobs when it stops.
+        throw new ApiFailure(404, err.code, "The server restarted and lost this analysis: choose the file again");
+      }
       throw err;
     }
+    lostSince = null;
     // Given up while this poll was on its way: its "running" would show the progress again, for good.
     if (givenUp()) return null;
     polls += 1;
