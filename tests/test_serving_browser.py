@@ -1669,6 +1669,22 @@ def test_a_saved_result_opens_again_as_it_was_saved(page, server, astronaut, tmp
     assert posts == ["/v1/analyze?preview=true"] and page.problems == [] and page.outside == []
 
 
+def test_a_saved_result_among_several_files_is_not_sent_to_the_server(page, server):
+    # Dropped with other files, a saved result was uploaded with them, its faces and all, to be refused as an
+    # unsupported file type: the drop zone says such a file opens again as it was saved.
+    posts = _posts_of(page, server)
+    page.goto(server + "/")
+    saved = json.dumps({"file_name": "a.jpg", "result": None, "error": "x"}).encode()
+    page.set_input_files(
+        "#file-input",
+        [{"name": name, "mimeType": "application/json", "buffer": saved} for name in ("a.json", "b.deepshield.json")],
+    )
+    page.wait_for_selector("#batch-download:not([hidden])")
+    assert not posts
+    errors = page.locator("[data-role=batch-error]").all_inner_texts()
+    assert errors == ["A result saved from this page opens on its own: drop or choose it by itself."] * 2
+
+
 def test_focus_is_outlined_and_less_motion_is_honoured(page, server):
     page.goto(server + "/")
     page.wait_for_selector("button.example")

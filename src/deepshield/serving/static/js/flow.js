@@ -6,6 +6,7 @@ import { formatBytes, parseVideoTime } from "./format.js";
 import { renderImage } from "./image.js";
 import { analyseAsJob, endUpload, startUpload, stopWaiting } from "./jobs.js";
 import { clearOutput, setBusy, showError, showMessage, showProgress } from "./messages.js";
+import { looksLikeSaved } from "./saved.js";
 import { markExample } from "./startup.js";
 import { state } from "./state.js";
 import { renderVideo } from "./video.js";
@@ -48,6 +49,8 @@ export function refusal(file) {
     return `It is ${formatBytes(file.size)}; this server accepts files up to ${formatBytes(state.limits.max_upload_bytes)}.`;
   }
   if (file.size === 0) return "The file is empty.";
+  // Among several files (or pasted), a saved result went to the server, to be refused as an unsupported type.
+  if (looksLikeSaved(file)) return "A result saved from this page opens on its own: drop or choose it by itself.";
   if (looksLikeVideo(file)) {
     try {
       chosenSpan();
