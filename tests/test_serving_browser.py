@@ -19,6 +19,8 @@ import re
 import shutil
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1332,6 +1334,47 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
         else:
             page.wait_for_selector("#message:not([hidden])")
             assert "restarted and lost this analysis" in page.inner_text("#message-detail")
+
+
+def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_cancelled(server, astronaut, tmp_path):
+    # Leaving the page (the footer's REST API link) cancels its job; the browser keeps the page and Back shows it
+    # again, its poll loop going on: it polled the deleted job, to say "No job 'x7Q…': unknown, deleted, …".
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    polled = []
+
+    def running_until_deleted(route) -> None:
+        polled.append(route.request.url)
+        response = route.fetch()
+        if route.request.method != "GET" or response.status != 200:
+            route.fulfill(response=response)
+            return
+        job = response.json()
+        route.fulfill(response=response, json={**job, "status": "running", "stage": "scoring faces", "result": None})
+
+    with _require_browser()() as playwright:
+        # Playwright's Chromium keeps no page for Back unless asked to.
+        keeping = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, ignore_default_args=["--disable-back-forward-cache"]
+        )
+        page = keeping.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server + "/")
+        page.route("**/v1/jobs/*", running_until_deleted)
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_function("() => document.getElementById('progress-stage').textContent === 'Scoring faces…'")
+        page.evaluate("window.kept = true")
+        page.click("footer >> text=REST API")
+        page.wait_for_load_state()
+        page.go_back(wait_until="commit")
+        assert page.evaluate("window.kept === true")  # the same page, not loaded again
+        page.wait_for_timeout(1500)  # a poll or two
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(polled[0])  # the job is gone from the server
+        assert page.is_hidden("#progress")
+        assert page.inner_text("#message-detail") == (
+            "The analysis was cancelled as the page was left, and the server has deleted the file."
+        )
+        keeping.close()
 
 
 def test_a_file_left_while_its_answer_was_on_its_way_is_not_sent_again_as_a_job(browser, detector, astronaut, tmp_path):

@@ -20,6 +20,11 @@ export function chosenSpan() {
 }
 
 export function cancelAnalysis() {
+  stopAnalysis("the analysis was cancelled");
+}
+
+// The analysis under way is given up, the reader told `why` (what cancelled it).
+export function stopAnalysis(why) {
   const fileName = $("progress-file").textContent;
   state.run += 1;
   stopWaiting();
@@ -31,7 +36,7 @@ export function cancelAnalysis() {
     }
     drawBatch();
   }
-  showMessage(fileName, "the analysis was cancelled, and the server has deleted the file", "info");
+  showMessage(fileName, `${why}, and the server has deleted the file`, "info");
   focusIfLost($("message")); // not back to the page's top
 }
 

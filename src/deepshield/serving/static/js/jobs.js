@@ -1,7 +1,7 @@
 /* Background jobs (videos): submitted, polled, and cancelled when the page stops waiting. */
 import { api, ApiFailure, formData } from "./api.js";
 import { $ } from "./dom.js";
-import { chosenSpan } from "./flow.js";
+import { chosenSpan, stopAnalysis } from "./flow.js";
 import { capitalise } from "./format.js";
 import { showProgress } from "./messages.js";
 import { state } from "./state.js";
@@ -21,8 +21,10 @@ function cancelJob(id) {
 }
 
 // A page left or reloaded stops waiting too: its job ran on for nobody, the next file waiting behind it.
+// Given up in the page as well: a page kept by the browser and shown again by Back polled its deleted job,
+// to say "No job 'x7Q…': unknown, deleted, or finished more than 1 hour ago and forgotten".
 window.addEventListener("pagehide", () => {
-  if (state.job) cancelJob(state.job);
+  if (state.job || state.upload) stopAnalysis("the analysis was cancelled as the page was left");
 });
 
 // Cancel is offered while a file uploads (a photo's to /v1/analyze too) or a job runs.
