@@ -1508,6 +1508,9 @@ def _cancel_a_slow_upload(page, runtime, path: Path) -> None:
     page.set_input_files("#file-input", str(path))
     page.wait_for_selector("[data-role=cancel]:visible")
     _upload_reaches_the_server(runtime)
+    # How far the upload is is not known: a moving bar, not one at 0% for the minutes a large video takes.
+    bar = page.locator("#progress-bar")
+    assert "indeterminate" in bar.get_attribute("class") and bar.get_attribute("aria-valuenow") is None
     page.click("[data-role=cancel]")
     page.wait_for_selector("#message:visible")
     _upload_is_gone(runtime)

@@ -67,7 +67,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function analyseAsJob(file, run, span) {
   if (run !== state.run) return null; // moved on while the quick path was answering: nothing is uploaded
-  showProgress(file.name, 0, "Uploading…");
+  // How far the upload is goes untold (fetch has no upload progress): a moving bar, not one left at 0%.
+  showProgress(file.name, null, "Uploading…");
   const select = $("frames-select");
   const query = new URLSearchParams();
   if (select.selectedIndex > 0) query.set("frames", select.value); // else the server's default
