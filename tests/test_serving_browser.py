@@ -1377,6 +1377,18 @@ def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_c
         keeping.close()
 
 
+def test_an_answer_that_is_not_the_servers_is_said_so_and_nothing_is_sent_again(page, server, astronaut, tmp_path):
+    # A proxy's sign-in page (200, HTML) in place of the answer: the photo was uploaded again as a job, and the
+    # page said "Something went wrong in this page: Cannot read properties of null (reading 'id')".
+    posts = _posts_of(page, server)
+    page.route("**/v1/analyze*", lambda route: route.fulfill(status=200, content_type="text/html", body="<p>Sign in"))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "photo.jpg", astronaut)))
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.inner_text("#message-detail").startswith("The server's answer was not Deepfake Shield's")
+    assert posts == ["/v1/analyze?preview=true"]
+
+
 def test_a_file_left_while_its_answer_was_on_its_way_is_not_sent_again_as_a_job(browser, detector, astronaut, tmp_path):
     # A video with no telling name or type goes to /v1/analyze first, whose 415 "video_needs_job" sends it
     # as a job: arriving after another file was chosen, it uploaded the old file again and left its

@@ -42,6 +42,11 @@ export async function api(path, options) {
     if (response.status === 401) showKeyPanel();
     throw new ApiFailure(response.status, code, detail);
   }
+  // Every answer but a DELETE's 204 is JSON: anything else (a proxy's sign-in page) sent a photo again as a
+  // job, then ended in "Something went wrong in this page: Cannot read properties of null (reading 'id')".
+  if (body === null && response.status !== 204) {
+    throw new ApiFailure(response.status, "not_json", "The server's answer was not Deepfake Shield's (a proxy's page, or a sign-in?): reload the page and try again");
+  }
   return body;
 }
 
