@@ -918,6 +918,23 @@ def test_example_video_shows_progress_then_a_timeline(page, server, tmp_path):
     assert page.problems == [] and page.outside == []
 
 
+def test_an_example_still_loading_gives_way_to_a_file_chosen_meanwhile(page, server, astronaut, tmp_path):
+    # On a slow line an example showed nothing while its file loaded, and arriving after the reader had chosen a
+    # photo of their own, it was analysed and shown over that photo's result.
+    held = []
+    page.route("**/static/examples/*.mp4", lambda route: held.append(route))
+    page.goto(server + "/")
+    page.click("button.example[data-file='astronaut-pan.mp4']")
+    page.wait_for_selector("#progress:not([hidden])")
+    assert page.inner_text("#progress-stage") == "Loading the example…"
+    page.set_input_files("#file-input", str(_jpeg(tmp_path / "mine.jpg", astronaut)))
+    page.wait_for_selector(".face-card")
+    held[0].continue_()
+    page.wait_for_timeout(1500)
+    assert page.inner_text("#result-file") == "Result for mine.jpg" and page.is_hidden("#progress")
+    assert page.is_hidden("#video-result")
+
+
 def test_the_inconclusive_bands_label_keeps_off_the_threshold_line(page, server, tmp_path):
     page.goto(server + "/")
     page.click("button.example[data-file='astronaut-pan.mp4']")

@@ -125,6 +125,12 @@ export function render(analysis, fileName, source) {
 // part of a video other than the drop zone's (Look closer). `again`: the file shown is analysed again
 // (Look closer, more frames): a list of files stays, its unfinished files said to be left.
 export async function analyse(file, exampleFile, span, again = false) {
+  const run = startRun(exampleFile, again);
+  if (file) await analyseIn(run, file, exampleFile, span);
+}
+
+// What went before is given up for a new analysis, whose number is returned.
+export function startRun(exampleFile, again = false) {
   const run = ++state.run;
   stopWaiting();
   clearOutput();
@@ -137,7 +143,11 @@ export async function analyse(file, exampleFile, span, again = false) {
     hideBatch();
   }
   markExample(exampleFile || null);
-  if (!file) return;
+  return run;
+}
+
+// `file` analysed as analysis number `run` (startRun's), shown unless a newer one took over.
+export async function analyseIn(run, file, exampleFile, span) {
   const refused = refusal(file);
   if (refused) {
     showMessage(file.name, refused);

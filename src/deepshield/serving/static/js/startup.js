@@ -1,9 +1,9 @@
 /* What the page loads at start: the server's limits and terms, the model card, the examples. */
 import { api, ApiFailure, KEY_STORAGE, showKeyPanel } from "./api.js";
 import { $, el } from "./dom.js";
-import { analyse } from "./flow.js";
+import { analyseIn, startRun } from "./flow.js";
 import { aucText, formatBytes, NO_SYNTHETIC, pct } from "./format.js";
-import { clearOutput, showError } from "./messages.js";
+import { clearOutput, showError, showProgress } from "./messages.js";
 import { state } from "./state.js";
 
 // How many frames a video job samples: the server's default, then doublings up to its maximum.
@@ -162,14 +162,20 @@ export function markExample(file) {
   });
 }
 
+// Its file is fetched first, as an analysis of its own: on a slow line nothing showed meanwhile, and an
+// example arriving after the reader had chosen a file of their own was analysed and shown over it.
 async function runExample(example) {
+  const run = startRun(example.file);
+  showProgress(example.file, null, "Loading the example…");
   try {
     const response = await fetch("static/examples/" + example.file);
     if (!response.ok) throw new ApiFailure(response.status, "example", "The example file could not be loaded.");
     const blob = await response.blob();
+    if (run !== state.run) return;
     const type = blob.type || (example.kind === "video" ? "video/mp4" : "image/jpeg");
-    analyse(new File([blob], example.file, { type }), example.file);
+    await analyseIn(run, new File([blob], example.file, { type }), example.file);
   } catch (err) {
+    if (run !== state.run) return;
     clearOutput();
     showError(err, example.file);
   }
