@@ -1353,8 +1353,10 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
             assert "restarted and lost this analysis" in page.inner_text("#message-detail")
 
 
-def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_cancelled(server, astronaut, tmp_path):
-    # Leaving the page (the footer's REST API link) cancels its job; the browser keeps the page and Back shows it
+def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_cancelled(
+    browser, server, astronaut, tmp_path
+):
+    # Leaving the page (a bookmark, a link in another app) cancels its job; the browser keeps the page and Back shows it
     # again, its poll loop going on: it polled the deleted job, to say "No job 'x7Q…': unknown, deleted, …".
     clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
     polled = []
@@ -1368,11 +1370,11 @@ def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_c
         job = response.json()
         route.fulfill(response=response, json={**job, "status": "running", "stage": "scoring faces", "result": None})
 
-    with _require_browser()() as playwright:
-        # Playwright's Chromium keeps no page for Back unless asked to.
-        keeping = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, ignore_default_args=["--disable-back-forward-cache"]
-        )
+    # Playwright's Chromium keeps no page for Back unless asked to.
+    keeping = browser.browser_type.launch(
+        executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, ignore_default_args=["--disable-back-forward-cache"]
+    )
+    try:
         page = keeping.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(server + "/")
@@ -1380,8 +1382,7 @@ def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_c
         page.set_input_files("#file-input", str(clip))
         page.wait_for_function("() => document.getElementById('progress-stage').textContent === 'Scoring faces…'")
         page.evaluate("window.kept = true")
-        page.click("footer >> text=REST API")
-        page.wait_for_load_state()
+        page.goto(server + "/docs")
         page.go_back(wait_until="commit")
         assert page.evaluate("window.kept === true")  # the same page, not loaded again
         page.wait_for_timeout(1500)  # a poll or two
@@ -1391,6 +1392,7 @@ def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_c
         assert page.inner_text("#message-detail") == (
             "The analysis was cancelled as the page was left, and the server has deleted the file."
         )
+    finally:
         keeping.close()
 
 
@@ -1404,6 +1406,14 @@ def test_an_answer_that_is_not_the_servers_is_said_so_and_nothing_is_sent_again(
     page.wait_for_selector("#message:not([hidden])")
     assert page.inner_text("#message-detail").startswith("The server's answer was not Deepfake Shield's")
     assert posts == ["/v1/analyze?preview=true"]
+
+
+def test_the_pages_links_elsewhere_open_in_a_new_tab(page, server):
+    # The footer's REST API and model card links were followed in the page's own tab: a video being analysed was
+    # cancelled, a result shown was gone. Only the brand's link (this page itself) stays.
+    page.goto(server + "/")
+    links = page.eval_on_selector_all("a[href]:not(.brand)", "links => links.map((a) => [a.textContent, a.target])")
+    assert links and all(target == "_blank" for _, target in links), links
 
 
 def test_a_file_left_while_its_answer_was_on_its_way_is_not_sent_again_as_a_job(browser, detector, astronaut, tmp_path):
