@@ -1408,6 +1408,17 @@ def test_an_answer_that_is_not_the_servers_is_said_so_and_nothing_is_sent_again(
     assert posts == ["/v1/analyze?preview=true"]
 
 
+def test_a_picture_dragged_from_a_web_page_is_said_to_need_saving_first(page, server):
+    # Dragged from another site, a picture comes as its address, no file: the drop did nothing, without a word.
+    page.goto(server + "/")
+    dragged = page.evaluate_handle(
+        "() => { const data = new DataTransfer(); data.setData('text/uri-list', 'https://example.org/a.jpg'); return data; }"
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dragged})
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.inner_text("#message-detail").startswith("Nothing to analyse was dropped: drop a file")
+
+
 def test_the_pages_links_elsewhere_open_in_a_new_tab(page, server):
     # The footer's REST API and model card links were followed in the page's own tab: a video being analysed was
     # cancelled, a result shown was gone. Only the brand's link (this page itself) stays.

@@ -3,6 +3,7 @@ import { KEY_STORAGE } from "./api.js";
 import { analyseAll } from "./batch.js";
 import { $ } from "./dom.js";
 import { analyse, cancelAnalysis } from "./flow.js";
+import { showMessage } from "./messages.js";
 import { openForPrint, printResult } from "./result.js";
 import { looksLikeSaved, openSaved } from "./saved.js";
 import { loadExamples, loadServerInfo } from "./startup.js";
@@ -42,7 +43,10 @@ function wire() {
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("dragging");
-    take(event.dataTransfer && event.dataTransfer.files);
+    const files = event.dataTransfer ? event.dataTransfer.files : null;
+    // A picture dragged from a web page, or text, comes as its address, not a file: it was dropped without a word.
+    if (files && !files.length) showMessage(null, "Nothing to analyse was dropped: drop a file (a picture on a web page must be saved first)");
+    else take(files);
   });
   // Dropping a file elsewhere on the page must not navigate away from it.
   window.addEventListener("dragover", (event) => event.preventDefault());
