@@ -1353,6 +1353,23 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
             assert "restarted and lost this analysis" in page.inner_text("#message-detail")
 
 
+def test_cancel_while_the_server_is_not_answering_does_not_say_it_deleted_the_file(
+    browser, detector, astronaut, tmp_path
+):
+    # Its job's DELETE cannot reach the server, which, restarted with its state folder, analyses the file anyway:
+    # "the server has deleted the file" was untrue.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    with _page_of(browser, detector) as page:
+        page.route("**/v1/jobs/*", lambda route: route.abort("connectionrefused"))
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_function("() => document.getElementById('progress-stage').textContent.includes('not answering')")
+        page.click("[data-role=cancel]")
+        assert page.inner_text("#message-detail") == (
+            "The analysis was cancelled; the server is not answering, so the file may still be analysed there if it"
+            " comes back."
+        )
+
+
 def test_a_video_job_left_for_another_page_and_shown_again_by_back_says_it_was_cancelled(
     browser, server, astronaut, tmp_path
 ):

@@ -26,6 +26,11 @@ export function cancelAnalysis() {
 // The analysis under way is given up, the reader told `why` (what cancelled it).
 export function stopAnalysis(why) {
   const fileName = $("progress-file").textContent;
+  // Its job is deleted by a request to a server that may not answer: one back after a restart with its state
+  // folder analyses the file anyway, for nobody ("the server has deleted the file" was then untrue).
+  const deleted = state.lostSince !== null
+    ? "; the server is not answering, so the file may still be analysed there if it comes back"
+    : ", and the server has deleted the file";
   state.run += 1;
   stopWaiting();
   $("progress").hidden = true;
@@ -36,7 +41,7 @@ export function stopAnalysis(why) {
     }
     drawBatch();
   }
-  showMessage(fileName, `${why}, and the server has deleted the file`, "info");
+  showMessage(fileName, why + deleted, "info");
   focusIfLost($("message")); // not back to the page's top
 }
 

@@ -48,7 +48,7 @@ export function endUpload(run) {
 }
 
 function releaseJob(id) {
-  if (state.job === id) state.job = null;
+  if (state.job === id) Object.assign(state, { job: null, lostSince: null });
   offerCancel();
 }
 
@@ -58,8 +58,7 @@ function releaseJob(id) {
 export function stopWaiting() {
   if (state.job) cancelJob(state.job);
   if (state.upload) state.upload.abort();
-  state.job = null;
-  state.upload = null;
+  Object.assign(state, { job: null, upload: null, lostSince: null });
   offerCancel();
 }
 
@@ -104,12 +103,11 @@ async function pollJob(job, file, run) {
   // A job is "queued" from submission until a worker takes it, which is usually at once: only a
   // job still queued when polled again is really waiting.
   let polls = 0;
-  let lostSince = null; // when the polls stopped finding the server
   // Given up meanwhile (another file, or Cancel): stopWaiting has already deleted the job, so it is not
   // polled again (its answer would be a 404).
   const givenUp = () => run !== state.run;
   while (job.status === "queued" || job.status === "running") {
-    const stage = lostSince !== null ? "The server is not answering: trying again…"
+    const stage = state.lostSince !== null ? "The server is not answering: trying again…"
       : job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
     showProgress(file.name, job.progress, stage);
     await sleep(POLL_MS);
@@ -119,17 +117,17 @@ async function pollJob(job, file, run) {
     } catch (err) {
       if (givenUp()) return null; // deleted while this poll was on its way
       if (unreachable(err)) {
-        lostSince = lostSince ?? Date.now();
-        if (Date.now() - lostSince < RECONNECT_MS) continue;
-      } else if (lostSince !== null && err.status === 404) {
+        state.lostSince = state.lostSince ?? Date.now();
+        if (Date.now() - state.lostSince < RECONNECT_MS) continue;
+      } else if (state.lostSince !== null && err.status === 404) {
         // Back without it: a server with no state folder forgets its jobs when it stops.
         throw new ApiFailure(404, err.code, "The server restarted and lost this analysis: choose the file again");
       }
       throw err;
     }
-    lostSince = null;
     // Given up while this poll was on its way: its "running" would show the progress again, for good.
     if (givenUp()) return null;
+    state.lostSince = null;
     polls += 1;
   }
   if (run !== state.run) return null;
