@@ -9,6 +9,7 @@ test_tuning_search's scripted trainer), built here through their fixtures and he
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -185,6 +186,24 @@ def test_failing_tasks_become_error_results_and_the_others_finish():
             ("error", -1, "ValueError: bad item"),
             ("ok", 1),
         ]
+
+
+class FullDisk(Flaky):
+    """Items from 2 on: no room for the item's output."""
+
+    def run(self, state, item):
+        if item >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"crops/{item:06d}_00.png")
+        return ("ok", item)
+
+
+def test_a_full_disk_in_a_task_stops_the_map_as_on_one_machine():
+    # Each file after it was an error row on Ray ('OSError: [Errno 28] ...'), every one decoded for nothing,
+    # where one machine stops with the storage's one line (call_job).
+    for name, workers in (("ray", 2), ("local", 1)):
+        with make_engine(name, workers=workers) as engine, pytest.raises(OSError) as raised:
+            list(engine.map(FullDisk(), [0, 1, 2, 3, 4]))
+        assert raised.value.errno == errno.ENOSPC and raised.value.filename.startswith("crops/0000"), name
 
 
 class BrokenSetup(Flaky):

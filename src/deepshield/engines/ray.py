@@ -39,7 +39,7 @@ from deepshield.engines import (
     call_job,
     describe_error,
 )
-from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c
+from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c, storage_failed
 from deepshield.native_logs import quiet_process
 
 try:
@@ -271,6 +271,9 @@ class RayEngine(Engine):
                     try:
                         result = ray.get(ref)
                     except RayError as exc:  # the task raised past call_job, or its worker died twice
+                        if isinstance(exc, RayTaskError) and storage_failed(exc.cause):
+                            # As call_job on one machine: a full disk stops the map, in its own one line.
+                            raise exc.cause from None
                         result = job.fail(items[index], failure_reason(exc))
                     if isinstance(result, _SetupFailed):
                         raise WorkerSetupError(f"worker setup failed {result.reason}")
