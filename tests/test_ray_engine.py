@@ -505,6 +505,23 @@ def test_auto_joins_only_the_cluster_this_machine_joined_with_ray_start(monkeypa
     assert joined_cluster() == "10.0.0.5:6379"
 
 
+def test_auto_joins_a_cluster_with_token_authentication():
+    # `ray start` turns Ray's token authentication on; Ray uses the token it left for a cluster it finds, never
+    # for an address it is given, and auto gave it the joined cluster's address: "Authentication token is missing
+    # or incorrect" for 20 s, then "cannot connect". This driver has no RAY_ variables, as a shell's would not.
+    code = (
+        "import ray._private.utils\n"
+        f"ray._private.utils.read_ray_address = lambda temp_dir=None: {ray.get_runtime_context().gcs_address!r}\n"
+        "from deepshield.engines.ray import RayEngine\n"
+        "engine = RayEngine('auto')\n"
+        "print(engine.cluster_cpus())\n"
+        "engine.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert done.returncode == 0 and done.stdout.split() == ["2"], done.stderr[-2000:]
+
+
 def test_sigterm_ends_a_ray_driver_as_ctrl_c_does(tmp_path, media, tiny_bundle):
     # Ray's core worker put in a native SIGTERM handler: a stack dump, an abort (status -6), and the
     # private instance's agents left running with no parent.

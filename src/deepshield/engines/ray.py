@@ -205,7 +205,16 @@ class RayEngine(Engine):
         if ray.is_initialized():
             return self
         asked = self.address or os.environ.get("RAY_ADDRESS")
-        address = joined_cluster() if asked == "auto" else self.address
+        address = self.address
+        if asked == "auto":
+            address = joined_cluster()
+            # Ray turns its token authentication on (the token `ray start` left in ~/.ray) for a cluster it finds
+            # itself, never for an address it is given: the joined cluster's address refused this driver.
+            from ray._private.authentication.authentication_token_setup import (  # (ray==2.60.0)
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         check_reachable(address)
         kwargs = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING, **self.init_kwargs}
         on_sigterm = signal.getsignal(signal.SIGTERM)
