@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deepshield.engines import FileJob, make_engine
+from deepshield.engines.local import WorkerDied
 from tests.conftest import python_ctrl_c
 
 
@@ -178,6 +179,25 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended: only its parent has not read its status
         return stat.read().split(") ")[1][0] != "Z"
+
+
+class DyingJob(PidJob):
+    """Item 1 ends its worker process, as the out-of-memory killer or a decoder's crash would."""
+
+    def run(self, state, item) -> int:
+        if item == 1:
+            os._exit(137)
+        return item
+
+
+def test_a_pool_worker_that_dies_stops_the_map_in_one_line(tmp_path):
+    # It was concurrent.futures' BrokenProcessPool, a traceback ending "A process in the process pool was
+    # terminated abruptly while the future was running or pending".
+    with (
+        make_engine("local", workers=2) as engine,
+        pytest.raises(WorkerDied, match=r"^a worker process ended abruptly"),
+    ):
+        list(engine.map(DyingJob(tmp_path), range(3)))
 
 
 class CtrlCJob(PidJob):

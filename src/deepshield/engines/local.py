@@ -3,8 +3,8 @@ long-lived workers (`run_workers`) in this process (1 worker) or one spawned pro
 
 spawn, not fork: MediaPipe, PyAV and torch start native threads that a forked child would inherit
 half-dead. A bounded number of items is in flight (twice the workers) so that an interruption
-loses little work. A worker process that dies takes the pool with it (BrokenProcessPool is raised:
-on one machine that is a machine problem, not a file's).
+loses little work. A worker process that dies takes the pool with it (WorkerDied is raised: on one
+machine that is a machine problem, the kernel's out-of-memory killer say, not a file's).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
-from deepshield.errors import stop_as_on_ctrl_c
+from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
 
 _WORKER: dict[str, Any] = {}
@@ -52,6 +53,10 @@ def _pool_init(job: FileJob, parent: int) -> None:
 
 def _pool_call(item: Any) -> Any:
     return call_job(_WORKER["job"], _WORKER["state"], item)
+
+
+class WorkerDied(DeepShieldError):
+    """A pool's worker process ended abruptly: killed (the kernel's out-of-memory killer) or crashed."""
 
 
 def _print_line(line: str) -> None:
@@ -147,6 +152,11 @@ class LocalEngine(Engine):
         except KeyboardInterrupt:
             _stop_pool_workers(pool)
             raise
+        except BrokenProcessPool:  # was a traceback ending 'A process in the process pool was terminated abruptly'
+            raise WorkerDied(
+                "a worker process ended abruptly (killed, for want of memory say, or crashed) while on a file: "
+                "fewer --workers take less memory"
+            ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
