@@ -522,6 +522,26 @@ def test_auto_joins_a_cluster_with_token_authentication():
     assert done.returncode == 0 and done.stdout.split() == ["2"], done.stderr[-2000:]
 
 
+def test_a_cluster_that_refuses_a_driver_without_its_token_is_said_to(monkeypatch):
+    # A `ray start` cluster given by its address (RAY_ADDRESS=head:6379, as README had it) without
+    # RAY_AUTH_MODE=token: only Ray's native lines said why ("InvalidAuthToken"), then "cannot connect".
+    import deepshield.engines.ray as ray_engine
+    from deepshield.errors import DeepShieldError
+
+    def refused(**kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(ray_engine.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_engine.ray, "init", refused)
+    monkeypatch.setattr(ray_engine, "check_reachable", lambda address: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(DeepShieldError, match=r"at 10\.0\.0\.5:6379 \(a cluster with token .* RAY_AUTH_MODE=token"):
+        ray_engine.RayEngine("10.0.0.5:6379").connect()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # given: the token is not the trouble
+    with pytest.raises(DeepShieldError, match=r"at 10\.0\.0\.5:6379$"):
+        ray_engine.RayEngine("10.0.0.5:6379").connect()
+
+
 def test_sigterm_ends_a_ray_driver_as_ctrl_c_does(tmp_path, media, tiny_bundle):
     # Ray's core worker put in a native SIGTERM handler: a stack dump, an abort (status -6), and the
     # private instance's agents left running with no parent.

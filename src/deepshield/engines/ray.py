@@ -142,6 +142,12 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
         )
 
 
+_TOKEN_NEEDED = (
+    " (a cluster with token authentication, Ray's default, takes a driver given its address only with "
+    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token: see docs/ray.md)"
+)
+
+
 def joined_cluster() -> str:
     """The address of the cluster this machine joined with `ray start` (`--ray-address auto`). Ray's own
     "auto" joins any instance it finds running here when there is none: another command's or another
@@ -221,7 +227,12 @@ class RayEngine(Engine):
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-            raise DeepShieldError(f"cannot connect to the Ray cluster at {self.address or '(default)'}: {exc}") from exc
+            # The reason (InvalidAuthToken) was only in the native lines above, 20 of them.
+            token = "" if os.environ.get("RAY_AUTH_MODE") else _TOKEN_NEEDED
+            raise DeepShieldError(
+                f"cannot connect to the Ray cluster at {self.address or '(default)'}: {exc}"
+                + (token if isinstance(exc, ConnectionError) else "")
+            ) from exc
         self._started = True
         if threading.current_thread() is threading.main_thread():
             # Ray's core worker installs a native SIGTERM handler that prints a stack dump and aborts, leaving
