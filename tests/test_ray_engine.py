@@ -239,6 +239,20 @@ def test_a_stopped_map_lets_the_files_already_sent_finish_and_starts_no_more(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
 
 
+def test_closing_the_engine_settles_a_map_left_unfinished(tmp_path: Path, monkeypatch):
+    # An interrupt raised in a map's consumer (evaluate scoring on the driver) left the map held by its traceback
+    # past the engine's close: the map settled its tasks when dropped, after Ray's shutdown, and that Ray call
+    # started a new local instance (10-15 s more before the command ended, another session folder).
+    with make_engine("ray", workers=2) as engine:
+        results = engine.map(SlowWriter(tmp_path), [0, 1, 2, 3, 4])
+        assert next(results) == ("ok", 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]  # the file in flight finished at the close
+    calls: list = []
+    monkeypatch.setattr(ray, "wait", lambda *args, **kwargs: calls.append(args))
+    results.close()
+    assert calls == []
+
+
 # ---------------------------------------------------------------------------------------- prepare
 
 

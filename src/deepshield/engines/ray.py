@@ -206,6 +206,8 @@ class RayEngine(Engine):
         self.drain_wait_s = 60.0
         self.init_kwargs = dict(init_kwargs or {})
         self._started = False
+        # Each unfinished map's tasks in flight, by id: `close` settles them while Ray is still there.
+        self._in_flight: dict[int, dict[Any, int]] = {}
 
     def connect(self) -> RayEngine:
         if ray.is_initialized():
@@ -242,9 +244,17 @@ class RayEngine(Engine):
         return self
 
     def close(self) -> None:
-        if self._started and ray.is_initialized():
-            ray.shutdown()
-        self._started = False
+        # A map left unfinished (an interrupt raised in its consumer, whose traceback holds it) settled its
+        # tasks when it was dropped, after Ray's shutdown: its first Ray call started a new local instance.
+        try:
+            for pending in self._in_flight.values():
+                if pending and ray.is_initialized():
+                    self._drain(list(pending))
+                pending.clear()
+        finally:  # a second Ctrl-C while they finish still stops the Ray this engine started
+            if self._started and ray.is_initialized():
+                ray.shutdown()
+            self._started = False
 
     def cluster_cpus(self) -> int:
         self.connect()
@@ -278,6 +288,7 @@ class RayEngine(Engine):
         key = job_key(job)
         task = _run_file_task.options(num_cpus=self.cpus_per_task, max_retries=self.max_retries, name="deepshield-file")
         pending: dict[Any, int] = {}
+        self._in_flight[id(pending)] = pending
         order = Reorder(ordered, window=4 * limit)
         submitted = 0
         try:
@@ -299,6 +310,7 @@ class RayEngine(Engine):
                         raise WorkerSetupError(f"worker setup failed {result.reason}")
                     yield from order.add(index, result)
         finally:
+            self._in_flight.pop(id(pending), None)
             if pending:  # interrupted or failed: nothing new starts, and what runs is left to finish
                 self._drain(list(pending))
 
