@@ -181,6 +181,29 @@ def _alive(pid: int) -> bool:
         return stat.read().split(") ")[1][0] != "Z"
 
 
+class FirstQuickJob(PidJob):
+    """Item 0 at once; the others write their worker's pid and take a minute."""
+
+    def run(self, state, item) -> int:
+        return item if item == 0 else super().run(state, item)
+
+
+def test_closing_the_engine_ends_a_map_left_unfinished_at_once(tmp_path):
+    # An interrupt raised in a map's consumer (evaluate scoring faces here) left the map held by its traceback:
+    # its pool was shut down only when the map was dropped, waiting for the files in flight (a minute here).
+    started = time.monotonic()
+    with make_engine("local", workers=2) as engine:
+        results = engine.map(FirstQuickJob(tmp_path), range(4))
+        assert next(results) == 0
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pids = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
+    assert pids and not any(_alive(pid) for pid in pids)
+    results.close()
+    assert time.monotonic() - started < 40
+
+
 class DyingJob(PidJob):
     """Item 1 ends its worker process, as the out-of-memory killer or a decoder's crash would."""
 

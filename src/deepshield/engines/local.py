@@ -114,6 +114,7 @@ class LocalEngine(Engine):
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))
+        self._pools: dict[int, ProcessPoolExecutor] = {}  # each unfinished map's pool, by id: `close` ends them
 
     def map(self, job: FileJob, items: Sequence, *, ordered: bool = True) -> Iterator:
         items = list(items)
@@ -127,14 +128,14 @@ class LocalEngine(Engine):
             return
         yield from self._pool(job, items, workers, ordered)
 
-    @staticmethod
-    def _pool(job: FileJob, items: list, workers: int, ordered: bool) -> Iterator:
+    def _pool(self, job: FileJob, items: list, workers: int, ordered: bool) -> Iterator:
         pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_pool_init,
             initargs=(job, os.getpid()),
         )
+        self._pools[id(pool)] = pool
         pending: dict[Future, int] = {}
         limit = 2 * workers
         order = Reorder(ordered, window=4 * limit)
@@ -158,7 +159,16 @@ class LocalEngine(Engine):
                 "fewer --workers take less memory"
             ) from None
         finally:
+            self._pools.pop(id(pool), None)
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        # A map left unfinished (an interrupt raised in its consumer, evaluate scoring here, whose traceback holds
+        # it) shut its pool down only when dropped, waiting for the files in flight: Ctrl-C waited on them.
+        for pool in self._pools.values():
+            _stop_pool_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()
 
     def worker_cpus(self, count: int) -> int:
         return max(1, (os.cpu_count() or 1) // max(1, count))
