@@ -219,6 +219,9 @@ def test_keys_a_file_cannot_give_settings_by_are_refused(tmp_path, name, text, m
         ("data.limit_per_folder=0", "data.limit_per_folder"),  # 0 meant all, -1 dropped each folder's last file
         ("data.group_pattern=(unclosed", "data.group_pattern: .*not a regular expression"),
         ("data.group_pattern=person", "data.group_pattern: .*needs a group"),
+        # MLflow's own store (mlflow.db here) took the run, and the last line named no store to open
+        ('tracking.uri=""', "tracking.uri: String should have at least 1 character"),
+        ('tracking.experiment=""', "tracking.experiment: String should have at least 1 character"),  # after the bank
     ],
 )
 def test_values_that_would_fail_late_or_silently_are_refused_when_the_settings_load(override, message):

@@ -354,8 +354,11 @@ class SyntheticConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     enabled: bool = True
-    uri: str = "sqlite:///mlruns.db"
-    experiment: str = "deepshield-train"
+    # Empty, MLflow logged to a store of its own choosing (mlflow.db in the working folder), and the run's
+    # last line said `mlflow ui --backend-store-uri ` with no store; an empty experiment was refused only
+    # after the face bank.
+    uri: str = Field("sqlite:///mlruns.db", min_length=1)
+    experiment: str = Field("deepshield-train", min_length=1)
     run_name: str | None = None
 
 
