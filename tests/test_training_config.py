@@ -32,6 +32,9 @@ from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, TrainConfig
         ("synthesis.source_jpeg_quality=[0, 40]", r"synthesis\.source_jpeg_quality: .*1 <= low"),
         # one synthetic.* key turns the synthetic-face head on: the error says so, and how to go on
         ("synthetic.threshold_fpr=0.05", r"any synthetic\.\* key sets one.*needs synthetic\.init.*'joint'"),
+        # as `export --version` refuses it: any text went into the card, spaces and all
+        ("export.version=my model v2", r"export\.version: Value error, not a version: letters, digits"),
+        ('export.version=""', r"export\.version: Value error, not a version"),
     ],
 )
 def test_a_typo_or_bad_value_is_an_error_that_names_the_key(override, message):

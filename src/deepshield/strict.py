@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -60,6 +61,21 @@ def _ordered_within(minimum: float, maximum: float) -> AfterValidator:
     return AfterValidator(check)
 
 
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
+
+
+def check_version(text: str) -> str:
+    """A model bundle's version as cards, file names and URLs carry it: 1.2.3, 1.2.3+cal.20261206, 2.0.0-rc1."""
+    if not _VERSION.fullmatch(text):
+        raise ValueError(
+            "not a version: letters, digits and . + - _ only, starting with a letter or digit (e.g. 1.3.0)"
+        )
+    return text
+
+
+# As `export --version` takes it: export.version took any text ("my model v2", "") into the card.
+BundleVersion = Annotated[str, AfterValidator(check_version)]
+
 # Inclusive (low, high) ranges a sample is drawn from: a reversed or out-of-bounds range is refused when
 # the config loads, not at the first training sample.
 JpegQualityRange = Annotated[tuple[int, int], _ordered_within(1, 100)]
@@ -95,6 +111,8 @@ def takes_text(model: type[BaseModel], key: str) -> bool:
         return False
     annotation = section.model_fields[name].annotation
     kinds = [a for a in typing.get_args(annotation) if a is not type(None)] if _is_union(annotation) else [annotation]
+    # A checked text (Annotated, as BundleVersion) is text too: `export.version=2.0` was the number 2.0.
+    kinds = [typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a for a in kinds]
     return len(kinds) == 1 and kinds[0] in (str, Path)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from deepshield.engines import ENGINES
 from deepshield.media.units import parse_clock_time
+from deepshield.strict import check_version
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -117,16 +117,12 @@ def video_time(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
-
-
 def bundle_version(text: str) -> str:
-    """A model bundle's version as cards, file names and URLs carry it: 1.2.3, 1.2.3+cal.20261206, 2.0.0-rc1."""
-    if not _VERSION.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a version: letters, digits and . + - _ only, starting with a letter or digit (e.g. 1.3.0)"
-        )
-    return text
+    """A model bundle's version (deepshield.strict.check_version)."""
+    try:
+        return check_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is {exc}") from None
 
 
 def probability(text: str) -> float:

@@ -18,7 +18,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from deepshield.dotted import flatten, merge_dotted, parse_assignment
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.strict import CrfRange, JpegQualityRange, ScaleRange, StrictModel, explain, takes_text
+from deepshield.strict import (
+    BundleVersion,
+    CrfRange,
+    JpegQualityRange,
+    ScaleRange,
+    StrictModel,
+    explain,
+    takes_text,
+)
 from deepshield.synthesis.blend import SynthesisConfig
 from deepshield.text_files import read_text, unique_keys
 
@@ -364,7 +372,7 @@ class TrackingConfig(StrictModel):
 
 class ExportConfig(StrictModel):
     name: str | None = Field(None, description="bundle name (default: the run's name)")
-    version: str | None = Field(None, description="bundle version (default: 0.0.0+<run id>.ep<epoch>)")
+    version: BundleVersion | None = Field(None, description="bundle version (default: 0.0.0+<run id>.ep<epoch>)")
     select: str = Field(
         "max.val_auc", description="the per-epoch metric that picks the exported epoch, e.g. max.bench_auc"
     )
