@@ -65,6 +65,9 @@ def fake_train(config, *, epoch_callback, parent_run_id, run_tags, resume, comma
         # write would leave an empty file that the retry cannot resume from.
         last.with_suffix(".tmp").write_text(str(progress.epoch))
         last.with_suffix(".tmp").replace(last)
+        if os.environ.get("FAKE_INTERRUPT_BEFORE_CALLBACK_AT_LR") == str(config.optim.lr) and not resume:
+            del os.environ["FAKE_INTERRUPT_BEFORE_CALLBACK_AT_LR"]  # Ctrl-C once, the epoch checkpointed
+            raise KeyboardInterrupt
         if epoch_callback is not None:
             epoch_callback(progress)
         time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
@@ -311,6 +314,19 @@ def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
     assert resumed["run_dir"] == lost_dir and resumed["from_epoch"] == 1  # continued, not restarted
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert result.counts["done"] == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6
+
+
+def test_an_epoch_checkpointed_before_its_trial_was_stopped_is_reported_by_the_retry(space, tmp_path, monkeypatch):
+    # The retry's training resumed past the epoch, whose callback never came: the study lacked its value
+    # (no pruning on it, "epoch 2 of 3" said of a 3-epoch trial) and the trial's printed line said so.
+    monkeypatch.setenv("FAKE_INTERRUPT_BEFORE_CALLBACK_AT_LR", "0.001")
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
+    lines: list[str] = []
+    result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lines.append)
+    retry = next(t for t in study_of(result).get_trials() if RETRY_OF in t.user_attrs)
+    assert sorted(retry.intermediate_values) == [1, 2, 3]
+    assert any(f"trial {retry.number} (resumes" in line and "of 3)" in line for line in lines)
 
 
 def test_a_trial_stopped_by_a_full_disk_stops_the_search_and_resumes_with_it(space, tmp_path, monkeypatch):

@@ -133,11 +133,22 @@ def _metrics(record: dict) -> dict[str, float]:
 class EpochReporter:
     """The trainer's epoch callback: report the selected metric, prune if the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, selector: Selector, epochs: int) -> None:
+    def __init__(self, trial: optuna.Trial, selector: Selector, epochs: int, reported: set[int]) -> None:
         self.trial = trial
         self.selector = selector
         self.epochs = epochs
+        self.reported = reported  # steps reported already (a retry's, carried over from its lost trial)
         self.run_id: str | None = None
+
+    def report(self, history: list[dict]) -> None:
+        """Every epoch of `history` not reported yet, at its step (epochs done). Not the last alone: a trial
+        stopped after an epoch's checkpoints and before its callback resumes past that epoch, which was never
+        reported (pruning skipped it, the report said `epoch 1 of 1` of a 2-epoch trial)."""
+        for record in history:
+            step, value = int(record["epoch"]) + 1, record.get(self.selector.metric)
+            if step not in self.reported and value is not None and _finite(value):
+                self.trial.report(float(value), step)
+                self.reported.add(step)
 
     def __call__(self, progress) -> None:
         record = progress.history[-1]
@@ -146,11 +157,11 @@ class EpochReporter:
             self.run_id = progress.run_id
             self.trial.set_user_attr(MLFLOW_RUN_ID, progress.run_id)
         self.trial.set_user_attr(LAST_METRICS, {"epoch": step, **_metrics(record)})
-        value = record.get(self.selector.metric)
-        if _finite(value):
-            self.trial.report(float(value), step)
+        self.report(progress.history)
         if step < self.epochs and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {step}: {self.selector.metric}={value}")
+            raise optuna.TrialPruned(
+                f"pruned after epoch {step}: {self.selector.metric}={record.get(self.selector.metric)}"
+            )
 
 
 def _tag_run(run_id: str | None, uri: str, tags: dict[str, str]) -> None:
@@ -208,9 +219,8 @@ class Objective:
         except Exception as exc:
             trial.set_user_attr(ERROR, f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        if retry_of is not None:
-            self._carry_over(trial, int(retry_of))
-        reporter = EpochReporter(trial, context.selector, config.optim.epochs)
+        reported = self._carry_over(trial, int(retry_of)) if retry_of is not None else set()
+        reporter = EpochReporter(trial, context.selector, config.optim.epochs, reported)
         tags = {
             "deepshield.role": "trial",
             "optuna.study": context.study_name,
@@ -248,16 +258,19 @@ class Objective:
             if uri:
                 _tag_run(reporter.run_id, uri, {"optuna.state": "FAIL", "optuna.trial_number": str(trial.number)})
             raise
+        reporter.report(outcome.history)  # an epoch the resumed training was past, never reported
         return self._record_outcome(trial, outcome, retry_of, uri)
 
     @staticmethod
-    def _carry_over(trial: optuna.Trial, retry_of: int) -> None:
-        """A retry continues its lost trial: the lost epochs count for pruning here too, and the MLflow run goes on."""
+    def _carry_over(trial: optuna.Trial, retry_of: int) -> set[int]:
+        """A retry continues its lost trial: the lost epochs count for pruning here too, and the MLflow run
+        goes on. Returns the steps reported."""
         lost = trial.study.get_trials(deepcopy=False)[retry_of]
         for step, value in sorted(lost.intermediate_values.items()):
             trial.report(value, step)
         if MLFLOW_RUN_ID in lost.user_attrs:
             trial.set_user_attr(MLFLOW_RUN_ID, lost.user_attrs[MLFLOW_RUN_ID])
+        return set(lost.intermediate_values)
 
     def _record_outcome(
         self, trial: optuna.Trial, outcome: TrainingOutcome, retry_of: int | None, uri: str | None
