@@ -329,6 +329,15 @@ def test_an_epoch_checkpointed_before_its_trial_was_stopped_is_reported_by_the_r
     assert any(f"trial {retry.number} (resumes" in line and "of 3)" in line for line in lines)
 
 
+@pytest.mark.parametrize("where", ["overrides", "trial_overrides"])
+def test_a_search_whose_trials_max_steps_would_stop_is_refused_before_its_study(space, tmp_path, where):
+    # Each trial stopped before its first validation and failed "is the validation split too small?", counted as
+    # done: the grid used up by failures.
+    with pytest.raises(DeepShieldError, match=r"max_steps .* stops each trial part-way.*--trial-set optim\.epochs=1"):
+        run_search(settings(space, tmp_path, **{where: ["max_steps=2"]}), train_fn=fake_train, echo=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_trial_stopped_by_a_full_disk_stops_the_search_and_resumes_with_it(space, tmp_path, monkeypatch):
     # A full disk was the trial's configuration failing: an error, counted as done and never run again, and
     # the search went on to fail the next trials alike (their parameters left out of the search for good).

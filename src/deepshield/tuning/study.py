@@ -192,6 +192,14 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
     if clash:
         raise DeepShieldError(f"{', '.join(clash)} is searched: do not also --set it")
     check_against(space, base)
+    if "max_steps" in space.names or apply_values(base, space.budget).max_steps is not None:
+        # Every trial stopped before its first validation failed "no finite val_auc ... (is the validation split too
+        # small?)", each counted as done: the study's grid was used up by them, resumed or not.
+        raise DeepShieldError(
+            "max_steps (a smoke run's cap) stops each trial part-way, judging it on the epochs it reached or failing it "
+            "before its first: give the trials a small budget instead (--trial-set optim.epochs=1 "
+            "--trial-set optim.samples_per_epoch=...)"
+        )
     sampler = resolve_sampler_name(settings.sampler, space)
     pruner = make_pruner(settings.pruner) if isinstance(settings.pruner, str) else settings.pruner
     name, out_dir, storage_url = default_names(settings)
