@@ -943,3 +943,20 @@ def test_a_checkpoints_path_that_is_a_file_is_one_line_naming_it(real_dir, tmp_p
     with pytest.raises(DeepShieldError, match=rf"cannot write the checkpoint {re.escape(str(run))}.*is a file"):
         save_checkpoint({"weights": torch.zeros(1)}, run / "checkpoints" / LAST)
     assert (run / "checkpoints").read_text() == "a user's notes"
+
+
+def test_a_checkpoint_whose_settings_this_version_does_not_read_is_refused_in_one_line(tmp_path):
+    # Written by an earlier version (a setting renamed, or a value refused since): export and model.init ended
+    # in pydantic's traceback.
+    from deepshield.training.parent import initial_weights
+
+    path = tmp_path / "best.pt"
+    save_checkpoint({"config": {"optim": {"lrr": 1e-3}}, "model": {}, "val_labels": torch.zeros(2)}, path)
+    said = rf"{re.escape(str(path))} was trained with settings this version does not read: .*unknown key optim\.lrr"
+    with pytest.raises(DeepShieldError, match=said):
+        export_checkpoint(path, tmp_path / "bundle")
+    with pytest.raises(DeepShieldError, match=said):
+        initial_weights(load_config(None, [f"model.init={path}"]))
+    save_checkpoint({"model": {}, "val_labels": torch.zeros(2)}, path)
+    with pytest.raises(DeepShieldError, match="holds no training configuration"):
+        export_checkpoint(path, tmp_path / "bundle")

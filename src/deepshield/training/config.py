@@ -690,6 +690,18 @@ def text_setting(key: str) -> bool:
     return takes_text(TrainConfig, key)
 
 
+def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> TrainConfig:
+    """The configuration the training checkpoint at `path` was trained with. One this version does not read (a
+    setting renamed or refused since, by an earlier version's run) is refused in one line naming the checkpoint
+    and the setting: export, model.init and synthetic.init ended in pydantic's traceback."""
+    if not isinstance(checkpoint.get("config"), dict):
+        raise DeepShieldError(f"{path} is not a training checkpoint (it holds no training configuration)")
+    try:
+        return validate_config(checkpoint["config"])
+    except DeepShieldError as exc:
+        raise DeepShieldError(f"{path} was trained with settings this version does not read: {exc}") from None
+
+
 def validate_config(mapping: dict[str, Any], origin: Callable[[str], str | None] | None = None) -> TrainConfig:
     """The configuration `mapping` gives, else an error naming each bad key, its value and, where `origin`
     says, the file or option that gave it."""

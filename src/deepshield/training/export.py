@@ -43,7 +43,7 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import ExportConfig, TrainConfig, recorded_command
+from deepshield.training.config import ExportConfig, TrainConfig, checkpoint_config, recorded_command
 from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -264,8 +264,8 @@ def build_network(config: TrainConfig, pretrained: bool) -> DeepfakeNet:
     )
 
 
-def network_from_checkpoint(checkpoint: dict) -> tuple[DeepfakeNet, TrainConfig]:
-    config = TrainConfig.model_validate(checkpoint["config"])
+def network_from_checkpoint(checkpoint: dict, path: Path) -> tuple[DeepfakeNet, TrainConfig]:
+    config = checkpoint_config(checkpoint, path)
     net = build_network(config, pretrained=False)
     net.load_state_dict(checkpoint["model"])
     return net.eval(), config
@@ -296,7 +296,7 @@ def export_checkpoint(
             "checkpoints kept their scores): it holds no validation scores to calibrate a bundle on; export the "
             "run's best.pt (the epoch export.select chose) or one of its epoch_NNN.pt"
         )
-    net, config = network_from_checkpoint(checkpoint)
+    net, config = network_from_checkpoint(checkpoint, checkpoint_path)
     # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
     parent = checkpoint.get("parent")
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export

@@ -17,7 +17,7 @@ from deepshield.models.card import SYNTHETIC_OUTPUT, ModelCard
 from deepshield.models.network import DeepfakeNet
 from deepshield.models.onnx_import import load_onnx_weights
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import TrainConfig
+from deepshield.training.config import TrainConfig, checkpoint_config
 from deepshield.training.export import epoch_record, training_info
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def load_parent(config: TrainConfig) -> ParentRun:
             f"synthetic.init {path} holds no validation logits: "
             "give a run's best.pt or one of its epoch_NNN.pt, not last.pt"
         )
-    parent = TrainConfig.model_validate(checkpoint["config"])
+    parent = checkpoint_config(checkpoint, path)
     if parent.synthetic is not None:
         raise DeepShieldError(f"synthetic.init {path} already has a synthetic head: give a manipulation-only run")
     return ParentRun(path, checkpoint, parent)
@@ -158,7 +158,7 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
         state = bundle_weights(path, card)
     elif path.is_file():
         checkpoint = load_checkpoint(path)
-        model = TrainConfig.model_validate(checkpoint["config"]).model
+        model = checkpoint_config(checkpoint, path).model
         found, found_size, found_crop = model.backbone, model.input_size, model.crop_scale
         state = checkpoint["model"]
     else:
