@@ -222,6 +222,8 @@ def test_keys_a_file_cannot_give_settings_by_are_refused(tmp_path, name, text, m
         ("data.limit_per_folder=0", "data.limit_per_folder"),  # 0 meant all, -1 dropped each folder's last file
         ("data.group_pattern=(unclosed", "data.group_pattern: .*not a regular expression"),
         ("data.group_pattern=person", "data.group_pattern: .*needs a group"),
+        # "N generated faces are too few for a 60% holdout and 50% validation", once the files were listed
+        ('synthetic={"mode": "joint", "holdout_fraction": 0.6, "val_fraction": 0.5}', "add up to 1 or more"),
         # MLflow's own store (mlflow.db here) took the run, and the last line named no store to open
         ('tracking.uri=""', "tracking.uri: String should have at least 1 character"),
         ('tracking.experiment=""', "tracking.experiment: String should have at least 1 character"),  # after the bank

@@ -356,6 +356,17 @@ class SyntheticConfig(StrictModel):
     )
     augment: AugmentConfig = SYNTHETIC_AUGMENT
 
+    @model_validator(mode="after")
+    def _generated_faces_left_to_train_on(self) -> SyntheticConfig:
+        # Refused only once the generated files were listed, as "N generated faces are too few for a 60% holdout
+        # and 50% validation", whatever N.
+        if self.holdout_fraction + self.val_fraction >= 1:
+            raise ValueError(
+                f"synthetic.holdout_fraction ({self.holdout_fraction:g}) and synthetic.val_fraction "
+                f"({self.val_fraction:g}) add up to 1 or more: no generated face would be left to train on"
+            )
+        return self
+
     def real_folders(self, data: DataConfig) -> list[Path]:
         return list(self.real_dirs if self.real_dirs is not None else data.real_dirs)
 
