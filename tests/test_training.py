@@ -960,3 +960,17 @@ def test_a_checkpoint_whose_settings_this_version_does_not_read_is_refused_in_on
     save_checkpoint({"model": {}, "val_labels": torch.zeros(2)}, path)
     with pytest.raises(DeepShieldError, match="holds no training configuration"):
         export_checkpoint(path, tmp_path / "bundle")
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("data.val_fraction=0.99", r"no real face is left to train on: the validation split took every identity"),
+        ("data.synthesize=false", r"data\.synthesize = false trains on the prepared datasets' fakes alone"),
+    ],
+)
+def test_data_that_leaves_nothing_to_train_on_is_refused_in_one_line(real_dir, tmp_path, setting, said):
+    # "ValueError: training needs real faces" (or fakes): a traceback once the face bank was built.
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "db", tmp_path / "cache", **dict([setting.split("=")]))
+    with pytest.raises(DeepShieldError, match=said):
+        Trainer(config).run()

@@ -221,6 +221,18 @@ class Trainer:
             donors = Donors(donor_bank, config.data.donor_fraction)
             training_files += [Path(p) for p in donor_bank.paths]
         train_bank, val_bank = FaceBank.concat(train_reals), FaceBank.concat(val_reals)
+        # Said here, in one line: the samples' own checks ended the run in a ValueError's traceback.
+        if not len(train_bank):
+            raise DeepShieldError(
+                f"no real face is left to train on: the validation split took every identity of the {len(val_bank)} "
+                f"real faces (data.val_fraction = {config.data.val_fraction:g}, and one identity at least): lower "
+                "it, or give faces of more people (data.group_pattern says which files are one person)"
+            )
+        if not config.data.synthesize and not len(train_pool):
+            raise DeepShieldError(
+                "data.synthesize = false trains on the prepared datasets' fakes alone, and data.datasets gives none: "
+                "leave synthesis on, or give a dataset with fake crops"
+            )
         # Donors make training fakes only: the validation fakes stay the recipe's own, comparable across runs.
         val_images, val_labels = validation_samples(
             val_bank, val_pool, config.seed, config.synthesis, config.data.cross_blend_fraction, config.data.synthesize
