@@ -412,3 +412,22 @@ def test_a_bad_values_error_gives_the_value_and_where_it_came_from(tmp_path, cap
         load_config(tmp_path)
     assert main(["train", "--config", "/dev/null"]) == EXIT_USAGE
     assert capsys.readouterr().err == "deepshield: error: config file /dev/null is not a regular file\n"
+
+
+@pytest.mark.parametrize(("select", "warned"), [("min.val_auc", True), ("max.val_auc", False), ("min.val_loss", False)])
+def test_train_says_when_export_select_picks_the_worst_epoch(tmp_path, monkeypatch, capsys, select, warned):
+    # As tune says it of --select: min.val_auc exported the run's lowest-AUC epoch without a word.
+    import argparse
+
+    from deepshield.cli import train
+
+    monkeypatch.setattr("deepshield.training.trainer.Trainer.run", lambda self, resume=False: None)
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        config=None, overrides=["tracking.enabled=false", f"export.select={select}"], data_dir=None, params=None,
+        run_dir=Path("run"), tracking_uri=None, no_tracking=False, resume=False,
+    )  # fmt: skip
+    with pytest.raises(AttributeError):  # the stubbed run returns no TrainResult
+        train.run_train(args)
+    said = "deepshield train: note: min.val_auc picks the lowest val_auc, but higher is better for it"
+    assert (said in capsys.readouterr().err) is warned

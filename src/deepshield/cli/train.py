@@ -60,6 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
     from deepshield.tracking.tracker import sqlite_file
     from deepshield.training.checkpoint import LAST
     from deepshield.training.config import load_config, resume_command
+    from deepshield.training.records import direction_warning, parse_selector
     from deepshield.training.trainer import Trainer
 
     overrides = config_overrides(args)
@@ -71,6 +72,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_tracking:
         overrides.append("tracking.enabled=false")
     config = load_config(args.config, overrides, args.params)
+    # As tune says it of --select: min.val_auc exported the run's worst epoch without a word.
+    if (note := direction_warning(parse_selector(config.export.select))) is not None:
+        say(f"deepshield train: {note} (export.select)")
     check_output_folder(Path(config.run_dir), "run_dir")  # before the face bank and the first steps
     checkpoints = Path(config.run_dir) / "checkpoints"
     if checkpoints.exists() and not checkpoints.is_dir():  # a traceback once the data had loaded (minutes)
