@@ -281,7 +281,7 @@ def test_train_takes_its_folder_flags_as_they_are_typed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(
         config=None, overrides=["tracking.enabled=false"], data_dir=None, params=None, run_dir=Path("2024"),
-        tracking_uri="null", no_tracking=False, resume=False,
+        tracking_uri="null", no_tracking=False, resume=False, no_progress=False,
     )  # fmt: skip
     with pytest.raises(AttributeError):  # the stubbed run returns no TrainResult: the settings are what is asserted
         train.run_train(args)
