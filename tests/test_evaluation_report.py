@@ -805,7 +805,8 @@ def test_a_file_name_that_is_not_utf8_is_reported(folder_dataset, tiny_bundle, t
     shutil.copytree(folder_dataset / "real", root / "real")
     shutil.copytree(folder_dataset / "fake", root / "fake")
     odd = os.fsdecode(b"caf\xe9.jpg")
-    shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / "real" / odd)
+    # bytes of its own past the picture's end: a copy of astronaut.jpg is read once
+    (root / "real" / odd).write_bytes((folder_dataset / "real" / "astronaut.jpg").read_bytes() + b"\0")
     shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / os.fsdecode(b"\xe9t\xe9.jpg"))  # no label: page
     out = tmp_path / "rep"
     args = ["evaluate", str(root), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--no-progress"]
@@ -823,7 +824,8 @@ def test_a_file_name_holding_a_carriage_return_is_one_row_of_each_csv(folder_dat
     root = tmp_path / "set"
     shutil.copytree(folder_dataset / "real", root / "real")
     shutil.copytree(folder_dataset / "fake", root / "fake")
-    shutil.copy(folder_dataset / "real" / "astronaut.jpg", root / "real" / "cr\rname.jpg")
+    # bytes of its own past the picture's end: a copy of astronaut.jpg is read once
+    (root / "real" / "cr\rname.jpg").write_bytes((folder_dataset / "real" / "astronaut.jpg").read_bytes() + b"\0")
     out = tmp_path / "rep"
     args = ["evaluate", str(root), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2", "--no-progress"]
     assert main([*args, "--bootstrap", "0"]) == EXIT_OK
@@ -882,7 +884,9 @@ def test_faceforensics_videos_read_at_several_compression_levels_are_said(tmp_pa
         for level in ("c23", "c40"):
             (root / folder / level / "videos").mkdir(parents=True)
             for name in names:
-                (root / folder / level / "videos" / f"{name}.mp4").write_bytes(b"listed, never decoded here")
+                (root / folder / level / "videos" / f"{name}.mp4").write_bytes(
+                    f"{level}/{name}, never decoded".encode()
+                )
     (root / "original_sequences/youtube/c40/videos/002.mp4").write_bytes(b"at one level only")
 
     def notes(compressions):
@@ -904,7 +908,7 @@ def test_a_file_listed_with_two_labels_is_an_error_naming_both(capsys, tiny_bund
     figures were measured on one of two contradicting labels. A copy under the same label is still left out."""
     (tmp_path / "sub").mkdir()
     for name in ("sub/r1.png", "f1.png"):
-        (tmp_path / name).write_bytes(b"never decoded: the listing is refused first")
+        (tmp_path / name).write_bytes(f"{name}, never decoded: the listing is refused first".encode())
     listing = tmp_path / "set.csv"
     listing.write_text("path,label\nsub/r1.png,real\nf1.png,fake\n./sub/r1.png,fake\n")
     args = ["evaluate", str(listing), "--model", str(tiny_bundle), "--out", str(tmp_path / "rep"), "--no-progress"]

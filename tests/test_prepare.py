@@ -221,6 +221,33 @@ def test_a_linked_label_folder_is_read_through(tmp_path: Path, small):
     assert sorted((item.label, item.path.name) for item in items) == [("fake", "x.png"), ("real", "a.png")]
 
 
+def test_a_copy_of_a_file_under_another_name_is_read_once_and_two_labels_for_it_are_refused(tmp_path: Path, small):
+    # A byte-for-byte copy under another name was its own group: with 10 copied reals, 4 copies in
+    # another split than their twin (the same face in train and test).
+    for i in range(10):
+        write_png(tmp_path / "set" / "real" / f"r{i}.png", variant(small, i))
+        write_png(tmp_path / "set" / "fake" / f"f{i}.png", variant(small, i + 20))
+        shutil.copy(tmp_path / "set" / "real" / f"r{i}.png", tmp_path / "set" / "real" / f"r{i}_copy.png")
+    prepare_dataset([tmp_path / "set"], tmp_path / "ds", settings=SETTINGS, progress=False, seed=1)
+    assert len({Path(r.source_file).name for r in read_manifest(tmp_path / "ds")}) == 20
+    reasons = sorted(e.reason for e in read_errors(tmp_path / "ds"))
+    assert reasons == [f"listed twice (a copy of set/real/r{i}.png)" for i in range(10)]
+    shutil.copy(tmp_path / "set" / "real" / "r0.png", tmp_path / "set" / "fake" / "r0.png")
+    with pytest.raises(
+        DeepShieldError,
+        match=r"real/r0.png \(set/real/r0.png\) is labelled real and holds the same bytes as .*fake/r0.png",
+    ):
+        prepare_dataset([tmp_path / "set"], tmp_path / "ds2", settings=SETTINGS, progress=False)
+    # Empty files hold no picture: each is its own error row, not a copy of the other, nor a contradiction.
+    from deepshield.data.prepare import collect_items
+
+    (tmp_path / "set" / "fake" / "r0.png").unlink()
+    for label in ("real", "fake"):
+        (tmp_path / "set" / label / "empty.png").write_bytes(b"")
+    items, problems, _ = collect_items([tmp_path / "set"])
+    assert sorted(i.label for i in items if i.path.name == "empty.png") == ["fake", "real"] and len(problems) == 10
+
+
 def test_dfdc_split_keeps_groups_together(dfdc_dataset: Path):
     records = read_manifest(dfdc_dataset)
     assert_groups_within_one_split(records)
@@ -333,7 +360,7 @@ def test_ffpp_identities_join_across_source_folders(tmp_path: Path):
         folder = tmp_path / root / sub
         folder.mkdir(parents=True)
         for name in names:
-            (folder / name).write_bytes(b"x")
+            (folder / name).write_bytes(name.encode())  # each its own bytes: a copy is read once
     items, problems, described = collect_items([tmp_path / "ff1", tmp_path / "ff2"])
     groups = {item.path.name: item.group for item in items}
     assert groups["000.mp4"] == groups["003.mp4"] == groups["000_003.mp4"] == "ffpp:000_003"

@@ -8,10 +8,7 @@ existing rows fixed. Down-sampled rows go to removed.csv (their crops stay on di
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import random
-import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +28,6 @@ from deepshield.data.layout import (
 )
 from deepshield.data.manifest import (
     ALREADY_HELD,
-    LISTED_TWICE,
     SPLITS,
     CropRecord,
     DatasetSource,
@@ -47,7 +43,7 @@ from deepshield.data.manifest import (
     read_manifest_file,
     write_errors,
 )
-from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_rows
+from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_rows, same_bytes
 from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
@@ -122,22 +118,15 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
             f"{folder} holds {len(fakes)} of this dataset's fake files (e.g. {fakes[0]}): add-real would add them "
             "as real faces. Add a folder of real photos only"
         )
-    # A photo twice in the folder under other names (a hard link, a copy) came in as two groups.
-    order = {path: number for number, path in enumerate(new_files)}
-    twice = {path: copy for path, copy in same_bytes(new_files, new_files).items() if order[copy] < order[path]}
     items: list[SourceItem] = []
     already: list[SourceProblem] = []
-    copied: list[SourceProblem] = []
     for entry, path in zip((e for e in entries if isinstance(e, SourceItem)), new_files):
         if held_as[path] is not None:
             already.append(SourceProblem(entry.path, ALREADY_HELD, entry.source, REAL, entry.group))
-        elif path in twice:
-            copied.append(
-                SourceProblem(entry.path, f"{LISTED_TWICE} (also as {twice[path]})", entry.source, REAL, entry.group)
-            )
         else:
             items.append(entry)
-    problems = [e for e in entries if isinstance(e, SourceProblem)] + already + copied
+    # A photo twice in the folder under other names (a hard link, a copy) is one of distinct_entries' problems.
+    problems = [e for e in entries if isinstance(e, SourceProblem)] + already
     settings = ExtractSettings(
         frames=info.frames, faces=info.faces, policy=info.crop_policy, min_face_size=info.min_face_size
     )
@@ -176,38 +165,6 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
         after=after,
         notes=notes,
     )
-
-
-def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
-    """Each of `files` that is a byte-for-byte copy of one of `held` (not the same path): that held file.
-    Sizes first, then SHA-256 of the few of equal size; a file no longer on disk, or no regular file (a FIFO
-    read would block), is skipped."""
-
-    def size(path: Path) -> int:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is no regular file")
-        return info.st_size
-
-    by_size: dict[int, list[Path]] = {}
-    for path in held:
-        with contextlib.suppress(OSError):
-            by_size.setdefault(size(path), []).append(path)
-    digests: dict[Path, str] = {}
-
-    def digest(path: Path) -> str:
-        if path not in digests:
-            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-        return digests[path]
-
-    copies = {}
-    for path in files:
-        with contextlib.suppress(OSError):
-            twins = [other for other in by_size.get(size(path), []) if other != path]
-            match = next((other for other in twins if digest(other) == digest(path)), None)
-            if match is not None:
-                copies[path] = match
-    return copies
 
 
 # ---------------------------------------------------------------------------------------- downsample

@@ -6,7 +6,9 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ from deepshield.data.sources import (
 from deepshield.data.split import apply_split, split_counts
 from deepshield.engines import Engine
 from deepshield.errors import DeepShieldError
-from deepshield.media.files import real_path
+from deepshield.media.files import file_sha256, real_path
 
 
 @dataclass
@@ -131,40 +133,85 @@ def collect_items(
 def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = ()) -> Iterator[SourceEntry]:
     """`entries` but those under `exclude` (the folders a dataset fills itself: DatasetLayout.own_media), each
     file once: a second name of one file (a link; one photo under six names came in as six groups, in train
-    and val) or a second entry with one key becomes a "listed twice" problem, and a DeepShieldError where
-    the two give it different labels. A broken link or a loop is its own entry (two links to one missing
-    file were "listed twice")."""
+    and val), a byte-for-byte copy of an earlier one (a copy came in as another group, in test with its
+    twin in train) or a second entry with one key becomes a "listed twice" problem, and a DeepShieldError
+    where the two give it different labels. A broken link or a loop is its own entry (two links to one
+    missing file were "listed twice")."""
     excluded = [real_path(folder) for folder in exclude]
+    kept = [entry for entry in entries if not any(real_path(entry.path).is_relative_to(f) for f in excluded)]
+    # each item's file, its links followed (a broken link or a loop as it is)
+    resolved = [real_path(e.path) if os.path.exists(e.path) else e.path for e in kept if isinstance(e, SourceItem)]
+    files = list(dict.fromkeys(resolved))
+    order = {path: number for number, path in enumerate(files)}
+    copy_of = {path: twin for path, twin in same_bytes(files, files).items() if order[twin] < order[path]}
     seen_files: dict[Path, SourceItem] = {}
     seen_keys: dict[str, SourceItem] = {}
-    for entry in entries:
-        if any(real_path(entry.path).is_relative_to(folder) for folder in excluded):
-            continue
+    paths = iter(resolved)
+    for entry in kept:
         if isinstance(entry, SourceProblem):
             yield entry
             continue
-        resolved = real_path(entry.path) if os.path.exists(entry.path) else entry.path
-        first = seen_files.get(resolved) or seen_keys.get(entry.key)
+        path = next(paths)
+        first = seen_files.get(path) or seen_keys.get(entry.key)
+        twin = seen_files.get(copy_of[path]) if first is None and path in copy_of else None  # same bytes, before
+        first, copy = first or twin, twin is not None
         if first is None:
-            seen_files[resolved] = seen_keys[entry.key] = entry
+            seen_files[path] = seen_keys[entry.key] = entry
             yield entry
-        elif first.label != entry.label:
+            continue
+        if first.label != entry.label:
             # The first label was kept and the other said as "listed twice": the set was measured (or
             # trained) on one of two contradicting labels, chosen by listing order.
             raise DeepShieldError(
-                f"{entry.path} is labelled {first.label} ({_as_listed(first)}) and {entry.label} "
+                f"{entry.path} ({_as_listed(entry)}) is labelled {entry.label} and holds the same bytes as "
+                f"{first.path} ({_as_listed(first)}), labelled {first.label}: their labels contradict each other; "
+                "correct the listing"
+                if copy
+                else f"{entry.path} is labelled {first.label} ({_as_listed(first)}) and {entry.label} "
                 f"({_as_listed(entry)}): its labels contradict each other; correct the listing"
             )
-        else:
-            at = f" at {entry.listed_at}" if entry.listed_at else ""
-            yield SourceProblem(
-                entry.path,
-                f"{LISTED_TWICE}{at} (also as {_as_listed(first)})",
-                entry.source,
-                entry.label,
-                entry.group,
-                entry.method,
-            )
+        at = f" at {entry.listed_at}" if entry.listed_at else ""
+        yield SourceProblem(
+            entry.path,
+            f"{LISTED_TWICE}{at} ({'a copy of' if copy else 'also as'} {_as_listed(first)})",
+            entry.source,
+            entry.label,
+            entry.group,
+            entry.method,
+        )
+
+
+def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
+    """Each of `files` that is a byte-for-byte copy of one of `held` (not the same path): that held file,
+    the first in `held`'s order. Sizes first, then SHA-256 of the few of equal size; a file no longer on
+    disk, no regular file (a FIFO read would block) or an empty one (no picture: each its own error row,
+    not a copy, nor two labels contradicting each other) is skipped."""
+
+    def size(path: Path) -> int:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or not info.st_size:
+            raise OSError(f"{path} is no regular file, or an empty one")
+        return info.st_size
+
+    by_size: dict[int, list[Path]] = {}
+    for path in held:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(size(path), []).append(path)
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = file_sha256(path)  # in chunks: a video can be larger than memory
+        return digests[path]
+
+    copies = {}
+    for path in files:
+        with contextlib.suppress(OSError, DeepShieldError):
+            twins = [other for other in by_size.get(size(path), []) if other != path]
+            match = next((other for other in twins if digest(other) == digest(path)), None)
+            if match is not None:
+                copies[path] = match
+    return copies
 
 
 def _as_listed(item: SourceItem) -> str:
