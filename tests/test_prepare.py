@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -487,7 +488,7 @@ def test_csv_manifest_with_groups(tmp_path: Path, small):
     records = {Path(r.source_file).name: r for r in read_manifest(tmp_path / "ds")}
     assert set(records) == {"0.png", "1.png", "2.png", "4.png", "5.png"}
     assert (records["4.png"].label, records["5.png"].label) == ("real", "fake")
-    assert records["0.png"].group == records["1.png"].group == "labels:alice"
+    assert records["0.png"].group == records["1.png"].group == "csv:alice"
     assert records["0.png"].split == records["1.png"].split
     assert records["1.png"].label == "fake" and records["2.png"].group == "labels:images/2.png"
     reasons = {Path(e.source_file).name: e.reason for e in read_errors(tmp_path / "ds")}
@@ -516,6 +517,24 @@ def test_csv_groups_hold_across_sources_and_a_line_with_extra_fields_is_reported
     assert (records["0.png"].source, records["1.png"].source) == ("Celeb-real", "Celeb-synthesis")
     (error,) = read_errors(tmp_path / "ds")
     assert error.reason == "line 6: more fields than the header has (a comma not in quotes?)"
+
+
+def test_one_group_named_in_two_csvs_is_one_group(tmp_path: Path, small):
+    # real.csv and fake.csv naming the same people: each CSV's groups were its own, and person4 and
+    # person8 had faces in train and in test.
+    real, fake = ["path,label,group"], ["path,label,group"]
+    for i in range(10):
+        write_png(tmp_path / "set" / f"r{i}.png", variant(small, i))
+        write_png(tmp_path / "set" / f"f{i}.png", variant(small, i + 20))
+        real.append(f"r{i}.png,real,person{i}")
+        fake.append(f"f{i}.png,fake,person{i}")
+    (tmp_path / "set" / "real.csv").write_text("\n".join(real) + "\n")
+    (tmp_path / "set" / "fake.csv").write_text("\n".join(fake) + "\n")
+    sources = [tmp_path / "set" / "real.csv", tmp_path / "set" / "fake.csv"]
+    prepare_dataset(sources, tmp_path / "ds", settings=SETTINGS, progress=False, seed=1)
+    records = read_manifest(tmp_path / "ds")
+    assert_groups_within_one_split([replace(r, group=r.group.split(":")[1]) for r in records])
+    assert {r.group for r in records} == {f"csv:person{i}" for i in range(10)}
 
 
 def test_a_csv_naming_a_column_twice_is_refused(tmp_path: Path):

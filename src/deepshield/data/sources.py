@@ -11,7 +11,8 @@ Four layouts are read:
   and both its originals stay on one side of the split.
 * ``folders``: images or videos under folders named ``real`` / ``fake`` (any case, any depth); a
   sub-folder right under ``fake/`` names the method. Group = the file itself.
-* ``csv``: ``path,label[,group][,method][,source]``, paths relative to the CSV file.
+* ``csv``: ``path,label[,group][,method][,source]``, paths relative to the CSV file. A group named is one
+  across every CSV read together (real.csv and fake.csv naming one person); a row without one is its own.
 
 Anything that cannot become an item (a label that is neither real nor fake, a video missing from
 metadata.json, a file outside any real/fake folder) comes out as a SourceProblem, never dropped.
@@ -49,6 +50,7 @@ NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
 
 FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
+CSV_GROUP = "csv"  # the prefix of a group a CSV's group column names, in every CSV alike
 
 
 class SourceFormatError(DeepShieldError):
@@ -405,9 +407,10 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
                 row_source,
             )
             continue
-        # A group is the CSV's whatever each row's source: a person's real and fake rows often name two
-        # sources (Celeb-real, Celeb-synthesis), and namespaced by source one identity was two groups.
-        group = f"{root_key}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
+        # A named group is one whatever each row's source or CSV: a person's real and fake rows often name two
+        # sources (Celeb-real, Celeb-synthesis) or sit in two CSVs (real.csv, fake.csv), and namespaced by
+        # either one identity was two groups, in train and in test.
+        group = f"{CSV_GROUP}:{row['group']}" if row.get("group") else f"{root_key}:{written}"
         method = row.get("method") or (NO_METHOD if label == REAL else UNKNOWN_METHOD)
         # A path given twice is left to distinct_entries, which also knows './a.png' and a link for 'a.png'.
         key = f"{root_key}/{safe_relpath(written)}"
