@@ -519,6 +519,18 @@ def test_csv_groups_hold_across_sources_and_a_line_with_extra_fields_is_reported
     assert error.reason == "line 6: more fields than the header has (a comma not in quotes?)"
 
 
+def test_a_csv_written_on_windows_with_backslashes_in_its_paths_is_read(tmp_path: Path, small):
+    # images\\0.png was "file not found" on every row; a name that holds a backslash is still taken as written.
+    write_png(tmp_path / "set" / "images" / "0.png", variant(small, 0))
+    write_png(tmp_path / "set" / "a\\b.png", variant(small, 1))
+    (tmp_path / "set" / "list.csv").write_bytes(b"path,label\r\nimages\\0.png,real\r\na\\b.png,fake\r\n")
+    items = [e for e in read_source(tmp_path / "set" / "list.csv") if isinstance(e, SourceItem)]
+    assert [(item.path, item.label) for item in items] == [
+        (tmp_path / "set" / "images" / "0.png", "real"),
+        (tmp_path / "set" / "a\\b.png", "fake"),
+    ]
+
+
 def test_one_group_named_in_two_csvs_is_one_group(tmp_path: Path, small):
     # real.csv and fake.csv naming the same people: each CSV's groups were its own, and person4 and
     # person8 had faces in train and in test.

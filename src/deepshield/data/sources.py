@@ -11,7 +11,7 @@ Four layouts are read:
   and both its originals stay on one side of the split.
 * ``folders``: images or videos under folders named ``real`` / ``fake`` (any case, any depth); a
   sub-folder right under ``fake/`` names the method. Group = the file itself.
-* ``csv``: ``path,label[,group][,method][,source]``, paths relative to the CSV file. A group named is one
+* ``csv``: ``path,label[,group][,method][,source]``, paths relative to the CSV file (Windows' backslashes too). A group named is one
   across every CSV read together (real.csv and fake.csv naming one person); a row without one is its own.
 
 Anything that cannot become an item (a label that is neither real nor fake, a video missing from
@@ -393,6 +393,11 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
             continue
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         written = row.get("path", "")
+        slashed = written.replace("\\", "/")
+        if slashed != written and not os.path.lexists(base / written) and os.path.lexists(base / slashed):
+            # A CSV written on Windows separates folders with backslashes (images\0.png): every such row was
+            # "file not found". A name holding a backslash (legal here, and rare) is still taken as written.
+            written = slashed
         row_source = row.get("source") or default_source
         where = csv_path if not written else (base / written)
         # A CSV's label may also be the 0/1 of most labelled-data files (folders named 0 or 1 are not labels).
