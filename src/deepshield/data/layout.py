@@ -135,7 +135,8 @@ def atomic_file(path: Path, durable: bool = False, clear_left: bool = False) -> 
 
     `durable` also flushes to disk before the rename (survives a power cut, not only a killed process).
     `clear_left` first removes the temporary files of `path` that killed writers left (_remove_left_temps): for
-    a file rewritten now and then in a small folder (a checkpoint, a cache), not a dataset's crops or records.
+    a file rewritten now and then in a small folder (a checkpoint, a cache, a command's report), not a dataset's
+    crops or records (a folder's scan per file written).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if clear_left:
@@ -191,17 +192,17 @@ def atomic_write_npz(
                 np.lib.format.write_array(member, np.asanyarray(value))
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False, *, clear_left: bool = False) -> None:
     """`data` written to `path` through atomic_file."""
-    with atomic_file(path, durable) as handle:
+    with atomic_file(path, durable, clear_left) as handle:
         handle.write(data)
 
 
 @contextlib.contextmanager
-def atomic_text_file(path: Path) -> Iterator[TextIO]:
+def atomic_text_file(path: Path, *, clear_left: bool = False) -> Iterator[TextIO]:
     """atomic_file as text (a CSV's rows written as they come): UTF-8, a file name that is not UTF-8 written as
     its own bytes (NAME_BYTES), newlines as written (the csv module writes its own)."""
-    with atomic_file(path) as handle:
+    with atomic_file(path, clear_left=clear_left) as handle:
         text = io.TextIOWrapper(handle, encoding="utf-8", errors=NAME_BYTES, newline="")
         try:
             yield text
@@ -212,10 +213,10 @@ def atomic_text_file(path: Path) -> Iterator[TextIO]:
         text.detach()  # flushed into the file, which atomic_file closes and renames
 
 
-def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
+def atomic_write_text(path: Path, text: str, durable: bool = False, *, clear_left: bool = False) -> None:
     """UTF-8, with a file name that is not UTF-8 written as its own bytes (NAME_BYTES), so that it leads
     back to its file when read with the same errors handler."""
-    atomic_write_bytes(path, text.encode("utf-8", NAME_BYTES), durable)
+    atomic_write_bytes(path, text.encode("utf-8", NAME_BYTES), durable, clear_left=clear_left)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ def save_figure(figure, path: Path) -> Path:
     """Write a matplotlib figure as PNG (creating folders; whole or not at all, atomic_file) and free it."""
     figure.tight_layout()
     try:
-        with atomic_file(path) as handle:
+        with atomic_file(path, clear_left=True) as handle:  # a report's: a killed writer's temporary file goes
             figure.savefig(handle, format="png", dpi=110)
     finally:
         plt.close(figure)

@@ -64,7 +64,7 @@ PLOTS, EXAMPLES, METRICS = "plots", "examples", "metrics.json"
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
     probabilities = scored.probabilities()
     columns = scored.faces
-    with atomic_text_file(path) as handle:
+    with atomic_text_file(path, clear_left=True) as handle:
         writer = CsvRows(handle)
         writer.writerow(
             [
@@ -123,7 +123,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
         return "" if math.isnan(value) else f"{value:.6f}"
 
     band = settings.inconclusive
-    with atomic_text_file(path) as handle:
+    with atomic_text_file(path, clear_left=True) as handle:
         writer = CsvRows(handle)
         header = [
             "path",
@@ -175,7 +175,7 @@ def _png(image: np.ndarray, path: Path) -> Path:
     from deepshield.media.images import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, encode_png(image))
+    atomic_write_bytes(path, encode_png(image), clear_left=True)
     return path
 
 
@@ -732,13 +732,13 @@ def write_report(
         for folder in (PLOTS, EXAMPLES):
             for image in (out / folder).glob("*.png"):
                 image.unlink()
-    atomic_write_text(out / METRICS, json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / METRICS, json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", clear_left=True)
     write_scores_csv(scored, out / "scores.csv")
     write_files_csv(scored, settings, out / "files.csv")
     images = write_plots(scored, settings, summary, out)
     examples = write_examples(scored, summary, out)
     page = out / "report.html"
-    atomic_write_text(page, render_html(summary, images, examples, title))
+    atomic_write_text(page, render_html(summary, images, examples, title), clear_left=True)
     return page
 
 

@@ -107,7 +107,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with atomic_text_file(path) as handle:
+    with atomic_text_file(path, clear_left=True) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns or ["trial"])
         writer.writeheader()
         for row in rows:
@@ -134,7 +134,7 @@ def write_best_yaml(trial: FrozenTrial, study_name: str, selector: Selector, spa
     body = yaml.safe_dump(
         {k: trial.params[k] for k in space.names if k in trial.params}, sort_keys=False, default_flow_style=False
     )
-    atomic_write_text(path, "\n".join(header) + "\n" + body)
+    atomic_write_text(path, "\n".join(header) + "\n" + body, clear_left=True)
     return path
 
 
@@ -359,7 +359,7 @@ def write_report(
     else:
         (plots_dir / "param_importances.png").unlink(missing_ok=True)
         report.notes.append(note or "parameter importances skipped")
-    atomic_write_text(report.report_md, _markdown(study.study_name, rows, report, space, selector))
+    atomic_write_text(report.report_md, _markdown(study.study_name, rows, report, space, selector), clear_left=True)
     return report
 
 
