@@ -1031,3 +1031,18 @@ def test_a_source_that_is_no_regular_file_is_said_as_what_it_is(tmp_path, capsys
     assert main(["prepare", str(fifo), "--out", str(tmp_path / "ds"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "not a regular file: a FIFO (named pipe)" in err and "Not a directory" not in err, err
+
+
+def test_a_source_given_through_a_link_is_named_as_given(tmp_path, capsys, monkeypatch):
+    # prepare null.csv, a link to /dev/null, said '/dev/null: ...': a name the user never gave.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "null.csv").symlink_to(os.devnull)
+    for fmt, said in (("auto", "not a regular file: a character device"), ("csv", "--format csv needs a CSV file")):
+        assert main(["prepare", "null.csv", "--format", fmt, "--out", "ds", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err == f"deepshield: error: null.csv (a link to {os.devnull}): {said}" + err[err.index(said) + len(said) :]
+        )
+        assert err.count("\n") == 1, err
+    assert main(["prepare", "./gone", "--out", "ds", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "deepshield: error: gone: no such file or folder\n"

@@ -101,24 +101,28 @@ def collect_items(
     """Read every SOURCE (formats checked for all before any is read). Duplicates become problems.
     Files under `exclude` (the folders the dataset being written fills: DatasetLayout.own_media) are not read.
     `known_keys`: the keys of the sources the dataset already holds (resolved path -> key), kept."""
-    paths = [Path(p).resolve() for p in sources]
-    formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
+    given = dict(zip(paths := [Path(p).resolve() for p in sources], map(Path, sources)))
+    with _named_as_given(given):
+        formats = [detect_format(p) if fmt == "auto" else fmt for p in paths]
     keys = root_keys(paths, known=known_keys)
     items: list[SourceItem] = []
     problems: list[SourceProblem] = []
     ffpp = [(path, key) for path, form, key in zip(paths, formats, keys) if form == "ffpp"]
     for path, _ in ffpp:  # as read_source checks a source it reads
         if not path.is_dir():
-            raise SourceFormatError(
-                f"{path}: {'--format ffpp needs a folder' if path.exists() else 'no such file or folder'}"
-            )
+            with _named_as_given(given):
+                raise SourceFormatError(
+                    f"{path}: {'--format ffpp needs a folder' if path.exists() else 'no such file or folder'}"
+                )
 
     def entries(path: Path, form: str, key: str) -> Iterator[SourceEntry]:
-        if form != "ffpp":
-            return read_source(path, form, key, ffpp_compressions)
-        # Every FaceForensics++ folder at once, where the first is listed: a fake's identities are grouped
-        # whichever folder holds them.
-        return read_ffpp_roots(ffpp, compressions=ffpp_compressions) if (path, key) == ffpp[0] else iter(())
+        with _named_as_given(given):
+            if form != "ffpp":
+                yield from read_source(path, form, key, ffpp_compressions)
+            elif (path, key) == ffpp[0]:
+                # Every FaceForensics++ folder at once, where the first is listed: a fake's identities are
+                # grouped whichever folder holds them.
+                yield from read_ffpp_roots(ffpp, compressions=ffpp_compressions)
 
     every = (entry for path, form, key in zip(paths, formats, keys) for entry in entries(path, form, key))
     for entry in distinct_entries(every, exclude):
@@ -128,6 +132,21 @@ def collect_items(
             items.append(entry)
     described = [DatasetSource(path=str(p), format=f, root_key=k) for p, f, k in zip(paths, formats, keys)]
     return items, problems, described
+
+
+@contextlib.contextmanager
+def _named_as_given(given: Mapping[Path, Path]) -> Iterator[None]:
+    """A SOURCE's error named as the user gave it, not as the path it resolves to (`given`: resolved -> given),
+    and a link's target said beside it: `prepare null.csv`, a link to /dev/null, said '/dev/null: ...'."""
+    try:
+        yield
+    except SourceFormatError as exc:
+        text = str(exc)
+        for resolved, name in given.items():
+            if text.startswith(f"{resolved}:") and name != resolved:
+                shown = f"{name} (a link to {resolved})" if os.path.islink(name) else str(name)
+                raise SourceFormatError(shown + text[len(str(resolved)) :]) from None
+        raise
 
 
 def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = ()) -> Iterator[SourceEntry]:
