@@ -980,6 +980,40 @@ def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
     assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["a.png"]
 
 
+def test_a_watch_whose_out_an_editor_replaced_stops_in_one_line(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
+    # A row deleted in an editor that saves a new file in --out's place (README: delete a row to redo its file)
+    # while a watch ran: the watch went on appending to the old copy, every later row lost.
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    save_image(inbox / "a.png", astronaut)
+    save_image(inbox / "c.png", astronaut)
+    out = tmp_path / "rows.jsonl"
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            edited = tmp_path / "rows.jsonl~"
+            edited.write_text(out.read_text().splitlines(keepends=True)[1])  # a.png's row deleted, saved anew
+            edited.replace(out)
+            save_image(inbox / "b.png", astronaut)
+        elif len(looks) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    code, _, err = scan(
+        capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
+    )
+    assert code == EXIT_USAGE and looks == [1.0], err
+    assert err.splitlines()[-1] == (
+        f"deepshield: error: --out {out} was replaced or removed while this scan wrote it (an editor saving it, "
+        "say): its later rows would be lost with the old copy, so the scan stops here; edit it with no scan "
+        "running, and a scan with --resume goes on from its rows"
+    )
+    assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["c.png"]
+
+
 def test_a_watched_folder_s_own_heatmaps_are_not_scanned(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
     # --heatmaps inside the watched folder: each look found the last look's heatmaps as new photos, and
     # scanned them, writing heatmaps of heatmaps (a_face0_face0_face0.png ...) until Ctrl-C.

@@ -518,6 +518,23 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             settings.write_beside(args.out)
         # Opened once the engine is: an engine that failed to start (a Ray cluster out of reach) emptied it.
         stream = _open_stream(args, stack) if args.format in STREAMED_FORMATS else None
+        written = os.fstat(stream.fileno()) if stream is not None and out_is_file else None
+
+        def check_out_kept() -> None:
+            """Rows go to the file --out was when opened: one an editor saved meanwhile (a new file in its place,
+            a row deleted to redo its file) took none of them, each lost with the old copy, without a word."""
+            if written is None:
+                return
+            try:
+                now = os.stat(args.out)
+            except OSError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
+                raise DeepShieldError(
+                    f"--out {args.out} was replaced or removed while this scan wrote it (an editor saving it, say): "
+                    "its later rows would be lost with the old copy, so the scan stops here; edit it with no scan "
+                    "running, and a scan with --resume goes on from its rows"
+                )
 
         def scan_all(batch: list[Path]) -> None:
             assert engine is not None, "an engine is opened when there are files or a watch"
@@ -548,6 +565,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 if stream is None:
                     rows.append(row)
                 else:  # written as each file finishes: a killed scan keeps its rows
+                    check_out_kept()
                     try:
                         stream.write(render_row(row, args.format))
                         stream.flush()
@@ -580,6 +598,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             try:
                 while True:
                     time.sleep(args.watch)
+                    check_out_kept()
                     if arrived := watch.arrived():
                         scan_all(arrived)
             except KeyboardInterrupt:  # how a watch ends: the rows are written, the summary follows
