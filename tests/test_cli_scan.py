@@ -901,6 +901,63 @@ def test_a_file_still_arriving_when_a_watch_began_is_scanned_again_whole(
     assert statuses == ["error", "ok"]
 
 
+def test_watch_scans_again_a_file_made_readable_or_replaced_and_a_metadata_change_once(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    # Size and modification time alone: a file that arrived unreadable kept its 'permission denied' row after
+    # a chmod made it readable, and one replaced by another of the same size and time (cp -p, rsync) its
+    # first row. A change of metadata only (a chmod of a file scanned) scans it once again, not at each look.
+    import deepshield.cli.scan as scan_cli
+
+    inbox = tmp_path / "inbox"
+    save_image(inbox / "a.png", astronaut)
+    save_image(inbox / "c.bmp", astronaut)  # a BMP's size is its picture's: another of the same size
+    real_open = os.open
+
+    def open_as_permissions_say(path, flags, *args, **kwargs):  # what a file's mode does (root reads any)
+        if Path(path).parent == inbox and not os.stat(path).st_mode & 0o444:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_as_permissions_say)
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            save_image(inbox / "b.png", astronaut)
+            os.chmod(inbox / "b.png", 0)  # arrives unreadable
+            before = os.stat(inbox / "c.bmp")
+            save_image(tmp_path / "new.bmp", np.ascontiguousarray(astronaut[:, ::-1]))
+            os.utime(tmp_path / "new.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+            (tmp_path / "new.bmp").replace(inbox / "c.bmp")
+            assert os.stat(inbox / "c.bmp").st_size == before.st_size
+        elif len(looks) == 3:
+            os.chmod(inbox / "b.png", 0o644)
+        elif len(looks) == 6:
+            os.chmod(inbox / "a.png", 0o600)  # its content as it was
+        elif len(looks) == 12:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    out = tmp_path / "rows.jsonl"
+    code, _, err = scan(
+        capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(Path(row["path"]).name, row["status"]) for row in rows] == [
+        ("a.png", "ok"),
+        ("c.bmp", "ok"),
+        ("b.png", "error"),
+        ("c.bmp", "ok"),
+        ("b.png", "ok"),
+        ("a.png", "ok"),
+    ], err
+    assert rows[2]["error"] == "permission denied"
+    assert rows[1]["sha256"] != rows[3]["sha256"] and rows[0]["sha256"] == rows[5]["sha256"]
+    assert code == EXIT_OK
+
+
 def watch_looks(monkeypatch, looks: int) -> list[float]:
     """The waits a --watch scan takes between looks, recorded; Ctrl-C ends it at the `looks`-th."""
     import deepshield.cli.scan as scan_cli

@@ -18,14 +18,7 @@ from deepshield.inference.analysis import Detector
 from deepshield.inference.results import ImageResult, VideoResult
 from deepshield.inference.runtime import DEFAULT_BUNDLE, bundle_dir
 from deepshield.inference.verdict import shown_probability
-from deepshield.media.files import (
-    NAME_MAX_BYTES,
-    Signature,
-    file_sha256,
-    file_signature,
-    files_under,
-    name_within,
-)
+from deepshield.media.files import NAME_MAX_BYTES, file_sha256, files_under, name_within
 from deepshield.media.provenance import TrustAnchors
 from deepshield.media.suffixes import MEDIA_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES, WHOLE_VIDEO, VideoSpan
@@ -142,17 +135,30 @@ def file_key(path: Path | str) -> str:
     return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole)))
 
 
-def watch_signature(path: Path) -> Signature:
-    """What tells `scan --watch` a file changed: its size and time (file_signature). A folder among the files is
-    one that cannot be listed (collect_files): its time changes with each file dropped in, which made a new
-    error row each time, so it has none."""
-    return None if path.is_dir() else file_signature(path)
+# A file's size, modification and change times (ns) and inode; None: it cannot be stat'ed (or is a folder).
+WatchSignature = tuple[int, int, int, int] | None
+
+
+def watch_signature(path: Path) -> WatchSignature:
+    """What tells `scan --watch` a file changed: its size and modification time, and its change time and inode
+    too: a file that arrived unreadable and was then made readable (chmod), or one replaced by another of the
+    same size and time (cp -p, rsync's rename into place), kept its first (error) row with those two alone. A
+    change of its metadata only (a chmod, a new hard link) scans it once again. A folder among the files is one
+    that cannot be listed (collect_files): its time changes with each file dropped in, which made a new error
+    row each time, so it has none."""
+    if path.is_dir():
+        return None
+    try:
+        info = path.stat()
+    except OSError:  # a broken link, say
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 @dataclass
 class ArrivalWatch:
     """Files that appear under the scanned paths after a scan began (`scan --watch`). A file is taken once
-    its size and modification time held still between two looks, so one still being copied in waits
+    its watch_signature held still between two looks, so one still being copied in waits
     for the next look. A file that changes after it was taken is taken again once it holds still: a copy
     that stalled longer than the interval was scanned half-written (an error row), and gets its row when
     it ends; a file written over in place is a new version."""
@@ -163,8 +169,8 @@ class ArrivalWatch:
     output: Path | None = None  # the scan's heatmap folder, whose files are not taken (collect_files)
     # Each seen file's signature when it was taken: for the first scan's files, as that scan began (one
     # still arriving then was never scanned again whole), for a resumed output's, at the first look.
-    taken: dict[str, Signature] = field(default_factory=dict)
-    _last_look: dict[str, Signature] = field(default_factory=dict)
+    taken: dict[str, WatchSignature] = field(default_factory=dict)
+    _last_look: dict[str, WatchSignature] = field(default_factory=dict)
 
     def arrived(self) -> list[Path]:
         ready, look = [], {}
