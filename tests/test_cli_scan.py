@@ -1071,6 +1071,41 @@ def test_a_watch_whose_out_an_editor_replaced_stops_in_one_line(capsys, astronau
     assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["c.png"]
 
 
+def test_resume_and_watch_take_a_link_to_a_file_in_the_rows_as_that_file(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    # One scan takes a file once however many names it has; --resume and --watch matched rows by name alone,
+    # and scanned again a link (or a hard link) to a file already in them: two rows of one file.
+    import deepshield.cli.scan as scan_cli
+
+    inbox, other = tmp_path / "inbox", tmp_path / "other"
+    save_image(inbox / "a.png", astronaut)
+    other.mkdir()
+    out = tmp_path / "rows.jsonl"
+    args = (str(inbox), str(other), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--resume")
+    assert scan(capsys, *args)[0] == EXIT_OK
+    (inbox / "0-link.png").symlink_to("a.png")  # listed before a.png
+    os.link(inbox / "a.png", other / "hard.png")
+    code, _, err = scan(capsys, *args)
+    assert code == EXIT_OK and "1 file already in" in err and ", 0 to scan" in err, err
+    looks = []
+
+    def one_look(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            (other / "1-link.png").symlink_to(inbox / "a.png")
+        elif len(looks) == 3:  # a.png itself changes: scanned again under its own name
+            (inbox / "a.png").write_bytes(save_image(tmp_path / "b.png", astronaut[:, ::-1].copy()).read_bytes())
+        elif len(looks) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    assert scan(capsys, *args, "--watch", "1")[0] == EXIT_OK
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(row["path"]).name for row in rows] == ["a.png", "a.png"]
+    assert rows[0]["sha256"] != rows[1]["sha256"]
+
+
 def test_a_watched_folder_s_own_heatmaps_are_not_scanned(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
     # --heatmaps inside the watched folder: each look found the last look's heatmaps as new photos, and
     # scanned them, writing heatmaps of heatmaps (a_face0_face0_face0.png ...) until Ctrl-C.

@@ -386,7 +386,14 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from deepshield.engines import make_engine
     from deepshield.errors import DeepShieldError
     from deepshield.inference.runtime import bundle_dir, checked_graph, read_card
-    from deepshield.inference.scan import ArrivalWatch, ScanJob, collect_files, file_key, watch_signature
+    from deepshield.inference.scan import (
+        ArrivalWatch,
+        ScanJob,
+        collect_files,
+        file_key,
+        not_done,
+        watch_signature,
+    )
     from deepshield.inference.scan_report import PageTerms, ScanPage
     from deepshield.inference.verdict import ScoreRule
     from deepshield.locks import file_lock
@@ -479,7 +486,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         return EXIT_OK if all(row.status == "ok" for row in earlier.values()) else EXIT_SOME_FAILED
     # The same file however either run spelled its path, and from whichever folder it ran.
     done = {file_key(earlier_folder / path) for path in earlier}
-    files = [path for path in files if file_key(path) not in done]
+    files = not_done(files, done)  # (a link to a file in the rows too)
     if earlier:
         already = f"{len(earlier)} file{'' if len(earlier) == 1 else 's'}"
         say(f"deepshield scan: {already} already in {args.out}, {len(files)} to scan")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,13 +76,17 @@ def _own_heatmap(path: Path, folder_key: str, heatmaps_key: str | None) -> bool:
     return file_key(path.parent) == heatmaps_key and _HEATMAP_NAME.fullmatch(path.name) is not None
 
 
-def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = None) -> list[Path]:
+def collect_files(
+    paths: Iterable[Path], recursive: bool, output: Path | None = None, named: Collection[str] = ()
+) -> list[Path]:
     """Explicit paths are kept whatever their name (type is sniffed later); folders contribute their
     entries with a media suffix, sorted, so that a folder's notes or metadata are not errors. Entries
     that are not regular files (FIFOs, broken links, link loops) are kept too: each gets an error row
     saying what it is, rather than vanishing from the results. A folder's heatmaps the scan writes
     (`output`: _own_heatmap) are left out: a watched folder holding them would scan its heatmaps, their
-    heatmaps' heatmaps, and on."""
+    heatmaps' heatmaps, and on. A file found under several names is kept under the first, or under one among
+    `named` (file_keys: the names a watch has rows of), so that a link made to a file scanned hides none of
+    its changes from the watch."""
     heatmaps_key = None if output is None else file_key(output)
     files: list[Path] = []
     for path in paths:
@@ -112,7 +116,21 @@ def collect_files(paths: Iterable[Path], recursive: bool, output: Path | None = 
     # A file named twice (in/a.jpg, ./in/a.jpg, /home/me/in/a.jpg; or in a folder also named; or through a
     # link to it, or a hard link) is scanned once, its row under the first name given.
     firsts = {_same_file(path): path for path in reversed(files)}
+    for path in files if named else ():
+        if file_key(path) in named:
+            firsts[_same_file(path)] = path
     return [path for path in files if firsts[_same_file(path)] is path]
+
+
+def not_done(files: list[Path], done: Collection[str]) -> list[Path]:
+    """`files` but those that have rows (`done`: their file_keys, as --resume reads them or a watch took them):
+    by name, or as another name (a link, a hard link) of the file a row's name is now, as one scan takes each
+    file once (collect_files). What a row's name is now, not an inode kept from another run: an inode is used
+    again once its file is deleted, and a device's number may change (a disk mounted again)."""
+    if not files:
+        return []
+    now = {_same_file(Path(key)) for key in done}
+    return [path for path in files if file_key(path) not in done and _same_file(path) not in now]
 
 
 def _same_file(path: Path) -> str | tuple[int, int]:
@@ -174,7 +192,13 @@ class ArrivalWatch:
 
     def arrived(self) -> list[Path]:
         ready, look = [], {}
-        for path in collect_files(self.paths, self.recursive, self.output):
+        # The names with rows, a file changed since too: another name of one (a link made to it) is no new file
+        known = self.seen | self.taken.keys()
+        listing = collect_files(self.paths, self.recursive, self.output, known)
+        new = set(not_done([path for path in listing if file_key(path) not in known], known))
+        for path in listing:
+            if file_key(path) not in known and path not in new:
+                continue
             if not os.path.lexists(path):
                 # A watched folder gone for a while (a share unmounted, the folder moved aside and back), or a
                 # file named that is yet to come: nothing has arrived. Taken as a file, a folder's absence was
