@@ -1951,3 +1951,50 @@ def test_the_same_files_call_is_read_out_again_when_it_is_analysed_again(page, s
         page.eval_on_selector(".face-card", "card => { card.dataset.seen = 'yes'; }")  # the next one is new
     said = page.evaluate("window.announced")
     assert len(said) == 2 and said[0] == said[1] and said[0].startswith("astronaut.jpg: "), said
+
+
+def test_a_healthz_not_had_at_start_is_asked_again_quietly(page, server, astronaut, tmp_path):
+    """/healthz failed at start (a proxy's 502 as the server restarted): the page never asked again, so the
+    limits stayed unknown (an oversized file went up whole to be refused) and the frame and part choices hidden
+    until a reload. It asks again after a wait, and before the next analysis, without a word over a result."""
+    failing = [1]  # the answers to fail, from the start
+    asked: list[str] = []
+
+    def health(route):
+        asked.append("failed" if failing[0] else "answered")
+        if failing[0]:
+            failing[0] -= 1
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            body = route.fetch().json()
+            body["limits"]["max_upload_bytes"] = 20_000
+            route.fulfill(json=body)
+
+    page.route("**/healthz", health)
+    posts = _posts_of(page, server)
+    page.goto(server + "/")
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.inner_text("#message-detail") == "The server answered 502 Bad Gateway."
+    assert page.is_hidden("#frames-choice")
+    # Answered a little later: the start's error goes, the choices and limits come
+    page.wait_for_selector("#frames-choice:not([hidden])", timeout=10_000)
+    assert page.is_hidden("#message") and "up to 20 KB" in page.inner_text("#limits")
+    assert asked == ["failed", "answered"]
+
+    failing[0] = 3  # the start's, the analysis', a later quiet try's
+    asked.clear()
+    page.reload()
+    page.wait_for_selector("#message:not([hidden])")
+    photo = _jpeg(tmp_path / "astronaut.jpg", astronaut)
+    assert photo.stat().st_size > 20_000
+    page.set_input_files("#file-input", str(photo))  # the limits unknown yet: it goes, and is analysed
+    page.wait_for_selector(".face-card")
+    page.wait_for_selector("#frames-choice:not([hidden])", timeout=15_000)
+    assert asked == ["failed", "failed", "failed", "answered"]
+    assert page.is_hidden("#message") and page.is_visible(".face-card")  # no error over the result
+    # Known now: a file over the limit is refused before it is uploaded
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#message:not([hidden])")
+    assert "this server accepts files up to 20 KB" in page.inner_text("#message-detail")
+    assert posts == ["/v1/analyze?preview=true"]
+    assert page.problems == []

@@ -6,7 +6,7 @@ import { stopWaiting } from "./jobs.js";
 import { clearOutput, clearResult, errorSentence, setBusy, showMessage } from "./messages.js";
 import { declaredGenerativeText } from "./provenance.js";
 import { showSavedNote } from "./saved.js";
-import { markExample } from "./startup.js";
+import { markExample, serverInfoKnown } from "./startup.js";
 import { state } from "./state.js";
 
 // Analysed one after another and listed with their verdicts. The result shown is the latest
@@ -55,6 +55,8 @@ export async function analyseAll(files) {
   revealIfOffScreen($("batch"));
   setBusy(true);
   try {
+    await serverInfoKnown();
+    if (run !== state.run) return;
     for (const item of state.batch.items) {
       const refused = refusal(item.file);
       if (refused) {

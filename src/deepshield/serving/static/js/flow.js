@@ -7,7 +7,7 @@ import { renderImage } from "./image.js";
 import { analyseAsJob, endUpload, startUpload, stopWaiting } from "./jobs.js";
 import { clearOutput, setBusy, showError, showMessage, showProgress } from "./messages.js";
 import { looksLikeSaved } from "./saved.js";
-import { markExample } from "./startup.js";
+import { markExample, serverInfoKnown } from "./startup.js";
 import { state } from "./state.js";
 import { renderVideo } from "./video.js";
 
@@ -153,6 +153,8 @@ export function startRun(exampleFile, again = false) {
 
 // `file` analysed as analysis number `run` (startRun's), shown unless a newer one took over.
 export async function analyseIn(run, file, exampleFile, span) {
+  await serverInfoKnown();
+  if (run !== state.run) return;
   const refused = refusal(file);
   if (refused) {
     showMessage(file.name, refused);

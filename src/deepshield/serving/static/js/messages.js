@@ -20,6 +20,7 @@ const TITLES = {
 // when the server sent none).
 export function showMessage(fileName, sentence, kind) {
   const box = $("message");
+  delete box.dataset.startup; // (the start's error, which the page takes away once the server answers)
   box.className = "alert" + (kind === "info" ? " info" : "");
   $("message-title").textContent = fileName ? fileName + ":" : "";
   $("message-detail").textContent = sentence ? capitalise(sentence.trim()).replace(/([^.!?])$/, "$1.") : "";

@@ -19,24 +19,73 @@ function offerFrameCounts(limits) {
   $("span-choice").hidden = false;
 }
 
-export async function loadServerInfo() {
+// /healthz's answer taken in. Asked at start; one not had then (a proxy's 502 while the server restarted) left
+// the limits unknown for good (an oversized file uploaded whole before the server refused it) and the frame
+// and part choices hidden until a reload: it is asked again, quietly, after a growing wait and before each
+// analysis, until answered.
+let healthAsked = null; // the request in flight, shared
+let healthRetry = null; // the timer of the next quiet try
+let healthWait = 2000; // ms before the next quiet try: doubled each time, up to a minute
+
+// `quiet`: given up after 10 s (an analysis waits on it).
+function askHealth(quiet = false) {
+  healthAsked ||= api("healthz", quiet ? { signal: AbortSignal.timeout(10000) } : undefined)
+    .then((health) => {
+      state.limits = health.limits;
+      state.accepted = health.accepted;
+      state.terms = health.terms;
+      state.jobErrorStatuses = health.job_error_statuses;
+      $("footer-scope").textContent = health.scope;
+      $("limits").textContent =
+        `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
+        ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min (or a part of a longer one)`;
+      const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes, "json"]; // json: a saved result
+      $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
+      offerFrameCounts(health.limits);
+      if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
+    })
+    .finally(() => {
+      healthAsked = null;
+    });
+  return healthAsked;
+}
+
+// Asked again without a word: whatever the reader looks at (a result, its own error) stays. Answered, the
+// start's error goes, and the model's details are shown again with the server's terms.
+async function askHealthQuietly() {
+  clearTimeout(healthRetry);
   try {
-    const health = await api("healthz");
-    state.limits = health.limits;
-    state.accepted = health.accepted;
-    state.terms = health.terms;
-    state.jobErrorStatuses = health.job_error_statuses;
-    $("footer-scope").textContent = health.scope;
-    $("limits").textContent =
-      `Photos: ${health.accepted.image_formats.join(", ")} · Videos: ${health.accepted.video_formats.join(", ")}` +
-      ` · up to ${formatBytes(health.limits.max_upload_bytes)}, videos up to ${Math.round(health.limits.max_video_duration_s / 60)} min (or a part of a longer one)`;
-    const suffixes = [...health.accepted.image_suffixes, ...health.accepted.video_suffixes, "json"]; // json: a saved result
-    $("file-input").setAttribute("accept", ["image/*", "video/*", ...suffixes.map((suffix) => "." + suffix)].join(","));
-    offerFrameCounts(health.limits);
-    if (health.api_key_required && !localStorage.getItem(KEY_STORAGE)) showKeyPanel();
+    await askHealth(true);
+  } catch (err) {
+    if (!(err instanceof ApiFailure && err.status === 401)) { // a key is asked for: sent, it asks again itself
+      healthRetry = setTimeout(askHealthQuietly, healthWait);
+      healthWait = Math.min(healthWait * 2, 60000);
+    }
+    return;
+  }
+  const box = $("message");
+  if (!box.hidden && box.dataset.startup) box.hidden = true;
+  await loadModelInfo(); // its pills name the thresholds the answer holds
+}
+
+// Before an analysis: what the server owns, if the page has it not yet (limits to refuse a file by).
+export async function serverInfoKnown() {
+  if (state.limits === null) await askHealthQuietly();
+}
+
+export async function loadServerInfo() {
+  clearTimeout(healthRetry);
+  try {
+    await askHealth();
   } catch (err) {
     showError(err);
+    $("message").dataset.startup = "true"; // showMessage drops it: a later message is not this one
+    if (!(err instanceof ApiFailure && err.status === 401)) healthRetry = setTimeout(askHealthQuietly, healthWait);
   }
+  await loadModelInfo();
+}
+
+async function loadModelInfo() {
   try {
     const card = await api("v1/model");
     state.card = card;
