@@ -314,6 +314,26 @@ def test_fit_platt_undoes_overconfidence_and_a_shift():
     )  # a temperature alone cannot undo the shift (measured: 0.456 against 0.500)
 
 
+@pytest.mark.parametrize("temperature", [1.0, None])
+def test_fit_platt_finds_the_offset_of_a_set_of_few_fakes_beyond_its_top_logit(temperature):
+    """The offset was searched within the logits' range: on a set of 200 reals and 10 fakes (a score that
+    barely tells them apart) it stopped at the top logit, the mean probability 6.7% (the temperature kept) where
+    4.8% of the set is fake."""
+    rng = np.random.default_rng(1)
+    logits = np.r_[rng.normal(0, 1, 200), rng.normal(0.5, 1, 10)]
+    labels = np.r_[np.zeros(200, int), np.ones(10, int)]
+    fitted, offset = fit_platt(labels, logits, temperature)
+    assert offset > logits.max()
+    # The log-loss optimum: the mean probability is the share of fakes, and no nearby offset does better.
+    assert sigmoid((logits - offset) / fitted).mean() == pytest.approx(10 / 210, abs=1e-3)
+    loss = binary_log_loss(labels, sigmoid((logits - offset) / fitted))
+    assert all(
+        loss <= binary_log_loss(labels, sigmoid((logits - b) / fitted)) + 1e-9 for b in (offset - 0.1, offset + 0.1)
+    )
+    with pytest.raises(MetricsError, match="needs real and fake"):
+        fit_platt(np.ones(3, int), np.array([0.1, 0.2, 0.3]), temperature)
+
+
 def test_fit_threshold_target_fpr_and_balanced():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])

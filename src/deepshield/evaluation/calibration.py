@@ -52,18 +52,28 @@ def fit_platt(labels: np.ndarray, logits: np.ndarray, temperature: float | None 
     photos all scored high, generated ones higher), an offset lowers the first without a temperature
     flattening the second."""
     labels, logits = _fit_inputs(labels, logits)
+    share = float(labels.mean())
+    if not 0 < share < 1:
+        raise MetricsError("Platt scaling needs real and fake samples")
+    # At the optimum the mean probability is the share of fakes, so the offset lies within the logits' range
+    # shifted by -T x logit(share): confined to the range itself, a set of few fakes had its offset stopped
+    # at the top logit (mean probability 14% where 9% were fake).
+    shift = -math.log(share / (1 - share))
+
+    def offsets(at: float) -> tuple[float, float]:
+        return float(logits.min()) + at * shift, float(logits.max()) + at * shift
+
     if temperature is not None:
         result = minimize_scalar(
-            lambda b: _logit_log_loss(labels, (logits - b) / temperature),
-            bounds=(float(logits.min()), float(logits.max())),
-            method="bounded",
+            lambda b: _logit_log_loss(labels, (logits - b) / temperature), bounds=offsets(temperature), method="bounded"
         )
         return temperature, float(result.x)
 
     def loss(params: np.ndarray) -> float:
         return _logit_log_loss(labels, (logits - params[1]) / np.exp(params[0]))
 
-    bounds = [tuple(np.log(TEMPERATURE_BOUNDS)), (float(logits.min()), float(logits.max()))]
+    ends = offsets(TEMPERATURE_BOUNDS[0]) + offsets(TEMPERATURE_BOUNDS[1])
+    bounds = [tuple(np.log(TEMPERATURE_BOUNDS)), (min(ends), max(ends))]
     start = np.array([np.log(fit_temperature(labels, logits)), 0.0])  # from temperature scaling alone
     result = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
     return float(np.exp(result.x[0])), float(result.x[1])
