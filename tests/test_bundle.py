@@ -18,7 +18,7 @@ from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.media.files import file_sha256
 from deepshield.models.card import CARD_FILE, ONNX_FILE, Calibration, ModelCard, card_outputs
 from deepshield.models.export import export_bundle
-from deepshield.models.network import DeepfakeNet, normalize_batch
+from deepshield.models.network import DeepfakeNet, ExportWrapper, normalize_batch
 from tests.conftest import file_size_limit
 
 
@@ -381,6 +381,29 @@ def test_a_graph_fed_other_than_uint8_is_refused_at_load(tmp_path):
     card = card.model_copy(update={"onnx_sha256": file_sha256(bundle / ONNX_FILE)})
     (bundle / CARD_FILE).write_text(card.model_dump_json())
     with pytest.raises(BundleError, match="does not match the card's 32x32x3 uint8 'image'"):
+        OnnxClassifier(bundle)
+
+
+def test_a_graph_of_a_fixed_batch_size_is_refused_at_load(tmp_path):
+    # Traced without a dynamic batch axis, it loaded, and every file whose faces were not that many failed at
+    # scoring with ONNX Runtime's INVALID_ARGUMENT ('Got: 1 Expected: 2').
+    net = DeepfakeNet("tiny", 32, pretrained=False).eval()
+    card = ModelCard(name="fixed", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32))
+    bundle = export_bundle(net, card, tmp_path / "fixed")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ExportWrapper(net, card.normalization).eval(),
+            (torch.zeros(2, 32, 32, 3, dtype=torch.uint8),),
+            str(bundle / ONNX_FILE),
+            input_names=["image"],
+            output_names=card.output_names(),
+            opset_version=17,
+            dynamo=False,
+        )
+    card = card.model_copy(update={"onnx_sha256": file_sha256(bundle / ONNX_FILE)})
+    (bundle / CARD_FILE).write_text(card.model_dump_json())
+    with pytest.raises(BundleError, match=r"model.onnx takes a batch of 2 faces only, where a bundle's graph"):
         OnnxClassifier(bundle)
 
 

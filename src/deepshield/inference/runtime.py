@@ -135,6 +135,11 @@ class OnnxClassifier:
                 f"{onnx_path} input {[(i.name, i.shape, i.type) for i in inputs]} does not match the card's "
                 f"{size}x{size}x3 uint8 'image'"
             )
+        if isinstance(inputs[0].shape[0], int):  # a graph traced without a dynamic batch axis
+            raise BundleError(
+                f"{onnx_path} takes a batch of {inputs[0].shape[0]} faces only, where a bundle's graph takes "
+                "any number (its first axis dynamic): a file with another number of faces would fail"
+            )
         self.outputs = self.card.output_names()
         if outputs != self.outputs:
             raise BundleError(f"{onnx_path} outputs {outputs}, but its model card says {self.outputs}")
