@@ -407,6 +407,31 @@ def test_a_graph_of_a_fixed_batch_size_is_refused_at_load(tmp_path):
         OnnxClassifier(bundle)
 
 
+def test_a_graph_whose_outputs_are_not_a_score_and_a_map_per_face_is_refused_at_load(tmp_path):
+    # A logit of N x 32 loaded, and every file with a face failed: "only length-1 arrays can be converted".
+    import onnx
+    from onnx import TensorProto, helper
+
+    bundle = tmp_path / "wide-logit"
+    bundle.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["pixels"], ["logit"], axes=[2, 3], keepdims=0),
+         helper.make_node("ReduceMean", ["pixels"], ["cam"], axes=[3], keepdims=0)],
+        "wide", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch", 32]),
+         helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["batch", 32, 32])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), bundle / ONNX_FILE)
+    card = ModelCard(name="w", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32))
+    card = card.model_copy(update={"onnx_sha256": file_sha256(bundle / ONNX_FILE)})
+    (bundle / CARD_FILE).write_text(card.model_dump_json())
+    with pytest.raises(
+        BundleError, match=r"outputs logit \['batch', 32\], where a model gives logit and synthetic_logit"
+    ):
+        OnnxClassifier(bundle)
+
+
 def test_export_shows_no_tracer_warnings(tmp_path):
     net = DeepfakeNet("tiny", 32, pretrained=False).eval()
     card = ModelCard(name="quiet", version="1", architecture="tiny", input_size=32, crop_policy=CropPolicy(size=32))

@@ -18,9 +18,12 @@ from deepshield.errors import BundleError
 from deepshield.faces.crop import SyntheticCrops
 from deepshield.forks import kept_if_inherited
 from deepshield.media.files import file_sha256
-from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, Calibration, ModelCard
+from deepshield.models.card import BUNDLE_FORMAT, CARD_FILE, ONNX_FILE, SYNTHETIC_OUTPUT, Calibration, ModelCard
 from deepshield.strict import explain
 from deepshield.text_files import read_text, unique_keys
+
+# The dimensions of each output the runtime reads (MANIPULATION_OUTPUTS, SYNTHETIC_OUTPUT).
+OUTPUT_RANKS = {"logit": 1, "cam": 3, SYNTHETIC_OUTPUT: 1}
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -143,6 +146,18 @@ class OnnxClassifier:
         self.outputs = self.card.output_names()
         if outputs != self.outputs:
             raise BundleError(f"{onnx_path} outputs {outputs}, but its model card says {self.outputs}")
+        # A score per face, a map per face: another shape loaded, and every file with a face failed ("only
+        # length-1 arrays can be converted to Python scalars"). An output of unknown shape ([]) is let be.
+        misshapen = [
+            f"{o.name} {o.shape}"
+            for o in self.session.get_outputs()
+            if o.shape and len(o.shape) != OUTPUT_RANKS[o.name]
+        ]
+        if misshapen:
+            raise BundleError(
+                f"{onnx_path} outputs {', '.join(misshapen)}, where a model gives logit and synthetic_logit as "
+                "N (a score per face) and cam as N x h x w"
+            )
 
     @property
     def input_size(self) -> int:
