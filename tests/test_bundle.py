@@ -318,6 +318,19 @@ def test_wrong_format_number(bundle_copy):
         OnnxClassifier(bundle_copy)
 
 
+def test_a_newer_formats_card_is_refused_for_its_format_not_its_new_keys(bundle_copy):
+    # Its keys this version does not know were named as an edited card's misspelling: "invalid: unknown key
+    # preprocessing; did you mean version?".
+    edit_card(bundle_copy, format=2, preprocessing={"resize": "bicubic"})
+    with pytest.raises(
+        BundleError, match=r"^model bundle format 2 is not supported \(expected 1\) \(a newer deepshield's: upgrade"
+    ):
+        OnnxClassifier(bundle_copy)
+    edit_card(bundle_copy, format=0)
+    with pytest.raises(BundleError, match=r"^model bundle format 0 is not supported \(expected 1\)$"):
+        OnnxClassifier(bundle_copy)
+
+
 def test_missing_onnx(bundle_copy):
     (bundle_copy / ONNX_FILE).unlink()
     with pytest.raises(BundleError, match=r"has no model.onnx"):

@@ -71,16 +71,21 @@ def read_card(bundle_dir: Path) -> ModelCard:
         raise BundleError(f"model bundle {bundle_dir} is not a directory")
     if not card_path.is_file():
         raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}")
+    text = read_text(card_path, "model card", BundleError)
     try:
-        text = read_text(card_path, "model card", BundleError)
-        json.loads(text, object_pairs_hook=unique_keys)  # json keeps the last of a key given twice, silently
+        raw = json.loads(text, object_pairs_hook=unique_keys)  # json keeps the last of a key given twice, silently
+    except ValueError as exc:
+        raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
+    # Before the card's keys are checked: a newer format's card has keys this version does not know, and was
+    # refused as "invalid: unknown key preprocessing; did you mean version?", an edited card's misspelling.
+    found = raw.get("format") if isinstance(raw, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found != BUNDLE_FORMAT:
+        newer = " (a newer deepshield's: upgrade deepshield to use it)" if found > BUNDLE_FORMAT else ""
+        raise BundleError(f"model bundle format {found} is not supported (expected {BUNDLE_FORMAT}){newer}")
+    try:
         card = ModelCard.model_validate_json(text)
     except ValidationError as exc:  # one line per problem (pydantic's own ran to four, with a web address)
         raise BundleError(f"model card {card_path} is invalid: {explain(exc, ModelCard)}") from None
-    except ValueError as exc:
-        raise BundleError(f"model card {card_path} is invalid: {exc}") from exc
-    if card.format != BUNDLE_FORMAT:
-        raise BundleError(f"model bundle format {card.format} is not supported (expected {BUNDLE_FORMAT})")
     card = card.model_copy(update={"calibration": _with_default_band(card.calibration)})
     if card.synthetic is not None:
         synthetic = card.synthetic.model_copy(update={"calibration": _with_default_band(card.synthetic.calibration)})
