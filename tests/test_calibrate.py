@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -11,13 +12,19 @@ import numpy as np
 import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
-from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
+from deepshield.errors import EXIT_INTERRUPTED, BundleError, DeepShieldError
 from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
-from deepshield.evaluation.recalibrate import Method, at_calibration, calibrated_version, recalibrate
+from deepshield.evaluation.recalibrate import (
+    Method,
+    at_calibration,
+    calibrated_version,
+    recalibrate,
+    write_calibrated_bundle,
+)
 from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, ScoredSet
 from deepshield.faces.crop import CropPolicy
-from deepshield.inference.runtime import OnnxClassifier
+from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier, read_card
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
 from tests.conftest import absolute_paths_in, module_edited
@@ -656,6 +663,19 @@ def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp
     )
     assert "not empty" in capsys.readouterr().err
     assert (taken / "something").read_text() == "x"
+
+
+def test_calibrate_refuses_a_new_bundle_inside_the_one_calibrated(capsys, folder_dataset, tmp_path):  # noqa: F811
+    # The copy of the bundle took in the new one's lock and part folder: a second model.onnx in cal.part/.
+    source = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, source)
+    inside = source / "cal"
+    assert main(["calibrate", str(folder_dataset), "--model", str(source), "--out", str(inside)]) == EXIT_USAGE
+    assert f"--out {inside} is inside the bundle being calibrated ({source})" in capsys.readouterr().err
+    assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in DEFAULT_BUNDLE.iterdir())
+    with pytest.raises(BundleError, match="is inside the bundle being calibrated"):
+        write_calibrated_bundle(source, inside, read_card(source))
+    assert not inside.exists()
 
 
 def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811

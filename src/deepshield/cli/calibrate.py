@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.recalibrate import (
         Method,
         benchmarks_held,
+        check_calibrated_folder,
         new_bundle_version,
         recalibrate,
         training_folders_in,
@@ -113,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.evaluation.scoring import describe_counts
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
-    from deepshield.models.card import check_bundle_folder
     from deepshield.training.config import portable_path
 
     if args.keep_verdicts and (args.target_fpr is not None or args.balanced):
@@ -124,9 +124,7 @@ def run(args: argparse.Namespace) -> int:
     method = Method(args.target_fpr, args.keep_temperature, args.keep_verdicts, args.fit_offset)
     classifier, bundle = load_classifier(args.model)
     out = Path(args.out)
-    if out.resolve() == Path(bundle).resolve():
-        raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
-    check_bundle_folder(out, args.force)  # said before the slow scoring
+    check_calibrated_folder(Path(bundle), out, args.force)  # said before the slow scoring
     check_output_folder(out.parent, "--out's folder")
     if args.score == "synthetic" and classifier.card.synthetic is None:
         raise BundleError(f"{bundle} has no synthetic-face score to calibrate")

@@ -693,9 +693,7 @@ def write_calibrated_bundle(
     or a non-empty `out` (unless force). `rates_measured_on`: the sets whose rates the calibration measured
     again (CalibrationResult.rates_measured_on), as its README says."""
     source, out = Path(source), Path(out)
-    if out.resolve() == source.resolve():
-        raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
-    check_bundle_folder(out, force)
+    check_calibrated_folder(source, out, force)
     with building_bundle(out) as building:
         # The source's README describes the source's calibration and figures: this bundle gets its own.
         shutil.copytree(
@@ -704,6 +702,17 @@ def write_calibrated_bundle(
         (building / CARD_FILE).write_text(card.model_dump_json(indent=2))
         (building / README_FILE).write_text(calibrated_readme(source, card, rates_measured_on))
     return out
+
+
+def check_calibrated_folder(source: Path, out: Path, force: bool) -> None:
+    """Refuse `out` for the bundle calibrated from `source`: the source itself, a folder inside it (the copy of
+    the source took in the new bundle's own lock and part folder, a second model.onnx among them), or one
+    check_bundle_folder refuses."""
+    if out.resolve() == source.resolve():
+        raise BundleError("--out must be a new folder: refusing to overwrite the bundle being calibrated")
+    if out.resolve().is_relative_to(source.resolve()):
+        raise BundleError(f"--out {out} is inside the bundle being calibrated ({source}): give a folder outside it")
+    check_bundle_folder(out, force)
 
 
 README_FILE = "README.md"
