@@ -537,6 +537,25 @@ def test_export_of_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path,
         assert "'not a version!' is not a version" in capsys.readouterr().err
 
 
+def test_a_bundle_into_the_working_folder_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    # `--out .` in an empty folder ended, after the checkpoint was read (calibrate: after all the scoring), in
+    # a traceback: "ValueError: PosixPath('.') has an empty name".
+    from deepshield.cli.main import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in (".", str(work), ".."):
+        assert main(["export", str(tmp_path / "best.pt"), "--out", out, "--force"]) == EXIT_USAGE
+        assert (
+            f"{out} is the working folder or holds it: a new bundle replaces its folder whole"
+            in capsys.readouterr().err
+        )
+    assert main(["soup", "a", "b", "--out", "."]) == EXIT_USAGE
+    assert "is the working folder or holds it" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
 def test_an_edited_cards_misspelt_key_is_refused_by_name(bundle_copy):
     """Loaded before with the default threshold in its place: `threshhold` was ignored."""
     card = json.loads((bundle_copy / CARD_FILE).read_text())

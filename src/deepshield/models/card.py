@@ -353,7 +353,15 @@ class ModelCard(StrictModel):
 
 
 def check_bundle_folder(folder: Path, force: bool) -> None:
-    """Refuse a new bundle's folder that is a file or holds anything, unless `force` (said before slow work)."""
+    """Refuse a new bundle's folder that is a file or holds anything, unless `force`, or that is the working
+    folder or holds it (said before slow work)."""
+    # Built beside its folder and renamed into place: `--out .` ended, after the slow work, in a traceback
+    # ("PosixPath('.') has an empty name"), and the working folder's full path would have been replaced whole.
+    if Path.cwd().is_relative_to(os.path.abspath(folder)):
+        raise BundleError(
+            f"{folder} is the working folder or holds it: a new bundle replaces its folder whole; "
+            f"give it a folder of its own (e.g. {Path(folder) / 'bundle'})"
+        )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:
         raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
 
