@@ -216,6 +216,10 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
     for path in held:
         with contextlib.suppress(OSError):
             by_size.setdefault(size(path), []).append(path)
+    # Each size's held files by digest, its first two (one of them not the file itself): looked up, not
+    # compared one by one with every file of its size (8,000 photos of one size, as BMP frames are, took a
+    # minute and more, every prepare).
+    by_digest: dict[int, dict[str, list[Path]]] = {}
     digests: dict[Path, str] = {}
 
     def digest(path: Path) -> str:
@@ -223,11 +227,23 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
             digests[path] = file_sha256(path)  # in chunks: a video can be larger than memory
         return digests[path]
 
+    def held_by_digest(length: int) -> dict[str, list[Path]]:
+        if length not in by_digest:
+            by_digest[length] = {}
+            for other in by_size[length]:
+                with contextlib.suppress(DeepShieldError):  # one that cannot be read is no copy
+                    firsts = by_digest[length].setdefault(digest(other), [])
+                    if len(firsts) < 2:
+                        firsts.append(other)
+        return by_digest[length]
+
     copies = {}
     for path in files:
         with contextlib.suppress(OSError, DeepShieldError):
-            twins = [other for other in by_size.get(size(path), []) if other != path]
-            match = next((other for other in twins if digest(other) == digest(path)), None)
+            length = size(path)
+            if not any(other != path for other in by_size.get(length, [])[:2]):
+                continue  # no other file of its size: not read
+            match = next((o for o in held_by_digest(length).get(digest(path), []) if o != path), None)
             if match is not None:
                 copies[path] = match
     return copies
