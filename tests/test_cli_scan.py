@@ -1741,6 +1741,26 @@ def test_resume_reads_back_a_csv_path_holding_a_line_break(capsys, media, tiny_b
     assert out.read_bytes().startswith(edited)
 
 
+def test_a_quote_left_open_near_the_top_of_a_long_csv_is_read_past_once():
+    # Each line stepped back over counted the file's quotes again from its start: a quote left open near the
+    # top of 100,000 rows (12 MB) held --resume for minutes.
+    from deepshield.cli.scan import _rows_end
+
+    read = 0
+
+    class Counted(bytes):
+        def count(self, part, start=0, end=None) -> int:  # type: ignore[override]
+            nonlocal read
+            read += (len(self) if end is None else end) - start
+            return super().count(part, start, end)
+
+    rows = [b"x%04d.jpg,error,,,,,,,,,,,,,,no such file\r\n" % i for i in range(2_000)]
+    rows[3] = b'x"0003.jpg,error\r\n'
+    data = Counted(b"".join(rows) + b"cut.jpg,o")
+    assert _rows_end(data, "csv") == len(data) - len(b"cut.jpg,o")
+    assert read < 3 * len(data)
+
+
 def test_model_shows_the_real_files_the_synthetic_score_flags(capsys, tiny_bundle, tmp_path):
     # A real file the synthetic-face score flagged is a false alarm of the product: the table read 0.0%.
     bundle = bundle_with_record(tiny_bundle, tmp_path / "bundle")
