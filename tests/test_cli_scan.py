@@ -996,6 +996,32 @@ def test_a_watched_folder_that_cannot_be_listed_is_one_row_however_often_files_a
     assert [began.arrived() for _ in range(4)] == [[]] * 4
 
 
+def test_a_watch_looks_at_each_file_it_has_taken_with_few_calls(tmp_path, monkeypatch):
+    # Each look stat'ed every file 6 times and spelled its key 5 times (links, change time and inode checks
+    # added apart): 20,000 files took 2.9 s a look, where 1.8 s had done before.
+    import deepshield.inference.scan as scan_module
+    from deepshield.inference.scan import ArrivalWatch, collect_files, file_key, watch_signature
+
+    for i in range(50):
+        (tmp_path / f"{i}.jpg").write_bytes(b"x")
+    files = collect_files([tmp_path], False)
+    keys = {file_key(path): watch_signature(path) for path in files}
+    watch = ArrivalWatch([tmp_path], recursive=False, seen=set(keys), taken=keys)
+    calls = {"stat": 0, "key": 0}
+
+    def counted(name, call):
+        def counting(*args, **kwargs):
+            calls[name] += 1
+            return call(*args, **kwargs)
+
+        return counting
+
+    monkeypatch.setattr(os, "stat", counted("stat", os.stat))
+    monkeypatch.setattr(scan_module, "file_key", counted("key", scan_module.file_key))
+    assert watch.arrived() == []
+    assert calls["stat"] <= 3 * 50 + 5 and calls["key"] <= 3 * 50
+
+
 def test_a_watched_folder_gone_for_a_while_is_no_row(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
     import deepshield.cli.scan as scan_cli
 

@@ -115,11 +115,13 @@ def collect_files(
             files.append(path)
     # A file named twice (in/a.jpg, ./in/a.jpg, /home/me/in/a.jpg; or in a folder also named; or through a
     # link to it, or a hard link) is scanned once, its row under the first name given.
-    firsts = {_same_file(path): path for path in reversed(files)}
-    for path in files if named else ():
+    # Each file stat'ed once: a watch lists its folders at every look.
+    same = [_same_file(path) for path in files]
+    firsts = dict(zip(reversed(same), reversed(files)))
+    for one, path in zip(same, files) if named else ():
         if file_key(path) in named:
-            firsts[_same_file(path)] = path
-    return [path for path in files if firsts[_same_file(path)] is path]
+            firsts[one] = path
+    return [path for one, path in zip(same, files) if firsts[one] is path]
 
 
 def not_done(files: list[Path], done: Collection[str]) -> list[Path]:
@@ -164,13 +166,11 @@ def watch_signature(path: Path) -> WatchSignature:
     change of its metadata only (a chmod, a new hard link) scans it once again. A folder among the files is one
     that cannot be listed (collect_files): its time changes with each file dropped in, which made a new error
     row each time, so it has none."""
-    if path.is_dir():
-        return None
     try:
         info = path.stat()
     except OSError:  # a broken link, say
         return None
-    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    return None if stat.S_ISDIR(info.st_mode) else (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 @dataclass
@@ -194,17 +194,16 @@ class ArrivalWatch:
         ready, look = [], {}
         # The names with rows, a file changed since too: another name of one (a link made to it) is no new file
         known = self.seen | self.taken.keys()
-        listing = collect_files(self.paths, self.recursive, self.output, known)
-        new = set(not_done([path for path in listing if file_key(path) not in known], known))
-        for path in listing:
-            if file_key(path) not in known and path not in new:
+        listing = [(path, file_key(path)) for path in collect_files(self.paths, self.recursive, self.output, known)]
+        new = set(not_done([path for path, key in listing if key not in known], known))
+        for path, key in listing:
+            if key not in known and path not in new:
                 continue
             if not os.path.lexists(path):
                 # A watched folder gone for a while (a share unmounted, the folder moved aside and back), or a
                 # file named that is yet to come: nothing has arrived. Taken as a file, a folder's absence was
                 # an error row, 'no such file', that stood for the rest of the watch.
                 continue
-            key = file_key(path)
             signature = watch_signature(path)  # None: scanned (as an error row) once it stays None
             if key in self.seen:
                 if self.taken.setdefault(key, signature) == signature:
