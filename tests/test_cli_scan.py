@@ -1932,6 +1932,23 @@ def test_a_page_written_removes_the_temporary_pages_killed_scans_left(capsys, me
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--html", str(page))
     assert code == EXIT_OK, err
     assert sorted(os.listdir(tmp_path)) == ["page.html"]
+    # So do a json --out's and the settings beside a streamed one (written whole or not at all too).
+    for name in ("rows.json", "rows.jsonl.settings.json"):
+        (tmp_path / f"{name}.{gone.pid}.part").write_bytes(b"half")
+        os.utime(tmp_path / f"{name}.{gone.pid}.part", (old, old))
+    for out, form in (("rows.json", "json"), ("rows.jsonl", "jsonl")):
+        code, _, err = scan(
+            capsys,
+            str(media / "blank.png"),
+            "--model",
+            str(tiny_bundle),
+            "--format",
+            form,
+            "--out",
+            str(tmp_path / out),
+        )
+        assert code == EXIT_OK, err
+    assert not list(tmp_path.glob("*.part"))
 
 
 def test_a_file_named_through_a_link_is_scanned_once_under_the_first_name(capsys, media, tiny_bundle, tmp_path):

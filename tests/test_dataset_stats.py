@@ -81,6 +81,26 @@ def test_stats_counts_charts_and_source_warning(biased: Path, capsys):
     assert stats.by_split["train"] == {"real": 3, "fake": 5}
 
 
+def test_stats_written_remove_the_temporary_files_killed_writers_left(biased: Path, capsys):
+    # A dataset stats killed while it wrote stats.json or a chart left <file>.<its pid>.part for good (evaluate's
+    # and tune's reports swept theirs).
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid: a process no longer running
+    stats_dir = DatasetLayout(biased).stats
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    left = [stats_dir / f"{name}.{gone.pid}.part" for name in ("stats.json", "labels.png")]
+    for path in left:
+        path.write_bytes(b"half a file")
+        old = os.path.getmtime(path) - 3600
+        os.utime(path, (old, old))
+    assert main(["dataset", "stats", str(biased)]) == 0
+    assert [path for path in left if path.exists()] == []
+
+
 def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     faces(tmp_path / "mixed" / "real", small, 2)
     faces(tmp_path / "mixed" / "fake", small, 2, start=5)

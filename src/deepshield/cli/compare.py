@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     comparisons = [compare(baseline, candidate, args.caught_with_reals) for candidate in candidates]
     sys.stdout.write("\n".join(describe(comparison) for comparison in comparisons))
     if args.out:
-        atomic_write_text(args.out, json.dumps([record(c) for c in comparisons], indent=1) + "\n")
+        atomic_write_text(args.out, json.dumps([record(c) for c in comparisons], indent=1) + "\n", clear_left=True)
     if args.plot:
         from deepshield.evaluation.plots import paired_differences_plot
 

@@ -653,7 +653,7 @@ class ScanSettings(StrictModel):
 
         beside = self.path_beside(out)
         try:
-            atomic_write_text(beside, self.model_dump_json(indent=2) + "\n")
+            atomic_write_text(beside, self.model_dump_json(indent=2) + "\n", clear_left=True)
         except OSError as exc:
             raise DeepShieldError(
                 f"--out {out}: the scan's settings cannot be written beside it as {beside.name} ({exc.strerror or exc}): "
@@ -714,7 +714,8 @@ def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> No
     if args.out:
         try:
             if args.out.is_file():  # whole or not at all: a full disk left it cut short, the rows before it lost
-                atomic_write_text(Path(os.path.realpath(args.out)), text)  # (a link: where it points)
+                # (a link: where it points); a killed scan's temporary file left beside it goes (clear_left)
+                atomic_write_text(Path(os.path.realpath(args.out)), text, clear_left=True)
             else:  # a pipe, a device
                 args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows

@@ -197,7 +197,7 @@ def _bar_chart(table: dict[str, dict[str, int]], title: str, path: Path) -> Path
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     try:
-        with atomic_file(path) as handle:
+        with atomic_file(path, clear_left=True) as handle:  # a killed writer's temporary file goes
             fig.savefig(handle, format="png", metadata={"Software": None})
     finally:
         plt.close(fig)
@@ -243,5 +243,5 @@ def write_stats(stats: DatasetStats, dataset_dir: Path) -> list[Path]:
     """stats/stats.json and the bar charts under DATASET_DIR/stats/."""
     out_dir = DatasetLayout(dataset_dir).stats
     pngs = plot_stats(stats, out_dir)
-    atomic_write_text(out_dir / "stats.json", stats.to_json())
+    atomic_write_text(out_dir / "stats.json", stats.to_json(), clear_left=True)
     return pngs
