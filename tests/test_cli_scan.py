@@ -533,6 +533,26 @@ def test_json_rows_that_cannot_be_written_leave_the_out_before_as_it_was(capsys,
     assert json.loads(stdout)[0]["path"].endswith("astronaut.jpg")
 
 
+def test_json_rows_go_to_an_out_that_may_be_written_in_a_folder_that_may_not(
+    capsys, media, tiny_bundle, tmp_path, monkeypatch
+):
+    # Written whole through a temporary file beside it, a results.json the user may write in a folder they may
+    # not (a shared folder) was refused at the scan's end: exit 2, its rows on standard output only.
+    import deepshield.data.layout as layout
+
+    def refused(path: Path, *args, **kwargs) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(layout, "atomic_write_text", refused)
+    out = tmp_path / "results.json"
+    out.write_text("[]\n")
+    code, stdout, err = scan(
+        capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "json", "--out", str(out)
+    )
+    assert code == EXIT_OK, err
+    assert json.loads(out.read_text())[0]["path"].endswith("astronaut.jpg") and stdout == ""
+
+
 def test_a_page_that_cannot_be_written_is_one_line_naming_it_and_the_page_before_is_kept(
     capsys, media, tiny_bundle, tmp_path
 ):

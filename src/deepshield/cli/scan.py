@@ -714,8 +714,13 @@ def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> No
     if args.out:
         try:
             if args.out.is_file():  # whole or not at all: a full disk left it cut short, the rows before it lost
-                # (a link: where it points); a killed scan's temporary file left beside it goes (clear_left)
-                atomic_write_text(Path(os.path.realpath(args.out)), text, clear_left=True)
+                target = Path(os.path.realpath(args.out))  # (a link: where it points)
+                try:  # a killed scan's temporary file left beside it goes (clear_left)
+                    atomic_write_text(target, text, clear_left=True)
+                except PermissionError:
+                    # A file that may be written in a folder that may not (check_output_file let it through):
+                    # written in place, as before; refused, the scan's rows went to standard output only.
+                    target.write_text(text, encoding="utf-8", errors=NAME_BYTES)
             else:  # a pipe, a device
                 args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
