@@ -543,7 +543,7 @@ def test_json_rows_go_to_an_out_that_may_be_written_in_a_folder_that_may_not(
     def refused(path: Path, *args, **kwargs) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(layout, "atomic_write_text", refused)
+    monkeypatch.setattr(layout, "atomic_write_text", refused)  # as the folder refuses its temporary file
     out = tmp_path / "results.json"
     out.write_text("[]\n")
     code, stdout, err = scan(

@@ -287,3 +287,21 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
     assert "the MLflow store garbage://x cannot be used" in err and "--no-tracking" not in err
     assert err.rstrip().endswith("give another --tracking-uri, or leave it out (nothing is logged to MLflow then)")
     assert not out.exists() and not (tmp_path / "c").exists()
+
+
+def test_out_that_may_be_written_in_a_folder_that_may_not_gets_the_comparison(
+    capsys, tiny_bundle, other_bundle, labelled, tmp_path, monkeypatch
+):
+    # Written whole through a temporary file beside it, a comparison.json the user may write in a folder they
+    # may not was refused once the scoring was done (a traceback: PermissionError).
+    import deepshield.data.layout as layout
+
+    def refused(path: Path, *args, **kwargs) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(layout, "atomic_write_text", refused)  # as the folder refuses its temporary file
+    out = tmp_path / "comparison.json"
+    out.write_text("[]\n")
+    pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled)]
+    assert main([*pair, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["standing"]

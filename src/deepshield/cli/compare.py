@@ -105,7 +105,7 @@ def set_options(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepshield.data.layout import atomic_write_text
+    from deepshield.data.layout import write_output_text
     from deepshield.inference.runtime import bundle_dir
     from deepshield.training.compare import compare, score_bundles
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     comparisons = [compare(baseline, candidate, args.caught_with_reals) for candidate in candidates]
     sys.stdout.write("\n".join(describe(comparison) for comparison in comparisons))
     if args.out:
-        atomic_write_text(args.out, json.dumps([record(c) for c in comparisons], indent=1) + "\n", clear_left=True)
+        write_output_text(args.out, json.dumps([record(c) for c in comparisons], indent=1) + "\n")
     if args.plot:
         from deepshield.evaluation.plots import paired_differences_plot
 

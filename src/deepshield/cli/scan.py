@@ -707,20 +707,14 @@ def _rebased(path: str, folder: Path) -> str:
 
 def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> None:
     """The rows of a format written once the scan is over (json, table): to --out or standard output."""
-    from deepshield.data.layout import atomic_write_text
+    from deepshield.data.layout import write_output_text
     from deepshield.errors import DeepShieldError
 
     text = render(rows, args.format, has_synthetic)
     if args.out:
         try:
             if args.out.is_file():  # whole or not at all: a full disk left it cut short, the rows before it lost
-                target = Path(os.path.realpath(args.out))  # (a link: where it points)
-                try:  # a killed scan's temporary file left beside it goes (clear_left)
-                    atomic_write_text(target, text, clear_left=True)
-                except PermissionError:
-                    # A file that may be written in a folder that may not (check_output_file let it through):
-                    # written in place, as before; refused, the scan's rows went to standard output only.
-                    target.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+                write_output_text(args.out, text)
             else:  # a pipe, a device
                 args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows

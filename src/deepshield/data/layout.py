@@ -198,6 +198,18 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False, *, clear_
         handle.write(data)
 
 
+def write_output_text(path: Path, text: str) -> None:
+    """A command's output file named by the user (scan's json --out, compare --out) written whole or not at all
+    (atomic_write_text, where a link points, a killed writer's temporary file swept), or in place where its
+    folder may not be written in though the file may (a shared folder: check_output_file lets it through, and
+    the temporary file beside it was refused once the work was done)."""
+    target = Path(os.path.realpath(path))
+    try:
+        atomic_write_text(target, text, clear_left=True)
+    except PermissionError:
+        target.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+
+
 @contextlib.contextmanager
 def atomic_text_file(path: Path, *, clear_left: bool = False) -> Iterator[TextIO]:
     """atomic_file as text (a CSV's rows written as they come): UTF-8, a file name that is not UTF-8 written as
