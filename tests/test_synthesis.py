@@ -96,6 +96,26 @@ def test_deform_keeps_the_region_near_its_origin():
     assert soft[50, 50] > 0.5 and soft[2, 2] == 0.0
 
 
+def test_synth_takes_no_progress_for_its_face_bank_bar(tmp_path, monkeypatch):
+    # synth draws the face bank's bar on a terminal, as train does, and refused --no-progress, which every
+    # other command drawing one takes.
+    import deepshield.training.facebank as facebank
+    from deepshield.cli.main import main
+    from tests.face_data import write_real_faces
+
+    asked = []
+    build = facebank.build_facebank
+
+    def spied(*args, **kwargs):
+        asked.append(kwargs.get("progress"))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(facebank, "build_facebank", spied)
+    real = write_real_faces(tmp_path / "real", 2)
+    assert main(["synth", str(real), str(tmp_path / "out"), "-n", "1", "--size", "96", "--no-progress"]) == 0
+    assert asked == [False]
+
+
 def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     from deepshield.cli.main import main
     from tests.face_data import write_real_faces

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshield.cli.args import given_path, non_negative_int, positive_int, probability
+from deepshield.cli.args import given_path, non_negative_int, positive_int, probability, progress_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--size", type=int, default=224, help="crop size in pixels (16 to 1024)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
+    progress_argument(parser)  # the face bank's bar
     parser.set_defaults(run=run)
 
 
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         mesh_warp_probability=args.mesh_warp_probability,
         cross_colour_probability=args.cross_colour_probability,
     )
-    bank = build_facebank([args.real_dir], crop_policy(args.size, None), args.out_dir / ".cache", workers=1)
+    bank = build_facebank(
+        [args.real_dir], crop_policy(args.size, None), args.out_dir / ".cache", workers=1, progress=not args.no_progress
+    )
     rng = np.random.default_rng(args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     sheet_images, captions = [], []
