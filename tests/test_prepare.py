@@ -249,6 +249,24 @@ def test_files_of_one_size_are_told_apart_by_digest_not_each_against_each(tmp_pa
     assert compared < 1_000  # each against each: 45,000
 
 
+def test_files_of_one_size_that_start_apart_are_not_read_whole(tmp_path: Path, monkeypatch):
+    # Every file of a size another shared was read whole for its SHA-256: videos of one size among thousands
+    # (a DFDC folder) were gigabytes read at every prepare, copies or not.
+    import deepshield.data.prepare as prepare_module
+
+    whole = []
+    sha256 = prepare_module.file_sha256
+    monkeypatch.setattr(prepare_module, "file_sha256", lambda path: whole.append(path.name) or sha256(path))
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"{i:02d}.mp4")
+        files[-1].write_bytes(bytes([i]) * 100_000 + bytes(100_000))
+    (tmp_path / "copy.mp4").write_bytes(files[3].read_bytes())
+    files.append(tmp_path / "copy.mp4")
+    assert prepare_module.same_bytes(files, files) == {files[-1]: files[3], files[3]: files[-1]}
+    assert sorted(whole) == ["03.mp4", "copy.mp4"]
+
+
 def test_a_copy_of_a_file_under_another_name_is_read_once_and_two_labels_for_it_are_refused(tmp_path: Path, small):
     # A byte-for-byte copy under another name was its own group: with 10 copied reals, 4 copies in
     # another split than their twin (the same face in train and test).

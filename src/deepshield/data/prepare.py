@@ -7,6 +7,7 @@ The manifest is rebuilt from the done records every run, so it always reflects t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 from collections import Counter
@@ -200,6 +201,9 @@ def distinct_entries(entries: Iterable[SourceEntry], exclude: Sequence[Path] = (
         )
 
 
+HEAD_BYTES = 1 << 16  # how much of a file same_bytes reads first, to tell files of one size apart
+
+
 def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
     """Each of `files` that is a byte-for-byte copy of one of `held` (not the same path): that held file,
     the first in `held`'s order. Sizes first, then SHA-256 of the few of equal size; a file no longer on
@@ -216,26 +220,45 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
     for path in held:
         with contextlib.suppress(OSError):
             by_size.setdefault(size(path), []).append(path)
-    # Each size's held files by digest, its first two (one of them not the file itself): looked up, not
-    # compared one by one with every file of its size (8,000 photos of one size, as BMP frames are, took a
-    # minute and more, every prepare).
-    by_digest: dict[int, dict[str, list[Path]]] = {}
+    # Each size's held files by the digest of their first 64 KiB, then those of one start by their whole digest
+    # (its first two: one of them not the file itself): looked up, not compared one by one with every file of
+    # its size (8,000 photos of one size, as BMP frames are, took a minute and more), and a file whose start
+    # no other of its size shares not read whole (videos of one size among thousands: gigabytes read at
+    # every prepare).
+    heads: dict[Path, str] = {}
     digests: dict[Path, str] = {}
+
+    def head(path: Path) -> str:
+        if path not in heads:
+            with open(path, "rb") as handle:  # a regular file (size): no FIFO to block on
+                heads[path] = hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
+        return heads[path]
 
     def digest(path: Path) -> str:
         if path not in digests:
             digests[path] = file_sha256(path)  # in chunks: a video can be larger than memory
         return digests[path]
 
-    def held_by_digest(length: int) -> dict[str, list[Path]]:
-        if length not in by_digest:
-            by_digest[length] = {}
+    by_head: dict[int, dict[str, list[Path]]] = {}
+    by_digest: dict[tuple[int, str], dict[str, list[Path]]] = {}
+
+    def held_starting(length: int, start: str) -> list[Path]:
+        if length not in by_head:
+            by_head[length] = {}
             for other in by_size[length]:
-                with contextlib.suppress(DeepShieldError):  # one that cannot be read is no copy
-                    firsts = by_digest[length].setdefault(digest(other), [])
+                with contextlib.suppress(OSError):  # one that cannot be read is no copy
+                    by_head[length].setdefault(head(other), []).append(other)
+        return by_head[length].get(start, [])
+
+    def held_by_digest(length: int, start: str) -> dict[str, list[Path]]:
+        if (length, start) not in by_digest:
+            found = by_digest[(length, start)] = {}
+            for other in held_starting(length, start):
+                with contextlib.suppress(DeepShieldError):
+                    firsts = found.setdefault(digest(other), [])
                     if len(firsts) < 2:
                         firsts.append(other)
-        return by_digest[length]
+        return by_digest[(length, start)]
 
     copies = {}
     for path in files:
@@ -243,7 +266,10 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
             length = size(path)
             if not any(other != path for other in by_size.get(length, [])[:2]):
                 continue  # no other file of its size: not read
-            match = next((o for o in held_by_digest(length).get(digest(path), []) if o != path), None)
+            start = head(path)
+            if not any(other != path for other in held_starting(length, start)[:2]):
+                continue  # none of its size starts as it does: not read whole
+            match = next((o for o in held_by_digest(length, start).get(digest(path), []) if o != path), None)
             if match is not None:
                 copies[path] = match
     return copies
