@@ -1956,17 +1956,9 @@ def test_a_page_written_removes_the_temporary_pages_killed_scans_left(capsys, me
     for name in ("rows.json", "rows.jsonl.settings.json"):
         (tmp_path / f"{name}.{gone.pid}.part").write_bytes(b"half")
         os.utime(tmp_path / f"{name}.{gone.pid}.part", (old, old))
+    photo = [str(media / "blank.png"), "--model", str(tiny_bundle)]
     for out, form in (("rows.json", "json"), ("rows.jsonl", "jsonl")):
-        code, _, err = scan(
-            capsys,
-            str(media / "blank.png"),
-            "--model",
-            str(tiny_bundle),
-            "--format",
-            form,
-            "--out",
-            str(tmp_path / out),
-        )
+        code, _, err = scan(capsys, *photo, "--format", form, "--out", str(tmp_path / out))
         assert code == EXIT_OK, err
     assert not list(tmp_path.glob("*.part"))
 
