@@ -974,3 +974,15 @@ def test_data_that_leaves_nothing_to_train_on_is_refused_in_one_line(real_dir, t
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "db", tmp_path / "cache", **dict([setting.split("=")]))
     with pytest.raises(DeepShieldError, match=said):
         Trainer(config).run()
+
+
+def test_a_checkpoint_recording_a_free_text_export_version_is_still_read(tmp_path, capsys):
+    # export.version took free text until it was held to a version's rule: such a checkpoint was refused
+    # whole, its network neither exported (even with --version) nor taken as model.init.
+    from deepshield.training.config import checkpoint_config
+
+    recorded = load_config(None, []).model_dump(mode="json")
+    recorded["export"]["version"] = "my model v2"
+    config = checkpoint_config({"config": recorded}, tmp_path / "best.pt")
+    assert config.export.version is None and config.model == load_config(None, []).model
+    assert "its export.version 'my model v2' is not a version" in capsys.readouterr().err

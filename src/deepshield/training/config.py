@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deepshield.dotted import flatten, merge_dotted, parse_assignment
-from deepshield.errors import DeepShieldError
+from deepshield.errors import DeepShieldError, say
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.strict import (
     BundleVersion,
@@ -24,6 +24,7 @@ from deepshield.strict import (
     JpegQualityRange,
     ScaleRange,
     StrictModel,
+    check_version,
     explain,
     takes_text,
 )
@@ -707,8 +708,21 @@ def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> TrainConfig:
     and the setting: export, model.init and synthetic.init ended in pydantic's traceback."""
     if not isinstance(checkpoint.get("config"), dict):
         raise DeepShieldError(f"{path} is not a training checkpoint (it holds no training configuration)")
+    recorded = checkpoint["config"]
+    export = recorded.get("export")
+    if isinstance(export, dict) and isinstance(version := export.get("version"), str):
+        try:
+            check_version(version)
+        except ValueError as exc:
+            # Free text (a name with spaces) was taken until a version was held to the rule: the network such a
+            # checkpoint holds could then be neither exported, even with --version, nor taken as model.init.
+            say(
+                f"deepshield: {path}: its export.version {version!r} is {exc}: read as unset (export's --version "
+                "names a bundle)"
+            )
+            recorded = {**recorded, "export": {**export, "version": None}}
     try:
-        return validate_config(checkpoint["config"])
+        return validate_config(recorded)
     except DeepShieldError as exc:
         raise DeepShieldError(f"{path} was trained with settings this version does not read: {exc}") from None
 
