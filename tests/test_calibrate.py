@@ -13,7 +13,6 @@ import pytest
 
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.errors import EXIT_INTERRUPTED, BundleError, DeepShieldError
-from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
 from deepshield.evaluation.recalibrate import (
     Method,
@@ -26,7 +25,7 @@ from deepshield.evaluation.scoring import CLEAN, FACE_COLUMNS, FileRecord, Score
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier, read_card
 from deepshield.inference.video_rule import VideoRule
-from deepshield.models.card import Calibration, InconclusiveBand, ModelCard
+from deepshield.models.card import Calibration, InconclusiveBand, ModelCard, sigmoid
 from tests.conftest import absolute_paths_in, module_edited
 from tests.test_evaluation_report import folder_dataset, stop_cropping  # noqa: F401 - the shared tiny dataset fixture
 

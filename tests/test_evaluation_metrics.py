@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from deepshield.evaluation.calibration import (
     fit_temperature,
     fit_threshold,
     reliability,
-    sigmoid,
 )
 from deepshield.evaluation.metrics import (
     METRIC_NAMES,
@@ -33,6 +33,7 @@ from deepshield.evaluation.metrics import (
 )
 from deepshield.evaluation.plots import paired_differences_plot
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
+from deepshield.models.card import Calibration, sigmoid
 
 
 def test_hand_computed_small_set():
@@ -413,3 +414,16 @@ def test_video_rule_kinds():
     assert "highest of its frame probabilities" in VideoRule(kind="max").describe()
     with pytest.raises(ValueError, match="video rule kind"):
         VideoRule(kind="median")
+
+
+def test_probabilities_of_logits_beyond_exps_range_are_right_without_a_warning():
+    # A logit of -60 at temperature 0.05 is -1200 scaled: exp(1200) overflowed with numpy's warning printed.
+    logits = np.array([-60.0, -1.0, 0.0, 1.0, 60.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probabilities = Calibration(temperature=0.05).probability(logits)
+        direct = sigmoid(np.array([-800.0, 800.0]))
+    assert probabilities[[0, 2, 4]].tolist() == [0.0, 0.5, 1.0]
+    assert probabilities[1] == pytest.approx(1 / (1 + math.exp(20)))
+    assert probabilities[3] == pytest.approx(1 / (1 + math.exp(-20)))
+    assert direct.tolist() == [0.0, 1.0]

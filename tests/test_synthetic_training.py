@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import sigmoid
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
+from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
 from deepshield.training import trainer as trainer_module
 from deepshield.training.benchmarks import BenchmarkOverlapError, load_benchmark

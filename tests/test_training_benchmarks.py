@@ -14,11 +14,12 @@ from mlflow.tracking import MlflowClient
 from skimage import data as skdata
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature, sigmoid
+from deepshield.evaluation.calibration import fit_inconclusive_band, fit_temperature
 from deepshield.evaluation.metrics import MetricsError, binary_log_loss
 from deepshield.evaluation.scoring import FaceRow, FileRecord
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.media.codecs import h264_roundtrip
+from deepshield.models.card import sigmoid
 from deepshield.training.augment import degrade
 from deepshield.training.benchmarks import (
     Benchmark,

@@ -15,10 +15,6 @@ from deepshield.models.card import DEFAULT_BAND_HALF_WIDTH, InconclusiveBand
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _fit_inputs(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels, np.float64)
     logits = np.asarray(logits, np.float64)

@@ -69,7 +69,6 @@ from deepshield.evaluation.calibration import (
     fit_threshold,
     fit_threshold_each,
     sets_over_target,
-    sigmoid,
 )
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
@@ -89,6 +88,7 @@ from deepshield.models.card import (
     ModelCard,
     building_bundle,
     check_bundle_folder,
+    sigmoid,
 )
 
 Score = Literal["manipulation", "synthetic"]

@@ -90,6 +90,14 @@ class InconclusiveBand(StrictModel):
         return "no_signs_found" if probability < self.low else "inconclusive"
 
 
+def sigmoid(x: Any) -> NDArray[np.float64]:
+    """1 / (1 + exp(-x)), through exp(-|x|), which never overflows: exp(-x) itself printed numpy's
+    "overflow encountered in exp" for x below -709 (a logit of -60 at temperature 0.05), right as the result was."""
+    x = np.asarray(x, dtype=np.float64)
+    small = np.exp(-np.abs(x))
+    return np.asarray(np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small)), dtype=np.float64)
+
+
 class Calibration(StrictModel):
     temperature: float = Field(1.0, gt=0, description="probability = sigmoid((logit - offset) / temperature)")
     offset: float = Field(
@@ -117,7 +125,7 @@ class Calibration(StrictModel):
 
     def probability(self, logits: Any) -> NDArray[np.float64]:
         """The calibrated probability of every logit: the one place either score's logits become probabilities."""
-        return np.asarray(1.0 / (1.0 + np.exp(-self.scaled(logits))), dtype=np.float64)
+        return sigmoid(self.scaled(logits))
 
     def logit(self, probability: float) -> float:
         """The logit this calibration scores `probability` (the inverse of `probability`)."""

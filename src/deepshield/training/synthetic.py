@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
 from deepshield.faces.crop import CropPolicy
-from deepshield.models.card import GENERATED_ENTRY, REAL_ENTRY, Calibration, ModelCard
+from deepshield.models.card import GENERATED_ENTRY, REAL_ENTRY, Calibration, ModelCard, sigmoid
 from deepshield.training.augment import degrade
 from deepshield.training.config import TrainConfig
 from deepshield.training.dataset import FAKE, REAL, split_by_group
@@ -270,9 +270,7 @@ class ScoredChecks:
         over faces too (`_lo`, `_hi`)."""
         out: dict[str, float] = {}
         for name in self.labels:
-            labels, scores = check_inputs(
-                self.labels[name], 1 / (1 + np.exp(-np.asarray(self.logits[name], np.float64)))
-            )
+            labels, scores = check_inputs(self.labels[name], sigmoid(self.logits[name]))
             metrics = detection_metrics(labels, scores)
             out[f"synthetic_{name}_auc"], out[f"synthetic_{name}_ap"] = metrics.auc, metrics.ap
             if intervals:

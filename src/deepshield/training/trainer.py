@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.calibration import sigmoid
 from deepshield.evaluation.metrics import detection_metrics
 from deepshield.evaluation.plots import (
     confusion_plot,
@@ -30,6 +29,7 @@ from deepshield.evaluation.plots import (
 from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, is_prepared_dataset
 from deepshield.faces.crop import CropPolicy
 from deepshield.locks import folder_lock
+from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import check_store, open_tracker
 from deepshield.training.allocator import keep_freed_memory
