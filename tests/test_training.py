@@ -558,9 +558,11 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_in_one_line(real_dir, t
     from deepshield.tracking import open_tracker
 
     (tmp_path / "afile").write_text("")
-    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "afile" / "m.db", tmp_path / "cache")
+    settings = tiny_settings(real_dir, tmp_path / "new" / "run", tmp_path / "afile" / "m.db", tmp_path / "cache")
     args = ["train", *(a for s in settings for a in ("--set", s))]
     assert main(args) == 2 and not (tmp_path / "cache").exists()  # before the face bank is built
+    # Nothing new behind: the check of run/checkpoints, before this one, had left new/run made and empty.
+    assert not (tmp_path / "new").exists()
     assert "tracking.uri's folder" in capsys.readouterr().err
     with pytest.raises(DeepShieldError, match=r"the MLflow store sqlite:///.* cannot be used"):
         open_tracker(True, f"sqlite:///{tmp_path / 'afile' / 'm.db'}", "test")

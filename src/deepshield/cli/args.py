@@ -230,21 +230,25 @@ def _refuse_a_file_above(path: Path, flag: str) -> None:
 
 def check_output_folder(path: Path, flag: str) -> None:
     """Refuse, before any work, an output folder that is a file, cannot be made or cannot be written in
-    (a read-only mount), so that a long run is not lost at its end. Nothing is left by the check: a
-    folder it made to try is removed (its parents stay)."""
+    (a read-only mount), so that a long run is not lost at its end. Nothing is left by the check: the
+    folders it made to try are removed, its parents' too (train's check of run_dir/checkpoints left run_dir
+    behind, empty, when a later check refused the run)."""
     from deepshield.errors import DeepShieldError
 
     if path.exists() and not path.is_dir():
         raise DeepShieldError(f"{flag} {path} is a file: name a folder")
     _refuse_a_file_above(path, flag)
-    existed = path.exists()
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         raise DeepShieldError(f"{flag} {path} cannot be written: {exc.strerror or exc}") from None
-    if not existed:
-        path.rmdir()
+    for folder in made:  # deepest first; one something else wrote in meanwhile stays, with those above it
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: str) -> None:
