@@ -356,6 +356,17 @@ def test_fit_threshold_target_fpr_and_balanced():
     assert fit_threshold(np.zeros(20), reals[:20], target_fpr=0.05) == 0.19
 
 
+@pytest.mark.parametrize("score", [0.3, 0.7])
+def test_a_set_whose_files_all_score_the_same_gets_a_threshold_flagging_none(score):
+    # Every threshold balances at 0.5 there: the lowest of the tie (0.3, or 0.5 under 0.7) flagged every file.
+    labels, scores = np.array([0, 1, 0, 1]), np.full(4, score)
+    threshold = fit_threshold(labels, scores)
+    assert threshold == np.nextafter(score, 1) and not (scores >= threshold).any()
+    band = fit_inconclusive_band(labels, scores, threshold)
+    assert band.low <= score < band.high  # read inconclusive, not "no signs found"
+    assert fit_threshold(labels, np.ones(4)) == 1.0  # no threshold on the scale lies above it
+
+
 def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])

@@ -95,7 +95,9 @@ def _split(labels, probabilities) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: float | None = None) -> float:
     """Best balanced accuracy, or the lowest threshold whose false-positive rate is <= target_fpr: the
     lowest score that flags no more reals than the target allows, else just above the top real (1.0 at
-    most)."""
+    most). A set whose scores are all one value tells nothing apart, every threshold balancing at 0.5: the
+    threshold is then just above that score (1.0 at most), flagging none of it, not the lowest of the tie,
+    which flagged every file."""
     probabilities, real, fake = _split(labels, probabilities)
     if target_fpr is not None and real.size == 0:
         raise MetricsError("a threshold for a target false-positive rate needs real samples")
@@ -110,6 +112,8 @@ def fit_threshold(labels: np.ndarray, probabilities: np.ndarray, target_fpr: flo
         flagged = real.size - np.searchsorted(np.sort(real), candidates, side="left")
         within = np.flatnonzero(flagged <= allowed)
         return float(candidates[within[0]]) if within.size else float(min(1.0, np.nextafter(real.max(), np.inf)))
+    if probabilities.min() == probabilities.max():
+        return float(min(1.0, np.nextafter(probabilities.max(), np.inf)))
     candidates = np.unique(np.concatenate([probabilities, [0.5]]))
     tpr, fpr = _rates(real, fake, candidates)
     return float(candidates[int(np.argmax((tpr + 1 - fpr) / 2))])
