@@ -116,6 +116,17 @@ def test_recalibration_lowers_log_loss_on_an_overconfident_set():
     assert "balanced accuracy is within 0.02" in band.fitted_on and "300 scores" in band.fitted_on
 
 
+def test_a_temperature_fitted_at_the_top_of_its_range_is_said_and_recorded():
+    # Inverted logits: the log-loss falls still as the scale flattens, and the fit stops at 20, its bound.
+    scored = overconfident_set()
+    scored.faces["logit"] = -scored.faces["logit"]
+    result = recalibrate(scored, toy_card(), described_as="toy set", when=date(2025, 1, 2))
+    assert result.temperature_after == pytest.approx(20, rel=1e-3)
+    assert result.scale_note is not None and "stopped at the top of its range (20)" in result.scale_note
+    assert result.scale_note in result.card.calibration.fitted_on
+    assert recalibrate(overconfident_set(), toy_card(), when=date(2025, 1, 2)).scale_note is None
+
+
 def test_target_fpr_bounds_false_positives_over_files():
     scored = overconfident_set(seed=1)
     result = recalibrate(scored, toy_card(), Method(target_fpr=0.05))

@@ -172,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         f"offset {result.shipped.offset:.4g} -> {result.calibration.offset:.4g}; "
         f"threshold {result.shipped.threshold:.4f} -> {result.threshold_after:.4f}"
     )
+    if result.scale_note is not None:
+        say(f"deepshield calibrate: note: {result.scale_note}")
     band = result.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")

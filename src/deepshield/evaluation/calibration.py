@@ -42,6 +42,24 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def temperature_at_edge(temperature: float) -> str | None:
+    """A note where a fitted temperature stopped at an end of its search range, its log-loss falling still
+    beyond it (the scale is then the range's, not the set's optimum); None inside the range."""
+    low, high = TEMPERATURE_BOUNDS
+    if temperature >= high * (1 - 1e-3):
+        return (
+            f"the temperature fit stopped at the top of its range ({high:g}): the scores barely tell this set's "
+            "real faces from its fakes, and flatter probabilities still would fit it better"
+        )
+    if temperature <= low * (1 + 1e-3):
+        return (
+            f"the temperature fit stopped at the bottom of its range ({low:g}): this set's faces are told apart "
+            "(nearly) without error, and sharper probabilities still would fit it better; a larger, harder set "
+            "gives a truer scale"
+        )
+    return None
+
+
 def fit_platt(labels: np.ndarray, logits: np.ndarray, temperature: float | None = None) -> tuple[float, float]:
     """(T, b) minimising the log-loss of sigmoid((logit - b) / T) (Platt scaling, with T in [0.05, 20]), or
     with `temperature` given, the offset b alone at that T: where a score ranks well but is shifted (real

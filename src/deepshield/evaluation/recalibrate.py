@@ -69,6 +69,7 @@ from deepshield.evaluation.calibration import (
     fit_threshold,
     fit_threshold_each,
     sets_over_target,
+    temperature_at_edge,
 )
 from deepshield.evaluation.metrics import check_inputs, detection_metrics, metric_key
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
@@ -156,6 +157,7 @@ class CalibrationResult:
     verdicts_changed: int  # files of the calibration set whose verdict (three-way, from this score) moved
     rates_measured_on: list[str] = field(default_factory=list)  # the sets whose rates were measured again
     rates_removed: list[str] = field(default_factory=list)  # the card's rates at the refitted score's old calibration
+    scale_note: str | None = None  # temperature_at_edge's, where the fitted temperature stopped at its range's end
 
     def removed_by_reason(self, source: ModelCard) -> list[str]:
         """The rates not carried over, grouped by why (calibrate's report): rates calibrate measures again on a
@@ -605,6 +607,9 @@ def recalibrate(
         + (f", {frames} frames per video" if frames else "")
         + f"{scale_how}{threshold_how}; {when:%Y-%m-%d}"
     )
+    scale_note = None if method.keep_temperature else temperature_at_edge(fitted.temperature)
+    if scale_note is not None:
+        fitted_on += f"; {scale_note}"
     prefix = "calibration_" if score == "manipulation" else "synthetic_calibration_"
     earlier = tuple(f"{prefix}{stage}_" for stage in ("before", "after", "heldout"))
     refit = calibration.model_copy(
@@ -683,6 +688,7 @@ def recalibrate(
         verdicts_changed,
         measured_on,
         stale,
+        scale_note,
     )
 
 

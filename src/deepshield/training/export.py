@@ -17,6 +17,7 @@ from deepshield.evaluation.calibration import (
     fit_threshold,
     fit_threshold_each,
     sets_over_target,
+    temperature_at_edge,
 )
 from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.recalibrate import (
@@ -178,6 +179,9 @@ def fit_calibration(
             f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr * 100:g}% of each set of real media "
             f"(real faces or files: {counts})"
         )
+    if (note := temperature_at_edge(scale.temperature)) is not None:
+        fitted_on += f"; {note}"
+        log.warning("%s (%s)", note, validation)
     band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
     if real_media is not None:
         refitted = real_media.fit(scale)
