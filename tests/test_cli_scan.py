@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -1014,6 +1015,29 @@ def test_a_watched_folder_that_cannot_be_listed_is_one_row_however_often_files_a
 
     began = ArrivalWatch([tmp_path / "inbox"], True, {file_key(drop)}, taken={file_key(drop): watch_signature(drop)})
     assert [began.arrived() for _ in range(4)] == [[]] * 4
+
+
+def test_a_watch_does_not_scan_again_files_a_remount_numbered_anew(tmp_path, monkeypatch):
+    # sshfs without use_ino, SMB with noserverino: a share unmounted and mounted again gives its files new inode
+    # numbers, their size, modification and change times as they were; with the inode compared, every file
+    # under the watch was scanned again.
+    from deepshield.inference.scan import ArrivalWatch, collect_files, file_key, watch_signature
+
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    taken = {file_key(path): watch_signature(path) for path in collect_files([tmp_path], False)}
+    watch = ArrivalWatch([tmp_path], recursive=False, seen=set(taken), taken=dict(taken))
+    real_stat = Path.stat
+
+    def remounted(self, *args, **kwargs):
+        info = real_stat(self, *args, **kwargs)
+        fields = list(info)
+        fields[stat.ST_INO] += 1000
+        extra = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
+        return os.stat_result(fields, {name: getattr(info, name) for name in extra})
+
+    monkeypatch.setattr(Path, "stat", remounted)
+    assert [watch.arrived() for _ in range(3)] == [[]] * 3
 
 
 def test_a_watch_looks_at_each_file_it_has_taken_with_few_calls(tmp_path, monkeypatch):

@@ -156,21 +156,23 @@ def file_key(path: Path | str) -> str:
 
 
 # A file's size, modification and change times (ns) and inode; None: it cannot be stat'ed (or is a folder).
-WatchSignature = tuple[int, int, int, int] | None
+WatchSignature = tuple[int, int, int] | None
 
 
 def watch_signature(path: Path) -> WatchSignature:
-    """What tells `scan --watch` a file changed: its size and modification time, and its change time and inode
-    too: a file that arrived unreadable and was then made readable (chmod), or one replaced by another of the
-    same size and time (cp -p, rsync's rename into place), kept its first (error) row with those two alone. A
-    change of its metadata only (a chmod, a new hard link) scans it once again. A folder among the files is one
+    """What tells `scan --watch` a file changed: its size and modification time, and its change time too: a file
+    that arrived unreadable and was then made readable (chmod), or one replaced by another of the same size and
+    time (cp -p, rsync's rename into place: the new file's change time is its own), kept its first (error) row
+    with those two alone. A change of its metadata only (a chmod, a new hard link) scans it once again. Not the
+    inode: a share that numbers its files anew at each mount (sshfs without use_ino, SMB with noserverino) had
+    every file scanned again once it was mounted again. A folder among the files is one
     that cannot be listed (collect_files): its time changes with each file dropped in, which made a new error
     row each time, so it has none."""
     try:
         info = path.stat()
     except OSError:  # a broken link, say
         return None
-    return None if stat.S_ISDIR(info.st_mode) else (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    return None if stat.S_ISDIR(info.st_mode) else (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 @dataclass
