@@ -1353,6 +1353,35 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
             assert "restarted and lost this analysis" in page.inner_text("#message-detail")
 
 
+def test_a_video_jobs_poll_answered_busy_waits_as_the_server_asks_and_says_it_is_busy(
+    browser, detector, astronaut, tmp_path
+):
+    # The server's own 503 was taken for a server gone: "not answering", asked again every 600 ms whatever its
+    # Retry-After said, and given up after 2 minutes.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    polled: list[float] = []
+
+    def busy_for_two_polls(route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        polled.append(time.monotonic())
+        if len(polled) <= 2:
+            busy = {"error": "busy", "detail": "the server is busy (4 jobs waiting); retry later"}
+            route.fulfill(status=503, json=busy, headers={"Retry-After": "2"})
+        else:
+            route.continue_()
+
+    with _page_of(browser, detector) as page:
+        page.route("**/v1/jobs/*", busy_for_two_polls)
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_function("() => document.getElementById('progress-stage').textContent.includes('busy')")
+        assert page.inner_text("#progress-stage") == "The server is busy: asking again in 2 s…"
+        page.wait_for_selector("#video-result:not([hidden])")
+        assert page.is_hidden("#message")
+    assert polled[1] - polled[0] >= 1.9 and polled[2] - polled[1] >= 1.9  # not 0.6 s apart
+
+
 def test_cancel_while_the_server_is_not_answering_does_not_say_it_deleted_the_file(
     browser, detector, astronaut, tmp_path
 ):

@@ -40,7 +40,11 @@ export async function api(path, options) {
     const code = (body && body.error) || "http_" + response.status;
     const detail = (body && body.detail) || `The server answered ${response.status} ${response.statusText}.`;
     if (response.status === 401) showKeyPanel();
-    throw new ApiFailure(response.status, code, detail);
+    const failure = new ApiFailure(response.status, code, detail);
+    // Seconds the server asks to be left alone for (its 503 "busy", a 429); an HTTP-date is not read.
+    const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+    if (retryAfter >= 0) failure.retryAfter = retryAfter;
+    throw failure;
   }
   // Every answer but a DELETE's 204 is JSON: anything else (a proxy's sign-in page) sent a photo again as a
   // job, then ended in "Something went wrong in this page: Cannot read properties of null (reading 'id')".

@@ -12,6 +12,11 @@ const POLL_MS = 600;
 // gives up. It gave up at the first, and the result the restarted server made was shown to nobody.
 const RECONNECT_MS = 120_000;
 const unreachable = (err) => err instanceof ApiFailure && (err.code === "network" || [502, 503, 504].includes(err.status));
+// The server's own 503 (too busy to answer a poll): it is there, and says when to ask again (Retry-After, taken
+// within these bounds). It was taken for a server gone: asked again every 600 ms, and given up after 2 minutes.
+const serverBusy = (err) => err.status === 503 && err.code === "busy";
+const BUSY_WAIT_MS = [POLL_MS, 30_000];
+const busyWait = (err) => Math.min(Math.max((err.retryAfter ?? 0) * 1000, BUSY_WAIT_MS[0]), BUSY_WAIT_MS[1]);
 
 // A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
 // server, so that it does not hold the worker the next file needs; its file is deleted there.
@@ -103,19 +108,28 @@ async function pollJob(job, file, run) {
   // A job is "queued" from submission until a worker takes it, which is usually at once: only a
   // job still queued when polled again is really waiting.
   let polls = 0;
+  let wait = POLL_MS; // longer while the server says it is busy
+  let busy = false;
   // Given up meanwhile (another file, or Cancel): stopWaiting has already deleted the job, so it is not
   // polled again (its answer would be a 404).
   const givenUp = () => run !== state.run;
   while (job.status === "queued" || job.status === "running") {
-    const stage = state.lostSince !== null ? "The server is not answering: trying again…"
+    const stage = busy ? `The server is busy: asking again in ${Math.round(wait / 1000)} s…`
+      : state.lostSince !== null ? "The server is not answering: trying again…"
       : job.status === "running" ? capitalise(job.stage) + "…" : polls > 0 ? "Waiting for a free worker…" : "Starting…";
     showProgress(file.name, job.progress, stage);
-    await sleep(POLL_MS);
+    await sleep(wait);
     if (givenUp()) return null;
     try {
       job = await api("v1/jobs/" + encodeURIComponent(job.id));
     } catch (err) {
       if (givenUp()) return null; // deleted while this poll was on its way
+      busy = serverBusy(err);
+      wait = busy ? busyWait(err) : POLL_MS;
+      if (busy) {
+        state.lostSince = null; // answered: not lost, however long it stays busy
+        continue;
+      }
       if (unreachable(err)) {
         state.lostSince = state.lostSince ?? Date.now();
         if (Date.now() - state.lostSince < RECONNECT_MS) continue;
@@ -128,6 +142,8 @@ async function pollJob(job, file, run) {
     // Given up while this poll was on its way: its "running" would show the progress again, for good.
     if (givenUp()) return null;
     state.lostSince = null;
+    busy = false;
+    wait = POLL_MS;
     polls += 1;
   }
   if (run !== state.run) return null;
