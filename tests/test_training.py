@@ -568,6 +568,17 @@ def test_a_tracking_store_that_cannot_be_used_is_refused_in_one_line(real_dir, t
         open_tracker(True, f"sqlite:///{tmp_path / 'afile' / 'm.db'}", "test")
 
 
+def test_a_run_refused_for_its_data_leaves_no_tracking_store_behind(tmp_path, capsys):
+    # The store was made (a new SQLite file and its folder) to check it, before the data's folders were looked for.
+    from deepshield.cli.main import main
+
+    db = tmp_path / "mlflow" / "m.db"
+    settings = tiny_settings(tmp_path / "no-such-faces", tmp_path / "run", db, tmp_path / "cache")
+    assert main(["train", *(a for s in settings for a in ("--set", s))]) == 2
+    assert "no-such-faces" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_tracking_store_mlflow_cannot_open_is_refused_before_the_face_bank(real_dir, tmp_path):
     (tmp_path / "m.db").write_text("not a database")  # its folder can be written: only MLflow can tell
     config = tiny_config(real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache")

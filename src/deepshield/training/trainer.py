@@ -284,12 +284,14 @@ class Trainer:
         # loading (and a face bank of the settings it was refused for).
         resumed = self._resume_state() if resume else None
         check_init_path(config)
-        if config.tracking.enabled:  # opened after the face bank: a store MLflow cannot use was refused only then
-            check_store(str(config.tracking.uri), config.tracking.experiment)
         if parent is None:  # frozen mode trains on the synthetic section's folders alone
             config.data.check_paths()
         for benchmark in config.data.benchmarks:  # a layout it cannot tell was refused after the face bank
             check_benchmark_layout(config.data.locate(benchmark, "benchmark"))
+        # Opened after the face bank, a store MLflow cannot use was refused only then; checked before the data's
+        # folders, a run refused for those left the new store (a SQLite file, its folder) behind.
+        if config.tracking.enabled:
+            check_store(str(config.tracking.uri), config.tracking.experiment)
         synthetic_data = None
         if config.synthetic is not None:
             # The faces the trunk learns (joint) or learnt (frozen: the parent's) as blend donors.
