@@ -98,13 +98,22 @@ class EpochMirror:
             (self.out / f"{old}.pt").unlink(missing_ok=True)
 
 
-def batches_per_second(log: Path) -> float:
-    """The last rate tqdm printed (it prints `N batch/s`, or `N s/batch` when slower than one a second)."""
-    rates = re.findall(r"([0-9.]+)(batch/s|s/batch)", log.read_text(errors="replace"))
-    if not rates:
-        raise SystemExit(f"the probe printed no training rate: see {log}")
-    value, unit = rates[-1]
-    return float(value) if unit == "batch/s" else 1 / float(value)
+def probe_rate(checkpoint: Path) -> float:
+    """Training samples/s of the probe, from the checkpoint it keeps when it stops (at max_steps, or by
+    Ctrl-C at its time limit): the images of the epoch under way over its seconds, warm-up included, else
+    the last finished epoch's. (Read from the bar's log before, which is drawn on a terminal only: a probe
+    writing to a file printed no rate, and the lease ended there.)"""
+    import torch
+
+    try:
+        progress = torch.load(checkpoint, map_location="cpu", weights_only=False)["progress"]
+    except (OSError, KeyError) as exc:
+        raise SystemExit(f"the probe left no checkpoint to read its rate from ({checkpoint}: {exc})") from None
+    if progress["epoch_images"] and progress["epoch_seconds"] > 0:
+        return progress["epoch_images"] / progress["epoch_seconds"]
+    if progress["history"]:
+        return progress["history"][-1]["images_per_s"]
+    raise SystemExit(f"the probe trained no step: see {checkpoint.parent.parent}")
 
 
 def samples_per_epoch(rate: float, seconds: float, margin: float, epochs: int, batch_size: int) -> int:
@@ -178,6 +187,7 @@ def main() -> int:
     parser.add_argument("train_args", nargs="*", help="more `deepshield train` arguments, after --")
     args = parser.parse_args()
     sys.path[:0] = [str(REPO / ".kit" / "site"), str(REPO / "src")]
+    from deepshield.training.checkpoint import LAST
     from deepshield.training.config import load_config
 
     out = Path(os.environ.get("OUT", "/tmp/gpu-out"))
@@ -197,11 +207,11 @@ def main() -> int:
     if args.rate is None:
         probe_log = out / "probe.log"
         probe = [*train, "--run-dir", RUN_DIRS[0], "--set", f"max_steps={args.probe_steps}"]
-        # Stopped at its time limit, the probe has still printed its rate so far.
+        # Stopped at its time limit, the probe still keeps its checkpoint, and the rate so far in it.
         if deepshield(probe, probe_log, timeout=min(180, left() - EXPORT_RESERVE_S)) not in (0, 124):
             print(probe_log.read_text()[-3000:])
             raise SystemExit("the probe failed")
-    rate = args.rate or batches_per_second(probe_log) * config.optim.batch_size
+    rate = args.rate or probe_rate(REPO / RUN_DIRS[0] / "checkpoints" / LAST)
     epochs = config.optim.epochs
     per_epoch = samples_per_epoch(rate, args.seconds, args.margin, epochs, config.optim.batch_size)
     print(

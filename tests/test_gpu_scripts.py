@@ -13,17 +13,27 @@ def gpu_train():
     return load_script("gpu_train")
 
 
-def test_the_last_rate_tqdm_printed_is_read_in_either_unit(gpu_train, tmp_path):
-    log = tmp_path / "probe.log"
-    log.write_text(
-        "epoch 1/6:  10%| 8/80 [00:04<00:30,  2.50s/batch, loss=0.69]\repoch 1/6:  50%| 40/80 [00:09<00:05, 21.7batch/s]\n"
-    )
-    assert gpu_train.batches_per_second(log) == pytest.approx(21.7)
-    log.write_text("epoch 1/6:  10%| 8/80 [00:20<03:00,  2.50s/batch, loss=0.69]\n")
-    assert gpu_train.batches_per_second(log) == pytest.approx(0.4)
-    log.write_text("Traceback (most recent call last): ...\n")
-    with pytest.raises(SystemExit, match="no training rate"):
-        gpu_train.batches_per_second(log)
+def test_the_probes_rate_is_read_from_the_checkpoint_it_keeps(gpu_train, tmp_path):
+    """The rate was read from the bar in the probe's log, which is drawn on a terminal only: a probe
+    writing to a file printed none, and the lease ended with 'the probe printed no training rate'."""
+    import dataclasses
+
+    import torch
+
+    from deepshield.training.trainer import Progress
+
+    checkpoint = tmp_path / "last.pt"
+    under_way = Progress(step_in_epoch=80, global_step=80, epoch_images=5120, epoch_seconds=4.0)
+    torch.save({"progress": dataclasses.asdict(under_way)}, checkpoint)
+    assert gpu_train.probe_rate(checkpoint) == pytest.approx(1280)
+    finished = Progress(epoch=1, history=[{"epoch": 0, "images_per_s": 900.0}])
+    torch.save({"progress": dataclasses.asdict(finished)}, checkpoint)
+    assert gpu_train.probe_rate(checkpoint) == pytest.approx(900)
+    torch.save({"progress": dataclasses.asdict(Progress())}, checkpoint)
+    with pytest.raises(SystemExit, match="trained no step"):
+        gpu_train.probe_rate(checkpoint)
+    with pytest.raises(SystemExit, match="left no checkpoint"):
+        gpu_train.probe_rate(tmp_path / "none.pt")
 
 
 def test_the_epochs_fill_the_planned_share_of_the_time_in_whole_batches(gpu_train):
