@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from deepshield.errors import exit_status
 from deepshield.faces.crop import crop_face, crop_validity
 from deepshield.faces.detector import FaceDetector
 from deepshield.faces.landmarks import FaceMesher
@@ -38,7 +40,7 @@ from deepshield.inference.runtime import OnnxClassifier, bundle_dir
 from deepshield.media.images import load_image
 from deepshield.synthesis import blend, masks
 from deepshield.synthesis.blend import FaceSample, part_paste
-from deepshield.training.config import DATA_DIR_ENV
+from deepshield.training.config import DataConfig
 
 PARTS = {name: masks.PASTE_PARTS[name] for name in ("mouth", "left_eye", "right_eye")}
 
@@ -127,15 +129,17 @@ def measure(samples: list[FaceSample], classifier: OnnxClassifier) -> list[Row]:
     return rows
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reals", default="dev-eval/face-edits/real", help="real photos, under the data root")
     parser.add_argument("--faces", type=int, default=30)
     parser.add_argument("--model", default=None, help="bundle (default: the shipped model)")
     args = parser.parse_args()
     classifier = OnnxClassifier(bundle_dir(args.model))
-    folder = Path(os.environ.get(DATA_DIR_ENV, ".")) / args.reals
+    folder = DataConfig().locate(Path(args.reals), "real photos")  # a clear line where the data root is unset
     samples = faces(folder, args.faces, classifier)
+    if len(samples) < 2:  # each face's part is pasted from another one
+        raise SystemExit(f"{len(samples)} face(s) found in {folder}: at least 2 are needed (--faces 2 or more)")
     print(
         f"{classifier.card.name} {classifier.card.version}: {len(samples)} faces of {folder}; load {os.getloadavg()[0]:.2f}"
     )
@@ -160,7 +164,8 @@ def main() -> None:
                 f" {statistics.mean(r.hottest_part for r in chosen):12.0%}"
                 f" {statistics.mean(r.peak_inside for r in chosen):12.0%} ({statistics.mean(r.share for r in chosen):.0%})"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main, "bench_heatmap_parts"))
