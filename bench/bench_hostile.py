@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 from tests.serving_support import rss_bytes, server_process
 
 from deepshield.errors import exit_status
+from deepshield.inference.runtime import bundle_dir, read_card
 
 BOUNDARY = "hostile"
 JOB_DEADLINE_S = 120.0
@@ -230,6 +231,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model bundle (default: the shipped one)")
     args = parser.parse_args()
+    read_card(bundle_dir(args.model))  # a bundle that is not one said in a line, not by a server that never answers
     import deepshield
 
     print(f"code: {Path(deepshield.__file__).parent}; load average {os.getloadavg()[0]:.1f}", flush=True)
