@@ -100,9 +100,9 @@ def main() -> int:
         default_bytes = 1_000_000_000
         runs = [
             ("4K, 32 frames", uhd, 32, default_bytes),
-            ("4K, 128 frames (read at 1/2 to fit 1 GB)", uhd, 128, default_bytes),
+            ("4K, 128 frames (as the product reads them: 1 GB of frames)", uhd, 128, default_bytes),
             ("4K, 128 frames read whole (baseline: no frames' memory limit)", uhd, 128, 10**12),
-            ("8K, 32 frames (read at 1/2)", eight_k, 32, default_bytes),
+            ("8K, 32 frames (as the product reads them)", eight_k, 32, default_bytes),
         ]
         print(f"\n| {'analysis':<64} | scale | tracks | verdict | seconds | peak RSS |")
         print(f"|{'-' * 66}|-------|--------|---------|---------|----------|")
