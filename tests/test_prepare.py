@@ -576,6 +576,20 @@ def test_a_csv_written_on_windows_with_backslashes_in_its_paths_is_read(tmp_path
     ]
 
 
+def test_a_csv_naming_its_paths_filename_is_read(tmp_path: Path):
+    # DFDC's test labels.csv (filename,label with 0/1) was refused: "CSV needs the columns path,label"
+    listing = tmp_path / "labels.csv"
+    listing.write_text("filename,label\naaa.mp4,1\nbbb.mp4,0\n")
+    items = list(read_source(listing, "csv"))
+    assert [(item.path.name, item.label) for item in items] == [("aaa.mp4", "fake"), ("bbb.mp4", "real")]
+    listing.write_text("path,filename,label\na.png,b.png,real\n")  # both: path is read
+    (item,) = list(read_source(listing, "csv"))
+    assert item.path.name == "a.png"
+    listing.write_text("name,label\na.png,real\n")
+    (problem,) = list(read_source(listing, "csv"))
+    assert problem.reason == "CSV needs the columns path (or filename),label (optional: group, method, source)"
+
+
 def test_one_group_named_in_two_csvs_is_one_group(tmp_path: Path, small):
     # real.csv and fake.csv naming the same people: each CSV's groups were its own, and person4 and
     # person8 had faces in train and in test.

@@ -163,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "log-loss, balanced accuracy and precision/recall/F1 at the model's threshold, each with a bootstrap confidence "
             "interval over files; per source and per manipulation method; calibration; video rules side by side; and, with "
             "--perturb, the same set re-scored under JPEG, H.264, resizing, blur and noise. DATASET: DFDC folders, FaceForensics++, "
-            "folders named real/ and fake/, a CSV (path,label[,group][,method][,source]) or a prepared dataset folder (manifest.csv)."
+            "folders named real/ and fake/, a CSV (path or filename,label[,group][,method][,source]) or a prepared dataset folder (manifest.csv)."
         ),
         epilog="example: deepshield evaluate data/test --model bundle --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5 --out report",
     )

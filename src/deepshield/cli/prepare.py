@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build a face dataset from raw videos and images",
         description=(
             "Extract face crops (lossless PNG) from DFDC folders, FaceForensics++, folders named real/ and fake/, "
-            "or a CSV manifest (path,label[,group][,method][,source]) into DATASET_DIR with manifest.csv, errors.csv "
+            "or a CSV manifest (path or filename,label[,group][,method][,source]) into DATASET_DIR with manifest.csv, errors.csv "
             "and a group-aware train/val/test split. Re-running resumes: finished files are skipped."
         ),
     )

@@ -380,9 +380,14 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
     if not rows:
         yield SourceProblem(csv_path, "CSV has no rows", default_source)
         return
-    if not {"path", "label"} <= fields:
+    # DFDC's test labels.csv (and many labelled-data files) name the path column `filename`: it was refused
+    # for want of `path`. A CSV with both reads `path`.
+    path_column = "path" if "path" in fields else "filename"
+    if not {path_column, "label"} <= fields:
         yield SourceProblem(
-            csv_path, "CSV needs the columns path,label (optional: group, method, source)", default_source
+            csv_path,
+            "CSV needs the columns path (or filename),label (optional: group, method, source)",
+            default_source,
         )
         return
     for number, raw in rows:
@@ -392,7 +397,7 @@ def read_csv_manifest(csv_path: Path, root_key: str, source: str | None = None) 
             )
             continue
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-        written = row.get("path", "")
+        written = row.get(path_column, "")
         slashed = written.replace("\\", "/")
         if slashed != written and not os.path.lexists(base / written) and os.path.lexists(base / slashed):
             # A CSV written on Windows separates folders with backslashes (images\0.png): every such row was
