@@ -293,3 +293,28 @@ def forked_child_exit(target, *args) -> int | None:
         child.join()
         return None
     return child.exitcode
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended: a writer killed before it renamed its temporary file."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def left_by_a_killed_writer(*targets: Path) -> list[Path]:
+    """The `<target>.<pid>.part` file a writer killed an hour ago left beside each target (atomic_file's
+    temporary name), its process gone: what the sweep of killed writers' files must remove."""
+    pid = dead_pid()
+    left = []
+    for target in targets:
+        path = target.with_name(f"{target.name}.{pid}.part")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+        old = os.path.getmtime(path) - 3600
+        os.utime(path, (old, old))
+        left.append(path)
+    return left

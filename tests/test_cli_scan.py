@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -843,30 +844,23 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
 def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(
     capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
 ):
-    import deepshield.cli.scan as scan_cli
-
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     save_image(inbox / "first.png", astronaut)
     photo = (inbox / "first.png").read_bytes()
-    looks = []
 
-    def one_look(seconds: float) -> None:  # stands for the wait between looks; the files change meanwhile
-        looks.append(seconds)
-        if len(looks) == 1:
-            (inbox / "copied.png").write_bytes(photo)
-            (inbox / "arriving.png").write_bytes(photo[:1000])  # still being copied in
-            (inbox / "stalled.png").write_bytes(photo[:1000])  # a copy that stalls for longer than a look
-        elif len(looks) == 2:
-            with open(inbox / "arriving.png", "ab") as handle:
-                handle.write(photo[1000:])
-        elif len(looks) == 3:
-            with open(inbox / "stalled.png", "ab") as handle:  # taken half-written at the second look
-                handle.write(photo[1000:])
-        elif len(looks) == 6:
-            raise KeyboardInterrupt  # Ctrl-C ends the watch
+    def copies_begin() -> None:
+        (inbox / "copied.png").write_bytes(photo)
+        (inbox / "arriving.png").write_bytes(photo[:1000])  # still being copied in
+        (inbox / "stalled.png").write_bytes(photo[:1000])  # a copy that stalls for longer than a look
 
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    def copy_ends(name: str) -> None:
+        with open(inbox / name, "ab") as handle:
+            handle.write(photo[1000:])
+
+    # stalled.png is taken half-written at the second look
+    at = {1: copies_begin, 2: lambda: copy_ends("arriving.png"), 3: lambda: copy_ends("stalled.png")}
+    looks = watch_looks(monkeypatch, 6, at)
     out, page = tmp_path / "rows.jsonl", tmp_path / "page.html"
     code, _, err = scan(
         capsys,
@@ -900,22 +894,13 @@ def test_a_file_still_arriving_when_a_watch_began_is_scanned_again_whole(
 ):
     # Taken at the watch's first look, its signature was the finished file's: it kept the error row its
     # half-written bytes got in the first scan, against the help's "once it has finished arriving".
-    import deepshield.cli.scan as scan_cli
 
     inbox = tmp_path / "inbox"
     save_image(inbox / "arriving.png", astronaut)
     photo = (inbox / "arriving.png").read_bytes()
     (inbox / "arriving.png").write_bytes(photo[:1000])
-    looks = []
-
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            (inbox / "arriving.png").write_bytes(photo)  # the copy ends after the first scan read it
-        elif len(looks) == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    # the copy ends after the first scan read it
+    watch_looks(monkeypatch, 4, {1: lambda: (inbox / "arriving.png").write_bytes(photo)})
     out = tmp_path / "rows.jsonl"
     scan(capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1")
     statuses = [json.loads(line)["status"] for line in out.read_text().splitlines()]
@@ -928,7 +913,6 @@ def test_watch_scans_again_a_file_made_readable_or_replaced_and_a_metadata_chang
     # Size and modification time alone: a file that arrived unreadable kept its 'permission denied' row after
     # a chmod made it readable, and one replaced by another of the same size and time (cp -p, rsync) its
     # first row. A change of metadata only (a chmod of a file scanned) scans it once again, not at each look.
-    import deepshield.cli.scan as scan_cli
 
     inbox = tmp_path / "inbox"
     save_image(inbox / "a.png", astronaut)
@@ -941,26 +925,22 @@ def test_watch_scans_again_a_file_made_readable_or_replaced_and_a_metadata_chang
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", open_as_permissions_say)
-    looks = []
 
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            save_image(inbox / "b.png", astronaut)
-            os.chmod(inbox / "b.png", 0)  # arrives unreadable
-            before = os.stat(inbox / "c.bmp")
-            save_image(tmp_path / "new.bmp", np.ascontiguousarray(astronaut[:, ::-1]))
-            os.utime(tmp_path / "new.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
-            (tmp_path / "new.bmp").replace(inbox / "c.bmp")
-            assert os.stat(inbox / "c.bmp").st_size == before.st_size
-        elif len(looks) == 3:
-            os.chmod(inbox / "b.png", 0o644)
-        elif len(looks) == 6:
-            os.chmod(inbox / "a.png", 0o600)  # its content as it was
-        elif len(looks) == 12:
-            raise KeyboardInterrupt
+    def arrive_unreadable_and_replace() -> None:
+        save_image(inbox / "b.png", astronaut)
+        os.chmod(inbox / "b.png", 0)  # arrives unreadable
+        before = os.stat(inbox / "c.bmp")
+        save_image(tmp_path / "new.bmp", np.ascontiguousarray(astronaut[:, ::-1]))
+        os.utime(tmp_path / "new.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+        (tmp_path / "new.bmp").replace(inbox / "c.bmp")
+        assert os.stat(inbox / "c.bmp").st_size == before.st_size
 
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    at = {
+        1: arrive_unreadable_and_replace,
+        3: lambda: os.chmod(inbox / "b.png", 0o644),
+        6: lambda: os.chmod(inbox / "a.png", 0o600),  # its content as it was
+    }
+    watch_looks(monkeypatch, 12, at)
     out = tmp_path / "rows.jsonl"
     code, _, err = scan(
         capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
@@ -979,16 +959,20 @@ def test_watch_scans_again_a_file_made_readable_or_replaced_and_a_metadata_chang
     assert code == EXIT_OK
 
 
-def watch_looks(monkeypatch, looks: int) -> list[float]:
-    """The waits a --watch scan takes between looks, recorded; Ctrl-C ends it at the `looks`-th."""
+def watch_looks(monkeypatch, looks: int, at: dict[int, Callable[[], object]] | None = None) -> list[float]:
+    """The waits a --watch scan takes between looks, recorded; `at[n]()` runs in the n-th wait (the files
+    change meanwhile); Ctrl-C ends the watch at the `looks`-th."""
     import deepshield.cli.scan as scan_cli
 
     taken: list[float] = []
+    actions = at or {}
 
     def one_look(seconds: float) -> None:
         taken.append(seconds)
         if len(taken) == looks:
             raise KeyboardInterrupt
+        if len(taken) in actions:
+            actions[len(taken)]()
 
     monkeypatch.setattr(scan_cli.time, "sleep", one_look)
     return taken
@@ -1067,23 +1051,16 @@ def test_a_watch_looks_at_each_file_it_has_taken_with_few_calls(tmp_path, monkey
 
 
 def test_a_watched_folder_gone_for_a_while_is_no_row(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
-    import deepshield.cli.scan as scan_cli
 
     inbox = tmp_path / "inbox"
     save_image(inbox / "a.png", astronaut)
-    looks = []
 
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            inbox.rename(tmp_path / "aside")  # a share unmounted, a folder moved aside
-        elif len(looks) == 4:
-            (tmp_path / "aside").rename(inbox)
-            save_image(inbox / "b.png", astronaut)
-        elif len(looks) == 7:
-            raise KeyboardInterrupt
+    def comes_back() -> None:
+        (tmp_path / "aside").rename(inbox)
+        save_image(inbox / "b.png", astronaut)
 
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    # gone at the first look: a share unmounted, a folder moved aside
+    watch_looks(monkeypatch, 7, {1: lambda: inbox.rename(tmp_path / "aside"), 4: comes_back})
     out = tmp_path / "rows.jsonl"
     code, _, _ = scan(
         capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
@@ -1110,25 +1087,19 @@ def test_a_resumed_watch_does_not_scan_again_the_files_its_rows_hold(
 def test_a_watch_whose_out_an_editor_replaced_stops_in_one_line(capsys, astronaut, tiny_bundle, tmp_path, monkeypatch):
     # A row deleted in an editor that saves a new file in --out's place (README: delete a row to redo its file)
     # while a watch ran: the watch went on appending to the old copy, every later row lost.
-    import deepshield.cli.scan as scan_cli
 
     inbox = tmp_path / "inbox"
     save_image(inbox / "a.png", astronaut)
     save_image(inbox / "c.png", astronaut)
     out = tmp_path / "rows.jsonl"
-    looks = []
 
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            edited = tmp_path / "rows.jsonl~"
-            edited.write_text(out.read_text().splitlines(keepends=True)[1])  # a.png's row deleted, saved anew
-            edited.replace(out)
-            save_image(inbox / "b.png", astronaut)
-        elif len(looks) == 5:
-            raise KeyboardInterrupt
+    def edit_out() -> None:
+        edited = tmp_path / "rows.jsonl~"
+        edited.write_text(out.read_text().splitlines(keepends=True)[1])  # a.png's row deleted, saved anew
+        edited.replace(out)
+        save_image(inbox / "b.png", astronaut)
 
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    looks = watch_looks(monkeypatch, 5, {1: edit_out})
     code, _, err = scan(
         capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
     )
@@ -1146,7 +1117,6 @@ def test_resume_and_watch_take_a_link_to_a_file_in_the_rows_as_that_file(
 ):
     # One scan takes a file once however many names it has; --resume and --watch matched rows by name alone,
     # and scanned again a link (or a hard link) to a file already in them: two rows of one file.
-    import deepshield.cli.scan as scan_cli
 
     inbox, other = tmp_path / "inbox", tmp_path / "other"
     save_image(inbox / "a.png", astronaut)
@@ -1158,18 +1128,11 @@ def test_resume_and_watch_take_a_link_to_a_file_in_the_rows_as_that_file(
     os.link(inbox / "a.png", other / "hard.png")
     code, _, err = scan(capsys, *args)
     assert code == EXIT_OK and "1 file already in" in err and ", 0 to scan" in err, err
-    looks = []
 
-    def one_look(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            (other / "1-link.png").symlink_to(inbox / "a.png")
-        elif len(looks) == 3:  # a.png itself changes: scanned again under its own name
-            (inbox / "a.png").write_bytes(save_image(tmp_path / "b.png", astronaut[:, ::-1].copy()).read_bytes())
-        elif len(looks) == 7:
-            raise KeyboardInterrupt
+    def a_changes() -> None:  # scanned again under its own name
+        (inbox / "a.png").write_bytes(save_image(tmp_path / "b.png", astronaut[:, ::-1].copy()).read_bytes())
 
-    monkeypatch.setattr(scan_cli.time, "sleep", one_look)
+    watch_looks(monkeypatch, 7, {1: lambda: (other / "1-link.png").symlink_to(inbox / "a.png"), 3: a_changes})
     assert scan(capsys, *args, "--watch", "1")[0] == EXIT_OK
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(row["path"]).name for row in rows] == ["a.png", "a.png"]
@@ -1964,22 +1927,15 @@ def test_no_progress_keeps_the_bar_off_a_terminal(media, tiny_bundle, monkeypatc
 def test_a_page_written_removes_the_temporary_pages_killed_scans_left(capsys, media, tiny_bundle, tmp_path):
     # A scan killed while it wrote --html left <page>.<its pid>.part for good: atomic_file's sweep of such
     # files ran for checkpoints and caches only.
-    import subprocess
+    from tests.conftest import left_by_a_killed_writer
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # its pid: a process no longer running
     page = tmp_path / "page.html"
-    left = tmp_path / f"page.html.{gone.pid}.part"
-    left.write_bytes(b"<html>half a page")
-    old = os.path.getmtime(left) - 3600
-    os.utime(left, (old, old))
+    left_by_a_killed_writer(page)
     code, _, err = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle), "--html", str(page))
     assert code == EXIT_OK, err
     assert sorted(os.listdir(tmp_path)) == ["page.html"]
     # So do a json --out's and the settings beside a streamed one (written whole or not at all too).
-    for name in ("rows.json", "rows.jsonl.settings.json"):
-        (tmp_path / f"{name}.{gone.pid}.part").write_bytes(b"half")
-        os.utime(tmp_path / f"{name}.{gone.pid}.part", (old, old))
+    left_by_a_killed_writer(tmp_path / "rows.json", tmp_path / "rows.jsonl.settings.json")
     photo = [str(media / "blank.png"), "--model", str(tiny_bundle)]
     for out, form in (("rows.json", "json"), ("rows.jsonl", "jsonl")):
         code, _, err = scan(capsys, *photo, "--format", form, "--out", str(tmp_path / out))

@@ -84,19 +84,10 @@ def test_stats_counts_charts_and_source_warning(biased: Path, capsys):
 def test_stats_written_remove_the_temporary_files_killed_writers_left(biased: Path, capsys):
     # A dataset stats killed while it wrote stats.json or a chart left <file>.<its pid>.part for good (evaluate's
     # and tune's reports swept theirs).
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import left_by_a_killed_writer
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # its pid: a process no longer running
     stats_dir = DatasetLayout(biased).stats
-    stats_dir.mkdir(parents=True, exist_ok=True)
-    left = [stats_dir / f"{name}.{gone.pid}.part" for name in ("stats.json", "labels.png")]
-    for path in left:
-        path.write_bytes(b"half a file")
-        old = os.path.getmtime(path) - 3600
-        os.utime(path, (old, old))
+    left = left_by_a_killed_writer(stats_dir / "stats.json", stats_dir / "labels.png")
     assert main(["dataset", "stats", str(biased)]) == 0
     assert [path for path in left if path.exists()] == []
 

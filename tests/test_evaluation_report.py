@@ -1181,19 +1181,12 @@ def test_a_report_whose_write_fails_keeps_the_earlier_one_whole(folder_dataset, 
 def test_a_report_written_removes_the_temporary_files_killed_writers_left(folder_dataset, tiny_bundle, tmp_path):
     """An evaluate killed while it wrote its report left <file>.<its pid>.part beside it for good: atomic_file's
     sweep of such files ran for checkpoints, caches and the scan page only."""
-    import subprocess
-    import sys
+    from tests.conftest import left_by_a_killed_writer
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # its pid: a process no longer running
     out = tmp_path / "rep"
-    left = [out / f"{name}.{gone.pid}.part" for name in ("metrics.json", "files.csv", "report.html")]
-    left.append(out / "plots" / f"roc.png.{gone.pid}.part")
-    for path in left:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"half a file")
-        old = os.path.getmtime(path) - 3600
-        os.utime(path, (old, old))
+    left = left_by_a_killed_writer(
+        out / "metrics.json", out / "files.csv", out / "report.html", out / "plots" / "roc.png"
+    )
     args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
     assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
     assert [path for path in left if path.exists()] == []

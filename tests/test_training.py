@@ -139,12 +139,10 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_one_before_and_says_so_in
 def test_a_checkpoint_written_removes_the_temporary_files_killed_writers_left(tmp_path):
     # Each training killed while it wrote a checkpoint (SIGKILL, the OOM killer) left last.pt.<its pid>.part for
     # good, where the one fixed last.tmp used before was written over by the next.
-    import subprocess
-    import sys
+    from tests.conftest import dead_pid
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # its pid: a process no longer running
-    left, recent, running = (tmp_path / f"{LAST}.{pid}.part" for pid in (gone.pid, gone.pid + 100_000, os.getppid()))
+    gone = dead_pid()
+    left, recent, running = (tmp_path / f"{LAST}.{pid}.part" for pid in (gone, gone + 100_000, os.getppid()))
     for path in (left, recent, running):
         path.write_bytes(b"half a checkpoint")
     old = os.path.getmtime(left) - 3600

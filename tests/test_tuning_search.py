@@ -729,19 +729,10 @@ def test_run_dir_is_refused_in_set_as_in_the_space_file(space, tmp_path):
 
 def test_a_report_written_removes_the_temporary_files_killed_writers_left(space, tmp_path):
     # A tune killed while it wrote its report left <file>.<its pid>.part beside it for good.
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import left_by_a_killed_writer
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # its pid: a process no longer running
     out = tmp_path / "out"
-    left = [out / f"{name}.{gone.pid}.part" for name in ("results.csv", "best.yaml", "report.md")]
-    left.append(out / "plots" / f"optimization_history.png.{gone.pid}.part")
-    for path in left:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"half a file")
-        old = os.path.getmtime(path) - 3600
-        os.utime(path, (old, old))
+    names = ("results.csv", "best.yaml", "report.md", "plots/optimization_history.png")
+    left = left_by_a_killed_writer(*(out / name for name in names))
     run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
     assert [path for path in left if path.exists()] == []
