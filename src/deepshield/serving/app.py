@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,6 +55,21 @@ def refused(scope: Scope, code: str) -> None:
     scope["app"].state.runtime.metrics.failed(code)
 
 
+Headers = list[tuple[bytes, bytes]]
+
+
+def sending_headers(send: Send, edit: Callable[[Headers], Headers]) -> Send:
+    """`send`, with each answer's headers passed through `edit` on their way out: how the middlewares below
+    change the headers of every answer, whichever route or refusal made it."""
+
+    async def send_edited(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": edit(list(message.get("headers", [])))}
+        await send(message)
+
+    return send_edited
+
+
 class RequestId:
     """Pure ASGI middleware giving each request an id: the client's X-Request-ID where it is sane (1 to 128
     letters, digits and ._:-), else a new one. The answer's X-Request-ID header, its error body and its access
@@ -77,13 +92,11 @@ class RequestId:
         # middleware (Starlette's ServerErrorMiddleware), its body and its log line still this request's.
         REQUEST_ID.set(request_id)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != self.HEADER]
-                message = {**message, "headers": [*headers, (self.HEADER, request_id.encode("latin-1"))]}
-            await send(message)
+        def with_id(headers: Headers) -> Headers:
+            kept = [(name, value) for name, value in headers if name.lower() != self.HEADER]
+            return [*kept, (self.HEADER, request_id.encode("latin-1"))]
 
-        await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive, sending_headers(send, with_id))
 
 
 class SecurityHeaders:
@@ -97,25 +110,22 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                # An API answer (faces, heatmaps, a job's changing state) is never stored by a cache: a shared one
-                # would hand a keyed answer (X-API-Key is no Authorization header to caches) to anyone.
-                private = ((b"cache-control", b"no-store"),) if scope["path"].startswith("/v1/") else ()
-                for name, value in (
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    *private,
-                ):
-                    if name not in names:
-                        headers.append((name, value))
-                message = {**message, "headers": headers}
-            await send(message)
+        def protected(headers: Headers) -> Headers:
+            names = {name.lower() for name, _ in headers}
+            # An API answer (faces, heatmaps, a job's changing state) is never stored by a cache: a shared one
+            # would hand a keyed answer (X-API-Key is no Authorization header to caches) to anyone.
+            private = ((b"cache-control", b"no-store"),) if scope["path"].startswith("/v1/") else ()
+            for name, value in (
+                (b"x-content-type-options", b"nosniff"),
+                (b"referrer-policy", b"no-referrer"),
+                (b"x-frame-options", b"DENY"),
+                *private,
+            ):
+                if name not in names:
+                    headers.append((name, value))
+            return headers
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, sending_headers(send, protected))
 
 
 class SameOrigin:
