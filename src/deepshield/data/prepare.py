@@ -216,61 +216,37 @@ def same_bytes(files: list[Path], held: list[Path]) -> dict[Path, Path]:
             raise OSError(f"{path} is no regular file, or an empty one")
         return info.st_size
 
-    by_size: dict[int, list[Path]] = {}
-    for path in held:
-        with contextlib.suppress(OSError):
-            by_size.setdefault(size(path), []).append(path)
-    # Each size's held files by the digest of their first 64 KiB, then those of one start by their whole digest
-    # (its first two: one of them not the file itself): looked up, not compared one by one with every file of
-    # its size (8,000 photos of one size, as BMP frames are, took a minute and more), and a file whose start
-    # no other of its size shares not read whole (videos of one size among thousands: gigabytes read at
-    # every prepare).
-    heads: dict[Path, str] = {}
-    digests: dict[Path, str] = {}
-
     def head(path: Path) -> str:
-        if path not in heads:
-            with open(path, "rb") as handle:  # a regular file (size): no FIFO to block on
-                heads[path] = hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
-        return heads[path]
+        with open(path, "rb") as handle:  # a regular file (size): no FIFO to block on
+            return hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
 
-    def digest(path: Path) -> str:
-        if path not in digests:
-            digests[path] = file_sha256(path)  # in chunks: a video can be larger than memory
-        return digests[path]
-
-    by_head: dict[int, dict[str, list[Path]]] = {}
-    by_digest: dict[tuple[int, str], dict[str, list[Path]]] = {}
-
-    def held_starting(length: int, start: str) -> list[Path]:
-        if length not in by_head:
-            by_head[length] = {}
-            for other in by_size[length]:
-                with contextlib.suppress(OSError):  # one that cannot be read is no copy
-                    by_head[length].setdefault(head(other), []).append(other)
-        return by_head[length].get(start, [])
-
-    def held_by_digest(length: int, start: str) -> dict[str, list[Path]]:
-        if (length, start) not in by_digest:
-            found = by_digest[(length, start)] = {}
-            for other in held_starting(length, start):
-                with contextlib.suppress(DeepShieldError):
-                    firsts = found.setdefault(digest(other), [])
-                    if len(firsts) < 2:
-                        firsts.append(other)
-        return by_digest[(length, start)]
-
+    wanted, held_order = set(files), {path: number for number, path in enumerate(dict.fromkeys(held))}
+    # The files in groups of one size, each split by the digest of its first 64 KiB, then by the whole
+    # file's (in chunks: a video can be larger than memory), a group kept only while it holds one of `files`,
+    # one of `held` and another file: grouped, not compared one by one (8,000 photos of one size, as BMP
+    # frames are, took a minute and more), and a file whose start no other of its size shares is not read
+    # whole (videos of one size among thousands: gigabytes read at every prepare). One that cannot be read
+    # is no copy.
+    groups = [list(dict.fromkeys([*held, *files]))]
+    for key in (size, head, file_sha256):
+        split: list[list[Path]] = []
+        for group in groups:
+            by_key: dict[object, list[Path]] = {}
+            for path in group:
+                with contextlib.suppress(OSError, DeepShieldError):
+                    by_key.setdefault(key(path), []).append(path)
+            split += [
+                same
+                for same in by_key.values()
+                if len(same) > 1 and wanted.intersection(same) and held_order.keys() & set(same)
+            ]
+        groups = split
     copies = {}
-    for path in files:
-        with contextlib.suppress(OSError, DeepShieldError):
-            length = size(path)
-            if not any(other != path for other in by_size.get(length, [])[:2]):
-                continue  # no other file of its size: not read
-            start = head(path)
-            if not any(other != path for other in held_starting(length, start)[:2]):
-                continue  # none of its size starts as it does: not read whole
-            match = next((o for o in held_by_digest(length, start).get(digest(path), []) if o != path), None)
-            if match is not None:
+    for group in groups:
+        firsts = sorted((path for path in group if path in held_order), key=held_order.__getitem__)
+        for path in group:
+            match = next((other for other in firsts if other != path), None)
+            if path in wanted and match is not None:
                 copies[path] = match
     return copies
 
