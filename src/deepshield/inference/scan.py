@@ -155,7 +155,7 @@ def file_key(path: Path | str) -> str:
     return os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole)))
 
 
-# A file's size, modification and change times (ns) and inode; None: it cannot be stat'ed (or is a folder).
+# A file's size, modification and change times (ns); None: it cannot be stat'ed (or is a folder).
 WatchSignature = tuple[int, int, int] | None
 
 
@@ -165,9 +165,9 @@ def watch_signature(path: Path) -> WatchSignature:
     time (cp -p, rsync's rename into place: the new file's change time is its own), kept its first (error) row
     with those two alone. A change of its metadata only (a chmod, a new hard link) scans it once again. Not the
     inode: a share that numbers its files anew at each mount (sshfs without use_ino, SMB with noserverino) had
-    every file scanned again once it was mounted again. A folder among the files is one
-    that cannot be listed (collect_files): its time changes with each file dropped in, which made a new error
-    row each time, so it has none."""
+    every file scanned again once it was mounted again. A folder among the files is one that cannot be listed
+    (collect_files): its time changes with each file dropped in, which made a new error row each time, so it
+    has none."""
     try:
         info = path.stat()
     except OSError:  # a broken link, say
