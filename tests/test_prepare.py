@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from deepshield.cli.main import main
 from deepshield.data.extract import NO_FACE, ExtractSettings
-from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_text
+from deepshield.data.layout import TEMP_SUFFIX, DatasetLayout, atomic_write_text, write_output_text
 from deepshield.data.manifest import CropRecord, load_crop, read_errors, read_info, read_manifest, write_manifest
 from deepshield.data.prepare import prepare_dataset
 from deepshield.data.sources import SourceFormatError, SourceItem, SourceProblem, detect_format, read_source
@@ -1105,3 +1106,21 @@ def test_a_source_given_through_a_link_is_named_as_given(tmp_path, capsys, monke
         assert err.count("\n") == 1, err
     assert main(["prepare", "./gone", "--out", "ds", "--no-progress"]) == 2
     assert capsys.readouterr().err == "deepshield: error: gone: no such file or folder\n"
+
+
+def test_an_output_named_as_a_pipe_is_written_into_the_pipe(tmp_path: Path):
+    # compare --out /dev/stdout into a pipe ended, once every bundle was scored, in a FileNotFoundError traceback:
+    # the whole-or-nothing write made its temporary file beside /proc/<pid>/fd/pipe:[n], no folder.
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_output_text(fifo, '[{"bundle": "b"}]\n')
+    reader.join(10)
+    assert read == [b'[{"bundle": "b"}]\n'] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert os.listdir(tmp_path) == ["pipe"]
+    write_output_text(tmp_path / "new.json", "[]\n")  # a file it makes: whole or not at all
+    assert (tmp_path / "new.json").read_text() == "[]\n"

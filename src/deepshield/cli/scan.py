@@ -712,11 +712,8 @@ def _write_rows(args: argparse.Namespace, rows: list, has_synthetic: bool) -> No
 
     text = render(rows, args.format, has_synthetic)
     if args.out:
-        try:
-            if args.out.is_file():  # whole or not at all: a full disk left it cut short, the rows before it lost
-                write_output_text(args.out, text)
-            else:  # a pipe, a device
-                args.out.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+        try:  # whole or not at all: a full disk left it cut short, the rows before it lost
+            write_output_text(args.out, text)
         except OSError as exc:  # checked before the scan, yet gone since (a full disk): keep the rows
             sys.stdout.write(text)
             raise DeepShieldError(

@@ -202,8 +202,12 @@ def write_output_text(path: Path, text: str) -> None:
     """A command's output file named by the user (scan's json --out, compare --out) written whole or not at all
     (atomic_write_text, where a link points, a killed writer's temporary file swept), or in place where its
     folder may not be written in though the file may (a shared folder: check_output_file lets it through, and
-    the temporary file beside it was refused once the work was done)."""
+    the temporary file beside it was refused once the work was done). A pipe or a device (--out /dev/stdout)
+    is written as it is: a file renamed over it would replace it, and a pipe's /proc name is no folder."""
     target = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8", errors=NAME_BYTES)
+        return
     try:
         atomic_write_text(target, text, clear_left=True)
     except PermissionError:
