@@ -16,7 +16,7 @@ from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_che
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
-from deepshield.training.trainer import Trainer
+from deepshield.training.trainer import Trainer, _lr_lambda
 from tests.conftest import file_size_limit, python_ctrl_c
 from tests.face_data import write_real_faces
 
@@ -61,6 +61,10 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert result.progress.global_step == 2 * (16 // 4)
     assert [h["epoch"] for h in result.progress.history] == [0, 1]
     assert all(0.0 <= h["val_auc"] <= 1.0 and h["images_per_s"] > 0 for h in result.progress.history)
+    # Each epoch's rate is its last step's (steps 3 and 7 of the cosine), not the next one's: the last was 0.
+    factor = _lr_lambda(8, int(8 * config.optim.warmup_fraction))
+    assert [h["lr"] for h in result.progress.history] == pytest.approx([config.optim.lr * factor(s) for s in (3, 7)])
+    assert result.progress.history[-1]["lr"] > 0
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert checkpoints == ["best.pt", "epoch_001.pt", "epoch_002.pt", "last.pt"]
     for plot in ("roc.png", "pr.png", "confusion.png", "hardest.png", "loss.png"):

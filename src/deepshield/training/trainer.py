@@ -132,6 +132,12 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
     return factor
 
 
+def trained_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
+    """The first group's rate in the step taken last: get_last_lr is already the next step's (0 after
+    the last), and what a step or epoch logs is the rate it trained with."""
+    return float(scheduler.base_lrs[0]) * scheduler.lr_lambdas[0](max(scheduler.last_epoch - 1, 0))
+
+
 def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) -> FaceBank:
     """Faces whose crop is at most `max_padding_fraction` padding (tight, low-resolution photos
     cropped at 1.5x their face are mostly black border)."""
@@ -581,7 +587,7 @@ class Trainer:
                 progress.step_in_epoch += 1
                 progress.global_step += 1
             # refresh=False: drawn at the bar's own pace, not on every step
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{trained_lr(scheduler):.2e}", refresh=False)
             if progress.global_step % config.optim.checkpoint_every_steps == 0:
                 save_checkpoint(snapshot(), self.checkpoints / LAST)
             if config.max_steps is not None and progress.global_step >= config.max_steps:
@@ -594,7 +600,7 @@ class Trainer:
                 "epoch": progress.epoch,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "images_per_s": progress.epoch_images / max(progress.epoch_seconds, 1e-9),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": trained_lr(scheduler),
             }
         )
         # Stopped by max_steps at the epoch's last step: its record is kept, and a resumed run validates it.
