@@ -136,7 +136,8 @@ def test_a_recorded_command_names_no_machine_folder():
         == "deepshield -v train --config docs/study/gpu.toml --data-dir .kit --set optim.lr=6e-4"
     )
     here = "deepshield train --run-dir=runs/x --data-dir /data --tracking-uri sqlite:///m.db --set 'data.real_dirs=[\"a b\"]' --resume"
-    assert recorded_command(here) == "deepshield train --set 'data.real_dirs=[\"a b\"]' --resume"
+    # A resumed run's card records the command that trains it again, not the one that continued it.
+    assert recorded_command(here) == "deepshield train --set 'data.real_dirs=[\"a b\"]'"
     assert recorded_command("") == ""
     # --set gave the same folders (they were kept), and files were named by absolute paths.
     elsewhere = (

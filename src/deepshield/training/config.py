@@ -532,10 +532,13 @@ _OPTIONS_WITH_VALUES = (*_MACHINE_OPTIONS, *_ABSOLUTE_MACHINE_OPTIONS, *_FILE_OP
 
 
 def recorded_command(command: str) -> str:
-    """A training command as a model card records it: without this machine's folders."""
+    """A training command as a model card records it: the command that trains the run again, without this
+    machine's folders, and without --resume (a resumed run's card named the command that continued it)."""
     words = iter(shlex.split(command))
     kept: list[str] = []
     for word in words:
+        if word == "--resume":
+            continue
         option, has_value, value = word.partition("=")
         if option not in _OPTIONS_WITH_VALUES:
             kept.append(word)
