@@ -1382,6 +1382,40 @@ def test_a_video_jobs_poll_answered_busy_waits_as_the_server_asks_and_says_it_is
     assert polled[1] - polled[0] >= 1.9 and polled[2] - polled[1] >= 1.9  # not 0.6 s apart
 
 
+@pytest.mark.parametrize("retry_after", ["2", None])
+def test_a_video_jobs_poll_that_finds_the_server_away_asks_again_less_and_less_often(
+    browser, detector, astronaut, tmp_path, retry_after
+):
+    # A 503 "shutting_down" (its Retry-After: 10) and a server not answering were both asked every 600 ms for two
+    # minutes: now when it says, else after a wait that doubles.
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(astronaut, 4 * i, axis=1) for i in range(6)])
+    polled: list[float] = []
+
+    def away_for_three_polls(route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        polled.append(time.monotonic())
+        if len(polled) > 3:
+            route.continue_()
+        elif retry_after is None:
+            route.abort("connectionrefused")
+        else:
+            going = {"error": "shutting_down", "detail": "the server is shutting down"}
+            route.fulfill(status=503, json=going, headers={"Retry-After": retry_after})
+
+    with _page_of(browser, detector) as page:
+        page.route("**/v1/jobs/*", away_for_three_polls)
+        page.set_input_files("#file-input", str(clip))
+        page.wait_for_selector("#video-result:not([hidden])", timeout=30_000)
+        assert page.is_hidden("#message")
+    gaps = np.diff(polled[:4])
+    if retry_after is None:
+        assert gaps[1] >= 1.15 and gaps[2] >= 2.3  # 0.6 s, 1.2 s, then 2.4 s: not 0.6 s each
+    else:
+        assert all(gap >= 1.9 for gap in gaps)  # as the server asked
+
+
 def test_cancel_while_the_server_is_not_answering_does_not_say_it_deleted_the_file(
     browser, detector, astronaut, tmp_path
 ):

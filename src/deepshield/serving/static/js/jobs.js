@@ -17,6 +17,11 @@ const unreachable = (err) => err instanceof ApiFailure && (err.code === "network
 const serverBusy = (err) => err.status === 503 && err.code === "busy";
 const BUSY_WAIT_MS = [POLL_MS, 30_000];
 const busyWait = (err) => Math.min(Math.max((err.retryAfter ?? 0) * 1000, BUSY_WAIT_MS[0]), BUSY_WAIT_MS[1]);
+// A server away is asked again when it says (a 503 "shutting_down" sends Retry-After), else after a wait that
+// doubles from POLL_MS up to this. Both were asked every 600 ms for the whole of RECONNECT_MS.
+const LOST_WAIT_MS = 10_000;
+const lostWait = (err, wait) =>
+  err.retryAfter !== undefined ? busyWait(err) : state.lostSince === null ? POLL_MS : Math.min(wait * 2, LOST_WAIT_MS);
 
 // A job this page no longer waits for (another file was chosen, or Cancel) is cancelled on the
 // server, so that it does not hold the worker the next file needs; its file is deleted there.
@@ -125,12 +130,13 @@ async function pollJob(job, file, run) {
     } catch (err) {
       if (givenUp()) return null; // deleted while this poll was on its way
       busy = serverBusy(err);
-      wait = busy ? busyWait(err) : POLL_MS;
       if (busy) {
+        wait = busyWait(err);
         state.lostSince = null; // answered: not lost, however long it stays busy
         continue;
       }
       if (unreachable(err)) {
+        wait = lostWait(err, wait);
         state.lostSince = state.lostSince ?? Date.now();
         if (Date.now() - state.lostSince < RECONNECT_MS) continue;
       } else if (state.lostSince !== null && err.status === 404) {
