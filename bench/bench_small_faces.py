@@ -67,6 +67,21 @@ def in_frame(image: np.ndarray, scale: float) -> np.ndarray | None:
     return frame
 
 
+def width_row(width: int, calls: list[dict[int, bool]], base: int) -> str:
+    """One width's line of the table: its flagged share and how it compares with the baseline's."""
+    n = len(calls)
+    flagged = sum(c[width] for c in calls)
+    base_flagged = sum(c[base] for c in calls)
+    low, high = wilson(flagged, n)
+    # With none flagged at the baseline there is no ratio (it printed "nanx"): the photos flagged say it.
+    ratio = f"{flagged / base_flagged:.2f}x" if base_flagged else "no ratio: none flagged at the baseline"
+    only_here = sum(c[width] and not c[base] for c in calls)
+    only_base = sum(c[base] and not c[width] for c in calls)
+    return (
+        f"{width:5d}  {flagged:7d}  {flagged / n:6.1%} [{low:.1%}, {high:.1%}]  {ratio} (+{only_here} / -{only_base})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dirs", nargs="+", default=["dev-eval/face-edits/real", "dev-eval/modern-swaps/real"])
@@ -102,24 +117,15 @@ def main() -> int:
             missed += 1
         if number % 50 == 0:
             print(f"{number} of {len(files)} photos", file=sys.stderr, flush=True)
-    base = args.widths[-1]
-    n = len(calls)
-    base_flagged = sum(c[base] for c in calls)
     print(
         f"{len(files)} real photos, threshold {threshold:.4f} ({detector.model_name}); load average at start {load:.2f}"
     )
-    print(f"{n} photos whose face was found at every width ({missed} others left out: missed at some width)")
+    print(f"{len(calls)} photos whose face was found at every width ({missed} others left out: missed at some width)")
+    if not calls:
+        return 0  # no share to give
     print("width  flagged  share [95%]            vs baseline (photos flagged only here / only at the baseline)")
     for width in args.widths:
-        flagged = sum(c[width] for c in calls)
-        low, high = wilson(flagged, n)
-        share = flagged / n if n else math.nan
-        ratio = flagged / base_flagged if base_flagged else math.nan
-        only_here = sum(c[width] and not c[base] for c in calls)
-        only_base = sum(c[base] and not c[width] for c in calls)
-        print(
-            f"{width:5d}  {flagged:7d}  {share:6.1%} [{low:.1%}, {high:.1%}]  {ratio:.2f}x (+{only_here} / -{only_base})"
-        )
+        print(width_row(width, calls, args.widths[-1]))
     return 0
 
 

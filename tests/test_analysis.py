@@ -441,6 +441,18 @@ def test_a_small_face_is_scored_with_a_caution(detector, astronaut):
     assert face_cautions([120], 0, [0.9], [0.10], "no_signs_found")[0].startswith("tightly framed (10%")
 
 
+def test_the_small_face_bench_with_none_flagged_at_its_baseline_says_so():
+    # Its ratio to the baseline's share was printed "nanx".
+    from tests.script_support import BENCH, load_script
+
+    bench = load_script("bench_small_faces", BENCH)
+    calls = [{70: True, 120: False}, {70: False, 120: False}]
+    assert bench.width_row(70, calls, 120) == (
+        "   70        1   50.0% [9.5%, 90.5%]  no ratio: none flagged at the baseline (+1 / -0)"
+    )
+    assert bench.width_row(70, [*calls, {70: True, 120: True}], 120).endswith("  2.00x (+1 / -0)")
+
+
 def test_json_carries_no_pixels(detector, astronaut):
     result = detector.analyze_image(astronaut)
     data = json.loads(result.model_dump_json())
