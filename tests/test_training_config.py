@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,20 @@ def test_unknown_keys_in_a_file_and_a_params_file_are_refused_too(tmp_path):
     broken.write_text("[optim\nepochs = 2\n")
     with pytest.raises(DeepShieldError, match="cannot be parsed"):
         load_config(broken)
+
+
+def test_a_toml_or_json_file_is_read_without_pyyaml(tmp_path, monkeypatch):
+    # PyYAML was imported for every file: a machine without it could not read a TOML configuration.
+    from deepshield.training.config import read_mapping
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    (tmp_path / "c.toml").write_text("[optim]\nepochs = 2\n")
+    (tmp_path / "c.json").write_text('{"optim": {"epochs": 2}}')
+    for name in ("c.toml", "c.json"):
+        assert read_mapping(tmp_path / name) == {"optim": {"epochs": 2}}
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DeepShieldError, match="cannot be parsed"):
+        read_mapping(tmp_path / "broken.json")
 
 
 def test_relative_data_paths_come_from_the_data_dir_setting(tmp_path, monkeypatch):

@@ -580,10 +580,11 @@ def portable_path(value: str | Path) -> str:
         return path.name
 
 
-def load_yaml(text: str) -> Any:
+def load_yaml(text: str, source: str) -> Any:
     """YAML as safe_load reads it, but a key given twice in one mapping is an error naming it and its line
-    (safe_load kept the last: a second `optim:` section dropped the first without a word; TOML refuses)."""
-    import yaml
+    (safe_load kept the last: a second `optim:` section dropped the first without a word; TOML refuses).
+    Malformed YAML is a DeepShieldError naming `source` and the place, in one line."""
+    import yaml  # here alone: a TOML or JSON file is read without PyYAML
 
     class UniqueKeyLoader(yaml.SafeLoader):
         pass
@@ -606,7 +607,14 @@ def load_yaml(text: str) -> Any:
         return loader.construct_mapping(node, deep=True)
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return yaml.load(text, Loader=UniqueKeyLoader)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise DeepShieldError(f"{source} cannot be parsed: {where}{exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise DeepShieldError(f"{source} cannot be parsed: {exc}") from exc
 
 
 def read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
@@ -622,21 +630,15 @@ def read_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
         text = read_text(path, what)
     except OSError as exc:
         raise DeepShieldError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
-    import yaml
-
     try:
         if path.suffix == ".toml":
             mapping = tomllib.loads(text)
         elif path.suffix == ".json":
             mapping = json.loads(text, object_pairs_hook=unique_keys)
         else:
-            loaded = load_yaml(text)
+            loaded = load_yaml(text, f"{what} {path}")
             mapping = {} if loaded is None else loaded  # an empty file; `[]` or `false` are no mapping
-    except yaml.MarkedYAMLError as exc:  # its str spans lines (the text quoted, a caret): one line here
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise DeepShieldError(f"{what} {path} cannot be parsed: {where}{exc.problem or exc.context}") from exc
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         raise DeepShieldError(f"{what} {path} cannot be parsed: {exc}") from exc
     if not isinstance(mapping, dict):
         raise DeepShieldError(f"{what} {path} must hold a mapping of keys, not {type(mapping).__name__}")
