@@ -30,7 +30,7 @@ from deepshield.data.manifest import (
 from deepshield.data.prepare import prepare_dataset
 from deepshield.data.stats import compute_stats
 from deepshield.errors import DeepShieldError
-from deepshield.faces.crop import CropPolicy
+from deepshield.faces.crop import CropPolicy, crop_face
 from tests.conftest import deny_reading
 
 SETTINGS = ExtractSettings(frames=1, policy=CropPolicy(size=64))
@@ -347,6 +347,34 @@ def test_fakes_made_from_a_prepared_face_at_the_photos_edge_leave_its_padding_al
     for valid, path in zip(bank.valid, bank.paths):
         outside = padding[next(g for g, r in reals.items() if path.endswith(r.crop_path))]
         assert not valid[outside].any() and valid[~outside].mean() > 0.95
+
+
+def test_a_prepared_crops_keypoints_stay_on_their_pixels_when_it_is_resized_for_the_model():
+    # A 64 px dataset's crops resized to a 224 px model moved their keypoints as x * ratio, where cv2.resize moves
+    # pixel centres: each keypoint was 1.25 px off the landmark under it. A blob's centre is the landmark here; the
+    # keypoint's offset from it in a crop cut at 224 px is what it must be in one resized from 64 px.
+    from deepshield.faces.detector import Box
+    from deepshield.training.prepared import _resized, _resized_points
+
+    yy, xx = np.mgrid[0:400, 0:400]
+    blob = np.exp(-((xx - 210.3) ** 2 + (yy - 190.7) ** 2) / (2 * 6.0**2))
+    image = np.repeat((40 + 200 * blob)[..., None], 3, axis=2).round().astype(np.uint8)
+    landmark = np.array([[210.8, 191.2]])  # the detector's edge coordinates: the pixel centre 210.3 is at 210.8
+    box = Box(180.0, 160.0, 260.0, 240.0)  # no shrink before the warp at 64 px (zoom 0.53)
+
+    def centre(pixels: np.ndarray) -> np.ndarray:
+        weight = np.where(pixels[..., 0] >= 60, pixels[..., 0] - 40.0, 0.0)
+        y, x = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+        return np.array([(weight * x).sum(), (weight * y).sum()]) / weight.sum()
+
+    def keypoint_and_crop(size: int) -> tuple[np.ndarray, np.ndarray]:
+        crop = crop_face(image, box, landmark, CropPolicy(size=size))
+        return (landmark @ crop.matrix[:, :2].T + crop.matrix[:, 2])[0], crop.pixels
+
+    point, pixels = keypoint_and_crop(224)
+    small_point, small_pixels = keypoint_and_crop(64)
+    resized = _resized_points(small_point, 224 / 64) - centre(_resized(small_pixels, 224))
+    np.testing.assert_allclose(resized, point - centre(pixels), atol=0.1)
 
 
 def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
