@@ -1112,6 +1112,29 @@ def test_a_watch_whose_out_an_editor_replaced_stops_in_one_line(capsys, astronau
     assert [Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()] == ["c.png"]
 
 
+def test_a_watch_whose_out_was_replaced_by_an_empty_file_leaves_that_file(
+    capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
+):
+    # Every row deleted in an editor (an empty file saved in the place of the --out this scan made): the watch
+    # stopped, and its lock's clean-up, which removes the empty --out it made, removed the user's file instead.
+    inbox = tmp_path / "inbox"
+    save_image(inbox / "a.png", astronaut)
+    out = tmp_path / "rows.jsonl"
+
+    def empty_out() -> None:
+        edited = tmp_path / "rows.jsonl~"
+        edited.write_text("")
+        edited.replace(out)
+        save_image(inbox / "b.png", astronaut)
+
+    looks = watch_looks(monkeypatch, 5, {1: empty_out})
+    code, _, err = scan(
+        capsys, str(inbox), "--model", str(tiny_bundle), "--format", "jsonl", "--out", str(out), "--watch", "1"
+    )
+    assert code == EXIT_USAGE and looks == [1.0] and "was replaced or removed" in err, err
+    assert out.is_file() and out.read_text() == ""
+
+
 def test_resume_and_watch_take_a_link_to_a_file_in_the_rows_as_that_file(
     capsys, astronaut, tiny_bundle, tmp_path, monkeypatch
 ):

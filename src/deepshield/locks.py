@@ -60,10 +60,12 @@ def file_lock(path: Path, what: str, named: Path | None = None) -> Iterator[bool
     whether it made the file."""
     made = not path.exists()
     with _held(path, named or path, what):
+        # The file it made, by its identity: one saved in its place meanwhile (an editor's, empty) is the user's.
+        own = _identity(path) if made else None
         try:
             yield made
         finally:
-            if made and path.is_file() and path.stat().st_size == 0:
+            if own is not None and _identity(path) == own and path.stat().st_size == 0:
                 path.unlink()
 
 
@@ -130,12 +132,17 @@ def _locked(lock_file: Path, busy: Callable[[IO[str]], bool]) -> Iterator[None]:
 
 def _still_named(handle: IO[str], lock_file: Path) -> bool:
     """Whether `lock_file` still names the file open as `handle` (not removed, nor replaced, since it was opened)."""
-    try:
-        named = os.stat(lock_file)
-    except FileNotFoundError:
-        return False
     opened = os.fstat(handle.fileno())
-    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+    return _identity(lock_file) == (opened.st_dev, opened.st_ino)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file `path` names, as the file system tells files apart (None: no such file)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return named.st_dev, named.st_ino
 
 
 def _flock(handle: IO[str], lock_file: Path, operation: int) -> bool:
