@@ -15,7 +15,7 @@ Every client targets 127.0.0.1 only, is bounded in count and time, and stops by 
 this checkout (its test helpers start the server; an older checkout's code lacks them, so a "before" is
 measured by running this script in that checkout's own history, not by pointing PYTHONPATH at it):
 
-    python bench/bench_hostile.py [--model BUNDLE]
+    python bench/bench_hostile.py [--model BUNDLE] [--smoke]
 """
 
 from __future__ import annotations
@@ -230,7 +230,14 @@ def hostile_clients(model, image: bytes) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model bundle (default: the shipped one)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="small media (1000 px images and MJPEG frames, 2,000-frame videos): checks that it starts and finishes",
+    )
     args = parser.parse_args()
+    # The issue's sizes, or the smoke run's: every row names the size it measured.
+    side, frame_side, frames = (1000, 1000, 2_000) if args.smoke else (6300, 5000, 100_000)
     read_card(bundle_dir(args.model))  # a bundle that is not one said in a line, not by a server that never answers
     import deepshield
 
@@ -244,24 +251,24 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        png16 = png_16_bit()
+        png16 = png_16_bit(side)
         added, result = image_peak(args.model, png16, "i16.png")
-        report(f"16-bit 6300x6300 PNG ({len(png16) / 1e3:.0f} KB), /v1/analyze", f"+{added:.0f} MB RSS", result)
-        tiff = float_tiff()
+        report(f"16-bit {side}x{side} PNG ({len(png16) / 1e3:.0f} KB), /v1/analyze", f"+{added:.0f} MB RSS", result)
+        tiff = float_tiff(side)
         added, result = image_peak(args.model, tiff, "f32.tif")
-        report(f"float 6300x6300 TIFF ({len(tiff) / 1e3:.0f} KB), /v1/analyze", f"+{added:.0f} MB RSS", result)
-        mjpeg = lying_mjpeg(folder / "liar.mov")
+        report(f"float {side}x{side} TIFF ({len(tiff) / 1e3:.0f} KB), /v1/analyze", f"+{added:.0f} MB RSS", result)
+        mjpeg = lying_mjpeg(folder / "liar.mov", frame_side)
         added, elapsed, result = job_figures(args.model, mjpeg, "liar.mov")
         report(
-            f"MJPEG .mov, header 64x64, frames 5000x5000 ({len(mjpeg) / 1e6:.1f} MB), job",
+            f"MJPEG .mov, header 64x64, frames {frame_side}x{frame_side} ({len(mjpeg) / 1e6:.1f} MB), job",
             f"+{added:.0f} MB RSS, {elapsed:.1f} s",
             result,
         )
         for fps in (1000, 240):
-            video = tiny_fast_video(folder / f"fast{fps}.mp4", fps)
+            video = tiny_fast_video(folder / f"fast{fps}.mp4", fps, frames)
             added, elapsed, result = job_figures(args.model, video, f"fast{fps}.mp4")
             report(
-                f"16x16 H.264, 100k frames at {fps} fps ({len(video) / 1e6:.1f} MB), job",
+                f"16x16 H.264, {frames:,} frames at {fps} fps ({len(video) / 1e6:.1f} MB), job",
                 f"worker held {elapsed:.1f} s, +{added:.0f} MB RSS",
                 result,
             )

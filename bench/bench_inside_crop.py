@@ -5,7 +5,7 @@ whole and cut to their centre, and real photos.
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python bench/bench_inside_crop.py [--model BUNDLE] \\
         [--cuts 0.6 0.5] [--real-dirs dev-eval/face-edits/real dev-eval/modern-swaps/real \\
-         real-faces/portraits:1000 real-faces/utkface:1000:2000]
+         real-faces/portraits:1000 real-faces/utkface:1000:2000] [--limit N]
 
 Per set and framing it prints the faces at or above the synthetic threshold read each way, with 95% Wilson
 intervals, and those above 70%. One face per photo (its largest, by the shipped detector); photos without a
@@ -82,6 +82,9 @@ def main() -> int:
             "real-faces/utkface:1000:2000",
         ],
     )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only the first N files of each set (a quick check of the script)"
+    )
     args = parser.parse_args()
     if not os.environ.get(DATA_DIR_ENV):
         raise SystemExit(f"set {DATA_DIR_ENV} (e.g. ../shared/data)")
@@ -93,6 +96,7 @@ def main() -> int:
     data = DataConfig()
     sets = [("generated holdout", generated_split(classifier.card)[2], [None, *(Cut(c) for c in args.cuts)])]
     sets += [(spec, folder_files(data, spec), [None]) for spec in args.real_dirs]
+    sets = [(name, files[: args.limit], framings) for name, files, framings in sets]
     print(
         f"{classifier.card.name} {classifier.card.version}, threshold {calibration.threshold:.3f}; load {os.getloadavg()[0]:.2f}"
     )

@@ -6,7 +6,7 @@ The split is the trainer's (`split_generated_files` with the run's seed, fractio
 blend donors kept out), read from the bundle's card.
 
     export DEEPSHIELD_DATA_ROOT=../shared/data
-    .venv/bin/python scripts/synthetic_calibration_sets.py --out runs/synthetic-calibration
+    .venv/bin/python scripts/synthetic_calibration_sets.py --out runs/synthetic-calibration [--limit N]
     cd runs/synthetic-calibration && ../../.venv/bin/deepshield calibrate generated-validation.csv \\
         dfdc-sample-real.csv modern-swaps-real.csv face-edits-real.csv --score synthetic \\
         --keep-verdicts --keep-temperature --fit-offset --out ../bundle-cal
@@ -38,6 +38,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle (default: the shipped one)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSVs")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only the first N files of each set (a quick check of the calibration)"
+    )
     args = parser.parse_args()
     card = read_card(args.model)
     _, validation, _ = generated_split(card)
@@ -51,7 +54,7 @@ def main() -> int:
         sets.append((f"{folder.name}-real", reals, "real"))
     args.out.mkdir(parents=True, exist_ok=True)
     for name, files, label in sets:
-        write_set(args.out / f"{name}.csv", files, label, name)
+        write_set(args.out / f"{name}.csv", files[: args.limit], label, name)
     return 0
 
 

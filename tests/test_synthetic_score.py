@@ -732,3 +732,8 @@ def test_the_calibration_sets_script_finds_every_input_before_writing_any_set(tm
         "dfdc-sample-real.csv", "face-edits-real.csv", "generated-validation.csv", "modern-swaps-real.csv"
     ]  # fmt: skip
     assert (out / "modern-swaps-real.csv").read_text().splitlines()[1].endswith("real.png,real,modern-swaps-real")
+    assert len((out / "generated-validation.csv").read_text().splitlines()) > 2
+    # A small budget, as the bench scripts' --limit: the first file of each set.
+    monkeypatch.setattr("sys.argv", ["synthetic_calibration_sets.py", "--out", str(out), "--limit", "1"])
+    assert script.main() == 0
+    assert [len(path.read_text().splitlines()) for path in sorted(out.iterdir())] == [2, 2, 2, 2]
