@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
+import deepshield.media.video as video_module
 from deepshield.errors import (
     CorruptMediaError,
     DeepShieldError,
@@ -1460,6 +1461,21 @@ def test_a_variable_frame_rate_gives_each_sample_once(tmp_path):
     # come back, and that is not damage (the verdict says so only for damage).
     info, nearly_all = sample_frames(path, 39, span=VideoSpan(0.5))
     assert len(nearly_all) < 39 and not info.damaged
+
+
+def test_a_frame_held_on_screen_is_sampled_where_it_shows(tmp_path, monkeypatch):
+    # A face held still for 8 s of a 10 s recording (one frame, as screen recordings and slideshows store
+    # it), then 2 s at 20 fps: each sample took the first frame starting at or after its time, and all 8
+    # came from the last 2 s (the video had "no face").
+    frames = [np.full((64, 96, 3), 6 * i, np.uint8) for i in range(41)]
+    held = write_timed_video(tmp_path / "held.mp4", frames, [0.0] + [8 + i / 20 for i in range(40)], rate=20)
+    _, sampled = sample_frames(held, 8)
+    assert frame_number(sampled[0].image) == 0 and sampled[0].timestamp_s == 0.0
+    assert len(sampled) == 3 and sampled[1].timestamp_s == 8.0  # the held frame once, then the fast part's
+    # Samples far apart are reached by seeking: the one in the held frame is that frame too.
+    monkeypatch.setattr(video_module, "SEEK_MIN_SPACING", 4)
+    _, sought = sample_frames(held, 8)
+    assert [round(f.timestamp_s, 2) for f in sought] == [round(f.timestamp_s, 2) for f in sampled]
 
 
 def test_a_part_of_a_variable_frame_rate_video_is_chosen_by_time(tmp_path):

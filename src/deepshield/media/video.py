@@ -673,26 +673,41 @@ def _sample_by_seeking(
     half_frame_s = 0.5 / info.fps
     kept: dict[int, VideoFrame] = {}
     broken = [0]
+
+    def index_of(time_s: float) -> int:
+        return max(0, round((time_s - start_s) * info.fps))
+
     for number, target in enumerate(targets):
         target_s = start_s + target / info.fps
         frames = _frames_from(container, target_s, start_s, half_frame_s, limits, broken)
         if frames is None:
             return None
         shown_s = start_s  # when the last frame decoded for this target shows
+        before: av.VideoFrame | None = None  # the frame decoded before, from this target's keyframe on
         for decoded, frame in enumerate(frames):
             if frame.time is None or decoded > spacing:
                 return None
             shown_s = frame.time
             if frame.time + half_frame_s >= target_s:
+                # Past the target by over half a frame: the frame before, on screen at the target (a slow
+                # part's, held), is kept for it unless already kept, as _sample_sequentially does.
+                if (
+                    before is not None
+                    and before.time is not None
+                    and frame.time - half_frame_s > target_s
+                    and index_of(before.time) not in kept
+                ):
+                    frame = before
                 if not kept:
                     info = _with_frame_rotation(info, frame)
                 # A seek can land past the target: the index is the frame's own, from its timestamp.
-                index = max(0, round((frame.time - start_s) * info.fps))
+                index = index_of(frame.time)
                 kept.setdefault(
                     index,
                     _video_frame(frame, index, _timestamp(frame, index, info, start_s), info, pixel_cap),
                 )
                 break
+            before = frame
         else:  # the stream ended before the target: cut short, unless by less than a varying frame rate's slack
             if target_s - shown_s > _CUT_SHORT_S:
                 broken[0] += 1
@@ -729,9 +744,10 @@ def _sample_sequentially(
             return None
     # With a frame count, the samples are chosen by time, as _sample_by_seeking chooses them: for each
     # sample, the first frame showing at or after when frame uniform_indices(...)[i] of the span would at
-    # the span's average rate. (Chosen by count, a varying frame rate's part ended at a frame count: the
-    # part from 0 to 15 s of a clip at 30 then 5 fps ended at 8.4 s, and a part read from a keyframe, its
-    # indices from timestamps, found 2 of 8 samples.) Without any frame count (rare: no duration either)
+    # the span's average rate, or the frame before, held on screen then, where it has no sample yet. (Chosen
+    # by count, a varying frame rate's part ended at a frame count: the part from 0 to 15 s of a clip at 30
+    # then 5 fps ended at 8.4 s, and a part read from a keyframe, its indices from timestamps, found 2 of 8
+    # samples.) Without any frame count (rare: no duration either)
     # the span is told by timestamps and every `stride`-th frame in it is kept, the stride doubling
     # whenever _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
     wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
@@ -751,6 +767,14 @@ def _sample_sequentially(
         wanted_s = [grid_s + i * spacing_s for i in uniform_indices(stop - first, n)]
         half_frame_s = spacing_s / 2
     taken = 0  # samples of wanted_s a frame has been kept for
+    shown: tuple[av.VideoFrame, int, float] | None = None  # the span's frame decoded last: (frame, index, time)
+
+    def keep(frame: av.VideoFrame, index: int, timestamp: float) -> None:
+        # A slow part's frame stands for each sample it reaches, once; indices read from timestamps
+        # repeat where the rate runs above its average: one frame each.
+        if not (kept and kept[-1].index == index):
+            kept.append(_video_frame(frame, index, timestamp, info, pixel_cap))
+
     finished = False  # every sample found, or the span's end reached: the stream was not cut short
     stride = 1
     kept: list[VideoFrame] = []
@@ -771,21 +795,30 @@ def _sample_sequentially(
                 on_frame(min(1.0, max(0.0, (timestamp - wanted_s[0]) / max(end_s - wanted_s[0], 1e-9))))
             # A frame of the span shows from its start and before its end: half a spacing early, as a sample
             # matches it, a span of 1.05 to 1.15 s took the frame at 1.0 s, and one of 1.05 to 1.2 s none.
-            if timestamp >= end_s - _FRAME_TIME_SLACK:  # the span's end
+            if timestamp >= end_s - _FRAME_TIME_SLACK:  # the span's end: samples left show the frame before
+                if taken < len(wanted_s) and shown is not None:
+                    keep(*shown)  # (once)
                 finished = True
                 break
             if timestamp < begin_s - _FRAME_TIME_SLACK:
                 continue
+            # A sample this frame starts after (by over half a spacing) shows the frame before it, held on
+            # screen: that frame is kept for it unless already kept (a face held still for 8 s of a 10 s
+            # recording, then 2 s of frames without it, was sampled from the frames after it alone: "no face").
             due = taken
+            while taken < len(wanted_s) and wanted_s[taken] + half_frame_s < timestamp:
+                taken += 1
+            if taken > due and shown is not None and not (kept and kept[-1].index == shown[1]):
+                keep(*shown)
+                due = taken
             while taken < len(wanted_s) and timestamp + half_frame_s >= wanted_s[taken]:
                 taken += 1
             finished = taken == len(wanted_s)
-            # A slow part's frame stands for each sample it reaches, once; indices read from timestamps
-            # repeat where the rate runs above its average: one frame each.
-            if taken > due and not (kept and kept[-1].index == index):
-                kept.append(_video_frame(frame, index, timestamp, info, pixel_cap))
+            if taken > due:
+                keep(frame, index, timestamp)
             if finished:
                 break
+            shown = (frame, index, timestamp)
             continue
         if timestamp < span.start_s:
             continue
