@@ -1653,6 +1653,17 @@ def test_frame_delays_are_kept_and_a_zero_delay_is_shown_as_browsers_show_it(tmp
     assert info.duration_s == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize(("fmt", "suffix"), [("GIF", "gif"), ("WEBP", "webp")])
+def test_an_animations_frame_held_on_screen_is_sampled_where_it_shows(tmp_path, fmt, suffix):
+    # Its first frame held 8 s, then 40 frames of 50 ms: sampled by count, all 8 samples came from the last
+    # 2 s (a GIF holding a face, then frames without it, had "no face"). By time, as a video's are.
+    path = animation(tmp_path / f"held.{suffix}", fmt, count=41, durations=[8000] + [50] * 40)
+    info, frames = sample_frames(path, 8)
+    assert info.duration_s == pytest.approx(10.0)
+    assert [f.index for f in frames][:2] == [0, 1] and frames[0].timestamp_s == 0.0
+    assert frames[-1].timestamp_s > 9  # the fast part's samples spread over it, as before
+
+
 def test_a_still_gif_and_a_damaged_animation(tmp_path, astronaut):
     still = tmp_path / "still.gif"
     Image.fromarray(astronaut).convert("P").save(still)

@@ -26,6 +26,7 @@ from deepshield.media.sniff import HEADER_BYTES, image_format_name
 from deepshield.media.units import format_bytes, megapixels
 from deepshield.media.video import (
     WHOLE_VIDEO,
+    SampleClock,
     VideoFrame,
     VideoInfo,
     VideoLimits,
@@ -34,7 +35,6 @@ from deepshield.media.video import (
     check_limits,
     held_pixel_cap,
     read_scale,
-    uniform_indices,
 )
 
 # The image formats that can hold an animation (as image_format_name names them).
@@ -139,8 +139,8 @@ def sample_animation(
             pixel_cap = held_pixel_cap(info, min(n, len(in_span)), limits)
             scale = read_scale(image.width, image.height, pixel_cap) or 1
             frames = []
-            for number, position in enumerate(uniform_indices(len(in_span), n)):
-                index = in_span[position]
+            sampled = _sampled(starts, in_span, end, n)
+            for number, index in enumerate(sampled):
                 try:
                     image.seek(first + index)
                     shown = upright(_read_at(image, scale), orientation)
@@ -148,7 +148,7 @@ def sample_animation(
                 except DECODE_ERRORS:
                     pass  # a frame whose pixels are damaged is skipped, as a video's broken packet
                 if on_frame is not None:
-                    on_frame(0.5 + 0.5 * (number + 1) / min(n, len(in_span)))
+                    on_frame(0.5 + 0.5 * (number + 1) / len(sampled))
     except Image.DecompressionBombError as exc:
         raise MediaTooLargeError(f"animation frames are far larger than the limit: {exc}") from exc
     except DECODE_ERRORS as exc:
@@ -156,6 +156,29 @@ def sample_animation(
     if not frames:
         raise CorruptMediaError("animation has no decodable frames at the sampled positions")
     return info, frames
+
+
+def _sampled(starts: list[float], in_span: list[int], end_s: float, n: int) -> list[int]:
+    """The frames of a span (`in_span`: their indices in `starts`, when each starts to show) that show its n
+    samples, chosen by time as a video's are (SampleClock): by count, a GIF holding a face for 8 s, then 2 s of
+    frames without it, was sampled from those frames alone, and had "no face". As many samples as frames or
+    more: every frame."""
+    if n >= len(in_span):
+        return in_span
+    clock = SampleClock.spread(starts[in_span[0]], end_s, len(in_span), n)
+    chosen: list[int] = []
+    for before, index in zip([None, *in_span], in_span):
+        held, own = clock.meet(starts[index], before is not None and not (chosen and chosen[-1] == before))
+        if held and before is not None:
+            chosen.append(before)
+        if own:
+            chosen.append(index)
+        if clock.done:
+            break
+    else:  # the samples left show the span's last frame, on screen to its end
+        if not clock.done and not (chosen and chosen[-1] == in_span[-1]):
+            chosen.append(in_span[-1])
+    return chosen
 
 
 def _read_at(image: Image.Image, scale: int) -> NDArray[Any]:

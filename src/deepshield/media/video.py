@@ -547,6 +547,42 @@ def _frames_held(info: VideoInfo, n: int, span: VideoSpan) -> int:
     return min(n, stop - first)
 
 
+@dataclass
+class SampleClock:
+    """Which of a span's frames, met in order of time, show its samples: each sample, the first frame starting
+    at or after half a spacing before its time, or the frame before, held on screen then, where that one has
+    no sample yet (a face held still for 8 s of a 10 s recording, one frame as screen recordings, slideshows and
+    GIFs store it, then 2 s of frames without it, was sampled from the frames after it alone: "no face")."""
+
+    wanted_s: list[float]  # when each sample shows, in seconds, ascending
+    half_s: float  # half the samples' spacing: a frame starting this early or late still matches
+    taken: int = 0  # samples a frame has been found for
+
+    @classmethod
+    def spread(cls, grid_s: float, end_s: float, frames: int, n: int) -> SampleClock:
+        """n samples of a span from grid_s (its first frame's time) to end_s holding `frames` frames: where
+        frame uniform_indices(frames, n)[i] would show at the span's average rate."""
+        spacing_s = (end_s - grid_s) / frames
+        return cls([grid_s + i * spacing_s for i in uniform_indices(frames, n)], spacing_s / 2)
+
+    @property
+    def done(self) -> bool:
+        return self.taken == len(self.wanted_s)
+
+    def meet(self, start_s: float, before_free: bool) -> tuple[bool, bool]:
+        """For the next frame, starting at start_s (`before_free`: the frame before it is of the span and has no
+        sample yet): (whether the frame before is kept, whether this one is)."""
+        due = self.taken
+        while not self.done and self.wanted_s[self.taken] + self.half_s < start_s:
+            self.taken += 1
+        held = before_free and self.taken > due
+        if held:
+            due = self.taken
+        while not self.done and start_s + self.half_s >= self.wanted_s[self.taken]:
+            self.taken += 1
+        return held, self.taken > due
+
+
 def sample_frames(
     path: Path | str,
     n: int = DEFAULT_VIDEO_FRAMES,
@@ -674,8 +710,8 @@ def _sample_by_seeking(
     kept: dict[int, VideoFrame] = {}
     broken = [0]
 
-    def index_of(time_s: float) -> int:
-        return max(0, round((time_s - start_s) * info.fps))
+    def index_of(time_s: float | None) -> int:
+        return max(0, round((float(time_s or 0.0) - start_s) * info.fps))
 
     for number, target in enumerate(targets):
         target_s = start_s + target / info.fps
@@ -683,20 +719,15 @@ def _sample_by_seeking(
         if frames is None:
             return None
         shown_s = start_s  # when the last frame decoded for this target shows
+        clock = SampleClock([target_s], half_frame_s)  # the frame showing the target, as read in order
         before: av.VideoFrame | None = None  # the frame decoded before, from this target's keyframe on
         for decoded, frame in enumerate(frames):
             if frame.time is None or decoded > spacing:
                 return None
             shown_s = frame.time
-            if frame.time + half_frame_s >= target_s:
-                # Past the target by over half a frame: the frame before, on screen at the target (a slow
-                # part's, held), is kept for it unless already kept, as _sample_sequentially does.
-                if (
-                    before is not None
-                    and before.time is not None
-                    and frame.time - half_frame_s > target_s
-                    and index_of(before.time) not in kept
-                ):
+            held, own = clock.meet(frame.time, before is not None and index_of(before.time) not in kept)
+            if held or own:
+                if held and before is not None:
                     frame = before
                 if not kept:
                     info = _with_frame_rotation(info, frame)
@@ -750,7 +781,7 @@ def _sample_sequentially(
     # samples.) Without any frame count (rare: no duration either)
     # the span is told by timestamps and every `stride`-th frame in it is kept, the stride doubling
     # whenever _held_while_counting(n) frames are held, then the n nearest to uniform are kept.
-    wanted_s: list[float] | None = None  # when each sample shows, seconds from the video's start
+    clock: SampleClock | None = None  # when each sample shows, seconds from the video's start
     first, stop = 0, 0
     begin_s, end_s = 0.0, math.inf  # where the span begins and ends, in seconds
     if info.frame_count > 0:
@@ -763,10 +794,7 @@ def _sample_sequentially(
         # From the span's first frame: from its start, between two frames, that frame matched two samples
         # and the span's last frame none (1.02 to 1.32 s at 10 fps gave 1.1 and 1.2, not 1.3 too).
         grid_s = min(max(begin_s, info.picture_start_s + first / info.fps), end_s) if info.fps > 0 else begin_s
-        spacing_s = (end_s - grid_s) / (stop - first)
-        wanted_s = [grid_s + i * spacing_s for i in uniform_indices(stop - first, n)]
-        half_frame_s = spacing_s / 2
-    taken = 0  # samples of wanted_s a frame has been kept for
+        clock = SampleClock.spread(grid_s, end_s, stop - first, n)
     shown: tuple[av.VideoFrame, int, float] | None = None  # the span's frame decoded last: (frame, index, time)
 
     def keep(frame: av.VideoFrame, index: int, timestamp: float) -> None:
@@ -790,32 +818,25 @@ def _sample_sequentially(
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
         if decoded == 0:
             info = _with_frame_rotation(info, frame)
-        if wanted_s is not None:
+        if clock is not None:
             if on_frame is not None and decoded % 16 == 0:
-                on_frame(min(1.0, max(0.0, (timestamp - wanted_s[0]) / max(end_s - wanted_s[0], 1e-9))))
+                since_s = timestamp - clock.wanted_s[0]
+                on_frame(min(1.0, max(0.0, since_s / max(end_s - clock.wanted_s[0], 1e-9))))
             # A frame of the span shows from its start and before its end: half a spacing early, as a sample
             # matches it, a span of 1.05 to 1.15 s took the frame at 1.0 s, and one of 1.05 to 1.2 s none.
             if timestamp >= end_s - _FRAME_TIME_SLACK:  # the span's end: samples left show the frame before
-                if taken < len(wanted_s) and shown is not None:
+                if not clock.done and shown is not None:
                     keep(*shown)  # (once)
                 finished = True
                 break
             if timestamp < begin_s - _FRAME_TIME_SLACK:
                 continue
-            # A sample this frame starts after (by over half a spacing) shows the frame before it, held on
-            # screen: that frame is kept for it unless already kept (a face held still for 8 s of a 10 s
-            # recording, then 2 s of frames without it, was sampled from the frames after it alone: "no face").
-            due = taken
-            while taken < len(wanted_s) and wanted_s[taken] + half_frame_s < timestamp:
-                taken += 1
-            if taken > due and shown is not None and not (kept and kept[-1].index == shown[1]):
+            held, own = clock.meet(timestamp, shown is not None and not (kept and kept[-1].index == shown[1]))
+            if held and shown is not None:
                 keep(*shown)
-                due = taken
-            while taken < len(wanted_s) and timestamp + half_frame_s >= wanted_s[taken]:
-                taken += 1
-            finished = taken == len(wanted_s)
-            if taken > due:
+            if own:
                 keep(frame, index, timestamp)
+            finished = clock.done
             if finished:
                 break
             shown = (frame, index, timestamp)
@@ -836,7 +857,7 @@ def _sample_sequentially(
         if seek:
             return None
         raise CorruptMediaError("video has no decodable frames")
-    if wanted_s is None and len(kept) > n:
+    if clock is None and len(kept) > n:
         kept = _nearest(kept, [kept[0].index + i for i in uniform_indices(index + 1 - kept[0].index, n)])
     if not kept:
         if seek:  # read from where a seek landed: decoding from the start may still find the span
@@ -850,7 +871,7 @@ def _sample_sequentially(
             )
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     # A stream that ends before its samples and its stated end has been cut short (told by time).
-    ended_early = wanted_s is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
+    ended_early = clock is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
     return replace(info, damaged=broken[0] > 0 or ended_early), kept
 
 
