@@ -1632,6 +1632,9 @@ def test_every_person_of_a_video_is_drawn_on_the_videos_time_axis_by_the_score_b
     generated = _score_line(person([0.0, 12.0], "synthetic"), (0.0, 12.0), 0.5, 0.3)
     assert 'aria-label="synthetic-face score over time"' in generated
     assert '<polyline points="4.0,6.4 228.0,6.4"' in generated and 'y1="26.8"' in generated  # its own threshold
+    # Past a minute, times read as the part analysed reads (12:30 to 14:00), not "750.0 s".
+    long = _score_line(person([760.0, 835.5]), (750.0, 835.5), 0.5, None)
+    assert "<span>12:30</span>" in long and "<span>13:55.5</span>" in long and " s</span>" not in long
 
 
 def test_html_page_orders_files_by_the_score_behind_their_verdict_and_says_ai_generated(astronaut, tiny_bundle):

@@ -27,6 +27,7 @@ from deepshield.inference.results import (
 from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
+from deepshield.media.units import clock_time
 from deepshield.models.card import InconclusiveBand
 
 _THUMB_PX = 112  # shown at this size
@@ -115,9 +116,15 @@ def _score_line(
     return (
         f'<svg class="line" width="{width}" height="{height}" role="img" aria-label="{what} score over time">'
         f'<line x1="0" x2="{width}" y1="{level:.1f}" y2="{level:.1f}" stroke="#c0262d" stroke-dasharray="3 3"/>'
-        f'{mark}</svg><div class="small muted axis"><span>{times[0]:.1f} s</span>'
-        f"<span>{what} score</span><span>{times[1]:.1f} s</span></div>"
+        f'{mark}</svg><div class="small muted axis"><span>{_when(times[0], times)}</span>'
+        f"<span>{what} score</span><span>{_when(times[1], times)}</span></div>"
     )
+
+
+def _when(seconds: float, times: tuple[float, float]) -> str:
+    """A time in the video, as the page and the part analysed say it: `3.4 s` within a video's first minute,
+    else `12:30.4` (`times`: its first and last sampled frame; "peak at 750.4 s" stood beside "part 12:30 to 14:00")."""
+    return f"{seconds:.1f} s" if times[1] < 60 else clock_time(seconds)
 
 
 def _thumbnails(crop: NDArray[Any], heatmap: NDArray[Any]) -> tuple[str, str]:
@@ -191,7 +198,7 @@ def _faces(result: ImageResult | VideoResult) -> str:
                 f'<div class="face"><img src="{crop}" alt="person {number}, most suspicious frame"> '
                 f'<img src="{heat}" alt="heatmap of person {number}"><br>Person {number}: '
                 f"{_call(track.score, track.synthetic_score, track.label, track.verdict_driver, result)}{counted}, "
-                f"peak at {track.peak_timestamp_s:.1f} s{_cautions(track.cautions)}{line}</div>"
+                f"peak at {_when(track.peak_timestamp_s, times)}{_cautions(track.cautions)}{line}</div>"
             )
     return f'<div class="faces">{"".join(cards)}</div>' if cards else ""
 
