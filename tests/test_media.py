@@ -42,8 +42,8 @@ from deepshield.media.codecs import h264_roundtrip
 from deepshield.media.frames import media_kind
 from deepshield.media.images import decode_image, encode_png
 from deepshield.media.sniff import HEADER_BYTES, IMAGE_FORMATS, image_format_name, sniff_path
-from deepshield.media.units import clock_time, parse_clock_time
-from deepshield.media.video import VideoSpan, rgb_pixels, uniform_indices
+from deepshield.media.units import clock_time, parse_clock_time, video_length
+from deepshield.media.video import WHOLE_VIDEO, VideoInfo, VideoSpan, check_limits, rgb_pixels, uniform_indices
 from tests.conftest import deny_listing, forked_child_exit, mux_silence, write_video
 
 
@@ -1880,3 +1880,17 @@ def test_a_frame_rate_a_header_overstates_gives_way_to_the_timestamps(tmp_path):
         assert container.streams.video[0].average_rate == 1000
     info, sampled = sample_frames(path, 8)
     assert info.fps == pytest.approx(10) and info.duration_s == pytest.approx(2.9, abs=0.11) and len(sampled) == 8
+
+
+def test_a_long_videos_length_is_said_in_seconds_and_clock_time():
+    # Three significant digits said a 20-minute video was "1.2e+03 s long, above the 900 s limit".
+    def refusal(duration_s: float, span: VideoSpan = WHOLE_VIDEO) -> str:
+        info = VideoInfo(640, 360, 25.0, round(duration_s * 25), duration_s, 0, "h264")
+        with pytest.raises((MediaTooLargeError, VideoSpanError)) as refused:
+            check_limits(info, VideoLimits(), span)
+        return str(refused.value)
+
+    assert refusal(1200.0).startswith("video is 1200 s (20:00) long, above the 900 s (15:00) limit")
+    assert refusal(3725.4, VideoSpan(0, 3700)).startswith("the span to analyse is 3700 s (1:01:40) long")
+    assert refusal(1200.0, VideoSpan(1300)) == "the video is 1200 s (20:00) long: nothing to analyse from 1300 s on"
+    assert video_length(4) == "4 s" and video_length(0.6) == "0.6 s" and video_length(75.4) == "75.4 s (1:15.4)"

@@ -46,3 +46,10 @@ def clock_time(seconds: float, digits: int = 1) -> str:
     minutes, secs = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
     return f"{text}.{fraction:0{digits}d}".rstrip("0") if fraction else text
+
+
+def video_length(seconds: float) -> str:
+    """A video's (or a part's) length, or a limit on it, as messages say it: `4 s`, `1.5 s`, and from a minute
+    on with its clock time, `1200 s (20:00)` (three significant digits read a 20-minute video "1.2e+03 s")."""
+    shown = f"{seconds:.3g}" if seconds < 100 else f"{seconds:.0f}"
+    return f"{shown} s" if seconds < 60 else f"{shown} s ({clock_time(seconds)})"

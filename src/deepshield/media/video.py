@@ -23,7 +23,7 @@ from deepshield.forks import kept_if_inherited
 from deepshield.media.files import check_media_file
 from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
-from deepshield.media.units import format_bytes, megapixels
+from deepshield.media.units import format_bytes, megapixels, video_length
 
 if TYPE_CHECKING:
     from av.video.reformatter import Colorspace
@@ -126,7 +126,7 @@ class VideoSpan:
             return self.start_s, self.end_s if self.end_s is not None else math.inf
         if self.start_s >= info.duration_s:
             raise VideoSpanError(
-                f"the video is {info.duration_s:.3g} s long: nothing to analyse from {self.start_s:g} s on"
+                f"the video is {video_length(info.duration_s)} long: nothing to analyse from {self.start_s:g} s on"
             )
         return self.start_s, info.duration_s if self.end_s is None else min(self.end_s, info.duration_s)
 
@@ -361,7 +361,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
     what = "video is" if span.covers(info) else "the span to analyse is"
     if end - begin > limits.max_duration_s and math.isfinite(end):  # unknown durations: frames are counted
         raise MediaTooLargeError(
-            f"{what} {end - begin:.3g} s long, above the {limits.max_duration_s:.3g} s limit"
+            f"{what} {video_length(end - begin)} long, above the {video_length(limits.max_duration_s)} limit"
             " (a span of the video, with a start and an end, can be analysed)"
         )
     check_frame_size(info.width, info.height, limits, reducible)
