@@ -796,6 +796,7 @@ def _sample_sequentially(
         grid_s = min(max(begin_s, info.picture_start_s + first / info.fps), end_s) if info.fps > 0 else begin_s
         clock = SampleClock.spread(grid_s, end_s, stop - first, n)
     shown: tuple[av.VideoFrame, int, float] | None = None  # the span's frame decoded last: (frame, index, time)
+    kept: list[VideoFrame] = []
 
     def keep(frame: av.VideoFrame, index: int, timestamp: float) -> None:
         # A slow part's frame stands for each sample it reaches, once; indices read from timestamps
@@ -805,7 +806,6 @@ def _sample_sequentially(
 
     finished = False  # every sample found, or the span's end reached: the stream was not cut short
     stride = 1
-    kept: list[VideoFrame] = []
     index = decoded = -1
     timestamp = 0.0  # when the frame decoded (after the loop: the last) shows
     for frame in _decoded_frames(container, limits, broken) if frames is None else frames:
