@@ -1478,6 +1478,30 @@ def test_a_frame_held_on_screen_is_sampled_where_it_shows(tmp_path, monkeypatch)
     assert [round(f.timestamp_s, 2) for f in sought] == [round(f.timestamp_s, 2) for f in sampled]
 
 
+def test_a_last_frame_held_to_the_end_is_sampled_and_no_damage(tmp_path, monkeypatch):
+    # 2 s at 20 fps, its last picture on screen to 10 s (its own duration, as a screen recording that ends on a
+    # still stores it): the samples after 2 s found no frame, and the file was said to be damaged or cut short.
+    path = tmp_path / "tail.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.time_base, stream.codec_context.max_b_frames = Fraction(1, 1000), 0
+        packets = []
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 6 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 50, Fraction(1, 1000)
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        packets[-1].duration = 8050
+        for packet in packets:
+            container.mux(packet)
+    for spacing in (video_module.SEEK_MIN_SPACING, 4):  # read in order, then by seeking
+        monkeypatch.setattr(video_module, "SEEK_MIN_SPACING", spacing)
+        info, sampled = sample_frames(path, 8)
+        assert info.duration_s == pytest.approx(10.0) and not info.damaged
+        assert frame_number(sampled[-1].image) == 39 and sampled[-1].timestamp_s == pytest.approx(1.95)
+
+
 def test_a_part_of_a_variable_frame_rate_video_is_chosen_by_time(tmp_path):
     # 10 frames at 2 fps, then 30 at 15 fps (an average of 5.7): the part from 0 to 5 s is the slow part
     # alone. Chosen by frame count from the start, it ran to frame 22, at 5.8 s.

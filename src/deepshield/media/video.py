@@ -582,6 +582,21 @@ class SampleClock:
             self.taken += 1
         return held, self.taken > due
 
+    def reach(self, end_s: float) -> bool:
+        """Whether samples are left before end_s, shown by the frame on screen until then (a stream's last,
+        held): they are that frame's."""
+        due = self.taken
+        while not self.done and self.wanted_s[self.taken] < end_s:
+            self.taken += 1
+        return self.taken > due
+
+
+def _shown_until(frame: av.VideoFrame, shown_s: float) -> float:
+    """When a frame showing from shown_s leaves the screen, by its own duration (shown_s where it has none)."""
+    if not frame.duration or frame.time_base is None:
+        return shown_s
+    return shown_s + float(frame.duration * frame.time_base)
+
 
 def sample_frames(
     path: Path | str,
@@ -739,8 +754,12 @@ def _sample_by_seeking(
                 )
                 break
             before = frame
-        else:  # the stream ended before the target: cut short, unless by less than a varying frame rate's slack
-            if target_s - shown_s > _CUT_SHORT_S:
+        else:  # the stream ended before the target: its last frame on screen then, or cut short (beyond a slack)
+            if before is not None and target_s < _shown_until(before, shown_s):
+                index = index_of(before.time)
+                if index not in kept:
+                    kept[index] = _video_frame(before, index, _timestamp(before, index, info, start_s), info, pixel_cap)
+            elif target_s - shown_s > _CUT_SHORT_S:
                 broken[0] += 1
         if on_frame is not None:
             on_frame((number + 1) / len(targets))
@@ -853,6 +872,14 @@ def _sample_sequentially(
             if index % stride:
                 continue
         kept.append(_video_frame(frame, index, timestamp, info, pixel_cap))
+    # The span's last frame stays on screen for its own duration: a recording whose last picture holds to its
+    # end (8 s of a 10 s screen recording) has its samples there, and is not cut short ("damaged").
+    last_s = timestamp
+    if clock is not None and not finished and shown is not None:
+        last_s = _shown_until(shown[0], shown[2])
+        if clock.reach(last_s):
+            keep(*shown)
+        finished = clock.done
     if decoded < 0:
         if seek:
             return None
@@ -871,7 +898,7 @@ def _sample_sequentially(
             )
         raise CorruptMediaError("video has no decodable frames at the sampled positions")
     # A stream that ends before its samples and its stated end has been cut short (told by time).
-    ended_early = clock is not None and not finished and timestamp < min(end_s, info.duration_s) - _CUT_SHORT_S
+    ended_early = clock is not None and not finished and last_s < min(end_s, info.duration_s) - _CUT_SHORT_S
     return replace(info, damaged=broken[0] > 0 or ended_early), kept
 
 
