@@ -945,6 +945,25 @@ def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figur
     assert "temperature</th><td class=l>4.397</td>" in page and "/ temperature))</th><td class=l>-0.1235</td>" in page
 
 
+def test_a_one_class_set_prints_the_share_it_calls_right_as_the_page_does():
+    """A set of real files alone printed only "file level: metrics need both classes", while the page and
+    metrics.json gave its true-negative rate with an interval; a fake-only set, its detection rate."""
+    from deepshield.cli.evaluate import print_summary
+
+    logits = {0: -2.0, 1: -1.0, 2: 0.5, 3: 1.0}  # at threshold 0.5 and temperature 1: two of four above
+    for label, what in ((0, "true-negative rate 0.500"), (1, "detection rate 0.500")):
+        summary = summarize(one_face_per_file([label] * 4, {"clean": logits}), EvaluationSettings(bootstrap=50))
+        block = summary.file.true_negative_rate or summary.file.detection_rate
+        assert block is not None
+        printed = io.StringIO()
+        print_summary(summary, printed)
+        interval = f"[{block.low:.3f}, {block.high:.3f}]"
+        assert f"file level (4 samples, threshold 0.500): {what} {interval}; metrics need both classes" in (
+            printed.getvalue()
+        )
+        assert f"face level (4 samples, threshold 0.500): {what} {interval}" in printed.getvalue()
+
+
 def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(
     capsys, folder_dataset, tiny_bundle, tmp_path
 ):

@@ -302,10 +302,15 @@ def print_summary(summary, out=None) -> None:
     )
     names = ("auc", "ap", "eer", "log_loss", "balanced_accuracy", "precision", "recall", "f1")
     for level, block in (("file", summary.file), ("face", summary.face)):
+        heading = f"{level} level ({block.count} samples, threshold {summary.settings.threshold:.3f})"
         if not block.metrics:
-            print(f"{level} level: {block.error or 'no metrics'}", file=out)
+            # A set of one class has no AUC, but the share it calls right (the page's and metrics.json's figure).
+            rate = block.detection_rate or block.true_negative_rate
+            what = "detection rate" if block.detection_rate else "true-negative rate"
+            figure = f"{heading}: {what} {cell(rate)}; " if rate else f"{level} level: "
+            print(f"{figure}{block.error or 'no metrics'}", file=out)
             continue
-        print(f"{level} level ({block.count} samples, threshold {summary.settings.threshold:.3f}):", file=out)
+        print(f"{heading}:", file=out)
         if block.caution:
             print(f"  caution: {block.caution}", file=out)
         for name in names:
