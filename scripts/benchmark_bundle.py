@@ -120,7 +120,7 @@ def main() -> int:
                 if (d := against_first.get("bench_" + key)) is not None:
                     print(
                         f"    {key} minus the first's: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}], "
-                        f"ahead in {d.share_b_ahead:.0%} of resamples",
+                        f"ahead in {d.shares_text()}",
                         flush=True,
                     )
     if args.out:

@@ -110,6 +110,7 @@ def test_the_same_network_recalibrated_ties_and_fails_the_gate(capsys, tiny_bund
     text = capsys.readouterr().out
     assert code == 1  # not ahead: the gate fails
     assert "all sets (bench_auc)  faces  " in text and "+0.000 [+0.000, +0.000]" in text
+    assert "+0.000 [+0.000, +0.000]  0% of resamples, equal in 100%" in text  # was "0% of resamples": never ahead
     assert text.rstrip().endswith(
         "TIED: the pooled difference's interval includes zero, so these sets cannot tell them apart"
     )

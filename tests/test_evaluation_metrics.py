@@ -183,7 +183,25 @@ def test_a_paired_bootstrap_sees_a_gain_that_two_intervals_side_by_side_call_a_t
     swapped = PairedDifference.from_resamples(*paired_auc_resamples(labels, b, a, resamples=500, seed=0))
     assert swapped.difference == pytest.approx(-paired.difference) and swapped.high < 0 and not swapped.b_ahead
     same = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, a, resamples=200))
-    assert (same.difference, same.low, same.high, same.share_b_ahead) == (0, 0, 0, 0) and not same.b_ahead
+    assert (same.difference, same.low, same.high, same.share_b_ahead, same.share_equal) == (0, 0, 0, 0, 1)
+    assert not same.b_ahead
+
+
+def test_two_models_level_on_every_resample_are_said_equal_not_ahead_by_rounding():
+    """Two models that both separate the classes have an AUC of 1 on every resample, but summed in another
+    order: B read ahead in 9% of the resamples (by 2e-16) and never level, the rest behind or equal unsaid."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(7, int), np.ones(9, int)]
+    fakes = 0.6 + rng.random(9) * 0.4
+    a = np.r_[rng.random(7) * 0.4, fakes]
+    b = np.r_[np.round(rng.random(7) * 0.4, 1), fakes]  # the reals tied otherwise
+    raw = paired_auc_resamples(labels, a, b, resamples=2000)[1]
+    assert (raw > 0).mean() > 0.05  # the rounding the figures must not count
+    paired = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, b, resamples=2000))
+    assert (paired.difference, paired.low, paired.high, paired.share_b_ahead, paired.share_equal) == (0, 0, 0, 0, 1)
+    assert paired.shares_text() == "0% of resamples, equal in 100%"
+    apart = PairedDifference.from_resamples(0.01, np.linspace(-0.05, 0.07, 300))
+    assert apart.share_equal == 0 and apart.shares_text() == "58% of resamples"
 
 
 def test_paired_differences_are_drawn_green_above_zero_red_below_grey_across(tmp_path):

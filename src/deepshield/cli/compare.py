@@ -190,7 +190,7 @@ def describe(comparison: Comparison) -> str:
                 _auc(base.metrics, key),
                 _auc(cand.metrics, key),
                 "-" if d is None else f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
-                "-" if d is None else f"{d.share_b_ahead:.0%} of resamples",
+                "-" if d is None else d.shares_text(),
             )
         )
     lines += aligned(table)

@@ -348,6 +348,10 @@ def _cluster_layout(labels: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarra
     return inverse, cluster_labels
 
 
+# An AUC's steps are 1 / (fakes x reals): far coarser than this, and float rounding of a sum far finer.
+AUC_DIFFERENCE_DIGITS = 12
+
+
 class PairedDifference(BaseModel):
     """Model B's AUC minus model A's on the same samples, with a paired bootstrap interval."""
 
@@ -357,22 +361,36 @@ class PairedDifference(BaseModel):
     share_b_ahead: float  # share of resamples where B's AUC is above A's
     resamples: int
     confidence: float
+    share_equal: float = 0.0  # share of resamples where the two AUCs are equal (e.g. both 1.0)
 
     @classmethod
     def from_resamples(cls, difference: float, resampled: np.ndarray, confidence: float = 0.95) -> PairedDifference:
-        """Percentile interval of resampled differences (e.g. a mean over benchmarks of per-set resamples)."""
+        """Percentile interval of resampled differences (e.g. a mean over benchmarks of per-set resamples).
+        Differences are taken to AUC_DIFFERENCE_DIGITS places: two AUCs that are equal (two models separating
+        the classes alike, both 1.0) differ by float rounding (2e-16) one way or the other, which counted B
+        ahead in 9% of the resamples where it was level in all."""
         _check_resamples(len(resampled))
         _check_confidence(confidence)
+        resampled = np.round(resampled, AUC_DIFFERENCE_DIGITS)
         tail = (1 - confidence) / 2 * 100
         low, high = np.nanpercentile(resampled, [tail, 100 - tail])
         return cls(
-            difference=difference,
-            low=float(low),
-            high=float(high),
+            difference=round(difference, AUC_DIFFERENCE_DIGITS) + 0.0,  # + 0.0: no -0.0
+            low=float(low) + 0.0,
+            high=float(high) + 0.0,
             share_b_ahead=float(np.nanmean(resampled > 0)),
+            share_equal=float(np.nanmean(resampled == 0)),
             resamples=len(resampled),
             confidence=confidence,
         )
+
+    def shares_text(self) -> str:
+        """ "40% of resamples", or with resamples where the AUCs are equal, "0% of resamples, equal in 100%":
+        without it, two models level throughout read as B never ahead, as if always behind."""
+        if not self.share_equal:
+            return f"{self.share_b_ahead:.0%} of resamples"
+        equal = f"{self.share_equal:.0%}" if self.share_equal >= 0.005 else "<1%"
+        return f"{self.share_b_ahead:.0%} of resamples, equal in {equal}"
 
     @property
     def b_ahead(self) -> bool:
