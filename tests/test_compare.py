@@ -116,6 +116,26 @@ def test_the_same_network_recalibrated_ties_and_fails_the_gate(capsys, tiny_bund
     )
 
 
+def test_files_without_a_face_are_said_to_be_left_out_of_a_sets_figures(capsys, tiny_bundle, labelled, tmp_path):
+    """A fake whose face is not found is missed in use, yet the rates ("of fakes caught") and the counts
+    ("fakes caught (of 2)") are over the files with a face: the files left out were said nowhere."""
+    import cv2
+    import numpy as np
+
+    with_blank = Path(shutil.copytree(labelled, tmp_path / "Tiny Bench"))
+    cv2.imwrite(str(with_blank / "fake" / "blank.png"), np.full((200, 200, 3), 120, np.uint8))
+    pair = ["compare", str(tiny_bundle), "--against", str(tiny_bundle), "--caught-with-reals", "0"]
+    main([*pair, "--on", str(with_blank), "--cache-dir", str(tmp_path / "cache")])
+    text = capsys.readouterr().out
+    assert "tiny_bench with at most 0 of 2 real files flagged: fakes caught (of 2)" in text
+    assert (
+        "tiny_bench: 5 files: 4 with faces, 1 without a face, 0 missing (listed but not on disk), 0 not readable; "
+        "its figures are on the files with faces"
+    ) in text
+    main([*pair, "--on", str(labelled), "--cache-dir", str(tmp_path / "cache")])
+    assert "its figures are on the files with faces" not in capsys.readouterr().out  # nothing left out: unsaid
+
+
 def test_two_sets_of_one_name_are_refused(capsys, tiny_bundle, labelled, tmp_path):
     twin = write_benchmark(tmp_path / "elsewhere" / "Tiny Bench")
     code = main(["compare", str(tiny_bundle), "--on", str(labelled), str(twin), "--cache-dir", str(tmp_path / "c")])

@@ -167,7 +167,10 @@ def _auc(metrics: dict[str, float], key: str) -> str:
 def describe(comparison: Comparison) -> str:
     """The comparison as people read it: a row per set and level, the pooled row, then each set's
     operating figures at both bundles' own thresholds (and a caution where a set has few files)."""
+    import numpy as np
+
     from deepshield.evaluation.metrics import few_files_caution
+    from deepshield.evaluation.scoring import CLEAN, describe_counts
 
     base, cand = comparison.baseline, comparison.candidate
     lines = [
@@ -212,6 +215,9 @@ def describe(comparison: Comparison) -> str:
                 f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught"
             )
         lines.append(f"{name} at each one's threshold: baseline {shares[0]}; candidate {shares[1]}")
+        if np.isnan(result.scored.file_scores(CLEAN)).any():
+            # Its figures count the files with a face alone: a fake whose face is not found is missed in use.
+            lines.append(f"{name}: {describe_counts(result.scored)}; its figures are on the files with faces")
         caution = few_files_caution(
             int(base.metrics[f"bench_{name}_real_files"]), int(base.metrics[f"bench_{name}_fake_files"])
         )
