@@ -945,6 +945,23 @@ def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figur
     assert "temperature</th><td class=l>4.397</td>" in page and "/ temperature))</th><td class=l>-0.1235</td>" in page
 
 
+def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
+    """Where a real-only set's rows give the real files flagged, a fake-only set's gave nothing: "- / -" on the
+    terminal, every cell "–" on the page and null in metrics.json. Its rows give the fakes caught (recall)."""
+    from deepshield.cli.evaluate import print_summary
+    from deepshield.evaluation.report import render_html
+
+    clean = {0: -2.0, 1: -1.0, 2: 0.5, 3: 1.0}  # at threshold 0.5 and temperature 1: two of four caught
+    scored = one_face_per_file([1, 1, 1, 1], {"clean": clean, "jpeg:50": {0: -2.0, 1: -1.0, 2: -0.5, 3: 1.0}})
+    summary = summarize(scored, EvaluationSettings(bootstrap=0))
+    assert [row.file_recall for row in summary.perturbations] == [0.5, 0.25]
+    printed = io.StringIO()
+    print_summary(summary, printed)
+    assert "  clean        fake files caught 0.500   files without a face: 0" in printed.getvalue()
+    assert "  jpeg:50      fake files caught 0.250   files without a face: 0" in printed.getvalue()
+    assert "<td>0.250</td><td>–</td><td>0</td>" in render_html(summary, {}, {}, "fakes")  # recall, FPR, no face
+
+
 def test_a_one_class_set_prints_the_share_it_calls_right_as_the_page_does():
     """A set of real files alone printed only "file level: metrics need both classes", while the page and
     metrics.json gave its true-negative rate with an interval; a fake-only set, its detection rate."""

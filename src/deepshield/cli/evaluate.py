@@ -321,6 +321,8 @@ def print_summary(summary, out=None) -> None:
             if row.file_auc is None and row.file_false_positive_rate is not None:
                 # No AUC over reals alone: the rows printed "- / -" where metrics.json and the page give this share.
                 figures = f"real files flagged {fraction_text(row.file_false_positive_rate)}"
+            elif row.file_auc is None and row.file_recall is not None:
+                figures = f"fake files caught {fraction_text(row.file_recall)}"  # over fakes alone, likewise
             else:
                 file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
                 face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)

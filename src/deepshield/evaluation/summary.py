@@ -106,6 +106,10 @@ class Confusion(_Strict):
     def false_positive_rate(self) -> float | None:
         return None if self.tn + self.fp == 0 else self.fp / (self.tn + self.fp)
 
+    @property
+    def true_positive_rate(self) -> float | None:
+        return None if self.tp + self.fn == 0 else self.tp / (self.tp + self.fn)
+
 
 class MetricBlock(_Strict):
     """One set's figures. Both classes: `metrics` (every metric name -> Interval) and `confusion`.
@@ -512,7 +516,8 @@ def summarize(
                 "face_auc": face_auc,
                 "face_auc_change": _paired_auc_change(faces, condition_faces, both),
                 "file_balanced_accuracy": file_block.value("balanced_accuracy"),
-                "file_recall": file_block.value("recall"),
+                # From the confusion, as the FPR: a set of fakes alone has no metrics, and its rows read "-".
+                "file_recall": file_block.confusion.true_positive_rate if file_block.confusion else None,
                 "file_false_positive_rate": file_block.confusion.false_positive_rate if file_block.confusion else None,
                 "by_source_file_auc": {s: _auc(subset_by_file(condition_files, source_of == s)) for s in sources},
             }
