@@ -136,6 +136,19 @@ def test_files_without_a_face_are_said_to_be_left_out_of_a_sets_figures(capsys, 
     assert "its figures are on the files with faces" not in capsys.readouterr().out  # nothing left out: unsaid
 
 
+def test_a_set_of_reals_alone_gets_no_caution_about_an_interval_it_does_not_have(
+    capsys, tiny_bundle, labelled, tmp_path
+):
+    reals = tmp_path / "Reals"
+    shutil.copytree(labelled / "real", reals / "real")
+    pair = ["compare", str(tiny_bundle), "--against", str(tiny_bundle), "--cache-dir", str(tmp_path / "cache")]
+    main([*pair, "--on", str(labelled), str(reals)])
+    text = capsys.readouterr().out
+    assert "tiny_bench: only 2 real and 2 fake files: a bootstrap over so few files understates" in text
+    assert re.search(r"^reals +faces +- +- +- +-$", text, re.MULTILINE)  # no AUC, no interval...
+    assert "reals: only" not in text  # ...and so no word of one (it read "only 2 real and 0 fake files: a bootstrap")
+
+
 def test_two_sets_of_one_name_are_refused(capsys, tiny_bundle, labelled, tmp_path):
     twin = write_benchmark(tmp_path / "elsewhere" / "Tiny Bench")
     code = main(["compare", str(tiny_bundle), "--on", str(labelled), str(twin), "--cache-dir", str(tmp_path / "c")])

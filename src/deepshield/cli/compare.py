@@ -218,10 +218,13 @@ def describe(comparison: Comparison) -> str:
         if np.isnan(result.scored.file_scores(CLEAN)).any():
             # Its figures count the files with a face alone: a fake whose face is not found is missed in use.
             lines.append(f"{name}: {describe_counts(result.scored)}; its figures are on the files with faces")
+        # Of the intervals: a set of one class has none (it read "only 12 real and 0 fake files: a bootstrap over
+        # so few files understates the uncertainty", however many reals it held).
+        has_interval = any(f"bench_{name}_{level}_auc" in comparison.differences for level in ("face", "file"))
         caution = few_files_caution(
             int(base.metrics[f"bench_{name}_real_files"]), int(base.metrics[f"bench_{name}_fake_files"])
         )
-        if caution:
+        if caution and has_interval:
             lines.append(f"{name}: {caution}")
     for base_catch, cand_catch in zip(comparison.baseline_catches, comparison.candidate_catches):
         for k in base_catch.caught:
