@@ -32,6 +32,7 @@ from deepshield.evaluation.metrics import (
     weighted_metrics,
 )
 from deepshield.evaluation.plots import paired_differences_plot
+from deepshield.evaluation.shown import fraction_text
 from deepshield.inference.video_rule import VIDEO_RULE, VideoRule
 from deepshield.models.card import Calibration, sigmoid
 
@@ -195,13 +196,25 @@ def test_two_models_level_on_every_resample_are_said_equal_not_ahead_by_rounding
     fakes = 0.6 + rng.random(9) * 0.4
     a = np.r_[rng.random(7) * 0.4, fakes]
     b = np.r_[np.round(rng.random(7) * 0.4, 1), fakes]  # the reals tied otherwise
-    raw = paired_auc_resamples(labels, a, b, resamples=2000)[1]
-    assert (raw > 0).mean() > 0.05  # the rounding the figures must not count
     paired = PairedDifference.from_resamples(*paired_auc_resamples(labels, a, b, resamples=2000))
     assert (paired.difference, paired.low, paired.high, paired.share_b_ahead, paired.share_equal) == (0, 0, 0, 0, 1)
     assert paired.shares_text() == "0% of resamples, equal in 100%"
     apart = PairedDifference.from_resamples(0.01, np.linspace(-0.05, 0.07, 300))
     assert apart.share_equal == 0 and apart.shares_text() == "58% of resamples"
+
+
+@pytest.mark.parametrize(("reals", "fakes"), [(30, 7), (7, 9), (13, 3)])
+def test_a_set_told_apart_without_error_has_an_auc_of_one_not_just_under(reals, fakes):
+    """Summed in rates, the ROC's steps rounded: 30 reals below 7 fakes gave an AUC of 0.9999999999999999,
+    printed ">0.999" (not perfect), and a perturbation that changed no file's side read "-0.000" against it."""
+    labels = np.r_[np.zeros(reals, int), np.ones(fakes, int)]
+    scores = np.r_[np.linspace(0.01, 0.4, reals), np.linspace(0.6, 0.99, fakes)]
+    metrics = detection_metrics(labels, scores)
+    assert (metrics.auc, metrics.ap) == (1.0, 1.0) and fraction_text(metrics.auc) == "1.000"
+    interval = bootstrap_intervals(labels, scores, resamples=100).intervals["auc"]
+    assert (interval.low, interval.high) == (1.0, 1.0)
+    tied = np.r_[np.round(scores[:reals], 1), scores[reals:]]  # the same ranking of reals below fakes, in fewer steps
+    assert weighted_metrics(labels, tied, np.ones((1, labels.size)), 0.5)["auc"][0] == metrics.auc
 
 
 def test_paired_differences_are_drawn_green_above_zero_red_below_grey_across(tmp_path):
