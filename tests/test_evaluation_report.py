@@ -945,6 +945,22 @@ def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figur
     assert "temperature</th><td class=l>4.397</td>" in page and "/ temperature))</th><td class=l>-0.1235</td>" in page
 
 
+def test_the_terminal_says_how_files_without_a_face_enter_the_file_level():
+    """The page says files without a face are left out of the file level (or scored 0); the terminal gave
+    "file level (5 samples" beside "6 files", how the sixth was counted unsaid."""
+    from deepshield.cli.evaluate import print_summary
+
+    clean = {0: -2.0, 2: 1.5, 3: 0.5, 4: 2.0, 5: 3.0}  # file 1, a real, has no face
+    scored = one_face_per_file([0, 0, 0, 1, 1, 1], {"clean": clean})
+    for policy, line in (
+        ("exclude", "file level (5 samples, threshold 0.500; 1 file without a face left out):"),
+        ("zero", "file level (6 samples, threshold 0.500; 1 file without a face scored 0):"),
+    ):
+        printed = io.StringIO()
+        print_summary(summarize(scored, EvaluationSettings(bootstrap=0, no_face=policy)), printed)
+        assert line in printed.getvalue() and "face level (5 samples, threshold 0.500):" in printed.getvalue()
+
+
 def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
     """Where a real-only set's rows give the real files flagged, a fake-only set's gave nothing: "- / -" on the
     terminal, every cell "–" on the page and null in metrics.json. Its rows give the fakes caught (recall)."""

@@ -301,8 +301,17 @@ def print_summary(summary, out=None) -> None:
         file=out,
     )
     names = ("auc", "ap", "eer", "log_loss", "balanced_accuracy", "precision", "recall", "f1")
+    # How the files without a face enter the file level, as the page says it: unsaid, 26 samples of 28 files.
+    without = counts.files_without_face
+    no_face = (
+        f"; {without} {'file' if without == 1 else 'files'} without a face "
+        + ("left out" if summary.settings.no_face == "exclude" else "scored 0")
+        if without
+        else ""
+    )
     for level, block in (("file", summary.file), ("face", summary.face)):
-        heading = f"{level} level ({block.count} samples, threshold {summary.settings.threshold:.3f})"
+        within = f"threshold {summary.settings.threshold:.3f}" + (no_face if level == "file" else "")
+        heading = f"{level} level ({block.count} samples, {within})"
         if not block.metrics:
             # A set of one class has no AUC, but the share it calls right (the page's and metrics.json's figure).
             rate = block.detection_rate or block.true_negative_rate
