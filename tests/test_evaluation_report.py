@@ -779,6 +779,12 @@ def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_fil
     # Losing the fake that scored below a real made the row's AUC 1.0 (+0.111 read as a gain); on the five
     # files with a face under both there is no change.
     assert row.file_auc == pytest.approx(1.0) and row.file_auc_change == pytest.approx(0.0)
+    # Files, not faces, beside the row's faces: its column read "faces lost (fake / real)".
+    from deepshield.evaluation.report import render_html
+
+    page = render_html(summary, {}, {}, "lost")
+    assert "<th scope=col>files that lost their face (fake / real)</th><th scope=col>faces</th>" in page
+    assert "<td>1 / 0</td><td>5</td></tr>" in page
 
 
 def test_the_face_auc_change_is_paired_on_the_files_with_a_face_under_both():

@@ -385,7 +385,7 @@ def _confusion_table(block: MetricBlock, title: str) -> str:
 
 
 def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
-    head = "<tr><th class=l scope=col>condition</th><th scope=col>file AUC [95% CI]</th><th scope=col>Δ vs clean</th><th scope=col>face AUC</th><th scope=col>Δ vs clean</th><th scope=col>balanced acc.</th><th scope=col>recall</th><th scope=col>FPR</th><th scope=col>files without a face</th><th scope=col>faces lost (fake / real)</th><th scope=col>faces</th>"
+    head = "<tr><th class=l scope=col>condition</th><th scope=col>file AUC [95% CI]</th><th scope=col>Δ vs clean</th><th scope=col>face AUC</th><th scope=col>Δ vs clean</th><th scope=col>balanced acc.</th><th scope=col>recall</th><th scope=col>FPR</th><th scope=col>files without a face</th><th scope=col>files that lost their face (fake / real)</th><th scope=col>faces</th>"
     if len(sources) > 1:
         head += "".join(f"<th scope=col>{_e(s)} file AUC</th>" for s in sources)
     head += "</tr>"
