@@ -71,6 +71,9 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     assert report["candidate_minus_baseline"]["bench_auc"]["low"] > 0
     assert report["standing"] == "ahead" and "AHEAD: the pooled difference's interval lies above zero" in text
     assert f"tiny-other 0.0.2 ({other_bundle}) against tiny-test 0.0.1 ({tiny_bundle})" in text
+    # the thresholds the rates are at, said (they were in neither the output nor --out)
+    assert "thresholds (a score at or above one is flagged): baseline 0.5000; candidate 0.5000" in text
+    assert report["baseline"]["threshold"] == report["candidate"]["threshold"] == 0.5
     assert re.search(r"^tiny_bench +faces +0\.000 +1\.000 +\+1\.000 \[", text, re.MULTILINE)
     assert "tiny_bench with at most 1 of 2 real files flagged: fakes caught (of 2) baseline " in text
     # "ahead" on two files a class: said, with how little that resampling can show

@@ -26,7 +26,7 @@ from deepshield.errors import DeepShieldError, say
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
-    from deepshield.training.compare import Comparison
+    from deepshield.training.compare import Comparison, ScoredBundle
 
 EXIT_NOT_AHEAD = 1  # with --fail-unless-ahead
 
@@ -198,6 +198,10 @@ def describe(comparison: Comparison) -> str:
         )
     lines += aligned(table)
     lines.append("")
+    # The rates below are at these: unsaid, "0.0% of real files flagged" named no threshold, nor did --out.
+    lines.append(
+        f"thresholds (a score at or above one is flagged): baseline {_thresholds(base)}; candidate {_thresholds(cand)}"
+    )
     for result in base.results:
         name = result.benchmark.name
         shares = []
@@ -245,13 +249,28 @@ def describe(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _thresholds(bundle: ScoredBundle) -> str:
+    synthetic = bundle.card.synthetic
+    return f"{bundle.card.calibration.threshold:.4f}" + (
+        "" if synthetic is None else f" (synthetic-face score {synthetic.calibration.threshold:.4f})"
+    )
+
+
+def _described(bundle: ScoredBundle) -> dict:
+    """A bundle's entry of --out: which it is, the thresholds its rates are at, and its figures."""
+    synthetic = bundle.card.synthetic
+    return (
+        {"bundle": str(bundle.bundle), "model": bundle.label, "threshold": bundle.card.calibration.threshold}
+        | ({} if synthetic is None else {"synthetic_threshold": synthetic.calibration.threshold})
+        | bundle.metrics
+    )
+
+
 def record(comparison: Comparison) -> dict:
     """Every figure of one comparison, for --out."""
     return {
-        "baseline": {"bundle": str(comparison.baseline.bundle), "model": comparison.baseline.label}
-        | comparison.baseline.metrics,
-        "candidate": {"bundle": str(comparison.candidate.bundle), "model": comparison.candidate.label}
-        | comparison.candidate.metrics,
+        "baseline": _described(comparison.baseline),
+        "candidate": _described(comparison.candidate),
         "standing": comparison.standing,
         "candidate_minus_baseline": {key: d.model_dump() for key, d in comparison.differences.items()},
         "caught_with_reals_flagged": {
