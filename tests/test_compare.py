@@ -55,7 +55,20 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     cache = tmp_path / "cache"
     pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled), "--fail-unless-ahead"]
     code = main(
-        [*pair, "--cache-dir", str(cache), "--out", str(out), "--plot", str(plot), "--caught-with-reals", "0", "1"]
+        [
+            *pair,
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+            "--plot",
+            str(plot),
+            "--caught-with-reals",
+            "0",
+            "1",
+            "2",
+            "5",
+        ]
     )
     text = capsys.readouterr().out
     assert code == 0, text  # ahead: the gate passes
@@ -76,6 +89,11 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     assert report["baseline"]["threshold"] == report["candidate"]["threshold"] == 0.5
     assert re.search(r"^tiny_bench +faces +0\.000 +1\.000 +\+1\.000 \[", text, re.MULTILINE)
     assert "tiny_bench with at most 1 of 2 real files flagged: fakes caught (of 2) baseline " in text
+    # K at or above the set's reals: said, not left out without a word
+    assert (
+        "tiny_bench with at most 2 or 5 of 2 real files flagged: every real file may be, and every fake caught by "
+        "both: nothing to compare"
+    ) in text
     # "ahead" on two files a class: said, with how little that resampling can show
     assert "tiny_bench: only 2 real and 2 fake files: a bootstrap over so few files understates" in text
     assert plot.stat().st_size > 0 and list(cache.glob("benchmark-tiny_bench-*.npz"))  # faces found once, kept
