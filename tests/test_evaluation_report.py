@@ -984,6 +984,23 @@ def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
     assert "<td>0.250</td><td>–</td><td>0</td>" in render_html(summary, {}, {}, "fakes")  # recall, FPR, no face
 
 
+def test_a_one_class_rate_over_few_files_carries_the_caution_an_interval_over_few_files_does():
+    """Three real files called right read "true-negative rate 1.000 [1.000, 1.000]" with no word of the few
+    files behind it, where a block with metrics over as few is cautioned; ten files need none."""
+    from deepshield.cli.evaluate import print_summary
+    from deepshield.evaluation.report import render_html
+
+    few = summarize(one_face_per_file([0] * 3, {"clean": {0: -2.0, 1: -1.0, 2: -3.0}}), EvaluationSettings())
+    assert (few.file.true_negative_rate.low, few.file.true_negative_rate.high) == (1.0, 1.0)
+    assert few.file.caution == few.face.caution == few_files_caution(3, 0)
+    printed = io.StringIO()
+    print_summary(few, printed)
+    assert printed.getvalue().count("\n  caution: only 3 real and 0 fake files") == 2  # under each level
+    assert "† file level, face level: only 3 real and 0 fake files" in render_html(few, {}, {}, "few")
+    enough = one_face_per_file([0] * FEW_FILES, {"clean": dict.fromkeys(range(FEW_FILES), -2.0)})
+    assert summarize(enough, EvaluationSettings(bootstrap=50)).file.caution is None
+
+
 def test_a_one_class_set_prints_the_share_it_calls_right_as_the_page_does():
     """A set of real files alone printed only "file level: metrics need both classes", while the page and
     metrics.json gave its true-negative rate with an interval; a fake-only set, its detection rate."""

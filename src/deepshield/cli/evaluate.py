@@ -318,6 +318,8 @@ def print_summary(summary, out=None) -> None:
             what = "detection rate" if block.detection_rate else "true-negative rate"
             figure = f"{heading}: {what} {cell(rate)}; " if rate else f"{level} level: "
             print(f"{figure}{block.error or 'no metrics'}", file=out)
+            if block.caution:
+                print(f"  caution: {block.caution}", file=out)
             continue
         print(f"{heading}:", file=out)
         if block.caution:

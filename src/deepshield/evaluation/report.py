@@ -352,7 +352,7 @@ def _metrics_table(rows: list[tuple[str, MetricBlock]], caption: str) -> str:
     cautioned: dict[str, list[str]] = {}  # caution -> the rows it applies to, one footnote each
     for name, block in rows:
         mark = ""
-        if block.caution:  # only a block with metrics has one (metric_block)
+        if block.caution:  # a block over few files, with metrics or a one-class rate (metric_block)
             cautioned.setdefault(block.caution, []).append(name)
             mark = "†"
         cells = f"<th scope=row class='l n'>{_e(name)}{mark}</th><td>{block.files}</td><td>{block.count}</td><td>{block.positives}</td>"

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deepshield.data.sources import MISSING_FILE
 from deepshield.evaluation.calibration import reliability
 from deepshield.evaluation.metrics import (
+    FEW_FILES,
     METRIC_NAMES,
     MetricsError,
     bootstrap_intervals,
@@ -353,6 +354,8 @@ def metric_block(
         name = "detection_rate" if labels[0] == 1 else "true_negative_rate"
         out[name] = _one_class_rate(correct, clusters, settings)
         out["confusion"] = confusion_counts(labels, scores, settings.threshold)
+        if out["files"] < FEW_FILES:  # its rate's interval over 3 files read [1.000, 1.000] without a word
+            out["caution"] = few_files_caution(*files_per_class(labels, clusters))
         return MetricBlock.model_validate(clean_json(out))
     intervals = None
     if settings.bootstrap:
