@@ -458,6 +458,9 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
         metrics["file"]["metrics"]["auc"]["value"] != synthetic["file"]["metrics"]["auc"]["value"]
     )  # two scores, not one twice
     assert "synthetic-face score (threshold 0.700)" in printed and "real faces flagged synthetic" in printed
+    # 4 files a class: said under its lines as under the headline's, and as on the page (it went unsaid here)
+    caution = "only 4 real and 4 fake files: a bootstrap over so few files understates"
+    assert f"  caution (all, {source}): {caution}" in printed
     page = (out / "report.html").read_text()
     assert "Synthetic-face score" in page
     assert (

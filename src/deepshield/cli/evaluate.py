@@ -359,7 +359,10 @@ def print_synthetic(synthetic, cell, out) -> None:
         (name, block.file, block.face) for name, block in synthetic.by_source.items()
     ]
     width = max(len(name) for name, _, _ in rows)
+    cautioned: dict[str, list[str]] = {}  # as the page's footnotes: the headline's lines say theirs, these did not
     for name, file_block, face_block in rows:
+        if caution := face_block.caution or file_block.caution:
+            cautioned.setdefault(caution, []).append(name)
         parts = []
         if face_block.metrics:
             file_auc = cell(file_block.metrics["auc"]) if file_block.metrics else "-"
@@ -372,6 +375,8 @@ def print_synthetic(synthetic, cell, out) -> None:
         if not face_block.metrics and face_block.detection_rate is not None:
             parts.append(f"generated faces detected {cell(face_block.detection_rate)}")
         print(f"  {name:<{width}}  " + "; ".join(parts), file=out)
+    for caution, names in cautioned.items():
+        print(f"  caution ({', '.join(names)}): {caution}", file=out)
 
 
 def run(args: argparse.Namespace) -> int:
