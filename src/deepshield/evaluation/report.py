@@ -62,8 +62,12 @@ PLOTS, EXAMPLES, METRICS = "plots", "examples", "metrics.json"
 
 
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
+    """`synthetic_logit` and `synthetic_probability` too for a two-output bundle: the page's and metrics.json's
+    synthetic-face figures had no per-face (or per-file) score behind them to check or recount."""
     probabilities = scored.probabilities()
     columns = scored.faces
+    view = scored.synthetic_view()
+    synthetic = None if view is None else view.probabilities()
     with atomic_text_file(path, clear_left=True) as handle:
         writer = CsvRows(handle)
         writer.writerow(
@@ -84,6 +88,7 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
                 "box_y1",
                 "logit",
                 "probability",
+                *(() if synthetic is None else ("synthetic_logit", "synthetic_probability")),
             ]
         )
         for row in range(scored.face_count):
@@ -103,6 +108,7 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
                     *(f"{columns[name][row]:.1f}" for name in ("x0", "y0", "x1", "y1")),
                     f"{columns['logit'][row]:.5f}",
                     f"{probabilities[row]:.6f}",
+                    *(() if synthetic is None else (f"{columns['synthetic_logit'][row]:.5f}", f"{synthetic[row]:.6f}")),
                 ]
             )
     return path
@@ -110,6 +116,8 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
 
 def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path) -> Path:
     rule = settings.rule
+    view = scored.synthetic_view()
+    synthetic = {} if view is None else {"synthetic_score": view.file_scores(CLEAN, rule)}  # as scores.csv
     by_rule = {kind: scored.file_scores(CLEAN, VideoRule(kind=kind)) for kind in settings.rules}
     by_condition = {c: scored.file_scores(c, rule) for c in scored.conditions[1:]}
     clean = scored.file_scores(CLEAN, rule)
@@ -140,7 +148,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
             "called",
             "called_at_threshold",
         ]
-        writer.writerow([*header, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
+        writer.writerow([*header, *synthetic, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
         for f in scored.files:
             score = clean[f.file_id]
             status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
@@ -165,6 +173,7 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
                     called,
                     at_threshold,
                 ]
+                + [fmt(values[f.file_id]) for values in synthetic.values()]
                 + [fmt(values[f.file_id]) for values in by_rule.values()]
                 + [fmt(values[f.file_id]) for values in by_condition.values()]
             )
