@@ -785,6 +785,10 @@ def test_a_perturbation_that_hides_faces_is_counted_and_compared_on_the_same_fil
     page = render_html(summary, {}, {}, "lost")
     assert "<th scope=col>files that lost their face (fake / real)</th><th scope=col>faces</th>" in page
     assert "<td>1 / 0</td><td>5</td></tr>" in page
+    # --bootstrap 0: no intervals, and none named (the column and the plot said "95% CI")
+    assert "<th scope=col>file AUC</th>" in page and "CI" not in page and "with its interval" not in page
+    with_intervals = render_html(summarize(scored, EvaluationSettings(bootstrap=50, confidence=0.9)), {}, {}, "ci")
+    assert "<th scope=col>file AUC [90% CI]</th>" in with_intervals
 
 
 def test_the_face_auc_change_is_paired_on_the_files_with_a_face_under_both():

@@ -171,7 +171,11 @@ def score_histograms(labels, scores, threshold: float, path: Path, title: str) -
     return save_figure(figure, path)
 
 
-def perturbation_plot(rows: list[PerturbationRow], path: Path, title: str = "AUC under perturbations") -> Path:
+def perturbation_plot(
+    rows: list[PerturbationRow], path: Path, confidence: float | None, title: str = "AUC under perturbations"
+) -> Path:
+    """`confidence`: the file AUC intervals' (None: none, bars alone)."""
+
     def values_of(name: str) -> list[float]:
         return [np.nan if getattr(r, name) is None else getattr(r, name) for r in rows]
 
@@ -181,7 +185,14 @@ def perturbation_plot(rows: list[PerturbationRow], path: Path, title: str = "AUC
     figure, axis = plt.subplots(figsize=(max(4.5, 0.75 * len(rows) + 2), 3.6))
     errors = np.array([np.array(values) - np.array(low), np.array(high) - np.array(values)])
     errors = np.where(np.isnan(errors), 0, errors)
-    axis.bar(x - 0.2, values, width=0.4, yerr=errors, capsize=3, label="file AUC (95% CI)")
+    axis.bar(
+        x - 0.2,
+        values,
+        width=0.4,
+        yerr=errors,
+        capsize=3,
+        label="file AUC" if confidence is None else f"file AUC ({confidence:.0%} CI)",
+    )
     axis.bar(x + 0.2, faces, width=0.4, label="face AUC", alpha=0.7)
     axis.axhline(0.5, color="grey", ls=":", lw=1)
     axis.set_xticks(x)

@@ -232,7 +232,9 @@ def write_plots(
             faces.labels, faces.scores, settings.threshold, folder / "confusion_face.png"
         )
     if len(summary.perturbations) > 1:
-        made["perturbations"] = plots.perturbation_plot(summary.perturbations, folder / "perturbations.png")
+        made["perturbations"] = plots.perturbation_plot(
+            summary.perturbations, folder / "perturbations.png", _confidence(summary)
+        )
     return made
 
 
@@ -393,8 +395,15 @@ def _confusion_table(block: MetricBlock, title: str) -> str:
     )
 
 
-def _perturbation_table(rows: list[PerturbationRow], sources: list[str]) -> str:
-    head = "<tr><th class=l scope=col>condition</th><th scope=col>file AUC [95% CI]</th><th scope=col>Δ vs clean</th><th scope=col>face AUC</th><th scope=col>Δ vs clean</th><th scope=col>balanced acc.</th><th scope=col>recall</th><th scope=col>FPR</th><th scope=col>files without a face</th><th scope=col>files that lost their face (fake / real)</th><th scope=col>faces</th>"
+def _confidence(summary: EvaluationSummary) -> float | None:
+    """The intervals' confidence, None without intervals (--bootstrap 0): the robustness table and its plot
+    said "95% CI" of intervals they did not have, or had at another confidence."""
+    return summary.settings.confidence if summary.settings.bootstrap_resamples else None
+
+
+def _perturbation_table(rows: list[PerturbationRow], sources: list[str], confidence: float | None) -> str:
+    interval = "" if confidence is None else f" [{confidence:.0%} CI]"
+    head = f"<tr><th class=l scope=col>condition</th><th scope=col>file AUC{interval}</th><th scope=col>Δ vs clean</th><th scope=col>face AUC</th><th scope=col>Δ vs clean</th><th scope=col>balanced acc.</th><th scope=col>recall</th><th scope=col>FPR</th><th scope=col>files without a face</th><th scope=col>files that lost their face (fake / real)</th><th scope=col>faces</th>"
     if len(sources) > 1:
         head += "".join(f"<th scope=col>{_e(s)} file AUC</th>" for s in sources)
     head += "</tr>"
@@ -686,12 +695,13 @@ def render_html(
             "<p>Each perturbation is applied to the full frame before face detection (video frames one by one), then the set is scored again. "
             "Files that lose their face under a perturbation follow the no-face policy above, and are counted (a fake "
             "whose face is hidden is missed by the product); Δ vs clean compares the files with a face under both.</p>",
-            _perturbation_table(summary.perturbations, sources),
+            _perturbation_table(summary.perturbations, sources, _confidence(summary)),
             '<div class="plots">'
             + _img(
                 images.get("perturbations"),
                 "AUC under perturbations",
-                "bar chart of the file AUC (with its interval) and face AUC under each perturbation, as in the table above",
+                f"bar chart of the file AUC{'' if _confidence(summary) is None else ' (with its interval)'} and face "
+                "AUC under each perturbation, as in the table above",
             )
             + "</div>",
         ]
