@@ -369,7 +369,11 @@ def test_zero_faces_is_a_result_with_a_no_face_verdict(detector):
     result = detector.analyze_image(np.full((300, 400, 3), 90, np.uint8))
     assert result.faces == []
     assert result.verdict.label == "no_face" and result.verdict.probability is None
-    assert result.verdict.reason == "no face found"
+    # Why, not only that: "no face found" told a user with a 60 px face in a 1080p frame nothing.
+    assert result.verdict.reason == (
+        "no face found (faces narrower than about 100 px, blurred or turned away are often missed, "
+        "and none narrower than 20 px is reported)"
+    )
 
 
 def test_encoded_bytes_and_paths_are_analysed(detector, astronaut, tmp_path):
@@ -597,6 +601,8 @@ def test_a_cut_to_another_person_in_the_same_place_is_two_people_in_a_videos_res
 class FrameScriptDetector:
     """Stands in for FaceDetector: frame k (its pixels all equal k) has the faces script[k]."""
 
+    min_face_size = 20
+
     def __init__(self, script: dict[int, list[Box]]) -> None:
         self.script = script
 
@@ -710,6 +716,7 @@ def test_video_without_faces_gives_no_face(monkeypatch):
     scripted_video(monkeypatch, 4)
     result = Detector(ScriptedClassifier([]), FrameScriptDetector({})).analyze_video("unused.mp4", frames=4)
     assert result.tracks == [] and result.verdict.label == "no_face"
+    assert result.verdict.reason.startswith("no face found in any of the 4 sampled frames (faces narrower than")
     assert [p.faces for p in result.timeline] == [0, 0, 0, 0]
     assert all(p.max_probability is None for p in result.timeline)
 
@@ -906,7 +913,8 @@ def test_a_multi_page_tiff_says_only_its_first_page_was_analysed(detector, astro
     Image.new("RGB", (256, 256)).save(pages, save_all=True, append_images=[Image.fromarray(astronaut)])
     result = detector.analyze_image(pages)
     assert result.verdict.label == "no_face"  # the face is on page 2, which was judged with nothing said
-    assert result.verdict.reason == "no face found; the file holds 2 images: only the first was analysed"
+    assert result.verdict.reason.startswith("no face found (faces narrower than about 100 px")
+    assert result.verdict.reason.endswith("; the file holds 2 images: only the first was analysed")
     single = tmp_path / "one.tif"
     Image.fromarray(astronaut).save(single)
     assert "images" not in detector.analyze_image(single).verdict.reason

@@ -409,6 +409,8 @@ def test_image_without_a_face_says_so(page, server, tmp_path):
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")
     assert page.inner_text("#verdict-label") == "No face found — nothing was checked"
+    # The server's reason, which says why (and what else holds: a TIFF's other pages), not the page's own words.
+    assert page.inner_text("#verdict-reason").startswith("No face found (faces narrower than about 100 px")
     assert page.problems == []
 
 
@@ -1027,7 +1029,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")
-    assert "at least 77 pixels wide" in page.inner_text("[data-role=no-face]")
+    assert "none narrower than 77 pixels is looked for" in page.inner_text("[data-role=no-face]")
 
     # A file without a MIME type is taken for a video by the served suffixes: it goes to /v1/jobs. The
     # job fails with a code and no detail: the page names the status the server gave that code.
@@ -1290,8 +1292,10 @@ def test_no_face_in_a_part_of_a_video_says_which_part(page, server, tmp_path):
     page.fill("#span-end", "1")
     page.set_input_files("#file-input", str(blank))
     page.wait_for_selector("#verdict-label:not(:empty)")
-    assert page.inner_text("#verdict-reason").startswith(
-        "Deepfake Shield checks faces and found none it could analyse in this part of the video (0:00.5 to 0:01)."
+    reason = page.inner_text("#verdict-reason")
+    assert reason.startswith("No face found in any of the ") and "faces narrower than about 100 px" in reason
+    assert reason.endswith(
+        "only 0:00.5 to 0:01 of the video was analysed. Try a sharper file, or one where faces are larger and turned towards the camera."
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from deepshield.errors import DeepShieldError, UnsupportedMediaError
-from deepshield.faces.detector import FaceDetector
+from deepshield.faces.detector import FaceDetector, why_no_face
 from deepshield.inference.cautions import doubt_clause, face_cautions
 from deepshield.inference.frame_faces import MAX_FACES_PER_FRAME, FrameFaces, find_faces
 from deepshield.inference.heatmap import cam_to_heatmap
@@ -282,16 +282,19 @@ class Detector:
             f"or above (by the {named} score); a person is judged on {self.video_rule.judged_on()}"
         )
 
-    def _verdict(self, probability: float | None, synthetic_probability: float | None, what: str) -> Verdict:
+    def _verdict(
+        self, probability: float | None, synthetic_probability: float | None, what: str, searched: str = ""
+    ) -> Verdict:
         """The file's verdict from its highest manipulation and highest synthetic score (the rule of
-        `inference.verdict`: as severe as its most severe face or counted track)."""
+        `inference.verdict`: as severe as its most severe face or counted track); without a face, a reason
+        saying where none was found (`searched`) and why faces may go unfound."""
         if probability is None:
             return Verdict(
                 label="no_face",
                 threshold_label="no_face",
                 probability=None,
                 headline=headline("no_face", None, self.has_synthetic),
-                reason="no face found",
+                reason=f"no face found{searched} ({why_no_face(self.faces.min_face_size)})",
             )
         verdict = self._combine(probability, synthetic_probability)
         score, terms = against_its_rule(probability, self.manipulation_rule)
@@ -501,7 +504,10 @@ class Detector:
             for pos, frame in enumerate(sampled)
         ]
         file_verdict = self._verdict(
-            vote.score, None if synthetic_vote is None else synthetic_vote.score, "counted face track"
+            vote.score,
+            None if synthetic_vote is None else synthetic_vote.score,
+            "counted face track",
+            " in the one sampled frame" if len(sampled) == 1 else f" in any of the {len(sampled)} sampled frames",
         )
         suspect = max(
             (pair for pair in zip(track_results, members) if pair[0].counted),

@@ -7,7 +7,7 @@ import { state } from "./state.js";
 export function renderImage(result, fileName) {
   $("result").hidden = false;
   $("image-result").hidden = false;
-  renderVerdict(result, "image", fileName);
+  renderVerdict(result, fileName);
   renderFileFacts(result, result.file, fileName);
   offerDownload(result, result.file, fileName);
   offerPrint(result, fileName);
@@ -54,7 +54,7 @@ export function renderImage(result, fileName) {
     faces.replaceChildren(el("div", { class: "no-face", "data-role": "no-face" }, [
       el("strong", { text: "No face found. " }),
       document.createTextNode(
-        `Nothing to score: the detector needs faces${state.limits ? ` at least ${state.limits.min_face_px} pixels wide` : ""}, reasonably sharp and not turned fully away.`
+        `Nothing to score: faces narrower than about 100 pixels, blurred or turned away are often missed${state.limits ? `, and none narrower than ${state.limits.min_face_px} pixels is looked for` : ""}.`
       ),
     ]));
     return;

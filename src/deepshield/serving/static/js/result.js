@@ -4,17 +4,17 @@ import { capitalise, drivingScore, formatBytes, pct, scorePct, syntheticText, ut
 import { declaredGenerativeText, metadataFacts } from "./provenance.js";
 import { state } from "./state.js";
 
-export function renderVerdict(result, what, fileName) {
+export function renderVerdict(result, fileName) {
   const verdict = result.verdict;
   const box = $("verdict");
   box.className = "verdict " + verdict.label;
   $("result-file").textContent = fileName ? `Result for ${fileName}` : "";
   $("verdict-label").textContent = verdict.headline;
   $("announce").textContent = `${fileName ? fileName + ": " : ""}${verdict.headline}`;
+  // A no-face reason says why and what else holds (a TIFF's other pages, a part of a video, a reduced read).
   $("verdict-reason").textContent =
-    verdict.label === "no_face"
-      ? `Deepfake Shield checks faces and found none it could analyse in this ${result.analysed && !result.analysed.whole ? `part of the video (${result.analysed.part})` : what}. Try a sharper file, or one where faces are larger and turned towards the camera.`
-      : capitalise(verdict.reason) + ".";
+    capitalise(verdict.reason) +
+    (verdict.label === "no_face" ? ". Try a sharper file, or one where faces are larger and turned towards the camera." : ".");
   $("verdict-scope").textContent = result.scope;
   const declared = declaredGenerativeText(result.metadata);
   $("verdict-declared").textContent = declared || "";

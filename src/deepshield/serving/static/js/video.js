@@ -33,7 +33,7 @@ function resolution(v) {
 export function renderVideo(result, file, fileName, source) {
   $("result").hidden = false;
   $("video-result").hidden = false;
-  renderVerdict(result, "video", fileName);
+  renderVerdict(result, fileName);
   renderFileFacts(result, file, fileName);
   offerDownload(result, file, fileName);
   offerPrint(result, fileName);
