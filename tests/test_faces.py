@@ -498,3 +498,13 @@ def test_a_crops_padding_is_the_share_past_the_pictures_edge(astronaut):
     aligned = crop_face(astronaut, Box(-20, 300, 90, 420), tilted, CropPolicy(size=64, scale=1.3, align=True))
     exact = 1 - crop_validity(astronaut.shape, aligned.matrix, 64).mean()
     assert exact > 0.2 and aligned.padding == pytest.approx(exact, abs=0.02)
+
+
+def test_the_documented_face_order_is_the_detectors():
+    """FaceResult.index's description (the API's schema) and README say the order reading_order gives."""
+    from deepshield.inference.results import FaceResult
+
+    described = FaceResult.model_fields["index"].description or ""
+    assert "reading order: rows top to bottom, left to right within a row" in described
+    assert "less than half a face height below the centre of the row's first face" in described
+    assert "less than half a face height" in (reading_order.__doc__ or "")

@@ -103,7 +103,11 @@ def scope(has_synthetic: bool) -> str:
 class FaceResult(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    index: int
+    index: int = Field(
+        description="the face's number among the image's analysed faces, from 0, in reading order: rows top to "
+        "bottom, left to right within a row (a face joins a row when its centre lies less than half a face "
+        "height below the centre of the row's first face)"
+    )
     box: list[float] = Field(
         description="x0, y0, x1, y1 in the pixels read (an image's `width` x `height`: upright, at 1/`decoded_scale` "
         "of the file's own size)"
