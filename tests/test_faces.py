@@ -501,10 +501,26 @@ def test_a_crops_padding_is_the_share_past_the_pictures_edge(astronaut):
 
 
 def test_the_documented_face_order_is_the_detectors():
-    """FaceResult.index's description (the API's schema) and README say the order reading_order gives."""
+    """FaceResult.index's description (the API's schema) says the order reading_order gives."""
     from deepshield.inference.results import FaceResult
 
     described = FaceResult.model_fields["index"].description or ""
     assert "reading order: rows top to bottom, left to right within a row" in described
     assert "less than half a face height below the centre of the row's first face" in described
     assert "less than half a face height" in (reading_order.__doc__ or "")
+
+
+def test_readme_states_the_detectors_thresholds_and_face_order():
+    import inspect
+    from pathlib import Path
+
+    from deepshield.faces import detector
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    confidence = inspect.signature(FaceDetector.__init__).parameters["min_confidence"].default
+    assert (
+        f"reported from a detector confidence of {confidence} (one that only a tile finds: "
+        f"{detector.TILE_MIN_CONFIDENCE}, and {detector.TILE_MIN_FACE} px wide and high)" in readme
+    )
+    assert f"`--min-face-size` (default {detector.DEFAULT_MIN_FACE_SIZE} px)" in readme
+    assert "faces come in reading order, `index` from 0: rows top to bottom, left to right within a row" in readme
