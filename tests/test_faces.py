@@ -524,3 +524,15 @@ def test_readme_states_the_detectors_thresholds_and_face_order():
     )
     assert f"`--min-face-size` (default {detector.DEFAULT_MIN_FACE_SIZE} px)" in readme
     assert "faces come in reading order, `index` from 0: rows top to bottom, left to right within a row" in readme
+
+
+def test_a_video_whose_faces_read_upright_is_not_turned_for_its_faceless_frames(faces, astronaut):
+    """A person upright and level in 4 of 10 frames, a cup (turned, a 0.65 "face") in the rest: most frames
+    may be turned (no face), but those with a face read surely upright, so the file is read as it is."""
+    from skimage import data
+
+    cup = np.zeros((512, 512, 3), np.uint8)
+    cup[56:456] = cv2.resize(data.coffee(), (512, 400), interpolation=cv2.INTER_AREA)
+    assert faces.detect(cup) == [] and [f.turns for f in faces.detect(cup, turns=True)] == [1]  # alone: turned
+    found = faces.detect_frames([astronaut] * 4 + [cup] * 6, turns=True)
+    assert [[face.turns for face in frame] for frame in found] == [[0]] * 4 + [[]] * 6
