@@ -719,6 +719,9 @@ def test_video_without_faces_gives_no_face(monkeypatch):
     assert result.verdict.reason.startswith("no face found in any of the 4 sampled frames (faces narrower than")
     assert [p.faces for p in result.timeline] == [0, 0, 0, 0]
     assert all(p.max_probability is None for p in result.timeline)
+    scripted_video(monkeypatch, 1)
+    single = Detector(ScriptedClassifier([]), FrameScriptDetector({})).analyze_video("unused.mp4", frames=1)
+    assert single.verdict.reason.startswith("no face found in the one sampled frame (faces narrower than")
 
 
 def test_timeline_has_a_point_per_sampled_frame(monkeypatch):
