@@ -471,8 +471,15 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     file_labels = [int(r["label"] == "fake") for r in files]
     file_auc = detection_metrics(file_labels, [float(r["synthetic_score"]) for r in files]).auc
     assert synthetic["file"]["metrics"]["auc"]["value"] == pytest.approx(file_auc, abs=1e-5)
+    generated = [
+        f.synthetic_probability for p in sorted((root / "fake").iterdir()) for f in detector.analyze_image(p).faces
+    ]
+    caught = sum(s >= 0.7 for s in generated)
+    assert f"generated faces caught {caught / len(generated):.1%} ({caught} of {len(generated)})" in printed
+    # The headline blocks say whose figures they are: not the verdict's, nor the synthetic-face score's.
+    assert "face-swap score, file level (" in printed and "face-swap score, face level (" in printed
     page = (out / "report.html").read_text()
-    assert "Synthetic-face score" in page
+    assert "Synthetic-face score" in page and "The face-swap score's. File level" in page
     assert (
         html.escape(SCOPE_WITH_SYNTHETIC) in page and "It does not detect fully AI-generated" not in page
     )  # its scope

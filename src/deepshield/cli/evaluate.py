@@ -205,7 +205,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seed of the bootstrap and of the noise perturbation (default 0)",
     )
     parser.add_argument(
-        "--threshold", type=probability, default=None, help="fake threshold (default: the model card's)"
+        "--threshold",
+        type=probability,
+        default=None,
+        help="the face-swap score's threshold (default: the model card's); a synthetic-face score is measured at "
+        "its card's own",
     )
     parser.add_argument(
         "--no-face",
@@ -311,7 +315,8 @@ def print_summary(summary, out=None) -> None:
     )
     for level, block in (("file", summary.file), ("face", summary.face)):
         within = f"threshold {summary.settings.threshold:.3f}" + (no_face if level == "file" else "")
-        heading = f"{level} level ({block.count} samples, {within})"
+        # Named: above the synthetic-face score's lines, "file level" alone read as the verdict's figures.
+        heading = f"face-swap score, {level} level ({block.count} samples, {within})"
         if not block.metrics:
             # A set of one class has no AUC, but the share it calls right (the page's and metrics.json's figure).
             rate = block.detection_rate or block.true_negative_rate
@@ -353,7 +358,8 @@ def print_summary(summary, out=None) -> None:
 
 def print_synthetic(synthetic, cell, out) -> None:
     """The synthetic-face score's lines: AUC per level and per source (a source with both classes),
-    the share of real faces it flags, and of a generated-only source's faces it detects."""
+    the shares of real faces it flags and of generated faces it catches (of a generated-only source's faces, the
+    share it detects)."""
     print(f"synthetic-face score (threshold {synthetic.settings.threshold:.3f}):", file=out)
     rows = [("all", synthetic.file, synthetic.face)] + [
         (name, block.file, block.face) for name, block in synthetic.by_source.items()
@@ -372,6 +378,9 @@ def print_synthetic(synthetic, cell, out) -> None:
             reals = confusion.fp + confusion.tn
             rate = confusion.false_positive_rate
             parts.append(f"real faces flagged synthetic {rate:.1%} ({confusion.fp} of {reals})")
+        if confusion is not None and confusion.tp + confusion.fn:
+            fakes = confusion.tp + confusion.fn
+            parts.append(f"generated faces caught {confusion.tp / fakes:.1%} ({confusion.tp} of {fakes})")
         if not face_block.metrics and face_block.detection_rate is not None:
             parts.append(f"generated faces detected {cell(face_block.detection_rate)}")
         print(f"  {name:<{width}}  " + "; ".join(parts), file=out)

@@ -119,8 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=probability,
         default=None,
-        help="threshold (default: the model card's); the inconclusive band moves with it, keeping its distances "
-        "below and above, and still reaches down to even odds (50%%)",
+        help="the face-swap score's threshold (default: the model card's); the inconclusive band moves with it, "
+        "keeping its distances below and above, and still reaches down to even odds (50%%). A synthetic-face score "
+        "keeps its card's threshold and band",
     )
     parser.add_argument(
         "--min-face-size",

@@ -570,10 +570,10 @@ def render_html(
             "".join(
                 f"<tr><th class=l scope=row>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
                 for k, v in (
-                    ("threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
-                    ("temperature", _calibration_figure(model.temperature)),
+                    ("face-swap score's threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
+                    ("its temperature", _calibration_figure(model.temperature)),
                     (
-                        "offset (probability = sigmoid((logit − offset) / temperature))",
+                        "its offset (probability = sigmoid((logit − offset) / temperature))",
                         _calibration_figure(model.offset),
                     ),
                     ("video rule (headline)", s.video_rule_text),
@@ -610,7 +610,7 @@ def render_html(
         parts.append(f'<p class="warn">{_e(note)}</p>')
     parts += [
         "<h2>Headline metrics</h2>",
-        "<p>File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
+        "<p>The face-swap score's. File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
         "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
         _metrics_table([("file level", summary.file), ("face level", summary.face)], "headline metrics"),
         '<div class="plots">'
