@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import torch
 from PIL import Image
 
 from deepshield.errors import BundleError, DeepShieldError
+from deepshield.evaluation.report import log_report
+from deepshield.evaluation.summary import EvaluationSummary
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
@@ -480,6 +483,12 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     assert "face-swap score, file level (" in printed and "face-swap score, face level (" in printed
     page = (out / "report.html").read_text()
     assert "Synthetic-face score" in page and "The face-swap score's. File level" in page
+    logged = {}
+    tracker = SimpleNamespace(log_params=dict, log_metrics=logged.update, log_artifact=lambda *_: None)
+    log_report(tracker, EvaluationSummary.model_validate(metrics), out)  # as --tracking-uri logs it to MLflow
+    assert logged["file_auc"] == metrics["file"]["metrics"]["auc"]["value"]
+    assert logged["synthetic_file_auc"] == synthetic["file"]["metrics"]["auc"]["value"]
+    assert logged["synthetic_face_recall_low"] == synthetic["face"]["metrics"]["recall"]["low"]
     assert (
         html.escape(SCOPE_WITH_SYNTHETIC) in page and "It does not detect fully AI-generated" not in page
     )  # its scope

@@ -762,10 +762,15 @@ def write_report(
 
 
 def log_report(tracker, summary: EvaluationSummary, report_dir: Path) -> None:
-    """Params, headline metrics (both levels, with interval ends), the perturbation AUCs and the folder."""
+    """Params, headline metrics (both levels, with interval ends; a synthetic-face score's as synthetic_<name>),
+    the perturbation AUCs and the folder."""
     recorded = summary.to_json()
     tracker.log_params({part: recorded[part] for part in ("model", "settings", "counts")})
     metrics = {**summary.headline("file"), **summary.headline("face")}
+    if summary.synthetic is not None:  # the second score's, named apart from the face-swap score's
+        metrics |= {
+            f"synthetic_{k}": v for level in ("file", "face") for k, v in summary.synthetic.headline(level).items()
+        }
     for row in summary.perturbations:
         name = row.condition.replace(":", "_")
         if row.file_auc is not None:
