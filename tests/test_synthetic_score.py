@@ -15,6 +15,7 @@ from PIL import Image
 
 from deepshield.errors import BundleError, DeepShieldError
 from deepshield.evaluation.report import log_report
+from deepshield.evaluation.shown import fraction_text
 from deepshield.evaluation.summary import EvaluationSummary
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
@@ -437,10 +438,8 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     write_real_faces(root / "real", 4)
     write_generated_faces(root / "fake", 4)
     out = tmp_path / "report"
-    assert (
-        main(["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50", "--no-progress"])
-        == EXIT_OK
-    )
+    command = ["evaluate", str(root), "--model", str(bundle), "--out", str(out), "--bootstrap", "50"]
+    assert main([*command, "--no-progress", "--perturb", "blur:3"]) == EXIT_OK
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     synthetic = metrics["synthetic"]
@@ -483,6 +482,13 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     assert "face-swap score, file level (" in printed and "face-swap score, face level (" in printed
     page = (out / "report.html").read_text()
     assert "Synthetic-face score" in page and "The face-swap score's. File level" in page
+    # Under each perturbation, each score's own figures: the synthetic-face score's were in metrics.json alone.
+    (_, blurred) = synthetic["perturbations"]
+    assert blurred["file_auc"] != metrics["perturbations"][1]["file_auc"]
+    assert "face-swap score under perturbations" in printed
+    said = printed.split("synthetic-face score under perturbations (file AUC / face AUC):\n")[1]
+    assert said.startswith("  clean ") and f"  blur:3       {fraction_text(blurred['file_auc']):>6} / " in said
+    assert page.count('class="sr">metrics under each perturbation') == 2
     logged = {}
     tracker = SimpleNamespace(log_params=dict, log_metrics=logged.update, log_artifact=lambda *_: None)
     log_report(tracker, EvaluationSummary.model_validate(metrics), out)  # as --tracking-uri logs it to MLflow

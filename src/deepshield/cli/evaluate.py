@@ -331,29 +331,36 @@ def print_summary(summary, out=None) -> None:
             print(f"  caution: {block.caution}", file=out)
         for name in names:
             print(f"  {METRIC_LABELS[name]:<14} {cell(block.metrics[name])}", file=out)
-    if len(summary.perturbations) > 1:
-        print("perturbations (file AUC / face AUC):", file=out)
-        for row in summary.perturbations:
-            if row.file_auc is None and row.file_false_positive_rate is not None:
-                # No AUC over reals alone: the rows printed "- / -" where metrics.json and the page give this share.
-                figures = f"real files flagged {fraction_text(row.file_false_positive_rate)}"
-            elif row.file_auc is None and row.file_recall is not None:
-                figures = f"fake files caught {fraction_text(row.file_recall)}"  # over fakes alone, likewise
-            else:
-                file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
-                face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
-                figures = f"{file_auc:>6} / {face_auc:>6}"
-            print(
-                f"  {row.condition:<12} {figures}   files without a face: {row.files_without_face}"
-                + (
-                    f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)"
-                    if row.fakes_lost or row.reals_lost
-                    else ""
-                ),
-                file=out,
-            )
+    print_perturbations(summary.perturbations, "face-swap score", out)
     if summary.synthetic is not None:
         print_synthetic(summary.synthetic, cell, out)
+        print_perturbations(summary.synthetic.perturbations, "synthetic-face score", out)
+
+
+def print_perturbations(rows, score: str, out) -> None:
+    """One score's AUCs under each perturbation (none asked for: nothing)."""
+    if len(rows) <= 1:
+        return
+    print(f"{score} under perturbations (file AUC / face AUC):", file=out)
+    for row in rows:
+        if row.file_auc is None and row.file_false_positive_rate is not None:
+            # No AUC over reals alone: the rows printed "- / -" where metrics.json and the page give this share.
+            figures = f"real files flagged {fraction_text(row.file_false_positive_rate)}"
+        elif row.file_auc is None and row.file_recall is not None:
+            figures = f"fake files caught {fraction_text(row.file_recall)}"  # over fakes alone, likewise
+        else:
+            file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
+            face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
+            figures = f"{file_auc:>6} / {face_auc:>6}"
+        print(
+            f"  {row.condition:<12} {figures}   files without a face: {row.files_without_face}"
+            + (
+                f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)"
+                if row.fakes_lost or row.reals_lost
+                else ""
+            ),
+            file=out,
+        )
 
 
 def print_synthetic(synthetic, cell, out) -> None:

@@ -524,10 +524,19 @@ def _track_list(tracks: list[dict], threshold: float) -> str:
     return "".join(items)
 
 
-def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
-    """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold."""
+def _synthetic_section(synthetic: EvaluationSummary | None, sources: list[str]) -> list[str]:
+    """The synthetic-face score's figures (a two-output bundle): the same metrics, its own threshold, and
+    under each perturbation."""
     if synthetic is None:
         return []
+    perturbed = (
+        [
+            "<p>Under each perturbation (the same faces as above):</p>",
+            _perturbation_table(synthetic.perturbations, sources),
+        ]
+        if len(synthetic.perturbations) > 1
+        else []
+    )
     faces = [("all", synthetic.face)] + [(name, block.face) for name, block in synthetic.by_source.items()]
     flagged = [
         (name, face.confusion.false_positive_rate)
@@ -549,6 +558,7 @@ def _synthetic_section(synthetic: EvaluationSummary | None) -> list[str]:
         "<p>Real faces flagged synthetic (at its threshold): "
         + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged)
         + "</p>",
+        *perturbed,
     ]
 
 
@@ -657,7 +667,7 @@ def render_html(
             + [(f"{name} · face", block.face) for name, block in summary.by_source.items()],
             "metrics by source dataset",
         ),
-        *_synthetic_section(summary.synthetic),
+        *_synthetic_section(summary.synthetic, sources),
         "<h2>By manipulation method</h2>",
         "<p>Each method's fakes against every real file of the sources the method appears in.</p>",
         _metrics_table(
