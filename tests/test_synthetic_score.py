@@ -20,7 +20,7 @@ from deepshield.evaluation.summary import EvaluationSummary
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.analysis import Detector
 from deepshield.inference.results import SCOPE_WITH_SYNTHETIC
-from deepshield.inference.runtime import FaceScores, OnnxClassifier
+from deepshield.inference.runtime import FaceScores, OnnxClassifier, read_card
 from deepshield.inference.verdict import ScoreRule, combine, shown_probability, suspicion
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
@@ -501,6 +501,29 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
 
 
 # --- configuration ---------------------------------------------------------------------------
+
+
+def test_the_model_command_says_what_each_score_was_trained_on(two_output_bundle, tiny_bundle):
+    # It said "trained on: <the face-swap network's real faces>" alone, as if the synthetic-face score learnt from them.
+    from deepshield.cli.model import describe
+
+    card = read_card(tiny_bundle)
+    card = card.model_copy(update={"training": card.training.model_copy(update={"data": ["real-faces/ffhq"]})})
+    assert "face-swap score trained on: real-faces/ffhq" in describe(card)
+    assert "synthetic-face score trained on" not in describe(card)
+    synthetic = card.model_copy(
+        update={
+            "outputs": card_outputs(True),
+            "synthetic": SyntheticScoreInfo(
+                pooling="test", data=["generated: synthetic-faces/generated-photos", "real: real-faces/ffhq"]
+            ),
+        }
+    )
+    lines = describe(synthetic).splitlines()
+    assert "face-swap score trained on: real-faces/ffhq" in lines
+    assert (
+        "synthetic-face score trained on: generated: synthetic-faces/generated-photos, real: real-faces/ffhq" in lines
+    )
 
 
 def test_the_synthetic_section_is_strict():

@@ -60,9 +60,13 @@ def describe(card) -> str:
         )
     if card.intended_use:
         lines.append(f"intended use: {card.intended_use}")
+    # Each score's own data: "trained on" the face-swap network's real faces alone read as what the
+    # synthetic-face score learnt too, which learnt one generator's faces.
     training = card.manipulation_training()
     if training.data:
-        lines.append(f"trained on: {', '.join(training.data)}")
+        lines.append(f"face-swap score trained on: {', '.join(training.data)}")
+    if card.synthetic is not None and card.synthetic.data:
+        lines.append(f"synthetic-face score trained on: {', '.join(card.synthetic.data)}")
     record = card.record()
     # The synthetic-face score's own false alarms on the sets, where the card has them: the product flags a
     # file either score flags (a real file flagged by that score read "0.0%" here).
