@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -113,6 +114,23 @@ def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, caps
     before = (out / "model.onnx").read_bytes()
     assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
     assert "exists" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == before
+
+
+def test_the_command_says_a_synthetic_face_head_is_left_out(tmp_path, capsys):
+    # The soup of a two-score bundle has no synthetic-face score: said in --help alone, not when it happened.
+    from tests.test_synthetic_score import export_two_output_bundle
+
+    _net, two = export_two_output_bundle(tmp_path / "two")
+    first = _bundle(tmp_path / "a", seed=1, size=64)
+    card = json.loads((first / "model_card.json").read_text())
+    card["crop_policy"]["scale"] = read_card(two).crop_policy.scale  # the same crops, so that they average
+    (first / "model_card.json").write_text(json.dumps(card))
+    assert deepshield(["soup", str(first), str(two), "--out", str(tmp_path / "soup")]) == 0
+    said = capsys.readouterr().out
+    assert "no synthetic-face score: the heads of two-output 1 left out" in said
+    assert read_card(tmp_path / "soup").synthetic is None
+    assert deepshield(["soup", str(first), str(first), "--out", str(tmp_path / "plain")]) == 0
+    assert "synthetic" not in capsys.readouterr().out
 
 
 def test_a_forced_soup_that_stops_keeps_the_bundle_it_would_replace(tmp_path, monkeypatch, capsys):

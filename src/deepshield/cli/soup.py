@@ -48,5 +48,12 @@ def run_soup(args: argparse.Namespace) -> int:
     soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
     card = write_soup(soup, args.out)
     shares = ", ".join(f"{i.name} {i.version} x {i.weight:.3g}" for i in card.training.soup)
-    print(f"bundle written to {args.out}: {card.name} {card.version} = {shares} (not calibrated)")
+    # Said where it happens: the help's word alone, and a soup of two-score bundles served no synthetic-face score.
+    heads = (
+        f"; no synthetic-face score: the heads of {', '.join(soup.heads_left_out)} left out (give it one: "
+        "train --config src/deepshield/training/synthetic-frozen.toml --set synthetic.init=NEW_BUNDLE)"
+        if soup.heads_left_out
+        else ""
+    )
+    print(f"bundle written to {args.out}: {card.name} {card.version} = {shares} (not calibrated{heads})")
     return 0

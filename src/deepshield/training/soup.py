@@ -32,6 +32,7 @@ NOT_CALIBRATED = (
 class Soup:
     net: DeepfakeNet
     card: ModelCard
+    heads_left_out: list[str]  # the bundles ("name version") whose synthetic-face head the soup has not
 
 
 def _agree(cards: list[ModelCard]) -> None:
@@ -115,7 +116,7 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
         intended_use=first.intended_use,
         license=first.license,
     )
-    return Soup(net, card)
+    return Soup(net, card, [f"{c.name} {c.version}" for c in cards if c.synthetic is not None])
 
 
 def write_soup(soup: Soup, out_dir: Path) -> ModelCard:
