@@ -13,10 +13,11 @@ from deepshield.cli.main import main as deepshield
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
-from deepshield.models.card import ModelCard, TrainingInfo
+from deepshield.models.card import ModelCard, TrainingInfo, card_outputs
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
-from deepshield.training.parent import bundle_weights
+from deepshield.training.config import TrainConfig
+from deepshield.training.parent import bundle_weights, load_parent
 from deepshield.training.soup import make_soup, write_soup
 
 
@@ -88,6 +89,46 @@ def test_a_soup_is_served_with_its_bundles_test_time_flip_and_never_mixes_two(tm
     )
     with pytest.raises(DeepShieldError, match=r"test-time flip differs \(True against False\)"):
         make_soup([flipped, _bundle(tmp_path / "b", seed=2)], None, "x", "1", "")
+
+
+def _pooled_bundle(path, seed: int):
+    """A bundle whose logit is the CAM's log-mean-exp at t = 0.5, served with the test-time flip."""
+    torch.manual_seed(seed)
+    net = DeepfakeNet("tiny", 64, pretrained=False, cam_pooling_temperature=0.5).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    config = {"model": {"cam_pooling_temperature": 0.5}, "export": {"test_time_flip": True}}
+    card = ModelCard(
+        name=f"p{seed}",
+        version="1",
+        architecture="tiny",
+        input_size=64,
+        crop_policy=CropPolicy(size=64),
+        outputs=card_outputs(False, 0.5),
+        test_time_flip=True,
+        training=TrainingInfo(config=config),
+    )
+    return export_bundle(net, card, path)
+
+
+def test_a_soup_of_soups_and_a_head_on_a_soup_pool_as_their_networks_do(tmp_path, crops):
+    # A soup records no training configuration: a soup of soups of log-mean-exp networks, and a frozen head's
+    # parent read from a soup, took the mean.
+    first, second = _pooled_bundle(tmp_path / "a", 1), _pooled_bundle(tmp_path / "b", 2)
+    soup = write_soup(make_soup([first, second], None, "s", "1", ""), tmp_path / "s")
+    again = write_soup(make_soup([tmp_path / "s", tmp_path / "s"], None, "ss", "1", ""), tmp_path / "ss")
+    assert again.outputs["cam"] == soup.outputs["cam"] == read_card(first).outputs["cam"]
+    np.testing.assert_allclose(
+        OnnxClassifier(tmp_path / "ss").score(crops).logits,
+        OnnxClassifier(tmp_path / "s").score(crops).logits,
+        atol=1e-5,
+    )
+    parent = load_parent(
+        TrainConfig.model_validate(
+            {"synthetic": {"init": str(tmp_path / "s")}, "export": {"select": "max.synthetic_val_auc"}}
+        )
+    )
+    assert parent.config.model.cam_pooling_temperature == 0.5
+    assert parent.record()["parent"]["export"]["test_time_flip"]  # the manipulation output is served as the soup's
 
 
 def test_networks_that_see_different_crops_are_not_averaged(tmp_path):

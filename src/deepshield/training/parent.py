@@ -98,6 +98,17 @@ def load_parent(config: TrainConfig) -> ParentRun:
     return ParentRun(path, checkpoint, parent)
 
 
+def cam_pooling_temperature(card: ModelCard) -> float | None:
+    """How a bundle's face-swap logit pools its CAM: model.cam_pooling_temperature of the run that trained it
+    (None: the mean). A soup recorded no configuration: its ingredients' (which agree, or it was refused) were
+    read as the mean, and a soup of soups, or a head trained on a soup, pooled by the mean what they learnt by
+    the log-mean-exp."""
+    training = card.manipulation_training()
+    while training.soup and not training.config:
+        training = training.soup[0].training
+    return training.config.get("model", {}).get("cam_pooling_temperature")
+
+
 def _parent_from_bundle(bundle: Path) -> ParentRun:
     card = read_card(bundle)
     weights = bundle_weights(bundle, card)
@@ -114,12 +125,19 @@ def _parent_from_bundle(bundle: Path) -> ParentRun:
                 "metrics": {key: value for key, value in card.metrics.items() if not key.startswith("synthetic_")},
             }
         )
-    # The training configuration the card recorded (model settings, threshold rule), else the card's own.
+    # The training configuration the card recorded (model settings, threshold rule), else the card's own; what
+    # the graph computes (pooling, test-time flip) always the card's, as a soup's card alone says it.
     config = TrainConfig.model_validate(card.training.config) if card.training.config else TrainConfig()
     model = config.model.model_copy(
-        update={"backbone": card.architecture, "input_size": card.input_size, "crop_scale": card.crop_policy.scale}
+        update={
+            "backbone": card.architecture,
+            "input_size": card.input_size,
+            "crop_scale": card.crop_policy.scale,
+            "cam_pooling_temperature": cam_pooling_temperature(card),
+        }
     )
-    config = config.model_copy(update={"model": model, "synthetic": None})
+    export = config.export.model_copy(update={"test_time_flip": card.test_time_flip})
+    config = config.model_copy(update={"model": model, "export": export, "synthetic": None})
     checkpoint = {"model": weights, "command": card.training.command}
     return ParentRun(bundle, checkpoint, config, card)
 

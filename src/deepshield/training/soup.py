@@ -21,7 +21,7 @@ from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.config import recorded_command
 from deepshield.training.export import portable_training
-from deepshield.training.parent import bundle_weights
+from deepshield.training.parent import bundle_weights, cam_pooling_temperature
 
 NOT_CALIBRATED = (
     "not fitted: a soup's scores are calibrated afterwards (deepshield calibrate, or its synthetic head's run)"
@@ -54,10 +54,6 @@ def _agree(cards: list[ModelCard]) -> None:
                 )
 
 
-def _cam_pooling_temperature(card: ModelCard) -> float | None:
-    return card.manipulation_training().config.get("model", {}).get("cam_pooling_temperature")
-
-
 def make_soup(bundles: list[Path], weights: list[float] | None, name: str, version: str, command: str) -> Soup:
     """The weighted average of the bundles' face-swap networks (uniform without `weights`)."""
     if len(bundles) < 2:
@@ -75,7 +71,7 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
         first.architecture,
         first.input_size,
         pretrained=False,
-        cam_pooling_temperature=_cam_pooling_temperature(first),
+        cam_pooling_temperature=cam_pooling_temperature(first),
     ).eval()
     averaged = {key: torch.zeros_like(value) for key, value in net.state_dict().items()}
     for bundle, card, share in zip(bundles, cards, shares, strict=True):
@@ -103,7 +99,7 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
         input_size=first.input_size,
         normalization=first.normalization,
         crop_policy=first.crop_policy,
-        outputs=card_outputs(False, _cam_pooling_temperature(first)),
+        outputs=card_outputs(False, cam_pooling_temperature(first)),
         test_time_flip=first.test_time_flip,  # served as its bundles are (it was dropped: another function)
         calibration=Calibration(fitted_on=NOT_CALIBRATED),
         training=TrainingInfo(
