@@ -451,6 +451,20 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
             labels.append(label)
             scores.append(max(f.synthetic_probability for f in detector.analyze_image(path).faces))
     expected = detection_metrics(np.array(labels), np.array(scores), 0.7)
+    # Each file's synthetic-face score and its own call beside the face-swap score's (`called` is that one's
+    # alone: a generated face scan calls likely AI-generated read "no_signs_found" there); each face's too.
+    by_path = dict(zip([str(p) for folder in ("real", "fake") for p in sorted((root / folder).iterdir())], scores))
+    with (out / "files.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    band = ScoreRule.from_calibration(SYNTHETIC_CALIBRATION).band
+    assert [float(row["synthetic_score"]) for row in rows] == pytest.approx(
+        [by_path[r["path"]] for r in rows], abs=1e-6
+    )
+    assert [row["synthetic_called"] for row in rows] == [band.classify(by_path[r["path"]]) for r in rows]
+    with (out / "scores.csv").open(newline="") as handle:
+        faces = [row for row in csv.DictReader(handle) if row["condition"] == "clean"]
+    per_file = {p: max(float(r["synthetic_probability"]) for r in faces if r["path"] == p) for p in by_path}
+    assert per_file == pytest.approx(by_path, abs=1e-6)  # an image's score: its most suspicious face's
     assert synthetic["file"]["metrics"]["auc"]["value"] == pytest.approx(expected.auc)
     assert synthetic["settings"]["threshold"] == 0.7 and synthetic["model"]["temperature"] == 2.0
     assert synthetic["model"]["offset"] == 0.5 and metrics["model"]["offset"] == 0.0

@@ -453,7 +453,12 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(scored, settings, model_info(classifier, bundle), synthetic)
     list_failed_files(summary)
     page = write_report(
-        scored, settings, summary, args.out, title=f"Evaluation of {classifier.card.name} {classifier.card.version}"
+        scored,
+        settings,
+        summary,
+        args.out,
+        title=f"Evaluation of {classifier.card.name} {classifier.card.version}",
+        synthetic=None if synthetic is None else synthetic[0],
     )
     if journal is not None:
         shutil.rmtree(journal, ignore_errors=True)  # the report holds what it was for

@@ -62,12 +62,12 @@ PLOTS, EXAMPLES, METRICS = "plots", "examples", "metrics.json"
 
 
 def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
-    """`synthetic_logit` and `synthetic_probability` too for a two-output bundle: the page's and metrics.json's
-    synthetic-face figures had no per-face (or per-file) score behind them to check or recount."""
+    """One row per face and condition; a synthetic-face score's logit and probability beside the face-swap score's."""
     probabilities = scored.probabilities()
     columns = scored.faces
-    view = scored.synthetic_view()
-    synthetic = None if view is None else view.probabilities()
+    synthetic = scored.synthetic_view()
+    second = [] if synthetic is None else ["synthetic_logit", "synthetic_probability"]
+    synthetic_probabilities = None if synthetic is None else synthetic.probabilities()
     with atomic_text_file(path, clear_left=True) as handle:
         writer = CsvRows(handle)
         writer.writerow(
@@ -88,7 +88,7 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
                 "box_y1",
                 "logit",
                 "probability",
-                *(() if synthetic is None else ("synthetic_logit", "synthetic_probability")),
+                *second,
             ]
         )
         for row in range(scored.face_count):
@@ -108,16 +108,26 @@ def write_scores_csv(scored: ScoredSet, path: Path) -> Path:
                     *(f"{columns[name][row]:.1f}" for name in ("x0", "y0", "x1", "y1")),
                     f"{columns['logit'][row]:.5f}",
                     f"{probabilities[row]:.6f}",
-                    *(() if synthetic is None else (f"{columns['synthetic_logit'][row]:.5f}", f"{synthetic[row]:.6f}")),
                 ]
+                + (
+                    []
+                    if synthetic_probabilities is None
+                    else [f"{columns['synthetic_logit'][row]:.5f}", f"{synthetic_probabilities[row]:.6f}"]
+                )
             )
     return path
 
 
-def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path) -> Path:
+def write_files_csv(
+    scored: ScoredSet, settings: EvaluationSettings, path: Path, synthetic: EvaluationSettings | None = None
+) -> Path:
+    """One row per file: the face-swap score (`score`, called with its band and at its threshold) under each
+    video rule and perturbation; with `synthetic` (the synthetic-face score's threshold and band), that score
+    and its own call beside it: `called` alone read "no_signs_found" of a generated face scan calls likely
+    AI-generated."""
     rule = settings.rule
-    view = scored.synthetic_view()
-    synthetic = {} if view is None else {"synthetic_score": view.file_scores(CLEAN, rule)}  # as scores.csv
+    view = scored.synthetic_view() if synthetic is not None else None
+    second = None if view is None else view.file_scores(CLEAN, rule)
     by_rule = {kind: scored.file_scores(CLEAN, VideoRule(kind=kind)) for kind in settings.rules}
     by_condition = {c: scored.file_scores(c, rule) for c in scored.conditions[1:]}
     clean = scored.file_scores(CLEAN, rule)
@@ -148,7 +158,9 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
             "called",
             "called_at_threshold",
         ]
-        writer.writerow([*header, *synthetic, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
+        if second is not None:
+            header += ["synthetic_score", "synthetic_called"]
+        writer.writerow([*header, *(f"score_{k}" for k in by_rule), *(f"score_{c}" for c in by_condition)])
         for f in scored.files:
             score = clean[f.file_id]
             status = "error" if f.error else ("no_face" if math.isnan(score) else "ok")
@@ -173,11 +185,22 @@ def write_files_csv(scored: ScoredSet, settings: EvaluationSettings, path: Path)
                     called,
                     at_threshold,
                 ]
-                + [fmt(values[f.file_id]) for values in synthetic.values()]
+                + _second_score(second, synthetic, f.file_id, status)
                 + [fmt(values[f.file_id]) for values in by_rule.values()]
                 + [fmt(values[f.file_id]) for values in by_condition.values()]
             )
     return path
+
+
+def _second_score(
+    scores: np.ndarray | None, settings: EvaluationSettings | None, file_id: int, status: str
+) -> list[str]:
+    """files.csv's synthetic_score and synthetic_called cells of one file (none for a one-score model)."""
+    if scores is None or settings is None:
+        return []
+    if status != "ok":
+        return ["", status]
+    return [f"{scores[file_id]:.6f}", settings.inconclusive.classify(float(scores[file_id]))]
 
 
 def _png(image: np.ndarray, path: Path) -> Path:
@@ -753,8 +776,10 @@ def write_report(
     summary: EvaluationSummary,
     out: Path,
     title: str = "Deepfake Shield evaluation",
+    synthetic: EvaluationSettings | None = None,
 ) -> Path:
-    """Write the report folder; returns the path of report.html."""
+    """Write the report folder; returns the path of report.html. `synthetic`: the synthetic-face score's
+    settings (its threshold and band), for files.csv's calls of it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / METRICS).is_file():  # an earlier report's images here would pass for this one's: its PNGs go
@@ -763,7 +788,7 @@ def write_report(
                 image.unlink()
     atomic_write_text(out / METRICS, json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n", clear_left=True)
     write_scores_csv(scored, out / "scores.csv")
-    write_files_csv(scored, settings, out / "files.csv")
+    write_files_csv(scored, settings, out / "files.csv", synthetic)
     images = write_plots(scored, settings, summary, out)
     examples = write_examples(scored, summary, out)
     page = out / "report.html"
