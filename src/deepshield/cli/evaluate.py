@@ -385,7 +385,7 @@ def print_synthetic(synthetic, cell, out) -> None:
             reals = confusion.fp + confusion.tn
             rate = confusion.false_positive_rate
             parts.append(f"real faces flagged synthetic {rate:.1%} ({confusion.fp} of {reals})")
-        if confusion is not None and confusion.tp + confusion.fn:
+        if face_block.metrics and confusion is not None and confusion.tp + confusion.fn:  # else: "detected", below
             fakes = confusion.tp + confusion.fn
             parts.append(f"generated faces caught {confusion.tp / fakes:.1%} ({confusion.tp} of {fakes})")
         if not face_block.metrics and face_block.detection_rate is not None:
