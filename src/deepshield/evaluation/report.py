@@ -579,7 +579,7 @@ def _synthetic_section(synthetic: EvaluationSummary | None, sources: list[str]) 
             "synthetic-face score metrics",
         ),
         "<p>Real faces flagged synthetic (at its threshold): "
-        + ", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged)
+        + (", ".join(f"{_e(name)} {rate:.1%}" for name, rate in flagged) or "none to flag: the set has no real faces")
         + "</p>",
         *perturbed,
     ]
