@@ -184,3 +184,23 @@ def test_query_limits_are_declared_as_the_server_enforces_them(detector, photo):
                 disagree.append((name, value, response.status_code, parameters[name]["schema"]))
         assert disagree == []
         assert contract.mismatches == []
+
+
+def test_the_document_says_whose_each_score_field_is(detector):
+    """Beside synthetic_threshold and synthetic_probability, `threshold`, `inconclusive` and a face's
+    `probability` and `logit` did not say they are the face-swap score's (a face's said "manipulated")."""
+    from deepshield.serving.app import create_app
+    from deepshield.serving.settings import ServerSettings
+
+    schemas = create_app(detector, ServerSettings()).openapi()["components"]["schemas"]
+    for model, fields in {
+        "AnalyzeResponse": ("threshold", "inconclusive"),
+        "FaceView": ("probability", "logit"),
+        "TrackView": ("score",),
+        "TrackPointView": ("probability",),
+        "TimelinePoint": ("max_probability",),
+    }.items():
+        for name in fields:
+            assert "face-swap" in schemas[model]["properties"][name]["description"], (model, name)
+    for model, name in (("FaceView", "synthetic_logit"), ("TimelinePoint", "max_synthetic_probability")):
+        assert "synthetic-face" in schemas[model]["properties"][name]["description"], (model, name)

@@ -120,12 +120,17 @@ class FaceResult(BaseModel):
         0,
         description="degrees counter-clockwise the face was turned to be read upright (a sideways or upside-down photo)",
     )
-    probability: float = Field(description="calibrated probability that the face was manipulated")
-    logit: float
+    probability: float = Field(
+        description="the face-swap score: calibrated probability that the face was swapped or edited "
+        "(synthetic_probability is the other score)"
+    )
+    logit: float = Field(description="the face-swap score's logit (synthetic_logit: the other score's)")
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
     synthetic_probability: float | None = SYNTHETIC_FIELD
-    synthetic_logit: float | None = None
+    synthetic_logit: float | None = Field(
+        None, description="the synthetic-face score's logit (None: not in this model)"
+    )
     manipulation_label: VerdictLabel = Field(description="the face-swap score's own call")
     synthetic_label: VerdictLabel | None = Field(None, description="the synthetic-face score's own call")
     verdict_driver: VerdictDriver = DRIVER_FIELD
@@ -159,8 +164,11 @@ class ScoringTerms(BaseModel):
     """What every image and video result says about the model, the scores' thresholds and bands, and scope."""
 
     model: str
-    threshold: float
-    inconclusive: InconclusiveBand = Field(description="the band of probabilities called inconclusive")
+    # Named: beside synthetic_threshold, "threshold" alone did not say whose it was.
+    threshold: float = Field(description="the face-swap score's threshold")
+    inconclusive: InconclusiveBand = Field(
+        description="the band of face-swap probabilities called inconclusive (synthetic_inconclusive: the other score's)"
+    )
     synthetic_threshold: float | None = Field(
         None, description="the synthetic-face score's threshold (None: not in this model)"
     )
@@ -203,7 +211,7 @@ class TrackPoint(BaseModel):
     frame_index: int = FRAME_INDEX_FIELD
     timestamp_s: float
     box: list[float]
-    probability: float
+    probability: float = Field(description="the face's face-swap score in this frame")
     synthetic_probability: float | None = SYNTHETIC_FIELD
     thumbnail: NDArray[Any] | None = Field(None, exclude=True, repr=False)  # small uint8 RGB copy of the face crop
 
@@ -213,7 +221,9 @@ class TrackResult(BaseModel):
 
     track_id: int
     points: list[TrackPoint]
-    score: float = Field(description="aggregate of the track's frame probabilities (see VideoResult.rule)")
+    score: float = Field(
+        description="the face-swap score: aggregate of the track's frame probabilities (see VideoResult.rule)"
+    )
     label: VerdictLabel = LABEL_FIELD
     threshold_label: ThresholdLabel = THRESHOLD_LABEL_FIELD
     synthetic_score: float | None = Field(
@@ -241,8 +251,10 @@ class TimelinePoint(BaseModel):
     frame_index: int = FRAME_INDEX_FIELD
     timestamp_s: float
     faces: int
-    max_probability: float | None
-    max_synthetic_probability: float | None = None
+    max_probability: float | None = Field(description="the highest face-swap score of the frame's faces")
+    max_synthetic_probability: float | None = Field(
+        None, description="the highest synthetic-face score of the frame's faces (None: not in this model)"
+    )
 
 
 class VideoSummary(BaseModel):
