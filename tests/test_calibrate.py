@@ -710,6 +710,15 @@ def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bund
     assert "synthetic_calibration_after_file_false_positive_rate" in new.metrics
     assert not any(k.startswith("calibration_") for k in new.metrics)
 
+    # Of a two-score bundle, the verdicts counted as changed are the refitted score's calls, and said so.
+    from tests.test_synthetic_score import export_two_output_bundle
+
+    _net, two = export_two_output_bundle(tmp_path / "two")
+    command = ["calibrate", str(folder_dataset), "--model", str(two), "--frames", "2", "--no-progress"]
+    assert main([*command, "--out", str(tmp_path / "two-cal"), "--score", "synthetic"]) == EXIT_OK
+    said = capsys.readouterr().out
+    assert "files (by the synthetic score's call alone; the face-swap score's call may hold a verdict)" in said
+
     # A bundle without the score says so and writes nothing.
     out = tmp_path / "cal"
     args = ["calibrate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--score", "synthetic"]

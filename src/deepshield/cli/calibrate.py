@@ -177,7 +177,14 @@ def run(args: argparse.Namespace) -> int:
     band = result.calibration.inconclusive
     assert band is not None, "recalibrate fits the band"
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")
-    print(f"verdicts changed: {result.verdicts_changed} of {result.files} files")
+    # Counted by the refitted score's calls alone: of a two-score bundle, the number read as the files whose
+    # verdict moved, which the other score may hold where it was.
+    other = {"manipulation": "synthetic-face", "synthetic": "face-swap"}[args.score]
+    alone = f" (by the {args.score} score's call alone; the {other} score's call may hold a verdict)"
+    print(
+        f"verdicts changed: {result.verdicts_changed} of {result.files} files"
+        + (alone if classifier.card.synthetic is not None else "")
+    )
     print(f"{'metric (calibration set)':<34} {'before':>8} {'after':>8}")
     for level in ("file", "face"):
         for name, value in result.before[level].items():
