@@ -329,6 +329,10 @@ def test_a_real_file_either_score_flags_is_counted_flagged_as_scan_flags_it(caps
     assert candidate["synthetic_bench_tiny_bench_fpr"] == 1.0
     assert candidate["bench_tiny_bench_fpr"] == 0.0  # the face-swap score's own, as training and the card name it
     assert "candidate 100.0% of real files flagged by either score (100.0% by the synthetic-face score)" in text
+    # And its fakes caught as the product catches them: by the face-swap score alone, those the synthetic-face
+    # score caught read as missed, its false alarms counted and not its catches.
+    assert candidate["bench_tiny_bench_tpr_either"] == 1.0 and candidate["bench_tiny_bench_tpr"] == 0.0
+    assert "fakes caught by either score (0.0% by the face-swap score)" in text
 
 
 def test_a_tracking_store_that_cannot_be_used_is_refused_before_the_scoring(

@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a candidate bundle and a baseline (default: the shipped model) on the same faces of the "
             "same labelled sets, then give each set's face and file AUC for both, the candidate's minus the "
-            "baseline's with a 95% paired bootstrap interval over files, and the real files each flags (by "
-            "either score, for a bundle with a synthetic-face score, as scan flags them) and "
-            "the fakes each catches at its own threshold. The candidate is ahead when the interval of the "
+            "baseline's with a 95% paired bootstrap interval over files, and the real files each flags and "
+            "the fakes each catches at its own threshold (by either score, for a bundle with a synthetic-face "
+            "score, as scan flags them). The candidate is ahead when the interval of the "
             "pooled difference (the mean over sets of the face-AUC differences) lies above zero, behind when "
             "below, else tied: differences inside it are not evidence. Sets: anything `deepshield evaluate` "
             "reads (folders real/ and fake/, DFDC, FaceForensics++, a CSV, a prepared dataset)."
@@ -209,14 +209,20 @@ def describe(comparison: Comparison) -> str:
             # A two-score bundle flags a real file either score flags, as scan does (the face-swap score alone
             # was counted): said, with the synthetic-face score's own share.
             flagged = bundle.metrics.get(f"bench_{name}_fpr_either", bundle.metrics.get(f"bench_{name}_fpr"))
-            caught = bundle.metrics.get(f"bench_{name}_tpr")
+            caught = bundle.metrics.get(f"bench_{name}_tpr_either", bundle.metrics.get(f"bench_{name}_tpr"))
             by_synthetic = bundle.metrics.get(f"synthetic_bench_{name}_fpr")
             either = (
                 "" if by_synthetic is None else f" by either score ({by_synthetic:.1%} by the synthetic-face score)"
             )
+            by_swap = bundle.metrics.get(f"bench_{name}_tpr")
+            caught_either = (
+                ""
+                if f"bench_{name}_tpr_either" not in bundle.metrics or by_swap is None
+                else f" by either score ({by_swap:.1%} by the face-swap score)"
+            )
             shares.append(
                 f"{'-' if flagged is None else f'{flagged:.1%}'} of real files flagged{either}, "
-                f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught"
+                f"{'-' if caught is None else f'{caught:.1%}'} of fakes caught{caught_either}"
             )
         lines.append(f"{name} at each one's threshold: baseline {shares[0]}; candidate {shares[1]}")
         if np.isnan(result.scored.file_scores(CLEAN)).any():

@@ -58,23 +58,33 @@ class ScoredBundle:
     def _flagged_by_either_score(self, synthetic_results: list[BenchmarkScores]) -> dict[str, float]:
         """bench_<set>_fpr_either and bench_fpr_either: the real files flagged as the product flags them, by the
         verdict rule (`combine`), at or above either score's threshold (counted by the face-swap score alone, a
-        real file the synthetic-face score flagged was missed, which scan flags); synthetic_bench_<set>_fpr:
-        that score's alone, as the card names it. bench_<set>_fpr stays the face-swap score's, as training's."""
+        real file the synthetic-face score flagged was missed, which scan flags); bench_<set>_tpr_either: the
+        fakes caught so (a fake only that score caught read as missed, its false alarms counted and not its
+        catches); synthetic_bench_<set>_fpr: that score's alone, as the card names it. bench_<set>_fpr and
+        _tpr stay the face-swap score's, as training's."""
         assert self.card.synthetic is not None, "a synthetic score's results come with its card's block"
         manipulation_rule = ScoreRule.at_threshold(self.card.calibration.threshold)
         synthetic_rule = ScoreRule.at_threshold(self.card.synthetic.calibration.threshold)
         metrics: dict[str, float] = {}
         pooled: list[bool] = []
+
+        def flagged(manipulation: np.ndarray, synthetic: np.ndarray) -> list[bool]:
+            return [
+                combine(float(m), manipulation_rule, float(s), synthetic_rule).label == "likely_manipulated"
+                for m, s in zip(manipulation, synthetic, strict=True)
+            ]
+
         for result, synthetic in zip(self.results, synthetic_results, strict=True):
             manipulation_scores, synthetic_scores = (r.scored.file_scores(CLEAN) for r in (result, synthetic))
             labels = np.array([f.label for f in result.scored.files])
             real = (labels == 0) & ~np.isnan(manipulation_scores)
-            flags = [
-                combine(float(m), manipulation_rule, float(s), synthetic_rule).label == "likely_manipulated"
-                for m, s in zip(manipulation_scores[real], synthetic_scores[real], strict=True)
-            ]
+            fake = (labels == 1) & ~np.isnan(manipulation_scores)
+            flags = flagged(manipulation_scores[real], synthetic_scores[real])
+            caught = flagged(manipulation_scores[fake], synthetic_scores[fake])
+            name = result.benchmark.name
+            if caught:
+                metrics[f"bench_{name}_tpr_either"] = float(np.mean(caught))
             if flags:
-                name = result.benchmark.name
                 metrics[f"bench_{name}_fpr_either"] = float(np.mean(flags))
                 metrics[f"synthetic_bench_{name}_fpr"] = float(
                     np.mean(synthetic_scores[real] >= synthetic_rule.threshold)
