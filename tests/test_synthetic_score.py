@@ -495,7 +495,7 @@ def test_evaluate_reports_the_synthetic_score_per_source_and_its_real_face_rate(
     # The headline blocks say whose figures they are: not the verdict's, nor the synthetic-face score's.
     assert "face-swap score, file level (" in printed and "face-swap score, face level (" in printed
     page = (out / "report.html").read_text()
-    assert "Synthetic-face score" in page and "The face-swap score's. File level" in page
+    assert "Synthetic-face score" in page and "The face-swap score's figures. File level" in page
     # Under each perturbation, each score's own figures: the synthetic-face score's were in metrics.json alone.
     (_, blurred) = synthetic["perturbations"]
     assert blurred["file_auc"] != metrics["perturbations"][1]["file_auc"]

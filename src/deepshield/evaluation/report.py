@@ -643,7 +643,7 @@ def render_html(
         parts.append(f'<p class="warn">{_e(note)}</p>')
     parts += [
         "<h2>Headline metrics</h2>",
-        "<p>The face-swap score's. File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
+        "<p>The face-swap score's figures. File level: one score per file (the video rule over its face tracks; an image's most suspicious face). "
         "Face level: every face of every sampled frame, labelled with its file's label. Intervals in grey.</p>",
         _metrics_table([("file level", summary.file), ("face level", summary.face)], "headline metrics"),
         '<div class="plots">'
