@@ -201,6 +201,7 @@ def test_intervals_over_few_files_carry_a_caution(report):
     printed = io.StringIO()
     print_summary(EvaluationSummary.model_validate(m), out=printed)
     assert printed.getvalue().count("\n  caution: only 2 real and 3 fake files") == 2  # under each level
+    assert printed.getvalue().endswith("\nsynthetic-face score: not in this model\n")  # a one-score model's
     faces_of = np.repeat(np.arange(2 * FEW_FILES), 5)  # five faces a file
     labels = (faces_of >= FEW_FILES).astype(np.int64)
     assert files_per_class(labels, faces_of) == (FEW_FILES, FEW_FILES)

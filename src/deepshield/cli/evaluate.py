@@ -335,6 +335,8 @@ def print_summary(summary, out=None) -> None:
     if summary.synthetic is not None:
         print_synthetic(summary.synthetic, cell, out)
         print_perturbations(summary.synthetic.perturbations, "synthetic-face score", out)
+    else:  # said, as `deepshield model` says it: on generated faces its silence read as a figure missed
+        print("synthetic-face score: not in this model", file=out)
 
 
 def print_perturbations(rows, score: str, out) -> None:
