@@ -555,7 +555,7 @@ def _synthetic_section(synthetic: EvaluationSummary | None, sources: list[str]) 
     perturbed = (
         [
             "<p>Under each perturbation (the same faces as above):</p>",
-            _perturbation_table(synthetic.perturbations, sources),
+            _perturbation_table(synthetic.perturbations, sources, _confidence(synthetic)),
         ]
         if len(synthetic.perturbations) > 1
         else []
