@@ -185,6 +185,7 @@ def bundle_with_record(bundle: Path, folder: Path) -> Path:
     copy = Path(shutil.copytree(bundle, folder))
     card = json.loads((copy / "model_card.json").read_text())
     card["training"] = {"benchmarks": ["dev-eval/modern-swaps", "dev-eval/never-scored", "dev-eval/dfdc-sample"]}
+    card["license"] = "Weights: research use only (trained on a test set). Code: Apache-2.0."
     card["metrics"] = {
         "val_auc": 0.93, "real_fpr_validation": 0.009,
         "bench_modern_swaps_file_auc": 0.604, "bench_modern_swaps_file_auc_lo": 0.426,

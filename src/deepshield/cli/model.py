@@ -67,6 +67,9 @@ def describe(card) -> str:
         lines.append(f"face-swap score trained on: {', '.join(training.data)}")
     if card.synthetic is not None and card.synthetic.data:
         lines.append(f"synthetic-face score trained on: {', '.join(card.synthetic.data)}")
+    # The weights' terms (research use only, for the datasets they learnt from): the card's own words.
+    if card.license:
+        lines.append(f"license: {card.license}")
     record = card.record()
     # The synthetic-face score's own false alarms on the sets, where the card has them: the product flags a
     # file either score flags (a real file flagged by that score read "0.0%" here).
