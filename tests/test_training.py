@@ -318,6 +318,28 @@ def test_a_full_disk_mid_run_marks_its_mlflow_run_killed_and_the_run_resumes(rea
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
+def test_a_run_that_fails_before_its_epochs_or_at_its_bundle_is_not_left_running(real_dir, tmp_path, monkeypatch):
+    # A full disk at the run's first checkpoint, or at its bundle, left its MLflow run RUNNING for good.
+    import errno
+
+    import deepshield.training.trainer as trainer_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    db = tmp_path / "a.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for failing, status in (("save_checkpoint", "KILLED"), ("export_checkpoint", "FAILED")):
+        with monkeypatch.context() as patch:
+            patch.setattr(trainer_module, failing, full_disk)
+            with pytest.raises(OSError, match="No space left on device"):
+                Trainer(tiny_config(real_dir, tmp_path / failing, db, tmp_path / "cache")).run()
+        (run,) = client.search_runs(
+            [client.get_experiment_by_name("test").experiment_id], f"attributes.run_name = '{failing}'"
+        )
+        assert run.info.status == status
+
+
 def test_a_resume_stops_at_max_steps_and_one_without_tracking_keeps_the_runs_record(real_dir, tmp_path):
     cache = tmp_path / "cache"
     first = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()

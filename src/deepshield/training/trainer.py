@@ -340,19 +340,6 @@ class Trainer:
         )
         # A resume without tracking keeps the run's id for the next tracked one (it was erased: two runs).
         progress.run_id = tracker.run_id or progress.run_id
-        sizes = {"train_faces": len(data.bank), "val_samples": len(data.val_labels)} if data is not None else {}
-        if synthetic_data is not None:
-            sizes |= {
-                "synthetic_train_generated": len(synthetic_data.train_fake),
-                "synthetic_train_real": len(synthetic_data.train_real),
-            }
-        tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
-        step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho, config.optim.mask_loss_weight)
-        loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
-        # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks,
-        # their copies while loading) keep their own mappings, which go back to the kernel when freed; the
-        # heap then holds what steps reuse, and no worker keeps a copy of it.
-        keep_freed_memory()
 
         def snapshot() -> dict:
             return {
@@ -368,10 +355,26 @@ class Trainer:
                 "command": self.command,
             }
 
-        if not last.exists():  # the run exists in MLflow now: a stop before the first checkpoint resumes it
-            save_checkpoint(snapshot(), last)  # (a fresh start left it RUNNING for good, and made another)
+        # From the run's start in MLflow: a failure before the epochs (the first checkpoint on a full disk, the
+        # loaders' workers) left the run RUNNING for good, and no checkpoint naming it to resume.
+        loaders: Loaders | None = None
         stopped_early = False
         try:
+            sizes = {"train_faces": len(data.bank), "val_samples": len(data.val_labels)} if data is not None else {}
+            if synthetic_data is not None:
+                sizes |= {
+                    "synthetic_train_generated": len(synthetic_data.train_fake),
+                    "synthetic_train_real": len(synthetic_data.train_real),
+                }
+            tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
+            step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho, config.optim.mask_loss_weight)
+            loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
+            # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks,
+            # their copies while loading) keep their own mappings, which go back to the kernel when freed; the
+            # heap then holds what steps reuse, and no worker keeps a copy of it.
+            keep_freed_memory()
+            if not last.exists():  # the run exists in MLflow now: a stop before the first checkpoint resumes it
+                save_checkpoint(snapshot(), last)  # (a fresh start left it RUNNING for good, and made another)
             while progress.epoch < config.optim.epochs:
                 stopped_early = self._train_epoch(step, scheduler, loaders, progress, steps_per_epoch, snapshot)
                 if stopped_early:
@@ -387,7 +390,8 @@ class Trainer:
                 tracker.finish("KILLED")
             raise
         finally:
-            loaders.close()
+            if loaders is not None:
+                loaders.close()
 
         bundle_dir = None
         if self.export_bundle and not stopped_early and not (self.checkpoints / BEST).exists():
@@ -400,7 +404,11 @@ class Trainer:
                 "and fake files for an AUC"
             )
         if self.export_bundle and not stopped_early:
-            bundle_dir = self._export_best(progress, tracker)
+            try:
+                bundle_dir = self._export_best(progress, tracker)
+            except BaseException:  # a bundle that cannot be written (a full disk) left the run RUNNING
+                tracker.finish("FAILED")
+                raise
         tracker.finish("FINISHED")
         return TrainResult(self.run_dir, bundle_dir, progress, stopped_early)
 
