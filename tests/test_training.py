@@ -535,6 +535,29 @@ def test_a_resumed_run_logs_no_step_twice(real_dir, tmp_path):
         assert steps and len(steps) == len(set(steps)), (key, steps)
 
 
+def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, monkeypatch):
+    # A run's parameters said what it was told, not which code computed it: no version, no commit.
+    import subprocess
+
+    import deepshield
+    import deepshield.tracking.tracker as tracker_module
+
+    db = tmp_path / "v.db"
+    first = tracker_module.MlflowTracker(f"sqlite:///{db}", "test")
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    tags = client.get_run(first.run_id).data.tags
+    assert tags["deepshield.version"] == deepshield.__version__
+    source = Path(deepshield.__file__).parent
+    checkout = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if checkout.returncode == 0:  # run from a git checkout (an installed wheel has no commit to record)
+        assert tags["mlflow.source.git.commit"] == checkout.stdout.strip()
+        assert tags["deepshield.source.modified"] in ("true", "false")
+    monkeypatch.setattr(tracker_module, "code_tags", lambda: {"deepshield.version": "9.9.9"})
+    tracker_module.MlflowTracker(f"sqlite:///{db}", "test", run_id=first.run_id)
+    tags = client.get_run(first.run_id).data.tags
+    assert tags["deepshield.version"] == deepshield.__version__ and tags["changed.deepshield.version"] == "9.9.9"
+
+
 def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
     # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
     # was not there and the resume died with MlflowException's traceback.

@@ -7,6 +7,7 @@ trials and servers in one process never step on each other's runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -77,6 +78,35 @@ def _artifact_root(uri: str) -> str | None:
     return None if database is None else (database.resolve().parent / "mlartifacts").as_uri()
 
 
+@functools.cache
+def code_tags() -> dict[str, str]:
+    """Which code a run ran: the package's version and, where it runs from a git checkout, the commit (the tag
+    MLflow's UI shows as the run's Git Commit) and whether tracked files differed from it. A run recorded
+    neither: its parameters said what it was told, not what computed it."""
+    import subprocess
+
+    import deepshield
+
+    tags = {"deepshield.version": deepshield.__version__}
+    source = Path(deepshield.__file__).resolve().parent
+
+    def git(*words: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(source), *words], capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed wheel)
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        changes = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        tags["deepshield.source.modified"] = "unknown" if changes is None else str(bool(changes)).lower()
+    return tags
+
+
 class MlflowTracker:
     def __init__(
         self,
@@ -103,12 +133,15 @@ class MlflowTracker:
             self.client.update_run(run_id, status="RUNNING")  # resuming: same run, continued
             self.run_id = run_id
             self._logged_steps = {}
+            # The code it goes on with, where it is not what the run started with (the tags keep the first).
+            started = self.client.get_run(run_id).data.tags
+            self.set_tags({f"changed.{k}": v for k, v in code_tags().items() if started.get(k, v) != v})
         else:
             if run_id:  # resumed from another folder (the default store is relative) or with another store
                 log.warning(
                     "the run's MLflow run %s is not in %s: what it does from here is logged as a new run", run_id, uri
                 )
-            run_tags = dict(tags or {})
+            run_tags = code_tags() | dict(tags or {})
             if parent_run_id:
                 run_tags["mlflow.parentRunId"] = parent_run_id
             self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
