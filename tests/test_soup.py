@@ -151,7 +151,9 @@ def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, caps
     assert "m 3.0.0 = b1 1.0.0 x 0.5, b2 1.0.0 x 0.5" in capsys.readouterr().out
     assert read_card(out).training.command.startswith("deepshield soup")
     assert deepshield(["model", "--model", str(out)]) == 0  # its thresholds are the defaults, and said to be
-    assert "threshold 50.0%, inconclusive 40.0% to 60.0% (not calibrated" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "threshold 50.0%, inconclusive 40.0% to 60.0% (not calibrated" in shown
+    assert "\nsoup of: b1 1.0.0 x 0.5, b2 1.0.0 x 0.5\n" in shown  # its networks were not said
     before = (out / "model.onnx").read_bytes()
     assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
     assert "exists" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == before

@@ -65,6 +65,8 @@ def describe(card) -> str:
     training = card.manipulation_training()
     if training.data:
         lines.append(f"face-swap score trained on: {', '.join(training.data)}")
+    if training.soup:  # a soup's networks, as `deepshield soup` said them (its lineage was in --json alone)
+        lines.append(f"soup of: {', '.join(f'{i.name} {i.version} x {i.weight:g}' for i in training.soup)}")
     if card.synthetic is not None and card.synthetic.data:
         lines.append(f"synthetic-face score trained on: {', '.join(card.synthetic.data)}")
     # The weights' terms (research use only, for the datasets they learnt from): the card's own words.
