@@ -558,6 +558,24 @@ def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, mo
     assert tags["deepshield.version"] == deepshield.__version__ and tags["changed.deepshield.version"] == "9.9.9"
 
 
+def test_a_run_whose_mlflow_run_was_deleted_resumes_as_a_new_one(tmp_path, caplog):
+    # Deleted in MLflow's UI, the run could not be continued: the resume was refused, after its data had loaded,
+    # as "the MLflow store ... cannot be used (... must be in the 'active' state ...)".
+    from deepshield.tracking import open_tracker
+
+    uri = f"sqlite:///{tmp_path / 'd.db'}"
+    first = open_tracker(True, uri, "test")
+    first.finish("KILLED")
+    client = MlflowClient(tracking_uri=uri)
+    client.delete_run(first.run_id)
+    resumed = open_tracker(True, uri, "test", run_name="again", run_id=first.run_id)
+    resumed.log_metrics({"val_auc": 0.5}, step=1)
+    resumed.finish()
+    assert resumed.run_id != first.run_id and "or was deleted there" in caplog.text
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "again" and "val_auc" in run.data.metrics
+
+
 def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
     # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
     # was not there and the resume died with MlflowException's traceback.

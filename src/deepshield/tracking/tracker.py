@@ -137,9 +137,12 @@ class MlflowTracker:
             started = self.client.get_run(run_id).data.tags
             self.set_tags({f"changed.{k}": v for k, v in code_tags().items() if started.get(k, v) != v})
         else:
-            if run_id:  # resumed from another folder (the default store is relative) or with another store
+            if run_id:  # resumed from another folder (the default store is relative), with another store, or deleted
                 log.warning(
-                    "the run's MLflow run %s is not in %s: what it does from here is logged as a new run", run_id, uri
+                    "the run's MLflow run %s is not in %s (or was deleted there): what it does from here is logged "
+                    "as a new run",
+                    run_id,
+                    uri,
                 )
             run_tags = code_tags() | dict(tags or {})
             if parent_run_id:
@@ -147,13 +150,15 @@ class MlflowTracker:
             self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
 
     def _has_run(self, run_id: str) -> bool:
+        """Whether the store holds the run, to go on with: a run deleted in MLflow's UI can be neither continued
+        nor logged to (a resume was refused, after its data had loaded, as a store that 'cannot be used')."""
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.get_run(run_id)
+            run = self.client.get_run(run_id)
         except MlflowException:
             return False
-        return True
+        return run.info.lifecycle_stage != "deleted"
 
     def _guarded(self, action: Callable[[], object], what: str, always: bool = False) -> None:
         """Run one call to the store; a store that fails (locked by another process for longer than

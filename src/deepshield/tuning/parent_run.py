@@ -23,14 +23,11 @@ def start_parent_run(study: optuna.Study, plan):
     uri = config.tracking.uri
     parents = dict(study.user_attrs.get(ATTR_PARENTS) or {})
     tags = {"deepshield.role": "search", "optuna.study": study.study_name}
-    tracker = None
-    if parents.get(uri):
-        try:
-            tracker = MlflowTracker(uri, config.tracking.experiment, run_id=parents[uri])
-        except Exception as exc:  # noqa: BLE001 - e.g. deleted in MLflow: start a new parent run
-            log.warning("parent run %s not found (%s): starting a new one", parents[uri], exc)
-    if tracker is None:
-        tracker = MlflowTracker(uri, config.tracking.experiment, run_name=f"{study.study_name}-search", tags=tags)
+    # Found again, or a new one where MLflow lost it (deleted: the tracker says so and starts one).
+    tracker = MlflowTracker(
+        uri, config.tracking.experiment, run_name=f"{study.study_name}-search", run_id=parents.get(uri), tags=tags
+    )
+    if parents.get(uri) != tracker.run_id:
         parents[uri] = tracker.run_id
         study.set_user_attr(ATTR_PARENTS, parents)
     tracker.log_params(
