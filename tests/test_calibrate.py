@@ -85,6 +85,9 @@ def test_calibrated_version():
     assert calibrated_version("1.2.0", when) == "1.2.0+cal.20250102"
     assert calibrated_version("1.2.0+cal.20240101", when) == "1.2.0+cal.20250102"
     assert calibrated_version("", when) == "0.0.0+cal.20250102"
+    # A trained bundle's run and epoch are kept (they were dropped: two epochs became one name and version).
+    assert calibrated_version("0.0.0+66cda29b0787.ep1", when) == "0.0.0+66cda29b0787.ep1.cal.20250102"
+    assert calibrated_version("0.0.0+66cda29b0787.ep1.cal.20240101", when) == "0.0.0+66cda29b0787.ep1.cal.20250102"
 
 
 def test_recalibration_lowers_log_loss_on_an_overconfident_set():

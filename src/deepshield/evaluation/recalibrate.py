@@ -197,9 +197,12 @@ class CalibrationResult:
 
 
 def calibrated_version(version: str, when: Date) -> str:
-    """'1.0.0' -> '1.0.0+cal.20250101'; an earlier '+cal...' (or other local part) is replaced."""
-    public = version.split("+", 1)[0] or "0.0.0"
-    return f"{public}+cal.{when:%Y%m%d}"
+    """'1.0.0' -> '1.0.0+cal.20250101'; an earlier calibration's date is replaced, and any other local part kept:
+    a trained bundle's '0.0.0+<run id>.ep<epoch>' became '0.0.0+cal.<date>', its run and epoch lost, and two
+    epochs of one run calibrated the same day were one name and version."""
+    public, _, local = version.partition("+")
+    kept = re.sub(r"(^|\.)cal\.\d{8}$", "", local)
+    return f"{public or '0.0.0'}+{kept + '.' if kept else ''}cal.{when:%Y%m%d}"
 
 
 def new_bundle_version(source: str, version: str | None, when: Date) -> str:
