@@ -16,7 +16,7 @@ from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_che
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
-from deepshield.training.trainer import Trainer, _lr_lambda
+from deepshield.training.trainer import Trainer, _lr_lambda, content_digest
 from tests.conftest import file_size_limit, python_ctrl_c
 from tests.face_data import write_real_faces
 
@@ -105,6 +105,10 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == card.name == "run"  # MLflow's run is named as its bundle (a random name)
     assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.backbone"] == "tiny"
+    # The data it read, by content (the folders' names alone were logged, whatever their files held).
+    data = Trainer(config)._build_data()
+    assert run.data.params["digests.train_faces"] == content_digest(data.bank.images, data.fake_pool)
+    assert re.fullmatch(r"[0-9a-f]{16}", run.data.params["digests.val_samples"])
     history = client.get_metric_history(run.info.run_id, "val_auc")
     assert [m.step for m in history] == [1, 2]  # epochs as printed and as the card counts them
     (final,) = client.get_metric_history(run.info.run_id, "final_val_auc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deepshield.errors import DeepShieldError
-from deepshield.evaluation.metrics import detection_metrics
+from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.plots import (
     confusion_plot,
     curves_plot,
@@ -154,6 +155,29 @@ def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) ->
     if not len(kept):
         raise DeepShieldError(f"data.max_padding_fraction={max_padding_fraction} leaves no real face")
     return bank.subset(kept)
+
+
+def content_digest(*arrays: np.ndarray) -> str:
+    """The first 16 hex digits of the SHA-256 of the arrays' shapes and bytes, in order."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:16]
+
+
+def data_digests(
+    data: TrainingData | None, synthetic_data: SyntheticData | None, benchmarks: list[Benchmark]
+) -> dict[str, str]:
+    """What the run trained, validated and chose on, as the crops it read: the parameters named only the
+    folders, whose files can change under their names (a resumed run with other data says so as changed.*)."""
+    digests = {}
+    if data is not None:
+        digests["train_faces"] = content_digest(data.bank.images, data.fake_pool)
+        digests["val_samples"] = content_digest(data.val_images, data.val_labels)
+    if synthetic_data is not None:
+        digests["synthetic_train"] = content_digest(synthetic_data.train_fake, synthetic_data.train_real)
+    return digests | {f"bench_{metric_key(b.name)}": content_digest(b.crops) for b in benchmarks}
 
 
 class Trainer:
@@ -366,7 +390,12 @@ class Trainer:
                     "synthetic_train_generated": len(synthetic_data.train_fake),
                     "synthetic_train_real": len(synthetic_data.train_real),
                 }
-            tracker.log_params(config.recorded() | sizes | ({"synthetic_parent": str(parent.path)} if parent else {}))
+            tracker.log_params(
+                config.recorded()
+                | sizes
+                | {"digests": data_digests(data, synthetic_data, benchmarks)}
+                | ({"synthetic_parent": str(parent.path)} if parent else {})
+            )
             step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho, config.optim.mask_loss_weight)
             loaders = self._loaders(data, synthetic_data, steps_per_epoch * config.optim.batch_size)
             # Only now, with the data loaded and the loaders' workers forked: arrays of gigabytes (face banks,
