@@ -838,6 +838,14 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     )
     assert main(["model", "--model", str(bundle), "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["metrics"]["val_auc"] == 0.93
+    # What a fitted calibration was fitted on (a recalibrated bundle's labelled set) was said by --json alone.
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["calibration"]["fitted_on"] = "dev-eval/x: 40 files with a face (20 real, 20 fake); 2026-01-02"
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    assert main(["model", "--model", str(bundle)]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%"
+    assert out[2] == "  fitted on: dev-eval/x: 40 files with a face (20 real, 20 fake); 2026-01-02"
     assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE
     assert "is not a directory" in capsys.readouterr().err
 

@@ -58,6 +58,10 @@ def describe(card) -> str:
             f"{score}: threshold {rule.threshold:.1%}, inconclusive {rule.band.low:.1%} to {rule.band.high:.1%}"
             + unfitted
         )
+        # On what: the validation split, or the labelled set `calibrate` measured (whose figures the table leaves
+        # out), which only --json said.
+        if calibration.fitted:
+            lines.append(f"  fitted on: {calibration.fitted_on}")
     if card.intended_use:
         lines.append(f"intended use: {card.intended_use}")
     # Each score's own data: "trained on" the face-swap network's real faces alone read as what the
