@@ -562,6 +562,25 @@ def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, mo
     assert tags["deepshield.version"] == deepshield.__version__ and tags["changed.deepshield.version"] == "9.9.9"
 
 
+def test_a_package_installed_inside_another_checkout_records_no_commit(tmp_path, monkeypatch):
+    # A virtual environment inside another project's git checkout: that project's commit was recorded as the code's.
+    import subprocess
+
+    import deepshield
+    from deepshield.tracking.tracker import code_tags
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], check=True)
+    installed = tmp_path / ".venv" / "site-packages" / "deepshield"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    monkeypatch.setattr(deepshield, "__file__", str(installed / "__init__.py"))
+    assert code_tags.__wrapped__() == {"deepshield.version": deepshield.__version__}
+
+
 def test_a_run_whose_mlflow_run_was_deleted_resumes_as_a_new_one(tmp_path, caplog):
     # Deleted in MLflow's UI, the run could not be continued: the resume was refused, after its data had loaded,
     # as "the MLflow store ... cannot be used (... must be in the 'active' state ...)".

@@ -99,7 +99,9 @@ def code_tags() -> dict[str, str]:
             return None
         return done.stdout.strip()
 
-    commit = git("rev-parse", "HEAD")
+    # The package's own files tracked there: one installed in a virtual environment inside another project's
+    # checkout is in that git work tree too, whose commit is not this code's.
+    commit = git("rev-parse", "HEAD") if git("ls-files", "--error-unmatch", "__init__.py") is not None else None
     if commit:
         tags["mlflow.source.git.commit"] = commit
         changes = git("status", "--porcelain", "--untracked-files=no", "--", ".")
