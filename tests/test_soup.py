@@ -21,7 +21,7 @@ from deepshield.training.parent import bundle_weights, load_parent
 from deepshield.training.soup import make_soup, write_soup
 
 
-def _bundle(path, seed: int, size: int = 64, command: str = "", flip: bool = False):
+def _bundle(path, seed: int, size: int = 64, command: str = "", flip: bool = False, license: str = ""):
     torch.manual_seed(seed)
     net = DeepfakeNet("tiny", size, pretrained=False).eval()
     with torch.no_grad():  # batch norms away from the identity, so that folding them matters
@@ -38,8 +38,21 @@ def _bundle(path, seed: int, size: int = 64, command: str = "", flip: bool = Fal
         crop_policy=CropPolicy(size=size, scale=1.3),
         training=TrainingInfo(command=command),
         test_time_flip=flip,
+        license=license,
     )
     return export_bundle(net, card, path)
+
+
+def test_a_soup_keeps_the_terms_of_every_network(tmp_path):
+    # The first network's licence alone was kept: a later one's research-only terms were lost.
+    open_terms, research = "Weights: CC-BY-4.0.", "Weights: research use only (trained on FFHQ)."
+    first = _bundle(tmp_path / "a", seed=1, license=open_terms)
+    second = _bundle(tmp_path / "b", seed=2, license=research)
+    assert make_soup([first, second], None, "m", "1", "").card.license == (
+        f"The terms of every averaged network apply: b1 1.0.0: {open_terms} | b2 1.0.0: {research}"
+    )
+    alike = _bundle(tmp_path / "c", seed=3, license=open_terms)
+    assert make_soup([first, alike], None, "m", "1", "").card.license == open_terms
 
 
 @pytest.fixture

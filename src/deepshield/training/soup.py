@@ -110,9 +110,20 @@ def make_soup(bundles: list[Path], weights: list[float] | None, name: str, versi
             soup=ingredients,
         ),
         intended_use=first.intended_use,
-        license=first.license,
+        license=_soup_license(cards),
     )
     return Soup(net, card, [f"{c.name} {c.version}" for c in cards if c.synthetic is not None])
+
+
+def _soup_license(cards: list[ModelCard]) -> str:
+    """The soup's terms: its networks', every one of which applies to their average (the first's alone were
+    kept, and a later network's research-only terms were lost)."""
+    terms = list(dict.fromkeys(card.license for card in cards if card.license))
+    if len(terms) <= 1:
+        return terms[0] if terms else ""
+    return "The terms of every averaged network apply: " + " | ".join(
+        f"{card.name} {card.version}: {card.license}" for card in cards if card.license
+    )
 
 
 def write_soup(soup: Soup, out_dir: Path) -> ModelCard:
