@@ -1290,3 +1290,24 @@ def test_a_report_written_removes_the_temporary_files_killed_writers_left(folder
     args = ["evaluate", str(folder_dataset), "--model", str(tiny_bundle), "--out", str(out), "--frames", "2"]
     assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_OK
     assert [path for path in left if path.exists()] == []
+
+
+def test_a_report_whose_logging_is_stopped_leaves_its_mlflow_run_killed(tmp_path):
+    # Ctrl-C while the report was stored (a slow artifact server) left the run RUNNING for good.
+    import argparse
+
+    from mlflow.tracking import MlflowClient
+
+    from deepshield.cli.args import log_to_mlflow
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = argparse.Namespace(tracking_uri=uri, experiment="e", command="evaluate")
+
+    def stopped(tracker):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        log_to_mlflow(args, "report", stopped)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.info.status == "KILLED"

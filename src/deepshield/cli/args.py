@@ -270,7 +270,7 @@ def check_tracking_store(args: argparse.Namespace) -> None:
 
 
 def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracker], None]) -> None:
-    """One MLflow run that `log` fills (marked FAILED if it raises), then where to look at it."""
+    """One MLflow run that `log` fills (marked FAILED if it raises, KILLED if stopped), then where to look at it."""
     from deepshield.tracking import open_tracker, where_to_look
     from deepshield.tracking.tracker import TRACKING_OPTIONAL
 
@@ -284,8 +284,8 @@ def log_to_mlflow(args: argparse.Namespace, run_name: str, log: Callable[[Tracke
     )
     try:
         log(tracker)
-    except Exception:
-        tracker.finish("FAILED")
+    except BaseException as exc:  # Ctrl-C during a slow upload of the report left the run RUNNING for good
+        tracker.finish("FAILED" if isinstance(exc, Exception) else "KILLED")
         raise
     tracker.finish()
     run_id = tracker.run_id
