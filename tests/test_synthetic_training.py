@@ -20,7 +20,7 @@ from deepshield.training.config import AugmentConfig
 from deepshield.training.export import fit_synthetic_calibration
 from deepshield.training.parent import bundle_weights, initial_weights
 from deepshield.training.soup import make_soup, write_soup
-from deepshield.training.synthetic import ScoredChecks, SyntheticFaceSamples
+from deepshield.training.synthetic import ScoredChecks, SyntheticFaceSamples, build_synthetic_data
 from deepshield.training.trainer import Trainer
 from tests.face_data import write_benchmark, write_generated_faces, write_real_faces
 from tests.test_bundle import face_like_crops
@@ -415,3 +415,27 @@ def test_generated_training_faces_take_a_real_faces_padding():
     assert shapes == {80, 64}  # both real crops' padding drawn
     real_image, label = padded[(0, 0)]
     assert label == 0 and (real_image.numpy() == 100).all()  # real faces keep their own framing
+
+
+def test_a_matched_real_folder_without_validation_faces_says_what_to_change(faces, tmp_path):
+    """A first small run's matched folder had no person drawn for validation, and the error said only that
+    the check needs some: it now says whether to name another folder or to add people or validation share."""
+    real = faces[0]
+    few = tmp_path / "few"
+    few.mkdir()
+    shutil.copy(next(real.glob("person1_*.png")), few / "person7_0.png")
+
+    def data_for(**extra):
+        config = tiny_config(
+            real,
+            tmp_path / "run",
+            tmp_path / "mlruns.db",
+            tmp_path / "cache",
+            **synthetic_settings(faces, **{"synthetic.mode": "joint"} | extra),
+        )
+        return build_synthetic_data(config, progress=False)
+
+    with pytest.raises(DeepShieldError, match=r"\(synthetic.matched_real_dir\).*not one of the real-face folders"):
+        data_for(**{"synthetic.matched_real_dir": str(few)})
+    with pytest.raises(DeepShieldError, match=r"none of its 1 faces' people was drawn .* raise data.val_fraction"):
+        data_for(**{"synthetic.matched_real_dir": str(few), "data.real_dirs": f'["{real}", "{few}"]'})

@@ -173,8 +173,18 @@ def build_synthetic_data(
     shown_real = checked(val_real_files)
     matched_real = shown_real.images[[Path(p).is_relative_to(matched) for p in shown_real.paths]]
     if not len(matched_real):
+        # Said apart: a folder the real faces do not include needs another setting than one too small to
+        # have a person drawn for validation (a few photos at val_fraction 0.1, as on a first small run).
+        held = sum(Path(p).is_relative_to(matched) for p in reals.paths)
+        why = (
+            f"none of its {held} faces' people was drawn for validation (data.val_fraction {data.val_fraction:g}): "
+            "add photos of more people to it, or raise data.val_fraction"
+            if held
+            else "it is not one of the real-face folders (synthetic.real_dirs, else data.real_dirs): name one of them"
+        )
         raise DeepShieldError(
-            f"no validation real face comes from {matched} (synthetic.matched_real_dir): the confound check needs some"
+            f"no validation real face comes from {matched} (synthetic.matched_real_dir), which the confound check "
+            f"needs: {why}"
         )
     downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
     cut = f"cut:{synthetic.cut_check:g}"
