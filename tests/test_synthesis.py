@@ -140,6 +140,28 @@ def test_synth_command_writes_fakes_and_a_contact_sheet(tmp_path):
     assert (odd / "fake_000.png").stat().st_size > 1000 and (odd / "fake_000_mask.png").is_file()
 
 
+def test_synth_refuses_an_earlier_runs_fakes_unless_forced_then_replaces_them_all(tmp_path, capsys):
+    # A second run of fewer fakes left the first's beyond them in the folder, unsaid: two sets mixed.
+    from deepshield.cli.main import EXIT_USAGE, main
+    from tests.face_data import write_real_faces
+
+    real = write_real_faces(tmp_path / "real", 2)
+    out = tmp_path / "out"
+    assert main(["synth", str(real), str(out), "-n", "3", "--size", "96", "--no-progress"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96", "--method", "self"]) == EXIT_USAGE
+    assert "holds an earlier synth's fakes and contact sheet: use --force" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96", "--method", "self", "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "contact_sheet.png",
+        "fake_000.png",
+        "fake_000_mask.png",
+        "notes.txt",
+    ]
+
+
 def test_synth_writes_a_mask_that_is_0_only_where_no_pixel_changed(tmp_path, monkeypatch):
     # The mask was truncated to 0-255: a pixel a faint edge of the blend changed read 0 (10 of 30 fakes).
     from deepshield.cli.main import main
@@ -481,6 +503,6 @@ def test_a_contact_sheet_whose_write_fails_keeps_the_earlier_one(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Figure, "savefig", full_disk)
-    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96"]) != 0
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96", "--force"]) != 0
     assert (out / "contact_sheet.png").read_bytes() == sheet
     assert not list(out.glob("*.part"))

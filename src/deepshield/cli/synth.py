@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from deepshield.cli.args import given_path, non_negative_int, positive_int, probability, progress_argument
 
@@ -54,8 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--size", type=int, default=224, help="crop size in pixels (16 to 1024)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--force", action="store_true", help="replace the fakes an earlier synth wrote to out_dir")
     progress_argument(parser)  # the face bank's bar
     parser.set_defaults(run=run)
+
+
+# What a synth writes: another run's files left beside a new one's (fewer, or of another method) mixed two sets.
+OWN_FILE = re.compile(r"fake_\d{3,}(_mask)?\.png|contact_sheet\.png")
+
+
+def earlier_outputs(out_dir: Path) -> list[Path]:
+    return sorted(p for p in out_dir.iterdir() if OWN_FILE.fullmatch(p.name)) if out_dir.is_dir() else []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,17 +74,22 @@ def run(args: argparse.Namespace) -> int:
 
     from deepshield.cli.prepare import crop_policy
     from deepshield.data.layout import atomic_write_bytes
+    from deepshield.errors import DeepShieldError
     from deepshield.evaluation.plots import example_grid
     from deepshield.media.images import encode_png
     from deepshield.synthesis.blend import SynthesisConfig, cross_blend, part_paste, self_blend
     from deepshield.training.facebank import build_facebank
 
     if args.out_dir.resolve().is_relative_to(args.real_dir.resolve()):
-        from deepshield.errors import DeepShieldError
-
         # Its fakes, masks and contact sheet were read back as real faces on the next run (22 "real" of 11).
         raise DeepShieldError(
             f"the output folder {args.out_dir} is inside the real faces' {args.real_dir}: write elsewhere"
+        )
+    earlier = earlier_outputs(args.out_dir)
+    if earlier and not args.force:
+        raise DeepShieldError(
+            f"{args.out_dir} holds an earlier synth's fakes and contact sheet: use --force to replace them, "
+            "or write to another folder"
         )
     config = SynthesisConfig(
         smooth_probability=args.smooth_probability,
@@ -104,5 +120,9 @@ def run(args: argparse.Namespace) -> int:
     sheet = example_grid(
         sheet_images, captions, args.out_dir / "contact_sheet.png", columns=6, title="synthesised fakes"
     )
+    kept = {f"fake_{k:03d}{end}" for k in range(args.n) for end in (".png", "_mask.png")} | {"contact_sheet.png"}
+    for path in earlier:  # the earlier run's beyond this one's, once this one is whole (each file was replaced whole)
+        if path.name not in kept:
+            path.unlink()
     print(f"{args.n} fakes and {sheet} written")
     return 0
