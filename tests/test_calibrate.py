@@ -376,6 +376,27 @@ def test_calibrate_refuses_one_class_before_cropping(capsys, folder_dataset, tin
     assert not (tmp_path / "cal").exists()
 
 
+def test_a_prepared_split_of_one_class_is_refused(capsys, folder_dataset, tiny_bundle, tmp_path, monkeypatch):  # noqa: F811
+    """A small dataset's test split held reals alone: calibrate read every crop, then stopped on 'metrics need
+    both classes', saying nothing of what to do."""
+    import deepshield.data.manifest as manifest
+
+    listing = tmp_path / "reals.csv"
+    listing.write_text(
+        "path,label\n" + "".join(f"{folder_dataset / 'real' / n},real\n" for n in ("astronaut.jpg", "mirror.png"))
+    )
+    dataset = tmp_path / "faces"
+    assert main(["prepare", str(listing), "--out", str(dataset), "--no-progress", "--split", "0.5,0.5"]) == EXIT_OK
+    monkeypatch.setattr(manifest, "load_crop", lambda *a, **k: pytest.fail("read a crop before the refusal"))
+    capsys.readouterr()
+    args = ["calibrate", str(dataset), "--split", "train", "--model", str(tiny_bundle), "--out", str(tmp_path / "cal")]
+    assert main([*args, "--no-progress"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"calibrate needs real and fake files: all 1 found in {dataset} (split train) are real" in err, err
+    assert "another --split, or fake files added to the dataset" in err and "metrics need" not in err
+    assert not (tmp_path / "cal").exists()
+
+
 def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811
     out = tmp_path / "tiny-cal"
     before_card = json.loads((tiny_bundle / "model_card.json").read_text())

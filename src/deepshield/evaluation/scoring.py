@@ -587,6 +587,7 @@ class PreparedCrops:
     split: str | None = None
     warn: Warn = _warn_stderr
     notes: list[str] = field(default_factory=list)
+    needs_both_classes: str | None = None  # as open_labelled_set's
 
     def _checked_frames(self) -> int:
         """The frames sampled per video when the set was prepared (the default when unknown); warns when its crops were
@@ -636,6 +637,14 @@ class PreparedCrops:
         by_file: dict[tuple[str, bool], list] = {}
         for crop in records:
             by_file.setdefault((crop.source_file, crop.crop_path.startswith(f"{SYNTH_DIR}/")), []).append(crop)
+        # A split of one label (a small dataset's test split) scored every crop before the fit stopped on it.
+        refuse_one_class(
+            self.needs_both_classes,
+            {crop.label for crop in records},
+            len(by_file),
+            f"{dataset_dir}" + (f" (split {self.split})" if self.split not in (None, "all") else ""),
+            "another --split, or {other} files added to the dataset: prepare with them, or dataset balance",
+        )
         resized = 0
         for (source_file, synthesised), members in tqdm(
             list(by_file.items()), unit="file", file=sys.stderr, disable=None if progress else True, desc="faces"
@@ -768,6 +777,18 @@ class LabelledSet:
 SPLIT_NEEDS_PREPARED = "--split applies to prepared datasets (manifest.csv) only; raw sources have no split"
 
 
+def refuse_one_class(needs: str | None, labels: set[str], files: int, where: str, remedy: str) -> None:
+    """What `needs` both classes (e.g. "calibrate") refused on files of one label, before any is read, saying
+    how to add the other (`remedy`, with {label} and {other} filled in)."""
+    if needs and len(labels) == 1:
+        (label,) = labels
+        other = FAKE if label == REAL else REAL
+        raise DeepShieldError(
+            f"{needs} needs real and fake files: all {files} found in {where} are {label}: give it {other} ones "
+            f"too ({remedy.format(label=label, other=other)})"
+        )
+
+
 def open_labelled_set(
     datasets: Sequence[Path],
     policy: CropPolicy,
@@ -789,8 +810,8 @@ def open_labelled_set(
     """Raw sources (any number) or one prepared dataset folder. DeepShieldError on bad input. Raw media
     are cropped where `engine` runs (default: in this process; `base_dir`: see CropJob), their faces kept
     in `journal_dir` as they come when given (see crop_media); a prepared dataset's crops are read here.
-    `needs_both_classes` (what needs them, e.g. "calibrate"): raw media of one label only are refused
-    before any is cropped, where the fit that needs both would fail only after them all."""
+    `needs_both_classes` (what needs them, e.g. "calibrate"): media (or a prepared split) of one label only are
+    refused before any is cropped or read, where the fit that needs both would fail only after them all."""
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise DeepShieldError("no dataset given")
@@ -806,7 +827,7 @@ def open_labelled_set(
                 f"{prepared[0]} is a prepared dataset: its crops were cut from the original frames, so perturbations of the "
                 "full frame cannot be applied; evaluate the raw dataset it was prepared from to get the perturbation table"
             )
-        source = PreparedCrops(prepared[0], policy, split, warn)
+        source = PreparedCrops(prepared[0], policy, split, warn, needs_both_classes=needs_both_classes)
         return LabelledSet(files, source.crop(files, progress), [CLEAN], "crops", [], source.notes)
     if split not in (None, "all"):
         raise DeepShieldError(SPLIT_NEEDS_PREPARED)
@@ -832,14 +853,13 @@ def open_labelled_set(
         warn(f"{len(problems)} entries could not be used and are left out (listed in the report): {shown}{more}")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
-    if needs_both_classes and len(labels := {item.label for item in items}) == 1:
-        (label,) = labels
-        other = FAKE if label == REAL else REAL
-        raise DeepShieldError(
-            f"{needs_both_classes} needs real and fake files: all {len(items)} found in "
-            f"{', '.join(map(str, datasets))} are {label}: give it {other} ones too (a {other}/ folder beside "
-            f"{label}/, or CSV rows labelled {other})"
-        )
+    refuse_one_class(
+        needs_both_classes,
+        {item.label for item in items},
+        len(items),
+        ", ".join(map(str, datasets)),
+        "a {other}/ folder beside {label}/, or CSV rows labelled {other}",
+    )
     job = CropJob(policy, min_face_size, frames, tuple(perturbations), seed, base_dir)
     return LabelledSet(
         files,
