@@ -153,6 +153,26 @@ def test_min_selector_uses_its_own_metric(space, tmp_path):
     assert result.report.best.value == pytest.approx(scripted_metrics(1e-2, 8, 0)["val_loss"])
 
 
+def test_the_search_ends_with_the_command_that_trains_its_winner(space, tmp_path):
+    """best.yaml said `train --config <the search's config> --params best.yaml`: the search's --set and its
+    selector (which picks the epoch kept) were left out, so that command trained and kept another recipe."""
+    lines: list[str] = []
+    config = tmp_path / "my.toml"
+    config.write_text("seed = 0\n")
+    result = run_search(
+        settings(space, tmp_path, config=config, overrides=["model.dropout=0.3"], select="min.val_loss"),
+        train_fn=fake_train,
+        echo=lines.append,
+    )
+    best_yaml = result.report.best_yaml
+    command = (
+        f"deepshield train --config {config} --set model.dropout=0.3 --params {best_yaml} "
+        "--set export.select=min.val_loss"
+    )
+    assert f"train it at full budget: {command}" in lines
+    assert "--set export.select=min.val_loss trains it at full budget" in best_yaml.read_text()
+
+
 def test_export_select_follows_the_selector(space, tmp_path):
     with pytest.raises(DeepShieldError, match=r"export.select follows --select"):
         run_search(

@@ -127,8 +127,9 @@ def write_best_yaml(trial: FrozenTrial, study_name: str, selector: Selector, spa
 
     header = [
         f"# Best trial of search '{study_name}': trial {trial.number}, {selector.metric} = {trial.value:.4f} (best epoch {trial.user_attrs.get(BEST_EPOCH)}).",
-        "# Dotted training-config keys: deepshield train --config <the search's config> --params best.yaml",
-        "# trains it at full budget. The search's per-trial budget was: "
+        "# Dotted training-config keys: deepshield train --config <the search's config> <its --set ...> --params",
+        f"# best.yaml --set export.select={selector} trains it at full budget (the search printed the command).",
+        "# The search's per-trial budget was: "
         + (json.dumps(space.budget, sort_keys=True) if space.budget else "none"),
     ]
     body = yaml.safe_dump(

@@ -361,6 +361,9 @@ def echo_summary(plan: SearchPlan, report: Report, echo: Callable[[str], None]) 
         echo(
             f"best: trial {report.best.number}, {selector.metric}={report.best.value:.4f}; parameters in {report.best_yaml}"
         )
+        if report.best_yaml is not None and not plan.settings.train_best:
+            # best.yaml's header can name only the config: a search's --set and --select were left to guess.
+            echo(f"train it at full budget: {full_budget_command(plan.settings, selector, report.best_yaml)}")
     if report.baseline is not None and report.baseline.value is not None:
         echo(
             f"baseline (the config's own values, same budget): trial {report.baseline.number}, {selector.metric}={report.baseline.value:.4f}"
@@ -405,6 +408,24 @@ def run_search(
     return result
 
 
+def full_budget_command(settings: SearchSettings, selector: Selector, best_yaml: Path) -> str:
+    """The `deepshield train` that trains the winner at full budget, as --train-best does. As a card records
+    it (without this machine's folders): the search's own --set too, which the card's command dropped, so that
+    rerunning it trained another recipe; and its selector, without which the epoch kept was val_auc's."""
+    return shlex.join(
+        [
+            "deepshield",
+            "train",
+            *(["--config", str(settings.config)] if settings.config else []),
+            *(word for override in settings.overrides for word in ("--set", override)),
+            "--params",
+            str(best_yaml),
+            "--set",
+            f"{EXPORT_SELECT}={selector}",
+        ]
+    )
+
+
 def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, echo: Callable[[str], None]):
     """`deepshield train --config <config> --set ... --params best.yaml --set export.select=<--select>`
     into <out>/best, nested under the search's MLflow run: its bundle is the epoch best by the
@@ -435,20 +456,7 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
             )
             shutil.rmtree(run_dir)
     echo(f"training the best parameters at full budget in {run_dir}" + (" (resuming)" if resume else ""))
-    # As a card records it (without this machine's folders): the search's own --set too, which the card's
-    # command dropped, so that rerunning it trained another recipe.
-    command = shlex.join(
-        [
-            "deepshield",
-            "train",
-            *(["--config", str(settings.config)] if settings.config else []),
-            *(word for override in settings.overrides for word in ("--set", override)),
-            "--params",
-            str(best_yaml),
-            "--set",
-            export_select,
-        ]
-    )
+    command = full_budget_command(settings, plan.selector, best_yaml)
     tags = {"deepshield.role": "best", "optuna.study": plan.name}
     result = Trainer(
         config, command=command, parent_run_id=parent_run_id, run_tags=tags, progress=plan.settings.progress
