@@ -830,7 +830,11 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
     assert set(data.val_labels.tolist()) == {0, 1}
     result = trainer.run()
     assert result.progress.global_step == 8 and result.bundle_dir is not None
-    assert OnnxClassifier(result.bundle_dir).card.training.data == [f"prepared dataset {prepared_dataset}"]
+    card = OnnxClassifier(result.bundle_dir).card
+    assert card.training.data == [f"prepared dataset {prepared_dataset}"]
+    # Its card said it was fitted on "real + synthesised fakes", which a run without synthesis never made.
+    assert "real + the prepared datasets' fakes, identity-disjoint" in card.calibration.fitted_on
+    assert "synthesised" not in card.calibration.fitted_on
 
 
 def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):

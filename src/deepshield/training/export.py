@@ -44,7 +44,7 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import ExportConfig, TrainConfig, checkpoint_config, recorded_command
+from deepshield.training.config import DataConfig, ExportConfig, TrainConfig, checkpoint_config, recorded_command
 from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -119,6 +119,18 @@ class FittedCalibration(Fit):
 
 
 MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
+
+
+def manipulation_split(data: DataConfig) -> str:
+    """The face-swap validation split in words, {count} left to fill: its fakes are made from its real faces,
+    and (data.datasets) the prepared datasets' own; a run on those alone (data.synthesize = false) was
+    described as validated on synthesised fakes it never made."""
+    if not data.datasets:
+        return MANIPULATION_SPLIT
+    fakes = "synthesised fakes and the prepared datasets' fakes" if data.synthesize else "the prepared datasets' fakes"
+    return MANIPULATION_SPLIT.replace("synthesised fakes", fakes)
+
+
 SYNTHETIC_SPLIT = (
     "synthetic-face validation split ({count} faces: generated files apart from training and holdout, "
     "identity-disjoint real faces)"
@@ -304,7 +316,7 @@ def export_checkpoint(
     # A frozen synthetic run keeps its parent's manipulation score: calibrated and served as the parent's was.
     parent = checkpoint.get("parent")
     manipulation_export = ExportConfig.model_validate(parent["export"]) if parent else config.export
-    calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export)
+    calibration, manipulation_metrics = _manipulation_calibration(checkpoint, manipulation_export, config.data)
     default_name, default_version = bundle_identity(
         config,
         checkpoint.get("progress", {}).get("run_id"),
@@ -330,7 +342,9 @@ def export_checkpoint(
     return card
 
 
-def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[Calibration, dict[str, float]]:
+def _manipulation_calibration(
+    checkpoint: dict, export: ExportConfig, data: DataConfig
+) -> tuple[Calibration, dict[str, float]]:
     """The manipulation score's calibration and validation figures: fitted on the run's validation
     logits, or (a frozen head on a bundle whose checkpoint was not kept) that bundle's, as shipped."""
     parent = checkpoint.get("parent") or {}
@@ -342,7 +356,12 @@ def _manipulation_calibration(checkpoint: dict, export: ExportConfig) -> tuple[C
     logits = np.asarray(checkpoint["val_logits"], dtype=np.float64)
     real_media = manipulation_real_media(checkpoint.get("benchmark_faces"), export)
     fitted = fit_calibration(
-        labels, logits, checkpoint.get("benchmark_reals", {}), export.threshold_fpr, real_media=real_media
+        labels,
+        logits,
+        checkpoint.get("benchmark_reals", {}),
+        export.threshold_fpr,
+        manipulation_split(data),
+        real_media=real_media,
     )
     metrics = detection_metrics(labels, fitted.scale.probability(logits), fitted.threshold)
     figures = {

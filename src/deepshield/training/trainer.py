@@ -63,6 +63,7 @@ from deepshield.training.export import (
     fit_calibration,
     fit_synthetic_calibration,
     manipulation_real_media,
+    manipulation_split,
     real_file_faces,
     synthetic_flagged,
 )
@@ -725,6 +726,7 @@ class Trainer:
             logits,
             reals,
             config.export.threshold_fpr,
+            manipulation_split(config.data),
             real_media=manipulation_real_media(faces, config.export),
         )
         bench_scores = [
