@@ -39,6 +39,18 @@ def packed(real_dir, tmp_path_factory) -> tuple[Path, Path]:
     return out, work / "cache"
 
 
+def test_the_packed_size_is_said_in_its_own_unit(real_dir, tmp_path, capsys):
+    # A small bank (a first run's, some KB) was said to be "0.0 MB", as if nothing had been packed.
+    from deepshield.media.units import format_bytes
+
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "e.db", tmp_path / "cache")
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    out = tmp_path / "faces.npz"
+    assert main(["facebank", "pack", "--config", str(tmp_path / "config.json"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip()
+    assert out.stat().st_size < 1e6 and said.endswith(f"packed into {out}: {format_bytes(out.stat().st_size)}"), said
+
+
 def test_a_packed_bank_holds_the_built_bank(real_dir, packed):
     out, cache = packed
     policy = CropPolicy(size=48)

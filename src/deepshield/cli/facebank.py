@@ -50,6 +50,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
     from deepshield.errors import DeepShieldError
     from deepshield.faces.crop import CropPolicy
+    from deepshield.media.units import format_bytes
     from deepshield.training.config import load_config
     from deepshield.training.facebank import facebank_for, pack_facebank, packed_source_digests
 
@@ -64,6 +65,6 @@ def run_pack(args: argparse.Namespace) -> int:
     policy = CropPolicy(size=config.model.input_size, scale=config.model.crop_scale)
     size = pack_facebank(bank, policy, args.out, args.quality, packed_source_digests(config.data))
     print(
-        f"{len(bank)} faces ({policy.size} px, crop scale {policy.scale:g}) packed into {args.out}: {size / 1e6:.1f} MB"
+        f"{len(bank)} faces ({policy.size} px, crop scale {policy.scale:g}) packed into {args.out}: {format_bytes(size)}"
     )
     return 0
