@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepshield.cli.main import main
+from deepshield.cli.main import EXIT_USAGE, main
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.training.facebank import (
@@ -49,6 +49,19 @@ def test_the_packed_size_is_said_in_its_own_unit(real_dir, tmp_path, capsys):
     assert main(["facebank", "pack", "--config", str(tmp_path / "config.json"), "--out", str(out)]) == 0
     said = capsys.readouterr().out.strip()
     assert out.stat().st_size < 1e6 and said.endswith(f"packed into {out}: {format_bytes(out.stat().st_size)}"), said
+
+
+def test_a_bank_is_not_packed_into_itself(packed, tmp_path, capsys):
+    # `--max-faces` on a packed bank, written to its own name, replaced it by the subset for good.
+    out, cache = packed
+    bank = tmp_path / "faces.npz"
+    bank.write_bytes(out.read_bytes())
+    config = tiny_config(bank, tmp_path / "run", tmp_path / "e.db", cache)
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    args = ["facebank", "pack", "--config", str(tmp_path / "config.json"), "--out", str(bank), "--max-faces", "2"]
+    assert main(args) == EXIT_USAGE
+    assert "is a packed bank the configuration reads (data.real_dirs)" in capsys.readouterr().err
+    assert bank.read_bytes() == out.read_bytes()
 
 
 def test_a_packed_bank_holds_the_built_bank(real_dir, packed):

@@ -58,6 +58,14 @@ def run_pack(args: argparse.Namespace) -> int:
         raise DeepShieldError(f"--out {args.out}: a packed face bank is an .npz file")
     check_output_file(args.out, "--out")  # before the faces are found
     config = load_config(args.config, config_overrides(args), None)
+    # Packed into itself (a --max-faces subset on the machine the bank was carried to, without the photos),
+    # the bank was replaced by the subset for good, unsaid.
+    read = [config.data.locate(p, "real-face folder or packed face bank") for p in config.data.real_dirs]
+    if any(args.out.resolve() == path.resolve() for path in read):
+        raise DeepShieldError(
+            f"--out {args.out} is a packed bank the configuration reads (data.real_dirs): writing it there would "
+            "replace it; give another file"
+        )
     bank = facebank_for(config, progress=not args.no_progress)
     if args.max_faces and args.max_faces < len(bank):
         rng = np.random.default_rng(config.seed if args.seed is None else args.seed)
