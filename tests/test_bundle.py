@@ -288,8 +288,29 @@ def edit_card(bundle: Path, **changes) -> None:
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(BundleError, match="is not a directory"):
+    with pytest.raises(BundleError, match=r"nowhere does not exist$"):
         OnnxClassifier(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match=r"file is not a directory$"):
+        OnnxClassifier(tmp_path / "file")
+
+
+def test_a_training_runs_outputs_named_as_a_bundle_say_what_to_give(bundle_copy, tmp_path):
+    """`--model runs/x` or `--model runs/x/checkpoints/best.pt`, a first run's guesses, were told only that no
+    bundle was there."""
+    run = tmp_path / "runs" / "x"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "best.pt"
+    checkpoint.write_bytes(b"torch")
+    with pytest.raises(BundleError, match=r"has no model_card.json: a training run's folder without a bundle; make "):
+        OnnxClassifier(run)
+    with pytest.raises(
+        BundleError, match=rf"a training checkpoint; make a bundle of it with `deepshield export {checkpoint}"
+    ):
+        OnnxClassifier(checkpoint)
+    shutil.copytree(bundle_copy, run / "bundle")
+    with pytest.raises(BundleError, match=rf"a training run's folder; its bundle is {run / 'bundle'}$"):
+        OnnxClassifier(run)
 
 
 def test_missing_card(bundle_copy):

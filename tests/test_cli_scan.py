@@ -413,7 +413,7 @@ def test_a_span_of_every_video_is_scanned(capsys, media, tiny_bundle):
 def test_bad_model_is_a_usage_error(capsys, media, tmp_path):
     code, out, err = scan(capsys, str(media / "blank.png"), "--model", str(tmp_path / "no-model"))
     assert code == EXIT_USAGE
-    assert "deepshield: error: model bundle" in err and "is not a directory" in err and out == ""
+    assert "deepshield: error: model bundle" in err and "does not exist" in err and out == ""
 
 
 def test_a_corrupt_bundle_is_refused_before_out_is_emptied(capsys, media, tiny_bundle, tmp_path):
@@ -847,7 +847,7 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert out[1] == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%"
     assert out[2] == "  fitted on: dev-eval/x: 40 files with a face (20 real, 20 fake); 2026-01-02"
     assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE
-    assert "is not a directory" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(

@@ -139,7 +139,7 @@ def test_scan_engine_options_are_checked(capsys, media, tiny_bundle):
     assert (
         main(["scan", str(media / "blank.png"), "--model", str(media / "no-bundle"), "--engine", "ray"]) == EXIT_USAGE
     )
-    assert f"model bundle {media / 'no-bundle'} is not a directory" in capsys.readouterr().err
+    assert f"model bundle {media / 'no-bundle'} does not exist" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- failures per file

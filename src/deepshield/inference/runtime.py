@@ -65,12 +65,28 @@ def _with_default_band(calibration: Calibration) -> Calibration:
     return calibration.model_copy(update={"inconclusive": calibration.band})
 
 
+def _what_to_give(path: Path) -> str:
+    """What a training run's outputs, named where a bundle is asked for, are instead (a first run's
+    `--model runs/x` or `--model runs/x/checkpoints/best.pt` was told only that no bundle was there)."""
+    if path.suffix == ".pt" and path.is_file():
+        return f": a training checkpoint; make a bundle of it with `deepshield export {path} --out BUNDLE`"
+    if (path / "bundle" / CARD_FILE).is_file():
+        return f": a training run's folder; its bundle is {path / 'bundle'}"
+    if (path / "checkpoints").is_dir():
+        return (
+            f": a training run's folder without a bundle; make one with `deepshield export "
+            f"{path / 'checkpoints' / 'best.pt'} --out BUNDLE`"
+        )
+    return ""
+
+
 def read_card(bundle_dir: Path) -> ModelCard:
     card_path = bundle_dir / CARD_FILE
     if not bundle_dir.is_dir():
-        raise BundleError(f"model bundle {bundle_dir} is not a directory")
+        what = "is not a directory" if bundle_dir.exists() else "does not exist"
+        raise BundleError(f"model bundle {bundle_dir} {what}{_what_to_give(bundle_dir)}")
     if not card_path.is_file():
-        raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}")
+        raise BundleError(f"model bundle {bundle_dir} has no {CARD_FILE}{_what_to_give(bundle_dir)}")
     text = read_text(card_path, "model card", BundleError)
     try:
         raw = json.loads(text, object_pairs_hook=unique_keys)  # json keeps the last of a key given twice, silently
