@@ -167,6 +167,7 @@ def test_the_models_record_on_real_media_is_served(detector, tiny_bundle, tmp_pa
             },
         ],
         "validation_auc": 0.93,
+        "validation_fakes": "synthesised fakes",
         "validation_real_flagged": 0.009,
         "synthetic_holdout_auc": None,  # a model without the synthetic-face score
         "synthetic_real_flagged": None,

@@ -816,6 +816,8 @@ def prepared_dataset(tmp_path_factory) -> Path:
 
 
 def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
+    from deepshield.cli.model import describe
+
     config = tiny_config(
         Path("unused"),
         tmp_path / "run",
@@ -835,6 +837,9 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
     # Its card said it was fitted on "real + synthesised fakes", which a run without synthesis never made.
     assert "real + the prepared datasets' fakes, identity-disjoint" in card.calibration.fitted_on
     assert "synthesised" not in card.calibration.fitted_on
+    # So did `deepshield model` and the page: "own synthesised blends (validation)".
+    assert card.record().validation_fakes == "the prepared datasets' fakes"
+    assert "validation: real + the prepared datasets' fakes" in describe(card)
 
 
 def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 def describe(card) -> str:
     from deepshield.evaluation.shown import auc_text
     from deepshield.inference.verdict import ScoreRule
+    from deepshield.models.card import SYNTHESISED_FAKES
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
@@ -109,7 +110,9 @@ def describe(card) -> str:
     if record.validation_auc is not None:
         table.append(
             (
-                "own synthesised blends (validation)",
+                "own synthesised blends (validation)"
+                if record.validation_fakes == SYNTHESISED_FAKES
+                else f"validation: real + {record.validation_fakes}",
                 "-",
                 auc_text(record.validation_auc),
                 share(record.validation_real_flagged),

@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,11 +245,26 @@ class BenchmarkFigures(BaseModel):
     caution: str | None = Field(None, description="when either class has too few files for its intervals to be trusted")
 
 
+SYNTHESISED_FAKES = "synthesised fakes"
+
+
+def validation_fakes(data: Mapping[str, Any]) -> str:
+    """What a face-swap run's validation fakes were, from its configuration's [data] (as a card records it):
+    made from its real faces, and (data.datasets) the prepared datasets' own."""
+    if not data.get("datasets"):
+        return SYNTHESISED_FAKES
+    prepared = "the prepared datasets' fakes"
+    return f"{SYNTHESISED_FAKES} and {prepared}" if data.get("synthesize", True) else prepared
+
+
 class ModelRecord(BaseModel):
     """What a card's metrics say about real media, set by set, beside its synthetic validation."""
 
     benchmarks: list[BenchmarkFigures]
-    validation_auc: float | None = Field(None, description="face AUC on its own synthesised blends")
+    validation_auc: float | None = Field(None, description="face AUC on its own validation split (validation_fakes)")
+    validation_fakes: str = Field(
+        SYNTHESISED_FAKES, description="the validation split's fakes: synthesised, or a prepared dataset's"
+    )
     validation_real_flagged: float | None = Field(None, description="share of validation real faces flagged")
     synthetic_holdout_auc: AucFigure | None = Field(
         None,
@@ -349,6 +364,7 @@ class ModelCard(StrictModel):
         return ModelRecord(
             benchmarks=figures,
             validation_auc=metrics.get("val_auc"),
+            validation_fakes=validation_fakes(self.manipulation_training().config.get("data", {})),
             validation_real_flagged=metrics.get("real_fpr_validation"),
             synthetic_holdout_auc=auc("synthetic_holdout_auc"),
             synthetic_real_flagged=metrics.get("synthetic_real_fpr"),

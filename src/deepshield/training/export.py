@@ -34,12 +34,14 @@ from deepshield.faces.crop import CropPolicy
 from deepshield.inference.video_rule import VideoRule
 from deepshield.models.card import (
     PREPARED_ENTRY,
+    SYNTHESISED_FAKES,
     Calibration,
     InconclusiveBand,
     ModelCard,
     SyntheticScoreInfo,
     TrainingInfo,
     card_outputs,
+    validation_fakes,
 )
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
@@ -118,17 +120,13 @@ class FittedCalibration(Fit):
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
 
 
-MANIPULATION_SPLIT = "validation split ({count} faces: real + synthesised fakes, identity-disjoint)"
+MANIPULATION_SPLIT = f"validation split ({{count}} faces: real + {SYNTHESISED_FAKES}, identity-disjoint)"
 
 
 def manipulation_split(data: DataConfig) -> str:
-    """The face-swap validation split in words, {count} left to fill: its fakes are made from its real faces,
-    and (data.datasets) the prepared datasets' own; a run on those alone (data.synthesize = false) was
-    described as validated on synthesised fakes it never made."""
-    if not data.datasets:
-        return MANIPULATION_SPLIT
-    fakes = "synthesised fakes and the prepared datasets' fakes" if data.synthesize else "the prepared datasets' fakes"
-    return MANIPULATION_SPLIT.replace("synthesised fakes", fakes)
+    """The face-swap validation split in words, {count} left to fill: a run on prepared datasets' fakes alone
+    (data.synthesize = false) was described as validated on synthesised fakes it never made."""
+    return MANIPULATION_SPLIT.replace(SYNTHESISED_FAKES, validation_fakes(data.model_dump()))
 
 
 SYNTHETIC_SPLIT = (
