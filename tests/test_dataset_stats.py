@@ -517,6 +517,19 @@ def test_a_split_given_no_share_is_not_warned_of_as_empty(biased: Path, capsys):
     assert split_warnings(by_split, shares, (0.8, 0.1, 0.1))[0].startswith("split val is empty")
 
 
+def test_a_split_warning_says_what_to_do():
+    # "split test has no fake faces" and "(too few groups for the requested ratios?)" said nothing of a way out.
+    from deepshield.data.stats import split_warnings
+
+    shares = {"real": 3, "fake": 2}
+    by_split = {"train": shares, "val": dict.fromkeys(("real", "fake"), 0), "test": {"real": 1, "fake": 0}}
+    assert split_warnings(by_split, shares, (0.8, 0.1, 0.1)) == [
+        "split val is empty: too few groups (people or videos) for the --split fractions; add data or change --split",
+        "split test has no fake faces, which evaluate and calibrate need there: add fake files of more people or "
+        "videos, or prepare again with another --split or --seed",
+    ]
+
+
 def test_downsample_says_why_a_split_is_left_unbalanced(tmp_path: Path):
     # 1 real face against 50 of one fake video: "0 crops removed ... after real 1, fake 50", and no word why.
     write_info(tmp_path, DatasetInfo())

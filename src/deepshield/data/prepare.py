@@ -44,7 +44,7 @@ from deepshield.data.sources import (
     read_source,
     root_keys,
 )
-from deepshield.data.split import apply_split, split_counts
+from deepshield.data.split import apply_split, empty_split_warning, split_counts
 from deepshield.engines import Engine
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import file_sha256, real_path
@@ -86,9 +86,7 @@ class PrepareSummary:
                 f"{len(self.unreadable)} file{'' if len(self.unreadable) == 1 else 's'} could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
             )
         for split in self.empty_splits:
-            out.append(
-                f"split {split} is empty: too few groups (people or videos) for the --split fractions; add data or change --split"
-            )
+            out.append(empty_split_warning(split))
         return out
 
 

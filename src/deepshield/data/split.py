@@ -37,6 +37,24 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return (values[0] / total, values[1] / total, values[2] / total)
 
 
+def empty_split_warning(split: str) -> str:
+    """Said by prepare and dataset stats alike (stats asked "too few groups for the requested ratios?")."""
+    return (
+        f"split {split} is empty: too few groups (people or videos) for the --split fractions; add data or change "
+        "--split"
+    )
+
+
+def one_label_split_warning(split: str, missing: Sequence[str]) -> str:
+    """A split without one label: its figures (evaluate, calibrate, compare --split) need both, and
+    `dataset balance` adds to train only, so the way out is more groups, or another split."""
+    labels = " and no ".join(missing)
+    return (
+        f"split {split} has no {labels} faces, which evaluate and calibrate need there: add {labels} files of more "
+        "people or videos, or prepare again with another --split or --seed"
+    )
+
+
 def group_label_counts(records: Sequence[CropRecord]) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
     for record in records:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from deepshield.data.layout import DatasetLayout, atomic_file, atomic_write_text
 from deepshield.data.manifest import ALREADY_HELD, SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
+from deepshield.data.split import empty_split_warning, one_label_split_warning
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -90,11 +91,11 @@ def split_warnings(
         if not sum(counts.values()):
             if shares.get(split, 1) <= 0:
                 continue
-            out.append(f"split {split} is empty (too few groups for the requested ratios?)")
+            out.append(empty_split_warning(split))
             continue
         missing = [label for label in LABELS if by_label.get(label) and not counts.get(label)]
         if missing:
-            out.append(f"split {split} has no {' and no '.join(missing)} faces")
+            out.append(one_label_split_warning(split, missing))
     return out
 
 
