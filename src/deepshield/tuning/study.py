@@ -460,7 +460,5 @@ def train_best(plan: SearchPlan, best_yaml: Path, parent_run_id: str | None, ech
     tags = {"deepshield.role": "best", "optuna.study": plan.name}
     result = Trainer(
         config, command=command, parent_run_id=parent_run_id, run_tags=tags, progress=plan.settings.progress
-    ).run(resume=resume)
-    if result.bundle_dir:
-        echo(f"bundle written to {result.bundle_dir}")
+    ).run(resume=resume)  # which says where its bundle went (said here again, it was said twice)
     return result
