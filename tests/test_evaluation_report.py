@@ -348,8 +348,12 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
         )
         == EXIT_OK
     )
-    assert "crop policy" in capsys.readouterr().err
-    assert "crop policy" in (out / "report.html").read_text()
+    err = capsys.readouterr().err
+    assert "crop policy" in err and "crop policy" in (out / "report.html").read_text()
+    # It said the scores would not match, and not what to do about it.
+    assert re.search(
+        r"; prepare its sources into another folder with --crop-size \d+ --crop-scale [\d.]+, or give", err
+    )
     assert (
         main(["evaluate", str(other), "--model", str(tiny_bundle), "--out", str(out), "--perturb", "jpeg:50"])
         == EXIT_USAGE

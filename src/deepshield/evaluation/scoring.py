@@ -602,7 +602,9 @@ class PreparedCrops:
         if info.crop_policy != self.policy:
             message = (
                 f"the dataset's crops were cut with crop policy {info.crop_policy.model_dump()} but the model expects "
-                f"{self.policy.model_dump()}: scores will not match what the model gives on raw media"
+                f"{self.policy.model_dump()}: scores will not match what the model gives on raw media; prepare "
+                f"its sources into another folder with --crop-size {self.policy.size} --crop-scale {self.policy.scale:g}"
+                f"{' --align' if self.policy.align else ''}, or give the raw media"
             )
             self.warn(message)
             self.notes.append(message)
