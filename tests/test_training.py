@@ -842,6 +842,17 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
     assert "validation: real + the prepared datasets' fakes" in describe(card)
 
 
+def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dataset, tmp_path):
+    """Each splits its photos its own way: one trained on through the bank was validated on through the
+    dataset (the epoch and the threshold chosen on it), unsaid."""
+    real = prepared_dataset.parent / "raw" / "real"
+    config = tiny_config(
+        real, tmp_path / "run", tmp_path / "b.db", tmp_path / "cache", **{"data.datasets": f'["{prepared_dataset}"]'}
+    )
+    with pytest.raises(DeepShieldError, match=r"8 photos are both real faces of data.real_dirs and sources of a prep"):
+        Trainer(config)._build_data()
+
+
 def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):
     config = tiny_config(
         Path("unused"),

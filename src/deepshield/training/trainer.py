@@ -235,7 +235,18 @@ class Trainer:
             train_reals.append(train_prepared.reals)
             val_reals.append(val_prepared.reals)
             train_pool, val_pool = train_prepared.fakes, val_prepared.fakes
-            training_files += prepared_source_files(datasets)
+            prepared_files = prepared_source_files(datasets)
+            # The bank and each dataset split their photos each their own way: one in both was trained on
+            # through one and validated on through the other, the epoch and threshold chosen on it, unsaid.
+            both = sorted({p.resolve() for p in training_files} & {p.resolve() for p in prepared_files})
+            if both:
+                raise DeepShieldError(
+                    f"{len(both)} photos are both real faces of data.real_dirs and sources of a prepared dataset "
+                    f"(data.datasets), e.g. {both[0]}: each splits them its own way, so a photo trained on through one "
+                    "could be validated on through the other; leave their folder out of data.real_dirs (a prepared "
+                    "dataset's real faces are synthesised from too)"
+                )
+            training_files += prepared_files
         if not train_reals:
             raise DeepShieldError("no training data: set data.real_dirs and/or data.datasets")
         donors = None
