@@ -1993,3 +1993,36 @@ def test_a_file_named_through_a_link_is_scanned_once_under_the_first_name(capsys
         path.symlink_to(tmp_path / "missing.png")
     code, out, _ = scan(capsys, *map(str, broken), "--model", str(tiny_bundle), "--format", "json")
     assert [row["path"] for row in json.loads(out)] == list(map(str, broken))  # each a broken link, said
+
+
+def test_a_videos_faces_are_its_counted_people_in_the_table_csv_json_and_page(capsys, astronaut, tiny_bundle, tmp_path):
+    """One person all through a video and a stray face in two of its 8 frames (too few to count): the table, the
+    CSV and JSON said 2 faces beside the page's "2 people (1 counted)"; all say 1 counted person now."""
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    frames = [
+        np.hstack([np.roll(small, 2 * i, axis=1), small if i in (3, 4) else np.full_like(small, 90)]) for i in range(8)
+    ]
+    video = write_video(tmp_path / "stray.mp4", frames)
+    page, rows = tmp_path / "scan.html", tmp_path / "rows.csv"
+    code, out, _ = scan(
+        capsys,
+        str(video),
+        "--model",
+        str(tiny_bundle),
+        "--frames",
+        "8",
+        "--html",
+        str(page),
+        "--out",
+        str(rows),
+        "--format",
+        "csv",
+    )
+    assert code == EXIT_OK
+    assert [row["faces"] for row in csv.DictReader(rows.open())] == ["1"]
+    assert "1 person counted (2 seen)" in page.read_text()
+    code, out, _ = scan(capsys, str(video), "--model", str(tiny_bundle), "--frames", "8")
+    header, row = out.splitlines()[:2]
+    assert row[header.index("FACES") :].split()[0] == "1"  # columns are aligned; a caution holds spaces
+    code, out, _ = scan(capsys, str(video), "--model", str(tiny_bundle), "--frames", "8", "--format", "json")
+    assert [row["faces"] for row in json.loads(out)] == [1]

@@ -32,7 +32,9 @@ class ScanRow(BaseModel):
     probability: float | None = None  # the manipulation score
     synthetic_probability: float | None = None  # the synthetic-face score (a two-output model)
     verdict_driver: str | None = None  # "manipulation" / "synthetic": the score that set the verdict
-    faces: int | None = None  # faces (image) or face tracks (video)
+    # Faces (image) or counted people (video): the tracks that take part in the verdict, as the page and --html
+    # count them (a person and two stray one-frame tracks read 3 here beside "3 people (1 counted)" there).
+    faces: int | None = None
     cautions: str | None = None  # its faces' (counted people's) cautions, "; "-joined: what the table and CSV lacked
     part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
     declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
@@ -232,7 +234,6 @@ def scan_file(
         return ScanRow(path=str(path), status="error", sha256=sha256, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a scan must survive any one file
         return ScanRow(path=str(path), status="error", sha256=sha256, error=f"{type(exc).__name__}: {exc}")
-    count = len(result.faces) if isinstance(result, ImageResult) else len(result.tracks)
     judged = result.faces if isinstance(result, ImageResult) else [t for t in result.tracks if t.counted]
     cautions = "; ".join(dict.fromkeys(caution for face in judged for caution in face.cautions)) or None
     metadata = result.metadata
@@ -246,7 +247,7 @@ def scan_file(
         probability=result.verdict.probability,
         synthetic_probability=result.verdict.synthetic_probability,
         verdict_driver=result.verdict.verdict_driver,
-        faces=count,
+        faces=len(judged),
         cautions=cautions,
         part=None if isinstance(result, ImageResult) else result.analysed.part,
         declared_source=None if declared is None else declared.code,

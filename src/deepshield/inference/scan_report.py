@@ -245,8 +245,9 @@ def _file(row: ScanRow, earlier: str | None = None) -> str:
         )
     verdict = result.verdict
     facts = _facts(row)
-    if isinstance(result, VideoResult) and (uncounted := sum(not track.counted for track in result.tracks)):
-        facts[1] += f" ({len(result.tracks) - uncounted} counted)"  # "4 people" where 2 were stray detections
+    if isinstance(result, VideoResult) and len(result.tracks) > (row.faces or 0):
+        # row.faces counts the people counted; the tracks seen too briefly to count are said beside them.
+        facts[1] += f" counted ({len(result.tracks)} seen)"
     if isinstance(result, VideoResult) and result.video.has_audio:
         facts.append("sound not analysed")
     metadata = result.metadata
