@@ -900,10 +900,10 @@ def test_a_video_cut_short_says_how_many_frames_could_be_decoded(detector, astro
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])  # a download cut short
     intact = detector.analyze_video(whole, frames=8)
-    assert intact.sampled_frames == 8 and "could be decoded" not in intact.verdict.reason
+    assert intact.sampled_frames == 8 and "could be decoded" not in intact.verdict.reason and not intact.video.damaged
     result = detector.analyze_video(cut, frames=8)
     assert result.analysed.whole and result.video.duration_s == pytest.approx(4.0, abs=0.1)  # the header's claims
-    assert 0 < result.sampled_frames < 8
+    assert 0 < result.sampled_frames < 8 and result.video.damaged
     assert result.verdict.reason.endswith(
         f"; only {result.sampled_frames} of the 8 frames sampled could be decoded: the file may be damaged or cut short"
     )
@@ -952,3 +952,20 @@ def test_tables_and_reports_show_a_score_on_its_side_of_its_band():
         "50.0%",  # on an edge: at one place (its string matched the edge's at every place: "50.0000%")
     ]
     assert terms.shown_score(0.1339, synthetic=True) == "13.39%" and terms.shown_score(0.3, synthetic=True) == "30.0%"
+
+
+def test_a_mirrored_video_says_so_in_its_result(detector, astronaut, tmp_path):
+    """The file's orientation and damage were read, then left out of the result's video summary: a front camera's
+    mirrored recording had its boxes in a mirrored frame with nothing in the JSON saying so."""
+    import struct
+
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    path = write_video(tmp_path / "plain.mp4", [small] * 5)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 44  # a version-0 track header's matrix: a b u c d v x y w
+    data[at : at + 20] = struct.pack(">5i", -0x10000, 0, 0, 0, 0x10000)  # mirrored left to right
+    mirrored = tmp_path / "mirrored.mp4"
+    mirrored.write_bytes(bytes(data))
+    summary = json.loads(detector.analyze_video(mirrored, frames=2).model_dump_json())["video"]
+    assert summary["mirrored"] is True and summary["damaged"] is False and summary["rotation"] == 0
+    assert json.loads(detector.analyze_video(path, frames=2).model_dump_json())["video"]["mirrored"] is False

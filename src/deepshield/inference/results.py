@@ -263,8 +263,18 @@ class VideoSummary(BaseModel):
     fps: float
     frame_count: int
     duration_s: float
-    rotation: int
+    rotation: int = Field(description="degrees clockwise the frames are turned to show upright, as a player shows them")
+    mirrored: bool = Field(
+        False,
+        description="the file's display matrix mirrors the picture left to right before turning it (a front "
+        "camera's recording): frames are mirrored so, as a player shows them, before faces are found",
+    )
     codec: str
+    damaged: bool = Field(
+        False,
+        description="packets failed to decode, or the stream ended before the frames it says it has (a file cut "
+        "short): frames were lost, and the verdict's reason says so where they were samples",
+    )
     has_audio: bool = Field(False, description="the file carries sound: it is not analysed (faces only)")
     pixel_aspect: float = Field(
         1.0,
