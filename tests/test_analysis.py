@@ -18,6 +18,7 @@ from deepshield.errors import VideoSpanError
 from deepshield.faces.detector import Box, Face
 from deepshield.inference.analysis import Detector
 from deepshield.inference.cautions import face_cautions
+from deepshield.inference.heatmap import cam_to_heatmap
 from deepshield.inference.runtime import OnnxClassifier
 from deepshield.inference.tracking import LOOK_DISTANCE_LIMIT, associate, face_look, look_distance
 from deepshield.inference.verdict import shown_probability
@@ -969,3 +970,17 @@ def test_a_mirrored_video_says_so_in_its_result(detector, astronaut, tmp_path):
     summary = json.loads(detector.analyze_video(mirrored, frames=2).model_dump_json())["video"]
     assert summary["mirrored"] is True and summary["damaged"] is False and summary["rotation"] == 0
     assert json.loads(detector.analyze_video(path, frames=2).model_dump_json())["video"]["mirrored"] is False
+
+
+def test_a_video_makes_a_heatmap_for_each_persons_peak_frame_alone(detector, face_video, monkeypatch):
+    """Every face of every sampled frame kept a full-size heatmap (128 frames of 32 faces: 820 MB) though a
+    person shows only its peak frame's: one heatmap is made per person now, that of its peak frame, as before."""
+    logits = [0.1, -0.5, 2.5, 0.3, -1.0, 1.0, 0.0, -2.0]  # one face a frame, the peak the third
+    made = []
+    monkeypatch.setattr(analysis, "cam_to_heatmap", lambda *args: made.append(args) or cam_to_heatmap(*args))
+    result = Detector(ScriptedClassifier(logits, temperature=2.0), detector.faces).analyze_video(face_video, frames=8)
+    (track,) = result.tracks
+    assert track.frames_seen == 8 and len(made) == 1
+    assert track.peak_frame_index == result.timeline[2].frame_index
+    np.testing.assert_allclose(track.heatmap, sigmoid(2.5, 2.0), rtol=1e-5)  # the peak face's flat CAM
+    assert track.heatmap.shape == (32, 32) and track.crop.shape == (32, 32, 3)

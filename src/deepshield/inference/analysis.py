@@ -203,12 +203,14 @@ class Detector:
     def model_name(self) -> str:
         return f"{self.card.name} {self.card.version}"
 
-    def _score_faces(self, found: FrameFaces, keep_pixels: bool) -> list[list[FaceResult]]:
-        """Every found face scored in one batch, as results grouped per frame."""
+    def _score_faces(
+        self, found: FrameFaces, keep_pixels: bool, heatmaps: bool
+    ) -> tuple[list[list[FaceResult]], list[list[NDArray[Any]]]]:
+        """Every found face scored in one batch, as results grouped per frame, with each face's CAM grouped
+        alike (`heatmaps`: each result carries its heatmap, made from its CAM, too)."""
         if not found.crops:
-            return [[] for _ in found.faces]
+            return [[] for _ in found.faces], [[] for _ in found.faces]
         scores = self.classifier.score(found.pixels, synthetic_crops=found.synthetic_crops)
-        size, calibration = self.card.crop_policy.size, self.card.calibration
         synthetic, synthetic_logits = scores.synthetic_probabilities, scores.synthetic_logits
         results: list[FaceResult] = []
         for flat, (index, face) in enumerate((i, f) for faces in found.faces for i, f in enumerate(faces)):
@@ -240,10 +242,14 @@ class Detector:
                     ),
                     crop=found.crops[flat].pixels if keep_pixels else None,
                     crop_padding=found.crops[flat].padding,
-                    heatmap=cam_to_heatmap(scores.cams[flat], size, calibration) if keep_pixels else None,
+                    heatmap=self._heatmap(scores.cams[flat]) if heatmaps else None,
                 )
             )
-        return found.split(results)
+        return found.split(results), found.split(list(scores.cams))
+
+    def _heatmap(self, cam: NDArray[Any]) -> NDArray[Any]:
+        """A face's heatmap over its crop, from its CAM (FaceResult.heatmap)."""
+        return cam_to_heatmap(cam, self.card.crop_policy.size, self.card.calibration)
 
     def _suspicion(
         self, label: VerdictLabel, driver: VerdictDriver, probability: float, synthetic: float | None
@@ -346,7 +352,8 @@ class Detector:
             metadata = image_metadata(source, self.trust_anchors)
         image = decoded.pixels
         found = find_faces([image], self.faces, self.card.crop_policy, max_faces=self.max_faces)
-        face_results = self._score_faces(found, keep_pixels=heatmaps)[0]
+        scored, _ = self._score_faces(found, keep_pixels=heatmaps, heatmaps=heatmaps)
+        face_results = scored[0]
         worst_synthetic = _highest(f.synthetic_probability for f in face_results)
         verdict = self._verdict(max((f.probability for f in face_results), default=None), worst_synthetic, "face")
         # The face behind the verdict: by the score that made its call (a synthetic-face call too).
@@ -424,7 +431,9 @@ class Detector:
             max_faces=self.max_faces,
         )
         report(0.7, "scoring faces")
-        scored = self._score_faces(found, keep_pixels=True)
+        # A heatmap is shown for each person's peak frame alone: made for it from its CAM, not for every face
+        # (224 x 224 floats each: 128 frames of 32 faces held 820 MB of them).
+        scored, cams = self._score_faces(found, keep_pixels=True, heatmaps=False)
         report(0.95, "aggregating")
         members = [[(sampled[pos], scored[pos][face_pos]) for pos, face_pos in track.members] for track in found.tracks]
         vote = self.video_rule.aggregate([[face.probability for _, face in m] for m in members], len(sampled))
@@ -457,12 +466,16 @@ class Detector:
             synthetic_score = None if synthetic_vote is None else synthetic_vote.scores[position]
             verdict = self._combine(score, synthetic_score)
             # The frame shown and looked closer at is where the score behind the person's verdict peaks.
-            peak_frame, peak_face = max(
-                track_members,
+            peak = max(
+                range(len(track_members)),
                 key=lambda member: (
-                    (member[1].synthetic_probability or 0.0) if verdict.driver == "synthetic" else member[1].probability
+                    (track_members[member][1].synthetic_probability or 0.0)
+                    if verdict.driver == "synthetic"
+                    else track_members[member][1].probability
                 ),
             )
+            peak_frame, peak_face = track_members[peak]
+            peak_at, peak_place = track.members[peak]
             not_counted_reason = vote.not_counted_reasons[position]
             track_results.append(
                 TrackResult(
@@ -490,7 +503,7 @@ class Detector:
                         verdict.synthetic_label,
                     ),
                     crop=peak_face.crop,
-                    heatmap=peak_face.heatmap,
+                    heatmap=self._heatmap(cams[peak_at][peak_place]),
                 )
             )
         timeline = [
