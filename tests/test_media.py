@@ -1918,3 +1918,19 @@ def test_a_long_videos_length_is_said_in_seconds_and_clock_time():
     assert refusal(3725.4, VideoSpan(0, 3700)).startswith("the span to analyse is 3700 s (1:01:40) long")
     assert refusal(1200.0, VideoSpan(1300)) == "the video is 1200 s (20:00) long: nothing to analyse from 1300 s on"
     assert video_length(4) == "4 s" and video_length(0.6) == "0.6 s" and video_length(75.4) == "75.4 s (1:15.4)"
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("mkv", "matroska"), ("ts", "mpegts")])
+def test_a_varying_frame_rates_frames_are_counted_where_the_container_does_not_say(tmp_path, suffix, fmt):
+    """Matroska, WebM and MPEG-TS give no frame count: it was the duration times a rate guessed from the first
+    timestamps or declared (a long varying-rate recording, 6 fps on average, read 2 fps and a third of its
+    frames, and the page said so). Its frames are counted, and their average rate is its rate."""
+    times = [(i // 6) + (0, 0.05, 0.1, 0.15, 0.2, 0.5)[i % 6] for i in range(300)]  # bursts: 6 frames a second
+    frames = [np.full((32, 32, 3), i % 250, np.uint8) for i in range(300)]
+    path = write_timed_video(tmp_path / f"vfr.{suffix}", frames, times, fmt, rate=30)
+    info, sampled = sample_frames(path, 8)
+    assert info.frame_count == 300 and info.fps == pytest.approx(300 / 49.5, rel=0.01)
+    assert len(sampled) == 8 and not info.damaged
+    assert sampled[-1].timestamp_s > 0.8 * info.duration_s
+    steady = write_timed_video(tmp_path / f"steady.{suffix}", frames[:40], [i / 10 for i in range(40)], fmt, rate=10)
+    assert (probe_video(steady).fps, probe_video(steady).frame_count) == (10.0, 40)  # a constant rate: as stated

@@ -260,8 +260,14 @@ class TimelinePoint(BaseModel):
 class VideoSummary(BaseModel):
     width: int = Field(description="a frame's width as stored (before rotation and pixel_aspect)")
     height: int = Field(description="a frame's height as stored")
-    fps: float
-    frame_count: int
+    fps: float = Field(
+        description="frames per second: the stream's stated rate, or, where a varying rate does not fit its counted "
+        "frames over its duration, their average"
+    )
+    frame_count: int = Field(
+        description="the stream's frames, as the container says or counted from its packets (Matroska, WebM, "
+        "MPEG-TS); estimated from duration x fps only for a file that cannot be read to its end"
+    )
     duration_s: float
     rotation: int = Field(description="degrees clockwise the frames are turned to show upright, as a player shows them")
     mirrored: bool = Field(

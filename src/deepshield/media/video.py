@@ -64,7 +64,9 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    frame_count: int  # exact when the container says so, else estimated from duration x fps
+    # Exact when the container says so or its packets are counted (Matroska, WebM, MPEG-TS), else estimated
+    # from duration x fps (a file that cannot be read to its end).
+    frame_count: int
     # Until the picture's last frame ends, on the file's clock (from picture_start_s on: the picture's own
     # length is duration_s - picture_start_s); 0 where unknown.
     duration_s: float
@@ -208,7 +210,7 @@ def picture_stream(container: av.container.InputContainer) -> av.VideoStream:
     raise CorruptMediaError("file has no video stream")
 
 
-def _info(container: av.container.InputContainer) -> VideoInfo:
+def _info(container: av.container.InputContainer, max_frames: int) -> VideoInfo:
     stream = picture_stream(container)
     if stream.codec_context is None:  # a damaged header (a renamed box) leaves the stream without a codec
         raise CorruptMediaError("its video stream names no codec that can be decoded (the file is damaged)")
@@ -234,6 +236,15 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
     else:
         duration = 0.0
     frames = int(stream.frames or 0)
+    # (A stream with no duration either, raw H.264, is thinned as it is read: _sample_sequentially.)
+    if frames <= 0 < duration and (counted := _counted_frames(container.name, max_frames)) is not None:
+        # Matroska, WebM and MPEG-TS say no frame count, and their rate is a guess from the first timestamps
+        # or a declared default: a varying rate's (6 fps on average) read 2 fps, its 3,600 frames 1,200, and
+        # the page said so. Counted, the frames are known, and where the rate does not fit them over the
+        # picture's duration, their average rate is the rate (a constant rate's stays as stated).
+        frames = counted
+        if abs(fps * duration - frames) > max(1.0, 0.01 * frames):
+            fps = frames / duration
     if frames <= 0 and fps > 0:
         frames = round(duration * fps)
     if fps <= 0 and frames > 0 and duration > 0:
@@ -280,6 +291,22 @@ def _picture_start_s(container: av.container.InputContainer, stream: av.VideoStr
     return max(0.0, picture - min(sound))
 
 
+def _counted_frames(path: str, most: int) -> int | None:
+    """The first video stream's frames, counted from its packets (the demuxer alone: nothing is decoded; about
+    10 us a packet). None where the file cannot be read to its end or holds more than `most` (refused later as
+    it is read, not counted here)."""
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            counted = 0
+            for packet in container.demux(picture_stream(container)):
+                counted += packet.size > 0  # each stream ends with an empty packet, not a frame
+                if counted > most:
+                    return None
+            return counted or None
+    except av.error.FFmpegError:
+        return None
+
+
 def _measured_end_s(path: str) -> float | None:
     """When the first video stream's last packet ends, in seconds of the stream's own clock, read from its
     last keyframe on (the demuxer alone: nothing is decoded). None where the file cannot seek or says none."""
@@ -302,7 +329,7 @@ def _measured_end_s(path: str) -> float | None:
 def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoInfo:
     """Container facts, plus the rotation read from the first decodable frame (a few ms)."""
     with _open(Path(path), limits) as container:
-        info = _info(container)
+        info = _info(container, limits.max_frames)
         try:
             for frame in container.decode(picture_stream(container)):
                 return _with_frame_rotation(info, frame)
@@ -630,7 +657,7 @@ def sample_frames(
     if is_animation(path):
         return sample_animation(path, n, limits, on_frame, span)
     with _open(path, limits) as container:
-        info = _info(container)
+        info = _info(container, limits.max_frames)
         check_limits(info, limits, span)
         pixel_cap = held_pixel_cap(info, _frames_held(info, n, span), limits)
         if _can_seek(info):
