@@ -122,6 +122,38 @@ def test_csv_has_the_summary_fields(capsys, media, tiny_bundle):
     assert rows[1]["sha256"] == hashlib.sha256((media / "blank.png").read_bytes()).hexdigest() != rows[0]["sha256"]
 
 
+def test_a_csv_row_says_why_its_file_got_no_face_as_json_does(capsys, media, tiny_bundle):
+    files = (str(media / "astronaut.jpg"), str(media / "blank.png"))
+    _, out, _ = scan(capsys, *files, "--model", str(tiny_bundle), "--format", "csv")
+    face, faceless = csv.DictReader(io.StringIO(out))
+    _, out, _ = scan(capsys, *files, "--model", str(tiny_bundle), "--format", "json")
+    reasons = [row["result"]["verdict"]["reason"] for row in json.loads(out)]
+    assert [face["reason"], faceless["reason"]] == reasons
+    assert faceless["verdict"] == "no_face" and "faces narrower than about 100 px" in faceless["reason"]
+
+
+def test_resume_goes_on_in_a_csv_written_before_the_reason_column(capsys, media, tiny_bundle, tmp_path):
+    from deepshield.cli.scan import EARLIER_CSV_FIELDS
+
+    out = tmp_path / "older.csv"
+    code, _, _ = scan(
+        capsys, str(media / "astronaut.jpg"), "--model", str(tiny_bundle), "--format", "csv", "--out", str(out)
+    )
+    older = io.StringIO(newline="")
+    writer = csv.DictWriter(older, fieldnames=EARLIER_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(csv.DictReader(io.StringIO(out.read_text(), newline="")))
+    out.write_text(older.getvalue(), newline="")
+    files = (str(media / "astronaut.jpg"), str(media / "blank.png"))
+    code, _, err = scan(capsys, *files, "--model", str(tiny_bundle), "--format", "csv", "--out", str(out), "--resume")
+    assert code == EXIT_OK, err
+    assert "1 file already in" in err
+    reader = csv.reader(io.StringIO(out.read_text(), newline=""))
+    header, *rows = list(reader)
+    assert tuple(header) == EARLIER_CSV_FIELDS and all(len(row) == len(header) for row in rows)  # still one table
+    assert [Path(row[0]).name for row in rows] == ["astronaut.jpg", "blank.png"]
+
+
 def test_table_is_the_default(capsys, media, tiny_bundle):
     code, out, _ = scan(capsys, str(media / "blank.png"), "--model", str(tiny_bundle))
     assert code == EXIT_OK
@@ -132,6 +164,10 @@ def test_table_is_the_default(capsys, media, tiny_bundle):
     assert line.split()[1:9] == ["image", "no_face", "-", "-", "-", "-", "0", "-"]
     assert blank == "" and meaning.startswith(
         "no_signs_found does not prove a file authentic (the model misses many face edits and many newer face swaps)"
+    )
+    assert meaning.endswith(
+        "no_face: no face was found, so nothing was checked: the CSV's reason column and --format json say where "
+        "none was found and why faces go unfound."
     )
     assert "not detect fully AI-generated faces, lip-sync without blending, or manipulated audio" in scope
     # A model without the synthetic-face score: no score drives a verdict but the one it has, so DRIVER is "-".

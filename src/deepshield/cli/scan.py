@@ -50,6 +50,7 @@ SUMMARY_FIELDS = (
     "verdict_driver",
     "faces",
     "cautions",
+    "reason",
     "part",
     "declared_source",
     "declared_in",
@@ -58,6 +59,8 @@ SUMMARY_FIELDS = (
     "elapsed_ms",
     "error",
 )
+# The columns of a CSV written before the reason column: --resume goes on appending rows in them.
+EARLIER_CSV_FIELDS = tuple(name for name in SUMMARY_FIELDS if name != "reason")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,8 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 STREAMED_FORMATS = ("jsonl", "csv")
 
 
-def _summary(row) -> dict:
-    return {name: getattr(row, name) for name in SUMMARY_FIELDS}
+def _summary(row, fields: tuple[str, ...] = SUMMARY_FIELDS) -> dict:
+    return {name: getattr(row, name) for name in fields}
 
 
 def _json_row(row) -> dict:
@@ -177,17 +180,28 @@ def _from_text_cell(text: str | None) -> str | None:
     return text[1:] if text and text.startswith("'") else text
 
 
-def render_row(row, fmt: str) -> str:
-    """One row of a streamed format (jsonl, csv), with its newline."""
+def render_row(row, fmt: str, fields: tuple[str, ...] = SUMMARY_FIELDS) -> str:
+    """One row of a streamed format (jsonl, csv), with its newline; `fields`: a CSV's columns (a resumed one's)."""
     if fmt == "jsonl":
         return json.dumps(_json_row(row), separators=(",", ":")) + "\n"
     buffer = io.StringIO()
-    csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS).writerow({k: _as_text_cell(v) for k, v in _summary(row).items()})
+    cells = {k: _as_text_cell(v) for k, v in _summary(row, fields).items()}
+    csv.DictWriter(buffer, fieldnames=fields).writerow(cells)
     return buffer.getvalue()
 
 
-def csv_header() -> str:
-    return ",".join(SUMMARY_FIELDS) + "\r\n"  # as csv.DictWriter.writeheader writes it
+def csv_header(fields: tuple[str, ...] = SUMMARY_FIELDS) -> str:
+    return ",".join(fields) + "\r\n"  # as csv.DictWriter.writeheader writes it
+
+
+def csv_fields(out: Path) -> tuple[str, ...]:
+    """The columns rows are appended in to a CSV --out that --resume continues (`finished_rows` has read it):
+    an earlier version's without the reason column keeps its own, so that it stays one table."""
+    if not out.is_file():
+        return SUMMARY_FIELDS
+    with open(out, "rb") as handle:
+        first = handle.readline()
+    return EARLIER_CSV_FIELDS if first == csv_header(EARLIER_CSV_FIELDS).encode() else SUMMARY_FIELDS
 
 
 def render(rows: list, fmt: str, has_synthetic: bool) -> str:
@@ -212,7 +226,11 @@ def finished_rows(out: Path, fmt: str) -> dict[str, ScanRow]:
     complete = data[: _rows_end(data, fmt)]
     text = complete.decode("utf-8", errors=NAME_BYTES)
     lines = text.splitlines()
-    if fmt == "csv" and lines and lines[0] != csv_header().rstrip("\r\n"):
+    if (
+        fmt == "csv"
+        and lines
+        and lines[0] not in (csv_header(f).rstrip("\r\n") for f in (SUMMARY_FIELDS, EARLIER_CSV_FIELDS))
+    ):
         first = shown_name(lines[0] if len(lines[0]) <= 80 else lines[0][:80] + "...")  # a photo's bytes too
         raise DeepShieldError(
             f"{out} was written with other columns ({first}); --resume appends only to a CSV with this "
@@ -328,7 +346,8 @@ def table_note(has_synthetic: bool = False, declares: bool = False, terms=None, 
     meaning = (
         f"no_signs_found does not prove a file authentic ({BLIND_SPOT}); inconclusive: the score behind it lies "
         "in its uncertain "
-        f"band{band}, too close to call."
+        f"band{band}, too close to call. no_face: no face was found, so nothing was checked: the CSV's reason "
+        "column and --format json say where none was found and why faces go unfound."
     )
     caution = (
         f"CAUTION: take care with that file's score ({CAUTION_NAMES}): the CSV's cautions column and "
@@ -455,12 +474,15 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     )
     earlier_folder = Path.cwd()
     earlier = {}
+    fields: tuple[str, ...] = SUMMARY_FIELDS
     continuing = args.resume and out_is_file and not made  # (an --out made by its lock holds no rows)
     kept_settings = continuing and ScanSettings.path_beside(args.out).is_file()
     if continuing:  # (settings left beside an --out since deleted are not this scan's)
         # Settings first: finished_rows cuts off a last row cut short, and a file refused is left as it was.
         earlier_folder = settings.continued(args.out)
         earlier = finished_rows(args.out, args.format)
+        if args.format == "csv":
+            fields = csv_fields(args.out)
     page = None
     if args.html is not None:  # a resumed scan's page shows the earlier files too, from their rows
         synthetic = None if card.synthetic is None else ScoreRule.from_calibration(card.synthetic.calibration)
@@ -582,7 +604,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 else:  # written as each file finishes: a killed scan keeps its rows
                     check_out_kept()
                     try:
-                        stream.write(render_row(row, args.format))
+                        stream.write(render_row(row, args.format, fields))
                         stream.flush()
                     except OSError as exc:  # a full disk: a pipe's reader gone (BrokenPipeError) is not this
                         if not out_is_file or isinstance(exc, BrokenPipeError):

@@ -36,6 +36,7 @@ class ScanRow(BaseModel):
     # count them (a person and two stray one-frame tracks read 3 here beside "3 people (1 counted)" there).
     faces: int | None = None
     cautions: str | None = None  # its faces' (counted people's) cautions, "; "-joined: what the table and CSV lacked
+    reason: str | None = None  # its verdict's reason (a no_face one: where none was found, why faces go unfound)
     part: str | None = None  # "12:30 to 14:00" when only that part of a video was analysed
     declared_source: str | None = None  # the IPTC digital source type the file declares (metadata, not scored)
     declared_in: str | None = None  # where: content_credentials / ingredient (a file it was made from) / xmp (unsigned)
@@ -249,6 +250,7 @@ def scan_file(
         verdict_driver=result.verdict.verdict_driver,
         faces=len(judged),
         cautions=cautions,
+        reason=result.verdict.reason,
         part=None if isinstance(result, ImageResult) else result.analysed.part,
         declared_source=None if declared is None else declared.code,
         declared_in=None if declared is None else declared.row_place(),
