@@ -364,3 +364,16 @@ def test_out_that_may_be_written_in_a_folder_that_may_not_gets_the_comparison(
     pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled)]
     assert main([*pair, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]) == 0
     assert json.loads(out.read_text())[0]["standing"]
+
+
+def test_the_shipped_model_is_a_candidate_named_default_as_everywhere(
+    capsys, tiny_bundle, labelled, tmp_path, monkeypatch
+):
+    # `--against default` worked, a candidate `default` was refused: "model bundle default does not exist".
+    import deepshield.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime, "DEFAULT_BUNDLE", tiny_bundle)
+    code = main(
+        ["compare", "default", "--against", str(tiny_bundle), "--on", str(labelled), "--cache-dir", str(tmp_path / "c")]
+    )
+    assert code == 0 and "+0.000 [+0.000, +0.000]" in capsys.readouterr().out

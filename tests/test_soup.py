@@ -278,3 +278,14 @@ def test_a_soup_carries_no_rate_of_its_ingredients(tmp_path):
         "dev-eval/never-scored",
         "dev-eval/dfdc-sample",
     ]
+
+
+def test_the_shipped_model_is_named_default_as_every_command_names_it(tmp_path, monkeypatch, capsys):
+    # `--model default` worked everywhere, `soup default OTHER` was refused: "model bundle default does not exist".
+    import deepshield.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime, "DEFAULT_BUNDLE", _bundle(tmp_path / "shipped", seed=1))
+    other = _bundle(tmp_path / "b", seed=2)
+    assert deepshield(["soup", "default", str(other), "--out", str(tmp_path / "soup")]) == 0
+    assert "b1 1.0.0 x 0.5, b2 1.0.0 x 0.5" in capsys.readouterr().out
+    assert read_card(tmp_path / "soup").training.command.startswith("deepshield soup default ")

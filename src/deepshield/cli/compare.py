@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepshield.cli.args import (
+    bundle_folder,
     check_output_file,
     check_tracking_store,
     given_path,
@@ -47,7 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: deepshield compare runs/new/bundle --on labelled/swaps labelled/edits --fail-unless-ahead",
     )
-    parser.add_argument("candidates", nargs="+", type=given_path, metavar="CANDIDATE", help="model bundle folder(s)")
+    parser.add_argument(
+        "candidates",
+        nargs="+",
+        type=bundle_folder,
+        metavar="CANDIDATE",
+        help="model bundle folder(s) ('default': the shipped model)",
+    )
     parser.add_argument(
         "--on",
         nargs="+",
@@ -115,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     frames, min_face_size = set_options(args)
     check_tracking_store(args)  # before the scoring, which a store it cannot log to refused after
     baseline, *candidates = score_bundles(
-        [bundle_dir(args.against), *args.candidates],
+        [bundle_dir(bundle) for bundle in (args.against, *args.candidates)],
         args.sets,
         args.cache_dir,
         frames,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from deepshield.cli.args import bundle_version, given_path
+from deepshield.cli.args import bundle_folder, bundle_version, given_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: deepshield soup bundle-a bundle-b --weights 0.5 0.5 --out soup --name my-model --version 2.0.0",
     )
     parser.add_argument(
-        "bundles", nargs="+", type=given_path, metavar="BUNDLE", help="two or more model bundle folders"
+        "bundles",
+        nargs="+",
+        type=bundle_folder,
+        metavar="BUNDLE",
+        help="two or more model bundle folders ('default': the shipped model)",
     )
     parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
     parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
@@ -33,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_soup(args: argparse.Namespace) -> int:
+    from deepshield.inference.runtime import bundle_dir
     from deepshield.models.card import check_bundle_folder
     from deepshield.training.config import portable_path
     from deepshield.training.soup import make_soup, write_soup
@@ -45,7 +50,7 @@ def run_soup(args: argparse.Namespace) -> int:
     command = "deepshield " + shlex.join(
         [*words, "--out", portable_path(args.out), "--name", args.name, "--version", args.version]
     )
-    soup = make_soup(args.bundles, args.weights, args.name, args.version, command)
+    soup = make_soup([bundle_dir(bundle) for bundle in args.bundles], args.weights, args.name, args.version, command)
     card = write_soup(soup, args.out)
     shares = ", ".join(f"{i.name} {i.version} x {i.weight:.3g}" for i in card.training.soup)
     # Said where it happens: the help's word alone, and a soup of two-score bundles served no synthetic-face score.
