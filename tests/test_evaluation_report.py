@@ -156,6 +156,7 @@ def test_metrics_json_is_the_typed_summary(report):
     )  # one class: left out
     assert summary.headline("file")["file_auc_low"] == m["file"]["metrics"]["auc"]["low"]
     assert "synthetic" not in m and summary.synthetic is None  # a one-output bundle has no synthetic-face score
+    assert m["settings"]["positive_class"] == "fake: a score ≥ the threshold is called fake"  # the page alone said it
     with pytest.raises(ValidationError, match="threshhold"):
         EvaluationSummary.model_validate({**m, "settings": {**m["settings"], "threshhold": 0.4}})
 
@@ -988,12 +989,14 @@ def test_the_terminal_says_how_files_without_a_face_enter_the_file_level():
     clean = {0: -2.0, 2: 1.5, 3: 0.5, 4: 2.0, 5: 3.0}  # file 1, a real, has no face
     scored = one_face_per_file([0, 0, 0, 1, 1, 1], {"clean": clean})
     for policy, line in (
-        ("exclude", "file level (5 samples, threshold 0.500; 1 file without a face left out):"),
-        ("zero", "file level (6 samples, threshold 0.500; 1 file without a face scored 0):"),
+        ("exclude", "file level (5 samples, threshold 0.500, score ≥ is called fake; 1 file without a face left out):"),
+        ("zero", "file level (6 samples, threshold 0.500, score ≥ is called fake; 1 file without a face scored 0):"),
     ):
         printed = io.StringIO()
         print_summary(summarize(scored, EvaluationSettings(bootstrap=0, no_face=policy)), printed)
         assert line in printed.getvalue() and "face level (5 samples, threshold 0.500):" in printed.getvalue()
+        # Which class is positive: said once, as the page says it (recall, precision read either way without it).
+        assert printed.getvalue().count("score ≥ is called fake") == 1
 
 
 def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
@@ -1043,9 +1046,8 @@ def test_a_one_class_set_prints_the_share_it_calls_right_as_the_page_does():
         printed = io.StringIO()
         print_summary(summary, printed)
         interval = f"[{block.low:.3f}, {block.high:.3f}]"
-        assert f"file level (4 samples, threshold 0.500): {what} {interval}; metrics need both classes" in (
-            printed.getvalue()
-        )
+        called = "threshold 0.500, score ≥ is called fake"
+        assert f"file level (4 samples, {called}): {what} {interval}; metrics need both classes" in (printed.getvalue())
         assert f"face level (4 samples, threshold 0.500): {what} {interval}" in printed.getvalue()
 
 

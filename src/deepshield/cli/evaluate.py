@@ -287,6 +287,7 @@ def list_failed_files(summary, shown: int = 10) -> None:
 def print_summary(summary, out=None) -> None:
     """The headline figures of an EvaluationSummary on the terminal."""
     from deepshield.evaluation.report import METRIC_LABELS
+    from deepshield.evaluation.summary import CALLED_FAKE
 
     out = out or sys.stdout  # looked up per call: a default bound at import goes stale when stdout is swapped
 
@@ -313,8 +314,9 @@ def print_summary(summary, out=None) -> None:
         if without
         else ""
     )
+    called = f", {CALLED_FAKE}"  # said once, on the first heading: which class the figures count as positive
     for level, block in (("file", summary.file), ("face", summary.face)):
-        within = f"threshold {summary.settings.threshold:.3f}" + (no_face if level == "file" else "")
+        within = f"threshold {summary.settings.threshold:.3f}{called}" + (no_face if level == "file" else "")
         # Named: above the synthetic-face score's lines, "file level" alone read as the verdict's figures.
         heading = f"face-swap score, {level} level ({block.count} samples, {within})"
         if not block.metrics:
@@ -323,10 +325,12 @@ def print_summary(summary, out=None) -> None:
             what = "detection rate" if block.detection_rate else "true-negative rate"
             figure = f"{heading}: {what} {cell(rate)}; " if rate else f"{level} level: "
             print(f"{figure}{block.error or 'no metrics'}", file=out)
+            called = "" if rate else called
             if block.caution:
                 print(f"  caution: {block.caution}", file=out)
             continue
         print(f"{heading}:", file=out)
+        called = ""
         if block.caution:
             print(f"  caution: {block.caution}", file=out)
         for name in names:

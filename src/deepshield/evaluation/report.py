@@ -28,6 +28,7 @@ from deepshield.evaluation.metrics import METRIC_NAMES
 from deepshield.evaluation.scoring import CLEAN, ScoredSet
 from deepshield.evaluation.shown import fraction_text
 from deepshield.evaluation.summary import (
+    CALLED_FAKE,
     Confusion,
     EvaluationSettings,
     EvaluationSummary,
@@ -603,7 +604,7 @@ def render_html(
             "".join(
                 f"<tr><th class=l scope=row>{_e(k)}</th><td class=l>{_e(v)}</td></tr>"
                 for k, v in (
-                    ("face-swap score's threshold (score ≥ is called fake)", f"{s.threshold:.4f}"),
+                    (f"face-swap score's threshold ({CALLED_FAKE})", f"{s.threshold:.4f}"),
                     ("its temperature", _calibration_figure(model.temperature)),
                     (
                         "its offset (probability = sigmoid((logit − offset) / temperature))",

@@ -55,6 +55,11 @@ from deepshield.models.card import InconclusiveBand
 NoFacePolicy = Literal["exclude", "zero"]
 NO_FACE_POLICIES: tuple[NoFacePolicy, ...] = ("exclude", "zero")
 
+# Which class is positive, in the words the page, the terminal and metrics.json say it: the figures (recall,
+# precision, the confusion matrix) read the wrong way round without it.
+CALLED_FAKE = "score ≥ is called fake"
+POSITIVE_CLASS = "fake: a score ≥ the threshold is called fake"
+
 
 @dataclass(frozen=True)
 class EvaluationSettings:
@@ -231,6 +236,7 @@ class ModelInfo(_Strict):
 
 class SummarySettings(_Strict):
     threshold: float
+    positive_class: str = POSITIVE_CLASS  # absent from a metrics.json written before it was said
     video_rule: VideoRuleKind
     video_rule_text: str
     compared_rules: list[VideoRuleKind]
@@ -560,6 +566,7 @@ def summarize(
         "model": model or ModelInfo(),
         "settings": {
             "threshold": settings.threshold,
+            "positive_class": POSITIVE_CLASS,
             "video_rule": rule.kind,
             "video_rule_text": rule.describe(),
             "compared_rules": list(settings.rules),
