@@ -103,11 +103,14 @@ def main() -> int:
                 catches = catches_at_equal_false_alarms(results, args.caught_with_reals)
                 report[name]["caught_with_reals_flagged"] = [asdict(c) for c in catches]
                 for c in catches:
-                    print(
-                        f"    {c.benchmark}: fakes caught (of {c.fakes}) with at most "
-                        f"{'/'.join(map(str, c.caught))} of {c.reals} reals flagged: {'/'.join(map(str, c.caught.values()))}",
-                        flush=True,
-                    )
+                    if c.caught:
+                        print(
+                            f"    {c.benchmark}: fakes caught (of {c.fakes}) with at most {'/'.join(map(str, c.caught))} "
+                            f"of {c.reals} reals flagged: {'/'.join(map(str, c.caught.values()))}",
+                            flush=True,
+                        )
+                    if nothing := c.nothing_to_compare():
+                        print(f"    {nothing}", flush=True)
             if not first:
                 first = results
                 continue

@@ -380,6 +380,42 @@ def test_catches_at_equal_false_alarms_are_counted_per_set_below_its_reals():
     assert (catches.benchmark, catches.reals, catches.fakes) == ("edits", 6, 4)
     # none flagged: above 2 (2.5); one: above 1 (1.5 too); two: above 0 (0.5 too); 6 and 9 are not below 6 reals
     assert catches.caught == {0: 1, 1: 2, 2: 3}
+    # 6 and 9 were dropped without a word (benchmark_bundle.py printed nothing for them): said as compare says it
+    assert catches.beyond_reals == (6, 9)
+    assert catches.nothing_to_compare() == (
+        "edits with at most 6 or 9 of 6 real files flagged: every real file may be, and every fake caught: "
+        "nothing to compare"
+    )
+
+
+def test_benchmark_bundle_says_a_k_at_or_above_a_sets_reals_compares_nothing(monkeypatch, capsys, tmp_path):
+    from tests.script_support import load_script
+
+    script = load_script("benchmark_bundle")
+    edits = _image_benchmark("edits", [0] * 2 + [1] * 2)
+
+    from types import SimpleNamespace
+
+    logits = np.array([-1.0, 1.0, 2.0, -2.0])
+    scored = SimpleNamespace(  # the one bundle score_bundles gives: its label, card and calibrated logits
+        label="b 1",
+        bundle="b",
+        results=[BenchmarkScores(edits, edits.scored(logits, 1.0))],
+        card=SimpleNamespace(calibration=SimpleNamespace(threshold=0.5)),
+        logits=lambda: {"edits": logits},
+    )
+    monkeypatch.setattr(script, "score_bundles", lambda *args: [scored])
+    monkeypatch.setenv("DEEPSHIELD_DATA_ROOT", str(tmp_path))
+    (tmp_path / "x").mkdir()
+    monkeypatch.setattr(
+        "sys.argv", ["benchmark_bundle", "b", "--benchmarks", "x", "--caught-with-reals", "1", "2", "5"]
+    )
+    assert script.main() == 0
+    printed = capsys.readouterr().out
+    assert "edits: fakes caught (of 2) with at most 1 of 2 reals flagged: 1" in printed
+    assert (
+        "edits with at most 2 or 5 of 2 real files flagged: every real file may be, and every fake caught: " in printed
+    )
 
 
 def test_a_real_media_threshold_keeps_a_band_near_it():

@@ -249,12 +249,8 @@ def describe(comparison: Comparison) -> str:
                 f"{base_catch.benchmark} with at most {k} of {base_catch.reals} real files flagged: fakes caught "
                 f"(of {base_catch.fakes}) baseline {base_catch.caught[k]}, candidate {cand_catch.caught[k]}"
             )
-        # A K the set's reals do not exceed was left out without a word (--caught-with-reals 1 5 on 1 real video).
-        if beyond := [k for k in comparison.reals_flagged if k >= base_catch.reals]:
-            lines.append(
-                f"{base_catch.benchmark} with at most {' or '.join(map(str, beyond))} of {base_catch.reals} real "
-                "files flagged: every real file may be, and every fake caught by both: nothing to compare"
-            )
+        if nothing := base_catch.nothing_to_compare(" by both"):
+            lines.append(nothing)
     if "bench_auc" not in comparison.differences:
         lines.append("TIED: no set has both real and fake files, so there is no AUC to compare")
     else:

@@ -382,20 +382,34 @@ class CatchesAtEqualFalseAlarms:
     reals: int
     fakes: int
     caught: dict[int, int]  # k -> fake files caught
+    beyond_reals: tuple[int, ...] = ()  # the k asked for at or above its number of reals: nothing measured
+
+    def nothing_to_compare(self, caught_by: str = "") -> str | None:
+        """What a k at or above the set's number of reals measures (nothing): said, not left out without a
+        word (--caught-with-reals 1 5 on a set of one real video printed nothing for it)."""
+        if not self.beyond_reals:
+            return None
+        return (
+            f"{self.benchmark} with at most {' or '.join(map(str, self.beyond_reals))} of {self.reals} real files "
+            f"flagged: every real file may be, and every fake caught{caught_by}: nothing to compare"
+        )
 
 
 def catches_at_equal_false_alarms(
     results: list[BenchmarkScores], reals_flagged: Iterable[int], rule: VideoRule = VideoRule()
 ) -> list[CatchesAtEqualFalseAlarms]:
     """Per benchmark with real and fake files, the catch count at each allowed number of flagged real files
-    (those below its number of reals): how two models compare where verdicts are made, file by file."""
+    (those below its number of reals; the others are its beyond_reals): how two models compare where verdicts
+    are made, file by file."""
     out = []
     for result in results:
         _, (labels, scores, _) = _levels(result.scored, rule)
         reals, fakes = int((labels == 0).sum()), int((labels == 1).sum())
         if reals and fakes:
-            caught = {k: caught_with_reals_flagged(labels, scores, k) for k in sorted(set(reals_flagged)) if k < reals}
-            out.append(CatchesAtEqualFalseAlarms(result.benchmark.name, reals, fakes, caught))
+            asked = sorted(set(reals_flagged))
+            caught = {k: caught_with_reals_flagged(labels, scores, k) for k in asked if k < reals}
+            beyond = tuple(k for k in asked if k >= reals)
+            out.append(CatchesAtEqualFalseAlarms(result.benchmark.name, reals, fakes, caught, beyond))
     return out
 
 

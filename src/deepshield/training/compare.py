@@ -160,7 +160,6 @@ class Comparison:
     differences: dict[str, PairedDifference]
     baseline_catches: list[CatchesAtEqualFalseAlarms]
     candidate_catches: list[CatchesAtEqualFalseAlarms]
-    reals_flagged: tuple[int, ...] = ()  # the K asked for (a set's catches hold those below its number of reals)
 
     @property
     def standing(self) -> Standing:
@@ -184,5 +183,4 @@ def compare(
         paired_comparison(baseline.results, candidate.results, resamples=resamples),
         catches_at_equal_false_alarms(baseline.results, caught_with_reals),
         catches_at_equal_false_alarms(candidate.results, caught_with_reals),
-        tuple(sorted(set(caught_with_reals))),
     )
