@@ -124,6 +124,23 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     assert config.optim.lr == float(best[0].data.params["optim.lr"])
     assert config.optim.epochs == 2
     assert parent.data.tags["best.trial"] in {r.data.tags["optuna.trial_number"] for r in trials}
+    # The best trial's own run says so (only the parent's best.trial named it)
+    assert [r.data.tags["optuna.trial_number"] for r in trials if r.data.tags.get("best") == "true"] == [
+        parent.data.tags["best.trial"]
+    ]
+
+
+def test_the_best_tag_moves_to_a_later_best_trials_run(tmp_path):
+    from deepshield.tracking.tracker import MlflowTracker
+    from deepshield.tuning.parent_run import mark_best_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    parent = MlflowTracker(uri, "tags", run_name="search")
+    first, second = (MlflowTracker(uri, "tags", run_name=n, parent_run_id=parent.run_id) for n in ("t0", "t1"))
+    mark_best_trial(parent, first.run_id)
+    mark_best_trial(parent, second.run_id)  # a resumed search's new best
+    tagged = [t.run_id for t in (parent, first, second) if parent.client.get_run(t.run_id).data.tags.get("best")]
+    assert tagged == [second.run_id]
 
 
 def test_train_best_resumes_a_run_that_only_runs_differently_and_restarts_another_recipe(workspace, tmp_path):

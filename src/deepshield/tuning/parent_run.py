@@ -10,8 +10,11 @@ import logging
 import optuna
 
 from deepshield.tuning.storage import ATTR_PARENTS, safe_url
+from deepshield.tuning.trials import MLFLOW_RUN_ID
 
 log = logging.getLogger(__name__)
+
+BEST_TAG = "best"  # "true" on the best trial's own run, and on no other trial's run of the search
 
 
 def start_parent_run(study: optuna.Study, plan):
@@ -65,6 +68,7 @@ def log_parent(tracker, report, final: dict[str, int], selector, status: str) ->
             tracker.set_tags(
                 {"best.trial": str(report.best.number), "best.params": json.dumps(report.best.params, sort_keys=True)}
             )
+        mark_best_trial(tracker, None if report.best is None else report.best.user_attrs.get(MLFLOW_RUN_ID))
         tracker.log_metrics(metrics)
         if report.notes:
             tracker.set_tags({"search.notes": " | ".join(report.notes)[:5000]})
@@ -75,3 +79,19 @@ def log_parent(tracker, report, final: dict[str, int], selector, status: str) ->
             tracker.finish(status)
         except Exception as exc:  # noqa: BLE001 - as above
             log.warning("could not end the search's MLflow run: %s", exc)
+
+
+def mark_best_trial(tracker, best_run_id: str | None) -> None:
+    """Tag the best trial's own run best=true, and take the tag off any other trial run of the search (a
+    resumed search's new best): only the parent's best.trial named it, so the trials' runs, listed in MLflow's
+    UI and search_runs, did not say which one won."""
+    client = tracker.client
+    experiment = client.get_run(tracker.run_id).info.experiment_id
+    marked = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{tracker.run_id}' and tags.{BEST_TAG} = 'true'"
+    )
+    for run in marked:
+        if run.info.run_id != best_run_id:
+            client.delete_tag(run.info.run_id, BEST_TAG)
+    if best_run_id:
+        client.set_tag(best_run_id, BEST_TAG, "true")
