@@ -429,8 +429,13 @@ def test_a_small_face_is_scored_with_a_caution(detector, astronaut):
     (small,) = detector.analyze_image(cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)).faces
     width = small.box[2] - small.box[0]
     assert large.box[2] - large.box[0] >= 100 and large.cautions == []
+    # The figures are the shipped model's: another model (the test's) was quoted them as its own
     assert width < 100 and small.cautions == [
         f"small face ({width:.0f} px wide): real faces were flagged far more often the smaller they were "
+        "(measured with the shipped model, not this one)"
+    ]
+    assert face_cautions([60], 0, [0.9], measured=True) == [
+        "small face (60 px wide): real faces were flagged far more often the smaller they were "
         "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
     ]
     assert face_cautions([60, 105, 110], 0, [0.9]) == []  # a person: the median width is judged
@@ -984,3 +989,19 @@ def test_a_video_makes_a_heatmap_for_each_persons_peak_frame_alone(detector, fac
     assert track.peak_frame_index == result.timeline[2].frame_index
     np.testing.assert_allclose(track.heatmap, sigmoid(2.5, 2.0), rtol=1e-5)  # the peak face's flat CAM
     assert track.heatmap.shape == (32, 32) and track.crop.shape == (32, 32, 3)
+
+
+def test_the_cautions_quote_the_shipped_models_figures_for_it_alone(tiny_bundle, monkeypatch, tmp_path):
+    """ "6.4% at 70 px" was said beside any model's small face: figures measured with the shipped model."""
+    import shutil
+
+    import deepshield.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime, "DEFAULT_BUNDLE", tiny_bundle)  # the test's bundle as the shipped one
+    copy = shutil.copytree(tiny_bundle, tmp_path / "copy")  # wherever it was copied
+    for threshold, measured in ((None, True), (0.3, False)):  # at other thresholds: other rates
+        with Detector.from_bundle(copy, threshold=threshold) as detector:
+            assert detector.measured is measured
+    monkeypatch.setattr(runtime, "DEFAULT_BUNDLE", tmp_path / "none")
+    with Detector.from_bundle(tiny_bundle) as detector:
+        assert not detector.measured

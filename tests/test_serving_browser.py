@@ -474,7 +474,7 @@ def test_a_small_face_is_shown_with_its_caution(page, server, astronaut, tmp_pat
     page.wait_for_selector(".face-card")
     caution = page.inner_text(".face-card [data-role=cautions]")
     assert re.fullmatch(r"Take care: small face \(\d+ px wide\): real faces were flagged far more often the smaller "
-                        r"they were \(6\.4% at 70 px and 3\.4% at 90 px wide, under 1% from 160 px\)\.", caution), caution  # fmt: skip
+                        r"they were \(measured with the shipped model, not this one\)\.", caution), caution  # fmt: skip
     large = cv2.resize(astronaut, (640, 640), interpolation=cv2.INTER_CUBIC)
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "large.jpg", large)))
     page.wait_for_function("() => document.getElementById('result-file').innerText.includes('large.jpg')")

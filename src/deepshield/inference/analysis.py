@@ -33,7 +33,7 @@ from deepshield.inference.results import (
     headline,
     scope,
 )
-from deepshield.inference.runtime import OnnxClassifier, bundle_dir
+from deepshield.inference.runtime import OnnxClassifier, bundle_dir, is_shipped
 from deepshield.inference.verdict import (
     SEVERITY,
     CombinedVerdict,
@@ -118,6 +118,16 @@ class Detector:
             self.synthetic_rule = ScoreRule.from_calibration(synthetic.calibration, synthetic_threshold)
         elif synthetic_threshold is not None:
             raise ValueError("a synthetic-face threshold was given, but this model has no synthetic-face score")
+        # The cautions quote figures measured with the shipped model at its own thresholds: said for it alone.
+        self.measured = (
+            is_shipped(classifier.card)
+            and self.manipulation_rule.threshold == classifier.card.calibration.threshold
+            and (
+                synthetic is None
+                or self.synthetic_rule is None
+                or self.synthetic_rule.threshold == synthetic.calibration.threshold
+            )
+        )
         self.image_limits = image_limits
         self.video_limits = video_limits
         self.video_rule = video_rule
@@ -239,6 +249,7 @@ class Detector:
                         [face.score],
                         [found.crops[flat].padding],
                         verdict.synthetic_label,
+                        self.measured,
                     ),
                     crop=found.crops[flat].pixels if keep_pixels else None,
                     crop_padding=found.crops[flat].padding,
@@ -501,6 +512,7 @@ class Detector:
                         [face.detection_score for _, face in track_members],
                         [face.crop_padding for _, face in track_members],
                         verdict.synthetic_label,
+                        self.measured,
                     ),
                     crop=peak_face.crop,
                     heatmap=self._heatmap(cams[peak_at][peak_place]),

@@ -53,6 +53,13 @@ class Seen:
     detection_scores: Sequence[float]
     paddings: Sequence[float]
     synthetic_call: str | None  # the synthetic-face score's own call; None: a model without it
+    # Whether the model is the one the cautions' figures were measured on (the shipped one, at its own
+    # thresholds): another's rates are its own, and quoting the shipped model's read as this model's.
+    measured: bool = False
+
+    def figures(self, measured: str) -> str:
+        """The measured figures of a caution, for the model they were measured on; else where they come from."""
+        return measured if self.measured else "measured with the shipped model, not this one"
 
 
 # Each caution's sentence after the words that name it (Caution.starts).
@@ -64,7 +71,7 @@ def _small(seen: Seen) -> str | None:
         return None
     return (
         f"({width:.0f} px wide): real faces were flagged far more often the smaller they were "
-        "(6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px)"
+        f"({seen.figures('6.4% at 70 px and 3.4% at 90 px wide, under 1% from 160 px')})"
     )
 
 
@@ -86,8 +93,8 @@ def _tight(seen: Seen) -> str | None:
         return None
     return (
         f"({share:.0%} of the face's crop lies past the picture's edge): the synthetic-face score "
-        "misses generated faces framed so more often (of 150, 113 caught cut close to the face and 20 of 100 cut "
-        "closer, 124 framed whole)"
+        "misses generated faces framed so more often "
+        f"({seen.figures('of 150, 113 caught cut close to the face and 20 of 100 cut closer, 124 framed whole')})"
     )
 
 
@@ -138,9 +145,11 @@ def face_cautions(
     detection_scores: Sequence[float],
     paddings: Sequence[float] = (),
     synthetic_call: str | None = None,
+    measured: bool = False,
 ) -> list[str]:
     """For one face (one width, one detector confidence, one crop's padding) or one person of a video (those
     it was seen with, their medians judged). `synthetic_call`: the synthetic-face score's own call, None for a
-    model without it (a tightly framed face is cautioned unless that score flagged it anyway)."""
-    seen = Seen(widths_px, turned_deg, detection_scores, paddings, synthetic_call)
+    model without it (a tightly framed face is cautioned unless that score flagged it anyway). `measured`:
+    the model is the one the figures were measured on (Seen.measured)."""
+    seen = Seen(widths_px, turned_deg, detection_scores, paddings, synthetic_call, measured)
     return [sentence for caution in CAUTIONS if (sentence := caution.sentence(seen)) is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -31,6 +32,20 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 def bundle_dir(bundle: Path | str | None) -> Path:
     """The folder of a bundle as named by a caller (--model, Detector.from_bundle): None or "default" is the shipped model."""
     return DEFAULT_BUNDLE if bundle is None or bundle == "default" else Path(bundle)
+
+
+def is_shipped(card: ModelCard) -> bool:
+    """Whether `card` is the shipped model's (wherever its bundle was copied): the figures measured on that
+    model (the cautions') are its own, not another's."""
+    return card == _shipped_card(DEFAULT_BUNDLE)
+
+
+@functools.cache
+def _shipped_card(folder: Path) -> ModelCard | None:
+    try:
+        return read_card(folder)
+    except BundleError:  # an installation without it: no model is the shipped one
+        return None
 
 
 @dataclass(frozen=True)
