@@ -856,12 +856,12 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert main(["model", "--model", str(bundle)]) == EXIT_OK
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "tiny-test 0.0.1 (tiny, 64 px faces)"
-    assert out[3] == "license: Weights: research use only (trained on a test set). Code: Apache-2.0."  # it was left out
-    assert (
-        out[1]
-        == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0% (not calibrated: the defaults; `deepshield calibrate` fits them)"
-    )
-    assert out[2] == "synthetic-face score: not in this model"
+    assert out[4] == "license: Weights: research use only (trained on a test set). Code: Apache-2.0."  # it was left out
+    assert out[1:3] == [
+        "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%",
+        "  fitted on: the tests' terms",
+    ]
+    assert out[3] == "synthetic-face score: not in this model"
     table = out[out.index("") + 1 :]
     assert table[0].split() == ["LABELLED", "SET", "FILES", "AUC", "FACES", "AUC", "REALS", "FLAGGED"]
     assert table[1].split() == ["dev-eval/modern-swaps", "0.60", "[0.43,", "0.74]", "0.73", "4.6%"]

@@ -149,6 +149,7 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     page.wait_for_selector("[data-role=model-name]")
     assert page.inner_text("[data-role=model-name]") == "Model tiny-test 0.0.1"
     assert page.inner_text("[data-role=threshold]") == "Face-swap threshold 50.0%"
+    assert page.locator("[data-role=not-calibrated]").count() == 0  # a calibrated model's scores
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "astronaut.jpg", astronaut)))
     page.wait_for_selector(".face-card")
@@ -1012,6 +1013,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
         body["limits"]["min_face_px"] = 77
         body["scope"] = "This model judges SCOPEWORD only."
         body["terms"]["threshold"] = 0.77
+        body["terms"]["calibrated"] = False  # a soup's: its verdicts are called with the defaults
         body["terms"]["inconclusive"] = {**body["terms"]["inconclusive"], "low": 0.5, "high": 0.88}
         body["job_error_statuses"] = {**body["job_error_statuses"], "corrupt_media": 499}
         route.fulfill(json=body)
@@ -1026,6 +1028,7 @@ def test_page_takes_what_the_server_owns_from_healthz(page, server, tmp_path):
     page.wait_for_selector("[data-role=band]")
     assert page.inner_text("[data-role=threshold]") == "Face-swap threshold 77.0%"
     assert page.inner_text("[data-role=band]") == "Face-swap inconclusive 50.0%–88.0%"
+    assert page.inner_text("[data-role=not-calibrated]") == "Face-swap scores not calibrated"
 
     page.set_input_files("#file-input", str(_jpeg(tmp_path / "wall.jpg", np.full((200, 300, 3), 170, np.uint8))))
     page.wait_for_selector("[data-role=no-face]")

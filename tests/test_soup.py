@@ -289,3 +289,36 @@ def test_the_shipped_model_is_named_default_as_every_command_names_it(tmp_path, 
     assert deepshield(["soup", "default", str(other), "--out", str(tmp_path / "soup")]) == 0
     assert "b1 1.0.0 x 0.5, b2 1.0.0 x 0.5" in capsys.readouterr().out
     assert read_card(tmp_path / "soup").training.command.startswith("deepshield soup default ")
+
+
+def test_a_soups_verdicts_say_its_scores_are_not_calibrated(tmp_path, capsys, astronaut):
+    # scan, serve and the Python API called a soup's verdicts with temperature 1 and threshold 50% unsaid.
+    from PIL import Image
+
+    from deepshield.inference.analysis import Detector
+    from deepshield.models.card import NOT_CALIBRATED
+
+    soup = tmp_path / "soup"
+    assert (
+        deepshield(["soup", str(_bundle(tmp_path / "a", 1)), str(_bundle(tmp_path / "b", 2)), "--out", str(soup)]) == 0
+    )
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(astronaut).save(photo)
+    capsys.readouterr()
+    page = tmp_path / "page.html"
+    args = ["scan", str(photo), "--model", str(soup), "--format", "json", "--html", str(page)]
+    assert deepshield(args) == 0
+    out, err = capsys.readouterr()
+    assert err.count(NOT_CALIBRATED) == 1 and f"warning: model soup 0.0.0: {NOT_CALIBRATED}" in err
+    (row,) = json.loads(out)
+    assert row["result"]["calibrated"] is False
+    assert f"model soup 0.0.0 ({NOT_CALIBRATED})" in page.read_text()
+    with Detector.from_bundle(soup) as detector:
+        assert detector.scoring_terms().calibrated is False  # the API's results and /healthz carry it
+    calibrated = _bundle(tmp_path / "c", 3)
+    card = json.loads((calibrated / "model_card.json").read_text())
+    card["calibration"]["fitted_on"] = "a labelled set"
+    (calibrated / "model_card.json").write_text(json.dumps(card))
+    assert deepshield(["scan", str(photo), "--model", str(calibrated), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert "calibrated" not in err and json.loads(out)[0]["result"]["calibrated"] is True

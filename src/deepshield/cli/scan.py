@@ -426,6 +426,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from deepshield.locks import file_lock
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
+    from deepshield.models.card import NOT_CALIBRATED
 
     check_engine_arguments(args)
     if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
@@ -444,6 +445,8 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     folder = bundle_dir(args.model)
     card = read_card(folder)
     checked_graph(folder, card)
+    if not card.calibration.fitted:  # its verdicts are called with the defaults (a soup's): said once
+        say(f"deepshield scan: warning: model {card.name} {card.version}: {NOT_CALIBRATED}")
     has_synthetic = card.synthetic is not None
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None:
@@ -493,6 +496,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 synthetic_threshold=None if synthetic is None else synthetic.threshold,
                 band=manipulation.band,
                 synthetic_band=None if synthetic is None else synthetic.band,
+                calibrated=card.calibration.fitted,
             )
         )
         for row in earlier.values():

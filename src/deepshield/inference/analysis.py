@@ -207,6 +207,7 @@ class Detector:
             synthetic_threshold=None if synthetic is None else synthetic.threshold,
             synthetic_inconclusive=None if synthetic is None else synthetic.band,
             scope=scope(self.has_synthetic),
+            calibrated=self.card.calibration.fitted,
         )
 
     @property

@@ -177,6 +177,11 @@ class ScoringTerms(BaseModel):
     )
     verdict_rule: str = Field(VERDICT_RULE, description="how the two scores make one verdict")
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
+    calibrated: bool = Field(
+        True,
+        description="whether the face-swap score was calibrated; false (a soup's): the defaults, temperature 1 and "
+        "threshold 50%, so a score is no probability and the threshold was not chosen",
+    )
 
     def shown_score(self, probability: float, synthetic: bool = False) -> str:
         """A face-swap (or synthetic-face) score as tables and reports show it beside these terms (shown_against)."""

@@ -98,6 +98,14 @@ def sigmoid(x: Any) -> NDArray[np.float64]:
     return np.asarray(np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small)), dtype=np.float64)
 
 
+# Said wherever verdicts are read of a model whose face-swap score was never calibrated (a soup): its
+# temperature and threshold are the defaults, which scan, serve and the Python API used without a word.
+NOT_CALIBRATED = (
+    "scores not calibrated: the defaults (temperature 1, threshold 50%), so a score is no probability and the "
+    "threshold was not chosen; `deepshield calibrate` fits them"
+)
+
+
 class Calibration(StrictModel):
     temperature: float = Field(1.0, gt=0, description="probability = sigmoid((logit - offset) / temperature)")
     offset: float = Field(

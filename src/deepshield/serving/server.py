@@ -112,6 +112,7 @@ def serve(
         except ValueError as exc:
             raise DeepShieldError(f"invalid server setting in the environment: {exc}") from None
     from deepshield.media.provenance import TrustAnchors
+    from deepshield.models.card import NOT_CALIBRATED
 
     listening = _listening_socket(host, port)  # before the model loads and the address is printed
     port = listening.getsockname()[1]  # the port chosen, for --port 0
@@ -122,6 +123,8 @@ def serve(
         f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs",
         flush=True,
     )
+    if not detector.card.calibration.fitted:  # its verdicts are called with the defaults: said where it starts
+        print(f"Deepfake Shield: warning: model {detector.model_name}: {NOT_CALIBRATED}", flush=True)
     if anchors is not None:
         print(f"Deepfake Shield: Content Credentials signers are checked against {anchors}", flush=True)
     if settings.callback_hosts:

@@ -113,6 +113,13 @@ async function loadModelInfo() {
           text: `Synthetic-face inconclusive ${pct(synthetic.low, 1)}–${pct(synthetic.high, 1)}`,
         }));
       }
+      // A soup's verdicts are called with the defaults: said beside the threshold they were called at.
+      if (terms.calibrated === false) {
+        pills.push(el("span", {
+          class: "pill", "data-role": "not-calibrated", text: "Face-swap scores not calibrated",
+          title: "Temperature 1 and threshold 50% are the defaults, not fitted: a score is no probability and the threshold was not chosen",
+        }));
+      }
     }
     info.replaceChildren(...pills);
     loadModelRecord().catch(() => {}); // optional: the pills stand without it
