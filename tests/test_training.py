@@ -728,6 +728,33 @@ def test_a_resume_with_other_settings_is_refused_before_any_data_is_loaded(real_
     assert f"started with: {command} --resume; or" in str(refused.value)
 
 
+def test_a_resume_on_other_data_under_the_same_settings_is_refused_before_any_step(tmp_path, monkeypatch, caplog):
+    # A face bank packed again under its name (or a folder's files changed): the settings matched, so the
+    # run went on, unsaid, on other faces.
+    faces = write_real_faces(tmp_path / "real", 8)
+    settings = (faces, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache")
+    Trainer(tiny_config(*settings, max_steps=2)).run()
+    last = tmp_path / "run" / "checkpoints" / LAST
+    kept = last.read_bytes()
+    for name in ("person0_0.png", "person1_1.png"):
+        (faces / name).unlink()
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda *args: pytest.fail("a step was taken"))
+    with pytest.raises(DeepShieldError) as refused:
+        Trainer(tiny_config(*settings)).run(resume=True)
+    said = str(refused.value)
+    assert "was trained on other data" in said and "digests.train_faces: " in said
+    assert "train a new run on these in another run_dir" in said
+    assert last.read_bytes() == kept
+    monkeypatch.undo()
+    # A checkpoint of an older version, without the digests, resumes as before.
+    state = load_checkpoint(last)
+    del state["digests"]
+    save_checkpoint(state, last)
+    with caplog.at_level(logging.WARNING):
+        assert Trainer(tiny_config(*settings)).run(resume=True).progress.global_step == 8
+    assert "records no digests of its data (an older version's): resumed without comparing them" in caplog.text
+
+
 def test_config_overrides_params_file_and_errors(tmp_path):
     params = tmp_path / "best.yaml"
     params.write_text("optim.lr: 0.002\noptim.batch_size: 8\n")

@@ -171,7 +171,7 @@ def data_digests(
     data: TrainingData | None, synthetic_data: SyntheticData | None, benchmarks: list[Benchmark]
 ) -> dict[str, str]:
     """What the run trained, validated and chose on, as the crops it read: the parameters named only the
-    folders, whose files can change under their names (a resumed run with other data says so as changed.*)."""
+    folders, whose files can change under their names (a resume on other data is refused by them)."""
     digests = {}
     if data is not None:
         digests["train_faces"] = content_digest(data.bank.images, data.fake_pool)
@@ -348,6 +348,9 @@ class Trainer:
             if data is not None
             else [b.real_files_only() for b in self._load_benchmarks(synthetic_files)]
         )
+        digests = data_digests(data, synthetic_data, benchmarks)
+        if resumed is not None:  # before any step, and before its MLflow run is opened again
+            self._check_resumed_data(resumed, digests)
 
         net, optimizer = placed_for_training(self._initial_network(parent, device), config, device)
         steps_per_epoch = config.optim.samples_per_epoch // config.optim.batch_size
@@ -389,6 +392,7 @@ class Trainer:
                 "start_weights": self.start_weights,
                 "config": config.model_dump(mode="json"),
                 "command": self.command,
+                "digests": digests,
             }
 
         # From the run's start in MLflow: a failure before the epochs (the first checkpoint on a full disk, the
@@ -405,7 +409,7 @@ class Trainer:
             tracker.log_params(
                 config.recorded()
                 | sizes
-                | {"digests": data_digests(data, synthetic_data, benchmarks)}
+                | {"digests": digests}
                 | ({"synthetic_parent": str(parent.path)} if parent else {})
             )
             step = Step(net, optimizer, config.optim.optimizer, config.optim.sam_rho, config.optim.mask_loss_weight)
@@ -511,6 +515,22 @@ class Trainer:
                 f"started with{how}; or train a new run in another run_dir"
             )
         return state
+
+    def _check_resumed_data(self, state: dict, digests: dict[str, str]) -> None:
+        """Refuses a resume whose data differ from the checkpoint's under the same settings (a face bank packed
+        again under its name, a folder's files changed): the run went on, unsaid, on other faces."""
+        last = self.checkpoints / LAST
+        started_on = state.get("digests")
+        if started_on is None:
+            log.warning("%s records no digests of its data (an older version's): resumed without comparing them", last)
+            return
+        changed = [f"digests.{k}: {v} -> {digests[k]}" for k, v in started_on.items() if digests.get(k, v) != v]
+        if changed:
+            raise DeepShieldError(
+                f"{last} was trained on other data (the same settings, other files read): {'; '.join(changed)}. "
+                "Resume it on the data it started with (the face bank, folders and datasets as they were); or "
+                "train a new run on these in another run_dir"
+            )
 
     def _resumed(self, state: dict, net: DeepfakeNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> Progress:
         """Loads the last checkpoint's weights, optimiser, schedule and random state."""
