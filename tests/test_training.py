@@ -1,5 +1,6 @@
 """A tiny real training run: tracked, checkpointed, resumable, exported to a loadable bundle."""
 
+import logging
 import multiprocessing
 import os
 import re
@@ -753,6 +754,19 @@ def test_a_resume_on_other_data_under_the_same_settings_is_refused_before_any_st
     with caplog.at_level(logging.WARNING):
         assert Trainer(tiny_config(*settings)).run(resume=True).progress.global_step == 8
     assert "records no digests of its data (an older version's): resumed without comparing them" in caplog.text
+
+
+def test_a_temperature_fit_at_its_ranges_end_is_said_once_and_kept_on_the_card(real_dir, tmp_path, monkeypatch, caplog):
+    # Each epoch's fit said it again, and the export once more: three warnings in a two-epoch run.
+    import deepshield.training.export as export
+
+    monkeypatch.setattr(export, "fit_temperature", lambda labels, logits: 20.0)
+    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        result = Trainer(config).run()
+    said = [r.getMessage() for r in caplog.records if "temperature fit stopped" in r.getMessage()]
+    assert len(said) == 1 and "validation split" in said[0]
+    assert "temperature fit stopped at the top" in OnnxClassifier(result.bundle_dir).card.calibration.fitted_on
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):

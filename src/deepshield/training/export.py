@@ -118,6 +118,7 @@ class FittedCalibration(Fit):
     fitted_on: str
     band: InconclusiveBand  # around the threshold, on the validation split
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
+    edge_note: str | None = None  # temperature_at_edge's, with the split it was fitted on (fitted_on keeps it too)
 
 
 MANIPULATION_SPLIT = f"validation split ({{count}} faces: real + {SYNTHESISED_FAKES}, identity-disjoint)"
@@ -189,9 +190,10 @@ def fit_calibration(
             f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr * 100:g}% of each set of real media "
             f"(real faces or files: {counts})"
         )
+    edge_note = None
     if (note := temperature_at_edge(scale.temperature)) is not None:
         fitted_on += f"; {note}"
-        log.warning("%s (%s)", note, validation)
+        edge_note = f"{note} ({validation})"
     band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
     if real_media is not None:
         refitted = real_media.fit(scale)
@@ -215,6 +217,7 @@ def fit_calibration(
         fitted_on=fitted_on,
         band=band,
         real_fpr=real_fpr,
+        edge_note=edge_note,
     )
 
 
@@ -367,7 +370,7 @@ def _manipulation_calibration(
         for k, v in metrics.model_dump().items()
         if k not in ("count", "positives", "threshold")
     }
-    return _calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
+    return _card_calibration(fitted), figures | {f"real_fpr_{k}": round(v, 4) for k, v in fitted.real_fpr.items()}
 
 
 def epoch_record(checkpoint: dict) -> dict[str, Any]:
@@ -405,7 +408,11 @@ def portable_training(training: TrainingInfo) -> TrainingInfo:
     return training.model_copy(update={"command": recorded_command(training.command)})
 
 
-def _calibration(fitted: FittedCalibration) -> Calibration:
+def _card_calibration(fitted: FittedCalibration) -> Calibration:
+    """The card's calibration; a fit stopped at its range's end is said here, once per bundle: each epoch's fit
+    (the same note, epoch after epoch) keeps it in its fitted_on alone."""
+    if fitted.edge_note is not None:
+        log.warning("%s", fitted.edge_note)
     return Calibration(
         temperature=fitted.temperature,
         offset=fitted.offset,
@@ -437,7 +444,7 @@ def _synthetic_score(
     metrics = scored.metrics(intervals=True) | synthetic_flagged(scored, fitted, benchmark_reals)
     parent = checkpoint.get("parent")
     info = SyntheticScoreInfo(
-        calibration=_calibration(fitted),
+        calibration=_card_calibration(fitted),
         pooling=net.synthetic_pooling(),
         trained=(
             f"frozen: only this head trained, on the trunk and manipulation head of {_parent_name(parent)} "
