@@ -4,8 +4,10 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -216,7 +218,6 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     (19-20 GB together at 288 px): the run's one worker is forked before the heap is kept, serves
     every epoch, and its samples train exactly the model the training process makes by itself. It makes
     them on one OpenCV thread (parallelism comes from the workers: 14 of them on a GPU machine)."""
-    import cv2
     from torch.utils.data import dataloader
 
     import deepshield.training.trainer as trainer_module
@@ -839,7 +840,6 @@ def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_
 @pytest.fixture(scope="module")
 def prepared_dataset(tmp_path_factory) -> Path:
     """A prepared folder dataset (deepshield prepare) of real and fake astronaut crops at 64 px."""
-    import cv2
 
     from deepshield.data.extract import ExtractSettings
     from deepshield.data.prepare import prepare_dataset
@@ -891,6 +891,18 @@ def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dat
         real, tmp_path / "run", tmp_path / "b.db", tmp_path / "cache", **{"data.datasets": f'["{prepared_dataset}"]'}
     )
     with pytest.raises(DeepShieldError, match=r"8 photos are both real faces of data.real_dirs and sources of a prep"):
+        Trainer(config)._build_data()
+    # Copies under other names: by bytes, as prepare finds copies (a path alone let them through).
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for path in sorted(real.glob("*.png"))[:3]:
+        shutil.copyfile(path, copies / f"copy_{path.name}")
+    config = tiny_config(
+        copies, tmp_path / "run", tmp_path / "b.db", tmp_path / "cache", **{"data.datasets": f'["{prepared_dataset}"]'}
+    )
+    with pytest.raises(
+        DeepShieldError, match=r"3 photos are both .*e\.g\. \S+person0_0\.png \(the same bytes as \S+copy_"
+    ):
         Trainer(config)._build_data()
 
 
@@ -945,15 +957,19 @@ def test_mask_loss_rewards_a_head_that_points_at_the_blend_and_skips_unknown_mas
     assert mask_loss(-right, masks, torch.tensor([False, False])).item() == 0.0
 
 
-def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(real_dir, prepared_dataset, tmp_path):
+def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(prepared_dataset, tmp_path):
     """Synthesised fakes carry where they were blended, reals an empty mask, a prepared dataset's fakes
     none; a run with the mask loss keeps the head in its checkpoints and exports the same two outputs."""
     import onnxruntime as ort
 
     from deepshield.training.checkpoint import load_checkpoint as read_checkpoint
 
+    # The bank's own photos: copies of the dataset's real sources would be refused (one photo split twice).
+    own = write_real_faces(tmp_path / "own", 8)
+    for path in own.glob("*.png"):
+        assert cv2.imwrite(str(path), cv2.imread(str(path)), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     config = tiny_config(
-        real_dir,
+        own,
         tmp_path / "run",
         tmp_path / "m.db",
         tmp_path / "cache",

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from deepshield.data.prepare import same_bytes
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.plots import (
@@ -30,6 +31,7 @@ from deepshield.evaluation.plots import (
 from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, is_prepared_dataset
 from deepshield.faces.crop import CropPolicy
 from deepshield.locks import folder_lock
+from deepshield.media.files import keyed_among
 from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
 from deepshield.tracking.tracker import check_store, open_tracker
@@ -238,13 +240,21 @@ class Trainer:
             prepared_files = prepared_source_files(datasets)
             # The bank and each dataset split their photos each their own way: one in both was trained on
             # through one and validated on through the other, the epoch and threshold chosen on it, unsaid.
-            both = sorted({p.resolve() for p in training_files} & {p.resolve() for p in prepared_files})
+            # One photo by path, or by its bytes under another name (a CSV listing a copy of a bank's photo):
+            # prepare's copy check, and a packed bank's source keys for files not on this machine.
+            bank_files = sorted({p.resolve() for p in training_files})
+            sources = sorted({p.resolve() for p in prepared_files})
+            packed = " (the same bytes as a face of a packed bank in data.real_dirs)"
+            both = dict.fromkeys(keyed_among(sources, training_digests), packed)
+            both |= {p: f" (the same bytes as {held})" for p, held in same_bytes(sources, bank_files).items()}
+            both |= dict.fromkeys(set(bank_files).intersection(sources), "")
             if both:
+                source, copy = min(both.items())
                 raise DeepShieldError(
                     f"{len(both)} photos are both real faces of data.real_dirs and sources of a prepared dataset "
-                    f"(data.datasets), e.g. {both[0]}: each splits them its own way, so a photo trained on through one "
-                    "could be validated on through the other; leave their folder out of data.real_dirs (a prepared "
-                    "dataset's real faces are synthesised from too)"
+                    f"(data.datasets), e.g. {source}{copy}: each splits them its own way, so a photo trained on "
+                    "through one could be validated on through the other; leave their folder (or copies) out of "
+                    "data.real_dirs (a prepared dataset's real faces are synthesised from too)"
                 )
             training_files += prepared_files
         if not train_reals:
