@@ -100,6 +100,8 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
         and "balanced accuracy" in band.fitted_on
     )
     assert "val_auc" in card.metrics
+    # The packaged configuration's licence names its own data (UTKFace, ...), not this run's folder.
+    assert card.license.startswith(f"Weights: trained on the data of {real_dir}, whose terms apply to them")
     scores = classifier.score(np.zeros((3, 48, 48, 3), np.uint8))
     assert scores.logits.shape == (3,) and scores.cams.shape[0] == 3
 
@@ -768,6 +770,18 @@ def test_a_temperature_fit_at_its_ranges_end_is_said_once_and_kept_on_the_card(r
     said = [r.getMessage() for r in caplog.records if "temperature fit stopped" in r.getMessage()]
     assert len(said) == 1 and "validation split" in said[0]
     assert "temperature fit stopped at the top" in OnnxClassifier(result.bundle_dir).card.calibration.fitted_on
+
+
+def test_a_cards_licence_names_the_packaged_data_only_where_the_run_trained_on_it():
+    from deepshield.training.export import card_license
+
+    packaged = load_config(None)
+    assert "UTKFace" in card_license(packaged) == packaged.export.license
+    reordered = load_config(None, ['data.real_dirs=["real-faces/ffhq", "real-faces/utkface", "real-faces/portraits"]'])
+    assert card_license(reordered) == packaged.export.license
+    own = card_license(load_config(None, ['data.real_dirs=["mine"]', 'data.datasets=["prep"]']))
+    assert "UTKFace" not in own and "trained on the data of mine, prep, whose terms apply" in own
+    assert card_license(load_config(None, ['data.real_dirs=["mine"]', "export.license=CC-BY-4.0"])) == "CC-BY-4.0"
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):

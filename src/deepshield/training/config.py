@@ -32,6 +32,7 @@ from deepshield.synthesis.blend import SynthesisConfig
 from deepshield.text_files import read_text, unique_keys
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+PACKAGED_CONFIGS = (DEFAULT_CONFIG, DEFAULT_CONFIG.with_name("synthetic-frozen.toml"))
 DATA_DIR_ENV = "DEEPSHIELD_DATA_ROOT"
 Backbone = Literal["efficientnet_lite0", "tiny"]  # deepshield.models.network.BACKBONES
 MaskMap = Literal["last", "middle"]  # deepshield.models.network.MaskMap
@@ -370,6 +371,15 @@ class SyntheticConfig(StrictModel):
 
     def real_folders(self, data: DataConfig) -> list[Path]:
         return list(self.real_dirs if self.real_dirs is not None else data.real_dirs)
+
+
+def data_folders(data: DataConfig, synthetic: SyntheticConfig | None) -> set[str]:
+    """The folders (as configured, relative to data.root or not) a run learns from: its face bank's, prepared
+    datasets', donors' and the synthetic head's."""
+    folders = [*data.real_dirs, *data.datasets, *data.donor_dirs]
+    if synthetic is not None:
+        folders += [*synthetic.fake_dirs, *synthetic.real_folders(data)]
+    return {str(folder) for folder in folders}
 
 
 class TrackingConfig(StrictModel):

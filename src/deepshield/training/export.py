@@ -46,7 +46,17 @@ from deepshield.models.card import (
 from deepshield.models.export import export_bundle
 from deepshield.models.network import DeepfakeNet
 from deepshield.training.checkpoint import load_checkpoint
-from deepshield.training.config import DataConfig, ExportConfig, TrainConfig, checkpoint_config, recorded_command
+from deepshield.training.config import (
+    PACKAGED_CONFIGS,
+    DataConfig,
+    ExportConfig,
+    SyntheticConfig,
+    TrainConfig,
+    checkpoint_config,
+    data_folders,
+    read_mapping,
+    recorded_command,
+)
 from deepshield.training.synthetic import ScoredChecks
 
 # One real file's faces: (track id per face, logit per face, frames sampled); plain arrays so that a
@@ -337,7 +347,7 @@ def export_checkpoint(
         training=training_info(config, checkpoint),
         metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,
         intended_use=config.export.intended_use,
-        license=config.export.license,
+        license=card_license(config),
     )
     export_bundle(net, card, out_dir)
     return card
@@ -378,6 +388,31 @@ def epoch_record(checkpoint: dict) -> dict[str, Any]:
     epoch = int(checkpoint["epoch"])
     history = checkpoint.get("progress", {}).get("history", [])
     return next((r for r in history if int(r.get("epoch", -1)) == epoch), {})
+
+
+def card_license(config: TrainConfig) -> str:
+    """export.license as the card states it. A packaged configuration's licence names the data it trains on
+    (UTKFace, a portrait set, FFHQ): a run of it on other folders carried that text, naming data its weights
+    never saw. There the card names the folders the run learnt from and says that their terms apply."""
+    used = data_folders(config.data, config.synthetic)
+    for packaged in PACKAGED_CONFIGS:
+        mapping = read_mapping(packaged)
+        if config.export.license != mapping.get("export", {}).get("license"):
+            continue
+        synthetic = mapping.get("synthetic")
+        data = DataConfig.model_validate(mapping.get("data", {}))
+        shipped = data_folders(data, None if synthetic is None else SyntheticConfig.model_validate(synthetic))
+        if used != shipped:
+            log.warning(
+                "export.license is the packaged %s's, which names that configuration's data: the card says instead "
+                "that this run's data's terms apply (set export.license to state them)",
+                packaged.name,
+            )
+            return (
+                f"Weights: trained on the data of {', '.join(sorted(used))}, whose terms apply to them (export.license "
+                "unset for this data). Code: Apache-2.0."
+            )
+    return config.export.license
 
 
 def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
