@@ -963,6 +963,21 @@ def test_dataset_inside_its_source_is_not_read_back(tmp_path: Path, small):
     assert (above.files, above.crops, again.files, again.skipped) == (1, 1, 1, 1)
 
 
+def test_a_dataset_prepared_inside_a_source_is_no_media_of_it_for_its_readers(tmp_path: Path, small, caplog):
+    # `prepare fcopy --out fcopy/real/prep`, then `evaluate fcopy`: the crops were read as real media (24 files for 12).
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
+    (tmp_path / "src" / "real" / "manifest.csv").write_text("path,label\na.png,real\n")  # a listing alone: no dataset
+    prepare_dataset([tmp_path / "src"], tmp_path / "src" / "real" / "prep", settings=SETTINGS, progress=False)
+    assert list((tmp_path / "src" / "real" / "prep" / "crops").rglob("*.png"))
+    with caplog.at_level(logging.WARNING, logger="deepshield.data.sources"):
+        items = [e for e in read_source(tmp_path / "src") if isinstance(e, SourceItem)]
+    assert sorted(item.path.name for item in items) == ["a.png", "b.png"]
+    assert (
+        f"2 files of the prepared dataset(s) {tmp_path / 'src' / 'real' / 'prep'} inside it passed over" in caplog.text
+    )
+
+
 def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     (tmp_path / "src" / "real" / "gone.png").symlink_to(tmp_path / "nowhere.png")

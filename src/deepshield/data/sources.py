@@ -24,6 +24,7 @@ import codecs
 import csv
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from deepshield.data.layout import safe_name, safe_relpath
+from deepshield.data.layout import DatasetLayout, safe_name, safe_relpath
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import NAME_BYTES, check_media_file, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
@@ -48,6 +49,8 @@ LABELS: tuple[Label, ...] = (REAL, FAKE)
 _NUMERIC_LABELS: dict[str, Label] = {"0": REAL, "1": FAKE}
 NO_METHOD = "none"  # method of real items
 UNKNOWN_METHOD = "unknown"  # fakes whose manipulation the source does not name
+
+log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("dfdc", "ffpp", "folders", "csv")
 CSV_GROUP = "csv"  # the prefix of a group a CSV's group column names, in every CSV alike
@@ -87,7 +90,30 @@ def normalise_label(text: str) -> Label | None:
 
 
 def _media_files(root: Path) -> list[Path]:
-    return sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
+    """The images and videos under `root`, but a prepared dataset's inside it (`prepare SRC --out SRC/real/prep`):
+    its crops were read as media of the folder they lie in (12 files evaluated as 24), said in a note."""
+    files = sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
+    held: dict[Path, bool] = {}  # folder -> whether it is a prepared dataset's
+
+    def in_dataset(path: Path) -> Path | None:
+        for folder in path.relative_to(root).parents:
+            if folder != Path("."):
+                at = root / folder
+                if held.setdefault(at, DatasetLayout(at).holds_dataset()):
+                    return at
+        return None
+
+    datasets = {path: dataset for path in files if (dataset := in_dataset(path)) is not None}
+    if datasets:
+        named = ", ".join(str(d) for d in sorted(set(datasets.values())))
+        log.warning(
+            "%s: %d files of the prepared dataset(s) %s inside it passed over (a dataset's crops are no media of the "
+            "folder holding it; give the dataset itself to read them)",
+            root,
+            len(datasets),
+            named,
+        )
+    return [path for path in files if path not in datasets]
 
 
 # --------------------------------------------------------------------------------------------- DFDC
