@@ -764,11 +764,16 @@ def test_a_temperature_fit_at_its_ranges_end_is_said_once_and_kept_on_the_card(r
     import deepshield.training.export as export
 
     monkeypatch.setattr(export, "fit_temperature", lambda labels, logits: 20.0)
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache")
+    monkeypatch.setattr(export, "sets_over_target", lambda *args: "validation 1 of 4 (25.0%)")
+    config = tiny_config(
+        real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"export.threshold_fpr": 0.05}
+    )
     with caplog.at_level(logging.WARNING):
         result = Trainer(config).run()
-    said = [r.getMessage() for r in caplog.records if "temperature fit stopped" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("the temperature fit stopped")]
     assert len(said) == 1 and "validation split" in said[0]
+    # So is a real-media target no threshold meets.
+    assert len([r for r in caplog.records if r.getMessage().startswith("no threshold flags at most 5%")]) == 1
     assert "temperature fit stopped at the top" in OnnxClassifier(result.bundle_dir).card.calibration.fitted_on
 
 

@@ -128,7 +128,9 @@ class FittedCalibration(Fit):
     fitted_on: str
     band: InconclusiveBand  # around the threshold, on the validation split
     real_fpr: dict[str, float] = field(default_factory=dict)  # real media flagged at the threshold, per source
-    edge_note: str | None = None  # temperature_at_edge's, with the split it was fitted on (fitted_on keeps it too)
+    # What the fit warns of (its temperature at its range's end, a real-media target missed; fitted_on says
+    # each too): said by the export that writes it on a card, not by every epoch's fit again.
+    warnings: list[str] = field(default_factory=list)
 
 
 MANIPULATION_SPLIT = f"validation split ({{count}} faces: real + {SYNTHESISED_FAKES}, identity-disjoint)"
@@ -200,10 +202,10 @@ def fit_calibration(
             f"temperature: {validation}; threshold: the lowest flagging at most {target_fpr * 100:g}% of each set of real media "
             f"(real faces or files: {counts})"
         )
-    edge_note = None
+    warnings = []
     if (note := temperature_at_edge(scale.temperature)) is not None:
         fitted_on += f"; {note}"
-        edge_note = f"{note} ({validation})"
+        warnings.append(f"{note} ({validation})")
     band = fit_inconclusive_band(labels, scale.probability(logits), threshold)
     if real_media is not None:
         refitted = real_media.fit(scale)
@@ -219,7 +221,7 @@ def fit_calibration(
     if target_fpr is not None and (missed := sets_over_target(reals, threshold, target_fpr)):
         # Not refused, as calibrate refuses: a run's end is no place to lose it. Its card and its log say so.
         fitted_on += f"; the target is missed: at {threshold:.4f} it flags {missed}"
-        log.warning("no threshold flags at most %g%% of each set of real media: %s", target_fpr * 100, fitted_on)
+        warnings.append(f"no threshold flags at most {target_fpr * 100:g}% of each set of real media: {fitted_on}")
     return FittedCalibration(
         temperature=scale.temperature,
         threshold=threshold,
@@ -227,7 +229,7 @@ def fit_calibration(
         fitted_on=fitted_on,
         band=band,
         real_fpr=real_fpr,
-        edge_note=edge_note,
+        warnings=warnings,
     )
 
 
@@ -444,10 +446,10 @@ def portable_training(training: TrainingInfo) -> TrainingInfo:
 
 
 def _card_calibration(fitted: FittedCalibration) -> Calibration:
-    """The card's calibration; a fit stopped at its range's end is said here, once per bundle: each epoch's fit
-    (the same note, epoch after epoch) keeps it in its fitted_on alone."""
-    if fitted.edge_note is not None:
-        log.warning("%s", fitted.edge_note)
+    """The card's calibration; what its fit warns of is said here, once per bundle: each epoch's fit (the same
+    note, epoch after epoch) keeps it in its fitted_on alone."""
+    for warning in fitted.warnings:
+        log.warning("%s", warning)
     return Calibration(
         temperature=fitted.temperature,
         offset=fitted.offset,
