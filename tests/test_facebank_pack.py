@@ -208,6 +208,22 @@ def test_image_folders_are_listed_through_linked_folders(real_dir, tmp_path):
     assert [p.name for p in list_images([folder])] == sorted(p.name for p in real_dir.iterdir())
 
 
+def test_a_dataset_prepared_inside_a_real_face_folder_is_no_face_of_it(real_dir, tmp_path, caplog):
+    """`prepare photos --out photos/prep`: its crops, fakes among them, became real faces of the bank."""
+    import logging
+    import shutil
+
+    folder = shutil.copytree(real_dir, tmp_path / "photos")
+    crops = folder / "prep" / "crops" / "photos" / "fake"
+    crops.mkdir(parents=True)
+    shutil.copyfile(next(real_dir.glob("*.png")), crops / "000000_00.png")
+    (folder / "prep" / "manifest.csv").write_text("crop_path,label\n")
+    with caplog.at_level(logging.WARNING):
+        listed = list_images([folder])
+    assert sorted(p.name for p in listed) == sorted(p.name for p in real_dir.iterdir())
+    assert f"1 files of the prepared dataset(s) {folder / 'prep'} inside it passed over" in caplog.text
+
+
 def test_a_photo_replaced_under_its_name_is_cropped_again(real_dir, tmp_path):
     import os
     import shutil

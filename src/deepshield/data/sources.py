@@ -89,7 +89,7 @@ def normalise_label(text: str) -> Label | None:
     return value if value in LABELS else None
 
 
-def _media_files(root: Path) -> list[Path]:
+def media_files(root: Path) -> list[Path]:
     """The images and videos under `root`, but a prepared dataset's inside it (`prepare SRC --out SRC/real/prep`):
     its crops were read as media of the folder they lie in (12 files evaluated as 24), said in a note."""
     files = sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
@@ -173,7 +173,7 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
             )
     # A video no metadata.json names has no label: said, wherever it is (a part folder without its
     # metadata.json, a video in a sub-folder or at the root were dropped without a word).
-    for path in _media_files(base) if root.is_dir() else []:
+    for path in media_files(base) if root.is_dir() else []:
         if path.suffix.lower() in VIDEO_SUFFIXES and real_path(path) not in listed:
             yield SourceProblem(path, "video not listed in any metadata.json (label unknown)", source)
 
@@ -329,7 +329,7 @@ def folder_source_name(root: Path) -> str:
 
 def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
     source = source or folder_source_name(root)
-    for path in _media_files(root):
+    for path in media_files(root):
         relative = path.relative_to(root)
         folders = (root.resolve().name, *relative.parts[:-1])
         labelled = [(i, label) for i, name in enumerate(folders) if (label := normalise_label(name)) is not None]
@@ -345,7 +345,7 @@ def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterat
 def read_as_label(root: Path, root_key: str, label: Label, source: str | None = None) -> Iterator[SourceEntry]:
     """Every image or video under `root`, all with one label (a folder of extra real faces)."""
     source = source or folder_source_name(root)
-    files = _media_files(root) if root.is_dir() else [root]
+    files = media_files(root) if root.is_dir() else [root]
     base = root if root.is_dir() else root.parent
     for path in files:
         rel = path.relative_to(base).as_posix()

@@ -27,10 +27,11 @@ import numpy as np
 from tqdm import tqdm
 
 from deepshield.data.layout import atomic_write_npz
+from deepshield.data.sources import media_files
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy, crop_face, crop_validity, synthetic_crop
 from deepshield.locks import logged_wait, waited_lock
-from deepshield.media.files import file_signature, files_under, keyed_among, source_key
+from deepshield.media.files import file_signature, keyed_among, source_key
 from deepshield.media.suffixes import IMAGE_SUFFIXES
 from deepshield.synthesis.blend import FaceSample
 from deepshield.training.config import DataConfig, TrainConfig
@@ -209,7 +210,9 @@ def list_images(folders: list[Path], limit_per_folder: int | None = None) -> lis
         if not folder.is_dir():
             raise DeepShieldError(f"real-face folder {folder} does not exist")
         folder = folder.resolve()  # one cache key however the folder was spelled
-        found = sorted(p for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
+        # The source readers' listing: a prepared dataset inside the folder (its crops, fakes among them) is
+        # passed over, said; its crops were taken as real faces of the folder.
+        found = [p for p in media_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
         files.extend(found[:limit_per_folder] if limit_per_folder else found)
     return files
 
