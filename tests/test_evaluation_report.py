@@ -942,26 +942,6 @@ def test_a_file_listed_with_two_labels_is_an_error_naming_both(capsys, tiny_bund
     assert problem.reason == "listed twice at set.csv line 4 (also as set/sub/r1.png, set.csv line 2)"
 
 
-def test_a_fake_only_perturbation_table_gives_the_share_caught():
-    """On a set of fakes alone (generated faces, for the synthetic-face score) each perturbation's row had no
-    figure at all, in metrics.json, on the page or the terminal, where a real-only set's has the share flagged."""
-    from deepshield.cli.evaluate import print_summary
-    from deepshield.evaluation.report import render_html
-
-    clean = {0: -2.0, 1: -1.0, 2: 0.5, 3: 1.0}  # at threshold 0.5 and temperature 1: two of four caught
-    scored = one_face_per_file([1, 1, 1, 1], {"clean": clean, "jpeg:50": {0: -2.0, 1: -1.0, 2: -0.5, 3: 1.0}})
-    summary = summarize(scored, EvaluationSettings(bootstrap=0))
-    assert [row.file_recall for row in summary.perturbations] == [0.5, 0.25]
-    printed = io.StringIO()
-    print_summary(summary, printed)
-    assert "  clean        fake files caught 0.500   files without a face: 0" in printed.getvalue()
-    assert "  jpeg:50      fake files caught 0.250   files without a face: 0" in printed.getvalue()
-    # Its synthetic-face section said "Real faces flagged synthetic (at its threshold): " and nothing more.
-    generated = summary.model_copy(update={"synthetic": summary})
-    page = render_html(generated, {}, {}, "generated faces")
-    assert "Real faces flagged synthetic (at its threshold): none to flag: the set has no real faces</p>" in page
-
-
 def test_a_real_only_perturbation_table_and_the_calibration_are_printed_as_figures():
     """On a real-only set the terminal's perturbation rows were "- / -" though the share of real files
     flagged is in metrics.json and on the page; the page printed the temperature as 4.396733992401202."""
@@ -1014,6 +994,10 @@ def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
     assert "  clean        fake files caught 0.500   files without a face: 0" in printed.getvalue()
     assert "  jpeg:50      fake files caught 0.250   files without a face: 0" in printed.getvalue()
     assert "<td>0.250</td><td>–</td><td>0</td>" in render_html(summary, {}, {}, "fakes")  # recall, FPR, no face
+    # Its synthetic-face section said "Real faces flagged synthetic (at its threshold): " and nothing more.
+    generated = summary.model_copy(update={"synthetic": summary})
+    page = render_html(generated, {}, {}, "generated faces")
+    assert "Real faces flagged synthetic (at its threshold): none to flag: the set has no real faces</p>" in page
 
 
 def test_a_one_class_rate_over_few_files_carries_the_caution_an_interval_over_few_files_does():
