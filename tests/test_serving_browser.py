@@ -519,6 +519,29 @@ def test_the_batch_spreadsheet_keeps_a_file_name_that_starts_as_a_formula_as_tex
     assert names == ['\'=HYPERLINK("http://x","y").jpg', "'+1.jpg", "plain.jpg"]
 
 
+def test_the_batch_spreadsheet_counts_and_says_as_scan_does(page, server):
+    # Its faces counted a video's stray tracks where scan's counts the counted people, and it had no reason or
+    # cautions column, which scan's CSV has.
+    page.goto(server + "/")
+    table = page.evaluate(
+        """async () => {
+          const { batchCsv } = await import("/static/js/batch.js");
+          const tracks = [
+            { counted: true, cautions: ["small face (40 px)"] },
+            { counted: false, cautions: ["uncertain detection (0.55)"] },
+          ];
+          const verdict = { label: "no_signs_found", reason: "no signs of manipulation" };
+          const analysis = { result: { kind: "video", verdict, tracks, metadata: {} }, file: {} };
+          return batchCsv([{ file: { name: "clip.mp4" }, analysis, error: null }]);
+        }"""
+    )
+    (row,) = csv.DictReader(io.StringIO(table))
+    assert (row["faces"], row["cautions"], row["reason"]) == ("1", "small face (40 px)", "no signs of manipulation")
+    from deepshield.cli.scan import SUMMARY_FIELDS
+
+    assert [name for name in SUMMARY_FIELDS if name in row] == [name for name in row if name in SUMMARY_FIELDS]
+
+
 def test_sampled_frames_times_tell_neighbours_apart(page, server):
     page.goto(server + "/")
     shown = page.evaluate(

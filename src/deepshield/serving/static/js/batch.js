@@ -14,10 +14,14 @@ import { state } from "./state.js";
 // The list as a spreadsheet: one row per file, the columns of `deepshield scan --format csv` that a
 // result here has (probabilities as 0-1 numbers), the file's SHA-256 among them for matching it later.
 const CSV_COLUMNS = ["file_name", "status", "kind", "verdict", "probability", "synthetic_probability", "verdict_driver",
-  "faces", "part", "declared_source", "declared_in", "credentials", "sha256", "error"];
+  "faces", "cautions", "reason", "part", "declared_source", "declared_in", "credentials", "sha256", "error"];
 
 // Where the source type is declared, as scan's `declared_in` column says it (DeclaredSource.row_place).
 const declaredIn = (source) => (source.declared_in === "xmp" ? "xmp" : source.in_ingredient ? "ingredient" : "content_credentials");
+
+// An image's faces, a video's counted people: those that take part in its verdict, as scan's `faces` and
+// `cautions` count them (its stray one- or two-frame tracks are not).
+const judged = (result) => (result.kind === "video" ? result.tracks.filter((track) => track.counted) : result.faces);
 
 export function batchCsv(items) {
   // A text starting as a formula (a file named "=HYPERLINK(...).jpg") is kept as text with a leading
@@ -35,7 +39,9 @@ export function batchCsv(items) {
     return [
       item.file.name, result ? "ok" : "error", result && result.kind, verdict && verdict.label,
       verdict && verdict.probability, verdict && verdict.synthetic_probability, verdict && verdict.verdict_driver,
-      result && (result.kind === "video" ? result.tracks.length : result.faces.length),
+      result && judged(result).length,
+      result && ([...new Set(judged(result).flatMap((face) => face.cautions || []))].join("; ") || null),
+      verdict && verdict.reason,
       result && result.analysed ? result.analysed.part : null,
       meta.declared_source && meta.declared_source.code, meta.declared_source && declaredIn(meta.declared_source),
       meta.credentials && meta.credentials.state,
