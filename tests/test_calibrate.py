@@ -90,6 +90,16 @@ def test_calibrated_version():
     assert calibrated_version("0.0.0+66cda29b0787.ep1.cal.20240101", when) == "0.0.0+66cda29b0787.ep1.cal.20250102"
 
 
+def test_calibrate_help_names_the_version_it_gives(capsys):
+    # Its help and description said "a '+cal.<date>' local part", the format before a trained bundle's run and
+    # epoch were kept in front of it.
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "'+cal.<date>'" not in shown
+    assert "0.0.0+<run id>.ep<epoch>.cal.<date>" in shown
+
+
 def test_recalibration_lowers_log_loss_on_an_overconfident_set():
     scored = overconfident_set()
     card = toy_card()

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Score a labelled set (same inputs as `evaluate`), fit the temperature on the face logits and the threshold on "
             "the file scores, and write NEW_BUNDLE: model.onnx copied unchanged, a model card with the new calibration, "
-            "fitted_on, a '+cal.<date>' version (or --version) and the metrics before and after; the card's rates (real "
+            "fitted_on, a version ending 'cal.<date>' (or --version) and the metrics before and after; the card's rates (real "
             "files flagged, fakes caught) measured again at the new thresholds on the labelled sets it names that the set "
             "holds whole, the refitted score's others removed. Calibrate and evaluate on different sets; "
             "with several sources, each is also held out in turn (fitted on the others, measured on it)."
@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--version",
         type=bundle_version,
         default=None,
-        help="the new bundle's version (default: the old one's with a '+cal.<date>' local part)",
+        help="the new bundle's version (default: the old one's with cal.<date> ending its local part: 1.2.0+cal.<date>, "
+        "a trained bundle's 0.0.0+<run id>.ep<epoch>.cal.<date>)",
     )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.add_argument(

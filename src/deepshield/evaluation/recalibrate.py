@@ -22,7 +22,7 @@
   calibrated on real media without moving operating points that were chosen for a false-positive rate.
 
 The new bundle is a copy of the old one (model.onnx byte for byte) with a new model card: the new
-calibration, ``fitted_on`` saying on what and how, the version given or the old one with a ``+cal.<date>`` local part,
+calibration, ``fitted_on`` saying on what and how, the version given or the old one with ``cal.<date>`` ending its local part (``calibrated_version``),
 and the metrics on the calibration set before and after (``calibration_before_*``,
 ``calibration_after_*``). Those are in-sample figures: measure the new bundle on another set.
 
