@@ -405,6 +405,13 @@ def test_a_prepared_split_of_one_class_is_refused(capsys, folder_dataset, tiny_b
     assert f"calibrate needs real and fake files: all 1 found in {dataset} (split train) are real" in err, err
     assert "another --split, or fake files added to the dataset" in err and "metrics need" not in err
     assert not (tmp_path / "cal").exists()
+    # Of a val or test split, `dataset balance` (which makes fakes in train alone) is no way out: said as
+    # dataset stats says it.
+    args[args.index("train")] = "val"
+    assert main([*args, "--no-progress"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "dataset balance" not in err, err
+    assert "another --split, or add fake files of more people or videos, or prepare again with another" in err, err
 
 
 def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bundle, tmp_path):  # noqa: F811

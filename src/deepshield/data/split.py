@@ -49,10 +49,12 @@ def one_label_split_warning(split: str, missing: Sequence[str]) -> str:
     """A split without one label: its figures (evaluate, calibrate, compare --split) need both, and
     `dataset balance` adds to train only, so the way out is more groups, or another split."""
     labels = " and no ".join(missing)
-    return (
-        f"split {split} has no {labels} faces, which evaluate and calibrate need there: add {labels} files of more "
-        "people or videos, or prepare again with another --split or --seed"
-    )
+    return f"split {split} has no {labels} faces, which evaluate and calibrate need there: {one_label_split_remedy(labels)}"
+
+
+def one_label_split_remedy(labels: str) -> str:
+    """How a val or test split gets the label it lacks (dataset stats' warning, calibrate's refusal)."""
+    return f"add {labels} files of more people or videos, or prepare again with another --split or --seed"
 
 
 def group_label_counts(records: Sequence[CropRecord]) -> dict[str, Counter]:

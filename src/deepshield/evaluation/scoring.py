@@ -38,6 +38,7 @@ from deepshield.data.extract import code_fingerprint
 from deepshield.data.layout import atomic_write_npz
 from deepshield.data.prepare import collect_items
 from deepshield.data.sources import FAKE, MISSING_FILE, REAL, SourceItem, SourceProblem, ffpp_levels_of_one_video
+from deepshield.data.split import one_label_split_remedy
 from deepshield.engines import Engine, FileJob
 from deepshield.engines.local import LocalEngine
 from deepshield.errors import DeepShieldError, say
@@ -640,12 +641,15 @@ class PreparedCrops:
         for crop in records:
             by_file.setdefault((crop.source_file, crop.crop_path.startswith(f"{SYNTH_DIR}/")), []).append(crop)
         # A split of one label (a small dataset's test split) scored every crop before the fit stopped on it.
+        # `dataset balance` makes fakes in the train split alone: of a val or test split it was no way out.
         refuse_one_class(
             self.needs_both_classes,
             {crop.label for crop in records},
             len(by_file),
             f"{dataset_dir}" + (f" (split {self.split})" if self.split not in (None, "all") else ""),
-            "another --split, or {other} files added to the dataset: prepare with them, or dataset balance",
+            "another --split, or " + one_label_split_remedy("{other}")
+            if self.split in ("val", "test")
+            else "another --split, or {other} files added to the dataset: prepare with them, or dataset balance",
         )
         resized = 0
         for (source_file, synthesised), members in tqdm(
