@@ -996,6 +996,11 @@ def test_a_fake_only_perturbation_table_gives_the_fakes_caught():
     assert "<td>0.250</td><td>–</td><td>0</td>" in render_html(summary, {}, {}, "fakes")  # recall, FPR, no face
     # Its synthetic-face section said "Real faces flagged synthetic (at its threshold): " and nothing more.
     generated = summary.model_copy(update={"synthetic": summary})
+    printed = io.StringIO()
+    print_summary(generated, printed)
+    # Its synthetic line said the share caught twice ("generated faces caught 50.0% (2 of 4); ... detected").
+    (line,) = [text for text in printed.getvalue().splitlines() if text.startswith("  all ")]
+    assert "generated faces detected" in line and "generated faces caught" not in line, line
     page = render_html(generated, {}, {}, "generated faces")
     assert "Real faces flagged synthetic (at its threshold): none to flag: the set has no real faces</p>" in page
 
