@@ -2,7 +2,6 @@
 import { $, cautionsLine, el, scrollBehavior } from "./dom.js";
 import { drivingScore, heatmapCaption, mostSuspiciousFirst, pct, probabilityText, scorePct, syntheticText } from "./format.js";
 import { offerDownload, offerPrint, renderFileFacts, renderVerdict } from "./result.js";
-import { state } from "./state.js";
 
 export function renderImage(result, fileName) {
   $("result").hidden = false;
@@ -53,9 +52,8 @@ export function renderImage(result, fileName) {
   if (!result.faces.length) {
     faces.replaceChildren(el("div", { class: "no-face", "data-role": "no-face" }, [
       el("strong", { text: "No face found. " }),
-      document.createTextNode(
-        `Nothing to score: faces narrower than about 100 pixels, blurred or turned away are often missed${state.limits ? `, and none narrower than ${state.limits.min_face_px} pixels is looked for` : ""}.`
-      ),
+      // Why faces go unfound is the verdict's reason, shown above (it was said twice, in two wordings).
+      document.createTextNode("Nothing to score: the verdict above says why faces go unfound."),
     ]));
     return;
   }
