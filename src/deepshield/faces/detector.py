@@ -38,11 +38,12 @@ Figures: bench/bench_turned_photos.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,11 +450,7 @@ class FaceDetector:
         x0, y0 = max(0, round(cx - side)), max(0, round(cy - side))
         x1, y1 = min(width, round(cx + side)), min(height, round(cy + side))
         crop = detection_input(np.ascontiguousarray(turned[y0:y1, x0:x1]), TURN_CONFIRM_SIDE)
-        if os.getpid() != self._pid:
-            raise RuntimeError(FORKED)
-        with self._lock:
-            if self.closed:
-                raise RuntimeError("this face detector was closed")
+        with self._graphs():
             if not self._mesh:
                 from deepshield.native_logs import native_output_silenced
 
@@ -464,6 +461,17 @@ class FaceDetector:
                     mesh.process(np.zeros((TURN_CONFIRM_SIDE, TURN_CONFIRM_SIDE, 3), np.uint8))  # see __init__
                 self._mesh.append(mesh)
             return self._mesh[0].process(crop).multi_face_landmarks is not None
+
+    @contextlib.contextmanager
+    def _graphs(self) -> Iterator[None]:
+        """The MediaPipe graphs held for one use: this process's own (a forked child's are refused, FORKED),
+        one thread at a time, and not closed."""
+        if os.getpid() != self._pid:
+            raise RuntimeError(FORKED)
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("this face detector was closed")
+            yield
 
     def _detect_turned(self, image: NDArray[Any], turns: int) -> list[Face]:
         """The faces of np.rot90(image, turns), in its own coordinates."""
@@ -476,11 +484,7 @@ class FaceDetector:
         full_range_input = detection_input(image, DETECTION_SIDES[1])
         inputs = (detection_input(full_range_input, DETECTION_SIDES[0]), full_range_input)
         windows = tiles(height, width)
-        if os.getpid() != self._pid:
-            raise RuntimeError(FORKED)
-        with self._lock:
-            if self.closed:
-                raise RuntimeError("this face detector was closed")
+        with self._graphs():
             results = [(whole, model.process(small)) for model, small in zip(self._models, inputs)]
             results += [
                 (
