@@ -758,7 +758,12 @@ def test_the_synthetic_score_is_refitted_alone(capsys, folder_dataset, tiny_bund
     command = ["calibrate", str(folder_dataset), "--model", str(two), "--frames", "2", "--no-progress"]
     assert main([*command, "--out", str(tmp_path / "two-cal"), "--score", "synthetic"]) == EXIT_OK
     said = capsys.readouterr().out
-    assert "files (by the synthetic score's call alone; the face-swap score's call may hold a verdict)" in said
+    # Named as everywhere else ("by the synthetic score's", "by the manipulation score's" were the option's words).
+    assert "files (by the synthetic-face score's call alone; the face-swap score's call may hold a verdict)" in said
+    assert "\nsynthetic-face score: temperature " in "\n" + said
+    assert main([*command, "--out", str(tmp_path / "two-cal-swap")]) == EXIT_OK
+    said = capsys.readouterr().out
+    assert "files (by the face-swap score's call alone; the synthetic-face score's call may hold a verdict)" in said
 
     # A bundle without the score says so and writes nothing.
     out = tmp_path / "cal"

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         write_calibrated_bundle,
     )
     from deepshield.evaluation.scoring import describe_counts
+    from deepshield.inference.analysis import SCORE_NAMES
     from deepshield.inference.runtime import OnnxClassifier
     from deepshield.inference.video_rule import VideoRule
     from deepshield.training.config import portable_path
@@ -168,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
     OnnxClassifier(args.out)  # the new bundle loads (checksum, card, graph)
     if journal is not None:
         shutil.rmtree(journal, ignore_errors=True)  # the bundle holds what it was for
+    refitted = SCORE_NAMES[args.score]  # the scores' names, as everywhere else, not the option's words
     print(
-        f"{args.score} score: temperature {result.shipped.temperature:.4g} -> {result.temperature_after:.4g}; "
+        f"{refitted} score: temperature {result.shipped.temperature:.4g} -> {result.temperature_after:.4g}; "
         f"offset {result.shipped.offset:.4g} -> {result.calibration.offset:.4g}; "
         f"threshold {result.shipped.threshold:.4f} -> {result.threshold_after:.4f}"
     )
@@ -180,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"inconclusive band {band.low:.4f} to {band.high:.4f} ({band.fitted_on})")
     # Counted by the refitted score's calls alone: of a two-score bundle, the number read as the files whose
     # verdict moved, which the other score may hold where it was.
-    other = {"manipulation": "synthetic-face", "synthetic": "face-swap"}[args.score]
-    alone = f" (by the {args.score} score's call alone; the {other} score's call may hold a verdict)"
+    other = next(name for score, name in SCORE_NAMES.items() if score != args.score)
+    alone = f" (by the {refitted} score's call alone; the {other} score's call may hold a verdict)"
     print(
         f"verdicts changed: {result.verdicts_changed} of {result.files} files"
         + (alone if classifier.card.synthetic is not None else "")
@@ -212,6 +214,6 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(result.rates_measured_on)}"
         )
     for reason in result.removed_by_reason(classifier.card):
-        print(f"rates at the old {args.score} calibration not carried over, {reason}")
+        print(f"rates at the old {refitted} score's calibration not carried over, {reason}")
     print(f"wrote {args.out} (version {result.card.version}); these figures are in-sample: evaluate it on another set")
     return EXIT_OK
