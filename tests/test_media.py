@@ -1934,3 +1934,19 @@ def test_a_varying_frame_rates_frames_are_counted_where_the_container_does_not_s
     assert sampled[-1].timestamp_s > 0.8 * info.duration_s
     steady = write_timed_video(tmp_path / f"steady.{suffix}", frames[:40], [i / 10 for i in range(40)], fmt, rate=10)
     assert (probe_video(steady).fps, probe_video(steady).frame_count) == (10.0, 40)  # a constant rate: as stated
+
+
+def test_a_video_longer_than_the_limit_is_refused_without_counting_its_frames(tmp_path, monkeypatch):
+    """Counting a Matroska file's frames read it to its end (up to max_frames packets) before it was refused
+    for its length: a third of a 3-hour recording's gigabytes, where the refusal took a moment."""
+    import deepshield.media.video as video
+
+    frames = [np.full((32, 32, 3), i % 250, np.uint8) for i in range(30)]
+    path = write_timed_video(tmp_path / "long.mkv", frames, [i / 10 for i in range(30)], "matroska", rate=10)
+    counted: list[str] = []
+    monkeypatch.setattr(video, "_counted_frames", lambda name, most: counted.append(name) or 30)
+    with pytest.raises(MediaTooLargeError, match="above the 2 s limit"):
+        sample_frames(path, 4, VideoLimits(max_duration_s=2.0))
+    assert counted == []
+    sample_frames(path, 4, VideoLimits(max_duration_s=5.0))  # within it: counted, as before
+    assert counted == [str(path)]

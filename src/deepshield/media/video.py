@@ -210,7 +210,7 @@ def picture_stream(container: av.container.InputContainer) -> av.VideoStream:
     raise CorruptMediaError("file has no video stream")
 
 
-def _info(container: av.container.InputContainer, max_frames: int) -> VideoInfo:
+def _info(container: av.container.InputContainer, limits: VideoLimits) -> VideoInfo:
     stream = picture_stream(container)
     if stream.codec_context is None:  # a damaged header (a renamed box) leaves the stream without a codec
         raise CorruptMediaError("its video stream names no codec that can be decoded (the file is damaged)")
@@ -236,8 +236,11 @@ def _info(container: av.container.InputContainer, max_frames: int) -> VideoInfo:
     else:
         duration = 0.0
     frames = int(stream.frames or 0)
-    # (A stream with no duration either, raw H.264, is thinned as it is read: _sample_sequentially.)
-    if frames <= 0 < duration and (counted := _counted_frames(container.name, max_frames)) is not None:
+    # (A stream with no duration either, raw H.264, is thinned as it is read: _sample_sequentially.) Not one
+    # longer than the limit, refused (or read in a span) as before: a 3-hour recording had a third of its
+    # gigabytes read to count 108,000 frames, before its refusal for its length.
+    countable = 0 < duration <= limits.max_duration_s
+    if frames <= 0 and countable and (counted := _counted_frames(container.name, limits.max_frames)) is not None:
         # Matroska, WebM and MPEG-TS say no frame count, and their rate is a guess from the first timestamps
         # or a declared default: a varying rate's (6 fps on average) read 2 fps, its 3,600 frames 1,200, and
         # the page said so. Counted, the frames are known, and where the rate does not fit them over the
@@ -329,7 +332,7 @@ def _measured_end_s(path: str) -> float | None:
 def probe_video(path: Path | str, limits: VideoLimits = VideoLimits()) -> VideoInfo:
     """Container facts, plus the rotation read from the first decodable frame (a few ms)."""
     with _open(Path(path), limits) as container:
-        info = _info(container, limits.max_frames)
+        info = _info(container, limits)
         try:
             for frame in container.decode(picture_stream(container)):
                 return _with_frame_rotation(info, frame)
@@ -657,7 +660,7 @@ def sample_frames(
     if is_animation(path):
         return sample_animation(path, n, limits, on_frame, span)
     with _open(path, limits) as container:
-        info = _info(container, limits.max_frames)
+        info = _info(container, limits)
         check_limits(info, limits, span)
         pixel_cap = held_pixel_cap(info, _frames_held(info, n, span), limits)
         if _can_seek(info):
