@@ -184,6 +184,8 @@ def test_the_command_says_a_synthetic_face_head_is_left_out(tmp_path, capsys):
     assert deepshield(["soup", str(first), str(two), "--out", str(tmp_path / "soup")]) == 0
     said = capsys.readouterr().out
     assert "no synthetic-face score: the heads of two-output 1 left out" in said
+    # The soup just written named as the head's parent ("synthetic.init=NEW_BUNDLE", the option's placeholder).
+    assert f"--set synthetic.init={tmp_path / 'soup'})" in said
     assert read_card(tmp_path / "soup").synthetic is None
     assert deepshield(["soup", str(first), str(first), "--out", str(tmp_path / "plain")]) == 0
     assert "synthetic" not in capsys.readouterr().out

@@ -56,7 +56,7 @@ def run_soup(args: argparse.Namespace) -> int:
     # Said where it happens: the help's word alone, and a soup of two-score bundles served no synthetic-face score.
     heads = (
         f"; no synthetic-face score: the heads of {', '.join(soup.heads_left_out)} left out (give it one: "
-        "train --config src/deepshield/training/synthetic-frozen.toml --set synthetic.init=NEW_BUNDLE)"
+        f"train --config src/deepshield/training/synthetic-frozen.toml --set synthetic.init={shlex.quote(str(args.out))})"
         if soup.heads_left_out
         else ""
     )
