@@ -300,6 +300,14 @@ def test_a_training_runs_outputs_named_as_a_bundle_say_what_to_give(bundle_copy,
     bundle was there."""
     run = tmp_path / "runs" / "x"
     (run / "checkpoints").mkdir(parents=True)
+    # A run stopped in its first epoch (last.pt alone), or whose epochs had no value to choose by: the export
+    # of a best.pt it does not have was named.
+    (run / "checkpoints" / "last.pt").write_bytes(b"torch")
+    with pytest.raises(BundleError, match=r"that has finished no epoch: continue it with its command and --resume$"):
+        OnnxClassifier(run)
+    (run / "checkpoints" / "epoch_001.pt").write_bytes(b"torch")
+    with pytest.raises(BundleError, match=rf"`deepshield export {run / 'checkpoints' / 'epoch_001.pt'} --out BUNDLE`$"):
+        OnnxClassifier(run)
     checkpoint = run / "checkpoints" / "best.pt"
     checkpoint.write_bytes(b"torch")
     with pytest.raises(BundleError, match=r"has no model_card.json: a training run's folder without a bundle; make "):

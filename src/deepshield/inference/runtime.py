@@ -87,11 +87,17 @@ def _what_to_give(path: Path) -> str:
         return f": a training checkpoint; make a bundle of it with `deepshield export {path} --out BUNDLE`"
     if (path / "bundle" / CARD_FILE).is_file():
         return f": a training run's folder; its bundle is {path / 'bundle'}"
-    if (path / "checkpoints").is_dir():
+    checkpoints = path / "checkpoints"
+    if (checkpoints / "best.pt").is_file():
+        return f": a training run's folder without a bundle; make one with `deepshield export {checkpoints / 'best.pt'} --out BUNDLE`"
+    # No best.pt, which the export named whether or not there was one: no epoch chosen, or none finished.
+    if epochs := sorted(checkpoints.glob("epoch_*.pt")):
         return (
-            f": a training run's folder without a bundle; make one with `deepshield export "
-            f"{path / 'checkpoints' / 'best.pt'} --out BUNDLE`"
+            f": a training run's folder without a bundle or a chosen epoch; make one of an epoch's checkpoint with "
+            f"`deepshield export {epochs[-1]} --out BUNDLE`"
         )
+    if checkpoints.is_dir():
+        return ": a training run's folder that has finished no epoch: continue it with its command and --resume"
     return ""
 
 
