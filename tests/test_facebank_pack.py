@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from deepshield.cli.main import EXIT_USAGE, main
+from deepshield.data.manifest import MANIFEST_COLUMNS
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.training.facebank import (
@@ -217,7 +218,7 @@ def test_a_dataset_prepared_inside_a_real_face_folder_is_no_face_of_it(real_dir,
     crops = folder / "prep" / "crops" / "photos" / "fake"
     crops.mkdir(parents=True)
     shutil.copyfile(next(real_dir.glob("*.png")), crops / "000000_00.png")
-    (folder / "prep" / "manifest.csv").write_text("crop_path,label\n")
+    (folder / "prep" / "manifest.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n")
     with caplog.at_level(logging.WARNING):
         listed = list_images([folder])
     assert sorted(p.name for p in listed) == sorted(p.name for p in real_dir.iterdir())

@@ -978,6 +978,19 @@ def test_a_dataset_prepared_inside_a_source_is_no_media_of_it_for_its_readers(tm
     )
 
 
+def test_a_users_own_listing_beside_a_crops_folder_is_no_prepared_dataset(tmp_path: Path, small, caplog):
+    # A folder of one's own photos in crops/ beside one's own manifest.csv (or a dataset.json of another tool)
+    # was taken for a prepared dataset by those names alone, and its photos passed over.
+    write_png(tmp_path / "src" / "real" / "mine" / "crops" / "a.png", variant(small, 1))
+    (tmp_path / "src" / "real" / "mine" / "manifest.csv").write_text("path,label\ncrops/a.png,real\n")
+    write_png(tmp_path / "src" / "real" / "theirs" / "crops" / "b.png", variant(small, 2))
+    (tmp_path / "src" / "real" / "theirs" / "dataset.json").write_text('{"name": "faces", "license": "cc-by"}\n')
+    with caplog.at_level(logging.WARNING, logger="deepshield.data.sources"):
+        items = [e for e in read_source(tmp_path / "src") if isinstance(e, SourceItem)]
+    assert sorted(item.path.name for item in items) == ["a.png", "b.png"]
+    assert "passed over" not in caplog.text
+
+
 def test_a_broken_link_or_a_fifo_in_a_folder_is_said_not_dropped(tmp_path: Path, small):
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
     (tmp_path / "src" / "real" / "gone.png").symlink_to(tmp_path / "nowhere.png")

@@ -109,11 +109,6 @@ class DatasetLayout:
     def stats(self) -> Path:
         return self.root / "stats"
 
-    def holds_dataset(self) -> bool:
-        """Whether the folder holds a prepared dataset (its manifest or dataset.json beside its crops/), as
-        `prepare --out` into a source's own folder leaves one: the source readers pass it over."""
-        return (self.manifest.is_file() or self.info.is_file()) and self.crops.is_dir()
-
     @property
     def own_media(self) -> tuple[Path, ...]:
         """The folders holding the images the dataset itself writes (crops, fakes made from them, charts):

@@ -293,6 +293,29 @@ def read_info(dataset_dir: Path | str) -> DatasetInfo:
         ) from None
 
 
+def holds_dataset(folder: Path) -> bool:
+    """Whether `folder` holds a prepared dataset, as `prepare --out` into a source's own folder leaves one (the
+    source readers pass it over): its crops/ beside a manifest.csv of this tool's columns or a dataset.json it
+    reads. A user's own listing named manifest.csv beside a crops/ folder of photos is none: a name alone hid them."""
+    layout = DatasetLayout(folder)
+    if not layout.crops.is_dir():
+        return False
+    if layout.manifest.is_file():  # a regular file: a FIFO of that name would block the listing for good
+        try:
+            with open(layout.manifest, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:
+                if set(MANIFEST_COLUMNS) <= set(next(csv.reader(handle), [])):
+                    return True
+        except OSError:
+            pass
+    if not layout.info.is_file():
+        return False
+    try:
+        read_info(folder)
+    except ManifestError:
+        return False
+    return True
+
+
 def write_info(dataset_dir: Path | str, info: DatasetInfo) -> None:
     atomic_write_text(DatasetLayout(dataset_dir).info, info.model_dump_json(indent=2) + "\n", durable=True)
 

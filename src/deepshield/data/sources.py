@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from deepshield.data.layout import DatasetLayout, safe_name, safe_relpath
+from deepshield.data.layout import safe_name, safe_relpath
+from deepshield.data.manifest import holds_dataset
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import NAME_BYTES, check_media_file, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
@@ -93,13 +94,15 @@ def media_files(root: Path) -> list[Path]:
     """The images and videos under `root`, but a prepared dataset's inside it (`prepare SRC --out SRC/real/prep`):
     its crops were read as media of the folder they lie in (12 files evaluated as 24), said in a note."""
     files = sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
-    held: dict[Path, bool] = {}  # folder -> whether it is a prepared dataset's
+    held: dict[Path, bool] = {}  # folder -> whether it is a prepared dataset's, looked at once
 
     def in_dataset(path: Path) -> Path | None:
         for folder in path.relative_to(root).parents:
             if folder != Path("."):
                 at = root / folder
-                if held.setdefault(at, DatasetLayout(at).holds_dataset()):
+                if at not in held:
+                    held[at] = holds_dataset(at)
+                if held[at]:
                     return at
         return None
 
