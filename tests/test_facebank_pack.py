@@ -222,7 +222,7 @@ def test_a_dataset_prepared_inside_a_real_face_folder_is_no_face_of_it(real_dir,
     with caplog.at_level(logging.WARNING):
         listed = list_images([folder])
     assert sorted(p.name for p in listed) == sorted(p.name for p in real_dir.iterdir())
-    assert f"1 files of the prepared dataset(s) {folder / 'prep'} inside it passed over" in caplog.text
+    assert f"1 file of the prepared dataset {folder / 'prep'} inside it passed over" in caplog.text
 
 
 def test_a_photo_replaced_under_its_name_is_cropped_again(real_dir, tmp_path):

@@ -973,9 +973,7 @@ def test_a_dataset_prepared_inside_a_source_is_no_media_of_it_for_its_readers(tm
     with caplog.at_level(logging.WARNING, logger="deepshield.data.sources"):
         items = [e for e in read_source(tmp_path / "src") if isinstance(e, SourceItem)]
     assert sorted(item.path.name for item in items) == ["a.png", "b.png"]
-    assert (
-        f"2 files of the prepared dataset(s) {tmp_path / 'src' / 'real' / 'prep'} inside it passed over" in caplog.text
-    )
+    assert f"2 files of the prepared dataset {tmp_path / 'src' / 'real' / 'prep'} inside it passed over" in caplog.text
 
 
 def test_a_users_own_listing_beside_a_crops_folder_is_no_prepared_dataset(tmp_path: Path, small, caplog):

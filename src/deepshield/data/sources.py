@@ -108,13 +108,15 @@ def media_files(root: Path) -> list[Path]:
 
     datasets = {path: dataset for path in files if (dataset := in_dataset(path)) is not None}
     if datasets:
-        named = ", ".join(str(d) for d in sorted(set(datasets.values())))
+        held_in = sorted(set(datasets.values()))
+        files_of = f"{len(datasets)} file{'s' if len(datasets) != 1 else ''} of the prepared dataset"
         log.warning(
-            "%s: %d files of the prepared dataset(s) %s inside it passed over (a dataset's crops are no media of the "
-            "folder holding it; give the dataset itself to read them)",
+            "%s: %s%s %s inside it passed over (a dataset's crops are no media of the folder holding it; give the "
+            "dataset itself to read them)",
             root,
-            len(datasets),
-            named,
+            files_of,
+            "s" if len(held_in) != 1 else "",
+            ", ".join(map(str, held_in)),
         )
     return [path for path in files if path not in datasets]
 
