@@ -976,6 +976,18 @@ def test_a_dataset_prepared_inside_a_source_is_no_media_of_it_for_its_readers(tm
     assert f"2 files of the prepared dataset {tmp_path / 'src' / 'real' / 'prep'} inside it passed over" in caplog.text
 
 
+def test_prepare_again_into_a_folder_inside_its_source_says_nothing_of_its_own_output(tmp_path: Path, small, caplog):
+    # `prepare src --out src/real/ds` run again was warned its own output was passed over ("give the dataset itself").
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    write_png(tmp_path / "src" / "fake" / "b.png", variant(small, 2))
+    out = tmp_path / "src" / "real" / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    with caplog.at_level(logging.WARNING, logger="deepshield.data.sources"):
+        again = prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    assert (again.files, again.skipped) == (2, 2)
+    assert "passed over" not in caplog.text
+
+
 def test_a_users_own_listing_beside_a_crops_folder_is_no_prepared_dataset(tmp_path: Path, small, caplog):
     # A folder of one's own photos in crops/ beside one's own manifest.csv (or a dataset.json of another tool)
     # was taken for a prepared dataset by those names alone, and its photos passed over.

@@ -102,7 +102,7 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     before = _label_counts(records)
 
     # Not the dataset's own crops (fakes among them, when the dataset lies inside the folder), each file once.
-    entries = list(distinct_entries(read_as_label(folder, key, REAL), layout.own_media))
+    entries = list(distinct_entries(read_as_label(folder, key, REAL, writing=layout.root), layout.own_media))
     # A file the dataset already holds would come in again as another group (the same photo in train and
     # test), and one of its fakes would come in as real. Held: by path, and by content (a copy of a photo
     # elsewhere came in again, 7 of 24 in two splits), down-sampled files too (they came back in new

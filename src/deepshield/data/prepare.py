@@ -95,10 +95,11 @@ def collect_items(
     fmt: str = "auto",
     ffpp_compressions: Sequence[str] | None = None,
     known_keys: Mapping[str, str] | None = None,
-    exclude: Sequence[Path] = (),
+    writing: Path | None = None,
 ) -> tuple[list[SourceItem], list[SourceProblem], list[DatasetSource]]:
     """Read every SOURCE (formats checked for all before any is read). Duplicates become problems.
-    Files under `exclude` (the folders the dataset being written fills: DatasetLayout.own_media) are not read.
+    Files of `writing`, the dataset being written (DatasetLayout.own_media, where it lies in a source or a
+    source in it), are not read.
     `known_keys`: the keys of the sources the dataset already holds (resolved path -> key), kept."""
     given = dict(zip(paths := [Path(p).resolve() for p in sources], map(Path, sources)))
     with _named_as_given(given):
@@ -117,13 +118,14 @@ def collect_items(
     def entries(path: Path, form: str, key: str) -> Iterator[SourceEntry]:
         with _named_as_given(given):
             if form != "ffpp":
-                yield from read_source(path, form, key, ffpp_compressions)
+                yield from read_source(path, form, key, ffpp_compressions, writing)
             elif (path, key) == ffpp[0]:
                 # Every FaceForensics++ folder at once, where the first is listed: a fake's identities are
                 # grouped whichever folder holds them.
                 yield from read_ffpp_roots(ffpp, compressions=ffpp_compressions)
 
     every = (entry for path, form, key in zip(paths, formats, keys) for entry in entries(path, form, key))
+    exclude = DatasetLayout(writing).own_media if writing is not None else ()
     for entry in distinct_entries(every, exclude):
         if isinstance(entry, SourceProblem):
             problems.append(entry)
@@ -361,7 +363,7 @@ def _prepare(
         )
     known = {s.path: s.root_key for s in before.sources} if before is not None else {}
     items, problems, described = collect_items(
-        [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, exclude=layout.own_media
+        [Path(s) for s in sources], fmt, ffpp_compressions, known_keys=known, writing=layout.root
     )
     kept_by_file: dict[str, str] = {}
     split_again = False  # the dataset here was split with another seed or other ratios

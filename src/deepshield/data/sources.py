@@ -90,9 +90,11 @@ def normalise_label(text: str) -> Label | None:
     return value if value in LABELS else None
 
 
-def media_files(root: Path) -> list[Path]:
+def media_files(root: Path, writing: Path | None = None) -> list[Path]:
     """The images and videos under `root`, but a prepared dataset's inside it (`prepare SRC --out SRC/real/prep`):
-    its crops were read as media of the folder they lie in (12 files evaluated as 24), said in a note."""
+    its crops were read as media of the folder they lie in (12 files evaluated as 24), said in a note. `writing`:
+    the dataset the reading command writes (prepare's --out, balance's dataset), passed over unsaid: its rerun
+    was warned of its own output, told to give that dataset itself."""
     files = sorted(p for p in files_under(root) if p.suffix.lower() in MEDIA_SUFFIXES)
     held: dict[Path, bool] = {}  # folder -> whether it is a prepared dataset's, looked at once
 
@@ -107,9 +109,10 @@ def media_files(root: Path) -> list[Path]:
         return None
 
     datasets = {path: dataset for path in files if (dataset := in_dataset(path)) is not None}
-    if datasets:
-        held_in = sorted(set(datasets.values()))
-        files_of = f"{len(datasets)} file{'s' if len(datasets) != 1 else ''} of the prepared dataset"
+    own = real_path(writing) if writing is not None else None
+    if said := {path: dataset for path, dataset in datasets.items() if real_path(dataset) != own}:
+        held_in = sorted(set(said.values()))
+        files_of = f"{len(said)} file{'s' if len(said) != 1 else ''} of the prepared dataset"
         log.warning(
             "%s: %s%s %s inside it passed over (a dataset's crops are no media of the folder holding it; give the "
             "dataset itself to read them)",
@@ -139,7 +142,7 @@ def _looks_like_dfdc_metadata(path: Path) -> bool:
     return isinstance(entries, dict) and any(isinstance(v, dict) and "label" in v for v in entries.values())
 
 
-def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[SourceEntry]:
+def read_dfdc(root: Path, root_key: str, source: str = "dfdc", writing: Path | None = None) -> Iterator[SourceEntry]:
     base = root.parent if root.is_file() else root
     listed: set[Path] = set()  # every video a metadata.json names, wherever it is
     for meta in _dfdc_metadata_files(root):
@@ -178,7 +181,7 @@ def read_dfdc(root: Path, root_key: str, source: str = "dfdc") -> Iterator[Sourc
             )
     # A video no metadata.json names has no label: said, wherever it is (a part folder without its
     # metadata.json, a video in a sub-folder or at the root were dropped without a word).
-    for path in media_files(base) if root.is_dir() else []:
+    for path in media_files(base, writing) if root.is_dir() else []:
         if path.suffix.lower() in VIDEO_SUFFIXES and real_path(path) not in listed:
             yield SourceProblem(path, "video not listed in any metadata.json (label unknown)", source)
 
@@ -332,9 +335,11 @@ def folder_source_name(root: Path) -> str:
     return root.name or "folders"
 
 
-def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterator[SourceEntry]:
+def read_folders(
+    root: Path, root_key: str, source: str | None = None, writing: Path | None = None
+) -> Iterator[SourceEntry]:
     source = source or folder_source_name(root)
-    for path in media_files(root):
+    for path in media_files(root, writing):
         relative = path.relative_to(root)
         folders = (root.resolve().name, *relative.parts[:-1])
         labelled = [(i, label) for i, name in enumerate(folders) if (label := normalise_label(name)) is not None]
@@ -347,10 +352,12 @@ def read_folders(root: Path, root_key: str, source: str | None = None) -> Iterat
         yield SourceItem(path, label, f"{root_key}:{rel}", source, method, f"{root_key}/{safe_relpath(rel)}")
 
 
-def read_as_label(root: Path, root_key: str, label: Label, source: str | None = None) -> Iterator[SourceEntry]:
+def read_as_label(
+    root: Path, root_key: str, label: Label, source: str | None = None, writing: Path | None = None
+) -> Iterator[SourceEntry]:
     """Every image or video under `root`, all with one label (a folder of extra real faces)."""
     source = source or folder_source_name(root)
-    files = media_files(root) if root.is_dir() else [root]
+    files = media_files(root, writing) if root.is_dir() else [root]
     base = root if root.is_dir() else root.parent
     for path in files:
         rel = path.relative_to(base).as_posix()
@@ -532,9 +539,13 @@ def root_keys(paths: Sequence[Path], taken: Sequence[str] = (), known: Mapping[s
 
 
 def read_source(
-    path: Path, fmt: str = "auto", root_key: str | None = None, ffpp_compressions: Sequence[str] | None = None
+    path: Path,
+    fmt: str = "auto",
+    root_key: str | None = None,
+    ffpp_compressions: Sequence[str] | None = None,
+    writing: Path | None = None,
 ) -> Iterator[SourceEntry]:
-    """All entries of one SOURCE, in a deterministic order."""
+    """All entries of one SOURCE, in a deterministic order; `writing`: as media_files'."""
     path = Path(path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
@@ -547,9 +558,9 @@ def read_source(
             raise SourceFormatError(f"{path}: --format csv needs a CSV file")
         return read_csv_manifest(path, key)
     if fmt == "dfdc":
-        return read_dfdc(path, key)
+        return read_dfdc(path, key, writing=writing)
     if not path.is_dir():
         raise SourceFormatError(f"{path}: --format {fmt} needs a folder")
     if fmt == "ffpp":
         return read_ffpp(path, key, compressions=ffpp_compressions)
-    return read_folders(path, key)
+    return read_folders(path, key, writing=writing)
