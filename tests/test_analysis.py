@@ -415,10 +415,15 @@ def test_a_sideways_photo_is_scored_as_the_upright_one(detector, astronaut):
     assert sideways[0].probability == pytest.approx(upright.probability, abs=0.01)
     x0, y0, x1, y1 = upright.box
     assert sideways[0].box == pytest.approx([y0, 512 - x1, y1, 512 - x0], abs=1.0)
-    # read turned, it says so beside its score: real photos read that way were flagged more often
+    # read turned, it says so beside its score: real photos read that way were flagged more often; how much more
+    # was measured with the shipped model (the test's was quoted that figure as its own)
     assert upright.cautions == sideways[0].cautions[:-1] and sideways[0].cautions[-1:] == [
-        "read after turning the picture 270°: real photos read turned were flagged two to three times as often as "
-        "upright ones"
+        "read after turning the picture 270°: real photos read turned were flagged more often than upright ones "
+        "(measured with the shipped model, not this one)"
+    ]
+    assert face_cautions([200], 90, [0.9], measured=True) == [
+        "read after turning the picture 90°: real photos read turned were flagged more often than upright ones "
+        "(two to three times as often)"
     ]
 
 
@@ -874,7 +879,7 @@ def test_a_video_turned_without_a_rotation_tag_is_read_upright(detector, astrona
     assert [c.split(" (")[0] for c in up_track.cautions] == ["small face"]  # 512 px frames: a 95 px face
     assert [c.split(" (")[0] for c in side_track.cautions] == [
         "small face",
-        "read after turning the picture 270°: real photos read turned were flagged two to three times as often as upright ones",
+        "read after turning the picture 270°: real photos read turned were flagged more often than upright ones",
     ]
 
 

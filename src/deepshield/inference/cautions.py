@@ -102,8 +102,8 @@ def _turned(seen: Seen) -> str | None:
     if not seen.turned_deg:
         return None
     return (
-        f"the picture {seen.turned_deg}°: real photos read turned were flagged two to three times "
-        "as often as upright ones"
+        f"the picture {seen.turned_deg}°: real photos read turned were flagged more often than upright ones "
+        f"({seen.figures('two to three times as often')})"
     )
 
 
