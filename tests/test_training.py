@@ -102,6 +102,7 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
     assert "val_auc" in card.metrics
     # The packaged configuration's licence names its own data (UTKFace, ...), not this run's folder.
     assert card.license.startswith(f"Weights: trained on the data of {real_dir}, whose terms apply to them")
+    assert "research-use" not in card.intended_use and f"trained on the data of {real_dir} (" in card.intended_use
     scores = classifier.score(np.zeros((3, 48, 48, 3), np.uint8))
     assert scores.logits.shape == (3,) and scores.cams.shape[0] == 3
 
@@ -787,6 +788,19 @@ def test_a_cards_licence_names_the_packaged_data_only_where_the_run_trained_on_i
     own = card_license(load_config(None, ['data.real_dirs=["mine"]', 'data.datasets=["prep"]']))
     assert "UTKFace" not in own and "trained on the data of mine, prep, whose terms apply" in own
     assert card_license(load_config(None, ['data.real_dirs=["mine"]', "export.license=CC-BY-4.0"])) == "CC-BY-4.0"
+
+
+def test_a_cards_intended_use_says_trained_on_the_packaged_data_only_where_the_run_trained_on_it():
+    # "Trained only on research-use real-face datasets" was copied onto the card of a run on one's own photos.
+    from deepshield.training.export import card_intended_use
+
+    packaged = load_config(None)
+    assert "research-use real-face datasets" in card_intended_use(packaged) == packaged.export.intended_use
+    own = card_intended_use(load_config(None, ['data.real_dirs=["mine"]']))
+    assert "research-use" not in own and "trained on the data of mine (export.intended_use unset" in own
+    assert "not a sole basis" in own.lower()
+    stated = load_config(None, ['data.real_dirs=["mine"]', "export.intended_use=Teaching."])
+    assert card_intended_use(stated) == "Teaching."
 
 
 def test_config_overrides_params_file_and_errors(tmp_path):

@@ -4,9 +4,10 @@ threshold on it too or, with export.threshold_fpr, for a stated false-positive r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -348,7 +349,7 @@ def export_checkpoint(
         synthetic=synthetic,
         training=training_info(config, checkpoint),
         metrics=manipulation_metrics | _selected_epoch_metrics(checkpoint) | synthetic_metrics,
-        intended_use=config.export.intended_use,
+        intended_use=card_intended_use(config),
         license=card_license(config),
     )
     export_bundle(net, card, out_dir)
@@ -393,28 +394,54 @@ def epoch_record(checkpoint: dict) -> dict[str, Any]:
 
 
 def card_license(config: TrainConfig) -> str:
-    """export.license as the card states it. A packaged configuration's licence names the data it trains on
-    (UTKFace, a portrait set, FFHQ): a run of it on other folders carried that text, naming data its weights
-    never saw. There the card names the folders the run learnt from and says that their terms apply."""
+    """export.license as the card states it (card_text): where the packaged licence names other data, one naming
+    the folders the run learnt from and saying that their terms apply."""
+    return card_text(
+        config,
+        "license",
+        lambda used: (
+            f"Weights: trained on the data of {used}, whose terms apply to them (export.license unset for "
+            "this data). Code: Apache-2.0."
+        ),
+    )
+
+
+def card_intended_use(config: TrainConfig) -> str:
+    """export.intended_use as the card states it (card_text): where the packaged text says what the run was trained
+    on ("only on research-use real-face datasets"), one naming the folders it learnt from."""
+    return card_text(
+        config,
+        "intended_use",
+        lambda used: (
+            "Flagging possibly manipulated faces for human review; trained on the data of "
+            f"{used} (export.intended_use unset for this data). Not a sole basis for decisions about people."
+        ),
+    )
+
+
+def card_text(config: TrainConfig, key: Literal["license", "intended_use"], instead: Callable[[str], str]) -> str:
+    """export.`key` as the card states it. A packaged configuration's text names the data it trains on (its
+    licence: UTKFace, a portrait set, FFHQ; its intended use: research-use datasets): a run of it on other folders
+    carried that text, naming data its weights never saw. There the card says `instead(the run's folders)`."""
+    given = getattr(config.export, key)
     used = data_folders(config.data, config.synthetic)
     for packaged in PACKAGED_CONFIGS:
         mapping = read_mapping(packaged)
-        if config.export.license != mapping.get("export", {}).get("license"):
+        if given != mapping.get("export", {}).get(key):
             continue
         synthetic = mapping.get("synthetic")
         data = DataConfig.model_validate(mapping.get("data", {}))
         shipped = data_folders(data, None if synthetic is None else SyntheticConfig.model_validate(synthetic))
         if used != shipped:
             log.warning(
-                "export.license is the packaged %s's, which names that configuration's data: the card says instead "
-                "that this run's data's terms apply (set export.license to state them)",
+                "export.%s is the packaged %s's, which names that configuration's data: the card names this run's "
+                "folders instead (set export.%s to state it for this data)",
+                key,
                 packaged.name,
+                key,
             )
-            return (
-                f"Weights: trained on the data of {', '.join(sorted(used))}, whose terms apply to them (export.license "
-                "unset for this data). Code: Apache-2.0."
-            )
-    return config.export.license
+            return instead(", ".join(sorted(used)))
+    return given
 
 
 def training_info(config: TrainConfig, checkpoint: dict) -> TrainingInfo:
