@@ -513,8 +513,8 @@ def test_missing_files_are_listed_apart_from_unreadable_ones(capsys, folder_data
     err = printed.err
     assert "3 files: 1 with faces, 0 without a face, 1 missing (listed but not on disk), 1 not readable" in err
     assert "1 with a face, 0 without, 1 missing, 1 unreadable; " in printed.out  # the summary says them alike
-    assert f"1 files named by the dataset's listing but missing: {tmp_path / 'gone.jpg'}\n" in err
-    assert re.search(r"1 files unreadable: \S*broken.jpg \(", err)
+    assert f"1 file named by the dataset's listing but missing: {tmp_path / 'gone.jpg'}\n" in err
+    assert re.search(r"1 file unreadable: \S*broken.jpg \(", err)
     page = (out / "report.html").read_text()
     assert "<h2>Missing files (1)</h2>" in page and "<h2>Unreadable files (1)</h2>" in page
     # The page's header and metrics.json counted the missing file as unreadable ("1 / 0 / 2"), and its

@@ -786,7 +786,7 @@ def test_cli_prepare_lists_missing_apart_from_unreadable_and_warns_of_empty_spli
     )
     assert code == 0
     err = capsys.readouterr().err
-    assert f"warning: 1 files named by the sources' listings are missing: {tmp_path / 'src' / 'gone.png'}\n" in err
+    assert f"warning: 1 file named by the sources' listings is missing: {tmp_path / 'src' / 'gone.png'}\n" in err
     assert re.search(r"warning: 1 file could not be read: \S*broken.png \(", err)
     # One crop, three splits asked for: val and test come out empty, and the user is told.
     assert (

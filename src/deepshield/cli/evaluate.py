@@ -281,7 +281,8 @@ def list_failed_files(summary, shown: int = 10) -> None:
         if entries:
             listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
             more = f"; and {len(entries) - shown} more (see the report)" if len(entries) > shown else ""
-            say(f"deepshield evaluate: {len(entries)} files {what}: {listed}{more}")
+            files = "file" if len(entries) == 1 else "files"
+            say(f"deepshield evaluate: {len(entries)} {files} {what}: {listed}{more}")
 
 
 def print_summary(summary, out=None) -> None:

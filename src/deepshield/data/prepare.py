@@ -80,7 +80,11 @@ class PrepareSummary:
 
         out = [self.interrupted_step] if self.interrupted_step else []
         if self.missing:
-            out.append(f"{len(self.missing)} files named by the sources' listings are missing: {listing(self.missing)}")
+            files = "file" if len(self.missing) == 1 else "files"
+            verb = "is" if len(self.missing) == 1 else "are"
+            out.append(
+                f"{len(self.missing)} {files} named by the sources' listings {verb} missing: {listing(self.missing)}"
+            )
         if self.unreadable:
             out.append(
                 f"{len(self.unreadable)} file{'' if len(self.unreadable) == 1 else 's'} could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
