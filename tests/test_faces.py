@@ -549,3 +549,20 @@ def test_a_faceless_picture_read_turned_gets_no_face(faces, picture):
     turned = faces._detect_turned(image, 1)
     assert max(face.score for face in turned) >= detector_module.TURN_MIN_CONFIDENCE
     assert faces.detect(image) == [] and faces.detect(image, turns=True) == []
+
+
+def test_confirming_a_turn_writes_nothing_on_stderr(tmp_path, astronaut):
+    """The face mesh warned once a process, the first time it placed a face ("Using NORM_RECT without
+    IMAGE_DIMENSIONS ..."), a line among a scan's table: a fresh process, as a scan is, to see its first time."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "turned.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(np.ascontiguousarray(np.rot90(astronaut)), cv2.COLOR_RGB2BGR))
+    code = (
+        "import sys, cv2; from deepshield.faces.detector import FaceDetector; "
+        "image = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB); "
+        "print([face.turns for face in FaceDetector().detect(image, turns=True)])"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[3]" and run.stderr == ""

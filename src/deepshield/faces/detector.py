@@ -367,6 +367,9 @@ class FaceDetector:
         # them as a backstop for callers that never call close().
         # The face mesh that confirms a turn, built on the first turn to confirm (`_turn_confirmed`).
         self._mesh: list[Any] = []
+        # Whether the mesh has placed a face yet: the first time it does it warns on stderr, whatever the
+        # input's shape ("Using NORM_RECT without IMAGE_DIMENSIONS ..."), a stray line in a scan's table.
+        self._mesh_placed_a_face = False
         self._closer = weakref.finalize(self, _close_graphs, self._models, self._mesh, self._pid)
 
     def close(self) -> None:
@@ -450,17 +453,20 @@ class FaceDetector:
         x0, y0 = max(0, round(cx - side)), max(0, round(cy - side))
         x1, y1 = min(width, round(cx + side)), min(height, round(cy + side))
         crop = detection_input(np.ascontiguousarray(turned[y0:y1, x0:x1]), TURN_CONFIRM_SIDE)
+        from deepshield.native_logs import native_output_silenced
+
         with self._graphs():
             if not self._mesh:
-                from deepshield.native_logs import native_output_silenced
-
                 with native_output_silenced():
                     import mediapipe as mp
 
                     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
                     mesh.process(np.zeros((TURN_CONFIRM_SIDE, TURN_CONFIRM_SIDE, 3), np.uint8))  # see __init__
                 self._mesh.append(mesh)
-            return self._mesh[0].process(crop).multi_face_landmarks is not None
+            with contextlib.nullcontext() if self._mesh_placed_a_face else native_output_silenced():
+                confirmed = self._mesh[0].process(crop).multi_face_landmarks is not None
+            self._mesh_placed_a_face |= confirmed
+            return confirmed
 
     @contextlib.contextmanager
     def _graphs(self) -> Iterator[None]:
