@@ -298,7 +298,7 @@ def test_a_soups_verdicts_say_its_scores_are_not_calibrated(tmp_path, capsys, as
     from PIL import Image
 
     from deepshield.inference.analysis import Detector
-    from deepshield.models.card import NOT_CALIBRATED
+    from deepshield.models.card import NOT_CALIBRATED, not_calibrated
 
     soup = tmp_path / "soup"
     assert (
@@ -315,6 +315,12 @@ def test_a_soups_verdicts_say_its_scores_are_not_calibrated(tmp_path, capsys, as
     (row,) = json.loads(out)
     assert row["result"]["calibrated"] is False
     assert f"model soup 0.0.0 ({NOT_CALIBRATED})" in page.read_text()
+    # a threshold given is one chosen: only the temperature is the default
+    assert deepshield([*args, "--threshold", "0.6"]) == 0
+    given = not_calibrated(threshold_given=True)
+    err = capsys.readouterr().err
+    assert f"warning: model soup 0.0.0: {given}" in err and "not chosen" not in err
+    assert f"model soup 0.0.0 ({given})" in page.read_text() and "not chosen" not in page.read_text()
     with Detector.from_bundle(soup) as detector:
         assert detector.scoring_terms().calibrated is False  # the API's results and /healthz carry it
     calibrated = _bundle(tmp_path / "c", 3)

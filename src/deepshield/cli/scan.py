@@ -426,7 +426,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from deepshield.locks import file_lock
     from deepshield.media.provenance import TrustAnchors
     from deepshield.media.video import VideoSpan
-    from deepshield.models.card import NOT_CALIBRATED
+    from deepshield.models.card import not_calibrated
 
     check_engine_arguments(args)
     if args.resume and (args.out is None or args.format not in STREAMED_FORMATS):
@@ -445,8 +445,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     folder = bundle_dir(args.model)
     card = read_card(folder)
     checked_graph(folder, card)
+    threshold_given = args.threshold is not None
     if not card.calibration.fitted:  # its verdicts are called with the defaults (a soup's): said once
-        say(f"deepshield scan: warning: model {card.name} {card.version}: {NOT_CALIBRATED}")
+        say(f"deepshield scan: warning: model {card.name} {card.version}: {not_calibrated(threshold_given)}")
     has_synthetic = card.synthetic is not None
     for path, flag in ((args.out, "--out"), (args.html, "--html")):
         if path is not None:
@@ -497,6 +498,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 band=manipulation.band,
                 synthetic_band=None if synthetic is None else synthetic.band,
                 calibrated=card.calibration.fitted,
+                threshold_given=threshold_given,
             )
         )
         for row in earlier.values():

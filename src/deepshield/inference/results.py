@@ -179,8 +179,8 @@ class ScoringTerms(BaseModel):
     scope: str = Field(SCOPE, description="what the model judges and what it does not")
     calibrated: bool = Field(
         True,
-        description="whether the face-swap score was calibrated; false (a soup's): the defaults, temperature 1 and "
-        "threshold 50%, so a score is no probability and the threshold was not chosen",
+        description="whether the face-swap score was calibrated; false (a soup's): the default temperature 1, so a "
+        "score is no probability, and the default threshold 50% unless one was given",
     )
 
     def shown_score(self, probability: float, synthetic: bool = False) -> str:

@@ -28,7 +28,7 @@ from deepshield.inference.scan import ScanRow
 from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
 from deepshield.media.units import clock_time
-from deepshield.models.card import NOT_CALIBRATED, InconclusiveBand
+from deepshield.models.card import InconclusiveBand, not_calibrated
 
 _THUMB_PX = 112  # shown at this size
 # Most severe first: a file that could not be analysed is unknown, so it comes before the calm ones; within
@@ -53,7 +53,8 @@ class PageTerms:
     synthetic_threshold: float | None  # None: the model has no synthetic-face score
     band: InconclusiveBand | None = None  # each score's inconclusive band, said beside its threshold
     synthetic_band: InconclusiveBand | None = None
-    calibrated: bool = True  # False: the face-swap score's calibration is the defaults (NOT_CALIBRATED)
+    calibrated: bool = True  # False: the face-swap score's calibration is the defaults (not_calibrated)
+    threshold_given: bool = False  # scan's --threshold: only the temperature is the default
 
     @property
     def has_synthetic(self) -> bool:
@@ -331,7 +332,7 @@ class ScanPage:
         scores = [terms_of("face-swap", terms.threshold, terms.band)]
         if terms.synthetic_threshold is not None:
             scores.append(terms_of("synthetic-face", terms.synthetic_threshold, terms.synthetic_band))
-        uncalibrated = "" if terms.calibrated else f" ({NOT_CALIBRATED})"
+        uncalibrated = "" if terms.calibrated else f" ({not_calibrated(terms.threshold_given)})"
         said.append(f"model {terms.model}{uncalibrated} · {' · '.join(scores)}")
         made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         no_map = " (the synthetic-face score has no map)" if terms.has_synthetic else ""

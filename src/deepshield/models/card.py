@@ -98,12 +98,22 @@ def sigmoid(x: Any) -> NDArray[np.float64]:
     return np.asarray(np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small)), dtype=np.float64)
 
 
-# Said wherever verdicts are read of a model whose face-swap score was never calibrated (a soup): its
-# temperature and threshold are the defaults, which scan, serve and the Python API used without a word.
-NOT_CALIBRATED = (
-    "scores not calibrated: the defaults (temperature 1, threshold 50%), so a score is no probability and the "
-    "threshold was not chosen; `deepshield calibrate` fits them"
-)
+def not_calibrated(threshold_given: bool = False) -> str:
+    """Said wherever verdicts are read of a model whose face-swap score was never calibrated (a soup): its
+    temperature and threshold are the defaults, which scan, serve and the Python API used without a word.
+    threshold_given: scan's --threshold chose the threshold, so only the temperature is the default."""
+    if threshold_given:
+        return (
+            "scores not calibrated: the default temperature 1, so a score is no probability (the threshold is the "
+            "one given); `deepshield calibrate` fits the temperature"
+        )
+    return (
+        "scores not calibrated: the defaults (temperature 1, threshold 50%), so a score is no probability and the "
+        "threshold was not chosen; `deepshield calibrate` fits them"
+    )
+
+
+NOT_CALIBRATED = not_calibrated()
 
 
 class Calibration(StrictModel):
