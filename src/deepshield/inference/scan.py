@@ -33,7 +33,7 @@ class ScanRow(BaseModel):
     synthetic_probability: float | None = None  # the synthetic-face score (a two-output model)
     verdict_driver: str | None = None  # "manipulation" / "synthetic": the score that set the verdict
     # Faces (image) or counted people (video): the tracks that take part in the verdict, as the page and --html
-    # count them (a person and two stray one-frame tracks read 3 here beside "3 people (1 counted)" there).
+    # count them (a person and two stray one-frame tracks were 3 here beside "1 counted (3 seen)" there).
     faces: int | None = None
     cautions: str | None = None  # its faces' (counted people's) cautions, "; "-joined: what the table and CSV lacked
     reason: str | None = None  # its verdict's reason (a no_face one: where none was found, why faces go unfound)

@@ -145,10 +145,11 @@ export const capitalise = (text) => (text ? text.charAt(0).toUpperCase() + text.
 // "2026-12-05 19:30 UTC" from an ISO time; null: not known (a result saved before times were kept).
 export const utcMinute = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : null);
 
-// "4 (2 counted)": how many people were tracked and how many of them take part in the verdict.
+// "2 counted (4 seen)": how many people take part in the verdict, and how many were tracked, as scan's
+// --html page says it ("2 people counted (4 seen)").
 export function countedTracks(tracks) {
   const counted = tracks.filter((track) => track.counted).length;
-  return counted === tracks.length ? `${tracks.length}` : `${tracks.length} (${counted} counted)`;
+  return counted === tracks.length ? `${tracks.length}` : `${counted} counted (${tracks.length} seen)`;
 }
 
 // An AUC and its interval to 2 places, or to 3 where 2 would read a perfect 1.00, as

@@ -51,7 +51,7 @@ export function renderVideo(result, file, fileName, source) {
     ["Audio", v.has_audio ? "present, not analysed (faces only)" : null],
     ["Frames analysed", `${result.sampled_frames}`],
     // Stray one- or two-frame detections are tracked but do not count towards the verdict: said so.
-    ["Faces tracked", countedTracks(result.tracks)],
+    ["People", countedTracks(result.tracks)],
   ]);
   $("video-rule").textContent = "How the verdict is made: " + result.rule + ".";
   offerMoreFrames(result, source);
