@@ -976,6 +976,28 @@ def test_a_dataset_prepared_inside_a_source_is_no_media_of_it_for_its_readers(tm
     assert f"2 files of the prepared dataset {tmp_path / 'src' / 'real' / 'prep'} inside it passed over" in caplog.text
 
 
+def test_a_prepare_interrupted_inside_a_source_is_no_media_of_it(tmp_path: Path, small, caplog):
+    # Stopped (Ctrl-C) before its manifest and dataset.json were written, `prepare src --out src/real/prep` left
+    # crops that `evaluate src` and the face bank read as real media of the folder.
+    for i in range(3):
+        write_png(tmp_path / "src" / ("real", "fake")[i % 2] / f"{i}.png", variant(small, i))
+    out = tmp_path / "src" / "real" / "prep"
+
+    def interrupted(outcome):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False, on_file_done=interrupted)
+    assert list((out / "crops").rglob("*.png")) and not DatasetLayout(out).manifest.exists()
+    with caplog.at_level(logging.WARNING, logger="deepshield.data.sources"):
+        items = [e for e in read_source(tmp_path / "src") if isinstance(e, SourceItem)]
+    assert sorted(item.path.name for item in items) == ["0.png", "1.png", "2.png"]
+    assert f"of the prepared dataset {out} inside it passed over" in caplog.text
+    resumed = prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    assert (resumed.files, resumed.skipped) == (3, 1)
+    assert not DatasetLayout(out).preparing.exists()  # its mark of a prepare under way is gone once it is done
+
+
 def test_prepare_again_into_a_folder_inside_its_source_says_nothing_of_its_own_output(tmp_path: Path, small, caplog):
     # `prepare src --out src/real/ds` run again was warned its own output was passed over ("give the dataset itself").
     write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
@@ -1040,6 +1062,20 @@ def test_a_prepare_that_stops_before_writing_leaves_no_folder(tmp_path: Path):
     with pytest.raises(SourceFormatError, match="no such file or folder"):
         prepare_dataset([tmp_path / "nosuch"], tmp_path / "ds", settings=SETTINGS, progress=False)
     assert not (tmp_path / "ds").exists()  # it was left holding only its lock
+
+
+def test_a_prepare_stopped_before_its_first_crop_leaves_no_folder(tmp_path: Path, small, monkeypatch):
+    # Its mark of a prepare under way (preparing.json) kept a folder holding nothing else.
+    import deepshield.data.prepare as prepare_module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    write_png(tmp_path / "src" / "real" / "a.png", variant(small, 1))
+    monkeypatch.setattr(prepare_module, "run_extraction", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([tmp_path / "src"], tmp_path / "ds", settings=SETTINGS, progress=False)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_a_manifest_that_cannot_be_written_keeps_the_one_before_and_no_temporary_file(tmp_path: Path):

@@ -4,6 +4,7 @@ DATASET_DIR/
   manifest.csv     one row per face crop (see deepshield.data.manifest)
   errors.csv       one row per source file that gave no crop, with the reason
   dataset.json     how the dataset was built: sources, crop policy, frames, seed, split ratios
+  preparing.json   there while a prepare is under way (see deepshield.data.manifest.PREPARING)
   removed.csv      rows taken out by `dataset balance --downsample` (kept, not deleted)
   crops/<root>/<file path inside the source>/<frame>_<face>.png
   records/<root>/<file path inside the source>.json    per-file done record (resume)
@@ -30,6 +31,7 @@ MANIFEST_NAME = "manifest.csv"
 ERRORS_NAME = "errors.csv"
 INFO_NAME = "dataset.json"
 REMOVED_NAME = "removed.csv"
+PREPARING_NAME = "preparing.json"
 TEMP_SUFFIX = ".part"
 # A temporary file of atomic_file this long untouched, of a process no longer running here, a killed writer left.
 LEFT_TEMP_S = 600
@@ -96,6 +98,10 @@ class DatasetLayout:
     @property
     def removed(self) -> Path:
         return self.root / REMOVED_NAME
+
+    @property
+    def preparing(self) -> Path:
+        return self.root / PREPARING_NAME
 
     @property
     def crops(self) -> Path:

@@ -293,13 +293,29 @@ def read_info(dataset_dir: Path | str) -> DatasetInfo:
         ) from None
 
 
+# What prepare writes to preparing.json before its first crop, removed once dataset.json is written: a prepare
+# stopped before its manifest (Ctrl-C, a crash) left crops that the folder readers took for media.
+PREPARING = {"deepshield": "prepare under way"}
+
+
+def mark_preparing(dataset_dir: Path | str) -> None:
+    atomic_write_text(DatasetLayout(dataset_dir).preparing, json.dumps(PREPARING) + "\n")
+
+
 def holds_dataset(folder: Path) -> bool:
     """Whether `folder` holds a prepared dataset, as `prepare --out` into a source's own folder leaves one (the
-    source readers pass it over): its crops/ beside a manifest.csv of this tool's columns or a dataset.json it
-    reads. A user's own listing named manifest.csv beside a crops/ folder of photos is none: a name alone hid them."""
+    source readers pass it over): its crops/ beside a manifest.csv of this tool's columns, a dataset.json it
+    reads, or prepare's preparing.json (PREPARING: a prepare stopped before its manifest). A user's own listing
+    named manifest.csv beside a crops/ folder of photos is none: a name alone hid them."""
     layout = DatasetLayout(folder)
     if not layout.crops.is_dir():
         return False
+    if layout.preparing.is_file():  # a regular file, as the manifest below
+        try:
+            if json.loads(layout.preparing.read_text(encoding="utf-8")) == PREPARING:
+                return True
+        except (OSError, ValueError):
+            pass
     if layout.manifest.is_file():  # a regular file: a FIFO of that name would block the listing for good
         try:
             with open(layout.manifest, newline="", encoding="utf-8", errors=NAME_BYTES) as handle:

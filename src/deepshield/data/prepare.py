@@ -26,6 +26,7 @@ from deepshield.data.manifest import (
     ErrorRecord,
     ManifestError,
     finish_step,
+    mark_preparing,
     read_info,
     read_manifest_file,
     write_errors,
@@ -385,7 +386,13 @@ def _prepare(
             f"no file to take faces from in {', '.join(str(s) for s in sources)}, read as {fmt}"
             f"{expected.get(fmt, '')}" + (f"; {len(problems)} not usable: {found}" if problems else "")
         )
-    outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
+    mark_preparing(layout.root)
+    try:
+        outcomes = run_extraction(items, layout, settings, workers, progress, on_file_done, engine)
+    except BaseException:
+        if not layout.crops.exists():  # stopped before a crop: nothing to mark (a folder made for it goes)
+            layout.preparing.unlink(missing_ok=True)
+        raise
     records, extraction_errors = outcomes_to_rows(items, outcomes)
     errors = problem_rows(problems) + extraction_errors
     records = apply_split(records, ratios, seed, fixed=kept_group_splits(records, kept_by_file))
@@ -406,6 +413,7 @@ def _prepare(
         sources=described,
     )
     write_info(layout.root, info)
+    layout.preparing.unlink(missing_ok=True)  # dataset.json now says the folder is a dataset's
     sweep_temp_files(layout)
     counts = split_counts(records)
     return PrepareSummary(
