@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from deepshield.errors import EXIT_USAGE, DeepShieldError, exit_status
+from deepshield.plural import numbered, plural
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,3 +84,10 @@ def test_a_warning_and_a_log_record_quoting_a_name_stay_one_line(capsys):
     assert lines[1].startswith("deepshield: error: ") and "evil\\n\\r" in lines[1]
     assert lines[2].startswith("WARNING deepshield.test: read evil\\n\\r")
     assert "\x1b" not in err and "\r" not in err
+
+
+def test_a_count_is_said_with_its_noun_in_the_singular_for_one_only():
+    assert [numbered(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+    assert [numbered(n, "person", "people") for n in (1, 3)] == ["1 person", "3 people"]
+    assert [plural(n, "is", "are") for n in (1, 4)] == ["is", "are"]
+    assert [f"{s:g} {plural(s, 'second')}" for s in (1.0, 0.5)] == ["1 second", "0.5 seconds"]

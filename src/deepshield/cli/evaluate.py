@@ -28,6 +28,7 @@ from deepshield.evaluation.shown import fraction_text
 from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.plural import numbered
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 FACES_JOURNAL = ".faces-in-progress"  # in the report folder, while an evaluation runs
@@ -281,8 +282,7 @@ def list_failed_files(summary, shown: int = 10) -> None:
         if entries:
             listed = "; ".join(f"{f.path} ({f.reason})" if with_reason else f.path for f in entries[:shown])
             more = f"; and {len(entries) - shown} more (see the report)" if len(entries) > shown else ""
-            files = "file" if len(entries) == 1 else "files"
-            say(f"deepshield evaluate: {len(entries)} {files} {what}: {listed}{more}")
+            say(f"deepshield evaluate: {numbered(len(entries), 'file')} {what}: {listed}{more}")
 
 
 def print_summary(summary, out=None) -> None:
@@ -310,7 +310,7 @@ def print_summary(summary, out=None) -> None:
     # How the files without a face enter the file level, as the page says it: unsaid, 26 samples of 28 files.
     without = counts.files_without_face
     no_face = (
-        f"; {without} {'file' if without == 1 else 'files'} without a face "
+        f"; {numbered(without, 'file')} without a face "
         + ("left out" if summary.settings.no_face == "exclude" else "scored 0")
         if without
         else ""

@@ -34,6 +34,7 @@ from deepshield.cli.columns import aligned
 from deepshield.errors import say
 from deepshield.media.files import NAME_BYTES, shown_name
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.plural import numbered
 from deepshield.serving.settings import MAX_VIDEO_FRAMES
 from deepshield.strict import StrictModel, explain
 
@@ -524,8 +525,7 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     done = {file_key(earlier_folder / path) for path in earlier}
     files = not_done(files, done)  # (a link to a file in the rows too)
     if earlier:
-        already = f"{len(earlier)} file{'' if len(earlier) == 1 else 's'}"
-        say(f"deepshield scan: {already} already in {args.out}, {len(files)} to scan")
+        say(f"deepshield scan: {numbered(len(earlier), 'file')} already in {args.out}, {len(files)} to scan")
     job = ScanJob(
         bundle=args.model,
         min_face_size=args.min_face_size,
@@ -787,7 +787,7 @@ def outcome_line(outcomes: collections.Counter[str]) -> str:
     total = sum(outcomes.values())
     if not total:  # a resumed scan with nothing new, or one interrupted before its first file ("0 files scanned: ")
         return "no new file scanned"
-    return f"{total} file{'s' if total != 1 else ''} scanned: " + ", ".join(parts)
+    return f"{numbered(total, 'file')} scanned: " + ", ".join(parts)
 
 
 # Names are short: 50 million characters hold hundreds of thousands of them. Read whole, a list of

@@ -34,6 +34,7 @@ from deepshield.media.frames import read_frames
 from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.native_logs import quiet_process
+from deepshield.plural import numbered, plural
 
 log = logging.getLogger(__name__)
 NO_FACE = "no face found"
@@ -208,11 +209,10 @@ def run_extraction(
         # Said before the work: a dataset resumed after an upgrade (its image reading changed, say) was cropped
         # again whole, hours for a large one, as if new.
         log.warning(
-            "%d file%s done before %s cropped again: the settings, or the code that reads pixels or frames, finds "
+            "%s done before %s cropped again: the settings, or the code that reads pixels or frames, finds "
             "or crops faces, changed since",
-            redone,
-            "" if redone == 1 else "s",
-            "is" if redone == 1 else "are",
+            numbered(redone, "file"),
+            plural(redone, "is", "are"),
         )
 
     from tqdm import tqdm

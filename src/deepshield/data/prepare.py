@@ -49,6 +49,7 @@ from deepshield.data.split import apply_split, empty_split_warning, split_counts
 from deepshield.engines import Engine
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import file_sha256, real_path
+from deepshield.plural import numbered, plural
 
 
 @dataclass
@@ -81,14 +82,14 @@ class PrepareSummary:
 
         out = [self.interrupted_step] if self.interrupted_step else []
         if self.missing:
-            files = "file" if len(self.missing) == 1 else "files"
-            verb = "is" if len(self.missing) == 1 else "are"
+            verb = plural(len(self.missing), "is", "are")
             out.append(
-                f"{len(self.missing)} {files} named by the sources' listings {verb} missing: {listing(self.missing)}"
+                f"{numbered(len(self.missing), 'file')} named by the sources' listings {verb} missing: "
+                f"{listing(self.missing)}"
             )
         if self.unreadable:
             out.append(
-                f"{len(self.unreadable)} file{'' if len(self.unreadable) == 1 else 's'} could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
+                f"{numbered(len(self.unreadable), 'file')} could not be read: {listing([f'{e.source_file} ({e.reason})' for e in self.unreadable])}"
             )
         for split in self.empty_splits:
             out.append(empty_split_warning(split))

@@ -37,6 +37,7 @@ from deepshield.data.manifest import holds_dataset
 from deepshield.errors import DeepShieldError
 from deepshield.media.files import NAME_BYTES, check_media_file, files_under, real_path
 from deepshield.media.suffixes import MEDIA_SUFFIXES, VIDEO_SUFFIXES
+from deepshield.plural import numbered, plural
 from deepshield.text_files import unique_keys
 
 # The reason recorded for a file a listing names (metadata.json, a CSV) that is not on disk: kept
@@ -112,13 +113,12 @@ def media_files(root: Path, writing: Path | None = None) -> list[Path]:
     own = real_path(writing) if writing is not None else None
     if said := {path: dataset for path, dataset in datasets.items() if real_path(dataset) != own}:
         held_in = sorted(set(said.values()))
-        files_of = f"{len(said)} file{'s' if len(said) != 1 else ''} of the prepared dataset"
         log.warning(
-            "%s: %s%s %s inside it passed over (a dataset's crops are no media of the folder holding it; give the "
+            "%s: %s of the prepared %s %s inside it passed over (a dataset's crops are no media of the folder holding it; give the "
             "dataset itself to read them)",
             root,
-            files_of,
-            "s" if len(held_in) != 1 else "",
+            numbered(len(said), "file"),
+            plural(len(held_in), "dataset"),
             ", ".join(map(str, held_in)),
         )
     return [path for path in files if path not in datasets]
@@ -309,8 +309,7 @@ def _no_ffpp_videos(root: Path, compressions: Sequence[str] | None) -> str:
     )
     asked = ", ".join(compressions)
     held = f"it holds videos at {', '.join(found)} only" if found else "it holds none at any level"
-    level = "level" if len(compressions) == 1 else "levels"
-    return f"no videos at compression {level} {asked} (--ffpp-compression) {where}: {held}"
+    return f"no videos at compression {plural(len(compressions), 'level')} {asked} (--ffpp-compression) {where}: {held}"
 
 
 def ffpp_levels_of_one_video(roots: Sequence[Path], compressions: Sequence[str] | None = None) -> dict[str, list[str]]:

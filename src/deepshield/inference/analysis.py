@@ -59,6 +59,7 @@ from deepshield.media.video import (
     sample_frames,
 )
 from deepshield.models.card import InconclusiveBand, ModelCard, VerdictLabel
+from deepshield.plural import plural
 
 ProgressCallback = Callable[[float, str], None]
 # Side of the small face copies kept for every timeline point (the page shows one on hover).
@@ -378,7 +379,7 @@ class Detector:
             verdict = verdict.with_clause(doubt)
         left_out = found.left_out[0]
         if left_out:
-            more = f"{left_out} more {'face was' if left_out == 1 else 'faces were'} found and not analysed"
+            more = f"{left_out} more {plural(left_out, 'face was', 'faces were')} found and not analysed"
             verdict = verdict.with_clause(f"{more} (the {self.max_faces} largest of an image are)")
         if decoded.pages > 1:  # a multi-page TIFF was judged by its first page with nothing said
             verdict = verdict.with_clause(f"the file holds {decoded.pages} images: only the first was analysed")

@@ -29,6 +29,7 @@ from deepshield.inference.verdict import shown_probability, suspicion
 from deepshield.media.files import shown_name
 from deepshield.media.units import clock_time
 from deepshield.models.card import InconclusiveBand, not_calibrated
+from deepshield.plural import numbered
 
 _THUMB_PX = 112  # shown at this size
 # Most severe first: a file that could not be analysed is unknown, so it comes before the calm ones; within
@@ -218,9 +219,8 @@ def _head(row: ScanRow, label: str, facts: list[str]) -> str:
 
 
 def _facts(row: ScanRow) -> list[str]:
-    noun = "person" if row.kind == "video" else "face"
     count = row.faces or 0
-    facts = [row.kind or "", f"{count} {noun if count == 1 else ('people' if noun == 'person' else 'faces')}"]
+    facts = [row.kind or "", numbered(count, "person", "people") if row.kind == "video" else numbered(count, "face")]
     if row.probability is not None:
         facts.append(f"face-swap {row.shown_score(row.probability)}")
     if row.synthetic_probability is not None:
@@ -317,7 +317,7 @@ class ScanPage:
         terms = self.terms
         said = [outcome]
         if self.earlier:
-            said.append(f"{self.earlier} earlier file{'' if self.earlier == 1 else 's'} shown from their rows")
+            said.append(f"{numbered(self.earlier, 'earlier file')} shown from their rows")
 
         # Each score's band beside its threshold: a card reading "face-swap 56.0% · Inconclusive" under a
         # header of thresholds alone seemed to contradict it.

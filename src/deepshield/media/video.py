@@ -24,6 +24,7 @@ from deepshield.media.files import check_media_file
 from deepshield.media.images import on_white
 from deepshield.media.scaling import REDUCED_SCALES, first_scale, reduced_size
 from deepshield.media.units import format_bytes, megapixels, video_length
+from deepshield.plural import numbered
 
 if TYPE_CHECKING:
     from av.video.reformatter import Colorspace
@@ -449,7 +450,7 @@ def reduced_read_reason(info: VideoInfo, limits: VideoLimits, scale: int) -> str
     read = "read whole" if least == 1 else f"read at 1/{least}"
     return (
         f"so that the frames sampled fit the {format_bytes(limits.max_frames_bytes)} memory limit: faces were seen "
-        f"smaller, and small ones are missed more often ({fit} frame{'' if fit == 1 else 's'} or fewer are {read})"
+        f"smaller, and small ones are missed more often ({numbered(fit, 'frame')} or fewer are {read})"
     )
 
 

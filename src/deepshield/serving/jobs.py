@@ -29,6 +29,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from deepshield.errors import DeepShieldError
 from deepshield.media.video import WHOLE_VIDEO, VideoSpan
+from deepshield.plural import numbered, plural
 from deepshield.serving.callbacks import CallbackSender
 from deepshield.serving.errors import ApiError, ErrorBody, from_library_error
 from deepshield.serving.job_ledger import JobLedger, JobRecord
@@ -57,8 +58,8 @@ def _kept_for(seconds: float) -> str:
     for unit, size in (("hour", 3600), ("minute", 60)):
         if (seconds >= size and seconds % size == 0) or seconds >= 2 * size:
             count = round(seconds / size)
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+            return numbered(count, unit)
+    return f"{seconds:g} {plural(seconds, 'second')}"
 
 
 @dataclass
