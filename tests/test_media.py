@@ -1936,6 +1936,29 @@ def test_a_varying_frame_rates_frames_are_counted_where_the_container_does_not_s
     assert (probe_video(steady).fps, probe_video(steady).frame_count) == (10.0, 40)  # a constant rate: as stated
 
 
+def test_a_frame_count_that_could_not_be_counted_is_said_to_be_estimated(tmp_path):
+    """A Matroska file with more frames than the limit is not counted to its end: its frames are its duration
+    times a rate that may be a guess (a varying rate's 300 frames were refused as "1486 frames", and the API's
+    frame_count said 1486 as if counted). The estimate is said so, in words and in the API's result."""
+    from deepshield.inference.results import VideoSummary
+
+    times = [(i // 6) + (0, 0.05, 0.1, 0.15, 0.2, 0.5)[i % 6] for i in range(300)]
+    frames = [np.full((32, 32, 3), i % 250, np.uint8) for i in range(300)]
+    path = write_timed_video(tmp_path / "vfr.mkv", frames, times, "matroska", rate=30)
+    limits = VideoLimits(max_frames=200)
+    with pytest.raises(MediaTooLargeError, match=r"^video has about 1486 frames \(estimated\), above the 200 frame"):
+        sample_frames(path, 8, limits)
+    estimated = probe_video(path, limits)
+    assert (estimated.frame_count, estimated.frame_count_estimated) == (1486, True)
+    assert VideoSummary(**estimated.__dict__).model_dump()["frame_count_estimated"] is True
+    counted = probe_video(path)
+    assert (counted.frame_count, counted.frame_count_estimated, counted.frames_said()) == (300, False, "300 frames")
+    with pytest.raises(VideoSpanError, match=r"^no frame of the video \(300 frames at"):
+        VideoSpan(49.6, 49.7).frames_in(counted)
+    with pytest.raises(VideoSpanError, match=r"^no frame of the video \(about 1486 frames \(estimated\) at"):
+        VideoSpan(49.6, 49.7).frames_in(estimated)
+
+
 def test_a_video_longer_than_the_limit_is_refused_without_counting_its_frames(tmp_path, monkeypatch):
     """Counting a Matroska file's frames read it to its end (up to max_frames packets) before it was refused
     for its length: a third of a 3-hour recording's gigabytes, where the refusal took a moment."""

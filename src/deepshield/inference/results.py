@@ -271,7 +271,13 @@ class VideoSummary(BaseModel):
     )
     frame_count: int = Field(
         description="the stream's frames, as the container says or counted from its packets (Matroska, WebM, "
-        "MPEG-TS); estimated from duration x fps only for a file that cannot be read to its end"
+        "MPEG-TS); estimated from duration x fps only for a file that cannot be read to its end or holds more "
+        "frames than the frame limit (then frame_count_estimated)"
+    )
+    frame_count_estimated: bool = Field(
+        False,
+        description="frame_count is an estimate from duration x fps, not a count (the rate may be a guess: a "
+        "varying rate's 300 frames were estimated as 1486)",
     )
     duration_s: float
     rotation: int = Field(description="degrees clockwise the frames are turned to show upright, as a player shows them")

@@ -66,7 +66,8 @@ class VideoInfo:
     height: int
     fps: float
     # Exact when the container says so or its packets are counted (Matroska, WebM, MPEG-TS), else estimated
-    # from duration x fps (a file that cannot be read to its end).
+    # from duration x fps (a file that cannot be read to its end, or holds more than max_frames): then
+    # frame_count_estimated, and texts say "about".
     frame_count: int
     # Until the picture's last frame ends, on the file's clock (from picture_start_s on: the picture's own
     # length is duration_s - picture_start_s); 0 where unknown.
@@ -87,6 +88,14 @@ class VideoInfo:
     # first. Players count from the file's start, and so do timestamps and spans here; frame i shows at
     # picture_start_s + i / fps.
     picture_start_s: float = 0.0
+    frame_count_estimated: bool = False
+
+    def frames_said(self, count: int | None = None) -> str:
+        """`count` of this video's frames (its frame_count unless given) in words: "300 frames", or "about 1486
+        frames (estimated)" where the count is estimated (from a rate that may be a guess: a varying rate's 300
+        frames were refused as "1486 frames")."""
+        said = numbered(self.frame_count if count is None else count, "frame")
+        return f"about {said} (estimated)" if self.frame_count_estimated else said
 
     @property
     def square_size(self) -> tuple[int, int]:
@@ -146,7 +155,7 @@ class VideoSpan:
         stop = info.frame_count if self.end_s is None else frame_at(self.end_s)
         if first >= stop:
             raise VideoSpanError(
-                f"no frame of the video ({info.frame_count} frames at {info.fps:.4g} fps) lies in the span "
+                f"no frame of the video ({info.frames_said()} at {info.fps:.4g} fps) lies in the span "
                 f"from {self.start_s:g} s to {'the end' if self.end_s is None else f'{self.end_s:g} s'}"
             )
         return first, stop
@@ -249,7 +258,8 @@ def _info(container: av.container.InputContainer, limits: VideoLimits) -> VideoI
         frames = counted
         if abs(fps * duration - frames) > max(1.0, 0.01 * frames):
             fps = frames / duration
-    if frames <= 0 and fps > 0:
+    estimated = frames <= 0 and fps > 0
+    if estimated:
         frames = round(duration * fps)
     if fps <= 0 and frames > 0 and duration > 0:
         fps = frames / duration
@@ -275,6 +285,7 @@ def _info(container: av.container.InputContainer, limits: VideoLimits) -> VideoI
         has_audio=bool(container.streams.audio),
         pixel_aspect=_pixel_aspect(stream),
         picture_start_s=picture_start_s,
+        frame_count_estimated=estimated,
     )
 
 
@@ -402,7 +413,9 @@ def check_limits(info: VideoInfo, limits: VideoLimits, span: VideoSpan, reducibl
         first, stop = span.frames_in(info)
         if stop - first > limits.max_frames:
             what = "video has" if span.covers(info) else "the span to analyse has"
-            raise MediaTooLargeError(f"{what} {stop - first} frames, above the {limits.max_frames} frame limit")
+            raise MediaTooLargeError(
+                f"{what} {info.frames_said(stop - first)}, above the {limits.max_frames} frame limit"
+            )
 
 
 def _check_frame(frame: av.VideoFrame, limits: VideoLimits) -> None:
