@@ -374,6 +374,27 @@ def test_a_videos_container_tags_are_read(astronaut, tmp_path):
     assert credentials is not None and (credentials.state, credentials.signed_by) == ("valid", "Imaginary Labs")
 
 
+def test_a_phones_video_names_its_software_not_its_codec(astronaut, tmp_path):
+    # A phone's MOV: Apple's tags, no container encoder, the track's compressor name "H.264" (FFmpeg's
+    # track "encoder"), which was shown as the software instead of the iOS version the phone wrote.
+    import av
+
+    path = tmp_path / "IMG_0001.MOV"
+    phone = {"com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 15", "com.apple.quicktime.software": "17.1"}  # fmt: skip
+    with av.open(str(path), "w", options={"movflags": "use_metadata_tags", "fflags": "+bitexact"}) as container:
+        container.metadata.update(phone)
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.metadata["encoder"] = "H.264"
+        for image in [astronaut[:64, :64]] * 3:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    metadata = video_metadata(path)
+    assert (metadata.camera, metadata.software) == ("Apple iPhone 15", "17.1")
+
+
 def test_the_detector_reports_a_files_metadata_beside_its_scores(detector, astronaut, tmp_path):
     jpeg = tmp_path / "photo.jpg"
     jpeg.write_bytes(photo_with_exif(astronaut))

@@ -152,14 +152,19 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
     provenance = _provenance(path, head, trust_anchors)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            tags = {key.lower(): value for key, value in container.metadata.items()}
-            tags = {key.lower(): value for key, value in picture_stream(container).metadata.items()} | tags
+            own = {key.lower(): value for key, value in container.metadata.items()}
+            picture = {key.lower(): value for key, value in picture_stream(container).metadata.items()}
     except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
         return provenance
+    tags = picture | own
+    # The container's encoder (the muxer that wrote it), then Apple's software tag (the iOS version a phone
+    # recorded with), then the picture's: a MOV track's is its codec's compressor name, "H.264" or "HEVC"
+    # in a phone's video, and stood in for the software ("17.1") the phone wrote.
+    software = own.get("encoder") or own.get("com.apple.quicktime.software") or picture.get("encoder")
     return provenance.model_copy(
         update={
             "camera": _camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
-            "software": file_text(tags.get("encoder") or tags.get("com.apple.quicktime.software")),
+            "software": file_text(software),
             "created": file_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
             "has_location": any(key in tags for key in _VIDEO_LOCATION_KEYS),
         }
