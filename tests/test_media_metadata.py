@@ -211,6 +211,15 @@ def test_a_cut_or_empty_manifest_is_unreadable_or_absent_never_an_error(astronau
         image_metadata(bytes(damaged[: int(rng.integers(1_000, len(damaged)))]))
 
 
+@pytest.mark.parametrize("suffix", ["mkv", "ts"])
+def test_c2pa_markers_in_a_file_the_sdk_reads_no_manifest_from_are_no_credentials(astronaut, tmp_path, suffix):
+    # A Matroska or MPEG-TS file whose title holds the words: "Content Credentials: present, but it could
+    # not be read" (the SDK: "type is unsupported"), of a file that can hold none.
+    clip = write_video(tmp_path / f"clip.{suffix}", [astronaut[:64, :64]] * 3, tags={"title": "jumbo c2pa notes"})
+    metadata = video_metadata(clip)
+    assert not metadata.content_credentials and metadata.credentials is None
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG"])
 def test_an_xmp_source_type_is_declared_unsigned(astronaut, fmt):
     buffer = io.BytesIO()

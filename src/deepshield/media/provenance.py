@@ -205,7 +205,9 @@ def read_content_credentials(
             c2pa.Reader("application/octet-stream", stream, context=c2pa.Context.from_dict(settings)) as reader,
         ):
             store = json.loads(reader.json())
-    except c2pa.C2paError.ManifestNotFound:
+    except (c2pa.C2paError.ManifestNotFound, c2pa.C2paError.NotSupported):
+        # NotSupported: a kind of file the SDK reads no manifest from (Matroska, MPEG-TS, BMP), the markers
+        # found being other text (a title saying "jumbo c2pa"): it was "present, but it could not be read".
         return None
     except Exception as exc:  # noqa: BLE001 - a manifest the SDK cannot read never fails the analysis
         return ContentCredentials(state="unreadable", trust_anchors=anchors, problems=[str(exc)[:300]])
