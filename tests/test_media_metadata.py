@@ -312,6 +312,27 @@ def test_an_mp4s_xmp_is_read_after_megabytes_of_media_data(astronaut, tmp_path):
     assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
 
 
+@pytest.mark.parametrize("suffix", ["mkv", "webm", "avi"])
+def test_a_videos_xmp_is_read_from_its_place_never_from_a_title(astronaut, tmp_path, suffix):
+    # A Matroska, WebM or AVI file's first 4 MB were searched for a packet: one in its title tag was
+    # declared "in its XMP metadata"; an AVI's own (its _PMX chunk, after the media data) went unread.
+    import struct
+
+    codec = {"mkv": "libx264", "webm": "libvpx-vp9", "avi": "mpeg4"}[suffix]
+    xmp = _xmp("trainedAlgorithmicMedia")
+    clip = write_video(
+        tmp_path / f"clip.{suffix}", [astronaut[:64, :64]] * 3, codec=codec, tags={"title": xmp.decode()}
+    )
+    assert video_metadata(clip).declared_source is None
+    if suffix == "avi":
+        data = clip.read_bytes()
+        chunks = struct.pack("<4sI", b"JUNK", 5_000_000) + bytes(5_000_000)
+        chunks += struct.pack("<4sI", b"_PMX", len(xmp)) + xmp + b"\0" * (len(xmp) & 1)
+        clip.write_bytes(b"RIFF" + struct.pack("<I", len(data) - 8 + len(chunks)) + data[8:] + chunks)
+        declared = video_metadata(clip).declared_source
+        assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+
+
 def test_a_png_with_a_large_text_chunk_is_a_photo_with_settings(astronaut, tmp_path):
     # Pillow stops at 1 MB of inflated text: a ComfyUI-sized workflow made the photo "corrupt".
     from deepshield.media.images import decode_image

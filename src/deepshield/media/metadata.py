@@ -22,6 +22,7 @@ from deepshield.media.provenance import (
     bmff_xmp,
     declared_source,
     read_content_credentials,
+    riff_xmp,
     xmp_packet,
 )
 from deepshield.media.sniff import image_format_name
@@ -82,10 +83,10 @@ def _provenance(
 ) -> MediaMetadata:
     """What the file says of where it came from (its Content Credentials and declared source), alone.
     `xmp`: the XMP a decoder read from its place in the file (b"" when it holds none: a packet pasted into a
-    comment or an EXIF text is no declaration of the file's). None: an MP4/MOV's is read from its boxes;
-    another file's is looked for in `head`."""
+    comment or an EXIF text is no declaration of the file's). None: an MP4/MOV's or AVI's is read from its
+    place; another file's is looked for in `head`."""
     if xmp is None:
-        xmp = _bmff_xmp(source)
+        xmp = _container_xmp(source)
     if xmp is None:
         xmp = xmp_packet(head)
     credentials = read_content_credentials(source, trust_anchors) if _holds_c2pa(source, head) else None
@@ -149,7 +150,9 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
     head = _head(Path(path))
     if image_format_name(head) is not None:
         return image_metadata(path, trust_anchors)
-    provenance = _provenance(path, head, trust_anchors)
+    # A video's XMP from its place, else none: Matroska and MPEG-TS have no place for one, and a packet in
+    # a title tag was declared "in its XMP metadata".
+    provenance = _provenance(path, head, trust_anchors, _container_xmp(path) or b"")
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             own = {key.lower(): value for key, value in container.metadata.items()}
@@ -194,11 +197,13 @@ def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
     return len(found) == len(_C2PA_MARKERS)
 
 
-def _bmff_xmp(source: Path | str | bytes) -> bytes | None:
-    """bmff_xmp of a file or its bytes; None when it cannot be read."""
+def _container_xmp(source: Path | str | bytes) -> bytes | None:
+    """The XMP of an MP4/MOV (bmff_xmp) or an AVI (riff_xmp) file or its bytes; None when it is neither or
+    cannot be read."""
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as handle:
-            return bmff_xmp(handle)
+            found = bmff_xmp(handle)
+            return riff_xmp(handle) if found is None else found
     except OSError:
         return None
 

@@ -345,6 +345,27 @@ def bmff_xmp(handle: BinaryIO) -> bytes | None:
     return b""
 
 
+def riff_xmp(handle: BinaryIO) -> bytes | None:
+    """The XMP of an AVI file from its `_PMX` chunk (b"" when it holds none), None when the file is no AVI.
+    Its chunks' headers alone are read, through the whole file: Adobe writes the chunk after the media data."""
+    handle.seek(0)
+    head = handle.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    end = min(12 + int.from_bytes(head[4:8], "little"), handle.seek(0, io.SEEK_END))
+    start = 12
+    for _ in range(_MAX_BOXES):
+        handle.seek(start)
+        header = handle.read(8)
+        if len(header) < 8 or start + 8 > end:
+            break
+        size = int.from_bytes(header[4:8], "little")
+        if header[:4] == b"_PMX":
+            return handle.read(min(size, _MAX_XMP_BYTES, end - start - 8))
+        start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+    return b""
+
+
 def xmp_packet(head: bytes) -> bytes:
     """The first XMP packet in a file's first bytes (b"" when none): JPEG, WebP, HEIC and MP4 keep it
     uncompressed there. Two plain searches: a lazy regex retried its scan from every unclosed opening,
