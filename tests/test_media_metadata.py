@@ -333,6 +333,22 @@ def test_a_videos_xmp_is_read_from_its_place_never_from_a_title(astronaut, tmp_p
         assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
 
 
+def test_a_gifs_xmp_is_declared_from_its_place(astronaut):
+    # Pillow does not read a GIF's XMP (its "XMP DataXMP" application extension): a GIF declaring
+    # generative AI declared nothing.
+    frames = [Image.fromarray(np.roll(astronaut[:64, :64], 8 * i, axis=1)) for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], loop=0, comment=_xmp("digitalCapture"))
+    plain = buffer.getvalue()
+    assert image_metadata(plain).declared_source is None  # a packet in a comment declares nothing
+    trailer = bytes([1, *range(255, -1, -1), 0])  # the XMP spec's, ending the packet's sub-blocks for a decoder
+    gif = plain[:-1] + b"!\xff\x0bXMP DataXMP" + _xmp("trainedAlgorithmicMedia") + trailer + plain[-1:]
+    declared = image_metadata(gif).declared_source
+    assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"
+    for end in range(0, len(gif), 97):  # a cut GIF: no error
+        image_metadata(gif[:end])
+
+
 def test_a_png_with_a_large_text_chunk_is_a_photo_with_settings(astronaut, tmp_path):
     # Pillow stops at 1 MB of inflated text: a ComfyUI-sized workflow made the photo "corrupt".
     from deepshield.media.images import decode_image

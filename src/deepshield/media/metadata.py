@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 from PIL import Image
+from PIL.GifImagePlugin import GifImageFile
 from PIL.PngImagePlugin import PngImageFile
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,7 @@ from deepshield.media.provenance import (
     TrustAnchors,
     bmff_xmp,
     declared_source,
+    gif_xmp,
     read_content_credentials,
     riff_xmp,
     xmp_packet,
@@ -111,6 +113,8 @@ def image_metadata(source: Path | str | bytes, trust_anchors: TrustAnchors | Non
             exif = Image.Exif() if after_pixels and too_large else image.getexif()
             details = exif.get_ifd(_EXIF_IFD)
             info = dict(image.info)
+            if isinstance(image, GifImageFile) and image.fp is not None:
+                info["xmp"] = gif_xmp(image.fp)
     except Exception:  # noqa: BLE001 - metadata is optional; load_image reports a broken file
         return _provenance(source, head, trust_anchors)
     # A PNG's XMP is an iTXt chunk keyed "XML:com.adobe.xmp" (Pillow's "xmp"); some writers put it in a

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
@@ -363,6 +363,47 @@ def riff_xmp(handle: BinaryIO) -> bytes | None:
         if header[:4] == b"_PMX":
             return handle.read(min(size, _MAX_XMP_BYTES, end - start - 8))
         start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+    return b""
+
+
+def gif_xmp(handle: IO[bytes]) -> bytes:
+    """The XMP of a GIF from its "XMP DataXMP" application extension (b"" when it holds none): Pillow does
+    not read it. Its blocks are walked, the image data skipped a sub-block at a time."""
+    handle.seek(0)
+    head = handle.read(13)
+    if len(head) < 13:
+        return b""
+    if head[10] & 0x80:  # a global colour table
+        handle.seek(3 << ((head[10] & 7) + 1), io.SEEK_CUR)
+
+    def skip_sub_blocks() -> bool:
+        while size := handle.read(1):
+            if size == b"\0":
+                return True
+            handle.seek(size[0], io.SEEK_CUR)
+        return False
+
+    while introducer := handle.read(1):
+        if introducer == b"!":
+            label = handle.read(1)
+            if label == b"\xff":
+                application = handle.read(12)
+                if application == b"\x0bXMP DataXMP":  # the packet follows raw, then a "magic trailer"
+                    return xmp_packet(handle.read(_MAX_XMP_BYTES))
+                handle.seek(-len(application), io.SEEK_CUR)
+            if not skip_sub_blocks():
+                break
+        elif introducer == b",":
+            descriptor = handle.read(9)
+            if len(descriptor) < 9:
+                break
+            if descriptor[8] & 0x80:  # a local colour table
+                handle.seek(3 << ((descriptor[8] & 7) + 1), io.SEEK_CUR)
+            handle.read(1)  # the LZW code size
+            if not skip_sub_blocks():
+                break
+        else:  # the trailer ";", or bytes that are no block
+            break
     return b""
 
 
