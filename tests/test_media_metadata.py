@@ -510,6 +510,23 @@ def test_content_credentials_after_the_pixels_of_a_large_tiff_or_webp_are_read(f
         assert metadata.content_credentials and metadata.declared_source.code == "trainedAlgorithmicMedia"
 
 
+def test_content_credentials_after_the_media_data_of_a_large_avi_are_read(astronaut, tmp_path):
+    # The C2PA SDK writes an AVI's manifest at its end, as a WebP's: past the first 4 MB it was missed.
+    import struct
+
+    data = write_video(tmp_path / "clip.avi", [astronaut[:64, :64]] * 3, codec="mpeg4").read_bytes()
+    junk = struct.pack("<4sI", b"JUNK", 5_000_000) + bytes(5_000_000)  # megabytes of media data, in effect
+    signed = with_credentials(
+        b"RIFF" + struct.pack("<I", len(data) - 8 + len(junk)) + data[8:] + junk, "video/x-msvideo"
+    )
+    assert signed.find(b"c2pa") > 4 * 1024 * 1024
+    path = tmp_path / "signed.avi"
+    path.write_bytes(signed)
+    metadata = video_metadata(path)
+    assert metadata.credentials is not None and metadata.credentials.state == "valid"
+    assert metadata.declared_source is not None and metadata.declared_source.code == "trainedAlgorithmicMedia"
+
+
 @pytest.mark.parametrize(
     "value",
     [

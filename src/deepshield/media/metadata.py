@@ -42,7 +42,7 @@ _GENERATOR_COMMENT = re.compile(r"\bSteps: \d+, Sampler: ")
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
 # holding both (in its first 4 MB, where JPEG, PNG and MP4 keep it beside the XMP; anywhere in a TIFF or
-# WebP) is given to the C2PA SDK.
+# a RIFF file, WebP or AVI) is given to the C2PA SDK.
 _C2PA_MARKERS = (b"jumb", b"c2pa")
 _HEAD_BYTES = 4 * 1024 * 1024
 _VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.iso6709", "location-eng")  # tags lower-cased
@@ -180,10 +180,11 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
 
 def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
     """Whether the file holds a C2PA manifest's markers: in its first _HEAD_BYTES, or anywhere in a TIFF
-    or WebP, where the C2PA SDK writes the manifest after the pixels (a signed 6 MB TIFF's was missed)."""
+    or a RIFF file (WebP, AVI), where the C2PA SDK writes the manifest after the pixels (a signed 6 MB
+    TIFF's was missed, and a 5 MB AVI's)."""
     if all(marker in head for marker in _C2PA_MARKERS):
         return True
-    if image_format_name(head) not in ("TIFF", "WebP"):
+    if image_format_name(head) != "TIFF" and head[:4] != b"RIFF":
         return False
     if isinstance(source, bytes):
         return all(marker in source for marker in _C2PA_MARKERS)
