@@ -420,6 +420,14 @@ def test_a_videos_container_tags_are_read(astronaut, tmp_path):
     assert credentials is not None and (credentials.state, credentials.signed_by) == ("valid", "Imaginary Labs")
 
 
+def test_an_avis_software_and_date_are_read(astronaut, tmp_path):
+    # An AVI keeps them in its INFO chunk (ISFT, ICRD: FFmpeg's "software" and "date"): it was "none found".
+    clip = write_video(tmp_path / "clip.avi", [astronaut[:64, :64]] * 3, codec="mpeg4", tags={"date": "2024-05-06"})
+    metadata = video_metadata(clip)
+    assert metadata.software is not None and metadata.software.startswith("Lavf")
+    assert metadata.created == "2024-05-06"
+
+
 def test_a_phones_video_names_its_software_not_its_codec(astronaut, tmp_path):
     # A phone's MOV: Apple's tags, no container encoder, the track's compressor name "H.264" (FFmpeg's
     # track "encoder"), which was shown as the software instead of the iOS version the phone wrote.

@@ -164,15 +164,19 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
     except Exception:  # noqa: BLE001 - metadata is optional; sample_frames reports a broken file
         return provenance
     tags = picture | own
-    # The container's encoder (the muxer that wrote it), then Apple's software tag (the iOS version a phone
-    # recorded with), then the picture's: a MOV track's is its codec's compressor name, "H.264" or "HEVC"
-    # in a phone's video, and stood in for the software ("17.1") the phone wrote.
-    software = own.get("encoder") or own.get("com.apple.quicktime.software") or picture.get("encoder")
+    # The container's encoder (the muxer that wrote it; an AVI's INFO ISFT, FFmpeg's "software"), then
+    # Apple's software tag (the iOS version a phone recorded with), then the picture's: a MOV track's is its
+    # codec's compressor name, "H.264" or "HEVC" in a phone's video, and stood in for the software ("17.1")
+    # the phone wrote. An AVI's date is its INFO ICRD ("date"): unread, with its ISFT, an AVI naming both
+    # was "none found".
+    written = own.get("encoder") or own.get("software")
+    software = written or own.get("com.apple.quicktime.software") or picture.get("encoder")
+    created = tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate") or tags.get("date")
     return provenance.model_copy(
         update={
             "camera": _camera(tags.get("com.apple.quicktime.make"), tags.get("com.apple.quicktime.model")),
             "software": file_text(software),
-            "created": file_text(tags.get("creation_time") or tags.get("com.apple.quicktime.creationdate")),
+            "created": file_text(created),
             "has_location": any(key in tags for key in _VIDEO_LOCATION_KEYS),
         }
     )
