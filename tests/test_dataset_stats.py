@@ -126,7 +126,7 @@ def prepared_web(tmp_path: Path, small: np.ndarray, fakes: int) -> Path:
     return out
 
 
-def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
+def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small, capsys):
     out = prepared_web(tmp_path, small, fakes=6)
     before = read_manifest(out)
     extra = faces(tmp_path / "more_reals", small, 4, start=30)
@@ -138,10 +138,19 @@ def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small):
     assert {r.label for r in added} == {"real"} and {r.source for r in added} == {"more_reals"}
     assert all(load_crop(r, out).shape == (64, 64, 3) for r in added)
     assert {r.split for r in added} <= {"train", "val"}
-    # Adding the same folder again replaces its rows rather than duplicating them.
+    # Adding the same folder again replaces its rows rather than duplicating them, and says it added none: it
+    # said "4 crops added; before real 2" of a dataset holding those 4 before.
     assert main(["dataset", "balance", str(out), "--add-real", str(extra), "--no-progress"]) == 0
+    assert "add-real: 0 crops added, 0 removed, 0 errors; before real 6, fake 6; after real 6, fake 6" in (
+        capsys.readouterr().err
+    )
     assert read_manifest(out) == records
     assert read_info(out).history == [f"add-real {extra.resolve()}"] * 2
+    # A photo put in the folder since, and one taken out, are what it adds and removes.
+    (extra / "030.png").unlink()
+    faces(extra, small, 1, start=40)
+    summary = balance.add_real(out, extra, progress=False)
+    assert (summary.added, summary.removed, summary.before, summary.after) == (1, 1, *[{"real": 6, "fake": 6}] * 2)
 
 
 def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_splits(tmp_path: Path, small):
@@ -416,7 +425,8 @@ def test_add_real_after_synth_fakes_and_downsample_adds_nothing_twice(tmp_path: 
     assert balance.add_real(out, extra, progress=False).added == 3
     balance.synth_fakes(out, 2, progress=False)
     # The fakes made from its reals keep their source files: the folder was "this dataset's fake files".
-    assert balance.add_real(out, extra, progress=False).added == 3
+    assert balance.add_real(out, extra, progress=False).added == 0
+    assert sum(r.source == "extra" for r in read_manifest(out)) == 3
     assert balance.downsample(out).removed > 0
     balance.synth_fakes(out, 1, progress=False)  # its sweep of unlisted crops keeps the down-sampled rows' crops
     assert all((out / row.crop_path).exists() for row in read_manifest_file(DatasetLayout(out).removed))
