@@ -92,6 +92,28 @@ def test_stats_written_remove_the_temporary_files_killed_writers_left(biased: Pa
     assert [path for path in left if path.exists()] == []
 
 
+def test_stats_of_a_dataset_that_cannot_be_written_in_are_printed(biased: Path, tmp_path: Path, monkeypatch, capsys):
+    # A shared dataset this user may not write in printed no count, only a traceback (PermissionError).
+    from tests.conftest import _denied
+
+    shared = tmp_path / "shared"
+    shutil.copytree(biased, shared, ignore=shutil.ignore_patterns("stats"))
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == DatasetLayout(shared).stats:
+            raise _denied(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert main(["dataset", "stats", str(shared)]) == 0
+    captured = capsys.readouterr()
+    assert "8 face crops" in captured.out and "studio" in captured.out
+    assert f"WARNING: charts not saved, the dataset's folder cannot be written in ({shared}/stats: " in captured.err
+    assert "WARNING: real and fake faces come from different sources" in captured.err
+    assert not DatasetLayout(shared).stats.exists()
+
+
 def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     faces(tmp_path / "mixed" / "real", small, 2)
     faces(tmp_path / "mixed" / "fake", small, 2, start=5)

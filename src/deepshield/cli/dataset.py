@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from deepshield.cli.args import (
@@ -72,15 +74,25 @@ def run_stats(args: argparse.Namespace) -> int:
     records = read_manifest(args.dataset)
     stats = compute_stats(records, read_errors(args.dataset), split_ratios(args.dataset))
     check_tracking_store(args)  # before the charts are written
-    pngs = write_stats(stats, args.dataset)
+    # The counts first: a dataset this user may not write in (shared, read-only) had none, only an error.
     sys.stdout.write(format_stats(stats))
     print(file=sys.stderr)
-    say(f"charts: {', '.join(str(p) for p in pngs)}")
+    try:
+        pngs = write_stats(stats, args.dataset)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        pngs = []
+        where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
+        say(f"WARNING: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})")
+    else:
+        say(f"charts: {', '.join(str(p) for p in pngs)}")
     for warning in stats.warnings:
         say(f"WARNING: {warning}")
     if args.tracking_uri:
         run_name = f"stats {args.dataset.resolve().name}"
-        log_to_mlflow(args, run_name, lambda tracker: log_stats(tracker, stats, args.dataset, pngs[0].parent))
+        charts = pngs[0].parent if pngs else None
+        log_to_mlflow(args, run_name, lambda tracker: log_stats(tracker, stats, args.dataset, charts))
     return EXIT_OK
 
 

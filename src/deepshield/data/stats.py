@@ -223,8 +223,9 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
-def log_stats(tracker: Tracker, stats: DatasetStats, dataset_dir: Path, stats_dir: Path) -> None:
-    """The counts as metrics and the charts as artifacts of an MLflow run (`deepshield dataset stats`)."""
+def log_stats(tracker: Tracker, stats: DatasetStats, dataset_dir: Path, stats_dir: Path | None) -> None:
+    """The counts as metrics and the charts as artifacts (None: none were saved) of an MLflow run (`deepshield
+    dataset stats`)."""
     metrics = {"crops": stats.crops, "files": stats.files, "groups": stats.groups}
     metrics.update({f"crops_{label}": n for label, n in stats.by_label.items()})
     for prefix, table in (("source", stats.by_source), ("method", stats.by_method), ("split", stats.by_split)):
@@ -237,7 +238,8 @@ def log_stats(tracker: Tracker, stats: DatasetStats, dataset_dir: Path, stats_di
         tags["warnings"] = " | ".join(stats.warnings)[:5000]
     tracker.set_tags(tags)
     tracker.log_metrics({k: float(v) for k, v in metrics.items()})
-    tracker.log_artifact(stats_dir, "stats")
+    if stats_dir is not None:
+        tracker.log_artifact(stats_dir, "stats")
 
 
 def write_stats(stats: DatasetStats, dataset_dir: Path) -> list[Path]:
