@@ -114,6 +114,18 @@ def test_stats_of_a_dataset_that_cannot_be_written_in_are_printed(biased: Path, 
     assert not DatasetLayout(shared).stats.exists()
 
 
+def test_copies_of_several_files_count_as_one_reason(tmp_path: Path, small):
+    # Each copy was a reason of its own, naming the file it repeats: a line each under ERRORS.
+    real = faces(tmp_path / "src" / "real", small, 2)
+    faces(tmp_path / "src" / "fake", small, 1, start=10)
+    for name in ("000", "001"):
+        shutil.copy(real / f"{name}.png", real / f"copy{name}.png")
+    out = tmp_path / "ds"
+    prepare_dataset([tmp_path / "src"], out, settings=SETTINGS, ratios=(1.0, 0.0, 0.0), progress=False)
+    assert len(read_errors(out)) == 2
+    assert compute_stats(read_manifest(out), read_errors(out)).errors_by_reason == {"listed twice": 2}
+
+
 def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     faces(tmp_path / "mixed" / "real", small, 2)
     faces(tmp_path / "mixed" / "fake", small, 2, start=5)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepshield.data.layout import DatasetLayout, atomic_file, atomic_write_text
-from deepshield.data.manifest import ALREADY_HELD, SPLITS, CropRecord, ErrorRecord
+from deepshield.data.manifest import ALREADY_HELD, LISTED_TWICE, SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
 from deepshield.data.split import empty_split_warning, one_label_split_warning
 
@@ -51,6 +51,8 @@ def _table(records: Sequence[CropRecord], key) -> dict[str, dict[str, int]]:
 
 def _error_reason(reason: str) -> str:
     """Collapse per-file details ('line 12: ...', sizes) so that reasons count as categories."""
+    if reason.startswith(LISTED_TWICE):  # the rest names the file it repeats: a line each, 3 copies of 3 photos
+        return LISTED_TWICE
     reason = re.sub(r"^line \d+: ", "", reason)
     return reason.split(":")[0].strip() or reason
 
