@@ -425,6 +425,19 @@ def test_balance_needs_a_prepared_dataset(tmp_path: Path, capsys):
     assert "run `deepshield prepare` first" in capsys.readouterr().err
 
 
+def test_balance_refuses_an_option_its_step_does_not_use(biased: Path, tmp_path: Path, capsys):
+    # Passed over without a word: --add-real --seed 7 split by the dataset's seed, --downsample --workers 4 ran alone.
+    history = read_info(biased).history
+    assert main(["dataset", "balance", str(biased), "--add-real", str(tmp_path), "--seed", "7"]) == 2
+    assert (
+        "--seed is for --downsample and --synth-fakes: --add-real splits the files it adds by the dataset's seed"
+        in (capsys.readouterr().err)
+    )
+    assert main(["dataset", "balance", str(biased), "--downsample", "--workers", "4"]) == 2
+    assert "--workers is for --add-real" in capsys.readouterr().err
+    assert read_info(biased).history == history
+
+
 def test_a_dataset_file_that_cannot_be_read_is_said_in_one_line(
     biased: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch, capsys
 ):

@@ -16,7 +16,7 @@ from deepshield.cli.args import (
     progress_argument,
     tracking_arguments,
 )
-from deepshield.errors import say
+from deepshield.errors import DeepShieldError, say
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,8 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="add N fakes self-blended from the train split's real faces",
     )
-    balance.add_argument("--workers", type=positive_int, default=1, help="worker processes for --add-real")
-    balance.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the dataset's)")
+    balance.add_argument(
+        "--workers", type=positive_int, default=None, help="worker processes for --add-real (default 1)"
+    )
+    balance.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of --downsample and --synth-fakes (default: the dataset's)",
+    )
     progress_argument(balance)
     balance.set_defaults(run=run_balance)
 
@@ -102,9 +109,16 @@ def run_balance(args: argparse.Namespace) -> int:
     from deepshield.data.manifest import read_manifest
     from deepshield.data.stats import compute_stats, split_ratios
 
+    # Given to a step that does not use it, it was passed over without a word (--add-real --seed 7 drew nothing).
+    if args.add_real is not None and args.seed is not None:
+        raise DeepShieldError(
+            "--seed is for --downsample and --synth-fakes: --add-real splits the files it adds by the dataset's seed"
+        )
+    if args.add_real is None and args.workers is not None:
+        raise DeepShieldError("--workers is for --add-real: --downsample and --synth-fakes run in this process")
     progress = not args.no_progress
     if args.add_real is not None:
-        summary = balance.add_real(args.dataset, args.add_real, workers=args.workers, progress=progress)
+        summary = balance.add_real(args.dataset, args.add_real, workers=args.workers or 1, progress=progress)
     elif args.downsample:
         summary = balance.downsample(args.dataset, seed=args.seed)
     else:
