@@ -126,6 +126,32 @@ def test_copies_of_several_files_count_as_one_reason(tmp_path: Path, small):
     assert compute_stats(read_manifest(out), read_errors(out)).errors_by_reason == {"listed twice": 2}
 
 
+def test_each_count_of_a_chart_is_written_above_its_own_bar(tmp_path: Path, monkeypatch):
+    # Stacked, with each count in white inside its segment: 1 real face under 1,200 fakes was a segment under
+    # a pixel high, its "1" white over the axis.
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
+
+    from deepshield.data.stats import DatasetStats, plot_stats
+
+    drawn: dict[str, list[tuple[str, float, tuple]]] = {}
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        (ax,) = [a for a in figure.axes if a.texts]
+        drawn[ax.get_title()] = [(t.get_text(), t.xy[1], to_rgb(t.get_color())) for t in ax.texts]
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    splits = {"train": {"real": 1, "fake": 1200}, "val": {"real": 1, "fake": 150}, "test": {"real": 0, "fake": 150}}
+    by_label = {"real": 2, "fake": 1500}
+    stats = DatasetStats(2, by_label, {"web": by_label}, {"none": by_label}, splits, 2, by_label, 2, {})
+    plot_stats(stats, tmp_path)
+    assert sorted(text for text, _, _ in drawn["Crops per split"]) == sorted(["1", "1", "0", "1200", "150", "150"])
+    for text, top, colour in [entry for texts in drawn.values() for entry in texts]:
+        assert top == int(text) and sum(colour) < 1.5  # at the top of its bar, dark on the white page
+
+
 def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     faces(tmp_path / "mixed" / "real", small, 2)
     faces(tmp_path / "mixed" / "fake", small, 2, start=5)
