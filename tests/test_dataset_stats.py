@@ -211,6 +211,10 @@ def test_balance_add_real_uses_the_dataset_crop_policy(tmp_path: Path, small, ca
     faces(extra, small, 1, start=40)
     summary = balance.add_real(out, extra, progress=False)
     assert (summary.added, summary.removed, summary.before, summary.after) == (1, 1, *[{"real": 6, "fake": 6}] * 2)
+    # One of each counted as one: it said "1 crops added", "1 errors", "1 files already in the dataset".
+    assert summary.counts().startswith("add-real: 1 crop added, 1 removed, 0 errors;")
+    one = balance.BalanceSummary("add-real", added=1, errors=1, already_held=1)
+    assert one.counts().startswith("add-real: 1 crop added, 0 removed, 1 error, 1 file already in the dataset;")
 
 
 def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_splits(tmp_path: Path, small):

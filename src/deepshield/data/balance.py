@@ -69,8 +69,14 @@ class BalanceSummary:
         def fmt(counts: dict) -> str:
             return ", ".join(f"{label} {counts.get(label, 0)}" for label in (REAL, FAKE))
 
-        held = f", {self.already_held} files already in the dataset" if self.already_held else ""
-        return f"{self.action}: {self.added} crops added, {self.removed} removed, {self.errors} errors{held}; before {fmt(self.before)}; after {fmt(self.after)}"
+        def count(n: int, noun: str) -> str:  # "1 error", not "1 errors"
+            return f"{n} {noun}{'' if n == 1 else 's'}"
+
+        held = f", {count(self.already_held, 'file')} already in the dataset" if self.already_held else ""
+        return (
+            f"{self.action}: {count(self.added, 'crop')} added, {self.removed} removed, {count(self.errors, 'error')}"
+            f"{held}; before {fmt(self.before)}; after {fmt(self.after)}"
+        )
 
     def describe(self) -> str:
         return "\n".join([self.counts(), *self.notes])
