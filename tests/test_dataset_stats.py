@@ -291,6 +291,19 @@ def crop_row(label: str, name: str, frame: int, split: str) -> CropRecord:
     )  # fmt: skip
 
 
+def test_a_name_with_a_newline_forges_no_row_of_the_counts():
+    # A method is the folder under fake/: "swap\nall  999" printed a line "all  999  0  1  1" under METHOD.
+    from dataclasses import replace
+
+    from deepshield.data.manifest import ErrorRecord
+    from deepshield.data.stats import format_stats
+
+    rows = [crop_row("real", "a", 0, "train"), replace(crop_row("fake", "b", 0, "train"), method="swap\nall  999")]
+    text = format_stats(compute_stats(rows, [ErrorRecord("/data/c", "cannot read file\x1b[2J")]))
+    assert "swap\\nall  999  " in text and "\nall  999" not in text and "\x1b" not in text
+    assert len(text.splitlines()) == 19
+
+
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):
     # 1 real and 3 fake crops, two of them from one file: removing that file (twice the excess) left the
     # imbalance as large the other way, and, after the other file, no fake at all, by the seed.

@@ -15,6 +15,7 @@ from deepshield.data.layout import DatasetLayout, atomic_file, atomic_write_text
 from deepshield.data.manifest import ALREADY_HELD, LISTED_TWICE, SPLITS, CropRecord, ErrorRecord
 from deepshield.data.sources import FAKE, LABELS, REAL
 from deepshield.data.split import empty_split_warning, one_label_split_warning
+from deepshield.one_line import one_line
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -158,10 +159,12 @@ def format_stats(stats: DatasetStats) -> str:
     lines = [f"{stats.crops} face crops from {stats.files} files in {stats.groups} groups"]
 
     def block(title: str, table: dict[str, dict[str, int]]) -> None:
-        width = max([len(title), *map(len, table)])
+        # A source or method is a folder's or a CSV cell's text: a newline in it forged a row of its own.
+        rows = {one_line(name): counts for name, counts in table.items()}
+        width = max([len(title), *map(len, rows)])
         lines.append("")
         lines.append(f"{title.upper():<{width}}  {'REAL':>8}  {'FAKE':>8}  {'TOTAL':>8}")
-        for name, counts in table.items():
+        for name, counts in rows.items():
             lines.append(f"{name:<{width}}  {counts[REAL]:>8}  {counts[FAKE]:>8}  {counts[REAL] + counts[FAKE]:>8}")
 
     block("label", {"all": stats.by_label})
@@ -171,7 +174,7 @@ def format_stats(stats: DatasetStats) -> str:
     if stats.errors_by_reason:
         lines.append("")
         lines.append("ERRORS (files without a crop)")
-        lines.extend(f"{count:>8}  {reason}" for reason, count in stats.errors_by_reason.items())
+        lines.extend(f"{count:>8}  {one_line(reason)}" for reason, count in stats.errors_by_reason.items())
     if stats.already_held:
         lines += ["", f"{stats.already_held} files given to add-real were in the dataset already (not added again)"]
     return "\n".join(lines) + "\n"
