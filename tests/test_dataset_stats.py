@@ -230,8 +230,10 @@ def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_spli
     # Files skipped, not files without a crop: stats counted them as errors.
     stats = compute_stats(read_manifest(out), read_errors(out))
     assert stats.errors_by_reason == {} and stats.already_held == len(read_errors(out)) > 0
+    plain = tmp_path / "plain"  # the dataset's fakes kept in a folder that labels nothing
+    shutil.copytree(tmp_path / "web" / "fake", plain)
     with pytest.raises(DeepShieldError, match=r"holds 2 of this dataset's fake files .* would add them as real"):
-        balance.add_real(out, tmp_path / "web", progress=False)
+        balance.add_real(out, plain, progress=False)
     # Copies of its reals kept elsewhere came in as other groups (7 of 24 photos in two splits).
     copies = tmp_path / "copies"
     shutil.copytree(tmp_path / "web" / "real", copies)
@@ -244,6 +246,26 @@ def test_balance_add_real_takes_no_file_the_dataset_holds_and_keeps_earlier_spli
     balance.add_real(out, extra, progress=False)
     again = {r.group: r.split for r in read_manifest(out) if r.source == "more"}
     assert len(again) == 15 and {group: again[group] for group in first} == first
+
+
+def test_add_real_refuses_a_folder_that_labels_files_fake(tmp_path: Path, small):
+    # Every file was taken as real: a DFDC part's fakes, a fake/ folder's, came in as real faces.
+    import json
+
+    out = prepared_web(tmp_path, small, fakes=2)
+    before = read_manifest(out)
+    mixed = tmp_path / "mixed"
+    faces(mixed / "real", small, 2, start=30)
+    faces(mixed / "fake" / "swap", small, 1, start=40)
+    dfdc = faces(tmp_path / "dfdc_part", small, 2, start=50)
+    (dfdc / "metadata.json").write_text(json.dumps({"050.png": {"label": "REAL"}, "051.png": {"label": "FAKE"}}))
+    for folder, fake in ((mixed, mixed / "fake" / "swap" / "040.png"), (dfdc, dfdc / "051.png")):
+        with pytest.raises(
+            DeepShieldError, match=rf"{folder} labels files fake \(e.g. {fake}: .*would add them as real"
+        ):
+            balance.add_real(out, folder, progress=False)
+        assert read_manifest(out) == before
+    assert balance.add_real(out, mixed / "real", progress=False).added == 2  # a real/ folder is real faces
 
 
 def test_add_real_reads_neither_the_datasets_own_crops_nor_one_photo_twice(tmp_path: Path, small):

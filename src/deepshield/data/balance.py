@@ -44,7 +44,15 @@ from deepshield.data.manifest import (
     write_errors,
 )
 from deepshield.data.prepare import distinct_entries, outcomes_to_rows, problem_rows, same_bytes
-from deepshield.data.sources import FAKE, REAL, SourceItem, SourceProblem, read_as_label, root_keys
+from deepshield.data.sources import (
+    FAKE,
+    REAL,
+    SourceItem,
+    SourceProblem,
+    labelled_fake,
+    read_as_label,
+    root_keys,
+)
 from deepshield.data.split import assign_groups, group_label_counts
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import seen_validity
@@ -108,6 +116,12 @@ def _add_real(dataset_dir: Path | str, folder: Path | str, workers: int = 1, pro
     records = [r for r in records if not r.crop_path.startswith(prefix)]
     errors = [e for e in errors if not Path(e.source_file).is_relative_to(folder)] if previous else errors
 
+    # Every file is taken as real: a DFDC part's or a real/ and fake/ folder's fakes came in as real faces.
+    if (fake := labelled_fake(folder, writing=layout.root)) is not None:
+        raise DeepShieldError(
+            f"{folder} labels files fake (e.g. {fake.path}: a fake/ folder, a DFDC metadata.json or FaceForensics++'s "
+            "manipulated_sequences): add-real would add them as real faces. Add a folder of real faces only"
+        )
     # Not the dataset's own crops (fakes among them, when the dataset lies inside the folder), each file once.
     entries = list(distinct_entries(read_as_label(folder, key, REAL, writing=layout.root), layout.own_media))
     # A file the dataset already holds would come in again as another group (the same photo in train and

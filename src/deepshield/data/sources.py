@@ -509,6 +509,16 @@ def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
     )
 
 
+def labelled_fake(root: Path, writing: Path | None = None) -> SourceItem | None:
+    """A file that `root`'s own labels call fake (a fake/ folder, a DFDC metadata.json, FaceForensics++'s
+    manipulated sequences), None when none does or `root` has no labels of its own (a plain folder of faces)."""
+    try:
+        entries = read_source(root, writing=writing)
+    except SourceFormatError:
+        return None
+    return next((e for e in entries if isinstance(e, SourceItem) and e.label == FAKE), None)
+
+
 def root_keys(paths: Sequence[Path], taken: Sequence[str] = (), known: Mapping[str, str] | None = None) -> list[str]:
     """One short, unique folder name per SOURCE argument (its own name; '-2', '-3' appended on
     clashes with each other or with `taken`, the keys a dataset already uses). A source the dataset
