@@ -8,6 +8,7 @@ existing rows fixed. Down-sampled rows go to removed.csv (their crops stay on di
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -202,10 +203,16 @@ def _removal_order(files: dict[str, list[str]], rng: random.Random) -> list[str]
     rng.shuffle(groups)
     rank = {group: i for i, group in enumerate(groups)}
     remaining = {group: rng.sample(sorted(files[group]), len(files[group])) for group in groups}
+    # A heap by (minus the files left, rank), the same order: every group was looked at for each file, so that
+    # 6,000 photos (each its own group) took 6 s, 100,000 half an hour.
+    heap = [(-len(remaining[group]), rank[group], group) for group in groups if remaining[group]]
+    heapq.heapify(heap)
     order: list[str] = []
-    while any(remaining.values()):
-        group = max((g for g in groups if remaining[g]), key=lambda g: (len(remaining[g]), -rank[g]))
+    while heap:
+        left, place, group = heapq.heappop(heap)
         order.append(remaining[group].pop())
+        if remaining[group]:
+            heapq.heappush(heap, (left + 1, place, group))
     return order
 
 
