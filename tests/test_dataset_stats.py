@@ -326,6 +326,21 @@ def test_a_name_with_a_newline_forges_no_row_of_the_counts():
     assert len(text.splitlines()) == 19
 
 
+def test_the_counts_first_line_counts_one_as_one():
+    # It said "3 face crops from 2 files in 1 groups" of one video and a fake made from it.
+    from dataclasses import replace
+
+    from deepshield.data.manifest import ALREADY_HELD, ErrorRecord
+    from deepshield.data.stats import format_stats
+
+    one = [crop_row("real", "a", 0, "train"), crop_row("fake", "a", 1, "train"), crop_row("fake", "b", 0, "train")]
+    one = [replace(row, group="x:a") for row in one]
+    assert format_stats(compute_stats(one)).startswith("3 face crops from 2 files in 1 group\n")
+    assert format_stats(compute_stats(one[:1])).startswith("1 face crop from 1 file in 1 group\n")
+    held = [ErrorRecord("/data/a", ALREADY_HELD)]
+    assert "\n1 file given to add-real was in the dataset already" in format_stats(compute_stats(one, held))
+
+
 def test_balance_downsample_never_empties_a_label_nor_flips_the_imbalance(tmp_path: Path):
     # 1 real and 3 fake crops, two of them from one file: removing that file (twice the excess) left the
     # imbalance as large the other way, and, after the other file, no fake at all, by the seed.

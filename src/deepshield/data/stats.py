@@ -156,7 +156,10 @@ def class_warnings(by_label: dict[str, int], has_errors: bool) -> list[str]:
 
 
 def format_stats(stats: DatasetStats) -> str:
-    lines = [f"{stats.crops} face crops from {stats.files} files in {stats.groups} groups"]
+    def count(n: int, noun: str) -> str:  # "1 group", not "1 groups"
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    lines = [f"{count(stats.crops, 'face crop')} from {count(stats.files, 'file')} in {count(stats.groups, 'group')}"]
 
     def block(title: str, table: dict[str, dict[str, int]]) -> None:
         # A source or method is a folder's or a CSV cell's text: a newline in it forged a row of its own.
@@ -176,7 +179,11 @@ def format_stats(stats: DatasetStats) -> str:
         lines.append("ERRORS (files without a crop)")
         lines.extend(f"{count:>8}  {one_line(reason)}" for reason, count in stats.errors_by_reason.items())
     if stats.already_held:
-        lines += ["", f"{stats.already_held} files given to add-real were in the dataset already (not added again)"]
+        were = "was" if stats.already_held == 1 else "were"
+        lines += [
+            "",
+            f"{count(stats.already_held, 'file')} given to add-real {were} in the dataset already (not added again)",
+        ]
     return "\n".join(lines) + "\n"
 
 
