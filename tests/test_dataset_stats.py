@@ -535,6 +535,36 @@ def test_balance_refuses_an_option_its_step_does_not_use(biased: Path, tmp_path:
     assert read_info(biased).history == history
 
 
+def test_balancing_a_dataset_that_cannot_be_written_in_is_refused_in_one_line(biased: Path, monkeypatch, capsys):
+    # Another user's dataset (no write permission; chmod is no test here: root ignores it) ended in a traceback
+    # (PermissionError at its lock).
+    import errno
+    import io
+
+    from tests.conftest import _denied
+
+    real_open, real_os_open = io.open, os.open
+
+    def inside(file) -> bool:
+        return isinstance(file, (str, os.PathLike)) and Path(os.path.abspath(file)).is_relative_to(biased.resolve())
+
+    def guarded(file, mode="r", *args, **kwargs):
+        if inside(file) and set(mode) & set("wax+"):
+            raise _denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(file, flags, *args, **kwargs):
+        if inside(file) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), file)
+        return real_os_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded)
+    monkeypatch.setattr("io.open", guarded)
+    monkeypatch.setattr("os.open", os_open)
+    assert main(["dataset", "balance", str(biased), "--downsample"]) == 2
+    assert f"deepshield: error: DATASET_DIR {biased} cannot be written: Permission denied\n" in capsys.readouterr().err
+
+
 def test_a_dataset_file_that_cannot_be_read_is_said_in_one_line(
     biased: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch, capsys
 ):

@@ -8,6 +8,7 @@ import os
 import sys
 
 from deepshield.cli.args import (
+    check_output_folder,
     check_tracking_store,
     given_path,
     log_to_mlflow,
@@ -109,6 +110,8 @@ def run_balance(args: argparse.Namespace) -> int:
     from deepshield.data.manifest import read_manifest
     from deepshield.data.stats import compute_stats, split_ratios
 
+    # A dataset this user may not write in (another's, shared) ended in a traceback at its lock.
+    check_output_folder(args.dataset, "DATASET_DIR")
     # Given to a step that does not use it, it was passed over without a word (--add-real --seed 7 drew nothing).
     if args.add_real is not None and args.seed is not None:
         raise DeepShieldError(
