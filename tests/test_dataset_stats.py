@@ -152,6 +152,21 @@ def test_each_count_of_a_chart_is_written_above_its_own_bar(tmp_path: Path, monk
         assert top == int(text) and sum(colour) < 1.5  # at the top of its bar, dark on the white page
 
 
+def test_a_charts_long_names_stay_on_the_picture(tmp_path: Path):
+    # A CSV's source of 45 characters pushed the axes into a strip and its name ran off the picture's left edge.
+    from deepshield.data.stats import DatasetStats, plot_stats
+
+    counts = {"real": 1, "fake": 3}
+    sources = {f"https://videos.example.org/channel/{i}/uploads-of-the-year": counts for i in range(2)}
+    stats = DatasetStats(8, {"real": 2, "fake": 6}, sources, {"none": counts}, {"train": counts}, 2, counts, 2, {})
+    for png in plot_stats(stats, tmp_path):
+        image = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        edges = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        assert edges.min() > 200, png.name  # nothing drawn up to the picture's edge: nothing cut off by it
+    sources_png = cv2.imread(str(tmp_path / "sources.png"))
+    assert sources_png.shape[0] > 400  # the axes keep their height above the names (a strip under tight_layout)
+
+
 def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     faces(tmp_path / "mixed" / "real", small, 2)
     faces(tmp_path / "mixed" / "fake", small, 2, start=5)

@@ -212,10 +212,11 @@ def _bar_chart(table: dict[str, dict[str, int]], title: str, path: Path) -> Path
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: over no bar or count
     if len(names) > 4 or max(map(len, names), default=0) > 10:
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout()
     try:
         with atomic_file(path, clear_left=True) as handle:  # a killed writer's temporary file goes
-            fig.savefig(handle, format="png", metadata={"Software": None})
+            # The picture grows to hold long names, the axes keep their size: tight_layout shrank them to a strip for
+            # a name of 45 characters, and still let the name's start run off the picture's edge.
+            fig.savefig(handle, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
     finally:
         plt.close(fig)
     return path
