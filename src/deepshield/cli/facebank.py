@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     config_arguments(pack, "override a config value, e.g. model.input_size=288 (repeatable)")
     pack.add_argument("--out", type=given_path, required=True, help="the .npz file to write")
     pack.add_argument("--max-faces", type=positive_int, help="keep this many faces, drawn at random (default: all)")
-    pack.add_argument("--quality", type=jpeg_quality, default=90, metavar="50-100", help="JPEG quality")
+    pack.add_argument("--quality", type=jpeg_quality, default=90, metavar="50-100", help="JPEG quality (default 90)")
     pack.add_argument(
         "--seed",
         type=non_negative_int,

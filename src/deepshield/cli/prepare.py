@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"frames sampled uniformly per video (default {DEFAULT_VIDEO_FRAMES})",
     )
     parser.add_argument(
-        "--faces", choices=("all", "largest"), default="all", help="every face per frame, or the largest only"
+        "--faces", choices=("all", "largest"), default="all", help="every face per frame (default), or the largest only"
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
     parser.add_argument(

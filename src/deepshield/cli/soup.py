@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
     parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
-    parser.add_argument("--name", default="soup", help="the new bundle's name")
-    parser.add_argument("--version", type=bundle_version, default="0.0.0", help="the new bundle's version")
+    parser.add_argument("--name", default="soup", help="the new bundle's name (default soup)")
+    parser.add_argument(
+        "--version", type=bundle_version, default="0.0.0", help="the new bundle's version (default 0.0.0)"
+    )
     parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
     parser.set_defaults(run=run_soup)
 

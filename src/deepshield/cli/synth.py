@@ -28,34 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--smooth-probability",
         type=probability,
         default=0.0,
-        help="chance a blend's source is smoothed like a face restorer's output (synthesis.smooth_probability)",
+        help="chance a blend's source is smoothed like a face restorer's output (synthesis.smooth_probability; default 0)",
     )
     parser.add_argument(
         "--source-jpeg-probability",
         type=probability,
         default=0.0,
-        help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability)",
+        help="chance a blend's source is JPEG-compressed on its own (synthesis.source_jpeg_probability; default 0)",
     )
     parser.add_argument(
         "--mesh-warp-probability",
         type=probability,
         default=0.0,
-        help="chance a cross blend's donor is warped onto the target's face mesh (synthesis.mesh_warp_probability)",
+        help="chance a cross blend's donor is warped onto the target's face mesh (synthesis.mesh_warp_probability; default 0)",
     )
     parser.add_argument(
         "--cross-colour-probability",
         type=probability,
         default=0.0,
-        help="chance a cross blend's source also gets a colour jitter (synthesis.cross_colour_probability)",
+        help="chance a cross blend's source also gets a colour jitter (synthesis.cross_colour_probability; default 0)",
     )
     parser.add_argument(
         "--seamless-probability",
         type=probability,
         default=0.0,
-        help="chance a blend is a Poisson (seamless) composite (synthesis.seamless_probability)",
+        help="chance a blend is a Poisson (seamless) composite (synthesis.seamless_probability; default 0)",
     )
-    parser.add_argument("--size", type=int, default=224, help="crop size in pixels (16 to 1024)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--size", type=int, default=224, help="crop size in pixels, 16 to 1024 (default 224)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--force", action="store_true", help="replace the fakes an earlier synth wrote to out_dir")
     progress_argument(parser)  # the face bank's bar
     parser.set_defaults(run=run)

@@ -27,8 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     config_arguments(parser, "override a config value, e.g. optim.lr=1e-3 (repeatable)")
     parser.add_argument("--params", type=given_path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
-    parser.add_argument("--run-dir", type=given_path, help="where checkpoints, plots and the bundle go")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
+    parser.add_argument(
+        "--run-dir",
+        type=given_path,
+        help="where checkpoints, plots and the bundle go (default: the configuration's run_dir, runs/default in the packaged one)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the configuration's tracking.uri, sqlite:///mlruns.db in the packaged one)",
+    )
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     progress_argument(parser)

@@ -73,13 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--pruner",
         choices=("median", "halving", "none"),
         default="median",
-        help="stop bad trials early from their per-epoch validation metric",
+        help="stop bad trials early from their per-epoch validation metric (default median; none: every trial runs its budget)",
     )
     parser.add_argument(
         "--n-jobs",
         type=int,
         default=1,
-        help="trials in parallel, one process each (torch threads split between them); with --engine ray, one Ray task each",
+        help="trials in parallel, one process each (torch threads split between them; default 1); with --engine ray, one Ray task each",
     )
     parser.add_argument(
         "--out",
@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="sampler seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="sampler seed (default 0)")
     parser.add_argument(
         "--baseline",
         action="store_true",

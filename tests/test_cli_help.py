@@ -1,0 +1,42 @@
+"""What `--help` says of each command's options is what the command does."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+from deepshield.cli.main import build_parser
+
+
+def options(parser: argparse.ArgumentParser, name: str = "deepshield") -> Iterator[tuple[str, argparse.Action]]:
+    """Every option and positional of every (sub)command, with the command's words."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word, command in action.choices.items():
+                yield from options(command, f"{name} {word}")
+        elif action.help != argparse.SUPPRESS:
+            yield name, action
+
+
+def test_every_option_with_a_default_says_it():
+    # tune pruned trials by default (--pruner median) and synth, soup, facebank pack, prepare --faces and
+    # dataset balance --workers chose values that their help left unsaid.
+    unsaid = [
+        f"{name} {'/'.join(action.option_strings) or action.dest} (default {action.default!r})"
+        for name, action in options(build_parser())
+        if action.nargs != 0  # a flag's default is its absence
+        and action.default not in (None, [])
+        and "default" not in (action.help or "")
+    ]
+    assert not unsaid, unsaid
+
+
+def test_train_options_read_from_the_configuration_say_so():
+    # --tracking-uri said 'default: sqlite:///mlruns.db' whatever the --config's tracking.uri
+    helps = {
+        a.option_strings[0]: a.help or ""
+        for name, a in options(build_parser())
+        if name == "deepshield train" and a.option_strings
+    }
+    assert "the configuration's tracking.uri" in helps["--tracking-uri"]
+    assert "the configuration's run_dir" in helps["--run-dir"]
