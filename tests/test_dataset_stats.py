@@ -66,7 +66,7 @@ def biased(tmp_path_factory, small) -> Path:
 def test_stats_counts_charts_and_source_warning(biased: Path, capsys):
     assert main(["dataset", "stats", str(biased)]) == 0
     captured = capsys.readouterr()
-    assert "WARNING: real and fake faces come from different sources" in captured.err
+    assert "deepshield dataset stats: warning: real and fake faces come from different sources" in captured.err
     assert "only real faces from studio" in captured.err and "only fake faces from web" in captured.err
     assert "studio" in captured.out and "swapper" in captured.out
     stats_dir = DatasetLayout(biased).stats
@@ -447,6 +447,8 @@ def test_balance_synth_fakes_keep_group_and_split(tmp_path: Path, small, capsys)
     said = capsys.readouterr().err.splitlines()
     assert said[0].startswith("deepshield dataset balance: synth-fakes: 3 crops added") and "\\n" not in said[0]
     assert said[1] == "all added to the train split (val and test are left as they were)"
+    # Its warnings as every command says them (they were 'WARNING: ...' here alone).
+    assert said[2].startswith("deepshield dataset balance: warning: split val has no fake faces"), said
     records = read_manifest(out)
     synth = [r for r in records if r.method == "self_blend"]
     assert len(synth) == 3 and {r.label for r in synth} == {"fake"}

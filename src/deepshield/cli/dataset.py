@@ -92,11 +92,10 @@ def run_stats(args: argparse.Namespace) -> int:
             raise
         pngs = []
         where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
-        say(f"WARNING: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})")
+        say(f"deepshield dataset stats: warning: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})")
     else:
         say(f"charts: {', '.join(str(p) for p in pngs)}")
-    for warning in stats.warnings:
-        say(f"WARNING: {warning}")
+    say_warnings("stats", stats.warnings)
     if args.tracking_uri:
         run_name = f"stats {args.dataset.resolve().name}"
         charts = pngs[0].parent if pngs else None
@@ -130,6 +129,11 @@ def run_balance(args: argparse.Namespace) -> int:
     say(f"deepshield dataset balance: {summary.counts()}")
     for note in summary.notes:
         say(note)
-    for warning in compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings:
-        say(f"WARNING: {warning}")
+    say_warnings("balance", compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings)
     return EXIT_OK
+
+
+def say_warnings(action: str, warnings: list[str]) -> None:
+    """Each warning on its line, as the other commands say theirs (it was 'WARNING: ...' here alone)."""
+    for warning in warnings:
+        say(f"deepshield dataset {action}: warning: {warning}")
