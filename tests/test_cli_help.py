@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+import pytest
+
 from deepshield.cli.main import build_parser
+from deepshield.errors import EXIT_USAGE
 
 
 def options(parser: argparse.ArgumentParser, name: str = "deepshield") -> Iterator[tuple[str, argparse.Action]]:
@@ -40,3 +43,12 @@ def test_train_options_read_from_the_configuration_say_so():
     }
     assert "the configuration's tracking.uri" in helps["--tracking-uri"]
     assert "the configuration's run_dir" in helps["--run-dir"]
+
+
+@pytest.mark.parametrize("command", [["train"], ["tune", "--space", "space.yaml"]])
+def test_a_tracking_uri_with_no_tracking_is_refused(command, capsys):
+    # Both were taken: the URI recorded, nothing logged to it, and no word of it.
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([*command, "--tracking-uri", "sqlite:///x.db", "--no-tracking"])
+    assert stopped.value.code == EXIT_USAGE
+    assert "argument --no-tracking: not allowed with argument --tracking-uri" in capsys.readouterr().err

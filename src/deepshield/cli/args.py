@@ -259,6 +259,17 @@ def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: s
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment name (default {experiment})")
 
 
+def training_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri or --no-tracking (train, tune), the configuration's tracking section by default: both
+    given, the URI was taken and nothing logged to it, unsaid."""
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the configuration's tracking.uri, sqlite:///mlruns.db in the packaged one)",
+    )
+    either.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+
 def check_tracking_store(args: argparse.Namespace) -> None:
     """--tracking-uri's store, opened before the work: one that cannot be used was refused only after the
     whole evaluation (its report written, exit 2 all the same). These commands log only when asked, so the

@@ -15,6 +15,7 @@ from deepshield.cli.args import (
     config_overrides,
     given_path,
     progress_argument,
+    training_tracking_arguments,
 )
 from deepshield.errors import say
 
@@ -32,11 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=given_path,
         help="where checkpoints, plots and the bundle go (default: the configuration's run_dir, runs/default in the packaged one)",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: the configuration's tracking.uri, sqlite:///mlruns.db in the packaged one)",
-    )
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    training_tracking_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     progress_argument(parser)
     parser.set_defaults(run=run_train)

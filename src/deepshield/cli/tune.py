@@ -15,6 +15,7 @@ from deepshield.cli.args import (
     non_negative_int,
     positive_seconds,
     progress_argument,
+    training_tracking_arguments,
 )
 
 EPILOG = """\
@@ -92,8 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "trial_overrides",
         "per-trial budget override (not used by --train-best), e.g. optim.epochs=2",
     )
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's)")
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    training_tracking_arguments(parser)
     parser.add_argument("--seed", type=non_negative_int, default=0, help="sampler seed (default 0)")
     parser.add_argument(
         "--baseline",
