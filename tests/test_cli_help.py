@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deepshield.cli.main import build_parser
+from deepshield.cli.main import build_parser, main
 from deepshield.errors import EXIT_USAGE
 
 
@@ -52,3 +52,19 @@ def test_a_tracking_uri_with_no_tracking_is_refused(command, capsys):
         build_parser().parse_args([*command, "--tracking-uri", "sqlite:///x.db", "--no-tracking"])
     assert stopped.value.code == EXIT_USAGE
     assert "argument --no-tracking: not allowed with argument --tracking-uri" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--downsample", "--workers", "4"], "--workers applies to --add-real"),
+        (["--synth-fakes", "3", "--workers", "2"], "--workers applies to --add-real"),
+        (["--add-real", "FOLDER", "--seed", "5"], "--seed applies to --downsample and --synth-fakes"),
+    ],
+)
+def test_dataset_balance_refuses_an_option_its_action_ignores(tmp_path, capsys, options, said):
+    # Each was taken and ignored: --add-real split the new faces by the dataset's seed, not the one given.
+    words = [w.replace("FOLDER", str(tmp_path)) for w in options]
+    assert main(["dataset", "balance", str(tmp_path / "no-dataset"), *words]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err

@@ -119,6 +119,13 @@ def run_balance(args: argparse.Namespace) -> int:
     if args.add_real is None and args.workers is not None:
         raise DeepShieldError("--workers is for --add-real: --downsample and --synth-fakes run in this process")
     progress = not args.no_progress
+    # Each was taken and ignored, unsaid, by the actions that have no use for it.
+    if args.workers is not None and args.add_real is None:
+        raise DeepShieldError("--workers applies to --add-real: the other actions find no faces")
+    if args.seed is not None and args.add_real is not None:
+        raise DeepShieldError(
+            "--seed applies to --downsample and --synth-fakes: --add-real splits new people or videos by the dataset's own seed"
+        )
     if args.add_real is not None:
         summary = balance.add_real(args.dataset, args.add_real, workers=args.workers or 1, progress=progress)
     elif args.downsample:
