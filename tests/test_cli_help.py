@@ -68,3 +68,12 @@ def test_dataset_balance_refuses_an_option_its_action_ignores(tmp_path, capsys, 
     assert main(["dataset", "balance", str(tmp_path / "no-dataset"), *words]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err, err
+
+
+def test_train_does_not_call_its_default_configuration_the_shipped_models():
+    # It said '(default: the shipped model's)': default.toml trained 1.0.0, which two more steps made the
+    # shipped model (a fine-tune and a synthetic-face head); `deepshield train` alone does not make it.
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    description = commands.choices["train"].description or ""
+    assert "the shipped model's)" not in description
+    assert "training/default.toml, which trained 1.0.0" in description

@@ -24,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a detector (fakes synthesised from real faces)",
-        description="Train with the configuration file (default: the shipped model's), tracked in MLflow; exports a bundle at the end.",
+        description=(
+            "Train with the configuration file (default: the packaged training/default.toml, which trained 1.0.0, "
+            "the first of the shipped model's steps: docs/shipped-model.md gives the others), tracked in MLflow; "
+            "exports a bundle at the end."
+        ),
     )
     config_arguments(parser, "override a config value, e.g. optim.lr=1e-3 (repeatable)")
     parser.add_argument("--params", type=given_path, help="YAML/TOML/JSON of dotted keys, e.g. a search's best.yaml")
