@@ -77,3 +77,16 @@ def test_train_does_not_call_its_default_configuration_the_shipped_models():
     description = commands.choices["train"].description or ""
     assert "the shipped model's)" not in description
     assert "training/default.toml, which trained 1.0.0" in description
+
+
+@pytest.mark.parametrize("command", ["evaluate", "calibrate"])
+def test_entries_left_out_are_said_by_the_command_without_a_report_it_may_not_write(tmp_path, capsys, command):
+    # 'deepshield: warning: 1 entries could not be used and are left out (listed in the report)', from
+    # calibrate too (which writes no report), and here before a stop that writes none either.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "stray.jpg").write_bytes(b"not looked at")
+    out = ["--out", str(tmp_path / "out")]
+    assert main([command, str(tmp_path), *out, "--no-progress"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"deepshield {command}: warning: 1 entry could not be used and is left out: " in err, err
+    assert "report" not in err, err

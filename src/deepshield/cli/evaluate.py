@@ -138,6 +138,8 @@ def score_labelled_set(args: argparse.Namespace, classifier, rule, **options):
 
     check_engine_arguments(args)
     frames, min_face_size = face_settings(args)
+    # Named by the command, as its other warnings are (they said 'deepshield: warning: ...').
+    options.setdefault("warn", lambda message: say(f"deepshield {args.command}: warning: {message}"))
     with make_engine(args.engine, workers=args.workers, address=args.ray_address) as engine:
         return score_datasets(
             args.datasets,

@@ -856,7 +856,13 @@ def open_labelled_set(
         shown = "; ".join(f"{problem.path}: {problem.reason}" for problem in problems[:3])
         more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
         # Said with their reasons: a CSV that could not be read at all was "no usable label", its reason hidden.
-        warn(f"{len(problems)} entries could not be used and are left out (listed in the report): {shown}{more}")
+        # Not "(listed in the report)": calibrate, compare and training write none, nor does a run stopped below.
+        counted = (
+            "1 entry could not be used and is"
+            if len(problems) == 1
+            else f"{len(problems)} entries could not be used and are"
+        )
+        warn(f"{counted} left out: {shown}{more}")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
     refuse_one_class(
