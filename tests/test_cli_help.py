@@ -90,3 +90,14 @@ def test_entries_left_out_are_said_by_the_command_without_a_report_it_may_not_wr
     err = capsys.readouterr().err
     assert f"deepshield {command}: warning: 1 entry could not be used and is left out: " in err, err
     assert "report" not in err, err
+
+
+@pytest.mark.parametrize("command", ["prepare", "evaluate", "calibrate"])
+def test_ffpp_compression_without_a_faceforensics_source_is_refused(tmp_path, capsys, command):
+    # Taken and ignored: folders of real/ and fake/ were read whole, as if it had not been given.
+    (tmp_path / "set" / "real").mkdir(parents=True)
+    words = [command, str(tmp_path / "set"), "--ffpp-compression", "c23", "--out", str(tmp_path / "out")]
+    assert main(words) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--ffpp-compression applies to FaceForensics++ sources; none is one: " in err, err
+    assert f"{tmp_path / 'set'} (folders)" in err and not (tmp_path / "out").exists()

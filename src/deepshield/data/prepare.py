@@ -114,6 +114,9 @@ def collect_items(
     items: list[SourceItem] = []
     problems: list[SourceProblem] = []
     ffpp = [(path, key) for path, form, key in zip(paths, formats, keys) if form == "ffpp"]
+    if ffpp_compressions and not ffpp:  # taken and ignored, unsaid: every file was read, at whatever level
+        read_as = ", ".join(f"{given[path]} ({form})" for path, form in zip(paths, formats))
+        raise SourceFormatError(f"--ffpp-compression applies to FaceForensics++ sources; none is one: {read_as}")
     for path, _ in ffpp:  # as read_source checks a source it reads
         if not path.is_dir():
             with _named_as_given(given):
