@@ -101,3 +101,15 @@ def test_ffpp_compression_without_a_faceforensics_source_is_refused(tmp_path, ca
     err = capsys.readouterr().err
     assert "--ffpp-compression applies to FaceForensics++ sources; none is one: " in err, err
     assert f"{tmp_path / 'set'} (folders)" in err and not (tmp_path / "out").exists()
+
+
+def test_an_option_shared_by_commands_is_described_alike():
+    # evaluate and calibrate said 'FaceForensics++ level(s) to read, e.g. c23', prepare the same plus its
+    # default ('all found'), from two copies of the option.
+    helps: dict[str, set[str]] = {}
+    for _, action in options(build_parser()):
+        if action.option_strings == ["--ffpp-compression"]:
+            helps.setdefault("--ffpp-compression", set()).add(action.help or "")
+    assert helps == {
+        "--ffpp-compression": {"FaceForensics++ level to read, e.g. c23 (repeatable; default: every level found)"}
+    }

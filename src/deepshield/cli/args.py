@@ -142,6 +142,16 @@ def trust_anchors_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ffpp_compression_argument(parser: argparse.ArgumentParser) -> None:
+    """--ffpp-compression (prepare, evaluate, calibrate): FaceForensics++ levels to read, every one by default."""
+    parser.add_argument(
+        "--ffpp-compression",
+        action="append",
+        metavar="LEVEL",
+        help="FaceForensics++ level to read, e.g. c23 (repeatable; default: every level found)",
+    )
+
+
 def progress_argument(parser: argparse.ArgumentParser) -> None:
     """--no-progress: the bars are drawn only where stderr is a terminal; this keeps them off one too
     (a terminal session piped to a log)."""

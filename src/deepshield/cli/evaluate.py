@@ -14,6 +14,7 @@ from deepshield.cli.args import (
     check_output_folder,
     check_tracking_store,
     engine_arguments,
+    ffpp_compression_argument,
     given_path,
     log_to_mlflow,
     model_argument,
@@ -49,9 +50,7 @@ def add_labelled_set_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=FORMAT_CHOICES, default="auto", help="raw dataset layout (default: detected per DATASET)"
     )
     add_face_arguments(parser, "prepared datasets: which split to use (default all)")
-    parser.add_argument(
-        "--ffpp-compression", action="append", metavar="LEVEL", help="FaceForensics++ level(s) to read, e.g. c23"
-    )
+    ffpp_compression_argument(parser)
     progress_argument(parser)
     engine_arguments(
         parser,

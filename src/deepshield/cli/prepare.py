@@ -8,6 +8,7 @@ from deepshield.cli.args import (
     check_engine_arguments,
     check_output_folder,
     engine_arguments,
+    ffpp_compression_argument,
     given_path,
     non_negative_int,
     positive_int,
@@ -58,12 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=20,
         help="ignore faces smaller than this (pixels; default %(default)s)",
     )
-    parser.add_argument(
-        "--ffpp-compression",
-        action="append",
-        metavar="LEVEL",
-        help="FaceForensics++ level(s) to read, e.g. c23 (default: all found)",
-    )
+    ffpp_compression_argument(parser)
     progress_argument(parser)
     engine_arguments(
         parser,
