@@ -113,3 +113,9 @@ def test_an_option_shared_by_commands_is_described_alike():
     assert helps == {
         "--ffpp-compression": {"FaceForensics++ level to read, e.g. c23 (repeatable; default: every level found)"}
     }
+
+
+def test_every_argument_is_described():
+    # synth's out_dir and dataset stats/balance's DATASET_DIR were listed bare under 'positional arguments'.
+    bare = [f"{name} {action.dest}" for name, action in options(build_parser()) if not action.help]
+    assert not bare, bare

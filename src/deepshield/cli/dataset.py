@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="counts per label, source, method and split, with bar charts",
         description="Print counts, save bar charts to DATASET_DIR/stats/, warn about source bias.",
     )
-    stats.add_argument("dataset", type=given_path, metavar="DATASET_DIR")
+    stats.add_argument(
+        "dataset", type=given_path, metavar="DATASET_DIR", help="a dataset folder `deepshield prepare` wrote"
+    )
     tracking_arguments(stats, "the counts and charts", "dataset-stats")
     stats.set_defaults(run=run_stats)
 
@@ -42,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add real faces, down-sample, or synthesise fakes",
         description="Rebalance real and fake faces; no existing row changes split.",
     )
-    balance.add_argument("dataset", type=given_path, metavar="DATASET_DIR")
+    balance.add_argument(
+        "dataset", type=given_path, metavar="DATASET_DIR", help="a dataset folder `deepshield prepare` wrote"
+    )
     how = balance.add_mutually_exclusive_group(required=True)
     how.add_argument(
         "--add-real",

@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Blend real faces into training fakes and write them with their masks and a contact sheet.",
     )
     parser.add_argument("real_dir", type=given_path, help="folder of real face images")
-    parser.add_argument("out_dir", type=given_path)
+    parser.add_argument(
+        "out_dir", type=given_path, help="folder for the fakes (fake_NNN.png), their masks and contact_sheet.png"
+    )
     parser.add_argument("-n", type=positive_int, default=16, help="number of fakes (default 16)")
     parser.add_argument(
         "--method",
