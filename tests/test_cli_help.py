@@ -119,3 +119,11 @@ def test_every_argument_is_described():
     # synth's out_dir and dataset stats/balance's DATASET_DIR were listed bare under 'positional arguments'.
     bare = [f"{name} {action.dest}" for name, action in options(build_parser()) if not action.help]
     assert not bare, bare
+
+
+def test_export_says_its_calibration_follows_the_run_settings():
+    # It said '(calibrated on its validation split)', where export.threshold_fpr and export.calibrate_on fit
+    # the threshold and the temperature on the benchmarks' real media (as the shipped model's were).
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    description = commands.choices["export"].description or ""
+    assert "export.threshold_fpr" in description and "export.calibrate_on" in description

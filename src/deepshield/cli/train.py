@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
         help="export a training checkpoint as a model bundle",
-        description="Write model.onnx + model_card.json from a checkpoint (calibrated on its validation split).",
+        description=(
+            "Write model.onnx + model_card.json from a checkpoint, calibrated as its run's export settings say: on "
+            "its validation split by default, with the benchmarks' real media where export.threshold_fpr or "
+            "export.calibrate_on = 'benchmarks' name them."
+        ),
     )
     export.add_argument(
         "checkpoint",
