@@ -1,4 +1,5 @@
-"""What `--help` says of each command's options is what the command does."""
+"""What `--help` says of each command and its options is what the command does, and options it would ignore
+are refused or said."""
 
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ def test_export_says_its_calibration_follows_the_run_settings():
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     description = commands.choices["export"].description or ""
     assert "export.threshold_fpr" in description and "export.calibrate_on" in description
+
+
+def test_scan_of_a_folder_of_folders_without_r_says_why_nothing_was_found(tmp_path, capsys):
+    # 'no media files found' of a folder of real/ and fake/ folders full of photos, without a word of -r.
+    (tmp_path / "set" / "real").mkdir(parents=True)
+    (tmp_path / "set" / "real" / "a.jpg").write_bytes(b"not read")
+    (tmp_path / "flat").mkdir()
+    assert main(["scan", str(tmp_path / "set")]) == 0
+    said = capsys.readouterr().err
+    assert (
+        said
+        == "deepshield scan: no media files found, nothing to scan (sub-folders are looked in with -r / --recursive)\n"
+    )
+    assert main(["scan", str(tmp_path / "flat")]) == 0  # nothing left unlooked at: no hint
+    assert capsys.readouterr().err == "deepshield scan: no media files found, nothing to scan\n"

@@ -505,7 +505,9 @@ def _scan(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         for row in earlier.values():
             page.add(row, earlier=str(args.out), key=file_key(earlier_folder / row.path))
     if not files and not args.watch:  # not a failure: a listing of new files is empty on a quiet day
-        say("deepshield scan: no media files found, nothing to scan")
+        # A folder of sub-folders (real/ and fake/) said only 'no media files found', its media unmentioned.
+        hint = " (sub-folders are looked in with -r / --recursive)" if _has_subfolders(paths, args.recursive) else ""
+        say(f"deepshield scan: no media files found, nothing to scan{hint}")
         if page is not None:  # a page left from another day would stand for this scan
             page.write(args.html, "no media files found")
         if not args.resume and not made and (args.out is not None or args.format != "table"):
@@ -788,6 +790,15 @@ def outcome_line(outcomes: collections.Counter[str]) -> str:
     if not total:  # a resumed scan with nothing new, or one interrupted before its first file ("0 files scanned: ")
         return "no new file scanned"
     return f"{numbered(total, 'file')} scanned: " + ", ".join(parts)
+
+
+def _has_subfolders(paths: list[Path], recursive: bool) -> bool:
+    """Whether a folder given holds folders that the scan, not recursive, did not look in."""
+    for path in paths if not recursive else ():
+        with contextlib.suppress(OSError):  # one that cannot be listed has its own error row
+            if path.is_dir() and any(entry.is_dir() for entry in path.iterdir()):
+                return True
+    return False
 
 
 # Names are short: 50 million characters hold hundreds of thousands of them. Read whole, a list of
