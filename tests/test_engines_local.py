@@ -284,3 +284,65 @@ def test_a_worker_process_logs_a_warning_as_the_command_does_on_one_line(capfd):
         == ["WARNING deepshield.evaluation.scoring: evil\\n\\x1b[2Jdeepshield: all clear.jpg under noise:20: failed"]
         * 4
     ), err
+
+
+def logging_worker(index: int, emit) -> None:
+    """Logs as a trial's trainer does: its epochs (INFO, shown with -v) and a warning naming a file."""
+    import logging
+
+    trainer = logging.getLogger("deepshield.training.trainer")
+    trainer.info("epoch 1 of worker %d", index)
+    trainer.warning("worker %d read %s", index, "evil\nname.jpg")
+
+
+class InfoJob(WarningJob):
+    """Logs an INFO record of its item, as -v asks to be shown."""
+
+    def run(self, state, item: str) -> str:
+        import logging
+
+        logging.getLogger("deepshield.evaluation.scoring").info("%s scored", item)
+        return item
+
+
+def test_spawned_workers_log_as_the_command_does_at_its_level(capfd):
+    # tune --n-jobs 2's study workers had no logging: their warnings were written bare (a name's newline raw),
+    # and with -v the trainer's per-epoch INFO lines were lost; pool workers (scan, prepare, evaluate
+    # --workers) logged at WARNING whatever -v, prepare's with no logging at all.
+    import logging
+
+    from deepshield.errors import log_to_stderr
+
+    log_to_stderr(logging.INFO)  # deepshield -v
+    try:
+        with make_engine("local") as engine:
+            assert engine.run_workers(logging_worker, 2, print, stagger_s=0.1) == []
+        with make_engine("local", workers=2) as engine:
+            assert list(engine.map(InfoJob(), ["a.jpg", "b.jpg"])) == ["a.jpg", "b.jpg"]
+    finally:
+        log_to_stderr(logging.WARNING)
+    said = capfd.readouterr().err.splitlines()
+    for index in (0, 1):
+        assert f"INFO deepshield.training.trainer: epoch 1 of worker {index}" in said, said
+        assert f"WARNING deepshield.training.trainer: worker {index} read evil\\nname.jpg" in said, said
+    assert {
+        "INFO deepshield.evaluation.scoring: a.jpg scored",
+        "INFO deepshield.evaluation.scoring: b.jpg scored",
+    } <= set(said), said
+
+
+def test_prepare_workers_set_up_their_logging():
+    # ExtractJob.worker_init replaced the base one (native logs quietened) without its logging: what a prepare
+    # worker logged was written bare by Python's last resort, at WARNING whatever -v.
+    import logging
+
+    from deepshield.data.extract import ExtractJob
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()  # as in a spawned process
+    try:
+        ExtractJob.__new__(ExtractJob).worker_init()
+        assert root.handlers
+    finally:
+        root.handlers[:] = saved

@@ -33,7 +33,6 @@ from deepshield.media.files import check_media_file
 from deepshield.media.frames import read_frames
 from deepshield.media.images import encode_png
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.native_logs import quiet_process
 from deepshield.plural import numbered, plural
 
 log = logging.getLogger(__name__)
@@ -166,7 +165,7 @@ class ExtractJob(FileJob):
     settings: ExtractSettings
 
     def worker_init(self) -> None:
-        quiet_process()
+        super().worker_init()  # its logging too: a worker's records were written bare, at WARNING whatever -v
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from the processes; threads inside each would only contend

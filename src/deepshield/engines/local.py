@@ -10,6 +10,7 @@ machine that is a machine problem, the kernel's out-of-memory killer say, not a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -21,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
-from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c
+from deepshield.errors import DeepShieldError, log_to_stderr, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
 
 _WORKER: dict[str, Any] = {}
@@ -44,9 +45,10 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _pool_init(job: FileJob, parent: int) -> None:
+def _pool_init(job: FileJob, parent: int, level: int) -> None:
     exit_with_parent(parent)
     job.worker_init()
+    logging.getLogger().setLevel(level)  # the driver's (-v: INFO), which a spawned process does not inherit
     _WORKER["job"] = job
     _WORKER["state"] = job.setup()
 
@@ -63,12 +65,15 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
-def _worker_main(fn: WorkerFn, index: int, parent: int) -> None:
+def _worker_main(fn: WorkerFn, index: int, parent: int, level: int) -> None:
     """Entry point of a spawned long-lived worker: SIGTERM (sent on the driver's Ctrl-C) becomes a
-    KeyboardInterrupt inside fn; its lines go to the inherited stdout."""
+    KeyboardInterrupt inside fn; its lines go to the inherited stdout, its log records to stderr as the
+    driver's are, from the driver's level (with none set up, a trial's warnings were written bare by
+    Python's last resort, a name's newline raw, and -v's per-epoch lines were lost)."""
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     exit_with_parent(parent)
     quiet_process()
+    log_to_stderr(level)
     with contextlib.suppress(KeyboardInterrupt):
         fn(index, _print_line)
 
@@ -133,7 +138,7 @@ class LocalEngine(Engine):
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_pool_init,
-            initargs=(job, os.getpid()),
+            initargs=(job, os.getpid(), logging.getLogger().getEffectiveLevel()),
         )
         self._pools[id(pool)] = pool
         pending: dict[Future, int] = {}
@@ -199,7 +204,9 @@ class LocalEngine(Engine):
             with _environment({key: str(cpus) for key in THREAD_ENV}):  # a child reads its environment as it starts
                 for index in range(count):
                     process = context.Process(
-                        target=_worker_main, args=(fn, index, os.getpid()), name=f"deepshield-worker-{index}"
+                        target=_worker_main,
+                        args=(fn, index, os.getpid(), logging.getLogger().getEffectiveLevel()),
+                        name=f"deepshield-worker-{index}",
                     )
                     with _ctrl_c_left_to_this_process():  # stopped by SIGTERM below, after this process's Ctrl-C
                         process.start()
