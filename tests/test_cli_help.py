@@ -143,3 +143,18 @@ def test_scan_of_a_folder_of_folders_without_r_says_why_nothing_was_found(tmp_pa
     )
     assert main(["scan", str(tmp_path / "flat")]) == 0  # nothing left unlooked at: no hint
     assert capsys.readouterr().err == "deepshield scan: no media files found, nothing to scan\n"
+
+
+def test_scan_files_from_is_refused_in_one_plain_line(tmp_path, capsys):
+    # '--files-from ""' was opened as a file named '' (the other paths refuse an empty one), and a list that
+    # could not be read said "[Errno 2] No such file or directory: '.../no-list.txt'" after its name.
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["scan", "--files-from", ""])
+    assert stopped.value.code == EXIT_USAGE
+    assert "argument --files-from: an empty path names no file or folder" in capsys.readouterr().err
+    missing = tmp_path / "no-list.txt"
+    assert main(["scan", "--files-from", str(missing)]) == EXIT_USAGE
+    assert (
+        capsys.readouterr().err
+        == f"deepshield: error: cannot read the list of files {missing}: No such file or directory\n"
+    )

@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--files-from",
+        type=lambda text: str(given_path(text)),  # an empty one refused as the other paths are
         metavar="LIST",
         help="also scan the paths listed in this file, one per line ('-': standard input, e.g. from find)",
     )
@@ -823,7 +824,9 @@ def listed_paths(source: str) -> list[Path]:
         ):
             text = stream.read(LIST_LIMIT_CHARACTERS + 1)
     except (OSError, UnicodeDecodeError) as exc:
-        raise DeepShieldError(f"cannot read the list of files {source}: {exc}") from None
+        # An OSError's reason alone: Python's "[Errno 2] No such file or directory: 'list.txt'" named it again.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DeepShieldError(f"cannot read the list of files {source}: {reason}") from None
     if len(text) > LIST_LIMIT_CHARACTERS:
         raise DeepShieldError(
             f"the list of files {source} is over {LIST_LIMIT_CHARACTERS:,} characters long: "
