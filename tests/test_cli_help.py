@@ -158,3 +158,15 @@ def test_scan_files_from_is_refused_in_one_plain_line(tmp_path, capsys):
         capsys.readouterr().err
         == f"deepshield: error: cannot read the list of files {missing}: No such file or directory\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["evaluate", "SET"], ["compare", "MODEL", "--on", "SET"], ["dataset", "stats", "SET"]]
+)
+def test_an_empty_experiment_is_refused_before_the_work(command, capsys):
+    # evaluate --tracking-uri ... --experiment '' ran the whole evaluation and wrote its report, then stopped
+    # with exit 2 on MLflow's "Invalid experiment name: ''" (check_store looks an experiment up, not its name).
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([*command, "--tracking-uri", "sqlite:///x.db", "--experiment", ""])
+    assert stopped.value.code == EXIT_USAGE
+    assert "argument --experiment: an MLflow experiment needs a name" in capsys.readouterr().err

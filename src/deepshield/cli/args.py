@@ -266,7 +266,19 @@ def tracking_arguments(parser: argparse.ArgumentParser, what: str, experiment: s
     parser.add_argument(
         "--tracking-uri", default=None, metavar="URI", help=f"log {what} to MLflow here (e.g. sqlite:///mlruns.db)"
     )
-    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment name (default {experiment})")
+    parser.add_argument(
+        "--experiment",
+        type=experiment_name,
+        default=experiment,
+        help=f"MLflow experiment name (default {experiment})",
+    )
+
+
+def experiment_name(text: str) -> str:
+    """An MLflow experiment's name: an empty one was refused by MLflow only once the work was done."""
+    if not text:
+        raise argparse.ArgumentTypeError("an MLflow experiment needs a name")
+    return text
 
 
 def training_tracking_arguments(parser: argparse.ArgumentParser) -> None:
