@@ -170,3 +170,12 @@ def test_an_empty_experiment_is_refused_before_the_work(command, capsys):
         build_parser().parse_args([*command, "--tracking-uri", "sqlite:///x.db", "--experiment", ""])
     assert stopped.value.code == EXIT_USAGE
     assert "argument --experiment: an MLflow experiment needs a name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["soup", "a", "b", "--out", "s"], ["export", "best.pt", "--out", "b"]])
+def test_an_empty_bundle_name_is_refused(command, capsys):
+    # soup --name '' wrote a card named '' ('bundle written to s:  0.0.0'); export --name '' took the run's name.
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args([*command, "--name", " "])
+    assert stopped.value.code == EXIT_USAGE
+    assert "argument --name: a bundle needs a name" in capsys.readouterr().err

@@ -117,6 +117,14 @@ def video_time(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def bundle_name(text: str) -> str:
+    """A model bundle's name, as its card and every verdict carry it: soup --name '' wrote a card of no name
+    ("bundle written to s:  0.0.0"), export --name '' took the run's name unsaid."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a bundle needs a name")
+    return text
+
+
 def bundle_version(text: str) -> str:
     """A model bundle's version (deepshield.strict.check_version)."""
     try:

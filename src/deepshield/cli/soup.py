@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from deepshield.cli.args import bundle_folder, bundle_version, given_path
+from deepshield.cli.args import bundle_folder, bundle_name, bundle_version, given_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
     parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
-    parser.add_argument("--name", default="soup", help="the new bundle's name (default soup)")
+    parser.add_argument("--name", type=bundle_name, default="soup", help="the new bundle's name (default soup)")
     parser.add_argument(
         "--version", type=bundle_version, default="0.0.0", help="the new bundle's version (default 0.0.0)"
     )

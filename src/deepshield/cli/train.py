@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from deepshield.cli.args import (
+    bundle_name,
     bundle_version,
     check_output_folder,
     config_arguments,
@@ -58,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--out", type=given_path, required=True, help="bundle folder to write")
     export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
-    export.add_argument("--name", help="bundle name (default: the configuration's, else the run's name)")
+    export.add_argument(
+        "--name", type=bundle_name, help="bundle name (default: the configuration's, else the run's name)"
+    )
     export.add_argument(
         "--version",
         type=bundle_version,
