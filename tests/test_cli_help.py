@@ -179,3 +179,18 @@ def test_an_empty_bundle_name_is_refused(command, capsys):
         build_parser().parse_args([*command, "--name", " "])
     assert stopped.value.code == EXIT_USAGE
     assert "argument --name: a bundle needs a name" in capsys.readouterr().err
+
+
+def test_dataset_balance_counts_one_of_each_as_one():
+    # 'add-real: 1 crops added, 0 removed, 1 errors, 1 files already in the dataset'
+    from deepshield.data.balance import BalanceSummary
+
+    one = BalanceSummary("add-real", added=1, errors=1, already_held=1, before={"real": 5}, after={"real": 6})
+    assert one.counts() == (
+        "add-real: 1 crop added, 0 removed, 1 error, 1 file already in the dataset; before real 5, fake 0; after real 6, fake 0"
+    )
+    assert (
+        BalanceSummary("downsample", added=0, removed=2, errors=2)
+        .counts()
+        .startswith("downsample: 0 crops added, 2 removed, 2 errors;")
+    )
