@@ -194,3 +194,12 @@ def test_dataset_balance_counts_one_of_each_as_one():
         .counts()
         .startswith("downsample: 0 crops added, 2 removed, 2 errors;")
     )
+
+
+def test_prepare_counts_one_of_each_as_one(tmp_path):
+    from deepshield.data.prepare import PrepareSummary
+
+    one = PrepareSummary(tmp_path, files=1, skipped=0, crops=1, errors=1, split_counts={"train": {"real": 1}})
+    assert one.describe().startswith("1 file (0 already done), 1 face crop (train 1), 1 error, of which ")
+    two = PrepareSummary(tmp_path, files=2, skipped=0, crops=0, errors=2)
+    assert two.describe().startswith("2 files (0 already done), 0 face crops (), 2 errors, of which ")
