@@ -643,3 +643,20 @@ def test_the_shipped_card_and_every_card_the_commands_write_load_under_the_stric
         ModelCard.model_validate_json((bundle / CARD_FILE).read_text())
     soup = write_soup(make_soup([tiny_bundle, tiny_bundle], None, "s", "1", "deepshield soup"), tmp_path / "soup")
     assert read_card(tmp_path / "soup") == soup
+
+
+@pytest.mark.parametrize("command", [["soup", "a", "b"], ["export", "best.pt"]])
+def test_force_replaces_a_bundle_only(tmp_path, capsys, command):
+    # --force replaced whatever --out named, whole: a labelled set's photos, and a file, deleted unsaid.
+    from deepshield.cli.main import main
+
+    photos = tmp_path / "labelled"
+    (photos / "real").mkdir(parents=True)
+    (photos / "real" / "a.jpg").write_bytes(b"a photo")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for out in (photos, notes):
+        assert main([*command, "--out", str(out), "--force"]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"{out} is not a model bundle (it has no model_card.json) and --force replaces only a bundle" in err
+    assert (photos / "real" / "a.jpg").read_bytes() == b"a photo" and notes.read_text() == "mine"

@@ -77,7 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the new bundle's version (default: the old one's with cal.<date> ending its local part: 1.2.0+cal.<date>, "
         "a trained bundle's 0.0.0+<run id>.ep<epoch>.cal.<date>)",
     )
-    parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace NEW_BUNDLE if it holds a bundle (any other folder or file is kept, refused)",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

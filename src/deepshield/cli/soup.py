@@ -34,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--version", type=bundle_version, default="0.0.0", help="the new bundle's version (default 0.0.0)"
     )
-    parser.add_argument("--force", action="store_true", help="replace NEW_BUNDLE if it exists")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace NEW_BUNDLE if it holds a bundle (any other folder or file is kept, refused)",
+    )
     parser.set_defaults(run=run_soup)
 
 

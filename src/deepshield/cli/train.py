@@ -58,7 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a best.pt written by training (the chosen epoch), or any of its epoch_NNN.pt",
     )
     export.add_argument("--out", type=given_path, required=True, help="bundle folder to write")
-    export.add_argument("--force", action="store_true", help="replace the bundle folder if it exists")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out if it holds a bundle (any other folder or file is kept, refused)",
+    )
     export.add_argument(
         "--name", type=bundle_name, help="bundle name (default: the configuration's, else the run's name)"
     )

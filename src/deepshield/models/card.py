@@ -404,8 +404,16 @@ def check_bundle_folder(folder: Path, force: bool) -> None:
             f"{folder} is the working folder or holds it: a new bundle replaces its folder whole; "
             f"give it a folder of its own (e.g. {Path(folder) / 'bundle'})"
         )
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not force:
-        raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if not force:
+            raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
+        # --force replaces a bundle: it replaced any folder whole (a labelled set's real/ and fake/ photos, a
+        # report, a home folder), and a file, deleted with no word of what they held.
+        if not (folder / CARD_FILE).is_file():
+            raise BundleError(
+                f"{folder} is not a model bundle (it has no {CARD_FILE}) and --force replaces only a bundle: "
+                "give another folder, or empty this one yourself"
+            )
 
 
 @contextlib.contextmanager
