@@ -203,3 +203,24 @@ def test_prepare_counts_one_of_each_as_one(tmp_path):
     assert one.describe().startswith("1 file (0 already done), 1 face crop (train 1), 1 error, of which ")
     two = PrepareSummary(tmp_path, files=2, skipped=0, crops=0, errors=2)
     assert two.describe().startswith("2 files (0 already done), 0 face crops (), 2 errors, of which ")
+
+
+@pytest.mark.parametrize(
+    ("words", "dest", "expected"),
+    [
+        (["compare", "new", "--on", "a", "--on", "b"], "sets", ["a", "b"]),
+        (
+            ["compare", "new", "--on", "a", "--caught-with-reals", "0", "--caught-with-reals", "2"],
+            "caught_with_reals",
+            [0, 2],
+        ),
+        (["evaluate", "set", "--video-rule", "max", "--video-rule", "mean"], "video_rule", ["max", "mean"]),
+        (["soup", "a", "b", "--out", "s", "--weights", "1", "--weights", "3"], "weights", [1.0, 3.0]),
+    ],
+)
+def test_a_list_option_given_twice_keeps_both(words, dest, expected):
+    # `compare new --on a --on b` compared on b alone: an option taking several values kept its last
+    # occurrence, as --perturb (repeatable) did not.
+    value = getattr(build_parser().parse_args(words), dest)
+    assert [str(v) if dest == "sets" else v for v in value] == expected
+    assert build_parser().parse_args(["compare", "new", "--on", "a"]).caught_with_reals == []  # the default kept

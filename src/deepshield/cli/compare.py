@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--on",
         nargs="+",
+        action="extend",  # `--on a --on b` compared on b alone, as a repeated option of nargs="+" keeps its last
         type=given_path,
         required=True,
         metavar="SET",
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--caught-with-reals",
         nargs="+",
+        action="extend",
         type=non_negative_int,
         default=[],
         metavar="K",

@@ -188,6 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--video-rule",
         nargs="+",
+        action="extend",  # given twice, as --perturb may be: the first's rules were dropped
         choices=RULE_CHOICES,
         default=None,
         metavar="RULE",

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="BUNDLE",
         help="two or more model bundle folders ('default': the shipped model)",
     )
-    parser.add_argument("--weights", nargs="+", type=float, help="one per bundle, normalised to sum 1 (default: equal)")
+    parser.add_argument(
+        "--weights", nargs="+", action="extend", type=float, help="one per bundle, normalised to sum 1 (default: equal)"
+    )
     parser.add_argument("--out", type=given_path, required=True, metavar="NEW_BUNDLE", help="folder for the new bundle")
     parser.add_argument("--name", type=bundle_name, default="soup", help="the new bundle's name (default soup)")
     parser.add_argument(
