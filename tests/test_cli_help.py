@@ -224,3 +224,11 @@ def test_a_list_option_given_twice_keeps_both(words, dest, expected):
     value = getattr(build_parser().parse_args(words), dest)
     assert [str(v) if dest == "sets" else v for v in value] == expected
     assert build_parser().parse_args(["compare", "new", "--on", "a"]).caught_with_reals == []  # the default kept
+
+
+def test_serve_refuses_an_empty_host_as_a_usage_error(capsys):
+    # "$HOST" unset: refused once the server started, as 'cannot serve on :8000: Name or service not known'.
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["serve", "--host", ""])
+    assert stopped.value.code == EXIT_USAGE
+    assert "argument --host: an empty address names no interface" in capsys.readouterr().err
