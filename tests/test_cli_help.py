@@ -58,9 +58,9 @@ def test_a_tracking_uri_with_no_tracking_is_refused(command, capsys):
 @pytest.mark.parametrize(
     ("options", "said"),
     [
-        (["--downsample", "--workers", "4"], "--workers applies to --add-real"),
-        (["--synth-fakes", "3", "--workers", "2"], "--workers applies to --add-real"),
-        (["--add-real", "FOLDER", "--seed", "5"], "--seed applies to --downsample and --synth-fakes"),
+        (["--downsample", "--workers", "4"], "--workers is for --add-real"),
+        (["--synth-fakes", "3", "--workers", "2"], "--workers is for --add-real"),
+        (["--add-real", "FOLDER", "--seed", "5"], "--seed is for --downsample and --synth-fakes"),
     ],
 )
 def test_dataset_balance_refuses_an_option_its_action_ignores(tmp_path, capsys, options, said):

@@ -109,8 +109,11 @@ def test_stats_of_a_dataset_that_cannot_be_written_in_are_printed(biased: Path, 
     assert main(["dataset", "stats", str(shared)]) == 0
     captured = capsys.readouterr()
     assert "8 face crops" in captured.out and "studio" in captured.out
-    assert f"WARNING: charts not saved, the dataset's folder cannot be written in ({shared}/stats: " in captured.err
-    assert "WARNING: real and fake faces come from different sources" in captured.err
+    assert (
+        f"deepshield dataset stats: warning: charts not saved, the dataset's folder cannot be written in ({shared}/stats: "
+        in captured.err
+    )
+    assert "deepshield dataset stats: warning: real and fake faces come from different sources" in captured.err
     assert not DatasetLayout(shared).stats.exists()
 
 

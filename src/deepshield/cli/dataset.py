@@ -96,7 +96,9 @@ def run_stats(args: argparse.Namespace) -> int:
             raise
         pngs = []
         where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
-        say(f"deepshield dataset stats: warning: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})")
+        say(
+            f"deepshield dataset stats: warning: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})"
+        )
     else:
         say(f"charts: {', '.join(str(p) for p in pngs)}")
     say_warnings("stats", stats.warnings)
@@ -123,13 +125,6 @@ def run_balance(args: argparse.Namespace) -> int:
     if args.add_real is None and args.workers is not None:
         raise DeepShieldError("--workers is for --add-real: --downsample and --synth-fakes run in this process")
     progress = not args.no_progress
-    # Each was taken and ignored, unsaid, by the actions that have no use for it.
-    if args.workers is not None and args.add_real is None:
-        raise DeepShieldError("--workers applies to --add-real: the other actions find no faces")
-    if args.seed is not None and args.add_real is not None:
-        raise DeepShieldError(
-            "--seed applies to --downsample and --synth-fakes: --add-real splits new people or videos by the dataset's own seed"
-        )
     if args.add_real is not None:
         summary = balance.add_real(args.dataset, args.add_real, workers=args.workers or 1, progress=progress)
     elif args.downsample:

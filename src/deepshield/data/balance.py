@@ -59,6 +59,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import seen_validity
 from deepshield.media.files import real_path
 from deepshield.media.images import encode_png
+from deepshield.plural import numbered
 
 
 @dataclass
@@ -78,12 +79,9 @@ class BalanceSummary:
         def fmt(counts: dict) -> str:
             return ", ".join(f"{label} {counts.get(label, 0)}" for label in (REAL, FAKE))
 
-        def count(n: int, noun: str) -> str:  # "1 error", not "1 errors"
-            return f"{n} {noun}{'' if n == 1 else 's'}"
-
-        held = f", {count(self.already_held, 'file')} already in the dataset" if self.already_held else ""
+        held = f", {numbered(self.already_held, 'file')} already in the dataset" if self.already_held else ""
         return (
-            f"{self.action}: {count(self.added, 'crop')} added, {self.removed} removed, {count(self.errors, 'error')}"
+            f"{self.action}: {numbered(self.added, 'crop')} added, {self.removed} removed, {numbered(self.errors, 'error')}"
             f"{held}; before {fmt(self.before)}; after {fmt(self.after)}"
         )
 

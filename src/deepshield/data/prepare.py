@@ -67,11 +67,9 @@ class PrepareSummary:
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {sum(c.values())}" for name, c in self.split_counts.items())
-        # '1 files (0 already done), 1 face crops (...), 1 errors' of one each
-        files, crops, errors = ("" if n == 1 else "s" for n in (self.files, self.crops, self.errors))
         return (
-            f"{self.files} file{files} ({self.skipped} already done), {self.crops} face crop{crops} ({parts}), "
-            f"{self.errors} error{errors}, of which {len(self.missing)} missing and {len(self.unreadable)} unreadable (see {self.dataset_dir / 'errors.csv'})"
+            f"{numbered(self.files, 'file')} ({self.skipped} already done), {numbered(self.crops, 'face crop')} ({parts}), "
+            f"{numbered(self.errors, 'error')}, of which {len(self.missing)} missing and {len(self.unreadable)} unreadable (see {self.dataset_dir / 'errors.csv'})"
         )
 
     def warnings(self, shown: int = 10) -> list[str]:

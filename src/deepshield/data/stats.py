@@ -16,6 +16,7 @@ from deepshield.data.manifest import ALREADY_HELD, LISTED_TWICE, SPLITS, CropRec
 from deepshield.data.sources import FAKE, LABELS, REAL
 from deepshield.data.split import empty_split_warning, one_label_split_warning
 from deepshield.one_line import one_line
+from deepshield.plural import numbered, plural
 
 if TYPE_CHECKING:
     from deepshield.tracking.tracker import Tracker
@@ -156,10 +157,9 @@ def class_warnings(by_label: dict[str, int], has_errors: bool) -> list[str]:
 
 
 def format_stats(stats: DatasetStats) -> str:
-    def count(n: int, noun: str) -> str:  # "1 group", not "1 groups"
-        return f"{n} {noun}{'' if n == 1 else 's'}"
-
-    lines = [f"{count(stats.crops, 'face crop')} from {count(stats.files, 'file')} in {count(stats.groups, 'group')}"]
+    lines = [
+        f"{numbered(stats.crops, 'face crop')} from {numbered(stats.files, 'file')} in {numbered(stats.groups, 'group')}"
+    ]
 
     def block(title: str, table: dict[str, dict[str, int]]) -> None:
         # A source or method is a folder's or a CSV cell's text: a newline in it forged a row of its own.
@@ -179,10 +179,9 @@ def format_stats(stats: DatasetStats) -> str:
         lines.append("ERRORS (files without a crop)")
         lines.extend(f"{count:>8}  {one_line(reason)}" for reason, count in stats.errors_by_reason.items())
     if stats.already_held:
-        were = "was" if stats.already_held == 1 else "were"
         lines += [
             "",
-            f"{count(stats.already_held, 'file')} given to add-real {were} in the dataset already (not added again)",
+            f"{numbered(stats.already_held, 'file')} given to add-real {plural(stats.already_held, 'was', 'were')} in the dataset already (not added again)",
         ]
     return "\n".join(lines) + "\n"
 
