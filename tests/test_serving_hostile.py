@@ -534,8 +534,16 @@ def test_a_shutdown_takes_no_job_and_waits_for_no_slow_upload(tiny_bundle, tmp_p
         assert time.monotonic() - stopping < 5
         # Its normal end, not an interruption (130: systemd called every `systemctl stop` a failure).
         assert process.returncode == 0
+        # The upload cut off at the grace time's end is told so, as JSON, and logged in one line: it was a
+        # plain-text 500 and a traceback of some 60 lines ('Exception in ASGI application').
+        cut_off = answer_within(stalled, 1)
+        assert cut_off.startswith(b"HTTP/1.1 503") and b'"shutting_down"' in cut_off, cut_off[:300]
+        assert b"retry-after: 10" in cut_off.lower()
         stalled.close()
         finishing.close()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    assert "(POST /v1/jobs) cut off: still in flight when the shutdown's grace time ended" in log, log
 
 
 def test_finished_jobs_are_served_from_the_ledger_after_a_restart(detector, astronaut_jpeg, tmp_path):

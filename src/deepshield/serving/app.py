@@ -20,7 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepshield import __version__
 from deepshield.inference.analysis import Detector
+from deepshield.one_line import one_line
 from deepshield.serving.errors import REQUEST_ID, error_response, error_responses, install_error_handlers
+from deepshield.serving.jobs import shutting_down
 from deepshield.serving.routes import analysis, health, jobs, model, page
 from deepshield.serving.routes.page import STATIC_DIR, RevalidatedStaticFiles
 from deepshield.serving.runtime import API_KEY_HEADER, API_KEY_SCHEME, Runtime, refuse_unknown_query, require_api_key
@@ -242,6 +244,43 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
 
+class CutOffAtShutdown:
+    """Pure ASGI middleware answering a request still in flight when the shutdown's grace time ends (uvicorn
+    then cancels it: a slow upload, an analysis) with 503 `shutting_down` and its Retry-After, and one log
+    line. It was a plain-text 500 'Internal Server Error' and, for each, a traceback of some 60 lines in the
+    log ('Exception in ASGI application' at ERROR), for what the README says a restart does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if not scope["app"].state.runtime.jobs.refusing_new:  # not the shutdown's: not ours to answer
+                raise
+            log.warning(
+                "request %s (%s %s) cut off: still in flight when the shutdown's grace time ended",
+                REQUEST_ID.get(),
+                scope["method"],
+                one_line(scope["path"]),
+            )
+            if not started:  # else its answer is half sent: uvicorn closes the connection
+                refused(scope, "shutting_down")
+                error = shutting_down()
+                await error_response(error.status, error.code, error.detail, error.headers)(scope, receive, send)
+
+
 def _use_json_errors_in_openapi(app: FastAPI) -> None:
     """FastAPI documents request validation failures as 422 HTTPValidationError; ours are 400 ErrorBody."""
 
@@ -322,6 +361,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None, liste
     app.add_middleware(SameOrigin)
     app.add_middleware(HeadAsGet)
     app.add_middleware(KnownHost, allowed=runtime.settings.allowed_hosts, listen_host=listen_host)
+    app.add_middleware(CutOffAtShutdown)  # inside RequestId and SecurityHeaders: its 503 carries their headers
     # Outermost: the refusals of the middlewares inside it carry its headers too (a /v1 unknown_host had no no-store).
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)  # outermost of all: every answer, each refusal too, has its id

@@ -174,7 +174,7 @@ def _busy(max_pending: int) -> ApiError:
     )
 
 
-def _shutting_down() -> ApiError:
+def shutting_down() -> ApiError:
     # A restart is a matter of seconds: a client told when to retry comes back to the new server.
     return ApiError(503, "shutting_down", "the server is shutting down", headers={"Retry-After": "10"})
 
@@ -256,7 +256,7 @@ class JobStore:
     def check_capacity(self) -> None:
         """Refuse (503) before an upload is received when no new job could be taken."""
         if self._closed:
-            raise _shutting_down()
+            raise shutting_down()
         if self.pending() >= self.max_pending:
             raise _busy(self.max_pending)
 
@@ -312,7 +312,7 @@ class JobStore:
             pending = sum(1 for j in self._jobs.values() if not j.finished)
             if self._closed or pending >= self.max_pending:
                 upload.delete()
-                raise _shutting_down() if self._closed else _busy(self.max_pending)
+                raise shutting_down() if self._closed else _busy(self.max_pending)
             # The longest finished go first (by submission, a long job that had just ended went first and its
             # poller got a 404). Pending jobs never exceed max_pending < max_jobs, so finished ones make the room.
             finished = [j.id for j in sorted(self._jobs.values(), key=lambda j: j.finished_at or 0.0) if j.finished]
@@ -338,7 +338,7 @@ class JobStore:
             with self._lock:
                 self._forget([job.id])
             job.upload.delete()
-            raise _shutting_down() from None
+            raise shutting_down() from None
 
     def _run(self, job: Job) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -468,6 +468,11 @@ class JobStore:
         # did not deliver is sent again, unless its result has expired meanwhile.
         for job in failed + [job for job in undelivered if job.id in self._jobs]:
             self._call_back(job)
+
+    @property
+    def refusing_new(self) -> bool:
+        """Whether the server is shutting down (refuse_new or close was called)."""
+        return self._closed
 
     def refuse_new(self) -> None:
         """Take no more jobs (503 shutting_down), the rest left as it is: a server shutting down still
