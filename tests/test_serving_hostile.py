@@ -586,6 +586,26 @@ def test_a_ledger_from_before_video_spans_is_read_and_extended(tmp_path):
     ledger.close()
 
 
+def test_a_state_or_temp_folder_that_cannot_be_used_stops_the_start_in_one_line(tmp_path):
+    # A lock file or uploads folder this user cannot make (left by a server run as root, a read-only mount):
+    # a PermissionError traceback. Here made so for any user: a lock linked into no folder, a file for uploads.
+    from deepshield.errors import DeepShieldError
+    from deepshield.serving.storage import Storage
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "server.lock").symlink_to(tmp_path / "gone" / "server.lock")
+    with pytest.raises(DeepShieldError, match=r"the state folder .*locked cannot be used: No such file or directory"):
+        Storage(locked, None)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "uploads").write_text("not a folder")
+    with pytest.raises(DeepShieldError, match=r"the state folder .*blocked cannot be used: File exists \(.*uploads\)"):
+        Storage(blocked, None)
+    (blocked / "uploads").unlink()
+    Storage(blocked, None).close()  # its lock was released by the failed start
+
+
 def test_one_server_per_data_folder(detector, tmp_path):
     from deepshield.errors import DeepShieldError
 

@@ -64,6 +64,11 @@ def remove_dead_servers_folders(parent: Path, now: float | None = None) -> int:
     return removed
 
 
+def _unusable(kind: str, folder: Path, exc: OSError) -> DeepShieldError:
+    where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != folder else ""
+    return DeepShieldError(f"the {kind} folder {folder} cannot be used: {exc.strerror or exc}{where}")
+
+
 class Storage:
     def __init__(self, state_dir: Path | None, tmp_dir: Path | None) -> None:
         self.state_dir = state_dir
@@ -81,11 +86,22 @@ class Storage:
                 state_dir.chmod(0o700)
             except OSError as exc:  # another user's folder: not private to this server
                 raise DeepShieldError(f"the state folder {state_dir} cannot be made private: {exc.strerror}") from None
-            self._lock_fd = _try_lock(state_dir / "server.lock")
+            # A lock file or uploads folder left by a server run as another user (root, before a service
+            # user was given the folder), a read-only mount: a PermissionError traceback before.
+            try:
+                self._lock_fd = _try_lock(state_dir / "server.lock")
+            except OSError as exc:
+                raise _unusable("state", state_dir, exc) from None
             if self._lock_fd is None:
                 raise DeepShieldError(f"another server is using the state folder {state_dir}")
         else:
             self.sweep()
+        try:
+            # Made now, so that a folder that cannot be made stops the start in one line.
+            log.info("uploads go to %s", self.upload_dir)
+        except OSError as exc:
+            self.close()  # the state folder's lock released: this Storage is not made
+            raise _unusable("state" if state_dir is not None else "temp", state_dir or self._tmp_parent, exc) from None
 
     def sweep(self) -> None:
         """Stateless mode: remove what dead servers left in the temp folder (at start, then periodically)."""
