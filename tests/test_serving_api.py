@@ -1181,6 +1181,31 @@ def test_a_port_out_of_range_is_a_usage_error(capsys, monkeypatch):
         serve(port=70000, settings=ServerSettings())
 
 
+def test_an_ipv6_servers_addresses_are_urls(detector, monkeypatch, capsys, tmp_path):
+    # --host ::1 printed 'web page http://::1:8796/', which no browser opens, and 'cannot serve on ::1:8796'.
+    import socket
+
+    import uvicorn
+
+    from deepshield.serving.server import serve
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    monkeypatch.setattr(Detector, "from_bundle", lambda *args, **kwargs: detector)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DeepShieldError, match=rf"^cannot serve on \[::1\]:{port}: Address already in use"):
+            serve(host="::1", port=port, settings=ServerSettings(tmp_dir=tmp_path))  # its upload folder there
+    serve(host="::1", port=port, settings=ServerSettings(tmp_dir=tmp_path))  # its upload folder there
+    assert f"web page http://[::1]:{port}/ , API docs http://[::1]:{port}/docs" in capsys.readouterr().out
+
+
 def test_healthz_serves_what_the_page_must_not_hard_code(client, detector):
     body = client.get("/healthz").json()
     assert body["limits"]["min_face_px"] == detector.faces.min_face_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -116,11 +117,12 @@ def serve(
 
     listening = _listening_socket(host, port)  # before the model loads and the address is printed
     port = listening.getsockname()[1]  # the port chosen, for --port 0
+    address = _address(host, port)
     anchors = settings.c2pa_trust_anchors
     detector = Detector.from_bundle(model, trust_anchors=None if anchors is None else TrustAnchors.load(anchors))
     app = create_app(detector, settings, listen_host=host)
     print(
-        f"Deepfake Shield: model {detector.model_name}; web page http://{host}:{port}/ , API docs http://{host}:{port}/docs",
+        f"Deepfake Shield: model {detector.model_name}; web page http://{address}/ , API docs http://{address}/docs",
         flush=True,
     )
     if not detector.card.calibration.fitted:  # its verdicts are called with the defaults: said where it starts
@@ -156,11 +158,22 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         listening = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
-        raise DeepShieldError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        raise DeepShieldError(f"cannot serve on {_address(host, port)}: {exc.strerror or exc}") from None
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses the port at once
         listening.bind((host, port))
     except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535 from the Python API
         listening.close()
-        raise DeepShieldError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise DeepShieldError(
+            f"cannot serve on {_address(host, port)}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     return listening
+
+
+def _address(host: str, port: int) -> str:
+    """host:port as a URL writes it: an IPv6 address in brackets (http://::1:8000/ was printed, no address)."""
+    try:
+        ipv6 = ipaddress.ip_address(host).version == 6
+    except ValueError:  # a name, or no address at all (said as given)
+        ipv6 = False
+    return f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
