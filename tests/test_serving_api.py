@@ -884,7 +884,9 @@ def test_requests_beyond_the_queue_bound_get_503(detector, astronaut_jpeg):
 
     running, waiting, refused, health = asyncio.run(scenario())
     body = assert_error(refused, 503, "busy")
-    assert "busy" in body["detail"] and refused.headers["retry-after"]
+    # It said 'the server is busy (1 analyses running, 1 waiting)'.
+    assert body["detail"] == "the server is busy (analyses running: 1, waiting: 1); retry in a few seconds"
+    assert refused.headers["retry-after"]
     assert health.json()["analyses_running"] == 1 and health.json()["analyses_waiting"] == 1
     assert running.status_code == 200 and waiting.status_code == 200
 

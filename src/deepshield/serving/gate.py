@@ -43,7 +43,7 @@ class AnalysisGate:
             raise ApiError(
                 503,
                 "busy",
-                f"the server is busy ({self.running} analyses running, {self.waiting} waiting); retry in a few seconds",
+                f"the server is busy (analyses running: {self.running}, waiting: {self.waiting}); retry in a few seconds",
                 headers={"Retry-After": "2"},
             )
 
