@@ -1511,12 +1511,14 @@ def test_a_request_that_crashes_logs_its_traceback_once(detector):
         for logger in loggers:  # once uvicorn has set its loggers up (which drops handlers added before)
             logger.addHandler(keep)
         try:
-            assert httpx.get(f"{base_url}/boom", timeout=30).status_code == 500
+            crashed = httpx.get(f"{base_url}/boom", headers={"X-Request-ID": "crash-1"}, timeout=30)
+            assert crashed.status_code == 500 and crashed.json()["request_id"] == "crash-1"
             time.sleep(0.5)  # uvicorn logs once the response is sent
         finally:
             for logger in loggers:
                 logger.removeHandler(keep)
-    assert [record.getMessage() for record in logged] == ["request failed"]
+    # Named by its request's id, as its answer and its access line are.
+    assert [record.getMessage() for record in logged] == ["request failed (request crash-1)"]
 
 
 def test_every_answer_carries_a_request_id_its_error_body_and_access_log_line_name(detector):

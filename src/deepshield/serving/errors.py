@@ -88,7 +88,13 @@ def from_library_error(exc: DeepShieldError) -> ApiError:
 def internal_error(exc: BaseException, analysis: bool = False) -> ApiError:
     """A crash as a 500. Only an analysis has a file to report (a GET of a job answered "please report this
     file")."""
-    log.error("%s failed", "analysis" if analysis else "request", exc_info=(type(exc), exc, exc.__traceback__))
+    # Its request's id, as the answer and the access line give it: a traceback among others' was tied to none.
+    log.error(
+        "%s failed (request %s)",
+        "analysis" if analysis else "request",
+        REQUEST_ID.get() or "-",
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
     with contextlib.suppress(AttributeError):  # an exception that takes no attribute is logged twice, no worse
         setattr(exc, LOGGED, True)  # uvicorn, which Starlette re-raises it to, logs its traceback again
     what, report = ("the analysis", "this file") if analysis else ("the request", "it")

@@ -57,7 +57,7 @@ def access_log_config() -> dict:
 
 class LoggedOnce(logging.Filter):
     """uvicorn's 'Exception in ASGI application' left out for an exception the app logged already: a request's
-    crash is answered 500 by the app's handler, which logs it ('request failed', its traceback), and Starlette
+    crash is answered 500 by the app's handler, which logs it ('request failed (request <id>)', its traceback), and Starlette
     then raises it again to uvicorn, whose error log gave the same traceback a second time."""
 
     def filter(self, record: logging.LogRecord) -> bool:
