@@ -33,7 +33,7 @@ from deepshield.media.sniff import IMAGE_FORMATS, VIDEO_FORMATS
 from deepshield.media.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from deepshield.media.video import VideoLimits
 from deepshield.serving.app import create_app
-from deepshield.serving.errors import from_library_error, internal_error
+from deepshield.serving.errors import ApiError, from_library_error, internal_error
 from deepshield.serving.settings import ServerSettings
 from tests.conftest import bundle_with_record, photo_with_exif
 from tests.provenance_support import signing_identity, with_credentials
@@ -891,6 +891,20 @@ def test_requests_beyond_the_queue_bound_get_503(detector, astronaut_jpeg):
     assert running.status_code == 200 and waiting.status_code == 200
 
 
+def test_uploads_beyond_their_bounds_are_refused_in_words_right_for_one():
+    # DEEPSHIELD_MAX_UPLOADS_PER_CLIENT=1 said 'at most 1 uploads at once', MAX_UPLOADS=1 '1 uploads are already'.
+    from deepshield.serving.uploads import UploadPolicy, UploadSlots
+
+    slots = UploadSlots(UploadPolicy.from_settings(ServerSettings(max_uploads_per_client=1, max_uploads=1)))
+    with slots.hold("10.0.0.1"):
+        with pytest.raises(ApiError) as per_client, slots.hold("10.0.0.1"):
+            pass
+        with pytest.raises(ApiError) as in_all, slots.hold("10.0.0.2"):
+            pass
+    assert per_client.value.detail == "at most 1 upload at once from one client; wait for one to finish"
+    assert in_all.value.detail == "1 upload is already being received; retry in a few seconds"
+
+
 def test_jobs_beyond_the_pending_bound_get_503(detector, astronaut_jpeg):
     hooked = HookedDetector(detector)
     release = threading.Event()
@@ -898,7 +912,8 @@ def test_jobs_beyond_the_pending_bound_get_503(detector, astronaut_jpeg):
     with client_for(hooked, max_pending_jobs=1) as client:
         first = client.post("/v1/jobs", files=upload(astronaut_jpeg))
         assert first.status_code == 202
-        assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg)), 503, "busy")
+        body = assert_error(client.post("/v1/jobs", files=upload(astronaut_jpeg)), 503, "busy")
+        assert body["detail"] == "1 job is already queued or running; retry in a minute"  # not '1 jobs are'
         release.set()
         assert wait_for_job(client, first.json()["id"])["status"] == "done"
         assert client.post("/v1/jobs", files=upload(astronaut_jpeg)).status_code == 202

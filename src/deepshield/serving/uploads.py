@@ -191,6 +191,10 @@ class UploadPolicy:
         )
 
 
+def _uploads(count: int) -> str:
+    return f"{count} upload{'' if count == 1 else 's'}"
+
+
 class UploadSlots:
     """Uploads being received, in all and per client address: the bounds that keep slow uploads
     from taking the server (they hold no analysis slot while they trickle in)."""
@@ -206,14 +210,15 @@ class UploadSlots:
             raise ApiError(
                 429,
                 "too_many_uploads",
-                f"at most {self.policy.max_per_client} uploads at once from one client; wait for one to finish",
+                f"at most {_uploads(self.policy.max_per_client)} at once from one client; wait for one to finish",
                 headers={"Retry-After": "5"},
             )
         if self.active >= self.policy.max_uploads:
             raise ApiError(
                 503,
                 "busy",
-                f"{self.policy.max_uploads} uploads are already being received; retry in a few seconds",
+                f"{_uploads(self.policy.max_uploads)} {'is' if self.policy.max_uploads == 1 else 'are'} already being "
+                "received; retry in a few seconds",
                 headers={"Retry-After": "5"},
             )
         self.active += 1
