@@ -103,6 +103,9 @@ def serve(
     host: str = "127.0.0.1", port: int = 8000, model: str | Path | None = None, settings: ServerSettings | None = None
 ) -> None:
     """Serve the web page and the REST API until interrupted. model None: the shipped default bundle."""
+    # The server's own lines from INFO up, as uvicorn's, from its start: at the commands' WARNING, the jobs a
+    # restart requeued, a client gone mid-upload and 'stopped' were left out (`deepshield -v serve` showed them).
+    log.setLevel(logging.INFO)
     import uvicorn
 
     from deepshield.inference.analysis import Detector
