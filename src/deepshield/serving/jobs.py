@@ -169,7 +169,7 @@ def _busy(max_pending: int) -> ApiError:
     return ApiError(
         503,
         "busy",
-        f"{max_pending} {'job is' if max_pending == 1 else 'jobs are'} already queued or running; retry in a minute",
+        f"{numbered(max_pending, 'job')} {plural(max_pending, 'is', 'are')} already queued or running; retry in a minute",
         headers={"Retry-After": "30"},
     )
 

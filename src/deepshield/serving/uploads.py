@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from deepshield.media.sniff import HEADER_BYTES
 from deepshield.media.units import format_bytes
+from deepshield.plural import numbered, plural
 from deepshield.serving.errors import ApiError
 from deepshield.serving.settings import ServerSettings
 
@@ -191,10 +192,6 @@ class UploadPolicy:
         )
 
 
-def _uploads(count: int) -> str:
-    return f"{count} upload{'' if count == 1 else 's'}"
-
-
 class UploadSlots:
     """Uploads being received, in all and per client address: the bounds that keep slow uploads
     from taking the server (they hold no analysis slot while they trickle in)."""
@@ -210,14 +207,14 @@ class UploadSlots:
             raise ApiError(
                 429,
                 "too_many_uploads",
-                f"at most {_uploads(self.policy.max_per_client)} at once from one client; wait for one to finish",
+                f"at most {numbered(self.policy.max_per_client, 'upload')} at once from one client; wait for one to finish",
                 headers={"Retry-After": "5"},
             )
         if self.active >= self.policy.max_uploads:
             raise ApiError(
                 503,
                 "busy",
-                f"{_uploads(self.policy.max_uploads)} {'is' if self.policy.max_uploads == 1 else 'are'} already being "
+                f"{numbered(self.policy.max_uploads, 'upload')} {plural(self.policy.max_uploads, 'is', 'are')} already being "
                 "received; retry in a few seconds",
                 headers={"Retry-After": "5"},
             )
