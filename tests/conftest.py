@@ -97,6 +97,33 @@ def detector(tiny_bundle):
     return Detector.from_bundle(tiny_bundle)
 
 
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory):
+    """mlflow_store(path): `path`, an empty MLflow SQLite store as MLflow makes one on first use, where none is
+    there yet. Making one runs MLflow's schema migrations (over a second each): it is made once, in a child
+    process (this one's modules untouched), and copied. The copy holds no Default experiment: MLflow adds it on
+    opening the store, its folder from the cwd of then, as in a store of its own making."""
+    import shutil
+    import subprocess
+    import sys
+
+    empty = tmp_path_factory.mktemp("mlflow") / "empty.db"
+    make = (
+        "import sqlite3, sys; from mlflow.tracking import MlflowClient; "
+        "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments(); "
+        "db = sqlite3.connect(sys.argv[1]); db.execute('DELETE FROM experiments'); db.commit(); db.close()"
+    )
+    subprocess.run([sys.executable, "-c", make, str(empty)], check=True, capture_output=True)
+
+    def made(path: Path) -> Path:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(empty, path)
+        return path
+
+    return made
+
+
 @contextlib.contextmanager
 def python_ctrl_c():
     """Python's own Ctrl-C handler for the block, also when the suite was started in the background

@@ -160,12 +160,12 @@ def faces(tmp_path_factory) -> tuple[Path, Path]:
     return write_real_faces(root / "real", 8), write_generated_faces(root / "generated", 4)
 
 
-def test_a_run_with_donors_trains_and_records_them(faces, tmp_path, monkeypatch):
+def test_a_run_with_donors_trains_and_records_them(faces, tmp_path, monkeypatch, mlflow_store):
     from deepshield.training import dataset
 
     real, generated = faces
     settings = {"data.donor_dirs": f'["{generated}"]', "data.donor_fraction": "0.5", "optim.epochs": "1"}
-    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    config = tiny_config(real, tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     handed: list = []  # the donors each training stream was given (the validation fakes take none)
     make = dataset.TrainingSamples.__init__
 
@@ -182,7 +182,7 @@ def test_a_run_with_donors_trains_and_records_them(faces, tmp_path, monkeypatch)
     assert recorded["donor_fraction"] == 0.5 and recorded["donor_dirs"] == [str(generated)]
 
 
-def test_a_benchmark_holding_a_donor_face_is_refused(faces, tmp_path):
+def test_a_benchmark_holding_a_donor_face_is_refused(faces, tmp_path, mlflow_store):
     real, generated = faces
     benchmark = write_benchmark(tmp_path / "bench")
     shutil.copy(next(generated.glob("*.png")), benchmark / "fake" / "donor.png")
@@ -191,7 +191,7 @@ def test_a_benchmark_holding_a_donor_face_is_refused(faces, tmp_path):
         "data.donor_fraction": "0.5",
         "data.benchmarks": f'["{benchmark}"]',
     }
-    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    config = tiny_config(real, tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     with pytest.raises(BenchmarkOverlapError, match=r"donor\.png"):
         Trainer(config).run()
 
@@ -208,17 +208,19 @@ def test_generated_faces_the_trunk_saw_as_donors_stay_out_of_the_synthetic_check
         split_generated_files(files, 0.2, 0.15, seed=3, seen=frozenset(files[:14]))
 
 
-def test_a_synthetic_head_on_a_trunk_that_saw_every_generated_face_is_refused(faces, tmp_path):
+def test_a_synthetic_head_on_a_trunk_that_saw_every_generated_face_is_refused(faces, tmp_path, mlflow_store):
     real, generated = faces
     donors = {"data.donor_dirs": f'["{generated}"]', "data.donor_fraction": "0.5", "optim.epochs": "1"}
-    parent = Trainer(tiny_config(real, tmp_path / "parent", tmp_path / "mlruns.db", tmp_path / "cache", **donors)).run()
+    parent = Trainer(
+        tiny_config(real, tmp_path / "parent", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **donors)
+    ).run()
     frozen = {
         "synthetic.fake_dirs": f'["{generated}"]',
         "synthetic.matched_real_dir": str(real),
         "synthetic.init": str(parent.run_dir / "checkpoints" / "best.pt"),
         "export.select": "max.synthetic_val_auc",
     }
-    config = tiny_config(real, tmp_path / "frozen", tmp_path / "mlruns.db", tmp_path / "cache", **frozen)
+    config = tiny_config(real, tmp_path / "frozen", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **frozen)
     with pytest.raises(DeepShieldError, match=r"were blend donors in its training.*data\.donor_limit_per_folder"):
         Trainer(config).run()
 

@@ -63,12 +63,12 @@ def passes_over(seen: list[np.ndarray], crops: np.ndarray) -> int:
 
 
 @pytest.fixture(scope="module")
-def parent(faces, tmp_path_factory):
+def parent(faces, tmp_path_factory, mlflow_store):
     root = tmp_path_factory.mktemp("parent")
-    return Trainer(tiny_config(faces[0], root / "run", root / "mlruns.db", root / "cache")).run()
+    return Trainer(tiny_config(faces[0], root / "run", mlflow_store(root / "mlruns.db"), root / "cache")).run()
 
 
-def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, parent, tmp_path, astronaut):
+def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, parent, tmp_path, astronaut, mlflow_store):
     settings = synthetic_settings(
         faces,
         **{
@@ -79,7 +79,7 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
         },
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings),
         command="pytest",
     ).run()
     before = load_checkpoint(parent.run_dir / "checkpoints" / "best.pt")["model"]
@@ -115,7 +115,9 @@ def test_frozen_mode_keeps_the_parent_manipulation_output_bit_for_bit(faces, par
     assert all(f"synthetic_{check}_auc" in h for h in result.progress.history for check in CHECKS)
 
 
-def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(faces, parent, tmp_path, monkeypatch):
+def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(
+    faces, parent, tmp_path, monkeypatch, mlflow_store
+):
     """The verdict takes the more severe of the two scores, so a benchmark's real files bound the synthetic
     threshold too: at 20% of two real files, neither may be called synthetic. Only those files are scored."""
     seen = record_network_passes(monkeypatch)
@@ -132,7 +134,7 @@ def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(
         },
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings),
         command="pytest",
     ).run()
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
@@ -152,7 +154,7 @@ def test_frozen_mode_holds_the_synthetic_threshold_on_the_benchmarks_real_files(
     assert passes_over(seen, cut.real_files_only().crops) == 1 and passes_over(seen, cut.crops) == 0
 
 
-def test_a_benchmark_holding_a_synthetic_training_photo_is_refused(faces, parent, tmp_path):
+def test_a_benchmark_holding_a_synthetic_training_photo_is_refused(faces, parent, tmp_path, mlflow_store):
     real, generated = faces
     benchmark = tmp_path / "leaky"
     shutil.copytree(generated, benchmark / "fake")
@@ -165,19 +167,21 @@ def test_a_benchmark_holding_a_synthetic_training_photo_is_refused(faces, parent
             "data.benchmarks": f'["{benchmark}"]',
         },
     )
-    config = tiny_config(real, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    config = tiny_config(real, tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     with pytest.raises(BenchmarkOverlapError, match="leaky shares"):
         Trainer(config).run()
 
 
-def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, parent, tmp_path, astronaut):
+def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(
+    faces, parent, tmp_path, astronaut, mlflow_store
+):
     """A parent whose checkpoint was not kept (the shipped model): its weights come back from the graph,
     its calibration and figures from its card."""
     settings = synthetic_settings(
         faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"}
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings),
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings),
         command="pytest",
     ).run()
     crops = face_like_crops(astronaut, 48, 6)
@@ -195,7 +199,7 @@ def test_frozen_mode_on_a_bundle_keeps_its_manipulation_score_and_card(faces, pa
     assert "run_dir" not in kept.config and "cache_dir" not in kept.config["data"]  # no machine folders
 
 
-def test_a_head_on_a_soup_keeps_the_soups_record(faces, parent, tmp_path):
+def test_a_head_on_a_soup_keeps_the_soups_record(faces, parent, tmp_path, mlflow_store):
     """A soup was not trained: its head's card names the soup's ingredients, not a configuration."""
     soup = write_soup(
         make_soup([parent.bundle_dir, parent.bundle_dir], None, "s", "1.0.0", "deepshield soup"), tmp_path / "soup"
@@ -204,23 +208,25 @@ def test_a_head_on_a_soup_keeps_the_soups_record(faces, parent, tmp_path):
         faces, **{"synthetic.init": str(tmp_path / "soup"), "export.select": "max.synthetic_val_auc"}
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     ).run()
     kept = OnnxClassifier(result.bundle_dir).card.synthetic.parent_training
     assert kept.config == {} and kept.command == "deepshield soup"
     assert [i.name for i in kept.soup] == [i.name for i in soup.training.soup] and len(kept.soup) == 2
 
 
-def test_a_bundle_with_a_synthetic_head_has_it_replaced(faces, parent, tmp_path, astronaut):
+def test_a_bundle_with_a_synthetic_head_has_it_replaced(faces, parent, tmp_path, astronaut, mlflow_store):
     """The shipped model keeps no checkpoint: its head is retrained on its own graph's trunk, the face-swap
     score and the record of how it was trained kept, the old head's figures and weights left behind."""
     settings = synthetic_settings(
         faces, **{"synthetic.init": str(parent.bundle_dir), "export.select": "max.synthetic_val_auc"}
     )
-    first = Trainer(tiny_config(faces[0], tmp_path / "a", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    first = Trainer(
+        tiny_config(faces[0], tmp_path / "a", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
+    ).run()
     settings |= {"synthetic.init": str(first.bundle_dir), "seed": "3"}
     second = Trainer(
-        tiny_config(faces[0], tmp_path / "b", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+        tiny_config(faces[0], tmp_path / "b", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     ).run()
     crops = face_like_crops(astronaut, 48, 6)
     old, new = OnnxClassifier(first.bundle_dir), OnnxClassifier(second.bundle_dir)
@@ -234,7 +240,7 @@ def test_a_bundle_with_a_synthetic_head_has_it_replaced(faces, parent, tmp_path,
     assert new.card.synthetic.parent.startswith(f"bundle {old.card.name} {old.card.version}")
 
 
-def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch):
+def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch, mlflow_store):
     seen = record_network_passes(monkeypatch)
     benchmark = write_benchmark(tmp_path / "bench")
     settings = synthetic_settings(
@@ -247,7 +253,7 @@ def test_joint_mode_trains_both_heads_from_one_loss(faces, tmp_path, monkeypatch
         },
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     ).run()
     history = result.progress.history
     assert all("val_auc" in h and "synthetic_holdout_auc" in h for h in history)  # both scores validated every epoch
@@ -267,12 +273,14 @@ def _weights(state: dict) -> dict:
     return {k: v for k, v in state.items() if "running_" not in k and "num_batches_tracked" not in k}
 
 
-def test_joint_mode_fine_tunes_from_a_checkpoint(faces, parent, tmp_path):
+def test_joint_mode_fine_tunes_from_a_checkpoint(faces, parent, tmp_path, mlflow_store):
     """model.init: every weight starts from a trained run's (here at a learning rate too small to move
     them), and the synthetic head it lacks starts fresh."""
     init = parent.run_dir / "checkpoints" / "best.pt"
     settings = synthetic_settings(faces, **{"synthetic.mode": "joint", "model.init": str(init), "optim.lr": 1e-12})
-    Trainer(tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)).run()
+    Trainer(
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
+    ).run()
     before = _weights(load_checkpoint(init)["model"])
     after = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_001.pt")["model"]
     assert set(after) - set(before) >= {"synthetic_head.weight"}
@@ -282,14 +290,16 @@ def test_joint_mode_fine_tunes_from_a_checkpoint(faces, parent, tmp_path):
     assert any(not torch.allclose(fresh[k], before[k]) for k in before)  # the parent is not an untrained net
 
 
-def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, parent, tmp_path, astronaut):
+def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(
+    faces, parent, tmp_path, astronaut, mlflow_store
+):
     """From a bundle (weights read back from its graph, batch norms folded): the fine-tuned model
     computes the bundle's function until its weights move, then the synthetic head trains from fresh."""
     settings = synthetic_settings(
         faces, **{"synthetic.mode": "joint", "model.init": str(parent.bundle_dir), "optim.lr": 1e-12}
     )
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     ).run()
     crops = face_like_crops(astronaut, 48, 6)
     old, new = OnnxClassifier(parent.bundle_dir).score(crops), OnnxClassifier(result.bundle_dir).score(crops)
@@ -298,7 +308,7 @@ def test_joint_mode_fine_tunes_from_a_bundle_with_its_batch_norms_kept(faces, pa
     assert new.synthetic_logits is not None and old.synthetic_logits is None
 
 
-def test_a_fine_tune_resumes_only_from_the_weights_it_started_from(faces, parent, tmp_path):
+def test_a_fine_tune_resumes_only_from_the_weights_it_started_from(faces, parent, tmp_path, mlflow_store):
     # model.init is read again at resume (init_share mixes it in every epoch): rewritten in between, a resumed
     # run silently mixed in other weights (up to 0.47 a weight from the uninterrupted run).
     import shutil
@@ -306,7 +316,9 @@ def test_a_fine_tune_resumes_only_from_the_weights_it_started_from(faces, parent
     init = tmp_path / "init.pt"
     shutil.copy(parent.run_dir / "checkpoints" / "best.pt", init)
     settings = {"model.init": str(init), "model.init_share": 0.25}
-    config = tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+    config = tiny_config(
+        faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings
+    )
     assert Trainer(config.model_copy(update={"max_steps": 3})).run().stopped_early
     original = init.read_bytes()
     state = torch.load(init, weights_only=False)
@@ -318,13 +330,13 @@ def test_a_fine_tune_resumes_only_from_the_weights_it_started_from(faces, parent
     assert Trainer(config).run(resume=True).bundle_dir is not None
 
 
-def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(faces, parent, tmp_path):
+def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(faces, parent, tmp_path, mlflow_store):
     """WiSE-FT: training moves the weights as without it; what an epoch is scored, chosen and exported by
     is init_share x the starting weights + the rest x the trained ones."""
     init = parent.run_dir / "checkpoints" / "best.pt"
     settings = {"model.init": str(init), "model.init_share": 0.25, "optim.lr": 1e-2}
     result = Trainer(
-        tiny_config(faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", **settings)
+        tiny_config(faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **settings)
     ).run()
     start = load_checkpoint(init)["model"]
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -347,18 +359,20 @@ def test_init_share_evaluates_and_exports_the_fine_tune_mixed_with_its_start(fac
         },
     )
     headed = Trainer(
-        tiny_config(faces[0], tmp_path / "frozen", tmp_path / "mlruns.db", tmp_path / "cache", **frozen)
+        tiny_config(faces[0], tmp_path / "frozen", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", **frozen)
     ).run()
     card = read_card(headed.bundle_dir)
     assert card.training.config["model"]["init"] is None and card.training.config["model"]["init_share"] == 0
     assert card.synthetic.parent_training.config["model"]["init_share"] == 0.25
     with pytest.raises(DeepShieldError, match=r"model\.init_share mixes in model\.init's weights: set model\.init"):
-        tiny_config(faces[0], tmp_path / "r", tmp_path / "m.db", tmp_path / "c", **{"model.init_share": 0.5})
+        tiny_config(
+            faces[0], tmp_path / "r", mlflow_store(tmp_path / "m.db"), tmp_path / "c", **{"model.init_share": 0.5}
+        )
 
 
-def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
+def test_model_init_must_match_the_model_settings(faces, parent, tmp_path, mlflow_store):
     other = tiny_config(
-        faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache",
+        faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache",
         **{"model.init": str(parent.bundle_dir), "model.backbone": "efficientnet_lite0"},
     )  # fmt: skip
     with pytest.raises(DeepShieldError, match=r"model.init .* is a tiny network, but this run's model.backbone is eff"):
@@ -368,7 +382,7 @@ def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
     bundle = bundle_weights(parent.bundle_dir, read_card(parent.bundle_dir))
     for change in ({"model.crop_scale": 1.3}, {"model.input_size": 64}):
         moved = tiny_config(
-            faces[0], tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache",
+            faces[0], tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache",
             **{"model.init": str(parent.bundle_dir), **change},
         )  # fmt: skip
         start = initial_weights(moved)
@@ -377,7 +391,7 @@ def test_model_init_must_match_the_model_settings(faces, parent, tmp_path):
         tiny_config(
             faces[0],
             tmp_path / "run",
-            tmp_path / "mlruns.db",
+            mlflow_store(tmp_path / "mlruns.db"),
             tmp_path / "cache",
             **synthetic_settings(
                 faces,
@@ -417,7 +431,7 @@ def test_generated_training_faces_take_a_real_faces_padding():
     assert label == 0 and (real_image.numpy() == 100).all()  # real faces keep their own framing
 
 
-def test_a_matched_real_folder_without_validation_faces_says_what_to_change(faces, tmp_path):
+def test_a_matched_real_folder_without_validation_faces_says_what_to_change(faces, tmp_path, mlflow_store):
     """A first small run's matched folder had no person drawn for validation, and the error said only that
     the check needs some: it now says whether to name another folder or to add people or validation share."""
     real = faces[0]
@@ -429,7 +443,7 @@ def test_a_matched_real_folder_without_validation_faces_says_what_to_change(face
         config = tiny_config(
             real,
             tmp_path / "run",
-            tmp_path / "mlruns.db",
+            mlflow_store(tmp_path / "mlruns.db"),
             tmp_path / "cache",
             **synthetic_settings(faces, **{"synthetic.mode": "joint"} | extra),
         )

@@ -58,8 +58,8 @@ def tiny_settings(real_dir: Path, run_dir: Path, db: Path, cache: Path, **overri
     ] + [f"{k}={v}" for k, v in overrides.items()]
 
 
-def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path):
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache")
+def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path, mlflow_store):
+    config = tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache")
     result = Trainer(config, command="pytest").run()
     assert result.progress.global_step == 2 * (16 // 4)
     assert [h["epoch"] for h in result.progress.history] == [0, 1]
@@ -167,11 +167,11 @@ def test_a_checkpoint_written_removes_the_temporary_files_killed_writers_left(tm
     assert sorted(os.listdir(tmp_path)) == sorted([LAST, recent.name, running.name])
 
 
-def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_path):
+def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_path, mlflow_store):
     config = tiny_config(
         real_dir,
         tmp_path / "run",
-        tmp_path / "mlruns.db",
+        mlflow_store(tmp_path / "mlruns.db"),
         tmp_path / "cache",
         **{"optim.epochs": 1, "model.cam_pooling_temperature": 0.5},
     )
@@ -183,11 +183,15 @@ def test_cam_pooling_temperature_is_trained_exported_and_served(real_dir, tmp_pa
     np.testing.assert_allclose(scores.logits, 0.5 * np.log(np.exp(cams / 0.5).mean(axis=1)), rtol=1e-4, atol=1e-5)
 
 
-def test_a_flip_averaging_bundle_is_calibrated_on_the_scores_it_serves(real_dir, tmp_path):
+def test_a_flip_averaging_bundle_is_calibrated_on_the_scores_it_serves(real_dir, tmp_path, mlflow_store):
     # export.test_time_flip: the bundle averages each face with its mirror, and its calibration, threshold
     # and card figures were fitted on scores without (the largest difference on a tiny run: 1.2e-3 logit).
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache", **{"export.test_time_flip": "true"}
+        real_dir,
+        tmp_path / "run",
+        mlflow_store(tmp_path / "m.db"),
+        tmp_path / "cache",
+        **{"export.test_time_flip": "true"},
     )
     result = Trainer(config).run()
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
@@ -197,7 +201,7 @@ def test_a_flip_averaging_bundle_is_calibrated_on_the_scores_it_serves(real_dir,
     np.testing.assert_allclose(served.score(data.val_images).logits, checkpoint["val_logits"], atol=1e-5)
 
 
-def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monkeypatch):
+def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monkeypatch, mlflow_store):
     """The allocator setting comes after the face bank is loaded: taken before, the bank's loading copies
     stayed in the never-trimmed heap (a 288 px run was killed for memory)."""
     import deepshield.training.trainer as trainer_module
@@ -211,12 +215,16 @@ def test_the_heap_is_kept_only_once_the_data_is_loaded(real_dir, tmp_path, monke
 
     monkeypatch.setattr(Trainer, "_build_data", recorded_build)
     monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append("keep heap") or True)
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "mlruns.db", tmp_path / "cache", max_steps=1)
+    config = tiny_config(
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "mlruns.db"), tmp_path / "cache", max_steps=1
+    )
     Trainer(config).run()
     assert calls == ["data", "keep heap"]
 
 
-def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_nothing(real_dir, tmp_path, monkeypatch):
+def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_nothing(
+    real_dir, tmp_path, monkeypatch, mlflow_store
+):
     """A worker forked at each epoch kept a copy-on-write view of every page the trainer rewrote
     (19-20 GB together at 288 px): the run's one worker is forked before the heap is kept, serves
     every epoch, and its samples train exactly the model the training process makes by itself. It makes
@@ -249,7 +257,7 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     threads_before = cv2.getNumThreads()
     cv2.setNumThreads(4)  # what a worker would inherit from a process that never limited OpenCV
     try:
-        Trainer(tiny_config(real_dir, tmp_path / "worker", tmp_path / "a.db", cache, **workers)).run()
+        Trainer(tiny_config(real_dir, tmp_path / "worker", mlflow_store(tmp_path / "a.db"), cache, **workers)).run()
     finally:
         cv2.setNumThreads(threads_before)
     assert calls == ["fork workers", "keep heap"]
@@ -259,14 +267,14 @@ def test_a_loader_worker_is_forked_once_before_the_heap_is_kept_and_changes_noth
     assert sorted(set(epochs)) == ["0", "1"]
     assert set(cv2_threads) == {"1"}
 
-    Trainer(tiny_config(real_dir, tmp_path / "alone", tmp_path / "b.db", cache)).run()
+    Trainer(tiny_config(real_dir, tmp_path / "alone", mlflow_store(tmp_path / "b.db"), cache)).run()
     a = load_checkpoint(tmp_path / "worker" / "checkpoints" / LAST)["model"]
     b = load_checkpoint(tmp_path / "alone" / "checkpoints" / LAST)["model"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
 
 
-def test_a_failed_run_stops_its_loader_worker(real_dir, tmp_path):
+def test_a_failed_run_stops_its_loader_worker(real_dir, tmp_path, mlflow_store):
     """The raised error's traceback keeps the run's frames, and so its loader, alive (a search goes on
     to its next trial in the same process): the worker is stopped all the same."""
 
@@ -275,7 +283,7 @@ def test_a_failed_run_stops_its_loader_worker(real_dir, tmp_path):
 
     before = set(multiprocessing.active_children())
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"data.loader_workers": 1}
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), tmp_path / "cache", **{"data.loader_workers": 1}
     )
     with pytest.raises(RuntimeError, match="trial failed") as raised:
         Trainer(config, epoch_callback=fail).run()
@@ -283,29 +291,35 @@ def test_a_failed_run_stops_its_loader_worker(real_dir, tmp_path):
     assert set(multiprocessing.active_children()) <= before
 
 
-def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path):
+def test_interrupted_run_resumes_to_the_same_model(real_dir, tmp_path, mlflow_store):
     cache = tmp_path / "cache"
-    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", mlflow_store(tmp_path / "a.db"), cache)).run()
 
-    interrupted = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache, max_steps=3)).run()
+    interrupted = Trainer(
+        tiny_config(real_dir, tmp_path / "resumed", mlflow_store(tmp_path / "b.db"), cache, max_steps=3)
+    ).run()
     assert interrupted.stopped_early and interrupted.bundle_dir is None
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
-    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", mlflow_store(tmp_path / "b.db"), cache)).run(
+        resume=True
+    )
 
     assert resumed.progress.global_step == straight.progress.global_step == 8
     assert resumed.progress.run_id == interrupted.progress.run_id  # the same MLflow run, continued
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
-def test_a_full_disk_mid_run_marks_its_mlflow_run_killed_and_the_run_resumes(real_dir, tmp_path, monkeypatch):
+def test_a_full_disk_mid_run_marks_its_mlflow_run_killed_and_the_run_resumes(
+    real_dir, tmp_path, monkeypatch, mlflow_store
+):
     # The checkpoint a failed step saves as it stops failed too on a full disk, and the MLflow run was never
     # ended: RUNNING for good unless resumed.
     import errno
 
     import deepshield.training.trainer as trainer_module
 
-    cache, db = tmp_path / "cache", tmp_path / "a.db"
-    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "s.db", cache)).run()
+    cache, db = tmp_path / "cache", mlflow_store(tmp_path / "a.db")
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", mlflow_store(tmp_path / "s.db"), cache)).run()
     written = []
 
     def fills_the_disk(state: dict, path: Path) -> None:
@@ -327,7 +341,9 @@ def test_a_full_disk_mid_run_marks_its_mlflow_run_killed_and_the_run_resumes(rea
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
-def test_a_run_that_fails_before_its_epochs_or_at_its_bundle_is_not_left_running(real_dir, tmp_path, monkeypatch):
+def test_a_run_that_fails_before_its_epochs_or_at_its_bundle_is_not_left_running(
+    real_dir, tmp_path, monkeypatch, mlflow_store
+):
     # A full disk at the run's first checkpoint, or at its bundle, left its MLflow run RUNNING for good.
     import errno
 
@@ -336,7 +352,7 @@ def test_a_run_that_fails_before_its_epochs_or_at_its_bundle_is_not_left_running
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    db = tmp_path / "a.db"
+    db = mlflow_store(tmp_path / "a.db")
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     for failing, status in (("save_checkpoint", "KILLED"), ("export_checkpoint", "FAILED")):
         with monkeypatch.context() as patch:
@@ -349,23 +365,25 @@ def test_a_run_that_fails_before_its_epochs_or_at_its_bundle_is_not_left_running
         assert run.info.status == status
 
 
-def test_a_resume_stops_at_max_steps_and_one_without_tracking_keeps_the_runs_record(real_dir, tmp_path):
+def test_a_resume_stops_at_max_steps_and_one_without_tracking_keeps_the_runs_record(real_dir, tmp_path, mlflow_store):
     cache = tmp_path / "cache"
-    first = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()
+    first = Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache, max_steps=3)).run()
     # Resumed with the same max_steps: it took one step past it each time.
-    again = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run(resume=True)
+    again = Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache, max_steps=3)).run(
+        resume=True
+    )
     assert again.stopped_early and again.progress.global_step == 3
     # A resume without tracking erased the run's id: the next tracked resume opened a second MLflow run.
-    untracked = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=5)
+    untracked = tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache, max_steps=5)
     untracked = untracked.model_copy(update={"tracking": untracked.tracking.model_copy(update={"enabled": False})})
     Trainer(untracked).run(resume=True)
-    last = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache)).run(resume=True)
+    last = Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache)).run(resume=True)
     assert last.progress.run_id == first.progress.run_id
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'a.db'}")
     assert len(client.search_runs([client.get_experiment_by_name("test").experiment_id])) == 1
 
 
-def test_a_resumed_run_takes_back_the_gpus_random_state(real_dir, tmp_path, monkeypatch):
+def test_a_resumed_run_takes_back_the_gpus_random_state(real_dir, tmp_path, monkeypatch, mlflow_store):
     # On a GPU, dropout draws from the GPU's own generator, which checkpoints did not keep: a resumed GPU
     # run's masks restarted from the seed's. (Stood in for here: this machine has no GPU.)
     states, restored = [torch.tensor([7], dtype=torch.uint8)], []
@@ -373,9 +391,9 @@ def test_a_resumed_run_takes_back_the_gpus_random_state(real_dir, tmp_path, monk
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     cache = tmp_path / "cache"
-    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache, max_steps=3)).run()
+    Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache, max_steps=3)).run()
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / LAST)["cuda_rng"][0].tolist() == [7]
-    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", cache)).run(resume=True)
+    Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), cache)).run(resume=True)
     assert [state[0].tolist() for state in restored] == [[7]]
 
 
@@ -394,14 +412,14 @@ def assert_resumed_as_straight(tmp_path: Path, resumed, straight) -> None:
     )
 
 
-def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_path, monkeypatch):
+def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_path, monkeypatch, mlflow_store):
     import os
     import signal
 
     from deepshield.training.step import Step
 
     cache = tmp_path / "cache"
-    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", mlflow_store(tmp_path / "a.db"), cache)).run()
     whole = Step.__call__
     calls = []
 
@@ -414,15 +432,17 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_to_the_same_model(real_dir, tmp_
 
     monkeypatch.setattr(Step, "__call__", interrupted_after_the_update)
     with python_ctrl_c(), pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run()
+        Trainer(tiny_config(real_dir, tmp_path / "resumed", mlflow_store(tmp_path / "b.db"), cache)).run()
     monkeypatch.setattr(Step, "__call__", whole)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / LAST)["progress"]["global_step"] == 3
-    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)).run(resume=True)
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "resumed", mlflow_store(tmp_path / "b.db"), cache)).run(
+        resume=True
+    )
     assert_resumed_as_straight(tmp_path, resumed, straight)
 
 
 def test_train_says_its_data_where_an_interrupted_run_is_kept_and_that_it_resumes(
-    real_dir, tmp_path, monkeypatch, capsys
+    real_dir, tmp_path, monkeypatch, capsys, mlflow_store
 ):
     # A fresh run printed nothing before its first bar, a stopped one only "deepshield: interrupted", and a
     # resumed one's bar started at 0 with no word that it went on from a checkpoint.
@@ -434,7 +454,7 @@ def test_train_says_its_data_where_an_interrupted_run_is_kept_and_that_it_resume
     from deepshield.errors import EXIT_INTERRUPTED
     from deepshield.training.step import Step
 
-    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "i.db", tmp_path / "cache")
+    settings = tiny_settings(real_dir, tmp_path / "run", mlflow_store(tmp_path / "i.db"), tmp_path / "cache")
     argv = ["train", *(word for setting in settings for word in ("--set", setting))]
     monkeypatch.setattr(sys, "argv", ["deepshield", *argv])  # the command train records
     whole, calls = Step.__call__, []
@@ -479,12 +499,12 @@ sys.exit(main(["train", *(word for setting in sys.argv[1:] for word in ("--set",
 """
 
 
-def test_sigterm_stops_training_as_ctrl_c_does(real_dir, tmp_path):
+def test_sigterm_stops_training_as_ctrl_c_does(real_dir, tmp_path, mlflow_store):
     # SIGTERM killed `train` outright: the steps since the last checkpoint lost, its MLflow run left RUNNING.
     import subprocess
     import sys
 
-    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "t.db", tmp_path / "cache")
+    settings = tiny_settings(real_dir, tmp_path / "run", mlflow_store(tmp_path / "t.db"), tmp_path / "cache")
     settings.append("optim.checkpoint_every_steps=50")  # no checkpoint but the one the stop writes
     ran = subprocess.run([sys.executable, "-c", SIGTERMED_TRAINING, *settings], capture_output=True, timeout=300)
     assert ran.returncode == 130, ran.stderr[-2000:]
@@ -506,13 +526,13 @@ sys.exit(main(["train", *(word for setting in sys.argv[1:] for word in ("--set",
 """
 
 
-def test_a_run_killed_before_its_first_checkpoint_resumes_its_own_mlflow_run(real_dir, tmp_path):
+def test_a_run_killed_before_its_first_checkpoint_resumes_its_own_mlflow_run(real_dir, tmp_path, mlflow_store):
     # Killed before its first checkpoint, a run was started afresh on resume: its MLflow run stayed RUNNING
     # for good beside a second one (every repeat added another).
     import subprocess
     import sys
 
-    db = tmp_path / "k.db"
+    db = mlflow_store(tmp_path / "k.db")
     settings = tiny_settings(real_dir, tmp_path / "run", db, tmp_path / "cache")
     ran = subprocess.run([sys.executable, "-c", KILLED_AT_ITS_FIRST_STEP, *settings], capture_output=True, timeout=300)
     assert ran.returncode == 9, ran.stderr[-2000:]
@@ -522,12 +542,12 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_its_own_mlflow_run(rea
     assert run.info.status == "FINISHED" and run.info.run_id == resumed.progress.run_id
 
 
-def test_a_resumed_run_logs_no_step_twice(real_dir, tmp_path):
+def test_a_resumed_run_logs_no_step_twice(real_dir, tmp_path, mlflow_store):
     # An epoch validated again on resume (stopped between its metrics and its checkpoint), or a finished run
     # resumed, logged its figures a second time at the same step: val_auc [(1, a), (2, b), (2, b), ...].
     from deepshield.tracking.tracker import MlflowTracker
 
-    db = tmp_path / "t.db"
+    db = mlflow_store(tmp_path / "t.db")
     first = MlflowTracker(f"sqlite:///{db}", "test")
     first.log_metrics({"val_auc": 0.5}, step=1)
     resumed = MlflowTracker(f"sqlite:///{db}", "test", run_id=first.run_id)
@@ -544,14 +564,14 @@ def test_a_resumed_run_logs_no_step_twice(real_dir, tmp_path):
         assert steps and len(steps) == len(set(steps)), (key, steps)
 
 
-def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, monkeypatch):
+def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, monkeypatch, mlflow_store):
     # A run's parameters said what it was told, not which code computed it: no version, no commit.
     import subprocess
 
     import deepshield
     import deepshield.tracking.tracker as tracker_module
 
-    db = tmp_path / "v.db"
+    db = mlflow_store(tmp_path / "v.db")
     first = tracker_module.MlflowTracker(f"sqlite:///{db}", "test")
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     tags = client.get_run(first.run_id).data.tags
@@ -604,13 +624,15 @@ def test_a_run_whose_mlflow_run_was_deleted_resumes_as_a_new_one(tmp_path, caplo
     assert run.info.status == "FINISHED" and run.info.run_name == "again" and "val_auc" in run.data.metrics
 
 
-def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog):
+def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_dir, tmp_path, caplog, mlflow_store):
     # The default store (sqlite:///mlruns.db) is relative: resumed from another folder, the run's MLflow run
     # was not there and the resume died with MlflowException's traceback.
     cache = tmp_path / "cache"
-    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "first.db", cache, max_steps=3)).run()
+    Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "first.db"), cache, max_steps=3)).run()
     with caplog.at_level("WARNING"):
-        resumed = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "other.db", cache)).run(resume=True)
+        resumed = Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "other.db"), cache)).run(
+            resume=True
+        )
     assert resumed.bundle_dir is not None and "is not in sqlite:///" in caplog.text
     (run,) = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").search_runs(
         [MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").get_experiment_by_name("test").experiment_id]
@@ -619,7 +641,7 @@ def test_a_run_resumed_with_another_tracking_store_is_logged_as_a_new_run(real_d
 
 
 def test_a_tracking_store_that_fails_mid_run_stops_the_tracking_not_the_training(
-    real_dir, tmp_path, caplog, monkeypatch
+    real_dir, tmp_path, caplog, monkeypatch, mlflow_store
 ):
     # A store locked by another process at the first epoch's plots killed the run with SQLAlchemy's
     # traceback, before the epoch's checkpoints, and its MLflow run stayed RUNNING.
@@ -633,7 +655,7 @@ def test_a_tracking_store_that_fails_mid_run_stops_the_tracking_not_the_training
         raise MlflowException("(sqlite3.OperationalError) database is locked")
 
     monkeypatch.setattr(Client, "log_artifact", locked)
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache")
+    config = tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "m.db"), tmp_path / "cache")
     with caplog.at_level("WARNING"):
         result = Trainer(config).run()
     assert result.bundle_dir is not None and len(calls) == 1  # tried once, then left alone
@@ -680,11 +702,13 @@ def test_a_tracking_store_mlflow_cannot_open_is_refused_before_the_face_bank(rea
     assert not (tmp_path / "cache").exists()
 
 
-def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path):
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache", max_steps=4)
+def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(real_dir, tmp_path, mlflow_store):
+    config = tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "d.db"), tmp_path / "cache", max_steps=4)
     stopped = Trainer(config).run()  # 4 steps: the whole first epoch, stopped before its validation
     assert stopped.stopped_early and [h["epoch"] for h in stopped.progress.history] == [0]
-    resumed = Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "d.db", tmp_path / "cache")).run(resume=True)
+    resumed = Trainer(tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "d.db"), tmp_path / "cache")).run(
+        resume=True
+    )
     first = resumed.progress.history[0]
     assert [h["epoch"] for h in resumed.progress.history] == [0, 1]
     # MLflow params are write-once: the resumed run's own max_steps is kept beside the first one.
@@ -693,11 +717,13 @@ def test_max_steps_at_an_epochs_end_keeps_its_record_and_resumes_to_validate_it(
     assert np.isfinite(first["train_loss"]) and first["images_per_s"] > 0 and "val_auc" in first
 
 
-def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(real_dir, tmp_path, capsys):
+def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(real_dir, tmp_path, capsys, mlflow_store):
     from deepshield.cli.main import EXIT_USAGE, main
 
     def train(*extra: str, **overrides) -> int:
-        settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "f.db", tmp_path / "cache", **overrides)
+        settings = tiny_settings(
+            real_dir, tmp_path / "run", mlflow_store(tmp_path / "f.db"), tmp_path / "cache", **overrides
+        )
         return main(["train", *(word for s in settings for word in ("--set", s)), *extra])
 
     assert train(max_steps=2) == 0
@@ -716,28 +742,37 @@ def test_a_run_folder_is_not_trained_over_and_a_resume_keeps_the_runs_recipe(rea
     assert "another deepshield process is writing this training run" in capsys.readouterr().err
 
 
-def test_a_resume_with_other_settings_is_refused_before_any_data_is_loaded(real_dir, tmp_path, monkeypatch):
+def test_a_resume_with_other_settings_is_refused_before_any_data_is_loaded(
+    real_dir, tmp_path, monkeypatch, mlflow_store
+):
     # It loaded all the data first (on a large set, minutes and gigabytes, and a face bank of the wrong
     # settings), and did not say which command would resume the run.
     command = "deepshield train --config 'my run.toml' --run-dir run"
-    Trainer(tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", max_steps=2), command).run()
+    Trainer(
+        tiny_config(real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), tmp_path / "cache", max_steps=2),
+        command,
+    ).run()
 
     def loaded(self, *args):
         raise AssertionError("the data was built")
 
     monkeypatch.setattr(Trainer, "_build_data", loaded)
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"optim.lr": 0.01})
+    config = tiny_config(
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "a.db"), tmp_path / "cache", **{"optim.lr": 0.01}
+    )
     with pytest.raises(DeepShieldError) as refused:
         Trainer(config).run(resume=True)
     assert "other settings: optim.lr:" in str(refused.value)
     assert f"started with: {command} --resume; or" in str(refused.value)
 
 
-def test_a_resume_on_other_data_under_the_same_settings_is_refused_before_any_step(tmp_path, monkeypatch, caplog):
+def test_a_resume_on_other_data_under_the_same_settings_is_refused_before_any_step(
+    tmp_path, monkeypatch, caplog, mlflow_store
+):
     # A face bank packed again under its name (or a folder's files changed): the settings matched, so the
     # run went on, unsaid, on other faces.
     faces = write_real_faces(tmp_path / "real", 8)
-    settings = (faces, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache")
+    settings = (faces, tmp_path / "run", mlflow_store(tmp_path / "a.db"), tmp_path / "cache")
     Trainer(tiny_config(*settings, max_steps=2)).run()
     last = tmp_path / "run" / "checkpoints" / LAST
     kept = last.read_bytes()
@@ -760,14 +795,20 @@ def test_a_resume_on_other_data_under_the_same_settings_is_refused_before_any_st
     assert "records no digests of its data (an older version's): resumed without comparing them" in caplog.text
 
 
-def test_a_temperature_fit_at_its_ranges_end_is_said_once_and_kept_on_the_card(real_dir, tmp_path, monkeypatch, caplog):
+def test_a_temperature_fit_at_its_ranges_end_is_said_once_and_kept_on_the_card(
+    real_dir, tmp_path, monkeypatch, caplog, mlflow_store
+):
     # Each epoch's fit said it again, and the export once more: three warnings in a two-epoch run.
     import deepshield.training.export as export
 
     monkeypatch.setattr(export, "fit_temperature", lambda labels, logits: 20.0)
     monkeypatch.setattr(export, "sets_over_target", lambda *args: "validation 1 of 4 (25.0%)")
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "a.db", tmp_path / "cache", **{"export.threshold_fpr": 0.05}
+        real_dir,
+        tmp_path / "run",
+        mlflow_store(tmp_path / "a.db"),
+        tmp_path / "cache",
+        **{"export.threshold_fpr": 0.05},
     )
     with caplog.at_level(logging.WARNING):
         result = Trainer(config).run()
@@ -820,14 +861,14 @@ def test_config_overrides_params_file_and_errors(tmp_path):
 
 @pytest.mark.parametrize("interrupted", ["epoch_001.pt", "best.pt", "last.pt"])
 def test_ctrl_c_among_an_epochs_checkpoint_writes_resumes_to_that_epochs_checkpoints(
-    real_dir, tmp_path, monkeypatch, interrupted
+    real_dir, tmp_path, monkeypatch, interrupted, mlflow_store
 ):
     # The epoch was counted done before its checkpoints were written: stopped among them, the resumed run
     # skipped it, its epoch_NNN.pt (and a best.pt it earned) never written: a stale epoch exported, or none.
     import deepshield.training.trainer as trainer_module
 
     cache = tmp_path / "cache"
-    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", tmp_path / "a.db", cache)).run()
+    straight = Trainer(tiny_config(real_dir, tmp_path / "straight", mlflow_store(tmp_path / "a.db"), cache)).run()
     write = trainer_module.save_checkpoint
     reached = []
 
@@ -838,7 +879,7 @@ def test_ctrl_c_among_an_epochs_checkpoint_writes_resumes_to_that_epochs_checkpo
         write(state, path)
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", stopped_among_the_first_epochs)
-    config = tiny_config(real_dir, tmp_path / "resumed", tmp_path / "b.db", cache)
+    config = tiny_config(real_dir, tmp_path / "resumed", mlflow_store(tmp_path / "b.db"), cache)
     with pytest.raises(KeyboardInterrupt):
         Trainer(config).run()
     assert reached
@@ -852,10 +893,14 @@ def test_ctrl_c_among_an_epochs_checkpoint_writes_resumes_to_that_epochs_checkpo
 
 
 @pytest.mark.parametrize("stage", ["_end_epoch", "_save_epoch"])
-def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(real_dir, tmp_path, monkeypatch, stage):
+def test_a_run_stopped_during_validation_resumes_without_a_duplicate_epoch(
+    real_dir, tmp_path, monkeypatch, stage, mlflow_store
+):
     # _save_epoch: stopped once the epoch's record held its validation (its plots were being written), a
     # resumed run validated it again into a TypeError (val_loss given twice) and the trial was lost.
-    config = tiny_config(real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{"optim.epochs": 1})
+    config = tiny_config(
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "c.db"), tmp_path / "cache", **{"optim.epochs": 1}
+    )
     original = getattr(Trainer, stage)
 
     def crash(self, *args, **kwargs):
@@ -889,13 +934,13 @@ def prepared_dataset(tmp_path_factory) -> Path:
     return root / "ds"
 
 
-def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
+def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path, mlflow_store):
     from deepshield.cli.model import describe
 
     config = tiny_config(
         Path("unused"),
         tmp_path / "run",
-        tmp_path / "d.db",
+        mlflow_store(tmp_path / "d.db"),
         tmp_path / "cache",
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "data.synthesize": "false"},
     )
@@ -916,12 +961,16 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path):
     assert "validation: real + the prepared datasets' fakes" in describe(card)
 
 
-def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dataset, tmp_path):
+def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dataset, tmp_path, mlflow_store):
     """Each splits its photos its own way: one trained on through the bank was validated on through the
     dataset (the epoch and the threshold chosen on it), unsaid."""
     real = prepared_dataset.parent / "raw" / "real"
     config = tiny_config(
-        real, tmp_path / "run", tmp_path / "b.db", tmp_path / "cache", **{"data.datasets": f'["{prepared_dataset}"]'}
+        real,
+        tmp_path / "run",
+        mlflow_store(tmp_path / "b.db"),
+        tmp_path / "cache",
+        **{"data.datasets": f'["{prepared_dataset}"]'},
     )
     with pytest.raises(DeepShieldError, match=r"8 photos are both real faces of data.real_dirs and sources of a prep"):
         Trainer(config)._build_data()
@@ -931,7 +980,11 @@ def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dat
     for path in sorted(real.glob("*.png"))[:3]:
         shutil.copyfile(path, copies / f"copy_{path.name}")
     config = tiny_config(
-        copies, tmp_path / "run", tmp_path / "b.db", tmp_path / "cache", **{"data.datasets": f'["{prepared_dataset}"]'}
+        copies,
+        tmp_path / "run",
+        mlflow_store(tmp_path / "b.db"),
+        tmp_path / "cache",
+        **{"data.datasets": f'["{prepared_dataset}"]'},
     )
     with pytest.raises(
         DeepShieldError, match=r"3 photos are both .*e\.g\. \S+person0_0\.png \(the same bytes as \S+copy_"
@@ -939,11 +992,11 @@ def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dat
         Trainer(config)._build_data()
 
 
-def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path):
+def test_a_prepared_dataset_with_another_crop_scale_is_refused(prepared_dataset, tmp_path, mlflow_store):
     config = tiny_config(
         Path("unused"),
         tmp_path / "run",
-        tmp_path / "e.db",
+        mlflow_store(tmp_path / "e.db"),
         tmp_path / "cache",
         **{"data.real_dirs": "[]", "data.datasets": f'["{prepared_dataset}"]', "model.crop_scale": "1.3"},
     )
@@ -990,7 +1043,7 @@ def test_mask_loss_rewards_a_head_that_points_at_the_blend_and_skips_unknown_mas
     assert mask_loss(-right, masks, torch.tensor([False, False])).item() == 0.0
 
 
-def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(prepared_dataset, tmp_path):
+def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(prepared_dataset, tmp_path, mlflow_store):
     """Synthesised fakes carry where they were blended, reals an empty mask, a prepared dataset's fakes
     none; a run with the mask loss keeps the head in its checkpoints and exports the same two outputs."""
     import onnxruntime as ort
@@ -1004,7 +1057,7 @@ def test_a_mask_head_is_trained_on_known_blends_and_left_out_of_the_bundle(prepa
     config = tiny_config(
         own,
         tmp_path / "run",
-        tmp_path / "m.db",
+        mlflow_store(tmp_path / "m.db"),
         tmp_path / "cache",
         **{"data.datasets": f'["{prepared_dataset}"]', "optim.epochs": 1, "optim.mask_loss_weight": 1.0},
     )
@@ -1093,18 +1146,18 @@ def test_the_trunk_learns_at_its_share_of_the_learning_rate(scale, tmp_path):
     assert (trunk_moved == 0) if scale == 0 else (trunk_moved > 0)
 
 
-def test_training_draws_no_progress_bar_where_stderr_is_no_terminal(real_dir, tmp_path, capsys):
+def test_training_draws_no_progress_bar_where_stderr_is_no_terminal(real_dir, tmp_path, capsys, mlflow_store):
     # CI logs, `2> train.log` and the journal got the bar's every redraw, each after a carriage return: the
     # face bank's and the other commands' bars were off there, the training's was not.
     from deepshield.cli.main import main
 
-    settings = tiny_settings(real_dir, tmp_path / "run", tmp_path / "i.db", tmp_path / "cache")
+    settings = tiny_settings(real_dir, tmp_path / "run", mlflow_store(tmp_path / "i.db"), tmp_path / "cache")
     assert main(["train", *(word for setting in settings for word in ("--set", setting))]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "epoch 1/2" not in err, err
 
 
-def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, monkeypatch):
+def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, monkeypatch, mlflow_store):
     # scan, evaluate, prepare and dataset balance took --no-progress; train, compare, facebank pack and tune
     # refused it, so a terminal piped to a log got every redraw of the face bank's and each epoch's bar.
     import contextlib
@@ -1120,7 +1173,7 @@ def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, 
     def stderr_of(run: str, *extra: str) -> str:
         terminal = Terminal()
         monkeypatch.setattr(sys, "stderr", terminal)
-        settings = tiny_settings(real_dir, tmp_path / run, tmp_path / "i.db", tmp_path / f"cache-{run}")
+        settings = tiny_settings(real_dir, tmp_path / run, mlflow_store(tmp_path / "i.db"), tmp_path / f"cache-{run}")
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["train", *(word for setting in settings for word in ("--set", setting)), *extra]) == 0
         return terminal.getvalue()
@@ -1137,7 +1190,7 @@ def test_no_progress_keeps_the_training_bars_off_a_terminal(real_dir, tmp_path, 
         assert parser.parse_args([*argv, "--no-progress"]).no_progress, argv
 
 
-def test_a_checkpoints_path_that_is_a_file_is_one_line_naming_it(real_dir, tmp_path, capsys):
+def test_a_checkpoints_path_that_is_a_file_is_one_line_naming_it(real_dir, tmp_path, capsys, mlflow_store):
     # A run folder whose checkpoints/ was a plain file loaded all its data, then ended in a FileExistsError
     # traceback at its first checkpoint.
     from deepshield.cli.main import main
@@ -1145,7 +1198,7 @@ def test_a_checkpoints_path_that_is_a_file_is_one_line_naming_it(real_dir, tmp_p
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoints").write_text("a user's notes")
-    settings = tiny_settings(real_dir, run, tmp_path / "i.db", tmp_path / "cache")
+    settings = tiny_settings(real_dir, run, mlflow_store(tmp_path / "i.db"), tmp_path / "cache")
     assert main(["train", *(word for setting in settings for word in ("--set", setting))]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{run / 'checkpoints'} is a file" in err, err
