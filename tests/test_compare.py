@@ -99,10 +99,10 @@ def test_a_candidate_is_compared_with_the_baseline_on_the_same_files(
     assert plot.stat().st_size > 0 and list(cache.glob("benchmark-tiny_bench-*.npz"))  # faces found once, kept
 
 
-def test_a_comparison_is_logged_to_mlflow(capsys, tiny_bundle, other_bundle, labelled, tmp_path):
+def test_a_comparison_is_logged_to_mlflow(capsys, tiny_bundle, other_bundle, labelled, tmp_path, mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     pair = ["compare", str(other_bundle), "--against", str(tiny_bundle), "--on", str(labelled)]
     out = tmp_path / "comparison.json"
     assert main([*pair, "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--tracking-uri", uri]) == 0

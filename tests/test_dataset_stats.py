@@ -178,10 +178,10 @@ def test_no_source_warning_when_sources_hold_both_labels(tmp_path: Path, small):
     assert not [w for w in stats.warnings if "sources" in w]
 
 
-def test_stats_logged_to_mlflow(biased: Path, tmp_path: Path, monkeypatch, capsys):
+def test_stats_logged_to_mlflow(biased: Path, tmp_path: Path, monkeypatch, capsys, mlflow_store):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)  # artifacts land next to the store
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     assert main(["dataset", "stats", str(biased), "--tracking-uri", uri, "--experiment", "stats-test"]) == 0
     printed = capsys.readouterr()
     assert "logged to MLflow run" in printed.out and "mlflow ui --backend-store-uri" in printed.out

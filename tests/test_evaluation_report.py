@@ -394,10 +394,10 @@ def test_a_negative_seed_is_refused(capsys, folder_dataset, tiny_bundle, tmp_pat
     )
 
 
-def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path):
+def test_report_is_logged_to_mlflow(capsys, folder_dataset, tiny_bundle, tmp_path, mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     out = tmp_path / "rep"
     code = main(
         [
@@ -1288,7 +1288,7 @@ def test_a_report_written_removes_the_temporary_files_killed_writers_left(folder
     assert [path for path in left if path.exists()] == []
 
 
-def test_a_report_whose_logging_is_stopped_leaves_its_mlflow_run_killed(tmp_path):
+def test_a_report_whose_logging_is_stopped_leaves_its_mlflow_run_killed(tmp_path, mlflow_store):
     # Ctrl-C while the report was stored (a slow artifact server) left the run RUNNING for good.
     import argparse
 
@@ -1296,7 +1296,7 @@ def test_a_report_whose_logging_is_stopped_leaves_its_mlflow_run_killed(tmp_path
 
     from deepshield.cli.args import log_to_mlflow
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'm.db')}"
     args = argparse.Namespace(tracking_uri=uri, experiment="e", command="evaluate")
 
     def stopped(tracker):

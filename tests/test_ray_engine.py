@@ -360,10 +360,10 @@ def tracked_train(config, *, epoch_callback, parent_run_id, run_tags, resume, co
     return TrainingOutcome(outcome.history, tracker.run_id)
 
 
-def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path):
+def test_tune_ray_same_trials_pruning_selection_and_mlflow(tmp_path: Path, mlflow_store):
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: [1e-4, 1e-3, 1e-2]\noptim.batch_size: [8, 16]\nbudget:\n  optim.epochs: 2\n")
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     pruner = optuna.pruners.ThresholdPruner(lower=0.85)  # order-independent: lr 1e-4 and 1e-2 stop after epoch 1
 
     def search(engine: str, n_jobs: int):

@@ -48,11 +48,13 @@ def benchmark_dir(tmp_path_factory) -> Path:
     return write_benchmark(tmp_path_factory.mktemp("bench") / "Tiny Bench")
 
 
-def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_dir, benchmark_dir, tmp_path):
+def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(
+    real_dir, benchmark_dir, tmp_path, mlflow_store
+):
     name = benchmark_name(benchmark_dir)
     assert name == "tiny_bench"
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache",
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "m.db"), tmp_path / "cache",
         **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "2", "export.select": "min.val_loss", "optim.epochs": "3"},
     )  # fmt: skip
     result = Trainer(config, command="pytest").run()
@@ -100,10 +102,10 @@ def test_benchmarks_are_logged_every_epoch_and_select_the_exported_epoch(real_di
     assert card.name == "run" and card.version == f"0.0.0+{result.progress.run_id[:12]}.ep{card.training.epochs}"
 
 
-def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark_dir, tmp_path):
+def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark_dir, tmp_path, mlflow_store):
     root = real_dir.parent.parent  # data paths relative to the data root: the card holds no machine folder
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "t.db", tmp_path / "cache",
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "t.db"), tmp_path / "cache",
         **{"data.root": str(root), "data.real_dirs": f'["{real_dir.relative_to(root)}"]', "data.benchmarks": f'["{benchmark_dir.relative_to(root)}"]',
            "data.benchmark_frames": "1", "export.threshold_fpr": "0.05", "optim.epochs": "1"},
     )  # fmt: skip
@@ -115,19 +117,25 @@ def test_a_threshold_for_a_false_positive_rate_on_real_media(real_dir, benchmark
     assert "5% of each set of real media" in card.calibration.fitted_on
 
 
-def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_dir, benchmark_dir, tmp_path):
+def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(
+    real_dir, benchmark_dir, tmp_path, mlflow_store
+):
     leaky = tmp_path / "leaky"
     shutil.copytree(benchmark_dir, leaky)
     shutil.copy(next(real_dir.glob("*.png")), leaky / "real" / "copied.png")  # same content, other path
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "o.db", tmp_path / "cache", **{"data.benchmarks": f'["{leaky}"]'}
+        real_dir,
+        tmp_path / "run",
+        mlflow_store(tmp_path / "o.db"),
+        tmp_path / "cache",
+        **{"data.benchmarks": f'["{leaky}"]'},
     )
     with pytest.raises(BenchmarkOverlapError, match=r"shares 1 file.*copied.png.*never be trained on"):
         Trainer(config).run()
     same_folder = tiny_config(
         real_dir,
         tmp_path / "run2",
-        tmp_path / "o.db",
+        mlflow_store(tmp_path / "o.db"),
         tmp_path / "cache",
         **{"data.benchmarks": f'["{real_dir.parent}"]'},
     )
@@ -136,14 +144,14 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(real_d
 
 
 def test_a_benchmark_of_a_layout_not_told_is_refused_before_the_face_bank_in_trains_words(
-    real_dir, benchmark_dir, tiny_bundle, tmp_path, capsys
+    real_dir, benchmark_dir, tiny_bundle, tmp_path, capsys, mlflow_store
 ):
     # "name it with --format", which train does not have, said after the face bank had been built.
     from deepshield.cli.main import main
 
     (tmp_path / "unlabelled").mkdir()
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "m.db", tmp_path / "cache",
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "m.db"), tmp_path / "cache",
         **{"data.benchmarks": f'["{tmp_path / "unlabelled"}"]', "tracking.enabled": "false"},
     )  # fmt: skip
     with pytest.raises(DeepShieldError, match="cannot tell the dataset layout") as refused:
@@ -202,7 +210,7 @@ def test_a_benchmark_another_process_is_cutting_is_waited_for_and_read(benchmark
     assert len(list((tmp_path / "cache").glob("benchmark-*.npz"))) == 1
 
 
-def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchmark_dir, tmp_path):
+def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchmark_dir, tmp_path, mlflow_store):
     # A benchmark of real files only has no AUC: no epoch was chosen, and the run ended "FINISHED", exit 0,
     # with no bundle and no word.
     import shutil
@@ -210,7 +218,7 @@ def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchma
     only_real = tmp_path / "only real"
     shutil.copytree(benchmark_dir / "real", only_real / "real")
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "n.db", tmp_path / "cache",
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "n.db"), tmp_path / "cache",
         **{"data.benchmarks": f'["{only_real}"]', "export.select": "max.bench_auc", "optim.epochs": "1"},
     )  # fmt: skip
     with pytest.raises(DeepShieldError, match=r"no epoch had a value for export.select 'max.bench_auc'.* no bundle"):
@@ -220,10 +228,14 @@ def test_a_run_whose_epochs_give_no_value_to_choose_by_says_so(real_dir, benchma
     assert [run.info.status for run in runs] == ["FAILED"]
 
 
-def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path):
+def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path, mlflow_store):
     with pytest.raises(DeepShieldError, match=r"needs benchmarks: set data.benchmarks"):
         tiny_config(
-            real_dir, tmp_path / "run", tmp_path / "s.db", tmp_path / "cache", **{"export.select": "max.bench_auc"}
+            real_dir,
+            tmp_path / "run",
+            mlflow_store(tmp_path / "s.db"),
+            tmp_path / "cache",
+            **{"export.select": "max.bench_auc"},
         )
     assert parse_selector("max.bench_modern_swaps_file_auc_lo").direction == "maximize"
     assert parse_selector("min.bench_fpr").direction == "minimize"
@@ -480,9 +492,9 @@ def test_a_probability_scale_on_real_media_keeps_the_validation_cut():
     assert "probabilities on real media: temperature" in fitted.fitted_on and "160 bench faces" in fitted.fitted_on
 
 
-def test_export_fits_the_temperature_on_the_benchmarks_faces(real_dir, benchmark_dir, tmp_path):
+def test_export_fits_the_temperature_on_the_benchmarks_faces(real_dir, benchmark_dir, tmp_path, mlflow_store):
     config = tiny_config(
-        real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache",
+        real_dir, tmp_path / "run", mlflow_store(tmp_path / "c.db"), tmp_path / "cache",
         **{"data.benchmarks": f'["{benchmark_dir}"]', "data.benchmark_frames": "1", "export.threshold_fpr": "0.05",
            "export.calibrate_on": "benchmarks", "optim.epochs": "1"},
     )  # fmt: skip
@@ -497,11 +509,16 @@ def test_export_fits_the_temperature_on_the_benchmarks_faces(real_dir, benchmark
     assert f"log-loss on {bench_labels.size} faces of tiny_bench" in calibration.fitted_on
 
 
-def test_a_scale_on_benchmarks_needs_benchmarks(real_dir, tmp_path):
+def test_a_scale_on_benchmarks_needs_benchmarks(real_dir, tmp_path, mlflow_store):
     for key, extra in (("export.calibrate_on", {}), ("synthetic.calibrate_on", {"synthetic.mode": "joint"})):
         with pytest.raises(DeepShieldError, match=f"{key} = 'benchmarks' needs data.benchmarks"):
             tiny_config(
-                real_dir, tmp_path / "run", tmp_path / "c.db", tmp_path / "cache", **{key: "benchmarks"}, **extra
+                real_dir,
+                tmp_path / "run",
+                mlflow_store(tmp_path / "c.db"),
+                tmp_path / "cache",
+                **{key: "benchmarks"},
+                **extra,
             )
 
 

@@ -630,11 +630,11 @@ def test_a_trials_own_threads_are_not_overwritten_by_the_workers_share(tmp_path)
     assert trial_config(context, {"optim.lr": 1e-3}, tmp_path / "t", 0).threads == 8  # else the worker's share
 
 
-def test_the_searchs_mlflow_run_ends_when_its_results_cannot_be_logged(space, tmp_path):
+def test_the_searchs_mlflow_run_ends_when_its_results_cannot_be_logged(space, tmp_path, mlflow_store):
     # An artifact store the driver cannot write (missing credentials, a read-only mount) left it RUNNING.
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")  # no artifact can be written below a file
     client = MlflowClient(tracking_uri=uri)

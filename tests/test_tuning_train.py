@@ -22,7 +22,7 @@ from deepshield.tuning.trials import MLFLOW_RUN_ID, RETRY_OF
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, astronaut) -> Path:
+def workspace(tmp_path_factory, astronaut, mlflow_store) -> Path:
     """Six real-face images (crops, a flip, darker/brighter copies of the astronaut photo), a tiny
     training config, one face-bank cache and one MLflow store for every test here."""
     root = tmp_path_factory.mktemp("tune")
@@ -51,7 +51,7 @@ data:
   bank_workers: 1
 model: {{backbone: tiny, input_size: 32, pretrained: false}}
 optim: {{epochs: 2, samples_per_epoch: 16, batch_size: 8, checkpoint_every_steps: 1}}
-tracking: {{enabled: true, uri: "sqlite:///{root / "mlruns.db"}", experiment: tune-test}}
+tracking: {{enabled: true, uri: "sqlite:///{mlflow_store(root / "mlruns.db")}", experiment: tune-test}}
 """
     )
     (root / "space.yaml").write_text("optim.lr: [1.0e-3, 1.0e-2]\n")
@@ -130,11 +130,11 @@ def test_cli_search_nested_runs_and_train_best(workspace, capsys):
     ]
 
 
-def test_the_best_tag_moves_to_a_later_best_trials_run(tmp_path):
+def test_the_best_tag_moves_to_a_later_best_trials_run(tmp_path, mlflow_store):
     from deepshield.tracking.tracker import MlflowTracker
     from deepshield.tuning.parent_run import mark_best_trial
 
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = f"sqlite:///{mlflow_store(tmp_path / 'mlruns.db')}"
     parent = MlflowTracker(uri, "tags", run_name="search")
     first, second = (MlflowTracker(uri, "tags", run_name=n, parent_run_id=parent.run_id) for n in ("t0", "t1"))
     mark_best_trial(parent, first.run_id)
