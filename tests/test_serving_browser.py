@@ -1418,7 +1418,7 @@ def test_a_video_jobs_poll_answered_busy_waits_as_the_server_asks_and_says_it_is
     assert polled[1] - polled[0] >= 1.9 and polled[2] - polled[1] >= 1.9  # not 0.6 s apart
 
 
-@pytest.mark.parametrize("retry_after", ["2", None])
+@pytest.mark.parametrize("retry_after", ["1", None])
 def test_a_video_jobs_poll_that_finds_the_server_away_asks_again_less_and_less_often(
     browser, detector, astronaut, tmp_path, retry_after
 ):
@@ -1449,7 +1449,7 @@ def test_a_video_jobs_poll_that_finds_the_server_away_asks_again_less_and_less_o
     if retry_after is None:
         assert gaps[1] >= 1.15 and gaps[2] >= 2.3  # 0.6 s, 1.2 s, then 2.4 s: not 0.6 s each
     else:
-        assert all(gap >= 1.9 for gap in gaps)  # as the server asked
+        assert all(gap >= 0.9 for gap in gaps)  # as the server asked: not 0.6 s apart
 
 
 def test_cancel_while_the_server_is_not_answering_does_not_say_it_deleted_the_file(
