@@ -2071,11 +2071,13 @@ def test_a_healthz_not_had_at_start_is_asked_again_quietly(page, server, astrona
 
     page.route("**/healthz", health)
     posts = _posts_of(page, server)
+    page.clock.install()  # the page's waits before it asks again (2 s, then 4 s): jumped over, not waited out
     page.goto(server + "/")
     page.wait_for_selector("#message:not([hidden])")
     assert page.inner_text("#message-detail") == "The server answered 502 Bad Gateway."
     assert page.is_hidden("#frames-choice")
     # Answered a little later: the start's error goes, the choices and limits come
+    page.clock.fast_forward(2000)
     page.wait_for_selector("#frames-choice:not([hidden])", timeout=10_000)
     assert page.is_hidden("#message") and "up to 20 KB" in page.inner_text("#limits")
     assert asked == ["failed", "answered"]
@@ -2088,6 +2090,13 @@ def test_a_healthz_not_had_at_start_is_asked_again_quietly(page, server, astrona
     assert photo.stat().st_size > 20_000
     page.set_input_files("#file-input", str(photo))  # the limits unknown yet: it goes, and is analysed
     page.wait_for_selector(".face-card")
+    page.clock.fast_forward(2000)  # the later quiet try: it fails, and the next is 4 s after it
+    for _ in range(200):  # up to 10 s for it
+        if len(asked) >= 3:
+            break
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(100)  # its failure taken in, the next try's timer set
+    page.clock.fast_forward(4000)
     page.wait_for_selector("#frames-choice:not([hidden])", timeout=15_000)
     assert asked == ["failed", "failed", "failed", "answered"]
     assert page.is_hidden("#message") and page.is_visible(".face-card")  # no error over the result
