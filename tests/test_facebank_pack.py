@@ -80,16 +80,18 @@ def test_a_packed_bank_holds_the_built_bank(real_dir, packed):
     assert unpacked.paths.tolist() == built.paths.tolist()
 
 
-def test_a_packed_bank_trains_in_place_of_its_folder(packed, tmp_path):
+def test_a_packed_bank_trains_in_place_of_its_folder(packed, tmp_path, mlflow_store):
     out, _ = packed
-    config = tiny_config(Path(out), tmp_path / "run", tmp_path / "e.db", tmp_path / "cache", **{"optim.epochs": "1"})
+    config = tiny_config(
+        Path(out), tmp_path / "run", mlflow_store(tmp_path / "e.db"), tmp_path / "cache", **{"optim.epochs": "1"}
+    )
     assert len(facebank_for(config)) == 8
     result = Trainer(config).run()
     assert result.progress.global_step == 16 // 4
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("facebank-*"))  # nothing rebuilt
 
 
-def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not(real_dir, tmp_path):
+def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not(real_dir, tmp_path, mlflow_store):
     # Packed banks are for machines without the photos: there a benchmark holding two of them was taken
     # (bench_auc chosen on training photos), since the check compared files on disk only.
     import shutil
@@ -108,7 +110,9 @@ def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not
         shutil.copy(photo, bench / "real" / photo.name)
     shutil.rmtree(photos)
     with_bench = {"data.benchmarks": f'["{bench}"]', "optim.epochs": "1"}
-    trained = tiny_config(Path(out), tmp_path / "run2", tmp_path / "e.db", tmp_path / "cache2", **with_bench)
+    trained = tiny_config(
+        Path(out), tmp_path / "run2", mlflow_store(tmp_path / "e.db"), tmp_path / "cache2", **with_bench
+    )
     with pytest.raises(BenchmarkOverlapError, match=r"shares 2 file\(s\) with the training data"):
         Trainer(trained).run()
     # A bank packed again from the packed one keeps its sources' digests.
