@@ -1378,9 +1378,17 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
 
     with _page_of(browser, detector) as page:
         page.route("**/v1/jobs/*", server_away_for_two_polls)
+        page.clock.install()  # the page's waits between polls of a server away (1.2 s, 2.4 s): jumped over
         page.set_input_files("#file-input", str(clip))
         page.wait_for_function("() => document.getElementById('progress-stage').textContent.includes('not answering')")
         assert page.is_visible("[data-role=cancel]")
+        page.clock.fast_forward(1200)  # the second poll: it finds no server either, and the next is 2.4 s after it
+        for _ in range(200):  # up to 10 s for it
+            if len(polls) >= 2:
+                break
+            page.wait_for_timeout(50)
+        page.wait_for_timeout(100)  # its failure taken in, the next poll's timer set
+        page.clock.fast_forward(2400)
         if comes_back_with_the_job:
             page.wait_for_selector("#video-result:not([hidden])")
             assert page.is_hidden("#message") and page.is_hidden("#progress")
