@@ -469,3 +469,15 @@ def test_probabilities_of_logits_beyond_exps_range_are_right_without_a_warning()
     assert probabilities[1] == pytest.approx(1 / (1 + math.exp(20)))
     assert probabilities[3] == pytest.approx(1 / (1 + math.exp(-20)))
     assert direct.tolist() == [0.0, 1.0]
+
+
+def test_no_bootstrap_gives_no_caution_of_its_intervals():
+    # --bootstrap 0 still said "a bootstrap over so few files understates the uncertainty", of no interval.
+    from deepshield.evaluation.summary import EvaluationSettings, metric_block
+
+    labels, scores = np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    for which in (slice(None), slice(0, 3)):  # both classes; one class (its rate)
+        none = metric_block(labels[which], scores[which], np.arange(6)[which], EvaluationSettings(bootstrap=0), "x")
+        assert none.caution is None
+        some = metric_block(labels[which], scores[which], np.arange(6)[which], EvaluationSettings(bootstrap=20), "x")
+        assert some.caution and "understates" in some.caution

@@ -360,7 +360,8 @@ def metric_block(
         name = "detection_rate" if labels[0] == 1 else "true_negative_rate"
         out[name] = _one_class_rate(correct, clusters, settings)
         out["confusion"] = confusion_counts(labels, scores, settings.threshold)
-        if out["files"] < FEW_FILES:  # its rate's interval over 3 files read [1.000, 1.000] without a word
+        # its rate's interval over 3 files read [1.000, 1.000] without a word; with no bootstrap there is none
+        if out["files"] < FEW_FILES and settings.bootstrap:
             out["caution"] = few_files_caution(*files_per_class(labels, clusters))
         return MetricBlock.model_validate(clean_json(out))
     intervals = None
@@ -377,7 +378,8 @@ def metric_block(
         for name in METRIC_NAMES
     }
     out["confusion"] = confusion_counts(labels, scores, settings.threshold)
-    out["caution"] = few_files_caution(*files_per_class(labels, clusters))
+    if intervals:  # the caution is of the bootstrap's intervals: --bootstrap 0 gives none to understate
+        out["caution"] = few_files_caution(*files_per_class(labels, clusters))
     return MetricBlock.model_validate(clean_json(out))
 
 
