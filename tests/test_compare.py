@@ -377,3 +377,13 @@ def test_the_shipped_model_is_a_candidate_named_default_as_everywhere(
         ["compare", "default", "--against", str(tiny_bundle), "--on", str(labelled), "--cache-dir", str(tmp_path / "c")]
     )
     assert code == 0 and "+0.000 [+0.000, +0.000]" in capsys.readouterr().out
+
+
+def test_a_plot_not_named_png_is_refused_before_the_scoring(capsys, tiny_bundle, labelled, tmp_path):
+    # The figure is PNG: '--plot x.txt' wrote PNG bytes into a .txt file, after the scoring.
+    plot = tmp_path / "x.txt"
+    code = main(
+        ["compare", str(tiny_bundle), "--against", str(tiny_bundle), "--on", str(labelled), "--plot", str(plot)]
+    )
+    assert code == 2 and f"--plot {plot}: the figure is a PNG file" in capsys.readouterr().err
+    assert not plot.exists()

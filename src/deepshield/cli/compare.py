@@ -88,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where the sets' faces are kept once found (default .cache/deepshield)",
     )
     parser.add_argument("--out", type=given_path, metavar="JSON", help="also write every figure here")
-    parser.add_argument("--plot", type=given_path, metavar="PNG", help="also draw the paired AUC differences")
+    parser.add_argument(
+        "--plot", type=given_path, metavar="PNG", help="also draw the paired AUC differences (a .png file)"
+    )
     parser.add_argument(
         "--fail-unless-ahead",
         action="store_true",
@@ -118,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     from deepshield.inference.runtime import bundle_dir
     from deepshield.training.compare import compare, score_bundles
 
+    # The figure is drawn as PNG whatever the name: 'x.txt' got PNG bytes (facebank pack's --out is refused so).
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise DeepShieldError(f"--plot {args.plot}: the figure is a PNG file: name it .png")
     for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
         if path is not None:
             check_output_file(path, flag)  # before the scoring
