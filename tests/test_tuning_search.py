@@ -756,3 +756,15 @@ def test_a_report_written_removes_the_temporary_files_killed_writers_left(space,
     left = left_by_a_killed_writer(*(out / name for name in names))
     run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
     assert [path for path in left if path.exists()] == []
+
+
+def test_the_clis_notes_are_on_stderr_named_by_the_command(space, tmp_path, capsys):
+    # "note: min.val_auc picks the lowest ..." was printed unnamed on stdout, where every other command
+    # says "deepshield <command>: warning: ..." on stderr.
+    from deepshield.cli.main import main
+
+    args = ["tune", "--space", str(space), "--select", "min.val_auc", "--storage", "garbage://x"]
+    code = main([*args, "--out", str(tmp_path / "out"), "--no-tracking"])
+    printed = capsys.readouterr()
+    assert code == 2 and "note:" not in printed.out
+    assert printed.err.startswith("deepshield tune: note: min.val_auc picks the lowest val_auc"), printed.err

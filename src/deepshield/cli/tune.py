@@ -146,7 +146,7 @@ def run_tune(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         progress=not args.no_progress,
     )
-    result = run_search(settings, echo=lambda line: print(line, flush=True))
+    result = run_search(settings, echo=_echo)
     if result.parent_run_id:
         from deepshield.tracking import where_to_look
         from deepshield.training.config import load_config
@@ -157,3 +157,14 @@ def run_tune(args: argparse.Namespace) -> int:
             )
         )
     return 0 if result.report.best is not None else 1
+
+
+def _echo(line: str) -> None:
+    """The search's lines on stdout; its notes and warnings on stderr, named by the command as every other
+    command's are (they were printed unnamed among the progress and the table)."""
+    from deepshield.errors import say
+
+    if line.startswith(("note: ", "warning: ")):
+        say(f"deepshield tune: {line}")
+    else:
+        print(line, flush=True)
