@@ -961,6 +961,27 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path, mlflow
     assert "validation: real + the prepared datasets' fakes" in describe(card)
 
 
+def test_a_prepared_dataset_without_train_reals_is_said_to_be_the_cause(prepared_dataset, tmp_path):
+    # Its train split's want of real faces was blamed on data.val_fraction, which a prepared dataset's
+    # splits (prepare's) do not follow.
+    dataset = tmp_path / "ds"
+    shutil.copytree(prepared_dataset, dataset)
+    manifest = dataset / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",real,train,", ",real,val,"))
+    config = tiny_config(
+        Path("unused"),
+        tmp_path / "run",
+        tmp_path / "d.db",
+        tmp_path / "cache",
+        **{"data.real_dirs": "[]", "data.datasets": f'["{dataset}"]'},
+    )
+    with pytest.raises(DeepShieldError) as refused:
+        Trainer(config)._build_data()
+    said = str(refused.value)
+    assert said.startswith(f"no real face is left to train on: the train split of the prepared dataset {dataset} ")
+    assert "dataset balance DATASET_DIR --add-real FOLDER" in said and "val_fraction" not in said
+
+
 def test_photos_both_in_the_bank_and_a_prepared_dataset_are_refused(prepared_dataset, tmp_path, mlflow_store):
     """Each splits its photos its own way: one trained on through the bank was validated on through the
     dataset (the epoch and the threshold chosen on it), unsaid."""

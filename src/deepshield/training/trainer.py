@@ -34,6 +34,7 @@ from deepshield.locks import folder_lock
 from deepshield.media.files import keyed_among
 from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
+from deepshield.plural import plural
 from deepshield.tracking.tracker import check_store, open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import (
@@ -275,11 +276,23 @@ class Trainer:
         train_bank, val_bank = FaceBank.concat(train_reals), FaceBank.concat(val_reals)
         # Said here, in one line: the samples' own checks ended the run in a ValueError's traceback.
         if not len(train_bank):
-            raise DeepShieldError(
-                f"no real face is left to train on: the validation split took every identity of the {len(val_bank)} "
-                f"real faces (data.val_fraction = {config.data.val_fraction:g}, and one identity at least): lower "
-                "it, or give faces of more people (data.group_pattern says which files are one person)"
-            )
+            # Each source's own cause: a prepared dataset's splits are prepare's, which data.val_fraction
+            # does not touch (its empty train split was blamed on data.val_fraction all the same).
+            causes = []
+            if config.data.real_dirs:
+                causes.append(
+                    f"the validation split took every identity of the {len(val_reals[0])} real faces of "
+                    f"data.real_dirs (data.val_fraction = {config.data.val_fraction:g}, and one identity at least): "
+                    "lower it, or give faces of more people (data.group_pattern says which files are one person)"
+                )
+            if config.data.datasets:
+                causes.append(
+                    f"the train split of the prepared {plural(len(datasets), 'dataset')} "
+                    f"{', '.join(map(str, datasets))} holds no real face (prepare fixed the splits): add some with "
+                    "'deepshield dataset balance DATASET_DIR --add-real FOLDER', or prepare it again with a larger "
+                    "train share (--split)"
+                )
+            raise DeepShieldError("no real face is left to train on: " + "; and ".join(causes))
         if not config.data.synthesize and not len(train_pool):
             raise DeepShieldError(
                 "data.synthesize = false trains on the prepared datasets' fakes alone, and data.datasets gives none: "
