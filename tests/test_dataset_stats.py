@@ -745,3 +745,14 @@ def test_downsample_says_why_a_split_is_left_unbalanced(tmp_path: Path):
     assert summary.removed == 0 and summary.after == {"real": 1, "fake": 50}
     assert any(note.startswith("split train: 1 real against 50 fake faces left") for note in summary.notes)
     assert "add real faces instead" in summary.describe()
+
+
+def test_downsample_advises_adding_faces_only_to_a_split_still_unbalanced(tmp_path: Path):
+    # 6 real against 7 fake faces (fakes of 2 or 3 faces a video: none can go) were told "add real faces instead".
+    write_info(tmp_path, DatasetInfo())
+    reals = [crop_row("real", f"r{i}.mp4", 0, "train") for i in range(6)]
+    fakes = [crop_row("fake", f"v{video}.mp4", i, "train") for i, video in enumerate((0, 0, 1, 1, 2, 2, 2))]
+    write_manifest(tmp_path / "manifest.csv", [*reals, *fakes])
+    summary = balance.downsample(tmp_path)
+    assert summary.after == {"real": 6, "fake": 7} and summary.notes, summary.describe()
+    assert "instead" not in summary.describe()

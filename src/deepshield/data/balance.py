@@ -54,7 +54,7 @@ from deepshield.data.sources import (
     read_as_label,
     root_keys,
 )
-from deepshield.data.split import assign_groups, group_label_counts
+from deepshield.data.split import assign_groups, group_label_counts, unbalanced
 from deepshield.errors import DeepShieldError
 from deepshield.faces.crop import seen_validity
 from deepshield.media.files import real_path
@@ -248,10 +248,13 @@ def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSumm
             removed_files.add((split, major, source_file))
             excess -= n
         if excess > 0:  # it said "0 removed" of 1 real face against 50 of one video, and no word why
+            left = counts[minor] + excess
+            # Advice only where it applies: 6 real against 7 fake faces were told to add reals as well.
+            advice = f"; add {minor} faces instead" if unbalanced(counts[minor], left) else ""
             notes.append(
-                f"split {split}: {counts[minor]} {minor} against {counts[minor] + excess} {major} faces left: "
+                f"split {split}: {counts[minor]} {minor} against {left} {major} faces left: "
                 f"whole source files are removed, and each {major} file left would leave the split more "
-                f"unbalanced, or with no {major} face; add {minor} faces instead"
+                f"unbalanced, or with no {major} face{advice}"
             )
     keep = [r for r in records if (r.split, r.label, r.source_file) not in removed_files]
     dropped = [r for r in records if (r.split, r.label, r.source_file) in removed_files]

@@ -57,6 +57,16 @@ def one_label_split_remedy(labels: str) -> str:
     return f"add {labels} files of more people or videos, or prepare again with another --split or --seed"
 
 
+# A split whose majority label has more than this many faces per face of the other is one a model leans
+# towards; nearer than that (6 real against 7 fake) it is as balanced as whole source files allow, no matter.
+UNBALANCED_RATIO = 1.5
+
+
+def unbalanced(minority: int, majority: int) -> bool:
+    """Whether a split of these two labels' face counts wants faces of the minority added."""
+    return majority > UNBALANCED_RATIO * minority
+
+
 def group_label_counts(records: Sequence[CropRecord]) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
     for record in records:
