@@ -756,3 +756,15 @@ def test_downsample_advises_adding_faces_only_to_a_split_still_unbalanced(tmp_pa
     summary = balance.downsample(tmp_path)
     assert summary.after == {"real": 6, "fake": 7} and summary.notes, summary.describe()
     assert "instead" not in summary.describe()
+
+
+def test_balance_ends_with_the_warnings_dataset_stats_gives(tmp_path: Path, capsys):
+    # Computed without errors.csv, balance said "no face crops" where stats says errors.csv says why.
+    from deepshield.data.manifest import ErrorRecord, write_errors
+
+    write_info(tmp_path, DatasetInfo())
+    write_manifest(tmp_path / "manifest.csv", [])
+    write_errors(DatasetLayout(tmp_path).errors, [ErrorRecord("/data/a.png", "no face found")])
+    assert main(["dataset", "balance", str(tmp_path), "--downsample"]) == 0
+    said = capsys.readouterr().err
+    assert "deepshield dataset balance: warning: no face crops: errors.csv says why for each file" in said, said

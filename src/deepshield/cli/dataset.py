@@ -80,11 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
-    from deepshield.data.manifest import read_errors, read_manifest
-    from deepshield.data.stats import compute_stats, format_stats, log_stats, split_ratios, write_stats
+    from deepshield.data.stats import dataset_stats, format_stats, log_stats, write_stats
 
-    records = read_manifest(args.dataset)
-    stats = compute_stats(records, read_errors(args.dataset), split_ratios(args.dataset))
+    stats = dataset_stats(args.dataset)
     check_tracking_store(args)  # before the charts are written
     # The counts first: a dataset this user may not write in (shared, read-only) had none, only an error.
     sys.stdout.write(format_stats(stats))
@@ -112,8 +110,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_balance(args: argparse.Namespace) -> int:
     from deepshield.cli.main import EXIT_OK
     from deepshield.data import balance
-    from deepshield.data.manifest import read_manifest
-    from deepshield.data.stats import compute_stats, split_ratios
+    from deepshield.data.stats import dataset_stats
 
     # A dataset this user may not write in (another's, shared) ended in a traceback at its lock.
     check_output_folder(args.dataset, "DATASET_DIR")
@@ -135,7 +132,7 @@ def run_balance(args: argparse.Namespace) -> int:
     say(f"deepshield dataset balance: {summary.counts()}")
     for note in summary.notes:
         say(note)
-    say_warnings("balance", compute_stats(read_manifest(args.dataset), ratios=split_ratios(args.dataset)).warnings)
+    say_warnings("balance", dataset_stats(args.dataset).warnings)
     return EXIT_OK
 
 

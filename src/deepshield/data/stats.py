@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepshield.data.layout import DatasetLayout, atomic_file, atomic_write_text
-from deepshield.data.manifest import ALREADY_HELD, LISTED_TWICE, SPLITS, CropRecord, ErrorRecord
+from deepshield.data.manifest import (
+    ALREADY_HELD,
+    LISTED_TWICE,
+    SPLITS,
+    CropRecord,
+    ErrorRecord,
+    read_errors,
+    read_info,
+    read_manifest,
+)
 from deepshield.data.sources import FAKE, LABELS, REAL
 from deepshield.data.split import empty_split_warning, one_label_split_warning
 from deepshield.one_line import one_line
@@ -135,10 +144,14 @@ def compute_stats(
     return stats
 
 
+def dataset_stats(dataset_dir: Path | str) -> DatasetStats:
+    """A prepared dataset's stats from its manifest, errors.csv and split shares: `dataset stats` and the
+    warnings `dataset balance` ends with (which, without errors.csv, said "no face crops" and not why)."""
+    return compute_stats(read_manifest(dataset_dir), read_errors(dataset_dir), split_ratios(dataset_dir))
+
+
 def split_ratios(dataset_dir: Path | str) -> tuple[float, float, float] | None:
     """The --split shares the dataset was prepared with, None without a dataset.json (a bare manifest)."""
-    from deepshield.data.manifest import read_info
-
     if not DatasetLayout(dataset_dir).info.exists():
         return None
     low, middle, high = read_info(dataset_dir).split
