@@ -277,7 +277,12 @@ def test_add_real_refuses_a_folder_that_labels_files_fake(tmp_path: Path, small)
     faces(mixed / "fake" / "swap", small, 1, start=40)
     dfdc = faces(tmp_path / "dfdc_part", small, 2, start=50)
     (dfdc / "metadata.json").write_text(json.dumps({"050.png": {"label": "REAL"}, "051.png": {"label": "FAKE"}}))
-    for folder, fake in ((mixed, mixed / "fake" / "swap" / "040.png"), (dfdc, dfdc / "051.png")):
+    # A FaceForensics++ method's videos: fake by the tree they lie in, which add-real did not look at.
+    ffpp = tmp_path / "ffpp" / "manipulated_sequences" / "Deepfakes" / "c23" / "videos"
+    ffpp.mkdir(parents=True)
+    (ffpp / "000_003.mp4").write_bytes(b"a fake")
+    tried = ((mixed, mixed / "fake" / "swap" / "040.png"), (dfdc, dfdc / "051.png"), (ffpp, ffpp / "000_003.mp4"))
+    for folder, fake in (*tried, (ffpp.parent.parent, ffpp / "000_003.mp4")):
         with pytest.raises(
             DeepShieldError, match=rf"{folder} labels files fake \(e.g. {fake}: .*would add them as real"
         ):

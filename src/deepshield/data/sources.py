@@ -511,12 +511,23 @@ def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
 
 def labelled_fake(root: Path, writing: Path | None = None) -> SourceItem | None:
     """A file that `root`'s own labels call fake (a fake/ folder, a DFDC metadata.json, FaceForensics++'s
-    manipulated sequences), None when none does or `root` has no labels of its own (a plain folder of faces)."""
+    manipulated sequences), or that the FaceForensics++ tree `root` lies in does (a method's videos folder
+    has no labels of its own, and was taken as real); None when none does or `root` has no labels of its own
+    (a plain folder of faces)."""
     try:
-        entries = read_source(root, writing=writing)
+        found = next(
+            (e for e in read_source(root, writing=writing) if isinstance(e, SourceItem) and e.label == FAKE), None
+        )
     except SourceFormatError:
-        return None
-    return next((e for e in entries if isinstance(e, SourceItem) and e.label == FAKE), None)
+        found = None
+    if found is not None:
+        return found
+    inside = root.resolve()
+    for folder in (inside, *inside.parents):
+        if folder.name == "manipulated_sequences":
+            entries = read_ffpp(folder.parent, folder.parent.name)
+            return next((e for e in entries if isinstance(e, SourceItem) and e.path.is_relative_to(inside)), None)
+    return None
 
 
 def root_keys(paths: Sequence[Path], taken: Sequence[str] = (), known: Mapping[str, str] | None = None) -> list[str]:
