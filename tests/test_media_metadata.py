@@ -245,6 +245,19 @@ def test_an_xmp_source_type_is_declared_unsigned(astronaut, fmt):
     )
 
 
+def test_a_retired_iptc_source_type_is_said_to_be_retired(astronaut):
+    # "a source type IPTC had not defined when this was written", of codes IPTC defined and has retired since.
+    for code, meant in (("softwareImage", "created by software"), ("digitalArt", "digital art")):
+        buffer = io.BytesIO()
+        Image.fromarray(astronaut).save(buffer, "JPEG", xmp=_xmp(code))
+        declared = image_metadata(buffer.getvalue()).declared_source
+        assert declared is not None and declared.meaning.startswith(f"a retired IPTC code: {meant}"), declared
+        assert not declared.generative_ai
+    unknown = io.BytesIO()
+    Image.fromarray(astronaut).save(unknown, "JPEG", xmp=_xmp("inventedHere"))
+    assert image_metadata(unknown.getvalue()).declared_source.meaning.startswith("a source type IPTC had not defined")
+
+
 def test_xmp_is_read_from_its_place_never_from_a_comment(astronaut, tmp_path):
     # A packet pasted into a JPEG comment or a PNG text chunk was read as the file's declaration "in its XMP";
     # in an MP4, a packet in the title tag hid the real XMP box after it.

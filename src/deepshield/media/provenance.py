@@ -39,6 +39,11 @@ SOURCE_TYPES = {
     "minorHumanEdits": "Edited by a person (minor edits)",
     "humanEdits": "Edited by a person",
 }
+# Codes IPTC has since retired, still found in files written before: "IPTC had not defined" them was wrong.
+RETIRED_SOURCE_TYPES = {
+    "softwareImage": "a retired IPTC code: created by software",
+    "digitalArt": "a retired IPTC code: digital art, created by a person with software (now digitalCreation)",
+}
 GENERATIVE_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
 # The value of the DigitalSourceType property (an attribute, an element's text or an rdf:resource), any
 # prefix: a search for the code anywhere called a camera capture generative AI because its description
@@ -439,7 +444,8 @@ def declared_source(xmp: bytes, credentials: ContentCredentials | None) -> Decla
     code, where, inherited = chosen
     return DeclaredSource(
         code=code,
-        meaning=SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
+        meaning=SOURCE_TYPES.get(code)
+        or RETIRED_SOURCE_TYPES.get(code, "a source type IPTC had not defined when this was written"),
         generative_ai=code in GENERATIVE_SOURCE_TYPES,
         declared_in=where,
         in_ingredient=inherited,
