@@ -25,6 +25,7 @@ from deepshield.cli.args import (
     tracking_arguments,
 )
 from deepshield.errors import DeepShieldError, say
+from deepshield.evaluation.perturb import SYNTAX
 from deepshield.evaluation.shown import fraction_text
 from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
@@ -164,7 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Score every face of every sampled frame of a labelled set once, then report face- and file-level AUC, AP, EER, "
             "log-loss, balanced accuracy and precision/recall/F1 at the model's threshold, each with a bootstrap confidence "
             "interval over files; per source and per manipulation method; calibration; video rules side by side; and, with "
-            "--perturb, the same set re-scored under JPEG, H.264, resizing, blur and noise. DATASET: DFDC folders, FaceForensics++, "
+            "--perturb, the same set re-scored under JPEG, H.264, resizing, blur, noise, a beauty filter's smoothing, sharpening, "
+            "a GIF's palette and a close cut. DATASET: DFDC folders, FaceForensics++, "
             "folders named real/ and fake/, a CSV (path or filename,label[,group][,method][,source]) or a prepared dataset folder (manifest.csv)."
         ),
         epilog="example: deepshield evaluate data/test --model bundle --perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5 --out report",
@@ -183,7 +185,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="extend",
         default=[],
         metavar="SPEC",
-        help="perturbations, e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5",
+        help=f"perturbations, each {SYNTAX}; e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5 smooth:6",
     )
     parser.add_argument(
         "--video-rule",

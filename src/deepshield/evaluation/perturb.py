@@ -37,7 +37,7 @@ from deepshield.errors import DeepShieldError
 from deepshield.media.codecs import h264_roundtrip, jpeg_roundtrip
 from deepshield.synthesis.blend import unsharp
 
-SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma > 0), noise (std > 0), smooth (sigma > 0), sharpen (amount > 0), palette (colours 2-256), cut (share in (0, 1))"
+SYNTAX = "KIND:VALUE[,VALUE...] with KIND one of jpeg (quality 1-100), h264 (CRF 0-51), resize (factor in (0, 1)), blur (sigma in (0, 50] px), noise (std in (0, 128] grey levels), smooth (sigma in (0, 20] px), sharpen (amount in (0, 5]), palette (colours 2-256), cut (share in (0, 1))"
 
 
 class PerturbationError(DeepShieldError):
