@@ -1307,3 +1307,25 @@ def test_a_report_whose_logging_is_stopped_leaves_its_mlflow_run_killed(tmp_path
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_the_perturbation_plot_draws_no_interval_where_none_was_measured(monkeypatch, tmp_path):
+    # With --bootstrap 0, and on rows whose interval could not be had, each file AUC bar wore the caps of a
+    # zero-length interval, read as an AUC measured to the point.
+    from deepshield.evaluation import plots
+    from deepshield.evaluation.summary import PerturbationRow
+
+    def row(condition, auc, low=None, high=None):
+        return PerturbationRow(
+            condition=condition, faces=4, files_with_face=4, files_without_face=0, file_auc=auc, file_auc_low=low,
+            file_auc_high=high, file_auc_change=None, face_auc=auc, face_auc_change=None,
+            file_balanced_accuracy=None, file_recall=None, file_false_positive_rate=None, by_source_file_auc={},
+        )  # fmt: skip
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure) or path)
+    plots.perturbation_plot([row("clean", 0.9, 0.8, 0.95), row("jpeg:50", 0.7)], tmp_path / "p.png", 0.95)
+    caps = next(c for c in drawn[0].axes[0].containers if hasattr(c, "has_yerr")).lines[1]
+    tops = caps[1].get_ydata()
+    assert tops[0] == pytest.approx(0.95)
+    assert np.isnan(tops[1])

@@ -183,8 +183,9 @@ def perturbation_plot(
     values, faces, low, high = (values_of(name) for name in ("file_auc", "face_auc", "file_auc_low", "file_auc_high"))
     x = np.arange(len(rows))
     figure, axis = plt.subplots(figsize=(max(4.5, 0.75 * len(rows) + 2), 3.6))
+    # A row without an interval (--bootstrap 0, too few files) keeps NaN: no bar drawn, where a zero-length one
+    # drew its caps as if the AUC had been measured to the point.
     errors = np.array([np.array(values) - np.array(low), np.array(high) - np.array(values)])
-    errors = np.where(np.isnan(errors), 0, errors)
     axis.bar(
         x - 0.2,
         values,
