@@ -147,6 +147,16 @@ def test_smoothing_flattens_skin_texture_and_keeps_edges():
         parse_perturbations(["smooth:0"])
 
 
+def test_smoothing_colour_sigma_is_on_the_channels_differences_summed():
+    # Documented as "colour sigma 40 grey levels", it is OpenCV's |dR| + |dG| + |dB|: a grey step of 40 levels
+    # (120 summed, 3 sigma) is kept whole, one of 13 (one sigma) softened.
+    for step, kept in [(40, True), (13, False)]:
+        image = np.full((40, 40, 3), 100, np.uint8)
+        image[:, 20:] += step
+        beside = int(Smooth(4).apply(image)[20, 19, 0]) - 100
+        assert (beside == 0) is kept, (step, beside)
+
+
 def test_sharpening_draws_halos_along_edges_and_leaves_flat_areas():
     # A step of 100 grey levels: an unsharp mask overshoots on both sides of it, by more for a larger
     # amount, and leaves the flat areas far from it as they were.

@@ -7,8 +7,9 @@ Parsed from the command line's syntax, one argument per kind with comma-separate
     resize:0.5      shrink to half width and height (area averaging), then back up (bilinear)
     blur:1.5        Gaussian blur with sigma 1.5 pixels
     noise:5         additive Gaussian noise, standard deviation 5 grey levels (of 255), clipped
-    smooth:4        a beauty filter: edge-preserving (bilateral) smoothing, spatial sigma 4 pixels, colour
-                    sigma 40 grey levels, as portrait apps and phone beauty modes smooth skin
+    smooth:4        a beauty filter: edge-preserving (bilateral) smoothing, spatial sigma 4 pixels (within
+                    1.5 sigma, 6 px), colour sigma 40 on the three channels' differences summed (a grey step of
+                    13 levels is one sigma, one of 40 kept whole), as portrait apps and phone beauty modes smooth skin
     sharpen:1       a phone camera's sharpening: unsharp mask of amount 1 (the detail a 1.5 px Gaussian
                     blur removes, added back once more), which draws halos along every edge
     palette:256     an animated GIF's frame: an adaptive palette of that many colours (median cut), dithered
@@ -158,8 +159,9 @@ class Noise(Perturbation):
 class Smooth(Perturbation):
     sigma: float
     kind = "smooth"
-    # How different two pixels' colours may be and still be averaged: skin's texture and grain go, the
-    # edges of eyes, lips and hair (steps of far more than 40 grey levels) stay.
+    # How different two pixels' colours may be and still be averaged, on |dR| + |dG| + |dB| (OpenCV's
+    # distance): skin's texture and grain (a few grey levels) go, the edges of eyes, lips and hair (steps of
+    # 40 grey levels and more, 120 summed) stay.
     colour_sigma = 40.0
 
     def __post_init__(self) -> None:
