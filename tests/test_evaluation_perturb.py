@@ -72,6 +72,14 @@ def test_duplicates_are_refused():
         parse_perturbations(["jpeg:90", "jpeg:70,90"])
 
 
+def test_a_name_keeps_the_value_as_given():
+    # Named to 6 digits, two resize factors were refused as one "given twice", and a factor was applied as
+    # its rounded name (synthetic.downscale_check 0.9999999 as resize:1, refused in the bank's workers).
+    parsed = parse_perturbations(["resize:0.1234564,0.1234565", "noise:5", "blur:1.5", "jpeg:90"])
+    assert [p.name for p in parsed] == ["resize:0.1234564", "resize:0.1234565", "noise:5", "blur:1.5", "jpeg:90"]
+    assert parse_perturbations([Resize(0.9999999).name]) == [Resize(0.9999999)]
+
+
 def test_jpeg_quality_lowers_psnr_monotonically(astronaut):
     values = [psnr(astronaut, Jpeg(q).apply(astronaut)) for q in (95, 90, 70, 50, 20)]
     assert values == sorted(values, reverse=True)

@@ -54,7 +54,9 @@ class Perturbation(ABC):
 
     @property
     def name(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        # 15 digits, not :g's 6: resize:0.1234564 was named and refused as resize:0.123456 "given twice" beside
+        # resize:0.1234565, and synthetic.downscale_check 0.9999999 was applied by that name, as resize:1.
+        return f"{self.kind}:{self.value:.15g}"
 
     @abstractmethod
     def apply(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

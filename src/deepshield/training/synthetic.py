@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import bootstrap_intervals, check_inputs, detection_metrics
+from deepshield.evaluation.perturb import Cut, Jpeg, Resize
 from deepshield.faces.crop import CropPolicy
 from deepshield.models.card import GENERATED_ENTRY, REAL_ENTRY, Calibration, ModelCard, sigmoid
 from deepshield.training.augment import degrade
@@ -186,8 +187,8 @@ def build_synthetic_data(
             f"no validation real face comes from {matched} (synthetic.matched_real_dir), which the confound check "
             f"needs: {why}"
         )
-    downscale, jpeg = f"resize:{synthetic.downscale_check:g}", f"jpeg:{synthetic.jpeg_check}"
-    cut = f"cut:{synthetic.cut_check:g}"
+    downscale, jpeg = Resize(synthetic.downscale_check).name, Jpeg(synthetic.jpeg_check).name
+    cut = Cut(synthetic.cut_check).name
     holdout_downscaled = checked(holdout_files, downscale).images
     checks = SyntheticChecks(
         val=LabelledCrops.of(checked(val_files).images, shown_real.images),
