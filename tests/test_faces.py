@@ -566,3 +566,19 @@ def test_confirming_a_turn_writes_nothing_on_stderr(tmp_path, astronaut):
     )
     run = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[3]" and run.stderr == ""
+
+
+def test_a_detector_is_built_without_importing_matplotlib():
+    """`import mediapipe` imported matplotlib.pyplot (for its drawing_utils' plot_landmarks, never used here):
+    about a second of every scan's start. A fresh process, as a scan is; MediaPipe's plotting still works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from deepshield.faces.detector import FaceDetector; FaceDetector().close(); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'matplotlib')); "
+        "from mediapipe.python.solutions import drawing_utils; import matplotlib.pyplot as plt; "
+        "print(drawing_utils.plt.figure is plt.figure)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split("\n")[:2] == ["[]", "True"]

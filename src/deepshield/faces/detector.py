@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from deepshield.faces.mediapipe_import import import_mediapipe
 from deepshield.forks import kept_if_inherited
 
 # Faces narrower or lower than this many pixels are not reported (`min_face_size`).
@@ -349,9 +350,7 @@ class FaceDetector:
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
         with native_output_silenced():
-            import mediapipe as mp  # heavy import, deferred until a detector is built
-
-            solution = mp.solutions.face_detection
+            solution = import_mediapipe().solutions.face_detection  # heavy, deferred until a detector is built
             self._models = [
                 solution.FaceDetection(model_selection=0, min_detection_confidence=min_confidence),
                 solution.FaceDetection(model_selection=1, min_detection_confidence=min_confidence),
@@ -458,9 +457,7 @@ class FaceDetector:
         with self._graphs():
             if not self._mesh:
                 with native_output_silenced():
-                    import mediapipe as mp
-
-                    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+                    mesh = import_mediapipe().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
                     mesh.process(np.zeros((TURN_CONFIRM_SIDE, TURN_CONFIRM_SIDE, 3), np.uint8))  # see __init__
                 self._mesh.append(mesh)
             with contextlib.nullcontext() if self._mesh_placed_a_face else native_output_silenced():

@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from deepshield.faces.mediapipe_import import import_mediapipe
 from deepshield.native_logs import native_output_silenced
 
 
 class FaceMesher:
     def __init__(self) -> None:
         with native_output_silenced():
-            import mediapipe as mp
-
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
+            self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3
             )
             # The graph starts its models on its own threads, which log as they start: wait for them
