@@ -677,21 +677,27 @@ def sample_frames(
         info = _info(container, limits)
         check_limits(info, limits, span)
         pixel_cap = held_pixel_cap(info, _frames_held(info, n, span), limits)
-        if _can_seek(info):
-            first, stop = span.frames_in(info)
-            if (stop - first) / max(1, n) >= SEEK_MIN_SPACING:
-                targets = [first + i for i in uniform_indices(stop - first, n)]
-                sought = _sample_by_seeking(container, info, targets, limits, pixel_cap, on_frame)
-                if sought is not None:
-                    return sought
-            if first > 0:
-                from_keyframe = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=True)
-                if from_keyframe is not None:
-                    return from_keyframe
-    with _open(path, limits) as container:
-        from_start = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=False)
-        assert from_start is not None  # only a seek gives up
-        return from_start
+
+        def from_start(container: av.container.InputContainer) -> tuple[VideoInfo, list[VideoFrame]]:
+            sampled = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=False)
+            assert sampled is not None  # only a seek gives up
+            return sampled
+
+        first, stop = span.frames_in(info) if _can_seek(info) else (0, 0)
+        seeks = _can_seek(info) and (stop - first) / max(1, n) >= SEEK_MIN_SPACING
+        if not seeks and first == 0:  # nothing read past the header yet: decoded from here (opened once)
+            return from_start(container)
+        if seeks:
+            targets = [first + i for i in uniform_indices(stop - first, n)]
+            sought = _sample_by_seeking(container, info, targets, limits, pixel_cap, on_frame)
+            if sought is not None:
+                return sought
+        if first > 0:
+            from_keyframe = _sample_sequentially(container, info, n, limits, pixel_cap, on_frame, span, seek=True)
+            if from_keyframe is not None:
+                return from_keyframe
+    with _open(path, limits) as container:  # afresh, after a seek that did not work for the file
+        return from_start(container)
 
 
 def _decoded_frames(
