@@ -108,6 +108,25 @@ def study_of(result) -> optuna.Study:
     return optuna.load_study(study_name=result.study_name, storage=result.storage)
 
 
+def test_a_grid_of_a_trillion_points_runs_its_few_trials_without_listing_the_grid(tmp_path):
+    """Four stepped ranges of 1,000 values: the grid was listed (a dict a point) before the first trial,
+    which ran out of memory (and took minutes at a few million points) for a 2-trial search."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(
+        "optim.lr: {low: 1.0e-5, high: 1.0e-2, step: 1.0e-5}\n"
+        "optim.weight_decay: {low: 0.0, high: 0.0999, step: 1.0e-4}\n"
+        "model.dropout: {low: 0.0, high: 0.999, step: 0.001}\n"
+        "optim.warmup_fraction: {low: 0.0, high: 0.999, step: 0.001}\nbudget:\n  optim.epochs: 1\n"
+    )
+    assert load_space(path).grid_size() == 1000**4
+    lines: list[str] = []
+    result = run_search(settings(path, tmp_path, trials=2), train_fn=fake_train, echo=lines.append)
+    trials = study_of(result).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert trials[0].params != trials[1].params
+    assert "sampler grid" in lines[0] and "target 2 trial(s)" in lines[0]
+
+
 def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
     CALLS.clear()
     result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)
@@ -509,18 +528,18 @@ def test_workers_that_pick_a_grid_point_at_once_take_different_points(space, tmp
     claim lock the second reads after the first has written, so the points differ."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="race", storage=open_storage(url))
-    read = GridSearchSampler.free_points
+    read = GridSearchSampler.pick_free_point
     readers = threading.Barrier(2, timeout=2)
 
     def slow_read(self, study):
         free = read(self, study)
-        # Without the lock both workers get here holding the same free list; with it the barrier times
+        # Without the lock both workers get here holding the same pick; with it the barrier times
         # out, the lock having kept the other worker out.
         with contextlib.suppress(threading.BrokenBarrierError):
             readers.wait()
         return free
 
-    monkeypatch.setattr(GridSearchSampler, "free_points", slow_read)
+    monkeypatch.setattr(GridSearchSampler, "pick_free_point", slow_read)
     grid_space = load_space(space)
     points: list[int] = []
 

@@ -43,10 +43,21 @@ def test_space_toml_and_grid(tmp_path):
     path = tmp_path / "space.toml"
     path.write_text('"optim.lr" = [1e-4, 1e-3]\n"optim.batch_size" = [8, 16, 32]\n[budget]\n"optim.epochs" = 1\n')
     space = load_space(path)
-    points = space.grid_points()
+    points = [space.grid_point(i) for i in range(space.grid_size())]
     expected = [{"optim.lr": lr, "optim.batch_size": size} for lr in (1e-4, 1e-3) for size in (8, 16, 32)]
     assert sorted(points, key=lambda p: sorted(p.items())) == sorted(expected, key=lambda p: sorted(p.items()))
     assert space.budget == {"optim.epochs": 1}
+
+
+def test_grid_points_follow_the_product_of_the_parameters_lists():
+    import itertools
+
+    space = parse_space({"optim.lr": [1e-4, 1e-3], "optim.batch_size": [8, 16, 32], "model.dropout": [0.0, 0.5]})
+    grid = space.grid()
+    expected = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    assert [space.grid_point(i) for i in range(space.grid_size())] == expected
+    assert space.on_grid({"optim.lr": 0.001, "optim.batch_size": 16, "model.dropout": 0.5})
+    assert not space.on_grid({"optim.lr": 0.002, "optim.batch_size": 16, "model.dropout": 0.5})
 
 
 @pytest.mark.parametrize(

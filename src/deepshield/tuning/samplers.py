@@ -37,22 +37,33 @@ class GridSearchSampler(BaseSampler):
     """
 
     def __init__(self, space: SearchSpace, seed: int | None = None, lock_path: Path | None = None) -> None:
-        self._names = space.names
-        self._points = space.grid_points()
+        self._space = space
+        self._size = space.grid_size()
         self._rng = random.Random(seed)
         self._lock_path = lock_path
         self._chosen: dict[int, int] = {}  # trial_id -> grid id, for this process's trials
 
     def __len__(self) -> int:
-        return len(self._points)
+        return self._size
 
     def taken(self, study: optuna.Study) -> set[int]:
         trials = study.get_trials(deepcopy=False)
-        return {int(t.user_attrs[GRID_ID]) for t in trials if GRID_ID in t.user_attrs and holds_slot(t)}
+        claims = {int(t.user_attrs[GRID_ID]) for t in trials if GRID_ID in t.user_attrs and holds_slot(t)}
+        return claims - {-1}  # a running trial that found no free point holds none
 
-    def free_points(self, study: optuna.Study) -> list[int]:
+    def has_free_point(self, study: optuna.Study) -> bool:
+        return len(self.taken(study)) < self._size
+
+    def pick_free_point(self, study: optuna.Study) -> int:
+        """A free point at random (-1: none is free). While most of the grid is free a draw is tried until it
+        lands on one (twice at most on average); else the free points are few enough to list."""
         taken = self.taken(study)
-        return [i for i in range(len(self._points)) if i not in taken]
+        if 2 * len(taken) < self._size:
+            while (grid_id := self._rng.randrange(self._size)) in taken:
+                pass
+            return grid_id
+        free = [i for i in range(self._size) if i not in taken]
+        return self._rng.choice(free) if free else -1
 
     def grid_id(self, trial: optuna.Trial | FrozenTrial) -> int | None:
         """The grid point this process chose for a running trial (-1: none was free; None: not one of this process's trials)."""
@@ -66,8 +77,7 @@ class GridSearchSampler(BaseSampler):
         # write, still finds the trial (as holding no point until the claim is written).
         self._chosen[trial_id(trial)] = -1
         with waited_lock(self._lock_path):
-            free = self.free_points(study)
-            grid_id = self._rng.choice(free) if free else -1
+            grid_id = self.pick_free_point(study)
             self._chosen[trial_id(trial)] = grid_id
             set_trial_attr(study, trial, GRID_ID, grid_id)
 
@@ -81,9 +91,9 @@ class GridSearchSampler(BaseSampler):
         self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
         grid_id = self._chosen.get(trial_id(trial), int(trial.user_attrs.get(GRID_ID, -1)))
-        if grid_id < 0 or param_name not in self._names:
+        if grid_id < 0 or param_name not in self._space.names:
             raise RuntimeError(f"no grid point for {param_name} in trial {trial.number}")
-        return self._points[grid_id][param_name]
+        return self._space.grid_point(grid_id)[param_name]
 
     def after_trial(self, study, trial, state, values) -> None:
         self._chosen.pop(trial_id(trial), None)

@@ -17,7 +17,6 @@ are taken as numbers here.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -153,9 +152,23 @@ class SearchSpace:
     def grid(self) -> dict[str, list]:
         return {p.name: p.grid_values() for p in self.params}
 
-    def grid_points(self) -> list[dict[str, Any]]:
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
+    def grid_point(self, index: int) -> dict[str, Any]:
+        """The grid's point number `index` (0 to grid_size() - 1), in itertools.product's order: the last
+        parameter varies fastest. Computed, not listed: a grid of a few stepped ranges has millions of
+        points, and listing them took minutes and gigabytes before a search of 20 trials began."""
         grid = self.grid()
-        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        point: dict[str, Any] = {}
+        for name in reversed(list(grid)):
+            index, position = divmod(index, len(grid[name]))
+            point[name] = grid[name][position]
+        return {name: point[name] for name in grid}
+
+    def on_grid(self, values: dict[str, Any]) -> bool:
+        """Whether `values` (one per parameter) is a point of the grid."""
+        return all(values.get(name) in choices for name, choices in self.grid().items())
 
     def suggest(self, trial) -> dict[str, Any]:
         return {p.name: p.suggest(trial) for p in self.params}
@@ -165,7 +178,7 @@ class SearchSpace:
 
     def fingerprint(self, include_budget: bool = True) -> str:
         """The space as a string a resumed study must match. The parameters keep their order: a grid
-        point is stored by its index in grid_points(), whose order follows theirs, and with the keys
+        point is stored by its index in the grid (grid_point), whose order follows theirs, and with the keys
         sorted a reordered space file resumed a grid whose stored points meant others."""
         data = self.to_dict()
         if not include_budget:

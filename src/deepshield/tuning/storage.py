@@ -179,7 +179,7 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace, config, sampler: s
     if sampler == "grid":
         return (
             None
-            if values in space.grid_points()
+            if space.on_grid(values)
             else "baseline skipped: the config's values are not a grid point (add them to the lists to compare)"
         )
     for param in space.params:

@@ -150,7 +150,7 @@ def _load_base_config(settings: SearchSettings):
 def _target(settings: SearchSettings, space: SearchSpace, sampler: str, notes: list[str]) -> int | None:
     target = settings.trials
     if sampler == "grid":
-        size = len(space.grid_points())
+        size = space.grid_size()
         if target is not None and target > size:
             notes.append(f"the grid has {size} points: --trials {target} capped to {size}")
         target = size if target is None else min(target, size)

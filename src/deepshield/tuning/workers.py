@@ -96,7 +96,7 @@ def worker_loop(spec: WorkerSpec, worker_index: int = 0, echo: Callable[[str], N
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if context.target is not None and done + running >= context.target:
                 break
-            if isinstance(sampler, GridSearchSampler) and not waiting and not sampler.free_points(study):
+            if isinstance(sampler, GridSearchSampler) and not waiting and not sampler.has_free_point(study):
                 break
             objective.last_number = None
             study.optimize(objective, n_trials=1, catch=(Exception,))
