@@ -190,6 +190,8 @@ def test_the_search_ends_with_the_command_that_trains_its_winner(space, tmp_path
     )
     assert f"train it at full budget: {command}" in lines
     assert "--set export.select=min.val_loss trains it at full budget" in best_yaml.read_text()
+    # report.md said `deepshield train --config <config> --params best.yaml`: the val_auc epoch, no --set.
+    assert f"Train it at full budget: `{command}`" in result.report.report_md.read_text()
 
 
 def test_export_select_follows_the_selector(space, tmp_path):

@@ -329,8 +329,14 @@ def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tupl
 
 
 def write_report(
-    study: optuna.Study, space: SearchSpace, selector: Selector, out_dir: Path, extra_notes: Sequence[str] = ()
+    study: optuna.Study,
+    space: SearchSpace,
+    selector: Selector,
+    out_dir: Path,
+    train_command: str,
+    extra_notes: Sequence[str] = (),
 ) -> Report:
+    """`train_command`: the `deepshield train` of the winner at full budget, as the search prints it."""
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
     trials = visible_trials(study)
@@ -360,7 +366,9 @@ def write_report(
     else:
         (plots_dir / "param_importances.png").unlink(missing_ok=True)
         report.notes.append(note or "parameter importances skipped")
-    atomic_write_text(report.report_md, _markdown(study.study_name, rows, report, space, selector), clear_left=True)
+    atomic_write_text(
+        report.report_md, _markdown(study.study_name, rows, report, space, selector, train_command), clear_left=True
+    )
     return report
 
 
@@ -391,7 +399,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _markdown(name: str, rows: list[dict[str, Any]], report: Report, space: SearchSpace, selector: Selector) -> str:
+def _markdown(
+    name: str,
+    rows: list[dict[str, Any]],
+    report: Report,
+    space: SearchSpace,
+    selector: Selector,
+    train_command: str,
+) -> str:
     states: dict[str, int] = {}
     for row in rows:
         states[row["state"]] = states.get(row["state"], 0) + 1
@@ -411,10 +426,9 @@ def _markdown(name: str, rows: list[dict[str, Any]], report: Report, space: Sear
     if report.best is not None and report.best_yaml is not None:
         lines += ["", f"## Best: trial {report.best.number}, {selector.metric} = {report.best.value:.4f}", ""]
         lines += [f"- `{k}`: {v}" for k, v in report.best.params.items()]
-        lines += [
-            "",
-            f"Train it at full budget: `deepshield train --config <config> --params {report.best_yaml.name}` (or `deepshield tune ... --train-best`).",
-        ]
+        # The search's own --set and its selector: `train --config <config> --params best.yaml` kept the
+        # val_auc epoch of a min.val_loss search, and trained without the search's overrides.
+        lines += ["", f"Train it at full budget: `{train_command}` (or `deepshield tune ... --train-best`)."]
     if report.baseline is not None and report.baseline.value is not None:
         lines += [
             "",

@@ -38,7 +38,7 @@ from deepshield.tracking.tracker import check_store
 from deepshield.training.config import recipe
 from deepshield.tuning.objective import EXPORT_SELECT, TrainFn, TrialContext, run_training
 from deepshield.tuning.parent_run import log_parent, start_parent_run
-from deepshield.tuning.report import Report, format_table, write_report
+from deepshield.tuning.report import BEST_FILE, Report, format_table, write_report
 from deepshield.tuning.samplers import make_pruner, resolve_sampler_name
 from deepshield.tuning.selector import Selector, direction_warning, parse_selector
 from deepshield.tuning.space import (
@@ -333,7 +333,8 @@ def finish_search(
 ) -> SearchResult:
     """results.csv, report.md, plots and best.yaml in the search folder, and on the MLflow parent run
     (ended with `status`), whatever the way the trials ended."""
-    report = write_report(study, plan.space, plan.selector, plan.out_dir, plan.notes)
+    command = full_budget_command(plan.settings, plan.selector, plan.out_dir / BEST_FILE)
+    report = write_report(study, plan.space, plan.selector, plan.out_dir, command, plan.notes)
     final = counts(study)
     if tracker is not None:
         log_parent(tracker, report, final, plan.selector, status)
