@@ -32,7 +32,7 @@ def test_space_kinds_and_yaml_scientific_notation(tmp_path):
     assert space.param("optim.lr").low == pytest.approx(1e-4)
     assert space.param("optim.weight_decay").choices == (1e-3, 1e-2)
     assert space.budget == {"optim.samples_per_epoch": 32, "data.limit_per_folder": 20}  # --trial-set wins
-    assert not space.finite  # the log range has no grid
+    assert not space.listed  # the log range has no grid
     with pytest.raises(DeepShieldError, match=r"grid search needs a finite list for optim.lr"):
         space.grid()
     assert space.param("model.dropout").grid_values() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
@@ -172,3 +172,15 @@ def test_assignments_and_apply_values_match_load_config(tmp_path):
     assert load_config().synthetic is None
     tuned = apply_values(load_config(), {"synthetic.mode": "joint", "synthetic.threshold_fpr": 0.2})
     assert tuned == load_config(overrides=['synthetic.mode="joint"', "synthetic.threshold_fpr=0.2"])
+
+
+def test_auto_takes_a_grid_only_of_lists_and_stepped_ranges():
+    """An int range without a step (here log-scaled) was a grid for auto: every one of its 249 integers,
+    linearly, and the search ran all 498 points by default."""
+    from deepshield.tuning.samplers import resolve_sampler_name
+
+    ranged = parse_space({"optim.batch_size": {"low": 8, "high": 256, "log": True}, "model.dropout": [0.1, 0.2]})
+    assert resolve_sampler_name("auto", ranged) == "tpe"
+    assert resolve_sampler_name("grid", ranged) == "grid" and ranged.grid_size() == 249 * 2  # when asked for
+    stepped = parse_space({"optim.epochs": {"low": 2, "high": 6, "step": 2}, "model.dropout": [0.1, 0.2]})
+    assert resolve_sampler_name("auto", stepped) == "grid"

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sampler",
         choices=("auto", "grid", "random", "tpe"),
         default="auto",
-        help="default: grid when every parameter is a finite list, else tpe",
+        help="default: grid when every parameter is a list or a range with a step, else tpe",
     )
     parser.add_argument(
         "--trials", type=int, help="total trials of the study (default: the whole grid; 10 for random/tpe)"

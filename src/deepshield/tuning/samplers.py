@@ -108,7 +108,7 @@ def resolve_sampler_name(name: str, space: SearchSpace) -> str:
     if name not in SAMPLERS:
         raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     if name == "auto":
-        return "grid" if space.finite else "tpe"
+        return "grid" if space.listed else "tpe"
     if name == "grid":
         space.grid()  # raises a clear error for continuous ranges
     return name

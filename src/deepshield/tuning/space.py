@@ -88,8 +88,11 @@ class Param:
         return trial.suggest_float(self.name, float(low), float(high), step=self.step, log=self.log)
 
     @property
-    def finite(self) -> bool:
-        return self.kind != "float" or self.step is not None
+    def listed(self) -> bool:
+        """A list, or a range with a step: its grid values are spelt out. An int range without a step is a
+        range to sample: `--sampler auto` took it for a grid of every integer in it (of 249 batch sizes, in
+        linear steps where it said log: true), and ran them all by default."""
+        return self.kind == "categorical" or self.step is not None
 
     def grid_values(self) -> list:
         if self.kind == "categorical":
@@ -146,8 +149,8 @@ class SearchSpace:
         return next(p for p in self.params if p.name == name)
 
     @property
-    def finite(self) -> bool:
-        return all(p.finite for p in self.params)
+    def listed(self) -> bool:
+        return all(p.listed for p in self.params)
 
     def grid(self) -> dict[str, list]:
         return {p.name: p.grid_values() for p in self.params}
