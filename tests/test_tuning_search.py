@@ -339,6 +339,23 @@ def test_baseline_trial_runs_the_config_defaults_first(tmp_path):
     assert result.report.baseline.number == 0 and result.counts["done"] == 2
 
 
+def test_a_baseline_float_of_zero_is_the_choice_0(tmp_path):
+    """A float setting of 0.0 against the choices [0, 0.05] (YAML's 0 an int) was compared by repr: the
+    baseline was skipped as "0.0 ... outside the searched {0, 0.05}"."""
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.weight_decay: [0, 0.05]\noptim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    config = tmp_path / "train.yaml"
+    config.write_text("optim:\n  weight_decay: 0\n  epochs: 1\n")
+    lines: list[str] = []
+    result = run_search(
+        settings(space, tmp_path, config=config, sampler="random", trials=1, baseline=True),
+        train_fn=fake_train,
+        echo=lines.append,
+    )
+    assert not [line for line in lines if "baseline skipped" in line]
+    assert result.report.baseline.number == 0 and result.report.baseline.params["optim.weight_decay"] == 0
+
+
 def test_interrupted_trial_resumes_in_its_run_dir(space, tmp_path, monkeypatch):
     CALLS.clear()
     monkeypatch.setenv("FAKE_INTERRUPT_AT_LR", "0.001")  # Ctrl-C during the first trial with lr=1e-3

@@ -60,6 +60,11 @@ def _number(value: Any, what: str) -> int | float:
     raise DeepShieldError(f"{what} must be a number, not {value!r}")
 
 
+def _same(a: Any, b: Any) -> bool:
+    """One value: 0 and 0.0 are (a float setting of 0 is the choice 0), True and 1 are not."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 @dataclass(frozen=True)
 class Param:
     """One searched key: a categorical list, or an int / float range."""
@@ -117,6 +122,18 @@ class Param:
         stepped = [] if self.step is None or self.low + self.step >= self.high else [self.low + self.step]
         return [self.low, *stepped, self.high]
 
+    def holds(self, value: Any) -> bool:
+        """Whether the search can give this parameter `value` (a configuration's own, for --baseline)."""
+        if self.kind == "categorical":
+            return any(_same(value, choice) for choice in self.choices)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        low, high = self.bounds
+        if not low <= value <= high:
+            return False
+        steps = (value - low) / self.step if self.step is not None else 0
+        return abs(steps - round(steps)) < 1e-6
+
     def describe(self) -> str:
         if self.kind == "categorical":
             return "{" + ", ".join(map(repr, self.choices)) + "}"
@@ -171,7 +188,7 @@ class SearchSpace:
 
     def on_grid(self, values: dict[str, Any]) -> bool:
         """Whether `values` (one per parameter) is a point of the grid."""
-        return all(values.get(name) in choices for name, choices in self.grid().items())
+        return all(any(_same(values.get(name), v) for v in choices) for name, choices in self.grid().items())
 
     def suggest(self, trial) -> dict[str, Any]:
         return {p.name: p.suggest(trial) for p in self.params}

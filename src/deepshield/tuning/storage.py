@@ -184,13 +184,7 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace, config, sampler: s
         )
     for param in space.params:
         value = values[param.name]
-        if param.kind == "categorical":
-            inside = repr(value) in {repr(c) for c in param.choices}
-        else:
-            inside = value is not None and param.low <= value <= param.high
-            if inside and param.step is not None:
-                inside = abs((value - param.low) / param.step - round((value - param.low) / param.step)) < 1e-6
-        if not inside:
+        if not param.holds(value):  # a float setting's 0.0 was "outside" the choices [0, 0.05]
             return f"baseline skipped: the config's {param.name}={value!r} is outside the searched {param.describe()}"
     study.enqueue_trial(values, user_attrs={BASELINE: True})
     return None
