@@ -184,3 +184,14 @@ def test_auto_takes_a_grid_only_of_lists_and_stepped_ranges():
     assert resolve_sampler_name("grid", ranged) == "grid" and ranged.grid_size() == 249 * 2  # when asked for
     stepped = parse_space({"optim.epochs": {"low": 2, "high": 6, "step": 2}, "model.dropout": [0.1, 0.2]})
     assert resolve_sampler_name("auto", stepped) == "grid"
+
+
+def test_a_float_range_on_an_int_setting_is_refused_before_any_trial():
+    """TOML's `{low = 8.0, high = 32.0}` is a float range: both bounds made valid batch sizes, so it passed,
+    and every trial failed on a fractional batch size (each counted as done)."""
+    space = parse_space({"optim.batch_size": {"low": 8.0, "high": 32.0}})
+    with pytest.raises(DeepShieldError, match=r"'optim.batch_size': 8.0+2}: .*valid integer"):
+        check_against(space, load_config())
+    check_against(
+        parse_space({"optim.batch_size": {"low": 8, "high": 32}, "optim.lr": {"low": 1, "high": 2}}), load_config()
+    )

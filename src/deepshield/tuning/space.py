@@ -114,13 +114,17 @@ class Param:
         return [round(low + i * self.step, 12) for i in range(count)]
 
     def probe_values(self) -> list:
-        """Values that must all make a valid training config: every choice, or both bounds and, on a grid,
-        the first step (a step of 0.5 on an int setting passed with bounds 1 and 4, and failed at trial time)."""
+        """Values that must all make a valid training config: every choice, or both bounds and the first
+        value after the low one (a step of 0.5 on an int setting passed with bounds 1 and 4, and so did TOML's
+        `{low = 8.0, high = 32.0}` on one, whose every trial then failed on a fraction)."""
         if self.kind == "categorical":
             return list(self.choices)
-        assert self.low is not None and self.high is not None, "a range has both bounds"
-        stepped = [] if self.step is None or self.low + self.step >= self.high else [self.low + self.step]
-        return [self.low, *stepped, self.high]
+        low, high = self.bounds
+        if self.step is not None:
+            after = [low + self.step]
+        else:
+            after = [math.nextafter(low, high)] if self.kind == "float" else []
+        return [low, *(value for value in after if value < high), high]
 
     def holds(self, value: Any) -> bool:
         """Whether the search can give this parameter `value` (a configuration's own, for --baseline)."""
