@@ -33,8 +33,13 @@ def test_space_kinds_and_yaml_scientific_notation(tmp_path):
     assert space.param("optim.weight_decay").choices == (1e-3, 1e-2)
     assert space.budget == {"optim.samples_per_epoch": 32, "data.limit_per_folder": 20}  # --trial-set wins
     assert not space.listed  # the log range has no grid
-    with pytest.raises(DeepShieldError, match=r"grid search needs a finite list for optim.lr"):
+    # A log range cannot take a step (parse_param refuses both): the hint was to add one.
+    with pytest.raises(
+        DeepShieldError, match=r"grid search needs a finite list for optim.lr: give a list of values \(e.g. \[0.0001, "
+    ):
         space.grid()
+    with pytest.raises(DeepShieldError, match=r"give a list of values or a step \(e.g. \{low: 0.0, high: 0.5, step"):
+        parse_space({"model.dropout": {"low": 0.0, "high": 0.5}}).grid()
     assert space.param("model.dropout").grid_values() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     assert space.param("optim.epochs").grid_values() == [2, 4, 6]
 

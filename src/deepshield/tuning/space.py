@@ -106,9 +106,16 @@ class Param:
         if self.kind == "int":
             return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step is None:
+            # A log range takes no step (it is refused with one): its hint is a list, evenly spaced in log.
+            example = (
+                f"[{low:.3g}, {math.sqrt(low * high):.3g}, {high:.3g}]"
+                if self.log
+                else f"{{low: {self.low}, high: {self.high}, step: ...}}"
+            )
             raise DeepShieldError(
-                f"grid search needs a finite list for {self.name}: give a list of values or a step "
-                f"(e.g. {{low: {self.low}, high: {self.high}, step: ...}}), or use --sampler random / tpe"
+                f"grid search needs a finite list for {self.name}: give "
+                + ("a list of values" if self.log else "a list of values or a step")
+                + f" (e.g. {example}), or use --sampler random / tpe"
             )
         count = math.floor((high - low) / self.step + 1e-9) + 1
         return [round(low + i * self.step, 12) for i in range(count)]
