@@ -127,6 +127,19 @@ def test_a_grid_of_a_trillion_points_runs_its_few_trials_without_listing_the_gri
     assert "sampler grid" in lines[0] and "target 2 trial(s)" in lines[0]
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_random_and_tpe_draw_a_stepped_float_as_the_grid_spells_it(tmp_path, sampler):
+    """Optuna's low + k x step left 0.30000000000000004 of this range in the trials and best.yaml."""
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "model.dropout: {low: 0.0, high: 0.4, step: 0.1}\noptim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "budget:\n  optim.epochs: 1\n"
+    )
+    result = run_search(settings(path, tmp_path, sampler=sampler, trials=12), train_fn=fake_train, echo=lambda _: None)
+    drawn = {t.params["model.dropout"] for t in study_of(result).get_trials()}
+    assert drawn <= {0.0, 0.1, 0.2, 0.3, 0.4} and len(drawn) > 2
+
+
 def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
     CALLS.clear()
     result = run_search(settings(space, tmp_path), train_fn=fake_train, echo=lambda _: None)

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from deepshield.errors import DeepShieldError
 from deepshield.locks import waited_lock
 from deepshield.tuning.optuna_api import set_trial_attr, trial_id
-from deepshield.tuning.space import SearchSpace
+from deepshield.tuning.space import SearchSpace, stepped
 from deepshield.tuning.storage import beside_database
 from deepshield.tuning.trials import GRID_ID, holds_slot
 
@@ -120,6 +120,29 @@ def process_seed(seed: int, *parts: Any) -> int:
     return zlib.crc32(repr((seed, *parts)).encode())
 
 
+def off_noise(distribution: BaseDistribution, value: Any) -> Any:
+    """A stepped float's draw as the grid spells it: Optuna's low + k x step left 0.30000000000000004 of
+    {low: 0.0, high: 0.4, step: 0.1} in the trial, its results row, its MLflow tags and best.yaml."""
+    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
+        return stepped(distribution.low, distribution.step, round((value - distribution.low) / distribution.step))
+    return value
+
+
+class SteppedTPESampler(optuna.samplers.TPESampler):
+    """TPE whose stepped floats are drawn without float noise (off_noise)."""
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        drawn = super().sample_relative(study, trial, search_space)
+        return {name: off_noise(search_space[name], value) for name, value in drawn.items()}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return off_noise(param_distribution, super().sample_independent(study, trial, param_name, param_distribution))
+
+
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
     """Random search whose draws for a trial come from the search's seed and the trial's number alone: a
     search resumed after a crash, or shared by several workers, draws what one uninterrupted run draws for
@@ -135,7 +158,7 @@ class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
         self._rng.rng.seed(process_seed(self._seed, trial.number, param_name))
-        return super().sample_independent(study, trial, param_name, param_distribution)
+        return off_noise(param_distribution, super().sample_independent(study, trial, param_name, param_distribution))
 
 
 def make_sampler(
@@ -151,7 +174,7 @@ def make_sampler(
     if name == "tpe":
         # Few trials on a laptop: start modelling after a third of them (at least 2, at most 10).
         startup = max(2, min(10, (n_trials or 30) // 3))
-        return optuna.samplers.TPESampler(
+        return SteppedTPESampler(
             seed=process_seed(seed, *process), n_startup_trials=startup, multivariate=True, constant_liar=True
         )
     raise DeepShieldError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

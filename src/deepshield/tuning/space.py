@@ -60,6 +60,12 @@ def _number(value: Any, what: str) -> int | float:
     raise DeepShieldError(f"{what} must be a number, not {value!r}")
 
 
+def stepped(low: float, step: float, steps: int) -> float:
+    """low + steps x step without float noise (0.1 x 3 is 0.30000000000000004): the value a grid point, a
+    random or TPE draw, the results and best.yaml all hold."""
+    return round(low + steps * step, 12)
+
+
 def _same(a: Any, b: Any) -> bool:
     """One value: 0 and 0.0 are (a float setting of 0 is the choice 0), True and 1 are not."""
     return a == b and isinstance(a, bool) == isinstance(b, bool)
@@ -118,7 +124,7 @@ class Param:
                 + f" (e.g. {example}), or use --sampler random / tpe"
             )
         count = math.floor((high - low) / self.step + 1e-9) + 1
-        return [round(low + i * self.step, 12) for i in range(count)]
+        return [stepped(low, self.step, i) for i in range(count)]
 
     def probe_values(self) -> list:
         """Values that must all make a valid training config: every choice, or both bounds and the first
