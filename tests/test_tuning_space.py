@@ -72,6 +72,7 @@ def test_grid_points_follow_the_product_of_the_parameters_lists():
         ("optim.lr: {low: 1, high: 0.1}\n", "low < high"),
         ("optim.lr: {low: 0, high: 1, log: true}\n", "low must be > 0"),
         ("optim.lr: []\n", "empty list"),
+        ("optim.weight_decay: [0, 0.0, 0.01]\n", "lists a value twice"),  # one value: a grid ran it twice
         ("run_dir: [a, b]\n", "set by the search itself"),
         ("optim.epochs: [1, 2]\nbudget: {optim.epochs: 1}\n", "both searched and fixed"),
         ("budget: {optim.epochs: 1}\n", "no parameter to search"),

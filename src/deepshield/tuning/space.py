@@ -257,7 +257,8 @@ def _categorical(name: str, values: list[Any]) -> Param:
     for value in choices:
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise DeepShieldError(f"search space: {name} values must be numbers, strings or booleans, not {value!r}")
-    if len(set(map(repr, choices))) != len(choices):
+    # By value, as Optuna stores a choice (by its index among equal ones): [0, 0.0] ran 0 twice on a grid.
+    if any(_same(a, b) for i, a in enumerate(choices) for b in choices[i + 1 :]):
         raise DeepShieldError(f"search space: {name} lists a value twice")
     return Param(name, "categorical", choices=choices)
 
