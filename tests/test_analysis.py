@@ -335,19 +335,21 @@ def test_a_refused_file_is_named_in_the_error_once(detector, tmp_path, astronaut
     missing = tmp_path / "missing.jpg"
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), astronaut[..., ::-1])
-    for call, source in (
-        (detector.analyze_path, missing),
-        (detector.analyze_image, str(missing)),
-        (detector.analyze_video, missing),
-        (detector.analyze_video, photo),  # a still photo, refused after it was read
+    still = "this is a still image: use Detector.analyze_image, or analyze_path, which tells images and videos apart"
+    for call, source, message in (
+        (detector.analyze_path, missing, "no such file"),
+        (detector.analyze_image, str(missing), "no such file"),
+        (detector.analyze_video, missing, "no such file"),
+        (detector.analyze_video, photo, still),  # a still photo, refused after it was read
     ):
         with pytest.raises(DeepShieldError) as caught:
             call(source)
+        assert str(caught.value) == message
         assert caught.value.__notes__ == [f"file: {source}"]  # once, though analyze_path calls analyze_video
     with pytest.raises(DeepShieldError) as caught:
         detector.analyze_video(frames=4, path=missing)
     assert str(caught.value) == "no such file" and caught.value.__notes__ == [f"file: {missing}"]
-    with pytest.raises(DeepShieldError) as caught:
+    with pytest.raises(DeepShieldError, match=r"^unsupported file type: expected an image \(JPEG") as caught:
         detector.analyze_image(b"not an image")
     assert not hasattr(caught.value, "__notes__")  # bytes have no name to give
 

@@ -365,7 +365,7 @@ def test_one_class_set_is_refused():
     scored = overconfident_set(20)
     for f in scored.files:
         f.label = 1
-    with pytest.raises(Exception, match="both classes"):
+    with pytest.raises(MetricsError, match=r"^metrics need both classes: all 60 faces are fake$"):
         recalibrate(scored, toy_card())
 
 
@@ -857,7 +857,7 @@ def test_the_catch_count_at_equal_false_alarms_counts_files():
     assert [caught_with_reals_flagged(labels, scores, k) for k in (0, 1, 2, 11)] == [2, 3, 3, 4]
     tied = np.r_[np.full(22, 0.5), fakes]  # every real tied: any threshold flags all 22 or none
     assert caught_with_reals_flagged(labels, tied, 1) == 3
-    with pytest.raises(MetricsError):
+    with pytest.raises(MetricsError, match=r"^a catch count at equal false alarms needs real and fake samples$"):
         caught_with_reals_flagged(np.zeros(3), np.arange(3.0), 0)
 
 

@@ -270,7 +270,7 @@ def test_log_loss_and_empty_log_loss():
     assert binary_log_loss(np.array([1, 0]), np.array([1.0, 0.0])) == pytest.approx(
         1e-7, rel=0.01
     )  # clipped, not 0 or inf
-    with pytest.raises(MetricsError):
+    with pytest.raises(MetricsError, match=r"^log-loss needs data: there are no samples$"):
         binary_log_loss(np.array([]), np.array([]))
 
 
@@ -374,8 +374,8 @@ def test_fit_threshold_target_fpr_and_balanced():
     assert fit_threshold(labels, scores, target_fpr=0.25) == pytest.approx(0.4)
     assert fit_threshold(labels, scores) == pytest.approx(0.4)  # every fake, one real of four: balanced accuracy 7/8
     top_real = fit_threshold(np.array([0, 1]), np.array([0.9, 0.2]), target_fpr=0.0)
-    assert top_real > 0.9  # above every score when a real holds the top score
-    with pytest.raises(MetricsError):
+    assert top_real == np.nextafter(0.9, 1)  # just above every score when a real holds the top score
+    with pytest.raises(MetricsError, match=r"^a threshold for a target false-positive rate needs real samples$"):
         fit_threshold(np.array([1, 1]), np.array([0.2, 0.3]), target_fpr=0.05)
     # Reals alone (as fit_threshold_each fits each source): just above the top real, not 0.5 (the balanced
     # threshold's extra candidate, which answered for any reals under it).
@@ -423,7 +423,7 @@ def test_inconclusive_band_holds_the_thresholds_nearly_as_good():
         "within 0.125 of the threshold's (0.875) on 8 scores (4 real, 4 fake)"
         in fit_inconclusive_band(labels, scores, 0.4, 0.125).fitted_on
     )
-    with pytest.raises(MetricsError):
+    with pytest.raises(MetricsError, match=r"^an inconclusive band needs real and fake samples$"):
         fit_inconclusive_band(np.array([1, 1]), np.array([0.2, 0.3]), 0.25)
 
 

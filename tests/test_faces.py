@@ -270,9 +270,9 @@ def test_large_face_is_shrunk_without_aliasing():
 
 
 def test_crop_policy_validates_its_fields():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"size\n  Input should be greater than or equal to 16"):
         CropPolicy(size=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"scale\n  Input should be greater than or equal to 1"):
         CropPolicy(scale=0.5)
 
 
