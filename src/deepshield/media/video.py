@@ -881,7 +881,15 @@ def _sample_sequentially(
         decoded += 1
         if seek and frame.time is None:
             return None
-        index = max(0, round((frame.time - stream_start_s) * info.fps)) if seek else index + 1
+        if seek:
+            index = max(0, round((frame.time - stream_start_s) * info.fps))
+        elif broken[0] and frame.time is not None and info.fps > 0:
+            # Frames lost to broken packets are not counted: counting on, every later frame's index lagged its
+            # time by the frames lost (the frame shown at 18/30 s of a 30 fps clip said frame 9). The decoder
+            # reports a broken packet frames before the frames it loses: from the first on, time tells.
+            index = max(index + 1, round((frame.time - stream_start_s) * info.fps))
+        else:
+            index += 1
         timestamp = _timestamp(frame, index, info, stream_start_s)
         if decoded >= limits.max_frames:
             raise MediaTooLargeError(f"video has more than {limits.max_frames} frames, the limit")
