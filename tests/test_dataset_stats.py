@@ -626,7 +626,7 @@ def test_add_real_after_synth_fakes_and_downsample_adds_nothing_twice(tmp_path: 
     # The fakes made from its reals keep their source files: the folder was "this dataset's fake files".
     assert balance.add_real(out, extra, progress=False).added == 0
     assert sum(r.source == "extra" for r in read_manifest(out)) == 3
-    assert balance.downsample(out).removed > 0
+    assert balance.downsample(out).removed == 5  # 9 reals (6 and 3 added) down to the 4 fakes (2 and 2 made)
     balance.synth_fakes(out, 1, progress=False)  # its sweep of unlisted crops keeps the down-sampled rows' crops
     assert all((out / row.crop_path).exists() for row in read_manifest_file(DatasetLayout(out).removed))
     # Down-sampled photos came back, in new splits, when added again.

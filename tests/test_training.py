@@ -946,8 +946,9 @@ def test_training_on_a_prepared_dataset_alone(prepared_dataset, tmp_path, mlflow
     )
     trainer = Trainer(config)
     data = trainer._build_data()
-    # Real crops feed the bank (resized from 64 to the model's 48 px), fake crops the pool.
-    assert len(data.bank) > 0 and len(data.fake_pool) > 0 and data.bank.images.shape[1:] == (48, 48, 3)
+    # The train split's real crops feed the bank (resized from 64 to the model's 48 px), its fake crops the
+    # pool: 4 of each (8 real and 8 fake photos, half in train); val's stay out of both.
+    assert len(data.bank) == len(data.fake_pool) == 4 and data.bank.images.shape[1:] == (48, 48, 3)
     assert set(data.val_labels.tolist()) == {0, 1}
     result = trainer.run()
     assert result.progress.global_step == 8 and result.bundle_dir is not None
