@@ -6,6 +6,7 @@ import gc
 import json
 import math
 import os
+import re
 from dataclasses import replace
 
 import cv2
@@ -258,9 +259,11 @@ def test_trust_anchors_are_taken_as_a_path_or_refused_at_once(tiny_bundle, detec
     pem = tmp_path / "roots.pem"
     pem.write_bytes(other_root_pem())
     # A path was kept as it was and failed with AttributeError on the first signed file only.
-    assert Detector(detector.classifier, detector.faces, trust_anchors=str(pem)).trust_anchors.pem
-    with pytest.raises(TrustAnchorsError):
-        Detector(detector.classifier, detector.faces, trust_anchors=tmp_path / "missing.pem")
+    anchors = Detector(detector.classifier, detector.faces, trust_anchors=str(pem)).trust_anchors
+    assert anchors is not None and (anchors.pem, anchors.name) == (pem.read_text(), "roots.pem")
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(TrustAnchorsError, match=f"^cannot read the trust anchors {re.escape(str(missing))}: "):
+        Detector(detector.classifier, detector.faces, trust_anchors=missing)
     with pytest.raises(TypeError, match="trust_anchors is a TrustAnchors or a PEM file's path, not bytes"):
         Detector(detector.classifier, detector.faces, trust_anchors=other_root_pem())
 
