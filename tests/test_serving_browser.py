@@ -155,8 +155,8 @@ def test_upload_an_image_and_see_scored_faces_with_heatmaps(page, server, astron
     page.wait_for_selector(".face-card")
     assert page.locator(".face-card").count() == 1
     score = page.inner_text(".face-card .face-score")
-    assert score.endswith("face-swap") and "%" in score  # the score that made the call, named
-    assert page.inner_text(".face-card .label") in ("LIKELY MANIPULATED", "INCONCLUSIVE", "NO SIGNS FOUND")
+    assert score == "51% face-swap"  # the score that made the call (the tiny model's 0.51), named
+    assert page.inner_text(".face-card .label") == "INCONCLUSIVE"  # inside its band of 40% to 60%
     # The detector's score says it is about finding the face ("detection confidence" read as the verdict's).
     meta = page.inner_text(".face-card .face-meta")
     assert re.search(r" · face-finder certainty that this is a face: \d+%", meta) and "confidence" not in meta
