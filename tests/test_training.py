@@ -580,7 +580,13 @@ def test_a_run_records_the_code_it_ran_and_a_resume_with_other_code(tmp_path, mo
     checkout = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
     if checkout.returncode == 0:  # run from a git checkout (an installed wheel has no commit to record)
         assert tags["mlflow.source.git.commit"] == checkout.stdout.strip()
-        assert tags["deepshield.source.modified"] in ("true", "false")
+        changes = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert tags["deepshield.source.modified"] == ("true" if changes else "false")  # tracked files changed or not
     monkeypatch.setattr(tracker_module, "code_tags", lambda: {"deepshield.version": "9.9.9"})
     tracker_module.MlflowTracker(f"sqlite:///{db}", "test", run_id=first.run_id)
     tags = client.get_run(first.run_id).data.tags
