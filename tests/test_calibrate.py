@@ -449,7 +449,18 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     assert absolute_paths_in(out) == []
     assert (out / "model.onnx").read_bytes() == (tiny_bundle / "model.onnx").read_bytes()
     assert json.loads((tiny_bundle / "model_card.json").read_text()) == before_card  # the source bundle is untouched
-    assert any(k.startswith("calibration_after_file_") for k in card.metrics)
+    # Its in-sample figures before and after, per face and per file; the threshold fitted for no real flagged
+    # flags none of them, and a temperature (monotone) leaves each AUC as it was.
+    figures = ["auc", "balanced_accuracy", "ece", "eer", "false_positive_rate", "log_loss", "recall"]
+    assert {k for k in card.metrics if k.startswith("calibration_") and k != "calibration_verdicts_changed"} == {
+        f"calibration_{when}_{level}_{figure}"
+        for when in ("before", "after")
+        for level in ("face", "file")
+        for figure in figures
+    }
+    assert card.metrics["calibration_after_file_false_positive_rate"] == 0.0
+    for level in ("face", "file"):
+        assert card.metrics[f"calibration_after_{level}_auc"] == card.metrics[f"calibration_before_{level}_auc"], level
     readme = (out / "README.md").read_text()  # its own, not the source's (which describes the source's figures)
     assert readme.startswith(f"# {card.name} {card.version}\n") and "recalibrated by `deepshield calibrate`" in readme
     assert f"threshold {card.calibration.threshold:.4f}" in readme
