@@ -306,7 +306,8 @@ def test_restoration_smoothing_takes_the_grain_out_of_the_blended_face_only(face
         assert inside.sum() > 500 and outside.sum() > 500
         assert _grain(fake.image, inside) < 0.4 * _grain(grainy.image, inside)
         assert _grain(fake.image, outside) == pytest.approx(_grain(grainy.image, outside), rel=0.01)
-    # Off (the default), a third of the sources keep their grain (the resampling jitter's "unchanged").
+    # Off (the default), the resampling jitter's sharpening or "unchanged" keeps a source's grain, its
+    # shrinking takes it out: 4 of these 8, never all or none.
     kept = [
         _grain(fake.image, fake.mask > 0.95) > 0.6 * _grain(grainy.image, fake.mask > 0.95)
         for fake in (
@@ -316,7 +317,7 @@ def test_restoration_smoothing_takes_the_grain_out_of_the_blended_face_only(face
             for seed in range(8)
         )
     ]
-    assert any(kept)
+    assert kept.count(True) == 4, kept
 
 
 def _blocking(image: np.ndarray, region: np.ndarray) -> float:
