@@ -807,7 +807,13 @@ def test_the_calibration_sets_script_finds_every_input_before_writing_any_set(tm
         "dfdc-sample-real.csv", "face-edits-real.csv", "generated-validation.csv", "modern-swaps-real.csv"
     ]  # fmt: skip
     assert (out / "modern-swaps-real.csv").read_text().splitlines()[1].endswith("real.png,real,modern-swaps-real")
-    assert len((out / "generated-validation.csv").read_text().splitlines()) > 2
+    # The shipped head's own validation split of the 20 generated faces (3), none of its training or holdout.
+    from deepshield.inference.runtime import DEFAULT_BUNDLE, read_card
+    from deepshield.training.synthetic import generated_split
+
+    _, validation, _ = generated_split(read_card(DEFAULT_BUNDLE))
+    rows = [line.split(",") for line in (out / "generated-validation.csv").read_text().splitlines()[1:]]
+    assert len(validation) == 3 and rows == [[str(path), "fake", "generated-validation"] for path in validation]
     # A small budget, as the bench scripts' --limit: the first file of each set.
     monkeypatch.setattr("sys.argv", ["synthetic_calibration_sets.py", "--out", str(out), "--limit", "1"])
     assert script.main() == 0
