@@ -245,7 +245,10 @@ def test_a_benchmark_metric_selector_needs_benchmarks(real_dir, tmp_path, mlflow
     for metric in ("bench_tpr_at_2pct_fpr", "bench_modern_swaps_tpr_at_2pct_fpr", "bench_modern_swaps_tpr"):
         assert parse_selector(f"max.{metric}").direction == "maximize"
         assert direction_warning(parse_selector(f"max.{metric}")) is None
-    assert direction_warning(parse_selector("max.bench_modern_swaps_face_fpr")) is not None
+    assert direction_warning(parse_selector("max.bench_modern_swaps_face_fpr")) == (
+        "note: max.bench_modern_swaps_face_fpr picks the highest bench_modern_swaps_face_fpr, but higher is worse "
+        "for it; did you mean min.bench_modern_swaps_face_fpr?"
+    )
     with pytest.raises(DeepShieldError, match="unknown metric"):
         parse_selector("max.bench_auroc")
 
