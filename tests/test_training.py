@@ -696,7 +696,8 @@ def test_a_run_refused_for_its_data_leaves_no_tracking_store_behind(tmp_path, ca
     db = tmp_path / "mlflow" / "m.db"
     settings = tiny_settings(tmp_path / "no-such-faces", tmp_path / "run", db, tmp_path / "cache")
     assert main(["train", *(a for s in settings for a in ("--set", s))]) == 2
-    assert "no-such-faces" in capsys.readouterr().err
+    missing = tmp_path / "no-such-faces"  # absolute: where it was looked for, with no advice to give such a path
+    assert capsys.readouterr().err == f"deepshield: error: real-face folder or packed face bank {missing} not found\n"
     assert not list(tmp_path.iterdir())
 
 

@@ -141,12 +141,15 @@ class DataConfig(StrictModel):
         for found in candidates:
             if found.exists():
                 return found
+        if path.is_absolute():
+            # Read as written: the advice to give an absolute path, or to set the data root, changed nothing.
+            raise DeepShieldError(f"{what} {path} not found")
         if len(candidates) == 2:
             # The root's source, said: the advice to set the variable was given when it was set, to another folder.
             source = "data.root or --data-dir" if self.root else f"${DATA_DIR_ENV}"
             where = f"under data root {root} ({source}), nor from the working directory"
         else:
-            where = "there" if path.is_absolute() else "from the working directory"
+            where = "from the working directory"
         if self.root:  # it wins over the variable: advice to set the variable changed nothing
             advice = "point data.root (or --data-dir) to the folder that holds it"
         else:
