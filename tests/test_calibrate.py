@@ -723,7 +723,9 @@ def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp
         )
         == EXIT_USAGE
     )
-    assert "not empty" in capsys.readouterr().err
+    assert (
+        capsys.readouterr().err == f"deepshield: error: {taken} exists and is not empty (use --force to replace it)\n"
+    )
     assert (taken / "something").read_text() == "x"
 
 

@@ -883,7 +883,7 @@ def test_model_shows_the_terms_and_the_record_on_real_media(capsys, tiny_bundle,
     assert out[1] == "face-swap score: threshold 50.0%, inconclusive 40.0% to 60.0%"
     assert out[2] == "  fitted on: dev-eval/x: 40 files with a face (20 real, 20 fake); 2026-01-02"
     assert main(["model", "--model", str(tmp_path / "nowhere")]) == EXIT_USAGE
-    assert "does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"deepshield: error: model bundle {tmp_path / 'nowhere'} does not exist\n"
 
 
 def test_watch_scans_a_new_file_once_it_has_arrived_and_again_when_it_changes(

@@ -753,7 +753,9 @@ def test_cli_prepare(tmp_path: Path, small, capsys):
     assert {r.split for r in records} == {"train"} and load_crop(records[0], tmp_path / "ds").shape == (48, 48, 3)
     assert read_info(tmp_path / "ds").crop_policy == CropPolicy(size=48, scale=2.0)
     assert main(["prepare", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--crop-size", "8"]) == 2
-    assert "crop policy" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "deepshield: error: invalid crop policy: size: Input should be greater than or equal to 16\n"
+    )
 
 
 def test_prepare_of_a_folder_it_cannot_read_says_so(tmp_path: Path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deepshield.cli.main import main as deepshield
-from deepshield.errors import DeepShieldError
+from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.card import ModelCard, TrainingInfo, card_outputs
@@ -203,8 +203,8 @@ def test_a_forced_soup_that_stops_keeps_the_bundle_it_would_replace(tmp_path, mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(export.torch.onnx, "export", stopped)
-    assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) != 0
-    assert "interrupted" in capsys.readouterr().err
+    assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "deepshield: interrupted\n"
     assert (first / "model.onnx").read_bytes() == before and read_card(first).name == "b1"
     monkeypatch.undo()
     assert deepshield(["soup", str(first), str(second), "--out", str(first), "--force"]) == 0
