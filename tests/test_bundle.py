@@ -633,8 +633,11 @@ def test_a_card_without_its_checksum_is_refused(bundle_copy, capsys):
     edit_card(bundle_copy, onnx_sha256="")
     with pytest.raises(BundleError, match=r"model_card.json gives no onnx_sha256 to check model.onnx against"):
         OnnxClassifier(bundle_copy)
-    assert main(["model", "--model", str(bundle_copy)]) != 0
-    assert "gives no onnx_sha256" in capsys.readouterr().err
+    assert main(["model", "--model", str(bundle_copy)]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"deepshield: error: model card {bundle_copy / 'model_card.json'} gives no onnx_sha256 to check model.onnx "
+        "against\n"
+    )
 
 
 def test_the_shipped_card_and_every_card_the_commands_write_load_under_the_strict_model(tiny_bundle, tmp_path):

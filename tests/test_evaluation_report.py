@@ -1250,7 +1250,9 @@ def test_printed_the_reports_pictures_keep_their_captions_and_headings_their_sec
     assert {b.split()[1] for b in breaks["h2"]} == {"avoid"}
 
 
-def test_a_report_whose_write_fails_keeps_the_earlier_one_whole(folder_dataset, tiny_bundle, tmp_path, monkeypatch):
+def test_a_report_whose_write_fails_keeps_the_earlier_one_whole(
+    capsys, folder_dataset, tiny_bundle, tmp_path, monkeypatch
+):
     """A full disk while `evaluate` wrote its report left scores.csv cut short where it failed (its header
     only, here): each file is now written whole or not at all, the earlier report's kept."""
     import errno
@@ -1270,7 +1272,9 @@ def test_a_report_whose_write_fails_keeps_the_earlier_one_whole(folder_dataset, 
         return writerow(self, row)
 
     monkeypatch.setattr(CsvRows, "writerow", full_disk)
-    assert main([*args, "--bootstrap", "0", "--no-progress"]) != EXIT_OK
+    capsys.readouterr()
+    assert main([*args, "--bootstrap", "0", "--no-progress"]) == EXIT_USAGE
+    assert capsys.readouterr().err.endswith(f"\ndeepshield: error: {out / 'scores.csv'}: No space left on device\n")
     assert {name: (out / name).read_bytes() for name in before} == before
     assert not list(out.glob("*.part"))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deepshield.cli.main import main as deepshield
-from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
+from deepshield.errors import EXIT_INTERRUPTED, EXIT_USAGE, DeepShieldError
 from deepshield.faces.crop import CropPolicy
 from deepshield.inference.runtime import OnnxClassifier, read_card
 from deepshield.models.card import ModelCard, TrainingInfo, card_outputs
@@ -168,8 +168,9 @@ def test_the_command_writes_the_soup_and_keeps_an_existing_folder(tmp_path, caps
     assert "threshold 50.0%, inconclusive 40.0% to 60.0% (not calibrated" in shown
     assert "\nsoup of: b1 1.0.0 x 0.5, b2 1.0.0 x 0.5\n" in shown  # its networks were not said
     before = (out / "model.onnx").read_bytes()
-    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
-    assert "exists" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == before
+    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) == EXIT_USAGE
+    assert capsys.readouterr().err == f"deepshield: error: {out} exists and is not empty (use --force to replace it)\n"
+    assert (out / "model.onnx").read_bytes() == before
 
 
 def test_the_command_says_a_synthetic_face_head_is_left_out(tmp_path, capsys):
@@ -238,11 +239,11 @@ def test_a_bundle_whose_graph_is_not_its_cards_is_refused_as_scan_refuses_it(tmp
     else:
         graph.unlink()
     out = tmp_path / "soup"
-    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) != 0
+    assert deepshield(["soup", str(first), str(second), "--out", str(out)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert refusal in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
-    assert deepshield(["scan", str(tmp_path), "--model", str(second)]) != 0
+    assert deepshield(["scan", str(tmp_path), "--model", str(second)]) == EXIT_USAGE
     assert refusal in capsys.readouterr().err  # the same words scan gives
     config = TrainConfig.model_validate({"model": {"backbone": "tiny", "input_size": 64, "init": str(second)}})
     with pytest.raises(DeepShieldError, match=re.escape(refusal)):

@@ -484,13 +484,13 @@ def test_a_weak_blend_still_takes_the_targets_colour(face_sample):
         )
 
 
-def test_a_contact_sheet_whose_write_fails_keeps_the_earlier_one(tmp_path, monkeypatch):
+def test_a_contact_sheet_whose_write_fails_keeps_the_earlier_one(capsys, tmp_path, monkeypatch):
     # A full disk while the sheet (and every figure of a report) was drawn left it cut short.
     import errno
 
     from matplotlib.figure import Figure
 
-    from deepshield.cli.main import main
+    from deepshield.cli.main import EXIT_USAGE, main
     from tests.face_data import write_real_faces
 
     real = write_real_faces(tmp_path / "real", 2)
@@ -504,6 +504,8 @@ def test_a_contact_sheet_whose_write_fails_keeps_the_earlier_one(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Figure, "savefig", full_disk)
-    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96", "--force"]) != 0
+    capsys.readouterr()
+    assert main(["synth", str(real), str(out), "-n", "1", "--size", "96", "--force"]) == EXIT_USAGE
+    assert capsys.readouterr().err == f"deepshield: error: {out / 'contact_sheet.png'}: No space left on device\n"
     assert (out / "contact_sheet.png").read_bytes() == sheet
     assert not list(out.glob("*.part"))
