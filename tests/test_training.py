@@ -99,7 +99,10 @@ def test_tiny_run_is_tracked_checkpointed_and_exported(real_dir, tmp_path, mlflo
         and band.low <= card.calibration.threshold <= band.high
         and "balanced accuracy" in band.fitted_on
     )
-    assert "val_auc" in card.metrics
+    # the run's bundle is its best epoch's (max.val_auc), with that epoch's figure
+    best_auc = max(h["val_auc"] for h in result.progress.history)
+    assert card.metrics["val_auc"] == pytest.approx(best_auc, abs=1e-4)
+    assert card.metrics["val_auc"] == pytest.approx(result.progress.history[best["epoch"]]["val_auc"], abs=1e-4)
     # The packaged configuration's licence names its own data (UTKFace, ...), not this run's folder.
     assert card.license.startswith(f"Weights: trained on the data of {real_dir}, whose terms apply to them")
     assert "research-use" not in card.intended_use and f"trained on the data of {real_dir} (" in card.intended_use
