@@ -434,8 +434,15 @@ def test_calibrate_cli_writes_a_loadable_bundle(capsys, folder_dataset, tiny_bun
     )
     assert code == EXIT_OK
     printed = capsys.readouterr().out
-    assert "temperature" in printed and "in-sample" in printed
-    band = OnnxClassifier(out).card.calibration.inconclusive
+    assert "in-sample" in printed
+    fitted = OnnxClassifier(out).card.calibration
+    band = fitted.inconclusive
+    # what it says it fitted is what the new card holds (temperature 1 and threshold 0.5: the tiny bundle's)
+    assert (
+        f"face-swap score: temperature 1 -> {fitted.temperature:.4g}; offset 0 -> 0; "
+        f"threshold 0.5000 -> {fitted.threshold:.4f}\n" in printed
+    )
+    assert "\nverdicts changed: 3 of 5 files\n" in printed
     assert (
         f"inconclusive band {band.low:.4f} to {band.high:.4f} (thresholds whose balanced accuracy is within 0.02"
         in printed
