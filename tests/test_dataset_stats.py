@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter, defaultdict
@@ -68,12 +69,27 @@ def test_stats_counts_charts_and_source_warning(biased: Path, capsys):
     captured = capsys.readouterr()
     assert "deepshield dataset stats: warning: real and fake faces come from different sources" in captured.err
     assert "only real faces from studio" in captured.err and "only fake faces from web" in captured.err
-    assert "studio" in captured.out and "swapper" in captured.out
+    assert captured.out.split("\n\n") == [
+        "8 face crops from 8 files in 8 groups",
+        "LABEL      REAL      FAKE     TOTAL\nall           3         5         8",
+        "SPLIT      REAL      FAKE     TOTAL\ntrain         3         5         8\nval           0         0         0\n"
+        "test          0         0         0",
+        "SOURCE      REAL      FAKE     TOTAL\nstudio         3         0         3\nweb            0         5         5",
+        "METHOD       REAL      FAKE     TOTAL\nnone            3         0         3\nswapper         0         5         5\n",
+    ]
     stats_dir = DatasetLayout(biased).stats
     for name in ("labels", "splits", "sources", "methods"):
         png = stats_dir / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and cv2.imread(str(png)).shape[0] > 100
-    assert (stats_dir / "stats.json").exists()
+    written = json.loads((stats_dir / "stats.json").read_text())
+    assert (written["crops"], written["files"], written["groups"], written["by_label"]) == (
+        8,
+        8,
+        8,
+        {"real": 3, "fake": 5},
+    )
+    assert written["by_source"] == {"studio": {"real": 3, "fake": 0}, "web": {"real": 0, "fake": 5}}
+    assert written["warnings"][0].startswith("real and fake faces come from different sources (only real faces")
     stats = compute_stats(read_manifest(biased))
     assert stats.by_label == {"real": 3, "fake": 5}
     assert stats.by_source == {"studio": {"real": 3, "fake": 0}, "web": {"real": 0, "fake": 5}}
