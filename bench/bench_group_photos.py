@@ -1,7 +1,8 @@
 """Faces found in group photos: real faces of a given width set into large frames, several a frame,
 found by the shipped detector (`FaceDetector.detect`: tiles of 0.6 times the longer side, at most
 TILE_FROM px) and by the baseline in the same run, the tiling it replaced (0.6 times the longer side at
-any size, two tiles along each side).
+any size, two tiles along each side, and none up to TILE_FROM px: frames of TILE_ABOVE to TILE_FROM px, e.g.
+`--sizes 1024x1024 1280x720`, compare the tiles with the whole image alone).
 
     DEEPSHIELD_DATA_ROOT=../shared/data .venv/bin/python bench/bench_group_photos.py \\
         [--dirs dev-eval/face-edits/real dev-eval/modern-swaps/real] [--widths 80 100 130 170 220] \\

@@ -287,8 +287,9 @@ def test_crop_policy_validates_its_fields():
         ((4032, 3024), 20),
         ((2160, 3840), 15),
         ((1440, 1440), 4),
-        ((720, 1280), 0),
-        ((1000, 1000), 0),
+        ((720, 1280), 2),
+        ((1000, 1000), 4),
+        ((480, 640), 0),
         # A strip narrower than a tile's smallest face gets none: 1 x 39,000,000 (a 76 KB PNG) got 45,721.
         ((1, 39_000_000), 0),
         ((39_000_000, 1), 0),
@@ -322,7 +323,7 @@ def test_faces_too_small_for_the_whole_image_are_found_in_tiles(faces, astronaut
     expected = [_astronaut_at(canvas, astronaut, 976, x, y) for x, y in ((1500, 300), (150, 1900))]
     found = faces.detect(canvas)
     assert_found(found, expected, 0.5)
-    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    monkeypatch.setattr(detector_module, "TILE_ABOVE", 10**9)
     assert faces.detect(canvas) == []
 
 
@@ -336,7 +337,7 @@ def test_a_group_photo_s_small_faces_are_all_found(faces, astronaut, monkeypatch
     found = faces.detect(canvas)
     assert len(found) == len(expected)
     assert all(max(face.box.iou(box) for face in found) >= 0.5 for box in expected)
-    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    monkeypatch.setattr(detector_module, "TILE_ABOVE", 10**9)
     assert faces.detect(canvas) == []
 
 
@@ -349,9 +350,22 @@ def test_faces_the_whole_image_finds_in_a_1080p_frame_keep_their_boxes(faces, as
     small = _astronaut_at(canvas, astronaut, 540, 1300, 480)
     found = faces.detect(canvas)
     assert_found(found, [large, small], 0.5)
-    monkeypatch.setattr(detector_module, "TILE_FROM", 10**9)
+    monkeypatch.setattr(detector_module, "TILE_ABOVE", 10**9)
     whole_only = faces.detect(canvas)
     assert len(whole_only) == 1 and whole_only[0].box == found[0].box
+
+
+def test_a_1024_px_group_photo_s_faces_of_a_tenth_of_it_are_all_found(faces, astronaut, monkeypatch):
+    # The astronaut beside its mirror image, twice, as a 1024 px JPEG: four faces of 95 px, of which the
+    # whole image finds one (0.72 sure); tiles (TILE_ABOVE) find all four.
+    grid = np.tile(np.hstack([astronaut, astronaut[:, ::-1]]), (2, 1, 1))
+    _, encoded = cv2.imencode(".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    photo = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    mirrored = Box(512 - FACE.x1, FACE.y0, 512 - FACE.x0, FACE.y1)
+    expected = [shifted(FACE, 0, 0), shifted(mirrored, 512, 0), shifted(FACE, 0, 512), shifted(mirrored, 512, 512)]
+    assert_found(faces.detect(photo), expected, 0.5)
+    monkeypatch.setattr(detector_module, "TILE_ABOVE", 10**9)
+    assert len(faces.detect(photo)) == 1
 
 
 def test_a_phone_photo_s_faces_take_the_finer_boxes_of_their_tiles(faces, astronaut, monkeypatch):

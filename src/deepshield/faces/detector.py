@@ -11,13 +11,22 @@ noise look like a face to the short-range model (1 uniform-noise image in 5 at t
 confidence; none in 100 after). Boxes and keypoints are relative, so they map back exactly.
 On that whole image the full-range model finds faces down to about 6% of the longer side: nothing
 under ~240 px in a 4032 px phone photo, or under ~115 px in a 1080p frame, where a wide news shot's
-faces often are. So an image whose longer side is over TILE_FROM pixels is also cut into overlapping
-tiles of 0.6 times its longer side but at most TILE_FROM pixels a side, each given to the full-range
-model alone, which there sees a face at least as large as in a TILE_FROM image: faces from
-TILE_MIN_FACE px at any image size (a 1080p frame gets 2 more model calls, a 4032 px phone photo 20,
-about 11 ms each). Tiles of 0.6 times the longer side at any size (until December 2026) missed most
-faces of a group photo: of 48 real faces 130 px wide in 4032x3024 photos they found 13, capped tiles
-40 (bench/bench_group_photos.py). In an image of SHARPEN_FROM px or more, a face both the whole image and
+faces often are, and it finds faces of about 10% only at 0.6-0.8 sure, near the cut-off (skimage's astronaut
+beside its mirror image, twice, in a 1024 px square: 1 of its 4 faces of 100 px, 0.73 sure; tiles 0.73-0.89). So an image whose longer side is over TILE_ABOVE
+pixels is also cut into overlapping tiles of 0.6 times its longer side but at most TILE_FROM pixels a side,
+each given to the full-range model alone, which there sees a face at least as large as in a TILE_FROM image:
+faces from TILE_MIN_FACE px at any image size (a 1024 px photo or a 720p frame gets 2-4 more model calls, a
+1080p frame 2, a 4032 px phone photo 20, about 11 ms each). Images of 641-1280 px were tiled only from December
+2026 (bench/bench_group_photos.py, 40 real photos' faces, found with tiles / without): 1024x1024 at 80 / 100 /
+130 px 26 / 43 / 24 of 48 / 48 / 24 against 9 / 29 / 24; 1280x960 22 / 43 / 34 of 48 / 48 / 36 against 13 / 37 /
+32; 1280x720 at 80 / 100 px 38 / 55 of 64 against 30 / 47; 800x600 30 / 24 / 12 of 36 / 24 / 12 against 26 / 23 /
+12; no extra detection; 23-56 ms a frame against 10-16. At 640x480 tiles found 28 / 16 of 32 / 16 against 27 / 16,
+so smaller images are not tiled. No new false face: 300 noise images of 1024-1200 px (1 face at 0.62 either way),
+17 skimage pictures scaled to 800 / 1024 / 1200 px, and the 14 dev-eval real photos of 641-1280 px unchanged.
+The faces found are then judged like any face that size (`--verdicts`, 8 frames of 1024x1024 with real faces of 100
+px: 55 faces judged against 41, 5 flagged against 3, frames likely manipulated 2 / inconclusive 5 against 2 / 2).
+Tiles of 0.6 times the longer side at any size (until December 2026) missed most faces of a group photo:
+of 48 real faces 130 px wide in 4032x3024 photos they found 13, capped tiles 40 (bench/bench_group_photos.py). In an image of SHARPEN_FROM px or more, a face both the whole image and
 a tile find takes the tile's detection, box, keypoints and confidence (`sharpened`): of a 4032 px photo the
 whole image is seen at a tenth of its resolution, a tile at a third. The same 260 px face put six times into such a photo got boxes
 up to 71 px apart from the whole image, 9 px from the tiles, and real faces' scores moved less from
@@ -60,12 +69,16 @@ DEFAULT_MIN_FACE_SIZE = 20
 # group photos, 33% found at 80 px, 75% at 100 px, all at 220 px).
 OFTEN_MISSED_UNDER_PX = 100
 # Longer side of the image each model is given (short range, full range). The full-range model
-# misses some faces of a 2 x 2 grid of 95 px faces in 1024 px at 256, none at 320 and above.
+# misses some faces of a 2 x 2 grid of 95 px faces in 1024 px at 256, none at 320 and above (the grid's right
+# column mirrored, it finds 1 of the 4 at any input size: TILE_ABOVE).
 DETECTION_SIDES = (256, 384)
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
-# Tiling starts where the whole-image pass stops finding faces of about 80 px (6% of the longer side):
-# smaller faces give the classifier little to go on, and each tile costs about 11 ms here.
+# Tiles are at most this many pixels a side: each sees a face at least as large as the whole of a TILE_FROM px
+# image would (the whole-image pass finds faces down to about 80 px there); each tile costs about 11 ms here.
 TILE_FROM = 1280
+# Images whose longer side is over this are tiled: their faces of about 10% are found by the whole image only near
+# the cut-off (module doc). Up to it, tiles found 1 face more of 48 at 640x480, for 3 times the time.
+TILE_ABOVE = 640
 # A tile's small faces must be surer than the whole image's: at full resolution the model sees more
 # texture to mistake (1 of 30 noise images gave a 0.62 face; faces of 3-8% of an image score 0.86-0.92).
 TILE_MIN_CONFIDENCE = 0.75
@@ -279,10 +292,10 @@ def _spans(length: int, side: int) -> list[tuple[int, int]]:
 
 def tiles(height: int, width: int) -> list[Tile]:
     """Tiles of 0.6 times the longer side but at most TILE_FROM pixels a side, overlapping by at least a
-    third of a tile. A 1080p frame gets two (1152 px), a 4032x3024 photo twenty, a 1280 px image none, nor
-    a strip narrower than TILE_MIN_FACE, where no tile can add a face: a 76 KB PNG of 1 x 39,000,000 pixels
+    third of a tile. A 1080p frame gets two (1152 px), a 4032x3024 photo twenty, a 1024 px square four, a
+    640 px image (TILE_ABOVE) none, nor a strip narrower than TILE_MIN_FACE, where no tile can add a face: a 76 KB PNG of 1 x 39,000,000 pixels
     (within the pixel limit) got 45,721, read at four quarter turns, over half an hour of detection."""
-    if max(height, width) <= TILE_FROM or min(height, width) < TILE_MIN_FACE:
+    if max(height, width) <= TILE_ABOVE or min(height, width) < TILE_MIN_FACE:
         return []
     side = min(-(-3 * max(height, width) // 5), TILE_FROM)
     return [Tile(x0, y0, x1, y1) for y0, y1 in _spans(height, side) for x0, x1 in _spans(width, side)]
