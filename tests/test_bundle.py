@@ -666,3 +666,27 @@ def test_force_replaces_a_bundle_only(tmp_path, capsys, command):
         err = capsys.readouterr().err
         assert f"{out} is not a model bundle (it has no model_card.json) and --force replaces only a bundle" in err
     assert (photos / "real" / "a.jpg").read_bytes() == b"a photo" and notes.read_text() == "mine"
+
+
+def test_threads_follow_the_cores_the_process_may_use_not_the_machines(tiny_net_bundle, monkeypatch):
+    """A container's CPU-set limit leaves fewer cores than os.cpu_count() reports; ONNX Runtime's threads,
+    the local engine's per-worker split and torch's threads count the usable ones."""
+    import deepshield.inference.runtime as runtime
+    from deepshield.engines.local import LocalEngine
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3}, raising=False)
+    real_session = runtime.ort.InferenceSession
+    threads = []
+
+    def session(path, options, **kwargs):
+        threads.append(options.intra_op_num_threads)
+        return real_session(path, options, **kwargs)
+
+    monkeypatch.setattr(runtime.ort, "InferenceSession", session)
+    OnnxClassifier(tiny_net_bundle[2])
+    assert threads == [1]
+    assert LocalEngine().worker_cpus(1) == 1
+    assert LocalEngine().describe() == "this machine, 1 CPU(s)"
+    monkeypatch.delattr("os.sched_getaffinity")  # where it does not exist (macOS, Windows): all the machine's
+    assert LocalEngine().worker_cpus(2) == 8

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
+from deepshield.cpus import usable_cpus
 from deepshield.errors import DeepShieldError
 from deepshield.training.config import load_config
 from deepshield.tuning.objective import TrainingOutcome
@@ -514,7 +515,7 @@ def test_parallel_worker_processes(space, tmp_path, monkeypatch):
     workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
     assert str(os.getpid()) not in workers  # trained in worker processes (both, unless one started late)
     threads = {(Path(t.user_attrs["run_dir"]) / "threads.txt").read_text() for t in trials}
-    assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}  # torch threads split between the processes
+    assert threads == {str(max(1, usable_cpus() // 2))}  # torch threads split between the processes
 
 
 def test_two_searches_started_at_once_on_a_new_study_both_open_it(space, tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from deepshield.cpus import usable_cpus
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
 from deepshield.errors import DeepShieldError, log_to_stderr, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
@@ -176,10 +177,10 @@ class LocalEngine(Engine):
         self._pools.clear()
 
     def worker_cpus(self, count: int) -> int:
-        return max(1, (os.cpu_count() or 1) // max(1, count))
+        return max(1, usable_cpus() // max(1, count))
 
     def describe(self) -> str:
-        return f"this machine, {os.cpu_count() or 1} CPU(s)"
+        return f"this machine, {usable_cpus()} CPU(s)"
 
     def run_workers(
         self,

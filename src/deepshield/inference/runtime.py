@@ -15,6 +15,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from deepshield.cpus import usable_cpus
 from deepshield.errors import BundleError
 from deepshield.faces.crop import SyntheticCrops
 from deepshield.forks import kept_if_inherited
@@ -153,7 +154,7 @@ class OnnxClassifier:
         self.card = read_card(bundle_dir)
         onnx_path = checked_graph(bundle_dir, self.card)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or min(4, usable_cpus())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle worker threads sleep instead of spinning: the classifier shares a few cores with the
         # video decoder, MediaPipe and request threads, which spinning starves (measured on 2 busy

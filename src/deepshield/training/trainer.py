@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from deepshield.cpus import usable_cpus
 from deepshield.data.prepare import same_bytes
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import detection_metrics, metric_key
@@ -338,7 +338,7 @@ class Trainer:
 
     def _run(self, resume: bool) -> TrainResult:
         config = self.config
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        torch.set_num_threads(config.threads or usable_cpus())
         torch.manual_seed(config.seed)
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
