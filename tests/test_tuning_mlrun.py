@@ -169,3 +169,30 @@ def test_real_mlrun_hyper_param_run_selects_and_logs(workspace, tmp_path, monkey
         winner["output.val_auc"]
     )  # the run's results: the selected iteration's
     assert run.output("run_dir") == winner["output.run_dir"]
+
+
+@pytest.mark.parametrize(
+    ("select", "hint"),
+    [
+        ("max.val_auc", "is the validation split too small"),
+        ("max.bench_auc", "does it give scored faces of both real and fake files"),
+        ("max.bench_ffpp_face_auc", "does it give scored faces of both real and fake files"),
+    ],
+)
+def test_a_trial_with_no_value_to_select_names_the_right_cause(monkeypatch, tmp_path, select, hint):
+    # A benchmark metric with no finite value was blamed on the validation split, which does not give it.
+    from deepshield.integrations import mlrun as integration
+    from deepshield.tuning import objective
+
+    def fake_training(config, **kwargs):
+        return objective.TrainingOutcome([{"epoch": 0, "train_loss": 0.6, "val_auc": float("nan")}], None)
+
+    monkeypatch.setattr(objective, "run_training", fake_training)
+    config = tmp_path / "train.yaml"
+    (tmp_path / "bench").mkdir()
+    config.write_text(f"data:\n  benchmarks: [{tmp_path / 'bench'}]\nexport:\n  select: {select}\n")
+    context = types.SimpleNamespace(parameters={}, uid="u", iteration=1, log_result=print)
+    with pytest.raises(DeepShieldError) as caught:
+        integration.train_trial(context, config=str(config), out_dir=str(tmp_path))
+    assert hint in str(caught.value)
+    assert ("validation split" in str(caught.value)) == (hint == "is the validation split too small")

@@ -83,6 +83,7 @@ def train_trial(
     the given config plus per-trial budget, and log its validation results with context.log_result."""
     from deepshield.training.config import load_config
     from deepshield.tuning.objective import run_training
+    from deepshield.tuning.selector import parse_selector
     from deepshield.tuning.space import _yaml_number, apply_values, check_keys
 
     # Newer MLRun passes unnamed parameters through **params; older ones only through context.parameters.
@@ -115,9 +116,8 @@ def train_trial(
     )
     results = trial_results(outcome.history, trial_config.export.select)
     if "best_epoch" not in results:
-        raise DeepShieldError(
-            f"the trial produced no {trial_config.export.select.partition('.')[2]} (is the validation split too small?)"
-        )
+        selector = parse_selector(trial_config.export.select)
+        raise DeepShieldError(f"the trial produced no {selector.metric} {selector.missing_hint()}")
     for key, value in results.items():
         context.log_result(key, value)
     context.log_result("run_dir", str(run_dir))

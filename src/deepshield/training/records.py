@@ -94,6 +94,16 @@ class Selector:
         value = record.get(self.metric)
         return float(value) if value is not None and math.isfinite(float(value)) else None
 
+    def missing_hint(self) -> str:
+        """Why no epoch may have a finite value of this metric, to follow a message saying so."""
+        if self.metric.startswith("bench_"):
+            return (
+                "(is the benchmark set in data.benchmarks, and does it give scored faces of both real and fake files?)"
+            )
+        if self.metric.startswith("synthetic_"):
+            return "(is the synthetic check's set too small to hold both real and fake faces?)"
+        return "(is the validation split too small?)"
+
     def best_epoch(self, history: list[dict]) -> tuple[float, int] | None:
         """(value, 0-based epoch) of the best epoch for this metric; None when no epoch has a finite value."""
         best: tuple[float, int] | None = None

@@ -281,7 +281,7 @@ class Objective:
             trial.set_user_attr(MLFLOW_RUN_ID, outcome.run_id)
         best = context.selector.best_epoch(outcome.history)
         if best is None:
-            message = f"no finite {context.selector.metric} in the trial's validation history (is the validation split too small?)"
+            message = f"no finite {context.selector.metric} in the trial's history {context.selector.missing_hint()}"
             trial.set_user_attr(ERROR, message)
             raise DeepShieldError(message)
         value, epoch = best
