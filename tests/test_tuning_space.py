@@ -201,3 +201,17 @@ def test_a_float_range_on_an_int_setting_is_refused_before_any_trial():
     check_against(
         parse_space({"optim.batch_size": {"low": 8, "high": 32}, "optim.lr": {"low": 1, "high": 2}}), load_config()
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "probed"),
+    [
+        ("model.input_size", {"low": 32, "high": 520, "step": 32}, [32, 64, 512]),  # 520 is over input_size's 512
+        ("model.dropout", {"low": 0.0, "high": 1.0, "step": 0.3}, [0.0, 0.3, 0.9]),  # a dropout of 1 is refused
+    ],
+)
+def test_a_stepped_range_is_checked_at_the_last_step_it_reaches_not_at_a_high_no_step_lands_on(name, spec, probed):
+    # The check tried high itself, which no trial draws, and refused a space whose every drawn value is valid.
+    space = parse_space({name: spec})
+    assert space.params[0].probe_values() == probed
+    check_against(space, load_config())

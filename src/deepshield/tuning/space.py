@@ -123,21 +123,28 @@ class Param:
                 + ("a list of values" if self.log else "a list of values or a step")
                 + f" (e.g. {example}), or use --sampler random / tpe"
             )
-        count = math.floor((high - low) / self.step + 1e-9) + 1
-        return [stepped(low, self.step, i) for i in range(count)]
+        return [stepped(low, self.step, i) for i in range(self._steps() + 1)]
+
+    def _steps(self) -> int:
+        """How many steps past low a stepped range reaches: to high, or to the last step below it."""
+        low, high = self.bounds
+        return math.floor((high - low) / (self.step or 1) + 1e-9)
 
     def probe_values(self) -> list:
         """Values that must all make a valid training config: every choice, or both bounds and the first
         value after the low one (a step of 0.5 on an int setting passed with bounds 1 and 4, and so did TOML's
-        `{low = 8.0, high = 32.0}` on one, whose every trial then failed on a fraction)."""
+        `{low = 8.0, high = 32.0}` on one, whose every trial then failed on a fraction). A stepped range's top
+        is the last step it reaches: `{low: 2, high: 7, step: 2}` never gives 7, and a space refused for it was
+        refused for a value no trial draws."""
         if self.kind == "categorical":
             return list(self.choices)
         low, high = self.bounds
         if self.step is not None:
             after = [low + self.step]
+            high = low + self._steps() * self.step if self.kind == "int" else stepped(low, self.step, self._steps())
         else:
             after = [math.nextafter(low, high)] if self.kind == "float" else []
-        return [low, *(value for value in after if value < high), high]
+        return [low, *(value for value in after if value < high), *([high] if high > low else [])]
 
     def holds(self, value: Any) -> bool:
         """Whether the search can give this parameter `value` (a configuration's own, for --baseline)."""
