@@ -4,6 +4,7 @@ resume after an interruption or a kill, parallel worker processes."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import math
 import os
@@ -171,6 +172,19 @@ def test_grid_covers_every_point_once_and_max_selects(space, tmp_path):
     }
     rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].startswith("trial,state,max.val_auc")
+
+
+def test_a_null_choice_shows_as_null_not_as_a_missing_value(tmp_path):
+    """A null choice was an empty cell in the summary table and results.csv, as a parameter a trial never drew."""
+    path = tmp_path / "space.yaml"
+    path.write_text("model.cam_pooling_temperature: [null, 0.5]\nbudget:\n  optim.epochs: 1\n")
+    lines: list[str] = []
+    run_search(settings(path, tmp_path), train_fn=fake_train, echo=lines.append)
+    assert "trial 0: val_auc=0.8282 (epoch 1 of 1) [model.cam_pooling_temperature=null]" in lines
+    assert "\n0 | COMPLETE | 0.8282 | 1 | null\n" in "\n".join(lines)
+    with (tmp_path / "out" / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["model.cam_pooling_temperature"] for row in rows] == ["null", "0.5"]
 
 
 def test_min_selector_uses_its_own_metric(space, tmp_path):

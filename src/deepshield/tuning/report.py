@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from deepshield.data.layout import atomic_text_file, atomic_write_text
 from deepshield.evaluation.plots import save_figure
 from deepshield.tuning.selector import VALIDATION_METRICS, Selector
-from deepshield.tuning.space import Param, SearchSpace
+from deepshield.tuning.space import Param, SearchSpace, shown
 from deepshield.tuning.storage import ATTR_BASELINE
 from deepshield.tuning.trials import (
     BASELINE,
@@ -89,7 +89,7 @@ def result_rows(study: optuna.Study, space: SearchSpace, selector: Selector) -> 
             "epochs_reported": max(trial.intermediate_values, default=None),
             "baseline": "yes" if is_baseline(study, trial) else "",
         }
-        row.update({name: trial.params.get(name) for name in space.names})
+        row.update({name: shown(trial.params[name]) if name in trial.params else None for name in space.names})
         row.update({name: metrics.get(name) for name in metric_names})
         row.update(
             duration_s=_duration(trial),
@@ -425,7 +425,7 @@ def _markdown(
     ]
     if report.best is not None and report.best_yaml is not None:
         lines += ["", f"## Best: trial {report.best.number}, {selector.metric} = {report.best.value:.4f}", ""]
-        lines += [f"- `{k}`: {v}" for k, v in report.best.params.items()]
+        lines += [f"- `{k}`: {shown(v)}" for k, v in report.best.params.items()]
         # The search's own --set and its selector: `train --config <config> --params best.yaml` kept the
         # val_auc epoch of a min.val_loss search, and trained without the search's overrides.
         lines += ["", f"Train it at full budget: `{train_command}` (or `deepshield tune ... --train-best`)."]

@@ -66,6 +66,12 @@ def stepped(low: float, step: float, steps: int) -> float:
     return round(low + steps * step, 12)
 
 
+def shown(value: Any) -> Any:
+    """A searched value as a results row or trial line shows it: a null choice as YAML spells it, since an
+    empty cell is a parameter the trial has not drawn (a failed trial's, or one outside the space)."""
+    return "null" if value is None else value
+
+
 def _same(a: Any, b: Any) -> bool:
     """One value: 0 and 0.0 are (a float setting of 0 is the choice 0), True and 1 are not."""
     return a == b and isinstance(a, bool) == isinstance(b, bool)

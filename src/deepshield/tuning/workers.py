@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from deepshield.tuning.objective import Objective, TrialContext, drop_checkpoints
 from deepshield.tuning.optuna_api import set_trial_attr
 from deepshield.tuning.samplers import GridSearchSampler, make_sampler
+from deepshield.tuning.space import shown
 from deepshield.tuning.storage import open_storage
 from deepshield.tuning.trials import (
     BEST_EPOCH,
@@ -55,7 +56,7 @@ def quiet_optuna() -> None:
 
 
 def trial_line(trial: FrozenTrial, metric: str) -> str:
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={shown(v)}" for k, v in trial.params.items())
     retry = f" (resumes trial {trial.user_attrs[RETRY_OF]})" if RETRY_OF in trial.user_attrs else ""
     if trial.state == TrialState.COMPLETE:
         return f"trial {trial.number}{retry}: {metric}={trial.value:.4f} (epoch {trial.user_attrs.get(BEST_EPOCH)} of {max(trial.intermediate_values, default='?')}) [{params}]"
