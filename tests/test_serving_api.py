@@ -474,6 +474,33 @@ def test_an_upload_the_server_cannot_store_is_its_507_not_the_clients_400(detect
         assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200
 
 
+@pytest.mark.parametrize("stateful", [False, True])
+def test_an_upload_folder_the_server_cannot_make_again_is_its_507(
+    detector, astronaut_jpeg, monkeypatch, tmp_path, stateful
+):
+    # The upload folder, gone (a temp cleaner) and not made again on a full disk, was a 500 with a traceback.
+    import errno
+    import pathlib
+    import shutil
+
+    import deepshield.serving.storage as storage
+
+    with client_for(detector, **({"state_dir": tmp_path / "state"} if stateful else {})) as client:
+        shutil.rmtree(client.app.state.runtime.upload_dir)
+
+        def disk_full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        if stateful:
+            monkeypatch.setattr(pathlib.Path, "mkdir", disk_full)
+        else:
+            monkeypatch.setattr(storage.tempfile, "mkdtemp", disk_full)
+        body = assert_error(client.post("/v1/analyze", files=upload(astronaut_jpeg)), 507, "insufficient_storage")
+        assert "No space left on device" in body["detail"]
+        monkeypatch.undo()
+        assert client.post("/v1/analyze", files=upload(astronaut_jpeg)).status_code == 200
+
+
 def test_unsupported_types_are_415_by_content(client, astronaut_jpeg, face_video):
     body = assert_error(
         client.post("/v1/analyze", files=upload(b"%PDF-1.7 not a picture", "photo.jpg")), 415, "unsupported_media"

@@ -25,7 +25,7 @@ from deepshield.serving.metrics import ServerMetrics
 from deepshield.serving.schemas import AcceptedMedia, AnalyzeResponse, Limits, VideoResponse
 from deepshield.serving.settings import ServerSettings
 from deepshield.serving.storage import Storage
-from deepshield.serving.uploads import Upload, UploadPolicy, UploadSlots, receive_upload
+from deepshield.serving.uploads import Upload, UploadPolicy, UploadSlots, receive_upload, storage_error
 from deepshield.serving.work import analyze_image_file, analyze_video_file
 
 API_KEY_HEADER = "X-API-Key"
@@ -91,7 +91,11 @@ class Runtime:
             self.metrics.failed(job.error.error)
 
     async def receive(self, request: Request) -> Upload:
-        return await receive_upload(request, self.upload_dir, self.upload_policy, self.upload_slots)
+        try:
+            directory = self.upload_dir  # made again if it went (a temp cleaner), which a full disk can refuse
+        except OSError as exc:
+            raise storage_error(exc) from None
+        return await receive_upload(request, directory, self.upload_policy, self.upload_slots)
 
     def limits(self) -> Limits:
         image, video = self.detector.image_limits, self.detector.video_limits

@@ -237,6 +237,15 @@ def _slow_upload(received: int, elapsed_s: float, policy: UploadPolicy) -> ApiEr
     )
 
 
+def storage_error(exc: OSError) -> ApiError:
+    """An upload the server could not store (a full disk, an upload folder it cannot make or write): the
+    server's failure, not the client's (a 400 is not retried), logged in one line."""
+    log.error("an upload could not be stored: %s", exc)
+    return ApiError(
+        507, "insufficient_storage", f"the server could not store the upload ({exc.strerror or exc}); try later"
+    )
+
+
 async def receive_upload(request: Request, directory: Path, policy: UploadPolicy, slots: UploadSlots) -> Upload:
     """Stream the multipart field `file` of the request into `directory`, holding an upload slot.
 
@@ -271,7 +280,10 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
     limit = policy.max_bytes
     loop = asyncio.get_running_loop()
     started = loop.time()
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bin", dir=directory)
+    try:
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bin", dir=directory)
+    except OSError as exc:
+        raise storage_error(exc) from None
     path = Path(name)
     total = 0
 
@@ -320,12 +332,9 @@ async def _receive(request: Request, directory: Path, policy: UploadPolicy, boun
         # Nobody is left to answer: one line in the log, no traceback.
         log.info("client disconnected mid-upload after %s", format_bytes(total))
         raise ApiError(400, "client_disconnected", "the client disconnected before the upload completed") from None
-    except OSError as exc:  # a full disk: the server's failure, not the client's (a 400 is not retried)
+    except OSError as exc:
         path.unlink(missing_ok=True)
-        log.error("an upload could not be stored: %s", exc)
-        raise ApiError(
-            507, "insufficient_storage", f"the server could not store the upload ({exc.strerror or exc}); try later"
-        ) from None
+        raise storage_error(exc) from None
     except BaseException:  # refused, malformed, cancelled: nothing is left behind
         path.unlink(missing_ok=True)
         raise
