@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.cli.evaluate import add_perturb_argument, files_without_face
 from deepshield.errors import exit_status
+from deepshield.evaluation.perturb import parse_perturbations
 from deepshield.evaluation.summary import (
     Confusion,
     EvaluationSettings,
@@ -94,7 +96,7 @@ def perturbation_rows(summary: EvaluationSummary) -> list[str]:
         delta = "–" if row.file_auc_change is None else f"{row.file_auc_change:+.3f}"
         per = " | ".join(num(row.by_source_file_auc.get(s)) for s in sources)
         lines.append(
-            f"| {row.condition} | {ci(auc)} | {delta} | {per} | {num(row.face_auc)} | {row.files_without_face} |"
+            f"| {row.condition} | {ci(auc)} | {delta} | {per} | {num(row.face_auc)} | {files_without_face(row)} |"
         )
     return lines
 
@@ -118,7 +120,7 @@ def main() -> int:
         "--data", type=Path, default=None, help="the dev-eval folder (default: $DEEPSHIELD_DATA_ROOT/dev-eval)"
     )
     parser.add_argument("--frames", type=int, default=DEFAULT_VIDEO_FRAMES)
-    parser.add_argument("--perturb", nargs="*", default=DEFAULT_PERTURB)
+    add_perturb_argument(parser)  # evaluate's: given twice, both are kept
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_evaluate_report"))
     parser.add_argument(
@@ -128,9 +130,9 @@ def main() -> int:
         help="score only the first N real and N fake files of each part (a quick check of the script)",
     )
     args = parser.parse_args()
+    perturbations = parse_perturbations(args.perturb or DEFAULT_PERTURB)  # bad specs fail before the model loads
 
     from deepshield.engines.local import LocalEngine
-    from deepshield.evaluation.perturb import parse_perturbations
     from deepshield.evaluation.report import write_report
     from deepshield.evaluation.scoring import CropJob, ScoredSet, crop_media, list_items, score_cropped
     from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
@@ -146,7 +148,6 @@ def main() -> int:
         print(f"bench_evaluate: {', '.join(map(str, missing))} not found", file=sys.stderr)
         return 2
     classifier = OnnxClassifier(bundle)
-    perturbations = parse_perturbations(args.perturb)
     items, problems = [], []
     for part in parts:
         part_items, part_problems = list_items([part])

@@ -1334,3 +1334,27 @@ def test_the_perturbation_plot_draws_no_interval_where_none_was_measured(monkeyp
     tops = caps[1].get_ydata()
     assert tops[0] == pytest.approx(0.95)
     assert np.isnan(tops[1])
+
+
+def test_bench_evaluate_takes_perturb_as_evaluate_does_and_tables_the_lost_faces(monkeypatch, capsys):
+    """bench_evaluate parsed --perturb its own way (given twice, the first dropped; checked only after loading
+    the model) and its table left out the files each perturbation lost their face, by label."""
+    import types
+
+    from deepshield.errors import EXIT_USAGE, exit_status
+    from deepshield.evaluation.summary import PerturbationRow
+    from tests.script_support import BENCH, load_script
+
+    bench = load_script("bench_evaluate", BENCH)
+    monkeypatch.setattr("sys.argv", ["bench_evaluate.py", "/nowhere", "--perturb", "jpeg:90", "--perturb", "blur:-1"])
+    assert exit_status(bench.main, "bench_evaluate") == EXIT_USAGE
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "bench_evaluate: error: blur sigma must be above 0 and at most 50 pixels, got -1"
+    ]
+    lost = PerturbationRow(
+        condition="resize:0.25", faces=4, files_with_face=4, files_without_face=3, file_auc=0.8, file_auc_low=None,
+        file_auc_high=None, file_auc_change=-0.1, fakes_lost=2, reals_lost=1, face_auc=0.8, face_auc_change=None,
+        file_balanced_accuracy=None, file_recall=None, file_false_positive_rate=None, by_source_file_auc={},
+    )  # fmt: skip
+    summary = types.SimpleNamespace(by_source={}, perturbations=[lost])
+    assert bench.perturbation_rows(summary)[-1].endswith("| 3 (lost here: 2 fake, 1 real) |")

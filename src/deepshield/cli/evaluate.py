@@ -157,6 +157,18 @@ def score_labelled_set(args: argparse.Namespace, classifier, rule, **options):
         )
 
 
+def add_perturb_argument(parser: argparse.ArgumentParser) -> None:
+    """--perturb, as evaluate (and bench/bench_evaluate.py) take it; parse_perturbations reads its specs."""
+    parser.add_argument(
+        "--perturb",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SPEC",
+        help=f"perturbations, each {SYNTAX}; e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5 smooth:6",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -179,14 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="REPORT_DIR",
         help="report folder (default ./evaluation-report)",
     )
-    parser.add_argument(
-        "--perturb",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SPEC",
-        help=f"perturbations, each {SYNTAX}; e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5 smooth:6",
-    )
+    add_perturb_argument(parser)
     parser.add_argument(
         "--video-rule",
         nargs="+",
@@ -363,15 +368,13 @@ def print_perturbations(rows, score: str, out) -> None:
             file_auc = "-" if row.file_auc is None else fraction_text(row.file_auc)
             face_auc = "-" if row.face_auc is None else fraction_text(row.face_auc)
             figures = f"{file_auc:>6} / {face_auc:>6}"
-        print(
-            f"  {row.condition:<12} {figures}   files without a face: {row.files_without_face}"
-            + (
-                f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)"
-                if row.fakes_lost or row.reals_lost
-                else ""
-            ),
-            file=out,
-        )
+        print(f"  {row.condition:<12} {figures}   files without a face: {files_without_face(row)}", file=out)
+
+
+def files_without_face(row) -> str:
+    """A perturbation row's files without a face, with those it lost by label (a face the clean file has)."""
+    lost = f" (lost here: {row.fakes_lost} fake, {row.reals_lost} real)" if row.fakes_lost or row.reals_lost else ""
+    return f"{row.files_without_face}{lost}"
 
 
 def print_synthetic(synthetic, cell, out) -> None:
