@@ -28,7 +28,7 @@ from deepshield.tuning.samplers import GridSearchSampler, make_sampler
 from deepshield.tuning.space import load_space
 from deepshield.tuning.storage import open_storage
 from deepshield.tuning.study import SearchSettings, run_search
-from deepshield.tuning.trials import RETRY_OF, RUN_DIR
+from deepshield.tuning.trials import GRID_ID, RETRY_OF, RUN_DIR
 
 TESTS = Path(__file__).parent
 CALLS: list[dict] = []
@@ -185,6 +185,32 @@ def test_a_null_choice_shows_as_null_not_as_a_missing_value(tmp_path):
     with (tmp_path / "out" / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["model.cam_pooling_temperature"] for row in rows] == ["null", "0.5"]
+
+
+def test_a_resumed_study_goes_on_with_the_sampler_it_was_started_with(space, tmp_path):
+    """The sampler was not kept with the study: resumed with --sampler auto, a random study went on as a grid
+    (what auto picks for this space), and another --sampler named on resume was taken without a word."""
+    lines: list[str] = []
+    run_search(settings(space, tmp_path, sampler="random", trials=2), train_fn=fake_train, echo=lines.append)
+    assert "sampler random" in lines[0]
+    lines.clear()
+    result = run_search(settings(space, tmp_path, sampler="auto", trials=3), train_fn=fake_train, echo=lines.append)
+    assert "resumed: 2 trial(s) done" in lines[0] and "sampler random" in lines[0] and "target 3 trial(s)" in lines[0]
+    assert not any(GRID_ID in t.user_attrs for t in study_of(result).get_trials())
+    with pytest.raises(
+        DeepShieldError, match=r"^study 'space' was started with --sampler random, not grid: resume it "
+    ):
+        run_search(settings(space, tmp_path, sampler="grid"), train_fn=fake_train, echo=lambda _: None)
+    # A study older than the record goes on with the sampler asked for, as before.
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    optuna.create_study(storage=storage, study_name="old", direction="maximize")
+    lines.clear()
+    run_search(
+        settings(space, tmp_path, sampler="auto", trials=1, study="old", storage=storage),
+        train_fn=fake_train,
+        echo=lines.append,
+    )
+    assert "sampler grid" in lines[0]
 
 
 def test_min_selector_uses_its_own_metric(space, tmp_path):

@@ -32,6 +32,7 @@ from deepshield.tuning.trials import (
 ATTR_SPACE, ATTR_SELECTOR, ATTR_PARENTS = "deepshield.space", "deepshield.selector", "deepshield.mlflow_parent_runs"
 ATTR_BASELINE = "deepshield.baseline"  # the config's own values of the searched keys (--baseline)
 ATTR_RECIPE = "deepshield.base_recipe"  # the configuration every trial starts from (--config, --set)
+ATTR_SAMPLER = "deepshield.sampler"  # grid, random or tpe: what the study was started with
 
 
 def safe_url(url: str) -> str:
@@ -162,6 +163,24 @@ def check_study(
             f"study '{study.study_name}' was made with another search space or trial budget, so its trials are not comparable "
             "with new ones: use a new --study name (or the original space file and --trial-set values)"
         )
+
+
+def study_sampler(study: optuna.Study, resolved: str, asked: str, created: bool) -> str:
+    """The sampler that goes on with the study: the one it was started with, which a new one records. A study
+    resumed with `--sampler auto` went on with what auto picks now (a grid study went on as TPE once auto's
+    rule changed); another sampler named on resume is refused. A study older than the record keeps `resolved`."""
+    if created:
+        study.set_user_attr(ATTR_SAMPLER, resolved)
+        return resolved
+    started = study.user_attrs.get(ATTR_SAMPLER)
+    if started is None or started == resolved:
+        return resolved
+    if asked != "auto":
+        raise DeepShieldError(
+            f"study '{study.study_name}' was started with --sampler {started}, not {asked}: resume it with "
+            f"--sampler {started} (or auto), or use a new --study name"
+        )
+    return str(started)
 
 
 def _config_value(config, key: str) -> Any:

@@ -58,6 +58,7 @@ from deepshield.tuning.storage import (
     recover_lost_trials,
     safe_url,
     study_lock,
+    study_sampler,
 )
 from deepshield.tuning.trials import new_search_id, stop_requested, storage_failure
 from deepshield.tuning.workers import WorkerSpec, quiet_optuna, worker_loop
@@ -224,6 +225,9 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
             storage=storage, study_name=plan.name, direction=plan.selector.direction, load_if_exists=True
         )
         check_study(study, plan.space, plan.selector, created, recipe(plan.base.model_dump(mode="json")))
+        sampler = study_sampler(study, plan.sampler, plan.settings.sampler, created)
+        if sampler != plan.sampler:  # the study's own, which --sampler auto would not pick today
+            plan.sampler, plan.target = sampler, _target(plan.settings, plan.space, sampler, plan.notes)
         if created and plan.settings.baseline:
             note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
             if note:
