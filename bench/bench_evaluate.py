@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from deepshield.cli.evaluate import add_perturb_argument, files_without_face
+from deepshield.cpus import usable_cpus
 from deepshield.errors import exit_status
 from deepshield.evaluation.perturb import parse_perturbations
 from deepshield.evaluation.summary import (
@@ -212,7 +213,7 @@ def main() -> int:
     conditions = len(scored.conditions)
     print(
         f"\nscoring {scoring_s:.0f} s for {len(items)} files x {conditions} conditions ({len(items) * conditions / scoring_s:.2f} file-conditions/s, "
-        f"{scored.face_count / scoring_s:.1f} faces/s), report {report_s:.1f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f"{scored.face_count / scoring_s:.1f} faces/s), report {report_s:.1f} s; {usable_cpus()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(f"report: {page}")
     return 0

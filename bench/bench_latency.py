@@ -22,6 +22,7 @@ import av
 import cv2
 import numpy as np
 
+from deepshield.cpus import usable_cpus
 from deepshield.errors import exit_status
 
 IMAGE_TARGET_MS = 60.0
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     print(
-        f"deepshield latency benchmark  ({os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})"
+        f"deepshield latency benchmark  ({usable_cpus()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})"
     )
     print(f"onnxruntime threads: {onnx_detector.classifier.session.get_session_options().intra_op_num_threads}")
     for note in notes:

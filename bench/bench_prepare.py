@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepshield.cpus import usable_cpus
 from deepshield.data.extract import ExtractJob, ExtractSettings
 from deepshield.engines import FileJob
 from deepshield.engines.local import LocalEngine
@@ -106,7 +107,7 @@ def main() -> int:
         print(json.dumps(best), flush=True)
     base = results[0]["crops_per_s"]
     print(
-        f"\nsource {source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {os.cpu_count()} CPUs"
+        f"\nsource {source} ({results[0]['files']} files listed, {results[0]['errors']} errors), {args.frames} frames per video, {usable_cpus()} CPUs"
     )
     print(
         f"{'workers':>7}  {'crops':>6}  {'wall s':>7}  {'crops/s':>8}  {'speed-up':>8}  {'start-up s':>10}  {'crops/s after':>13}  {'load':>5}"

@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepshield.cpus import usable_cpus
 from deepshield.errors import exit_status
 
 CONFIGS = (
@@ -154,7 +155,7 @@ def main() -> int:
 
     n = args.images
     local, one, two, serial = results
-    print(f"\n{n} images {args.size}x{args.size} (one face each), {os.cpu_count()} CPUs; model: {model_note}")
+    print(f"\n{n} images {args.size}x{args.size} (one face each), {usable_cpus()} CPUs; model: {model_note}")
     print(
         f"ray.init (a private local instance): {min(ray_init_s):.2f}-{max(ray_init_s):.2f} s, not included below; rows identical to the local engine's: yes"
     )

@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepshield.cpus import usable_cpus
 from deepshield.errors import exit_status
 from deepshield.training.config import DataConfig
 
@@ -141,7 +142,7 @@ def main() -> int:
             "input_size": args.size,
             "n_jobs": args.n_jobs,
         },
-        "cpus": os.cpu_count(),
+        "cpus": usable_cpus(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "out": str(search_dir),
     }
