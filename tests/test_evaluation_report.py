@@ -919,6 +919,14 @@ def test_faceforensics_videos_read_at_several_compression_levels_are_said(tmp_pa
     assert warning.startswith("3 FaceForensics++ videos were read at several compression levels (c23, c40)")
     assert "--ffpp-compression c23" in warning
     assert notes(["c23"]) == []
+    # One said as one: it was "1 FaceForensics++ videos were read".
+    for level in ("c23", "c40"):
+        for name in ("001.mp4", "002.mp4"):
+            (root / "original_sequences/youtube" / level / "videos" / name).unlink(missing_ok=True)
+        (root / "manipulated_sequences/Deepfakes" / level / "videos" / "000_001.mp4").unlink()
+    (root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4").write_bytes(b"at one level only")
+    (warning,) = notes(None)
+    assert warning.startswith("1 FaceForensics++ video was read at several compression levels (c23, c40)")
 
 
 def test_a_file_listed_with_two_labels_is_an_error_naming_both(capsys, tiny_bundle, tmp_path):

@@ -55,6 +55,7 @@ from deepshield.media.frames import read_frames
 from deepshield.media.suffixes import VIDEO_SUFFIXES
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.models.card import Calibration
+from deepshield.plural import numbered, plural
 
 log = logging.getLogger(__name__)
 
@@ -845,7 +846,8 @@ def open_labelled_set(
         # bootstrap, which resamples files, took them for independent ones: counts inflated, intervals too narrow.
         levels = sorted({level for video_levels in repeated.values() for level in video_levels})
         notes.append(
-            f"{len(repeated)} FaceForensics++ videos were read at several compression levels ({', '.join(levels)}): "
+            f"{numbered(len(repeated), 'FaceForensics++ video')} {plural(len(repeated), 'was', 'were')} read at several "
+            f"compression levels ({', '.join(levels)}): "
             "each copy counts as a file of its own, so the counts are inflated and the intervals, which take the "
             f"copies for independent files, too narrow; read one level with --ffpp-compression {levels[0]}"
         )
@@ -857,12 +859,8 @@ def open_labelled_set(
         more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
         # Said with their reasons: a CSV that could not be read at all was "no usable label", its reason hidden.
         # Not "(listed in the report)": calibrate, compare and training write none, nor does a run stopped below.
-        counted = (
-            "1 entry could not be used and is"
-            if len(problems) == 1
-            else f"{len(problems)} entries could not be used and are"
-        )
-        warn(f"{counted} left out: {shown}{more}")
+        counted = numbered(len(problems), "entry", "entries")
+        warn(f"{counted} could not be used and {plural(len(problems), 'is', 'are')} left out: {shown}{more}")
     if not items:
         raise DeepShieldError(f"no labelled media found in {', '.join(map(str, datasets))}")
     refuse_one_class(
