@@ -55,22 +55,6 @@ def test_a_tracking_uri_with_no_tracking_is_refused(command, capsys):
     assert "argument --no-tracking: not allowed with argument --tracking-uri" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("options", "said"),
-    [
-        (["--downsample", "--workers", "4"], "--workers is for --add-real"),
-        (["--synth-fakes", "3", "--workers", "2"], "--workers is for --add-real"),
-        (["--add-real", "FOLDER", "--seed", "5"], "--seed is for --downsample and --synth-fakes"),
-    ],
-)
-def test_dataset_balance_refuses_an_option_its_action_ignores(tmp_path, capsys, options, said):
-    # Each was taken and ignored: --add-real split the new faces by the dataset's seed, not the one given.
-    words = [w.replace("FOLDER", str(tmp_path)) for w in options]
-    assert main(["dataset", "balance", str(tmp_path / "no-dataset"), *words]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert said in err and "Traceback" not in err, err
-
-
 def test_train_does_not_call_its_default_configuration_the_shipped_models():
     # It said '(default: the shipped model's)': default.toml trained 1.0.0, which two more steps made the
     # shipped model (a fine-tune and a synthetic-face head); `deepshield train` alone does not make it.
@@ -179,21 +163,6 @@ def test_an_empty_bundle_name_is_refused(command, capsys):
         build_parser().parse_args([*command, "--name", " "])
     assert stopped.value.code == EXIT_USAGE
     assert "argument --name: a bundle needs a name" in capsys.readouterr().err
-
-
-def test_dataset_balance_counts_one_of_each_as_one():
-    # 'add-real: 1 crops added, 0 removed, 1 errors, 1 files already in the dataset'
-    from deepshield.data.balance import BalanceSummary
-
-    one = BalanceSummary("add-real", added=1, errors=1, already_held=1, before={"real": 5}, after={"real": 6})
-    assert one.counts() == (
-        "add-real: 1 crop added, 0 removed, 1 error, 1 file already in the dataset; before real 5, fake 0; after real 6, fake 0"
-    )
-    assert (
-        BalanceSummary("downsample", added=0, removed=2, errors=2)
-        .counts()
-        .startswith("downsample: 0 crops added, 2 removed, 2 errors;")
-    )
 
 
 def test_prepare_counts_one_of_each_as_one(tmp_path):

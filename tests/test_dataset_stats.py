@@ -571,8 +571,9 @@ def test_balance_refuses_an_option_its_step_does_not_use(biased: Path, tmp_path:
         "--seed is for --downsample and --synth-fakes: --add-real splits the files it adds by the dataset's seed"
         in (capsys.readouterr().err)
     )
-    assert main(["dataset", "balance", str(biased), "--downsample", "--workers", "4"]) == 2
-    assert "--workers is for --add-real" in capsys.readouterr().err
+    for step in (["--downsample"], ["--synth-fakes", "3"]):
+        assert main(["dataset", "balance", str(biased), *step, "--workers", "4"]) == 2
+        assert "--workers is for --add-real" in capsys.readouterr().err
     assert read_info(biased).history == history
 
 
