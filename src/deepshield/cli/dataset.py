@@ -94,9 +94,7 @@ def run_stats(args: argparse.Namespace) -> int:
             raise
         pngs = []
         where = "" if exc.filename is None else f"{os.fsdecode(exc.filename)}: "
-        say(
-            f"deepshield dataset stats: warning: charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})"
-        )
+        say_warnings("stats", [f"charts not saved, the dataset's folder cannot be written in ({where}{exc.strerror})"])
     else:
         say(f"charts: {', '.join(str(p) for p in pngs)}")
     say_warnings("stats", stats.warnings)
