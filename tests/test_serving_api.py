@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import http.client
 import io
+import logging
 import math
 import re
 import threading
@@ -729,7 +730,7 @@ def test_a_job_forgotten_as_it_is_deleted_is_deleted_not_a_server_error(detector
         assert_error(client.get(f"/v1/jobs/{job['id']}"), 404, "job_not_found")
 
 
-def test_a_job_running_at_shutdown_stops_and_runs_again_after_the_restart(detector, face_video, tmp_path):
+def test_a_job_running_at_shutdown_stops_and_runs_again_after_the_restart(detector, face_video, tmp_path, caplog):
     # The process waited at exit for the running job (up to the job time limit), then dropped its result;
     # the next start failed it ("submit the file again"), as after a crash, which a job might cause again:
     # a clean stop is none.
@@ -757,7 +758,10 @@ def test_a_job_running_at_shutdown_stops_and_runs_again_after_the_restart(detect
     while not ended and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ended == ["JobCancelled"]
+    caplog.set_level(logging.INFO, "deepshield.serving")
     with client_for(detector, state_dir=state) as client:
+        # One counted as one: it said "1 job(s) requeued, 0 orphaned upload(s) removed".
+        assert "job ledger: 1 job requeued, 0 orphaned uploads removed" in caplog.text
         after = wait_for_job(client, job["id"])
         assert after["status"] == "done" and len(after["result"]["tracks"]) == 1
         assert upload_files(client) == []

@@ -454,7 +454,8 @@ def test_video_frames_larger_than_the_header_are_read_reduced_or_fail_the_job_na
     assert "6000x6000 = 36 megapixels, above the 35.4 megapixel limit" in done["error"]["detail"]
 
 
-def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detector, tmp_path):
+def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detector, tmp_path, caplog):
+    import logging
     import os
 
     from deepshield.serving.storage import STALE_AFTER_S
@@ -467,8 +468,11 @@ def test_dead_servers_temp_folders_are_removed_at_start_and_live_ones_kept(detec
         old = time.time() - STALE_AFTER_S - 1
         for folder in (live_folder, dead_folder):
             os.utime(folder, (old, old))
+        caplog.set_level(logging.INFO, "deepshield.serving")
         with client_for(detector, tmp_dir=tmp_path) as second:
             assert not dead_folder.exists()  # nobody held its lock
+            # One counted as one: it said "removed 1 upload folder(s)".
+            assert "removed 1 upload folder left by servers that did not shut down" in caplog.text
             assert live_folder.is_dir()  # the first server still holds its own
             assert second.app.state.runtime.upload_dir != live_folder
 

@@ -460,7 +460,11 @@ class JobStore:
         orphans = [path for path in upload_dir.glob("upload-*.bin") if path.name not in kept]
         for path in orphans:
             path.unlink(missing_ok=True)
-        log.info("job ledger: %d job(s) requeued, %d orphaned upload(s) removed", len(requeue), len(orphans))
+        log.info(
+            "job ledger: %s requeued, %s removed",
+            numbered(len(requeue), "job"),
+            numbered(len(orphans), "orphaned upload"),
+        )
         for job in requeue:
             self._queue(job)
         self.purge()

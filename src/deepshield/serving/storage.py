@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from deepshield.errors import DeepShieldError
+from deepshield.plural import numbered
 
 log = logging.getLogger("deepshield.serving")
 
@@ -60,7 +61,7 @@ def remove_dead_servers_folders(parent: Path, now: float | None = None) -> int:
         finally:
             os.close(fd)
     if removed:
-        log.info("removed %d upload folder(s) left by servers that did not shut down", removed)
+        log.info("removed %s left by servers that did not shut down", numbered(removed, "upload folder"))
     return removed
 
 
