@@ -1378,7 +1378,10 @@ def test_a_setting_set_but_empty_is_refused_at_start_naming_it(capsys, monkeypat
 
     with pytest.raises(ValueError, match=r"^DEEPSHIELD_API_KEY is set but empty: give it a value, or unset it"):
         ServerSettings.from_env({"DEEPSHIELD_API_KEY": ""})
-    with pytest.raises(ValueError, match=r"^DEEPSHIELD_MAX_QUEUE, DEEPSHIELD_STATE_DIR are set but empty"):
+    with pytest.raises(
+        ValueError,
+        match=r"^DEEPSHIELD_MAX_QUEUE, DEEPSHIELD_STATE_DIR are set but empty: give each a value, or unset them for",
+    ):
         ServerSettings.from_env({"DEEPSHIELD_STATE_DIR": "", "DEEPSHIELD_MAX_QUEUE": "", "DEEPSHIELD_API_KEY": "k"})
     assert ServerSettings.from_env({"DEEPSHIELD_DATA_ROOT": ""}) == ServerSettings()  # model building's, not read
 

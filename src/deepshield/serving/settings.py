@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.plural import plural
 from deepshield.training.config import DATA_DIR_ENV
 
 ENV_PREFIX = "DEEPSHIELD_"
@@ -191,10 +192,10 @@ class ServerSettings(BaseModel):
         # shell variable) started a server open to all. DEEPSHIELD_DATA_ROOT is model building's, not read here.
         empty = sorted(env_name(name) for name in cls.model_fields if environ.get(env_name(name)) == "")
         if empty:
-            one = len(empty) == 1
+            n = len(empty)
             raise ValueError(
-                f"{', '.join(empty)} {'is' if one else 'are'} set but empty: "
-                f"give {'it a value' if one else 'each a value'}, or unset {'it' if one else 'them'} for the default"
+                f"{', '.join(empty)} {plural(n, 'is', 'are')} set but empty: "
+                f"give {plural(n, 'it', 'each')} a value, or unset {plural(n, 'it', 'them')} for the default"
             )
         from_environ = {
             name: environ[env_name(name)]
