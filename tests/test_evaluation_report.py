@@ -369,6 +369,8 @@ def test_prepared_dataset_scores_its_crops(capsys, folder_dataset, tiny_bundle, 
     assert "--frames and --min-face-size apply to raw media" in capsys.readouterr().err
     assert main([*again, "--format", "dfdc", "--workers", "2"]) == EXIT_USAGE  # taken silently before
     assert "--format, --workers apply to raw media" in capsys.readouterr().err
+    assert main([*again, "--workers", "2"]) == EXIT_USAGE  # one said as one: it was "--workers apply"
+    assert "--workers applies to raw media" in capsys.readouterr().err
 
 
 def test_a_file_reached_through_two_sets_is_scored_once(capsys, folder_dataset, tiny_bundle, tmp_path):

@@ -30,7 +30,7 @@ from deepshield.evaluation.shown import fraction_text
 from deepshield.faces.detector import DEFAULT_MIN_FACE_SIZE
 from deepshield.inference.verdict import ScoreRule
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
-from deepshield.plural import numbered
+from deepshield.plural import numbered, plural
 
 FORMAT_CHOICES = ("auto", "dfdc", "ffpp", "folders", "csv")
 FACES_JOURNAL = ".faces-in-progress"  # in the report folder, while an evaluation runs
@@ -124,7 +124,8 @@ def face_settings(args: argparse.Namespace) -> tuple[int, int]:
     }
     if given := [flag for flag, used in raw_only.items() if used]:
         raise DeepShieldError(
-            f"{', '.join(given)} apply to raw media: {prepared[0]} is a prepared dataset, whose crops are read as they are"
+            f"{', '.join(given)} {plural(len(given), 'applies', 'apply')} to raw media: {prepared[0]} is a prepared "
+            "dataset, whose crops are read as they are"
         )
     info = read_info(prepared[0])
     return info.frames, info.min_face_size
