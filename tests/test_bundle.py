@@ -3,6 +3,7 @@ computes, and a broken bundle is refused with a message that says what is wrong.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import warnings
@@ -661,10 +662,15 @@ def test_force_replaces_a_bundle_only(tmp_path, capsys, command):
     (photos / "real" / "a.jpg").write_bytes(b"a photo")
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    for out in (photos, notes):
-        assert main([*command, "--out", str(out), "--force"]) == EXIT_USAGE
+    said = {
+        photos: f"{photos} is not a model bundle (it has no model_card.json) and --force replaces only a bundle",
+        notes: f"{notes} is a file, and --force replaces only a model bundle: give a folder",
+    }
+    # Without --force too: each was told to use --force, which then refused it.
+    for out, force in itertools.product((photos, notes), ([], ["--force"])):
+        assert main([*command, "--out", str(out), *force]) == EXIT_USAGE
         err = capsys.readouterr().err
-        assert f"{out} is not a model bundle (it has no model_card.json) and --force replaces only a bundle" in err
+        assert said[out] in err and "use --force" not in err, err
     assert (photos / "real" / "a.jpg").read_bytes() == b"a photo" and notes.read_text() == "mine"
 
 

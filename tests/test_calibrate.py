@@ -731,7 +731,9 @@ def test_calibrate_refuses_to_overwrite(capsys, folder_dataset, tiny_bundle, tmp
         == EXIT_USAGE
     )
     assert (
-        capsys.readouterr().err == f"deepshield: error: {taken} exists and is not empty (use --force to replace it)\n"
+        capsys.readouterr().err
+        == f"deepshield: error: {taken} is not a model bundle (it has no model_card.json) and --force replaces only a "
+        "bundle: give another folder, or empty this one yourself\n"
     )
     assert (taken / "something").read_text() == "x"
 

@@ -405,15 +405,18 @@ def check_bundle_folder(folder: Path, force: bool) -> None:
             f"give it a folder of its own (e.g. {Path(folder) / 'bundle'})"
         )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        if not force:
-            raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
         # --force replaces a bundle: it replaced any folder whole (a labelled set's real/ and fake/ photos, a
-        # report, a home folder), and a file, deleted with no word of what they held.
+        # report, a home folder), and a file, deleted with no word of what they held. Said with or without it:
+        # refused without, such a folder or file was told to use --force, which then refused it too.
+        if not folder.is_dir():
+            raise BundleError(f"{folder} is a file, and --force replaces only a model bundle: give a folder")
         if not (folder / CARD_FILE).is_file():
             raise BundleError(
                 f"{folder} is not a model bundle (it has no {CARD_FILE}) and --force replaces only a bundle: "
                 "give another folder, or empty this one yourself"
             )
+        if not force:
+            raise BundleError(f"{folder} exists and is not empty (use --force to replace it)")
 
 
 @contextlib.contextmanager
