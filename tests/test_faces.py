@@ -596,3 +596,36 @@ def test_a_detector_is_built_without_importing_matplotlib():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_matplotlib_imported_by_another_thread_while_mediapipe_is_imported_is_the_real_one(tmp_path):
+    """Another thread's `import matplotlib` while MediaPipe was imported got the stand-in: its first use recursed
+    until a RecursionError, and `import matplotlib.colors` found no package. It now waits for the real one. A
+    stand-in MediaPipe (in a fresh process) holds the import open until that thread has its matplotlib."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mediapipe").mkdir()
+    (tmp_path / "mediapipe" / "__init__.py").write_text(
+        "import threading\n"
+        "got, result = threading.Event(), []\n"
+        "def other():\n"
+        "    import matplotlib\n"
+        "    got.set()\n"
+        "    for use in (lambda: matplotlib.get_backend() != '', lambda: __import__('matplotlib.colors').colors.to_hex('red')):\n"
+        "        try:\n"
+        "            result.append(use())\n"
+        "        except BaseException as exc:\n"
+        "            result.append(type(exc).__name__)\n"
+        "thread = threading.Thread(target=other)\n"
+        "thread.start()\n"
+        "got.wait(10)\n"
+    )
+    code = (
+        "import sys; from deepshield.faces.mediapipe_import import import_mediapipe; mp = import_mediapipe(); "
+        "mp.thread.join(60); import matplotlib; print(mp.result, type(matplotlib).__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert run.stdout.strip() == "[True, '#ff0000'] module"

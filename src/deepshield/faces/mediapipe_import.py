@@ -4,7 +4,8 @@
 plot_landmarks alone): about a second of every `deepshield scan`, `serve` start and worker start on two busy
 cores, more than a photo's whole analysis. While MediaPipe is imported, matplotlib and its pyplot are stand-ins
 that import the real module when drawing_utils first uses it; they are gone from sys.modules afterwards, so
-any other `import matplotlib` gets the real one.
+any other `import matplotlib` gets the real one. Another thread's `import matplotlib` while MediaPipe is imported
+gets a stand-in: its first use waits for that import to end, then reaches the real module.
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ from typing import Any
 
 _PLOTTING = ("matplotlib", "matplotlib.pyplot")
 _lock = threading.Lock()
+_importing = [0]  # the thread importing MediaPipe while the stand-ins are in sys.modules
 
 
 class _ImportedOnUse(ModuleType):
     """A module that imports the real one of its name when an attribute of it is first read."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # the import system's own questions (__path__, __file__): not a use
+        if sys.modules.get(self.__name__) is self and threading.get_ident() != _importing[0]:
+            # Another thread's, while MediaPipe is imported: the real module was the stand-in itself (its use
+            # recursed until a RecursionError, `import matplotlib.ticker` found no package); it is there after.
+            with _lock:
+                pass
+        elif name.startswith("__"):  # the import system's own questions (__path__, __file__): not a use
             raise AttributeError(name)
         return getattr(importlib.import_module(self.__name__), name)
 
@@ -39,9 +46,11 @@ def import_mediapipe() -> ModuleType:
                 stand_ins.get("matplotlib.pyplot") or sys.modules["matplotlib.pyplot"]
             )
         sys.modules.update(stand_ins)
+        _importing[0] = threading.get_ident()
         try:
             mediapipe = importlib.import_module("mediapipe")
         finally:
+            _importing[0] = 0
             for name, stand_in in stand_ins.items():
                 if sys.modules.get(name) is stand_in:
                     del sys.modules[name]
