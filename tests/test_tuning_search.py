@@ -213,6 +213,23 @@ def test_a_resumed_study_goes_on_with_the_sampler_it_was_started_with(space, tmp
     assert "sampler grid" in lines[0]
 
 
+def test_a_study_resumed_with_its_own_sampler_notes_no_cap_of_the_sampler_auto_would_pick(space, tmp_path):
+    """Resumed with --sampler auto and --trials 8, a random study on a grid of 6 ran its 8 trials, and its report
+    still said 'the grid has 6 points: --trials 8 capped to 6', auto's pick for the space."""
+    run_search(settings(space, tmp_path, sampler="random", trials=2), train_fn=fake_train, echo=lambda _: None)
+    lines: list[str] = []
+    result = run_search(settings(space, tmp_path, sampler="auto", trials=8), train_fn=fake_train, echo=lines.append)
+    assert "sampler random" in lines[0] and "target 8 trial(s)" in lines[0]
+    assert not any("capped" in note for note in result.report.notes)
+    assert "capped" not in (tmp_path / "out" / "report.md").read_text()
+    grid = run_search(
+        settings(space, tmp_path, sampler="grid", trials=8, out=tmp_path / "grid"),
+        train_fn=fake_train,
+        echo=lines.append,
+    )
+    assert grid.report.notes[0] == "the grid has 6 points: --trials 8 capped to 6"
+
+
 def test_min_selector_uses_its_own_metric(space, tmp_path):
     CALLS.clear()
     result = run_search(

@@ -148,12 +148,10 @@ def _load_base_config(settings: SearchSettings):
     return apply_values(config, extra) if extra else config
 
 
-def _target(settings: SearchSettings, space: SearchSpace, sampler: str, notes: list[str]) -> int | None:
+def _target(settings: SearchSettings, space: SearchSpace, sampler: str) -> int | None:
     target = settings.trials
     if sampler == "grid":
         size = space.grid_size()
-        if target is not None and target > size:
-            notes.append(f"the grid has {size} points: --trials {target} capped to {size}")
         target = size if target is None else min(target, size)
     elif target is None and settings.timeout is None:
         target = DEFAULT_RANDOM_TRIALS
@@ -205,9 +203,17 @@ def plan_search(settings: SearchSettings, echo: Callable[[str], None] = print) -
     pruner = make_pruner(settings.pruner) if isinstance(settings.pruner, str) else settings.pruner
     name, out_dir, storage_url = default_names(settings)
     check_storage_url(storage_url)
-    notes: list[str] = []
-    target = _target(settings, space, sampler, notes)
-    return SearchPlan(settings, selector, base, space, sampler, pruner, name, out_dir, storage_url, target, notes)
+    target = _target(settings, space, sampler)
+    return SearchPlan(settings, selector, base, space, sampler, pruner, name, out_dir, storage_url, target)
+
+
+def _capped(plan: SearchPlan) -> list[str]:
+    """The note of a grid smaller than --trials, for the sampler the study goes on with: planned with auto's pick,
+    a random study resumed with --sampler auto ran its --trials 8 and said 'the grid has 6 points: capped to 6'."""
+    trials = plan.settings.trials
+    if plan.sampler == "grid" and trials is not None and trials > (size := plan.space.grid_size()):
+        return [f"the grid has {size} points: --trials {trials} capped to {size}"]
+    return []
 
 
 # ---- 2. open the study -------------------------------------------------------------------------
@@ -227,7 +233,7 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
         check_study(study, plan.space, plan.selector, created, recipe(plan.base.model_dump(mode="json")))
         sampler = study_sampler(study, plan.sampler, plan.settings.sampler, created)
         if sampler != plan.sampler:  # the study's own, which --sampler auto would not pick today
-            plan.sampler, plan.target = sampler, _target(plan.settings, plan.space, sampler, plan.notes)
+            plan.sampler, plan.target = sampler, _target(plan.settings, plan.space, sampler)
         if created and plan.settings.baseline:
             note = enqueue_baseline(study, plan.space, apply_values(plan.base, plan.space.budget), plan.sampler)
             if note:
@@ -338,7 +344,7 @@ def finish_search(
     """results.csv, report.md, plots and best.yaml in the search folder, and on the MLflow parent run
     (ended with `status`), whatever the way the trials ended."""
     command = full_budget_command(plan.settings, plan.selector, plan.out_dir / BEST_FILE)
-    report = write_report(study, plan.space, plan.selector, plan.out_dir, command, plan.notes)
+    report = write_report(study, plan.space, plan.selector, plan.out_dir, command, [*_capped(plan), *plan.notes])
     final = counts(study)
     if tracker is not None:
         log_parent(tracker, report, final, plan.selector, status)
