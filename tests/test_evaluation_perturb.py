@@ -59,6 +59,10 @@ def test_parse_the_documented_syntax():
         ("noise:x", "is not a number"),
         ("emboss:2", "unknown perturbation 'emboss'"),
         ("sharpen:6", "sharpen amount must be above 0 and at most 5"),
+        # Just past a limit, the value as given, as the name keeps it: 'at most 50 pixels, got 50' was said.
+        ("blur:50.0000001", r"^blur sigma must be above 0 and at most 50 pixels, got 50\.0000001$"),
+        ("resize:1.0000001", r"^resize factor must be between 0 and 1 \(exclusive\), got 1\.0000001$"),
+        ("cut:1.0000001", r"^cut share must be between 0 and 1 \(exclusive\), got 1\.0000001$"),
     ],
 )
 def test_bad_specs_are_refused_with_a_reason(spec, message):

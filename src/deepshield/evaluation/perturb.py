@@ -108,7 +108,7 @@ class Resize(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.factor) and 0 < self.factor < 1):
-            raise PerturbationError(f"resize factor must be between 0 and 1 (exclusive), got {self.factor:g}")
+            raise PerturbationError(f"resize factor must be between 0 and 1 (exclusive), got {self.factor:.15g}")
 
     @property
     def value(self) -> float:
@@ -128,7 +128,7 @@ class Blur(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma) and 0 < self.sigma <= 50):
-            raise PerturbationError(f"blur sigma must be above 0 and at most 50 pixels, got {self.sigma:g}")
+            raise PerturbationError(f"blur sigma must be above 0 and at most 50 pixels, got {self.sigma:.15g}")
 
     @property
     def value(self) -> float:
@@ -145,7 +145,7 @@ class Noise(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.std) and 0 < self.std <= 128):
-            raise PerturbationError(f"noise std must be above 0 and at most 128 grey levels, got {self.std:g}")
+            raise PerturbationError(f"noise std must be above 0 and at most 128 grey levels, got {self.std:.15g}")
 
     @property
     def value(self) -> float:
@@ -168,7 +168,7 @@ class Smooth(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma) and 0 < self.sigma <= 20):
-            raise PerturbationError(f"smooth sigma must be above 0 and at most 20 pixels, got {self.sigma:g}")
+            raise PerturbationError(f"smooth sigma must be above 0 and at most 20 pixels, got {self.sigma:.15g}")
 
     @property
     def value(self) -> float:
@@ -187,7 +187,7 @@ class Sharpen(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.amount) and 0 < self.amount <= 5):
-            raise PerturbationError(f"sharpen amount must be above 0 and at most 5, got {self.amount:g}")
+            raise PerturbationError(f"sharpen amount must be above 0 and at most 5, got {self.amount:.15g}")
 
     @property
     def value(self) -> float:
@@ -225,7 +225,7 @@ class Cut(Perturbation):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.share) and 0 < self.share < 1):
-            raise PerturbationError(f"cut share must be between 0 and 1 (exclusive), got {self.share:g}")
+            raise PerturbationError(f"cut share must be between 0 and 1 (exclusive), got {self.share:.15g}")
 
     @property
     def value(self) -> float:
