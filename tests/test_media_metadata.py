@@ -590,3 +590,62 @@ def test_exif_text_in_utf8_reads_as_written(astronaut):
     Image.fromarray(astronaut).save(buffer, "JPEG", exif=exif)
     metadata = image_metadata(buffer.getvalue())
     assert metadata.software == "DALL·E 3" and metadata.camera == "Café Caméra"  # Latin-1 kept as it is
+
+
+def test_content_credentials_of_a_large_avi_are_looked_for_in_its_chunks_not_its_media_data(
+    astronaut, tmp_path, monkeypatch
+):
+    # Every RIFF file was read whole to look for a manifest's markers: a 300 MB AVI on every analysis. Its
+    # chunks are walked to the SDK's `C2PA` chunk, the media data skipped by its size.
+    import builtins
+    import struct
+
+    from deepshield.media import metadata
+    from deepshield.media.metadata import _head, _holds_c2pa
+
+    data = write_video(tmp_path / "clip.avi", [astronaut[:64, :64]] * 3, codec="mpeg4").read_bytes()
+    junk = struct.pack("<4sI", b"JUNK", 20_000_000) + bytes(20_000_000)  # megabytes of media data, in effect
+    unsigned = b"RIFF" + struct.pack("<I", len(data) - 8 + len(junk)) + data[8:] + junk
+    big, plain = tmp_path / "big.avi", tmp_path / "unsigned.avi"
+    big.write_bytes(with_credentials(unsigned, "video/x-msvideo"))
+    plain.write_bytes(unsigned)
+    heads = {big: _head(big), plain: _head(plain)}
+    read = []
+
+    class Counted:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def read(self, size=-1):
+            block = self._handle.read(size)
+            read.append(len(block))
+            return block
+
+        def __getattr__(self, name):
+            return getattr(self._handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._handle.close()
+
+    opened = lambda *args: Counted(builtins.open(*args))  # noqa: E731, SIM115 - closed by Counted.__exit__
+    monkeypatch.setattr(metadata, "open", opened, raising=False)
+    assert _holds_c2pa(big, heads[big]) and not _holds_c2pa(plain, heads[plain])
+    assert 0 < sum(read) < 100_000  # chunk headers and the manifest's first bytes, not 40 MB
+
+
+def test_a_riff_chunk_claiming_more_than_the_file_holds_ends_the_walk(tmp_path):
+    import struct
+
+    from deepshield.media.metadata import _holds_c2pa
+
+    # A chunk of 4 GB in a 40-byte file, then the file claiming 4 GB itself: neither hangs nor raises.
+    bogus = b"RIFF" + struct.pack("<I", 32) + b"WEBP" + struct.pack("<4sI", b"VP8 ", 0xFFFFFFFF) + bytes(20)
+    huge = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WEBP" + struct.pack("<4sI", b"C2PA", 0xFFFFFFF0) + b"jumb"
+    for data in (bogus, huge):
+        path = tmp_path / "bogus.webp"
+        path.write_bytes(data)
+        assert not _holds_c2pa(path, data) and not _holds_c2pa(data, data)
+        assert image_metadata(path).credentials is None

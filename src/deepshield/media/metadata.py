@@ -24,6 +24,7 @@ from deepshield.media.provenance import (
     declared_source,
     gif_xmp,
     read_content_credentials,
+    riff_chunks,
     riff_xmp,
     xmp_packet,
 )
@@ -41,10 +42,12 @@ _EXIF_USER_COMMENT = 0x9286
 _GENERATOR_COMMENT = re.compile(r"\bSteps: \d+, Sampler: ")
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
 # A C2PA manifest lives in a JUMBF box labelled "c2pa" (JPEG APP11, PNG caBX, MP4 uuid box); only a file
-# holding both (in its first 4 MB, where JPEG, PNG and MP4 keep it beside the XMP; anywhere in a TIFF or
-# a RIFF file, WebP or AVI) is given to the C2PA SDK.
+# holding both (in its first 4 MB, where JPEG, PNG and MP4 keep it beside the XMP; anywhere in a TIFF; in
+# a RIFF file's (WebP, AVI, WAV) `C2PA` chunk) is given to the C2PA SDK.
 _C2PA_MARKERS = (b"jumb", b"c2pa")
 _HEAD_BYTES = 4 * 1024 * 1024
+# The manifest store's JUMBF box opens a `C2PA` chunk, its "jumb" and "c2pa" label in its first 40 bytes.
+_C2PA_CHUNK_HEAD = 4096
 _VIDEO_LOCATION_KEYS = ("location", "com.apple.quicktime.location.iso6709", "location-eng")  # tags lower-cased
 
 
@@ -183,12 +186,14 @@ def video_metadata(path: Path | str, trust_anchors: TrustAnchors | None = None) 
 
 
 def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
-    """Whether the file holds a C2PA manifest's markers: in its first _HEAD_BYTES, or anywhere in a TIFF
-    or a RIFF file (WebP, AVI), where the C2PA SDK writes the manifest after the pixels (a signed 6 MB
-    TIFF's was missed, and a 5 MB AVI's)."""
+    """Whether the file holds a C2PA manifest's markers: in its first _HEAD_BYTES, anywhere in a TIFF, or
+    in the `C2PA` chunk of a RIFF file (WebP, AVI, WAV), where the C2PA SDK writes the manifest after the
+    pixels (a signed 6 MB TIFF's was missed, and a 5 MB AVI's)."""
     if all(marker in head for marker in _C2PA_MARKERS):
         return True
-    if image_format_name(head) != "TIFF" and head[:4] != b"RIFF":
+    if head[:4] == b"RIFF":
+        return _riff_c2pa(source)
+    if image_format_name(head) != "TIFF":
         return False
     if isinstance(source, bytes):
         return all(marker in source for marker in _C2PA_MARKERS)
@@ -204,6 +209,21 @@ def _holds_c2pa(source: Path | str | bytes, head: bytes) -> bool:
     except OSError:
         return False
     return len(found) == len(_C2PA_MARKERS)
+
+
+def _riff_c2pa(source: Path | str | bytes) -> bool:
+    """Whether a RIFF file's `C2PA` chunk opens with a manifest store's markers. Its chunks are walked, not
+    read: a 300 MB AVI was read whole to look for them on every analysis."""
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as handle:
+            for kind, begin, end in riff_chunks(handle):
+                if kind == b"C2PA":
+                    handle.seek(begin)
+                    store = handle.read(min(end - begin, _C2PA_CHUNK_HEAD))
+                    return all(marker in store for marker in _C2PA_MARKERS)
+    except OSError:
+        return False
+    return False
 
 
 def _container_xmp(source: Path | str | bytes) -> bytes | None:

@@ -350,6 +350,28 @@ def bmff_xmp(handle: BinaryIO) -> bytes | None:
     return b""
 
 
+def riff_chunks(handle: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """(chunk id, data start, data end) of each chunk at the top of a RIFF file ("AVI ", "WEBP", "WAVE");
+    none when it is no RIFF file. Headers alone are read, the media data (an AVI's `movi` list) skipped by
+    its size; a size past the file's end ends the walk, a data end is cut at it."""
+    handle.seek(0)
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF":
+        return
+    end = min(8 + int.from_bytes(head[4:8], "little"), handle.seek(0, io.SEEK_END))
+    start = 12
+    for _ in range(_MAX_BOXES):
+        if start + 8 > end:
+            return
+        handle.seek(start)
+        header = handle.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:8], "little")
+        yield header[:4], start + 8, min(start + 8 + size, end)
+        start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+
+
 def riff_xmp(handle: BinaryIO) -> bytes | None:
     """The XMP of an AVI file from its `_PMX` chunk (b"" when it holds none), None when the file is no AVI.
     Its chunks' headers alone are read, through the whole file: Adobe writes the chunk after the media data."""
@@ -357,17 +379,10 @@ def riff_xmp(handle: BinaryIO) -> bytes | None:
     head = handle.read(12)
     if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
         return None
-    end = min(12 + int.from_bytes(head[4:8], "little"), handle.seek(0, io.SEEK_END))
-    start = 12
-    for _ in range(_MAX_BOXES):
-        handle.seek(start)
-        header = handle.read(8)
-        if len(header) < 8 or start + 8 > end:
-            break
-        size = int.from_bytes(header[4:8], "little")
-        if header[:4] == b"_PMX":
-            return handle.read(min(size, _MAX_XMP_BYTES, end - start - 8))
-        start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+    for kind, begin, end in riff_chunks(handle):
+        if kind == b"_PMX":
+            handle.seek(begin)
+            return handle.read(min(end - begin, _MAX_XMP_BYTES))
     return b""
 
 
