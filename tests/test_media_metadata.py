@@ -649,3 +649,20 @@ def test_a_riff_chunk_claiming_more_than_the_file_holds_ends_the_walk(tmp_path):
         path.write_bytes(data)
         assert not _holds_c2pa(path, data) and not _holds_c2pa(data, data)
         assert image_metadata(path).credentials is None
+
+
+def test_the_xmp_of_an_opendml_avi_is_read_from_the_riff_chunks_after_its_first(astronaut, tmp_path):
+    # An AVI past a gigabyte (OpenDML) goes on in RIFF "AVIX" chunks after its first; the walk stopped at the
+    # first's end, and a _PMX chunk after the media data of the last went unread.
+    import struct
+
+    xmp = _xmp("trainedAlgorithmicMedia")
+    data = write_video(tmp_path / "clip.avi", [astronaut[:64, :64]] * 3, codec="mpeg4").read_bytes()
+    frame = struct.pack("<4sI", b"00dc", 3) + b"abc\0"  # of odd size: padded
+    movi = struct.pack("<4sI4s", b"LIST", 4 + len(frame), b"movi") + frame
+    pmx = struct.pack("<4sI", b"_PMX", len(xmp)) + xmp + b"\0" * (len(xmp) & 1)
+    avix = b"RIFF" + struct.pack("<I", 4 + len(movi) + len(pmx)) + b"AVIX" + movi + pmx
+    clip = tmp_path / "opendml.avi"
+    clip.write_bytes(data + avix)
+    declared = video_metadata(clip).declared_source
+    assert declared is not None and declared.code == "trainedAlgorithmicMedia" and declared.declared_in == "xmp"

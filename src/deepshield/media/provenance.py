@@ -351,25 +351,32 @@ def bmff_xmp(handle: BinaryIO) -> bytes | None:
 
 
 def riff_chunks(handle: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
-    """(chunk id, data start, data end) of each chunk at the top of a RIFF file ("AVI ", "WEBP", "WAVE");
-    none when it is no RIFF file. Headers alone are read, the media data (an AVI's `movi` list) skipped by
-    its size; a size past the file's end ends the walk, a data end is cut at it."""
-    handle.seek(0)
-    head = handle.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF":
-        return
-    end = min(8 + int.from_bytes(head[4:8], "little"), handle.seek(0, io.SEEK_END))
-    start = 12
-    for _ in range(_MAX_BOXES):
-        if start + 8 > end:
+    """(chunk id, data start, data end) of each chunk at the top of a RIFF file ("AVI ", "WEBP", "WAVE"),
+    then of the RIFF chunks following the first (an OpenDML AVI's "AVIX", each past a gigabyte); none when
+    it is no RIFF file. Headers alone are read, the media data (an AVI's `movi` list) skipped by its size; a
+    size past the file's end ends the walk, a data end is cut at it."""
+    file_end = handle.seek(0, io.SEEK_END)
+    riff_start, counted = 0, 0
+    while riff_start + 12 <= file_end:
+        handle.seek(riff_start)
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF":
             return
-        handle.seek(start)
-        header = handle.read(8)
-        if len(header) < 8:
-            return
-        size = int.from_bytes(header[4:8], "little")
-        yield header[:4], start + 8, min(start + 8 + size, end)
-        start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+        riff_size = int.from_bytes(head[4:8], "little")
+        end = min(riff_start + 8 + riff_size, file_end)
+        start = riff_start + 12
+        while start + 8 <= end:
+            counted += 1
+            if counted > _MAX_BOXES:
+                return
+            handle.seek(start)
+            header = handle.read(8)
+            if len(header) < 8:
+                return
+            size = int.from_bytes(header[4:8], "little")
+            yield header[:4], start + 8, min(start + 8 + size, end)
+            start += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+        riff_start += 8 + riff_size + (riff_size & 1)
 
 
 def riff_xmp(handle: BinaryIO) -> bytes | None:
