@@ -693,6 +693,7 @@ def test_threads_follow_the_cores_the_process_may_use_not_the_machines(tiny_net_
     OnnxClassifier(tiny_net_bundle[2])
     assert threads == [1]
     assert LocalEngine().worker_cpus(1) == 1
-    assert LocalEngine().describe() == "this machine, 1 CPU(s)"
+    assert LocalEngine().describe() == "this machine, 1 CPU"
     monkeypatch.delattr("os.sched_getaffinity")  # where it does not exist (macOS, Windows): all the machine's
     assert LocalEngine().worker_cpus(2) == 8
+    assert LocalEngine().describe() == "this machine, 16 CPUs"

@@ -769,6 +769,18 @@ def test_downsample_says_why_a_split_is_left_unbalanced(tmp_path: Path):
     assert "add real faces instead" in summary.describe()
 
 
+@pytest.mark.parametrize(("fakes", "entry"), [(3, "1 crop removed"), (4, "2 crops removed")])
+def test_downsample_history_says_its_count(tmp_path: Path, fakes: int, entry: str):
+    # dataset.json's history said "downsample seed=0: 1 crops removed"; entries written before stay as they were.
+    write_info(tmp_path, DatasetInfo(history=["downsample seed=0: 1 crops removed"]))
+    reals = [crop_row("real", f"r{i}.mp4", 0, "train") for i in range(2)]
+    write_manifest(
+        tmp_path / "manifest.csv", [*reals, *(crop_row("fake", f"v{i}.mp4", 0, "train") for i in range(fakes))]
+    )
+    balance.downsample(tmp_path)
+    assert read_info(tmp_path).history == ["downsample seed=0: 1 crops removed", f"downsample seed=0: {entry}"]
+
+
 def test_downsample_advises_adding_faces_only_to_a_split_still_unbalanced(tmp_path: Path):
     # 6 real against 7 fake faces (fakes of 2 or 3 faces a video: none can go) were told "add real faces instead".
     write_info(tmp_path, DatasetInfo())

@@ -113,7 +113,7 @@ def test_a_benchmark_is_checked_against_a_packed_banks_photos_where_they_are_not
     trained = tiny_config(
         Path(out), tmp_path / "run2", mlflow_store(tmp_path / "e.db"), tmp_path / "cache2", **with_bench
     )
-    with pytest.raises(BenchmarkOverlapError, match=r"shares 2 file\(s\) with the training data"):
+    with pytest.raises(BenchmarkOverlapError, match=r"shares 2 files with the training data"):
         Trainer(trained).run()
     # A bank packed again from the packed one keeps its sources' digests.
     repacked_config = tmp_path / "repack.json"

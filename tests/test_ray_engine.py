@@ -556,6 +556,16 @@ def test_a_cluster_that_refuses_a_driver_without_its_token_is_said_to(monkeypatc
         ray_engine.RayEngine("10.0.0.5:6379").connect()
 
 
+@pytest.mark.parametrize(("nodes", "cpus", "said"), [(1, 1, "1 node, 1 CPU"), (2, 16, "2 nodes, 16 CPUs")])
+def test_a_ray_cluster_is_described_with_its_counts(monkeypatch, nodes, cpus, said):
+    # "Ray cluster, 1 node(s), 1 CPU(s)".
+    from deepshield.engines import ray as ray_engine
+
+    monkeypatch.setattr(ray_engine.RayEngine, "node_count", lambda self: nodes)
+    monkeypatch.setattr(ray_engine.RayEngine, "cluster_cpus", lambda self: cpus)
+    assert ray_engine.RayEngine("10.0.0.5:6379").describe() == f"Ray cluster, {said}"
+
+
 def test_sigterm_ends_a_ray_driver_as_ctrl_c_does(tmp_path, media, tiny_bundle):
     # Ray's core worker put in a native SIGTERM handler: a stack dump, an abort (status -6), and the
     # private instance's agents left running with no parent.

@@ -472,7 +472,7 @@ def test_train_says_its_data_where_an_interrupted_run_is_kept_and_that_it_resume
     with python_ctrl_c():
         assert main(argv) == EXIT_INTERRUPTED
     out, err = capsys.readouterr()
-    assert re.search(r"^training data: \d+ real faces, \d+ validation samples, 0 benchmark\(s\)$", out, re.M)
+    assert re.search(r"^training data: \d+ real faces, \d+ validation samples, 0 benchmarks$", out, re.M)
     last = tmp_path / "run" / "checkpoints" / LAST
     command = shlex.join(["deepshield", *argv])
     assert f"deepshield train: the run is kept in {last}; resume it with: {command} --resume\n" in err

@@ -130,7 +130,9 @@ def test_a_benchmark_that_shares_a_file_with_the_training_data_is_refused(
         tmp_path / "cache",
         **{"data.benchmarks": f'["{leaky}"]'},
     )
-    with pytest.raises(BenchmarkOverlapError, match=r"shares 1 file.*copied.png.*never be trained on"):
+    with pytest.raises(
+        BenchmarkOverlapError, match=r"shares 1 file with the training data \(.*copied.png.*never be trained on"
+    ):
         Trainer(config).run()
     same_folder = tiny_config(
         real_dir,

@@ -126,7 +126,7 @@ def test_a_grid_of_a_trillion_points_runs_its_few_trials_without_listing_the_gri
     trials = study_of(result).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert trials[0].params != trials[1].params
-    assert "sampler grid" in lines[0] and "target 2 trial(s)" in lines[0]
+    assert "sampler grid" in lines[0] and "target 2 trials" in lines[0]
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
@@ -195,7 +195,7 @@ def test_a_resumed_study_goes_on_with_the_sampler_it_was_started_with(space, tmp
     assert "sampler random" in lines[0]
     lines.clear()
     result = run_search(settings(space, tmp_path, sampler="auto", trials=3), train_fn=fake_train, echo=lines.append)
-    assert "resumed: 2 trial(s) done" in lines[0] and "sampler random" in lines[0] and "target 3 trial(s)" in lines[0]
+    assert "resumed: 2 trials done" in lines[0] and "sampler random" in lines[0] and "target 3 trials" in lines[0]
     assert not any(GRID_ID in t.user_attrs for t in study_of(result).get_trials())
     with pytest.raises(
         DeepShieldError, match=r"^study 'space' was started with --sampler random, not grid: resume it "
@@ -211,6 +211,8 @@ def test_a_resumed_study_goes_on_with_the_sampler_it_was_started_with(space, tmp
         echo=lines.append,
     )
     assert "sampler grid" in lines[0]
+    assert "(resumed: 0 trials done)" in lines[0] and lines[0].endswith("target 1 trial")
+    assert any(re.fullmatch(r"local: 1 study worker on this machine, \d+ CPUs?", line) for line in lines), lines
 
 
 def test_a_study_resumed_with_its_own_sampler_notes_no_cap_of_the_sampler_auto_would_pick(space, tmp_path):
@@ -219,7 +221,7 @@ def test_a_study_resumed_with_its_own_sampler_notes_no_cap_of_the_sampler_auto_w
     run_search(settings(space, tmp_path, sampler="random", trials=2), train_fn=fake_train, echo=lambda _: None)
     lines: list[str] = []
     result = run_search(settings(space, tmp_path, sampler="auto", trials=8), train_fn=fake_train, echo=lines.append)
-    assert "sampler random" in lines[0] and "target 8 trial(s)" in lines[0]
+    assert "sampler random" in lines[0] and "target 8 trials" in lines[0]
     assert not any("capped" in note for note in result.report.notes)
     assert "capped" not in (tmp_path / "out" / "report.md").read_text()
     grid = run_search(
@@ -609,7 +611,7 @@ def test_two_searches_started_at_once_on_a_new_study_both_open_it(space, tmp_pat
     assert not failures
     assert sorted(line.split(" in ")[0] for line in lines) == [
         "study 'space' (new)",
-        "study 'space' (resumed: 0 trial(s) done)",
+        "study 'space' (resumed: 0 trials done)",
     ]
 
 
@@ -877,3 +879,22 @@ def test_the_clis_notes_are_on_stderr_named_by_the_command(space, tmp_path, caps
     printed = capsys.readouterr()
     assert code == 2 and "note:" not in printed.out
     assert printed.err.startswith("deepshield tune: note: min.val_auc picks the lowest val_auc"), printed.err
+
+
+@pytest.mark.parametrize(("values", "said"), [([], "0 completed trials"), ([0.5], "1 completed trial")])
+def test_skipped_importances_say_how_many_trials_completed(tmp_path, values, said):
+    # "parameter importances skipped: 1 completed trial(s), at least 2 are needed".
+    from deepshield.tuning.report import importance_plot
+    from deepshield.tuning.space import parse_space
+
+    study = optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
+    for value in values:
+        study.add_trial(
+            optuna.trial.create_trial(params={"optim.lr": 1e-3}, distributions={"optim.lr": lr}, value=value)
+        )
+    space = parse_space({"optim.lr": {"low": 1e-4, "high": 1e-2}})
+    assert importance_plot(study, space, tmp_path / "importances.png") == (
+        None,
+        f"parameter importances skipped: {said}, at least 2 are needed",
+    )

@@ -76,7 +76,8 @@ def test_grid_points_follow_the_product_of_the_parameters_lists():
         ("run_dir: [a, b]\n", "set by the search itself"),
         ("optim.epochs: [1, 2]\nbudget: {optim.epochs: 1}\n", "both searched and fixed"),
         ("budget: {optim.epochs: 1}\n", "no parameter to search"),
-        ("optim.lr: {low: 1, high: 2, mean: 3}\n", "unknown field"),
+        ("optim.lr: {low: 1, high: 2, mean: 3}\n", r"optim\.lr has unknown field mean \("),
+        ("optim.lr: {low: 1, high: 2, mean: 3, sd: 1}\n", r"optim\.lr has unknown fields mean, sd \("),
         ('optim.lr: {low: 1.0e-4, high: 1.0e-2, log: "false"}\n', "log must be true or false"),  # bool("false")
         ("optim.lr: {values: [1.0e-4, 1.0e-3], log: true}\n", "lists its values with other fields"),
     ],

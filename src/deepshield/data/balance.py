@@ -261,7 +261,7 @@ def _downsample(dataset_dir: Path | str, seed: int | None = None) -> BalanceSumm
     if dropped:
         previous = read_manifest_file(layout.removed) if layout.removed.exists() else []
         texts = {REMOVED_NAME: manifest_text([*previous, *dropped]), MANIFEST_NAME: manifest_text(keep)}
-        commit_step(layout.root, info, f"downsample seed={seed}: {len(dropped)} crops removed", texts)
+        commit_step(layout.root, info, f"downsample seed={seed}: {numbered(len(dropped), 'crop')} removed", texts)
     return BalanceSummary("downsample", removed=len(dropped), before=before, after=_label_counts(keep), notes=notes)
 
 

@@ -25,6 +25,7 @@ from deepshield.cpus import usable_cpus
 from deepshield.engines import INTERRUPTED_WORKERS, Engine, FileJob, Reorder, WorkerFn, call_job
 from deepshield.errors import DeepShieldError, log_to_stderr, stop_as_on_ctrl_c
 from deepshield.native_logs import quiet_process
+from deepshield.plural import numbered
 
 _WORKER: dict[str, Any] = {}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch / numpy when a worker process starts
@@ -180,7 +181,7 @@ class LocalEngine(Engine):
         return max(1, usable_cpus() // max(1, count))
 
     def describe(self) -> str:
-        return f"this machine, {usable_cpus()} CPU(s)"
+        return f"this machine, {numbered(usable_cpus(), 'CPU')}"
 
     def run_workers(
         self,

@@ -41,6 +41,7 @@ from deepshield.engines import (
 )
 from deepshield.errors import DeepShieldError, stop_as_on_ctrl_c, storage_failed
 from deepshield.native_logs import quiet_process
+from deepshield.plural import numbered
 
 try:
     import ray
@@ -273,7 +274,7 @@ class RayEngine(Engine):
         return max(1, min(self.cluster_cpus() // max(1, count), self.largest_node_cpus()))
 
     def describe(self) -> str:
-        return f"Ray cluster, {self.node_count()} node(s), {self.cluster_cpus()} CPU(s)"
+        return f"Ray cluster, {numbered(self.node_count(), 'node')}, {numbered(self.cluster_cpus(), 'CPU')}"
 
     def in_flight_limit(self) -> int:
         return self.workers if self.workers else 2 * self.cluster_cpus()

@@ -64,6 +64,7 @@ from deepshield.inference.video_rule import VideoRule
 from deepshield.locks import logged_wait, waited_lock
 from deepshield.media.files import file_sha256, keyed_among, real_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
+from deepshield.plural import numbered
 
 log = logging.getLogger(__name__)
 BENCH_FORMAT = "15"  # part of the cache key: bump when what a cached benchmark holds changes (15: tiles from 641 px)
@@ -177,7 +178,7 @@ def check_no_overlap(
     if shared := files_shared(benchmark_files, training_files, training_digests):
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(
-            f"benchmark {benchmark} shares {len(shared)} file(s) with the training data ({listed}): a benchmark is for "
+            f"benchmark {benchmark} shares {numbered(len(shared), 'file')} with the training data ({listed}): a benchmark is for "
             "choosing epochs and recipes and must never be trained on; remove them from one side"
         )
 

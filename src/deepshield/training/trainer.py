@@ -34,7 +34,7 @@ from deepshield.locks import folder_lock
 from deepshield.media.files import keyed_among
 from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
-from deepshield.plural import plural
+from deepshield.plural import numbered, plural
 from deepshield.tracking.tracker import check_store, open_tracker
 from deepshield.training.allocator import keep_freed_memory
 from deepshield.training.benchmarks import (
@@ -307,7 +307,7 @@ class Trainer:
         fakes = f" and {len(train_pool)} prepared fakes" if len(train_pool) else ""
         print(
             f"training data: {len(train_bank)} real faces{fakes}, {len(val_labels)} validation samples, "
-            f"{len(benchmarks)} benchmark(s)",
+            f"{numbered(len(benchmarks), 'benchmark')}",
             flush=True,
         )
         return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks, donors)

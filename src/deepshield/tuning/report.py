@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from deepshield.data.layout import atomic_text_file, atomic_write_text
 from deepshield.evaluation.plots import save_figure
+from deepshield.plural import numbered
 from deepshield.tuning.selector import VALIDATION_METRICS, Selector
 from deepshield.tuning.space import Param, SearchSpace, shown
 from deepshield.tuning.storage import ATTR_BASELINE
@@ -305,7 +306,10 @@ def params_plot(trials: list[FrozenTrial], space: SearchSpace, selector: Selecto
 def importance_plot(study: optuna.Study, space: SearchSpace, path: Path) -> tuple[Path | None, str | None]:
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _value(t) is not None]
     if len(complete) < 2:
-        return None, f"parameter importances skipped: {len(complete)} completed trial(s), at least 2 are needed"
+        return (
+            None,
+            f"parameter importances skipped: {numbered(len(complete), 'completed trial')}, at least 2 are needed",
+        )
     varying = [p.name for p in space.params if len({repr(t.params.get(p.name)) for t in complete}) > 1]
     if not varying:
         return None, "parameter importances skipped: no parameter varies among the completed trials"

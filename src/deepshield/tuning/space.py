@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from deepshield.dotted import flatten, merge_dotted, parse_assignment
 from deepshield.errors import DeepShieldError
+from deepshield.plural import plural
 from deepshield.strict import explain
 
 BUDGET_KEY = "budget"
@@ -280,7 +281,7 @@ def _range(name: str, spec: dict[str, Any]) -> Param:
     unknown = set(spec) - RANGE_KEYS
     if unknown:
         raise DeepShieldError(
-            f"search space: {name} has unknown field(s) {', '.join(sorted(unknown))} (use low, high, step, log, type)"
+            f"search space: {name} has unknown {plural(len(unknown), 'field')} {', '.join(sorted(unknown))} (use low, high, step, log, type)"
         )
     if "low" not in spec or "high" not in spec:
         raise DeepShieldError(f"search space: {name} needs both low and high")

@@ -34,6 +34,7 @@ import optuna
 
 from deepshield.engines import ENGINES, Engine, make_engine
 from deepshield.errors import DeepShieldError
+from deepshield.plural import numbered, plural
 from deepshield.tracking.tracker import check_store
 from deepshield.training.config import recipe
 from deepshield.tuning.objective import EXPORT_SELECT, TrainFn, TrialContext, run_training
@@ -240,11 +241,13 @@ def open_study(plan: SearchPlan, echo: Callable[[str], None] = print) -> optuna.
                 plan.notes.append(note)
         requeued = recover_lost_trials(study)
     done = counts(study)["done"]
+    state = "new" if created else f"resumed: {numbered(done, 'trial')} done"
+    target = numbered(plan.target, "trial") if plan.target is not None else "until timeout"
     echo(
-        f"study '{plan.name}' ({'new' if created else f'resumed: {done} trial(s) done'}) in {safe_url(plan.storage_url)}; "
-        f"sampler {plan.sampler}, selector {plan.selector}, target {plan.target if plan.target is not None else 'until timeout'} trial(s)"
+        f"study '{plan.name}' ({state}) in {safe_url(plan.storage_url)}; "
+        f"sampler {plan.sampler}, selector {plan.selector}, target {target}"
         + (
-            f"; re-running interrupted trial(s) {', '.join(map(str, requeued))} from their checkpoints"
+            f"; re-running interrupted {plural(len(requeued), 'trial')} {', '.join(map(str, requeued))} from their checkpoints"
             if requeued
             else ""
         )
@@ -273,7 +276,7 @@ def prewarm_facebanks(space: SearchSpace, base, echo: Callable[[str], None], pro
         if not config.data.real_dirs:  # prepared datasets only: nothing to detect
             continue
         echo(
-            f"face bank: {len(config.data.real_dirs)} folder(s), {config.model.input_size} px (built once, cached in {config.data.cache_dir})"
+            f"face bank: {numbered(len(config.data.real_dirs), 'folder')}, {config.model.input_size} px (built once, cached in {config.data.cache_dir})"
         )
         facebank_for(config, progress)
 
@@ -304,7 +307,7 @@ def run_trials(
     """n_jobs study workers on the engine until the study reaches its target (or the timeout); each
     worker gets an equal share of the engine's CPUs as torch threads (all of them when alone)."""
     settings = plan.settings
-    echo(f"{engine.name}: {settings.n_jobs} study worker(s) on {engine.describe()}")
+    echo(f"{engine.name}: {numbered(settings.n_jobs, 'study worker')} on {engine.describe()}")
     _warn_about_shared_stores(plan, engine, echo)
     cpus = engine.worker_cpus(settings.n_jobs)
     context = TrialContext(
@@ -349,7 +352,7 @@ def finish_search(
     if tracker is not None:
         log_parent(tracker, report, final, plan.selector, status)
     if status == "KILLED":
-        echo(f"search interrupted: {final['done']} trial(s) done; run the same command again to resume")
+        echo(f"search interrupted: {numbered(final['done'], 'trial')} done; run the same command again to resume")
     return SearchResult(
         plan.name,
         plan.storage_url,
