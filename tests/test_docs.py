@@ -25,6 +25,7 @@ USER_DOCS = [
     "docs/mlrun.md",
     "docs/synthetic-faces.md",
     "docs/shipped-model.md",
+    "docs/training-config.md",
 ]
 
 
@@ -153,3 +154,17 @@ def test_every_server_setting_is_documented_by_its_variable():
         if env_name(field) not in readme and f"`{field.upper()}`" not in readme
     ]
     assert not undocumented, f"README names no {', '.join(undocumented)}"
+
+
+def test_the_training_configuration_reference_is_the_code_s():
+    """Every training key, and no other, in docs/training-config.md, with the default, values and description
+    TrainConfig gives it: a key without a word in the docs could only be found in the code."""
+    from deepshield.training.reference import render
+    from deepshield.tuning.space import config_leaf_keys
+
+    page = (ROOT / "docs/training-config.md").read_text()
+    listed = set(re.findall(r"^\| `([\w.]+)` \|", page, re.MULTILINE))
+    regenerate = "regenerate it: python -m deepshield.training.reference > docs/training-config.md"
+    missing, stale = sorted(config_leaf_keys() - listed), sorted(listed - config_leaf_keys())
+    assert not missing and not stale, f"docs/training-config.md lacks {missing}, names no key {stale}: {regenerate}"
+    assert page == render(), f"docs/training-config.md is out of date (a default, values or description): {regenerate}"

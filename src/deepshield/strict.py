@@ -58,6 +58,8 @@ def _ordered_within(minimum: float, maximum: float) -> AfterValidator:
             raise ValueError(f"must be a range with {minimum} <= low <= high <= {maximum}, got ({low}, {high})")
         return value
 
+    check.__doc__ = f"[low, high] with {minimum} <= low <= high <= {maximum}"  # the configuration reference's words
+
     return AfterValidator(check)
 
 
@@ -65,7 +67,9 @@ _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")
 
 
 def check_version(text: str) -> str:
-    """A model bundle's version as cards, file names and URLs carry it: 1.2.3, 1.2.3+cal.20261206, 2.0.0-rc1."""
+    """A bundle version (letters, digits and . + - _, from a letter or digit): 1.2.3, 1.2.3+cal.20261206.
+
+    As cards, file names and URLs carry it."""
     if not _VERSION.fullmatch(text):
         raise ValueError(
             "not a version: letters, digits and . + - _ only, starting with a letter or digit (e.g. 1.3.0)"
