@@ -64,9 +64,9 @@ class SynthesisConfig(StrictModel):
     full_blend_probability: float = Field(
         0.5, ge=0, le=1, description="chance the mask's peak is 1 rather than a random ratio"
     )
-    min_blend_ratio: float = Field(0.5, gt=0, le=1)
+    min_blend_ratio: float = Field(0.5, gt=0, le=1, description="lowest random peak of a mask that is not full")
     max_shift: float = Field(0.03, ge=0, description="source misalignment, fraction of the crop side")
-    max_scale_change: float = Field(0.05, ge=0)
+    max_scale_change: float = Field(0.05, ge=0, description="largest source rescaling before blending (share)")
     paste_probability: float = Field(
         0.0, ge=0, le=1, description="chance a fake is one part of another face pasted on (hand-edit-like), not a blend"
     )

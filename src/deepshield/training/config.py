@@ -72,8 +72,12 @@ class DataConfig(StrictModel):
         le=1,
         description="leave out real faces whose crop is more than this share padding (tightly cropped, low-resolution photos)",
     )
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    cache_dir: Path = Path(".cache/deepshield")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of data.real_dirs' identities held out for validation (not trained on)"
+    )
+    cache_dir: Path = Field(
+        Path(".cache/deepshield"), description="where built face banks and benchmark faces are kept"
+    )
     cross_blend_fraction: float = Field(
         0.3, ge=0, le=1, description="share of fakes made by cross-identity blending (rest: self-blending)"
     )
@@ -92,8 +96,10 @@ class DataConfig(StrictModel):
         ge=1,
         description="at most this many donors a folder, the first by name: the rest stay unseen (for the synthetic-face checks)",
     )
-    loader_workers: int = Field(1, ge=0)
-    bank_workers: int = Field(2, ge=1)
+    loader_workers: int = Field(
+        1, ge=0, description="processes that make training samples (0: the training process itself)"
+    )
+    bank_workers: int = Field(2, ge=1, description="processes that find and crop faces while a face bank is built")
 
     @field_validator("group_pattern")
     @classmethod
@@ -161,11 +167,11 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    backbone: Backbone = "efficientnet_lite0"
-    input_size: int = Field(224, ge=32, le=512)
-    crop_scale: float = Field(1.5, gt=1, le=3)
-    pretrained: bool = True
-    dropout: float = Field(0.2, ge=0, lt=1)
+    backbone: Backbone = Field("efficientnet_lite0", description="the network's trunk (tiny: a small one for tests)")
+    input_size: int = Field(224, ge=32, le=512, description="side of the square face crop the network reads, in pixels")
+    crop_scale: float = Field(1.5, gt=1, le=3, description="the crop's side as a multiple of the face box's")
+    pretrained: bool = Field(True, description="start the trunk from its ImageNet weights (off: random weights)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout on the feature map before the classifier")
     cam_pooling_temperature: float | None = Field(
         None,
         gt=0,
@@ -208,9 +214,9 @@ class ModelConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    epochs: int = Field(6, ge=1)
-    samples_per_epoch: int = Field(12000, ge=2)
-    batch_size: int = Field(32, ge=2)
+    epochs: int = Field(6, ge=1, description="epochs, each scored on validation and checkpointed")
+    samples_per_epoch: int = Field(12000, ge=2, description="training samples drawn each epoch")
+    batch_size: int = Field(32, ge=2, description="samples an optimisation step")
     optimizer: Literal["adamw", "sam"] = Field(
         "adamw", description="sam: sharpness-aware minimisation around AdamW (what SBI trains with; 2 passes a step)"
     )
@@ -224,7 +230,7 @@ class OptimConfig(StrictModel):
             "(0: no head, and no masks made)"
         ),
     )
-    lr: float = Field(4e-4, gt=0)
+    lr: float = Field(4e-4, gt=0, description="AdamW's peak learning rate")
     backbone_lr_scale: float = Field(
         1.0,
         ge=0,
@@ -235,8 +241,10 @@ class OptimConfig(StrictModel):
             "0 trains the heads alone"
         ),
     )
-    weight_decay: float = Field(1e-2, ge=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW's weight decay")
+    warmup_fraction: float = Field(
+        0.05, ge=0, lt=1, description="share of all steps over which the learning rate rises to optim.lr"
+    )
     checkpoint_every_steps: int = Field(50, ge=1, description="mid-epoch checkpoints, so a kill loses little work")
 
     @model_validator(mode="after")
@@ -251,8 +259,8 @@ class OptimConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    jpeg_probability: float = Field(0.5, ge=0, le=1)
-    jpeg_quality: JpegQualityRange = (30, 100)
+    jpeg_probability: float = Field(0.5, ge=0, le=1, description="chance a crop is JPEG-compressed (last)")
+    jpeg_quality: JpegQualityRange = Field((30, 100), description="JPEG quality range (inclusive)")
     codec_probability: float = Field(
         0.0, ge=0, le=1, description="re-encode the crop with H.264, as compressed video does to real swaps"
     )
@@ -266,15 +274,17 @@ class AugmentConfig(StrictModel):
             "saturation), real and fake alike, so that a retouched real photo is not read as a blend"
         ),
     )
-    rescale_probability: float = Field(0.3, ge=0, le=1)
-    rescale_range: ScaleRange = (0.35, 0.9)
-    blur_probability: float = Field(0.15, ge=0, le=1)
-    noise_probability: float = Field(0.15, ge=0, le=1)
-    colour_probability: float = Field(0.5, ge=0, le=1)
-    flip_probability: float = Field(0.5, ge=0, le=1)
-    jitter_shift: float = Field(0.04, ge=0)
-    jitter_scale: float = Field(0.06, ge=0)
-    jitter_rotation_deg: float = Field(8.0, ge=0)
+    rescale_probability: float = Field(0.3, ge=0, le=1, description="chance a crop is downscaled and scaled back up")
+    rescale_range: ScaleRange = Field((0.35, 0.9), description="the downscaled side as a share of the crop's")
+    blur_probability: float = Field(0.15, ge=0, le=1, description="chance of a Gaussian blur (sigma 0.5-1.5 px)")
+    noise_probability: float = Field(0.15, ge=0, le=1, description="chance of Gaussian noise (sigma 2-8 levels)")
+    colour_probability: float = Field(
+        0.5, ge=0, le=1, description="chance of a brightness and contrast change (gain 0.85-1.15, bias +-15)"
+    )
+    flip_probability: float = Field(0.5, ge=0, le=1, description="chance a crop is mirrored")
+    jitter_shift: float = Field(0.04, ge=0, description="largest random shift of the crop, share of its side")
+    jitter_scale: float = Field(0.06, ge=0, description="largest random zoom of the crop, in or out (share)")
+    jitter_rotation_deg: float = Field(8.0, ge=0, description="largest random rotation of the crop, in degrees")
 
 
 # Heavier than the manipulation recipe's: a generator's fingerprint must be learnt through blur, JPEG,
@@ -318,7 +328,7 @@ class SyntheticConfig(StrictModel):
         0.2, gt=0, lt=1, description="generated files never trained or calibrated on: the disjoint check"
     )
     val_fraction: float = Field(0.15, gt=0, lt=1, description="generated files for validation and calibration")
-    limit_per_folder: int | None = Field(None, ge=1)
+    limit_per_folder: int | None = Field(None, ge=1, description="at most this many files a folder (None: all)")
     threshold_fpr: float | None = Field(
         0.05,
         gt=0,
@@ -386,13 +396,15 @@ def data_folders(data: DataConfig, synthetic: SyntheticConfig | None) -> set[str
 
 
 class TrackingConfig(StrictModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="log the run to MLflow")
     # Empty, MLflow logged to a store of its own choosing (mlflow.db in the working folder), and the run's
     # last line said `mlflow ui --backend-store-uri ` with no store; an empty experiment was refused only
     # after the face bank.
-    uri: str = Field("sqlite:///mlruns.db", min_length=1)
-    experiment: str = Field("deepshield-train", min_length=1)
-    run_name: str | None = None
+    uri: str = Field("sqlite:///mlruns.db", min_length=1, description="MLflow tracking store")
+    experiment: str = Field("deepshield-train", min_length=1, description="MLflow experiment")
+    run_name: str | None = Field(
+        None, description="MLflow run name, and the bundle name unless export.name (None: run_dir's name)"
+    )
 
 
 class ExportConfig(StrictModel):
@@ -419,13 +431,13 @@ class ExportConfig(StrictModel):
             "validation fit put them)"
         ),
     )
-    intended_use: str = ""
-    license: str = ""
+    intended_use: str = Field("", description="the model card's intended use")
+    license: str = Field("", description="the model card's licence for the weights")
 
 
 class TrainConfig(StrictModel):
-    seed: int = 0
-    run_dir: Path = Path("runs/default")
+    seed: int = Field(0, description="seeds the split, the samples and the network's initial weights")
+    run_dir: Path = Field(Path("runs/default"), description="folder of the run's checkpoints, records and bundle")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda: mixed precision (bfloat16) on the first GPU")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: all cores)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimisation steps (smoke runs)")
