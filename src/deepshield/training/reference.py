@@ -24,7 +24,7 @@ with its default and the values it takes. The configuration is strict: a key not
 naming it and the nearest valid key. The packaged configurations
 ([default.toml](../src/deepshield/training/default.toml),
 [synthetic-frozen.toml](../src/deepshield/training/synthetic-frozen.toml)) set some keys away from these
-defaults. "unset" is the key left out (there is no TOML or YAML null: leave the key out).
+defaults. "unset" is the key left out (or `null` in YAML, JSON and `--set`; TOML has none).
 
 This page is written from `deepshield.training.config.TrainConfig`; after changing a setting, regenerate it:
 `python -m deepshield.training.reference > docs/training-config.md` (tests/test_docs.py fails until then).
