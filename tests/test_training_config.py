@@ -13,7 +13,7 @@ import pytest
 
 from deepshield.errors import DeepShieldError
 from deepshield.inference.runtime import DEFAULT_BUNDLE, OnnxClassifier
-from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, TrainConfig, load_config
+from deepshield.training.config import DATA_DIR_ENV, DEFAULT_CONFIG, SYNTHETIC_AUGMENT, TrainConfig, load_config
 
 
 @pytest.mark.parametrize(
@@ -447,3 +447,16 @@ def test_train_says_when_export_select_picks_the_worst_epoch(tmp_path, monkeypat
         train.run_train(args)
     said = "deepshield train: note: min.val_auc picks the lowest val_auc, but higher is better for it"
     assert (said in capsys.readouterr().err) is warned
+
+
+def test_a_synthetic_augment_key_keeps_the_synthetic_recipe_for_the_others(tmp_path):
+    """One synthetic.augment key given: the others keep SYNTHETIC_AUGMENT's heavier defaults, from --set
+    or from a file's [synthetic.augment] section (they fell back to the manipulation recipe's)."""
+    path = tmp_path / "c.toml"
+    path.write_text('[synthetic]\nmode = "joint"\n[synthetic.augment]\nflip_probability = 0.1\n')
+    for config in (
+        load_config(overrides=["synthetic.mode=joint", "synthetic.augment.flip_probability=0.1"]),
+        load_config(path),
+    ):
+        assert config.synthetic is not None
+        assert config.synthetic.augment == SYNTHETIC_AUGMENT.model_copy(update={"flip_probability": 0.1})

@@ -371,6 +371,15 @@ class SyntheticConfig(StrictModel):
     )
     augment: AugmentConfig = SYNTHETIC_AUGMENT
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _over_the_synthetic_recipe(cls, value: Any) -> Any:
+        """Keys given are laid over SYNTHETIC_AUGMENT: `synthetic.augment.flip_probability=0.4` alone set
+        every other key back to the manipulation recipe's lighter default (JPEG 0.5, not 0.7)."""
+        if isinstance(value, dict):
+            return {**SYNTHETIC_AUGMENT.model_dump(), **value}
+        return value
+
     @model_validator(mode="after")
     def _generated_faces_left_to_train_on(self) -> SyntheticConfig:
         # Refused only once the generated files were listed, as "N generated faces are too few for a 60% holdout
