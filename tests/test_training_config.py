@@ -460,3 +460,16 @@ def test_a_synthetic_augment_key_keeps_the_synthetic_recipe_for_the_others(tmp_p
     ):
         assert config.synthetic is not None
         assert config.synthetic.augment == SYNTHETIC_AUGMENT.model_copy(update={"flip_probability": 0.1})
+
+
+def test_a_dotted_key_in_a_yaml_file_is_told_to_be_nested(tmp_path):
+    """`optim.lr: 1e-3` in a YAML file is one key named "optim.lr": its error says to nest it, not "did you
+    mean optim?"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("synthetic:\n  mode: joint\nsynthetic.augment.flip_probability: 0.1\n")
+    with pytest.raises(DeepShieldError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        "invalid training configuration: unknown key synthetic.augment.flip_probability; dots do not nest keys in "
+        f"a file: write flip_probability under synthetic.augment (from --config {path})"
+    )
