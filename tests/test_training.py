@@ -19,7 +19,7 @@ from deepshield.training.checkpoint import BEST, LAST, load_checkpoint, save_che
 from deepshield.training.config import TrainConfig, load_config
 from deepshield.training.dataset import TrainingSamples
 from deepshield.training.export import export_checkpoint
-from deepshield.training.trainer import Trainer, _lr_lambda, content_digest
+from deepshield.training.trainer import Trainer, _lr_lambda, content_digest, training_data_line
 from tests.conftest import file_size_limit, python_ctrl_c
 from tests.face_data import write_real_faces
 
@@ -1282,3 +1282,14 @@ def test_a_checkpoint_recording_a_free_text_export_version_is_still_read(tmp_pat
     config = checkpoint_config({"config": recorded}, tmp_path / "best.pt")
     assert config.export.version is None and config.model == load_config(None, []).model
     assert "its export.version 'my model v2' is not a version" in capsys.readouterr().err
+
+
+def test_training_data_line_says_each_count_with_its_noun() -> None:
+    # Of one, "1 real faces" read wrong; each count takes its own singular or plural.
+    assert training_data_line(1, 1, 1, 1) == (
+        "training data: 1 real face and 1 prepared fake, 1 validation sample, 1 benchmark"
+    )
+    assert training_data_line(5, 0, 2, 0) == "training data: 5 real faces, 2 validation samples, 0 benchmarks"
+    assert training_data_line(3, 4, 2, 2) == (
+        "training data: 3 real faces and 4 prepared fakes, 2 validation samples, 2 benchmarks"
+    )

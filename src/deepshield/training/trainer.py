@@ -143,6 +143,15 @@ def trained_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
     return float(scheduler.base_lrs[0]) * scheduler.lr_lambdas[0](max(scheduler.last_epoch - 1, 0))
 
 
+def training_data_line(reals: int, fakes: int, validation: int, benchmarks: int) -> str:
+    """The line printed before training: what it trains on and is measured on, each count with its noun."""
+    prepared = f" and {numbered(fakes, 'prepared fake')}" if fakes else ""
+    return (
+        f"training data: {numbered(reals, 'real face')}{prepared}, {numbered(validation, 'validation sample')}, "
+        f"{numbered(benchmarks, 'benchmark')}"
+    )
+
+
 def without_padding_heavy(bank: FaceBank, max_padding_fraction: float | None) -> FaceBank:
     """Faces whose crop is at most `max_padding_fraction` padding (tight, low-resolution photos
     cropped at 1.5x their face are mostly black border)."""
@@ -304,12 +313,7 @@ class Trainer:
         )
         benchmarks = self._load_benchmarks(training_files + (other_training_files or []), training_digests)
         # Printed as the epochs are: a run said nothing of its data before the first epoch's bar.
-        fakes = f" and {len(train_pool)} prepared fakes" if len(train_pool) else ""
-        print(
-            f"training data: {len(train_bank)} real faces{fakes}, {len(val_labels)} validation samples, "
-            f"{numbered(len(benchmarks), 'benchmark')}",
-            flush=True,
-        )
+        print(training_data_line(len(train_bank), len(train_pool), len(val_labels), len(benchmarks)), flush=True)
         return TrainingData(train_bank, train_pool, val_images, val_labels, benchmarks, donors)
 
     def _load_benchmarks(self, training_files: list[Path], training_digests: set[str] | None = None) -> list[Benchmark]:
