@@ -3,6 +3,8 @@
     python bench/bench_evaluate.py [BUNDLE] [--data DEV_EVAL_DIR] [--frames 32]
         [--perturb jpeg:90,70,50 resize:0.5 blur:1.5 noise:5] [--bootstrap 1000] [--out REPORT_DIR] [--limit N]
 
+--perturb left out measures those four; --perturb with no spec measures the clean set only.
+
 BUNDLE defaults to the shipped model (src/deepshield/models/default/). Every part of dev-eval is
 scored in one run: face-edits/{real,fake} (images), dfdc-sample (DFDC videos, --frames per video) and
 modern-swaps/{real,fake} (photos and videos of current swap tools, the shipped model's weakest set);
@@ -122,6 +124,7 @@ def main() -> int:
     )
     parser.add_argument("--frames", type=int, default=DEFAULT_VIDEO_FRAMES)
     add_perturb_argument(parser)  # evaluate's: given twice, both are kept
+    parser.set_defaults(perturb=None)  # left out: DEFAULT_PERTURB; --perturb with no spec: the clean set only
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_evaluate_report"))
     parser.add_argument(
@@ -131,7 +134,8 @@ def main() -> int:
         help="score only the first N real and N fake files of each part (a quick check of the script)",
     )
     args = parser.parse_args()
-    perturbations = parse_perturbations(args.perturb or DEFAULT_PERTURB)  # bad specs fail before the model loads
+    # Bad specs fail before the model loads.
+    perturbations = parse_perturbations(DEFAULT_PERTURB if args.perturb is None else args.perturb)
 
     from deepshield.engines.local import LocalEngine
     from deepshield.evaluation.report import write_report

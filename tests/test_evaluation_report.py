@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from deepshield.cli.evaluate import add_perturb_argument
 from deepshield.cli.main import EXIT_OK, EXIT_USAGE, main
 from deepshield.errors import EXIT_INTERRUPTED, DeepShieldError
 from deepshield.evaluation.metrics import FEW_FILES, few_files_caution, files_per_class
@@ -1368,3 +1370,27 @@ def test_bench_evaluate_takes_perturb_as_evaluate_does_and_tables_the_lost_faces
     )  # fmt: skip
     summary = types.SimpleNamespace(by_source={}, perturbations=[lost])
     assert bench.perturbation_rows(summary)[-1].endswith("| 3 (lost here: 2 fake, 1 real) |")
+
+
+@pytest.mark.parametrize(
+    ("given", "measured"),
+    [([], None), (["--perturb"], []), (["--perturb", "jpeg:90"], ["jpeg:90"])],
+)
+def test_bench_evaluate_perturb_with_no_spec_measures_the_clean_set_only(monkeypatch, given, measured):
+    """`--perturb` alone (the clean set only) became an argparse error when bench_evaluate took evaluate's --perturb."""
+    from deepshield.errors import exit_status
+    from tests.script_support import BENCH, load_script
+
+    bench = load_script("bench_evaluate", BENCH)
+    seen = []
+    monkeypatch.setattr(bench, "parse_perturbations", lambda specs: seen.append(specs) or [])
+    monkeypatch.setattr("sys.argv", ["bench_evaluate.py", "/nowhere", *given])
+    assert exit_status(bench.main, "bench_evaluate") == 2  # no bundle at /nowhere: stops after parsing
+    assert seen == [bench.DEFAULT_PERTURB if measured is None else measured]
+
+
+def test_evaluate_perturb_with_no_spec_measures_the_clean_set_only():
+    parser = argparse.ArgumentParser()
+    add_perturb_argument(parser)
+    assert parser.parse_args(["--perturb"]).perturb == []
+    assert parser.parse_args(["--perturb", "jpeg:90", "--perturb", "blur:1"]).perturb == ["jpeg:90", "blur:1"]

@@ -162,11 +162,14 @@ def add_perturb_argument(parser: argparse.ArgumentParser) -> None:
     """--perturb, as evaluate (and bench/bench_evaluate.py) take it; parse_perturbations reads its specs."""
     parser.add_argument(
         "--perturb",
-        nargs="+",
+        nargs="*",  # --perturb with no spec: the clean set only
         action="extend",
         default=[],
         metavar="SPEC",
-        help=f"perturbations, each {SYNTAX}; e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5 smooth:6",
+        help=(
+            f"perturbations, each {SYNTAX}; e.g. jpeg:90,70,50 h264:23,35 resize:0.5 blur:1.5 noise:5 smooth:6; "
+            "--perturb with none: the clean set only"
+        ),
     )
 
 
