@@ -297,7 +297,16 @@ def test_add_real_refuses_a_folder_that_labels_files_fake(tmp_path: Path, small)
     ffpp = tmp_path / "ffpp" / "manipulated_sequences" / "Deepfakes" / "c23" / "videos"
     ffpp.mkdir(parents=True)
     (ffpp / "000_003.mp4").write_bytes(b"a fake")
-    tried = ((mixed, mixed / "fake" / "swap" / "040.png"), (dfdc, dfdc / "051.png"), (ffpp, ffpp / "000_003.mp4"))
+    # The method's mask videos: no faces at all, and read_ffpp lists none of them.
+    masks = ffpp.parent.parent / "masks" / "videos"
+    masks.mkdir(parents=True)
+    (masks / "000_003.mp4").write_bytes(b"a mask")
+    tried = (
+        (mixed, mixed / "fake" / "swap" / "040.png"),
+        (dfdc, dfdc / "051.png"),
+        (ffpp, ffpp / "000_003.mp4"),
+        (masks, masks / "000_003.mp4"),
+    )
     for folder, fake in (*tried, (ffpp.parent.parent, ffpp / "000_003.mp4")):
         with pytest.raises(
             DeepShieldError, match=rf"{folder} labels files fake \(e.g. {fake}: .*would add them as real"

@@ -512,8 +512,8 @@ def detect_format(path: Path, advice: str = FORMAT_ADVICE) -> str:
 def labelled_fake(root: Path, writing: Path | None = None) -> SourceItem | None:
     """A file that `root`'s own labels call fake (a fake/ folder, a DFDC metadata.json, FaceForensics++'s
     manipulated sequences), or that the FaceForensics++ tree `root` lies in does (a method's videos folder
-    has no labels of its own, and was taken as real); None when none does or `root` has no labels of its own
-    (a plain folder of faces)."""
+    has no labels of its own, and was taken as real; any file under manipulated_sequences, its masks too, is
+    no real face); None when none does or `root` has no labels of its own (a plain folder of faces)."""
     try:
         found = next(
             (e for e in read_source(root, writing=writing) if isinstance(e, SourceItem) and e.label == FAKE), None
@@ -526,7 +526,19 @@ def labelled_fake(root: Path, writing: Path | None = None) -> SourceItem | None:
     for folder in (inside, *inside.parents):
         if folder.name == "manipulated_sequences":
             entries = read_ffpp(folder.parent, folder.parent.name)
-            return next((e for e in entries if isinstance(e, SourceItem) and e.path.is_relative_to(inside)), None)
+            if found := next((e for e in entries if isinstance(e, SourceItem) and e.path.is_relative_to(inside)), None):
+                return found
+            # Not a method's videos (its masks/videos, say), and no real face either: nothing in this tree is one.
+            method = (inside.relative_to(folder).parts or ("unknown",))[0]
+            return next(
+                (
+                    SourceItem(
+                        path, FAKE, path.stem, "ffpp", method, f"{folder.parent.name}/{path.relative_to(folder.parent)}"
+                    )
+                    for path in media_files(inside, writing)
+                ),
+                None,
+            )
     return None
 
 
