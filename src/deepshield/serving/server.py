@@ -67,6 +67,17 @@ class LoggedOnce(logging.Filter):
         return not getattr(exc, LOGGED, False)
 
 
+class CutOffAtWarning(logging.Filter):
+    """uvicorn's 'Cancel N running task(s), timeout graceful shutdown exceeded' at WARNING, not ERROR: the
+    requests cut off are answered 503 `shutting_down` and each logged at WARNING (app.CutOffAtShutdown), as the
+    README says a restart does; at ERROR it raised the alarms of operators alerting on ERROR lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).endswith("timeout graceful shutdown exceeded"):
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
     """uvicorn's configuration for the app: header and keep-alive timeouts and the connection budget
     (connections.py) instead of uvicorn's limit_concurrency, whose 503 would also hit /healthz."""
@@ -80,8 +91,9 @@ def uvicorn_config(app, settings: ServerSettings, host: str = "127.0.0.1", port:
         if not any(isinstance(f, kind) for f in access.filters):
             access.addFilter(kind())
     errors = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, LoggedOnce) for f in errors.filters):
-        errors.addFilter(LoggedOnce())
+    for fix in (LoggedOnce, CutOffAtWarning):
+        if not any(isinstance(f, fix) for f in errors.filters):
+            errors.addFilter(fix())
     return uvicorn.Config(
         app,
         host=host,
