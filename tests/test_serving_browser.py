@@ -1382,13 +1382,8 @@ def test_a_video_job_waits_out_a_server_restart(browser, detector, astronaut, tm
         page.set_input_files("#file-input", str(clip))
         page.wait_for_function("() => document.getElementById('progress-stage').textContent.includes('not answering')")
         assert page.is_visible("[data-role=cancel]")
-        page.clock.fast_forward(1200)  # the second poll: it finds no server either, and the next is 2.4 s after it
-        for _ in range(200):  # up to 10 s for it
-            if len(polls) >= 2:
-                break
-            page.wait_for_timeout(50)
-        page.wait_for_timeout(100)  # its failure taken in, the next poll's timer set
-        page.clock.fast_forward(2400)
+        # The second poll: it finds no server either, and the next is 2.4 s after it.
+        _jump_over_a_retry(page, polls, 2, 1200, 2400)
         if comes_back_with_the_job:
             page.wait_for_selector("#video-result:not([hidden])")
             assert page.is_hidden("#message") and page.is_hidden("#progress")
@@ -1644,6 +1639,18 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
 
 
 @contextlib.contextmanager
+def _jump_over_a_retry(page, seen: list, count: int, wait_ms: int, next_wait_ms: int) -> None:
+    """On the page's installed clock: jump over its wait to a retry, see the retry made (`seen` reaches `count`,
+    up to 10 s), let its failure be taken in and the next retry's timer set, then jump over that one too."""
+    page.clock.fast_forward(wait_ms)
+    for _ in range(200):
+        if len(seen) >= count:
+            break
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(100)
+    page.clock.fast_forward(next_wait_ms)
+
+
 def _slow_upload_page(browser, app) -> Iterator:
     """A page of `app` served live whose uploads go at 200 KB/s (a 3 MB file takes 15 s)."""
     with live_server(app) as base_url:
@@ -2098,13 +2105,7 @@ def test_a_healthz_not_had_at_start_is_asked_again_quietly(page, server, astrona
     assert photo.stat().st_size > 20_000
     page.set_input_files("#file-input", str(photo))  # the limits unknown yet: it goes, and is analysed
     page.wait_for_selector(".face-card")
-    page.clock.fast_forward(2000)  # the later quiet try: it fails, and the next is 4 s after it
-    for _ in range(200):  # up to 10 s for it
-        if len(asked) >= 3:
-            break
-        page.wait_for_timeout(50)
-    page.wait_for_timeout(100)  # its failure taken in, the next try's timer set
-    page.clock.fast_forward(4000)
+    _jump_over_a_retry(page, asked, 3, 2000, 4000)  # the later quiet try: it fails, and the next is 4 s after it
     page.wait_for_selector("#frames-choice:not([hidden])", timeout=15_000)
     assert asked == ["failed", "failed", "failed", "answered"]
     assert page.is_hidden("#message") and page.is_visible(".face-card")  # no error over the result
