@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.data.layout import atomic_write_npz
+from deepshield.data.prepare import same_bytes
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.calibration import caught_at_fpr, caught_with_reals_flagged
 from deepshield.evaluation.metrics import (
@@ -62,7 +63,7 @@ from deepshield.evaluation.scoring import (
 from deepshield.faces.crop import CropPolicy, SyntheticCrops
 from deepshield.inference.video_rule import VideoRule
 from deepshield.locks import logged_wait, waited_lock
-from deepshield.media.files import file_sha256, keyed_among, real_path
+from deepshield.media.files import keyed_among, real_path
 from deepshield.media.video import DEFAULT_VIDEO_FRAMES
 from deepshield.plural import numbered
 
@@ -149,23 +150,16 @@ class Benchmark:
 
 def files_shared(
     files: Iterable[Path], training_files: Iterable[Path], training_digests: Collection[str] = ()
-) -> list[Path]:
-    """Those of `files` that are training files, by resolved path or by identical content (also the
-    `training_digests`, source_key, of training files not on this machine: a packed bank's sources)."""
-    training = [real_path(p) for p in training_files]
-    training_paths = set(training)
-    candidates = [real_path(p) for p in files if Path(p).is_file()]
-    shared = sorted(p for p in candidates if p in training_paths)
-    if not shared:  # same content under another path: hash only the files whose size matches a candidate's
-        candidate_sizes = {p: p.stat().st_size for p in candidates}
-        wanted = set(candidate_sizes.values())
-        same_size = {t: t.stat().st_size for t in training if t.is_file() and t.stat().st_size in wanted}
-        matched_sizes = set(same_size.values())
-        digests = {file_sha256(t) for t in same_size}
-        shared = sorted(p for p, size in candidate_sizes.items() if size in matched_sizes and file_sha256(p) in digests)
-    if not shared and training_digests:
-        shared = sorted(keyed_among(candidates, set(training_digests)))
-    return shared
+) -> dict[Path, Path | None]:
+    """Those of `files` that are training files, each with the training file it is: by resolved path, or by
+    identical content under another name (prepare's copy check, `same_bytes`); None for one whose content is
+    that of a training file not on this machine (`training_digests`, source_key: a packed bank's sources)."""
+    training = list(dict.fromkeys(real_path(p) for p in training_files))
+    candidates = sorted({real_path(p) for p in files if Path(p).is_file()})
+    shared: dict[Path, Path | None] = dict.fromkeys(keyed_among(candidates, set(training_digests)))
+    shared |= same_bytes(candidates, training)
+    shared |= {path: path for path in set(training).intersection(candidates)}
+    return dict(sorted(shared.items()))
 
 
 def check_no_overlap(
@@ -175,7 +169,7 @@ def check_no_overlap(
     training_digests: Collection[str] = (),
 ) -> None:
     """Refuse a benchmark that holds a training file (files_shared)."""
-    if shared := files_shared(benchmark_files, training_files, training_digests):
+    if shared := list(files_shared(benchmark_files, training_files, training_digests)):
         listed = ", ".join(map(str, shared[:3])) + (f" and {len(shared) - 3} more" if len(shared) > 3 else "")
         raise BenchmarkOverlapError(
             f"benchmark {benchmark} shares {numbered(len(shared), 'file')} with the training data ({listed}): a benchmark is for "

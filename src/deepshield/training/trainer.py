@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deepshield.cpus import usable_cpus
-from deepshield.data.prepare import same_bytes
 from deepshield.errors import DeepShieldError
 from deepshield.evaluation.metrics import detection_metrics, metric_key
 from deepshield.evaluation.plots import (
@@ -31,7 +30,6 @@ from deepshield.evaluation.plots import (
 from deepshield.evaluation.scoring import PREPARED_SYNTHETIC_CAUTION, is_prepared_dataset
 from deepshield.faces.crop import CropPolicy
 from deepshield.locks import folder_lock
-from deepshield.media.files import keyed_among
 from deepshield.models.card import sigmoid
 from deepshield.models.network import DeepfakeNet
 from deepshield.plural import numbered, plural
@@ -42,6 +40,7 @@ from deepshield.training.benchmarks import (
     BenchmarkScores,
     benchmark_metrics,
     check_benchmark_layout,
+    files_shared,
     load_benchmark,
 )
 from deepshield.training.checkpoint import (
@@ -250,16 +249,17 @@ class Trainer:
             prepared_files = prepared_source_files(datasets)
             # The bank and each dataset split their photos each their own way: one in both was trained on
             # through one and validated on through the other, the epoch and threshold chosen on it, unsaid.
-            # One photo by path, or by its bytes under another name (a CSV listing a copy of a bank's photo):
-            # prepare's copy check, and a packed bank's source keys for files not on this machine.
-            bank_files = sorted({p.resolve() for p in training_files})
-            sources = sorted({p.resolve() for p in prepared_files})
-            packed = " (the same bytes as a face of a packed bank in data.real_dirs)"
-            both = dict.fromkeys(keyed_among(sources, training_digests), packed)
-            both |= {p: f" (the same bytes as {held})" for p, held in same_bytes(sources, bank_files).items()}
-            both |= dict.fromkeys(set(bank_files).intersection(sources), "")
-            if both:
-                source, copy = min(both.items())
+            # One photo by path, or by its bytes under another name (a CSV listing a copy of a bank's photo),
+            # as a benchmark's overlap is found.
+            if both := files_shared(prepared_files, training_files, training_digests):
+                source, held = next(iter(both.items()))
+                copy = (
+                    " (the same bytes as a face of a packed bank in data.real_dirs)"
+                    if held is None
+                    else ""
+                    if held == source
+                    else f" (the same bytes as {held})"
+                )
                 raise DeepShieldError(
                     f"{len(both)} photos are both real faces of data.real_dirs and sources of a prepared dataset "
                     f"(data.datasets), e.g. {source}{copy}: each splits them its own way, so a photo trained on "
