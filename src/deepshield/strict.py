@@ -148,12 +148,11 @@ def explain(exc: ValidationError, model: type[BaseModel], origin: Callable[[str]
                 given, known, n=1, cutoff=0.5
             )
             prefix = ".".join(map(str, location[:-1]))
-            *sections, leaf = (*map(str, location[:-1]), *given.split("."))
+            *sections, leaf = key.split(".")
             if "." in given and leaf in (_fields_at(model, tuple(sections)) or []):
                 # A YAML or JSON file's `optim.lr: 1` is one key named "optim.lr" (only --set and --params read
                 # dots as sections): "did you mean optim?" led nowhere.
-                section, _, name = key.rpartition(".")
-                hint = f"; dots do not nest keys in a file: write {name} under {section}"
+                hint = f"; dots do not nest keys in a file: write {leaf} under {'.'.join(sections)}"
             else:
                 hint = (
                     f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"

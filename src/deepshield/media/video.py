@@ -683,8 +683,9 @@ def sample_frames(
             assert sampled is not None  # only a seek gives up
             return sampled
 
-        first, stop = span.frames_in(info) if _can_seek(info) else (0, 0)
-        seeks = _can_seek(info) and (stop - first) / max(1, n) >= SEEK_MIN_SPACING
+        can_seek = _can_seek(info)
+        first, stop = span.frames_in(info) if can_seek else (0, 0)
+        seeks = can_seek and (stop - first) / max(1, n) >= SEEK_MIN_SPACING
         if not seeks and first == 0:  # nothing read past the header yet: decoded from here (opened once)
             return from_start(container)
         if seeks:
