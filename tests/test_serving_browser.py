@@ -1638,7 +1638,6 @@ def test_a_video_job_is_cancelled_by_its_button_or_by_choosing_another_file(brow
         assert page.evaluate(status, job_url) == 404
 
 
-@contextlib.contextmanager
 def _jump_over_a_retry(page, seen: list, count: int, wait_ms: int, next_wait_ms: int) -> None:
     """On the page's installed clock: jump over its wait to a retry, see the retry made (`seen` reaches `count`,
     up to 10 s), let its failure be taken in and the next retry's timer set, then jump over that one too."""
@@ -1651,6 +1650,7 @@ def _jump_over_a_retry(page, seen: list, count: int, wait_ms: int, next_wait_ms:
     page.clock.fast_forward(next_wait_ms)
 
 
+@contextlib.contextmanager
 def _slow_upload_page(browser, app) -> Iterator:
     """A page of `app` served live whose uploads go at 200 KB/s (a 3 MB file takes 15 s)."""
     with live_server(app) as base_url:
